@@ -1,0 +1,8 @@
+// The public API in one include.
+#pragma once
+
+#include "espresso/errors.h"
+#include "espresso/graph.h"
+#include "espresso/import.h"
+#include "espresso/net.h"
+#include "espresso/tensor.h"

@@ -1,0 +1,76 @@
+// Graph: the one in-memory model. Importers produce it, Net runs it, exporters write it.
+// It knows nothing about the file format a model came from.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "espresso/tensor.h"
+
+namespace espresso {
+
+using AttrValue =
+    std::variant<std::int64_t, double, std::string, std::vector<std::int64_t>, std::vector<double>>;
+
+// Layer parameters by name. Getters convert ints to floats where asked, and throw ModelError
+// naming the attribute when a value has the wrong kind. Names are listed in docs/layers.md.
+class Attributes {
+ public:
+  void set(const std::string& name, AttrValue value) { values_[name] = std::move(value); }
+  bool has(const std::string& name) const { return values_.count(name) != 0; }
+  const std::map<std::string, AttrValue>& all() const { return values_; }
+
+  std::int64_t get_int(const std::string& name, std::int64_t fallback) const;
+  std::int64_t require_int(const std::string& name) const;
+  double get_float(const std::string& name, double fallback) const;
+  std::string get_string(const std::string& name, const std::string& fallback) const;
+  // A single int is accepted as a one-element list.
+  std::vector<std::int64_t> get_ints(const std::string& name,
+                                     const std::vector<std::int64_t>& fallback) const;
+  std::vector<double> get_floats(const std::string& name, const std::vector<double>& fallback) const;
+
+ private:
+  std::map<std::string, AttrValue> values_;
+};
+
+// Per-parameter training settings (Caffe's ParamSpec); unused at inference.
+struct ParamSpec {
+  std::string name;
+  float lr_mult = 1.0f;
+  float decay_mult = 1.0f;
+};
+
+struct LayerSpec {
+  std::string name;
+  std::string type;  // espresso's type name, e.g. "Convolution" (see docs/layers.md)
+  std::vector<std::string> inputs;
+  std::vector<std::string> outputs;
+  Attributes attrs;
+  std::vector<Tensor> weights;  // learned blobs in the layer's documented order
+  std::vector<ParamSpec> params;
+};
+
+struct InputSpec {
+  std::string name;
+  Shape shape;  // dimension 0 is the batch
+};
+
+struct Graph {
+  std::string name;
+  std::vector<InputSpec> inputs;
+  std::vector<LayerSpec> layers;  // in a valid execution order
+  std::vector<std::string> outputs;
+  // Source-format names of tensors that were renamed to keep names unique (Caffe's in-place
+  // layers write "ip1" again): maps the original name to the latest tensor that carries it.
+  std::map<std::string, std::string> aliases;
+
+  const LayerSpec* find_layer(const std::string& name) const;
+  // Checks that every input is produced before use, names are unique and outputs exist;
+  // throws ModelError listing the problem.
+  void validate() const;
+};
+
+}  // namespace espresso

@@ -1,0 +1,79 @@
+// Net: a Graph made runnable. Shapes are inferred and memory planned apart from compute, once per
+// set of input shapes; forward() only runs the plan.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "espresso/graph.h"
+#include "espresso/tensor.h"
+
+namespace espresso {
+
+// Worker threads for CPU kernels (OpenBLAS included). 0 picks ESPRESSO_NUM_THREADS, else the
+// hardware's thread count.
+void set_num_threads(int threads);
+int num_threads();
+
+struct NetOptions {
+  Device device = Device::cpu();
+  // Run the plain reference kernels instead of the fast ones (for checking and debugging).
+  bool reference_kernels = false;
+  // Give every tensor its own buffer so all of them can be read after forward().
+  bool keep_intermediates = false;
+};
+
+struct LayerSummary {
+  std::string name;
+  std::string type;
+  std::vector<Shape> output_shapes;
+  std::int64_t params = 0;  // learned values
+  std::int64_t flops = 0;   // 2 x multiply-accumulates, for the planned input shapes
+  std::string kernel;       // the kernel the plan chose
+};
+
+struct MemoryReport {
+  std::size_t planned_bytes = 0;  // activation arena after buffer reuse
+  std::size_t naive_bytes = 0;    // one buffer per tensor
+};
+
+class Net {
+ public:
+  // Creates every layer and checks the graph; throws ModelError listing all unknown layer types.
+  explicit Net(Graph graph, NetOptions options = {});
+  ~Net();
+  Net(Net&&) noexcept;
+  Net& operator=(Net&&) noexcept;
+
+  const Graph& graph() const;
+  const NetOptions& options() const;
+  std::vector<std::string> input_names() const;
+  std::vector<std::string> output_names() const;
+  Shape input_shape(const std::string& name) const;
+
+  // Changes an input's shape; the next forward() plans again.
+  void reshape(const std::string& input, const Shape& shape);
+  // Sets dimension 0 of every input.
+  void set_batch(std::int64_t batch);
+
+  // The buffer to fill for an input (planned on first use).
+  Tensor& input(const std::string& name);
+  void forward();
+  // Copies the given inputs in (reshaping as needed), runs, and returns every graph output.
+  std::map<std::string, Tensor> forward(const std::map<std::string, Tensor>& inputs);
+  // A graph output or input; any tensor (by original or unique name) with keep_intermediates.
+  const Tensor& tensor(const std::string& name) const;
+
+  std::vector<LayerSummary> summary();
+  MemoryReport memory();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace espresso

@@ -1,0 +1,20 @@
+// The CPU backend's fast kernels. Each factory returns nullptr for configurations it does not
+// cover, and the executor falls back to the layer's reference kernel.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "backends/kernel.h"
+
+namespace espresso::cpu {
+
+using KernelFactory = std::unique_ptr<Kernel> (*)(const Layer& layer, const std::vector<Shape>& inputs);
+
+// The fast kernel for this layer and these input shapes, or nullptr.
+std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs);
+
+// Factories, one per file in backends/cpu/, listed in the table in cpu_backend.cpp.
+std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>& inputs);
+
+}  // namespace espresso::cpu

@@ -1,0 +1,218 @@
+#include "espresso/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+#include "espresso/errors.h"
+
+namespace espresso {
+
+std::size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return 4;
+    case DType::f16: return 2;
+    case DType::bf16: return 2;
+    case DType::i8: return 1;
+    case DType::i32: return 4;
+    case DType::i64: return 8;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return "f32";
+    case DType::f16: return "f16";
+    case DType::bf16: return "bf16";
+    case DType::i8: return "i8";
+    case DType::i32: return "i32";
+    case DType::i64: return "i64";
+  }
+  return "?";
+}
+
+Device Device::parse(const std::string& text) {
+  if (text == "cpu") return cpu();
+  if (text == "cuda") return cuda(0);
+  if (text.rfind("cuda:", 0) == 0) {
+    const std::string index = text.substr(5);
+    if (!index.empty() && index.size() < 4 &&
+        index.find_first_not_of("0123456789") == std::string::npos) {
+      return cuda(std::stoi(index));
+    }
+  }
+  throw UnsupportedError("unknown device '" + text + "' (expected cpu, cuda or cuda:N)");
+}
+
+std::string Device::str() const {
+  return is_cpu() ? "cpu" : "cuda:" + std::to_string(index);
+}
+
+std::int64_t Shape::dim(int axis) const { return dims_[static_cast<std::size_t>(canonical_axis(axis))]; }
+
+int Shape::canonical_axis(int axis) const {
+  const int resolved = axis < 0 ? axis + rank() : axis;
+  if (resolved < 0 || resolved >= rank()) {
+    throw ShapeError("axis " + std::to_string(axis) + " is out of range for shape " + str());
+  }
+  return resolved;
+}
+
+std::int64_t Shape::count(int begin, int end) const {
+  std::int64_t n = 1;
+  for (int i = begin; i < end; ++i) n *= dims_[static_cast<std::size_t>(i)];
+  return n;
+}
+
+std::string Shape::str() const {
+  if (dims_.empty()) return "scalar";
+  std::ostringstream out;
+  for (std::size_t i = 0; i < dims_.size(); ++i) out << (i ? "x" : "") << dims_[i];
+  return out.str();
+}
+
+namespace {
+
+constexpr std::size_t kAlignment = 64;
+
+std::shared_ptr<void> allocate(std::size_t bytes, Device device) {
+  if (!device.is_cpu()) {
+    throw UnsupportedError("device " + device.str() + " is not available in this build");
+  }
+  const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  void* data = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
+  if (data == nullptr) {
+    throw DeviceError("out of host memory allocating " + std::to_string(bytes) + " bytes");
+  }
+  return {data, std::free};
+}
+
+void check_shape(const Shape& shape) {
+  for (std::int64_t d : shape.dims()) {
+    if (d < 0) throw ShapeError("negative dimension in shape " + shape.str());
+  }
+}
+
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  check_shape(shape);
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  t.owner_ = allocate(t.bytes(), device);
+  t.data_ = t.owner_.get();
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  std::memset(t.data_, 0, t.bytes());
+  return t;
+}
+
+Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, Device device,
+                    std::shared_ptr<void> owner) {
+  check_shape(shape);
+  Tensor t;
+  t.owner_ = std::move(owner);
+  t.data_ = data;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  return t;
+}
+
+Tensor Tensor::from(const Shape& shape, const std::vector<float>& values) {
+  if (static_cast<std::int64_t>(values.size()) != shape.numel()) {
+    throw ShapeError("shape " + shape.str() + " needs " + std::to_string(shape.numel()) +
+                     " values, got " + std::to_string(values.size()));
+  }
+  Tensor t = empty(shape);
+  std::memcpy(t.data_, values.data(), t.bytes());
+  return t;
+}
+
+namespace {
+
+template <class T>
+constexpr DType dtype_of();
+template <>
+constexpr DType dtype_of<float>() { return DType::f32; }
+template <>
+constexpr DType dtype_of<std::int8_t>() { return DType::i8; }
+template <>
+constexpr DType dtype_of<std::int32_t>() { return DType::i32; }
+template <>
+constexpr DType dtype_of<std::int64_t>() { return DType::i64; }
+template <>
+constexpr DType dtype_of<std::uint16_t>() { return DType::f16; }
+
+void check_dtype(DType have, DType want) {
+  if (have != want && !(want == DType::f16 && have == DType::bf16)) {
+    throw UnsupportedError(std::string("tensor holds ") + dtype_name(have) + ", accessed as " +
+                           dtype_name(want));
+  }
+}
+
+}  // namespace
+
+template <class T>
+T* Tensor::data() {
+  check_dtype(dtype_, dtype_of<T>());
+  return static_cast<T*>(data_);
+}
+
+template <class T>
+const T* Tensor::data() const {
+  check_dtype(dtype_, dtype_of<T>());
+  return static_cast<const T*>(data_);
+}
+
+template float* Tensor::data<float>();
+template const float* Tensor::data<float>() const;
+template std::int8_t* Tensor::data<std::int8_t>();
+template const std::int8_t* Tensor::data<std::int8_t>() const;
+template std::int32_t* Tensor::data<std::int32_t>();
+template const std::int32_t* Tensor::data<std::int32_t>() const;
+template std::int64_t* Tensor::data<std::int64_t>();
+template const std::int64_t* Tensor::data<std::int64_t>() const;
+template std::uint16_t* Tensor::data<std::uint16_t>();
+template const std::uint16_t* Tensor::data<std::uint16_t>() const;
+
+Tensor Tensor::reshaped(const Shape& shape) const {
+  if (shape.numel() != numel()) {
+    throw ShapeError("cannot reshape " + shape_.str() + " to " + shape.str());
+  }
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
+Tensor Tensor::to(Device device) const {
+  Tensor t = empty(shape_, dtype_, device);
+  t.copy_from(*this);
+  return t;
+}
+
+void Tensor::copy_from(const Tensor& source) {
+  if (source.dtype_ != dtype_ || source.numel() != numel()) {
+    throw ShapeError(std::string("cannot copy ") + dtype_name(source.dtype_) + " " +
+                     source.shape_.str() + " into " + dtype_name(dtype_) + " " + shape_.str());
+  }
+  if (!device_.is_cpu() || !source.device_.is_cpu()) {
+    throw UnsupportedError("copies to or from " + (device_.is_cpu() ? source.device_ : device_).str() +
+                           " are not available in this build");
+  }
+  if (bytes() != 0 && data_ != source.data_) std::memmove(data_, source.data_, bytes());
+}
+
+std::vector<float> Tensor::to_vector() const {
+  if (!device_.is_cpu()) throw UnsupportedError("to_vector() needs a CPU tensor");
+  const float* p = data<float>();
+  return std::vector<float>(p, p + numel());
+}
+
+}  // namespace espresso

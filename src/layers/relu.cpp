@@ -1,0 +1,21 @@
+#include "layers/relu.h"
+
+namespace espresso {
+
+ReLULayer::ReLULayer(const LayerSpec& spec)
+    : Layer(spec), negative_slope_(static_cast<float>(spec.attrs.get_float("negative_slope", 0.0))) {}
+
+std::vector<Shape> ReLULayer::output_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, 1);
+  return {inputs[0]};
+}
+
+void ReLULayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) {
+    y[i] = x[i] > 0 ? x[i] : negative_slope_ * x[i];
+  }
+}
+
+}  // namespace espresso

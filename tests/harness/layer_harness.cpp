@@ -1,0 +1,132 @@
+#include "harness/layer_harness.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "backends/cpu/cpu_backend.h"
+#include "layers/registry.h"
+
+namespace espresso::testing {
+
+Values Rng::values(std::size_t n, double lo, double hi) {
+  Values v(n);
+  for (double& x : v) x = uniform(lo, hi);
+  return v;
+}
+
+double normalized_error(const Values& reference, const Values& other) {
+  if (reference.size() != other.size()) return INFINITY;
+  double scale = 1e-12, diff = 0;
+  for (std::size_t i = 0; i < reference.size(); ++i) {
+    scale = std::max(scale, std::abs(reference[i]));
+    diff = std::max(diff, std::abs(reference[i] - other[i]));
+    if (std::isnan(other[i]) != std::isnan(reference[i])) return INFINITY;
+  }
+  return diff / scale;
+}
+
+namespace {
+
+std::string describe(const LayerCase& c) {
+  std::ostringstream out;
+  out << c.spec.type << " inputs:";
+  for (const Shape& s : c.input_shapes) out << " " << s.str();
+  for (const auto& [name, value] : c.spec.attrs.all()) {
+    out << " " << name << "=";
+    std::visit(
+        [&](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::vector<std::int64_t>> || std::is_same_v<T, std::vector<double>>) {
+            for (std::size_t i = 0; i < v.size(); ++i) out << (i ? "," : "") << v[i];
+          } else {
+            out << v;
+          }
+        },
+        value);
+  }
+  return out.str();
+}
+
+Tensor to_tensor(const Shape& shape, const Values& values) {
+  std::vector<float> f(values.begin(), values.end());
+  return Tensor::from(shape, f);
+}
+
+Values to_values(const Tensor& t) {
+  std::vector<float> f = t.to_vector();
+  return Values(f.begin(), f.end());
+}
+
+// Values as they are after rounding to float, so the naive computation sees what the kernels see.
+Values rounded(const Values& v) {
+  Values r(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) r[i] = static_cast<float>(v[i]);
+  return r;
+}
+
+}  // namespace
+
+void run_layer_test(const LayerTest& test) {
+  int fast_cases = 0;
+  for (int index = 0; index < test.cases; ++index) {
+    Rng rng(1000u + static_cast<unsigned>(index));
+    LayerCase c = test.make_case(rng);
+    if (c.spec.name.empty()) c.spec.name = "under_test";
+    if (c.spec.inputs.empty()) {
+      for (std::size_t i = 0; i < c.input_shapes.size(); ++i) c.spec.inputs.push_back("in" + std::to_string(i));
+    }
+    if (c.spec.outputs.empty()) c.spec.outputs.push_back("out0");
+    const std::string what = describe(c);
+    SCOPED_TRACE("case " + std::to_string(index) + ": " + what);
+
+    std::unique_ptr<Layer> probe = create_layer(c.spec);
+    const std::vector<Shape> out_shapes = probe->output_shapes(c.input_shapes);
+    const std::vector<Shape> weight_shapes = probe->weight_shapes(c.input_shapes);
+    if (c.weights.empty()) {
+      for (const Shape& s : weight_shapes) c.weights.push_back(rng.values(static_cast<std::size_t>(s.numel())));
+    }
+    ASSERT_EQ(c.weights.size(), weight_shapes.size());
+    for (std::size_t i = 0; i < weight_shapes.size(); ++i) {
+      c.weights[i] = rounded(c.weights[i]);
+      c.spec.weights.push_back(to_tensor(weight_shapes[i], c.weights[i]));
+    }
+    for (std::size_t i = c.inputs.size(); i < c.input_shapes.size(); ++i) {
+      c.inputs.push_back(rng.values(static_cast<std::size_t>(c.input_shapes[i].numel())));
+    }
+    std::vector<Tensor> inputs;
+    for (std::size_t i = 0; i < c.input_shapes.size(); ++i) {
+      c.inputs[i] = rounded(c.inputs[i]);
+      inputs.push_back(to_tensor(c.input_shapes[i], c.inputs[i]));
+    }
+    std::unique_ptr<Layer> layer = create_layer(c.spec);
+
+    std::vector<Tensor> reference;
+    for (const Shape& s : out_shapes) reference.push_back(Tensor::empty(s));
+    layer->forward(inputs, reference);
+
+    const std::vector<Values> expected = test.naive(c, c.inputs, c.weights);
+    ASSERT_EQ(expected.size(), reference.size());
+    for (std::size_t k = 0; k < reference.size(); ++k) {
+      ASSERT_EQ(expected[k].size(), static_cast<std::size_t>(reference[k].numel())) << "output " << k;
+      EXPECT_LE(normalized_error(expected[k], to_values(reference[k])), test.tolerance)
+          << "reference vs naive double, output " << k;
+    }
+
+    if (std::unique_ptr<Kernel> fast = cpu::make_kernel(*layer, c.input_shapes)) {
+      ++fast_cases;
+      std::vector<Tensor> outputs;
+      for (const Shape& s : out_shapes) outputs.push_back(Tensor::empty(s));
+      fast->forward(inputs, outputs);
+      for (std::size_t k = 0; k < reference.size(); ++k) {
+        EXPECT_LE(normalized_error(to_values(reference[k]), to_values(outputs[k])), test.tolerance)
+            << "CPU kernel '" << fast->name() << "' vs reference, output " << k;
+      }
+    }
+  }
+  ::testing::Test::RecordProperty("fast_cpu_cases", fast_cases);
+}
+
+}  // namespace espresso::testing
