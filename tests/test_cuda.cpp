@@ -15,8 +15,8 @@ namespace {
 
 bool have_gpu() { return cuda::device_count() > 0; }
 
-#define REQUIRE_GPU()                                                         \
-  do {                                                                        \
+#define REQUIRE_GPU()                                                     \
+  do {                                                                    \
     if (!have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA test not run"; \
   } while (0)
 
@@ -55,7 +55,8 @@ void expect_message(const std::function<void()>& action, const std::vector<std::
     action();
     FAIL() << "expected DeviceError";
   } catch (const DeviceError& e) {
-    for (const std::string& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what();
+    for (const std::string& f : fragments)
+      EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what();
   }
 }
 
@@ -209,7 +210,8 @@ TEST(Cuda, NetOnOddSizedTensors) {
   NetOptions options;
   options.device = Device::cuda(0);
   Net net(g, options);
-  const auto y = net.forward({{"data", Tensor::from(Shape{1, 1, 1, 7}, {-3, -2, -1, 0, 1, 2, 3})}}).at("y").to_vector();
+  const auto y =
+      net.forward({{"data", Tensor::from(Shape{1, 1, 1, 7}, {-3, -2, -1, 0, 1, 2, 3})}}).at("y").to_vector();
   const std::vector<float> expected{-0.3f, -0.2f, -0.1f, 0, 1, 2, 3};
   for (std::size_t i = 0; i < expected.size(); ++i) EXPECT_FLOAT_EQ(y[i], expected[i]);
 }

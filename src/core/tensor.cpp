@@ -214,7 +214,8 @@ void Tensor::copy_from(const Tensor& source) {
 
 std::vector<float> Tensor::to_vector() const {
   if (!device_.is_cpu()) {
-    throw UnsupportedError("to_vector() needs a CPU tensor, this one is on " + device_.str() + "; use to(Device::cpu())");
+    throw UnsupportedError("to_vector() needs a CPU tensor, this one is on " + device_.str() +
+                           "; use to(Device::cpu())");
   }
   const float* p = data<float>();
   return std::vector<float>(p, p + numel());

@@ -225,7 +225,8 @@ void Net::Impl::plan() {
   if (device.is_cpu()) {
     arena = Tensor::empty(arena_shape, DType::i8);
   } else {
-    auto block = cuda::allocate(memory.arena_bytes, device, "the activation arena of net '" + graph.name + "'");
+    auto block =
+        cuda::allocate(memory.arena_bytes, device, "the activation arena of net '" + graph.name + "'");
     arena = Tensor::wrap(block.get(), arena_shape, DType::i8, device, block);
   }
 
@@ -239,8 +240,8 @@ void Net::Impl::plan() {
   auto* base = static_cast<std::byte*>(arena.raw());
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (buffer_of[id] < 0) continue;
-    tensors[id] = Tensor::wrap(base + memory.offsets[static_cast<std::size_t>(buffer_of[id])], shapes[id], DType::f32,
-                               device);
+    tensors[id] = Tensor::wrap(base + memory.offsets[static_cast<std::size_t>(buffer_of[id])], shapes[id],
+                               DType::f32, device);
   }
   for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
 
@@ -270,8 +271,8 @@ void Net::Impl::make_kernels() {
         throw DeviceError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
       }
       if (!kernel) {
-        uncovered += (uncovered.empty() ? "" : ", ") + ("'" + layer.name() + "' (" + layer.type() + ", inputs " +
-                                                          join_shapes(in_shapes) + ")");
+        uncovered += (uncovered.empty() ? "" : ", ") +
+                     ("'" + layer.name() + "' (" + layer.type() + ", inputs " + join_shapes(in_shapes) + ")");
       }
     } else {
       if (!options.reference_kernels) kernel = cpu::make_kernel(layer, in_shapes);
@@ -316,9 +317,11 @@ void Net::Impl::run_on_gpu() {
   try {
     context.synchronize();
   } catch (const DeviceError& e) {
-    throw DeviceError(std::string("running net '") + graph.name + "' on " + options.device.str() + ": " + e.what() +
-                      (options.cuda_graphs ? " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)"
-                                           : " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)"));
+    throw DeviceError(
+        std::string("running net '") + graph.name + "' on " + options.device.str() + ": " + e.what() +
+        (options.cuda_graphs
+             ? " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)"
+             : " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)"));
   }
 }
 

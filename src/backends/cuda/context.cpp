@@ -16,7 +16,8 @@ constexpr std::size_t kCublasWorkspace = std::size_t{32} << 20;
 StreamContext::StreamContext(Device device) : device_(device) {
   require_device(device);
   DeviceGuard guard(device_.index);
-  ESPRESSO_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_.index));
+  ESPRESSO_CUDA_CHECK(
+      cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_.index));
   ESPRESSO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 }
 

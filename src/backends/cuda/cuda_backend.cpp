@@ -20,8 +20,8 @@ constexpr Entry kKernels[] = {
 };
 
 const Entry* find(const std::string& type) {
-  auto it = std::find_if(std::begin(kKernels), std::end(kKernels),
-                         [&](const Entry& e) { return type == e.type; });
+  auto it =
+      std::find_if(std::begin(kKernels), std::end(kKernels), [&](const Entry& e) { return type == e.type; });
   return it == std::end(kKernels) ? nullptr : &*it;
 }
 
@@ -38,7 +38,8 @@ void check_supported(const std::vector<const Layer*>& layers) {
       missing += (missing.empty() ? "" : ", ") + ("'" + layer->name() + "' (" + layer->type() + ")");
     }
   }
-  if (!missing.empty()) throw UnsupportedError("no CUDA kernel for layers " + missing + "; run them on the CPU");
+  if (!missing.empty())
+    throw UnsupportedError("no CUDA kernel for layers " + missing + "; run them on the CPU");
 }
 
 std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Context& context) {

@@ -54,8 +54,9 @@ void require_device(Device device) {
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess || count == 0) {
     cudaGetLastError();
-    throw DeviceError("device " + device.str() + ": no CUDA device found" +
-                      (status == cudaSuccess ? std::string() : std::string(" (") + cudaGetErrorString(status) + ")"));
+    throw DeviceError(
+        "device " + device.str() + ": no CUDA device found" +
+        (status == cudaSuccess ? std::string() : std::string(" (") + cudaGetErrorString(status) + ")"));
   }
   if (device.index < 0 || device.index >= count) {
     throw DeviceError("device " + device.str() + " does not exist: " + std::to_string(count) +

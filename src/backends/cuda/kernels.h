@@ -13,6 +13,7 @@ namespace espresso::cuda {
 using KernelFactory = std::unique_ptr<Kernel> (*)(const Layer& layer, const std::vector<Shape>& inputs,
                                                   StreamContext& context);
 
-std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context);
+std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>& inputs,
+                                  StreamContext& context);
 
 }  // namespace espresso::cuda

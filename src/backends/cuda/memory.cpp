@@ -63,7 +63,8 @@ class Pool {
     std::size_t cached_bytes = 0;
   };
 
-  void* fresh_block(PerDevice& pool, std::size_t size, std::size_t asked, int device, const std::string& purpose) {
+  void* fresh_block(PerDevice& pool, std::size_t size, std::size_t asked, int device,
+                    const std::string& purpose) {
     DeviceGuard guard(device);
     void* block = nullptr;
     cudaError_t status = cudaMalloc(&block, size);
@@ -76,8 +77,8 @@ class Pool {
     if (status == cudaErrorMemoryAllocation) {
       cudaGetLastError();
       throw DeviceError("out of memory on cuda:" + std::to_string(device) + ": could not allocate " +
-                        describe_bytes(asked) + (purpose.empty() ? "" : " for " + purpose) + "; espresso holds " +
-                        describe_bytes(pool.in_use_bytes) + " in use");
+                        describe_bytes(asked) + (purpose.empty() ? "" : " for " + purpose) +
+                        "; espresso holds " + describe_bytes(pool.in_use_bytes) + " in use");
     }
     check(status, "cudaMalloc");
     return block;

@@ -38,7 +38,8 @@ class Transfers {
       // The chunk's previous DMA must have read it before we overwrite it.
       ESPRESSO_CUDA_CHECK(cudaEventSynchronize(done_[k]));
       std::memcpy(staging_[k], source + offset, n);
-      ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(destination + offset, staging_[k], n, cudaMemcpyHostToDevice, stream_));
+      ESPRESSO_CUDA_CHECK(
+          cudaMemcpyAsync(destination + offset, staging_[k], n, cudaMemcpyHostToDevice, stream_));
       ESPRESSO_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
     }
     ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -76,7 +77,8 @@ class Transfers {
     if (destination_device == device_) {
       ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToDevice, stream_));
     } else {
-      ESPRESSO_CUDA_CHECK(cudaMemcpyPeerAsync(destination, destination_device, source, device_, bytes, stream_));
+      ESPRESSO_CUDA_CHECK(
+          cudaMemcpyPeerAsync(destination, destination_device, source, device_, bytes, stream_));
     }
     ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }

@@ -8,7 +8,8 @@ namespace espresso::cuda {
 namespace {
 
 [[noreturn]] void fail_not_built(const std::string& what) {
-  throw DeviceError(what + ": CUDA backend not built (configure with -DESPRESSO_CUDA=ON on a machine with nvcc and cuDNN)");
+  throw DeviceError(
+      what + ": CUDA backend not built (configure with -DESPRESSO_CUDA=ON on a machine with nvcc and cuDNN)");
 }
 
 }  // namespace
