@@ -2,9 +2,9 @@
 
 namespace espresso {
 
-std::int64_t ConvGeometry::in_spatial() const { return product(in_size); }
-std::int64_t ConvGeometry::out_spatial() const { return product(out_size); }
-std::int64_t ConvGeometry::kernel_spatial() const { return product(kernel); }
+std::int64_t ConvGeometry::in_spatial() const { return dims_product(in_size); }
+std::int64_t ConvGeometry::out_spatial() const { return dims_product(out_size); }
+std::int64_t ConvGeometry::kernel_spatial() const { return dims_product(kernel); }
 
 ConvParams::ConvParams(const Attributes& attrs)
     : num_output(attrs.require_int("num_output")),

@@ -38,13 +38,9 @@ PoolingLayer::PoolingLayer(const LayerSpec& spec)
   }
   if (global_) {
     if (kernel_.given()) fail_model("global pooling takes no 'kernel'; the window is the whole input");
-    for (const AxisValues* list : {&stride_, &pad_}) {
-      for (int a = 0; a < list->count(); ++a) {
-        if ((*list)[a] != (list == &stride_ ? 1 : 0)) {
-          fail_model("global pooling needs stride 1 and pad 0, got " + list->name() + " " +
-                     std::to_string((*list)[a]));
-        }
-      }
+    const int axes = common_axis_count({&stride_, &pad_});
+    for (int a = 0; a < std::max(axes, 1); ++a) {
+      if (stride_[a] != 1 || pad_[a] != 0) fail_model("global pooling needs stride 1 and pad 0");
     }
     return;
   }
@@ -111,7 +107,7 @@ void PoolingLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor
   const PoolGeometry g = geometry(inputs[0].shape());
   const float* x = inputs[0].data<float>();
   float* y = outputs[0].data<float>();
-  const std::int64_t in_spatial = product(g.in_size);
+  const std::int64_t in_spatial = dims_product(g.in_size);
   const auto out_coords = box_coordinates(g.out_size);
   const int axes = g.axes();
 

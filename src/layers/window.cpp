@@ -37,14 +37,14 @@ int common_axis_count(const std::vector<const AxisValues*>& lists) {
   return axes;
 }
 
-std::int64_t product(const std::vector<std::int64_t>& dims) {
+std::int64_t dims_product(const std::vector<std::int64_t>& dims) {
   return std::accumulate(dims.begin(), dims.end(), std::int64_t{1}, std::multiplies<>());
 }
 
 std::vector<std::vector<std::int64_t>> box_coordinates(const std::vector<std::int64_t>& dims) {
   std::vector<std::vector<std::int64_t>> coords;
   std::vector<std::int64_t> c(dims.size(), 0);
-  for (std::int64_t i = 0, n = product(dims); i < n; ++i) {
+  for (std::int64_t i = 0, n = dims_product(dims); i < n; ++i) {
     coords.push_back(c);
     for (std::size_t a = dims.size(); a-- > 0;) {
       if (++c[a] < dims[a]) break;

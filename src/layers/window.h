@@ -40,7 +40,7 @@ class AxisValues {
 // two of them give different per-axis counts.
 int common_axis_count(const std::vector<const AxisValues*>& lists);
 
-std::int64_t product(const std::vector<std::int64_t>& dims);
+std::int64_t dims_product(const std::vector<std::int64_t>& dims);
 
 // Every coordinate of a box of `dims` in row-major order, the order of tensor elements; for the
 // reference kernels' N-D loops.

@@ -3,17 +3,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "layers/window.h"
+
 namespace espresso::cpu {
 namespace {
 
 // Smallest q with q · d >= a, for d > 0 and any sign of a.
 std::int64_t ceil_div(std::int64_t a, std::int64_t d) { return a >= 0 ? (a + d - 1) / d : -((-a) / d); }
-
-std::int64_t product(const std::vector<std::int64_t>& dims, std::size_t begin, std::size_t end) {
-  std::int64_t n = 1;
-  for (std::size_t i = begin; i < end; ++i) n *= dims[i];
-  return n;
-}
 
 // Walks every (channel, tap) row and every run of window positions along the last axis; the
 // position range [lo, hi) of each run reads inside the image, the rest reads padding. `run`
@@ -23,8 +19,8 @@ template <class Run>
 void for_each_run(const WindowLayout& L, std::int64_t image_plane, Run run) {
   const std::size_t axes = L.image.size();
   const std::size_t last = axes - 1;
-  const std::int64_t taps = product(L.kernel, 0, axes);
-  const std::int64_t positions = product(L.columns, 0, axes);
+  const std::int64_t taps = dims_product(L.kernel);
+  const std::int64_t positions = dims_product(L.columns);
   const std::int64_t row_length = L.columns[last];
   const std::int64_t runs = positions / row_length;
   std::vector<std::int64_t> tap(axes), outer(axes);
@@ -61,7 +57,7 @@ void for_each_run(const WindowLayout& L, std::int64_t image_plane, Run run) {
 }  // namespace
 
 void im2col(const float* image, const WindowLayout& layout, float* col) {
-  const std::int64_t plane = product(layout.image, 0, layout.image.size());
+  const std::int64_t plane = dims_product(layout.image);
   const std::int64_t stride = layout.stride.back();
   const std::int64_t row_length = layout.columns.back();
   for_each_run(layout, plane,
@@ -83,7 +79,7 @@ void im2col(const float* image, const WindowLayout& layout, float* col) {
 }
 
 void col2im(const float* col, const WindowLayout& layout, float* image) {
-  const std::int64_t plane = product(layout.image, 0, layout.image.size());
+  const std::int64_t plane = dims_product(layout.image);
   const std::int64_t stride = layout.stride.back();
   for_each_run(layout, plane,
                [&](std::int64_t at, bool inside, std::int64_t origin, std::int64_t lo, std::int64_t hi) {
