@@ -3,6 +3,11 @@
 #include <algorithm>
 #include <iterator>
 
+#include "layers/convolution.h"
+#include "layers/deconvolution.h"
+#include "layers/inner_product.h"
+#include "layers/lrn.h"
+#include "layers/pooling.h"
 #include "layers/relu.h"
 
 namespace espresso {
@@ -22,6 +27,11 @@ struct Entry {
 
 // Every layer type espresso knows, by its espresso name (docs/layers.md).
 constexpr Entry kLayers[] = {
+    {"Convolution", make<ConvolutionLayer>},
+    {"Deconvolution", make<DeconvolutionLayer>},
+    {"InnerProduct", make<InnerProductLayer>},
+    {"LRN", make<LRNLayer>},
+    {"Pooling", make<PoolingLayer>},
     {"ReLU", make<ReLULayer>},
 };
 
