@@ -3,7 +3,25 @@
 #include <algorithm>
 #include <iterator>
 
+#include "layers/absval.h"
+#include "layers/accuracy.h"
+#include "layers/batch_norm.h"
+#include "layers/bias.h"
+#include "layers/concat.h"
+#include "layers/dropout.h"
+#include "layers/eltwise.h"
+#include "layers/flatten.h"
+#include "layers/power.h"
+#include "layers/prelu.h"
 #include "layers/relu.h"
+#include "layers/reshape.h"
+#include "layers/scale.h"
+#include "layers/sigmoid.h"
+#include "layers/slice.h"
+#include "layers/softmax.h"
+#include "layers/softmax_with_loss.h"
+#include "layers/split.h"
+#include "layers/tanh.h"
 
 namespace espresso {
 namespace {
@@ -22,7 +40,25 @@ struct Entry {
 
 // Every layer type espresso knows, by its espresso name (docs/layers.md).
 constexpr Entry kLayers[] = {
+    {"AbsVal", make<AbsValLayer>},
+    {"Accuracy", make<AccuracyLayer>},
+    {"BatchNorm", make<BatchNormLayer>},
+    {"Bias", make<BiasLayer>},
+    {"Concat", make<ConcatLayer>},
+    {"Dropout", make<DropoutLayer>},
+    {"Eltwise", make<EltwiseLayer>},
+    {"Flatten", make<FlattenLayer>},
+    {"Power", make<PowerLayer>},
+    {"PReLU", make<PReLULayer>},
     {"ReLU", make<ReLULayer>},
+    {"Reshape", make<ReshapeLayer>},
+    {"Scale", make<ScaleLayer>},
+    {"Sigmoid", make<SigmoidLayer>},
+    {"Slice", make<SliceLayer>},
+    {"Softmax", make<SoftmaxLayer>},
+    {"SoftmaxWithLoss", make<SoftmaxWithLossLayer>},
+    {"Split", make<SplitLayer>},
+    {"TanH", make<TanHLayer>},
 };
 
 const Entry* find(const std::string& type) {
