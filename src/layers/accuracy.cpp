@@ -2,7 +2,8 @@
 
 namespace espresso {
 
-AccuracyLayer::AccuracyLayer(const LayerSpec& spec) : LabeledLayer(spec), top_k_(spec.attrs.get_int("top_k", 1)) {
+AccuracyLayer::AccuracyLayer(const LayerSpec& spec)
+    : LabeledLayer(spec), top_k_(spec.attrs.get_int("top_k", 1)) {
   if (top_k_ < 1) fail_model("attribute 'top_k' must be at least 1, got " + std::to_string(top_k_));
 }
 
@@ -32,7 +33,8 @@ void AccuracyLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tenso
       correct += better < top_k_ ? 1 : 0;
     }
   }
-  outputs[0].data<float>()[0] = counted == 0 ? 0.0f : static_cast<float>(correct) / static_cast<float>(counted);
+  outputs[0].data<float>()[0] =
+      counted == 0 ? 0.0f : static_cast<float>(correct) / static_cast<float>(counted);
 }
 
 }  // namespace espresso

@@ -4,8 +4,8 @@
 
 namespace espresso {
 
-// Caffe's inference BatchNorm: y = (x - mean/s) / sqrt(var/s + eps) per channel (axis 1; one channel for rank 1), with
-// s the stored scale factor (s = 0 means zero statistics).
+// Caffe's inference BatchNorm: y = (x - mean/s) / sqrt(var/s + eps) per channel (axis 1; one channel for rank
+// 1), with s the stored scale factor (s = 0 means zero statistics).
 class BatchNormLayer final : public Layer {
  public:
   explicit BatchNormLayer(const LayerSpec& spec);

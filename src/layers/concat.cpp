@@ -11,14 +11,16 @@ ConcatLayer::ConcatLayer(const LayerSpec& spec) : Layer(spec), axis_(spec.attrs.
 std::vector<Shape> ConcatLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, SIZE_MAX);
   const std::optional<int> axis = resolve_axis(axis_, inputs[0].rank());
-  if (!axis) fail_shape("axis " + std::to_string(axis_) + " is out of range for input shape " + inputs[0].str());
+  if (!axis)
+    fail_shape("axis " + std::to_string(axis_) + " is out of range for input shape " + inputs[0].str());
   Shape joined = inputs[0];
   for (std::size_t i = 1; i < inputs.size(); ++i) {
     bool fits = inputs[i].rank() == joined.rank();
     for (int d = 0; fits && d < joined.rank(); ++d) fits = d == *axis || inputs[i][d] == joined[d];
     if (!fits) {
-      fail_shape("input " + std::to_string(i) + " of shape " + inputs[i].str() + " does not match input 0 of shape " +
-                 inputs[0].str() + " outside axis " + std::to_string(*axis));
+      fail_shape("input " + std::to_string(i) + " of shape " + inputs[i].str() +
+                 " does not match input 0 of shape " + inputs[0].str() + " outside axis " +
+                 std::to_string(*axis));
     }
     joined[*axis] += inputs[i][*axis];
   }

@@ -48,9 +48,15 @@ void EltwiseLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor
     for (std::size_t k = 1; k < inputs.size(); ++k) {
       const float x = inputs[k].data<float>()[i];
       switch (operation_) {
-        case EltwiseOperation::sum: value += coeffs[k] * x; break;
-        case EltwiseOperation::prod: value *= x; break;
-        case EltwiseOperation::max: value = std::max(value, x); break;
+        case EltwiseOperation::sum:
+          value += coeffs[k] * x;
+          break;
+        case EltwiseOperation::prod:
+          value *= x;
+          break;
+        case EltwiseOperation::max:
+          value = std::max(value, x);
+          break;
       }
     }
     y[i] = value;

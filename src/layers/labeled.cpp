@@ -12,7 +12,8 @@ AxisSplit LabeledLayer::split(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 2, 2);
   const Shape& scores = inputs[0];
   const std::optional<int> axis = resolve_axis(axis_, scores.rank());
-  if (!axis) fail_shape("axis " + std::to_string(axis_) + " is out of range for scores of shape " + scores.str());
+  if (!axis)
+    fail_shape("axis " + std::to_string(axis_) + " is out of range for scores of shape " + scores.str());
   const AxisSplit s = split_at(scores, *axis, *axis + 1);
   if (s.outer * s.inner != inputs[1].numel()) {
     fail_shape("scores of shape " + scores.str() + " need " + std::to_string(s.outer * s.inner) +
@@ -23,7 +24,7 @@ AxisSplit LabeledLayer::split(const std::vector<Shape>& inputs) const {
 }
 
 std::optional<std::int64_t> LabeledLayer::label_at(const float* labels, std::int64_t index,
-                                                    std::int64_t classes) const {
+                                                   std::int64_t classes) const {
   const float value = labels[index];
   if (value == std::nearbyint(value) && std::abs(value) < 1e15f) {
     const auto label = static_cast<std::int64_t>(value);

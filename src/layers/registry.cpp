@@ -62,8 +62,8 @@ constexpr Entry kLayers[] = {
 };
 
 const Entry* find(const std::string& type) {
-  auto it = std::find_if(std::begin(kLayers), std::end(kLayers),
-                         [&](const Entry& e) { return type == e.type; });
+  auto it =
+      std::find_if(std::begin(kLayers), std::end(kLayers), [&](const Entry& e) { return type == e.type; });
   return it == std::end(kLayers) ? nullptr : &*it;
 }
 

@@ -8,9 +8,11 @@ ReshapeLayer::ReshapeLayer(const LayerSpec& spec)
     : Layer(spec), axis_(spec.attrs.get_int("axis", 0)), num_axes_(spec.attrs.get_int("num_axes", -1)) {
   if (!spec.attrs.has("shape")) fail_model("attribute 'shape' is required");
   shape_ = spec.attrs.get_ints("shape", {});
-  if (std::count(shape_.begin(), shape_.end(), -1) > 1) fail_model("attribute 'shape' may hold at most one -1");
+  if (std::count(shape_.begin(), shape_.end(), -1) > 1)
+    fail_model("attribute 'shape' may hold at most one -1");
   for (std::int64_t d : shape_) {
-    if (d < -1) fail_model("attribute 'shape' holds " + std::to_string(d) + "; dimensions must be -1 or more");
+    if (d < -1)
+      fail_model("attribute 'shape' holds " + std::to_string(d) + "; dimensions must be -1 or more");
   }
   if (num_axes_ < -1) fail_model("attribute 'num_axes' must be -1 or more, got " + std::to_string(num_axes_));
 }

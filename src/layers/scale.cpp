@@ -17,9 +17,7 @@ const float* ScaleLayer::scale_data(const std::vector<Tensor>& inputs) const {
   return inputs.size() == 2 ? inputs[1].data<float>() : weights()[0].data<float>();
 }
 
-const float* ScaleLayer::bias_data() const {
-  return bias_ ? weights().back().data<float>() : nullptr;
-}
+const float* ScaleLayer::bias_data() const { return bias_ ? weights().back().data<float>() : nullptr; }
 
 void ScaleLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
   const auto [outer, channels, inner] = split(shapes_of(inputs));

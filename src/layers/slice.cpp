@@ -7,7 +7,9 @@
 namespace espresso {
 
 SliceLayer::SliceLayer(const LayerSpec& spec)
-    : Layer(spec), axis_(spec.attrs.get_int("axis", 1)), slice_points_(spec.attrs.get_ints("slice_points", {})) {
+    : Layer(spec),
+      axis_(spec.attrs.get_int("axis", 1)),
+      slice_points_(spec.attrs.get_ints("slice_points", {})) {
   if (spec.outputs.empty()) fail_model("needs at least one output");
   if (!slice_points_.empty() && slice_points_.size() + 1 != spec.outputs.size()) {
     fail_model("attribute 'slice_points' has " + std::to_string(slice_points_.size()) + " values for " +

@@ -54,10 +54,17 @@ void SoftmaxWithLossLayer::forward(const std::vector<Tensor>& inputs, std::vecto
   }
   double normalizer = 1;
   switch (normalization_) {
-    case LossNormalization::valid: normalizer = static_cast<double>(valid); break;
-    case LossNormalization::batch_size: normalizer = static_cast<double>(s.outer); break;
-    case LossNormalization::full: normalizer = static_cast<double>(s.outer * s.inner); break;
-    case LossNormalization::none: break;
+    case LossNormalization::valid:
+      normalizer = static_cast<double>(valid);
+      break;
+    case LossNormalization::batch_size:
+      normalizer = static_cast<double>(s.outer);
+      break;
+    case LossNormalization::full:
+      normalizer = static_cast<double>(s.outer * s.inner);
+      break;
+    case LossNormalization::none:
+      break;
   }
   // As in Caffe, never divide by less than one (all labels ignored gives a zero loss).
   outputs[0].data<float>()[0] = static_cast<float>(loss / std::max(1.0, normalizer));
