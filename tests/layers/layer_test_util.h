@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -11,10 +12,13 @@
 
 namespace espresso::testing {
 
-// Rank in [min_rank, max_rank], odd-friendly sizes in [1, max_dim].
+// Rank in [min_rank, max_rank] with sizes in [1, max_dim]; one case in four is large instead
+// (up to about 200k elements), so that the threaded kernels split the work.
 inline Shape random_shape(Rng& rng, int min_rank = 2, int max_rank = 5, int max_dim = 7) {
   std::vector<std::int64_t> dims(static_cast<std::size_t>(rng.integer(min_rank, max_rank)));
-  for (auto& d : dims) d = rng.integer(1, max_dim);
+  const bool large = rng.integer(0, 3) == 0;
+  const int limit = large ? static_cast<int>(std::pow(2e5, 1.0 / static_cast<double>(dims.size()))) : max_dim;
+  for (auto& d : dims) d = rng.integer(large ? limit / 2 : 1, limit);
   return Shape(std::move(dims));
 }
 
