@@ -7,6 +7,7 @@ namespace espresso {
 
 void softmax_reference(const float* x, float* y, const AxisSplit& split) {
   const auto [outer, channels, inner] = split;
+  if (channels == 0) return;
   for (std::int64_t o = 0; o < outer; ++o) {
     for (std::int64_t i = 0; i < inner; ++i) {
       const std::int64_t base = o * channels * inner + i;

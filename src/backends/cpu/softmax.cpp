@@ -53,6 +53,7 @@ class SoftmaxKernel final : public Kernel {
     const float* x = inputs[0].data<float>();
     float* y = outputs[0].data<float>();
     const auto [outer, classes, inner] = split_;
+    if (classes == 0) return;
     const std::int64_t tiles = (inner + kTile - 1) / kTile;
     const std::int64_t tile_elements = classes * std::min(inner, kTile);
     const std::int64_t grain =
