@@ -11,6 +11,7 @@ class AxesBroadcastLayer : public Layer {
  public:
   explicit AxesBroadcastLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  bool in_place() const override { return true; }
   // The parameter's shape: input 1's shape in the two-input form, else input 0's covered axes.
   Shape parameter_shape(const std::vector<Shape>& inputs) const;
   // Input 0 as outer x channels x inner, where channels counts the parameter's elements.

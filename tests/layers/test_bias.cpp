@@ -27,6 +27,7 @@ TEST(Layers, BiasErrors) {
   expect_shape_error(spec, {Shape{2, 3, 4}}, "runs past the end");
   expect_shape_error(spec_of("Bias", 2), {Shape{2, 3, 4}, Shape{3, 5}}, "does not match");
   expect_shape_error(spec_of("Bias", 2), {Shape{2, 3}, Shape{3, 1, 1}}, "runs past the end");
+  EXPECT_TRUE(create_layer(spec_of("Bias"))->in_place());
   EXPECT_EQ(create_layer(spec_of("Bias"))->weight_shapes({Shape{2, 3, 4}}), (std::vector<Shape>{Shape{3}}));
   EXPECT_TRUE(create_layer(spec_of("Bias", 2))->weight_shapes({Shape{2, 3, 4}, Shape{3}}).empty());
 }

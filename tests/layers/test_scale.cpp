@@ -36,6 +36,7 @@ TEST(Layers, ScaleErrors) {
   expect_shape_error(spec, {Shape{2, 3, 4}}, "axis -4");
   expect_shape_error(spec_of("Scale", 2), {Shape{2, 3, 4}, Shape{4}}, "does not match");
   expect_shape_error(spec_of("Scale", 3), {Shape{2, 3}, Shape{3}, Shape{3}}, "input");
+  EXPECT_TRUE(create_layer(spec_of("Scale"))->in_place());
 
   LayerSpec with_bias = spec_of("Scale");
   with_bias.attrs.set("bias", std::int64_t{1});
