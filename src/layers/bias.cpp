@@ -12,11 +12,11 @@ const float* BiasLayer::bias_data(const std::vector<Tensor>& inputs) const {
 }
 
 void BiasLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
-  const auto [outer, channels, inner] = split(shapes_of(inputs));
+  const AxisSplit s = split(shapes_of(inputs));
   const float* bias = bias_data(inputs);
   const float* x = inputs[0].data<float>();
   float* y = outputs[0].data<float>();
-  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) y[i] = x[i] + bias[(i / inner) % channels];
+  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) y[i] = x[i] + bias[(i / s.inner) % s.channels];
 }
 
 }  // namespace espresso

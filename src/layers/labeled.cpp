@@ -1,6 +1,7 @@
 #include "layers/labeled.h"
 
 #include <cmath>
+#include <sstream>
 
 namespace espresso {
 
@@ -31,8 +32,9 @@ std::optional<std::int64_t> LabeledLayer::label_at(const float* labels, std::int
     if (ignore_label_ && label == *ignore_label_) return std::nullopt;
     if (label >= 0 && label < classes) return label;
   }
-  throw DataError(describe("label " + std::to_string(index) + " is " + std::to_string(value) +
-                           ", not a class index in [0, " + std::to_string(classes) + ")"));
+  std::ostringstream what;
+  what << "label " << index << " is " << value << ", not a class index in [0, " << classes << ")";
+  throw DataError(describe(what.str()));
 }
 
 }  // namespace espresso

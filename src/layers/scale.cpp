@@ -20,13 +20,13 @@ const float* ScaleLayer::scale_data(const std::vector<Tensor>& inputs) const {
 const float* ScaleLayer::bias_data() const { return bias_ ? weights().back().data<float>() : nullptr; }
 
 void ScaleLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
-  const auto [outer, channels, inner] = split(shapes_of(inputs));
+  const AxisSplit s = split(shapes_of(inputs));
   const float* scale = scale_data(inputs);
   const float* bias = bias_data();
   const float* x = inputs[0].data<float>();
   float* y = outputs[0].data<float>();
   for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) {
-    const std::int64_t c = (i / inner) % channels;
+    const std::int64_t c = (i / s.inner) % s.channels;
     y[i] = x[i] * scale[c] + (bias ? bias[c] : 0.0f);
   }
 }
