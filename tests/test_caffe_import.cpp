@@ -502,6 +502,30 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "r" bottom: "pool" top: "lo
   EXPECT_EQ(layer(g, "loss").attrs.get_string("normalization", ""), "full");
 }
 
+TEST(CaffeImport, KeepsDataLayersWithTheirSettings) {
+  const TempDir dir;
+  const std::string path = dir.write("data.prototxt", R"(
+layer { name: "images" type: "ImageData" top: "img" top: "label"
+        transform_param { mirror: true crop_size: 227 mean_value: 104 mean_value: 117 mean_value: 123 }
+        image_data_param { source: "list.txt" batch_size: 8 new_height: 256 new_width: 256 } }
+layer { name: "dummy" type: "DummyData" top: "a" top: "b"
+        dummy_data_param { num: 2 channels: 3 channels: 1 height: 4 width: 5 } }
+)");
+  const Graph g = load_caffe(path);
+  const Attributes& images = layer(g, "images").attrs;
+  EXPECT_EQ(layer(g, "images").type, "ImageData");
+  EXPECT_EQ(images.get_string("source", ""), "list.txt");
+  EXPECT_EQ(images.get_int("batch_size", 0), 8);
+  EXPECT_EQ(images.get_int("crop_size", 0), 227);
+  EXPECT_EQ(images.get_int("mirror", 0), 1);
+  EXPECT_EQ(images.get_int("new_height", 0), 256);
+  EXPECT_EQ(images.get_floats("mean_value", {}), (std::vector<double>{104, 117, 123}));
+  const Attributes& dummy = layer(g, "dummy").attrs;
+  EXPECT_EQ(dummy.get_ints("shape", {}), (std::vector<std::int64_t>{2, 3, 4, 5}));
+  EXPECT_EQ(dummy.get_ints("shape1", {}), (std::vector<std::int64_t>{2, 1, 4, 5}));
+  EXPECT_EQ(g.outputs, (std::vector<std::string>{"img", "label", "a", "b"}));
+}
+
 TEST(CaffeImport, LoadModelPicksTheImporter) {
   const Graph g = load_model(v1_deploy(), weights());
   expect_lenet_weights(g);

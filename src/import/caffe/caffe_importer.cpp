@@ -90,11 +90,11 @@ void map_pooling(const LayerContext& ctx, Attributes& attrs) {
     default:
       ctx.fail("pooling method " + caffe::PoolingParameter::PoolMethod_Name(p.pool()) + " is not supported");
   }
-  google::protobuf::RepeatedField<std::uint32_t> one;
-  auto field = [&](bool has, std::uint32_t value) {
-    one.Clear();
-    if (has) one.Add(value);
-    return one;
+  // Pooling spells each setting as one optional value; give it the repeated form spatial() reads.
+  auto field = [](bool has, std::uint32_t value) {
+    google::protobuf::RepeatedField<std::uint32_t> values;
+    if (has) values.Add(value);
+    return values;
   };
   const auto kernel = ctx.spatial("kernel", field(p.has_kernel_size(), p.kernel_size()), p.has_kernel_h(),
                                   p.kernel_h(), p.has_kernel_w(), p.kernel_w());
@@ -141,7 +141,8 @@ void map_loss(const caffe::LayerParameter& layer, Attributes& attrs) {
     attrs.set("axis", static_cast<std::int64_t>(layer.softmax_param().axis()));
 }
 
-void map_data_source(const caffe::LayerParameter& layer, Attributes& attrs) {
+void map_data_source(const LayerContext& ctx, Attributes& attrs) {
+  const caffe::LayerParameter& layer = ctx.layer();
   const caffe::TransformationParameter& t = layer.transform_param();
   auto transform = [&](bool legacy_has_scale, float legacy_scale, const std::string& legacy_mean,
                        std::uint32_t legacy_crop, bool legacy_mirror) {
@@ -188,18 +189,26 @@ void map_data_source(const caffe::LayerParameter& layer, Attributes& attrs) {
     attrs.set("shape", Ints{p.channels(), p.height(), p.width()});
     transform(false, 1.0f, "", 0, false);
   } else if (type == "DummyData") {
-    // One shape per top, as "shape" for the first and "shape1", "shape2"... for the others.
+    // One shape per top: "shape" for the first, then "shape1", "shape2"...
     const caffe::DummyDataParameter& p = layer.dummy_data_param();
-    for (int top = 0; top < layer.top_size(); ++top) {
+    const int tops = layer.top_size();
+    // Each list holds one entry for every top, or a single entry shared by all of them.
+    auto entry = [&](const char* field, int size, int top) {
+      if (size != 1 && size != tops) {
+        ctx.fail(std::string("dummy_data_param.") + field + " needs 1 or " + std::to_string(tops) +
+                 " entries, found " + std::to_string(size));
+      }
+      return size == 1 ? 0 : top;
+    };
+    for (int top = 0; top < tops; ++top) {
       Ints dims;
       if (p.shape_size() > 0) {
-        const caffe::BlobShape& s = p.shape(p.shape_size() == 1 ? 0 : std::min(top, p.shape_size() - 1));
-        dims.assign(s.dim().begin(), s.dim().end());
-      } else if (p.num_size() > 0) {
-        auto pick = [&](const google::protobuf::RepeatedField<std::uint32_t>& v) -> std::int64_t {
-          return v.empty() ? 1 : v.Get(v.size() == 1 ? 0 : std::min(top, v.size() - 1));
-        };
-        dims = {pick(p.num()), pick(p.channels()), pick(p.height()), pick(p.width())};
+        const auto& shape = p.shape(entry("shape", p.shape_size(), top)).dim();
+        dims.assign(shape.begin(), shape.end());
+      } else {
+        dims = {p.num(entry("num", p.num_size(), top)), p.channels(entry("channels", p.channels_size(), top)),
+                p.height(entry("height", p.height_size(), top)),
+                p.width(entry("width", p.width_size(), top))};
       }
       attrs.set(top == 0 ? "shape" : "shape" + std::to_string(top), dims);
     }
@@ -303,7 +312,7 @@ Attributes map_attributes(const LayerContext& ctx) {
   } else if (type == "SoftmaxWithLoss") {
     map_loss(layer, attrs);
   } else if (kDataTypes.count(type)) {
-    map_data_source(layer, attrs);
+    map_data_source(ctx, attrs);
   }
   return attrs;
 }
