@@ -31,6 +31,18 @@ struct NetOptions {
   // which saves the launch cost of every kernel. Turn off to attribute asynchronous kernel errors
   // to their layer.
   bool cuda_graphs = true;
+  // Prepare for training: every tensor keeps its own buffer and a gradient buffer, layers run in
+  // training mode (Dropout drops, BatchNorm uses batch statistics), and backward() is available.
+  bool training = false;
+};
+
+// A learned blob with its gradient and its training settings.
+struct Parameter {
+  std::string layer;
+  int index = 0;  // position in the layer's weights
+  Tensor value;
+  Tensor grad;
+  ParamSpec spec;
 };
 
 struct LayerSummary {
@@ -76,6 +88,14 @@ class Net {
   // A graph output or input; any tensor (by original or unique name) with keep_intermediates.
   // On the net's device.
   const Tensor& tensor(const std::string& name) const;
+
+  // Training (NetOptions::training). The loss of the last forward(): the sum of the loss outputs, each
+  // times its loss weight.
+  float loss();
+  // Gradients of loss() with respect to every parameter (and every tensor), after a forward().
+  void backward();
+  // Every learned blob, shared blobs once, with its gradient buffer.
+  std::vector<Parameter> parameters();
 
   std::vector<LayerSummary> summary();
   MemoryReport memory();

@@ -18,4 +18,9 @@ void Layer::expect_inputs(const std::vector<Shape>& inputs, std::size_t min, std
   }
 }
 
+void Layer::backward(const std::vector<Tensor>&, const std::vector<Tensor>&, const std::vector<Tensor>&,
+                     std::vector<Tensor>&, std::vector<Tensor>&) const {
+  throw UnsupportedError(describe("has no backward pass; it cannot be trained through"));
+}
+
 }  // namespace espresso

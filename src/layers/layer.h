@@ -37,6 +37,23 @@ class Layer {
   // Multiply-accumulates for these inputs (convolution and matrix-product layers).
   virtual std::int64_t macs(const std::vector<Shape>& /*inputs*/) const { return 0; }
 
+  // ---- training ----
+  // The reference backward pass. Given the forward's inputs and outputs and the gradients of the loss
+  // with respect to the outputs, ADDS the gradients with respect to the inputs into `input_grads` (an
+  // undefined entry needs none: data, labels) and with respect to the weights into `weight_grads`
+  // (same order as weights()). Adding lets a tensor read by several layers, and iter_size
+  // accumulation, need no special case; the executor zeroes gradients before each backward.
+  // The default throws UnsupportedError naming the layer.
+  virtual void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                        const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                        std::vector<Tensor>& weight_grads) const;
+  // Layers that behave differently while training (Dropout, BatchNorm) read this in forward().
+  void set_training(bool training) { training_ = training; }
+  bool training() const { return training_; }
+  // The weight of output k in the total loss when the model does not say: Caffe gives 1 to the first
+  // output of loss layers and 0 to everything else.
+  virtual float default_loss_weight(int /*output*/) const { return 0.0f; }
+
  protected:
   // "layer 'conv1' (Convolution): <what>"
   std::string describe(const std::string& what) const;
@@ -47,6 +64,7 @@ class Layer {
 
  private:
   LayerSpec spec_;
+  bool training_ = false;
 };
 
 }  // namespace espresso
