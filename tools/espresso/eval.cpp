@@ -88,8 +88,8 @@ int run_eval(const EvalOptions& options) {
   apply_threads(options.threads);
   const data::DatasetKind kind = data::parse_dataset_kind(options.dataset);
   const data::Split split = data::parse_split(options.split);
-  Net net = open_net(options.model);
   const data::LabeledImages set = data::load_dataset(kind, options.data_dir, split);
+  Net net = open_net(options.model);
   const std::int64_t total = options.limit > 0 ? std::min(options.limit, set.count) : set.count;
   if (total == 0) throw DataError(set.description + ": the dataset holds no images");
 
