@@ -75,7 +75,9 @@ Result run_cli(const std::string& args) {
   return result;
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 std::string lenet_dir() { return data_dir() + "/caffe/lenet"; }
 std::string lenet_model() { return quote(lenet_dir() + "/lenet.prototxt"); }
@@ -104,7 +106,8 @@ TEST(Cli, EveryVerbHasHelp) {
     const Result result = run_cli(verb + " --help");
     EXPECT_EQ(result.code, 0) << verb;
     EXPECT_TRUE(contains(result.out, "Usage:")) << result.out;
-    for (const std::string& option : options) EXPECT_TRUE(contains(result.out, option)) << verb << " " << option;
+    for (const std::string& option : options)
+      EXPECT_TRUE(contains(result.out, option)) << verb << " " << option;
   }
   const Result top = run_cli("--help");
   EXPECT_EQ(top.code, 0);
@@ -113,13 +116,13 @@ TEST(Cli, EveryVerbHasHelp) {
 
 TEST(Cli, UsageErrorsExitWithTwo) {
   const std::vector<std::string> bad = {
-      "",                                                   // no verb
-      "frobnicate",                                         // unknown verb
-      "eval m.prototxt --data d",                           // --dataset missing
-      "eval m.prototxt --dataset imagenet --data d",        // unknown dataset
+      "",                                                    // no verb
+      "frobnicate",                                          // unknown verb
+      "eval m.prototxt --data d",                            // --dataset missing
+      "eval m.prototxt --dataset imagenet --data d",         // unknown dataset
       "eval m.prototxt --dataset mnist --data d --batch 0",  // batch must be positive
-      "classify m.prototxt",                                // no images
-      "classify m.prototxt a.png --size 28",                // not HxW
+      "classify m.prototxt",                                 // no images
+      "classify m.prototxt a.png --size 28",                 // not HxW
       "classify m.prototxt a.png --top 0",
       "info m.prototxt --bogus",
   };
@@ -131,10 +134,12 @@ TEST(Cli, UsageErrorsExitWithTwo) {
 }
 
 TEST(Cli, MissingFilesAreNamed) {
-  expect_runtime_error(run_cli("info /nonexistent/espresso/model.prototxt"), "/nonexistent/espresso/model.prototxt");
+  expect_runtime_error(run_cli("info /nonexistent/espresso/model.prototxt"),
+                       "/nonexistent/espresso/model.prototxt");
   expect_runtime_error(run_cli("info " + lenet_model() + " --weights /nonexistent/espresso/w.caffemodel"),
                        "/nonexistent/espresso/w.caffemodel");
-  expect_runtime_error(run_cli("classify /nonexistent/espresso/m.prototxt x.png"), "/nonexistent/espresso/m.prototxt");
+  expect_runtime_error(run_cli("classify /nonexistent/espresso/m.prototxt x.png"),
+                       "/nonexistent/espresso/m.prototxt");
 }
 
 TEST(Cli, WrongDatasetDirectoryIsAnError) {
@@ -143,30 +148,34 @@ TEST(Cli, WrongDatasetDirectoryIsAnError) {
                        "t10k-images-idx3-ubyte");
   expect_runtime_error(run_cli("eval " + lenet_model() + " --dataset cifar10 --data " + quote(dir.path())),
                        "test_batch");
-  expect_runtime_error(run_cli("eval " + lenet_model() + " --dataset mnist --data /nonexistent/espresso/mnist"),
-                       "/nonexistent/espresso/mnist");
+  expect_runtime_error(
+      run_cli("eval " + lenet_model() + " --dataset mnist --data /nonexistent/espresso/mnist"),
+      "/nonexistent/espresso/mnist");
 }
 
 TEST(Cli, UnreadableImageIsAnError) {
   TempDir dir;
   std::ofstream(dir.file("broken.png")) << "not an image";
-  expect_runtime_error(run_cli("classify " + lenet_model() + " -w " + lenet_weights() + " " + quote(dir.file("broken.png"))),
-                       "broken.png");
-  expect_runtime_error(run_cli("classify " + lenet_model() + " " + quote(dir.file("absent.png"))), "absent.png");
+  expect_runtime_error(
+      run_cli("classify " + lenet_model() + " -w " + lenet_weights() + " " + quote(dir.file("broken.png"))),
+      "broken.png");
+  expect_runtime_error(run_cli("classify " + lenet_model() + " " + quote(dir.file("absent.png"))),
+                       "absent.png");
 }
 
 TEST(Cli, BadMeanIsAnError) {
   TempDir dir;
   std::vector<std::uint8_t> pixels(28 * 28, 0);
   ASSERT_NE(stbi_write_png(dir.file("zero.png").c_str(), 28, 28, 1, pixels.data(), 28), 0);
-  expect_runtime_error(run_cli("classify " + lenet_model() + " " + quote(dir.file("zero.png")) + " --mean 1,2,3"),
-                       "3 values");
+  expect_runtime_error(
+      run_cli("classify " + lenet_model() + " " + quote(dir.file("zero.png")) + " --mean 1,2,3"), "3 values");
 }
 
 // Acceptance: the trained Caffe LeNet reaches its reference accuracy (99.05 %) on MNIST t10k.
 void expect_lenet_accuracy(const std::string& model) {
-  const Result result = run_cli("eval " + quote(model) + " --weights " + lenet_weights() + " --dataset mnist --data " +
-                                quote(data_dir() + "/mnist") + " --scale 0.00390625 --batch 100");
+  const Result result =
+      run_cli("eval " + quote(model) + " --weights " + lenet_weights() + " --dataset mnist --data " +
+              quote(data_dir() + "/mnist") + " --scale 0.00390625 --batch 100");
   ASSERT_EQ(result.code, 0) << result.err;
   std::smatch match;
   ASSERT_TRUE(std::regex_search(result.out, match, std::regex(R"(accuracy: (0\.\d{4}) \((\d+)/(\d+)\))")))
@@ -179,7 +188,9 @@ void expect_lenet_accuracy(const std::string& model) {
 
 TEST(CliAcceptance, EvalLenetV1Format) { expect_lenet_accuracy(lenet_dir() + "/lenet.prototxt"); }
 
-TEST(CliAcceptance, EvalLenetCurrentFormat) { expect_lenet_accuracy(lenet_dir() + "/v2_format/lenet.prototxt"); }
+TEST(CliAcceptance, EvalLenetCurrentFormat) {
+  expect_lenet_accuracy(lenet_dir() + "/v2_format/lenet.prototxt");
+}
 
 TEST(CliAcceptance, InfoLenet) {
   const Result result = run_cli("info " + lenet_model() + " --weights " + lenet_weights());
@@ -202,14 +213,15 @@ TEST(CliAcceptance, ClassifyMnistDigits) {
     ASSERT_NE(stbi_write_png(path.c_str(), 28, 28, 1, digits.image(i), 28), 0);
     images += " " + quote(path);
   }
-  const Result result =
-      run_cli("classify " + lenet_model() + " -w " + lenet_weights() + images + " --scale 0.00390625 --top 3");
+  const Result result = run_cli("classify " + lenet_model() + " -w " + lenet_weights() + images +
+                                " --scale 0.00390625 --top 3");
   ASSERT_EQ(result.code, 0) << result.err;
   for (int i = 0; i < kDigits; ++i) {
     const std::string path = dir.file("digit" + std::to_string(i) + ".png");
     const std::size_t at = result.out.find(path + "\n");
     ASSERT_NE(at, std::string::npos) << result.out;
-    const std::string expected = "  1. class " + std::to_string(digits.labels[static_cast<std::size_t>(i)]) + "  prob ";
+    const std::string expected =
+        "  1. class " + std::to_string(digits.labels[static_cast<std::size_t>(i)]) + "  prob ";
     EXPECT_EQ(result.out.compare(at + path.size() + 1, expected.size(), expected), 0) << result.out;
   }
 }

@@ -65,7 +65,8 @@ std::string big_endian(std::uint32_t value) {
 }
 
 std::string idx_images(std::uint32_t count, std::uint32_t rows, std::uint32_t cols, std::size_t data_bytes) {
-  return big_endian(2051) + big_endian(count) + big_endian(rows) + big_endian(cols) + std::string(data_bytes, '\x7f');
+  return big_endian(2051) + big_endian(count) + big_endian(rows) + big_endian(cols) +
+         std::string(data_bytes, '\x7f');
 }
 
 std::string idx_labels(std::uint32_t count, std::size_t data_bytes) {
@@ -86,7 +87,8 @@ void expect_data_error(Body body, const std::vector<std::string>& parts) {
     body();
     ADD_FAILURE() << "expected a DataError";
   } catch (const DataError& e) {
-    for (const std::string& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    for (const std::string& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
   }
 }
 
@@ -131,7 +133,8 @@ TEST(DataIdx, TruncatedFilesAreDataErrors) {
   write_file(dir.file("short-images"), idx_images(10, 28, 28, 100));
   expect_data_error([&] { data::read_idx_images(dir.file("short-images")); }, {"short-images", "truncated"});
   write_file(dir.file("long-labels"), idx_labels(3, 5));
-  expect_data_error([&] { data::read_idx_labels(dir.file("long-labels")); }, {"long-labels", "5 bytes follow"});
+  expect_data_error([&] { data::read_idx_labels(dir.file("long-labels")); },
+                    {"long-labels", "5 bytes follow"});
   write_file(dir.file("header-only"), big_endian(2051) + big_endian(1));
   expect_data_error([&] { data::read_idx_images(dir.file("header-only")); }, {"header-only", "too short"});
 
@@ -139,7 +142,8 @@ TEST(DataIdx, TruncatedFilesAreDataErrors) {
   const std::string packed = read_file(data_dir() + "/mnist/t10k-labels-idx1-ubyte.gz");
   ASSERT_GT(packed.size(), 100u);
   write_file(dir.file("cut-labels.gz"), packed.substr(0, packed.size() / 2));
-  expect_data_error([&] { data::read_idx_labels(dir.file("cut-labels.gz")); }, {"cut-labels.gz", "truncated"});
+  expect_data_error([&] { data::read_idx_labels(dir.file("cut-labels.gz")); },
+                    {"cut-labels.gz", "truncated"});
 }
 
 TEST(DataIdx, WrongMagicIsADataError) {
@@ -148,7 +152,8 @@ TEST(DataIdx, WrongMagicIsADataError) {
   expect_data_error([&] { data::read_idx_images(dir.file("labels-as-images")); },
                     {"labels-as-images", "magic number 2049", "2051"});
   write_file(dir.file("images-as-labels"), idx_images(1, 2, 2, 4));
-  expect_data_error([&] { data::read_idx_labels(dir.file("images-as-labels")); }, {"images-as-labels", "2049"});
+  expect_data_error([&] { data::read_idx_labels(dir.file("images-as-labels")); },
+                    {"images-as-labels", "2049"});
 }
 
 TEST(DataIdx, MissingFileIsAFileError) {
@@ -188,9 +193,11 @@ TEST(DataCifar, ReadsSharedPartialBatches) {
 TEST(DataCifar, BadFilesAreDataErrors) {
   TempDir dir;
   write_file(dir.file("test_batch.bin"), std::string(3073 + 5, '\x01'));
-  expect_data_error([&] { data::load_cifar10(dir.path(), data::Split::test); }, {"test_batch.bin", "3073-byte"});
+  expect_data_error([&] { data::load_cifar10(dir.path(), data::Split::test); },
+                    {"test_batch.bin", "3073-byte"});
   write_file(dir.file("test_batch.bin"), '\x0c' + std::string(3072, '\x01'));
-  expect_data_error([&] { data::load_cifar10(dir.path(), data::Split::test); }, {"test_batch.bin", "label 12"});
+  expect_data_error([&] { data::load_cifar10(dir.path(), data::Split::test); },
+                    {"test_batch.bin", "label 12"});
   expect_data_error([&] { data::load_cifar10(dir.path(), data::Split::train); }, {"data_batch_"});
 }
 
@@ -221,9 +228,9 @@ std::string payload(const std::vector<T>& values) {
 }
 
 TEST(DataNpy, ParsesFloat32AndFloat64) {
-  const data::NpyArray a =
-      data::parse_npy(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", payload<float>({1, 2.5f, -3})),
-                      "a.npy");
+  const data::NpyArray a = data::parse_npy(
+      npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", payload<float>({1, 2.5f, -3})),
+      "a.npy");
   EXPECT_EQ(a.shape, (std::vector<std::int64_t>{3}));
   EXPECT_EQ(a.values, (std::vector<double>{1, 2.5, -3}));
 
@@ -238,12 +245,15 @@ TEST(DataNpy, BadHeadersAreDataErrors) {
   const std::string floats = payload<float>({1, 2, 3});
   auto parse = [](const std::string& bytes) { return [bytes] { data::parse_npy(bytes, "m.npy"); }; };
   expect_data_error(parse("PK\x03\x04 not numpy"), {"m.npy", "magic"});
-  expect_data_error(parse(npy("{'descr': '>f4', 'fortran_order': False, 'shape': (3,), }", floats)), {"'>f4'"});
-  expect_data_error(parse(npy("{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }", floats)), {"'<i4'"});
+  expect_data_error(parse(npy("{'descr': '>f4', 'fortran_order': False, 'shape': (3,), }", floats)),
+                    {"'>f4'"});
+  expect_data_error(parse(npy("{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }", floats)),
+                    {"'<i4'"});
   expect_data_error(parse(npy("{'descr': '<f4', 'fortran_order': True, 'shape': (3,), }", floats)),
                     {"fortran_order"});
   expect_data_error(parse(npy("{'descr': '<f4', 'fortran_order': False, }", floats)), {"'shape'"});
-  expect_data_error(parse(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, x), }", floats)), {"shape"});
+  expect_data_error(parse(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, x), }", floats)),
+                    {"shape"});
   expect_data_error(parse(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", floats)),
                     {"12 bytes", "16"});
   expect_data_error(parse(npy("'descr': '<f4'", floats)), {"not a dictionary"});

@@ -76,14 +76,14 @@ LabeledImages load_cifar10(const std::string& dir, Split split) {
   if (split == Split::test) {
     const std::filesystem::path full = std::filesystem::path(dir) / "test_batch.bin";
     paths = std::filesystem::is_regular_file(full, ec) ? std::vector<std::string>{full.string()}
-                                                        : matching_files(dir, "test_batch");
+                                                       : matching_files(dir, "test_batch");
   } else {
     paths = matching_files(dir, "data_batch_");
   }
   if (paths.empty()) {
-    throw DataError(dir + (split == Split::test ? ": no test_batch.bin or test_batch*.bin"
-                                                : ": no data_batch_*.bin") +
-                    " (expected the CIFAR-10 binary layout)");
+    throw DataError(
+        dir + (split == Split::test ? ": no test_batch.bin or test_batch*.bin" : ": no data_batch_*.bin") +
+        " (expected the CIFAR-10 binary layout)");
   }
   return read_cifar10_batches(paths);
 }

@@ -77,8 +77,9 @@ std::vector<std::int64_t> read_header(const std::string& path, const std::string
       if (!shape.empty()) shape += 'x';
       shape += std::to_string(d);
     }
-    throw DataError(path + ": header says " + shape + " (" + std::to_string(expected) + " bytes of data) but " +
-                    std::to_string(actual) + " bytes follow" + (actual < expected ? " (file is truncated)" : ""));
+    throw DataError(path + ": header says " + shape + " (" + std::to_string(expected) +
+                    " bytes of data) but " + std::to_string(actual) + " bytes follow" +
+                    (actual < expected ? " (file is truncated)" : ""));
   }
   return dims;
 }

@@ -52,7 +52,8 @@ std::vector<float> load_image(const std::string& path, const ImageLayout& layout
   for (int c = 0; c < channels; ++c) {
     const int source = layout.bgr && channels == 3 ? 2 - c : c;
     for (std::size_t i = 0; i < plane; ++i) {
-      planar[static_cast<std::size_t>(c) * plane + i] = pixels[i * static_cast<std::size_t>(channels) + source];
+      planar[static_cast<std::size_t>(c) * plane + i] =
+          pixels[i * static_cast<std::size_t>(channels) + source];
     }
   }
   return planar;

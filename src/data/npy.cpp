@@ -92,7 +92,8 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
     throw DataError(name + ": not a .npy file (bad magic)");
   }
   const int major = static_cast<std::uint8_t>(bytes[kMagicBytes]);
-  if (major < 1 || major > 3) throw DataError(name + ": unsupported .npy format version " + std::to_string(major));
+  if (major < 1 || major > 3)
+    throw DataError(name + ": unsupported .npy format version " + std::to_string(major));
   const std::size_t length_bytes = major == 1 ? 2 : 4;
   const std::size_t prefix = kMagicBytes + 2 + length_bytes;
   if (bytes.size() < prefix) throw DataError(name + ": .npy header is truncated");
@@ -110,7 +111,8 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
   } else if (descr == "<f8") {
     item_bytes = 8;
   } else {
-    reader.fail("has dtype '" + descr + "'; only little-endian float32 (<f4) and float64 (<f8) are supported");
+    reader.fail("has dtype '" + descr +
+                "'; only little-endian float32 (<f4) and float64 (<f8) are supported");
   }
   if (reader.boolean("fortran_order")) reader.fail("says fortran_order: True; only C order is supported");
 
@@ -125,8 +127,8 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
   }
   const std::size_t data_bytes = bytes.size() - prefix - header_length;
   if (data_bytes != count * item_bytes) {
-    throw DataError(name + ": .npy data holds " + std::to_string(data_bytes) + " bytes but the header's shape and dtype need " +
-                    std::to_string(count * item_bytes));
+    throw DataError(name + ": .npy data holds " + std::to_string(data_bytes) +
+                    " bytes but the header's shape and dtype need " + std::to_string(count * item_bytes));
   }
   const char* data = bytes.data() + prefix + header_length;
   array.values.resize(count);

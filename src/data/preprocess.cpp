@@ -18,9 +18,9 @@ std::vector<float> mean_from_npy(const std::string& path, int channels) {
       if (!shape.empty()) shape += ", ";
       shape += std::to_string(d);
     }
-    throw DataError(path + ": mean has shape (" + shape + "); expected (" + std::to_string(channels) + ",) or (" +
-                    std::to_string(channels) + ", H, W) for the net's " + std::to_string(channels) +
-                    "-channel input");
+    throw DataError(path + ": mean has shape (" + shape + "); expected (" + std::to_string(channels) +
+                    ",) or (" + std::to_string(channels) + ", H, W) for the net's " +
+                    std::to_string(channels) + "-channel input");
   }
   const std::size_t plane = array.values.size() / static_cast<std::size_t>(channels);
   if (plane == 0) throw DataError(path + ": mean array is empty");
@@ -42,7 +42,8 @@ float parse_value(const std::string& item, const std::string& text) {
     used = 0;
   }
   if (used == 0 || used != item.size() || !std::isfinite(value)) {
-    throw DataError("mean '" + text + "': '" + item + "' is not a number (expected comma-separated values or a .npy file)");
+    throw DataError("mean '" + text + "': '" + item +
+                    "' is not a number (expected comma-separated values or a .npy file)");
   }
   return value;
 }
@@ -64,8 +65,8 @@ std::vector<float> parse_mean(const std::string& text, int channels) {
   }
   if (mean.size() == 1) mean.assign(static_cast<std::size_t>(channels), mean[0]);
   if (mean.size() != static_cast<std::size_t>(channels)) {
-    throw DataError("mean '" + text + "' has " + std::to_string(mean.size()) + " values but the net's input has " +
-                    std::to_string(channels) + " channels");
+    throw DataError("mean '" + text + "' has " + std::to_string(mean.size()) +
+                    " values but the net's input has " + std::to_string(channels) + " channels");
   }
   return mean;
 }

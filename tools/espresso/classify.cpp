@@ -54,14 +54,16 @@ int run_classify(const ClassifyOptions& options) {
   for (const std::string& path : options.images) {
     const std::vector<float> pixels = data::load_image(path, layout);
     Tensor& tensor = net.input(input.name);
-    input.preprocess.apply(pixels.data(), 1, input.channels, input.height * input.width, tensor.data<float>());
+    input.preprocess.apply(pixels.data(), 1, input.channels, input.height * input.width,
+                           tensor.data<float>());
     net.forward();
 
     const Tensor& result = net.tensor(output);
     const std::int64_t classes = result.numel();
     if (!labels.empty() && static_cast<std::int64_t>(labels.size()) != classes) {
       throw DataError("labels file '" + options.labels + "' has " + std::to_string(labels.size()) +
-                      " labels but the net's output '" + output + "' has " + std::to_string(classes) + " values");
+                      " labels but the net's output '" + output + "' has " + std::to_string(classes) +
+                      " values");
     }
     const float* values = result.data<float>();
     std::vector<std::int64_t> order(static_cast<std::size_t>(classes));

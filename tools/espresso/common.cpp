@@ -14,7 +14,8 @@ namespace {
 void require_file(const std::string& path, const std::string& what) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw FileError(what + " file '" + path + "' does not exist");
-  if (!std::filesystem::is_regular_file(path, ec)) throw FileError(what + " file '" + path + "' is not a file");
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw FileError(what + " file '" + path + "' is not a file");
 }
 
 // "HxW" with positive dimensions.
@@ -55,7 +56,8 @@ void add_input_options(CLI::App& command, InputOptions& options) {
   command.add_option("--mean", options.mean,
                      "Per-channel mean to subtract: comma-separated values or a .npy file ((C,) or (C,H,W))");
   command
-      .add_option("--size", options.size, "Input height x width, e.g. 224x224 (default: the net's input size)")
+      .add_option("--size", options.size,
+                  "Input height x width, e.g. 224x224 (default: the net's input size)")
       ->check(CLI::Validator(
           [](std::string& text) {
             std::int64_t h = 0, w = 0;
@@ -67,7 +69,8 @@ void add_input_options(CLI::App& command, InputOptions& options) {
 ImageInput configure_input(Net& net, const InputOptions& options, std::int64_t batch) {
   const std::vector<std::string> inputs = net.input_names();
   if (inputs.size() != 1) {
-    throw UnsupportedError("the net has " + std::to_string(inputs.size()) + " inputs; image input needs exactly one");
+    throw UnsupportedError("the net has " + std::to_string(inputs.size()) +
+                           " inputs; image input needs exactly one");
   }
   ImageInput input;
   input.name = inputs[0];
@@ -81,7 +84,8 @@ ImageInput configure_input(Net& net, const InputOptions& options, std::int64_t b
   input.width = shape[3];
   if (!options.size.empty()) parse_size(options.size, input.height, input.width);
   net.reshape(input.name, Shape{batch, input.channels, input.height, input.width});
-  if (!options.mean.empty()) input.preprocess.mean = data::parse_mean(options.mean, static_cast<int>(input.channels));
+  if (!options.mean.empty())
+    input.preprocess.mean = data::parse_mean(options.mean, static_cast<int>(input.channels));
   input.preprocess.scale = options.scale;
   return input;
 }
@@ -94,8 +98,8 @@ std::string single_output(const Net& net, const std::string& verb) {
       if (!names.empty()) names += ", ";
       names += name;
     }
-    throw UnsupportedError(verb + " needs a net with one output; this one has " + std::to_string(outputs.size()) +
-                           (names.empty() ? "" : ": " + names));
+    throw UnsupportedError(verb + " needs a net with one output; this one has " +
+                           std::to_string(outputs.size()) + (names.empty() ? "" : ": " + names));
   }
   return outputs[0];
 }

@@ -2,11 +2,10 @@
 // formatting.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <functional>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "data/preprocess.h"
 #include "espresso/net.h"

@@ -54,7 +54,8 @@ class Progress {
       const std::int64_t step = done * kSteps / std::max<std::int64_t>(total_, 1);
       if (step <= reported_step_) return;
       reported_step_ = step;
-      std::fprintf(stderr, "eval: %s/%s images (%lld%%)\n", with_commas(done).c_str(), with_commas(total_).c_str(),
+      std::fprintf(stderr, "eval: %s/%s images (%lld%%)\n", with_commas(done).c_str(),
+                   with_commas(total_).c_str(),
                    static_cast<long long>(done * 100 / std::max<std::int64_t>(total_, 1)));
     }
     std::fflush(stderr);
@@ -69,8 +70,8 @@ class Progress {
 };
 
 // The dataset's images at the net's input size, planar, 8 bits per value.
-std::vector<std::uint8_t> resized_image(const data::LabeledImages& set, std::int64_t index, std::int64_t height,
-                                        std::int64_t width) {
+std::vector<std::uint8_t> resized_image(const data::LabeledImages& set, std::int64_t index,
+                                        std::int64_t height, std::int64_t width) {
   const std::uint8_t* image = set.image(index);
   const std::int64_t plane = set.height * set.width;
   std::vector<std::uint8_t> resized;
@@ -96,8 +97,9 @@ int run_eval(const EvalOptions& options) {
   const std::int64_t batch = std::min(options.batch, total);
   const ImageInput input = configure_input(net, options.input, batch);
   if (input.channels != set.channels) {
-    throw DataError(set.description + ": images have " + std::to_string(set.channels) + " channel(s) but the net's input '" +
-                    input.name + "' takes " + std::to_string(input.channels));
+    throw DataError(set.description + ": images have " + std::to_string(set.channels) +
+                    " channel(s) but the net's input '" + input.name + "' takes " +
+                    std::to_string(input.channels));
   }
   const bool resize = input.height != set.height || input.width != set.width;
   const std::string output = single_output(net, "eval");
@@ -142,9 +144,10 @@ int run_eval(const EvalOptions& options) {
   std::cout << "accuracy: " << accuracy << " (" << correct << "/" << total << ")\n";
   char elapsed[32];
   std::snprintf(elapsed, sizeof elapsed, "%.2f", seconds);
-  std::cout << "throughput: " << with_commas(std::llround(static_cast<double>(total) / std::max(seconds, 1e-9)))
-            << " images/s (" << with_commas(total) << " images in " << elapsed << " s, batch " << batch << ", "
-            << num_threads() << " threads)\n";
+  std::cout << "throughput: "
+            << with_commas(std::llround(static_cast<double>(total) / std::max(seconds, 1e-9)))
+            << " images/s (" << with_commas(total) << " images in " << elapsed << " s, batch " << batch
+            << ", " << num_threads() << (num_threads() == 1 ? " thread)\n" : " threads)\n");
   return 0;
 }
 

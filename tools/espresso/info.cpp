@@ -61,8 +61,8 @@ int run_info(const InfoOptions& options) {
   print_table(rows, {false, false, false, true, true});
 
   const MemoryReport memory = net.memory();
-  std::cout << "\ntotal: " << with_commas(params) << " params, " << si(static_cast<double>(flops), "FLOP") << " ("
-            << si(static_cast<double>(flops) / 2.0, " multiply-adds") << ") per image\n";
+  std::cout << "\ntotal: " << with_commas(params) << " params, " << si(static_cast<double>(flops), "FLOP")
+            << " (" << si(static_cast<double>(flops) / 2.0, " multiply-adds") << ") per image\n";
   std::cout << "activation memory (batch 1): " << with_commas(static_cast<std::int64_t>(memory.planned_bytes))
             << " bytes planned (" << binary_bytes(memory.planned_bytes) << ") vs "
             << with_commas(static_cast<std::int64_t>(memory.naive_bytes)) << " bytes naive ("

@@ -1,10 +1,9 @@
 // The espresso command line: one subcommand per verb. Exit codes: 0 success, 1 for errors while
 // running (one `error:` line), 2 for usage errors.
+#include <CLI/CLI.hpp>
 #include <exception>
 #include <iostream>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "common.h"
 #include "espresso/errors.h"
