@@ -1,4 +1,4 @@
-// Image files (JPEG, PNG, BMP, ... through stb_image) as planar float tensors data.
+// Image files (JPEG, PNG, BMP, ... through stb_image) decoded to planar float values.
 #pragma once
 
 #include <cstdint>
