@@ -58,6 +58,30 @@ struct InputSpec {
   Shape shape;  // dimension 0 is the batch
 };
 
+// How inputs are prepared, for the tools that feed images: resize to `size` (H, W), subtract `mean`
+// per channel, multiply by `scale`, in `channel_order` ("bgr" as Caffe, or "rgb").
+struct Preprocessing {
+  std::vector<std::int64_t> size;
+  double scale = 1.0;
+  std::vector<double> mean;
+  std::string channel_order = "bgr";
+};
+
+// What a model package says about the model; all optional.
+struct ModelMetadata {
+  std::string name;
+  std::string version;
+  std::string description;
+  std::string task;  // e.g. "classification"
+  std::vector<std::string> labels;
+  Preprocessing preprocessing;
+  std::string license;
+  std::string author;
+  std::map<std::string, double> metrics;  // e.g. {"mnist_top1": 0.9905}
+  std::string source_format;              // "caffe", "onnx", ...
+  std::string created;                    // ISO 8601 UTC
+};
+
 struct Graph {
   std::string name;
   std::vector<InputSpec> inputs;
@@ -66,6 +90,7 @@ struct Graph {
   // Source-format names of tensors that were renamed to keep names unique (Caffe's in-place
   // layers write "ip1" again): maps the original name to the latest tensor that carries it.
   std::map<std::string, std::string> aliases;
+  ModelMetadata metadata;
 
   const LayerSpec* find_layer(const std::string& name) const;
   // Checks that every input is produced before use, names are unique and outputs exist;

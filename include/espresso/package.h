@@ -1,0 +1,24 @@
+// The .esp model package (docs/format.md): one file with the graph, metadata and weights, memory-mapped
+// on load.
+#pragma once
+
+#include <string>
+
+#include "espresso/graph.h"
+
+namespace espresso {
+
+struct PackageLoadOptions {
+  // Check every tensor's checksum; switch off only for trusted files.
+  bool verify = true;
+};
+
+// Writes the graph, its metadata and weights (f32) to `path` atomically: a temporary file renamed into
+// place, so an existing package is never left half-written. Throws FileError or ModelError.
+void save_package(const Graph& graph, const std::string& path);
+
+// Maps the package and returns its graph; f32 weights point into the mapping (copy-on-write), 16-bit
+// floats are widened. Throws FileError, ParseError or ModelError naming the file and what is wrong.
+Graph load_package(const std::string& path, const PackageLoadOptions& options = {});
+
+}  // namespace espresso

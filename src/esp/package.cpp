@@ -1,0 +1,454 @@
+// Writes and reads .esp packages (docs/format.md).
+#include "espresso/package.h"
+
+#include <unistd.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <xxhash.h>
+
+#include "core/half.h"
+#include "core/mapped_file.h"
+#include "espresso/errors.h"
+#include "layers/registry.h"
+
+namespace espresso {
+namespace {
+
+static_assert(std::endian::native == std::endian::little, ".esp is little-endian; add byte swapping");
+
+using nlohmann::json;
+
+constexpr unsigned char kMagic[8] = {0x89, 'E', 'S', 'P', '\r', '\n', 0x1a, '\n'};
+constexpr std::uint32_t kFormatVersion = 1;
+constexpr std::size_t kHeaderBytes = 64;
+constexpr std::uint64_t kAlignment = 64;
+
+struct Header {
+  std::uint32_t version = kFormatVersion;
+  std::uint32_t flags = 0;
+  std::uint64_t manifest_offset = kHeaderBytes;
+  std::uint64_t manifest_bytes = 0;
+  std::uint64_t data_offset = 0;
+  std::uint64_t data_bytes = 0;
+  std::uint64_t manifest_checksum = 0;
+};
+
+std::uint64_t align_up(std::uint64_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
+
+std::string hex64(std::uint64_t value) {
+  static const char digits[] = "0123456789abcdef";
+  std::string text(16, '0');
+  for (int i = 15; i >= 0; --i, value >>= 4) text[static_cast<std::size_t>(i)] = digits[value & 15];
+  return text;
+}
+
+template <class T>
+void put(unsigned char* at, T value) {
+  std::memcpy(at, &value, sizeof value);
+}
+
+template <class T>
+T get(const std::byte* at) {
+  T value;
+  std::memcpy(&value, at, sizeof value);
+  return value;
+}
+
+// ---- writing -------------------------------------------------------------------------------
+
+json attr_to_json(const std::string& layer, const std::string& name, const AttrValue& value) {
+  return std::visit(
+      [&](const auto& v) -> json {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, double>) {
+          if (!std::isfinite(v)) throw ModelError("layer '" + layer + "': attribute '" + name + "' is not finite");
+        } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+          for (double d : v) {
+            if (!std::isfinite(d)) throw ModelError("layer '" + layer + "': attribute '" + name + "' is not finite");
+          }
+        }
+        return json(v);
+      },
+      value);
+}
+
+json metadata_to_json(const ModelMetadata& m) {
+  return {{"name", m.name},
+          {"version", m.version},
+          {"description", m.description},
+          {"task", m.task},
+          {"labels", m.labels},
+          {"preprocessing",
+           {{"size", m.preprocessing.size},
+            {"scale", m.preprocessing.scale},
+            {"mean", m.preprocessing.mean},
+            {"channel_order", m.preprocessing.channel_order}}},
+          {"license", m.license},
+          {"author", m.author},
+          {"metrics", m.metrics},
+          {"source_format", m.source_format},
+          {"created", m.created}};
+}
+
+}  // namespace
+
+void save_package(const Graph& graph, const std::string& path) {
+  graph.validate();
+  json layers = json::array();
+  json tensors = json::array();
+  std::vector<const Tensor*> data;
+  std::uint64_t data_bytes = 0;
+  for (const LayerSpec& layer : graph.layers) {
+    json attrs = json::object();
+    for (const auto& [name, value] : layer.attrs.all()) attrs[name] = attr_to_json(layer.name, name, value);
+    json weight_names = json::array();
+    for (std::size_t i = 0; i < layer.weights.size(); ++i) {
+      const Tensor& w = layer.weights[i];
+      if (w.dtype() != DType::f32 || !w.device().is_cpu()) {
+        throw UnsupportedError("layer '" + layer.name + "': only f32 CPU weights can be written to a package");
+      }
+      const std::string name = layer.name + "/" + std::to_string(i);
+      weight_names.push_back(name);
+      tensors.push_back({{"name", name},
+                         {"dtype", dtype_name(w.dtype())},
+                         {"shape", w.shape().dims()},
+                         {"offset", data_bytes},
+                         {"bytes", w.bytes()},
+                         {"checksum", hex64(XXH3_64bits(w.raw(), w.bytes()))}});
+      data.push_back(&w);
+      data_bytes = align_up(data_bytes + w.bytes());
+    }
+    json params = json::array();
+    for (const ParamSpec& p : layer.params) {
+      params.push_back({{"name", p.name}, {"lr_mult", p.lr_mult}, {"decay_mult", p.decay_mult}});
+    }
+    layers.push_back({{"name", layer.name},
+                      {"type", layer.type},
+                      {"inputs", layer.inputs},
+                      {"outputs", layer.outputs},
+                      {"attrs", attrs},
+                      {"weights", weight_names},
+                      {"params", params}});
+  }
+  json inputs = json::array();
+  for (const InputSpec& in : graph.inputs) inputs.push_back({{"name", in.name}, {"shape", in.shape.dims()}});
+  const json manifest = {
+      {"format", "espresso-model"},
+      {"format_version", kFormatVersion},
+      {"producer", std::string("espresso ") + ESPRESSO_VERSION},
+      {"metadata", metadata_to_json(graph.metadata)},
+      {"graph",
+       {{"name", graph.name}, {"inputs", inputs}, {"outputs", graph.outputs}, {"aliases", graph.aliases}, {"layers", layers}}},
+      {"tensors", tensors}};
+  const std::string text = manifest.dump();
+
+  Header header;
+  header.manifest_bytes = text.size();
+  header.data_offset = align_up(kHeaderBytes + text.size());
+  header.data_bytes = data_bytes;
+  header.manifest_checksum = XXH3_64bits(text.data(), text.size());
+  unsigned char head[kHeaderBytes] = {};
+  std::memcpy(head, kMagic, sizeof kMagic);
+  put(head + 8, header.version);
+  put(head + 12, header.flags);
+  put(head + 16, header.manifest_offset);
+  put(head + 24, header.manifest_bytes);
+  put(head + 32, header.data_offset);
+  put(head + 40, header.data_bytes);
+  put(head + 48, header.manifest_checksum);
+  put(head + 56, static_cast<std::uint64_t>(XXH3_64bits(head, 56)));
+
+  const std::string temporary = path + ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    if (!out) throw FileError(path + ": cannot write (" + std::strerror(errno) + ")");
+    const std::string zeros(kAlignment, '\0');
+    out.write(reinterpret_cast<const char*>(head), kHeaderBytes);
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+    out.write(zeros.data(), static_cast<std::streamsize>(header.data_offset - kHeaderBytes - text.size()));
+    std::uint64_t written = 0;
+    for (const Tensor* t : data) {
+      out.write(static_cast<const char*>(t->raw()), static_cast<std::streamsize>(t->bytes()));
+      written += t->bytes();
+      out.write(zeros.data(), static_cast<std::streamsize>(align_up(written) - written));
+      written = align_up(written);
+    }
+    out.flush();
+    if (!out) {
+      std::filesystem::remove(temporary);
+      throw FileError(path + ": write failed (disk full?)");
+    }
+  }
+  std::error_code error;
+  std::filesystem::rename(temporary, path, error);
+  if (error) {
+    std::filesystem::remove(temporary);
+    throw FileError(path + ": cannot move the new package into place: " + error.message());
+  }
+}
+
+// ---- reading -------------------------------------------------------------------------------
+
+namespace {
+
+// Typed access to the manifest that names the offending field on failure.
+class Reader {
+ public:
+  explicit Reader(std::string path) : path_(std::move(path)) {}
+
+  [[noreturn]] void fail(const std::string& what) const { throw ParseError(path_ + ": " + what); }
+
+  const json& field(const json& object, const std::string& key, const std::string& where) const {
+    if (!object.is_object()) fail("manifest: '" + where + "' should be an object");
+    auto it = object.find(key);
+    if (it == object.end()) fail("manifest: '" + where + "." + key + "' is missing");
+    return *it;
+  }
+  std::string string(const json& object, const std::string& key, const std::string& where) const {
+    const json& v = field(object, key, where);
+    if (!v.is_string()) fail("manifest: '" + where + "." + key + "' should be a string");
+    return v.get<std::string>();
+  }
+  std::string optional_string(const json& object, const std::string& key, const std::string& where) const {
+    return object.is_object() && object.contains(key) ? string(object, key, where) : std::string();
+  }
+  std::uint64_t unsigned_int(const json& object, const std::string& key, const std::string& where) const {
+    const json& v = field(object, key, where);
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<std::int64_t>() >= 0)) {
+      fail("manifest: '" + where + "." + key + "' should be a non-negative integer");
+    }
+    return v.get<std::uint64_t>();
+  }
+  double number(const json& v, const std::string& where) const {
+    if (!v.is_number()) fail("manifest: '" + where + "' should be a number");
+    return v.get<double>();
+  }
+  const json& array(const json& object, const std::string& key, const std::string& where) const {
+    const json& v = field(object, key, where);
+    if (!v.is_array()) fail("manifest: '" + where + "." + key + "' should be an array");
+    return v;
+  }
+  std::vector<std::string> strings(const json& object, const std::string& key, const std::string& where) const {
+    std::vector<std::string> out;
+    for (const json& v : array(object, key, where)) {
+      if (!v.is_string()) fail("manifest: '" + where + "." + key + "' should hold strings");
+      out.push_back(v.get<std::string>());
+    }
+    return out;
+  }
+  Shape shape(const json& object, const std::string& where) const {
+    std::vector<std::int64_t> dims;
+    std::int64_t count = 1;
+    for (const json& v : array(object, "shape", where)) {
+      if (!v.is_number_integer() || v.get<std::int64_t>() < 0) fail("manifest: '" + where + ".shape' has a bad dimension");
+      const std::int64_t d = v.get<std::int64_t>();
+      if (d != 0 && count > std::numeric_limits<std::int64_t>::max() / 8 / d) fail("manifest: '" + where + ".shape' is too large");
+      count *= d;
+      dims.push_back(d);
+    }
+    return Shape(std::move(dims));
+  }
+  AttrValue attr(const json& v, const std::string& where) const {
+    if (v.is_number_integer()) return v.get<std::int64_t>();
+    if (v.is_number_float()) return v.get<double>();
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_array()) {
+      bool any_float = false;
+      for (const json& e : v) {
+        if (!e.is_number()) fail("manifest: '" + where + "' should hold numbers");
+        any_float = any_float || e.is_number_float();
+      }
+      if (any_float) return v.get<std::vector<double>>();
+      return v.get<std::vector<std::int64_t>>();
+    }
+    fail("manifest: '" + where + "' has an unsupported kind of value");
+  }
+
+ private:
+  std::string path_;
+};
+
+ModelMetadata read_metadata(const Reader& r, const json& m) {
+  ModelMetadata meta;
+  if (!m.is_object()) return meta;
+  const std::string where = "metadata";
+  meta.name = r.optional_string(m, "name", where);
+  meta.version = r.optional_string(m, "version", where);
+  meta.description = r.optional_string(m, "description", where);
+  meta.task = r.optional_string(m, "task", where);
+  meta.license = r.optional_string(m, "license", where);
+  meta.author = r.optional_string(m, "author", where);
+  meta.source_format = r.optional_string(m, "source_format", where);
+  meta.created = r.optional_string(m, "created", where);
+  if (m.contains("labels")) meta.labels = r.strings(m, "labels", where);
+  if (m.contains("metrics")) {
+    const json& metrics = r.field(m, "metrics", where);
+    if (!metrics.is_object()) r.fail("manifest: 'metadata.metrics' should be an object");
+    for (const auto& [key, value] : metrics.items()) meta.metrics[key] = r.number(value, "metadata.metrics." + key);
+  }
+  if (m.contains("preprocessing")) {
+    const json& p = r.field(m, "preprocessing", where);
+    const std::string pw = "metadata.preprocessing";
+    if (p.contains("size")) {
+      for (const json& v : r.array(p, "size", pw)) meta.preprocessing.size.push_back(static_cast<std::int64_t>(r.number(v, pw + ".size")));
+    }
+    if (p.contains("scale")) meta.preprocessing.scale = r.number(r.field(p, "scale", pw), pw + ".scale");
+    if (p.contains("mean")) {
+      for (const json& v : r.array(p, "mean", pw)) meta.preprocessing.mean.push_back(r.number(v, pw + ".mean"));
+    }
+    if (p.contains("channel_order")) meta.preprocessing.channel_order = r.string(p, "channel_order", pw);
+  }
+  return meta;
+}
+
+Tensor widen(const std::byte* source, const Shape& shape, DType dtype) {
+  Tensor t = Tensor::empty(shape);
+  float* out = t.data<float>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) {
+    const auto half = get<std::uint16_t>(source + 2 * i);
+    out[i] = dtype == DType::f16 ? half_to_float(half) : bf16_to_float(half);
+  }
+  return t;
+}
+
+}  // namespace
+
+Graph load_package(const std::string& path, const PackageLoadOptions& options) {
+  std::shared_ptr<MappedFile> file = MappedFile::open(path);
+  Reader r(path);
+  const std::byte* base = file->data();
+  const std::uint64_t size = file->size();
+  if (size < kHeaderBytes) r.fail("too short to be an .esp package (" + std::to_string(size) + " bytes)");
+  if (std::memcmp(base, kMagic, sizeof kMagic) != 0) r.fail("not an .esp package (bad magic)");
+  if (get<std::uint64_t>(base + 56) != XXH3_64bits(base, 56)) r.fail("header checksum mismatch (corrupt file)");
+  Header h;
+  h.version = get<std::uint32_t>(base + 8);
+  h.flags = get<std::uint32_t>(base + 12);
+  h.manifest_offset = get<std::uint64_t>(base + 16);
+  h.manifest_bytes = get<std::uint64_t>(base + 24);
+  h.data_offset = get<std::uint64_t>(base + 32);
+  h.data_bytes = get<std::uint64_t>(base + 40);
+  h.manifest_checksum = get<std::uint64_t>(base + 48);
+  if (h.version == 0 || h.version > kFormatVersion) {
+    throw UnsupportedError(path + ": format version " + std::to_string(h.version) +
+                           " is not supported (this espresso reads up to " + std::to_string(kFormatVersion) + ")");
+  }
+  if (h.manifest_offset < kHeaderBytes || h.manifest_offset > size || h.manifest_bytes > size - h.manifest_offset) {
+    r.fail("manifest lies outside the file");
+  }
+  if (h.data_offset % kAlignment != 0 || h.data_offset < h.manifest_offset + h.manifest_bytes || h.data_offset > size ||
+      h.data_bytes != size - h.data_offset) {
+    r.fail("data section does not match the file (" + std::to_string(size) + " bytes; truncated?)");
+  }
+  const char* manifest_text = reinterpret_cast<const char*>(base + h.manifest_offset);
+  if (XXH3_64bits(manifest_text, h.manifest_bytes) != h.manifest_checksum) r.fail("manifest checksum mismatch (corrupt file)");
+
+  json manifest;
+  try {
+    manifest = json::parse(manifest_text, manifest_text + h.manifest_bytes);
+  } catch (const json::exception& e) {
+    r.fail(std::string("manifest is not valid JSON: ") + e.what());
+  }
+  if (r.string(manifest, "format", "manifest") != "espresso-model") r.fail("manifest: not an espresso model");
+
+  // Tensor table.
+  std::map<std::string, Tensor> tensors;
+  const json& table = r.array(manifest, "tensors", "manifest");
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    const std::string where = "tensors[" + std::to_string(i) + "]";
+    const json& entry = table[i];
+    const std::string name = r.string(entry, "name", where);
+    const std::string dtype_text = r.string(entry, "dtype", where);
+    DType dtype;
+    if (dtype_text == "f32") dtype = DType::f32;
+    else if (dtype_text == "f16") dtype = DType::f16;
+    else if (dtype_text == "bf16") dtype = DType::bf16;
+    else r.fail("manifest: '" + where + ".dtype' is '" + dtype_text + "' (expected f32, f16 or bf16)");
+    const Shape shape = r.shape(entry, where);
+    const std::uint64_t offset = r.unsigned_int(entry, "offset", where);
+    const std::uint64_t bytes = r.unsigned_int(entry, "bytes", where);
+    if (bytes != static_cast<std::uint64_t>(shape.numel()) * dtype_size(dtype)) {
+      r.fail("tensor '" + name + "': " + std::to_string(bytes) + " bytes do not hold " + dtype_text + " " + shape.str());
+    }
+    if (offset % kAlignment != 0 || offset > h.data_bytes || bytes > h.data_bytes - offset) {
+      r.fail("tensor '" + name + "': offset " + std::to_string(offset) + " and length " + std::to_string(bytes) +
+             " lie outside the data section");
+    }
+    const std::byte* source = base + h.data_offset + offset;
+    if (options.verify) {
+      const std::string expected = r.string(entry, "checksum", where);
+      if (expected != hex64(XXH3_64bits(source, bytes))) r.fail("tensor '" + name + "': checksum mismatch (corrupt data)");
+    }
+    Tensor tensor = dtype == DType::f32
+                        ? Tensor::wrap(file->mutable_data() + h.data_offset + offset, shape, DType::f32, Device::cpu(), file)
+                        : widen(source, shape, dtype);
+    if (!tensors.emplace(name, std::move(tensor)).second) r.fail("tensor '" + name + "' is listed twice");
+  }
+
+  Graph graph;
+  const json& g = r.field(manifest, "graph", "manifest");
+  graph.name = r.optional_string(g, "name", "graph");
+  graph.metadata = read_metadata(r, manifest.value("metadata", json()));
+  const json& inputs = r.array(g, "inputs", "graph");
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const std::string where = "graph.inputs[" + std::to_string(i) + "]";
+    graph.inputs.push_back({r.string(inputs[i], "name", where), r.shape(inputs[i], where)});
+  }
+  graph.outputs = r.strings(g, "outputs", "graph");
+  if (g.contains("aliases")) {
+    const json& aliases = r.field(g, "aliases", "graph");
+    if (!aliases.is_object()) r.fail("manifest: 'graph.aliases' should be an object");
+    for (const auto& [key, value] : aliases.items()) {
+      if (!value.is_string()) r.fail("manifest: 'graph.aliases." + key + "' should be a string");
+      graph.aliases[key] = value.get<std::string>();
+    }
+  }
+  const json& layers = r.array(g, "layers", "graph");
+  std::string unknown;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const std::string where = "graph.layers[" + std::to_string(i) + "]";
+    const json& l = layers[i];
+    LayerSpec spec;
+    spec.name = r.string(l, "name", where);
+    spec.type = r.string(l, "type", where);
+    spec.inputs = r.strings(l, "inputs", where);
+    spec.outputs = r.strings(l, "outputs", where);
+    const json& attrs = r.field(l, "attrs", where);
+    if (!attrs.is_object()) r.fail("manifest: '" + where + ".attrs' should be an object");
+    for (const auto& [key, value] : attrs.items()) spec.attrs.set(key, r.attr(value, where + ".attrs." + key));
+    for (const std::string& name : r.strings(l, "weights", where)) {
+      auto it = tensors.find(name);
+      if (it == tensors.end()) r.fail("layer '" + spec.name + "' names tensor '" + name + "', which the table lacks");
+      spec.weights.push_back(it->second);
+    }
+    if (l.contains("params")) {
+      const json& params = r.array(l, "params", where);
+      for (const json& p : params) {
+        spec.params.push_back({r.optional_string(p, "name", where + ".params"),
+                               static_cast<float>(r.number(r.field(p, "lr_mult", where + ".params"), where + ".params.lr_mult")),
+                               static_cast<float>(r.number(r.field(p, "decay_mult", where + ".params"), where + ".params.decay_mult"))});
+      }
+    }
+    if (!is_known_layer_type(spec.type)) {
+      unknown += (unknown.empty() ? "" : ", ") + ("'" + spec.type + "' (layer '" + spec.name + "')");
+    }
+    graph.layers.push_back(std::move(spec));
+  }
+  if (!unknown.empty()) throw ModelError(path + ": unknown layer types: " + unknown);
+  try {
+    graph.validate();
+  } catch (const ModelError& e) {
+    throw ModelError(path + ": " + e.what());
+  }
+  return graph;
+}
+
+}  // namespace espresso
