@@ -1,13 +1,34 @@
-#include <iostream>
-
+// The espresso command line: one subcommand per verb. Exit codes: 0 success, 1 for errors while
+// running (one `error:` line), 2 for usage errors.
 #include <CLI/CLI.hpp>
+#include <exception>
+#include <iostream>
+#include <vector>
 
-#include "espresso/espresso.h"
+#include "common.h"
+#include "espresso/errors.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"espresso: train and run convolutional networks on CPU and GPU"};
   app.set_version_flag("--version", std::string("espresso ") + ESPRESSO_VERSION);
   app.require_subcommand(1);
-  CLI11_PARSE(app, argc, argv);
+  const std::vector<espresso::cli::Verb> verbs = {espresso::cli::add_info_verb(app),
+                                                  espresso::cli::add_classify_verb(app),
+                                                  espresso::cli::add_eval_verb(app)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version arrive here too, with exit code 0.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
+    for (const espresso::cli::Verb& verb : verbs) {
+      if (verb.command->parsed()) return verb.run();
+    }
+  } catch (const std::exception& e) {
+    std::cout.flush();
+    std::cerr << "error: " << e.what() << '\n';
+    return 1;
+  }
   return 0;
 }

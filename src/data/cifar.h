@@ -1,0 +1,19 @@
+// CIFAR-10 binary batches: records of one label byte and 32x32 planar R, G, B bytes.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace espresso::data {
+
+// Reads the given batch files in order; throws DataError naming the file when its size is not
+// a whole number of records or a label is not in [0, 10).
+LabeledImages read_cifar10_batches(const std::vector<std::string>& paths);
+
+// Test split: `test_batch.bin`, or when that is absent every `test_batch*.bin`; train split:
+// every `data_batch_*.bin`. Files are read in name order.
+LabeledImages load_cifar10(const std::string& dir, Split split);
+
+}  // namespace espresso::data

@@ -1,0 +1,105 @@
+// `espresso classify`: the top-K classes of each image.
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "data/image.h"
+#include "espresso/errors.h"
+
+namespace espresso::cli {
+
+namespace {
+
+struct ClassifyOptions {
+  ModelOptions model;
+  std::vector<std::string> images;
+  std::string labels;
+  int top = 5;
+  bool rgb = false;
+  InputOptions input;
+  int threads = 0;
+};
+
+// One label per line; whole lines are kept so synset_words lines show their WordNet id too.
+std::vector<std::string> read_labels(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw FileError("labels file '" + path + "' cannot be opened");
+  std::vector<std::string> labels;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    labels.push_back(line);
+  }
+  while (!labels.empty() && labels.back().empty()) labels.pop_back();
+  return labels;
+}
+
+int run_classify(const ClassifyOptions& options) {
+  apply_threads(options.threads);
+  Net net = open_net(options.model);
+  const ImageInput input = configure_input(net, options.input, 1);
+  const std::string output = single_output(net, "classify");
+  const char* value_name = producer_type(net, output) == "Softmax" ? "prob" : "score";
+  std::vector<std::string> labels;
+  if (!options.labels.empty()) labels = read_labels(options.labels);
+
+  const data::ImageLayout layout{static_cast<int>(input.channels), static_cast<int>(input.height),
+                                 static_cast<int>(input.width), !options.rgb};
+  for (const std::string& path : options.images) {
+    const std::vector<float> pixels = data::load_image(path, layout);
+    Tensor& tensor = net.input(input.name);
+    input.preprocess.apply(pixels.data(), 1, input.channels, input.height * input.width,
+                           tensor.data<float>());
+    net.forward();
+
+    const Tensor& result = net.tensor(output);
+    const std::int64_t classes = result.numel();
+    if (!labels.empty() && static_cast<std::int64_t>(labels.size()) != classes) {
+      throw DataError("labels file '" + options.labels + "' has " + std::to_string(labels.size()) +
+                      " labels but the net's output '" + output + "' has " + std::to_string(classes) +
+                      " values");
+    }
+    const float* values = result.data<float>();
+    std::vector<std::int64_t> order(static_cast<std::size_t>(classes));
+    std::iota(order.begin(), order.end(), 0);
+    const auto k = static_cast<std::size_t>(std::min<std::int64_t>(options.top, classes));
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
+                      [&](std::int64_t a, std::int64_t b) { return values[a] > values[b]; });
+    std::cout << path << '\n';
+    for (std::size_t rank = 0; rank < k; ++rank) {
+      const std::int64_t cls = order[rank];
+      char line[96];
+      std::snprintf(line, sizeof line, "  %zu. class %lld  %s %.6f", rank + 1, static_cast<long long>(cls),
+                    value_name, static_cast<double>(values[cls]));
+      std::cout << line;
+      if (!labels.empty()) std::cout << "  " << labels[static_cast<std::size_t>(cls)];
+      std::cout << '\n';
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+Verb add_classify_verb(CLI::App& app) {
+  auto options = std::make_shared<ClassifyOptions>();
+  CLI::App* command = app.add_subcommand("classify", "Print the top classes of images");
+  add_model_options(*command, options->model);
+  command->add_option("images", options->images, "Image files (JPEG, PNG, BMP, ...)")->required();
+  command->add_option("--labels", options->labels, "Class names, one per line (e.g. synset_words.txt)");
+  command->add_option("-k,--top", options->top, "How many classes to show per image")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  command->add_flag("--rgb", options->rgb, "Feed colour channels as R,G,B (default: Caffe's B,G,R)");
+  add_input_options(*command, options->input);
+  add_threads_option(*command, options->threads);
+  return {command, [options] { return run_classify(*options); }};
+}
+
+}  // namespace espresso::cli

@@ -1,0 +1,164 @@
+#include "common.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "espresso/errors.h"
+#include "espresso/import.h"
+
+namespace espresso::cli {
+
+namespace {
+
+void require_file(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw FileError(what + " file '" + path + "' does not exist");
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw FileError(what + " file '" + path + "' is not a file");
+}
+
+// "HxW" with positive dimensions.
+bool parse_size(const std::string& text, std::int64_t& height, std::int64_t& width) {
+  const std::size_t x = text.find('x');
+  if (x == std::string::npos || x == 0 || x + 1 == text.size()) return false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (i != x && (text[i] < '0' || text[i] > '9')) return false;
+  }
+  if (x > 6 || text.size() - x - 1 > 6) return false;
+  height = std::stoll(text.substr(0, x));
+  width = std::stoll(text.substr(x + 1));
+  return height > 0 && width > 0;
+}
+
+}  // namespace
+
+void add_model_options(CLI::App& command, ModelOptions& options) {
+  command.add_option("model", options.model, "Model definition (Caffe .prototxt)")->required();
+  command.add_option("-w,--weights", options.weights, "Learned weights (Caffe .caffemodel)");
+}
+
+Net open_net(const ModelOptions& options) {
+  require_file(options.model, "model");
+  if (!options.weights.empty()) require_file(options.weights, "weights");
+  return Net(load_model(options.model, options.weights));
+}
+
+void add_threads_option(CLI::App& command, int& threads) {
+  command.add_option("--threads", threads, "Worker threads (default: ESPRESSO_NUM_THREADS, else all cores)")
+      ->check(CLI::NonNegativeNumber);
+}
+
+void apply_threads(int threads) { set_num_threads(threads); }
+
+void add_input_options(CLI::App& command, InputOptions& options) {
+  command.add_option("--scale", options.scale, "Multiply inputs by S after mean subtraction (Caffe's scale)");
+  command.add_option("--mean", options.mean,
+                     "Per-channel mean to subtract: comma-separated values or a .npy file ((C,) or (C,H,W))");
+  command
+      .add_option("--size", options.size,
+                  "Input height x width, e.g. 224x224 (default: the net's input size)")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            std::int64_t h = 0, w = 0;
+            return parse_size(text, h, w) ? std::string() : "expected HxW with positive sizes, e.g. 28x28";
+          },
+          "HxW"));
+}
+
+ImageInput configure_input(Net& net, const InputOptions& options, std::int64_t batch) {
+  const std::vector<std::string> inputs = net.input_names();
+  if (inputs.size() != 1) {
+    throw UnsupportedError("the net has " + std::to_string(inputs.size()) +
+                           " inputs; image input needs exactly one");
+  }
+  ImageInput input;
+  input.name = inputs[0];
+  const Shape shape = net.input_shape(input.name);
+  if (shape.rank() != 4) {
+    throw UnsupportedError("input '" + input.name + "' has shape " + shape.str() +
+                           "; image input needs an N x C x H x W input");
+  }
+  input.channels = shape[1];
+  input.height = shape[2];
+  input.width = shape[3];
+  if (!options.size.empty()) parse_size(options.size, input.height, input.width);
+  net.reshape(input.name, Shape{batch, input.channels, input.height, input.width});
+  if (!options.mean.empty())
+    input.preprocess.mean = data::parse_mean(options.mean, static_cast<int>(input.channels));
+  input.preprocess.scale = options.scale;
+  return input;
+}
+
+std::string single_output(const Net& net, const std::string& verb) {
+  const std::vector<std::string> outputs = net.output_names();
+  if (outputs.size() != 1) {
+    std::string names;
+    for (const std::string& name : outputs) {
+      if (!names.empty()) names += ", ";
+      names += name;
+    }
+    throw UnsupportedError(verb + " needs a net with one output; this one has " +
+                           std::to_string(outputs.size()) + (names.empty() ? "" : ": " + names));
+  }
+  return outputs[0];
+}
+
+std::string producer_type(const Net& net, const std::string& tensor) {
+  std::string type;
+  for (const LayerSpec& layer : net.graph().layers) {
+    for (const std::string& output : layer.outputs) {
+      if (output == tensor) type = layer.type;
+    }
+  }
+  return type;
+}
+
+std::int64_t argmax(const float* values, std::int64_t count) {
+  std::int64_t best = 0;
+  for (std::int64_t i = 1; i < count; ++i) {
+    if (values[i] > values[best]) best = i;
+  }
+  return best;
+}
+
+std::string with_commas(std::int64_t value) {
+  const std::string digits = std::to_string(value < 0 ? -value : value);
+  std::string text;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) text += ',';
+    text += digits[i];
+  }
+  return value < 0 ? "-" + text : text;
+}
+
+std::string si(double value, const std::string& unit) {
+  static const char* const prefixes[] = {"k", "M", "G", "T", "P"};
+  if (std::fabs(value) < 1000.0) {
+    const std::size_t start = unit.find_first_not_of(' ');
+    return with_commas(std::llround(value)) + " " + (start == std::string::npos ? unit : unit.substr(start));
+  }
+  int index = -1;
+  while (std::fabs(value) >= 1000.0 && index < 4) {
+    value /= 1000.0;
+    ++index;
+  }
+  char number[32];
+  std::snprintf(number, sizeof number, "%.2f", value);
+  return std::string(number) + " " + prefixes[index] + unit;
+}
+
+std::string binary_bytes(std::size_t bytes) {
+  static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int index = 0;
+  while (value >= 1024.0 && index < 4) {
+    value /= 1024.0;
+    ++index;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, index == 0 ? "%.0f %s" : "%.1f %s", value, units[index]);
+  return text;
+}
+
+}  // namespace espresso::cli

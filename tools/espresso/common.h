@@ -1,0 +1,70 @@
+// Pieces shared by the CLI verbs: loading a net, input preprocessing options, threads, number
+// formatting.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "data/preprocess.h"
+#include "espresso/net.h"
+
+namespace espresso::cli {
+
+// A registered subcommand and what to run when the command line selected it.
+struct Verb {
+  CLI::App* command = nullptr;
+  std::function<int()> run;
+};
+
+Verb add_info_verb(CLI::App& app);
+Verb add_classify_verb(CLI::App& app);
+Verb add_eval_verb(CLI::App& app);
+
+struct ModelOptions {
+  std::string model;
+  std::string weights;
+};
+void add_model_options(CLI::App& command, ModelOptions& options);
+// Loads the model (and weights); throws FileError naming a file that does not exist.
+Net open_net(const ModelOptions& options);
+
+void add_threads_option(CLI::App& command, int& threads);
+// 0 leaves the choice to ESPRESSO_NUM_THREADS, else the hardware's thread count.
+void apply_threads(int threads);
+
+struct InputOptions {
+  float scale = 1.0f;
+  std::string mean;
+  std::string size;  // "HxW"; empty for the net's own
+};
+void add_input_options(CLI::App& command, InputOptions& options);
+
+// The net's single NCHW image input, resized as the options ask, and how to fill it.
+struct ImageInput {
+  std::string name;
+  std::int64_t channels = 0;
+  std::int64_t height = 0;
+  std::int64_t width = 0;
+  data::Preprocess preprocess;
+};
+// Throws UnsupportedError when the net does not have exactly one rank-4 input.
+ImageInput configure_input(Net& net, const InputOptions& options, std::int64_t batch);
+
+// The name of the net's only output; `verb` names the caller in the error otherwise.
+std::string single_output(const Net& net, const std::string& verb);
+// The type of the layer that produces `tensor` ("" for a graph input).
+std::string producer_type(const Net& net, const std::string& tensor);
+// Index of the largest of `count` values.
+std::int64_t argmax(const float* values, std::int64_t count);
+
+// 431080 -> "431,080".
+std::string with_commas(std::int64_t value);
+// (4586000, "FLOP") -> "4.59 MFLOP"; (2293000, " multiply-adds") -> "2.29 M multiply-adds";
+// values below 1000 are printed whole, without a prefix.
+std::string si(double value, const std::string& unit);
+// 53248 -> "52.0 KiB".
+std::string binary_bytes(std::size_t bytes);
+
+}  // namespace espresso::cli

@@ -1,0 +1,82 @@
+// `espresso info`: per-layer output shapes, parameters and FLOPs for one image, and the planned
+// activation memory.
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace espresso::cli {
+
+namespace {
+
+struct InfoOptions {
+  ModelOptions model;
+};
+
+std::string shapes_text(const std::vector<Shape>& shapes) {
+  std::string text;
+  for (const Shape& shape : shapes) {
+    if (!text.empty()) text += ", ";
+    text += shape.str();
+  }
+  return text;
+}
+
+void print_table(const std::vector<std::vector<std::string>>& rows, const std::vector<bool>& right_align) {
+  std::vector<std::size_t> widths(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (std::size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (std::size_t c = 0; c < row.size(); ++c) {
+      const std::string pad(widths[c] - row[c].size(), ' ');
+      line += c == 0 ? "" : "  ";
+      line += right_align[c] ? pad + row[c] : row[c] + pad;
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::cout << line << '\n';
+  }
+}
+
+int run_info(const InfoOptions& options) {
+  Net net = open_net(options.model);
+  // Figures are per image.
+  net.set_batch(1);
+  for (const std::string& name : net.input_names()) {
+    std::cout << "input " << name << ": " << net.input_shape(name).str() << '\n';
+  }
+  const std::vector<LayerSummary> layers = net.summary();
+  std::vector<std::vector<std::string>> rows = {{"layer", "type", "output shape", "params", "FLOPs"}};
+  std::int64_t params = 0, flops = 0;
+  for (const LayerSummary& layer : layers) {
+    rows.push_back({layer.name, layer.type, shapes_text(layer.output_shapes), with_commas(layer.params),
+                    with_commas(layer.flops)});
+    params += layer.params;
+    flops += layer.flops;
+  }
+  std::cout << '\n';
+  print_table(rows, {false, false, false, true, true});
+
+  const MemoryReport memory = net.memory();
+  std::cout << "\ntotal: " << with_commas(params) << " params, " << si(static_cast<double>(flops), "FLOP")
+            << " (" << si(static_cast<double>(flops) / 2.0, " multiply-adds") << ") per image\n";
+  std::cout << "activation memory (batch 1): " << with_commas(static_cast<std::int64_t>(memory.planned_bytes))
+            << " bytes planned (" << binary_bytes(memory.planned_bytes) << ") vs "
+            << with_commas(static_cast<std::int64_t>(memory.naive_bytes)) << " bytes naive ("
+            << binary_bytes(memory.naive_bytes) << ")\n";
+  return 0;
+}
+
+}  // namespace
+
+Verb add_info_verb(CLI::App& app) {
+  auto options = std::make_shared<InfoOptions>();
+  CLI::App* command = app.add_subcommand("info", "Show a model's layers, shapes, parameters and FLOPs");
+  add_model_options(*command, options->model);
+  return {command, [options] { return run_info(*options); }};
+}
+
+}  // namespace espresso::cli
