@@ -3,7 +3,18 @@
 #include <algorithm>
 #include <iterator>
 
+#include "layers/activation.h"
+#include "layers/binary.h"
+#include "layers/constant.h"
+#include "layers/gather.h"
+#include "layers/log_softmax.h"
+#include "layers/matmul.h"
+#include "layers/pad.h"
+#include "layers/reduce.h"
 #include "layers/relu.h"
+#include "layers/resize.h"
+#include "layers/strided_slice.h"
+#include "layers/transpose.h"
 
 namespace espresso {
 namespace {
@@ -22,7 +33,18 @@ struct Entry {
 
 // Every layer type espresso knows, by its espresso name (docs/layers.md).
 constexpr Entry kLayers[] = {
+    {"Activation", make<ActivationLayer>},
+    {"Binary", make<BinaryLayer>},
+    {"Constant", make<ConstantLayer>},
+    {"Gather", make<GatherLayer>},
+    {"LogSoftmax", make<LogSoftmaxLayer>},
+    {"MatMul", make<MatMulLayer>},
+    {"Pad", make<PadLayer>},
     {"ReLU", make<ReLULayer>},
+    {"Reduce", make<ReduceLayer>},
+    {"Resize", make<ResizeLayer>},
+    {"StridedSlice", make<StridedSliceLayer>},
+    {"Transpose", make<TransposeLayer>},
 };
 
 const Entry* find(const std::string& type) {
