@@ -17,6 +17,10 @@ struct OnnxImportOptions {
   std::int64_t default_dim = 1;
   // Shapes that replace the model's declared input shapes (for example those of test data).
   std::map<std::string, Shape> input_shapes;
+  // Values for graph inputs that an operator needs at load time (a Reshape's shape, Slice's
+  // starts, Resize's scales...). ONNX's backend tests feed such parameters as inputs; real
+  // models give them as initializers or Constant nodes.
+  std::map<std::string, Tensor> input_values;
 };
 
 // Loads an ONNX model (opsets 1 to 18 of the default domain). Constants, initializers and shape

@@ -49,11 +49,11 @@ double ResizeLayer::scale_of(const Shape& in, const Shape& out, int axis) const 
   return static_cast<double>(out[axis]) / static_cast<double>(in[axis]);
 }
 
-double ResizeLayer::source_coordinate(double x, double scale, std::int64_t in, std::int64_t out) const {
+double ResizeLayer::source_coordinate(double x, double scale, std::int64_t in, double out) const {
   if (coordinates_ == "half_pixel") return (x + 0.5) / scale - 0.5;
   if (coordinates_ == "pytorch_half_pixel") return out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
   if (coordinates_ == "align_corners") {
-    return out == 1 ? 0.0 : x * static_cast<double>(in - 1) / static_cast<double>(out - 1);
+    return out == 1 ? 0.0 : x * static_cast<double>(in - 1) / (out - 1);
   }
   if (coordinates_ == "asymmetric") return x / scale;
   return (x + 0.5) / scale;  // tf_half_pixel_for_nn
@@ -70,7 +70,9 @@ void ResizeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
     const std::int64_t n = in[a];
     const double scale = scale_of(in, out, a);
     for (std::int64_t o = 0; o < out[a]; ++o) {
-      const double x = source_coordinate(static_cast<double>(o), scale, n, out[a]);
+      // With given scales ONNX measures the output as input · scale, before flooring.
+      const double length = scales_.empty() ? static_cast<double>(out[a]) : static_cast<double>(n) * scale;
+      const double x = source_coordinate(static_cast<double>(o), scale, n, length);
       std::int64_t lo = 0, hi = 0;
       double w = 0;
       if (linear_) {

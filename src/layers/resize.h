@@ -16,7 +16,7 @@ class ResizeLayer final : public Layer {
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
 
  private:
-  double source_coordinate(double x, double scale, std::int64_t in, std::int64_t out) const;
+  double source_coordinate(double x, double scale, std::int64_t in, double out) const;
   double scale_of(const Shape& in, const Shape& out, int axis) const;
 
   bool linear_;

@@ -65,6 +65,7 @@ void run_test(const fs::path& dir, const OnnxConformanceOptions& options, OnnxTe
     for (std::size_t i = 0; i < inputs.size(); ++i) {
       Tensor t = read_onnx_tensor(inputs[i].string());
       import.input_shapes[input_names[i]] = t.shape();
+      import.input_values[input_names[i]] = t;
       feed[input_names[i]] = std::move(t);
     }
     NetOptions net_options;

@@ -78,8 +78,8 @@ class Importer {
   }
   bool is_constant(const std::string& name) const { return constants_.count(resolve(name)) != 0; }
   bool is_constant(const Node& n, int i) const { return n.has_input(i) && is_constant(n.input(i)); }
-  const Value& constant(const Node& n, int i) const;
-  Dims constant_ints(const Node& n, int i) const;
+  const Value& constant(const Node& n, int i);
+  Dims constant_ints(const Node& n, int i);
   // The graph tensor for an input, emitting a Constant layer for a constant.
   std::string tensor(const Node& n, int i);
   std::string tensor_of(const std::string& name);
@@ -150,6 +150,7 @@ class Importer {
   Graph graph_;
   std::map<std::string, Value> constants_;
   std::map<std::string, Shape> shapes_;          // graph tensors
+  std::map<std::string, int> input_types_;       // graph inputs' element types
   std::map<std::string, std::string> aliases_;   // ONNX name → graph tensor or constant name
   std::map<std::string, std::string> emitted_constants_;  // constant name → graph tensor
   std::set<std::string> layer_names_;
@@ -198,12 +199,22 @@ std::vector<double> Importer::attr_floats(const Node& n, const std::string& name
 
 // ---- tensors ----------------------------------------------------------------------------------
 
-const Value& Importer::constant(const Node& n, int i) const {
+const Value& Importer::constant(const Node& n, int i) {
+  if (n.has_input(i) && !is_constant(n, i)) {
+    auto bound = options_.input_values.find(resolve(n.input(i)));
+    if (bound != options_.input_values.end()) {
+      Value value;
+      value.type = input_types_.count(bound->first) ? input_types_.at(bound->first) : TP::FLOAT;
+      value.shape = bound->second.shape();
+      for (float v : bound->second.to_vector()) value.data.push_back(v);
+      constants_[bound->first] = std::move(value);
+    }
+  }
   if (!is_constant(n, i)) unsupported(n, "input " + std::to_string(i) + " ('" + (n.has_input(i) ? n.input(i) : "") + "') must be a constant");
   return constants_.at(resolve(n.input(i)));
 }
 
-Dims Importer::constant_ints(const Node& n, int i) const {
+Dims Importer::constant_ints(const Node& n, int i) {
   const Value& v = constant(n, i);
   Dims out;
   for (double d : v.data) out.push_back(static_cast<std::int64_t>(d));
@@ -438,6 +449,7 @@ void Importer::declare_inputs(const onnx::GraphProto& graph, const std::set<std:
     }
     if (input.type().has_tensor_type()) {
       const int type = input.type().tensor_type().elem_type();
+      input_types_[input.name()] = type;
       if (type == TP::STRING || type == TP::COMPLEX64 || type == TP::COMPLEX128) {
         throw UnsupportedError(where + " has type " + onnx_detail::type_name(type));
       }
@@ -526,7 +538,7 @@ void Importer::op_constant(const Node& n) {
 void Importer::op_identity(const Node& n) {
   if (n.op() == "Dropout") {
     if (n.outputs() > 1) unsupported(n, "the mask output is not supported");
-    if (is_constant(n, 2) && constant(n, 2).data.at(0) != 0) unsupported(n, "training mode is not supported");
+    if (n.has_input(2) && constant(n, 2).data.at(0) != 0) unsupported(n, "training mode is not supported");
   }
   if (is_constant(n, 0)) {
     set_constant(n, 0, constant(n, 0));
@@ -985,6 +997,8 @@ void Importer::op_prelu(const Node& n) {
   for (int i = 0; per_channel && i < slope.shape.rank(); ++i) {
     per_channel = i + offset == 1 ? slope.shape[i] == in[1] : slope.shape[i] == 1;
   }
+  // Before opset 7 a slope of C values was per channel whatever its shape.
+  per_channel = per_channel || (opset_ < 7 && in.rank() >= 2 && slope.shape.numel() == in[1]);
   Attributes attrs;
   if (slope.data.size() == 1) {
     attrs.set("channel_shared", std::int64_t{1});
@@ -992,7 +1006,18 @@ void Importer::op_prelu(const Node& n) {
   } else if (per_channel) {
     emit(n, "PReLU", {tensor(n, 0)}, attrs, {slope.to_tensor().reshaped(Shape{in[1]})});
   } else {
-    unsupported(n, "slope " + slope.shape.str() + " is neither shared nor per channel for input " + in.str());
+    // Any other broadcast: y = max(x, 0) + slope · min(x, 0).
+    const std::string x = tensor(n, 0), zero = n.name + "/zero";
+    constants_[zero] = Value{TP::FLOAT, Shape{}, {0.0}};
+    auto binary = [&](const std::string& op, const std::string& a, const std::string& b, const std::string& suffix) {
+      Attributes a_attrs;
+      a_attrs.set("operation", op);
+      return emit(n, "Binary", {a, b}, a_attrs, {}, suffix)[0];
+    };
+    const std::string positive = binary("max", x, tensor_of(zero), "positive");
+    const std::string negative = binary("min", x, tensor_of(zero), "negative");
+    const std::string scaled = binary("mul", negative, tensor(n, 1), "scaled");
+    binary("add", positive, scaled, "");
   }
 }
 
@@ -1325,7 +1350,7 @@ void Importer::op_resize(const Node& n) {
     if (n.has("axes") || n.has("keep_aspect_ratio_policy")) unsupported(n, "axes and keep_aspect_ratio_policy are not supported");
     attrs.set("coordinate_transformation_mode", coordinates);
     attrs.set("nearest_mode", attr_string(n, "nearest_mode", "round_prefer_floor"));
-    if (is_constant(n, 2) && constant(n, 2).shape.numel() > 0) scales = constant(n, 2).data;
+    if (n.has_input(2) && constant(n, 2).shape.numel() > 0) scales = constant(n, 2).data;
     if (n.has_input(3)) sizes = constant_ints(n, 3);
   }
   if (!sizes.empty()) {
