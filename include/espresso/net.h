@@ -20,11 +20,17 @@ void set_num_threads(int threads);
 int num_threads();
 
 struct NetOptions {
+  // Where the whole net runs. On cuda:N the weights are uploaded once, activations live on the GPU,
+  // input() returns device tensors and every layer needs a CUDA kernel.
   Device device = Device::cpu();
   // Run the plain reference kernels instead of the fast ones (for checking and debugging).
   bool reference_kernels = false;
   // Give every tensor its own buffer so all of them can be read after forward().
   bool keep_intermediates = false;
+  // On a GPU, record the first forward() after planning as a CUDA graph and replay it afterwards,
+  // which saves the launch cost of every kernel. Turn off to attribute asynchronous kernel errors
+  // to their layer.
+  bool cuda_graphs = true;
 };
 
 struct LayerSummary {
@@ -60,12 +66,15 @@ class Net {
   // Sets dimension 0 of every input.
   void set_batch(std::int64_t batch);
 
-  // The buffer to fill for an input (planned on first use).
+  // The buffer to fill for an input (planned on first use); on the net's device, so fill it with
+  // copy_from().
   Tensor& input(const std::string& name);
   void forward();
-  // Copies the given inputs in (reshaping as needed), runs, and returns every graph output.
+  // Copies the given inputs in (reshaping as needed), runs, and returns every graph output as a
+  // CPU tensor.
   std::map<std::string, Tensor> forward(const std::map<std::string, Tensor>& inputs);
   // A graph output or input; any tensor (by original or unique name) with keep_intermediates.
+  // On the net's device.
   const Tensor& tensor(const std::string& name) const;
 
   std::vector<LayerSummary> summary();

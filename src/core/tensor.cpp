@@ -4,6 +4,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "backends/cuda/cuda_backend.h"
 #include "espresso/errors.h"
 
 namespace espresso {
@@ -77,9 +78,7 @@ namespace {
 constexpr std::size_t kAlignment = 64;
 
 std::shared_ptr<void> allocate(std::size_t bytes, Device device) {
-  if (!device.is_cpu()) {
-    throw UnsupportedError("device " + device.str() + " is not available in this build");
-  }
+  if (!device.is_cpu()) return cuda::allocate(bytes, device);
   const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   void* data = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
   if (data == nullptr) {
@@ -109,7 +108,11 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  std::memset(t.data_, 0, t.bytes());
+  if (device.is_cpu()) {
+    std::memset(t.data_, 0, t.bytes());
+  } else {
+    cuda::fill_zero(t.data_, device, t.bytes());
+  }
   return t;
 }
 
@@ -202,15 +205,18 @@ void Tensor::copy_from(const Tensor& source) {
     throw ShapeError(std::string("cannot copy ") + dtype_name(source.dtype_) + " " +
                      source.shape_.str() + " into " + dtype_name(dtype_) + " " + shape_.str());
   }
-  if (!device_.is_cpu() || !source.device_.is_cpu()) {
-    throw UnsupportedError("copies to or from " + (device_.is_cpu() ? source.device_ : device_).str() +
-                           " are not available in this build");
+  if (device_.is_cpu() && source.device_.is_cpu()) {
+    if (bytes() != 0 && data_ != source.data_) std::memmove(data_, source.data_, bytes());
+  } else {
+    cuda::copy(data_, device_, source.data_, source.device_, bytes());
   }
-  if (bytes() != 0 && data_ != source.data_) std::memmove(data_, source.data_, bytes());
 }
 
 std::vector<float> Tensor::to_vector() const {
-  if (!device_.is_cpu()) throw UnsupportedError("to_vector() needs a CPU tensor");
+  if (!device_.is_cpu()) {
+    throw UnsupportedError("to_vector() needs a CPU tensor, this one is on " + device_.str() +
+                           "; use to(Device::cpu())");
+  }
   const float* p = data<float>();
   return std::vector<float>(p, p + numel());
 }

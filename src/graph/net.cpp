@@ -5,6 +5,7 @@
 #include <set>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cuda/cuda_backend.h"
 #include "graph/memory_planner.h"
 #include "layers/registry.h"
 
@@ -22,6 +23,9 @@ struct Net::Impl {
   std::vector<std::vector<int>> step_inputs, step_outputs;
   std::vector<int> input_ids, output_ids;
   std::map<std::string, Shape> input_shapes;
+  // Set when the net runs on a GPU; declared before everything that holds device memory or
+  // kernels so that it outlives them.
+  std::unique_ptr<cuda::Context> cuda_context;
 
   // The plan for the current input shapes.
   bool planned = false;
@@ -36,6 +40,9 @@ struct Net::Impl {
 
   void build();
   void plan();
+  void make_kernels();
+  void run_steps();
+  void run_on_gpu();
   void infer_shapes();
   void check_weights(int step, const std::vector<Shape>& in);
   int id_of(const std::string& name) const;
@@ -53,9 +60,6 @@ std::string join_shapes(const std::vector<Shape>& shapes) {
 
 void Net::Impl::build() {
   graph.validate();
-  if (!options.device.is_cpu()) {
-    throw UnsupportedError("device " + options.device.str() + " is not available in this build");
-  }
   std::string unknown;
   for (const LayerSpec& spec : graph.layers) {
     if (!is_known_layer_type(spec.type)) {
@@ -68,6 +72,15 @@ void Net::Impl::build() {
     throw ModelError("unknown layer types: " + unknown + "; known types: " + known);
   }
   for (const LayerSpec& spec : graph.layers) layers.push_back(create_layer(spec));
+  if (!options.device.is_cpu()) {
+    if (options.reference_kernels) {
+      throw UnsupportedError("reference kernels run on the CPU only; create the Net on cpu to use them");
+    }
+    std::vector<const Layer*> all;
+    for (const auto& layer : layers) all.push_back(layer.get());
+    cuda::check_supported(all);
+    cuda_context = cuda::create_context(options.device);
+  }
 
   auto add_tensor = [&](const std::string& name, int step) {
     ids[name] = static_cast<int>(names.size());
@@ -206,26 +219,44 @@ void Net::Impl::plan() {
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (producer[id] >= 0) report.naive_bytes += (static_cast<std::size_t>(shapes[id].numel()) * sizeof(float) + 63) / 64 * 64;
   }
-  arena = Tensor::empty(Shape{static_cast<std::int64_t>(memory.arena_bytes)}, DType::i8);
+  const Device device = options.device;
+  if (cuda_context) cuda_context->drop_graph();
+  const Shape arena_shape{static_cast<std::int64_t>(memory.arena_bytes)};
+  if (device.is_cpu()) {
+    arena = Tensor::empty(arena_shape, DType::i8);
+  } else {
+    auto block =
+        cuda::allocate(memory.arena_bytes, device, "the activation arena of net '" + graph.name + "'");
+    arena = Tensor::wrap(block.get(), arena_shape, DType::i8, device, block);
+  }
 
   tensors.assign(names.size(), Tensor{});
   readable.assign(names.size(), options.keep_intermediates);
   for (std::size_t i = 0; i < input_ids.size(); ++i) {
     const auto id = static_cast<std::size_t>(input_ids[i]);
-    tensors[id] = Tensor::zeros(shapes[id]);
+    tensors[id] = Tensor::zeros(shapes[id], DType::f32, device);
     readable[id] = true;
   }
   auto* base = static_cast<std::byte*>(arena.raw());
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (buffer_of[id] < 0) continue;
-    tensors[id] = Tensor::wrap(base + memory.offsets[static_cast<std::size_t>(buffer_of[id])], shapes[id], DType::f32);
+    tensors[id] = Tensor::wrap(base + memory.offsets[static_cast<std::size_t>(buffer_of[id])], shapes[id],
+                               DType::f32, device);
   }
   for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
 
+  make_kernels();
+  planned = true;
+}
+
+void Net::Impl::make_kernels() {
   kernels.clear();
-  step_input_views.assign(static_cast<std::size_t>(steps), {});
-  step_output_views.assign(static_cast<std::size_t>(steps), {});
-  for (std::size_t step = 0; step < layers.size(); ++step) {
+  const auto steps = layers.size();
+  step_input_views.assign(steps, {});
+  step_output_views.assign(steps, {});
+  std::string uncovered;
+  for (std::size_t step = 0; step < steps; ++step) {
+    const Layer& layer = *layers[step];
     std::vector<Shape> in_shapes;
     for (int id : step_inputs[step]) {
       step_input_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
@@ -233,11 +264,65 @@ void Net::Impl::plan() {
     }
     for (int id : step_outputs[step]) step_output_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
     std::unique_ptr<Kernel> kernel;
-    if (!options.reference_kernels) kernel = cpu::make_kernel(*layers[step], in_shapes);
-    if (!kernel) kernel = std::make_unique<ReferenceKernel>(*layers[step]);
+    if (cuda_context) {
+      try {
+        kernel = cuda::make_kernel(layer, in_shapes, *cuda_context);
+      } catch (const DeviceError& e) {
+        throw DeviceError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
+      }
+      if (!kernel) {
+        uncovered += (uncovered.empty() ? "" : ", ") +
+                     ("'" + layer.name() + "' (" + layer.type() + ", inputs " + join_shapes(in_shapes) + ")");
+      }
+    } else {
+      if (!options.reference_kernels) kernel = cpu::make_kernel(layer, in_shapes);
+      if (!kernel) kernel = std::make_unique<ReferenceKernel>(layer);
+    }
     kernels.push_back(std::move(kernel));
   }
-  planned = true;
+  if (!uncovered.empty()) {
+    kernels.clear();
+    throw UnsupportedError("the CUDA kernels do not cover these layers with these shapes: " + uncovered);
+  }
+}
+
+void Net::Impl::run_steps() {
+  for (std::size_t step = 0; step < kernels.size(); ++step) {
+    try {
+      kernels[step]->forward(step_input_views[step], step_output_views[step]);
+    } catch (const DeviceError& e) {
+      const Layer& layer = *layers[step];
+      throw DeviceError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
+    }
+  }
+}
+
+void Net::Impl::run_on_gpu() {
+  cuda::Context& context = *cuda_context;
+  if (options.cuda_graphs) {
+    if (!context.has_graph()) {
+      context.begin_capture();
+      try {
+        run_steps();
+      } catch (...) {
+        context.abort_capture();
+        throw;
+      }
+      context.end_capture();
+    }
+    context.launch_graph();
+  } else {
+    run_steps();
+  }
+  try {
+    context.synchronize();
+  } catch (const DeviceError& e) {
+    throw DeviceError(
+        std::string("running net '") + graph.name + "' on " + options.device.str() + ": " + e.what() +
+        (options.cuda_graphs
+             ? " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)"
+             : " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)"));
+  }
 }
 
 Net::Net(Graph graph, NetOptions options) : impl_(std::make_unique<Impl>()) {
@@ -296,8 +381,10 @@ Tensor& Net::input(const std::string& name) {
 
 void Net::forward() {
   if (!impl_->planned) impl_->plan();
-  for (std::size_t step = 0; step < impl_->kernels.size(); ++step) {
-    impl_->kernels[step]->forward(impl_->step_input_views[step], impl_->step_output_views[step]);
+  if (impl_->cuda_context) {
+    impl_->run_on_gpu();
+  } else {
+    impl_->run_steps();
   }
 }
 
@@ -306,7 +393,7 @@ std::map<std::string, Tensor> Net::forward(const std::map<std::string, Tensor>& 
   for (const auto& [name, value] : inputs) input(name).copy_from(value);
   forward();
   std::map<std::string, Tensor> results;
-  for (const std::string& name : impl_->graph.outputs) results[name] = tensor(name).clone();
+  for (const std::string& name : impl_->graph.outputs) results[name] = tensor(name).to(Device::cpu());
   return results;
 }
 

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cuda/cuda_backend.h"
 #include "layers/registry.h"
 
 namespace espresso::testing {
@@ -67,10 +69,48 @@ Values rounded(const Values& v) {
   return r;
 }
 
+// The context all layer tests share, or nullptr without a GPU (said once, visibly, since a
+// silently skipped backend looks like a passing one).
+cuda::Context* gpu_context() {
+  static const std::unique_ptr<cuda::Context> context = [] {
+    std::unique_ptr<cuda::Context> created;
+    if (cuda::device_count() > 0) {
+      created = cuda::create_context(Device::cuda(0));
+    } else {
+      std::printf("[ SKIPPED  ] %s: CUDA kernels not checked\n",
+                  cuda::built() ? "no CUDA device" : "CUDA backend not built");
+      std::fflush(stdout);
+    }
+    return created;
+  }();
+  return context.get();
+}
+
+// Runs the layer's CUDA kernel, if it has one for these shapes, and returns its outputs on the CPU.
+std::vector<Tensor> run_on_gpu(cuda::Context& context, const Layer& layer, const std::vector<Tensor>& inputs,
+                               const std::vector<Shape>& out_shapes, std::string& kernel_name) {
+  std::vector<Shape> in_shapes;
+  std::vector<Tensor> device_inputs, device_outputs;
+  for (const Tensor& t : inputs) {
+    in_shapes.push_back(t.shape());
+    device_inputs.push_back(t.to(context.device()));
+  }
+  std::unique_ptr<Kernel> kernel = cuda::make_kernel(layer, in_shapes, context);
+  if (!kernel) return {};
+  kernel_name = kernel->name();
+  for (const Shape& s : out_shapes) device_outputs.push_back(Tensor::empty(s, DType::f32, context.device()));
+  kernel->forward(device_inputs, device_outputs);
+  context.synchronize();
+  std::vector<Tensor> results;
+  for (const Tensor& t : device_outputs) results.push_back(t.to(Device::cpu()));
+  return results;
+}
+
 }  // namespace
 
 void run_layer_test(const LayerTest& test) {
   int fast_cases = 0;
+  int gpu_cases = 0;
   for (int index = 0; index < test.cases; ++index) {
     Rng rng(1000u + static_cast<unsigned>(index));
     LayerCase c = test.make_case(rng);
@@ -125,8 +165,19 @@ void run_layer_test(const LayerTest& test) {
             << "CPU kernel '" << fast->name() << "' vs reference, output " << k;
       }
     }
+
+    if (cuda::Context* context = gpu_context()) {
+      std::string kernel_name;
+      const std::vector<Tensor> outputs = run_on_gpu(*context, *layer, inputs, out_shapes, kernel_name);
+      if (!outputs.empty()) ++gpu_cases;
+      for (std::size_t k = 0; k < outputs.size(); ++k) {
+        EXPECT_LE(normalized_error(to_values(reference[k]), to_values(outputs[k])), test.tolerance)
+            << "CUDA kernel '" << kernel_name << "' vs reference, output " << k;
+      }
+    }
   }
   ::testing::Test::RecordProperty("fast_cpu_cases", fast_cases);
+  ::testing::Test::RecordProperty("cuda_cases", gpu_cases);
 }
 
 }  // namespace espresso::testing

@@ -1,5 +1,6 @@
 // One harness for every layer: on random shapes it checks the reference kernel against a naive
-// double-precision computation written in the test, and every fast kernel against the reference.
+// double-precision computation written in the test, and every fast kernel (CPU, and CUDA when a GPU is
+// present) against the reference.
 #pragma once
 
 #include <functional>

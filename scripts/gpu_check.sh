@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, CUDA tests included, on a machine with a GPU.
+#
+# The GPU machines have nvcc, cuBLAS and cuDNN but not our Debian -dev packages (protobuf, OpenBLAS,
+# CLI11, stb, gtest), and nothing can be fetched there. So the build happens on a development
+# machine with CUDA and the packages, and the GPU machine only runs it:
+#
+#   scripts/gpu_check.sh pack   # here: builds with CUDA into build-cuda/ and bundles the test binary,
+#                               # the CLI and their non-CUDA shared libraries into gpu-bundle/
+#   scripts/gpu_check.sh        # there, from the repo root: runs the bundle against the machine's
+#                               # CUDA libraries and writes gpu_check.log and tests.xml to $OUT
+#
+# The bundle is about 10 MiB (OpenBLAS compressed); CUDA, cuBLAS and cuDNN come from the GPU
+# machine, which must have CUDA 13 and cuDNN 9 like the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bundle=gpu-bundle
+
+pack() {
+  cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DESPRESSO_CUDA=ON -DESPRESSO_WERROR=ON
+  cmake --build build-cuda -j"$(nproc)"
+  rm -rf "$bundle"
+  mkdir -p "$bundle/bin" "$bundle/lib"
+  cp build-cuda/tests/espresso_tests build-cuda/bin/espresso "$bundle/bin/"
+  # Everything the binaries need beyond glibc, libstdc++ and CUDA itself, which the GPU machine has.
+  ldd "$bundle"/bin/* | awk '/=> \// {print $3}' | sort -u |
+    grep -v -E '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+)\.so|libcu(da|dart|blas|blasLt|dnn)' |
+    while read -r lib; do cp -L "$lib" "$bundle/lib/"; done
+  tar -C "$bundle" -cJf "$bundle/lib.tar.xz" lib && rm -rf "$bundle/lib"
+  du -sh "$bundle"
+}
+
+# Folders holding CUDA's libraries on the GPU machine: the toolkit, else PyTorch's pip wheels.
+cuda_library_path() {
+  local dirs=()
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -d "$d" ] && dirs+=("$d")
+  done
+  for lib in libcudnn.so.9 libcublas.so.13; do
+    if ! ldconfig -p | grep -q "$lib" && ! ls "${dirs[@]/%//$lib}" >/dev/null 2>&1; then
+      local found
+      found=$(find / -xdev -name "$lib" -not -path '/proc/*' 2>/dev/null | head -1 || true)
+      [ -n "$found" ] && dirs+=("$(dirname "$found")")
+    fi
+  done
+  local IFS=:
+  echo "${dirs[*]}"
+}
+
+check() {
+  local out=${OUT:-$PWD/gpu-check-out}
+  mkdir -p "$out"
+  [ -x "$bundle/bin/espresso_tests" ] || { echo "no $bundle/: run 'scripts/gpu_check.sh pack' on the build machine" >&2; exit 2; }
+  local work
+  work=$(mktemp -d)
+  tar -C "$work" -xJf "$bundle/lib.tar.xz"
+  export LD_LIBRARY_PATH="$work/lib:$(cuda_library_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  {
+    echo "== $(date -u +%FT%TZ) $(uname -m) $(. /etc/os-release && echo "$PRETTY_NAME")"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv || true
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    ldd "$bundle/bin/espresso_tests" | grep -E 'not found|cu(dart|blas|dnn)' || true
+    set +e
+    "$bundle/bin/espresso_tests" --gtest_output="xml:$out/tests.xml"
+    echo "== espresso_tests exit status $?"
+  } 2>&1 | tee "$out/gpu_check.log"
+  grep -q '^== espresso_tests exit status 0$' "$out/gpu_check.log"
+}
+
+case "${1:-check}" in
+  pack) pack ;;
+  check) check ;;
+  *) echo "usage: $0 [pack|check]" >&2; exit 2 ;;
+esac

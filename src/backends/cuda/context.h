@@ -1,0 +1,53 @@
+// The concrete CUDA context that kernels work with: the Net's stream, its cuBLAS and cuDNN
+// handles, and the device copies of layer weights.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "backends/cuda/check.h"
+#include "backends/cuda/cuda_backend.h"
+
+namespace espresso::cuda {
+
+class StreamContext final : public Context {
+ public:
+  explicit StreamContext(Device device);
+  ~StreamContext() override;
+  StreamContext(const StreamContext&) = delete;
+  StreamContext& operator=(const StreamContext&) = delete;
+
+  Device device() const override { return device_; }
+  void begin_capture() override;
+  void end_capture() override;
+  void abort_capture() override;
+  bool has_graph() const override { return graph_ != nullptr; }
+  void launch_graph() override;
+  void drop_graph() override;
+  void synchronize() override;
+
+  cudaStream_t stream() const { return stream_; }
+  int multiprocessors() const { return multiprocessors_; }
+  // Library handles are created on first use, bound to the stream. Kernels ask for them when they
+  // are made, never first inside forward(), since a graph capture may be recording then.
+  cublasHandle_t cublas();
+  cudnnHandle_t cudnn();
+  // The device copy of a CPU weight tensor, uploaded on first request and kept for the context's
+  // life: weights live as long as the Net's layers and never change.
+  const Tensor& device_weights(const Tensor& host, const std::string& owner);
+
+ private:
+  Device device_;
+  int multiprocessors_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  cudnnHandle_t cudnn_ = nullptr;
+  std::shared_ptr<void> cublas_workspace_;
+  cudaGraphExec_t graph_ = nullptr;
+  std::map<const void*, Tensor> weights_;
+};
+
+// Grid size for element-wise kernels: enough blocks to fill the GPU, each looping over the rest.
+unsigned elementwise_blocks(const StreamContext& context, std::int64_t work, int threads);
+
+}  // namespace espresso::cuda

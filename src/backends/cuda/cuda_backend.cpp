@@ -1,0 +1,51 @@
+#include "backends/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <iterator>
+
+#include "backends/cuda/kernels.h"
+#include "espresso/errors.h"
+
+namespace espresso::cuda {
+namespace {
+
+struct Entry {
+  const char* type;
+  KernelFactory create;
+};
+
+// Layer types with a CUDA kernel. A net runs on a GPU only when every layer has one.
+constexpr Entry kKernels[] = {
+    {"ReLU", make_relu},
+};
+
+const Entry* find(const std::string& type) {
+  auto it =
+      std::find_if(std::begin(kKernels), std::end(kKernels), [&](const Entry& e) { return type == e.type; });
+  return it == std::end(kKernels) ? nullptr : &*it;
+}
+
+}  // namespace
+
+std::unique_ptr<Context> create_context(Device device) { return std::make_unique<StreamContext>(device); }
+
+bool has_kernel(const std::string& layer_type) { return find(layer_type) != nullptr; }
+
+void check_supported(const std::vector<const Layer*>& layers) {
+  std::string missing;
+  for (const Layer* layer : layers) {
+    if (!has_kernel(layer->type())) {
+      missing += (missing.empty() ? "" : ", ") + ("'" + layer->name() + "' (" + layer->type() + ")");
+    }
+  }
+  if (!missing.empty())
+    throw UnsupportedError("no CUDA kernel for layers " + missing + "; run them on the CPU");
+}
+
+std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Context& context) {
+  const Entry* entry = find(layer.type());
+  if (entry == nullptr) return nullptr;
+  return entry->create(layer, inputs, static_cast<StreamContext&>(context));
+}
+
+}  // namespace espresso::cuda

@@ -1,0 +1,71 @@
+// The CUDA backend as the rest of espresso sees it: no CUDA types, so the core, the executor and
+// the tests use it the same way in builds with and without CUDA (those get the versions in
+// backends/cuda_unavailable/, which report the backend missing).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/kernel.h"
+#include "espresso/tensor.h"
+
+namespace espresso::cuda {
+
+// Whether this build contains the CUDA backend.
+bool built();
+// GPUs visible to this process; 0 without a GPU or without CUDA in the build.
+int device_count();
+// Throws DeviceError unless `device` is a usable GPU ("CUDA backend not built", "no CUDA device
+// found", or the index is out of range).
+void require_device(Device device);
+
+// Device memory from the caching pool. `purpose` (a layer, "activation arena") goes into the
+// out-of-memory error. Freed memory returns to the pool's cache once the last owner drops it, so
+// owners must not drop memory that queued work still uses.
+std::shared_ptr<void> allocate(std::size_t bytes, Device device, const std::string& purpose = "");
+// Copies `bytes` between any two devices (cpu included); returns once the copy has completed.
+void copy(void* destination, Device destination_device, const void* source, Device source_device,
+          std::size_t bytes);
+// Sets device memory to zero; returns once done.
+void fill_zero(void* destination, Device device, std::size_t bytes);
+
+struct PoolStats {
+  std::size_t in_use_bytes = 0;
+  std::size_t cached_bytes = 0;
+};
+PoolStats pool_stats(Device device);
+
+// One stream on one GPU with its library handles; one per Net. Work is queued on the stream and
+// only synchronize() waits for it.
+class Context {
+ public:
+  virtual ~Context() = default;
+  virtual Device device() const = 0;
+  // Records the launches that follow into a CUDA graph instead of running them.
+  virtual void begin_capture() = 0;
+  // Ends recording and makes the graph ready to launch.
+  virtual void end_capture() = 0;
+  // Ends a recording that failed, dropping what was recorded.
+  virtual void abort_capture() = 0;
+  virtual bool has_graph() const = 0;
+  virtual void launch_graph() = 0;
+  virtual void drop_graph() = 0;
+  // Waits for all queued work; throws DeviceError for errors of kernels that ran asynchronously.
+  virtual void synchronize() = 0;
+};
+
+// Throws DeviceError when the device is unusable.
+std::unique_ptr<Context> create_context(Device device);
+
+// Whether the layer type has a CUDA kernel at all.
+bool has_kernel(const std::string& layer_type);
+// Throws UnsupportedError naming every layer without a CUDA kernel, or DeviceError when CUDA is
+// not built.
+void check_supported(const std::vector<const Layer*>& layers);
+// The CUDA kernel for this layer and these input shapes, or nullptr for configurations it does
+// not cover. Kernels queue their work on the context's stream.
+std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Context& context);
+
+}  // namespace espresso::cuda

@@ -1,0 +1,137 @@
+// Copies between host and device go through pinned staging buffers: a plain cudaMemcpy from
+// pageable memory may return before the data has arrived, and pinned chunks let the host-side
+// memcpy of one chunk overlap the DMA of the other.
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "backends/cuda/check.h"
+#include "backends/cuda/cuda_backend.h"
+#include "espresso/errors.h"
+
+namespace espresso::cuda {
+namespace {
+
+constexpr std::size_t kChunk = std::size_t{4} << 20;
+constexpr int kChunks = 2;
+
+// One per device: a stream of its own, so copies never wait on a Net's queued work, and its
+// staging chunks.
+class Transfers {
+ public:
+  explicit Transfers(int device) : device_(device) {
+    DeviceGuard guard(device_);
+    ESPRESSO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    for (int k = 0; k < kChunks; ++k) {
+      ESPRESSO_CUDA_CHECK(cudaHostAlloc(&staging_[k], kChunk, cudaHostAllocPortable));
+      ESPRESSO_CUDA_CHECK(cudaEventCreateWithFlags(&done_[k], cudaEventDisableTiming));
+    }
+  }
+
+  void upload(void* device_destination, const void* host_source, std::size_t bytes) {
+    std::lock_guard lock(mutex_);
+    DeviceGuard guard(device_);
+    const auto* source = static_cast<const std::byte*>(host_source);
+    auto* destination = static_cast<std::byte*>(device_destination);
+    for (std::size_t offset = 0, k = 0; offset < bytes; offset += kChunk, k = (k + 1) % kChunks) {
+      const std::size_t n = std::min(kChunk, bytes - offset);
+      // The chunk's previous DMA must have read it before we overwrite it.
+      ESPRESSO_CUDA_CHECK(cudaEventSynchronize(done_[k]));
+      std::memcpy(staging_[k], source + offset, n);
+      ESPRESSO_CUDA_CHECK(
+          cudaMemcpyAsync(destination + offset, staging_[k], n, cudaMemcpyHostToDevice, stream_));
+      ESPRESSO_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
+    }
+    ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  void download(void* host_destination, const void* device_source, std::size_t bytes) {
+    std::lock_guard lock(mutex_);
+    DeviceGuard guard(device_);
+    const auto* source = static_cast<const std::byte*>(device_source);
+    auto* destination = static_cast<std::byte*>(host_destination);
+    // Queue chunk i+1's DMA before unpacking chunk i.
+    std::size_t pending_offset = 0, pending_bytes = 0;
+    int pending_chunk = -1;
+    auto unpack_pending = [&] {
+      if (pending_chunk < 0) return;
+      ESPRESSO_CUDA_CHECK(cudaEventSynchronize(done_[pending_chunk]));
+      std::memcpy(destination + pending_offset, staging_[pending_chunk], pending_bytes);
+      pending_chunk = -1;
+    };
+    for (std::size_t offset = 0, k = 0; offset < bytes; offset += kChunk, k = (k + 1) % kChunks) {
+      const std::size_t n = std::min(kChunk, bytes - offset);
+      ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(staging_[k], source + offset, n, cudaMemcpyDeviceToHost, stream_));
+      ESPRESSO_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
+      unpack_pending();
+      pending_offset = offset;
+      pending_bytes = n;
+      pending_chunk = static_cast<int>(k);
+    }
+    unpack_pending();
+  }
+
+  void device_copy(void* destination, int destination_device, const void* source, std::size_t bytes) {
+    std::lock_guard lock(mutex_);
+    DeviceGuard guard(device_);
+    if (destination_device == device_) {
+      ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToDevice, stream_));
+    } else {
+      ESPRESSO_CUDA_CHECK(
+          cudaMemcpyPeerAsync(destination, destination_device, source, device_, bytes, stream_));
+    }
+    ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  void zero(void* destination, std::size_t bytes) {
+    std::lock_guard lock(mutex_);
+    DeviceGuard guard(device_);
+    ESPRESSO_CUDA_CHECK(cudaMemsetAsync(destination, 0, bytes, stream_));
+    ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+ private:
+  int device_;
+  std::mutex mutex_;
+  cudaStream_t stream_ = nullptr;
+  void* staging_[kChunks] = {};
+  cudaEvent_t done_[kChunks] = {};
+};
+
+// Never destroyed, like the memory pool: the driver releases everything at exit.
+Transfers& transfers(int device) {
+  static std::mutex mutex;
+  static auto* by_device = new std::map<int, std::unique_ptr<Transfers>>;
+  std::lock_guard lock(mutex);
+  std::unique_ptr<Transfers>& slot = (*by_device)[device];
+  if (!slot) slot = std::make_unique<Transfers>(device);
+  return *slot;
+}
+
+}  // namespace
+
+void copy(void* destination, Device destination_device, const void* source, Device source_device,
+          std::size_t bytes) {
+  if (bytes == 0) return;
+  if (destination_device.is_cpu() && source_device.is_cpu()) {
+    if (destination != source) std::memmove(destination, source, bytes);
+    return;
+  }
+  if (!destination_device.is_cpu()) require_device(destination_device);
+  if (!source_device.is_cpu()) require_device(source_device);
+  if (source_device.is_cpu()) {
+    transfers(destination_device.index).upload(destination, source, bytes);
+  } else if (destination_device.is_cpu()) {
+    transfers(source_device.index).download(destination, source, bytes);
+  } else if (destination != source) {
+    transfers(source_device.index).device_copy(destination, destination_device.index, source, bytes);
+  }
+}
+
+void fill_zero(void* destination, Device device, std::size_t bytes) {
+  if (bytes == 0) return;
+  require_device(device);
+  transfers(device.index).zero(destination, bytes);
+}
+
+}  // namespace espresso::cuda

@@ -1,0 +1,219 @@
+// The CUDA backend: device memory, transfers, the pool and nets on a GPU. Tests that need a GPU
+// skip without one; the rest check that asking for a missing GPU fails clearly.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+
+#include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/device_info.h"
+#include "espresso/espresso.h"
+#include "layers/registry.h"
+
+namespace espresso {
+namespace {
+
+bool have_gpu() { return cuda::device_count() > 0; }
+
+#define REQUIRE_GPU()                                                     \
+  do {                                                                    \
+    if (!have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA test not run"; \
+  } while (0)
+
+std::vector<float> ramp(std::size_t n, float start = -100.0f, float step = 0.37f) {
+  std::vector<float> values(n);
+  for (std::size_t i = 0; i < n; ++i) values[i] = start + step * static_cast<float>(i);
+  return values;
+}
+
+LayerSpec relu(const std::string& name, const std::string& in, const std::string& out, double slope = 0.0) {
+  LayerSpec s;
+  s.name = name;
+  s.type = "ReLU";
+  s.inputs = {in};
+  s.outputs = {out};
+  if (slope != 0.0) s.attrs.set("negative_slope", slope);
+  return s;
+}
+
+Graph relu_chain() {
+  Graph g;
+  g.name = "chain";
+  g.inputs = {{"data", Shape{2, 3, 5, 7}}};
+  g.layers = {relu("r1", "data", "a", 0.5), relu("r2", "a", "b", 0.5), relu("r3", "b", "c")};
+  return g;
+}
+
+std::vector<float> relu_chain_expected(const std::vector<float>& x) {
+  std::vector<float> y(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) y[i] = std::max(x[i] > 0 ? x[i] : 0.25f * x[i], 0.0f);
+  return y;
+}
+
+void expect_message(const std::function<void()>& action, const std::vector<std::string>& fragments) {
+  try {
+    action();
+    FAIL() << "expected DeviceError";
+  } catch (const DeviceError& e) {
+    for (const std::string& f : fragments)
+      EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(Cuda, MissingGpuFailsClearly) {
+  if (have_gpu()) GTEST_SKIP() << "a CUDA device is present";
+  EXPECT_TRUE(cuda::list_devices().empty());
+  const std::string reason = cuda::built() ? "no CUDA device found" : "CUDA backend not built";
+  expect_message([] { Tensor::empty(Shape{4}, DType::f32, Device::cuda(0)); }, {reason, "cuda:0"});
+  expect_message([] { Tensor::from(Shape{2}, {1, 2}).to(Device::cuda(1)); }, {reason, "cuda:1"});
+  NetOptions options;
+  options.device = Device::cuda(0);
+  expect_message([&] { Net net(relu_chain(), options); }, {reason});
+}
+
+// A layer type that no backend knows, to see the executor refuse it.
+class UnknownToCuda final : public Layer {
+ public:
+  explicit UnknownToCuda(const std::string& name) : Layer(make_spec(name)) {}
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override { return inputs; }
+  void forward(const std::vector<Tensor>&, std::vector<Tensor>&) const override {}
+
+ private:
+  static LayerSpec make_spec(const std::string& name) {
+    LayerSpec spec;
+    spec.name = name;
+    spec.type = "NotOnGpu";
+    return spec;
+  }
+};
+
+TEST(Cuda, ListsEveryLayerWithoutAKernel) {
+  if (!cuda::built()) GTEST_SKIP() << "CUDA backend not built";
+  UnknownToCuda first("first"), second("second");
+  const LayerSpec supported_spec = relu("fine", "x", "y");
+  std::unique_ptr<Layer> supported = create_layer(supported_spec);
+  try {
+    cuda::check_supported({&first, supported.get(), &second});
+    FAIL() << "expected UnsupportedError";
+  } catch (const UnsupportedError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("'first' (NotOnGpu)"), std::string::npos) << message;
+    EXPECT_NE(message.find("'second' (NotOnGpu)"), std::string::npos) << message;
+    EXPECT_EQ(message.find("'fine'"), std::string::npos) << message;
+  }
+  EXPECT_TRUE(cuda::has_kernel("ReLU"));
+}
+
+TEST(Cuda, ListsDevices) {
+  REQUIRE_GPU();
+  const std::vector<cuda::DeviceInfo> devices = cuda::list_devices();
+  ASSERT_EQ(static_cast<int>(devices.size()), cuda::device_count());
+  for (const cuda::DeviceInfo& d : devices) {
+    EXPECT_FALSE(d.name.empty());
+    EXPECT_GT(d.total_memory, 0u);
+    EXPECT_GE(d.compute_major, 7);
+    EXPECT_GT(d.runtime_version, 0);
+    EXPECT_GE(d.driver_version, d.runtime_version / 1000 * 1000);
+  }
+}
+
+TEST(Cuda, CopiesBetweenHostAndDevices) {
+  REQUIRE_GPU();
+  // Larger than two staging chunks and not a multiple of one, so chunk reuse is exercised.
+  const std::vector<float> values = ramp(5'000'003);
+  const Tensor host = Tensor::from(Shape{static_cast<std::int64_t>(values.size())}, values);
+  const Tensor on_gpu = host.to(Device::cuda(0));
+  EXPECT_EQ(on_gpu.device(), Device::cuda(0));
+  const Tensor copied = on_gpu.clone();
+  EXPECT_NE(copied.raw(), on_gpu.raw());
+  EXPECT_EQ(copied.to(Device::cpu()).to_vector(), values);
+
+  Tensor zeros = Tensor::zeros(Shape{3, 5}, DType::f32, Device::cuda(0));
+  EXPECT_EQ(zeros.to(Device::cpu()).to_vector(), std::vector<float>(15, 0.0f));
+  EXPECT_THROW(on_gpu.to_vector(), UnsupportedError);
+  EXPECT_THROW(zeros.copy_from(host), ShapeError);
+}
+
+TEST(Cuda, PoolReusesFreedBlocks) {
+  REQUIRE_GPU();
+  const Device gpu = Device::cuda(0);
+  void* first = nullptr;
+  {
+    Tensor t = Tensor::empty(Shape{1000, 1000}, DType::f32, gpu);
+    first = t.raw();
+  }
+  const cuda::PoolStats cached = cuda::pool_stats(gpu);
+  EXPECT_GE(cached.cached_bytes, 4'000'000u);
+  Tensor again = Tensor::empty(Shape{999, 1001}, DType::f32, gpu);
+  EXPECT_EQ(again.raw(), first) << "a block of the same size class should come back from the cache";
+}
+
+TEST(Cuda, OutOfMemoryNamesTheRequest) {
+  REQUIRE_GPU();
+  const std::size_t huge = std::size_t{1} << 50;
+  expect_message([&] { cuda::allocate(huge, Device::cuda(0), "layer 'giant'"); },
+                 {"out of memory", std::to_string(huge) + " bytes", "layer 'giant'"});
+  // The failure leaves the device usable.
+  EXPECT_EQ(Tensor::from(Shape{2}, {1, -1}).to(Device::cuda(0)).to(Device::cpu()).to_vector(),
+            (std::vector<float>{1, -1}));
+}
+
+TEST(Cuda, RejectsMissingDeviceIndex) {
+  REQUIRE_GPU();
+  const int count = cuda::device_count();
+  expect_message([&] { Tensor::empty(Shape{1}, DType::f32, Device::cuda(count)); }, {"does not exist"});
+}
+
+class CudaNet : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CudaNet, MatchesTheCpu) {
+  REQUIRE_GPU();
+  NetOptions options;
+  options.device = Device::cuda(0);
+  options.cuda_graphs = GetParam();
+  Net net(relu_chain(), options);
+
+  // Filled through input() as a user would, then run again with new values: a replayed graph
+  // must read the buffer's current contents.
+  for (float start : {-100.0f, -3.0f}) {
+    const std::vector<float> x = ramp(210, start, 0.9f);
+    Tensor& input = net.input("data");
+    ASSERT_EQ(input.device(), Device::cuda(0));
+    input.copy_from(Tensor::from(Shape{2, 3, 5, 7}, x));
+    net.forward();
+    const Tensor& out = net.tensor("c");
+    ASSERT_EQ(out.device(), Device::cuda(0));
+    EXPECT_EQ(out.to(Device::cpu()).to_vector(), relu_chain_expected(x));
+  }
+
+  // A new shape plans again (and captures again).
+  const std::vector<float> x = ramp(4 * 3 * 5 * 7 + 0, -50.0f, 0.3f);
+  const auto results = net.forward({{"data", Tensor::from(Shape{4, 3, 5, 7}, x)}});
+  const Tensor& c = results.at("c");
+  EXPECT_TRUE(c.device().is_cpu());
+  EXPECT_EQ(c.shape(), (Shape{4, 3, 5, 7}));
+  EXPECT_EQ(c.to_vector(), relu_chain_expected(x));
+  for (const LayerSummary& row : net.summary()) EXPECT_EQ(row.kernel, "cuda");
+}
+
+INSTANTIATE_TEST_SUITE_P(Graphs, CudaNet, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "WithGraphs" : "WithoutGraphs"; });
+
+TEST(Cuda, NetOnOddSizedTensors) {
+  REQUIRE_GPU();
+  // 1x1x1x7 is not a multiple of four floats: the vectorised path must hand the tail over.
+  Graph g;
+  g.inputs = {{"data", Shape{1, 1, 1, 7}}};
+  g.layers = {relu("r", "data", "y", 0.1)};
+  NetOptions options;
+  options.device = Device::cuda(0);
+  Net net(g, options);
+  const auto y =
+      net.forward({{"data", Tensor::from(Shape{1, 1, 1, 7}, {-3, -2, -1, 0, 1, 2, 3})}}).at("y").to_vector();
+  const std::vector<float> expected{-0.3f, -0.2f, -0.1f, 0, 1, 2, 3};
+  for (std::size_t i = 0; i < expected.size(); ++i) EXPECT_FLOAT_EQ(y[i], expected[i]);
+}
+
+}  // namespace espresso
