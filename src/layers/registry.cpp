@@ -6,10 +6,15 @@
 #include "layers/activation.h"
 #include "layers/binary.h"
 #include "layers/constant.h"
+#include "layers/convolution.h"
+#include "layers/deconvolution.h"
 #include "layers/gather.h"
+#include "layers/inner_product.h"
 #include "layers/log_softmax.h"
+#include "layers/lrn.h"
 #include "layers/matmul.h"
 #include "layers/pad.h"
+#include "layers/pooling.h"
 #include "layers/reduce.h"
 #include "layers/relu.h"
 #include "layers/resize.h"
@@ -36,10 +41,15 @@ constexpr Entry kLayers[] = {
     {"Activation", make<ActivationLayer>},
     {"Binary", make<BinaryLayer>},
     {"Constant", make<ConstantLayer>},
+    {"Convolution", make<ConvolutionLayer>},
+    {"Deconvolution", make<DeconvolutionLayer>},
     {"Gather", make<GatherLayer>},
+    {"InnerProduct", make<InnerProductLayer>},
+    {"LRN", make<LRNLayer>},
     {"LogSoftmax", make<LogSoftmaxLayer>},
     {"MatMul", make<MatMulLayer>},
     {"Pad", make<PadLayer>},
+    {"Pooling", make<PoolingLayer>},
     {"ReLU", make<ReLULayer>},
     {"Reduce", make<ReduceLayer>},
     {"Resize", make<ResizeLayer>},

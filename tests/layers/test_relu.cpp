@@ -11,7 +11,8 @@ TEST(Layers, ReLU) {
             LayerCase c;
             c.spec.type = "ReLU";
             if (rng.coin()) c.spec.attrs.set("negative_slope", rng.uniform(0.0, 0.5));
-            c.input_shapes = {Shape{rng.integer(1, 3), rng.integer(1, 17), rng.integer(1, 33), rng.integer(1, 31)}};
+            c.input_shapes = {
+                Shape{rng.integer(1, 3), rng.integer(1, 17), rng.integer(1, 33), rng.integer(1, 31)}};
             return c;
           },
       .naive =

@@ -12,6 +12,11 @@ struct Entry {
 
 // Layer types with a fast CPU kernel; every other layer runs its reference kernel.
 constexpr Entry kKernels[] = {
+    {"Convolution", make_convolution},
+    {"Deconvolution", make_deconvolution},
+    {"InnerProduct", make_inner_product},
+    {"LRN", make_lrn},
+    {"Pooling", make_pooling},
     {"ReLU", make_relu},
 };
 

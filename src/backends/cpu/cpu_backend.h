@@ -15,6 +15,11 @@ using KernelFactory = std::unique_ptr<Kernel> (*)(const Layer& layer, const std:
 std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs);
 
 // Factories, one per file in backends/cpu/, listed in the table in cpu_backend.cpp.
+std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs);
+std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector<Shape>& inputs);
+std::unique_ptr<Kernel> make_inner_product(const Layer& layer, const std::vector<Shape>& inputs);
+std::unique_ptr<Kernel> make_lrn(const Layer& layer, const std::vector<Shape>& inputs);
+std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>& inputs);
 
 }  // namespace espresso::cpu

@@ -1,0 +1,64 @@
+#include "layers/inner_product.h"
+
+namespace espresso {
+
+InnerProductLayer::InnerProductLayer(const LayerSpec& spec)
+    : Layer(spec),
+      num_output_(spec.attrs.require_int("num_output")),
+      bias_(spec.attrs.get_int("bias", 1) != 0),
+      transpose_(spec.attrs.get_int("transpose", 0) != 0),
+      axis_(static_cast<int>(spec.attrs.get_int("axis", 1))) {
+  if (num_output_ < 1)
+    fail_model("attribute 'num_output' must be positive, got " + std::to_string(num_output_));
+}
+
+InnerProductLayer::Dims InnerProductLayer::dims(const Shape& input) const {
+  if (input.rank() == 0) fail_shape("needs an input of rank 1 or more, got a scalar");
+  int axis = 0;
+  try {
+    axis = input.canonical_axis(axis_);
+  } catch (const ShapeError&) {
+    fail_shape("axis " + std::to_string(axis_) + " is out of range for input " + input.str());
+  }
+  return {axis, input.count(0, axis), input.count(axis), num_output_};
+}
+
+std::vector<Shape> InnerProductLayer::output_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, 1);
+  const Dims d = dims(inputs[0]);
+  std::vector<std::int64_t> out(inputs[0].dims().begin(), inputs[0].dims().begin() + d.axis);
+  out.push_back(num_output_);
+  return {Shape(out)};
+}
+
+std::vector<Shape> InnerProductLayer::weight_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, 1);
+  const Dims d = dims(inputs[0]);
+  std::vector<Shape> shapes{transpose_ ? Shape{d.inner, d.outputs} : Shape{d.outputs, d.inner}};
+  if (bias_) shapes.push_back(Shape{d.outputs});
+  return shapes;
+}
+
+std::int64_t InnerProductLayer::macs(const std::vector<Shape>& inputs) const {
+  const Dims d = dims(inputs[0]);
+  return d.rows * d.inner * d.outputs;
+}
+
+void InnerProductLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const Dims d = dims(inputs[0].shape());
+  const float* x = inputs[0].data<float>();
+  const float* w = weights()[0].data<float>();
+  const float* b = bias_ ? weights()[1].data<float>() : nullptr;
+  float* y = outputs[0].data<float>();
+  for (std::int64_t m = 0; m < d.rows; ++m) {
+    for (std::int64_t n = 0; n < d.outputs; ++n) {
+      float sum = b ? b[n] : 0.0f;
+      for (std::int64_t k = 0; k < d.inner; ++k) {
+        sum += x[m * d.inner + k] * (transpose_ ? w[k * d.outputs + n] : w[n * d.inner + k]);
+      }
+      y[m * d.outputs + n] = sum;
+    }
+  }
+}
+
+}  // namespace espresso

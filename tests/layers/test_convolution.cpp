@@ -1,0 +1,208 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "harness/layer_harness.h"
+#include "layers/registry.h"
+
+namespace espresso::testing {
+namespace {
+
+// Geometry lifted to 3 spatial axes: missing leading axes have size 1 and a unit window.
+struct Box {
+  std::int64_t size[3] = {1, 1, 1}, kernel[3] = {1, 1, 1}, stride[3] = {1, 1, 1}, pad[3] = {0, 0, 0},
+               dilation[3] = {1, 1, 1};
+};
+
+std::int64_t attr_at(const Attributes& attrs, const std::string& name, int axis, std::int64_t fallback) {
+  const std::vector<std::int64_t> v = attrs.get_ints(name, {fallback});
+  return v.size() == 1 ? v[0] : v[static_cast<std::size_t>(axis)];
+}
+
+Box lift(const LayerCase& c) {
+  const Shape& in = c.input_shapes[0];
+  const int axes = in.rank() - 2;
+  Box b;
+  for (int a = 0; a < axes; ++a) {
+    const int slot = 3 - axes + a;
+    b.size[slot] = in[2 + a];
+    b.kernel[slot] = attr_at(c.spec.attrs, "kernel", a, 1);
+    b.stride[slot] = attr_at(c.spec.attrs, "stride", a, 1);
+    b.pad[slot] = attr_at(c.spec.attrs, "pad", a, 0);
+    b.dilation[slot] = attr_at(c.spec.attrs, "dilation", a, 1);
+  }
+  return b;
+}
+
+// Writes per-axis values as one int when they agree and the coin says so, else as a list.
+void set_axis_attr(LayerCase& c, const std::string& name, const std::vector<std::int64_t>& values, Rng& rng) {
+  const bool same = std::all_of(values.begin(), values.end(), [&](std::int64_t v) { return v == values[0]; });
+  if (same && rng.coin()) {
+    c.spec.attrs.set(name, values[0]);
+  } else {
+    c.spec.attrs.set(name, values);
+  }
+}
+
+LayerCase make_case(Rng& rng) {
+  LayerCase c;
+  c.spec.type = "Convolution";
+  const int axes = rng.integer(0, 5) == 0 ? 3 : rng.integer(1, 2);
+  const int group = rng.integer(1, 3);
+  const int in_channels = group * rng.integer(1, 4);
+  const int out_channels = group * rng.integer(1, 4);
+  const bool pointwise = rng.integer(0, 4) == 0;
+  std::vector<std::int64_t> kernel, stride, pad, dilation, dims{rng.integer(1, 3), in_channels};
+  for (int a = 0; a < axes; ++a) {
+    kernel.push_back(pointwise ? 1 : rng.integer(1, axes == 3 ? 3 : 5));
+    stride.push_back(pointwise ? 1 : rng.integer(1, 3));
+    pad.push_back(pointwise ? 0 : rng.integer(0, 2));
+    dilation.push_back(rng.integer(1, 2));
+    const std::int64_t extent = dilation.back() * (kernel.back() - 1) + 1;
+    dims.push_back(std::max<std::int64_t>(1, extent - 2 * pad.back()) + rng.integer(0, axes == 3 ? 3 : 9));
+  }
+  c.spec.attrs.set("num_output", std::int64_t{out_channels});
+  set_axis_attr(c, "kernel", kernel, rng);
+  if (rng.coin() || !pointwise) set_axis_attr(c, "stride", stride, rng);
+  if (rng.coin() || !pointwise) set_axis_attr(c, "pad", pad, rng);
+  set_axis_attr(c, "dilation", dilation, rng);
+  if (group > 1 || rng.coin()) c.spec.attrs.set("group", std::int64_t{group});
+  if (rng.coin()) c.spec.attrs.set("bias", std::int64_t{0});
+  c.input_shapes = {Shape(dims)};
+  return c;
+}
+
+std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in,
+                          const std::vector<Values>& weights) {
+  const Box b = lift(c);
+  const Shape& shape = c.input_shapes[0];
+  const std::int64_t batch = shape[0], channels = shape[1];
+  const std::int64_t outputs = c.spec.attrs.get_int("num_output", 0);
+  const std::int64_t group = c.spec.attrs.get_int("group", 1);
+  const bool bias = c.spec.attrs.get_int("bias", 1) != 0;
+  const std::int64_t in_group = channels / group, out_group = outputs / group;
+  std::int64_t out[3];
+  for (int a = 0; a < 3; ++a) {
+    out[a] = (b.size[a] + 2 * b.pad[a] - b.dilation[a] * (b.kernel[a] - 1) - 1) / b.stride[a] + 1;
+  }
+  const std::int64_t in_volume = b.size[0] * b.size[1] * b.size[2];
+  const std::int64_t taps = b.kernel[0] * b.kernel[1] * b.kernel[2];
+  Values y;
+  for (std::int64_t n = 0; n < batch; ++n) {
+    for (std::int64_t co = 0; co < outputs; ++co) {
+      for (std::int64_t od = 0; od < out[0]; ++od) {
+        for (std::int64_t oh = 0; oh < out[1]; ++oh) {
+          for (std::int64_t ow = 0; ow < out[2]; ++ow) {
+            double sum = bias ? weights[1][static_cast<std::size_t>(co)] : 0.0;
+            for (std::int64_t ci = 0; ci < in_group; ++ci) {
+              const std::int64_t channel = co / out_group * in_group + ci;
+              for (std::int64_t kd = 0; kd < b.kernel[0]; ++kd) {
+                for (std::int64_t kh = 0; kh < b.kernel[1]; ++kh) {
+                  for (std::int64_t kw = 0; kw < b.kernel[2]; ++kw) {
+                    const std::int64_t d = od * b.stride[0] - b.pad[0] + kd * b.dilation[0];
+                    const std::int64_t h = oh * b.stride[1] - b.pad[1] + kh * b.dilation[1];
+                    const std::int64_t w = ow * b.stride[2] - b.pad[2] + kw * b.dilation[2];
+                    if (d < 0 || d >= b.size[0] || h < 0 || h >= b.size[1] || w < 0 || w >= b.size[2])
+                      continue;
+                    const std::int64_t x_at =
+                        (n * channels + channel) * in_volume + (d * b.size[1] + h) * b.size[2] + w;
+                    const std::int64_t w_at =
+                        (co * in_group + ci) * taps + (kd * b.kernel[1] + kh) * b.kernel[2] + kw;
+                    sum += in[0][static_cast<std::size_t>(x_at)] * weights[0][static_cast<std::size_t>(w_at)];
+                  }
+                }
+              }
+            }
+            y.push_back(sum);
+          }
+        }
+      }
+    }
+  }
+  return {y};
+}
+
+LayerSpec conv_spec(std::int64_t num_output, std::int64_t kernel) {
+  LayerSpec spec;
+  spec.name = "conv_bad";
+  spec.type = "Convolution";
+  spec.attrs.set("num_output", num_output);
+  spec.attrs.set("kernel", kernel);
+  return spec;
+}
+
+}  // namespace
+
+TEST(Layers, Convolution) { run_layer_test({.make_case = make_case, .naive = naive, .cases = 40}); }
+
+TEST(Layers, ConvolutionShapesWeightsAndMacs) {
+  LayerSpec spec = conv_spec(20, 5);
+  const auto layer = create_layer(spec);
+  const std::vector<Shape> in{Shape{2, 1, 28, 28}};
+  EXPECT_EQ(layer->output_shapes(in)[0], (Shape{2, 20, 24, 24}));
+  const std::vector<Shape> weights = layer->weight_shapes(in);
+  ASSERT_EQ(weights.size(), 2u);
+  EXPECT_EQ(weights[0], (Shape{20, 1, 5, 5}));
+  EXPECT_EQ(weights[1], (Shape{20}));
+  EXPECT_EQ(layer->macs(in), 2 * 24 * 24 * 20 * 1 * 25);
+
+  spec.attrs.set("group", std::int64_t{2});
+  spec.attrs.set("bias", std::int64_t{0});
+  spec.attrs.set("stride", std::vector<std::int64_t>{2, 1});
+  spec.attrs.set("pad", std::vector<std::int64_t>{1, 0});
+  spec.attrs.set("dilation", std::int64_t{2});
+  const auto grouped = create_layer(spec);
+  const std::vector<Shape> in4{Shape{1, 4, 11, 12}};
+  EXPECT_EQ(grouped->output_shapes(in4)[0], (Shape{1, 20, 3, 4}));
+  EXPECT_EQ(grouped->weight_shapes(in4), (std::vector<Shape>{Shape{20, 2, 5, 5}}));
+  EXPECT_EQ(grouped->macs(in4), 3 * 4 * 20 * 2 * 25);
+}
+
+TEST(Layers, ConvolutionRejectsBadParameters) {
+  auto expect_model_error = [](const LayerSpec& spec) {
+    try {
+      create_layer(spec);
+      ADD_FAILURE() << "no ModelError";
+    } catch (const ModelError& e) {
+      EXPECT_NE(std::string(e.what()).find("conv_bad"), std::string::npos) << e.what();
+    }
+  };
+  LayerSpec spec = conv_spec(8, 3);
+  spec.attrs.set("stride", std::int64_t{0});
+  expect_model_error(spec);
+  spec = conv_spec(8, 0);
+  expect_model_error(spec);
+  spec = conv_spec(8, 3);
+  spec.attrs.set("group", std::int64_t{3});
+  expect_model_error(spec);
+  spec = conv_spec(8, 3);
+  spec.attrs.set("pad", std::int64_t{-1});
+  expect_model_error(spec);
+  spec = conv_spec(8, 3);
+  spec.attrs.set("stride", std::vector<std::int64_t>{1, 2});
+  spec.attrs.set("pad", std::vector<std::int64_t>{1, 2, 3});
+  expect_model_error(spec);
+  spec = conv_spec(8, 3);
+  spec.attrs = Attributes{};
+  spec.attrs.set("kernel", std::int64_t{3});
+  expect_model_error(spec);
+
+  spec = conv_spec(8, 3);
+  spec.attrs.set("group", std::int64_t{2});
+  const auto grouped = create_layer(spec);
+  EXPECT_THROW(grouped->output_shapes({Shape{1, 3, 8, 8}}), ModelError);
+
+  const auto layer = create_layer(conv_spec(8, 5));
+  try {
+    layer->output_shapes({Shape{1, 3, 3, 8}});
+    ADD_FAILURE() << "no ShapeError";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("conv_bad"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(layer->output_shapes({Shape{1, 3}}), ShapeError);
+  spec = conv_spec(8, 3);
+  spec.attrs.set("kernel", std::vector<std::int64_t>{3, 3});
+  EXPECT_THROW(create_layer(spec)->output_shapes({Shape{1, 3, 8}}), ShapeError);
+}
+
+}  // namespace espresso::testing
