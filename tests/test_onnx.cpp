@@ -350,6 +350,15 @@ TEST_F(OnnxErrors, ExportRoundTripOfOnnxOnlyLayers) {
   expect_round_trip(g, {{"x", Tensor::from(Shape{2, 3, 5, 4}, x)}}, (dir_ / "layers.onnx").string());
 }
 
+TEST_F(OnnxErrors, ExportRoundTripOfCaffeLeNet) {
+  const std::string dir = data_dir() + "/caffe/lenet/";
+  Graph graph = load_caffe(dir + "v2_format/lenet.prototxt", dir + "lenet_iter_10000.caffemodel");
+  const Shape shape = graph.inputs.at(0).shape;
+  std::vector<float> x(static_cast<std::size_t>(shape.numel()));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 37) % 256) / 255.0f;
+  expect_round_trip(graph, {{graph.inputs[0].name, Tensor::from(shape, x)}}, (dir_ / "lenet.onnx").string());
+}
+
 TEST_F(OnnxErrors, ExportRoundTripOfRealModels) {
   for (const char* name : {"nin_cifar10", "mobilenet_v2"}) {
     const std::string dir = data_dir() + "/onnx/" + name;
