@@ -43,7 +43,8 @@ void StridedSliceLayer::resolve(const Shape& in, std::vector<std::int64_t>& firs
       end = std::clamp<std::int64_t>(end, 0, dim);
       count[a] = end > start ? (end - start + s - 1) / s : 0;
     } else {
-      start = std::clamp<std::int64_t>(start, 0, dim - 1);
+      // As numpy: a start or end still negative after adding the size means "before the first".
+      start = std::clamp<std::int64_t>(start, -1, dim - 1);
       end = std::clamp<std::int64_t>(end, -1, dim - 1);
       count[a] = start > end ? (start - end - s - 1) / -s : 0;
     }

@@ -223,6 +223,7 @@ Dims Importer::constant_ints(const Node& n, int i) {
 
 std::string Importer::tensor_of(const std::string& onnx_name) {
   const std::string name = resolve(onnx_name);
+  if (shapes_.count(name)) return name;  // a graph input bound as a load-time value stays an input
   if (auto c = constants_.find(name); c != constants_.end()) {
     auto it = emitted_constants_.find(name);
     if (it != emitted_constants_.end()) return it->second;
