@@ -22,13 +22,13 @@ std::string data_dir() {
 }
 
 // Loads a model, or says which layer types this build still lacks (they land from other branches).
-#define LOAD_OR_SKIP(graph, ...)                                                                   \
-  Graph graph;                                                                                      \
-  try {                                                                                             \
-    graph = load_onnx(__VA_ARGS__);                                                                 \
-  } catch (const ModelError& e) {                                                                   \
-    if (std::string(e.what()).find("unknown layer type") == std::string::npos) throw;              \
-    GTEST_SKIP() << e.what();                                                                       \
+#define LOAD_OR_SKIP(graph, ...)                                                      \
+  Graph graph;                                                                        \
+  try {                                                                               \
+    graph = load_onnx(__VA_ARGS__);                                                   \
+  } catch (const ModelError& e) {                                                     \
+    if (std::string(e.what()).find("unknown layer type") == std::string::npos) throw; \
+    GTEST_SKIP() << e.what();                                                         \
   }
 
 double relative_error(const Tensor& got, const Tensor& expected) {
@@ -57,13 +57,17 @@ TEST_P(OnnxModels, MatchesReferenceOutput) {
   EXPECT_LE(error, 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Real, OnnxModels, ::testing::Values("nin_cifar10", "squeezenet1_1", "mobilenet_v2", "resnet18"));
+INSTANTIATE_TEST_SUITE_P(Real, OnnxModels,
+                         ::testing::Values("nin_cifar10", "squeezenet1_1", "mobilenet_v2", "resnet18"));
 
 // One array of a .npz (a zip of .npy files, stored or deflated), as float32.
 std::vector<float> read_npz_array(const std::string& path, const std::string& array) {
   std::ifstream file(path, std::ios::binary);
   const std::string zip((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  auto u16 = [&](std::size_t at) { return static_cast<std::uint32_t>(static_cast<unsigned char>(zip[at]) | static_cast<unsigned char>(zip[at + 1]) << 8); };
+  auto u16 = [&](std::size_t at) {
+    return static_cast<std::uint32_t>(static_cast<unsigned char>(zip[at]) |
+                                      static_cast<unsigned char>(zip[at + 1]) << 8);
+  };
   auto u32 = [&](std::size_t at) { return u16(at) | u16(at + 2) << 16; };
   std::size_t at = 0;
   while (at + 30 <= zip.size() && u32(at) == 0x04034b50) {
@@ -85,7 +89,8 @@ std::vector<float> read_npz_array(const std::string& path, const std::string& ar
         inflate(&z, Z_FINISH);
         inflateEnd(&z);
       }
-      const std::size_t header = 10 + (static_cast<unsigned char>(npy[8]) | static_cast<unsigned char>(npy[9]) << 8);
+      const std::size_t header =
+          10 + (static_cast<unsigned char>(npy[8]) | static_cast<unsigned char>(npy[9]) << 8);
       EXPECT_NE(npy.find("'<f4'"), std::string::npos) << "expected float32 in " << path;
       std::vector<float> values((npy.size() - header) / 4);
       std::memcpy(values.data(), npy.data() + header, values.size() * 4);
@@ -103,7 +108,8 @@ TEST(OnnxMnist1, ReproducesReferenceLogits) {
   Net net(graph);
   for (int i = 0; i < 3; ++i) {
     const std::string npz = dir + "/test_data_" + std::to_string(i) + ".npz";
-    const auto outputs = net.forward({{"Input3", Tensor::from(Shape{1, 1, 28, 28}, read_npz_array(npz, "inputs"))}});
+    const auto outputs =
+        net.forward({{"Input3", Tensor::from(Shape{1, 1, 28, 28}, read_npz_array(npz, "inputs"))}});
     const Tensor expected = Tensor::from(Shape{1, 10}, read_npz_array(npz, "outputs"));
     EXPECT_LE(relative_error(outputs.begin()->second, expected), 1e-4) << npz;
   }
@@ -131,7 +137,10 @@ TEST(OnnxMnist1, AccuracyOnT10k) {
   for (int i = 0; i < 10000; ++i) {
     Tensor& input = net.input("Input3");
     float* x = input.data<float>();
-    for (int p = 0; p < 784; ++p) x[p] = static_cast<unsigned char>(images[16 + static_cast<std::size_t>(i) * 784 + static_cast<std::size_t>(p)]) / 255.0f;
+    for (int p = 0; p < 784; ++p)
+      x[p] = static_cast<unsigned char>(
+                 images[16 + static_cast<std::size_t>(i) * 784 + static_cast<std::size_t>(p)]) /
+             255.0f;
     net.forward();
     const std::vector<float> logits = net.tensor(net.output_names().at(0)).to_vector();
     const auto best = std::max_element(logits.begin(), logits.end()) - logits.begin();
@@ -201,7 +210,8 @@ class OnnxErrors : public ::testing::Test {
     return {};
   }
   // Moves w's data to an external file and points it at `location`, `offset`, `length`.
-  onnx::ModelProto external(const std::string& location, const std::string& offset, const std::string& length) {
+  onnx::ModelProto external(const std::string& location, const std::string& offset,
+                            const std::string& length) {
     onnx::ModelProto model = small_model();
     auto* w = model.mutable_graph()->mutable_initializer(0);
     w->clear_float_data();
@@ -212,7 +222,8 @@ class OnnxErrors : public ::testing::Test {
       e->set_value(v);
     }
     const float values[4] = {1, 2, 3, 4};
-    std::ofstream(dir_ / "model" / "weights.bin", std::ios::binary).write(reinterpret_cast<const char*>(values), 16);
+    std::ofstream(dir_ / "model" / "weights.bin", std::ios::binary)
+        .write(reinterpret_cast<const char*>(values), 16);
     return model;
   }
 
@@ -230,11 +241,17 @@ TEST_F(OnnxErrors, LoadsAndRunsTheSmallModel) {
 TEST_F(OnnxErrors, ExternalDataIsReadAndChecked) {
   Graph graph = load_onnx(write(external("weights.bin", "0", "16")));
   EXPECT_EQ(graph.layers.size(), 3u);
-  EXPECT_NE(expect_error<FileError>(write(external("../escape.bin", "0", "16"))).find("leaves the model's folder"), std::string::npos);
-  EXPECT_NE(expect_error<FileError>(write(external("/etc/passwd", "0", "16"))).find("absolute"), std::string::npos);
-  EXPECT_NE(expect_error<FileError>(write(external("missing.bin", "0", "16"))).find("missing"), std::string::npos);
-  EXPECT_NE(expect_error<FileError>(write(external("weights.bin", "8", "16"))).find("past the end"), std::string::npos);
-  EXPECT_NE(expect_error<FileError>(write(external("weights.bin", "100", "4"))).find("past the end"), std::string::npos);
+  EXPECT_NE(
+      expect_error<FileError>(write(external("../escape.bin", "0", "16"))).find("leaves the model's folder"),
+      std::string::npos);
+  EXPECT_NE(expect_error<FileError>(write(external("/etc/passwd", "0", "16"))).find("absolute"),
+            std::string::npos);
+  EXPECT_NE(expect_error<FileError>(write(external("missing.bin", "0", "16"))).find("missing"),
+            std::string::npos);
+  EXPECT_NE(expect_error<FileError>(write(external("weights.bin", "8", "16"))).find("past the end"),
+            std::string::npos);
+  EXPECT_NE(expect_error<FileError>(write(external("weights.bin", "100", "4"))).find("past the end"),
+            std::string::npos);
 }
 
 TEST_F(OnnxErrors, MissingTruncatedAndCorruptFiles) {
@@ -246,7 +263,8 @@ TEST_F(OnnxErrors, MissingTruncatedAndCorruptFiles) {
     bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
   for (std::size_t cut : {bytes.size() / 2, bytes.size() - 3}) {
-    std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(cut));
+    std::ofstream(path, std::ios::binary | std::ios::trunc)
+        .write(bytes.data(), static_cast<std::streamsize>(cut));
     EXPECT_NE(expect_error<ParseError>(path).find(path), std::string::npos);
   }
   std::ofstream(path, std::ios::binary | std::ios::trunc) << "\xff\xff\xff\xff garbage";
@@ -260,13 +278,15 @@ TEST_F(OnnxErrors, UnsupportedOperatorsAreListedTogether) {
   model.mutable_graph()->mutable_node(1)->set_domain("com.example");
   const std::string message = expect_error<UnsupportedError>(write(model));
   EXPECT_NE(message.find("node 'add' NonMaxSuppression"), std::string::npos) << message;
-  EXPECT_NE(message.find("node 'relu' Custom (domain 'com.example', opset 13)"), std::string::npos) << message;
+  EXPECT_NE(message.find("node 'relu' Custom (domain 'com.example', opset 13)"), std::string::npos)
+      << message;
 }
 
 TEST_F(OnnxErrors, DanglingNamesAndShapeContradictions) {
   onnx::ModelProto model = small_model();
   model.mutable_graph()->mutable_node(1)->set_input(0, "nowhere");
-  EXPECT_NE(expect_error<ModelError>(write(model)).find("node 'relu' (Relu): input 'nowhere'"), std::string::npos);
+  EXPECT_NE(expect_error<ModelError>(write(model)).find("node 'relu' (Relu): input 'nowhere'"),
+            std::string::npos);
   model = small_model();
   model.mutable_graph()->mutable_initializer(0)->set_dims(0, 3);
   model.mutable_graph()->mutable_initializer(0)->mutable_float_data()->RemoveLast();
@@ -286,11 +306,15 @@ void expect_checker_accepts(const std::string& path) {
     std::printf("SKIPPED: onnx.checker (python3-onnx is not installed)\n");
     return;
   }
-  const std::string command = "/usr/bin/python3 -c \"import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)\" " + path;
+  const std::string command =
+      "/usr/bin/python3 -c \"import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), "
+      "full_check=True)\" " +
+      path;
   EXPECT_EQ(std::system(command.c_str()), 0) << "onnx.checker rejected " << path;
 }
 
-void expect_round_trip(const Graph& graph, const std::map<std::string, Tensor>& feed, const std::string& path) {
+void expect_round_trip(const Graph& graph, const std::map<std::string, Tensor>& feed,
+                       const std::string& path) {
   export_onnx(graph, path);
   expect_checker_accepts(path);
   Net original(graph);
@@ -308,7 +332,8 @@ void expect_round_trip(const Graph& graph, const std::map<std::string, Tensor>& 
 TEST_F(OnnxErrors, ExportRoundTripOfOnnxOnlyLayers) {
   Graph g;
   g.inputs = {{"x", Shape{2, 3, 5, 4}}};
-  auto layer = [&](const std::string& name, const std::string& type, std::vector<std::string> in, Attributes attrs = {}) {
+  auto layer = [&](const std::string& name, const std::string& type, std::vector<std::string> in,
+                   Attributes attrs = {}) {
     LayerSpec l;
     l.name = name;
     l.type = type;

@@ -15,10 +15,14 @@ const char* const kTestData = "/usr/share/libonnx-testdata/data";
 
 const char* status_name(OnnxTestStatus s) {
   switch (s) {
-    case OnnxTestStatus::pass: return "PASS";
-    case OnnxTestStatus::fail: return "FAIL";
-    case OnnxTestStatus::unsupported: return "UNSUPPORTED";
-    case OnnxTestStatus::error: return "ERROR";
+    case OnnxTestStatus::pass:
+      return "PASS";
+    case OnnxTestStatus::fail:
+      return "FAIL";
+    case OnnxTestStatus::unsupported:
+      return "UNSUPPORTED";
+    case OnnxTestStatus::error:
+      return "ERROR";
   }
   return "?";
 }
@@ -33,8 +37,9 @@ TEST(OnnxConformance, BackendTests) {
     const OnnxConformanceReport report = run_onnx_conformance({std::string(kTestData) + "/" + suite});
     int in_scope = 0, in_scope_passed = 0;
     for (const OnnxTestResult& r : report.results) {
-      const bool ours = !r.op_types.empty() && std::all_of(r.op_types.begin(), r.op_types.end(),
-                                                           [&](const std::string& op) { return supported.count(op) != 0; });
+      const bool ours =
+          !r.op_types.empty() && std::all_of(r.op_types.begin(), r.op_types.end(),
+                                             [&](const std::string& op) { return supported.count(op) != 0; });
       if (ours) {
         ++in_scope;
         if (r.status == OnnxTestStatus::pass) {
@@ -45,10 +50,11 @@ TEST(OnnxConformance, BackendTests) {
         }
       }
     }
-    std::printf("%s: %zu tests, %d PASS, %d FAIL, %d UNSUPPORTED, %d ERROR; supported ops: %d/%d PASS (%.1f%%)\n", suite,
-                report.results.size(), report.count(OnnxTestStatus::pass), report.count(OnnxTestStatus::fail),
-                report.count(OnnxTestStatus::unsupported), report.count(OnnxTestStatus::error), in_scope_passed, in_scope,
-                in_scope ? 100.0 * in_scope_passed / in_scope : 0.0);
+    std::printf(
+        "%s: %zu tests, %d PASS, %d FAIL, %d UNSUPPORTED, %d ERROR; supported ops: %d/%d PASS (%.1f%%)\n",
+        suite, report.results.size(), report.count(OnnxTestStatus::pass), report.count(OnnxTestStatus::fail),
+        report.count(OnnxTestStatus::unsupported), report.count(OnnxTestStatus::error), in_scope_passed,
+        in_scope, in_scope ? 100.0 * in_scope_passed / in_scope : 0.0);
     if (std::string(suite) == "node") {
       // The target is 95 %; this floor is the rate measured with the layers merged so far
       // (docs/onnx.md lists what the rest needs) and only guards against regressions.

@@ -53,9 +53,9 @@ enum class OnnxTestStatus { pass, fail, unsupported, error };
 struct OnnxTestResult {
   std::string dir;
   OnnxTestStatus status = OnnxTestStatus::error;
-  double max_error = 0;              // largest |got − expected| over all outputs and data sets
-  std::string detail;                // why it failed or was unsupported
-  std::vector<std::string> op_types; // the model's operators
+  double max_error = 0;               // largest |got − expected| over all outputs and data sets
+  std::string detail;                 // why it failed or was unsupported
+  std::vector<std::string> op_types;  // the model's operators
 };
 
 struct OnnxConformanceReport {

@@ -80,8 +80,9 @@ void set_value_info(onnx::ValueInfoProto* info, const std::string& name, const S
   for (std::int64_t d : shape.dims()) dims->add_dim()->set_dim_value(d);
 }
 
-onnx::NodeProto& Exporter::node(const LayerSpec& layer, const std::string& op, std::vector<std::string> inputs,
-                                std::vector<std::string> outputs, const std::string& suffix) {
+onnx::NodeProto& Exporter::node(const LayerSpec& layer, const std::string& op,
+                                std::vector<std::string> inputs, std::vector<std::string> outputs,
+                                const std::string& suffix) {
   onnx::NodeProto* n = out_->add_node();
   n->set_name(suffix.empty() ? layer.name : layer.name + "/" + suffix);
   n->set_op_type(op);
@@ -90,7 +91,8 @@ onnx::NodeProto& Exporter::node(const LayerSpec& layer, const std::string& op, s
   return *n;
 }
 
-std::string Exporter::initializer(const std::string& name, const Shape& shape, const std::vector<float>& values) {
+std::string Exporter::initializer(const std::string& name, const Shape& shape,
+                                  const std::vector<float>& values) {
   TP* t = out_->add_initializer();
   t->set_name(name);
   t->set_data_type(TP::FLOAT);
@@ -127,7 +129,8 @@ void Exporter::pooling(const LayerSpec& layer, const Shape& in, const Shape& out
     // Caffe's ceil rounding (and its rule that the last window starts inside the input) written as
     // floor rounding with the end padding that yields the same windows.
     for (std::size_t i = 0; i < spatial; ++i) {
-      const std::int64_t end = (out[static_cast<int>(i) + 2] - 1) * stride[i] + kernel[i] - in[static_cast<int>(i) + 2] - pad[i];
+      const std::int64_t end =
+          (out[static_cast<int>(i) + 2] - 1) * stride[i] + kernel[i] - in[static_cast<int>(i) + 2] - pad[i];
       pads[spatial + i] = std::max<std::int64_t>(end, 0);
     }
   } else {
@@ -151,8 +154,11 @@ void Exporter::inner_product(const LayerSpec& layer, const Shape& in) {
       set_attr(node(layer, "Flatten", {layer.inputs[0]}, {input}, "flatten"), "axis", std::int64_t{1});
     }
     std::vector<std::string> inputs{input, weight};
-    if (bias) inputs.push_back(initializer(temp(layer, "bias"), layer.weights.at(1).shape(), layer.weights.at(1).to_vector()));
-    set_attr(node(layer, "Gemm", inputs, {layer.outputs[0]}), "transB", static_cast<std::int64_t>(!transpose));
+    if (bias)
+      inputs.push_back(
+          initializer(temp(layer, "bias"), layer.weights.at(1).shape(), layer.weights.at(1).to_vector()));
+    set_attr(node(layer, "Gemm", inputs, {layer.outputs[0]}), "transB",
+             static_cast<std::int64_t>(!transpose));
     return;
   }
   if (axis != in.rank() - 1) unsupported(layer, "only axis 1 or the last axis can be exported");
@@ -164,7 +170,9 @@ void Exporter::inner_product(const LayerSpec& layer, const Shape& in) {
   const std::string product = bias ? temp(layer, "product") : layer.outputs[0];
   node(layer, "MatMul", {input, matrix}, {product}, bias ? "matmul" : "");
   if (bias) {
-    node(layer, "Add", {product, initializer(temp(layer, "bias"), layer.weights.at(1).shape(), layer.weights.at(1).to_vector())},
+    node(layer, "Add",
+         {product,
+          initializer(temp(layer, "bias"), layer.weights.at(1).shape(), layer.weights.at(1).to_vector())},
          {layer.outputs[0]});
   }
 }
@@ -172,15 +180,26 @@ void Exporter::inner_product(const LayerSpec& layer, const Shape& in) {
 void Exporter::activation(const LayerSpec& layer) {
   const Attributes& a = layer.attrs;
   const std::string f = a.get_string("function", "");
-  static const std::map<std::string, std::string> kOps = {
-      {"hard_sigmoid", "HardSigmoid"}, {"hard_swish", "HardSwish"}, {"elu", "Elu"},   {"selu", "Selu"},
-      {"softplus", "Softplus"},        {"softsign", "Softsign"},    {"exp", "Exp"},   {"log", "Log"},
-      {"sqrt", "Sqrt"},                {"neg", "Neg"},              {"reciprocal", "Reciprocal"},
-      {"floor", "Floor"},              {"ceil", "Ceil"},            {"abs", "Abs"}};
+  static const std::map<std::string, std::string> kOps = {{"hard_sigmoid", "HardSigmoid"},
+                                                          {"hard_swish", "HardSwish"},
+                                                          {"elu", "Elu"},
+                                                          {"selu", "Selu"},
+                                                          {"softplus", "Softplus"},
+                                                          {"softsign", "Softsign"},
+                                                          {"exp", "Exp"},
+                                                          {"log", "Log"},
+                                                          {"sqrt", "Sqrt"},
+                                                          {"neg", "Neg"},
+                                                          {"reciprocal", "Reciprocal"},
+                                                          {"floor", "Floor"},
+                                                          {"ceil", "Ceil"},
+                                                          {"abs", "Abs"}};
   if (f == "clip") {
     std::vector<std::string> inputs{layer.inputs[0], "", ""};
-    if (a.has("min")) inputs[1] = initializer(temp(layer, "min"), Shape{}, {static_cast<float>(a.get_float("min", 0))});
-    if (a.has("max")) inputs[2] = initializer(temp(layer, "max"), Shape{}, {static_cast<float>(a.get_float("max", 0))});
+    if (a.has("min"))
+      inputs[1] = initializer(temp(layer, "min"), Shape{}, {static_cast<float>(a.get_float("min", 0))});
+    if (a.has("max"))
+      inputs[2] = initializer(temp(layer, "max"), Shape{}, {static_cast<float>(a.get_float("max", 0))});
     node(layer, "Clip", inputs, {layer.outputs[0]});
     return;
   }
@@ -215,7 +234,8 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     const Dims pad = per_axis(a, "pad", 0, spatial);
     Dims pads(pad);
     pads.insert(pads.end(), pad.begin(), pad.end());
-    set_attr(n, "kernel_shape", Dims(layer.weights[0].shape().dims().begin() + 2, layer.weights[0].shape().dims().end()));
+    set_attr(n, "kernel_shape",
+             Dims(layer.weights[0].shape().dims().begin() + 2, layer.weights[0].shape().dims().end()));
     set_attr(n, "strides", per_axis(a, "stride", 1, spatial));
     set_attr(n, "dilations", per_axis(a, "dilation", 1, spatial));
     set_attr(n, "pads", pads);
@@ -242,7 +262,8 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
   } else if (t == "Softmax" || t == "LogSoftmax") {
     set_attr(node(layer, t, {x}, {y}), "axis", a.get_int("axis", 1));
   } else if (t == "LRN") {
-    if (a.get_string("region", "across") != "across") unsupported(layer, "only the 'across' region has an ONNX form");
+    if (a.get_string("region", "across") != "across")
+      unsupported(layer, "only the 'across' region has an ONNX form");
     auto& n = node(layer, "LRN", {x}, {y});
     set_attr(n, "size", a.get_int("size", 5));
     set_attr(n, "alpha", a.get_float("alpha", 1.0));
@@ -254,7 +275,8 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     node(layer, "Reshape", {x, int_initializer(temp(layer, "shape"), out[0].dims())}, {y});
   } else if (t == "Concat") {
     std::vector<std::string> inputs(layer.inputs);
-    set_attr(node(layer, "Concat", inputs, {y}), "axis", static_cast<std::int64_t>(in[0].canonical_axis(static_cast<int>(a.get_int("axis", 1)))));
+    set_attr(node(layer, "Concat", inputs, {y}), "axis",
+             static_cast<std::int64_t>(in[0].canonical_axis(static_cast<int>(a.get_int("axis", 1)))));
   } else if (t == "Slice") {
     const int axis = in[0].canonical_axis(static_cast<int>(a.get_int("axis", 1)));
     Dims sizes;
@@ -268,12 +290,14 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     for (std::size_t i = 0; i < coeffs.size() && op == "sum"; ++i) {
       if (coeffs[i] == 1.0) continue;
       const std::string scaled = temp(layer, "scaled" + std::to_string(i));
-      node(layer, "Mul", {inputs[i], initializer(temp(layer, "coeff" + std::to_string(i)), Shape{}, {static_cast<float>(coeffs[i])})},
+      node(layer, "Mul",
+           {inputs[i],
+            initializer(temp(layer, "coeff" + std::to_string(i)), Shape{}, {static_cast<float>(coeffs[i])})},
            {scaled}, "scale" + std::to_string(i));
       inputs[i] = scaled;
     }
-    node(layer, op == "sum" ? "Sum" : op == "prod" ? "Mul" : "Max", inputs, {y});
     if (op == "prod" && inputs.size() != 2) unsupported(layer, "a product of more than two inputs");
+    node(layer, op == "sum" ? "Sum" : op == "prod" ? "Mul" : "Max", inputs, {y});
   } else if (t == "BatchNorm") {
     const float factor = layer.weights.at(2).to_vector().at(0);
     const float inverse = factor == 0 ? 0.0f : 1.0f / factor;
@@ -281,11 +305,13 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     std::vector<float> mean = layer.weights[0].to_vector(), var = layer.weights[1].to_vector();
     for (float& v : mean) v *= inverse;
     for (float& v : var) v *= inverse;
-    auto& n = node(layer, "BatchNormalization",
-                   {x, initializer(temp(layer, "gamma"), Shape{c}, std::vector<float>(static_cast<std::size_t>(c), 1.0f)),
-                    initializer(temp(layer, "beta"), Shape{c}, std::vector<float>(static_cast<std::size_t>(c), 0.0f)),
-                    initializer(temp(layer, "mean"), Shape{c}, mean), initializer(temp(layer, "var"), Shape{c}, var)},
-                   {y});
+    auto& n = node(
+        layer, "BatchNormalization",
+        {x,
+         initializer(temp(layer, "gamma"), Shape{c}, std::vector<float>(static_cast<std::size_t>(c), 1.0f)),
+         initializer(temp(layer, "beta"), Shape{c}, std::vector<float>(static_cast<std::size_t>(c), 0.0f)),
+         initializer(temp(layer, "mean"), Shape{c}, mean), initializer(temp(layer, "var"), Shape{c}, var)},
+        {y});
     set_attr(n, "epsilon", a.get_float("eps", 1e-5));
   } else if (t == "Scale" || t == "Bias") {
     if (layer.inputs.size() != 1) unsupported(layer, "a scale or bias given as a second input");
@@ -310,11 +336,14 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
       node(layer, "Add", {current, weight(index, "bias", &s)}, {y});
     }
   } else if (t == "Power") {
-    const double power = a.get_float("power", 1.0), scale = a.get_float("scale", 1.0), shift = a.get_float("shift", 0.0);
+    const double power = a.get_float("power", 1.0), scale = a.get_float("scale", 1.0),
+                 shift = a.get_float("shift", 0.0);
     std::string current = x;
     auto step = [&](const std::string& op, double value, const std::string& what, bool last) {
       const std::string next = last ? y : temp(layer, what);
-      node(layer, op, {current, initializer(temp(layer, what + "_value"), Shape{}, {static_cast<float>(value)})}, {next}, last ? "" : what);
+      node(layer, op,
+           {current, initializer(temp(layer, what + "_value"), Shape{}, {static_cast<float>(value)})}, {next},
+           last ? "" : what);
       current = next;
     };
     if (scale != 1.0) step("Mul", scale, "scale", shift == 0.0 && power == 1.0);
@@ -324,8 +353,9 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
   } else if (t == "Constant") {
     initializer(y, layer.weights.at(0).shape(), layer.weights[0].to_vector());
   } else if (t == "Binary") {
-    static const std::map<std::string, std::string> kOps = {{"add", "Add"}, {"sub", "Sub"}, {"mul", "Mul"}, {"div", "Div"},
-                                                            {"max", "Max"}, {"min", "Min"}, {"pow", "Pow"}};
+    static const std::map<std::string, std::string> kOps = {{"add", "Add"}, {"sub", "Sub"}, {"mul", "Mul"},
+                                                            {"div", "Div"}, {"max", "Max"}, {"min", "Min"},
+                                                            {"pow", "Pow"}};
     node(layer, kOps.at(a.get_string("operation", "add")), layer.inputs, {y});
   } else if (t == "Activation") {
     activation(layer);
@@ -335,9 +365,11 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     auto& n = node(layer, "Transpose", {x}, {y});
     if (a.has("perm")) set_attr(n, "perm", a.get_ints("perm", {}));
   } else if (t == "Pad") {
-    auto& n = node(layer, "Pad", {x, int_initializer(temp(layer, "pads"), a.get_ints("pads", {})),
-                                  initializer(temp(layer, "value"), Shape{}, {static_cast<float>(a.get_float("value", 0))})},
-                   {y});
+    auto& n =
+        node(layer, "Pad",
+             {x, int_initializer(temp(layer, "pads"), a.get_ints("pads", {})),
+              initializer(temp(layer, "value"), Shape{}, {static_cast<float>(a.get_float("value", 0))})},
+             {y});
     set_attr(n, "mode", a.get_string("mode", "constant"));
   } else if (t == "Resize") {
     std::vector<std::string> inputs{x, "", ""};
@@ -350,13 +382,16 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     }
     auto& n = node(layer, "Resize", inputs, {y});
     set_attr(n, "mode", a.get_string("mode", "nearest"));
-    set_attr(n, "coordinate_transformation_mode", a.get_string("coordinate_transformation_mode", "half_pixel"));
+    set_attr(n, "coordinate_transformation_mode",
+             a.get_string("coordinate_transformation_mode", "half_pixel"));
     set_attr(n, "nearest_mode", a.get_string("nearest_mode", "round_prefer_floor"));
   } else if (t == "Reduce") {
     static const std::map<std::string, std::string> kOps = {
-        {"mean", "ReduceMean"}, {"sum", "ReduceSum"}, {"max", "ReduceMax"}, {"min", "ReduceMin"}, {"prod", "ReduceProd"},
-        {"sum_square", "ReduceSumSquare"}, {"l1", "ReduceL1"}, {"l2", "ReduceL2"}, {"log_sum", "ReduceLogSum"},
-        {"log_sum_exp", "ReduceLogSumExp"}};
+        {"mean", "ReduceMean"},      {"sum", "ReduceSum"},
+        {"max", "ReduceMax"},        {"min", "ReduceMin"},
+        {"prod", "ReduceProd"},      {"sum_square", "ReduceSumSquare"},
+        {"l1", "ReduceL1"},          {"l2", "ReduceL2"},
+        {"log_sum", "ReduceLogSum"}, {"log_sum_exp", "ReduceLogSumExp"}};
     const std::string op = kOps.at(a.get_string("operation", "mean"));
     const Dims axes = a.get_ints("axes", {});
     std::vector<std::string> inputs{x};
@@ -371,7 +406,8 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
   } else if (t == "StridedSlice") {
     std::vector<std::string> inputs{x, int_initializer(temp(layer, "starts"), a.get_ints("starts", {})),
                                     int_initializer(temp(layer, "ends"), a.get_ints("ends", {}))};
-    if (a.has("axes") || a.has("steps")) inputs.push_back(a.has("axes") ? int_initializer(temp(layer, "axes"), a.get_ints("axes", {})) : "");
+    if (a.has("axes") || a.has("steps"))
+      inputs.push_back(a.has("axes") ? int_initializer(temp(layer, "axes"), a.get_ints("axes", {})) : "");
     if (a.has("steps")) inputs.push_back(int_initializer(temp(layer, "steps"), a.get_ints("steps", {})));
     node(layer, "Slice", inputs, {y});
   } else {
@@ -409,7 +445,8 @@ onnx::ModelProto Exporter::run() {
     } catch (const Error& e) {
       throw ModelError(std::string("ONNX export: ") + e.what());
     }
-    for (std::size_t i = 0; i < out.size() && i < layer.outputs.size(); ++i) shapes[layer.outputs[i]] = out[i];
+    for (std::size_t i = 0; i < out.size() && i < layer.outputs.size(); ++i)
+      shapes[layer.outputs[i]] = out[i];
     convert(layer, in, out);
   }
   std::vector<std::string> outputs = graph_.outputs;

@@ -61,21 +61,51 @@ void ActivationLayer::forward(const std::vector<Tensor>& inputs, std::vector<Ten
     const float v = x[i];
     float r = 0;
     switch (function_) {
-      case Function::clip: r = std::min(std::max(v, lo), hi); break;
-      case Function::hard_sigmoid: r = std::max(0.0f, std::min(1.0f, alpha * v + beta)); break;
-      case Function::hard_swish: r = v * std::max(0.0f, std::min(1.0f, v / 6.0f + 0.5f)); break;
-      case Function::elu: r = v > 0 ? v : alpha * std::expm1(v); break;
-      case Function::selu: r = gamma * (v > 0 ? v : alpha * std::expm1(v)); break;
-      case Function::softplus: r = v > 20 ? v : std::log1p(std::exp(v)); break;
-      case Function::softsign: r = v / (1 + std::abs(v)); break;
-      case Function::exp: r = std::exp(v); break;
-      case Function::log: r = std::log(v); break;
-      case Function::sqrt: r = std::sqrt(v); break;
-      case Function::neg: r = -v; break;
-      case Function::reciprocal: r = 1 / v; break;
-      case Function::floor: r = std::floor(v); break;
-      case Function::ceil: r = std::ceil(v); break;
-      case Function::abs: r = std::abs(v); break;
+      case Function::clip:
+        r = std::min(std::max(v, lo), hi);
+        break;
+      case Function::hard_sigmoid:
+        r = std::max(0.0f, std::min(1.0f, alpha * v + beta));
+        break;
+      case Function::hard_swish:
+        r = v * std::max(0.0f, std::min(1.0f, v / 6.0f + 0.5f));
+        break;
+      case Function::elu:
+        r = v > 0 ? v : alpha * std::expm1(v);
+        break;
+      case Function::selu:
+        r = gamma * (v > 0 ? v : alpha * std::expm1(v));
+        break;
+      case Function::softplus:
+        r = v > 20 ? v : std::log1p(std::exp(v));
+        break;
+      case Function::softsign:
+        r = v / (1 + std::abs(v));
+        break;
+      case Function::exp:
+        r = std::exp(v);
+        break;
+      case Function::log:
+        r = std::log(v);
+        break;
+      case Function::sqrt:
+        r = std::sqrt(v);
+        break;
+      case Function::neg:
+        r = -v;
+        break;
+      case Function::reciprocal:
+        r = 1 / v;
+        break;
+      case Function::floor:
+        r = std::floor(v);
+        break;
+      case Function::ceil:
+        r = std::ceil(v);
+        break;
+      case Function::abs:
+        r = std::abs(v);
+        break;
     }
     y[i] = r;
   }

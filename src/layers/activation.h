@@ -14,8 +14,23 @@ namespace espresso {
 //   exp, log, sqrt, neg, reciprocal, floor, ceil, abs
 class ActivationLayer final : public Layer {
  public:
-  enum class Function { clip, hard_sigmoid, hard_swish, elu, selu, softplus, softsign, exp, log, sqrt, neg,
-                        reciprocal, floor, ceil, abs };
+  enum class Function {
+    clip,
+    hard_sigmoid,
+    hard_swish,
+    elu,
+    selu,
+    softplus,
+    softsign,
+    exp,
+    log,
+    sqrt,
+    neg,
+    reciprocal,
+    floor,
+    ceil,
+    abs
+  };
 
   explicit ActivationLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;

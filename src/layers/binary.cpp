@@ -19,13 +19,20 @@ std::vector<std::int64_t> broadcast_strides(const Shape& shape, const Shape& out
 
 float apply(BinaryLayer::Op op, float a, float b) {
   switch (op) {
-    case BinaryLayer::Op::add: return a + b;
-    case BinaryLayer::Op::sub: return a - b;
-    case BinaryLayer::Op::mul: return a * b;
-    case BinaryLayer::Op::div: return a / b;
-    case BinaryLayer::Op::max: return std::max(a, b);
-    case BinaryLayer::Op::min: return std::min(a, b);
-    case BinaryLayer::Op::pow: return std::pow(a, b);
+    case BinaryLayer::Op::add:
+      return a + b;
+    case BinaryLayer::Op::sub:
+      return a - b;
+    case BinaryLayer::Op::mul:
+      return a * b;
+    case BinaryLayer::Op::div:
+      return a / b;
+    case BinaryLayer::Op::max:
+      return std::max(a, b);
+    case BinaryLayer::Op::min:
+      return std::min(a, b);
+    case BinaryLayer::Op::pow:
+      return std::pow(a, b);
   }
   return 0;
 }
@@ -52,7 +59,8 @@ BinaryLayer::BinaryLayer(const LayerSpec& spec) : Layer(spec) {
                                                     {"div", Op::div}, {"max", Op::max}, {"min", Op::min},
                                                     {"pow", Op::pow}};
   auto it = std::find_if(std::begin(kOps), std::end(kOps), [&](const auto& e) { return name == e.first; });
-  if (it == std::end(kOps)) fail_model("attribute 'operation' must be add, sub, mul, div, max, min or pow, got '" + name + "'");
+  if (it == std::end(kOps))
+    fail_model("attribute 'operation' must be add, sub, mul, div, max, min or pow, got '" + name + "'");
   op_ = it->second;
 }
 

@@ -8,7 +8,8 @@ namespace espresso {
 // floats; negative ones count from the end). Output shape: data[:axis] + indices + data[axis+1:].
 class GatherLayer final : public Layer {
  public:
-  explicit GatherLayer(const LayerSpec& spec) : Layer(spec), axis_(static_cast<int>(spec.attrs.get_int("axis", 0))) {}
+  explicit GatherLayer(const LayerSpec& spec)
+      : Layer(spec), axis_(static_cast<int>(spec.attrs.get_int("axis", 0))) {}
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
 

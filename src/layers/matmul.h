@@ -12,7 +12,7 @@ class MatMulLayer final : public Layer {
   struct Plan {
     Shape out;
     std::int64_t m = 0, k = 0, n = 0;
-    std::vector<std::int64_t> batch;                  // broadcast leading dims
+    std::vector<std::int64_t> batch;                 // broadcast leading dims
     std::vector<std::int64_t> a_strides, b_strides;  // per batch dim, in matrices; 0 when broadcast
   };
 

@@ -27,9 +27,11 @@ std::vector<Shape> PadLayer::output_shapes(const std::vector<Shape>& inputs) con
   }
   std::vector<std::int64_t> dims;
   for (int i = 0; i < in.rank(); ++i) {
-    const std::int64_t d = in[i] + pads_[static_cast<std::size_t>(i)] + pads_[static_cast<std::size_t>(i + in.rank())];
+    const std::int64_t d =
+        in[i] + pads_[static_cast<std::size_t>(i)] + pads_[static_cast<std::size_t>(i + in.rank())];
     if (d < 0) fail_shape("padding makes axis " + std::to_string(i) + " of " + in.str() + " negative");
-    if (mode_ != Mode::constant && d > 0 && in[i] == 0) fail_shape("cannot " + spec().attrs.get_string("mode", "") + "-pad an empty axis");
+    if (mode_ != Mode::constant && d > 0 && in[i] == 0)
+      fail_shape("cannot " + spec().attrs.get_string("mode", "") + "-pad an empty axis");
     if (mode_ == Mode::reflect && (pads_[static_cast<std::size_t>(i)] >= in[i] ||
                                    pads_[static_cast<std::size_t>(i + in.rank())] >= in[i])) {
       fail_shape("reflect padding must be smaller than the axis it pads (" + in.str() + ")");

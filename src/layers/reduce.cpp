@@ -10,8 +10,10 @@ ReduceLayer::ReduceLayer(const LayerSpec& spec)
     : Layer(spec), axes_(spec.attrs.get_ints("axes", {})), keepdims_(spec.attrs.get_int("keepdims", 1) != 0) {
   const std::string name = spec.attrs.get_string("operation", "");
   static const std::pair<const char*, Op> kOps[] = {
-      {"mean", Op::mean}, {"sum", Op::sum},         {"max", Op::max}, {"min", Op::min},
-      {"prod", Op::prod}, {"sum_square", Op::sum_square}, {"l1", Op::l1}, {"l2", Op::l2},
+      {"mean", Op::mean},       {"sum", Op::sum},
+      {"max", Op::max},         {"min", Op::min},
+      {"prod", Op::prod},       {"sum_square", Op::sum_square},
+      {"l1", Op::l1},           {"l2", Op::l2},
       {"log_sum", Op::log_sum}, {"log_sum_exp", Op::log_sum_exp}};
   auto it = std::find_if(std::begin(kOps), std::end(kOps), [&](const auto& e) { return name == e.first; });
   if (it == std::end(kOps)) fail_model("unknown operation '" + name + "'");
@@ -21,7 +23,8 @@ ReduceLayer::ReduceLayer(const LayerSpec& spec)
 std::vector<bool> ReduceLayer::reduced_axes(const Shape& in) const {
   std::vector<bool> reduced(static_cast<std::size_t>(in.rank()), axes_.empty());
   for (std::int64_t axis : axes_) {
-    if (axis < -in.rank() || axis >= in.rank()) fail_shape("axis " + std::to_string(axis) + " is out of range for " + in.str());
+    if (axis < -in.rank() || axis >= in.rank())
+      fail_shape("axis " + std::to_string(axis) + " is out of range for " + in.str());
     reduced[static_cast<std::size_t>(axis < 0 ? axis + in.rank() : axis)] = true;
   }
   return reduced;
@@ -66,14 +69,28 @@ void ReduceLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
     switch (op_) {
       case Op::mean:
       case Op::sum:
-      case Op::log_sum: a += v; break;
-      case Op::max: a = std::max(a, v); break;
-      case Op::min: a = std::min(a, v); break;
-      case Op::prod: a *= v; break;
+      case Op::log_sum:
+        a += v;
+        break;
+      case Op::max:
+        a = std::max(a, v);
+        break;
+      case Op::min:
+        a = std::min(a, v);
+        break;
+      case Op::prod:
+        a *= v;
+        break;
       case Op::sum_square:
-      case Op::l2: a += v * v; break;
-      case Op::l1: a += std::abs(v); break;
-      case Op::log_sum_exp: a += std::exp(v); break;
+      case Op::l2:
+        a += v * v;
+        break;
+      case Op::l1:
+        a += std::abs(v);
+        break;
+      case Op::log_sum_exp:
+        a += std::exp(v);
+        break;
     }
     for (int k = in.rank() - 1; k >= 0; --k) {
       if (++index[static_cast<std::size_t>(k)] < in[k]) break;

@@ -12,15 +12,18 @@ ResizeLayer::ResizeLayer(const LayerSpec& spec)
       scales_(spec.attrs.get_floats("scales", {})),
       sizes_(spec.attrs.get_ints("sizes", {})) {
   const std::string mode = spec.attrs.get_string("mode", "nearest");
-  if (mode != "nearest" && mode != "linear") fail_model("attribute 'mode' must be nearest or linear, got '" + mode + "'");
+  if (mode != "nearest" && mode != "linear")
+    fail_model("attribute 'mode' must be nearest or linear, got '" + mode + "'");
   linear_ = mode == "linear";
-  static const char* const kCoordinates[] = {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
-                                             "tf_half_pixel_for_nn"};
-  if (std::none_of(std::begin(kCoordinates), std::end(kCoordinates), [&](const char* c) { return coordinates_ == c; })) {
+  static const char* const kCoordinates[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
+                                             "asymmetric", "tf_half_pixel_for_nn"};
+  if (std::none_of(std::begin(kCoordinates), std::end(kCoordinates),
+                   [&](const char* c) { return coordinates_ == c; })) {
     fail_model("unsupported coordinate_transformation_mode '" + coordinates_ + "'");
   }
   static const char* const kRounding[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
-  if (std::none_of(std::begin(kRounding), std::end(kRounding), [&](const char* c) { return rounding_ == c; })) {
+  if (std::none_of(std::begin(kRounding), std::end(kRounding),
+                   [&](const char* c) { return rounding_ == c; })) {
     fail_model("unsupported nearest_mode '" + rounding_ + "'");
   }
   if (scales_.empty() == sizes_.empty()) fail_model("exactly one of 'scales' and 'sizes' must be given");
@@ -39,7 +42,8 @@ std::vector<Shape> ResizeLayer::output_shapes(const std::vector<Shape>& inputs) 
   if (!sizes_.empty()) return {Shape(sizes_)};
   std::vector<std::int64_t> dims;
   for (int i = 0; i < in.rank(); ++i) {
-    dims.push_back(static_cast<std::int64_t>(std::floor(static_cast<double>(in[i]) * scales_[static_cast<std::size_t>(i)])));
+    dims.push_back(static_cast<std::int64_t>(
+        std::floor(static_cast<double>(in[i]) * scales_[static_cast<std::size_t>(i)])));
   }
   return {Shape(dims)};
 }
@@ -64,7 +68,8 @@ void ResizeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
   const Shape& out = outputs[0].shape();
   const int rank = in.rank();
   // Per axis and output coordinate: the two input neighbours and the weight of the upper one.
-  std::vector<std::vector<std::int64_t>> lower(static_cast<std::size_t>(rank)), upper(static_cast<std::size_t>(rank));
+  std::vector<std::vector<std::int64_t>> lower(static_cast<std::size_t>(rank)),
+      upper(static_cast<std::size_t>(rank));
   std::vector<std::vector<double>> weight(static_cast<std::size_t>(rank));
   for (int a = 0; a < rank; ++a) {
     const std::int64_t n = in[a];

@@ -10,7 +10,8 @@ StridedSliceLayer::StridedSliceLayer(const LayerSpec& spec)
       ends_(spec.attrs.get_ints("ends", {})),
       axes_(spec.attrs.get_ints("axes", {})),
       steps_(spec.attrs.get_ints("steps", {})) {
-  if (!spec.attrs.has("starts") || !spec.attrs.has("ends")) fail_model("attributes 'starts' and 'ends' are required");
+  if (!spec.attrs.has("starts") || !spec.attrs.has("ends"))
+    fail_model("attributes 'starts' and 'ends' are required");
   if (axes_.empty()) {
     for (std::size_t i = 0; i < starts_.size(); ++i) axes_.push_back(static_cast<std::int64_t>(i));
   }
@@ -21,15 +22,16 @@ StridedSliceLayer::StridedSliceLayer(const LayerSpec& spec)
   if (std::find(steps_.begin(), steps_.end(), 0) != steps_.end()) fail_model("a step of 0 is not allowed");
 }
 
-void StridedSliceLayer::resolve(const Shape& in, std::vector<std::int64_t>& first, std::vector<std::int64_t>& step,
-                                std::vector<std::int64_t>& count) const {
+void StridedSliceLayer::resolve(const Shape& in, std::vector<std::int64_t>& first,
+                                std::vector<std::int64_t>& step, std::vector<std::int64_t>& count) const {
   first.assign(static_cast<std::size_t>(in.rank()), 0);
   step.assign(static_cast<std::size_t>(in.rank()), 1);
   count = in.dims();
   std::vector<bool> seen(static_cast<std::size_t>(in.rank()), false);
   for (std::size_t i = 0; i < starts_.size(); ++i) {
     std::int64_t axis = axes_[i];
-    if (axis < -in.rank() || axis >= in.rank()) fail_shape("axis " + std::to_string(axis) + " is out of range for " + in.str());
+    if (axis < -in.rank() || axis >= in.rank())
+      fail_shape("axis " + std::to_string(axis) + " is out of range for " + in.str());
     if (axis < 0) axis += in.rank();
     const auto a = static_cast<std::size_t>(axis);
     if (seen[a]) fail_shape("axis " + std::to_string(axis) + " is sliced twice");

@@ -20,7 +20,8 @@ std::vector<int> TransposeLayer::permutation(int rank) const {
   for (int i = 0; i < rank; ++i) {
     std::int64_t axis = perm_[static_cast<std::size_t>(i)];
     if (axis < 0) axis += rank;
-    if (axis < 0 || axis >= rank || seen[static_cast<std::size_t>(axis)]) fail_shape("'perm' is not a permutation");
+    if (axis < 0 || axis >= rank || seen[static_cast<std::size_t>(axis)])
+      fail_shape("'perm' is not a permutation");
     seen[static_cast<std::size_t>(axis)] = true;
     perm[static_cast<std::size_t>(i)] = static_cast<int>(axis);
   }
@@ -48,7 +49,8 @@ void TransposeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tens
   std::vector<std::int64_t> index(static_cast<std::size_t>(out.rank()), 0);
   for (std::int64_t i = 0, n = out.numel(); i < n; ++i) {
     std::int64_t offset = 0;
-    for (std::size_t k = 0; k < index.size(); ++k) offset += index[k] * in_strides[static_cast<std::size_t>(perm[k])];
+    for (std::size_t k = 0; k < index.size(); ++k)
+      offset += index[k] * in_strides[static_cast<std::size_t>(perm[k])];
     y[i] = x[offset];
     for (int k = out.rank() - 1; k >= 0; --k) {
       if (++index[static_cast<std::size_t>(k)] < out[k]) break;

@@ -7,8 +7,9 @@
 namespace espresso::testing {
 
 TEST(Layers, Activation) {
-  static const char* const kFunctions[] = {"clip", "hard_sigmoid", "hard_swish", "elu", "selu", "softplus", "softsign",
-                                           "exp", "neg", "floor", "ceil", "abs", "log", "sqrt", "reciprocal"};
+  static const char* const kFunctions[] = {"clip",     "hard_sigmoid", "hard_swish", "elu",  "selu",
+                                           "softplus", "softsign",     "exp",        "neg",  "floor",
+                                           "ceil",     "abs",          "log",        "sqrt", "reciprocal"};
   run_layer_test({
       .make_case =
           [](Rng& rng) {
@@ -23,7 +24,8 @@ TEST(Layers, Activation) {
             if (f == "hard_sigmoid" || f == "elu") c.spec.attrs.set("alpha", rng.uniform(0.1, 1.0));
             c.input_shapes = {Shape{rng.integer(1, 3), rng.integer(1, 9), rng.integer(1, 13)}};
             const bool positive = f == "log" || f == "sqrt" || f == "reciprocal";
-            c.inputs = {rng.values(static_cast<std::size_t>(c.input_shapes[0].numel()), positive ? 0.1 : -8.0, 8.0)};
+            c.inputs = {
+                rng.values(static_cast<std::size_t>(c.input_shapes[0].numel()), positive ? 0.1 : -8.0, 8.0)};
             return c;
           },
       .naive =
@@ -33,7 +35,8 @@ TEST(Layers, Activation) {
             Values y;
             for (double x : in[0]) {
               double r = 0;
-              if (f == "clip") r = std::min(std::max(x, c.spec.attrs.get_float("min", 0)), c.spec.attrs.get_float("max", 0));
+              if (f == "clip")
+                r = std::min(std::max(x, c.spec.attrs.get_float("min", 0)), c.spec.attrs.get_float("max", 0));
               if (f == "hard_sigmoid") r = std::max(0.0, std::min(1.0, alpha * x + 0.5));
               if (f == "hard_swish") r = x * std::max(0.0, std::min(1.0, x / 6 + 0.5));
               if (f == "elu") r = x > 0 ? x : alpha * (std::exp(x) - 1);

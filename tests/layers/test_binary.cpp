@@ -30,7 +30,8 @@ TEST(Layers, Binary) {
             const std::string op = c.spec.attrs.get_string("operation", "");
             const Shape& a = c.input_shapes[0];
             Shape b = c.input_shapes[1];
-            if (b.rank() < a.rank()) b = Shape([&] {
+            if (b.rank() < a.rank())
+              b = Shape([&] {
                 auto d = b.dims();
                 d.insert(d.begin(), 1);
                 return d;
@@ -42,8 +43,13 @@ TEST(Layers, Binary) {
                   const double x = in[0][static_cast<std::size_t>((i * a[1] + j) * a[2] + k)];
                   const std::int64_t bi = b[0] == 1 ? 0 : i, bj = b[1] == 1 ? 0 : j, bk = b[2] == 1 ? 0 : k;
                   const double z = in[1][static_cast<std::size_t>((bi * b[1] + bj) * b[2] + bk)];
-                  y.push_back(op == "add" ? x + z : op == "sub" ? x - z : op == "mul" ? x * z : op == "div" ? x / z
-                              : op == "max" ? std::max(x, z) : op == "min" ? std::min(x, z) : std::pow(x, z));
+                  y.push_back(op == "add"   ? x + z
+                              : op == "sub" ? x - z
+                              : op == "mul" ? x * z
+                              : op == "div" ? x / z
+                              : op == "max" ? std::max(x, z)
+                              : op == "min" ? std::min(x, z)
+                                            : std::pow(x, z));
                 }
             return std::vector<Values>{y};
           },

@@ -10,7 +10,8 @@ TEST(Layers, MatMul) {
           [](Rng& rng) {
             LayerCase c;
             c.spec.type = "MatMul";
-            const std::int64_t batch = rng.integer(1, 3), m = rng.integer(1, 9), k = rng.integer(1, 17), n = rng.integer(1, 11);
+            const std::int64_t batch = rng.integer(1, 3), m = rng.integer(1, 9), k = rng.integer(1, 17),
+                               n = rng.integer(1, 11);
             // Either operand may be a shared (un-batched) matrix.
             c.input_shapes = {rng.coin() ? Shape{batch, m, k} : Shape{m, k}, Shape{batch, k, n}};
             return c;

@@ -8,7 +8,8 @@
 namespace espresso::testing {
 
 TEST(Layers, Reduce) {
-  static const char* const kOps[] = {"mean", "sum", "max", "min", "prod", "sum_square", "l1", "l2", "log_sum", "log_sum_exp"};
+  static const char* const kOps[] = {"mean",       "sum", "max", "min",     "prod",
+                                     "sum_square", "l1",  "l2",  "log_sum", "log_sum_exp"};
   run_layer_test({
       .make_case =
           [](Rng& rng) {

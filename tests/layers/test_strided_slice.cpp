@@ -25,14 +25,17 @@ TEST(Layers, StridedSlice) {
           [](const LayerCase& c, const std::vector<Values>& in, const std::vector<Values>&) {
             // Python's slice semantics.
             const std::int64_t n = c.input_shapes[0][1], step = c.spec.attrs.get_ints("steps", {})[0];
-            std::int64_t start = c.spec.attrs.get_ints("starts", {})[0], end = c.spec.attrs.get_ints("ends", {})[0];
+            std::int64_t start = c.spec.attrs.get_ints("starts", {})[0],
+                         end = c.spec.attrs.get_ints("ends", {})[0];
             if (start < 0) start += n;
             if (end < 0) end += n;
             std::vector<std::int64_t> picks;
             if (step > 0) {
-              for (std::int64_t i = std::max<std::int64_t>(start, 0); i < std::min(end, n); i += step) picks.push_back(i);
+              for (std::int64_t i = std::max<std::int64_t>(start, 0); i < std::min(end, n); i += step)
+                picks.push_back(i);
             } else {
-              for (std::int64_t i = std::min(start, n - 1); i > std::max<std::int64_t>(end, -1); i += step) picks.push_back(i);
+              for (std::int64_t i = std::min(start, n - 1); i > std::max<std::int64_t>(end, -1); i += step)
+                picks.push_back(i);
             }
             Values y;
             for (std::int64_t r = 0; r < c.input_shapes[0][0]; ++r)

@@ -1,13 +1,13 @@
 // `espresso convert MODEL [WEIGHTS] -o OUT.onnx`: loads any model espresso reads and writes it as ONNX.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "espresso/espresso.h"
 
 void add_convert_command(CLI::App& app) {
-  auto* command = app.add_subcommand("convert", "Convert a model (Caffe prototxt + caffemodel, or ONNX) to ONNX");
+  auto* command =
+      app.add_subcommand("convert", "Convert a model (Caffe prototxt + caffemodel, or ONNX) to ONNX");
   auto model = std::make_shared<std::string>();
   auto weights = std::make_shared<std::string>();
   auto output = std::make_shared<std::string>();

@@ -20,7 +20,8 @@ onnx::ModelProto read_model(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw FileError(path + ": cannot open the ONNX model");
   onnx::ModelProto model;
-  if (!model.ParseFromIstream(&file)) throw ParseError(path + ": not a valid ONNX model (truncated or corrupt protobuf)");
+  if (!model.ParseFromIstream(&file))
+    throw ParseError(path + ": not a valid ONNX model (truncated or corrupt protobuf)");
   return model;
 }
 
@@ -58,7 +59,8 @@ void run_test(const fs::path& dir, const OnnxConformanceOptions& options, OnnxTe
   for (const fs::path& set : sets) {
     const std::vector<fs::path> inputs = sorted_files(set, "input_"), outputs = sorted_files(set, "output_");
     if (inputs.size() != input_names.size() || outputs.size() != output_names.size()) {
-      throw UnsupportedError(set.string() + ": data for optional or sequence inputs/outputs is not supported");
+      throw UnsupportedError(set.string() +
+                             ": data for optional or sequence inputs/outputs is not supported");
     }
     std::map<std::string, Tensor> feed;
     OnnxImportOptions import;
@@ -77,7 +79,8 @@ void run_test(const fs::path& dir, const OnnxConformanceOptions& options, OnnxTe
       const Tensor got = net.tensor(output_names[i]).to(Device::cpu());
       if (got.shape() != expected.shape()) {
         result.status = OnnxTestStatus::fail;
-        result.detail = "output '" + output_names[i] + "' has shape " + got.shape().str() + ", expected " + expected.shape().str();
+        result.detail = "output '" + output_names[i] + "' has shape " + got.shape().str() + ", expected " +
+                        expected.shape().str();
         return;
       }
       const std::vector<float> g = got.to_vector(), e = expected.to_vector();
@@ -113,10 +116,12 @@ Tensor read_onnx_tensor(const std::string& path, std::string* name) {
 }
 
 int OnnxConformanceReport::count(OnnxTestStatus status) const {
-  return static_cast<int>(std::count_if(results.begin(), results.end(), [&](const OnnxTestResult& r) { return r.status == status; }));
+  return static_cast<int>(std::count_if(results.begin(), results.end(),
+                                        [&](const OnnxTestResult& r) { return r.status == status; }));
 }
 
-OnnxConformanceReport run_onnx_conformance(const std::vector<std::string>& dirs, const OnnxConformanceOptions& options) {
+OnnxConformanceReport run_onnx_conformance(const std::vector<std::string>& dirs,
+                                           const OnnxConformanceOptions& options) {
   std::vector<fs::path> tests;
   for (const std::string& dir : dirs) {
     if (fs::exists(fs::path(dir) / "model.onnx")) {

@@ -42,7 +42,8 @@ struct Node {
 
 class Importer {
  public:
-  Importer(std::string path, OnnxImportOptions options) : path_(std::move(path)), options_(std::move(options)) {
+  Importer(std::string path, OnnxImportOptions options)
+      : path_(std::move(path)), options_(std::move(options)) {
     dir_ = std::filesystem::path(path_).parent_path().string();
   }
   Graph run();
@@ -61,10 +62,13 @@ class Importer {
   [[noreturn]] void unsupported(const Node& n, const std::string& what) const {
     throw UnsupportedError(where(n) + ": " + what);
   }
-  [[noreturn]] void invalid(const Node& n, const std::string& what) const { throw ModelError(where(n) + ": " + what); }
+  [[noreturn]] void invalid(const Node& n, const std::string& what) const {
+    throw ModelError(where(n) + ": " + what);
+  }
 
   // Attributes.
-  const onnx::AttributeProto* attr(const Node& n, const std::string& name, onnx::AttributeProto::AttributeType type) const;
+  const onnx::AttributeProto* attr(const Node& n, const std::string& name,
+                                   onnx::AttributeProto::AttributeType type) const;
   std::int64_t attr_int(const Node& n, const std::string& name, std::int64_t fallback) const;
   double attr_float(const Node& n, const std::string& name, double fallback) const;
   std::string attr_string(const Node& n, const std::string& name, const std::string& fallback) const;
@@ -87,13 +91,16 @@ class Importer {
 
   // Outputs.
   void set_constant(const Node& n, int output, Value value);
-  void alias(const Node& n, int output, const std::string& graph_name) { aliases_[n.proto.output(output)] = graph_name; }
+  void alias(const Node& n, int output, const std::string& graph_name) {
+    aliases_[n.proto.output(output)] = graph_name;
+  }
   // Adds a layer and infers its output shapes. `outputs` default to the node's outputs; an empty
   // `suffix` marks the node's main layer, others are helpers named after the node.
   std::vector<std::string> emit(const Node& n, const std::string& type, std::vector<std::string> inputs,
                                 Attributes attrs = {}, std::vector<Tensor> weights = {},
                                 const std::string& suffix = "", int outputs = 1);
-  std::string emit_reshape(const Node& n, const std::string& input, const Dims& target, const std::string& suffix = "");
+  std::string emit_reshape(const Node& n, const std::string& input, const Dims& target,
+                           const std::string& suffix = "");
   std::string emit_constant(const std::string& name, const Value& value);
   // Evaluates a layer on constant inputs at load time.
   Value fold(const Node& n, const std::string& type, const std::vector<Value>& inputs, Attributes attrs = {});
@@ -103,8 +110,10 @@ class Importer {
 
   // Helpers shared by handlers.
   int rank_of(const Node& n, int i) const { return shape(n, i).rank(); }
-  Dims spatial_pads(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides, const Dims& dilations);
-  std::string pad_input(const Node& n, const std::string& input, int rank, const Dims& begin, const Dims& end, double value);
+  Dims spatial_pads(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides,
+                    const Dims& dilations);
+  std::string pad_input(const Node& n, const std::string& input, int rank, const Dims& begin, const Dims& end,
+                        double value);
   void elementwise(const Node& n, const std::string& op);
   void activation(const Node& n, const std::string& function, Attributes attrs);
 
@@ -149,9 +158,9 @@ class Importer {
   std::int64_t opset_ = 1;
   Graph graph_;
   std::map<std::string, Value> constants_;
-  std::map<std::string, Shape> shapes_;          // graph tensors
-  std::map<std::string, int> input_types_;       // graph inputs' element types
-  std::map<std::string, std::string> aliases_;   // ONNX name → graph tensor or constant name
+  std::map<std::string, Shape> shapes_;                   // graph tensors
+  std::map<std::string, int> input_types_;                // graph inputs' element types
+  std::map<std::string, std::string> aliases_;            // ONNX name → graph tensor or constant name
   std::map<std::string, std::string> emitted_constants_;  // constant name → graph tensor
   std::set<std::string> layer_names_;
   int unnamed_ = 0;
@@ -166,8 +175,8 @@ const onnx::AttributeProto* Importer::attr(const Node& n, const std::string& nam
   const onnx::AttributeProto& a = *it->second;
   // Old writers leave `type` unset; accept them when the expected field is present.
   if (a.has_type() && a.type() != type) {
-    invalid(n, "attribute '" + name + "' should be " + onnx::AttributeProto::AttributeType_Name(type) + ", is " +
-                   onnx::AttributeProto::AttributeType_Name(a.type()));
+    invalid(n, "attribute '" + name + "' should be " + onnx::AttributeProto::AttributeType_Name(type) +
+                   ", is " + onnx::AttributeProto::AttributeType_Name(a.type()));
   }
   return &a;
 }
@@ -210,7 +219,9 @@ const Value& Importer::constant(const Node& n, int i) {
       constants_[bound->first] = std::move(value);
     }
   }
-  if (!is_constant(n, i)) unsupported(n, "input " + std::to_string(i) + " ('" + (n.has_input(i) ? n.input(i) : "") + "') must be a constant");
+  if (!is_constant(n, i))
+    unsupported(n, "input " + std::to_string(i) + " ('" + (n.has_input(i) ? n.input(i) : "") +
+                       "') must be a constant");
   return constants_.at(resolve(n.input(i)));
 }
 
@@ -230,7 +241,8 @@ std::string Importer::tensor_of(const std::string& onnx_name) {
     return emitted_constants_[name] = emit_constant(name, c->second);
   }
   if (!shapes_.count(name)) {
-    throw ModelError(path_ + ": tensor '" + onnx_name + "' is not produced by any node, initializer or graph input");
+    throw ModelError(path_ + ": tensor '" + onnx_name +
+                     "' is not produced by any node, initializer or graph input");
   }
   return name;
 }
@@ -249,7 +261,8 @@ Shape Importer::shape(const Node& n, int i) const {
   const std::string name = resolve(n.input(i));
   if (auto c = constants_.find(name); c != constants_.end()) return c->second.shape;
   auto it = shapes_.find(name);
-  if (it == shapes_.end()) invalid(n, "input '" + n.input(i) + "' is not produced by any node, initializer or graph input");
+  if (it == shapes_.end())
+    invalid(n, "input '" + n.input(i) + "' is not produced by any node, initializer or graph input");
   return it->second;
 }
 
@@ -271,9 +284,9 @@ std::string Importer::emit_constant(const std::string& name, const Value& value)
   return name;
 }
 
-std::vector<std::string> Importer::emit(const Node& n, const std::string& type, std::vector<std::string> inputs,
-                                        Attributes attrs, std::vector<Tensor> weights, const std::string& suffix,
-                                        int outputs) {
+std::vector<std::string> Importer::emit(const Node& n, const std::string& type,
+                                        std::vector<std::string> inputs, Attributes attrs,
+                                        std::vector<Tensor> weights, const std::string& suffix, int outputs) {
   LayerSpec spec;
   spec.name = suffix.empty() ? n.name : n.name + "/" + suffix;
   while (!layer_names_.insert(spec.name).second) spec.name += "_";
@@ -293,13 +306,15 @@ std::vector<std::string> Importer::emit(const Node& n, const std::string& type, 
   } catch (const Error& e) {
     invalid(n, e.what());
   }
-  for (std::size_t i = 0; i < spec.outputs.size() && i < out_shapes.size(); ++i) shapes_[spec.outputs[i]] = out_shapes[i];
+  for (std::size_t i = 0; i < spec.outputs.size() && i < out_shapes.size(); ++i)
+    shapes_[spec.outputs[i]] = out_shapes[i];
   std::vector<std::string> names = spec.outputs;
   graph_.layers.push_back(std::move(spec));
   return names;
 }
 
-std::string Importer::emit_reshape(const Node& n, const std::string& input, const Dims& target, const std::string& suffix) {
+std::string Importer::emit_reshape(const Node& n, const std::string& input, const Dims& target,
+                                   const std::string& suffix) {
   // Keep the batch flexible when it stays in front: Reshape's 0 copies the input's dimension.
   Dims shape = target;
   const Shape& in = shapes_.at(input);
@@ -309,7 +324,8 @@ std::string Importer::emit_reshape(const Node& n, const std::string& input, cons
   return emit(n, "Reshape", {input}, attrs, {}, suffix)[0];
 }
 
-Value Importer::fold(const Node& n, const std::string& type, const std::vector<Value>& inputs, Attributes attrs) {
+Value Importer::fold(const Node& n, const std::string& type, const std::vector<Value>& inputs,
+                     Attributes attrs) {
   LayerSpec spec;
   spec.name = n.name;
   spec.type = type;
@@ -329,7 +345,8 @@ Value Importer::fold(const Node& n, const std::string& type, const std::vector<V
     Value value;
     value.type = inputs.empty() ? TP::FLOAT : inputs[0].type;
     value.shape = out[0].shape();
-    for (float v : out[0].to_vector()) value.data.push_back(value.is_integer() ? std::trunc(static_cast<double>(v)) : v);
+    for (float v : out[0].to_vector())
+      value.data.push_back(value.is_integer() ? std::trunc(static_cast<double>(v)) : v);
     return value;
   } catch (const Error& e) {
     invalid(n, e.what());
@@ -420,11 +437,13 @@ void Importer::check_supported(const onnx::GraphProto& graph) const {
     const bool default_domain = node.domain().empty() || node.domain() == "ai.onnx";
     if (default_domain && handlers().count(node.op_type())) continue;
     ++count;
-    missing += (missing.empty() ? "" : "; ") + ("node '" + (node.name().empty() ? "#" + std::to_string(i) : node.name()) +
-                                                "' " + node.op_type() + " (domain '" + node.domain() + "', opset " +
-                                                std::to_string(opset_) + ")");
+    missing += (missing.empty() ? "" : "; ") +
+               ("node '" + (node.name().empty() ? "#" + std::to_string(i) : node.name()) + "' " +
+                node.op_type() + " (domain '" + node.domain() + "', opset " + std::to_string(opset_) + ")");
   }
-  if (count) throw UnsupportedError(path_ + ": " + std::to_string(count) + " unsupported ONNX operator(s): " + missing);
+  if (count)
+    throw UnsupportedError(path_ + ": " + std::to_string(count) +
+                           " unsupported ONNX operator(s): " + missing);
 }
 
 void Importer::declare_inputs(const onnx::GraphProto& graph, const std::set<std::string>& initializers) {
@@ -436,7 +455,8 @@ void Importer::declare_inputs(const onnx::GraphProto& graph, const std::set<std:
       shape = it->second;
     } else {
       if (!input.type().has_tensor_type()) throw UnsupportedError(where + " is not a tensor");
-      if (!input.type().tensor_type().has_shape()) throw ModelError(where + " has no shape; give one in the import options");
+      if (!input.type().tensor_type().has_shape())
+        throw ModelError(where + " has no shape; give one in the import options");
       Dims dims;
       for (const auto& d : input.type().tensor_type().shape().dim()) {
         if (d.has_dim_value()) {
@@ -466,7 +486,8 @@ Graph Importer::run() {
   const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   if (bytes.empty()) throw FileError(path_ + ": the file is empty");
   onnx::ModelProto model;
-  if (!model.ParseFromString(bytes)) throw ParseError(path_ + ": not a valid ONNX model (truncated or corrupt protobuf)");
+  if (!model.ParseFromString(bytes))
+    throw ParseError(path_ + ": not a valid ONNX model (truncated or corrupt protobuf)");
   if (!model.has_graph()) throw ParseError(path_ + ": the model has no graph");
   for (const auto& op : model.opset_import()) {
     if (op.domain().empty() || op.domain() == "ai.onnx") opset_ = op.version();
@@ -481,7 +502,8 @@ Graph Importer::run() {
 
   std::set<std::string> initializers;
   for (const TP& init : graph.initializer()) {
-    constants_[init.name()] = onnx_detail::decode_tensor(init, dir_, path_ + ": initializer '" + init.name() + "'");
+    constants_[init.name()] =
+        onnx_detail::decode_tensor(init, dir_, path_ + ": initializer '" + init.name() + "'");
     initializers.insert(init.name());
   }
   declare_inputs(graph, initializers);
@@ -490,12 +512,15 @@ Graph Importer::run() {
     const onnx::NodeProto& proto = graph.node(i);
     Node node{proto, proto.name(), {}};
     if (node.name.empty()) {
-      node.name = proto.output_size() > 0 && !proto.output(0).empty() ? proto.output(0) : proto.op_type() + "_" + std::to_string(unnamed_++);
+      node.name = proto.output_size() > 0 && !proto.output(0).empty()
+                      ? proto.output(0)
+                      : proto.op_type() + "_" + std::to_string(unnamed_++);
     }
     for (const auto& a : proto.attribute()) node.attrs[a.name()] = &a;
     for (const std::string& input : proto.input()) {
       if (!input.empty() && !is_constant(input) && !shapes_.count(resolve(input))) {
-        invalid(node, "input '" + input + "' is not produced by any earlier node, initializer or graph input");
+        invalid(node,
+                "input '" + input + "' is not produced by any earlier node, initializer or graph input");
       }
     }
     (this->*handlers().at(proto.op_type()))(node);
@@ -576,7 +601,8 @@ void Importer::op_shape(const Node& n) {
   auto clamp_axis = [&](std::int64_t a) { return std::clamp<std::int64_t>(a < 0 ? a + rank : a, 0, rank); };
   const std::int64_t start = clamp_axis(attr_int(n, "start", 0)), end = clamp_axis(attr_int(n, "end", rank));
   Value value{TP::INT64, Shape{std::max<std::int64_t>(0, end - start)}, {}};
-  for (std::int64_t i = start; i < end; ++i) value.data.push_back(static_cast<double>(in[static_cast<int>(i)]));
+  for (std::int64_t i = start; i < end; ++i)
+    value.data.push_back(static_cast<double>(in[static_cast<int>(i)]));
   set_constant(n, 0, std::move(value));
 }
 
@@ -625,10 +651,12 @@ void Importer::op_concat(const Node& n) {
         data.insert(data.end(), v.data.begin() + o * block, v.data.begin() + (o + 1) * block);
       }
     }
-    for (int i = 0; i < n.proto.input_size(); ++i) dims[static_cast<std::size_t>(axis)] += constant(n, i).shape[static_cast<int>(axis)];
+    for (int i = 0; i < n.proto.input_size(); ++i)
+      dims[static_cast<std::size_t>(axis)] += constant(n, i).shape[static_cast<int>(axis)];
     out.shape = Shape(dims);
     out.data = std::move(data);
-    if (static_cast<std::int64_t>(out.data.size()) != out.shape.numel()) invalid(n, "inputs do not fit together");
+    if (static_cast<std::int64_t>(out.data.size()) != out.shape.numel())
+      invalid(n, "inputs do not fit together");
     set_constant(n, 0, std::move(out));
     return;
   }
@@ -701,7 +729,8 @@ void Importer::op_reshape(const Node& n) {
   for (std::size_t i = 0; i < request.size(); ++i) {
     std::int64_t d = request[i];
     if (d == 0 && !allow_zero) {
-      if (static_cast<int>(i) >= in.rank()) invalid(n, "0 in shape copies a dimension that " + in.str() + " lacks");
+      if (static_cast<int>(i) >= in.rank())
+        invalid(n, "0 in shape copies a dimension that " + in.str() + " lacks");
       d = in[static_cast<int>(i)];
     } else if (d == -1) {
       if (inferred >= 0) invalid(n, "shape has more than one -1");
@@ -714,10 +743,12 @@ void Importer::op_reshape(const Node& n) {
   }
   const std::int64_t known = Shape(dims).numel();
   if (inferred >= 0) {
-    if (known == 0 || in.numel() % known != 0) invalid(n, "cannot reshape " + in.str() + " to " + Shape(request).str());
+    if (known == 0 || in.numel() % known != 0)
+      invalid(n, "cannot reshape " + in.str() + " to " + Shape(request).str());
     dims[static_cast<std::size_t>(inferred)] = in.numel() / known;
   }
-  if (Shape(dims).numel() != in.numel()) invalid(n, "cannot reshape " + in.str() + " to " + Shape(dims).str());
+  if (Shape(dims).numel() != in.numel())
+    invalid(n, "cannot reshape " + in.str() + " to " + Shape(dims).str());
   if (is_constant(n, 0)) {
     Value v = constant(n, 0);
     v.shape = Shape(dims);
@@ -733,7 +764,8 @@ void Importer::op_reshape(const Node& n) {
 void Importer::op_flatten(const Node& n) {
   const Shape in = shape(n, 0);
   std::int64_t axis = attr_int(n, "axis", 1);
-  if (axis < -in.rank() || axis > in.rank()) invalid(n, "axis " + std::to_string(axis) + " is out of range for " + in.str());
+  if (axis < -in.rank() || axis > in.rank())
+    invalid(n, "axis " + std::to_string(axis) + " is out of range for " + in.str());
   if (axis < 0) axis += in.rank();
   const Dims dims{in.count(0, static_cast<int>(axis)), in.count(static_cast<int>(axis))};
   if (is_constant(n, 0)) {
@@ -786,7 +818,8 @@ void Importer::op_slice(const Node& n) {
 void Importer::op_split(const Node& n) {
   const Shape in = shape(n, 0);
   std::int64_t axis = attr_int(n, "axis", 0);
-  if (axis < -in.rank() || axis >= in.rank()) invalid(n, "axis " + std::to_string(axis) + " is out of range for " + in.str());
+  if (axis < -in.rank() || axis >= in.rank())
+    invalid(n, "axis " + std::to_string(axis) + " is out of range for " + in.str());
   if (axis < 0) axis += in.rank();
   const std::int64_t size = in[static_cast<int>(axis)];
   const int parts = n.proto.output_size();
@@ -795,7 +828,8 @@ void Importer::op_split(const Node& n) {
     const std::int64_t chunk = (size + parts - 1) / parts;  // the last part may be smaller (opset 18)
     for (int i = 0; i < parts; ++i) split.push_back(std::min(chunk, size - chunk * i));
   }
-  if (static_cast<int>(split.size()) != parts || std::accumulate(split.begin(), split.end(), std::int64_t{0}) != size) {
+  if (static_cast<int>(split.size()) != parts ||
+      std::accumulate(split.begin(), split.end(), std::int64_t{0}) != size) {
     invalid(n, "split sizes do not add up to axis " + std::to_string(axis) + " of " + in.str());
   }
   std::int64_t start = 0;
@@ -809,7 +843,8 @@ void Importer::op_split(const Node& n) {
     if (is_constant(n, 0)) {
       set_constant(n, i, fold(n, "StridedSlice", {constant(n, 0)}, attrs));
     } else {
-      const std::string out = emit(n, "StridedSlice", {tensor(n, 0)}, attrs, {}, "part" + std::to_string(i))[0];
+      const std::string out =
+          emit(n, "StridedSlice", {tensor(n, 0)}, attrs, {}, "part" + std::to_string(i))[0];
       alias(n, i, out);
     }
   }
@@ -817,7 +852,8 @@ void Importer::op_split(const Node& n) {
 
 // ---- convolution and pooling ------------------------------------------------------------------
 
-Dims Importer::spatial_pads(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides, const Dims& dilations) {
+Dims Importer::spatial_pads(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides,
+                            const Dims& dilations) {
   const std::size_t spatial = kernel.size();
   const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
   Dims pads = attr_ints(n, "pads", Dims(2 * spatial, 0));
@@ -827,7 +863,8 @@ Dims Importer::spatial_pads(const Node& n, const Shape& in, const Dims& kernel, 
     for (std::size_t i = 0; i < spatial; ++i) {
       const std::int64_t size = in[static_cast<int>(i) + 2];
       const std::int64_t out = (size + strides[i] - 1) / strides[i];
-      const std::int64_t total = std::max<std::int64_t>(0, (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size);
+      const std::int64_t total =
+          std::max<std::int64_t>(0, (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size);
       const std::int64_t small = total / 2;
       pads[i] = auto_pad == "SAME_UPPER" ? small : total - small;
       pads[i + spatial] = total - pads[i];
@@ -838,8 +875,8 @@ Dims Importer::spatial_pads(const Node& n, const Shape& in, const Dims& kernel, 
   return pads;
 }
 
-std::string Importer::pad_input(const Node& n, const std::string& input, int rank, const Dims& begin, const Dims& end,
-                                double value) {
+std::string Importer::pad_input(const Node& n, const std::string& input, int rank, const Dims& begin,
+                                const Dims& end, double value) {
   Dims pads(static_cast<std::size_t>(2 * rank), 0);
   const std::size_t offset = static_cast<std::size_t>(rank) - begin.size();
   for (std::size_t i = 0; i < begin.size(); ++i) {
@@ -856,7 +893,8 @@ std::string Importer::pad_input(const Node& n, const std::string& input, int ran
 void Importer::op_conv(const Node& n) {
   const Shape in = shape(n, 0);
   const Value& w = constant(n, 1);
-  if (in.rank() < 3 || w.shape.rank() != in.rank()) invalid(n, "input " + in.str() + " and weights " + w.shape.str() + " do not fit");
+  if (in.rank() < 3 || w.shape.rank() != in.rank())
+    invalid(n, "input " + in.str() + " and weights " + w.shape.str() + " do not fit");
   const std::size_t spatial = static_cast<std::size_t>(in.rank() - 2);
   const Dims kernel = attr_ints(n, "kernel_shape", Dims(w.shape.dims().begin() + 2, w.shape.dims().end()));
   const Dims strides = attr_ints(n, "strides", Dims(spatial, 1));
@@ -866,7 +904,8 @@ void Importer::op_conv(const Node& n) {
   }
   Dims pads = spatial_pads(n, in, kernel, strides, dilations);
   std::string input = tensor(n, 0);
-  const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)), end(pads.begin() + static_cast<long>(spatial), pads.end());
+  const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)),
+      end(pads.begin() + static_cast<long>(spatial), pads.end());
   Dims pad = begin;
   if (begin != end) {
     input = pad_input(n, input, in.rank(), begin, end, 0.0);
@@ -888,7 +927,8 @@ void Importer::op_conv(const Node& n) {
 void Importer::op_conv_transpose(const Node& n) {
   const Shape in = shape(n, 0);
   const Value& w = constant(n, 1);
-  if (in.rank() < 3 || w.shape.rank() != in.rank()) invalid(n, "input " + in.str() + " and weights " + w.shape.str() + " do not fit");
+  if (in.rank() < 3 || w.shape.rank() != in.rank())
+    invalid(n, "input " + in.str() + " and weights " + w.shape.str() + " do not fit");
   const std::size_t spatial = static_cast<std::size_t>(in.rank() - 2);
   const std::int64_t group = attr_int(n, "group", 1);
   const Dims kernel = attr_ints(n, "kernel_shape", Dims(w.shape.dims().begin() + 2, w.shape.dims().end()));
@@ -901,8 +941,8 @@ void Importer::op_conv_transpose(const Node& n) {
   if (!output_shape.empty() || auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
     for (std::size_t i = 0; i < spatial; ++i) {
       const std::int64_t size = in[static_cast<int>(i) + 2];
-      const std::int64_t target = output_shape.empty() ? size * strides[i]
-                                                       : output_shape[output_shape.size() - spatial + i];
+      const std::int64_t target =
+          output_shape.empty() ? size * strides[i] : output_shape[output_shape.size() - spatial + i];
       const std::int64_t total =
           strides[i] * (size - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1 - target;
       if (total < 0) {
@@ -954,11 +994,13 @@ void Importer::op_pool(const Node& n) {
   }
   const bool count_include_pad = attr_int(n, "count_include_pad", 0) != 0;
   const Dims pads = spatial_pads(n, in, kernel, strides, dilations);
-  const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)), end(pads.begin() + static_cast<long>(spatial), pads.end());
+  const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)),
+      end(pads.begin() + static_cast<long>(spatial), pads.end());
   std::string input = tensor(n, 0);
   Dims pad = begin;
   if (begin != end) {
-    if (!max && !count_include_pad) unsupported(n, "asymmetric padding without count_include_pad is not supported");
+    if (!max && !count_include_pad)
+      unsupported(n, "asymmetric padding without count_include_pad is not supported");
     input = pad_input(n, input, in.rank(), begin, end, max ? -std::numeric_limits<double>::infinity() : 0.0);
     pad.assign(spatial, 0);
   }
@@ -1010,7 +1052,8 @@ void Importer::op_prelu(const Node& n) {
     // Any other broadcast: y = max(x, 0) + slope · min(x, 0).
     const std::string x = tensor(n, 0), zero = n.name + "/zero";
     constants_[zero] = Value{TP::FLOAT, Shape{}, {0.0}};
-    auto binary = [&](const std::string& op, const std::string& a, const std::string& b, const std::string& suffix) {
+    auto binary = [&](const std::string& op, const std::string& a, const std::string& b,
+                      const std::string& suffix) {
       Attributes a_attrs;
       a_attrs.set("operation", op);
       return emit(n, "Binary", {a, b}, a_attrs, {}, suffix)[0];
@@ -1023,7 +1066,8 @@ void Importer::op_prelu(const Node& n) {
 }
 
 void Importer::op_simple(const Node& n) {
-  static const std::map<std::string, std::string> kTypes = {{"Abs", "AbsVal"}, {"Sigmoid", "Sigmoid"}, {"Tanh", "TanH"}};
+  static const std::map<std::string, std::string> kTypes = {
+      {"Abs", "AbsVal"}, {"Sigmoid", "Sigmoid"}, {"Tanh", "TanH"}};
   emit(n, kTypes.at(n.op()), {tensor(n, 0)});
 }
 
@@ -1037,11 +1081,19 @@ void Importer::activation(const Node& n, const std::string& function, Attributes
 }
 
 void Importer::op_activation(const Node& n) {
-  static const std::map<std::string, std::string> kFunctions = {
-      {"Ceil", "ceil"},       {"Elu", "elu"},           {"Exp", "exp"},         {"Floor", "floor"},
-      {"HardSigmoid", "hard_sigmoid"}, {"HardSwish", "hard_swish"}, {"Log", "log"}, {"Neg", "neg"},
-      {"Reciprocal", "reciprocal"}, {"Selu", "selu"}, {"Softplus", "softplus"}, {"Softsign", "softsign"},
-      {"Sqrt", "sqrt"}};
+  static const std::map<std::string, std::string> kFunctions = {{"Ceil", "ceil"},
+                                                                {"Elu", "elu"},
+                                                                {"Exp", "exp"},
+                                                                {"Floor", "floor"},
+                                                                {"HardSigmoid", "hard_sigmoid"},
+                                                                {"HardSwish", "hard_swish"},
+                                                                {"Log", "log"},
+                                                                {"Neg", "neg"},
+                                                                {"Reciprocal", "reciprocal"},
+                                                                {"Selu", "selu"},
+                                                                {"Softplus", "softplus"},
+                                                                {"Softsign", "softsign"},
+                                                                {"Sqrt", "sqrt"}};
   Attributes attrs;
   const std::string& function = kFunctions.at(n.op());
   if (n.op() == "HardSigmoid") {
@@ -1072,7 +1124,8 @@ void Importer::op_softmax(const Node& n) {
   const Shape in = shape(n, 0);
   const bool log = n.op() == "LogSoftmax";
   std::int64_t axis = attr_int(n, "axis", opset_ >= 13 ? -1 : 1);
-  if (axis < -in.rank() || axis >= in.rank()) invalid(n, "axis " + std::to_string(axis) + " is out of range for " + in.str());
+  if (axis < -in.rank() || axis >= in.rank())
+    invalid(n, "axis " + std::to_string(axis) + " is out of range for " + in.str());
   if (axis < 0) axis += in.rank();
   Attributes attrs;
   if (opset_ >= 13 || axis == in.rank() - 1) {
@@ -1083,7 +1136,8 @@ void Importer::op_softmax(const Node& n) {
   // Before opset 13 the input is seen as a matrix split at `axis`, normalized per row.
   const std::string rows = emit_reshape(n, tensor(n, 0), {-1, in.count(static_cast<int>(axis))}, "rows");
   attrs.set("axis", std::int64_t{1});
-  const std::string normalized = emit(n, log ? "LogSoftmax" : "Softmax", {rows}, attrs, {}, "rows_normalized")[0];
+  const std::string normalized =
+      emit(n, log ? "LogSoftmax" : "Softmax", {rows}, attrs, {}, "rows_normalized")[0];
   Dims back = in.dims();
   back[0] = -1;
   Attributes reshape;
@@ -1110,7 +1164,8 @@ void Importer::elementwise(const Node& n, const std::string& op) {
     std::int64_t axis = attr_int(n, "axis", 0);
     if (axis < 0) axis += a.rank();
     Dims dims = b.dims();
-    if (axis + b.rank() > a.rank()) invalid(n, "B " + b.str() + " does not fit A " + a.str() + " at axis " + std::to_string(axis));
+    if (axis + b.rank() > a.rank())
+      invalid(n, "B " + b.str() + " does not fit A " + a.str() + " at axis " + std::to_string(axis));
     dims.resize(static_cast<std::size_t>(a.rank() - axis), 1);
     if (!is_constant(n, 1)) unsupported(n, "legacy broadcasting of a runtime B is not supported");
     b_value = constant(n, 1);
@@ -1163,7 +1218,8 @@ void Importer::op_batch_norm(const Node& n) {
   if (in.rank() < 2) invalid(n, "input " + in.str() + " has no channel axis");
   const std::int64_t channels = in[1];
   for (const Value* v : {&scale, &bias, &mean, &var}) {
-    if (v->shape.numel() != channels) invalid(n, "parameters need " + std::to_string(channels) + " values, one per channel");
+    if (v->shape.numel() != channels)
+      invalid(n, "parameters need " + std::to_string(channels) + " values, one per channel");
   }
   // Folded into one per-channel affine map, computed in double: y = x·s + (beta − mean·s).
   const double eps = attr_float(n, "epsilon", 1e-5);
@@ -1177,7 +1233,8 @@ void Importer::op_batch_norm(const Node& n) {
   attrs.set("axis", std::int64_t{1});
   attrs.set("num_axes", std::int64_t{1});
   attrs.set("bias", std::int64_t{1});
-  emit(n, "Scale", {tensor(n, 0)}, attrs, {Tensor::from(Shape{channels}, s), Tensor::from(Shape{channels}, b)});
+  emit(n, "Scale", {tensor(n, 0)}, attrs,
+       {Tensor::from(Shape{channels}, s), Tensor::from(Shape{channels}, b)});
 }
 
 void Importer::op_lrn(const Node& n) {
@@ -1200,7 +1257,9 @@ Tensor transposed_matrix(const Value& b, double factor) {
   const std::int64_t k = b.shape[0], n = b.shape[1];
   std::vector<float> w(static_cast<std::size_t>(k * n));
   for (std::int64_t i = 0; i < k; ++i) {
-    for (std::int64_t j = 0; j < n; ++j) w[static_cast<std::size_t>(j * k + i)] = static_cast<float>(factor * b.data[static_cast<std::size_t>(i * n + j)]);
+    for (std::int64_t j = 0; j < n; ++j)
+      w[static_cast<std::size_t>(j * k + i)] =
+          static_cast<float>(factor * b.data[static_cast<std::size_t>(i * n + j)]);
   }
   return Tensor::from(Shape{n, k}, w);
 }
@@ -1238,7 +1297,8 @@ void Importer::op_gemm(const Node& n) {
     if (c_is_bias || c_is_scalar) {
       const Value& c = constant(n, 2);
       std::vector<float> bias(static_cast<std::size_t>(outputs));
-      for (std::size_t j = 0; j < bias.size(); ++j) bias[j] = static_cast<float>(beta * c.data[c_is_scalar ? 0 : j]);
+      for (std::size_t j = 0; j < bias.size(); ++j)
+        bias[j] = static_cast<float>(beta * c.data[c_is_scalar ? 0 : j]);
       weights.push_back(Tensor::from(Shape{outputs}, bias));
     }
     attrs.set("bias", static_cast<std::int64_t>(weights.size() == 2));
@@ -1300,7 +1360,8 @@ void Importer::op_matmul(const Node& n) {
 void Importer::op_pad(const Node& n) {
   const Shape in = shape(n, 0);
   const std::string mode = attr_string(n, "mode", "constant");
-  if (mode != "constant" && mode != "reflect" && mode != "edge") unsupported(n, "mode '" + mode + "' is not supported");
+  if (mode != "constant" && mode != "reflect" && mode != "edge")
+    unsupported(n, "mode '" + mode + "' is not supported");
   Dims pads;
   double value = 0;
   if (opset_ < 11) {
@@ -1348,7 +1409,8 @@ void Importer::op_resize(const Node& n) {
     if (coordinates == "tf_crop_and_resize") unsupported(n, "tf_crop_and_resize is not supported");
     if (attr_int(n, "exclude_outside", 0) != 0) unsupported(n, "exclude_outside is not supported");
     if (attr_int(n, "antialias", 0) != 0) unsupported(n, "antialias is not supported");
-    if (n.has("axes") || n.has("keep_aspect_ratio_policy")) unsupported(n, "axes and keep_aspect_ratio_policy are not supported");
+    if (n.has("axes") || n.has("keep_aspect_ratio_policy"))
+      unsupported(n, "axes and keep_aspect_ratio_policy are not supported");
     attrs.set("coordinate_transformation_mode", coordinates);
     attrs.set("nearest_mode", attr_string(n, "nearest_mode", "round_prefer_floor"));
     if (n.has_input(2) && constant(n, 2).shape.numel() > 0) scales = constant(n, 2).data;
@@ -1369,9 +1431,11 @@ void Importer::op_resize(const Node& n) {
 
 void Importer::op_reduce(const Node& n) {
   static const std::map<std::string, std::string> kOps = {
-      {"ReduceL1", "l1"},     {"ReduceL2", "l2"},     {"ReduceLogSum", "log_sum"}, {"ReduceLogSumExp", "log_sum_exp"},
-      {"ReduceMax", "max"},   {"ReduceMean", "mean"}, {"ReduceMin", "min"},        {"ReduceProd", "prod"},
-      {"ReduceSum", "sum"},   {"ReduceSumSquare", "sum_square"}};
+      {"ReduceL1", "l1"},          {"ReduceL2", "l2"},
+      {"ReduceLogSum", "log_sum"}, {"ReduceLogSumExp", "log_sum_exp"},
+      {"ReduceMax", "max"},        {"ReduceMean", "mean"},
+      {"ReduceMin", "min"},        {"ReduceProd", "prod"},
+      {"ReduceSum", "sum"},        {"ReduceSumSquare", "sum_square"}};
   // Axes moved from an attribute to an input: ReduceSum in opset 13, the others in 18.
   const bool axes_input = opset_ >= 18 || (n.op() == "ReduceSum" && opset_ >= 13);
   const Dims axes = axes_input ? (n.has_input(1) ? constant_ints(n, 1) : Dims{}) : attr_ints(n, "axes", {});
@@ -1396,7 +1460,9 @@ void Importer::op_reduce(const Node& n) {
 
 }  // namespace
 
-Graph load_onnx(const std::string& path, const OnnxImportOptions& options) { return Importer(path, options).run(); }
+Graph load_onnx(const std::string& path, const OnnxImportOptions& options) {
+  return Importer(path, options).run();
+}
 
 std::vector<std::string> onnx_supported_ops() { return Importer::supported(); }
 
