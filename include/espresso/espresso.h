@@ -5,4 +5,5 @@
 #include "espresso/graph.h"
 #include "espresso/import.h"
 #include "espresso/net.h"
+#include "espresso/onnx.h"
 #include "espresso/tensor.h"

@@ -1,0 +1,1469 @@
+// ONNX → Graph. Nodes are mapped onto espresso's layer types (docs/layers.md, docs/onnx.md);
+// whatever can be computed at load time (constants, shape arithmetic) is folded into constants.
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <set>
+
+#include "espresso/errors.h"
+#include "espresso/onnx.h"
+#include "import/onnx/onnx_tensor.h"
+#include "layers/registry.h"
+
+namespace espresso {
+namespace {
+
+using onnx_detail::Value;
+using TP = onnx::TensorProto;
+using Dims = std::vector<std::int64_t>;
+
+class Importer;
+
+// One node being converted, with checked access to its attributes and inputs.
+struct Node {
+  const onnx::NodeProto& proto;
+  std::string name;
+  std::map<std::string, const onnx::AttributeProto*> attrs;
+
+  const std::string& op() const { return proto.op_type(); }
+  bool has(const std::string& attr) const { return attrs.count(attr) != 0; }
+  bool has_input(int i) const { return i < proto.input_size() && !proto.input(i).empty(); }
+  const std::string& input(int i) const { return proto.input(i); }
+  int outputs() const {
+    int n = 0;
+    for (int i = 0; i < proto.output_size(); ++i) n = proto.output(i).empty() ? n : i + 1;
+    return n;
+  }
+};
+
+class Importer {
+ public:
+  Importer(std::string path, OnnxImportOptions options)
+      : path_(std::move(path)), options_(std::move(options)) {
+    dir_ = std::filesystem::path(path_).parent_path().string();
+  }
+  Graph run();
+  static std::vector<std::string> supported() {
+    std::vector<std::string> ops;
+    for (const auto& entry : handlers()) ops.push_back(entry.first);
+    return ops;
+  }
+
+ private:
+  using Handler = void (Importer::*)(const Node&);
+  static const std::map<std::string, Handler>& handlers();
+
+  // Messages and errors.
+  std::string where(const Node& n) const { return path_ + ": node '" + n.name + "' (" + n.op() + ")"; }
+  [[noreturn]] void unsupported(const Node& n, const std::string& what) const {
+    throw UnsupportedError(where(n) + ": " + what);
+  }
+  [[noreturn]] void invalid(const Node& n, const std::string& what) const {
+    throw ModelError(where(n) + ": " + what);
+  }
+
+  // Attributes.
+  const onnx::AttributeProto* attr(const Node& n, const std::string& name,
+                                   onnx::AttributeProto::AttributeType type) const;
+  std::int64_t attr_int(const Node& n, const std::string& name, std::int64_t fallback) const;
+  double attr_float(const Node& n, const std::string& name, double fallback) const;
+  std::string attr_string(const Node& n, const std::string& name, const std::string& fallback) const;
+  Dims attr_ints(const Node& n, const std::string& name, const Dims& fallback) const;
+  std::vector<double> attr_floats(const Node& n, const std::string& name) const;
+
+  // Tensors: ONNX names resolve to constants or to graph tensors.
+  std::string resolve(const std::string& name) const {
+    auto it = aliases_.find(name);
+    return it == aliases_.end() ? name : it->second;
+  }
+  bool is_constant(const std::string& name) const { return constants_.count(resolve(name)) != 0; }
+  bool is_constant(const Node& n, int i) const { return n.has_input(i) && is_constant(n.input(i)); }
+  const Value& constant(const Node& n, int i);
+  Dims constant_ints(const Node& n, int i);
+  // The graph tensor for an input, emitting a Constant layer for a constant.
+  std::string tensor(const Node& n, int i);
+  std::string tensor_of(const std::string& name);
+  Shape shape(const Node& n, int i) const;
+
+  // Outputs.
+  void set_constant(const Node& n, int output, Value value);
+  void alias(const Node& n, int output, const std::string& graph_name) {
+    aliases_[n.proto.output(output)] = graph_name;
+  }
+  // Adds a layer and infers its output shapes. `outputs` default to the node's outputs; an empty
+  // `suffix` marks the node's main layer, others are helpers named after the node.
+  std::vector<std::string> emit(const Node& n, const std::string& type, std::vector<std::string> inputs,
+                                Attributes attrs = {}, std::vector<Tensor> weights = {},
+                                const std::string& suffix = "", int outputs = 1);
+  std::string emit_reshape(const Node& n, const std::string& input, const Dims& target,
+                           const std::string& suffix = "");
+  std::string emit_constant(const std::string& name, const Value& value);
+  // Evaluates a layer on constant inputs at load time.
+  Value fold(const Node& n, const std::string& type, const std::vector<Value>& inputs, Attributes attrs = {});
+
+  void declare_inputs(const onnx::GraphProto& graph, const std::set<std::string>& initializers);
+  void check_supported(const onnx::GraphProto& graph) const;
+
+  // Helpers shared by handlers.
+  int rank_of(const Node& n, int i) const { return shape(n, i).rank(); }
+  Dims spatial_pads(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides,
+                    const Dims& dilations);
+  std::string pad_input(const Node& n, const std::string& input, int rank, const Dims& begin, const Dims& end,
+                        double value);
+  void elementwise(const Node& n, const std::string& op);
+  void activation(const Node& n, const std::string& function, Attributes attrs);
+
+  // Handlers, one per ONNX operator (or family).
+  void op_constant(const Node& n);
+  void op_identity(const Node& n);
+  void op_cast(const Node& n);
+  void op_shape(const Node& n);
+  void op_constant_of_shape(const Node& n);
+  void op_gather(const Node& n);
+  void op_concat(const Node& n);
+  void op_squeeze(const Node& n);
+  void op_unsqueeze(const Node& n);
+  void op_reshape(const Node& n);
+  void op_flatten(const Node& n);
+  void op_transpose(const Node& n);
+  void op_slice(const Node& n);
+  void op_split(const Node& n);
+  void op_conv(const Node& n);
+  void op_conv_transpose(const Node& n);
+  void op_pool(const Node& n);
+  void op_global_pool(const Node& n);
+  void op_relu(const Node& n);
+  void op_leaky_relu(const Node& n);
+  void op_prelu(const Node& n);
+  void op_simple(const Node& n);
+  void op_activation(const Node& n);
+  void op_clip(const Node& n);
+  void op_softmax(const Node& n);
+  void op_gemm(const Node& n);
+  void op_matmul(const Node& n);
+  void op_binary(const Node& n);
+  void op_variadic(const Node& n);
+  void op_batch_norm(const Node& n);
+  void op_lrn(const Node& n);
+  void op_pad(const Node& n);
+  void op_resize(const Node& n);
+  void op_reduce(const Node& n);
+
+  std::string path_, dir_;
+  OnnxImportOptions options_;
+  std::int64_t opset_ = 1;
+  Graph graph_;
+  std::map<std::string, Value> constants_;
+  std::map<std::string, Shape> shapes_;                   // graph tensors
+  std::map<std::string, int> input_types_;                // graph inputs' element types
+  std::map<std::string, std::string> aliases_;            // ONNX name → graph tensor or constant name
+  std::map<std::string, std::string> emitted_constants_;  // constant name → graph tensor
+  std::set<std::string> layer_names_;
+  int unnamed_ = 0;
+};
+
+// ---- attributes -------------------------------------------------------------------------------
+
+const onnx::AttributeProto* Importer::attr(const Node& n, const std::string& name,
+                                           onnx::AttributeProto::AttributeType type) const {
+  auto it = n.attrs.find(name);
+  if (it == n.attrs.end()) return nullptr;
+  const onnx::AttributeProto& a = *it->second;
+  // Old writers leave `type` unset; accept them when the expected field is present.
+  if (a.has_type() && a.type() != type) {
+    invalid(n, "attribute '" + name + "' should be " + onnx::AttributeProto::AttributeType_Name(type) +
+                   ", is " + onnx::AttributeProto::AttributeType_Name(a.type()));
+  }
+  return &a;
+}
+
+std::int64_t Importer::attr_int(const Node& n, const std::string& name, std::int64_t fallback) const {
+  const auto* a = attr(n, name, onnx::AttributeProto::INT);
+  return a ? a->i() : fallback;
+}
+
+double Importer::attr_float(const Node& n, const std::string& name, double fallback) const {
+  const auto* a = attr(n, name, onnx::AttributeProto::FLOAT);
+  return a ? static_cast<double>(a->f()) : fallback;
+}
+
+std::string Importer::attr_string(const Node& n, const std::string& name, const std::string& fallback) const {
+  const auto* a = attr(n, name, onnx::AttributeProto::STRING);
+  return a ? a->s() : fallback;
+}
+
+Dims Importer::attr_ints(const Node& n, const std::string& name, const Dims& fallback) const {
+  const auto* a = attr(n, name, onnx::AttributeProto::INTS);
+  return a ? Dims(a->ints().begin(), a->ints().end()) : fallback;
+}
+
+std::vector<double> Importer::attr_floats(const Node& n, const std::string& name) const {
+  const auto* a = attr(n, name, onnx::AttributeProto::FLOATS);
+  return a ? std::vector<double>(a->floats().begin(), a->floats().end()) : std::vector<double>{};
+}
+
+// ---- tensors ----------------------------------------------------------------------------------
+
+const Value& Importer::constant(const Node& n, int i) {
+  if (n.has_input(i) && !is_constant(n, i)) {
+    auto bound = options_.input_values.find(resolve(n.input(i)));
+    if (bound != options_.input_values.end()) {
+      Value value;
+      value.type = input_types_.count(bound->first) ? input_types_.at(bound->first) : TP::FLOAT;
+      value.shape = bound->second.shape();
+      for (float v : bound->second.to_vector()) value.data.push_back(v);
+      constants_[bound->first] = std::move(value);
+    }
+  }
+  if (!is_constant(n, i))
+    unsupported(n, "input " + std::to_string(i) + " ('" + (n.has_input(i) ? n.input(i) : "") +
+                       "') must be a constant");
+  return constants_.at(resolve(n.input(i)));
+}
+
+Dims Importer::constant_ints(const Node& n, int i) {
+  const Value& v = constant(n, i);
+  Dims out;
+  for (double d : v.data) out.push_back(static_cast<std::int64_t>(d));
+  return out;
+}
+
+std::string Importer::tensor_of(const std::string& onnx_name) {
+  const std::string name = resolve(onnx_name);
+  if (shapes_.count(name)) return name;  // a graph input bound as a load-time value stays an input
+  if (auto c = constants_.find(name); c != constants_.end()) {
+    auto it = emitted_constants_.find(name);
+    if (it != emitted_constants_.end()) return it->second;
+    return emitted_constants_[name] = emit_constant(name, c->second);
+  }
+  if (!shapes_.count(name)) {
+    throw ModelError(path_ + ": tensor '" + onnx_name +
+                     "' is not produced by any node, initializer or graph input");
+  }
+  return name;
+}
+
+std::string Importer::tensor(const Node& n, int i) {
+  if (!n.has_input(i)) invalid(n, "input " + std::to_string(i) + " is missing");
+  try {
+    return tensor_of(n.input(i));
+  } catch (const ModelError& e) {
+    invalid(n, "input '" + n.input(i) + "' is not produced by any node, initializer or graph input");
+  }
+}
+
+Shape Importer::shape(const Node& n, int i) const {
+  if (!n.has_input(i)) invalid(n, "input " + std::to_string(i) + " is missing");
+  const std::string name = resolve(n.input(i));
+  if (auto c = constants_.find(name); c != constants_.end()) return c->second.shape;
+  auto it = shapes_.find(name);
+  if (it == shapes_.end())
+    invalid(n, "input '" + n.input(i) + "' is not produced by any node, initializer or graph input");
+  return it->second;
+}
+
+void Importer::set_constant(const Node& n, int output, Value value) {
+  if (output >= n.proto.output_size() || n.proto.output(output).empty()) return;
+  constants_[n.proto.output(output)] = std::move(value);
+}
+
+std::string Importer::emit_constant(const std::string& name, const Value& value) {
+  LayerSpec spec;
+  spec.name = name + "/constant";
+  while (!layer_names_.insert(spec.name).second) spec.name += "_";
+  spec.type = "Constant";
+  spec.outputs = {name};
+  spec.attrs.set("shape", value.shape.dims());
+  spec.weights.push_back(value.to_tensor());
+  shapes_[name] = value.shape;
+  graph_.layers.push_back(std::move(spec));
+  return name;
+}
+
+std::vector<std::string> Importer::emit(const Node& n, const std::string& type,
+                                        std::vector<std::string> inputs, Attributes attrs,
+                                        std::vector<Tensor> weights, const std::string& suffix, int outputs) {
+  LayerSpec spec;
+  spec.name = suffix.empty() ? n.name : n.name + "/" + suffix;
+  while (!layer_names_.insert(spec.name).second) spec.name += "_";
+  spec.type = type;
+  spec.inputs = std::move(inputs);
+  spec.attrs = std::move(attrs);
+  spec.weights = std::move(weights);
+  for (int i = 0; i < outputs; ++i) {
+    const bool main = suffix.empty() && i < n.proto.output_size() && !n.proto.output(i).empty();
+    spec.outputs.push_back(main ? n.proto.output(i) : spec.name + ":" + std::to_string(i));
+  }
+  std::vector<Shape> in_shapes;
+  for (const std::string& input : spec.inputs) in_shapes.push_back(shapes_.at(input));
+  std::vector<Shape> out_shapes;
+  try {
+    out_shapes = create_layer(spec)->output_shapes(in_shapes);
+  } catch (const Error& e) {
+    invalid(n, e.what());
+  }
+  for (std::size_t i = 0; i < spec.outputs.size() && i < out_shapes.size(); ++i)
+    shapes_[spec.outputs[i]] = out_shapes[i];
+  std::vector<std::string> names = spec.outputs;
+  graph_.layers.push_back(std::move(spec));
+  return names;
+}
+
+std::string Importer::emit_reshape(const Node& n, const std::string& input, const Dims& target,
+                                   const std::string& suffix) {
+  // Keep the batch flexible when it stays in front: Reshape's 0 copies the input's dimension.
+  Dims shape = target;
+  const Shape& in = shapes_.at(input);
+  if (in.rank() > 0 && !shape.empty() && shape[0] == in[0] && in[0] != 0) shape[0] = 0;
+  Attributes attrs;
+  attrs.set("shape", shape);
+  return emit(n, "Reshape", {input}, attrs, {}, suffix)[0];
+}
+
+Value Importer::fold(const Node& n, const std::string& type, const std::vector<Value>& inputs,
+                     Attributes attrs) {
+  LayerSpec spec;
+  spec.name = n.name;
+  spec.type = type;
+  spec.attrs = std::move(attrs);
+  std::vector<Shape> in_shapes;
+  std::vector<Tensor> in_tensors;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    spec.inputs.push_back("in" + std::to_string(i));
+    in_shapes.push_back(inputs[i].shape);
+    in_tensors.push_back(inputs[i].to_tensor());
+  }
+  spec.outputs = {"out"};
+  try {
+    auto layer = create_layer(spec);
+    std::vector<Tensor> out{Tensor::zeros(layer->output_shapes(in_shapes).at(0))};
+    layer->forward(in_tensors, out);
+    Value value;
+    value.type = inputs.empty() ? TP::FLOAT : inputs[0].type;
+    value.shape = out[0].shape();
+    for (float v : out[0].to_vector())
+      value.data.push_back(value.is_integer() ? std::trunc(static_cast<double>(v)) : v);
+    return value;
+  } catch (const Error& e) {
+    invalid(n, e.what());
+  }
+}
+
+// ---- model ------------------------------------------------------------------------------------
+
+const std::map<std::string, Importer::Handler>& Importer::handlers() {
+  static const std::map<std::string, Handler> table = {
+      {"Abs", &Importer::op_simple},
+      {"Add", &Importer::op_binary},
+      {"AveragePool", &Importer::op_pool},
+      {"BatchNormalization", &Importer::op_batch_norm},
+      {"Cast", &Importer::op_cast},
+      {"Ceil", &Importer::op_activation},
+      {"Clip", &Importer::op_clip},
+      {"Concat", &Importer::op_concat},
+      {"Constant", &Importer::op_constant},
+      {"ConstantOfShape", &Importer::op_constant_of_shape},
+      {"Conv", &Importer::op_conv},
+      {"ConvTranspose", &Importer::op_conv_transpose},
+      {"Div", &Importer::op_binary},
+      {"Dropout", &Importer::op_identity},
+      {"Elu", &Importer::op_activation},
+      {"Exp", &Importer::op_activation},
+      {"Flatten", &Importer::op_flatten},
+      {"Floor", &Importer::op_activation},
+      {"Gather", &Importer::op_gather},
+      {"Gemm", &Importer::op_gemm},
+      {"GlobalAveragePool", &Importer::op_global_pool},
+      {"GlobalMaxPool", &Importer::op_global_pool},
+      {"HardSigmoid", &Importer::op_activation},
+      {"HardSwish", &Importer::op_activation},
+      {"Identity", &Importer::op_identity},
+      {"LRN", &Importer::op_lrn},
+      {"LeakyRelu", &Importer::op_leaky_relu},
+      {"Log", &Importer::op_activation},
+      {"LogSoftmax", &Importer::op_softmax},
+      {"MatMul", &Importer::op_matmul},
+      {"Max", &Importer::op_variadic},
+      {"MaxPool", &Importer::op_pool},
+      {"Mean", &Importer::op_variadic},
+      {"Min", &Importer::op_variadic},
+      {"Mul", &Importer::op_binary},
+      {"Neg", &Importer::op_activation},
+      {"PRelu", &Importer::op_prelu},
+      {"Pad", &Importer::op_pad},
+      {"Pow", &Importer::op_binary},
+      {"Reciprocal", &Importer::op_activation},
+      {"ReduceL1", &Importer::op_reduce},
+      {"ReduceL2", &Importer::op_reduce},
+      {"ReduceLogSum", &Importer::op_reduce},
+      {"ReduceLogSumExp", &Importer::op_reduce},
+      {"ReduceMax", &Importer::op_reduce},
+      {"ReduceMean", &Importer::op_reduce},
+      {"ReduceMin", &Importer::op_reduce},
+      {"ReduceProd", &Importer::op_reduce},
+      {"ReduceSum", &Importer::op_reduce},
+      {"ReduceSumSquare", &Importer::op_reduce},
+      {"Relu", &Importer::op_relu},
+      {"Reshape", &Importer::op_reshape},
+      {"Resize", &Importer::op_resize},
+      {"Selu", &Importer::op_activation},
+      {"Shape", &Importer::op_shape},
+      {"Sigmoid", &Importer::op_simple},
+      {"Slice", &Importer::op_slice},
+      {"Softmax", &Importer::op_softmax},
+      {"Softplus", &Importer::op_activation},
+      {"Softsign", &Importer::op_activation},
+      {"Split", &Importer::op_split},
+      {"Sqrt", &Importer::op_activation},
+      {"Squeeze", &Importer::op_squeeze},
+      {"Sub", &Importer::op_binary},
+      {"Sum", &Importer::op_variadic},
+      {"Tanh", &Importer::op_simple},
+      {"Transpose", &Importer::op_transpose},
+      {"Unsqueeze", &Importer::op_unsqueeze},
+  };
+  return table;
+}
+
+void Importer::check_supported(const onnx::GraphProto& graph) const {
+  std::string missing;
+  int count = 0;
+  for (int i = 0; i < graph.node_size(); ++i) {
+    const onnx::NodeProto& node = graph.node(i);
+    const bool default_domain = node.domain().empty() || node.domain() == "ai.onnx";
+    if (default_domain && handlers().count(node.op_type())) continue;
+    ++count;
+    missing += (missing.empty() ? "" : "; ") +
+               ("node '" + (node.name().empty() ? "#" + std::to_string(i) : node.name()) + "' " +
+                node.op_type() + " (domain '" + node.domain() + "', opset " + std::to_string(opset_) + ")");
+  }
+  if (count)
+    throw UnsupportedError(path_ + ": " + std::to_string(count) +
+                           " unsupported ONNX operator(s): " + missing);
+}
+
+void Importer::declare_inputs(const onnx::GraphProto& graph, const std::set<std::string>& initializers) {
+  for (const onnx::ValueInfoProto& input : graph.input()) {
+    if (initializers.count(input.name())) continue;  // IR < 4 lists initializers as inputs too
+    const std::string where = path_ + ": graph input '" + input.name() + "'";
+    Shape shape;
+    if (auto it = options_.input_shapes.find(input.name()); it != options_.input_shapes.end()) {
+      shape = it->second;
+    } else {
+      if (!input.type().has_tensor_type()) throw UnsupportedError(where + " is not a tensor");
+      if (!input.type().tensor_type().has_shape())
+        throw ModelError(where + " has no shape; give one in the import options");
+      Dims dims;
+      for (const auto& d : input.type().tensor_type().shape().dim()) {
+        if (d.has_dim_value()) {
+          dims.push_back(d.dim_value());
+        } else {
+          auto named = options_.dims.find(d.dim_param());
+          dims.push_back(named != options_.dims.end() ? named->second : options_.default_dim);
+        }
+      }
+      shape = Shape(dims);
+    }
+    if (input.type().has_tensor_type()) {
+      const int type = input.type().tensor_type().elem_type();
+      input_types_[input.name()] = type;
+      if (type == TP::STRING || type == TP::COMPLEX64 || type == TP::COMPLEX128) {
+        throw UnsupportedError(where + " has type " + onnx_detail::type_name(type));
+      }
+    }
+    graph_.inputs.push_back({input.name(), shape});
+    shapes_[input.name()] = shape;
+  }
+}
+
+Graph Importer::run() {
+  std::ifstream file(path_, std::ios::binary);
+  if (!file) throw FileError(path_ + ": cannot open the ONNX model");
+  const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  if (bytes.empty()) throw FileError(path_ + ": the file is empty");
+  onnx::ModelProto model;
+  if (!model.ParseFromString(bytes))
+    throw ParseError(path_ + ": not a valid ONNX model (truncated or corrupt protobuf)");
+  if (!model.has_graph()) throw ParseError(path_ + ": the model has no graph");
+  for (const auto& op : model.opset_import()) {
+    if (op.domain().empty() || op.domain() == "ai.onnx") opset_ = op.version();
+  }
+  if (opset_ > 18) throw UnsupportedError(path_ + ": opset " + std::to_string(opset_) + " is newer than 18");
+  const onnx::GraphProto& graph = model.graph();
+  graph_.name = graph.name();
+  graph_.metadata.source_format = "onnx";
+  graph_.metadata.name = graph.name();
+  graph_.metadata.description = model.doc_string();
+  check_supported(graph);
+
+  std::set<std::string> initializers;
+  for (const TP& init : graph.initializer()) {
+    constants_[init.name()] =
+        onnx_detail::decode_tensor(init, dir_, path_ + ": initializer '" + init.name() + "'");
+    initializers.insert(init.name());
+  }
+  declare_inputs(graph, initializers);
+
+  for (int i = 0; i < graph.node_size(); ++i) {
+    const onnx::NodeProto& proto = graph.node(i);
+    Node node{proto, proto.name(), {}};
+    if (node.name.empty()) {
+      node.name = proto.output_size() > 0 && !proto.output(0).empty()
+                      ? proto.output(0)
+                      : proto.op_type() + "_" + std::to_string(unnamed_++);
+    }
+    for (const auto& a : proto.attribute()) node.attrs[a.name()] = &a;
+    for (const std::string& input : proto.input()) {
+      if (!input.empty() && !is_constant(input) && !shapes_.count(resolve(input))) {
+        invalid(node,
+                "input '" + input + "' is not produced by any earlier node, initializer or graph input");
+      }
+    }
+    (this->*handlers().at(proto.op_type()))(node);
+  }
+
+  for (const onnx::ValueInfoProto& output : graph.output()) {
+    if (!is_constant(output.name()) && !shapes_.count(resolve(output.name()))) {
+      throw ModelError(path_ + ": graph output '" + output.name() + "' is never produced");
+    }
+    const std::string name = tensor_of(output.name());
+    graph_.outputs.push_back(name);
+    if (name != output.name()) graph_.aliases[output.name()] = name;
+  }
+  graph_.validate();
+  return std::move(graph_);
+}
+
+// ---- constants and shape arithmetic -----------------------------------------------------------
+
+void Importer::op_constant(const Node& n) {
+  Value value;
+  if (const auto* t = attr(n, "value", onnx::AttributeProto::TENSOR)) {
+    value = onnx_detail::decode_tensor(t->t(), dir_, where(n));
+  } else if (n.has("value_float")) {
+    value = {TP::FLOAT, Shape{}, {attr_float(n, "value_float", 0)}};
+  } else if (n.has("value_floats")) {
+    value.data = attr_floats(n, "value_floats");
+    value.shape = Shape{static_cast<std::int64_t>(value.data.size())};
+  } else if (n.has("value_int")) {
+    value = {TP::INT64, Shape{}, {static_cast<double>(attr_int(n, "value_int", 0))}};
+  } else if (n.has("value_ints")) {
+    value.type = TP::INT64;
+    for (std::int64_t v : attr_ints(n, "value_ints", {})) value.data.push_back(static_cast<double>(v));
+    value.shape = Shape{static_cast<std::int64_t>(value.data.size())};
+  } else {
+    unsupported(n, "only tensor, float and int values are supported");
+  }
+  set_constant(n, 0, std::move(value));
+}
+
+void Importer::op_identity(const Node& n) {
+  if (n.op() == "Dropout") {
+    if (n.outputs() > 1) unsupported(n, "the mask output is not supported");
+    if (n.has_input(2) && constant(n, 2).data.at(0) != 0) unsupported(n, "training mode is not supported");
+  }
+  if (is_constant(n, 0)) {
+    set_constant(n, 0, constant(n, 0));
+  } else {
+    alias(n, 0, tensor(n, 0));
+  }
+}
+
+void Importer::op_cast(const Node& n) {
+  const auto to = static_cast<int>(attr_int(n, "to", TP::FLOAT));
+  if (is_constant(n, 0)) {
+    Value value = constant(n, 0);
+    value.type = to;
+    for (double& v : value.data) {
+      if (to == TP::FLOAT || to == TP::FLOAT16 || to == TP::BFLOAT16) {
+        v = static_cast<float>(v);
+      } else if (to == TP::BOOL) {
+        v = v != 0;
+      } else if (to != TP::DOUBLE) {
+        v = std::trunc(v);
+      }
+    }
+    set_constant(n, 0, std::move(value));
+  } else if (to == TP::FLOAT || to == TP::DOUBLE) {
+    alias(n, 0, tensor(n, 0));  // runtime tensors are f32 already
+  } else {
+    unsupported(n, "a runtime cast to " + onnx_detail::type_name(to) + " is not supported");
+  }
+}
+
+void Importer::op_shape(const Node& n) {
+  const Shape in = shape(n, 0);
+  const int rank = in.rank();
+  auto clamp_axis = [&](std::int64_t a) { return std::clamp<std::int64_t>(a < 0 ? a + rank : a, 0, rank); };
+  const std::int64_t start = clamp_axis(attr_int(n, "start", 0)), end = clamp_axis(attr_int(n, "end", rank));
+  Value value{TP::INT64, Shape{std::max<std::int64_t>(0, end - start)}, {}};
+  for (std::int64_t i = start; i < end; ++i)
+    value.data.push_back(static_cast<double>(in[static_cast<int>(i)]));
+  set_constant(n, 0, std::move(value));
+}
+
+void Importer::op_constant_of_shape(const Node& n) {
+  Value value{TP::FLOAT, Shape(constant_ints(n, 0)), {}};
+  double fill = 0;
+  if (const auto* t = attr(n, "value", onnx::AttributeProto::TENSOR)) {
+    const Value v = onnx_detail::decode_tensor(t->t(), dir_, where(n));
+    if (v.data.size() != 1) invalid(n, "'value' must hold one element");
+    fill = v.data[0];
+    value.type = v.type;
+  }
+  value.data.assign(static_cast<std::size_t>(value.shape.numel()), fill);
+  set_constant(n, 0, std::move(value));
+}
+
+void Importer::op_gather(const Node& n) {
+  Attributes attrs;
+  attrs.set("axis", attr_int(n, "axis", 0));
+  if (is_constant(n, 0) && is_constant(n, 1)) {
+    Value value = fold(n, "Gather", {constant(n, 0), constant(n, 1)}, attrs);
+    set_constant(n, 0, std::move(value));
+    return;
+  }
+  emit(n, "Gather", {tensor(n, 0), tensor(n, 1)}, attrs);
+}
+
+void Importer::op_concat(const Node& n) {
+  const int rank = rank_of(n, 0);
+  std::int64_t axis = attr_int(n, "axis", opset_ < 4 ? 1 : 0);
+  if (axis < -rank || axis >= rank) invalid(n, "axis " + std::to_string(axis) + " is out of range");
+  if (axis < 0) axis += rank;
+  bool all_constant = true;
+  for (int i = 0; i < n.proto.input_size(); ++i) all_constant = all_constant && is_constant(n, i);
+  if (all_constant) {
+    // Constant concatenation (shape arithmetic): outer blocks of each input in turn.
+    Value out = constant(n, 0);
+    Dims dims = out.shape.dims();
+    dims[static_cast<std::size_t>(axis)] = 0;
+    const std::int64_t outer = out.shape.count(0, static_cast<int>(axis));
+    std::vector<double> data;
+    for (std::int64_t o = 0; o < outer; ++o) {
+      for (int i = 0; i < n.proto.input_size(); ++i) {
+        const Value& v = constant(n, i);
+        const std::int64_t block = v.shape.count(static_cast<int>(axis));
+        data.insert(data.end(), v.data.begin() + o * block, v.data.begin() + (o + 1) * block);
+      }
+    }
+    for (int i = 0; i < n.proto.input_size(); ++i)
+      dims[static_cast<std::size_t>(axis)] += constant(n, i).shape[static_cast<int>(axis)];
+    out.shape = Shape(dims);
+    out.data = std::move(data);
+    if (static_cast<std::int64_t>(out.data.size()) != out.shape.numel())
+      invalid(n, "inputs do not fit together");
+    set_constant(n, 0, std::move(out));
+    return;
+  }
+  std::vector<std::string> inputs;
+  for (int i = 0; i < n.proto.input_size(); ++i) inputs.push_back(tensor(n, i));
+  Attributes attrs;
+  attrs.set("axis", axis);
+  emit(n, "Concat", inputs, attrs);
+}
+
+namespace {
+
+Dims normalized_axes(const Dims& axes, int rank) {
+  Dims out;
+  for (std::int64_t a : axes) out.push_back(a < 0 ? a + rank : a);
+  return out;
+}
+
+}  // namespace
+
+void Importer::op_squeeze(const Node& n) {
+  const Shape in = shape(n, 0);
+  Dims axes = opset_ >= 13 ? (n.has_input(1) ? constant_ints(n, 1) : Dims{}) : attr_ints(n, "axes", {});
+  axes = normalized_axes(axes, in.rank());
+  Dims dims;
+  for (int i = 0; i < in.rank(); ++i) {
+    const bool listed = std::find(axes.begin(), axes.end(), i) != axes.end();
+    if (listed && in[i] != 1) invalid(n, "cannot squeeze axis " + std::to_string(i) + " of " + in.str());
+    if (listed || (axes.empty() && in[i] == 1)) continue;
+    dims.push_back(in[i]);
+  }
+  if (is_constant(n, 0)) {
+    Value v = constant(n, 0);
+    v.shape = Shape(dims);
+    set_constant(n, 0, std::move(v));
+  } else {
+    emit_reshape(n, tensor(n, 0), dims);
+  }
+}
+
+void Importer::op_unsqueeze(const Node& n) {
+  const Shape in = shape(n, 0);
+  Dims axes = opset_ >= 13 ? constant_ints(n, 1) : attr_ints(n, "axes", {});
+  const int rank = in.rank() + static_cast<int>(axes.size());
+  axes = normalized_axes(axes, rank);
+  Dims dims;
+  for (int i = 0, k = 0; i < rank; ++i) {
+    if (std::find(axes.begin(), axes.end(), i) != axes.end()) {
+      dims.push_back(1);
+    } else {
+      if (k >= in.rank()) invalid(n, "axes do not fit input " + in.str());
+      dims.push_back(in[k++]);
+    }
+  }
+  if (is_constant(n, 0)) {
+    Value v = constant(n, 0);
+    v.shape = Shape(dims);
+    set_constant(n, 0, std::move(v));
+  } else {
+    emit_reshape(n, tensor(n, 0), dims);
+  }
+}
+
+void Importer::op_reshape(const Node& n) {
+  const Shape in = shape(n, 0);
+  const Dims request = opset_ < 5 ? attr_ints(n, "shape", {}) : constant_ints(n, 1);
+  const bool allow_zero = attr_int(n, "allowzero", 0) != 0;
+  Dims dims;
+  int inferred = -1;
+  for (std::size_t i = 0; i < request.size(); ++i) {
+    std::int64_t d = request[i];
+    if (d == 0 && !allow_zero) {
+      if (static_cast<int>(i) >= in.rank())
+        invalid(n, "0 in shape copies a dimension that " + in.str() + " lacks");
+      d = in[static_cast<int>(i)];
+    } else if (d == -1) {
+      if (inferred >= 0) invalid(n, "shape has more than one -1");
+      inferred = static_cast<int>(i);
+      d = 1;
+    } else if (d < 0) {
+      invalid(n, "shape has a negative dimension " + std::to_string(d));
+    }
+    dims.push_back(d);
+  }
+  const std::int64_t known = Shape(dims).numel();
+  if (inferred >= 0) {
+    if (known == 0 || in.numel() % known != 0)
+      invalid(n, "cannot reshape " + in.str() + " to " + Shape(request).str());
+    dims[static_cast<std::size_t>(inferred)] = in.numel() / known;
+  }
+  if (Shape(dims).numel() != in.numel())
+    invalid(n, "cannot reshape " + in.str() + " to " + Shape(dims).str());
+  if (is_constant(n, 0)) {
+    Value v = constant(n, 0);
+    v.shape = Shape(dims);
+    set_constant(n, 0, std::move(v));
+    return;
+  }
+  if (allow_zero && std::find(request.begin(), request.end(), 0) != request.end()) {
+    unsupported(n, "allowzero with a zero dimension (an empty tensor) is not supported");
+  }
+  emit_reshape(n, tensor(n, 0), dims);
+}
+
+void Importer::op_flatten(const Node& n) {
+  const Shape in = shape(n, 0);
+  std::int64_t axis = attr_int(n, "axis", 1);
+  if (axis < -in.rank() || axis > in.rank())
+    invalid(n, "axis " + std::to_string(axis) + " is out of range for " + in.str());
+  if (axis < 0) axis += in.rank();
+  const Dims dims{in.count(0, static_cast<int>(axis)), in.count(static_cast<int>(axis))};
+  if (is_constant(n, 0)) {
+    Value v = constant(n, 0);
+    v.shape = Shape(dims);
+    set_constant(n, 0, std::move(v));
+  } else if (axis == 1) {
+    Attributes attrs;
+    attrs.set("axis", std::int64_t{1});
+    emit(n, "Flatten", {tensor(n, 0)}, attrs);
+  } else {
+    emit_reshape(n, tensor(n, 0), dims);
+  }
+}
+
+void Importer::op_transpose(const Node& n) {
+  Attributes attrs;
+  if (n.has("perm")) attrs.set("perm", attr_ints(n, "perm", {}));
+  if (is_constant(n, 0)) {
+    set_constant(n, 0, fold(n, "Transpose", {constant(n, 0)}, attrs));
+  } else {
+    emit(n, "Transpose", {tensor(n, 0)}, attrs);
+  }
+}
+
+void Importer::op_slice(const Node& n) {
+  Attributes attrs;
+  Dims starts, ends, axes, steps;
+  if (opset_ < 10) {
+    starts = attr_ints(n, "starts", {});
+    ends = attr_ints(n, "ends", {});
+    axes = attr_ints(n, "axes", {});
+  } else {
+    starts = constant_ints(n, 1);
+    ends = constant_ints(n, 2);
+    if (n.has_input(3)) axes = constant_ints(n, 3);
+    if (n.has_input(4)) steps = constant_ints(n, 4);
+  }
+  attrs.set("starts", starts);
+  attrs.set("ends", ends);
+  if (!axes.empty()) attrs.set("axes", axes);
+  if (!steps.empty()) attrs.set("steps", steps);
+  if (is_constant(n, 0)) {
+    set_constant(n, 0, fold(n, "StridedSlice", {constant(n, 0)}, attrs));
+  } else {
+    emit(n, "StridedSlice", {tensor(n, 0)}, attrs);
+  }
+}
+
+void Importer::op_split(const Node& n) {
+  const Shape in = shape(n, 0);
+  std::int64_t axis = attr_int(n, "axis", 0);
+  if (axis < -in.rank() || axis >= in.rank())
+    invalid(n, "axis " + std::to_string(axis) + " is out of range for " + in.str());
+  if (axis < 0) axis += in.rank();
+  const std::int64_t size = in[static_cast<int>(axis)];
+  const int parts = n.proto.output_size();
+  Dims split = opset_ >= 13 ? (n.has_input(1) ? constant_ints(n, 1) : Dims{}) : attr_ints(n, "split", {});
+  if (split.empty()) {
+    const std::int64_t chunk = (size + parts - 1) / parts;  // the last part may be smaller (opset 18)
+    for (int i = 0; i < parts; ++i) split.push_back(std::min(chunk, size - chunk * i));
+  }
+  if (static_cast<int>(split.size()) != parts ||
+      std::accumulate(split.begin(), split.end(), std::int64_t{0}) != size) {
+    invalid(n, "split sizes do not add up to axis " + std::to_string(axis) + " of " + in.str());
+  }
+  std::int64_t start = 0;
+  for (int i = 0; i < parts; ++i) {
+    Attributes attrs;
+    attrs.set("starts", Dims{start});
+    attrs.set("ends", Dims{start + split[static_cast<std::size_t>(i)]});
+    attrs.set("axes", Dims{axis});
+    start += split[static_cast<std::size_t>(i)];
+    if (n.proto.output(i).empty()) continue;
+    if (is_constant(n, 0)) {
+      set_constant(n, i, fold(n, "StridedSlice", {constant(n, 0)}, attrs));
+    } else {
+      const std::string out =
+          emit(n, "StridedSlice", {tensor(n, 0)}, attrs, {}, "part" + std::to_string(i))[0];
+      alias(n, i, out);
+    }
+  }
+}
+
+// ---- convolution and pooling ------------------------------------------------------------------
+
+Dims Importer::spatial_pads(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides,
+                            const Dims& dilations) {
+  const std::size_t spatial = kernel.size();
+  const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
+  Dims pads = attr_ints(n, "pads", Dims(2 * spatial, 0));
+  if (pads.size() != 2 * spatial) invalid(n, "'pads' needs " + std::to_string(2 * spatial) + " values");
+  if (auto_pad == "VALID") return Dims(2 * spatial, 0);
+  if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    for (std::size_t i = 0; i < spatial; ++i) {
+      const std::int64_t size = in[static_cast<int>(i) + 2];
+      const std::int64_t out = (size + strides[i] - 1) / strides[i];
+      const std::int64_t total =
+          std::max<std::int64_t>(0, (out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size);
+      const std::int64_t small = total / 2;
+      pads[i] = auto_pad == "SAME_UPPER" ? small : total - small;
+      pads[i + spatial] = total - pads[i];
+    }
+  } else if (auto_pad != "NOTSET") {
+    invalid(n, "unknown auto_pad '" + auto_pad + "'");
+  }
+  return pads;
+}
+
+std::string Importer::pad_input(const Node& n, const std::string& input, int rank, const Dims& begin,
+                                const Dims& end, double value) {
+  Dims pads(static_cast<std::size_t>(2 * rank), 0);
+  const std::size_t offset = static_cast<std::size_t>(rank) - begin.size();
+  for (std::size_t i = 0; i < begin.size(); ++i) {
+    pads[offset + i] = begin[i];
+    pads[static_cast<std::size_t>(rank) + offset + i] = end[i];
+  }
+  Attributes attrs;
+  attrs.set("pads", pads);
+  attrs.set("mode", std::string("constant"));
+  attrs.set("value", value);
+  return emit(n, "Pad", {input}, attrs, {}, "pad")[0];
+}
+
+void Importer::op_conv(const Node& n) {
+  const Shape in = shape(n, 0);
+  const Value& w = constant(n, 1);
+  if (in.rank() < 3 || w.shape.rank() != in.rank())
+    invalid(n, "input " + in.str() + " and weights " + w.shape.str() + " do not fit");
+  const std::size_t spatial = static_cast<std::size_t>(in.rank() - 2);
+  const Dims kernel = attr_ints(n, "kernel_shape", Dims(w.shape.dims().begin() + 2, w.shape.dims().end()));
+  const Dims strides = attr_ints(n, "strides", Dims(spatial, 1));
+  const Dims dilations = attr_ints(n, "dilations", Dims(spatial, 1));
+  if (kernel.size() != spatial || strides.size() != spatial || dilations.size() != spatial) {
+    invalid(n, "kernel_shape, strides and dilations need one value per spatial axis");
+  }
+  Dims pads = spatial_pads(n, in, kernel, strides, dilations);
+  std::string input = tensor(n, 0);
+  const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)),
+      end(pads.begin() + static_cast<long>(spatial), pads.end());
+  Dims pad = begin;
+  if (begin != end) {
+    input = pad_input(n, input, in.rank(), begin, end, 0.0);
+    pad.assign(spatial, 0);
+  }
+  Attributes attrs;
+  attrs.set("num_output", w.shape[0]);
+  attrs.set("kernel", kernel);
+  attrs.set("stride", strides);
+  attrs.set("pad", pad);
+  attrs.set("dilation", dilations);
+  attrs.set("group", attr_int(n, "group", 1));
+  std::vector<Tensor> weights{w.to_tensor()};
+  if (n.has_input(2)) weights.push_back(constant(n, 2).to_tensor().reshaped(Shape{w.shape[0]}));
+  attrs.set("bias", static_cast<std::int64_t>(n.has_input(2)));
+  emit(n, "Convolution", {input}, attrs, weights);
+}
+
+void Importer::op_conv_transpose(const Node& n) {
+  const Shape in = shape(n, 0);
+  const Value& w = constant(n, 1);
+  if (in.rank() < 3 || w.shape.rank() != in.rank())
+    invalid(n, "input " + in.str() + " and weights " + w.shape.str() + " do not fit");
+  const std::size_t spatial = static_cast<std::size_t>(in.rank() - 2);
+  const std::int64_t group = attr_int(n, "group", 1);
+  const Dims kernel = attr_ints(n, "kernel_shape", Dims(w.shape.dims().begin() + 2, w.shape.dims().end()));
+  const Dims strides = attr_ints(n, "strides", Dims(spatial, 1));
+  const Dims dilations = attr_ints(n, "dilations", Dims(spatial, 1));
+  Dims output_padding = attr_ints(n, "output_padding", Dims(spatial, 0));
+  Dims pads = attr_ints(n, "pads", Dims(2 * spatial, 0));
+  const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
+  const Dims output_shape = attr_ints(n, "output_shape", {});
+  if (!output_shape.empty() || auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    for (std::size_t i = 0; i < spatial; ++i) {
+      const std::int64_t size = in[static_cast<int>(i) + 2];
+      const std::int64_t target =
+          output_shape.empty() ? size * strides[i] : output_shape[output_shape.size() - spatial + i];
+      const std::int64_t total =
+          strides[i] * (size - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1 - target;
+      if (total < 0) {
+        output_padding[i] -= total;
+        pads[i] = pads[i + spatial] = 0;
+        continue;
+      }
+      const bool lower = auto_pad == "SAME_LOWER";
+      pads[i] = lower ? total - total / 2 : total / 2;
+      pads[i + spatial] = total - pads[i];
+    }
+  } else if (auto_pad == "VALID") {
+    pads.assign(2 * spatial, 0);
+  }
+  Dims pad(spatial);
+  for (std::size_t i = 0; i < spatial; ++i) {
+    // The extra rows of output_pad are computed, not zero-filled, so a larger begin pad becomes
+    // output padding at the end.
+    pad[i] = pads[i];
+    output_padding[i] += pads[i] - pads[i + spatial];
+    if (output_padding[i] < 0) unsupported(n, "an end pad larger than the begin pad is not supported");
+  }
+  Attributes attrs;
+  attrs.set("num_output", w.shape[1] * group);
+  attrs.set("kernel", kernel);
+  attrs.set("stride", strides);
+  attrs.set("pad", pad);
+  attrs.set("dilation", dilations);
+  attrs.set("group", group);
+  attrs.set("output_pad", output_padding);
+  std::vector<Tensor> weights{w.to_tensor()};
+  if (n.has_input(2)) weights.push_back(constant(n, 2).to_tensor().reshaped(Shape{w.shape[1] * group}));
+  attrs.set("bias", static_cast<std::int64_t>(n.has_input(2)));
+  emit(n, "Deconvolution", {tensor(n, 0)}, attrs, weights);
+}
+
+void Importer::op_pool(const Node& n) {
+  const Shape in = shape(n, 0);
+  if (n.outputs() > 1) unsupported(n, "the Indices output is not supported");
+  if (in.rank() < 3) invalid(n, "input " + in.str() + " needs a batch, channel and spatial axes");
+  const std::size_t spatial = static_cast<std::size_t>(in.rank() - 2);
+  const bool max = n.op() == "MaxPool";
+  const Dims kernel = attr_ints(n, "kernel_shape", {});
+  if (kernel.size() != spatial) invalid(n, "'kernel_shape' needs one value per spatial axis");
+  const Dims strides = attr_ints(n, "strides", Dims(spatial, 1));
+  const Dims dilations = attr_ints(n, "dilations", Dims(spatial, 1));
+  if (std::any_of(dilations.begin(), dilations.end(), [](std::int64_t d) { return d != 1; })) {
+    unsupported(n, "dilated pooling is not supported");
+  }
+  const bool count_include_pad = attr_int(n, "count_include_pad", 0) != 0;
+  const Dims pads = spatial_pads(n, in, kernel, strides, dilations);
+  const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)),
+      end(pads.begin() + static_cast<long>(spatial), pads.end());
+  std::string input = tensor(n, 0);
+  Dims pad = begin;
+  if (begin != end) {
+    if (!max && !count_include_pad)
+      unsupported(n, "asymmetric padding without count_include_pad is not supported");
+    input = pad_input(n, input, in.rank(), begin, end, max ? -std::numeric_limits<double>::infinity() : 0.0);
+    pad.assign(spatial, 0);
+  }
+  Attributes attrs;
+  attrs.set("method", std::string(max ? "max" : "ave"));
+  attrs.set("kernel", kernel);
+  attrs.set("stride", strides);
+  attrs.set("pad", pad);
+  attrs.set("round", std::string(attr_int(n, "ceil_mode", 0) ? "ceil" : "floor"));
+  attrs.set("count_include_pad", static_cast<std::int64_t>(count_include_pad));
+  emit(n, "Pooling", {input}, attrs);
+}
+
+void Importer::op_global_pool(const Node& n) {
+  Attributes attrs;
+  attrs.set("method", std::string(n.op() == "GlobalMaxPool" ? "max" : "ave"));
+  attrs.set("global", std::int64_t{1});
+  emit(n, "Pooling", {tensor(n, 0)}, attrs);
+}
+
+// ---- element-wise -----------------------------------------------------------------------------
+
+void Importer::op_relu(const Node& n) { emit(n, "ReLU", {tensor(n, 0)}); }
+
+void Importer::op_leaky_relu(const Node& n) {
+  Attributes attrs;
+  attrs.set("negative_slope", attr_float(n, "alpha", 0.01));
+  emit(n, "ReLU", {tensor(n, 0)}, attrs);
+}
+
+void Importer::op_prelu(const Node& n) {
+  const Shape in = shape(n, 0);
+  const Value& slope = constant(n, 1);
+  // Per channel when the slope, aligned to the input's last axes as numpy does, varies only along axis 1.
+  const int offset = in.rank() - slope.shape.rank();
+  bool per_channel = in.rank() >= 2 && offset >= 0;
+  for (int i = 0; per_channel && i < slope.shape.rank(); ++i) {
+    per_channel = i + offset == 1 ? slope.shape[i] == in[1] : slope.shape[i] == 1;
+  }
+  // Before opset 7 a slope of C values was per channel whatever its shape.
+  per_channel = per_channel || (opset_ < 7 && in.rank() >= 2 && slope.shape.numel() == in[1]);
+  Attributes attrs;
+  if (slope.data.size() == 1) {
+    attrs.set("channel_shared", std::int64_t{1});
+    emit(n, "PReLU", {tensor(n, 0)}, attrs, {slope.to_tensor().reshaped(Shape{1})});
+  } else if (per_channel) {
+    emit(n, "PReLU", {tensor(n, 0)}, attrs, {slope.to_tensor().reshaped(Shape{in[1]})});
+  } else {
+    // Any other broadcast: y = max(x, 0) + slope · min(x, 0).
+    const std::string x = tensor(n, 0), zero = n.name + "/zero";
+    constants_[zero] = Value{TP::FLOAT, Shape{}, {0.0}};
+    auto binary = [&](const std::string& op, const std::string& a, const std::string& b,
+                      const std::string& suffix) {
+      Attributes a_attrs;
+      a_attrs.set("operation", op);
+      return emit(n, "Binary", {a, b}, a_attrs, {}, suffix)[0];
+    };
+    const std::string positive = binary("max", x, tensor_of(zero), "positive");
+    const std::string negative = binary("min", x, tensor_of(zero), "negative");
+    const std::string scaled = binary("mul", negative, tensor(n, 1), "scaled");
+    binary("add", positive, scaled, "");
+  }
+}
+
+void Importer::op_simple(const Node& n) {
+  static const std::map<std::string, std::string> kTypes = {
+      {"Abs", "AbsVal"}, {"Sigmoid", "Sigmoid"}, {"Tanh", "TanH"}};
+  emit(n, kTypes.at(n.op()), {tensor(n, 0)});
+}
+
+void Importer::activation(const Node& n, const std::string& function, Attributes attrs) {
+  attrs.set("function", function);
+  if (is_constant(n, 0)) {
+    set_constant(n, 0, fold(n, "Activation", {constant(n, 0)}, attrs));
+  } else {
+    emit(n, "Activation", {tensor(n, 0)}, attrs);
+  }
+}
+
+void Importer::op_activation(const Node& n) {
+  static const std::map<std::string, std::string> kFunctions = {{"Ceil", "ceil"},
+                                                                {"Elu", "elu"},
+                                                                {"Exp", "exp"},
+                                                                {"Floor", "floor"},
+                                                                {"HardSigmoid", "hard_sigmoid"},
+                                                                {"HardSwish", "hard_swish"},
+                                                                {"Log", "log"},
+                                                                {"Neg", "neg"},
+                                                                {"Reciprocal", "reciprocal"},
+                                                                {"Selu", "selu"},
+                                                                {"Softplus", "softplus"},
+                                                                {"Softsign", "softsign"},
+                                                                {"Sqrt", "sqrt"}};
+  Attributes attrs;
+  const std::string& function = kFunctions.at(n.op());
+  if (n.op() == "HardSigmoid") {
+    attrs.set("alpha", attr_float(n, "alpha", 0.2));
+    attrs.set("beta", attr_float(n, "beta", 0.5));
+  } else if (n.op() == "Elu") {
+    attrs.set("alpha", attr_float(n, "alpha", 1.0));
+  } else if (n.op() == "Selu") {
+    attrs.set("alpha", attr_float(n, "alpha", 1.67326319217681884765625));
+    attrs.set("gamma", attr_float(n, "gamma", 1.05070102214813232421875));
+  }
+  activation(n, function, attrs);
+}
+
+void Importer::op_clip(const Node& n) {
+  Attributes attrs;
+  if (opset_ < 11) {
+    if (n.has("min")) attrs.set("min", attr_float(n, "min", 0));
+    if (n.has("max")) attrs.set("max", attr_float(n, "max", 0));
+  } else {
+    if (n.has_input(1)) attrs.set("min", constant(n, 1).data.at(0));
+    if (n.has_input(2)) attrs.set("max", constant(n, 2).data.at(0));
+  }
+  activation(n, "clip", attrs);
+}
+
+void Importer::op_softmax(const Node& n) {
+  const Shape in = shape(n, 0);
+  const bool log = n.op() == "LogSoftmax";
+  std::int64_t axis = attr_int(n, "axis", opset_ >= 13 ? -1 : 1);
+  if (axis < -in.rank() || axis >= in.rank())
+    invalid(n, "axis " + std::to_string(axis) + " is out of range for " + in.str());
+  if (axis < 0) axis += in.rank();
+  Attributes attrs;
+  if (opset_ >= 13 || axis == in.rank() - 1) {
+    attrs.set("axis", axis);
+    emit(n, log ? "LogSoftmax" : "Softmax", {tensor(n, 0)}, attrs);
+    return;
+  }
+  // Before opset 13 the input is seen as a matrix split at `axis`, normalized per row.
+  const std::string rows = emit_reshape(n, tensor(n, 0), {-1, in.count(static_cast<int>(axis))}, "rows");
+  attrs.set("axis", std::int64_t{1});
+  const std::string normalized =
+      emit(n, log ? "LogSoftmax" : "Softmax", {rows}, attrs, {}, "rows_normalized")[0];
+  Dims back = in.dims();
+  back[0] = -1;
+  Attributes reshape;
+  reshape.set("shape", back);
+  emit(n, "Reshape", {normalized}, reshape);
+}
+
+void Importer::op_binary(const Node& n) {
+  static const std::map<std::string, std::string> kOps = {
+      {"Add", "add"}, {"Sub", "sub"}, {"Mul", "mul"}, {"Div", "div"}, {"Pow", "pow"}};
+  elementwise(n, kOps.at(n.op()));
+}
+
+void Importer::elementwise(const Node& n, const std::string& op) {
+  Attributes attrs;
+  attrs.set("operation", op);
+  const Shape a = shape(n, 0);
+  Shape b = shape(n, 1);
+  // Opset < 7: `broadcast` with `axis` aligns B's axes with A's starting at `axis`.
+  const bool legacy = opset_ < 7 && attr_int(n, "broadcast", 0) != 0 && n.has("axis");
+  std::string b_name;
+  Value b_value;
+  if (legacy) {
+    std::int64_t axis = attr_int(n, "axis", 0);
+    if (axis < 0) axis += a.rank();
+    Dims dims = b.dims();
+    if (axis + b.rank() > a.rank())
+      invalid(n, "B " + b.str() + " does not fit A " + a.str() + " at axis " + std::to_string(axis));
+    dims.resize(static_cast<std::size_t>(a.rank() - axis), 1);
+    if (!is_constant(n, 1)) unsupported(n, "legacy broadcasting of a runtime B is not supported");
+    b_value = constant(n, 1);
+    b_value.shape = Shape(dims);
+  }
+  const bool b_constant = is_constant(n, 1);
+  if (is_constant(n, 0) && b_constant) {
+    set_constant(n, 0, fold(n, "Binary", {constant(n, 0), legacy ? b_value : constant(n, 1)}, attrs));
+    return;
+  }
+  const std::string a_name = tensor(n, 0);
+  if (legacy) {
+    b_name = n.name + "/broadcast_b";
+    constants_[b_name] = b_value;
+    b_name = tensor_of(b_name);
+  } else {
+    b_name = tensor(n, 1);
+  }
+  emit(n, "Binary", {a_name, b_name}, attrs);
+}
+
+void Importer::op_variadic(const Node& n) {
+  const int count = n.proto.input_size();
+  if (count == 0) invalid(n, "needs at least one input");
+  const std::string op = n.op() == "Max" ? "max" : n.op() == "Min" ? "min" : "add";
+  std::string acc = tensor(n, 0);
+  Attributes attrs;
+  attrs.set("operation", op);
+  const bool mean = n.op() == "Mean";
+  for (int i = 1; i < count; ++i) {
+    const bool last = i == count - 1 && !mean;
+    acc = emit(n, "Binary", {acc, tensor(n, i)}, attrs, {}, last ? "" : "step" + std::to_string(i))[0];
+  }
+  if (mean) {
+    const std::string scale = n.name + "/inverse_count";
+    constants_[scale] = Value{TP::FLOAT, Shape{}, {1.0 / count}};
+    Attributes mul;
+    mul.set("operation", std::string("mul"));
+    emit(n, "Binary", {acc, tensor_of(scale)}, mul);
+  } else if (count == 1) {
+    alias(n, 0, acc);
+  }
+}
+
+void Importer::op_batch_norm(const Node& n) {
+  if (n.outputs() > 1) unsupported(n, "training outputs (running statistics) are not supported");
+  if (attr_int(n, "training_mode", 0) != 0) unsupported(n, "training mode is not supported");
+  const Shape in = shape(n, 0);
+  const Value &scale = constant(n, 1), &bias = constant(n, 2), &mean = constant(n, 3), &var = constant(n, 4);
+  if (in.rank() < 2) invalid(n, "input " + in.str() + " has no channel axis");
+  const std::int64_t channels = in[1];
+  for (const Value* v : {&scale, &bias, &mean, &var}) {
+    if (v->shape.numel() != channels)
+      invalid(n, "parameters need " + std::to_string(channels) + " values, one per channel");
+  }
+  // Folded into one per-channel affine map, computed in double: y = x·s + (beta − mean·s).
+  const double eps = attr_float(n, "epsilon", 1e-5);
+  std::vector<float> s(static_cast<std::size_t>(channels)), b(static_cast<std::size_t>(channels));
+  for (std::size_t c = 0; c < s.size(); ++c) {
+    const double factor = scale.data[c] / std::sqrt(var.data[c] + eps);
+    s[c] = static_cast<float>(factor);
+    b[c] = static_cast<float>(bias.data[c] - mean.data[c] * factor);
+  }
+  Attributes attrs;
+  attrs.set("axis", std::int64_t{1});
+  attrs.set("num_axes", std::int64_t{1});
+  attrs.set("bias", std::int64_t{1});
+  emit(n, "Scale", {tensor(n, 0)}, attrs,
+       {Tensor::from(Shape{channels}, s), Tensor::from(Shape{channels}, b)});
+}
+
+void Importer::op_lrn(const Node& n) {
+  if (!n.has("size")) invalid(n, "attribute 'size' is required");
+  Attributes attrs;
+  attrs.set("size", attr_int(n, "size", 0));
+  attrs.set("alpha", attr_float(n, "alpha", 1e-4));
+  attrs.set("beta", attr_float(n, "beta", 0.75));
+  attrs.set("k", attr_float(n, "bias", 1.0));
+  attrs.set("region", std::string("across"));
+  emit(n, "LRN", {tensor(n, 0)}, attrs);
+}
+
+// ---- matrix products --------------------------------------------------------------------------
+
+namespace {
+
+// B (K x N) as the N x K matrix that InnerProduct expects.
+Tensor transposed_matrix(const Value& b, double factor) {
+  const std::int64_t k = b.shape[0], n = b.shape[1];
+  std::vector<float> w(static_cast<std::size_t>(k * n));
+  for (std::int64_t i = 0; i < k; ++i) {
+    for (std::int64_t j = 0; j < n; ++j)
+      w[static_cast<std::size_t>(j * k + i)] =
+          static_cast<float>(factor * b.data[static_cast<std::size_t>(i * n + j)]);
+  }
+  return Tensor::from(Shape{n, k}, w);
+}
+
+}  // namespace
+
+void Importer::op_gemm(const Node& n) {
+  const double alpha = attr_float(n, "alpha", 1.0), beta = attr_float(n, "beta", 1.0);
+  const bool trans_a = attr_int(n, "transA", 0) != 0, trans_b = attr_int(n, "transB", 0) != 0;
+  if (rank_of(n, 0) != 2 || rank_of(n, 1) != 2) invalid(n, "A and B must be matrices");
+  std::string a = tensor(n, 0);
+  if (trans_a) a = emit(n, "Transpose", {a}, {}, {}, "transpose_a")[0];
+  const bool has_c = n.has_input(2);
+  Attributes add;
+  add.set("operation", std::string("add"));
+  if (is_constant(n, 1)) {
+    Value b = constant(n, 1);
+    Tensor w;
+    if (trans_b) {
+      std::vector<float> scaled;
+      for (double v : b.data) scaled.push_back(static_cast<float>(alpha * v));
+      w = Tensor::from(b.shape, scaled);
+    } else {
+      w = transposed_matrix(b, alpha);
+    }
+    const std::int64_t outputs = w.shape()[0];
+    // A C that is a scalar or one row becomes the bias; any other C is added after.
+    const bool c_is_bias = has_c && is_constant(n, 2) && constant(n, 2).shape.numel() == outputs &&
+                           (constant(n, 2).shape.rank() == 1 || constant(n, 2).shape[0] == 1);
+    const bool c_is_scalar = has_c && is_constant(n, 2) && constant(n, 2).shape.numel() == 1;
+    Attributes attrs;
+    attrs.set("num_output", outputs);
+    attrs.set("axis", std::int64_t{1});
+    std::vector<Tensor> weights{w};
+    if (c_is_bias || c_is_scalar) {
+      const Value& c = constant(n, 2);
+      std::vector<float> bias(static_cast<std::size_t>(outputs));
+      for (std::size_t j = 0; j < bias.size(); ++j)
+        bias[j] = static_cast<float>(beta * c.data[c_is_scalar ? 0 : j]);
+      weights.push_back(Tensor::from(Shape{outputs}, bias));
+    }
+    attrs.set("bias", static_cast<std::int64_t>(weights.size() == 2));
+    if (!has_c || weights.size() == 2) {
+      emit(n, "InnerProduct", {a}, attrs, weights);
+      return;
+    }
+    const std::string product = emit(n, "InnerProduct", {a}, attrs, weights, "product")[0];
+    std::string c = tensor(n, 2);
+    if (beta != 1.0) {
+      const std::string factor = n.name + "/beta";
+      constants_[factor] = Value{TP::FLOAT, Shape{}, {beta}};
+      Attributes mul;
+      mul.set("operation", std::string("mul"));
+      c = emit(n, "Binary", {c, tensor_of(factor)}, mul, {}, "scaled_c")[0];
+    }
+    emit(n, "Binary", {product, c}, add);
+    return;
+  }
+  std::string b = tensor(n, 1);
+  if (trans_b) b = emit(n, "Transpose", {b}, {}, {}, "transpose_b")[0];
+  const bool scaled = alpha != 1.0;
+  std::string product = emit(n, "MatMul", {a, b}, {}, {}, scaled || has_c ? "product" : "")[0];
+  Attributes mul;
+  mul.set("operation", std::string("mul"));
+  if (scaled) {
+    const std::string factor = n.name + "/alpha";
+    constants_[factor] = Value{TP::FLOAT, Shape{}, {alpha}};
+    product = emit(n, "Binary", {product, tensor_of(factor)}, mul, {}, has_c ? "scaled" : "")[0];
+  }
+  if (has_c) {
+    std::string c = tensor(n, 2);
+    if (beta != 1.0) {
+      const std::string factor = n.name + "/beta";
+      constants_[factor] = Value{TP::FLOAT, Shape{}, {beta}};
+      c = emit(n, "Binary", {c, tensor_of(factor)}, mul, {}, "scaled_c")[0];
+    }
+    emit(n, "Binary", {product, c}, add);
+  }
+}
+
+void Importer::op_matmul(const Node& n) {
+  const Shape a = shape(n, 0);
+  if (is_constant(n, 1) && constant(n, 1).shape.rank() == 2 && a.rank() >= 2 && !is_constant(n, 0)) {
+    const Value& b = constant(n, 1);
+    if (b.shape[0] != a[a.rank() - 1]) invalid(n, "cannot multiply " + a.str() + " by " + b.shape.str());
+    Attributes attrs;
+    attrs.set("num_output", b.shape[1]);
+    attrs.set("axis", static_cast<std::int64_t>(a.rank() - 1));
+    attrs.set("bias", std::int64_t{0});
+    emit(n, "InnerProduct", {tensor(n, 0)}, attrs, {transposed_matrix(b, 1.0)});
+    return;
+  }
+  emit(n, "MatMul", {tensor(n, 0), tensor(n, 1)});
+}
+
+// ---- padding, resizing, reductions ------------------------------------------------------------
+
+void Importer::op_pad(const Node& n) {
+  const Shape in = shape(n, 0);
+  const std::string mode = attr_string(n, "mode", "constant");
+  if (mode != "constant" && mode != "reflect" && mode != "edge")
+    unsupported(n, "mode '" + mode + "' is not supported");
+  Dims pads;
+  double value = 0;
+  if (opset_ < 11) {
+    pads = attr_ints(n, opset_ < 2 ? "paddings" : "pads", {});
+    value = attr_float(n, "value", 0.0);
+  } else {
+    pads = constant_ints(n, 1);
+    if (n.has_input(2)) value = constant(n, 2).data.at(0);
+    if (n.has_input(3)) {
+      // Opset 18: pads for the listed axes only.
+      const Dims axes = normalized_axes(constant_ints(n, 3), in.rank());
+      Dims full(static_cast<std::size_t>(2 * in.rank()), 0);
+      for (std::size_t i = 0; i < axes.size(); ++i) {
+        full[static_cast<std::size_t>(axes[i])] = pads.at(i);
+        full[static_cast<std::size_t>(axes[i] + in.rank())] = pads.at(i + axes.size());
+      }
+      pads = full;
+    }
+  }
+  Attributes attrs;
+  attrs.set("pads", pads);
+  attrs.set("mode", mode);
+  attrs.set("value", value);
+  if (is_constant(n, 0)) {
+    set_constant(n, 0, fold(n, "Pad", {constant(n, 0)}, attrs));
+  } else {
+    emit(n, "Pad", {tensor(n, 0)}, attrs);
+  }
+}
+
+void Importer::op_resize(const Node& n) {
+  const Shape in = shape(n, 0);
+  std::string mode = attr_string(n, "mode", "nearest");
+  if (mode != "nearest" && mode != "linear") unsupported(n, "mode '" + mode + "' is not supported");
+  Attributes attrs;
+  attrs.set("mode", mode);
+  std::vector<double> scales;
+  Dims sizes;
+  if (opset_ < 11) {
+    attrs.set("coordinate_transformation_mode", std::string("asymmetric"));
+    attrs.set("nearest_mode", std::string("floor"));
+    scales = constant(n, 1).data;
+  } else {
+    const std::string coordinates = attr_string(n, "coordinate_transformation_mode", "half_pixel");
+    if (coordinates == "tf_crop_and_resize") unsupported(n, "tf_crop_and_resize is not supported");
+    if (attr_int(n, "exclude_outside", 0) != 0) unsupported(n, "exclude_outside is not supported");
+    if (attr_int(n, "antialias", 0) != 0) unsupported(n, "antialias is not supported");
+    if (n.has("axes") || n.has("keep_aspect_ratio_policy"))
+      unsupported(n, "axes and keep_aspect_ratio_policy are not supported");
+    attrs.set("coordinate_transformation_mode", coordinates);
+    attrs.set("nearest_mode", attr_string(n, "nearest_mode", "round_prefer_floor"));
+    if (n.has_input(2) && constant(n, 2).shape.numel() > 0) scales = constant(n, 2).data;
+    if (n.has_input(3)) sizes = constant_ints(n, 3);
+  }
+  if (!sizes.empty()) {
+    attrs.set("sizes", sizes);
+  } else if (!scales.empty()) {
+    attrs.set("scales", scales);
+  } else {
+    invalid(n, "needs scales or sizes");
+  }
+  if (static_cast<int>(std::max(sizes.size(), scales.size())) != in.rank()) {
+    invalid(n, "needs one scale or size per axis of " + in.str());
+  }
+  emit(n, "Resize", {tensor(n, 0)}, attrs);
+}
+
+void Importer::op_reduce(const Node& n) {
+  static const std::map<std::string, std::string> kOps = {
+      {"ReduceL1", "l1"},          {"ReduceL2", "l2"},
+      {"ReduceLogSum", "log_sum"}, {"ReduceLogSumExp", "log_sum_exp"},
+      {"ReduceMax", "max"},        {"ReduceMean", "mean"},
+      {"ReduceMin", "min"},        {"ReduceProd", "prod"},
+      {"ReduceSum", "sum"},        {"ReduceSumSquare", "sum_square"}};
+  // Axes moved from an attribute to an input: ReduceSum in opset 13, the others in 18.
+  const bool axes_input = opset_ >= 18 || (n.op() == "ReduceSum" && opset_ >= 13);
+  const Dims axes = axes_input ? (n.has_input(1) ? constant_ints(n, 1) : Dims{}) : attr_ints(n, "axes", {});
+  if (axes.empty() && attr_int(n, "noop_with_empty_axes", 0) != 0) {
+    if (is_constant(n, 0)) {
+      set_constant(n, 0, constant(n, 0));
+    } else {
+      alias(n, 0, tensor(n, 0));
+    }
+    return;
+  }
+  Attributes attrs;
+  attrs.set("operation", kOps.at(n.op()));
+  if (!axes.empty()) attrs.set("axes", axes);
+  attrs.set("keepdims", attr_int(n, "keepdims", 1));
+  if (is_constant(n, 0)) {
+    set_constant(n, 0, fold(n, "Reduce", {constant(n, 0)}, attrs));
+  } else {
+    emit(n, "Reduce", {tensor(n, 0)}, attrs);
+  }
+}
+
+}  // namespace
+
+Graph load_onnx(const std::string& path, const OnnxImportOptions& options) {
+  return Importer(path, options).run();
+}
+
+std::vector<std::string> onnx_supported_ops() { return Importer::supported(); }
+
+}  // namespace espresso

@@ -1,0 +1,114 @@
+#include "layers/activation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace espresso {
+namespace {
+
+struct Named {
+  const char* name;
+  ActivationLayer::Function function;
+  double alpha;
+  double beta;
+};
+
+constexpr Named kFunctions[] = {
+    {"clip", ActivationLayer::Function::clip, 0, 0},
+    {"hard_sigmoid", ActivationLayer::Function::hard_sigmoid, 0.2, 0.5},
+    {"hard_swish", ActivationLayer::Function::hard_swish, 0, 0},
+    {"elu", ActivationLayer::Function::elu, 1.0, 0},
+    {"selu", ActivationLayer::Function::selu, 1.67326319217681884765625, 0},
+    {"softplus", ActivationLayer::Function::softplus, 0, 0},
+    {"softsign", ActivationLayer::Function::softsign, 0, 0},
+    {"exp", ActivationLayer::Function::exp, 0, 0},
+    {"log", ActivationLayer::Function::log, 0, 0},
+    {"sqrt", ActivationLayer::Function::sqrt, 0, 0},
+    {"neg", ActivationLayer::Function::neg, 0, 0},
+    {"reciprocal", ActivationLayer::Function::reciprocal, 0, 0},
+    {"floor", ActivationLayer::Function::floor, 0, 0},
+    {"ceil", ActivationLayer::Function::ceil, 0, 0},
+    {"abs", ActivationLayer::Function::abs, 0, 0},
+};
+
+}  // namespace
+
+ActivationLayer::ActivationLayer(const LayerSpec& spec) : Layer(spec) {
+  const std::string name = spec.attrs.get_string("function", "");
+  auto it = std::find_if(std::begin(kFunctions), std::end(kFunctions),
+                         [&](const Named& f) { return name == f.name; });
+  if (it == std::end(kFunctions)) fail_model("unknown function '" + name + "'");
+  function_ = it->function;
+  alpha_ = spec.attrs.get_float("alpha", it->alpha);
+  beta_ = spec.attrs.get_float("beta", it->beta);
+  gamma_ = spec.attrs.get_float("gamma", 1.05070102214813232421875);
+  min_ = spec.attrs.get_float("min", -std::numeric_limits<double>::infinity());
+  max_ = spec.attrs.get_float("max", std::numeric_limits<double>::infinity());
+}
+
+std::vector<Shape> ActivationLayer::output_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, 1);
+  return {inputs[0]};
+}
+
+void ActivationLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  const auto alpha = static_cast<float>(alpha_), beta = static_cast<float>(beta_),
+             gamma = static_cast<float>(gamma_), lo = static_cast<float>(min_), hi = static_cast<float>(max_);
+  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) {
+    const float v = x[i];
+    float r = 0;
+    switch (function_) {
+      case Function::clip:
+        r = std::min(std::max(v, lo), hi);
+        break;
+      case Function::hard_sigmoid:
+        r = std::max(0.0f, std::min(1.0f, alpha * v + beta));
+        break;
+      case Function::hard_swish:
+        r = v * std::max(0.0f, std::min(1.0f, v / 6.0f + 0.5f));
+        break;
+      case Function::elu:
+        r = v > 0 ? v : alpha * std::expm1(v);
+        break;
+      case Function::selu:
+        r = gamma * (v > 0 ? v : alpha * std::expm1(v));
+        break;
+      case Function::softplus:
+        r = v > 20 ? v : std::log1p(std::exp(v));
+        break;
+      case Function::softsign:
+        r = v / (1 + std::abs(v));
+        break;
+      case Function::exp:
+        r = std::exp(v);
+        break;
+      case Function::log:
+        r = std::log(v);
+        break;
+      case Function::sqrt:
+        r = std::sqrt(v);
+        break;
+      case Function::neg:
+        r = -v;
+        break;
+      case Function::reciprocal:
+        r = 1 / v;
+        break;
+      case Function::floor:
+        r = std::floor(v);
+        break;
+      case Function::ceil:
+        r = std::ceil(v);
+        break;
+      case Function::abs:
+        r = std::abs(v);
+        break;
+    }
+    y[i] = r;
+  }
+}
+
+}  // namespace espresso

@@ -1,0 +1,45 @@
+#pragma once
+
+#include "layers/layer.h"
+
+namespace espresso {
+
+// Element-wise functions without learned parameters, chosen by `function`:
+//   clip          min(max(x, `min`), `max`)            (min -inf, max +inf)
+//   hard_sigmoid  max(0, min(1, `alpha`·x + `beta`))   (alpha 0.2, beta 0.5)
+//   hard_swish    x · max(0, min(1, x/6 + 1/2))
+//   elu           x > 0 ? x : `alpha`·(e^x − 1)         (alpha 1)
+//   selu          `gamma`·(x > 0 ? x : `alpha`·(e^x − 1)) (alpha 1.67326, gamma 1.0507)
+//   softplus      ln(1 + e^x);  softsign  x / (1 + |x|)
+//   exp, log, sqrt, neg, reciprocal, floor, ceil, abs
+class ActivationLayer final : public Layer {
+ public:
+  enum class Function {
+    clip,
+    hard_sigmoid,
+    hard_swish,
+    elu,
+    selu,
+    softplus,
+    softsign,
+    exp,
+    log,
+    sqrt,
+    neg,
+    reciprocal,
+    floor,
+    ceil,
+    abs
+  };
+
+  explicit ActivationLayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  bool in_place() const override { return true; }
+
+ private:
+  Function function_;
+  double alpha_, beta_, gamma_, min_, max_;
+};
+
+}  // namespace espresso

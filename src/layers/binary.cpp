@@ -1,0 +1,98 @@
+#include "layers/binary.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace espresso {
+namespace {
+
+// Strides of `shape` laid against `out` (aligned at the last axis), 0 where it broadcasts.
+std::vector<std::int64_t> broadcast_strides(const Shape& shape, const Shape& out) {
+  std::vector<std::int64_t> strides(static_cast<std::size_t>(out.rank()), 0);
+  std::int64_t stride = 1;
+  for (int i = shape.rank() - 1, o = out.rank() - 1; i >= 0; --i, --o) {
+    if (shape[i] != 1) strides[static_cast<std::size_t>(o)] = stride;
+    stride *= shape[i];
+  }
+  return strides;
+}
+
+float apply(BinaryLayer::Op op, float a, float b) {
+  switch (op) {
+    case BinaryLayer::Op::add:
+      return a + b;
+    case BinaryLayer::Op::sub:
+      return a - b;
+    case BinaryLayer::Op::mul:
+      return a * b;
+    case BinaryLayer::Op::div:
+      return a / b;
+    case BinaryLayer::Op::max:
+      return std::max(a, b);
+    case BinaryLayer::Op::min:
+      return std::min(a, b);
+    case BinaryLayer::Op::pow:
+      return std::pow(a, b);
+  }
+  return 0;
+}
+
+}  // namespace
+
+Shape broadcast_shapes(const Shape& a, const Shape& b) {
+  const int rank = std::max(a.rank(), b.rank());
+  std::vector<std::int64_t> dims(static_cast<std::size_t>(rank));
+  for (int o = 0; o < rank; ++o) {
+    const int ia = o - (rank - a.rank()), ib = o - (rank - b.rank());
+    const std::int64_t da = ia >= 0 ? a[ia] : 1, db = ib >= 0 ? b[ib] : 1;
+    if (da != db && da != 1 && db != 1) {
+      throw ShapeError("shapes " + a.str() + " and " + b.str() + " do not broadcast");
+    }
+    dims[static_cast<std::size_t>(o)] = da == 1 ? db : da;
+  }
+  return Shape(dims);
+}
+
+BinaryLayer::BinaryLayer(const LayerSpec& spec) : Layer(spec) {
+  const std::string name = spec.attrs.get_string("operation", "");
+  static const std::pair<const char*, Op> kOps[] = {{"add", Op::add}, {"sub", Op::sub}, {"mul", Op::mul},
+                                                    {"div", Op::div}, {"max", Op::max}, {"min", Op::min},
+                                                    {"pow", Op::pow}};
+  auto it = std::find_if(std::begin(kOps), std::end(kOps), [&](const auto& e) { return name == e.first; });
+  if (it == std::end(kOps))
+    fail_model("attribute 'operation' must be add, sub, mul, div, max, min or pow, got '" + name + "'");
+  op_ = it->second;
+}
+
+std::vector<Shape> BinaryLayer::output_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 2, 2);
+  try {
+    return {broadcast_shapes(inputs[0], inputs[1])};
+  } catch (const ShapeError& e) {
+    fail_shape(e.what());
+  }
+}
+
+void BinaryLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const Shape& out = outputs[0].shape();
+  const std::vector<std::int64_t> sa = broadcast_strides(inputs[0].shape(), out);
+  const std::vector<std::int64_t> sb = broadcast_strides(inputs[1].shape(), out);
+  const float* a = inputs[0].data<float>();
+  const float* b = inputs[1].data<float>();
+  float* y = outputs[0].data<float>();
+  std::vector<std::int64_t> index(static_cast<std::size_t>(out.rank()), 0);
+  for (std::int64_t i = 0, n = out.numel(); i < n; ++i) {
+    std::int64_t oa = 0, ob = 0;
+    for (std::size_t k = 0; k < index.size(); ++k) {
+      oa += index[k] * sa[k];
+      ob += index[k] * sb[k];
+    }
+    y[i] = apply(op_, a[oa], b[ob]);
+    for (int k = out.rank() - 1; k >= 0; --k) {
+      if (++index[static_cast<std::size_t>(k)] < out[k]) break;
+      index[static_cast<std::size_t>(k)] = 0;
+    }
+  }
+}
+
+}  // namespace espresso

@@ -1,0 +1,46 @@
+#include "layers/gather.h"
+
+#include <cmath>
+
+namespace espresso {
+
+std::vector<Shape> GatherLayer::output_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 2, 2);
+  const Shape& data = inputs[0];
+  if (data.rank() == 0) fail_shape("cannot gather from a scalar");
+  if (axis_ < -data.rank() || axis_ >= data.rank())
+    fail_shape("axis " + std::to_string(axis_) + " is out of range for " + data.str());
+  const int axis = data.canonical_axis(axis_);
+  std::vector<std::int64_t> dims(data.dims().begin(), data.dims().begin() + axis);
+  dims.insert(dims.end(), inputs[1].dims().begin(), inputs[1].dims().end());
+  dims.insert(dims.end(), data.dims().begin() + axis + 1, data.dims().end());
+  return {Shape(dims)};
+}
+
+void GatherLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const Shape& data = inputs[0].shape();
+  const int axis = data.canonical_axis(axis_);
+  const std::int64_t outer = data.count(0, axis), size = data[axis], inner = data.count(axis + 1);
+  const float* x = inputs[0].data<float>();
+  const float* indices = inputs[1].data<float>();
+  const std::int64_t count = inputs[1].numel();
+  float* y = outputs[0].data<float>();
+  for (std::int64_t j = 0; j < count; ++j) {
+    auto index = static_cast<std::int64_t>(std::llround(indices[j]));
+    if (index < 0) index += size;
+    if (index < 0 || index >= size) {
+      fail_shape("index " + std::to_string(indices[j]) + " is out of range for axis of size " +
+                 std::to_string(size));
+    }
+  }
+  for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t j = 0; j < count; ++j) {
+      auto index = static_cast<std::int64_t>(std::llround(indices[j]));
+      if (index < 0) index += size;
+      for (std::int64_t i = 0; i < inner; ++i)
+        y[(o * count + j) * inner + i] = x[(o * size + index) * inner + i];
+    }
+  }
+}
+
+}  // namespace espresso

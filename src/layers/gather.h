@@ -1,0 +1,20 @@
+#pragma once
+
+#include "layers/layer.h"
+
+namespace espresso {
+
+// Picks slices of input 0 along `axis` (0) at the indices in input 1 (whole numbers stored as
+// floats; negative ones count from the end). Output shape: data[:axis] + indices + data[axis+1:].
+class GatherLayer final : public Layer {
+ public:
+  explicit GatherLayer(const LayerSpec& spec)
+      : Layer(spec), axis_(static_cast<int>(spec.attrs.get_int("axis", 0))) {}
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+
+ private:
+  int axis_;
+};
+
+}  // namespace espresso

@@ -1,0 +1,36 @@
+#include "layers/log_softmax.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace espresso {
+
+std::vector<Shape> LogSoftmaxLayer::output_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, 1);
+  if (axis_ < -inputs[0].rank() || axis_ >= inputs[0].rank()) {
+    fail_shape("axis " + std::to_string(axis_) + " is out of range for " + inputs[0].str());
+  }
+  return {inputs[0]};
+}
+
+void LogSoftmaxLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const Shape& shape = inputs[0].shape();
+  const int axis = shape.canonical_axis(axis_);
+  const std::int64_t outer = shape.count(0, axis), size = shape[axis], inner = shape.count(axis + 1);
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t i = 0; i < inner; ++i) {
+      const float* xs = x + o * size * inner + i;
+      float* ys = y + o * size * inner + i;
+      float peak = xs[0];
+      for (std::int64_t k = 1; k < size; ++k) peak = std::max(peak, xs[k * inner]);
+      double sum = 0;
+      for (std::int64_t k = 0; k < size; ++k) sum += std::exp(static_cast<double>(xs[k * inner] - peak));
+      const auto log_sum = static_cast<float>(std::log(sum));
+      for (std::int64_t k = 0; k < size; ++k) ys[k * inner] = xs[k * inner] - peak - log_sum;
+    }
+  }
+}
+
+}  // namespace espresso

@@ -1,0 +1,19 @@
+#pragma once
+
+#include "layers/layer.h"
+
+namespace espresso {
+
+// y = x − max − ln Σ exp(x − max) along `axis` (1).
+class LogSoftmaxLayer final : public Layer {
+ public:
+  explicit LogSoftmaxLayer(const LayerSpec& spec)
+      : Layer(spec), axis_(static_cast<int>(spec.attrs.get_int("axis", 1))) {}
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+
+ private:
+  int axis_;
+};
+
+}  // namespace espresso

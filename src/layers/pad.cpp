@@ -1,0 +1,76 @@
+#include "layers/pad.h"
+
+namespace espresso {
+
+PadLayer::PadLayer(const LayerSpec& spec)
+    : Layer(spec),
+      pads_(spec.attrs.get_ints("pads", {})),
+      value_(static_cast<float>(spec.attrs.get_float("value", 0.0))) {
+  const std::string mode = spec.attrs.get_string("mode", "constant");
+  if (mode == "constant") {
+    mode_ = Mode::constant;
+  } else if (mode == "reflect") {
+    mode_ = Mode::reflect;
+  } else if (mode == "edge") {
+    mode_ = Mode::edge;
+  } else {
+    fail_model("attribute 'mode' must be constant, reflect or edge, got '" + mode + "'");
+  }
+}
+
+std::vector<Shape> PadLayer::output_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, 1);
+  const Shape& in = inputs[0];
+  if (static_cast<int>(pads_.size()) != 2 * in.rank()) {
+    fail_shape("'pads' needs " + std::to_string(2 * in.rank()) + " values for input " + in.str() + ", has " +
+               std::to_string(pads_.size()));
+  }
+  std::vector<std::int64_t> dims;
+  for (int i = 0; i < in.rank(); ++i) {
+    const std::int64_t d =
+        in[i] + pads_[static_cast<std::size_t>(i)] + pads_[static_cast<std::size_t>(i + in.rank())];
+    if (d < 0) fail_shape("padding makes axis " + std::to_string(i) + " of " + in.str() + " negative");
+    if (mode_ != Mode::constant && d > 0 && in[i] == 0)
+      fail_shape("cannot " + spec().attrs.get_string("mode", "") + "-pad an empty axis");
+    if (mode_ == Mode::reflect && (pads_[static_cast<std::size_t>(i)] >= in[i] ||
+                                   pads_[static_cast<std::size_t>(i + in.rank())] >= in[i])) {
+      fail_shape("reflect padding must be smaller than the axis it pads (" + in.str() + ")");
+    }
+    dims.push_back(d);
+  }
+  return {Shape(dims)};
+}
+
+void PadLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const Shape& in = inputs[0].shape();
+  const Shape& out = outputs[0].shape();
+  const int rank = in.rank();
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  std::vector<std::int64_t> index(static_cast<std::size_t>(rank), 0);
+  for (std::int64_t i = 0, n = out.numel(); i < n; ++i) {
+    std::int64_t offset = 0;
+    bool outside = false;
+    for (int k = 0; k < rank; ++k) {
+      const std::int64_t size = in[k];
+      std::int64_t source = index[static_cast<std::size_t>(k)] - pads_[static_cast<std::size_t>(k)];
+      if (source < 0 || source >= size) {
+        if (mode_ == Mode::constant) {
+          outside = true;
+        } else if (mode_ == Mode::edge) {
+          source = source < 0 ? 0 : size - 1;
+        } else {
+          source = source < 0 ? -source : 2 * (size - 1) - source;
+        }
+      }
+      offset = offset * size + source;
+    }
+    y[i] = outside ? value_ : x[offset];
+    for (int k = rank - 1; k >= 0; --k) {
+      if (++index[static_cast<std::size_t>(k)] < out[k]) break;
+      index[static_cast<std::size_t>(k)] = 0;
+    }
+  }
+}
+
+}  // namespace espresso

@@ -1,0 +1,24 @@
+#pragma once
+
+#include "layers/layer.h"
+
+namespace espresso {
+
+// Pads every axis: `pads` holds the begin amounts of all axes, then the end amounts (ONNX order;
+// negative amounts crop). `mode`: "constant" (fills `value`, default 0), "reflect" (mirrors without
+// repeating the edge) or "edge" (repeats the edge).
+class PadLayer final : public Layer {
+ public:
+  enum class Mode { constant, reflect, edge };
+
+  explicit PadLayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+
+ private:
+  std::vector<std::int64_t> pads_;
+  Mode mode_;
+  float value_;
+};
+
+}  // namespace espresso

@@ -1,0 +1,25 @@
+#pragma once
+
+#include "layers/layer.h"
+
+namespace espresso {
+
+// Reduces the `axes` (default: all) by `operation`: mean, sum, max, min, prod, sum_square, l1, l2,
+// log_sum, log_sum_exp. `keepdims` (1) keeps the reduced axes with size 1.
+class ReduceLayer final : public Layer {
+ public:
+  enum class Op { mean, sum, max, min, prod, sum_square, l1, l2, log_sum, log_sum_exp };
+
+  explicit ReduceLayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+
+ private:
+  std::vector<bool> reduced_axes(const Shape& in) const;
+
+  Op op_;
+  std::vector<std::int64_t> axes_;
+  bool keepdims_;
+};
+
+}  // namespace espresso

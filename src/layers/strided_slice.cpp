@@ -1,0 +1,86 @@
+#include "layers/strided_slice.h"
+
+#include <algorithm>
+
+namespace espresso {
+
+StridedSliceLayer::StridedSliceLayer(const LayerSpec& spec)
+    : Layer(spec),
+      starts_(spec.attrs.get_ints("starts", {})),
+      ends_(spec.attrs.get_ints("ends", {})),
+      axes_(spec.attrs.get_ints("axes", {})),
+      steps_(spec.attrs.get_ints("steps", {})) {
+  if (!spec.attrs.has("starts") || !spec.attrs.has("ends"))
+    fail_model("attributes 'starts' and 'ends' are required");
+  if (axes_.empty()) {
+    for (std::size_t i = 0; i < starts_.size(); ++i) axes_.push_back(static_cast<std::int64_t>(i));
+  }
+  if (steps_.empty()) steps_.assign(starts_.size(), 1);
+  if (ends_.size() != starts_.size() || axes_.size() != starts_.size() || steps_.size() != starts_.size()) {
+    fail_model("'starts', 'ends', 'axes' and 'steps' must have the same length");
+  }
+  if (std::find(steps_.begin(), steps_.end(), 0) != steps_.end()) fail_model("a step of 0 is not allowed");
+}
+
+void StridedSliceLayer::resolve(const Shape& in, std::vector<std::int64_t>& first,
+                                std::vector<std::int64_t>& step, std::vector<std::int64_t>& count) const {
+  first.assign(static_cast<std::size_t>(in.rank()), 0);
+  step.assign(static_cast<std::size_t>(in.rank()), 1);
+  count = in.dims();
+  std::vector<bool> seen(static_cast<std::size_t>(in.rank()), false);
+  for (std::size_t i = 0; i < starts_.size(); ++i) {
+    std::int64_t axis = axes_[i];
+    if (axis < -in.rank() || axis >= in.rank())
+      fail_shape("axis " + std::to_string(axis) + " is out of range for " + in.str());
+    if (axis < 0) axis += in.rank();
+    const auto a = static_cast<std::size_t>(axis);
+    if (seen[a]) fail_shape("axis " + std::to_string(axis) + " is sliced twice");
+    seen[a] = true;
+    const std::int64_t dim = in[static_cast<int>(axis)], s = steps_[i];
+    std::int64_t start = starts_[i], end = ends_[i];
+    if (start < 0) start += dim;
+    if (end < 0) end += dim;
+    if (s > 0) {
+      start = std::clamp<std::int64_t>(start, 0, dim);
+      end = std::clamp<std::int64_t>(end, 0, dim);
+      count[a] = end > start ? (end - start + s - 1) / s : 0;
+    } else {
+      // As numpy: a start or end still negative after adding the size means "before the first".
+      start = std::clamp<std::int64_t>(start, -1, dim - 1);
+      end = std::clamp<std::int64_t>(end, -1, dim - 1);
+      count[a] = start > end ? (start - end - s - 1) / -s : 0;
+    }
+    first[a] = start;
+    step[a] = s;
+  }
+}
+
+std::vector<Shape> StridedSliceLayer::output_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, 1);
+  std::vector<std::int64_t> first, step, count;
+  resolve(inputs[0], first, step, count);
+  return {Shape(count)};
+}
+
+void StridedSliceLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const Shape& in = inputs[0].shape();
+  std::vector<std::int64_t> first, step, count;
+  resolve(in, first, step, count);
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  std::vector<std::int64_t> index(count.size(), 0);
+  for (std::int64_t i = 0, n = outputs[0].numel(); i < n; ++i) {
+    std::int64_t offset = 0;
+    for (int k = 0; k < in.rank(); ++k) {
+      const auto a = static_cast<std::size_t>(k);
+      offset = offset * in[k] + first[a] + index[a] * step[a];
+    }
+    y[i] = x[offset];
+    for (int k = in.rank() - 1; k >= 0; --k) {
+      if (++index[static_cast<std::size_t>(k)] < count[static_cast<std::size_t>(k)]) break;
+      index[static_cast<std::size_t>(k)] = 0;
+    }
+  }
+}
+
+}  // namespace espresso

@@ -1,0 +1,62 @@
+#include "layers/transpose.h"
+
+#include <algorithm>
+
+namespace espresso {
+
+TransposeLayer::TransposeLayer(const LayerSpec& spec) : Layer(spec), perm_(spec.attrs.get_ints("perm", {})) {}
+
+std::vector<int> TransposeLayer::permutation(int rank) const {
+  std::vector<int> perm(static_cast<std::size_t>(rank));
+  if (perm_.empty()) {
+    for (int i = 0; i < rank; ++i) perm[static_cast<std::size_t>(i)] = rank - 1 - i;
+    return perm;
+  }
+  if (static_cast<int>(perm_.size()) != rank) {
+    fail_shape("'perm' has " + std::to_string(perm_.size()) + " entries for a rank-" + std::to_string(rank) +
+               " input");
+  }
+  std::vector<bool> seen(static_cast<std::size_t>(rank), false);
+  for (int i = 0; i < rank; ++i) {
+    std::int64_t axis = perm_[static_cast<std::size_t>(i)];
+    if (axis < 0) axis += rank;
+    if (axis < 0 || axis >= rank || seen[static_cast<std::size_t>(axis)])
+      fail_shape("'perm' is not a permutation");
+    seen[static_cast<std::size_t>(axis)] = true;
+    perm[static_cast<std::size_t>(i)] = static_cast<int>(axis);
+  }
+  return perm;
+}
+
+std::vector<Shape> TransposeLayer::output_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, 1);
+  const std::vector<int> perm = permutation(inputs[0].rank());
+  std::vector<std::int64_t> dims;
+  for (int axis : perm) dims.push_back(inputs[0][axis]);
+  return {Shape(dims)};
+}
+
+void TransposeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const Shape& in = inputs[0].shape();
+  const Shape& out = outputs[0].shape();
+  const std::vector<int> perm = permutation(in.rank());
+  std::vector<std::int64_t> in_strides(static_cast<std::size_t>(in.rank()), 1);
+  for (int i = in.rank() - 2; i >= 0; --i) {
+    in_strides[static_cast<std::size_t>(i)] = in_strides[static_cast<std::size_t>(i) + 1] * in[i + 1];
+  }
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  std::vector<std::int64_t> index(static_cast<std::size_t>(out.rank()), 0);
+  for (std::int64_t i = 0, n = out.numel(); i < n; ++i) {
+    std::int64_t offset = 0;
+    for (std::size_t k = 0; k < index.size(); ++k)
+      offset += index[k] * in_strides[static_cast<std::size_t>(perm[k])];
+    y[i] = x[offset];
+    for (int k = out.rank() - 1; k >= 0; --k) {
+      if (++index[static_cast<std::size_t>(k)] < out[k]) break;
+      index[static_cast<std::size_t>(k)] = 0;
+    }
+  }
+}
+
+}  // namespace espresso

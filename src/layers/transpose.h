@@ -1,0 +1,19 @@
+#pragma once
+
+#include "layers/layer.h"
+
+namespace espresso {
+
+// Permutes axes: output axis i is input axis `perm`[i] (default: reversed axes).
+class TransposeLayer final : public Layer {
+ public:
+  explicit TransposeLayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+
+ private:
+  std::vector<int> permutation(int rank) const;
+  std::vector<std::int64_t> perm_;
+};
+
+}  // namespace espresso

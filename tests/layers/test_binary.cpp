@@ -1,0 +1,59 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "harness/layer_harness.h"
+
+namespace espresso::testing {
+
+TEST(Layers, Binary) {
+  static const char* const kOps[] = {"add", "sub", "mul", "div", "max", "min", "pow"};
+  run_layer_test({
+      .make_case =
+          [](Rng& rng) {
+            LayerCase c;
+            c.spec.type = "Binary";
+            c.spec.attrs.set("operation", std::string(kOps[rng.integer(0, 6)]));
+            std::vector<std::int64_t> a{rng.integer(1, 3), rng.integer(1, 5), rng.integer(1, 6)}, b = a;
+            // Broadcast: drop leading axes of b, or set some of its axes to 1.
+            for (auto& d : b) {
+              if (rng.coin()) d = 1;
+            }
+            if (rng.coin()) b.erase(b.begin());
+            c.input_shapes = {Shape(a), Shape(b)};
+            c.inputs = {rng.values(static_cast<std::size_t>(Shape(a).numel()), 0.5, 2.0),
+                        rng.values(static_cast<std::size_t>(Shape(b).numel()), 0.5, 2.0)};
+            return c;
+          },
+      .naive =
+          [](const LayerCase& c, const std::vector<Values>& in, const std::vector<Values>&) {
+            const std::string op = c.spec.attrs.get_string("operation", "");
+            const Shape& a = c.input_shapes[0];
+            Shape b = c.input_shapes[1];
+            if (b.rank() < a.rank())
+              b = Shape([&] {
+                auto d = b.dims();
+                d.insert(d.begin(), 1);
+                return d;
+              }());
+            Values y;
+            for (std::int64_t i = 0; i < a[0]; ++i)
+              for (std::int64_t j = 0; j < a[1]; ++j)
+                for (std::int64_t k = 0; k < a[2]; ++k) {
+                  const double x = in[0][static_cast<std::size_t>((i * a[1] + j) * a[2] + k)];
+                  const std::int64_t bi = b[0] == 1 ? 0 : i, bj = b[1] == 1 ? 0 : j, bk = b[2] == 1 ? 0 : k;
+                  const double z = in[1][static_cast<std::size_t>((bi * b[1] + bj) * b[2] + bk)];
+                  y.push_back(op == "add"   ? x + z
+                              : op == "sub" ? x - z
+                              : op == "mul" ? x * z
+                              : op == "div" ? x / z
+                              : op == "max" ? std::max(x, z)
+                              : op == "min" ? std::min(x, z)
+                                            : std::pow(x, z));
+                }
+            return std::vector<Values>{y};
+          },
+  });
+}
+
+}  // namespace espresso::testing

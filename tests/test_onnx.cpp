@@ -1,0 +1,397 @@
+// ONNX import of real models, import errors, and export round trips.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "espresso/espresso.h"
+#include "import/onnx/onnx.pb.h"
+
+namespace espresso {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string data_dir() {
+  const char* env = std::getenv("ESPRESSO_DATA");
+  return env ? env : ESPRESSO_DEFAULT_DATA_DIR;
+}
+
+// Loads a model, or says which layer types this build still lacks (they land from other branches).
+#define LOAD_OR_SKIP(graph, ...)                                                      \
+  Graph graph;                                                                        \
+  try {                                                                               \
+    graph = load_onnx(__VA_ARGS__);                                                   \
+  } catch (const ModelError& e) {                                                     \
+    if (std::string(e.what()).find("unknown layer type") == std::string::npos) throw; \
+    GTEST_SKIP() << e.what();                                                         \
+  }
+
+double relative_error(const Tensor& got, const Tensor& expected) {
+  const std::vector<float> g = got.to_vector(), e = expected.to_vector();
+  double diff = 0, scale = 1e-12;
+  for (std::size_t i = 0; i < e.size(); ++i) {
+    diff = std::max(diff, static_cast<double>(std::abs(g[i] - e[i])));
+    scale = std::max(scale, static_cast<double>(std::abs(e[i])));
+  }
+  return diff / scale;
+}
+
+class OnnxModels : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(OnnxModels, MatchesReferenceOutput) {
+  const std::string dir = data_dir() + "/onnx/" + GetParam();
+  LOAD_OR_SKIP(graph, dir + "/model.onnx");
+  const Tensor input = read_onnx_tensor(dir + "/test_data_set_0/input_0.pb");
+  const Tensor expected = read_onnx_tensor(dir + "/test_data_set_0/output_0.pb");
+  Net net(graph);
+  const auto outputs = net.forward({{net.input_names().at(0), input}});
+  const Tensor& got = outputs.begin()->second;
+  ASSERT_EQ(got.shape(), expected.shape());
+  const double error = relative_error(got, expected);
+  std::printf("%s: relative error %.3g\n", GetParam(), error);
+  EXPECT_LE(error, 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Real, OnnxModels,
+                         ::testing::Values("nin_cifar10", "squeezenet1_1", "mobilenet_v2", "resnet18"));
+
+// One array of a .npz (a zip of .npy files, stored or deflated), as float32.
+std::vector<float> read_npz_array(const std::string& path, const std::string& array) {
+  std::ifstream file(path, std::ios::binary);
+  const std::string zip((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  auto u16 = [&](std::size_t at) {
+    return static_cast<std::uint32_t>(static_cast<unsigned char>(zip[at]) |
+                                      static_cast<unsigned char>(zip[at + 1]) << 8);
+  };
+  auto u32 = [&](std::size_t at) { return u16(at) | u16(at + 2) << 16; };
+  std::size_t at = 0;
+  while (at + 30 <= zip.size() && u32(at) == 0x04034b50) {
+    const std::uint32_t method = u16(at + 8), packed = u32(at + 18), size = u32(at + 22);
+    const std::uint32_t name_length = u16(at + 26), extra = u16(at + 28);
+    const std::string name = zip.substr(at + 30, name_length);
+    const std::size_t data = at + 30 + name_length + extra;
+    if (name == array + ".npy") {
+      std::string npy(size, '\0');
+      if (method == 0) {
+        npy = zip.substr(data, size);
+      } else {
+        z_stream z{};
+        inflateInit2(&z, -MAX_WBITS);
+        z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(zip.data() + data));
+        z.avail_in = packed;
+        z.next_out = reinterpret_cast<Bytef*>(npy.data());
+        z.avail_out = size;
+        inflate(&z, Z_FINISH);
+        inflateEnd(&z);
+      }
+      const std::size_t header =
+          10 + (static_cast<unsigned char>(npy[8]) | static_cast<unsigned char>(npy[9]) << 8);
+      EXPECT_NE(npy.find("'<f4'"), std::string::npos) << "expected float32 in " << path;
+      std::vector<float> values((npy.size() - header) / 4);
+      std::memcpy(values.data(), npy.data() + header, values.size() * 4);
+      return values;
+    }
+    at = data + packed;
+  }
+  ADD_FAILURE() << path << " has no array '" << array << "'";
+  return {};
+}
+
+TEST(OnnxMnist1, ReproducesReferenceLogits) {
+  const std::string dir = data_dir() + "/onnx/mnist-1";
+  LOAD_OR_SKIP(graph, dir + "/model.onnx");
+  Net net(graph);
+  for (int i = 0; i < 3; ++i) {
+    const std::string npz = dir + "/test_data_" + std::to_string(i) + ".npz";
+    const auto outputs =
+        net.forward({{"Input3", Tensor::from(Shape{1, 1, 28, 28}, read_npz_array(npz, "inputs"))}});
+    const Tensor expected = Tensor::from(Shape{1, 10}, read_npz_array(npz, "outputs"));
+    EXPECT_LE(relative_error(outputs.begin()->second, expected), 1e-4) << npz;
+  }
+}
+
+std::string gunzip(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) return {};
+  std::string out;
+  char buffer[1 << 16];
+  int n;
+  while ((n = gzread(f, buffer, sizeof buffer)) > 0) out.append(buffer, static_cast<std::size_t>(n));
+  gzclose(f);
+  return out;
+}
+
+TEST(OnnxMnist1, AccuracyOnT10k) {
+  LOAD_OR_SKIP(graph, data_dir() + "/onnx/mnist-1/model.onnx");
+  const std::string images = gunzip(data_dir() + "/mnist/t10k-images-idx3-ubyte.gz");
+  const std::string labels = gunzip(data_dir() + "/mnist/t10k-labels-idx1-ubyte.gz");
+  ASSERT_EQ(images.size(), 16u + 10000u * 784u);
+  ASSERT_EQ(labels.size(), 8u + 10000u);
+  Net net(graph);
+  int correct = 0;
+  for (int i = 0; i < 10000; ++i) {
+    Tensor& input = net.input("Input3");
+    float* x = input.data<float>();
+    for (int p = 0; p < 784; ++p)
+      x[p] = static_cast<unsigned char>(
+                 images[16 + static_cast<std::size_t>(i) * 784 + static_cast<std::size_t>(p)]) /
+             255.0f;
+    net.forward();
+    const std::vector<float> logits = net.tensor(net.output_names().at(0)).to_vector();
+    const auto best = std::max_element(logits.begin(), logits.end()) - logits.begin();
+    correct += best == static_cast<unsigned char>(labels[8 + static_cast<std::size_t>(i)]);
+  }
+  std::printf("mnist-1 t10k top-1: %.2f %%\n", correct / 100.0);
+  EXPECT_GE(correct, 9880);
+}
+
+// ---- errors ----------------------------------------------------------------------------------
+
+class OnnxErrors : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("espresso_onnx_" + std::to_string(::getpid()));
+    fs::create_directories(dir_ / "model");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // x (1x4) → Relu → y, with an initializer `w` added to it by an Add node.
+  onnx::ModelProto small_model() {
+    onnx::ModelProto model;
+    model.set_ir_version(7);
+    model.add_opset_import()->set_version(13);
+    auto* g = model.mutable_graph();
+    auto* in = g->add_input();
+    in->set_name("x");
+    in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+    in->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_param("batch");
+    in->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(4);
+    auto* w = g->add_initializer();
+    w->set_name("w");
+    w->set_data_type(onnx::TensorProto::FLOAT);
+    w->add_dims(4);
+    for (float v : {1.f, 2.f, 3.f, 4.f}) w->add_float_data(v);
+    auto* add = g->add_node();
+    add->set_op_type("Add");
+    add->set_name("add");
+    add->add_input("x");
+    add->add_input("w");
+    add->add_output("sum");
+    auto* relu = g->add_node();
+    relu->set_op_type("Relu");
+    relu->set_name("relu");
+    relu->add_input("sum");
+    relu->add_output("y");
+    g->add_output()->set_name("y");
+    return model;
+  }
+  std::string write(const onnx::ModelProto& model) {
+    const std::string path = (dir_ / "model" / "model.onnx").string();
+    std::ofstream out(path, std::ios::binary);
+    model.SerializeToOstream(&out);
+    return path;
+  }
+  template <class E>
+  std::string expect_error(const std::string& path) {
+    try {
+      load_onnx(path);
+    } catch (const E& e) {
+      return e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "wrong exception type: " << e.what();
+      return {};
+    }
+    ADD_FAILURE() << "no exception for " << path;
+    return {};
+  }
+  // Moves w's data to an external file and points it at `location`, `offset`, `length`.
+  onnx::ModelProto external(const std::string& location, const std::string& offset,
+                            const std::string& length) {
+    onnx::ModelProto model = small_model();
+    auto* w = model.mutable_graph()->mutable_initializer(0);
+    w->clear_float_data();
+    w->set_data_location(onnx::TensorProto::EXTERNAL);
+    for (auto [k, v] : {std::pair{"location", location}, {"offset", offset}, {"length", length}}) {
+      auto* e = w->add_external_data();
+      e->set_key(k);
+      e->set_value(v);
+    }
+    const float values[4] = {1, 2, 3, 4};
+    std::ofstream(dir_ / "model" / "weights.bin", std::ios::binary)
+        .write(reinterpret_cast<const char*>(values), 16);
+    return model;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(OnnxErrors, LoadsAndRunsTheSmallModel) {
+  Graph graph = load_onnx(write(small_model()));
+  EXPECT_EQ(graph.inputs.at(0).shape, (Shape{1, 4}));
+  Net net(graph);
+  const auto out = net.forward({{"x", Tensor::from(Shape{1, 4}, {-2, -2, -2, -2})}});
+  EXPECT_EQ(out.at("y").to_vector(), (std::vector<float>{0, 0, 1, 2}));
+}
+
+TEST_F(OnnxErrors, ExternalDataIsReadAndChecked) {
+  Graph graph = load_onnx(write(external("weights.bin", "0", "16")));
+  EXPECT_EQ(graph.layers.size(), 3u);
+  EXPECT_NE(
+      expect_error<FileError>(write(external("../escape.bin", "0", "16"))).find("leaves the model's folder"),
+      std::string::npos);
+  EXPECT_NE(expect_error<FileError>(write(external("/etc/passwd", "0", "16"))).find("absolute"),
+            std::string::npos);
+  EXPECT_NE(expect_error<FileError>(write(external("missing.bin", "0", "16"))).find("missing"),
+            std::string::npos);
+  EXPECT_NE(expect_error<FileError>(write(external("weights.bin", "8", "16"))).find("past the end"),
+            std::string::npos);
+  EXPECT_NE(expect_error<FileError>(write(external("weights.bin", "100", "4"))).find("past the end"),
+            std::string::npos);
+}
+
+TEST_F(OnnxErrors, MissingTruncatedAndCorruptFiles) {
+  expect_error<FileError>((dir_ / "nope.onnx").string());
+  const std::string path = write(small_model());
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  for (std::size_t cut : {bytes.size() / 2, bytes.size() - 3}) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc)
+        .write(bytes.data(), static_cast<std::streamsize>(cut));
+    EXPECT_NE(expect_error<ParseError>(path).find(path), std::string::npos);
+  }
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << "\xff\xff\xff\xff garbage";
+  expect_error<ParseError>(path);
+}
+
+TEST_F(OnnxErrors, UnsupportedOperatorsAreListedTogether) {
+  onnx::ModelProto model = small_model();
+  model.mutable_graph()->mutable_node(0)->set_op_type("NonMaxSuppression");
+  model.mutable_graph()->mutable_node(1)->set_op_type("Custom");
+  model.mutable_graph()->mutable_node(1)->set_domain("com.example");
+  const std::string message = expect_error<UnsupportedError>(write(model));
+  EXPECT_NE(message.find("node 'add' NonMaxSuppression"), std::string::npos) << message;
+  EXPECT_NE(message.find("node 'relu' Custom (domain 'com.example', opset 13)"), std::string::npos)
+      << message;
+}
+
+TEST_F(OnnxErrors, DanglingNamesAndShapeContradictions) {
+  onnx::ModelProto model = small_model();
+  model.mutable_graph()->mutable_node(1)->set_input(0, "nowhere");
+  EXPECT_NE(expect_error<ModelError>(write(model)).find("node 'relu' (Relu): input 'nowhere'"),
+            std::string::npos);
+  model = small_model();
+  model.mutable_graph()->mutable_initializer(0)->set_dims(0, 3);
+  model.mutable_graph()->mutable_initializer(0)->mutable_float_data()->RemoveLast();
+  EXPECT_NE(expect_error<ModelError>(write(model)).find("node 'add' (Add)"), std::string::npos);
+  model = small_model();
+  model.mutable_graph()->mutable_initializer(0)->add_float_data(5);
+  EXPECT_NE(expect_error<ParseError>(write(model)).find("initializer 'w'"), std::string::npos);
+}
+
+// ---- export ----------------------------------------------------------------------------------
+
+// Runs onnx.checker on `path` with the system Python; false (and a visible skip) without python3-onnx.
+bool onnx_checker_available() { return std::system("/usr/bin/python3 -c 'import onnx' 2>/dev/null") == 0; }
+
+void expect_checker_accepts(const std::string& path) {
+  if (!onnx_checker_available()) {
+    std::printf("SKIPPED: onnx.checker (python3-onnx is not installed)\n");
+    return;
+  }
+  const std::string command =
+      "/usr/bin/python3 -c \"import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), "
+      "full_check=True)\" " +
+      path;
+  EXPECT_EQ(std::system(command.c_str()), 0) << "onnx.checker rejected " << path;
+}
+
+void expect_round_trip(const Graph& graph, const std::map<std::string, Tensor>& feed,
+                       const std::string& path) {
+  export_onnx(graph, path);
+  expect_checker_accepts(path);
+  Net original(graph);
+  Net reloaded(load_onnx(path));
+  const auto a = original.forward(feed);
+  const auto b = reloaded.forward(feed);
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, tensor] : a) {
+    const Tensor& other = reloaded.tensor(name);
+    ASSERT_EQ(tensor.shape(), other.shape()) << name;
+    EXPECT_LE(relative_error(other, tensor), 1e-6) << name;
+  }
+}
+
+TEST_F(OnnxErrors, ExportRoundTripOfOnnxOnlyLayers) {
+  Graph g;
+  g.inputs = {{"x", Shape{2, 3, 5, 4}}};
+  auto layer = [&](const std::string& name, const std::string& type, std::vector<std::string> in,
+                   Attributes attrs = {}) {
+    LayerSpec l;
+    l.name = name;
+    l.type = type;
+    l.inputs = std::move(in);
+    l.outputs = {name};
+    l.attrs = std::move(attrs);
+    g.layers.push_back(std::move(l));
+  };
+  Attributes pad, clip, transpose, reduce, resize, slice, binary;
+  pad.set("pads", std::vector<std::int64_t>{0, 0, 1, 2, 0, 0, 2, 1});
+  pad.set("mode", std::string("reflect"));
+  clip.set("function", std::string("clip"));
+  clip.set("min", -0.5);
+  clip.set("max", 0.5);
+  transpose.set("perm", std::vector<std::int64_t>{0, 2, 3, 1});
+  reduce.set("operation", std::string("mean"));
+  reduce.set("axes", std::vector<std::int64_t>{3});
+  resize.set("mode", std::string("linear"));
+  resize.set("scales", std::vector<double>{1, 1, 2, 1.5});
+  slice.set("starts", std::vector<std::int64_t>{-1, 0});
+  slice.set("ends", std::vector<std::int64_t>{0, 100});
+  slice.set("axes", std::vector<std::int64_t>{1, 2});
+  slice.set("steps", std::vector<std::int64_t>{-1, 2});
+  binary.set("operation", std::string("mul"));
+  layer("pad", "Pad", {"x"}, pad);
+  layer("clip", "Activation", {"pad"}, clip);
+  layer("resize", "Resize", {"clip"}, resize);
+  layer("slice", "StridedSlice", {"resize"}, slice);
+  layer("transpose", "Transpose", {"slice"}, transpose);
+  layer("mean", "Reduce", {"transpose"}, reduce);
+  Attributes swap;
+  swap.set("perm", std::vector<std::int64_t>{0, 1, 3, 2});
+  layer("swapped", "Transpose", {"transpose"}, swap);
+  layer("matmul", "MatMul", {"transpose", "swapped"}, {});
+  layer("product", "Binary", {"matmul", "mean"}, binary);
+  g.outputs = {"product"};
+  std::vector<float> x(120);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i));
+  expect_round_trip(g, {{"x", Tensor::from(Shape{2, 3, 5, 4}, x)}}, (dir_ / "layers.onnx").string());
+}
+
+TEST_F(OnnxErrors, ExportRoundTripOfCaffeLeNet) {
+  const std::string dir = data_dir() + "/caffe/lenet/";
+  Graph graph = load_caffe(dir + "v2_format/lenet.prototxt", dir + "lenet_iter_10000.caffemodel");
+  const Shape shape = graph.inputs.at(0).shape;
+  std::vector<float> x(static_cast<std::size_t>(shape.numel()));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 37) % 256) / 255.0f;
+  expect_round_trip(graph, {{graph.inputs[0].name, Tensor::from(shape, x)}}, (dir_ / "lenet.onnx").string());
+}
+
+TEST_F(OnnxErrors, ExportRoundTripOfRealModels) {
+  for (const char* name : {"nin_cifar10", "mobilenet_v2"}) {
+    const std::string dir = data_dir() + "/onnx/" + name;
+    LOAD_OR_SKIP(graph, dir + "/model.onnx");
+    expect_round_trip(graph, {{graph.inputs[0].name, read_onnx_tensor(dir + "/test_data_set_0/input_0.pb")}},
+                      (dir_ / (std::string(name) + ".onnx")).string());
+  }
+}
+
+}  // namespace
+}  // namespace espresso
