@@ -16,6 +16,11 @@ struct Entry {
 
 // Layer types with a CUDA kernel. A net runs on a GPU only when every layer has one.
 constexpr Entry kKernels[] = {
+    {"Convolution", make_convolution},
+    {"Deconvolution", make_deconvolution},
+    {"InnerProduct", make_inner_product},
+    {"LRN", make_lrn},
+    {"Pooling", make_pooling},
     {"ReLU", make_relu},
 };
 

@@ -13,6 +13,16 @@ namespace espresso::cuda {
 using KernelFactory = std::unique_ptr<Kernel> (*)(const Layer& layer, const std::vector<Shape>& inputs,
                                                   StreamContext& context);
 
+std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs,
+                                         StreamContext& context);
+std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector<Shape>& inputs,
+                                           StreamContext& context);
+std::unique_ptr<Kernel> make_inner_product(const Layer& layer, const std::vector<Shape>& inputs,
+                                           StreamContext& context);
+std::unique_ptr<Kernel> make_lrn(const Layer& layer, const std::vector<Shape>& inputs,
+                                 StreamContext& context);
+std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape>& inputs,
+                                     StreamContext& context);
 std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>& inputs,
                                   StreamContext& context);
 
