@@ -3,12 +3,30 @@
 #include <algorithm>
 #include <iterator>
 
+#include "layers/absval.h"
+#include "layers/accuracy.h"
+#include "layers/batch_norm.h"
+#include "layers/bias.h"
+#include "layers/concat.h"
 #include "layers/convolution.h"
 #include "layers/deconvolution.h"
+#include "layers/dropout.h"
+#include "layers/eltwise.h"
+#include "layers/flatten.h"
 #include "layers/inner_product.h"
 #include "layers/lrn.h"
 #include "layers/pooling.h"
+#include "layers/power.h"
+#include "layers/prelu.h"
 #include "layers/relu.h"
+#include "layers/reshape.h"
+#include "layers/scale.h"
+#include "layers/sigmoid.h"
+#include "layers/slice.h"
+#include "layers/softmax.h"
+#include "layers/softmax_with_loss.h"
+#include "layers/split.h"
+#include "layers/tanh.h"
 
 namespace espresso {
 namespace {
@@ -27,17 +45,35 @@ struct Entry {
 
 // Every layer type espresso knows, by its espresso name (docs/layers.md).
 constexpr Entry kLayers[] = {
+    {"AbsVal", make<AbsValLayer>},
+    {"Accuracy", make<AccuracyLayer>},
+    {"BatchNorm", make<BatchNormLayer>},
+    {"Bias", make<BiasLayer>},
+    {"Concat", make<ConcatLayer>},
     {"Convolution", make<ConvolutionLayer>},
     {"Deconvolution", make<DeconvolutionLayer>},
+    {"Dropout", make<DropoutLayer>},
+    {"Eltwise", make<EltwiseLayer>},
+    {"Flatten", make<FlattenLayer>},
     {"InnerProduct", make<InnerProductLayer>},
     {"LRN", make<LRNLayer>},
     {"Pooling", make<PoolingLayer>},
+    {"Power", make<PowerLayer>},
+    {"PReLU", make<PReLULayer>},
     {"ReLU", make<ReLULayer>},
+    {"Reshape", make<ReshapeLayer>},
+    {"Scale", make<ScaleLayer>},
+    {"Sigmoid", make<SigmoidLayer>},
+    {"Slice", make<SliceLayer>},
+    {"Softmax", make<SoftmaxLayer>},
+    {"SoftmaxWithLoss", make<SoftmaxWithLossLayer>},
+    {"Split", make<SplitLayer>},
+    {"TanH", make<TanHLayer>},
 };
 
 const Entry* find(const std::string& type) {
-  auto it = std::find_if(std::begin(kLayers), std::end(kLayers),
-                         [&](const Entry& e) { return type == e.type; });
+  auto it =
+      std::find_if(std::begin(kLayers), std::end(kLayers), [&](const Entry& e) { return type == e.type; });
   return it == std::end(kLayers) ? nullptr : &*it;
 }
 

@@ -12,12 +12,22 @@ struct Entry {
 
 // Layer types with a fast CPU kernel; every other layer runs its reference kernel.
 constexpr Entry kKernels[] = {
+    {"AbsVal", make_absval},
+    {"BatchNorm", make_batch_norm},
+    {"Bias", make_bias},
     {"Convolution", make_convolution},
     {"Deconvolution", make_deconvolution},
+    {"Eltwise", make_eltwise},
     {"InnerProduct", make_inner_product},
     {"LRN", make_lrn},
     {"Pooling", make_pooling},
+    {"Power", make_power},
+    {"PReLU", make_prelu},
     {"ReLU", make_relu},
+    {"Scale", make_scale},
+    {"Sigmoid", make_sigmoid},
+    {"Softmax", make_softmax},
+    {"TanH", make_tanh},
 };
 
 }  // namespace

@@ -1,10 +1,11 @@
 // ReLU on the CPU: threads over the elements, AVX2 where the processor has it.
+#include "layers/relu.h"
+
 #include <immintrin.h>
 
 #include "backends/cpu/cpu_backend.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
-#include "layers/relu.h"
 
 namespace espresso::cpu {
 namespace {
@@ -13,8 +14,7 @@ void relu_scalar(const float* x, float* y, std::int64_t n, float slope) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = x[i] > 0 ? x[i] : slope * x[i];
 }
 
-__attribute__((target("avx2,fma"))) void relu_avx2(const float* x, float* y, std::int64_t n,
-                                                   float slope) {
+__attribute__((target("avx2,fma"))) void relu_avx2(const float* x, float* y, std::int64_t n, float slope) {
   const __m256 zero = _mm256_setzero_ps();
   const __m256 s = _mm256_set1_ps(slope);
   std::int64_t i = 0;
@@ -33,8 +33,9 @@ class ReLUKernel final : public Kernel {
     const float* x = inputs[0].data<float>();
     float* y = outputs[0].data<float>();
     const auto run = cpu_has_avx2_fma() ? relu_avx2 : relu_scalar;
-    parallel_for(inputs[0].numel(), [&](std::int64_t b, std::int64_t e) { run(x + b, y + b, e - b, slope_); },
-                 1 << 14);
+    parallel_for(
+        inputs[0].numel(), [&](std::int64_t b, std::int64_t e) { run(x + b, y + b, e - b, slope_); },
+        1 << 14);
   }
   const char* name() const override { return cpu_has_avx2_fma() ? "avx2" : "scalar"; }
 

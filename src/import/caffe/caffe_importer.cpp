@@ -1,0 +1,595 @@
+// Caffe nets to Graphs: phase filtering, layer parameters to docs/layers.md attributes, in-place
+// tops to unique tensor names, and caffemodel blobs to weights matched by layer name.
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "espresso/errors.h"
+#include "espresso/import.h"
+#include "import/caffe/caffe_format.h"
+
+namespace espresso {
+namespace {
+
+using Ints = std::vector<std::int64_t>;
+
+// Types that become espresso layers of the same name (docs/layers.md).
+const std::set<std::string> kComputeTypes = {
+    "AbsVal",  "Accuracy", "BatchNorm",    "Bias",  "Concat",  "Convolution",     "Deconvolution", "Dropout",
+    "Eltwise", "Flatten",  "InnerProduct", "LRN",   "Pooling", "Power",           "PReLU",         "ReLU",
+    "Reshape", "Scale",    "Sigmoid",      "Slice", "Softmax", "SoftmaxWithLoss", "Split",         "TanH"};
+
+// Data-source layers: kept under their Caffe type with their settings, for the data pipeline.
+const std::set<std::string> kDataTypes = {"Data",      "DummyData",  "HDF5Data",
+                                          "ImageData", "MemoryData", "WindowData"};
+
+class LayerContext {
+ public:
+  LayerContext(const std::string& file, const caffe::LayerParameter& layer) : file_(file), layer_(layer) {}
+
+  [[noreturn]] void fail(const std::string& what) const {
+    throw ModelError(file_ + ": layer '" + layer_.name() + "' (" + layer_.type() + "): " + what);
+  }
+
+  // A spatial list given either as a repeated field or as the 2-D *_h/*_w pair.
+  std::optional<Ints> spatial(const char* field, const google::protobuf::RepeatedField<std::uint32_t>& values,
+                              bool has_h, std::uint32_t h, bool has_w, std::uint32_t w) const {
+    if (has_h != has_w) fail(std::string(field) + "_h and " + field + "_w must be given together");
+    if (has_h) {
+      if (!values.empty()) fail(std::string("give either ") + field + " or " + field + "_h/" + field + "_w");
+      return Ints{h, w};
+    }
+    if (values.empty()) return std::nullopt;
+    return Ints(values.begin(), values.end());
+  }
+
+  const caffe::LayerParameter& layer() const { return layer_; }
+
+ private:
+  const std::string& file_;
+  const caffe::LayerParameter& layer_;
+};
+
+void set_if(Attributes& attrs, const char* name, const std::optional<Ints>& values) {
+  if (values) attrs.set(name, *values);
+}
+
+// Deconvolution has the same Caffe parameters (Caffe has no output padding).
+void map_convolution(const LayerContext& ctx, Attributes& attrs) {
+  const caffe::ConvolutionParameter& p = ctx.layer().convolution_param();
+  if (!p.has_num_output()) ctx.fail("convolution_param.num_output is required");
+  if (p.axis() != 1) ctx.fail("convolution_param.axis other than 1 is not supported");
+  attrs.set("num_output", static_cast<std::int64_t>(p.num_output()));
+  const auto kernel =
+      ctx.spatial("kernel", p.kernel_size(), p.has_kernel_h(), p.kernel_h(), p.has_kernel_w(), p.kernel_w());
+  if (!kernel) ctx.fail("convolution_param.kernel_size (or kernel_h/kernel_w) is required");
+  attrs.set("kernel", *kernel);
+  set_if(attrs, "stride",
+         ctx.spatial("stride", p.stride(), p.has_stride_h(), p.stride_h(), p.has_stride_w(), p.stride_w()));
+  // Caffe lets pad_h/pad_w be given alone, the other one defaulting to 0.
+  const bool pad_hw = p.has_pad_h() || p.has_pad_w();
+  set_if(attrs, "pad", ctx.spatial("pad", p.pad(), pad_hw, p.pad_h(), pad_hw, p.pad_w()));
+  if (!p.dilation().empty()) attrs.set("dilation", Ints(p.dilation().begin(), p.dilation().end()));
+  if (p.has_group()) attrs.set("group", static_cast<std::int64_t>(p.group()));
+  attrs.set("bias", static_cast<std::int64_t>(p.bias_term()));
+}
+
+void map_pooling(const LayerContext& ctx, Attributes& attrs) {
+  const caffe::PoolingParameter& p = ctx.layer().pooling_param();
+  switch (p.pool()) {
+    case caffe::PoolingParameter::MAX:
+      attrs.set("method", std::string("max"));
+      break;
+    case caffe::PoolingParameter::AVE:
+      attrs.set("method", std::string("ave"));
+      break;
+    default:
+      ctx.fail("pooling method " + caffe::PoolingParameter::PoolMethod_Name(p.pool()) + " is not supported");
+  }
+  // Pooling spells each setting as one optional value; give it the repeated form spatial() reads.
+  auto field = [](bool has, std::uint32_t value) {
+    google::protobuf::RepeatedField<std::uint32_t> values;
+    if (has) values.Add(value);
+    return values;
+  };
+  const auto kernel = ctx.spatial("kernel", field(p.has_kernel_size(), p.kernel_size()), p.has_kernel_h(),
+                                  p.kernel_h(), p.has_kernel_w(), p.kernel_w());
+  if (p.global_pooling()) {
+    if (kernel) ctx.fail("global_pooling cannot be combined with a kernel size");
+    attrs.set("global", std::int64_t{1});
+  } else {
+    if (!kernel) ctx.fail("pooling_param.kernel_size (or kernel_h/kernel_w) is required");
+    attrs.set("kernel", *kernel);
+  }
+  set_if(attrs, "stride",
+         ctx.spatial("stride", field(p.has_stride(), p.stride()), p.has_stride_h(), p.stride_h(),
+                     p.has_stride_w(), p.stride_w()));
+  const bool pad_hw = p.has_pad_h() || p.has_pad_w();
+  set_if(attrs, "pad", ctx.spatial("pad", field(p.has_pad(), p.pad()), pad_hw, p.pad_h(), pad_hw, p.pad_w()));
+  attrs.set("round", std::string(p.round_mode() == caffe::PoolingParameter::FLOOR ? "floor" : "ceil"));
+}
+
+void map_loss(const caffe::LayerParameter& layer, Attributes& attrs) {
+  const caffe::LossParameter& p = layer.loss_param();
+  if (p.has_ignore_label()) attrs.set("ignore_label", static_cast<std::int64_t>(p.ignore_label()));
+  std::string normalization = "valid";
+  if (p.has_normalization()) {
+    switch (p.normalization()) {
+      case caffe::LossParameter::FULL:
+        normalization = "full";
+        break;
+      case caffe::LossParameter::VALID:
+        normalization = "valid";
+        break;
+      case caffe::LossParameter::BATCH_SIZE:
+        normalization = "batch_size";
+        break;
+      case caffe::LossParameter::NONE:
+        normalization = "none";
+        break;
+    }
+  } else if (p.has_normalize()) {
+    // The older boolean: false meant dividing by the batch size.
+    normalization = p.normalize() ? "valid" : "batch_size";
+  }
+  attrs.set("normalization", normalization);
+  if (layer.softmax_param().has_axis())
+    attrs.set("axis", static_cast<std::int64_t>(layer.softmax_param().axis()));
+}
+
+void map_data_source(const LayerContext& ctx, Attributes& attrs) {
+  const caffe::LayerParameter& layer = ctx.layer();
+  const caffe::TransformationParameter& t = layer.transform_param();
+  auto transform = [&](bool legacy_has_scale, float legacy_scale, const std::string& legacy_mean,
+                       std::uint32_t legacy_crop, bool legacy_mirror) {
+    if (t.has_scale() || legacy_has_scale)
+      attrs.set("scale", double{t.has_scale() ? t.scale() : legacy_scale});
+    const std::string mean_file = t.has_mean_file() ? t.mean_file() : legacy_mean;
+    if (!mean_file.empty()) attrs.set("mean_file", mean_file);
+    if (!t.mean_value().empty())
+      attrs.set("mean_value", std::vector<double>(t.mean_value().begin(), t.mean_value().end()));
+    const std::uint32_t crop = t.crop_size() != 0 ? t.crop_size() : legacy_crop;
+    if (crop != 0) attrs.set("crop_size", static_cast<std::int64_t>(crop));
+    if (t.mirror() || legacy_mirror) attrs.set("mirror", std::int64_t{1});
+  };
+  const std::string& type = layer.type();
+  if (type == "Data") {
+    const caffe::DataParameter& p = layer.data_param();
+    attrs.set("source", p.source());
+    attrs.set("batch_size", static_cast<std::int64_t>(p.batch_size()));
+    attrs.set("backend", std::string(p.backend() == caffe::DataParameter::LMDB ? "lmdb" : "leveldb"));
+    transform(p.has_scale(), p.scale(), p.mean_file(), p.crop_size(), p.mirror());
+  } else if (type == "ImageData") {
+    const caffe::ImageDataParameter& p = layer.image_data_param();
+    attrs.set("source", p.source());
+    attrs.set("batch_size", static_cast<std::int64_t>(p.batch_size()));
+    if (!p.root_folder().empty()) attrs.set("root_folder", p.root_folder());
+    if (p.new_height() != 0) attrs.set("new_height", static_cast<std::int64_t>(p.new_height()));
+    if (p.new_width() != 0) attrs.set("new_width", static_cast<std::int64_t>(p.new_width()));
+    attrs.set("is_color", static_cast<std::int64_t>(p.is_color()));
+    attrs.set("shuffle", static_cast<std::int64_t>(p.shuffle()));
+    transform(p.has_scale(), p.scale(), p.mean_file(), p.crop_size(), p.mirror());
+  } else if (type == "WindowData") {
+    const caffe::WindowDataParameter& p = layer.window_data_param();
+    attrs.set("source", p.source());
+    attrs.set("batch_size", static_cast<std::int64_t>(p.batch_size()));
+    transform(p.has_scale(), p.scale(), p.mean_file(), p.crop_size(), p.mirror());
+  } else if (type == "HDF5Data") {
+    const caffe::HDF5DataParameter& p = layer.hdf5_data_param();
+    attrs.set("source", p.source());
+    attrs.set("batch_size", static_cast<std::int64_t>(p.batch_size()));
+    attrs.set("shuffle", static_cast<std::int64_t>(p.shuffle()));
+  } else if (type == "MemoryData") {
+    const caffe::MemoryDataParameter& p = layer.memory_data_param();
+    attrs.set("batch_size", static_cast<std::int64_t>(p.batch_size()));
+    attrs.set("shape", Ints{p.channels(), p.height(), p.width()});
+    transform(false, 1.0f, "", 0, false);
+  } else if (type == "DummyData") {
+    // One shape per top: "shape" for the first, then "shape1", "shape2"...
+    const caffe::DummyDataParameter& p = layer.dummy_data_param();
+    const int tops = layer.top_size();
+    // Each list holds one entry for every top, or a single entry shared by all of them.
+    auto entry = [&](const char* field, int size, int top) {
+      if (size != 1 && size != tops) {
+        ctx.fail(std::string("dummy_data_param.") + field + " needs 1 or " + std::to_string(tops) +
+                 " entries, found " + std::to_string(size));
+      }
+      return size == 1 ? 0 : top;
+    };
+    for (int top = 0; top < tops; ++top) {
+      Ints dims;
+      if (p.shape_size() > 0) {
+        const auto& shape = p.shape(entry("shape", p.shape_size(), top)).dim();
+        dims.assign(shape.begin(), shape.end());
+      } else {
+        dims = {p.num(entry("num", p.num_size(), top)), p.channels(entry("channels", p.channels_size(), top)),
+                p.height(entry("height", p.height_size(), top)),
+                p.width(entry("width", p.width_size(), top))};
+      }
+      attrs.set(top == 0 ? "shape" : "shape" + std::to_string(top), dims);
+    }
+  }
+}
+
+// The docs/layers.md attributes of one supported layer.
+Attributes map_attributes(const LayerContext& ctx) {
+  const caffe::LayerParameter& layer = ctx.layer();
+  const std::string& type = layer.type();
+  Attributes attrs;
+  if (type == "Convolution" || type == "Deconvolution") {
+    map_convolution(ctx, attrs);
+  } else if (type == "Pooling") {
+    map_pooling(ctx, attrs);
+  } else if (type == "ReLU") {
+    if (layer.relu_param().has_negative_slope()) {
+      attrs.set("negative_slope", double{layer.relu_param().negative_slope()});
+    }
+  } else if (type == "PReLU") {
+    attrs.set("channel_shared", static_cast<std::int64_t>(layer.prelu_param().channel_shared()));
+  } else if (type == "Power") {
+    const caffe::PowerParameter& p = layer.power_param();
+    attrs.set("power", double{p.power()});
+    attrs.set("scale", double{p.scale()});
+    attrs.set("shift", double{p.shift()});
+  } else if (type == "Softmax") {
+    attrs.set("axis", static_cast<std::int64_t>(layer.softmax_param().axis()));
+  } else if (type == "InnerProduct") {
+    const caffe::InnerProductParameter& p = layer.inner_product_param();
+    if (!p.has_num_output()) ctx.fail("inner_product_param.num_output is required");
+    attrs.set("num_output", static_cast<std::int64_t>(p.num_output()));
+    attrs.set("bias", static_cast<std::int64_t>(p.bias_term()));
+    attrs.set("axis", static_cast<std::int64_t>(p.axis()));
+    attrs.set("transpose", static_cast<std::int64_t>(p.transpose()));
+  } else if (type == "LRN") {
+    const caffe::LRNParameter& p = layer.lrn_param();
+    attrs.set("size", static_cast<std::int64_t>(p.local_size()));
+    attrs.set("alpha", double{p.alpha()});
+    attrs.set("beta", double{p.beta()});
+    attrs.set("k", double{p.k()});
+    attrs.set("region",
+              std::string(p.norm_region() == caffe::LRNParameter::WITHIN_CHANNEL ? "within" : "across"));
+  } else if (type == "BatchNorm") {
+    attrs.set("eps", double{layer.batch_norm_param().eps()});
+  } else if (type == "Scale") {
+    const caffe::ScaleParameter& p = layer.scale_param();
+    attrs.set("axis", static_cast<std::int64_t>(p.axis()));
+    attrs.set("num_axes", static_cast<std::int64_t>(p.num_axes()));
+    attrs.set("bias", static_cast<std::int64_t>(p.bias_term()));
+  } else if (type == "Bias") {
+    attrs.set("axis", static_cast<std::int64_t>(layer.bias_param().axis()));
+    attrs.set("num_axes", static_cast<std::int64_t>(layer.bias_param().num_axes()));
+  } else if (type == "Eltwise") {
+    const caffe::EltwiseParameter& p = layer.eltwise_param();
+    switch (p.operation()) {
+      case caffe::EltwiseParameter::PROD:
+        attrs.set("operation", std::string("prod"));
+        break;
+      case caffe::EltwiseParameter::SUM:
+        attrs.set("operation", std::string("sum"));
+        break;
+      case caffe::EltwiseParameter::MAX:
+        attrs.set("operation", std::string("max"));
+        break;
+    }
+    if (!p.coeff().empty()) {
+      if (p.operation() != caffe::EltwiseParameter::SUM) ctx.fail("eltwise_param.coeff applies to SUM only");
+      if (p.coeff_size() != layer.bottom_size()) {
+        ctx.fail("eltwise_param.coeff has " + std::to_string(p.coeff_size()) + " values for " +
+                 std::to_string(layer.bottom_size()) + " inputs");
+      }
+      attrs.set("coeffs", std::vector<double>(p.coeff().begin(), p.coeff().end()));
+    }
+  } else if (type == "Concat") {
+    const caffe::ConcatParameter& p = layer.concat_param();
+    attrs.set("axis",
+              static_cast<std::int64_t>(p.has_axis() || !p.has_concat_dim() ? p.axis() : p.concat_dim()));
+  } else if (type == "Slice") {
+    const caffe::SliceParameter& p = layer.slice_param();
+    attrs.set("axis",
+              static_cast<std::int64_t>(p.has_axis() || !p.has_slice_dim() ? p.axis() : p.slice_dim()));
+    if (!p.slice_point().empty())
+      attrs.set("slice_points", Ints(p.slice_point().begin(), p.slice_point().end()));
+  } else if (type == "Flatten") {
+    attrs.set("axis", static_cast<std::int64_t>(layer.flatten_param().axis()));
+    attrs.set("end_axis", static_cast<std::int64_t>(layer.flatten_param().end_axis()));
+  } else if (type == "Reshape") {
+    const caffe::ReshapeParameter& p = layer.reshape_param();
+    if (!p.has_shape()) ctx.fail("reshape_param.shape is required");
+    attrs.set("shape", Ints(p.shape().dim().begin(), p.shape().dim().end()));
+    attrs.set("axis", static_cast<std::int64_t>(p.axis()));
+    attrs.set("num_axes", static_cast<std::int64_t>(p.num_axes()));
+  } else if (type == "Dropout") {
+    attrs.set("ratio", double{layer.dropout_param().dropout_ratio()});
+  } else if (type == "Accuracy") {
+    const caffe::AccuracyParameter& p = layer.accuracy_param();
+    attrs.set("top_k", static_cast<std::int64_t>(p.top_k()));
+    attrs.set("axis", static_cast<std::int64_t>(p.axis()));
+    if (p.has_ignore_label()) attrs.set("ignore_label", static_cast<std::int64_t>(p.ignore_label()));
+  } else if (type == "SoftmaxWithLoss") {
+    map_loss(layer, attrs);
+  } else if (kDataTypes.count(type)) {
+    map_data_source(ctx, attrs);
+  }
+  return attrs;
+}
+
+// Caffe's rule matching against a net state of (phase, level, stages).
+bool meets_rule(const caffe::NetStateRule& rule, const caffe::NetState& state) {
+  if (rule.has_phase() && rule.phase() != state.phase()) return false;
+  if (rule.has_min_level() && state.level() < rule.min_level()) return false;
+  if (rule.has_max_level() && state.level() > rule.max_level()) return false;
+  const auto has_stage = [&](const std::string& stage) {
+    return std::find(state.stage().begin(), state.stage().end(), stage) != state.stage().end();
+  };
+  for (const std::string& stage : rule.stage()) {
+    if (!has_stage(stage)) return false;
+  }
+  for (const std::string& stage : rule.not_stage()) {
+    if (has_stage(stage)) return false;
+  }
+  return true;
+}
+
+bool is_included(const caffe::LayerParameter& layer, const caffe::NetState& state, const std::string& file) {
+  if (layer.include_size() > 0 && layer.exclude_size() > 0) {
+    throw ModelError(file + ": layer '" + layer.name() + "' has both include and exclude rules");
+  }
+  if (layer.include_size() > 0) {
+    for (const caffe::NetStateRule& rule : layer.include()) {
+      if (meets_rule(rule, state)) return true;
+    }
+    return false;
+  }
+  for (const caffe::NetStateRule& rule : layer.exclude()) {
+    if (meets_rule(rule, state)) return false;
+  }
+  return true;
+}
+
+// Whether a layer must find learned blobs in a caffemodel.
+bool needs_weights(const caffe::LayerParameter& layer) {
+  const std::string& type = layer.type();
+  if (type == "Convolution" || type == "Deconvolution" || type == "InnerProduct" || type == "PReLU" ||
+      type == "BatchNorm") {
+    return true;
+  }
+  // With a second input the scale or bias is that input, not a learned blob.
+  return (type == "Scale" || type == "Bias") && layer.bottom_size() == 1;
+}
+
+// The rank docs/layers.md gives blob `index` of a layer, or nullopt to keep the stored shape.
+std::optional<int> documented_rank(const caffe::LayerParameter& layer, int index) {
+  const std::string& type = layer.type();
+  if (type == "Convolution" || type == "Deconvolution")
+    return index == 0 ? std::nullopt : std::optional<int>(1);
+  if (type == "InnerProduct") return index == 0 ? 2 : 1;
+  if (type == "PReLU" || type == "BatchNorm") return 1;
+  if (type == "Scale" || type == "Bias") {
+    const int num_axes = type == "Scale" ? layer.scale_param().num_axes() : layer.bias_param().num_axes();
+    return num_axes >= 0 ? std::optional<int>(num_axes) : std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// One stored blob as an f32 tensor. Blobs in the old 4-D form (e.g. InnerProduct weights as
+// 1x1xOUTxIN) are brought to the documented rank: leading 1s are dropped, then trailing axes merged.
+Tensor blob_to_tensor(const caffe::BlobProto& blob, const caffe::LayerParameter& layer, int index,
+                      const std::string& file) {
+  const std::string where = file + ": layer '" + layer.name() + "' blob " + std::to_string(index);
+  Ints dims;
+  const bool legacy = !blob.has_shape();
+  if (!legacy) {
+    dims.assign(blob.shape().dim().begin(), blob.shape().dim().end());
+  } else if (blob.has_num() || blob.has_channels() || blob.has_height() || blob.has_width()) {
+    dims = {blob.num(), blob.channels(), blob.height(), blob.width()};
+  } else {
+    throw ParseError(where + " has no shape");
+  }
+  const std::int64_t values = blob.data_size() > 0 ? blob.data_size() : blob.double_data_size();
+  std::int64_t count = 1;
+  for (std::int64_t d : dims) {
+    // Checked against the values actually present, so that corrupt dims cannot overflow.
+    if (d < 0 || (d > 0 && count > values / d)) {
+      throw ParseError(where + " has shape " + Shape(dims).str() + " but " + std::to_string(values) +
+                       " values");
+    }
+    count *= d;
+  }
+  if (count != values) {
+    throw ParseError(where + " has shape " + Shape(dims).str() + " (" + std::to_string(count) +
+                     " values) but holds " + std::to_string(values) + " values");
+  }
+  if (const std::optional<int> rank = documented_rank(layer, index); legacy && rank) {
+    while (static_cast<int>(dims.size()) > *rank && !dims.empty() && dims.front() == 1)
+      dims.erase(dims.begin());
+    if (*rank == 0) {
+      if (count != 1)
+        throw ModelError(where + ": a scalar was expected, found " + std::to_string(count) + " values");
+      dims.clear();
+    } else if (static_cast<int>(dims.size()) > *rank) {
+      std::int64_t merged = 1;
+      for (std::size_t i = static_cast<std::size_t>(*rank - 1); i < dims.size(); ++i) merged *= dims[i];
+      dims.resize(static_cast<std::size_t>(*rank));
+      dims.back() = merged;
+    }
+  }
+  std::vector<float> data;
+  if (blob.data_size() > 0) {
+    data.assign(blob.data().begin(), blob.data().end());
+  } else {
+    data.reserve(static_cast<std::size_t>(values));
+    for (double v : blob.double_data()) data.push_back(static_cast<float>(v));
+  }
+  return Tensor::from(Shape(dims), data);
+}
+
+std::vector<ParamSpec> param_specs(const caffe::LayerParameter& layer) {
+  std::vector<ParamSpec> specs;
+  for (const caffe::ParamSpec& p : layer.param()) specs.push_back({p.name(), p.lr_mult(), p.decay_mult()});
+  return specs;
+}
+
+void add_inputs(const caffe::NetParameter& net, const std::string& file, Graph& graph) {
+  if (net.input_size() == 0) return;
+  if (net.input_shape_size() > 0) {
+    if (net.input_shape_size() != net.input_size()) {
+      throw ModelError(file + ": " + std::to_string(net.input_size()) + " inputs but " +
+                       std::to_string(net.input_shape_size()) + " input_shape entries");
+    }
+    for (int i = 0; i < net.input_size(); ++i) {
+      const auto& dims = net.input_shape(i).dim();
+      graph.inputs.push_back({net.input(i), Shape(Ints(dims.begin(), dims.end()))});
+    }
+    return;
+  }
+  if (net.input_dim_size() != 4 * net.input_size()) {
+    throw ModelError(file + ": " + std::to_string(net.input_size()) + " inputs need " +
+                     std::to_string(4 * net.input_size()) + " input_dim values, found " +
+                     std::to_string(net.input_dim_size()));
+  }
+  for (int i = 0; i < net.input_size(); ++i) {
+    graph.inputs.push_back({net.input(i), Shape{net.input_dim(4 * i), net.input_dim(4 * i + 1),
+                                                net.input_dim(4 * i + 2), net.input_dim(4 * i + 3)}});
+  }
+}
+
+void add_input_layer(const caffe::LayerParameter& layer, const std::string& file, Graph& graph) {
+  const caffe::InputParameter& p = layer.input_param();
+  if (p.shape_size() != 1 && p.shape_size() != layer.top_size()) {
+    throw ModelError(file + ": Input layer '" + layer.name() + "' has " + std::to_string(layer.top_size()) +
+                     " tops but " + std::to_string(p.shape_size()) + " shapes");
+  }
+  for (int top = 0; top < layer.top_size(); ++top) {
+    const auto& dims = p.shape(p.shape_size() == 1 ? 0 : top).dim();
+    graph.inputs.push_back({layer.top(top), Shape(Ints(dims.begin(), dims.end()))});
+  }
+}
+
+// Layers of the model file by name; a name given twice (train and test copies) keeps the one with blobs.
+std::map<std::string, const caffe::LayerParameter*> index_by_name(const caffe::NetParameter& model) {
+  std::map<std::string, const caffe::LayerParameter*> layers;
+  for (const caffe::LayerParameter& layer : model.layer()) {
+    auto [it, added] = layers.emplace(layer.name(), &layer);
+    if (!added && it->second->blobs_size() == 0) it->second = &layer;
+  }
+  return layers;
+}
+
+void throw_unsupported(const std::vector<const caffe::LayerParameter*>& kept, const std::string& file) {
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<std::string>> names;
+  for (const caffe::LayerParameter* layer : kept) {
+    const std::string& type = layer->type();
+    if (type == "Input" || kComputeTypes.count(type) || kDataTypes.count(type)) continue;
+    if (!names.count(type)) order.push_back(type);
+    names[type].push_back(layer->name());
+  }
+  if (order.empty()) return;
+  std::string text;
+  for (const std::string& type : order) {
+    text += (text.empty() ? "" : "; ") + ("'" + type + "' (layer" + (names[type].size() > 1 ? "s" : ""));
+    for (std::size_t i = 0; i < names[type].size(); ++i) text += (i ? ", '" : " '") + names[type][i] + "'";
+    text += ")";
+  }
+  throw ModelError(file + ": unsupported Caffe layer types: " + text);
+}
+
+}  // namespace
+
+Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel_path, Phase phase) {
+  caffe::NetParameter net = caffe_format::read_prototxt(prototxt_path);
+  caffe_format::upgrade_v1_layers(net, prototxt_path);
+  caffe::NetParameter model;
+  std::map<std::string, const caffe::LayerParameter*> stored;
+  if (!caffemodel_path.empty()) {
+    model = caffe_format::read_caffemodel(caffemodel_path);
+    caffe_format::upgrade_v1_layers(model, caffemodel_path);
+    stored = index_by_name(model);
+  }
+
+  caffe::NetState state = net.state();
+  state.set_phase(phase == Phase::train ? caffe::TRAIN : caffe::TEST);
+  std::vector<const caffe::LayerParameter*> kept;
+  for (const caffe::LayerParameter& layer : net.layer()) {
+    if (is_included(layer, state, prototxt_path)) kept.push_back(&layer);
+  }
+  throw_unsupported(kept, prototxt_path);
+
+  Graph graph;
+  graph.name = net.name();
+  add_inputs(net, prototxt_path, graph);
+  // Caffe blob name -> the tensor that currently carries it; in-place layers write a new tensor.
+  std::map<std::string, std::string> current;
+  std::set<std::string> tensors;
+  std::set<std::string> consumed;
+  for (const InputSpec& input : graph.inputs) {
+    current[input.name] = input.name;
+    tensors.insert(input.name);
+  }
+  for (const caffe::LayerParameter* layer : kept) {
+    if (layer->type() == "Input") {
+      const std::size_t first = graph.inputs.size();
+      add_input_layer(*layer, prototxt_path, graph);
+      for (std::size_t i = first; i < graph.inputs.size(); ++i) {
+        current[graph.inputs[i].name] = graph.inputs[i].name;
+        tensors.insert(graph.inputs[i].name);
+      }
+      continue;
+    }
+    const LayerContext ctx(prototxt_path, *layer);
+    if (layer->name().empty())
+      throw ModelError(prototxt_path + ": a " + layer->type() + " layer has no name");
+    LayerSpec spec;
+    spec.name = layer->name();
+    spec.type = layer->type();
+    spec.attrs = map_attributes(ctx);
+    spec.params = param_specs(*layer);
+    for (const std::string& bottom : layer->bottom()) {
+      auto it = current.find(bottom);
+      if (it == current.end())
+        ctx.fail("input '" + bottom + "' is not produced by any earlier layer or input");
+      spec.inputs.push_back(it->second);
+      consumed.insert(it->second);
+    }
+    for (const std::string& top : layer->top()) {
+      std::string name = top;
+      if (tensors.count(name)) {
+        // Written again (in place): a fresh name, and an alias from Caffe's name to it.
+        name = top + "/" + layer->name();
+        for (int n = 2; tensors.count(name); ++n) name = top + "/" + layer->name() + "_" + std::to_string(n);
+        graph.aliases[top] = name;
+      }
+      tensors.insert(name);
+      current[top] = name;
+      spec.outputs.push_back(name);
+    }
+    if (!caffemodel_path.empty() && needs_weights(*layer)) {
+      auto it = stored.find(layer->name());
+      if (it == stored.end() || it->second->blobs_size() == 0) {
+        ctx.fail("no weights for this layer in " + caffemodel_path);
+      }
+      for (int i = 0; i < it->second->blobs_size(); ++i) {
+        spec.weights.push_back(blob_to_tensor(it->second->blobs(i), *layer, i, caffemodel_path));
+      }
+    }
+    graph.layers.push_back(std::move(spec));
+  }
+  // Like Caffe: the tensors no layer reads are the net's outputs.
+  for (const LayerSpec& spec : graph.layers) {
+    for (const std::string& out : spec.outputs) {
+      if (!consumed.count(out)) graph.outputs.push_back(out);
+    }
+  }
+  try {
+    graph.validate();
+  } catch (const ModelError& e) {
+    throw ModelError(prototxt_path + ": " + e.what());
+  }
+  return graph;
+}
+
+}  // namespace espresso

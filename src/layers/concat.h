@@ -1,0 +1,18 @@
+#pragma once
+
+#include "layers/layer.h"
+
+namespace espresso {
+
+// Joins the inputs along `axis`; all other dimensions must agree.
+class ConcatLayer final : public Layer {
+ public:
+  explicit ConcatLayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+
+ private:
+  std::int64_t axis_;
+};
+
+}  // namespace espresso

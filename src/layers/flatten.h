@@ -1,0 +1,19 @@
+#pragma once
+
+#include "layers/layer.h"
+
+namespace espresso {
+
+// Merges the axes from `axis` to `end_axis` (both included) into one.
+class FlattenLayer final : public Layer {
+ public:
+  explicit FlattenLayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+
+ private:
+  std::int64_t axis_;
+  std::int64_t end_axis_;
+};
+
+}  // namespace espresso

@@ -1,0 +1,30 @@
+#include "layers/prelu.h"
+
+namespace espresso {
+
+PReLULayer::PReLULayer(const LayerSpec& spec)
+    : Layer(spec), channel_shared_(spec.attrs.get_int("channel_shared", 0) != 0) {}
+
+std::vector<Shape> PReLULayer::output_shapes(const std::vector<Shape>& inputs) const {
+  expect_inputs(inputs, 1, 1);
+  if (inputs[0].rank() < 2) fail_shape("input must have a channel axis, got shape " + inputs[0].str());
+  return {inputs[0]};
+}
+
+std::vector<Shape> PReLULayer::weight_shapes(const std::vector<Shape>& inputs) const {
+  return {Shape{channel_shared_ ? 1 : inputs[0][1]}};
+}
+
+void PReLULayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const Shape& shape = inputs[0].shape();
+  const std::int64_t channels = shape[1], inner = shape.count(2);
+  const float* x = inputs[0].data<float>();
+  const float* slope = weights()[0].data<float>();
+  float* y = outputs[0].data<float>();
+  for (std::int64_t i = 0, n = shape.numel(); i < n; ++i) {
+    const float a = slope[channel_shared_ ? 0 : (i / inner) % channels];
+    y[i] = x[i] > 0 ? x[i] : a * x[i];
+  }
+}
+
+}  // namespace espresso

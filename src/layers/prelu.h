@@ -1,0 +1,21 @@
+#pragma once
+
+#include "layers/layer.h"
+
+namespace espresso {
+
+// y = x > 0 ? x : slope[c] * x, with c the channel (axis 1), or one slope for all channels.
+class PReLULayer final : public Layer {
+ public:
+  explicit PReLULayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  bool in_place() const override { return true; }
+  bool channel_shared() const { return channel_shared_; }
+
+ private:
+  bool channel_shared_;
+};
+
+}  // namespace espresso

@@ -1,0 +1,34 @@
+#include "layers/scale.h"
+
+namespace espresso {
+
+ScaleLayer::ScaleLayer(const LayerSpec& spec)
+    : AxesBroadcastLayer(spec), bias_(spec.attrs.get_int("bias", 0) != 0) {}
+
+std::vector<Shape> ScaleLayer::weight_shapes(const std::vector<Shape>& inputs) const {
+  const Shape parameter = parameter_shape(inputs);
+  std::vector<Shape> shapes;
+  if (inputs.size() == 1) shapes.push_back(parameter);
+  if (bias_) shapes.push_back(parameter);
+  return shapes;
+}
+
+const float* ScaleLayer::scale_data(const std::vector<Tensor>& inputs) const {
+  return inputs.size() == 2 ? inputs[1].data<float>() : weights()[0].data<float>();
+}
+
+const float* ScaleLayer::bias_data() const { return bias_ ? weights().back().data<float>() : nullptr; }
+
+void ScaleLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const AxisSplit s = split(shapes_of(inputs));
+  const float* scale = scale_data(inputs);
+  const float* bias = bias_data();
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) {
+    const std::int64_t c = (i / s.inner) % s.channels;
+    y[i] = x[i] * scale[c] + (bias ? bias[c] : 0.0f);
+  }
+}
+
+}  // namespace espresso

@@ -1,0 +1,73 @@
+#include "layers/softmax_with_loss.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+
+#include "layers/softmax.h"
+
+namespace espresso {
+
+SoftmaxWithLossLayer::SoftmaxWithLossLayer(const LayerSpec& spec)
+    : LabeledLayer(spec), normalization_(LossNormalization::valid) {
+  const std::string normalization = spec.attrs.get_string("normalization", "valid");
+  if (normalization == "batch_size") {
+    normalization_ = LossNormalization::batch_size;
+  } else if (normalization == "full") {
+    normalization_ = LossNormalization::full;
+  } else if (normalization == "none") {
+    normalization_ = LossNormalization::none;
+  } else if (normalization != "valid") {
+    fail_model("attribute 'normalization' must be \"valid\", \"batch_size\", \"full\" or \"none\", got \"" +
+               normalization + "\"");
+  }
+  if (spec.outputs.size() > 2) fail_model("has at most two outputs (loss, probabilities)");
+}
+
+std::vector<Shape> SoftmaxWithLossLayer::output_shapes(const std::vector<Shape>& inputs) const {
+  split(inputs);
+  if (spec().outputs.size() == 2) return {Shape{}, inputs[0]};
+  return {Shape{}};
+}
+
+void SoftmaxWithLossLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const AxisSplit s = split(shapes_of(inputs));
+  std::vector<float> probabilities;
+  float* prob = nullptr;
+  if (outputs.size() == 2) {
+    prob = outputs[1].data<float>();
+  } else {
+    probabilities.resize(static_cast<std::size_t>(inputs[0].numel()));
+    prob = probabilities.data();
+  }
+  softmax_reference(inputs[0].data<float>(), prob, s);
+  const float* labels = inputs[1].data<float>();
+  double loss = 0;
+  std::int64_t valid = 0;
+  for (std::int64_t o = 0; o < s.outer; ++o) {
+    for (std::int64_t i = 0; i < s.inner; ++i) {
+      const std::optional<std::int64_t> label = label_at(labels, o * s.inner + i, s.channels);
+      if (!label) continue;
+      loss -= std::log(std::max(prob[(o * s.channels + *label) * s.inner + i], FLT_MIN));
+      ++valid;
+    }
+  }
+  double normalizer = 1;
+  switch (normalization_) {
+    case LossNormalization::valid:
+      normalizer = static_cast<double>(valid);
+      break;
+    case LossNormalization::batch_size:
+      normalizer = static_cast<double>(s.outer);
+      break;
+    case LossNormalization::full:
+      normalizer = static_cast<double>(s.outer * s.inner);
+      break;
+    case LossNormalization::none:
+      break;
+  }
+  // As in Caffe, never divide by less than one (all labels ignored gives a zero loss).
+  outputs[0].data<float>()[0] = static_cast<float>(loss / std::max(1.0, normalizer));
+}
+
+}  // namespace espresso

@@ -1,0 +1,14 @@
+#pragma once
+
+#include "layers/unary.h"
+
+namespace espresso {
+
+// y = tanh(x)
+class TanHLayer final : public UnaryLayer {
+ public:
+  using UnaryLayer::UnaryLayer;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+};
+
+}  // namespace espresso

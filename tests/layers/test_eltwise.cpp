@@ -1,0 +1,60 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "layers/layer_test_util.h"
+
+namespace espresso::testing {
+
+TEST(Layers, Eltwise) {
+  run_layer_test({
+      .make_case =
+          [](Rng& rng) {
+            LayerCase c;
+            c.spec.type = "Eltwise";
+            const char* operations[] = {"sum", "prod", "max"};
+            const std::string operation = operations[rng.integer(0, 2)];
+            if (operation != "sum" || rng.coin()) c.spec.attrs.set("operation", operation);
+            const Shape shape = random_shape(rng);
+            c.input_shapes.assign(static_cast<std::size_t>(rng.integer(2, 4)), shape);
+            if (operation == "sum" && rng.coin()) {
+              c.spec.attrs.set("coeffs", rng.values(c.input_shapes.size(), -2.0, 2.0));
+            }
+            return c;
+          },
+      .naive =
+          [](const LayerCase& c, const std::vector<Values>& in, const std::vector<Values>&) {
+            const std::string operation = c.spec.attrs.get_string("operation", "sum");
+            std::vector<double> coeffs =
+                c.spec.attrs.get_floats("coeffs", std::vector<double>(in.size(), 1.0));
+            for (double& k : coeffs) k = static_cast<float>(k);
+            Values y(in[0].size());
+            for (std::size_t i = 0; i < y.size(); ++i) {
+              double value = operation == "sum" ? 0.0 : operation == "prod" ? 1.0 : -INFINITY;
+              for (std::size_t k = 0; k < in.size(); ++k) {
+                if (operation == "sum") value += coeffs[k] * in[k][i];
+                if (operation == "prod") value *= in[k][i];
+                if (operation == "max") value = std::max(value, in[k][i]);
+              }
+              y[i] = value;
+            }
+            return std::vector<Values>{y};
+          },
+  });
+}
+
+TEST(Layers, EltwiseErrors) {
+  LayerSpec spec = spec_of("Eltwise", 2);
+  spec.attrs.set("operation", std::string("min"));
+  expect_model_error(spec, "'operation'");
+  spec.attrs.set("operation", std::string("max"));
+  spec.attrs.set("coeffs", std::vector<double>{1.0, 2.0});
+  expect_model_error(spec, "'coeffs'");
+  spec = spec_of("Eltwise", 3);
+  spec.attrs.set("coeffs", std::vector<double>{1.0, 2.0});
+  expect_model_error(spec, "'coeffs'");
+  expect_shape_error(spec_of("Eltwise", 1), {Shape{2, 3}}, "input");
+  expect_shape_error(spec_of("Eltwise", 2), {Shape{2, 3}, Shape{3, 2}}, "shape 3x2");
+}
+
+}  // namespace espresso::testing
