@@ -198,8 +198,8 @@ Graph lenet(std::int64_t batch) {
   pool2.attrs.set("stride", std::int64_t{2});
   LayerSpec ip1 = layer("ip1", "InnerProduct", "pool2", "ip1");
   ip1.attrs.set("num_output", std::int64_t{500});
-  LayerSpec relu1 = layer("relu1", "ReLU", "ip1", "ip1");
-  LayerSpec ip2 = layer("ip2", "InnerProduct", "ip1", "ip2");
+  LayerSpec relu1 = layer("relu1", "ReLU", "ip1", "relu1");
+  LayerSpec ip2 = layer("ip2", "InnerProduct", "relu1", "ip2");
   ip2.attrs.set("num_output", std::int64_t{10});
   LayerSpec prob = layer("prob", "Softmax", "ip2", "prob");
   g.layers = {conv1, pool1, conv2, pool2, ip1, relu1, ip2, prob};
@@ -245,7 +245,7 @@ TEST_P(CudaLeNet, MatchesTheCpu) {
     // Twice: with graphs, the second forward replays the captured graph.
     for (int run = 0; run < 2; ++run) {
       gpu.forward({{"data", data}});
-      for (const char* name : {"conv1", "pool1", "conv2", "pool2", "ip1", "ip2", "prob"}) {
+      for (const char* name : {"conv1", "pool1", "conv2", "pool2", "ip1", "relu1", "ip2", "prob"}) {
         EXPECT_LE(
             normalized_error(cpu.tensor(name).to_vector(), gpu.tensor(name).to(Device::cpu()).to_vector()),
             1e-4)
