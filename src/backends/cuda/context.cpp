@@ -97,11 +97,13 @@ cudnnHandle_t StreamContext::cudnn() {
 
 const Tensor& StreamContext::device_weights(const Tensor& host, const std::string& owner) {
   auto it = weights_.find(host.raw());
-  if (it != weights_.end()) return it->second;
+  if (it != weights_.end()) return it->second.device;
   auto memory = allocate(host.bytes(), device_, "the weights of " + owner);
   Tensor copy = Tensor::wrap(memory.get(), host.shape(), host.dtype(), device_, memory);
   copy.copy_from(host);
-  return weights_.emplace(host.raw(), std::move(copy)).first->second;
+  WeightCopy& entry = weights_[host.raw()];
+  entry = {host, std::move(copy)};
+  return entry.device;
 }
 
 unsigned elementwise_blocks(const StreamContext& context, std::int64_t work, int threads) {

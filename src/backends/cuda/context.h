@@ -44,7 +44,11 @@ class StreamContext final : public Context {
   cudnnHandle_t cudnn_ = nullptr;
   std::shared_ptr<void> cublas_workspace_;
   cudaGraphExec_t graph_ = nullptr;
-  std::map<const void*, Tensor> weights_;
+  struct WeightCopy {
+    Tensor host;  // held so that its address cannot be reused by another tensor while cached
+    Tensor device;
+  };
+  std::map<const void*, WeightCopy> weights_;
 };
 
 // Grid size for element-wise kernels: enough blocks to fill the GPU, each looping over the rest.

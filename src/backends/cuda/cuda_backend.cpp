@@ -16,7 +16,28 @@ struct Entry {
 
 // Layer types with a CUDA kernel. A net runs on a GPU only when every layer has one.
 constexpr Entry kKernels[] = {
+    {"AbsVal", make_absval},
+    {"BatchNorm", make_batch_norm},
+    {"Bias", make_bias},
+    {"Concat", make_concat},
+    {"Convolution", make_convolution},
+    {"Deconvolution", make_deconvolution},
+    {"Dropout", make_copy},
+    {"Eltwise", make_eltwise},
+    {"Flatten", make_copy},
+    {"InnerProduct", make_inner_product},
+    {"LRN", make_lrn},
+    {"Pooling", make_pooling},
+    {"Power", make_power},
+    {"PReLU", make_prelu},
     {"ReLU", make_relu},
+    {"Reshape", make_copy},
+    {"Scale", make_scale},
+    {"Sigmoid", make_sigmoid},
+    {"Slice", make_slice},
+    {"Softmax", make_softmax},
+    {"Split", make_copy},
+    {"TanH", make_tanh},
 };
 
 const Entry* find(const std::string& type) {

@@ -13,7 +13,44 @@ namespace espresso::cuda {
 using KernelFactory = std::unique_ptr<Kernel> (*)(const Layer& layer, const std::vector<Shape>& inputs,
                                                   StreamContext& context);
 
+std::unique_ptr<Kernel> make_absval(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context);
+std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Shape>& inputs,
+                                        StreamContext& context);
+std::unique_ptr<Kernel> make_bias(const Layer& layer, const std::vector<Shape>& inputs,
+                                  StreamContext& context);
+std::unique_ptr<Kernel> make_concat(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context);
+std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs,
+                                         StreamContext& context);
+// Input 0 copied to every output: Dropout, Flatten, Reshape and Split.
+std::unique_ptr<Kernel> make_copy(const Layer& layer, const std::vector<Shape>& inputs,
+                                  StreamContext& context);
+std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector<Shape>& inputs,
+                                           StreamContext& context);
+std::unique_ptr<Kernel> make_eltwise(const Layer& layer, const std::vector<Shape>& inputs,
+                                     StreamContext& context);
+std::unique_ptr<Kernel> make_inner_product(const Layer& layer, const std::vector<Shape>& inputs,
+                                           StreamContext& context);
+std::unique_ptr<Kernel> make_lrn(const Layer& layer, const std::vector<Shape>& inputs,
+                                 StreamContext& context);
+std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape>& inputs,
+                                     StreamContext& context);
+std::unique_ptr<Kernel> make_power(const Layer& layer, const std::vector<Shape>& inputs,
+                                   StreamContext& context);
+std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>& inputs,
+                                   StreamContext& context);
 std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>& inputs,
+                                  StreamContext& context);
+std::unique_ptr<Kernel> make_scale(const Layer& layer, const std::vector<Shape>& inputs,
+                                   StreamContext& context);
+std::unique_ptr<Kernel> make_sigmoid(const Layer& layer, const std::vector<Shape>& inputs,
+                                     StreamContext& context);
+std::unique_ptr<Kernel> make_slice(const Layer& layer, const std::vector<Shape>& inputs,
+                                   StreamContext& context);
+std::unique_ptr<Kernel> make_softmax(const Layer& layer, const std::vector<Shape>& inputs,
+                                     StreamContext& context);
+std::unique_ptr<Kernel> make_tanh(const Layer& layer, const std::vector<Shape>& inputs,
                                   StreamContext& context);
 
 }  // namespace espresso::cuda

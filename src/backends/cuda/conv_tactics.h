@@ -1,0 +1,52 @@
+// Convolution on the GPU comes in tactics: cuDNN, im2col + cuBLAS, and our own implicit GEMM. Each
+// is prepared once per layer and input shape (descriptors, algorithm, workspace) and declines, by
+// returning nullptr, the configurations it cannot run; convolution.cu picks among them.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backends/cuda/context.h"
+#include "layers/convolution.h"
+
+namespace espresso::cuda {
+
+// The spatial axes a tactic handles; more declines, fewer are lifted with leading unit axes.
+constexpr int kMaxConvAxes = 3;
+
+// A convolution lifted to exactly three spatial axes (depth, height, width): 1D and 2D problems
+// get leading axes of size 1 with unit windows, so one code path serves every rank.
+struct ConvProblem {
+  std::int64_t batch = 0, in_channels = 0, out_channels = 0, group = 1;
+  int axes = 0;  // the layer's own number of spatial axes
+  std::array<std::int64_t, 3> in{1, 1, 1}, out{1, 1, 1}, kernel{1, 1, 1}, stride{1, 1, 1}, pad{0, 0, 0},
+      dilation{1, 1, 1};
+  bool bias = false;
+  std::string owner;  // the layer's name, for error messages and allocations
+
+  std::int64_t in_spatial() const { return in[0] * in[1] * in[2]; }
+  std::int64_t out_spatial() const { return out[0] * out[1] * out[2]; }
+  std::int64_t taps() const { return kernel[0] * kernel[1] * kernel[2]; }
+  std::int64_t in_per_group() const { return in_channels / group; }
+  std::int64_t out_per_group() const { return out_channels / group; }
+  std::int64_t macs() const { return batch * out_spatial() * out_channels * in_per_group() * taps(); }
+};
+
+// Lifts a resolved geometry; returns false when it has more than kMaxConvAxes spatial axes.
+bool lift_conv(const ConvGeometry& g, bool bias, const std::string& owner, ConvProblem& problem);
+
+class ConvTactic {
+ public:
+  virtual ~ConvTactic() = default;
+  // y = conv(x, w) + b on the context's stream; `b` is null without bias. Never allocates.
+  virtual void run(const float* x, const float* w, const float* b, float* y) = 0;
+  virtual const char* name() const = 0;
+};
+
+std::unique_ptr<ConvTactic> make_cudnn_conv(const ConvProblem& problem, StreamContext& context);
+std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& problem, StreamContext& context);
+std::unique_ptr<ConvTactic> make_implicit_conv(const ConvProblem& problem, StreamContext& context);
+
+}  // namespace espresso::cuda

@@ -1,0 +1,102 @@
+// The layers that only move data on the GPU: Concat and Slice (strided block copies along an axis),
+// Split (a copy per output), and Flatten, Reshape and Dropout (a copy, skipped when the executor
+// runs them in place). All are cudaMemcpy2DAsync/cudaMemcpyAsync calls on the Net's stream.
+#include "backends/cuda/kernels.h"
+#include "layers/axis.h"
+
+namespace espresso::cuda {
+namespace {
+
+// Rows of `width` bytes from a source with `source_pitch` into a destination with `destination_pitch`.
+void copy_rows(StreamContext& context, void* destination, std::size_t destination_pitch, const void* source,
+               std::size_t source_pitch, std::size_t width, std::size_t rows) {
+  if (width == 0 || rows == 0) return;
+  ESPRESSO_CUDA_CHECK(cudaMemcpy2DAsync(destination, destination_pitch, source, source_pitch, width, rows,
+                                        cudaMemcpyDeviceToDevice, context.stream()));
+}
+
+// Concat (joining the inputs) or Slice (cutting the input): outer rows, each made of one block
+// per part of `part_block[k]` floats (the part's extent along the axis times the inner size).
+class AxisCopyKernel final : public Kernel {
+ public:
+  AxisCopyKernel(bool joining, std::int64_t outer, std::vector<std::int64_t> part_block,
+                 StreamContext& context)
+      : joining_(joining), outer_(outer), part_block_(std::move(part_block)), context_(context) {
+    for (std::int64_t b : part_block_) whole_block_ += b;
+  }
+
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    const std::size_t whole = static_cast<std::size_t>(whole_block_) * sizeof(float);
+    std::size_t offset = 0;
+    for (std::size_t k = 0; k < part_block_.size(); ++k) {
+      const std::size_t part = static_cast<std::size_t>(part_block_[k]) * sizeof(float);
+      if (joining_) {
+        copy_rows(context_, static_cast<std::byte*>(outputs[0].raw()) + offset, whole, inputs[k].raw(), part,
+                  part, static_cast<std::size_t>(outer_));
+      } else {
+        copy_rows(context_, outputs[k].raw(), part, static_cast<const std::byte*>(inputs[0].raw()) + offset,
+                  whole, part, static_cast<std::size_t>(outer_));
+      }
+      offset += part;
+    }
+  }
+  const char* name() const override { return "cuda-copy"; }
+
+ private:
+  bool joining_;
+  std::int64_t outer_;
+  std::vector<std::int64_t> part_block_;
+  std::int64_t whole_block_ = 0;
+  StreamContext& context_;
+};
+
+// Input 0 copied whole into every output (Split, and the shape-only layers with one output).
+class WholeCopyKernel final : public Kernel {
+ public:
+  explicit WholeCopyKernel(StreamContext& context) : context_(context) {}
+
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    for (Tensor& out : outputs) {
+      if (out.raw() == inputs[0].raw() || out.bytes() == 0) continue;
+      ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(out.raw(), inputs[0].raw(), out.bytes(), cudaMemcpyDeviceToDevice,
+                                          context_.stream()));
+    }
+  }
+  const char* name() const override { return "cuda-copy"; }
+
+ private:
+  StreamContext& context_;
+};
+
+// The layer's axis attribute resolved against `rank`; the layer has validated it already.
+int layer_axis(const Layer& layer, int rank) {
+  return *resolve_axis(layer.spec().attrs.get_int("axis", 1), rank);
+}
+
+std::unique_ptr<Kernel> make_axis_copy(bool joining, const Shape& whole, const std::vector<Shape>& parts,
+                                       int axis, StreamContext& context) {
+  const std::int64_t inner = whole.count(axis + 1);
+  std::vector<std::int64_t> blocks;
+  for (const Shape& part : parts) blocks.push_back(part[axis] * inner);
+  return std::make_unique<AxisCopyKernel>(joining, whole.count(0, axis), std::move(blocks), context);
+}
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_concat(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context) {
+  const Shape joined = layer.output_shapes(inputs)[0];
+  return make_axis_copy(true, joined, inputs, layer_axis(layer, joined.rank()), context);
+}
+
+std::unique_ptr<Kernel> make_slice(const Layer& layer, const std::vector<Shape>& inputs,
+                                   StreamContext& context) {
+  return make_axis_copy(false, inputs[0], layer.output_shapes(inputs), layer_axis(layer, inputs[0].rank()),
+                        context);
+}
+
+std::unique_ptr<Kernel> make_copy(const Layer&, const std::vector<Shape>&, StreamContext& context) {
+  return std::make_unique<WholeCopyKernel>(context);
+}
+
+}  // namespace espresso::cuda

@@ -1,0 +1,133 @@
+// Pooling on the GPU, lifted to three spatial axes like the convolutions, so 1D, 2D and 3D share
+// one kernel: a thread per output computes its window exactly as PoolGeometry::span does. Global
+// pooling, where one window covers a whole plane, gets a warp per plane instead.
+#include <limits>
+
+#include "backends/cuda/kernels.h"
+#include "layers/pooling.h"
+
+namespace espresso::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+
+struct Windows {
+  long long outputs;  // planes * out_spatial
+  int in[3], out[3], kernel[3], stride[3], pad[3];
+  int in_spatial, out_spatial;
+  bool average, count_include_pad;
+};
+
+__global__ void pool_windows(Windows p, const float* __restrict__ x, float* __restrict__ y) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < p.outputs;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long plane = i / p.out_spatial;
+    const int position = static_cast<int>(i % p.out_spatial);
+    const int o[3] = {position / (p.out[1] * p.out[2]), position / p.out[2] % p.out[1], position % p.out[2]};
+    int begin[3], end[3];
+    int divisor = 1;
+    for (int a = 0; a < 3; ++a) {
+      const int start = o[a] * p.stride[a] - p.pad[a];
+      const int padded_end = min(start + p.kernel[a], p.in[a] + p.pad[a]);
+      begin[a] = max(start, 0);
+      end[a] = min(padded_end, p.in[a]);
+      divisor *= p.count_include_pad ? padded_end - start : end[a] - begin[a];
+    }
+    const float* in = x + plane * p.in_spatial;
+    float best = -INFINITY, sum = 0.0f;
+    for (int d = begin[0]; d < end[0]; ++d) {
+      for (int h = begin[1]; h < end[1]; ++h) {
+        for (int w = begin[2]; w < end[2]; ++w) {
+          const float v = in[(d * p.in[1] + h) * p.in[2] + w];
+          best = fmaxf(best, v);
+          sum += v;
+        }
+      }
+    }
+    y[i] = p.average ? sum / static_cast<float>(divisor) : best;
+  }
+}
+
+__global__ void pool_planes(const float* __restrict__ x, float* __restrict__ y, long long planes, int spatial,
+                            bool average) {
+  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
+  const int lane = threadIdx.x % kWarp;
+  for (long long plane = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp;
+       plane < planes; plane += warps) {
+    const float* in = x + plane * spatial;
+    float best = -INFINITY, sum = 0.0f;
+    for (int i = lane; i < spatial; i += kWarp) {
+      best = fmaxf(best, in[i]);
+      sum += in[i];
+    }
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+      best = fmaxf(best, __shfl_down_sync(0xffffffffu, best, offset));
+      sum += __shfl_down_sync(0xffffffffu, sum, offset);
+    }
+    if (lane == 0) y[plane] = average ? sum / static_cast<float>(spatial) : best;
+  }
+}
+
+class PoolingKernel final : public Kernel {
+ public:
+  PoolingKernel(const Windows& windows, bool global, StreamContext& context)
+      : windows_(windows), global_(global), context_(context) {}
+
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (windows_.outputs == 0) return;
+    const float* x = inputs[0].data<float>();
+    float* y = outputs[0].data<float>();
+    if (global_) {
+      const unsigned blocks = elementwise_blocks(context_, windows_.outputs * kWarp, kThreads);
+      pool_planes<<<blocks, kThreads, 0, context_.stream()>>>(x, y, windows_.outputs, windows_.in_spatial,
+                                                              windows_.average);
+    } else {
+      pool_windows<<<elementwise_blocks(context_, windows_.outputs, kThreads), kThreads, 0,
+                     context_.stream()>>>(windows_, x, y);
+    }
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  const char* name() const override { return global_ ? "cuda-global" : "cuda"; }
+
+ private:
+  Windows windows_;
+  bool global_;
+  StreamContext& context_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape>& inputs,
+                                     StreamContext& context) {
+  const auto& pooling = static_cast<const PoolingLayer&>(layer);
+  const PoolGeometry g = pooling.geometry(inputs[0]);
+  const int axes = g.axes();
+  // More spatial axes than three: no kernel (the executor names the layer).
+  if (axes < 1 || axes > 3) return nullptr;
+  if (dims_product(g.in_size) > std::numeric_limits<int>::max()) return nullptr;
+  Windows w{};
+  for (int a = 0; a < 3; ++a) {
+    w.in[a] = w.out[a] = w.kernel[a] = w.stride[a] = 1;
+    w.pad[a] = 0;
+  }
+  bool global = true;
+  for (int a = 0; a < axes; ++a) {
+    const auto from = static_cast<std::size_t>(a);
+    const int to = 3 - axes + a;
+    w.in[to] = static_cast<int>(g.in_size[from]);
+    w.out[to] = static_cast<int>(g.out_size[from]);
+    w.kernel[to] = static_cast<int>(g.kernel[from]);
+    w.stride[to] = static_cast<int>(g.stride[from]);
+    w.pad[to] = static_cast<int>(g.pad[from]);
+    global = global && g.kernel[from] == g.in_size[from] && g.pad[from] == 0 && g.out_size[from] == 1;
+  }
+  w.in_spatial = w.in[0] * w.in[1] * w.in[2];
+  w.out_spatial = w.out[0] * w.out[1] * w.out[2];
+  w.outputs = g.batch * g.channels * w.out_spatial;
+  w.average = pooling.method() == PoolMethod::average;
+  w.count_include_pad = pooling.count_include_pad();
+  return std::make_unique<PoolingKernel>(w, global, context);
+}
+
+}  // namespace espresso::cuda

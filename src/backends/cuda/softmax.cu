@@ -1,0 +1,60 @@
+// Softmax on the GPU: a warp per line along the axis (outer x inner lines of `channels` values),
+// reducing the maximum and the sum with shuffles.
+#include "backends/cuda/kernels.h"
+#include "layers/softmax.h"
+
+namespace espresso::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+
+__global__ void softmax_lines(const float* __restrict__ x, float* __restrict__ y, long long outer,
+                              long long channels, long long inner) {
+  const long long lines = outer * inner;
+  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
+  const int lane = threadIdx.x % kWarp;
+  for (long long line = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; line < lines;
+       line += warps) {
+    const long long base = line / inner * channels * inner + line % inner;
+    float max = -INFINITY;
+    for (long long c = lane; c < channels; c += kWarp) max = fmaxf(max, x[base + c * inner]);
+    for (int offset = kWarp / 2; offset > 0; offset /= 2)
+      max = fmaxf(max, __shfl_xor_sync(0xffffffffu, max, offset));
+    float sum = 0.0f;
+    for (long long c = lane; c < channels; c += kWarp) {
+      const float e = expf(x[base + c * inner] - max);
+      y[base + c * inner] = e;
+      sum += e;
+    }
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    for (long long c = lane; c < channels; c += kWarp) y[base + c * inner] /= sum;
+  }
+}
+
+class SoftmaxKernel final : public Kernel {
+ public:
+  SoftmaxKernel(const AxisSplit& split, StreamContext& context) : split_(split), context_(context) {}
+
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    const long long lines = split_.outer * split_.inner;
+    if (lines == 0 || split_.channels == 0) return;
+    softmax_lines<<<elementwise_blocks(context_, lines * kWarp, kThreads), kThreads, 0, context_.stream()>>>(
+        inputs[0].data<float>(), outputs[0].data<float>(), split_.outer, split_.channels, split_.inner);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  const char* name() const override { return "cuda"; }
+
+ private:
+  AxisSplit split_;
+  StreamContext& context_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_softmax(const Layer& layer, const std::vector<Shape>& inputs,
+                                     StreamContext& context) {
+  return std::make_unique<SoftmaxKernel>(static_cast<const SoftmaxLayer&>(layer).split(inputs[0]), context);
+}
+
+}  // namespace espresso::cuda

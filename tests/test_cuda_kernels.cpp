@@ -1,0 +1,267 @@
+// The CUDA kernels beyond the per-layer harness: every convolution tactic over random
+// configurations, and a LeNet-like net on the GPU against the CPU, with and without CUDA graphs.
+// Tests that need a GPU skip without one.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <string>
+
+#include "backends/cuda/cuda_backend.h"
+#include "espresso/espresso.h"
+#include "layers/registry.h"
+
+namespace espresso {
+namespace {
+
+bool have_gpu() { return cuda::device_count() > 0; }
+
+#define REQUIRE_GPU()                                                     \
+  do {                                                                    \
+    if (!have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA test not run"; \
+  } while (0)
+
+std::vector<float> random_values(std::mt19937& engine, std::int64_t n) {
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (float& x : v) x = uniform(engine);
+  return v;
+}
+
+Tensor random_tensor(std::mt19937& engine, const Shape& shape) {
+  return Tensor::from(shape, random_values(engine, shape.numel()));
+}
+
+// max |a - b| / max |a|, the harness's measure.
+double normalized_error(const std::vector<float>& reference, const std::vector<float>& other) {
+  if (reference.size() != other.size()) return INFINITY;
+  double scale = 1e-12, diff = 0;
+  for (std::size_t i = 0; i < reference.size(); ++i) {
+    if (std::isnan(reference[i]) != std::isnan(other[i])) return INFINITY;
+    scale = std::max(scale, std::abs(static_cast<double>(reference[i])));
+    diff = std::max(diff, std::abs(static_cast<double>(reference[i]) - other[i]));
+  }
+  return diff / scale;
+}
+
+// Sets ESPRESSO_CONV_TACTIC for the scope of one test.
+class TacticOverride {
+ public:
+  explicit TacticOverride(const char* tactic) { setenv("ESPRESSO_CONV_TACTIC", tactic, 1); }
+  ~TacticOverride() { unsetenv("ESPRESSO_CONV_TACTIC"); }
+  TacticOverride(const TacticOverride&) = delete;
+  TacticOverride& operator=(const TacticOverride&) = delete;
+};
+
+struct ConvCase {
+  LayerSpec spec;
+  Shape input;
+  int axes = 2;
+};
+
+// Random convolutions over 1 to 3 spatial axes with groups, strides, padding, dilation and
+// optional bias, sized so that every kernel extent fits its padded input.
+ConvCase random_conv(std::mt19937& engine, int index) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(engine); };
+  ConvCase c;
+  c.axes = index % 7 == 6 ? 3 : 1 + index % 2;
+  const int group = pick(1, 3);
+  std::vector<std::int64_t> dims{pick(1, 3), group * pick(1, 5)}, kernel, stride, pad, dilation;
+  for (int a = 0; a < c.axes; ++a) {
+    kernel.push_back(pick(1, c.axes == 3 ? 3 : 5));
+    stride.push_back(pick(1, 3));
+    pad.push_back(pick(0, 2));
+    dilation.push_back(pick(1, 2));
+    const std::int64_t extent = dilation.back() * (kernel.back() - 1) + 1;
+    dims.push_back(std::max<std::int64_t>(1, extent - 2 * pad.back()) + pick(0, c.axes == 3 ? 4 : 12));
+  }
+  c.spec.name = "conv" + std::to_string(index);
+  c.spec.type = "Convolution";
+  c.spec.inputs = {"x"};
+  c.spec.outputs = {"y"};
+  c.spec.attrs.set("num_output", std::int64_t{group * pick(1, 5)});
+  c.spec.attrs.set("group", std::int64_t{group});
+  c.spec.attrs.set("kernel", kernel);
+  c.spec.attrs.set("stride", stride);
+  c.spec.attrs.set("pad", pad);
+  c.spec.attrs.set("dilation", dilation);
+  if (pick(0, 1) == 1) c.spec.attrs.set("bias", std::int64_t{0});
+  c.input = Shape(dims);
+  return c;
+}
+
+// Runs `layer` through its CUDA kernel on `input` and returns the kernel's name and output.
+std::pair<std::string, std::vector<float>> run_cuda_kernel(cuda::Context& context, const Layer& layer,
+                                                           const Tensor& input) {
+  const Shape out_shape = layer.output_shapes({input.shape()})[0];
+  std::unique_ptr<Kernel> kernel = cuda::make_kernel(layer, {input.shape()}, context);
+  if (!kernel) return {"none", {}};
+  std::vector<Tensor> inputs{input.to(context.device())};
+  std::vector<Tensor> outputs{Tensor::empty(out_shape, DType::f32, context.device())};
+  kernel->forward(inputs, outputs);
+  context.synchronize();
+  return {kernel->name(), outputs[0].to(Device::cpu()).to_vector()};
+}
+
+struct TacticCase {
+  const char* tactic;
+  const char* kernel_name;
+};
+
+class ConvTactics : public ::testing::TestWithParam<TacticCase> {};
+
+TEST_P(ConvTactics, MatchTheReference) {
+  REQUIRE_GPU();
+  const TacticCase tactic = GetParam();
+  TacticOverride forced(tactic.tactic);
+  const std::unique_ptr<cuda::Context> context = cuda::create_context(Device::cuda(0));
+  std::mt19937 engine(7);
+  int forced_cases = 0;
+  for (int index = 0; index < 42; ++index) {
+    ConvCase c = random_conv(engine, index);
+    const std::unique_ptr<Layer> probe = create_layer(c.spec);
+    for (const Shape& s : probe->weight_shapes({c.input})) c.spec.weights.push_back(random_tensor(engine, s));
+    const std::unique_ptr<Layer> layer = create_layer(c.spec);
+    const Tensor input = random_tensor(engine, c.input);
+    Tensor reference = Tensor::empty(layer->output_shapes({c.input})[0]);
+    std::vector<Tensor> outputs{reference};
+    layer->forward({input}, outputs);
+
+    const auto [name, values] = run_cuda_kernel(*context, *layer, input);
+    SCOPED_TRACE("case " + std::to_string(index) + ": input " + c.input.str() + ", kernel " + name);
+    ASSERT_NE(name, "none");
+    // Our own tactics cover every configuration up to three spatial axes; cuDNN may decline 3D ones.
+    if (c.axes < 3 || std::string(tactic.tactic) != "cudnn") {
+      EXPECT_EQ(name, tactic.kernel_name);
+    }
+    forced_cases += name == tactic.kernel_name ? 1 : 0;
+    EXPECT_LE(normalized_error(reference.to_vector(), values), 1e-5);
+  }
+  ::testing::Test::RecordProperty("forced_tactic_cases", forced_cases);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, ConvTactics,
+                         ::testing::Values(TacticCase{"cudnn", "cudnn"}, TacticCase{"im2col", "im2col+gemm"},
+                                           TacticCase{"implicit", "implicit-gemm"}),
+                         [](const auto& info) { return std::string(info.param.tactic); });
+
+TEST(CudaConvTactics, RejectsAnUnknownTactic) {
+  REQUIRE_GPU();
+  TacticOverride forced("winograd");
+  const std::unique_ptr<cuda::Context> context = cuda::create_context(Device::cuda(0));
+  std::mt19937 engine(3);
+  ConvCase c = random_conv(engine, 0);
+  const std::unique_ptr<Layer> probe = create_layer(c.spec);
+  for (const Shape& s : probe->weight_shapes({c.input})) c.spec.weights.push_back(random_tensor(engine, s));
+  const std::unique_ptr<Layer> layer = create_layer(c.spec);
+  EXPECT_THROW(cuda::make_kernel(*layer, {c.input}, *context), UnsupportedError);
+}
+
+TEST(CudaKernels, CoverEveryInferenceLayer) {
+  if (!cuda::built()) GTEST_SKIP() << "CUDA backend not built";
+  // Accuracy and SoftmaxWithLoss validate labels on the host (DataError); they run on the CPU.
+  for (const std::string& type : known_layer_types()) {
+    if (type == "Accuracy" || type == "SoftmaxWithLoss") continue;
+    EXPECT_TRUE(cuda::has_kernel(type)) << type;
+  }
+}
+
+LayerSpec layer(const std::string& name, const std::string& type, const std::string& in,
+                const std::string& out) {
+  LayerSpec s;
+  s.name = name;
+  s.type = type;
+  s.inputs = {in};
+  s.outputs = {out};
+  return s;
+}
+
+// LeNet with random weights, plus the layers a classifier head commonly adds.
+Graph lenet(std::int64_t batch) {
+  Graph g;
+  g.name = "lenet";
+  g.inputs = {{"data", Shape{batch, 1, 28, 28}}};
+  LayerSpec conv1 = layer("conv1", "Convolution", "data", "conv1");
+  conv1.attrs.set("num_output", std::int64_t{20});
+  conv1.attrs.set("kernel", std::int64_t{5});
+  LayerSpec pool1 = layer("pool1", "Pooling", "conv1", "pool1");
+  pool1.attrs.set("kernel", std::int64_t{2});
+  pool1.attrs.set("stride", std::int64_t{2});
+  LayerSpec conv2 = layer("conv2", "Convolution", "pool1", "conv2");
+  conv2.attrs.set("num_output", std::int64_t{50});
+  conv2.attrs.set("kernel", std::int64_t{5});
+  LayerSpec pool2 = layer("pool2", "Pooling", "conv2", "pool2");
+  pool2.attrs.set("kernel", std::int64_t{2});
+  pool2.attrs.set("stride", std::int64_t{2});
+  LayerSpec ip1 = layer("ip1", "InnerProduct", "pool2", "ip1");
+  ip1.attrs.set("num_output", std::int64_t{500});
+  LayerSpec relu1 = layer("relu1", "ReLU", "ip1", "relu1");
+  LayerSpec ip2 = layer("ip2", "InnerProduct", "relu1", "ip2");
+  ip2.attrs.set("num_output", std::int64_t{10});
+  LayerSpec prob = layer("prob", "Softmax", "ip2", "prob");
+  g.layers = {conv1, pool1, conv2, pool2, ip1, relu1, ip2, prob};
+
+  std::mt19937 engine(11);
+  std::map<std::string, Shape> shapes{{"data", g.inputs[0].shape}};
+  for (LayerSpec& spec : g.layers) {
+    const std::unique_ptr<Layer> probe = create_layer(spec);
+    const Shape in = shapes.at(spec.inputs[0]);
+    shapes[spec.outputs[0]] = probe->output_shapes({in})[0];
+    for (const Shape& s : probe->weight_shapes({in})) {
+      std::vector<float> v = random_values(engine, s.numel());
+      // Fan-in scaling keeps activations of order one through the net.
+      const float scale = 1.0f / std::sqrt(static_cast<float>(std::max<std::int64_t>(1, s.count(1))));
+      for (float& x : v) x *= scale;
+      spec.weights.push_back(Tensor::from(s, v));
+    }
+  }
+  return g;
+}
+
+class CudaLeNet : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CudaLeNet, MatchesTheCpu) {
+  REQUIRE_GPU();
+  // Batch 4 keeps the convolutions small (implicit GEMM), batch 64 makes conv2 large (cuDNN).
+  for (std::int64_t batch : {4, 64}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    const Graph graph = lenet(batch);
+    std::mt19937 engine(static_cast<unsigned>(batch));
+    const Tensor data = random_tensor(engine, Shape{batch, 1, 28, 28});
+
+    NetOptions cpu_options;
+    cpu_options.keep_intermediates = true;
+    Net cpu(graph, cpu_options);
+    cpu.forward({{"data", data}});
+
+    NetOptions gpu_options;
+    gpu_options.device = Device::cuda(0);
+    gpu_options.cuda_graphs = GetParam();
+    gpu_options.keep_intermediates = true;
+    Net gpu(graph, gpu_options);
+    // Twice: with graphs, the second forward replays the captured graph.
+    for (int run = 0; run < 2; ++run) {
+      gpu.forward({{"data", data}});
+      for (const char* name : {"conv1", "pool1", "conv2", "pool2", "ip1", "relu1", "ip2", "prob"}) {
+        EXPECT_LE(
+            normalized_error(cpu.tensor(name).to_vector(), gpu.tensor(name).to(Device::cpu()).to_vector()),
+            1e-4)
+            << name << ", run " << run;
+      }
+    }
+    for (const LayerSummary& row : gpu.summary()) {
+      if (row.type == "Convolution") {
+        EXPECT_EQ(row.kernel, row.name == "conv2" && batch == 64 ? "cudnn" : "implicit-gemm") << row.name;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Graphs, CudaLeNet, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "WithGraphs" : "WithoutGraphs"; });
+
+}  // namespace
+}  // namespace espresso
