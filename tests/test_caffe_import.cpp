@@ -12,52 +12,26 @@
 
 #include "espresso/espresso.h"
 #include "layers/registry.h"
+#include "test_support.h"
 
 namespace espresso {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path data_dir() {
-  const char* env = std::getenv("ESPRESSO_DATA");
-  return fs::path(env != nullptr ? env : ESPRESSO_DEFAULT_DATA_DIR) / "caffe" / "lenet";
-}
+using testing::read_bytes;
+using testing::TempDir;
+
+// Every test here reads the shared LeNet files.
+class CaffeImport : public testing::SharedDataTest {};
+
+fs::path data_dir() { return testing::shared_data_dir() / "caffe" / "lenet"; }
 
 std::string v1_deploy() { return (data_dir() / "lenet.prototxt").string(); }
 std::string v2_deploy() { return (data_dir() / "v2_format" / "lenet.prototxt").string(); }
 std::string v1_train_test() { return (data_dir() / "lenet_train_test.prototxt").string(); }
 std::string v2_train_test() { return (data_dir() / "v2_format" / "lenet_train_test.prototxt").string(); }
 std::string weights() { return (data_dir() / "lenet_iter_10000.caffemodel").string(); }
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-// A scratch directory of its own for each test.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            ("espresso_caffe_" + std::string(info->name()) + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  std::string write(const std::string& name, const std::string& bytes) const {
-    const std::string path = (path_ / name).string();
-    std::ofstream(path, std::ios::binary) << bytes;
-    return path;
-  }
-
- private:
-  fs::path path_;
-};
 
 template <class E, class F>
 std::string error_of(F&& load) {
@@ -87,13 +61,6 @@ std::vector<std::string> layer_names(const Graph& g) {
   std::vector<std::string> names;
   for (const LayerSpec& l : g.layers) names.push_back(l.name);
   return names;
-}
-
-bool all_known(const Graph& g) {
-  for (const LayerSpec& l : g.layers) {
-    if (!is_known_layer_type(l.type)) return false;
-  }
-  return true;
 }
 
 void expect_lenet_deploy(const Graph& g) {
@@ -155,13 +122,13 @@ void expect_lenet_weights(const Graph& g) {
   }
 }
 
-TEST(CaffeImport, LoadsV1LeNetWithWeights) {
+TEST_F(CaffeImport, LoadsV1LeNetWithWeights) {
   const Graph g = load_caffe(v1_deploy(), weights());
   expect_lenet_deploy(g);
   expect_lenet_weights(g);
 }
 
-TEST(CaffeImport, LoadsV2LeNetWithTheSameWeights) {
+TEST_F(CaffeImport, LoadsV2LeNetWithTheSameWeights) {
   const Graph v1 = load_caffe(v1_deploy(), weights());
   const Graph v2 = load_caffe(v2_deploy(), weights());
   expect_lenet_deploy(v2);
@@ -179,16 +146,15 @@ TEST(CaffeImport, LoadsV2LeNetWithTheSameWeights) {
   EXPECT_GT(sum, 1.0);
 }
 
-TEST(CaffeImport, PrototxtAloneHasNoWeights) {
+TEST_F(CaffeImport, PrototxtAloneHasNoWeights) {
   const Graph g = load_caffe(v2_deploy());
   expect_lenet_deploy(g);
   for (const LayerSpec& l : g.layers) EXPECT_TRUE(l.weights.empty()) << l.name;
 }
 
-TEST(CaffeImport, NetSummaryCountsParamsAndFlops) {
+TEST_F(CaffeImport, NetSummaryCountsParamsAndFlops) {
   for (const std::string& prototxt : {v1_deploy(), v2_deploy()}) {
     Graph g = load_caffe(prototxt, weights());
-    if (!all_known(g)) GTEST_SKIP() << "the spatial layers are not in this build yet";
     Net net(std::move(g));
     net.set_batch(1);
     std::int64_t params = 0, flops = 0;
@@ -201,7 +167,7 @@ TEST(CaffeImport, NetSummaryCountsParamsAndFlops) {
   }
 }
 
-TEST(CaffeImport, PhaseRulesPickTheLayers) {
+TEST_F(CaffeImport, PhaseRulesPickTheLayers) {
   for (const std::string& prototxt : {v1_train_test(), v2_train_test()}) {
     SCOPED_TRACE(prototxt);
     const Graph train = load_caffe(prototxt, weights(), Phase::train);
@@ -236,7 +202,7 @@ TEST(CaffeImport, PhaseRulesPickTheLayers) {
   }
 }
 
-TEST(CaffeImport, TruncatedCaffemodelsFailCleanly) {
+TEST_F(CaffeImport, TruncatedCaffemodelsFailCleanly) {
   const TempDir dir;
   const std::string bytes = read_bytes(weights());
   ASSERT_GT(bytes.size(), 1000u);
@@ -264,7 +230,7 @@ TEST(CaffeImport, TruncatedCaffemodelsFailCleanly) {
   EXPECT_GE(failures, static_cast<int>(cuts.size()) - 5);
 }
 
-TEST(CaffeImport, FlippedBytesNeverCrash) {
+TEST_F(CaffeImport, FlippedBytesNeverCrash) {
   const TempDir dir;
   const std::string bytes = read_bytes(weights());
   std::mt19937 rng(11);
@@ -287,7 +253,7 @@ TEST(CaffeImport, FlippedBytesNeverCrash) {
   }
 }
 
-TEST(CaffeImport, SyntaxErrorsGiveLineAndColumn) {
+TEST_F(CaffeImport, SyntaxErrorsGiveLineAndColumn) {
   const TempDir dir;
   const std::string garbage =
       dir.write("garbage.prototxt", "name: \"x\"\nlayer {\n  name: \"a\"\n  type: = \"ReLU\"\n}\n");
@@ -302,7 +268,7 @@ TEST(CaffeImport, SyntaxErrorsGiveLineAndColumn) {
       std::regex_search(error_of<ParseError>([&] { load_caffe(binary); }), std::regex(":[0-9]+:[0-9]+: ")));
 }
 
-TEST(CaffeImport, MutatedPrototxtsGiveParseErrors) {
+TEST_F(CaffeImport, MutatedPrototxtsGiveParseErrors) {
   const TempDir dir;
   const std::string text = read_bytes(v2_deploy());
   // Positions outside string literals, where an inserted brace or '@' must break the syntax.
@@ -342,12 +308,11 @@ std::string replace(std::string text, const std::string& from, const std::string
   return text.replace(at, from.size(), to);
 }
 
-TEST(CaffeImport, NumOutputDisagreeingWithWeightsFailsWhenPlanning) {
+TEST_F(CaffeImport, NumOutputDisagreeingWithWeightsFailsWhenPlanning) {
   const TempDir dir;
   const std::string path =
       dir.write("wrong.prototxt", replace(read_bytes(v2_deploy()), "num_output: 500", "num_output: 400"));
   Graph g = load_caffe(path, weights());
-  if (!all_known(g)) GTEST_SKIP() << "the spatial layers are not in this build yet";
   Net net(std::move(g));
   const std::string message = error_of<ModelError>([&] { net.summary(); });
   EXPECT_TRUE(contains(message, "'ip1'")) << message;
@@ -355,7 +320,7 @@ TEST(CaffeImport, NumOutputDisagreeingWithWeightsFailsWhenPlanning) {
   EXPECT_TRUE(contains(message, "500x800")) << message;
 }
 
-TEST(CaffeImport, ListsEveryUnsupportedLayerType) {
+TEST_F(CaffeImport, ListsEveryUnsupportedLayerType) {
   const TempDir dir;
   const std::string path = dir.write("unsupported.prototxt", R"(
 input: "data"
@@ -371,7 +336,7 @@ layer { name: "b" type: "Python" bottom: "c" top: "b" }
   EXPECT_FALSE(contains(message, "ReLU")) << message;
 }
 
-TEST(CaffeImport, MissingWeightsNameTheLayerAndFile) {
+TEST_F(CaffeImport, MissingWeightsNameTheLayerAndFile) {
   const TempDir dir;
   const std::string path =
       dir.write("renamed.prototxt", replace(read_bytes(v2_deploy()), "name: \"conv2\"", "name: \"conv2b\""));
@@ -401,7 +366,7 @@ std::string blob(const std::vector<std::int64_t>& dims, const std::vector<float>
   return field(7, field(1, packed)) + field(5, floats(values));
 }
 
-TEST(CaffeImport, ReadsShapeFormBlobsAndChecksTheirCounts) {
+TEST_F(CaffeImport, ReadsShapeFormBlobsAndChecksTheirCounts) {
   const TempDir dir;
   const std::string prototxt = dir.write("ip.prototxt", R"(
 layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }
@@ -431,7 +396,7 @@ layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" inner_product_param
   EXPECT_TRUE(contains(error_of<ParseError>([&] { load_caffe(prototxt, huge); }), "'ip'"));
 }
 
-TEST(CaffeImport, InPlaceChainsAliasTheNewestTensor) {
+TEST_F(CaffeImport, InPlaceChainsAliasTheNewestTensor) {
   const TempDir dir;
   const std::string path = dir.write("inplace.prototxt", R"(
 input: "data"
@@ -453,7 +418,7 @@ layers { name: "loss" type: SOFTMAX_LOSS bottom: "data" bottom: "data" top: "los
   EXPECT_EQ(g.outputs, (std::vector<std::string>{"loss"}));
 }
 
-TEST(CaffeImport, MapsLayerParameters) {
+TEST_F(CaffeImport, MapsLayerParameters) {
   const TempDir dir;
   const std::string path = dir.write("params.prototxt", R"(
 layer { name: "in" type: "Input" top: "x" top: "y" input_param { shape { dim: 1 dim: 4 dim: 9 dim: 9 } } }
@@ -502,7 +467,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "r" bottom: "pool" top: "lo
   EXPECT_EQ(layer(g, "loss").attrs.get_string("normalization", ""), "full");
 }
 
-TEST(CaffeImport, KeepsDataLayersWithTheirSettings) {
+TEST_F(CaffeImport, KeepsDataLayersWithTheirSettings) {
   const TempDir dir;
   const std::string path = dir.write("data.prototxt", R"(
 layer { name: "images" type: "ImageData" top: "img" top: "label"
@@ -526,7 +491,7 @@ layer { name: "dummy" type: "DummyData" top: "a" top: "b"
   EXPECT_EQ(g.outputs, (std::vector<std::string>{"img", "label", "a", "b"}));
 }
 
-TEST(CaffeImport, LoadModelPicksTheImporter) {
+TEST_F(CaffeImport, LoadModelPicksTheImporter) {
   const Graph g = load_model(v1_deploy(), weights());
   expect_lenet_weights(g);
   const std::string missing = (data_dir() / "no_such.prototxt").string();

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "data/idx.h"
+#include "test_support.h"
 
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -22,10 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string data_dir() {
-  if (const char* env = std::getenv("ESPRESSO_DATA")) return env;
-  return ESPRESSO_DEFAULT_DATA_DIR;
-}
+std::string data_dir() { return testing::shared_data_dir().string(); }
 
 std::string quote(const std::string& text) {
   std::string quoted = "'";
@@ -33,23 +31,11 @@ std::string quote(const std::string& text) {
   return quoted + "'";
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "espresso_test_cli_XXXXXX").string();
-    if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
+using testing::TempDir;
 
- private:
-  std::string path_;
-};
+// These run the shared LeNet and MNIST files.
+class Cli : public testing::SharedDataTest {};
+class CliAcceptance : public testing::SharedDataTest {};
 
 struct Result {
   int code = -1;
@@ -91,13 +77,13 @@ void expect_runtime_error(const Result& result, const std::string& part) {
   EXPECT_TRUE(contains(result.err, part)) << "expected '" << part << "' in: " << result.err;
 }
 
-TEST(Cli, PrintsVersion) {
+TEST_F(Cli, PrintsVersion) {
   const Result result = run_cli("--version");
   EXPECT_EQ(result.code, 0);
   EXPECT_TRUE(contains(result.out, std::string("espresso ") + ESPRESSO_VERSION)) << result.out;
 }
 
-TEST(Cli, EveryVerbHasHelp) {
+TEST_F(Cli, EveryVerbHasHelp) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> verbs = {
       {"info", {"--weights"}},
       {"classify", {"--labels", "--top", "--rgb", "--scale", "--mean", "--size", "--threads"}},
@@ -114,7 +100,7 @@ TEST(Cli, EveryVerbHasHelp) {
   for (const char* verb : {"info", "classify", "eval"}) EXPECT_TRUE(contains(top.out, verb)) << top.out;
 }
 
-TEST(Cli, UsageErrorsExitWithTwo) {
+TEST_F(Cli, UsageErrorsExitWithTwo) {
   const std::vector<std::string> bad = {
       "",                                                    // no verb
       "frobnicate",                                          // unknown verb
@@ -133,7 +119,7 @@ TEST(Cli, UsageErrorsExitWithTwo) {
   }
 }
 
-TEST(Cli, MissingFilesAreNamed) {
+TEST_F(Cli, MissingFilesAreNamed) {
   expect_runtime_error(run_cli("info /nonexistent/espresso/model.prototxt"),
                        "/nonexistent/espresso/model.prototxt");
   expect_runtime_error(run_cli("info " + lenet_model() + " --weights /nonexistent/espresso/w.caffemodel"),
@@ -142,7 +128,7 @@ TEST(Cli, MissingFilesAreNamed) {
                        "/nonexistent/espresso/m.prototxt");
 }
 
-TEST(Cli, WrongDatasetDirectoryIsAnError) {
+TEST_F(Cli, WrongDatasetDirectoryIsAnError) {
   TempDir dir;
   expect_runtime_error(run_cli("eval " + lenet_model() + " --dataset mnist --data " + quote(dir.path())),
                        "t10k-images-idx3-ubyte");
@@ -153,7 +139,7 @@ TEST(Cli, WrongDatasetDirectoryIsAnError) {
       "/nonexistent/espresso/mnist");
 }
 
-TEST(Cli, UnreadableImageIsAnError) {
+TEST_F(Cli, UnreadableImageIsAnError) {
   TempDir dir;
   std::ofstream(dir.file("broken.png")) << "not an image";
   expect_runtime_error(
@@ -163,7 +149,7 @@ TEST(Cli, UnreadableImageIsAnError) {
                        "absent.png");
 }
 
-TEST(Cli, BadMeanIsAnError) {
+TEST_F(Cli, BadMeanIsAnError) {
   TempDir dir;
   std::vector<std::uint8_t> pixels(28 * 28, 0);
   ASSERT_NE(stbi_write_png(dir.file("zero.png").c_str(), 28, 28, 1, pixels.data(), 28), 0);
@@ -186,13 +172,13 @@ void expect_lenet_accuracy(const std::string& model) {
   EXPECT_TRUE(contains(result.err, "10,000/10,000")) << result.err;
 }
 
-TEST(CliAcceptance, EvalLenetV1Format) { expect_lenet_accuracy(lenet_dir() + "/lenet.prototxt"); }
+TEST_F(CliAcceptance, EvalLenetV1Format) { expect_lenet_accuracy(lenet_dir() + "/lenet.prototxt"); }
 
-TEST(CliAcceptance, EvalLenetCurrentFormat) {
+TEST_F(CliAcceptance, EvalLenetCurrentFormat) {
   expect_lenet_accuracy(lenet_dir() + "/v2_format/lenet.prototxt");
 }
 
-TEST(CliAcceptance, InfoLenet) {
+TEST_F(CliAcceptance, InfoLenet) {
   const Result result = run_cli("info " + lenet_model() + " --weights " + lenet_weights());
   ASSERT_EQ(result.code, 0) << result.err;
   EXPECT_TRUE(contains(result.out, "431,080 params")) << result.out;
@@ -203,7 +189,7 @@ TEST(CliAcceptance, InfoLenet) {
   EXPECT_TRUE(contains(result.out, "planned")) << result.out;
 }
 
-TEST(CliAcceptance, ClassifyMnistDigits) {
+TEST_F(CliAcceptance, ClassifyMnistDigits) {
   const data::LabeledImages digits = data::load_mnist(data_dir() + "/mnist", data::Split::test);
   TempDir dir;
   std::string images;

@@ -16,6 +16,7 @@
 #include "data/npy.h"
 #include "data/preprocess.h"
 #include "espresso/errors.h"
+#include "test_support.h"
 
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -26,28 +27,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string data_dir() {
-  if (const char* env = std::getenv("ESPRESSO_DATA")) return env;
-  return ESPRESSO_DEFAULT_DATA_DIR;
-}
+std::string data_dir() { return testing::shared_data_dir().string(); }
 
-// A fresh directory, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "espresso_test_data_XXXXXX").string();
-    path_ = mkdtemp(pattern.data()) ? pattern : throw std::runtime_error("mkdtemp failed");
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
+using testing::TempDir;
 
- private:
-  std::string path_;
-};
+// Suites that read the shared MNIST, CIFAR, ImageNet-mean and image files.
+class DataIdx : public testing::SharedDataTest {};
+class DataCifar : public testing::SharedDataTest {};
+class DataMean : public testing::SharedDataTest {};
+class DataImage : public testing::SharedDataTest {};
 
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
@@ -92,7 +80,7 @@ void expect_data_error(Body body, const std::vector<std::string>& parts) {
   }
 }
 
-TEST(DataIdx, ReadsSharedMnistTestSplit) {
+TEST_F(DataIdx, ReadsSharedMnistTestSplit) {
   const data::LabeledImages set = data::load_mnist(data_dir() + "/mnist", data::Split::test);
   EXPECT_EQ(set.count, 10000);
   EXPECT_EQ(set.channels, 1);
@@ -107,14 +95,14 @@ TEST(DataIdx, ReadsSharedMnistTestSplit) {
   EXPECT_EQ(set.image(0)[0], 0);
 }
 
-TEST(DataIdx, ReadsSharedMnistTrainSplit) {
+TEST_F(DataIdx, ReadsSharedMnistTrainSplit) {
   const data::LabeledImages set = data::load_mnist(data_dir() + "/mnist", data::Split::train);
   EXPECT_EQ(set.count, 60000);
   EXPECT_EQ(set.labels[0], 5);
   EXPECT_EQ(set.labels[1], 0);
 }
 
-TEST(DataIdx, RawAndGzipFilesReadTheSame) {
+TEST_F(DataIdx, RawAndGzipFilesReadTheSame) {
   TempDir dir;
   const std::string bytes = idx_images(2, 3, 4, 24);
   write_file(dir.file("raw-idx3"), bytes);
@@ -128,7 +116,7 @@ TEST(DataIdx, RawAndGzipFilesReadTheSame) {
   EXPECT_EQ(raw.pixels.size(), 24u);
 }
 
-TEST(DataIdx, TruncatedFilesAreDataErrors) {
+TEST_F(DataIdx, TruncatedFilesAreDataErrors) {
   TempDir dir;
   write_file(dir.file("short-images"), idx_images(10, 28, 28, 100));
   expect_data_error([&] { data::read_idx_images(dir.file("short-images")); }, {"short-images", "truncated"});
@@ -146,7 +134,7 @@ TEST(DataIdx, TruncatedFilesAreDataErrors) {
                     {"cut-labels.gz", "truncated"});
 }
 
-TEST(DataIdx, WrongMagicIsADataError) {
+TEST_F(DataIdx, WrongMagicIsADataError) {
   TempDir dir;
   write_file(dir.file("labels-as-images"), idx_labels(4, 4));
   expect_data_error([&] { data::read_idx_images(dir.file("labels-as-images")); },
@@ -156,7 +144,7 @@ TEST(DataIdx, WrongMagicIsADataError) {
                     {"images-as-labels", "2049"});
 }
 
-TEST(DataIdx, MissingFileIsAFileError) {
+TEST_F(DataIdx, MissingFileIsAFileError) {
   EXPECT_THROW(data::read_idx_images("/nonexistent/espresso/t10k-images-idx3-ubyte"), FileError);
 }
 
@@ -170,7 +158,7 @@ TEST(DataMnist, CountsMustAgreeAndFilesMustExist) {
   expect_data_error([&] { data::load_mnist(dir.path(), data::Split::train); }, {"train-images-idx3-ubyte"});
 }
 
-TEST(DataCifar, ReadsSharedPartialBatches) {
+TEST_F(DataCifar, ReadsSharedPartialBatches) {
   const std::string dir = data_dir() + "/cifar10";
   const data::LabeledImages train = data::load_cifar10(dir, data::Split::train);
   EXPECT_EQ(train.count, 4000);
@@ -190,7 +178,7 @@ TEST(DataCifar, ReadsSharedPartialBatches) {
   EXPECT_EQ(counts, (std::vector<int>{103, 89, 100, 103, 90, 86, 112, 102, 106, 109}));
 }
 
-TEST(DataCifar, BadFilesAreDataErrors) {
+TEST_F(DataCifar, BadFilesAreDataErrors) {
   TempDir dir;
   write_file(dir.file("test_batch.bin"), std::string(3073 + 5, '\x01'));
   expect_data_error([&] { data::load_cifar10(dir.path(), data::Split::test); },
@@ -264,7 +252,7 @@ TEST(DataNpy, BadHeadersAreDataErrors) {
   expect_data_error(parse(future), {"version 9"});
 }
 
-TEST(DataMean, CommaSeparatedValues) {
+TEST_F(DataMean, CommaSeparatedValues) {
   EXPECT_EQ(data::parse_mean("104, 117,123", 3), (std::vector<float>{104, 117, 123}));
   EXPECT_EQ(data::parse_mean("0.5", 3), (std::vector<float>{0.5f, 0.5f, 0.5f}));
   expect_data_error([] { data::parse_mean("1,2", 3); }, {"2 values", "3 channels"});
@@ -272,7 +260,7 @@ TEST(DataMean, CommaSeparatedValues) {
   expect_data_error([] { data::parse_mean("1,,3", 3); }, {"not a number"});
 }
 
-TEST(DataMean, NpyFilesGivePerChannelMeans) {
+TEST_F(DataMean, NpyFilesGivePerChannelMeans) {
   TempDir dir;
   write_file(dir.file("mean.npy"), npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 1, 2), }",
                                        payload<double>({1, 3, 10, 20})));
@@ -294,7 +282,7 @@ TEST(DataPreprocess, SubtractsThenScales) {
   EXPECT_EQ(out, (std::vector<float>{0.0f, 1.0f, 0.0f, 5.0f}));
 }
 
-TEST(DataImage, LoadsPlanarBgrOrRgbAndResizes) {
+TEST_F(DataImage, LoadsPlanarBgrOrRgbAndResizes) {
   TempDir dir;
   // 2x1 RGB: a pure red pixel, then a pure blue one.
   const std::vector<std::uint8_t> rgb = {255, 0, 0, 0, 0, 255};
@@ -313,7 +301,7 @@ TEST(DataImage, LoadsPlanarBgrOrRgbAndResizes) {
   EXPECT_EQ(big.size(), 3u * 227 * 200);
 }
 
-TEST(DataImage, UnreadableImagesAreErrors) {
+TEST_F(DataImage, UnreadableImagesAreErrors) {
   TempDir dir;
   write_file(dir.file("fake.jpg"), "this is not a JPEG");
   expect_data_error([&] { data::load_image(dir.file("fake.jpg"), {3, 8, 8, true}); }, {"fake.jpg", "decode"});

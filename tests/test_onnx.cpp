@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "espresso/espresso.h"
+#include "test_support.h"
 #include "import/onnx/onnx.pb.h"
 
 namespace espresso {
@@ -16,20 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string data_dir() {
-  const char* env = std::getenv("ESPRESSO_DATA");
-  return env ? env : ESPRESSO_DEFAULT_DATA_DIR;
-}
-
-// Loads a model, or says which layer types this build still lacks (they land from other branches).
-#define LOAD_OR_SKIP(graph, ...)                                                      \
-  Graph graph;                                                                        \
-  try {                                                                               \
-    graph = load_onnx(__VA_ARGS__);                                                   \
-  } catch (const ModelError& e) {                                                     \
-    if (std::string(e.what()).find("unknown layer type") == std::string::npos) throw; \
-    GTEST_SKIP() << e.what();                                                         \
-  }
+std::string data_dir() { return testing::shared_data_dir().string(); }
 
 double relative_error(const Tensor& got, const Tensor& expected) {
   const std::vector<float> g = got.to_vector(), e = expected.to_vector();
@@ -41,11 +29,12 @@ double relative_error(const Tensor& got, const Tensor& expected) {
   return diff / scale;
 }
 
-class OnnxModels : public ::testing::TestWithParam<const char*> {};
+class OnnxModels : public testing::SharedDataTest, public ::testing::WithParamInterface<const char*> {};
+class OnnxMnist1 : public testing::SharedDataTest {};
 
 TEST_P(OnnxModels, MatchesReferenceOutput) {
   const std::string dir = data_dir() + "/onnx/" + GetParam();
-  LOAD_OR_SKIP(graph, dir + "/model.onnx");
+  const Graph graph = load_onnx(dir + "/model.onnx");
   const Tensor input = read_onnx_tensor(dir + "/test_data_set_0/input_0.pb");
   const Tensor expected = read_onnx_tensor(dir + "/test_data_set_0/output_0.pb");
   Net net(graph);
@@ -102,9 +91,9 @@ std::vector<float> read_npz_array(const std::string& path, const std::string& ar
   return {};
 }
 
-TEST(OnnxMnist1, ReproducesReferenceLogits) {
+TEST_F(OnnxMnist1, ReproducesReferenceLogits) {
   const std::string dir = data_dir() + "/onnx/mnist-1";
-  LOAD_OR_SKIP(graph, dir + "/model.onnx");
+  const Graph graph = load_onnx(dir + "/model.onnx");
   Net net(graph);
   for (int i = 0; i < 3; ++i) {
     const std::string npz = dir + "/test_data_" + std::to_string(i) + ".npz";
@@ -126,8 +115,8 @@ std::string gunzip(const std::string& path) {
   return out;
 }
 
-TEST(OnnxMnist1, AccuracyOnT10k) {
-  LOAD_OR_SKIP(graph, data_dir() + "/onnx/mnist-1/model.onnx");
+TEST_F(OnnxMnist1, AccuracyOnT10k) {
+  const Graph graph = load_onnx(data_dir() + "/onnx/mnist-1/model.onnx");
   const std::string images = gunzip(data_dir() + "/mnist/t10k-images-idx3-ubyte.gz");
   const std::string labels = gunzip(data_dir() + "/mnist/t10k-labels-idx1-ubyte.gz");
   ASSERT_EQ(images.size(), 16u + 10000u * 784u);
@@ -152,13 +141,17 @@ TEST(OnnxMnist1, AccuracyOnT10k) {
 
 // ---- errors ----------------------------------------------------------------------------------
 
-class OnnxErrors : public ::testing::Test {
+class OnnxErrors : public testing::SharedDataTest {
  protected:
   void SetUp() override {
+    testing::SharedDataTest::SetUp();
+    if (IsSkipped()) return;
     dir_ = fs::temp_directory_path() / ("espresso_onnx_" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "model");
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
 
   // x (1x4) → Relu → y, with an initializer `w` added to it by an Add node.
   onnx::ModelProto small_model() {
@@ -387,7 +380,7 @@ TEST_F(OnnxErrors, ExportRoundTripOfCaffeLeNet) {
 TEST_F(OnnxErrors, ExportRoundTripOfRealModels) {
   for (const char* name : {"nin_cifar10", "mobilenet_v2"}) {
     const std::string dir = data_dir() + "/onnx/" + name;
-    LOAD_OR_SKIP(graph, dir + "/model.onnx");
+    const Graph graph = load_onnx(dir + "/model.onnx");
     expect_round_trip(graph, {{graph.inputs[0].name, read_onnx_tensor(dir + "/test_data_set_0/input_0.pb")}},
                       (dir_ / (std::string(name) + ".onnx")).string());
   }

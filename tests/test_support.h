@@ -1,0 +1,40 @@
+// Helpers shared by the test files: where the real shared data lives, and scratch directories.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+namespace espresso::testing {
+
+// $ESPRESSO_DATA, else ../shared/data beside the source tree.
+std::filesystem::path shared_data_dir();
+
+// A fixture for tests that read the shared data: they skip, visibly, where it is missing (a GPU
+// machine without it, say) instead of failing on empty files.
+class SharedDataTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+};
+
+// A fresh directory for one test, removed with everything in it at the end.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const;
+  // Writes `bytes` to `name` in the directory and returns the file's path.
+  std::string write(const std::string& name, const std::string& bytes) const;
+
+ private:
+  std::string path_;
+};
+
+std::string read_bytes(const std::string& path);
+
+}  // namespace espresso::testing
