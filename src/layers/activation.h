@@ -36,6 +36,12 @@ class ActivationLayer final : public Layer {
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
   bool in_place() const override { return true; }
+  Function function() const { return function_; }
+  double alpha() const { return alpha_; }
+  double beta() const { return beta_; }
+  double gamma() const { return gamma_; }
+  double min() const { return min_; }
+  double max() const { return max_; }
 
  private:
   Function function_;

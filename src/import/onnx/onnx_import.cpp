@@ -1395,7 +1395,8 @@ void Importer::op_pad(const Node& n) {
 void Importer::op_resize(const Node& n) {
   const Shape in = shape(n, 0);
   std::string mode = attr_string(n, "mode", "nearest");
-  if (mode != "nearest" && mode != "linear") unsupported(n, "mode '" + mode + "' is not supported");
+  if (mode != "nearest" && mode != "linear" && mode != "cubic")
+    unsupported(n, "mode '" + mode + "' is not supported");
   Attributes attrs;
   attrs.set("mode", mode);
   std::vector<double> scales;
@@ -1406,8 +1407,13 @@ void Importer::op_resize(const Node& n) {
     scales = constant(n, 1).data;
   } else {
     const std::string coordinates = attr_string(n, "coordinate_transformation_mode", "half_pixel");
-    if (coordinates == "tf_crop_and_resize") unsupported(n, "tf_crop_and_resize is not supported");
-    if (attr_int(n, "exclude_outside", 0) != 0) unsupported(n, "exclude_outside is not supported");
+    if (coordinates == "tf_crop_and_resize") {
+      if (!n.has_input(1)) invalid(n, "tf_crop_and_resize needs input 'roi'");
+      attrs.set("roi", constant(n, 1).data);
+      attrs.set("extrapolation_value", attr_float(n, "extrapolation_value", 0.0));
+    }
+    attrs.set("exclude_outside", attr_int(n, "exclude_outside", 0));
+    attrs.set("cubic_coeff_a", attr_float(n, "cubic_coeff_a", -0.75));
     if (attr_int(n, "antialias", 0) != 0) unsupported(n, "antialias is not supported");
     if (n.has("axes") || n.has("keep_aspect_ratio_policy"))
       unsupported(n, "axes and keep_aspect_ratio_policy are not supported");
