@@ -86,7 +86,7 @@ double ResizeLayer::source_coordinate(double x, double scale, int axis, std::int
   if (coordinates_ == "half_pixel") return (x + 0.5) / scale - 0.5;
   if (coordinates_ == "pytorch_half_pixel") return length > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
   if (coordinates_ == "align_corners") {
-    return out == 1 ? 0.0 : x * static_cast<double>(in - 1) / static_cast<double>(out - 1);
+    return length == 1 ? 0.0 : x * static_cast<double>(in - 1) / (length - 1);
   }
   if (coordinates_ == "asymmetric") return x / scale;
   if (coordinates_ == "tf_half_pixel_for_nn") return (x + 0.5) / scale;

@@ -1,5 +1,7 @@
 // The element-wise layers on the GPU (AbsVal, Activation, Power, PReLU, Sigmoid, TanH): one grid-stride
 // kernel template applies an operation object; each layer contributes only its formula.
+#include <cuda_fp16.h>
+
 #include <cmath>
 
 #include "backends/cuda/kernels.h"
@@ -82,6 +84,8 @@ struct ActivationOp {
         return ceilf(x);
       case F::abs:
         return fabsf(x);
+      case F::float16:
+        return __half2float(__float2half_rn(x));
     }
     return x;
   }

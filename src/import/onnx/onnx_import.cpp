@@ -12,6 +12,7 @@
 #include "espresso/errors.h"
 #include "espresso/onnx.h"
 #include "import/onnx/onnx_tensor.h"
+#include "layers/activation.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -151,6 +152,8 @@ class Importer {
   void op_lrn(const Node& n);
   void op_pad(const Node& n);
   void op_resize(const Node& n);
+  void dilated_max_pool(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides,
+                        const Dims& dilations, const Dims& begin, const Dims& end);
   void op_reduce(const Node& n);
 
   std::string path_, dir_;
@@ -563,8 +566,13 @@ void Importer::op_constant(const Node& n) {
 
 void Importer::op_identity(const Node& n) {
   if (n.op() == "Dropout") {
-    if (n.outputs() > 1) unsupported(n, "the mask output is not supported");
-    if (n.has_input(2) && constant(n, 2).data.at(0) != 0) unsupported(n, "training mode is not supported");
+    // Training mode drops at random unless the ratio is 0; otherwise nothing is dropped and the
+    // mask keeps every element.
+    const bool training = n.has_input(2) && constant(n, 2).data.at(0) != 0;
+    const double ratio = n.has_input(1) ? constant(n, 1).data.at(0) : 0.5;
+    if (training && ratio != 0) unsupported(n, "training mode with a nonzero ratio is not supported");
+    const Shape in = shape(n, 0);
+    set_constant(n, 1, Value{TP::BOOL, in, std::vector<double>(static_cast<std::size_t>(in.numel()), 1.0)});
   }
   if (is_constant(n, 0)) {
     set_constant(n, 0, constant(n, 0));
@@ -579,7 +587,9 @@ void Importer::op_cast(const Node& n) {
     Value value = constant(n, 0);
     value.type = to;
     for (double& v : value.data) {
-      if (to == TP::FLOAT || to == TP::FLOAT16 || to == TP::BFLOAT16) {
+      if (to == TP::FLOAT16) {
+        v = std::isnan(v) ? v : round_to_float16(static_cast<float>(v));
+      } else if (to == TP::FLOAT || to == TP::BFLOAT16) {
         v = static_cast<float>(v);
       } else if (to == TP::BOOL) {
         v = v != 0;
@@ -590,6 +600,11 @@ void Importer::op_cast(const Node& n) {
     set_constant(n, 0, std::move(value));
   } else if (to == TP::FLOAT || to == TP::DOUBLE) {
     alias(n, 0, tensor(n, 0));  // runtime tensors are f32 already
+  } else if (to == TP::FLOAT16) {
+    // Every float16 value is an fp32 value: the tensor stays fp32, rounded to float16's values.
+    Attributes attrs;
+    attrs.set("function", std::string("float16"));
+    emit(n, "Activation", {tensor(n, 0)}, attrs);
   } else {
     unsupported(n, "a runtime cast to " + onnx_detail::type_name(to) + " is not supported");
   }
@@ -989,18 +1004,20 @@ void Importer::op_pool(const Node& n) {
   if (kernel.size() != spatial) invalid(n, "'kernel_shape' needs one value per spatial axis");
   const Dims strides = attr_ints(n, "strides", Dims(spatial, 1));
   const Dims dilations = attr_ints(n, "dilations", Dims(spatial, 1));
-  if (std::any_of(dilations.begin(), dilations.end(), [](std::int64_t d) { return d != 1; })) {
-    unsupported(n, "dilated pooling is not supported");
-  }
   const bool count_include_pad = attr_int(n, "count_include_pad", 0) != 0;
   const Dims pads = spatial_pads(n, in, kernel, strides, dilations);
   const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)),
       end(pads.begin() + static_cast<long>(spatial), pads.end());
+  if (std::any_of(dilations.begin(), dilations.end(), [](std::int64_t d) { return d != 1; })) {
+    if (!max) unsupported(n, "dilated average pooling is not supported");
+    dilated_max_pool(n, in, kernel, strides, dilations, begin, end);
+    return;
+  }
   std::string input = tensor(n, 0);
   Dims pad = begin;
-  if (begin != end) {
-    if (!max && !count_include_pad)
-      unsupported(n, "asymmetric padding without count_include_pad is not supported");
+  // Padded explicitly when the ends differ, which Pooling's symmetric pads cannot express.
+  const bool explicit_pad = begin != end;
+  if (explicit_pad) {
     input = pad_input(n, input, in.rank(), begin, end, max ? -std::numeric_limits<double>::infinity() : 0.0);
     pad.assign(spatial, 0);
   }
@@ -1011,7 +1028,81 @@ void Importer::op_pool(const Node& n) {
   attrs.set("pad", pad);
   attrs.set("round", std::string(attr_int(n, "ceil_mode", 0) ? "ceil" : "floor"));
   attrs.set("count_include_pad", static_cast<std::int64_t>(count_include_pad));
-  emit(n, "Pooling", {input}, attrs);
+  if (max || count_include_pad || !explicit_pad) {
+    emit(n, "Pooling", {input}, attrs);
+    return;
+  }
+  // Averages over the real elements only: the windows' sums over the zero-padded input, divided by
+  // how many real elements each window holds, both taken with the same Pooling so that its own
+  // divisor cancels. The counts come from pooling a padded mask of ones at load time.
+  Dims mask_dims(static_cast<std::size_t>(in.rank()), 1);
+  std::copy(in.dims().begin() + 2, in.dims().end(), mask_dims.begin() + 2);
+  const Shape mask_shape(mask_dims);
+  Attributes pad_attrs;
+  Dims mask_pads(static_cast<std::size_t>(2 * in.rank()), 0);
+  for (std::size_t i = 0; i < spatial; ++i) {
+    mask_pads[2 + i] = begin[i];
+    mask_pads[static_cast<std::size_t>(in.rank()) + 2 + i] = end[i];
+  }
+  pad_attrs.set("pads", mask_pads);
+  const Value ones{TP::FLOAT, mask_shape,
+                   std::vector<double>(static_cast<std::size_t>(mask_shape.numel()), 1.0)};
+  const std::string counts = n.name + "/counts";
+  constants_[counts] = fold(n, "Pooling", {fold(n, "Pad", {ones}, pad_attrs)}, attrs);
+  const std::string sums = emit(n, "Pooling", {input}, attrs, {}, "sums")[0];
+  Attributes div;
+  div.set("operation", std::string("div"));
+  emit(n, "Binary", {sums, tensor_of(counts)}, div);
+}
+
+void Importer::dilated_max_pool(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides,
+                                const Dims& dilations, const Dims& begin, const Dims& end) {
+  // The maximum over the kernel's taps, each tap a strided slice of the input padded with -inf.
+  const std::size_t spatial = kernel.size();
+  const bool ceil = attr_int(n, "ceil_mode", 0) != 0;
+  Dims out(spatial), padded_end = end;
+  for (std::size_t i = 0; i < spatial; ++i) {
+    const std::int64_t size = in[static_cast<int>(i) + 2] + begin[i] + end[i];
+    const std::int64_t reach = (kernel[i] - 1) * dilations[i] + 1;
+    if (size < reach) invalid(n, "the dilated kernel is larger than the padded input " + in.str());
+    const std::int64_t span = size - reach;
+    out[i] = (ceil ? (span + strides[i] - 1) / strides[i] : span / strides[i]) + 1;
+    // ONNX drops a last ceil-mode window that would start in the end padding.
+    if (ceil && (out[i] - 1) * strides[i] >= in[static_cast<int>(i) + 2] + begin[i]) --out[i];
+    // Ceil mode may let the last window run past the padded input: pad that with -inf too.
+    padded_end[i] += std::max<std::int64_t>(0, (out[i] - 1) * strides[i] + reach - size);
+  }
+  const std::string padded =
+      pad_input(n, tensor(n, 0), in.rank(), begin, padded_end, -std::numeric_limits<double>::infinity());
+  std::int64_t taps = 1;
+  for (std::int64_t k : kernel) taps *= k;
+  std::string result;
+  for (std::int64_t t = 0; t < taps; ++t) {
+    Dims starts(spatial), ends(spatial), axes(spatial), steps(spatial);
+    for (std::size_t i = spatial, rest = static_cast<std::size_t>(t); i-- > 0;) {
+      const std::int64_t offset = static_cast<std::int64_t>(rest) % kernel[i] * dilations[i];
+      rest /= static_cast<std::size_t>(kernel[i]);
+      starts[i] = offset;
+      ends[i] = offset + (out[i] - 1) * strides[i] + 1;
+      axes[i] = static_cast<std::int64_t>(i) + 2;
+      steps[i] = strides[i];
+    }
+    Attributes slice;
+    slice.set("starts", starts);
+    slice.set("ends", ends);
+    slice.set("axes", axes);
+    slice.set("steps", steps);
+    const std::string tap = emit(n, "StridedSlice", {padded}, slice, {}, "tap" + std::to_string(t))[0];
+    if (result.empty()) {
+      result = tap;
+      continue;
+    }
+    Attributes maximum;
+    maximum.set("operation", std::string("max"));
+    result = t + 1 == taps ? emit(n, "Binary", {result, tap}, maximum)[0]
+                           : emit(n, "Binary", {result, tap}, maximum, {}, "max" + std::to_string(t))[0];
+  }
+  if (taps == 1) alias(n, 0, result);
 }
 
 void Importer::op_global_pool(const Node& n) {
