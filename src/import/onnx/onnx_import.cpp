@@ -972,13 +972,19 @@ void Importer::op_conv_transpose(const Node& n) {
   } else if (auto_pad == "VALID") {
     pads.assign(2 * spatial, 0);
   }
-  Dims pad(spatial);
+  Dims pad(spatial), crop_axes, crop_ends;
   for (std::size_t i = 0; i < spatial; ++i) {
     // The extra rows of output_pad are computed, not zero-filled, so a larger begin pad becomes
-    // output padding at the end.
+    // output padding at the end; a larger end pad crops the end of the output instead.
     pad[i] = pads[i];
     output_padding[i] += pads[i] - pads[i + spatial];
-    if (output_padding[i] < 0) unsupported(n, "an end pad larger than the begin pad is not supported");
+    if (output_padding[i] < 0) {
+      const std::int64_t full =
+          strides[i] * (in[static_cast<int>(i) + 2] - 1) + (kernel[i] - 1) * dilations[i] + 1 - 2 * pads[i];
+      crop_axes.push_back(static_cast<std::int64_t>(i) + 2);
+      crop_ends.push_back(full + output_padding[i]);
+      output_padding[i] = 0;
+    }
   }
   Attributes attrs;
   attrs.set("num_output", w.shape[1] * group);
@@ -991,7 +997,16 @@ void Importer::op_conv_transpose(const Node& n) {
   std::vector<Tensor> weights{w.to_tensor()};
   if (n.has_input(2)) weights.push_back(constant(n, 2).to_tensor().reshaped(Shape{w.shape[1] * group}));
   attrs.set("bias", static_cast<std::int64_t>(n.has_input(2)));
-  emit(n, "Deconvolution", {tensor(n, 0)}, attrs, weights);
+  if (crop_axes.empty()) {
+    emit(n, "Deconvolution", {tensor(n, 0)}, attrs, weights);
+    return;
+  }
+  const std::string full = emit(n, "Deconvolution", {tensor(n, 0)}, attrs, weights, "full")[0];
+  Attributes crop;
+  crop.set("starts", Dims(crop_axes.size(), 0));
+  crop.set("ends", crop_ends);
+  crop.set("axes", crop_axes);
+  emit(n, "StridedSlice", {full}, crop);
 }
 
 void Importer::op_pool(const Node& n) {
