@@ -47,14 +47,22 @@ cuda_library_path() {
   echo "${dirs[*]}"
 }
 
+# Unpacks the bundle's libraries and prints the exports that let its binaries run here.
+environment() {
+  [ -x "$bundle/bin/espresso_tests" ] || { echo "no $bundle/: run 'scripts/gpu_check.sh pack' on the build machine" >&2; exit 2; }
+  local work=/tmp/espresso-gpu-libs
+  mkdir -p "$work"
+  tar -C "$work" -xJf "$bundle/lib.tar.xz"
+  echo "export LD_LIBRARY_PATH=$work/lib:$(cuda_library_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "export ESPRESSO_CLI=$PWD/$bundle/bin/espresso"
+  # A carried subset of ../shared/data, if any, for the tests that read real models and datasets.
+  if [ -f gpu-data/MANIFEST.md ]; then echo "export ESPRESSO_DATA=$PWD/gpu-data"; fi
+}
+
 check() {
   local out=${OUT:-$PWD/gpu-check-out}
   mkdir -p "$out"
-  [ -x "$bundle/bin/espresso_tests" ] || { echo "no $bundle/: run 'scripts/gpu_check.sh pack' on the build machine" >&2; exit 2; }
-  local work
-  work=$(mktemp -d)
-  tar -C "$work" -xJf "$bundle/lib.tar.xz"
-  export LD_LIBRARY_PATH="$work/lib:$(cuda_library_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  eval "$(environment)"
   {
     echo "== $(date -u +%FT%TZ) $(uname -m) $(. /etc/os-release && echo "$PRETTY_NAME")"
     nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv || true
@@ -70,5 +78,6 @@ check() {
 case "${1:-check}" in
   pack) pack ;;
   check) check ;;
-  *) echo "usage: $0 [pack|check]" >&2; exit 2 ;;
+  env) environment ;;
+  *) echo "usage: $0 [pack|check|env]" >&2; exit 2 ;;
 esac
