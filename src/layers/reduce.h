@@ -18,7 +18,6 @@ class ReduceLayer final : public Layer {
   std::vector<bool> reduced_axes(const Shape& in) const;
 
  private:
-
   Op op_;
   std::vector<std::int64_t> axes_;
   bool keepdims_;

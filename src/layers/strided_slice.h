@@ -17,7 +17,6 @@ class StridedSliceLayer final : public Layer {
                std::vector<std::int64_t>& count) const;
 
  private:
-
   std::vector<std::int64_t> starts_, ends_, axes_, steps_;
 };
 
