@@ -571,8 +571,10 @@ void Importer::op_identity(const Node& n) {
     const bool training = n.has_input(2) && constant(n, 2).data.at(0) != 0;
     const double ratio = n.has_input(1) ? constant(n, 1).data.at(0) : 0.5;
     if (training && ratio != 0) unsupported(n, "training mode with a nonzero ratio is not supported");
-    const Shape in = shape(n, 0);
-    set_constant(n, 1, Value{TP::BOOL, in, std::vector<double>(static_cast<std::size_t>(in.numel()), 1.0)});
+    if (n.outputs() > 1) {
+      const Shape in = shape(n, 0);
+      set_constant(n, 1, Value{TP::BOOL, in, std::vector<double>(static_cast<std::size_t>(in.numel()), 1.0)});
+    }
   }
   if (is_constant(n, 0)) {
     set_constant(n, 0, constant(n, 0));
@@ -588,7 +590,7 @@ void Importer::op_cast(const Node& n) {
     value.type = to;
     for (double& v : value.data) {
       if (to == TP::FLOAT16) {
-        v = std::isnan(v) ? v : round_to_float16(static_cast<float>(v));
+        v = round_to_float16(static_cast<float>(v));
       } else if (to == TP::FLOAT || to == TP::BFLOAT16) {
         v = static_cast<float>(v);
       } else if (to == TP::BOOL) {
