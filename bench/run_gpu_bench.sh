@@ -20,12 +20,21 @@ lenet=("${ESPRESSO_DATA:?carry gpu-data with caffe/lenet}/caffe/lenet/v2_format/
   done
   python3 bench/pytorch_reference.py --models lenet,nin --batch 1,64,256 --iterations 300
 } 2>&1 | tee "$out/bench.jsonl"
+# The trained Caffe LeNet must score the same on the GPU as on the CPU.
+for device in cpu cuda; do
+  "$espresso" eval "${lenet[@]}" --device $device --dataset mnist --data "$ESPRESSO_DATA/mnist" \
+    --scale 0.00390625 2>/dev/null | sed "s/^/$device: /"
+done | tee "$out/lenet_accuracy.txt"
 {
   echo "# espresso vs PyTorch, inference, fp32 (TF32 off)"
   echo
   echo "$(date -u +%F), $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader), PyTorch $(python3 -c 'import torch; print(torch.__version__)')"
   echo
   python3 bench/compare.py "$out/bench.jsonl"
+  echo
+  echo "Caffe LeNet on MNIST t10k (\`espresso eval --device D\`):"
+  echo
+  sed 's/^/    /' "$out/lenet_accuracy.txt"
   echo
   echo "Median of 300 timed forward passes after warm-up. espresso: \`espresso bench --device cuda\` (wall time of"
   echo "forward(), which waits for the GPU); PyTorch: CUDA events, cuDNN autotuning on. Test suite exit status: $tests_status."
