@@ -79,7 +79,7 @@ void Net::Impl::build() {
     std::vector<const Layer*> all;
     for (const auto& layer : layers) all.push_back(layer.get());
     cuda::check_supported(all);
-    cuda_context = cuda::create_context(options.device);
+    cuda_context = cuda::create_context(options.device, options.device_weights);
   }
 
   auto add_tensor = [&](const std::string& name, int step) {

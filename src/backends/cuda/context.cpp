@@ -13,8 +13,13 @@ constexpr std::size_t kCublasWorkspace = std::size_t{32} << 20;
 
 }  // namespace
 
-StreamContext::StreamContext(Device device) : device_(device) {
+StreamContext::StreamContext(Device device, std::shared_ptr<const DeviceWeights> shared_weights)
+    : device_(device), shared_weights_(std::move(shared_weights)) {
   require_device(device);
+  if (shared_weights_ && shared_weights_->device() != device) {
+    throw DeviceError("weights resident on " + shared_weights_->device().str() + " cannot serve a net on " +
+                      device.str());
+  }
   DeviceGuard guard(device_.index);
   ESPRESSO_CUDA_CHECK(
       cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_.index));
@@ -96,6 +101,9 @@ cudnnHandle_t StreamContext::cudnn() {
 }
 
 const Tensor& StreamContext::device_weights(const Tensor& host, const std::string& owner) {
+  if (shared_weights_) {
+    if (const Tensor* shared = shared_weights_->find(host)) return *shared;
+  }
   auto it = weights_.find(host.raw());
   if (it != weights_.end()) return it->second.device;
   auto memory = allocate(host.bytes(), device_, "the weights of " + owner);
