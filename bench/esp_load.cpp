@@ -158,10 +158,11 @@ void bench_cold(const Options& options, const Model& model, bool evict) {
     first_inference.push_back(ms_since(start));
   }
   std::printf(
-      "{\"bench\": \"cold\", \"model\": \"%s\", \"page_cache\": \"%s\", \"weight_bytes\": %zu, \"median_ms\": %.3f, "
+      "{\"bench\": \"cold\", \"model\": \"%s\", \"page_cache\": \"%s\", \"weight_bytes\": %zu, "
+      "\"median_ms\": %.3f, "
       "\"min_ms\": %.3f, \"read_verify_ms\": %.3f, \"upload_ms\": %.3f, \"first_inference_ms\": %.3f}\n",
-      model.name.c_str(), evict ? "evicted" : "cached", weight_bytes, median(total),
-      percentile(total, 0.0), median(read), median(upload), median(first_inference));
+      model.name.c_str(), evict ? "evicted" : "cached", weight_bytes, median(total), percentile(total, 0.0),
+      median(read), median(upload), median(first_inference));
 }
 
 void bench_switch(const Options& options) {
@@ -192,11 +193,14 @@ void bench_switch(const Options& options) {
       request.forward();
       run_ms.push_back(ms_since(start));
     }
-    std::printf("{\"bench\": \"held\", \"model\": \"%s\", \"median_ms\": %.4f}\n", m.name.c_str(), median(run_ms));
+    std::printf("{\"bench\": \"held\", \"model\": \"%s\", \"median_ms\": %.4f}\n", m.name.c_str(),
+                median(run_ms));
   }
   std::printf(
-      "{\"bench\": \"switch\", \"models\": %zu, \"switches\": %zu, \"acquire_median_ms\": %.4f, \"acquire_p99_ms\": "
-      "%.4f, \"switch_and_run_median_ms\": %.4f, \"loads_during_switching\": %lld, \"contexts_created\": %lld}\n",
+      "{\"bench\": \"switch\", \"models\": %zu, \"switches\": %zu, \"acquire_median_ms\": %.4f, "
+      "\"acquire_p99_ms\": "
+      "%.4f, \"switch_and_run_median_ms\": %.4f, \"loads_during_switching\": %lld, \"contexts_created\": "
+      "%lld}\n",
       options.models.size(), acquire_ms.size(), median(acquire_ms), percentile(acquire_ms, 0.99),
       median(switch_and_run_ms), static_cast<long long>(after.loads - before.loads),
       static_cast<long long>(after.contexts_created - before.contexts_created));
@@ -223,7 +227,8 @@ void bench_concurrent(const Options& options) {
   for (const Model& m : options.models) threads.emplace_back(run_model, std::cref(m));
   for (std::thread& t : threads) t.join();
   const double concurrent_ms = ms_since(start);
-  const double inferences = static_cast<double>(options.iterations) * static_cast<double>(options.models.size());
+  const double inferences =
+      static_cast<double>(options.iterations) * static_cast<double>(options.models.size());
   std::printf(
       "{\"bench\": \"concurrent\", \"models\": %zu, \"inferences\": %.0f, \"sequential_ms\": %.2f, "
       "\"concurrent_ms\": %.2f, \"sequential_per_s\": %.1f, \"concurrent_per_s\": %.1f}\n",

@@ -191,8 +191,11 @@ struct ModelRequest::State {
   std::string name;
   std::shared_ptr<LoadedModel> model;
   std::unique_ptr<Net> net;
+  // Cleared when a forward() fails: the context may hold a broken plan or capture, so it is dropped.
+  bool reusable = true;
 
   ~State() {
+    if (!reusable) net.reset();
     if (model) pool->release(name, std::move(model), std::move(net));
   }
 };
@@ -220,10 +223,22 @@ Net& ModelRequest::net() {
 
 Tensor& ModelRequest::input(const std::string& name) { return net().input(name); }
 
-void ModelRequest::forward() { net().forward(); }
+void ModelRequest::forward() {
+  try {
+    net().forward();
+  } catch (...) {
+    if (state_) state_->reusable = false;
+    throw;
+  }
+}
 
 std::map<std::string, Tensor> ModelRequest::forward(const std::map<std::string, Tensor>& inputs) {
-  return net().forward(inputs);
+  try {
+    return net().forward(inputs);
+  } catch (...) {
+    if (state_) state_->reusable = false;
+    throw;
+  }
 }
 
 const Tensor& ModelRequest::output(const std::string& name) const {

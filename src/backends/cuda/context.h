@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <mutex>
 #include <string>
 
 #include "backends/cuda/check.h"
@@ -45,6 +46,8 @@ class StreamContext final : public Context {
   cudnnHandle_t cudnn_ = nullptr;
   std::shared_ptr<void> cublas_workspace_;
   cudaGraphExec_t graph_ = nullptr;
+  // Held from begin_capture() to end_capture() or abort_capture(): one capture per process at a time.
+  std::unique_lock<std::mutex> capture_lock_;
   std::shared_ptr<const DeviceWeights> shared_weights_;
   struct WeightCopy {
     Tensor host;  // held so that its address cannot be reused by another tensor while cached
