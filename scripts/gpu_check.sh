@@ -13,7 +13,7 @@
 # The bundle is about 10 MiB (OpenBLAS compressed); CUDA, cuBLAS and cuDNN come from the GPU
 # machine, which must have CUDA 13 and cuDNN 9 like the build.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bundle=gpu-bundle
 
 pack() {
@@ -21,7 +21,7 @@ pack() {
   cmake --build build-cuda -j"$(nproc)"
   rm -rf "$bundle"
   mkdir -p "$bundle/bin" "$bundle/lib"
-  cp build-cuda/tests/espresso_tests build-cuda/bin/espresso "$bundle/bin/"
+  cp build-cuda/tests/espresso_tests build-cuda/bin/espresso build-cuda/bin/espresso_bench_load "$bundle/bin/"
   # Everything the binaries need beyond glibc, libstdc++ and CUDA itself, which the GPU machine has.
   ldd "$bundle"/bin/* | awk '/=> \// {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+)\.so|libcu(da|dart|blas|blasLt|dnn)' |
@@ -75,9 +75,12 @@ check() {
   grep -q '^== espresso_tests exit status 0$' "$out/gpu_check.log"
 }
 
-case "${1:-check}" in
-  pack) pack ;;
-  check) check ;;
-  env) environment ;;
-  *) echo "usage: $0 [pack|check|env]" >&2; exit 2 ;;
-esac
+# Sourced by other scripts (bench/run_package_bench.sh) for its functions alone.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  case "${1:-check}" in
+    pack) pack ;;
+    check) check ;;
+    env) environment ;;
+    *) echo "usage: $0 [pack|check|env]" >&2; exit 2 ;;
+  esac
+fi

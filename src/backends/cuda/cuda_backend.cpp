@@ -59,7 +59,9 @@ const Entry* find(const std::string& type) {
 
 }  // namespace
 
-std::unique_ptr<Context> create_context(Device device) { return std::make_unique<StreamContext>(device); }
+std::unique_ptr<Context> create_context(Device device, std::shared_ptr<const DeviceWeights> shared_weights) {
+  return std::make_unique<StreamContext>(device, std::move(shared_weights));
+}
 
 bool has_kernel(const std::string& layer_type) { return find(layer_type) != nullptr; }
 
