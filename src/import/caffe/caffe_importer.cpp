@@ -253,7 +253,10 @@ Attributes map_attributes(const LayerContext& ctx) {
     attrs.set("region",
               std::string(p.norm_region() == caffe::LRNParameter::WITHIN_CHANNEL ? "within" : "across"));
   } else if (type == "BatchNorm") {
-    attrs.set("eps", double{layer.batch_norm_param().eps()});
+    const caffe::BatchNormParameter& p = layer.batch_norm_param();
+    attrs.set("eps", double{p.eps()});
+    attrs.set("moving_average_fraction", double{p.moving_average_fraction()});
+    if (p.has_use_global_stats()) attrs.set("use_global_stats", std::int64_t{p.use_global_stats()});
   } else if (type == "Scale") {
     const caffe::ScaleParameter& p = layer.scale_param();
     attrs.set("axis", static_cast<std::int64_t>(p.axis()));
