@@ -44,10 +44,16 @@ struct Result {
 };
 
 // Runs the CLI with `args` (already shell-quoted), capturing stdout and stderr apart.
+// The built CLI, or $ESPRESSO_CLI where the tests run away from the build tree (the GPU machine).
+std::string cli_path() {
+  const char* env = std::getenv("ESPRESSO_CLI");
+  return env != nullptr ? env : ESPRESSO_CLI_PATH;
+}
+
 Result run_cli(const std::string& args) {
   TempDir dir;
   const std::string err_path = dir.file("stderr");
-  const std::string command = quote(ESPRESSO_CLI_PATH) + " " + args + " 2>" + quote(err_path);
+  const std::string command = quote(cli_path()) + " " + args + " 2>" + quote(err_path);
   Result result;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -210,6 +216,48 @@ TEST_F(CliAcceptance, ClassifyMnistDigits) {
         "  1. class " + std::to_string(digits.labels[static_cast<std::size_t>(i)]) + "  prob ";
     EXPECT_EQ(result.out.compare(at + path.size() + 1, expected.size(), expected), 0) << result.out;
   }
+}
+
+// The same eval line from a model converted to .esp and to .onnx as from the Caffe original.
+TEST_F(CliAcceptance, ConvertedModelsGiveTheSameAccuracy) {
+  TempDir dir;
+  const std::string eval_args =
+      " --dataset mnist --data " + quote(data_dir() + "/mnist") + " --scale 0.00390625 --limit 2000";
+  const Result original = run_cli("eval " + lenet_model() + " -w " + lenet_weights() + eval_args);
+  ASSERT_EQ(original.code, 0) << original.err;
+  const std::string accuracy = original.out.substr(0, original.out.find('\n'));
+  ASSERT_TRUE(accuracy.starts_with("accuracy: ")) << original.out;
+  for (const char* extension : {".esp", ".onnx"}) {
+    const std::string converted = dir.file(std::string("lenet") + extension);
+    const Result wrote = run_cli("convert " + lenet_model() + " -w " + lenet_weights() + " -o " + quote(converted) +
+                                 " --name lenet --scale 0.00390625");
+    ASSERT_EQ(wrote.code, 0) << wrote.err;
+    const Result again = run_cli("eval " + quote(converted) + eval_args);
+    ASSERT_EQ(again.code, 0) << again.err;
+    EXPECT_EQ(again.out.substr(0, again.out.find('\n')), accuracy) << extension;
+  }
+  expect_runtime_error(run_cli("convert " + lenet_model() + " -o " + quote(dir.file("lenet.txt"))), "'.txt'");
+  expect_runtime_error(run_cli("info " + quote(dir.file("lenet.esp")) + " -w " + lenet_weights()), "own weights");
+}
+
+TEST_F(CliAcceptance, BenchPrintsATableAndJson) {
+  const Result table = run_cli("bench " + lenet_model() + " -w " + lenet_weights() + " --batch 1,3 --iterations 3");
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_TRUE(contains(table.out, "images/s")) << table.out;
+  const Result json = run_cli("bench " + lenet_model() + " --batch 2 --iterations 2 --json");
+  ASSERT_EQ(json.code, 0) << json.err;
+  EXPECT_TRUE(contains(json.out, "\"batch\": 2,")) << json.out;
+  EXPECT_EQ(run_cli("bench " + lenet_model() + " --batch 0").code, 1);
+}
+
+TEST_F(Cli, DevicesAndMissingGpu) {
+  const Result devices = run_cli("devices");
+  ASSERT_EQ(devices.code, 0) << devices.err;
+  EXPECT_TRUE(devices.out.starts_with("cpu ")) << devices.out;
+  if (contains(devices.out, "no CUDA device")) {
+    expect_runtime_error(run_cli("info " + lenet_model() + " --device cuda"), "cuda");
+  }
+  expect_runtime_error(run_cli("info " + lenet_model() + " --device tpu"), "unknown device 'tpu'");
 }
 
 }  // namespace

@@ -15,7 +15,8 @@ enum class Phase { train, test };
 Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel_path = "",
                  Phase phase = Phase::test);
 
-// Picks the importer from the file name (.prototxt today).
+// Picks the importer from the file name: .prototxt/.pt (Caffe, with optional .caffemodel weights),
+// .onnx or .esp (weights inside).
 Graph load_model(const std::string& model_path, const std::string& weights_path = "");
 
 }  // namespace espresso

@@ -4,6 +4,8 @@
 
 #include "espresso/errors.h"
 #include "espresso/import.h"
+#include "espresso/onnx.h"
+#include "espresso/package.h"
 
 namespace espresso {
 namespace {
@@ -22,8 +24,16 @@ Graph load_model(const std::string& model_path, const std::string& weights_path)
     if (!weights_path.empty()) require_file(weights_path);
     return load_caffe(model_path, weights_path);
   }
+  if (extension == ".onnx" || extension == ".esp") {
+    require_file(model_path);
+    if (!weights_path.empty()) {
+      throw UnsupportedError(model_path + ": " + extension + " files carry their own weights; drop '" +
+                             weights_path + "'");
+    }
+    return extension == ".onnx" ? load_onnx(model_path) : load_package(model_path);
+  }
   throw UnsupportedError(model_path + ": unknown model format '" + extension +
-                         "' (supported: .prototxt and .pt for Caffe)");
+                         "' (supported: .prototxt/.pt for Caffe, .onnx, .esp)");
 }
 
 }  // namespace espresso

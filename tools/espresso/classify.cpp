@@ -51,14 +51,15 @@ int run_classify(const ClassifyOptions& options) {
 
   const data::ImageLayout layout{static_cast<int>(input.channels), static_cast<int>(input.height),
                                  static_cast<int>(input.width), !options.rgb};
+  Tensor staging;
   for (const std::string& path : options.images) {
     const std::vector<float> pixels = data::load_image(path, layout);
-    Tensor& tensor = net.input(input.name);
     input.preprocess.apply(pixels.data(), 1, input.channels, input.height * input.width,
-                           tensor.data<float>());
+                           host_input(net, input.name, staging).data<float>());
+    upload_input(net, input.name, staging);
     net.forward();
 
-    const Tensor& result = net.tensor(output);
+    const Tensor result = host_output(net, output);
     const std::int64_t classes = result.numel();
     if (!labels.empty() && static_cast<std::int64_t>(labels.size()) != classes) {
       throw DataError("labels file '" + options.labels + "' has " + std::to_string(labels.size()) +
@@ -91,6 +92,7 @@ Verb add_classify_verb(CLI::App& app) {
   auto options = std::make_shared<ClassifyOptions>();
   CLI::App* command = app.add_subcommand("classify", "Print the top classes of images");
   add_model_options(*command, options->model);
+  add_device_option(*command, options->model);
   command->add_option("images", options->images, "Image files (JPEG, PNG, BMP, ...)")->required();
   command->add_option("--labels", options->labels, "Class names, one per line (e.g. synset_words.txt)");
   command->add_option("-k,--top", options->top, "How many classes to show per image")

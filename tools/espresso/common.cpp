@@ -34,14 +34,36 @@ bool parse_size(const std::string& text, std::int64_t& height, std::int64_t& wid
 }  // namespace
 
 void add_model_options(CLI::App& command, ModelOptions& options) {
-  command.add_option("model", options.model, "Model definition (Caffe .prototxt)")->required();
-  command.add_option("-w,--weights", options.weights, "Learned weights (Caffe .caffemodel)");
+  command.add_option("model", options.model, "Model: Caffe .prototxt, .onnx or .esp")->required();
+  command.add_option("-w,--weights", options.weights, "Learned weights for a Caffe model (.caffemodel)");
 }
 
-Net open_net(const ModelOptions& options) {
+void add_device_option(CLI::App& command, ModelOptions& options) {
+  command.add_option("--device", options.device, "cpu, cuda or cuda:N")->capture_default_str();
+}
+
+Net open_net(const ModelOptions& options, NetOptions net_options) {
   require_file(options.model, "model");
   if (!options.weights.empty()) require_file(options.weights, "weights");
-  return Net(load_model(options.model, options.weights));
+  net_options.device = Device::parse(options.device);
+  return Net(load_model(options.model, options.weights), net_options);
+}
+
+Tensor& host_input(Net& net, const std::string& name, Tensor& staging) {
+  Tensor& input = net.input(name);
+  if (input.device().is_cpu()) return input;
+  if (staging.shape() != input.shape()) staging = Tensor::empty(input.shape());
+  return staging;
+}
+
+void upload_input(Net& net, const std::string& name, const Tensor& staging) {
+  Tensor& input = net.input(name);
+  if (!input.device().is_cpu()) input.copy_from(staging);
+}
+
+Tensor host_output(const Net& net, const std::string& name) {
+  const Tensor& output = net.tensor(name);
+  return output.device().is_cpu() ? output : output.to(Device::cpu());
 }
 
 void add_threads_option(CLI::App& command, int& threads) {

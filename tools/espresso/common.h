@@ -21,14 +21,28 @@ struct Verb {
 Verb add_info_verb(CLI::App& app);
 Verb add_classify_verb(CLI::App& app);
 Verb add_eval_verb(CLI::App& app);
+Verb add_convert_verb(CLI::App& app);
+Verb add_onnx_test_verb(CLI::App& app);
+Verb add_devices_verb(CLI::App& app);
+Verb add_bench_verb(CLI::App& app);
 
 struct ModelOptions {
   std::string model;
   std::string weights;
+  std::string device = "cpu";
 };
 void add_model_options(CLI::App& command, ModelOptions& options);
-// Loads the model (and weights); throws FileError naming a file that does not exist.
-Net open_net(const ModelOptions& options);
+// Adds --device (cpu, cuda, cuda:N) to a verb that computes.
+void add_device_option(CLI::App& command, ModelOptions& options);
+// Loads the model (and weights) onto the chosen device; throws FileError naming a file that does not
+// exist.
+Net open_net(const ModelOptions& options, NetOptions net_options = {});
+
+// The net's inputs and outputs as seen from the host. On the CPU these are the net's own buffers; on a
+// GPU, `staging` is a host buffer that upload_input() copies to the device.
+Tensor& host_input(Net& net, const std::string& name, Tensor& staging);
+void upload_input(Net& net, const std::string& name, const Tensor& staging);
+Tensor host_output(const Net& net, const std::string& name);
 
 void add_threads_option(CLI::App& command, int& threads);
 // 0 leaves the choice to ESPRESSO_NUM_THREADS, else the hardware's thread count.

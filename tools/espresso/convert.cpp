@@ -1,23 +1,116 @@
-// `espresso convert MODEL [WEIGHTS] -o OUT.onnx`: loads any model espresso reads and writes it as ONNX.
-#include <CLI/CLI.hpp>
+// `espresso convert MODEL [--weights W] -o OUT`: any model espresso reads, written as ONNX (.onnx) or as
+// an .esp package with its metadata.
 #include <cstdio>
-#include <string>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 
+#include "common.h"
+#include "data/preprocess.h"
 #include "espresso/espresso.h"
+#include "espresso/onnx.h"
+#include "espresso/package.h"
 
-void add_convert_command(CLI::App& app) {
-  auto* command =
-      app.add_subcommand("convert", "Convert a model (Caffe prototxt + caffemodel, or ONNX) to ONNX");
-  auto model = std::make_shared<std::string>();
-  auto weights = std::make_shared<std::string>();
-  auto output = std::make_shared<std::string>();
-  command->add_option("model", *model, "model file (.prototxt or .onnx)")->required();
-  command->add_option("weights", *weights, "weights file (.caffemodel)");
-  command->add_option("-o,--output", *output, "the ONNX file to write")->required();
-  command->callback([model, weights, output] {
-    const bool onnx = model->size() >= 5 && model->compare(model->size() - 5, 5, ".onnx") == 0;
-    const espresso::Graph graph = onnx ? espresso::load_onnx(*model) : espresso::load_model(*model, *weights);
-    espresso::export_onnx(graph, *output);
-    std::printf("wrote %s (%zu layers, ONNX IR 7, opset 13)\n", output->c_str(), graph.layers.size());
-  });
+namespace espresso::cli {
+namespace {
+
+struct ConvertOptions {
+  ModelOptions model;
+  std::string output;
+  std::string name, version, description, task, license, author, labels, mean, size, channel_order;
+  double scale = 0.0;
+};
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw FileError("labels file '" + path + "' cannot be read");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(line);
+  }
+  while (!lines.empty() && lines.back().empty()) lines.pop_back();
+  return lines;
 }
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return text;
+}
+
+// Metadata options override what the source model already says.
+void apply_metadata(const ConvertOptions& o, Graph& graph) {
+  ModelMetadata& m = graph.metadata;
+  const auto set = [](std::string& field, const std::string& value) {
+    if (!value.empty()) field = value;
+  };
+  set(m.name, o.name.empty() && m.name.empty() ? std::filesystem::path(o.model.model).stem().string() : o.name);
+  set(m.version, o.version);
+  set(m.description, o.description);
+  set(m.task, o.task);
+  set(m.license, o.license);
+  set(m.author, o.author);
+  set(m.preprocessing.channel_order, o.channel_order);
+  if (!o.labels.empty()) m.labels = read_lines(o.labels);
+  if (o.scale != 0.0) m.preprocessing.scale = o.scale;
+  if (!o.mean.empty()) {
+    const int channels = !graph.inputs.empty() && graph.inputs[0].shape.rank() == 4
+                             ? static_cast<int>(graph.inputs[0].shape[1])
+                             : 1;
+    const std::vector<float> mean = data::parse_mean(o.mean, channels);
+    m.preprocessing.mean.assign(mean.begin(), mean.end());
+  }
+  if (!o.size.empty()) {
+    const auto x = o.size.find('x');
+    m.preprocessing.size = {std::stoll(o.size.substr(0, x)), std::stoll(o.size.substr(x + 1))};
+  }
+  if (m.source_format.empty()) {
+    const std::string ext = std::filesystem::path(o.model.model).extension().string();
+    m.source_format = ext == ".onnx" ? "onnx" : ext == ".esp" ? "esp" : "caffe";
+  }
+  m.created = utc_now();
+}
+
+int run_convert(const ConvertOptions& options) {
+  Graph graph = load_model(options.model.model, options.model.weights);
+  const std::string ext = std::filesystem::path(options.output).extension().string();
+  if (ext == ".onnx") {
+    export_onnx(graph, options.output);
+    std::printf("wrote %s (%zu layers, ONNX IR 7, opset 13)\n", options.output.c_str(), graph.layers.size());
+  } else if (ext == ".esp") {
+    apply_metadata(options, graph);
+    save_package(graph, options.output);
+    std::printf("wrote %s (%zu layers, %zu bytes)\n", options.output.c_str(), graph.layers.size(),
+                static_cast<std::size_t>(std::filesystem::file_size(options.output)));
+  } else {
+    throw UnsupportedError("output '" + options.output + "': unknown format '" + ext + "' (use .onnx or .esp)");
+  }
+  return 0;
+}
+
+}  // namespace
+
+Verb add_convert_verb(CLI::App& app) {
+  auto options = std::make_shared<ConvertOptions>();
+  CLI::App* command = app.add_subcommand("convert", "Convert a model to ONNX (.onnx) or an espresso package (.esp)");
+  add_model_options(*command, options->model);
+  command->add_option("-o,--output", options->output, "The file to write: .onnx or .esp")->required();
+  command->add_option("--name", options->name, "Package: model name (default: the file's stem)");
+  command->add_option("--version", options->version, "Package: model version");
+  command->add_option("--description", options->description, "Package: one-line description");
+  command->add_option("--task", options->task, "Package: task, e.g. classification");
+  command->add_option("--license", options->license, "Package: licence of the weights");
+  command->add_option("--author", options->author, "Package: author");
+  command->add_option("--labels", options->labels, "Package: class labels file, one per line");
+  command->add_option("--scale", options->scale, "Package: input scale (after mean subtraction)");
+  command->add_option("--mean", options->mean, "Package: per-channel mean, comma-separated or .npy");
+  command->add_option("--size", options->size, "Package: input HxW, e.g. 224x224");
+  command->add_option("--channel-order", options->channel_order, "Package: bgr or rgb")
+      ->check(CLI::IsMember({"bgr", "rgb"}));
+  return {command, [options] { return run_convert(*options); }};
+}
+
+}  // namespace espresso::cli

@@ -106,13 +106,14 @@ int run_eval(const EvalOptions& options) {
   const std::int64_t plane = input.height * input.width;
   const std::int64_t image_size = input.channels * plane;
 
+  Tensor staging;
   Progress progress(total);
   std::int64_t correct = 0;
   const auto start = Clock::now();
   for (std::int64_t first = 0; first < total; first += batch) {
     const std::int64_t count = std::min(batch, total - first);
     if (count != net.input_shape(input.name)[0]) net.set_batch(count);
-    float* destination = net.input(input.name).data<float>();
+    float* destination = host_input(net, input.name, staging).data<float>();
     if (resize) {
       for (std::int64_t i = 0; i < count; ++i) {
         const std::vector<std::uint8_t> image = resized_image(set, first + i, input.height, input.width);
@@ -121,9 +122,10 @@ int run_eval(const EvalOptions& options) {
     } else {
       input.preprocess.apply(set.image(first), count, input.channels, plane, destination);
     }
+    upload_input(net, input.name, staging);
     net.forward();
 
-    const Tensor& result = net.tensor(output);
+    const Tensor result = host_output(net, output);
     const std::int64_t classes = result.numel() / count;
     const float* values = result.data<float>();
     for (std::int64_t i = 0; i < count; ++i) {
@@ -157,6 +159,7 @@ Verb add_eval_verb(CLI::App& app) {
   auto options = std::make_shared<EvalOptions>();
   CLI::App* command = app.add_subcommand("eval", "Measure top-1 accuracy on a labelled dataset");
   add_model_options(*command, options->model);
+  add_device_option(*command, options->model);
   command->add_option("--dataset", options->dataset, "Dataset format")
       ->required()
       ->check(CLI::IsMember({"mnist", "fashion-mnist", "cifar10"}));

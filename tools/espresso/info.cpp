@@ -76,6 +76,7 @@ Verb add_info_verb(CLI::App& app) {
   auto options = std::make_shared<InfoOptions>();
   CLI::App* command = app.add_subcommand("info", "Show a model's layers, shapes, parameters and FLOPs");
   add_model_options(*command, options->model);
+  add_device_option(*command, options->model);
   return {command, [options] { return run_info(*options); }};
 }
 

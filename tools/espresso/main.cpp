@@ -12,9 +12,10 @@ int main(int argc, char** argv) {
   CLI::App app{"espresso: train and run convolutional networks on CPU and GPU"};
   app.set_version_flag("--version", std::string("espresso ") + ESPRESSO_VERSION);
   app.require_subcommand(1);
-  const std::vector<espresso::cli::Verb> verbs = {espresso::cli::add_info_verb(app),
-                                                  espresso::cli::add_classify_verb(app),
-                                                  espresso::cli::add_eval_verb(app)};
+  using namespace espresso::cli;
+  const std::vector<Verb> verbs = {add_info_verb(app),    add_classify_verb(app),  add_eval_verb(app),
+                                   add_bench_verb(app),   add_convert_verb(app),   add_onnx_test_verb(app),
+                                   add_devices_verb(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -22,7 +23,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   try {
-    for (const espresso::cli::Verb& verb : verbs) {
+    for (const Verb& verb : verbs) {
       if (verb.command->parsed()) return verb.run();
     }
   } catch (const std::exception& e) {
