@@ -66,6 +66,7 @@ TEST(Layers, Activation) {
             }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

@@ -74,6 +74,7 @@ TEST(Layers, Resize) {
                 }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 
@@ -174,6 +175,7 @@ TEST(Layers, ResizeCubicAndCrop) {
             return std::vector<Values>{y};
           },
       .cases = 40,
+      .gradient = Gradient::none,
   });
 }
 
