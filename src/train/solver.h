@@ -9,7 +9,7 @@
 #include "espresso/net.h"
 #include "espresso/tensor.h"
 
-namespace caffe {
+namespace espresso::caffe {
 class SolverParameter;
 }
 
