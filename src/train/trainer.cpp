@@ -174,6 +174,8 @@ struct Trainer::Impl {
   std::int64_t iter = 0;
   std::vector<float> losses;
   std::deque<float> recent_losses;  // for average_loss
+  std::vector<std::vector<TestOutput>> last_test;
+  std::int64_t last_test_iter = -1;
   std::string prefix;
   std::unique_ptr<TrainingLog> curve;
   Clock::time_point last_display = Clock::now();
@@ -445,6 +447,8 @@ std::vector<std::vector<TestOutput>> Trainer::Impl::test_all() {
     }
     write_curve_png(prefix + "_curve.png", curve->points(), accuracy_column);
   }
+  last_test = results;
+  last_test_iter = iter;
   return results;
 }
 
@@ -645,6 +649,8 @@ std::string Trainer::snapshot() {
 }
 
 std::int64_t Trainer::iteration() const { return impl_->iter; }
+const std::vector<std::vector<TestOutput>>& Trainer::last_test() const { return impl_->last_test; }
+std::int64_t Trainer::last_test_iteration() const { return impl_->last_test_iter; }
 const std::vector<float>& Trainer::losses() const { return impl_->losses; }
 Net& Trainer::train_net() { return *impl_->net; }
 std::string Trainer::snapshot_prefix() const { return impl_->prefix; }

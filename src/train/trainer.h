@@ -58,6 +58,9 @@ class Trainer {
   // Runs `iterations` solver steps (no final snapshot or test).
   void step(std::int64_t iterations);
   std::vector<std::vector<TestOutput>> test_all();
+  // The results of the latest test and its iteration (-1 before any).
+  const std::vector<std::vector<TestOutput>>& last_test() const;
+  std::int64_t last_test_iteration() const;
   // Writes <prefix>_iter_N.caffemodel and .solverstate; returns the caffemodel's path.
   std::string snapshot();
 
