@@ -123,7 +123,7 @@ class Training : public testing::SharedDataTest {
     TrainerOptions options;
     static std::ostringstream quiet;
     options.log = log ? log : &quiet;
-    return std::make_unique<Trainer>(read_solver(solver_path), solver_path, options);
+    return std::make_unique<Trainer>(solver_path, options);
   }
 
   static std::unique_ptr<TempDir> lmdbs_;

@@ -142,6 +142,8 @@ struct TestNet {
 
 }  // namespace
 
+namespace {
+
 caffe::SolverParameter read_solver(const std::string& path) {
   const std::string text = read_text(path);
   caffe::SolverParameter param;
@@ -154,6 +156,8 @@ caffe::SolverParameter read_solver(const std::string& path) {
   }
   return param;
 }
+
+}  // namespace
 
 struct Trainer::Impl {
   caffe::SolverParameter param;
@@ -452,13 +456,13 @@ std::vector<std::vector<TestOutput>> Trainer::Impl::test_all() {
   return results;
 }
 
-Trainer::Trainer(const caffe::SolverParameter& param, const std::string& solver_file, TrainerOptions options)
-    : impl_(std::make_unique<Impl>()) {
-  impl_->param = param;
+Trainer::Trainer(const std::string& solver_file, TrainerOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->param = read_solver(solver_file);
   impl_->solver_dir = fs::path(solver_file).parent_path();
   impl_->options = options;
   impl_->log = options.log ? options.log : &std::cout;
   impl_->build();
+  for (const std::string& weights : impl_->param.weights()) copy_weights(weights);
 }
 
 Trainer::~Trainer() = default;

@@ -13,14 +13,7 @@
 #include "espresso/net.h"
 #include "espresso/tensor.h"
 
-namespace espresso::caffe {
-class SolverParameter;
-}
-
 namespace espresso::train {
-
-// Reads a text-format SolverParameter; throws FileError or ParseError naming the file.
-caffe::SolverParameter read_solver(const std::string& path);
 
 struct TrainerOptions {
   Device device = Device::cpu();
@@ -37,10 +30,11 @@ struct TestOutput {
 
 class Trainer {
  public:
-  // `solver_file` is where `param` came from: paths in the solver and its nets are tried relative to the
-  // current directory first, then to that file's folder. Throws ModelError, FileError, DataError or
-  // UnsupportedError naming the file, layer or field.
-  Trainer(const caffe::SolverParameter& param, const std::string& solver_file, TrainerOptions options = {});
+  // Reads a text-format SolverParameter. Paths in the solver and its nets are tried relative to the
+  // current directory first, then to the solver file's folder. The solver's `weights` are copied in as
+  // copy_weights() does. Throws FileError, ParseError, ModelError, DataError or UnsupportedError naming the
+  // file, layer or field.
+  explicit Trainer(const std::string& solver_file, TrainerOptions options = {});
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;

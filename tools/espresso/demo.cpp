@@ -13,7 +13,6 @@
 #include "espresso/errors.h"
 #include "espresso/import.h"
 #include "espresso/package.h"
-#include "import/caffe/caffe.pb.h"
 #include "train/trainer.h"
 
 namespace espresso::cli {
@@ -108,11 +107,10 @@ Device pick_device(const std::string& requested) {
   return cuda::list_devices().empty() ? Device::cpu() : Device::cuda(0);
 }
 
-std::unique_ptr<train::Trainer> make_trainer(const caffe::SolverParameter& param, const std::string& solver,
-                                             Device device) {
+std::unique_ptr<train::Trainer> make_trainer(const std::string& solver, Device device) {
   train::TrainerOptions options;
   options.device = device;
-  return std::make_unique<train::Trainer>(param, solver, options);
+  return std::make_unique<train::Trainer>(solver, options);
 }
 
 int run_demo(const DemoOptions& o) {
@@ -126,20 +124,19 @@ int run_demo(const DemoOptions& o) {
     throw FileError(o.data +
                     ": no Fashion-MNIST here (install Debian's dataset-fashion-mnist or pass --data)");
   const std::string solver = write_recipe(o, out);
-  const caffe::SolverParameter param = train::read_solver(solver);
 
   Device device = pick_device(o.device);
   std::printf("== espresso demo: LeNet on Fashion-MNIST (%s), %d iterations on %s\n", o.data.c_str(),
               o.iterations, device.str().c_str());
   std::unique_ptr<train::Trainer> trainer;
   try {
-    trainer = make_trainer(param, solver, device);
+    trainer = make_trainer(solver, device);
     trainer->step(1);
   } catch (const UnsupportedError& e) {
     if (device.is_cpu()) throw;
     std::printf("training on %s is not available (%s); using the CPU\n", device.str().c_str(), e.what());
     device = Device::cpu();
-    trainer = make_trainer(param, solver, device);
+    trainer = make_trainer(solver, device);
   }
   trainer->solve();
   const std::vector<std::vector<train::TestOutput>> results =

@@ -7,7 +7,6 @@
 
 #include "common.h"
 #include "espresso/errors.h"
-#include "import/caffe/caffe.pb.h"
 #include "train/trainer.h"
 
 namespace espresso::cli {
@@ -28,14 +27,12 @@ int run_train(const TrainVerbOptions& o) {
   train::TrainerOptions options;
   options.device = Device::parse(o.device);
   options.progress_bar = isatty(STDERR_FILENO) != 0;
-  const caffe::SolverParameter param = train::read_solver(o.solver);
-  train::Trainer trainer(param, o.solver, options);
+  train::Trainer trainer(o.solver, options);
   // Like Caffe: several caffemodels, comma-separated, applied in order.
   std::stringstream list(o.weights);
   for (std::string weights; std::getline(list, weights, ',');) {
     if (!weights.empty()) trainer.copy_weights(weights);
   }
-  for (const std::string& weights : param.weights()) trainer.copy_weights(weights);
   if (!o.resume.empty()) trainer.restore(o.resume);
   trainer.solve();
   std::printf("Training curve: %s_log.csv, %s_curve.png\n", trainer.snapshot_prefix().c_str(),
