@@ -351,9 +351,9 @@ void Trainer::Impl::display(float smoothed) {
   const double seconds = std::chrono::duration<double>(now - last_display).count();
   const std::int64_t done = iter - last_display_iter;
   std::ostream& o = out();
-  o << "Iteration " << iter;
+  o << "Iteration " << iter << ", loss = " << format_number(smoothed);
   if (done > 0 && seconds > 0) o << " (" << format_number(done / seconds) << " iter/s)";
-  o << ", loss = " << format_number(smoothed) << "\n";
+  o << "\n";
   int index = 0;
   for (const std::string& output : train_graph.outputs) {
     const Tensor value = net->tensor(output).to(Device::cpu());
