@@ -34,6 +34,8 @@ struct NetOptions {
   // Prepare for training: every tensor keeps its own buffer and a gradient buffer, layers run in
   // training mode (Dropout drops, BatchNorm uses batch statistics), and backward() is available.
   bool training = false;
+  // Seeds the random parts of training (Dropout masks, weight fillers), so runs repeat.
+  std::uint64_t seed = 1;
 };
 
 // A learned blob with its gradient and its training settings.
@@ -94,8 +96,12 @@ class Net {
   float loss();
   // Gradients of loss() with respect to every parameter (and every tensor), after a forward().
   void backward();
-  // Every learned blob, shared blobs once, with its gradient buffer.
+  // Every learned blob, shared blobs once, with its gradient buffer (undefined outside training).
+  // Values and gradients are views of the net's own memory: a solver updates them in place.
   std::vector<Parameter> parameters();
+  // The gradient of loss() with respect to a tensor after backward(); throws ModelError for tensors
+  // no gradient flows to (graph inputs, labels, tensors the loss does not depend on).
+  const Tensor& gradient(const std::string& name) const;
 
   std::vector<LayerSummary> summary();
   MemoryReport memory();

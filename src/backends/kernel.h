@@ -12,6 +12,15 @@ class Kernel {
  public:
   virtual ~Kernel() = default;
   virtual void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) = 0;
+  // The backward pass, with Layer::backward's contract (gradients are added). The default runs the
+  // layer's reference backward, so a fast forward needs no fast backward to be trainable.
+  virtual void backward(const Layer& layer, const std::vector<Tensor>& inputs,
+                        const std::vector<Tensor>& outputs, const std::vector<Tensor>& output_grads,
+                        std::vector<Tensor>& input_grads, std::vector<Tensor>& weight_grads) {
+    layer.backward(inputs, outputs, output_grads, input_grads, weight_grads);
+  }
+  // True when backward() is this kernel's own rather than the layer's reference.
+  virtual bool has_fast_backward() const { return false; }
   // A short description for profiles and `espresso info`, e.g. "im2col+sgemm".
   virtual const char* name() const = 0;
 };

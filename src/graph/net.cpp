@@ -38,6 +38,21 @@ struct Net::Impl {
   Tensor arena;
   MemoryReport report;
 
+  // Training (NetOptions::training).
+  std::vector<std::vector<float>> loss_weights;  // per step, per output
+  std::vector<bool> step_runs_backward;          // some output carries a gradient
+  std::vector<Tensor> grads;                     // per tensor; undefined where none flows
+  std::vector<std::vector<Tensor>> step_input_grads, step_output_grads;
+  std::vector<std::vector<Tensor>> weight_grads;  // per step, per weight; shared blobs share one
+  std::vector<Parameter> params;                  // unique learned blobs
+  bool forwarded = false;                         // a forward() ran since planning
+
+  void read_loss_weights();
+  void share_weights();
+  void plan_gradients();
+  void run_backward();
+  void require_training(const char* what) const;
+
   void build();
   void plan();
   void make_kernels();
@@ -72,6 +87,13 @@ void Net::Impl::build() {
     throw ModelError("unknown layer types: " + unknown + "; known types: " + known);
   }
   for (const LayerSpec& spec : graph.layers) layers.push_back(create_layer(spec));
+  if (options.training) {
+    if (!options.device.is_cpu()) {
+      throw UnsupportedError("training runs on the CPU only for now; create the Net on cpu to train '" +
+                             graph.name + "'");
+    }
+    for (auto& layer : layers) layer->set_training(true);
+  }
   if (!options.device.is_cpu()) {
     if (options.reference_kernels) {
       throw UnsupportedError("reference kernels run on the CPU only; create the Net on cpu to use them");
@@ -114,6 +136,26 @@ void Net::Impl::build() {
     }
   }
   for (const std::string& name : graph.outputs) output_ids.push_back(ids.at(name));
+  read_loss_weights();
+}
+
+void Net::Impl::read_loss_weights() {
+  for (const auto& layer : layers) {
+    const std::size_t outputs = layer->spec().outputs.size();
+    std::vector<float> weights(outputs);
+    if (layer->spec().attrs.has("loss_weight")) {
+      const std::vector<double> given = layer->spec().attrs.get_floats("loss_weight", {});
+      if (given.size() != outputs) {
+        throw ModelError("layer '" + layer->name() + "' (" + layer->type() +
+                         "): attribute 'loss_weight' has " + std::to_string(given.size()) + " values for " +
+                         std::to_string(outputs) + " outputs");
+      }
+      std::copy(given.begin(), given.end(), weights.begin());
+    } else {
+      for (std::size_t k = 0; k < outputs; ++k) weights[k] = layer->default_loss_weight(static_cast<int>(k));
+    }
+    loss_weights.push_back(std::move(weights));
+  }
 }
 
 int Net::Impl::id_of(const std::string& name) const {
@@ -142,8 +184,7 @@ void Net::Impl::check_weights(int step, const std::vector<Shape>& in) {
   for (std::size_t i = 0; i < expected.size(); ++i) {
     if (found[i] != expected[i]) {
       throw ModelError("layer '" + layer.name() + "' (" + layer.type() + "): weight blob " +
-                       std::to_string(i) + " should be " + expected[i].str() + ", found " +
-                       found[i].str());
+                       std::to_string(i) + " should be " + expected[i].str() + ", found " + found[i].str());
     }
     if (weights[i].dtype() != DType::f32 || !weights[i].device().is_cpu()) {
       throw UnsupportedError("layer '" + layer.name() + "': weights must be f32 on the CPU");
@@ -167,7 +208,8 @@ void Net::Impl::infer_shapes() {
                        std::to_string(out.size()) + " output(s) but the model names " +
                        std::to_string(step_outputs[step].size()));
     }
-    for (std::size_t k = 0; k < out.size(); ++k) shapes[static_cast<std::size_t>(step_outputs[step][k])] = out[k];
+    for (std::size_t k = 0; k < out.size(); ++k)
+      shapes[static_cast<std::size_t>(step_outputs[step][k])] = out[k];
     check_weights(static_cast<int>(step), in);
     step_macs[step] = layer.macs(in);
   }
@@ -187,7 +229,8 @@ void Net::Impl::plan() {
   for (int id : output_ids) last_use[static_cast<std::size_t>(id)] = steps;
 
   // Buffers: one per layer output, except that in-place layers reuse their input's buffer when
-  // nothing reads the input afterwards.
+  // nothing reads the input afterwards. Backward reads every forward tensor, so training keeps all.
+  const bool separate = options.keep_intermediates || options.training;
   const std::set<int> outputs(output_ids.begin(), output_ids.end());
   std::vector<int> buffer_of(names.size(), -1);
   std::vector<BufferRequest> buffers;
@@ -197,8 +240,7 @@ void Net::Impl::plan() {
     for (std::size_t k = 0; k < out.size(); ++k) {
       const auto id = static_cast<std::size_t>(out[k]);
       const std::size_t bytes = static_cast<std::size_t>(shapes[id].numel()) * sizeof(float);
-      if (k == 0 && !options.keep_intermediates && layers[static_cast<std::size_t>(step)]->in_place() &&
-          !in.empty()) {
+      if (k == 0 && !separate && layers[static_cast<std::size_t>(step)]->in_place() && !in.empty()) {
         const auto source = static_cast<std::size_t>(in[0]);
         if (producer[source] >= 0 && last_use[source] == step && !outputs.count(in[0]) &&
             shapes[source].numel() == shapes[id].numel()) {
@@ -209,15 +251,15 @@ void Net::Impl::plan() {
         }
       }
       buffer_of[id] = static_cast<int>(buffers.size());
-      buffers.push_back({bytes, options.keep_intermediates ? 0 : step,
-                         options.keep_intermediates ? steps : last_use[id]});
+      buffers.push_back({bytes, separate ? 0 : step, separate ? steps : last_use[id]});
     }
   }
   const MemoryPlan memory = plan_memory(buffers);
   // Naive: every layer output in its own buffer.
   report = {memory.arena_bytes, 0};
   for (std::size_t id = 0; id < names.size(); ++id) {
-    if (producer[id] >= 0) report.naive_bytes += (static_cast<std::size_t>(shapes[id].numel()) * sizeof(float) + 63) / 64 * 64;
+    if (producer[id] >= 0)
+      report.naive_bytes += (static_cast<std::size_t>(shapes[id].numel()) * sizeof(float) + 63) / 64 * 64;
   }
   const Device device = options.device;
   if (cuda_context) cuda_context->drop_graph();
@@ -231,7 +273,7 @@ void Net::Impl::plan() {
   }
 
   tensors.assign(names.size(), Tensor{});
-  readable.assign(names.size(), options.keep_intermediates);
+  readable.assign(names.size(), separate);
   for (std::size_t i = 0; i < input_ids.size(); ++i) {
     const auto id = static_cast<std::size_t>(input_ids[i]);
     tensors[id] = Tensor::zeros(shapes[id], DType::f32, device);
@@ -246,7 +288,119 @@ void Net::Impl::plan() {
   for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
 
   make_kernels();
+  if (options.training) {
+    share_weights();
+    plan_gradients();
+  }
+  forwarded = false;
   planned = true;
+}
+
+void Net::Impl::share_weights() {
+  // Caffe's `param { name }`: later layers use the first layer's blob, so one update moves both.
+  std::map<std::string, std::pair<std::size_t, std::size_t>> owner;  // name -> (step, weight)
+  weight_grads.resize(layers.size());
+  params.clear();
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    Layer& layer = *layers[step];
+    std::vector<Tensor>& weights = layer.weights();
+    std::vector<Tensor>& grads_of_step = weight_grads[step];
+    grads_of_step.resize(weights.size());
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+      const ParamSpec spec = i < layer.spec().params.size() ? layer.spec().params[i] : ParamSpec{};
+      if (!spec.name.empty()) {
+        auto [it, first] = owner.try_emplace(spec.name, step, i);
+        if (!first) {
+          const auto [owner_step, owner_index] = it->second;
+          const Tensor& shared = layers[owner_step]->weights()[owner_index];
+          if (shared.shape() != weights[i].shape()) {
+            throw ModelError("layer '" + layer.name() + "' (" + layer.type() + "): shared parameter '" +
+                             spec.name + "' has shape " + weights[i].shape().str() + " here but " +
+                             shared.shape().str() + " in layer '" + layers[owner_step]->name() + "'");
+          }
+          weights[i] = shared;
+          grads_of_step[i] = weight_grads[owner_step][owner_index];
+          continue;
+        }
+      }
+      // Kept across re-planning: a solver may hold these views.
+      if (!grads_of_step[i].defined() || grads_of_step[i].shape() != weights[i].shape()) {
+        grads_of_step[i] = Tensor::zeros(weights[i].shape());
+      }
+      params.push_back({layer.name(), static_cast<int>(i), weights[i], grads_of_step[i], spec});
+    }
+  }
+}
+
+void Net::Impl::plan_gradients() {
+  // A tensor carries a gradient when the loss reads it, or a layer that runs backward reads it
+  // through a differentiable input. Consumers come after producers, so one reverse sweep decides.
+  std::vector<bool> carries(names.size(), false);
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    for (std::size_t k = 0; k < step_outputs[step].size(); ++k) {
+      if (loss_weights[step][k] != 0.0f) carries[static_cast<std::size_t>(step_outputs[step][k])] = true;
+    }
+  }
+  step_runs_backward.assign(layers.size(), false);
+  for (std::size_t step = layers.size(); step-- > 0;) {
+    const auto& out = step_outputs[step];
+    if (std::none_of(out.begin(), out.end(), [&](int id) { return carries[static_cast<std::size_t>(id)]; })) {
+      continue;
+    }
+    step_runs_backward[step] = true;
+    const auto& in = step_inputs[step];
+    for (std::size_t k = 0; k < in.size(); ++k) {
+      const auto id = static_cast<std::size_t>(in[k]);
+      if (producer[id] >= 0 && layers[step]->differentiable_input(k)) carries[id] = true;
+    }
+  }
+  // Every output of a step that runs backward gets a buffer (zeros where nothing flows), so layers
+  // never see an undefined output gradient.
+  grads.assign(names.size(), Tensor{});
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    if (!step_runs_backward[step]) continue;
+    for (int id : step_outputs[step])
+      grads[static_cast<std::size_t>(id)] = Tensor::zeros(shapes[static_cast<std::size_t>(id)]);
+  }
+  step_input_grads.assign(layers.size(), {});
+  step_output_grads.assign(layers.size(), {});
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    for (std::size_t k = 0; k < step_inputs[step].size(); ++k) {
+      const auto id = static_cast<std::size_t>(step_inputs[step][k]);
+      step_input_grads[step].push_back(carries[id] && layers[step]->differentiable_input(k) ? grads[id]
+                                                                                            : Tensor{});
+    }
+    for (int id : step_outputs[step]) step_output_grads[step].push_back(grads[static_cast<std::size_t>(id)]);
+  }
+}
+
+void Net::Impl::require_training(const char* what) const {
+  if (!options.training) {
+    throw UnsupportedError(std::string(what) + " needs a Net created with NetOptions::training (net '" +
+                           graph.name + "')");
+  }
+}
+
+void Net::Impl::run_backward() {
+  for (Tensor& g : grads) {
+    if (g.defined() && g.bytes() > 0) std::memset(g.raw(), 0, g.bytes());
+  }
+  for (Parameter& p : params) {
+    if (p.grad.bytes() > 0) std::memset(p.grad.raw(), 0, p.grad.bytes());
+  }
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    for (std::size_t k = 0; k < step_outputs[step].size(); ++k) {
+      const float weight = loss_weights[step][k];
+      if (weight == 0.0f) continue;
+      Tensor& seed = grads[static_cast<std::size_t>(step_outputs[step][k])];
+      std::fill_n(seed.data<float>(), seed.numel(), weight);
+    }
+  }
+  for (std::size_t step = layers.size(); step-- > 0;) {
+    if (!step_runs_backward[step]) continue;
+    kernels[step]->backward(*layers[step], step_input_views[step], step_output_views[step],
+                            step_output_grads[step], step_input_grads[step], weight_grads[step]);
+  }
 }
 
 void Net::Impl::make_kernels() {
@@ -262,7 +416,8 @@ void Net::Impl::make_kernels() {
       step_input_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
       in_shapes.push_back(shapes[static_cast<std::size_t>(id)]);
     }
-    for (int id : step_outputs[step]) step_output_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
+    for (int id : step_outputs[step])
+      step_output_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
     std::unique_ptr<Kernel> kernel;
     if (cuda_context) {
       try {
@@ -386,6 +541,57 @@ void Net::forward() {
   } else {
     impl_->run_steps();
   }
+  impl_->forwarded = true;
+}
+
+float Net::loss() {
+  impl_->require_training("loss()");
+  if (!impl_->forwarded)
+    throw ModelError("loss() of net '" + impl_->graph.name + "' needs a forward() first");
+  double total = 0;
+  for (std::size_t step = 0; step < impl_->layers.size(); ++step) {
+    for (std::size_t k = 0; k < impl_->step_outputs[step].size(); ++k) {
+      const float weight = impl_->loss_weights[step][k];
+      if (weight == 0.0f) continue;
+      const Tensor& t = impl_->tensors[static_cast<std::size_t>(impl_->step_outputs[step][k])];
+      const float* values = t.data<float>();
+      double sum = 0;
+      for (std::int64_t i = 0; i < t.numel(); ++i) sum += values[i];
+      total += weight * sum;
+    }
+  }
+  return static_cast<float>(total);
+}
+
+void Net::backward() {
+  impl_->require_training("backward()");
+  if (!impl_->forwarded) {
+    throw ModelError("backward() of net '" + impl_->graph.name + "' needs a forward() first");
+  }
+  impl_->run_backward();
+}
+
+std::vector<Parameter> Net::parameters() {
+  if (!impl_->planned) impl_->plan();
+  if (impl_->options.training) return impl_->params;
+  std::vector<Parameter> params;
+  for (const auto& layer : impl_->layers) {
+    for (std::size_t i = 0; i < layer->weights().size(); ++i) {
+      const ParamSpec spec = i < layer->spec().params.size() ? layer->spec().params[i] : ParamSpec{};
+      params.push_back({layer->name(), static_cast<int>(i), layer->weights()[i], Tensor{}, spec});
+    }
+  }
+  return params;
+}
+
+const Tensor& Net::gradient(const std::string& name) const {
+  impl_->require_training("gradient()");
+  if (!impl_->planned) throw ModelError("gradient of '" + name + "' is not available before backward()");
+  const Tensor& grad = impl_->grads[static_cast<std::size_t>(impl_->id_of(name))];
+  if (!grad.defined()) {
+    throw ModelError("no gradient flows to tensor '" + name + "' of net '" + impl_->graph.name + "'");
+  }
+  return grad;
 }
 
 std::map<std::string, Tensor> Net::forward(const std::map<std::string, Tensor>& inputs) {
@@ -412,8 +618,10 @@ std::vector<LayerSummary> Net::summary() {
   std::vector<LayerSummary> rows;
   for (std::size_t step = 0; step < impl_->layers.size(); ++step) {
     const Layer& layer = *impl_->layers[step];
-    LayerSummary row{layer.name(), layer.type(), {}, 0, 2 * impl_->step_macs[step], impl_->kernels[step]->name()};
-    for (int id : impl_->step_outputs[step]) row.output_shapes.push_back(impl_->shapes[static_cast<std::size_t>(id)]);
+    LayerSummary row{
+        layer.name(), layer.type(), {}, 0, 2 * impl_->step_macs[step], impl_->kernels[step]->name()};
+    for (int id : impl_->step_outputs[step])
+      row.output_shapes.push_back(impl_->shapes[static_cast<std::size_t>(id)]);
     for (const Tensor& w : layer.weights()) row.params += w.numel();
     rows.push_back(std::move(row));
   }

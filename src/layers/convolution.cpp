@@ -139,4 +139,54 @@ void ConvolutionLayer::forward(const std::vector<Tensor>& inputs, std::vector<Te
   }
 }
 
+void ConvolutionLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                                std::vector<Tensor>& weight_grads) const {
+  const ConvGeometry g = geometry(inputs[0].shape());
+  const float* x = inputs[0].data<float>();
+  const float* w = weights()[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].defined() ? input_grads[0].data<float>() : nullptr;
+  float* dw = weight_grads[0].data<float>();
+  float* db = params_.bias ? weight_grads[1].data<float>() : nullptr;
+
+  const std::int64_t in_group = g.in_channels / g.group;
+  const std::int64_t out_group = g.out_channels / g.group;
+  const std::int64_t in_spatial = g.in_spatial();
+  const std::int64_t taps = g.kernel_spatial();
+  const auto tap_coords = box_coordinates(g.kernel);
+  const auto out_coords = box_coordinates(g.out_size);
+  const auto out_spatial = static_cast<std::int64_t>(out_coords.size());
+  const int axes = g.axes();
+
+  // The forward's loops, each multiply-add sending its output gradient back to both factors.
+  for (std::int64_t n = 0; n < g.batch; ++n) {
+    for (std::int64_t co = 0; co < g.out_channels; ++co) {
+      const std::int64_t first_in = co / out_group * in_group;
+      for (std::size_t o = 0; o < out_coords.size(); ++o) {
+        const float grad = dy[(n * g.out_channels + co) * out_spatial + static_cast<std::int64_t>(o)];
+        if (db) db[co] += grad;
+        for (std::int64_t ci = 0; ci < in_group; ++ci) {
+          const std::int64_t plane = (n * g.in_channels + first_in + ci) * in_spatial;
+          const std::int64_t filter = (co * in_group + ci) * taps;
+          for (std::int64_t t = 0; t < taps; ++t) {
+            std::int64_t offset = 0;
+            bool inside = true;
+            for (int a = 0; a < axes; ++a) {
+              const auto i = static_cast<std::size_t>(a);
+              const std::int64_t pos = out_coords[o][i] * g.stride[i] - g.pad[i] +
+                                       tap_coords[static_cast<std::size_t>(t)][i] * g.dilation[i];
+              inside = inside && pos >= 0 && pos < g.in_size[i];
+              offset = offset * g.in_size[i] + pos;
+            }
+            if (!inside) continue;
+            dw[filter + t] += grad * x[plane + offset];
+            if (dx) dx[plane + offset] += grad * w[filter + t];
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace espresso

@@ -61,4 +61,27 @@ void InnerProductLayer::forward(const std::vector<Tensor>& inputs, std::vector<T
   }
 }
 
+void InnerProductLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                                 std::vector<Tensor>& weight_grads) const {
+  const Dims d = dims(inputs[0].shape());
+  const float* x = inputs[0].data<float>();
+  const float* w = weights()[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].defined() ? input_grads[0].data<float>() : nullptr;
+  float* dw = weight_grads[0].data<float>();
+  float* db = bias_ ? weight_grads[1].data<float>() : nullptr;
+  for (std::int64_t m = 0; m < d.rows; ++m) {
+    for (std::int64_t n = 0; n < d.outputs; ++n) {
+      const float g = dy[m * d.outputs + n];
+      if (db) db[n] += g;
+      for (std::int64_t k = 0; k < d.inner; ++k) {
+        const std::int64_t at = transpose_ ? k * d.outputs + n : n * d.inner + k;
+        dw[at] += g * x[m * d.inner + k];
+        if (dx) dx[m * d.inner + k] += g * w[at];
+      }
+    }
+  }
+}
+
 }  // namespace espresso

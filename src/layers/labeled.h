@@ -15,6 +15,8 @@ class LabeledLayer : public Layer {
   explicit LabeledLayer(const LayerSpec& spec);
   // The scores as outer x classes x inner; throws ShapeError when the labels do not fit.
   AxisSplit split(const std::vector<Shape>& inputs) const;
+  // Labels take no gradient.
+  bool differentiable_input(std::size_t input) const override { return input == 0; }
 
  protected:
   // The class of label `index`, or nothing when it equals `ignore_label`; throws DataError when

@@ -47,6 +47,9 @@ class Layer {
   virtual void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                         const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                         std::vector<Tensor>& weight_grads) const;
+  // False for inputs no gradient is defined for (labels, indices): backward leaves them alone and the
+  // executor gives them no gradient buffer.
+  virtual bool differentiable_input(std::size_t /*input*/) const { return true; }
   // Layers that behave differently while training (Dropout, BatchNorm) read this in forward().
   void set_training(bool training) { training_ = training; }
   bool training() const { return training_; }

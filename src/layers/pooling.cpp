@@ -141,4 +141,56 @@ void PoolingLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor
   }
 }
 
+void PoolingLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                            const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                            std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const PoolGeometry g = geometry(inputs[0].shape());
+  const float* x = inputs[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  const std::int64_t in_spatial = dims_product(g.in_size);
+  const auto out_coords = box_coordinates(g.out_size);
+  const int axes = g.axes();
+
+  for (std::int64_t plane = 0; plane < g.batch * g.channels; ++plane) {
+    const float* in = x + plane * in_spatial;
+    float* grad_in = dx + plane * in_spatial;
+    for (std::size_t o = 0; o < out_coords.size(); ++o) {
+      std::vector<std::int64_t> window_size;
+      std::vector<std::int64_t> first;
+      std::int64_t divisor = 1;
+      for (int a = 0; a < axes; ++a) {
+        const PoolGeometry::Span s =
+            g.span(a, out_coords[o][static_cast<std::size_t>(a)], count_include_pad_);
+        first.push_back(s.begin);
+        window_size.push_back(s.end - s.begin);
+        divisor *= s.divisor;
+      }
+      std::vector<std::int64_t> window;
+      for (const auto& offset : box_coordinates(window_size)) {
+        std::int64_t index = 0;
+        for (int a = 0; a < axes; ++a) {
+          const auto i = static_cast<std::size_t>(a);
+          index = index * g.in_size[i] + first[i] + offset[i];
+        }
+        window.push_back(index);
+      }
+      if (window.empty()) continue;
+      const float grad =
+          dy[plane * static_cast<std::int64_t>(out_coords.size()) + static_cast<std::int64_t>(o)];
+      if (method_ == PoolMethod::max) {
+        // The first maximum in window order, the one the forward's running max keeps.
+        std::int64_t best = window.front();
+        for (std::int64_t index : window) {
+          if (in[index] > in[best]) best = index;
+        }
+        grad_in[best] += grad;
+      } else {
+        for (std::int64_t index : window) grad_in[index] += grad / static_cast<float>(divisor);
+      }
+    }
+  }
+}
+
 }  // namespace espresso

@@ -32,6 +32,9 @@ class PoolingLayer final : public Layer {
   explicit PoolingLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
 
   // Throws ShapeError when the input does not fit.
   PoolGeometry geometry(const Shape& input) const;

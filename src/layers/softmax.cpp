@@ -23,6 +23,20 @@ void softmax_reference(const float* x, float* y, const AxisSplit& split) {
   }
 }
 
+void softmax_backward_reference(const float* y, const float* dy, float* dx, const AxisSplit& split) {
+  const auto [outer, channels, inner] = split;
+  for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t i = 0; i < inner; ++i) {
+      const std::int64_t base = o * channels * inner + i;
+      float dot = 0;
+      for (std::int64_t c = 0; c < channels; ++c) dot += dy[base + c * inner] * y[base + c * inner];
+      for (std::int64_t c = 0; c < channels; ++c) {
+        dx[base + c * inner] += y[base + c * inner] * (dy[base + c * inner] - dot);
+      }
+    }
+  }
+}
+
 SoftmaxLayer::SoftmaxLayer(const LayerSpec& spec) : Layer(spec), axis_(spec.attrs.get_int("axis", 1)) {}
 
 std::vector<Shape> SoftmaxLayer::output_shapes(const std::vector<Shape>& inputs) const {
@@ -40,6 +54,14 @@ AxisSplit SoftmaxLayer::split(const Shape& input) const {
 
 void SoftmaxLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
   softmax_reference(inputs[0].data<float>(), outputs[0].data<float>(), split(inputs[0].shape()));
+}
+
+void SoftmaxLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                            const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                            std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  softmax_backward_reference(outputs[0].data<float>(), output_grads[0].data<float>(),
+                             input_grads[0].data<float>(), split(inputs[0].shape()));
 }
 
 }  // namespace espresso

@@ -52,22 +52,60 @@ void SoftmaxWithLossLayer::forward(const std::vector<Tensor>& inputs, std::vecto
       ++valid;
     }
   }
+  outputs[0].data<float>()[0] = static_cast<float>(loss / normalizer(s, valid));
+}
+
+double SoftmaxWithLossLayer::normalizer(const AxisSplit& split, std::int64_t valid) const {
   double normalizer = 1;
   switch (normalization_) {
     case LossNormalization::valid:
       normalizer = static_cast<double>(valid);
       break;
     case LossNormalization::batch_size:
-      normalizer = static_cast<double>(s.outer);
+      normalizer = static_cast<double>(split.outer);
       break;
     case LossNormalization::full:
-      normalizer = static_cast<double>(s.outer * s.inner);
+      normalizer = static_cast<double>(split.outer * split.inner);
       break;
     case LossNormalization::none:
       break;
   }
   // As in Caffe, never divide by less than one (all labels ignored gives a zero loss).
-  outputs[0].data<float>()[0] = static_cast<float>(loss / std::max(1.0, normalizer));
+  return std::max(1.0, normalizer);
+}
+
+void SoftmaxWithLossLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                                    const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                                    std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const AxisSplit s = split(shapes_of(inputs));
+  std::vector<float> recomputed;
+  const float* prob = nullptr;
+  if (outputs.size() == 2) {
+    prob = outputs[1].data<float>();
+  } else {
+    recomputed.resize(static_cast<std::size_t>(inputs[0].numel()));
+    softmax_reference(inputs[0].data<float>(), recomputed.data(), s);
+    prob = recomputed.data();
+  }
+  const float* labels = inputs[1].data<float>();
+  float* dx = input_grads[0].data<float>();
+  std::int64_t valid = 0;
+  for (std::int64_t p = 0; p < s.outer * s.inner; ++p) valid += label_at(labels, p, s.channels) ? 1 : 0;
+  const auto scale = static_cast<float>(output_grads[0].data<float>()[0] / normalizer(s, valid));
+  // d(−log p_label)/dx_c = p_c − [c = label]; ignored positions contribute nothing.
+  for (std::int64_t o = 0; o < s.outer; ++o) {
+    for (std::int64_t i = 0; i < s.inner; ++i) {
+      const std::optional<std::int64_t> label = label_at(labels, o * s.inner + i, s.channels);
+      if (!label) continue;
+      for (std::int64_t c = 0; c < s.channels; ++c) {
+        const std::int64_t at = (o * s.channels + c) * s.inner + i;
+        dx[at] += scale * (prob[at] - (c == *label ? 1.0f : 0.0f));
+      }
+    }
+  }
+  // Caffe ignores a gradient on the probabilities; it is exact to pass it through the softmax.
+  if (outputs.size() == 2) softmax_backward_reference(prob, output_grads[1].data<float>(), dx, s);
 }
 
 }  // namespace espresso

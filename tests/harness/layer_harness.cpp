@@ -41,7 +41,8 @@ std::string describe(const LayerCase& c) {
     std::visit(
         [&](const auto& v) {
           using T = std::decay_t<decltype(v)>;
-          if constexpr (std::is_same_v<T, std::vector<std::int64_t>> || std::is_same_v<T, std::vector<double>>) {
+          if constexpr (std::is_same_v<T, std::vector<std::int64_t>> ||
+                        std::is_same_v<T, std::vector<double>>) {
             for (std::size_t i = 0; i < v.size(); ++i) out << (i ? "," : "") << v[i];
           } else {
             out << v;
@@ -55,6 +56,12 @@ std::string describe(const LayerCase& c) {
 Tensor to_tensor(const Shape& shape, const Values& values) {
   std::vector<float> f(values.begin(), values.end());
   return Tensor::from(shape, f);
+}
+
+std::vector<Shape> shapes_of_tensors(const std::vector<Tensor>& tensors) {
+  std::vector<Shape> shapes;
+  for (const Tensor& t : tensors) shapes.push_back(t.shape());
+  return shapes;
 }
 
 Values to_values(const Tensor& t) {
@@ -106,17 +113,121 @@ std::vector<Tensor> run_on_gpu(cuda::Context& context, const Layer& layer, const
   return results;
 }
 
+// Σ_k <out_k, R_k>, the scalar whose gradient the backward check compares.
+double weighted_sum(const std::vector<Values>& outputs, const std::vector<Values>& directions) {
+  double sum = 0;
+  for (std::size_t k = 0; k < outputs.size(); ++k) {
+    for (std::size_t i = 0; i < outputs[k].size(); ++i) sum += outputs[k][i] * directions[k][i];
+  }
+  return sum;
+}
+
+// Up to `count` distinct positions in [0, n), all of them when n is small.
+std::vector<std::size_t> sample_positions(Rng& rng, std::size_t n, int count) {
+  std::vector<std::size_t> all(n);
+  for (std::size_t i = 0; i < n; ++i) all[i] = i;
+  if (n <= static_cast<std::size_t>(count)) return all;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(count); ++i) {
+    std::swap(all[i], all[i + static_cast<std::size_t>(rng.integer(0, static_cast<int>(n - i - 1)))]);
+  }
+  all.resize(static_cast<std::size_t>(count));
+  return all;
+}
+
+struct Gradients {
+  std::vector<Tensor> inputs, weights;  // undefined inputs take none
+};
+
+Gradients zero_gradients(const Layer& layer, const std::vector<Tensor>& inputs) {
+  Gradients g;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    g.inputs.push_back(layer.differentiable_input(i) ? Tensor::zeros(inputs[i].shape()) : Tensor{});
+  }
+  for (const Tensor& w : layer.weights()) g.weights.push_back(Tensor::zeros(w.shape()));
+  return g;
+}
+
+// Checks the layer's backward (and the fast CPU one) against central differences of the naive forward.
+// Returns whether a fast CPU backward was compared.
+bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
+                     const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs, Rng& rng) {
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const bool declared = std::find(c.non_differentiable_inputs.begin(), c.non_differentiable_inputs.end(),
+                                    i) != c.non_differentiable_inputs.end();
+    EXPECT_EQ(layer.differentiable_input(i), !declared) << "input " << i << " differentiability";
+  }
+  std::vector<Values> directions;
+  std::vector<Tensor> output_grads;
+  for (const Tensor& out : outputs) {
+    directions.push_back(rounded(rng.values(static_cast<std::size_t>(out.numel()))));
+    output_grads.push_back(to_tensor(out.shape(), directions.back()));
+  }
+  Gradients analytic = zero_gradients(layer, inputs);
+  layer.backward(inputs, outputs, output_grads, analytic.inputs, analytic.weights);
+
+  bool fast_compared = false;
+  if (std::unique_ptr<Kernel> fast = cpu::make_kernel(layer, shapes_of_tensors(inputs))) {
+    if (fast->has_fast_backward()) {
+      fast_compared = true;
+      std::vector<Tensor> fast_outputs;
+      for (const Tensor& out : outputs) fast_outputs.push_back(Tensor::empty(out.shape()));
+      fast->forward(inputs, fast_outputs);
+      Gradients fast_grads = zero_gradients(layer, inputs);
+      fast->backward(layer, inputs, fast_outputs, output_grads, fast_grads.inputs, fast_grads.weights);
+      for (std::size_t i = 0; i < inputs.size(); ++i) {
+        if (!analytic.inputs[i].defined()) continue;
+        EXPECT_LE(normalized_error(to_values(analytic.inputs[i]), to_values(fast_grads.inputs[i])),
+                  kGradientTolerance)
+            << "CPU kernel '" << fast->name() << "' backward vs reference, input " << i;
+      }
+      for (std::size_t w = 0; w < analytic.weights.size(); ++w) {
+        EXPECT_LE(normalized_error(to_values(analytic.weights[w]), to_values(fast_grads.weights[w])),
+                  kGradientTolerance)
+            << "CPU kernel '" << fast->name() << "' backward vs reference, weight " << w;
+      }
+    }
+  }
+
+  const double h = test.gradient_step;
+  auto check = [&](Values& values, const Tensor& grad, const std::string& what) {
+    const Values backward = to_values(grad);
+    Values numeric, analytic_at;
+    for (std::size_t at : sample_positions(rng, values.size(), test.gradient_samples)) {
+      const double saved = values[at];
+      values[at] = saved + h;
+      const double plus = weighted_sum(test.naive(c, c.inputs, c.weights), directions);
+      values[at] = saved - h;
+      const double minus = weighted_sum(test.naive(c, c.inputs, c.weights), directions);
+      values[at] = saved;
+      numeric.push_back((plus - minus) / (2 * h));
+      analytic_at.push_back(backward[at]);
+    }
+    EXPECT_LE(normalized_error(numeric, analytic_at), kGradientTolerance)
+        << "backward vs numeric gradient of the naive forward, " << what;
+  };
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (analytic.inputs[i].defined()) check(c.inputs[i], analytic.inputs[i], "input " + std::to_string(i));
+  }
+  for (std::size_t w = 0; w < analytic.weights.size(); ++w) {
+    check(c.weights[w], analytic.weights[w], "weight " + std::to_string(w));
+  }
+  return fast_compared;
+}
+
 }  // namespace
 
 void run_layer_test(const LayerTest& test) {
   int fast_cases = 0;
   int gpu_cases = 0;
+  int gradient_cases = 0;
+  int fast_gradient_cases = 0;
   for (int index = 0; index < test.cases; ++index) {
     Rng rng(1000u + static_cast<unsigned>(index));
     LayerCase c = test.make_case(rng);
     if (c.spec.name.empty()) c.spec.name = "under_test";
     if (c.spec.inputs.empty()) {
-      for (std::size_t i = 0; i < c.input_shapes.size(); ++i) c.spec.inputs.push_back("in" + std::to_string(i));
+      for (std::size_t i = 0; i < c.input_shapes.size(); ++i)
+        c.spec.inputs.push_back("in" + std::to_string(i));
     }
     if (c.spec.outputs.empty()) c.spec.outputs.push_back("out0");
     const std::string what = describe(c);
@@ -126,7 +237,8 @@ void run_layer_test(const LayerTest& test) {
     const std::vector<Shape> out_shapes = probe->output_shapes(c.input_shapes);
     const std::vector<Shape> weight_shapes = probe->weight_shapes(c.input_shapes);
     if (c.weights.empty()) {
-      for (const Shape& s : weight_shapes) c.weights.push_back(rng.values(static_cast<std::size_t>(s.numel())));
+      for (const Shape& s : weight_shapes)
+        c.weights.push_back(rng.values(static_cast<std::size_t>(s.numel())));
     }
     ASSERT_EQ(c.weights.size(), weight_shapes.size());
     for (std::size_t i = 0; i < weight_shapes.size(); ++i) {
@@ -166,6 +278,18 @@ void run_layer_test(const LayerTest& test) {
       }
     }
 
+    if (index < test.gradient_cases && c.check_gradient) {
+      if (test.gradient == Gradient::checked) {
+        ++gradient_cases;
+        if (check_gradients(test, c, *layer, inputs, reference, rng)) ++fast_gradient_cases;
+      } else {
+        Gradients none = zero_gradients(*layer, inputs);
+        EXPECT_THROW(layer->backward(inputs, reference, reference, none.inputs, none.weights),
+                     UnsupportedError)
+            << "the test says this layer has no backward pass";
+      }
+    }
+
     if (cuda::Context* context = gpu_context()) {
       std::string kernel_name;
       const std::vector<Tensor> outputs = run_on_gpu(*context, *layer, inputs, out_shapes, kernel_name);
@@ -178,6 +302,8 @@ void run_layer_test(const LayerTest& test) {
   }
   ::testing::Test::RecordProperty("fast_cpu_cases", fast_cases);
   ::testing::Test::RecordProperty("cuda_cases", gpu_cases);
+  ::testing::Test::RecordProperty("gradient_cases", gradient_cases);
+  ::testing::Test::RecordProperty("fast_cpu_gradient_cases", fast_gradient_cases);
 }
 
 }  // namespace espresso::testing

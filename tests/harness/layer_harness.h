@@ -1,6 +1,12 @@
 // One harness for every layer: on random shapes it checks the reference kernel against a naive
 // double-precision computation written in the test, and every fast kernel (CPU, and CUDA when a GPU is
 // present) against the reference.
+//
+// It also checks every backward pass numerically. With random R_k, L = Σ_k <out_k, R_k>; its gradient
+// with respect to each input and weight element is taken by central differences of the test's naive
+// double-precision forward (exact to about 1e-9, as nothing is rounded to float), and compared with
+// the layer's float backward given R_k as output gradients, and with the fast CPU backward where there
+// is one: normalized error ≤ 1e-4 (kGradientTolerance).
 #pragma once
 
 #include <functional>
@@ -31,17 +37,35 @@ struct LayerCase {
   std::vector<Shape> input_shapes;
   std::vector<Values> inputs;   // optional: values per input; random in [-1, 1] otherwise
   std::vector<Values> weights;  // optional: values per weight blob; random otherwise
+  // Inputs that take no gradient (labels, indices); the layer must agree (differentiable_input).
+  std::vector<std::size_t> non_differentiable_inputs;
+  // Off for cases built to probe float range (a saturated softmax), whose float gradients are
+  // dominated by cancellation: they test the forward only.
+  bool check_gradient = true;
 };
 
 // The naive computation: double precision, direct loops over the definitions.
 using NaiveForward = std::function<std::vector<Values>(const LayerCase& c, const std::vector<Values>& inputs,
                                                        const std::vector<Values>& weights)>;
 
+// Whether a layer has a backward pass; layers without one are named so in their test, and the harness
+// checks that backward() says so (UnsupportedError) rather than skipping them silently.
+enum class Gradient { checked, none };
+
+inline constexpr double kGradientTolerance = 1e-4;
+
 struct LayerTest {
   std::function<LayerCase(Rng&)> make_case;
   NaiveForward naive;
   int cases = 20;
   double tolerance = 1e-5;  // max |a - b| / max |reference|
+  Gradient gradient = Gradient::checked;
+  // The gradient check runs on this many of the cases, on up to `gradient_samples` elements of
+  // each input and weight (all of them in smaller blobs), with central differences of this step.
+  int gradient_cases = 8;
+  int gradient_samples = 32;
+  // Small, so that kinks (ReLU at 0, ties in max) are almost never straddled.
+  double gradient_step = 1e-6;
 };
 
 void run_layer_test(const LayerTest& test);

@@ -24,6 +24,7 @@ inline LayerCase random_labels_case(Rng& rng, const std::string& type) {
   Shape labels(label_dims);
   if (rng.coin()) labels = Shape{labels.numel()};
   c.input_shapes = {scores, labels};
+  c.non_differentiable_inputs = {1};
   c.inputs.push_back(rng.values(static_cast<std::size_t>(scores.numel()), -3.0, 3.0));
   Values& values = c.inputs.emplace_back(static_cast<std::size_t>(labels.numel()));
   for (double& v : values) {

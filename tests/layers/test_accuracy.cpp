@@ -33,6 +33,7 @@ TEST(Layers, Accuracy) {
             });
             return std::vector<Values>{{counted == 0 ? 0.0 : correct / counted}};
           },
+      .gradient = Gradient::none,
   });
 }
 

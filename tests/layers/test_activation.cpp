@@ -55,6 +55,7 @@ TEST(Layers, Activation) {
             }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

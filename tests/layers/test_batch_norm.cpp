@@ -44,6 +44,7 @@ TEST(Layers, BatchNorm) {
             }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

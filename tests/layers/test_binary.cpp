@@ -53,6 +53,7 @@ TEST(Layers, Binary) {
                 }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

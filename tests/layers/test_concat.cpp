@@ -37,6 +37,7 @@ TEST(Layers, Concat) {
             }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

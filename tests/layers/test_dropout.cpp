@@ -16,6 +16,7 @@ TEST(Layers, Dropout) {
           },
       .naive = [](const LayerCase&, const std::vector<Values>& in,
                   const std::vector<Values>&) { return std::vector<Values>{in[0]}; },
+      .gradient = Gradient::none,
   });
 }
 

@@ -40,6 +40,7 @@ TEST(Layers, Eltwise) {
             }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

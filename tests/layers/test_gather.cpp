@@ -40,6 +40,7 @@ TEST(Layers, Gather) {
                 }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

@@ -37,6 +37,7 @@ TEST(Layers, LogSoftmax) {
               }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

@@ -34,6 +34,7 @@ TEST(Layers, MatMul) {
                 }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

@@ -47,6 +47,7 @@ TEST(Layers, Pad) {
                   }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

@@ -31,6 +31,7 @@ TEST(Layers, PReLU) {
             }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

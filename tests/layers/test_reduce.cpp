@@ -53,6 +53,7 @@ TEST(Layers, Reduce) {
               }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

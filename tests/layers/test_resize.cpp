@@ -74,6 +74,7 @@ TEST(Layers, Resize) {
                 }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

@@ -57,6 +57,7 @@ TEST(Layers, Slice) {
             }
             return out;
           },
+      .gradient = Gradient::none,
   });
 }
 

@@ -17,8 +17,10 @@ TEST(Layers, Softmax) {
             if (rng.integer(0, 3) != 0)
               c.spec.attrs.set("axis", std::int64_t{random_axis(rng, c.input_shapes[0].rank(), axis)});
             // Large values check that the maximum is subtracted before exp.
+            const bool large = rng.coin();
+            c.check_gradient = !large;
             for (double& x : c.inputs.emplace_back(static_cast<std::size_t>(c.input_shapes[0].numel()))) {
-              x = rng.uniform(-50.0, 120.0);
+              x = large ? rng.uniform(-50.0, 120.0) : rng.uniform(-4.0, 4.0);
             }
             return c;
           },

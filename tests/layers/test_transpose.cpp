@@ -40,6 +40,7 @@ TEST(Layers, Transpose) {
                   }
             return std::vector<Values>{y};
           },
+      .gradient = Gradient::none,
   });
 }
 

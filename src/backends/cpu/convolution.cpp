@@ -1,5 +1,9 @@
-// Convolution on the CPU: im2col + one sgemm per group, or a plain GEMM for 1x1 windows.
+// Convolution on the CPU: im2col + one sgemm per group, or a plain GEMM for 1x1 windows. Backward:
+// weight gradients from the same unfolding (dy · colᵀ), input gradients by Wᵀ · dy folded back with
+// col2im.
 #include "layers/convolution.h"
+
+#include <algorithm>
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/cpu_backend.h"
@@ -58,6 +62,74 @@ class ConvolutionKernel final : public Kernel {
     });
   }
 
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) override {
+    const float* x = inputs[0].data<float>();
+    const float* dy = output_grads[0].data<float>();
+    float* dx = input_grads[0].defined() ? input_grads[0].data<float>() : nullptr;
+    const float* w = layer_.weights()[0].data<float>();
+    const std::int64_t in_spatial = g_.in_spatial();
+    const std::int64_t out_spatial = g_.out_spatial();
+    const std::int64_t out_group = g_.out_channels / g_.group;
+    const std::int64_t depth = g_.in_channels / g_.group * g_.kernel_spatial();
+    const std::int64_t weight_count = g_.out_channels * depth;
+    const auto slots = static_cast<std::size_t>(schedule_.slots());
+    // Images run concurrently, so each slot sums its weight gradients apart; the slots are added
+    // into the caller's gradients at the end.
+    slot_weight_grads_.assign(slots,
+                              std::vector<float>(static_cast<std::size_t>(weight_count + g_.out_channels)));
+    if (!pointwise_ && dx) {
+      column_grads_.resize(slots);
+      for (auto& buffer : column_grads_)
+        buffer.resize(static_cast<std::size_t>(g_.in_channels * g_.kernel_spatial() * out_spatial));
+    }
+
+    schedule_.run([&](std::int64_t n, int slot) {
+      const float* image = x + n * g_.in_channels * in_spatial;
+      const float* grad = dy + n * g_.out_channels * out_spatial;
+      float* dw = slot_weight_grads_[static_cast<std::size_t>(slot)].data();
+      float* db = dw + weight_count;
+      const float* columns = image;
+      if (!pointwise_) {
+        im2col(image, layout_, columns_[static_cast<std::size_t>(slot)].data());
+        columns = columns_[static_cast<std::size_t>(slot)].data();
+      }
+      for (std::int64_t grp = 0; grp < g_.group; ++grp) {
+        sgemm(false, true, out_group, depth, out_spatial, 1.0f, grad + grp * out_group * out_spatial,
+              out_spatial, columns + grp * depth * out_spatial, out_spatial, 1.0f,
+              dw + grp * out_group * depth, depth);
+      }
+      for (std::int64_t c = 0; c < g_.out_channels; ++c) {
+        const float* plane = grad + c * out_spatial;
+        float sum = 0.0f;
+        for (std::int64_t i = 0; i < out_spatial; ++i) sum += plane[i];
+        db[c] += sum;
+      }
+      if (!dx) return;
+      float* image_grad = dx + n * g_.in_channels * in_spatial;
+      // Pointwise: the columns are the image itself, so Wᵀ · dy adds straight into it.
+      float* column_grad = pointwise_ ? image_grad : column_grads_[static_cast<std::size_t>(slot)].data();
+      for (std::int64_t grp = 0; grp < g_.group; ++grp) {
+        sgemm(true, false, depth, out_spatial, out_group, 1.0f, w + grp * out_group * depth, depth,
+              grad + grp * out_group * out_spatial, out_spatial, pointwise_ ? 1.0f : 0.0f,
+              column_grad + grp * depth * out_spatial, out_spatial);
+      }
+      if (!pointwise_) col2im(column_grad, layout_, image_grad);
+    });
+
+    float* dw = weight_grads[0].data<float>();
+    float* db = layer_.has_bias() ? weight_grads[1].data<float>() : nullptr;
+    for (const std::vector<float>& sums : slot_weight_grads_) {
+      for (std::int64_t i = 0; i < weight_count; ++i) dw[i] += sums[static_cast<std::size_t>(i)];
+      if (db) {
+        for (std::int64_t c = 0; c < g_.out_channels; ++c)
+          db[c] += sums[static_cast<std::size_t>(weight_count + c)];
+      }
+    }
+  }
+  bool has_fast_backward() const override { return true; }
+
   const char* name() const override { return pointwise_ ? "sgemm" : "im2col+sgemm"; }
 
  private:
@@ -67,6 +139,8 @@ class ConvolutionKernel final : public Kernel {
   WindowLayout layout_;
   bool pointwise_ = false;
   std::vector<std::vector<float>> columns_;  // one unfolding buffer per schedule slot
+  // Backward scratch per slot: weight then bias gradient sums, and the unfolded input gradient.
+  std::vector<std::vector<float>> slot_weight_grads_, column_grads_;
 };
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Pooling on the CPU for 1 and 2 spatial axes: windows are clipped once at creation, and the
-// (n, c) planes run in parallel. Inputs with more axes use the reference kernel.
+// (n, c) planes run in parallel, forward and backward. Inputs with more axes use the reference kernel.
 #include "layers/pooling.h"
 
 #include <algorithm>
@@ -59,6 +59,49 @@ class PoolingKernel final : public Kernel {
         },
         std::max<std::int64_t>(1, 4096 / std::max<std::int64_t>(1, out_plane)));
   }
+
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    if (!input_grads[0].defined()) return;
+    const float* x = inputs[0].data<float>();
+    const float* dy = output_grads[0].data<float>();
+    float* dx = input_grads[0].data<float>();
+    const std::int64_t in_plane = in_height_ * in_width_;
+    const std::int64_t out_plane = static_cast<std::int64_t>(rows_.size() * cols_.size());
+    parallel_for(
+        planes_,
+        [&](std::int64_t begin, std::int64_t end) {
+          for (std::int64_t p = begin; p < end; ++p) {
+            const float* in = x + p * in_plane;
+            const float* grad = dy + p * out_plane;
+            float* grad_in = dx + p * in_plane;
+            for (const Window& r : rows_) {
+              for (const Window& c : cols_) {
+                const float g = *grad++;
+                if (r.begin >= r.end || c.begin >= c.end) continue;
+                if (max_) {
+                  // The first maximum in row-major order, as the forward's running max keeps it.
+                  std::int64_t best = r.begin * in_width_ + c.begin;
+                  for (std::int64_t h = r.begin; h < r.end; ++h) {
+                    for (std::int64_t w = c.begin; w < c.end; ++w) {
+                      if (in[h * in_width_ + w] > in[best]) best = h * in_width_ + w;
+                    }
+                  }
+                  grad_in[best] += g;
+                } else {
+                  const float share = g / static_cast<float>(r.divisor * c.divisor);
+                  for (std::int64_t h = r.begin; h < r.end; ++h) {
+                    for (std::int64_t w = c.begin; w < c.end; ++w) grad_in[h * in_width_ + w] += share;
+                  }
+                }
+              }
+            }
+          }
+        },
+        std::max<std::int64_t>(1, 4096 / std::max<std::int64_t>(1, out_plane)));
+  }
+  bool has_fast_backward() const override { return true; }
 
   const char* name() const override { return max_ ? "max" : "ave"; }
 

@@ -548,6 +548,10 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
     spec.type = layer->type();
     spec.attrs = map_attributes(ctx);
     spec.params = param_specs(*layer);
+    if (layer->loss_weight_size() > 0) {
+      spec.attrs.set("loss_weight",
+                     std::vector<double>(layer->loss_weight().begin(), layer->loss_weight().end()));
+    }
     for (const std::string& bottom : layer->bottom()) {
       auto it = current.find(bottom);
       if (it == current.end())

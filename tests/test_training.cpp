@@ -1,0 +1,271 @@
+// The training executor: loss, backward through a whole net, parameters and their sharing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "espresso/espresso.h"
+
+namespace espresso {
+namespace {
+
+LayerSpec layer(const std::string& name, const std::string& type, std::vector<std::string> inputs,
+                std::vector<std::string> outputs) {
+  LayerSpec s;
+  s.name = name;
+  s.type = type;
+  s.inputs = std::move(inputs);
+  s.outputs = std::move(outputs);
+  return s;
+}
+
+Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale) {
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> values(static_cast<std::size_t>(shape.numel()));
+  for (float& v : values) v = normal(rng);
+  return Tensor::from(shape, values);
+}
+
+// Caffe's LeNet (conv 20, pool, conv 50, pool, ip 500, relu, ip 10, softmax loss) on 28x28 images,
+// with random weights scaled like Xavier fillers.
+Graph lenet(std::int64_t batch, std::mt19937& rng) {
+  Graph g;
+  g.name = "lenet";
+  g.inputs = {{"data", Shape{batch, 1, 28, 28}}, {"label", Shape{batch}}};
+  LayerSpec conv1 = layer("conv1", "Convolution", {"data"}, {"conv1"});
+  conv1.attrs.set("num_output", std::int64_t{20});
+  conv1.attrs.set("kernel", std::int64_t{5});
+  conv1.weights = {random_tensor(Shape{20, 1, 5, 5}, rng, 0.2f), random_tensor(Shape{20}, rng, 0.1f)};
+  LayerSpec pool1 = layer("pool1", "Pooling", {"conv1"}, {"pool1"});
+  pool1.attrs.set("kernel", std::int64_t{2});
+  pool1.attrs.set("stride", std::int64_t{2});
+  LayerSpec conv2 = layer("conv2", "Convolution", {"pool1"}, {"conv2"});
+  conv2.attrs.set("num_output", std::int64_t{50});
+  conv2.attrs.set("kernel", std::int64_t{5});
+  conv2.weights = {random_tensor(Shape{50, 20, 5, 5}, rng, 0.05f), random_tensor(Shape{50}, rng, 0.1f)};
+  LayerSpec pool2 = layer("pool2", "Pooling", {"conv2"}, {"pool2"});
+  pool2.attrs.set("kernel", std::int64_t{2});
+  pool2.attrs.set("stride", std::int64_t{2});
+  LayerSpec ip1 = layer("ip1", "InnerProduct", {"pool2"}, {"ip1"});
+  ip1.attrs.set("num_output", std::int64_t{500});
+  ip1.weights = {random_tensor(Shape{500, 800}, rng, 0.05f), random_tensor(Shape{500}, rng, 0.1f)};
+  LayerSpec relu1 = layer("relu1", "ReLU", {"ip1"}, {"relu1"});
+  LayerSpec ip2 = layer("ip2", "InnerProduct", {"relu1"}, {"ip2"});
+  ip2.attrs.set("num_output", std::int64_t{10});
+  ip2.weights = {random_tensor(Shape{10, 500}, rng, 0.05f), random_tensor(Shape{10}, rng, 0.1f)};
+  LayerSpec loss = layer("loss", "SoftmaxWithLoss", {"ip2", "label"}, {"loss"});
+  g.layers = {conv1, pool1, conv2, pool2, ip1, relu1, ip2, loss};
+  return g;
+}
+
+void fill_inputs(Net& net, std::int64_t batch, std::mt19937& rng) {
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  std::vector<float> image(static_cast<std::size_t>(batch * 28 * 28));
+  for (float& v : image) v = pixel(rng);
+  net.input("data").copy_from(Tensor::from(Shape{batch, 1, 28, 28}, image));
+  std::vector<float> labels(static_cast<std::size_t>(batch));
+  for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<float>((3 * i + 1) % 10);
+  net.input("label").copy_from(Tensor::from(Shape{batch}, labels));
+}
+
+double max_abs_difference(const Tensor& a, const Tensor& b, double& scale) {
+  const std::vector<float> x = a.to_vector(), y = b.to_vector();
+  double diff = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    diff = std::max(diff, static_cast<double>(std::abs(x[i] - y[i])));
+    scale = std::max(scale, static_cast<double>(std::abs(x[i])));
+  }
+  return diff;
+}
+
+float loss_at(Net& net) {
+  net.forward();
+  return net.loss();
+}
+
+}  // namespace
+
+TEST(Training, LeNetGradientsMatchNumericDirectionalDerivatives) {
+  constexpr std::int64_t kBatch = 3;
+  std::mt19937 rng(7);
+  Net net(lenet(kBatch, rng), {.training = true});
+  fill_inputs(net, kBatch, rng);
+  net.forward();
+  const float loss = net.loss();
+  EXPECT_EQ(loss, net.tensor("loss").to_vector()[0]);
+  EXPECT_GT(loss, 0.0f);
+  net.backward();
+
+  std::vector<Parameter> params = net.parameters();
+  ASSERT_EQ(params.size(), 8u);
+  // The loss is float, so each blob is checked along one random direction (central differences over
+  // the whole blob average out rounding), and a few single elements of each blob as well.
+  for (Parameter& p : params) {
+    SCOPED_TRACE(p.layer + " weight " + std::to_string(p.index));
+    ASSERT_EQ(p.grad.shape(), p.value.shape());
+    const std::vector<float> grad = p.grad.to_vector();
+    float* value = p.value.data<float>();
+    const auto n = static_cast<std::size_t>(p.value.numel());
+    std::vector<float> saved(value, value + n);
+    std::vector<float> direction(n);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    double analytic = 0, norm = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      direction[i] = normal(rng);
+      analytic += static_cast<double>(grad[i]) * direction[i];
+      norm += static_cast<double>(grad[i]) * grad[i];
+    }
+    const double step = 1e-3 / std::sqrt(static_cast<double>(n));
+    for (std::size_t i = 0; i < n; ++i) value[i] = saved[i] + static_cast<float>(step) * direction[i];
+    const double plus = loss_at(net);
+    for (std::size_t i = 0; i < n; ++i) value[i] = saved[i] - static_cast<float>(step) * direction[i];
+    const double minus = loss_at(net);
+    std::copy(saved.begin(), saved.end(), value);
+    const double numeric = (plus - minus) / (2 * step);
+    // Relative to |grad| · |direction| ≈ |grad| · √n, the size of a typical directional derivative.
+    EXPECT_NEAR(numeric, analytic, 2e-2 * std::sqrt(norm * static_cast<double>(n)) + 1e-6)
+        << "directional derivative";
+
+    for (int k = 0; k < 3; ++k) {
+      const std::size_t at = static_cast<std::size_t>(rng()) % n;
+      const float h = 2e-3f;
+      value[at] = saved[at] + h;
+      const double up = loss_at(net);
+      value[at] = saved[at] - h;
+      const double down = loss_at(net);
+      value[at] = saved[at];
+      EXPECT_NEAR((up - down) / (2 * h), grad[at], 2e-2 * std::sqrt(norm / static_cast<double>(n)) + 2e-4)
+          << "element " << at;
+    }
+  }
+}
+
+TEST(Training, FastAndReferenceKernelsGiveTheSameGradients) {
+  constexpr std::int64_t kBatch = 4;
+  std::mt19937 rng(11);
+  const Graph g = lenet(kBatch, rng);
+  Net fast(g, {.training = true});
+  Net reference(g, {.reference_kernels = true, .training = true});
+  for (Net* net : {&fast, &reference}) {
+    std::mt19937 inputs(3);
+    fill_inputs(*net, kBatch, inputs);
+    net->forward();
+    net->backward();
+  }
+  EXPECT_NEAR(fast.loss(), reference.loss(), 1e-5);
+  const std::vector<Parameter> a = fast.parameters(), b = reference.parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    double scale = 1e-12;
+    const double diff = max_abs_difference(b[i].grad, a[i].grad, scale);
+    EXPECT_LE(diff / scale, 1e-4) << a[i].layer << " weight " << a[i].index;
+  }
+  for (const char* name : {"conv1", "pool1", "conv2", "ip1", "relu1", "ip2"}) {
+    double scale = 1e-12;
+    const double diff = max_abs_difference(reference.gradient(name), fast.gradient(name), scale);
+    EXPECT_LE(diff / scale, 1e-4) << "gradient of " << name;
+  }
+}
+
+TEST(Training, InputsAndLabelsTakeNoGradient) {
+  std::mt19937 rng(5);
+  Net net(lenet(2, rng), {.training = true});
+  fill_inputs(net, 2, rng);
+  net.forward();
+  net.backward();
+  EXPECT_THROW(net.gradient("data"), ModelError);
+  EXPECT_THROW(net.gradient("label"), ModelError);
+  EXPECT_NO_THROW(net.gradient("conv1"));
+}
+
+TEST(Training, LossWeightsScaleTheLossAndGradients) {
+  std::mt19937 rng(9);
+  Graph g = lenet(2, rng);
+  Net plain(g, {.training = true});
+  g.layers.back().attrs.set("loss_weight", std::vector<double>{2.5});
+  Net weighted(g, {.training = true});
+  for (Net* net : {&plain, &weighted}) {
+    std::mt19937 inputs(1);
+    fill_inputs(*net, 2, inputs);
+    net->forward();
+    net->backward();
+  }
+  EXPECT_NEAR(weighted.loss(), 2.5f * plain.loss(), 1e-5);
+  const std::vector<float> a = plain.parameters()[0].grad.to_vector();
+  const std::vector<float> b = weighted.parameters()[0].grad.to_vector();
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], 2.5f * a[i], 1e-5f + 1e-4f * std::abs(b[i]));
+
+  g.layers.back().attrs.set("loss_weight", std::vector<double>{1.0, 1.0});
+  EXPECT_THROW(Net(g, {.training = true}), ModelError);
+}
+
+TEST(Training, SharedParametersAppearOnceAndSumTheirGradients) {
+  // y = ip_a(x) + ip_b(x) through one shared weight: its gradient is the sum of both uses.
+  Graph g;
+  g.name = "shared";
+  g.inputs = {{"x", Shape{3, 4}}, {"label", Shape{3}}};
+  std::mt19937 rng(2);
+  const Tensor w = random_tensor(Shape{4, 4}, rng, 0.5f);
+  LayerSpec a = layer("a", "InnerProduct", {"x"}, {"ya"});
+  a.attrs.set("num_output", std::int64_t{4});
+  a.attrs.set("bias", std::int64_t{0});
+  a.weights = {w.clone()};
+  a.params = {{"tied", 1.0f, 1.0f}};
+  LayerSpec relu = layer("relu", "ReLU", {"ya"}, {"ra"});
+  LayerSpec b = a;
+  b.name = "b";
+  b.inputs = {"ra"};
+  b.outputs = {"yb"};
+  LayerSpec loss = layer("loss", "SoftmaxWithLoss", {"yb", "label"}, {"loss"});
+  g.layers = {a, relu, b, loss};
+  Net net(g, {.training = true});
+  net.input("x").copy_from(random_tensor(Shape{3, 4}, rng, 1.0f));
+  net.input("label").copy_from(Tensor::from(Shape{3}, {0.0f, 3.0f, 2.0f}));
+  net.forward();
+  net.backward();
+  const std::vector<Parameter> params = net.parameters();
+  ASSERT_EQ(params.size(), 1u);
+  EXPECT_EQ(params[0].layer, "a");
+  EXPECT_EQ(params[0].spec.name, "tied");
+
+  // The same sum by hand: dW = dyaᵀ·x + dybᵀ·ra.
+  const std::vector<float> x = net.tensor("x").to_vector(), ra = net.tensor("ra").to_vector();
+  const std::vector<float> dya = net.gradient("ya").to_vector(), dyb = net.gradient("yb").to_vector();
+  const std::vector<float> grad = params[0].grad.to_vector();
+  for (int o = 0; o < 4; ++o) {
+    for (int k = 0; k < 4; ++k) {
+      double expected = 0;
+      for (int m = 0; m < 3; ++m) {
+        expected += dya[static_cast<std::size_t>(m * 4 + o)] * x[static_cast<std::size_t>(m * 4 + k)];
+      }
+      for (int m = 0; m < 3; ++m) {
+        expected += dyb[static_cast<std::size_t>(m * 4 + o)] * ra[static_cast<std::size_t>(m * 4 + k)];
+      }
+      EXPECT_NEAR(grad[static_cast<std::size_t>(o * 4 + k)], expected, 1e-5);
+    }
+  }
+}
+
+TEST(Training, BackwardZeroesGradientsEachTime) {
+  std::mt19937 rng(4);
+  Net net(lenet(2, rng), {.training = true});
+  fill_inputs(net, 2, rng);
+  net.forward();
+  net.backward();
+  const std::vector<float> first = net.parameters()[2].grad.to_vector();
+  net.backward();
+  EXPECT_EQ(net.parameters()[2].grad.to_vector(), first);
+}
+
+TEST(Training, NeedsTrainingModeAndTheCpu) {
+  std::mt19937 rng(1);
+  Net inference(lenet(1, rng));
+  EXPECT_THROW(inference.loss(), UnsupportedError);
+  EXPECT_THROW(inference.backward(), UnsupportedError);
+  EXPECT_EQ(inference.parameters().size(), 8u);
+  Net training(lenet(1, rng), {.training = true});
+  EXPECT_THROW(training.backward(), ModelError);  // before any forward()
+  EXPECT_THROW(Net(lenet(1, rng), {.device = Device::cuda(0), .training = true}), UnsupportedError);
+}
+
+}  // namespace espresso
