@@ -78,7 +78,7 @@ std::string replace_all(std::string text, const std::string& from, const std::st
 }
 
 // MNIST LMDBs built once for all tests of the suite.
-class Training : public testing::SharedDataTest {
+class TrainerRun : public testing::SharedDataTest {
  protected:
   static void SetUpTestSuite() {
     if (!fs::exists(testing::shared_data_dir() / "MANIFEST.md")) return;
@@ -129,7 +129,7 @@ class Training : public testing::SharedDataTest {
   static std::unique_ptr<TempDir> lmdbs_;
 };
 
-std::unique_ptr<TempDir> Training::lmdbs_;
+std::unique_ptr<TempDir> TrainerRun::lmdbs_;
 
 caffe::NetParameter read_model(const std::string& path) {
   caffe::NetParameter model;
@@ -145,7 +145,7 @@ const caffe::BlobProto& blob_of(const caffe::NetParameter& model, const std::str
   throw std::runtime_error("no layer " + layer);
 }
 
-TEST_F(Training, ConvertDataRoundTripsThroughLmdb) {
+TEST_F(TrainerRun, ConvertDataRoundTripsThroughLmdb) {
   TempDir dir;
   const std::string output = dir.file("t10k_lmdb");
   const CliResult result =
@@ -171,7 +171,7 @@ TEST_F(Training, ConvertDataRoundTripsThroughLmdb) {
             1);
 }
 
-TEST_F(Training, ConvertDataFromAnImageFolder) {
+TEST_F(TrainerRun, ConvertDataFromAnImageFolder) {
   TempDir dir;
   // Two classes of 2x3 gray PGM images, which stb decodes; folder order gives the labels.
   for (const auto& [name, value] : {std::pair{"cats", 10}, std::pair{"dogs", 200}}) {
@@ -193,7 +193,7 @@ TEST_F(Training, ConvertDataFromAnImageFolder) {
   EXPECT_EQ(sample.values[0], 200.0f);
 }
 
-TEST_F(Training, LeNetLearnsMnistIn300Iterations) {
+TEST_F(TrainerRun, LeNetLearnsMnistIn300Iterations) {
   TempDir dir;
   std::ostringstream log;
   auto t =
@@ -222,7 +222,7 @@ TEST_F(Training, LeNetLearnsMnistIn300Iterations) {
   EXPECT_EQ(graph.find_layer("ip1")->weights.at(0).shape(), (Shape{500, 800}));
 }
 
-TEST_F(Training, SameSeedGivesTheSameLossCurve) {
+TEST_F(TrainerRun, SameSeedGivesTheSameLossCurve) {
   TempDir dir;
   const std::string path = solver(dir, net(), "max_iter: 50\n");
   auto first = trainer(path);
@@ -234,7 +234,7 @@ TEST_F(Training, SameSeedGivesTheSameLossCurve) {
   EXPECT_LT(first->losses().back(), first->losses().front());
 }
 
-TEST_F(Training, ResumingFromASnapshotMatchesAnUninterruptedRun) {
+TEST_F(TrainerRun, ResumingFromASnapshotMatchesAnUninterruptedRun) {
   TempDir dir;
   const std::string whole = solver(dir, net(), "max_iter: 40\nsnapshot: 20\n", "whole");
   trainer(whole)->solve();
@@ -256,7 +256,7 @@ TEST_F(Training, ResumingFromASnapshotMatchesAnUninterruptedRun) {
   }
 }
 
-TEST_F(Training, FineTuningCopiesLayersByNameAndSkipsRenamedOnes) {
+TEST_F(TrainerRun, FineTuningCopiesLayersByNameAndSkipsRenamedOnes) {
   TempDir dir;
   trainer(solver(dir, net(), "max_iter: 10\n", "base"))->solve();
   const std::string weights = dir.file("base_iter_10.caffemodel");
@@ -271,7 +271,9 @@ TEST_F(Training, FineTuningCopiesLayersByNameAndSkipsRenamedOnes) {
       for (int i = 0; i < stored.data_size(); ++i)
         ASSERT_EQ(values[static_cast<std::size_t>(i)], stored.data(i));
     }
-    if (p.layer == "ip2_new" && p.index == 0) EXPECT_NE(values[0], blob_of(base, "ip2", 0).data(0));
+    if (p.layer == "ip2_new" && p.index == 0) {
+      EXPECT_NE(values[0], blob_of(base, "ip2", 0).data(0));
+    }
   }
   tuned->step(5);
 
@@ -284,7 +286,7 @@ TEST_F(Training, FineTuningCopiesLayersByNameAndSkipsRenamedOnes) {
   }
 }
 
-TEST_F(Training, AStateFromAnotherNetIsRefused) {
+TEST_F(TrainerRun, AStateFromAnotherNetIsRefused) {
   TempDir dir;
   trainer(solver(dir, net(), "max_iter: 2\n", "small"))->solve();
   auto other = trainer(solver(dir, net("ip2", 300), "max_iter: 4\n", "other"));
@@ -302,7 +304,7 @@ TEST_F(Training, AStateFromAnotherNetIsRefused) {
   EXPECT_NE(cli.output.find("error: "), std::string::npos) << cli.output;
 }
 
-TEST_F(Training, NanLossStopsNamingTheIterationAndLayerAndKeepsSnapshots) {
+TEST_F(TrainerRun, NanLossStopsNamingTheIterationAndLayerAndKeepsSnapshots) {
   TempDir dir;
   auto t = trainer(solver(dir, net(), "max_iter: 50\nsnapshot: 1\nbase_lr: 1e12\nmomentum: 0\n", "diverge"));
   try {
@@ -321,7 +323,7 @@ TEST_F(Training, NanLossStopsNamingTheIterationAndLayerAndKeepsSnapshots) {
     EXPECT_NE(entry.path().extension(), ".tmp") << entry.path();
 }
 
-TEST_F(Training, MissingAndCorruptSourcesAreClearErrors) {
+TEST_F(TrainerRun, MissingAndCorruptSourcesAreClearErrors) {
   TempDir dir;
   const std::string missing = dir.file("no_such_lmdb");
   EXPECT_THROW(trainer(solver(dir, net("ip2", 500, missing), "max_iter: 5\n", "missing")), FileError);
@@ -339,7 +341,7 @@ TEST_F(Training, MissingAndCorruptSourcesAreClearErrors) {
   }
 }
 
-TEST_F(Training, NetPathsFallBackToTheSolversFolder) {
+TEST_F(TrainerRun, NetPathsFallBackToTheSolversFolder) {
   TempDir dir;
   dir.write("lenet.prototxt", net());
   const std::string path = dir.write("solver.prototxt",

@@ -57,6 +57,7 @@ class SolverErrors : public google::protobuf::io::ErrorCollector {
 };
 
 std::string format_number(double value) {
+  if (std::isnan(value)) return "NaN";
   char text[32];
   std::snprintf(text, sizeof text, "%.6g", value);
   return text;
@@ -238,6 +239,7 @@ void Trainer::Impl::build() {
   NetOptions net_options;
   net_options.device = options.device;
   net_options.training = true;
+  net_options.seed = seed;
   net = std::make_unique<Net>(train_graph, net_options);
   for (const DataFeed& feed : train_feeds) {
     out() << "Data layer '" << feed.layer << "': " << feed.source->records().describe() << ", "
