@@ -13,7 +13,7 @@
 # The bundle is about 10 MiB (OpenBLAS compressed); CUDA, cuBLAS and cuDNN come from the GPU
 # machine, which must have CUDA 13 and cuDNN 9 like the build.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bundle=gpu-bundle
 
 pack() {
@@ -21,7 +21,7 @@ pack() {
   cmake --build build-cuda -j"$(nproc)"
   rm -rf "$bundle"
   mkdir -p "$bundle/bin" "$bundle/lib"
-  cp build-cuda/tests/espresso_tests build-cuda/bin/espresso "$bundle/bin/"
+  cp build-cuda/tests/espresso_tests build-cuda/bin/espresso build-cuda/bin/espresso_bench_load "$bundle/bin/"
   # Everything the binaries need beyond glibc, libstdc++ and CUDA itself, which the GPU machine has.
   ldd "$bundle"/bin/* | awk '/=> \// {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+)\.so|libcu(da|dart|blas|blasLt|dnn)' |
@@ -47,14 +47,22 @@ cuda_library_path() {
   echo "${dirs[*]}"
 }
 
+# Unpacks the bundle's libraries and prints the exports that let its binaries run here.
+environment() {
+  [ -x "$bundle/bin/espresso_tests" ] || { echo "no $bundle/: run 'scripts/gpu_check.sh pack' on the build machine" >&2; exit 2; }
+  local work=/tmp/espresso-gpu-libs
+  mkdir -p "$work"
+  tar -C "$work" -xJf "$bundle/lib.tar.xz"
+  echo "export LD_LIBRARY_PATH=$work/lib:$(cuda_library_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "export ESPRESSO_CLI=$PWD/$bundle/bin/espresso"
+  # A carried subset of ../shared/data, if any, for the tests that read real models and datasets.
+  if [ -f gpu-data/MANIFEST.md ]; then echo "export ESPRESSO_DATA=$PWD/gpu-data"; fi
+}
+
 check() {
   local out=${OUT:-$PWD/gpu-check-out}
   mkdir -p "$out"
-  [ -x "$bundle/bin/espresso_tests" ] || { echo "no $bundle/: run 'scripts/gpu_check.sh pack' on the build machine" >&2; exit 2; }
-  local work
-  work=$(mktemp -d)
-  tar -C "$work" -xJf "$bundle/lib.tar.xz"
-  export LD_LIBRARY_PATH="$work/lib:$(cuda_library_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  eval "$(environment)"
   {
     echo "== $(date -u +%FT%TZ) $(uname -m) $(. /etc/os-release && echo "$PRETTY_NAME")"
     nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv || true
@@ -67,8 +75,12 @@ check() {
   grep -q '^== espresso_tests exit status 0$' "$out/gpu_check.log"
 }
 
-case "${1:-check}" in
-  pack) pack ;;
-  check) check ;;
-  *) echo "usage: $0 [pack|check]" >&2; exit 2 ;;
-esac
+# Sourced by other scripts (bench/run_package_bench.sh) for its functions alone.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  case "${1:-check}" in
+    pack) pack ;;
+    check) check ;;
+    env) environment ;;
+    *) echo "usage: $0 [pack|check|env]" >&2; exit 2 ;;
+  esac
+fi

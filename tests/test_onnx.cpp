@@ -8,9 +8,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include "backends/cuda/cuda_backend.h"
 #include "espresso/espresso.h"
-#include "test_support.h"
 #include "import/onnx/onnx.pb.h"
+#include "test_support.h"
 
 namespace espresso {
 namespace {
@@ -44,6 +45,28 @@ TEST_P(OnnxModels, MatchesReferenceOutput) {
   const double error = relative_error(got, expected);
   std::printf("%s: relative error %.3g\n", GetParam(), error);
   EXPECT_LE(error, 1e-4);
+}
+
+TEST_P(OnnxModels, MatchesReferenceOutputOnCuda) {
+  if (cuda::device_count() == 0) {
+    GTEST_SKIP() << (cuda::built() ? "no CUDA device" : "CUDA backend not built") << ": GPU run not checked";
+  }
+  const std::string dir = data_dir() + "/onnx/" + GetParam();
+  const Graph graph = load_onnx(dir + "/model.onnx");
+  const Tensor input = read_onnx_tensor(dir + "/test_data_set_0/input_0.pb");
+  const Tensor expected = read_onnx_tensor(dir + "/test_data_set_0/output_0.pb");
+  NetOptions options;
+  options.device = Device::cuda(0);
+  Net net(graph, options);
+  // Twice: the first forward records the CUDA graph, the second replays it.
+  for (int run = 0; run < 2; ++run) {
+    const auto outputs = net.forward({{net.input_names().at(0), input}});
+    const Tensor got = outputs.begin()->second.to(Device::cpu());
+    ASSERT_EQ(got.shape(), expected.shape());
+    const double error = relative_error(got, expected);
+    std::printf("%s on cuda, run %d: relative error %.3g\n", GetParam(), run, error);
+    EXPECT_LE(error, 1e-4);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Real, OnnxModels,
@@ -362,7 +385,22 @@ TEST_F(OnnxErrors, ExportRoundTripOfOnnxOnlyLayers) {
   layer("swapped", "Transpose", {"transpose"}, swap);
   layer("matmul", "MatMul", {"transpose", "swapped"}, {});
   layer("product", "Binary", {"matmul", "mean"}, binary);
-  g.outputs = {"product"};
+  Attributes cubic, half, crop;
+  cubic.set("mode", std::string("cubic"));
+  cubic.set("coordinate_transformation_mode", std::string("align_corners"));
+  cubic.set("cubic_coeff_a", -0.5);
+  cubic.set("exclude_outside", std::int64_t{1});
+  cubic.set("sizes", std::vector<std::int64_t>{2, 3, 7, 9});
+  half.set("function", std::string("float16"));
+  crop.set("mode", std::string("linear"));
+  crop.set("coordinate_transformation_mode", std::string("tf_crop_and_resize"));
+  crop.set("roi", std::vector<double>{0, 0, -0.25, 0.1, 1, 1, 0.9, 1.2});
+  crop.set("extrapolation_value", 1.5);
+  crop.set("sizes", std::vector<std::int64_t>{2, 3, 4, 5});
+  layer("cubic", "Resize", {"pad"}, cubic);
+  layer("half", "Activation", {"cubic"}, half);
+  layer("crop", "Resize", {"half"}, crop);
+  g.outputs = {"product", "crop"};
   std::vector<float> x(120);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i));
   expect_round_trip(g, {{"x", Tensor::from(Shape{2, 3, 5, 4}, x)}}, (dir_ / "layers.onnx").string());

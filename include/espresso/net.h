@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "espresso/device_weights.h"
 #include "espresso/graph.h"
 #include "espresso/tensor.h"
 
@@ -27,8 +28,12 @@ struct NetOptions {
   bool reference_kernels = false;
   // Give every tensor its own buffer so all of them can be read after forward().
   bool keep_intermediates = false;
-  // On a GPU, record the first forward() after planning as a CUDA graph and replay it afterwards,
-  // which saves the launch cost of every kernel. Turn off to attribute asynchronous kernel errors
+  // On a GPU: this net's weights already resident there (DeviceWeights::upload of its graph), shared
+  // with other Nets instead of uploaded again. Must be on `device`.
+  std::shared_ptr<const DeviceWeights> device_weights;
+  // On a GPU, record the second forward() after planning as a CUDA graph and replay it afterwards,
+  // which saves the launch cost of every kernel (the first runs uncaptured, so that libraries set
+  // themselves up outside a capture). Turn off to attribute asynchronous kernel errors
   // to their layer.
   bool cuda_graphs = true;
   // Prepare for training: every tensor keeps its own buffer and a gradient buffer, layers run in

@@ -203,6 +203,13 @@ void Exporter::activation(const LayerSpec& layer) {
     node(layer, "Clip", inputs, {layer.outputs[0]});
     return;
   }
+  if (f == "float16") {  // a round trip through FLOAT16 rounds the same way
+    const std::string half = temp(layer, "half");
+    set_attr(node(layer, "Cast", {layer.inputs[0]}, {half}, "half"), "to",
+             std::int64_t{onnx::TensorProto::FLOAT16});
+    set_attr(node(layer, "Cast", {half}, {layer.outputs[0]}), "to", std::int64_t{onnx::TensorProto::FLOAT});
+    return;
+  }
   auto it = kOps.find(f);
   if (it == kOps.end()) unsupported(layer, "function '" + f + "'");
   auto& n = node(layer, it->second, {layer.inputs[0]}, {layer.outputs[0]});
@@ -373,6 +380,11 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     set_attr(n, "mode", a.get_string("mode", "constant"));
   } else if (t == "Resize") {
     std::vector<std::string> inputs{x, "", ""};
+    if (a.has("roi")) {
+      std::vector<float> roi;
+      for (double r : a.get_floats("roi", {})) roi.push_back(static_cast<float>(r));
+      inputs[1] = initializer(temp(layer, "roi"), Shape{static_cast<std::int64_t>(roi.size())}, roi);
+    }
     if (a.has("sizes")) {
       inputs.push_back(int_initializer(temp(layer, "sizes"), a.get_ints("sizes", {})));
     } else {
@@ -385,6 +397,9 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     set_attr(n, "coordinate_transformation_mode",
              a.get_string("coordinate_transformation_mode", "half_pixel"));
     set_attr(n, "nearest_mode", a.get_string("nearest_mode", "round_prefer_floor"));
+    set_attr(n, "cubic_coeff_a", a.get_float("cubic_coeff_a", -0.75));
+    set_attr(n, "exclude_outside", a.get_int("exclude_outside", 0));
+    set_attr(n, "extrapolation_value", a.get_float("extrapolation_value", 0.0));
   } else if (t == "Reduce") {
     static const std::map<std::string, std::string> kOps = {
         {"mean", "ReduceMean"},      {"sum", "ReduceSum"},

@@ -26,6 +26,9 @@ struct Net::Impl {
   // Set when the net runs on a GPU; declared before everything that holds device memory or
   // kernels so that it outlives them.
   std::unique_ptr<cuda::Context> cuda_context;
+  // Each plan runs once without capture first: libraries initialise their handles lazily on first
+  // use, which must not happen inside a graph capture.
+  bool ran_uncaptured = false;
 
   // The plan for the current input shapes.
   bool planned = false;
@@ -101,7 +104,7 @@ void Net::Impl::build() {
     std::vector<const Layer*> all;
     for (const auto& layer : layers) all.push_back(layer.get());
     cuda::check_supported(all);
-    cuda_context = cuda::create_context(options.device);
+    cuda_context = cuda::create_context(options.device, options.device_weights);
   }
 
   auto add_tensor = [&](const std::string& name, int step) {
@@ -263,6 +266,7 @@ void Net::Impl::plan() {
   }
   const Device device = options.device;
   if (cuda_context) cuda_context->drop_graph();
+  ran_uncaptured = false;
   const Shape arena_shape{static_cast<std::int64_t>(memory.arena_bytes)};
   if (device.is_cpu()) {
     arena = Tensor::empty(arena_shape, DType::i8);
@@ -454,7 +458,7 @@ void Net::Impl::run_steps() {
 
 void Net::Impl::run_on_gpu() {
   cuda::Context& context = *cuda_context;
-  if (options.cuda_graphs) {
+  if (options.cuda_graphs && ran_uncaptured) {
     if (!context.has_graph()) {
       context.begin_capture();
       try {
@@ -468,6 +472,7 @@ void Net::Impl::run_on_gpu() {
     context.launch_graph();
   } else {
     run_steps();
+    ran_uncaptured = true;
   }
   try {
     context.synchronize();

@@ -30,9 +30,22 @@ constexpr Named kFunctions[] = {
     {"floor", ActivationLayer::Function::floor, 0, 0},
     {"ceil", ActivationLayer::Function::ceil, 0, 0},
     {"abs", ActivationLayer::Function::abs, 0, 0},
+    {"float16", ActivationLayer::Function::float16, 0, 0},
 };
 
 }  // namespace
+
+// float16 keeps 11 significant bits down to 2^-14, then steps of 2^-24 (subnormals); its largest
+// finite value is 65504 and anything that rounds past it becomes infinite.
+float round_to_float16(float v) {
+  if (!std::isfinite(v) || v == 0) return v;
+  int exponent = 0;
+  std::frexp(v, &exponent);  // |v| = m · 2^exponent with m in [0.5, 1)
+  const double step = std::ldexp(1.0, std::max(exponent - 11, -24));
+  const double rounded = std::nearbyint(static_cast<double>(v) / step) * step;  // ties to even
+  if (std::abs(rounded) > 65504.0) return std::copysign(std::numeric_limits<float>::infinity(), v);
+  return static_cast<float>(rounded);
+}
 
 ActivationLayer::ActivationLayer(const LayerSpec& spec) : Layer(spec) {
   const std::string name = spec.attrs.get_string("function", "");
@@ -105,6 +118,9 @@ void ActivationLayer::forward(const std::vector<Tensor>& inputs, std::vector<Ten
         break;
       case Function::abs:
         r = std::abs(v);
+        break;
+      case Function::float16:
+        r = round_to_float16(v);
         break;
     }
     y[i] = r;

@@ -12,6 +12,11 @@ namespace espresso {
 //   selu          `gamma`·(x > 0 ? x : `alpha`·(e^x − 1)) (alpha 1.67326, gamma 1.0507)
 //   softplus      ln(1 + e^x);  softsign  x / (1 + |x|)
 //   exp, log, sqrt, neg, reciprocal, floor, ceil, abs
+//   float16       the nearest float16 value (ties to even, ±inf beyond its range), kept in fp32:
+//                 ONNX casts to FLOAT16 on tensors that stay fp32 here
+// The nearest float16 value of v (ties to even, ±inf beyond float16's range) as an fp32 value.
+float round_to_float16(float v);
+
 class ActivationLayer final : public Layer {
  public:
   enum class Function {
@@ -29,13 +34,20 @@ class ActivationLayer final : public Layer {
     reciprocal,
     floor,
     ceil,
-    abs
+    abs,
+    float16
   };
 
   explicit ActivationLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
   bool in_place() const override { return true; }
+  Function function() const { return function_; }
+  double alpha() const { return alpha_; }
+  double beta() const { return beta_; }
+  double gamma() const { return gamma_; }
+  double min() const { return min_; }
+  double max() const { return max_; }
 
  private:
   Function function_;

@@ -12,6 +12,7 @@ class GatherLayer final : public Layer {
       : Layer(spec), axis_(static_cast<int>(spec.attrs.get_int("axis", 0))) {}
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  int axis() const { return axis_; }
 
  private:
   int axis_;

@@ -13,10 +13,11 @@ class ReduceLayer final : public Layer {
   explicit ReduceLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
-
- private:
+  Op op() const { return op_; }
+  // Per axis of `in`, whether it is reduced; throws ShapeError for an axis out of range.
   std::vector<bool> reduced_axes(const Shape& in) const;
 
+ private:
   Op op_;
   std::vector<std::int64_t> axes_;
   bool keepdims_;

@@ -1,22 +1,43 @@
 #include "layers/resize.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 namespace espresso {
+namespace {
+
+// The Keys cubic convolution weights of the four taps floor(x)−1 … floor(x)+2 at fraction t.
+std::array<double, 4> cubic_weights(double t, double a) {
+  const auto near = [a](double d) { return ((a + 2) * d - (a + 3)) * d * d + 1; };       // |d| ≤ 1
+  const auto far = [a](double d) { return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a; };  // 1 < |d| < 2
+  return {far(t + 1), near(t), near(1 - t), far(2 - t)};
+}
+
+}  // namespace
 
 ResizeLayer::ResizeLayer(const LayerSpec& spec)
     : Layer(spec),
       coordinates_(spec.attrs.get_string("coordinate_transformation_mode", "half_pixel")),
       rounding_(spec.attrs.get_string("nearest_mode", "round_prefer_floor")),
       scales_(spec.attrs.get_floats("scales", {})),
-      sizes_(spec.attrs.get_ints("sizes", {})) {
+      sizes_(spec.attrs.get_ints("sizes", {})),
+      roi_(spec.attrs.get_floats("roi", {})),
+      cubic_a_(spec.attrs.get_float("cubic_coeff_a", -0.75)),
+      exclude_outside_(spec.attrs.get_int("exclude_outside", 0) != 0),
+      extrapolation_value_(static_cast<float>(spec.attrs.get_float("extrapolation_value", 0.0))) {
   const std::string mode = spec.attrs.get_string("mode", "nearest");
-  if (mode != "nearest" && mode != "linear")
-    fail_model("attribute 'mode' must be nearest or linear, got '" + mode + "'");
-  linear_ = mode == "linear";
-  static const char* const kCoordinates[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
-                                             "asymmetric", "tf_half_pixel_for_nn"};
+  if (mode == "nearest") {
+    mode_ = Mode::nearest;
+  } else if (mode == "linear") {
+    mode_ = Mode::linear;
+  } else if (mode == "cubic") {
+    mode_ = Mode::cubic;
+  } else {
+    fail_model("attribute 'mode' must be nearest, linear or cubic, got '" + mode + "'");
+  }
+  static const char* const kCoordinates[] = {"half_pixel", "pytorch_half_pixel",   "align_corners",
+                                             "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize"};
   if (std::none_of(std::begin(kCoordinates), std::end(kCoordinates),
                    [&](const char* c) { return coordinates_ == c; })) {
     fail_model("unsupported coordinate_transformation_mode '" + coordinates_ + "'");
@@ -30,6 +51,8 @@ ResizeLayer::ResizeLayer(const LayerSpec& spec)
   for (double s : scales_) {
     if (!(s > 0)) fail_model("'scales' must be positive");
   }
+  if (coordinates_ == "tf_crop_and_resize" && roi_.empty())
+    fail_model("tf_crop_and_resize needs attribute 'roi'");
 }
 
 std::vector<Shape> ResizeLayer::output_shapes(const std::vector<Shape>& inputs) const {
@@ -38,6 +61,9 @@ std::vector<Shape> ResizeLayer::output_shapes(const std::vector<Shape>& inputs) 
   const std::size_t count = sizes_.empty() ? scales_.size() : sizes_.size();
   if (static_cast<int>(count) != in.rank()) {
     fail_shape("needs one scale or size per axis of " + in.str() + ", has " + std::to_string(count));
+  }
+  if (!roi_.empty() && static_cast<int>(roi_.size()) != 2 * in.rank()) {
+    fail_shape("'roi' needs " + std::to_string(2 * in.rank()) + " values for " + in.str());
   }
   if (!sizes_.empty()) return {Shape(sizes_)};
   std::vector<std::int64_t> dims;
@@ -53,75 +79,119 @@ double ResizeLayer::scale_of(const Shape& in, const Shape& out, int axis) const 
   return static_cast<double>(out[axis]) / static_cast<double>(in[axis]);
 }
 
-double ResizeLayer::source_coordinate(double x, double scale, std::int64_t in, double out) const {
+double ResizeLayer::source_coordinate(double x, double scale, int axis, std::int64_t in,
+                                      std::int64_t out) const {
+  // With given scales ONNX measures the output as input · scale, before flooring.
+  const double length = scales_.empty() ? static_cast<double>(out) : static_cast<double>(in) * scale;
   if (coordinates_ == "half_pixel") return (x + 0.5) / scale - 0.5;
-  if (coordinates_ == "pytorch_half_pixel") return out > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
+  if (coordinates_ == "pytorch_half_pixel") return length > 1 ? (x + 0.5) / scale - 0.5 : 0.0;
   if (coordinates_ == "align_corners") {
-    return out == 1 ? 0.0 : x * static_cast<double>(in - 1) / (out - 1);
+    return length == 1 ? 0.0 : x * static_cast<double>(in - 1) / (length - 1);
   }
   if (coordinates_ == "asymmetric") return x / scale;
-  return (x + 0.5) / scale;  // tf_half_pixel_for_nn
+  if (coordinates_ == "tf_half_pixel_for_nn") return (x + 0.5) / scale;
+  const double start = roi_[static_cast<std::size_t>(axis)];
+  const double end = roi_[roi_.size() / 2 + static_cast<std::size_t>(axis)];
+  const double span = (end - start) * static_cast<double>(in - 1);
+  const double c = out == 1 ? span / 2 : x * span / static_cast<double>(out - 1);
+  const double source = c + start * static_cast<double>(in - 1);
+  return source < 0 || source > static_cast<double>(in - 1) ? std::nan("") : source;
+}
+
+std::int64_t ResizeLayer::nearest(double x) const {
+  double r;
+  if (rounding_ == "round_prefer_floor") {
+    r = x == std::floor(x) + 0.5 ? std::floor(x) : std::round(x);
+  } else if (rounding_ == "round_prefer_ceil") {
+    r = std::floor(x + 0.5);
+  } else if (rounding_ == "floor") {
+    r = std::floor(x);
+  } else {
+    r = std::ceil(x);
+  }
+  return static_cast<std::int64_t>(r);
+}
+
+std::vector<ResizeLayer::AxisTaps> ResizeLayer::taps(const Shape& in, const Shape& out) const {
+  std::vector<AxisTaps> all(static_cast<std::size_t>(in.rank()));
+  for (int a = 0; a < in.rank(); ++a) {
+    AxisTaps& t = all[static_cast<std::size_t>(a)];
+    const std::int64_t n = in[a];
+    t.count = mode_ == Mode::nearest ? 1 : mode_ == Mode::linear ? 2 : 4;
+    const double scale = scale_of(in, out, a);
+    for (std::int64_t o = 0; o < out[a]; ++o) {
+      const double x = source_coordinate(static_cast<double>(o), scale, a, n, out[a]);
+      if (std::isnan(x)) {
+        for (int k = 0; k < t.count; ++k) {
+          t.index.push_back(-1);
+          t.weight.push_back(0);
+        }
+        continue;
+      }
+      if (mode_ == Mode::nearest) {
+        t.index.push_back(std::clamp(nearest(x), std::int64_t{0}, n - 1));
+        t.weight.push_back(1);
+        continue;
+      }
+      const auto base = static_cast<std::int64_t>(std::floor(x));
+      const double frac = x - static_cast<double>(base);
+      std::array<double, 4> w{};
+      std::int64_t first = base;
+      if (mode_ == Mode::linear) {
+        w = {1 - frac, frac, 0, 0};
+      } else {
+        w = cubic_weights(frac, cubic_a_);
+        first = base - 1;
+      }
+      double kept = 0;
+      for (int k = 0; k < t.count; ++k) {
+        const std::int64_t i = first + k;
+        if (exclude_outside_ && (i < 0 || i >= n)) w[static_cast<std::size_t>(k)] = 0;
+        kept += w[static_cast<std::size_t>(k)];
+      }
+      for (int k = 0; k < t.count; ++k) {
+        // Taps beyond the edges repeat the edge value, as ONNX's edge padding does.
+        t.index.push_back(std::clamp(first + k, std::int64_t{0}, n - 1));
+        t.weight.push_back(exclude_outside_ ? w[static_cast<std::size_t>(k)] / kept
+                                            : w[static_cast<std::size_t>(k)]);
+      }
+    }
+  }
+  return all;
 }
 
 void ResizeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
   const Shape& in = inputs[0].shape();
   const Shape& out = outputs[0].shape();
   const int rank = in.rank();
-  // Per axis and output coordinate: the two input neighbours and the weight of the upper one.
-  std::vector<std::vector<std::int64_t>> lower(static_cast<std::size_t>(rank)),
-      upper(static_cast<std::size_t>(rank));
-  std::vector<std::vector<double>> weight(static_cast<std::size_t>(rank));
-  for (int a = 0; a < rank; ++a) {
-    const std::int64_t n = in[a];
-    const double scale = scale_of(in, out, a);
-    for (std::int64_t o = 0; o < out[a]; ++o) {
-      // With given scales ONNX measures the output as input · scale, before flooring.
-      const double length = scales_.empty() ? static_cast<double>(out[a]) : static_cast<double>(n) * scale;
-      const double x = source_coordinate(static_cast<double>(o), scale, n, length);
-      std::int64_t lo = 0, hi = 0;
-      double w = 0;
-      if (linear_) {
-        const double c = std::clamp(x, 0.0, static_cast<double>(n - 1));
-        lo = static_cast<std::int64_t>(std::floor(c));
-        hi = std::min(lo + 1, n - 1);
-        w = c - static_cast<double>(lo);
-      } else {
-        double r;
-        if (rounding_ == "round_prefer_floor") {
-          r = x == std::floor(x) + 0.5 ? std::floor(x) : std::round(x);
-        } else if (rounding_ == "round_prefer_ceil") {
-          r = std::floor(x + 0.5);
-        } else if (rounding_ == "floor") {
-          r = std::floor(x);
-        } else {
-          r = std::ceil(x);
-        }
-        lo = hi = std::clamp(static_cast<std::int64_t>(r), std::int64_t{0}, n - 1);
-      }
-      lower[static_cast<std::size_t>(a)].push_back(lo);
-      upper[static_cast<std::size_t>(a)].push_back(hi);
-      weight[static_cast<std::size_t>(a)].push_back(w);
-    }
-  }
+  const std::vector<AxisTaps> all = taps(in, out);
   const float* x = inputs[0].data<float>();
   float* y = outputs[0].data<float>();
   std::vector<std::int64_t> index(static_cast<std::size_t>(rank), 0);
-  const int corners = 1 << rank;
+  std::int64_t combinations = 1;
+  for (const AxisTaps& t : all) combinations *= t.count;
   for (std::int64_t i = 0, total = out.numel(); i < total; ++i) {
+    bool outside = false;
+    for (int a = 0; a < rank; ++a) {
+      const auto ua = static_cast<std::size_t>(a);
+      if (all[ua].index[static_cast<std::size_t>(index[ua] * all[ua].count)] < 0) outside = true;
+    }
     double sum = 0;
-    for (int corner = 0; corner < corners; ++corner) {
+    for (std::int64_t combination = 0; combination < combinations && !outside; ++combination) {
       double w = 1;
-      std::int64_t offset = 0;
-      for (int a = 0; a < rank; ++a) {
+      std::int64_t offset = 0, rest = combination, stride = 1;
+      for (int a = rank - 1; a >= 0; --a) {
         const auto ua = static_cast<std::size_t>(a);
-        const auto o = static_cast<std::size_t>(index[ua]);
-        const bool take_upper = (corner >> a) & 1;
-        w *= take_upper ? weight[ua][o] : 1 - weight[ua][o];
-        offset = offset * in[a] + (take_upper ? upper[ua][o] : lower[ua][o]);
+        const AxisTaps& t = all[ua];
+        const auto tap = static_cast<std::size_t>(index[ua] * t.count + rest % t.count);
+        rest /= t.count;
+        w *= t.weight[tap];
+        offset += t.index[tap] * stride;
+        stride *= in[a];
       }
       if (w != 0) sum += w * x[offset];
     }
-    y[i] = static_cast<float>(sum);
+    y[i] = outside ? extrapolation_value_ : static_cast<float>(sum);
     for (int a = rank - 1; a >= 0; --a) {
       if (++index[static_cast<std::size_t>(a)] < out[a]) break;
       index[static_cast<std::size_t>(a)] = 0;

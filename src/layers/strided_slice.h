@@ -12,12 +12,11 @@ class StridedSliceLayer final : public Layer {
   explicit StridedSliceLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
-
- private:
-  // Per input axis: the first index taken and the step.
+  // Per input axis: the first index taken, the step and the number of indices taken.
   void resolve(const Shape& in, std::vector<std::int64_t>& first, std::vector<std::int64_t>& step,
                std::vector<std::int64_t>& count) const;
 
+ private:
   std::vector<std::int64_t> starts_, ends_, axes_, steps_;
 };
 

@@ -10,9 +10,10 @@ class TransposeLayer final : public Layer {
   explicit TransposeLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  // Output axis i is input axis permutation(rank)[i]; throws ShapeError when `perm` does not fit.
+  std::vector<int> permutation(int rank) const;
 
  private:
-  std::vector<int> permutation(int rank) const;
   std::vector<std::int64_t> perm_;
 };
 

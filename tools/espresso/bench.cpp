@@ -19,6 +19,7 @@ struct BenchOptions {
   int warmup = 10;
   int threads = 0;
   bool json = false;
+  bool no_cuda_graphs = false;
 };
 
 std::vector<std::int64_t> parse_batches(const std::string& text) {
@@ -37,7 +38,9 @@ std::vector<std::int64_t> parse_batches(const std::string& text) {
 int run_bench(const BenchOptions& options) {
   apply_threads(options.threads);
   const std::vector<std::int64_t> batches = parse_batches(options.batches);
-  Net net = open_net(options.model);
+  NetOptions net_options;
+  net_options.cuda_graphs = !options.no_cuda_graphs;
+  Net net = open_net(options.model, net_options);
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   if (!options.json) {
@@ -69,10 +72,10 @@ int run_bench(const BenchOptions& options) {
     const double rate = static_cast<double>(batch) * 1000.0 / median;
     if (options.json) {
       std::printf(
-          "{\"framework\": \"espresso\", \"model\": \"%s\", \"device\": \"%s\", \"batch\": %lld, "
-          "\"median_ms\": %.4f, \"p90_ms\": %.4f, \"images_per_s\": %.1f}\n",
-          options.model.model.c_str(), options.model.device.c_str(), static_cast<long long>(batch), median, p90,
-          rate);
+          "{\"framework\": \"espresso\", \"mode\": \"%s\", \"model\": \"%s\", \"device\": \"%s\", "
+          "\"batch\": %lld, \"median_ms\": %.4f, \"p90_ms\": %.4f, \"images_per_s\": %.1f}\n",
+          options.model.device == "cpu" || options.no_cuda_graphs ? "eager" : "cuda_graph", options.model.model.c_str(),
+          options.model.device.c_str(), static_cast<long long>(batch), median, p90, rate);
     } else {
       std::printf("%8lld %12.4f %12.4f %14.1f\n", static_cast<long long>(batch), median, p90, rate);
     }
@@ -97,6 +100,7 @@ Verb add_bench_verb(CLI::App& app) {
       ->capture_default_str();
   add_threads_option(*command, options->threads);
   command->add_flag("--json", options->json, "One JSON object per batch size");
+  command->add_flag("--no-cuda-graphs", options->no_cuda_graphs, "On a GPU, launch every kernel each time");
   return {command, [options] { return run_bench(*options); }};
 }
 

@@ -42,10 +42,9 @@ void add_device_option(CLI::App& command, ModelOptions& options) {
   command.add_option("--device", options.device, "cpu, cuda or cuda:N")->capture_default_str();
 }
 
-Net open_net(const ModelOptions& options) {
+Net open_net(const ModelOptions& options, NetOptions net_options) {
   require_file(options.model, "model");
   if (!options.weights.empty()) require_file(options.weights, "weights");
-  NetOptions net_options;
   net_options.device = Device::parse(options.device);
   return Net(load_model(options.model, options.weights), net_options);
 }

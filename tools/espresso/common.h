@@ -39,7 +39,7 @@ void add_model_options(CLI::App& command, ModelOptions& options);
 void add_device_option(CLI::App& command, ModelOptions& options);
 // Loads the model (and weights) onto the chosen device; throws FileError naming a file that does not
 // exist.
-Net open_net(const ModelOptions& options);
+Net open_net(const ModelOptions& options, NetOptions net_options = {});
 
 // The net's inputs and outputs as seen from the host. On the CPU these are the net's own buffers; on a
 // GPU, `staging` is a host buffer that upload_input() copies to the device.

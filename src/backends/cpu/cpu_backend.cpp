@@ -20,6 +20,7 @@ constexpr Entry kKernels[] = {
     {"Eltwise", make_eltwise},
     {"InnerProduct", make_inner_product},
     {"LRN", make_lrn},
+    {"MatMul", make_matmul},
     {"Pooling", make_pooling},
     {"Power", make_power},
     {"PReLU", make_prelu},

@@ -23,6 +23,7 @@ std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector
 std::unique_ptr<Kernel> make_eltwise(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_inner_product(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_lrn(const Layer& layer, const std::vector<Shape>& inputs);
+std::unique_ptr<Kernel> make_matmul(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_power(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>& inputs);

@@ -11,10 +11,19 @@ namespace {
 // a graph is being captured.
 constexpr std::size_t kCublasWorkspace = std::size_t{32} << 20;
 
+// Four threads capturing their first forward() at once failed inside cuBLAS (internal errors);
+// capturing happens once per plan, so taking turns costs little.
+std::mutex capture_mutex;
+
 }  // namespace
 
-StreamContext::StreamContext(Device device) : device_(device) {
+StreamContext::StreamContext(Device device, std::shared_ptr<const DeviceWeights> shared_weights)
+    : device_(device), shared_weights_(std::move(shared_weights)) {
   require_device(device);
+  if (shared_weights_ && shared_weights_->device() != device) {
+    throw DeviceError("weights resident on " + shared_weights_->device().str() + " cannot serve a net on " +
+                      device.str());
+  }
   DeviceGuard guard(device_.index);
   ESPRESSO_CUDA_CHECK(
       cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_.index));
@@ -33,12 +42,15 @@ StreamContext::~StreamContext() {
 
 void StreamContext::begin_capture() {
   drop_graph();
+  std::unique_lock lock(capture_mutex);
   DeviceGuard guard(device_.index);
   // Thread-local mode: only this thread's unsafe calls (cudaMalloc, say) are refused meanwhile.
   ESPRESSO_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capture_lock_ = std::move(lock);
 }
 
 void StreamContext::end_capture() {
+  const std::unique_lock lock = std::move(capture_lock_);
   DeviceGuard guard(device_.index);
   cudaGraph_t graph = nullptr;
   ESPRESSO_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
@@ -49,6 +61,7 @@ void StreamContext::end_capture() {
 }
 
 void StreamContext::abort_capture() {
+  const std::unique_lock lock = std::move(capture_lock_);
   DeviceGuard guard(device_.index);
   cudaGraph_t graph = nullptr;
   if (cudaStreamEndCapture(stream_, &graph) == cudaSuccess && graph != nullptr) cudaGraphDestroy(graph);
@@ -96,6 +109,9 @@ cudnnHandle_t StreamContext::cudnn() {
 }
 
 const Tensor& StreamContext::device_weights(const Tensor& host, const std::string& owner) {
+  if (shared_weights_) {
+    if (const Tensor* shared = shared_weights_->find(host)) return *shared;
+  }
   auto it = weights_.find(host.raw());
   if (it != weights_.end()) return it->second.device;
   auto memory = allocate(host.bytes(), device_, "the weights of " + owner);

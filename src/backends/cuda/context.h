@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <mutex>
 #include <string>
 
 #include "backends/cuda/check.h"
@@ -12,7 +13,7 @@ namespace espresso::cuda {
 
 class StreamContext final : public Context {
  public:
-  explicit StreamContext(Device device);
+  StreamContext(Device device, std::shared_ptr<const DeviceWeights> shared_weights);
   ~StreamContext() override;
   StreamContext(const StreamContext&) = delete;
   StreamContext& operator=(const StreamContext&) = delete;
@@ -32,8 +33,9 @@ class StreamContext final : public Context {
   // are made, never first inside forward(), since a graph capture may be recording then.
   cublasHandle_t cublas();
   cudnnHandle_t cudnn();
-  // The device copy of a CPU weight tensor, uploaded on first request and kept for the context's
-  // life: weights live as long as the Net's layers and never change.
+  // The device copy of a CPU weight tensor: the shared one when the model is resident, else uploaded
+  // on first request and kept for the context's life (weights live as long as the Net's layers and
+  // never change).
   const Tensor& device_weights(const Tensor& host, const std::string& owner);
 
  private:
@@ -44,6 +46,9 @@ class StreamContext final : public Context {
   cudnnHandle_t cudnn_ = nullptr;
   std::shared_ptr<void> cublas_workspace_;
   cudaGraphExec_t graph_ = nullptr;
+  // Held from begin_capture() to end_capture() or abort_capture(): one capture per process at a time.
+  std::unique_lock<std::mutex> capture_lock_;
+  std::shared_ptr<const DeviceWeights> shared_weights_;
   struct WeightCopy {
     Tensor host;  // held so that its address cannot be reused by another tensor while cached
     Tensor device;

@@ -25,14 +25,14 @@ TacticFactory factory(Tactic tactic) {
   return make_implicit_conv;
 }
 
-// Below this many multiply-accumulates a layer costs less than the launches and library set-up
-// around it (a few microseconds each), so our single-launch implicit GEMM goes first; LeNet's
-// convolutions stay under it up to a batch of about 16. Above it cuDNN's tuned kernels win, with
-// im2col + cuBLAS behind them for configurations cuDNN declines.
-constexpr std::int64_t kSmallLayerMacs = std::int64_t{1} << 25;
+// Measured on an H100 (bench/results/2026-11-22-h100-conv-tactics.md): for a single image, one im2col
+// plus one cuBLAS GEMM per layer beats cuDNN's heuristic choice (NIN 0.12 ms vs 0.25 ms a forward, LeNet
+// even); from a batch of a few images cuDNN wins clearly, because im2col runs one GEMM per image. Our
+// implicit GEMM was slower than both everywhere, so it only runs where the other two decline.
+constexpr std::int64_t kIm2colMaxBatch = 2;
 
 std::vector<Tactic> heuristic_order(const ConvProblem& p) {
-  if (p.macs() <= kSmallLayerMacs) return {Tactic::implicit, Tactic::cudnn, Tactic::im2col};
+  if (p.batch <= kIm2colMaxBatch) return {Tactic::im2col, Tactic::cudnn, Tactic::implicit};
   return {Tactic::cudnn, Tactic::im2col, Tactic::implicit};
 }
 

@@ -17,26 +17,37 @@ struct Entry {
 // Layer types with a CUDA kernel. A net runs on a GPU only when every layer has one.
 constexpr Entry kKernels[] = {
     {"AbsVal", make_absval},
+    {"Activation", make_activation},
     {"BatchNorm", make_batch_norm},
     {"Bias", make_bias},
+    {"Binary", make_binary},
     {"Concat", make_concat},
+    {"Constant", make_constant},
     {"Convolution", make_convolution},
     {"Deconvolution", make_deconvolution},
     {"Dropout", make_copy},
     {"Eltwise", make_eltwise},
     {"Flatten", make_copy},
+    {"Gather", make_gather},
     {"InnerProduct", make_inner_product},
+    {"LogSoftmax", make_log_softmax},
     {"LRN", make_lrn},
+    {"MatMul", make_matmul},
+    {"Pad", make_pad},
     {"Pooling", make_pooling},
     {"Power", make_power},
     {"PReLU", make_prelu},
+    {"Reduce", make_reduce},
     {"ReLU", make_relu},
     {"Reshape", make_copy},
+    {"Resize", make_resize},
     {"Scale", make_scale},
     {"Sigmoid", make_sigmoid},
     {"Slice", make_slice},
     {"Softmax", make_softmax},
     {"Split", make_copy},
+    {"StridedSlice", make_strided_slice},
+    {"Transpose", make_transpose},
     {"TanH", make_tanh},
 };
 
@@ -48,7 +59,9 @@ const Entry* find(const std::string& type) {
 
 }  // namespace
 
-std::unique_ptr<Context> create_context(Device device) { return std::make_unique<StreamContext>(device); }
+std::unique_ptr<Context> create_context(Device device, std::shared_ptr<const DeviceWeights> shared_weights) {
+  return std::make_unique<StreamContext>(device, std::move(shared_weights));
+}
 
 bool has_kernel(const std::string& layer_type) { return find(layer_type) != nullptr; }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backends/kernel.h"
+#include "espresso/device_weights.h"
 #include "espresso/tensor.h"
 
 namespace espresso::cuda {
@@ -30,6 +31,17 @@ void copy(void* destination, Device destination_device, const void* source, Devi
           std::size_t bytes);
 // Sets device memory to zero; returns once done.
 void fill_zero(void* destination, Device device, std::size_t bytes);
+
+// One host range and where it goes on the device.
+struct UploadPiece {
+  void* device_destination = nullptr;
+  const void* host_source = nullptr;
+  std::size_t bytes = 0;
+};
+// Copies every piece to `device` as one stream of pinned staging chunks: small pieces share a chunk,
+// and the source pages of chunk k+1 are read ahead (an mmap'ed file pages in) while chunk k copies.
+// Returns once everything has arrived.
+void upload(Device device, const std::vector<UploadPiece>& pieces);
 
 struct PoolStats {
   std::size_t in_use_bytes = 0;
@@ -56,8 +68,10 @@ class Context {
   virtual void synchronize() = 0;
 };
 
-// Throws DeviceError when the device is unusable.
-std::unique_ptr<Context> create_context(Device device);
+// Throws DeviceError when the device is unusable. Kernels take the device copies of weights from
+// `shared_weights` when given (it must be on `device`) and upload the others themselves.
+std::unique_ptr<Context> create_context(Device device,
+                                        std::shared_ptr<const DeviceWeights> shared_weights = nullptr);
 
 // Whether the layer type has a CUDA kernel at all.
 bool has_kernel(const std::string& layer_type);

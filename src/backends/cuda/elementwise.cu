@@ -1,8 +1,11 @@
-// The element-wise layers on the GPU (AbsVal, Power, PReLU, Sigmoid, TanH): one grid-stride kernel
-// template applies an operation object; each layer contributes only its formula.
+// The element-wise layers on the GPU (AbsVal, Activation, Power, PReLU, Sigmoid, TanH): one grid-stride
+// kernel template applies an operation object; each layer contributes only its formula.
+#include <cuda_fp16.h>
+
 #include <cmath>
 
 #include "backends/cuda/kernels.h"
+#include "layers/activation.h"
 #include "layers/power.h"
 #include "layers/prelu.h"
 
@@ -45,6 +48,49 @@ struct PReLUOp {
   }
 };
 
+struct ActivationOp {
+  ActivationLayer::Function function;
+  float alpha, beta, gamma, lo, hi;
+  __device__ float operator()(float x, long long) const {
+    using F = ActivationLayer::Function;
+    switch (function) {
+      case F::clip:
+        return fminf(fmaxf(x, lo), hi);
+      case F::hard_sigmoid:
+        return fmaxf(0.0f, fminf(1.0f, alpha * x + beta));
+      case F::hard_swish:
+        return x * fmaxf(0.0f, fminf(1.0f, x / 6.0f + 0.5f));
+      case F::elu:
+        return x > 0.0f ? x : alpha * expm1f(x);
+      case F::selu:
+        return gamma * (x > 0.0f ? x : alpha * expm1f(x));
+      case F::softplus:
+        return x > 20.0f ? x : log1pf(expf(x));
+      case F::softsign:
+        return x / (1.0f + fabsf(x));
+      case F::exp:
+        return expf(x);
+      case F::log:
+        return logf(x);
+      case F::sqrt:
+        return sqrtf(x);
+      case F::neg:
+        return -x;
+      case F::reciprocal:
+        return 1.0f / x;
+      case F::floor:
+        return floorf(x);
+      case F::ceil:
+        return ceilf(x);
+      case F::abs:
+        return fabsf(x);
+      case F::float16:
+        return __half2float(__float2half_rn(x));
+    }
+    return x;
+  }
+};
+
 template <class Op>
 class ElementwiseKernel final : public Kernel {
  public:
@@ -73,6 +119,15 @@ std::unique_ptr<Kernel> make_elementwise(Op op, StreamContext& context) {
 
 std::unique_ptr<Kernel> make_absval(const Layer&, const std::vector<Shape>&, StreamContext& context) {
   return make_elementwise(AbsOp{}, context);
+}
+
+std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Shape>&,
+                                        StreamContext& context) {
+  const auto& a = static_cast<const ActivationLayer&>(layer);
+  return make_elementwise(
+      ActivationOp{a.function(), static_cast<float>(a.alpha()), static_cast<float>(a.beta()),
+                   static_cast<float>(a.gamma()), static_cast<float>(a.min()), static_cast<float>(a.max())},
+      context);
 }
 
 std::unique_ptr<Kernel> make_power(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {

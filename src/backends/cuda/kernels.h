@@ -15,12 +15,18 @@ using KernelFactory = std::unique_ptr<Kernel> (*)(const Layer& layer, const std:
 
 std::unique_ptr<Kernel> make_absval(const Layer& layer, const std::vector<Shape>& inputs,
                                     StreamContext& context);
+std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Shape>& inputs,
+                                        StreamContext& context);
 std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Shape>& inputs,
                                         StreamContext& context);
 std::unique_ptr<Kernel> make_bias(const Layer& layer, const std::vector<Shape>& inputs,
                                   StreamContext& context);
+std::unique_ptr<Kernel> make_binary(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context);
 std::unique_ptr<Kernel> make_concat(const Layer& layer, const std::vector<Shape>& inputs,
                                     StreamContext& context);
+std::unique_ptr<Kernel> make_constant(const Layer& layer, const std::vector<Shape>& inputs,
+                                      StreamContext& context);
 std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs,
                                          StreamContext& context);
 // Input 0 copied to every output: Dropout, Flatten, Reshape and Split.
@@ -30,9 +36,17 @@ std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector
                                            StreamContext& context);
 std::unique_ptr<Kernel> make_eltwise(const Layer& layer, const std::vector<Shape>& inputs,
                                      StreamContext& context);
+std::unique_ptr<Kernel> make_gather(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context);
 std::unique_ptr<Kernel> make_inner_product(const Layer& layer, const std::vector<Shape>& inputs,
                                            StreamContext& context);
+std::unique_ptr<Kernel> make_log_softmax(const Layer& layer, const std::vector<Shape>& inputs,
+                                         StreamContext& context);
 std::unique_ptr<Kernel> make_lrn(const Layer& layer, const std::vector<Shape>& inputs,
+                                 StreamContext& context);
+std::unique_ptr<Kernel> make_matmul(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context);
+std::unique_ptr<Kernel> make_pad(const Layer& layer, const std::vector<Shape>& inputs,
                                  StreamContext& context);
 std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape>& inputs,
                                      StreamContext& context);
@@ -40,8 +54,12 @@ std::unique_ptr<Kernel> make_power(const Layer& layer, const std::vector<Shape>&
                                    StreamContext& context);
 std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>& inputs,
                                    StreamContext& context);
+std::unique_ptr<Kernel> make_reduce(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context);
 std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>& inputs,
                                   StreamContext& context);
+std::unique_ptr<Kernel> make_resize(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context);
 std::unique_ptr<Kernel> make_scale(const Layer& layer, const std::vector<Shape>& inputs,
                                    StreamContext& context);
 std::unique_ptr<Kernel> make_sigmoid(const Layer& layer, const std::vector<Shape>& inputs,
@@ -50,6 +68,10 @@ std::unique_ptr<Kernel> make_slice(const Layer& layer, const std::vector<Shape>&
                                    StreamContext& context);
 std::unique_ptr<Kernel> make_softmax(const Layer& layer, const std::vector<Shape>& inputs,
                                      StreamContext& context);
+std::unique_ptr<Kernel> make_strided_slice(const Layer& layer, const std::vector<Shape>& inputs,
+                                           StreamContext& context);
+std::unique_ptr<Kernel> make_transpose(const Layer& layer, const std::vector<Shape>& inputs,
+                                       StreamContext& context);
 std::unique_ptr<Kernel> make_tanh(const Layer& layer, const std::vector<Shape>& inputs,
                                   StreamContext& context);
 

@@ -1,9 +1,13 @@
 // Copies between host and device go through pinned staging buffers: a plain cudaMemcpy from
 // pageable memory may return before the data has arrived, and pinned chunks let the host-side
 // memcpy of one chunk overlap the DMA of the other.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include "backends/cuda/check.h"
 #include "backends/cuda/cuda_backend.h"
@@ -18,6 +22,46 @@ constexpr int kChunks = 2;
 // One per device: a stream of its own, so copies never wait on a Net's queued work, and its
 // staging chunks.
 class Transfers {
+  // A part of an upload: `bytes` from `source` through the chunk's staging buffer at `staging_offset`.
+  struct Segment {
+    std::size_t staging_offset;
+    std::byte* destination;
+    const std::byte* source;
+    std::size_t bytes;
+  };
+
+  // Packs the pieces end to end into chunk-sized groups of segments.
+  static std::vector<std::vector<Segment>> split_into_chunks(const std::vector<UploadPiece>& pieces) {
+    std::vector<std::vector<Segment>> chunks;
+    std::size_t fill = kChunk;
+    for (const UploadPiece& piece : pieces) {
+      auto* destination = static_cast<std::byte*>(piece.device_destination);
+      const auto* source = static_cast<const std::byte*>(piece.host_source);
+      for (std::size_t offset = 0; offset < piece.bytes;) {
+        if (fill == kChunk) {
+          chunks.emplace_back();
+          fill = 0;
+        }
+        const std::size_t n = std::min(kChunk - fill, piece.bytes - offset);
+        chunks.back().push_back({fill, destination + offset, source + offset, n});
+        fill += n;
+        offset += n;
+      }
+    }
+    return chunks;
+  }
+
+  // Asks the kernel to page in a chunk's sources in the background; a hint, so failures (memory
+  // that is not a mapping) do not matter.
+  static void read_ahead(const std::vector<Segment>& chunk) {
+    static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    for (const Segment& s : chunk) {
+      const auto begin = reinterpret_cast<std::uintptr_t>(s.source) / page * page;
+      const auto end = reinterpret_cast<std::uintptr_t>(s.source) + s.bytes;
+      ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
+    }
+  }
+
  public:
   explicit Transfers(int device) : device_(device) {
     DeviceGuard guard(device_);
@@ -40,6 +84,25 @@ class Transfers {
       std::memcpy(staging_[k], source + offset, n);
       ESPRESSO_CUDA_CHECK(
           cudaMemcpyAsync(destination + offset, staging_[k], n, cudaMemcpyHostToDevice, stream_));
+      ESPRESSO_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
+    }
+    ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  void upload(const std::vector<UploadPiece>& pieces) {
+    const std::vector<std::vector<Segment>> chunks = split_into_chunks(pieces);
+    std::lock_guard lock(mutex_);
+    DeviceGuard guard(device_);
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+      if (i + 1 < chunks.size()) read_ahead(chunks[i + 1]);
+      const std::size_t k = i % kChunks;
+      ESPRESSO_CUDA_CHECK(cudaEventSynchronize(done_[k]));
+      auto* staging = static_cast<std::byte*>(staging_[k]);
+      for (const Segment& s : chunks[i]) std::memcpy(staging + s.staging_offset, s.source, s.bytes);
+      for (const Segment& s : chunks[i]) {
+        ESPRESSO_CUDA_CHECK(
+            cudaMemcpyAsync(s.destination, staging + s.staging_offset, s.bytes, cudaMemcpyHostToDevice, stream_));
+      }
       ESPRESSO_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
     }
     ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -126,6 +189,11 @@ void copy(void* destination, Device destination_device, const void* source, Devi
   } else if (destination != source) {
     transfers(source_device.index).device_copy(destination, destination_device.index, source, bytes);
   }
+}
+
+void upload(Device device, const std::vector<UploadPiece>& pieces) {
+  require_device(device);
+  transfers(device.index).upload(pieces);
 }
 
 void fill_zero(void* destination, Device device, std::size_t bytes) {

@@ -29,9 +29,13 @@ void copy(void*, Device destination_device, const void*, Device source_device, s
 
 void fill_zero(void*, Device device, std::size_t) { fail_not_built("writing to " + device.str()); }
 
+void upload(Device device, const std::vector<UploadPiece>&) { fail_not_built("uploading to " + device.str()); }
+
 PoolStats pool_stats(Device) { return {}; }
 
-std::unique_ptr<Context> create_context(Device device) { fail_not_built("device " + device.str()); }
+std::unique_ptr<Context> create_context(Device device, std::shared_ptr<const DeviceWeights>) {
+  fail_not_built("device " + device.str());
+}
 
 bool has_kernel(const std::string&) { return false; }
 

@@ -12,6 +12,7 @@
 #include "espresso/errors.h"
 #include "espresso/onnx.h"
 #include "import/onnx/onnx_tensor.h"
+#include "layers/activation.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -151,6 +152,8 @@ class Importer {
   void op_lrn(const Node& n);
   void op_pad(const Node& n);
   void op_resize(const Node& n);
+  void dilated_max_pool(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides,
+                        const Dims& dilations, const Dims& begin, const Dims& end);
   void op_reduce(const Node& n);
 
   std::string path_, dir_;
@@ -563,8 +566,15 @@ void Importer::op_constant(const Node& n) {
 
 void Importer::op_identity(const Node& n) {
   if (n.op() == "Dropout") {
-    if (n.outputs() > 1) unsupported(n, "the mask output is not supported");
-    if (n.has_input(2) && constant(n, 2).data.at(0) != 0) unsupported(n, "training mode is not supported");
+    // Training mode drops at random unless the ratio is 0; otherwise nothing is dropped and the
+    // mask keeps every element.
+    const bool training = n.has_input(2) && constant(n, 2).data.at(0) != 0;
+    const double ratio = n.has_input(1) ? constant(n, 1).data.at(0) : 0.5;
+    if (training && ratio != 0) unsupported(n, "training mode with a nonzero ratio is not supported");
+    if (n.outputs() > 1) {
+      const Shape in = shape(n, 0);
+      set_constant(n, 1, Value{TP::BOOL, in, std::vector<double>(static_cast<std::size_t>(in.numel()), 1.0)});
+    }
   }
   if (is_constant(n, 0)) {
     set_constant(n, 0, constant(n, 0));
@@ -579,7 +589,9 @@ void Importer::op_cast(const Node& n) {
     Value value = constant(n, 0);
     value.type = to;
     for (double& v : value.data) {
-      if (to == TP::FLOAT || to == TP::FLOAT16 || to == TP::BFLOAT16) {
+      if (to == TP::FLOAT16) {
+        v = round_to_float16(static_cast<float>(v));
+      } else if (to == TP::FLOAT || to == TP::BFLOAT16) {
         v = static_cast<float>(v);
       } else if (to == TP::BOOL) {
         v = v != 0;
@@ -590,6 +602,11 @@ void Importer::op_cast(const Node& n) {
     set_constant(n, 0, std::move(value));
   } else if (to == TP::FLOAT || to == TP::DOUBLE) {
     alias(n, 0, tensor(n, 0));  // runtime tensors are f32 already
+  } else if (to == TP::FLOAT16) {
+    // Every float16 value is an fp32 value: the tensor stays fp32, rounded to float16's values.
+    Attributes attrs;
+    attrs.set("function", std::string("float16"));
+    emit(n, "Activation", {tensor(n, 0)}, attrs);
   } else {
     unsupported(n, "a runtime cast to " + onnx_detail::type_name(to) + " is not supported");
   }
@@ -957,13 +974,19 @@ void Importer::op_conv_transpose(const Node& n) {
   } else if (auto_pad == "VALID") {
     pads.assign(2 * spatial, 0);
   }
-  Dims pad(spatial);
+  Dims pad(spatial), crop_axes, crop_ends;
   for (std::size_t i = 0; i < spatial; ++i) {
     // The extra rows of output_pad are computed, not zero-filled, so a larger begin pad becomes
-    // output padding at the end.
+    // output padding at the end; a larger end pad crops the end of the output instead.
     pad[i] = pads[i];
     output_padding[i] += pads[i] - pads[i + spatial];
-    if (output_padding[i] < 0) unsupported(n, "an end pad larger than the begin pad is not supported");
+    if (output_padding[i] < 0) {
+      const std::int64_t full =
+          strides[i] * (in[static_cast<int>(i) + 2] - 1) + (kernel[i] - 1) * dilations[i] + 1 - 2 * pads[i];
+      crop_axes.push_back(static_cast<std::int64_t>(i) + 2);
+      crop_ends.push_back(full + output_padding[i]);
+      output_padding[i] = 0;
+    }
   }
   Attributes attrs;
   attrs.set("num_output", w.shape[1] * group);
@@ -976,7 +999,16 @@ void Importer::op_conv_transpose(const Node& n) {
   std::vector<Tensor> weights{w.to_tensor()};
   if (n.has_input(2)) weights.push_back(constant(n, 2).to_tensor().reshaped(Shape{w.shape[1] * group}));
   attrs.set("bias", static_cast<std::int64_t>(n.has_input(2)));
-  emit(n, "Deconvolution", {tensor(n, 0)}, attrs, weights);
+  if (crop_axes.empty()) {
+    emit(n, "Deconvolution", {tensor(n, 0)}, attrs, weights);
+    return;
+  }
+  const std::string full = emit(n, "Deconvolution", {tensor(n, 0)}, attrs, weights, "full")[0];
+  Attributes crop;
+  crop.set("starts", Dims(crop_axes.size(), 0));
+  crop.set("ends", crop_ends);
+  crop.set("axes", crop_axes);
+  emit(n, "StridedSlice", {full}, crop);
 }
 
 void Importer::op_pool(const Node& n) {
@@ -989,18 +1021,20 @@ void Importer::op_pool(const Node& n) {
   if (kernel.size() != spatial) invalid(n, "'kernel_shape' needs one value per spatial axis");
   const Dims strides = attr_ints(n, "strides", Dims(spatial, 1));
   const Dims dilations = attr_ints(n, "dilations", Dims(spatial, 1));
-  if (std::any_of(dilations.begin(), dilations.end(), [](std::int64_t d) { return d != 1; })) {
-    unsupported(n, "dilated pooling is not supported");
-  }
   const bool count_include_pad = attr_int(n, "count_include_pad", 0) != 0;
   const Dims pads = spatial_pads(n, in, kernel, strides, dilations);
   const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)),
       end(pads.begin() + static_cast<long>(spatial), pads.end());
+  if (std::any_of(dilations.begin(), dilations.end(), [](std::int64_t d) { return d != 1; })) {
+    if (!max) unsupported(n, "dilated average pooling is not supported");
+    dilated_max_pool(n, in, kernel, strides, dilations, begin, end);
+    return;
+  }
   std::string input = tensor(n, 0);
   Dims pad = begin;
-  if (begin != end) {
-    if (!max && !count_include_pad)
-      unsupported(n, "asymmetric padding without count_include_pad is not supported");
+  // Padded explicitly when the ends differ, which Pooling's symmetric pads cannot express.
+  const bool explicit_pad = begin != end;
+  if (explicit_pad) {
     input = pad_input(n, input, in.rank(), begin, end, max ? -std::numeric_limits<double>::infinity() : 0.0);
     pad.assign(spatial, 0);
   }
@@ -1011,7 +1045,81 @@ void Importer::op_pool(const Node& n) {
   attrs.set("pad", pad);
   attrs.set("round", std::string(attr_int(n, "ceil_mode", 0) ? "ceil" : "floor"));
   attrs.set("count_include_pad", static_cast<std::int64_t>(count_include_pad));
-  emit(n, "Pooling", {input}, attrs);
+  if (max || count_include_pad || !explicit_pad) {
+    emit(n, "Pooling", {input}, attrs);
+    return;
+  }
+  // Averages over the real elements only: the windows' sums over the zero-padded input, divided by
+  // how many real elements each window holds, both taken with the same Pooling so that its own
+  // divisor cancels. The counts come from pooling a padded mask of ones at load time.
+  Dims mask_dims(static_cast<std::size_t>(in.rank()), 1);
+  std::copy(in.dims().begin() + 2, in.dims().end(), mask_dims.begin() + 2);
+  const Shape mask_shape(mask_dims);
+  Attributes pad_attrs;
+  Dims mask_pads(static_cast<std::size_t>(2 * in.rank()), 0);
+  for (std::size_t i = 0; i < spatial; ++i) {
+    mask_pads[2 + i] = begin[i];
+    mask_pads[static_cast<std::size_t>(in.rank()) + 2 + i] = end[i];
+  }
+  pad_attrs.set("pads", mask_pads);
+  const Value ones{TP::FLOAT, mask_shape,
+                   std::vector<double>(static_cast<std::size_t>(mask_shape.numel()), 1.0)};
+  const std::string counts = n.name + "/counts";
+  constants_[counts] = fold(n, "Pooling", {fold(n, "Pad", {ones}, pad_attrs)}, attrs);
+  const std::string sums = emit(n, "Pooling", {input}, attrs, {}, "sums")[0];
+  Attributes div;
+  div.set("operation", std::string("div"));
+  emit(n, "Binary", {sums, tensor_of(counts)}, div);
+}
+
+void Importer::dilated_max_pool(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides,
+                                const Dims& dilations, const Dims& begin, const Dims& end) {
+  // The maximum over the kernel's taps, each tap a strided slice of the input padded with -inf.
+  const std::size_t spatial = kernel.size();
+  const bool ceil = attr_int(n, "ceil_mode", 0) != 0;
+  Dims out(spatial), padded_end = end;
+  for (std::size_t i = 0; i < spatial; ++i) {
+    const std::int64_t size = in[static_cast<int>(i) + 2] + begin[i] + end[i];
+    const std::int64_t reach = (kernel[i] - 1) * dilations[i] + 1;
+    if (size < reach) invalid(n, "the dilated kernel is larger than the padded input " + in.str());
+    const std::int64_t span = size - reach;
+    out[i] = (ceil ? (span + strides[i] - 1) / strides[i] : span / strides[i]) + 1;
+    // ONNX drops a last ceil-mode window that would start in the end padding.
+    if (ceil && (out[i] - 1) * strides[i] >= in[static_cast<int>(i) + 2] + begin[i]) --out[i];
+    // Ceil mode may let the last window run past the padded input: pad that with -inf too.
+    padded_end[i] += std::max<std::int64_t>(0, (out[i] - 1) * strides[i] + reach - size);
+  }
+  const std::string padded =
+      pad_input(n, tensor(n, 0), in.rank(), begin, padded_end, -std::numeric_limits<double>::infinity());
+  std::int64_t taps = 1;
+  for (std::int64_t k : kernel) taps *= k;
+  std::string result;
+  for (std::int64_t t = 0; t < taps; ++t) {
+    Dims starts(spatial), ends(spatial), axes(spatial), steps(spatial);
+    for (std::size_t i = spatial, rest = static_cast<std::size_t>(t); i-- > 0;) {
+      const std::int64_t offset = static_cast<std::int64_t>(rest) % kernel[i] * dilations[i];
+      rest /= static_cast<std::size_t>(kernel[i]);
+      starts[i] = offset;
+      ends[i] = offset + (out[i] - 1) * strides[i] + 1;
+      axes[i] = static_cast<std::int64_t>(i) + 2;
+      steps[i] = strides[i];
+    }
+    Attributes slice;
+    slice.set("starts", starts);
+    slice.set("ends", ends);
+    slice.set("axes", axes);
+    slice.set("steps", steps);
+    const std::string tap = emit(n, "StridedSlice", {padded}, slice, {}, "tap" + std::to_string(t))[0];
+    if (result.empty()) {
+      result = tap;
+      continue;
+    }
+    Attributes maximum;
+    maximum.set("operation", std::string("max"));
+    result = t + 1 == taps ? emit(n, "Binary", {result, tap}, maximum)[0]
+                           : emit(n, "Binary", {result, tap}, maximum, {}, "max" + std::to_string(t))[0];
+  }
+  if (taps == 1) alias(n, 0, result);
 }
 
 void Importer::op_global_pool(const Node& n) {
@@ -1395,7 +1503,8 @@ void Importer::op_pad(const Node& n) {
 void Importer::op_resize(const Node& n) {
   const Shape in = shape(n, 0);
   std::string mode = attr_string(n, "mode", "nearest");
-  if (mode != "nearest" && mode != "linear") unsupported(n, "mode '" + mode + "' is not supported");
+  if (mode != "nearest" && mode != "linear" && mode != "cubic")
+    unsupported(n, "mode '" + mode + "' is not supported");
   Attributes attrs;
   attrs.set("mode", mode);
   std::vector<double> scales;
@@ -1406,8 +1515,13 @@ void Importer::op_resize(const Node& n) {
     scales = constant(n, 1).data;
   } else {
     const std::string coordinates = attr_string(n, "coordinate_transformation_mode", "half_pixel");
-    if (coordinates == "tf_crop_and_resize") unsupported(n, "tf_crop_and_resize is not supported");
-    if (attr_int(n, "exclude_outside", 0) != 0) unsupported(n, "exclude_outside is not supported");
+    if (coordinates == "tf_crop_and_resize") {
+      if (!n.has_input(1)) invalid(n, "tf_crop_and_resize needs input 'roi'");
+      attrs.set("roi", constant(n, 1).data);
+      attrs.set("extrapolation_value", attr_float(n, "extrapolation_value", 0.0));
+    }
+    attrs.set("exclude_outside", attr_int(n, "exclude_outside", 0));
+    attrs.set("cubic_coeff_a", attr_float(n, "cubic_coeff_a", -0.75));
     if (attr_int(n, "antialias", 0) != 0) unsupported(n, "antialias is not supported");
     if (n.has("axes") || n.has("keep_aspect_ratio_policy"))
       unsupported(n, "axes and keep_aspect_ratio_policy are not supported");

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds a separate tree with AddressSanitizer and UBSan (CPU only) and runs the package and model
+# pool tests there: corrupt and truncated packages must be rejected without a single bad read.
+#
+#   scripts/asan.sh                       # the default filter below
+#   scripts/asan.sh --gtest_filter='Net*' # any other tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESPRESSO_SANITIZE=ON -DESPRESSO_CUDA=OFF \
+  -DESPRESSO_WERROR=ON
+cmake --build build-asan -j"${ESPRESSO_JOBS:-2}" --target espresso_tests
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+if [ $# -eq 0 ]; then set -- --gtest_filter='Package*:ModelPool*'; fi
+build-asan/tests/espresso_tests "$@"

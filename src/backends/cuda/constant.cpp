@@ -1,0 +1,31 @@
+// Constant on the GPU: the weight is uploaded once when the kernel is made; each forward copies it
+// into the output on the stream (the output buffer may be reused by other layers in between).
+#include "backends/cuda/kernels.h"
+
+namespace espresso::cuda {
+namespace {
+
+class ConstantKernel final : public Kernel {
+ public:
+  ConstantKernel(const Tensor& value, StreamContext& context) : value_(value), context_(context) {}
+
+  void forward(const std::vector<Tensor>&, std::vector<Tensor>& outputs) override {
+    if (outputs[0].bytes() == 0) return;
+    ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(outputs[0].raw(), value_.raw(), outputs[0].bytes(),
+                                        cudaMemcpyDeviceToDevice, context_.stream()));
+  }
+  const char* name() const override { return "cuda-copy"; }
+
+ private:
+  const Tensor& value_;  // owned by the context's weight cache
+  StreamContext& context_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_constant(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {
+  return std::make_unique<ConstantKernel>(
+      context.device_weights(layer.weights()[0], "layer '" + layer.name() + "'"), context);
+}
+
+}  // namespace espresso::cuda

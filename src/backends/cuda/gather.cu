@@ -1,0 +1,54 @@
+// Gather on the GPU: a thread per output element reads its index from the device copy of input 1.
+#include "backends/cuda/kernels.h"
+#include "layers/gather.h"
+
+namespace espresso::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Indices are whole numbers stored as floats, as on the CPU. One outside the axis yields NaN: the
+// GPU cannot raise the reference's ShapeError without a synchronisation in every forward.
+__global__ void gather_slices(const float* __restrict__ x, const float* __restrict__ indices,
+                              float* __restrict__ y, long long n, long long count, long long size,
+                              long long inner) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long within = i % inner, j = i / inner % count, outer = i / inner / count;
+    long long index = llrintf(indices[j]);
+    if (index < 0) index += size;
+    y[i] = index >= 0 && index < size ? x[(outer * size + index) * inner + within] : NAN;
+  }
+}
+
+class GatherKernel final : public Kernel {
+ public:
+  GatherKernel(std::int64_t size, std::int64_t inner, StreamContext& context)
+      : size_(size), inner_(inner), context_(context) {}
+
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    const std::int64_t n = outputs[0].numel();
+    if (n == 0) return;
+    gather_slices<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
+        inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(), n, inputs[1].numel(),
+        size_, inner_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  const char* name() const override { return "cuda"; }
+
+ private:
+  std::int64_t size_, inner_;
+  StreamContext& context_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_gather(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context) {
+  layer.output_shapes(inputs);  // validates the axis
+  const Shape& data = inputs[0];
+  const int axis = data.canonical_axis(static_cast<const GatherLayer&>(layer).axis());
+  return std::make_unique<GatherKernel>(data[axis], data.count(axis + 1), context);
+}
+
+}  // namespace espresso::cuda

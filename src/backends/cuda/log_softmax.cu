@@ -1,0 +1,62 @@
+// LogSoftmax on the GPU: a warp per line along the axis, reducing the maximum and the sum of
+// exponentials with shuffles.
+#include "backends/cuda/kernels.h"
+#include "layers/log_softmax.h"
+
+namespace espresso::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+
+__global__ void log_softmax_lines(const float* __restrict__ x, float* __restrict__ y, long long lines,
+                                  long long size, long long inner) {
+  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
+  const int lane = threadIdx.x % kWarp;
+  for (long long line = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; line < lines;
+       line += warps) {
+    const long long base = line / inner * size * inner + line % inner;
+    float peak = -INFINITY;
+    for (long long k = lane; k < size; k += kWarp) peak = fmaxf(peak, x[base + k * inner]);
+    for (int offset = kWarp / 2; offset > 0; offset /= 2)
+      peak = fmaxf(peak, __shfl_xor_sync(0xffffffffu, peak, offset));
+    float sum = 0.0f;
+    for (long long k = lane; k < size; k += kWarp) sum += expf(x[base + k * inner] - peak);
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    const float log_sum = logf(sum);
+    for (long long k = lane; k < size; k += kWarp) y[base + k * inner] = x[base + k * inner] - peak - log_sum;
+  }
+}
+
+class LogSoftmaxKernel final : public Kernel {
+ public:
+  LogSoftmaxKernel(std::int64_t outer, std::int64_t size, std::int64_t inner, StreamContext& context)
+      : outer_(outer), size_(size), inner_(inner), context_(context) {}
+
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    const long long lines = outer_ * inner_;
+    if (lines == 0 || size_ == 0) return;
+    log_softmax_lines<<<elementwise_blocks(context_, lines * kWarp, kThreads), kThreads, 0,
+                        context_.stream()>>>(inputs[0].data<float>(), outputs[0].data<float>(), lines, size_,
+                                             inner_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  const char* name() const override { return "cuda"; }
+
+ private:
+  std::int64_t outer_, size_, inner_;
+  StreamContext& context_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_log_softmax(const Layer& layer, const std::vector<Shape>& inputs,
+                                         StreamContext& context) {
+  layer.output_shapes(inputs);  // validates the axis
+  const Shape& shape = inputs[0];
+  const int axis = shape.canonical_axis(static_cast<const LogSoftmaxLayer&>(layer).axis());
+  return std::make_unique<LogSoftmaxKernel>(shape.count(0, axis), shape[axis], shape.count(axis + 1),
+                                            context);
+}
+
+}  // namespace espresso::cuda

@@ -1,0 +1,114 @@
+// Reduce on the GPU: a warp per output element walks the reduced axes (any subset) and combines
+// its partial results with shuffles; accumulation is in double, as in the reference.
+#include "backends/cuda/index_map.cuh"
+#include "backends/cuda/kernels.h"
+#include "layers/reduce.h"
+
+namespace espresso::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+
+using Op = ReduceLayer::Op;
+
+__device__ double combine(Op op, double a, double b) {
+  switch (op) {
+    case Op::max:
+      return fmax(a, b);
+    case Op::min:
+      return fmin(a, b);
+    case Op::prod:
+      return a * b;
+    default:
+      return a + b;
+  }
+}
+
+__device__ double term(Op op, double v) {
+  switch (op) {
+    case Op::sum_square:
+    case Op::l2:
+      return v * v;
+    case Op::l1:
+      return fabs(v);
+    case Op::log_sum_exp:
+      return exp(v);
+    default:
+      return v;
+  }
+}
+
+__global__ void reduce_groups(const float* __restrict__ x, float* __restrict__ y, long long outputs,
+                              long long group, StridedDims kept, StridedDims reduced, Op op, double init) {
+  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
+  const int lane = threadIdx.x % kWarp;
+  for (long long o = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; o < outputs;
+       o += warps) {
+    const long long base = strided_offset(kept, o);
+    double acc = init;
+    for (long long j = lane; j < group; j += kWarp)
+      acc = combine(op, acc, term(op, x[base + strided_offset(reduced, j)]));
+    for (int offset = kWarp / 2; offset > 0; offset /= 2)
+      acc = combine(op, acc, __shfl_xor_sync(0xffffffffu, acc, offset));
+    if (lane != 0) continue;
+    if (op == Op::mean) acc /= static_cast<double>(group);
+    if (op == Op::l2) acc = sqrt(acc);
+    if (op == Op::log_sum || op == Op::log_sum_exp) acc = log(acc);
+    y[o] = static_cast<float>(acc);
+  }
+}
+
+class ReduceKernel final : public Kernel {
+ public:
+  ReduceKernel(StridedDims kept, StridedDims reduced, long long group, Op op, StreamContext& context)
+      : kept_(kept), reduced_(reduced), group_(group), op_(op), context_(context) {}
+
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    const std::int64_t n = outputs[0].numel();
+    if (n == 0) return;
+    double init = 0;
+    if (op_ == Op::max) init = -INFINITY;
+    if (op_ == Op::min) init = INFINITY;
+    if (op_ == Op::prod) init = 1;
+    reduce_groups<<<elementwise_blocks(context_, n * kWarp, kThreads), kThreads, 0, context_.stream()>>>(
+        inputs[0].data<float>(), outputs[0].data<float>(), n, group_, kept_, reduced_, op_, init);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  const char* name() const override { return "cuda"; }
+
+ private:
+  StridedDims kept_, reduced_;
+  long long group_;
+  Op op_;
+  StreamContext& context_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_reduce(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context) {
+  const auto& reduce = static_cast<const ReduceLayer&>(layer);
+  const Shape& in = inputs[0];
+  if (!fits_rank(static_cast<std::size_t>(in.rank()))) return nullptr;
+  const std::vector<bool> reduced = reduce.reduced_axes(in);
+  const std::vector<std::int64_t> strides = contiguous_strides(in.dims());
+  std::vector<std::int64_t> kept_sizes, kept_strides, reduced_sizes, reduced_strides;
+  long long group = 1;
+  for (int k = 0; k < in.rank(); ++k) {
+    const auto uk = static_cast<std::size_t>(k);
+    if (reduced[uk]) {
+      reduced_sizes.push_back(in[k]);
+      reduced_strides.push_back(strides[uk]);
+      group *= in[k];
+    } else {
+      kept_sizes.push_back(in[k]);
+      kept_strides.push_back(strides[uk]);
+    }
+  }
+  return std::make_unique<ReduceKernel>(strided_dims(kept_sizes, kept_strides),
+                                        strided_dims(reduced_sizes, reduced_strides), group, reduce.op(),
+                                        context);
+}
+
+}  // namespace espresso::cuda
