@@ -95,7 +95,11 @@ void Net::Impl::build() {
       throw UnsupportedError("training runs on the CPU only for now; create the Net on cpu to train '" +
                              graph.name + "'");
     }
-    for (auto& layer : layers) layer->set_training(true);
+    for (std::size_t step = 0; step < layers.size(); ++step) {
+      layers[step]->set_training(true);
+      // Distinct, repeatable streams per layer.
+      layers[step]->set_seed(options.seed * 0x9E3779B97F4A7C15ull + step);
+    }
   }
   if (!options.device.is_cpu()) {
     if (options.reference_kernels) {
@@ -311,7 +315,8 @@ void Net::Impl::share_weights() {
     std::vector<Tensor>& grads_of_step = weight_grads[step];
     grads_of_step.resize(weights.size());
     for (std::size_t i = 0; i < weights.size(); ++i) {
-      const ParamSpec spec = i < layer.spec().params.size() ? layer.spec().params[i] : ParamSpec{};
+      ParamSpec spec = i < layer.spec().params.size() ? layer.spec().params[i] : ParamSpec{};
+      if (!layer.learned_weight(i)) spec.lr_mult = spec.decay_mult = 0.0f;
       if (!spec.name.empty()) {
         auto [it, first] = owner.try_emplace(spec.name, step, i);
         if (!first) {

@@ -43,4 +43,25 @@ void ConcatLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
   }
 }
 
+void ConcatLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                           const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                           std::vector<Tensor>&) const {
+  const Shape& out = outputs[0].shape();
+  const int axis = *resolve_axis(axis_, out.rank());
+  const std::int64_t outer = out.count(0, axis), inner = out.count(axis + 1);
+  const float* dy = output_grads[0].data<float>();
+  std::int64_t offset = 0;
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    const std::int64_t block = inputs[k].shape()[axis] * inner;
+    if (input_grads[k].defined()) {
+      float* dx = input_grads[k].data<float>();
+      for (std::int64_t o = 0; o < outer; ++o) {
+        const float* source = dy + o * out[axis] * inner + offset;
+        for (std::int64_t i = 0; i < block; ++i) dx[o * block + i] += source[i];
+      }
+    }
+    offset += block;
+  }
+}
+
 }  // namespace espresso

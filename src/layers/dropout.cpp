@@ -1,6 +1,7 @@
 #include "layers/dropout.h"
 
 #include <algorithm>
+#include <random>
 
 namespace espresso {
 
@@ -14,7 +15,35 @@ DropoutLayer::DropoutLayer(const LayerSpec& spec)
 void DropoutLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
   const float* x = inputs[0].data<float>();
   float* y = outputs[0].data<float>();
-  if (x != y) std::copy(x, x + inputs[0].numel(), y);
+  if (!training()) {
+    if (x != y) std::copy(x, x + inputs[0].numel(), y);
+    return;
+  }
+  // Each forward gets its own stream, so masks differ between iterations yet repeat between runs.
+  std::mt19937_64 engine(seed() ^ (0x9E3779B97F4A7C15ull * ++draws_));
+  std::bernoulli_distribution keep(1.0 - static_cast<double>(ratio_));
+  const float scale = 1.0f / (1.0f - ratio_);
+  mask_.resize(static_cast<std::size_t>(inputs[0].numel()));
+  for (std::size_t i = 0; i < mask_.size(); ++i) {
+    mask_[i] = keep(engine) ? 1 : 0;
+    y[i] = mask_[i] ? x[i] * scale : 0.0f;
+  }
+}
+
+void DropoutLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                            const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                            std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  const auto n = static_cast<std::size_t>(inputs[0].numel());
+  if (!training()) {
+    for (std::size_t i = 0; i < n; ++i) dx[i] += dy[i];
+    return;
+  }
+  if (mask_.size() != n) fail_shape("backward needs a training forward on an input of the same size first");
+  const float scale = 1.0f / (1.0f - ratio_);
+  for (std::size_t i = 0; i < n; ++i) dx[i] += mask_[i] ? dy[i] * scale : 0.0f;
 }
 
 }  // namespace espresso

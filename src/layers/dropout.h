@@ -5,14 +5,23 @@
 namespace espresso {
 
 // Identity at inference: Caffe scales kept units at training time, so nothing is rescaled here.
+// In training each unit is kept with probability 1 − ratio, from a mask seeded by the layer's seed
+// and drawn afresh every forward, and kept units are scaled by 1 / (1 − ratio).
 class DropoutLayer final : public UnaryLayer {
  public:
   explicit DropoutLayer(const LayerSpec& spec);
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   float ratio() const { return ratio_; }
 
  private:
   float ratio_;
+  // The mask of the last training forward, which backward applies again; forward is const but
+  // drawing a mask is what it must do in training.
+  mutable std::vector<std::uint8_t> mask_;
+  mutable std::uint64_t draws_ = 0;
 };
 
 }  // namespace espresso

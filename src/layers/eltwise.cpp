@@ -63,4 +63,40 @@ void EltwiseLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor
   }
 }
 
+void EltwiseLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                            const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                            std::vector<Tensor>&) const {
+  const std::vector<float> coeffs = coefficients(inputs.size());
+  const float* dy = output_grads[0].data<float>();
+  for (std::int64_t i = 0, n = outputs[0].numel(); i < n; ++i) {
+    // The first maximum, the one the forward keeps.
+    std::size_t best = 0;
+    if (operation_ == EltwiseOperation::max) {
+      for (std::size_t k = 1; k < inputs.size(); ++k) {
+        if (inputs[k].data<float>()[i] > inputs[best].data<float>()[i]) best = k;
+      }
+    }
+    for (std::size_t k = 0; k < inputs.size(); ++k) {
+      if (!input_grads[k].defined()) continue;
+      float grad = 0.0f;
+      switch (operation_) {
+        case EltwiseOperation::sum:
+          grad = coeffs[k] * dy[i];
+          break;
+        case EltwiseOperation::prod:
+          // The product of the other inputs, not y / x_k, which fails at x_k = 0.
+          grad = dy[i];
+          for (std::size_t j = 0; j < inputs.size(); ++j) {
+            if (j != k) grad *= inputs[j].data<float>()[i];
+          }
+          break;
+        case EltwiseOperation::max:
+          grad = k == best ? dy[i] : 0.0f;
+          break;
+      }
+      input_grads[k].data<float>()[i] += grad;
+    }
+  }
+}
+
 }  // namespace espresso

@@ -12,6 +12,9 @@ class EltwiseLayer final : public Layer {
   explicit EltwiseLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   EltwiseOperation operation() const { return operation_; }
   // One coefficient per input (all 1 unless given).
   std::vector<float> coefficients(std::size_t input_count) const;

@@ -53,6 +53,13 @@ class Layer {
   // Layers that behave differently while training (Dropout, BatchNorm) read this in forward().
   void set_training(bool training) { training_ = training; }
   bool training() const { return training_; }
+  // Seeds the layer's randomness while training (Dropout masks); the executor derives it from
+  // NetOptions::seed.
+  void set_seed(std::uint64_t seed) { seed_ = seed; }
+  std::uint64_t seed() const { return seed_; }
+  // False for blobs that hold state rather than learned values (BatchNorm's statistics): they get
+  // lr_mult and decay_mult 0, so solvers leave them alone.
+  virtual bool learned_weight(std::size_t /*index*/) const { return true; }
   // The weight of output k in the total loss when the model does not say: Caffe gives 1 to the first
   // output of loss layers and 0 to everything else.
   virtual float default_loss_weight(int /*output*/) const { return 0.0f; }
@@ -68,6 +75,7 @@ class Layer {
  private:
   LayerSpec spec_;
   bool training_ = false;
+  std::uint64_t seed_ = 0;
 };
 
 }  // namespace espresso

@@ -20,4 +20,18 @@ void PowerLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>&
   for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) y[i] = std::pow(shift_ + scale_ * x[i], power_);
 }
 
+void PowerLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                          const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                          std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const float* x = inputs[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) {
+    const float slope =
+        power_ == 1.0f ? scale_ : power_ * scale_ * std::pow(shift_ + scale_ * x[i], power_ - 1.0f);
+    dx[i] += dy[i] * slope;
+  }
+}
+
 }  // namespace espresso

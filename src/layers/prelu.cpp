@@ -27,4 +27,21 @@ void PReLULayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>&
   }
 }
 
+void PReLULayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                          const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                          std::vector<Tensor>& weight_grads) const {
+  const Shape& shape = inputs[0].shape();
+  const std::int64_t channels = shape[1], inner = shape.count(2);
+  const float* x = inputs[0].data<float>();
+  const float* slope = weights()[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].defined() ? input_grads[0].data<float>() : nullptr;
+  float* dslope = weight_grads[0].data<float>();
+  for (std::int64_t i = 0, n = shape.numel(); i < n; ++i) {
+    const std::int64_t c = channel_shared_ ? 0 : (i / inner) % channels;
+    if (dx) dx[i] += x[i] > 0 ? dy[i] : slope[c] * dy[i];
+    if (x[i] <= 0) dslope[c] += dy[i] * x[i];
+  }
+}
+
 }  // namespace espresso

@@ -15,6 +15,7 @@
 #include "layers/deconvolution.h"
 #include "layers/dropout.h"
 #include "layers/eltwise.h"
+#include "layers/euclidean_loss.h"
 #include "layers/flatten.h"
 #include "layers/gather.h"
 #include "layers/inner_product.h"
@@ -31,6 +32,7 @@
 #include "layers/resize.h"
 #include "layers/scale.h"
 #include "layers/sigmoid.h"
+#include "layers/sigmoid_cross_entropy_loss.h"
 #include "layers/slice.h"
 #include "layers/softmax.h"
 #include "layers/softmax_with_loss.h"
@@ -68,6 +70,7 @@ constexpr Entry kLayers[] = {
     {"Deconvolution", make<DeconvolutionLayer>},
     {"Dropout", make<DropoutLayer>},
     {"Eltwise", make<EltwiseLayer>},
+    {"EuclideanLoss", make<EuclideanLossLayer>},
     {"Flatten", make<FlattenLayer>},
     {"Gather", make<GatherLayer>},
     {"InnerProduct", make<InnerProductLayer>},
@@ -84,6 +87,7 @@ constexpr Entry kLayers[] = {
     {"Resize", make<ResizeLayer>},
     {"Scale", make<ScaleLayer>},
     {"Sigmoid", make<SigmoidLayer>},
+    {"SigmoidCrossEntropyLoss", make<SigmoidCrossEntropyLossLayer>},
     {"Slice", make<SliceLayer>},
     {"Softmax", make<SoftmaxLayer>},
     {"SoftmaxWithLoss", make<SoftmaxWithLossLayer>},

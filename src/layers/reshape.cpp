@@ -71,4 +71,13 @@ void ReshapeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor
   std::copy(x, x + inputs[0].numel(), outputs[0].data<float>());
 }
 
+void ReshapeLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                            const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                            std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) dx[i] += dy[i];
+}
+
 }  // namespace espresso

@@ -31,4 +31,23 @@ void ScaleLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>&
   }
 }
 
+void ScaleLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                          const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                          std::vector<Tensor>& weight_grads) const {
+  const AxisSplit s = split(shapes_of(inputs));
+  const float* scale = scale_data(inputs);
+  const float* x = inputs[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].defined() ? input_grads[0].data<float>() : nullptr;
+  Tensor& scale_grad = inputs.size() == 2 ? input_grads[1] : weight_grads[0];
+  float* dscale = scale_grad.defined() ? scale_grad.data<float>() : nullptr;
+  float* dbias = bias_ ? weight_grads.back().data<float>() : nullptr;
+  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) {
+    const std::int64_t c = (i / s.inner) % s.channels;
+    if (dx) dx[i] += dy[i] * scale[c];
+    if (dscale) dscale[c] += dy[i] * x[i];
+    if (dbias) dbias[c] += dy[i];
+  }
+}
+
 }  // namespace espresso

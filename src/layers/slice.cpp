@@ -70,4 +70,24 @@ void SliceLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>&
   }
 }
 
+void SliceLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                          const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                          std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const Shape& in = inputs[0].shape();
+  const int axis = *resolve_axis(axis_, in.rank());
+  const std::int64_t outer = in.count(0, axis), inner = in.count(axis + 1);
+  float* dx = input_grads[0].data<float>();
+  std::int64_t offset = 0;
+  for (const Tensor& grad : output_grads) {
+    const std::int64_t block = grad.shape()[axis] * inner;
+    const float* dy = grad.data<float>();
+    for (std::int64_t o = 0; o < outer; ++o) {
+      float* target = dx + o * in[axis] * inner + offset;
+      for (std::int64_t i = 0; i < block; ++i) target[i] += dy[o * block + i];
+    }
+    offset += block;
+  }
+}
+
 }  // namespace espresso

@@ -21,4 +21,15 @@ void SplitLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>&
   }
 }
 
+void SplitLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                          const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                          std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  float* dx = input_grads[0].data<float>();
+  for (const Tensor& grad : output_grads) {
+    const float* dy = grad.data<float>();
+    for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) dx[i] += dy[i];
+  }
+}
+
 }  // namespace espresso

@@ -60,6 +60,8 @@ struct LayerTest {
   int cases = 20;
   double tolerance = 1e-5;  // max |a - b| / max |reference|
   Gradient gradient = Gradient::checked;
+  // Run the layer in training mode (batch statistics); the naive computation must do the same.
+  bool training = false;
   // The gradient check runs on this many of the cases, on up to `gradient_samples` elements of
   // each input and weight (all of them in smaller blobs), with central differences of this step.
   int gradient_cases = 8;

@@ -44,8 +44,79 @@ TEST(Layers, BatchNorm) {
             }
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
+}
+
+// Training: each channel normalized by its own batch mean and biased variance, whatever is stored.
+TEST(Layers, BatchNormTraining) {
+  run_layer_test({
+      .make_case =
+          [](Rng& rng) {
+            LayerCase c;
+            c.spec.type = "BatchNorm";
+            c.spec.attrs.set("eps", rng.uniform(1e-3, 1e-1));
+            Shape s = random_shape(rng, 2, 4, 6);
+            s[0] = std::max<std::int64_t>(s[0], 2);
+            c.input_shapes = {s};
+            const auto channels = static_cast<std::size_t>(s[1]);
+            c.weights = {rng.values(channels), rng.values(channels, 0.1, 1.0), {1.0}};
+            return c;
+          },
+      .naive =
+          [](const LayerCase& c, const std::vector<Values>& in, const std::vector<Values>&) {
+            const Shape& s = c.input_shapes[0];
+            const double eps = static_cast<float>(c.spec.attrs.get_float("eps", 1e-5));
+            const std::int64_t channels = s[1], inner = product(s, 2, s.rank());
+            Values y(in[0].size());
+            for (std::int64_t ch = 0; ch < channels; ++ch) {
+              auto at = [&](std::int64_t n, std::int64_t j) {
+                return static_cast<std::size_t>((n * channels + ch) * inner + j);
+              };
+              const auto count = static_cast<double>(s[0] * inner);
+              double mean = 0, variance = 0;
+              for (std::int64_t n = 0; n < s[0]; ++n) {
+                for (std::int64_t j = 0; j < inner; ++j) mean += in[0][at(n, j)] / count;
+              }
+              for (std::int64_t n = 0; n < s[0]; ++n) {
+                for (std::int64_t j = 0; j < inner; ++j) {
+                  variance += (in[0][at(n, j)] - mean) * (in[0][at(n, j)] - mean) / count;
+                }
+              }
+              for (std::int64_t n = 0; n < s[0]; ++n) {
+                for (std::int64_t j = 0; j < inner; ++j) {
+                  y[at(n, j)] = (in[0][at(n, j)] - mean) / std::sqrt(variance + eps);
+                }
+              }
+            }
+            return std::vector<Values>{y};
+          },
+      .training = true,
+  });
+}
+
+// Caffe's moving averages: s = s·f + 1, mean = mean·f + μ, var = var·f + m/(m−1)·σ².
+TEST(Layers, BatchNormTrainingUpdatesTheStoredStatistics) {
+  LayerSpec spec = spec_of("BatchNorm");
+  spec.attrs.set("moving_average_fraction", 0.5);
+  spec.weights = {Tensor::from(Shape{2}, {1.0f, 2.0f}), Tensor::from(Shape{2}, {4.0f, 6.0f}),
+                  Tensor::from(Shape{1}, {2.0f})};
+  std::unique_ptr<Layer> layer = create_layer(spec);
+  layer->set_training(true);
+  // Channel 0 holds 1, 3 (mean 2, biased variance 1); channel 1 holds 0, 0.
+  std::vector<Tensor> inputs{Tensor::from(Shape{2, 2}, {1.0f, 0.0f, 3.0f, 0.0f})};
+  std::vector<Tensor> outputs{Tensor::empty(Shape{2, 2})};
+  layer->forward(inputs, outputs);
+  EXPECT_EQ(layer->weights()[2].to_vector(), (std::vector<float>{2.0f}));
+  EXPECT_EQ(layer->weights()[0].to_vector(), (std::vector<float>{2.5f, 1.0f}));
+  EXPECT_EQ(layer->weights()[1].to_vector(), (std::vector<float>{4.0f, 3.0f}));
+  EXPECT_FALSE(layer->learned_weight(0));
+
+  spec.attrs.set("use_global_stats", std::int64_t{1});
+  std::unique_ptr<Layer> global = create_layer(spec);
+  global->set_training(true);
+  global->forward(inputs, outputs);
+  // The blob is shared with the first layer: its update stands, and this one adds none.
+  EXPECT_EQ(global->weights()[2].to_vector(), (std::vector<float>{2.0f}));
 }
 
 TEST(Layers, BatchNormErrors) {

@@ -15,7 +15,6 @@ TEST(Layers, Bias) {
             return std::vector<Values>{broadcast_naive(c.input_shapes[0], first, end, in[0],
                                                        [&](double x, std::size_t k) { return x + bias[k]; })};
           },
-      .gradient = Gradient::none,
   });
 }
 

@@ -37,7 +37,6 @@ TEST(Layers, Concat) {
             }
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

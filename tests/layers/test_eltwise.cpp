@@ -40,7 +40,6 @@ TEST(Layers, Eltwise) {
             }
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

@@ -28,7 +28,6 @@ TEST(Layers, Flatten) {
           },
       .naive = [](const LayerCase&, const std::vector<Values>& in,
                   const std::vector<Values>&) { return std::vector<Values>{in[0]}; },
-      .gradient = Gradient::none,
   });
 }
 

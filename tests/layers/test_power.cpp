@@ -32,7 +32,6 @@ TEST(Layers, Power) {
             for (std::size_t i = 0; i < y.size(); ++i) y[i] = std::pow(shift + scale * in[0][i], power);
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

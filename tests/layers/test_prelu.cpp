@@ -31,7 +31,6 @@ TEST(Layers, PReLU) {
             }
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

@@ -47,7 +47,6 @@ TEST(Layers, Reshape) {
           },
       .naive = [](const LayerCase&, const std::vector<Values>& in,
                   const std::vector<Values>&) { return std::vector<Values>{in[0]}; },
-      .gradient = Gradient::none,
   });
 }
 

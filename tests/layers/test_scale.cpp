@@ -22,7 +22,6 @@ TEST(Layers, Scale) {
                 c.input_shapes[0], first, end, in[0],
                 [&](double x, std::size_t k) { return x * scale[k] + (bias ? w.back()[k] : 0.0); })};
           },
-      .gradient = Gradient::none,
   });
 }
 

@@ -24,7 +24,6 @@ TEST(Layers, Sigmoid) {
             for (std::size_t i = 0; i < y.size(); ++i) y[i] = 1.0 / (1.0 + std::exp(-in[0][i]));
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

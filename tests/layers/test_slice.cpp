@@ -57,7 +57,6 @@ TEST(Layers, Slice) {
             }
             return out;
           },
-      .gradient = Gradient::none,
   });
 }
 

@@ -16,7 +16,6 @@ TEST(Layers, Split) {
           },
       .naive = [](const LayerCase& c, const std::vector<Values>& in,
                   const std::vector<Values>&) { return std::vector<Values>(c.spec.outputs.size(), in[0]); },
-      .gradient = Gradient::none,
   });
 }
 

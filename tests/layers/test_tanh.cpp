@@ -24,7 +24,6 @@ TEST(Layers, TanH) {
             for (std::size_t i = 0; i < y.size(); ++i) y[i] = std::tanh(in[0][i]);
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

@@ -28,6 +28,8 @@ class BatchNormKernel final : public Kernel {
 }  // namespace
 
 std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Shape>&) {
+  // The channel affine folds in the stored statistics; batch statistics take the reference.
+  if (static_cast<const BatchNormLayer&>(layer).batch_statistics()) return nullptr;
   return std::make_unique<BatchNormKernel>(static_cast<const BatchNormLayer&>(layer));
 }
 

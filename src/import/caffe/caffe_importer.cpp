@@ -18,10 +18,15 @@ namespace {
 using Ints = std::vector<std::int64_t>;
 
 // Types that become espresso layers of the same name (docs/layers.md).
-const std::set<std::string> kComputeTypes = {
-    "AbsVal",  "Accuracy", "BatchNorm",    "Bias",  "Concat",  "Convolution",     "Deconvolution", "Dropout",
-    "Eltwise", "Flatten",  "InnerProduct", "LRN",   "Pooling", "Power",           "PReLU",         "ReLU",
-    "Reshape", "Scale",    "Sigmoid",      "Slice", "Softmax", "SoftmaxWithLoss", "Split",         "TanH"};
+const std::set<std::string> kComputeTypes = {"AbsVal",        "Accuracy", "BatchNorm",
+                                             "Bias",          "Concat",   "Convolution",
+                                             "Deconvolution", "Dropout",  "Eltwise",
+                                             "EuclideanLoss", "Flatten",  "InnerProduct",
+                                             "LRN",           "Pooling",  "Power",
+                                             "PReLU",         "ReLU",     "Reshape",
+                                             "Scale",         "Sigmoid",  "SigmoidCrossEntropyLoss",
+                                             "Slice",         "Softmax",  "SoftmaxWithLoss",
+                                             "Split",         "TanH"};
 
 // Data-source layers: kept under their Caffe type with their settings, for the data pipeline.
 const std::set<std::string> kDataTypes = {"Data",      "DummyData",  "HDF5Data",
@@ -253,7 +258,10 @@ Attributes map_attributes(const LayerContext& ctx) {
     attrs.set("region",
               std::string(p.norm_region() == caffe::LRNParameter::WITHIN_CHANNEL ? "within" : "across"));
   } else if (type == "BatchNorm") {
-    attrs.set("eps", double{layer.batch_norm_param().eps()});
+    const caffe::BatchNormParameter& p = layer.batch_norm_param();
+    attrs.set("eps", double{p.eps()});
+    attrs.set("moving_average_fraction", double{p.moving_average_fraction()});
+    if (p.has_use_global_stats()) attrs.set("use_global_stats", std::int64_t{p.use_global_stats()});
   } else if (type == "Scale") {
     const caffe::ScaleParameter& p = layer.scale_param();
     attrs.set("axis", static_cast<std::int64_t>(p.axis()));
@@ -311,6 +319,11 @@ Attributes map_attributes(const LayerContext& ctx) {
     if (p.has_ignore_label()) attrs.set("ignore_label", static_cast<std::int64_t>(p.ignore_label()));
   } else if (type == "SoftmaxWithLoss") {
     map_loss(layer, attrs);
+  } else if (type == "SigmoidCrossEntropyLoss") {
+    map_loss(layer, attrs);
+    // Caffe's default for this layer, unlike SoftmaxWithLoss, divides by the batch size.
+    const caffe::LossParameter& p = layer.loss_param();
+    if (!p.has_normalization() && !p.has_normalize()) attrs.set("normalization", std::string("batch_size"));
   } else if (kDataTypes.count(type)) {
     map_data_source(ctx, attrs);
   }
