@@ -8,6 +8,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "graph/memory_planner.h"
 #include "layers/registry.h"
+#include "train/filler.h"
 
 namespace espresso {
 
@@ -177,8 +178,20 @@ void Net::Impl::check_weights(int step, const std::vector<Shape>& in) {
   const std::vector<Shape> expected = layer.weight_shapes(in);
   std::vector<Tensor>& weights = layer.weights();
   if (weights.empty() && !expected.empty()) {
-    // No weights were loaded (a prototxt alone): zeros, as the net's structure is still usable.
-    for (const Shape& s : expected) weights.push_back(Tensor::zeros(s));
+    // No weights were loaded (a prototxt alone): zeros, as the net's structure is still usable, or
+    // when training the model's fillers (blob 0 `weight_filler`, blob 1 `bias_filler`), seeded.
+    std::mt19937_64 engine(options.seed * 0x2545F4914F6CDD1Dull + static_cast<std::uint64_t>(step));
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      Tensor blob = Tensor::zeros(expected[i]);
+      if (options.training && i < 2) {
+        try {
+          fill(read_filler(layer.spec().attrs, i == 0 ? "weight_filler" : "bias_filler"), blob, engine);
+        } catch (const Error& e) {
+          throw ModelError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
+        }
+      }
+      weights.push_back(std::move(blob));
+    }
     return;
   }
   std::vector<Shape> found;

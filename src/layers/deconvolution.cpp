@@ -109,4 +109,59 @@ void DeconvolutionLayer::forward(const std::vector<Tensor>& inputs, std::vector<
   }
 }
 
+void DeconvolutionLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                                  const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                                  std::vector<Tensor>& weight_grads) const {
+  const ConvGeometry g = geometry(inputs[0].shape());
+  const float* x = inputs[0].data<float>();
+  const float* w = weights()[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].defined() ? input_grads[0].data<float>() : nullptr;
+  float* dw = weight_grads[0].data<float>();
+  float* db = params_.bias ? weight_grads[1].data<float>() : nullptr;
+
+  const std::int64_t in_group = g.in_channels / g.group;
+  const std::int64_t out_group = g.out_channels / g.group;
+  const std::int64_t out_spatial = g.out_spatial();
+  const std::int64_t taps = g.kernel_spatial();
+  const auto tap_coords = box_coordinates(g.kernel);
+  const auto in_coords = box_coordinates(g.in_size);
+  const auto in_spatial = static_cast<std::int64_t>(in_coords.size());
+  const int axes = g.axes();
+
+  // The forward's scatter, each multiply-add sending its output gradient back to both factors.
+  for (std::int64_t n = 0; n < g.batch; ++n) {
+    if (db) {
+      for (std::int64_t co = 0; co < g.out_channels; ++co) {
+        for (std::int64_t o = 0; o < out_spatial; ++o)
+          db[co] += dy[(n * g.out_channels + co) * out_spatial + o];
+      }
+    }
+    for (std::int64_t ci = 0; ci < g.in_channels; ++ci) {
+      const std::int64_t first_out = ci / in_group * out_group;
+      for (std::int64_t i = 0; i < in_spatial; ++i) {
+        const std::int64_t at = (n * g.in_channels + ci) * in_spatial + i;
+        for (std::int64_t co = 0; co < out_group; ++co) {
+          const std::int64_t filter = (ci * out_group + co) * taps;
+          const float* plane = dy + (n * g.out_channels + first_out + co) * out_spatial;
+          for (std::int64_t t = 0; t < taps; ++t) {
+            std::int64_t offset = 0;
+            bool inside = true;
+            for (int a = 0; a < axes; ++a) {
+              const auto k = static_cast<std::size_t>(a);
+              const std::int64_t pos = in_coords[static_cast<std::size_t>(i)][k] * g.stride[k] - g.pad[k] +
+                                       tap_coords[static_cast<std::size_t>(t)][k] * g.dilation[k];
+              inside = inside && pos >= 0 && pos < g.out_size[k];
+              offset = offset * g.out_size[k] + pos;
+            }
+            if (!inside) continue;
+            dw[filter + t] += plane[offset] * x[at];
+            if (dx) dx[at] += plane[offset] * w[filter + t];
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace espresso

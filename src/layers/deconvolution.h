@@ -15,6 +15,9 @@ class DeconvolutionLayer final : public Layer {
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   std::int64_t macs(const std::vector<Shape>& inputs) const override;
 
   // in_size is the layer's input, out_size its (larger) output. Throws ShapeError when the input

@@ -43,4 +43,26 @@ void GatherLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
   }
 }
 
+void GatherLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                           const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                           std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const Shape& data = inputs[0].shape();
+  const int axis = data.canonical_axis(axis_);
+  const std::int64_t outer = data.count(0, axis), size = data[axis], inner = data.count(axis + 1);
+  const float* indices = inputs[1].data<float>();
+  const std::int64_t count = inputs[1].numel();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  // Repeated indices add up: each gathered copy sends its gradient back.
+  for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t j = 0; j < count; ++j) {
+      auto index = static_cast<std::int64_t>(std::llround(indices[j]));
+      if (index < 0) index += size;
+      for (std::int64_t i = 0; i < inner; ++i)
+        dx[(o * size + index) * inner + i] += dy[(o * count + j) * inner + i];
+    }
+  }
+}
+
 }  // namespace espresso

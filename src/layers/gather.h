@@ -12,6 +12,11 @@ class GatherLayer final : public Layer {
       : Layer(spec), axis_(static_cast<int>(spec.attrs.get_int("axis", 0))) {}
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
+  // The indices take no gradient.
+  bool differentiable_input(std::size_t input) const override { return input == 0; }
   int axis() const { return axis_; }
 
  private:

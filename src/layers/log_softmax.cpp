@@ -33,4 +33,28 @@ void LogSoftmaxLayer::forward(const std::vector<Tensor>& inputs, std::vector<Ten
   }
 }
 
+void LogSoftmaxLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                               const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                               std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const Shape& shape = inputs[0].shape();
+  const int axis = shape.canonical_axis(axis_);
+  const std::int64_t outer = shape.count(0, axis), size = shape[axis], inner = shape.count(axis + 1);
+  const float* y = outputs[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  // dx = dy − softmax · Σ dy, with softmax = exp(y).
+  for (std::int64_t o = 0; o < outer; ++o) {
+    for (std::int64_t i = 0; i < inner; ++i) {
+      const std::int64_t base = o * size * inner + i;
+      double sum = 0;
+      for (std::int64_t k = 0; k < size; ++k) sum += dy[base + k * inner];
+      for (std::int64_t k = 0; k < size; ++k) {
+        const std::int64_t at = base + k * inner;
+        dx[at] += static_cast<float>(dy[at] - std::exp(static_cast<double>(y[at])) * sum);
+      }
+    }
+  }
+}
+
 }  // namespace espresso

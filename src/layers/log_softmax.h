@@ -11,6 +11,9 @@ class LogSoftmaxLayer final : public Layer {
       : Layer(spec), axis_(static_cast<int>(spec.attrs.get_int("axis", 1))) {}
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   int axis() const { return axis_; }
 
  private:

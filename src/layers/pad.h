@@ -14,6 +14,9 @@ class PadLayer final : public Layer {
   explicit PadLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   const std::vector<std::int64_t>& pads() const { return pads_; }
   Mode mode() const { return mode_; }
   float value() const { return value_; }

@@ -83,4 +83,28 @@ void StridedSliceLayer::forward(const std::vector<Tensor>& inputs, std::vector<T
   }
 }
 
+void StridedSliceLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                                 std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const Shape& in = inputs[0].shape();
+  std::vector<std::int64_t> first, step, count;
+  resolve(in, first, step, count);
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  std::vector<std::int64_t> index(count.size(), 0);
+  for (std::int64_t i = 0, n = outputs[0].numel(); i < n; ++i) {
+    std::int64_t offset = 0;
+    for (int k = 0; k < in.rank(); ++k) {
+      const auto a = static_cast<std::size_t>(k);
+      offset = offset * in[k] + first[a] + index[a] * step[a];
+    }
+    dx[offset] += dy[i];
+    for (int k = in.rank() - 1; k >= 0; --k) {
+      if (++index[static_cast<std::size_t>(k)] < count[static_cast<std::size_t>(k)]) break;
+      index[static_cast<std::size_t>(k)] = 0;
+    }
+  }
+}
+
 }  // namespace espresso

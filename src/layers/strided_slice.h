@@ -12,6 +12,9 @@ class StridedSliceLayer final : public Layer {
   explicit StridedSliceLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   // Per input axis: the first index taken, the step and the number of indices taken.
   void resolve(const Shape& in, std::vector<std::int64_t>& first, std::vector<std::int64_t>& step,
                std::vector<std::int64_t>& count) const;

@@ -133,9 +133,7 @@ LayerSpec deconv_spec() {
 
 }  // namespace
 
-TEST(Layers, Deconvolution) {
-  run_layer_test({.make_case = make_case, .naive = naive, .cases = 40, .gradient = Gradient::none});
-}
+TEST(Layers, Deconvolution) { run_layer_test({.make_case = make_case, .naive = naive, .cases = 40}); }
 
 TEST(Layers, DeconvolutionShapesWeightsAndMacs) {
   LayerSpec spec = deconv_spec();

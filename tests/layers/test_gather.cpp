@@ -18,6 +18,7 @@ TEST(Layers, Gather) {
             for (int i = 0; i < count; ++i)
               indices.push_back(rng.integer(static_cast<int>(-data[axis]), static_cast<int>(data[axis] - 1)));
             c.input_shapes = {data, Shape{count}};
+            c.non_differentiable_inputs = {1};
             c.inputs = {rng.values(static_cast<std::size_t>(data.numel())), indices};
             return c;
           },
@@ -40,7 +41,6 @@ TEST(Layers, Gather) {
                 }
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

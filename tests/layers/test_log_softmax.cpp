@@ -37,7 +37,6 @@ TEST(Layers, LogSoftmax) {
               }
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

@@ -47,7 +47,6 @@ TEST(Layers, Pad) {
                   }
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

@@ -42,7 +42,6 @@ TEST(Layers, StridedSlice) {
               for (std::int64_t i : picks) y.push_back(in[0][static_cast<std::size_t>(r * n + i)]);
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

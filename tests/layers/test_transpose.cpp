@@ -40,7 +40,6 @@ TEST(Layers, Transpose) {
                   }
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 

@@ -118,6 +118,55 @@ void map_pooling(const LayerContext& ctx, Attributes& attrs) {
   attrs.set("round", std::string(p.round_mode() == caffe::PoolingParameter::FLOOR ? "floor" : "ceil"));
 }
 
+// A FillerParameter as `<prefix>.type`, `<prefix>.value`, ... (docs/layers.md); Net fills the blobs a
+// model does not provide from these when it trains.
+void map_filler(const caffe::FillerParameter& f, const std::string& prefix, Attributes& attrs) {
+  attrs.set(prefix + ".type", f.type());
+  attrs.set(prefix + ".value", double{f.value()});
+  attrs.set(prefix + ".min", double{f.min()});
+  attrs.set(prefix + ".max", double{f.max()});
+  attrs.set(prefix + ".mean", double{f.mean()});
+  attrs.set(prefix + ".std", double{f.std()});
+  attrs.set(prefix + ".sparse", std::int64_t{f.sparse()});
+  const char* norm = f.variance_norm() == caffe::FillerParameter::FAN_OUT   ? "fan_out"
+                     : f.variance_norm() == caffe::FillerParameter::AVERAGE ? "average"
+                                                                            : "fan_in";
+  attrs.set(prefix + ".variance_norm", std::string(norm));
+}
+
+// Caffe's own default when a layer names no filler: a constant.
+void map_filler_or_constant(bool given, const caffe::FillerParameter& f, double value,
+                            const std::string& prefix, Attributes& attrs) {
+  if (given) {
+    map_filler(f, prefix, attrs);
+  } else {
+    attrs.set(prefix + ".type", std::string("constant"));
+    attrs.set(prefix + ".value", value);
+  }
+}
+
+void map_fillers(const caffe::LayerParameter& layer, Attributes& attrs) {
+  const std::string& type = layer.type();
+  if (type == "Convolution" || type == "Deconvolution") {
+    const caffe::ConvolutionParameter& p = layer.convolution_param();
+    if (p.has_weight_filler()) map_filler(p.weight_filler(), "weight_filler", attrs);
+    if (p.has_bias_filler()) map_filler(p.bias_filler(), "bias_filler", attrs);
+  } else if (type == "InnerProduct") {
+    const caffe::InnerProductParameter& p = layer.inner_product_param();
+    if (p.has_weight_filler()) map_filler(p.weight_filler(), "weight_filler", attrs);
+    if (p.has_bias_filler()) map_filler(p.bias_filler(), "bias_filler", attrs);
+  } else if (type == "Scale") {
+    const caffe::ScaleParameter& p = layer.scale_param();
+    map_filler_or_constant(p.has_filler(), p.filler(), 1.0, "weight_filler", attrs);
+    if (p.has_bias_filler()) map_filler(p.bias_filler(), "bias_filler", attrs);
+  } else if (type == "PReLU") {
+    map_filler_or_constant(layer.prelu_param().has_filler(), layer.prelu_param().filler(), 0.25,
+                           "weight_filler", attrs);
+  } else if (type == "Bias") {
+    if (layer.bias_param().has_filler()) map_filler(layer.bias_param().filler(), "weight_filler", attrs);
+  }
+}
+
 void map_loss(const caffe::LayerParameter& layer, Attributes& attrs) {
   const caffe::LossParameter& p = layer.loss_param();
   if (p.has_ignore_label()) attrs.set("ignore_label", static_cast<std::int64_t>(p.ignore_label()));
@@ -561,6 +610,7 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
     spec.type = layer->type();
     spec.attrs = map_attributes(ctx);
     spec.params = param_specs(*layer);
+    map_fillers(*layer, spec.attrs);
     if (layer->loss_weight_size() > 0) {
       spec.attrs.set("loss_weight",
                      std::vector<double>(layer->loss_weight().begin(), layer->loss_weight().end()));
