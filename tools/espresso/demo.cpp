@@ -27,7 +27,7 @@ struct DemoOptions {
   std::string data = "/usr/share/datasets/fashion-mnist";
   std::string output = "demo_output";
   std::string device = "auto";
-  int iterations = 1900;  // about two epochs of 64 images
+  int iterations = 2500;  // under three epochs of 64 images
   int threads = 0;
 };
 
@@ -94,8 +94,8 @@ std::string write_recipe(const DemoOptions& o, const fs::path& out) {
   write_file(solver, "net: \"" + (out / "lenet_fashion_train_test.prototxt").string() +
                          "\"\n"
                          "test_iter: 100\ntest_interval: 500\ntest_initialization: false\n"
-                         "base_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\n"
-                         "lr_policy: \"inv\"\ngamma: 0.0001\npower: 0.75\n"
+                         "type: \"Adam\"\nbase_lr: 0.001\nmomentum: 0.9\nmomentum2: 0.999\nweight_decay: 0.0005\n"
+                         "lr_policy: \"cosine\"\n"
                          "display: 100\naverage_loss: 20\nmax_iter: " +
                          std::to_string(o.iterations) + "\nsnapshot: 0\nsnapshot_prefix: \"" +
                          (out / "lenet_fashion").string() + "\"\nrandom_seed: 1\n");
