@@ -39,7 +39,7 @@ std::unique_ptr<Context> create_context(Device device, std::shared_ptr<const Dev
 
 bool has_kernel(const std::string&) { return false; }
 
-void check_supported(const std::vector<const Layer*>&) { fail_not_built("running on a cuda device"); }
+void check_supported(const std::vector<const Layer*>&) { fail_not_built("running on a GPU"); }
 
 std::unique_ptr<Kernel> make_kernel(const Layer&, const std::vector<Shape>&, Context&) { return nullptr; }
 
