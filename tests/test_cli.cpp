@@ -255,7 +255,7 @@ TEST_F(Cli, DevicesAndMissingGpu) {
   ASSERT_EQ(devices.code, 0) << devices.err;
   EXPECT_TRUE(devices.out.starts_with("cpu ")) << devices.out;
   if (contains(devices.out, "no CUDA device")) {
-    expect_runtime_error(run_cli("info " + lenet_model() + " --device cuda"), "cuda");
+    expect_runtime_error(run_cli("info " + lenet_model() + " --device cuda"), "CUDA");
   }
   expect_runtime_error(run_cli("info " + lenet_model() + " --device tpu"), "unknown device 'tpu'");
 }

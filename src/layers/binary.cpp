@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace espresso {
 namespace {
@@ -35,6 +36,28 @@ float apply(BinaryLayer::Op op, float a, float b) {
       return std::pow(a, b);
   }
   return 0;
+}
+
+// ∂(a op b)/∂a and ∂(a op b)/∂b. Ties of max and min go to a, the operand std::max/std::min return.
+std::pair<float, float> partials(BinaryLayer::Op op, float a, float b) {
+  switch (op) {
+    case BinaryLayer::Op::add:
+      return {1.0f, 1.0f};
+    case BinaryLayer::Op::sub:
+      return {1.0f, -1.0f};
+    case BinaryLayer::Op::mul:
+      return {b, a};
+    case BinaryLayer::Op::div:
+      return {1.0f / b, -a / (b * b)};
+    case BinaryLayer::Op::max:
+      return a < b ? std::pair{0.0f, 1.0f} : std::pair{1.0f, 0.0f};
+    case BinaryLayer::Op::min:
+      return b < a ? std::pair{0.0f, 1.0f} : std::pair{1.0f, 0.0f};
+    case BinaryLayer::Op::pow:
+      // The exponent's partial is only defined for a positive base.
+      return {b * std::pow(a, b - 1.0f), a > 0 ? std::pow(a, b) * std::log(a) : 0.0f};
+  }
+  return {0.0f, 0.0f};
 }
 
 }  // namespace
@@ -88,6 +111,35 @@ void BinaryLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
       ob += index[k] * sb[k];
     }
     y[i] = apply(op_, a[oa], b[ob]);
+    for (int k = out.rank() - 1; k >= 0; --k) {
+      if (++index[static_cast<std::size_t>(k)] < out[k]) break;
+      index[static_cast<std::size_t>(k)] = 0;
+    }
+  }
+}
+
+void BinaryLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                           const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                           std::vector<Tensor>&) const {
+  const Shape& out = outputs[0].shape();
+  const std::vector<std::int64_t> sa = broadcast_strides(inputs[0].shape(), out);
+  const std::vector<std::int64_t> sb = broadcast_strides(inputs[1].shape(), out);
+  const float* a = inputs[0].data<float>();
+  const float* b = inputs[1].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* da = input_grads[0].defined() ? input_grads[0].data<float>() : nullptr;
+  float* db = input_grads[1].defined() ? input_grads[1].data<float>() : nullptr;
+  // Broadcast operands sum the gradients of every output they reach.
+  std::vector<std::int64_t> index(static_cast<std::size_t>(out.rank()), 0);
+  for (std::int64_t i = 0, n = out.numel(); i < n; ++i) {
+    std::int64_t oa = 0, ob = 0;
+    for (std::size_t k = 0; k < index.size(); ++k) {
+      oa += index[k] * sa[k];
+      ob += index[k] * sb[k];
+    }
+    const auto [pa, pb] = partials(op_, a[oa], b[ob]);
+    if (da) da[oa] += dy[i] * pa;
+    if (db) db[ob] += dy[i] * pb;
     for (int k = out.rank() - 1; k >= 0; --k) {
       if (++index[static_cast<std::size_t>(k)] < out[k]) break;
       index[static_cast<std::size_t>(k)] = 0;

@@ -13,6 +13,9 @@ class BinaryLayer final : public Layer {
   explicit BinaryLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   // Safe: when the output has input 0's size, input 0 is not broadcast and is read before written.
   bool in_place() const override { return true; }
   Op op() const { return op_; }

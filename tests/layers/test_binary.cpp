@@ -53,7 +53,6 @@ TEST(Layers, Binary) {
                 }
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
   });
 }
 
