@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libprotobuf-dev protobuf-compiler libopenblas-dev zlib1g-dev
-  libgtest-dev libcli11-dev libstb-dev nlohmann-json3-dev libxxhash-dev
+  libgtest-dev libcli11-dev libstb-dev nlohmann-json3-dev libxxhash-dev liblmdb-dev
   dataset-fashion-mnist
 )
 missing=()

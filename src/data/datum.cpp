@@ -1,0 +1,74 @@
+#include "data/datum.h"
+
+#include <stb_image.h>
+
+#include <memory>
+
+#include "espresso/errors.h"
+#include "import/caffe/caffe.pb.h"
+
+namespace espresso::data {
+
+std::string encode_datum(const std::uint8_t* pixels, std::int64_t channels, std::int64_t height,
+                         std::int64_t width, int label) {
+  caffe::Datum datum;
+  datum.set_channels(static_cast<int>(channels));
+  datum.set_height(static_cast<int>(height));
+  datum.set_width(static_cast<int>(width));
+  datum.set_label(label);
+  datum.set_data(pixels, static_cast<std::size_t>(channels * height * width));
+  return datum.SerializeAsString();
+}
+
+void decode_datum(std::string_view bytes, Sample& out, const std::string& where) {
+  caffe::Datum datum;
+  if (!datum.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    throw DataError(where + ": the record is not a valid Datum");
+  out.label = datum.label();
+  if (datum.encoded()) {
+    int width = 0, height = 0, stored_channels = 0;
+    const std::string& file = datum.data();
+    std::unique_ptr<stbi_uc, void (*)(void*)> pixels(
+        stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(file.data()), static_cast<int>(file.size()),
+                              &width, &height, &stored_channels, 0),
+        stbi_image_free);
+    if (!pixels) throw DataError(where + ": cannot decode the encoded image (" + stbi_failure_reason() + ")");
+    // Colour becomes Caffe's BGR; gray stays one channel.
+    const int channels = stored_channels >= 3 ? 3 : 1;
+    out.channels = channels;
+    out.height = height;
+    out.width = width;
+    const std::int64_t plane = std::int64_t{height} * width;
+    out.values.resize(static_cast<std::size_t>(channels * plane));
+    for (std::int64_t i = 0; i < plane; ++i) {
+      const stbi_uc* px = pixels.get() + i * stored_channels;
+      for (int c = 0; c < channels; ++c)
+        out.values[static_cast<std::size_t>(c * plane + i)] = px[channels == 3 ? 2 - c : 0];
+    }
+    return;
+  }
+  out.channels = datum.channels();
+  out.height = datum.height();
+  out.width = datum.width();
+  if (out.channels <= 0 || out.height <= 0 || out.width <= 0)
+    throw DataError(where + ": the Datum has no valid channels x height x width");
+  const std::int64_t count = out.channels * out.height * out.width;
+  out.values.resize(static_cast<std::size_t>(count));
+  if (!datum.data().empty()) {
+    if (static_cast<std::int64_t>(datum.data().size()) != count) {
+      throw DataError(where + ": the Datum says " + std::to_string(out.channels) + "x" +
+                      std::to_string(out.height) + "x" + std::to_string(out.width) + " but holds " +
+                      std::to_string(datum.data().size()) + " bytes");
+    }
+    const auto* bytes_in = reinterpret_cast<const std::uint8_t*>(datum.data().data());
+    for (std::int64_t i = 0; i < count; ++i) out.values[static_cast<std::size_t>(i)] = bytes_in[i];
+  } else if (datum.float_data_size() == count) {
+    for (std::int64_t i = 0; i < count; ++i)
+      out.values[static_cast<std::size_t>(i)] = datum.float_data(static_cast<int>(i));
+  } else {
+    throw DataError(where + ": the Datum holds " + std::to_string(datum.float_data_size()) +
+                    " float values, expected " + std::to_string(count));
+  }
+}
+
+}  // namespace espresso::data

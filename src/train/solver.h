@@ -1,0 +1,84 @@
+// Solvers: Caffe's update rules, learning-rate policies, weight decay and gradient clipping, applied
+// to a net's parameters after backward().
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "espresso/net.h"
+#include "espresso/tensor.h"
+
+namespace espresso::caffe {
+class SolverParameter;
+}
+
+namespace espresso::train {
+
+enum class SolverType { sgd, nesterov, adagrad, rmsprop, adadelta, adam };
+enum class Regularization { l2, l1 };
+
+// Caffe's names ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"); throws ModelError
+// listing the known names otherwise.
+SolverType parse_solver_type(const std::string& name);
+const char* solver_type_name(SolverType type);
+
+struct SolverConfig {
+  SolverType type = SolverType::sgd;
+  double base_lr = 0.01;
+  // fixed, step, exp, inv, multistep, poly, sigmoid (Caffe) or cosine (espresso).
+  std::string lr_policy = "fixed";
+  double gamma = 0.0;
+  double power = 0.0;
+  std::int64_t stepsize = 0;
+  std::vector<std::int64_t> stepvalue;
+  std::int64_t max_iter = 0;
+  double momentum = 0.0;
+  double momentum2 = 0.999;  // Adam's second-moment decay
+  double delta = 1e-8;
+  double rms_decay = 0.99;
+  double weight_decay = 0.0;
+  Regularization regularization = Regularization::l2;
+  double clip_gradients = -1.0;  // negative: no clipping
+  int iter_size = 1;
+};
+
+// The solver settings of a SolverParameter (the older `solver_type` enum is honoured when `type` is
+// not set). Throws ModelError naming the field for values Caffe would reject.
+SolverConfig solver_config(const caffe::SolverParameter& param);
+
+// The learning rate at `iter` (0-based). Throws ModelError naming the policy when it is unknown or its
+// settings are missing (stepsize for step, max_iter for poly and cosine).
+double learning_rate(const SolverConfig& config, std::int64_t iter);
+
+// Applies one update to the parameters: data -= update(grad). The gradients are consumed (on return
+// they hold the applied step, as in Caffe). Parameters must be CPU f32 tensors.
+class Solver {
+ public:
+  explicit Solver(SolverConfig config);
+
+  const SolverConfig& config() const { return config_; }
+  // One update at iteration `iter` (0-based). The first call sizes the history to `params`; later
+  // calls must pass the same parameters in the same order.
+  void update(std::vector<Parameter>& params, std::int64_t iter);
+
+  // The per-parameter state, Caffe's layout: one blob per parameter, AdaDelta and Adam a second set
+  // after the first. Empty until the first update or set_history().
+  const std::vector<Tensor>& history() const { return history_; }
+  // Restores state saved from history(); throws ModelError naming the blob whose count or shape does not
+  // match `params`.
+  void set_history(const std::vector<Parameter>& params, std::vector<Tensor> history);
+  // How many history blobs this solver type keeps per parameter.
+  int history_sets() const;
+
+ private:
+  void ensure_history(const std::vector<Parameter>& params);
+  void clip(std::vector<Parameter>& params) const;
+  void regularize(Parameter& param) const;
+  void compute_step(Parameter& param, std::size_t index, double rate, std::int64_t iter);
+
+  SolverConfig config_;
+  std::vector<Tensor> history_;
+};
+
+}  // namespace espresso::train

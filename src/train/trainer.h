@@ -1,0 +1,73 @@
+// Trainer: Caffe's training loop driven by a SolverParameter. It builds the train net and test nets
+// from Caffe prototxts (Data layers become prefetched graph inputs), steps the solver, tests, logs like
+// Caffe, and writes snapshots (.caffemodel + .solverstate) that resume exactly.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "espresso/net.h"
+#include "espresso/tensor.h"
+
+namespace espresso::train {
+
+struct TrainerOptions {
+  Device device = Device::cpu();
+  std::ostream* log = nullptr;  // Caffe-style lines; nullptr for std::cout
+  bool progress_bar = false;    // a one-line bar on stderr between log lines (for terminals)
+  bool write_curve = true;      // the CSV log and PNG curve beside the snapshots
+};
+
+struct TestOutput {
+  std::string name;
+  double value = 0.0;  // mean over the test iterations
+  float loss_weight = 0.0f;
+};
+
+class Trainer {
+ public:
+  // Reads a text-format SolverParameter. Paths in the solver and its nets are tried relative to the
+  // current directory first, then to the solver file's folder. The solver's `weights` are copied in as
+  // copy_weights() does. Throws FileError, ParseError, ModelError, DataError or UnsupportedError naming the
+  // file, layer or field.
+  explicit Trainer(const std::string& solver_file, TrainerOptions options = {});
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Fine-tuning: copies the blobs of same-named layers from a caffemodel; other layers keep their fillers.
+  // A same-named layer with other blob shapes throws ModelError naming it.
+  void copy_weights(const std::string& caffemodel);
+  // Restores iteration, solver history and weights from a .solverstate; a state from another net throws
+  // ModelError naming the layer or blob that differs.
+  void restore(const std::string& solverstate);
+
+  // Runs to max_iter with tests, display and snapshots as the solver asks. Stops with an Error naming the
+  // iteration and the first layer whose output is not finite when the loss becomes NaN or infinite.
+  void solve();
+  // Runs `iterations` solver steps (no final snapshot or test).
+  void step(std::int64_t iterations);
+  std::vector<std::vector<TestOutput>> test_all();
+  // The results of the latest test and its iteration (-1 before any).
+  const std::vector<std::vector<TestOutput>>& last_test() const;
+  std::int64_t last_test_iteration() const;
+  // Writes <prefix>_iter_N.caffemodel and .solverstate; returns the caffemodel's path.
+  std::string snapshot();
+
+  std::int64_t iteration() const;
+  // The loss of every iteration run so far in this process (averaged over iter_size).
+  const std::vector<float>& losses() const;
+  Net& train_net();
+  // Where snapshots, the CSV log and the curve go.
+  std::string snapshot_prefix() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace espresso::train

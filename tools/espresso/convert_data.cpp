@@ -1,0 +1,35 @@
+// `espresso convert-data`: Caffe LMDBs of Datum records from IDX files, CIFAR-10 batches or a folder of
+// images with one sub-folder per class.
+#include <cstdio>
+#include <memory>
+
+#include "common.h"
+#include "data/lmdb_convert.h"
+
+namespace espresso::cli {
+
+Verb add_convert_data_verb(CLI::App& app) {
+  auto options = std::make_shared<data::LmdbConversion>();
+  CLI::App* command =
+      app.add_subcommand("convert-data", "Build a Caffe LMDB from IDX, CIFAR-10 or image folders");
+  command->add_option("--format", options->format, "Input format: idx (MNIST layout), cifar10 or folder")
+      ->required()
+      ->check(CLI::IsMember({"idx", "cifar10", "folder"}));
+  command->add_option("input", options->input, "Input folder")->required();
+  command->add_option("output", options->output, "LMDB folder to create")->required();
+  command->add_option("--split", options->split, "train or test (idx, cifar10)")
+      ->check(CLI::IsMember({"train", "test"}));
+  command->add_option("--resize", options->resize, "Resize images to HEIGHTxWIDTH (folder)");
+  command->add_flag("--gray", options->gray, "Store one gray channel (folder)");
+  command->add_flag("--shuffle", options->shuffle, "Write the records in a shuffled order");
+  command->add_option("--seed", options->seed, "Seed of --shuffle");
+  return {command, [options] {
+            const data::LmdbSummary s = data::convert_to_lmdb(*options);
+            std::printf("wrote %lld records (%dx%dx%d) to %s%s\n", static_cast<long long>(s.records),
+                        s.channels, s.height, s.width, options->output.c_str(),
+                        s.class_names.empty() ? "" : " with labels.txt");
+            return 0;
+          }};
+}
+
+}  // namespace espresso::cli
