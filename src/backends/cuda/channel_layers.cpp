@@ -49,6 +49,8 @@ const float* device_weight(const Layer& layer, const Tensor& weight, StreamConte
 std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Shape>& inputs,
                                         StreamContext& context) {
   const auto& bn = static_cast<const BatchNormLayer&>(layer);
+  // Training with batch statistics is not a fixed affine map; the GPU has no kernel for it yet.
+  if (bn.batch_statistics()) return nullptr;
   std::vector<float> multiplier, offset;
   bn.affine(multiplier, offset);
   const std::size_t channels = multiplier.size();
