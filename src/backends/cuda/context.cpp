@@ -11,11 +11,13 @@ namespace {
 // a graph is being captured.
 constexpr std::size_t kCublasWorkspace = std::size_t{32} << 20;
 
-// Four threads capturing their first forward() at once failed inside cuBLAS (internal errors);
-// capturing happens once per plan, so taking turns costs little.
-std::mutex capture_mutex;
-
 }  // namespace
+
+// Captures happen once per plan and the other holders are set-up calls, so taking turns costs little.
+std::recursive_mutex& capture_exclusion() {
+  static std::recursive_mutex exclusion;
+  return exclusion;
+}
 
 StreamContext::StreamContext(Device device, std::shared_ptr<const DeviceWeights> shared_weights)
     : device_(device), shared_weights_(std::move(shared_weights)) {
@@ -27,11 +29,13 @@ StreamContext::StreamContext(Device device, std::shared_ptr<const DeviceWeights>
   DeviceGuard guard(device_.index);
   ESPRESSO_CUDA_CHECK(
       cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_.index));
+  const std::lock_guard exclusion(capture_exclusion());
   ESPRESSO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 }
 
 StreamContext::~StreamContext() {
   // Errors cannot be reported from a destructor; the handles go regardless.
+  const std::lock_guard exclusion(capture_exclusion());
   cudaSetDevice(device_.index);
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   if (graph_ != nullptr) cudaGraphExecDestroy(graph_);
@@ -42,7 +46,7 @@ StreamContext::~StreamContext() {
 
 void StreamContext::begin_capture() {
   drop_graph();
-  std::unique_lock lock(capture_mutex);
+  std::unique_lock lock(capture_exclusion());
   DeviceGuard guard(device_.index);
   // Thread-local mode: only this thread's unsafe calls (cudaMalloc, say) are refused meanwhile.
   ESPRESSO_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -88,6 +92,7 @@ void StreamContext::synchronize() {
 
 cublasHandle_t StreamContext::cublas() {
   if (cublas_ == nullptr) {
+    const std::lock_guard exclusion(capture_exclusion());
     DeviceGuard guard(device_.index);
     ESPRESSO_CUDA_CHECK(cublasCreate(&cublas_));
     ESPRESSO_CUDA_CHECK(cublasSetStream(cublas_, stream_));
@@ -101,6 +106,7 @@ cublasHandle_t StreamContext::cublas() {
 
 cudnnHandle_t StreamContext::cudnn() {
   if (cudnn_ == nullptr) {
+    const std::lock_guard exclusion(capture_exclusion());
     DeviceGuard guard(device_.index);
     ESPRESSO_CUDA_CHECK(cudnnCreate(&cudnn_));
     ESPRESSO_CUDA_CHECK(cudnnSetStream(cudnn_, stream_));

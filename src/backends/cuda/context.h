@@ -46,8 +46,9 @@ class StreamContext final : public Context {
   cudnnHandle_t cudnn_ = nullptr;
   std::shared_ptr<void> cublas_workspace_;
   cudaGraphExec_t graph_ = nullptr;
-  // Held from begin_capture() to end_capture() or abort_capture(): one capture per process at a time.
-  std::unique_lock<std::mutex> capture_lock_;
+  // capture_exclusion(), held from begin_capture() to end_capture() or abort_capture(): one capture
+  // per process at a time, and no device-synchronising set-up call meanwhile.
+  std::unique_lock<std::recursive_mutex> capture_lock_;
   std::shared_ptr<const DeviceWeights> shared_weights_;
   struct WeightCopy {
     Tensor host;  // held so that its address cannot be reused by another tensor while cached

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,12 @@ void require_device(Device device);
 // out-of-memory error. Freed memory returns to the pool's cache once the last owner drops it, so
 // owners must not drop memory that queued work still uses.
 std::shared_ptr<void> allocate(std::size_t bytes, Device device, const std::string& purpose = "");
+
+// While any thread records a CUDA graph, CUDA refuses calls that synchronise the device implicitly
+// (cudaMalloc/cudaFree, pinned allocations, creating or destroying streams and cuBLAS/cuDNN handles)
+// and invalidates the recording. Captures and those calls hold this lock; it is recursive because the
+// capturing thread itself may reach them.
+std::recursive_mutex& capture_exclusion();
 // Copies `bytes` between any two devices (cpu included); returns once the copy has completed.
 void copy(void* destination, Device destination_device, const void* source, Device source_device,
           std::size_t bytes);

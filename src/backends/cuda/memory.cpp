@@ -36,6 +36,8 @@ class Pool {
  public:
   std::shared_ptr<void> allocate(std::size_t bytes, int device, const std::string& purpose) {
     const std::size_t size = size_class(bytes);
+    // Taken before the pool's own lock, always in this order: a miss calls cudaMalloc.
+    std::lock_guard exclusion(capture_exclusion());
     std::lock_guard lock(mutex_);
     PerDevice& pool = devices_[device];
     void* block = nullptr;

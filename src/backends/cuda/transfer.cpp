@@ -64,6 +64,7 @@ class Transfers {
 
  public:
   explicit Transfers(int device) : device_(device) {
+    const std::lock_guard exclusion(capture_exclusion());
     DeviceGuard guard(device_);
     ESPRESSO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     for (int k = 0; k < kChunks; ++k) {
