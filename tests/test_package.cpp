@@ -7,6 +7,7 @@
 #include "espresso/espresso.h"
 #include "espresso/package.h"
 #include "harness/layer_harness.h"
+#include "test_support.h"
 
 namespace espresso {
 namespace {
@@ -160,6 +161,45 @@ TEST(Package, SaveReplacesAtomically) {
   EXPECT_THROW(save_package(broken, path), ModelError);
   EXPECT_NO_THROW(load_package(path));  // the old package is intact
   fs::remove(path);
+}
+
+// Real models through a package: the same outputs, bit for bit, as the originals.
+class PackageOfRealModels : public testing::SharedDataTest {};
+
+void expect_identical_outputs(const Graph& original, const std::string& package,
+                              const std::map<std::string, Tensor>& inputs) {
+  save_package(original, package);
+  Net before(original);
+  Net after(load_package(package));
+  const auto expected = before.forward(inputs);
+  const auto got = after.forward(inputs);
+  ASSERT_EQ(expected.size(), got.size());
+  for (const auto& [name, tensor] : expected) {
+    ASSERT_EQ(got.count(name), 1u) << name;
+    EXPECT_EQ(got.at(name).shape(), tensor.shape()) << name;
+    EXPECT_EQ(got.at(name).to_vector(), tensor.to_vector()) << name;
+  }
+}
+
+TEST_F(PackageOfRealModels, CaffeLeNet) {
+  const fs::path lenet = testing::shared_data_dir() / "caffe" / "lenet";
+  const Graph graph = load_model((lenet / "lenet.prototxt").string(), (lenet / "lenet_iter_10000.caffemodel").string());
+  testing::Rng rng(5);
+  const testing::Values values = rng.values(2 * 28 * 28, 0.0, 1.0);
+  const Tensor input = Tensor::from(Shape{2, 1, 28, 28}, std::vector<float>(values.begin(), values.end()));
+  testing::TempDir dir;
+  expect_identical_outputs(graph, dir.file("lenet.esp"), {{"data", input}});
+}
+
+TEST_F(PackageOfRealModels, OnnxModels) {
+  testing::TempDir dir;
+  for (const char* name : {"nin_cifar10", "squeezenet1_1", "mobilenet_v2", "resnet18"}) {
+    SCOPED_TRACE(name);
+    const fs::path folder = testing::shared_data_dir() / "onnx" / name;
+    const Graph graph = load_model((folder / "model.onnx").string());
+    const Tensor input = read_onnx_tensor((folder / "test_data_set_0" / "input_0.pb").string());
+    expect_identical_outputs(graph, dir.file(std::string(name) + ".esp"), {{graph.inputs.at(0).name, input}});
+  }
 }
 
 }  // namespace espresso
