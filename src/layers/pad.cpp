@@ -41,12 +41,11 @@ std::vector<Shape> PadLayer::output_shapes(const std::vector<Shape>& inputs) con
   return {Shape(dims)};
 }
 
-void PadLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
-  const Shape& in = inputs[0].shape();
-  const Shape& out = outputs[0].shape();
+// Calls visit(i, source) for every output element i, in order, with the input element it reads, or
+// -1 where constant padding fills it: the forward's index map, which the backward runs in reverse.
+template <class Visit>
+void PadLayer::map_outputs(const Shape& in, const Shape& out, Visit&& visit) const {
   const int rank = in.rank();
-  const float* x = inputs[0].data<float>();
-  float* y = outputs[0].data<float>();
   std::vector<std::int64_t> index(static_cast<std::size_t>(rank), 0);
   for (std::int64_t i = 0, n = out.numel(); i < n; ++i) {
     std::int64_t offset = 0;
@@ -65,7 +64,7 @@ void PadLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& o
       }
       offset = offset * size + source;
     }
-    y[i] = outside ? value_ : x[offset];
+    visit(i, outside ? std::int64_t{-1} : offset);
     for (int k = rank - 1; k >= 0; --k) {
       if (++index[static_cast<std::size_t>(k)] < out[k]) break;
       index[static_cast<std::size_t>(k)] = 0;
@@ -73,40 +72,23 @@ void PadLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& o
   }
 }
 
+void PadLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  map_outputs(inputs[0].shape(), outputs[0].shape(),
+              [&](std::int64_t i, std::int64_t source) { y[i] = source < 0 ? value_ : x[source]; });
+}
+
 void PadLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                         const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                         std::vector<Tensor>&) const {
   if (!input_grads[0].defined()) return;
-  const Shape& in = inputs[0].shape();
-  const Shape& out = outputs[0].shape();
-  const int rank = in.rank();
   const float* dy = output_grads[0].data<float>();
   float* dx = input_grads[0].data<float>();
-  // The forward's index map, run backwards: each output adds its gradient to the element it read.
-  std::vector<std::int64_t> index(static_cast<std::size_t>(rank), 0);
-  for (std::int64_t i = 0, n = out.numel(); i < n; ++i) {
-    std::int64_t offset = 0;
-    bool outside = false;
-    for (int k = 0; k < rank; ++k) {
-      const std::int64_t size = in[k];
-      std::int64_t source = index[static_cast<std::size_t>(k)] - pads_[static_cast<std::size_t>(k)];
-      if (source < 0 || source >= size) {
-        if (mode_ == Mode::constant) {
-          outside = true;
-        } else if (mode_ == Mode::edge) {
-          source = source < 0 ? 0 : size - 1;
-        } else {
-          source = source < 0 ? -source : 2 * (size - 1) - source;
-        }
-      }
-      offset = offset * size + source;
-    }
-    if (!outside) dx[offset] += dy[i];
-    for (int k = rank - 1; k >= 0; --k) {
-      if (++index[static_cast<std::size_t>(k)] < out[k]) break;
-      index[static_cast<std::size_t>(k)] = 0;
-    }
-  }
+  // Each output adds its gradient to the element it read.
+  map_outputs(inputs[0].shape(), outputs[0].shape(), [&](std::int64_t i, std::int64_t source) {
+    if (source >= 0) dx[source] += dy[i];
+  });
 }
 
 }  // namespace espresso

@@ -22,6 +22,9 @@ class PadLayer final : public Layer {
   float value() const { return value_; }
 
  private:
+  template <class Visit>
+  void map_outputs(const Shape& in, const Shape& out, Visit&& visit) const;
+
   std::vector<std::int64_t> pads_;
   Mode mode_;
   float value_;
