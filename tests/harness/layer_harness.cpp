@@ -147,6 +147,49 @@ Gradients zero_gradients(const Layer& layer, const std::vector<Tensor>& inputs) 
   return g;
 }
 
+// The CUDA kernel's forward then backward with the same output gradients, compared with the reference
+// backward. Every layer that trains on the CPU must train on the GPU too, so a CUDA kernel without a
+// backward fails here.
+void check_gpu_backward(cuda::Context& context, const Layer& layer, const std::vector<Tensor>& inputs,
+                        const std::vector<Tensor>& outputs, const std::vector<Tensor>& output_grads,
+                        const Gradients& reference) {
+  std::unique_ptr<Kernel> kernel = cuda::make_kernel(layer, shapes_of_tensors(inputs), context);
+  if (!kernel) return;
+  if (!kernel->has_fast_backward()) {
+    ADD_FAILURE() << "CUDA kernel '" << kernel->name() << "' has no backward pass";
+    return;
+  }
+  const Device device = context.device();
+  std::vector<Tensor> device_inputs, device_outputs, device_output_grads;
+  for (const Tensor& t : inputs) device_inputs.push_back(t.to(device));
+  for (const Tensor& t : outputs) device_outputs.push_back(Tensor::empty(t.shape(), DType::f32, device));
+  for (const Tensor& t : output_grads) device_output_grads.push_back(t.to(device));
+  // Forward first: kernels may keep what backward needs (Dropout's mask).
+  kernel->forward(device_inputs, device_outputs);
+  Gradients device_grads;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    device_grads.inputs.push_back(reference.inputs[i].defined()
+                                      ? Tensor::zeros(inputs[i].shape(), DType::f32, device)
+                                      : Tensor{});
+  }
+  for (const Tensor& w : reference.weights) device_grads.weights.push_back(Tensor::zeros(w.shape(), DType::f32, device));
+  kernel->backward(layer, device_inputs, device_outputs, device_output_grads, device_grads.inputs,
+                   device_grads.weights);
+  context.synchronize();
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (!reference.inputs[i].defined()) continue;
+    EXPECT_LE(normalized_error(to_values(reference.inputs[i]), to_values(device_grads.inputs[i].to(Device::cpu()))),
+              kGradientTolerance)
+        << "CUDA kernel '" << kernel->name() << "' backward vs reference, input " << i;
+  }
+  for (std::size_t w = 0; w < reference.weights.size(); ++w) {
+    if (!layer.learned_weight(w)) continue;
+    EXPECT_LE(normalized_error(to_values(reference.weights[w]), to_values(device_grads.weights[w].to(Device::cpu()))),
+              kGradientTolerance)
+        << "CUDA kernel '" << kernel->name() << "' backward vs reference, weight " << w;
+  }
+}
+
 // Checks the layer's backward (and the fast CPU one) against central differences of the naive forward.
 // Returns whether a fast CPU backward was compared.
 bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
@@ -186,6 +229,10 @@ bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
             << "CPU kernel '" << fast->name() << "' backward vs reference, weight " << w;
       }
     }
+  }
+
+  if (cuda::Context* context = gpu_context()) {
+    check_gpu_backward(*context, layer, inputs, outputs, output_grads, analytic);
   }
 
   const double h = test.gradient_step;

@@ -6,7 +6,7 @@
 // with respect to each input and weight element is taken by central differences of the test's naive
 // double-precision forward (exact to about 1e-9, as nothing is rounded to float), and compared with
 // the layer's float backward given R_k as output gradients, and with the fast CPU backward where there
-// is one: normalized error ≤ 1e-4 (kGradientTolerance).
+// is one and the CUDA backward when a GPU is present: normalized error ≤ 1e-4 (kGradientTolerance).
 #pragma once
 
 #include <functional>

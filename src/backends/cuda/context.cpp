@@ -115,6 +115,12 @@ cudnnHandle_t StreamContext::cudnn() {
 }
 
 const Tensor& StreamContext::device_weights(const Tensor& host, const std::string& owner) {
+  if (!host.device().is_cpu()) {
+    // Training keeps the weights on the GPU, where the solver updates them in place.
+    if (host.device() != device_)
+      throw DeviceError("the weights of " + owner + " are on " + host.device().str() + ", not " + device_.str());
+    return host;
+  }
   if (shared_weights_) {
     if (const Tensor* shared = shared_weights_->find(host)) return *shared;
   }

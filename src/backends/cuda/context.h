@@ -35,7 +35,7 @@ class StreamContext final : public Context {
   cudnnHandle_t cudnn();
   // The device copy of a CPU weight tensor: the shared one when the model is resident, else uploaded
   // on first request and kept for the context's life (weights live as long as the Net's layers and
-  // never change).
+  // never change). A tensor already on this device (a training net's weights) is returned as is.
   const Tensor& device_weights(const Tensor& host, const std::string& owner);
 
  private:

@@ -1,5 +1,12 @@
 // The CUDA kernels' factories, one per file in backends/cuda/, listed in the table in
 // cuda_backend.cpp. Each returns nullptr for configurations it does not cover.
+//
+// Backward: a kernel that trains overrides Kernel::backward and has_fast_backward() (returning true).
+// Every tensor it gets is on the context's device; it queues its work on context.stream() and, like
+// Layer::backward, ADDS into the defined entries of input_grads and weight_grads (the executor zeroes
+// them first). Layers that act differently in training read layer.training() when the kernel is made
+// (Dropout, BatchNorm); a training net's weights are device tensors that the solver updates in place
+// between iterations, so kernels keep pointers to them, never copies.
 #pragma once
 
 #include <memory>
