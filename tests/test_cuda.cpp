@@ -8,17 +8,11 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/device_info.h"
 #include "espresso/espresso.h"
+#include "test_support.h"
 #include "layers/registry.h"
 
 namespace espresso {
 namespace {
-
-bool have_gpu() { return cuda::device_count() > 0; }
-
-#define REQUIRE_GPU()                                                     \
-  do {                                                                    \
-    if (!have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA test not run"; \
-  } while (0)
 
 std::vector<float> ramp(std::size_t n, float start = -100.0f, float step = 0.37f) {
   std::vector<float> values(n);
@@ -63,7 +57,7 @@ void expect_message(const std::function<void()>& action, const std::vector<std::
 }  // namespace
 
 TEST(Cuda, MissingGpuFailsClearly) {
-  if (have_gpu()) GTEST_SKIP() << "a CUDA device is present";
+  if (testing::have_gpu()) GTEST_SKIP() << "a CUDA device is present";
   EXPECT_TRUE(cuda::list_devices().empty());
   const std::string reason = cuda::built() ? "no CUDA device found" : "CUDA backend not built";
   expect_message([] { Tensor::empty(Shape{4}, DType::f32, Device::cuda(0)); }, {reason, "cuda:0"});

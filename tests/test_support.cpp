@@ -6,6 +6,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "backends/cuda/cuda_backend.h"
+
 namespace espresso::testing {
 
 namespace fs = std::filesystem;
@@ -46,5 +48,7 @@ std::string read_bytes(const std::string& path) {
   out << in.rdbuf();
   return out.str();
 }
+
+bool have_gpu() { return cuda::device_count() > 0; }
 
 }  // namespace espresso::testing

@@ -37,4 +37,17 @@ class TempDir {
 
 std::string read_bytes(const std::string& path);
 
+// Whether a CUDA device is usable here.
+bool have_gpu();
+
+}  // namespace espresso::testing
+
+// GPU tests skip, visibly, on machines without a GPU (CI).
+#define REQUIRE_GPU()                                                                         \
+  do {                                                                                        \
+    if (!::espresso::testing::have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA test not run"; \
+  } while (0)
+
+namespace espresso::testing {
+
 }  // namespace espresso::testing

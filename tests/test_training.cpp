@@ -5,6 +5,8 @@
 #include <random>
 
 #include "espresso/espresso.h"
+#include "test_support.h"
+#include "train/solver.h"
 
 namespace espresso {
 namespace {
@@ -257,7 +259,7 @@ TEST(Training, BackwardZeroesGradientsEachTime) {
   EXPECT_EQ(net.parameters()[2].grad.to_vector(), first);
 }
 
-TEST(Training, NeedsTrainingModeAndTheCpu) {
+TEST(Training, NeedsTrainingMode) {
   std::mt19937 rng(1);
   Net inference(lenet(1, rng));
   EXPECT_THROW(inference.loss(), UnsupportedError);
@@ -265,7 +267,59 @@ TEST(Training, NeedsTrainingModeAndTheCpu) {
   EXPECT_EQ(inference.parameters().size(), 8u);
   Net training(lenet(1, rng), {.training = true});
   EXPECT_THROW(training.backward(), ModelError);  // before any forward()
-  EXPECT_THROW(Net(lenet(1, rng), {.device = Device::cuda(0), .training = true}), UnsupportedError);
+}
+
+// The same LeNet, batches and solver on the CPU and on the GPU: every iteration's loss and the weights
+// after the last update agree to float rounding (the GPU sums in other orders).
+TEST(Training, GpuStepsMatchTheCpu) {
+  REQUIRE_GPU();
+  constexpr std::int64_t kBatch = 16;
+  constexpr int kSteps = 5;
+  std::mt19937 weights_rng(11);
+  const Graph graph = lenet(kBatch, weights_rng);
+  train::SolverConfig config;
+  config.type = train::SolverType::nesterov;
+  config.base_lr = 0.01;
+  config.momentum = 0.9;
+  config.weight_decay = 5e-4;
+  Net cpu(graph, {.training = true});
+  Net gpu(graph, {.device = Device::cuda(0), .training = true});
+  train::Solver cpu_solver(config), gpu_solver(config);
+  std::vector<Parameter> cpu_params = cpu.parameters(), gpu_params = gpu.parameters();
+  ASSERT_EQ(cpu_params.size(), gpu_params.size());
+  EXPECT_EQ(gpu_params[0].value.device(), Device::cuda(0));
+  std::mt19937 cpu_data(5), gpu_data(5);
+  for (int step = 0; step < kSteps; ++step) {
+    fill_inputs(cpu, kBatch, cpu_data);
+    fill_inputs(gpu, kBatch, gpu_data);
+    cpu.forward();
+    gpu.forward();
+    EXPECT_NEAR(gpu.loss(), cpu.loss(), 1e-4 * std::abs(cpu.loss())) << "step " << step;
+    cpu.backward();
+    gpu.backward();
+    cpu_solver.update(cpu_params, step);
+    gpu_solver.update(gpu_params, step);
+  }
+  for (std::size_t i = 0; i < cpu_params.size(); ++i) {
+    double scale = 1e-12;
+    const double diff = max_abs_difference(cpu_params[i].value, gpu_params[i].value.to(Device::cpu()), scale);
+    EXPECT_LE(diff / scale, 1e-4) << cpu_params[i].layer << " blob " << cpu_params[i].index;
+  }
+}
+
+TEST(Training, GpuLossNamesABadLabel) {
+  REQUIRE_GPU();
+  std::mt19937 rng(3);
+  Net gpu(lenet(2, rng), {.device = Device::cuda(0), .training = true});
+  fill_inputs(gpu, 2, rng);
+  gpu.input("label").copy_from(Tensor::from(Shape{2}, std::vector<float>{1.0f, 12.0f}));
+  try {
+    gpu.forward();
+    FAIL() << "expected DataError";
+  } catch (const DataError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("'loss' (SoftmaxWithLoss): label 1 is 12"), std::string::npos) << message;
+  }
 }
 
 }  // namespace espresso

@@ -38,6 +38,8 @@ struct NetOptions {
   bool cuda_graphs = true;
   // Prepare for training: every tensor keeps its own buffer and a gradient buffer, layers run in
   // training mode (Dropout drops, BatchNorm uses batch statistics), and backward() is available.
+  // On a GPU the weights, gradients and solver history stay on the device, every layer that runs
+  // backward needs a CUDA backward, and forward() is not recorded as a CUDA graph.
   bool training = false;
   // Seeds the random parts of training (Dropout masks, weight fillers), so runs repeat.
   std::uint64_t seed = 1;
@@ -89,6 +91,9 @@ class Net {
   // copy_from().
   Tensor& input(const std::string& name);
   void forward();
+  // How long the last forward() computed, in milliseconds: on a GPU the device time between CUDA
+  // events around its queued work, on the CPU the wall time of its layers.
+  double last_forward_ms() const;
   // Copies the given inputs in (reshaping as needed), runs, and returns every graph output as a
   // CPU tensor.
   std::map<std::string, Tensor> forward(const std::map<std::string, Tensor>& inputs);
@@ -102,8 +107,12 @@ class Net {
   // Gradients of loss() with respect to every parameter (and every tensor), after a forward().
   void backward();
   // Every learned blob, shared blobs once, with its gradient buffer (undefined outside training).
-  // Values and gradients are views of the net's own memory: a solver updates them in place.
+  // Values and gradients are views of the net's own memory (on its device when training): a solver
+  // updates them in place.
   std::vector<Parameter> parameters();
+  // The weight blobs of a layer as the net holds them (on its device when training), sharing memory
+  // with the net; empty for layers without weights or names the net lacks. Planned first.
+  std::vector<Tensor> weights(const std::string& layer);
   // The gradient of loss() with respect to a tensor after backward(); throws ModelError for tensors
   // no gradient flows to (graph inputs, labels, tensors the loss does not depend on).
   const Tensor& gradient(const std::string& name) const;

@@ -21,6 +21,9 @@ class Kernel {
   }
   // True when backward() is this kernel's own rather than the layer's reference.
   virtual bool has_fast_backward() const { return false; }
+  // Called once the device has finished the work forward() queued: throws what device code found
+  // wrong (a label that is not a class index) as the typed error the CPU kernel would have thrown.
+  virtual void check_completed() {}
   // A short description for profiles and `espresso info`, e.g. "im2col+sgemm".
   virtual const char* name() const = 0;
 };

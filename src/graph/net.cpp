@@ -1,7 +1,7 @@
 #include "espresso/net.h"
 
 #include <algorithm>
-#include <cstring>
+#include <chrono>
 #include <set>
 
 #include "backends/cpu/cpu_backend.h"
@@ -50,6 +50,7 @@ struct Net::Impl {
   std::vector<std::vector<Tensor>> weight_grads;  // per step, per weight; shared blobs share one
   std::vector<Parameter> params;                  // unique learned blobs
   bool forwarded = false;                         // a forward() ran since planning
+  double last_forward_ms = 0.0;
 
   void read_loss_weights();
   void share_weights();
@@ -92,10 +93,6 @@ void Net::Impl::build() {
   }
   for (const LayerSpec& spec : graph.layers) layers.push_back(create_layer(spec));
   if (options.training) {
-    if (!options.device.is_cpu()) {
-      throw UnsupportedError("training runs on the CPU only for now; create the Net on cpu to train '" +
-                             graph.name + "'");
-    }
     for (std::size_t step = 0; step < layers.size(); ++step) {
       layers[step]->set_training(true);
       // Distinct, repeatable streams per layer.
@@ -206,8 +203,9 @@ void Net::Impl::check_weights(int step, const std::vector<Shape>& in) {
       throw ModelError("layer '" + layer.name() + "' (" + layer.type() + "): weight blob " +
                        std::to_string(i) + " should be " + expected[i].str() + ", found " + found[i].str());
     }
-    if (weights[i].dtype() != DType::f32 || !weights[i].device().is_cpu()) {
-      throw UnsupportedError("layer '" + layer.name() + "': weights must be f32 on the CPU");
+    if (weights[i].dtype() != DType::f32 || (!weights[i].device().is_cpu() && weights[i].device() != options.device)) {
+      throw UnsupportedError("layer '" + layer.name() + "': weights must be f32 on the CPU or on " +
+                             options.device.str());
     }
   }
 }
@@ -308,17 +306,18 @@ void Net::Impl::plan() {
   }
   for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
 
+  // Kernels keep pointers to the weights, so a training net's weights are shared and on its device
+  // before they are made.
+  if (options.training) share_weights();
   make_kernels();
-  if (options.training) {
-    share_weights();
-    plan_gradients();
-  }
+  if (options.training) plan_gradients();
   forwarded = false;
   planned = true;
 }
 
 void Net::Impl::share_weights() {
   // Caffe's `param { name }`: later layers use the first layer's blob, so one update moves both.
+  // On a GPU the weights move there for good: the solver updates them in place.
   std::map<std::string, std::pair<std::size_t, std::size_t>> owner;  // name -> (step, weight)
   weight_grads.resize(layers.size());
   params.clear();
@@ -328,6 +327,7 @@ void Net::Impl::share_weights() {
     std::vector<Tensor>& grads_of_step = weight_grads[step];
     grads_of_step.resize(weights.size());
     for (std::size_t i = 0; i < weights.size(); ++i) {
+      if (weights[i].device() != options.device) weights[i] = weights[i].to(options.device);
       ParamSpec spec = i < layer.spec().params.size() ? layer.spec().params[i] : ParamSpec{};
       if (!layer.learned_weight(i)) spec.lr_mult = spec.decay_mult = 0.0f;
       if (!spec.name.empty()) {
@@ -347,7 +347,7 @@ void Net::Impl::share_weights() {
       }
       // Kept across re-planning: a solver may hold these views.
       if (!grads_of_step[i].defined() || grads_of_step[i].shape() != weights[i].shape()) {
-        grads_of_step[i] = Tensor::zeros(weights[i].shape());
+        grads_of_step[i] = Tensor::zeros(weights[i].shape(), DType::f32, options.device);
       }
       params.push_back({layer.name(), static_cast<int>(i), weights[i], grads_of_step[i], spec});
     }
@@ -381,8 +381,24 @@ void Net::Impl::plan_gradients() {
   grads.assign(names.size(), Tensor{});
   for (std::size_t step = 0; step < layers.size(); ++step) {
     if (!step_runs_backward[step]) continue;
-    for (int id : step_outputs[step])
-      grads[static_cast<std::size_t>(id)] = Tensor::zeros(shapes[static_cast<std::size_t>(id)]);
+    for (int id : step_outputs[step]) {
+      grads[static_cast<std::size_t>(id)] =
+          Tensor::zeros(shapes[static_cast<std::size_t>(id)], DType::f32, options.device);
+    }
+  }
+  if (cuda_context) {
+    // A kernel without its own backward would run the CPU reference on device memory.
+    std::string missing;
+    for (std::size_t step = 0; step < layers.size(); ++step) {
+      if (step_runs_backward[step] && !kernels[step]->has_fast_backward()) {
+        missing += (missing.empty() ? "" : ", ") +
+                   ("'" + layers[step]->name() + "' (" + layers[step]->type() + ")");
+      }
+    }
+    if (!missing.empty()) {
+      throw UnsupportedError("no CUDA backward for layers " + missing + " of net '" + graph.name +
+                             "'; train it on the CPU");
+    }
   }
   step_input_grads.assign(layers.size(), {});
   step_output_grads.assign(layers.size(), {});
@@ -404,24 +420,39 @@ void Net::Impl::require_training(const char* what) const {
 }
 
 void Net::Impl::run_backward() {
-  for (Tensor& g : grads) {
-    if (g.defined() && g.bytes() > 0) std::memset(g.raw(), 0, g.bytes());
-  }
-  for (Parameter& p : params) {
-    if (p.grad.bytes() > 0) std::memset(p.grad.raw(), 0, p.grad.bytes());
-  }
+  auto fill = [&](Tensor& t, float value) {
+    if (!t.defined() || t.numel() == 0) return;
+    if (cuda_context) {
+      cuda::fill(*cuda_context, t, value);
+    } else {
+      std::fill_n(t.data<float>(), t.numel(), value);
+    }
+  };
+  for (Tensor& g : grads) fill(g, 0.0f);
+  for (Parameter& p : params) fill(p.grad, 0.0f);
   for (std::size_t step = 0; step < layers.size(); ++step) {
     for (std::size_t k = 0; k < step_outputs[step].size(); ++k) {
       const float weight = loss_weights[step][k];
-      if (weight == 0.0f) continue;
-      Tensor& seed = grads[static_cast<std::size_t>(step_outputs[step][k])];
-      std::fill_n(seed.data<float>(), seed.numel(), weight);
+      if (weight != 0.0f) fill(grads[static_cast<std::size_t>(step_outputs[step][k])], weight);
     }
   }
   for (std::size_t step = layers.size(); step-- > 0;) {
     if (!step_runs_backward[step]) continue;
-    kernels[step]->backward(*layers[step], step_input_views[step], step_output_views[step],
-                            step_output_grads[step], step_input_grads[step], weight_grads[step]);
+    try {
+      kernels[step]->backward(*layers[step], step_input_views[step], step_output_views[step],
+                              step_output_grads[step], step_input_grads[step], weight_grads[step]);
+    } catch (const DeviceError& e) {
+      throw DeviceError("backward of layer '" + layers[step]->name() + "' (" + layers[step]->type() +
+                        "): " + e.what());
+    }
+  }
+  if (cuda_context) {
+    try {
+      cuda_context->synchronize();
+    } catch (const DeviceError& e) {
+      throw DeviceError("backward of net '" + graph.name + "' on " + options.device.str() + ": " + e.what() +
+                        " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)");
+    }
   }
 }
 
@@ -476,7 +507,8 @@ void Net::Impl::run_steps() {
 
 void Net::Impl::run_on_gpu() {
   cuda::Context& context = *cuda_context;
-  if (options.cuda_graphs && ran_uncaptured) {
+  // Training replans gradients and draws new Dropout masks each step, so it is never captured.
+  if (options.cuda_graphs && !options.training && ran_uncaptured) {
     if (!context.has_graph()) {
       context.begin_capture();
       try {
@@ -487,9 +519,13 @@ void Net::Impl::run_on_gpu() {
       }
       context.end_capture();
     }
+    context.mark_start();
     context.launch_graph();
+    context.mark_end();
   } else {
+    context.mark_start();
     run_steps();
+    context.mark_end();
     ran_uncaptured = true;
   }
   try {
@@ -501,6 +537,8 @@ void Net::Impl::run_on_gpu() {
              ? " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)"
              : " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)"));
   }
+  last_forward_ms = context.elapsed_ms();
+  for (auto& kernel : kernels) kernel->check_completed();
 }
 
 Net::Net(Graph graph, NetOptions options) : impl_(std::make_unique<Impl>()) {
@@ -562,10 +600,15 @@ void Net::forward() {
   if (impl_->cuda_context) {
     impl_->run_on_gpu();
   } else {
+    const auto start = std::chrono::steady_clock::now();
     impl_->run_steps();
+    impl_->last_forward_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   }
   impl_->forwarded = true;
 }
+
+double Net::last_forward_ms() const { return impl_->last_forward_ms; }
 
 float Net::loss() {
   impl_->require_training("loss()");
@@ -576,7 +619,8 @@ float Net::loss() {
     for (std::size_t k = 0; k < impl_->step_outputs[step].size(); ++k) {
       const float weight = impl_->loss_weights[step][k];
       if (weight == 0.0f) continue;
-      const Tensor& t = impl_->tensors[static_cast<std::size_t>(impl_->step_outputs[step][k])];
+      const Tensor& stored = impl_->tensors[static_cast<std::size_t>(impl_->step_outputs[step][k])];
+      const Tensor t = stored.device().is_cpu() ? stored : stored.to(Device::cpu());
       const float* values = t.data<float>();
       double sum = 0;
       for (std::int64_t i = 0; i < t.numel(); ++i) sum += values[i];
@@ -605,6 +649,14 @@ std::vector<Parameter> Net::parameters() {
     }
   }
   return params;
+}
+
+std::vector<Tensor> Net::weights(const std::string& layer) {
+  if (!impl_->planned) impl_->plan();
+  for (const auto& l : impl_->layers) {
+    if (l->name() == layer) return l->weights();
+  }
+  return {};
 }
 
 const Tensor& Net::gradient(const std::string& name) const {

@@ -11,6 +11,7 @@ class AccuracyLayer final : public LabeledLayer {
   explicit AccuracyLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  std::int64_t top_k() const { return top_k_; }
 
  private:
   std::int64_t top_k_;

@@ -17,6 +17,7 @@ class LabeledLayer : public Layer {
   AxisSplit split(const std::vector<Shape>& inputs) const;
   // Labels take no gradient.
   bool differentiable_input(std::size_t input) const override { return input == 0; }
+  const std::optional<std::int64_t>& ignore_label() const { return ignore_label_; }
 
  protected:
   // The class of label `index`, or nothing when it equals `ignore_label`; throws DataError when

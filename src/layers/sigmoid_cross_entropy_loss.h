@@ -20,6 +20,8 @@ class SigmoidCrossEntropyLossLayer final : public Layer {
                 std::vector<Tensor>& weight_grads) const override;
   bool differentiable_input(std::size_t input) const override { return input == 0; }
   float default_loss_weight(int output) const override { return output == 0 ? 1.0f : 0.0f; }
+  LossNormalization normalization() const { return normalization_; }
+  const std::optional<std::int64_t>& ignore_label() const { return ignore_label_; }
 
  private:
   bool ignored(float target) const { return ignore_label_ && target == static_cast<float>(*ignore_label_); }

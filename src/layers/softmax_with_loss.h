@@ -17,6 +17,7 @@ class SoftmaxWithLossLayer final : public LabeledLayer {
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) const override;
   float default_loss_weight(int output) const override { return output == 0 ? 1.0f : 0.0f; }
+  LossNormalization normalization() const { return normalization_; }
 
  private:
   // What the summed loss is divided by, given the count of non-ignored labels; never below 1.

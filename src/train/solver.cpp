@@ -4,6 +4,7 @@
 #include <numbers>
 #include <utility>
 
+#include "backends/cuda/cuda_backend.h"
 #include "espresso/errors.h"
 #include "import/caffe/caffe.pb.h"
 
@@ -17,8 +18,6 @@ struct TypeName {
 constexpr TypeName kTypeNames[] = {{SolverType::sgd, "SGD"},           {SolverType::nesterov, "Nesterov"},
                                    {SolverType::adagrad, "AdaGrad"},   {SolverType::rmsprop, "RMSProp"},
                                    {SolverType::adadelta, "AdaDelta"}, {SolverType::adam, "Adam"}};
-
-float* values(Tensor& tensor) { return tensor.data<float>(); }
 
 }  // namespace
 
@@ -111,9 +110,31 @@ double learning_rate(const SolverConfig& c, std::int64_t iter) {
 }
 
 Solver::Solver(SolverConfig config) : config_(std::move(config)) {}
+Solver::~Solver() = default;
+Solver::Solver(Solver&&) noexcept = default;
+Solver& Solver::operator=(Solver&&) noexcept = default;
 
 int Solver::history_sets() const {
   return config_.type == SolverType::adadelta || config_.type == SolverType::adam ? 2 : 1;
+}
+
+void Solver::check_parameters(const std::vector<Parameter>& params) {
+  if (params.empty()) return;
+  const Device device = params.front().value.device();
+  for (const Parameter& param : params) {
+    if (param.value.dtype() != DType::f32 || param.grad.numel() != param.value.numel() ||
+        param.value.device() != device || param.grad.device() != device) {
+      throw UnsupportedError("solver: layer '" + param.layer + "' blob " + std::to_string(param.index) +
+                             " is not an f32 parameter with a gradient of its size on " + device.str());
+    }
+  }
+  if (device != device_ || (!device.is_cpu() && !gpu_)) {
+    if (!history_.empty()) {
+      for (Tensor& h : history_) h = h.to(device);
+    }
+    gpu_ = device.is_cpu() ? nullptr : cuda::create_context(device);
+    device_ = device;
+  }
 }
 
 void Solver::ensure_history(const std::vector<Parameter>& params) {
@@ -125,7 +146,8 @@ void Solver::ensure_history(const std::vector<Parameter>& params) {
                      std::to_string(history_.size() / static_cast<std::size_t>(history_sets())));
   }
   for (int set = 0; set < history_sets(); ++set) {
-    for (const Parameter& param : params) history_.push_back(Tensor::zeros(param.value.shape()));
+    for (const Parameter& param : params)
+      history_.push_back(Tensor::zeros(param.value.shape(), DType::f32, param.value.device()));
   }
 }
 
@@ -143,135 +165,74 @@ void Solver::set_history(const std::vector<Parameter>& params, std::vector<Tenso
                        history[i].shape().str() + " but layer '" + param.layer + "' blob " +
                        std::to_string(param.index) + " has shape " + param.value.shape().str());
     }
-    history[i] = history[i].reshaped(param.value.shape());
+    history[i] = history[i].reshaped(param.value.shape()).to(param.value.device());
   }
   history_ = std::move(history);
 }
 
-void Solver::clip(std::vector<Parameter>& params) const {
-  if (config_.clip_gradients < 0) return;
+float Solver::clip_factor(const std::vector<Parameter>& params) {
+  if (config_.clip_gradients < 0) return 1.0f;
   double sumsq = 0.0;
-  for (Parameter& param : params) {
+  for (const Parameter& param : params) {
     if (param.spec.lr_mult == 0.0f) continue;
-    const float* g = values(param.grad);
+    if (gpu_) {
+      sumsq += cuda::sum_of_squares(*gpu_, param.grad);
+      continue;
+    }
+    const float* g = param.grad.data<float>();
     for (std::int64_t i = 0; i < param.grad.numel(); ++i) sumsq += static_cast<double>(g[i]) * g[i];
   }
   const double norm = std::sqrt(sumsq);
-  if (norm <= config_.clip_gradients) return;
-  const float factor = static_cast<float>(config_.clip_gradients / norm);
-  for (Parameter& param : params) {
-    if (param.spec.lr_mult == 0.0f) continue;
-    float* g = values(param.grad);
-    for (std::int64_t i = 0; i < param.grad.numel(); ++i) g[i] *= factor;
-  }
+  return norm <= config_.clip_gradients ? 1.0f : static_cast<float>(config_.clip_gradients / norm);
 }
 
-void Solver::regularize(Parameter& param) const {
-  const float decay = static_cast<float>(config_.weight_decay) * param.spec.decay_mult;
-  if (decay == 0.0f) return;
-  const float* w = values(param.value);
-  float* g = values(param.grad);
-  const std::int64_t n = param.value.numel();
-  if (config_.regularization == Regularization::l2) {
-    for (std::int64_t i = 0; i < n; ++i) g[i] += decay * w[i];
-  } else {
-    for (std::int64_t i = 0; i < n; ++i) g[i] += decay * static_cast<float>((w[i] > 0) - (w[i] < 0));
+UpdateRule Solver::rule_for(const Parameter& param, double rate, std::int64_t iter, float clip) const {
+  UpdateRule r;
+  r.type = config_.type;
+  r.lr = static_cast<float>(rate) * param.spec.lr_mult;
+  r.grad_scale = clip / static_cast<float>(config_.iter_size);
+  r.decay = static_cast<float>(config_.weight_decay) * param.spec.decay_mult;
+  r.l1 = config_.regularization == Regularization::l1;
+  r.momentum = static_cast<float>(config_.momentum);
+  r.momentum2 = static_cast<float>(config_.momentum2);
+  r.rms_decay = static_cast<float>(config_.rms_decay);
+  r.delta = static_cast<float>(config_.delta);
+  if (config_.type == SolverType::adam) {
+    // Caffe counts Adam's t from 1.
+    const double t = static_cast<double>(iter + 1);
+    r.correction = static_cast<float>(std::sqrt(1.0 - std::pow(config_.momentum2, t)) /
+                                      (1.0 - std::pow(config_.momentum, t)));
   }
-}
-
-void Solver::compute_step(Parameter& param, std::size_t index, double rate, std::int64_t iter) {
-  const float lr = static_cast<float>(rate) * param.spec.lr_mult;
-  const float momentum = static_cast<float>(config_.momentum);
-  const float delta = static_cast<float>(config_.delta);
-  const std::int64_t n = param.grad.numel();
-  float* g = values(param.grad);
-  float* h = values(history_[index]);
-  switch (config_.type) {
-    case SolverType::sgd:
-      for (std::int64_t i = 0; i < n; ++i) {
-        h[i] = lr * g[i] + momentum * h[i];
-        g[i] = h[i];
-      }
-      break;
-    case SolverType::nesterov:
-      for (std::int64_t i = 0; i < n; ++i) {
-        const float previous = h[i];
-        h[i] = momentum * h[i] + lr * g[i];
-        g[i] = (1.0f + momentum) * h[i] - momentum * previous;
-      }
-      break;
-    case SolverType::adagrad:
-      for (std::int64_t i = 0; i < n; ++i) {
-        h[i] += g[i] * g[i];
-        g[i] = lr * g[i] / (std::sqrt(h[i]) + delta);
-      }
-      break;
-    case SolverType::rmsprop: {
-      const float decay = static_cast<float>(config_.rms_decay);
-      for (std::int64_t i = 0; i < n; ++i) {
-        h[i] = decay * h[i] + (1.0f - decay) * g[i] * g[i];
-        g[i] = lr * g[i] / (std::sqrt(h[i]) + delta);
-      }
-      break;
-    }
-    case SolverType::adadelta: {
-      // h: running mean of squared gradients; u: running mean of squared steps.
-      float* u = values(history_[index + history_.size() / 2]);
-      for (std::int64_t i = 0; i < n; ++i) {
-        h[i] = momentum * h[i] + (1.0f - momentum) * g[i] * g[i];
-        const float step = g[i] * std::sqrt((u[i] + delta) / (h[i] + delta));
-        u[i] = momentum * u[i] + (1.0f - momentum) * step * step;
-        g[i] = lr * step;
-      }
-      break;
-    }
-    case SolverType::adam: {
-      // h: first moment; v: second moment; Caffe counts t from 1.
-      float* v = values(history_[index + history_.size() / 2]);
-      const double beta1 = config_.momentum;
-      const double beta2 = config_.momentum2;
-      const double t = static_cast<double>(iter + 1);
-      const float correction =
-          static_cast<float>(std::sqrt(1.0 - std::pow(beta2, t)) / (1.0 - std::pow(beta1, t)));
-      const float b1 = static_cast<float>(beta1);
-      const float b2 = static_cast<float>(beta2);
-      for (std::int64_t i = 0; i < n; ++i) {
-        h[i] = b1 * h[i] + (1.0f - b1) * g[i];
-        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-        g[i] = lr * correction * h[i] / (std::sqrt(v[i]) + delta);
-      }
-      break;
-    }
-  }
+  return r;
 }
 
 void Solver::update(std::vector<Parameter>& params, std::int64_t iter) {
-  for (const Parameter& param : params) {
-    if (!param.value.device().is_cpu() || param.value.dtype() != DType::f32 ||
-        param.grad.numel() != param.value.numel()) {
-      throw UnsupportedError("solver: layer '" + param.layer + "' blob " + std::to_string(param.index) +
-                             " is not a CPU f32 parameter with a gradient of its size");
-    }
-  }
+  check_parameters(params);
   ensure_history(params);
   const double rate = learning_rate(config_, iter);
   // Caffe's order: clip the accumulated gradients, then normalise, regularise and step each blob.
-  clip(params);
+  const float clip = clip_factor(params);
+  const std::size_t second_set = history_.size() / static_cast<std::size_t>(history_sets());
   for (std::size_t p = 0; p < params.size(); ++p) {
     Parameter& param = params[p];
     // A zero lr_mult freezes the blob: no decay, no history, no change.
     if (param.spec.lr_mult == 0.0f) continue;
-    float* g = values(param.grad);
-    const std::int64_t n = param.grad.numel();
-    if (config_.iter_size > 1) {
-      const float inverse = 1.0f / static_cast<float>(config_.iter_size);
-      for (std::int64_t i = 0; i < n; ++i) g[i] *= inverse;
+    const UpdateRule rule = rule_for(param, rate, iter, clip);
+    Tensor* second = history_sets() == 2 ? &history_[p + second_set] : nullptr;
+    if (gpu_) {
+      cuda::apply_update(*gpu_, rule, param.value, param.grad, history_[p], second);
+      continue;
     }
-    regularize(param);
-    compute_step(param, p, rate, iter);
-    float* w = values(param.value);
-    for (std::int64_t i = 0; i < n; ++i) w[i] -= g[i];
+    float* w = param.value.data<float>();
+    float* g = param.grad.data<float>();
+    float* h = history_[p].data<float>();
+    float* u = second ? second->data<float>() : nullptr;
+    float unused = 0.0f;
+    for (std::int64_t i = 0, n = param.grad.numel(); i < n; ++i)
+      g[i] = apply_update(rule, w[i], g[i], h[i], u ? u[i] : unused);
   }
+  // The next forward runs on the net's own stream.
+  if (gpu_) gpu_->synchronize();
 }
 
 }  // namespace espresso::train

@@ -3,19 +3,23 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "espresso/net.h"
 #include "espresso/tensor.h"
+#include "train/update_rule.h"
 
 namespace espresso::caffe {
 class SolverParameter;
 }
+namespace espresso::cuda {
+class Context;
+}
 
 namespace espresso::train {
 
-enum class SolverType { sgd, nesterov, adagrad, rmsprop, adadelta, adam };
 enum class Regularization { l2, l1 };
 
 // Caffe's names ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"); throws ModelError
@@ -52,10 +56,14 @@ SolverConfig solver_config(const caffe::SolverParameter& param);
 double learning_rate(const SolverConfig& config, std::int64_t iter);
 
 // Applies one update to the parameters: data -= update(grad). The gradients are consumed (on return
-// they hold the applied step, as in Caffe). Parameters must be CPU f32 tensors.
+// they hold the applied step, as in Caffe). Parameters are f32 tensors, all on the CPU or all on one
+// GPU, where the update runs on the device and its history stays there.
 class Solver {
  public:
   explicit Solver(SolverConfig config);
+  ~Solver();
+  Solver(Solver&&) noexcept;
+  Solver& operator=(Solver&&) noexcept;
 
   const SolverConfig& config() const { return config_; }
   // One update at iteration `iter` (0-based). The first call sizes the history to `params`; later
@@ -65,20 +73,23 @@ class Solver {
   // The per-parameter state, Caffe's layout: one blob per parameter, AdaDelta and Adam a second set
   // after the first. Empty until the first update or set_history().
   const std::vector<Tensor>& history() const { return history_; }
-  // Restores state saved from history(); throws ModelError naming the blob whose count or shape does not
-  // match `params`.
+  // Restores state saved from history() (on any device); throws ModelError naming the blob whose count
+  // or shape does not match `params`.
   void set_history(const std::vector<Parameter>& params, std::vector<Tensor> history);
   // How many history blobs this solver type keeps per parameter.
   int history_sets() const;
 
  private:
+  void check_parameters(const std::vector<Parameter>& params);
   void ensure_history(const std::vector<Parameter>& params);
-  void clip(std::vector<Parameter>& params) const;
-  void regularize(Parameter& param) const;
-  void compute_step(Parameter& param, std::size_t index, double rate, std::int64_t iter);
+  // The factor that scales the gradients to clip_gradients in global L2 norm (1 without clipping).
+  float clip_factor(const std::vector<Parameter>& params);
+  UpdateRule rule_for(const Parameter& param, double rate, std::int64_t iter, float clip) const;
 
   SolverConfig config_;
   std::vector<Tensor> history_;
+  Device device_ = Device::cpu();
+  std::unique_ptr<cuda::Context> gpu_;  // the update's stream when the parameters live on a GPU
 };
 
 }  // namespace espresso::train

@@ -215,7 +215,9 @@ struct Trainer::Impl {
   void display(float smoothed);
   void progress();
   std::vector<std::vector<TestOutput>> test_all();
-  void share_weights_with(Net& test_net);
+  // Points a test graph's layers at the train net's blobs of the same layer name and shapes, so tests
+  // always see the latest weights without copying them (on the GPU too).
+  void share_weights_with(Graph& test_graph);
 };
 
 void Trainer::Impl::build() {
@@ -275,6 +277,7 @@ void Trainer::Impl::build_test_nets() {
                                      [this](const std::string& p) { return resolve(p); });
     if (test.feeds.empty()) throw ModelError(test.path + ": the test net has no Data layer to feed it");
     test.iterations = param.test_iter(static_cast<int>(i));
+    share_weights_with(test.graph);
     NetOptions net_options;
     net_options.device = options.device;
     test.net = std::make_unique<Net>(test.graph, net_options);
@@ -390,12 +393,15 @@ void Trainer::Impl::progress() {
   std::fflush(stderr);
 }
 
-void Trainer::Impl::share_weights_with(Net& test_net) {
-  std::map<std::pair<std::string, int>, const Tensor*> trained;
-  for (const Parameter& p : params) trained[{p.layer, p.index}] = &p.value;
-  for (Parameter& p : test_net.parameters()) {
-    auto it = trained.find({p.layer, p.index});
-    if (it != trained.end() && it->second->numel() == p.value.numel()) p.value.copy_from(*it->second);
+void Trainer::Impl::share_weights_with(Graph& test_graph) {
+  for (LayerSpec& spec : test_graph.layers) {
+    const std::vector<Tensor> trained = net->weights(spec.name);
+    if (trained.empty()) continue;
+    const bool same = spec.weights.empty() ||
+                      (spec.weights.size() == trained.size() &&
+                       std::equal(spec.weights.begin(), spec.weights.end(), trained.begin(),
+                                  [](const Tensor& a, const Tensor& b) { return a.shape() == b.shape(); }));
+    if (same) spec.weights = trained;
   }
 }
 
@@ -405,7 +411,6 @@ std::vector<std::vector<TestOutput>> Trainer::Impl::test_all() {
   for (std::size_t t = 0; t < tests.size(); ++t) {
     TestNet& test = tests[t];
     out() << "Iteration " << iter << ", Testing net (#" << t << ")\n";
-    share_weights_with(*test.net);
     for (const DataFeed& feed : test.feeds) feed.source->seek(0);
     std::vector<double> sums;
     for (std::int64_t i = 0; i < test.iterations; ++i) {

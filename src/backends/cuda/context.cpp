@@ -31,6 +31,8 @@ StreamContext::StreamContext(Device device, std::shared_ptr<const DeviceWeights>
       cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device_.index));
   const std::lock_guard exclusion(capture_exclusion());
   ESPRESSO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  ESPRESSO_CUDA_CHECK(cudaEventCreate(&start_));
+  ESPRESSO_CUDA_CHECK(cudaEventCreate(&end_));
 }
 
 StreamContext::~StreamContext() {
@@ -41,6 +43,8 @@ StreamContext::~StreamContext() {
   if (graph_ != nullptr) cudaGraphExecDestroy(graph_);
   if (cudnn_ != nullptr) cudnnDestroy(cudnn_);
   if (cublas_ != nullptr) cublasDestroy(cublas_);
+  if (start_ != nullptr) cudaEventDestroy(start_);
+  if (end_ != nullptr) cudaEventDestroy(end_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
 
@@ -88,6 +92,22 @@ void StreamContext::drop_graph() {
 void StreamContext::synchronize() {
   DeviceGuard guard(device_.index);
   ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void StreamContext::mark_start() {
+  DeviceGuard guard(device_.index);
+  ESPRESSO_CUDA_CHECK(cudaEventRecord(start_, stream_));
+}
+
+void StreamContext::mark_end() {
+  DeviceGuard guard(device_.index);
+  ESPRESSO_CUDA_CHECK(cudaEventRecord(end_, stream_));
+}
+
+double StreamContext::elapsed_ms() {
+  float ms = 0.0f;
+  ESPRESSO_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, end_));
+  return ms;
 }
 
 cublasHandle_t StreamContext::cublas() {

@@ -26,6 +26,9 @@ class StreamContext final : public Context {
   void launch_graph() override;
   void drop_graph() override;
   void synchronize() override;
+  void mark_start() override;
+  void mark_end() override;
+  double elapsed_ms() override;
 
   cudaStream_t stream() const { return stream_; }
   int multiprocessors() const { return multiprocessors_; }
@@ -46,6 +49,7 @@ class StreamContext final : public Context {
   cudnnHandle_t cudnn_ = nullptr;
   std::shared_ptr<void> cublas_workspace_;
   cudaGraphExec_t graph_ = nullptr;
+  cudaEvent_t start_ = nullptr, end_ = nullptr;
   // capture_exclusion(), held from begin_capture() to end_capture() or abort_capture(): one capture
   // per process at a time, and no device-synchronising set-up call meanwhile.
   std::unique_lock<std::recursive_mutex> capture_lock_;

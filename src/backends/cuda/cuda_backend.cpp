@@ -17,6 +17,7 @@ struct Entry {
 // Layer types with a CUDA kernel. A net runs on a GPU only when every layer has one.
 constexpr Entry kKernels[] = {
     {"AbsVal", make_absval},
+    {"Accuracy", make_accuracy},
     {"Activation", make_activation},
     {"BatchNorm", make_batch_norm},
     {"Bias", make_bias},
@@ -27,6 +28,7 @@ constexpr Entry kKernels[] = {
     {"Deconvolution", make_deconvolution},
     {"Dropout", make_copy},
     {"Eltwise", make_eltwise},
+    {"EuclideanLoss", make_euclidean_loss},
     {"Flatten", make_copy},
     {"Gather", make_gather},
     {"InnerProduct", make_inner_product},
@@ -43,8 +45,10 @@ constexpr Entry kKernels[] = {
     {"Resize", make_resize},
     {"Scale", make_scale},
     {"Sigmoid", make_sigmoid},
+    {"SigmoidCrossEntropyLoss", make_sigmoid_cross_entropy_loss},
     {"Slice", make_slice},
     {"Softmax", make_softmax},
+    {"SoftmaxWithLoss", make_softmax_with_loss},
     {"Split", make_copy},
     {"StridedSlice", make_strided_slice},
     {"Transpose", make_transpose},

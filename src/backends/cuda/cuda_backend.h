@@ -12,6 +12,7 @@
 #include "backends/kernel.h"
 #include "espresso/device_weights.h"
 #include "espresso/tensor.h"
+#include "train/update_rule.h"
 
 namespace espresso::cuda {
 
@@ -73,12 +74,27 @@ class Context {
   virtual void drop_graph() = 0;
   // Waits for all queued work; throws DeviceError for errors of kernels that ran asynchronously.
   virtual void synchronize() = 0;
+  // Events around queued work (never inside a capture): after synchronize(), elapsed_ms() is the device
+  // time from the start mark to the end mark.
+  virtual void mark_start() = 0;
+  virtual void mark_end() = 0;
+  virtual double elapsed_ms() = 0;
 };
 
 // Throws DeviceError when the device is unusable. Kernels take the device copies of weights from
 // `shared_weights` when given (it must be on `device`) and upload the others themselves.
 std::unique_ptr<Context> create_context(Device device,
                                         std::shared_ptr<const DeviceWeights> shared_weights = nullptr);
+
+// ---- training (training.cu): queued on the context's stream ----
+// Sets every element of an f32 device tensor to `value`.
+void fill(Context& context, Tensor& tensor, float value);
+// One solver step (train/update_rule.h) over a device blob: value, grad and history updated in place;
+// `second` is the second history of AdaDelta and Adam, nullptr otherwise.
+void apply_update(Context& context, const train::UpdateRule& rule, Tensor& value, Tensor& grad,
+                  Tensor& history, Tensor* second);
+// Σ x² over an f32 device tensor, accumulated in double; waits for the result.
+double sum_of_squares(Context& context, const Tensor& tensor);
 
 // Whether the layer type has a CUDA kernel at all.
 bool has_kernel(const std::string& layer_type);

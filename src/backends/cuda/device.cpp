@@ -83,6 +83,9 @@ std::vector<DeviceInfo> list_devices() {
     info.multiprocessors = properties.multiProcessorCount;
     info.driver_version = driver;
     info.runtime_version = runtime;
+    char bus_id[32] = {};
+    ESPRESSO_CUDA_CHECK(cudaDeviceGetPCIBusId(bus_id, sizeof(bus_id), index));
+    info.pci_bus_id = bus_id;
     DeviceGuard guard(index);
     std::size_t free_bytes = 0, total_bytes = 0;
     ESPRESSO_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));

@@ -17,6 +17,7 @@ struct DeviceInfo {
   int multiprocessors = 0;
   int driver_version = 0;   // CUDA's encoding: 13000 is 13.0
   int runtime_version = 0;  // the CUDA runtime this build uses, same encoding
+  std::string pci_bus_id;   // "0000:3b:00.0", which NVML uses to find the same GPU
 };
 
 // Every visible GPU; empty without a GPU, without a driver, or without CUDA in the build.

@@ -22,6 +22,8 @@ using KernelFactory = std::unique_ptr<Kernel> (*)(const Layer& layer, const std:
 
 std::unique_ptr<Kernel> make_absval(const Layer& layer, const std::vector<Shape>& inputs,
                                     StreamContext& context);
+std::unique_ptr<Kernel> make_accuracy(const Layer& layer, const std::vector<Shape>& inputs,
+                                      StreamContext& context);
 std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Shape>& inputs,
                                         StreamContext& context);
 std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Shape>& inputs,
@@ -43,6 +45,8 @@ std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector
                                            StreamContext& context);
 std::unique_ptr<Kernel> make_eltwise(const Layer& layer, const std::vector<Shape>& inputs,
                                      StreamContext& context);
+std::unique_ptr<Kernel> make_euclidean_loss(const Layer& layer, const std::vector<Shape>& inputs,
+                                            StreamContext& context);
 std::unique_ptr<Kernel> make_gather(const Layer& layer, const std::vector<Shape>& inputs,
                                     StreamContext& context);
 std::unique_ptr<Kernel> make_inner_product(const Layer& layer, const std::vector<Shape>& inputs,
@@ -71,10 +75,14 @@ std::unique_ptr<Kernel> make_scale(const Layer& layer, const std::vector<Shape>&
                                    StreamContext& context);
 std::unique_ptr<Kernel> make_sigmoid(const Layer& layer, const std::vector<Shape>& inputs,
                                      StreamContext& context);
+std::unique_ptr<Kernel> make_sigmoid_cross_entropy_loss(const Layer& layer, const std::vector<Shape>& inputs,
+                                                        StreamContext& context);
 std::unique_ptr<Kernel> make_slice(const Layer& layer, const std::vector<Shape>& inputs,
                                    StreamContext& context);
 std::unique_ptr<Kernel> make_softmax(const Layer& layer, const std::vector<Shape>& inputs,
                                      StreamContext& context);
+std::unique_ptr<Kernel> make_softmax_with_loss(const Layer& layer, const std::vector<Shape>& inputs,
+                                               StreamContext& context);
 std::unique_ptr<Kernel> make_strided_slice(const Layer& layer, const std::vector<Shape>& inputs,
                                            StreamContext& context);
 std::unique_ptr<Kernel> make_transpose(const Layer& layer, const std::vector<Shape>& inputs,

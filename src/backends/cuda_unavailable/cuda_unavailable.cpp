@@ -37,6 +37,14 @@ std::unique_ptr<Context> create_context(Device device, std::shared_ptr<const Dev
   fail_not_built("device " + device.str());
 }
 
+void fill(Context& context, Tensor&, float) { fail_not_built("writing to " + context.device().str()); }
+
+void apply_update(Context& context, const train::UpdateRule&, Tensor&, Tensor&, Tensor&, Tensor*) {
+  fail_not_built("training on " + context.device().str());
+}
+
+double sum_of_squares(Context& context, const Tensor&) { fail_not_built("reading " + context.device().str()); }
+
 bool has_kernel(const std::string&) { return false; }
 
 void check_supported(const std::vector<const Layer*>&) { fail_not_built("running on a GPU"); }

@@ -1,0 +1,99 @@
+// The device side of training that belongs to no layer: filling gradient seeds, the solver's update
+// (the same per-element rule as the CPU's, train/update_rule.h) and the norm for gradient clipping.
+#include "backends/cuda/context.h"
+#include "espresso/errors.h"
+
+namespace espresso::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void fill_kernel(float* x, long long n, float value) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    x[i] = value;
+  }
+}
+
+__global__ void update_kernel(train::UpdateRule rule, float* w, float* g, float* h, float* u, long long n) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    float weight = w[i];
+    float history = h[i];
+    float second = u != nullptr ? u[i] : 0.0f;
+    g[i] = train::apply_update(rule, weight, g[i], history, second);
+    w[i] = weight;
+    h[i] = history;
+    if (u != nullptr) u[i] = second;
+  }
+}
+
+__global__ void sum_of_squares_kernel(const float* x, long long n, double* total) {
+  __shared__ double partial[kThreads];
+  double sum = 0.0;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    sum += static_cast<double>(x[i]) * x[i];
+  }
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int stride = kThreads / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) atomicAdd(total, partial[0]);
+}
+
+StreamContext& on_device(Context& context, const Tensor& tensor, const char* what) {
+  if (tensor.device() != context.device() || tensor.dtype() != DType::f32) {
+    throw DeviceError(std::string(what) + ": expected an f32 tensor on " + context.device().str() + ", got " +
+                      tensor.device().str());
+  }
+  return static_cast<StreamContext&>(context);
+}
+
+}  // namespace
+
+void fill(Context& context, Tensor& tensor, float value) {
+  StreamContext& c = on_device(context, tensor, "fill");
+  const long long n = tensor.numel();
+  if (n == 0) return;
+  if (value == 0.0f) {
+    ESPRESSO_CUDA_CHECK(cudaMemsetAsync(tensor.raw(), 0, tensor.bytes(), c.stream()));
+    return;
+  }
+  fill_kernel<<<elementwise_blocks(c, n, kThreads), kThreads, 0, c.stream()>>>(tensor.data<float>(), n, value);
+  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+}
+
+void apply_update(Context& context, const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
+                  Tensor* second) {
+  StreamContext& c = on_device(context, value, "solver update");
+  on_device(context, grad, "solver update");
+  on_device(context, history, "solver update");
+  if (second != nullptr) on_device(context, *second, "solver update");
+  const long long n = value.numel();
+  if (n == 0) return;
+  update_kernel<<<elementwise_blocks(c, n, kThreads), kThreads, 0, c.stream()>>>(
+      rule, value.data<float>(), grad.data<float>(), history.data<float>(),
+      second != nullptr ? second->data<float>() : nullptr, n);
+  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+}
+
+double sum_of_squares(Context& context, const Tensor& tensor) {
+  StreamContext& c = on_device(context, tensor, "gradient norm");
+  const long long n = tensor.numel();
+  if (n == 0) return 0.0;
+  auto total = allocate(sizeof(double), context.device(), "the gradient norm");
+  ESPRESSO_CUDA_CHECK(cudaMemsetAsync(total.get(), 0, sizeof(double), c.stream()));
+  sum_of_squares_kernel<<<elementwise_blocks(c, n, kThreads), kThreads, 0, c.stream()>>>(
+      tensor.data<float>(), n, static_cast<double*>(total.get()));
+  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  double result = 0.0;
+  ESPRESSO_CUDA_CHECK(
+      cudaMemcpyAsync(&result, total.get(), sizeof(double), cudaMemcpyDeviceToHost, c.stream()));
+  c.synchronize();
+  return result;
+}
+
+}  // namespace espresso::cuda
