@@ -62,11 +62,10 @@ std::vector<Tactic> tactic_order(const ConvProblem& p) {
 
 class ConvolutionKernel final : public Kernel {
  public:
-  ConvolutionKernel(const Layer& layer, const ConvProblem& problem, std::unique_ptr<ConvTactic> tactic,
+  ConvolutionKernel(const ConvProblem& problem, std::unique_ptr<ConvTactic> tactic,
                     std::unique_ptr<ConvGradients> gradients, const float* weights, const float* bias,
                     StreamContext& context)
-      : layer_(layer),
-        problem_(problem),
+      : problem_(problem),
         tactic_(std::move(tactic)),
         gradients_(std::move(gradients)),
         weights_(weights),
@@ -77,7 +76,7 @@ class ConvolutionKernel final : public Kernel {
     tactic_->run(inputs[0].data<float>(), weights_, bias_, outputs[0].data<float>());
   }
 
-  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+  void backward(const Layer& layer, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) override {
     // Prepared here only outside training (gradient checks): training nets prepare it with the
@@ -85,7 +84,7 @@ class ConvolutionKernel final : public Kernel {
     if (!gradients_) {
       gradients_ = make_conv_gradients(problem_, kDataPass | kFilterPass, context_);
       if (!gradients_) {
-        throw UnsupportedError("layer '" + layer_.name() + "' (" + layer_.type() +
+        throw UnsupportedError("layer '" + layer.name() + "' (" + layer.type() +
                                "): neither cuDNN nor im2col can run this convolution's backward on the GPU");
       }
     }
@@ -103,7 +102,6 @@ class ConvolutionKernel final : public Kernel {
   const char* name() const override { return tactic_->name(); }
 
  private:
-  const Layer& layer_;
   ConvProblem problem_;
   std::unique_ptr<ConvTactic> tactic_;
   std::unique_ptr<ConvGradients> gradients_;
@@ -165,8 +163,8 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
       const float* weights = context.device_weights(layer.weights()[0], owner).data<float>();
       const float* bias =
           conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
-      return std::make_unique<ConvolutionKernel>(layer, problem, std::move(chosen), std::move(gradients),
-                                                 weights, bias, context);
+      return std::make_unique<ConvolutionKernel>(problem, std::move(chosen), std::move(gradients), weights,
+                                                 bias, context);
     }
   }
   return nullptr;

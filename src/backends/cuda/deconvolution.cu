@@ -31,11 +31,10 @@ ConvProblem transposed(const ConvProblem& deconv) {
 
 class DeconvolutionKernel final : public Kernel {
  public:
-  DeconvolutionKernel(const Layer& layer, const ConvProblem& p, const ConvWindows& windows,
+  DeconvolutionKernel(const ConvProblem& p, const ConvWindows& windows,
                       std::unique_ptr<ConvGradients> gradients, const float* weights, const float* bias,
                       StreamContext& context)
-      : layer_(layer),
-        problem_(p),
+      : problem_(p),
         windows_(windows),
         gradients_(std::move(gradients)),
         weights_(weights),
@@ -66,7 +65,7 @@ class DeconvolutionKernel final : public Kernel {
     }
   }
 
-  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+  void backward(const Layer& layer, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) override {
     // Prepared here only outside training (gradient checks): training nets prepare it with the
@@ -75,7 +74,7 @@ class DeconvolutionKernel final : public Kernel {
       gradients_ = make_conv_gradients(transposed(problem_), kBackwardPasses, context_);
       if (!gradients_) {
         throw UnsupportedError(
-            "layer '" + layer_.name() + "' (" + layer_.type() +
+            "layer '" + layer.name() + "' (" + layer.type() +
             "): neither cuDNN nor im2col can run this deconvolution's backward on the GPU");
       }
     }
@@ -94,7 +93,6 @@ class DeconvolutionKernel final : public Kernel {
   const char* name() const override { return "gemm+col2im"; }
 
  private:
-  const Layer& layer_;
   ConvProblem problem_;
   ConvWindows windows_;  // of the transposed convolution: in is this layer's output
   std::unique_ptr<ConvGradients> gradients_;
@@ -129,8 +127,7 @@ std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector
   const float* weights = context.device_weights(layer.weights()[0], owner).data<float>();
   const float* bias =
       deconv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
-  return std::make_unique<DeconvolutionKernel>(layer, p, windows, std::move(gradients), weights, bias,
-                                               context);
+  return std::make_unique<DeconvolutionKernel>(p, windows, std::move(gradients), weights, bias, context);
 }
 
 }  // namespace espresso::cuda

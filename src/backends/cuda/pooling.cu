@@ -173,6 +173,7 @@ class PoolingKernel final : public Kernel {
     }
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>&) override {
