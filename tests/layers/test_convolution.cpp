@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 
+#include "backends/cuda/cuda_backend.h"
 #include "harness/layer_harness.h"
 #include "layers/registry.h"
 
@@ -133,7 +135,23 @@ LayerSpec conv_spec(std::int64_t num_output, std::int64_t kernel) {
 
 }  // namespace
 
-TEST(Layers, Convolution) { run_layer_test({.make_case = make_case, .naive = naive, .cases = 40}); }
+// Every case checks gradients, so that the CUDA backward sees groups, dilation, strides, padding and
+// 1 to 3 spatial axes.
+TEST(Layers, Convolution) {
+  run_layer_test({.make_case = make_case, .naive = naive, .cases = 40, .gradient_cases = 40});
+}
+
+// The CUDA backward's other paths: prepared with the kernel, as in training nets, and the im2col /
+// col2im GEMM one that serves what cuDNN declines (ESPRESSO_CONV_TACTIC=im2col puts it first). Their
+// CPU checks repeat Layers.Convolution's, so they run only with a GPU.
+TEST(Layers, ConvolutionCudaBackwardPaths) {
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: CUDA backward paths not checked";
+  run_layer_test(
+      {.make_case = make_case, .naive = naive, .cases = 40, .training = true, .gradient_cases = 40});
+  setenv("ESPRESSO_CONV_TACTIC", "im2col", 1);
+  run_layer_test({.make_case = make_case, .naive = naive, .cases = 40, .gradient_cases = 40});
+  unsetenv("ESPRESSO_CONV_TACTIC");
+}
 
 TEST(Layers, ConvolutionShapesWeightsAndMacs) {
   LayerSpec spec = conv_spec(20, 5);

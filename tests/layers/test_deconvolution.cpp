@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 
+#include "backends/cuda/cuda_backend.h"
 #include "harness/layer_harness.h"
 #include "layers/registry.h"
 
@@ -133,7 +135,23 @@ LayerSpec deconv_spec() {
 
 }  // namespace
 
-TEST(Layers, Deconvolution) { run_layer_test({.make_case = make_case, .naive = naive, .cases = 40}); }
+// Every case checks gradients, so that the CUDA backward sees groups, dilation, strides, padding,
+// output padding and 1 to 3 spatial axes.
+TEST(Layers, Deconvolution) {
+  run_layer_test({.make_case = make_case, .naive = naive, .cases = 40, .gradient_cases = 40});
+}
+
+// The CUDA backward prepared with the kernel, as in training nets, and through the im2col / col2im
+// GEMM path that serves what cuDNN declines (output padding beyond the stride, for one). Their CPU
+// checks repeat Layers.Deconvolution's, so they run only with a GPU.
+TEST(Layers, DeconvolutionCudaBackwardPaths) {
+  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: CUDA backward paths not checked";
+  run_layer_test(
+      {.make_case = make_case, .naive = naive, .cases = 40, .training = true, .gradient_cases = 40});
+  setenv("ESPRESSO_CONV_TACTIC", "im2col", 1);
+  run_layer_test({.make_case = make_case, .naive = naive, .cases = 40, .gradient_cases = 40});
+  unsetenv("ESPRESSO_CONV_TACTIC");
+}
 
 TEST(Layers, DeconvolutionShapesWeightsAndMacs) {
   LayerSpec spec = deconv_spec();

@@ -47,7 +47,9 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in,
 
 }  // namespace
 
-TEST(Layers, InnerProduct) { run_layer_test({.make_case = make_case, .naive = naive, .cases = 30}); }
+TEST(Layers, InnerProduct) {
+  run_layer_test({.make_case = make_case, .naive = naive, .cases = 30, .gradient_cases = 30});
+}
 
 TEST(Layers, InnerProductShapesWeightsAndMacs) {
   LayerSpec spec;

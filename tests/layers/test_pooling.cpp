@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "backends/cpu/cpu_backend.h"
+#include "backends/cuda/cuda_backend.h"
 #include "harness/layer_harness.h"
 #include "layers/registry.h"
 
@@ -123,9 +125,70 @@ LayerSpec pool_spec(const std::string& method, std::int64_t kernel, std::int64_t
   return spec;
 }
 
+// A kernel's forward then backward (gradients added into zeros), with tensors on `device`; returns the
+// input gradient there, perhaps still being computed.
+Tensor kernel_input_gradient(Kernel& kernel, const Layer& layer, const Tensor& x, const Tensor& dy,
+                             Device device) {
+  std::vector<Tensor> inputs{x.to(device)}, outputs{Tensor::empty(dy.shape(), DType::f32, device)};
+  std::vector<Tensor> output_grads{dy.to(device)}, input_grads{Tensor::zeros(x.shape(), DType::f32, device)};
+  std::vector<Tensor> weight_grads;
+  kernel.forward(inputs, outputs);
+  kernel.backward(layer, inputs, outputs, output_grads, input_grads, weight_grads);
+  return input_grads[0];
+}
+
 }  // namespace
 
-TEST(Layers, Pooling) { run_layer_test({.make_case = make_case, .naive = naive, .cases = 60}); }
+// Every case checks gradients, so that the CUDA backward sees every mode on 1 to 3 spatial axes.
+TEST(Layers, Pooling) {
+  run_layer_test({.make_case = make_case, .naive = naive, .cases = 60, .gradient_cases = 60});
+}
+
+// Max pooling sends each window's gradient to the first maximum in window order. The harness never
+// meets ties (its numeric gradient is undefined there), so here inputs take three values only and
+// every fast backward must route the gradients exactly as the reference does.
+TEST(Layers, PoolingMaxTiesGoToTheFirstMaximum) {
+  std::unique_ptr<cuda::Context> gpu;
+  if (cuda::device_count() > 0) gpu = cuda::create_context(Device::cuda(0));
+  Rng rng(77);
+  for (int index = 0; index < 24; ++index) {
+    LayerCase c = make_case(rng);
+    c.spec.name = "pool_ties";
+    c.spec.inputs = {"in0"};
+    c.spec.outputs = {"out0"};
+    c.spec.attrs.set("method", std::string("max"));
+    SCOPED_TRACE("case " + std::to_string(index) + ": input " + c.input_shapes[0].str());
+    const std::unique_ptr<Layer> layer = create_layer(c.spec);
+    const Shape out_shape = layer->output_shapes(c.input_shapes)[0];
+    std::vector<float> levels(static_cast<std::size_t>(c.input_shapes[0].numel()));
+    for (float& v : levels) v = static_cast<float>(rng.integer(-1, 1));
+    const Tensor x = Tensor::from(c.input_shapes[0], levels);
+    const Values directions = rng.values(static_cast<std::size_t>(out_shape.numel()));
+    const Tensor dy = Tensor::from(out_shape, std::vector<float>(directions.begin(), directions.end()));
+
+    std::vector<Tensor> outputs{Tensor::empty(out_shape)}, input_grads{Tensor::zeros(x.shape())}, none;
+    layer->forward({x}, outputs);
+    layer->backward({x}, outputs, {dy}, input_grads, none);
+    const std::vector<float> reference = input_grads[0].to_vector();
+    const Values expected(reference.begin(), reference.end());
+
+    if (std::unique_ptr<Kernel> cpu_kernel = cpu::make_kernel(*layer, c.input_shapes)) {
+      if (cpu_kernel->has_fast_backward()) {
+        const std::vector<float> got =
+            kernel_input_gradient(*cpu_kernel, *layer, x, dy, Device::cpu()).to_vector();
+        EXPECT_LE(normalized_error(expected, Values(got.begin(), got.end())), 1e-6) << "CPU kernel";
+      }
+    }
+    if (gpu) {
+      std::unique_ptr<Kernel> cuda_kernel = cuda::make_kernel(*layer, c.input_shapes, *gpu);
+      ASSERT_TRUE(cuda_kernel);
+      const Tensor on_gpu = kernel_input_gradient(*cuda_kernel, *layer, x, dy, gpu->device());
+      gpu->synchronize();
+      const std::vector<float> got = on_gpu.to(Device::cpu()).to_vector();
+      EXPECT_LE(normalized_error(expected, Values(got.begin(), got.end())), 1e-6) << "CUDA kernel";
+    }
+  }
+}
 
 TEST(Layers, PoolingRounding) {
   // Caffe's ceil rounding: (6 − 3)/2 rounds up to 2, so 3 outputs; floor gives 2.

@@ -1,7 +1,12 @@
 // Convolution through cuDNN's convolution API: descriptors, the algorithm (from cuDNN's
 // heuristics, restricted to plain FMA math so that TF32 never rounds the products) and its
 // workspace are all settled at plan time; forward() is one cudnnConvolutionForward and the bias.
+// The training passes (backward data, backward filter, and the forward adding into its output)
+// share the descriptors and choose their algorithms the same way.
+#include <algorithm>
 #include <limits>
+#include <optional>
+#include <stdexcept>
 #include <vector>
 
 #include "backends/cuda/channel_affine.h"
@@ -22,26 +27,39 @@ bool unsupported(cudnnStatus_t status) {
   return status == CUDNN_STATUS_NOT_SUPPORTED || status == CUDNN_STATUS_BAD_PARAM;
 }
 
-class CudnnConv final : public ConvTactic {
+bool accept(cudnnStatus_t status, const char* call) {
+  if (unsupported(status)) return false;
+  check(status, call);
+  return true;
+}
+
+// cuDNN describes tensors with int dimensions and strides.
+bool fits_int(const ConvProblem& p) {
+  constexpr std::int64_t int_max = std::numeric_limits<int>::max();
+  return p.batch >= 1 && p.batch * p.in_channels * p.in_spatial() <= int_max &&
+         p.batch * p.out_channels * p.out_spatial() <= int_max;
+}
+
+// x, y, the filter and the convolution of one problem, in fp32 with FMA math.
+class Descriptors {
  public:
-  explicit CudnnConv(StreamContext& context) : context_(context), handle_(context.cudnn()) {
-    ESPRESSO_CUDA_CHECK(cudnnCreateTensorDescriptor(&x_desc_));
-    ESPRESSO_CUDA_CHECK(cudnnCreateTensorDescriptor(&y_desc_));
-    ESPRESSO_CUDA_CHECK(cudnnCreateFilterDescriptor(&w_desc_));
-    ESPRESSO_CUDA_CHECK(cudnnCreateConvolutionDescriptor(&conv_desc_));
+  Descriptors() {
+    ESPRESSO_CUDA_CHECK(cudnnCreateTensorDescriptor(&x));
+    ESPRESSO_CUDA_CHECK(cudnnCreateTensorDescriptor(&y));
+    ESPRESSO_CUDA_CHECK(cudnnCreateFilterDescriptor(&w));
+    ESPRESSO_CUDA_CHECK(cudnnCreateConvolutionDescriptor(&conv));
   }
-  ~CudnnConv() override {
-    cudnnDestroyConvolutionDescriptor(conv_desc_);
-    cudnnDestroyFilterDescriptor(w_desc_);
-    cudnnDestroyTensorDescriptor(y_desc_);
-    cudnnDestroyTensorDescriptor(x_desc_);
+  ~Descriptors() {
+    cudnnDestroyConvolutionDescriptor(conv);
+    cudnnDestroyFilterDescriptor(w);
+    cudnnDestroyTensorDescriptor(y);
+    cudnnDestroyTensorDescriptor(x);
   }
-  CudnnConv(const CudnnConv&) = delete;
-  CudnnConv& operator=(const CudnnConv&) = delete;
+  Descriptors(const Descriptors&) = delete;
+  Descriptors& operator=(const Descriptors&) = delete;
 
   // False when cuDNN declines the configuration.
-  bool prepare(const ConvProblem& p) {
-    problem_ = p;
+  bool describe(const ConvProblem& p) {
     // 1D and 2D as 4-D NCHW tensors, 3D as 5-D: the 4-D path has the most algorithms.
     const int first_axis = p.axes == 3 ? 0 : 1;
     const int spatial = 3 - first_axis;
@@ -58,48 +76,33 @@ class CudnnConv final : public ConvTactic {
       stride.push_back(static_cast<int>(p.stride[i]));
       dilation.push_back(static_cast<int>(p.dilation[i]));
     }
-    if (!set_tensor(x_desc_, x_dims) || !set_tensor(y_desc_, y_dims)) return false;
-    if (!accept(cudnnSetFilterNdDescriptor(w_desc_, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+    if (!set_tensor(x, x_dims) || !set_tensor(y, y_dims)) return false;
+    if (!accept(cudnnSetFilterNdDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
                                            static_cast<int>(w_dims.size()), w_dims.data()),
                 "cudnnSetFilterNdDescriptor") ||
-        !accept(cudnnSetConvolutionNdDescriptor(conv_desc_, spatial, pad.data(), stride.data(),
-                                                dilation.data(), CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+        !accept(cudnnSetConvolutionNdDescriptor(conv, spatial, pad.data(), stride.data(), dilation.data(),
+                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
                 "cudnnSetConvolutionNdDescriptor") ||
-        !accept(cudnnSetConvolutionGroupCount(conv_desc_, static_cast<int>(p.group)),
+        !accept(cudnnSetConvolutionGroupCount(conv, static_cast<int>(p.group)),
                 "cudnnSetConvolutionGroupCount")) {
       return false;
     }
-    ESPRESSO_CUDA_CHECK(cudnnSetConvolutionMathType(conv_desc_, CUDNN_FMA_MATH));
+    ESPRESSO_CUDA_CHECK(cudnnSetConvolutionMathType(conv, CUDNN_FMA_MATH));
 
+    // A transposed problem (a deconvolution's) with output padding can be one cuDNN sizes differently.
     std::vector<int> inferred(y_dims.size());
-    if (!accept(cudnnGetConvolutionNdForwardOutputDim(conv_desc_, x_desc_, w_desc_,
-                                                      static_cast<int>(inferred.size()), inferred.data()),
-                "cudnnGetConvolutionNdForwardOutputDim") ||
-        inferred != y_dims) {
-      return false;
-    }
-    return choose_algorithm();
+    return accept(cudnnGetConvolutionNdForwardOutputDim(conv, x, w, static_cast<int>(inferred.size()),
+                                                        inferred.data()),
+                  "cudnnGetConvolutionNdForwardOutputDim") &&
+           inferred == y_dims;
   }
 
-  void run(const float* x, const float* w, const float* b, float* y) override {
-    const float one = 1.0f, zero = 0.0f;
-    ESPRESSO_CUDA_CHECK(cudnnConvolutionForward(handle_, &one, x_desc_, x, w_desc_, w, conv_desc_, algorithm_,
-                                                workspace_.get(), workspace_bytes_, &zero, y_desc_, y));
-    if (b != nullptr) {
-      channel_affine(context_, y, nullptr, b, y,
-                     {problem_.batch, problem_.out_channels, problem_.out_spatial()});
-    }
-  }
-  const char* name() const override { return "cudnn"; }
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
 
  private:
-  static bool accept(cudnnStatus_t status, const char* call) {
-    if (unsupported(status)) return false;
-    check(status, call);
-    return true;
-  }
-
-  bool set_tensor(cudnnTensorDescriptor_t desc, const std::vector<int>& dims) {
+  static bool set_tensor(cudnnTensorDescriptor_t desc, const std::vector<int>& dims) {
     std::vector<int> strides(dims.size());
     int stride = 1;
     for (std::size_t i = dims.size(); i-- > 0;) {
@@ -110,49 +113,197 @@ class CudnnConv final : public ConvTactic {
                                              dims.data(), strides.data()),
                   "cudnnSetTensorNdDescriptor");
   }
+};
 
-  bool choose_algorithm() {
-    int count = 0;
-    ESPRESSO_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle_, &count));
-    std::vector<cudnnConvolutionFwdAlgoPerf_t> candidates(static_cast<std::size_t>(count));
-    int returned = 0;
-    if (!accept(cudnnGetConvolutionForwardAlgorithm_v7(handle_, x_desc_, w_desc_, conv_desc_, y_desc_, count,
-                                                       &returned, candidates.data()),
-                "cudnnGetConvolutionForwardAlgorithm_v7")) {
-      return false;
-    }
-    // Ranked best first; tensor-core entries would round through TF32.
+template <typename Algo>
+struct Choice {
+  Algo algo;
+  std::size_t workspace_bytes;
+};
+
+// From cuDNN's heuristic ranking (best first): the first algorithm that ran, keeps to FMA math
+// (tensor-core entries would round through TF32) and needs at most kMaxWorkspaceBytes, preferring
+// deterministic ones (no atomics: the same gradients every run) over a better-ranked one that is not.
+// `workspace(algo, bytes)` returns false when cuDNN declines the algorithm.
+template <typename Perf, typename Workspace>
+auto pick(const std::vector<Perf>& ranked, int returned, Workspace workspace)
+    -> std::optional<Choice<decltype(Perf::algo)>> {
+  for (const bool deterministic_only : {true, false}) {
     for (int i = 0; i < returned; ++i) {
-      const cudnnConvolutionFwdAlgoPerf_t& c = candidates[static_cast<std::size_t>(i)];
+      const Perf& c = ranked[static_cast<std::size_t>(i)];
       if (c.status != CUDNN_STATUS_SUCCESS || c.mathType == CUDNN_TENSOR_OP_MATH ||
-          c.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) {
+          c.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ||
+          (deterministic_only && c.determinism != CUDNN_DETERMINISTIC)) {
         continue;
       }
       std::size_t bytes = 0;
-      if (!accept(cudnnGetConvolutionForwardWorkspaceSize(handle_, x_desc_, w_desc_, conv_desc_, y_desc_,
-                                                          c.algo, &bytes),
-                  "cudnnGetConvolutionForwardWorkspaceSize") ||
-          bytes > kMaxWorkspaceBytes) {
-        continue;
-      }
-      algorithm_ = c.algo;
-      workspace_bytes_ = bytes;
-      if (bytes > 0) {
-        workspace_ =
-            allocate(bytes, context_.device(), "the cuDNN workspace of layer '" + problem_.owner + "'");
-      }
-      return true;
+      if (workspace(c.algo, bytes) && bytes <= kMaxWorkspaceBytes)
+        return Choice<decltype(Perf::algo)>{c.algo, bytes};
     }
-    return false;
+  }
+  return std::nullopt;
+}
+
+std::optional<Choice<cudnnConvolutionFwdAlgo_t>> pick_forward(cudnnHandle_t handle, const Descriptors& d) {
+  int count = 0;
+  ESPRESSO_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &count));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> ranked(static_cast<std::size_t>(count));
+  int returned = 0;
+  if (!accept(cudnnGetConvolutionForwardAlgorithm_v7(handle, d.x, d.w, d.conv, d.y, count, &returned,
+                                                     ranked.data()),
+              "cudnnGetConvolutionForwardAlgorithm_v7")) {
+    return std::nullopt;
+  }
+  return pick(ranked, returned, [&](cudnnConvolutionFwdAlgo_t algo, std::size_t& bytes) {
+    return accept(cudnnGetConvolutionForwardWorkspaceSize(handle, d.x, d.w, d.conv, d.y, algo, &bytes),
+                  "cudnnGetConvolutionForwardWorkspaceSize");
+  });
+}
+
+std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> pick_backward_data(cudnnHandle_t handle,
+                                                                        const Descriptors& d) {
+  int count = 0;
+  ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &count));
+  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> ranked(static_cast<std::size_t>(count));
+  int returned = 0;
+  if (!accept(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, d.w, d.y, d.conv, d.x, count, &returned,
+                                                          ranked.data()),
+              "cudnnGetConvolutionBackwardDataAlgorithm_v7")) {
+    return std::nullopt;
+  }
+  return pick(ranked, returned, [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t& bytes) {
+    return accept(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, d.w, d.y, d.conv, d.x, algo, &bytes),
+                  "cudnnGetConvolutionBackwardDataWorkspaceSize");
+  });
+}
+
+std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> pick_backward_filter(cudnnHandle_t handle,
+                                                                            const Descriptors& d) {
+  int count = 0;
+  ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &count));
+  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> ranked(static_cast<std::size_t>(count));
+  int returned = 0;
+  if (!accept(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, d.x, d.y, d.conv, d.w, count, &returned,
+                                                            ranked.data()),
+              "cudnnGetConvolutionBackwardFilterAlgorithm_v7")) {
+    return std::nullopt;
+  }
+  return pick(ranked, returned, [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
+    return accept(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d.x, d.y, d.conv, d.w, algo, &bytes),
+                  "cudnnGetConvolutionBackwardFilterWorkspaceSize");
+  });
+}
+
+std::shared_ptr<void> workspace(std::size_t bytes, const ConvProblem& p, StreamContext& context) {
+  if (bytes == 0) return nullptr;
+  return allocate(bytes, context.device(), "the cuDNN workspace of layer '" + p.owner + "'");
+}
+
+class CudnnConv final : public ConvTactic {
+ public:
+  explicit CudnnConv(StreamContext& context) : context_(context), handle_(context.cudnn()) {}
+
+  // False when cuDNN declines the configuration.
+  bool prepare(const ConvProblem& p) {
+    problem_ = p;
+    if (!descriptors_.describe(p)) return false;
+    const auto chosen = pick_forward(handle_, descriptors_);
+    if (!chosen) return false;
+    algorithm_ = chosen->algo;
+    workspace_bytes_ = chosen->workspace_bytes;
+    workspace_ = workspace(workspace_bytes_, p, context_);
+    return true;
   }
 
+  void run(const float* x, const float* w, const float* b, float* y) override {
+    const float one = 1.0f, zero = 0.0f;
+    const Descriptors& d = descriptors_;
+    ESPRESSO_CUDA_CHECK(cudnnConvolutionForward(handle_, &one, d.x, x, d.w, w, d.conv, algorithm_,
+                                                workspace_.get(), workspace_bytes_, &zero, d.y, y));
+    if (b != nullptr) {
+      channel_affine(context_, y, nullptr, b, y,
+                     {problem_.batch, problem_.out_channels, problem_.out_spatial()});
+    }
+  }
+  const char* name() const override { return "cudnn"; }
+
+ private:
   StreamContext& context_;
   cudnnHandle_t handle_;
   ConvProblem problem_;
-  cudnnTensorDescriptor_t x_desc_ = nullptr, y_desc_ = nullptr;
-  cudnnFilterDescriptor_t w_desc_ = nullptr;
-  cudnnConvolutionDescriptor_t conv_desc_ = nullptr;
+  Descriptors descriptors_;
   cudnnConvolutionFwdAlgo_t algorithm_ = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+  std::size_t workspace_bytes_ = 0;
+  std::shared_ptr<void> workspace_;
+};
+
+// The passes share one workspace, as large as the largest needs: they run one after another on the stream.
+class CudnnGradients final : public ConvGradients {
+ public:
+  explicit CudnnGradients(StreamContext& context) : handle_(context.cudnn()) {}
+
+  // False when cuDNN declines the configuration or one of the passes.
+  bool prepare(const ConvProblem& p, unsigned passes, StreamContext& context) {
+    if (!descriptors_.describe(p)) return false;
+    std::size_t bytes = 0;
+    if ((passes & kForwardPass) != 0) {
+      forward_ = pick_forward(handle_, descriptors_);
+      if (!forward_) return false;
+      bytes = std::max(bytes, forward_->workspace_bytes);
+    }
+    if ((passes & kDataPass) != 0) {
+      data_ = pick_backward_data(handle_, descriptors_);
+      if (!data_) return false;
+      bytes = std::max(bytes, data_->workspace_bytes);
+    }
+    if ((passes & kFilterPass) != 0) {
+      filter_ = pick_backward_filter(handle_, descriptors_);
+      if (!filter_) return false;
+      bytes = std::max(bytes, filter_->workspace_bytes);
+    }
+    workspace_bytes_ = bytes;
+    workspace_ = workspace(bytes, p, context);
+    return true;
+  }
+
+  // beta = 1 throughout: cuDNN adds its result into the destination.
+  void forward_add(const float* x, const float* w, float* y) override {
+    const float one = 1.0f;
+    const Descriptors& d = descriptors_;
+    ESPRESSO_CUDA_CHECK(cudnnConvolutionForward(handle_, &one, d.x, x, d.w, w, d.conv,
+                                                required(forward_)->algo, workspace_.get(), workspace_bytes_,
+                                                &one, d.y, y));
+  }
+
+  void data_add(const float* w, const float* dy, float* dx) override {
+    const float one = 1.0f;
+    const Descriptors& d = descriptors_;
+    ESPRESSO_CUDA_CHECK(cudnnConvolutionBackwardData(handle_, &one, d.w, w, d.y, dy, d.conv,
+                                                     required(data_)->algo, workspace_.get(),
+                                                     workspace_bytes_, &one, d.x, dx));
+  }
+
+  void filter_add(const float* x, const float* dy, float* dw) override {
+    const float one = 1.0f;
+    const Descriptors& d = descriptors_;
+    ESPRESSO_CUDA_CHECK(cudnnConvolutionBackwardFilter(handle_, &one, d.x, x, d.y, dy, d.conv,
+                                                       required(filter_)->algo, workspace_.get(),
+                                                       workspace_bytes_, &one, d.w, dw));
+  }
+
+ private:
+  // A pass that was not asked for at preparation is a programming error, not a configuration.
+  template <typename Algo>
+  static const Choice<Algo>* required(const std::optional<Choice<Algo>>& choice) {
+    if (!choice) throw std::logic_error("a convolution pass that was not prepared");
+    return &*choice;
+  }
+
+  cudnnHandle_t handle_;
+  Descriptors descriptors_;
+  std::optional<Choice<cudnnConvolutionFwdAlgo_t>> forward_;
+  std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> data_;
+  std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> filter_;
   std::size_t workspace_bytes_ = 0;
   std::shared_ptr<void> workspace_;
 };
@@ -160,15 +311,18 @@ class CudnnConv final : public ConvTactic {
 }  // namespace
 
 std::unique_ptr<ConvTactic> make_cudnn_conv(const ConvProblem& p, StreamContext& context) {
-  constexpr std::int64_t int_max = std::numeric_limits<int>::max();
-  // cuDNN describes tensors with int dimensions and strides.
-  if (p.batch < 1 || p.batch * p.in_channels * p.in_spatial() > int_max ||
-      p.batch * p.out_channels * p.out_spatial() > int_max) {
-    return nullptr;
-  }
+  if (!fits_int(p)) return nullptr;
   auto tactic = std::make_unique<CudnnConv>(context);
   if (!tactic->prepare(p)) return nullptr;
   return tactic;
+}
+
+std::unique_ptr<ConvGradients> make_cudnn_gradients(const ConvProblem& p, unsigned passes,
+                                                    StreamContext& context) {
+  if (!fits_int(p)) return nullptr;
+  auto gradients = std::make_unique<CudnnGradients>(context);
+  if (!gradients->prepare(p, passes, context)) return nullptr;
+  return gradients;
 }
 
 }  // namespace espresso::cuda

@@ -1,86 +1,171 @@
 // Convolution as im2col + cuBLAS: per image, the input is unfolded into a (C · taps) x positions
 // matrix in a workspace reserved at plan time, then one strided-batched SGEMM multiplies every
 // group's filters with its rows. Pointwise convolutions (1x1, stride 1, no padding) skip the
-// unfolding: the input already is that matrix.
+// unfolding: the input already is that matrix. The same unfolding, and col2im, give the backward
+// that serves the configurations cuDNN declines.
 #include <limits>
 
 #include "backends/cuda/channel_affine.h"
-#include "backends/cuda/conv_tactics.h"
+#include "backends/cuda/conv_unfold.h"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
 // A larger unfolded image is better served by the other tactics than by a huge workspace.
 constexpr std::int64_t kMaxWorkspaceBytes = std::int64_t{512} << 20;
 
-struct Unfold {
-  int in[3], out[3], kernel[3], stride[3], pad[3], dilation[3];
-  int taps, in_spatial, out_spatial;
-  long long total;  // channels * taps * out_spatial
+// Whether the input already is the unfolded matrix. A transposed problem (a deconvolution's) may
+// have a unit window and still differ in size, through output padding.
+bool pointwise(const ConvProblem& p) {
+  for (std::size_t a = 0; a < 3; ++a) {
+    if (p.kernel[a] != 1 || p.stride[a] != 1 || p.pad[a] != 0 || p.in[a] != p.out[a]) return false;
+  }
+  return true;
+}
+
+// The GEMM dimensions and strides of one image, per group (cuBLAS's int).
+struct GroupGemm {
+  int positions;  // output positions
+  int depth;      // input channels per group · taps: a row of the unfolded matrix per (channel, tap)
+  int rows;       // output channels per group
+  int groups;
+  long long col_stride, w_stride,
+      y_stride;  // between groups: depth · positions, rows · depth, rows · positions
 };
 
-__global__ void im2col(Unfold u, const float* __restrict__ x, float* __restrict__ col) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < u.total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const int position = static_cast<int>(i % u.out_spatial);
-    const long long row = i / u.out_spatial;
-    const int tap = static_cast<int>(row % u.taps);
-    const long long channel = row / u.taps;
-    const int od = position / (u.out[1] * u.out[2]);
-    const int oh = position / u.out[2] % u.out[1];
-    const int ow = position % u.out[2];
-    const int kd = tap / (u.kernel[1] * u.kernel[2]);
-    const int kh = tap / u.kernel[2] % u.kernel[1];
-    const int kw = tap % u.kernel[2];
-    const int id = od * u.stride[0] - u.pad[0] + kd * u.dilation[0];
-    const int ih = oh * u.stride[1] - u.pad[1] + kh * u.dilation[1];
-    const int iw = ow * u.stride[2] - u.pad[2] + kw * u.dilation[2];
-    const bool inside = id >= 0 && id < u.in[0] && ih >= 0 && ih < u.in[1] && iw >= 0 && iw < u.in[2];
-    col[i] = inside ? x[channel * u.in_spatial + (id * u.in[1] + ih) * u.in[2] + iw] : 0.0f;
-  }
+GroupGemm group_gemm(const ConvProblem& p, const ConvWindows& windows) {
+  GroupGemm g{};
+  g.positions = windows.out_spatial;
+  g.depth = static_cast<int>(p.in_per_group() * p.taps());
+  g.rows = static_cast<int>(p.out_per_group());
+  g.groups = static_cast<int>(p.group);
+  g.col_stride = static_cast<long long>(g.depth) * g.positions;
+  g.w_stride = static_cast<long long>(g.rows) * g.depth;
+  g.y_stride = static_cast<long long>(g.rows) * g.positions;
+  return g;
+}
+
+// The sizes cuBLAS and the unfolding kernels index with int, and the workspace limit.
+bool fits(const ConvProblem& p) {
+  constexpr std::int64_t int_max = std::numeric_limits<int>::max();
+  const std::int64_t workspace = p.in_channels * p.taps() * p.out_spatial();
+  return workspace * static_cast<std::int64_t>(sizeof(float)) <= kMaxWorkspaceBytes &&
+         p.in_spatial() <= int_max && p.out_channels * p.out_spatial() <= int_max &&
+         p.in_per_group() * p.taps() <= int_max && p.group <= int_max;
+}
+
+std::shared_ptr<void> unfold_workspace(const ConvProblem& p, StreamContext& context) {
+  return allocate(static_cast<std::size_t>(p.in_channels * p.taps() * p.out_spatial()) * sizeof(float),
+                  context.device(), "the im2col workspace of layer '" + p.owner + "'");
 }
 
 class Im2colConv final : public ConvTactic {
  public:
-  Im2colConv(const ConvProblem& p, const Unfold& unfold, bool pointwise, StreamContext& context)
-      : problem_(p), unfold_(unfold), pointwise_(pointwise), context_(context), cublas_(context.cublas()) {
-    if (!pointwise_) {
-      workspace_ = allocate(static_cast<std::size_t>(unfold_.total) * sizeof(float), context.device(),
-                            "the im2col workspace of layer '" + p.owner + "'");
-    }
+  Im2colConv(const ConvProblem& p, const ConvWindows& windows, StreamContext& context)
+      : problem_(p),
+        windows_(windows),
+        gemm_(group_gemm(p, windows)),
+        pointwise_(pointwise(p)),
+        context_(context),
+        cublas_(context.cublas()) {
+    if (!pointwise_) workspace_ = unfold_workspace(p, context);
   }
 
   void run(const float* x, const float* w, const float* b, float* y) override {
-    const int positions = unfold_.out_spatial;
-    const int depth = static_cast<int>(problem_.in_per_group() * problem_.taps());
-    const int rows = static_cast<int>(problem_.out_per_group());
     const float one = 1.0f, zero = 0.0f;
     auto* workspace = static_cast<float*>(workspace_.get());
     for (std::int64_t n = 0; n < problem_.batch; ++n) {
-      const float* image = x + n * problem_.in_channels * unfold_.in_spatial;
+      const float* image = x + n * problem_.in_channels * windows_.in_spatial;
       const float* col = pointwise_ ? image : workspace;
-      if (!pointwise_) {
-        im2col<<<elementwise_blocks(context_, unfold_.total, kThreads), kThreads, 0, context_.stream()>>>(
-            unfold_, image, workspace);
-        ESPRESSO_CUDA_CHECK(cudaGetLastError());
-      }
+      if (!pointwise_) im2col(context_, windows_, problem_.in_channels, image, workspace);
       // Column-major view: y_gᵀ (positions x rows) = col_gᵀ (positions x depth) · w_gᵀ (depth x rows).
       ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
-          cublas_, CUBLAS_OP_N, CUBLAS_OP_N, positions, rows, depth, &one, col, positions,
-          static_cast<long long>(depth) * positions, w, depth, static_cast<long long>(rows) * depth, &zero,
-          y + n * problem_.out_channels * positions, positions, static_cast<long long>(rows) * positions,
-          static_cast<int>(problem_.group)));
+          cublas_, CUBLAS_OP_N, CUBLAS_OP_N, gemm_.positions, gemm_.rows, gemm_.depth, &one, col,
+          gemm_.positions, gemm_.col_stride, w, gemm_.depth, gemm_.w_stride, &zero,
+          y + n * problem_.out_channels * gemm_.positions, gemm_.positions, gemm_.y_stride, gemm_.groups));
     }
     if (b != nullptr) {
-      channel_affine(context_, y, nullptr, b, y, {problem_.batch, problem_.out_channels, positions});
+      channel_affine(context_, y, nullptr, b, y, {problem_.batch, problem_.out_channels, gemm_.positions});
     }
   }
   const char* name() const override { return "im2col+gemm"; }
 
  private:
   ConvProblem problem_;
-  Unfold unfold_;
+  ConvWindows windows_;
+  GroupGemm gemm_;
+  bool pointwise_;
+  StreamContext& context_;
+  cublasHandle_t cublas_;
+  std::shared_ptr<void> workspace_;
+};
+
+// One image at a time through the unfolded matrix, as the forward: the filter gradient is
+// dy_g · col_gᵀ, the input gradient col2im(w_gᵀ · dy_g). Gathers throughout, so deterministic.
+class GemmGradients final : public ConvGradients {
+ public:
+  GemmGradients(const ConvProblem& p, const ConvWindows& windows, StreamContext& context)
+      : problem_(p),
+        windows_(windows),
+        gemm_(group_gemm(p, windows)),
+        pointwise_(pointwise(p)),
+        context_(context),
+        cublas_(context.cublas()) {
+    if (!pointwise_) workspace_ = unfold_workspace(p, context);
+  }
+
+  void forward_add(const float* x, const float* w, float* y) override {
+    const float one = 1.0f;
+    for (std::int64_t n = 0; n < problem_.batch; ++n) {
+      const float* col = unfolded(x + n * problem_.in_channels * windows_.in_spatial);
+      // Column-major view: y_gᵀ (positions x rows) += col_gᵀ (positions x depth) · w_gᵀ (depth x rows).
+      ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
+          cublas_, CUBLAS_OP_N, CUBLAS_OP_N, gemm_.positions, gemm_.rows, gemm_.depth, &one, col,
+          gemm_.positions, gemm_.col_stride, w, gemm_.depth, gemm_.w_stride, &one,
+          y + n * problem_.out_channels * gemm_.positions, gemm_.positions, gemm_.y_stride, gemm_.groups));
+    }
+  }
+
+  void data_add(const float* w, const float* dy, float* dx) override {
+    const float one = 1.0f, zero = 0.0f;
+    auto* workspace = static_cast<float*>(workspace_.get());
+    for (std::int64_t n = 0; n < problem_.batch; ++n) {
+      float* image_grad = dx + n * problem_.in_channels * windows_.in_spatial;
+      // Column-major view: dcol_gᵀ (positions x depth) = dy_gᵀ (positions x rows) · w_g (rows x depth);
+      // a pointwise problem's columns are the image, so it adds there directly.
+      ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
+          cublas_, CUBLAS_OP_N, CUBLAS_OP_T, gemm_.positions, gemm_.depth, gemm_.rows, &one,
+          dy + n * problem_.out_channels * gemm_.positions, gemm_.positions, gemm_.y_stride, w, gemm_.depth,
+          gemm_.w_stride, pointwise_ ? &one : &zero, pointwise_ ? image_grad : workspace, gemm_.positions,
+          gemm_.col_stride, gemm_.groups));
+      if (!pointwise_) col2im(context_, windows_, problem_.in_channels, workspace, nullptr, true, image_grad);
+    }
+  }
+
+  void filter_add(const float* x, const float* dy, float* dw) override {
+    const float one = 1.0f;
+    for (std::int64_t n = 0; n < problem_.batch; ++n) {
+      const float* col = unfolded(x + n * problem_.in_channels * windows_.in_spatial);
+      // Column-major view: dw_gᵀ (depth x rows) += col_g (depth x positions) · dy_gᵀ (positions x rows).
+      ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
+          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, gemm_.depth, gemm_.rows, gemm_.positions, &one, col,
+          gemm_.positions, gemm_.col_stride, dy + n * problem_.out_channels * gemm_.positions,
+          gemm_.positions, gemm_.y_stride, &one, dw, gemm_.depth, gemm_.w_stride, gemm_.groups));
+    }
+  }
+
+ private:
+  // One image as the unfolded matrix: itself when pointwise, else im2col'd into the workspace.
+  const float* unfolded(const float* image) {
+    if (pointwise_) return image;
+    auto* workspace = static_cast<float*>(workspace_.get());
+    im2col(context_, windows_, problem_.in_channels, image, workspace);
+    return workspace;
+  }
+
+  ConvProblem problem_;
+  ConvWindows windows_;
+  GroupGemm gemm_;
   bool pointwise_;
   StreamContext& context_;
   cublasHandle_t cublas_;
@@ -90,28 +175,15 @@ class Im2colConv final : public ConvTactic {
 }  // namespace
 
 std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& p, StreamContext& context) {
-  constexpr std::int64_t int_max = std::numeric_limits<int>::max();
-  const std::int64_t total = p.in_channels * p.taps() * p.out_spatial();
-  if (total * static_cast<std::int64_t>(sizeof(float)) > kMaxWorkspaceBytes || p.in_spatial() > int_max ||
-      p.out_channels * p.out_spatial() > int_max || p.group > int_max) {
-    return nullptr;
-  }
-  bool pointwise = true;
-  Unfold u{};
-  for (int a = 0; a < 3; ++a) {
-    u.in[a] = static_cast<int>(p.in[a]);
-    u.out[a] = static_cast<int>(p.out[a]);
-    u.kernel[a] = static_cast<int>(p.kernel[a]);
-    u.stride[a] = static_cast<int>(p.stride[a]);
-    u.pad[a] = static_cast<int>(p.pad[a]);
-    u.dilation[a] = static_cast<int>(p.dilation[a]);
-    pointwise = pointwise && p.kernel[a] == 1 && p.stride[a] == 1 && p.pad[a] == 0;
-  }
-  u.taps = static_cast<int>(p.taps());
-  u.in_spatial = static_cast<int>(p.in_spatial());
-  u.out_spatial = static_cast<int>(p.out_spatial());
-  u.total = total;
-  return std::make_unique<Im2colConv>(p, u, pointwise, context);
+  ConvWindows windows{};
+  if (!fits(p) || !conv_windows(p, windows)) return nullptr;
+  return std::make_unique<Im2colConv>(p, windows, context);
+}
+
+std::unique_ptr<ConvGradients> make_gemm_gradients(const ConvProblem& p, StreamContext& context) {
+  ConvWindows windows{};
+  if (!fits(p) || !conv_windows(p, windows)) return nullptr;
+  return std::make_unique<GemmGradients>(p, windows, context);
 }
 
 }  // namespace espresso::cuda

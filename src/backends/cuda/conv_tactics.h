@@ -49,4 +49,31 @@ std::unique_ptr<ConvTactic> make_cudnn_conv(const ConvProblem& problem, StreamCo
 std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& problem, StreamContext& context);
 std::unique_ptr<ConvTactic> make_implicit_conv(const ConvProblem& problem, StreamContext& context);
 
+// The products of a convolution that training needs, each ADDING into its result on the context's
+// stream: the input gradient and the filter gradient (a convolution's backward), and the forward
+// itself (a deconvolution's input gradient, since a deconvolution is a transposed convolution).
+// Prepared once (descriptors, algorithms, workspace) for the passes asked for; never allocates after.
+enum ConvPass : unsigned { kForwardPass = 1u, kDataPass = 2u, kFilterPass = 4u };
+
+class ConvGradients {
+ public:
+  virtual ~ConvGradients() = default;
+  // y += conv(x, w); needs kForwardPass.
+  virtual void forward_add(const float* x, const float* w, float* y) = 0;
+  // dx += the gradient of conv(x, w) with respect to x, for output gradient dy; needs kDataPass.
+  virtual void data_add(const float* w, const float* dy, float* dx) = 0;
+  // dw += the gradient of conv(x, w) with respect to w, for output gradient dy; needs kFilterPass.
+  virtual void filter_add(const float* x, const float* dy, float* dw) = 0;
+};
+
+// cuDNN, or nullptr where it declines the problem.
+std::unique_ptr<ConvGradients> make_cudnn_gradients(const ConvProblem& problem, unsigned passes,
+                                                    StreamContext& context);
+// im2col / col2im + cuBLAS, or nullptr where its workspace or int indices would not fit.
+std::unique_ptr<ConvGradients> make_gemm_gradients(const ConvProblem& problem, StreamContext& context);
+// cuDNN's where it accepts the problem, else the GEMM one (ESPRESSO_CONV_TACTIC=im2col or implicit
+// puts the GEMM one first); nullptr when neither can run it.
+std::unique_ptr<ConvGradients> make_conv_gradients(const ConvProblem& problem, unsigned passes,
+                                                   StreamContext& context);
+
 }  // namespace espresso::cuda

@@ -1,8 +1,11 @@
-// Convolution on the GPU: picks a tactic per layer and input shape (conv_tactics.h).
+// Convolution on the GPU: picks a tactic per layer and input shape (conv_tactics.h). The backward
+// is one for every tactic: cuDNN's, or im2col/col2im + cuBLAS where cuDNN declines.
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "backends/cuda/channel_sum.h"
 #include "backends/cuda/conv_tactics.h"
 #include "backends/cuda/kernels.h"
 
@@ -36,42 +39,75 @@ std::vector<Tactic> heuristic_order(const ConvProblem& p) {
   return {Tactic::cudnn, Tactic::im2col, Tactic::implicit};
 }
 
-// ESPRESSO_CONV_TACTIC=cudnn|im2col|implicit moves that tactic to the front (for tests and
-// comparisons); it still declines configurations it cannot run.
+// ESPRESSO_CONV_TACTIC=cudnn|im2col|implicit, for tests and comparisons; none when unset.
+std::optional<Tactic> forced_tactic() {
+  const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
+  if (forced == nullptr || *forced == '\0') return std::nullopt;
+  const std::string name = forced;
+  if (name == "cudnn") return Tactic::cudnn;
+  if (name == "im2col") return Tactic::im2col;
+  if (name == "implicit") return Tactic::implicit;
+  throw UnsupportedError("ESPRESSO_CONV_TACTIC must be cudnn, im2col or implicit, got '" + name + "'");
+}
+
+// The forced tactic moves to the front; it still declines configurations it cannot run.
 std::vector<Tactic> tactic_order(const ConvProblem& p) {
   std::vector<Tactic> order = heuristic_order(p);
-  const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
-  if (forced == nullptr || *forced == '\0') return order;
-  const std::string name = forced;
-  Tactic first;
-  if (name == "cudnn") {
-    first = Tactic::cudnn;
-  } else if (name == "im2col") {
-    first = Tactic::im2col;
-  } else if (name == "implicit") {
-    first = Tactic::implicit;
-  } else {
-    throw UnsupportedError("ESPRESSO_CONV_TACTIC must be cudnn, im2col or implicit, got '" + name + "'");
+  if (const std::optional<Tactic> first = forced_tactic()) {
+    std::erase(order, *first);
+    order.insert(order.begin(), *first);
   }
-  std::erase(order, first);
-  order.insert(order.begin(), first);
   return order;
 }
 
 class ConvolutionKernel final : public Kernel {
  public:
-  ConvolutionKernel(std::unique_ptr<ConvTactic> tactic, const float* weights, const float* bias)
-      : tactic_(std::move(tactic)), weights_(weights), bias_(bias) {}
+  ConvolutionKernel(const ConvProblem& problem, std::unique_ptr<ConvTactic> tactic,
+                    std::unique_ptr<ConvGradients> gradients, const float* weights, const float* bias,
+                    StreamContext& context)
+      : problem_(problem),
+        tactic_(std::move(tactic)),
+        gradients_(std::move(gradients)),
+        weights_(weights),
+        bias_(bias),
+        context_(context) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     tactic_->run(inputs[0].data<float>(), weights_, bias_, outputs[0].data<float>());
   }
+
+  void backward(const Layer& layer, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) override {
+    // Prepared here only outside training (gradient checks): training nets prepare it with the
+    // kernel, since they may be capturing a CUDA graph now.
+    if (!gradients_) {
+      gradients_ = make_conv_gradients(problem_, kDataPass | kFilterPass, context_);
+      if (!gradients_) {
+        throw UnsupportedError("layer '" + layer.name() + "' (" + layer.type() +
+                               "): neither cuDNN nor im2col can run this convolution's backward on the GPU");
+      }
+    }
+    const float* dy = output_grads[0].data<float>();
+    if (input_grads[0].defined()) gradients_->data_add(weights_, dy, input_grads[0].data<float>());
+    if (weight_grads[0].defined())
+      gradients_->filter_add(inputs[0].data<float>(), dy, weight_grads[0].data<float>());
+    if (bias_ != nullptr && weight_grads[1].defined()) {
+      add_channel_sums(context_, dy, weight_grads[1].data<float>(),
+                       {problem_.batch, problem_.out_channels, problem_.out_spatial()});
+    }
+  }
+  bool has_fast_backward() const override { return true; }
+
   const char* name() const override { return tactic_->name(); }
 
  private:
+  ConvProblem problem_;
   std::unique_ptr<ConvTactic> tactic_;
+  std::unique_ptr<ConvGradients> gradients_;
   const float* weights_;
   const float* bias_;
+  StreamContext& context_;
 };
 
 }  // namespace
@@ -99,18 +135,36 @@ bool lift_conv(const ConvGeometry& g, bool bias, const std::string& owner, ConvP
   return true;
 }
 
+std::unique_ptr<ConvGradients> make_conv_gradients(const ConvProblem& problem, unsigned passes,
+                                                   StreamContext& context) {
+  // Forcing either of our own tactics puts our own backward first, so that tests reach it.
+  const std::optional<Tactic> forced = forced_tactic();
+  if (forced && *forced != Tactic::cudnn) {
+    if (auto gradients = make_gemm_gradients(problem, context)) return gradients;
+    return make_cudnn_gradients(problem, passes, context);
+  }
+  if (auto gradients = make_cudnn_gradients(problem, passes, context)) return gradients;
+  return make_gemm_gradients(problem, context);
+}
+
 std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs,
                                          StreamContext& context) {
   const auto& conv = static_cast<const ConvolutionLayer&>(layer);
   ConvProblem problem;
   if (!lift_conv(conv.geometry(inputs[0]), conv.has_bias(), layer.name(), problem)) return nullptr;
+  std::unique_ptr<ConvGradients> gradients;
+  if (layer.training()) {
+    gradients = make_conv_gradients(problem, kDataPass | kFilterPass, context);
+    if (!gradients) return nullptr;
+  }
   for (Tactic tactic : tactic_order(problem)) {
     if (std::unique_ptr<ConvTactic> chosen = factory(tactic)(problem, context)) {
       const std::string owner = "layer '" + layer.name() + "'";
       const float* weights = context.device_weights(layer.weights()[0], owner).data<float>();
       const float* bias =
           conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
-      return std::make_unique<ConvolutionKernel>(std::move(chosen), weights, bias);
+      return std::make_unique<ConvolutionKernel>(problem, std::move(chosen), std::move(gradients), weights,
+                                                 bias, context);
     }
   }
   return nullptr;

@@ -1,14 +1,19 @@
-// InnerProduct on the GPU: one cuBLAS SGEMM (full fp32, see StreamContext::cublas) and the bias.
+// InnerProduct on the GPU: one cuBLAS SGEMM (full fp32, see StreamContext::cublas) and the bias;
+// backward, two more SGEMMs and the bias gradient's column sums.
 #include "layers/inner_product.h"
 
 #include <limits>
 
 #include "backends/cuda/channel_affine.h"
+#include "backends/cuda/channel_sum.h"
 #include "backends/cuda/kernels.h"
 
 namespace espresso::cuda {
 namespace {
 
+// cuBLAS is column-major: a row-major R x C matrix is, as stored, the column-major C x R matrix
+// that is its transpose. Below, x is M x K, y and dy M x N, and W N x K (K x N when transposed), all
+// row-major; so cuBLAS sees xᵀ, yᵀ, dyᵀ and Wᵀ (W).
 class InnerProductKernel final : public Kernel {
  public:
   InnerProductKernel(const InnerProductLayer& layer, const InnerProductLayer::Dims& dims,
@@ -28,13 +33,46 @@ class InnerProductKernel final : public Kernel {
     const auto n = static_cast<int>(dims_.outputs);
     float* y = outputs[0].data<float>();
     const float one = 1.0f, zero = 0.0f;
-    // cuBLAS is column-major: the row-major M x N product y = x · Wᵀ is the column-major N x M
-    // product yᵀ = W · xᵀ, where x's rows are xᵀ's columns as stored.
+    // yᵀ (N x M) = W (N x K) · xᵀ (K x M).
     ESPRESSO_CUDA_CHECK(cublasSgemm(cublas_, transposed_ ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, m, k,
                                     &one, weights_, transposed_ ? n : k, inputs[0].data<float>(), k, &zero, y,
                                     n));
     if (bias_ != nullptr) channel_affine(context_, y, nullptr, bias_, y, {dims_.rows, dims_.outputs, 1});
   }
+
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) override {
+    const auto m = static_cast<int>(dims_.rows);
+    const auto k = static_cast<int>(dims_.inner);
+    const auto n = static_cast<int>(dims_.outputs);
+    const float* x = inputs[0].data<float>();
+    const float* dy = output_grads[0].data<float>();
+    const float one = 1.0f;
+    if (input_grads[0].defined()) {
+      // dx = dy · W: dxᵀ (K x M) += Wᵀ (K x N) · dyᵀ (N x M).
+      ESPRESSO_CUDA_CHECK(cublasSgemm(cublas_, transposed_ ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, k, m, n,
+                                      &one, weights_, transposed_ ? n : k, dy, n, &one,
+                                      input_grads[0].data<float>(), k));
+    }
+    if (weight_grads[0].defined()) {
+      float* dw = weight_grads[0].data<float>();
+      if (transposed_) {
+        // dW (K x N) = xᵀ · dy: dWᵀ (N x K) += dyᵀ (N x M) · x (M x K).
+        ESPRESSO_CUDA_CHECK(
+            cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_T, n, k, m, &one, dy, n, x, k, &one, dw, n));
+      } else {
+        // dW (N x K) = dyᵀ · x: dWᵀ (K x N) += xᵀ (K x M) · dy (M x N).
+        ESPRESSO_CUDA_CHECK(
+            cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_T, k, n, m, &one, x, k, dy, n, &one, dw, k));
+      }
+    }
+    if (bias_ != nullptr && weight_grads[1].defined()) {
+      add_channel_sums(context_, dy, weight_grads[1].data<float>(), {dims_.rows, dims_.outputs, 1});
+    }
+  }
+  bool has_fast_backward() const override { return true; }
+
   const char* name() const override { return "cublas"; }
 
  private:

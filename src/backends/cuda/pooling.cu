@@ -1,6 +1,10 @@
 // Pooling on the GPU, lifted to three spatial axes like the convolutions, so 1D, 2D and 3D share
 // one kernel: a thread per output computes its window exactly as PoolGeometry::span does. Global
 // pooling, where one window covers a whole plane, gets a warp per plane instead.
+//
+// Backward gathers: a thread per input element sums the gradients of the windows that cover it, so
+// no atomics. Max pooling sends a window's gradient to its first maximum in window order, the one
+// the reference picks (src/layers/pooling.cpp), which the thread finds by scanning the window again.
 #include <limits>
 
 #include "backends/cuda/kernels.h"
@@ -13,6 +17,7 @@ constexpr int kThreads = 256;
 constexpr int kWarp = 32;
 
 struct Windows {
+  long long planes;   // batch * channels
   long long outputs;  // planes * out_spatial
   int in[3], out[3], kernel[3], stride[3], pad[3];
   int in_spatial, out_spatial;
@@ -69,6 +74,86 @@ __global__ void pool_planes(const float* __restrict__ x, float* __restrict__ y, 
   }
 }
 
+// The window of output position o on one axis, as in the forward: [begin, end) clipped to the input,
+// and the extent an average divides by.
+struct Span {
+  int begin, end, divisor;
+};
+
+__device__ Span span(const Windows& p, int a, int o) {
+  const int start = o * p.stride[a] - p.pad[a];
+  const int padded_end = min(start + p.kernel[a], p.in[a] + p.pad[a]);
+  const int begin = max(start, 0);
+  const int end = min(padded_end, p.in[a]);
+  return {begin, end, p.count_include_pad ? padded_end - start : end - begin};
+}
+
+__global__ void unpool_windows(Windows p, long long inputs, const float* __restrict__ x,
+                               const float* __restrict__ dy, float* __restrict__ dx) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < inputs;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long plane = i / p.in_spatial;
+    const int position = static_cast<int>(i % p.in_spatial);
+    const int at[3] = {position / (p.in[1] * p.in[2]), position / p.in[2] % p.in[1], position % p.in[2]};
+    // Window o covers position v on an axis when o · stride − pad <= v < o · stride − pad + kernel;
+    // clipping to the padded input never cuts off a position inside the input.
+    int first[3], last[3];
+    for (int a = 0; a < 3; ++a) {
+      const int shifted = at[a] + p.pad[a];
+      first[a] = shifted < p.kernel[a] ? 0 : (shifted - p.kernel[a]) / p.stride[a] + 1;
+      last[a] = min(shifted / p.stride[a], p.out[a] - 1);
+    }
+    const float* in = x + plane * p.in_spatial;
+    const float* grads = dy + plane * p.out_spatial;
+    float sum = 0.0f;
+    for (int od = first[0]; od <= last[0]; ++od) {
+      for (int oh = first[1]; oh <= last[1]; ++oh) {
+        for (int ow = first[2]; ow <= last[2]; ++ow) {
+          const Span s[3] = {span(p, 0, od), span(p, 1, oh), span(p, 2, ow)};
+          const float grad = grads[(od * p.out[1] + oh) * p.out[2] + ow];
+          if (p.average) {
+            sum += grad / static_cast<float>(s[0].divisor * s[1].divisor * s[2].divisor);
+            continue;
+          }
+          int best = (s[0].begin * p.in[1] + s[1].begin) * p.in[2] + s[2].begin;
+          for (int d = s[0].begin; d < s[0].end; ++d) {
+            for (int h = s[1].begin; h < s[1].end; ++h) {
+              for (int w = s[2].begin; w < s[2].end; ++w) {
+                const int index = (d * p.in[1] + h) * p.in[2] + w;
+                if (in[index] > in[best]) best = index;
+              }
+            }
+          }
+          if (best == position) sum += grad;
+        }
+      }
+    }
+    dx[i] += sum;
+  }
+}
+
+__global__ void unpool_plane_averages(const float* __restrict__ dy, float* __restrict__ dx, long long inputs,
+                                      int spatial) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < inputs;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    dx[i] += dy[i / spatial] / static_cast<float>(spatial);
+  }
+}
+
+// A thread per plane, scanning it in order as the reference does: the first maximum, NaNs included.
+__global__ void unpool_plane_maxima(const float* __restrict__ x, const float* __restrict__ dy,
+                                    float* __restrict__ dx, long long planes, int spatial) {
+  for (long long plane = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; plane < planes;
+       plane += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const float* in = x + plane * spatial;
+    int best = 0;
+    for (int i = 1; i < spatial; ++i) {
+      if (in[i] > in[best]) best = i;
+    }
+    dx[plane * spatial + best] += dy[plane];
+  }
+}
+
 class PoolingKernel final : public Kernel {
  public:
   PoolingKernel(const Windows& windows, bool global, StreamContext& context)
@@ -88,6 +173,30 @@ class PoolingKernel final : public Kernel {
     }
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const long long planes = windows_.planes;
+    const long long input_count = planes * windows_.in_spatial;
+    if (!input_grads[0].defined() || input_count == 0) return;
+    const float* x = inputs[0].data<float>();
+    const float* dy = output_grads[0].data<float>();
+    float* dx = input_grads[0].data<float>();
+    if (global_ && windows_.average) {
+      unpool_plane_averages<<<elementwise_blocks(context_, input_count, kThreads), kThreads, 0,
+                              context_.stream()>>>(dy, dx, input_count, windows_.in_spatial);
+    } else if (global_) {
+      unpool_plane_maxima<<<elementwise_blocks(context_, planes, kThreads), kThreads, 0, context_.stream()>>>(
+          x, dy, dx, planes, windows_.in_spatial);
+    } else {
+      unpool_windows<<<elementwise_blocks(context_, input_count, kThreads), kThreads, 0, context_.stream()>>>(
+          windows_, input_count, x, dy, dx);
+    }
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
+
   const char* name() const override { return global_ ? "cuda-global" : "cuda"; }
 
  private:
@@ -124,7 +233,8 @@ std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape
   }
   w.in_spatial = w.in[0] * w.in[1] * w.in[2];
   w.out_spatial = w.out[0] * w.out[1] * w.out[2];
-  w.outputs = g.batch * g.channels * w.out_spatial;
+  w.planes = g.batch * g.channels;
+  w.outputs = w.planes * w.out_spatial;
   w.average = pooling.method() == PoolMethod::average;
   w.count_include_pad = pooling.count_include_pad();
   return std::make_unique<PoolingKernel>(w, global, context);
