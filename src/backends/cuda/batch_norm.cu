@@ -12,14 +12,16 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// The stored statistics as y = x · multiplier + offset, computed as BatchNormLayer::affine does.
+// The stored statistics as y = x · multiplier + offset, computed as BatchNormLayer::affine does
+// (unfused, so that the values are the CPU's to the bit).
 __global__ void stored_affine(const float* __restrict__ mean, const float* __restrict__ variance,
-                              const float* __restrict__ stored_factor, float eps, float* __restrict__ multiplier,
-                              float* __restrict__ offset, std::int64_t channels) {
+                              const float* __restrict__ stored_factor, float eps,
+                              float* __restrict__ multiplier, float* __restrict__ offset,
+                              std::int64_t channels) {
   const float factor = *stored_factor == 0.0f ? 0.0f : 1.0f / *stored_factor;
   for (std::int64_t c = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; c < channels;
        c += std::int64_t{gridDim.x} * blockDim.x) {
-    multiplier[c] = 1.0f / sqrtf(variance[c] * factor + eps);
+    multiplier[c] = 1.0f / sqrtf(__fadd_rn(__fmul_rn(variance[c], factor), eps));
     offset[c] = -mean[c] * factor * multiplier[c];
   }
 }
@@ -34,13 +36,15 @@ struct RunningBlobs {
 // Per channel (a block each): the batch mean and sqrt(biased variance + eps), in two passes as the
 // reference; then Caffe's moving averages: mean = mean·f + μ, var = var·f + m/(m−1)·σ², s = s·f + 1.
 __global__ void batch_statistics(const float* __restrict__ x, ChannelExtent extent, float eps, float fraction,
-                                 double* __restrict__ mean, double* __restrict__ deviation, RunningBlobs running) {
+                                 double* __restrict__ mean, double* __restrict__ deviation,
+                                 RunningBlobs running) {
   const std::int64_t per_channel = extent.outer * extent.inner;
   const auto count = static_cast<double>(per_channel);
   const double unbiased = count > 1 ? count / (count - 1) : 1.0;
   for (std::int64_t c = blockIdx.x; c < extent.channels; c += gridDim.x) {
     double sum = 0.0;
-    for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x) sum += x[channel_element(extent, c, j)];
+    for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x)
+      sum += x[channel_element(extent, c, j)];
     const double channel_mean = block_sum<kThreads>(sum) / count;
     double squares = 0.0;
     for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x) {
@@ -115,8 +119,8 @@ class BatchNormKernel final : public Kernel {
  public:
   // `blobs`: the mean, variance and factor blobs on the device. `live`: they may change between
   // forwards (a training net's), so the stored affine is recomputed at each one; else once, now.
-  BatchNormKernel(const BatchNormLayer& layer, const ChannelExtent& extent, std::vector<Tensor> blobs, bool live,
-                  StreamContext& context)
+  BatchNormKernel(const BatchNormLayer& layer, const ChannelExtent& extent, std::vector<Tensor> blobs,
+                  bool live, StreamContext& context)
       : extent_(extent),
         eps_(layer.eps()),
         fraction_(layer.moving_average_fraction()),
@@ -171,8 +175,8 @@ class BatchNormKernel final : public Kernel {
     const float* y = outputs[0].data<float>();
     double* sum_dy = deviation() + extent_.channels;
     double* sum_dy_y = sum_dy + extent_.channels;
-    gradient_sums<<<channel_blocks(extent_.channels), kThreads, 0, context_.stream()>>>(dy, y, extent_, sum_dy,
-                                                                                      sum_dy_y);
+    gradient_sums<<<channel_blocks(extent_.channels), kThreads, 0, context_.stream()>>>(dy, y, extent_,
+                                                                                        sum_dy, sum_dy_y);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
     const auto count = static_cast<double>(extent_.outer * extent_.inner);
     batch_input_grad<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
@@ -191,9 +195,10 @@ class BatchNormKernel final : public Kernel {
 
   void compute_stored_affine() {
     if (extent_.channels == 0) return;
-    stored_affine<<<elementwise_blocks(context_, extent_.channels, kThreads), kThreads, 0, context_.stream()>>>(
-        blobs_[0].data<float>(), blobs_[1].data<float>(), blobs_[2].data<float>(), eps_, multiplier(),
-        multiplier() + extent_.channels, extent_.channels);
+    stored_affine<<<elementwise_blocks(context_, extent_.channels, kThreads), kThreads, 0,
+                    context_.stream()>>>(blobs_[0].data<float>(), blobs_[1].data<float>(),
+                                         blobs_[2].data<float>(), eps_, multiplier(),
+                                         multiplier() + extent_.channels, extent_.channels);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
 

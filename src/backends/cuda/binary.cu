@@ -72,8 +72,8 @@ __global__ void broadcast_binary(const float* a, const float* b, float* y, long 
 // The gradients of the operands that have the output's size (the others null): one thread per output.
 // No __restrict__ on da and db: with one tensor as both operands they may be one buffer.
 __global__ void elementwise_gradients(const float* __restrict__ a, const float* __restrict__ b,
-                                      const float* __restrict__ dy, float* da, float* db,
-                                      long long n, StridedDims sa, StridedDims sb, BinaryLayer::Op op) {
+                                      const float* __restrict__ dy, float* da, float* db, long long n,
+                                      StridedDims sa, StridedDims sb, BinaryLayer::Op op) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     const Partials p = partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
@@ -186,8 +186,8 @@ class BinaryKernel final : public Kernel {
       const std::int64_t elements = grad.numel();
       const long long chunks = (reach_[k].spread_count + kChunk - 1) / kChunk;
       broadcast_gradient<<<elementwise_blocks(context_, elements * chunks * kWarp, kThreads), kThreads, 0,
-                           context_.stream()>>>(a, b, dy, grad.data<float>(), elements, reach_[k], chunks, a_, b_,
-                                                op_, k);
+                           context_.stream()>>>(a, b, dy, grad.data<float>(), elements, reach_[k], chunks, a_,
+                                                b_, op_, k);
       ESPRESSO_CUDA_CHECK(cudaGetLastError());
     }
     if (full[0] == nullptr && full[1] == nullptr) return;

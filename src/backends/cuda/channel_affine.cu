@@ -1,6 +1,5 @@
-#include "backends/cuda/channel_affine.h"
-
 #include "backends/cuda/block_sum.cuh"
+#include "backends/cuda/channel_affine.h"
 
 namespace espresso::cuda {
 namespace {
@@ -20,8 +19,8 @@ __global__ void affine(const float* x, const float* scale, const float* shift, f
   }
 }
 
-__global__ void scale_add(const float* dy, const float* scale, float* dx,
-                          std::int64_t n, std::int64_t channels, std::int64_t inner) {
+__global__ void scale_add(const float* dy, const float* scale, float* dx, std::int64_t n,
+                          std::int64_t channels, std::int64_t inner) {
   for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
        i += std::int64_t{gridDim.x} * blockDim.x) {
     dx[i] += scale != nullptr ? dy[i] * scale[i / inner % channels] : dy[i];
@@ -30,7 +29,8 @@ __global__ void scale_add(const float* dy, const float* scale, float* dx,
 
 // One block per channel (looping when there are more channels than blocks).
 __global__ void parameter_grads(const float* __restrict__ dy, const float* __restrict__ x,
-                                float* __restrict__ dscale, float* __restrict__ dshift, ChannelExtent extent) {
+                                float* __restrict__ dscale, float* __restrict__ dshift,
+                                ChannelExtent extent) {
   const std::int64_t per_channel = extent.outer * extent.inner;
   for (std::int64_t c = blockIdx.x; c < extent.channels; c += gridDim.x) {
     SumPair<float> local{0.0f, 0.0f};  // Σ dy·x, Σ dy
@@ -77,8 +77,8 @@ void channel_scale_add(StreamContext& context, const float* dy, const float* sca
                        const ChannelExtent& extent) {
   const std::int64_t n = extent.outer * extent.channels * extent.inner;
   if (n == 0) return;
-  scale_add<<<elementwise_blocks(context, n, kThreads), kThreads, 0, context.stream()>>>(dy, scale, dx, n,
-                                                                                      extent.channels, extent.inner);
+  scale_add<<<elementwise_blocks(context, n, kThreads), kThreads, 0, context.stream()>>>(
+      dy, scale, dx, n, extent.channels, extent.inner);
   ESPRESSO_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -81,7 +81,8 @@ std::unique_ptr<Kernel> make_scale(const Layer& layer, const std::vector<Shape>&
                                    StreamContext& context) {
   const auto& scale = static_cast<const ScaleLayer&>(layer);
   const Parameter factor = inputs.size() == 2 ? Parameter::given(1) : learned(layer, 0, context);
-  const Parameter shift = scale.has_bias() ? learned(layer, layer.weights().size() - 1, context) : Parameter{};
+  const Parameter shift =
+      scale.has_bias() ? learned(layer, layer.weights().size() - 1, context) : Parameter{};
   return std::make_unique<ChannelAffineKernel>(factor, shift, extent_of(scale.split(inputs)), context);
 }
 
