@@ -1,4 +1,5 @@
-// Pad on the GPU: each output element finds its source per axis (constant, edge or reflect).
+// Pad on the GPU: each output element finds its source per axis (constant, edge or reflect); backward
+// adds each output's gradient back to its source.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "layers/pad.h"
