@@ -27,6 +27,8 @@ class BatchNormLayer final : public Layer {
   // The per-channel y = x * multiplier + offset equivalent to the stored statistics.
   void affine(std::vector<float>& multiplier, std::vector<float>& offset) const;
   static std::int64_t channels(const Shape& input);
+  float eps() const { return eps_; }
+  float moving_average_fraction() const { return moving_average_fraction_; }
 
  private:
   float eps_;

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "harness/layer_harness.h"
@@ -15,11 +16,19 @@ TEST(Layers, Binary) {
             c.spec.type = "Binary";
             c.spec.attrs.set("operation", std::string(kOps[rng.integer(0, 6)]));
             std::vector<std::int64_t> a{rng.integer(1, 3), rng.integer(1, 5), rng.integer(1, 6)}, b = a;
-            // Broadcast: drop leading axes of b, or set some of its axes to 1.
-            for (auto& d : b) {
-              if (rng.coin()) d = 1;
+            if (rng.integer(0, 3) == 0) {
+              // Large, with b broadcast over all of it: its gradient sums thousands of outputs.
+              a = {rng.integer(1, 3), rng.integer(30, 60), rng.integer(30, 60)};
+              b = {1, 1, 1};
+            } else {
+              // Broadcast both ways: each axis is whole in both, 1 in b, or 1 in a.
+              for (std::size_t k = 0; k < b.size(); ++k) {
+                const int pick = rng.integer(0, 3);
+                if (pick == 2) b[k] = 1;
+                if (pick == 3) a[k] = 1;
+              }
             }
-            if (rng.coin()) b.erase(b.begin());
+            if (b[0] == 1 && rng.coin()) b.erase(b.begin());
             c.input_shapes = {Shape(a), Shape(b)};
             c.inputs = {rng.values(static_cast<std::size_t>(Shape(a).numel()), 0.5, 2.0),
                         rng.values(static_cast<std::size_t>(Shape(b).numel()), 0.5, 2.0)};
@@ -37,11 +46,12 @@ TEST(Layers, Binary) {
                 return d;
               }());
             Values y;
-            for (std::int64_t i = 0; i < a[0]; ++i)
-              for (std::int64_t j = 0; j < a[1]; ++j)
-                for (std::int64_t k = 0; k < a[2]; ++k) {
-                  const double x = in[0][static_cast<std::size_t>((i * a[1] + j) * a[2] + k)];
+            for (std::int64_t i = 0; i < std::max(a[0], b[0]); ++i)
+              for (std::int64_t j = 0; j < std::max(a[1], b[1]); ++j)
+                for (std::int64_t k = 0; k < std::max(a[2], b[2]); ++k) {
+                  const std::int64_t ai = a[0] == 1 ? 0 : i, aj = a[1] == 1 ? 0 : j, ak = a[2] == 1 ? 0 : k;
                   const std::int64_t bi = b[0] == 1 ? 0 : i, bj = b[1] == 1 ? 0 : j, bk = b[2] == 1 ? 0 : k;
+                  const double x = in[0][static_cast<std::size_t>((ai * a[1] + aj) * a[2] + ak)];
                   const double z = in[1][static_cast<std::size_t>((bi * b[1] + bj) * b[2] + bk)];
                   y.push_back(op == "add"   ? x + z
                               : op == "sub" ? x - z
@@ -53,6 +63,7 @@ TEST(Layers, Binary) {
                 }
             return std::vector<Values>{y};
           },
+      .gradient_cases = 12,
   });
 }
 

@@ -1,5 +1,7 @@
 // Binary on the GPU: one kernel for every operation, reading both operands through broadcast
-// strides (0 along the axes an operand stretches over).
+// strides (0 along the axes an operand stretches over). Backward: an operand of the output's size
+// takes its gradient element-wise; a broadcast one gathers, per element, the sum over the outputs
+// it reached.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "layers/binary.h"
@@ -8,6 +10,10 @@ namespace espresso::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+// Outputs one warp sums for a broadcast operand's element; longer sums are split, and the warps'
+// partial sums added atomically.
+constexpr long long kChunk = 4096;
 
 __device__ float apply(BinaryLayer::Op op, float a, float b) {
   switch (op) {
@@ -29,11 +35,89 @@ __device__ float apply(BinaryLayer::Op op, float a, float b) {
   return 0.0f;
 }
 
+struct Partials {
+  float a, b;
+};
+
+// ∂(a op b)/∂a and ∂(a op b)/∂b as the reference takes them: ties of max and min go to a, and the
+// exponent's partial is 0 unless the base is positive.
+__device__ Partials partials(BinaryLayer::Op op, float a, float b) {
+  switch (op) {
+    case BinaryLayer::Op::add:
+      return {1.0f, 1.0f};
+    case BinaryLayer::Op::sub:
+      return {1.0f, -1.0f};
+    case BinaryLayer::Op::mul:
+      return {b, a};
+    case BinaryLayer::Op::div:
+      return {1.0f / b, -a / (b * b)};
+    case BinaryLayer::Op::max:
+      return a < b ? Partials{0.0f, 1.0f} : Partials{1.0f, 0.0f};
+    case BinaryLayer::Op::min:
+      return b < a ? Partials{0.0f, 1.0f} : Partials{1.0f, 0.0f};
+    case BinaryLayer::Op::pow:
+      return {b * powf(a, b - 1.0f), a > 0.0f ? powf(a, b) * logf(a) : 0.0f};
+  }
+  return {0.0f, 0.0f};
+}
+
 __global__ void broadcast_binary(const float* a, const float* b, float* y, long long n, StridedDims sa,
                                  StridedDims sb, BinaryLayer::Op op) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     y[i] = apply(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
+  }
+}
+
+// The gradients of the operands that have the output's size (the others null): one thread per output.
+// No __restrict__ on da and db: with one tensor as both operands they may be one buffer.
+__global__ void elementwise_gradients(const float* __restrict__ a, const float* __restrict__ b,
+                                      const float* __restrict__ dy, float* da, float* db, long long n,
+                                      StridedDims sa, StridedDims sb, BinaryLayer::Op op) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const Partials p = partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
+    if (da != nullptr) da[i] += dy[i] * p.a;
+    if (db != nullptr) db[i] += dy[i] * p.b;
+  }
+}
+
+// Where a broadcast operand's element e went: the outputs own(e) + spread(r) for r below
+// spread_count, `own` walking the operand's axes and `spread` those it stretches over, both at the
+// output's strides.
+struct Reach {
+  StridedDims own, spread;
+  long long spread_count = 1;
+};
+
+// The gradient of one broadcast operand (`operand` 0 for a, 1 for b): a warp per element and chunk
+// of kChunk outputs, adding directly when one chunk covers the element, else atomically.
+__global__ void broadcast_gradient(const float* __restrict__ a, const float* __restrict__ b,
+                                   const float* __restrict__ dy, float* __restrict__ grad, long long elements,
+                                   Reach reach, long long chunks, StridedDims sa, StridedDims sb,
+                                   BinaryLayer::Op op, int operand) {
+  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
+  const int lane = static_cast<int>(threadIdx.x % kWarp);
+  // Uniform across each warp, so that every lane takes part in the shuffles.
+  for (long long task = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp;
+       task < elements * chunks; task += warps) {
+    const long long e = task / chunks, first = task % chunks * kChunk;
+    const long long last = first + kChunk < reach.spread_count ? first + kChunk : reach.spread_count;
+    const long long base = strided_offset(reach.own, e);
+    float sum = 0.0f;
+    for (long long r = first + lane; r < last; r += kWarp) {
+      const long long i = base + strided_offset(reach.spread, r);
+      const Partials p = partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
+      sum += dy[i] * (operand == 0 ? p.a : p.b);
+    }
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (lane == 0) {
+      if (chunks == 1) {
+        grad[e] += sum;
+      } else {
+        atomicAdd(grad + e, sum);
+      }
+    }
   }
 }
 
@@ -48,10 +132,32 @@ std::vector<std::int64_t> broadcast_strides(const Shape& shape, const Shape& out
   return strides;
 }
 
+Reach reach_of(const Shape& operand, const Shape& out) {
+  const std::vector<std::int64_t> out_strides = contiguous_strides(out.dims());
+  std::vector<std::int64_t> own_sizes, own_strides, spread_sizes, spread_strides;
+  for (int o = 0, skipped = out.rank() - operand.rank(); o < out.rank(); ++o) {
+    const std::int64_t size = o >= skipped ? operand[o - skipped] : 1;
+    const auto stride = out_strides[static_cast<std::size_t>(o)];
+    if (size == out[o]) {
+      own_sizes.push_back(size);
+      own_strides.push_back(stride);
+    } else {
+      spread_sizes.push_back(out[o]);
+      spread_strides.push_back(stride);
+    }
+  }
+  Reach reach;
+  reach.own = strided_dims(own_sizes, own_strides);
+  reach.spread = strided_dims(spread_sizes, spread_strides);
+  for (std::int64_t size : spread_sizes) reach.spread_count *= size;
+  return reach;
+}
+
 class BinaryKernel final : public Kernel {
  public:
-  BinaryKernel(StridedDims a, StridedDims b, BinaryLayer::Op op, StreamContext& context)
-      : a_(a), b_(b), op_(op), context_(context) {}
+  BinaryKernel(StridedDims a, StridedDims b, Reach reach_a, Reach reach_b, BinaryLayer::Op op,
+               StreamContext& context)
+      : a_(a), b_(b), reach_{reach_a, reach_b}, op_(op), context_(context) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = outputs[0].numel();
@@ -61,10 +167,40 @@ class BinaryKernel final : public Kernel {
         inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(), n, a_, b_, op_);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const std::int64_t n = outputs[0].numel();
+    if (n == 0) return;
+    const float* a = inputs[0].data<float>();
+    const float* b = inputs[1].data<float>();
+    const float* dy = output_grads[0].data<float>();
+    float* full[2] = {nullptr, nullptr};  // gradients taken element-wise
+    for (int k = 0; k < 2; ++k) {
+      Tensor& grad = input_grads[static_cast<std::size_t>(k)];
+      if (!grad.defined()) continue;
+      if (reach_[k].spread_count == 1) {
+        full[k] = grad.data<float>();
+        continue;
+      }
+      const std::int64_t elements = grad.numel();
+      const long long chunks = (reach_[k].spread_count + kChunk - 1) / kChunk;
+      broadcast_gradient<<<elementwise_blocks(context_, elements * chunks * kWarp, kThreads), kThreads, 0,
+                           context_.stream()>>>(a, b, dy, grad.data<float>(), elements, reach_[k], chunks, a_,
+                                                b_, op_, k);
+      ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    }
+    if (full[0] == nullptr && full[1] == nullptr) return;
+    elementwise_gradients<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
+        a, b, dy, full[0], full[1], n, a_, b_, op_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda"; }
 
  private:
   StridedDims a_, b_;
+  Reach reach_[2];
   BinaryLayer::Op op_;
   StreamContext& context_;
 };
@@ -77,6 +213,7 @@ std::unique_ptr<Kernel> make_binary(const Layer& layer, const std::vector<Shape>
   if (!fits_rank(static_cast<std::size_t>(out.rank()))) return nullptr;
   return std::make_unique<BinaryKernel>(strided_dims(out.dims(), broadcast_strides(inputs[0], out)),
                                         strided_dims(out.dims(), broadcast_strides(inputs[1], out)),
+                                        reach_of(inputs[0], out), reach_of(inputs[1], out),
                                         static_cast<const BinaryLayer&>(layer).op(), context);
 }
 

@@ -1,3 +1,4 @@
+#include "backends/cuda/block_sum.cuh"
 #include "backends/cuda/channel_affine.h"
 
 namespace espresso::cuda {
@@ -15,6 +16,34 @@ __global__ void affine(const float* x, const float* scale, const float* shift, f
     if constexpr (kScale) v *= scale[c];
     if constexpr (kShift) v += shift[c];
     y[i] = v;
+  }
+}
+
+__global__ void scale_add(const float* dy, const float* scale, float* dx, std::int64_t n,
+                          std::int64_t channels, std::int64_t inner) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::int64_t{gridDim.x} * blockDim.x) {
+    dx[i] += scale != nullptr ? dy[i] * scale[i / inner % channels] : dy[i];
+  }
+}
+
+// One block per channel (looping when there are more channels than blocks).
+__global__ void parameter_grads(const float* __restrict__ dy, const float* __restrict__ x,
+                                float* __restrict__ dscale, float* __restrict__ dshift,
+                                ChannelExtent extent) {
+  const std::int64_t per_channel = extent.outer * extent.inner;
+  for (std::int64_t c = blockIdx.x; c < extent.channels; c += gridDim.x) {
+    SumPair<float> local{0.0f, 0.0f};  // Σ dy·x, Σ dy
+    for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x) {
+      const std::int64_t i = channel_element(extent, c, j);
+      if (dscale != nullptr) local.first += dy[i] * x[i];
+      local.second += dy[i];
+    }
+    const SumPair<float> total = block_sum<kThreads>(local);
+    if (threadIdx.x == 0) {
+      if (dscale != nullptr) dscale[c] += total.first;
+      if (dshift != nullptr) dshift[c] += total.second;
+    }
   }
 }
 
@@ -41,6 +70,23 @@ void channel_affine(StreamContext& context, const float* x, const float* scale, 
   } else {
     return;
   }
+  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+}
+
+void channel_scale_add(StreamContext& context, const float* dy, const float* scale, float* dx,
+                       const ChannelExtent& extent) {
+  const std::int64_t n = extent.outer * extent.channels * extent.inner;
+  if (n == 0) return;
+  scale_add<<<elementwise_blocks(context, n, kThreads), kThreads, 0, context.stream()>>>(
+      dy, scale, dx, n, extent.channels, extent.inner);
+  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+}
+
+void channel_parameter_grads(StreamContext& context, const float* dy, const float* x, float* dscale,
+                             float* dshift, const ChannelExtent& extent) {
+  if ((dscale == nullptr && dshift == nullptr) || extent.outer * extent.channels * extent.inner == 0) return;
+  parameter_grads<<<channel_blocks(extent.channels), kThreads, 0, context.stream()>>>(dy, x, dscale, dshift,
+                                                                                      extent);
   ESPRESSO_CUDA_CHECK(cudaGetLastError());
 }
 

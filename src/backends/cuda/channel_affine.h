@@ -1,5 +1,5 @@
 // y = x · scale[c] + shift[c] over an outer x channels x inner tensor: bias after a GEMM, and the
-// BatchNorm, Scale and Bias layers.
+// BatchNorm, Scale and Bias layers; and its gradients.
 #pragma once
 
 #include <cstdint>
@@ -15,5 +15,14 @@ struct ChannelExtent {
 // Either of `scale` and `shift` may be null (1 and 0); `x` may equal `y`.
 void channel_affine(StreamContext& context, const float* x, const float* scale, const float* shift, float* y,
                     const ChannelExtent& extent);
+
+// The gradient with respect to x: dx += dy · scale[c] (`scale` null: 1).
+void channel_scale_add(StreamContext& context, const float* dy, const float* scale, float* dx,
+                       const ChannelExtent& extent);
+
+// The gradients with respect to the parameters, summed over each channel's outer x inner elements:
+// dscale[c] += Σ dy·x and dshift[c] += Σ dy. Either output may be null (then `x` may be too).
+void channel_parameter_grads(StreamContext& context, const float* dy, const float* x, float* dscale,
+                             float* dshift, const ChannelExtent& extent);
 
 }  // namespace espresso::cuda

@@ -14,6 +14,10 @@ class ConstantKernel final : public Kernel {
     ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(outputs[0].raw(), value_.raw(), outputs[0].bytes(),
                                         cudaMemcpyDeviceToDevice, context_.stream()));
   }
+  // No inputs, and the constant is part of the graph, not trained: nothing takes a gradient.
+  void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>&,
+                const std::vector<Tensor>&, std::vector<Tensor>&, std::vector<Tensor>&) override {}
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda-copy"; }
 
  private:

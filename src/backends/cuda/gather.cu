@@ -1,4 +1,5 @@
-// Gather on the GPU: a thread per output element reads its index from the device copy of input 1.
+// Gather on the GPU: a thread per output element reads its index from the device copy of input 1,
+// in forward to copy its element and in backward to add its gradient back.
 #include "backends/cuda/kernels.h"
 #include "layers/gather.h"
 
@@ -7,17 +8,36 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Indices are whole numbers stored as floats, as on the CPU. One outside the axis yields NaN: the
-// GPU cannot raise the reference's ShapeError without a synchronisation in every forward.
+// Indices are whole numbers stored as floats, as on the CPU; negative ones count from the end. One
+// outside the axis comes back as -1: the GPU cannot raise the reference's ShapeError without a
+// synchronisation in every forward, so forward yields NaN there and backward skips it.
+__device__ long long resolve_index(float stored, long long size) {
+  long long index = llroundf(stored);
+  if (index < 0) index += size;
+  return index >= 0 && index < size ? index : -1;
+}
+
 __global__ void gather_slices(const float* __restrict__ x, const float* __restrict__ indices,
                               float* __restrict__ y, long long n, long long count, long long size,
                               long long inner) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     const long long within = i % inner, j = i / inner % count, outer = i / inner / count;
-    long long index = llrintf(indices[j]);
-    if (index < 0) index += size;
-    y[i] = index >= 0 && index < size ? x[(outer * size + index) * inner + within] : NAN;
+    const long long index = resolve_index(indices[j], size);
+    y[i] = index >= 0 ? x[(outer * size + index) * inner + within] : NAN;
+  }
+}
+
+// Each output sends its gradient back to the element it copied; repeated indices make several
+// outputs add into one element, hence the atomics.
+__global__ void scatter_slices(const float* __restrict__ dy, const float* __restrict__ indices,
+                               float* __restrict__ dx, long long n, long long count, long long size,
+                               long long inner) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long within = i % inner, j = i / inner % count, outer = i / inner / count;
+    const long long index = resolve_index(indices[j], size);
+    if (index >= 0) atomicAdd(dx + (outer * size + index) * inner + within, dy[i]);
   }
 }
 
@@ -34,6 +54,17 @@ class GatherKernel final : public Kernel {
         size_, inner_);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const std::int64_t n = outputs[0].numel();
+    if (n == 0 || !input_grads[0].defined()) return;
+    scatter_slices<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
+        output_grads[0].data<float>(), inputs[1].data<float>(), input_grads[0].data<float>(), n,
+        inputs[1].numel(), size_, inner_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda"; }
 
  private:

@@ -1,4 +1,5 @@
-// Pad on the GPU: each output element finds its source per axis (constant, edge or reflect).
+// Pad on the GPU: each output element finds its source per axis (constant, edge or reflect); backward
+// adds each output's gradient back to its source.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "layers/pad.h"
@@ -13,29 +14,44 @@ struct PadGeometry {
   long long in[kMaxRank], out[kMaxRank], begin[kMaxRank];
 };
 
+// The input element output i reads, or -1 where constant padding fills it (PadLayer's index map).
+__device__ long long pad_source(const PadGeometry& g, PadLayer::Mode mode, long long i) {
+  long long rest = i, offset = 0, stride = 1;
+  for (int k = g.rank - 1; k >= 0; --k) {
+    long long source = rest % g.out[k] - g.begin[k];
+    rest /= g.out[k];
+    const long long size = g.in[k];
+    if (source < 0 || source >= size) {
+      if (mode == PadLayer::Mode::constant) return -1;
+      if (mode == PadLayer::Mode::edge) {
+        source = source < 0 ? 0 : size - 1;
+      } else {
+        source = source < 0 ? -source : 2 * (size - 1) - source;
+      }
+    }
+    offset += source * stride;
+    stride *= size;
+  }
+  return offset;
+}
+
 __global__ void pad_elements(const float* __restrict__ x, float* __restrict__ y, long long n, PadGeometry g,
                              PadLayer::Mode mode, float value) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    long long rest = i, offset = 0, stride = 1;
-    bool outside = false;
-    for (int k = g.rank - 1; k >= 0; --k) {
-      long long source = rest % g.out[k] - g.begin[k];
-      rest /= g.out[k];
-      const long long size = g.in[k];
-      if (source < 0 || source >= size) {
-        if (mode == PadLayer::Mode::constant) {
-          outside = true;
-        } else if (mode == PadLayer::Mode::edge) {
-          source = source < 0 ? 0 : size - 1;
-        } else {
-          source = source < 0 ? -source : 2 * (size - 1) - source;
-        }
-      }
-      offset += source * stride;
-      stride *= size;
-    }
-    y[i] = outside ? value : x[offset];
+    const long long source = pad_source(g, mode, i);
+    y[i] = source < 0 ? value : x[source];
+  }
+}
+
+// Each output adds its gradient to the element it read. Edge and reflect padding read some inputs
+// several times, hence the atomics; constant padding reads each at most once.
+__global__ void pad_gradient(const float* __restrict__ dy, float* __restrict__ dx, long long n, PadGeometry g,
+                             PadLayer::Mode mode) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long source = pad_source(g, mode, i);
+    if (source >= 0) atomicAdd(dx + source, dy[i]);
   }
 }
 
@@ -51,6 +67,16 @@ class PadKernel final : public Kernel {
         inputs[0].data<float>(), outputs[0].data<float>(), n, geometry_, mode_, value_);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+  void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const std::int64_t n = outputs[0].numel();
+    if (n == 0 || !input_grads[0].defined()) return;
+    pad_gradient<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
+        output_grads[0].data<float>(), input_grads[0].data<float>(), n, geometry_, mode_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda"; }
 
  private:

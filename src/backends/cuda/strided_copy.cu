@@ -1,5 +1,7 @@
 // Transpose and StridedSlice on the GPU: both read the input through per-axis strides (permuted
 // for Transpose; scaled by the step, possibly negative, for StridedSlice) from a start offset.
+// Distinct outputs read distinct inputs, so backward adds each output's gradient back to the
+// element it read without atomics.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "layers/strided_slice.h"
@@ -18,6 +20,14 @@ __global__ void strided_gather(const float* __restrict__ x, float* __restrict__ 
   }
 }
 
+__global__ void strided_scatter_add(const float* __restrict__ dy, float* __restrict__ dx, long long n,
+                                    long long base, StridedDims source) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    dx[base + strided_offset(source, i)] += dy[i];
+  }
+}
+
 class StridedCopyKernel final : public Kernel {
  public:
   StridedCopyKernel(long long base, StridedDims source, StreamContext& context)
@@ -30,6 +40,16 @@ class StridedCopyKernel final : public Kernel {
         inputs[0].data<float>(), outputs[0].data<float>(), n, base_, source_);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+  void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const std::int64_t n = outputs[0].numel();
+    if (n == 0 || !input_grads[0].defined()) return;
+    strided_scatter_add<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
+        output_grads[0].data<float>(), input_grads[0].data<float>(), n, base_, source_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda"; }
 
  private:
