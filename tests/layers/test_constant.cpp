@@ -16,7 +16,6 @@ TEST(Layers, Constant) {
       .naive = [](const LayerCase&, const std::vector<Values>&,
                   const std::vector<Values>& weights) { return weights; },
       .cases = 5,
-      .gradient = Gradient::none,
   });
 }
 
