@@ -25,7 +25,7 @@ constexpr Entry kKernels[] = {
     {"Constant", make_constant},
     {"Convolution", make_convolution},
     {"Deconvolution", make_deconvolution},
-    {"Dropout", make_copy},
+    {"Dropout", make_dropout},
     {"Eltwise", make_eltwise},
     {"Flatten", make_copy},
     {"Gather", make_gather},
