@@ -65,6 +65,28 @@ TEST(Layers, EltwiseMaxTies) {
   }
 }
 
+// Products of three inputs with zeros among them: each gradient is the product of the other inputs,
+// which y / x_k would get wrong at x_k = 0.
+TEST(Layers, EltwiseProdWithZeros) {
+  LayerSpec spec = spec_of("Eltwise", 3);
+  spec.attrs.set("operation", std::string("prod"));
+  const std::unique_ptr<Layer> layer = create_layer(spec);
+  const Shape shape{3};
+  const std::vector<Tensor> inputs{Tensor::from(shape, {2.0f, 0.0f, 1.0f}),
+                                   Tensor::from(shape, {3.0f, 4.0f, 0.0f}),
+                                   Tensor::from(shape, {5.0f, 6.0f, 0.0f})};
+  const std::vector<Tensor> output_grads{Tensor::from(shape, {1.0f, 2.0f, 3.0f})};
+  const std::vector<std::vector<float>> expected{
+      {15.0f, 48.0f, 0.0f}, {10.0f, 0.0f, 0.0f}, {6.0f, 0.0f, 0.0f}};
+  const BackwardRun cpu = run_backward_on_cpu(*layer, inputs, output_grads);
+  for (std::size_t k = 0; k < expected.size(); ++k)
+    EXPECT_EQ(cpu.input_grads[k].to_vector(), expected[k]) << k;
+  if (const std::optional<BackwardRun> gpu = run_backward_on_gpu(*layer, inputs, output_grads)) {
+    for (std::size_t k = 0; k < expected.size(); ++k)
+      EXPECT_EQ(gpu->input_grads[k].to_vector(), expected[k]) << k;
+  }
+}
+
 TEST(Layers, EltwiseErrors) {
   LayerSpec spec = spec_of("Eltwise", 2);
   spec.attrs.set("operation", std::string("min"));
