@@ -127,4 +127,74 @@ void ActivationLayer::forward(const std::vector<Tensor>& inputs, std::vector<Ten
   }
 }
 
+void ActivationLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                               const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                               std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const float* x = inputs[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  const auto alpha = static_cast<float>(alpha_), beta = static_cast<float>(beta_),
+             gamma = static_cast<float>(gamma_), lo = static_cast<float>(min_), hi = static_cast<float>(max_);
+  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) {
+    const float v = x[i];
+    float slope = 0;  // dy/dx at v
+    switch (function_) {
+      case Function::clip:
+        slope = v >= lo && v <= hi ? 1.0f : 0.0f;
+        break;
+      case Function::hard_sigmoid: {
+        const float t = alpha * v + beta;
+        slope = t > 0 && t < 1 ? alpha : 0.0f;
+        break;
+      }
+      case Function::hard_swish: {
+        // d/dx of x · gate(x) with gate = clamp(x/6 + 1/2, 0, 1).
+        const float t = v / 6.0f + 0.5f;
+        const bool ramp = t > 0 && t < 1;
+        slope = std::max(0.0f, std::min(1.0f, t)) + (ramp ? v / 6.0f : 0.0f);
+        break;
+      }
+      case Function::elu:
+        slope = v > 0 ? 1.0f : alpha * std::exp(v);
+        break;
+      case Function::selu:
+        slope = gamma * (v > 0 ? 1.0f : alpha * std::exp(v));
+        break;
+      case Function::softplus:
+        slope = v > 20 ? 1.0f : 1 / (1 + std::exp(-v));
+        break;
+      case Function::softsign:
+        slope = 1 / ((1 + std::abs(v)) * (1 + std::abs(v)));
+        break;
+      case Function::exp:
+        slope = std::exp(v);
+        break;
+      case Function::log:
+        slope = 1 / v;
+        break;
+      case Function::sqrt:
+        slope = 0.5f / std::sqrt(v);
+        break;
+      case Function::neg:
+        slope = -1.0f;
+        break;
+      case Function::reciprocal:
+        slope = -1 / (v * v);
+        break;
+      case Function::floor:
+      case Function::ceil:
+        slope = 0.0f;
+        break;
+      case Function::abs:
+        slope = v > 0 ? 1.0f : v < 0 ? -1.0f : 0.0f;
+        break;
+      case Function::float16:
+        slope = 1.0f;
+        break;
+    }
+    dx[i] += dy[i] * slope;
+  }
+}
+
 }  // namespace espresso

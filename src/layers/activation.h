@@ -4,6 +4,9 @@
 
 namespace espresso {
 
+// The nearest float16 value of v (ties to even, ±inf beyond float16's range) as an fp32 value.
+float round_to_float16(float v);
+
 // Element-wise functions without learned parameters, chosen by `function`:
 //   clip          min(max(x, `min`), `max`)            (min -inf, max +inf)
 //   hard_sigmoid  max(0, min(1, `alpha`·x + `beta`))   (alpha 0.2, beta 0.5)
@@ -14,9 +17,11 @@ namespace espresso {
 //   exp, log, sqrt, neg, reciprocal, floor, ceil, abs
 //   float16       the nearest float16 value (ties to even, ±inf beyond its range), kept in fp32:
 //                 ONNX casts to FLOAT16 on tensors that stay fp32 here
-// The nearest float16 value of v (ties to even, ±inf beyond float16's range) as an fp32 value.
-float round_to_float16(float v);
-
+// Backward uses each function's derivative, taking one side at a kink: clip passes the gradient
+// where min ≤ x ≤ max, hard_sigmoid where 0 < alpha·x + beta < 1, abs gives 0 at 0. floor and ceil
+// pass none (PyTorch's convention: their derivative is 0 wherever it exists). float16 passes the
+// gradient straight through, as a cast does: rounding is a precision change, not a function to
+// learn through, and its true derivative (0 between float16 values) would stop training.
 class ActivationLayer final : public Layer {
  public:
   enum class Function {
@@ -41,6 +46,9 @@ class ActivationLayer final : public Layer {
   explicit ActivationLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   bool in_place() const override { return true; }
   Function function() const { return function_; }
   double alpha() const { return alpha_; }

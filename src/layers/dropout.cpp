@@ -1,7 +1,8 @@
 #include "layers/dropout.h"
 
 #include <algorithm>
-#include <random>
+
+#include "layers/dropout_mask.h"
 
 namespace espresso {
 
@@ -20,12 +21,11 @@ void DropoutLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor
     return;
   }
   // Each forward gets its own stream, so masks differ between iterations yet repeat between runs.
-  std::mt19937_64 engine(seed() ^ (0x9E3779B97F4A7C15ull * ++draws_));
-  std::bernoulli_distribution keep(1.0 - static_cast<double>(ratio_));
+  const std::uint64_t stream = dropout_stream(seed(), ++draws_);
   const float scale = 1.0f / (1.0f - ratio_);
   mask_.resize(static_cast<std::size_t>(inputs[0].numel()));
   for (std::size_t i = 0; i < mask_.size(); ++i) {
-    mask_[i] = keep(engine) ? 1 : 0;
+    mask_[i] = dropout_keeps(stream, i, ratio_) ? 1 : 0;
     y[i] = mask_[i] ? x[i] * scale : 0.0f;
   }
 }

@@ -6,7 +6,8 @@ namespace espresso {
 
 // Identity at inference: Caffe scales kept units at training time, so nothing is rescaled here.
 // In training each unit is kept with probability 1 − ratio, from a mask seeded by the layer's seed
-// and drawn afresh every forward, and kept units are scaled by 1 / (1 − ratio).
+// and drawn afresh every forward, and kept units are scaled by 1 / (1 − ratio). The mask of the
+// n-th training forward is dropout_mask.h's for (seed, n), which the CUDA kernel draws too.
 class DropoutLayer final : public UnaryLayer {
  public:
   explicit DropoutLayer(const LayerSpec& spec);

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "layers/layer_test_util.h"
+#include "layers/backward_run.h"
 
 namespace espresso::testing {
 
@@ -41,6 +41,50 @@ TEST(Layers, Eltwise) {
             return std::vector<Values>{y};
           },
   });
+}
+
+// Ties, which the numeric gradient cannot judge: the first input holding the maximum takes the whole
+// gradient, on the CPU and on the GPU.
+TEST(Layers, EltwiseMaxTies) {
+  LayerSpec spec = spec_of("Eltwise", 3);
+  spec.attrs.set("operation", std::string("max"));
+  const std::unique_ptr<Layer> layer = create_layer(spec);
+  const Shape shape{4};
+  const std::vector<Tensor> inputs{Tensor::from(shape, {1.0f, 2.0f, 0.0f, -1.0f}),
+                                   Tensor::from(shape, {1.0f, 3.0f, -0.0f, -2.0f}),
+                                   Tensor::from(shape, {0.0f, 3.0f, 0.0f, -1.0f})};
+  const std::vector<Tensor> output_grads{Tensor::from(shape, {10.0f, 20.0f, 30.0f, 40.0f})};
+  const std::vector<std::vector<float>> expected{
+      {10.0f, 0.0f, 30.0f, 40.0f}, {0.0f, 20.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+  const BackwardRun cpu = run_backward_on_cpu(*layer, inputs, output_grads);
+  for (std::size_t k = 0; k < expected.size(); ++k)
+    EXPECT_EQ(cpu.input_grads[k].to_vector(), expected[k]) << k;
+  if (const std::optional<BackwardRun> gpu = run_backward_on_gpu(*layer, inputs, output_grads)) {
+    for (std::size_t k = 0; k < expected.size(); ++k)
+      EXPECT_EQ(gpu->input_grads[k].to_vector(), expected[k]) << k;
+  }
+}
+
+// Products of three inputs with zeros among them: each gradient is the product of the other inputs,
+// which y / x_k would get wrong at x_k = 0.
+TEST(Layers, EltwiseProdWithZeros) {
+  LayerSpec spec = spec_of("Eltwise", 3);
+  spec.attrs.set("operation", std::string("prod"));
+  const std::unique_ptr<Layer> layer = create_layer(spec);
+  const Shape shape{3};
+  const std::vector<Tensor> inputs{Tensor::from(shape, {2.0f, 0.0f, 1.0f}),
+                                   Tensor::from(shape, {3.0f, 4.0f, 0.0f}),
+                                   Tensor::from(shape, {5.0f, 6.0f, 0.0f})};
+  const std::vector<Tensor> output_grads{Tensor::from(shape, {1.0f, 2.0f, 3.0f})};
+  const std::vector<std::vector<float>> expected{
+      {15.0f, 48.0f, 0.0f}, {10.0f, 0.0f, 0.0f}, {6.0f, 0.0f, 0.0f}};
+  const BackwardRun cpu = run_backward_on_cpu(*layer, inputs, output_grads);
+  for (std::size_t k = 0; k < expected.size(); ++k)
+    EXPECT_EQ(cpu.input_grads[k].to_vector(), expected[k]) << k;
+  if (const std::optional<BackwardRun> gpu = run_backward_on_gpu(*layer, inputs, output_grads)) {
+    for (std::size_t k = 0; k < expected.size(); ++k)
+      EXPECT_EQ(gpu->input_grads[k].to_vector(), expected[k]) << k;
+  }
 }
 
 TEST(Layers, EltwiseErrors) {

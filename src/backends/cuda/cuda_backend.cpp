@@ -26,7 +26,7 @@ constexpr Entry kKernels[] = {
     {"Constant", make_constant},
     {"Convolution", make_convolution},
     {"Deconvolution", make_deconvolution},
-    {"Dropout", make_copy},
+    {"Dropout", make_dropout},
     {"Eltwise", make_eltwise},
     {"EuclideanLoss", make_euclidean_loss},
     {"Flatten", make_copy},

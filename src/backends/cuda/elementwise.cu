@@ -1,5 +1,6 @@
 // The element-wise layers on the GPU (AbsVal, Activation, Power, PReLU, Sigmoid, TanH): one grid-stride
-// kernel template applies an operation object; each layer contributes only its formula.
+// kernel template applies an operation object; each layer contributes only its formula and its
+// derivative, slope(x, y, i) = dy/dx at element i of input x and output y.
 #include <cuda_fp16.h>
 
 #include <cmath>
@@ -14,6 +15,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
+constexpr int kWarp = 32;
+
 template <class Op>
 __global__ void map_elements(const float* x, float* y, long long n, Op op) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
@@ -22,31 +25,71 @@ __global__ void map_elements(const float* x, float* y, long long n, Op op) {
   }
 }
 
+// dx += dy · dy/dx, one thread per element.
+template <class Op>
+__global__ void add_input_gradient(const float* x, const float* y, const float* dy, float* dx, long long n,
+                                   Op op) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    dx[i] += dy[i] * op.slope(x[i], y[i], i);
+  }
+}
+
 struct AbsOp {
   __device__ float operator()(float x, long long) const { return fabsf(x); }
+  __device__ float slope(float x, float, long long) const {
+    return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : 0.0f;
+  }
 };
 
 struct SigmoidOp {
   __device__ float operator()(float x, long long) const { return 1.0f / (1.0f + expf(-x)); }
+  __device__ float slope(float, float y, long long) const { return y * (1.0f - y); }
 };
 
 struct TanHOp {
   __device__ float operator()(float x, long long) const { return tanhf(x); }
+  __device__ float slope(float, float y, long long) const { return 1.0f - y * y; }
 };
 
 struct PowerOp {
   float power, scale, shift;
   __device__ float operator()(float x, long long) const { return powf(shift + scale * x, power); }
+  __device__ float slope(float x, float, long long) const {
+    return power == 1.0f ? scale : power * scale * powf(shift + scale * x, power - 1.0f);
+  }
 };
 
 struct PReLUOp {
-  const float* slope;
+  const float* slope_weights;
   long long channels, inner;  // channels 1 when the slope is shared
-  __device__ float operator()(float x, long long i) const {
-    const float a = slope[channels == 1 ? 0 : i / inner % channels];
-    return x > 0.0f ? x : a * x;
+  __device__ float channel_slope(long long i) const {
+    return slope_weights[channels == 1 ? 0 : i / inner % channels];
   }
+  __device__ float operator()(float x, long long i) const { return x > 0.0f ? x : channel_slope(i) * x; }
+  __device__ float slope(float x, float, long long i) const { return x > 0.0f ? 1.0f : channel_slope(i); }
 };
+
+// dslope[c] += Σ dy·x over channel c's elements with x ≤ 0: one block per channel, so each slope
+// has one writer. A channel's elements are `count` = outer·inner, at (o·channels + c)·inner + j.
+__global__ void add_prelu_slope_gradient(const float* x, const float* dy, float* dslope, long long count,
+                                         long long channels, long long inner) {
+  const long long c = blockIdx.x;
+  float sum = 0.0f;
+  for (long long k = threadIdx.x; k < count; k += blockDim.x) {
+    const long long i = (k / inner * channels + c) * inner + k % inner;
+    if (x[i] <= 0.0f) sum += dy[i] * x[i];
+  }
+  __shared__ float warp_sums[kThreads / kWarp];
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  if (threadIdx.x % kWarp == 0) warp_sums[threadIdx.x / kWarp] = sum;
+  __syncthreads();
+  if (threadIdx.x < kWarp) {
+    sum = threadIdx.x < kThreads / kWarp ? warp_sums[threadIdx.x] : 0.0f;
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (threadIdx.x == 0) dslope[c] += sum;
+  }
+}
 
 struct ActivationOp {
   ActivationLayer::Function function;
@@ -89,10 +132,54 @@ struct ActivationOp {
     }
     return x;
   }
+  // The reference's derivatives and its choices at kinks (see activation.h).
+  __device__ float slope(float x, float, long long) const {
+    using F = ActivationLayer::Function;
+    switch (function) {
+      case F::clip:
+        return x >= lo && x <= hi ? 1.0f : 0.0f;
+      case F::hard_sigmoid: {
+        const float t = alpha * x + beta;
+        return t > 0.0f && t < 1.0f ? alpha : 0.0f;
+      }
+      case F::hard_swish: {
+        const float t = x / 6.0f + 0.5f;
+        return fmaxf(0.0f, fminf(1.0f, t)) + (t > 0.0f && t < 1.0f ? x / 6.0f : 0.0f);
+      }
+      case F::elu:
+        return x > 0.0f ? 1.0f : alpha * expf(x);
+      case F::selu:
+        return gamma * (x > 0.0f ? 1.0f : alpha * expf(x));
+      case F::softplus:
+        return x > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-x));
+      case F::softsign: {
+        const float d = 1.0f + fabsf(x);
+        return 1.0f / (d * d);
+      }
+      case F::exp:
+        return expf(x);
+      case F::log:
+        return 1.0f / x;
+      case F::sqrt:
+        return 0.5f / sqrtf(x);
+      case F::neg:
+        return -1.0f;
+      case F::reciprocal:
+        return -1.0f / (x * x);
+      case F::floor:
+      case F::ceil:
+        return 0.0f;
+      case F::abs:
+        return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : 0.0f;
+      case F::float16:
+        return 1.0f;
+    }
+    return 0.0f;
+  }
 };
 
 template <class Op>
-class ElementwiseKernel final : public Kernel {
+class ElementwiseKernel : public Kernel {
  public:
   ElementwiseKernel(Op op, StreamContext& context) : op_(op), context_(context) {}
 
@@ -103,11 +190,40 @@ class ElementwiseKernel final : public Kernel {
         inputs[0].data<float>(), outputs[0].data<float>(), n, op_);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const std::int64_t n = inputs[0].numel();
+    if (n == 0 || !input_grads[0].defined()) return;
+    add_input_gradient<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
+        inputs[0].data<float>(), outputs[0].data<float>(), output_grads[0].data<float>(),
+        input_grads[0].data<float>(), n, op_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda"; }
 
- private:
+ protected:
   Op op_;
   StreamContext& context_;
+};
+
+// The element-wise kernel plus the gradient of the slopes.
+class PReLUKernel final : public ElementwiseKernel<PReLUOp> {
+ public:
+  using ElementwiseKernel::ElementwiseKernel;
+
+  void backward(const Layer& layer, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) override {
+    ElementwiseKernel::backward(layer, inputs, outputs, output_grads, input_grads, weight_grads);
+    const std::int64_t n = inputs[0].numel();
+    if (n == 0 || !weight_grads[0].defined()) return;
+    add_prelu_slope_gradient<<<static_cast<unsigned>(op_.channels), kThreads, 0, context_.stream()>>>(
+        inputs[0].data<float>(), output_grads[0].data<float>(), weight_grads[0].data<float>(),
+        n / op_.channels, op_.channels, op_.inner);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
 };
 
 template <class Op>
@@ -141,7 +257,8 @@ std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>&
   const Shape& shape = inputs[0];
   const float* slope =
       context.device_weights(layer.weights()[0], "layer '" + layer.name() + "'").data<float>();
-  return make_elementwise(PReLUOp{slope, prelu.channel_shared() ? 1 : shape[1], shape.count(2)}, context);
+  return std::make_unique<PReLUKernel>(PReLUOp{slope, prelu.channel_shared() ? 1 : shape[1], shape.count(2)},
+                                       context);
 }
 
 std::unique_ptr<Kernel> make_sigmoid(const Layer&, const std::vector<Shape>&, StreamContext& context) {

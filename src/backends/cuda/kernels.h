@@ -38,11 +38,13 @@ std::unique_ptr<Kernel> make_constant(const Layer& layer, const std::vector<Shap
                                       StreamContext& context);
 std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs,
                                          StreamContext& context);
-// Input 0 copied to every output: Dropout, Flatten, Reshape and Split.
+// Input 0 copied to every output: Flatten, Reshape, Split and Dropout at inference.
 std::unique_ptr<Kernel> make_copy(const Layer& layer, const std::vector<Shape>& inputs,
                                   StreamContext& context);
 std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector<Shape>& inputs,
                                            StreamContext& context);
+std::unique_ptr<Kernel> make_dropout(const Layer& layer, const std::vector<Shape>& inputs,
+                                     StreamContext& context);
 std::unique_ptr<Kernel> make_eltwise(const Layer& layer, const std::vector<Shape>& inputs,
                                      StreamContext& context);
 std::unique_ptr<Kernel> make_euclidean_loss(const Layer& layer, const std::vector<Shape>& inputs,

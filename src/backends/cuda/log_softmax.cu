@@ -1,5 +1,5 @@
 // LogSoftmax on the GPU: a warp per line along the axis, reducing the maximum and the sum of
-// exponentials with shuffles.
+// exponentials with shuffles. Backward likewise reduces Σ dy per line.
 #include "backends/cuda/kernels.h"
 #include "layers/log_softmax.h"
 
@@ -28,6 +28,24 @@ __global__ void log_softmax_lines(const float* __restrict__ x, float* __restrict
   }
 }
 
+// dx += dy − softmax · Σ_k dy along each line, with softmax = exp(y).
+__global__ void log_softmax_backward_lines(const float* y, const float* dy, float* dx, long long lines,
+                                           long long size, long long inner) {
+  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
+  const int lane = threadIdx.x % kWarp;
+  for (long long line = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; line < lines;
+       line += warps) {
+    const long long base = line / inner * size * inner + line % inner;
+    float sum = 0.0f;
+    for (long long k = lane; k < size; k += kWarp) sum += dy[base + k * inner];
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    for (long long k = lane; k < size; k += kWarp) {
+      const long long at = base + k * inner;
+      dx[at] += dy[at] - expf(y[at]) * sum;
+    }
+  }
+}
+
 class LogSoftmaxKernel final : public Kernel {
  public:
   LogSoftmaxKernel(std::int64_t outer, std::int64_t size, std::int64_t inner, StreamContext& context)
@@ -41,6 +59,17 @@ class LogSoftmaxKernel final : public Kernel {
                                              inner_);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+  void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const long long lines = outer_ * inner_;
+    if (lines == 0 || size_ == 0 || !input_grads[0].defined()) return;
+    log_softmax_backward_lines<<<elementwise_blocks(context_, lines * kWarp, kThreads), kThreads, 0,
+                                 context_.stream()>>>(outputs[0].data<float>(), output_grads[0].data<float>(),
+                                                      input_grads[0].data<float>(), lines, size_, inner_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda"; }
 
  private:

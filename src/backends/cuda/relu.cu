@@ -1,4 +1,5 @@
 // ReLU on the GPU: 16-byte loads and stores where the buffers allow, a grid-stride loop otherwise.
+// Backward is a plain grid-stride loop.
 #include <cstdint>
 
 #include "backends/cuda/kernels.h"
@@ -23,6 +24,14 @@ __global__ void relu_scalar(const float* x, float* y, std::int64_t n, float slop
   for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
        i += std::int64_t{gridDim.x} * blockDim.x) {
     y[i] = leaky(x[i], slope);
+  }
+}
+
+// dx += dy where the input was positive, slope · dy elsewhere.
+__global__ void relu_backward(const float* x, const float* dy, float* dx, std::int64_t n, float slope) {
+  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::int64_t{gridDim.x} * blockDim.x) {
+    dx[i] += x[i] > 0.0f ? dy[i] : slope * dy[i];
   }
 }
 
@@ -51,6 +60,16 @@ class ReLUKernel final : public Kernel {
       ESPRESSO_CUDA_CHECK(cudaGetLastError());
     }
   }
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const std::int64_t n = inputs[0].numel();
+    if (n == 0 || !input_grads[0].defined()) return;
+    relu_backward<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
+        inputs[0].data<float>(), output_grads[0].data<float>(), input_grads[0].data<float>(), n, slope_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda"; }
 
  private:

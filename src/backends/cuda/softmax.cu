@@ -1,5 +1,5 @@
 // Softmax on the GPU: a warp per line along the axis (outer x inner lines of `channels` values),
-// reducing the maximum and the sum with shuffles.
+// reducing the maximum and the sum with shuffles. Backward likewise reduces Σ dy·y per line.
 #include "backends/cuda/kernels.h"
 #include "layers/softmax.h"
 
@@ -32,6 +32,25 @@ __global__ void softmax_lines(const float* __restrict__ x, float* __restrict__ y
   }
 }
 
+// dx += y · (dy − Σ_c dy·y) along each line.
+__global__ void softmax_backward_lines(const float* y, const float* dy, float* dx, long long outer,
+                                       long long channels, long long inner) {
+  const long long lines = outer * inner;
+  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
+  const int lane = threadIdx.x % kWarp;
+  for (long long line = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; line < lines;
+       line += warps) {
+    const long long base = line / inner * channels * inner + line % inner;
+    float dot = 0.0f;
+    for (long long c = lane; c < channels; c += kWarp) dot += dy[base + c * inner] * y[base + c * inner];
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    for (long long c = lane; c < channels; c += kWarp) {
+      const long long at = base + c * inner;
+      dx[at] += y[at] * (dy[at] - dot);
+    }
+  }
+}
+
 class SoftmaxKernel final : public Kernel {
  public:
   SoftmaxKernel(const AxisSplit& split, StreamContext& context) : split_(split), context_(context) {}
@@ -43,6 +62,18 @@ class SoftmaxKernel final : public Kernel {
         inputs[0].data<float>(), outputs[0].data<float>(), split_.outer, split_.channels, split_.inner);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+  void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const long long lines = split_.outer * split_.inner;
+    if (lines == 0 || split_.channels == 0 || !input_grads[0].defined()) return;
+    softmax_backward_lines<<<elementwise_blocks(context_, lines * kWarp, kThreads), kThreads, 0,
+                             context_.stream()>>>(outputs[0].data<float>(), output_grads[0].data<float>(),
+                                                  input_grads[0].data<float>(), split_.outer, split_.channels,
+                                                  split_.inner);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda"; }
 
  private:

@@ -1,11 +1,34 @@
 // The layers that only move data on the GPU: Concat and Slice (strided block copies along an axis),
-// Split (a copy per output), and Flatten, Reshape and Dropout (a copy, skipped when the executor
-// runs them in place). All are cudaMemcpy2DAsync/cudaMemcpyAsync calls on the Net's stream.
+// Split (a copy per output), and Flatten, Reshape and Dropout at inference (a copy, skipped when the
+// executor runs them in place). Forward is cudaMemcpy2DAsync/cudaMemcpyAsync calls on the Net's
+// stream; backward adds the same blocks the other way, output gradients into input gradients.
 #include "backends/cuda/kernels.h"
 #include "layers/axis.h"
 
 namespace espresso::cuda {
 namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void add_rows_kernel(float* destination, long long destination_pitch, const float* source,
+                                long long source_pitch, long long width, long long count) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long row = i / width, column = i - row * width;
+    destination[row * destination_pitch + column] += source[row * source_pitch + column];
+  }
+}
+
+// destination[r · destination_pitch + i] += source[r · source_pitch + i] for r < rows, i < width,
+// all in floats: backward's counterpart of copy_rows.
+void add_rows(StreamContext& context, float* destination, std::int64_t destination_pitch, const float* source,
+              std::int64_t source_pitch, std::int64_t width, std::int64_t rows) {
+  const std::int64_t count = width * rows;
+  if (count == 0) return;
+  add_rows_kernel<<<elementwise_blocks(context, count, kThreads), kThreads, 0, context.stream()>>>(
+      destination, destination_pitch, source, source_pitch, width, count);
+  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+}
 
 // Rows of `width` bytes from a source with `source_pitch` into a destination with `destination_pitch`.
 void copy_rows(StreamContext& context, void* destination, std::size_t destination_pitch, const void* source,
@@ -40,6 +63,25 @@ class AxisCopyKernel final : public Kernel {
       offset += part;
     }
   }
+  void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    std::int64_t offset = 0;
+    for (std::size_t k = 0; k < part_block_.size(); ++k) {
+      const std::int64_t part = part_block_[k];
+      if (joining_) {
+        if (input_grads[k].defined()) {
+          add_rows(context_, input_grads[k].data<float>(), part, output_grads[0].data<float>() + offset,
+                   whole_block_, part, outer_);
+        }
+      } else if (input_grads[0].defined()) {
+        add_rows(context_, input_grads[0].data<float>() + offset, whole_block_, output_grads[k].data<float>(),
+                 part, part, outer_);
+      }
+      offset += part;
+    }
+  }
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda-copy"; }
 
  private:
@@ -50,7 +92,8 @@ class AxisCopyKernel final : public Kernel {
   StreamContext& context_;
 };
 
-// Input 0 copied whole into every output (Split, and the shape-only layers with one output).
+// Input 0 copied whole into every output (Split, and the shape-only layers with one output); backward
+// adds every output's gradient into input 0's.
 class WholeCopyKernel final : public Kernel {
  public:
   explicit WholeCopyKernel(StreamContext& context) : context_(context) {}
@@ -62,6 +105,15 @@ class WholeCopyKernel final : public Kernel {
                                           context_.stream()));
     }
   }
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    if (!input_grads[0].defined()) return;
+    const std::int64_t n = inputs[0].numel();
+    for (const Tensor& grad : output_grads)
+      add_rows(context_, input_grads[0].data<float>(), n, grad.data<float>(), n, n, 1);
+  }
+  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda-copy"; }
 
  private:
