@@ -32,50 +32,83 @@ std::vector<Shape> LRNLayer::output_shapes(const std::vector<Shape>& inputs) con
   return {in};
 }
 
-void LRNLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
-  const Shape& shape = inputs[0].shape();
-  const float* x = inputs[0].data<float>();
-  float* y = outputs[0].data<float>();
+std::vector<float> LRNLayer::window_sums(const std::vector<float>& v, const Shape& shape,
+                                         bool transposed) const {
+  // The window of index i along a windowed axis is [i + low, i + low + size).
+  const std::int64_t low = transposed ? before() - size_ + 1 : -before();
+  std::vector<float> sums(v.size(), 0.0f);
   const std::int64_t batch = shape[0];
   const std::int64_t channels = shape[1];
   if (across_) {
     const std::int64_t spatial = shape.count(2);
     for (std::int64_t n = 0; n < batch; ++n) {
       for (std::int64_t c = 0; c < channels; ++c) {
-        const std::int64_t first = std::max<std::int64_t>(c - before(), 0);
-        const std::int64_t last = std::min(c - before() + size_, channels);
+        const std::int64_t first = std::max<std::int64_t>(c + low, 0);
+        const std::int64_t last = std::min(c + low + size_, channels);
         for (std::int64_t i = 0; i < spatial; ++i) {
           float sum = 0.0f;
           for (std::int64_t j = first; j < last; ++j) {
-            const float v = x[(n * channels + j) * spatial + i];
-            sum += v * v;
+            sum += v[static_cast<std::size_t>((n * channels + j) * spatial + i)];
           }
-          const std::int64_t at = (n * channels + c) * spatial + i;
-          y[at] = x[at] * std::pow(k_ + alpha_ / static_cast<float>(size_) * sum, -beta_);
+          sums[static_cast<std::size_t>((n * channels + c) * spatial + i)] = sum;
         }
       }
     }
-    return;
+    return sums;
   }
   const std::int64_t height = shape[2];
   const std::int64_t width = shape[3];
-  const float scale = alpha_ / static_cast<float>(size_ * size_);
   for (std::int64_t plane = 0; plane < batch * channels; ++plane) {
-    const float* in = x + plane * height * width;
-    float* out = y + plane * height * width;
+    const float* in = v.data() + plane * height * width;
+    float* out = sums.data() + plane * height * width;
     for (std::int64_t h = 0; h < height; ++h) {
+      const std::int64_t top = std::max<std::int64_t>(h + low, 0);
+      const std::int64_t bottom = std::min(h + low + size_, height);
       for (std::int64_t w = 0; w < width; ++w) {
+        const std::int64_t left = std::max<std::int64_t>(w + low, 0);
+        const std::int64_t right = std::min(w + low + size_, width);
         float sum = 0.0f;
-        for (std::int64_t i = std::max<std::int64_t>(h - before(), 0);
-             i < std::min(h - before() + size_, height); ++i) {
-          for (std::int64_t j = std::max<std::int64_t>(w - before(), 0);
-               j < std::min(w - before() + size_, width); ++j) {
-            sum += in[i * width + j] * in[i * width + j];
-          }
+        for (std::int64_t i = top; i < bottom; ++i) {
+          for (std::int64_t j = left; j < right; ++j) sum += in[i * width + j];
         }
-        out[h * width + w] = in[h * width + w] * std::pow(1.0f + scale * sum, -beta_);
+        out[h * width + w] = sum;
       }
     }
+  }
+  return sums;
+}
+
+std::vector<float> LRNLayer::scales(const Tensor& x) const {
+  const float* in = x.data<float>();
+  std::vector<float> squares(static_cast<std::size_t>(x.numel()));
+  for (std::size_t i = 0; i < squares.size(); ++i) squares[i] = in[i] * in[i];
+  std::vector<float> result = window_sums(squares, x.shape(), false);
+  for (float& s : result) s = base() + norm() * s;
+  return result;
+}
+
+void LRNLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  const std::vector<float> scale = scales(inputs[0]);
+  for (std::size_t i = 0; i < scale.size(); ++i) y[i] = x[i] * std::pow(scale[i], -beta_);
+}
+
+void LRNLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                        const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                        std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const float* x = inputs[0].data<float>();
+  const float* y = outputs[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  const std::vector<float> scale = scales(inputs[0]);
+  std::vector<float> passed_back(scale.size());
+  for (std::size_t i = 0; i < scale.size(); ++i) passed_back[i] = dy[i] * y[i] / scale[i];
+  const std::vector<float> gathered = window_sums(passed_back, inputs[0].shape(), true);
+  const float coefficient = 2.0f * beta_ * norm();
+  for (std::size_t i = 0; i < scale.size(); ++i) {
+    dx[i] += dy[i] * std::pow(scale[i], -beta_) - coefficient * x[i] * gathered[i];
   }
 }
 

@@ -16,6 +16,11 @@ class LRNLayer final : public Layer {
   explicit LRNLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  // With scale = base + norm · Σx² over the window, y = x · scale^-beta, as Caffe differentiates it:
+  // dx = dy · scale^-beta − 2 · beta · norm · x · Σ dy·y/scale over the windows that contain x.
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
 
   bool across_channels() const { return across_; }
   std::int64_t size() const { return size_; }
@@ -26,6 +31,13 @@ class LRNLayer final : public Layer {
   std::int64_t before() const { return (size_ - 1) / 2; }
 
  private:
+  // The scale of every element: base + norm · Σx² over its window.
+  std::vector<float> scales(const Tensor& x) const;
+  // Σv over the window of every element, or, when `transposed`, over the elements whose windows hold it.
+  std::vector<float> window_sums(const std::vector<float>& v, const Shape& shape, bool transposed) const;
+  float base() const { return across_ ? k_ : 1.0f; }
+  float norm() const { return alpha_ / static_cast<float>(across_ ? size_ : size_ * size_); }
+
   std::int64_t size_;
   float alpha_;
   float beta_;

@@ -51,11 +51,11 @@ std::int64_t MatMulLayer::macs(const std::vector<Shape>& inputs) const {
   return p.out.numel() * p.k;
 }
 
-void MatMulLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
-  const Plan p = plan(inputs[0].shape(), inputs[1].shape());
-  const float* a = inputs[0].data<float>();
-  const float* b = inputs[1].data<float>();
-  float* y = outputs[0].data<float>();
+namespace {
+
+// Calls visit(t, ia, ib) for every batch t of the output with the matrices of a and b it multiplies.
+template <class Visit>
+void each_batch(const MatMulLayer::Plan& p, Visit&& visit) {
   std::vector<std::int64_t> index(p.batch.size(), 0);
   const std::int64_t batches = Shape(p.batch).numel();
   for (std::int64_t t = 0; t < batches; ++t) {
@@ -64,6 +64,22 @@ void MatMulLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
       ia += index[d] * p.a_strides[d];
       ib += index[d] * p.b_strides[d];
     }
+    visit(t, ia, ib);
+    for (std::size_t d = index.size(); d-- > 0;) {
+      if (++index[d] < p.batch[d]) break;
+      index[d] = 0;
+    }
+  }
+}
+
+}  // namespace
+
+void MatMulLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const Plan p = plan(inputs[0].shape(), inputs[1].shape());
+  const float* a = inputs[0].data<float>();
+  const float* b = inputs[1].data<float>();
+  float* y = outputs[0].data<float>();
+  each_batch(p, [&](std::int64_t t, std::int64_t ia, std::int64_t ib) {
     const float* am = a + ia * p.m * p.k;
     const float* bm = b + ib * p.k * p.n;
     float* ym = y + t * p.m * p.n;
@@ -74,11 +90,32 @@ void MatMulLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
         ym[i * p.n + j] = sum;
       }
     }
-    for (std::size_t d = index.size(); d-- > 0;) {
-      if (++index[d] < p.batch[d]) break;
-      index[d] = 0;
+  });
+}
+
+void MatMulLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                           const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                           std::vector<Tensor>&) const {
+  const Plan p = plan(inputs[0].shape(), inputs[1].shape());
+  const float* a = inputs[0].data<float>();
+  const float* b = inputs[1].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* da = input_grads[0].defined() ? input_grads[0].data<float>() : nullptr;
+  float* db = input_grads[1].defined() ? input_grads[1].data<float>() : nullptr;
+  each_batch(p, [&](std::int64_t t, std::int64_t ia, std::int64_t ib) {
+    const float* am = a + ia * p.m * p.k;
+    const float* bm = b + ib * p.k * p.n;
+    const float* dym = dy + t * p.m * p.n;
+    for (std::int64_t i = 0; i < p.m; ++i) {
+      for (std::int64_t q = 0; q < p.k; ++q) {
+        for (std::int64_t j = 0; j < p.n; ++j) {
+          const float g = dym[i * p.n + j];
+          if (da) da[ia * p.m * p.k + i * p.k + q] += g * bm[q * p.n + j];
+          if (db) db[ib * p.k * p.n + q * p.n + j] += g * am[i * p.k + q];
+        }
+      }
     }
-  }
+  });
 }
 
 }  // namespace espresso

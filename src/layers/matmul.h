@@ -19,6 +19,11 @@ class MatMulLayer final : public Layer {
   explicit MatMulLayer(const LayerSpec& spec) : Layer(spec) {}
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  // Per batch: da += dy · bᵀ and db += aᵀ · dy; an operand broadcast over a batch axis sums the
+  // gradients of every batch it takes part in.
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   std::int64_t macs(const std::vector<Shape>& inputs) const override;
   Plan plan(const Shape& a, const Shape& b) const;
 };

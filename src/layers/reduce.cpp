@@ -44,6 +44,37 @@ std::vector<Shape> ReduceLayer::output_shapes(const std::vector<Shape>& inputs) 
   return {Shape(dims)};
 }
 
+namespace {
+
+// Calls visit(i, o) for every element i of a tensor of shape `in`, in order, with the output o it is
+// reduced into.
+template <class Visit>
+void each_element(const Shape& in, const std::vector<bool>& reduced, Visit&& visit) {
+  std::vector<std::int64_t> index(static_cast<std::size_t>(in.rank()), 0);
+  for (std::int64_t i = 0, n = in.numel(); i < n; ++i) {
+    std::int64_t o = 0;
+    for (int k = 0; k < in.rank(); ++k) {
+      if (!reduced[static_cast<std::size_t>(k)]) o = o * in[k] + index[static_cast<std::size_t>(k)];
+    }
+    visit(i, o);
+    for (int k = in.rank() - 1; k >= 0; --k) {
+      if (++index[static_cast<std::size_t>(k)] < in[k]) break;
+      index[static_cast<std::size_t>(k)] = 0;
+    }
+  }
+}
+
+// The number of elements reduced into each output.
+std::int64_t group_size(const Shape& in, const std::vector<bool>& reduced) {
+  std::int64_t group = 1;
+  for (int i = 0; i < in.rank(); ++i) {
+    if (reduced[static_cast<std::size_t>(i)]) group *= in[i];
+  }
+  return group;
+}
+
+}  // namespace
+
 void ReduceLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
   const Shape& in = inputs[0].shape();
   const std::vector<bool> reduced = reduced_axes(in);
@@ -53,17 +84,9 @@ void ReduceLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
   if (op_ == Op::min) init = std::numeric_limits<double>::infinity();
   if (op_ == Op::prod) init = 1;
   std::vector<double> acc(static_cast<std::size_t>(out_count), init);
-  std::int64_t group = 1;
-  for (int i = 0; i < in.rank(); ++i) {
-    if (reduced[static_cast<std::size_t>(i)]) group *= in[i];
-  }
+  const std::int64_t group = group_size(in, reduced);
   const float* x = inputs[0].data<float>();
-  std::vector<std::int64_t> index(static_cast<std::size_t>(in.rank()), 0);
-  for (std::int64_t i = 0, n = in.numel(); i < n; ++i) {
-    std::int64_t o = 0;
-    for (int k = 0; k < in.rank(); ++k) {
-      if (!reduced[static_cast<std::size_t>(k)]) o = o * in[k] + index[static_cast<std::size_t>(k)];
-    }
+  each_element(in, reduced, [&](std::int64_t i, std::int64_t o) {
     double& a = acc[static_cast<std::size_t>(o)];
     const double v = x[i];
     switch (op_) {
@@ -92,11 +115,7 @@ void ReduceLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
         a += std::exp(v);
         break;
     }
-    for (int k = in.rank() - 1; k >= 0; --k) {
-      if (++index[static_cast<std::size_t>(k)] < in[k]) break;
-      index[static_cast<std::size_t>(k)] = 0;
-    }
-  }
+  });
   float* y = outputs[0].data<float>();
   for (std::int64_t o = 0; o < out_count; ++o) {
     double a = acc[static_cast<std::size_t>(o)];
@@ -105,6 +124,78 @@ void ReduceLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
     if (op_ == Op::log_sum || op_ == Op::log_sum_exp) a = std::log(a);
     y[o] = static_cast<float>(a);
   }
+}
+
+void ReduceLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                           const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                           std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const Shape& in = inputs[0].shape();
+  const std::vector<bool> reduced = reduced_axes(in);
+  const auto out_count = static_cast<std::size_t>(outputs[0].numel());
+  const auto group = static_cast<double>(group_size(in, reduced));
+  const float* x = inputs[0].data<float>();
+  const float* y = outputs[0].data<float>();
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  // prod: per output, its zero elements and the product of the others.
+  std::vector<std::int64_t> zeros;
+  std::vector<double> nonzero_product;
+  if (op_ == Op::prod) {
+    zeros.assign(out_count, 0);
+    nonzero_product.assign(out_count, 1);
+    each_element(in, reduced, [&](std::int64_t i, std::int64_t o) {
+      if (x[i] == 0) {
+        ++zeros[static_cast<std::size_t>(o)];
+      } else {
+        nonzero_product[static_cast<std::size_t>(o)] *= x[i];
+      }
+    });
+  }
+  // max, min: whether an output's gradient has gone to an element yet.
+  std::vector<bool> taken(op_ == Op::max || op_ == Op::min ? out_count : 0, false);
+  each_element(in, reduced, [&](std::int64_t i, std::int64_t o) {
+    const auto uo = static_cast<std::size_t>(o);
+    const double v = x[i];
+    double partial = 0;
+    switch (op_) {
+      case Op::mean:
+        partial = 1 / group;
+        break;
+      case Op::sum:
+        partial = 1;
+        break;
+      case Op::max:
+      case Op::min:
+        if (taken[uo] || v != y[o]) return;
+        taken[uo] = true;
+        partial = 1;
+        break;
+      case Op::prod:
+        if (v != 0) {
+          partial = zeros[uo] == 0 ? nonzero_product[uo] / v : 0;
+        } else {
+          partial = zeros[uo] == 1 ? nonzero_product[uo] : 0;
+        }
+        break;
+      case Op::sum_square:
+        partial = 2 * v;
+        break;
+      case Op::l1:
+        partial = v > 0 ? 1 : v < 0 ? -1 : 0;
+        break;
+      case Op::l2:
+        partial = y[o] > 0 ? v / y[o] : 0;
+        break;
+      case Op::log_sum:  // 1 / Σx
+        partial = std::exp(-static_cast<double>(y[o]));
+        break;
+      case Op::log_sum_exp:
+        partial = std::exp(v - y[o]);
+        break;
+    }
+    dx[i] += static_cast<float>(dy[o] * partial);
+  });
 }
 
 }  // namespace espresso

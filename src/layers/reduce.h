@@ -13,6 +13,11 @@ class ReduceLayer final : public Layer {
   explicit ReduceLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  // max and min pass their gradient to the first element (in row-major order) equal to the result;
+  // prod's gradient is the product of the other elements, exact when some are zero.
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   Op op() const { return op_; }
   // Per axis of `in`, whether it is reduced; throws ShapeError for an axis out of range.
   std::vector<bool> reduced_axes(const Shape& in) const;

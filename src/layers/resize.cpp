@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <utility>
 
 namespace espresso {
 namespace {
@@ -160,23 +161,21 @@ std::vector<ResizeLayer::AxisTaps> ResizeLayer::taps(const Shape& in, const Shap
   return all;
 }
 
-void ResizeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
-  const Shape& in = inputs[0].shape();
-  const Shape& out = outputs[0].shape();
+template <class Visit>
+void ResizeLayer::map_outputs(const Shape& in, const Shape& out, Visit&& visit) const {
   const int rank = in.rank();
   const std::vector<AxisTaps> all = taps(in, out);
-  const float* x = inputs[0].data<float>();
-  float* y = outputs[0].data<float>();
   std::vector<std::int64_t> index(static_cast<std::size_t>(rank), 0);
   std::int64_t combinations = 1;
   for (const AxisTaps& t : all) combinations *= t.count;
+  std::vector<std::pair<std::int64_t, double>> output_taps;
   for (std::int64_t i = 0, total = out.numel(); i < total; ++i) {
     bool outside = false;
     for (int a = 0; a < rank; ++a) {
       const auto ua = static_cast<std::size_t>(a);
       if (all[ua].index[static_cast<std::size_t>(index[ua] * all[ua].count)] < 0) outside = true;
     }
-    double sum = 0;
+    output_taps.clear();
     for (std::int64_t combination = 0; combination < combinations && !outside; ++combination) {
       double w = 1;
       std::int64_t offset = 0, rest = combination, stride = 1;
@@ -189,14 +188,37 @@ void ResizeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
         offset += t.index[tap] * stride;
         stride *= in[a];
       }
-      if (w != 0) sum += w * x[offset];
+      if (w != 0) output_taps.emplace_back(offset, w);
     }
-    y[i] = outside ? extrapolation_value_ : static_cast<float>(sum);
+    visit(i, outside, output_taps);
     for (int a = rank - 1; a >= 0; --a) {
       if (++index[static_cast<std::size_t>(a)] < out[a]) break;
       index[static_cast<std::size_t>(a)] = 0;
     }
   }
+}
+
+void ResizeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  map_outputs(inputs[0].shape(), outputs[0].shape(),
+              [&](std::int64_t i, bool outside, const std::vector<std::pair<std::int64_t, double>>& taps) {
+                double sum = 0;
+                for (const auto& [offset, w] : taps) sum += w * x[offset];
+                y[i] = outside ? extrapolation_value_ : static_cast<float>(sum);
+              });
+}
+
+void ResizeLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                           const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                           std::vector<Tensor>&) const {
+  if (!input_grads[0].defined()) return;
+  const float* dy = output_grads[0].data<float>();
+  float* dx = input_grads[0].data<float>();
+  map_outputs(inputs[0].shape(), outputs[0].shape(),
+              [&](std::int64_t i, bool, const std::vector<std::pair<std::int64_t, double>>& taps) {
+                for (const auto& [offset, w] : taps) dx[offset] += static_cast<float>(w * dy[i]);
+              });
 }
 
 }  // namespace espresso

@@ -26,6 +26,10 @@ class ResizeLayer final : public Layer {
   explicit ResizeLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  // Each output's gradient goes back to the input elements it interpolates, times their weights.
+  void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) const override;
   std::vector<AxisTaps> taps(const Shape& in, const Shape& out) const;
   float extrapolation_value() const { return extrapolation_value_; }
 
@@ -36,6 +40,11 @@ class ResizeLayer final : public Layer {
   double source_coordinate(double x, double scale, int axis, std::int64_t in, std::int64_t out) const;
   double scale_of(const Shape& in, const Shape& out, int axis) const;
   std::int64_t nearest(double x) const;
+  // Calls visit(i, outside, taps) for every output element i: `taps` holds the input elements it
+  // interpolates as (offset, weight), leaving out zero weights, and is empty when `outside` a
+  // tf_crop_and_resize region.
+  template <class Visit>
+  void map_outputs(const Shape& in, const Shape& out, Visit&& visit) const;
 
   Mode mode_;
   std::string coordinates_, rounding_;

@@ -77,9 +77,7 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in, con
 
 }  // namespace
 
-TEST(Layers, LRN) {
-  run_layer_test({.make_case = make_case, .naive = naive, .cases = 40, .gradient = Gradient::none});
-}
+TEST(Layers, LRN) { run_layer_test({.make_case = make_case, .naive = naive, .cases = 40}); }
 
 TEST(Layers, LRNRejectsBadParameters) {
   LayerSpec spec;

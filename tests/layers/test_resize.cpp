@@ -74,7 +74,7 @@ TEST(Layers, Resize) {
                 }
             return std::vector<Values>{y};
           },
-      .gradient = Gradient::none,
+      .gradient_cases = 20,
   });
 }
 
@@ -175,7 +175,7 @@ TEST(Layers, ResizeCubicAndCrop) {
             return std::vector<Values>{y};
           },
       .cases = 40,
-      .gradient = Gradient::none,
+      .gradient_cases = 40,
   });
 }
 

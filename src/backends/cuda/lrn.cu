@@ -1,4 +1,6 @@
 // LRN on the GPU: a thread per output sums the squares of its window, in the reference's order.
+// Backward gathers: a thread per input gradient walks the windows that hold its element and
+// recomputes their scales, so it needs no scratch memory.
 #include "backends/cuda/kernels.h"
 #include "layers/lrn.h"
 
@@ -15,20 +17,38 @@ struct Normalisation {
   float scale, k, beta;
 };
 
+// k + scale · Σx² over the channels [c − before, c − before + size) at one position of one image.
+__device__ float across_scale(const Normalisation& p, const float* __restrict__ x, long long image, int c,
+                              long long position) {
+  const int first = max(c - p.before, 0);
+  const int last = min(c - p.before + p.size, p.channels);
+  float sum = 0.0f;
+  for (int j = first; j < last; ++j) {
+    const float v = x[(image * p.channels + j) * p.spatial + position];
+    sum += v * v;
+  }
+  return p.k + p.scale * sum;
+}
+
+// 1 + scale · Σx² over the zero-padded size x size window around (h, w) of one plane.
+__device__ float within_scale(const Normalisation& p, const float* __restrict__ plane, int h, int w) {
+  float sum = 0.0f;
+  for (int r = max(h - p.before, 0); r < min(h - p.before + p.size, p.height); ++r) {
+    for (int c = max(w - p.before, 0); c < min(w - p.before + p.size, p.width); ++c) {
+      const float v = plane[static_cast<long long>(r) * p.width + c];
+      sum += v * v;
+    }
+  }
+  return 1.0f + p.scale * sum;
+}
+
 __global__ void lrn_across(Normalisation p, const float* __restrict__ x, float* __restrict__ y) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < p.total;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     const long long position = i % p.spatial;
     const int c = static_cast<int>(i / p.spatial % p.channels);
     const long long image = i / p.spatial / p.channels;
-    const int first = max(c - p.before, 0);
-    const int last = min(c - p.before + p.size, p.channels);
-    float sum = 0.0f;
-    for (int j = first; j < last; ++j) {
-      const float v = x[(image * p.channels + j) * p.spatial + position];
-      sum += v * v;
-    }
-    y[i] = x[i] * powf(p.k + p.scale * sum, -p.beta);
+    y[i] = x[i] * powf(across_scale(p, x, image, c, position), -p.beta);
   }
 }
 
@@ -38,14 +58,49 @@ __global__ void lrn_within(Normalisation p, const float* __restrict__ x, float* 
     const int w = static_cast<int>(i % p.width);
     const int h = static_cast<int>(i / p.width % p.height);
     const float* plane = x + (i / (static_cast<long long>(p.width) * p.height)) * p.width * p.height;
-    float sum = 0.0f;
-    for (int r = max(h - p.before, 0); r < min(h - p.before + p.size, p.height); ++r) {
-      for (int c = max(w - p.before, 0); c < min(w - p.before + p.size, p.width); ++c) {
-        const float v = plane[r * p.width + c];
-        sum += v * v;
+    y[i] = x[i] * powf(within_scale(p, plane, h, w), -p.beta);
+  }
+}
+
+// dx = dy · scale^-beta − 2 · beta · scale_factor · x · Σ dy·y/scale over the channels whose windows
+// hold this one: [c + before − size + 1, c + before].
+__global__ void lrn_across_backward(Normalisation p, const float* __restrict__ x, const float* __restrict__ y,
+                                    const float* __restrict__ dy, float* __restrict__ dx) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < p.total;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long position = i % p.spatial;
+    const int c = static_cast<int>(i / p.spatial % p.channels);
+    const long long image = i / p.spatial / p.channels;
+    const int first = max(c + p.before - p.size + 1, 0);
+    const int last = min(c + p.before + 1, p.channels);
+    float gathered = 0.0f;
+    for (int j = first; j < last; ++j) {
+      const long long at = (image * p.channels + j) * p.spatial + position;
+      gathered += dy[at] * y[at] / across_scale(p, x, image, j, position);
+    }
+    dx[i] += dy[i] * powf(across_scale(p, x, image, c, position), -p.beta) -
+             2.0f * p.beta * p.scale * x[i] * gathered;
+  }
+}
+
+// As lrn_across_backward over the size x size positions whose windows hold (h, w).
+__global__ void lrn_within_backward(Normalisation p, const float* __restrict__ x, const float* __restrict__ y,
+                                    const float* __restrict__ dy, float* __restrict__ dx) {
+  const long long plane_size = static_cast<long long>(p.width) * p.height;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < p.total;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const int w = static_cast<int>(i % p.width);
+    const int h = static_cast<int>(i / p.width % p.height);
+    const long long plane_start = i / plane_size * plane_size;
+    const float* plane = x + plane_start;
+    float gathered = 0.0f;
+    for (int r = max(h + p.before - p.size + 1, 0); r < min(h + p.before + 1, p.height); ++r) {
+      for (int c = max(w + p.before - p.size + 1, 0); c < min(w + p.before + 1, p.width); ++c) {
+        const long long at = plane_start + static_cast<long long>(r) * p.width + c;
+        gathered += dy[at] * y[at] / within_scale(p, plane, r, c);
       }
     }
-    y[i] = x[i] * powf(1.0f + p.scale * sum, -p.beta);
+    dx[i] += dy[i] * powf(within_scale(p, plane, h, w), -p.beta) - 2.0f * p.beta * p.scale * x[i] * gathered;
   }
 }
 
@@ -66,6 +121,25 @@ class LRNKernel final : public Kernel {
     }
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    if (params_.total == 0 || !input_grads[0].defined()) return;
+    const unsigned blocks = elementwise_blocks(context_, params_.total, kThreads);
+    const float* x = inputs[0].data<float>();
+    const float* y = outputs[0].data<float>();
+    const float* dy = output_grads[0].data<float>();
+    float* dx = input_grads[0].data<float>();
+    if (across_) {
+      lrn_across_backward<<<blocks, kThreads, 0, context_.stream()>>>(params_, x, y, dy, dx);
+    } else {
+      lrn_within_backward<<<blocks, kThreads, 0, context_.stream()>>>(params_, x, y, dy, dx);
+    }
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
+
   const char* name() const override { return across_ ? "cuda-across" : "cuda-within"; }
 
  private:

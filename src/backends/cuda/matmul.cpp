@@ -1,6 +1,9 @@
 // MatMul on the GPU through cuBLAS (full fp32, see StreamContext::cublas): one strided-batched
 // SGEMM over the last batch axis per position of the other batch axes, or a single SGEMM when the
 // second operand is one matrix shared by every batch (the batch then folds into the rows).
+// Backward adds da = dy · bᵀ and db = aᵀ · dy the same way (beta 1). The batches of one cuBLAS call
+// run concurrently, so an operand broadcast over the last batch axis gathers its gradient one batch
+// per call: calls on one stream run in turn.
 #include "layers/matmul.h"
 
 #include <limits>
@@ -45,9 +48,80 @@ class MatMulKernel final : public Kernel {
                                       static_cast<int>(n)));
       return;
     }
+    each_outer([&](std::int64_t t0, std::int64_t ia, std::int64_t ib) {
+      ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
+          cublas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k),
+          &one, b + ib * k * n, static_cast<int>(n), last_stride_b() * k * n, a + ia * m * k,
+          static_cast<int>(k), last_stride_a() * m * k, &zero, y + t0 * m * n, static_cast<int>(n), m * n,
+          static_cast<int>(last_)));
+    });
+  }
+
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const auto m = plan_.m, n = plan_.n, k = plan_.k;
+    // With an empty dimension every gradient is empty or receives nothing; cuBLAS rejects a
+    // leading dimension of 0.
+    if (m == 0 || n == 0 || k == 0 || batches_ == 0) return;
+    const float* a = inputs[0].data<float>();
+    const float* b = inputs[1].data<float>();
+    const float* dy = output_grads[0].data<float>();
+    float* da = input_grads[0].defined() ? input_grads[0].data<float>() : nullptr;
+    float* db = input_grads[1].defined() ? input_grads[1].data<float>() : nullptr;
+    const float one = 1.0f;
+    // Column-major, as in forward: daᵀ = b · dyᵀ and dbᵀ = dyᵀ · a.
+    if (fold_) {
+      if (da) {
+        ESPRESSO_CUDA_CHECK(cublasSgemm(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(k),
+                                        static_cast<int>(batches_ * m), static_cast<int>(n), &one, b,
+                                        static_cast<int>(n), dy, static_cast<int>(n), &one, da,
+                                        static_cast<int>(k)));
+      }
+      if (db) {
+        ESPRESSO_CUDA_CHECK(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(n),
+                                        static_cast<int>(k), static_cast<int>(batches_ * m), &one, dy,
+                                        static_cast<int>(n), a, static_cast<int>(k), &one, db,
+                                        static_cast<int>(n)));
+      }
+      return;
+    }
+    const long long sa = last_stride_a(), sb = last_stride_b();
+    each_outer([&](std::int64_t t0, std::int64_t ia, std::int64_t ib) {
+      if (da) {
+        over_last_axis(sa == 0, [&](std::int64_t l, std::int64_t count) {
+          ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
+              cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(k), static_cast<int>(m),
+              static_cast<int>(n), &one, b + (ib + l * sb) * k * n, static_cast<int>(n), sb * k * n,
+              dy + (t0 + l) * m * n, static_cast<int>(n), m * n, &one, da + (ia + l * sa) * m * k,
+              static_cast<int>(k), sa * m * k, static_cast<int>(count)));
+        });
+      }
+      if (db) {
+        over_last_axis(sb == 0, [&](std::int64_t l, std::int64_t count) {
+          ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
+              cublas_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(n), static_cast<int>(k),
+              static_cast<int>(m), &one, dy + (t0 + l) * m * n, static_cast<int>(n), m * n,
+              a + (ia + l * sa) * m * k, static_cast<int>(k), sa * m * k, &one, db + (ib + l * sb) * k * n,
+              static_cast<int>(n), sb * k * n, static_cast<int>(count)));
+        });
+      }
+    });
+  }
+  bool has_fast_backward() const override { return true; }
+
+  const char* name() const override { return "cublas"; }
+
+ private:
+  // Matrices between consecutive batches of the last batch axis (0: broadcast over it).
+  long long last_stride_a() const { return plan_.batch.empty() ? 0 : plan_.a_strides.back(); }
+  long long last_stride_b() const { return plan_.batch.empty() ? 0 : plan_.b_strides.back(); }
+
+  // Calls visit(t0, ia, ib) per position of the batch axes before the last one: t0 is the first
+  // output batch there, ia and ib the matrices of a and b it multiplies.
+  template <class Visit>
+  void each_outer(Visit&& visit) const {
     const std::size_t outer_rank = plan_.batch.empty() ? 0 : plan_.batch.size() - 1;
-    const long long stride_a = plan_.batch.empty() ? 0 : plan_.a_strides.back() * m * k;
-    const long long stride_b = plan_.batch.empty() ? 0 : plan_.b_strides.back() * k * n;
     std::vector<std::int64_t> index(outer_rank, 0);
     for (std::int64_t t = 0, outer = batches_ / last_; t < outer; ++t) {
       std::int64_t ia = 0, ib = 0;
@@ -55,19 +129,25 @@ class MatMulKernel final : public Kernel {
         ia += index[d] * plan_.a_strides[d];
         ib += index[d] * plan_.b_strides[d];
       }
-      ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
-          cublas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k),
-          &one, b + ib * k * n, static_cast<int>(n), stride_b, a + ia * m * k, static_cast<int>(k), stride_a,
-          &zero, y + t * last_ * m * n, static_cast<int>(n), m * n, static_cast<int>(last_)));
+      visit(t * last_, ia, ib);
       for (std::size_t d = outer_rank; d-- > 0;) {
         if (++index[d] < plan_.batch[d]) break;
         index[d] = 0;
       }
     }
   }
-  const char* name() const override { return "cublas"; }
 
- private:
+  // Runs issue(first, count) over the batches [first, first + count) of the last batch axis: all in
+  // one call, or one by one when the gradient they add to is `shared` by all of them.
+  template <class Issue>
+  void over_last_axis(bool shared, Issue&& issue) const {
+    if (!shared || last_ == 1) {
+      issue(0, last_);
+      return;
+    }
+    for (std::int64_t l = 0; l < last_; ++l) issue(l, 1);
+  }
+
   MatMulLayer::Plan plan_;
   StreamContext& context_;
   cublasHandle_t cublas_;

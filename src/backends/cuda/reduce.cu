@@ -1,5 +1,7 @@
 // Reduce on the GPU: a warp per output element walks the reduced axes (any subset) and combines
-// its partial results with shuffles; accumulation is in double, as in the reference.
+// its partial results with shuffles; accumulation is in double, as in the reference. Backward keeps
+// the layout: the warp of an output writes the gradients of its own elements, so no two threads
+// add into one element.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "layers/reduce.h"
@@ -59,6 +61,81 @@ __global__ void reduce_groups(const float* __restrict__ x, float* __restrict__ y
   }
 }
 
+// d output / d element v of an output `result` over `group` elements; for prod, the group has
+// `zeros` zero elements and the product of the others is `nonzero_product`.
+__device__ double partial(Op op, double v, float result, long long group, long long zeros,
+                          double nonzero_product) {
+  switch (op) {
+    case Op::mean:
+      return 1.0 / static_cast<double>(group);
+    case Op::prod:
+      if (v != 0) return zeros == 0 ? nonzero_product / v : 0.0;
+      return zeros == 1 ? nonzero_product : 0.0;
+    case Op::sum_square:
+      return 2 * v;
+    case Op::l1:
+      return v > 0 ? 1.0 : v < 0 ? -1.0 : 0.0;
+    case Op::l2:
+      return result > 0 ? v / result : 0.0;
+    case Op::log_sum:  // 1 / Σx
+      return exp(-static_cast<double>(result));
+    case Op::log_sum_exp:
+      return exp(v - result);
+    default:  // sum
+      return 1.0;
+  }
+}
+
+__global__ void reduce_groups_backward(const float* __restrict__ x, const float* __restrict__ y,
+                                       const float* __restrict__ dy, float* __restrict__ dx,
+                                       long long outputs, long long group, StridedDims kept,
+                                       StridedDims reduced, Op op) {
+  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
+  const int lane = threadIdx.x % kWarp;
+  for (long long o = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; o < outputs;
+       o += warps) {
+    const long long base = strided_offset(kept, o);
+    const float result = y[o];
+    const double gradient = dy[o];
+    if (op == Op::max || op == Op::min) {
+      // The first element equal to the result, as the reference picks: each lane finds its first
+      // (its elements come in order), then the warp takes the smallest.
+      long long first = group;
+      for (long long j = lane; j < group; j += kWarp) {
+        if (x[base + strided_offset(reduced, j)] == result) {
+          first = j;
+          break;
+        }
+      }
+      for (int offset = kWarp / 2; offset > 0; offset /= 2)
+        first = min(first, __shfl_xor_sync(0xffffffffu, first, offset));
+      if (lane == 0 && first < group)
+        dx[base + strided_offset(reduced, first)] += static_cast<float>(gradient);
+      continue;
+    }
+    long long zeros = 0;
+    double nonzero_product = 1;
+    if (op == Op::prod) {
+      for (long long j = lane; j < group; j += kWarp) {
+        const double v = x[base + strided_offset(reduced, j)];
+        if (v == 0) {
+          ++zeros;
+        } else {
+          nonzero_product *= v;
+        }
+      }
+      for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+        zeros += __shfl_xor_sync(0xffffffffu, zeros, offset);
+        nonzero_product *= __shfl_xor_sync(0xffffffffu, nonzero_product, offset);
+      }
+    }
+    for (long long j = lane; j < group; j += kWarp) {
+      const long long at = base + strided_offset(reduced, j);
+      dx[at] += static_cast<float>(gradient * partial(op, x[at], result, group, zeros, nonzero_product));
+    }
+  }
+}
+
 class ReduceKernel final : public Kernel {
  public:
   ReduceKernel(StridedDims kept, StridedDims reduced, long long group, Op op, StreamContext& context)
@@ -75,6 +152,20 @@ class ReduceKernel final : public Kernel {
         inputs[0].data<float>(), outputs[0].data<float>(), n, group_, kept_, reduced_, op_, init);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const std::int64_t n = outputs[0].numel();
+    if (n == 0 || !input_grads[0].defined()) return;
+    reduce_groups_backward<<<elementwise_blocks(context_, n * kWarp, kThreads), kThreads, 0,
+                             context_.stream()>>>(inputs[0].data<float>(), outputs[0].data<float>(),
+                                                  output_grads[0].data<float>(), input_grads[0].data<float>(),
+                                                  n, group_, kept_, reduced_, op_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
+
   const char* name() const override { return "cuda"; }
 
  private:

@@ -1,5 +1,7 @@
 // Resize on the GPU: the layer's per-axis taps (input indices and weights of every output
 // coordinate) are uploaded once; each output element sums the products of its axes' taps.
+// Backward runs the same walk and scatters each output's gradient to its taps with atomic adds,
+// since neighbouring outputs share input elements.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "layers/resize.h"
@@ -17,33 +19,66 @@ struct ResizeGeometry {
   long long combinations;
 };
 
+// The first entry in the tap tables of each axis for output element i; false when i lies outside
+// a tf_crop_and_resize region.
+__device__ bool output_taps(const ResizeGeometry& g, const long long* __restrict__ indices, long long i,
+                            long long first_tap[kMaxRank]) {
+  bool inside = true;
+  for (int a = g.rank - 1; a >= 0; --a) {
+    first_tap[a] = g.table[a] + i % g.out[a] * g.taps[a];
+    i /= g.out[a];
+    inside = inside && indices[first_tap[a]] >= 0;
+  }
+  return inside;
+}
+
+// The input offset and weight of one combination of the axes' taps.
+__device__ double combination_tap(const ResizeGeometry& g, const long long* __restrict__ indices,
+                                  const float* __restrict__ weights, const long long first_tap[kMaxRank],
+                                  long long combination, long long& offset) {
+  double w = 1;
+  long long stride = 1;
+  offset = 0;
+  for (int a = g.rank - 1; a >= 0; --a) {
+    const long long tap = first_tap[a] + combination % g.taps[a];
+    combination /= g.taps[a];
+    w *= weights[tap];
+    offset += indices[tap] * stride;
+    stride *= g.in[a];
+  }
+  return w;
+}
+
 __global__ void resize_elements(const float* __restrict__ x, float* __restrict__ y, long long n,
                                 const long long* __restrict__ indices, const float* __restrict__ weights,
                                 ResizeGeometry g, float outside_value) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     long long first_tap[kMaxRank];
-    long long rest = i;
-    bool outside = false;
-    for (int a = g.rank - 1; a >= 0; --a) {
-      first_tap[a] = g.table[a] + rest % g.out[a] * g.taps[a];
-      rest /= g.out[a];
-      outside = outside || indices[first_tap[a]] < 0;
-    }
+    const bool inside = output_taps(g, indices, i, first_tap);
     double sum = 0;
-    for (long long c = 0; c < g.combinations && !outside; ++c) {
-      double w = 1;
-      long long offset = 0, stride = 1, choice = c;
-      for (int a = g.rank - 1; a >= 0; --a) {
-        const long long tap = first_tap[a] + choice % g.taps[a];
-        choice /= g.taps[a];
-        w *= weights[tap];
-        offset += indices[tap] * stride;
-        stride *= g.in[a];
-      }
+    for (long long c = 0; c < g.combinations && inside; ++c) {
+      long long offset;
+      const double w = combination_tap(g, indices, weights, first_tap, c, offset);
       if (w != 0) sum += w * x[offset];
     }
-    y[i] = outside ? outside_value : static_cast<float>(sum);
+    y[i] = inside ? static_cast<float>(sum) : outside_value;
+  }
+}
+
+__global__ void resize_elements_backward(const float* __restrict__ dy, float* __restrict__ dx, long long n,
+                                         const long long* __restrict__ indices,
+                                         const float* __restrict__ weights, ResizeGeometry g) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    long long first_tap[kMaxRank];
+    if (!output_taps(g, indices, i, first_tap)) continue;
+    const double gradient = dy[i];
+    for (long long c = 0; c < g.combinations; ++c) {
+      long long offset;
+      const double w = combination_tap(g, indices, weights, first_tap, c, offset);
+      if (w != 0) atomicAdd(dx + offset, static_cast<float>(w * gradient));
+    }
   }
 }
 
@@ -66,6 +101,19 @@ class ResizeKernel final : public Kernel {
         outside_value_);
     ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
+
+  void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>&) override {
+    const std::int64_t n = outputs[0].numel();
+    if (n == 0 || !input_grads[0].defined()) return;
+    resize_elements_backward<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
+        output_grads[0].data<float>(), input_grads[0].data<float>(), n,
+        reinterpret_cast<const long long*>(indices_.data<std::int64_t>()), weights_.data<float>(), geometry_);
+    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  }
+  bool has_fast_backward() const override { return true; }
+
   const char* name() const override { return "cuda"; }
 
  private:
