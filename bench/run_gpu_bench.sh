@@ -36,7 +36,7 @@ done | tee "$out/lenet_accuracy.txt"
   echo
   sed 's/^/    /' "$out/lenet_accuracy.txt"
   echo
-  echo "Median of 300 timed forward passes after warm-up. espresso: \`espresso bench --device cuda\` (wall time of"
-  echo "forward(), which waits for the GPU); PyTorch: CUDA events, cuDNN autotuning on. Test suite exit status: $tests_status."
+  echo "Median of 300 timed forward passes after warm-up. espresso: \`espresso bench --device cuda\` (CUDA events around"
+  echo "the work forward() queues); PyTorch: CUDA events, cuDNN autotuning on. Test suite exit status: $tests_status."
 } | tee "$out/bench.md"
 exit "$tests_status"

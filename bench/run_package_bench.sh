@@ -15,7 +15,7 @@ out=${OUT:-$PWD/bench-out}
 mkdir -p "$out"
 source scripts/gpu_check.sh
 
-bundle="$dir/gpu-bundle"
+bundle=${BUNDLE:-$dir/gpu-bundle}
 libs=$(mktemp -d)
 tar -C "$libs" -xJf "$bundle/lib.tar.xz"
 export LD_LIBRARY_PATH="$libs/lib:$(cuda_library_path)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
