@@ -28,8 +28,12 @@ if [ ! -d bench/ort/node_modules/onnxruntime-node ]; then
   (cd bench/ort && npm install --ignore-scripts --no-audit --no-fund >&2)
 fi
 
-# Timed runs per batch size: enough for a stable median, the whole run within ~10 minutes on 2 cores.
-iterations_for() { if [ "$1" -eq 1 ]; then echo 30; else echo 10; fi; }
+# Timed runs per model and batch size: about 3 s of them (10 to 300), from a short espresso probe, so fast
+# models get enough runs for a stable median on a shared machine; the whole run takes ~5 minutes on 2 cores.
+iterations_for() {
+  "$espresso" bench "$1" --batch "$2" --iterations 3 --warmup 1 --threads "$threads" --json |
+    "$python" -c 'import json, sys; print(min(300, max(10, int(3000 / json.load(sys.stdin)["median_ms"]))))'
+}
 
 jsonl=$(mktemp)
 trap 'rm -f "$jsonl"' EXIT
@@ -40,21 +44,25 @@ for model in "${models[@]}"; do
 t = onnx.load_tensor(sys.argv[1])
 print(",".join(str(d) for d in t.dims[1:]))' "$data/$model/test_data_set_0/input_0.pb")
   for batch in 1 16; do
-    n=$(iterations_for "$batch")
-    echo "$model batch $batch ($n timed runs each)" >&2
+    n=$(iterations_for "$onnx" "$batch")
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    echo "$model batch $batch ($n timed runs each), load $load" >&2
+    printf '{"framework": "machine", "mode": "load", "model": "%s", "batch": %d, "load_1min": %s, "runs": %d}\n' \
+      "$onnx" "$batch" "$load" "$n"
     "$espresso" bench "$onnx" --batch "$batch" --iterations "$n" --warmup 3 --threads "$threads" --json
     node bench/ort/bench.mjs "$onnx" --shape "$image_shape" --batch "$batch" --iterations "$n" --warmup 3 \
       --threads "$threads"
-    # libgomp's threads spin while they wait: on a busy machine that costs PyTorch 10-20x. Passive
+    # libgomp's threads spin while they wait: on a busy machine that made PyTorch up to 25x slower. Passive
     # waiting matches espresso's pool, which sleeps on a condition variable.
-    OMP_WAIT_POLICY=PASSIVE "$python" bench/onnx_torch.py "$data/$model" --batch "$batch" --iterations "$n" --warmup 3 \
-      --threads "$threads" --trace
+    OMP_WAIT_POLICY=PASSIVE "$python" bench/onnx_torch.py "$data/$model" --batch "$batch" --iterations "$n" \
+      --warmup 3 --threads "$threads" --trace
   done
 done >"$jsonl"
 load_after=$(uptime)
 
 report() {
-  echo "$(date -u +%F), $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, $threads threads each;" \
+  echo "$(date -u +%F), $(lscpu | sed -n 's/^Model name: *//p') (family $(lscpu | sed -n 's/^CPU family: *//p')," \
+    "model $(lscpu | sed -n 's/^Model: *//p')), $(nproc) CPUs, $threads threads each;" \
     "onnxruntime-node $(node -p 'require("./bench/ort/node_modules/onnxruntime-node/package.json").version'),"\
     "PyTorch $("$python" -c 'import torch; print(torch.__version__)') (Debian python3-torch)."
   echo
@@ -62,11 +70,13 @@ report() {
   echo
   "$python" bench/compare_cpu.py "$jsonl"
   echo
-  echo "Median wall time of one forward pass on random inputs, after 3 warm-up passes" \
-    "($(iterations_for 1) timed passes at batch 1, $(iterations_for 16) at batch 16). espresso: \`espresso bench\`;" \
+  echo "Median wall time of one forward pass on random inputs, after 3 warm-up passes, over about 3 s of timed" \
+    "passes (10 to 300: the runs column). espresso: \`espresso bench\`;" \
     "ORT: \`session.run\` (CPU provider, all graph optimisations, 1 inter-op thread, default spinning);" \
     "PyTorch: bench/onnx_torch.py under \`inference_mode\` with \`OMP_WAIT_POLICY=PASSIVE\` (eager; traced =" \
-    "\`torch.jit.freeze(torch.jit.trace(...))\`), checked against each model's output_0.pb first."
+    "\`torch.jit.freeze(torch.jit.trace(...))\`), checked against each model's output_0.pb first. Load: the" \
+    "1-minute load average as each row started; the benchmark itself adds about $threads, the rest is other work on" \
+    "this shared machine."
   echo
   echo "Raw results:"
   echo

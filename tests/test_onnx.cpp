@@ -101,7 +101,8 @@ TEST_P(OnnxModels, Batch16MatchesSingleImages) {
             ->second;
     ASSERT_EQ(single.numel(), row_size);
     const auto row = batched_values.begin() + i * row_size;
-    EXPECT_LE(relative_error(Tensor::from(single.shape(), std::vector<float>(row, row + row_size)), single), 1e-4)
+    EXPECT_LE(relative_error(Tensor::from(single.shape(), std::vector<float>(row, row + row_size)), single),
+              1e-4)
         << GetParam() << " image " << i;
   }
 }
