@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libprotobuf-dev protobuf-compiler libopenblas-dev zlib1g-dev
   libgtest-dev libcli11-dev libstb-dev nlohmann-json3-dev libxxhash-dev liblmdb-dev
-  dataset-fashion-mnist libonnx-testdata python3-onnx
+  dataset-fashion-mnist libonnx-testdata python3-onnx python3-torch
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Reads the JSON lines of `espresso bench --json`, bench/ort/bench.mjs, bench/onnx_torch.py and the load lines
+of bench/run_cpu_onnx_bench.sh (one file or stdin) and prints a Markdown table of espresso against ONNX Runtime
+and PyTorch per model and batch size."""
+import json
+import sys
+from pathlib import Path
+
+
+def model_name(path):
+    """../shared/data/onnx/resnet18/model.onnx -> resnet18"""
+    path = Path(path)
+    return path.parent.name if path.name == "model.onnx" else path.stem
+
+
+def main():
+    rows = {}
+    for line in (open(sys.argv[1]) if len(sys.argv) > 1 else sys.stdin):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        r = json.loads(line)
+        rows.setdefault((model_name(r["model"]), r["batch"]), {})[(r["framework"], r["mode"])] = r
+    espresso, ort = ("espresso", "eager"), ("onnxruntime", "eager")
+    torch_eager, torch_traced = ("pytorch", "eager"), ("pytorch", "traced")
+    load = ("machine", "load")
+    print("| model | batch | espresso ms | ORT ms | PyTorch eager ms | PyTorch traced ms | espresso / ORT "
+          "| espresso / PyTorch eager | espresso img/s | ORT img/s | PyTorch eager img/s | runs | load |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (model, batch), r in sorted(rows.items()):
+        def ms(key):
+            return f"{r[key]['median_ms']:.2f}" if key in r else "–"
+
+        def ratio(a, b):
+            return f"**{r[a]['median_ms'] / r[b]['median_ms']:.2f}×**" if a in r and b in r else "–"
+
+        def machine(field):
+            return r[load][field] if load in r else "–"
+
+        def rate(key):
+            return f"{r[key]['images_per_s']:,.1f}" if key in r else "–"
+
+        print(f"| {model} | {batch} | {ms(espresso)} | {ms(ort)} | {ms(torch_eager)} | {ms(torch_traced)} "
+              f"| {ratio(espresso, ort)} | {ratio(espresso, torch_eager)} | {rate(espresso)} | {rate(ort)} "
+              f"| {rate(torch_eager)} | {machine('runs')} | {machine('load_1min')} |")
+
+
+if __name__ == "__main__":
+    main()
