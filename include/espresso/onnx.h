@@ -54,6 +54,7 @@ struct OnnxTestResult {
   std::string dir;
   OnnxTestStatus status = OnnxTestStatus::error;
   double max_error = 0;               // largest |got − expected| over all outputs and data sets
+  double max_relative_error = 0;      // per output: max |got − expected| / max |expected|; the largest
   std::string detail;                 // why it failed or was unsupported
   std::vector<std::string> op_types;  // the model's operators
 };

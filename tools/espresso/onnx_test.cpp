@@ -22,7 +22,8 @@ int run_onnx_test(const OnnxTestOptions& options) {
     const std::string name = std::filesystem::path(r.dir).filename().string();
     switch (r.status) {
       case OnnxTestStatus::pass:
-        std::printf("PASS        %s\n", name.c_str());
+        std::printf("PASS        %s (max error %.3g, %.3g relative to the largest expected value)\n", name.c_str(),
+                    r.max_error, r.max_relative_error);
         break;
       case OnnxTestStatus::fail:
         std::printf("FAIL        %s (max error %.3g) %s\n", name.c_str(), r.max_error, r.detail.c_str());

@@ -85,6 +85,7 @@ void run_test(const fs::path& dir, const OnnxConformanceOptions& options, OnnxTe
       }
       const std::vector<float> g = got.to_vector(), e = expected.to_vector();
       bool close = true;
+      double output_error = 0, output_scale = 0;
       for (std::size_t k = 0; k < g.size(); ++k) {
         const double diff = std::abs(static_cast<double>(g[k]) - e[k]);
         const bool both_nan = std::isnan(g[k]) && std::isnan(e[k]);
@@ -92,7 +93,11 @@ void run_test(const fs::path& dir, const OnnxConformanceOptions& options, OnnxTe
         if (both_nan || same_infinity) continue;
         if (!(diff <= options.atol + options.rtol * std::abs(static_cast<double>(e[k])))) close = false;
         result.max_error = std::max(result.max_error, std::isnan(diff) ? INFINITY : diff);
+        output_error = std::max(output_error, std::isnan(diff) ? INFINITY : diff);
+        output_scale = std::max(output_scale, std::abs(static_cast<double>(e[k])));
       }
+      if (output_scale > 0)
+        result.max_relative_error = std::max(result.max_relative_error, output_error / output_scale);
       if (!close) {
         result.status = OnnxTestStatus::fail;
         result.detail = "output '" + output_names[i] + "' differs";
