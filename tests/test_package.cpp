@@ -191,15 +191,17 @@ TEST_F(PackageOfRealModels, CaffeLeNet) {
   expect_identical_outputs(graph, dir.file("lenet.esp"), {{"data", input}});
 }
 
-TEST_F(PackageOfRealModels, OnnxModels) {
+class PackageOfOnnxModels : public testing::SharedDataTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(PackageOfOnnxModels, GiveIdenticalOutputs) {
   testing::TempDir dir;
-  for (const char* name : {"nin_cifar10", "squeezenet1_1", "mobilenet_v2", "resnet18"}) {
-    SCOPED_TRACE(name);
-    const fs::path folder = testing::shared_data_dir() / "onnx" / name;
-    const Graph graph = load_model((folder / "model.onnx").string());
-    const Tensor input = read_onnx_tensor((folder / "test_data_set_0" / "input_0.pb").string());
-    expect_identical_outputs(graph, dir.file(std::string(name) + ".esp"), {{graph.inputs.at(0).name, input}});
-  }
+  const fs::path folder = testing::shared_data_dir() / "onnx" / GetParam();
+  const Graph graph = load_model((folder / "model.onnx").string());
+  const Tensor input = read_onnx_tensor((folder / "test_data_set_0" / "input_0.pb").string());
+  expect_identical_outputs(graph, dir.file(std::string(GetParam()) + ".esp"), {{graph.inputs.at(0).name, input}});
 }
+
+INSTANTIATE_TEST_SUITE_P(Real, PackageOfOnnxModels,
+                         ::testing::Values("nin_cifar10", "squeezenet1_1", "mobilenet_v2", "resnet18"));
 
 }  // namespace espresso
