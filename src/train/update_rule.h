@@ -4,11 +4,7 @@
 
 #include <cmath>
 
-#ifdef __CUDACC__
-#define ESPRESSO_HOST_DEVICE __host__ __device__
-#else
-#define ESPRESSO_HOST_DEVICE
-#endif
+#include "core/host_device.h"
 
 namespace espresso::train {
 

@@ -1,6 +1,10 @@
 #include "backends/cuda/context.h"
 
 #include <algorithm>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <vector>
 
 #include "espresso/errors.h"
 
@@ -10,6 +14,40 @@ namespace {
 // cuBLAS's own recommendation for Hopper; handed over explicitly so that it never allocates while
 // a graph is being captured.
 constexpr std::size_t kCublasWorkspace = std::size_t{32} << 20;
+
+// Creating a cuBLAS or cuDNN handle takes milliseconds, a large part of a small model's cold load, so
+// contexts borrow handles from a per-device pool and give them back when they go (PyTorch pools them
+// too). A handle serves one context at a time; the borrower binds it to its own stream and workspace.
+template <typename Handle>
+class HandlePool {
+ public:
+  std::optional<Handle> take(int device) {
+    const std::lock_guard lock(mutex_);
+    std::vector<Handle>& free = free_[device];
+    if (free.empty()) return std::nullopt;
+    const Handle handle = free.back();
+    free.pop_back();
+    return handle;
+  }
+  void give(int device, Handle handle) {
+    const std::lock_guard lock(mutex_);
+    free_[device].push_back(handle);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<int, std::vector<Handle>> free_;
+};
+
+// Never destroyed: handles stay valid until the process ends, whatever the order of static destructors.
+HandlePool<cublasHandle_t>& cublas_handles() {
+  static auto* pool = new HandlePool<cublasHandle_t>;
+  return *pool;
+}
+HandlePool<cudnnHandle_t>& cudnn_handles() {
+  static auto* pool = new HandlePool<cudnnHandle_t>;
+  return *pool;
+}
 
 }  // namespace
 
@@ -36,13 +74,14 @@ StreamContext::StreamContext(Device device, std::shared_ptr<const DeviceWeights>
 }
 
 StreamContext::~StreamContext() {
-  // Errors cannot be reported from a destructor; the handles go regardless.
+  // Errors cannot be reported from a destructor; everything goes regardless, the library handles back
+  // to their pool.
   const std::lock_guard exclusion(capture_exclusion());
   cudaSetDevice(device_.index);
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   if (graph_ != nullptr) cudaGraphExecDestroy(graph_);
-  if (cudnn_ != nullptr) cudnnDestroy(cudnn_);
-  if (cublas_ != nullptr) cublasDestroy(cublas_);
+  if (cudnn_ != nullptr) cudnn_handles().give(device_.index, cudnn_);
+  if (cublas_ != nullptr) cublas_handles().give(device_.index, cublas_);
   if (start_ != nullptr) cudaEventDestroy(start_);
   if (end_ != nullptr) cudaEventDestroy(end_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -114,10 +153,16 @@ cublasHandle_t StreamContext::cublas() {
   if (cublas_ == nullptr) {
     const std::lock_guard exclusion(capture_exclusion());
     DeviceGuard guard(device_.index);
-    ESPRESSO_CUDA_CHECK(cublasCreate(&cublas_));
+    cublasHandle_t handle = nullptr;
+    if (std::optional<cublasHandle_t> pooled = cublas_handles().take(device_.index)) {
+      handle = *pooled;
+    } else {
+      ESPRESSO_CUDA_CHECK(cublasCreate(&handle));
+      // Full fp32 products: TF32 would change results against the CPU by ~1e-3.
+      ESPRESSO_CUDA_CHECK(cublasSetMathMode(handle, CUBLAS_PEDANTIC_MATH));
+    }
+    cublas_ = handle;
     ESPRESSO_CUDA_CHECK(cublasSetStream(cublas_, stream_));
-    // Full fp32 products: TF32 would change results against the CPU by ~1e-3.
-    ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, CUBLAS_PEDANTIC_MATH));
     cublas_workspace_ = allocate(kCublasWorkspace, device_, "the cuBLAS workspace");
     ESPRESSO_CUDA_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.get(), kCublasWorkspace));
   }
@@ -128,7 +173,13 @@ cudnnHandle_t StreamContext::cudnn() {
   if (cudnn_ == nullptr) {
     const std::lock_guard exclusion(capture_exclusion());
     DeviceGuard guard(device_.index);
-    ESPRESSO_CUDA_CHECK(cudnnCreate(&cudnn_));
+    cudnnHandle_t handle = nullptr;
+    if (std::optional<cudnnHandle_t> pooled = cudnn_handles().take(device_.index)) {
+      handle = *pooled;
+    } else {
+      ESPRESSO_CUDA_CHECK(cudnnCreate(&handle));
+    }
+    cudnn_ = handle;
     ESPRESSO_CUDA_CHECK(cudnnSetStream(cudnn_, stream_));
   }
   return cudnn_;
