@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # Installs every Debian package espresso needs, builds it, and runs the main job.
-# Usage: ./scripts/setup.sh [--no-demo]
+# Usage: ./scripts/setup.sh [--no-demo] [--no-bench-tools]
+#   --no-demo         skip the demo
+#   --no-bench-tools  skip PyTorch (python3-torch, large), which only the CPU benchmark against it uses
 set -euo pipefail
 cd "$(dirname "$0")/.."
+demo=1
+bench_tools=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-demo) demo=0 ;;
+    --no-bench-tools) bench_tools=0 ;;
+    *) echo "usage: $0 [--no-demo] [--no-bench-tools]" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libprotobuf-dev protobuf-compiler libopenblas-dev zlib1g-dev
   libgtest-dev libcli11-dev libstb-dev nlohmann-json3-dev libxxhash-dev liblmdb-dev
-  dataset-fashion-mnist libonnx-testdata python3-onnx python3-torch
+  dataset-fashion-mnist libonnx-testdata python3-onnx
 )
+[ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +35,6 @@ fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${ESPRESSO_CMAKE_ARGS:-}
 cmake --build build -j"$(nproc)"
 
-if [ "${1:-}" != "--no-demo" ]; then
+if [ "$demo" -eq 1 ]; then
   ./scripts/demo.sh
 fi
