@@ -51,11 +51,60 @@ class Canvas {
       }
     }
   }
+  // `text` in a 5x7 pixel font with one pixel between letters; (x, y) is the top left corner.
+  void text(int x, int y, const std::string& text, const Rgb& color) {
+    for (char c : text) {
+      if (const std::array<std::uint8_t, 7>* glyph = glyph_of(c)) {
+        for (int row = 0; row < 7; ++row) {
+          for (int column = 0; column < 5; ++column) {
+            if ((*glyph)[static_cast<std::size_t>(row)] & (0x10 >> column)) dot(x + column, y + row, color);
+          }
+        }
+      }
+      x += 6;
+    }
+  }
+  static int text_width(const std::string& text) { return static_cast<int>(text.size()) * 6 - 1; }
   const std::uint8_t* data() const { return pixels_.data(); }
 
  private:
+  // Rows top to bottom, bit 4 the leftmost pixel: the digits and the letters of the axis labels.
+  static const std::array<std::uint8_t, 7>* glyph_of(char c) {
+    struct Glyph {
+      char c;
+      std::array<std::uint8_t, 7> rows;
+    };
+    static constexpr Glyph kFont[] = {
+        {'0', {0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E}}, {'1', {0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E}},
+        {'2', {0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F}}, {'3', {0x1E, 0x01, 0x01, 0x0E, 0x01, 0x01, 0x1E}},
+        {'4', {0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02}}, {'5', {0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E}},
+        {'6', {0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E}}, {'7', {0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08}},
+        {'8', {0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E}}, {'9', {0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C}},
+        {'.', {0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C}}, {'-', {0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00}},
+        {'+', {0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00}},
+        {'e', {0x00, 0x00, 0x0E, 0x11, 0x1F, 0x10, 0x0E}}, {'k', {0x10, 0x10, 0x12, 0x14, 0x18, 0x14, 0x12}},
+        {'l', {0x0C, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E}}, {'o', {0x00, 0x00, 0x0E, 0x11, 0x11, 0x11, 0x0E}},
+        {'s', {0x00, 0x00, 0x0F, 0x10, 0x0E, 0x01, 0x1E}}, {'a', {0x00, 0x00, 0x0E, 0x01, 0x0F, 0x11, 0x0F}},
+        {'c', {0x00, 0x00, 0x0E, 0x10, 0x10, 0x11, 0x0E}}, {'u', {0x00, 0x00, 0x11, 0x11, 0x11, 0x13, 0x0D}},
+        {'r', {0x00, 0x00, 0x16, 0x19, 0x10, 0x10, 0x10}}, {'y', {0x00, 0x00, 0x11, 0x11, 0x0F, 0x01, 0x0E}},
+        {'i', {0x04, 0x00, 0x0C, 0x04, 0x04, 0x04, 0x0E}}, {'t', {0x08, 0x08, 0x1C, 0x08, 0x08, 0x09, 0x06}},
+        {'n', {0x00, 0x00, 0x16, 0x19, 0x11, 0x11, 0x11}},
+    };
+    for (const Glyph& g : kFont) {
+      if (g.c == c) return &g.rows;
+    }
+    return nullptr;  // a space
+  }
+
   std::vector<std::uint8_t> pixels_;
 };
+
+// Axis numbers: up to three significant digits, no exponent for the usual ranges.
+std::string axis_number(double value) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.3g", value);
+  return text;
+}
 
 void polyline(Canvas& canvas, const std::vector<std::pair<double, double>>& points, double max_x,
               double max_y, const Rgb& color) {
@@ -138,6 +187,19 @@ void write_curve_png(const std::string& path, const std::vector<CurvePoint>& poi
     canvas.line(kMargin, y, kMargin + 30, y, kLoss);
     canvas.line(right - 30, y, right, y, kAccuracy);
   }
+  canvas.text(kMargin + 36, 15, "loss", kLoss);
+  canvas.text(right - 36 - Canvas::text_width("accuracy"), 15, "accuracy", kAccuracy);
+  // Scales at the bottom, middle and top of each axis, and the iterations under the plot.
+  for (int i = 0; i <= 2; ++i) {
+    const int y = bottom - (bottom - kMargin) * i / 2 - 3;
+    const std::string left = axis_number(max_loss * i / 2.0);
+    canvas.text(kMargin - 4 - Canvas::text_width(left), y, left, kLoss);
+    canvas.text(right + 4, y, axis_number(i / 2.0), kAccuracy);
+    const std::string iteration = std::to_string(std::llround(max_x * i / 2.0));
+    const int x = kMargin + (right - kMargin) * i / 2 - Canvas::text_width(iteration) / 2;
+    canvas.text(x, bottom + 5, iteration, kAxis);
+  }
+  canvas.text((kMargin + right - Canvas::text_width("iteration")) / 2, bottom + 18, "iteration", kAxis);
   const std::string temporary = path + ".tmp";
   if (!stbi_write_png(temporary.c_str(), kWidth, kHeight, 3, canvas.data(), kWidth * 3))
     throw FileError(path + ": cannot write the training curve");
