@@ -6,11 +6,11 @@
 #include <algorithm>
 #include <limits>
 #include <optional>
-#include <stdexcept>
 #include <vector>
 
 #include "backends/cuda/channel_affine.h"
 #include "backends/cuda/conv_tactics.h"
+#include "espresso/errors.h"
 
 // cuDNN 9 marks this API deprecated in favour of its graph API; it remains supported throughout
 // cuDNN 9 and is what this tactic is written against.
@@ -292,10 +292,10 @@ class CudnnGradients final : public ConvGradients {
   }
 
  private:
-  // A pass that was not asked for at preparation is a programming error, not a configuration.
+  // A pass that was not asked for at preparation is a bug in the caller, reported like a device fault.
   template <typename Algo>
   static const Choice<Algo>* required(const std::optional<Choice<Algo>>& choice) {
-    if (!choice) throw std::logic_error("a convolution pass that was not prepared");
+    if (!choice) throw DeviceError("cuDNN convolution: a pass that was not prepared was asked for");
     return &*choice;
   }
 
