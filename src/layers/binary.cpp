@@ -18,48 +18,6 @@ std::vector<std::int64_t> broadcast_strides(const Shape& shape, const Shape& out
   return strides;
 }
 
-float apply(BinaryLayer::Op op, float a, float b) {
-  switch (op) {
-    case BinaryLayer::Op::add:
-      return a + b;
-    case BinaryLayer::Op::sub:
-      return a - b;
-    case BinaryLayer::Op::mul:
-      return a * b;
-    case BinaryLayer::Op::div:
-      return a / b;
-    case BinaryLayer::Op::max:
-      return std::max(a, b);
-    case BinaryLayer::Op::min:
-      return std::min(a, b);
-    case BinaryLayer::Op::pow:
-      return std::pow(a, b);
-  }
-  return 0;
-}
-
-// ∂(a op b)/∂a and ∂(a op b)/∂b. Ties of max and min go to a, the operand std::max/std::min return.
-std::pair<float, float> partials(BinaryLayer::Op op, float a, float b) {
-  switch (op) {
-    case BinaryLayer::Op::add:
-      return {1.0f, 1.0f};
-    case BinaryLayer::Op::sub:
-      return {1.0f, -1.0f};
-    case BinaryLayer::Op::mul:
-      return {b, a};
-    case BinaryLayer::Op::div:
-      return {1.0f / b, -a / (b * b)};
-    case BinaryLayer::Op::max:
-      return a < b ? std::pair{0.0f, 1.0f} : std::pair{1.0f, 0.0f};
-    case BinaryLayer::Op::min:
-      return b < a ? std::pair{0.0f, 1.0f} : std::pair{1.0f, 0.0f};
-    case BinaryLayer::Op::pow:
-      // The exponent's partial is only defined for a positive base.
-      return {b * std::pow(a, b - 1.0f), a > 0 ? std::pow(a, b) * std::log(a) : 0.0f};
-  }
-  return {0.0f, 0.0f};
-}
-
 }  // namespace
 
 Shape broadcast_shapes(const Shape& a, const Shape& b) {
@@ -110,7 +68,7 @@ void BinaryLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>
       oa += index[k] * sa[k];
       ob += index[k] * sb[k];
     }
-    y[i] = apply(op_, a[oa], b[ob]);
+    y[i] = binary_value(op_, a[oa], b[ob]);
     for (int k = out.rank() - 1; k >= 0; --k) {
       if (++index[static_cast<std::size_t>(k)] < out[k]) break;
       index[static_cast<std::size_t>(k)] = 0;
@@ -137,7 +95,7 @@ void BinaryLayer::backward(const std::vector<Tensor>& inputs, const std::vector<
       oa += index[k] * sa[k];
       ob += index[k] * sb[k];
     }
-    const auto [pa, pb] = partials(op_, a[oa], b[ob]);
+    const auto [pa, pb] = binary_partials(op_, a[oa], b[ob]);
     if (da) da[oa] += dy[i] * pa;
     if (db) db[ob] += dy[i] * pb;
     for (int k = out.rank() - 1; k >= 0; --k) {

@@ -1,5 +1,8 @@
 #pragma once
 
+#include <cmath>
+
+#include "core/host_device.h"
 #include "layers/layer.h"
 
 namespace espresso {
@@ -26,5 +29,53 @@ class BinaryLayer final : public Layer {
 
 // The numpy broadcast of two shapes; throws ShapeError when they do not broadcast.
 Shape broadcast_shapes(const Shape& a, const Shape& b);
+
+// One element of a (op) b, shared by the CPU reference and the CUDA kernel. max and min return a on ties,
+// as std::max and std::min do.
+ESPRESSO_HOST_DEVICE inline float binary_value(BinaryLayer::Op op, float a, float b) {
+  switch (op) {
+    case BinaryLayer::Op::add:
+      return a + b;
+    case BinaryLayer::Op::sub:
+      return a - b;
+    case BinaryLayer::Op::mul:
+      return a * b;
+    case BinaryLayer::Op::div:
+      return a / b;
+    case BinaryLayer::Op::max:
+      return a < b ? b : a;
+    case BinaryLayer::Op::min:
+      return b < a ? b : a;
+    case BinaryLayer::Op::pow:
+      return powf(a, b);
+  }
+  return 0.0f;
+}
+
+struct BinaryPartials {
+  float a, b;
+};
+
+// ∂(a op b)/∂a and ∂(a op b)/∂b. Ties of max and min go to a, the operand returned; the exponent's partial is
+// only defined for a positive base, and 0 elsewhere.
+ESPRESSO_HOST_DEVICE inline BinaryPartials binary_partials(BinaryLayer::Op op, float a, float b) {
+  switch (op) {
+    case BinaryLayer::Op::add:
+      return {1.0f, 1.0f};
+    case BinaryLayer::Op::sub:
+      return {1.0f, -1.0f};
+    case BinaryLayer::Op::mul:
+      return {b, a};
+    case BinaryLayer::Op::div:
+      return {1.0f / b, -a / (b * b)};
+    case BinaryLayer::Op::max:
+      return a < b ? BinaryPartials{0.0f, 1.0f} : BinaryPartials{1.0f, 0.0f};
+    case BinaryLayer::Op::min:
+      return b < a ? BinaryPartials{0.0f, 1.0f} : BinaryPartials{1.0f, 0.0f};
+    case BinaryLayer::Op::pow:
+      return {b * powf(a, b - 1.0f), a > 0.0f ? powf(a, b) * logf(a) : 0.0f};
+  }
+  return {0.0f, 0.0f};
+}
 
 }  // namespace espresso

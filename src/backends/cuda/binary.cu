@@ -15,57 +15,11 @@ constexpr int kWarp = 32;
 // partial sums added atomically.
 constexpr long long kChunk = 4096;
 
-__device__ float apply(BinaryLayer::Op op, float a, float b) {
-  switch (op) {
-    case BinaryLayer::Op::add:
-      return a + b;
-    case BinaryLayer::Op::sub:
-      return a - b;
-    case BinaryLayer::Op::mul:
-      return a * b;
-    case BinaryLayer::Op::div:
-      return a / b;
-    case BinaryLayer::Op::max:
-      return fmaxf(a, b);
-    case BinaryLayer::Op::min:
-      return fminf(a, b);
-    case BinaryLayer::Op::pow:
-      return powf(a, b);
-  }
-  return 0.0f;
-}
-
-struct Partials {
-  float a, b;
-};
-
-// ∂(a op b)/∂a and ∂(a op b)/∂b as the reference takes them: ties of max and min go to a, and the
-// exponent's partial is 0 unless the base is positive.
-__device__ Partials partials(BinaryLayer::Op op, float a, float b) {
-  switch (op) {
-    case BinaryLayer::Op::add:
-      return {1.0f, 1.0f};
-    case BinaryLayer::Op::sub:
-      return {1.0f, -1.0f};
-    case BinaryLayer::Op::mul:
-      return {b, a};
-    case BinaryLayer::Op::div:
-      return {1.0f / b, -a / (b * b)};
-    case BinaryLayer::Op::max:
-      return a < b ? Partials{0.0f, 1.0f} : Partials{1.0f, 0.0f};
-    case BinaryLayer::Op::min:
-      return b < a ? Partials{0.0f, 1.0f} : Partials{1.0f, 0.0f};
-    case BinaryLayer::Op::pow:
-      return {b * powf(a, b - 1.0f), a > 0.0f ? powf(a, b) * logf(a) : 0.0f};
-  }
-  return {0.0f, 0.0f};
-}
-
 __global__ void broadcast_binary(const float* a, const float* b, float* y, long long n, StridedDims sa,
                                  StridedDims sb, BinaryLayer::Op op) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    y[i] = apply(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
+    y[i] = binary_value(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
   }
 }
 
@@ -76,7 +30,7 @@ __global__ void elementwise_gradients(const float* __restrict__ a, const float* 
                                       StridedDims sa, StridedDims sb, BinaryLayer::Op op) {
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const Partials p = partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
+    const BinaryPartials p = binary_partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
     if (da != nullptr) da[i] += dy[i] * p.a;
     if (db != nullptr) db[i] += dy[i] * p.b;
   }
@@ -107,7 +61,7 @@ __global__ void broadcast_gradient(const float* __restrict__ a, const float* __r
     float sum = 0.0f;
     for (long long r = first + lane; r < last; r += kWarp) {
       const long long i = base + strided_offset(reach.spread, r);
-      const Partials p = partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
+      const BinaryPartials p = binary_partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
       sum += dy[i] * (operand == 0 ? p.a : p.b);
     }
     for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
