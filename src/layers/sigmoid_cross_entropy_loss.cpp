@@ -32,21 +32,7 @@ std::vector<Shape> SigmoidCrossEntropyLossLayer::output_shapes(const std::vector
 }
 
 double SigmoidCrossEntropyLossLayer::normalizer(const Shape& logits, std::int64_t valid) const {
-  double normalizer = 1;
-  switch (normalization_) {
-    case LossNormalization::valid:
-      normalizer = static_cast<double>(valid);
-      break;
-    case LossNormalization::batch_size:
-      normalizer = static_cast<double>(logits[0]);
-      break;
-    case LossNormalization::full:
-      normalizer = static_cast<double>(logits.numel());
-      break;
-    case LossNormalization::none:
-      break;
-  }
-  return std::max(1.0, normalizer);
+  return loss_normalizer(normalization_, valid, logits[0], logits.numel());
 }
 
 void SigmoidCrossEntropyLossLayer::forward(const std::vector<Tensor>& inputs,

@@ -56,22 +56,7 @@ void SoftmaxWithLossLayer::forward(const std::vector<Tensor>& inputs, std::vecto
 }
 
 double SoftmaxWithLossLayer::normalizer(const AxisSplit& split, std::int64_t valid) const {
-  double normalizer = 1;
-  switch (normalization_) {
-    case LossNormalization::valid:
-      normalizer = static_cast<double>(valid);
-      break;
-    case LossNormalization::batch_size:
-      normalizer = static_cast<double>(split.outer);
-      break;
-    case LossNormalization::full:
-      normalizer = static_cast<double>(split.outer * split.inner);
-      break;
-    case LossNormalization::none:
-      break;
-  }
-  // As in Caffe, never divide by less than one (all labels ignored gives a zero loss).
-  return std::max(1.0, normalizer);
+  return loss_normalizer(normalization_, valid, split.outer, split.outer * split.inner);
 }
 
 void SoftmaxWithLossLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,

@@ -1,10 +1,33 @@
 #pragma once
 
+#include "core/host_device.h"
 #include "layers/labeled.h"
 
 namespace espresso {
 
 enum class LossNormalization { valid, batch_size, full, none };
+
+// What a loss summed over positions is divided by: the count of labels not ignored (valid), the batch, every
+// position (full) or nothing; never below 1, as in Caffe (all labels ignored gives a zero loss). Shared by the
+// CPU references and the CUDA kernels.
+ESPRESSO_HOST_DEVICE inline double loss_normalizer(LossNormalization mode, long long valid, long long batch,
+                                                   long long positions) {
+  double n = 1.0;
+  switch (mode) {
+    case LossNormalization::valid:
+      n = static_cast<double>(valid);
+      break;
+    case LossNormalization::batch_size:
+      n = static_cast<double>(batch);
+      break;
+    case LossNormalization::full:
+      n = static_cast<double>(positions);
+      break;
+    case LossNormalization::none:
+      break;
+  }
+  return n < 1.0 ? 1.0 : n;
+}
 
 // The mean (by `normalization`) of -log softmax(scores)[label] over non-ignored positions.
 // An optional second output receives the softmax probabilities, as in Caffe.

@@ -41,25 +41,6 @@ __device__ long long class_of(float value, const LabelRule& rule) {
   return kNotAClass;
 }
 
-// The reference's normalizer (SoftmaxWithLossLayer::normalizer): never below one.
-__device__ double normalizer(LossNormalization mode, long long valid, long long batch, long long full) {
-  double n = 1.0;
-  switch (mode) {
-    case LossNormalization::valid:
-      n = static_cast<double>(valid);
-      break;
-    case LossNormalization::batch_size:
-      n = static_cast<double>(batch);
-      break;
-    case LossNormalization::full:
-      n = static_cast<double>(full);
-      break;
-    case LossNormalization::none:
-      break;
-  }
-  return n < 1.0 ? 1.0 : n;
-}
-
 // Sums of one kReduceThreads block; the result is valid in thread 0.
 template <typename T>
 __device__ T block_sum(T value) {
@@ -171,7 +152,7 @@ __global__ void softmax_loss_total(const double* terms, long long lines, AxisSpl
   sum = block_sum(sum);
   valid = block_sum(valid);
   if (threadIdx.x == 0) {
-    const double n = normalizer(mode, static_cast<long long>(valid), s.outer, s.outer * s.inner);
+    const double n = loss_normalizer(mode, static_cast<long long>(valid), s.outer, s.outer * s.inner);
     *norm = n;
     *loss = static_cast<float>(sum / n);
   }
@@ -400,7 +381,7 @@ __global__ void sigmoid_ce_forward(const float* x, const float* t, long long n, 
   sum = block_sum(sum);
   valid = block_sum(valid);
   if (threadIdx.x == 0) {
-    const double d = normalizer(mode, static_cast<long long>(valid), batch, n);
+    const double d = loss_normalizer(mode, static_cast<long long>(valid), batch, n);
     *norm = d;
     *loss = static_cast<float>(sum / d);
   }
