@@ -13,6 +13,7 @@ struct Entry {
 // Layer types with a fast CPU kernel; every other layer runs its reference kernel.
 constexpr Entry kKernels[] = {
     {"AbsVal", make_absval},
+    {"Activation", make_activation},
     {"BatchNorm", make_batch_norm},
     {"Bias", make_bias},
     {"Convolution", make_convolution},
