@@ -16,6 +16,7 @@ constexpr Entry kKernels[] = {
     {"Activation", make_activation},
     {"BatchNorm", make_batch_norm},
     {"Bias", make_bias},
+    {"Binary", make_binary},
     {"Convolution", make_convolution},
     {"Deconvolution", make_deconvolution},
     {"Eltwise", make_eltwise},

@@ -19,6 +19,7 @@ std::unique_ptr<Kernel> make_absval(const Layer& layer, const std::vector<Shape>
 std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_bias(const Layer& layer, const std::vector<Shape>& inputs);
+std::unique_ptr<Kernel> make_binary(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_eltwise(const Layer& layer, const std::vector<Shape>& inputs);
