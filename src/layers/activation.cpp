@@ -65,66 +65,50 @@ std::vector<Shape> ActivationLayer::output_shapes(const std::vector<Shape>& inpu
   return {inputs[0]};
 }
 
+float ActivationLayer::apply(float v) const {
+  const auto alpha = static_cast<float>(alpha_), beta = static_cast<float>(beta_),
+             gamma = static_cast<float>(gamma_), lo = static_cast<float>(min_), hi = static_cast<float>(max_);
+  switch (function_) {
+    case Function::clip:
+      return std::min(std::max(v, lo), hi);
+    case Function::hard_sigmoid:
+      return std::max(0.0f, std::min(1.0f, alpha * v + beta));
+    case Function::hard_swish:
+      return v * std::max(0.0f, std::min(1.0f, v / 6.0f + 0.5f));
+    case Function::elu:
+      return v > 0 ? v : alpha * std::expm1(v);
+    case Function::selu:
+      return gamma * (v > 0 ? v : alpha * std::expm1(v));
+    case Function::softplus:
+      return v > 20 ? v : std::log1p(std::exp(v));
+    case Function::softsign:
+      return v / (1 + std::abs(v));
+    case Function::exp:
+      return std::exp(v);
+    case Function::log:
+      return std::log(v);
+    case Function::sqrt:
+      return std::sqrt(v);
+    case Function::neg:
+      return -v;
+    case Function::reciprocal:
+      return 1 / v;
+    case Function::floor:
+      return std::floor(v);
+    case Function::ceil:
+      return std::ceil(v);
+    case Function::abs:
+      return std::abs(v);
+    case Function::float16:
+      return round_to_float16(v);
+  }
+  return 0;
+}
+
 void ActivationLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
   const float* x = inputs[0].data<float>();
   float* y = outputs[0].data<float>();
-  const auto alpha = static_cast<float>(alpha_), beta = static_cast<float>(beta_),
-             gamma = static_cast<float>(gamma_), lo = static_cast<float>(min_), hi = static_cast<float>(max_);
-  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) {
-    const float v = x[i];
-    float r = 0;
-    switch (function_) {
-      case Function::clip:
-        r = std::min(std::max(v, lo), hi);
-        break;
-      case Function::hard_sigmoid:
-        r = std::max(0.0f, std::min(1.0f, alpha * v + beta));
-        break;
-      case Function::hard_swish:
-        r = v * std::max(0.0f, std::min(1.0f, v / 6.0f + 0.5f));
-        break;
-      case Function::elu:
-        r = v > 0 ? v : alpha * std::expm1(v);
-        break;
-      case Function::selu:
-        r = gamma * (v > 0 ? v : alpha * std::expm1(v));
-        break;
-      case Function::softplus:
-        r = v > 20 ? v : std::log1p(std::exp(v));
-        break;
-      case Function::softsign:
-        r = v / (1 + std::abs(v));
-        break;
-      case Function::exp:
-        r = std::exp(v);
-        break;
-      case Function::log:
-        r = std::log(v);
-        break;
-      case Function::sqrt:
-        r = std::sqrt(v);
-        break;
-      case Function::neg:
-        r = -v;
-        break;
-      case Function::reciprocal:
-        r = 1 / v;
-        break;
-      case Function::floor:
-        r = std::floor(v);
-        break;
-      case Function::ceil:
-        r = std::ceil(v);
-        break;
-      case Function::abs:
-        r = std::abs(v);
-        break;
-      case Function::float16:
-        r = round_to_float16(v);
-        break;
-    }
-    y[i] = r;
-  }
+  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) y[i] = apply(x[i]);
 }
 
 void ActivationLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,

@@ -50,6 +50,8 @@ class ActivationLayer final : public Layer {
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) const override;
   bool in_place() const override { return true; }
+  // The function at one element: the reference forward and the fast CPU kernels share it.
+  float apply(float v) const;
   Function function() const { return function_; }
   double alpha() const { return alpha_; }
   double beta() const { return beta_; }

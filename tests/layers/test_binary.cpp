@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "harness/layer_harness.h"
 
@@ -16,7 +17,17 @@ TEST(Layers, Binary) {
             c.spec.type = "Binary";
             c.spec.attrs.set("operation", std::string(kOps[rng.integer(0, 6)]));
             std::vector<std::int64_t> a{rng.integer(1, 3), rng.integer(1, 5), rng.integer(1, 6)}, b = a;
-            if (rng.integer(0, 3) == 0) {
+            const int form = rng.integer(0, 5);
+            if (form == 1) {
+              // The fast CPU kernel's forms, large enough to be split over threads: the same shape,
+              // one value per channel or a scalar, on either side.
+              a = {rng.integer(1, 2), rng.integer(8, 16), rng.integer(500, 1100)};
+              const int small = rng.integer(0, 2);
+              b = small == 0   ? a
+                  : small == 1 ? std::vector<std::int64_t>{1, a[1], 1}
+                               : std::vector<std::int64_t>{1, 1, 1};
+              if (small != 0 && rng.coin()) std::swap(a, b);
+            } else if (form == 0) {
               // Large, with b broadcast over all of it: its gradient sums thousands of outputs.
               a = {rng.integer(1, 3), rng.integer(30, 60), rng.integer(30, 60)};
               b = {1, 1, 1};

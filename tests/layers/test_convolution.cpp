@@ -49,11 +49,13 @@ void set_axis_attr(LayerCase& c, const std::string& name, const std::vector<std:
 LayerCase make_case(Rng& rng) {
   LayerCase c;
   c.spec.type = "Convolution";
-  const int axes = rng.integer(0, 5) == 0 ? 3 : rng.integer(1, 2);
-  const int group = rng.integer(1, 3);
-  const int in_channels = group * rng.integer(1, 4);
-  const int out_channels = group * rng.integer(1, 4);
-  const bool pointwise = rng.integer(0, 4) == 0;
+  // Depthwise 2-D cases (every channel its own group) reach the CPU's direct kernel.
+  const bool depthwise = rng.integer(0, 3) == 0;
+  const int axes = depthwise ? 2 : rng.integer(0, 5) == 0 ? 3 : rng.integer(1, 2);
+  const int group = depthwise ? rng.integer(1, 6) : rng.integer(1, 3);
+  const int in_channels = depthwise ? group : group * rng.integer(1, 4);
+  const int out_channels = depthwise ? group : group * rng.integer(1, 4);
+  const bool pointwise = !depthwise && rng.integer(0, 4) == 0;
   std::vector<std::int64_t> kernel, stride, pad, dilation, dims{rng.integer(1, 3), in_channels};
   for (int a = 0; a < axes; ++a) {
     kernel.push_back(pointwise ? 1 : rng.integer(1, axes == 3 ? 3 : 5));

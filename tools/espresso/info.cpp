@@ -49,16 +49,17 @@ int run_info(const InfoOptions& options) {
     std::cout << "input " << name << ": " << net.input_shape(name).str() << '\n';
   }
   const std::vector<LayerSummary> layers = net.summary();
-  std::vector<std::vector<std::string>> rows = {{"layer", "type", "output shape", "params", "FLOPs"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"layer", "type", "output shape", "params", "FLOPs", "kernel"}};
   std::int64_t params = 0, flops = 0;
   for (const LayerSummary& layer : layers) {
     rows.push_back({layer.name, layer.type, shapes_text(layer.output_shapes), with_commas(layer.params),
-                    with_commas(layer.flops)});
+                    with_commas(layer.flops), layer.kernel});
     params += layer.params;
     flops += layer.flops;
   }
   std::cout << '\n';
-  print_table(rows, {false, false, false, true, true});
+  print_table(rows, {false, false, false, true, true, false});
 
   const MemoryReport memory = net.memory();
   std::cout << "\ntotal: " << with_commas(params) << " params, " << si(static_cast<double>(flops), "FLOP")

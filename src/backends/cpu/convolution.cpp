@@ -1,4 +1,5 @@
-// Convolution on the CPU: im2col + one sgemm per group, or a plain GEMM for 1x1 windows. Backward:
+// Convolution on the CPU: im2col + one sgemm per group, or a plain GEMM for 1x1 windows; depthwise
+// 2-D convolutions go to a direct kernel (depthwise_convolution.cpp). Backward:
 // weight gradients from the same unfolding (dy · colᵀ), input gradients by Wᵀ · dy folded back with
 // col2im.
 #include "layers/convolution.h"
@@ -7,6 +8,7 @@
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/depthwise_convolution.h"
 #include "backends/cpu/im2col.h"
 
 namespace espresso::cpu {
@@ -147,7 +149,9 @@ class ConvolutionKernel final : public Kernel {
 
 std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs) {
   const auto& conv = static_cast<const ConvolutionLayer&>(layer);
-  return std::make_unique<ConvolutionKernel>(conv, conv.geometry(inputs[0]));
+  const ConvGeometry g = conv.geometry(inputs[0]);
+  if (std::unique_ptr<Kernel> depthwise = make_depthwise_convolution(conv, g)) return depthwise;
+  return std::make_unique<ConvolutionKernel>(conv, g);
 }
 
 }  // namespace espresso::cpu

@@ -13,8 +13,10 @@ struct Entry {
 // Layer types with a fast CPU kernel; every other layer runs its reference kernel.
 constexpr Entry kKernels[] = {
     {"AbsVal", make_absval},
+    {"Activation", make_activation},
     {"BatchNorm", make_batch_norm},
     {"Bias", make_bias},
+    {"Binary", make_binary},
     {"Convolution", make_convolution},
     {"Deconvolution", make_deconvolution},
     {"Eltwise", make_eltwise},

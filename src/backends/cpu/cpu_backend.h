@@ -16,8 +16,10 @@ std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>
 
 // Factories, one per file in backends/cpu/, listed in the table in cpu_backend.cpp.
 std::unique_ptr<Kernel> make_absval(const Layer& layer, const std::vector<Shape>& inputs);
+std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_bias(const Layer& layer, const std::vector<Shape>& inputs);
+std::unique_ptr<Kernel> make_binary(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector<Shape>& inputs);
 std::unique_ptr<Kernel> make_eltwise(const Layer& layer, const std::vector<Shape>& inputs);
