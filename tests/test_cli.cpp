@@ -251,6 +251,17 @@ TEST_F(CliAcceptance, BenchPrintsATableAndJson) {
   EXPECT_EQ(run_cli("bench " + lenet_model() + " --batch 0").code, 1);
 }
 
+// Both phases on each listed device, the speed-up against the first, and the energy or why there is none.
+TEST_F(CliAcceptance, BenchComparesDevicesForInferenceAndTraining) {
+  const Result compare = run_cli("bench " + lenet_model() + " -w " + lenet_weights() +
+                                 " --compare cpu,cpu --batch 2 --iterations 2 --warmup 0");
+  ASSERT_EQ(compare.code, 0) << compare.err;
+  for (const char* expected : {"inference  cpu", "training   cpu", "1.00x", "energy/image"})
+    EXPECT_TRUE(contains(compare.out, expected)) << expected << "\n" << compare.out;
+  EXPECT_FALSE(contains(compare.out, "not run")) << compare.out;
+  expect_runtime_error(run_cli("bench " + lenet_model() + " --compare cpu"), "at least two devices");
+}
+
 TEST_F(Cli, DevicesAndMissingGpu) {
   const Result devices = run_cli("devices");
   ASSERT_EQ(devices.code, 0) << devices.err;

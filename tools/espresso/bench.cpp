@@ -125,6 +125,9 @@ int run_latency(const BenchOptions& options) {
 Graph training_graph(const Graph& inference, const Net& planned, std::int64_t batch) {
   Graph g = inference;
   if (g.outputs.size() != 1) throw UnsupportedError("bench --compare: the model needs exactly one output");
+  for (InputSpec& input : g.inputs) {
+    if (input.shape.rank() > 0) input.shape[0] = batch;
+  }
   const std::string output = g.outputs[0];
   auto producer = std::find_if(g.layers.begin(), g.layers.end(), [&](const LayerSpec& l) {
     return std::find(l.outputs.begin(), l.outputs.end(), output) != l.outputs.end();
