@@ -6,8 +6,9 @@
 #   scripts/asan.sh --gtest_filter='Net*' # any other tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Warnings stay warnings here: with the sanitizers GCC 12 reports false "maybe-uninitialized" in std::regex.
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESPRESSO_SANITIZE=ON -DESPRESSO_CUDA=OFF \
-  -DESPRESSO_WERROR=ON
+  -DESPRESSO_WERROR=OFF
 cmake --build build-asan -j"${ESPRESSO_JOBS:-2}" --target espresso_tests
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
