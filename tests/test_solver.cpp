@@ -8,6 +8,7 @@
 
 #include "espresso/errors.h"
 #include "import/caffe/caffe.pb.h"
+#include "test_support.h"
 #include "train/solver.h"
 
 namespace espresso::train {
@@ -38,16 +39,17 @@ void expect_near(const Tensor& actual, const Vec& expected, double tolerance = 1
 const std::vector<Vec> kGrads = {{0.5, -0.25, 2.0}, {-0.1, 0.4, 1.0}, {0.3, 0.3, -0.7}};
 const Vec kStart = {1.0, -2.0, 0.5};
 
-// Runs the solver over kGrads and returns the final weights.
-Tensor run_solver(const SolverConfig& config) {
+// Runs the solver over kGrads on `device` and returns the final weights on the CPU.
+Tensor run_solver(const SolverConfig& config, Device device = Device::cpu()) {
   Solver solver(config);
   std::vector<Parameter> params = {make_param(kStart, kGrads[0])};
+  params[0].value = params[0].value.to(device);
   for (std::size_t it = 0; it < kGrads.size(); ++it) {
     std::vector<float> g(kGrads[it].begin(), kGrads[it].end());
-    params[0].grad = Tensor::from(Shape{3}, g);
+    params[0].grad = Tensor::from(Shape{3}, g).to(device);
     solver.update(params, static_cast<std::int64_t>(it));
   }
-  return params[0].value;
+  return params[0].value.to(Device::cpu());
 }
 
 SolverConfig base_config(SolverType type) {
@@ -190,6 +192,23 @@ TEST(Solver, IterSizeAveragesAndClippingScalesTheGlobalNorm) {
   std::vector<Parameter> params = {make_param({0.0, 0.0}, {3.0, 4.0}), make_param({0.0}, {0.0})};
   solver.update(params, 0);
   expect_near(params[0].value, {-0.1 * 1.5 / 2, -0.1 * 2.0 / 2});
+}
+
+// The GPU runs the same per-element rule (train/update_rule.h) in a kernel: every solver type, with
+// decay, L1 and clipping, gives the CPU's weights.
+TEST(Solver, GpuUpdatesMatchTheCpu) {
+  REQUIRE_GPU();
+  for (SolverType type : {SolverType::sgd, SolverType::nesterov, SolverType::adagrad, SolverType::rmsprop,
+                          SolverType::adadelta, SolverType::adam}) {
+    for (bool l1 : {false, true}) {
+      SolverConfig c = base_config(type);
+      if (l1) c.regularization = Regularization::l1;
+      c.clip_gradients = 1.5;
+      SCOPED_TRACE(std::string(solver_type_name(type)) + (l1 ? " L1" : " L2"));
+      const std::vector<float> cpu = run_solver(c).to_vector();
+      expect_near(run_solver(c, Device::cuda(0)), Vec(cpu.begin(), cpu.end()), 1e-6);
+    }
+  }
 }
 
 TEST(Solver, HistoryMustMatchTheNet) {
