@@ -1,5 +1,5 @@
 // Convolution on the CPU: im2col + one sgemm per group, or a plain GEMM for 1x1 windows; depthwise
-// 2-D convolutions go to a direct kernel (depthwise_convolution.cpp). Backward:
+// 2-D convolutions go to a direct kernel (depthwise_convolution.cpp) outside training. Backward:
 // weight gradients from the same unfolding (dy · colᵀ), input gradients by Wᵀ · dy folded back with
 // col2im.
 #include "layers/convolution.h"
@@ -150,7 +150,10 @@ class ConvolutionKernel final : public Kernel {
 std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs) {
   const auto& conv = static_cast<const ConvolutionLayer&>(layer);
   const ConvGeometry g = conv.geometry(inputs[0]);
-  if (std::unique_ptr<Kernel> depthwise = make_depthwise_convolution(conv, g)) return depthwise;
+  // The direct depthwise kernel has no backward of its own; training keeps im2col's threaded one.
+  if (!conv.training()) {
+    if (std::unique_ptr<Kernel> depthwise = make_depthwise_convolution(conv, g)) return depthwise;
+  }
   return std::make_unique<ConvolutionKernel>(conv, g);
 }
 
