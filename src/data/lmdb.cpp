@@ -20,12 +20,18 @@ void check(int rc, const std::string& path, const char* what) {
 
 }  // namespace
 
+// The handles close with the Impl, so a constructor that throws half-way leaks nothing.
 struct LmdbWriter::Impl {
   std::string path;
   MDB_env* env = nullptr;
   MDB_txn* txn = nullptr;
   MDB_dbi dbi = 0;
   int pending = 0;
+
+  ~Impl() {
+    if (txn) mdb_txn_abort(txn);
+    if (env) mdb_env_close(env);
+  }
 
   void begin() {
     check(mdb_txn_begin(env, nullptr, 0, &txn), path, "begin a transaction");
@@ -52,10 +58,7 @@ LmdbWriter::LmdbWriter(const std::string& path) : impl_(std::make_unique<Impl>()
   impl_->begin();
 }
 
-LmdbWriter::~LmdbWriter() {
-  if (impl_->txn) mdb_txn_abort(impl_->txn);
-  if (impl_->env) mdb_env_close(impl_->env);
-}
+LmdbWriter::~LmdbWriter() = default;
 
 void LmdbWriter::put(std::string_view key, std::string_view value) {
   if (!impl_->txn) impl_->begin();
@@ -79,6 +82,12 @@ struct LmdbReader::Impl {
   std::int64_t position = -1;  // where the cursor stands
   MDB_val key{};
   MDB_val value{};
+
+  ~Impl() {
+    if (cursor) mdb_cursor_close(cursor);
+    if (txn) mdb_txn_abort(txn);
+    if (env) mdb_env_close(env);
+  }
 
   void step(MDB_cursor_op op) {
     const int rc = mdb_cursor_get(cursor, &key, &value, op);
@@ -106,11 +115,7 @@ LmdbReader::LmdbReader(const std::string& path) : impl_(std::make_unique<Impl>()
   check(mdb_cursor_open(s.txn, s.dbi, &s.cursor), path, "open a cursor");
 }
 
-LmdbReader::~LmdbReader() {
-  if (impl_->cursor) mdb_cursor_close(impl_->cursor);
-  if (impl_->txn) mdb_txn_abort(impl_->txn);
-  if (impl_->env) mdb_env_close(impl_->env);
-}
+LmdbReader::~LmdbReader() = default;
 
 std::int64_t LmdbReader::size() const { return impl_->size; }
 const std::string& LmdbReader::path() const { return impl_->path; }
