@@ -62,20 +62,20 @@ std::vector<Shape> StridedSliceLayer::output_shapes(const std::vector<Shape>& in
   return {Shape(count)};
 }
 
-void StridedSliceLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
-  const Shape& in = inputs[0].shape();
+// Calls visit(i, offset) for every output element i in order, with the offset of the input element it
+// copies: the one walk that forward (gather) and backward (scatter-add) share.
+template <class Visit>
+void StridedSliceLayer::walk(const Shape& in, Visit visit) const {
   std::vector<std::int64_t> first, step, count;
   resolve(in, first, step, count);
-  const float* x = inputs[0].data<float>();
-  float* y = outputs[0].data<float>();
   std::vector<std::int64_t> index(count.size(), 0);
-  for (std::int64_t i = 0, n = outputs[0].numel(); i < n; ++i) {
+  for (std::int64_t i = 0, n = Shape(count).numel(); i < n; ++i) {
     std::int64_t offset = 0;
     for (int k = 0; k < in.rank(); ++k) {
       const auto a = static_cast<std::size_t>(k);
       offset = offset * in[k] + first[a] + index[a] * step[a];
     }
-    y[i] = x[offset];
+    visit(i, offset);
     for (int k = in.rank() - 1; k >= 0; --k) {
       if (++index[static_cast<std::size_t>(k)] < count[static_cast<std::size_t>(k)]) break;
       index[static_cast<std::size_t>(k)] = 0;
@@ -83,28 +83,19 @@ void StridedSliceLayer::forward(const std::vector<Tensor>& inputs, std::vector<T
   }
 }
 
-void StridedSliceLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
+void StridedSliceLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  walk(inputs[0].shape(), [&](std::int64_t i, std::int64_t offset) { y[i] = x[offset]; });
+}
+
+void StridedSliceLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
                                  const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                                  std::vector<Tensor>&) const {
   if (!input_grads[0].defined()) return;
-  const Shape& in = inputs[0].shape();
-  std::vector<std::int64_t> first, step, count;
-  resolve(in, first, step, count);
   const float* dy = output_grads[0].data<float>();
   float* dx = input_grads[0].data<float>();
-  std::vector<std::int64_t> index(count.size(), 0);
-  for (std::int64_t i = 0, n = outputs[0].numel(); i < n; ++i) {
-    std::int64_t offset = 0;
-    for (int k = 0; k < in.rank(); ++k) {
-      const auto a = static_cast<std::size_t>(k);
-      offset = offset * in[k] + first[a] + index[a] * step[a];
-    }
-    dx[offset] += dy[i];
-    for (int k = in.rank() - 1; k >= 0; --k) {
-      if (++index[static_cast<std::size_t>(k)] < count[static_cast<std::size_t>(k)]) break;
-      index[static_cast<std::size_t>(k)] = 0;
-    }
-  }
+  walk(inputs[0].shape(), [&](std::int64_t i, std::int64_t offset) { dx[offset] += dy[i]; });
 }
 
 }  // namespace espresso

@@ -20,6 +20,9 @@ class StridedSliceLayer final : public Layer {
                std::vector<std::int64_t>& count) const;
 
  private:
+  template <class Visit>
+  void walk(const Shape& in, Visit visit) const;
+
   std::vector<std::int64_t> starts_, ends_, axes_, steps_;
 };
 

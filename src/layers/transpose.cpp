@@ -36,22 +36,22 @@ std::vector<Shape> TransposeLayer::output_shapes(const std::vector<Shape>& input
   return {Shape(dims)};
 }
 
-void TransposeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
-  const Shape& in = inputs[0].shape();
-  const Shape& out = outputs[0].shape();
-  const std::vector<int> perm = permutation(in.rank());
+namespace {
+
+// Calls visit(i, offset) for every output element i in order, with the offset of the input element it
+// copies: the one walk that forward (gather) and backward (scatter-add) share.
+template <class Visit>
+void walk_transposed(const Shape& in, const Shape& out, const std::vector<int>& perm, Visit visit) {
   std::vector<std::int64_t> in_strides(static_cast<std::size_t>(in.rank()), 1);
   for (int i = in.rank() - 2; i >= 0; --i) {
     in_strides[static_cast<std::size_t>(i)] = in_strides[static_cast<std::size_t>(i) + 1] * in[i + 1];
   }
-  const float* x = inputs[0].data<float>();
-  float* y = outputs[0].data<float>();
   std::vector<std::int64_t> index(static_cast<std::size_t>(out.rank()), 0);
   for (std::int64_t i = 0, n = out.numel(); i < n; ++i) {
     std::int64_t offset = 0;
     for (std::size_t k = 0; k < index.size(); ++k)
       offset += index[k] * in_strides[static_cast<std::size_t>(perm[k])];
-    y[i] = x[offset];
+    visit(i, offset);
     for (int k = out.rank() - 1; k >= 0; --k) {
       if (++index[static_cast<std::size_t>(k)] < out[k]) break;
       index[static_cast<std::size_t>(k)] = 0;
@@ -59,30 +59,23 @@ void TransposeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tens
   }
 }
 
+}  // namespace
+
+void TransposeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  walk_transposed(inputs[0].shape(), outputs[0].shape(), permutation(inputs[0].shape().rank()),
+                  [&](std::int64_t i, std::int64_t offset) { y[i] = x[offset]; });
+}
+
 void TransposeLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                               const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                               std::vector<Tensor>&) const {
   if (!input_grads[0].defined()) return;
-  const Shape& in = inputs[0].shape();
-  const Shape& out = outputs[0].shape();
-  const std::vector<int> perm = permutation(in.rank());
-  std::vector<std::int64_t> in_strides(static_cast<std::size_t>(in.rank()), 1);
-  for (int i = in.rank() - 2; i >= 0; --i) {
-    in_strides[static_cast<std::size_t>(i)] = in_strides[static_cast<std::size_t>(i) + 1] * in[i + 1];
-  }
   const float* dy = output_grads[0].data<float>();
   float* dx = input_grads[0].data<float>();
-  std::vector<std::int64_t> index(static_cast<std::size_t>(out.rank()), 0);
-  for (std::int64_t i = 0, n = out.numel(); i < n; ++i) {
-    std::int64_t offset = 0;
-    for (std::size_t k = 0; k < index.size(); ++k)
-      offset += index[k] * in_strides[static_cast<std::size_t>(perm[k])];
-    dx[offset] += dy[i];
-    for (int k = out.rank() - 1; k >= 0; --k) {
-      if (++index[static_cast<std::size_t>(k)] < out[k]) break;
-      index[static_cast<std::size_t>(k)] = 0;
-    }
-  }
+  walk_transposed(inputs[0].shape(), outputs[0].shape(), permutation(inputs[0].shape().rank()),
+                  [&](std::int64_t i, std::int64_t offset) { dx[offset] += dy[i]; });
 }
 
 }  // namespace espresso
