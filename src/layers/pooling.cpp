@@ -103,16 +103,15 @@ std::vector<Shape> PoolingLayer::output_shapes(const std::vector<Shape>& inputs)
   return {Shape(dims)};
 }
 
-void PoolingLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
-  const PoolGeometry g = geometry(inputs[0].shape());
-  const float* x = inputs[0].data<float>();
-  float* y = outputs[0].data<float>();
-  const std::int64_t in_spatial = dims_product(g.in_size);
+// Calls visit(plane, output, window, divisor) for every output position in order: `output` is its index in
+// the output tensor, `window` the offsets within the input plane that it covers, in window order, and
+// `divisor` what an average divides by. Forward and backward share this walk.
+template <class Visit>
+void PoolingLayer::for_each_window(const PoolGeometry& g, Visit visit) const {
   const auto out_coords = box_coordinates(g.out_size);
   const int axes = g.axes();
-
+  std::vector<std::int64_t> window;
   for (std::int64_t plane = 0; plane < g.batch * g.channels; ++plane) {
-    const float* in = x + plane * in_spatial;
     for (std::size_t o = 0; o < out_coords.size(); ++o) {
       std::vector<std::int64_t> window_size;
       std::vector<std::int64_t> first;
@@ -124,21 +123,37 @@ void PoolingLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor
         window_size.push_back(s.end - s.begin);
         divisor *= s.divisor;
       }
-      float max = -std::numeric_limits<float>::infinity();
-      float sum = 0.0f;
+      window.clear();
       for (const auto& offset : box_coordinates(window_size)) {
         std::int64_t index = 0;
         for (int a = 0; a < axes; ++a) {
           const auto i = static_cast<std::size_t>(a);
           index = index * g.in_size[i] + first[i] + offset[i];
         }
-        max = std::max(max, in[index]);
-        sum += in[index];
+        window.push_back(index);
       }
-      y[plane * static_cast<std::int64_t>(out_coords.size()) + static_cast<std::int64_t>(o)] =
-          method_ == PoolMethod::max ? max : sum / static_cast<float>(divisor);
+      visit(plane, plane * static_cast<std::int64_t>(out_coords.size()) + static_cast<std::int64_t>(o), window,
+            divisor);
     }
   }
+}
+
+void PoolingLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  const PoolGeometry g = geometry(inputs[0].shape());
+  const float* x = inputs[0].data<float>();
+  float* y = outputs[0].data<float>();
+  const std::int64_t in_spatial = dims_product(g.in_size);
+  for_each_window(g, [&](std::int64_t plane, std::int64_t output, const std::vector<std::int64_t>& window,
+                         std::int64_t divisor) {
+    const float* in = x + plane * in_spatial;
+    float max = -std::numeric_limits<float>::infinity();
+    float sum = 0.0f;
+    for (std::int64_t index : window) {
+      max = std::max(max, in[index]);
+      sum += in[index];
+    }
+    y[output] = method_ == PoolMethod::max ? max : sum / static_cast<float>(divisor);
+  });
 }
 
 void PoolingLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
@@ -150,47 +165,22 @@ void PoolingLayer::backward(const std::vector<Tensor>& inputs, const std::vector
   const float* dy = output_grads[0].data<float>();
   float* dx = input_grads[0].data<float>();
   const std::int64_t in_spatial = dims_product(g.in_size);
-  const auto out_coords = box_coordinates(g.out_size);
-  const int axes = g.axes();
-
-  for (std::int64_t plane = 0; plane < g.batch * g.channels; ++plane) {
+  for_each_window(g, [&](std::int64_t plane, std::int64_t output, const std::vector<std::int64_t>& window,
+                         std::int64_t divisor) {
+    if (window.empty()) return;
     const float* in = x + plane * in_spatial;
     float* grad_in = dx + plane * in_spatial;
-    for (std::size_t o = 0; o < out_coords.size(); ++o) {
-      std::vector<std::int64_t> window_size;
-      std::vector<std::int64_t> first;
-      std::int64_t divisor = 1;
-      for (int a = 0; a < axes; ++a) {
-        const PoolGeometry::Span s =
-            g.span(a, out_coords[o][static_cast<std::size_t>(a)], count_include_pad_);
-        first.push_back(s.begin);
-        window_size.push_back(s.end - s.begin);
-        divisor *= s.divisor;
+    if (method_ == PoolMethod::max) {
+      // The first maximum in window order, the one the forward's running max keeps.
+      std::int64_t best = window.front();
+      for (std::int64_t index : window) {
+        if (in[index] > in[best]) best = index;
       }
-      std::vector<std::int64_t> window;
-      for (const auto& offset : box_coordinates(window_size)) {
-        std::int64_t index = 0;
-        for (int a = 0; a < axes; ++a) {
-          const auto i = static_cast<std::size_t>(a);
-          index = index * g.in_size[i] + first[i] + offset[i];
-        }
-        window.push_back(index);
-      }
-      if (window.empty()) continue;
-      const float grad =
-          dy[plane * static_cast<std::int64_t>(out_coords.size()) + static_cast<std::int64_t>(o)];
-      if (method_ == PoolMethod::max) {
-        // The first maximum in window order, the one the forward's running max keeps.
-        std::int64_t best = window.front();
-        for (std::int64_t index : window) {
-          if (in[index] > in[best]) best = index;
-        }
-        grad_in[best] += grad;
-      } else {
-        for (std::int64_t index : window) grad_in[index] += grad / static_cast<float>(divisor);
-      }
+      grad_in[best] += dy[output];
+    } else {
+      for (std::int64_t index : window) grad_in[index] += dy[output] / static_cast<float>(divisor);
     }
-  }
+  });
 }
 
 }  // namespace espresso

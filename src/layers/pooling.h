@@ -42,6 +42,9 @@ class PoolingLayer final : public Layer {
   bool count_include_pad() const { return count_include_pad_; }
 
  private:
+  template <class Visit>
+  void for_each_window(const PoolGeometry& g, Visit visit) const;
+
   PoolMethod method_;
   bool global_;
   bool ceil_;
