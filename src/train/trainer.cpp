@@ -1,9 +1,5 @@
 #include "train/trainer.h"
 
-#include <google/protobuf/io/tokenizer.h>
-#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
-#include <google/protobuf/text_format.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -15,7 +11,6 @@
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 
 #include "espresso/errors.h"
 #include "espresso/import.h"
@@ -30,31 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-std::string read_text(const std::string& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) throw FileError(path + ": no such file");
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in) throw FileError(path + ": cannot read the file");
-  return text.str();
-}
-
-class SolverErrors : public google::protobuf::io::ErrorCollector {
- public:
-  explicit SolverErrors(std::string path) : path_(std::move(path)) {}
-  void AddError(int line, google::protobuf::io::ColumnNumber column, const std::string& message) override {
-    if (!text_.empty()) text_ += "\n";
-    text_ += path_ + ":" + std::to_string(line + 1) + ":" + std::to_string(column + 1) + ": " + message;
-  }
-  void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
-  const std::string& text() const { return text_; }
-
- private:
-  std::string path_;
-  std::string text_;
-};
 
 std::string format_number(double value) {
   if (std::isnan(value)) return "NaN";
@@ -140,23 +110,6 @@ struct TestNet {
   std::int64_t iterations = 0;
   std::unique_ptr<Net> net;
 };
-
-}  // namespace
-
-namespace {
-
-caffe::SolverParameter read_solver(const std::string& path) {
-  const std::string text = read_text(path);
-  caffe::SolverParameter param;
-  google::protobuf::TextFormat::Parser parser;
-  SolverErrors errors(path);
-  parser.RecordErrorsTo(&errors);
-  google::protobuf::io::ArrayInputStream stream(text.data(), static_cast<int>(text.size()));
-  if (!parser.Parse(&stream, &param)) {
-    throw ParseError(errors.text().empty() ? path + ": not a valid solver file" : errors.text());
-  }
-  return param;
-}
 
 }  // namespace
 
@@ -464,7 +417,7 @@ std::vector<std::vector<TestOutput>> Trainer::Impl::test_all() {
 }
 
 Trainer::Trainer(const std::string& solver_file, TrainerOptions options) : impl_(std::make_unique<Impl>()) {
-  impl_->param = read_solver(solver_file);
+  impl_->param = caffe_format::read_solver(solver_file);
   impl_->solver_dir = fs::path(solver_file).parent_path();
   impl_->options = options;
   impl_->log = options.log ? options.log : &std::cout;

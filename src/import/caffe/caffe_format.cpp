@@ -212,16 +212,31 @@ caffe::LayerParameter upgrade(caffe::V1LayerParameter& v1, const std::string& pa
 
 }  // namespace
 
-caffe::NetParameter read_prototxt(const std::string& path) {
+namespace {
+
+// `what` names the message in the error when protobuf reports no position.
+void parse_text(const std::string& path, google::protobuf::Message& message, const std::string& what) {
   const std::string text = read_file(path);
-  caffe::NetParameter net;
   TextErrors errors(path);
   google::protobuf::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &net)) {
-    throw ParseError(errors.text().empty() ? path + ": not a Caffe text-format net" : errors.text());
+  if (!parser.ParseFromString(text, &message)) {
+    throw ParseError(errors.text().empty() ? path + ": not a valid " + what : errors.text());
   }
+}
+
+}  // namespace
+
+caffe::NetParameter read_prototxt(const std::string& path) {
+  caffe::NetParameter net;
+  parse_text(path, net, "Caffe text-format net");
   return net;
+}
+
+caffe::SolverParameter read_solver(const std::string& path) {
+  caffe::SolverParameter solver;
+  parse_text(path, solver, "solver file");
+  return solver;
 }
 
 caffe::NetParameter read_caffemodel(const std::string& path) {

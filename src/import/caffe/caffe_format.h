@@ -10,6 +10,8 @@ namespace espresso::caffe_format {
 
 // A text-format net; syntax errors throw ParseError as "FILE:LINE:COLUMN: message".
 caffe::NetParameter read_prototxt(const std::string& path);
+// A text-format SolverParameter, with the same errors.
+caffe::SolverParameter read_solver(const std::string& path);
 // A binary net with weights; a file that does not parse (cut short, corrupt) throws ParseError.
 caffe::NetParameter read_caffemodel(const std::string& path);
 // Moves V1 `layers` into `layer` (types become their current names, blobs_lr/weight_decay become
