@@ -5,19 +5,12 @@
 #include <random>
 
 #include "espresso/espresso.h"
+#include "test_support.h"
 
 namespace espresso {
 namespace {
 
-LayerSpec layer(const std::string& name, const std::string& type, std::vector<std::string> inputs,
-                std::vector<std::string> outputs) {
-  LayerSpec s;
-  s.name = name;
-  s.type = type;
-  s.inputs = std::move(inputs);
-  s.outputs = std::move(outputs);
-  return s;
-}
+using testing::layer;
 
 Tensor random_tensor(const Shape& shape, std::mt19937& rng, float lo, float hi) {
   std::uniform_real_distribution<float> dist(lo, hi);

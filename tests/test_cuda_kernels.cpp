@@ -20,6 +20,8 @@
 namespace espresso {
 namespace {
 
+using testing::layer;
+
 std::vector<float> random_values(std::mt19937& engine, std::int64_t n) {
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   std::vector<float> v(static_cast<std::size_t>(n));
@@ -161,39 +163,29 @@ TEST(CudaKernels, CoverEveryLayer) {
   for (const std::string& type : known_layer_types()) EXPECT_TRUE(cuda::has_kernel(type)) << type;
 }
 
-LayerSpec layer(const std::string& name, const std::string& type, const std::string& in,
-                const std::string& out) {
-  LayerSpec s;
-  s.name = name;
-  s.type = type;
-  s.inputs = {in};
-  s.outputs = {out};
-  return s;
-}
-
 // LeNet with random weights, plus the layers a classifier head commonly adds.
 Graph lenet(std::int64_t batch) {
   Graph g;
   g.name = "lenet";
   g.inputs = {{"data", Shape{batch, 1, 28, 28}}};
-  LayerSpec conv1 = layer("conv1", "Convolution", "data", "conv1");
+  LayerSpec conv1 = layer("conv1", "Convolution", {"data"}, {"conv1"});
   conv1.attrs.set("num_output", std::int64_t{20});
   conv1.attrs.set("kernel", std::int64_t{5});
-  LayerSpec pool1 = layer("pool1", "Pooling", "conv1", "pool1");
+  LayerSpec pool1 = layer("pool1", "Pooling", {"conv1"}, {"pool1"});
   pool1.attrs.set("kernel", std::int64_t{2});
   pool1.attrs.set("stride", std::int64_t{2});
-  LayerSpec conv2 = layer("conv2", "Convolution", "pool1", "conv2");
+  LayerSpec conv2 = layer("conv2", "Convolution", {"pool1"}, {"conv2"});
   conv2.attrs.set("num_output", std::int64_t{50});
   conv2.attrs.set("kernel", std::int64_t{5});
-  LayerSpec pool2 = layer("pool2", "Pooling", "conv2", "pool2");
+  LayerSpec pool2 = layer("pool2", "Pooling", {"conv2"}, {"pool2"});
   pool2.attrs.set("kernel", std::int64_t{2});
   pool2.attrs.set("stride", std::int64_t{2});
-  LayerSpec ip1 = layer("ip1", "InnerProduct", "pool2", "ip1");
+  LayerSpec ip1 = layer("ip1", "InnerProduct", {"pool2"}, {"ip1"});
   ip1.attrs.set("num_output", std::int64_t{500});
-  LayerSpec relu1 = layer("relu1", "ReLU", "ip1", "relu1");
-  LayerSpec ip2 = layer("ip2", "InnerProduct", "relu1", "ip2");
+  LayerSpec relu1 = layer("relu1", "ReLU", {"ip1"}, {"relu1"});
+  LayerSpec ip2 = layer("ip2", "InnerProduct", {"relu1"}, {"ip2"});
   ip2.attrs.set("num_output", std::int64_t{10});
-  LayerSpec prob = layer("prob", "Softmax", "ip2", "prob");
+  LayerSpec prob = layer("prob", "Softmax", {"ip2"}, {"prob"});
   g.layers = {conv1, pool1, conv2, pool2, ip1, relu1, ip2, prob};
 
   std::mt19937 engine(11);

@@ -19,6 +19,8 @@
 namespace espresso {
 namespace {
 
+using testing::layer;
+
 constexpr int kModels = 8;
 constexpr int kInputsPerModel = 3;
 const Shape kInputShape{2, 3, 10, 10};
@@ -30,16 +32,6 @@ Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale) {
   return Tensor::from(shape, values);
 }
 
-LayerSpec layer(const std::string& name, const std::string& type, const std::string& in,
-                const std::string& out) {
-  LayerSpec spec;
-  spec.name = name;
-  spec.type = type;
-  spec.inputs = {in};
-  spec.outputs = {out};
-  return spec;
-}
-
 // Conv -> activation -> pooling -> fully connected -> softmax, varied per model. Channels grow slowly
 // with the variant so that the weights of any four models exceed those of the three largest.
 Graph small_net(int variant) {
@@ -48,21 +40,21 @@ Graph small_net(int variant) {
   Graph g;
   g.name = "net" + std::to_string(variant);
   g.inputs = {{"data", kInputShape}};
-  LayerSpec conv = layer("conv", "Convolution", "data", "conv");
+  LayerSpec conv = layer("conv", "Convolution", {"data"}, {"conv"});
   conv.attrs.set("num_output", channels);
   conv.attrs.set("kernel", std::int64_t{3});
   conv.weights = {random_tensor(Shape{channels, 3, 3, 3}, rng, 0.3f),
                   random_tensor(Shape{channels}, rng, 0.1f)};
   const char* activations[] = {"ReLU", "TanH", "Sigmoid"};
-  LayerSpec act = layer("act", activations[variant % 3], "conv", "act");
-  LayerSpec pool = layer("pool", "Pooling", "act", "pool");
+  LayerSpec act = layer("act", activations[variant % 3], {"conv"}, {"act"});
+  LayerSpec pool = layer("pool", "Pooling", {"act"}, {"pool"});
   pool.attrs.set("method", std::string(variant % 2 == 0 ? "max" : "ave"));
   pool.attrs.set("kernel", std::int64_t{2});
   pool.attrs.set("stride", std::int64_t{2});
-  LayerSpec fc = layer("fc", "InnerProduct", "pool", "fc");
+  LayerSpec fc = layer("fc", "InnerProduct", {"pool"}, {"fc"});
   fc.attrs.set("num_output", std::int64_t{10});
   fc.weights = {random_tensor(Shape{10, channels * 16}, rng, 0.2f), random_tensor(Shape{10}, rng, 0.1f)};
-  LayerSpec prob = layer("prob", "Softmax", "fc", "prob");
+  LayerSpec prob = layer("prob", "Softmax", {"fc"}, {"prob"});
   g.layers = {conv, act, pool, fc, prob};
   g.outputs = {"prob"};
   return g;

@@ -51,4 +51,14 @@ std::string read_bytes(const std::string& path) {
 
 bool have_gpu() { return cuda::device_count() > 0; }
 
+LayerSpec layer(const std::string& name, const std::string& type, std::vector<std::string> inputs,
+                std::vector<std::string> outputs) {
+  LayerSpec s;
+  s.name = name;
+  s.type = type;
+  s.inputs = std::move(inputs);
+  s.outputs = std::move(outputs);
+  return s;
+}
+
 }  // namespace espresso::testing

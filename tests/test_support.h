@@ -5,6 +5,9 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
+
+#include "espresso/graph.h"
 
 namespace espresso::testing {
 
@@ -39,6 +42,11 @@ std::string read_bytes(const std::string& path);
 
 // Whether a CUDA device is usable here.
 bool have_gpu();
+
+// A layer of a hand-built graph: name, type, input and output tensor names; attributes and weights
+// are set by the caller.
+LayerSpec layer(const std::string& name, const std::string& type, std::vector<std::string> inputs,
+                std::vector<std::string> outputs);
 
 }  // namespace espresso::testing
 

@@ -11,15 +11,7 @@
 namespace espresso {
 namespace {
 
-LayerSpec layer(const std::string& name, const std::string& type, std::vector<std::string> inputs,
-                std::vector<std::string> outputs) {
-  LayerSpec s;
-  s.name = name;
-  s.type = type;
-  s.inputs = std::move(inputs);
-  s.outputs = std::move(outputs);
-  return s;
-}
+using testing::layer;
 
 Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale) {
   std::normal_distribution<float> normal(0.0f, scale);
