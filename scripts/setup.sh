@@ -5,6 +5,8 @@
 #   --no-bench-tools  skip PyTorch (python3-torch, large), which only the CPU benchmark against it uses
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Cache hits across clones and worktrees: ccache sees paths relative to the checkout.
+export CCACHE_BASEDIR="$PWD"
 demo=1
 bench_tools=1
 for arg in "$@"; do

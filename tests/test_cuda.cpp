@@ -5,10 +5,10 @@
 #include <cmath>
 #include <functional>
 
-#include "backends/cuda/cuda_backend.h"
-#include "backends/cuda/device_info.h"
+#include "espresso/devices.h"
 #include "espresso/espresso.h"
 #include "test_support.h"
+#include "backends/registry.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -58,8 +58,9 @@ void expect_message(const std::function<void()>& action, const std::vector<std::
 
 TEST(Cuda, MissingGpuFailsClearly) {
   if (testing::have_gpu()) GTEST_SKIP() << "a CUDA device is present";
-  EXPECT_TRUE(cuda::list_devices().empty());
-  const std::string reason = cuda::built() ? "no CUDA device found" : "CUDA backend not built";
+  for (const DeviceInfo& d : list_devices()) EXPECT_TRUE(d.device.is_cpu()) << d.device.str();
+  const std::string reason =
+      testing::no_gpu_reason() == "no CUDA device" ? "no CUDA device found" : "CUDA backend not built";
   expect_message([] { Tensor::empty(Shape{4}, DType::f32, Device::cuda(0)); }, {reason, "cuda:0"});
   expect_message([] { Tensor::from(Shape{2}, {1, 2}).to(Device::cuda(1)); }, {reason, "cuda:1"});
   NetOptions options;
@@ -67,44 +68,14 @@ TEST(Cuda, MissingGpuFailsClearly) {
   expect_message([&] { Net net(relu_chain(), options); }, {reason});
 }
 
-// A layer type that no backend knows, to see the executor refuse it.
-class UnknownToCuda final : public Layer {
- public:
-  explicit UnknownToCuda(const std::string& name) : Layer(make_spec(name)) {}
-  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override { return inputs; }
-  void forward(const std::vector<Tensor>&, std::vector<Tensor>&) const override {}
-
- private:
-  static LayerSpec make_spec(const std::string& name) {
-    LayerSpec spec;
-    spec.name = name;
-    spec.type = "NotOnGpu";
-    return spec;
-  }
-};
-
-TEST(Cuda, ListsEveryLayerWithoutAKernel) {
-  if (!cuda::built()) GTEST_SKIP() << "CUDA backend not built";
-  UnknownToCuda first("first"), second("second");
-  const LayerSpec supported_spec = relu("fine", "x", "y");
-  std::unique_ptr<Layer> supported = create_layer(supported_spec);
-  try {
-    cuda::check_supported({&first, supported.get(), &second});
-    FAIL() << "expected UnsupportedError";
-  } catch (const UnsupportedError& e) {
-    const std::string message = e.what();
-    EXPECT_NE(message.find("'first' (NotOnGpu)"), std::string::npos) << message;
-    EXPECT_NE(message.find("'second' (NotOnGpu)"), std::string::npos) << message;
-    EXPECT_EQ(message.find("'fine'"), std::string::npos) << message;
-  }
-  EXPECT_TRUE(cuda::has_kernel("ReLU"));
-}
-
 TEST(Cuda, ListsDevices) {
   REQUIRE_GPU();
-  const std::vector<cuda::DeviceInfo> devices = cuda::list_devices();
-  ASSERT_EQ(static_cast<int>(devices.size()), cuda::device_count());
-  for (const cuda::DeviceInfo& d : devices) {
+  std::vector<DeviceInfo> devices = list_devices();
+  ASSERT_FALSE(devices.empty());
+  EXPECT_TRUE(devices.front().device.is_cpu());
+  devices.erase(devices.begin());
+  ASSERT_EQ(static_cast<int>(devices.size()), backend_for(DeviceType::cuda).device_count());
+  for (const DeviceInfo& d : devices) {
     EXPECT_FALSE(d.name.empty());
     EXPECT_GT(d.total_memory, 0u);
     EXPECT_GE(d.compute_major, 7);
@@ -138,7 +109,7 @@ TEST(Cuda, PoolReusesFreedBlocks) {
     Tensor t = Tensor::empty(Shape{1000, 1000}, DType::f32, gpu);
     first = t.raw();
   }
-  const cuda::PoolStats cached = cuda::pool_stats(gpu);
+  const MemoryStats cached = backend_for(gpu).memory_stats(gpu);
   EXPECT_GE(cached.cached_bytes, 4'000'000u);
   Tensor again = Tensor::empty(Shape{999, 1001}, DType::f32, gpu);
   EXPECT_EQ(again.raw(), first) << "a block of the same size class should come back from the cache";
@@ -147,7 +118,7 @@ TEST(Cuda, PoolReusesFreedBlocks) {
 TEST(Cuda, OutOfMemoryNamesTheRequest) {
   REQUIRE_GPU();
   const std::size_t huge = std::size_t{1} << 50;
-  expect_message([&] { cuda::allocate(huge, Device::cuda(0), "layer 'giant'"); },
+  expect_message([&] { backend_for(Device::cuda(0)).allocate(huge, Device::cuda(0), "layer 'giant'"); },
                  {"out of memory", std::to_string(huge) + " bytes", "layer 'giant'"});
   // The failure leaves the device usable.
   EXPECT_EQ(Tensor::from(Shape{2}, {1, -1}).to(Device::cuda(0)).to(Device::cpu()).to_vector(),
@@ -156,7 +127,7 @@ TEST(Cuda, OutOfMemoryNamesTheRequest) {
 
 TEST(Cuda, RejectsMissingDeviceIndex) {
   REQUIRE_GPU();
-  const int count = cuda::device_count();
+  const int count = backend_for(DeviceType::cuda).device_count();
   expect_message([&] { Tensor::empty(Shape{1}, DType::f32, Device::cuda(count)); }, {"does not exist"});
 }
 

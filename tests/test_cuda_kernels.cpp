@@ -12,7 +12,6 @@
 #include <random>
 #include <string>
 
-#include "backends/cuda/cuda_backend.h"
 #include "espresso/espresso.h"
 #include "test_support.h"
 #include "layers/registry.h"
@@ -92,10 +91,10 @@ ConvCase random_conv(std::mt19937& engine, int index) {
 }
 
 // Runs `layer` through its CUDA kernel on `input` and returns the kernel's name and output.
-std::pair<std::string, std::vector<float>> run_cuda_kernel(cuda::Context& context, const Layer& layer,
+std::pair<std::string, std::vector<float>> run_cuda_kernel(Stream& context, const Layer& layer,
                                                            const Tensor& input) {
   const Shape out_shape = layer.output_shapes({input.shape()})[0];
-  std::unique_ptr<Kernel> kernel = cuda::make_kernel(layer, {input.shape()}, context);
+  std::unique_ptr<Kernel> kernel = testing::make_kernel(layer, {input.shape()}, context);
   if (!kernel) return {"none", {}};
   std::vector<Tensor> inputs{input.to(context.device())};
   std::vector<Tensor> outputs{Tensor::empty(out_shape, DType::f32, context.device())};
@@ -115,7 +114,7 @@ TEST_P(ConvTactics, MatchTheReference) {
   REQUIRE_GPU();
   const TacticCase tactic = GetParam();
   TacticOverride forced(tactic.tactic);
-  const std::unique_ptr<cuda::Context> context = cuda::create_context(Device::cuda(0));
+  const std::unique_ptr<Stream> context = testing::gpu_stream();
   std::mt19937 engine(7);
   int forced_cases = 0;
   for (int index = 0; index < 42; ++index) {
@@ -149,18 +148,13 @@ INSTANTIATE_TEST_SUITE_P(Cuda, ConvTactics,
 TEST(CudaConvTactics, RejectsAnUnknownTactic) {
   REQUIRE_GPU();
   TacticOverride forced("winograd");
-  const std::unique_ptr<cuda::Context> context = cuda::create_context(Device::cuda(0));
+  const std::unique_ptr<Stream> context = testing::gpu_stream();
   std::mt19937 engine(3);
   ConvCase c = random_conv(engine, 0);
   const std::unique_ptr<Layer> probe = create_layer(c.spec);
   for (const Shape& s : probe->weight_shapes({c.input})) c.spec.weights.push_back(random_tensor(engine, s));
   const std::unique_ptr<Layer> layer = create_layer(c.spec);
-  EXPECT_THROW(cuda::make_kernel(*layer, {c.input}, *context), UnsupportedError);
-}
-
-TEST(CudaKernels, CoverEveryLayer) {
-  if (!cuda::built()) GTEST_SKIP() << "CUDA backend not built";
-  for (const std::string& type : known_layer_types()) EXPECT_TRUE(cuda::has_kernel(type)) << type;
+  EXPECT_THROW(testing::make_kernel(*layer, {c.input}, *context), UnsupportedError);
 }
 
 // LeNet with random weights, plus the layers a classifier head commonly adds.

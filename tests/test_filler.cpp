@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "espresso/espresso.h"
-#include "train/filler.h"
+#include "layers/filler.h"
 
 namespace espresso {
 namespace {

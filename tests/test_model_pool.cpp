@@ -9,7 +9,6 @@
 #include <random>
 #include <thread>
 
-#include "backends/cuda/cuda_backend.h"
 #include "espresso/espresso.h"
 #include "espresso/model_pool.h"
 #include "espresso/onnx.h"
@@ -315,7 +314,7 @@ TEST(ModelPool, RequestsMayOutliveThePool) {
 class ModelPoolGpu : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (cuda::device_count() == 0)
+    if (!testing::have_gpu())
       GTEST_SKIP() << "no CUDA device (or CUDA not built): GPU pool tests skipped";
   }
 };

@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include "backends/cuda/cuda_backend.h"
 #include "espresso/espresso.h"
 #include "import/onnx/onnx.pb.h"
 #include "test_support.h"
@@ -48,8 +47,8 @@ TEST_P(OnnxModels, MatchesReferenceOutput) {
 }
 
 TEST_P(OnnxModels, MatchesReferenceOutputOnCuda) {
-  if (cuda::device_count() == 0) {
-    GTEST_SKIP() << (cuda::built() ? "no CUDA device" : "CUDA backend not built") << ": GPU run not checked";
+  if (!testing::have_gpu()) {
+    GTEST_SKIP() << testing::no_gpu_reason() << ": GPU run not checked";
   }
   const std::string dir = data_dir() + "/onnx/" + GetParam();
   const Graph graph = load_onnx(dir + "/model.onnx");

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <set>
 
-#include "backends/cuda/cuda_backend.h"
+#include "test_support.h"
 #include "espresso/onnx.h"
 
 namespace espresso {
@@ -76,8 +76,8 @@ TEST(OnnxConformance, BackendTestsOnCuda) {
   if (!std::filesystem::exists(data + "/node")) {
     GTEST_SKIP() << "libonnx-testdata is not installed (" << data << ")";
   }
-  if (cuda::device_count() == 0) {
-    GTEST_SKIP() << (cuda::built() ? "no CUDA device" : "CUDA backend not built") << ": GPU run not checked";
+  if (!testing::have_gpu()) {
+    GTEST_SKIP() << testing::no_gpu_reason() << ": GPU run not checked";
   }
   const OnnxConformanceReport cpu = run_onnx_conformance({data + "/node"});
   OnnxConformanceOptions options;

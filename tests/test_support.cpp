@@ -6,7 +6,8 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "backends/cuda/cuda_backend.h"
+#include "backends/registry.h"
+#include "espresso/devices.h"
 
 namespace espresso::testing {
 
@@ -49,7 +50,26 @@ std::string read_bytes(const std::string& path) {
   return out.str();
 }
 
-bool have_gpu() { return cuda::device_count() > 0; }
+bool have_gpu() { return device_available(Device::cuda(0)); }
+
+std::string no_gpu_reason() {
+  for (const std::string& name : backend_names()) {
+    if (name == "cuda") return "no CUDA device";
+  }
+  return "CUDA backend not built";
+}
+
+std::unique_ptr<Stream> gpu_stream() { return backend_for(Device::cuda(0)).create_stream(Device::cuda(0), nullptr); }
+
+std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Stream& stream) {
+  return backend_for(stream.device()).make_kernel(layer, inputs, stream);
+}
+
+std::unique_ptr<Kernel> fast_cpu_kernel(const Layer& layer, const std::vector<Shape>& inputs) {
+  static const std::unique_ptr<Stream> host = backend_for(Device::cpu()).create_stream(Device::cpu(), nullptr);
+  std::unique_ptr<Kernel> kernel = make_kernel(layer, inputs, *host);
+  return std::string(kernel->name()) == "reference" ? nullptr : std::move(kernel);
+}
 
 LayerSpec layer(const std::string& name, const std::string& type, std::vector<std::string> inputs,
                 std::vector<std::string> outputs) {

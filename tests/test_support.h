@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
 #include "espresso/graph.h"
 
 namespace espresso::testing {
@@ -40,8 +42,15 @@ class TempDir {
 
 std::string read_bytes(const std::string& path);
 
-// Whether a CUDA device is usable here.
+// Whether a CUDA device is usable here, and why not ("no CUDA device", "CUDA backend not built").
 bool have_gpu();
+std::string no_gpu_reason();
+// A queue on the first GPU; only where have_gpu().
+std::unique_ptr<Stream> gpu_stream();
+// The kernel a stream's backend makes for the layer, or nullptr where it has none for these shapes.
+std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Stream& stream);
+// The CPU backend's fast kernel for the layer, or nullptr where it would run the layer's reference.
+std::unique_ptr<Kernel> fast_cpu_kernel(const Layer& layer, const std::vector<Shape>& inputs);
 
 // A layer of a hand-built graph: name, type, input and output tensor names; attributes and weights
 // are set by the caller.

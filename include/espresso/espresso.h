@@ -1,6 +1,7 @@
 // The public API in one include.
 #pragma once
 
+#include "espresso/devices.h"
 #include "espresso/errors.h"
 #include "espresso/graph.h"
 #include "espresso/import.h"

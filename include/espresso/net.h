@@ -21,8 +21,9 @@ void set_num_threads(int threads);
 int num_threads();
 
 struct NetOptions {
-  // Where the whole net runs. On cuda:N the weights are uploaded once, activations live on the GPU,
-  // input() returns device tensors and every layer needs a CUDA kernel.
+  // Where the net runs. On cuda:N the weights are uploaded once, activations live on the GPU and
+  // input() returns device tensors; a layer the device has no kernel for runs on the CPU, with its
+  // inputs and outputs copied across (summary() lists it; training needs every layer on the device).
   Device device = Device::cpu();
   // Run the plain reference kernels instead of the fast ones (for checking and debugging).
   bool reference_kernels = false;
@@ -61,6 +62,8 @@ struct LayerSummary {
   std::int64_t params = 0;  // learned values
   std::int64_t flops = 0;   // 2 x multiply-accumulates, for the planned input shapes
   std::string kernel;       // the kernel the plan chose
+  Device device;            // where it runs: the net's device, or the CPU where that has no kernel for it
+  std::vector<std::string> copied_in;  // inputs copied from another device before it runs
 };
 
 struct MemoryReport {
@@ -98,7 +101,7 @@ class Net {
   // CPU tensor.
   std::map<std::string, Tensor> forward(const std::map<std::string, Tensor>& inputs);
   // A graph output or input; any tensor (by original or unique name) with keep_intermediates.
-  // On the net's device.
+  // On the device of the layer that made it: the net's, or the CPU for a layer that fell back.
   const Tensor& tensor(const std::string& name) const;
 
   // Training (NetOptions::training). The loss of the last forward(): the sum of the loss outputs, each

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <sstream>
 
-#include "backends/cuda/cuda_backend.h"
+#include "core/device_memory.h"
 #include "espresso/errors.h"
 
 namespace espresso {
@@ -75,18 +75,6 @@ std::string Shape::str() const {
 
 namespace {
 
-constexpr std::size_t kAlignment = 64;
-
-std::shared_ptr<void> allocate(std::size_t bytes, Device device) {
-  if (!device.is_cpu()) return cuda::allocate(bytes, device);
-  const std::size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  void* data = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
-  if (data == nullptr) {
-    throw DeviceError("out of host memory allocating " + std::to_string(bytes) + " bytes");
-  }
-  return {data, std::free};
-}
-
 void check_shape(const Shape& shape) {
   for (std::int64_t d : shape.dims()) {
     if (d < 0) throw ShapeError("negative dimension in shape " + shape.str());
@@ -101,18 +89,14 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.device_ = device;
-  t.owner_ = allocate(t.bytes(), device);
+  t.owner_ = device_memory(device.type).allocate(t.bytes(), device, "");
   t.data_ = t.owner_.get();
   return t;
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  if (device.is_cpu()) {
-    std::memset(t.data_, 0, t.bytes());
-  } else {
-    cuda::fill_zero(t.data_, device, t.bytes());
-  }
+  device_memory(device.type).fill_zero(t.data_, device, t.bytes());
   return t;
 }
 
@@ -205,10 +189,12 @@ void Tensor::copy_from(const Tensor& source) {
     throw ShapeError(std::string("cannot copy ") + dtype_name(source.dtype_) + " " +
                      source.shape_.str() + " into " + dtype_name(dtype_) + " " + shape_.str());
   }
-  if (device_.is_cpu() && source.device_.is_cpu()) {
-    if (bytes() != 0 && data_ != source.data_) std::memmove(data_, source.data_, bytes());
+  if (source.device_.is_cpu() || device_.is_cpu() || source.device_.type == device_.type) {
+    device_memory(device_.is_cpu() ? source.device_.type : device_.type)
+        .copy(data_, device_, source.data_, source.device_, bytes());
   } else {
-    cuda::copy(data_, device_, source.data_, source.device_, bytes());
+    // Between two kinds of device: through the host.
+    copy_from(source.to(Device::cpu()));
   }
 }
 

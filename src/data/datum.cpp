@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "espresso/errors.h"
-#include "import/caffe/caffe.pb.h"
+#include "data/datum.pb.h"
 
 namespace espresso::data {
 

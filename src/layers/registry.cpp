@@ -3,43 +3,7 @@
 #include <algorithm>
 #include <iterator>
 
-#include "layers/absval.h"
-#include "layers/accuracy.h"
-#include "layers/activation.h"
-#include "layers/batch_norm.h"
-#include "layers/bias.h"
-#include "layers/binary.h"
-#include "layers/concat.h"
-#include "layers/constant.h"
-#include "layers/convolution.h"
-#include "layers/deconvolution.h"
-#include "layers/dropout.h"
-#include "layers/eltwise.h"
-#include "layers/euclidean_loss.h"
-#include "layers/flatten.h"
-#include "layers/gather.h"
-#include "layers/inner_product.h"
-#include "layers/log_softmax.h"
-#include "layers/lrn.h"
-#include "layers/matmul.h"
-#include "layers/pad.h"
-#include "layers/pooling.h"
-#include "layers/power.h"
-#include "layers/prelu.h"
-#include "layers/reduce.h"
-#include "layers/relu.h"
-#include "layers/reshape.h"
-#include "layers/resize.h"
-#include "layers/scale.h"
-#include "layers/sigmoid.h"
-#include "layers/sigmoid_cross_entropy_loss.h"
-#include "layers/slice.h"
-#include "layers/softmax.h"
-#include "layers/softmax_with_loss.h"
-#include "layers/split.h"
-#include "layers/strided_slice.h"
-#include "layers/tanh.h"
-#include "layers/transpose.h"
+#include "layer_list.inc"  // generated: every layer header in src/layers/
 
 namespace espresso {
 namespace {
@@ -56,45 +20,11 @@ struct Entry {
   Factory create;
 };
 
-// Every layer type espresso knows, by its espresso name (docs/layers.md).
+// Every layer type espresso knows: each `class <Type>Layer final` in src/layers/ (docs/layers.md).
 constexpr Entry kLayers[] = {
-    {"AbsVal", make<AbsValLayer>},
-    {"Accuracy", make<AccuracyLayer>},
-    {"Activation", make<ActivationLayer>},
-    {"BatchNorm", make<BatchNormLayer>},
-    {"Bias", make<BiasLayer>},
-    {"Binary", make<BinaryLayer>},
-    {"Concat", make<ConcatLayer>},
-    {"Constant", make<ConstantLayer>},
-    {"Convolution", make<ConvolutionLayer>},
-    {"Deconvolution", make<DeconvolutionLayer>},
-    {"Dropout", make<DropoutLayer>},
-    {"Eltwise", make<EltwiseLayer>},
-    {"EuclideanLoss", make<EuclideanLossLayer>},
-    {"Flatten", make<FlattenLayer>},
-    {"Gather", make<GatherLayer>},
-    {"InnerProduct", make<InnerProductLayer>},
-    {"LRN", make<LRNLayer>},
-    {"LogSoftmax", make<LogSoftmaxLayer>},
-    {"MatMul", make<MatMulLayer>},
-    {"Pad", make<PadLayer>},
-    {"Pooling", make<PoolingLayer>},
-    {"Power", make<PowerLayer>},
-    {"PReLU", make<PReLULayer>},
-    {"ReLU", make<ReLULayer>},
-    {"Reduce", make<ReduceLayer>},
-    {"Reshape", make<ReshapeLayer>},
-    {"Resize", make<ResizeLayer>},
-    {"Scale", make<ScaleLayer>},
-    {"Sigmoid", make<SigmoidLayer>},
-    {"SigmoidCrossEntropyLoss", make<SigmoidCrossEntropyLossLayer>},
-    {"Slice", make<SliceLayer>},
-    {"Softmax", make<SoftmaxLayer>},
-    {"SoftmaxWithLoss", make<SoftmaxWithLossLayer>},
-    {"Split", make<SplitLayer>},
-    {"StridedSlice", make<StridedSliceLayer>},
-    {"TanH", make<TanHLayer>},
-    {"Transpose", make<TransposeLayer>},
+#define ESPRESSO_LAYER(type) {#type, make<type##Layer>},
+#include "layer_list.inc"
+#undef ESPRESSO_LAYER
 };
 
 const Entry* find(const std::string& type) {

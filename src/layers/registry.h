@@ -1,4 +1,4 @@
-// The one explicit table of layer types. Add a layer by adding one row in registry.cpp.
+// The one table of layer types, generated at build time from the layer headers that exist.
 #pragma once
 
 #include <memory>

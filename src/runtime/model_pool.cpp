@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <mutex>
 
-#include "backends/cuda/cuda_backend.h"
+#include "backends/registry.h"
 #include "espresso/errors.h"
 #include "espresso/import.h"
 #include "espresso/package.h"
@@ -252,7 +252,7 @@ void ModelRequest::release() { state_.reset(); }
 
 ModelPool::ModelPool(ModelPoolOptions options) : shared_(std::make_shared<Shared>()) {
   if (options.budget_bytes == 0) throw ModelError("model pool: the budget must be more than 0 bytes");
-  if (!options.device.is_cpu()) cuda::require_device(options.device);
+  require_device(options.device);
   shared_->options = std::move(options);
   shared_->stats.budget_bytes = shared_->options.budget_bytes;
 }

@@ -4,7 +4,7 @@
 #include <numbers>
 #include <utility>
 
-#include "backends/cuda/cuda_backend.h"
+#include "backends/registry.h"
 #include "espresso/errors.h"
 #include "import/caffe/caffe.pb.h"
 
@@ -128,11 +128,11 @@ void Solver::check_parameters(const std::vector<Parameter>& params) {
                              " is not an f32 parameter with a gradient of its size on " + device.str());
     }
   }
-  if (device != device_ || (!device.is_cpu() && !gpu_)) {
+  if (device != device_ || !stream_) {
     if (!history_.empty()) {
       for (Tensor& h : history_) h = h.to(device);
     }
-    gpu_ = device.is_cpu() ? nullptr : cuda::create_context(device);
+    stream_ = backend_for(device).create_stream(device, nullptr);
     device_ = device;
   }
 }
@@ -175,12 +175,7 @@ float Solver::clip_factor(const std::vector<Parameter>& params) {
   double sumsq = 0.0;
   for (const Parameter& param : params) {
     if (param.spec.lr_mult == 0.0f) continue;
-    if (gpu_) {
-      sumsq += cuda::sum_of_squares(*gpu_, param.grad);
-      continue;
-    }
-    const float* g = param.grad.data<float>();
-    for (std::int64_t i = 0; i < param.grad.numel(); ++i) sumsq += static_cast<double>(g[i]) * g[i];
+    sumsq += stream_->sum_of_squares(param.grad);
   }
   const double norm = std::sqrt(sumsq);
   return norm <= config_.clip_gradients ? 1.0f : static_cast<float>(config_.clip_gradients / norm);
@@ -219,20 +214,10 @@ void Solver::update(std::vector<Parameter>& params, std::int64_t iter) {
     if (param.spec.lr_mult == 0.0f) continue;
     const UpdateRule rule = rule_for(param, rate, iter, clip);
     Tensor* second = history_sets() == 2 ? &history_[p + second_set] : nullptr;
-    if (gpu_) {
-      cuda::apply_update(*gpu_, rule, param.value, param.grad, history_[p], second);
-      continue;
-    }
-    float* w = param.value.data<float>();
-    float* g = param.grad.data<float>();
-    float* h = history_[p].data<float>();
-    float* u = second ? second->data<float>() : nullptr;
-    float unused = 0.0f;
-    for (std::int64_t i = 0, n = param.grad.numel(); i < n; ++i)
-      g[i] = apply_update(rule, w[i], g[i], h[i], u ? u[i] : unused);
+    stream_->apply_update(rule, param.value, param.grad, history_[p], second);
   }
   // The next forward runs on the net's own stream.
-  if (gpu_) gpu_->synchronize();
+  stream_->synchronize();
 }
 
 }  // namespace espresso::train

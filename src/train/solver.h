@@ -9,13 +9,10 @@
 
 #include "espresso/net.h"
 #include "espresso/tensor.h"
-#include "train/update_rule.h"
+#include "backends/backend.h"
 
 namespace espresso::caffe {
 class SolverParameter;
-}
-namespace espresso::cuda {
-class Context;
 }
 
 namespace espresso::train {
@@ -89,7 +86,7 @@ class Solver {
   SolverConfig config_;
   std::vector<Tensor> history_;
   Device device_ = Device::cpu();
-  std::unique_ptr<cuda::Context> gpu_;  // the update's stream when the parameters live on a GPU
+  std::unique_ptr<Stream> stream_;  // the update's queue on the parameters' device
 };
 
 }  // namespace espresso::train

@@ -1,3 +1,4 @@
+#include "test_support.h"
 #include "harness/layer_harness.h"
 
 #include <gtest/gtest.h>
@@ -7,8 +8,6 @@
 #include <cstdio>
 #include <sstream>
 
-#include "backends/cpu/cpu_backend.h"
-#include "backends/cuda/cuda_backend.h"
 #include "layers/registry.h"
 
 namespace espresso::testing {
@@ -78,14 +77,14 @@ Values rounded(const Values& v) {
 
 // The context all layer tests share, or nullptr without a GPU (said once, visibly, since a
 // silently skipped backend looks like a passing one).
-cuda::Context* gpu_context() {
-  static const std::unique_ptr<cuda::Context> context = [] {
-    std::unique_ptr<cuda::Context> created;
-    if (cuda::device_count() > 0) {
-      created = cuda::create_context(Device::cuda(0));
+Stream* gpu_context() {
+  static const std::unique_ptr<Stream> context = [] {
+    std::unique_ptr<Stream> created;
+    if (have_gpu()) {
+      created = gpu_stream();
     } else {
       std::printf("[ SKIPPED  ] %s: CUDA kernels not checked\n",
-                  cuda::built() ? "no CUDA device" : "CUDA backend not built");
+                  no_gpu_reason().c_str());
       std::fflush(stdout);
     }
     return created;
@@ -94,7 +93,7 @@ cuda::Context* gpu_context() {
 }
 
 // Runs the layer's CUDA kernel, if it has one for these shapes, and returns its outputs on the CPU.
-std::vector<Tensor> run_on_gpu(cuda::Context& context, const Layer& layer, const std::vector<Tensor>& inputs,
+std::vector<Tensor> run_on_gpu(Stream& context, const Layer& layer, const std::vector<Tensor>& inputs,
                                const std::vector<Shape>& out_shapes, std::string& kernel_name) {
   std::vector<Shape> in_shapes;
   std::vector<Tensor> device_inputs, device_outputs;
@@ -102,7 +101,7 @@ std::vector<Tensor> run_on_gpu(cuda::Context& context, const Layer& layer, const
     in_shapes.push_back(t.shape());
     device_inputs.push_back(t.to(context.device()));
   }
-  std::unique_ptr<Kernel> kernel = cuda::make_kernel(layer, in_shapes, context);
+  std::unique_ptr<Kernel> kernel = make_kernel(layer, in_shapes, context);
   if (!kernel) return {};
   kernel_name = kernel->name();
   for (const Shape& s : out_shapes) device_outputs.push_back(Tensor::empty(s, DType::f32, context.device()));
@@ -150,10 +149,10 @@ Gradients zero_gradients(const Layer& layer, const std::vector<Tensor>& inputs) 
 // The CUDA kernel's forward then backward with the same output gradients, compared with the reference
 // backward. Every layer that trains on the CPU must train on the GPU too, so a CUDA kernel without a
 // backward fails here.
-void check_gpu_backward(cuda::Context& context, const Layer& layer, const std::vector<Tensor>& inputs,
+void check_gpu_backward(Stream& context, const Layer& layer, const std::vector<Tensor>& inputs,
                         const std::vector<Tensor>& outputs, const std::vector<Tensor>& output_grads,
                         const Gradients& reference) {
-  std::unique_ptr<Kernel> kernel = cuda::make_kernel(layer, shapes_of_tensors(inputs), context);
+  std::unique_ptr<Kernel> kernel = make_kernel(layer, shapes_of_tensors(inputs), context);
   if (!kernel) return;
   if (!kernel->has_fast_backward()) {
     ADD_FAILURE() << "CUDA kernel '" << kernel->name() << "' has no backward pass";
@@ -209,7 +208,7 @@ bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
   layer.backward(inputs, outputs, output_grads, analytic.inputs, analytic.weights);
 
   bool fast_compared = false;
-  if (std::unique_ptr<Kernel> fast = cpu::make_kernel(layer, shapes_of_tensors(inputs))) {
+  if (std::unique_ptr<Kernel> fast = fast_cpu_kernel(layer, shapes_of_tensors(inputs))) {
     if (fast->has_fast_backward()) {
       fast_compared = true;
       std::vector<Tensor> fast_outputs;
@@ -231,7 +230,7 @@ bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
     }
   }
 
-  if (cuda::Context* context = gpu_context()) {
+  if (Stream* context = gpu_context()) {
     check_gpu_backward(*context, layer, inputs, outputs, output_grads, analytic);
   }
 
@@ -316,7 +315,7 @@ void run_layer_test(const LayerTest& test) {
           << "reference vs naive double, output " << k;
     }
 
-    if (std::unique_ptr<Kernel> fast = cpu::make_kernel(*layer, c.input_shapes)) {
+    if (std::unique_ptr<Kernel> fast = fast_cpu_kernel(*layer, c.input_shapes)) {
       ++fast_cases;
       std::vector<Tensor> outputs;
       for (const Shape& s : out_shapes) outputs.push_back(Tensor::empty(s));
@@ -339,7 +338,7 @@ void run_layer_test(const LayerTest& test) {
       }
     }
 
-    if (cuda::Context* context = gpu_context()) {
+    if (Stream* context = gpu_context()) {
       std::string kernel_name;
       const std::vector<Tensor> outputs = run_on_gpu(*context, *layer, inputs, out_shapes, kernel_name);
       if (!outputs.empty()) ++gpu_cases;

@@ -5,7 +5,7 @@
 
 #include <optional>
 
-#include "backends/cuda/cuda_backend.h"
+#include "test_support.h"
 #include "layers/layer_test_util.h"
 
 namespace espresso::testing {
@@ -27,7 +27,7 @@ inline std::vector<Shape> shapes_of(const std::vector<Tensor>& tensors) {
 inline BackwardRun run_forwards_and_backward(Kernel& kernel, const Layer& layer,
                                              const std::vector<Tensor>& inputs,
                                              const std::vector<Tensor>& output_grads, int forwards,
-                                             Device device, cuda::Context* context) {
+                                             Device device, Stream* context) {
   std::vector<Tensor> device_inputs, outputs, device_output_grads, input_grads, weight_grads;
   for (const Tensor& t : inputs) device_inputs.push_back(t.to(device));
   for (const Shape& s : layer.output_shapes(shapes_of(inputs)))
@@ -60,9 +60,9 @@ inline BackwardRun run_backward_on_cpu(const Layer& layer, const std::vector<Ten
 inline std::optional<BackwardRun> run_backward_on_gpu(const Layer& layer, const std::vector<Tensor>& inputs,
                                                       const std::vector<Tensor>& output_grads,
                                                       int forwards = 1) {
-  if (cuda::device_count() == 0) return std::nullopt;
-  const std::unique_ptr<cuda::Context> context = cuda::create_context(Device::cuda(0));
-  const std::unique_ptr<Kernel> kernel = cuda::make_kernel(layer, shapes_of(inputs), *context);
+  if (!have_gpu()) return std::nullopt;
+  const std::unique_ptr<Stream> context = gpu_stream();
+  const std::unique_ptr<Kernel> kernel = make_kernel(layer, shapes_of(inputs), *context);
   if (!kernel || !kernel->has_fast_backward()) {
     ADD_FAILURE() << "no CUDA kernel with a backward pass for " << layer.type();
     return std::nullopt;

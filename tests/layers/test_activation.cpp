@@ -4,7 +4,7 @@
 #include <cstring>
 #include <limits>
 
-#include "backends/cpu/cpu_backend.h"
+#include "test_support.h"
 #include "layers/backward_run.h"
 
 namespace espresso::testing {
@@ -155,7 +155,7 @@ TEST(Layers, ActivationFastInPlace) {
     const std::unique_ptr<Layer> layer = create_layer(spec);
     std::vector<Tensor> reference{Tensor::empty(shape)};
     layer->forward({Tensor::from(shape, x)}, reference);
-    const std::unique_ptr<Kernel> fast = cpu::make_kernel(*layer, {shape});
+    const std::unique_ptr<Kernel> fast = fast_cpu_kernel(*layer, {shape});
     ASSERT_NE(fast, nullptr);
     std::vector<Tensor> data{Tensor::from(shape, x)};
     fast->forward(data, data);

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "backends/cuda/cuda_backend.h"
+#include "test_support.h"
 #include "layers/layer_test_util.h"
 
 namespace espresso::testing {
@@ -141,7 +141,7 @@ TEST(Layers, BatchNormTrainingUpdatesTheStoredStatistics) {
 // A training net's blobs are device tensors: the CUDA kernel folds the batch statistics into them
 // as the reference does on the CPU.
 TEST(Layers, BatchNormTrainingUpdatesTheStoredStatisticsOnTheGpu) {
-  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: CUDA test not run";
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA test not run";
   const Device gpu = Device::cuda(0);
   Rng rng(7);
   auto random_tensor = [&](const Shape& shape, double lo, double hi) {
@@ -161,8 +161,8 @@ TEST(Layers, BatchNormTrainingUpdatesTheStoredStatisticsOnTheGpu) {
   cpu_layer->set_training(true);
   gpu_layer->set_training(true);
 
-  std::unique_ptr<cuda::Context> context = cuda::create_context(gpu);
-  std::unique_ptr<Kernel> kernel = cuda::make_kernel(*gpu_layer, {shape}, *context);
+  std::unique_ptr<Stream> context = gpu_stream();
+  std::unique_ptr<Kernel> kernel = make_kernel(*gpu_layer, {shape}, *context);
   ASSERT_TRUE(kernel);
   for (int step = 0; step < 2; ++step) {
     std::vector<Tensor> cpu_out{Tensor::empty(shape)};

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "backends/cuda/cuda_backend.h"
+#include "test_support.h"
 #include "harness/layer_harness.h"
 #include "layers/registry.h"
 
@@ -147,7 +147,7 @@ TEST(Layers, Convolution) {
 // col2im GEMM one that serves what cuDNN declines (ESPRESSO_CONV_TACTIC=im2col puts it first). Their
 // CPU checks repeat Layers.Convolution's, so they run only with a GPU.
 TEST(Layers, ConvolutionCudaBackwardPaths) {
-  if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: CUDA backward paths not checked";
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA backward paths not checked";
   run_layer_test(
       {.make_case = make_case, .naive = naive, .cases = 40, .training = true, .gradient_cases = 40});
   setenv("ESPRESSO_CONV_TACTIC", "im2col", 1);

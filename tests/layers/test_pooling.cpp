@@ -4,8 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "backends/cpu/cpu_backend.h"
-#include "backends/cuda/cuda_backend.h"
+#include "test_support.h"
 #include "harness/layer_harness.h"
 #include "layers/registry.h"
 
@@ -148,8 +147,8 @@ TEST(Layers, Pooling) {
 // meets ties (its numeric gradient is undefined there), so here inputs take three values only and
 // every fast backward must route the gradients exactly as the reference does.
 TEST(Layers, PoolingMaxTiesGoToTheFirstMaximum) {
-  std::unique_ptr<cuda::Context> gpu;
-  if (cuda::device_count() > 0) gpu = cuda::create_context(Device::cuda(0));
+  std::unique_ptr<Stream> gpu;
+  if (have_gpu()) gpu = gpu_stream();
   Rng rng(77);
   for (int index = 0; index < 24; ++index) {
     LayerCase c = make_case(rng);
@@ -172,7 +171,7 @@ TEST(Layers, PoolingMaxTiesGoToTheFirstMaximum) {
     const std::vector<float> reference = input_grads[0].to_vector();
     const Values expected(reference.begin(), reference.end());
 
-    if (std::unique_ptr<Kernel> cpu_kernel = cpu::make_kernel(*layer, c.input_shapes)) {
+    if (std::unique_ptr<Kernel> cpu_kernel = fast_cpu_kernel(*layer, c.input_shapes)) {
       if (cpu_kernel->has_fast_backward()) {
         const std::vector<float> got =
             kernel_input_gradient(*cpu_kernel, *layer, x, dy, Device::cpu()).to_vector();
@@ -180,7 +179,7 @@ TEST(Layers, PoolingMaxTiesGoToTheFirstMaximum) {
       }
     }
     if (gpu) {
-      std::unique_ptr<Kernel> cuda_kernel = cuda::make_kernel(*layer, c.input_shapes, *gpu);
+      std::unique_ptr<Kernel> cuda_kernel = make_kernel(*layer, c.input_shapes, *gpu);
       ASSERT_TRUE(cuda_kernel);
       const Tensor on_gpu = kernel_input_gradient(*cuda_kernel, *layer, x, dy, gpu->device());
       gpu->synchronize();

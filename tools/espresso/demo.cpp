@@ -7,7 +7,7 @@
 #include <memory>
 #include <sstream>
 
-#include "backends/cuda/device_info.h"
+#include "espresso/devices.h"
 #include "common.h"
 #include "data/idx.h"
 #include "espresso/errors.h"
@@ -104,7 +104,7 @@ std::string write_recipe(const DemoOptions& o, const fs::path& out) {
 
 Device pick_device(const std::string& requested) {
   if (requested != "auto") return Device::parse(requested);
-  return cuda::list_devices().empty() ? Device::cpu() : Device::cuda(0);
+  return device_available(Device::cuda(0)) ? Device::cuda(0) : Device::cpu();
 }
 
 std::unique_ptr<train::Trainer> make_trainer(const std::string& solver, Device device) {

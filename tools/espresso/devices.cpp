@@ -1,9 +1,8 @@
 // `espresso devices`: the CPU and every GPU this build can use.
 #include <cstdio>
-#include <thread>
 
-#include "backends/cuda/device_info.h"
 #include "common.h"
+#include "espresso/devices.h"
 
 namespace espresso::cli {
 namespace {
@@ -13,16 +12,21 @@ std::string cuda_version(int encoded) {
 }
 
 int run_devices() {
-  std::printf("cpu      %u hardware threads, %d worker threads\n", std::thread::hardware_concurrency(),
-              num_threads());
-  const std::vector<cuda::DeviceInfo> gpus = cuda::list_devices();
-  if (gpus.empty()) std::printf("no CUDA device (or this build has no CUDA backend)\n");
-  for (const cuda::DeviceInfo& d : gpus) {
-    std::printf("cuda:%d   %s, %s memory (%s free), compute capability %d.%d, %d multiprocessors, driver %s, runtime %s\n",
-                d.index, d.name.c_str(), binary_bytes(d.total_memory).c_str(), binary_bytes(d.free_memory).c_str(),
-                d.compute_major, d.compute_minor, d.multiprocessors, cuda_version(d.driver_version).c_str(),
-                cuda_version(d.runtime_version).c_str());
+  const std::vector<DeviceInfo> devices = list_devices();
+  bool any_gpu = false;
+  for (const DeviceInfo& d : devices) {
+    if (d.device.is_cpu()) {
+      std::printf("cpu      %s, %d hardware threads, %d worker threads\n", d.name.c_str(), d.multiprocessors,
+                  num_threads());
+      continue;
+    }
+    any_gpu = true;
+    std::printf("%-8s %s, %s memory (%s free), compute capability %d.%d, %d multiprocessors, driver %s, runtime %s\n",
+                d.device.str().c_str(), d.name.c_str(), binary_bytes(d.total_memory).c_str(),
+                binary_bytes(d.free_memory).c_str(), d.compute_major, d.compute_minor, d.multiprocessors,
+                cuda_version(d.driver_version).c_str(), cuda_version(d.runtime_version).c_str());
   }
+  if (!any_gpu) std::printf("no CUDA device (or this build has no CUDA backend)\n");
   return 0;
 }
 

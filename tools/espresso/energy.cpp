@@ -6,7 +6,7 @@
 #include <fstream>
 #include <vector>
 
-#include "backends/cuda/device_info.h"
+#include "espresso/devices.h"
 
 namespace espresso::cli {
 namespace {
@@ -127,8 +127,8 @@ class RaplMeter final : public EnergyMeter {
 
 std::unique_ptr<EnergyMeter> open_energy_meter(Device device, std::string& why_not) {
   if (device.is_cpu()) return RaplMeter::open(why_not);
-  for (const cuda::DeviceInfo& info : cuda::list_devices()) {
-    if (info.index == device.index) return NvmlMeter::open(info.pci_bus_id, why_not);
+  for (const DeviceInfo& info : list_devices()) {
+    if (info.device == device) return NvmlMeter::open(info.pci_bus_id, why_not);
   }
   why_not = "no GPU " + device.str();
   return nullptr;

@@ -152,7 +152,7 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   const ConvGeometry g = conv.geometry(inputs[0]);
   // The direct depthwise kernel has no backward of its own; training keeps im2col's threaded one.
   if (!conv.training()) {
-    if (std::unique_ptr<Kernel> depthwise = make_depthwise_convolution(conv, g)) return depthwise;
+    if (std::unique_ptr<Kernel> depthwise = depthwise_convolution_kernel(conv, g)) return depthwise;
   }
   return std::make_unique<ConvolutionKernel>(conv, g);
 }

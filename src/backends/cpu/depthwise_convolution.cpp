@@ -167,7 +167,7 @@ class DepthwiseConvolutionKernel final : public Kernel {
 
 }  // namespace
 
-std::unique_ptr<Kernel> make_depthwise_convolution(const ConvolutionLayer& layer, const ConvGeometry& g) {
+std::unique_ptr<Kernel> depthwise_convolution_kernel(const ConvolutionLayer& layer, const ConvGeometry& g) {
   if (g.axes() != 2 || g.group != g.in_channels || g.out_channels != g.in_channels) return nullptr;
   return std::make_unique<DepthwiseConvolutionKernel>(layer, g);
 }

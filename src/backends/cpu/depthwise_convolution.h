@@ -10,6 +10,6 @@ namespace espresso::cpu {
 
 // A direct kernel when every channel is its own group (group == in_channels == out_channels) over
 // 2 spatial axes, else nullptr.
-std::unique_ptr<Kernel> make_depthwise_convolution(const ConvolutionLayer& layer, const ConvGeometry& g);
+std::unique_ptr<Kernel> depthwise_convolution_kernel(const ConvolutionLayer& layer, const ConvGeometry& g);
 
 }  // namespace espresso::cpu

@@ -88,7 +88,7 @@ StreamContext::~StreamContext() {
 }
 
 void StreamContext::begin_capture() {
-  drop_graph();
+  drop_capture();
   std::unique_lock lock(capture_exclusion());
   DeviceGuard guard(device_.index);
   // Thread-local mode: only this thread's unsafe calls (cudaMalloc, say) are refused meanwhile.
@@ -115,13 +115,13 @@ void StreamContext::abort_capture() {
   cudaGetLastError();
 }
 
-void StreamContext::launch_graph() {
+void StreamContext::replay() {
   if (graph_ == nullptr) throw DeviceError("no CUDA graph has been captured on " + device_.str());
   DeviceGuard guard(device_.index);
   ESPRESSO_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
 }
 
-void StreamContext::drop_graph() {
+void StreamContext::drop_capture() {
   if (graph_ == nullptr) return;
   DeviceGuard guard(device_.index);
   ESPRESSO_CUDA_CHECK(cudaGraphExecDestroy(graph_));

@@ -11,7 +11,7 @@
 
 namespace espresso::cuda {
 
-class StreamContext final : public Context {
+class StreamContext final : public Stream {
  public:
   StreamContext(Device device, std::shared_ptr<const DeviceWeights> shared_weights);
   ~StreamContext() override;
@@ -19,16 +19,22 @@ class StreamContext final : public Context {
   StreamContext& operator=(const StreamContext&) = delete;
 
   Device device() const override { return device_; }
+  void synchronize() override;
+  bool can_capture() const override { return true; }
   void begin_capture() override;
   void end_capture() override;
   void abort_capture() override;
-  bool has_graph() const override { return graph_ != nullptr; }
-  void launch_graph() override;
-  void drop_graph() override;
-  void synchronize() override;
+  bool has_capture() const override { return graph_ != nullptr; }
+  void replay() override;
+  void drop_capture() override;
   void mark_start() override;
   void mark_end() override;
   double elapsed_ms() override;
+  // training.cu
+  void fill(Tensor& tensor, float value) override;
+  void apply_update(const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
+                    Tensor* second) override;
+  double sum_of_squares(const Tensor& tensor) override;
 
   cudaStream_t stream() const { return stream_; }
   int multiprocessors() const { return multiprocessors_; }

@@ -125,7 +125,7 @@ int layer_axis(const Layer& layer, int rank) {
   return *resolve_axis(layer.spec().attrs.get_int("axis", 1), rank);
 }
 
-std::unique_ptr<Kernel> make_axis_copy(bool joining, const Shape& whole, const std::vector<Shape>& parts,
+std::unique_ptr<Kernel> axis_copy_kernel(bool joining, const Shape& whole, const std::vector<Shape>& parts,
                                        int axis, StreamContext& context) {
   const std::int64_t inner = whole.count(axis + 1);
   std::vector<std::int64_t> blocks;
@@ -138,17 +138,30 @@ std::unique_ptr<Kernel> make_axis_copy(bool joining, const Shape& whole, const s
 std::unique_ptr<Kernel> make_concat(const Layer& layer, const std::vector<Shape>& inputs,
                                     StreamContext& context) {
   const Shape joined = layer.output_shapes(inputs)[0];
-  return make_axis_copy(true, joined, inputs, layer_axis(layer, joined.rank()), context);
+  return axis_copy_kernel(true, joined, inputs, layer_axis(layer, joined.rank()), context);
 }
 
 std::unique_ptr<Kernel> make_slice(const Layer& layer, const std::vector<Shape>& inputs,
                                    StreamContext& context) {
-  return make_axis_copy(false, inputs[0], layer.output_shapes(inputs), layer_axis(layer, inputs[0].rank()),
+  return axis_copy_kernel(false, inputs[0], layer.output_shapes(inputs), layer_axis(layer, inputs[0].rank()),
                         context);
 }
 
-std::unique_ptr<Kernel> make_copy(const Layer&, const std::vector<Shape>&, StreamContext& context) {
+std::unique_ptr<Kernel> copy_kernel(const Layer&, const std::vector<Shape>&, StreamContext& context) {
   return std::make_unique<WholeCopyKernel>(context);
+}
+
+// Flatten, Reshape and Split (and Dropout at inference) move no values: a plain copy.
+std::unique_ptr<Kernel> make_flatten(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
+  return copy_kernel(layer, inputs, context);
+}
+
+std::unique_ptr<Kernel> make_reshape(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
+  return copy_kernel(layer, inputs, context);
+}
+
+std::unique_ptr<Kernel> make_split(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
+  return copy_kernel(layer, inputs, context);
 }
 
 }  // namespace espresso::cuda

@@ -1,89 +1,71 @@
 #include "backends/cuda/cuda_backend.h"
 
-#include <algorithm>
-#include <iterator>
+#include <string_view>
 
 #include "backends/cuda/kernels.h"
 #include "espresso/errors.h"
 
-namespace espresso::cuda {
+namespace espresso {
+namespace cuda {
 namespace {
 
 struct Entry {
-  const char* type;
-  KernelFactory create;
+  std::string_view type;
+  std::unique_ptr<Kernel> (*create)(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context);
 };
 
-// Layer types with a CUDA kernel. A net runs on a GPU only when every layer has one.
 constexpr Entry kKernels[] = {
-    {"AbsVal", make_absval},
-    {"Accuracy", make_accuracy},
-    {"Activation", make_activation},
-    {"BatchNorm", make_batch_norm},
-    {"Bias", make_bias},
-    {"Binary", make_binary},
-    {"Concat", make_concat},
-    {"Constant", make_constant},
-    {"Convolution", make_convolution},
-    {"Deconvolution", make_deconvolution},
-    {"Dropout", make_dropout},
-    {"Eltwise", make_eltwise},
-    {"EuclideanLoss", make_euclidean_loss},
-    {"Flatten", make_copy},
-    {"Gather", make_gather},
-    {"InnerProduct", make_inner_product},
-    {"LogSoftmax", make_log_softmax},
-    {"LRN", make_lrn},
-    {"MatMul", make_matmul},
-    {"Pad", make_pad},
-    {"Pooling", make_pooling},
-    {"Power", make_power},
-    {"PReLU", make_prelu},
-    {"Reduce", make_reduce},
-    {"ReLU", make_relu},
-    {"Reshape", make_copy},
-    {"Resize", make_resize},
-    {"Scale", make_scale},
-    {"Sigmoid", make_sigmoid},
-    {"SigmoidCrossEntropyLoss", make_sigmoid_cross_entropy_loss},
-    {"Slice", make_slice},
-    {"Softmax", make_softmax},
-    {"SoftmaxWithLoss", make_softmax_with_loss},
-    {"Split", make_copy},
-    {"StridedSlice", make_strided_slice},
-    {"Transpose", make_transpose},
-    {"TanH", make_tanh},
+#define ESPRESSO_KERNEL(type, stem) {#type, make_##stem},
+#include "cuda_kernels.inc"
+#undef ESPRESSO_KERNEL
 };
 
-const Entry* find(const std::string& type) {
-  auto it =
-      std::find_if(std::begin(kKernels), std::end(kKernels), [&](const Entry& e) { return type == e.type; });
-  return it == std::end(kKernels) ? nullptr : &*it;
+const Entry* find(std::string_view type) {
+  for (const Entry& e : kKernels) {
+    if (e.type == type) return &e;
+  }
+  return nullptr;
 }
+
+class CudaBackend final : public Backend {
+ public:
+  const char* name() const override { return "cuda"; }
+  DeviceType type() const override { return DeviceType::cuda; }
+  int device_count() const override { return cuda::device_count(); }
+  void require_device(Device device) const override { cuda::require_device(device); }
+  std::vector<DeviceInfo> devices() const override { return list_devices(); }
+
+  std::shared_ptr<void> allocate(std::size_t bytes, Device device, const std::string& purpose) override {
+    return cuda::allocate(bytes, device, purpose);
+  }
+  void copy(void* destination, Device destination_device, const void* source, Device source_device,
+            std::size_t bytes) override {
+    cuda::copy(destination, destination_device, source, source_device, bytes);
+  }
+  void fill_zero(void* destination, Device device, std::size_t bytes) override {
+    cuda::fill_zero(destination, device, bytes);
+  }
+  void upload(Device device, const std::vector<UploadPiece>& pieces) override { cuda::upload(device, pieces); }
+  MemoryStats memory_stats(Device device) const override { return pool_stats(device); }
+
+  std::unique_ptr<Stream> create_stream(Device device,
+                                        std::shared_ptr<const DeviceWeights> resident_weights) override {
+    return std::make_unique<StreamContext>(device, std::move(resident_weights));
+  }
+  bool supports(const Layer& layer, const std::vector<Shape>&, DType dtype) const override {
+    return dtype == DType::f32 && find(layer.type()) != nullptr;
+  }
+  std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs,
+                                      Stream& stream) override {
+    const Entry* entry = find(layer.type());
+    if (entry == nullptr) return nullptr;
+    return entry->create(layer, inputs, static_cast<StreamContext&>(stream));
+  }
+};
 
 }  // namespace
+}  // namespace cuda
 
-std::unique_ptr<Context> create_context(Device device, std::shared_ptr<const DeviceWeights> shared_weights) {
-  return std::make_unique<StreamContext>(device, std::move(shared_weights));
-}
+std::unique_ptr<Backend> make_cuda_backend() { return std::make_unique<cuda::CudaBackend>(); }
 
-bool has_kernel(const std::string& layer_type) { return find(layer_type) != nullptr; }
-
-void check_supported(const std::vector<const Layer*>& layers) {
-  std::string missing;
-  for (const Layer* layer : layers) {
-    if (!has_kernel(layer->type())) {
-      missing += (missing.empty() ? "" : ", ") + ("'" + layer->name() + "' (" + layer->type() + ")");
-    }
-  }
-  if (!missing.empty())
-    throw UnsupportedError("no CUDA kernel for layers " + missing + "; run them on the CPU");
-}
-
-std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Context& context) {
-  const Entry* entry = find(layer.type());
-  if (entry == nullptr) return nullptr;
-  return entry->create(layer, inputs, static_cast<StreamContext&>(context));
-}
-
-}  // namespace espresso::cuda
+}  // namespace espresso

@@ -2,7 +2,7 @@
 
 #include "backends/cuda/check.h"
 #include "backends/cuda/cuda_backend.h"
-#include "backends/cuda/device_info.h"
+#include "backends/cuda/cuda_backend.h"
 #include "espresso/errors.h"
 
 namespace espresso::cuda {
@@ -36,7 +36,6 @@ DeviceGuard::~DeviceGuard() {
   if (cudaGetDevice(&current) == cudaSuccess && current != previous_) cudaSetDevice(previous_);
 }
 
-bool built() { return true; }
 
 int device_count() {
   int count = 0;
@@ -75,7 +74,7 @@ std::vector<DeviceInfo> list_devices() {
     cudaDeviceProp properties{};
     ESPRESSO_CUDA_CHECK(cudaGetDeviceProperties(&properties, index));
     DeviceInfo info;
-    info.index = index;
+    info.device = Device::cuda(index);
     info.name = properties.name;
     info.total_memory = properties.totalGlobalMem;
     info.compute_major = properties.major;

@@ -1,4 +1,4 @@
-// Dropout on the GPU. At inference it is a copy (make_copy). In training each forward draws the mask
+// Dropout on the GPU. At inference it is a copy (copy_kernel). In training each forward draws the mask
 // that the CPU reference draws for the same seed and draw number (dropout_mask.h), keeps it for
 // backward, and scales kept units by 1 / (1 − ratio).
 //
@@ -83,7 +83,7 @@ class DropoutTrainingKernel final : public Kernel {
 
 std::unique_ptr<Kernel> make_dropout(const Layer& layer, const std::vector<Shape>& inputs,
                                      StreamContext& context) {
-  if (!layer.training()) return make_copy(layer, inputs, context);
+  if (!layer.training()) return copy_kernel(layer, inputs, context);
   const auto& dropout = static_cast<const DropoutLayer&>(layer);
   return std::make_unique<DropoutTrainingKernel>(layer.seed(), dropout.ratio(), inputs[0], context);
 }

@@ -227,20 +227,20 @@ class PReLUKernel final : public ElementwiseKernel<PReLUOp> {
 };
 
 template <class Op>
-std::unique_ptr<Kernel> make_elementwise(Op op, StreamContext& context) {
+std::unique_ptr<Kernel> elementwise_kernel(Op op, StreamContext& context) {
   return std::make_unique<ElementwiseKernel<Op>>(op, context);
 }
 
 }  // namespace
 
 std::unique_ptr<Kernel> make_absval(const Layer&, const std::vector<Shape>&, StreamContext& context) {
-  return make_elementwise(AbsOp{}, context);
+  return elementwise_kernel(AbsOp{}, context);
 }
 
 std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Shape>&,
                                         StreamContext& context) {
   const auto& a = static_cast<const ActivationLayer&>(layer);
-  return make_elementwise(
+  return elementwise_kernel(
       ActivationOp{a.function(), static_cast<float>(a.alpha()), static_cast<float>(a.beta()),
                    static_cast<float>(a.gamma()), static_cast<float>(a.min()), static_cast<float>(a.max())},
       context);
@@ -248,7 +248,7 @@ std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Sh
 
 std::unique_ptr<Kernel> make_power(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {
   const auto& power = static_cast<const PowerLayer&>(layer);
-  return make_elementwise(PowerOp{power.power(), power.scale(), power.shift()}, context);
+  return elementwise_kernel(PowerOp{power.power(), power.scale(), power.shift()}, context);
 }
 
 std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>& inputs,
@@ -262,11 +262,11 @@ std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>&
 }
 
 std::unique_ptr<Kernel> make_sigmoid(const Layer&, const std::vector<Shape>&, StreamContext& context) {
-  return make_elementwise(SigmoidOp{}, context);
+  return elementwise_kernel(SigmoidOp{}, context);
 }
 
 std::unique_ptr<Kernel> make_tanh(const Layer&, const std::vector<Shape>&, StreamContext& context) {
-  return make_elementwise(TanHOp{}, context);
+  return elementwise_kernel(TanHOp{}, context);
 }
 
 }  // namespace espresso::cuda

@@ -52,7 +52,7 @@ class Pool {
     return {block, [this, device, size](void* p) { release(p, device, size); }};
   }
 
-  PoolStats stats(int device) {
+  MemoryStats stats(int device) {
     std::lock_guard lock(mutex_);
     const PerDevice& pool = devices_[device];
     return {pool.in_use_bytes, pool.cached_bytes};
@@ -118,6 +118,6 @@ std::shared_ptr<void> allocate(std::size_t bytes, Device device, const std::stri
   return pool().allocate(bytes, device.index, purpose);
 }
 
-PoolStats pool_stats(Device device) { return pool().stats(device.index); }
+MemoryStats pool_stats(Device device) { return pool().stats(device.index); }
 
 }  // namespace espresso::cuda

@@ -1,5 +1,7 @@
 // The device side of training that belongs to no layer: filling gradient seeds, the solver's update
 // (the same per-element rule as the CPU's, train/update_rule.h) and the norm for gradient clipping.
+#include <initializer_list>
+
 #include "backends/cuda/context.h"
 #include "espresso/errors.h"
 
@@ -44,18 +46,18 @@ __global__ void sum_of_squares_kernel(const float* x, long long n, double* total
   if (threadIdx.x == 0) atomicAdd(total, partial[0]);
 }
 
-StreamContext& on_device(Context& context, const Tensor& tensor, const char* what) {
+void expect_on(const StreamContext& context, const Tensor& tensor, const char* what) {
   if (tensor.device() != context.device() || tensor.dtype() != DType::f32) {
     throw DeviceError(std::string(what) + ": expected an f32 tensor on " + context.device().str() + ", got " +
                       tensor.device().str());
   }
-  return static_cast<StreamContext&>(context);
 }
 
 }  // namespace
 
-void fill(Context& context, Tensor& tensor, float value) {
-  StreamContext& c = on_device(context, tensor, "fill");
+void StreamContext::fill(Tensor& tensor, float value) {
+  StreamContext& c = *this;
+  expect_on(c, tensor, "fill");
   const long long n = tensor.numel();
   if (n == 0) return;
   if (value == 0.0f) {
@@ -66,12 +68,12 @@ void fill(Context& context, Tensor& tensor, float value) {
   ESPRESSO_CUDA_CHECK(cudaGetLastError());
 }
 
-void apply_update(Context& context, const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
-                  Tensor* second) {
-  StreamContext& c = on_device(context, value, "solver update");
-  on_device(context, grad, "solver update");
-  on_device(context, history, "solver update");
-  if (second != nullptr) on_device(context, *second, "solver update");
+void StreamContext::apply_update(const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
+                                 Tensor* second) {
+  StreamContext& c = *this;
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&value, &grad, &history, second}) {
+    if (t != nullptr) expect_on(c, *t, "solver update");
+  }
   const long long n = value.numel();
   if (n == 0) return;
   update_kernel<<<elementwise_blocks(c, n, kThreads), kThreads, 0, c.stream()>>>(
@@ -80,11 +82,12 @@ void apply_update(Context& context, const train::UpdateRule& rule, Tensor& value
   ESPRESSO_CUDA_CHECK(cudaGetLastError());
 }
 
-double sum_of_squares(Context& context, const Tensor& tensor) {
-  StreamContext& c = on_device(context, tensor, "gradient norm");
+double StreamContext::sum_of_squares(const Tensor& tensor) {
+  StreamContext& c = *this;
+  expect_on(c, tensor, "gradient norm");
   const long long n = tensor.numel();
   if (n == 0) return 0.0;
-  auto total = allocate(sizeof(double), context.device(), "the gradient norm");
+  auto total = allocate(sizeof(double), device(), "the gradient norm");
   ESPRESSO_CUDA_CHECK(cudaMemsetAsync(total.get(), 0, sizeof(double), c.stream()));
   sum_of_squares_kernel<<<elementwise_blocks(c, n, kThreads), kThreads, 0, c.stream()>>>(
       tensor.data<float>(), n, static_cast<double*>(total.get()));

@@ -1,4 +1,4 @@
-#include "train/filler.h"
+#include "layers/filler.h"
 
 #include <cmath>
 

@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "backends/cuda/cuda_backend.h"
+#include "backends/registry.h"
 #include "espresso/errors.h"
 
 namespace espresso {
@@ -51,10 +51,11 @@ std::shared_ptr<const DeviceWeights> DeviceWeights::upload(const Graph& graph, D
   for (const Tensor& w : weights) resident->bytes_ += align_up(w.bytes());
   if (resident->bytes_ == 0) return resident;
 
+  Backend& backend = backend_for(device);
   const std::shared_ptr<void> memory =
-      cuda::allocate(resident->bytes_, device, "the weights of model '" + graph.name + "'");
+      backend.allocate(resident->bytes_, device, "the weights of model '" + graph.name + "'");
   auto* base = static_cast<std::byte*>(memory.get());
-  std::vector<cuda::UploadPiece> pieces;
+  std::vector<UploadPiece> pieces;
   std::size_t offset = 0;
   for (const Tensor& w : weights) {
     // Every device tensor shares the one allocation; the last of them to go frees it.
@@ -63,7 +64,7 @@ std::shared_ptr<const DeviceWeights> DeviceWeights::upload(const Graph& graph, D
     resident->copies_.emplace(w.raw(), Copy{w, std::move(copy)});
     offset += align_up(w.bytes());
   }
-  cuda::upload(device, pieces);
+  backend.upload(device, pieces);
   return resident;
 }
 

@@ -1,14 +1,13 @@
 #include "espresso/net.h"
 
 #include <algorithm>
-#include <chrono>
+#include <cctype>
 #include <set>
 
-#include "backends/cpu/cpu_backend.h"
-#include "backends/cuda/cuda_backend.h"
+#include "backends/registry.h"
 #include "graph/memory_planner.h"
+#include "layers/filler.h"
 #include "layers/registry.h"
-#include "train/filler.h"
 
 namespace espresso {
 
@@ -24,9 +23,11 @@ struct Net::Impl {
   std::vector<std::vector<int>> step_inputs, step_outputs;
   std::vector<int> input_ids, output_ids;
   std::map<std::string, Shape> input_shapes;
-  // Set when the net runs on a GPU; declared before everything that holds device memory or
-  // kernels so that it outlives them.
-  std::unique_ptr<cuda::Context> cuda_context;
+  // The queue of the net's device, and of the CPU for layers that fall back to it; declared before
+  // everything that holds device memory or kernels so that they outlive them.
+  Backend* backend = nullptr;
+  std::unique_ptr<Stream> stream;
+  std::unique_ptr<Stream> host_stream;
   // Each plan runs once without capture first: libraries initialise their handles lazily on first
   // use, which must not happen inside a graph capture.
   bool ran_uncaptured = false;
@@ -38,8 +39,17 @@ struct Net::Impl {
   std::vector<bool> readable;  // kept until the end of forward()
   std::vector<std::vector<Tensor>> step_input_views, step_output_views;
   std::vector<std::unique_ptr<Kernel>> kernels;
+  std::vector<Device> step_device;    // where each layer runs: the net's device, or cpu as fallback
+  std::vector<Device> tensor_device;  // where each tensor is produced
+  // Inputs that live on another device than the layer reading them, copied before it runs.
+  struct Transfer {
+    int source;
+    Tensor copy;
+  };
+  std::vector<std::vector<Transfer>> step_transfers;
+  std::vector<std::string> fallbacks;  // "'name' (Type)" of layers moved to the CPU
+  std::vector<Tensor> arenas;
   std::vector<std::int64_t> step_macs;
-  Tensor arena;
   MemoryReport report;
 
   // Training (NetOptions::training).
@@ -61,8 +71,12 @@ struct Net::Impl {
   void build();
   void plan();
   void make_kernels();
+  void place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers);
+  void connect_steps();
   void run_steps();
-  void run_on_gpu();
+  void run();
+  Stream& stream_for(Device device);
+  static std::string display_name(const Backend& backend);
   void infer_shapes();
   void check_weights(int step, const std::vector<Shape>& in);
   int id_of(const std::string& name) const;
@@ -99,15 +113,11 @@ void Net::Impl::build() {
       layers[step]->set_seed(options.seed * 0x9E3779B97F4A7C15ull + step);
     }
   }
-  if (!options.device.is_cpu()) {
-    if (options.reference_kernels) {
-      throw UnsupportedError("reference kernels run on the CPU only; create the Net on cpu to use them");
-    }
-    std::vector<const Layer*> all;
-    for (const auto& layer : layers) all.push_back(layer.get());
-    cuda::check_supported(all);
-    cuda_context = cuda::create_context(options.device, options.device_weights);
+  if (!options.device.is_cpu() && options.reference_kernels) {
+    throw UnsupportedError("reference kernels run on the CPU only; create the Net on cpu to use them");
   }
+  backend = &backend_for(options.device);
+  stream = backend->create_stream(options.device, options.device_weights);
 
   auto add_tensor = [&](const std::string& name, int step) {
     ids[name] = static_cast<int>(names.size());
@@ -236,7 +246,16 @@ void Net::Impl::infer_shapes() {
 void Net::Impl::plan() {
   planned = false;
   infer_shapes();
+  // Kernels keep pointers to the weights, so a training net's weights are shared and on its device
+  // before they are made.
+  if (options.training) share_weights();
+  make_kernels();
   const int steps = static_cast<int>(layers.size());
+  tensor_device.assign(names.size(), options.device);
+  for (int step = 0; step < steps; ++step) {
+    for (int id : step_outputs[static_cast<std::size_t>(step)])
+      tensor_device[static_cast<std::size_t>(id)] = step_device[static_cast<std::size_t>(step)];
+  }
 
   // Lifetimes of layer outputs; graph outputs live to the end.
   std::vector<int> last_use(names.size());
@@ -261,7 +280,7 @@ void Net::Impl::plan() {
       if (k == 0 && !separate && layers[static_cast<std::size_t>(step)]->in_place() && !in.empty()) {
         const auto source = static_cast<std::size_t>(in[0]);
         if (producer[source] >= 0 && last_use[source] == step && !outputs.count(in[0]) &&
-            shapes[source].numel() == shapes[id].numel()) {
+            shapes[source].numel() == shapes[id].numel() && tensor_device[source] == tensor_device[id]) {
           const int buffer = buffer_of[source];
           buffer_of[id] = buffer;
           buffers[static_cast<std::size_t>(buffer)].last_step = last_use[id];
@@ -272,47 +291,89 @@ void Net::Impl::plan() {
       buffers.push_back({bytes, separate ? 0 : step, separate ? steps : last_use[id]});
     }
   }
-  const MemoryPlan memory = plan_memory(buffers);
+  stream->drop_capture();
+  ran_uncaptured = false;
+  place_tensors(buffer_of, buffers);
+  readable.assign(names.size(), separate);
+  for (int id : input_ids) readable[static_cast<std::size_t>(id)] = true;
+  for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
+  connect_steps();
+  if (options.training) plan_gradients();
+  forwarded = false;
+  planned = true;
+}
+
+void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers) {
+  // One arena per device that runs layers, each planned over the buffers of the tensors made there.
+  std::vector<Device> devices{options.device};
+  if (!fallbacks.empty()) devices.push_back(Device::cpu());
+  std::vector<int> buffer_device(buffers.size(), 0);
+  for (std::size_t id = 0; id < names.size(); ++id) {
+    if (buffer_of[id] >= 0 && tensor_device[id] != options.device)
+      buffer_device[static_cast<std::size_t>(buffer_of[id])] = 1;
+  }
+  report = {};
+  arenas.clear();
+  std::vector<std::size_t> offsets(buffers.size());
+  for (std::size_t d = 0; d < devices.size(); ++d) {
+    std::vector<BufferRequest> requests;
+    std::vector<std::size_t> members;
+    for (std::size_t b = 0; b < buffers.size(); ++b) {
+      if (buffer_device[b] != static_cast<int>(d)) continue;
+      requests.push_back(buffers[b]);
+      members.push_back(b);
+    }
+    const MemoryPlan memory = plan_memory(requests);
+    for (std::size_t k = 0; k < members.size(); ++k) offsets[members[k]] = memory.offsets[k];
+    report.planned_bytes += memory.arena_bytes;
+    const Device device = devices[d];
+    std::shared_ptr<void> block = backend_for(device).allocate(
+        memory.arena_bytes, device, "the activation arena of net '" + graph.name + "'");
+    arenas.push_back(Tensor::wrap(block.get(), Shape{static_cast<std::int64_t>(memory.arena_bytes)}, DType::i8,
+                                  device, block));
+  }
   // Naive: every layer output in its own buffer.
-  report = {memory.arena_bytes, 0};
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (producer[id] >= 0)
       report.naive_bytes += (static_cast<std::size_t>(shapes[id].numel()) * sizeof(float) + 63) / 64 * 64;
   }
-  const Device device = options.device;
-  if (cuda_context) cuda_context->drop_graph();
-  ran_uncaptured = false;
-  const Shape arena_shape{static_cast<std::int64_t>(memory.arena_bytes)};
-  if (device.is_cpu()) {
-    arena = Tensor::empty(arena_shape, DType::i8);
-  } else {
-    auto block =
-        cuda::allocate(memory.arena_bytes, device, "the activation arena of net '" + graph.name + "'");
-    arena = Tensor::wrap(block.get(), arena_shape, DType::i8, device, block);
-  }
 
   tensors.assign(names.size(), Tensor{});
-  readable.assign(names.size(), separate);
-  for (std::size_t i = 0; i < input_ids.size(); ++i) {
-    const auto id = static_cast<std::size_t>(input_ids[i]);
-    tensors[id] = Tensor::zeros(shapes[id], DType::f32, device);
-    readable[id] = true;
+  for (int id : input_ids) {
+    tensors[static_cast<std::size_t>(id)] = Tensor::zeros(shapes[static_cast<std::size_t>(id)], DType::f32, options.device);
   }
-  auto* base = static_cast<std::byte*>(arena.raw());
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (buffer_of[id] < 0) continue;
-    tensors[id] = Tensor::wrap(base + memory.offsets[static_cast<std::size_t>(buffer_of[id])], shapes[id],
-                               DType::f32, device);
+    const auto buffer = static_cast<std::size_t>(buffer_of[id]);
+    auto* base = static_cast<std::byte*>(arenas[static_cast<std::size_t>(buffer_device[buffer])].raw());
+    tensors[id] = Tensor::wrap(base + offsets[buffer], shapes[id], DType::f32, tensor_device[id]);
   }
-  for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
+}
 
-  // Kernels keep pointers to the weights, so a training net's weights are shared and on its device
-  // before they are made.
-  if (options.training) share_weights();
-  make_kernels();
-  if (options.training) plan_gradients();
-  forwarded = false;
-  planned = true;
+void Net::Impl::connect_steps() {
+  const auto steps = layers.size();
+  step_input_views.assign(steps, {});
+  step_output_views.assign(steps, {});
+  step_transfers.assign(steps, {});
+  // A tensor read on another device is copied there once, before the first layer there reads it.
+  std::map<std::pair<int, DeviceType>, Tensor> copies;
+  for (std::size_t step = 0; step < steps; ++step) {
+    const Device device = step_device[step];
+    for (int id : step_inputs[step]) {
+      const auto index = static_cast<std::size_t>(id);
+      if (tensor_device[index] == device) {
+        step_input_views[step].push_back(tensors[index]);
+        continue;
+      }
+      auto [it, first] = copies.try_emplace({id, device.type});
+      if (first) {
+        it->second = Tensor::empty(shapes[index], DType::f32, device);
+        step_transfers[step].push_back({id, it->second});
+      }
+      step_input_views[step].push_back(it->second);
+    }
+    for (int id : step_outputs[step]) step_output_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
+  }
 }
 
 void Net::Impl::share_weights() {
@@ -386,7 +447,7 @@ void Net::Impl::plan_gradients() {
           Tensor::zeros(shapes[static_cast<std::size_t>(id)], DType::f32, options.device);
     }
   }
-  if (cuda_context) {
+  if (!options.device.is_cpu()) {
     // A kernel without its own backward would run the CPU reference on device memory.
     std::string missing;
     for (std::size_t step = 0; step < layers.size(); ++step) {
@@ -396,8 +457,8 @@ void Net::Impl::plan_gradients() {
       }
     }
     if (!missing.empty()) {
-      throw UnsupportedError("no CUDA backward for layers " + missing + " of net '" + graph.name +
-                             "'; train it on the CPU");
+      throw UnsupportedError("no " + display_name(*backend) + " backward for layers " + missing + " of net '" +
+                             graph.name + "'; train it on the CPU");
     }
   }
   step_input_grads.assign(layers.size(), {});
@@ -421,12 +482,7 @@ void Net::Impl::require_training(const char* what) const {
 
 void Net::Impl::run_backward() {
   auto fill = [&](Tensor& t, float value) {
-    if (!t.defined() || t.numel() == 0) return;
-    if (cuda_context) {
-      cuda::fill(*cuda_context, t, value);
-    } else {
-      std::fill_n(t.data<float>(), t.numel(), value);
-    }
+    if (t.defined() && t.numel() != 0) stream->fill(t, value);
   };
   for (Tensor& g : grads) fill(g, 0.0f);
   for (Parameter& p : params) fill(p.grad, 0.0f);
@@ -446,57 +502,70 @@ void Net::Impl::run_backward() {
                         "): " + e.what());
     }
   }
-  if (cuda_context) {
-    try {
-      cuda_context->synchronize();
-    } catch (const DeviceError& e) {
-      throw DeviceError("backward of net '" + graph.name + "' on " + options.device.str() + ": " + e.what() +
-                        " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)");
-    }
+  try {
+    stream->synchronize();
+  } catch (const DeviceError& e) {
+    throw DeviceError("backward of net '" + graph.name + "' on " + options.device.str() + ": " + e.what() +
+                      " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)");
   }
 }
 
+std::string Net::Impl::display_name(const Backend& backend) {
+  std::string name = backend.name();
+  for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return name;
+}
+
+Stream& Net::Impl::stream_for(Device device) {
+  if (device == options.device) return *stream;
+  if (!host_stream) host_stream = backend_for(Device::cpu()).create_stream(Device::cpu(), nullptr);
+  return *host_stream;
+}
+
 void Net::Impl::make_kernels() {
+  // Placement: each layer on the net's device where its backend supports it, else on the CPU, whose
+  // reference kernels run every layer.
   kernels.clear();
-  const auto steps = layers.size();
-  step_input_views.assign(steps, {});
-  step_output_views.assign(steps, {});
-  std::string uncovered;
-  for (std::size_t step = 0; step < steps; ++step) {
+  fallbacks.clear();
+  step_device.assign(layers.size(), options.device);
+  for (std::size_t step = 0; step < layers.size(); ++step) {
     const Layer& layer = *layers[step];
     std::vector<Shape> in_shapes;
-    for (int id : step_inputs[step]) {
-      step_input_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
-      in_shapes.push_back(shapes[static_cast<std::size_t>(id)]);
-    }
-    for (int id : step_outputs[step])
-      step_output_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
+    for (int id : step_inputs[step]) in_shapes.push_back(shapes[static_cast<std::size_t>(id)]);
     std::unique_ptr<Kernel> kernel;
-    if (cuda_context) {
-      try {
-        kernel = cuda::make_kernel(layer, in_shapes, *cuda_context);
-      } catch (const DeviceError& e) {
-        throw DeviceError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
+    try {
+      if (options.reference_kernels) {
+        kernel = std::make_unique<ReferenceKernel>(layer);
+      } else if (backend->supports(layer, in_shapes, DType::f32)) {
+        kernel = backend->make_kernel(layer, in_shapes, *stream);
       }
-      if (!kernel) {
-        uncovered += (uncovered.empty() ? "" : ", ") +
-                     ("'" + layer.name() + "' (" + layer.type() + ", inputs " + join_shapes(in_shapes) + ")");
-      }
-    } else {
-      if (!options.reference_kernels) kernel = cpu::make_kernel(layer, in_shapes);
-      if (!kernel) kernel = std::make_unique<ReferenceKernel>(layer);
+    } catch (const DeviceError& e) {
+      throw DeviceError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
+    }
+    if (!kernel) {
+      step_device[step] = Device::cpu();
+      kernel = backend_for(Device::cpu()).make_kernel(layer, in_shapes, stream_for(Device::cpu()));
+      fallbacks.push_back("'" + layer.name() + "' (" + layer.type() + ", inputs " + join_shapes(in_shapes) + ")");
     }
     kernels.push_back(std::move(kernel));
   }
-  if (!uncovered.empty()) {
+  if (options.training && !fallbacks.empty()) {
     kernels.clear();
-    throw UnsupportedError("the CUDA kernels do not cover these layers with these shapes: " + uncovered);
+    std::string list;
+    for (const std::string& f : fallbacks) list += (list.empty() ? "" : ", ") + f;
+    throw UnsupportedError("no " + display_name(*backend) + " kernel for layers " + list + " of net '" +
+                           graph.name + "', and training cannot move layers to the CPU; train it on the CPU");
   }
 }
 
 void Net::Impl::run_steps() {
   for (std::size_t step = 0; step < kernels.size(); ++step) {
     try {
+      for (Transfer& transfer : step_transfers[step]) {
+        const auto source = static_cast<std::size_t>(transfer.source);
+        stream_for(tensor_device[source]).synchronize();
+        transfer.copy.copy_from(tensors[source]);
+      }
       kernels[step]->forward(step_input_views[step], step_output_views[step]);
     } catch (const DeviceError& e) {
       const Layer& layer = *layers[step];
@@ -505,11 +574,13 @@ void Net::Impl::run_steps() {
   }
 }
 
-void Net::Impl::run_on_gpu() {
-  cuda::Context& context = *cuda_context;
-  // Training replans gradients and draws new Dropout masks each step, so it is never captured.
-  if (options.cuda_graphs && !options.training && ran_uncaptured) {
-    if (!context.has_graph()) {
+void Net::Impl::run() {
+  Stream& context = *stream;
+  // Training replans gradients and draws new Dropout masks each step, so it is never captured; nor is
+  // a net with layers on the CPU, whose work a device recording cannot hold.
+  const bool capture = options.cuda_graphs && context.can_capture() && !options.training && fallbacks.empty();
+  if (capture && ran_uncaptured) {
+    if (!context.has_capture()) {
       context.begin_capture();
       try {
         run_steps();
@@ -520,7 +591,7 @@ void Net::Impl::run_on_gpu() {
       context.end_capture();
     }
     context.mark_start();
-    context.launch_graph();
+    context.replay();
     context.mark_end();
   } else {
     context.mark_start();
@@ -533,9 +604,8 @@ void Net::Impl::run_on_gpu() {
   } catch (const DeviceError& e) {
     throw DeviceError(
         std::string("running net '") + graph.name + "' on " + options.device.str() + ": " + e.what() +
-        (options.cuda_graphs
-             ? " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)"
-             : " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)"));
+        (capture ? " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)"
+                 : " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)"));
   }
   last_forward_ms = context.elapsed_ms();
   for (auto& kernel : kernels) kernel->check_completed();
@@ -597,14 +667,7 @@ Tensor& Net::input(const std::string& name) {
 
 void Net::forward() {
   if (!impl_->planned) impl_->plan();
-  if (impl_->cuda_context) {
-    impl_->run_on_gpu();
-  } else {
-    const auto start = std::chrono::steady_clock::now();
-    impl_->run_steps();
-    impl_->last_forward_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  }
+  impl_->run();
   impl_->forwarded = true;
 }
 
@@ -693,8 +756,10 @@ std::vector<LayerSummary> Net::summary() {
   std::vector<LayerSummary> rows;
   for (std::size_t step = 0; step < impl_->layers.size(); ++step) {
     const Layer& layer = *impl_->layers[step];
-    LayerSummary row{
-        layer.name(), layer.type(), {}, 0, 2 * impl_->step_macs[step], impl_->kernels[step]->name()};
+    LayerSummary row{layer.name(), layer.type(), {}, 0, 2 * impl_->step_macs[step], impl_->kernels[step]->name(),
+                     impl_->step_device[step], {}};
+    for (const Impl::Transfer& t : impl_->step_transfers[step])
+      row.copied_in.push_back(impl_->names[static_cast<std::size_t>(t.source)]);
     for (int id : impl_->step_outputs[step])
       row.output_shapes.push_back(impl_->shapes[static_cast<std::size_t>(id)]);
     for (const Tensor& w : layer.weights()) row.params += w.numel();

@@ -1,0 +1,54 @@
+# Writes the layer and kernel tables from the files that exist (run at build time by src/CMakeLists.txt):
+#   layer_list.inc     one #include per layer header, and ESPRESSO_LAYER(Type) per layer class: every
+#                      `class <Type>Layer final` in src/layers/*.h is a layer type
+#   <backend>_kernels.inc  ESPRESSO_KERNEL(Type, stem) per kernel factory `make_<stem>(` defined at
+#                      the start of a line in src/backends/<backend>/*.{cpp,cu}, where <stem>.h is a layer
+# Inputs: SOURCE_DIR (src/), OUTPUT_DIR, BACKENDS (comma-separated).
+cmake_minimum_required(VERSION 3.25)
+string(REPLACE "," ";" BACKENDS "${BACKENDS}")
+
+function(write_if_changed path content)
+  if(EXISTS "${path}")
+    file(READ "${path}" old)
+    if(old STREQUAL content)
+      return()
+    endif()
+  endif()
+  file(WRITE "${path}" "${content}")
+endfunction()
+
+file(GLOB headers "${SOURCE_DIR}/layers/*.h")
+list(SORT headers)
+set(includes "")
+set(entries "")
+foreach(header IN LISTS headers)
+  file(STRINGS "${header}" classes REGEX "^class [A-Za-z0-9]+Layer final")
+  foreach(line IN LISTS classes)
+    string(REGEX REPLACE "^class ([A-Za-z0-9]+)Layer final.*" "\\1" type "${line}")
+    get_filename_component(stem "${header}" NAME_WE)
+    string(APPEND includes "#include \"layers/${stem}.h\"\n")
+    string(APPEND entries "ESPRESSO_LAYER(${type})\n")
+    set("type_of_${stem}" "${type}")
+  endforeach()
+endforeach()
+write_if_changed("${OUTPUT_DIR}/layer_list.inc"
+  "// Generated from src/layers/*.h by cmake/generate_tables.cmake; do not edit.\n${includes}#ifdef ESPRESSO_LAYER\n${entries}#endif\n")
+
+foreach(backend IN LISTS BACKENDS)
+  file(GLOB sources "${SOURCE_DIR}/backends/${backend}/*.cpp" "${SOURCE_DIR}/backends/${backend}/*.cu")
+  list(SORT sources)
+  set(kernels "")
+  foreach(source IN LISTS sources)
+    file(STRINGS "${source}" factories REGEX "^std::unique_ptr<Kernel> make_[a-z0-9_]+\\(")
+    foreach(line IN LISTS factories)
+      string(REGEX REPLACE "^std::unique_ptr<Kernel> make_([a-z0-9_]+)\\(.*" "\\1" stem "${line}")
+      if(NOT DEFINED "type_of_${stem}")
+        get_filename_component(file "${source}" NAME)
+        message(FATAL_ERROR "${file} defines make_${stem} but src/layers/${stem}.h declares no layer")
+      endif()
+      string(APPEND kernels "ESPRESSO_KERNEL(${type_of_${stem}}, ${stem})\n")
+    endforeach()
+  endforeach()
+  write_if_changed("${OUTPUT_DIR}/${backend}_kernels.inc"
+    "// Generated from src/backends/${backend}/ by cmake/generate_tables.cmake; do not edit.\n${kernels}")
+endforeach()

@@ -1,0 +1,24 @@
+#include "backends/backend.h"
+
+#include "espresso/errors.h"
+
+namespace espresso {
+namespace {
+
+[[noreturn]] void no_capture(const Stream& stream) {
+  throw UnsupportedError("work on " + stream.device().str() + " cannot be captured and replayed");
+}
+
+}  // namespace
+
+void Stream::begin_capture() { no_capture(*this); }
+void Stream::end_capture() { no_capture(*this); }
+void Stream::abort_capture() { no_capture(*this); }
+void Stream::replay() { no_capture(*this); }
+
+void Backend::upload(Device device, const std::vector<UploadPiece>& pieces) {
+  for (const UploadPiece& piece : pieces)
+    copy(piece.device_destination, device, piece.host_source, Device::cpu(), piece.bytes);
+}
+
+}  // namespace espresso

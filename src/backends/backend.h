@@ -1,0 +1,100 @@
+// Backend: what the executor needs from a kind of device. CPU and CUDA are its implementations; the
+// registry (backends/registry.h) lists those this build has. A backend says which layers it supports,
+// makes their kernels, and owns the device's memory; a Stream is one ordered queue of its work, one per
+// Net, with capture and replay where the device can.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/kernel.h"
+#include "backends/update_rule.h"
+#include "core/device_memory.h"
+#include "espresso/device_weights.h"
+#include "espresso/devices.h"
+#include "espresso/tensor.h"
+
+namespace espresso {
+
+// One host range and where it goes on the device.
+struct UploadPiece {
+  void* device_destination = nullptr;
+  const void* host_source = nullptr;
+  std::size_t bytes = 0;
+};
+
+struct MemoryStats {
+  std::size_t in_use_bytes = 0;
+  std::size_t cached_bytes = 0;  // freed, kept for reuse
+};
+
+// An ordered queue of work on one device. On the CPU work runs as it is queued.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  virtual Device device() const = 0;
+  // Waits for all queued work; throws DeviceError for errors of work that ran asynchronously.
+  virtual void synchronize() = 0;
+
+  // Recording the queued work once and replaying it (CUDA graphs) where the device can.
+  virtual bool can_capture() const { return false; }
+  // Records the work that follows instead of running it.
+  virtual void begin_capture();
+  // Ends recording and makes the recording ready to launch.
+  virtual void end_capture();
+  // Ends a recording that failed, dropping what was recorded.
+  virtual void abort_capture();
+  virtual bool has_capture() const { return false; }
+  virtual void replay();
+  virtual void drop_capture() {}
+
+  // Marks around queued work (never inside a capture): after synchronize(), elapsed_ms() is the time
+  // from the start mark to the end mark.
+  virtual void mark_start() = 0;
+  virtual void mark_end() = 0;
+  virtual double elapsed_ms() = 0;
+
+  // Training, on f32 tensors of this stream's device.
+  // Sets every element to `value`.
+  virtual void fill(Tensor& tensor, float value) = 0;
+  // One solver step over a blob: value, grad and history updated in place; `second` is the second
+  // history of AdaDelta and Adam, nullptr otherwise.
+  virtual void apply_update(const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
+                            Tensor* second) = 0;
+  // Σ x², accumulated in double; waits for the result.
+  virtual double sum_of_squares(const Tensor& tensor) = 0;
+};
+
+class Backend : public DeviceMemory {
+ public:
+  // "cpu", "cuda": the name devices are spelled with.
+  virtual const char* name() const = 0;
+  virtual DeviceType type() const = 0;
+  // Devices of this type this process can use; 0 without hardware or driver.
+  virtual int device_count() const = 0;
+  // Throws DeviceError unless `device` is usable, saying why.
+  virtual void require_device(Device device) const = 0;
+  virtual std::vector<DeviceInfo> devices() const = 0;
+
+  // Copies host ranges to `device`; returns once everything has arrived. The default copies piece by
+  // piece.
+  virtual void upload(Device device, const std::vector<UploadPiece>& pieces);
+  // What this backend's allocator holds on `device`; zeros where it keeps no cache.
+  virtual MemoryStats memory_stats(Device) const { return {}; }
+
+  // A queue of work on `device`. Kernels made for it take the device copies of weights from
+  // `resident_weights` when given (on `device`) and upload the others themselves.
+  virtual std::unique_ptr<Stream> create_stream(Device device,
+                                                std::shared_ptr<const DeviceWeights> resident_weights) = 0;
+  // Whether this backend has a kernel for the layer's type in `dtype`. make_kernel may still decline
+  // particular shapes; the executor then falls back too.
+  virtual bool supports(const Layer& layer, const std::vector<Shape>& inputs, DType dtype) const = 0;
+  // The kernel for this layer and these input shapes, queuing its work on `stream` (made by this
+  // backend), or nullptr for configurations it does not cover.
+  virtual std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs,
+                                              Stream& stream) = 0;
+};
+
+}  // namespace espresso

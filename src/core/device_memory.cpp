@@ -1,0 +1,61 @@
+#include "core/device_memory.h"
+
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "espresso/errors.h"
+
+namespace espresso {
+namespace {
+
+constexpr std::size_t kDeviceTypes = static_cast<std::size_t>(DeviceType::cuda) + 1;
+
+constexpr std::size_t kHostAlignment = 64;
+
+class HostMemory final : public DeviceMemory {
+ public:
+  std::shared_ptr<void> allocate(std::size_t bytes, Device, const std::string& purpose) override {
+    const std::size_t rounded = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
+    void* data = std::aligned_alloc(kHostAlignment, rounded == 0 ? kHostAlignment : rounded);
+    if (data == nullptr) {
+      throw DeviceError("out of host memory allocating " + std::to_string(bytes) + " bytes" +
+                        (purpose.empty() ? "" : " for " + purpose));
+    }
+    return {data, std::free};
+  }
+  void copy(void* destination, Device, const void* source, Device, std::size_t bytes) override {
+    if (bytes != 0 && destination != source) std::memmove(destination, source, bytes);
+  }
+  void fill_zero(void* destination, Device, std::size_t bytes) override {
+    if (bytes != 0) std::memset(destination, 0, bytes);
+  }
+};
+
+std::array<std::atomic<DeviceMemory*>, kDeviceTypes>& table() {
+  static std::array<std::atomic<DeviceMemory*>, kDeviceTypes> memories{&host_memory()};
+  return memories;
+}
+
+}  // namespace
+
+DeviceMemory& host_memory() {
+  static HostMemory memory;
+  return memory;
+}
+
+void register_device_memory(DeviceType type, DeviceMemory* memory) {
+  table()[static_cast<std::size_t>(type)].store(memory);
+}
+
+DeviceMemory& device_memory(DeviceType type) {
+  DeviceMemory* memory = table()[static_cast<std::size_t>(type)].load();
+  if (memory == nullptr) {
+    throw DeviceError("no backend provides memory on " + Device{type, 0}.str() +
+                      " (this build lacks it, or no backend was asked for yet)");
+  }
+  return *memory;
+}
+
+}  // namespace espresso
