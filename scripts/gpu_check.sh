@@ -17,11 +17,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bundle=gpu-bundle
 
 pack() {
-  cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DESPRESSO_CUDA=ON -DESPRESSO_WERROR=ON
-  cmake --build build-cuda -j"$(nproc)"
+  # ESPRESSO_GPU_BUILD reuses a build folder that already has CUDA on (build/ where nvcc was found).
+  local build=${ESPRESSO_GPU_BUILD:-build-cuda}
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DESPRESSO_CUDA=ON -DESPRESSO_WERROR=ON
+  cmake --build "$build" -j"$(nproc)"
   rm -rf "$bundle"
   mkdir -p "$bundle/bin" "$bundle/lib"
-  cp build-cuda/tests/espresso_tests build-cuda/bin/espresso build-cuda/bin/espresso_bench_load "$bundle/bin/"
+  cp "$build"/tests/espresso_tests "$build"/bin/espresso "$build"/bin/espresso_bench_load "$bundle/bin/"
   # Everything the binaries need beyond glibc, libstdc++ and CUDA itself, which the GPU machine has.
   ldd "$bundle"/bin/* | awk '/=> \// {print $3}' | sort -u |
     grep -v -E '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+)\.so|libcu(da|dart|blas|blasLt|dnn)' |

@@ -46,7 +46,16 @@ Net open_net(const ModelOptions& options, NetOptions net_options) {
   require_file(options.model, "model");
   if (!options.weights.empty()) require_file(options.weights, "weights");
   net_options.device = Device::parse(options.device);
-  return Net(load_model(options.model, options.weights), net_options);
+  Net net(load_model(options.model, options.weights), net_options);
+  if (!net_options.device.is_cpu() && !net_options.training) {
+    for (const LayerSummary& layer : net.summary()) {
+      if (layer.device != net_options.device) {
+        std::fprintf(stderr, "warning: layer '%s' (%s) has no %s kernel; it runs on the CPU, its inputs copied across\n",
+                     layer.name.c_str(), layer.type.c_str(), net_options.device.str().c_str());
+      }
+    }
+  }
+  return net;
 }
 
 Tensor& host_input(Net& net, const std::string& name, Tensor& staging) {

@@ -24,6 +24,13 @@ std::string shapes_text(const std::vector<Shape>& shapes) {
   return text;
 }
 
+// Inputs copied from another device before the layer runs, e.g. " (copies in: conv5)".
+std::string copied_text(const std::vector<std::string>& names) {
+  std::string text;
+  for (const std::string& name : names) text += (text.empty() ? " (copies in: " : ", ") + name;
+  return text.empty() ? text : text + ")";
+}
+
 void print_table(const std::vector<std::vector<std::string>>& rows, const std::vector<bool>& right_align) {
   std::vector<std::size_t> widths(rows[0].size(), 0);
   for (const auto& row : rows) {
@@ -50,16 +57,16 @@ int run_info(const InfoOptions& options) {
   }
   const std::vector<LayerSummary> layers = net.summary();
   std::vector<std::vector<std::string>> rows = {
-      {"layer", "type", "output shape", "params", "FLOPs", "kernel"}};
+      {"layer", "type", "output shape", "params", "FLOPs", "device", "kernel"}};
   std::int64_t params = 0, flops = 0;
   for (const LayerSummary& layer : layers) {
     rows.push_back({layer.name, layer.type, shapes_text(layer.output_shapes), with_commas(layer.params),
-                    with_commas(layer.flops), layer.kernel});
+                    with_commas(layer.flops), layer.device.str(), layer.kernel + copied_text(layer.copied_in)});
     params += layer.params;
     flops += layer.flops;
   }
   std::cout << '\n';
-  print_table(rows, {false, false, false, true, true, false});
+  print_table(rows, {false, false, false, true, true, false, false});
 
   const MemoryReport memory = net.memory();
   std::cout << "\ntotal: " << with_commas(params) << " params, " << si(static_cast<double>(flops), "FLOP")
