@@ -59,7 +59,7 @@ __global__ void broadcast_gradient(const float* __restrict__ a, const float* __r
       const BinaryPartials p = binary_partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
       sum += dy[i] * (operand == 0 ? p.a : p.b);
     }
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     if (lane == 0) {
       if (chunks == 1) {
         grad[e] += sum;

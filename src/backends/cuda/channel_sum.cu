@@ -8,11 +8,6 @@ namespace {
 
 constexpr long long kMaxBlocks = 65535;
 
-__device__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
-}
-
 __global__ void channel_sums(const float* __restrict__ dy, float* __restrict__ sums, long long outer,
                              long long channels, long long inner) {
   __shared__ float warp_sums[kThreads / kWarp];

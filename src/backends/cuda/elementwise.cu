@@ -76,12 +76,12 @@ __global__ void add_prelu_slope_gradient(const float* x, const float* dy, float*
     if (x[i] <= 0.0f) sum += dy[i] * x[i];
   }
   __shared__ float warp_sums[kThreads / kWarp];
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  sum = warp_sum(sum);
   if (threadIdx.x % kWarp == 0) warp_sums[threadIdx.x / kWarp] = sum;
   __syncthreads();
   if (threadIdx.x < kWarp) {
     sum = threadIdx.x < kThreads / kWarp ? warp_sums[threadIdx.x] : 0.0f;
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     if (threadIdx.x == 0) dslope[c] += sum;
   }
 }

@@ -1,6 +1,7 @@
 // Launching CUDA kernels without repeating the set-up: every launch goes on the context's stream and is
 // checked at once, so that a bad configuration is reported at the launch that caused it rather than at
-// some later synchronisation; and the index loops every kernel needs are written once here.
+// some later synchronisation; and the index loops and warp reductions every kernel needs are written
+// once here.
 #pragma once
 
 #include <cstddef>
@@ -60,6 +61,20 @@ __device__ inline StrideRange warp_stride(std::int64_t n) {
 // 0 .. n − 1 spread over the blocks of the grid, for kernels whose threads share one task (a
 // reduction through shared memory).
 __device__ inline StrideRange block_stride(std::int64_t n) { return {blockIdx.x, n, gridDim.x}; }
+
+// The sum and the maximum of a value over the 32 lanes of a warp, returned to every lane; every lane
+// must call them. They add in a fixed butterfly order, so results are reproducible.
+template <typename T>
+__device__ T warp_sum(T value) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
+  return value;
+}
+
+__device__ inline float warp_max(float value) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
+  return value;
+}
 
 // Queues kernel(args...) on the context's stream with kThreads-thread blocks, enough to cover `work`
 // threads up to a full GPU (the kernel loops over the rest with grid_stride or warp_stride).

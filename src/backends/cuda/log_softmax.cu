@@ -14,11 +14,10 @@ __global__ void log_softmax_lines(const float* __restrict__ x, float* __restrict
     const long long base = line / inner * size * inner + line % inner;
     float peak = -INFINITY;
     for (long long k = lane; k < size; k += kWarp) peak = fmaxf(peak, x[base + k * inner]);
-    for (int offset = kWarp / 2; offset > 0; offset /= 2)
-      peak = fmaxf(peak, __shfl_xor_sync(0xffffffffu, peak, offset));
+    peak = warp_max(peak);
     float sum = 0.0f;
     for (long long k = lane; k < size; k += kWarp) sum += expf(x[base + k * inner] - peak);
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     const float log_sum = logf(sum);
     for (long long k = lane; k < size; k += kWarp) y[base + k * inner] = x[base + k * inner] - peak - log_sum;
   }
@@ -32,7 +31,7 @@ __global__ void log_softmax_backward_lines(const float* y, const float* dy, floa
     const long long base = line / inner * size * inner + line % inner;
     float sum = 0.0f;
     for (long long k = lane; k < size; k += kWarp) sum += dy[base + k * inner];
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     for (long long k = lane; k < size; k += kWarp) {
       const long long at = base + k * inner;
       dx[at] += dy[at] - expf(y[at]) * sum;

@@ -117,15 +117,14 @@ __global__ void softmax_loss_lines(const float* __restrict__ x, const float* __r
     const long long base = line / s.inner * s.channels * s.inner + line % s.inner;
     float max = -INFINITY;
     for (long long c = lane; c < s.channels; c += kWarp) max = fmaxf(max, x[base + c * s.inner]);
-    for (int offset = kWarp / 2; offset > 0; offset /= 2)
-      max = fmaxf(max, __shfl_xor_sync(0xffffffffu, max, offset));
+    max = warp_max(max);
     float sum = 0.0f;
     for (long long c = lane; c < s.channels; c += kWarp) {
       const float e = expf(x[base + c * s.inner] - max);
       prob[base + c * s.inner] = e;
       sum += e;
     }
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     for (long long c = lane; c < s.channels; c += kWarp) prob[base + c * s.inner] /= sum;
     __syncwarp();
     if (lane == 0) {
@@ -179,7 +178,7 @@ __global__ void softmax_passthrough(const float* __restrict__ prob, const float*
     const long long base = line / s.inner * s.channels * s.inner + line % s.inner;
     float dot = 0.0f;
     for (long long c = lane; c < s.channels; c += kWarp) dot += prob[base + c * s.inner] * dprob[base + c * s.inner];
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    dot = warp_sum(dot);
     for (long long c = lane; c < s.channels; c += kWarp) {
       const long long at = base + c * s.inner;
       dx[at] += prob[at] * (dprob[at] - dot);

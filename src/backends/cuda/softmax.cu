@@ -15,15 +15,14 @@ __global__ void softmax_lines(const float* __restrict__ x, float* __restrict__ y
     const long long base = line / inner * channels * inner + line % inner;
     float max = -INFINITY;
     for (long long c = lane; c < channels; c += kWarp) max = fmaxf(max, x[base + c * inner]);
-    for (int offset = kWarp / 2; offset > 0; offset /= 2)
-      max = fmaxf(max, __shfl_xor_sync(0xffffffffu, max, offset));
+    max = warp_max(max);
     float sum = 0.0f;
     for (long long c = lane; c < channels; c += kWarp) {
       const float e = expf(x[base + c * inner] - max);
       y[base + c * inner] = e;
       sum += e;
     }
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     for (long long c = lane; c < channels; c += kWarp) y[base + c * inner] /= sum;
   }
 }
@@ -37,7 +36,7 @@ __global__ void softmax_backward_lines(const float* y, const float* dy, float* d
     const long long base = line / inner * channels * inner + line % inner;
     float dot = 0.0f;
     for (long long c = lane; c < channels; c += kWarp) dot += dy[base + c * inner] * y[base + c * inner];
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    dot = warp_sum(dot);
     for (long long c = lane; c < channels; c += kWarp) {
       const long long at = base + c * inner;
       dx[at] += y[at] * (dy[at] - dot);
