@@ -5,12 +5,11 @@
 #include "backends/cuda/block_sum.cuh"
 #include "backends/cuda/channel_affine.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/batch_norm.h"
 
 namespace espresso::cuda {
 namespace {
-
-constexpr int kThreads = 256;
 
 // The stored statistics as y = x · multiplier + offset, computed as BatchNormLayer::affine does
 // (unfused, so that the values are the CPU's to the bit).
@@ -19,8 +18,7 @@ __global__ void stored_affine(const float* __restrict__ mean, const float* __res
                               float* __restrict__ multiplier, float* __restrict__ offset,
                               std::int64_t channels) {
   const float factor = *stored_factor == 0.0f ? 0.0f : 1.0f / *stored_factor;
-  for (std::int64_t c = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; c < channels;
-       c += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t c : grid_stride(channels)) {
     multiplier[c] = 1.0f / sqrtf(__fadd_rn(__fmul_rn(variance[c], factor), eps));
     offset[c] = -mean[c] * factor * multiplier[c];
   }
@@ -41,7 +39,7 @@ __global__ void batch_statistics(const float* __restrict__ x, ChannelExtent exte
   const std::int64_t per_channel = extent.outer * extent.inner;
   const auto count = static_cast<double>(per_channel);
   const double unbiased = count > 1 ? count / (count - 1) : 1.0;
-  for (std::int64_t c = blockIdx.x; c < extent.channels; c += gridDim.x) {
+  for (std::int64_t c : block_stride(extent.channels)) {
     double sum = 0.0;
     for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x)
       sum += x[channel_element(extent, c, j)];
@@ -71,8 +69,7 @@ __global__ void batch_statistics(const float* __restrict__ x, ChannelExtent exte
 __global__ void normalize(const float* x, float* y, const double* __restrict__ mean,
                           const double* __restrict__ deviation, std::int64_t n, std::int64_t channels,
                           std::int64_t inner) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t i : grid_stride(n)) {
     const std::int64_t c = i / inner % channels;
     y[i] = static_cast<float>((x[i] - mean[c]) / deviation[c]);
   }
@@ -82,7 +79,7 @@ __global__ void normalize(const float* x, float* y, const double* __restrict__ m
 __global__ void gradient_sums(const float* __restrict__ dy, const float* __restrict__ y, ChannelExtent extent,
                               double* __restrict__ sum_dy, double* __restrict__ sum_dy_y) {
   const std::int64_t per_channel = extent.outer * extent.inner;
-  for (std::int64_t c = blockIdx.x; c < extent.channels; c += gridDim.x) {
+  for (std::int64_t c : block_stride(extent.channels)) {
     SumPair<double> local{0.0, 0.0};
     for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x) {
       const std::int64_t i = channel_element(extent, c, j);
@@ -102,8 +99,7 @@ __global__ void batch_input_grad(const float* __restrict__ dy, const float* __re
                                  const double* __restrict__ deviation, const double* __restrict__ sum_dy,
                                  const double* __restrict__ sum_dy_y, double count, float* __restrict__ dx,
                                  std::int64_t n, std::int64_t channels, std::int64_t inner) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t i : grid_stride(n)) {
     const std::int64_t c = i / inner % channels;
     dx[i] += static_cast<float>((dy[i] - sum_dy[c] / count - y[i] * sum_dy_y[c] / count) / deviation[c]);
   }
@@ -115,19 +111,19 @@ std::shared_ptr<void> device_buffer(std::int64_t count, StreamContext& context, 
   return allocate(static_cast<std::size_t>(count) * sizeof(T), context.device(), purpose);
 }
 
-class BatchNormKernel final : public Kernel {
+class BatchNormKernel final : public CudaKernel {
  public:
   // `blobs`: the mean, variance and factor blobs on the device. `live`: they may change between
   // forwards (a training net's), so the stored affine is recomputed at each one; else once, now.
   BatchNormKernel(const BatchNormLayer& layer, const ChannelExtent& extent, std::vector<Tensor> blobs,
                   bool live, StreamContext& context)
-      : extent_(extent),
+      : CudaKernel(context),
+        extent_(extent),
         eps_(layer.eps()),
         fraction_(layer.moving_average_fraction()),
         batch_(layer.batch_statistics()),
         live_(live),
-        blobs_(std::move(blobs)),
-        context_(context) {
+        blobs_(std::move(blobs)) {
     const std::string purpose = "the BatchNorm statistics of layer '" + layer.name() + "'";
     if (batch_) {
       per_channel_ = device_buffer<double>(4 * extent_.channels, context, purpose);
@@ -151,12 +147,9 @@ class BatchNormKernel final : public Kernel {
     // would read updated statistics there, so only a training net's device blobs are updated.
     RunningBlobs running;
     if (live_) running = {blobs_[0].data<float>(), blobs_[1].data<float>(), blobs_[2].data<float>()};
-    batch_statistics<<<channel_blocks(extent_.channels), kThreads, 0, context_.stream()>>>(
-        x, extent_, eps_, fraction_, batch_mean(), deviation(), running);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
-    normalize<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        x, y, batch_mean(), deviation(), n, extent_.channels, extent_.inner);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, Grid{channel_blocks(extent_.channels), kThreads}, batch_statistics, x, extent_, eps_,
+           fraction_, batch_mean(), deviation(), running);
+    launch(context_, n, normalize, x, y, batch_mean(), deviation(), n, extent_.channels, extent_.inner);
   }
 
   void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
@@ -175,17 +168,12 @@ class BatchNormKernel final : public Kernel {
     const float* y = outputs[0].data<float>();
     double* sum_dy = deviation() + extent_.channels;
     double* sum_dy_y = sum_dy + extent_.channels;
-    gradient_sums<<<channel_blocks(extent_.channels), kThreads, 0, context_.stream()>>>(dy, y, extent_,
-                                                                                        sum_dy, sum_dy_y);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, Grid{channel_blocks(extent_.channels), kThreads}, gradient_sums, dy, y, extent_, sum_dy,
+           sum_dy_y);
     const auto count = static_cast<double>(extent_.outer * extent_.inner);
-    batch_input_grad<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        dy, y, deviation(), sum_dy, sum_dy_y, count, dx, n, extent_.channels, extent_.inner);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, batch_input_grad, dy, y, deviation(), sum_dy, sum_dy_y, count, dx, n,
+           extent_.channels, extent_.inner);
   }
-
-  bool has_fast_backward() const override { return true; }
-  const char* name() const override { return "cuda"; }
 
  private:
   std::int64_t elements() const { return extent_.outer * extent_.channels * extent_.inner; }
@@ -195,11 +183,8 @@ class BatchNormKernel final : public Kernel {
 
   void compute_stored_affine() {
     if (extent_.channels == 0) return;
-    stored_affine<<<elementwise_blocks(context_, extent_.channels, kThreads), kThreads, 0,
-                    context_.stream()>>>(blobs_[0].data<float>(), blobs_[1].data<float>(),
-                                         blobs_[2].data<float>(), eps_, multiplier(),
-                                         multiplier() + extent_.channels, extent_.channels);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, extent_.channels, stored_affine, blobs_[0].data<float>(), blobs_[1].data<float>(),
+           blobs_[2].data<float>(), eps_, multiplier(), multiplier() + extent_.channels, extent_.channels);
   }
 
   ChannelExtent extent_;
@@ -209,7 +194,6 @@ class BatchNormKernel final : public Kernel {
   // With stored statistics: multiplier and offset (float). With batch statistics: the batch mean,
   // deviation, Σ dy and Σ dy·y (double).
   std::shared_ptr<void> per_channel_;
-  StreamContext& context_;
 };
 
 }  // namespace

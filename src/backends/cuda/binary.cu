@@ -4,21 +4,19 @@
 // it reached.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/binary.h"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 // Outputs one warp sums for a broadcast operand's element; longer sums are split, and the warps'
 // partial sums added atomically.
 constexpr long long kChunk = 4096;
 
 __global__ void broadcast_binary(const float* a, const float* b, float* y, long long n, StridedDims sa,
                                  StridedDims sb, BinaryLayer::Op op) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     y[i] = binary_value(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
   }
 }
@@ -28,8 +26,7 @@ __global__ void broadcast_binary(const float* a, const float* b, float* y, long 
 __global__ void elementwise_gradients(const float* __restrict__ a, const float* __restrict__ b,
                                       const float* __restrict__ dy, float* da, float* db, long long n,
                                       StridedDims sa, StridedDims sb, BinaryLayer::Op op) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     const BinaryPartials p = binary_partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
     if (da != nullptr) da[i] += dy[i] * p.a;
     if (db != nullptr) db[i] += dy[i] * p.b;
@@ -50,11 +47,9 @@ __global__ void broadcast_gradient(const float* __restrict__ a, const float* __r
                                    const float* __restrict__ dy, float* __restrict__ grad, long long elements,
                                    Reach reach, long long chunks, StridedDims sa, StridedDims sb,
                                    BinaryLayer::Op op, int operand) {
-  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
   const int lane = static_cast<int>(threadIdx.x % kWarp);
   // Uniform across each warp, so that every lane takes part in the shuffles.
-  for (long long task = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp;
-       task < elements * chunks; task += warps) {
+  for (long long task : warp_stride(elements * chunks)) {
     const long long e = task / chunks, first = task % chunks * kChunk;
     const long long last = first + kChunk < reach.spread_count ? first + kChunk : reach.spread_count;
     const long long base = strided_offset(reach.own, e);
@@ -64,7 +59,7 @@ __global__ void broadcast_gradient(const float* __restrict__ a, const float* __r
       const BinaryPartials p = binary_partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
       sum += dy[i] * (operand == 0 ? p.a : p.b);
     }
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     if (lane == 0) {
       if (chunks == 1) {
         grad[e] += sum;
@@ -107,19 +102,18 @@ Reach reach_of(const Shape& operand, const Shape& out) {
   return reach;
 }
 
-class BinaryKernel final : public Kernel {
+class BinaryKernel final : public CudaKernel {
  public:
   BinaryKernel(StridedDims a, StridedDims b, Reach reach_a, Reach reach_b, BinaryLayer::Op op,
                StreamContext& context)
-      : a_(a), b_(b), reach_{reach_a, reach_b}, op_(op), context_(context) {}
+      : CudaKernel(context), a_(a), b_(b), reach_{reach_a, reach_b}, op_(op) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0) return;
     // No __restrict__: the executor may run the layer in place on input 0.
-    broadcast_binary<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(), n, a_, b_, op_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, broadcast_binary, inputs[0].data<float>(), inputs[1].data<float>(),
+           outputs[0].data<float>(), n, a_, b_, op_);
   }
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
@@ -139,24 +133,17 @@ class BinaryKernel final : public Kernel {
       }
       const std::int64_t elements = grad.numel();
       const long long chunks = (reach_[k].spread_count + kChunk - 1) / kChunk;
-      broadcast_gradient<<<elementwise_blocks(context_, elements * chunks * kWarp, kThreads), kThreads, 0,
-                           context_.stream()>>>(a, b, dy, grad.data<float>(), elements, reach_[k], chunks, a_,
-                                                b_, op_, k);
-      ESPRESSO_CUDA_CHECK(cudaGetLastError());
+      launch(context_, elements * chunks * kWarp, broadcast_gradient, a, b, dy, grad.data<float>(), elements,
+             reach_[k], chunks, a_, b_, op_, k);
     }
     if (full[0] == nullptr && full[1] == nullptr) return;
-    elementwise_gradients<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        a, b, dy, full[0], full[1], n, a_, b_, op_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, elementwise_gradients, a, b, dy, full[0], full[1], n, a_, b_, op_);
   }
-  bool has_fast_backward() const override { return true; }
-  const char* name() const override { return "cuda"; }
 
  private:
   StridedDims a_, b_;
   Reach reach_[2];
   BinaryLayer::Op op_;
-  StreamContext& context_;
 };
 
 }  // namespace

@@ -1,16 +1,14 @@
 #include "backends/cuda/block_sum.cuh"
 #include "backends/cuda/channel_affine.h"
+#include "backends/cuda/launch.cuh"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
 template <bool kScale, bool kShift>
 __global__ void affine(const float* x, const float* scale, const float* shift, float* y, std::int64_t n,
                        std::int64_t channels, std::int64_t inner) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t i : grid_stride(n)) {
     const std::int64_t c = i / inner % channels;
     float v = x[i];
     if constexpr (kScale) v *= scale[c];
@@ -21,8 +19,7 @@ __global__ void affine(const float* x, const float* scale, const float* shift, f
 
 __global__ void scale_add(const float* dy, const float* scale, float* dx, std::int64_t n,
                           std::int64_t channels, std::int64_t inner) {
-  for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += std::int64_t{gridDim.x} * blockDim.x) {
+  for (std::int64_t i : grid_stride(n)) {
     dx[i] += scale != nullptr ? dy[i] * scale[i / inner % channels] : dy[i];
   }
 }
@@ -32,7 +29,7 @@ __global__ void parameter_grads(const float* __restrict__ dy, const float* __res
                                 float* __restrict__ dscale, float* __restrict__ dshift,
                                 ChannelExtent extent) {
   const std::int64_t per_channel = extent.outer * extent.inner;
-  for (std::int64_t c = blockIdx.x; c < extent.channels; c += gridDim.x) {
+  for (std::int64_t c : block_stride(extent.channels)) {
     SumPair<float> local{0.0f, 0.0f};  // Σ dy·x, Σ dy
     for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x) {
       const std::int64_t i = channel_element(extent, c, j);
@@ -53,41 +50,32 @@ void channel_affine(StreamContext& context, const float* x, const float* scale, 
                     const ChannelExtent& extent) {
   const std::int64_t n = extent.outer * extent.channels * extent.inner;
   if (n == 0) return;
-  const unsigned blocks = elementwise_blocks(context, n, kThreads);
-  auto launch = [&](auto kernel) {
-    kernel<<<blocks, kThreads, 0, context.stream()>>>(x, scale, shift, y, n, extent.channels, extent.inner);
-  };
-  if (scale != nullptr && shift != nullptr) {
-    launch(affine<true, true>);
-  } else if (scale != nullptr) {
-    launch(affine<true, false>);
-  } else if (shift != nullptr) {
-    launch(affine<false, true>);
-  } else if (x != y) {
-    ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(y, x, static_cast<std::size_t>(n) * sizeof(float),
-                                        cudaMemcpyDeviceToDevice, context.stream()));
-    return;
-  } else {
+  if (scale == nullptr && shift == nullptr) {
+    if (x != y) {
+      ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(y, x, static_cast<std::size_t>(n) * sizeof(float),
+                                          cudaMemcpyDeviceToDevice, context.stream()));
+    }
     return;
   }
-  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  // One instance per combination, so that the per-element loop carries no branch.
+  const auto kernel = scale == nullptr   ? &affine<false, true>
+                      : shift == nullptr ? &affine<true, false>
+                                         : &affine<true, true>;
+  launch(context, n, kernel, x, scale, shift, y, n, extent.channels, extent.inner);
 }
 
 void channel_scale_add(StreamContext& context, const float* dy, const float* scale, float* dx,
                        const ChannelExtent& extent) {
   const std::int64_t n = extent.outer * extent.channels * extent.inner;
   if (n == 0) return;
-  scale_add<<<elementwise_blocks(context, n, kThreads), kThreads, 0, context.stream()>>>(
-      dy, scale, dx, n, extent.channels, extent.inner);
-  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  launch(context, n, scale_add, dy, scale, dx, n, extent.channels, extent.inner);
 }
 
 void channel_parameter_grads(StreamContext& context, const float* dy, const float* x, float* dscale,
                              float* dshift, const ChannelExtent& extent) {
   if ((dscale == nullptr && dshift == nullptr) || extent.outer * extent.channels * extent.inner == 0) return;
-  parameter_grads<<<channel_blocks(extent.channels), kThreads, 0, context.stream()>>>(dy, x, dscale, dshift,
-                                                                                      extent);
-  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  launch(context, Grid{channel_blocks(extent.channels), kThreads}, parameter_grads, dy, x, dscale, dshift,
+         extent);
 }
 
 }  // namespace espresso::cuda

@@ -32,10 +32,10 @@ struct Parameter {
   }
 };
 
-class ChannelAffineKernel final : public Kernel {
+class ChannelAffineKernel final : public CudaKernel {
  public:
   ChannelAffineKernel(Parameter scale, Parameter shift, const ChannelExtent& extent, StreamContext& context)
-      : scale_(scale), shift_(shift), extent_(extent), context_(context) {}
+      : CudaKernel(context), scale_(scale), shift_(shift), extent_(extent) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     channel_affine(context_, inputs[0].data<float>(), scale_.resolve(inputs), shift_.resolve(inputs),
@@ -51,13 +51,10 @@ class ChannelAffineKernel final : public Kernel {
     channel_parameter_grads(context_, dy, inputs[0].data<float>(), scale_.gradient(input_grads, weight_grads),
                             shift_.gradient(input_grads, weight_grads), extent_);
   }
-  bool has_fast_backward() const override { return true; }
-  const char* name() const override { return "cuda"; }
 
  private:
   Parameter scale_, shift_;
   ChannelExtent extent_;
-  StreamContext& context_;
 };
 
 ChannelExtent extent_of(const AxisSplit& split) { return {split.outer, split.channels, split.inner}; }

@@ -1,18 +1,12 @@
 #include <algorithm>
 
 #include "backends/cuda/channel_sum.h"
+#include "backends/cuda/launch.cuh"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 constexpr long long kMaxBlocks = 65535;
-
-__device__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
-}
 
 __global__ void channel_sums(const float* __restrict__ dy, float* __restrict__ sums, long long outer,
                              long long channels, long long inner) {
@@ -22,7 +16,7 @@ __global__ void channel_sums(const float* __restrict__ dy, float* __restrict__ s
   // Each thread walks (n, i) pairs blockDim apart: coalesced along inner when it is long, and no
   // division inside the loop when it is short (InnerProduct's is 1).
   const long long step_n = blockDim.x / inner, step_i = blockDim.x % inner;
-  for (long long c = blockIdx.x; c < channels; c += gridDim.x) {
+  for (long long c : block_stride(channels)) {
     float partial = 0.0f;
     long long n = threadIdx.x / inner, i = threadIdx.x % inner;
     while (n < outer) {
@@ -51,9 +45,8 @@ __global__ void channel_sums(const float* __restrict__ dy, float* __restrict__ s
 void add_channel_sums(StreamContext& context, const float* dy, float* sums, const ChannelExtent& extent) {
   if (extent.channels == 0 || extent.inner == 0) return;
   const auto blocks = static_cast<unsigned>(std::min<long long>(extent.channels, kMaxBlocks));
-  channel_sums<<<blocks, kThreads, 0, context.stream()>>>(dy, sums, extent.outer, extent.channels,
-                                                          extent.inner);
-  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  launch(context, Grid{blocks, kThreads}, channel_sums, dy, sums, extent.outer, extent.channels,
+         extent.inner);
 }
 
 }  // namespace espresso::cuda

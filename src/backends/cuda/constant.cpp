@@ -5,9 +5,9 @@
 namespace espresso::cuda {
 namespace {
 
-class ConstantKernel final : public Kernel {
+class ConstantKernel final : public CudaKernel {
  public:
-  ConstantKernel(const Tensor& value, StreamContext& context) : value_(value), context_(context) {}
+  ConstantKernel(const Tensor& value, StreamContext& context) : CudaKernel(context), value_(value) {}
 
   void forward(const std::vector<Tensor>&, std::vector<Tensor>& outputs) override {
     if (outputs[0].bytes() == 0) return;
@@ -17,12 +17,10 @@ class ConstantKernel final : public Kernel {
   // No inputs, and the constant is part of the graph, not trained: nothing takes a gradient.
   void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>&,
                 const std::vector<Tensor>&, std::vector<Tensor>&, std::vector<Tensor>&) override {}
-  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda-copy"; }
 
  private:
   const Tensor& value_;  // owned by the context's weight cache
-  StreamContext& context_;
 };
 
 }  // namespace

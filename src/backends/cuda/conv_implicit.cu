@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "backends/cuda/conv_tactics.h"
+#include "backends/cuda/launch.cuh"
 
 namespace espresso::cuda {
 namespace {
@@ -117,8 +118,7 @@ class ImplicitConv final : public ConvTactic {
 
   void run(const float* x, const float* w, const float* b, float* y) override {
     if (geometry_.columns == 0) return;
-    implicit_gemm<<<grid_, dim3(kSide, kSide), 0, context_.stream()>>>(geometry_, x, w, b, y);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, Grid{grid_, dim3(kSide, kSide)}, implicit_gemm, geometry_, x, w, b, y);
   }
   const char* name() const override { return "implicit-gemm"; }
 

@@ -1,16 +1,14 @@
 #include <limits>
 
 #include "backends/cuda/conv_unfold.h"
+#include "backends/cuda/launch.cuh"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
 __global__ void unfold(ConvWindows u, long long total, const float* __restrict__ image,
                        float* __restrict__ col) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(total)) {
     const int position = static_cast<int>(i % u.out_spatial);
     const long long row = i / u.out_spatial;
     const int tap = static_cast<int>(row % u.taps);
@@ -33,8 +31,7 @@ __global__ void unfold(ConvWindows u, long long total, const float* __restrict__
 // when that divides exactly and lies inside the output.
 __global__ void fold(ConvWindows u, long long total, const float* __restrict__ col,
                      const float* __restrict__ bias, bool accumulate, float* __restrict__ image) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(total)) {
     const int position = static_cast<int>(i % u.in_spatial);
     const long long channel = i / u.in_spatial;
     const int at[3] = {position / (u.in[1] * u.in[2]), position / u.in[2] % u.in[1], position % u.in[2]};
@@ -87,18 +84,14 @@ void im2col(StreamContext& context, const ConvWindows& windows, std::int64_t cha
             float* col) {
   const long long total = channels * windows.taps * static_cast<long long>(windows.out_spatial);
   if (total == 0) return;
-  unfold<<<elementwise_blocks(context, total, kThreads), kThreads, 0, context.stream()>>>(windows, total,
-                                                                                          image, col);
-  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  launch(context, total, unfold, windows, total, image, col);
 }
 
 void col2im(StreamContext& context, const ConvWindows& windows, std::int64_t channels, const float* col,
             const float* bias, bool accumulate, float* image) {
   const long long total = channels * static_cast<long long>(windows.in_spatial);
   if (total == 0) return;
-  fold<<<elementwise_blocks(context, total, kThreads), kThreads, 0, context.stream()>>>(
-      windows, total, col, bias, accumulate, image);
-  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  launch(context, total, fold, windows, total, col, bias, accumulate, image);
 }
 
 }  // namespace espresso::cuda

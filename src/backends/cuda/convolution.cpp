@@ -60,17 +60,17 @@ std::vector<Tactic> tactic_order(const ConvProblem& p) {
   return order;
 }
 
-class ConvolutionKernel final : public Kernel {
+class ConvolutionKernel final : public CudaKernel {
  public:
   ConvolutionKernel(const ConvProblem& problem, std::unique_ptr<ConvTactic> tactic,
                     std::unique_ptr<ConvGradients> gradients, const float* weights, const float* bias,
                     StreamContext& context)
-      : problem_(problem),
+      : CudaKernel(context),
+        problem_(problem),
         tactic_(std::move(tactic)),
         gradients_(std::move(gradients)),
         weights_(weights),
-        bias_(bias),
-        context_(context) {}
+        bias_(bias) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     tactic_->run(inputs[0].data<float>(), weights_, bias_, outputs[0].data<float>());
@@ -97,7 +97,6 @@ class ConvolutionKernel final : public Kernel {
                        {problem_.batch, problem_.out_channels, problem_.out_spatial()});
     }
   }
-  bool has_fast_backward() const override { return true; }
 
   const char* name() const override { return tactic_->name(); }
 
@@ -107,7 +106,6 @@ class ConvolutionKernel final : public Kernel {
   std::unique_ptr<ConvGradients> gradients_;
   const float* weights_;
   const float* bias_;
-  StreamContext& context_;
 };
 
 }  // namespace

@@ -3,17 +3,15 @@
 // executor runs them in place). Forward is cudaMemcpy2DAsync/cudaMemcpyAsync calls on the Net's
 // stream; backward adds the same blocks the other way, output gradients into input gradients.
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/axis.h"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
 __global__ void add_rows_kernel(float* destination, long long destination_pitch, const float* source,
                                 long long source_pitch, long long width, long long count) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(count)) {
     const long long row = i / width, column = i - row * width;
     destination[row * destination_pitch + column] += source[row * source_pitch + column];
   }
@@ -25,9 +23,7 @@ void add_rows(StreamContext& context, float* destination, std::int64_t destinati
               std::int64_t source_pitch, std::int64_t width, std::int64_t rows) {
   const std::int64_t count = width * rows;
   if (count == 0) return;
-  add_rows_kernel<<<elementwise_blocks(context, count, kThreads), kThreads, 0, context.stream()>>>(
-      destination, destination_pitch, source, source_pitch, width, count);
-  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  launch(context, count, add_rows_kernel, destination, destination_pitch, source, source_pitch, width, count);
 }
 
 // Rows of `width` bytes from a source with `source_pitch` into a destination with `destination_pitch`.
@@ -40,11 +36,11 @@ void copy_rows(StreamContext& context, void* destination, std::size_t destinatio
 
 // Concat (joining the inputs) or Slice (cutting the input): outer rows, each made of one block
 // per part of `part_block[k]` floats (the part's extent along the axis times the inner size).
-class AxisCopyKernel final : public Kernel {
+class AxisCopyKernel final : public CudaKernel {
  public:
   AxisCopyKernel(bool joining, std::int64_t outer, std::vector<std::int64_t> part_block,
                  StreamContext& context)
-      : joining_(joining), outer_(outer), part_block_(std::move(part_block)), context_(context) {
+      : CudaKernel(context), joining_(joining), outer_(outer), part_block_(std::move(part_block)) {
     for (std::int64_t b : part_block_) whole_block_ += b;
   }
 
@@ -81,7 +77,6 @@ class AxisCopyKernel final : public Kernel {
       offset += part;
     }
   }
-  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda-copy"; }
 
  private:
@@ -89,14 +84,13 @@ class AxisCopyKernel final : public Kernel {
   std::int64_t outer_;
   std::vector<std::int64_t> part_block_;
   std::int64_t whole_block_ = 0;
-  StreamContext& context_;
 };
 
 // Input 0 copied whole into every output (Split, and the shape-only layers with one output); backward
 // adds every output's gradient into input 0's.
-class WholeCopyKernel final : public Kernel {
+class WholeCopyKernel final : public CudaKernel {
  public:
-  explicit WholeCopyKernel(StreamContext& context) : context_(context) {}
+  explicit WholeCopyKernel(StreamContext& context) : CudaKernel(context) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     for (Tensor& out : outputs) {
@@ -113,11 +107,7 @@ class WholeCopyKernel final : public Kernel {
     for (const Tensor& grad : output_grads)
       add_rows(context_, input_grads[0].data<float>(), n, grad.data<float>(), n, n, 1);
   }
-  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda-copy"; }
-
- private:
-  StreamContext& context_;
 };
 
 // The layer's axis attribute resolved against `rank`; the layer has validated it already.

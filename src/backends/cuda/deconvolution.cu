@@ -29,17 +29,17 @@ ConvProblem transposed(const ConvProblem& deconv) {
   return conv;
 }
 
-class DeconvolutionKernel final : public Kernel {
+class DeconvolutionKernel final : public CudaKernel {
  public:
   DeconvolutionKernel(const ConvProblem& p, const ConvWindows& windows,
                       std::unique_ptr<ConvGradients> gradients, const float* weights, const float* bias,
                       StreamContext& context)
-      : problem_(p),
+      : CudaKernel(context),
+        problem_(p),
         windows_(windows),
         gradients_(std::move(gradients)),
         weights_(weights),
         bias_(bias),
-        context_(context),
         cublas_(context.cublas()),
         workspace_(allocate(
             static_cast<std::size_t>(p.out_channels * windows.taps * windows.out_spatial) * sizeof(float),
@@ -88,7 +88,6 @@ class DeconvolutionKernel final : public Kernel {
                        {problem_.batch, problem_.out_channels, problem_.out_spatial()});
     }
   }
-  bool has_fast_backward() const override { return true; }
 
   const char* name() const override { return "gemm+col2im"; }
 
@@ -98,7 +97,6 @@ class DeconvolutionKernel final : public Kernel {
   std::unique_ptr<ConvGradients> gradients_;
   const float* weights_;
   const float* bias_;
-  StreamContext& context_;
   cublasHandle_t cublas_;
   std::shared_ptr<void> workspace_;
 };

@@ -7,21 +7,19 @@
 #include <cstdint>
 
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/dropout.h"
 #include "layers/dropout_mask.h"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
 __global__ void advance_draw(unsigned long long* draw) { *draw += 1; }
 
 __global__ void drop_units(const float* x, float* y, std::uint8_t* mask, long long n, std::uint64_t seed,
                            const unsigned long long* draw, float ratio, float scale) {
   const std::uint64_t stream = dropout_stream(seed, *draw);
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     const bool keep = dropout_keeps(stream, static_cast<std::uint64_t>(i), ratio);
     mask[i] = keep ? 1 : 0;
     y[i] = keep ? x[i] * scale : 0.0f;
@@ -30,31 +28,28 @@ __global__ void drop_units(const float* x, float* y, std::uint8_t* mask, long lo
 
 __global__ void add_kept_gradient(const std::uint8_t* mask, const float* dy, float* dx, long long n,
                                   float scale) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     dx[i] += mask[i] ? dy[i] * scale : 0.0f;
   }
 }
 
-class DropoutTrainingKernel final : public Kernel {
+class DropoutTrainingKernel final : public CudaKernel {
  public:
   DropoutTrainingKernel(std::uint64_t seed, float ratio, const Shape& shape, StreamContext& context)
-      : seed_(seed),
+      : CudaKernel(context),
+        seed_(seed),
         ratio_(ratio),
         scale_(1.0f / (1.0f - ratio)),
         draw_(Tensor::zeros(Shape{1}, DType::i64, context.device())),
-        mask_(Tensor::empty(shape, DType::i8, context.device())),
-        context_(context) {}
+        mask_(Tensor::empty(shape, DType::i8, context.device())) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     auto* draw = reinterpret_cast<unsigned long long*>(draw_.data<std::int64_t>());
-    advance_draw<<<1, 1, 0, context_.stream()>>>(draw);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, Grid{1, 1}, advance_draw, draw);
     const std::int64_t n = inputs[0].numel();
     if (n == 0) return;
-    drop_units<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), outputs[0].data<float>(), mask(), n, seed_, draw, ratio_, scale_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, drop_units, inputs[0].data<float>(), outputs[0].data<float>(), mask(), n, seed_, draw,
+           ratio_, scale_);
   }
 
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
@@ -62,11 +57,9 @@ class DropoutTrainingKernel final : public Kernel {
                 std::vector<Tensor>&) override {
     const std::int64_t n = inputs[0].numel();
     if (n == 0 || !input_grads[0].defined()) return;
-    add_kept_gradient<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        mask(), output_grads[0].data<float>(), input_grads[0].data<float>(), n, scale_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, add_kept_gradient, mask(), output_grads[0].data<float>(),
+           input_grads[0].data<float>(), n, scale_);
   }
-  bool has_fast_backward() const override { return true; }
   const char* name() const override { return "cuda-dropout"; }
 
  private:
@@ -76,7 +69,6 @@ class DropoutTrainingKernel final : public Kernel {
   float ratio_, scale_;
   Tensor draw_;  // one counter: the number of forwards so far
   Tensor mask_;  // 1 where the last forward kept the unit
-  StreamContext& context_;
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/activation.h"
 #include "layers/power.h"
 #include "layers/prelu.h"
@@ -13,14 +14,9 @@
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-constexpr int kWarp = 32;
-
 template <class Op>
 __global__ void map_elements(const float* x, float* y, long long n, Op op) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     y[i] = op(x[i], i);
   }
 }
@@ -29,8 +25,7 @@ __global__ void map_elements(const float* x, float* y, long long n, Op op) {
 template <class Op>
 __global__ void add_input_gradient(const float* x, const float* y, const float* dy, float* dx, long long n,
                                    Op op) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     dx[i] += dy[i] * op.slope(x[i], y[i], i);
   }
 }
@@ -81,12 +76,12 @@ __global__ void add_prelu_slope_gradient(const float* x, const float* dy, float*
     if (x[i] <= 0.0f) sum += dy[i] * x[i];
   }
   __shared__ float warp_sums[kThreads / kWarp];
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  sum = warp_sum(sum);
   if (threadIdx.x % kWarp == 0) warp_sums[threadIdx.x / kWarp] = sum;
   __syncthreads();
   if (threadIdx.x < kWarp) {
     sum = threadIdx.x < kThreads / kWarp ? warp_sums[threadIdx.x] : 0.0f;
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     if (threadIdx.x == 0) dslope[c] += sum;
   }
 }
@@ -179,33 +174,26 @@ struct ActivationOp {
 };
 
 template <class Op>
-class ElementwiseKernel : public Kernel {
+class ElementwiseKernel : public CudaKernel {
  public:
-  ElementwiseKernel(Op op, StreamContext& context) : op_(op), context_(context) {}
+  ElementwiseKernel(Op op, StreamContext& context) : CudaKernel(context), op_(op) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = inputs[0].numel();
     if (n == 0) return;
-    map_elements<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), outputs[0].data<float>(), n, op_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, map_elements<Op>, inputs[0].data<float>(), outputs[0].data<float>(), n, op_);
   }
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>&) override {
     const std::int64_t n = inputs[0].numel();
     if (n == 0 || !input_grads[0].defined()) return;
-    add_input_gradient<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), outputs[0].data<float>(), output_grads[0].data<float>(),
-        input_grads[0].data<float>(), n, op_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, add_input_gradient<Op>, inputs[0].data<float>(), outputs[0].data<float>(),
+           output_grads[0].data<float>(), input_grads[0].data<float>(), n, op_);
   }
-  bool has_fast_backward() const override { return true; }
-  const char* name() const override { return "cuda"; }
 
  protected:
   Op op_;
-  StreamContext& context_;
 };
 
 // The element-wise kernel plus the gradient of the slopes.
@@ -219,10 +207,9 @@ class PReLUKernel final : public ElementwiseKernel<PReLUOp> {
     ElementwiseKernel::backward(layer, inputs, outputs, output_grads, input_grads, weight_grads);
     const std::int64_t n = inputs[0].numel();
     if (n == 0 || !weight_grads[0].defined()) return;
-    add_prelu_slope_gradient<<<static_cast<unsigned>(op_.channels), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), output_grads[0].data<float>(), weight_grads[0].data<float>(),
-        n / op_.channels, op_.channels, op_.inner);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, Grid{static_cast<unsigned>(op_.channels), kThreads}, add_prelu_slope_gradient,
+           inputs[0].data<float>(), output_grads[0].data<float>(), weight_grads[0].data<float>(),
+           n / op_.channels, op_.channels, op_.inner);
   }
 };
 

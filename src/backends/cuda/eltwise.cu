@@ -4,18 +4,16 @@
 #include <cstdint>
 
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/eltwise.h"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
 // y = a_coeff · a ⊕ b_coeff · b, the coefficients used only for sums.
 __global__ void combine(const float* a, const float* b, float* y, long long n, EltwiseOperation operation,
                         float a_coeff, float b_coeff) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     switch (operation) {
       case EltwiseOperation::sum:
         y[i] = a_coeff * a[i] + b_coeff * b[i];
@@ -32,16 +30,14 @@ __global__ void combine(const float* a, const float* b, float* y, long long n, E
 
 // dx += coeff · dy.
 __global__ void add_scaled(const float* dy, float* dx, long long n, float coeff) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     dx[i] += coeff * dy[i];
   }
 }
 
 // out = a · b, or out += a · b when accumulating; out may be a.
 __global__ void multiply(const float* a, const float* b, float* out, long long n, bool accumulate) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     const float product = a[i] * b[i];
     out[i] = accumulate ? out[i] + product : product;
   }
@@ -51,8 +47,7 @@ __global__ void multiply(const float* a, const float* b, float* out, long long n
 // reference, where the first maximum wins ties. `unclaimed` marks the elements no input took yet.
 __global__ void claim_maximum(const float* x, const float* y, const float* dy, float* dx,
                               std::int8_t* unclaimed, long long n) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     if (unclaimed[i] && x[i] == y[i]) {
       unclaimed[i] = 0;
       if (dx != nullptr) dx[i] += dy[i];
@@ -60,21 +55,22 @@ __global__ void claim_maximum(const float* x, const float* y, const float* dy, f
   }
 }
 
-class EltwiseKernel final : public Kernel {
+class EltwiseKernel final : public CudaKernel {
  public:
   EltwiseKernel(EltwiseOperation operation, std::vector<float> coeffs, Tensor scratch, StreamContext& context)
-      : operation_(operation), coeffs_(std::move(coeffs)), scratch_(std::move(scratch)), context_(context) {}
+      : CudaKernel(context),
+        operation_(operation),
+        coeffs_(std::move(coeffs)),
+        scratch_(std::move(scratch)) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0) return;
     float* y = outputs[0].data<float>();
-    const unsigned blocks = elementwise_blocks(context_, n, kThreads);
     for (std::size_t k = 1; k < inputs.size(); ++k) {
       const float* a = k == 1 ? inputs[0].data<float>() : y;
-      combine<<<blocks, kThreads, 0, context_.stream()>>>(a, inputs[k].data<float>(), y, n, operation_,
-                                                          k == 1 ? coeffs_[0] : 1.0f, coeffs_[k]);
-      ESPRESSO_CUDA_CHECK(cudaGetLastError());
+      launch(context_, n, combine, a, inputs[k].data<float>(), y, n, operation_, k == 1 ? coeffs_[0] : 1.0f,
+             coeffs_[k]);
     }
   }
 
@@ -84,14 +80,11 @@ class EltwiseKernel final : public Kernel {
     const std::int64_t n = outputs[0].numel();
     if (n == 0) return;
     const float* dy = output_grads[0].data<float>();
-    const unsigned blocks = elementwise_blocks(context_, n, kThreads);
     switch (operation_) {
       case EltwiseOperation::sum:
         for (std::size_t k = 0; k < inputs.size(); ++k) {
           if (!input_grads[k].defined()) continue;
-          add_scaled<<<blocks, kThreads, 0, context_.stream()>>>(dy, input_grads[k].data<float>(), n,
-                                                                 coeffs_[k]);
-          ESPRESSO_CUDA_CHECK(cudaGetLastError());
+          launch(context_, n, add_scaled, dy, input_grads[k].data<float>(), n, coeffs_[k]);
         }
         break;
       case EltwiseOperation::prod:
@@ -104,31 +97,25 @@ class EltwiseKernel final : public Kernel {
         ESPRESSO_CUDA_CHECK(cudaMemsetAsync(unclaimed, 1, static_cast<std::size_t>(n), context_.stream()));
         for (std::size_t k = 0; k < inputs.size(); ++k) {
           float* dx = input_grads[k].defined() ? input_grads[k].data<float>() : nullptr;
-          claim_maximum<<<blocks, kThreads, 0, context_.stream()>>>(
-              inputs[k].data<float>(), outputs[0].data<float>(), dy, dx, unclaimed, n);
-          ESPRESSO_CUDA_CHECK(cudaGetLastError());
+          launch(context_, n, claim_maximum, inputs[k].data<float>(), outputs[0].data<float>(), dy, dx,
+                 unclaimed, n);
         }
         break;
       }
     }
   }
-  bool has_fast_backward() const override { return true; }
-  const char* name() const override { return "cuda"; }
 
  private:
   // dx_k += dy · Π_{j≠k} x_j, multiplied in the reference's order (the product of the others, never
   // y / x_k, which fails at x_k = 0); partial products go through the scratch buffer.
   void add_product_gradient(const std::vector<Tensor>& inputs, std::size_t k, const float* dy, float* dx,
                             std::int64_t n) {
-    const unsigned blocks = elementwise_blocks(context_, n, kThreads);
     const std::size_t last = k + 1 == inputs.size() ? k - 1 : inputs.size() - 1;
     const float* partial = dy;
     for (std::size_t j = 0; j < inputs.size(); ++j) {
       if (j == k) continue;
       float* target = j == last ? dx : scratch_.data<float>();
-      multiply<<<blocks, kThreads, 0, context_.stream()>>>(partial, inputs[j].data<float>(), target, n,
-                                                           j == last);
-      ESPRESSO_CUDA_CHECK(cudaGetLastError());
+      launch(context_, n, multiply, partial, inputs[j].data<float>(), target, n, j == last);
       partial = target;
     }
   }
@@ -138,7 +125,6 @@ class EltwiseKernel final : public Kernel {
   // Backward's working memory, made with the kernel: partial products (f32) for products of three or
   // more inputs, the unclaimed flags (i8) for maxima; undefined otherwise.
   Tensor scratch_;
-  StreamContext& context_;
 };
 
 }  // namespace

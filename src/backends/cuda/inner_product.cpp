@@ -14,13 +14,13 @@ namespace {
 // cuBLAS is column-major: a row-major R x C matrix is, as stored, the column-major C x R matrix
 // that is its transpose. Below, x is M x K, y and dy M x N, and W N x K (K x N when transposed), all
 // row-major; so cuBLAS sees xᵀ, yᵀ, dyᵀ and Wᵀ (W).
-class InnerProductKernel final : public Kernel {
+class InnerProductKernel final : public CudaKernel {
  public:
   InnerProductKernel(const InnerProductLayer& layer, const InnerProductLayer::Dims& dims,
                      StreamContext& context)
-      : dims_(dims),
+      : CudaKernel(context),
+        dims_(dims),
         transposed_(layer.transposed()),
-        context_(context),
         cublas_(context.cublas()),
         weights_(context.device_weights(layer.weights()[0], "layer '" + layer.name() + "'").data<float>()),
         bias_(layer.has_bias()
@@ -71,14 +71,12 @@ class InnerProductKernel final : public Kernel {
       add_channel_sums(context_, dy, weight_grads[1].data<float>(), {dims_.rows, dims_.outputs, 1});
     }
   }
-  bool has_fast_backward() const override { return true; }
 
   const char* name() const override { return "cublas"; }
 
  private:
   InnerProductLayer::Dims dims_;
   bool transposed_;
-  StreamContext& context_;
   cublasHandle_t cublas_;
   const float* weights_;
   const float* bias_;

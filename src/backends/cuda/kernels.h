@@ -24,6 +24,18 @@ namespace espresso::cuda {
 #include "cuda_kernels.inc"
 #undef ESPRESSO_KERNEL
 
+// What every kernel here shares: it queues its work on the context's stream, and it has its own
+// backward (a kernel that has none says so). Derived classes state only their math.
+class CudaKernel : public Kernel {
+ public:
+  explicit CudaKernel(StreamContext& context) : context_(context) {}
+  bool has_fast_backward() const override { return true; }
+  const char* name() const override { return "cuda"; }
+
+ protected:
+  StreamContext& context_;
+};
+
 // Input 0 copied to every output: Flatten, Reshape, Split and Dropout at inference.
 std::unique_ptr<Kernel> copy_kernel(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context);
 

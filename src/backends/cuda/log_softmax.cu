@@ -1,28 +1,23 @@
 // LogSoftmax on the GPU: a warp per line along the axis, reducing the maximum and the sum of
 // exponentials with shuffles. Backward likewise reduces Σ dy per line.
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/log_softmax.h"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarp = 32;
-
 __global__ void log_softmax_lines(const float* __restrict__ x, float* __restrict__ y, long long lines,
                                   long long size, long long inner) {
-  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
   const int lane = threadIdx.x % kWarp;
-  for (long long line = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; line < lines;
-       line += warps) {
+  for (long long line : warp_stride(lines)) {
     const long long base = line / inner * size * inner + line % inner;
     float peak = -INFINITY;
     for (long long k = lane; k < size; k += kWarp) peak = fmaxf(peak, x[base + k * inner]);
-    for (int offset = kWarp / 2; offset > 0; offset /= 2)
-      peak = fmaxf(peak, __shfl_xor_sync(0xffffffffu, peak, offset));
+    peak = warp_max(peak);
     float sum = 0.0f;
     for (long long k = lane; k < size; k += kWarp) sum += expf(x[base + k * inner] - peak);
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     const float log_sum = logf(sum);
     for (long long k = lane; k < size; k += kWarp) y[base + k * inner] = x[base + k * inner] - peak - log_sum;
   }
@@ -31,14 +26,12 @@ __global__ void log_softmax_lines(const float* __restrict__ x, float* __restrict
 // dx += dy − softmax · Σ_k dy along each line, with softmax = exp(y).
 __global__ void log_softmax_backward_lines(const float* y, const float* dy, float* dx, long long lines,
                                            long long size, long long inner) {
-  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
   const int lane = threadIdx.x % kWarp;
-  for (long long line = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; line < lines;
-       line += warps) {
+  for (long long line : warp_stride(lines)) {
     const long long base = line / inner * size * inner + line % inner;
     float sum = 0.0f;
     for (long long k = lane; k < size; k += kWarp) sum += dy[base + k * inner];
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     for (long long k = lane; k < size; k += kWarp) {
       const long long at = base + k * inner;
       dx[at] += dy[at] - expf(y[at]) * sum;
@@ -46,35 +39,28 @@ __global__ void log_softmax_backward_lines(const float* y, const float* dy, floa
   }
 }
 
-class LogSoftmaxKernel final : public Kernel {
+class LogSoftmaxKernel final : public CudaKernel {
  public:
   LogSoftmaxKernel(std::int64_t outer, std::int64_t size, std::int64_t inner, StreamContext& context)
-      : outer_(outer), size_(size), inner_(inner), context_(context) {}
+      : CudaKernel(context), outer_(outer), size_(size), inner_(inner) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const long long lines = outer_ * inner_;
     if (lines == 0 || size_ == 0) return;
-    log_softmax_lines<<<elementwise_blocks(context_, lines * kWarp, kThreads), kThreads, 0,
-                        context_.stream()>>>(inputs[0].data<float>(), outputs[0].data<float>(), lines, size_,
-                                             inner_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, lines * kWarp, log_softmax_lines, inputs[0].data<float>(), outputs[0].data<float>(),
+           lines, size_, inner_);
   }
   void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>&) override {
     const long long lines = outer_ * inner_;
     if (lines == 0 || size_ == 0 || !input_grads[0].defined()) return;
-    log_softmax_backward_lines<<<elementwise_blocks(context_, lines * kWarp, kThreads), kThreads, 0,
-                                 context_.stream()>>>(outputs[0].data<float>(), output_grads[0].data<float>(),
-                                                      input_grads[0].data<float>(), lines, size_, inner_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, lines * kWarp, log_softmax_backward_lines, outputs[0].data<float>(),
+           output_grads[0].data<float>(), input_grads[0].data<float>(), lines, size_, inner_);
   }
-  bool has_fast_backward() const override { return true; }
-  const char* name() const override { return "cuda"; }
 
  private:
   std::int64_t outer_, size_, inner_;
-  StreamContext& context_;
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/accuracy.h"
 #include "layers/euclidean_loss.h"
 #include "layers/sigmoid_cross_entropy_loss.h"
@@ -18,8 +19,6 @@ namespace espresso::cuda {
 namespace {
 
 constexpr int kReduceThreads = 1024;
-constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 constexpr unsigned long long kNoBadLabel = ULLONG_MAX;
 
 // Labels as the reference reads them (LabeledLayer::label_at).
@@ -113,22 +112,19 @@ __global__ void softmax_loss_lines(const float* __restrict__ x, const float* __r
                                    float* __restrict__ prob, double* __restrict__ terms, AxisSplit s,
                                    LabelRule rule, unsigned long long* bad) {
   const long long lines = s.outer * s.inner;
-  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
   const int lane = threadIdx.x % kWarp;
-  for (long long line = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; line < lines;
-       line += warps) {
+  for (long long line : warp_stride(lines)) {
     const long long base = line / s.inner * s.channels * s.inner + line % s.inner;
     float max = -INFINITY;
     for (long long c = lane; c < s.channels; c += kWarp) max = fmaxf(max, x[base + c * s.inner]);
-    for (int offset = kWarp / 2; offset > 0; offset /= 2)
-      max = fmaxf(max, __shfl_xor_sync(0xffffffffu, max, offset));
+    max = warp_max(max);
     float sum = 0.0f;
     for (long long c = lane; c < s.channels; c += kWarp) {
       const float e = expf(x[base + c * s.inner] - max);
       prob[base + c * s.inner] = e;
       sum += e;
     }
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    sum = warp_sum(sum);
     for (long long c = lane; c < s.channels; c += kWarp) prob[base + c * s.inner] /= sum;
     __syncwarp();
     if (lane == 0) {
@@ -163,8 +159,7 @@ __global__ void softmax_loss_backward(const float* __restrict__ prob, const floa
                                       float* __restrict__ dx, AxisSplit s, LabelRule rule) {
   const long long n = s.outer * s.channels * s.inner;
   const float scale = static_cast<float>(*dloss / *norm);
-  for (long long at = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; at < n;
-       at += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long at : grid_stride(n)) {
     const long long i = at % s.inner;
     const long long c = at / s.inner % s.channels;
     const long long o = at / (s.inner * s.channels);
@@ -178,14 +173,12 @@ __global__ void softmax_loss_backward(const float* __restrict__ prob, const floa
 __global__ void softmax_passthrough(const float* __restrict__ prob, const float* __restrict__ dprob,
                                     float* __restrict__ dx, AxisSplit s) {
   const long long lines = s.outer * s.inner;
-  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
   const int lane = threadIdx.x % kWarp;
-  for (long long line = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; line < lines;
-       line += warps) {
+  for (long long line : warp_stride(lines)) {
     const long long base = line / s.inner * s.channels * s.inner + line % s.inner;
     float dot = 0.0f;
     for (long long c = lane; c < s.channels; c += kWarp) dot += prob[base + c * s.inner] * dprob[base + c * s.inner];
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    dot = warp_sum(dot);
     for (long long c = lane; c < s.channels; c += kWarp) {
       const long long at = base + c * s.inner;
       dx[at] += prob[at] * (dprob[at] - dot);
@@ -193,16 +186,17 @@ __global__ void softmax_passthrough(const float* __restrict__ prob, const float*
   }
 }
 
-class SoftmaxWithLossKernel final : public Kernel {
+class SoftmaxWithLossKernel final : public CudaKernel {
  public:
   SoftmaxWithLossKernel(const SoftmaxWithLossLayer& layer, const AxisSplit& split, StreamContext& context)
-      : layer_(layer),
+      : CudaKernel(context),
+        layer_(layer),
         split_(split),
         rule_(label_rule(layer, split)),
-        context_(context),
         flag_(context.device()),
-        terms_(allocate(sizeof(double) * 2 * static_cast<std::size_t>(split.outer * split.inner) + sizeof(double),
-                        context.device(), "layer '" + layer.name() + "'")),
+        terms_(allocate(
+            sizeof(double) * 2 * static_cast<std::size_t>(split.outer * split.inner) + sizeof(double),
+            context.device(), "layer '" + layer.name() + "'")),
         norm_(allocate(sizeof(double), context.device(), "layer '" + layer.name() + "'")) {
     // Without a probabilities output, the kernel keeps its own for backward.
     if (layer.spec().outputs.size() < 2) {
@@ -216,14 +210,11 @@ class SoftmaxWithLossKernel final : public Kernel {
     const long long lines = split_.outer * split_.inner;
     auto* terms = static_cast<double*>(terms_.get());
     if (lines > 0 && split_.channels > 0) {
-      softmax_loss_lines<<<elementwise_blocks(context_, lines * kWarp, kThreads), kThreads, 0, context_.stream()>>>(
-          inputs[0].data<float>(), labels_, probabilities(outputs), terms, split_, rule_, flag_.device());
-      ESPRESSO_CUDA_CHECK(cudaGetLastError());
+      launch(context_, lines * kWarp, softmax_loss_lines, inputs[0].data<float>(), labels_,
+             probabilities(outputs), terms, split_, rule_, flag_.device());
     }
-    softmax_loss_total<<<1, kReduceThreads, 0, context_.stream()>>>(terms, lines, split_, layer_.normalization(),
-                                                                     outputs[0].data<float>(),
-                                                                     static_cast<double*>(norm_.get()));
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, Grid{1, kReduceThreads}, softmax_loss_total, terms, lines, split_,
+           layer_.normalization(), outputs[0].data<float>(), static_cast<double*>(norm_.get()));
   }
 
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
@@ -234,20 +225,14 @@ class SoftmaxWithLossKernel final : public Kernel {
     if (n == 0) return;
     const float* prob = outputs.size() == 2 ? outputs[1].data<float>() : static_cast<const float*>(prob_.get());
     float* dx = input_grads[0].data<float>();
-    softmax_loss_backward<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        prob, inputs[1].data<float>(), output_grads[0].data<float>(), static_cast<const double*>(norm_.get()), dx,
-        split_, rule_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, softmax_loss_backward, prob, inputs[1].data<float>(), output_grads[0].data<float>(),
+           static_cast<const double*>(norm_.get()), dx, split_, rule_);
     if (outputs.size() == 2) {
       const long long lines = split_.outer * split_.inner;
-      softmax_passthrough<<<elementwise_blocks(context_, lines * kWarp, kThreads), kThreads, 0, context_.stream()>>>(
-          prob, output_grads[1].data<float>(), dx, split_);
-      ESPRESSO_CUDA_CHECK(cudaGetLastError());
+      launch(context_, lines * kWarp, softmax_passthrough, prob, output_grads[1].data<float>(), dx, split_);
     }
   }
-  bool has_fast_backward() const override { return true; }
   void check_completed() override { flag_.check(layer_, labels_, split_.channels); }
-  const char* name() const override { return "cuda"; }
 
  private:
   float* probabilities(std::vector<Tensor>& outputs) {
@@ -257,7 +242,6 @@ class SoftmaxWithLossKernel final : public Kernel {
   const SoftmaxWithLossLayer& layer_;
   AxisSplit split_;
   LabelRule rule_;
-  StreamContext& context_;
   BadLabelFlag flag_;
   std::shared_ptr<void> terms_, norm_, prob_;
   const float* labels_ = nullptr;
@@ -285,26 +269,28 @@ __global__ void accuracy_kernel(const float* __restrict__ scores, const float* _
     *accuracy = counted == 0 ? 0.0f : static_cast<float>(correct) / static_cast<float>(counted);
 }
 
-class AccuracyKernel final : public Kernel {
+class AccuracyKernel final : public CudaKernel {
  public:
   AccuracyKernel(const AccuracyLayer& layer, const AxisSplit& split, StreamContext& context)
-      : layer_(layer), split_(split), rule_(label_rule(layer, split)), context_(context), flag_(context.device()) {}
+      : CudaKernel(context),
+        layer_(layer),
+        split_(split),
+        rule_(label_rule(layer, split)),
+        flag_(context.device()) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     labels_ = inputs[1].data<float>();
-    accuracy_kernel<<<1, kReduceThreads, 0, context_.stream()>>>(inputs[0].data<float>(), labels_, split_, rule_,
-                                                                  layer_.top_k(), outputs[0].data<float>(),
-                                                                  flag_.device());
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, Grid{1, kReduceThreads}, accuracy_kernel, inputs[0].data<float>(), labels_, split_,
+           rule_, layer_.top_k(), outputs[0].data<float>(), flag_.device());
   }
   void check_completed() override { flag_.check(layer_, labels_, split_.channels); }
-  const char* name() const override { return "cuda"; }
+  // Accuracy has no gradient: the layer's reference backward is the one that runs.
+  bool has_fast_backward() const override { return false; }
 
  private:
   const AccuracyLayer& layer_;
   AxisSplit split_;
   LabelRule rule_;
-  StreamContext& context_;
   BadLabelFlag flag_;
   const float* labels_ = nullptr;
 };
@@ -324,23 +310,20 @@ __global__ void euclidean_forward(const float* a, const float* b, long long n, l
 __global__ void euclidean_backward(const float* a, const float* b, const float* dloss, long long n, long long batch,
                                    float* da, float* db) {
   const float scale = *dloss / static_cast<float>(batch);
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     const float g = scale * (a[i] - b[i]);
     if (da != nullptr) da[i] += g;
     if (db != nullptr) db[i] -= g;
   }
 }
 
-class EuclideanLossKernel final : public Kernel {
+class EuclideanLossKernel final : public CudaKernel {
  public:
-  EuclideanLossKernel(long long batch, StreamContext& context) : batch_(batch), context_(context) {}
+  EuclideanLossKernel(long long batch, StreamContext& context) : CudaKernel(context), batch_(batch) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    euclidean_forward<<<1, kReduceThreads, 0, context_.stream()>>>(inputs[0].data<float>(), inputs[1].data<float>(),
-                                                                    inputs[0].numel(), batch_,
-                                                                    outputs[0].data<float>());
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, Grid{1, kReduceThreads}, euclidean_forward, inputs[0].data<float>(),
+           inputs[1].data<float>(), inputs[0].numel(), batch_, outputs[0].data<float>());
   }
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
@@ -350,16 +333,12 @@ class EuclideanLossKernel final : public Kernel {
     float* da = input_grads[0].defined() ? input_grads[0].data<float>() : nullptr;
     float* db = input_grads[1].defined() ? input_grads[1].data<float>() : nullptr;
     if (da == nullptr && db == nullptr) return;
-    euclidean_backward<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), inputs[1].data<float>(), output_grads[0].data<float>(), n, batch_, da, db);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, euclidean_backward, inputs[0].data<float>(), inputs[1].data<float>(),
+           output_grads[0].data<float>(), n, batch_, da, db);
   }
-  bool has_fast_backward() const override { return true; }
-  const char* name() const override { return "cuda"; }
 
  private:
   long long batch_;
-  StreamContext& context_;
 };
 
 // ---- SigmoidCrossEntropyLoss ----
@@ -390,47 +369,42 @@ __global__ void sigmoid_ce_forward(const float* x, const float* t, long long n, 
 __global__ void sigmoid_ce_backward(const float* x, const float* t, const float* dloss, const double* norm,
                                     long long n, bool has_ignore, long long ignore, float* dx) {
   const float scale = static_cast<float>(*dloss / *norm);
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     if (!ignored_target(t[i], has_ignore, ignore)) dx[i] += scale * (1.0f / (1.0f + expf(-x[i])) - t[i]);
   }
 }
 
-class SigmoidCrossEntropyLossKernel final : public Kernel {
+class SigmoidCrossEntropyLossKernel final : public CudaKernel {
  public:
-  SigmoidCrossEntropyLossKernel(const SigmoidCrossEntropyLossLayer& layer, long long batch, StreamContext& context)
-      : batch_(batch),
+  SigmoidCrossEntropyLossKernel(const SigmoidCrossEntropyLossLayer& layer, long long batch,
+                                StreamContext& context)
+      : CudaKernel(context),
+        batch_(batch),
         mode_(layer.normalization()),
         has_ignore_(layer.ignore_label().has_value()),
         ignore_(layer.ignore_label().value_or(0)),
-        context_(context),
         norm_(allocate(sizeof(double), context.device(), "layer '" + layer.name() + "'")) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    sigmoid_ce_forward<<<1, kReduceThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), inputs[1].data<float>(), inputs[0].numel(), batch_, has_ignore_, ignore_, mode_,
-        outputs[0].data<float>(), static_cast<double*>(norm_.get()));
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, Grid{1, kReduceThreads}, sigmoid_ce_forward, inputs[0].data<float>(),
+           inputs[1].data<float>(), inputs[0].numel(), batch_, has_ignore_, ignore_, mode_,
+           outputs[0].data<float>(), static_cast<double*>(norm_.get()));
   }
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>&) override {
     const long long n = inputs[0].numel();
     if (!input_grads[0].defined() || n == 0) return;
-    sigmoid_ce_backward<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), inputs[1].data<float>(), output_grads[0].data<float>(),
-        static_cast<const double*>(norm_.get()), n, has_ignore_, ignore_, input_grads[0].data<float>());
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, sigmoid_ce_backward, inputs[0].data<float>(), inputs[1].data<float>(),
+           output_grads[0].data<float>(), static_cast<const double*>(norm_.get()), n, has_ignore_, ignore_,
+           input_grads[0].data<float>());
   }
-  bool has_fast_backward() const override { return true; }
-  const char* name() const override { return "cuda"; }
 
  private:
   long long batch_;
   LossNormalization mode_;
   bool has_ignore_;
   long long ignore_;
-  StreamContext& context_;
   std::shared_ptr<void> norm_;
 };
 

@@ -2,12 +2,11 @@
 // Backward gathers: a thread per input gradient walks the windows that hold its element and
 // recomputes their scales, so it needs no scratch memory.
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/lrn.h"
 
 namespace espresso::cuda {
 namespace {
-
-constexpr int kThreads = 256;
 
 struct Normalisation {
   long long total;
@@ -43,8 +42,7 @@ __device__ float within_scale(const Normalisation& p, const float* __restrict__ 
 }
 
 __global__ void lrn_across(Normalisation p, const float* __restrict__ x, float* __restrict__ y) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < p.total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(p.total)) {
     const long long position = i % p.spatial;
     const int c = static_cast<int>(i / p.spatial % p.channels);
     const long long image = i / p.spatial / p.channels;
@@ -53,8 +51,7 @@ __global__ void lrn_across(Normalisation p, const float* __restrict__ x, float* 
 }
 
 __global__ void lrn_within(Normalisation p, const float* __restrict__ x, float* __restrict__ y) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < p.total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(p.total)) {
     const int w = static_cast<int>(i % p.width);
     const int h = static_cast<int>(i / p.width % p.height);
     const float* plane = x + (i / (static_cast<long long>(p.width) * p.height)) * p.width * p.height;
@@ -66,8 +63,7 @@ __global__ void lrn_within(Normalisation p, const float* __restrict__ x, float* 
 // hold this one: [c + before − size + 1, c + before].
 __global__ void lrn_across_backward(Normalisation p, const float* __restrict__ x, const float* __restrict__ y,
                                     const float* __restrict__ dy, float* __restrict__ dx) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < p.total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(p.total)) {
     const long long position = i % p.spatial;
     const int c = static_cast<int>(i / p.spatial % p.channels);
     const long long image = i / p.spatial / p.channels;
@@ -87,8 +83,7 @@ __global__ void lrn_across_backward(Normalisation p, const float* __restrict__ x
 __global__ void lrn_within_backward(Normalisation p, const float* __restrict__ x, const float* __restrict__ y,
                                     const float* __restrict__ dy, float* __restrict__ dx) {
   const long long plane_size = static_cast<long long>(p.width) * p.height;
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < p.total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(p.total)) {
     const int w = static_cast<int>(i % p.width);
     const int h = static_cast<int>(i / p.width % p.height);
     const long long plane_start = i / plane_size * plane_size;
@@ -104,48 +99,31 @@ __global__ void lrn_within_backward(Normalisation p, const float* __restrict__ x
   }
 }
 
-class LRNKernel final : public Kernel {
+class LRNKernel final : public CudaKernel {
  public:
   LRNKernel(const Normalisation& params, bool across, StreamContext& context)
-      : params_(params), across_(across), context_(context) {}
+      : CudaKernel(context), params_(params), across_(across) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (params_.total == 0) return;
-    const unsigned blocks = elementwise_blocks(context_, params_.total, kThreads);
-    const float* x = inputs[0].data<float>();
-    float* y = outputs[0].data<float>();
-    if (across_) {
-      lrn_across<<<blocks, kThreads, 0, context_.stream()>>>(params_, x, y);
-    } else {
-      lrn_within<<<blocks, kThreads, 0, context_.stream()>>>(params_, x, y);
-    }
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, params_.total, across_ ? lrn_across : lrn_within, params_, inputs[0].data<float>(),
+           outputs[0].data<float>());
   }
 
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>&) override {
     if (params_.total == 0 || !input_grads[0].defined()) return;
-    const unsigned blocks = elementwise_blocks(context_, params_.total, kThreads);
-    const float* x = inputs[0].data<float>();
-    const float* y = outputs[0].data<float>();
-    const float* dy = output_grads[0].data<float>();
-    float* dx = input_grads[0].data<float>();
-    if (across_) {
-      lrn_across_backward<<<blocks, kThreads, 0, context_.stream()>>>(params_, x, y, dy, dx);
-    } else {
-      lrn_within_backward<<<blocks, kThreads, 0, context_.stream()>>>(params_, x, y, dy, dx);
-    }
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, params_.total, across_ ? lrn_across_backward : lrn_within_backward, params_,
+           inputs[0].data<float>(), outputs[0].data<float>(), output_grads[0].data<float>(),
+           input_grads[0].data<float>());
   }
-  bool has_fast_backward() const override { return true; }
 
   const char* name() const override { return across_ ? "cuda-across" : "cuda-within"; }
 
  private:
   Normalisation params_;
   bool across_;
-  StreamContext& context_;
 };
 
 }  // namespace

@@ -13,10 +13,10 @@
 namespace espresso::cuda {
 namespace {
 
-class MatMulKernel final : public Kernel {
+class MatMulKernel final : public CudaKernel {
  public:
   MatMulKernel(MatMulLayer::Plan plan, StreamContext& context)
-      : plan_(std::move(plan)), context_(context), cublas_(context.cublas()) {
+      : CudaKernel(context), plan_(std::move(plan)), cublas_(context.cublas()) {
     bool b_shared = true, a_contiguous = true;
     std::int64_t expected = 1;
     for (std::size_t d = plan_.batch.size(); d-- > 0;) {
@@ -108,7 +108,6 @@ class MatMulKernel final : public Kernel {
       }
     });
   }
-  bool has_fast_backward() const override { return true; }
 
   const char* name() const override { return "cublas"; }
 
@@ -149,7 +148,6 @@ class MatMulKernel final : public Kernel {
   }
 
   MatMulLayer::Plan plan_;
-  StreamContext& context_;
   cublasHandle_t cublas_;
   std::int64_t batches_ = 1, last_ = 1;
   bool fold_ = false;

@@ -2,12 +2,11 @@
 // adds each output's gradient back to its source.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/pad.h"
 
 namespace espresso::cuda {
 namespace {
-
-constexpr int kThreads = 256;
 
 struct PadGeometry {
   int rank;
@@ -37,8 +36,7 @@ __device__ long long pad_source(const PadGeometry& g, PadLayer::Mode mode, long 
 
 __global__ void pad_elements(const float* __restrict__ x, float* __restrict__ y, long long n, PadGeometry g,
                              PadLayer::Mode mode, float value) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     const long long source = pad_source(g, mode, i);
     y[i] = source < 0 ? value : x[source];
   }
@@ -48,42 +46,36 @@ __global__ void pad_elements(const float* __restrict__ x, float* __restrict__ y,
 // several times, hence the atomics; constant padding reads each at most once.
 __global__ void pad_gradient(const float* __restrict__ dy, float* __restrict__ dx, long long n, PadGeometry g,
                              PadLayer::Mode mode) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     const long long source = pad_source(g, mode, i);
     if (source >= 0) atomicAdd(dx + source, dy[i]);
   }
 }
 
-class PadKernel final : public Kernel {
+class PadKernel final : public CudaKernel {
  public:
   PadKernel(PadGeometry geometry, PadLayer::Mode mode, float value, StreamContext& context)
-      : geometry_(geometry), mode_(mode), value_(value), context_(context) {}
+      : CudaKernel(context), geometry_(geometry), mode_(mode), value_(value) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0) return;
-    pad_elements<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), outputs[0].data<float>(), n, geometry_, mode_, value_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, pad_elements, inputs[0].data<float>(), outputs[0].data<float>(), n, geometry_, mode_,
+           value_);
   }
   void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>&) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0 || !input_grads[0].defined()) return;
-    pad_gradient<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        output_grads[0].data<float>(), input_grads[0].data<float>(), n, geometry_, mode_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, pad_gradient, output_grads[0].data<float>(), input_grads[0].data<float>(), n,
+           geometry_, mode_);
   }
-  bool has_fast_backward() const override { return true; }
-  const char* name() const override { return "cuda"; }
 
  private:
   PadGeometry geometry_;
   PadLayer::Mode mode_;
   float value_;
-  StreamContext& context_;
 };
 
 }  // namespace

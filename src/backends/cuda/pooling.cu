@@ -8,13 +8,11 @@
 #include <limits>
 
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/pooling.h"
 
 namespace espresso::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 
 struct Windows {
   long long planes;   // batch * channels
@@ -25,8 +23,7 @@ struct Windows {
 };
 
 __global__ void pool_windows(Windows p, const float* __restrict__ x, float* __restrict__ y) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < p.outputs;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(p.outputs)) {
     const long long plane = i / p.out_spatial;
     const int position = static_cast<int>(i % p.out_spatial);
     const int o[3] = {position / (p.out[1] * p.out[2]), position / p.out[2] % p.out[1], position % p.out[2]};
@@ -56,10 +53,8 @@ __global__ void pool_windows(Windows p, const float* __restrict__ x, float* __re
 
 __global__ void pool_planes(const float* __restrict__ x, float* __restrict__ y, long long planes, int spatial,
                             bool average) {
-  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
   const int lane = threadIdx.x % kWarp;
-  for (long long plane = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp;
-       plane < planes; plane += warps) {
+  for (long long plane : warp_stride(planes)) {
     const float* in = x + plane * spatial;
     float best = -INFINITY, sum = 0.0f;
     for (int i = lane; i < spatial; i += kWarp) {
@@ -90,8 +85,7 @@ __device__ Span span(const Windows& p, int a, int o) {
 
 __global__ void unpool_windows(Windows p, long long inputs, const float* __restrict__ x,
                                const float* __restrict__ dy, float* __restrict__ dx) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < inputs;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(inputs)) {
     const long long plane = i / p.in_spatial;
     const int position = static_cast<int>(i % p.in_spatial);
     const int at[3] = {position / (p.in[1] * p.in[2]), position / p.in[2] % p.in[1], position % p.in[2]};
@@ -134,8 +128,7 @@ __global__ void unpool_windows(Windows p, long long inputs, const float* __restr
 
 __global__ void unpool_plane_averages(const float* __restrict__ dy, float* __restrict__ dx, long long inputs,
                                       int spatial) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < inputs;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(inputs)) {
     dx[i] += dy[i / spatial] / static_cast<float>(spatial);
   }
 }
@@ -143,8 +136,7 @@ __global__ void unpool_plane_averages(const float* __restrict__ dy, float* __res
 // A thread per plane, scanning it in order as the reference does: the first maximum, NaNs included.
 __global__ void unpool_plane_maxima(const float* __restrict__ x, const float* __restrict__ dy,
                                     float* __restrict__ dx, long long planes, int spatial) {
-  for (long long plane = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; plane < planes;
-       plane += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long plane : grid_stride(planes)) {
     const float* in = x + plane * spatial;
     int best = 0;
     for (int i = 1; i < spatial; ++i) {
@@ -154,24 +146,21 @@ __global__ void unpool_plane_maxima(const float* __restrict__ x, const float* __
   }
 }
 
-class PoolingKernel final : public Kernel {
+class PoolingKernel final : public CudaKernel {
  public:
   PoolingKernel(const Windows& windows, bool global, StreamContext& context)
-      : windows_(windows), global_(global), context_(context) {}
+      : CudaKernel(context), windows_(windows), global_(global) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (windows_.outputs == 0) return;
     const float* x = inputs[0].data<float>();
     float* y = outputs[0].data<float>();
     if (global_) {
-      const unsigned blocks = elementwise_blocks(context_, windows_.outputs * kWarp, kThreads);
-      pool_planes<<<blocks, kThreads, 0, context_.stream()>>>(x, y, windows_.outputs, windows_.in_spatial,
-                                                              windows_.average);
+      launch(context_, windows_.outputs * kWarp, pool_planes, x, y, windows_.outputs, windows_.in_spatial,
+             windows_.average);
     } else {
-      pool_windows<<<elementwise_blocks(context_, windows_.outputs, kThreads), kThreads, 0,
-                     context_.stream()>>>(windows_, x, y);
+      launch(context_, windows_.outputs, pool_windows, windows_, x, y);
     }
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
 
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
@@ -184,25 +173,19 @@ class PoolingKernel final : public Kernel {
     const float* dy = output_grads[0].data<float>();
     float* dx = input_grads[0].data<float>();
     if (global_ && windows_.average) {
-      unpool_plane_averages<<<elementwise_blocks(context_, input_count, kThreads), kThreads, 0,
-                              context_.stream()>>>(dy, dx, input_count, windows_.in_spatial);
+      launch(context_, input_count, unpool_plane_averages, dy, dx, input_count, windows_.in_spatial);
     } else if (global_) {
-      unpool_plane_maxima<<<elementwise_blocks(context_, planes, kThreads), kThreads, 0, context_.stream()>>>(
-          x, dy, dx, planes, windows_.in_spatial);
+      launch(context_, planes, unpool_plane_maxima, x, dy, dx, planes, windows_.in_spatial);
     } else {
-      unpool_windows<<<elementwise_blocks(context_, input_count, kThreads), kThreads, 0, context_.stream()>>>(
-          windows_, input_count, x, dy, dx);
+      launch(context_, input_count, unpool_windows, windows_, input_count, x, dy, dx);
     }
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
   }
-  bool has_fast_backward() const override { return true; }
 
   const char* name() const override { return global_ ? "cuda-global" : "cuda"; }
 
  private:
   Windows windows_;
   bool global_;
-  StreamContext& context_;
 };
 
 }  // namespace

@@ -4,13 +4,11 @@
 // add into one element.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/reduce.h"
 
 namespace espresso::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 
 using Op = ReduceLayer::Op;
 
@@ -43,10 +41,8 @@ __device__ double term(Op op, double v) {
 
 __global__ void reduce_groups(const float* __restrict__ x, float* __restrict__ y, long long outputs,
                               long long group, StridedDims kept, StridedDims reduced, Op op, double init) {
-  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
   const int lane = threadIdx.x % kWarp;
-  for (long long o = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; o < outputs;
-       o += warps) {
+  for (long long o : warp_stride(outputs)) {
     const long long base = strided_offset(kept, o);
     double acc = init;
     for (long long j = lane; j < group; j += kWarp)
@@ -90,10 +86,8 @@ __global__ void reduce_groups_backward(const float* __restrict__ x, const float*
                                        const float* __restrict__ dy, float* __restrict__ dx,
                                        long long outputs, long long group, StridedDims kept,
                                        StridedDims reduced, Op op) {
-  const long long warps = static_cast<long long>(gridDim.x) * (blockDim.x / kWarp);
   const int lane = threadIdx.x % kWarp;
-  for (long long o = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; o < outputs;
-       o += warps) {
+  for (long long o : warp_stride(outputs)) {
     const long long base = strided_offset(kept, o);
     const float result = y[o];
     const double gradient = dy[o];
@@ -136,10 +130,10 @@ __global__ void reduce_groups_backward(const float* __restrict__ x, const float*
   }
 }
 
-class ReduceKernel final : public Kernel {
+class ReduceKernel final : public CudaKernel {
  public:
   ReduceKernel(StridedDims kept, StridedDims reduced, long long group, Op op, StreamContext& context)
-      : kept_(kept), reduced_(reduced), group_(group), op_(op), context_(context) {}
+      : CudaKernel(context), kept_(kept), reduced_(reduced), group_(group), op_(op) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = outputs[0].numel();
@@ -148,9 +142,8 @@ class ReduceKernel final : public Kernel {
     if (op_ == Op::max) init = -INFINITY;
     if (op_ == Op::min) init = INFINITY;
     if (op_ == Op::prod) init = 1;
-    reduce_groups<<<elementwise_blocks(context_, n * kWarp, kThreads), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), outputs[0].data<float>(), n, group_, kept_, reduced_, op_, init);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n * kWarp, reduce_groups, inputs[0].data<float>(), outputs[0].data<float>(), n, group_,
+           kept_, reduced_, op_, init);
   }
 
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
@@ -158,21 +151,14 @@ class ReduceKernel final : public Kernel {
                 std::vector<Tensor>&) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0 || !input_grads[0].defined()) return;
-    reduce_groups_backward<<<elementwise_blocks(context_, n * kWarp, kThreads), kThreads, 0,
-                             context_.stream()>>>(inputs[0].data<float>(), outputs[0].data<float>(),
-                                                  output_grads[0].data<float>(), input_grads[0].data<float>(),
-                                                  n, group_, kept_, reduced_, op_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n * kWarp, reduce_groups_backward, inputs[0].data<float>(), outputs[0].data<float>(),
+           output_grads[0].data<float>(), input_grads[0].data<float>(), n, group_, kept_, reduced_, op_);
   }
-  bool has_fast_backward() const override { return true; }
-
-  const char* name() const override { return "cuda"; }
 
  private:
   StridedDims kept_, reduced_;
   long long group_;
   Op op_;
-  StreamContext& context_;
 };
 
 }  // namespace

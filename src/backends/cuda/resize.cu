@@ -4,12 +4,11 @@
 // since neighbouring outputs share input elements.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/resize.h"
 
 namespace espresso::cuda {
 namespace {
-
-constexpr int kThreads = 256;
 
 struct ResizeGeometry {
   int rank;
@@ -52,8 +51,7 @@ __device__ double combination_tap(const ResizeGeometry& g, const long long* __re
 __global__ void resize_elements(const float* __restrict__ x, float* __restrict__ y, long long n,
                                 const long long* __restrict__ indices, const float* __restrict__ weights,
                                 ResizeGeometry g, float outside_value) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     long long first_tap[kMaxRank];
     const bool inside = output_taps(g, indices, i, first_tap);
     double sum = 0;
@@ -69,8 +67,7 @@ __global__ void resize_elements(const float* __restrict__ x, float* __restrict__
 __global__ void resize_elements_backward(const float* __restrict__ dy, float* __restrict__ dx, long long n,
                                          const long long* __restrict__ indices,
                                          const float* __restrict__ weights, ResizeGeometry g) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     long long first_tap[kMaxRank];
     if (!output_taps(g, indices, i, first_tap)) continue;
     const double gradient = dy[i];
@@ -82,24 +79,22 @@ __global__ void resize_elements_backward(const float* __restrict__ dy, float* __
   }
 }
 
-class ResizeKernel final : public Kernel {
+class ResizeKernel final : public CudaKernel {
  public:
   ResizeKernel(ResizeGeometry geometry, Tensor indices, Tensor weights, float outside_value,
                StreamContext& context)
-      : geometry_(geometry),
+      : CudaKernel(context),
+        geometry_(geometry),
         indices_(std::move(indices)),
         weights_(std::move(weights)),
-        outside_value_(outside_value),
-        context_(context) {}
+        outside_value_(outside_value) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0) return;
-    resize_elements<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), outputs[0].data<float>(), n,
-        reinterpret_cast<const long long*>(indices_.data<std::int64_t>()), weights_.data<float>(), geometry_,
-        outside_value_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, resize_elements, inputs[0].data<float>(), outputs[0].data<float>(), n,
+           reinterpret_cast<const long long*>(indices_.data<std::int64_t>()), weights_.data<float>(),
+           geometry_, outside_value_);
   }
 
   void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
@@ -107,20 +102,15 @@ class ResizeKernel final : public Kernel {
                 std::vector<Tensor>&) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0 || !input_grads[0].defined()) return;
-    resize_elements_backward<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        output_grads[0].data<float>(), input_grads[0].data<float>(), n,
-        reinterpret_cast<const long long*>(indices_.data<std::int64_t>()), weights_.data<float>(), geometry_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, resize_elements_backward, output_grads[0].data<float>(), input_grads[0].data<float>(),
+           n, reinterpret_cast<const long long*>(indices_.data<std::int64_t>()), weights_.data<float>(),
+           geometry_);
   }
-  bool has_fast_backward() const override { return true; }
-
-  const char* name() const override { return "cuda"; }
 
  private:
   ResizeGeometry geometry_;
   Tensor indices_, weights_;  // on the device; weights in fp32
   float outside_value_;
-  StreamContext& context_;
 };
 
 }  // namespace

@@ -4,58 +4,49 @@
 // element it read without atomics.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "layers/strided_slice.h"
 #include "layers/transpose.h"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
 __global__ void strided_gather(const float* __restrict__ x, float* __restrict__ y, long long n,
                                long long base, StridedDims source) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     y[i] = x[base + strided_offset(source, i)];
   }
 }
 
 __global__ void strided_scatter_add(const float* __restrict__ dy, float* __restrict__ dx, long long n,
                                     long long base, StridedDims source) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     dx[base + strided_offset(source, i)] += dy[i];
   }
 }
 
-class StridedCopyKernel final : public Kernel {
+class StridedCopyKernel final : public CudaKernel {
  public:
   StridedCopyKernel(long long base, StridedDims source, StreamContext& context)
-      : base_(base), source_(source), context_(context) {}
+      : CudaKernel(context), base_(base), source_(source) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0) return;
-    strided_gather<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        inputs[0].data<float>(), outputs[0].data<float>(), n, base_, source_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, strided_gather, inputs[0].data<float>(), outputs[0].data<float>(), n, base_, source_);
   }
   void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>&) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0 || !input_grads[0].defined()) return;
-    strided_scatter_add<<<elementwise_blocks(context_, n, kThreads), kThreads, 0, context_.stream()>>>(
-        output_grads[0].data<float>(), input_grads[0].data<float>(), n, base_, source_);
-    ESPRESSO_CUDA_CHECK(cudaGetLastError());
+    launch(context_, n, strided_scatter_add, output_grads[0].data<float>(), input_grads[0].data<float>(), n,
+           base_, source_);
   }
-  bool has_fast_backward() const override { return true; }
-  const char* name() const override { return "cuda"; }
 
  private:
   long long base_;
   StridedDims source_;
-  StreamContext& context_;
 };
 
 }  // namespace

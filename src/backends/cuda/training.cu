@@ -3,23 +3,20 @@
 #include <initializer_list>
 
 #include "backends/cuda/context.h"
+#include "backends/cuda/launch.cuh"
 #include "espresso/errors.h"
 
 namespace espresso::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
 __global__ void fill_kernel(float* x, long long n, float value) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     x[i] = value;
   }
 }
 
 __global__ void update_kernel(train::UpdateRule rule, float* w, float* g, float* h, float* u, long long n) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     float weight = w[i];
     float history = h[i];
     float second = u != nullptr ? u[i] : 0.0f;
@@ -33,8 +30,7 @@ __global__ void update_kernel(train::UpdateRule rule, float* w, float* g, float*
 __global__ void sum_of_squares_kernel(const float* x, long long n, double* total) {
   __shared__ double partial[kThreads];
   double sum = 0.0;
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+  for (long long i : grid_stride(n)) {
     sum += static_cast<double>(x[i]) * x[i];
   }
   partial[threadIdx.x] = sum;
@@ -64,8 +60,7 @@ void StreamContext::fill(Tensor& tensor, float value) {
     ESPRESSO_CUDA_CHECK(cudaMemsetAsync(tensor.raw(), 0, tensor.bytes(), c.stream()));
     return;
   }
-  fill_kernel<<<elementwise_blocks(c, n, kThreads), kThreads, 0, c.stream()>>>(tensor.data<float>(), n, value);
-  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  launch(c, n, fill_kernel, tensor.data<float>(), n, value);
 }
 
 void StreamContext::apply_update(const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
@@ -76,10 +71,8 @@ void StreamContext::apply_update(const train::UpdateRule& rule, Tensor& value, T
   }
   const long long n = value.numel();
   if (n == 0) return;
-  update_kernel<<<elementwise_blocks(c, n, kThreads), kThreads, 0, c.stream()>>>(
-      rule, value.data<float>(), grad.data<float>(), history.data<float>(),
-      second != nullptr ? second->data<float>() : nullptr, n);
-  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  launch(c, n, update_kernel, rule, value.data<float>(), grad.data<float>(), history.data<float>(),
+         second != nullptr ? second->data<float>() : nullptr, n);
 }
 
 double StreamContext::sum_of_squares(const Tensor& tensor) {
@@ -89,9 +82,7 @@ double StreamContext::sum_of_squares(const Tensor& tensor) {
   if (n == 0) return 0.0;
   auto total = allocate(sizeof(double), device(), "the gradient norm");
   ESPRESSO_CUDA_CHECK(cudaMemsetAsync(total.get(), 0, sizeof(double), c.stream()));
-  sum_of_squares_kernel<<<elementwise_blocks(c, n, kThreads), kThreads, 0, c.stream()>>>(
-      tensor.data<float>(), n, static_cast<double*>(total.get()));
-  ESPRESSO_CUDA_CHECK(cudaGetLastError());
+  launch(c, n, sum_of_squares_kernel, tensor.data<float>(), n, static_cast<double*>(total.get()));
   double result = 0.0;
   ESPRESSO_CUDA_CHECK(
       cudaMemcpyAsync(&result, total.get(), sizeof(double), cudaMemcpyDeviceToHost, c.stream()));
