@@ -467,6 +467,25 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "r" bottom: "pool" top: "lo
   EXPECT_EQ(layer(g, "loss").attrs.get_string("normalization", ""), "full");
 }
 
+// Espresso layer types without a case of their own copy their `<type>_param` message by reflection.
+TEST_F(CaffeImport, CopiesTheParamMessageOfOtherKnownTypes) {
+  const TempDir dir;
+  const std::string path = dir.write("generic.prototxt", R"(
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 4 dim: 5 }
+layer { name: "s" type: "Sigmoid" bottom: "data" top: "s" sigmoid_param { engine: CAFFE } }
+layer { name: "t" type: "TanH" bottom: "s" top: "t" }
+layer { name: "p" type: "Transpose" bottom: "t" top: "p" }
+)");
+  const Graph g = load_caffe(path);
+  EXPECT_EQ(layer(g, "s").attrs.get_string("engine", ""), "caffe");
+  // TanH's message is never named tan_h_param: nothing is copied.
+  EXPECT_TRUE(layer(g, "t").attrs.all().empty());
+  // An espresso type Caffe does not have is accepted under its own name.
+  EXPECT_EQ(layer(g, "p").type, "Transpose");
+  EXPECT_TRUE(is_known_layer_type("Transpose"));
+}
+
 TEST_F(CaffeImport, KeepsDataLayersWithTheirSettings) {
   const TempDir dir;
   const std::string path = dir.write("data.prototxt", R"(
