@@ -469,6 +469,11 @@ Attributes map_attributes(const LayerContext& ctx) {
     attrs.set("shape", Ints(p.shape().dim().begin(), p.shape().dim().end()));
     attrs.set("axis", static_cast<std::int64_t>(p.axis()));
     attrs.set("num_axes", static_cast<std::int64_t>(p.num_axes()));
+  } else if (type == "Permute") {
+    // The SSD fork's Permute is a Transpose; Transpose completes a short order as the fork does.
+    // No order keeps the axes as they are ({0} completes to the identity).
+    const caffe::PermuteParameter& p = layer.permute_param();
+    attrs.set("perm", p.order().empty() ? Ints{0} : Ints(p.order().begin(), p.order().end()));
   } else if (type == "Dropout") {
     attrs.set("ratio", double{layer.dropout_param().dropout_ratio()});
   } else if (type == "Accuracy") {
@@ -658,7 +663,7 @@ void throw_unsupported(const std::vector<const caffe::LayerParameter*>& kept, co
   std::map<std::string, std::vector<std::string>> names;
   for (const caffe::LayerParameter* layer : kept) {
     const std::string& type = layer->type();
-    if (type == "Input" || is_known_layer_type(type) || kDataTypes.count(type)) continue;
+    if (type == "Input" || type == "Permute" || is_known_layer_type(type) || kDataTypes.count(type)) continue;
     if (!names.count(type)) order.push_back(type);
     names[type].push_back(layer->name());
   }
@@ -719,7 +724,8 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
       throw ModelError(prototxt_path + ": a " + layer->type() + " layer has no name");
     LayerSpec spec;
     spec.name = layer->name();
-    spec.type = layer->type();
+    // The SSD fork's Permute is espresso's Transpose.
+    spec.type = layer->type() == "Permute" ? "Transpose" : layer->type();
     spec.attrs = map_attributes(ctx);
     spec.params = param_specs(*layer);
     map_fillers(*layer, spec.attrs);
