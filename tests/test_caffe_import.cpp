@@ -467,6 +467,47 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "r" bottom: "pool" top: "lo
   EXPECT_EQ(layer(g, "loss").attrs.get_string("normalization", ""), "full");
 }
 
+// Espresso layer types without a case of their own copy their `<type>_param` message by reflection.
+TEST_F(CaffeImport, CopiesTheParamMessageOfOtherKnownTypes) {
+  const TempDir dir;
+  const std::string path = dir.write("generic.prototxt", R"(
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 4 dim: 5 }
+layer { name: "s" type: "Sigmoid" bottom: "data" top: "s" sigmoid_param { engine: CAFFE } }
+layer { name: "t" type: "TanH" bottom: "s" top: "t" }
+layer { name: "p" type: "Transpose" bottom: "t" top: "p" }
+)");
+  const Graph g = load_caffe(path);
+  EXPECT_EQ(layer(g, "s").attrs.get_string("engine", ""), "caffe");
+  // TanH's message is never named tan_h_param: nothing is copied.
+  EXPECT_TRUE(layer(g, "t").attrs.all().empty());
+  // An espresso type Caffe does not have is accepted under its own name.
+  EXPECT_EQ(layer(g, "p").type, "Transpose");
+  EXPECT_TRUE(is_known_layer_type("Transpose"));
+}
+
+// The SSD fork's Permute becomes a Transpose; a short order continues with the remaining axes.
+TEST_F(CaffeImport, PermuteBecomesTranspose) {
+  const TempDir dir;
+  const std::string path = dir.write("permute.prototxt", R"(
+input: "data"
+input_shape { dim: 2 dim: 3 dim: 4 dim: 5 }
+layer { name: "p" type: "Permute" bottom: "data" top: "p" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "q" type: "Permute" bottom: "p" top: "q" permute_param { order: 0 order: 3 } }
+layer { name: "same" type: "Permute" bottom: "q" top: "same" }
+)");
+  const Graph g = load_caffe(path);
+  EXPECT_EQ(layer(g, "p").type, "Transpose");
+  EXPECT_EQ(layer(g, "p").attrs.get_ints("perm", {}), (std::vector<std::int64_t>{0, 2, 3, 1}));
+  Net net(g);
+  std::vector<float> x(120);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i);
+  const auto out = net.forward({{"data", Tensor::from(Shape{2, 3, 4, 5}, x)}});
+  // p: 2x4x5x3; q = p with order {0, 3, 1, 2}: 2x3x4x5, which is the input again.
+  EXPECT_EQ(out.at("same").shape(), (Shape{2, 3, 4, 5}));
+  EXPECT_EQ(out.at("same").to_vector(), x);
+}
+
 TEST_F(CaffeImport, KeepsDataLayersWithTheirSettings) {
   const TempDir dir;
   const std::string path = dir.write("data.prototxt", R"(

@@ -12,18 +12,23 @@ std::vector<int> TransposeLayer::permutation(int rank) const {
     for (int i = 0; i < rank; ++i) perm[static_cast<std::size_t>(i)] = rank - 1 - i;
     return perm;
   }
-  if (static_cast<int>(perm_.size()) != rank) {
+  if (static_cast<int>(perm_.size()) > rank) {
     fail_shape("'perm' has " + std::to_string(perm_.size()) + " entries for a rank-" + std::to_string(rank) +
                " input");
   }
+  const int given = static_cast<int>(perm_.size());
   std::vector<bool> seen(static_cast<std::size_t>(rank), false);
-  for (int i = 0; i < rank; ++i) {
+  for (int i = 0; i < given; ++i) {
     std::int64_t axis = perm_[static_cast<std::size_t>(i)];
     if (axis < 0) axis += rank;
     if (axis < 0 || axis >= rank || seen[static_cast<std::size_t>(axis)])
       fail_shape("'perm' is not a permutation");
     seen[static_cast<std::size_t>(axis)] = true;
     perm[static_cast<std::size_t>(i)] = static_cast<int>(axis);
+  }
+  // A short `perm` (Caffe's Permute) continues with the axes it leaves out, in increasing order.
+  for (int axis = 0, i = given; axis < rank; ++axis) {
+    if (!seen[static_cast<std::size_t>(axis)]) perm[static_cast<std::size_t>(i++)] = axis;
   }
   return perm;
 }

@@ -4,7 +4,8 @@
 
 namespace espresso {
 
-// Permutes axes: output axis i is input axis `perm`[i] (default: reversed axes).
+// Permutes axes: output axis i is input axis `perm`[i] (default: reversed axes). A `perm` shorter than
+// the rank continues with the remaining axes in increasing order, as Caffe's Permute.
 class TransposeLayer final : public Layer {
  public:
   explicit TransposeLayer(const LayerSpec& spec);

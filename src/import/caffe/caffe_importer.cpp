@@ -1,6 +1,7 @@
 // Caffe nets to Graphs: phase filtering, layer parameters to docs/layers.md attributes, in-place
 // tops to unique tensor names, and caffemodel blobs to weights matched by layer name.
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -11,22 +12,12 @@
 #include "espresso/errors.h"
 #include "espresso/import.h"
 #include "import/caffe/caffe_format.h"
+#include "layers/registry.h"
 
 namespace espresso {
 namespace {
 
 using Ints = std::vector<std::int64_t>;
-
-// Types that become espresso layers of the same name (docs/layers.md).
-const std::set<std::string> kComputeTypes = {"AbsVal",        "Accuracy", "BatchNorm",
-                                             "Bias",          "Concat",   "Convolution",
-                                             "Deconvolution", "Dropout",  "Eltwise",
-                                             "EuclideanLoss", "Flatten",  "InnerProduct",
-                                             "LRN",           "Pooling",  "Power",
-                                             "PReLU",         "ReLU",     "Reshape",
-                                             "Scale",         "Sigmoid",  "SigmoidCrossEntropyLoss",
-                                             "Slice",         "Softmax",  "SoftmaxWithLoss",
-                                             "Split",         "TanH"};
 
 // Data-source layers: kept under their Caffe type with their settings, for the data pipeline.
 const std::set<std::string> kDataTypes = {"Data",      "DummyData",  "HDF5Data",
@@ -164,6 +155,10 @@ void map_fillers(const caffe::LayerParameter& layer, Attributes& attrs) {
                            "weight_filler", attrs);
   } else if (type == "Bias") {
     if (layer.bias_param().has_filler()) map_filler(layer.bias_param().filler(), "weight_filler", attrs);
+  } else if (type == "Normalize") {
+    // The SSD fork's Normalize scales by 1 unless told otherwise.
+    map_filler_or_constant(layer.normalize_param().has_scale_filler(), layer.normalize_param().scale_filler(),
+                           1.0, "weight_filler", attrs);
   }
 }
 
@@ -269,6 +264,121 @@ void map_data_source(const LayerContext& ctx, Attributes& attrs) {
   }
 }
 
+// "DetectionOutput" -> "detection_output": the stem of Caffe's `<stem>_param` field for a layer type.
+std::string snake_case(const std::string& type) {
+  std::string out;
+  for (std::size_t i = 0; i < type.size(); ++i) {
+    const auto c = static_cast<unsigned char>(type[i]);
+    if (std::isupper(c) && i > 0) out += '_';
+    out += static_cast<char>(std::tolower(c));
+  }
+  return out;
+}
+
+// The generic rule for an espresso layer type that has no case of its own in map_attributes: every
+// field of its `<snake_case_type>_param` message becomes the attribute of the same name, so that new
+// layers need no importer code. Scalars become int/float/string, bools 0/1, enums their lower-case
+// name, repeated numbers lists, and a nested message's fields `<message field>.<field>` (for example
+// `nms_param.nms_threshold`). A field the file leaves out is copied only when the schema gives it a
+// default, so that a layer can still tell "not given" from zero (PriorBox's step, DetectionOutput's
+// confidence_threshold).
+void map_message(const LayerContext& ctx, const google::protobuf::Message& message, const std::string& prefix,
+                 Attributes& attrs) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Descriptor* descriptor = message.GetDescriptor();
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const FieldDescriptor* field = descriptor->field(i);
+    const std::string name = prefix + std::string(field->name());
+    if (field->is_repeated()) {
+      const int size = reflection->FieldSize(message, field);
+      if (size == 0) continue;
+      std::vector<std::int64_t> ints;
+      std::vector<double> floats;
+      for (int k = 0; k < size; ++k) {
+        switch (field->cpp_type()) {
+          case FieldDescriptor::CPPTYPE_INT32:
+            ints.push_back(reflection->GetRepeatedInt32(message, field, k));
+            break;
+          case FieldDescriptor::CPPTYPE_UINT32:
+            ints.push_back(reflection->GetRepeatedUInt32(message, field, k));
+            break;
+          case FieldDescriptor::CPPTYPE_INT64:
+            ints.push_back(reflection->GetRepeatedInt64(message, field, k));
+            break;
+          case FieldDescriptor::CPPTYPE_BOOL:
+            ints.push_back(reflection->GetRepeatedBool(message, field, k) ? 1 : 0);
+            break;
+          case FieldDescriptor::CPPTYPE_FLOAT:
+            floats.push_back(reflection->GetRepeatedFloat(message, field, k));
+            break;
+          case FieldDescriptor::CPPTYPE_DOUBLE:
+            floats.push_back(reflection->GetRepeatedDouble(message, field, k));
+            break;
+          default:
+            ctx.fail("repeated field " + name + " has a kind espresso attributes cannot hold");
+        }
+      }
+      if (floats.empty()) {
+        attrs.set(name, ints);
+      } else {
+        attrs.set(name, floats);
+      }
+      continue;
+    }
+    const bool given = reflection->HasField(message, field);
+    if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (given) map_message(ctx, reflection->GetMessage(message, field), name + ".", attrs);
+      continue;
+    }
+    if (!given && !field->has_default_value()) continue;
+    switch (field->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_INT32:
+        attrs.set(name, std::int64_t{reflection->GetInt32(message, field)});
+        break;
+      case FieldDescriptor::CPPTYPE_UINT32:
+        attrs.set(name, std::int64_t{reflection->GetUInt32(message, field)});
+        break;
+      case FieldDescriptor::CPPTYPE_INT64:
+        attrs.set(name, std::int64_t{reflection->GetInt64(message, field)});
+        break;
+      case FieldDescriptor::CPPTYPE_UINT64:
+        attrs.set(name, static_cast<std::int64_t>(reflection->GetUInt64(message, field)));
+        break;
+      case FieldDescriptor::CPPTYPE_BOOL:
+        attrs.set(name, std::int64_t{reflection->GetBool(message, field) ? 1 : 0});
+        break;
+      case FieldDescriptor::CPPTYPE_FLOAT:
+        attrs.set(name, double{reflection->GetFloat(message, field)});
+        break;
+      case FieldDescriptor::CPPTYPE_DOUBLE:
+        attrs.set(name, reflection->GetDouble(message, field));
+        break;
+      case FieldDescriptor::CPPTYPE_STRING:
+        attrs.set(name, reflection->GetString(message, field));
+        break;
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        std::string value(reflection->GetEnum(message, field)->name());
+        for (char& c : value) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        attrs.set(name, value);
+        break;
+      }
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        break;  // handled above
+    }
+  }
+}
+
+// The generic rule (map_message) applied to the layer's own parameter message, if its type has one.
+void map_reflected(const LayerContext& ctx, Attributes& attrs) {
+  const caffe::LayerParameter& layer = ctx.layer();
+  const google::protobuf::FieldDescriptor* field =
+      layer.GetDescriptor()->FindFieldByName(snake_case(layer.type()) + "_param");
+  if (field == nullptr || field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) return;
+  // A message the file leaves out reads as the default instance: its schema defaults are still copied.
+  map_message(ctx, layer.GetReflection()->GetMessage(layer, field), "", attrs);
+}
+
 // The docs/layers.md attributes of one supported layer.
 Attributes map_attributes(const LayerContext& ctx) {
   const caffe::LayerParameter& layer = ctx.layer();
@@ -359,6 +469,11 @@ Attributes map_attributes(const LayerContext& ctx) {
     attrs.set("shape", Ints(p.shape().dim().begin(), p.shape().dim().end()));
     attrs.set("axis", static_cast<std::int64_t>(p.axis()));
     attrs.set("num_axes", static_cast<std::int64_t>(p.num_axes()));
+  } else if (type == "Permute") {
+    // The SSD fork's Permute is a Transpose; Transpose completes a short order as the fork does.
+    // No order keeps the axes as they are ({0} completes to the identity).
+    const caffe::PermuteParameter& p = layer.permute_param();
+    attrs.set("perm", p.order().empty() ? Ints{0} : Ints(p.order().begin(), p.order().end()));
   } else if (type == "Dropout") {
     attrs.set("ratio", double{layer.dropout_param().dropout_ratio()});
   } else if (type == "Accuracy") {
@@ -375,6 +490,8 @@ Attributes map_attributes(const LayerContext& ctx) {
     if (!p.has_normalization() && !p.has_normalize()) attrs.set("normalization", std::string("batch_size"));
   } else if (kDataTypes.count(type)) {
     map_data_source(ctx, attrs);
+  } else if (is_known_layer_type(type)) {
+    map_reflected(ctx, attrs);
   }
   return attrs;
 }
@@ -416,7 +533,7 @@ bool is_included(const caffe::LayerParameter& layer, const caffe::NetState& stat
 bool needs_weights(const caffe::LayerParameter& layer) {
   const std::string& type = layer.type();
   if (type == "Convolution" || type == "Deconvolution" || type == "InnerProduct" || type == "PReLU" ||
-      type == "BatchNorm") {
+      type == "BatchNorm" || type == "Normalize") {
     return true;
   }
   // With a second input the scale or bias is that input, not a learned blob.
@@ -546,7 +663,7 @@ void throw_unsupported(const std::vector<const caffe::LayerParameter*>& kept, co
   std::map<std::string, std::vector<std::string>> names;
   for (const caffe::LayerParameter* layer : kept) {
     const std::string& type = layer->type();
-    if (type == "Input" || kComputeTypes.count(type) || kDataTypes.count(type)) continue;
+    if (type == "Input" || type == "Permute" || is_known_layer_type(type) || kDataTypes.count(type)) continue;
     if (!names.count(type)) order.push_back(type);
     names[type].push_back(layer->name());
   }
@@ -607,7 +724,8 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
       throw ModelError(prototxt_path + ": a " + layer->type() + " layer has no name");
     LayerSpec spec;
     spec.name = layer->name();
-    spec.type = layer->type();
+    // The SSD fork's Permute is espresso's Transpose.
+    spec.type = layer->type() == "Permute" ? "Transpose" : layer->type();
     spec.attrs = map_attributes(ctx);
     spec.params = param_specs(*layer);
     map_fillers(*layer, spec.attrs);
