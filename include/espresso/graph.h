@@ -24,15 +24,22 @@ class Attributes {
   const std::map<std::string, AttrValue>& all() const { return values_; }
 
   std::int64_t get_int(const std::string& name, std::int64_t fallback) const;
-  std::int64_t require_int(const std::string& name) const;
   double get_float(const std::string& name, double fallback) const;
   std::string get_string(const std::string& name, const std::string& fallback) const;
   // A single int is accepted as a one-element list.
   std::vector<std::int64_t> get_ints(const std::string& name,
                                      const std::vector<std::int64_t>& fallback) const;
   std::vector<double> get_floats(const std::string& name, const std::vector<double>& fallback) const;
+  // The same for attributes that must be present: required ones, and those a layer's schema gives a
+  // default (the registry fills them in). Throws ModelError naming the attribute when absent.
+  std::int64_t require_int(const std::string& name) const;
+  double require_float(const std::string& name) const;
+  std::string require_string(const std::string& name) const;
+  std::vector<std::int64_t> require_ints(const std::string& name) const;
+  std::vector<double> require_floats(const std::string& name) const;
 
  private:
+  void require(const std::string& name) const;
   std::map<std::string, AttrValue> values_;
 };
 

@@ -23,9 +23,33 @@ std::int64_t Attributes::get_int(const std::string& name, std::int64_t fallback)
   wrong_kind(name, "an integer");
 }
 
-std::int64_t Attributes::require_int(const std::string& name) const {
+void Attributes::require(const std::string& name) const {
   if (!has(name)) throw ModelError("attribute '" + name + "' is required");
+}
+
+std::int64_t Attributes::require_int(const std::string& name) const {
+  require(name);
   return get_int(name, 0);
+}
+
+double Attributes::require_float(const std::string& name) const {
+  require(name);
+  return get_float(name, 0);
+}
+
+std::string Attributes::require_string(const std::string& name) const {
+  require(name);
+  return get_string(name, {});
+}
+
+std::vector<std::int64_t> Attributes::require_ints(const std::string& name) const {
+  require(name);
+  return get_ints(name, {});
+}
+
+std::vector<double> Attributes::require_floats(const std::string& name) const {
+  require(name);
+  return get_floats(name, {});
 }
 
 double Attributes::get_float(const std::string& name, double fallback) const {

@@ -6,6 +6,7 @@
 #include "espresso/import.h"
 #include "espresso/onnx.h"
 #include "espresso/package.h"
+#include "layers/registry.h"
 
 namespace espresso {
 namespace {
@@ -15,9 +16,7 @@ void require_file(const std::string& path) {
   if (!std::filesystem::is_regular_file(path, error)) throw FileError(path + ": no such file");
 }
 
-}  // namespace
-
-Graph load_model(const std::string& model_path, const std::string& weights_path) {
+Graph load_by_extension(const std::string& model_path, const std::string& weights_path) {
   const std::string extension = std::filesystem::path(model_path).extension().string();
   if (extension == ".prototxt" || extension == ".pt") {
     require_file(model_path);
@@ -34,6 +33,19 @@ Graph load_model(const std::string& model_path, const std::string& weights_path)
   }
   throw UnsupportedError(model_path + ": unknown model format '" + extension +
                          "' (supported: .prototxt/.pt for Caffe, .onnx, .esp)");
+}
+
+}  // namespace
+
+Graph load_model(const std::string& model_path, const std::string& weights_path) {
+  Graph graph = load_by_extension(model_path, weights_path);
+  // Every layer's attributes against its schema, so that a bad value is reported with its file.
+  try {
+    check_layer_attributes(graph);
+  } catch (const ModelError& e) {
+    throw ModelError(model_path + ": " + e.what());
+  }
+  return graph;
 }
 
 }  // namespace espresso

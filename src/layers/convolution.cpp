@@ -6,17 +6,27 @@ std::int64_t ConvGeometry::in_spatial() const { return dims_product(in_size); }
 std::int64_t ConvGeometry::out_spatial() const { return dims_product(out_size); }
 std::int64_t ConvGeometry::kernel_spatial() const { return dims_product(kernel); }
 
+std::vector<AttrSpec> ConvParams::attributes() {
+  using Ints = std::vector<std::int64_t>;
+  return {
+      {.name = "num_output", .type = AttrType::integer, .required = true, .min = 1},
+      {.name = "kernel", .type = AttrType::integers, .required = true, .min = 1},
+      {.name = "stride", .type = AttrType::integers, .fallback = Ints{1}, .min = 1},
+      {.name = "pad", .type = AttrType::integers, .fallback = Ints{0}, .min = 0},
+      {.name = "dilation", .type = AttrType::integers, .fallback = Ints{1}, .min = 1},
+      {.name = "group", .type = AttrType::integer, .fallback = std::int64_t{1}, .min = 1},
+      {.name = "bias", .type = AttrType::integer, .fallback = std::int64_t{1}, .min = 0, .max = 1},
+  };
+}
+
 ConvParams::ConvParams(const Attributes& attrs)
     : num_output(attrs.require_int("num_output")),
-      group(attrs.get_int("group", 1)),
-      bias(attrs.get_int("bias", 1) != 0),
+      group(attrs.require_int("group")),
+      bias(attrs.require_int("bias") != 0),
       kernel(attrs, "kernel", {}, 1),
-      stride(attrs, "stride", {1}, 1),
-      pad(attrs, "pad", {0}, 0),
-      dilation(attrs, "dilation", {1}, 1) {
-  if (num_output < 1)
-    throw ModelError("attribute 'num_output' must be positive, got " + std::to_string(num_output));
-  if (group < 1) throw ModelError("attribute 'group' must be positive, got " + std::to_string(group));
+      stride(attrs, "stride", {}, 1),
+      pad(attrs, "pad", {}, 0),
+      dilation(attrs, "dilation", {}, 1) {
   if (num_output % group != 0) {
     throw ModelError("num_output " + std::to_string(num_output) + " is not divisible by group " +
                      std::to_string(group));
@@ -53,6 +63,15 @@ ConvGeometry ConvParams::resolve(const Layer& layer, const Shape& input) const {
   g.pad = pad.expand(axes);
   g.dilation = dilation.expand(axes);
   return g;
+}
+
+const LayerSchema& ConvolutionLayer::schema() {
+  static const LayerSchema schema{
+      .attributes = ConvParams::attributes(),
+      .weights = "W: num_output x C/group x k..., b: num_output (if bias)",
+      .notes = "1D, 2D and more spatial axes",
+  };
+  return schema;
 }
 
 ConvolutionLayer::ConvolutionLayer(const LayerSpec& spec) : Layer(spec), params_(spec.attrs) {}

@@ -24,6 +24,7 @@ struct ConvGeometry {
 
 // The attributes Convolution and Deconvolution share, validated on construction (ModelError).
 struct ConvParams {
+  static std::vector<AttrSpec> attributes();
   explicit ConvParams(const Attributes& attrs);
 
   // Fills everything but out_size from an N x C x spatial... input. Throws ShapeError for a bad
@@ -39,6 +40,7 @@ struct ConvParams {
 // Cross-correlation over 1 or more spatial axes, with groups, dilation and an optional bias.
 class ConvolutionLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit ConvolutionLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;

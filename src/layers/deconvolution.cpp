@@ -2,8 +2,22 @@
 
 namespace espresso {
 
+const LayerSchema& DeconvolutionLayer::schema() {
+  static const LayerSchema schema = [] {
+    LayerSchema s{
+        .attributes = ConvParams::attributes(),
+        .weights = "W: C x num_output/group x k..., b",
+        .notes = "out = stride·(in−1) + dilation·(k−1) + 1 − 2·pad + output_pad; output_pad < stride or < dilation",
+    };
+    s.attributes.push_back(
+        {.name = "output_pad", .type = AttrType::integers, .fallback = std::vector<std::int64_t>{0}, .min = 0});
+    return s;
+  }();
+  return schema;
+}
+
 DeconvolutionLayer::DeconvolutionLayer(const LayerSpec& spec)
-    : Layer(spec), params_(spec.attrs), output_pad_(spec.attrs, "output_pad", {0}, 0) {
+    : Layer(spec), params_(spec.attrs), output_pad_(spec.attrs, "output_pad", {}, 0) {
   if (common_axis_count({&params_.kernel, &params_.stride, &params_.pad, &params_.dilation, &output_pad_}) <
       0) {
     fail_model(

@@ -11,6 +11,7 @@ namespace espresso {
 // output. Weights are C x num_output/group x k..., the layout of the convolution it transposes.
 class DeconvolutionLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit DeconvolutionLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;

@@ -9,6 +9,7 @@
 #include "espresso/errors.h"
 #include "espresso/graph.h"
 #include "espresso/tensor.h"
+#include "layers/schema.h"
 
 namespace espresso {
 

@@ -2,8 +2,17 @@
 
 namespace espresso {
 
+const LayerSchema& ReLULayer::schema() {
+  static const LayerSchema schema{
+      .attributes = {{.name = "negative_slope", .type = AttrType::number, .fallback = 0.0}},
+      .weights = "–",
+      .notes = "in place",
+  };
+  return schema;
+}
+
 ReLULayer::ReLULayer(const LayerSpec& spec)
-    : Layer(spec), negative_slope_(static_cast<float>(spec.attrs.get_float("negative_slope", 0.0))) {}
+    : Layer(spec), negative_slope_(static_cast<float>(spec.attrs.require_float("negative_slope"))) {}
 
 std::vector<Shape> ReLULayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 1);

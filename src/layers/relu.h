@@ -7,6 +7,7 @@ namespace espresso {
 // y = x > 0 ? x : negative_slope * x
 class ReLULayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit ReLULayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
