@@ -46,7 +46,7 @@ double percentile(std::vector<double> values, double p) {
 
 double median(std::vector<double> values) { return percentile(std::move(values), 0.5); }
 
-struct Model {
+struct ModelFile {
   std::string name;
   std::string path;
 };
@@ -55,7 +55,7 @@ struct Options {
   Device device = Device::cuda(0);
   int repeats = 7;
   int iterations = 100;
-  std::vector<Model> models;
+  std::vector<ModelFile> models;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -98,7 +98,7 @@ void drop_from_page_cache(const std::string& path) {
   ::close(fd);
 }
 
-void fill_inputs(Net& net, std::mt19937& rng) {
+void fill_inputs(Session& net, std::mt19937& rng) {
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   for (const std::string& name : net.input_names()) {
     Tensor host = Tensor::empty(net.input_shape(name));
@@ -122,11 +122,11 @@ void warm_up_process(const Options& options) {
   pool.add("warm-up", options.models.front().path);
   ModelRequest request = pool.acquire("warm-up");
   std::mt19937 rng(1);
-  fill_inputs(request.net(), rng);
+  fill_inputs(request.session(), rng);
   request.forward();
 }
 
-void bench_cold(const Options& options, const Model& model, bool evict) {
+void bench_cold(const Options& options, const ModelFile& model, bool evict) {
   std::mt19937 rng(2);
   std::vector<double> total, read, upload, first_inference;
   std::size_t weight_bytes = 0;
@@ -136,7 +136,7 @@ void bench_cold(const Options& options, const Model& model, bool evict) {
     ModelPool pool(pool_options(options));
     pool.add(model.name, model.path);
     ModelRequest request = pool.acquire(model.name);
-    fill_inputs(request.net(), rng);
+    fill_inputs(request.session(), rng);
     request.forward();
     total.push_back(ms_since(start));
     weight_bytes = pool.stats().resident_bytes;
@@ -147,14 +147,12 @@ void bench_cold(const Options& options, const Model& model, bool evict) {
     const Graph graph = load_package(model.path);
     read.push_back(ms_since(start));
     start = Clock::now();
-    NetOptions net_options;
-    net_options.device = options.device;
-    if (!options.device.is_cpu()) net_options.device_weights = DeviceWeights::upload(graph, options.device);
+    auto resident = std::make_shared<const Model>(graph, options.device);
     upload.push_back(ms_since(start));
     start = Clock::now();
-    Net net(graph, net_options);
-    fill_inputs(net, rng);
-    net.forward();
+    Session session(resident);
+    fill_inputs(session, rng);
+    session.forward();
     first_inference.push_back(ms_since(start));
   }
   std::printf(
@@ -168,16 +166,16 @@ void bench_cold(const Options& options, const Model& model, bool evict) {
 void bench_switch(const Options& options) {
   ModelPool pool(pool_options(options));
   std::mt19937 rng(3);
-  for (const Model& m : options.models) {
+  for (const ModelFile& m : options.models) {
     pool.add(m.name, m.path);
     ModelRequest request = pool.acquire(m.name);
-    fill_inputs(request.net(), rng);
+    fill_inputs(request.session(), rng);
     request.forward();
   }
   const ModelPoolStats before = pool.stats();
   std::vector<double> acquire_ms, switch_and_run_ms;
   for (int i = 0; i < options.iterations * static_cast<int>(options.models.size()); ++i) {
-    const Model& m = options.models[static_cast<std::size_t>(i) % options.models.size()];
+    const ModelFile& m = options.models[static_cast<std::size_t>(i) % options.models.size()];
     const auto start = Clock::now();
     ModelRequest request = pool.acquire(m.name);
     acquire_ms.push_back(ms_since(start));
@@ -185,7 +183,7 @@ void bench_switch(const Options& options) {
     switch_and_run_ms.push_back(ms_since(start));
   }
   const ModelPoolStats after = pool.stats();
-  for (const Model& m : options.models) {
+  for (const ModelFile& m : options.models) {
     ModelRequest request = pool.acquire(m.name);
     std::vector<double> run_ms;
     for (int i = 0; i < options.iterations; ++i) {
@@ -209,22 +207,22 @@ void bench_switch(const Options& options) {
 void bench_concurrent(const Options& options) {
   ModelPool pool(pool_options(options));
   std::mt19937 rng(4);
-  for (const Model& m : options.models) {
+  for (const ModelFile& m : options.models) {
     pool.add(m.name, m.path);
     ModelRequest request = pool.acquire(m.name);
-    fill_inputs(request.net(), rng);
+    fill_inputs(request.session(), rng);
     request.forward();
   }
-  auto run_model = [&](const Model& m) {
+  auto run_model = [&](const ModelFile& m) {
     ModelRequest request = pool.acquire(m.name);
     for (int i = 0; i < options.iterations; ++i) request.forward();
   };
   auto start = Clock::now();
-  for (const Model& m : options.models) run_model(m);
+  for (const ModelFile& m : options.models) run_model(m);
   const double sequential_ms = ms_since(start);
   start = Clock::now();
   std::vector<std::thread> threads;
-  for (const Model& m : options.models) threads.emplace_back(run_model, std::cref(m));
+  for (const ModelFile& m : options.models) threads.emplace_back(run_model, std::cref(m));
   for (std::thread& t : threads) t.join();
   const double concurrent_ms = ms_since(start);
   const double inferences =
@@ -240,7 +238,7 @@ int run(int argc, char** argv) {
   const Options options = parse(argc, argv);
   warm_up_process(options);
   for (const bool evict : {false, true}) {
-    for (const Model& m : options.models) bench_cold(options, m, evict);
+    for (const ModelFile& m : options.models) bench_cold(options, m, evict);
   }
   bench_switch(options);
   bench_concurrent(options);

@@ -190,12 +190,12 @@ TEST(ModelPool, ResidentModelIsReusedWithoutLoadingOrPlanning) {
     EXPECT_TRUE(close(first.forward({{"data", files.inputs[0][0]}}).at("prob"), files.outputs[0][0]));
     // A second request of the same model at the same time gets its own context, not a second copy.
     ModelRequest second = pool.acquire("net0");
-    EXPECT_NE(&first.net(), &second.net());
+    EXPECT_NE(&first.session(), &second.session());
     EXPECT_TRUE(close(second.forward({{"data", files.inputs[0][1]}}).at("prob"), files.outputs[0][1]));
     EXPECT_TRUE(close(first.output("prob").to(Device::cpu()), files.outputs[0][0]));
   }
   ModelRequest again = pool.acquire("net0");
-  again.net().input("data").copy_from(files.inputs[0][2]);
+  again.session().input("data").copy_from(files.inputs[0][2]);
   again.forward();
   EXPECT_TRUE(close(again.output("prob"), files.outputs[0][2]));
   const ModelPoolStats stats = pool.stats();

@@ -5,6 +5,7 @@
 #include "espresso/errors.h"
 #include "espresso/graph.h"
 #include "espresso/import.h"
+#include "espresso/model.h"
 #include "espresso/net.h"
 #include "espresso/onnx.h"
 #include "espresso/tensor.h"

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "espresso/net.h"
+#include "espresso/model.h"
 #include "espresso/tensor.h"
 
 namespace espresso {
@@ -37,8 +37,8 @@ struct ModelPoolOptions {
   Device device = Device::cpu();
   // Bytes of weights that may be resident at once; a model larger than this cannot be loaded.
   std::size_t budget_bytes = 0;
-  // Options for every context; device and device_weights are set by the pool.
-  NetOptions net;
+  // Options for every session of a model.
+  SessionOptions session;
   // Check .esp checksums on every load (and reload after eviction).
   bool verify = true;
   // Idle contexts kept per resident model, so that switching back to a model needs no planning.
@@ -69,8 +69,8 @@ class ModelRequest {
   ~ModelRequest();
 
   const std::string& model() const;
-  // The context; any Net member may be used (reshape, input, forward, tensor, summary).
-  Net& net();
+  // The session; any of its members may be used (reshape, input, forward, output, summary).
+  Session& session();
   Tensor& input(const std::string& name);
   void forward();
   // Copies the inputs in, runs, and returns every graph output as a CPU tensor.

@@ -44,6 +44,9 @@ struct NetOptions {
   bool training = false;
   // Seeds the random parts of training (Dropout masks, weight fillers), so runs repeat.
   std::uint64_t seed = 1;
+  // Worker threads for this net's CPU kernels; 0 shares the process's pool (set_num_threads). OpenBLAS
+  // keeps its own process-wide thread count.
+  int threads = 0;
 };
 
 // A learned blob with its gradient and its training settings.

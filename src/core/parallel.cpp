@@ -14,7 +14,6 @@
 #include "espresso/net.h"
 
 namespace espresso {
-namespace {
 
 // Workers wait for a job, take chunks from a shared counter, and report when done. The calling
 // thread takes chunks too, so a pool of n threads has n - 1 workers.
@@ -82,6 +81,8 @@ class ThreadPool {
   bool stopping_ = false;
 };
 
+namespace {
+
 int default_threads() {
   if (const char* env = std::getenv("ESPRESSO_NUM_THREADS")) {
     const int n = std::atoi(env);
@@ -94,8 +95,11 @@ std::mutex pool_mutex;
 std::unique_ptr<ThreadPool> pool;
 int requested_threads = 0;
 thread_local bool inside_parallel_region = false;
+// The group installed by ScopedThreads on this thread, if any.
+thread_local ThreadPool* scoped_pool = nullptr;
 
 ThreadPool& get_pool() {
+  if (scoped_pool != nullptr) return *scoped_pool;
   std::lock_guard lock(pool_mutex);
   if (!pool) {
     const int threads = requested_threads > 0 ? requested_threads : default_threads();
@@ -106,6 +110,15 @@ ThreadPool& get_pool() {
 }
 
 }  // namespace
+
+ThreadGroup::ThreadGroup(int threads) : pool_(std::make_unique<ThreadPool>(std::max(1, threads))) {}
+ThreadGroup::~ThreadGroup() = default;
+int ThreadGroup::size() const { return pool_->size(); }
+
+ScopedThreads::ScopedThreads(ThreadGroup* group) : previous_(scoped_pool) {
+  if (group != nullptr) scoped_pool = group->pool_.get();
+}
+ScopedThreads::~ScopedThreads() { scoped_pool = previous_; }
 
 void set_num_threads(int threads) {
   std::lock_guard lock(pool_mutex);

@@ -3,8 +3,38 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 namespace espresso {
+
+class ThreadPool;
+
+// Worker threads of one's own, for a Session whose thread count differs from the process's: the
+// threads that install it with ScopedThreads run parallel_for on it (and num_threads() reports it).
+class ThreadGroup {
+ public:
+  explicit ThreadGroup(int threads);
+  ~ThreadGroup();
+  ThreadGroup(const ThreadGroup&) = delete;
+  ThreadGroup& operator=(const ThreadGroup&) = delete;
+  int size() const;
+
+ private:
+  friend class ScopedThreads;
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+// Makes `group` (nullptr: keep the current one) this thread's pool until the scope ends.
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(ThreadGroup* group);
+  ~ScopedThreads();
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  ThreadPool* previous_;
+};
 
 // Splits [0, n) into contiguous chunks of at least `grain` items and runs `body(begin, end)` on
 // the pool, the calling thread included. Nested calls run serially on the calling thread.

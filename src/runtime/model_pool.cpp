@@ -12,28 +12,17 @@
 namespace espresso {
 namespace {
 
-std::size_t host_weight_bytes(const Graph& graph) {
-  std::map<const void*, std::size_t> distinct;
-  for (const LayerSpec& layer : graph.layers) {
-    for (const Tensor& w : layer.weights) distinct.emplace(w.raw(), w.bytes());
-  }
-  std::size_t bytes = 0;
-  for (const auto& [address, size] : distinct) bytes += size;
-  return bytes;
-}
-
 std::string describe_bytes(std::size_t bytes) {
   return std::to_string(bytes) + " bytes (" + std::to_string((bytes + (1 << 19)) >> 20) + " MiB)";
 }
 
-// A loaded model: its graph (whose host weights may point into a mapped package), the device copy of
-// the weights, and contexts that finished their requests.
+// A resident model (whose host weights may point into a mapped package) and the sessions that
+// finished their requests.
 struct LoadedModel {
-  Graph graph;
-  std::shared_ptr<const DeviceWeights> device_weights;
+  std::shared_ptr<const Model> model;
   std::size_t bytes = 0;
   std::mutex idle_mutex;
-  std::vector<std::unique_ptr<Net>> idle;
+  std::vector<std::unique_ptr<Session>> idle;
 };
 
 enum class Residency { absent, loading, resident };
@@ -75,9 +64,8 @@ struct ModelPool::Shared {
   std::shared_ptr<LoadedModel> load(const std::string& name, ModelEntry& entry) {
     try {
       auto model = std::make_shared<LoadedModel>();
-      model->graph = read_graph(entry);
-      model->bytes = options.device.is_cpu() ? host_weight_bytes(model->graph)
-                                             : DeviceWeights::bytes_needed(model->graph);
+      Graph graph = read_graph(entry);
+      model->bytes = Model::bytes_needed(graph, options.device);
       if (model->bytes > options.budget_bytes) {
         throw ModelError("model pool: model '" + name + "' (" + entry.path + ") needs " +
                          describe_bytes(model->bytes) + ", more than the whole budget of " +
@@ -85,8 +73,7 @@ struct ModelPool::Shared {
       }
       reserve(model->bytes);
       try {
-        if (!options.device.is_cpu())
-          model->device_weights = DeviceWeights::upload(model->graph, options.device);
+        model->model = std::make_shared<const Model>(std::move(graph), options.device);
       } catch (...) {
         unreserve(model->bytes);
         throw;
@@ -149,32 +136,29 @@ struct ModelPool::Shared {
     changed.notify_all();
   }
 
-  std::unique_ptr<Net> context_for(LoadedModel& model) {
+  std::unique_ptr<Session> context_for(LoadedModel& model) {
     {
       std::lock_guard lock(model.idle_mutex);
       if (!model.idle.empty()) {
-        std::unique_ptr<Net> net = std::move(model.idle.back());
+        std::unique_ptr<Session> session = std::move(model.idle.back());
         model.idle.pop_back();
-        return net;
+        return session;
       }
     }
-    NetOptions net_options = options.net;
-    net_options.device = options.device;
-    net_options.device_weights = model.device_weights;
-    auto net = std::make_unique<Net>(model.graph, net_options);
+    auto session = std::make_unique<Session>(model.model, options.session);
     std::lock_guard lock(mutex);
     ++stats.contexts_created;
-    return net;
+    return session;
   }
 
-  void release(const std::string& name, std::shared_ptr<LoadedModel> model, std::unique_ptr<Net> net) {
-    if (net) {
+  void release(const std::string& name, std::shared_ptr<LoadedModel> model, std::unique_ptr<Session> session) {
+    if (session) {
       std::lock_guard lock(model->idle_mutex);
       if (static_cast<int>(model->idle.size()) < options.max_idle_contexts)
-        model->idle.push_back(std::move(net));
+        model->idle.push_back(std::move(session));
     }
     // Dropped before the model can be evicted, so eviction frees everything the model holds.
-    net.reset();
+    session.reset();
     model.reset();
     std::lock_guard lock(mutex);
     ModelEntry& released = models.at(name);
@@ -190,13 +174,13 @@ struct ModelRequest::State {
   std::shared_ptr<ModelPool::Shared> pool;
   std::string name;
   std::shared_ptr<LoadedModel> model;
-  std::unique_ptr<Net> net;
+  std::unique_ptr<Session> session;
   // Cleared when a forward() fails: the context may hold a broken plan or capture, so it is dropped.
   bool reusable = true;
 
   ~State() {
-    if (!reusable) net.reset();
-    if (model) pool->release(name, std::move(model), std::move(net));
+    if (!reusable) session.reset();
+    if (model) pool->release(name, std::move(model), std::move(session));
   }
 };
 
@@ -216,16 +200,16 @@ const std::string& ModelRequest::model() const {
   return state_->name;
 }
 
-Net& ModelRequest::net() {
+Session& ModelRequest::session() {
   if (!state_) fail_released();
-  return *state_->net;
+  return *state_->session;
 }
 
-Tensor& ModelRequest::input(const std::string& name) { return net().input(name); }
+Tensor& ModelRequest::input(const std::string& name) { return session().input(name); }
 
 void ModelRequest::forward() {
   try {
-    net().forward();
+    session().forward();
   } catch (...) {
     if (state_) state_->reusable = false;
     throw;
@@ -234,7 +218,7 @@ void ModelRequest::forward() {
 
 std::map<std::string, Tensor> ModelRequest::forward(const std::map<std::string, Tensor>& inputs) {
   try {
-    return net().forward(inputs);
+    return session().run(inputs);
   } catch (...) {
     if (state_) state_->reusable = false;
     throw;
@@ -243,7 +227,7 @@ std::map<std::string, Tensor> ModelRequest::forward(const std::map<std::string, 
 
 const Tensor& ModelRequest::output(const std::string& name) const {
   if (!state_) fail_released();
-  return state_->net->tensor(name);
+  return state_->session->output(name);
 }
 
 void ModelRequest::release() { state_.reset(); }
@@ -306,7 +290,7 @@ ModelRequest ModelPool::acquire(const std::string& name) {
   }
   if (!state->model) state->model = shared.load(name, *entry);
   // From here the state holds the model; a failure below releases it.
-  state->net = shared.context_for(*state->model);
+  state->session = shared.context_for(*state->model);
   return ModelRequest(std::move(state));
 }
 

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "backends/registry.h"
+#include "core/parallel.h"
 #include "graph/memory_planner.h"
 #include "layers/filler.h"
 #include "layers/registry.h"
@@ -25,6 +26,7 @@ struct Net::Impl {
   std::map<std::string, Shape> input_shapes;
   // The queue of the net's device, and of the CPU for layers that fall back to it; declared before
   // everything that holds device memory or kernels so that they outlive them.
+  std::unique_ptr<ThreadGroup> threads;  // NetOptions::threads, when the net has its own
   Backend* backend = nullptr;
   std::unique_ptr<Stream> stream;
   std::unique_ptr<Stream> host_stream;
@@ -116,6 +118,8 @@ void Net::Impl::build() {
   if (!options.device.is_cpu() && options.reference_kernels) {
     throw UnsupportedError("reference kernels run on the CPU only; create the Net on cpu to use them");
   }
+  if (options.threads < 0) throw UnsupportedError("NetOptions::threads must be 0 or more");
+  if (options.threads > 0) threads = std::make_unique<ThreadGroup>(options.threads);
   backend = &backend_for(options.device);
   stream = backend->create_stream(options.device, options.device_weights);
 
@@ -666,6 +670,7 @@ Tensor& Net::input(const std::string& name) {
 }
 
 void Net::forward() {
+  const ScopedThreads scope(impl_->threads.get());
   if (!impl_->planned) impl_->plan();
   impl_->run();
   impl_->forwarded = true;
@@ -698,6 +703,7 @@ void Net::backward() {
   if (!impl_->forwarded) {
     throw ModelError("backward() of net '" + impl_->graph.name + "' needs a forward() first");
   }
+  const ScopedThreads scope(impl_->threads.get());
   impl_->run_backward();
 }
 
