@@ -13,8 +13,8 @@ namespace espresso {
 
 namespace {
 
-[[noreturn]] void fail_not_built(DeviceType type) {
-  throw DeviceError("device " + Device{type, 0}.str() +
+[[noreturn]] void fail_not_built(Device device) {
+  throw DeviceError("device " + device.str() +
                     ": CUDA backend not built (configure with -DESPRESSO_CUDA=ON on a machine with nvcc and cuDNN)");
 }
 
@@ -22,12 +22,12 @@ namespace {
 class UnbuiltMemory final : public DeviceMemory {
  public:
   std::shared_ptr<void> allocate(std::size_t, Device device, const std::string&) override {
-    fail_not_built(device.type);
+    fail_not_built(device);
   }
   void copy(void*, Device destination, const void*, Device source, std::size_t) override {
-    fail_not_built(destination.is_cpu() ? source.type : destination.type);
+    fail_not_built(destination.is_cpu() ? source : destination);
   }
-  void fill_zero(void*, Device device, std::size_t) override { fail_not_built(device.type); }
+  void fill_zero(void*, Device device, std::size_t) override { fail_not_built(device); }
 };
 
 struct Registry {
@@ -57,14 +57,14 @@ const Registry& registry() {
 
 const std::vector<Backend*>& backends() { return registry().all; }
 
-Backend& backend_for(DeviceType type) {
+Backend& backend_for(Device device) {
   for (Backend* backend : backends()) {
-    if (backend->type() == type) return *backend;
+    if (backend->type() == device.type) return *backend;
   }
-  fail_not_built(type);
+  fail_not_built(device);
 }
 
-Backend& backend_for(Device device) { return backend_for(device.type); }
+Backend& backend_for(DeviceType type) { return backend_for(Device{type, 0}); }
 
 void require_device(Device device) { backend_for(device).require_device(device); }
 
