@@ -543,5 +543,25 @@ TEST_F(CaffeImport, LoadModelPicksTheImporter) {
   error_of<UnsupportedError>([&] { load_model("model.xyz"); });
 }
 
+// The SSD fork's scale_filler is Normalize's weight_filler, not an attribute of its own.
+TEST(CaffeImportSsd, NormalizeScaleFillerBecomesTheWeightFiller) {
+  const TempDir dir;
+  const std::string path = dir.write("normalize.prototxt", R"(
+name: "ssd_norm"
+input: "data"
+input_shape { dim: 1 dim: 4 dim: 3 dim: 3 }
+layer { name: "norm" type: "Normalize" bottom: "data" top: "norm"
+        normalize_param { across_spatial: false channel_shared: false
+                          scale_filler { type: "constant" value: 20 } } }
+)");
+  const Graph g = load_model(path);
+  ASSERT_EQ(g.layers.size(), 1u);
+  const Attributes& attrs = g.layers[0].attrs;
+  EXPECT_EQ(attrs.require_string("weight_filler.type"), "constant");
+  EXPECT_EQ(attrs.require_float("weight_filler.value"), 20.0);
+  EXPECT_EQ(attrs.require_int("across_spatial"), 0);
+  EXPECT_FALSE(attrs.has("scale_filler.type"));
+}
+
 }  // namespace
 }  // namespace espresso

@@ -2,10 +2,22 @@
 
 namespace espresso {
 
-AccuracyLayer::AccuracyLayer(const LayerSpec& spec)
-    : LabeledLayer(spec), top_k_(spec.attrs.get_int("top_k", 1)) {
-  if (top_k_ < 1) fail_model("attribute 'top_k' must be at least 1, got " + std::to_string(top_k_));
+const LayerSchema& AccuracyLayer::schema() {
+  static const LayerSchema schema = [] {
+    LayerSchema s{
+        .attributes = {{.name = "top_k", .type = AttrType::integer, .fallback = std::int64_t{1}, .min = 1}},
+        .weights = "–",
+        .notes = "inputs: scores, labels; output: scalar; ties count for the label",
+    };
+    const std::vector<AttrSpec> labeled = LabeledLayer::attributes();
+    s.attributes.insert(s.attributes.end(), labeled.begin(), labeled.end());
+    return s;
+  }();
+  return schema;
 }
+
+AccuracyLayer::AccuracyLayer(const LayerSpec& spec)
+    : LabeledLayer(spec), top_k_(spec.attrs.require_int("top_k")) {}
 
 std::vector<Shape> AccuracyLayer::output_shapes(const std::vector<Shape>& inputs) const {
   const AxisSplit s = split(inputs);

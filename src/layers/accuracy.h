@@ -8,6 +8,7 @@ namespace espresso {
 // count for the label, as in Caffe); 0 when every label is ignored.
 class AccuracyLayer final : public LabeledLayer {
  public:
+  static const LayerSchema& schema();
   explicit AccuracyLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

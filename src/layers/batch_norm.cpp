@@ -5,16 +5,38 @@
 
 namespace espresso {
 
+const LayerSchema& BatchNormLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "eps", .type = AttrType::number, .fallback = 1e-5, .min = 0},
+              // Absent, it follows the net: batch statistics when training, the stored ones otherwise.
+              {.name = "use_global_stats",
+               .type = AttrType::integer,
+               .min = 0,
+               .max = 1,
+               .default_text = "training: 0, else 1"},
+              {.name = "moving_average_fraction",
+               .type = AttrType::number,
+               .fallback = 0.999,
+               .min = 0,
+               .max = 1},
+          },
+      .weights = "mean: C, variance: C, scale_factor: 1 (state, not learned: lr_mult 0)",
+      .notes =
+          "Caffe's form: statistics are mean/scale_factor, var/scale_factor (0 factor: zero statistics); "
+          "channels are axis 1 (one channel for rank 1); in place. With batch statistics it normalizes by "
+          "the batch's mean and biased variance and updates the blobs as Caffe: s = s·f + 1, mean = "
+          "mean·f + μ, var = var·f + m/(m−1)·σ²",
+  };
+  return schema;
+}
+
 BatchNormLayer::BatchNormLayer(const LayerSpec& spec)
     : Layer(spec),
-      eps_(static_cast<float>(spec.attrs.get_float("eps", 1e-5))),
-      moving_average_fraction_(static_cast<float>(spec.attrs.get_float("moving_average_fraction", 0.999))) {
-  if (!(eps_ >= 0.0f)) fail_model("attribute 'eps' must be non-negative, got " + std::to_string(eps_));
-  if (!(moving_average_fraction_ >= 0.0f && moving_average_fraction_ <= 1.0f)) {
-    fail_model("attribute 'moving_average_fraction' must lie in [0, 1], got " +
-               std::to_string(moving_average_fraction_));
-  }
-  if (spec.attrs.has("use_global_stats")) use_global_stats_ = spec.attrs.get_int("use_global_stats", 0) != 0;
+      eps_(static_cast<float>(spec.attrs.require_float("eps"))),
+      moving_average_fraction_(static_cast<float>(spec.attrs.require_float("moving_average_fraction"))) {
+  if (spec.attrs.has("use_global_stats")) use_global_stats_ = spec.attrs.require_int("use_global_stats") != 0;
 }
 
 bool BatchNormLayer::batch_statistics() const {

@@ -13,6 +13,7 @@ namespace espresso {
 // var = var·f + m/(m−1)·σ², with f = `moving_average_fraction`.
 class BatchNormLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit BatchNormLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;

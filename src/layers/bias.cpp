@@ -2,6 +2,15 @@
 
 namespace espresso {
 
+const LayerSchema& BiasLayer::schema() {
+  static const LayerSchema schema{
+      .attributes = AxesBroadcastLayer::attributes(),
+      .weights = "b (absent with 2 inputs)",
+      .notes = "the bias may come as a second input; in place",
+  };
+  return schema;
+}
+
 std::vector<Shape> BiasLayer::weight_shapes(const std::vector<Shape>& inputs) const {
   if (inputs.size() == 2) return {};
   return {parameter_shape(inputs)};

@@ -2,10 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <utility>
+#include <iterator>
+#include <string_view>
 
 namespace espresso {
 namespace {
+
+// The `operation` names, in the order of Op.
+constexpr std::string_view kOperations[] = {"add", "sub", "mul", "div", "max", "min", "pow"};
 
 // Strides of `shape` laid against `out` (aligned at the last axis), 0 where it broadcasts.
 std::vector<std::int64_t> broadcast_strides(const Shape& shape, const Shape& out) {
@@ -34,15 +38,22 @@ Shape broadcast_shapes(const Shape& a, const Shape& b) {
   return Shape(dims);
 }
 
+const LayerSchema& BinaryLayer::schema() {
+  static const LayerSchema schema{
+      .attributes = {{.name = "operation",
+                      .type = AttrType::text,
+                      .required = true,
+                      .choices = {std::begin(kOperations), std::end(kOperations)}}},
+      .weights = "–",
+      .notes = "two inputs, numpy broadcasting; in place",
+  };
+  return schema;
+}
+
 BinaryLayer::BinaryLayer(const LayerSpec& spec) : Layer(spec) {
-  const std::string name = spec.attrs.get_string("operation", "");
-  static const std::pair<const char*, Op> kOps[] = {{"add", Op::add}, {"sub", Op::sub}, {"mul", Op::mul},
-                                                    {"div", Op::div}, {"max", Op::max}, {"min", Op::min},
-                                                    {"pow", Op::pow}};
-  auto it = std::find_if(std::begin(kOps), std::end(kOps), [&](const auto& e) { return name == e.first; });
-  if (it == std::end(kOps))
-    fail_model("attribute 'operation' must be add, sub, mul, div, max, min or pow, got '" + name + "'");
-  op_ = it->second;
+  const std::string name = spec.attrs.require_string("operation");
+  op_ = static_cast<Op>(std::find(std::begin(kOperations), std::end(kOperations), name) -
+                        std::begin(kOperations));
 }
 
 std::vector<Shape> BinaryLayer::output_shapes(const std::vector<Shape>& inputs) const {

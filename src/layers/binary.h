@@ -13,6 +13,7 @@ class BinaryLayer final : public Layer {
  public:
   enum class Op { add, sub, mul, div, max, min, pow };
 
+  static const LayerSchema& schema();
   explicit BinaryLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

@@ -2,10 +2,15 @@
 
 namespace espresso {
 
-AxesBroadcastLayer::AxesBroadcastLayer(const LayerSpec& spec)
-    : Layer(spec), axis_(spec.attrs.get_int("axis", 1)), num_axes_(spec.attrs.get_int("num_axes", 1)) {
-  if (num_axes_ < -1) fail_model("attribute 'num_axes' must be -1 or more, got " + std::to_string(num_axes_));
+std::vector<AttrSpec> AxesBroadcastLayer::attributes() {
+  return {
+      {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
+      {.name = "num_axes", .type = AttrType::integer, .fallback = std::int64_t{1}, .min = -1},
+  };
 }
+
+AxesBroadcastLayer::AxesBroadcastLayer(const LayerSpec& spec)
+    : Layer(spec), axis_(spec.attrs.require_int("axis")), num_axes_(spec.attrs.require_int("num_axes")) {}
 
 AxesBroadcastLayer::Span AxesBroadcastLayer::span(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 2);

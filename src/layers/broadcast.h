@@ -9,6 +9,8 @@ namespace espresso {
 
 class AxesBroadcastLayer : public Layer {
  public:
+  // `axis` and `num_axes`, for the schemas of Scale and Bias.
+  static std::vector<AttrSpec> attributes();
   explicit AxesBroadcastLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   bool in_place() const override { return true; }

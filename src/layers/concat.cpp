@@ -6,7 +6,19 @@
 
 namespace espresso {
 
-ConcatLayer::ConcatLayer(const LayerSpec& spec) : Layer(spec), axis_(spec.attrs.get_int("axis", 1)) {}
+const LayerSchema& ConcatLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
+          },
+      .weights = "–",
+      .notes = "",
+  };
+  return schema;
+}
+
+ConcatLayer::ConcatLayer(const LayerSpec& spec) : Layer(spec), axis_(spec.attrs.require_int("axis")) {}
 
 std::vector<Shape> ConcatLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, SIZE_MAX);

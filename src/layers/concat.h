@@ -7,6 +7,7 @@ namespace espresso {
 // Joins the inputs along `axis`; all other dimensions must agree.
 class ConcatLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit ConcatLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

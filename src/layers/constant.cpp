@@ -4,13 +4,16 @@
 
 namespace espresso {
 
-ConstantLayer::ConstantLayer(const LayerSpec& spec) : Layer(spec) {
-  if (!spec.attrs.has("shape")) fail_model("attribute 'shape' is required");
-  shape_ = Shape(spec.attrs.get_ints("shape", {}));
-  for (std::int64_t d : shape_.dims()) {
-    if (d < 0) fail_model("attribute 'shape' has a negative dimension: " + shape_.str());
-  }
+const LayerSchema& ConstantLayer::schema() {
+  static const LayerSchema schema{
+      .attributes = {{.name = "shape", .type = AttrType::integers, .required = true, .min = 0}},
+      .weights = "value: `shape` (state, not learned)",
+      .notes = "no inputs; outputs its weight",
+  };
+  return schema;
 }
+
+ConstantLayer::ConstantLayer(const LayerSpec& spec) : Layer(spec), shape_(spec.attrs.require_ints("shape")) {}
 
 std::vector<Shape> ConstantLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 0, 0);

@@ -8,6 +8,7 @@ namespace espresso {
 // The blob is part of the model, not learned (like a PyTorch buffer), so training leaves it alone.
 class ConstantLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit ConstantLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;

@@ -8,35 +8,82 @@
 
 namespace espresso {
 
+const LayerSchema& DetectionOutputLayer::schema() {
+  using std::int64_t;
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "num_classes", .type = AttrType::integer, .required = true, .min = 1},
+              {.name = "share_location",
+               .type = AttrType::integer,
+               .fallback = int64_t{1},
+               .min = 0,
+               .max = 1},
+              {.name = "background_label_id",
+               .type = AttrType::integer,
+               .fallback = int64_t{0},
+               .min = -1,
+               .default_text = "0; -1 none"},
+              {.name = "nms_param.nms_threshold", .type = AttrType::number, .fallback = 0.3, .min = 0},
+              {.name = "nms_param.top_k",
+               .type = AttrType::integer,
+               .fallback = int64_t{-1},
+               .min = -1,
+               .default_text = "-1: all"},
+              {.name = "nms_param.eta", .type = AttrType::number, .fallback = 1.0, .min = 0, .max = 1},
+              {.name = "code_type",
+               .type = AttrType::text,
+               .fallback = std::string("corner"),
+               .choices = {"corner", "center_size", "corner_size"}},
+              {.name = "variance_encoded_in_target",
+               .type = AttrType::integer,
+               .fallback = int64_t{0},
+               .min = 0,
+               .max = 1},
+              {.name = "keep_top_k",
+               .type = AttrType::integer,
+               .fallback = int64_t{-1},
+               .min = -1,
+               .default_text = "-1: all"},
+              {.name = "confidence_threshold", .type = AttrType::number},
+          },
+      .weights = "–",
+      .notes =
+          "the SSD fork's decode + per-class NMS; inputs: loc, conf (probabilities), priors; output 1 x 1 x "
+          "R x 7 rows (image_id, label, score, xmin, ymin, xmax, ymax); R is the static bound "
+          "N·max(1, min(keep_top_k, classes·min(P, top_k))) and unused rows are -1; no detection at all "
+          "gives the fork's row (image_id, -1, ...) per image; eta > 0; no gradient; CPU only (no CUDA "
+          "kernel)",
+  };
+  return schema;
+}
+
 DetectionOutputLayer::DetectionOutputLayer(const LayerSpec& spec)
     : Layer(spec),
-      num_classes_(spec.attrs.get_int("num_classes", 0)),
-      share_location_(spec.attrs.get_int("share_location", 1) != 0),
-      background_(spec.attrs.get_int("background_label_id", 0)),
-      nms_threshold_(static_cast<float>(spec.attrs.get_float("nms_param.nms_threshold", 0.3))),
-      top_k_(spec.attrs.get_int("nms_param.top_k", -1)),
-      eta_(static_cast<float>(spec.attrs.get_float("nms_param.eta", 1.0))),
+      num_classes_(spec.attrs.require_int("num_classes")),
+      share_location_(spec.attrs.require_int("share_location") != 0),
+      background_(spec.attrs.require_int("background_label_id")),
+      nms_threshold_(static_cast<float>(spec.attrs.require_float("nms_param.nms_threshold"))),
+      top_k_(spec.attrs.require_int("nms_param.top_k")),
+      eta_(static_cast<float>(spec.attrs.require_float("nms_param.eta"))),
       code_(Code::corner),
-      variance_in_target_(spec.attrs.get_int("variance_encoded_in_target", 0) != 0),
-      keep_top_k_(spec.attrs.get_int("keep_top_k", -1)),
-      confidence_threshold_(static_cast<float>(
-          spec.attrs.get_float("confidence_threshold", -std::numeric_limits<float>::max()))) {
-  if (num_classes_ <= 0) fail_model("'num_classes' is required and must be > 0");
-  if (background_ < -1 || background_ >= num_classes_) {
+      variance_in_target_(spec.attrs.require_int("variance_encoded_in_target") != 0),
+      keep_top_k_(spec.attrs.require_int("keep_top_k")),
+      // Absent, every score passes.
+      confidence_threshold_(spec.attrs.has("confidence_threshold")
+                                ? static_cast<float>(spec.attrs.require_float("confidence_threshold"))
+                                : -std::numeric_limits<float>::max()) {
+  if (background_ >= num_classes_) {
     fail_model("'background_label_id' " + std::to_string(background_) + " is not -1 or a class below " +
                std::to_string(num_classes_));
   }
-  if (!(nms_threshold_ >= 0)) fail_model("'nms_param.nms_threshold' must be ≥ 0");
-  if (!(eta_ > 0 && eta_ <= 1)) fail_model("'nms_param.eta' must lie in (0, 1]");
-  if (top_k_ < -1) fail_model("'nms_param.top_k' must be ≥ 0 (or -1 for all)");
-  if (keep_top_k_ < -1) fail_model("'keep_top_k' must be ≥ 0 (or -1 for all)");
-  const std::string code = spec.attrs.get_string("code_type", "corner");
+  // The schema's bounds are inclusive; eta 0 would shrink the NMS threshold to 0.
+  if (eta_ == 0) fail_model("attribute 'nms_param.eta' must be above 0");
+  const std::string code = spec.attrs.require_string("code_type");
   if (code == "center_size") {
     code_ = Code::center_size;
   } else if (code == "corner_size") {
     code_ = Code::corner_size;
-  } else if (code != "corner") {
-    fail_model("'code_type' must be corner, center_size or corner_size, found '" + code + "'");
   }
 }
 

@@ -21,6 +21,7 @@ namespace espresso {
 // (image_id, -1, -1, ...).
 class DetectionOutputLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit DetectionOutputLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

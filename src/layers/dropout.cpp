@@ -6,11 +6,22 @@
 
 namespace espresso {
 
+const LayerSchema& DropoutLayer::schema() {
+  static const LayerSchema schema{
+      .attributes = {{.name = "ratio", .type = AttrType::number, .fallback = 0.5, .min = 0, .max = 1}},
+      .weights = "–",
+      .notes =
+          "identity at inference; training keeps each unit with probability 1 − ratio (mask seeded from "
+          "`NetOptions::seed`, a new one each forward, the same on the CPU and the GPU) and scales kept "
+          "units by 1/(1 − ratio); ratio < 1; in place",
+  };
+  return schema;
+}
+
 DropoutLayer::DropoutLayer(const LayerSpec& spec)
-    : UnaryLayer(spec), ratio_(static_cast<float>(spec.attrs.get_float("ratio", 0.5))) {
-  if (!(ratio_ >= 0.0f && ratio_ < 1.0f)) {
-    fail_model("attribute 'ratio' must lie in [0, 1), got " + std::to_string(ratio_));
-  }
+    : UnaryLayer(spec), ratio_(static_cast<float>(spec.attrs.require_float("ratio"))) {
+  // The schema's bounds are inclusive; ratio 1 would drop every unit and scale by 1/0.
+  if (ratio_ == 1.0f) fail_model("attribute 'ratio' must be below 1");
 }
 
 void DropoutLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {

@@ -10,6 +10,7 @@ namespace espresso {
 // n-th training forward is dropout_mask.h's for (seed, n), which the CUDA kernel draws too.
 class DropoutLayer final : public UnaryLayer {
  public:
+  static const LayerSchema& schema();
   explicit DropoutLayer(const LayerSpec& spec);
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
   void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,

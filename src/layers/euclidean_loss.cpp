@@ -2,6 +2,17 @@
 
 namespace espresso {
 
+const LayerSchema& EuclideanLossLayer::schema() {
+  static const LayerSchema schema{
+      .attributes = {},
+      .weights = "–",
+      .notes =
+          "inputs: two of one element count; output: Σ(a − b)² / (2·N), N = dimension 0; both inputs take "
+          "gradients",
+  };
+  return schema;
+}
+
 std::vector<Shape> EuclideanLossLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 2, 2);
   if (inputs[0].rank() == 0) fail_shape("input 0 needs a batch axis, got a scalar");

@@ -8,6 +8,7 @@ namespace espresso {
 // of the first. Both inputs take gradients.
 class EuclideanLossLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   using Layer::Layer;
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

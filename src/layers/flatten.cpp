@@ -6,8 +6,21 @@
 
 namespace espresso {
 
+const LayerSchema& FlattenLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
+              {.name = "end_axis", .type = AttrType::integer, .fallback = std::int64_t{-1}},
+          },
+      .weights = "–",
+      .notes = "",
+  };
+  return schema;
+}
+
 FlattenLayer::FlattenLayer(const LayerSpec& spec)
-    : Layer(spec), axis_(spec.attrs.get_int("axis", 1)), end_axis_(spec.attrs.get_int("end_axis", -1)) {}
+    : Layer(spec), axis_(spec.attrs.require_int("axis")), end_axis_(spec.attrs.require_int("end_axis")) {}
 
 std::vector<Shape> FlattenLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 1);

@@ -7,6 +7,7 @@ namespace espresso {
 // Merges the axes from `axis` to `end_axis` (both included) into one.
 class FlattenLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit FlattenLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

@@ -4,6 +4,18 @@
 
 namespace espresso {
 
+const LayerSchema& GatherLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{0}},
+          },
+      .weights = "–",
+      .notes = "inputs: data, indices (whole numbers as floats, negative from the end)",
+  };
+  return schema;
+}
+
 std::vector<Shape> GatherLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 2, 2);
   const Shape& data = inputs[0];

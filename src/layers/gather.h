@@ -8,8 +8,9 @@ namespace espresso {
 // floats; negative ones count from the end). Output shape: data[:axis] + indices + data[axis+1:].
 class GatherLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit GatherLayer(const LayerSpec& spec)
-      : Layer(spec), axis_(static_cast<int>(spec.attrs.get_int("axis", 0))) {}
+      : Layer(spec), axis_(static_cast<int>(spec.attrs.require_int("axis"))) {}
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
   void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,

@@ -2,15 +2,31 @@
 
 namespace espresso {
 
+const LayerSchema& InnerProductLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "num_output", .type = AttrType::integer, .required = true, .min = 1},
+              {.name = "bias", .type = AttrType::integer, .fallback = std::int64_t{1}, .min = 0, .max = 1},
+              {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
+              {.name = "transpose",
+               .type = AttrType::integer,
+               .fallback = std::int64_t{0},
+               .min = 0,
+               .max = 1},
+          },
+      .weights = "W: num_output x K (K x num_output if transpose), b: num_output",
+      .notes = "input flattened from `axis`",
+  };
+  return schema;
+}
+
 InnerProductLayer::InnerProductLayer(const LayerSpec& spec)
     : Layer(spec),
       num_output_(spec.attrs.require_int("num_output")),
-      bias_(spec.attrs.get_int("bias", 1) != 0),
-      transpose_(spec.attrs.get_int("transpose", 0) != 0),
-      axis_(static_cast<int>(spec.attrs.get_int("axis", 1))) {
-  if (num_output_ < 1)
-    fail_model("attribute 'num_output' must be positive, got " + std::to_string(num_output_));
-}
+      bias_(spec.attrs.require_int("bias") != 0),
+      transpose_(spec.attrs.require_int("transpose") != 0),
+      axis_(static_cast<int>(spec.attrs.require_int("axis"))) {}
 
 InnerProductLayer::Dims InnerProductLayer::dims(const Shape& input) const {
   if (input.rank() == 0) fail_shape("needs an input of rank 1 or more, got a scalar");

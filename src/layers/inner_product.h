@@ -11,6 +11,7 @@ namespace espresso {
 // K x num_output with `transpose`.
 class InnerProductLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit InnerProductLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;

@@ -12,6 +12,8 @@ namespace espresso {
 
 class LabeledLayer : public Layer {
  public:
+  // `axis` (of the classes) and `ignore_label`, for the schemas of the layers built on this one.
+  static std::vector<AttrSpec> attributes();
   explicit LabeledLayer(const LayerSpec& spec);
   // The scores as outer x classes x inner; throws ShapeError when the labels do not fit.
   AxisSplit split(const std::vector<Shape>& inputs) const;

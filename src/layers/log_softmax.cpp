@@ -5,6 +5,18 @@
 
 namespace espresso {
 
+const LayerSchema& LogSoftmaxLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
+          },
+      .weights = "–",
+      .notes = "",
+  };
+  return schema;
+}
+
 std::vector<Shape> LogSoftmaxLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 1);
   if (axis_ < -inputs[0].rank() || axis_ >= inputs[0].rank()) {

@@ -5,20 +5,36 @@
 
 namespace espresso {
 
+const LayerSchema& LRNLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "size", .type = AttrType::integer, .fallback = std::int64_t{5}, .min = 1},
+              {.name = "alpha", .type = AttrType::number, .fallback = 1.0},
+              {.name = "beta", .type = AttrType::number, .fallback = 0.75},
+              {.name = "k", .type = AttrType::number, .fallback = 1.0},
+              {.name = "region",
+               .type = AttrType::text,
+               .fallback = std::string("across"),
+               .choices = {"across", "within"}},
+          },
+      .weights = "–",
+      .notes =
+          "across: x / (k + alpha/size · Σx²)^beta over channels [c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉]; "
+          "within (odd size): x / (1 + alpha/size² · Σx²)^beta over a zero-padded size x size window "
+          "(Caffe ignores k here); backward as Caffe's: dx = dy·scale^−beta − 2·beta·(alpha/size or "
+          "alpha/size²)·x·Σ dy·y/scale over the windows holding x",
+  };
+  return schema;
+}
+
 LRNLayer::LRNLayer(const LayerSpec& spec)
     : Layer(spec),
-      size_(spec.attrs.get_int("size", 5)),
-      alpha_(static_cast<float>(spec.attrs.get_float("alpha", 1.0))),
-      beta_(static_cast<float>(spec.attrs.get_float("beta", 0.75))),
-      k_(static_cast<float>(spec.attrs.get_float("k", 1.0))),
-      across_(true) {
-  const std::string region = spec.attrs.get_string("region", "across");
-  if (region == "within") {
-    across_ = false;
-  } else if (region != "across") {
-    fail_model("attribute 'region' must be \"across\" or \"within\", got \"" + region + "\"");
-  }
-  if (size_ < 1) fail_model("attribute 'size' must be positive, got " + std::to_string(size_));
+      size_(spec.attrs.require_int("size")),
+      alpha_(static_cast<float>(spec.attrs.require_float("alpha"))),
+      beta_(static_cast<float>(spec.attrs.require_float("beta"))),
+      k_(static_cast<float>(spec.attrs.require_float("k"))),
+      across_(spec.attrs.require_string("region") == "across") {
   // The within-channel window is centred through padding of (size - 1) / 2 on each side.
   if (!across_ && size_ % 2 == 0)
     fail_model("within-channel LRN needs an odd 'size', got " + std::to_string(size_));

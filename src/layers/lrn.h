@@ -13,6 +13,7 @@ namespace espresso {
 // Caffe builds the within-channel form from Power layers with shift 1, so `k` does not enter it.
 class LRNLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit LRNLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

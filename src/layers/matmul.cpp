@@ -4,6 +4,17 @@
 
 namespace espresso {
 
+const LayerSchema& MatMulLayer::schema() {
+  static const LayerSchema schema{
+      .attributes = {},
+      .weights = "–",
+      .notes =
+          "numpy.matmul of two inputs (1-D operands, broadcast batch axes); a broadcast operand's gradient "
+          "sums over the batches it takes part in",
+  };
+  return schema;
+}
+
 MatMulLayer::Plan MatMulLayer::plan(const Shape& a_shape, const Shape& b_shape) const {
   if (a_shape.rank() == 0 || b_shape.rank() == 0) fail_shape("operands must have at least one axis");
   std::vector<std::int64_t> a = a_shape.dims(), b = b_shape.dims();

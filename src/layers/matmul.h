@@ -16,6 +16,7 @@ class MatMulLayer final : public Layer {
     std::vector<std::int64_t> a_strides, b_strides;  // per batch dim, in matrices; 0 when broadcast
   };
 
+  static const LayerSchema& schema();
   explicit MatMulLayer(const LayerSpec& spec) : Layer(spec) {}
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

@@ -4,13 +4,36 @@
 
 namespace espresso {
 
+const LayerSchema& NormalizeLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "across_spatial",
+               .type = AttrType::integer,
+               .fallback = std::int64_t{1},
+               .min = 0,
+               .max = 1},
+              {.name = "channel_shared",
+               .type = AttrType::integer,
+               .fallback = std::int64_t{1},
+               .min = 0,
+               .max = 1},
+              {.name = "eps", .type = AttrType::number, .fallback = 1e-10, .min = 0},
+          },
+      .weights = "scale: C (a scalar if channel_shared)",
+      .notes =
+          "the SSD fork's L2 normalisation: y = scale · x / sqrt(Σx² + eps), the sum over C·H·W per sample "
+          "(across_spatial) or over C per position; Caffe's `scale_filler` becomes `weight_filler` "
+          "(constant 1)",
+  };
+  return schema;
+}
+
 NormalizeLayer::NormalizeLayer(const LayerSpec& spec)
     : Layer(spec),
-      across_spatial_(spec.attrs.get_int("across_spatial", 1) != 0),
-      channel_shared_(spec.attrs.get_int("channel_shared", 1) != 0),
-      eps_(static_cast<float>(spec.attrs.get_float("eps", 1e-10))) {
-  if (!(eps_ >= 0)) fail_model("'eps' must be ≥ 0, found " + std::to_string(eps_));
-}
+      across_spatial_(spec.attrs.require_int("across_spatial") != 0),
+      channel_shared_(spec.attrs.require_int("channel_shared") != 0),
+      eps_(static_cast<float>(spec.attrs.require_float("eps"))) {}
 
 std::vector<Shape> NormalizeLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 1);

@@ -27,6 +27,7 @@ struct NormalizeExtent {
 // (NormalizeExtent), the scale learned per channel or shared by all.
 class NormalizeLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit NormalizeLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;

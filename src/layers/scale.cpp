@@ -2,8 +2,22 @@
 
 namespace espresso {
 
+const LayerSchema& ScaleLayer::schema() {
+  static const LayerSchema schema = [] {
+    LayerSchema s{
+        .attributes = AxesBroadcastLayer::attributes(),
+        .weights = "scale: shape of the covered axes (absent with 2 inputs), b (if bias)",
+        .notes = "the scale may come as a second input; in place",
+    };
+    s.attributes.push_back(
+        {.name = "bias", .type = AttrType::integer, .fallback = std::int64_t{0}, .min = 0, .max = 1});
+    return s;
+  }();
+  return schema;
+}
+
 ScaleLayer::ScaleLayer(const LayerSpec& spec)
-    : AxesBroadcastLayer(spec), bias_(spec.attrs.get_int("bias", 0) != 0) {}
+    : AxesBroadcastLayer(spec), bias_(spec.attrs.require_int("bias") != 0) {}
 
 std::vector<Shape> ScaleLayer::weight_shapes(const std::vector<Shape>& inputs) const {
   const Shape parameter = parameter_shape(inputs);

@@ -7,6 +7,7 @@ namespace espresso {
 // y = x * scale (+ b), the scale (learned or input 1) broadcast from `axis` over `num_axes` axes.
 class ScaleLayer final : public AxesBroadcastLayer {
  public:
+  static const LayerSchema& schema();
   explicit ScaleLayer(const LayerSpec& spec);
   std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

@@ -328,6 +328,8 @@ void map_message(const LayerContext& ctx, const google::protobuf::Message& messa
     }
     const bool given = reflection->HasField(message, field);
     if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      // Fillers are training attributes, which map_fillers names (Normalize's scale_filler: weight_filler).
+      if (field->message_type() == caffe::FillerParameter::descriptor()) continue;
       if (given) map_message(ctx, reflection->GetMessage(message, field), name + ".", attrs);
       continue;
     }
