@@ -2,20 +2,30 @@
 
 namespace espresso {
 
+const LayerSchema& PadLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "pads", .type = AttrType::integers, .required = true},
+              {.name = "mode",
+               .type = AttrType::text,
+               .fallback = std::string("constant"),
+               .choices = {"constant", "reflect", "edge"}},
+              {.name = "value", .type = AttrType::number, .fallback = 0.0},
+          },
+      .weights = "–",
+      .notes = "`pads`: the begins of all axes, then the ends (ONNX order); negative amounts crop",
+  };
+  return schema;
+}
+
 PadLayer::PadLayer(const LayerSpec& spec)
     : Layer(spec),
-      pads_(spec.attrs.get_ints("pads", {})),
-      value_(static_cast<float>(spec.attrs.get_float("value", 0.0))) {
-  const std::string mode = spec.attrs.get_string("mode", "constant");
-  if (mode == "constant") {
-    mode_ = Mode::constant;
-  } else if (mode == "reflect") {
-    mode_ = Mode::reflect;
-  } else if (mode == "edge") {
-    mode_ = Mode::edge;
-  } else {
-    fail_model("attribute 'mode' must be constant, reflect or edge, got '" + mode + "'");
-  }
+      pads_(spec.attrs.require_ints("pads")),
+      value_(static_cast<float>(spec.attrs.require_float("value"))) {
+  // The schema admits only these three.
+  const std::string mode = spec.attrs.require_string("mode");
+  mode_ = mode == "reflect" ? Mode::reflect : mode == "edge" ? Mode::edge : Mode::constant;
 }
 
 std::vector<Shape> PadLayer::output_shapes(const std::vector<Shape>& inputs) const {
@@ -31,7 +41,7 @@ std::vector<Shape> PadLayer::output_shapes(const std::vector<Shape>& inputs) con
         in[i] + pads_[static_cast<std::size_t>(i)] + pads_[static_cast<std::size_t>(i + in.rank())];
     if (d < 0) fail_shape("padding makes axis " + std::to_string(i) + " of " + in.str() + " negative");
     if (mode_ != Mode::constant && d > 0 && in[i] == 0)
-      fail_shape("cannot " + spec().attrs.get_string("mode", "") + "-pad an empty axis");
+      fail_shape("cannot " + spec().attrs.require_string("mode") + "-pad an empty axis");
     if (mode_ == Mode::reflect && (pads_[static_cast<std::size_t>(i)] >= in[i] ||
                                    pads_[static_cast<std::size_t>(i + in.rank())] >= in[i])) {
       fail_shape("reflect padding must be smaller than the axis it pads (" + in.str() + ")");

@@ -11,6 +11,7 @@ class PadLayer final : public Layer {
  public:
   enum class Mode { constant, reflect, edge };
 
+  static const LayerSchema& schema();
   explicit PadLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

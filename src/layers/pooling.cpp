@@ -15,27 +15,51 @@ PoolGeometry::Span PoolGeometry::span(int a, std::int64_t o, bool count_include_
   return {begin, end, count_include_pad ? padded_end - start : end - begin};
 }
 
+const LayerSchema& PoolingLayer::schema() {
+  using Ints = std::vector<std::int64_t>;
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "method",
+               .type = AttrType::text,
+               .fallback = std::string("max"),
+               .choices = {"max", "ave"}},
+              // No fallback: a filled-in kernel would read as given, which global pooling rejects.
+              {.name = "kernel",
+               .type = AttrType::integers,
+               .min = 1,
+               .default_text = "required unless global"},
+              {.name = "stride", .type = AttrType::integers, .fallback = Ints{1}, .min = 1},
+              {.name = "pad", .type = AttrType::integers, .fallback = Ints{0}, .min = 0},
+              {.name = "global", .type = AttrType::integer, .fallback = std::int64_t{0}, .min = 0, .max = 1},
+              {.name = "round",
+               .type = AttrType::text,
+               .fallback = std::string("ceil"),
+               .choices = {"ceil", "floor"}},
+              {.name = "count_include_pad",
+               .type = AttrType::integer,
+               .fallback = std::int64_t{1},
+               .min = 0,
+               .max = 1},
+          },
+      .weights = "–",
+      .notes =
+          "Caffe: ceil rounding, and the last window must start inside the padded input; AVE divides by the "
+          "window clipped to the padded input (`count_include_pad` 1) or by the valid elements (0); "
+          "pad < kernel; `global` takes no kernel",
+  };
+  return schema;
+}
+
 PoolingLayer::PoolingLayer(const LayerSpec& spec)
     : Layer(spec),
-      method_(PoolMethod::max),
-      global_(spec.attrs.get_int("global", 0) != 0),
-      ceil_(true),
-      count_include_pad_(spec.attrs.get_int("count_include_pad", 1) != 0),
+      method_(spec.attrs.require_string("method") == "ave" ? PoolMethod::average : PoolMethod::max),
+      global_(spec.attrs.require_int("global") != 0),
+      ceil_(spec.attrs.require_string("round") == "ceil"),
+      count_include_pad_(spec.attrs.require_int("count_include_pad") != 0),
       kernel_(spec.attrs, "kernel", global_ ? std::vector<std::int64_t>{1} : std::vector<std::int64_t>{}, 1),
-      stride_(spec.attrs, "stride", {1}, 1),
-      pad_(spec.attrs, "pad", {0}, 0) {
-  const std::string method = spec.attrs.get_string("method", "max");
-  if (method == "ave") {
-    method_ = PoolMethod::average;
-  } else if (method != "max") {
-    fail_model("attribute 'method' must be \"max\" or \"ave\", got \"" + method + "\"");
-  }
-  const std::string round = spec.attrs.get_string("round", "ceil");
-  if (round == "floor") {
-    ceil_ = false;
-  } else if (round != "ceil") {
-    fail_model("attribute 'round' must be \"ceil\" or \"floor\", got \"" + round + "\"");
-  }
+      stride_(spec.attrs, "stride", {}, 1),
+      pad_(spec.attrs, "pad", {}, 0) {
   if (global_) {
     if (kernel_.given()) fail_model("global pooling takes no 'kernel'; the window is the whole input");
     const int axes = common_axis_count({&stride_, &pad_});

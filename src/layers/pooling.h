@@ -29,6 +29,7 @@ struct PoolGeometry {
 // must start inside the input or its left padding) or ONNX's floor rounding.
 class PoolingLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit PoolingLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

@@ -2,8 +2,21 @@
 
 namespace espresso {
 
+const LayerSchema& PReLULayer::schema() {
+  static const LayerSchema schema{
+      .attributes = {{.name = "channel_shared",
+                      .type = AttrType::integer,
+                      .fallback = std::int64_t{0},
+                      .min = 0,
+                      .max = 1}},
+      .weights = "slope: C (or 1 if shared)",
+      .notes = "in place",
+  };
+  return schema;
+}
+
 PReLULayer::PReLULayer(const LayerSpec& spec)
-    : Layer(spec), channel_shared_(spec.attrs.get_int("channel_shared", 0) != 0) {}
+    : Layer(spec), channel_shared_(spec.attrs.require_int("channel_shared") != 0) {}
 
 std::vector<Shape> PReLULayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 1);

@@ -7,6 +7,7 @@ namespace espresso {
 // y = x > 0 ? x : slope[c] * x, with c the channel (axis 1), or one slope for all channels.
 class PReLULayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit PReLULayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;

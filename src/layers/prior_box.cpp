@@ -5,15 +5,45 @@
 
 namespace espresso {
 
+// The schema takes only inclusive bounds, so the constructor checks the sizes, ratios and variances
+// that must be > 0.
+const LayerSchema& PriorBoxLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "min_size", .type = AttrType::numbers, .required = true},
+              {.name = "max_size", .type = AttrType::numbers, .default_text = "none; one per min_size"},
+              {.name = "aspect_ratio", .type = AttrType::numbers, .default_text = "none"},
+              {.name = "flip", .type = AttrType::integer, .fallback = std::int64_t{1}, .min = 0, .max = 1},
+              {.name = "clip", .type = AttrType::integer, .fallback = std::int64_t{0}, .min = 0, .max = 1},
+              {.name = "variance", .type = AttrType::numbers, .fallback = std::vector<double>{0.1}},
+              {.name = "img_size", .type = AttrType::number, .min = 0, .default_text = "image input"},
+              {.name = "img_h", .type = AttrType::number, .min = 0, .default_text = "image input"},
+              {.name = "img_w", .type = AttrType::number, .min = 0, .default_text = "image input"},
+              {.name = "step", .type = AttrType::number, .min = 0, .default_text = "image / map size"},
+              {.name = "step_h", .type = AttrType::number, .min = 0, .default_text = "image / map size"},
+              {.name = "step_w", .type = AttrType::number, .min = 0, .default_text = "image / map size"},
+              {.name = "offset", .type = AttrType::number, .fallback = 0.5},
+          },
+      .weights = "–",
+      .notes =
+          "the SSD fork's default boxes; `variance` 1 or 4 values; `img_size` or `img_h`/`img_w`, `step` or "
+          "`step_h`/`step_w`; inputs: feature map, image (shapes only); output 1 x 2 x (H·W·P·4): per cell "
+          "and min_size the min box, the sqrt(min·max) box, one per aspect ratio (with 1/ratio if flip), as "
+          "corners / image size, then their variances; no gradient; CPU only (no CUDA kernel)",
+  };
+  return schema;
+}
+
 PriorBoxLayer::PriorBoxLayer(const LayerSpec& spec)
     : Layer(spec),
-      min_sizes_(spec.attrs.get_floats("min_size", {})),
-      max_sizes_(spec.attrs.get_floats("max_size", {})),
-      variances_(spec.attrs.get_floats("variance", {0.1})),
-      clip_(spec.attrs.get_int("clip", 0) != 0),
-      offset_(spec.attrs.get_float("offset", 0.5)) {
+      min_sizes_(spec.attrs.require_floats("min_size")),
+      variances_(spec.attrs.require_floats("variance")),
+      clip_(spec.attrs.require_int("clip") != 0),
+      offset_(spec.attrs.require_float("offset")) {
   const Attributes& a = spec.attrs;
-  if (min_sizes_.empty()) fail_model("'min_size' is required");
+  if (min_sizes_.empty()) fail_model("attribute 'min_size' is empty");
+  if (a.has("max_size")) max_sizes_ = a.require_floats("max_size");
   for (double size : min_sizes_) {
     if (!(size > 0)) fail_model("'min_size' values must be > 0, found " + std::to_string(size));
   }
@@ -26,9 +56,9 @@ PriorBoxLayer::PriorBoxLayer(const LayerSpec& spec)
       if (!(max_sizes_[i] > min_sizes_[i])) fail_model("each 'max_size' must exceed its 'min_size'");
     }
   }
-  const bool flip = a.get_int("flip", 1) != 0;
+  const bool flip = a.require_int("flip") != 0;
   aspect_ratios_ = {1.0};
-  for (double ratio : a.get_floats("aspect_ratio", {})) {
+  for (double ratio : a.has("aspect_ratio") ? a.require_floats("aspect_ratio") : std::vector<double>{}) {
     if (!(ratio > 0)) fail_model("'aspect_ratio' values must be > 0, found " + std::to_string(ratio));
     const bool seen = std::any_of(aspect_ratios_.begin(), aspect_ratios_.end(),
                                   [&](double r) { return std::fabs(r - ratio) < 1e-6; });
@@ -41,13 +71,14 @@ PriorBoxLayer::PriorBoxLayer(const LayerSpec& spec)
   for (double v : variances_) {
     if (!(v > 0)) fail_model("'variance' values must be > 0, found " + std::to_string(v));
   }
-  // A size given either as one value (`img_size`, `step`) or as `<prefix>_h` and `<prefix>_w`.
+  // A size given either as one value (`img_size`, `step`) or as `<prefix>_h` and `<prefix>_w`; 0 when
+  // absent (the members' "from the inputs").
   auto pair = [&](const std::string& single, const std::string& prefix, double& h, double& w) {
     const bool has_hw = a.has(prefix + "_h") || a.has(prefix + "_w");
     if (a.has(single) && has_hw) fail_model("give either '" + single + "' or '" + prefix + "_h'/'" + prefix + "_w'");
     h = a.get_float(a.has(single) ? single : prefix + "_h", 0.0);
     w = a.get_float(a.has(single) ? single : prefix + "_w", 0.0);
-    if (h < 0 || w < 0 || (has_hw && (h == 0 || w == 0)))
+    if (has_hw && (h == 0 || w == 0))
       fail_model("'" + prefix + "_h' and '" + prefix + "_w' must both be > 0");
   };
   pair("img_size", "img", img_h_, img_w_);

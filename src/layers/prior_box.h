@@ -11,6 +11,7 @@ namespace espresso {
 // max_size is given), then one box per aspect ratio other than 1 (flip adds each ratio's inverse).
 class PriorBoxLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit PriorBoxLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

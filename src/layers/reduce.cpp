@@ -6,18 +6,43 @@
 
 namespace espresso {
 
+namespace {
+
+// The schema's choices of `operation`, in Op's order.
+constexpr std::string_view kOperations[] = {"mean",       "sum", "max", "min",     "prod",
+                                            "sum_square", "l1",  "l2",  "log_sum", "log_sum_exp"};
+
+}  // namespace
+
+const LayerSchema& ReduceLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "operation",
+               .type = AttrType::text,
+               .required = true,
+               .choices = std::vector<std::string_view>(std::begin(kOperations), std::end(kOperations))},
+              {.name = "axes", .type = AttrType::integers, .default_text = "all"},
+              {.name = "keepdims",
+               .type = AttrType::integer,
+               .fallback = std::int64_t{1},
+               .min = 0,
+               .max = 1},
+          },
+      .weights = "–",
+      .notes =
+          "gradient of max and min: all to the first extreme element in row-major order; of prod: the "
+          "product of the other elements (exact with zeros)",
+  };
+  return schema;
+}
+
 ReduceLayer::ReduceLayer(const LayerSpec& spec)
-    : Layer(spec), axes_(spec.attrs.get_ints("axes", {})), keepdims_(spec.attrs.get_int("keepdims", 1) != 0) {
-  const std::string name = spec.attrs.get_string("operation", "");
-  static const std::pair<const char*, Op> kOps[] = {
-      {"mean", Op::mean},       {"sum", Op::sum},
-      {"max", Op::max},         {"min", Op::min},
-      {"prod", Op::prod},       {"sum_square", Op::sum_square},
-      {"l1", Op::l1},           {"l2", Op::l2},
-      {"log_sum", Op::log_sum}, {"log_sum_exp", Op::log_sum_exp}};
-  auto it = std::find_if(std::begin(kOps), std::end(kOps), [&](const auto& e) { return name == e.first; });
-  if (it == std::end(kOps)) fail_model("unknown operation '" + name + "'");
-  op_ = it->second;
+    : Layer(spec), keepdims_(spec.attrs.require_int("keepdims") != 0) {
+  if (spec.attrs.has("axes")) axes_ = spec.attrs.require_ints("axes");
+  const std::string operation = spec.attrs.require_string("operation");
+  op_ = static_cast<Op>(std::find(std::begin(kOperations), std::end(kOperations), operation) -
+                        std::begin(kOperations));
 }
 
 std::vector<bool> ReduceLayer::reduced_axes(const Shape& in) const {

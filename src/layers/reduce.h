@@ -10,6 +10,7 @@ class ReduceLayer final : public Layer {
  public:
   enum class Op { mean, sum, max, min, prod, sum_square, l1, l2, log_sum, log_sum_exp };
 
+  static const LayerSchema& schema();
   explicit ReduceLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

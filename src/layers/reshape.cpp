@@ -4,17 +4,27 @@
 
 namespace espresso {
 
+const LayerSchema& ReshapeLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "shape", .type = AttrType::integers, .required = true, .min = -1},
+              {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{0}},
+              {.name = "num_axes", .type = AttrType::integer, .fallback = std::int64_t{-1}, .min = -1},
+          },
+      .weights = "–",
+      .notes = "Caffe semantics: 0 copies a dim, −1 is inferred",
+  };
+  return schema;
+}
+
 ReshapeLayer::ReshapeLayer(const LayerSpec& spec)
-    : Layer(spec), axis_(spec.attrs.get_int("axis", 0)), num_axes_(spec.attrs.get_int("num_axes", -1)) {
-  if (!spec.attrs.has("shape")) fail_model("attribute 'shape' is required");
-  shape_ = spec.attrs.get_ints("shape", {});
+    : Layer(spec),
+      shape_(spec.attrs.require_ints("shape")),
+      axis_(spec.attrs.require_int("axis")),
+      num_axes_(spec.attrs.require_int("num_axes")) {
   if (std::count(shape_.begin(), shape_.end(), -1) > 1)
     fail_model("attribute 'shape' may hold at most one -1");
-  for (std::int64_t d : shape_) {
-    if (d < -1)
-      fail_model("attribute 'shape' holds " + std::to_string(d) + "; dimensions must be -1 or more");
-  }
-  if (num_axes_ < -1) fail_model("attribute 'num_axes' must be -1 or more, got " + std::to_string(num_axes_));
 }
 
 std::vector<Shape> ReshapeLayer::output_shapes(const std::vector<Shape>& inputs) const {

@@ -8,6 +8,7 @@ namespace espresso {
 // input dimension at the same place and one -1 is inferred from the element count.
 class ReshapeLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit ReshapeLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

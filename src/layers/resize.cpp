@@ -17,38 +17,58 @@ std::array<double, 4> cubic_weights(double t, double a) {
 
 }  // namespace
 
+const LayerSchema& ResizeLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "mode",
+               .type = AttrType::text,
+               .fallback = std::string("nearest"),
+               .choices = {"nearest", "linear", "cubic"}},
+              {.name = "scales", .type = AttrType::numbers, .default_text = "one per axis, or `sizes`"},
+              {.name = "sizes", .type = AttrType::integers, .default_text = "one per axis, or `scales`"},
+              {.name = "coordinate_transformation_mode",
+               .type = AttrType::text,
+               .fallback = std::string("half_pixel"),
+               .choices = {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
+                           "tf_half_pixel_for_nn", "tf_crop_and_resize"}},
+              {.name = "roi",
+               .type = AttrType::numbers,
+               .default_text = "tf_crop_and_resize: starts, then ends"},
+              {.name = "extrapolation_value", .type = AttrType::number, .fallback = 0.0},
+              {.name = "nearest_mode",
+               .type = AttrType::text,
+               .fallback = std::string("round_prefer_floor"),
+               .choices = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"}},
+              {.name = "cubic_coeff_a", .type = AttrType::number, .fallback = -0.75},
+              {.name = "exclude_outside",
+               .type = AttrType::integer,
+               .fallback = std::int64_t{0},
+               .min = 0,
+               .max = 1},
+          },
+      .weights = "–",
+      .notes =
+          "ONNX Resize semantics; backward sends each output's gradient to the inputs it interpolates, by "
+          "their weights (none from outputs outside a crop region)",
+  };
+  return schema;
+}
+
 ResizeLayer::ResizeLayer(const LayerSpec& spec)
     : Layer(spec),
-      coordinates_(spec.attrs.get_string("coordinate_transformation_mode", "half_pixel")),
-      rounding_(spec.attrs.get_string("nearest_mode", "round_prefer_floor")),
-      scales_(spec.attrs.get_floats("scales", {})),
-      sizes_(spec.attrs.get_ints("sizes", {})),
-      roi_(spec.attrs.get_floats("roi", {})),
-      cubic_a_(spec.attrs.get_float("cubic_coeff_a", -0.75)),
-      exclude_outside_(spec.attrs.get_int("exclude_outside", 0) != 0),
-      extrapolation_value_(static_cast<float>(spec.attrs.get_float("extrapolation_value", 0.0))) {
-  const std::string mode = spec.attrs.get_string("mode", "nearest");
-  if (mode == "nearest") {
-    mode_ = Mode::nearest;
-  } else if (mode == "linear") {
-    mode_ = Mode::linear;
-  } else if (mode == "cubic") {
-    mode_ = Mode::cubic;
-  } else {
-    fail_model("attribute 'mode' must be nearest, linear or cubic, got '" + mode + "'");
-  }
-  static const char* const kCoordinates[] = {"half_pixel", "pytorch_half_pixel",   "align_corners",
-                                             "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize"};
-  if (std::none_of(std::begin(kCoordinates), std::end(kCoordinates),
-                   [&](const char* c) { return coordinates_ == c; })) {
-    fail_model("unsupported coordinate_transformation_mode '" + coordinates_ + "'");
-  }
-  static const char* const kRounding[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
-  if (std::none_of(std::begin(kRounding), std::end(kRounding),
-                   [&](const char* c) { return rounding_ == c; })) {
-    fail_model("unsupported nearest_mode '" + rounding_ + "'");
-  }
+      coordinates_(spec.attrs.require_string("coordinate_transformation_mode")),
+      rounding_(spec.attrs.require_string("nearest_mode")),
+      cubic_a_(spec.attrs.require_float("cubic_coeff_a")),
+      exclude_outside_(spec.attrs.require_int("exclude_outside") != 0),
+      extrapolation_value_(static_cast<float>(spec.attrs.require_float("extrapolation_value"))) {
+  const std::string mode = spec.attrs.require_string("mode");
+  mode_ = mode == "linear" ? Mode::linear : mode == "cubic" ? Mode::cubic : Mode::nearest;
+  if (spec.attrs.has("scales")) scales_ = spec.attrs.require_floats("scales");
+  if (spec.attrs.has("sizes")) sizes_ = spec.attrs.require_ints("sizes");
+  if (spec.attrs.has("roi")) roi_ = spec.attrs.require_floats("roi");
   if (scales_.empty() == sizes_.empty()) fail_model("exactly one of 'scales' and 'sizes' must be given");
+  // The schema's bounds are inclusive; a scale must be > 0.
   for (double s : scales_) {
     if (!(s > 0)) fail_model("'scales' must be positive");
   }

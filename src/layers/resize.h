@@ -23,6 +23,7 @@ class ResizeLayer final : public Layer {
     std::vector<double> weight;
   };
 
+  static const LayerSchema& schema();
   explicit ResizeLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

@@ -5,20 +5,25 @@
 
 namespace espresso {
 
+const LayerSchema& SigmoidCrossEntropyLossLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "ignore_label", .type = AttrType::integer, .default_text = "none"},
+              // Caffe's default for this loss, unlike SoftmaxWithLoss's.
+              loss_normalization_attribute(LossNormalization::batch_size),
+          },
+      .weights = "–",
+      .notes =
+          "inputs: logits, targets in [0, 1] of one element count; output: −Σ [t·log σ(x) + (1 − t)·log(1 − "
+          "σ(x))] / normalizer; targets take no gradient",
+  };
+  return schema;
+}
+
 SigmoidCrossEntropyLossLayer::SigmoidCrossEntropyLossLayer(const LayerSpec& spec)
-    : Layer(spec), normalization_(LossNormalization::batch_size) {
-  const std::string normalization = spec.attrs.get_string("normalization", "batch_size");
-  if (normalization == "valid") {
-    normalization_ = LossNormalization::valid;
-  } else if (normalization == "full") {
-    normalization_ = LossNormalization::full;
-  } else if (normalization == "none") {
-    normalization_ = LossNormalization::none;
-  } else if (normalization != "batch_size") {
-    fail_model("attribute 'normalization' must be \"valid\", \"batch_size\", \"full\" or \"none\", got \"" +
-               normalization + "\"");
-  }
-  if (spec.attrs.has("ignore_label")) ignore_label_ = spec.attrs.get_int("ignore_label", 0);
+    : Layer(spec), normalization_(loss_normalization(spec.attrs)) {
+  if (spec.attrs.has("ignore_label")) ignore_label_ = spec.attrs.require_int("ignore_label");
 }
 
 std::vector<Shape> SigmoidCrossEntropyLossLayer::output_shapes(const std::vector<Shape>& inputs) const {

@@ -12,6 +12,7 @@ namespace espresso {
 // says ("batch_size" by default, as in Caffe; "valid" counts the targets not ignored).
 class SigmoidCrossEntropyLossLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit SigmoidCrossEntropyLossLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

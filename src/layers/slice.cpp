@@ -6,19 +6,29 @@
 
 namespace espresso {
 
-SliceLayer::SliceLayer(const LayerSpec& spec)
-    : Layer(spec),
-      axis_(spec.attrs.get_int("axis", 1)),
-      slice_points_(spec.attrs.get_ints("slice_points", {})) {
+const LayerSchema& SliceLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
+              {.name = "slice_points", .type = AttrType::integers, .min = 1, .default_text = "equal parts"},
+          },
+      .weights = "–",
+      .notes = "one output per part",
+  };
+  return schema;
+}
+
+SliceLayer::SliceLayer(const LayerSpec& spec) : Layer(spec), axis_(spec.attrs.require_int("axis")) {
   if (spec.outputs.empty()) fail_model("needs at least one output");
+  if (spec.attrs.has("slice_points")) slice_points_ = spec.attrs.require_ints("slice_points");
   if (!slice_points_.empty() && slice_points_.size() + 1 != spec.outputs.size()) {
     fail_model("attribute 'slice_points' has " + std::to_string(slice_points_.size()) + " values for " +
                std::to_string(spec.outputs.size()) + " outputs; it needs one fewer than the outputs");
   }
-  for (std::size_t i = 0; i < slice_points_.size(); ++i) {
-    if (slice_points_[i] <= (i == 0 ? 0 : slice_points_[i - 1])) {
-      fail_model("attribute 'slice_points' must be positive and strictly increasing");
-    }
+  for (std::size_t i = 1; i < slice_points_.size(); ++i) {
+    if (slice_points_[i] <= slice_points_[i - 1])
+      fail_model("attribute 'slice_points' must be strictly increasing");
   }
 }
 

@@ -7,6 +7,7 @@ namespace espresso {
 // Cuts the input along `axis` at `slice_points`, or into equal parts, one per output.
 class SliceLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit SliceLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

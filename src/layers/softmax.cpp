@@ -37,7 +37,16 @@ void softmax_backward_reference(const float* y, const float* dy, float* dx, cons
   }
 }
 
-SoftmaxLayer::SoftmaxLayer(const LayerSpec& spec) : Layer(spec), axis_(spec.attrs.get_int("axis", 1)) {}
+const LayerSchema& SoftmaxLayer::schema() {
+  static const LayerSchema schema{
+      .attributes = {{.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}}},
+      .weights = "–",
+      .notes = "",
+  };
+  return schema;
+}
+
+SoftmaxLayer::SoftmaxLayer(const LayerSpec& spec) : Layer(spec), axis_(spec.attrs.require_int("axis")) {}
 
 std::vector<Shape> SoftmaxLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 1);

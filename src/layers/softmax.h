@@ -13,6 +13,7 @@ void softmax_backward_reference(const float* y, const float* dy, float* dx, cons
 // y = exp(x - max) / sum(exp(x - max)) along `axis`.
 class SoftmaxLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit SoftmaxLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

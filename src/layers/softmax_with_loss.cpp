@@ -8,19 +8,43 @@
 
 namespace espresso {
 
+namespace {
+
+// LossNormalization's names, in its order.
+constexpr std::string_view kNormalizations[] = {"valid", "batch_size", "full", "none"};
+
+}  // namespace
+
+AttrSpec loss_normalization_attribute(LossNormalization fallback) {
+  return {.name = "normalization",
+          .type = AttrType::text,
+          .fallback = std::string(kNormalizations[static_cast<int>(fallback)]),
+          .choices = std::vector<std::string_view>(std::begin(kNormalizations), std::end(kNormalizations))};
+}
+
+LossNormalization loss_normalization(const Attributes& attrs) {
+  const std::string name = attrs.require_string("normalization");
+  return static_cast<LossNormalization>(
+      std::find(std::begin(kNormalizations), std::end(kNormalizations), name) - std::begin(kNormalizations));
+}
+
+const LayerSchema& SoftmaxWithLossLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
+              {.name = "ignore_label", .type = AttrType::integer, .default_text = "none"},
+              loss_normalization_attribute(LossNormalization::valid),
+          },
+      .weights = "–",
+      .notes =
+          "inputs: scores, labels; outputs: scalar loss, optionally the probabilities (Caffe's second top)",
+  };
+  return schema;
+}
+
 SoftmaxWithLossLayer::SoftmaxWithLossLayer(const LayerSpec& spec)
-    : LabeledLayer(spec), normalization_(LossNormalization::valid) {
-  const std::string normalization = spec.attrs.get_string("normalization", "valid");
-  if (normalization == "batch_size") {
-    normalization_ = LossNormalization::batch_size;
-  } else if (normalization == "full") {
-    normalization_ = LossNormalization::full;
-  } else if (normalization == "none") {
-    normalization_ = LossNormalization::none;
-  } else if (normalization != "valid") {
-    fail_model("attribute 'normalization' must be \"valid\", \"batch_size\", \"full\" or \"none\", got \"" +
-               normalization + "\"");
-  }
+    : LabeledLayer(spec), normalization_(loss_normalization(spec.attrs)) {
   if (spec.outputs.size() > 2) fail_model("has at most two outputs (loss, probabilities)");
 }
 

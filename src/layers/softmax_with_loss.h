@@ -29,10 +29,16 @@ ESPRESSO_HOST_DEVICE inline double loss_normalizer(LossNormalization mode, long 
   return n < 1.0 ? 1.0 : n;
 }
 
+// The loss layers' `normalization` attribute, defaulting to `fallback`, and the mode it names once the
+// registry has checked it.
+AttrSpec loss_normalization_attribute(LossNormalization fallback);
+LossNormalization loss_normalization(const Attributes& attrs);
+
 // The mean (by `normalization`) of -log softmax(scores)[label] over non-ignored positions.
 // An optional second output receives the softmax probabilities, as in Caffe.
 class SoftmaxWithLossLayer final : public LabeledLayer {
  public:
+  static const LayerSchema& schema();
   explicit SoftmaxWithLossLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

@@ -4,6 +4,12 @@
 
 namespace espresso {
 
+const LayerSchema& SplitLayer::schema() {
+  static const LayerSchema schema{
+      .attributes = {}, .weights = "–", .notes = "copies its input to every output"};
+  return schema;
+}
+
 SplitLayer::SplitLayer(const LayerSpec& spec) : Layer(spec) {
   if (spec.outputs.empty()) fail_model("needs at least one output");
 }

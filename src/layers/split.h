@@ -7,6 +7,7 @@ namespace espresso {
 // Copies its input to every output.
 class SplitLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit SplitLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

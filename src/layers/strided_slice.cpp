@@ -4,14 +4,26 @@
 
 namespace espresso {
 
+const LayerSchema& StridedSliceLayer::schema() {
+  static const LayerSchema schema{
+      .attributes =
+          {
+              {.name = "starts", .type = AttrType::integers, .required = true},
+              {.name = "ends", .type = AttrType::integers, .required = true},
+              {.name = "axes", .type = AttrType::integers, .default_text = "0, 1, ..."},
+              {.name = "steps", .type = AttrType::integers, .default_text = "all 1"},
+          },
+      .weights = "–",
+      .notes = "numpy slicing with clamping and negative steps",
+  };
+  return schema;
+}
+
 StridedSliceLayer::StridedSliceLayer(const LayerSpec& spec)
-    : Layer(spec),
-      starts_(spec.attrs.get_ints("starts", {})),
-      ends_(spec.attrs.get_ints("ends", {})),
-      axes_(spec.attrs.get_ints("axes", {})),
-      steps_(spec.attrs.get_ints("steps", {})) {
-  if (!spec.attrs.has("starts") || !spec.attrs.has("ends"))
-    fail_model("attributes 'starts' and 'ends' are required");
+    : Layer(spec), starts_(spec.attrs.require_ints("starts")), ends_(spec.attrs.require_ints("ends")) {
+  if (spec.attrs.has("axes")) axes_ = spec.attrs.require_ints("axes");
+  if (spec.attrs.has("steps")) steps_ = spec.attrs.require_ints("steps");
+  // Both defaults depend on the number of starts.
   if (axes_.empty()) {
     for (std::size_t i = 0; i < starts_.size(); ++i) axes_.push_back(static_cast<std::int64_t>(i));
   }

@@ -9,6 +9,7 @@ namespace espresso {
 // `starts`, `ends` (required), `steps` (all 1).
 class StridedSliceLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit StridedSliceLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

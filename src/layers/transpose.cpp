@@ -4,7 +4,20 @@
 
 namespace espresso {
 
-TransposeLayer::TransposeLayer(const LayerSpec& spec) : Layer(spec), perm_(spec.attrs.get_ints("perm", {})) {}
+const LayerSchema& TransposeLayer::schema() {
+  static const LayerSchema schema{
+      .attributes = {{.name = "perm", .type = AttrType::integers, .default_text = "reversed axes"}},
+      .weights = "–",
+      .notes =
+          "a `perm` shorter than the rank continues with the remaining axes in increasing order; Caffe's "
+          "Permute (SSD fork) imports as Transpose with `perm` = its `order`",
+  };
+  return schema;
+}
+
+TransposeLayer::TransposeLayer(const LayerSpec& spec) : Layer(spec) {
+  if (spec.attrs.has("perm")) perm_ = spec.attrs.require_ints("perm");
+}
 
 std::vector<int> TransposeLayer::permutation(int rank) const {
   std::vector<int> perm(static_cast<std::size_t>(rank));

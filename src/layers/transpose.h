@@ -8,6 +8,7 @@ namespace espresso {
 // the rank continues with the remaining axes in increasing order, as Caffe's Permute.
 class TransposeLayer final : public Layer {
  public:
+  static const LayerSchema& schema();
   explicit TransposeLayer(const LayerSpec& spec);
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;

@@ -67,7 +67,7 @@ TEST(Layers, SliceErrors) {
   spec.attrs.set("slice_points", std::vector<std::int64_t>{3, 2});
   expect_model_error(spec, "strictly increasing");
   spec.attrs.set("slice_points", std::vector<std::int64_t>{0, 2});
-  expect_model_error(spec, "positive");
+  expect_model_error(spec, "attribute 'slice_points' is 0, 2, outside [1, inf]");
   spec.attrs.set("slice_points", std::vector<std::int64_t>{1, 4});
   expect_shape_error(spec, {Shape{2, 4}}, "past the end");
   expect_shape_error(spec_of("Slice", 1, 3), {Shape{2, 4}}, "equal parts");

@@ -186,8 +186,6 @@ void map_loss(const caffe::LayerParameter& layer, Attributes& attrs) {
     normalization = p.normalize() ? "valid" : "batch_size";
   }
   attrs.set("normalization", normalization);
-  if (layer.softmax_param().has_axis())
-    attrs.set("axis", static_cast<std::int64_t>(layer.softmax_param().axis()));
 }
 
 void map_data_source(const LayerContext& ctx, Attributes& attrs) {
@@ -485,6 +483,9 @@ Attributes map_attributes(const LayerContext& ctx) {
     if (p.has_ignore_label()) attrs.set("ignore_label", static_cast<std::int64_t>(p.ignore_label()));
   } else if (type == "SoftmaxWithLoss") {
     map_loss(layer, attrs);
+    // Only the softmax loss has an axis; SigmoidCrossEntropyLoss takes none.
+    if (layer.softmax_param().has_axis())
+      attrs.set("axis", static_cast<std::int64_t>(layer.softmax_param().axis()));
   } else if (type == "SigmoidCrossEntropyLoss") {
     map_loss(layer, attrs);
     // Caffe's default for this layer, unlike SoftmaxWithLoss, divides by the batch size.
