@@ -8,14 +8,11 @@ namespace espresso {
 std::vector<AttrSpec> LabeledLayer::attributes() {
   return {
       {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
-      {.name = "ignore_label", .type = AttrType::integer},
+      {.name = "ignore_label", .type = AttrType::integer, .default_text = "none"},
   };
 }
 
-// SoftmaxWithLoss, also built on this class, declares no schema yet, so its `axis` may be absent: the
-// default comes from attributes() rather than from the registry.
-LabeledLayer::LabeledLayer(const LayerSpec& spec)
-    : Layer(spec), axis_(with_defaults(spec.attrs, {.attributes = attributes()}).require_int("axis")) {
+LabeledLayer::LabeledLayer(const LayerSpec& spec) : Layer(spec), axis_(spec.attrs.require_int("axis")) {
   if (spec.attrs.has("ignore_label")) ignore_label_ = spec.attrs.require_int("ignore_label");
 }
 

@@ -29,17 +29,15 @@ LossNormalization loss_normalization(const Attributes& attrs) {
 }
 
 const LayerSchema& SoftmaxWithLossLayer::schema() {
-  static const LayerSchema schema{
-      .attributes =
-          {
-              {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
-              {.name = "ignore_label", .type = AttrType::integer, .default_text = "none"},
-              loss_normalization_attribute(LossNormalization::valid),
-          },
-      .weights = "–",
-      .notes =
-          "inputs: scores, labels; outputs: scalar loss, optionally the probabilities (Caffe's second top)",
-  };
+  static const LayerSchema schema = [] {
+    LayerSchema s{
+        .attributes = LabeledLayer::attributes(),
+        .weights = "–",
+        .notes = "inputs: scores, labels; outputs: scalar loss, optionally the probabilities (Caffe's second top)",
+    };
+    s.attributes.push_back(loss_normalization_attribute(LossNormalization::valid));
+    return s;
+  }();
   return schema;
 }
 
