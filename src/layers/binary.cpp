@@ -34,15 +34,83 @@ Shape broadcast_shapes(const Shape& a, const Shape& b) {
   return Shape(dims);
 }
 
+namespace {
+
+constexpr std::pair<const char*, BinaryLayer::Op> kOps[] = {
+    {"add", BinaryLayer::Op::add}, {"sub", BinaryLayer::Op::sub}, {"mul", BinaryLayer::Op::mul},
+    {"div", BinaryLayer::Op::div}, {"max", BinaryLayer::Op::max}, {"min", BinaryLayer::Op::min},
+    {"pow", BinaryLayer::Op::pow}};
+
+}  // namespace
+
+const LayerSchema& BinaryLayer::schema() {
+  static const LayerSchema schema = [] {
+    std::vector<std::string_view> names;
+    for (const auto& [name, op] : kOps) names.emplace_back(name);
+    return LayerSchema{
+        .attributes = {{.name = "operation", .type = AttrType::text, .required = true, .choices = names}},
+        .weights = "–",
+        .notes = "two inputs, numpy broadcasting; in place",
+    };
+  }();
+  return schema;
+}
+
 BinaryLayer::BinaryLayer(const LayerSpec& spec) : Layer(spec) {
-  const std::string name = spec.attrs.get_string("operation", "");
-  static const std::pair<const char*, Op> kOps[] = {{"add", Op::add}, {"sub", Op::sub}, {"mul", Op::mul},
-                                                    {"div", Op::div}, {"max", Op::max}, {"min", Op::min},
-                                                    {"pow", Op::pow}};
-  auto it = std::find_if(std::begin(kOps), std::end(kOps), [&](const auto& e) { return name == e.first; });
-  if (it == std::end(kOps))
-    fail_model("attribute 'operation' must be add, sub, mul, div, max, min or pow, got '" + name + "'");
-  op_ = it->second;
+  const std::string name = spec.attrs.require_string("operation");
+  // The schema admits only the table's names.
+  op_ =
+      std::find_if(std::begin(kOps), std::end(kOps), [&](const auto& e) { return name == e.first; })->second;
+}
+
+std::vector<LayerSpec> eltwise_as_binary(LayerSpec eltwise, const std::string& operation,
+                                         const std::vector<double>& coeffs,
+                                         const std::function<std::string(const std::string&)>& fresh) {
+  auto fail = [&](const std::string& what) {
+    throw ModelError("layer '" + eltwise.name + "' (Eltwise): " + what);
+  };
+  const std::size_t count = eltwise.inputs.size();
+  if (count < 2) fail("takes 2 or more inputs, got " + std::to_string(count));
+  if (operation != "sum" && operation != "prod" && operation != "max") {
+    fail("attribute 'operation' is \"" + operation + "\"; expected \"sum\", \"prod\" or \"max\"");
+  }
+  if (!coeffs.empty() && operation != "sum") fail("attribute 'coeffs' applies only to the \"sum\" operation");
+  if (!coeffs.empty() && coeffs.size() != count) {
+    fail("attribute 'coeffs' has " + std::to_string(coeffs.size()) + " values for " + std::to_string(count) +
+         " inputs");
+  }
+  std::vector<LayerSpec> layers;
+  auto binary = [&](const std::string& op, std::vector<std::string> inputs, const std::string& name) {
+    LayerSpec spec{.name = name, .type = "Binary", .inputs = std::move(inputs), .outputs = {name}};
+    spec.attrs.set("operation", op);
+    layers.push_back(std::move(spec));
+    return name;
+  };
+  auto term = [&](std::size_t k) {
+    const std::string& x = eltwise.inputs[k];
+    if (coeffs.empty() || coeffs[k] == 1.0) return x;
+    const std::string coeff = fresh(eltwise.name + "/coeff" + std::to_string(k));
+    LayerSpec constant{.name = coeff, .type = "Constant", .outputs = {coeff}};
+    constant.attrs.set("shape", std::vector<std::int64_t>{});
+    constant.weights = {Tensor::from(Shape{}, {static_cast<float>(coeffs[k])})};
+    layers.push_back(std::move(constant));
+    return binary("mul", {x, coeff}, fresh(eltwise.name + "/scaled" + std::to_string(k)));
+  };
+  const std::string op = operation == "sum" ? "add" : operation == "prod" ? "mul" : "max";
+  std::string acc = term(0);
+  for (std::size_t k = 1; k + 1 < count; ++k)
+    acc = binary(op, {acc, term(k)}, fresh(eltwise.name + "/step" + std::to_string(k)));
+  const std::string last = term(count - 1);
+  eltwise.type = "Binary";
+  eltwise.inputs = {acc, last};
+  Attributes attrs;  // the training attributes (loss_weight) stay
+  for (const auto& [name, value] : eltwise.attrs.all()) {
+    if (name != "operation" && name != "coeffs") attrs.set(name, value);
+  }
+  attrs.set("operation", op);
+  eltwise.attrs = std::move(attrs);
+  layers.push_back(std::move(eltwise));
+  return layers;
 }
 
 std::vector<Shape> BinaryLayer::output_shapes(const std::vector<Shape>& inputs) const {
