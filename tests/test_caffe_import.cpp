@@ -456,8 +456,13 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "r" bottom: "pool" top: "lo
   EXPECT_EQ(lrn.get_string("region", ""), "within");
   EXPECT_NEAR(layer(g, "bn").attrs.get_float("eps", 0), 0.001, 1e-9);
   EXPECT_EQ(layer(g, "scale").attrs.get_int("bias", 0), 1);
-  EXPECT_EQ(layer(g, "sum").attrs.get_string("operation", ""), "sum");
-  EXPECT_EQ(layer(g, "sum").attrs.get_floats("coeffs", {}), (std::vector<double>{1, -1}));
+  // The Eltwise is lrn + (−1)·y: a Constant, a Binary mul and the Binary add under the Eltwise's name.
+  EXPECT_EQ(layer(g, "sum").type, "Binary");
+  EXPECT_EQ(layer(g, "sum").attrs.get_string("operation", ""), "add");
+  const LayerSpec& scaled = layer(g, layer(g, "sum").inputs.at(1));
+  EXPECT_EQ(scaled.attrs.get_string("operation", ""), "mul");
+  EXPECT_EQ(scaled.inputs.at(0), "y");
+  EXPECT_EQ(layer(g, scaled.inputs.at(1)).weights.at(0).to_vector(), std::vector<float>{-1.0f});
   // "lrn" was rewritten twice in place; the Eltwise reads the newest.
   EXPECT_EQ(layer(g, "sum").inputs.at(0), layer(g, "scale").outputs.at(0));
   EXPECT_EQ(layer(g, "slice").attrs.get_ints("slice_points", {}), (std::vector<std::int64_t>{1}));
@@ -473,17 +478,58 @@ TEST_F(CaffeImport, CopiesTheParamMessageOfOtherKnownTypes) {
   const std::string path = dir.write("generic.prototxt", R"(
 input: "data"
 input_shape { dim: 1 dim: 3 dim: 4 dim: 5 }
-layer { name: "s" type: "Sigmoid" bottom: "data" top: "s" sigmoid_param { engine: CAFFE } }
-layer { name: "t" type: "TanH" bottom: "s" top: "t" }
-layer { name: "p" type: "Transpose" bottom: "t" top: "p" }
+layer { name: "b" type: "PriorBox" bottom: "data" bottom: "data" top: "b" prior_box_param { min_size: 2 clip: true } }
+layer { name: "p" type: "Transpose" bottom: "data" top: "p" }
 )");
   const Graph g = load_caffe(path);
-  EXPECT_EQ(layer(g, "s").attrs.get_string("engine", ""), "caffe");
-  // TanH's message is never named tan_h_param: nothing is copied.
-  EXPECT_TRUE(layer(g, "t").attrs.all().empty());
+  EXPECT_EQ(layer(g, "b").attrs.get_floats("min_size", {}), std::vector<double>{2.0});
+  EXPECT_EQ(layer(g, "b").attrs.get_int("clip", 0), 1);
   // An espresso type Caffe does not have is accepted under its own name.
   EXPECT_EQ(layer(g, "p").type, "Transpose");
   EXPECT_TRUE(is_known_layer_type("Transpose"));
+}
+
+// Caffe's AbsVal, Sigmoid, TanH and Power are Activation functions and Eltwise a chain of Binary layers;
+// the net computes what Caffe's layers compute.
+TEST_F(CaffeImport, ElementWiseTypesBecomePrimitives) {
+  const TempDir dir;
+  const std::string path = dir.write("primitives.prototxt", R"(
+input: "x"
+input_shape { dim: 2 dim: 3 }
+layer { name: "abs" type: "AbsVal" bottom: "x" top: "abs" }
+layer { name: "sig" type: "Sigmoid" bottom: "x" top: "sig" }
+layer { name: "tanh" type: "TanH" bottom: "x" top: "tanh" }
+layer { name: "pow" type: "Power" bottom: "x" top: "pow" power_param { power: 2 scale: 0.5 shift: 1 } }
+layer { name: "lin" type: "Power" bottom: "x" top: "lin" power_param { scale: -3 shift: 0.25 } }
+layer { name: "sum" type: "Eltwise" bottom: "abs" bottom: "sig" bottom: "tanh" top: "sum"
+        eltwise_param { coeff: 2 coeff: 1 coeff: -0.5 } }
+layer { name: "prod" type: "Eltwise" bottom: "sum" bottom: "pow" bottom: "lin" top: "prod"
+        eltwise_param { operation: PROD } }
+layer { name: "max" type: "Eltwise" bottom: "prod" bottom: "x" top: "prod" eltwise_param { operation: MAX } }
+)");
+  const Graph g = load_caffe(path);
+  EXPECT_EQ(layer(g, "abs").attrs.get_string("function", ""), "abs");
+  EXPECT_EQ(layer(g, "sig").attrs.get_string("function", ""), "sigmoid");
+  EXPECT_EQ(layer(g, "tanh").attrs.get_string("function", ""), "tanh");
+  const LayerSpec& pow = layer(g, "pow");
+  EXPECT_EQ(pow.type, "Activation");
+  EXPECT_EQ(pow.attrs.get_string("function", ""), "power");
+  EXPECT_DOUBLE_EQ(pow.attrs.get_float("alpha", 0), 0.5);
+  EXPECT_DOUBLE_EQ(pow.attrs.get_float("beta", 0), 1.0);
+  EXPECT_DOUBLE_EQ(pow.attrs.get_float("gamma", 0), 2.0);
+  for (const LayerSpec& spec : g.layers)
+    EXPECT_TRUE(spec.type == "Activation" || spec.type == "Binary" || spec.type == "Constant") << spec.type;
+  EXPECT_EQ(layer(g, "max").type, "Binary");
+  EXPECT_EQ(g.outputs, std::vector<std::string>{"prod/max"});  // the in-place top's fresh name
+  const std::vector<float> x{-1.5f, -0.25f, 0.0f, 0.5f, 1.0f, 2.0f};
+  Net net(g);
+  const std::vector<float> y = net.forward({{"x", Tensor::from(Shape{2, 3}, x)}}).at("prod/max").to_vector();
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double v = x[i];
+    const double sum = 2 * std::abs(v) + 1 / (1 + std::exp(-v)) - 0.5 * std::tanh(v);
+    const double prod = sum * (1 + 0.5 * v) * (1 + 0.5 * v) * (0.25 - 3 * v);
+    EXPECT_NEAR(y[i], std::max(prod, v), 1e-5) << i;
+  }
 }
 
 // The SSD fork's Permute becomes a Transpose; a short order continues with the remaining axes.

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "espresso/espresso.h"
+#include "layers/binary.h"
 #include "test_support.h"
 
 namespace espresso {
@@ -29,10 +30,19 @@ Graph classifier_graph(std::mt19937& rng) {
   LayerSpec scale = layer("scale", "Scale", {"bn"}, {"scaled"});
   scale.attrs.set("bias", std::int64_t{1});
   LayerSpec prelu = layer("prelu", "PReLU", {"scaled"}, {"act"});
-  LayerSpec power = layer("power", "Power", {"b"}, {"squared"});
-  power.attrs.set("power", 2.0);
-  LayerSpec sum = layer("sum", "Eltwise", {"a", "squared", "c"}, {"sum"});
-  sum.attrs.set("coeffs", std::vector<double>{0.5, -1.0, 2.0});
+  auto activation = [](const std::string& name, const std::string& function, const std::string& input,
+                       const std::string& output) {
+    LayerSpec spec = layer(name, "Activation", {input}, {output});
+    spec.attrs.set("function", function);
+    return spec;
+  };
+  LayerSpec power = activation("power", "power", "b", "squared");
+  power.attrs.set("gamma", 2.0);
+  // Caffe's Eltwise SUM with coefficients, as the importer builds it.
+  int parts = 0;
+  const std::vector<LayerSpec> sum =
+      eltwise_as_binary(layer("sum", "Eltwise", {"a", "squared", "c"}, {"sum"}), "sum", {0.5, -1.0, 2.0},
+                        [&](const std::string& base) { return base + "_" + std::to_string(++parts); });
   LayerSpec slice = layer("slice", "Slice", {"sum"}, {"left", "right"});
   slice.attrs.set("slice_points", std::vector<std::int64_t>{2});
   LayerSpec concat = layer("concat", "Concat", {"right", "left"}, {"joined"});
@@ -50,11 +60,10 @@ Graph classifier_graph(std::mt19937& rng) {
               scale,
               prelu,
               layer("split", "Split", {"act"}, {"s1", "s2", "s3"}),
-              layer("sigmoid", "Sigmoid", {"s1"}, {"a"}),
-              layer("tanh", "TanH", {"s2"}, {"b"}),
+              activation("sigmoid", "sigmoid", "s1", "a"),
+              activation("tanh", "tanh", "s2", "b"),
               power,
-              layer("abs", "AbsVal", {"s3"}, {"c"}),
-              sum,
+              activation("abs", "abs", "s3", "c"),
               slice,
               concat,
               layer("dropout", "Dropout", {"joined"}, {"dropped"}),
@@ -66,6 +75,7 @@ Graph classifier_graph(std::mt19937& rng) {
               logits,
               accuracy,
               layer("loss", "SoftmaxWithLoss", {"top", "label"}, {"loss"})};
+  g.layers.insert(g.layers.begin() + 8, sum.begin(), sum.end());
   g.outputs = {"prob", "accuracy", "loss"};
   return g;
 }
@@ -96,7 +106,7 @@ TEST(CoreLayersNet, FastKernelsMatchReferenceThroughThePlan) {
   EXPECT_LT(fast.memory().planned_bytes, fast.memory().naive_bytes);
   for (const LayerSummary& row : reference.summary()) EXPECT_EQ(row.kernel, "reference") << row.name;
   for (const LayerSummary& row : fast.summary()) {
-    const bool has_fast_kernel = row.type == "BatchNorm" || row.type == "Softmax" || row.type == "Eltwise";
+    const bool has_fast_kernel = row.type == "BatchNorm" || row.type == "Softmax" || row.type == "Activation";
     if (has_fast_kernel) {
       EXPECT_NE(row.kernel, "reference") << row.name;
     }

@@ -44,8 +44,9 @@ Graph small_net(int variant) {
   conv.attrs.set("kernel", std::int64_t{3});
   conv.weights = {random_tensor(Shape{channels, 3, 3, 3}, rng, 0.3f),
                   random_tensor(Shape{channels}, rng, 0.1f)};
-  const char* activations[] = {"ReLU", "TanH", "Sigmoid"};
-  LayerSpec act = layer("act", activations[variant % 3], {"conv"}, {"act"});
+  const char* activations[] = {"relu", "tanh", "sigmoid"};
+  LayerSpec act = layer("act", variant % 3 == 0 ? "ReLU" : "Activation", {"conv"}, {"act"});
+  if (variant % 3 != 0) act.attrs.set("function", std::string(activations[variant % 3]));
   LayerSpec pool = layer("pool", "Pooling", {"act"}, {"pool"});
   pool.attrs.set("method", std::string(variant % 2 == 0 ? "max" : "ave"));
   pool.attrs.set("kernel", std::int64_t{2});
@@ -314,8 +315,7 @@ TEST(ModelPool, RequestsMayOutliveThePool) {
 class ModelPoolGpu : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!testing::have_gpu())
-      GTEST_SKIP() << "no CUDA device (or CUDA not built): GPU pool tests skipped";
+    if (!testing::have_gpu()) GTEST_SKIP() << "no CUDA device (or CUDA not built): GPU pool tests skipped";
   }
 };
 

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 
 #include "espresso/espresso.h"
 #include "espresso/package.h"
@@ -130,7 +131,8 @@ TEST(Package, FlippedBytesAreDetected) {
     const Graph other = load_package(bad);
     for (std::size_t l = 0; l < g.layers.size(); ++l) {
       for (std::size_t w = 0; w < g.layers[l].weights.size(); ++w) {
-        EXPECT_EQ(g.layers[l].weights[w].to_vector(), other.layers[l].weights[w].to_vector()) << "flip at " << at;
+        EXPECT_EQ(g.layers[l].weights[w].to_vector(), other.layers[l].weights[w].to_vector())
+            << "flip at " << at;
       }
     }
   }
@@ -141,7 +143,8 @@ TEST(Package, FlippedBytesAreDetected) {
 
 TEST(Package, ErrorsNameTheFileAndProblem) {
   const std::string path = temp_path("names.esp");
-  std::ofstream(path) << "definitely not a package, but long enough to hold a header of sixty-four bytes.....";
+  std::ofstream(path)
+      << "definitely not a package, but long enough to hold a header of sixty-four bytes.....";
   try {
     load_package(path);
     FAIL();
@@ -151,6 +154,66 @@ TEST(Package, ErrorsNameTheFileAndProblem) {
   }
   EXPECT_THROW(load_package(temp_path("missing.esp")), FileError);
   fs::remove(path);
+}
+
+// Packages written before AbsVal, Sigmoid, TanH, Power and Eltwise became Activation and Binary hold
+// those types (the writer stores any type): the reader rewrites them, and the net computes as before.
+TEST(Package, UpgradesOldElementWiseTypes) {
+  Graph g;
+  g.inputs = {{"x", Shape{2, 3}}};
+  auto old = [](const std::string& name, const std::string& type, std::vector<std::string> inputs) {
+    LayerSpec spec;
+    spec.name = name;
+    spec.type = type;
+    spec.inputs = std::move(inputs);
+    spec.outputs = {name};
+    return spec;
+  };
+  LayerSpec power = old("pow", "Power", {"x"});
+  power.attrs.set("power", 2.0);
+  power.attrs.set("scale", 0.5);
+  power.attrs.set("shift", 1.0);
+  LayerSpec sum = old("sum", "Eltwise", {"abs", "sig", "tanh"});
+  sum.attrs.set("coeffs", std::vector<double>{2.0, 1.0, -0.5});
+  sum.attrs.set("loss_weight", std::vector<double>{0.0});
+  LayerSpec prod = old("prod", "Eltwise", {"sum", "pow"});
+  prod.attrs.set("operation", std::string("prod"));
+  // A name the chain would pick, taken already: the upgrade must choose another.
+  LayerSpec max = old("sum/coeff0", "Eltwise", {"prod", "x"});
+  max.attrs.set("operation", std::string("max"));
+  g.layers = {old("abs", "AbsVal", {"x"}),
+              old("sig", "Sigmoid", {"x"}),
+              old("tanh", "TanH", {"x"}),
+              power,
+              sum,
+              prod,
+              max};
+  g.outputs = {"sum/coeff0"};
+  const std::string path = temp_path("old_types.esp");
+  save_package(g, path);
+  const Graph loaded = load_package(path);
+  fs::remove(path);
+  std::set<std::string> names;
+  for (const LayerSpec& spec : loaded.layers) {
+    EXPECT_TRUE(spec.type == "Activation" || spec.type == "Binary" || spec.type == "Constant") << spec.type;
+    EXPECT_TRUE(names.insert(spec.name).second) << spec.name;
+  }
+  const LayerSpec& pow = *loaded.find_layer("pow");
+  EXPECT_EQ(pow.attrs.get_string("function", ""), "power");
+  EXPECT_DOUBLE_EQ(pow.attrs.get_float("alpha", 0), 0.5);
+  EXPECT_DOUBLE_EQ(pow.attrs.get_float("beta", 0), 1.0);
+  EXPECT_DOUBLE_EQ(pow.attrs.get_float("gamma", 0), 2.0);
+  EXPECT_EQ(loaded.find_layer("sig")->attrs.get_string("function", ""), "sigmoid");
+  EXPECT_EQ(loaded.find_layer("sum")->attrs.get_floats("loss_weight", {}), std::vector<double>{0.0});
+  const std::vector<float> x{-1.5f, -0.25f, 0.0f, 0.5f, 1.0f, 2.0f};
+  Net net(loaded);
+  const std::vector<float> y =
+      net.forward({{"x", Tensor::from(Shape{2, 3}, x)}}).at("sum/coeff0").to_vector();
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double v = x[i];
+    const double s = 2 * std::abs(v) + 1 / (1 + std::exp(-v)) - 0.5 * std::tanh(v);
+    EXPECT_NEAR(y[i], std::max(s * (1 + 0.5 * v) * (1 + 0.5 * v), v), 1e-5) << i;
+  }
 }
 
 TEST(Package, SaveReplacesAtomically) {
@@ -183,7 +246,8 @@ void expect_identical_outputs(const Graph& original, const std::string& package,
 
 TEST_F(PackageOfRealModels, CaffeLeNet) {
   const fs::path lenet = testing::shared_data_dir() / "caffe" / "lenet";
-  const Graph graph = load_model((lenet / "lenet.prototxt").string(), (lenet / "lenet_iter_10000.caffemodel").string());
+  const Graph graph =
+      load_model((lenet / "lenet.prototxt").string(), (lenet / "lenet_iter_10000.caffemodel").string());
   testing::Rng rng(5);
   const testing::Values values = rng.values(2 * 28 * 28, 0.0, 1.0);
   const Tensor input = Tensor::from(Shape{2, 1, 28, 28}, std::vector<float>(values.begin(), values.end()));
@@ -191,14 +255,16 @@ TEST_F(PackageOfRealModels, CaffeLeNet) {
   expect_identical_outputs(graph, dir.file("lenet.esp"), {{"data", input}});
 }
 
-class PackageOfOnnxModels : public testing::SharedDataTest, public ::testing::WithParamInterface<const char*> {};
+class PackageOfOnnxModels : public testing::SharedDataTest,
+                            public ::testing::WithParamInterface<const char*> {};
 
 TEST_P(PackageOfOnnxModels, GiveIdenticalOutputs) {
   testing::TempDir dir;
   const fs::path folder = testing::shared_data_dir() / "onnx" / GetParam();
   const Graph graph = load_model((folder / "model.onnx").string());
   const Tensor input = read_onnx_tensor((folder / "test_data_set_0" / "input_0.pb").string());
-  expect_identical_outputs(graph, dir.file(std::string(GetParam()) + ".esp"), {{graph.inputs.at(0).name, input}});
+  expect_identical_outputs(graph, dir.file(std::string(GetParam()) + ".esp"),
+                           {{graph.inputs.at(0).name, input}});
 }
 
 INSTANTIATE_TEST_SUITE_P(Real, PackageOfOnnxModels,

@@ -18,6 +18,7 @@
 #include "core/mapped_file.h"
 #include "core/parallel.h"
 #include "espresso/errors.h"
+#include "layers/binary.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -320,6 +321,51 @@ Tensor widen(const std::byte* source, const Shape& shape, DType dtype) {
   return t;
 }
 
+
+// Packages written before AbsVal, Sigmoid, TanH, Power and Eltwise became Activation functions and Binary
+// chains hold those types: they are rewritten as the layers that compute the same now.
+void upgrade_layer_types(Graph& graph) {
+  static const std::map<std::string, std::string> kFunctions = {
+      {"AbsVal", "abs"}, {"Sigmoid", "sigmoid"}, {"TanH", "tanh"}, {"Power", "power"}};
+  // Power's attributes under Activation's names.
+  static const std::map<std::string, std::string> kPowerAttributes = {
+      {"scale", "alpha"}, {"shift", "beta"}, {"power", "gamma"}};
+  std::set<std::string> names;
+  for (const InputSpec& input : graph.inputs) names.insert(input.name);
+  for (const LayerSpec& spec : graph.layers) {
+    names.insert(spec.name);
+    names.insert(spec.outputs.begin(), spec.outputs.end());
+  }
+  auto fresh = [&](const std::string& base) {
+    std::string name = base;
+    for (int n = 2; names.count(name); ++n) name = base + "_" + std::to_string(n);
+    names.insert(name);
+    return name;
+  };
+  std::vector<LayerSpec> layers;
+  for (LayerSpec& spec : graph.layers) {
+    if (spec.type == "Eltwise") {
+      const std::string operation = spec.attrs.get_string("operation", "sum");
+      const std::vector<double> coeffs = spec.attrs.get_floats("coeffs", {});
+      for (LayerSpec& part : eltwise_as_binary(std::move(spec), operation, coeffs, fresh))
+        layers.push_back(std::move(part));
+      continue;
+    }
+    if (auto function = kFunctions.find(spec.type); function != kFunctions.end()) {
+      Attributes attrs;
+      for (const auto& [name, value] : spec.attrs.all()) {
+        auto renamed = kPowerAttributes.find(name);
+        attrs.set(spec.type == "Power" && renamed != kPowerAttributes.end() ? renamed->second : name, value);
+      }
+      attrs.set("function", function->second);
+      spec.type = "Activation";
+      spec.attrs = std::move(attrs);
+    }
+    layers.push_back(std::move(spec));
+  }
+  graph.layers = std::move(layers);
+}
+
 }  // namespace
 
 Graph load_package(const std::string& path, const PackageLoadOptions& options) {
@@ -424,7 +470,6 @@ Graph load_package(const std::string& path, const PackageLoadOptions& options) {
     }
   }
   const json& layers = r.array(g, "layers", "graph");
-  std::string unknown;
   for (std::size_t i = 0; i < layers.size(); ++i) {
     const std::string where = "graph.layers[" + std::to_string(i) + "]";
     const json& l = layers[i];
@@ -449,10 +494,18 @@ Graph load_package(const std::string& path, const PackageLoadOptions& options) {
                                static_cast<float>(r.number(r.field(p, "decay_mult", where + ".params"), where + ".params.decay_mult"))});
       }
     }
+    graph.layers.push_back(std::move(spec));
+  }
+  try {
+    upgrade_layer_types(graph);
+  } catch (const ModelError& e) {
+    throw ModelError(path + ": " + e.what());
+  }
+  std::string unknown;
+  for (const LayerSpec& spec : graph.layers) {
     if (!is_known_layer_type(spec.type)) {
       unknown += (unknown.empty() ? "" : ", ") + ("'" + spec.type + "' (layer '" + spec.name + "')");
     }
-    graph.layers.push_back(std::move(spec));
   }
   if (!unknown.empty()) throw ModelError(path + ": unknown layer types: " + unknown);
   try {

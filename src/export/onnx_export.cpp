@@ -186,6 +186,8 @@ void Exporter::activation(const LayerSpec& layer) {
                                                           {"selu", "Selu"},
                                                           {"softplus", "Softplus"},
                                                           {"softsign", "Softsign"},
+                                                          {"sigmoid", "Sigmoid"},
+                                                          {"tanh", "Tanh"},
                                                           {"exp", "Exp"},
                                                           {"log", "Log"},
                                                           {"sqrt", "Sqrt"},
@@ -201,6 +203,24 @@ void Exporter::activation(const LayerSpec& layer) {
     if (a.has("max"))
       inputs[2] = initializer(temp(layer, "max"), Shape{}, {static_cast<float>(a.get_float("max", 0))});
     node(layer, "Clip", inputs, {layer.outputs[0]});
+    return;
+  }
+  if (f == "power") {  // (beta + alpha·x)^gamma as Mul, Add and Pow, leaving out the steps that do nothing
+    const double alpha = a.get_float("alpha", 1.0), beta = a.get_float("beta", 0.0),
+                 gamma = a.get_float("gamma", 1.0);
+    const std::string& y = layer.outputs[0];
+    std::string current = layer.inputs[0];
+    auto step = [&](const std::string& op, double value, const std::string& what, bool last) {
+      const std::string next = last ? y : temp(layer, what);
+      node(layer, op,
+           {current, initializer(temp(layer, what + "_value"), Shape{}, {static_cast<float>(value)})}, {next},
+           last ? "" : what);
+      current = next;
+    };
+    if (alpha != 1.0) step("Mul", alpha, "scale", beta == 0.0 && gamma == 1.0);
+    if (beta != 0.0) step("Add", beta, "shift", gamma == 1.0);
+    if (gamma != 1.0) step("Pow", gamma, "power", true);
+    if (current != y) node(layer, "Identity", {current}, {y});
     return;
   }
   if (f == "float16") {  // a round trip through FLOAT16 rounds the same way
@@ -264,8 +284,6 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     dims[0] = layer.weights[0].numel();
     const Shape slope(dims);
     node(layer, "PRelu", {x, weight(0, "slope", &slope)}, {y});
-  } else if (t == "Sigmoid" || t == "TanH" || t == "AbsVal") {
-    node(layer, t == "Sigmoid" ? "Sigmoid" : t == "TanH" ? "Tanh" : "Abs", {x}, {y});
   } else if (t == "Softmax" || t == "LogSoftmax") {
     set_attr(node(layer, t, {x}, {y}), "axis", a.get_int("axis", 1));
   } else if (t == "LRN") {
@@ -290,21 +308,6 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     for (const Shape& s : out) sizes.push_back(s[axis]);
     set_attr(node(layer, "Split", {x, int_initializer(temp(layer, "split"), sizes)}, layer.outputs), "axis",
              static_cast<std::int64_t>(axis));
-  } else if (t == "Eltwise") {
-    const std::string op = a.get_string("operation", "sum");
-    const std::vector<double> coeffs = a.get_floats("coeffs", {});
-    std::vector<std::string> inputs = layer.inputs;
-    for (std::size_t i = 0; i < coeffs.size() && op == "sum"; ++i) {
-      if (coeffs[i] == 1.0) continue;
-      const std::string scaled = temp(layer, "scaled" + std::to_string(i));
-      node(layer, "Mul",
-           {inputs[i],
-            initializer(temp(layer, "coeff" + std::to_string(i)), Shape{}, {static_cast<float>(coeffs[i])})},
-           {scaled}, "scale" + std::to_string(i));
-      inputs[i] = scaled;
-    }
-    if (op == "prod" && inputs.size() != 2) unsupported(layer, "a product of more than two inputs");
-    node(layer, op == "sum" ? "Sum" : op == "prod" ? "Mul" : "Max", inputs, {y});
   } else if (t == "BatchNorm") {
     const float factor = layer.weights.at(2).to_vector().at(0);
     const float inverse = factor == 0 ? 0.0f : 1.0f / factor;
@@ -342,21 +345,6 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
       const Shape s = aligned(layer.weights.at(index));
       node(layer, "Add", {current, weight(index, "bias", &s)}, {y});
     }
-  } else if (t == "Power") {
-    const double power = a.get_float("power", 1.0), scale = a.get_float("scale", 1.0),
-                 shift = a.get_float("shift", 0.0);
-    std::string current = x;
-    auto step = [&](const std::string& op, double value, const std::string& what, bool last) {
-      const std::string next = last ? y : temp(layer, what);
-      node(layer, op,
-           {current, initializer(temp(layer, what + "_value"), Shape{}, {static_cast<float>(value)})}, {next},
-           last ? "" : what);
-      current = next;
-    };
-    if (scale != 1.0) step("Mul", scale, "scale", shift == 0.0 && power == 1.0);
-    if (shift != 0.0) step("Add", shift, "shift", power == 1.0);
-    if (power != 1.0) step("Pow", power, "power", true);
-    if (current != y) node(layer, "Identity", {current}, {y});
   } else if (t == "Constant") {
     initializer(y, layer.weights.at(0).shape(), layer.weights[0].to_vector());
   } else if (t == "Binary") {

@@ -7,30 +7,37 @@
 namespace espresso {
 namespace {
 
+// Each function's name and the defaults of the parameters it reads.
 struct Named {
   const char* name;
   ActivationLayer::Function function;
   double alpha;
   double beta;
+  double gamma;
 };
 
+constexpr double kSeluAlpha = 1.67326319217681884765625, kSeluGamma = 1.05070102214813232421875;
+
 constexpr Named kFunctions[] = {
-    {"clip", ActivationLayer::Function::clip, 0, 0},
-    {"hard_sigmoid", ActivationLayer::Function::hard_sigmoid, 0.2, 0.5},
-    {"hard_swish", ActivationLayer::Function::hard_swish, 0, 0},
-    {"elu", ActivationLayer::Function::elu, 1.0, 0},
-    {"selu", ActivationLayer::Function::selu, 1.67326319217681884765625, 0},
-    {"softplus", ActivationLayer::Function::softplus, 0, 0},
-    {"softsign", ActivationLayer::Function::softsign, 0, 0},
-    {"exp", ActivationLayer::Function::exp, 0, 0},
-    {"log", ActivationLayer::Function::log, 0, 0},
-    {"sqrt", ActivationLayer::Function::sqrt, 0, 0},
-    {"neg", ActivationLayer::Function::neg, 0, 0},
-    {"reciprocal", ActivationLayer::Function::reciprocal, 0, 0},
-    {"floor", ActivationLayer::Function::floor, 0, 0},
-    {"ceil", ActivationLayer::Function::ceil, 0, 0},
-    {"abs", ActivationLayer::Function::abs, 0, 0},
-    {"float16", ActivationLayer::Function::float16, 0, 0},
+    {"clip", ActivationLayer::Function::clip, 0, 0, 0},
+    {"hard_sigmoid", ActivationLayer::Function::hard_sigmoid, 0.2, 0.5, 0},
+    {"hard_swish", ActivationLayer::Function::hard_swish, 0, 0, 0},
+    {"elu", ActivationLayer::Function::elu, 1.0, 0, 0},
+    {"selu", ActivationLayer::Function::selu, kSeluAlpha, 0, kSeluGamma},
+    {"softplus", ActivationLayer::Function::softplus, 0, 0, 0},
+    {"softsign", ActivationLayer::Function::softsign, 0, 0, 0},
+    {"sigmoid", ActivationLayer::Function::sigmoid, 0, 0, 0},
+    {"tanh", ActivationLayer::Function::tanh, 0, 0, 0},
+    {"power", ActivationLayer::Function::power, 1, 0, 1},
+    {"exp", ActivationLayer::Function::exp, 0, 0, 0},
+    {"log", ActivationLayer::Function::log, 0, 0, 0},
+    {"sqrt", ActivationLayer::Function::sqrt, 0, 0, 0},
+    {"neg", ActivationLayer::Function::neg, 0, 0, 0},
+    {"reciprocal", ActivationLayer::Function::reciprocal, 0, 0, 0},
+    {"floor", ActivationLayer::Function::floor, 0, 0, 0},
+    {"ceil", ActivationLayer::Function::ceil, 0, 0, 0},
+    {"abs", ActivationLayer::Function::abs, 0, 0, 0},
+    {"float16", ActivationLayer::Function::float16, 0, 0, 0},
 };
 
 }  // namespace
@@ -47,17 +54,48 @@ float round_to_float16(float v) {
   return static_cast<float>(rounded);
 }
 
+const LayerSchema& ActivationLayer::schema() {
+  static const LayerSchema schema = [] {
+    std::vector<std::string_view> names;
+    for (const Named& f : kFunctions) names.emplace_back(f.name);
+    const double inf = std::numeric_limits<double>::infinity();
+    return LayerSchema{
+        .attributes = {{.name = "function", .type = AttrType::text, .required = true, .choices = names},
+                       {.name = "alpha",
+                        .type = AttrType::number,
+                        .default_text = "hard_sigmoid 0.2, elu 1, selu 1.67326, power 1"},
+                       {.name = "beta",
+                        .type = AttrType::number,
+                        .default_text = "hard_sigmoid 0.5, power 0"},
+                       {.name = "gamma", .type = AttrType::number, .default_text = "selu 1.0507, power 1"},
+                       {.name = "min", .type = AttrType::number, .fallback = -inf},
+                       {.name = "max", .type = AttrType::number, .fallback = inf}},
+        .weights = "–",
+        .notes =
+            "element-wise (activation.h lists the functions); in place; backward: floor and ceil pass no "
+            "gradient, float16 passes it unchanged",
+    };
+  }();
+  return schema;
+}
+
 ActivationLayer::ActivationLayer(const LayerSpec& spec) : Layer(spec) {
-  const std::string name = spec.attrs.get_string("function", "");
-  auto it = std::find_if(std::begin(kFunctions), std::end(kFunctions),
-                         [&](const Named& f) { return name == f.name; });
-  if (it == std::end(kFunctions)) fail_model("unknown function '" + name + "'");
-  function_ = it->function;
-  alpha_ = spec.attrs.get_float("alpha", it->alpha);
-  beta_ = spec.attrs.get_float("beta", it->beta);
-  gamma_ = spec.attrs.get_float("gamma", 1.05070102214813232421875);
-  min_ = spec.attrs.get_float("min", -std::numeric_limits<double>::infinity());
-  max_ = spec.attrs.get_float("max", std::numeric_limits<double>::infinity());
+  const std::string name = spec.attrs.require_string("function");
+  // The schema admits only the table's names.
+  const Named& f = *std::find_if(std::begin(kFunctions), std::end(kFunctions),
+                                 [&](const Named& entry) { return name == entry.name; });
+  function_ = f.function;
+  // alpha, beta and gamma default by function, so the schema cannot fill them in.
+  auto parameter = [&](const char* attr, double fallback) {
+    const double value = spec.attrs.has(attr) ? spec.attrs.require_float(attr) : fallback;
+    if (!std::isfinite(value)) fail_model(std::string("attribute '") + attr + "' must be finite");
+    return value;
+  };
+  alpha_ = parameter("alpha", f.alpha);
+  beta_ = parameter("beta", f.beta);
+  gamma_ = parameter("gamma", f.gamma);
+  min_ = spec.attrs.require_float("min");
+  max_ = spec.attrs.require_float("max");
 }
 
 std::vector<Shape> ActivationLayer::output_shapes(const std::vector<Shape>& inputs) const {
@@ -83,6 +121,12 @@ float ActivationLayer::apply(float v) const {
       return v > 20 ? v : std::log1p(std::exp(v));
     case Function::softsign:
       return v / (1 + std::abs(v));
+    case Function::sigmoid:
+      return sigmoid_value(v);
+    case Function::tanh:
+      return std::tanh(v);
+    case Function::power:
+      return power_value(v, alpha, beta, gamma);
     case Function::exp:
       return std::exp(v);
     case Function::log:
@@ -111,11 +155,12 @@ void ActivationLayer::forward(const std::vector<Tensor>& inputs, std::vector<Ten
   for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i) y[i] = apply(x[i]);
 }
 
-void ActivationLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+void ActivationLayer::backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                                std::vector<Tensor>&) const {
   if (!input_grads[0].defined()) return;
   const float* x = inputs[0].data<float>();
+  const float* y = outputs[0].data<float>();
   const float* dy = output_grads[0].data<float>();
   float* dx = input_grads[0].data<float>();
   const auto alpha = static_cast<float>(alpha_), beta = static_cast<float>(beta_),
@@ -150,6 +195,15 @@ void ActivationLayer::backward(const std::vector<Tensor>& inputs, const std::vec
         break;
       case Function::softsign:
         slope = 1 / ((1 + std::abs(v)) * (1 + std::abs(v)));
+        break;
+      case Function::sigmoid:
+        slope = y[i] * (1.0f - y[i]);
+        break;
+      case Function::tanh:
+        slope = 1.0f - y[i] * y[i];
+        break;
+      case Function::power:
+        slope = power_slope(v, alpha, beta, gamma);
         break;
       case Function::exp:
         slope = std::exp(v);

@@ -56,6 +56,56 @@ BinaryLayer::BinaryLayer(const LayerSpec& spec) : Layer(spec) {
                         std::begin(kOperations));
 }
 
+std::vector<LayerSpec> eltwise_as_binary(LayerSpec eltwise, const std::string& operation,
+                                         const std::vector<double>& coeffs,
+                                         const std::function<std::string(const std::string&)>& fresh) {
+  auto fail = [&](const std::string& what) {
+    throw ModelError("layer '" + eltwise.name + "' (Eltwise): " + what);
+  };
+  const std::size_t count = eltwise.inputs.size();
+  if (count < 2) fail("takes 2 or more inputs, got " + std::to_string(count));
+  if (operation != "sum" && operation != "prod" && operation != "max") {
+    fail("attribute 'operation' is \"" + operation + "\"; expected \"sum\", \"prod\" or \"max\"");
+  }
+  if (!coeffs.empty() && operation != "sum") fail("attribute 'coeffs' applies only to the \"sum\" operation");
+  if (!coeffs.empty() && coeffs.size() != count) {
+    fail("attribute 'coeffs' has " + std::to_string(coeffs.size()) + " values for " + std::to_string(count) +
+         " inputs");
+  }
+  std::vector<LayerSpec> layers;
+  auto binary = [&](const std::string& op, std::vector<std::string> inputs, const std::string& name) {
+    LayerSpec spec{.name = name, .type = "Binary", .inputs = std::move(inputs), .outputs = {name}};
+    spec.attrs.set("operation", op);
+    layers.push_back(std::move(spec));
+    return name;
+  };
+  auto term = [&](std::size_t k) {
+    const std::string& x = eltwise.inputs[k];
+    if (coeffs.empty() || coeffs[k] == 1.0) return x;
+    const std::string coeff = fresh(eltwise.name + "/coeff" + std::to_string(k));
+    LayerSpec constant{.name = coeff, .type = "Constant", .outputs = {coeff}};
+    constant.attrs.set("shape", std::vector<std::int64_t>{});
+    constant.weights = {Tensor::from(Shape{}, {static_cast<float>(coeffs[k])})};
+    layers.push_back(std::move(constant));
+    return binary("mul", {x, coeff}, fresh(eltwise.name + "/scaled" + std::to_string(k)));
+  };
+  const std::string op = operation == "sum" ? "add" : operation == "prod" ? "mul" : "max";
+  std::string acc = term(0);
+  for (std::size_t k = 1; k + 1 < count; ++k)
+    acc = binary(op, {acc, term(k)}, fresh(eltwise.name + "/step" + std::to_string(k)));
+  const std::string last = term(count - 1);
+  eltwise.type = "Binary";
+  eltwise.inputs = {acc, last};
+  Attributes attrs;  // the training attributes (loss_weight) stay
+  for (const auto& [name, value] : eltwise.attrs.all()) {
+    if (name != "operation" && name != "coeffs") attrs.set(name, value);
+  }
+  attrs.set("operation", op);
+  eltwise.attrs = std::move(attrs);
+  layers.push_back(std::move(eltwise));
+  return layers;
+}
+
 std::vector<Shape> BinaryLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 2, 2);
   try {

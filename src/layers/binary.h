@@ -1,6 +1,8 @@
 #pragma once
 
 #include <cmath>
+#include <functional>
+#include <string>
 
 #include "core/host_device.h"
 #include "layers/layer.h"
@@ -27,6 +29,17 @@ class BinaryLayer final : public Layer {
  private:
   Op op_;
 };
+
+// Caffe's Eltwise of two or more inputs as a chain of Binary layers, left to right as Caffe computes it:
+// `operation` "sum" is c0·x0 + c1·x1 + ... (a coefficient of `coeffs`, empty for all 1, other than 1
+// multiplies by a scalar Constant), "prod" x0·x1·..., "max" max(max(x0, x1), ...), whose ties keep the
+// earlier input and give it the gradient, as Caffe's. The last layer keeps `eltwise`'s name, outputs and
+// other attributes; `fresh(base)` names the others, layer and output alike. Throws ModelError naming the
+// layer for fewer than two inputs or misfitting coefficients. The Caffe importer and the .esp reader (old
+// packages held Eltwise layers) share it.
+std::vector<LayerSpec> eltwise_as_binary(LayerSpec eltwise, const std::string& operation,
+                                         const std::vector<double>& coeffs,
+                                         const std::function<std::string(const std::string&)>& fresh);
 
 // The numpy broadcast of two shapes; throws ShapeError when they do not broadcast.
 Shape broadcast_shapes(const Shape& a, const Shape& b);

@@ -4,8 +4,8 @@
 #include <cstring>
 #include <limits>
 
-#include "test_support.h"
 #include "layers/backward_run.h"
+#include "test_support.h"
 
 namespace espresso::testing {
 namespace {
@@ -34,9 +34,10 @@ void keep_off_kinks(const LayerCase& c, Values& values) {
 
 // Each function in its own run, so that every derivative is checked.
 TEST(Layers, Activation) {
-  static const char* const kFunctions[] = {
-      "clip", "hard_sigmoid", "hard_swish", "elu", "selu", "softplus", "softsign",   "exp",
-      "neg",  "floor",        "ceil",       "abs", "log",  "sqrt",     "reciprocal", "float16"};
+  static const char* const kFunctions[] = {"clip",     "hard_sigmoid", "hard_swish", "elu",    "selu",
+                                           "softplus", "softsign",     "sigmoid",    "tanh",   "power",
+                                           "exp",      "neg",          "floor",      "ceil",   "abs",
+                                           "log",      "sqrt",         "reciprocal", "float16"};
   for (const char* function : kFunctions) {
     SCOPED_TRACE(function);
     run_layer_test({
@@ -51,10 +52,20 @@ TEST(Layers, Activation) {
                 c.spec.attrs.set("max", rng.uniform(0.0, 1.0));
               }
               if (f == "hard_sigmoid" || f == "elu") c.spec.attrs.set("alpha", rng.uniform(0.1, 1.0));
+              // Caffe's Power: the exponents it treats apart (1, 2), others, and a constant (0).
+              const double powers[] = {1.0, 2.0, 3.0, 0.5, -1.0, 1.7, 0.0};
+              const double gamma = powers[rng.integer(0, 6)];
+              const bool integral = gamma == std::floor(gamma) && gamma >= 0;
+              if (f == "power") {
+                if (gamma != 1.0 || rng.coin()) c.spec.attrs.set("gamma", gamma);
+                c.spec.attrs.set("alpha", rng.uniform(-1.0, 1.0));
+                // Integer powers take any base; others need a positive one to stay real.
+                c.spec.attrs.set("beta", integral ? rng.uniform(-1.0, 1.0) : rng.uniform(1.5, 2.5));
+              }
               c.input_shapes = {Shape{rng.integer(1, 3), rng.integer(1, 9), rng.integer(1, 13)}};
               const bool positive = f == "log" || f == "sqrt" || f == "reciprocal";
               // float16 sees values near its largest (65504) and below its smallest normal (2^-14).
-              const double range = f == "float16" ? (rng.coin() ? 6e4 : 1e-4) : 8.0;
+              const double range = f == "float16" ? (rng.coin() ? 6e4 : 1e-4) : f == "power" ? 1.0 : 8.0;
               c.inputs = {rng.values(static_cast<std::size_t>(c.input_shapes[0].numel()),
                                      positive ? 0.1 : -range, range)};
               keep_off_kinks(c, c.inputs[0]);
@@ -80,6 +91,14 @@ TEST(Layers, Activation) {
                   r = 1.0507009873554805 * (x > 0 ? x : 1.6732632423543772 * (std::exp(x) - 1));
                 if (f == "softplus") r = std::log(1 + std::exp(x));
                 if (f == "softsign") r = x / (1 + std::abs(x));
+                if (f == "sigmoid") r = 1 / (1 + std::exp(-x));
+                if (f == "tanh") r = std::tanh(x);
+                if (f == "power") {
+                  // The layer computes in float; use the float-rounded parameters.
+                  const double scale = static_cast<float>(c.spec.attrs.get_float("alpha", 1.0));
+                  const double shift = static_cast<float>(c.spec.attrs.get_float("beta", 0.0));
+                  r = std::pow(shift + scale * x, c.spec.attrs.get_float("gamma", 1.0));
+                }
                 if (f == "exp") r = std::exp(x);
                 if (f == "neg") r = -x;
                 if (f == "floor") r = std::floor(x);
@@ -137,7 +156,8 @@ TEST(Layers, ActivationStraightThrough) {
 // large enough to be split over threads, with an odd tail for the vector loops and NaN and infinities
 // among the values, gives the reference's results bit for bit.
 TEST(Layers, ActivationFastInPlace) {
-  static const char* const kFunctions[] = {"clip", "hard_sigmoid", "hard_swish", "elu", "softsign"};
+  static const char* const kFunctions[] = {"clip",    "hard_sigmoid", "hard_swish", "elu",  "softsign",
+                                           "sigmoid", "tanh",         "abs",        "power"};
   const Shape shape{2, 131, 129};
   Rng rng(7);
   std::vector<float> x;
@@ -152,6 +172,11 @@ TEST(Layers, ActivationFastInPlace) {
     spec.attrs.set("function", std::string(function));
     spec.attrs.set("min", 0.0);
     spec.attrs.set("max", 6.0);
+    if (std::string(function) == "power") {
+      spec.attrs.set("alpha", 0.5);
+      spec.attrs.set("beta", 3.0);
+      spec.attrs.set("gamma", 2.0);
+    }
     const std::unique_ptr<Layer> layer = create_layer(spec);
     std::vector<Tensor> reference{Tensor::empty(shape)};
     layer->forward({Tensor::from(shape, x)}, reference);
@@ -163,6 +188,25 @@ TEST(Layers, ActivationFastInPlace) {
     EXPECT_EQ(std::memcmp(expected.data(), got.data(), expected.size() * sizeof(float)), 0)
         << "CPU kernel '" << fast->name() << "'";
   }
+}
+
+// What the former Sigmoid, TanH, AbsVal and Power layers checked of their attributes and inputs.
+TEST(Layers, ActivationErrors) {
+  LayerSpec spec = spec_of("Activation", 2);
+  spec.attrs.set("function", std::string("sigmoid"));
+  expect_shape_error(spec, {Shape{2, 3}, Shape{2, 3}}, "input");
+  spec = spec_of("Activation");
+  spec.attrs.set("function", std::string("tanh"));
+  EXPECT_TRUE(create_layer(spec)->in_place());
+  spec.attrs.set("function", std::string("swish"));
+  expect_model_error(spec, "'function'");
+  spec.attrs.set("function", std::string("power"));
+  spec.attrs.set("gamma", std::string("two"));
+  expect_model_error(spec, "'gamma'");
+  spec.attrs.set("gamma", 2.0);
+  spec.attrs.set("alpha", INFINITY);
+  expect_model_error(spec, "finite");
+  expect_model_error(spec_of("Activation"), "'function' is required");
 }
 
 }  // namespace espresso::testing

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "backends/kernel.h"
@@ -47,24 +46,5 @@ void channel_affine(const float* x, float* y, const AxisSplit& split, const floa
                     const float* offset);
 // The implementation channel_affine() runs on this processor.
 const char* channel_affine_name();
-
-// A kernel that applies `op` to every element of input 0.
-template <class Op>
-class MapKernel final : public Kernel {
- public:
-  explicit MapKernel(Op op) : op_(op) {}
-  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    map_elements(inputs[0].data<float>(), outputs[0].data<float>(), inputs[0].numel(), op_);
-  }
-  const char* name() const override { return "threaded"; }
-
- private:
-  Op op_;
-};
-
-template <class Op>
-std::unique_ptr<Kernel> make_map_kernel(Op op) {
-  return std::make_unique<MapKernel<Op>>(op);
-}
 
 }  // namespace espresso::cpu

@@ -1,4 +1,4 @@
-// The element-wise layers on the GPU (AbsVal, Activation, Power, PReLU, Sigmoid, TanH): one grid-stride
+// The element-wise layers on the GPU (Activation, PReLU): one grid-stride
 // kernel template applies an operation object; each layer contributes only its formula and its
 // derivative, slope(x, y, i) = dy/dx at element i of input x and output y.
 #include <cuda_fp16.h>
@@ -8,7 +8,6 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
 #include "layers/activation.h"
-#include "layers/power.h"
 #include "layers/prelu.h"
 
 namespace espresso::cuda {
@@ -29,31 +28,6 @@ __global__ void add_input_gradient(const float* x, const float* y, const float* 
     dx[i] += dy[i] * op.slope(x[i], y[i], i);
   }
 }
-
-struct AbsOp {
-  __device__ float operator()(float x, long long) const { return fabsf(x); }
-  __device__ float slope(float x, float, long long) const {
-    return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : 0.0f;
-  }
-};
-
-struct SigmoidOp {
-  __device__ float operator()(float x, long long) const { return 1.0f / (1.0f + expf(-x)); }
-  __device__ float slope(float, float y, long long) const { return y * (1.0f - y); }
-};
-
-struct TanHOp {
-  __device__ float operator()(float x, long long) const { return tanhf(x); }
-  __device__ float slope(float, float y, long long) const { return 1.0f - y * y; }
-};
-
-struct PowerOp {
-  float power, scale, shift;
-  __device__ float operator()(float x, long long) const { return powf(shift + scale * x, power); }
-  __device__ float slope(float x, float, long long) const {
-    return power == 1.0f ? scale : power * scale * powf(shift + scale * x, power - 1.0f);
-  }
-};
 
 struct PReLUOp {
   const float* slope_weights;
@@ -106,6 +80,12 @@ struct ActivationOp {
         return x > 20.0f ? x : log1pf(expf(x));
       case F::softsign:
         return x / (1.0f + fabsf(x));
+      case F::sigmoid:
+        return sigmoid_value(x);
+      case F::tanh:
+        return tanhf(x);
+      case F::power:
+        return power_value(x, alpha, beta, gamma);
       case F::exp:
         return expf(x);
       case F::log:
@@ -128,7 +108,7 @@ struct ActivationOp {
     return x;
   }
   // The reference's derivatives and its choices at kinks (see activation.h).
-  __device__ float slope(float x, float, long long) const {
+  __device__ float slope(float x, float y, long long) const {
     using F = ActivationLayer::Function;
     switch (function) {
       case F::clip:
@@ -151,6 +131,12 @@ struct ActivationOp {
         const float d = 1.0f + fabsf(x);
         return 1.0f / (d * d);
       }
+      case F::sigmoid:
+        return y * (1.0f - y);
+      case F::tanh:
+        return 1.0f - y * y;
+      case F::power:
+        return power_slope(x, alpha, beta, gamma);
       case F::exp:
         return expf(x);
       case F::log:
@@ -220,10 +206,6 @@ std::unique_ptr<Kernel> elementwise_kernel(Op op, StreamContext& context) {
 
 }  // namespace
 
-std::unique_ptr<Kernel> make_absval(const Layer&, const std::vector<Shape>&, StreamContext& context) {
-  return elementwise_kernel(AbsOp{}, context);
-}
-
 std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Shape>&,
                                         StreamContext& context) {
   const auto& a = static_cast<const ActivationLayer&>(layer);
@@ -231,11 +213,6 @@ std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Sh
       ActivationOp{a.function(), static_cast<float>(a.alpha()), static_cast<float>(a.beta()),
                    static_cast<float>(a.gamma()), static_cast<float>(a.min()), static_cast<float>(a.max())},
       context);
-}
-
-std::unique_ptr<Kernel> make_power(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {
-  const auto& power = static_cast<const PowerLayer&>(layer);
-  return elementwise_kernel(PowerOp{power.power(), power.scale(), power.shift()}, context);
 }
 
 std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>& inputs,
@@ -246,14 +223,6 @@ std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>&
       context.device_weights(layer.weights()[0], "layer '" + layer.name() + "'").data<float>();
   return std::make_unique<PReLUKernel>(PReLUOp{slope, prelu.channel_shared() ? 1 : shape[1], shape.count(2)},
                                        context);
-}
-
-std::unique_ptr<Kernel> make_sigmoid(const Layer&, const std::vector<Shape>&, StreamContext& context) {
-  return elementwise_kernel(SigmoidOp{}, context);
-}
-
-std::unique_ptr<Kernel> make_tanh(const Layer&, const std::vector<Shape>&, StreamContext& context) {
-  return elementwise_kernel(TanHOp{}, context);
 }
 
 }  // namespace espresso::cuda

@@ -12,12 +12,21 @@
 #include "espresso/errors.h"
 #include "espresso/import.h"
 #include "import/caffe/caffe_format.h"
+#include "layers/binary.h"
 #include "layers/registry.h"
 
 namespace espresso {
 namespace {
 
 using Ints = std::vector<std::int64_t>;
+
+// Caffe types that are another espresso type: the SSD fork's Permute, and the element-wise functions that
+// are Activation's (their parameters mapped in map_attributes). Eltwise becomes a chain (eltwise_as_binary).
+const std::map<std::string, std::string> kRenamed = {{"Permute", "Transpose"},
+                                                     {"AbsVal", "Activation"},
+                                                     {"Sigmoid", "Activation"},
+                                                     {"TanH", "Activation"},
+                                                     {"Power", "Activation"}};
 
 // Data-source layers: kept under their Caffe type with their settings, for the data pipeline.
 const std::set<std::string> kDataTypes = {"Data",      "DummyData",  "HDF5Data",
@@ -394,11 +403,14 @@ Attributes map_attributes(const LayerContext& ctx) {
     }
   } else if (type == "PReLU") {
     attrs.set("channel_shared", static_cast<std::int64_t>(layer.prelu_param().channel_shared()));
+  } else if (type == "AbsVal" || type == "Sigmoid" || type == "TanH") {
+    attrs.set("function", std::string(type == "AbsVal" ? "abs" : type == "Sigmoid" ? "sigmoid" : "tanh"));
   } else if (type == "Power") {
     const caffe::PowerParameter& p = layer.power_param();
-    attrs.set("power", double{p.power()});
-    attrs.set("scale", double{p.scale()});
-    attrs.set("shift", double{p.shift()});
+    attrs.set("function", std::string("power"));
+    attrs.set("alpha", double{p.scale()});
+    attrs.set("beta", double{p.shift()});
+    attrs.set("gamma", double{p.power()});
   } else if (type == "Softmax") {
     attrs.set("axis", static_cast<std::int64_t>(layer.softmax_param().axis()));
   } else if (type == "InnerProduct") {
@@ -429,27 +441,6 @@ Attributes map_attributes(const LayerContext& ctx) {
   } else if (type == "Bias") {
     attrs.set("axis", static_cast<std::int64_t>(layer.bias_param().axis()));
     attrs.set("num_axes", static_cast<std::int64_t>(layer.bias_param().num_axes()));
-  } else if (type == "Eltwise") {
-    const caffe::EltwiseParameter& p = layer.eltwise_param();
-    switch (p.operation()) {
-      case caffe::EltwiseParameter::PROD:
-        attrs.set("operation", std::string("prod"));
-        break;
-      case caffe::EltwiseParameter::SUM:
-        attrs.set("operation", std::string("sum"));
-        break;
-      case caffe::EltwiseParameter::MAX:
-        attrs.set("operation", std::string("max"));
-        break;
-    }
-    if (!p.coeff().empty()) {
-      if (p.operation() != caffe::EltwiseParameter::SUM) ctx.fail("eltwise_param.coeff applies to SUM only");
-      if (p.coeff_size() != layer.bottom_size()) {
-        ctx.fail("eltwise_param.coeff has " + std::to_string(p.coeff_size()) + " values for " +
-                 std::to_string(layer.bottom_size()) + " inputs");
-      }
-      attrs.set("coeffs", std::vector<double>(p.coeff().begin(), p.coeff().end()));
-    }
   } else if (type == "Concat") {
     const caffe::ConcatParameter& p = layer.concat_param();
     attrs.set("axis",
@@ -666,7 +657,9 @@ void throw_unsupported(const std::vector<const caffe::LayerParameter*>& kept, co
   std::map<std::string, std::vector<std::string>> names;
   for (const caffe::LayerParameter* layer : kept) {
     const std::string& type = layer->type();
-    if (type == "Input" || type == "Permute" || is_known_layer_type(type) || kDataTypes.count(type)) continue;
+    if (type == "Input" || type == "Eltwise" || kRenamed.count(type) || is_known_layer_type(type) ||
+        kDataTypes.count(type))
+      continue;
     if (!names.count(type)) order.push_back(type);
     names[type].push_back(layer->name());
   }
@@ -707,11 +700,25 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
   // Caffe blob name -> the tensor that currently carries it; in-place layers write a new tensor.
   std::map<std::string, std::string> current;
   std::set<std::string> tensors;
-  std::set<std::string> consumed;
   for (const InputSpec& input : graph.inputs) {
     current[input.name] = input.name;
     tensors.insert(input.name);
   }
+  // Names for the layers an importer adds (Eltwise's chain): unused as a layer and as a tensor, now and
+  // by any layer of the file.
+  std::set<std::string> layer_names;
+  for (const caffe::LayerParameter* layer : kept) {
+    layer_names.insert(layer->name());
+    for (const std::string& top : layer->top()) layer_names.insert(top);
+  }
+  auto fresh = [&](const std::string& base) {
+    std::string name = base;
+    for (int n = 2; layer_names.count(name) || tensors.count(name); ++n)
+      name = base + "_" + std::to_string(n);
+    layer_names.insert(name);
+    tensors.insert(name);
+    return name;
+  };
   for (const caffe::LayerParameter* layer : kept) {
     if (layer->type() == "Input") {
       const std::size_t first = graph.inputs.size();
@@ -727,8 +734,8 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
       throw ModelError(prototxt_path + ": a " + layer->type() + " layer has no name");
     LayerSpec spec;
     spec.name = layer->name();
-    // The SSD fork's Permute is espresso's Transpose.
-    spec.type = layer->type() == "Permute" ? "Transpose" : layer->type();
+    const auto renamed = kRenamed.find(layer->type());
+    spec.type = renamed == kRenamed.end() ? layer->type() : renamed->second;
     spec.attrs = map_attributes(ctx);
     spec.params = param_specs(*layer);
     map_fillers(*layer, spec.attrs);
@@ -741,7 +748,6 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
       if (it == current.end())
         ctx.fail("input '" + bottom + "' is not produced by any earlier layer or input");
       spec.inputs.push_back(it->second);
-      consumed.insert(it->second);
     }
     for (const std::string& top : layer->top()) {
       std::string name = top;
@@ -764,9 +770,25 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
         spec.weights.push_back(blob_to_tensor(it->second->blobs(i), *layer, i, caffemodel_path));
       }
     }
-    graph.layers.push_back(std::move(spec));
+    if (layer->type() == "Eltwise") {
+      const caffe::EltwiseParameter& p = layer->eltwise_param();
+      const std::string operation = p.operation() == caffe::EltwiseParameter::MAX    ? "max"
+                                    : p.operation() == caffe::EltwiseParameter::PROD ? "prod"
+                                                                                     : "sum";
+      try {
+        for (LayerSpec& part : eltwise_as_binary(
+                 std::move(spec), operation, std::vector<double>(p.coeff().begin(), p.coeff().end()), fresh))
+          graph.layers.push_back(std::move(part));
+      } catch (const ModelError& e) {
+        throw ModelError(prototxt_path + ": " + e.what());
+      }
+    } else {
+      graph.layers.push_back(std::move(spec));
+    }
   }
-  // Like Caffe: the tensors no layer reads are the net's outputs.
+  // Like Caffe: the tensors no layer reads are the net's outputs (Eltwise's chain reads its own).
+  std::set<std::string> consumed;
+  for (const LayerSpec& spec : graph.layers) consumed.insert(spec.inputs.begin(), spec.inputs.end());
   for (const LayerSpec& spec : graph.layers) {
     for (const std::string& out : spec.outputs) {
       if (!consumed.count(out)) graph.outputs.push_back(out);

@@ -140,7 +140,6 @@ class Importer {
   void op_relu(const Node& n);
   void op_leaky_relu(const Node& n);
   void op_prelu(const Node& n);
-  void op_simple(const Node& n);
   void op_activation(const Node& n);
   void op_clip(const Node& n);
   void op_softmax(const Node& n);
@@ -360,7 +359,7 @@ Value Importer::fold(const Node& n, const std::string& type, const std::vector<V
 
 const std::map<std::string, Importer::Handler>& Importer::handlers() {
   static const std::map<std::string, Handler> table = {
-      {"Abs", &Importer::op_simple},
+      {"Abs", &Importer::op_activation},
       {"Add", &Importer::op_binary},
       {"AveragePool", &Importer::op_pool},
       {"BatchNormalization", &Importer::op_batch_norm},
@@ -415,7 +414,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Resize", &Importer::op_resize},
       {"Selu", &Importer::op_activation},
       {"Shape", &Importer::op_shape},
-      {"Sigmoid", &Importer::op_simple},
+      {"Sigmoid", &Importer::op_activation},
       {"Slice", &Importer::op_slice},
       {"Softmax", &Importer::op_softmax},
       {"Softplus", &Importer::op_activation},
@@ -425,7 +424,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Squeeze", &Importer::op_squeeze},
       {"Sub", &Importer::op_binary},
       {"Sum", &Importer::op_variadic},
-      {"Tanh", &Importer::op_simple},
+      {"Tanh", &Importer::op_activation},
       {"Transpose", &Importer::op_transpose},
       {"Unsqueeze", &Importer::op_unsqueeze},
   };
@@ -1173,12 +1172,6 @@ void Importer::op_prelu(const Node& n) {
   }
 }
 
-void Importer::op_simple(const Node& n) {
-  static const std::map<std::string, std::string> kTypes = {
-      {"Abs", "AbsVal"}, {"Sigmoid", "Sigmoid"}, {"Tanh", "TanH"}};
-  emit(n, kTypes.at(n.op()), {tensor(n, 0)});
-}
-
 void Importer::activation(const Node& n, const std::string& function, Attributes attrs) {
   attrs.set("function", function);
   if (is_constant(n, 0)) {
@@ -1189,7 +1182,8 @@ void Importer::activation(const Node& n, const std::string& function, Attributes
 }
 
 void Importer::op_activation(const Node& n) {
-  static const std::map<std::string, std::string> kFunctions = {{"Ceil", "ceil"},
+  static const std::map<std::string, std::string> kFunctions = {{"Abs", "abs"},
+                                                                {"Ceil", "ceil"},
                                                                 {"Elu", "elu"},
                                                                 {"Exp", "exp"},
                                                                 {"Floor", "floor"},
@@ -1199,9 +1193,11 @@ void Importer::op_activation(const Node& n) {
                                                                 {"Neg", "neg"},
                                                                 {"Reciprocal", "reciprocal"},
                                                                 {"Selu", "selu"},
+                                                                {"Sigmoid", "sigmoid"},
                                                                 {"Softplus", "softplus"},
                                                                 {"Softsign", "softsign"},
-                                                                {"Sqrt", "sqrt"}};
+                                                                {"Sqrt", "sqrt"},
+                                                                {"Tanh", "tanh"}};
   Attributes attrs;
   const std::string& function = kFunctions.at(n.op());
   if (n.op() == "HardSigmoid") {
