@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fails when code includes a header from above it in the stack. src/<folder>/ may include its own
 # folder and the folders before it in RANKS (src/CMakeLists.txt builds one library per folder in this
-# order); public headers in include/espresso/ may include only each other.
+# order); public headers in include/espresso/ may include only each other, and tools/ only those.
 # Usage: scripts/check_layering.sh [ROOT]   (ROOT: a checkout, default this one)
 set -euo pipefail
 root=${1:-"$(dirname "$0")/.."}
@@ -37,6 +37,14 @@ while IFS= read -r file; do
     violations=$((violations + 1))
   done < <(grep -oE '^#include "[^"]+"' "$file" | sed -E 's/#include "([^"]+)"/\1/' | grep -v '^espresso/' || true)
 done < <(find "$root/include" -type f -name '*.h' | sort)
+
+# The CLI is a user of the library like any other: public headers and its own files only.
+while IFS= read -r file; do
+  while IFS= read -r included; do
+    echo "${file#"$root"/}: includes \"$included\": tools use the public API (include/espresso/) only"
+    violations=$((violations + 1))
+  done < <(grep -oE '^#include "[a-z_]+/[^"]+"' "$file" | sed -E 's/#include "([^"]+)"/\1/' | grep -v '^espresso/' || true)
+done < <(find "$root/tools" -type f \( -name '*.h' -o -name '*.cpp' \) 2>/dev/null | sort)
 
 if [ "$violations" -gt 0 ]; then
   echo "layering: $violations include(s) climb the stack (${ranks[*]})" >&2

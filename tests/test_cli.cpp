@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "data/idx.h"
+#include "espresso/data.h"
 #include "test_support.h"
 
 #define STB_IMAGE_WRITE_STATIC

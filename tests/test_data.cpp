@@ -10,11 +10,8 @@
 #include <vector>
 
 #include "data/cifar.h"
-#include "data/dataset.h"
-#include "data/idx.h"
-#include "data/image.h"
+#include "espresso/data.h"
 #include "data/npy.h"
-#include "data/preprocess.h"
 #include "espresso/errors.h"
 #include "test_support.h"
 

@@ -9,7 +9,7 @@
 #include "espresso/errors.h"
 #include "import/caffe/caffe.pb.h"
 #include "test_support.h"
-#include "train/solver.h"
+#include "train/solver_config.h"
 
 namespace espresso::train {
 namespace {

@@ -12,14 +12,13 @@
 #include <string>
 
 #include "data/datum.h"
-#include "data/idx.h"
+#include "espresso/data.h"
 #include "data/lmdb.h"
-#include "data/lmdb_convert.h"
 #include "espresso/errors.h"
 #include "espresso/import.h"
 #include "import/caffe/caffe.pb.h"
 #include "test_support.h"
-#include "train/trainer.h"
+#include "espresso/trainer.h"
 
 namespace espresso::train {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "espresso/espresso.h"
 #include "test_support.h"
-#include "train/solver.h"
+#include "espresso/solver.h"
 
 namespace espresso {
 namespace {

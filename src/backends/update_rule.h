@@ -5,10 +5,9 @@
 #include <cmath>
 
 #include "core/host_device.h"
+#include "espresso/solver.h"
 
 namespace espresso::train {
-
-enum class SolverType { sgd, nesterov, adagrad, rmsprop, adadelta, adam };
 
 // Everything one update of one blob needs, resolved for the iteration: rates already include the
 // policy and lr_mult, decay includes decay_mult.

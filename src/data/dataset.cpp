@@ -1,7 +1,6 @@
-#include "data/dataset.h"
+#include "espresso/data.h"
 
 #include "data/cifar.h"
-#include "data/idx.h"
 #include "espresso/errors.h"
 
 namespace espresso::data {

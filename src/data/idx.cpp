@@ -1,4 +1,4 @@
-#include "data/idx.h"
+#include "espresso/data.h"
 
 #include <zlib.h>
 

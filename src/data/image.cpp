@@ -1,4 +1,4 @@
-#include "data/image.h"
+#include "espresso/data.h"
 
 #include <filesystem>
 #include <memory>

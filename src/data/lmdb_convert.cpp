@@ -1,4 +1,4 @@
-#include "data/lmdb_convert.h"
+#include "espresso/data.h"
 
 #include <stb_image.h>
 
@@ -12,8 +12,6 @@
 
 #include "data/cifar.h"
 #include "data/datum.h"
-#include "data/idx.h"
-#include "data/image.h"
 #include "data/lmdb.h"
 #include "espresso/errors.h"
 

@@ -1,4 +1,4 @@
-#include "data/preprocess.h"
+#include "espresso/data.h"
 
 #include <cmath>
 

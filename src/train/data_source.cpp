@@ -8,8 +8,7 @@
 #include <utility>
 
 #include "data/cifar.h"
-#include "data/dataset.h"
-#include "data/idx.h"
+#include "espresso/data.h"
 #include "data/lmdb.h"
 #include "espresso/errors.h"
 #include "import/caffe/caffe.pb.h"

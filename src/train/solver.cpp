@@ -1,4 +1,4 @@
-#include "train/solver.h"
+#include "train/solver_config.h"
 
 #include <cmath>
 #include <numbers>

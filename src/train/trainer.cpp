@@ -1,4 +1,4 @@
-#include "train/trainer.h"
+#include "espresso/trainer.h"
 
 #include <algorithm>
 #include <chrono>
@@ -17,7 +17,7 @@
 #include "import/caffe/caffe.pb.h"
 #include "import/caffe/caffe_format.h"
 #include "train/data_source.h"
-#include "train/solver.h"
+#include "train/solver_config.h"
 #include "train/training_log.h"
 
 namespace espresso::train {

@@ -12,7 +12,7 @@
 #include "common.h"
 #include "energy.h"
 #include "espresso/espresso.h"
-#include "train/solver.h"
+#include "espresso/solver.h"
 
 namespace espresso::cli {
 namespace {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "common.h"
-#include "data/image.h"
+#include "espresso/data.h"
 #include "espresso/errors.h"
 
 namespace espresso::cli {

@@ -7,7 +7,7 @@
 #include <functional>
 #include <string>
 
-#include "data/preprocess.h"
+#include "espresso/data.h"
 #include "espresso/net.h"
 
 namespace espresso::cli {

@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "common.h"
-#include "data/preprocess.h"
+#include "espresso/data.h"
 #include "espresso/espresso.h"
 #include "espresso/onnx.h"
 #include "espresso/package.h"

@@ -4,7 +4,7 @@
 #include <memory>
 
 #include "common.h"
-#include "data/lmdb_convert.h"
+#include "espresso/data.h"
 
 namespace espresso::cli {
 

@@ -9,11 +9,11 @@
 
 #include "espresso/devices.h"
 #include "common.h"
-#include "data/idx.h"
+#include "espresso/data.h"
 #include "espresso/errors.h"
 #include "espresso/import.h"
 #include "espresso/package.h"
-#include "train/trainer.h"
+#include "espresso/trainer.h"
 
 namespace espresso::cli {
 namespace {

@@ -10,8 +10,7 @@
 #include <vector>
 
 #include "common.h"
-#include "data/dataset.h"
-#include "data/image.h"
+#include "espresso/data.h"
 #include "espresso/errors.h"
 
 namespace espresso::cli {

@@ -7,7 +7,7 @@
 
 #include "common.h"
 #include "espresso/errors.h"
-#include "train/trainer.h"
+#include "espresso/trainer.h"
 
 namespace espresso::cli {
 namespace {

@@ -9,13 +9,16 @@
 
 #include "espresso/net.h"
 #include "espresso/tensor.h"
-#include "backends/backend.h"
 
-namespace espresso::caffe {
-class SolverParameter;
+namespace espresso {
+class Stream;
 }
 
 namespace espresso::train {
+
+struct UpdateRule;
+
+enum class SolverType { sgd, nesterov, adagrad, rmsprop, adadelta, adam };
 
 enum class Regularization { l2, l1 };
 
@@ -43,10 +46,6 @@ struct SolverConfig {
   double clip_gradients = -1.0;  // negative: no clipping
   int iter_size = 1;
 };
-
-// The solver settings of a SolverParameter (the older `solver_type` enum is honoured when `type` is
-// not set). Throws ModelError naming the field for values Caffe would reject.
-SolverConfig solver_config(const caffe::SolverParameter& param);
 
 // The learning rate at `iter` (0-based). Throws ModelError naming the policy when it is unknown or its
 // settings are missing (stepsize for step, max_iter for poly and cosine).
