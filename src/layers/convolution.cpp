@@ -15,7 +15,7 @@ std::vector<AttrSpec> ConvParams::attributes() {
       {.name = "pad", .type = AttrType::integers, .fallback = Ints{0}, .min = 0},
       {.name = "dilation", .type = AttrType::integers, .fallback = Ints{1}, .min = 1},
       {.name = "group", .type = AttrType::integer, .fallback = std::int64_t{1}, .min = 1},
-      {.name = "bias", .type = AttrType::integer, .fallback = std::int64_t{1}, .min = 0, .max = 1},
+      flag("bias", true),
   };
 }
 

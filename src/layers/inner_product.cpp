@@ -7,13 +7,9 @@ const LayerSchema& InnerProductLayer::schema() {
       .attributes =
           {
               {.name = "num_output", .type = AttrType::integer, .required = true, .min = 1},
-              {.name = "bias", .type = AttrType::integer, .fallback = std::int64_t{1}, .min = 0, .max = 1},
+              flag("bias", true),
               {.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
-              {.name = "transpose",
-               .type = AttrType::integer,
-               .fallback = std::int64_t{0},
-               .min = 0,
-               .max = 1},
+              flag("transpose", false),
           },
       .weights = "W: num_output x K (K x num_output if transpose), b: num_output",
       .notes = "input flattened from `axis`",

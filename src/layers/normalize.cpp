@@ -8,16 +8,8 @@ const LayerSchema& NormalizeLayer::schema() {
   static const LayerSchema schema{
       .attributes =
           {
-              {.name = "across_spatial",
-               .type = AttrType::integer,
-               .fallback = std::int64_t{1},
-               .min = 0,
-               .max = 1},
-              {.name = "channel_shared",
-               .type = AttrType::integer,
-               .fallback = std::int64_t{1},
-               .min = 0,
-               .max = 1},
+              flag("across_spatial", true),
+              flag("channel_shared", true),
               {.name = "eps", .type = AttrType::number, .fallback = 1e-10, .min = 0},
           },
       .weights = "scale: C (a scalar if channel_shared)",

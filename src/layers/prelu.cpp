@@ -4,11 +4,7 @@ namespace espresso {
 
 const LayerSchema& PReLULayer::schema() {
   static const LayerSchema schema{
-      .attributes = {{.name = "channel_shared",
-                      .type = AttrType::integer,
-                      .fallback = std::int64_t{0},
-                      .min = 0,
-                      .max = 1}},
+      .attributes = {flag("channel_shared", false)},
       .weights = "slope: C (or 1 if shared)",
       .notes = "in place",
   };

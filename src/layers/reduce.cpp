@@ -23,11 +23,7 @@ const LayerSchema& ReduceLayer::schema() {
                .required = true,
                .choices = std::vector<std::string_view>(std::begin(kOperations), std::end(kOperations))},
               {.name = "axes", .type = AttrType::integers, .default_text = "all"},
-              {.name = "keepdims",
-               .type = AttrType::integer,
-               .fallback = std::int64_t{1},
-               .min = 0,
-               .max = 1},
+              flag("keepdims", true),
           },
       .weights = "–",
       .notes =

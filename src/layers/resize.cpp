@@ -41,11 +41,7 @@ const LayerSchema& ResizeLayer::schema() {
                .fallback = std::string("round_prefer_floor"),
                .choices = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"}},
               {.name = "cubic_coeff_a", .type = AttrType::number, .fallback = -0.75},
-              {.name = "exclude_outside",
-               .type = AttrType::integer,
-               .fallback = std::int64_t{0},
-               .min = 0,
-               .max = 1},
+              flag("exclude_outside", false),
           },
       .weights = "–",
       .notes =

@@ -10,7 +10,7 @@ const LayerSchema& ScaleLayer::schema() {
         .notes = "the scale may come as a second input; in place",
     };
     s.attributes.push_back(
-        {.name = "bias", .type = AttrType::integer, .fallback = std::int64_t{0}, .min = 0, .max = 1});
+        flag("bias", false));
     return s;
   }();
   return schema;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <limits>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -32,6 +33,11 @@ struct AttrSpec {
   // For the docs, where the default is not a plain value ("all 1", "reversed axes").
   std::string_view default_text = {};
 };
+
+// A 0/1 switch with its default.
+inline AttrSpec flag(std::string_view name, bool fallback) {
+  return {.name = name, .type = AttrType::integer, .fallback = std::int64_t{fallback ? 1 : 0}, .min = 0, .max = 1};
+}
 
 struct LayerSchema {
   std::vector<AttrSpec> attributes;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "harness/layer_harness.h"
+#include "layers/layer_test_util.h"
 #include "layers/registry.h"
 #include "test_support.h"
 
@@ -111,27 +112,18 @@ TEST(Layers, PriorBoxOneCellByHand) {
 }
 
 TEST(Layers, PriorBoxRejectsBadSettings) {
-  auto model_error = [](const LayerSpec& spec, const std::string& part) {
-    try {
-      create_layer(spec);
-      ADD_FAILURE() << "no error for " << part;
-    } catch (const ModelError& e) {
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-      EXPECT_NE(std::string(e.what()).find("'prior'"), std::string::npos) << e.what();
-    }
-  };
-  LayerSpec spec = layer("prior", "PriorBox", {"map", "image"}, {"out"});
-  model_error(spec, "min_size");
+  LayerSpec spec = layer("bad_layer", "PriorBox", {"map", "image"}, {"out"});
+  expect_model_error(spec, "min_size");
   spec.attrs.set("min_size", Values{30, 60});
   spec.attrs.set("max_size", Values{60});
-  model_error(spec, "max_size");
+  expect_model_error(spec, "max_size");
   spec.attrs.set("max_size", Values{60, 90});
   spec.attrs.set("variance", Values{0.1, 0.2});
-  model_error(spec, "variance");
+  expect_model_error(spec, "variance");
   spec.attrs.set("variance", Values{0.1});
   spec.attrs.set("step", 8.0);
   spec.attrs.set("step_h", 8.0);
-  model_error(spec, "step");
+  expect_model_error(spec, "step");
   LayerSpec good = layer("prior", "PriorBox", {"map", "image"}, {"out"});
   good.attrs.set("min_size", Values{30});
   EXPECT_THROW(create_layer(good)->output_shapes({Shape{1, 8, 2, 2}}), ShapeError);
