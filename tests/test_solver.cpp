@@ -194,7 +194,7 @@ TEST(Solver, IterSizeAveragesAndClippingScalesTheGlobalNorm) {
   expect_near(params[0].value, {-0.1 * 1.5 / 2, -0.1 * 2.0 / 2});
 }
 
-// The GPU runs the same per-element rule (train/update_rule.h) in a kernel: every solver type, with
+// The GPU runs the same per-element rule (backends/update_rule.h) in a kernel: every solver type, with
 // decay, L1 and clipping, gives the CPU's weights.
 TEST(Solver, GpuUpdatesMatchTheCpu) {
   REQUIRE_GPU();

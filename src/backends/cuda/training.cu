@@ -1,5 +1,5 @@
 // The device side of training that belongs to no layer: filling gradient seeds, the solver's update
-// (the same per-element rule as the CPU's, train/update_rule.h) and the norm for gradient clipping.
+// (the same per-element rule as the CPU's, backends/update_rule.h) and the norm for gradient clipping.
 #include <initializer_list>
 
 #include "backends/cuda/context.h"
