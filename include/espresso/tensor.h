@@ -59,7 +59,8 @@ class Tensor {
  public:
   Tensor() = default;
 
-  // Uninitialised memory on the device (64-byte aligned on the CPU).
+  // Uninitialised memory on the device (64-byte aligned on the CPU). Device memory comes from the
+  // device's backend, which registers on first use of the device API (espresso/devices.h, Model, Net).
   static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
   // A view of memory owned elsewhere; `owner` (if any) keeps it alive.

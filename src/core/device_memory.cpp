@@ -52,8 +52,9 @@ void register_device_memory(DeviceType type, DeviceMemory* memory) {
 DeviceMemory& device_memory(DeviceType type) {
   DeviceMemory* memory = table()[static_cast<std::size_t>(type)].load();
   if (memory == nullptr) {
-    throw DeviceError("no backend provides memory on " + Device{type, 0}.str() +
-                      " (this build lacks it, or no backend was asked for yet)");
+    throw DeviceError("no backend is registered for " + Device{type, 0}.str() +
+                      " memory yet: backends register on first use of the device API (list_devices(), "
+                      "device_available(), a Model, Net or ModelPool)");
   }
   return *memory;
 }
