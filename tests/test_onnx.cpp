@@ -1,5 +1,7 @@
 // ONNX import of real models, import errors, and export round trips.
 #include <gtest/gtest.h>
+
+#include <span>
 #include <zlib.h>
 
 #include <cmath>
@@ -289,6 +291,21 @@ TEST_F(OnnxErrors, LoadsAndRunsTheSmallModel) {
   Net net(graph);
   const auto out = net.forward({{"x", Tensor::from(Shape{1, 4}, {-2, -2, -2, -2})}});
   EXPECT_EQ(out.at("y").to_vector(), (std::vector<float>{0, 0, 1, 2}));
+}
+
+TEST_F(OnnxErrors, FromMemoryRunsAndRefusesExternalData) {
+  const std::string bytes = small_model().SerializeAsString();
+  Net net(load_onnx(std::as_bytes(std::span(bytes.data(), bytes.size())), "bundled.onnx"));
+  EXPECT_EQ(net.forward({{"x", Tensor::from(Shape{1, 4}, {-2, -2, -2, -2})}}).at("y").to_vector(),
+            (std::vector<float>{0, 0, 1, 2}));
+  const std::string with_external = external("weights.bin", "0", "16").SerializeAsString();
+  try {
+    load_onnx(std::as_bytes(std::span(with_external.data(), with_external.size())), "bundled.onnx");
+    FAIL() << "external data from memory must be refused";
+  } catch (const FileError& e) {
+    EXPECT_NE(std::string(e.what()).find("bundled.onnx"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("needs the model's folder"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(OnnxErrors, ExternalDataIsReadAndChecked) {

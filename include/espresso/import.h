@@ -1,7 +1,10 @@
 // Loading models from files into a Graph.
 #pragma once
 
+#include <cstddef>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "espresso/graph.h"
 
@@ -15,8 +18,20 @@ enum class Phase { train, test };
 Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel_path = "",
                  Phase phase = Phase::test);
 
+// The same from memory: the prototxt's text and the caffemodel's bytes (empty: no weights); `name`
+// stands for the files in messages.
+Graph load_caffe(std::string_view prototxt, std::span<const std::byte> caffemodel, const std::string& name = "<memory>",
+                 Phase phase = Phase::test);
+
 // Picks the importer from the file name: .prototxt/.pt (Caffe, with optional .caffemodel weights),
-// .onnx or .esp (weights inside).
+// .onnx or .esp (weights inside). Checks every layer's attributes against its schema.
 Graph load_model(const std::string& model_path, const std::string& weights_path = "");
+
+enum class ModelFormat { caffe, onnx, esp };
+// A model held in memory (an app's bundled resource, a download): for Caffe `model` is the prototxt and
+// `weights` the caffemodel; ONNX and .esp carry their weights, so `weights` must be empty. The bytes
+// are copied or parsed; the caller's buffers may go afterwards. Errors name `name`.
+Graph load_model(std::span<const std::byte> model, ModelFormat format, std::span<const std::byte> weights = {},
+                 const std::string& name = "<memory>");
 
 }  // namespace espresso

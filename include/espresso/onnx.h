@@ -1,8 +1,10 @@
 // ONNX: loading models into a Graph, writing a Graph as ONNX, and running ONNX's backend tests.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,10 @@ struct OnnxImportOptions {
 // (unreadable file, bad external data), ParseError (corrupt protobuf), UnsupportedError (listing
 // every unsupported node at once) or ModelError, each naming the file and the node.
 Graph load_onnx(const std::string& path, const OnnxImportOptions& options = {});
+// The same from a serialized ModelProto in memory; `name` stands for the file in messages. Tensors with
+// external data are refused (they need the model's folder).
+Graph load_onnx(std::span<const std::byte> bytes, const std::string& name = "<memory>",
+                const OnnxImportOptions& options = {});
 
 // The operators load_onnx understands, sorted.
 std::vector<std::string> onnx_supported_ops();

@@ -2,6 +2,8 @@
 // on load.
 #pragma once
 
+#include <cstddef>
+#include <span>
 #include <string>
 
 #include "espresso/graph.h"
@@ -20,5 +22,9 @@ void save_package(const Graph& graph, const std::string& path);
 // Maps the package and returns its graph; f32 weights point into the mapping (copy-on-write), 16-bit
 // floats are widened. Throws FileError, ParseError or ModelError naming the file and what is wrong.
 Graph load_package(const std::string& path, const PackageLoadOptions& options = {});
+// The same from bytes in memory (copied; the caller's buffer may go afterwards). `name` stands for the
+// file in error messages.
+Graph load_package(std::span<const std::byte> bytes, const std::string& name = "<memory>",
+                   const PackageLoadOptions& options = {});
 
 }  // namespace espresso

@@ -36,6 +36,19 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   return file;
 }
 
+std::shared_ptr<MappedFile> MappedFile::copy_of(const void* data, std::size_t size, const std::string& name) {
+  std::shared_ptr<MappedFile> file(new MappedFile());
+  file->path_ = name;
+  file->size_ = size;
+  if (size > 0) {
+    void* memory = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) throw FileError(name + ": cannot allocate " + std::to_string(size) + " bytes");
+    std::memcpy(memory, data, size);
+    file->data_ = static_cast<std::byte*>(memory);
+  }
+  return file;
+}
+
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(data_, size_);
 }

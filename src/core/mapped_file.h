@@ -1,5 +1,6 @@
-// A read-only view of a whole file through mmap. Pages are private copy-on-write, so code that
-// writes to a tensor wrapping the mapping changes only its own copy.
+// A whole file's bytes through mmap, or a private copy of bytes given in memory (named for messages,
+// e.g. "<memory>"). Pages are private copy-on-write, so code that writes to a tensor wrapping them
+// changes only its own copy.
 #pragma once
 
 #include <cstddef>
@@ -12,6 +13,9 @@ class MappedFile {
  public:
   // Throws FileError naming the path when it cannot be opened or mapped.
   static std::shared_ptr<MappedFile> open(const std::string& path);
+  // Page-aligned anonymous memory holding a copy of `size` bytes; throws FileError naming `name` when
+  // it cannot be had.
+  static std::shared_ptr<MappedFile> copy_of(const void* data, std::size_t size, const std::string& name);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -1,6 +1,8 @@
 // Writes and reads .esp packages (docs/format.md).
 #include "espresso/package.h"
 
+#include <span>
+
 #include <unistd.h>
 
 #include <bit>
@@ -368,8 +370,11 @@ void upgrade_layer_types(Graph& graph) {
 
 }  // namespace
 
-Graph load_package(const std::string& path, const PackageLoadOptions& options) {
-  std::shared_ptr<MappedFile> file = MappedFile::open(path);
+namespace {
+
+// The package in `file` (a mapped file, or bytes given in memory); its tensors point into it.
+Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOptions& options) {
+  const std::string& path = file->path();
   Reader r(path);
   const std::byte* base = file->data();
   const std::uint64_t size = file->size();
@@ -514,6 +519,16 @@ Graph load_package(const std::string& path, const PackageLoadOptions& options) {
     throw ModelError(path + ": " + e.what());
   }
   return graph;
+}
+
+}  // namespace
+
+Graph load_package(const std::string& path, const PackageLoadOptions& options) {
+  return read_package(MappedFile::open(path), options);
+}
+
+Graph load_package(std::span<const std::byte> bytes, const std::string& name, const PackageLoadOptions& options) {
+  return read_package(MappedFile::copy_of(bytes.data(), bytes.size(), name), options);
 }
 
 }  // namespace espresso

@@ -35,17 +35,38 @@ Graph load_by_extension(const std::string& model_path, const std::string& weight
                          "' (supported: .prototxt/.pt for Caffe, .onnx, .esp)");
 }
 
-}  // namespace
-
-Graph load_model(const std::string& model_path, const std::string& weights_path) {
-  Graph graph = load_by_extension(model_path, weights_path);
-  // Every layer's attributes against its schema, so that a bad value is reported with its file.
+// Every layer's attributes against its schema, so that a bad value is reported with its file.
+Graph checked(Graph graph, const std::string& name) {
   try {
     check_layer_attributes(graph);
   } catch (const ModelError& e) {
-    throw ModelError(model_path + ": " + e.what());
+    throw ModelError(name + ": " + e.what());
   }
   return graph;
+}
+
+}  // namespace
+
+Graph load_model(const std::string& model_path, const std::string& weights_path) {
+  return checked(load_by_extension(model_path, weights_path), model_path);
+}
+
+Graph load_model(std::span<const std::byte> model, ModelFormat format, std::span<const std::byte> weights,
+                 const std::string& name) {
+  if (format != ModelFormat::caffe && !weights.empty()) {
+    throw UnsupportedError(name + ": ONNX and .esp models carry their own weights; pass none");
+  }
+  switch (format) {
+    case ModelFormat::caffe:
+      return checked(load_caffe(std::string_view(reinterpret_cast<const char*>(model.data()), model.size()),
+                                weights, name),
+                     name);
+    case ModelFormat::onnx:
+      return checked(load_onnx(model, name), name);
+    case ModelFormat::esp:
+      return checked(load_package(model, name), name);
+  }
+  throw UnsupportedError(name + ": unknown model format");
 }
 
 }  // namespace espresso

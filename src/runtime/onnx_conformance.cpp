@@ -116,8 +116,8 @@ Tensor read_onnx_tensor(const std::string& path, std::string* name) {
   onnx::TensorProto proto;
   if (!proto.ParseFromIstream(&file)) throw ParseError(path + ": not a valid TensorProto");
   if (name) *name = proto.name();
-  const fs::path dir = fs::path(path).parent_path();
-  return onnx_detail::decode_tensor(proto, dir.string(), path).to_tensor();
+  const std::string dir = fs::path(path).parent_path().string();
+  return onnx_detail::decode_tensor(proto, dir.empty() ? "." : dir, path).to_tensor();
 }
 
 int OnnxConformanceReport::count(OnnxTestStatus status) const {

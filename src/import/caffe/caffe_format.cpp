@@ -214,9 +214,9 @@ caffe::LayerParameter upgrade(caffe::V1LayerParameter& v1, const std::string& pa
 
 namespace {
 
-// `what` names the message in the error when protobuf reports no position.
-void parse_text(const std::string& path, google::protobuf::Message& message, const std::string& what) {
-  const std::string text = read_file(path);
+// `what` names the message in the error when protobuf reports no position; `path` names the text.
+void parse_text(const std::string& text, const std::string& path, google::protobuf::Message& message,
+                const std::string& what) {
   TextErrors errors(path);
   google::protobuf::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
@@ -227,20 +227,26 @@ void parse_text(const std::string& path, google::protobuf::Message& message, con
 
 }  // namespace
 
-caffe::NetParameter read_prototxt(const std::string& path) {
+caffe::NetParameter parse_prototxt(const std::string& text, const std::string& name) {
   caffe::NetParameter net;
-  parse_text(path, net, "Caffe text-format net");
+  parse_text(text, name, net, "Caffe text-format net");
   return net;
 }
 
+caffe::NetParameter read_prototxt(const std::string& path) { return parse_prototxt(read_file(path), path); }
+
 caffe::SolverParameter read_solver(const std::string& path) {
   caffe::SolverParameter solver;
-  parse_text(path, solver, "solver file");
+  parse_text(read_file(path), path, solver, "solver file");
   return solver;
 }
 
-caffe::NetParameter read_caffemodel(const std::string& path) {
-  const std::string bytes = read_file(path);
+caffe::NetParameter read_caffemodel(const std::string& path) { return parse_caffemodel(read_file(path), path); }
+
+caffe::NetParameter parse_caffemodel(const std::string& bytes, const std::string& path) {
+  if (bytes.size() > static_cast<std::size_t>(INT_MAX)) {
+    throw ParseError(path + ": " + std::to_string(bytes.size()) + " bytes is larger than a Caffe file can be (2 GiB)");
+  }
   google::protobuf::io::ArrayInputStream stream(bytes.data(), static_cast<int>(bytes.size()));
   google::protobuf::io::CodedInputStream coded(&stream);
   // The default limit (64 MiB in older protobuf releases) is below the size of many real models.

@@ -675,15 +675,17 @@ void throw_unsupported(const std::vector<const caffe::LayerParameter*>& kept, co
 
 }  // namespace
 
-Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel_path, Phase phase) {
-  caffe::NetParameter net = caffe_format::read_prototxt(prototxt_path);
+namespace {
+
+// The graph of `net` (named `prototxt_path` in messages) with the blobs of `weights` when given; both
+// are brought to the current layer form in place.
+Graph import_net(caffe::NetParameter& net, const std::string& prototxt_path, caffe::NetParameter* weights,
+                 const std::string& caffemodel_path, Phase phase) {
   caffe_format::upgrade_v1_layers(net, prototxt_path);
-  caffe::NetParameter model;
   std::map<std::string, const caffe::LayerParameter*> stored;
-  if (!caffemodel_path.empty()) {
-    model = caffe_format::read_caffemodel(caffemodel_path);
-    caffe_format::upgrade_v1_layers(model, caffemodel_path);
-    stored = index_by_name(model);
+  if (weights != nullptr) {
+    caffe_format::upgrade_v1_layers(*weights, caffemodel_path);
+    stored = index_by_name(*weights);
   }
 
   caffe::NetState state = net.state();
@@ -761,7 +763,7 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
       current[top] = name;
       spec.outputs.push_back(name);
     }
-    if (!caffemodel_path.empty() && needs_weights(*layer)) {
+    if (weights != nullptr && needs_weights(*layer)) {
       auto it = stored.find(layer->name());
       if (it == stored.end() || it->second->blobs_size() == 0) {
         ctx.fail("no weights for this layer in " + caffemodel_path);
@@ -800,6 +802,24 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
     throw ModelError(prototxt_path + ": " + e.what());
   }
   return graph;
+}
+
+}  // namespace
+
+Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel_path, Phase phase) {
+  caffe::NetParameter net = caffe_format::read_prototxt(prototxt_path);
+  if (caffemodel_path.empty()) return import_net(net, prototxt_path, nullptr, "", phase);
+  caffe::NetParameter model = caffe_format::read_caffemodel(caffemodel_path);
+  return import_net(net, prototxt_path, &model, caffemodel_path, phase);
+}
+
+Graph load_caffe(std::string_view prototxt, std::span<const std::byte> caffemodel, const std::string& name,
+                 Phase phase) {
+  caffe::NetParameter net = caffe_format::parse_prototxt(std::string(prototxt), name);
+  if (caffemodel.empty()) return import_net(net, name, nullptr, "", phase);
+  caffe::NetParameter model = caffe_format::parse_caffemodel(
+      std::string(reinterpret_cast<const char*>(caffemodel.data()), caffemodel.size()), name + " (weights)");
+  return import_net(net, name, &model, name + " (weights)", phase);
 }
 
 }  // namespace espresso

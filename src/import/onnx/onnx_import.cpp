@@ -43,11 +43,11 @@ struct Node {
 
 class Importer {
  public:
-  Importer(std::string path, OnnxImportOptions options)
-      : path_(std::move(path)), options_(std::move(options)) {
-    dir_ = std::filesystem::path(path_).parent_path().string();
-  }
-  Graph run();
+  // `path` names the model in messages; `dir` is the folder external data may come from (empty: the
+  // model came from memory and may have none).
+  Importer(std::string path, std::string dir, OnnxImportOptions options)
+      : path_(std::move(path)), dir_(std::move(dir)), options_(std::move(options)) {}
+  Graph run(const std::string& bytes);
   static std::vector<std::string> supported() {
     std::vector<std::string> ops;
     for (const auto& entry : handlers()) ops.push_back(entry.first);
@@ -482,11 +482,8 @@ void Importer::declare_inputs(const onnx::GraphProto& graph, const std::set<std:
   }
 }
 
-Graph Importer::run() {
-  std::ifstream file(path_, std::ios::binary);
-  if (!file) throw FileError(path_ + ": cannot open the ONNX model");
-  const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  if (bytes.empty()) throw FileError(path_ + ": the file is empty");
+Graph Importer::run(const std::string& bytes) {
+  if (bytes.empty()) throw FileError(path_ + ": the model is empty");
   onnx::ModelProto model;
   if (!model.ParseFromString(bytes))
     throw ParseError(path_ + ": not a valid ONNX model (truncated or corrupt protobuf)");
@@ -1571,7 +1568,15 @@ void Importer::op_reduce(const Node& n) {
 }  // namespace
 
 Graph load_onnx(const std::string& path, const OnnxImportOptions& options) {
-  return Importer(path, options).run();
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw FileError(path + ": cannot open the ONNX model");
+  const std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  return Importer(path, dir.empty() ? "." : dir, options).run(bytes);
+}
+
+Graph load_onnx(std::span<const std::byte> bytes, const std::string& name, const OnnxImportOptions& options) {
+  return Importer(name, "", options).run(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 std::vector<std::string> onnx_supported_ops() { return Importer::supported(); }

@@ -97,9 +97,13 @@ std::string read_external(const TP& proto, const std::string& model_dir, const s
     }
   }
   if (location.empty()) throw ParseError(where + ": external data has no location");
+  if (model_dir.empty()) {
+    throw FileError(where + ": external data '" + location +
+                    "' needs the model's folder; load the model from its file");
+  }
   const fs::path relative(location);
   if (relative.is_absolute()) throw FileError(where + ": external data path '" + location + "' is absolute");
-  const fs::path base = fs::weakly_canonical(fs::path(model_dir.empty() ? "." : model_dir));
+  const fs::path base = fs::weakly_canonical(fs::path(model_dir));
   const fs::path full = fs::weakly_canonical(base / relative);
   const auto [end, _] = std::mismatch(base.begin(), base.end(), full.begin(), full.end());
   if (end != base.end())

@@ -20,9 +20,9 @@ struct Value {
   Tensor to_tensor() const;  // f32
 };
 
-// Decodes a tensor. External data is read relative to `model_dir`; paths that are absolute or
-// leave that folder, missing files and ranges past the file's end throw FileError. `where` names
-// the file and tensor in messages.
+// Decodes a tensor. External data is read relative to `model_dir` (empty: none is allowed, the model
+// came from memory); paths that are absolute or leave that folder, missing files and ranges past the
+// file's end throw FileError. `where` names the file and tensor in messages.
 Value decode_tensor(const onnx::TensorProto& proto, const std::string& model_dir, const std::string& where);
 
 // The ONNX name of a TensorProto.DataType, e.g. "INT64".
