@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs this build into a temporary prefix and builds examples/cpp against it twice, as an
+# application would: with CMake's find_package(espresso) and with pkg-config. Both programs classify
+# MNIST test digits with the shared Caffe LeNet and must reach its accuracy.
+# Usage: tests/install_check.sh BUILD_DIR DATA_DIR   (exit 77: skipped, the shared data is missing)
+set -euo pipefail
+build=$1
+data=$2
+source_dir="$(cd "$(dirname "$0")/.." && pwd)"
+lenet=("$data/caffe/lenet/v2_format/lenet.prototxt" "$data/caffe/lenet/lenet_iter_10000.caffemodel" "$data/mnist")
+if [ ! -f "${lenet[1]}" ] || [ ! -d "${lenet[2]}" ]; then
+  echo "SKIPPED: shared data missing in $data"
+  exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+cmake -S "$source_dir/examples/cpp" -B "$work/cmake-build" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+cmake --build "$work/cmake-build" >/dev/null
+echo "find_package: $("$work/cmake-build/classify_mnist" "${lenet[@]}" 500)"
+
+export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
+# shellcheck disable=SC2046  # pkg-config prints several words on purpose
+c++ -O1 "$source_dir/examples/cpp/classify_mnist.cpp" -o "$work/classify_pc" $(pkg-config --cflags --libs espresso)
+echo "pkg-config: $("$work/classify_pc" "${lenet[@]}" 500)"
