@@ -22,6 +22,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libopenblas-dev zlib1g-dev
   libgtest-dev libcli11-dev libstb-dev nlohmann-json3-dev libxxhash-dev liblmdb-dev
   dataset-fashion-mnist libonnx-testdata python3-onnx
+  pybind11-dev python3-dev python3-numpy python3-pytest
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()

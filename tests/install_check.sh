@@ -25,3 +25,9 @@ export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
 # shellcheck disable=SC2046  # pkg-config prints several words on purpose
 c++ -O1 "$source_dir/examples/cpp/classify_mnist.cpp" -o "$work/classify_pc" $(pkg-config --cflags --libs espresso)
 echo "pkg-config: $("$work/classify_pc" "${lenet[@]}" 500)"
+
+# The Python module, where this build has it, imports from the installed site-packages folder.
+module=$(find "$work/prefix" -name 'espresso.cpython-*.so' | head -1)
+if [ -n "$module" ]; then
+  PYTHONPATH=$(dirname "$module") /usr/bin/python3 -c "import espresso, sys; m = espresso.load(sys.argv[1], sys.argv[2]); print('python:', m.name, m.inputs, m.outputs)" "${lenet[0]}" "${lenet[1]}"
+fi
