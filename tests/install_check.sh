@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs this build into a temporary prefix and builds examples/cpp against it twice, as an
-# application would: with CMake's find_package(espresso) and with pkg-config. Both programs classify
+# application would: with CMake's find_package(espresso) and with pkg-config; then makes the Debian
+# package with cpack and builds the example against its unpacked contents. Every program classifies
 # MNIST test digits with the shared Caffe LeNet and must reach its accuracy.
 # Usage: tests/install_check.sh BUILD_DIR DATA_DIR   (exit 77: skipped, the shared data is missing)
 set -euo pipefail
@@ -31,3 +32,13 @@ module=$(find "$work/prefix" -name 'espresso.cpython-*.so' | head -1)
 if [ -n "$module" ]; then
   PYTHONPATH=$(dirname "$module") /usr/bin/python3 -c "import espresso, sys; m = espresso.load(sys.argv[1], sys.argv[2]); print('python:', m.name, m.inputs, m.outputs)" "${lenet[0]}" "${lenet[1]}"
 fi
+
+# The Debian package: its files, unpacked, serve an application like an install does.
+cpack --config "$build/CPackConfig.cmake" -B "$work/package" >/dev/null
+deb=$(find "$work/package" -maxdepth 1 -name 'espresso_*.deb' | head -1)
+dpkg-deb --field "$deb" Package Version Depends
+dpkg-deb -x "$deb" "$work/root"
+cmake -S "$source_dir/examples/cpp" -B "$work/deb-build" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$work/root/usr" >/dev/null
+cmake --build "$work/deb-build" >/dev/null
+echo "deb: $("$work/deb-build/classify_mnist" "${lenet[@]}" 500)"
