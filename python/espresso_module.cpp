@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "espresso/data.h"
 #include "espresso/devices.h"
 #include "espresso/errors.h"
 #include "espresso/import.h"
@@ -213,6 +214,24 @@ PYBIND11_MODULE(espresso, m) {
       },
       py::arg("model"), py::arg("format"), py::arg("weights") = py::bytes(), py::arg("device") = "cpu",
       "Loads a model from bytes: format 'caffe' (prototxt, with caffemodel weights), 'onnx' or 'esp'.");
+
+  m.def(
+      "load_image",
+      [](const std::string& path, int channels, int height, int width, float scale, std::vector<float> mean) {
+        if (!mean.empty() && mean.size() != static_cast<std::size_t>(channels)) {
+          throw py::value_error("mean has " + std::to_string(mean.size()) + " values for " + std::to_string(channels) +
+                                " channels");
+        }
+        std::vector<float> pixels = data::load_image(path, {.channels = channels, .height = height, .width = width});
+        const data::Preprocess preprocess{.mean = std::move(mean), .scale = scale};
+        Tensor values = Tensor::empty(Shape{channels, height, width});
+        preprocess.apply(pixels.data(), 1, channels, std::int64_t{height} * width, values.data<float>());
+        return to_numpy(values);
+      },
+      py::arg("path"), py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("scale") = 1.0f,
+      py::arg("mean") = std::vector<float>{},
+      "Decodes an image (JPEG, PNG, BMP, ...) to a channels x height x width float32 array as the CLI does: "
+      "1 (gray) or 3 (B,G,R) channels, resized, then (pixel - mean[c]) * scale.");
 
   py::class_<train::Trainer>(m, "Trainer", "Caffe's training loop driven by a solver file.")
       .def(py::init([](const std::string& solver, const std::string& device) {

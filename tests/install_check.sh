@@ -21,6 +21,9 @@ cmake -S "$source_dir/examples/cpp" -B "$work/cmake-build" -DCMAKE_BUILD_TYPE=Re
   -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
 cmake --build "$work/cmake-build" >/dev/null
 echo "find_package: $("$work/cmake-build/classify_mnist" "${lenet[@]}" 500)"
+mkdir -p "$work/train"
+echo "find_package: $("$work/cmake-build/train_lenet" "$data/caffe/lenet/v2_format/lenet_train_test.prototxt" \
+  "$data/mnist" "$work/train" 200)"
 
 export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
 # shellcheck disable=SC2046  # pkg-config prints several words on purpose

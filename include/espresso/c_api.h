@@ -65,6 +65,12 @@ esp_status esp_session_run(esp_session* session);
 esp_status esp_session_output(esp_session* session, const char* name, const float** data, int64_t* dims,
                               size_t* rank);
 
+/* Decodes an image file (JPEG, PNG, BMP, ...) into planar f32 values for a model input, as the CLI does:
+ * `channels` 1 (gray) or 3 (B,G,R), resized to height x width, then (pixel - mean[c]) * scale (`mean` NULL
+ * for none, else one value per channel). `values` has room for channels * height * width floats. */
+esp_status esp_image_load(const char* path, int channels, int height, int width, const float* mean, float scale,
+                          float* values);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "espresso/data.h"
 #include "espresso/errors.h"
 #include "espresso/import.h"
 #include "espresso/model.h"
@@ -203,6 +204,23 @@ esp_status esp_session_output(esp_session* session, const char* name, const floa
   *data = it->second.data<float>();
   last_error.clear();
   return ESP_OK;
+}
+
+esp_status esp_image_load(const char* path, int channels, int height, int width, const float* mean, float scale,
+                          float* values) {
+  if (path == nullptr) return null_argument("esp_image_load", "path");
+  if (values == nullptr) return null_argument("esp_image_load", "values");
+  if ((channels != 1 && channels != 3) || height < 1 || width < 1) {
+    return fail(ESP_ERROR_INVALID_ARGUMENT, "esp_image_load: " + std::to_string(channels) + " channels of " +
+                                                std::to_string(height) + "x" + std::to_string(width) +
+                                                " is not an image layout (1 or 3 channels, positive size)");
+  }
+  return guarded([&] {
+    const std::vector<float> pixels = espresso::data::load_image(path, {.channels = channels, .height = height, .width = width});
+    espresso::data::Preprocess preprocess{.scale = scale};
+    if (mean != nullptr) preprocess.mean.assign(mean, mean + channels);
+    preprocess.apply(pixels.data(), 1, channels, std::int64_t{height} * width, values);
+  });
 }
 
 }  // extern "C"
