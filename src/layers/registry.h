@@ -20,6 +20,8 @@ void check_layer_attributes(const Graph& graph);
 // docs/layers.md's table: one row per layer type, from the schemas.
 std::string layers_markdown_table();
 bool is_known_layer_type(const std::string& type);
+// A type an application registered (espresso/custom_layer.h): no schema, CPU only.
+bool is_custom_layer_type(const std::string& type);
 std::vector<std::string> known_layer_types();
 
 }  // namespace espresso
