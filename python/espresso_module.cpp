@@ -16,6 +16,7 @@
 #include "espresso/errors.h"
 #include "espresso/import.h"
 #include "espresso/model.h"
+#include "espresso/package.h"
 #include "espresso/trainer.h"
 
 namespace py = pybind11;
@@ -157,6 +158,10 @@ PYBIND11_MODULE(espresso, m) {
                                return names;
                              })
       .def_property_readonly("outputs", [](const PyModel& p) { return p.model->graph().outputs; })
+      .def(
+          "save",
+          [](const PyModel& p, const std::string& path) { save_package(p.model->graph(), path); }, py::arg("path"),
+          "Writes the model as an .esp package.")
       .def(
           "session",
           [](const PyModel& p, int threads) {

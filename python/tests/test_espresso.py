@@ -63,6 +63,11 @@ def test_every_format_and_bytes_give_the_same_outputs(lenet, tmp_path):
     from_bytes = espresso.load_bytes(prototxt, "caffe", weights)
     np.testing.assert_array_equal(from_bytes.run({"data": images})["prob"], reference)
 
+    lenet.save(str(tmp_path / "lenet.esp"))
+    for package in (espresso.load(str(tmp_path / "lenet.esp")),
+                    espresso.load_bytes((tmp_path / "lenet.esp").read_bytes(), "esp")):
+        np.testing.assert_array_equal(package.run({"data": images})["prob"], reference)
+
     onnx_path = DATA / "onnx" / "mnist-1" / "model.onnx"
     onnx_file = espresso.load(str(onnx_path))
     onnx_bytes = espresso.load_bytes(onnx_path.read_bytes(), "onnx")
