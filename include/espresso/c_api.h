@@ -30,7 +30,13 @@ typedef enum esp_status {
   ESP_ERROR_INTERNAL = 9          /* anything else; the message says what */
 } esp_status;
 
-typedef enum esp_format { ESP_FORMAT_CAFFE = 0, ESP_FORMAT_ONNX = 1, ESP_FORMAT_ESP = 2 } esp_format;
+typedef enum esp_format {
+  ESP_FORMAT_CAFFE = 0,
+  ESP_FORMAT_ONNX = 1,
+  ESP_FORMAT_ESP = 2,
+  /* Makes every 32-bit value representable, so a bad value from a caller is checked, not undefined. */
+  ESP_FORMAT_MAX_ENUM = 0x7FFFFFFF
+} esp_format;
 
 /* The message of this thread's last failed call ("" when none failed). */
 const char* esp_last_error(void);
