@@ -20,25 +20,15 @@ std::unique_ptr<Layer> make(const LayerSpec& spec) {
   return std::make_unique<T>(spec);
 }
 
-// A layer's schema (LayerSchema), where it declares one as `static const LayerSchema& schema()`.
-template <class T>
-const LayerSchema* schema_of() {
-  if constexpr (requires { T::schema(); }) {
-    return &T::schema();
-  } else {
-    return nullptr;
-  }
-}
-
 struct Entry {
   const char* type;
   Factory create;
-  const LayerSchema* (*schema)();
+  const LayerSchema& (*schema)();
 };
 
 // Every layer type espresso knows: each `class <Type>Layer final` in src/layers/ (docs/layers.md).
 constexpr Entry kLayers[] = {
-#define ESPRESSO_LAYER(type) {#type, make<type##Layer>, schema_of<type##Layer>},
+#define ESPRESSO_LAYER(type) {#type, make<type##Layer>, &type##Layer::schema},
 #include "layer_list.inc"
 #undef ESPRESSO_LAYER
 };
@@ -92,24 +82,16 @@ const Entry* find(const std::string& type) {
 
 std::unique_ptr<Layer> create_layer(const LayerSpec& spec) {
   const Entry* entry = find(spec.type);
-  if (entry == nullptr) {
-    if (CustomLayerFactory factory = custom_factory(spec.type)) {
-      try {
-        return std::make_unique<CustomLayerAdapter>(spec, factory(spec));
-      } catch (const ModelError& e) {
-        const std::string prefix = "layer '" + spec.name + "'";
-        if (std::string(e.what()).rfind(prefix, 0) == 0) throw;
-        throw ModelError(prefix + " (" + spec.type + "): " + e.what());
-      }
-    }
+  CustomLayerFactory custom = entry == nullptr ? custom_factory(spec.type) : CustomLayerFactory{};
+  if (entry == nullptr && !custom) {
     throw ModelError("layer '" + spec.name + "': unknown layer type '" + spec.type + "'");
   }
   try {
-    const LayerSchema* schema = entry->schema();
-    if (schema == nullptr) return entry->create(spec);
-    check_attributes(spec, *schema);
+    if (custom) return std::make_unique<CustomLayerAdapter>(spec, custom(spec));
+    const LayerSchema& schema = entry->schema();
+    check_attributes(spec, schema);
     LayerSpec filled = spec;
-    filled.attrs = with_defaults(spec.attrs, *schema);
+    filled.attrs = with_defaults(spec.attrs, schema);
     return entry->create(filled);
   } catch (const ModelError& e) {
     // Attribute errors do not know their layer; add it.
@@ -138,7 +120,7 @@ void register_layer(const std::string& type, CustomLayerFactory factory) {
 
 const LayerSchema* layer_schema(const std::string& type) {
   const Entry* entry = find(type);
-  return entry == nullptr ? nullptr : entry->schema();
+  return entry == nullptr ? nullptr : &entry->schema();
 }
 
 void check_layer_attributes(const Graph& graph) {
