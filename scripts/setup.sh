@@ -23,6 +23,8 @@ packages=(
   libgtest-dev libcli11-dev libstb-dev nlohmann-json3-dev libxxhash-dev liblmdb-dev
   dataset-fashion-mnist libonnx-testdata python3-onnx
   pybind11-dev python3-dev python3-numpy python3-pytest
+  # The Vulkan backend: headers, the GLSL-to-SPIR-V compiler, and Mesa's lavapipe (CPU Vulkan) for tests.
+  libvulkan-dev glslang-tools mesa-vulkan-drivers
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()

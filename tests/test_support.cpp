@@ -61,6 +61,21 @@ std::string no_gpu_reason() {
 
 std::unique_ptr<Stream> gpu_stream() { return backend_for(Device::cuda(0)).create_stream(Device::cuda(0), nullptr); }
 
+bool have_vulkan() { return device_available(Device::vulkan(0)); }
+
+std::string no_vulkan_reason() {
+  try {
+    backend_for(Device::vulkan(0)).require_device(Device::vulkan(0));
+  } catch (const DeviceError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::unique_ptr<Stream> vulkan_stream() {
+  return backend_for(Device::vulkan(0)).create_stream(Device::vulkan(0), nullptr);
+}
+
 std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Stream& stream) {
   return backend_for(stream.device()).make_kernel(layer, inputs, stream);
 }

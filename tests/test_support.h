@@ -47,6 +47,11 @@ bool have_gpu();
 std::string no_gpu_reason();
 // A queue on the first GPU; only where have_gpu().
 std::unique_ptr<Stream> gpu_stream();
+// Whether a Vulkan device is usable here, and why not ("Vulkan backend not built", the loader's or
+// driver's absence); a queue on the first one, only where have_vulkan().
+bool have_vulkan();
+std::string no_vulkan_reason();
+std::unique_ptr<Stream> vulkan_stream();
 // The kernel a stream's backend makes for the layer, or nullptr where it has none for these shapes.
 std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Stream& stream);
 // The CPU backend's fast kernel for the layer, or nullptr where it would run the layer's reference.
@@ -63,6 +68,13 @@ LayerSpec layer(const std::string& name, const std::string& type, std::vector<st
 #define REQUIRE_GPU()                                                                         \
   do {                                                                                        \
     if (!::espresso::testing::have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA test not run"; \
+  } while (0)
+
+// Vulkan tests skip, visibly, where no Vulkan device is usable (CI has lavapipe, Mesa's CPU Vulkan).
+#define REQUIRE_VULKAN()                                                                              \
+  do {                                                                                                \
+    if (!::espresso::testing::have_vulkan())                                                          \
+      GTEST_SKIP() << ::espresso::testing::no_vulkan_reason() << ": Vulkan test not run";            \
   } while (0)
 
 namespace espresso::testing {

@@ -15,7 +15,7 @@ enum class DType : std::uint8_t { f32, f16, bf16, i8, i32, i64 };
 std::size_t dtype_size(DType dtype);
 const char* dtype_name(DType dtype);
 
-enum class DeviceType : std::uint8_t { cpu, cuda };
+enum class DeviceType : std::uint8_t { cpu, cuda, vulkan };
 
 struct Device {
   DeviceType type = DeviceType::cpu;
@@ -23,7 +23,8 @@ struct Device {
 
   static Device cpu() { return {}; }
   static Device cuda(int index = 0) { return {DeviceType::cuda, index}; }
-  // Parses "cpu", "cuda" or "cuda:N"; throws UnsupportedError otherwise.
+  static Device vulkan(int index = 0) { return {DeviceType::vulkan, index}; }
+  // Parses "cpu", "cuda", "cuda:N", "vulkan" or "vulkan:N"; throws UnsupportedError otherwise.
   static Device parse(const std::string& text);
   bool is_cpu() const { return type == DeviceType::cpu; }
   std::string str() const;

@@ -14,6 +14,11 @@ namespace espresso {
 namespace {
 
 [[noreturn]] void fail_not_built(Device device) {
+  if (device.type == DeviceType::vulkan) {
+    throw DeviceError("device " + device.str() +
+                      ": Vulkan backend not built (configure with -DESPRESSO_VULKAN=ON on a machine with "
+                      "libvulkan-dev and glslang-tools)");
+  }
   throw DeviceError("device " + device.str() +
                     ": CUDA backend not built (configure with -DESPRESSO_CUDA=ON on a machine with nvcc and cuDNN)");
 }
@@ -40,6 +45,7 @@ struct Registry {
 #undef ESPRESSO_BACKEND
     static UnbuiltMemory unbuilt;
     register_device_memory(DeviceType::cuda, &unbuilt);
+    register_device_memory(DeviceType::vulkan, &unbuilt);
     for (const auto& backend : owned) {
       all.push_back(backend.get());
       if (backend->type() != DeviceType::cpu) register_device_memory(backend->type(), backend.get());

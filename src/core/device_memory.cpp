@@ -10,7 +10,7 @@
 namespace espresso {
 namespace {
 
-constexpr std::size_t kDeviceTypes = static_cast<std::size_t>(DeviceType::cuda) + 1;
+constexpr std::size_t kDeviceTypes = static_cast<std::size_t>(DeviceType::vulkan) + 1;
 
 constexpr std::size_t kHostAlignment = 64;
 

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <utility>
 
 #include "core/device_memory.h"
 #include "espresso/errors.h"
@@ -35,19 +36,26 @@ const char* dtype_name(DType dtype) {
 
 Device Device::parse(const std::string& text) {
   if (text == "cpu") return cpu();
-  if (text == "cuda") return cuda(0);
-  if (text.rfind("cuda:", 0) == 0) {
-    const std::string index = text.substr(5);
-    if (!index.empty() && index.size() < 4 &&
-        index.find_first_not_of("0123456789") == std::string::npos) {
-      return cuda(std::stoi(index));
+  for (const auto& [name, type] : {std::pair{std::string("cuda"), DeviceType::cuda},
+                                   std::pair{std::string("vulkan"), DeviceType::vulkan}}) {
+    if (text == name) return {type, 0};
+    if (text.rfind(name + ":", 0) == 0) {
+      const std::string index = text.substr(name.size() + 1);
+      if (!index.empty() && index.size() < 4 && index.find_first_not_of("0123456789") == std::string::npos) {
+        return {type, std::stoi(index)};
+      }
     }
   }
-  throw UnsupportedError("unknown device '" + text + "' (expected cpu, cuda or cuda:N)");
+  throw UnsupportedError("unknown device '" + text + "' (expected cpu, cuda, cuda:N, vulkan or vulkan:N)");
 }
 
 std::string Device::str() const {
-  return is_cpu() ? "cpu" : "cuda:" + std::to_string(index);
+  switch (type) {
+    case DeviceType::cpu: return "cpu";
+    case DeviceType::cuda: return "cuda:" + std::to_string(index);
+    case DeviceType::vulkan: return "vulkan:" + std::to_string(index);
+  }
+  return "?";
 }
 
 std::int64_t Shape::dim(int axis) const { return dims_[static_cast<std::size_t>(canonical_axis(axis))]; }

@@ -92,6 +92,21 @@ Stream* gpu_context() {
   return context.get();
 }
 
+// The Vulkan stream all layer tests share, or nullptr without a Vulkan device (said once, visibly).
+Stream* vulkan_context() {
+  static const std::unique_ptr<Stream> context = [] {
+    std::unique_ptr<Stream> created;
+    if (have_vulkan()) {
+      created = vulkan_stream();
+    } else {
+      std::printf("[ SKIPPED  ] %s: Vulkan kernels not checked\n", no_vulkan_reason().c_str());
+      std::fflush(stdout);
+    }
+    return created;
+  }();
+  return context.get();
+}
+
 // Runs the layer's CUDA kernel, if it has one for these shapes, and returns its outputs on the CPU.
 std::vector<Tensor> run_on_gpu(Stream& context, const Layer& layer, const std::vector<Tensor>& inputs,
                                const std::vector<Shape>& out_shapes, std::string& kernel_name) {
@@ -266,6 +281,7 @@ bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
 void run_layer_test(const LayerTest& test) {
   int fast_cases = 0;
   int gpu_cases = 0;
+  int vulkan_cases = 0;
   int gradient_cases = 0;
   int fast_gradient_cases = 0;
   for (int index = 0; index < test.cases; ++index) {
@@ -347,7 +363,17 @@ void run_layer_test(const LayerTest& test) {
             << "CUDA kernel '" << kernel_name << "' vs reference, output " << k;
       }
     }
+    if (Stream* context = vulkan_context()) {
+      std::string kernel_name;
+      const std::vector<Tensor> outputs = run_on_gpu(*context, *layer, inputs, out_shapes, kernel_name);
+      if (!outputs.empty()) ++vulkan_cases;
+      for (std::size_t k = 0; k < outputs.size(); ++k) {
+        EXPECT_LE(normalized_error(to_values(reference[k]), to_values(outputs[k])), test.tolerance)
+            << "Vulkan kernel '" << kernel_name << "' vs reference, output " << k;
+      }
+    }
   }
+  ::testing::Test::RecordProperty("vulkan_cases", vulkan_cases);
   ::testing::Test::RecordProperty("fast_cpu_cases", fast_cases);
   ::testing::Test::RecordProperty("cuda_cases", gpu_cases);
   ::testing::Test::RecordProperty("gradient_cases", gradient_cases);

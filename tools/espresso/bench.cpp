@@ -109,7 +109,9 @@ int run_latency(const BenchOptions& options) {
       std::printf(
           "{\"framework\": \"espresso\", \"mode\": \"%s\", \"model\": \"%s\", \"device\": \"%s\", "
           "\"batch\": %lld, \"median_ms\": %.4f, \"p90_ms\": %.4f, \"images_per_s\": %.1f}\n",
-          options.model.device == "cpu" || options.no_cuda_graphs ? "eager" : "cuda_graph",
+          options.model.device == "cpu" || options.no_cuda_graphs ? "eager"
+          : options.model.device.rfind("vulkan", 0) == 0          ? "recorded"
+                                                                  : "cuda_graph",
           options.model.model.c_str(), options.model.device.c_str(), static_cast<long long>(batch), t.median_ms,
           t.p90_ms, rate);
     } else {

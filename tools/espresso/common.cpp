@@ -39,7 +39,7 @@ void add_model_options(CLI::App& command, ModelOptions& options) {
 }
 
 void add_device_option(CLI::App& command, ModelOptions& options) {
-  command.add_option("--device", options.device, "cpu, cuda or cuda:N")->capture_default_str();
+  command.add_option("--device", options.device, "cpu, cuda, cuda:N, vulkan or vulkan:N")->capture_default_str();
 }
 
 Net open_net(const ModelOptions& options, NetOptions net_options) {

@@ -21,12 +21,18 @@ int run_devices() {
       continue;
     }
     any_gpu = true;
+    if (d.device.type == DeviceType::vulkan) {
+      std::printf("%-8s %s, %s device-local memory, Vulkan %d.%d, driver %s, %s\n", d.device.str().c_str(),
+                  d.name.c_str(), binary_bytes(d.total_memory).c_str(), d.compute_major, d.compute_minor,
+                  d.driver.c_str(), d.features.c_str());
+      continue;
+    }
     std::printf("%-8s %s, %s memory (%s free), compute capability %d.%d, %d multiprocessors, driver %s, runtime %s\n",
                 d.device.str().c_str(), d.name.c_str(), binary_bytes(d.total_memory).c_str(),
                 binary_bytes(d.free_memory).c_str(), d.compute_major, d.compute_minor, d.multiprocessors,
                 cuda_version(d.driver_version).c_str(), cuda_version(d.runtime_version).c_str());
   }
-  if (!any_gpu) std::printf("no CUDA device (or this build has no CUDA backend)\n");
+  if (!any_gpu) std::printf("no GPU (no CUDA or Vulkan device, or this build has neither backend)\n");
   return 0;
 }
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# On the GPU machine, from the repo root, with a bundle made by `scripts/gpu_check.sh pack` (built where
+# libvulkan-dev and glslang-tools are installed, so the Vulkan backend is in it) and the Vulkan loader
+# carried in .gl/ (docs/vulkan.md): lists the Vulkan devices, runs the Vulkan tests and the layer harness
+# on the NVIDIA driver's Vulkan, then times Vulkan against our CUDA backend on LeNet, NIN, SqueezeNet 1.1,
+# ResNet-18 and MobileNetV2 at batch 1 and 64. Writes $OUT/vulkan_bench.md (the table) and the logs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-$PWD/vulkan-bench-out}
+mkdir -p "$out"
+if [ -d .gl ]; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ]; then export VK_DRIVER_FILES=$nvidia_icd; fi
+eval "$(scripts/gpu_check.sh env)"
+espresso=$ESPRESSO_CLI
+tests=$(dirname "$ESPRESSO_CLI")/espresso_tests
+"$espresso" devices | tee "$out/devices.txt"
+"$tests" --gtest_filter='*Vulkan*:Layers.*' >"$out/vulkan_tests.log" 2>&1
+tests_status=$?
+tail -3 "$out/vulkan_tests.log"
+data=${ESPRESSO_DATA:?carry the shared data with caffe/lenet and onnx/}
+models=("$data/caffe/lenet/v2_format/lenet.prototxt -w $data/caffe/lenet/lenet_iter_10000.caffemodel"
+        "$data/onnx/nin_cifar10/model.onnx" "$data/onnx/squeezenet1_1/model.onnx"
+        "$data/onnx/resnet18/model.onnx" "$data/onnx/mobilenet_v2/model.onnx")
+{
+  for device in vulkan cuda; do
+    for model in "${models[@]}"; do
+      # shellcheck disable=SC2086
+      "$espresso" bench $model --device $device --batch 1,64 --iterations 100 --json
+    done
+  done
+} 2>&1 | tee "$out/vulkan_bench.jsonl"
+python3 - "$out/vulkan_bench.jsonl" <<'PY' | tee "$out/vulkan_bench.md"
+import json, sys
+rows = {}
+for line in open(sys.argv[1]):
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    parts = r["model"].split("/")
+    model = parts[-2] if parts[-1] == "model.onnx" else parts[-1].replace(".prototxt", "")
+    rows.setdefault((model, r["batch"]), {})[r["device"].split(":")[0]] = r
+print("| model | batch | Vulkan ms | CUDA ms | Vulkan / CUDA | Vulkan img/s | CUDA img/s |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for (model, batch), r in sorted(rows.items()):
+    v, c = r.get("vulkan"), r.get("cuda")
+    ms = lambda x: f"{x['median_ms']:.4f}" if x else "–"
+    rate = lambda x: f"{x['images_per_s']:,.0f}" if x else "–"
+    ratio = f"{v['median_ms'] / c['median_ms']:.2f}" if v and c else "–"
+    print(f"| {model} | {batch} | {ms(v)} | {ms(c)} | {ratio} | {rate(v)} | {rate(c)} |")
+PY
+echo "Vulkan tests exit status: $tests_status" | tee -a "$out/vulkan_bench.md"
+exit "$tests_status"

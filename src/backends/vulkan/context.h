@@ -1,0 +1,219 @@
+// The Vulkan backend's device and stream. A DeviceContext per physical device holds the logical device,
+// its queue, the memory allocator, the transfer path and the compute pipelines; a StreamContext is one
+// Net's queue of work, recorded into command buffers.
+//
+// Memory: device memory is handed out as addresses in a private address range, one span per
+// VkBuffer "block" (large blocks shared by sub-allocation; big tensors get one of their own). Tensors
+// and the Net's arena do pointer arithmetic on them as on any device pointer; kernels resolve an
+// address back to its buffer and offset when they record their work. The addresses are never
+// dereferenced on the host.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backends/backend.h"
+#include "backends/vulkan/api.h"
+
+namespace espresso::vulkan {
+
+// Usable Vulkan devices in this process; 0 without loader or driver.
+int device_count();
+// Throws DeviceError unless `device` is a usable Vulkan device, saying why.
+void require_device(Device device);
+std::vector<DeviceInfo> list_devices();
+
+// A device address resolved to its block.
+struct Resolved {
+  VkBuffer buffer = VK_NULL_HANDLE;
+  VkDeviceSize offset = 0;      // of the address within the buffer
+  VkDeviceSize block_size = 0;  // the buffer's size
+};
+
+struct Pipeline {
+  VkPipeline pipeline = VK_NULL_HANDLE;
+  VkPipelineLayout layout = VK_NULL_HANDLE;
+  VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
+  std::uint32_t bindings = 0;
+};
+
+// Every shader's push constants fit in this many bytes (the minimum Vulkan guarantees).
+inline constexpr std::uint32_t kPushConstantBytes = 128;
+
+class DeviceContext {
+ public:
+  explicit DeviceContext(int index);
+  DeviceContext(const DeviceContext&) = delete;
+  DeviceContext& operator=(const DeviceContext&) = delete;
+
+  int index() const { return index_; }
+  const PhysicalDevice& physical() const { return *physical_; }
+  VkDevice device() const { return device_; }
+
+  // Device-local memory; `purpose` goes into the out-of-memory error.
+  std::shared_ptr<void> allocate(std::size_t bytes, const std::string& purpose);
+  Resolved resolve(const void* address) const;
+  MemoryStats stats() const;
+  // Caps the device memory this process allocates (blocks included); 0 lifts the cap. Tests use it to
+  // provoke out-of-memory; ESPRESSO_VULKAN_MEMORY_LIMIT (bytes) sets it at start.
+  void set_memory_limit(std::size_t bytes);
+
+  // Synchronous transfers through the staging buffer, each on the queue after everything submitted
+  // before it.
+  void upload(void* destination, const void* source, std::size_t bytes);
+  void download(void* destination, const void* source, std::size_t bytes);
+  void copy_device(void* destination, const void* source, std::size_t bytes);
+  void fill_zero(void* destination, std::size_t bytes);
+
+  // The compute pipeline of an embedded shader with `bindings` storage buffers, made once.
+  const Pipeline& pipeline(std::string_view shader, std::uint32_t bindings);
+
+  // Submits command buffers and signals `fence`; the queue is shared by every stream of the device.
+  void submit(const std::vector<VkCommandBuffer>& buffers, VkFence fence);
+  // Writes the pipeline cache to disk when pipelines were made since the last save.
+  void save_pipeline_cache();
+
+ private:
+  struct Block {
+    VkBuffer buffer = VK_NULL_HANDLE;
+    VkDeviceMemory memory = VK_NULL_HANDLE;
+    std::size_t size = 0;
+    std::uintptr_t base = 0;
+    bool dedicated = false;
+    std::size_t used = 0;
+    std::map<std::size_t, std::size_t> free;  // offset → size, coalesced
+  };
+  void init_staging();
+  void init_pipeline_cache();
+  Block* new_block(std::size_t size, bool dedicated, const std::string& purpose, std::size_t asked);
+  bool release_empty_blocks();
+  void destroy_block(std::uintptr_t base);
+  void release(std::uintptr_t address, std::size_t size);
+  std::uint32_t memory_type(std::uint32_t allowed, VkMemoryPropertyFlags wanted, VkMemoryPropertyFlags fallback) const;
+  // Records `record` into the transfer command buffer, submits it and waits. Holds transfer_mutex_.
+  template <typename Record>
+  void run_transfer(Record record);
+
+  int index_;
+  const PhysicalDevice* physical_;
+  VkDevice device_ = VK_NULL_HANDLE;
+  VkQueue queue_ = VK_NULL_HANDLE;
+  std::mutex queue_mutex_;
+
+  mutable std::mutex memory_mutex_;
+  std::map<std::uintptr_t, Block> blocks_;
+  std::uintptr_t next_base_;
+  std::size_t allocated_bytes_ = 0;  // in blocks
+  std::size_t in_use_bytes_ = 0;
+  std::size_t limit_bytes_ = 0;
+  std::uint32_t device_memory_type_ = 0;
+
+  std::mutex transfer_mutex_;
+  VkCommandPool transfer_pool_ = VK_NULL_HANDLE;
+  VkCommandBuffer transfer_buffer_ = VK_NULL_HANDLE;
+  VkFence transfer_fence_ = VK_NULL_HANDLE;
+  VkBuffer staging_ = VK_NULL_HANDLE;
+  VkDeviceMemory staging_memory_ = VK_NULL_HANDLE;
+  void* staging_mapped_ = nullptr;
+
+  std::mutex pipeline_mutex_;
+  std::map<std::string, Pipeline, std::less<>> pipelines_;
+  VkPipelineCache pipeline_cache_ = VK_NULL_HANDLE;
+  std::string pipeline_cache_path_;
+  bool pipeline_cache_dirty_ = false;
+};
+
+// The context of Vulkan device `index`, made on first use and never destroyed.
+DeviceContext& device_context(int index);
+
+// One buffer a dispatch reads or writes: a device range.
+struct Buffer {
+  const void* address;
+  std::size_t bytes;
+};
+
+inline Buffer buffer(const Tensor& t) { return {t.raw(), t.bytes()}; }
+
+class StreamContext final : public Stream {
+ public:
+  StreamContext(Device device, std::shared_ptr<const DeviceWeights> shared_weights);
+  ~StreamContext() override;
+  StreamContext(const StreamContext&) = delete;
+  StreamContext& operator=(const StreamContext&) = delete;
+
+  Device device() const override { return device_; }
+  void synchronize() override;
+  bool can_capture() const override { return true; }
+  void begin_capture() override;
+  void end_capture() override;
+  void abort_capture() override;
+  bool has_capture() const override { return captured_ != VK_NULL_HANDLE; }
+  void replay() override;
+  void drop_capture() override;
+  void mark_start() override;
+  void mark_end() override;
+  double elapsed_ms() override;
+  void fill(Tensor& tensor, float value) override;
+  void apply_update(const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
+                    Tensor* second) override;
+  double sum_of_squares(const Tensor& tensor) override;
+
+  DeviceContext& context() { return context_; }
+  // Records one dispatch of `shader` over `groups`: its storage buffers bound in order, and push
+  // constants made of each buffer's element offset (uint, in floats) followed by `params`.
+  void dispatch(std::string_view shader, const std::vector<Buffer>& buffers, const void* params,
+                std::size_t params_bytes, std::uint32_t groups_x, std::uint32_t groups_y = 1,
+                std::uint32_t groups_z = 1);
+  template <typename Params>
+  void dispatch(std::string_view shader, const std::vector<Buffer>& buffers, const Params& params,
+                std::uint32_t groups_x, std::uint32_t groups_y = 1, std::uint32_t groups_z = 1) {
+    dispatch(shader, buffers, &params, sizeof(Params), groups_x, groups_y, groups_z);
+  }
+  // Records a device-to-device copy.
+  void copy(const void* source, void* destination, std::size_t bytes);
+  // The device copy of a CPU weight tensor, uploaded on first request and kept for the stream's life
+  // (or the shared resident copy). A tensor already on this device is returned as is.
+  const Tensor& device_weights(const Tensor& host, const std::string& owner);
+  // Device memory a kernel keeps for its life (constants, workspaces).
+  Tensor scratch(const Shape& shape, const std::string& owner);
+
+ private:
+  struct Descriptors {
+    std::vector<VkDescriptorPool> pools;
+    std::size_t current = 0;
+  };
+  VkCommandBuffer recording();
+  void end_current();
+  VkDescriptorSet allocate_set(Descriptors& descriptors, VkDescriptorSetLayout layout);
+  void reset_descriptors(Descriptors& descriptors);
+  void destroy_descriptors(Descriptors& descriptors);
+  void barrier(VkCommandBuffer buffer);
+
+  Device device_;
+  DeviceContext& context_;
+  VkCommandPool pool_ = VK_NULL_HANDLE;
+  VkFence fence_ = VK_NULL_HANDLE;
+  std::vector<VkCommandBuffer> free_buffers_;
+  VkCommandBuffer current_ = VK_NULL_HANDLE;
+  std::vector<VkCommandBuffer> pending_;   // ended, to submit at synchronize()
+  std::vector<VkCommandBuffer> in_flight_; // submitted with the captured one excluded
+  bool capturing_ = false;
+  VkCommandBuffer captured_ = VK_NULL_HANDLE;
+  Descriptors transient_, capture_descriptors_;
+  VkQueryPool timestamps_ = VK_NULL_HANDLE;
+  bool marked_ = false;
+  double host_start_ms_ = 0, host_end_ms_ = 0, elapsed_ms_ = 0;
+  std::shared_ptr<const DeviceWeights> shared_weights_;
+  struct WeightCopy {
+    Tensor host;
+    Tensor device;
+  };
+  std::map<const void*, WeightCopy> weights_;
+};
+
+}  // namespace espresso::vulkan

@@ -1,0 +1,104 @@
+// Convolution on Vulkan over 1 or 2 spatial axes: an implicit GEMM (im2col gathered while loading
+// tiles, never stored) for every configuration, and a direct kernel for depthwise convolutions, where
+// a GEMM of one output channel per group would leave the tiles almost empty.
+#include "backends/vulkan/kernels.h"
+#include "layers/convolution.h"
+
+namespace espresso::vulkan {
+namespace {
+
+struct Geometry2d {
+  std::uint32_t in_h, in_w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
+  std::int32_t pad_h, pad_w;
+  std::uint32_t dilation_h, dilation_w;
+};
+
+// 1-D geometry as 2-D with a height of 1.
+Geometry2d planar(const ConvGeometry& g) {
+  const int a = g.axes();
+  auto at = [&](const std::vector<std::int64_t>& v, int axis, std::int64_t one) {
+    return a == 2 ? v[static_cast<std::size_t>(axis)] : (axis == 0 ? one : v[0]);
+  };
+  return {u32(at(g.in_size, 0, 1)),  u32(at(g.in_size, 1, 1)),  u32(at(g.out_size, 0, 1)), u32(at(g.out_size, 1, 1)),
+          u32(at(g.kernel, 0, 1)),   u32(at(g.kernel, 1, 1)),   u32(at(g.stride, 0, 1)),   u32(at(g.stride, 1, 1)),
+          static_cast<std::int32_t>(at(g.pad, 0, 0)), static_cast<std::int32_t>(at(g.pad, 1, 0)),
+          u32(at(g.dilation, 0, 1)), u32(at(g.dilation, 1, 1))};
+}
+
+class GemmConvolution final : public VulkanKernel {
+ public:
+  GemmConvolution(const ConvGeometry& g, Tensor weights, Tensor bias, StreamContext& context)
+      : VulkanKernel(context), weights_(std::move(weights)), bias_(std::move(bias)) {
+    const Geometry2d p = planar(g);
+    params_ = {u32(g.batch), u32(g.in_channels), p.in_h, p.in_w, u32(g.out_channels), p.out_h, p.out_w,
+               p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w,
+               u32(g.in_channels / g.group), u32(g.out_channels / g.group), bias_.defined() ? 1u : 0u};
+    group_ = u32(g.group);
+    columns_ = g.batch * g.out_spatial();
+  }
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (outputs[0].numel() == 0) return;
+    context_.dispatch("convolution",
+                      {buffer(inputs[0]), buffer(weights_), buffer(bias_.defined() ? bias_ : weights_),
+                       buffer(outputs[0])},
+                      params_, groups(columns_, 64), groups(params_.group_out, 64), group_);
+  }
+  const char* name() const override { return "vulkan implicit-gemm"; }
+
+ private:
+  Tensor weights_, bias_;
+  struct {
+    std::uint32_t batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
+    std::int32_t pad_h, pad_w;
+    std::uint32_t dilation_h, dilation_w, group_in, group_out, has_bias;
+  } params_{};
+  std::uint32_t group_ = 1;
+  std::int64_t columns_ = 0;
+};
+
+class DepthwiseConvolution final : public VulkanKernel {
+ public:
+  DepthwiseConvolution(const ConvGeometry& g, Tensor weights, Tensor bias, StreamContext& context)
+      : VulkanKernel(context), weights_(std::move(weights)), bias_(std::move(bias)) {
+    const Geometry2d p = planar(g);
+    n_ = g.batch * g.out_channels * g.out_spatial();
+    params_ = {u32(n_),     u32(g.out_channels), p.in_h,     p.in_w,     p.out_h,      p.out_w,      p.kernel_h,
+               p.kernel_w,  p.stride_h,          p.stride_w, p.pad_h,    p.pad_w,      p.dilation_h, p.dilation_w,
+               bias_.defined() ? 1u : 0u};
+  }
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (n_ == 0) return;
+    context_.dispatch("depthwise",
+                      {buffer(inputs[0]), buffer(weights_), buffer(bias_.defined() ? bias_ : weights_),
+                       buffer(outputs[0])},
+                      params_, groups(n_));
+  }
+  const char* name() const override { return "vulkan depthwise"; }
+
+ private:
+  Tensor weights_, bias_;
+  std::int64_t n_ = 0;
+  struct {
+    std::uint32_t n, channels, in_h, in_w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
+    std::int32_t pad_h, pad_w;
+    std::uint32_t dilation_h, dilation_w, has_bias;
+  } params_{};
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs,
+                                         StreamContext& context) {
+  const auto& conv = static_cast<const ConvolutionLayer&>(layer);
+  if (inputs.size() != 1) return nullptr;
+  const ConvGeometry g = conv.geometry(inputs[0]);
+  if (g.axes() < 1 || g.axes() > 2) return nullptr;
+  Tensor weights = weight(layer, 0, context);
+  Tensor bias = conv.has_bias() ? weight(layer, 1, context) : Tensor{};
+  if (g.group == g.in_channels && g.group == g.out_channels && g.group > 1) {
+    return std::make_unique<DepthwiseConvolution>(g, std::move(weights), std::move(bias), context);
+  }
+  return std::make_unique<GemmConvolution>(g, std::move(weights), std::move(bias), context);
+}
+
+}  // namespace espresso::vulkan

@@ -1,0 +1,48 @@
+// The Vulkan kernels' factories, generated from the files in backends/vulkan/ (one file per layer
+// family, each with its GLSL shader in shaders/). Each returns nullptr for configurations it does not
+// cover, and the executor runs that layer on the CPU. Kernels record their work on the stream
+// (StreamContext::dispatch); shapes travel as push constants, so one pipeline serves every shape.
+// Inference only: training nets stay on the CPU or CUDA (has_fast_backward() is false).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "backends/kernel.h"
+#include "backends/vulkan/context.h"
+
+namespace espresso::vulkan {
+
+#define ESPRESSO_KERNEL(type, stem)                                                          \
+  std::unique_ptr<Kernel> make_##stem(const Layer& layer, const std::vector<Shape>& inputs, \
+                                      StreamContext& context);
+#include "vulkan_kernels.inc"
+#undef ESPRESSO_KERNEL
+
+class VulkanKernel : public Kernel {
+ public:
+  explicit VulkanKernel(StreamContext& context) : context_(context) {}
+  const char* name() const override { return "vulkan"; }
+  // Training needs backward passes the Vulkan backend does not have.
+  void backward(const Layer& layer, const std::vector<Tensor>&, const std::vector<Tensor>&,
+                const std::vector<Tensor>&, std::vector<Tensor>&, std::vector<Tensor>&) override;
+
+ protected:
+  StreamContext& context_;
+};
+
+// Work groups of `size` invocations for n items (shaders loop over what a capped grid leaves).
+inline std::uint32_t groups(std::int64_t n, std::int64_t size = 256) {
+  return static_cast<std::uint32_t>(std::max<std::int64_t>(1, (n + size - 1) / size));
+}
+
+inline std::uint32_t u32(std::int64_t v) { return static_cast<std::uint32_t>(v); }
+
+// The layer's weight `index` on the device.
+const Tensor& weight(const Layer& layer, std::size_t index, StreamContext& context);
+
+// Input 0 copied to output 0 (and every other output): Flatten, Reshape, Split, Dropout at inference.
+std::unique_ptr<Kernel> copy_kernel(StreamContext& context);
+
+}  // namespace espresso::vulkan

@@ -1,0 +1,65 @@
+// Softmax and LRN on Vulkan.
+#include "backends/vulkan/kernels.h"
+#include "layers/lrn.h"
+#include "layers/softmax.h"
+
+namespace espresso::vulkan {
+namespace {
+
+class SoftmaxKernel final : public VulkanKernel {
+ public:
+  SoftmaxKernel(const AxisSplit& split, StreamContext& context) : VulkanKernel(context), split_(split) {}
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (inputs[0].numel() == 0) return;
+    const std::vector<Buffer> buffers{buffer(inputs[0]), buffer(outputs[0])};
+    if (split_.inner == 1 && split_.channels >= 256) {
+      // Long rows (classifiers): a work group per row.
+      struct {
+        std::uint32_t rows, channels;
+      } params{u32(split_.outer), u32(split_.channels)};
+      context_.dispatch("softmax_rows", buffers, params, u32(std::min<std::int64_t>(split_.outer, 65535)));
+      return;
+    }
+    struct {
+      std::uint32_t outer, channels, inner;
+    } params{u32(split_.outer), u32(split_.channels), u32(split_.inner)};
+    context_.dispatch("softmax", buffers, params, groups(split_.outer * split_.inner));
+  }
+
+ private:
+  AxisSplit split_;
+};
+
+class LRNKernel final : public VulkanKernel {
+ public:
+  LRNKernel(const LRNLayer& layer, const Shape& shape, StreamContext& context) : VulkanKernel(context) {
+    const bool across = layer.across_channels();
+    const float base = across ? layer.k() : 1.0f;
+    const float norm = layer.alpha() / static_cast<float>(across ? layer.size() : layer.size() * layer.size());
+    params_ = {u32(shape.numel()), u32(shape[1]), u32(shape[2]), u32(shape[3]), u32(layer.size()),
+               u32(layer.before()), across ? 1u : 0u, base, norm, layer.beta()};
+  }
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (params_.n == 0) return;
+    context_.dispatch("lrn", {buffer(inputs[0]), buffer(outputs[0])}, params_, groups(params_.n));
+  }
+
+ private:
+  struct {
+    std::uint32_t n, channels, height, width, size, before, across;
+    float base, norm, beta;
+  } params_{};
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_softmax(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
+  return std::make_unique<SoftmaxKernel>(static_cast<const SoftmaxLayer&>(layer).split(inputs[0]), context);
+}
+
+std::unique_ptr<Kernel> make_lrn(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
+  if (inputs[0].rank() != 4) return nullptr;
+  return std::make_unique<LRNKernel>(static_cast<const LRNLayer&>(layer), inputs[0], context);
+}
+
+}  // namespace espresso::vulkan
