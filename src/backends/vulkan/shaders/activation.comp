@@ -1,6 +1,8 @@
 // Element-wise functions of ActivationLayer; `function` is ActivationLayer::Function's order.
 #version 450
+#extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
+#include "powf.glsl"
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform Params {
@@ -42,7 +44,7 @@ float apply(float v) {
       if (p.gamma == 1.0) return t;
       if (p.gamma == 2.0) return t * t;
       if (p.gamma == 0.5) return sqrt(t);
-      return pow(t, p.gamma);
+      return powf_(t, p.gamma);
     }
     case 10u: return exp(v);
     case 11u: return log(v);

@@ -1,7 +1,9 @@
 // y = a op b with broadcasting: the output is seen as up to 6 dims, each input with its own strides
 // (0 along broadcast dims). `op` is BinaryLayer::Op's order.
 #version 450
+#extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
+#include "powf.glsl"
 layout(std430, binding = 0) readonly buffer A { float a[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
@@ -18,7 +20,7 @@ float apply(float u, float v) {
     case 3u: return u / v;
     case 4u: return u < v ? v : u;
     case 5u: return v < u ? v : u;
-    case 6u: return pow(u, v);
+    case 6u: return powf_(u, v);
   }
   return 0.0;
 }
