@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <random>
 
@@ -277,6 +278,8 @@ class VulkanOnnx : public testing::SharedDataTest, public ::testing::WithParamIn
 TEST_P(VulkanOnnx, MatchesTheCpu) {
   REQUIRE_VULKAN();
   const std::string dir = testing::shared_data_dir().string() + "/onnx/" + GetParam();
+  // A GPU machine may carry only some of the models (the device's transfer limit).
+  if (!std::filesystem::exists(dir + "/model.onnx")) GTEST_SKIP() << dir << "/model.onnx not here";
   const Graph graph = load_onnx(dir + "/model.onnx");
   const Tensor input = read_onnx_tensor(dir + "/test_data_set_0/input_0.pb");
   const std::string name = graph.inputs.at(0).name;
