@@ -2,6 +2,7 @@
 #include "backends/vulkan/kernels.h"
 #include "layers/activation.h"
 #include "layers/binary.h"
+#include "layers/prelu.h"
 #include "layers/relu.h"
 
 namespace espresso::vulkan {
@@ -22,6 +23,24 @@ class ReLUKernel final : public VulkanKernel {
 
  private:
   float slope_;
+};
+
+class PReLUKernel final : public VulkanKernel {
+ public:
+  PReLUKernel(Tensor slope, std::int64_t channels, std::int64_t inner, StreamContext& context)
+      : VulkanKernel(context), slope_(std::move(slope)), channels_(channels), inner_(inner) {}
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    const std::int64_t n = inputs[0].numel();
+    if (n == 0) return;
+    struct {
+      std::uint32_t n, channels, inner;
+    } params{u32(n), u32(channels_), u32(std::max<std::int64_t>(inner_, 1))};
+    context_.dispatch("prelu", {buffer(inputs[0]), buffer(slope_), buffer(outputs[0])}, params, groups(n));
+  }
+
+ private:
+  Tensor slope_;
+  std::int64_t channels_, inner_;
 };
 
 class ActivationKernel final : public VulkanKernel {
@@ -88,6 +107,14 @@ class BinaryKernel final : public VulkanKernel {
 
 std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {
   return std::make_unique<ReLUKernel>(static_cast<const ReLULayer&>(layer).negative_slope(), context);
+}
+
+std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
+  const auto& prelu = static_cast<const PReLULayer&>(layer);
+  const Shape& shape = inputs[0];
+  const std::int64_t channels = prelu.channel_shared() || shape.rank() < 2 ? 1 : shape[1];
+  const std::int64_t inner = shape.rank() < 2 ? shape.numel() : shape.count(2);
+  return std::make_unique<PReLUKernel>(weight(layer, 0, context), channels, inner, context);
 }
 
 std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {

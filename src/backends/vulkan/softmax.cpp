@@ -1,5 +1,6 @@
-// Softmax and LRN on Vulkan.
+// Softmax, LogSoftmax and LRN on Vulkan.
 #include "backends/vulkan/kernels.h"
+#include "layers/log_softmax.h"
 #include "layers/lrn.h"
 #include "layers/softmax.h"
 
@@ -8,26 +9,28 @@ namespace {
 
 class SoftmaxKernel final : public VulkanKernel {
  public:
-  SoftmaxKernel(const AxisSplit& split, StreamContext& context) : VulkanKernel(context), split_(split) {}
+  SoftmaxKernel(const AxisSplit& split, bool log_output, StreamContext& context)
+      : VulkanKernel(context), split_(split), log_(log_output ? 1u : 0u) {}
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (inputs[0].numel() == 0) return;
     const std::vector<Buffer> buffers{buffer(inputs[0]), buffer(outputs[0])};
     if (split_.inner == 1 && split_.channels >= 256) {
       // Long rows (classifiers): a work group per row.
       struct {
-        std::uint32_t rows, channels;
-      } params{u32(split_.outer), u32(split_.channels)};
+        std::uint32_t rows, channels, log_output;
+      } params{u32(split_.outer), u32(split_.channels), log_};
       context_.dispatch("softmax_rows", buffers, params, u32(std::min<std::int64_t>(split_.outer, 65535)));
       return;
     }
     struct {
-      std::uint32_t outer, channels, inner;
-    } params{u32(split_.outer), u32(split_.channels), u32(split_.inner)};
+      std::uint32_t outer, channels, inner, log_output;
+    } params{u32(split_.outer), u32(split_.channels), u32(split_.inner), log_};
     context_.dispatch("softmax", buffers, params, groups(split_.outer * split_.inner));
   }
 
  private:
   AxisSplit split_;
+  std::uint32_t log_;
 };
 
 class LRNKernel final : public VulkanKernel {
@@ -54,7 +57,15 @@ class LRNKernel final : public VulkanKernel {
 }  // namespace
 
 std::unique_ptr<Kernel> make_softmax(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
-  return std::make_unique<SoftmaxKernel>(static_cast<const SoftmaxLayer&>(layer).split(inputs[0]), context);
+  return std::make_unique<SoftmaxKernel>(static_cast<const SoftmaxLayer&>(layer).split(inputs[0]), false, context);
+}
+
+std::unique_ptr<Kernel> make_log_softmax(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
+  layer.output_shapes(inputs);  // validates the axis
+  const Shape& shape = inputs[0];
+  const int axis = shape.canonical_axis(static_cast<const LogSoftmaxLayer&>(layer).axis());
+  return std::make_unique<SoftmaxKernel>(AxisSplit{shape.count(0, axis), shape[axis], shape.count(axis + 1)}, true,
+                                         context);
 }
 
 std::unique_ptr<Kernel> make_lrn(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
