@@ -194,17 +194,19 @@ INSTANTIATE_TEST_SUITE_P(Replay, VulkanNet, ::testing::Bool(),
 
 TEST(Vulkan, NetMixingVulkanAndCpuLayersMatches) {
   REQUIRE_VULKAN();
-  // Deconvolution has no Vulkan kernel: it runs on the CPU between Vulkan layers.
+  // Normalize (the SSD fork's) has no Vulkan kernel: it runs on the CPU between Vulkan layers.
   Graph g;
   g.name = "mixed";
   g.inputs = {{"data", Shape{1, 4, 6, 6}}};
   LayerSpec conv = with_attrs(testing::layer("conv", "Convolution", {"data"}, {"c"}), {{"num_output", 4}, {"kernel", 3}});
   conv.weights = {random_tensor(Shape{4, 4, 3, 3}, 7), random_tensor(Shape{4}, 8)};
+  LayerSpec normalize = testing::layer("cpu_only", "Normalize", {"c"}, {"u"});
+  normalize.weights = {Tensor::from(Shape{}, {2.5f})};
   LayerSpec deconv =
-      with_attrs(testing::layer("deconv", "Deconvolution", {"c"}, {"u"}), {{"num_output", 2}, {"kernel", 2}, {"stride", 2}});
+      with_attrs(testing::layer("deconv", "Deconvolution", {"u"}, {"d"}), {{"num_output", 2}, {"kernel", 2}, {"stride", 2}});
   deconv.weights = {random_tensor(Shape{4, 2, 2, 2}, 9), random_tensor(Shape{2}, 10)};
-  LayerSpec relu = testing::layer("relu", "ReLU", {"u"}, {"y"});
-  g.layers = {conv, deconv, relu};
+  LayerSpec relu = testing::layer("relu", "ReLU", {"d"}, {"y"});
+  g.layers = {conv, normalize, deconv, relu};
   g.outputs = {"y"};
   const Tensor x = random_tensor(Shape{1, 4, 6, 6}, 11);
   NetOptions options;
@@ -217,7 +219,7 @@ TEST(Vulkan, NetMixingVulkanAndCpuLayersMatches) {
   }
   int on_cpu = 0;
   for (const LayerSummary& row : net.summary()) {
-    if (row.name == "deconv") {
+    if (row.name == "cpu_only") {
       EXPECT_EQ(row.device, Device::cpu());
       ++on_cpu;
     } else {

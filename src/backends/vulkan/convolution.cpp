@@ -1,8 +1,9 @@
-// Convolution on Vulkan over 1 or 2 spatial axes: an implicit GEMM (im2col gathered while loading
+// Convolution and Deconvolution on Vulkan over 1 or 2 spatial axes: an implicit GEMM (im2col gathered while loading
 // tiles, never stored) for every configuration, and a direct kernel for depthwise convolutions, where
 // a GEMM of one output channel per group would leave the tiles almost empty.
 #include "backends/vulkan/kernels.h"
 #include "layers/convolution.h"
+#include "layers/deconvolution.h"
 
 namespace espresso::vulkan {
 namespace {
@@ -85,7 +86,48 @@ class DepthwiseConvolution final : public VulkanKernel {
   } params_{};
 };
 
+class DirectDeconvolution final : public VulkanKernel {
+ public:
+  DirectDeconvolution(const ConvGeometry& g, Tensor weights, Tensor bias, StreamContext& context)
+      : VulkanKernel(context), weights_(std::move(weights)), bias_(std::move(bias)) {
+    const Geometry2d p = planar(g);
+    n_ = g.batch * g.out_channels * g.out_spatial();
+    params_ = {u32(n_),     u32(g.in_channels), p.in_h,     p.in_w,       u32(g.out_channels), p.out_h,
+               p.out_w,     p.kernel_h,         p.kernel_w, p.stride_h,   p.stride_w,          p.pad_h,
+               p.pad_w,     p.dilation_h,       p.dilation_w, u32(g.in_channels / g.group),
+               u32(g.out_channels / g.group),   bias_.defined() ? 1u : 0u};
+  }
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (n_ == 0) return;
+    context_.dispatch("deconvolution",
+                      {buffer(inputs[0]), buffer(weights_), buffer(bias_.defined() ? bias_ : weights_),
+                       buffer(outputs[0])},
+                      params_, groups(n_));
+  }
+  const char* name() const override { return "vulkan direct"; }
+
+ private:
+  Tensor weights_, bias_;
+  std::int64_t n_ = 0;
+  struct {
+    std::uint32_t n, in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
+    std::int32_t pad_h, pad_w;
+    std::uint32_t dilation_h, dilation_w, group_in, group_out, has_bias;
+  } params_{};
+};
+
 }  // namespace
+
+std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector<Shape>& inputs,
+                                           StreamContext& context) {
+  const auto& deconv = static_cast<const DeconvolutionLayer&>(layer);
+  if (inputs.size() != 1) return nullptr;
+  const ConvGeometry g = deconv.geometry(inputs[0]);
+  if (g.axes() < 1 || g.axes() > 2) return nullptr;
+  Tensor weights = weight(layer, 0, context);
+  Tensor bias = deconv.has_bias() ? weight(layer, 1, context) : Tensor{};
+  return std::make_unique<DirectDeconvolution>(g, std::move(weights), std::move(bias), context);
+}
 
 std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<Shape>& inputs,
                                          StreamContext& context) {
