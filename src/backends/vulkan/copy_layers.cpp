@@ -1,4 +1,5 @@
-// Layers that only move data, on Vulkan: Flatten, Reshape, Split and Dropout at inference copy their
+// Layers that only move data, on Vulkan: Constant copies its value; Flatten, Reshape, Split and Dropout at
+// inference copy their
 // input whole (nothing when the executor placed the output on the input); Concat and Slice copy runs
 // of floats along their axis.
 #include "backends/vulkan/kernels.h"
@@ -14,6 +15,19 @@ class WholeCopyKernel final : public VulkanKernel {
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     for (Tensor& out : outputs) context_.copy(inputs[0].raw(), out.raw(), inputs[0].bytes());
   }
+};
+
+// Constant: the weight, uploaded once, copied into the output each forward (the output buffer may be
+// reused by other layers in between).
+class ConstantKernel final : public VulkanKernel {
+ public:
+  ConstantKernel(Tensor value, StreamContext& context) : VulkanKernel(context), value_(std::move(value)) {}
+  void forward(const std::vector<Tensor>&, std::vector<Tensor>& outputs) override {
+    context_.copy(value_.raw(), outputs[0].raw(), outputs[0].bytes());
+  }
+
+ private:
+  Tensor value_;
 };
 
 // Concat (joining: parts are the inputs, whole the output) or Slice (the reverse).
@@ -66,6 +80,11 @@ int layer_axis(const Layer& layer, int rank) {
 }  // namespace
 
 std::unique_ptr<Kernel> copy_kernel(StreamContext& context) { return std::make_unique<WholeCopyKernel>(context); }
+
+std::unique_ptr<Kernel> make_constant(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {
+  if (layer.weights()[0].dtype() != DType::f32) return nullptr;
+  return std::make_unique<ConstantKernel>(weight(layer, 0, context), context);
+}
 
 std::unique_ptr<Kernel> make_flatten(const Layer&, const std::vector<Shape>&, StreamContext& context) {
   return copy_kernel(context);
