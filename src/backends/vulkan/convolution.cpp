@@ -1,6 +1,9 @@
-// Convolution and Deconvolution on Vulkan over 1 or 2 spatial axes: an implicit GEMM (im2col gathered while loading
-// tiles, never stored) for every configuration, and a direct kernel for depthwise convolutions, where
-// a GEMM of one output channel per group would leave the tiles almost empty.
+// Convolution and Deconvolution on Vulkan over 1 or 2 spatial axes. Convolution: an implicit GEMM (im2col
+// gathered while loading tiles, never stored; split along k where the output has too few tiles to fill a
+// GPU) for every configuration, and a direct kernel for depthwise convolutions, where a GEMM of one output
+// channel per group would leave the tiles almost empty. Deconvolution: a direct kernel.
+#include <string>
+
 #include "backends/vulkan/kernels.h"
 #include "layers/convolution.h"
 #include "layers/deconvolution.h"
@@ -28,30 +31,54 @@ Geometry2d planar(const ConvGeometry& g) {
 
 class GemmConvolution final : public VulkanKernel {
  public:
-  GemmConvolution(const ConvGeometry& g, Tensor weights, Tensor bias, StreamContext& context)
+  GemmConvolution(const ConvGeometry& g, Tensor weights, Tensor bias, const std::string& owner,
+                  StreamContext& context)
       : VulkanKernel(context), weights_(std::move(weights)), bias_(std::move(bias)) {
     const Geometry2d p = planar(g);
     params_ = {u32(g.batch), u32(g.in_channels), p.in_h, p.in_w, u32(g.out_channels), p.out_h, p.out_w,
                p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w,
-               u32(g.in_channels / g.group), u32(g.out_channels / g.group), bias_.defined() ? 1u : 0u};
+               u32(g.in_channels / g.group), u32(g.out_channels / g.group), bias_.defined() ? 1u : 0u, 1u, 0u};
     group_ = u32(g.group);
     columns_ = g.batch * g.out_spatial();
+    // Too few output tiles to fill a GPU (small images at batch 1) and a long sum: split k over more work
+    // groups, each adding its stretch into a partial sum, then add the partial sums up.
+    const std::int64_t k = (g.in_channels / g.group) * g.kernel_spatial();
+    const std::int64_t tiles = groups(columns_, 64) * groups(g.out_channels / g.group, 64) * g.group;
+    std::int64_t splits = 1;
+    if (tiles < kFillTiles && k >= 512) splits = std::min((kFillTiles + tiles - 1) / tiles, k / 256);
+    const std::int64_t chunk = ((k + splits - 1) / splits + 15) / 16 * 16;
+    splits = (k + chunk - 1) / chunk;
+    params_.k_chunk = u32(chunk);
+    if (splits > 1 && g.group * splits <= 65535) {
+      params_.k_splits = u32(splits);
+      partial_ = context.scratch(Shape{splits, g.out_channels, columns_}, owner);
+    }
   }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (outputs[0].numel() == 0) return;
+    const Buffer bias = buffer(bias_.defined() ? bias_ : weights_);
+    const bool split = params_.k_splits > 1;
     context_.dispatch("convolution",
-                      {buffer(inputs[0]), buffer(weights_), buffer(bias_.defined() ? bias_ : weights_),
-                       buffer(outputs[0])},
-                      params_, groups(columns_, 64), groups(params_.group_out, 64), group_);
+                      {buffer(inputs[0]), buffer(weights_), bias, buffer(split ? partial_ : outputs[0])}, params_,
+                      groups(columns_, 64), groups(params_.group_out, 64), group_ * params_.k_splits);
+    if (!split) return;
+    struct {
+      std::uint32_t n, channels, plane, splits, has_bias;
+    } sum{u32(outputs[0].numel()), params_.out_c, params_.out_h * params_.out_w, params_.k_splits,
+          params_.has_bias};
+    context_.dispatch("split_sum", {buffer(partial_), bias, buffer(outputs[0])}, sum, groups(outputs[0].numel()));
   }
-  const char* name() const override { return "vulkan implicit-gemm"; }
+  const char* name() const override {
+    return params_.k_splits > 1 ? "vulkan implicit-gemm split-k" : "vulkan implicit-gemm";
+  }
 
  private:
-  Tensor weights_, bias_;
+  static constexpr std::int64_t kFillTiles = 128;
+  Tensor weights_, bias_, partial_;
   struct {
     std::uint32_t batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
     std::int32_t pad_h, pad_w;
-    std::uint32_t dilation_h, dilation_w, group_in, group_out, has_bias;
+    std::uint32_t dilation_h, dilation_w, group_in, group_out, has_bias, k_splits, k_chunk;
   } params_{};
   std::uint32_t group_ = 1;
   std::int64_t columns_ = 0;
@@ -140,7 +167,8 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   if (g.group == g.in_channels && g.group == g.out_channels && g.group > 1) {
     return std::make_unique<DepthwiseConvolution>(g, std::move(weights), std::move(bias), context);
   }
-  return std::make_unique<GemmConvolution>(g, std::move(weights), std::move(bias), context);
+  return std::make_unique<GemmConvolution>(g, std::move(weights), std::move(bias), "layer '" + layer.name() + "'",
+                                           context);
 }
 
 }  // namespace espresso::vulkan
