@@ -23,6 +23,8 @@ packages=(
   libgtest-dev libcli11-dev libstb-dev nlohmann-json3-dev libxxhash-dev liblmdb-dev
   dataset-fashion-mnist libonnx-testdata python3-onnx
   pybind11-dev python3-dev python3-numpy python3-pytest
+  # the model store (src/store/) and its interop tests: HTTP, catalog, ed25519; Docker's registry and skopeo
+  libcpp-httplib-dev libsqlite3-dev libssl-dev libsodium-dev docker-registry skopeo
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()
