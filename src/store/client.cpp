@@ -271,7 +271,7 @@ PushResult Client::push(const fs::path& package, const Reference& reference, con
                           {"annotations", {{"org.opencontainers.image.title", blob.title}}}});
   }
   const json card_json = json::parse(card);
-  json annotations = {{"org.opencontainers.image.title", reference.name},
+  json annotations = {{"org.opencontainers.image.title", reference.name.substr(reference.name.rfind('/') + 1)},
                       {"org.opencontainers.image.version", reference.tag}};
   if (card_json.value("description", "") != "") annotations["org.opencontainers.image.description"] = card_json["description"];
   if (card_json.value("created", "") != "") annotations["org.opencontainers.image.created"] = card_json["created"];
@@ -503,7 +503,15 @@ PullResult Client::pull(const Reference& reference) {
     const ModelManifest model = parse_model_manifest(manifest_bytes, what);
     std::vector<Descriptor> blobs = {model.config};
     blobs.insert(blobs.end(), model.layers.begin(), model.layers.end());
-    for (const Descriptor& d : blobs) result.bytes_downloaded += fetch_blob(registry, cache, reference.name, d, options_);
+    for (const Descriptor& d : blobs) {
+      try {
+        result.bytes_downloaded += fetch_blob(registry, cache, reference.name, d, options_);
+      } catch (const IntegrityError&) {
+        // A bad resumed prefix (the partial file was cut back to zero) gets one clean download; a
+        // blob that is bad on the server fails again and is reported.
+        result.bytes_downloaded += fetch_blob(registry, cache, reference.name, d, options_);
+      }
+    }
     if (!fs::exists(cache.blob(digest))) detail::write_file_atomically(cache.blob(digest), manifest_bytes);
     if (!reference.tag.empty()) detail::write_file_atomically(cache.ref(reference), digest);
   }
