@@ -19,6 +19,9 @@
 #include <future>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
+#include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "espresso/espresso.h"
@@ -52,7 +55,8 @@ int free_port() {
 // A child process with its stdout on a pipe; killed (SIGKILL) and reaped when it goes out of scope.
 class Process {
  public:
-  explicit Process(const std::vector<std::string>& argv, bool quiet_stderr = false) {
+  explicit Process(const std::vector<std::string>& argv, bool quiet_stderr = false,
+                   const std::vector<std::string>& env = {}) {
     int out[2];
     if (::pipe(out) != 0) throw std::runtime_error("pipe");
     pid_ = ::fork();
@@ -64,6 +68,7 @@ class Process {
       }
       ::close(out[0]);
       ::close(out[1]);
+      for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
       std::vector<char*> args;
       for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
       args.push_back(nullptr);
@@ -740,6 +745,192 @@ TEST_F(StoreRoundTrip, CachePruneKeepsWhatReferencesUse) {
   EXPECT_FALSE(fs::exists(stray));
   EXPECT_FALSE(fs::exists(partial));
   EXPECT_EQ(cli(env_ + " ESPRESSO_OFFLINE=1", "pull " + ref("vision/lenet:1.0")).rc, 0);
+}
+
+// ---- crashes: kill -9 of the server and of a pull, concurrent publishers --------------------------------
+
+// A package of about `megabytes` MB: one InnerProduct layer with random weights (seeded).
+std::string make_big_package(const TempDir& dir, const std::string& name, int megabytes, unsigned seed) {
+  const std::int64_t inputs = 16384;
+  const std::int64_t outputs = std::max<std::int64_t>(1, static_cast<std::int64_t>(megabytes) * 1000000 / (inputs * 4));
+  Graph graph;
+  graph.name = name;
+  graph.inputs = {{"data", Shape{1, inputs}}};
+  LayerSpec ip = testing::layer("ip", "InnerProduct", {"data"}, {"ip"});
+  ip.attrs.set("num_output", outputs);
+  Tensor w = Tensor::empty(Shape{outputs, inputs});
+  Tensor b = Tensor::empty(Shape{outputs});
+  std::mt19937 random(seed);
+  for (std::int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = static_cast<float>(random() % 1000) * 1e-3f;
+  for (std::int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = 0.0f;
+  ip.weights = {w, b};
+  graph.layers = {ip};
+  graph.outputs = {"ip"};
+  graph.metadata.name = name;
+  graph.metadata.description = "synthetic " + std::to_string(megabytes) + " MB model " + std::to_string(seed);
+  const std::string path = dir.file(name + ".esp");
+  save_package(graph, path);
+  return path;
+}
+
+int big_megabytes() {
+  const char* mb = std::getenv("ESPRESSO_STORE_BIG_MB");
+  return mb != nullptr ? std::max(1, std::atoi(mb)) : 32;
+}
+
+TEST(StoreCrash, APullKilledHalfwayResumesWithTheRestOnly) {
+  TempDir dir;
+  const int megabytes = big_megabytes();
+  const std::string package = make_big_package(dir, "big", megabytes, 1);
+  const std::uint64_t size = fs::file_size(package);
+  StoreServerProcess server(fs::path(dir.path()) / "root");
+  ASSERT_GT(server.port(), 0);
+  const std::string cache = dir.file("cache");
+  const std::string ref = server.registry() + "/big/model:1";
+  ASSERT_EQ(cli("ESPRESSO_CACHE=" + cache, "push " + package + " " + ref).rc, 0);
+  const std::string digest = store::sha256_file_digest(package);
+  const fs::path partial = fs::path(cache) / "partial" / "sha256" / digest.substr(7);
+  std::uint64_t kept = 0;
+  for (int attempt = 0; attempt < 5 && kept == 0; ++attempt) {
+    Process pull({ESPRESSO_CLI_PATH, "pull", ref}, true, {"ESPRESSO_CACHE=" + cache});
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    std::error_code ec;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const auto now = fs::file_size(partial, ec);
+      if (!ec && now >= size / 2) break;
+      if (::waitpid(pull.pid(), nullptr, WNOHANG) != 0) break;
+    }
+    pull.kill(SIGKILL);
+    kept = fs::file_size(partial, ec);
+    if (ec) kept = 0;
+    if (kept == 0) fs::remove_all(cache, ec);  // it finished before the kill: try again
+  }
+  ASSERT_GE(kept, size / 2) << "never caught the pull halfway";
+  ASSERT_LT(kept, size);
+  const CliResult resumed = cli("ESPRESSO_CACHE=" + cache, "pull " + ref + " --json");
+  ASSERT_EQ(resumed.rc, 0) << resumed.output;
+  const json result = parse_json_line(resumed.output);
+  const std::uint64_t transferred = result["bytes_downloaded"].get<std::uint64_t>();
+  std::printf("[ store    ] %llu-byte blob: killed at %.1f %%, resumed pull transferred %.1f %%\n",
+              static_cast<unsigned long long>(size), 100.0 * static_cast<double>(kept) / static_cast<double>(size),
+              100.0 * static_cast<double>(transferred) / static_cast<double>(size));
+  EXPECT_LE(static_cast<double>(transferred), 0.55 * static_cast<double>(size));
+  EXPECT_EQ(store::sha256_file_digest(result["package"].get<std::string>()), digest);
+}
+
+TEST(StoreCrash, ServerKilledDuringUploadsAndTagMovesLeavesEveryTagWhole) {
+  TempDir dir;
+  const fs::path root = fs::path(dir.path()) / "root";
+  const std::string a = make_big_package(dir, "a", 2, 1);
+  const std::string b = make_big_package(dir, "b", 2, 2);
+  std::string manifest_a, manifest_b;
+  {
+    StoreServerProcess server(root);
+    ASSERT_GT(server.port(), 0);
+    ASSERT_EQ(cli("ESPRESSO_CACHE=" + dir.file("c"), "push " + a + " " + server.registry() + "/kill/model:live").rc, 0);
+    ASSERT_EQ(cli("ESPRESSO_CACHE=" + dir.file("c"), "push " + b + " " + server.registry() + "/kill/model:b").rc, 0);
+    manifest_a = raw_http(server.port(), request("GET", "/v2/kill/model/manifests/live")).body;
+    manifest_b = raw_http(server.port(), request("GET", "/v2/kill/model/manifests/b")).body;
+    server.kill9();
+  }
+  ASSERT_FALSE(manifest_a.empty());
+  ASSERT_FALSE(manifest_b.empty());
+  const std::string type = "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+  std::set<std::string> written = {store::sha256_digest(manifest_a), store::sha256_digest(manifest_b)};
+  std::mutex written_mutex;
+  for (int round = 0; round < 10; ++round) {
+    StoreServerProcess server(root);
+    ASSERT_GT(server.port(), 0) << "round " << round << ": the server did not restart";
+    const int port = server.port();
+    // Every tag resolves to a whole release: the manifest, and every blob it names with the right bytes.
+    const RawResponse live = raw_http(port, request("GET", "/v2/kill/model/manifests/live"));
+    ASSERT_EQ(live.status, 200) << "round " << round;
+    {
+      std::lock_guard lock(written_mutex);
+      EXPECT_TRUE(written.count(store::sha256_digest(live.body))) << "round " << round << ": a manifest nobody wrote";
+    }
+    const json m = json::parse(live.body);
+    std::vector<json> descriptors = {m["config"]};
+    for (const json& layer : m["layers"]) descriptors.push_back(layer);
+    for (const json& d : descriptors) {
+      const RawResponse blob = raw_http(port, request("GET", "/v2/kill/model/blobs/" + d["digest"].get<std::string>()));
+      ASSERT_EQ(blob.status, 200) << "round " << round;
+      EXPECT_EQ(store::sha256_digest(blob.body), d["digest"]) << "round " << round;
+    }
+    // A writer uploads fresh blobs in chunks and moves the tag between manifests that use them; the
+    // server dies at a different moment each round.
+    std::atomic<bool> stop{false};
+    std::thread writer([&, round] {
+      std::mt19937 random(static_cast<unsigned>(round));
+      for (int k = 0; !stop; ++k) {
+        std::string bytes(256 * 1024, '\0');
+        for (char& c : bytes) c = static_cast<char>(random());
+        const std::string digest = store::sha256_digest(bytes);
+        const RawResponse started = raw_http(port, request("POST", "/v2/kill/model/blobs/uploads/"));
+        if (started.status != 202) return;
+        const std::string location = header(started, "Location");
+        bool ok = true;
+        for (std::size_t at = 0; at < bytes.size() && ok; at += 65536) {
+          ok = raw_http(port, request("PATCH", location, bytes.substr(at, 65536),
+                                      "Content-Range: " + std::to_string(at) + "-" + std::to_string(at + 65535) + "\r\n"))
+                   .status == 202;
+        }
+        if (!ok || raw_http(port, request("PUT", location + "?digest=" + digest)).status != 201) return;
+        json next = json::parse(k % 2 ? manifest_a : manifest_b);
+        next["layers"].push_back({{"mediaType", "application/octet-stream"}, {"digest", digest}, {"size", bytes.size()}});
+        const std::string body = next.dump();
+        {
+          std::lock_guard lock(written_mutex);
+          written.insert(store::sha256_digest(body));
+        }
+        if (raw_http(port, request("PUT", "/v2/kill/model/manifests/live", body, type)).status != 201) return;
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(5 + 17 * round));
+    server.kill9();
+    stop = true;
+    writer.join();
+  }
+  const CliResult fsck = cli("", "store fsck --root " + root.string());
+  EXPECT_EQ(fsck.rc, 0) << fsck.output;
+  EXPECT_NE(fsck.output.find("0 bad, 0 missing"), std::string::npos) << fsck.output;
+}
+
+TEST(StoreCrash, EightPublishersAndEightPullersAtOnce) {
+  TempDir dir;
+  StoreServerProcess server(fs::path(dir.path()) / "root");
+  ASSERT_GT(server.port(), 0);
+  std::vector<std::string> packages;
+  for (int i = 0; i < 8; ++i) packages.push_back(make_big_package(dir, "p" + std::to_string(i), 1, static_cast<unsigned>(i + 10)));
+  const std::string shared = make_big_package(dir, "shared", 4, 99);
+  ASSERT_EQ(cli("ESPRESSO_CACHE=" + dir.file("pc"), "push " + shared + " " + server.registry() + "/team/shared:1").rc, 0);
+  const std::string cache = dir.file("cache");
+  std::vector<std::future<CliResult>> jobs;
+  for (int i = 0; i < 8; ++i) {
+    jobs.push_back(std::async(std::launch::async, [&, i] {
+      return cli("ESPRESSO_CACHE=" + dir.file("pc" + std::to_string(i)),
+                 "push " + packages[static_cast<std::size_t>(i)] + " " + server.registry() + "/team/model" + std::to_string(i % 4) + ":" + std::to_string(i) + " --json");
+    }));
+    jobs.push_back(std::async(std::launch::async, [&] {
+      return cli("ESPRESSO_CACHE=" + cache, "pull " + server.registry() + "/team/shared:1 --json");
+    }));
+  }
+  std::uint64_t pulled = 0;
+  for (auto& job : jobs) {
+    const CliResult r = job.get();
+    ASSERT_EQ(r.rc, 0) << r.output;
+    const json j = parse_json_line(r.output);
+    if (j.contains("bytes_downloaded")) pulled += j["bytes_downloaded"].get<std::uint64_t>();
+  }
+  EXPECT_EQ(pulled, fs::file_size(shared) + store::model_card(shared).size()) << "a blob was fetched more than once";
+  EXPECT_EQ(cli("ESPRESSO_CACHE=" + cache, "cache verify").rc, 0);
+  for (int i = 0; i < 8; ++i) {
+    const CliResult r = cli("ESPRESSO_CACHE=" + dir.file("check"), "pull " + server.registry() + "/team/model" + std::to_string(i % 4) + ":" + std::to_string(i) + " --json");
+    ASSERT_EQ(r.rc, 0) << r.output;
+    EXPECT_EQ(store::sha256_file_digest(parse_json_line(r.output)["package"].get<std::string>()),
+              store::sha256_file_digest(packages[static_cast<std::size_t>(i)]));
+  }
+  EXPECT_EQ(cli("", "store fsck --root " + (fs::path(dir.path()) / "root").string()).rc, 0);
 }
 
 // ---- interop with Debian's docker-registry and skopeo ----------------------------------------------
