@@ -747,6 +747,68 @@ TEST_F(StoreRoundTrip, CachePruneKeepsWhatReferencesUse) {
   EXPECT_EQ(cli(env_ + " ESPRESSO_OFFLINE=1", "pull " + ref("vision/lenet:1.0")).rc, 0);
 }
 
+TEST_F(StoreRoundTrip, SignedReleasesVerifyAndForgeriesAreRefused) {
+  const std::string k1 = dir_.file("k1");
+  const std::string k2 = dir_.file("k2");
+  ASSERT_EQ(cli("", "keygen " + k1).rc, 0);
+  ASSERT_EQ(cli("", "keygen " + k2).rc, 0);
+  EXPECT_EQ(cli("", "keygen " + k1).rc, 1) << "an existing key was overwritten";
+  struct stat info {};
+  ::stat(k1.c_str(), &info);
+  EXPECT_EQ(info.st_mode & 0777, 0600u);
+  const CliResult signed_push = cli(env_, "push " + package_ + " " + ref("vision/lenet:1.0") + " --sign " + k1 + " --json");
+  ASSERT_EQ(signed_push.rc, 0) << signed_push.output;
+  const std::string key1 = parse_json_line(signed_push.output)["signed_by"];
+  EXPECT_EQ(key1, store::key_id(k1 + ".pub"));
+  const std::string d1 = parse_json_line(signed_push.output)["digest"];
+  const CliResult unsigned_push = cli(env_, "push " + package_ + " " + ref("vision/lenet:2.0") + " --json");
+  ASSERT_EQ(unsigned_push.rc, 0);
+  const std::string d2 = parse_json_line(unsigned_push.output)["digest"];
+
+  CliResult pull = cli(env_, "pull " + ref("vision/lenet:1.0") + " --trust " + k1 + ".pub --json");
+  ASSERT_EQ(pull.rc, 0) << pull.output;
+  EXPECT_EQ(parse_json_line(pull.output)["signed_by"], key1);
+  pull = cli("ESPRESSO_CACHE=" + dir_.file("c2") + " ESPRESSO_TRUSTED_KEYS=" + k2 + ".pub", "pull " + ref("vision/lenet:1.0"));
+  EXPECT_EQ(pull.rc, 1);
+  EXPECT_NE(pull.output.find("not trusted"), std::string::npos) << pull.output;
+  pull = cli(env_, "pull " + ref("vision/lenet:2.0") + " --trust " + k1 + ".pub");
+  EXPECT_EQ(pull.rc, 1);
+  EXPECT_NE(pull.output.find("not signed"), std::string::npos) << pull.output;
+  // Offline, the cached signature is checked again.
+  EXPECT_EQ(cli(env_ + " ESPRESSO_OFFLINE=1", "pull " + ref("vision/lenet:1.0") + " --trust " + k1 + ".pub").rc, 0);
+  EXPECT_EQ(cli(env_ + " ESPRESSO_OFFLINE=1", "pull " + ref("vision/lenet:1.0") + " --trust " + k2 + ".pub").rc, 1);
+
+  // Mix-and-match: 1.0's genuine signature served as 2.0's.
+  const int port = server_->port();
+  const std::string type = "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+  const std::string sig1 = raw_http(port, request("GET", "/v2/vision/lenet/manifests/sha256-" + d1.substr(7) + ".sig")).body;
+  ASSERT_FALSE(sig1.empty());
+  ASSERT_EQ(raw_http(port, request("PUT", "/v2/vision/lenet/manifests/sha256-" + d2.substr(7) + ".sig", sig1, type)).status, 201);
+  pull = cli("ESPRESSO_CACHE=" + dir_.file("c3"), "pull " + ref("vision/lenet:2.0") + " --trust " + k1 + ".pub");
+  EXPECT_EQ(pull.rc, 1);
+  EXPECT_NE(pull.output.find("mix-and-match refused"), std::string::npos) << pull.output;
+  // A document naming 2.0 correctly whose signature bytes are not the key's.
+  json doc = json::parse(raw_http(port, request("GET", "/v2/vision/lenet/blobs/" +
+                                                          json::parse(sig1)["layers"][0]["digest"].get<std::string>())).body);
+  doc["version"] = "2.0";
+  doc["manifest_digest"] = d2;
+  const std::string forged = doc.dump();
+  const std::string forged_digest = store::sha256_digest(forged);
+  ASSERT_EQ(raw_http(port, request("POST", "/v2/vision/lenet/blobs/uploads/?digest=" + forged_digest, forged)).status, 201);
+  json forged_manifest = json::parse(sig1);
+  forged_manifest["layers"][0]["digest"] = forged_digest;
+  forged_manifest["layers"][0]["size"] = forged.size();
+  ASSERT_EQ(raw_http(port, request("PUT", "/v2/vision/lenet/manifests/sha256-" + d2.substr(7) + ".sig", forged_manifest.dump(), type)).status, 201);
+  pull = cli("ESPRESSO_CACHE=" + dir_.file("c4"), "pull " + ref("vision/lenet:2.0") + " --trust " + k1 + ".pub");
+  EXPECT_EQ(pull.rc, 1);
+  EXPECT_NE(pull.output.find("does not verify"), std::string::npos) << pull.output;
+  // Signatures are listed by the referrers API of our server: the genuine one and the forgery (whose
+  // subject, copied from it, is still 1.0).
+  const json referrers = json::parse(raw_http(port, request("GET", "/v2/vision/lenet/referrers/" + d1)).body);
+  ASSERT_EQ(referrers["manifests"].size(), 2u);
+  for (const json& r : referrers["manifests"]) EXPECT_EQ(r["artifactType"], std::string(store::kSignatureArtifactType));
+}
+
 // ---- crashes: kill -9 of the server and of a pull, concurrent publishers --------------------------------
 
 // A package of about `megabytes` MB: one InnerProduct layer with random weights (seeded).

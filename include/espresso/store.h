@@ -44,6 +44,9 @@ inline constexpr std::string_view kReadmeMediaType = "text/markdown";
 inline constexpr std::string_view kLabelsMediaType = "text/plain";
 inline constexpr std::string_view kManifestMediaType = "application/vnd.oci.image.manifest.v1+json";
 inline constexpr std::string_view kIndexMediaType = "application/vnd.oci.image.index.v1+json";
+inline constexpr std::string_view kSignatureArtifactType = "application/vnd.espresso.signature.v1";
+inline constexpr std::string_view kSignatureMediaType = "application/vnd.espresso.signature.v1+json";
+inline constexpr std::string_view kEmptyMediaType = "application/vnd.oci.empty.v1+json";
 
 // Repository names as the OCI distribution spec defines them: lower-case components of [a-z0-9]
 // separated by '.', '_', '__' or '-', joined by '/'; at most 255 characters. This refuses '..',
@@ -80,6 +83,18 @@ std::string sha256_file_digest(const std::filesystem::path& path);
 // metrics, inputs, outputs, layers, parameters, FLOPs per image, file size, created. Throws what
 // load_package throws.
 std::string model_card(const std::filesystem::path& package);
+
+// ---- Signatures (ed25519, libsodium) ---------------------------------------------------------------
+//
+// A publisher signs "espresso-release-v1\n" NAME "\n" VERSION "\n" MANIFEST_DIGEST "\n": a signature
+// binds the bytes to that name and version, so it cannot be replayed for another model or version.
+// Key files are one line of text: "ed25519-secret:HEX" (mode 0600) and "ed25519-public:HEX".
+
+// Writes SECRET_FILE and SECRET_FILE.pub; returns the key id (first 16 hex digits of the public key's
+// SHA-256). Throws FileError (an existing file is never overwritten).
+std::string generate_key(const std::filesystem::path& secret_file);
+// The key id of a public key file. Throws FileError or StoreError.
+std::string key_id(const std::filesystem::path& public_file);
 
 // ---- Server ----------------------------------------------------------------------------------------
 
@@ -136,16 +151,20 @@ struct ClientOptions {
   bool plain_http = false;      // http:// for every registry (else only for loopback ones)
   std::function<void(const Progress&)> progress;
   std::size_t chunk_bytes = 32 << 20;  // upload chunk size (PATCH)
+  // Public key files: when any is given, pull accepts only releases signed by one of them.
+  std::vector<std::filesystem::path> trusted_keys;
 };
 
 // $ESPRESSO_CACHE, else $XDG_CACHE_HOME/espresso, else ~/.cache/espresso.
 std::filesystem::path default_cache_dir();
-// The options the environment asks for: cache dir, ESPRESSO_OFFLINE=1, ESPRESSO_INSECURE=1 (plain HTTP).
+// The options the environment asks for: cache dir, ESPRESSO_OFFLINE=1, ESPRESSO_INSECURE=1 (plain HTTP),
+// ESPRESSO_TRUSTED_KEYS (public key files separated by ':').
 ClientOptions client_options_from_env();
 
 struct PushOptions {
   std::filesystem::path readme;  // optional layers
   std::filesystem::path labels;
+  std::filesystem::path sign_key;  // a secret key file: also push a signature (tag sha256-HEX.sig)
 };
 
 struct PushResult {
@@ -153,6 +172,7 @@ struct PushResult {
   std::uint64_t bytes_uploaded = 0;
   int blobs_uploaded = 0;
   int blobs_present = 0;  // already on the registry, not sent again
+  std::string signed_by;  // key id, when signed
 };
 
 struct PullResult {
@@ -161,6 +181,7 @@ struct PullResult {
   std::string card;               // the model card JSON
   std::uint64_t bytes_downloaded = 0;
   bool from_cache = false;        // nothing was downloaded
+  std::string signed_by;          // key id of the trusted key that verified it (trusted keys given)
 };
 
 struct SearchQuery {

@@ -19,6 +19,7 @@
 
 #include "espresso/store.h"
 #include "store/digest.h"
+#include "store/signing.h"
 
 namespace espresso::store {
 
@@ -118,8 +119,9 @@ struct Cache {
   fs::path partial(const std::string& digest) const { return root / "partial" / "sha256" / detail::digest_hex(digest); }
   fs::path ref(const Reference& r) const { return root / "refs" / r.registry / r.name / r.tag; }
   fs::path package(const std::string& digest) const { return root / "packages" / (detail::digest_hex(digest) + ".esp"); }
+  fs::path signature(const std::string& digest) const { return root / "signatures" / (detail::digest_hex(digest) + ".json"); }
   void create() const {
-    for (const char* folder : {"blobs/sha256", "partial/sha256", "refs", "packages"}) fs::create_directories(root / folder);
+    for (const char* folder : {"blobs/sha256", "partial/sha256", "refs", "packages", "signatures"}) fs::create_directories(root / folder);
   }
 };
 
@@ -172,6 +174,14 @@ ClientOptions client_options_from_env() {
   options.offline = offline != nullptr && std::string(offline) != "" && std::string(offline) != "0";
   const char* insecure = std::getenv("ESPRESSO_INSECURE");
   options.plain_http = insecure != nullptr && std::string(insecure) != "" && std::string(insecure) != "0";
+  if (const char* keys = std::getenv("ESPRESSO_TRUSTED_KEYS"); keys != nullptr) {
+    std::string list = keys;
+    for (std::size_t start = 0; start <= list.size();) {
+      const std::size_t colon = std::min(list.find(':', start), list.size());
+      if (colon > start) options.trusted_keys.emplace_back(list.substr(start, colon - start));
+      start = colon + 1;
+    }
+  }
   return options;
 }
 
@@ -290,6 +300,26 @@ PushResult Client::push(const fs::path& package, const Reference& reference, con
   if (!answered.empty() && answered != digest)
     throw IntegrityError("registry " + reference.registry + " stored the manifest as " + answered + ", not " + digest);
   result.manifest_digest = digest;
+  if (!options.sign_key.empty()) {
+    // The signature travels as its own artifact whose subject is the release, tagged sha256-HEX.sig so
+    // registries without the referrers API (Docker's 2.8) hold it too.
+    const std::string document = detail::sign_release(options.sign_key, reference.name, reference.tag, digest).dump();
+    Blob signature{std::string(kSignatureMediaType), sha256_digest(document), document.size(), {}, document, "signature"};
+    Blob empty{std::string(kEmptyMediaType), sha256_digest("{}"), 2, {}, "{}", "empty"};
+    upload_blob(registry, reference.name, empty, options_, result);
+    upload_blob(registry, reference.name, signature, options_, result);
+    const json signature_manifest = {
+        {"schemaVersion", 2},
+        {"mediaType", kManifestMediaType},
+        {"artifactType", kSignatureArtifactType},
+        {"config", {{"mediaType", kEmptyMediaType}, {"digest", empty.digest}, {"size", 2}}},
+        {"layers", json::array({{{"mediaType", kSignatureMediaType}, {"digest", signature.digest}, {"size", signature.size}}})},
+        {"subject", {{"mediaType", kManifestMediaType}, {"digest", digest}, {"size", bytes.size()}}}};
+    auto signed_put = registry.http().Put("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
+                                          signature_manifest.dump(), std::string(kManifestMediaType));
+    if (!signed_put || signed_put->status != 201) throw registry.error("pushing the signature of " + reference.str(), signed_put);
+    result.signed_by = json::parse(document)["key_id"].get<std::string>();
+  }
   return result;
 }
 
@@ -512,9 +542,35 @@ PullResult Client::pull(const Reference& reference) {
         result.bytes_downloaded += fetch_blob(registry, cache, reference.name, d, options_);
       }
     }
+    if (!options_.trusted_keys.empty()) {
+      // The release's signature, fetched and checked before the tag is recorded in the cache.
+      auto sig = registry.http().Get("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
+                                     httplib::Headers{{"Accept", std::string(kManifestMediaType)}});
+      if (!sig || sig->status == 404) throw IntegrityError(what + ": the release is not signed, and trusted keys are required");
+      if (sig->status != 200) throw registry.error("getting the signature of " + what, sig);
+      const json signature_manifest = json::parse(sig->body, nullptr, false);
+      if (!signature_manifest.is_object() || !signature_manifest.contains("layers") || !signature_manifest["layers"].is_array() ||
+          signature_manifest["layers"].empty())
+        throw IntegrityError(what + ": the signature manifest is malformed");
+      const Descriptor d = checked_descriptor(signature_manifest["layers"][0], what + ": signature layer");
+      if (d.size > 65536) throw IntegrityError(what + ": the signature document is larger than 64 KiB");
+      auto blob = registry.http().Get("/v2/" + reference.name + "/blobs/" + d.digest);
+      if (!blob || blob->status != 200) throw registry.error("getting the signature of " + what, blob);
+      if (sha256_digest(blob->body) != d.digest) throw IntegrityError(what + ": the signature document does not match its digest");
+      detail::write_file_atomically(cache.signature(digest), blob->body);
+    }
     if (!fs::exists(cache.blob(digest))) detail::write_file_atomically(cache.blob(digest), manifest_bytes);
-    if (!reference.tag.empty()) detail::write_file_atomically(cache.ref(reference), digest);
   }
+  if (!options_.trusted_keys.empty()) {
+    std::vector<detail::PublicKey> trusted;
+    for (const fs::path& key : options_.trusted_keys) trusted.push_back(detail::read_public_key(key));
+    std::error_code ec;
+    if (!fs::exists(cache.signature(digest), ec))
+      throw IntegrityError(what + ": no signature for " + digest + " in the cache, and trusted keys are required");
+    const json signature = json::parse(detail::read_file(cache.signature(digest)), nullptr, false);
+    result.signed_by = detail::verify_release(signature, trusted, reference.name, reference.tag, digest, what);
+  }
+  if (!options_.offline && !reference.tag.empty()) detail::write_file_atomically(cache.ref(reference), digest);
   const ModelManifest model = parse_model_manifest(manifest_bytes, what);
   // Every blob is checked again where it lies: a cache file changed since it arrived is caught here.
   for (const Descriptor& d : {model.config, model.package}) {
