@@ -6,7 +6,9 @@
 // Every blob is hashed while it downloads and renamed into place only when its digest matches, so
 // concurrent pullers at worst download twice; flock on the partial file makes that once.
 #include <fcntl.h>
+#include <netdb.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -96,20 +99,24 @@ class Registry {
  public:
   Registry(const std::string& registry, const ClientOptions& options)
       : name_(registry),
+        plain_(options.plain_http || loopback(registry)),
         http_((options.plain_http || loopback(registry) ? "http://" : "https://") + registry) {
     http_.set_connection_timeout(10, 0);
     http_.set_read_timeout(60, 0);
     http_.set_write_timeout(60, 0);
     http_.set_keep_alive(true);
+    http_.set_tcp_nodelay(true);
   }
   httplib::Client& http() { return http_; }
   StoreError error(const std::string& what, const httplib::Result& result) const {
     return StoreError("registry " + name_ + ": " + what + ": " + describe(result));
   }
   const std::string& name() const { return name_; }
+  bool plain() const { return plain_; }
 
  private:
   std::string name_;
+  bool plain_;
   httplib::Client http_;
 };
 
@@ -325,6 +332,93 @@ PushResult Client::push(const fs::path& package, const Reference& reference, con
 
 namespace {
 
+enum class FastGet { done, unsupported, connection_failed };
+
+// A plain-HTTP GET read with 1 MiB socket reads. Answers `unsupported` before any byte reaches the
+// callbacks when the server wants something else (redirect, chunked encoding, no Content-Length).
+FastGet fast_get(const std::string& registry, const std::string& path, std::uint64_t offset,
+                 const std::function<bool(int, const std::string&)>& on_response,
+                 const std::function<bool(const char*, std::size_t)>& on_data) {
+  if (registry.empty() || registry.front() == '[') return FastGet::unsupported;
+  const std::size_t colon = registry.rfind(':');
+  const std::string host = registry.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "80" : registry.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) return FastGet::unsupported;
+  int fd = -1;
+  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ::freeaddrinfo(found);
+  if (fd < 0) return FastGet::connection_failed;
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  timeval timeout{60, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+  int size = 4 << 20;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: " + registry +
+                        "\r\nUser-Agent: espresso\r\nAccept: */*\r\nConnection: close\r\n";
+  if (offset > 0) request += "Range: bytes=" + std::to_string(offset) + "-\r\n";
+  request += "\r\n";
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
+    return FastGet::connection_failed;
+  std::vector<char> buffer(1 << 20);
+  std::string head;
+  std::size_t end = std::string::npos;
+  while (end == std::string::npos) {
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n <= 0) return FastGet::connection_failed;
+    head.append(buffer.data(), static_cast<std::size_t>(n));
+    end = head.find("\r\n\r\n");
+    if (end == std::string::npos && head.size() > 65536) return FastGet::unsupported;
+  }
+  const std::string body_start = head.substr(end + 4);
+  head.resize(end);
+  std::string lower = head;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const auto field = [&](const std::string& name) -> std::optional<std::string> {
+    const std::size_t at = lower.find("\r\n" + name + ":");
+    if (at == std::string::npos) return std::nullopt;
+    std::size_t from = at + name.size() + 3;
+    while (from < head.size() && head[from] == ' ') ++from;
+    return head.substr(from, head.find("\r\n", from) - from);
+  };
+  if (head.rfind("HTTP/1.", 0) != 0 || head.size() < 12) return FastGet::unsupported;
+  const int status = std::atoi(head.c_str() + 9);
+  const auto length_text = field("content-length");
+  if (field("transfer-encoding") || !length_text || (status >= 300 && status < 400)) return FastGet::unsupported;
+  std::uint64_t remaining = 0;
+  try {
+    remaining = std::stoull(*length_text);
+  } catch (const std::exception&) {
+    return FastGet::unsupported;
+  }
+  if (!on_response(status, field("content-range").value_or(""))) return FastGet::done;
+  const auto deliver = [&](const char* data, std::size_t n) {
+    const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(n, remaining));
+    remaining -= take;
+    return take == 0 || on_data(data, take);
+  };
+  if (!deliver(body_start.data(), body_start.size())) return FastGet::done;
+  while (remaining > 0) {
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n <= 0) return FastGet::connection_failed;
+    if (!deliver(buffer.data(), static_cast<std::size_t>(n))) return FastGet::done;
+  }
+  return FastGet::done;
+}
+
 // Downloads one blob into the cache, resuming a partial download; returns bytes transferred.
 std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::string& repo, const Descriptor& d,
                          const ClientOptions& options) {
@@ -381,46 +475,63 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
     return true;
   };
   detail::Sha256* active = &hash;
-  auto result = registry.http().Get(
-      "/v2/" + repo + "/blobs/" + d.digest, headers,
-      [&](const httplib::Response& response) {
-        if (response.status == 206) {
-          const std::string range = response.get_header_value("Content-Range");
-          if (range.rfind("bytes " + std::to_string(offset) + "-", 0) != 0) {
-            failure = "answered a Range request for byte " + std::to_string(offset) + " with '" + range + "'";
-            return false;
-          }
-          return true;
-        }
-        if (response.status != 200) return true;  // reported below
-        if (offset > 0) {
-          // The server ignored Range and sends the whole blob: start over from byte 0.
-          restart_hash = std::make_unique<detail::Sha256>();
-          active = restart_hash.get();
-          position = 0;
-          progress.done = 0;
-          if (::ftruncate(fd, 0) != 0) return false;
-        }
-        return true;
-      },
-      [&](const char* data, std::size_t length) {
-        if (position + buffer.size() + length > d.size) {
-          failure = "sent more bytes than the manifest's size " + std::to_string(d.size);
-          return false;
-        }
-        active->update(data, length);
-        buffer.insert(buffer.end(), data, data + length);
-        received += length;
-        progress.done += length;
-        if (buffer.size() >= (4u << 20)) {
-          if (!flush()) {
-            failure = "cannot write to the cache (disk full?)";
-            return false;
-          }
-          if (options.progress) options.progress(progress);
-        }
-        return true;
-      });
+  const auto on_response = [&](int status, const std::string& content_range) {
+    if (status == 206) {
+      if (content_range.rfind("bytes " + std::to_string(offset) + "-", 0) != 0) {
+        failure = "answered a Range request for byte " + std::to_string(offset) + " with '" + content_range + "'";
+        return false;
+      }
+      return true;
+    }
+    if (status != 200) {
+      failure = "answered HTTP " + std::to_string(status) + " for the blob";
+      return false;
+    }
+    if (offset > 0) {
+      // The server ignored Range and sends the whole blob: start over from byte 0.
+      restart_hash = std::make_unique<detail::Sha256>();
+      active = restart_hash.get();
+      position = 0;
+      progress.done = 0;
+      if (::ftruncate(fd, 0) != 0) return false;
+    }
+    return true;
+  };
+  const auto on_data = [&](const char* data, std::size_t length) {
+    if (position + buffer.size() + length > d.size) {
+      failure = "sent more bytes than the manifest's size " + std::to_string(d.size);
+      return false;
+    }
+    active->update(data, length);
+    buffer.insert(buffer.end(), data, data + length);
+    received += length;
+    progress.done += length;
+    if (buffer.size() >= (4u << 20)) {
+      if (!flush()) {
+        failure = "cannot write to the cache (disk full?)";
+        return false;
+      }
+      if (options.progress) options.progress(progress);
+    }
+    return true;
+  };
+  const std::string path = "/v2/" + repo + "/blobs/" + d.digest;
+  // Plain HTTP goes through large socket reads (httplib reads 4 KiB at a time); HTTPS, redirects and
+  // chunked answers through httplib.
+  const FastGet fast = registry.plain() ? fast_get(registry.name(), path, offset > 0 && offset < d.size ? offset : 0,
+                                                   on_response, on_data)
+                                        : FastGet::unsupported;
+  httplib::Result result{nullptr, httplib::Error::Success};
+  if (fast == FastGet::unsupported) {
+    result = registry.http().Get(
+        path, headers,
+        [&](const httplib::Response& response) {
+          return on_response(response.status, response.get_header_value("Content-Range"));
+        },
+        on_data);
+  } else if (fast == FastGet::connection_failed && failure.empty()) {
+    failure = "the connection failed or broke off (what arrived is kept; run again to resume)";
+  }
   if (!flush() && failure.empty()) failure = "cannot write to the cache (disk full?)";
   if (!failure.empty()) {
     if (failure.rfind("sent more", 0) == 0) {
@@ -429,7 +540,7 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
     }
     throw StoreError("registry " + registry.name() + ": blob " + d.digest + ": " + failure);
   }
-  if (!result || (result->status != 200 && result->status != 206)) {
+  if (fast == FastGet::unsupported && (!result || (result->status != 200 && result->status != 206))) {
     if (::fsync(fd) != 0) {}
     throw registry.error("downloading blob " + d.digest + " (what arrived is kept; run again to resume)", result);
   }
@@ -445,10 +556,10 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
     throw IntegrityError("registry " + registry.name() + ": blob " + d.digest + " arrived with digest " + actual +
                          " (tampered or corrupt on the server); nothing was cached");
   }
-  ::fsync(fd);
+  // No fsync: every use hashes a cached blob again, so one torn by a power cut is found and fetched
+  // again; the rename alone keeps partial bytes out of blobs/.
   ::fchmod(fd, 0444);
   if (::rename(writing.c_str(), final_path.c_str()) != 0) throw FileError(final_path.string() + ": cannot be renamed into place");
-  detail::sync_directory(final_path.parent_path());
   return received;
 }
 
@@ -572,8 +683,10 @@ PullResult Client::pull(const Reference& reference) {
   }
   if (!options_.offline && !reference.tag.empty()) detail::write_file_atomically(cache.ref(reference), digest);
   const ModelManifest model = parse_model_manifest(manifest_bytes, what);
-  // Every blob is checked again where it lies: a cache file changed since it arrived is caught here.
+  // Offline, every blob is hashed again where it lies, so a cache file changed since it arrived is
+  // caught (online, fetch_blob has just hashed each one, cached or downloaded).
   for (const Descriptor& d : {model.config, model.package}) {
+    if (!options_.offline) break;
     bool tampered = false;
     if (!cached_and_valid(cache, d.digest, d.size, tampered)) {
       if (tampered && options_.offline)

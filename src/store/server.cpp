@@ -764,6 +764,9 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
   s.http.set_read_timeout(30, 0);
   s.http.set_write_timeout(30, 0);
   s.http.set_keep_alive_max_count(1000);
+  // Headers and body go out in separate writes; without NODELAY each small request waits for the peer's
+  // delayed ACK (about 40 ms).
+  s.http.set_tcp_nodelay(true);
   s.setup_routes();
 }
 
