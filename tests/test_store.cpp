@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -807,6 +808,190 @@ TEST_F(StoreRoundTrip, SignedReleasesVerifyAndForgeriesAreRefused) {
   const json referrers = json::parse(raw_http(port, request("GET", "/v2/vision/lenet/referrers/" + d1)).body);
   ASSERT_EQ(referrers["manifests"].size(), 2u);
   for (const json& r : referrers["manifests"]) EXPECT_EQ(r["artifactType"], std::string(store::kSignatureArtifactType));
+}
+
+// ---- a misbehaving registry: the client refuses what does not add up -----------------------------
+
+// A one-connection-at-a-time HTTP server whose answers the test writes byte by byte.
+class FakeRegistry {
+ public:
+  explicit FakeRegistry(std::function<std::string(const std::string& request_line, const std::string& head)> answer)
+      : answer_(std::move(answer)) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address);
+    ::listen(listener_, 16);
+    socklen_t length = sizeof address;
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
+    port_ = ntohs(address.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~FakeRegistry() {
+    stop_ = true;
+    ::shutdown(listener_, SHUT_RDWR);
+    ::close(listener_);
+    thread_.join();
+  }
+  std::string registry() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      const int fd = ::accept(listener_, nullptr, nullptr);
+      if (fd < 0) return;
+      std::string head;
+      char c;
+      while (head.find("\r\n\r\n") == std::string::npos && ::recv(fd, &c, 1, 0) == 1) head += c;
+      const std::string reply = answer_(head.substr(0, head.find("\r\n")), head);
+      ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+      ::shutdown(fd, SHUT_RDWR);
+      ::close(fd);
+    }
+  }
+  std::function<std::string(const std::string&, const std::string&)> answer_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+std::string http_reply(int status, const std::string& body, const std::string& headers = "", std::size_t length = std::string::npos) {
+  return "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Length: " +
+         std::to_string(length == std::string::npos ? body.size() : length) + "\r\nConnection: close\r\n" + headers + "\r\n" + body;
+}
+
+class StoreFaults : public ::testing::Test {
+ protected:
+  StoreFaults() {
+    package_.resize(100000);
+    std::mt19937 random(5);
+    for (char& c : package_) c = static_cast<char>(random());
+    manifest_ = json({{"schemaVersion", 2},
+                      {"mediaType", store::kManifestMediaType},
+                      {"artifactType", store::kArtifactType},
+                      {"config", {{"mediaType", store::kCardMediaType}, {"digest", store::sha256_digest(card_)}, {"size", card_.size()}}},
+                      {"layers", json::array({{{"mediaType", store::kPackageMediaType},
+                                               {"digest", store::sha256_digest(package_)},
+                                               {"size", package_.size()}}})}})
+                    .dump();
+  }
+  // Manifest and card answered correctly; the package blob as `blob` says.
+  std::string answer(const std::string& line, const std::string& head,
+                     const std::function<std::string(const std::string& head)>& blob) {
+    if (line.find("/manifests/") != std::string::npos) return http_reply(200, manifest_, "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n");
+    if (line.find(store::sha256_digest(card_)) != std::string::npos) return http_reply(200, card_);
+    return blob(head);
+  }
+  store::Client client() const {
+    store::ClientOptions options;
+    options.cache = dir_.file("cache");
+    return store::Client(options);
+  }
+  fs::path partial() const {
+    return fs::path(dir_.file("cache")) / "partial" / "sha256" / store::sha256_digest(package_).substr(7);
+  }
+  TempDir dir_;
+  std::string card_ = "{\"name\":\"fake\"}";
+  std::string package_;
+  std::string manifest_;
+};
+
+TEST_F(StoreFaults, AServerThatIgnoresRangeGetsTheDownloadRestartedAndVerified) {
+  FakeRegistry fake([&](const std::string& line, const std::string& head) {
+    return answer(line, head, [&](const std::string&) { return http_reply(200, package_); });
+  });
+  fs::create_directories(partial().parent_path());
+  std::ofstream(partial(), std::ios::binary) << package_.substr(0, 40000);
+  const store::PullResult r = client().pull(store::Reference::parse(fake.registry() + "/fake/model:1"));
+  EXPECT_EQ(r.bytes_downloaded, package_.size() + card_.size());
+  EXPECT_EQ(read_all(r.package), package_);
+}
+
+TEST_F(StoreFaults, MoreBytesThanTheManifestSaysAreRefusedAndNothingIsCached) {
+  FakeRegistry fake([&](const std::string& line, const std::string& head) {
+    return answer(line, head, [&](const std::string&) { return http_reply(200, package_ + "0123456789"); });
+  });
+  try {
+    client().pull(store::Reference::parse(fake.registry() + "/fake/model:1"));
+    FAIL() << "an oversized blob was accepted";
+  } catch (const IntegrityError& e) {
+    EXPECT_NE(std::string(e.what()).find("more bytes than the manifest"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(fs::path(dir_.file("cache")) / "blobs" / "sha256" / store::sha256_digest(package_).substr(7)));
+}
+
+TEST_F(StoreFaults, AShortBodyIsKeptAndTheNextPullResumesWithRange) {
+  std::atomic<bool> cut{true};
+  std::string seen_range;
+  FakeRegistry fake([&](const std::string& line, const std::string& head) {
+    return answer(line, head, [&](const std::string& h) {
+      if (cut) return http_reply(200, package_.substr(0, 60000), "", package_.size());  // declares all, sends 60 %
+      const std::size_t at = h.find("Range: bytes=");
+      if (at == std::string::npos) return http_reply(200, package_);
+      const std::size_t from = std::stoul(h.substr(at + 13));
+      seen_range = h.substr(at, h.find("\r\n", at) - at);
+      return http_reply(206, package_.substr(from),
+                        "Content-Range: bytes " + std::to_string(from) + "-" + std::to_string(package_.size() - 1) + "/" +
+                            std::to_string(package_.size()) + "\r\n");
+    });
+  });
+  const store::Reference ref = store::Reference::parse(fake.registry() + "/fake/model:1");
+  try {
+    client().pull(ref);
+    FAIL() << "a short body was accepted";
+  } catch (const StoreError& e) {
+    EXPECT_NE(std::string(e.what()).find("resume"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(fs::file_size(partial()), 60000u);
+  cut = false;
+  const store::PullResult r = client().pull(ref);
+  EXPECT_EQ(seen_range, "Range: bytes=60000-");
+  EXPECT_EQ(r.bytes_downloaded, package_.size() - 60000);
+  EXPECT_EQ(read_all(r.package), package_);
+}
+
+TEST_F(StoreFaults, AnswersThatContradictTheRequestOrTheDigestAreRefused) {
+  {
+    // 206 for another offset than asked.
+    FakeRegistry fake([&](const std::string& line, const std::string& head) {
+      return answer(line, head, [&](const std::string&) {
+        return http_reply(206, package_.substr(10), "Content-Range: bytes 10-99999/100000\r\n");
+      });
+    });
+    fs::create_directories(partial().parent_path());
+    std::ofstream(partial(), std::ios::binary) << package_.substr(0, 50000);
+    try {
+      client().pull(store::Reference::parse(fake.registry() + "/fake/model:1"));
+      FAIL() << "a wrong Content-Range was accepted";
+    } catch (const StoreError& e) {
+      EXPECT_NE(std::string(e.what()).find("answered a Range request for byte 50000"), std::string::npos) << e.what();
+    }
+  }
+  {
+    // A manifest whose Docker-Content-Digest is not its hash; a digest reference it does not match.
+    FakeRegistry fake([&](const std::string& line, const std::string&) {
+      if (line.find("/manifests/") != std::string::npos)
+        return http_reply(200, manifest_, "Docker-Content-Digest: sha256:" + std::string(64, 'a') + "\r\n");
+      return http_reply(404, "{}");
+    });
+    EXPECT_THROW(client().pull(store::Reference::parse(fake.registry() + "/fake/model:1")), IntegrityError);
+    EXPECT_THROW(client().pull(store::Reference::parse(fake.registry() + "/fake/model@sha256:" + std::string(64, 'b'))),
+                 IntegrityError);
+  }
+  {
+    // A manifest with a path for a title is never used.
+    json hostile = json::parse(manifest_);
+    hostile["layers"][0]["annotations"] = {{"org.opencontainers.image.title", "../../.bashrc"}};
+    FakeRegistry fake([&](const std::string&, const std::string&) { return http_reply(200, hostile.dump()); });
+    try {
+      client().pull(store::Reference::parse(fake.registry() + "/fake/model:1"));
+      FAIL() << "a hostile title was accepted";
+    } catch (const StoreError& e) {
+      EXPECT_NE(std::string(e.what()).find("unsafe title"), std::string::npos) << e.what();
+    }
+  }
 }
 
 // ---- crashes: kill -9 of the server and of a pull, concurrent publishers --------------------------------
