@@ -8,12 +8,15 @@ cmake --build build --target espresso_bench_store >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out="bench/results/$(date -u +%Y-%m-%d)-store-loopback.md"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 result=$(build/bin/espresso_bench_store "$work/bench" "${1:-200}" "${2:-10000}" "${3:-1000}")
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 {
   echo "# Model store on loopback ($(date -u +%Y-%m-%d))"
   echo
   echo "\`bench/store_bench.sh ${1:-200} ${2:-10000} ${3:-1000}\` on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
-  echo "server and client in one process (\`store::Server\` on 127.0.0.1, \`store::Client\`), files on $(df -T "$work" | awk 'NR==2 {print $2}')."
+  echo "server and client in one process (\`store::Server\` on 127.0.0.1, \`store::Client\`), files on $(df -T "$work" | awk 'NR==2 {print $2}');"
+  echo "load average before / after: $load_before / $load_after."
   echo
   echo '```'
   echo "$result"

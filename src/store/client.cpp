@@ -38,7 +38,7 @@ bool loopback(const std::string& registry) {
 }
 
 std::string describe(const httplib::Result& result) {
-  if (!result) return httplib::to_string(result.error());
+  if (!result) return "no answer (" + httplib::to_string(result.error()) + " error; is the registry running?)";
   std::string text = "HTTP " + std::to_string(result->status);
   const json body = json::parse(result->body, nullptr, false);
   if (body.is_object() && body.contains("errors") && body["errors"].is_array() && !body["errors"].empty()) {
