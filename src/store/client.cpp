@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <future>
 #include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -460,21 +461,44 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
   Progress progress{"pull " + d.digest.substr(0, 19), offset, d.size};
   httplib::Headers headers;
   if (offset > 0 && offset < d.size) headers.emplace("Range", "bytes=" + std::to_string(offset) + "-");
-  std::uint64_t position = offset;
+  // Received bytes collect in `buffer`; full buffers are hashed and written on a second thread while
+  // this one receives the next (two buffers, one in flight).
+  std::uint64_t position = offset;  // written to the file (the worker's)
+  std::uint64_t accepted = offset;  // received so far (this thread's)
+  constexpr std::size_t kChunk = 4 << 20;
   std::vector<char> buffer;
-  buffer.reserve(4 << 20);
-  const auto flush = [&]() {
+  std::vector<char> in_flight;
+  buffer.reserve(kChunk);
+  in_flight.reserve(kChunk);
+  std::future<bool> pending;
+  detail::Sha256* active = &hash;
+  const auto write_out = [&](const std::vector<char>& bytes) {
+    active->update(bytes.data(), bytes.size());
     std::size_t done = 0;
-    while (done < buffer.size()) {
-      const ssize_t n = ::pwrite(fd, buffer.data() + done, buffer.size() - done, static_cast<off_t>(position));
+    while (done < bytes.size()) {
+      const ssize_t n = ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(position));
       if (n <= 0) return false;
       done += static_cast<std::size_t>(n);
       position += static_cast<std::uint64_t>(n);
     }
-    buffer.clear();
     return true;
   };
-  detail::Sha256* active = &hash;
+  const auto wait_pending = [&]() { return !pending.valid() || pending.get(); };
+  // Hands the full buffer to the worker; false when an earlier write failed.
+  const auto hand_off = [&]() {
+    if (!wait_pending()) return false;
+    std::swap(buffer, in_flight);
+    buffer.clear();
+    pending = std::async(std::launch::async, [&]() { return write_out(in_flight); });
+    return true;
+  };
+  // Waits for the worker and writes what is left.
+  const auto flush = [&]() {
+    const bool earlier = wait_pending();
+    const bool last = write_out(buffer);
+    buffer.clear();
+    return earlier && last;
+  };
   const auto on_response = [&](int status, const std::string& content_range) {
     if (status == 206) {
       if (content_range.rfind("bytes " + std::to_string(offset) + "-", 0) != 0) {
@@ -492,22 +516,23 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
       restart_hash = std::make_unique<detail::Sha256>();
       active = restart_hash.get();
       position = 0;
+      accepted = 0;
       progress.done = 0;
       if (::ftruncate(fd, 0) != 0) return false;
     }
     return true;
   };
   const auto on_data = [&](const char* data, std::size_t length) {
-    if (position + buffer.size() + length > d.size) {
+    if (accepted + length > d.size) {
       failure = "sent more bytes than the manifest's size " + std::to_string(d.size);
       return false;
     }
-    active->update(data, length);
     buffer.insert(buffer.end(), data, data + length);
+    accepted += length;
     received += length;
     progress.done += length;
-    if (buffer.size() >= (4u << 20)) {
-      if (!flush()) {
+    if (buffer.size() >= kChunk) {
+      if (!hand_off()) {
         failure = "cannot write to the cache (disk full?)";
         return false;
       }
