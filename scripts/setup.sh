@@ -25,6 +25,8 @@ packages=(
   pybind11-dev python3-dev python3-numpy python3-pytest
   # The Vulkan backend: headers, the GLSL-to-SPIR-V compiler, and Mesa's lavapipe (CPU Vulkan) for tests.
   libvulkan-dev glslang-tools mesa-vulkan-drivers
+  # the model store (src/store/) and its interop tests: HTTP, catalog, ed25519; Docker's registry and skopeo
+  libcpp-httplib-dev libsqlite3-dev libssl-dev libsodium-dev docker-registry skopeo
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()

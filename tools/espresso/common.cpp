@@ -6,6 +6,8 @@
 
 #include "espresso/errors.h"
 #include "espresso/import.h"
+#include "espresso/store.h"
+#include "store_common.h"
 
 namespace espresso::cli {
 
@@ -34,7 +36,7 @@ bool parse_size(const std::string& text, std::int64_t& height, std::int64_t& wid
 }  // namespace
 
 void add_model_options(CLI::App& command, ModelOptions& options) {
-  command.add_option("model", options.model, "Model: Caffe .prototxt, .onnx or .esp")->required();
+  command.add_option("model", options.model, "Model: Caffe .prototxt, .onnx, .esp or a store reference REGISTRY/NAME:VERSION")->required();
   command.add_option("-w,--weights", options.weights, "Learned weights for a Caffe model (.caffemodel)");
 }
 
@@ -42,11 +44,19 @@ void add_device_option(CLI::App& command, ModelOptions& options) {
   command.add_option("--device", options.device, "cpu, cuda, cuda:N, vulkan or vulkan:N")->capture_default_str();
 }
 
+std::string resolve_model(const std::string& model) {
+  std::error_code ec;
+  if (std::filesystem::exists(model, ec) || !store::Reference::looks_like(model)) return model;
+  store::Client client(store_client_options(false));
+  return client.pull(parse_reference(model)).package.string();
+}
+
 Net open_net(const ModelOptions& options, NetOptions net_options) {
-  require_file(options.model, "model");
+  const std::string model = resolve_model(options.model);
+  require_file(model, "model");
   if (!options.weights.empty()) require_file(options.weights, "weights");
   net_options.device = Device::parse(options.device);
-  Net net(load_model(options.model, options.weights), net_options);
+  Net net(load_model(model, options.weights), net_options);
   if (!net_options.device.is_cpu() && !net_options.training) {
     for (const LayerSummary& layer : net.summary()) {
       if (layer.device != net_options.device) {

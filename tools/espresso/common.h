@@ -28,6 +28,14 @@ Verb add_bench_verb(CLI::App& app);
 Verb add_convert_data_verb(CLI::App& app);
 Verb add_train_verb(CLI::App& app);
 Verb add_demo_verb(CLI::App& app);
+// The model store (docs/store.md).
+Verb add_push_verb(CLI::App& app);
+Verb add_pull_verb(CLI::App& app);
+Verb add_search_verb(CLI::App& app);
+Verb add_show_verb(CLI::App& app);
+Verb add_cache_verb(CLI::App& app);
+Verb add_store_verb(CLI::App& app);
+Verb add_keygen_verb(CLI::App& app);
 
 struct ModelOptions {
   std::string model;
@@ -40,6 +48,9 @@ void add_device_option(CLI::App& command, ModelOptions& options);
 // Loads the model (and weights) onto the chosen device; throws FileError naming a file that does not
 // exist.
 Net open_net(const ModelOptions& options, NetOptions net_options = {});
+// A model path as given, or for a store reference (that is not a file here) the cached package,
+// pulled on first use.
+std::string resolve_model(const std::string& model);
 
 // The net's inputs and outputs as seen from the host. On the CPU these are the net's own buffers; on a
 // GPU, `staging` is a host buffer that upload_input() copies to the device.

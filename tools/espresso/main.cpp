@@ -16,7 +16,10 @@ int main(int argc, char** argv) {
   const std::vector<Verb> verbs = {add_info_verb(app),    add_classify_verb(app),  add_eval_verb(app),
                                    add_bench_verb(app),   add_convert_verb(app),   add_onnx_test_verb(app),
                                    add_devices_verb(app),
-                                   add_convert_data_verb(app), add_train_verb(app), add_demo_verb(app)};
+                                   add_convert_data_verb(app), add_train_verb(app), add_demo_verb(app),
+                                   add_push_verb(app), add_pull_verb(app), add_search_verb(app),
+                                   add_show_verb(app), add_cache_verb(app), add_store_verb(app),
+                                   add_keygen_verb(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,849 @@
+// The registry client and its cache (docs/store.md, "Cache layout"):
+//   blobs/sha256/HEX            verified blobs, read-only
+//   partial/sha256/HEX          a download in progress (resumed with Range), guarded by flock
+//   refs/REGISTRY/NAME/TAG      the manifest digest a tag had when it was last pulled
+//   packages/HEX.esp            hard links to package blobs, so the loader sees an .esp name
+// Every blob is hashed while it downloads and renamed into place only when its digest matches, so
+// concurrent pullers at worst download twice; flock on the partial file makes that once.
+#include <fcntl.h>
+#include <netdb.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <future>
+#include <optional>
+#include <set>
+#include <nlohmann/json.hpp>
+
+#include "espresso/store.h"
+#include "store/digest.h"
+#include "store/signing.h"
+
+namespace espresso::store {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::size_t kMaxManifestBytes = 4 << 20;
+
+bool loopback(const std::string& registry) {
+  return registry.rfind("127.", 0) == 0 || registry.rfind("localhost", 0) == 0 || registry.rfind("[::1]", 0) == 0;
+}
+
+std::string describe(const httplib::Result& result) {
+  if (!result) return "no answer (" + httplib::to_string(result.error()) + " error; is the registry running?)";
+  std::string text = "HTTP " + std::to_string(result->status);
+  const json body = json::parse(result->body, nullptr, false);
+  if (body.is_object() && body.contains("errors") && body["errors"].is_array() && !body["errors"].empty()) {
+    const json& e = body["errors"][0];
+    text += ": " + e.value("code", std::string()) + ": " + e.value("message", std::string());
+  }
+  return text;
+}
+
+// Location headers may be absolute URLs (Docker's registry) or paths (ours).
+std::string location_path(const std::string& location) {
+  const std::size_t scheme = location.find("://");
+  if (scheme == std::string::npos) return location;
+  const std::size_t slash = location.find('/', scheme + 3);
+  return slash == std::string::npos ? "/" : location.substr(slash);
+}
+
+std::string with_param(const std::string& path, const std::string& param) {
+  return path + (path.find('?') == std::string::npos ? "?" : "&") + param;
+}
+
+std::string url_encode(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      char hex[4];
+      std::snprintf(hex, sizeof hex, "%%%02X", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
+struct Descriptor {
+  std::string media_type;
+  std::string digest;
+  std::uint64_t size = 0;
+};
+
+// A descriptor from a manifest we did not write: digest, size and title checked before any use.
+Descriptor checked_descriptor(const json& d, const std::string& where) {
+  if (!d.is_object() || !d.contains("digest") || !d["digest"].is_string() ||
+      !valid_digest(d["digest"].get<std::string>()) || !d.contains("size") || !d["size"].is_number_unsigned())
+    throw StoreError(where + " is not a valid descriptor (sha256 digest and size)");
+  if (d.contains("annotations") && d["annotations"].is_object() && d["annotations"].contains("org.opencontainers.image.title")) {
+    const json& t = d["annotations"]["org.opencontainers.image.title"];
+    const std::string title = t.is_string() ? t.get<std::string>() : std::string("/");
+    if (title.empty() || title.find('/') != std::string::npos || title.find('\\') != std::string::npos ||
+        title.find('\0') != std::string::npos || title.find("..") != std::string::npos)
+      throw StoreError(where + " has an unsafe title '" + title + "'");
+  }
+  return {d.value("mediaType", std::string()), d["digest"].get<std::string>(), d["size"].get<std::uint64_t>()};
+}
+
+class Registry {
+ public:
+  Registry(const std::string& registry, const ClientOptions& options)
+      : name_(registry),
+        plain_(options.plain_http || loopback(registry)),
+        http_((options.plain_http || loopback(registry) ? "http://" : "https://") + registry) {
+    http_.set_connection_timeout(10, 0);
+    http_.set_read_timeout(60, 0);
+    http_.set_write_timeout(60, 0);
+    http_.set_keep_alive(true);
+    http_.set_tcp_nodelay(true);
+  }
+  httplib::Client& http() { return http_; }
+  StoreError error(const std::string& what, const httplib::Result& result) const {
+    return StoreError("registry " + name_ + ": " + what + ": " + describe(result));
+  }
+  const std::string& name() const { return name_; }
+  bool plain() const { return plain_; }
+
+ private:
+  std::string name_;
+  bool plain_;
+  httplib::Client http_;
+};
+
+struct Cache {
+  fs::path root;
+  fs::path blob(const std::string& digest) const { return root / "blobs" / "sha256" / detail::digest_hex(digest); }
+  fs::path partial(const std::string& digest) const { return root / "partial" / "sha256" / detail::digest_hex(digest); }
+  fs::path ref(const Reference& r) const { return root / "refs" / r.registry / r.name / r.tag; }
+  fs::path package(const std::string& digest) const { return root / "packages" / (detail::digest_hex(digest) + ".esp"); }
+  fs::path signature(const std::string& digest) const { return root / "signatures" / (detail::digest_hex(digest) + ".json"); }
+  void create() const {
+    for (const char* folder : {"blobs/sha256", "partial/sha256", "refs", "packages", "signatures"}) fs::create_directories(root / folder);
+  }
+};
+
+// A cached blob whose bytes match its name; a mismatching one is removed (and reported).
+bool cached_and_valid(const Cache& cache, const std::string& digest, std::uint64_t size, bool& tampered) {
+  const fs::path path = cache.blob(digest);
+  std::error_code ec;
+  const auto actual = fs::file_size(path, ec);
+  if (ec) return false;
+  if (actual == size && sha256_file_digest(path) == digest) return true;
+  tampered = true;
+  fs::remove(path, ec);
+  return false;
+}
+
+// Reads an uploaded file's chunk for httplib.
+httplib::ContentProvider file_provider(int fd, std::uint64_t base, const std::function<void(std::uint64_t)>& sent) {
+  return [fd, base, sent](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+    std::vector<char> buffer(std::min<std::size_t>(length, 1 << 20));
+    const ssize_t n = ::pread(fd, buffer.data(), std::min(length, buffer.size()), static_cast<off_t>(base + offset));
+    if (n <= 0) return false;
+    if (!sink.write(buffer.data(), static_cast<std::size_t>(n))) return false;
+    if (sent) sent(static_cast<std::uint64_t>(n));
+    return true;
+  };
+}
+
+struct Blob {
+  std::string media_type;
+  std::string digest;
+  std::uint64_t size = 0;
+  fs::path file;       // or
+  std::string bytes;   // in memory
+  std::string title;
+};
+
+}  // namespace
+
+fs::path default_cache_dir() {
+  if (const char* cache = std::getenv("ESPRESSO_CACHE"); cache != nullptr && *cache != '\0') return cache;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg != '\0') return fs::path(xdg) / "espresso";
+  const char* home = std::getenv("HOME");
+  return fs::path(home != nullptr ? home : ".") / ".cache" / "espresso";
+}
+
+ClientOptions client_options_from_env() {
+  ClientOptions options;
+  options.cache = default_cache_dir();
+  const char* offline = std::getenv("ESPRESSO_OFFLINE");
+  options.offline = offline != nullptr && std::string(offline) != "" && std::string(offline) != "0";
+  const char* insecure = std::getenv("ESPRESSO_INSECURE");
+  options.plain_http = insecure != nullptr && std::string(insecure) != "" && std::string(insecure) != "0";
+  if (const char* keys = std::getenv("ESPRESSO_TRUSTED_KEYS"); keys != nullptr) {
+    std::string list = keys;
+    for (std::size_t start = 0; start <= list.size();) {
+      const std::size_t colon = std::min(list.find(':', start), list.size());
+      if (colon > start) options.trusted_keys.emplace_back(list.substr(start, colon - start));
+      start = colon + 1;
+    }
+  }
+  return options;
+}
+
+Client::Client(ClientOptions options) : options_(std::move(options)) {
+  if (options_.cache.empty()) options_.cache = default_cache_dir();
+}
+
+namespace {
+
+void upload_blob(Registry& registry, const std::string& repo, const Blob& blob, const ClientOptions& options,
+                 PushResult& result) {
+  httplib::Client& http = registry.http();
+  const std::string blob_path = "/v2/" + repo + "/blobs/" + blob.digest;
+  if (auto head = http.Head(blob_path); head && head->status == 200) {
+    ++result.blobs_present;
+    return;
+  }
+  auto started = http.Post("/v2/" + repo + "/blobs/uploads/", "", "application/octet-stream");
+  if (!started || started->status != 202) throw registry.error("starting an upload of " + blob.digest, started);
+  std::string location = location_path(started->get_header_value("Location"));
+  Progress progress{"push " + blob.title, 0, blob.size};
+  const auto sent = [&](std::uint64_t n) {
+    progress.done += n;
+    if (options.progress) options.progress(progress);
+  };
+  if (!blob.file.empty()) {
+    const int fd = ::open(blob.file.c_str(), O_RDONLY);
+    if (fd < 0) throw FileError(blob.file.string() + ": cannot be opened");
+    std::uint64_t offset = 0;
+    int retries = 0;
+    try {
+      while (offset < blob.size) {
+        const std::uint64_t length = std::min<std::uint64_t>(options.chunk_bytes, blob.size - offset);
+        httplib::Headers headers = {{"Content-Range", std::to_string(offset) + "-" + std::to_string(offset + length - 1)}};
+        auto patched = http.Patch(location, headers, static_cast<std::size_t>(length), file_provider(fd, offset, sent),
+                                  "application/octet-stream");
+        if (patched && patched->status == 202) {
+          location = location_path(patched->get_header_value("Location"));
+          offset += length;
+          retries = 0;
+          continue;
+        }
+        // A failed chunk: ask where the upload stands and continue from there.
+        if (++retries > 3) throw registry.error("uploading " + blob.digest, patched);
+        auto status = http.Get(location);
+        if (!status || status->status != 204) throw registry.error("resuming the upload of " + blob.digest, status);
+        const std::string range = status->get_header_value("Range");
+        const std::size_t dash = range.find('-');
+        offset = dash == std::string::npos ? 0 : std::stoull(range.substr(dash + 1)) + 1;
+        if (range == "0-0" || range.empty()) offset = 0;
+        if (status->has_header("Location")) location = location_path(status->get_header_value("Location"));
+        progress.done = offset;
+      }
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    ::close(fd);
+    auto done = http.Put(with_param(location, "digest=" + blob.digest), "", "application/octet-stream");
+    if (!done || done->status != 201) throw registry.error("finishing the upload of " + blob.digest, done);
+  } else {
+    auto done = http.Put(with_param(location, "digest=" + blob.digest), blob.bytes, "application/octet-stream");
+    if (!done || done->status != 201) throw registry.error("uploading " + blob.digest, done);
+    sent(blob.size);
+  }
+  ++result.blobs_uploaded;
+  result.bytes_uploaded += blob.size;
+}
+
+Blob file_blob(const fs::path& file, std::string_view media_type, const std::string& title) {
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) throw FileError("'" + file.string() + "' does not exist or is not a file");
+  return {std::string(media_type), sha256_file_digest(file), fs::file_size(file), file, "", title};
+}
+
+}  // namespace
+
+PushResult Client::push(const fs::path& package, const Reference& reference, const PushOptions& options) {
+  if (options_.offline) throw StoreError("push: ESPRESSO_OFFLINE is set; pushing needs the network");
+  if (reference.tag.empty()) throw StoreError("push: '" + reference.str() + "' needs a version tag (NAME:VERSION)");
+  Blob esp = file_blob(package, kPackageMediaType, reference.name.substr(reference.name.rfind('/') + 1) + ".esp");
+  const std::string card = model_card(package);
+  Blob config{std::string(kCardMediaType), sha256_digest(card), card.size(), {}, card, "card"};
+  std::vector<Blob> layers = {esp};
+  if (!options.readme.empty()) layers.push_back(file_blob(options.readme, kReadmeMediaType, "README.md"));
+  if (!options.labels.empty()) layers.push_back(file_blob(options.labels, kLabelsMediaType, "labels.txt"));
+
+  Registry registry(reference.registry, options_);
+  PushResult result;
+  upload_blob(registry, reference.name, config, options_, result);
+  json layer_list = json::array();
+  for (const Blob& blob : layers) {
+    upload_blob(registry, reference.name, blob, options_, result);
+    layer_list.push_back({{"mediaType", blob.media_type},
+                          {"digest", blob.digest},
+                          {"size", blob.size},
+                          {"annotations", {{"org.opencontainers.image.title", blob.title}}}});
+  }
+  const json card_json = json::parse(card);
+  json annotations = {{"org.opencontainers.image.title", reference.name.substr(reference.name.rfind('/') + 1)},
+                      {"org.opencontainers.image.version", reference.tag}};
+  if (card_json.value("description", "") != "") annotations["org.opencontainers.image.description"] = card_json["description"];
+  if (card_json.value("created", "") != "") annotations["org.opencontainers.image.created"] = card_json["created"];
+  const json manifest = {{"schemaVersion", 2},
+                         {"mediaType", kManifestMediaType},
+                         {"artifactType", kArtifactType},
+                         {"config", {{"mediaType", kCardMediaType}, {"digest", config.digest}, {"size", config.size}}},
+                         {"layers", layer_list},
+                         {"annotations", annotations}};
+  const std::string bytes = manifest.dump();
+  const std::string digest = sha256_digest(bytes);
+  auto put = registry.http().Put("/v2/" + reference.name + "/manifests/" + reference.tag, bytes,
+                                 std::string(kManifestMediaType));
+  if (!put || put->status != 201) throw registry.error("pushing the manifest of " + reference.str(), put);
+  const std::string answered = put->get_header_value("Docker-Content-Digest");
+  if (!answered.empty() && answered != digest)
+    throw IntegrityError("registry " + reference.registry + " stored the manifest as " + answered + ", not " + digest);
+  result.manifest_digest = digest;
+  if (!options.sign_key.empty()) {
+    // The signature travels as its own artifact whose subject is the release, tagged sha256-HEX.sig so
+    // registries without the referrers API (Docker's 2.8) hold it too.
+    const std::string document = detail::sign_release(options.sign_key, reference.name, reference.tag, digest).dump();
+    Blob signature{std::string(kSignatureMediaType), sha256_digest(document), document.size(), {}, document, "signature"};
+    Blob empty{std::string(kEmptyMediaType), sha256_digest("{}"), 2, {}, "{}", "empty"};
+    upload_blob(registry, reference.name, empty, options_, result);
+    upload_blob(registry, reference.name, signature, options_, result);
+    const json signature_manifest = {
+        {"schemaVersion", 2},
+        {"mediaType", kManifestMediaType},
+        {"artifactType", kSignatureArtifactType},
+        {"config", {{"mediaType", kEmptyMediaType}, {"digest", empty.digest}, {"size", 2}}},
+        {"layers", json::array({{{"mediaType", kSignatureMediaType}, {"digest", signature.digest}, {"size", signature.size}}})},
+        {"subject", {{"mediaType", kManifestMediaType}, {"digest", digest}, {"size", bytes.size()}}}};
+    auto signed_put = registry.http().Put("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
+                                          signature_manifest.dump(), std::string(kManifestMediaType));
+    if (!signed_put || signed_put->status != 201) throw registry.error("pushing the signature of " + reference.str(), signed_put);
+    result.signed_by = json::parse(document)["key_id"].get<std::string>();
+  }
+  return result;
+}
+
+namespace {
+
+enum class FastGet { done, unsupported, connection_failed };
+
+// A plain-HTTP GET read with 1 MiB socket reads. Answers `unsupported` before any byte reaches the
+// callbacks when the server wants something else (redirect, chunked encoding, no Content-Length).
+FastGet fast_get(const std::string& registry, const std::string& path, std::uint64_t offset,
+                 const std::function<bool(int, const std::string&)>& on_response,
+                 const std::function<bool(const char*, std::size_t)>& on_data) {
+  if (registry.empty() || registry.front() == '[') return FastGet::unsupported;
+  const std::size_t colon = registry.rfind(':');
+  const std::string host = registry.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "80" : registry.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || found == nullptr) return FastGet::unsupported;
+  int fd = -1;
+  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ::freeaddrinfo(found);
+  if (fd < 0) return FastGet::connection_failed;
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  timeval timeout{60, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+  int size = 4 << 20;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: " + registry +
+                        "\r\nUser-Agent: espresso\r\nAccept: */*\r\nConnection: close\r\n";
+  if (offset > 0) request += "Range: bytes=" + std::to_string(offset) + "-\r\n";
+  request += "\r\n";
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
+    return FastGet::connection_failed;
+  std::vector<char> buffer(1 << 20);
+  std::string head;
+  std::size_t end = std::string::npos;
+  while (end == std::string::npos) {
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n <= 0) return FastGet::connection_failed;
+    head.append(buffer.data(), static_cast<std::size_t>(n));
+    end = head.find("\r\n\r\n");
+    if (end == std::string::npos && head.size() > 65536) return FastGet::unsupported;
+  }
+  const std::string body_start = head.substr(end + 4);
+  head.resize(end);
+  std::string lower = head;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const auto field = [&](const std::string& name) -> std::optional<std::string> {
+    const std::size_t at = lower.find("\r\n" + name + ":");
+    if (at == std::string::npos) return std::nullopt;
+    std::size_t from = at + name.size() + 3;
+    while (from < head.size() && head[from] == ' ') ++from;
+    return head.substr(from, head.find("\r\n", from) - from);
+  };
+  if (head.rfind("HTTP/1.", 0) != 0 || head.size() < 12) return FastGet::unsupported;
+  const int status = std::atoi(head.c_str() + 9);
+  const auto length_text = field("content-length");
+  if (field("transfer-encoding") || !length_text || (status >= 300 && status < 400)) return FastGet::unsupported;
+  std::uint64_t remaining = 0;
+  try {
+    remaining = std::stoull(*length_text);
+  } catch (const std::exception&) {
+    return FastGet::unsupported;
+  }
+  if (!on_response(status, field("content-range").value_or(""))) return FastGet::done;
+  const auto deliver = [&](const char* data, std::size_t n) {
+    const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(n, remaining));
+    remaining -= take;
+    return take == 0 || on_data(data, take);
+  };
+  if (!deliver(body_start.data(), body_start.size())) return FastGet::done;
+  while (remaining > 0) {
+    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n <= 0) return FastGet::connection_failed;
+    if (!deliver(buffer.data(), static_cast<std::size_t>(n))) return FastGet::done;
+  }
+  return FastGet::done;
+}
+
+// Downloads one blob into the cache, resuming a partial download; returns bytes transferred.
+std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::string& repo, const Descriptor& d,
+                         const ClientOptions& options) {
+  const fs::path partial = cache.partial(d.digest);
+  const fs::path final_path = cache.blob(d.digest);
+  int fd = ::open(partial.c_str(), O_RDWR | O_CREAT, 0644);
+  if (fd < 0) throw FileError(partial.string() + ": cannot be created");
+  fs::path writing = partial;
+  // The lock makes a blob download once when many processes want it; without it (no flock on this file
+  // system) each process writes its own file and the digest check still guards the result.
+  if (::flock(fd, LOCK_EX) != 0) {
+    ::close(fd);
+    writing = partial.string() + "." + detail::unique_suffix();
+    fd = ::open(writing.c_str(), O_RDWR | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) throw FileError(writing.string() + ": cannot be created");
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  bool tampered = false;
+  if (cached_and_valid(cache, d.digest, d.size, tampered)) {
+    std::error_code ec;
+    fs::remove(writing, ec);
+    return 0;
+  }
+  struct stat info {};
+  ::fstat(fd, &info);
+  std::uint64_t offset = static_cast<std::uint64_t>(info.st_size);
+  if (offset > d.size) {
+    if (::ftruncate(fd, 0) != 0) throw FileError(writing.string() + ": cannot be truncated");
+    offset = 0;
+  }
+  detail::Sha256 hash;
+  detail::hash_prefix(fd, offset, hash, writing.string());
+  std::unique_ptr<detail::Sha256> restart_hash;
+  std::uint64_t received = 0;
+  std::string failure;
+  Progress progress{"pull " + d.digest.substr(0, 19), offset, d.size};
+  httplib::Headers headers;
+  if (offset > 0 && offset < d.size) headers.emplace("Range", "bytes=" + std::to_string(offset) + "-");
+  // Received bytes collect in `buffer`; full buffers are hashed and written on a second thread while
+  // this one receives the next (two buffers, one in flight).
+  std::uint64_t position = offset;  // written to the file (the worker's)
+  std::uint64_t accepted = offset;  // received so far (this thread's)
+  constexpr std::size_t kChunk = 4 << 20;
+  std::vector<char> buffer;
+  std::vector<char> in_flight;
+  buffer.reserve(kChunk);
+  in_flight.reserve(kChunk);
+  std::future<bool> pending;
+  detail::Sha256* active = &hash;
+  const auto write_out = [&](const std::vector<char>& bytes) {
+    active->update(bytes.data(), bytes.size());
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(position));
+      if (n <= 0) return false;
+      done += static_cast<std::size_t>(n);
+      position += static_cast<std::uint64_t>(n);
+    }
+    return true;
+  };
+  const auto wait_pending = [&]() { return !pending.valid() || pending.get(); };
+  // Hands the full buffer to the worker; false when an earlier write failed.
+  const auto hand_off = [&]() {
+    if (!wait_pending()) return false;
+    std::swap(buffer, in_flight);
+    buffer.clear();
+    pending = std::async(std::launch::async, [&]() { return write_out(in_flight); });
+    return true;
+  };
+  // Waits for the worker and writes what is left.
+  const auto flush = [&]() {
+    const bool earlier = wait_pending();
+    const bool last = write_out(buffer);
+    buffer.clear();
+    return earlier && last;
+  };
+  const auto on_response = [&](int status, const std::string& content_range) {
+    if (status == 206) {
+      if (content_range.rfind("bytes " + std::to_string(offset) + "-", 0) != 0) {
+        failure = "answered a Range request for byte " + std::to_string(offset) + " with '" + content_range + "'";
+        return false;
+      }
+      return true;
+    }
+    if (status != 200) {
+      failure = "answered HTTP " + std::to_string(status) + " for the blob";
+      return false;
+    }
+    if (offset > 0) {
+      // The server ignored Range and sends the whole blob: start over from byte 0.
+      restart_hash = std::make_unique<detail::Sha256>();
+      active = restart_hash.get();
+      position = 0;
+      accepted = 0;
+      progress.done = 0;
+      if (::ftruncate(fd, 0) != 0) return false;
+    }
+    return true;
+  };
+  const auto on_data = [&](const char* data, std::size_t length) {
+    if (accepted + length > d.size) {
+      failure = "sent more bytes than the manifest's size " + std::to_string(d.size);
+      return false;
+    }
+    buffer.insert(buffer.end(), data, data + length);
+    accepted += length;
+    received += length;
+    progress.done += length;
+    if (buffer.size() >= kChunk) {
+      if (!hand_off()) {
+        failure = "cannot write to the cache (disk full?)";
+        return false;
+      }
+      if (options.progress) options.progress(progress);
+    }
+    return true;
+  };
+  const std::string path = "/v2/" + repo + "/blobs/" + d.digest;
+  // Plain HTTP goes through large socket reads (httplib reads 4 KiB at a time); HTTPS, redirects and
+  // chunked answers through httplib.
+  const FastGet fast = registry.plain() ? fast_get(registry.name(), path, offset > 0 && offset < d.size ? offset : 0,
+                                                   on_response, on_data)
+                                        : FastGet::unsupported;
+  httplib::Result result{nullptr, httplib::Error::Success};
+  if (fast == FastGet::unsupported) {
+    result = registry.http().Get(
+        path, headers,
+        [&](const httplib::Response& response) {
+          return on_response(response.status, response.get_header_value("Content-Range"));
+        },
+        on_data);
+  } else if (fast == FastGet::connection_failed && failure.empty()) {
+    failure = "the connection failed or broke off (what arrived is kept; run again to resume)";
+  }
+  if (!flush() && failure.empty()) failure = "cannot write to the cache (disk full?)";
+  if (!failure.empty()) {
+    if (failure.rfind("sent more", 0) == 0) {
+      if (::ftruncate(fd, 0) != 0) {}
+      throw IntegrityError("registry " + registry.name() + ": blob " + d.digest + ": " + failure);
+    }
+    throw StoreError("registry " + registry.name() + ": blob " + d.digest + ": " + failure);
+  }
+  if (fast == FastGet::unsupported && (!result || (result->status != 200 && result->status != 206))) {
+    if (::fsync(fd) != 0) {}
+    throw registry.error("downloading blob " + d.digest + " (what arrived is kept; run again to resume)", result);
+  }
+  if (options.progress) options.progress(progress);
+  if (position != d.size) {
+    ::fsync(fd);
+    throw StoreError("registry " + registry.name() + ": blob " + d.digest + " ended after " + std::to_string(position) +
+                     " of " + std::to_string(d.size) + " bytes (kept; run again to resume)");
+  }
+  const std::string actual = active->finish();
+  if (actual != d.digest) {
+    if (::ftruncate(fd, 0) != 0) {}
+    throw IntegrityError("registry " + registry.name() + ": blob " + d.digest + " arrived with digest " + actual +
+                         " (tampered or corrupt on the server); nothing was cached");
+  }
+  // No fsync: every use hashes a cached blob again, so one torn by a power cut is found and fetched
+  // again; the rename alone keeps partial bytes out of blobs/.
+  ::fchmod(fd, 0444);
+  if (::rename(writing.c_str(), final_path.c_str()) != 0) throw FileError(final_path.string() + ": cannot be renamed into place");
+  return received;
+}
+
+// The parsed parts of an espresso model manifest.
+struct ModelManifest {
+  Descriptor config;
+  std::vector<Descriptor> layers;
+  Descriptor package;
+};
+
+ModelManifest parse_model_manifest(const std::string& bytes, const std::string& what) {
+  const json m = json::parse(bytes, nullptr, false);
+  if (!m.is_object() || !m.contains("config") || !m.contains("layers") || !m["layers"].is_array())
+    throw StoreError(what + ": the manifest is not an OCI image manifest");
+  ModelManifest model;
+  model.config = checked_descriptor(m["config"], what + ": config");
+  const std::string artifact = m.value("artifactType", std::string());
+  if (artifact != kArtifactType && model.config.media_type != kCardMediaType)
+    throw StoreError(what + ": not an espresso model (artifactType '" + artifact + "')");
+  bool found = false;
+  for (std::size_t i = 0; i < m["layers"].size(); ++i) {
+    model.layers.push_back(checked_descriptor(m["layers"][i], what + ": layers[" + std::to_string(i) + "]"));
+    if (!found && model.layers.back().media_type == kPackageMediaType) {
+      model.package = model.layers.back();
+      found = true;
+    }
+  }
+  if (!found) throw StoreError(what + ": the manifest has no " + std::string(kPackageMediaType) + " layer");
+  return model;
+}
+
+// Links the package blob under an .esp name (the loader picks the format by extension).
+fs::path package_link(const Cache& cache, const std::string& digest) {
+  const fs::path link = cache.package(digest);
+  std::error_code ec;
+  if (fs::exists(link, ec) && fs::equivalent(link, cache.blob(digest), ec)) return link;
+  const fs::path temp = link.string() + ".tmp-" + detail::unique_suffix();
+  if (::link(cache.blob(digest).c_str(), temp.c_str()) != 0) fs::copy_file(cache.blob(digest), temp, ec);
+  if (::rename(temp.c_str(), link.c_str()) != 0) throw FileError(link.string() + ": cannot be created");
+  return link;
+}
+
+}  // namespace
+
+PullResult Client::pull(const Reference& reference) {
+  const Cache cache{options_.cache};
+  cache.create();
+  PullResult result;
+  const std::string what = reference.str();
+  std::string manifest_bytes;
+  std::string digest = reference.digest;
+  if (options_.offline) {
+    if (digest.empty()) {
+      std::error_code ec;
+      if (!fs::exists(cache.ref(reference), ec))
+        throw StoreError(what + ": not in the cache, and ESPRESSO_OFFLINE forbids downloading it");
+      digest = detail::read_file(cache.ref(reference));
+      if (!valid_digest(digest)) throw IntegrityError(cache.ref(reference).string() + ": not a digest");
+    }
+    bool tampered = false;
+    std::error_code ec;
+    if (!fs::exists(cache.blob(digest), ec) || !cached_and_valid(cache, digest, fs::file_size(cache.blob(digest)), tampered)) {
+      throw (tampered ? IntegrityError(what + ": the cached manifest " + digest + " does not match its digest (removed)")
+                      : StoreError(what + ": manifest " + digest + " is not in the cache (offline)"));
+    }
+    manifest_bytes = detail::read_file(cache.blob(digest));
+  } else {
+    Registry registry(reference.registry, options_);
+    const std::string accept = std::string(kManifestMediaType) + ", " + std::string(kIndexMediaType);
+    auto got = registry.http().Get("/v2/" + reference.name + "/manifests/" + (digest.empty() ? reference.tag : digest),
+                                   httplib::Headers{{"Accept", accept}});
+    if (!got || got->status != 200) throw registry.error("getting the manifest of " + what, got);
+    if (got->body.size() > kMaxManifestBytes) throw StoreError(what + ": the manifest is larger than 4 MiB");
+    manifest_bytes = got->body;
+    const std::string actual = sha256_digest(manifest_bytes);
+    const std::string claimed = got->get_header_value("Docker-Content-Digest");
+    if (!digest.empty() && actual != digest)
+      throw IntegrityError(what + ": the registry's manifest hashes to " + actual + ", not " + digest);
+    if (!claimed.empty() && claimed != actual)
+      throw IntegrityError(what + ": the registry says the manifest is " + claimed + " but it hashes to " + actual);
+    digest = actual;
+    const ModelManifest model = parse_model_manifest(manifest_bytes, what);
+    std::vector<Descriptor> blobs = {model.config};
+    blobs.insert(blobs.end(), model.layers.begin(), model.layers.end());
+    for (const Descriptor& d : blobs) {
+      try {
+        result.bytes_downloaded += fetch_blob(registry, cache, reference.name, d, options_);
+      } catch (const IntegrityError&) {
+        // A bad resumed prefix (the partial file was cut back to zero) gets one clean download; a
+        // blob that is bad on the server fails again and is reported.
+        result.bytes_downloaded += fetch_blob(registry, cache, reference.name, d, options_);
+      }
+    }
+    if (!options_.trusted_keys.empty()) {
+      // The release's signature, fetched and checked before the tag is recorded in the cache.
+      auto sig = registry.http().Get("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
+                                     httplib::Headers{{"Accept", std::string(kManifestMediaType)}});
+      if (!sig || sig->status == 404) throw IntegrityError(what + ": the release is not signed, and trusted keys are required");
+      if (sig->status != 200) throw registry.error("getting the signature of " + what, sig);
+      const json signature_manifest = json::parse(sig->body, nullptr, false);
+      if (!signature_manifest.is_object() || !signature_manifest.contains("layers") || !signature_manifest["layers"].is_array() ||
+          signature_manifest["layers"].empty())
+        throw IntegrityError(what + ": the signature manifest is malformed");
+      const Descriptor d = checked_descriptor(signature_manifest["layers"][0], what + ": signature layer");
+      if (d.size > 65536) throw IntegrityError(what + ": the signature document is larger than 64 KiB");
+      auto blob = registry.http().Get("/v2/" + reference.name + "/blobs/" + d.digest);
+      if (!blob || blob->status != 200) throw registry.error("getting the signature of " + what, blob);
+      if (sha256_digest(blob->body) != d.digest) throw IntegrityError(what + ": the signature document does not match its digest");
+      detail::write_file_atomically(cache.signature(digest), blob->body);
+    }
+    if (!fs::exists(cache.blob(digest))) detail::write_file_atomically(cache.blob(digest), manifest_bytes);
+  }
+  if (!options_.trusted_keys.empty()) {
+    std::vector<detail::PublicKey> trusted;
+    for (const fs::path& key : options_.trusted_keys) trusted.push_back(detail::read_public_key(key));
+    std::error_code ec;
+    if (!fs::exists(cache.signature(digest), ec))
+      throw IntegrityError(what + ": no signature for " + digest + " in the cache, and trusted keys are required");
+    const json signature = json::parse(detail::read_file(cache.signature(digest)), nullptr, false);
+    result.signed_by = detail::verify_release(signature, trusted, reference.name, reference.tag, digest, what);
+  }
+  if (!options_.offline && !reference.tag.empty()) detail::write_file_atomically(cache.ref(reference), digest);
+  const ModelManifest model = parse_model_manifest(manifest_bytes, what);
+  // Offline, every blob is hashed again where it lies, so a cache file changed since it arrived is
+  // caught (online, fetch_blob has just hashed each one, cached or downloaded).
+  for (const Descriptor& d : {model.config, model.package}) {
+    if (!options_.offline) break;
+    bool tampered = false;
+    if (!cached_and_valid(cache, d.digest, d.size, tampered)) {
+      if (tampered && options_.offline)
+        throw IntegrityError(what + ": cached blob " + d.digest + " does not match its digest (removed; pull again online)");
+      if (options_.offline) throw StoreError(what + ": blob " + d.digest + " is not in the cache (offline)");
+      if (tampered) {
+        // Fetch it again once: the cache was damaged after the download.
+        Registry registry(reference.registry, options_);
+        result.bytes_downloaded += fetch_blob(registry, cache, reference.name, d, options_);
+      } else {
+        throw StoreError(what + ": blob " + d.digest + " is missing from the cache");
+      }
+    }
+  }
+  result.manifest_digest = digest;
+  result.card = detail::read_file(cache.blob(model.config.digest));
+  result.package = package_link(cache, model.package.digest);
+  result.from_cache = result.bytes_downloaded == 0;
+  return result;
+}
+
+std::string Client::manifest(const Reference& reference) {
+  if (options_.offline) throw StoreError("ESPRESSO_OFFLINE is set");
+  Registry registry(reference.registry, options_);
+  auto got = registry.http().Get("/v2/" + reference.name + "/manifests/" +
+                                     (reference.digest.empty() ? reference.tag : reference.digest),
+                                 httplib::Headers{{"Accept", std::string(kManifestMediaType)}});
+  if (!got || got->status != 200) throw registry.error("getting the manifest of " + reference.str(), got);
+  return got->body;
+}
+
+std::string Client::search(const std::string& registry_name, const SearchQuery& query) {
+  if (options_.offline) throw StoreError("search: ESPRESSO_OFFLINE is set; searching needs the network");
+  Registry registry(registry_name, options_);
+  std::string path = "/api/v1/models?limit=" + std::to_string(query.limit);
+  if (!query.text.empty()) path += "&q=" + url_encode(query.text);
+  if (!query.task.empty()) path += "&task=" + url_encode(query.task);
+  if (!query.license.empty()) path += "&license=" + url_encode(query.license);
+  if (!query.sort.empty()) path += "&sort=" + url_encode(query.sort);
+  if (!query.cursor.empty()) path += "&cursor=" + url_encode(query.cursor);
+  if (query.max_bytes > 0) path += "&max_bytes=" + std::to_string(query.max_bytes);
+  if (query.min_accuracy > 0) path += "&min_accuracy=" + std::to_string(query.min_accuracy);
+  auto got = registry.http().Get(path);
+  if (!got || got->status != 200) throw registry.error("search", got);
+  return got->body;
+}
+
+std::string Client::show(const Reference& reference) {
+  if (options_.offline) throw StoreError("show: ESPRESSO_OFFLINE is set; this needs the network");
+  Registry registry(reference.registry, options_);
+  auto got = registry.http().Get("/api/v1/models/" + reference.name);
+  if (!got || got->status != 200) throw registry.error("show " + reference.name, got);
+  return got->body;
+}
+
+std::vector<CacheEntry> Client::cache_list() const {
+  const Cache cache{options_.cache};
+  std::vector<CacheEntry> entries;
+  const fs::path refs = cache.root / "refs";
+  std::error_code ec;
+  if (!fs::is_directory(refs, ec)) return entries;
+  for (const auto& entry : fs::recursive_directory_iterator(refs)) {
+    if (!entry.is_regular_file() || entry.path().filename().string().rfind(".tmp-", 0) == 0) continue;
+    const fs::path relative = fs::relative(entry.path(), refs);
+    CacheEntry item;
+    item.reference = relative.parent_path().string() + ":" + relative.filename().string();
+    item.manifest_digest = detail::read_file(entry.path());
+    if (valid_digest(item.manifest_digest) && fs::exists(cache.blob(item.manifest_digest))) {
+      try {
+        const ModelManifest m = parse_model_manifest(detail::read_file(cache.blob(item.manifest_digest)), item.reference);
+        for (const Descriptor& d : m.layers) item.bytes += fs::exists(cache.blob(d.digest)) ? d.size : 0;
+        item.bytes += fs::exists(cache.blob(m.config.digest)) ? m.config.size : 0;
+      } catch (const StoreError&) {
+      }
+    }
+    entries.push_back(item);
+  }
+  std::sort(entries.begin(), entries.end(), [](const CacheEntry& a, const CacheEntry& b) { return a.reference < b.reference; });
+  return entries;
+}
+
+CacheReport Client::cache_verify(bool remove_bad) const {
+  const Cache cache{options_.cache};
+  CacheReport report;
+  const fs::path blobs = cache.root / "blobs" / "sha256";
+  std::error_code ec;
+  if (!fs::is_directory(blobs, ec)) return report;
+  for (const auto& entry : fs::directory_iterator(blobs)) {
+    if (!entry.is_regular_file()) continue;
+    ++report.checked;
+    report.bytes += entry.file_size();
+    const std::string digest = "sha256:" + entry.path().filename().string();
+    if (!valid_digest(digest) || sha256_file_digest(entry.path()) != digest) {
+      report.bad.push_back(digest);
+      if (remove_bad) fs::remove(entry.path(), ec);
+    }
+  }
+  return report;
+}
+
+std::uint64_t Client::cache_prune() const {
+  const Cache cache{options_.cache};
+  std::uint64_t freed = 0;
+  std::error_code ec;
+  std::set<std::string> keep;
+  for (const CacheEntry& entry : cache_list()) {
+    if (!valid_digest(entry.manifest_digest)) continue;
+    keep.insert(detail::digest_hex(entry.manifest_digest));
+    try {
+      const ModelManifest m = parse_model_manifest(detail::read_file(cache.blob(entry.manifest_digest)), entry.reference);
+      keep.insert(detail::digest_hex(m.config.digest));
+      for (const Descriptor& d : m.layers) keep.insert(detail::digest_hex(d.digest));
+    } catch (const Error&) {
+    }
+  }
+  const auto remove = [&](const fs::path& path) {
+    const auto size = fs::file_size(path, ec);
+    if (fs::remove(path, ec)) freed += ec ? 0 : size;
+  };
+  for (const char* folder : {"partial/sha256", "blobs/sha256", "packages"}) {
+    const fs::path dir = cache.root / folder;
+    if (!fs::is_directory(dir, ec)) continue;
+    std::vector<fs::path> doomed;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      const std::string name = entry.path().filename().string();
+      const std::string hex = name.substr(0, 64);
+      const bool partial = std::string(folder).rfind("partial", 0) == 0;
+      if (partial || name.find(".tmp-") != std::string::npos || !keep.count(hex)) doomed.push_back(entry.path());
+    }
+    for (const fs::path& path : doomed) remove(path);
+  }
+  return freed;
+}
+
+}  // namespace espresso::store

@@ -1,0 +1,839 @@
+// The registry server: the OCI Distribution API over cpp-httplib, blobs as content-addressed files
+// under the root, the catalog in SQLite (store/catalog.h), and our search API.
+//
+// Durability: a blob is streamed into its upload file while hashed, fsynced, then renamed into
+// blobs/sha256/ and the folder fsynced; a manifest's bytes are stored the same way before the catalog
+// transaction that tags it commits. A crash at any point leaves every tag on a complete manifest.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <httplib.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <ctime>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "espresso/store.h"
+#include "store/catalog.h"
+#include "store/digest.h"
+
+namespace espresso::store {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+void send_error(httplib::Response& res, int status, const std::string& code, const std::string& message) {
+  res.status = status;
+  json body = {{"errors", json::array({{{"code", code}, {"message", message}}})}};
+  res.set_content(body.dump(), "application/json");
+}
+
+// What a /v2/ path names.
+struct Route {
+  enum Kind { base, blob, upload_start, upload, manifest, tags, referrers, unknown } kind = unknown;
+  std::string repo;
+  std::string reference;  // digest, tag or upload id
+};
+
+Route parse_route(const std::string& path) {
+  Route route;
+  if (path == "/v2/" || path == "/v2") {
+    route.kind = Route::base;
+    return route;
+  }
+  std::vector<std::string> parts;
+  std::size_t start = 4;  // after "/v2/"
+  for (;;) {
+    const std::size_t slash = path.find('/', start);
+    parts.push_back(path.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  const std::size_t n = parts.size();
+  const auto repo_of = [&](std::size_t count) {
+    std::string repo;
+    for (std::size_t i = 0; i < count; ++i) repo += (i ? "/" : "") + parts[i];
+    return repo;
+  };
+  if (n >= 4 && parts[n - 3] == "blobs" && parts[n - 2] == "uploads" && parts[n - 1].empty()) {
+    route = {Route::upload_start, repo_of(n - 3), ""};
+  } else if (n >= 3 && parts[n - 2] == "blobs" && parts[n - 1] == "uploads") {
+    route = {Route::upload_start, repo_of(n - 2), ""};
+  } else if (n >= 4 && parts[n - 3] == "blobs" && parts[n - 2] == "uploads") {
+    route = {Route::upload, repo_of(n - 3), parts[n - 1]};
+  } else if (n >= 3 && parts[n - 2] == "blobs") {
+    route = {Route::blob, repo_of(n - 2), parts[n - 1]};
+  } else if (n >= 3 && parts[n - 2] == "manifests") {
+    route = {Route::manifest, repo_of(n - 2), parts[n - 1]};
+  } else if (n >= 3 && parts[n - 2] == "tags" && parts[n - 1] == "list") {
+    route = {Route::tags, repo_of(n - 2), ""};
+  } else if (n >= 3 && parts[n - 2] == "referrers") {
+    route = {Route::referrers, repo_of(n - 2), parts[n - 1]};
+  }
+  return route;
+}
+
+// Encoded or literal path tricks, refused before anything is looked up. httplib decodes the path, so
+// the raw target is checked as well.
+bool hostile_target(const httplib::Request& req) {
+  std::string raw = req.target;
+  for (char& c : raw) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string path = raw.substr(0, raw.find('?'));
+  for (const char* bad : {"%2e", "%2f", "%5c", "%00", "\\", "/../", "/./", "//"}) {
+    if (path.find(bad) != std::string::npos) return true;
+  }
+  if (path.size() >= 3 && path.compare(path.size() - 3, 3, "/..") == 0) return true;
+  return req.path.find('\0') != std::string::npos || req.path.find('\\') != std::string::npos;
+}
+
+// Manifest media types this registry stores.
+bool manifest_media_type(const std::string& type) {
+  return type == kManifestMediaType || type == kIndexMediaType ||
+         type == "application/vnd.docker.distribution.manifest.v2+json" ||
+         type == "application/vnd.docker.distribution.manifest.list.v2+json";
+}
+
+// Annotated titles become file names in some clients: refuse anything but a plain name.
+bool safe_title(const std::string& title) {
+  if (title.empty() || title.size() > 255 || title == "." || title == "..") return false;
+  for (char c : title) {
+    if (c == '/' || c == '\\' || c == '\0' || static_cast<unsigned char>(c) < 0x20) return false;
+  }
+  return title.find("..") == std::string::npos;
+}
+
+// The size and digest of a descriptor, checked; throws std::invalid_argument with the reason.
+struct Descriptor {
+  std::string media_type;
+  std::string digest;
+  std::uint64_t size = 0;
+};
+
+Descriptor read_descriptor(const json& d, const std::string& where) {
+  if (!d.is_object()) throw std::invalid_argument(where + " is not an object");
+  if (!d.contains("digest") || !d["digest"].is_string() || !valid_digest(d["digest"].get<std::string>()))
+    throw std::invalid_argument(where + ".digest is missing or not a sha256 digest");
+  if (!d.contains("size") || !d["size"].is_number_unsigned())
+    throw std::invalid_argument(where + ".size is missing or negative");
+  if (!d.contains("mediaType") || !d["mediaType"].is_string())
+    throw std::invalid_argument(where + ".mediaType is missing");
+  if (d.contains("annotations")) {
+    const json& a = d["annotations"];
+    if (!a.is_object()) throw std::invalid_argument(where + ".annotations is not an object");
+    if (a.contains("org.opencontainers.image.title") &&
+        (!a["org.opencontainers.image.title"].is_string() ||
+         !safe_title(a["org.opencontainers.image.title"].get<std::string>())))
+      throw std::invalid_argument(where + " has an unsafe title (a path, '..', a backslash or a control character)");
+  }
+  return {d["mediaType"].get<std::string>(), d["digest"].get<std::string>(), d["size"].get<std::uint64_t>()};
+}
+
+bool parse_uint(const std::string& text, std::uint64_t& value) {
+  if (text.empty() || text.size() > 19) return false;
+  value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return true;
+}
+
+std::string random_id() {
+  static thread_local std::mt19937_64 generator{std::random_device{}()};
+  char text[33];
+  std::snprintf(text, sizeof text, "%016llx%016llx", static_cast<unsigned long long>(generator()),
+                static_cast<unsigned long long>(generator()));
+  return text;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  ServerOptions options;
+  fs::path blobs;
+  fs::path uploads;
+  fs::path temp;
+  std::unique_ptr<detail::Catalog> catalog;
+  httplib::Server http;
+  int port = 0;
+  std::atomic<bool> stopping{false};
+  std::mutex janitor_mutex;
+  std::condition_variable janitor_wake;
+
+  // Running hashes of upload sessions, so a chunked upload is hashed as it streams; after a restart
+  // the file is hashed again at the end.
+  struct Session {
+    std::unique_ptr<detail::Sha256> hash;
+    std::uint64_t hashed = 0;
+    std::mutex busy;
+  };
+  std::mutex sessions_mutex;
+  std::map<std::string, std::shared_ptr<Session>> sessions;
+
+  fs::path blob_path(const std::string& digest) const { return blobs / detail::digest_hex(digest); }
+
+  std::shared_ptr<Session> session(const std::string& id) {
+    std::lock_guard lock(sessions_mutex);
+    auto& s = sessions[id];
+    if (!s) s = std::make_shared<Session>();
+    return s;
+  }
+  void forget_session(const std::string& id) {
+    std::lock_guard lock(sessions_mutex);
+    sessions.erase(id);
+  }
+
+  void setup_routes();
+  void handle_get(const httplib::Request& req, httplib::Response& res);
+  void handle_write(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
+  void handle_delete(const httplib::Request& req, httplib::Response& res);
+  void get_blob(const Route& route, const httplib::Request& req, httplib::Response& res);
+  void get_manifest(const Route& route, const httplib::Request& req, httplib::Response& res);
+  void put_manifest(const Route& route, const httplib::Request& req, httplib::Response& res,
+                    const httplib::ContentReader& reader);
+  void start_upload(const Route& route, const httplib::Request& req, httplib::Response& res,
+                    const httplib::ContentReader& reader);
+  void patch_upload(const Route& route, const httplib::Request& req, httplib::Response& res,
+                    const httplib::ContentReader& reader, bool final_put);
+  // Appends the body to the upload file; false (and the file cut back) when the body is short.
+  bool append_body(const std::string& id, Session& session, const httplib::Request& req,
+                   const httplib::ContentReader& reader, std::uint64_t& size, std::string& error);
+  // Verifies the upload against `digest` and moves it into the blob store; returns an error or "".
+  std::string commit_upload(const std::string& id, Session& session, const std::string& digest);
+  void upload_headers(httplib::Response& res, const std::string& repo, const std::string& id, std::uint64_t size);
+  void api_models(const httplib::Request& req, httplib::Response& res);
+  void api_model(const std::string& name, httplib::Response& res);
+  void remove_upload(const std::string& id);
+};
+
+namespace {
+
+// Refuses a request whose body we will not read: the connection closes, so the unread bytes are never
+// taken for the next request.
+void refuse_unread(httplib::Response& res, int status, const std::string& code, const std::string& message) {
+  send_error(res, status, code, message);
+  res.set_header("Connection", "close");
+}
+
+}  // namespace
+
+void Server::Impl::setup_routes() {
+  http.Get(R"(/.*)", [this](const httplib::Request& req, httplib::Response& res) { handle_get(req, res); });
+  const auto writer = [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    handle_write(req, res, reader);
+  };
+  http.Post(R"(/.*)", writer);
+  http.Put(R"(/.*)", writer);
+  http.Patch(R"(/.*)", writer);
+  http.Delete(R"(/.*)", [this](const httplib::Request& req, httplib::Response& res) { handle_delete(req, res); });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
+    std::string message = "internal error";
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      message = e.what();
+    } catch (...) {
+    }
+    send_error(res, 500, "UNKNOWN", message);
+  });
+}
+
+void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& res) {
+  if (hostile_target(req)) return send_error(res, 400, "NAME_INVALID", "path with '..', encoded separators, backslashes or NUL");
+  if (req.path == "/api/v1/models") return api_models(req, res);
+  if (req.path.rfind("/api/v1/models/", 0) == 0) return api_model(req.path.substr(15), res);
+  if (req.path.rfind("/v2", 0) != 0) return send_error(res, 404, "NOT_FOUND", "no such endpoint");
+  const Route route = parse_route(req.path);
+  if (route.kind == Route::base) {
+    res.set_header("Docker-Distribution-API-Version", "registry/2.0");
+    res.set_content("{}", "application/json");
+    return;
+  }
+  if (route.kind == Route::unknown) return send_error(res, 404, "NOT_FOUND", "no such endpoint");
+  if (!valid_repository(route.repo)) return send_error(res, 400, "NAME_INVALID", "invalid repository name '" + route.repo + "'");
+  switch (route.kind) {
+    case Route::blob:
+      return get_blob(route, req, res);
+    case Route::manifest:
+      return get_manifest(route, req, res);
+    case Route::upload: {
+      const auto repo = catalog->upload_repo(route.reference);
+      if (!repo || *repo != route.repo) return send_error(res, 404, "BLOB_UPLOAD_UNKNOWN", "no such upload");
+      std::error_code ec;
+      const auto size = fs::file_size(uploads / route.reference, ec);
+      if (ec) return send_error(res, 404, "BLOB_UPLOAD_UNKNOWN", "no such upload");
+      upload_headers(res, route.repo, route.reference, size);
+      res.status = 204;
+      return;
+    }
+    case Route::tags: {
+      std::uint64_t n = 1000;
+      if (req.has_param("n") && (!parse_uint(req.get_param_value("n"), n) || n == 0 || n > 10000))
+        return send_error(res, 400, "PAGINATION_NUMBER_INVALID", "n must be 1..10000");
+      if (!catalog->repo_exists(route.repo)) return send_error(res, 404, "NAME_UNKNOWN", "no such repository");
+      const std::string last = req.get_param_value("last");
+      std::vector<std::string> tags = catalog->tags(route.repo, last, static_cast<int>(n));
+      if (tags.size() == n) {
+        res.set_header("Link", "</v2/" + route.repo + "/tags/list?n=" + std::to_string(n) + "&last=" + tags.back() +
+                                   ">; rel=\"next\"");
+      }
+      res.set_content(json({{"name", route.repo}, {"tags", tags}}).dump(), "application/json");
+      return;
+    }
+    case Route::referrers: {
+      if (!valid_digest(route.reference)) return send_error(res, 400, "DIGEST_INVALID", "not a sha256 digest");
+      const std::string type = req.get_param_value("artifactType");
+      json manifests = json::array();
+      for (const detail::ManifestRow& row : catalog->referrers(route.repo, route.reference, type)) {
+        json d = {{"mediaType", row.media_type}, {"digest", row.digest}, {"size", row.size}};
+        if (!row.artifact_type.empty()) d["artifactType"] = row.artifact_type;
+        manifests.push_back(d);
+      }
+      if (!type.empty()) res.set_header("OCI-Filters-Applied", "artifactType");
+      res.set_content(json({{"schemaVersion", 2}, {"mediaType", kIndexMediaType}, {"manifests", manifests}}).dump(),
+                      std::string(kIndexMediaType));
+      return;
+    }
+    default:
+      return send_error(res, 405, "UNSUPPORTED", "method not allowed here");
+  }
+}
+
+void Server::Impl::get_blob(const Route& route, const httplib::Request& req, httplib::Response& res) {
+  if (!valid_digest(route.reference)) return send_error(res, 400, "DIGEST_INVALID", "not a sha256 digest");
+  const fs::path path = blob_path(route.reference);
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return send_error(res, 404, "BLOB_UNKNOWN", "blob unknown to registry");
+  struct stat info {};
+  ::fstat(fd, &info);
+  const auto size = static_cast<std::size_t>(info.st_size);
+  // Ranges beyond the end are refused here; httplib serves satisfiable single ranges from the provider.
+  if (req.ranges.size() > 1) {
+    ::close(fd);
+    return send_error(res, 416, "RANGE_INVALID", "one range per request");
+  }
+  if (req.ranges.size() == 1) {
+    const auto [first, last] = req.ranges[0];
+    const bool bad = (first >= 0 && static_cast<std::size_t>(first) >= size && size > 0) ||
+                     (first >= 0 && last >= 0 && last < first) || (first < 0 && last <= 0);
+    if (bad || size == 0) {
+      ::close(fd);
+      res.set_header("Content-Range", "bytes */" + std::to_string(size));
+      return send_error(res, 416, "RANGE_INVALID", "range not satisfiable");
+    }
+  }
+  res.set_header("Docker-Content-Digest", route.reference);
+  res.set_header("Accept-Ranges", "bytes");
+  res.set_header("ETag", "\"" + route.reference + "\"");
+  auto file = std::shared_ptr<int>(new int(fd), [](int* f) {
+    ::close(*f);
+    delete f;
+  });
+  res.set_content_provider(
+      size, "application/octet-stream",
+      [file](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+        std::vector<char> buffer(std::min<std::size_t>(length, 4 << 20));
+        while (length > 0) {
+          const ssize_t n = ::pread(*file, buffer.data(), std::min(length, buffer.size()), static_cast<off_t>(offset));
+          if (n <= 0) return false;
+          if (!sink.write(buffer.data(), static_cast<std::size_t>(n))) return false;
+          offset += static_cast<std::size_t>(n);
+          length -= static_cast<std::size_t>(n);
+        }
+        return true;
+      });
+}
+
+void Server::Impl::get_manifest(const Route& route, const httplib::Request&, httplib::Response& res) {
+  std::string digest = route.reference;
+  if (!valid_digest(digest)) {
+    if (!valid_tag(digest)) return send_error(res, 400, "TAG_INVALID", "invalid tag or digest '" + digest + "'");
+    const auto resolved = catalog->resolve_tag(route.repo, digest);
+    if (!resolved) return send_error(res, 404, "MANIFEST_UNKNOWN", "no tag '" + digest + "' in " + route.repo);
+    digest = *resolved;
+  }
+  const auto row = catalog->manifest(route.repo, digest);
+  if (!row) return send_error(res, 404, "MANIFEST_UNKNOWN", "manifest unknown to " + route.repo);
+  std::string bytes;
+  try {
+    bytes = detail::read_file(blob_path(digest));
+  } catch (const FileError&) {
+    return send_error(res, 500, "UNKNOWN", "manifest bytes missing from the store (run espresso store fsck)");
+  }
+  res.set_header("Docker-Content-Digest", digest);
+  res.set_header("ETag", "\"" + digest + "\"");
+  res.set_content(bytes, row->media_type);
+}
+
+void Server::Impl::handle_write(const httplib::Request& req, httplib::Response& res,
+                                const httplib::ContentReader& reader) {
+  if (hostile_target(req))
+    return refuse_unread(res, 400, "NAME_INVALID", "path with '..', encoded separators, backslashes or NUL");
+  if (req.path.rfind("/v2/", 0) != 0) return refuse_unread(res, 404, "NOT_FOUND", "no such endpoint");
+  const Route route = parse_route(req.path);
+  if (route.kind == Route::unknown || route.kind == Route::base)
+    return refuse_unread(res, 404, "NOT_FOUND", "no such endpoint");
+  if (!valid_repository(route.repo))
+    return refuse_unread(res, 400, "NAME_INVALID", "invalid repository name '" + route.repo + "'");
+  if (route.kind == Route::manifest && req.method == "PUT") return put_manifest(route, req, res, reader);
+  if (route.kind == Route::upload_start && req.method == "POST") return start_upload(route, req, res, reader);
+  if (route.kind == Route::upload && (req.method == "PATCH" || req.method == "PUT"))
+    return patch_upload(route, req, res, reader, req.method == "PUT");
+  refuse_unread(res, 405, "UNSUPPORTED", req.method + " is not supported here");
+}
+
+void Server::Impl::handle_delete(const httplib::Request& req, httplib::Response& res) {
+  if (hostile_target(req)) return send_error(res, 400, "NAME_INVALID", "path with '..', encoded separators, backslashes or NUL");
+  const Route route = parse_route(req.path);
+  if (route.kind == Route::upload && valid_repository(route.repo)) {
+    const auto repo = catalog->upload_repo(route.reference);
+    if (!repo || *repo != route.repo) return send_error(res, 404, "BLOB_UPLOAD_UNKNOWN", "no such upload");
+    remove_upload(route.reference);
+    res.status = 204;
+    return;
+  }
+  send_error(res, 405, "UNSUPPORTED", "deletion is not supported");
+}
+
+void Server::Impl::upload_headers(httplib::Response& res, const std::string& repo, const std::string& id,
+                                  std::uint64_t size) {
+  res.set_header("Location", "/v2/" + repo + "/blobs/uploads/" + id);
+  res.set_header("Docker-Upload-UUID", id);
+  res.set_header("Range", "0-" + std::to_string(size == 0 ? 0 : size - 1));
+}
+
+void Server::Impl::remove_upload(const std::string& id) {
+  std::error_code ec;
+  fs::remove(uploads / id, ec);
+  catalog->end_upload(id);
+  forget_session(id);
+}
+
+void Server::Impl::start_upload(const Route& route, const httplib::Request& req, httplib::Response& res,
+                                const httplib::ContentReader& reader) {
+  // Cross-repository mount: blobs are shared by every repository here.
+  if (req.has_param("mount")) {
+    const std::string digest = req.get_param_value("mount");
+    if (valid_digest(digest) && fs::exists(blob_path(digest))) {
+      res.status = 201;
+      res.set_header("Location", "/v2/" + route.repo + "/blobs/" + digest);
+      res.set_header("Docker-Content-Digest", digest);
+      return;
+    }
+  }
+  const std::string digest = req.get_param_value("digest");
+  if (req.has_param("digest") && !valid_digest(digest))
+    return refuse_unread(res, 400, "DIGEST_INVALID", "not a sha256 digest");
+  const std::string id = random_id();
+  {
+    const int fd = ::open((uploads / id).c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) return refuse_unread(res, 500, "UNKNOWN", "cannot create the upload file");
+    ::close(fd);
+  }
+  catalog->begin_upload(id, route.repo, now_seconds());
+  if (!req.has_param("digest")) {
+    res.status = 202;
+    upload_headers(res, route.repo, id, 0);
+    res.set_header("Range", "0-0");
+    return;
+  }
+  // Monolithic upload: the body is the whole blob.
+  auto s = session(id);
+  std::lock_guard busy(s->busy);
+  std::uint64_t size = 0;
+  std::string error;
+  if (!append_body(id, *s, req, reader, size, error)) {
+    remove_upload(id);
+    return refuse_unread(res, 400, "BLOB_UPLOAD_INVALID", error);
+  }
+  error = commit_upload(id, *s, digest);
+  if (!error.empty()) return send_error(res, 400, "DIGEST_INVALID", error);
+  res.status = 201;
+  res.set_header("Location", "/v2/" + route.repo + "/blobs/" + digest);
+  res.set_header("Docker-Content-Digest", digest);
+}
+
+bool Server::Impl::append_body(const std::string& id, Session& s, const httplib::Request& req,
+                               const httplib::ContentReader& reader, std::uint64_t& size, std::string& error) {
+  const fs::path path = uploads / id;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND);
+  if (fd < 0) {
+    error = "upload file missing";
+    return false;
+  }
+  struct stat info {};
+  ::fstat(fd, &info);
+  const auto start = static_cast<std::uint64_t>(info.st_size);
+  // Keep the running hash only while it covers exactly the bytes on disk.
+  if (s.hash && s.hashed != start) s.hash.reset();
+  if (!s.hash && start == 0) {
+    s.hash = std::make_unique<detail::Sha256>();
+    s.hashed = 0;
+  }
+  std::uint64_t written = 0;
+  bool write_failed = false;
+  const bool read_ok = reader([&](const char* data, std::size_t length) {
+    std::size_t done = 0;
+    while (done < length) {
+      const ssize_t n = ::write(fd, data + done, length - done);
+      if (n <= 0) {
+        write_failed = true;
+        return false;
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    if (s.hash) s.hash->update(data, length);
+    written += length;
+    return true;
+  });
+  std::uint64_t declared = 0;
+  const bool has_length = req.has_header("Content-Length") && parse_uint(req.get_header_value("Content-Length"), declared);
+  if (!read_ok || write_failed || (has_length && written != declared)) {
+    // A body cut short (or a failed write) leaves the session where it was.
+    if (::ftruncate(fd, static_cast<off_t>(start)) != 0) write_failed = true;
+    ::close(fd);
+    s.hash.reset();
+    error = write_failed ? "the registry could not store the data" : "the body is shorter than its Content-Length";
+    return false;
+  }
+  ::close(fd);
+  if (s.hash) s.hashed = start + written;
+  size = start + written;
+  return true;
+}
+
+std::string Server::Impl::commit_upload(const std::string& id, Session& s, const std::string& digest) {
+  const fs::path path = uploads / id;
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return "upload file missing";
+  struct stat info {};
+  ::fstat(fd, &info);
+  std::string actual;
+  if (s.hash && s.hashed == static_cast<std::uint64_t>(info.st_size)) {
+    actual = s.hash->finish();
+  } else {
+    detail::Sha256 hash;
+    detail::hash_prefix(fd, static_cast<std::uint64_t>(info.st_size), hash, path.string());
+    actual = hash.finish();
+  }
+  s.hash.reset();
+  if (actual != digest) {
+    ::close(fd);
+    remove_upload(id);
+    return "the uploaded bytes hash to " + actual + ", not " + digest;
+  }
+  ::fsync(fd);
+  ::close(fd);
+  const fs::path target = blob_path(digest);
+  if (fs::exists(target)) {
+    remove_upload(id);
+    return "";
+  }
+  ::chmod(path.c_str(), 0444);
+  if (::rename(path.c_str(), target.c_str()) != 0) {
+    remove_upload(id);
+    return "cannot move the blob into the store";
+  }
+  detail::sync_directory(blobs);
+  catalog->end_upload(id);
+  forget_session(id);
+  return "";
+}
+
+void Server::Impl::patch_upload(const Route& route, const httplib::Request& req, httplib::Response& res,
+                                const httplib::ContentReader& reader, bool final_put) {
+  const auto repo = catalog->upload_repo(route.reference);
+  if (!repo || *repo != route.repo) return refuse_unread(res, 404, "BLOB_UPLOAD_UNKNOWN", "no such upload");
+  const std::string digest = req.get_param_value("digest");
+  if (final_put && !valid_digest(digest))
+    return refuse_unread(res, 400, "DIGEST_INVALID", "PUT needs ?digest=sha256:...");
+  auto s = session(route.reference);
+  std::unique_lock busy(s->busy, std::try_to_lock);
+  if (!busy.owns_lock()) return refuse_unread(res, 416, "BLOB_UPLOAD_INVALID", "another request is writing this upload");
+  std::error_code ec;
+  const std::uint64_t offset = fs::file_size(uploads / route.reference, ec);
+  if (ec) return refuse_unread(res, 404, "BLOB_UPLOAD_UNKNOWN", "no such upload");
+  // Content-Range "first-last" must continue exactly where the upload stands and match the body.
+  if (req.has_header("Content-Range")) {
+    const std::string range = req.get_header_value("Content-Range");
+    const std::size_t dash = range.find('-');
+    std::uint64_t first = 0;
+    std::uint64_t last = 0;
+    const std::string first_text = range.substr(0, dash);
+    const std::string last_text = dash == std::string::npos ? "" : range.substr(dash + 1);
+    if (dash == std::string::npos || !parse_uint(first_text.substr(first_text.rfind(' ') + 1), first) ||
+        !parse_uint(last_text, last) || last < first || first != offset) {
+      res.set_header("Range", "0-" + std::to_string(offset == 0 ? 0 : offset - 1));
+      return refuse_unread(res, 416, "BLOB_UPLOAD_INVALID",
+                           "Content-Range '" + range + "' does not continue the upload at " + std::to_string(offset));
+    }
+    std::uint64_t declared = 0;
+    if (req.has_header("Content-Length") && parse_uint(req.get_header_value("Content-Length"), declared) &&
+        declared != last - first + 1)
+      return refuse_unread(res, 400, "BLOB_UPLOAD_INVALID", "Content-Range and Content-Length disagree");
+  }
+  std::uint64_t size = 0;
+  std::string error;
+  if (!append_body(route.reference, *s, req, reader, size, error))
+    return refuse_unread(res, 400, "BLOB_UPLOAD_INVALID", error);
+  catalog->touch_upload(route.reference, now_seconds());
+  if (!final_put) {
+    res.status = 202;
+    upload_headers(res, route.repo, route.reference, size);
+    return;
+  }
+  error = commit_upload(route.reference, *s, digest);
+  if (!error.empty()) return send_error(res, 400, "DIGEST_INVALID", error);
+  res.status = 201;
+  res.set_header("Location", "/v2/" + route.repo + "/blobs/" + digest);
+  res.set_header("Docker-Content-Digest", digest);
+}
+
+void Server::Impl::put_manifest(const Route& route, const httplib::Request& req, httplib::Response& res,
+                                const httplib::ContentReader& reader) {
+  const std::string& reference = route.reference;
+  const bool by_digest = valid_digest(reference);
+  if (!by_digest && !valid_tag(reference))
+    return refuse_unread(res, 400, "TAG_INVALID", "invalid tag '" + reference + "'");
+  std::uint64_t declared = 0;
+  if (req.has_header("Content-Length") && parse_uint(req.get_header_value("Content-Length"), declared) &&
+      declared > options.max_manifest_bytes)
+    return refuse_unread(res, 413, "SIZE_INVALID",
+                         "manifest of " + std::to_string(declared) + " bytes exceeds the limit of " +
+                             std::to_string(options.max_manifest_bytes));
+  std::string body;
+  bool too_large = false;
+  const bool ok = reader([&](const char* data, std::size_t length) {
+    if (body.size() + length > options.max_manifest_bytes) {
+      too_large = true;
+      return false;
+    }
+    body.append(data, length);
+    return true;
+  });
+  if (too_large) return refuse_unread(res, 413, "SIZE_INVALID", "manifest exceeds the size limit");
+  if (!ok || (req.has_header("Content-Length") && body.size() != declared))
+    return refuse_unread(res, 400, "MANIFEST_INVALID", "the body is shorter than its Content-Length");
+  const std::string content_type = req.get_header_value("Content-Type");
+  json manifest = json::parse(body, nullptr, false);
+  if (!manifest.is_object()) return send_error(res, 400, "MANIFEST_INVALID", "not a JSON object");
+  std::string media_type = manifest.value("mediaType", content_type);
+  if (!manifest.contains("mediaType") && !manifest_media_type(content_type)) media_type = content_type;
+  if (!manifest_media_type(media_type))
+    return send_error(res, 400, "MANIFEST_INVALID", "unsupported manifest media type '" + media_type + "'");
+  if (manifest.value("schemaVersion", 0) != 2) return send_error(res, 400, "MANIFEST_INVALID", "schemaVersion must be 2");
+  detail::NewManifest row;
+  row.repo = route.repo;
+  row.digest = sha256_digest(body);
+  row.media_type = media_type;
+  row.size = body.size();
+  if (by_digest && reference != row.digest)
+    return send_error(res, 400, "DIGEST_INVALID", "the manifest hashes to " + row.digest + ", not " + reference);
+  if (!by_digest) row.tag = reference;
+  try {
+    const bool index = media_type == kIndexMediaType ||
+                       media_type == "application/vnd.docker.distribution.manifest.list.v2+json";
+    std::vector<Descriptor> references;
+    if (index) {
+      if (!manifest.contains("manifests") || !manifest["manifests"].is_array())
+        throw std::invalid_argument("manifests is missing");
+      for (std::size_t i = 0; i < manifest["manifests"].size(); ++i) {
+        const Descriptor d = read_descriptor(manifest["manifests"][i], "manifests[" + std::to_string(i) + "]");
+        if (!catalog->manifest(route.repo, d.digest))
+          return send_error(res, 400, "MANIFEST_BLOB_UNKNOWN", "manifest " + d.digest + " is not in " + route.repo);
+      }
+    } else {
+      if (!manifest.contains("config")) throw std::invalid_argument("config is missing");
+      references.push_back(read_descriptor(manifest["config"], "config"));
+      if (!manifest.contains("layers") || !manifest["layers"].is_array())
+        throw std::invalid_argument("layers is missing");
+      for (std::size_t i = 0; i < manifest["layers"].size(); ++i)
+        references.push_back(read_descriptor(manifest["layers"][i], "layers[" + std::to_string(i) + "]"));
+    }
+    for (const Descriptor& d : references) {
+      std::error_code ec;
+      const auto size = fs::file_size(blob_path(d.digest), ec);
+      if (ec) return send_error(res, 400, "MANIFEST_BLOB_UNKNOWN", "blob " + d.digest + " is not on the registry");
+      if (size != d.size)
+        return send_error(res, 400, "MANIFEST_INVALID",
+                          "blob " + d.digest + " has " + std::to_string(size) + " bytes, the manifest says " +
+                              std::to_string(d.size));
+      row.blobs.push_back(d.digest);
+    }
+    if (manifest.contains("subject")) row.subject = read_descriptor(manifest["subject"], "subject").digest;
+    row.artifact_type = manifest.value("artifactType", std::string());
+    if (row.artifact_type.empty() && !index && manifest["config"].value("mediaType", "") != "")
+      row.artifact_type = manifest["config"]["mediaType"].get<std::string>() == kCardMediaType ? std::string(kArtifactType) : "";
+    if (row.artifact_type == kArtifactType && !index) {
+      const Descriptor config = references.front();
+      if (config.media_type != kCardMediaType)
+        throw std::invalid_argument("an espresso model's config must be its card (" + std::string(kCardMediaType) + ")");
+      json card = json::parse(detail::read_file(blob_path(config.digest)), nullptr, false);
+      if (!card.is_object()) throw std::invalid_argument("the model card is not a JSON object");
+      row.card = card;
+    }
+  } catch (const std::invalid_argument& e) {
+    return send_error(res, 400, "MANIFEST_INVALID", e.what());
+  } catch (const nlohmann::json::exception& e) {
+    return send_error(res, 400, "MANIFEST_INVALID", e.what());
+  }
+  const fs::path path = blob_path(row.digest);
+  if (!fs::exists(path)) detail::write_file_atomically(path, body);
+  catalog->put_manifest(row, now_seconds());
+  res.status = 201;
+  res.set_header("Location", "/v2/" + route.repo + "/manifests/" + row.digest);
+  res.set_header("Docker-Content-Digest", row.digest);
+  if (!row.subject.empty()) res.set_header("OCI-Subject", row.subject);
+}
+
+void Server::Impl::api_models(const httplib::Request& req, httplib::Response& res) {
+  SearchQuery query;
+  query.text = req.get_param_value("q");
+  query.task = req.get_param_value("task");
+  query.license = req.get_param_value("license");
+  query.sort = req.get_param_value("sort");
+  query.cursor = req.get_param_value("cursor");
+  std::uint64_t number = 0;
+  if (req.has_param("max_bytes")) {
+    if (!parse_uint(req.get_param_value("max_bytes"), number)) return send_error(res, 400, "INVALID", "max_bytes must be a number");
+    query.max_bytes = number;
+  }
+  if (req.has_param("limit")) {
+    if (!parse_uint(req.get_param_value("limit"), number) || number == 0 || number > 100)
+      return send_error(res, 400, "INVALID", "limit must be 1..100");
+    query.limit = static_cast<int>(number);
+  }
+  if (req.has_param("min_accuracy")) {
+    try {
+      std::size_t used = 0;
+      const std::string text = req.get_param_value("min_accuracy");
+      query.min_accuracy = std::stod(text, &used);
+      if (used != text.size()) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+      return send_error(res, 400, "INVALID", "min_accuracy must be a number");
+    }
+  }
+  if (!query.cursor.empty() && !parse_uint(query.cursor, number)) return send_error(res, 400, "INVALID", "bad cursor");
+  if (!query.sort.empty() && query.sort != "relevance" && query.sort != "name" && query.sort != "updated" &&
+      query.sort != "size")
+    return send_error(res, 400, "INVALID", "sort must be relevance, name, updated or size");
+  if (query.text.size() > 512) return send_error(res, 400, "INVALID", "q is longer than 512 characters");
+  res.set_content(catalog->search(query).dump(), "application/json");
+}
+
+void Server::Impl::api_model(const std::string& name, httplib::Response& res) {
+  if (!valid_repository(name)) return send_error(res, 400, "NAME_INVALID", "invalid model name '" + name + "'");
+  const auto model = catalog->model(name);
+  if (!model) return send_error(res, 404, "NAME_UNKNOWN", "no model '" + name + "'");
+  res.set_content(model->dump(), "application/json");
+}
+
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  s.options = std::move(options);
+  if (s.options.root.empty()) throw StoreError("store serve: --root is required");
+  s.blobs = s.options.root / "blobs" / "sha256";
+  s.uploads = s.options.root / "uploads";
+  s.temp = s.options.root / "tmp";
+  std::error_code ec;
+  for (const fs::path& folder : {s.blobs, s.uploads, s.temp}) {
+    fs::create_directories(folder, ec);
+    if (ec) throw FileError(folder.string() + ": cannot be created: " + ec.message());
+  }
+  s.catalog = std::make_unique<detail::Catalog>(s.options.root / "catalog.db");
+  // Leftovers of a crash: temporary files, and upload files no session knows.
+  for (const auto& entry : fs::directory_iterator(s.blobs)) {
+    if (entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove(entry.path(), ec);
+  }
+  const std::vector<std::string> known = s.catalog->all_uploads();
+  for (const auto& entry : fs::directory_iterator(s.uploads)) {
+    if (std::find(known.begin(), known.end(), entry.path().filename().string()) == known.end())
+      fs::remove(entry.path(), ec);
+  }
+  s.http.new_task_queue = [threads = s.options.threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  s.http.set_read_timeout(30, 0);
+  s.http.set_write_timeout(30, 0);
+  s.http.set_keep_alive_max_count(1000);
+  // Headers and body go out in separate writes; without NODELAY each small request waits for the peer's
+  // delayed ACK (about 40 ms).
+  s.http.set_tcp_nodelay(true);
+  s.setup_routes();
+}
+
+Server::~Server() { stop(); }
+
+int Server::bind() {
+  Impl& s = *impl_;
+  if (s.options.port == 0) {
+    s.port = s.http.bind_to_any_port(s.options.host);
+  } else {
+    s.port = s.http.bind_to_port(s.options.host, s.options.port) ? s.options.port : -1;
+  }
+  if (s.port <= 0)
+    throw StoreError("store serve: cannot listen on " + s.options.host + ":" + std::to_string(s.options.port));
+  return s.port;
+}
+
+void Server::run() {
+  Impl& s = *impl_;
+  std::thread janitor([&s, this] {
+    const auto period = std::chrono::seconds(std::clamp<std::int64_t>(s.options.upload_ttl.count() / 4, 1, 600));
+    std::unique_lock lock(s.janitor_mutex);
+    while (!s.stopping) {
+      s.janitor_wake.wait_for(lock, period);
+      if (!s.stopping) expire_uploads();
+    }
+  });
+  s.http.listen_after_bind();
+  {
+    std::lock_guard lock(s.janitor_mutex);
+    s.stopping = true;
+  }
+  s.janitor_wake.notify_all();
+  janitor.join();
+}
+
+void Server::stop() {
+  if (impl_) impl_->http.stop();
+}
+
+int Server::port() const { return impl_->port; }
+
+std::size_t Server::expire_uploads() {
+  Impl& s = *impl_;
+  const std::vector<std::string> stale = s.catalog->uploads_idle_since(now_seconds() - s.options.upload_ttl.count());
+  for (const std::string& id : stale) s.remove_upload(id);
+  return stale.size();
+}
+
+}  // namespace espresso::store
+
+namespace espresso::store {
+
+FsckReport Server::fsck() {
+  Impl& s = *impl_;
+  FsckReport report;
+  for (const auto& entry : fs::directory_iterator(s.blobs)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(".tmp-", 0) == 0) continue;
+    ++report.blobs;
+    const std::string digest = "sha256:" + name;
+    if (!valid_digest(digest) || sha256_file_digest(entry.path()) != digest) report.bad.push_back(digest);
+  }
+  for (const std::string& digest : s.catalog->referenced_blobs()) {
+    if (!fs::exists(s.blob_path(digest))) report.missing.push_back(digest);
+  }
+  return report;
+}
+
+}  // namespace espresso::store

@@ -1,0 +1,87 @@
+// `espresso store serve --root DIR [--listen ADDR]` and `espresso store fsck --root DIR`: the registry
+// server (OCI Distribution API plus our catalog API) and its consistency check.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "common.h"
+#include "espresso/store.h"
+
+namespace espresso::cli {
+namespace {
+
+struct StoreOptions {
+  std::string root;
+  std::string listen = "127.0.0.1:5000";
+  std::size_t max_manifest_bytes = 4 << 20;
+  int upload_ttl = 24 * 3600;
+  int threads = 8;
+};
+
+int run_serve(const StoreOptions& o) {
+  store::ServerOptions options;
+  options.root = o.root;
+  const std::size_t colon = o.listen.rfind(':');
+  if (colon == std::string::npos) throw UnsupportedError("--listen '" + o.listen + "': expected HOST:PORT");
+  options.host = o.listen.substr(0, colon);
+  try {
+    options.port = std::stoi(o.listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    throw UnsupportedError("--listen '" + o.listen + "': the port is not a number");
+  }
+  if (options.host.size() > 2 && options.host.front() == '[') options.host = options.host.substr(1, options.host.size() - 2);
+  options.max_manifest_bytes = o.max_manifest_bytes;
+  options.upload_ttl = std::chrono::seconds(o.upload_ttl);
+  options.threads = o.threads;
+  // SIGINT and SIGTERM stop the server cleanly: a thread waits for them (the handler-free way).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  store::Server server(options);
+  const int port = server.bind();
+  std::thread([&server, signals] {
+    int received = 0;
+    sigwait(&signals, &received);
+    server.stop();
+  }).detach();
+  std::printf("listening on %s:%d (root %s)\n", options.host.c_str(), port, o.root.c_str());
+  std::fflush(stdout);
+  server.run();
+  return 0;
+}
+
+int run_fsck(const StoreOptions& o) {
+  store::ServerOptions options;
+  options.root = o.root;
+  store::Server server(options);
+  const store::FsckReport report = server.fsck();
+  for (const std::string& bad : report.bad) std::printf("BAD %s\n", bad.c_str());
+  for (const std::string& missing : report.missing) std::printf("MISSING %s\n", missing.c_str());
+  std::printf("%zu blob(s) checked: %zu bad, %zu missing\n", report.blobs, report.bad.size(), report.missing.size());
+  return report.bad.empty() && report.missing.empty() ? 0 : 1;
+}
+
+}  // namespace
+
+Verb add_store_verb(CLI::App& app) {
+  auto o = std::make_shared<StoreOptions>();
+  CLI::App* command = app.add_subcommand("store", "Run a model registry (OCI Distribution API + search)");
+  command->require_subcommand(1);
+  CLI::App* serve = command->add_subcommand("serve", "Serve a registry from a folder");
+  serve->add_option("--root", o->root, "Folder for blobs and the catalog")->required();
+  serve->add_option("--listen", o->listen, "HOST:PORT (port 0: any free port, printed)")->capture_default_str();
+  serve->add_option("--max-manifest-bytes", o->max_manifest_bytes, "Larger manifests get 413")->capture_default_str();
+  serve->add_option("--upload-ttl", o->upload_ttl, "Seconds an idle upload session lives")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  serve->add_option("--threads", o->threads, "Request threads")->capture_default_str()->check(CLI::Range(1, 256));
+  CLI::App* fsck = command->add_subcommand("fsck", "Hash every blob and check what the catalog references");
+  fsck->add_option("--root", o->root, "The registry's folder")->required();
+  return {command, [o, serve] { return serve->parsed() ? run_serve(*o) : run_fsck(*o); }};
+}
+
+}  // namespace espresso::cli
