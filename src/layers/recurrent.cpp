@@ -251,7 +251,7 @@ void RecurrentLayer::backward(const std::vector<Tensor>& inputs, const std::vect
 }
 
 void RecurrentLayer::run_forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs,
-                                 RecurrentGemm gemm, Trace* keep) const {
+                                 RecurrentGemm gemm, Trace* keep, std::vector<std::vector<float>>* carry) const {
   std::vector<Shape> shapes;
   for (const Tensor& t : inputs) shapes.push_back(t.shape());
   const Dims d = dims(shapes);
@@ -287,8 +287,15 @@ void RecurrentLayer::run_forward(const std::vector<Tensor>& inputs, std::vector<
   const std::int64_t state_size = d.directions * d.batch * d.hidden;
   std::vector<float> y(static_cast<std::size_t>(d.steps * state_size), 0.0f);
   std::vector<float> y_h(static_cast<std::size_t>(state_size)), y_c(static_cast<std::size_t>(state_size));
+  const bool carried = carry && carry->size() == static_cast<std::size_t>(states()) &&
+                       carry->front().size() == static_cast<std::size_t>(state_size);
   for (int dir = 0; dir < d.directions; ++dir) {
-    direction_forward(d, dir, trace, inputs, y.data(), y_h.data(), y_c.data(), gemm, keep);
+    direction_forward(d, dir, trace, inputs, y.data(), y_h.data(), y_c.data(), gemm, keep,
+                      carried ? carry : nullptr);
+  }
+  if (carry) {
+    *carry = {y_h};
+    if (cell_ == Cell::lstm) carry->push_back(y_c);
   }
   if (layout_batch_first_) {
     swap_leading(y.data(), outputs[0].data<float>(), d.steps * d.directions, d.batch, d.hidden);
@@ -307,7 +314,8 @@ void RecurrentLayer::run_forward(const std::vector<Tensor>& inputs, std::vector<
 
 void RecurrentLayer::direction_forward(const Dims& d, int dir, const Trace& trace,
                                        const std::vector<Tensor>& inputs, float* y, float* y_h, float* y_c,
-                                       RecurrentGemm gemm, Trace* keep) const {
+                                       RecurrentGemm gemm, Trace* keep,
+                                       const std::vector<std::vector<float>>* start) const {
   const std::int64_t T = d.steps, N = d.batch, I = d.input, H = d.hidden, GH = d.gates * d.hidden;
   const auto sz = [](std::int64_t n) { return static_cast<std::size_t>(n); };
   const float* W = weights()[0].data<float>() + dir * GH * I;
@@ -334,6 +342,10 @@ void RecurrentLayer::direction_forward(const Dims& d, int dir, const Trace& trac
   };
   if (has_initial_) load_state(initial_h_input(), h);
   if (has_initial_ && cell_ == Cell::lstm) load_state(initial_c_input(), c);
+  if (start) {
+    std::memcpy(h.data(), (*start)[0].data() + dir * N * H, sz(N * H) * 4);
+    if (cell_ == Cell::lstm) std::memcpy(c.data(), (*start)[1].data() + dir * N * H, sz(N * H) * 4);
+  }
   if (keep) {
     keep->pre[sz(dir)].assign(sz(T * N * GH), 0.0f);
     keep->h_before[sz(dir)].assign(sz(T * N * H), 0.0f);

@@ -75,9 +75,11 @@ class RecurrentLayer : public Layer {
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) const override;
 
-  // The engine. `trace` may be null when no backward follows.
+  // The engine. `trace` may be null when no backward follows. With `carry` (stateful nets), the run
+  // starts from the states in it when they fit this batch ([D, N, H] per state, layout 0) instead of
+  // the initial-state inputs, and leaves its final states there.
   void run_forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs, RecurrentGemm gemm,
-                   Trace* trace) const;
+                   Trace* trace, std::vector<std::vector<float>>* carry = nullptr) const;
   void run_backward(const Trace& trace, const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                     std::vector<Tensor>& weight_grads, RecurrentGemm gemm) const;
 
@@ -97,7 +99,8 @@ class RecurrentLayer : public Layer {
   int gates_per_cell() const { return cell_ == Cell::lstm ? 4 : cell_ == Cell::gru ? 3 : 1; }
   int activations_per_direction() const { return cell_ == Cell::lstm ? 3 : cell_ == Cell::gru ? 2 : 1; }
   void direction_forward(const Dims& d, int dir, const Trace& trace, const std::vector<Tensor>& inputs,
-                         float* y, float* y_h, float* y_c, RecurrentGemm gemm, Trace* keep) const;
+                         float* y, float* y_h, float* y_c, RecurrentGemm gemm, Trace* keep,
+                         const std::vector<std::vector<float>>* start) const;
   // dy, dy_h, dy_c: the output gradients in layout 0.
   void direction_backward(const Dims& d, int dir, const Trace& trace, const float* dy, const float* dy_h,
                           const float* dy_c, float* dx, float* dh0, float* dc0, std::vector<Tensor>& weight_grads,

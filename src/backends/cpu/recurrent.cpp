@@ -16,7 +16,7 @@ class RecurrentKernel final : public Kernel {
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     kept_ = layer_.training();
-    layer_.run_forward(inputs, outputs, sgemm, kept_ ? &trace_ : nullptr);
+    layer_.run_forward(inputs, outputs, sgemm, kept_ ? &trace_ : nullptr, carry_);
   }
 
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
@@ -31,12 +31,17 @@ class RecurrentKernel final : public Kernel {
     layer_.run_backward(trace_, output_grads, input_grads, weight_grads, sgemm);
   }
   bool has_fast_backward() const override { return true; }
+  bool bind_state(std::vector<std::vector<float>>* state) override {
+    carry_ = state;
+    return true;
+  }
   const char* name() const override { return "sgemm-recurrent"; }
 
  private:
   const RecurrentLayer& layer_;
   RecurrentLayer::Trace trace_;
   bool kept_ = false;
+  std::vector<std::vector<float>>* carry_ = nullptr;  // stateful nets: the states carried between runs
 };
 
 }  // namespace
