@@ -135,6 +135,7 @@ std::vector<AttrSpec> RecurrentLayer::common_attributes(std::string_view default
       flag("bias", true),
       flag("sequence_lens", false),
       flag("initial_state", false),
+      flag("continuation", false),
   };
 }
 
@@ -148,6 +149,7 @@ RecurrentLayer::RecurrentLayer(const LayerSpec& spec, Cell cell)
       has_bias_(spec.attrs.require_int("bias") != 0),
       has_lengths_(spec.attrs.require_int("sequence_lens") != 0),
       has_initial_(spec.attrs.require_int("initial_state") != 0),
+      has_cont_(spec.attrs.require_int("continuation") != 0),
       clip_(static_cast<float>(spec.attrs.get_float("clip", 0.0))) {
   if (cell == Cell::lstm) {
     input_forget_ = spec.attrs.require_int("input_forget") != 0;
@@ -155,6 +157,9 @@ RecurrentLayer::RecurrentLayer(const LayerSpec& spec, Cell cell)
   }
   if (cell == Cell::gru) linear_before_reset_ = spec.attrs.require_int("linear_before_reset") != 0;
   if (spec.attrs.has("clip") && clip_ <= 0) fail_model("clip must be positive");
+  if (has_cont_ && (directions_ != 1 || reverse_only_ || layout_batch_first_)) {
+    fail_model("continuation (Caffe's cont input) needs direction forward and layout 0");
+  }
 
   std::vector<std::string> names = split_list(spec.attrs.require_string("activations"));
   const auto per = static_cast<std::size_t>(activations_per_direction());
@@ -185,14 +190,19 @@ RecurrentLayer::RecurrentLayer(const LayerSpec& spec, Cell cell)
 }
 
 RecurrentLayer::Dims RecurrentLayer::dims(const std::vector<Shape>& inputs) const {
-  const std::size_t expected = 1 + (has_lengths_ ? 1 : 0) + (has_initial_ ? static_cast<std::size_t>(states()) : 0);
+  const std::size_t expected = 1 + (has_cont_ ? 1 : 0) + (has_lengths_ ? 1 : 0) +
+                               (has_initial_ ? static_cast<std::size_t>(states()) : 0);
   expect_inputs(inputs, expected, expected);
   const Shape& x = inputs[0];
   if (x.rank() != 3) fail_shape("X must have rank 3, got " + x.str());
   Dims d{layout_batch_first_ ? x[1] : x[0], layout_batch_first_ ? x[0] : x[1], x[2], hidden_, directions_,
          gates_per_cell()};
-  if (has_lengths_ && inputs[1] != Shape{d.batch}) {
-    fail_shape("sequence_lens must have shape [" + std::to_string(d.batch) + "], got " + inputs[1].str());
+  if (has_cont_ && inputs[1] != Shape{d.steps, d.batch}) {
+    fail_shape("cont must have shape " + Shape{d.steps, d.batch}.str() + ", got " + inputs[1].str());
+  }
+  if (has_lengths_ && inputs[static_cast<std::size_t>(lengths_input())] != Shape{d.batch}) {
+    fail_shape("sequence_lens must have shape [" + std::to_string(d.batch) + "], got " +
+               inputs[static_cast<std::size_t>(lengths_input())].str());
   }
   const Shape state = layout_batch_first_ ? Shape{d.batch, d.directions, d.hidden}
                                           : Shape{d.directions, d.batch, d.hidden};
@@ -267,7 +277,7 @@ void RecurrentLayer::run_forward(const std::vector<Tensor>& inputs, std::vector<
   }
   trace.lengths.assign(static_cast<std::size_t>(d.batch), d.steps);
   if (has_lengths_) {
-    const float* lengths = inputs[1].data<float>();
+    const float* lengths = inputs[static_cast<std::size_t>(lengths_input())].data<float>();
     for (std::int64_t b = 0; b < d.batch; ++b) {
       const float len = lengths[b];
       if (!(len >= 0 && len <= static_cast<float>(d.steps)) || len != std::floor(len)) {
@@ -276,6 +286,10 @@ void RecurrentLayer::run_forward(const std::vector<Tensor>& inputs, std::vector<
       }
       trace.lengths[static_cast<std::size_t>(b)] = static_cast<std::int64_t>(len);
     }
+  }
+  if (has_cont_) {
+    const float* cont = inputs[1].data<float>();
+    trace.cont.assign(cont, cont + d.steps * d.batch);
   }
   const auto dirs = static_cast<std::size_t>(d.directions);
   trace.pre.assign(dirs, {});
@@ -366,6 +380,17 @@ void RecurrentLayer::direction_forward(const Dims& d, int dir, const Trace& trac
   }
   const std::vector<std::int64_t>& len = trace.lengths;
   for (std::int64_t s = 0; s < T; ++s) {
+    if (has_cont_) {
+      // Caffe's cont: 0 starts a new sequence at this step (only the forward direction has one).
+      for (std::int64_t b = 0; b < N; ++b) {
+        if (s >= len[sz(b)]) continue;
+        const float keep_state = trace.cont[sz(s * N + b)];
+        for (std::int64_t j = 0; j < H; ++j) {
+          h[sz(b * H + j)] *= keep_state;
+          c[sz(b * H + j)] *= keep_state;
+        }
+      }
+    }
     gemm(false, true, N, recurrent_cols, H, 1.0f, h.data(), H, R, H, 0.0f, hr.data(), GH);
     if (cell_ == Cell::gru) {
       // Update and reset gates first: the candidate needs r.
@@ -635,6 +660,16 @@ void RecurrentLayer::direction_backward(const Dims& d, int dir, const Trace& tra
     if (dRb) {
       for (std::int64_t b = 0; b < N; ++b) {
         for (std::int64_t k = 0; k < GH; ++k) dRb[k] += dzr[sz(b * GH + k)];
+      }
+    }
+    if (has_cont_) {
+      for (std::int64_t b = 0; b < N; ++b) {
+        if (s >= len[sz(b)]) continue;
+        const float keep_state = trace.cont[sz(s * N + b)];
+        for (std::int64_t j = 0; j < H; ++j) {
+          dh_next[sz(b * H + j)] *= keep_state;
+          dc_next[sz(b * H + j)] *= keep_state;
+        }
       }
     }
     std::swap(dh, dh_next);

@@ -4,8 +4,10 @@
 // the input projections of all time steps as one product and one product per step for the recurrence.
 //
 // Tensors (layout 0; layout 1 swaps the first two axes of X, Y, the states and their outputs):
-//   inputs   X [T, N, I], then sequence_lens [N] when `sequence_lens` is set, then initial_h [D, N, H]
-//            (and initial_c [D, N, H] for LSTM) when `initial_state` is set
+//   inputs   X [T, N, I], then Caffe's cont [T, N] when `continuation` is set (forward, layout 0 only:
+//            the state is multiplied by cont[t, n] before step t, so 0 starts a new sequence), then
+//            sequence_lens [N] when `sequence_lens` is set, then initial_h [D, N, H] (and initial_c
+//            [D, N, H] for LSTM) when `initial_state` is set
 //   outputs  Y [T, D, N, H], Y_h [D, N, H], Y_c [D, N, H] (LSTM): any leading subset
 //   weights  W [D, G·H, I], R [D, G·H, H], B [D, 2·G·H] (when `bias`), P [D, 3·H] (LSTM with `peepholes`)
 // with D = 2 for `bidirectional` (forward first), G gates per cell in ONNX's order (LSTM i o f c, GRU
@@ -57,6 +59,7 @@ class RecurrentLayer : public Layer {
     Dims dims{};
     std::vector<float> x;                // X in layout 0, [T, N, I]
     std::vector<std::int64_t> lengths;   // per batch entry
+    std::vector<float> cont;             // [T, N] with `continuation`
     // Per direction, indexed by step s (not time) and batch entry: pre-activations [T, N, G·H] (before
     // clipping), the state before the step [T, N, H], the cell state before and after it (LSTM), and
     // H·Rhᵀ + Rbh (GRU with linear_before_reset).
@@ -68,7 +71,9 @@ class RecurrentLayer : public Layer {
   std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
   std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;
   std::int64_t macs(const std::vector<Shape>& inputs) const override;
-  bool differentiable_input(std::size_t input) const override { return !(has_lengths_ && input == 1); }
+  bool differentiable_input(std::size_t input) const override {
+    return static_cast<int>(input) != lengths_input() && static_cast<int>(input) != continuation_input();
+  }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
   void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
@@ -84,8 +89,9 @@ class RecurrentLayer : public Layer {
                     std::vector<Tensor>& weight_grads, RecurrentGemm gemm) const;
 
   // Indices of the optional inputs, or -1.
-  int lengths_input() const { return has_lengths_ ? 1 : -1; }
-  int initial_h_input() const { return has_initial_ ? (has_lengths_ ? 2 : 1) : -1; }
+  int continuation_input() const { return has_cont_ ? 1 : -1; }
+  int lengths_input() const { return has_lengths_ ? 1 + (has_cont_ ? 1 : 0) : -1; }
+  int initial_h_input() const { return has_initial_ ? 1 + (has_cont_ ? 1 : 0) + (has_lengths_ ? 1 : 0) : -1; }
   int initial_c_input() const { return has_initial_ && cell_ == Cell::lstm ? initial_h_input() + 1 : -1; }
   int states() const { return cell_ == Cell::lstm ? 2 : 1; }  // hidden (and cell) state outputs
 
@@ -113,7 +119,7 @@ class RecurrentLayer : public Layer {
   int directions_;
   bool reverse_only_;
   bool layout_batch_first_;
-  bool has_bias_, has_lengths_, has_initial_;
+  bool has_bias_, has_lengths_, has_initial_, has_cont_;
   bool input_forget_ = false, peepholes_ = false, linear_before_reset_ = false;
   float clip_ = 0;                       // 0: none
   std::vector<GateActivation> activations_;  // per direction: f, g, h (LSTM), f, g (GRU), f (RNN)

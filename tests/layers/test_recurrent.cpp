@@ -79,13 +79,22 @@ LayerCase make_case(Rng& rng, const std::string& type) {
   }
   c.input_shapes = {batch_first ? Shape{N, T, I} : Shape{T, N, I}};
   c.inputs.push_back(rng.values(static_cast<std::size_t>(T * N * I)));
+  if (direction == 0 && !batch_first && rng.coin()) {
+    // Caffe's cont: 0 (a new sequence) or 1, and sometimes a fraction, which scales the state.
+    c.spec.attrs.set("continuation", std::int64_t{1});
+    c.input_shapes.push_back(Shape{T, N});
+    Values cont;
+    for (std::int64_t i = 0; i < T * N; ++i) cont.push_back(rng.integer(0, 3) == 0 ? 0.0 : rng.coin() ? 1.0 : 0.5);
+    c.inputs.push_back(cont);
+    c.non_differentiable_inputs.push_back(1);
+  }
   if (rng.coin()) {
     c.spec.attrs.set("sequence_lens", std::int64_t{1});
     c.input_shapes.push_back(Shape{N});
     Values lengths;
     for (std::int64_t b = 0; b < N; ++b) lengths.push_back(rng.integer(0, 5) == 0 ? 0 : rng.integer(1, static_cast<int>(T)));
     c.inputs.push_back(lengths);
-    c.non_differentiable_inputs = {1};
+    c.non_differentiable_inputs.push_back(c.inputs.size() - 1);
   }
   const int states = type == "LSTM" ? 2 : 1;
   if (rng.coin()) {
@@ -150,13 +159,15 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in, con
   const double clip = c.spec.attrs.get_float("clip", 0);
   const bool has_lengths = c.spec.attrs.get_int("sequence_lens", 0) != 0;
   const bool has_initial = c.spec.attrs.get_int("initial_state", 0) != 0;
+  const bool has_cont = c.spec.attrs.get_int("continuation", 0) != 0;
+  const std::size_t lengths_at = has_cont ? 2 : 1;
   const std::vector<Act> acts = activations_of(c, static_cast<int>(D));
   const int F = functions_of(type);
   auto cl = [&](double z) { return has_clip ? std::clamp(z, -clip, clip) : z; };
   auto X = [&](std::int64_t t, std::int64_t b, std::int64_t i) {
     return in[0][static_cast<std::size_t>(batch_first ? (b * T + t) * I + i : (t * N + b) * I + i)];
   };
-  const std::size_t init_at = has_lengths ? 2 : 1;
+  const std::size_t init_at = 1 + (has_cont ? 1 : 0) + (has_lengths ? 1 : 0);
   auto state_at = [&](std::int64_t d, std::int64_t b, std::int64_t j) {
     return static_cast<std::size_t>(batch_first ? (b * D + d) * H + j : (d * N + b) * H + j);
   };
@@ -179,9 +190,14 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in, con
           if (type == "LSTM") cs[static_cast<std::size_t>(j)] = in[init_at + 1][state_at(d, b, j)];
         }
       }
-      const std::int64_t L = has_lengths ? static_cast<std::int64_t>(in[1][static_cast<std::size_t>(b)]) : T;
+      const std::int64_t L = has_lengths ? static_cast<std::int64_t>(in[lengths_at][static_cast<std::size_t>(b)]) : T;
       for (std::int64_t k = 0; k < L; ++k) {
         const std::int64_t t = reverse ? L - 1 - k : k;
+        if (has_cont) {
+          const double m = in[1][static_cast<std::size_t>(t * N + b)];
+          for (double& v : h) v *= m;
+          for (double& v : cs) v *= m;
+        }
         // x·Wᵀ + Wb and h·Rᵀ + Rb for every gate row.
         std::vector<double> xw(static_cast<std::size_t>(G * H)), hr(static_cast<std::size_t>(G * H));
         for (std::int64_t row = 0; row < G * H; ++row) {

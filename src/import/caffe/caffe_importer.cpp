@@ -164,6 +164,10 @@ void map_fillers(const caffe::LayerParameter& layer, Attributes& attrs) {
                            "weight_filler", attrs);
   } else if (type == "Bias") {
     if (layer.bias_param().has_filler()) map_filler(layer.bias_param().filler(), "weight_filler", attrs);
+  } else if (type == "Embed") {
+    const caffe::EmbedParameter& p = layer.embed_param();
+    if (p.has_weight_filler()) map_filler(p.weight_filler(), "weight_filler", attrs);
+    if (p.has_bias_filler()) map_filler(p.bias_filler(), "bias_filler", attrs);
   } else if (type == "Normalize") {
     // The SSD fork's Normalize scales by 1 unless told otherwise.
     map_filler_or_constant(layer.normalize_param().has_scale_filler(), layer.normalize_param().scale_filler(),
@@ -527,7 +531,7 @@ bool is_included(const caffe::LayerParameter& layer, const caffe::NetState& stat
 bool needs_weights(const caffe::LayerParameter& layer) {
   const std::string& type = layer.type();
   if (type == "Convolution" || type == "Deconvolution" || type == "InnerProduct" || type == "PReLU" ||
-      type == "BatchNorm" || type == "Normalize") {
+      type == "BatchNorm" || type == "Normalize" || type == "Embed") {
     return true;
   }
   // With a second input the scale or bias is that input, not a learned blob.
