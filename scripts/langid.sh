@@ -14,6 +14,8 @@ scripts/make_fortune_dataset.py "$OUT"
 for model in charcnn lstm; do
   "$ESPRESSO" train "examples/langid/${model}_solver.prototxt" "$@" 2>&1 | tee "$OUT/${model}_train.log"
   "$ESPRESSO" classify-text "examples/langid/${model}_deploy.prototxt" -w "$OUT/${model}_iter_1500.caffemodel" \
+      --vocab "$OUT/train_lmdb" --test "$OUT/test.tsv" | tee "$OUT/${model}_confusion.txt"
+  "$ESPRESSO" classify-text "examples/langid/${model}_deploy.prototxt" -w "$OUT/${model}_iter_1500.caffemodel" \
       --vocab "$OUT/train_lmdb" --top 1 \
       "The quick brown fox jumps over the lazy dog." "Der schnelle braune Fuchs springt über den faulen Hund." \
       "El rápido zorro marrón salta sobre el perro perezoso." "La volpe veloce salta sopra il cane pigro." \

@@ -23,6 +23,8 @@ packages=(
   libgtest-dev libcli11-dev libstb-dev nlohmann-json3-dev libxxhash-dev liblmdb-dev
   dataset-fashion-mnist libonnx-testdata python3-onnx
   pybind11-dev python3-dev python3-numpy python3-pytest
+  # fortunes in nine languages for the language-identification example (scripts/langid.sh, docs/sequence.md)
+  fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-cs fortunes-eo fortunes-ga
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()

@@ -7,7 +7,7 @@ const LayerSchema& GRULayer::schema() {
     LayerSchema s{
         .attributes = RecurrentLayer::common_attributes("Sigmoid,Tanh"),
         .weights = "W [D, 3H, I], R [D, 3H, H], B [D, 6H] (if bias)",
-        .notes = "ONNX GRU (gates z r h); inputs X [, sequence_lens] [, initial_h]; outputs Y, Y_h",
+        .notes = "ONNX GRU (gates z r h); inputs X [, cont] [, sequence_lens] [, initial_h]; outputs Y, Y_h",
     };
     s.attributes.push_back(flag("linear_before_reset", false));
     return s;

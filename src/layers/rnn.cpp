@@ -7,7 +7,7 @@ const LayerSchema& RNNLayer::schema() {
     LayerSchema s{
         .attributes = RecurrentLayer::common_attributes("Tanh"),
         .weights = "W [D, H, I], R [D, H, H], B [D, 2H] (if bias)",
-        .notes = "ONNX RNN; inputs X [, sequence_lens] [, initial_h]; outputs Y, Y_h",
+        .notes = "ONNX RNN; inputs X [, cont] [, sequence_lens] [, initial_h]; outputs Y, Y_h",
     };
 
     return s;

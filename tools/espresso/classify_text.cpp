@@ -22,6 +22,7 @@ struct ClassifyTextOptions {
   std::vector<std::string> texts;
   std::string vocabulary;  // an LMDB folder of convert-data --format text, or its vocab.txt
   std::string labels;
+  std::string test;  // a TSV of label<TAB>text lines to score
   int top = 3;
   int threads = 0;
 };
@@ -58,12 +59,55 @@ int run_classify_text(const ClassifyTextOptions& options) {
   const std::int64_t length = shape.numel();
   const std::string output = single_output(net, "classify-text");
   Tensor staging;
-  for (const std::string& text : options.texts) {
+  auto scores = [&](const std::string& text) {
     const std::vector<float> indices = vocabulary.encode(text, length);
     std::copy(indices.begin(), indices.end(), host_input(net, input, staging).data<float>());
     upload_input(net, input, staging);
     net.forward();
-    const Tensor result = host_output(net, output);
+    return host_output(net, output);
+  };
+  if (!options.test.empty()) {
+    // Accuracy and the confusion matrix (rows: true label, columns: predicted) over a labelled TSV.
+    if (labels.empty()) throw DataError("--test needs the labels (--labels, or labels.txt beside vocab.txt)");
+    std::ifstream in(options.test);
+    if (!in) throw FileError(options.test + ": cannot open");
+    const std::size_t classes = labels.size();
+    std::vector<std::vector<std::int64_t>> confusion(classes, std::vector<std::int64_t>(classes, 0));
+    std::int64_t total = 0, correct = 0;
+    int number = 0;
+    for (std::string line; std::getline(in, line);) {
+      ++number;
+      if (line.empty()) continue;
+      const std::size_t tab = line.find('\t');
+      const auto label = std::find(labels.begin(), labels.end(), line.substr(0, tab == std::string::npos ? 0 : tab));
+      if (tab == std::string::npos || label == labels.end()) {
+        throw DataError(options.test + ":" + std::to_string(number) + ": expected `label<TAB>text` with a known label");
+      }
+      const Tensor result = scores(line.substr(tab + 1));
+      if (static_cast<std::size_t>(result.numel()) != classes) {
+        throw DataError("there are " + std::to_string(classes) + " labels but the net's output '" + output + "' has " +
+                        std::to_string(result.numel()) + " values");
+      }
+      const auto predicted = static_cast<std::size_t>(argmax(result.data<float>(), result.numel()));
+      const auto truth = static_cast<std::size_t>(label - labels.begin());
+      ++confusion[truth][predicted];
+      ++total;
+      correct += predicted == truth ? 1 : 0;
+    }
+    std::printf("confusion matrix (rows: true, columns: predicted)\n%6s", "");
+    for (const std::string& l : labels) std::printf(" %6s", l.c_str());
+    std::printf("\n");
+    for (std::size_t r = 0; r < classes; ++r) {
+      std::printf("%6s", labels[r].c_str());
+      for (std::size_t c = 0; c < classes; ++c) std::printf(" %6lld", static_cast<long long>(confusion[r][c]));
+      std::printf("\n");
+    }
+    std::printf("accuracy: %.4f (%lld/%lld)\n", total ? static_cast<double>(correct) / static_cast<double>(total) : 0.0,
+                static_cast<long long>(correct), static_cast<long long>(total));
+    return 0;
+  }
+  for (const std::string& text : options.texts) {
+    const Tensor result = scores(text);
     const std::int64_t classes = result.numel();
     if (!labels.empty() && static_cast<std::int64_t>(labels.size()) != classes) {
       throw DataError("there are " + std::to_string(labels.size()) + " labels but the net's output '" + output +
@@ -96,7 +140,12 @@ Verb add_classify_text_verb(CLI::App& app) {
   CLI::App* command = app.add_subcommand("classify-text", "Print the top classes of texts");
   add_model_options(*command, options->model);
   add_device_option(*command, options->model);
-  command->add_option("texts", options->texts, "Texts (UTF-8), one argument each")->required();
+  CLI::Option* texts = command->add_option("texts", options->texts, "Texts (UTF-8), one argument each");
+  command->add_option("--test", options->test, "Score a TSV of label<TAB>text lines: accuracy and confusion matrix")
+      ->excludes(texts);
+  command->parse_complete_callback([options] {
+    if (options->texts.empty() && options->test.empty()) throw CLI::RequiredError("texts or --test");
+  });
   command->add_option("--vocab", options->vocabulary,
                       "The training LMDB of convert-data --format text (vocab.txt, labels.txt), or a vocab.txt")
       ->required();
