@@ -38,15 +38,18 @@ std::string prototxt(const std::string& type) {
   return "name: 'seq'\n"
          "input: 'x' input_shape { dim: 5 dim: 3 dim: 4 }\n"
          "input: 'cont' input_shape { dim: 5 dim: 3 }\n"
-         "layer { name: 'rec' type: '" + type + "' bottom: 'x' bottom: 'cont' top: 'h'\n"
+         "layer { name: 'rec' type: '" +
+         type +
+         "' bottom: 'x' bottom: 'cont' top: 'h'\n"
          "        recurrent_param { num_output: 3 } }\n";
 }
 
 // Runs the imported net on x and cont and returns h.
-std::vector<float> run(const std::string& type, const caffe::NetParameter& weights, const std::vector<float>& x,
-                       const std::vector<float>& cont) {
+std::vector<float> run(const std::string& type, const caffe::NetParameter& weights,
+                       const std::vector<float>& x, const std::vector<float>& cont) {
   const std::string bytes = weights.SerializeAsString();
-  Graph graph = load_caffe(prototxt(type), std::span(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
+  Graph graph =
+      load_caffe(prototxt(type), std::span(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
   Net net(graph);
   auto out = net.forward({{"x", Tensor::from(Shape{T, N, I}, x)}, {"cont", Tensor::from(Shape{T, N}, cont)}});
   EXPECT_EQ(out.at("h").shape(), (Shape{T, N, H}));
@@ -73,8 +76,11 @@ TEST(CaffeRecurrent, LstmFollowsCaffesEquations) {
       std::vector<double> gate(4 * H);
       for (int row = 0; row < 4 * H; ++row) {
         double sum = b[static_cast<std::size_t>(row)];
-        for (int i = 0; i < I; ++i) sum += w_x[static_cast<std::size_t>(row * I + i)] * x[static_cast<std::size_t>((t * N + n) * I + i)];
-        for (int j = 0; j < H; ++j) sum += w_h[static_cast<std::size_t>(row * H + j)] * keep * h[static_cast<std::size_t>(j)];
+        for (int i = 0; i < I; ++i)
+          sum +=
+              w_x[static_cast<std::size_t>(row * I + i)] * x[static_cast<std::size_t>((t * N + n) * I + i)];
+        for (int j = 0; j < H; ++j)
+          sum += w_h[static_cast<std::size_t>(row * H + j)] * keep * h[static_cast<std::size_t>(j)];
         gate[static_cast<std::size_t>(row)] = sum;
       }
       for (int j = 0; j < H; ++j) {
@@ -85,7 +91,8 @@ TEST(CaffeRecurrent, LstmFollowsCaffesEquations) {
       for (int j = 0; j < H; ++j) {
         const auto u = static_cast<std::size_t>(j);
         h[u] = sigmoid(gate[2 * static_cast<std::size_t>(H) + u]) * std::tanh(c[u]);
-        EXPECT_NEAR(got[static_cast<std::size_t>((t * N + n) * H + j)], h[u], 1e-5) << "t " << t << " n " << n;
+        EXPECT_NEAR(got[static_cast<std::size_t>((t * N + n) * H + j)], h[u], 1e-5)
+            << "t " << t << " n " << n;
       }
     }
   }
@@ -93,8 +100,9 @@ TEST(CaffeRecurrent, LstmFollowsCaffesEquations) {
 
 TEST(CaffeRecurrent, RnnFollowsCaffesEquations) {
   std::mt19937 rng(4);
-  const std::vector<float> w_x = random_values(H * I, rng), b_h = random_values(H, rng), w_h = random_values(H * H, rng),
-                           w_o = random_values(H * H, rng), b_o = random_values(H, rng), x = random_values(T * N * I, rng);
+  const std::vector<float> w_x = random_values(H * I, rng), b_h = random_values(H, rng),
+                           w_h = random_values(H * H, rng), w_o = random_values(H * H, rng),
+                           b_o = random_values(H, rng), x = random_values(T * N * I, rng);
   const std::vector<float> cont = {0, 0, 0, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1};
   caffe::NetParameter weights;
   caffe::LayerParameter& layer = *weights.add_layer();
@@ -113,15 +121,20 @@ TEST(CaffeRecurrent, RnnFollowsCaffesEquations) {
       std::vector<double> next(H);
       for (int row = 0; row < H; ++row) {
         double sum = b_h[static_cast<std::size_t>(row)];
-        for (int i = 0; i < I; ++i) sum += w_x[static_cast<std::size_t>(row * I + i)] * x[static_cast<std::size_t>((t * N + n) * I + i)];
-        for (int j = 0; j < H; ++j) sum += w_h[static_cast<std::size_t>(row * H + j)] * keep * h[static_cast<std::size_t>(j)];
+        for (int i = 0; i < I; ++i)
+          sum +=
+              w_x[static_cast<std::size_t>(row * I + i)] * x[static_cast<std::size_t>((t * N + n) * I + i)];
+        for (int j = 0; j < H; ++j)
+          sum += w_h[static_cast<std::size_t>(row * H + j)] * keep * h[static_cast<std::size_t>(j)];
         next[static_cast<std::size_t>(row)] = std::tanh(sum);
       }
       h = next;
       for (int row = 0; row < H; ++row) {
         double o = b_o[static_cast<std::size_t>(row)];
-        for (int j = 0; j < H; ++j) o += w_o[static_cast<std::size_t>(row * H + j)] * h[static_cast<std::size_t>(j)];
-        EXPECT_NEAR(got[static_cast<std::size_t>((t * N + n) * H + row)], std::tanh(o), 1e-5) << "t " << t << " n " << n;
+        for (int j = 0; j < H; ++j)
+          o += w_o[static_cast<std::size_t>(row * H + j)] * h[static_cast<std::size_t>(j)];
+        EXPECT_NEAR(got[static_cast<std::size_t>((t * N + n) * H + row)], std::tanh(o), 1e-5)
+            << "t " << t << " n " << n;
       }
     }
   }

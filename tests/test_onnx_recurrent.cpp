@@ -32,7 +32,8 @@ TEST(OnnxRecurrent, NodeTestsPass) {
   const OnnxConformanceReport report = run_onnx_conformance(dirs);
   ASSERT_EQ(report.results.size(), dirs.size());
   for (const OnnxTestResult& r : report.results) {
-    EXPECT_EQ(r.status, OnnxTestStatus::pass) << r.dir << ": " << r.detail << " (max error " << r.max_error << ")";
+    EXPECT_EQ(r.status, OnnxTestStatus::pass)
+        << r.dir << ": " << r.detail << " (max error " << r.max_error << ")";
   }
 }
 
@@ -52,7 +53,8 @@ TEST(OnnxRecurrent, MatchesPyTorch) {
   for (const OnnxTestResult& r : report.results) {
     EXPECT_EQ(r.status, OnnxTestStatus::pass) << r.dir << ": " << r.detail;
     EXPECT_LE(r.max_relative_error, 1e-5) << r.dir;
-    std::printf("%s: relative error %.3g\n", std::filesystem::path(r.dir).filename().c_str(), r.max_relative_error);
+    std::printf("%s: relative error %.3g\n", std::filesystem::path(r.dir).filename().c_str(),
+                r.max_relative_error);
   }
 }
 
@@ -79,7 +81,8 @@ onnx::ModelProto lstm_model(std::int64_t w_hidden, std::int64_t attr_hidden) {
   onnx::ValueInfoProto& x = *g.add_input();
   x.set_name("x");
   x.mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
-  for (std::int64_t d : {4, 2, 3}) x.mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(d);
+  for (std::int64_t d : {4, 2, 3})
+    x.mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(d);
   *g.add_initializer() = tensor("W", {1, 4 * w_hidden, 3}, 0.1f);
   *g.add_initializer() = tensor("R", {1, 4 * w_hidden, w_hidden}, 0.1f);
   onnx::NodeProto& node = *g.add_node();

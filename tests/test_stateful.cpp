@@ -19,7 +19,8 @@ Tensor random_tensor(const Shape& shape, std::mt19937& rng) {
   return Tensor::from(shape, v);
 }
 
-LayerSpec recurrent(const std::string& type, const std::string& name, int gates, int outputs, std::mt19937& rng) {
+LayerSpec recurrent(const std::string& type, const std::string& name, int gates, int outputs,
+                    std::mt19937& rng) {
   LayerSpec spec;
   spec.name = name;
   spec.type = type;
@@ -54,7 +55,8 @@ Tensor steps(const Tensor& x, std::int64_t begin, std::int64_t end) {
 
 void expect_near(const std::vector<float>& expected, const std::vector<float>& got, const std::string& what) {
   ASSERT_EQ(expected.size(), got.size()) << what;
-  for (std::size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(expected[i], got[i], 1e-5) << what << " at " << i;
+  for (std::size_t i = 0; i < expected.size(); ++i)
+    EXPECT_NEAR(expected[i], got[i], 1e-5) << what << " at " << i;
 }
 
 TEST(Stateful, ChunkByChunkEqualsTheWholeSequence) {

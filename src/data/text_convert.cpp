@@ -82,7 +82,11 @@ std::vector<char32_t> decode_utf8(const std::string& text) {
   std::vector<char32_t> out;
   for (std::size_t i = 0; i < text.size();) {
     const auto lead = static_cast<unsigned char>(text[i]);
-    const int extra = lead < 0x80 ? 0 : (lead >> 5) == 6 ? 1 : (lead >> 4) == 14 ? 2 : (lead >> 3) == 30 ? 3 : -1;
+    const int extra = lead < 0x80         ? 0
+                      : (lead >> 5) == 6  ? 1
+                      : (lead >> 4) == 14 ? 2
+                      : (lead >> 3) == 30 ? 3
+                                          : -1;
     if (extra < 0 || i + static_cast<std::size_t>(extra) >= text.size()) {
       throw DataError("malformed UTF-8 at byte " + std::to_string(i));
     }
@@ -104,7 +108,8 @@ CharVocabulary CharVocabulary::build(const std::vector<std::string>& texts, std:
     for (char32_t c : decode_utf8(t)) ++counts[c];
   }
   std::vector<std::pair<char32_t, std::int64_t>> ranked(counts.begin(), counts.end());
-  std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
   CharVocabulary v;
   for (const auto& [c, n] : ranked) {
     if (v.size() >= max_size) break;
@@ -120,7 +125,8 @@ CharVocabulary CharVocabulary::load(const std::string& path) {
     ++number;
     unsigned long cp = 0;
     if (line.rfind("U+", 0) != 0 || (cp = std::stoul(line.substr(2), nullptr, 16)) > 0x10FFFF) {
-      throw DataError(path + ":" + std::to_string(number) + ": expected a code point as U+XXXX, got '" + line + "'");
+      throw DataError(path + ":" + std::to_string(number) + ": expected a code point as U+XXXX, got '" +
+                      line + "'");
     }
     v.chars_.push_back(static_cast<char32_t>(cp));
   }

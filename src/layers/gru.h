@@ -1,4 +1,5 @@
-// ONNX's GRU: gates z, r, h; linear_before_reset applies the reset gate after Rh (recurrent.h has the tensors).
+// ONNX's GRU: gates z, r, h; linear_before_reset applies the reset gate after Rh (recurrent.h has the
+// tensors).
 #pragma once
 
 #include "layers/recurrent.h"

@@ -6,14 +6,15 @@
 
 namespace espresso {
 
-void naive_gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
-                std::int64_t ldc) {
+void naive_gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
+                float* c, std::int64_t ldc) {
   for (std::int64_t i = 0; i < m; ++i) {
     for (std::int64_t j = 0; j < n; ++j) {
       float sum = 0;
       for (std::int64_t p = 0; p < k; ++p) {
-        sum += (transpose_a ? a[p * lda + i] : a[i * lda + p]) * (transpose_b ? b[j * ldb + p] : b[p * ldb + j]);
+        sum +=
+            (transpose_a ? a[p * lda + i] : a[i * lda + p]) * (transpose_b ? b[j * ldb + p] : b[p * ldb + j]);
       }
       float& out = c[i * ldc + j];
       out = alpha * sum + (beta == 0 ? 0.0f : beta * out);
@@ -23,24 +24,36 @@ void naive_gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t
 
 float GateActivation::apply(float x) const {
   switch (kind) {
-    case Kind::relu: return x > 0 ? x : 0.0f;
-    case Kind::tanh: return std::tanh(x);
-    case Kind::sigmoid: return 1.0f / (1.0f + std::exp(-x));
-    case Kind::affine: return alpha * x + beta;
-    case Kind::leaky_relu: return x >= 0 ? x : alpha * x;
-    case Kind::thresholded_relu: return x > alpha ? x : 0.0f;
-    case Kind::scaled_tanh: return alpha * std::tanh(beta * x);
-    case Kind::hard_sigmoid: return std::max(0.0f, std::min(1.0f, alpha * x + beta));
-    case Kind::elu: return x >= 0 ? x : alpha * (std::exp(x) - 1.0f);
-    case Kind::softsign: return x / (1.0f + std::abs(x));
-    case Kind::softplus: return std::log1p(std::exp(-std::abs(x))) + std::max(x, 0.0f);
+    case Kind::relu:
+      return x > 0 ? x : 0.0f;
+    case Kind::tanh:
+      return std::tanh(x);
+    case Kind::sigmoid:
+      return 1.0f / (1.0f + std::exp(-x));
+    case Kind::affine:
+      return alpha * x + beta;
+    case Kind::leaky_relu:
+      return x >= 0 ? x : alpha * x;
+    case Kind::thresholded_relu:
+      return x > alpha ? x : 0.0f;
+    case Kind::scaled_tanh:
+      return alpha * std::tanh(beta * x);
+    case Kind::hard_sigmoid:
+      return std::max(0.0f, std::min(1.0f, alpha * x + beta));
+    case Kind::elu:
+      return x >= 0 ? x : alpha * (std::exp(x) - 1.0f);
+    case Kind::softsign:
+      return x / (1.0f + std::abs(x));
+    case Kind::softplus:
+      return std::log1p(std::exp(-std::abs(x))) + std::max(x, 0.0f);
   }
   return x;
 }
 
 float GateActivation::slope(float x) const {
   switch (kind) {
-    case Kind::relu: return x > 0 ? 1.0f : 0.0f;
+    case Kind::relu:
+      return x > 0 ? 1.0f : 0.0f;
     case Kind::tanh: {
       const float t = std::tanh(x);
       return 1.0f - t * t;
@@ -49,9 +62,12 @@ float GateActivation::slope(float x) const {
       const float s = 1.0f / (1.0f + std::exp(-x));
       return s * (1.0f - s);
     }
-    case Kind::affine: return alpha;
-    case Kind::leaky_relu: return x >= 0 ? 1.0f : alpha;
-    case Kind::thresholded_relu: return x > alpha ? 1.0f : 0.0f;
+    case Kind::affine:
+      return alpha;
+    case Kind::leaky_relu:
+      return x >= 0 ? 1.0f : alpha;
+    case Kind::thresholded_relu:
+      return x > alpha ? 1.0f : 0.0f;
     case Kind::scaled_tanh: {
       const float t = std::tanh(beta * x);
       return alpha * beta * (1.0f - t * t);
@@ -60,12 +76,14 @@ float GateActivation::slope(float x) const {
       const float v = alpha * x + beta;
       return v > 0 && v < 1 ? alpha : 0.0f;
     }
-    case Kind::elu: return x >= 0 ? 1.0f : alpha * std::exp(x);
+    case Kind::elu:
+      return x >= 0 ? 1.0f : alpha * std::exp(x);
     case Kind::softsign: {
       const float d = 1.0f + std::abs(x);
       return 1.0f / (d * d);
     }
-    case Kind::softplus: return 1.0f / (1.0f + std::exp(-x));
+    case Kind::softplus:
+      return 1.0f / (1.0f + std::exp(-x));
   }
   return 1.0f;
 }
@@ -112,7 +130,8 @@ std::vector<std::string> split_list(const std::string& text) {
 void swap_leading(const float* src, float* dst, std::int64_t a0, std::int64_t a1, std::int64_t inner) {
   for (std::int64_t i = 0; i < a0; ++i) {
     for (std::int64_t j = 0; j < a1; ++j) {
-      std::memcpy(dst + (j * a0 + i) * inner, src + (i * a1 + j) * inner, static_cast<std::size_t>(inner) * 4);
+      std::memcpy(dst + (j * a0 + i) * inner, src + (i * a1 + j) * inner,
+                  static_cast<std::size_t>(inner) * 4);
     }
   }
 }
@@ -126,7 +145,9 @@ std::vector<AttrSpec> RecurrentLayer::common_attributes(std::string_view default
        .type = AttrType::text,
        .fallback = std::string("forward"),
        .choices = {"forward", "reverse", "bidirectional"}},
-      {.name = "activations", .type = AttrType::text, .fallback = std::string(default_activations),
+      {.name = "activations",
+       .type = AttrType::text,
+       .fallback = std::string(default_activations),
        .default_text = "comma-separated, per direction"},
       {.name = "activation_alpha", .type = AttrType::numbers, .default_text = "each function's own"},
       {.name = "activation_beta", .type = AttrType::numbers, .default_text = "each function's own"},
@@ -183,7 +204,8 @@ RecurrentLayer::RecurrentLayer(const LayerSpec& spec, Cell cell)
     if (!found) fail_model("unknown activation function '" + name + "'");
     GateActivation act{found->kind, found->alpha, found->beta};
     // ONNX: the lists are consumed in the order of the functions, by those that take the value.
-    if (found->parameters >= 1 && next_alpha < alphas.size()) act.alpha = static_cast<float>(alphas[next_alpha++]);
+    if (found->parameters >= 1 && next_alpha < alphas.size())
+      act.alpha = static_cast<float>(alphas[next_alpha++]);
     if (found->parameters >= 2 && next_beta < betas.size()) act.beta = static_cast<float>(betas[next_beta++]);
     activations_.push_back(act);
   }
@@ -195,7 +217,11 @@ RecurrentLayer::Dims RecurrentLayer::dims(const std::vector<Shape>& inputs) cons
   expect_inputs(inputs, expected, expected);
   const Shape& x = inputs[0];
   if (x.rank() != 3) fail_shape("X must have rank 3, got " + x.str());
-  Dims d{layout_batch_first_ ? x[1] : x[0], layout_batch_first_ ? x[0] : x[1], x[2], hidden_, directions_,
+  Dims d{layout_batch_first_ ? x[1] : x[0],
+         layout_batch_first_ ? x[0] : x[1],
+         x[2],
+         hidden_,
+         directions_,
          gates_per_cell()};
   if (has_cont_ && inputs[1] != Shape{d.steps, d.batch}) {
     fail_shape("cont must have shape " + Shape{d.steps, d.batch}.str() + ", got " + inputs[1].str());
@@ -204,13 +230,13 @@ RecurrentLayer::Dims RecurrentLayer::dims(const std::vector<Shape>& inputs) cons
     fail_shape("sequence_lens must have shape [" + std::to_string(d.batch) + "], got " +
                inputs[static_cast<std::size_t>(lengths_input())].str());
   }
-  const Shape state = layout_batch_first_ ? Shape{d.batch, d.directions, d.hidden}
-                                          : Shape{d.directions, d.batch, d.hidden};
+  const Shape state =
+      layout_batch_first_ ? Shape{d.batch, d.directions, d.hidden} : Shape{d.directions, d.batch, d.hidden};
   for (int s = 0; has_initial_ && s < states(); ++s) {
     const Shape& given = inputs[static_cast<std::size_t>(initial_h_input() + s)];
     if (given != state) {
-      fail_shape(std::string(s == 0 ? "initial_h" : "initial_c") + " must have shape " + state.str() + ", got " +
-                 given.str() + " (hidden_size " + std::to_string(hidden_) + ")");
+      fail_shape(std::string(s == 0 ? "initial_h" : "initial_c") + " must have shape " + state.str() +
+                 ", got " + given.str() + " (hidden_size " + std::to_string(hidden_) + ")");
     }
   }
   return d;
@@ -261,7 +287,8 @@ void RecurrentLayer::backward(const std::vector<Tensor>& inputs, const std::vect
 }
 
 void RecurrentLayer::run_forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs,
-                                 RecurrentGemm gemm, Trace* keep, std::vector<std::vector<float>>* carry) const {
+                                 RecurrentGemm gemm, Trace* keep,
+                                 std::vector<std::vector<float>>* carry) const {
   std::vector<Shape> shapes;
   for (const Tensor& t : inputs) shapes.push_back(t.shape());
   const Dims d = dims(shapes);
@@ -409,7 +436,8 @@ void RecurrentLayer::direction_forward(const Dims& d, int dir, const Trace& trac
           }
         }
       }
-      if (gated_reset) gemm(false, true, N, H, H, 1.0f, reset_h.data(), H, R + 2 * H * H, H, 0.0f, hr_h.data(), H);
+      if (gated_reset)
+        gemm(false, true, N, H, H, 1.0f, reset_h.data(), H, R + 2 * H * H, H, 0.0f, hr_h.data(), H);
     }
     for (std::int64_t b = 0; b < N; ++b) {
       if (s >= len[sz(b)]) continue;
@@ -479,7 +507,8 @@ void RecurrentLayer::run_backward(const Trace& trace, const std::vector<Tensor>&
   const std::int64_t state_size = d.directions * d.batch * d.hidden;
 
   // Output gradients in layout 0; absent ones are zero.
-  std::vector<float> dy(sz(d.steps * state_size), 0.0f), dy_h(sz(state_size), 0.0f), dy_c(sz(state_size), 0.0f);
+  std::vector<float> dy(sz(d.steps * state_size), 0.0f), dy_h(sz(state_size), 0.0f),
+      dy_c(sz(state_size), 0.0f);
   if (!output_grads.empty() && output_grads[0].defined()) {
     if (layout_batch_first_) {
       swap_leading(output_grads[0].data<float>(), dy.data(), d.batch, d.steps * d.directions, d.hidden);
@@ -523,9 +552,9 @@ void RecurrentLayer::run_backward(const Trace& trace, const std::vector<Tensor>&
   }
 }
 
-void RecurrentLayer::direction_backward(const Dims& d, int dir, const Trace& trace,
-                                        const float* dy, const float* dy_h, const float* dy_c, float* dx,
-                                        float* dh0, float* dc0, std::vector<Tensor>& weight_grads,
+void RecurrentLayer::direction_backward(const Dims& d, int dir, const Trace& trace, const float* dy,
+                                        const float* dy_h, const float* dy_c, float* dx, float* dh0,
+                                        float* dc0, std::vector<Tensor>& weight_grads,
                                         RecurrentGemm gemm) const {
   const std::int64_t T = d.steps, N = d.batch, I = d.input, H = d.hidden, GH = d.gates * d.hidden;
   const auto sz = [](std::int64_t n) { return static_cast<std::size_t>(n); };
@@ -546,7 +575,7 @@ void RecurrentLayer::direction_backward(const Dims& d, int dir, const Trace& tra
   const std::vector<std::int64_t>& len = trace.lengths;
 
   std::vector<float> dzx(sz(T * N * GH), 0.0f);  // by time: d loss / d pre-activation, input side
-  std::vector<float> dzr(sz(N * GH));             // this step: recurrent side
+  std::vector<float> dzr(sz(N * GH));            // this step: recurrent side
   std::vector<float> dh(dy_h + dir * N * H, dy_h + (dir + 1) * N * H);
   std::vector<float> dc(dy_c + dir * N * H, dy_c + (dir + 1) * N * H);
   std::vector<float> dh_next(sz(N * H)), dc_next(sz(N * H));
@@ -585,7 +614,8 @@ void RecurrentLayer::direction_backward(const Dims& d, int dir, const Trace& tra
           const float g = act[1].apply(clipped(zc));
           const float o = act[0].apply(clipped(zo));
           const float dzo = dhb[j] * act[2].apply(cell) * (passes(zo) ? act[0].slope(clipped(zo)) : 0.0f);
-          const float dcell = dc[sz(b * H + j)] + dhb[j] * o * act[2].slope(cell) + (P ? dzo * P[H + j] : 0.0f);
+          const float dcell =
+              dc[sz(b * H + j)] + dhb[j] * o * act[2].slope(cell) + (P ? dzo * P[H + j] : 0.0f);
           const float df = dcell * cp;
           float di = dcell * g;
           float dzf = 0;

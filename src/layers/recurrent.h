@@ -26,19 +26,30 @@
 namespace espresso {
 
 // c = alpha · op(a) · op(b) + beta · c, row-major (OpenBLAS's cblas_sgemm contract).
-using RecurrentGemm = void (*)(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k,
-                               float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
-                               float beta, float* c, std::int64_t ldc);
+using RecurrentGemm = void (*)(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n,
+                               std::int64_t k, float alpha, const float* a, std::int64_t lda, const float* b,
+                               std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 
 // The plain triple loop, for the reference kernels.
-void naive_gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
-                std::int64_t ldc);
+void naive_gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
+                float* c, std::int64_t ldc);
 
 // One of ONNX's recurrent activation functions with its alpha and beta.
 struct GateActivation {
-  enum class Kind { relu, tanh, sigmoid, affine, leaky_relu, thresholded_relu, scaled_tanh, hard_sigmoid, elu,
-                    softsign, softplus };
+  enum class Kind {
+    relu,
+    tanh,
+    sigmoid,
+    affine,
+    leaky_relu,
+    thresholded_relu,
+    scaled_tanh,
+    hard_sigmoid,
+    elu,
+    softsign,
+    softplus
+  };
   Kind kind = Kind::sigmoid;
   float alpha = 0, beta = 0;
   float apply(float x) const;
@@ -57,9 +68,9 @@ class RecurrentLayer : public Layer {
   // forward and backward, recomputed by the reference backward.
   struct Trace {
     Dims dims{};
-    std::vector<float> x;                // X in layout 0, [T, N, I]
-    std::vector<std::int64_t> lengths;   // per batch entry
-    std::vector<float> cont;             // [T, N] with `continuation`
+    std::vector<float> x;               // X in layout 0, [T, N, I]
+    std::vector<std::int64_t> lengths;  // per batch entry
+    std::vector<float> cont;            // [T, N] with `continuation`
     // Per direction, indexed by step s (not time) and batch entry: pre-activations [T, N, G·H] (before
     // clipping), the state before the step [T, N, H], the cell state before and after it (LSTM), and
     // H·Rhᵀ + Rbh (GRU with linear_before_reset).
@@ -85,8 +96,9 @@ class RecurrentLayer : public Layer {
   // the initial-state inputs, and leaves its final states there.
   void run_forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs, RecurrentGemm gemm,
                    Trace* trace, std::vector<std::vector<float>>* carry = nullptr) const;
-  void run_backward(const Trace& trace, const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
-                    std::vector<Tensor>& weight_grads, RecurrentGemm gemm) const;
+  void run_backward(const Trace& trace, const std::vector<Tensor>& output_grads,
+                    std::vector<Tensor>& input_grads, std::vector<Tensor>& weight_grads,
+                    RecurrentGemm gemm) const;
 
   // Indices of the optional inputs, or -1.
   int continuation_input() const { return has_cont_ ? 1 : -1; }
@@ -109,8 +121,8 @@ class RecurrentLayer : public Layer {
                          const std::vector<std::vector<float>>* start) const;
   // dy, dy_h, dy_c: the output gradients in layout 0.
   void direction_backward(const Dims& d, int dir, const Trace& trace, const float* dy, const float* dy_h,
-                          const float* dy_c, float* dx, float* dh0, float* dc0, std::vector<Tensor>& weight_grads,
-                          RecurrentGemm gemm) const;
+                          const float* dy_c, float* dx, float* dh0, float* dc0,
+                          std::vector<Tensor>& weight_grads, RecurrentGemm gemm) const;
   float clipped(float z) const { return clip_ > 0 ? std::min(std::max(z, -clip_), clip_) : z; }
   bool passes(float z) const { return clip_ <= 0 || (z >= -clip_ && z <= clip_); }
 
@@ -121,7 +133,7 @@ class RecurrentLayer : public Layer {
   bool layout_batch_first_;
   bool has_bias_, has_lengths_, has_initial_, has_cont_;
   bool input_forget_ = false, peepholes_ = false, linear_before_reset_ = false;
-  float clip_ = 0;                       // 0: none
+  float clip_ = 0;                           // 0: none
   std::vector<GateActivation> activations_;  // per direction: f, g, h (LSTM), f, g (GRU), f (RNN)
 };
 

@@ -17,7 +17,8 @@ LayerCase make_case(Rng& rng) {
   for (int a = rng.integer(1, 3); a > 0; --a) dims.push_back(rng.integer(1, 6));
   c.input_shapes = {Shape(dims)};
   Values indices;
-  for (std::int64_t i = 0; i < c.input_shapes[0].numel(); ++i) indices.push_back(rng.integer(0, input_dim - 1));
+  for (std::int64_t i = 0; i < c.input_shapes[0].numel(); ++i)
+    indices.push_back(rng.integer(0, input_dim - 1));
   c.inputs = {indices};
   c.non_differentiable_inputs = {0};
   return c;
@@ -37,7 +38,9 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in, con
 
 }  // namespace
 
-TEST(Layers, Embed) { run_layer_test({.make_case = make_case, .naive = naive, .cases = 30, .gradient_cases = 20}); }
+TEST(Layers, Embed) {
+  run_layer_test({.make_case = make_case, .naive = naive, .cases = 30, .gradient_cases = 20});
+}
 
 TEST(Layers, EmbedRejectsValuesOutsideTheTable) {
   LayerSpec spec;

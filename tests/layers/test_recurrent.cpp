@@ -39,12 +39,15 @@ int functions_of(const std::string& type) { return type == "LSTM" ? 3 : type == 
 LayerCase make_case(Rng& rng, const std::string& type) {
   LayerCase c;
   c.spec.type = type;
-  const std::int64_t T = rng.integer(1, 5), N = rng.integer(1, 3), I = rng.integer(1, 5), H = rng.integer(1, 4);
+  const std::int64_t T = rng.integer(1, 5), N = rng.integer(1, 3), I = rng.integer(1, 5),
+                     H = rng.integer(1, 4);
   c.spec.attrs.set("hidden_size", H);
   const int direction = rng.integer(0, 2);
   const std::int64_t D = direction == 2 ? 2 : 1;
   if (direction != 0 || rng.coin()) {
-    c.spec.attrs.set("direction", std::string(direction == 0 ? "forward" : direction == 1 ? "reverse" : "bidirectional"));
+    c.spec.attrs.set("direction", std::string(direction == 0   ? "forward"
+                                              : direction == 1 ? "reverse"
+                                                               : "bidirectional"));
   }
   const bool batch_first = rng.coin();
   if (batch_first || rng.coin()) c.spec.attrs.set("layout", std::int64_t{batch_first ? 1 : 0});
@@ -57,8 +60,8 @@ LayerCase make_case(Rng& rng, const std::string& type) {
   if (type == "GRU" && rng.coin()) c.spec.attrs.set("linear_before_reset", std::int64_t{1});
   if (rng.integer(0, 2) == 0) {
     // Other functions, with alpha and beta where they take them.
-    static const char* names[] = {"Sigmoid", "Tanh", "Relu", "Affine", "LeakyRelu", "ScaledTanh",
-                                  "HardSigmoid", "Elu", "Softsign", "Softplus"};
+    static const char* names[] = {"Sigmoid",    "Tanh",        "Relu", "Affine",   "LeakyRelu",
+                                  "ScaledTanh", "HardSigmoid", "Elu",  "Softsign", "Softplus"};
     std::string list;
     std::vector<double> alphas, betas;
     for (int k = 0; k < functions_of(type) * D; ++k) {
@@ -71,7 +74,8 @@ LayerCase make_case(Rng& rng, const std::string& type) {
           name == "Elu") {
         alphas.push_back(rng.uniform(0.1, 1.0));
       }
-      if (name == "Affine" || name == "ScaledTanh" || name == "HardSigmoid") betas.push_back(rng.uniform(0.1, 0.6));
+      if (name == "Affine" || name == "ScaledTanh" || name == "HardSigmoid")
+        betas.push_back(rng.uniform(0.1, 0.6));
     }
     c.spec.attrs.set("activations", list);
     if (!alphas.empty()) c.spec.attrs.set("activation_alpha", alphas);
@@ -84,7 +88,8 @@ LayerCase make_case(Rng& rng, const std::string& type) {
     c.spec.attrs.set("continuation", std::int64_t{1});
     c.input_shapes.push_back(Shape{T, N});
     Values cont;
-    for (std::int64_t i = 0; i < T * N; ++i) cont.push_back(rng.integer(0, 3) == 0 ? 0.0 : rng.coin() ? 1.0 : 0.5);
+    for (std::int64_t i = 0; i < T * N; ++i)
+      cont.push_back(rng.integer(0, 3) == 0 ? 0.0 : rng.coin() ? 1.0 : 0.5);
     c.inputs.push_back(cont);
     c.non_differentiable_inputs.push_back(1);
   }
@@ -92,7 +97,8 @@ LayerCase make_case(Rng& rng, const std::string& type) {
     c.spec.attrs.set("sequence_lens", std::int64_t{1});
     c.input_shapes.push_back(Shape{N});
     Values lengths;
-    for (std::int64_t b = 0; b < N; ++b) lengths.push_back(rng.integer(0, 5) == 0 ? 0 : rng.integer(1, static_cast<int>(T)));
+    for (std::int64_t b = 0; b < N; ++b)
+      lengths.push_back(rng.integer(0, 5) == 0 ? 0 : rng.integer(1, static_cast<int>(T)));
     c.inputs.push_back(lengths);
     c.non_differentiable_inputs.push_back(c.inputs.size() - 1);
   }
@@ -111,8 +117,9 @@ LayerCase make_case(Rng& rng, const std::string& type) {
 
 std::vector<Act> activations_of(const LayerCase& c, int directions) {
   const std::string& type = c.spec.type;
-  std::string list = c.spec.attrs.get_string("activations", type == "LSTM" ? "Sigmoid,Tanh,Tanh"
-                                                                       : type == "GRU" ? "Sigmoid,Tanh" : "Tanh");
+  std::string list = c.spec.attrs.get_string("activations", type == "LSTM"  ? "Sigmoid,Tanh,Tanh"
+                                                            : type == "GRU" ? "Sigmoid,Tanh"
+                                                                            : "Tanh");
   std::vector<Act> acts;
   std::string word;
   for (char ch : list + ",") {
@@ -132,7 +139,8 @@ std::vector<Act> activations_of(const LayerCase& c, int directions) {
   std::size_t a = 0, b = 0;
   for (Act& act : acts) {
     const std::string& n = act.name;
-    const bool takes_alpha = n == "Affine" || n == "LeakyRelu" || n == "ScaledTanh" || n == "HardSigmoid" || n == "Elu";
+    const bool takes_alpha =
+        n == "Affine" || n == "LeakyRelu" || n == "ScaledTanh" || n == "HardSigmoid" || n == "Elu";
     const bool takes_beta = n == "Affine" || n == "ScaledTanh" || n == "HardSigmoid";
     act.alpha = n == "LeakyRelu" ? 0.01 : n == "HardSigmoid" ? 0.2 : 1.0;
     act.beta = n == "HardSigmoid" ? 0.5 : n == "Affine" ? 0.0 : 1.0;
@@ -177,11 +185,21 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in, con
   for (std::int64_t d = 0; d < D; ++d) {
     const bool reverse = d == 1 || direction == "reverse";
     const Act* f = &acts[static_cast<std::size_t>(d * F)];
-    auto Wm = [&](std::int64_t row, std::int64_t i) { return w[0][static_cast<std::size_t>((d * G * H + row) * I + i)]; };
-    auto Rm = [&](std::int64_t row, std::int64_t j) { return w[1][static_cast<std::size_t>((d * G * H + row) * H + j)]; };
-    auto Wb = [&](std::int64_t row) { return bias ? w[2][static_cast<std::size_t>(d * 2 * G * H + row)] : 0.0; };
-    auto Rb = [&](std::int64_t row) { return bias ? w[2][static_cast<std::size_t>(d * 2 * G * H + G * H + row)] : 0.0; };
-    auto Pm = [&](std::int64_t row) { return peep ? w[bias ? 3 : 2][static_cast<std::size_t>(d * 3 * H + row)] : 0.0; };
+    auto Wm = [&](std::int64_t row, std::int64_t i) {
+      return w[0][static_cast<std::size_t>((d * G * H + row) * I + i)];
+    };
+    auto Rm = [&](std::int64_t row, std::int64_t j) {
+      return w[1][static_cast<std::size_t>((d * G * H + row) * H + j)];
+    };
+    auto Wb = [&](std::int64_t row) {
+      return bias ? w[2][static_cast<std::size_t>(d * 2 * G * H + row)] : 0.0;
+    };
+    auto Rb = [&](std::int64_t row) {
+      return bias ? w[2][static_cast<std::size_t>(d * 2 * G * H + G * H + row)] : 0.0;
+    };
+    auto Pm = [&](std::int64_t row) {
+      return peep ? w[bias ? 3 : 2][static_cast<std::size_t>(d * 3 * H + row)] : 0.0;
+    };
     for (std::int64_t b = 0; b < N; ++b) {
       std::vector<double> h(static_cast<std::size_t>(H), 0.0), cs(static_cast<std::size_t>(H), 0.0);
       if (has_initial) {
@@ -190,7 +208,8 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in, con
           if (type == "LSTM") cs[static_cast<std::size_t>(j)] = in[init_at + 1][state_at(d, b, j)];
         }
       }
-      const std::int64_t L = has_lengths ? static_cast<std::int64_t>(in[lengths_at][static_cast<std::size_t>(b)]) : T;
+      const std::int64_t L =
+          has_lengths ? static_cast<std::int64_t>(in[lengths_at][static_cast<std::size_t>(b)]) : T;
       for (std::int64_t k = 0; k < L; ++k) {
         const std::int64_t t = reverse ? L - 1 - k : k;
         if (has_cont) {
@@ -210,7 +229,9 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in, con
         std::vector<double> next(static_cast<std::size_t>(H)), next_c(static_cast<std::size_t>(H));
         for (std::int64_t j = 0; j < H; ++j) {
           const auto u = static_cast<std::size_t>(j);
-          auto gate = [&](int g) { return xw[static_cast<std::size_t>(g * H + j)] + hr[static_cast<std::size_t>(g * H + j)]; };
+          auto gate = [&](int g) {
+            return xw[static_cast<std::size_t>(g * H + j)] + hr[static_cast<std::size_t>(g * H + j)];
+          };
           if (type == "LSTM") {
             const double i = f[0](cl(gate(0) + Pm(j) * cs[u]));
             const double fg = input_forget ? 1 - i : f[0](cl(gate(2) + Pm(2 * H + j) * cs[u]));
@@ -228,7 +249,8 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in, con
               double sum = Rb(2 * H + j);
               for (std::int64_t m = 0; m < H; ++m) {
                 const auto um = static_cast<std::size_t>(m);
-                const double rm = f[0](cl(xw[static_cast<std::size_t>(H) + um] + hr[static_cast<std::size_t>(H) + um]));
+                const double rm =
+                    f[0](cl(xw[static_cast<std::size_t>(H) + um] + hr[static_cast<std::size_t>(H) + um]));
                 sum += rm * h[static_cast<std::size_t>(m)] * Rm(2 * H + j, m);
               }
               pre = xw[static_cast<std::size_t>(2 * H + j)] + sum;
@@ -241,7 +263,8 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in, con
         }
         h = next;
         if (type == "LSTM") cs = next_c;
-        for (std::int64_t j = 0; j < H; ++j) y[static_cast<std::size_t>(((t * D + d) * N + b) * H + j)] = h[static_cast<std::size_t>(j)];
+        for (std::int64_t j = 0; j < H; ++j)
+          y[static_cast<std::size_t>(((t * D + d) * N + b) * H + j)] = h[static_cast<std::size_t>(j)];
       }
       for (std::int64_t j = 0; j < H; ++j) {
         yh[static_cast<std::size_t>((d * N + b) * H + j)] = h[static_cast<std::size_t>(j)];
@@ -256,12 +279,15 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in, con
       for (std::int64_t d = 0; d < D; ++d)
         for (std::int64_t b = 0; b < N; ++b)
           for (std::int64_t j = 0; j < H; ++j)
-            y1[static_cast<std::size_t>(((b * T + t) * D + d) * H + j)] = y[static_cast<std::size_t>(((t * D + d) * N + b) * H + j)];
+            y1[static_cast<std::size_t>(((b * T + t) * D + d) * H + j)] =
+                y[static_cast<std::size_t>(((t * D + d) * N + b) * H + j)];
     for (std::int64_t d = 0; d < D; ++d)
       for (std::int64_t b = 0; b < N; ++b)
         for (std::int64_t j = 0; j < H; ++j) {
-          yh1[static_cast<std::size_t>((b * D + d) * H + j)] = yh[static_cast<std::size_t>((d * N + b) * H + j)];
-          yc1[static_cast<std::size_t>((b * D + d) * H + j)] = yc[static_cast<std::size_t>((d * N + b) * H + j)];
+          yh1[static_cast<std::size_t>((b * D + d) * H + j)] =
+              yh[static_cast<std::size_t>((d * N + b) * H + j)];
+          yc1[static_cast<std::size_t>((b * D + d) * H + j)] =
+              yc[static_cast<std::size_t>((d * N + b) * H + j)];
         }
     y = y1;
     yh = yh1;
@@ -297,7 +323,8 @@ TEST(Layers, RecurrentRejectsBadInputs) {
   spec.attrs.set("sequence_lens", std::int64_t{1});
   auto layer = create_layer(spec);
   EXPECT_THROW(layer->output_shapes({Shape{4, 2, 5}, Shape{3}}), ShapeError);
-  for (const Shape& s : layer->weight_shapes({Shape{4, 2, 5}, Shape{2}})) spec.weights.push_back(Tensor::zeros(s));
+  for (const Shape& s : layer->weight_shapes({Shape{4, 2, 5}, Shape{2}}))
+    spec.weights.push_back(Tensor::zeros(s));
   layer = create_layer(spec);
   std::vector<Tensor> in{Tensor::zeros(Shape{4, 2, 5}), Tensor::from(Shape{2}, {2.0f, 7.0f})};
   std::vector<Tensor> out{Tensor::zeros(Shape{4, 1, 2, 3})};

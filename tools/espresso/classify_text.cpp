@@ -41,8 +41,8 @@ int run_classify_text(const ClassifyTextOptions& options) {
   namespace fs = std::filesystem;
   apply_threads(options.threads);
   const bool folder = fs::is_directory(options.vocabulary);
-  const data::CharVocabulary vocabulary =
-      data::CharVocabulary::load(folder ? (fs::path(options.vocabulary) / "vocab.txt").string() : options.vocabulary);
+  const data::CharVocabulary vocabulary = data::CharVocabulary::load(
+      folder ? (fs::path(options.vocabulary) / "vocab.txt").string() : options.vocabulary);
   std::vector<std::string> labels;
   if (!options.labels.empty()) {
     labels = read_lines(options.labels);
@@ -53,7 +53,8 @@ int run_classify_text(const ClassifyTextOptions& options) {
   if (net.input_names().size() != 1) throw UnsupportedError("classify-text needs a net with one input");
   const std::string input = net.input_names()[0];
   Shape shape = net.input_shape(input);
-  if (shape.rank() < 2) throw UnsupportedError("classify-text: input '" + input + "' has no batch axis: " + shape.str());
+  if (shape.rank() < 2)
+    throw UnsupportedError("classify-text: input '" + input + "' has no batch axis: " + shape.str());
   shape[0] = 1;
   net.reshape(input, shape);
   const std::int64_t length = shape.numel();
@@ -79,14 +80,16 @@ int run_classify_text(const ClassifyTextOptions& options) {
       ++number;
       if (line.empty()) continue;
       const std::size_t tab = line.find('\t');
-      const auto label = std::find(labels.begin(), labels.end(), line.substr(0, tab == std::string::npos ? 0 : tab));
+      const auto label =
+          std::find(labels.begin(), labels.end(), line.substr(0, tab == std::string::npos ? 0 : tab));
       if (tab == std::string::npos || label == labels.end()) {
-        throw DataError(options.test + ":" + std::to_string(number) + ": expected `label<TAB>text` with a known label");
+        throw DataError(options.test + ":" + std::to_string(number) +
+                        ": expected `label<TAB>text` with a known label");
       }
       const Tensor result = scores(line.substr(tab + 1));
       if (static_cast<std::size_t>(result.numel()) != classes) {
-        throw DataError("there are " + std::to_string(classes) + " labels but the net's output '" + output + "' has " +
-                        std::to_string(result.numel()) + " values");
+        throw DataError("there are " + std::to_string(classes) + " labels but the net's output '" + output +
+                        "' has " + std::to_string(result.numel()) + " values");
       }
       const auto predicted = static_cast<std::size_t>(argmax(result.data<float>(), result.numel()));
       const auto truth = static_cast<std::size_t>(label - labels.begin());
@@ -99,10 +102,12 @@ int run_classify_text(const ClassifyTextOptions& options) {
     std::printf("\n");
     for (std::size_t r = 0; r < classes; ++r) {
       std::printf("%6s", labels[r].c_str());
-      for (std::size_t c = 0; c < classes; ++c) std::printf(" %6lld", static_cast<long long>(confusion[r][c]));
+      for (std::size_t c = 0; c < classes; ++c)
+        std::printf(" %6lld", static_cast<long long>(confusion[r][c]));
       std::printf("\n");
     }
-    std::printf("accuracy: %.4f (%lld/%lld)\n", total ? static_cast<double>(correct) / static_cast<double>(total) : 0.0,
+    std::printf("accuracy: %.4f (%lld/%lld)\n",
+                total ? static_cast<double>(correct) / static_cast<double>(total) : 0.0,
                 static_cast<long long>(correct), static_cast<long long>(total));
     return 0;
   }
@@ -110,8 +115,8 @@ int run_classify_text(const ClassifyTextOptions& options) {
     const Tensor result = scores(text);
     const std::int64_t classes = result.numel();
     if (!labels.empty() && static_cast<std::int64_t>(labels.size()) != classes) {
-      throw DataError("there are " + std::to_string(labels.size()) + " labels but the net's output '" + output +
-                      "' has " + std::to_string(classes) + " values");
+      throw DataError("there are " + std::to_string(labels.size()) + " labels but the net's output '" +
+                      output + "' has " + std::to_string(classes) + " values");
     }
     const float* values = result.data<float>();
     std::vector<std::int64_t> order(static_cast<std::size_t>(classes));
@@ -141,15 +146,19 @@ Verb add_classify_text_verb(CLI::App& app) {
   add_model_options(*command, options->model);
   add_device_option(*command, options->model);
   CLI::Option* texts = command->add_option("texts", options->texts, "Texts (UTF-8), one argument each");
-  command->add_option("--test", options->test, "Score a TSV of label<TAB>text lines: accuracy and confusion matrix")
+  command
+      ->add_option("--test", options->test,
+                   "Score a TSV of label<TAB>text lines: accuracy and confusion matrix")
       ->excludes(texts);
   command->parse_complete_callback([options] {
     if (options->texts.empty() && options->test.empty()) throw CLI::RequiredError("texts or --test");
   });
-  command->add_option("--vocab", options->vocabulary,
-                      "The training LMDB of convert-data --format text (vocab.txt, labels.txt), or a vocab.txt")
+  command
+      ->add_option("--vocab", options->vocabulary,
+                   "The training LMDB of convert-data --format text (vocab.txt, labels.txt), or a vocab.txt")
       ->required();
-  command->add_option("--labels", options->labels, "Class names, one per line (default: the LMDB's labels.txt)");
+  command->add_option("--labels", options->labels,
+                      "Class names, one per line (default: the LMDB's labels.txt)");
   command->add_option("-k,--top", options->top, "How many classes to show per text")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
