@@ -140,6 +140,41 @@ TEST(CaffeRecurrent, RnnFollowsCaffesEquations) {
   }
 }
 
+// Snapshots espresso writes hold its own blob layouts (W [1, H, I], R, B [1, 2H]) and the RNN's output
+// layer as "<name>/output"; they load back to the same net.
+TEST(CaffeRecurrent, EspressoSnapshotsOfCaffeLayersLoadBack) {
+  std::mt19937 rng(5);
+  const std::vector<float> w_x = random_values(H * I, rng), b_h = random_values(H, rng), w_h = random_values(H * H, rng),
+                           w_o = random_values(H * H, rng), b_o = random_values(H, rng), x = random_values(T * N * I, rng);
+  const std::vector<float> cont = {0, 0, 0, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1};
+  caffe::NetParameter caffe_layout;
+  caffe::LayerParameter& layer = *caffe_layout.add_layer();
+  layer.set_name("rec");
+  layer.set_type("RNN");
+  add_blob(layer, {H, I}, w_x);
+  add_blob(layer, {H}, b_h);
+  add_blob(layer, {H, H}, w_h);
+  add_blob(layer, {H, H}, w_o);
+  add_blob(layer, {H}, b_o);
+  caffe::NetParameter espresso_layout;
+  caffe::LayerParameter& rnn = *espresso_layout.add_layer();
+  rnn.set_name("rec");
+  rnn.set_type("RNN");
+  std::vector<float> bias(b_h);
+  bias.resize(2 * H, 0.0f);
+  add_blob(rnn, {1, H, I}, w_x);
+  add_blob(rnn, {1, H, H}, w_h);
+  add_blob(rnn, {1, 2 * H}, bias);
+  caffe::LayerParameter& output = *espresso_layout.add_layer();
+  output.set_name("rec/output");
+  output.set_type("InnerProduct");
+  add_blob(output, {H, H}, w_o);
+  add_blob(output, {H}, b_o);
+  const std::vector<float> expected = run("RNN", caffe_layout, x, cont), got = run("RNN", espresso_layout, x, cont);
+  ASSERT_EQ(expected.size(), got.size());
+  for (std::size_t i = 0; i < got.size(); ++i) EXPECT_FLOAT_EQ(expected[i], got[i]) << i;
+}
+
 TEST(CaffeRecurrent, BadParametersNameTheLayer) {
   try {
     load_caffe(std::string_view("input: 'x' input_shape { dim: 5 dim: 3 dim: 4 }\n"

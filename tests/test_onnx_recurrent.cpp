@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <span>
 
 #include "espresso/espresso.h"
@@ -129,6 +130,95 @@ TEST(OnnxRecurrent, InconsistentModelsNameTheNode) {
   node.add_input("");  // no B
   node.add_input("lens");
   expect_model_error(lengths, "sequence_lens[1] is 9, past the input's 4 steps");
+}
+
+}  // namespace
+}  // namespace espresso
+
+namespace espresso {
+namespace {
+
+Tensor random_tensor(const Shape& shape, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(static_cast<std::size_t>(shape.numel()));
+  for (float& x : v) x = u(rng);
+  return Tensor::from(shape, v);
+}
+
+// Export and re-import reproduce the layers: every attribute and optional input survives the trip.
+TEST(OnnxRecurrent, ExportRoundTrip) {
+  Graph g;
+  g.name = "recurrent_export";
+  g.inputs = {{"x", Shape{5, 2, 3}},
+              {"lens", Shape{2}},
+              {"h0", Shape{2, 2, 4}},
+              {"c0", Shape{2, 2, 4}},
+              {"xb", Shape{2, 5, 3}}};
+  LayerSpec lstm;
+  lstm.name = "lstm";
+  lstm.type = "LSTM";
+  lstm.inputs = {"x", "lens", "h0", "c0"};
+  lstm.outputs = {"lstm_y", "lstm_h", "lstm_c"};
+  lstm.attrs.set("hidden_size", std::int64_t{4});
+  lstm.attrs.set("direction", std::string("bidirectional"));
+  lstm.attrs.set("sequence_lens", std::int64_t{1});
+  lstm.attrs.set("initial_state", std::int64_t{1});
+  lstm.attrs.set("peepholes", std::int64_t{1});
+  lstm.attrs.set("clip", 1.5);
+  lstm.weights = {random_tensor(Shape{2, 16, 3}, 1), random_tensor(Shape{2, 16, 4}, 2),
+                  random_tensor(Shape{2, 32}, 3), random_tensor(Shape{2, 12}, 4)};
+  LayerSpec gru;
+  gru.name = "gru";
+  gru.type = "GRU";
+  gru.inputs = {"xb"};
+  gru.outputs = {"gru_y", "gru_h"};
+  gru.attrs.set("hidden_size", std::int64_t{3});
+  gru.attrs.set("layout", std::int64_t{1});
+  gru.attrs.set("linear_before_reset", std::int64_t{1});
+  gru.attrs.set("activations", std::string("HardSigmoid,Softsign"));
+  gru.attrs.set("activation_alpha", std::vector<double>{0.3});
+  gru.attrs.set("activation_beta", std::vector<double>{0.4});
+  gru.weights = {random_tensor(Shape{1, 9, 3}, 5), random_tensor(Shape{1, 9, 3}, 6),
+                 random_tensor(Shape{1, 18}, 7)};
+  LayerSpec rnn;
+  rnn.name = "rnn";
+  rnn.type = "RNN";
+  rnn.inputs = {"x"};
+  rnn.outputs = {"rnn_y"};
+  rnn.attrs.set("hidden_size", std::int64_t{2});
+  rnn.attrs.set("direction", std::string("reverse"));
+  rnn.attrs.set("activations", std::string("LeakyRelu"));
+  rnn.attrs.set("bias", std::int64_t{0});
+  rnn.weights = {random_tensor(Shape{1, 2, 3}, 8), random_tensor(Shape{1, 2, 2}, 9)};
+  g.layers = {lstm, gru, rnn};
+  g.outputs = {"lstm_y", "lstm_h", "lstm_c", "gru_y", "gru_h", "rnn_y"};
+
+  testing::TempDir dir;
+  const std::string path = dir.file("recurrent.onnx");
+  export_onnx(g, path);
+  const std::map<std::string, Tensor> inputs{{"x", random_tensor(Shape{5, 2, 3}, 10)},
+                                             {"lens", Tensor::from(Shape{2}, {5.0f, 3.0f})},
+                                             {"h0", random_tensor(Shape{2, 2, 4}, 11)},
+                                             {"c0", random_tensor(Shape{2, 2, 4}, 12)},
+                                             {"xb", random_tensor(Shape{2, 5, 3}, 13)}};
+  Net original(g), reloaded(load_onnx(path));
+  const auto expected = original.forward(inputs);
+  const auto got = reloaded.forward(inputs);
+  for (const std::string& name : g.outputs) {
+    const std::vector<float> e = expected.at(name).to_vector(), r = got.at(name).to_vector();
+    ASSERT_EQ(e.size(), r.size()) << name;
+    for (std::size_t i = 0; i < e.size(); ++i) EXPECT_FLOAT_EQ(e[i], r[i]) << name << " at " << i;
+  }
+  if (std::system("/usr/bin/python3 -c 'import onnx' 2>/dev/null") != 0) {
+    std::printf("SKIPPED: onnx.checker (python3-onnx is not installed)\n");
+    return;
+  }
+  const std::string check =
+      "/usr/bin/python3 -c \"import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), "
+      "full_check=True)\" " +
+      path;
+  EXPECT_EQ(std::system(check.c_str()), 0) << "onnx.checker rejects " << path;
 }
 
 }  // namespace

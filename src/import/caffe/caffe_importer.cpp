@@ -546,9 +546,11 @@ bool is_included(const caffe::LayerParameter& layer, const caffe::NetState& stat
 // Caffe's LSTM and RNN as espresso's layers. Caffe's output is h [T, N, H]; espresso's Y is
 // [T, 1, N, H], reshaped after. Caffe's blobs: LSTM W_xc [4H, I], b_c [4H], W_hc [4H, H] with gates
 // i, f, o, g (espresso: i, o, f, c); RNN W_xh, b_h, W_hh, W_ho, b_o, where Caffe's RNN adds an output
-// layer o = tanh(W_ho·h + b_o), here an InnerProduct and a TanH after the RNN.
+// layer o = tanh(W_ho·h + b_o), here an InnerProduct and a TanH after the RNN. Snapshots espresso wrote
+// hold its own layouts (W of rank 3) and the RNN's output layer under "<name>/output": `output_blobs`.
 template <class Fresh>
-std::vector<LayerSpec> caffe_recurrent(const LayerContext& ctx, LayerSpec spec, Fresh& fresh) {
+std::vector<LayerSpec> caffe_recurrent(const LayerContext& ctx, LayerSpec spec, Fresh& fresh,
+                                       std::vector<Tensor> output_blobs) {
   const bool lstm = spec.type == "LSTM";
   const std::int64_t hidden = spec.attrs.require_int("hidden_size");
   const std::string top = spec.outputs.at(0);
@@ -556,7 +558,13 @@ std::vector<LayerSpec> caffe_recurrent(const LayerContext& ctx, LayerSpec spec, 
   spec.weights.clear();
   spec.params.clear();  // Caffe's per-blob settings follow its own blob order
   LayerSpec output_layer;
-  if (!blobs.empty()) {
+  if (!blobs.empty() && blobs[0].shape().rank() == 3) {
+    spec.weights = std::move(blobs);
+    if (!lstm) {
+      if (output_blobs.size() != 2) ctx.fail("the snapshot has no blobs for the output layer '" + spec.name + "/output'");
+      output_layer.weights = std::move(output_blobs);
+    }
+  } else if (!blobs.empty()) {
     if (blobs.size() != (lstm ? 3u : 5u)) {
       ctx.fail("expected " + std::to_string(lstm ? 3 : 5) + " blobs, found " + std::to_string(blobs.size()));
     }
@@ -864,7 +872,14 @@ Graph import_net(caffe::NetParameter& net, const std::string& prototxt_path, caf
       }
     }
     if (layer->type() == "LSTM" || layer->type() == "RNN") {
-      for (LayerSpec& part : caffe_recurrent(ctx, std::move(spec), fresh)) graph.layers.push_back(std::move(part));
+      std::vector<Tensor> output_blobs;
+      if (auto it = stored.find(layer->name() + "/output"); weights != nullptr && it != stored.end()) {
+        for (int i = 0; i < it->second->blobs_size(); ++i) {
+          output_blobs.push_back(blob_to_tensor(it->second->blobs(i), *it->second, i, caffemodel_path));
+        }
+      }
+      for (LayerSpec& part : caffe_recurrent(ctx, std::move(spec), fresh, std::move(output_blobs)))
+        graph.layers.push_back(std::move(part));
     } else if (layer->type() == "Eltwise") {
       const caffe::EltwiseParameter& p = layer->eltwise_param();
       const std::string operation = p.operation() == caffe::EltwiseParameter::MAX    ? "max"
