@@ -9,6 +9,8 @@
 #include <random>
 #include <span>
 
+#include <sys/wait.h>
+
 #include "espresso/data.h"
 #include "espresso/espresso.h"
 #include "import/caffe/caffe.pb.h"
@@ -226,6 +228,56 @@ TEST(TextData, VocabularyAndLmdbOfTexts) {
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find("label 'fr'"), std::string::npos) << e.what();
   }
+}
+
+struct CliRun {
+  int code = -1;
+  std::string out;
+};
+
+CliRun run_cli(const std::string& args) {
+  const char* env = std::getenv("ESPRESSO_CLI");
+  const std::string command = std::string(env != nullptr ? env : ESPRESSO_CLI_PATH) + " " + args + " 2>&1";
+  CliRun result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return result;
+  char buffer[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.out.append(buffer, n);
+  const int status = pclose(pipe);
+  result.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+// Class folders of text files through convert-data, then classify-text on a small Embed net.
+TEST(TextData, ConvertDataAndClassifyTextFromTheCommandLine) {
+  testing::TempDir dir;
+  std::filesystem::create_directories(dir.file("texts/de"));
+  std::filesystem::create_directories(dir.file("texts/en"));
+  std::ofstream(dir.file("texts/de/a.txt")) << "Guten Tag";
+  std::ofstream(dir.file("texts/de/b.txt")) << "Schöne Grüße";
+  std::ofstream(dir.file("texts/en/a.txt")) << "Good day";
+  CliRun convert = run_cli("convert-data --format text " + dir.file("texts") + " " + dir.file("lmdb") + " --length 8");
+  ASSERT_EQ(convert.code, 0) << convert.out;
+  EXPECT_NE(convert.out.find("wrote 3 records (1x1x8)"), std::string::npos) << convert.out;
+  {
+    std::ofstream net(dir.file("net.prototxt"));
+    net << "layer { name: 'chars' type: 'Input' top: 'chars' input_param { shape { dim: 1 dim: 8 } } }\n"
+           "layer { name: 'embed' type: 'Embed' bottom: 'chars' top: 'e' embed_param { num_output: 2 input_dim: 20 } }\n"
+           "layer { name: 'score' type: 'InnerProduct' bottom: 'e' top: 'score' inner_product_param { num_output: 2 } }\n";
+    std::ofstream tsv(dir.file("test.tsv"));
+    tsv << "de\tHallo\nen\tHello\n";
+  }
+  CliRun classify = run_cli("classify-text " + dir.file("net.prototxt") + " --vocab " + dir.file("lmdb") + " 'Guten Morgen'");
+  EXPECT_EQ(classify.code, 0) << classify.out;
+  EXPECT_NE(classify.out.find("Guten Morgen"), std::string::npos) << classify.out;
+  CliRun scored = run_cli("classify-text " + dir.file("net.prototxt") + " --vocab " + dir.file("lmdb") + " --test " +
+                          dir.file("test.tsv"));
+  EXPECT_EQ(scored.code, 0) << scored.out;
+  EXPECT_NE(scored.out.find("accuracy: "), std::string::npos) << scored.out;
+  EXPECT_NE(scored.out.find("(rows: true, columns: predicted)"), std::string::npos) << scored.out;
+  EXPECT_EQ(run_cli("classify-text " + dir.file("net.prototxt") + " --vocab " + dir.file("lmdb")).code, 2);
+  EXPECT_EQ(run_cli("convert-data --format text " + dir.file("absent") + " " + dir.file("out")).code, 1);
 }
 
 }  // namespace
