@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/parallel.h"
+
 namespace espresso {
 
 void naive_gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k,
@@ -439,61 +441,63 @@ void RecurrentLayer::direction_forward(const Dims& d, int dir, const Trace& trac
       if (gated_reset)
         gemm(false, true, N, H, H, 1.0f, reset_h.data(), H, R + 2 * H * H, H, 0.0f, hr_h.data(), H);
     }
-    for (std::int64_t b = 0; b < N; ++b) {
-      if (s >= len[sz(b)]) continue;
-      const std::int64_t t = reverse ? len[sz(b)] - 1 - s : s;
-      const float* xr = xw.data() + (t * N + b) * GH;
-      const float* hrb = hr.data() + b * GH;
-      float* zb = z.data() + b * GH;
-      float* hb = h.data() + b * H;
-      float* cb = c.data() + b * H;
-      const std::int64_t row = s * N + b;
-      if (keep) {
-        std::memcpy(keep->h_before[sz(dir)].data() + row * H, hb, sz(H) * 4);
-        if (cell_ == Cell::lstm) std::memcpy(keep->c_before[sz(dir)].data() + row * H, cb, sz(H) * 4);
-      }
-      for (std::int64_t j = 0; j < H; ++j) {
-        float out = 0;
-        if (cell_ == Cell::lstm) {
-          // Gate order i, o, f, c; peepholes i, o, f.
-          float& zi = zb[j];
-          float& zo = zb[H + j];
-          float& zf = zb[2 * H + j];
-          float& zc = zb[3 * H + j];
-          zi = xr[j] + hrb[j] + bias(j) + (P ? P[j] * cb[j] : 0.0f);
-          zf = xr[2 * H + j] + hrb[2 * H + j] + bias(2 * H + j) + (P ? P[2 * H + j] * cb[j] : 0.0f);
-          zc = xr[3 * H + j] + hrb[3 * H + j] + bias(3 * H + j);
-          const float i = act[0].apply(clipped(zi));
-          const float f = input_forget_ ? 1.0f - i : act[0].apply(clipped(zf));
-          const float g = act[1].apply(clipped(zc));
-          const float cell = f * cb[j] + i * g;
-          zo = xr[H + j] + hrb[H + j] + bias(H + j) + (P ? P[H + j] * cell : 0.0f);
-          const float o = act[0].apply(clipped(zo));
-          out = o * act[2].apply(cell);
-          cb[j] = cell;
-          if (keep) keep->c_after[sz(dir)][sz(row * H + j)] = cell;
-        } else if (cell_ == Cell::gru) {
-          const float u = act[0].apply(clipped(zb[j]));
-          const float r = act[0].apply(clipped(zb[H + j]));
-          float& zh = zb[2 * H + j];
-          if (linear_before_reset_) {
-            const float linear = hrb[2 * H + j] + (Rb ? Rb[2 * H + j] : 0.0f);
-            if (keep) keep->linear[sz(dir)][sz(row * H + j)] = linear;
-            zh = xr[2 * H + j] + (Wb ? Wb[2 * H + j] : 0.0f) + r * linear;
-          } else {
-            zh = xr[2 * H + j] + hr_h[sz(b * H + j)] + bias(2 * H + j);
-          }
-          const float candidate = act[1].apply(clipped(zh));
-          out = (1.0f - u) * candidate + u * hb[j];
-        } else {
-          zb[j] = xr[j] + hrb[j] + bias(j);
-          out = act[0].apply(clipped(zb[j]));
+    parallel_for(N, [&](std::int64_t first, std::int64_t end) {
+      for (std::int64_t b = first; b < end; ++b) {
+        if (s >= len[sz(b)]) continue;
+        const std::int64_t t = reverse ? len[sz(b)] - 1 - s : s;
+        const float* xr = xw.data() + (t * N + b) * GH;
+        const float* hrb = hr.data() + b * GH;
+        float* zb = z.data() + b * GH;
+        float* hb = h.data() + b * H;
+        float* cb = c.data() + b * H;
+        const std::int64_t row = s * N + b;
+        if (keep) {
+          std::memcpy(keep->h_before[sz(dir)].data() + row * H, hb, sz(H) * 4);
+          if (cell_ == Cell::lstm) std::memcpy(keep->c_before[sz(dir)].data() + row * H, cb, sz(H) * 4);
         }
-        hb[j] = out;
-        y[sz(((t * d.directions + dir) * N + b) * H + j)] = out;
+        for (std::int64_t j = 0; j < H; ++j) {
+          float out = 0;
+          if (cell_ == Cell::lstm) {
+            // Gate order i, o, f, c; peepholes i, o, f.
+            float& zi = zb[j];
+            float& zo = zb[H + j];
+            float& zf = zb[2 * H + j];
+            float& zc = zb[3 * H + j];
+            zi = xr[j] + hrb[j] + bias(j) + (P ? P[j] * cb[j] : 0.0f);
+            zf = xr[2 * H + j] + hrb[2 * H + j] + bias(2 * H + j) + (P ? P[2 * H + j] * cb[j] : 0.0f);
+            zc = xr[3 * H + j] + hrb[3 * H + j] + bias(3 * H + j);
+            const float i = act[0].apply(clipped(zi));
+            const float f = input_forget_ ? 1.0f - i : act[0].apply(clipped(zf));
+            const float g = act[1].apply(clipped(zc));
+            const float cell = f * cb[j] + i * g;
+            zo = xr[H + j] + hrb[H + j] + bias(H + j) + (P ? P[H + j] * cell : 0.0f);
+            const float o = act[0].apply(clipped(zo));
+            out = o * act[2].apply(cell);
+            cb[j] = cell;
+            if (keep) keep->c_after[sz(dir)][sz(row * H + j)] = cell;
+          } else if (cell_ == Cell::gru) {
+            const float u = act[0].apply(clipped(zb[j]));
+            const float r = act[0].apply(clipped(zb[H + j]));
+            float& zh = zb[2 * H + j];
+            if (linear_before_reset_) {
+              const float linear = hrb[2 * H + j] + (Rb ? Rb[2 * H + j] : 0.0f);
+              if (keep) keep->linear[sz(dir)][sz(row * H + j)] = linear;
+              zh = xr[2 * H + j] + (Wb ? Wb[2 * H + j] : 0.0f) + r * linear;
+            } else {
+              zh = xr[2 * H + j] + hr_h[sz(b * H + j)] + bias(2 * H + j);
+            }
+            const float candidate = act[1].apply(clipped(zh));
+            out = (1.0f - u) * candidate + u * hb[j];
+          } else {
+            zb[j] = xr[j] + hrb[j] + bias(j);
+            out = act[0].apply(clipped(zb[j]));
+          }
+          hb[j] = out;
+          y[sz(((t * d.directions + dir) * N + b) * H + j)] = out;
+        }
+        if (keep) std::memcpy(keep->pre[sz(dir)].data() + row * GH, zb, sz(GH) * 4);
       }
-      if (keep) std::memcpy(keep->pre[sz(dir)].data() + row * GH, zb, sz(GH) * 4);
-    }
+    });
   }
   std::memcpy(y_h + dir * N * H, h.data(), sz(N * H) * 4);
   std::memcpy(y_c + dir * N * H, c.data(), sz(N * H) * 4);
@@ -587,79 +591,90 @@ void RecurrentLayer::direction_backward(const Dims& d, int dir, const Trace& tra
 
   for (std::int64_t s = T - 1; s >= 0; --s) {
     std::fill(dzr.begin(), dzr.end(), 0.0f);
-    for (std::int64_t b = 0; b < N; ++b) {
-      float* dhb = dh.data() + b * H;
-      if (s >= len[sz(b)]) {
-        // The state passes this step unchanged.
-        std::memcpy(dh_next.data() + b * H, dhb, sz(H) * 4);
-        std::memcpy(dc_next.data() + b * H, dc.data() + b * H, sz(H) * 4);
-        if (gated_reset) std::fill_n(reset_h.data() + b * H, H, 0.0f);
-        continue;
+    parallel_for(N, [&](std::int64_t first, std::int64_t end) {
+      for (std::int64_t b = first; b < end; ++b) {
+        float* dhb = dh.data() + b * H;
+        if (s >= len[sz(b)]) {
+          // The state passes this step unchanged.
+          std::memcpy(dh_next.data() + b * H, dhb, sz(H) * 4);
+          std::memcpy(dc_next.data() + b * H, dc.data() + b * H, sz(H) * 4);
+          if (gated_reset) std::fill_n(reset_h.data() + b * H, H, 0.0f);
+          continue;
+        }
+        const std::int64_t t = reverse ? len[sz(b)] - 1 - s : s;
+        const std::int64_t row = s * N + b;
+        const float* dyb = dy + ((t * d.directions + dir) * N + b) * H;
+        for (std::int64_t j = 0; j < H; ++j) dhb[j] += dyb[j];
+        const float* zb = pre.data() + row * GH;
+        const float* hp = h_before.data() + row * H;
+        float* gx = dzx.data() + (t * N + b) * GH;
+        float* gr = dzr.data() + b * GH;
+        for (std::int64_t j = 0; j < H; ++j) {
+          if (cell_ == Cell::lstm) {
+            const float cp = trace.c_before[sz(dir)][sz(row * H + j)];
+            const float cell = trace.c_after[sz(dir)][sz(row * H + j)];
+            const float zi = zb[j], zo = zb[H + j], zf = zb[2 * H + j], zc = zb[3 * H + j];
+            const float i = act[0].apply(clipped(zi));
+            const float f = input_forget_ ? 1.0f - i : act[0].apply(clipped(zf));
+            const float g = act[1].apply(clipped(zc));
+            const float o = act[0].apply(clipped(zo));
+            const float dzo = dhb[j] * act[2].apply(cell) * (passes(zo) ? act[0].slope(clipped(zo)) : 0.0f);
+            const float dcell =
+                dc[sz(b * H + j)] + dhb[j] * o * act[2].slope(cell) + (P ? dzo * P[H + j] : 0.0f);
+            const float df = dcell * cp;
+            float di = dcell * g;
+            float dzf = 0;
+            if (input_forget_) {
+              di -= df;
+            } else {
+              dzf = df * (passes(zf) ? act[0].slope(clipped(zf)) : 0.0f);
+            }
+            const float dzi = di * (passes(zi) ? act[0].slope(clipped(zi)) : 0.0f);
+            const float dzc = dcell * i * (passes(zc) ? act[1].slope(clipped(zc)) : 0.0f);
+            dc_next[sz(b * H + j)] = dcell * f + (P ? dzi * P[j] + dzf * P[2 * H + j] : 0.0f);
+            dh_next[sz(b * H + j)] = 0.0f;
+            gx[j] = gr[j] = dzi;
+            gx[H + j] = gr[H + j] = dzo;
+            gx[2 * H + j] = gr[2 * H + j] = dzf;
+            gx[3 * H + j] = gr[3 * H + j] = dzc;
+          } else if (cell_ == Cell::gru) {
+            const float zu = zb[j], zr = zb[H + j], zh = zb[2 * H + j];
+            const float u = act[0].apply(clipped(zu));
+            const float r = act[0].apply(clipped(zr));
+            const float candidate = act[1].apply(clipped(zh));
+            const float dzu = dhb[j] * (hp[j] - candidate) * (passes(zu) ? act[0].slope(clipped(zu)) : 0.0f);
+            const float dzh = dhb[j] * (1.0f - u) * (passes(zh) ? act[1].slope(clipped(zh)) : 0.0f);
+            dh_next[sz(b * H + j)] = dhb[j] * u;
+            gx[j] = gr[j] = dzu;
+            gx[2 * H + j] = dzh;
+            if (linear_before_reset_) {
+              const float linear = trace.linear[sz(dir)][sz(row * H + j)];
+              gr[2 * H + j] = dzh * r;
+              const float dzr_ = dzh * linear * (passes(zr) ? act[0].slope(clipped(zr)) : 0.0f);
+              gx[H + j] = gr[H + j] = dzr_;
+            } else {
+              gr[2 * H + j] = dzh;
+              reset_h[sz(b * H + j)] = r * hp[j];
+            }
+          } else {
+            const float dz = dhb[j] * (passes(zb[j]) ? act[0].slope(clipped(zb[j])) : 0.0f);
+            dh_next[sz(b * H + j)] = 0.0f;
+            gx[j] = gr[j] = dz;
+          }
+        }
       }
-      const std::int64_t t = reverse ? len[sz(b)] - 1 - s : s;
-      const std::int64_t row = s * N + b;
-      const float* dyb = dy + ((t * d.directions + dir) * N + b) * H;
-      for (std::int64_t j = 0; j < H; ++j) dhb[j] += dyb[j];
-      const float* zb = pre.data() + row * GH;
-      const float* hp = h_before.data() + row * H;
-      float* gx = dzx.data() + (t * N + b) * GH;
-      float* gr = dzr.data() + b * GH;
-      for (std::int64_t j = 0; j < H; ++j) {
-        if (cell_ == Cell::lstm) {
-          const float cp = trace.c_before[sz(dir)][sz(row * H + j)];
-          const float cell = trace.c_after[sz(dir)][sz(row * H + j)];
-          const float zi = zb[j], zo = zb[H + j], zf = zb[2 * H + j], zc = zb[3 * H + j];
-          const float i = act[0].apply(clipped(zi));
-          const float f = input_forget_ ? 1.0f - i : act[0].apply(clipped(zf));
-          const float g = act[1].apply(clipped(zc));
-          const float o = act[0].apply(clipped(zo));
-          const float dzo = dhb[j] * act[2].apply(cell) * (passes(zo) ? act[0].slope(clipped(zo)) : 0.0f);
-          const float dcell =
-              dc[sz(b * H + j)] + dhb[j] * o * act[2].slope(cell) + (P ? dzo * P[H + j] : 0.0f);
-          const float df = dcell * cp;
-          float di = dcell * g;
-          float dzf = 0;
-          if (input_forget_) {
-            di -= df;
-          } else {
-            dzf = df * (passes(zf) ? act[0].slope(clipped(zf)) : 0.0f);
-          }
-          const float dzi = di * (passes(zi) ? act[0].slope(clipped(zi)) : 0.0f);
-          const float dzc = dcell * i * (passes(zc) ? act[1].slope(clipped(zc)) : 0.0f);
-          dc_next[sz(b * H + j)] = dcell * f + (P ? dzi * P[j] + dzf * P[2 * H + j] : 0.0f);
-          dh_next[sz(b * H + j)] = 0.0f;
-          if (dP) {
-            dP[j] += dzi * cp;
-            dP[H + j] += dzo * cell;
-            dP[2 * H + j] += dzf * cp;
-          }
-          gx[j] = gr[j] = dzi;
-          gx[H + j] = gr[H + j] = dzo;
-          gx[2 * H + j] = gr[2 * H + j] = dzf;
-          gx[3 * H + j] = gr[3 * H + j] = dzc;
-        } else if (cell_ == Cell::gru) {
-          const float zu = zb[j], zr = zb[H + j], zh = zb[2 * H + j];
-          const float u = act[0].apply(clipped(zu));
-          const float r = act[0].apply(clipped(zr));
-          const float candidate = act[1].apply(clipped(zh));
-          const float dzu = dhb[j] * (hp[j] - candidate) * (passes(zu) ? act[0].slope(clipped(zu)) : 0.0f);
-          const float dzh = dhb[j] * (1.0f - u) * (passes(zh) ? act[1].slope(clipped(zh)) : 0.0f);
-          dh_next[sz(b * H + j)] = dhb[j] * u;
-          gx[j] = gr[j] = dzu;
-          gx[2 * H + j] = dzh;
-          if (linear_before_reset_) {
-            const float linear = trace.linear[sz(dir)][sz(row * H + j)];
-            gr[2 * H + j] = dzh * r;
-            const float dzr_ = dzh * linear * (passes(zr) ? act[0].slope(clipped(zr)) : 0.0f);
-            gx[H + j] = gr[H + j] = dzr_;
-          } else {
-            gr[2 * H + j] = dzh;
-            reset_h[sz(b * H + j)] = r * hp[j];
-          }
-        } else {
-          const float dz = dhb[j] * (passes(zb[j]) ? act[0].slope(clipped(zb[j])) : 0.0f);
-          dh_next[sz(b * H + j)] = 0.0f;
-          gx[j] = gr[j] = dz;
+    });
+    if (dP) {
+      // Peephole gradients sum over the batch: after the parallel part.
+      for (std::int64_t b = 0; b < N; ++b) {
+        if (s >= len[sz(b)]) continue;
+        const float* gr = dzr.data() + b * GH;
+        const float* cp = trace.c_before[sz(dir)].data() + (s * N + b) * H;
+        const float* cell = trace.c_after[sz(dir)].data() + (s * N + b) * H;
+        for (std::int64_t j = 0; j < H; ++j) {
+          dP[j] += gr[j] * cp[j];
+          dP[H + j] += gr[H + j] * cell[j];
+          dP[2 * H + j] += gr[2 * H + j] * cp[j];
         }
       }
     }
