@@ -38,6 +38,22 @@ TEST(OnnxRecurrent, NodeTestsPass) {
   }
 }
 
+// On a GPU the recurrent layers run on the CPU inside the GPU net (the CUDA backend has no kernels for
+// them yet): the same tests pass there (OnnxRecurrent.GpuTrainingIsRefused: training there is refused).
+TEST(OnnxRecurrent, NodeTestsPassInAGpuNet) {
+  const std::string node = onnx_test_data() + "/node/";
+  if (!std::filesystem::exists(node)) GTEST_SKIP() << "libonnx-testdata is not installed (" << node << ")";
+  if (!testing::have_gpu()) GTEST_SKIP() << testing::no_gpu_reason() << ": GPU run not checked";
+  OnnxConformanceOptions options;
+  options.device = Device::cuda(0);
+  std::vector<std::string> dirs;
+  for (const char* test : {"lstm_with_peepholes", "gru_seq_length", "simple_rnn_batchwise"})
+    dirs.push_back(node + "test_" + test);
+  for (const OnnxTestResult& r : run_onnx_conformance(dirs, options).results) {
+    EXPECT_EQ(r.status, OnnxTestStatus::pass) << r.dir << ": " << r.detail;
+  }
+}
+
 // scripts/torch_recurrent_reference.py writes the models and PyTorch's outputs; it needs Debian's
 // python3-torch and python3-onnx, and the test skips visibly without them.
 TEST(OnnxRecurrent, MatchesPyTorch) {
@@ -111,6 +127,20 @@ void expect_model_error(const onnx::ModelProto& model, const std::string& words)
   } catch (const ModelError& e) {
     EXPECT_NE(std::string(e.what()).find("node 'encoder' (LSTM)"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+  }
+}
+
+TEST(OnnxRecurrent, GpuTrainingIsRefused) {
+  if (!testing::have_gpu()) GTEST_SKIP() << testing::no_gpu_reason() << ": GPU run not checked";
+  NetOptions training;
+  training.device = Device::cuda(0);
+  training.training = true;
+  try {
+    Net net(load(lstm_model(5, 5)), training);
+    net.forward();
+    ADD_FAILURE() << "GPU training of an LSTM was not refused";
+  } catch (const UnsupportedError& e) {
+    EXPECT_NE(std::string(e.what()).find("'encoder' (LSTM"), std::string::npos) << e.what();
   }
 }
 
