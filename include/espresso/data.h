@@ -111,6 +111,12 @@ struct LmdbConversion {
   bool gray = false;            // folder: one gray channel instead of BGR
   bool shuffle = false;
   unsigned seed = 1;
+  // text: characters per record (padded with 0, cut beyond), the largest vocabulary (the most frequent
+  // characters; others become 1), and an LMDB made before whose vocabulary and labels to reuse (the
+  // test split of a training set).
+  std::int64_t length = 100;
+  std::int64_t max_vocabulary = 256;
+  std::string like;
 };
 
 struct LmdbSummary {
@@ -122,6 +128,30 @@ struct LmdbSummary {
 };
 
 // Converts and writes the LMDB; throws FileError, DataError naming the file that cannot be used.
+// Format "text": INPUT is a TSV file of `label<TAB>text` lines or a folder with one sub-folder of UTF-8
+// text files per class (a file is a record); each record holds its first `length` characters as
+// vocabulary indices (float_data, 1 x 1 x length), and the output folder gets vocab.txt and labels.txt.
 LmdbSummary convert_to_lmdb(const LmdbConversion& conversion);
+
+// A character vocabulary for text models: index 0 pads, 1 stands for characters outside it, and
+// 2, 3, ... are the characters (Unicode code points) in the order of vocab.txt, one `U+XXXX` a line.
+class CharVocabulary {
+ public:
+  // The `max_size` − 2 most frequent characters of `texts` (ties by code point).
+  static CharVocabulary build(const std::vector<std::string>& texts, std::int64_t max_size);
+  // Throws FileError, DataError naming the file and line.
+  static CharVocabulary load(const std::string& path);
+  void save(const std::string& path) const;
+  // The first `length` characters of UTF-8 `text` as indices, padded with 0; throws DataError for
+  // bytes that are not UTF-8.
+  std::vector<float> encode(const std::string& text, std::int64_t length) const;
+  std::int64_t size() const { return static_cast<std::int64_t>(chars_.size()) + 2; }
+
+ private:
+  std::vector<char32_t> chars_;
+};
+
+// The code points of UTF-8 `text`; throws DataError naming the byte offset of malformed input.
+std::vector<char32_t> decode_utf8(const std::string& text);
 
 }  // namespace espresso::data

@@ -49,6 +49,9 @@ struct SessionOptions {
   bool cuda_graphs = true;
   // Every tensor readable after forward() (debugging; more memory).
   bool keep_intermediates = false;
+  // Recurrent layers carry their states from one run to the next (NetOptions::stateful), so a model
+  // can take audio or text chunk by chunk; reset_state() starts a new sequence.
+  bool stateful = false;
 };
 
 class Session {
@@ -69,6 +72,8 @@ class Session {
   // The buffer to fill for an input, on the model's device.
   Tensor& input(const std::string& name);
   void forward();
+  // Forgets the carried recurrent states (SessionOptions::stateful).
+  void reset_state();
   // Copies the inputs in (reshaping as needed), runs, and returns every graph output on the CPU.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs);
   // A graph output of the last forward(), on the device of the layer that made it.

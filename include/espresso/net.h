@@ -47,6 +47,10 @@ struct NetOptions {
   // Worker threads for this net's CPU kernels; 0 shares the process's pool (set_num_threads). OpenBLAS
   // keeps its own process-wide thread count.
   int threads = 0;
+  // Recurrent layers (LSTM, GRU, RNN) start each forward() from the states the previous one ended
+  // with instead of their initial-state inputs (or zeros), so a sequence can run chunk by chunk;
+  // reset_state() starts over. A new batch size starts over too. Inference only.
+  bool stateful = false;
 };
 
 // A learned blob with its gradient and its training settings.
@@ -97,6 +101,8 @@ class Net {
   // copy_from().
   Tensor& input(const std::string& name);
   void forward();
+  // Forgets the recurrent states a stateful net carries (NetOptions::stateful).
+  void reset_state();
   // How long the last forward() computed, in milliseconds: on a GPU the device time between CUDA
   // events around its queued work, on the CPU the wall time of its layers.
   double last_forward_ms() const;

@@ -24,6 +24,10 @@ class Kernel {
   // Called once the device has finished the work forward() queued: throws what device code found
   // wrong (a label that is not a class index) as the typed error the CPU kernel would have thrown.
   virtual void check_completed() {}
+  // Stateful nets (NetOptions::stateful): the kernel keeps what carries over from one forward() to the
+  // next (a recurrent layer's final states) in `state`, which the net owns so that it survives
+  // replanning. Returns false for kernels that carry nothing.
+  virtual bool bind_state(std::vector<std::vector<float>>* /*state*/) { return false; }
   // A short description for profiles and `espresso info`, e.g. "im2col+sgemm".
   virtual const char* name() const = 0;
 };

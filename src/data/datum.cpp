@@ -20,6 +20,17 @@ std::string encode_datum(const std::uint8_t* pixels, std::int64_t channels, std:
   return datum.SerializeAsString();
 }
 
+std::string encode_datum_floats(const std::vector<float>& values, std::int64_t channels, std::int64_t height,
+                                std::int64_t width, int label) {
+  caffe::Datum datum;
+  datum.set_channels(static_cast<int>(channels));
+  datum.set_height(static_cast<int>(height));
+  datum.set_width(static_cast<int>(width));
+  datum.set_label(label);
+  for (float v : values) datum.add_float_data(v);
+  return datum.SerializeAsString();
+}
+
 void decode_datum(std::string_view bytes, Sample& out, const std::string& where) {
   caffe::Datum datum;
   if (!datum.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))

@@ -21,6 +21,10 @@ struct Sample {
 std::string encode_datum(const std::uint8_t* pixels, std::int64_t channels, std::int64_t height,
                          std::int64_t width, int label);
 
+// A serialised Datum of float values (float_data), e.g. the character indices of a text.
+std::string encode_datum_floats(const std::vector<float>& values, std::int64_t channels, std::int64_t height,
+                                std::int64_t width, int label);
+
 // Decodes a serialised Datum into `out`, reusing its storage. Encoded images become planar BGR (or
 // gray with one channel). Throws DataError naming `where` (the database and record) when the record
 // is not a Datum or its sizes disagree.

@@ -106,7 +106,10 @@ std::vector<Record> from_labeled(const LabeledImages& images, const LmdbConversi
 
 }  // namespace
 
+LmdbSummary convert_text_to_lmdb(const LmdbConversion& o);
+
 LmdbSummary convert_to_lmdb(const LmdbConversion& o) {
+  if (o.format == "text") return convert_text_to_lmdb(o);
   const Split split = parse_split(o.split);
   std::vector<std::string> class_names;
   std::vector<Record> records;
@@ -118,7 +121,7 @@ LmdbSummary convert_to_lmdb(const LmdbConversion& o) {
     if (!fs::is_directory(o.input)) throw FileError(o.input + ": no such folder");
     records = read_folder(o, class_names);
   } else {
-    throw DataError("convert-data: format '" + o.format + "' is unknown (known: idx, cifar10, folder)");
+    throw DataError("convert-data: format '" + o.format + "' is unknown (known: idx, cifar10, folder, text)");
   }
   if (records.empty()) throw DataError(o.input + ": no images to convert");
   std::vector<std::size_t> order(records.size());

@@ -1,4 +1,6 @@
-// Graph → ONNX (IR 7, opset 13). Each espresso layer becomes one ONNX node or a short, exact chain.
+// Graph → ONNX (IR 7, opset 13; 14 for recurrent layers in layout 1). Each espresso layer becomes one ONNX
+// node or a short, exact chain.
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -32,9 +34,11 @@ class Exporter {
   void pooling(const LayerSpec& layer, const Shape& in, const Shape& out);
   void inner_product(const LayerSpec& layer, const Shape& in);
   void activation(const LayerSpec& layer);
+  void recurrent(const LayerSpec& layer);
 
   const Graph& graph_;
   onnx::GraphProto* out_ = nullptr;
+  std::int64_t opset_ = 13;  // 14 where a recurrent layer needs `layout`
 };
 
 void set_attr(onnx::NodeProto& n, const std::string& name, std::int64_t v) {
@@ -63,6 +67,20 @@ void set_attr(onnx::NodeProto& n, const std::string& name, const Dims& v) {
   a->set_name(name);
   a->set_type(onnx::AttributeProto::INTS);
   for (std::int64_t x : v) a->add_ints(x);
+}
+
+void set_attr(onnx::NodeProto& n, const std::string& name, const std::vector<double>& v) {
+  auto* a = n.add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::FLOATS);
+  for (double x : v) a->add_floats(static_cast<float>(x));
+}
+
+void set_strings(onnx::NodeProto& n, const std::string& name, const std::vector<std::string>& v) {
+  auto* a = n.add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::STRINGS);
+  for (const std::string& x : v) a->add_strings(x);
 }
 
 // A per-axis attribute expanded to `count` values.
@@ -406,6 +424,8 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     const std::string indices = temp(layer, "indices");
     set_attr(node(layer, "Cast", {layer.inputs.at(1)}, {indices}, "cast"), "to", std::int64_t{TP::INT64});
     set_attr(node(layer, "Gather", {x, indices}, {y}), "axis", a.get_int("axis", 0));
+  } else if (t == "LSTM" || t == "GRU" || t == "RNN") {
+    recurrent(layer);
   } else if (t == "StridedSlice") {
     std::vector<std::string> inputs{x, int_initializer(temp(layer, "starts"), a.get_ints("starts", {})),
                                     int_initializer(temp(layer, "ends"), a.get_ints("ends", {}))};
@@ -415,6 +435,79 @@ void Exporter::convert(const LayerSpec& layer, const std::vector<Shape>& in, con
     node(layer, "Slice", inputs, {y});
   } else {
     unsupported(layer, "no ONNX equivalent");
+  }
+}
+
+// LSTM, GRU, RNN: one node with espresso's attributes (the layer's tensors are ONNX's); sequence
+// lengths become int32 through a Cast.
+void Exporter::recurrent(const LayerSpec& layer) {
+  const Attributes& a = layer.attrs;
+  if (a.get_int("continuation", 0) != 0) unsupported(layer, "Caffe's cont input has no ONNX form");
+  const bool lstm = layer.type == "LSTM";
+  std::size_t next_input = 1;
+  std::size_t next_weight = 2;
+  auto weight = [&](std::size_t i, const std::string& what) {
+    const Tensor& w = layer.weights.at(i);
+    return initializer(temp(layer, what), w.shape(), w.to_vector());
+  };
+  std::vector<std::string> inputs{layer.inputs.at(0), weight(0, "W"), weight(1, "R")};
+  inputs.push_back(a.get_int("bias", 1) != 0 ? weight(next_weight++, "B") : "");
+  if (a.get_int("sequence_lens", 0) != 0) {
+    const std::string& given = layer.inputs.at(next_input++);
+    bool graph_input = false;
+    for (onnx::ValueInfoProto& info : *out_->mutable_input()) {
+      if (info.name() != given) continue;
+      // A graph input of lengths is declared int32, as ONNX wants it.
+      info.mutable_type()->mutable_tensor_type()->set_elem_type(TP::INT32);
+      graph_input = true;
+    }
+    if (graph_input) {
+      inputs.push_back(given);
+    } else {
+      const std::string lengths = temp(layer, "sequence_lens");
+      set_attr(node(layer, "Cast", {given}, {lengths}, "sequence_lens"), "to", std::int64_t{TP::INT32});
+      inputs.push_back(lengths);
+    }
+  } else {
+    inputs.push_back("");
+  }
+  const bool initial = a.get_int("initial_state", 0) != 0;
+  inputs.push_back(initial ? layer.inputs.at(next_input++) : "");
+  if (lstm) {
+    inputs.push_back(initial ? layer.inputs.at(next_input++) : "");
+    inputs.push_back(a.get_int("peepholes", 0) != 0 ? weight(next_weight, "P") : "");
+  }
+  while (!inputs.empty() && inputs.back().empty()) inputs.pop_back();
+  auto& n = node(layer, layer.type, inputs, layer.outputs);
+  set_attr(n, "hidden_size", a.get_int("hidden_size", 1));
+  set_attr(n, "direction", a.get_string("direction", "forward"));
+  if (a.has("activations")) {
+    std::vector<std::string> names;
+    std::string word;
+    for (char ch : a.get_string("activations", "") + ",") {
+      if (ch != ',') {
+        word += ch;
+      } else if (!word.empty()) {
+        names.push_back(word);
+        word.clear();
+      }
+    }
+    // ONNX wants one list entry per direction.
+    const std::size_t per = lstm ? 3 : layer.type == "GRU" ? 2 : 1;
+    if (a.get_string("direction", "forward") == "bidirectional" && names.size() == per) {
+      const std::vector<std::string> once = names;
+      names.insert(names.end(), once.begin(), once.end());
+    }
+    set_strings(n, "activations", names);
+  }
+  if (a.has("activation_alpha")) set_attr(n, "activation_alpha", a.get_floats("activation_alpha", {}));
+  if (a.has("activation_beta")) set_attr(n, "activation_beta", a.get_floats("activation_beta", {}));
+  if (a.has("clip")) set_attr(n, "clip", a.get_float("clip", 0.0));
+  if (lstm && a.get_int("input_forget", 0) != 0) set_attr(n, "input_forget", std::int64_t{1});
+  if (layer.type == "GRU") set_attr(n, "linear_before_reset", a.get_int("linear_before_reset", 0));
+  if (a.get_int("layout", 0) != 0) {
+    set_attr(n, "layout", std::int64_t{1});
+    opset_ = std::max<std::int64_t>(opset_, 14);
   }
 }
 
@@ -461,6 +554,7 @@ onnx::ModelProto Exporter::run() {
     }
   }
   for (const std::string& name : outputs) set_value_info(out_->add_output(), name, shapes.at(name));
+  opset->set_version(opset_);
   return model;
 }
 

@@ -39,6 +39,7 @@ Session::Session(std::shared_ptr<const Model> model, SessionOptions options) : m
   net_options.cuda_graphs = options.cuda_graphs;
   net_options.keep_intermediates = options.keep_intermediates;
   net_options.threads = options.threads;
+  net_options.stateful = options.stateful;
   net_ = std::make_unique<Net>(model_->graph(), net_options);
 }
 
@@ -53,6 +54,7 @@ void Session::reshape(const std::string& input, const Shape& shape) { net_->resh
 void Session::set_batch(std::int64_t batch) { net_->set_batch(batch); }
 Tensor& Session::input(const std::string& name) { return net_->input(name); }
 void Session::forward() { net_->forward(); }
+void Session::reset_state() { net_->reset_state(); }
 std::map<std::string, Tensor> Session::run(const std::map<std::string, Tensor>& inputs) {
   return net_->forward(inputs);
 }

@@ -62,6 +62,7 @@ struct Net::Impl {
   std::vector<std::vector<Tensor>> weight_grads;  // per step, per weight; shared blobs share one
   std::vector<Parameter> params;                  // unique learned blobs
   bool forwarded = false;                         // a forward() ran since planning
+  std::vector<std::vector<std::vector<float>>> carried;  // per step: what a stateful kernel carries
   double last_forward_ms = 0.0;
 
   void read_loss_weights();
@@ -115,6 +116,10 @@ void Net::Impl::build() {
       layers[step]->set_seed(options.seed * 0x9E3779B97F4A7C15ull + step);
     }
   }
+  if (options.stateful && options.training) {
+    throw UnsupportedError("net '" + graph.name + "': a stateful net runs inference only, not training");
+  }
+  carried.resize(layers.size());
   if (!options.device.is_cpu() && options.reference_kernels) {
     throw UnsupportedError("reference kernels run on the CPU only; create the Net on cpu to use them");
   }
@@ -551,6 +556,7 @@ void Net::Impl::make_kernels() {
       kernel = backend_for(Device::cpu()).make_kernel(layer, in_shapes, stream_for(Device::cpu()));
       fallbacks.push_back("'" + layer.name() + "' (" + layer.type() + ", inputs " + join_shapes(in_shapes) + ")");
     }
+    if (options.stateful) kernel->bind_state(&carried[step]);
     kernels.push_back(std::move(kernel));
   }
   if (options.training && !fallbacks.empty()) {
@@ -619,6 +625,10 @@ Net::Net(Graph graph, NetOptions options) : impl_(std::make_unique<Impl>()) {
   impl_->graph = std::move(graph);
   impl_->options = options;
   impl_->build();
+}
+
+void Net::reset_state() {
+  for (auto& state : impl_->carried) state.clear();
 }
 
 Net::~Net() = default;

@@ -26,6 +26,7 @@ Verb add_onnx_test_verb(CLI::App& app);
 Verb add_devices_verb(CLI::App& app);
 Verb add_bench_verb(CLI::App& app);
 Verb add_convert_data_verb(CLI::App& app);
+Verb add_classify_text_verb(CLI::App& app);
 Verb add_train_verb(CLI::App& app);
 Verb add_demo_verb(CLI::App& app);
 // The model store (docs/store.md).

@@ -164,6 +164,18 @@ void map_fillers(const caffe::LayerParameter& layer, Attributes& attrs) {
                            "weight_filler", attrs);
   } else if (type == "Bias") {
     if (layer.bias_param().has_filler()) map_filler(layer.bias_param().filler(), "weight_filler", attrs);
+  } else if (type == "LSTM" || type == "RNN") {
+    // Blob 1 of espresso's layers is the recurrent matrix R, which takes the weight filler too; the
+    // biases start at 0 (Caffe's default bias filler).
+    const caffe::RecurrentParameter& p = layer.recurrent_param();
+    if (p.has_weight_filler()) {
+      map_filler(p.weight_filler(), "weight_filler", attrs);
+      map_filler(p.weight_filler(), "bias_filler", attrs);
+    }
+  } else if (type == "Embed") {
+    const caffe::EmbedParameter& p = layer.embed_param();
+    if (p.has_weight_filler()) map_filler(p.weight_filler(), "weight_filler", attrs);
+    if (p.has_bias_filler()) map_filler(p.bias_filler(), "bias_filler", attrs);
   } else if (type == "Normalize") {
     // The SSD fork's Normalize scales by 1 unless told otherwise.
     map_filler_or_constant(layer.normalize_param().has_scale_filler(), layer.normalize_param().scale_filler(),
@@ -413,6 +425,14 @@ Attributes map_attributes(const LayerContext& ctx) {
     attrs.set("gamma", double{p.power()});
   } else if (type == "Softmax") {
     attrs.set("axis", static_cast<std::int64_t>(layer.softmax_param().axis()));
+  } else if (type == "LSTM" || type == "RNN") {
+    const caffe::RecurrentParameter& p = layer.recurrent_param();
+    if (p.num_output() == 0) ctx.fail("recurrent_param.num_output is required");
+    if (p.expose_hidden()) ctx.fail("recurrent_param.expose_hidden is not supported");
+    if (layer.bottom_size() > 2) ctx.fail("the static input (a third bottom) is not supported");
+    attrs.set("hidden_size", static_cast<std::int64_t>(p.num_output()));
+    // Caffe needs cont; without it every sequence starts at step 0 and runs to the end.
+    if (layer.bottom_size() == 2) attrs.set("continuation", std::int64_t{1});
   } else if (type == "InnerProduct") {
     const caffe::InnerProductParameter& p = layer.inner_product_param();
     if (!p.has_num_output()) ctx.fail("inner_product_param.num_output is required");
@@ -523,11 +543,90 @@ bool is_included(const caffe::LayerParameter& layer, const caffe::NetState& stat
   return true;
 }
 
+// Caffe's LSTM and RNN as espresso's layers. Caffe's output is h [T, N, H]; espresso's Y is
+// [T, 1, N, H], reshaped after. Caffe's blobs: LSTM W_xc [4H, I], b_c [4H], W_hc [4H, H] with gates
+// i, f, o, g (espresso: i, o, f, c); RNN W_xh, b_h, W_hh, W_ho, b_o, where Caffe's RNN adds an output
+// layer o = tanh(W_ho·h + b_o), here an InnerProduct and a TanH after the RNN. Snapshots espresso wrote
+// hold its own layouts (W of rank 3) and the RNN's output layer under "<name>/output": `output_blobs`.
+template <class Fresh>
+std::vector<LayerSpec> caffe_recurrent(const LayerContext& ctx, LayerSpec spec, Fresh& fresh,
+                                       std::vector<Tensor> output_blobs) {
+  const bool lstm = spec.type == "LSTM";
+  const std::int64_t hidden = spec.attrs.require_int("hidden_size");
+  const std::string top = spec.outputs.at(0);
+  std::vector<Tensor> blobs = std::move(spec.weights);
+  spec.weights.clear();
+  spec.params.clear();  // Caffe's per-blob settings follow its own blob order
+  LayerSpec output_layer;
+  if (!blobs.empty() && blobs[0].shape().rank() == 3) {
+    spec.weights = std::move(blobs);
+    if (!lstm) {
+      if (output_blobs.size() != 2) ctx.fail("the snapshot has no blobs for the output layer '" + spec.name + "/output'");
+      output_layer.weights = std::move(output_blobs);
+    }
+  } else if (!blobs.empty()) {
+    if (blobs.size() != (lstm ? 3u : 5u)) {
+      ctx.fail("expected " + std::to_string(lstm ? 3 : 5) + " blobs, found " + std::to_string(blobs.size()));
+    }
+    const std::int64_t gates = lstm ? 4 : 1;
+    const std::vector<float> w_x = blobs[0].to_vector(), bias = blobs[1].to_vector(), w_h = blobs[2].to_vector();
+    const std::int64_t input = static_cast<std::int64_t>(w_x.size()) / (gates * hidden);
+    if (static_cast<std::int64_t>(w_h.size()) != gates * hidden * hidden ||
+        static_cast<std::int64_t>(bias.size()) != gates * hidden || input * gates * hidden != static_cast<std::int64_t>(w_x.size())) {
+      ctx.fail("blob shapes do not fit num_output " + std::to_string(hidden));
+    }
+    // espresso's gate k is Caffe's gate order[k].
+    const std::vector<std::int64_t> order = lstm ? std::vector<std::int64_t>{0, 2, 1, 3} : std::vector<std::int64_t>{0};
+    std::vector<float> w(w_x.size()), r(w_h.size()), b(static_cast<std::size_t>(2 * gates * hidden), 0.0f);
+    for (std::int64_t k = 0; k < gates; ++k) {
+      const std::int64_t from = order[static_cast<std::size_t>(k)] * hidden;
+      std::copy_n(w_x.begin() + from * input, hidden * input, w.begin() + k * hidden * input);
+      std::copy_n(w_h.begin() + from * hidden, hidden * hidden, r.begin() + k * hidden * hidden);
+      std::copy_n(bias.begin() + from, hidden, b.begin() + k * hidden);
+    }
+    spec.weights = {Tensor::from(Shape{1, gates * hidden, input}, w), Tensor::from(Shape{1, gates * hidden, hidden}, r),
+                    Tensor::from(Shape{1, 2 * gates * hidden}, b)};
+    if (!lstm) output_layer.weights = {blobs[3].reshaped(Shape{hidden, hidden}), blobs[4].reshaped(Shape{hidden})};
+  }
+  std::vector<LayerSpec> parts;
+  const std::string name = spec.name;
+  spec.outputs = {fresh(name + "/y")};
+  LayerSpec reshape;
+  reshape.name = fresh(name + "/reshape");
+  reshape.type = "Reshape";
+  reshape.inputs = spec.outputs;
+  reshape.outputs = {lstm ? top : fresh(name + "/h")};
+  reshape.attrs.set("shape", std::vector<std::int64_t>{0, -1, hidden});
+  Attributes fillers = spec.attrs;
+  parts.push_back(std::move(spec));
+  parts.push_back(std::move(reshape));
+  if (!lstm) {
+    output_layer.name = fresh(name + "/output");
+    output_layer.type = "InnerProduct";
+    output_layer.inputs = parts.back().outputs;
+    output_layer.outputs = {fresh(name + "/o")};
+    output_layer.attrs.set("num_output", hidden);
+    output_layer.attrs.set("axis", std::int64_t{2});
+    for (const auto& [key, value] : fillers.all()) {
+      if (key.rfind("weight_filler.", 0) == 0) output_layer.attrs.set(key, value);
+    }
+    LayerSpec tanh;
+    tanh.name = fresh(name + "/tanh");
+    tanh.type = "Activation";
+    tanh.inputs = output_layer.outputs;
+    tanh.outputs = {top};
+    tanh.attrs.set("function", std::string("tanh"));
+    parts.push_back(std::move(output_layer));
+    parts.push_back(std::move(tanh));
+  }
+  return parts;
+}
+
 // Whether a layer must find learned blobs in a caffemodel.
 bool needs_weights(const caffe::LayerParameter& layer) {
   const std::string& type = layer.type();
   if (type == "Convolution" || type == "Deconvolution" || type == "InnerProduct" || type == "PReLU" ||
-      type == "BatchNorm" || type == "Normalize") {
+      type == "BatchNorm" || type == "Normalize" || type == "Embed" || type == "LSTM" || type == "RNN") {
     return true;
   }
   // With a second input the scale or bias is that input, not a learned blob.
@@ -772,7 +871,16 @@ Graph import_net(caffe::NetParameter& net, const std::string& prototxt_path, caf
         spec.weights.push_back(blob_to_tensor(it->second->blobs(i), *layer, i, caffemodel_path));
       }
     }
-    if (layer->type() == "Eltwise") {
+    if (layer->type() == "LSTM" || layer->type() == "RNN") {
+      std::vector<Tensor> output_blobs;
+      if (auto it = stored.find(layer->name() + "/output"); weights != nullptr && it != stored.end()) {
+        for (int i = 0; i < it->second->blobs_size(); ++i) {
+          output_blobs.push_back(blob_to_tensor(it->second->blobs(i), *it->second, i, caffemodel_path));
+        }
+      }
+      for (LayerSpec& part : caffe_recurrent(ctx, std::move(spec), fresh, std::move(output_blobs)))
+        graph.layers.push_back(std::move(part));
+    } else if (layer->type() == "Eltwise") {
       const caffe::EltwiseParameter& p = layer->eltwise_param();
       const std::string operation = p.operation() == caffe::EltwiseParameter::MAX    ? "max"
                                     : p.operation() == caffe::EltwiseParameter::PROD ? "prod"

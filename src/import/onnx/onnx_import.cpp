@@ -154,6 +154,8 @@ class Importer {
   void dilated_max_pool(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides,
                         const Dims& dilations, const Dims& begin, const Dims& end);
   void op_reduce(const Node& n);
+  void op_recurrent(const Node& n);
+  void op_expand(const Node& n);
 
   std::string path_, dir_;
   OnnxImportOptions options_;
@@ -375,9 +377,11 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Dropout", &Importer::op_identity},
       {"Elu", &Importer::op_activation},
       {"Exp", &Importer::op_activation},
+      {"Expand", &Importer::op_expand},
       {"Flatten", &Importer::op_flatten},
       {"Floor", &Importer::op_activation},
       {"Gather", &Importer::op_gather},
+      {"GRU", &Importer::op_recurrent},
       {"Gemm", &Importer::op_gemm},
       {"GlobalAveragePool", &Importer::op_global_pool},
       {"GlobalMaxPool", &Importer::op_global_pool},
@@ -385,6 +389,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"HardSwish", &Importer::op_activation},
       {"Identity", &Importer::op_identity},
       {"LRN", &Importer::op_lrn},
+      {"LSTM", &Importer::op_recurrent},
       {"LeakyRelu", &Importer::op_leaky_relu},
       {"Log", &Importer::op_activation},
       {"LogSoftmax", &Importer::op_softmax},
@@ -398,6 +403,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"PRelu", &Importer::op_prelu},
       {"Pad", &Importer::op_pad},
       {"Pow", &Importer::op_binary},
+      {"RNN", &Importer::op_recurrent},
       {"Reciprocal", &Importer::op_activation},
       {"ReduceL1", &Importer::op_reduce},
       {"ReduceL2", &Importer::op_reduce},
@@ -1565,6 +1571,142 @@ void Importer::op_reduce(const Node& n) {
   }
 }
 
+// Expand: numpy broadcasting of the input to a shape (exporters make initial states this way).
+void Importer::op_expand(const Node& n) {
+  const Shape in = shape(n, 0);
+  const Dims target = constant_ints(n, 1);
+  const std::size_t rank = std::max(target.size(), static_cast<std::size_t>(in.rank()));
+  Dims out(rank), in_dims(rank, 1), to(rank, 1);
+  std::copy(in.dims().begin(), in.dims().end(), in_dims.begin() + static_cast<long>(rank - static_cast<std::size_t>(in.rank())));
+  std::copy(target.begin(), target.end(), to.begin() + static_cast<long>(rank - target.size()));
+  for (std::size_t a = 0; a < rank; ++a) {
+    if (in_dims[a] != to[a] && in_dims[a] != 1 && to[a] != 1)
+      invalid(n, "cannot broadcast " + in.str() + " to " + Shape(target).str());
+    out[a] = in_dims[a] == 1 ? to[a] : in_dims[a];
+  }
+  const Shape out_shape(out);
+  if (!is_constant(n, 0)) {
+    // Adding zeros of the target shape broadcasts the same way.
+    const std::string zeros = n.name + "/zeros";
+    constants_[zeros] = Value{TP::FLOAT, Shape(to), std::vector<double>(static_cast<std::size_t>(Shape(to).numel()), 0.0)};
+    Attributes add;
+    add.set("operation", std::string("add"));
+    emit(n, "Binary", {tensor(n, 0), tensor_of(zeros)}, add);
+    return;
+  }
+  const Value& v = constant(n, 0);
+  Value result{v.type, out_shape, std::vector<double>(static_cast<std::size_t>(out_shape.numel()))};
+  for (std::int64_t i = 0; i < out_shape.numel(); ++i) {
+    std::int64_t rest = i, from = 0, stride = 1;
+    for (std::size_t a = rank; a-- > 0;) {
+      const std::int64_t coordinate = rest % out[a];
+      rest /= out[a];
+      if (in_dims[a] != 1) from += coordinate * stride;
+      stride *= in_dims[a];
+    }
+    result.data[static_cast<std::size_t>(i)] = v.data[static_cast<std::size_t>(from)];
+  }
+  set_constant(n, 0, std::move(result));
+}
+
+// ---- recurrent layers -------------------------------------------------------------------------
+
+void Importer::op_recurrent(const Node& n) {
+  const std::string& op = n.op();
+  const std::int64_t gates = op == "LSTM" ? 4 : op == "GRU" ? 3 : 1;
+  const Shape x = shape(n, 0);
+  const std::int64_t layout = attr_int(n, "layout", 0);
+  if (layout != 0 && layout != 1) invalid(n, "layout must be 0 or 1, is " + std::to_string(layout));
+  if (x.rank() != 3) invalid(n, "X must have rank 3, has shape " + x.str());
+  const std::int64_t steps = layout ? x[1] : x[0], batch = layout ? x[0] : x[1];
+  const Value& w = constant(n, 1);
+  const Value& r = constant(n, 2);
+  if (w.shape.rank() != 3 || r.shape.rank() != 3) {
+    invalid(n, "W and R must have rank 3, have shapes " + w.shape.str() + " and " + r.shape.str());
+  }
+  const std::string direction = attr_string(n, "direction", "forward");
+  const std::int64_t directions = direction == "bidirectional" ? 2 : 1;
+  if (direction != "forward" && direction != "reverse" && direction != "bidirectional")
+    invalid(n, "direction '" + direction + "' is none of forward, reverse, bidirectional");
+  const std::int64_t hidden = attr_int(n, "hidden_size", r.shape[2]);
+  const Shape w_expected{directions, gates * hidden, x[2]}, r_expected{directions, gates * hidden, hidden};
+  if (w.shape != w_expected || r.shape != r_expected) {
+    invalid(n, "inconsistent hidden sizes: hidden_size " + std::to_string(hidden) + ", " +
+                   std::to_string(directions) + " direction(s) and X " + x.str() + " need W " + w_expected.str() +
+                   " and R " + r_expected.str() + ", got " + w.shape.str() + " and " + r.shape.str());
+  }
+  Attributes attrs;
+  attrs.set("hidden_size", hidden);
+  attrs.set("direction", direction);
+  attrs.set("layout", layout);
+  if (const auto* a = attr(n, "activations", onnx::AttributeProto::STRINGS)) {
+    std::string list;
+    for (const std::string& name : a->strings()) list += (list.empty() ? "" : ",") + name;
+    attrs.set("activations", list);
+  }
+  if (n.has("activation_alpha")) attrs.set("activation_alpha", attr_floats(n, "activation_alpha"));
+  if (n.has("activation_beta")) attrs.set("activation_beta", attr_floats(n, "activation_beta"));
+  if (n.has("clip")) {
+    const double clip = attr_float(n, "clip", 0);
+    if (!(clip > 0)) invalid(n, "clip must be positive, is " + std::to_string(clip));
+    attrs.set("clip", clip);
+  }
+  if (op == "LSTM") attrs.set("input_forget", attr_int(n, "input_forget", 0) != 0 ? std::int64_t{1} : std::int64_t{0});
+  if (op == "GRU")
+    attrs.set("linear_before_reset", attr_int(n, "linear_before_reset", 0) != 0 ? std::int64_t{1} : std::int64_t{0});
+
+  std::vector<Tensor> weights{w.to_tensor(), r.to_tensor()};
+  if (n.has_input(3)) {
+    const Value& b = constant(n, 3);
+    if (b.shape != Shape{directions, 2 * gates * hidden})
+      invalid(n, "B must have shape " + Shape{directions, 2 * gates * hidden}.str() + ", has " + b.shape.str());
+    weights.push_back(b.to_tensor());
+  }
+  attrs.set("bias", std::int64_t{n.has_input(3) ? 1 : 0});
+  if (op == "LSTM") {
+    if (n.has_input(7)) {
+      const Value& p = constant(n, 7);
+      if (p.shape != Shape{directions, 3 * hidden})
+        invalid(n, "P must have shape " + Shape{directions, 3 * hidden}.str() + ", has " + p.shape.str());
+      weights.push_back(p.to_tensor());
+    }
+    attrs.set("peepholes", std::int64_t{n.has_input(7) ? 1 : 0});
+  }
+
+  std::vector<std::string> inputs{tensor(n, 0)};
+  if (n.has_input(4)) {
+    if (is_constant(n, 4)) {
+      const Value& lengths = constant(n, 4);
+      for (std::size_t b = 0; b < lengths.data.size(); ++b) {
+        if (lengths.data[b] < 0 || lengths.data[b] > static_cast<double>(steps)) {
+          invalid(n, "sequence_lens[" + std::to_string(b) + "] is " + std::to_string(static_cast<std::int64_t>(lengths.data[b])) +
+                         ", past the input's " + std::to_string(steps) + " steps");
+        }
+      }
+    }
+    attrs.set("sequence_lens", std::int64_t{1});
+    inputs.push_back(tensor(n, 4));
+  }
+  const int states = op == "LSTM" ? 2 : 1;
+  bool any_state = false;
+  for (int s = 0; s < states; ++s) any_state = any_state || n.has_input(5 + s);
+  if (any_state) {
+    attrs.set("initial_state", std::int64_t{1});
+    const Shape state = layout ? Shape{batch, directions, hidden} : Shape{directions, batch, hidden};
+    for (int s = 0; s < states; ++s) {
+      if (n.has_input(5 + s)) {
+        inputs.push_back(tensor(n, 5 + s));
+      } else {
+        // The other state was given: this one starts at zero.
+        const std::string zeros = n.name + (s == 0 ? "/initial_h" : "/initial_c");
+        constants_[zeros] = Value{TP::FLOAT, state, std::vector<double>(static_cast<std::size_t>(state.numel()), 0.0)};
+        inputs.push_back(tensor_of(zeros));
+      }
+    }
+  }
+  emit(n, op, inputs, attrs, weights, "", std::max(1, n.outputs()));
+}
+
 }  // namespace
 
 Graph load_onnx(const std::string& path, const OnnxImportOptions& options) {
@@ -1582,3 +1724,4 @@ Graph load_onnx(std::span<const std::byte> bytes, const std::string& name, const
 std::vector<std::string> onnx_supported_ops() { return Importer::supported(); }
 
 }  // namespace espresso
+
