@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <span>
 
 #include "espresso/espresso.h"
@@ -352,6 +353,7 @@ struct Fb {
   std::size_t write(const Ptr& n) {
     if (n->kind == Node::bytes) {
       align(4);
+      while ((out.size() + 4) % 16) out.push_back(0);  // element data 16-byte aligned, as Buffer asks
       const std::size_t at = out.size();
       out.resize(at + 4);
       put32(at, n->count);
@@ -495,6 +497,263 @@ TEST(TfliteImport, BadReferencesAreTypedErrors) {
   const std::int32_t back = -0x40000000;
   std::memcpy(vtable_outside.data() + root, &back, 4);
   EXPECT_THROW(load_bytes(vtable_outside), ParseError);
+}
+
+// ---- single operators against the interpreter ---------------------------------------------------
+
+// A hand-made model: tensors (constants carry data), operators with their options, inputs and outputs.
+struct MadeModel {
+  struct TensorDef {
+    std::vector<std::int32_t> shape;
+    std::int8_t type = 0;
+    std::vector<std::uint8_t> data;  // constants only
+  };
+  struct OpDef {
+    std::int32_t code;
+    std::vector<std::int32_t> inputs, outputs;
+    std::uint8_t options_type = 0;
+    Fb::Ptr options;
+  };
+  std::string name;
+  std::vector<TensorDef> tensors;
+  std::vector<OpDef> ops;
+  std::vector<std::int32_t> inputs, outputs;
+
+  std::int32_t input(std::vector<std::int32_t> shape) {
+    inputs.push_back(tensor(std::move(shape)));
+    return inputs.back();
+  }
+  std::int32_t tensor(std::vector<std::int32_t> shape) {
+    tensors.push_back({std::move(shape), 0, {}});
+    return static_cast<std::int32_t>(tensors.size() - 1);
+  }
+  // A float constant filled from the LCG (scaled), or int32 values.
+  std::int32_t weights(std::vector<std::int32_t> shape, std::uint32_t seed, float scale = 0.5f) {
+    const auto values = lcg_values(static_cast<std::size_t>(Shape(std::vector<std::int64_t>(shape.begin(), shape.end())).numel()), seed);
+    std::vector<std::uint8_t> data(values.size() * 4);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const float v = values[i] * scale;
+      std::memcpy(data.data() + 4 * i, &v, 4);
+    }
+    tensors.push_back({std::move(shape), 0, std::move(data)});
+    return static_cast<std::int32_t>(tensors.size() - 1);
+  }
+  std::int32_t scalar(float value) {
+    std::vector<std::uint8_t> data(4);
+    std::memcpy(data.data(), &value, 4);
+    tensors.push_back({{}, 0, std::move(data)});
+    return static_cast<std::int32_t>(tensors.size() - 1);
+  }
+  std::int32_t ints(std::vector<std::int32_t> values, std::vector<std::int32_t> shape = {-1}) {
+    if (shape == std::vector<std::int32_t>{-1}) shape = {static_cast<std::int32_t>(values.size())};
+    std::vector<std::uint8_t> data(values.size() * 4);
+    if (!values.empty()) std::memcpy(data.data(), values.data(), data.size());
+    tensors.push_back({std::move(shape), 2, std::move(data)});
+    return static_cast<std::int32_t>(tensors.size() - 1);
+  }
+  // Adds an operator writing a new tensor of `shape`; returns it.
+  std::int32_t op(std::int32_t code, std::vector<std::int32_t> in, std::vector<std::int32_t> shape,
+                  std::uint8_t options_type = 0, std::vector<Fb::Field> options = {}) {
+    const std::int32_t out = tensor(std::move(shape));
+    ops.push_back({code, std::move(in), {out}, options_type, options_type ? Fb::make_table(std::move(options)) : nullptr});
+    return out;
+  }
+  std::string bytes() const {
+    std::vector<std::int32_t> codes;
+    std::vector<Fb::Ptr> code_tables, tensor_tables, op_tables, buffer_tables{Fb::make_table({})};
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+      const TensorDef& t = tensors[i];
+      std::uint32_t buffer = 0;
+      if (!t.data.empty()) {
+        buffer = static_cast<std::uint32_t>(buffer_tables.size());
+        buffer_tables.push_back(Fb::make_table({Fb::ref(0, Fb::vector<std::uint8_t>(t.data))}));
+      }
+      tensor_tables.push_back(Fb::make_table({Fb::ref(0, Fb::vector<std::int32_t>(t.shape)), Fb::scalar<std::int8_t>(1, t.type),
+                                              Fb::scalar<std::uint32_t>(2, buffer), Fb::ref(3, Fb::string("t" + std::to_string(i)))}));
+    }
+    for (const OpDef& o : ops) {
+      auto it = std::find(codes.begin(), codes.end(), o.code);
+      if (it == codes.end()) {
+        codes.push_back(o.code);
+        code_tables.push_back(builtin(o.code));
+        it = codes.end() - 1;
+      }
+      std::vector<Fb::Field> fields = {Fb::scalar<std::uint32_t>(0, static_cast<std::uint32_t>(it - codes.begin())),
+                                       Fb::ref(1, Fb::vector<std::int32_t>(o.inputs)), Fb::ref(2, Fb::vector<std::int32_t>(o.outputs))};
+      if (o.options) {
+        fields.push_back(Fb::scalar<std::uint8_t>(3, o.options_type));
+        fields.push_back(Fb::ref(4, o.options));
+      }
+      op_tables.push_back(Fb::make_table(fields));
+    }
+    const Fb::Ptr graph = Fb::make_table({Fb::ref(0, Fb::table_vector(tensor_tables)), Fb::ref(1, Fb::vector<std::int32_t>(inputs)),
+                                          Fb::ref(2, Fb::vector<std::int32_t>(outputs)), Fb::ref(3, Fb::table_vector(op_tables))});
+    const Fb::Ptr model = Fb::make_table({Fb::scalar<std::uint32_t>(0, 3), Fb::ref(1, Fb::table_vector(code_tables)),
+                                          Fb::ref(2, Fb::table_vector({graph})), Fb::ref(4, Fb::table_vector(buffer_tables))});
+    Fb fb;
+    return fb.finish(model);
+  }
+};
+
+using Fields = std::vector<Fb::Field>;
+template <class T>
+Fb::Field F(int index, T value) { return Fb::scalar<T>(index, value); }
+
+// Schema values: operator codes and the options union's types.
+std::vector<MadeModel> operator_models() {
+  std::vector<MadeModel> models;
+  auto add = [&](const std::string& name, const std::function<void(MadeModel&)>& build) {
+    MadeModel m;
+    m.name = name;
+    build(m);
+    models.push_back(std::move(m));
+  };
+  // CONV_2D (3, Conv2DOptions 1): SAME with stride 2 on odd sizes (uneven padding), bias, RELU6.
+  add("conv_same_stride2_relu6", [](MadeModel& m) {
+    const auto x = m.input({1, 7, 9, 3});
+    m.outputs = {m.op(3, {x, m.weights({4, 3, 3, 3}, 1), m.weights({4}, 2)}, {1, 4, 5, 4}, 1,
+                      Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 2), F<std::int32_t>(2, 2), F<std::int8_t>(3, 3)})};
+  });
+  add("conv_valid_dilated_grouped", [](MadeModel& m) {
+    const auto x = m.input({1, 9, 8, 4});
+    m.outputs = {m.op(3, {x, m.weights({6, 3, 2, 2}, 3), m.weights({6}, 21)}, {1, 5, 6, 6}, 1,
+                      Fields{F<std::int8_t>(0, 1), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1), F<std::int8_t>(3, 0),
+                             F<std::int32_t>(4, 2), F<std::int32_t>(5, 2)})};
+  });
+  // DEPTHWISE_CONV_2D (4, options 2): multiplier 2, dilation 2, SAME, RELU.
+  add("depthwise_multiplier2_dilated", [](MadeModel& m) {
+    const auto x = m.input({1, 8, 7, 3});
+    m.outputs = {m.op(4, {x, m.weights({1, 3, 3, 6}, 4), m.weights({6}, 5)}, {1, 8, 7, 6}, 2,
+                      Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1), F<std::int32_t>(3, 2),
+                             F<std::int8_t>(4, 1), F<std::int32_t>(5, 2), F<std::int32_t>(6, 2)})};
+  });
+  // TRANSPOSE_CONV (67, options 49): SAME stride 2 and VALID.
+  add("transpose_conv_same", [](MadeModel& m) {
+    const auto x = m.input({1, 5, 4, 4});
+    m.outputs = {m.op(67, {m.ints({1, 10, 8, 2}), m.weights({2, 3, 3, 4}, 6), x}, {1, 10, 8, 2}, 49,
+                      Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 2), F<std::int32_t>(2, 2)})};
+  });
+  add("transpose_conv_valid", [](MadeModel& m) {
+    const auto x = m.input({1, 3, 4, 2});
+    m.outputs = {m.op(67, {m.ints({1, 7, 9, 3}), m.weights({3, 3, 3, 2}, 7), x}, {1, 7, 9, 3}, 49,
+                      Fields{F<std::int8_t>(0, 1), F<std::int32_t>(1, 2), F<std::int32_t>(2, 2)})};
+  });
+  // AVERAGE_POOL_2D (1) and MAX_POOL_2D (17), Pool2DOptions 5: SAME, uneven padding.
+  add("pools_same", [](MadeModel& m) {
+    const auto x = m.input({1, 7, 6, 2});
+    const Fields o{F<std::int8_t>(0, 0), F<std::int32_t>(1, 2), F<std::int32_t>(2, 2), F<std::int32_t>(3, 3), F<std::int32_t>(4, 3)};
+    m.outputs = {m.op(1, {x}, {1, 4, 3, 2}, 5, o), m.op(17, {x}, {1, 4, 3, 2}, 5, o)};
+  });
+  // RESIZE_BILINEAR (23, options 15) and RESIZE_NEAREST_NEIGHBOR (97, options 74).
+  add("resizes", [](MadeModel& m) {
+    const auto x = m.input({1, 3, 4, 2});
+    const auto size = m.ints({7, 9});
+    m.outputs = {m.op(23, {x, size}, {1, 7, 9, 2}, 15, Fields{F<std::uint8_t>(3, 1)}),
+                 m.op(23, {x, size}, {1, 7, 9, 2}, 15, Fields{F<std::uint8_t>(2, 1)}),
+                 m.op(23, {x, size}, {1, 7, 9, 2}, 15, Fields{F<std::uint8_t>(2, 0)}),
+                 m.op(97, {x, size}, {1, 7, 9, 2}, 74, Fields{F<std::uint8_t>(1, 1)}),
+                 m.op(97, {x, size}, {1, 7, 9, 2}, 74, Fields{F<std::uint8_t>(0, 0)})};
+  });
+  // STRIDED_SLICE (45, options 32) with masks and a shrunk axis; SLICE (65, options 48).
+  add("slices", [](MadeModel& m) {
+    const auto x = m.input({1, 5, 6, 3});
+    m.outputs = {m.op(45, {x, m.ints({0, 1, 5, 0}), m.ints({1, 5, 0, 2}), m.ints({1, 2, -2, 1})}, {2, 3, 2}, 32,
+                      Fields{F<std::int32_t>(0, 0), F<std::int32_t>(1, 4), F<std::int32_t>(4, 1)}),
+                 m.op(65, {x, m.ints({0, 1, 2, 1}), m.ints({1, 3, -1, 2})}, {1, 3, 4, 2}, 48, Fields{})};
+  });
+  // GATHER (36, options 23), SPLIT (49, options 35) of an NCHW tensor, CONCATENATION (2, options 10).
+  add("gather_split_concat", [](MadeModel& m) {
+    const auto x = m.input({1, 4, 4, 6});
+    const auto g = m.input({2, 5, 3});
+    const auto conv = m.op(3, {x, m.weights({6, 1, 1, 6}, 8), m.weights({6}, 22)}, {1, 4, 4, 6}, 1,
+                           Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1)});
+    const auto a = m.tensor({1, 4, 4, 3}), b = m.tensor({1, 4, 4, 3});
+    m.ops.push_back({49, {m.ints({3}, {}), conv}, {a, b}, 35, Fb::make_table({F<std::int32_t>(0, 2)})});
+    const auto joined = m.op(2, {b, a, x}, {1, 4, 4, 12}, 10, Fields{F<std::int32_t>(0, -1), F<std::int8_t>(1, 0)});
+    m.outputs = {joined, m.op(36, {g, m.ints({4, 0, 2})}, {2, 3, 3}, 23, Fields{F<std::int32_t>(0, 1)})};
+  });
+  // BATCH_MATMUL (126, options 101) with adj_y; FULLY_CONNECTED (9, options 8) keeping dimensions.
+  add("matmul_fc", [](MadeModel& m) {
+    const auto a = m.input({2, 3, 4});
+    const auto b = m.input({2, 5, 4});
+    m.outputs = {m.op(126, {a, b}, {2, 3, 5}, 101, Fields{F<std::uint8_t>(1, 1)}),
+                 m.op(9, {a, m.weights({5, 4}, 9), m.weights({5}, 10)}, {2, 3, 5}, 8, Fields{F<std::int8_t>(0, 1), F<std::uint8_t>(2, 1)}),
+                 m.op(9, {a, m.weights({6, 12}, 11), -1}, {2, 6}, 8, Fields{F<std::int8_t>(0, 0)})};
+  });
+  // SOFTMAX (25, options 9) with beta, on rank 2 and on an NCHW tensor; PRELU (54); LEAKY_RELU (98, 75);
+  // HARD_SWISH (117, 91).
+  add("softmax_prelu_activations", [](MadeModel& m) {
+    const auto x = m.input({1, 3, 4, 5});
+    const auto y = m.input({2, 7});
+    const auto conv = m.op(3, {x, m.weights({5, 1, 1, 5}, 12, 2.0f), m.weights({5}, 23)}, {1, 3, 4, 5}, 1,
+                           Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1)});
+    m.outputs = {m.op(25, {conv}, {1, 3, 4, 5}, 9, Fields{F<float>(0, 0.5f)}),
+                 m.op(25, {y}, {2, 7}, 9, Fields{F<float>(0, 1.0f)}),
+                 m.op(54, {conv, m.weights({1, 1, 5}, 13)}, {1, 3, 4, 5}),
+                 m.op(98, {conv}, {1, 3, 4, 5}, 75, Fields{F<float>(0, 0.2f)}),
+                 m.op(117, {conv}, {1, 3, 4, 5}, 91, Fields{})};
+  });
+  // MEAN (40), SUM (74), REDUCE_MAX (82), ReducerOptions 27, in and out of NCHW.
+  add("reductions", [](MadeModel& m) {
+    const auto x = m.input({1, 4, 5, 3});
+    m.outputs = {m.op(40, {x, m.ints({1, 2})}, {1, 3}, 27, Fields{F<std::uint8_t>(0, 0)}),
+                 m.op(74, {x, m.ints({3})}, {1, 4, 5}, 27, Fields{F<std::uint8_t>(0, 0)}),
+                 m.op(82, {x, m.ints({2})}, {1, 4, 1, 3}, 27, Fields{F<std::uint8_t>(0, 1)})};
+  });
+  // PAD (34, 22), PADV2 (60, 43), DEPTH_TO_SPACE (5, 94), TRANSPOSE (39, 26) of an NCHW tensor.
+  add("pad_depth_to_space_transpose", [](MadeModel& m) {
+    const auto x = m.input({1, 2, 3, 8});
+    const auto pads = m.ints({0, 0, 1, 2, 0, 1, 0, 0}, {4, 2});
+    const auto value = m.weights({}, 14);
+    m.outputs = {m.op(34, {x, pads}, {1, 5, 4, 8}, 22, Fields{}), m.op(60, {x, pads, value}, {1, 5, 4, 8}, 43, Fields{}),
+                 m.op(5, {x}, {1, 4, 6, 2}, 94, Fields{F<std::int32_t>(0, 2)}),
+                 m.op(39, {x, m.ints({0, 3, 1, 2})}, {1, 8, 2, 3}, 26, Fields{})};
+  });
+  // ADD (0, 11) of a broadcast constant to an NCHW tensor, MUL (18, 21), SQUARED_DIFFERENCE (99, 76),
+  // RSQRT (76).
+  add("elementwise_broadcast", [](MadeModel& m) {
+    const auto x = m.input({1, 3, 4, 5});
+    const auto conv = m.op(3, {x, m.weights({5, 1, 1, 5}, 15), m.weights({5}, 24)}, {1, 3, 4, 5}, 1,
+                           Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1)});
+    const auto added = m.op(0, {conv, m.weights({5}, 16)}, {1, 3, 4, 5}, 11, Fields{F<std::int8_t>(0, 1)});
+    const auto squared = m.op(18, {added, added}, {1, 3, 4, 5}, 21, Fields{F<std::int8_t>(0, 0)});
+    const auto shifted = m.op(0, {squared, m.weights({1, 1, 1, 1}, 17, 0.0f)}, {1, 3, 4, 5}, 11, Fields{});
+    const auto one = m.op(0, {shifted, m.weights({4, 1}, 18, 0.1f)}, {1, 3, 4, 5}, 11, Fields{});
+    m.outputs = {m.op(76, {m.op(0, {one, m.scalar(1.0f)}, {1, 3, 4, 5}, 11, Fields{})}, {1, 3, 4, 5}),
+                 m.op(99, {conv, m.weights({4, 5}, 20)}, {1, 3, 4, 5}, 76, Fields{})};
+  });
+  return models;
+}
+
+TEST(TfliteOperators, MatchTheTfliteInterpreter) {
+  const fs::path interpreter = model_cache() / "tensorflow-tfjs-tflite-0.0.1-alpha.10";
+  if (!fs::exists(interpreter / "wasm" / "tflite_web_api_cc.wasm")) GTEST_SKIP() << interpreter << " is absent: run scripts/fetch_test_models.sh";
+  if (std::system("command -v node > /dev/null 2>&1") != 0) GTEST_SKIP() << "node is absent: the interpreter cannot run";
+  testing::TempDir dir;
+  const std::vector<MadeModel> models = operator_models();
+  std::string command = "node " + std::string(ESPRESSO_SOURCE_DIR) + "/tests/tflite/reference.js " + interpreter.string() + " " + dir.path();
+  for (const MadeModel& m : models) command += " " + dir.write(m.name + ".tflite", m.bytes());
+  command += " > " + dir.file("log") + " 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << testing::read_bytes(dir.file("log"));
+  for (const MadeModel& m : models) {
+    SCOPED_TRACE(m.name);
+    const std::string json = dir.file(m.name + ".json");
+    if (!fs::exists(json)) {
+      ADD_FAILURE() << "the interpreter did not run it: " << testing::read_bytes(dir.file("log"));
+      continue;
+    }
+    const Reference ref = read_reference(json);
+    Net net(load_model(dir.file(m.name + ".tflite")));
+    const auto outputs = net.forward(ref.inputs);
+    for (const auto& [name, expected] : ref.outputs) {
+      ASSERT_TRUE(outputs.count(name)) << name;
+      const Tensor& got = outputs.at(name);
+      ASSERT_EQ(got.shape(), expected.shape()) << name;
+      const double error = relative_error(got.to_vector(), expected.to_vector());
+      std::printf("%s %s: relative error %.3g\n", m.name.c_str(), name.c_str(), error);
+      EXPECT_LE(error, 1e-5) << name;
+    }
+  }
 }
 
 TEST(TfliteImport, UnknownExtensionStillListsTflite) {
