@@ -507,6 +507,9 @@ struct MadeModel {
     std::vector<std::int32_t> shape;
     std::int8_t type = 0;
     std::vector<std::uint8_t> data;  // constants only
+    std::vector<float> scales;       // quantized constants
+    std::vector<std::int64_t> zero_points;
+    std::int32_t quantized_dimension = 0;
   };
   struct OpDef {
     std::int32_t code;
@@ -536,6 +539,27 @@ struct MadeModel {
       std::memcpy(data.data() + 4 * i, &v, 4);
     }
     tensors.push_back({std::move(shape), 0, std::move(data)});
+    return static_cast<std::int32_t>(tensors.size() - 1);
+  }
+  // A quantized constant (int8: type 9, uint8: type 3) of LCG bytes.
+  std::int32_t quantized(std::vector<std::int32_t> shape, std::int8_t type, std::vector<float> scales,
+                         std::vector<std::int64_t> zero_points, std::int32_t dimension, std::uint32_t seed) {
+    const auto values = lcg_values(static_cast<std::size_t>(Shape(std::vector<std::int64_t>(shape.begin(), shape.end())).numel()), seed);
+    std::vector<std::uint8_t> data;
+    for (float v : values) data.push_back(static_cast<std::uint8_t>(static_cast<int>(std::floor(v * 127.0f)) + (type == 3 ? 128 : 0)));
+    tensors.push_back({std::move(shape), type, std::move(data), std::move(scales), std::move(zero_points), dimension});
+    return static_cast<std::int32_t>(tensors.size() - 1);
+  }
+  // An fp16 constant: exact half values of magnitude [0.125, 1), random signs.
+  std::int32_t half(std::vector<std::int32_t> shape, std::uint32_t seed) {
+    const auto values = lcg_values(static_cast<std::size_t>(Shape(std::vector<std::int64_t>(shape.begin(), shape.end())).numel()), seed);
+    std::vector<std::uint8_t> data;
+    for (float v : values) {
+      const auto bits = static_cast<std::uint16_t>((v < 0 ? 0x8000 : 0) + 0x3000 + static_cast<int>(std::abs(v) * 0x0bff));
+      data.push_back(static_cast<std::uint8_t>(bits & 0xff));
+      data.push_back(static_cast<std::uint8_t>(bits >> 8));
+    }
+    tensors.push_back({std::move(shape), 1, std::move(data)});
     return static_cast<std::int32_t>(tensors.size() - 1);
   }
   std::int32_t scalar(float value) {
@@ -568,8 +592,13 @@ struct MadeModel {
         buffer = static_cast<std::uint32_t>(buffer_tables.size());
         buffer_tables.push_back(Fb::make_table({Fb::ref(0, Fb::vector<std::uint8_t>(t.data))}));
       }
-      tensor_tables.push_back(Fb::make_table({Fb::ref(0, Fb::vector<std::int32_t>(t.shape)), Fb::scalar<std::int8_t>(1, t.type),
-                                              Fb::scalar<std::uint32_t>(2, buffer), Fb::ref(3, Fb::string("t" + std::to_string(i)))}));
+      std::vector<Fb::Field> fields = {Fb::ref(0, Fb::vector<std::int32_t>(t.shape)), Fb::scalar<std::int8_t>(1, t.type),
+                                       Fb::scalar<std::uint32_t>(2, buffer), Fb::ref(3, Fb::string("t" + std::to_string(i)))};
+      if (!t.scales.empty()) {
+        fields.push_back(Fb::ref(4, Fb::make_table({Fb::ref(2, Fb::vector<float>(t.scales)), Fb::ref(3, Fb::vector<std::int64_t>(t.zero_points)),
+                                                    Fb::scalar<std::int32_t>(6, t.quantized_dimension)})));
+      }
+      tensor_tables.push_back(Fb::make_table(fields));
     }
     for (const OpDef& o : ops) {
       auto it = std::find(codes.begin(), codes.end(), o.code);
@@ -721,6 +750,18 @@ std::vector<MadeModel> operator_models() {
     const auto one = m.op(0, {shifted, m.weights({4, 1}, 18, 0.1f)}, {1, 3, 4, 5}, 11, Fields{});
     m.outputs = {m.op(76, {m.op(0, {one, m.scalar(1.0f)}, {1, 3, 4, 5}, 11, Fields{})}, {1, 3, 4, 5}),
                  m.op(99, {conv, m.weights({4, 5}, 20)}, {1, 3, 4, 5}, 76, Fields{})};
+  });
+  // DEQUANTIZE (6) of int8 per-channel, uint8 per-tensor (zero point 128) and fp16 weights, folded.
+  add("dequantized_weights", [](MadeModel& m) {
+    const auto x = m.input({1, 5, 5, 3});
+    const auto w = m.op(6, {m.quantized({4, 3, 3, 3}, 9, {0.01f, 0.02f, 0.005f, 0.03f}, {0, 0, 0, 0}, 0, 25)}, {4, 3, 3, 3});
+    const auto conv = m.op(3, {x, w, m.weights({4}, 26)}, {1, 5, 5, 4}, 1,
+                           Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1)});
+    const auto bias = m.op(6, {m.quantized({4}, 3, {0.05f}, {128}, 0, 27)}, {4});
+    const auto added = m.op(0, {conv, bias}, {1, 5, 5, 4}, 11, Fields{});
+    const auto h = m.op(6, {m.half({2, 1, 1, 4}, 28)}, {2, 1, 1, 4});
+    m.outputs = {m.op(3, {added, h, m.weights({2}, 29)}, {1, 5, 5, 2}, 1,
+                      Fields{F<std::int8_t>(0, 1), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1)})};
   });
   return models;
 }
