@@ -231,6 +231,10 @@ TEST_F(TfliteFaceDetection, LoadsFromMemory) {
   const Tensor input = Tensor::from(a.inputs[0].shape, lcg_values(3 * 128 * 128, 9));
   const auto x = run_model(a, input), y = run_model(b, input);
   for (const auto& [name, tensor] : x) EXPECT_EQ(tensor.to_vector(), y.at(name).to_vector()) << name;
+  // Under another file name the "TFL3" identifier tells the format.
+  testing::TempDir dir;
+  const auto z = run_model(load_model(dir.write("face.model", bytes)), input);
+  for (const auto& [name, tensor] : x) EXPECT_EQ(tensor.to_vector(), z.at(name).to_vector()) << name;
 }
 
 // Cut anywhere, the file gives a typed error; with a byte changed it loads or gives a typed error.

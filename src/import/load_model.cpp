@@ -1,4 +1,6 @@
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <system_error>
 
@@ -37,6 +39,12 @@ Graph load_by_extension(const std::string& model_path, const std::string& weight
     if (!weights_path.empty()) {
       throw UnsupportedError(model_path + ": .tflite files carry their own weights; drop '" + weights_path + "'");
     }
+    return load_tflite(model_path);
+  }
+  // Any other name: TensorFlow Lite files say what they are (the FlatBuffer identifier "TFL3").
+  char header[8] = {};
+  std::ifstream file(model_path, std::ios::binary);
+  if (file.read(header, sizeof header) && std::memcmp(header + 4, "TFL3", 4) == 0 && weights_path.empty()) {
     return load_tflite(model_path);
   }
   throw UnsupportedError(model_path + ": unknown model format '" + extension +

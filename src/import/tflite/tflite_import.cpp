@@ -4,6 +4,7 @@
 // and converted only where an operator needs the other one.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -102,6 +103,11 @@ constexpr int sparsity_order = 0, sparsity_block_map = 1, sparsity_dims = 2;
 constexpr int dim_format = 0, dim_dense_size = 1, dim_segments_type = 2, dim_segments = 3, dim_indices_type = 4,
               dim_indices = 5;
 }  // namespace field
+
+// No tensor may claim more elements (keeps every product of dimensions far from overflow).
+constexpr std::int64_t kMaxElements = std::int64_t{1} << 40;
+// DENSIFY expands at load time, in memory: at most this many elements.
+constexpr std::int64_t kMaxDenseElements = std::int64_t{1} << 28;
 
 // ---- layout ------------------------------------------------------------------------------------
 
@@ -231,8 +237,7 @@ class Importer {
   std::string emit_helper(const TfOperator& op, const std::string& suffix, const std::string& type,
                           std::vector<std::string> inputs, Attributes attrs = {}, std::vector<Tensor> weights = {});
   std::string emit_constant(const std::string& name, const Const& value);
-  std::string emit_layout(int t, const std::string& from, const Dims& from_dims, const Dims& perm,
-                          const std::string& to);
+  std::string emit_layout(const std::string& from, const Dims& from_dims, const Dims& perm, const std::string& to);
   // The name the output of `op` number `i` gets in layout `in_nchw`.
   std::string output_name(int t, bool in_nchw) const;
   // Records tensor t as computed in `graph_name` and checks its shape against the file's.
@@ -320,10 +325,16 @@ void Importer::read_model() {
     const std::string base = tensor.name.empty() ? "tensor" + std::to_string(tensors_.size()) : tensor.name;
     tensor.name = base;
     for (int k = 1; !names.insert(tensor.name).second; ++k) tensor.name = base + "#" + std::to_string(k);
+    std::int64_t elements = 1;
     for (std::int32_t d : t.ints(field::tensor_shape)) {
       if (d < 0) throw ModelError(path_ + ": tensor '" + tensor.name + "' has a negative dimension");
       tensor.shape.push_back(d);
+      if (d != 0 && elements > kMaxElements / d) {
+        throw ModelError(path_ + ": tensor '" + tensor.name + "' has more than 2^40 elements");
+      }
+      elements *= d;
     }
+    if (tensor.shape.size() > 8) throw UnsupportedError(path_ + ": tensor '" + tensor.name + "' has rank above 8");
     // A -1 in the signature marks a dimension fixed only at run time; a dynamic batch is fine.
     const std::vector<std::int32_t> signature = t.ints(field::tensor_shape_signature);
     for (std::size_t i = 1; i < signature.size(); ++i) tensor.dynamic = tensor.dynamic || signature[i] < 0;
@@ -477,11 +488,10 @@ std::string Importer::emit_constant(const std::string& name, const Const& value)
   spec.outputs = {spec.name};
   shapes_[spec.name] = Shape(value.shape);
   graph_.layers.push_back(std::move(spec));
-  constant_layers_[name] = name;
   return constant_layers_[name] = graph_.layers.back().outputs[0];
 }
 
-std::string Importer::emit_layout(int t, const std::string& from, const Dims& from_dims, const Dims& perm,
+std::string Importer::emit_layout(const std::string& from, const Dims& from_dims, const Dims& perm,
                                   const std::string& to) {
   LayerSpec spec;
   spec.name = to;
@@ -505,7 +515,6 @@ std::string Importer::emit_layout(int t, const std::string& from, const Dims& fr
   spec.outputs = {to};
   shapes_[to] = Shape(target);
   graph_.layers.push_back(std::move(spec));
-  (void)t;
   return to;
 }
 
@@ -519,7 +528,7 @@ std::string Importer::file_order(int t) {
   Live& live = it->second;
   if (live.file.empty()) {
     const std::string name = graph_outputs_.count(t) ? info(t).name : info(t).name + "/nhwc";
-    live.file = emit_layout(t, live.nchw, permuted(info(t).shape, kToNchw), kToNhwc, name);
+    live.file = emit_layout(live.nchw, permuted(info(t).shape, kToNchw), kToNhwc, name);
   }
   return live.file;
 }
@@ -533,7 +542,7 @@ std::string Importer::nchw(int t) {
   auto it = live_.find(t);
   if (it == live_.end()) throw ModelError(tensor_where(t) + ": used before any operator computes it");
   Live& live = it->second;
-  if (live.nchw.empty()) live.nchw = emit_layout(t, live.file, info(t).shape, kToNchw, info(t).name + "/nchw");
+  if (live.nchw.empty()) live.nchw = emit_layout(live.file, info(t).shape, kToNchw, info(t).name + "/nchw");
   return live.nchw;
 }
 
@@ -1194,7 +1203,10 @@ void Importer::op_densify(const TfOperator& op) {
   std::vector<std::int32_t> block_map = s.ints(field::sparsity_block_map);
   const std::vector<FlatTable> dims = s.tables(field::sparsity_dims, "dim_metadata");
   const std::size_t levels = order.size();
-  if (levels != n + block_map.size() || dims.size() != levels) invalid(op, "sparsity of '" + tensor.name + "' does not fit " + dims_str(dense));
+  if (levels != n + block_map.size() || dims.size() != levels || levels > 16) {
+    invalid(op, "sparsity of '" + tensor.name + "' does not fit " + dims_str(dense));
+  }
+  if (Shape(dense).numel() > kMaxDenseElements) unsupported(op, "'" + tensor.name + "' is too large to densify at load time");
   struct Level {
     bool sparse = false;
     std::int64_t size = 0;
