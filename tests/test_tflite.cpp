@@ -175,6 +175,38 @@ TEST_P(TfliteModels, OnnxTwinGivesTheSameOutputs) {
   EXPECT_LE(error, 1e-4);
 }
 
+// The files fix batch 1; the graph runs any batch, each image as it would alone.
+TEST_P(TfliteModels, Batch3MatchesSingleRuns) {
+  const TfliteModel& m = std::get<0>(GetParam());
+  const Reference ref = read_reference(reference_path(m));
+  if (ref.inputs.size() != 1) GTEST_SKIP() << m.name << " has several inputs";
+  NetOptions options;
+  options.device = device();
+  Net single(load_model(model_path(m).string()), options);
+  Net batched(load_model(model_path(m).string()), options);
+  const std::string input = single.input_names().at(0);
+  const Shape one = single.input_shape(input);
+  std::vector<std::int64_t> dims = one.dims();
+  dims[0] = 3;
+  std::vector<float> all;
+  std::vector<std::map<std::string, Tensor>> alone;
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    const std::vector<float> values = lcg_values(static_cast<std::size_t>(one.numel()), 100 + i);
+    all.insert(all.end(), values.begin(), values.end());
+    for (const auto& [name, tensor] : single.forward({{input, Tensor::from(one, values)}})) alone.resize(i + 1), alone[i][name] = tensor.to(Device::cpu());
+  }
+  batched.set_batch(3);
+  const auto outputs = batched.forward({{input, Tensor::from(Shape(dims), all)}});
+  for (const auto& [name, tensor] : outputs) {
+    const std::vector<float> got = tensor.to(Device::cpu()).to_vector();
+    const std::size_t per = got.size() / 3;
+    for (std::size_t i = 0; i < 3; ++i) {
+      const std::vector<float> part(got.begin() + static_cast<long>(i * per), got.begin() + static_cast<long>((i + 1) * per));
+      EXPECT_LE(relative_error(part, alone[i].at(name).to_vector()), 1e-5) << name << " image " << i;
+    }
+  }
+}
+
 std::string model_label(const ::testing::TestParamInfo<std::tuple<TfliteModel, const char*>>& info) {
   std::string name = std::string(std::get<0>(info.param).name) + "_" + std::get<1>(info.param);
   for (char& c : name)

@@ -1140,7 +1140,17 @@ void Importer::op_resize(const TfOperator& op) {
   const bool half_pixel = op.options.scalar<std::uint8_t>(bilinear ? 3 : 1, 0) != 0;
   Attributes attrs;
   attrs.set("mode", std::string(bilinear ? "linear" : "nearest"));
-  attrs.set("sizes", Dims{in[0], in[3], size[0], size[1]});
+  // Scales rather than sizes keep the batch free. Each is out / in, nudged up where rounding would
+  // make floor(in · scale) fall short of the size asked for.
+  std::vector<double> scales = {1.0, 1.0};
+  for (std::size_t i = 0; i < 2; ++i) {
+    const std::int64_t from = in[i + 1], to = size[i];
+    if (from < 1 || to < 1) invalid(op, "sizes must be positive");
+    double scale = static_cast<double>(to) / static_cast<double>(from);
+    while (std::floor(static_cast<double>(from) * scale) < static_cast<double>(to)) scale = std::nextafter(scale, 2 * scale);
+    scales.push_back(scale);
+  }
+  attrs.set("scales", scales);
   std::string transform = "asymmetric";
   if (align_corners) transform = "align_corners";
   else if (half_pixel) transform = bilinear ? "half_pixel" : "tf_half_pixel_for_nn";
