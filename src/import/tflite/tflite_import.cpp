@@ -253,6 +253,7 @@ class Importer {
                                      const Dims& stride, const Dims& dilation) const;
   std::string pad_spatial(const TfOperator& op, const std::string& input, const Dims& begin, const Dims& end,
                           double value);
+  std::pair<std::vector<std::string>, bool> elementwise_operands(const TfOperator& op);
   void elementwise(const TfOperator& op, const std::string& operation, int activation);
   void unary(const TfOperator& op, const std::string& type, Attributes attrs);
   void reshape_to_output(const TfOperator& op);
@@ -856,18 +857,16 @@ void Importer::op_fully_connected(const TfOperator& op) {
   emit_with_activation(op, o.scalar<std::int8_t>(0, 0), "InnerProduct", {data}, attrs, weights, false);
 }
 
-// Element-wise layers on any number of inputs: rank-4 operands run in NCHW when one of them is
-// already there and every operand can follow (constants are permuted, lower-rank constants are
-// first brought to rank 4 as numpy's broadcasting would).
-void Importer::elementwise(const TfOperator& op, const std::string& operation, int activation) {
-  const int out = op.outputs[0];
-  bool in_nchw = rank_of(out) == 4;
+// The operands of an element-wise operator: rank-4 operands run in NCHW when one of them is already
+// there and every operand can follow (constants are permuted, lower-rank constants first brought to
+// rank 4 as numpy's broadcasting would). Returns the graph names and whether they are NCHW.
+std::pair<std::vector<std::string>, bool> Importer::elementwise_operands(const TfOperator& op) {
+  bool in_nchw = rank_of(op.outputs[0]) == 4;
   bool any_nchw = false;
   for (std::size_t i = 0; i < op.inputs.size(); ++i) {
     const int t = input(op, i);
     if (prefers_nchw(t)) any_nchw = true;
-    if (!is_constant(t) && rank_of(t) != 4) in_nchw = false;
-    if (is_constant(t) && rank_of(t) > 4) in_nchw = false;
+    if (is_constant(t) ? rank_of(t) > 4 : rank_of(t) != 4) in_nchw = false;
   }
   in_nchw = in_nchw && any_nchw;
   std::vector<std::string> names;
@@ -881,6 +880,11 @@ void Importer::elementwise(const TfOperator& op, const std::string& operation, i
       names.push_back(operand(t, in_nchw));
     }
   }
+  return {names, in_nchw};
+}
+
+void Importer::elementwise(const TfOperator& op, const std::string& operation, int activation) {
+  auto [names, in_nchw] = elementwise_operands(op);
   Attributes attrs;
   attrs.set("operation", operation);
   emit_with_activation(op, activation, "Binary", names, attrs, {}, in_nchw);
@@ -896,28 +900,12 @@ void Importer::op_binary(const TfOperator& op) {
 
 void Importer::op_squared_difference(const TfOperator& op) {
   if (op.inputs.size() != 2) invalid(op, "needs two inputs");
-  TfOperator sub = op;
-  // The difference goes to a helper tensor, then is multiplied by itself.
-  const int out = op.outputs[0];
-  const bool in_nchw = rank_of(out) == 4 && (prefers_nchw(input(op, 0)) || prefers_nchw(input(op, 1))) &&
-                       (is_constant(input(op, 0)) || rank_of(input(op, 0)) == 4) &&
-                       (is_constant(input(op, 1)) || rank_of(input(op, 1)) == 4);
+  auto [names, in_nchw] = elementwise_operands(op);
   Attributes attrs;
   attrs.set("operation", std::string("sub"));
-  std::vector<std::string> names;
-  for (std::size_t i = 0; i < 2; ++i) {
-    const int t = input(op, i);
-    if (in_nchw && is_constant(t) && rank_of(t) != 4) {
-      Const c = constant(op, i);
-      c.shape.insert(c.shape.begin(), static_cast<std::size_t>(4 - rank_of(t)), 1);
-      names.push_back(emit_constant(info(t).name + "/nchw", c.permute(kToNchw)));
-    } else {
-      names.push_back(operand(t, in_nchw));
-    }
-  }
-  const std::string diff = emit_helper(op, "difference", "Binary", names, attrs);
+  const std::string difference = emit_helper(op, "difference", "Binary", names, attrs);
   attrs.set("operation", std::string("mul"));
-  emit_with_activation(op, 0, "Binary", {diff, diff}, attrs, {}, in_nchw);
+  emit_with_activation(op, 0, "Binary", {difference, difference}, attrs, {}, in_nchw);
 }
 
 void Importer::unary(const TfOperator& op, const std::string& type, Attributes attrs) {
