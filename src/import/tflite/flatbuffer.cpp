@@ -103,8 +103,12 @@ std::vector<T> elements(const FlatVector& v) {
 }
 }  // namespace
 
-std::vector<std::int32_t> FlatTable::ints(int field) const { return elements<std::int32_t>(vector(field, 4)); }
-std::vector<std::int64_t> FlatTable::longs(int field) const { return elements<std::int64_t>(vector(field, 8)); }
+std::vector<std::int32_t> FlatTable::ints(int field) const {
+  return elements<std::int32_t>(vector(field, 4));
+}
+std::vector<std::int64_t> FlatTable::longs(int field) const {
+  return elements<std::int64_t>(vector(field, 8));
+}
 std::vector<float> FlatTable::floats(int field) const { return elements<float>(vector(field, 4)); }
 
 }  // namespace espresso::tflite_detail

@@ -29,38 +29,214 @@ using Dims = std::vector<std::int64_t>;
 // ---- schema facts ------------------------------------------------------------------------------
 
 // BuiltinOperator values, by name (the schema's enum; unknown values print as BUILTIN_<n>).
-constexpr const char* kOperatorNames[] = {
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEPTH_TO_SPACE", "DEQUANTIZE",
-    "EMBEDDING_LOOKUP", "FLOOR", "FULLY_CONNECTED", "HASHTABLE_LOOKUP", "L2_NORMALIZATION", "L2_POOL_2D",
-    "LOCAL_RESPONSE_NORMALIZATION", "LOGISTIC", "LSH_PROJECTION", "LSTM", "MAX_POOL_2D", "MUL", "RELU",
-    "RELU_N1_TO_1", "RELU6", "RESHAPE", "RESIZE_BILINEAR", "RNN", "SOFTMAX", "SPACE_TO_DEPTH", "SVDF", "TANH",
-    "CONCAT_EMBEDDINGS", "SKIP_GRAM", "CALL", "CUSTOM", "EMBEDDING_LOOKUP_SPARSE", "PAD",
-    "UNIDIRECTIONAL_SEQUENCE_RNN", "GATHER", "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND", "TRANSPOSE", "MEAN", "SUB",
-    "DIV", "SQUEEZE", "UNIDIRECTIONAL_SEQUENCE_LSTM", "STRIDED_SLICE", "BIDIRECTIONAL_SEQUENCE_RNN", "EXP",
-    "TOPK_V2", "SPLIT", "LOG_SOFTMAX", "DELEGATE", "BIDIRECTIONAL_SEQUENCE_LSTM", "CAST", "PRELU", "MAXIMUM",
-    "ARG_MAX", "MINIMUM", "LESS", "NEG", "PADV2", "GREATER", "GREATER_EQUAL", "LESS_EQUAL", "SELECT", "SLICE",
-    "SIN", "TRANSPOSE_CONV", "SPARSE_TO_DENSE", "TILE", "EXPAND_DIMS", "EQUAL", "NOT_EQUAL", "LOG", "SUM", "SQRT",
-    "RSQRT", "SHAPE", "POW", "ARG_MIN", "FAKE_QUANT", "REDUCE_PROD", "REDUCE_MAX", "PACK", "LOGICAL_OR",
-    "ONE_HOT", "LOGICAL_AND", "LOGICAL_NOT", "UNPACK", "REDUCE_MIN", "FLOOR_DIV", "REDUCE_ANY", "SQUARE",
-    "ZEROS_LIKE", "FILL", "FLOOR_MOD", "RANGE", "RESIZE_NEAREST_NEIGHBOR", "LEAKY_RELU", "SQUARED_DIFFERENCE",
-    "MIRROR_PAD", "ABS", "SPLIT_V", "UNIQUE", "CEIL", "REVERSE_V2", "ADD_N", "GATHER_ND", "COS", "WHERE", "RANK",
-    "ELU", "REVERSE_SEQUENCE", "MATRIX_DIAG", "QUANTIZE", "MATRIX_SET_DIAG", "ROUND", "HARD_SWISH", "IF", "WHILE",
-    "NON_MAX_SUPPRESSION_V4", "NON_MAX_SUPPRESSION_V5", "SCATTER_ND", "SELECT_V2", "DENSIFY", "SEGMENT_SUM",
-    "BATCH_MATMUL", "PLACEHOLDER_FOR_GREATER_OP_CODES", "CUMSUM", "CALL_ONCE", "BROADCAST_TO", "RFFT2D",
-    "CONV_3D", "IMAG", "REAL", "COMPLEX_ABS", "HASHTABLE", "HASHTABLE_FIND", "HASHTABLE_IMPORT",
-    "HASHTABLE_SIZE", "REDUCE_ALL", "CONV_3D_TRANSPOSE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE",
-    "BROADCAST_ARGS", "RANDOM_STANDARD_NORMAL", "BUCKETIZE", "RANDOM_UNIFORM", "MULTINOMIAL", "GELU",
-    "DYNAMIC_UPDATE_SLICE", "RELU_0_TO_1"};
+constexpr const char* kOperatorNames[] = {"ADD",
+                                          "AVERAGE_POOL_2D",
+                                          "CONCATENATION",
+                                          "CONV_2D",
+                                          "DEPTHWISE_CONV_2D",
+                                          "DEPTH_TO_SPACE",
+                                          "DEQUANTIZE",
+                                          "EMBEDDING_LOOKUP",
+                                          "FLOOR",
+                                          "FULLY_CONNECTED",
+                                          "HASHTABLE_LOOKUP",
+                                          "L2_NORMALIZATION",
+                                          "L2_POOL_2D",
+                                          "LOCAL_RESPONSE_NORMALIZATION",
+                                          "LOGISTIC",
+                                          "LSH_PROJECTION",
+                                          "LSTM",
+                                          "MAX_POOL_2D",
+                                          "MUL",
+                                          "RELU",
+                                          "RELU_N1_TO_1",
+                                          "RELU6",
+                                          "RESHAPE",
+                                          "RESIZE_BILINEAR",
+                                          "RNN",
+                                          "SOFTMAX",
+                                          "SPACE_TO_DEPTH",
+                                          "SVDF",
+                                          "TANH",
+                                          "CONCAT_EMBEDDINGS",
+                                          "SKIP_GRAM",
+                                          "CALL",
+                                          "CUSTOM",
+                                          "EMBEDDING_LOOKUP_SPARSE",
+                                          "PAD",
+                                          "UNIDIRECTIONAL_SEQUENCE_RNN",
+                                          "GATHER",
+                                          "BATCH_TO_SPACE_ND",
+                                          "SPACE_TO_BATCH_ND",
+                                          "TRANSPOSE",
+                                          "MEAN",
+                                          "SUB",
+                                          "DIV",
+                                          "SQUEEZE",
+                                          "UNIDIRECTIONAL_SEQUENCE_LSTM",
+                                          "STRIDED_SLICE",
+                                          "BIDIRECTIONAL_SEQUENCE_RNN",
+                                          "EXP",
+                                          "TOPK_V2",
+                                          "SPLIT",
+                                          "LOG_SOFTMAX",
+                                          "DELEGATE",
+                                          "BIDIRECTIONAL_SEQUENCE_LSTM",
+                                          "CAST",
+                                          "PRELU",
+                                          "MAXIMUM",
+                                          "ARG_MAX",
+                                          "MINIMUM",
+                                          "LESS",
+                                          "NEG",
+                                          "PADV2",
+                                          "GREATER",
+                                          "GREATER_EQUAL",
+                                          "LESS_EQUAL",
+                                          "SELECT",
+                                          "SLICE",
+                                          "SIN",
+                                          "TRANSPOSE_CONV",
+                                          "SPARSE_TO_DENSE",
+                                          "TILE",
+                                          "EXPAND_DIMS",
+                                          "EQUAL",
+                                          "NOT_EQUAL",
+                                          "LOG",
+                                          "SUM",
+                                          "SQRT",
+                                          "RSQRT",
+                                          "SHAPE",
+                                          "POW",
+                                          "ARG_MIN",
+                                          "FAKE_QUANT",
+                                          "REDUCE_PROD",
+                                          "REDUCE_MAX",
+                                          "PACK",
+                                          "LOGICAL_OR",
+                                          "ONE_HOT",
+                                          "LOGICAL_AND",
+                                          "LOGICAL_NOT",
+                                          "UNPACK",
+                                          "REDUCE_MIN",
+                                          "FLOOR_DIV",
+                                          "REDUCE_ANY",
+                                          "SQUARE",
+                                          "ZEROS_LIKE",
+                                          "FILL",
+                                          "FLOOR_MOD",
+                                          "RANGE",
+                                          "RESIZE_NEAREST_NEIGHBOR",
+                                          "LEAKY_RELU",
+                                          "SQUARED_DIFFERENCE",
+                                          "MIRROR_PAD",
+                                          "ABS",
+                                          "SPLIT_V",
+                                          "UNIQUE",
+                                          "CEIL",
+                                          "REVERSE_V2",
+                                          "ADD_N",
+                                          "GATHER_ND",
+                                          "COS",
+                                          "WHERE",
+                                          "RANK",
+                                          "ELU",
+                                          "REVERSE_SEQUENCE",
+                                          "MATRIX_DIAG",
+                                          "QUANTIZE",
+                                          "MATRIX_SET_DIAG",
+                                          "ROUND",
+                                          "HARD_SWISH",
+                                          "IF",
+                                          "WHILE",
+                                          "NON_MAX_SUPPRESSION_V4",
+                                          "NON_MAX_SUPPRESSION_V5",
+                                          "SCATTER_ND",
+                                          "SELECT_V2",
+                                          "DENSIFY",
+                                          "SEGMENT_SUM",
+                                          "BATCH_MATMUL",
+                                          "PLACEHOLDER_FOR_GREATER_OP_CODES",
+                                          "CUMSUM",
+                                          "CALL_ONCE",
+                                          "BROADCAST_TO",
+                                          "RFFT2D",
+                                          "CONV_3D",
+                                          "IMAG",
+                                          "REAL",
+                                          "COMPLEX_ABS",
+                                          "HASHTABLE",
+                                          "HASHTABLE_FIND",
+                                          "HASHTABLE_IMPORT",
+                                          "HASHTABLE_SIZE",
+                                          "REDUCE_ALL",
+                                          "CONV_3D_TRANSPOSE",
+                                          "VAR_HANDLE",
+                                          "READ_VARIABLE",
+                                          "ASSIGN_VARIABLE",
+                                          "BROADCAST_ARGS",
+                                          "RANDOM_STANDARD_NORMAL",
+                                          "BUCKETIZE",
+                                          "RANDOM_UNIFORM",
+                                          "MULTINOMIAL",
+                                          "GELU",
+                                          "DYNAMIC_UPDATE_SLICE",
+                                          "RELU_0_TO_1"};
 
 enum Builtin : int {
-  ADD = 0, AVERAGE_POOL_2D = 1, CONCATENATION = 2, CONV_2D = 3, DEPTHWISE_CONV_2D = 4, DEPTH_TO_SPACE = 5,
-  DEQUANTIZE = 6, FULLY_CONNECTED = 9, LOGISTIC = 14, MAX_POOL_2D = 17, MUL = 18, RELU = 19, RELU_N1_TO_1 = 20,
-  RELU6 = 21, RESHAPE = 22, RESIZE_BILINEAR = 23, SOFTMAX = 25, TANH = 28, CUSTOM = 32, PAD = 34, GATHER = 36,
-  TRANSPOSE = 39, MEAN = 40, SUB = 41, DIV = 42, SQUEEZE = 43, STRIDED_SLICE = 45, EXP = 47, SPLIT = 49,
-  PRELU = 54, MAXIMUM = 55, MINIMUM = 57, NEG = 59, PADV2 = 60, SLICE = 65, TRANSPOSE_CONV = 67,
-  EXPAND_DIMS = 70, LOG = 73, SUM = 74, SQRT = 75, RSQRT = 76, REDUCE_PROD = 81, REDUCE_MAX = 82,
-  REDUCE_MIN = 89, RESIZE_NEAREST_NEIGHBOR = 97, LEAKY_RELU = 98, SQUARED_DIFFERENCE = 99, ABS = 101,
-  QUANTIZE = 114, HARD_SWISH = 117, DENSIFY = 124, BATCH_MATMUL = 126, PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+  ADD = 0,
+  AVERAGE_POOL_2D = 1,
+  CONCATENATION = 2,
+  CONV_2D = 3,
+  DEPTHWISE_CONV_2D = 4,
+  DEPTH_TO_SPACE = 5,
+  DEQUANTIZE = 6,
+  FULLY_CONNECTED = 9,
+  LOGISTIC = 14,
+  MAX_POOL_2D = 17,
+  MUL = 18,
+  RELU = 19,
+  RELU_N1_TO_1 = 20,
+  RELU6 = 21,
+  RESHAPE = 22,
+  RESIZE_BILINEAR = 23,
+  SOFTMAX = 25,
+  TANH = 28,
+  CUSTOM = 32,
+  PAD = 34,
+  GATHER = 36,
+  TRANSPOSE = 39,
+  MEAN = 40,
+  SUB = 41,
+  DIV = 42,
+  SQUEEZE = 43,
+  STRIDED_SLICE = 45,
+  EXP = 47,
+  SPLIT = 49,
+  PRELU = 54,
+  MAXIMUM = 55,
+  MINIMUM = 57,
+  NEG = 59,
+  PADV2 = 60,
+  SLICE = 65,
+  TRANSPOSE_CONV = 67,
+  EXPAND_DIMS = 70,
+  LOG = 73,
+  SUM = 74,
+  SQRT = 75,
+  RSQRT = 76,
+  REDUCE_PROD = 81,
+  REDUCE_MAX = 82,
+  REDUCE_MIN = 89,
+  RESIZE_NEAREST_NEIGHBOR = 97,
+  LEAKY_RELU = 98,
+  SQUARED_DIFFERENCE = 99,
+  ABS = 101,
+  QUANTIZE = 114,
+  HARD_SWISH = 117,
+  DENSIFY = 124,
+  BATCH_MATMUL = 126,
+  PLACEHOLDER_FOR_GREATER_OP_CODES = 127
 };
 
 std::string operator_name(int code) {
@@ -69,23 +245,41 @@ std::string operator_name(int code) {
 }
 
 // TensorType values and their element sizes.
-enum TensorType : int { FLOAT32 = 0, FLOAT16 = 1, INT32 = 2, UINT8 = 3, INT64 = 4, BOOL = 6, INT16 = 7, INT8 = 9 };
+enum TensorType : int {
+  FLOAT32 = 0,
+  FLOAT16 = 1,
+  INT32 = 2,
+  UINT8 = 3,
+  INT64 = 4,
+  BOOL = 6,
+  INT16 = 7,
+  INT8 = 9
+};
 
 std::string type_name(int type) {
   static const std::map<int, std::string> names = {
-      {0, "FLOAT32"}, {1, "FLOAT16"}, {2, "INT32"}, {3, "UINT8"}, {4, "INT64"}, {5, "STRING"}, {6, "BOOL"},
-      {7, "INT16"}, {8, "COMPLEX64"}, {9, "INT8"}, {10, "FLOAT64"}};
+      {0, "FLOAT32"}, {1, "FLOAT16"}, {2, "INT32"},     {3, "UINT8"}, {4, "INT64"},   {5, "STRING"},
+      {6, "BOOL"},    {7, "INT16"},   {8, "COMPLEX64"}, {9, "INT8"},  {10, "FLOAT64"}};
   auto it = names.find(type);
   return it == names.end() ? "type " + std::to_string(type) : it->second;
 }
 
 std::size_t element_size(int type) {
   switch (type) {
-    case FLOAT32: case INT32: return 4;
-    case FLOAT16: case INT16: return 2;
-    case UINT8: case INT8: case BOOL: return 1;
-    case INT64: return 8;
-    default: return 0;
+    case FLOAT32:
+    case INT32:
+      return 4;
+    case FLOAT16:
+    case INT16:
+      return 2;
+    case UINT8:
+    case INT8:
+    case BOOL:
+      return 1;
+    case INT64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -100,8 +294,8 @@ constexpr int quant_scale = 2, quant_zero_point = 3, quant_details = 5, quant_di
 constexpr int op_opcode = 0, op_inputs = 1, op_outputs = 2, op_options = 4;
 constexpr int buffer_data = 0, buffer_offset = 1, buffer_size = 2;
 constexpr int sparsity_order = 0, sparsity_block_map = 1, sparsity_dims = 2;
-constexpr int dim_format = 0, dim_dense_size = 1, dim_segments_type = 2, dim_segments = 3, dim_indices_type = 4,
-              dim_indices = 5;
+constexpr int dim_format = 0, dim_dense_size = 1, dim_segments_type = 2, dim_segments = 3,
+              dim_indices_type = 4, dim_indices = 5;
 }  // namespace field
 
 // No tensor may claim more elements (keeps every product of dimensions far from overflow).
@@ -141,11 +335,14 @@ struct Const {
     const int rank = static_cast<int>(shape.size());
     Dims in_strides(shape.size(), 1);
     for (int i = rank - 2; i >= 0; --i)
-      in_strides[static_cast<std::size_t>(i)] = in_strides[static_cast<std::size_t>(i) + 1] * shape[static_cast<std::size_t>(i) + 1];
+      in_strides[static_cast<std::size_t>(i)] =
+          in_strides[static_cast<std::size_t>(i) + 1] * shape[static_cast<std::size_t>(i) + 1];
     Dims index(shape.size(), 0);
     for (std::size_t flat = 0; flat < out.values.size(); ++flat) {
       std::int64_t source = 0;
-      for (int i = 0; i < rank; ++i) source += index[static_cast<std::size_t>(i)] * in_strides[static_cast<std::size_t>(perm[static_cast<std::size_t>(i)])];
+      for (int i = 0; i < rank; ++i)
+        source += index[static_cast<std::size_t>(i)] *
+                  in_strides[static_cast<std::size_t>(perm[static_cast<std::size_t>(i)])];
       out.values[flat] = values[static_cast<std::size_t>(source)];
       for (int i = rank - 1; i >= 0; --i) {
         if (++index[static_cast<std::size_t>(i)] < out.shape[static_cast<std::size_t>(i)]) break;
@@ -183,7 +380,8 @@ struct Live {
 
 class Importer {
  public:
-  Importer(std::span<const std::byte> bytes, std::string path) : buffer_(bytes, path), path_(std::move(path)) {}
+  Importer(std::span<const std::byte> bytes, std::string path)
+      : buffer_(bytes, path), path_(std::move(path)) {}
   Graph run();
   static const std::map<int, void (Importer::*)(const TfOperator&)>& handlers();
 
@@ -193,7 +391,8 @@ class Importer {
   // Messages.
   std::string where(const TfOperator& op) const {
     std::string out = path_ + ": operator " + std::to_string(op.index) + " (" + operator_name(op.code) + ")";
-    if (!op.outputs.empty() && op.outputs[0] >= 0) out += " -> '" + tensors_[static_cast<std::size_t>(op.outputs[0])].name + "'";
+    if (!op.outputs.empty() && op.outputs[0] >= 0)
+      out += " -> '" + tensors_[static_cast<std::size_t>(op.outputs[0])].name + "'";
     return out;
   }
   [[noreturn]] void invalid(const TfOperator& op, const std::string& what) const {
@@ -215,7 +414,9 @@ class Importer {
   // Operands.
   const TfTensor& info(int t) const { return tensors_[static_cast<std::size_t>(t)]; }
   int input(const TfOperator& op, std::size_t i) const;
-  bool has_input(const TfOperator& op, std::size_t i) const { return i < op.inputs.size() && op.inputs[i] >= 0; }
+  bool has_input(const TfOperator& op, std::size_t i) const {
+    return i < op.inputs.size() && op.inputs[i] >= 0;
+  }
   bool is_constant(int t) const { return constants_.count(t) != 0; }
   const Const& constant(const TfOperator& op, std::size_t i);
   Dims constant_ints(const TfOperator& op, std::size_t i);
@@ -232,12 +433,15 @@ class Importer {
   std::string operand(int t, bool in_nchw) { return in_nchw ? nchw(t) : file_order(t); }
 
   // Emitting layers.
-  std::vector<std::string> emit(const TfOperator& op, const std::string& type, std::vector<std::string> inputs,
-                                Attributes attrs, std::vector<Tensor> weights, std::vector<std::string> outputs);
+  std::vector<std::string> emit(const TfOperator& op, const std::string& type,
+                                std::vector<std::string> inputs, Attributes attrs,
+                                std::vector<Tensor> weights, std::vector<std::string> outputs);
   std::string emit_helper(const TfOperator& op, const std::string& suffix, const std::string& type,
-                          std::vector<std::string> inputs, Attributes attrs = {}, std::vector<Tensor> weights = {});
+                          std::vector<std::string> inputs, Attributes attrs = {},
+                          std::vector<Tensor> weights = {});
   std::string emit_constant(const std::string& name, const Const& value);
-  std::string emit_layout(const std::string& from, const Dims& from_dims, const Dims& perm, const std::string& to);
+  std::string emit_layout(const std::string& from, const Dims& from_dims, const Dims& perm,
+                          const std::string& to);
   // The name the output of `op` number `i` gets in layout `in_nchw`.
   std::string output_name(int t, bool in_nchw) const;
   // Records tensor t as computed in `graph_name` and checks its shape against the file's.
@@ -335,7 +539,8 @@ void Importer::read_model() {
       }
       elements *= d;
     }
-    if (tensor.shape.size() > 8) throw UnsupportedError(path_ + ": tensor '" + tensor.name + "' has rank above 8");
+    if (tensor.shape.size() > 8)
+      throw UnsupportedError(path_ + ": tensor '" + tensor.name + "' has rank above 8");
     // A -1 in the signature marks a dimension fixed only at run time; a dynamic batch is fine.
     const std::vector<std::int32_t> signature = t.ints(field::tensor_shape_signature);
     for (std::size_t i = 1; i < signature.size(); ++i) tensor.dynamic = tensor.dynamic || signature[i] < 0;
@@ -353,7 +558,8 @@ void Importer::read_model() {
     return static_cast<int>(t);
   };
   for (std::int32_t t : graph.ints(field::graph_inputs)) inputs_.push_back(check_index(t, "subgraph input"));
-  for (std::int32_t t : graph.ints(field::graph_outputs)) outputs_.push_back(check_index(t, "subgraph output"));
+  for (std::int32_t t : graph.ints(field::graph_outputs))
+    outputs_.push_back(check_index(t, "subgraph output"));
   for (const FlatTable& o : graph.tables(field::graph_operators, "operators")) {
     TfOperator op;
     op.index = static_cast<int>(operators_.size());
@@ -401,7 +607,8 @@ std::span<const std::byte> Importer::buffer_bytes(int t) {
 Const Importer::read_constant(int t) {
   const TfTensor& tensor = info(t);
   const std::size_t size = element_size(tensor.type);
-  if (size == 0) throw UnsupportedError(tensor_where(t) + ": constant of " + type_name(tensor.type) + " is not supported");
+  if (size == 0)
+    throw UnsupportedError(tensor_where(t) + ": constant of " + type_name(tensor.type) + " is not supported");
   const std::span<const std::byte> bytes = buffer_bytes(t);
   Const value;
   value.shape = tensor.shape;
@@ -412,21 +619,53 @@ Const Importer::read_constant(int t) {
     value.shape = {static_cast<std::int64_t>(count)};
   }
   if (bytes.size() % size != 0 || static_cast<std::int64_t>(count) != value.numel()) {
-    throw ModelError(tensor_where(t) + ": buffer of " + std::to_string(bytes.size()) + " bytes does not hold " +
-                     dims_str(tensor.shape) + " " + type_name(tensor.type) + " values");
+    throw ModelError(tensor_where(t) + ": buffer of " + std::to_string(bytes.size()) +
+                     " bytes does not hold " + dims_str(tensor.shape) + " " + type_name(tensor.type) +
+                     " values");
   }
   value.values.resize(count);
   const std::byte* p = bytes.data();
   for (std::size_t i = 0; i < count; ++i, p += size) {
     switch (tensor.type) {
-      case FLOAT32: { float v; std::memcpy(&v, p, 4); value.values[i] = v; break; }
-      case FLOAT16: { std::uint16_t v; std::memcpy(&v, p, 2); value.values[i] = half_to_float(v); break; }
-      case INT32: { std::int32_t v; std::memcpy(&v, p, 4); value.values[i] = v; break; }
-      case INT64: { std::int64_t v; std::memcpy(&v, p, 8); value.values[i] = static_cast<double>(v); break; }
-      case INT16: { std::int16_t v; std::memcpy(&v, p, 2); value.values[i] = v; break; }
-      case INT8: value.values[i] = static_cast<std::int8_t>(*p); break;
-      case UINT8: case BOOL: value.values[i] = static_cast<std::uint8_t>(*p); break;
-      default: break;
+      case FLOAT32: {
+        float v;
+        std::memcpy(&v, p, 4);
+        value.values[i] = v;
+        break;
+      }
+      case FLOAT16: {
+        std::uint16_t v;
+        std::memcpy(&v, p, 2);
+        value.values[i] = half_to_float(v);
+        break;
+      }
+      case INT32: {
+        std::int32_t v;
+        std::memcpy(&v, p, 4);
+        value.values[i] = v;
+        break;
+      }
+      case INT64: {
+        std::int64_t v;
+        std::memcpy(&v, p, 8);
+        value.values[i] = static_cast<double>(v);
+        break;
+      }
+      case INT16: {
+        std::int16_t v;
+        std::memcpy(&v, p, 2);
+        value.values[i] = v;
+        break;
+      }
+      case INT8:
+        value.values[i] = static_cast<std::int8_t>(*p);
+        break;
+      case UINT8:
+      case BOOL:
+        value.values[i] = static_cast<std::uint8_t>(*p);
+        break;
+      default:
+        break;
     }
   }
   return value;
@@ -443,7 +682,8 @@ void Importer::check_supported() const {
   }
   auto list = [](const std::map<std::string, int>& ops) {
     std::string out;
-    for (const auto& [name, count] : ops) out += (out.empty() ? "" : ", ") + name + " (" + std::to_string(count) + ")";
+    for (const auto& [name, count] : ops)
+      out += (out.empty() ? "" : ", ") + name + " (" + std::to_string(count) + ")";
     return out;
   };
   if (!custom.empty()) {
@@ -521,7 +761,8 @@ std::string Importer::emit_layout(const std::string& from, const Dims& from_dims
 
 std::string Importer::file_order(int t) {
   if (is_constant(t)) {
-    if (info(t).sparsity.valid()) throw ModelError(tensor_where(t) + ": a sparse tensor is read by an operator other than DENSIFY");
+    if (info(t).sparsity.valid())
+      throw ModelError(tensor_where(t) + ": a sparse tensor is read by an operator other than DENSIFY");
     return emit_constant(info(t).name, constants_.at(t));
   }
   auto it = live_.find(t);
@@ -535,9 +776,11 @@ std::string Importer::file_order(int t) {
 }
 
 std::string Importer::nchw(int t) {
-  if (rank_of(t) != 4) throw ModelError(tensor_where(t) + ": expected rank 4, got " + dims_str(info(t).shape));
+  if (rank_of(t) != 4)
+    throw ModelError(tensor_where(t) + ": expected rank 4, got " + dims_str(info(t).shape));
   if (is_constant(t)) {
-    if (info(t).sparsity.valid()) throw ModelError(tensor_where(t) + ": a sparse tensor is read by an operator other than DENSIFY");
+    if (info(t).sparsity.valid())
+      throw ModelError(tensor_where(t) + ": a sparse tensor is read by an operator other than DENSIFY");
     return emit_constant(info(t).name + "/nchw", constants_.at(t).permute(kToNchw));
   }
   auto it = live_.find(t);
@@ -555,7 +798,8 @@ std::string Importer::output_name(int t, bool in_nchw) const {
 void Importer::bind(const TfOperator& op, int t, bool in_nchw, const std::string& graph_name) {
   const TfTensor& tensor = info(t);
   if (tensor.type != FLOAT32) {
-    if ((tensor.type == INT8 || tensor.type == UINT8 || tensor.type == INT16) && tensor.quantization.valid()) {
+    if ((tensor.type == INT8 || tensor.type == UINT8 || tensor.type == INT16) &&
+        tensor.quantization.valid()) {
       unsupported(op, "output '" + tensor.name + "' is a quantized " + type_name(tensor.type) +
                           " tensor; quantized models are not supported yet");
     }
@@ -605,36 +849,53 @@ std::vector<std::string> Importer::emit(const TfOperator& op, const std::string&
   } catch (const Error& e) {
     invalid(op, e.what());
   }
-  for (std::size_t i = 0; i < spec.outputs.size() && i < out_shapes.size(); ++i) shapes_[spec.outputs[i]] = out_shapes[i];
+  for (std::size_t i = 0; i < spec.outputs.size() && i < out_shapes.size(); ++i)
+    shapes_[spec.outputs[i]] = out_shapes[i];
   std::vector<std::string> names = spec.outputs;
   graph_.layers.push_back(std::move(spec));
   return names;
 }
 
 std::string Importer::emit_helper(const TfOperator& op, const std::string& suffix, const std::string& type,
-                                  std::vector<std::string> inputs, Attributes attrs, std::vector<Tensor> weights) {
+                                  std::vector<std::string> inputs, Attributes attrs,
+                                  std::vector<Tensor> weights) {
   return emit(op, type, std::move(inputs), std::move(attrs), std::move(weights),
               {info(op.outputs[0]).name + "/" + suffix})[0];
 }
 
 void Importer::emit_with_activation(const TfOperator& op, int activation, const std::string& type,
-                                    std::vector<std::string> inputs, Attributes attrs, std::vector<Tensor> weights,
-                                    bool in_nchw) {
+                                    std::vector<std::string> inputs, Attributes attrs,
+                                    std::vector<Tensor> weights, bool in_nchw) {
   const int out = op.outputs[0];
   const std::string target = output_name(out, in_nchw);
   if (activation == 0) {
-    bind(op, out, in_nchw, emit(op, type, std::move(inputs), std::move(attrs), std::move(weights), {target})[0]);
+    bind(op, out, in_nchw,
+         emit(op, type, std::move(inputs), std::move(attrs), std::move(weights), {target})[0]);
     return;
   }
-  const std::string linear = emit(op, type, std::move(inputs), std::move(attrs), std::move(weights), {target + "/linear"})[0];
+  const std::string linear =
+      emit(op, type, std::move(inputs), std::move(attrs), std::move(weights), {target + "/linear"})[0];
   Attributes act;
   std::string act_type = "Activation";
   switch (activation) {
-    case 1: act_type = "ReLU"; break;
-    case 2: act.set("function", std::string("clip")); act.set("min", -1.0); act.set("max", 1.0); break;
-    case 3: act.set("function", std::string("clip")); act.set("min", 0.0); act.set("max", 6.0); break;
-    case 4: act.set("function", std::string("tanh")); break;
-    default: unsupported(op, "fused activation " + std::to_string(activation) + " is not supported");
+    case 1:
+      act_type = "ReLU";
+      break;
+    case 2:
+      act.set("function", std::string("clip"));
+      act.set("min", -1.0);
+      act.set("max", 1.0);
+      break;
+    case 3:
+      act.set("function", std::string("clip"));
+      act.set("min", 0.0);
+      act.set("max", 6.0);
+      break;
+    case 4:
+      act.set("function", std::string("tanh"));
+      break;
+    default:
+      unsupported(op, "fused activation " + std::to_string(activation) + " is not supported");
   }
   bind(op, out, in_nchw, emit(op, act_type, {linear}, act, {}, {target})[0]);
 }
@@ -643,15 +904,18 @@ void Importer::emit_with_activation(const TfOperator& op, int activation, const 
 
 // TensorFlow's SAME padding: the output is ceil(in / stride), the padding split with the extra row at
 // the end. VALID pads nothing.
-std::pair<Dims, Dims> Importer::same_padding(const TfOperator& op, int padding, const Dims& in_hw, const Dims& kernel,
-                                             const Dims& stride, const Dims& dilation) const {
+std::pair<Dims, Dims> Importer::same_padding(const TfOperator& op, int padding, const Dims& in_hw,
+                                             const Dims& kernel, const Dims& stride,
+                                             const Dims& dilation) const {
   Dims begin(2, 0), end(2, 0);
   if (padding == 1) return {begin, end};
   if (padding != 0) invalid(op, "unknown padding " + std::to_string(padding));
   for (std::size_t i = 0; i < 2; ++i) {
-    if (stride[i] < 1 || dilation[i] < 1 || kernel[i] < 1) invalid(op, "strides, dilations and kernel sizes must be positive");
+    if (stride[i] < 1 || dilation[i] < 1 || kernel[i] < 1)
+      invalid(op, "strides, dilations and kernel sizes must be positive");
     const std::int64_t out = (in_hw[i] + stride[i] - 1) / stride[i];
-    const std::int64_t total = std::max<std::int64_t>(0, (out - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 - in_hw[i]);
+    const std::int64_t total =
+        std::max<std::int64_t>(0, (out - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 - in_hw[i]);
     begin[i] = total / 2;
     end[i] = total - begin[i];
   }
@@ -671,12 +935,14 @@ void Importer::op_conv(const TfOperator& op) {
   const int x = input(op, 0);
   const Const& w = constant(op, 1);
   const Dims in = shape_of(x);
-  if (in.size() != 4 || w.shape.size() != 4) invalid(op, "input " + dims_str(in) + " and filter " + dims_str(w.shape) + " must be rank 4");
+  if (in.size() != 4 || w.shape.size() != 4)
+    invalid(op, "input " + dims_str(in) + " and filter " + dims_str(w.shape) + " must be rank 4");
   const FlatTable& o = op.options;
   const Dims stride = {o.scalar<std::int32_t>(2, 1), o.scalar<std::int32_t>(1, 1)};
   const Dims dilation = {o.scalar<std::int32_t>(5, 1), o.scalar<std::int32_t>(4, 1)};
   const Dims kernel = {w.shape[1], w.shape[2]};
-  if (w.shape[3] < 1 || in[3] % w.shape[3] != 0) invalid(op, "input channels " + std::to_string(in[3]) + " do not fit filter " + dims_str(w.shape));
+  if (w.shape[3] < 1 || in[3] % w.shape[3] != 0)
+    invalid(op, "input channels " + std::to_string(in[3]) + " do not fit filter " + dims_str(w.shape));
   auto [begin, end] = same_padding(op, o.scalar<std::int8_t>(0, 0), {in[1], in[2]}, kernel, stride, dilation);
   std::string data = nchw(x);
   Dims pad = begin;
@@ -701,9 +967,11 @@ void Importer::op_depthwise(const TfOperator& op) {
   const int x = input(op, 0);
   const Const& w = constant(op, 1);
   const Dims in = shape_of(x);
-  if (in.size() != 4 || w.shape.size() != 4 || w.shape[0] != 1) invalid(op, "input " + dims_str(in) + " and filter " + dims_str(w.shape) + " do not fit");
+  if (in.size() != 4 || w.shape.size() != 4 || w.shape[0] != 1)
+    invalid(op, "input " + dims_str(in) + " and filter " + dims_str(w.shape) + " do not fit");
   const std::int64_t channels = in[3], outputs = w.shape[3];
-  if (channels < 1 || outputs % channels != 0) invalid(op, "filter " + dims_str(w.shape) + " does not fit " + std::to_string(channels) + " channels");
+  if (channels < 1 || outputs % channels != 0)
+    invalid(op, "filter " + dims_str(w.shape) + " does not fit " + std::to_string(channels) + " channels");
   const FlatTable& o = op.options;
   const Dims stride = {o.scalar<std::int32_t>(2, 1), o.scalar<std::int32_t>(1, 1)};
   const Dims dilation = {o.scalar<std::int32_t>(6, 1), o.scalar<std::int32_t>(5, 1)};
@@ -750,7 +1018,8 @@ void Importer::op_transpose_conv(const TfOperator& op) {
     const std::int64_t full = stride[i] * (size - 1) + kernel[i];
     // The padding TensorFlow Lite takes off the full output: SAME as for the forward convolution
     // from `target` to `size`, VALID none.
-    const std::int64_t total = padding == 0 ? std::max<std::int64_t>(0, (size - 1) * stride[i] + kernel[i] - target) : 0;
+    const std::int64_t total =
+        padding == 0 ? std::max<std::int64_t>(0, (size - 1) * stride[i] + kernel[i] - target) : 0;
     pad[i] = total / 2;
     const std::int64_t extra = target - (full - 2 * pad[i]);
     if (extra < 0) {
@@ -817,9 +1086,12 @@ void Importer::op_pool(const TfOperator& op) {
   const std::int64_t ph = in[1] + begin[0] + end[0], pw = in[2] + begin[1] + end[1];
   Const mask{{1, 1, ph, pw}, std::vector<double>(static_cast<std::size_t>(ph * pw), 0.0), false};
   for (std::int64_t h = 0; h < in[1]; ++h)
-    for (std::int64_t w = 0; w < in[2]; ++w) mask.values[static_cast<std::size_t>((h + begin[0]) * pw + w + begin[1])] = 1.0;
-  const std::string counts = emit_helper(op, "counts", "Pooling", {emit_constant(info(op.outputs[0]).name + "/mask", mask)}, attrs);
-  const std::string sums = emit_helper(op, "sums", "Pooling", {pad_spatial(op, data, begin, end, 0.0)}, attrs);
+    for (std::int64_t w = 0; w < in[2]; ++w)
+      mask.values[static_cast<std::size_t>((h + begin[0]) * pw + w + begin[1])] = 1.0;
+  const std::string counts =
+      emit_helper(op, "counts", "Pooling", {emit_constant(info(op.outputs[0]).name + "/mask", mask)}, attrs);
+  const std::string sums =
+      emit_helper(op, "sums", "Pooling", {pad_spatial(op, data, begin, end, 0.0)}, attrs);
   Attributes div;
   div.set("operation", std::string("div"));
   emit_with_activation(op, activation, "Binary", {sums, counts}, div, {}, true);
@@ -832,15 +1104,18 @@ void Importer::op_fully_connected(const TfOperator& op) {
   if (o.scalar<std::int8_t>(1, 0) != 0) unsupported(op, "shuffled weights are not supported");
   const bool keep_dims = o.scalar<std::uint8_t>(2, 0) != 0;
   const Dims in = shape_of(x);
-  if (w.shape.size() != 2 || in.empty()) invalid(op, "input " + dims_str(in) + " and weights " + dims_str(w.shape) + " do not fit");
+  if (w.shape.size() != 2 || in.empty())
+    invalid(op, "input " + dims_str(in) + " and weights " + dims_str(w.shape) + " do not fit");
   const std::int64_t units = w.shape[0], depth = w.shape[1];
   const std::int64_t count = Shape(in).numel();
-  if (depth < 1 || count % depth != 0) invalid(op, "input " + dims_str(in) + " does not hold rows of " + std::to_string(depth));
+  if (depth < 1 || count % depth != 0)
+    invalid(op, "input " + dims_str(in) + " does not hold rows of " + std::to_string(depth));
   std::string data = file_order(x);
   Attributes attrs;
   attrs.set("num_output", units);
   if (keep_dims) {
-    if (in.back() != depth) invalid(op, "keep_num_dims needs the last input axis to be " + std::to_string(depth));
+    if (in.back() != depth)
+      invalid(op, "keep_num_dims needs the last input axis to be " + std::to_string(depth));
     attrs.set("axis", static_cast<std::int64_t>(in.size()) - 1);
   } else {
     if (in.size() != 2 || in[1] != depth) {
@@ -891,8 +1166,8 @@ void Importer::elementwise(const TfOperator& op, const std::string& operation, i
 }
 
 void Importer::op_binary(const TfOperator& op) {
-  static const std::map<int, std::string> operations = {{ADD, "add"}, {SUB, "sub"}, {MUL, "mul"}, {DIV, "div"},
-                                                        {MAXIMUM, "max"}, {MINIMUM, "min"}};
+  static const std::map<int, std::string> operations = {{ADD, "add"}, {SUB, "sub"},     {MUL, "mul"},
+                                                        {DIV, "div"}, {MAXIMUM, "max"}, {MINIMUM, "min"}};
   if (op.inputs.size() != 2) invalid(op, "needs two inputs");
   const bool fused = op.code == ADD || op.code == SUB || op.code == MUL || op.code == DIV;
   elementwise(op, operations.at(op.code), fused ? op.options.scalar<std::int8_t>(0, 0) : 0);
@@ -922,17 +1197,43 @@ void Importer::op_activation(const TfOperator& op) {
   };
   std::string type;
   switch (op.code) {
-    case RELU: type = "ReLU"; break;
-    case RELU6: type = function("clip"); attrs.set("min", 0.0); attrs.set("max", 6.0); break;
-    case RELU_N1_TO_1: type = function("clip"); attrs.set("min", -1.0); attrs.set("max", 1.0); break;
-    case LOGISTIC: type = function("sigmoid"); break;
-    case TANH: type = function("tanh"); break;
-    case HARD_SWISH: type = function("hard_swish"); break;
-    case EXP: type = function("exp"); break;
-    case LOG: type = function("log"); break;
-    case SQRT: type = function("sqrt"); break;
-    case ABS: type = function("abs"); break;
-    case NEG: type = function("neg"); break;
+    case RELU:
+      type = "ReLU";
+      break;
+    case RELU6:
+      type = function("clip");
+      attrs.set("min", 0.0);
+      attrs.set("max", 6.0);
+      break;
+    case RELU_N1_TO_1:
+      type = function("clip");
+      attrs.set("min", -1.0);
+      attrs.set("max", 1.0);
+      break;
+    case LOGISTIC:
+      type = function("sigmoid");
+      break;
+    case TANH:
+      type = function("tanh");
+      break;
+    case HARD_SWISH:
+      type = function("hard_swish");
+      break;
+    case EXP:
+      type = function("exp");
+      break;
+    case LOG:
+      type = function("log");
+      break;
+    case SQRT:
+      type = function("sqrt");
+      break;
+    case ABS:
+      type = function("abs");
+      break;
+    case NEG:
+      type = function("neg");
+      break;
     case RSQRT: {
       // 1 / sqrt(x) as two layers.
       const int x = input(op, 0);
@@ -945,7 +1246,8 @@ void Importer::op_activation(const TfOperator& op) {
       emit_with_activation(op, 0, "Activation", {root}, reciprocal, {}, in_nchw);
       return;
     }
-    default: invalid(op, "not an activation");
+    default:
+      invalid(op, "not an activation");
   }
   unary(op, type, attrs);
 }
@@ -964,11 +1266,15 @@ void Importer::op_prelu(const TfOperator& op) {
   // One slope per channel (the last NHWC axis) or one for all.
   const std::int64_t count = alpha.numel();
   for (std::size_t i = 0; i + 1 < alpha.shape.size(); ++i) {
-    if (alpha.shape[i] != 1) unsupported(op, "slopes " + dims_str(alpha.shape) + " vary over more than the channel axis");
+    if (alpha.shape[i] != 1)
+      unsupported(op, "slopes " + dims_str(alpha.shape) + " vary over more than the channel axis");
   }
-  if (count != 1 && count != channels) unsupported(op, "slopes " + dims_str(alpha.shape) + " do not fit " + std::to_string(channels) + " channels");
+  if (count != 1 && count != channels)
+    unsupported(op,
+                "slopes " + dims_str(alpha.shape) + " do not fit " + std::to_string(channels) + " channels");
   const bool in_nchw = rank_of(x) == 4;
-  if (!in_nchw && in.size() != 2 && count != 1) unsupported(op, "per-channel slopes need a rank-2 or rank-4 input");
+  if (!in_nchw && in.size() != 2 && count != 1)
+    unsupported(op, "per-channel slopes need a rank-2 or rank-4 input");
   Attributes attrs;
   attrs.set("channel_shared", static_cast<std::int64_t>(count == 1));
   const Tensor slopes = alpha.to_tensor().reshaped(Shape{count});
@@ -983,7 +1289,9 @@ void Importer::op_softmax(const TfOperator& op) {
   if (beta != 1.0) {
     Attributes mul;
     mul.set("operation", std::string("mul"));
-    data = emit_helper(op, "beta", "Binary", {data, emit_constant(info(op.outputs[0]).name + "/beta_value", Const{{1}, {beta}, false})}, mul);
+    data = emit_helper(
+        op, "beta", "Binary",
+        {data, emit_constant(info(op.outputs[0]).name + "/beta_value", Const{{1}, {beta}, false})}, mul);
   }
   Attributes attrs;
   attrs.set("axis", static_cast<std::int64_t>(in_nchw ? 1 : rank_of(x) - 1));
@@ -1010,7 +1318,8 @@ void Importer::op_pad(const TfOperator& op) {
   const int x = input(op, 0);
   const Dims pads = constant_ints(op, 1);
   const int rank = rank_of(x);
-  if (pads.size() != static_cast<std::size_t>(2 * rank)) invalid(op, "paddings need " + std::to_string(rank) + " x 2 values");
+  if (pads.size() != static_cast<std::size_t>(2 * rank))
+    invalid(op, "paddings need " + std::to_string(rank) + " x 2 values");
   double value = 0.0;
   if (op.code == PADV2 && has_input(op, 2)) {
     const Const& c = constant(op, 2);
@@ -1067,7 +1376,8 @@ void Importer::op_transpose(const TfOperator& op) {
   std::sort(sorted.begin(), sorted.end());
   Dims identity(static_cast<std::size_t>(rank));
   std::iota(identity.begin(), identity.end(), 0);
-  if (sorted != identity) invalid(op, "perm " + dims_str(perm) + " is not a permutation of " + std::to_string(rank) + " axes");
+  if (sorted != identity)
+    invalid(op, "perm " + dims_str(perm) + " is not a permutation of " + std::to_string(rank) + " axes");
   if (is_constant(x)) {
     set_constant(op.outputs[0], constants_.at(x).permute(perm));
     return;
@@ -1087,8 +1397,8 @@ void Importer::op_transpose(const TfOperator& op) {
 }
 
 void Importer::op_reduce(const TfOperator& op) {
-  static const std::map<int, std::string> operations = {{MEAN, "mean"}, {SUM, "sum"}, {REDUCE_MAX, "max"},
-                                                        {REDUCE_MIN, "min"}, {REDUCE_PROD, "prod"}};
+  static const std::map<int, std::string> operations = {
+      {MEAN, "mean"}, {SUM, "sum"}, {REDUCE_MAX, "max"}, {REDUCE_MIN, "min"}, {REDUCE_PROD, "prod"}};
   const int x = input(op, 0);
   const int rank = rank_of(x);
   Dims axes = constant_ints(op, 1);
@@ -1135,13 +1445,16 @@ void Importer::op_resize(const TfOperator& op) {
     const std::int64_t from = in[i + 1], to = size[i];
     if (from < 1 || to < 1) invalid(op, "sizes must be positive");
     double scale = static_cast<double>(to) / static_cast<double>(from);
-    while (std::floor(static_cast<double>(from) * scale) < static_cast<double>(to)) scale = std::nextafter(scale, 2 * scale);
+    while (std::floor(static_cast<double>(from) * scale) < static_cast<double>(to))
+      scale = std::nextafter(scale, 2 * scale);
     scales.push_back(scale);
   }
   attrs.set("scales", scales);
   std::string transform = "asymmetric";
-  if (align_corners) transform = "align_corners";
-  else if (half_pixel) transform = bilinear ? "half_pixel" : "tf_half_pixel_for_nn";
+  if (align_corners)
+    transform = "align_corners";
+  else if (half_pixel)
+    transform = bilinear ? "half_pixel" : "tf_half_pixel_for_nn";
   attrs.set("coordinate_transformation_mode", transform);
   if (!bilinear) attrs.set("nearest_mode", std::string(align_corners ? "round_prefer_ceil" : "floor"));
   emit_with_activation(op, 0, "Resize", {nchw(x)}, attrs, {}, true);
@@ -1162,19 +1475,24 @@ void Importer::op_dequantize(const TfOperator& op) {
   if (type != FLOAT16 && type != FLOAT32) {
     const FlatTable& q = info(x).quantization;
     const std::vector<float> scales = q.valid() ? q.floats(field::quant_scale) : std::vector<float>{};
-    const std::vector<std::int64_t> zeros = q.valid() ? q.longs(field::quant_zero_point) : std::vector<std::int64_t>{};
+    const std::vector<std::int64_t> zeros =
+        q.valid() ? q.longs(field::quant_zero_point) : std::vector<std::int64_t>{};
     if (scales.empty()) invalid(op, "'" + info(x).name + "' has no quantization scale");
-    if (q.has(field::quant_details)) unsupported(op, "custom quantization of '" + info(x).name + "' is not supported");
+    if (q.has(field::quant_details))
+      unsupported(op, "custom quantization of '" + info(x).name + "' is not supported");
     const std::int64_t axis = q.scalar<std::int32_t>(field::quant_dimension, 0);
     std::int64_t inner = 1, channels = 1;
     if (scales.size() > 1) {
-      if (axis < 0 || axis >= static_cast<std::int64_t>(value.shape.size()) || value.shape[static_cast<std::size_t>(axis)] != static_cast<std::int64_t>(scales.size())) {
-        invalid(op, std::to_string(scales.size()) + " scales do not fit axis " + std::to_string(axis) + " of " + dims_str(value.shape));
+      if (axis < 0 || axis >= static_cast<std::int64_t>(value.shape.size()) ||
+          value.shape[static_cast<std::size_t>(axis)] != static_cast<std::int64_t>(scales.size())) {
+        invalid(op, std::to_string(scales.size()) + " scales do not fit axis " + std::to_string(axis) +
+                        " of " + dims_str(value.shape));
       }
       channels = static_cast<std::int64_t>(scales.size());
       inner = Shape(value.shape).count(static_cast<int>(axis) + 1);
     }
-    if (!zeros.empty() && zeros.size() != scales.size()) invalid(op, "scales and zero points differ in number");
+    if (!zeros.empty() && zeros.size() != scales.size())
+      invalid(op, "scales and zero points differ in number");
     for (std::size_t i = 0; i < value.values.size(); ++i) {
       const auto c = static_cast<std::size_t>((static_cast<std::int64_t>(i) / inner) % channels);
       value.values[i] = scales[c] * (value.values[i] - static_cast<double>(zeros.empty() ? 0 : zeros[c]));
@@ -1184,7 +1502,8 @@ void Importer::op_dequantize(const TfOperator& op) {
 }
 
 void Importer::op_quantize(const TfOperator& op) {
-  unsupported(op, "quantizing '" + info(input(op, 0)).name + "' needs the quantized path, which is not supported yet");
+  unsupported(op, "quantizing '" + info(input(op, 0)).name +
+                      "' needs the quantized path, which is not supported yet");
 }
 
 // Expands a sparse constant (TensorFlow Lite's TACO-like format: a traversal order over the dense and
@@ -1192,7 +1511,8 @@ void Importer::op_quantize(const TfOperator& op) {
 void Importer::op_densify(const TfOperator& op) {
   const int x = input(op, 0);
   const TfTensor& tensor = info(x);
-  if (!is_constant(x) || !tensor.sparsity.valid()) invalid(op, "input '" + tensor.name + "' is not a sparse constant");
+  if (!is_constant(x) || !tensor.sparsity.valid())
+    invalid(op, "input '" + tensor.name + "' is not a sparse constant");
   const Const& stored = constants_.at(x);
   const FlatTable& s = tensor.sparsity;
   const Dims dense = tensor.shape;
@@ -1204,7 +1524,8 @@ void Importer::op_densify(const TfOperator& op) {
   if (levels != n + block_map.size() || dims.size() != levels || levels > 16) {
     invalid(op, "sparsity of '" + tensor.name + "' does not fit " + dims_str(dense));
   }
-  if (Shape(dense).numel() > kMaxDenseElements) unsupported(op, "'" + tensor.name + "' is too large to densify at load time");
+  if (Shape(dense).numel() > kMaxDenseElements)
+    unsupported(op, "'" + tensor.name + "' is too large to densify at load time");
   struct Level {
     bool sparse = false;
     std::int64_t size = 0;
@@ -1226,7 +1547,8 @@ void Importer::op_densify(const TfOperator& op) {
       }
     } else if (type == 3) {
       const auto raw = v.vector(0, 1);
-      for (std::uint32_t i = 0; i < raw.count; ++i) out.push_back(static_cast<std::uint8_t>(raw.base[raw.position + i]));
+      for (std::uint32_t i = 0; i < raw.count; ++i)
+        out.push_back(static_cast<std::uint8_t>(raw.base[raw.position + i]));
     } else {
       invalid(op, "unknown sparse index vector type " + std::to_string(type));
     }
@@ -1248,7 +1570,9 @@ void Importer::op_densify(const TfOperator& op) {
     }
     if (static_cast<std::size_t>(original) >= n) {
       const std::size_t b = static_cast<std::size_t>(original) - n;
-      if (b >= block_map.size() || block_map[b] < 0 || static_cast<std::size_t>(block_map[b]) >= n || level[l].sparse) invalid(op, "bad block map");
+      if (b >= block_map.size() || block_map[b] < 0 || static_cast<std::size_t>(block_map[b]) >= n ||
+          level[l].sparse)
+        invalid(op, "bad block map");
       block[static_cast<std::size_t>(block_map[b])] = level[l].size;
     }
   }
@@ -1281,9 +1605,12 @@ void Importer::op_densify(const TfOperator& op) {
       for (std::int64_t i = 0; i < lv.size; ++i) visit(i, parent * lv.size + i);
       return;
     }
-    if (parent < 0 || static_cast<std::size_t>(parent) + 1 >= lv.segments.size()) invalid(op, "sparse segment out of range");
-    const std::int64_t from = lv.segments[static_cast<std::size_t>(parent)], to = lv.segments[static_cast<std::size_t>(parent) + 1];
-    if (from < 0 || to < from || static_cast<std::size_t>(to) > lv.indices.size()) invalid(op, "bad sparse segments");
+    if (parent < 0 || static_cast<std::size_t>(parent) + 1 >= lv.segments.size())
+      invalid(op, "sparse segment out of range");
+    const std::int64_t from = lv.segments[static_cast<std::size_t>(parent)],
+                       to = lv.segments[static_cast<std::size_t>(parent) + 1];
+    if (from < 0 || to < from || static_cast<std::size_t>(to) > lv.indices.size())
+      invalid(op, "bad sparse segments");
     for (std::int64_t j = from; j < to; ++j) visit(lv.indices[static_cast<std::size_t>(j)], j);
   };
   walk(0, 0);
@@ -1299,10 +1626,12 @@ void Importer::op_strided_slice(const TfOperator& op) {
   const Dims steps = has_input(op, 3) ? constant_ints(op, 3) : Dims(begin.size(), 1);
   const FlatTable& o = op.options;
   const std::int32_t begin_mask = o.scalar<std::int32_t>(0, 0), end_mask = o.scalar<std::int32_t>(1, 0);
-  if (o.scalar<std::int32_t>(2, 0) != 0 || o.scalar<std::int32_t>(3, 0) != 0) unsupported(op, "ellipsis and new-axis masks are not supported");
+  if (o.scalar<std::int32_t>(2, 0) != 0 || o.scalar<std::int32_t>(3, 0) != 0)
+    unsupported(op, "ellipsis and new-axis masks are not supported");
   const bool offset = o.scalar<std::uint8_t>(5, 0) != 0;
   const std::size_t rank = static_cast<std::size_t>(rank_of(x));
-  if (begin.size() != end.size() || begin.size() != steps.size() || begin.size() > rank) invalid(op, "begin, end and strides do not fit");
+  if (begin.size() != end.size() || begin.size() != steps.size() || begin.size() > rank)
+    invalid(op, "begin, end and strides do not fit");
   Dims starts, ends, axes, strides;
   for (std::size_t i = 0; i < begin.size(); ++i) {
     if (steps[i] == 0) invalid(op, "zero stride");
@@ -1335,7 +1664,8 @@ void Importer::op_slice(const TfOperator& op) {
   const int x = input(op, 0);
   const Dims begin = constant_ints(op, 1), size = constant_ints(op, 2);
   const Dims in = shape_of(x);
-  if (begin.size() != in.size() || size.size() != in.size()) invalid(op, "begin and size need one value per axis");
+  if (begin.size() != in.size() || size.size() != in.size())
+    invalid(op, "begin and size need one value per axis");
   Dims starts, ends, axes;
   for (std::size_t i = 0; i < in.size(); ++i) {
     starts.push_back(begin[i]);
@@ -1359,7 +1689,8 @@ void Importer::op_gather(const TfOperator& op) {
   attrs.set("axis", axis);
   Const index_values = indices;
   index_values.integer = false;
-  emit_with_activation(op, 0, "Gather", {file_order(x), emit_constant(info(op.inputs[1]).name, index_values)}, attrs, {}, false);
+  emit_with_activation(op, 0, "Gather", {file_order(x), emit_constant(info(op.inputs[1]).name, index_values)},
+                       attrs, {}, false);
 }
 
 void Importer::op_split(const TfOperator& op) {
@@ -1378,7 +1709,8 @@ void Importer::op_split(const TfOperator& op) {
 }
 
 void Importer::op_batch_matmul(const TfOperator& op) {
-  const bool adj[2] = {op.options.scalar<std::uint8_t>(0, 0) != 0, op.options.scalar<std::uint8_t>(1, 0) != 0};
+  const bool adj[2] = {op.options.scalar<std::uint8_t>(0, 0) != 0,
+                       op.options.scalar<std::uint8_t>(1, 0) != 0};
   std::vector<std::string> names;
   for (std::size_t i = 0; i < 2; ++i) {
     const int t = input(op, i);
@@ -1402,7 +1734,8 @@ void Importer::op_depth_to_space(const TfOperator& op) {
   const int x = input(op, 0);
   const Dims in = shape_of(x);
   const std::int64_t b = op.options.scalar<std::int32_t>(0, 0);
-  if (in.size() != 4 || b < 1 || in[3] % (b * b) != 0) invalid(op, "block size " + std::to_string(b) + " does not fit " + dims_str(in));
+  if (in.size() != 4 || b < 1 || in[3] % (b * b) != 0)
+    invalid(op, "block size " + std::to_string(b) + " does not fit " + dims_str(in));
   const std::int64_t c = in[3] / (b * b);
   // NCHW: channel (i·b + j)·C' + c goes to row h·b + i, column w·b + j.
   Attributes split;
@@ -1483,7 +1816,8 @@ Graph Importer::run() {
     const TfTensor& tensor = info(t);
     if (tensor.type != FLOAT32) {
       throw UnsupportedError(tensor_where(t) + ": the input is " + type_name(tensor.type) +
-                             (tensor.quantization.valid() ? " (quantized)" : "") + "; only FLOAT32 inputs are supported");
+                             (tensor.quantization.valid() ? " (quantized)" : "") +
+                             "; only FLOAT32 inputs are supported");
     }
     if (tensor.dynamic) {
       throw UnsupportedError(tensor_where(t) + ": the input has a dynamic shape " + dims_str(tensor.shape) +
@@ -1509,7 +1843,8 @@ Graph Importer::run() {
   }
   for (const TfOperator& op : operators_) {
     for (int t : op.outputs) {
-      if (t >= 0 && (live_.count(t) || constants_.count(t))) invalid(op, "output '" + info(t).name + "' is written twice");
+      if (t >= 0 && (live_.count(t) || constants_.count(t)))
+        invalid(op, "output '" + info(t).name + "' is written twice");
     }
     for (std::size_t i = 0; i < op.inputs.size(); ++i) {
       const int t = op.inputs[i];
@@ -1561,7 +1896,8 @@ Graph load_tflite(const std::string& path) {
   if (!file) throw FileError(path + ": cannot open");
   std::vector<char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   if (file.bad()) throw FileError(path + ": cannot read");
-  return load_tflite(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()), path);
+  return load_tflite(
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()), path);
 }
 
 std::vector<std::string> tflite_supported_ops() {
