@@ -82,7 +82,8 @@ ModelFormat format_of(const std::string& name) {
   if (name == "caffe") return ModelFormat::caffe;
   if (name == "onnx") return ModelFormat::onnx;
   if (name == "esp") return ModelFormat::esp;
-  throw py::value_error("format must be 'caffe', 'onnx' or 'esp', got '" + name + "'");
+  if (name == "tflite") return ModelFormat::tflite;
+  throw py::value_error("format must be 'caffe', 'onnx', 'esp' or 'tflite', got '" + name + "'");
 }
 
 std::span<const std::byte> bytes_of(const py::bytes& b, std::string& storage) {

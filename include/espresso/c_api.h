@@ -34,6 +34,7 @@ typedef enum esp_format {
   ESP_FORMAT_CAFFE = 0,
   ESP_FORMAT_ONNX = 1,
   ESP_FORMAT_ESP = 2,
+  ESP_FORMAT_TFLITE = 3, /* TensorFlow Lite .tflite */
   /* Makes every 32-bit value representable, so a bad value from a caller is checked, not undefined. */
   ESP_FORMAT_MAX_ENUM = 0x7FFFFFFF
 } esp_format;

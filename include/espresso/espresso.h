@@ -8,4 +8,5 @@
 #include "espresso/model.h"
 #include "espresso/net.h"
 #include "espresso/onnx.h"
+#include "espresso/tflite.h"
 #include "espresso/tensor.h"

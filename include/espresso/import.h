@@ -24,10 +24,10 @@ Graph load_caffe(std::string_view prototxt, std::span<const std::byte> caffemode
                  Phase phase = Phase::test);
 
 // Picks the importer from the file name: .prototxt/.pt (Caffe, with optional .caffemodel weights),
-// .onnx or .esp (weights inside). Checks every layer's attributes against its schema.
+// .onnx, .esp or .tflite (weights inside). Checks every layer's attributes against its schema.
 Graph load_model(const std::string& model_path, const std::string& weights_path = "");
 
-enum class ModelFormat { caffe, onnx, esp };
+enum class ModelFormat { caffe, onnx, esp, tflite };
 // A model held in memory (an app's bundled resource, a download): for Caffe `model` is the prototxt and
 // `weights` the caffemodel; ONNX and .esp carry their weights, so `weights` must be empty. The bytes
 // are copied or parsed; the caller's buffers may go afterwards. Errors name `name`.

@@ -81,7 +81,9 @@ def test_errors_are_exceptions(lenet):
     with pytest.raises(espresso.ParseError):
         espresso.load_bytes(b"not a model", "onnx")
     with pytest.raises(ValueError, match="format must be"):
-        espresso.load_bytes(b"", "tflite")
+        espresso.load_bytes(b"", "keras")
+    with pytest.raises(espresso.ParseError, match="TFL3"):
+        espresso.load_bytes(b"not a model", "tflite")
     with pytest.raises(espresso.UnsupportedError, match="tpu"):
         espresso.load(str(LENET / "v2_format" / "lenet.prototxt"), device="tpu")
     with pytest.raises(espresso.ShapeError):

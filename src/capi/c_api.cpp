@@ -109,7 +109,8 @@ esp_status esp_model_load_memory(const void* bytes, size_t size, const void* wei
   if (model == nullptr) return null_argument("esp_model_load_memory", "model");
   if (weights == nullptr && weights_size != 0) return null_argument("esp_model_load_memory", "weights");
   *model = nullptr;
-  if (format != ESP_FORMAT_CAFFE && format != ESP_FORMAT_ONNX && format != ESP_FORMAT_ESP) {
+  if (format != ESP_FORMAT_CAFFE && format != ESP_FORMAT_ONNX && format != ESP_FORMAT_ESP &&
+      format != ESP_FORMAT_TFLITE) {
     return fail(ESP_ERROR_INVALID_ARGUMENT, "esp_model_load_memory: unknown format " + std::to_string(format));
   }
   return guarded([&] {

@@ -1,4 +1,6 @@
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <system_error>
 
@@ -6,6 +8,7 @@
 #include "espresso/import.h"
 #include "espresso/onnx.h"
 #include "espresso/package.h"
+#include "espresso/tflite.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -31,8 +34,21 @@ Graph load_by_extension(const std::string& model_path, const std::string& weight
     }
     return extension == ".onnx" ? load_onnx(model_path) : load_package(model_path);
   }
+  if (extension == ".tflite") {
+    require_file(model_path);
+    if (!weights_path.empty()) {
+      throw UnsupportedError(model_path + ": .tflite files carry their own weights; drop '" + weights_path + "'");
+    }
+    return load_tflite(model_path);
+  }
+  // Any other name: TensorFlow Lite files say what they are (the FlatBuffer identifier "TFL3").
+  char header[8] = {};
+  std::ifstream file(model_path, std::ios::binary);
+  if (file.read(header, sizeof header) && std::memcmp(header + 4, "TFL3", 4) == 0 && weights_path.empty()) {
+    return load_tflite(model_path);
+  }
   throw UnsupportedError(model_path + ": unknown model format '" + extension +
-                         "' (supported: .prototxt/.pt for Caffe, .onnx, .esp)");
+                         "' (supported: .prototxt/.pt for Caffe, .onnx, .esp, .tflite)");
 }
 
 // Every layer's attributes against its schema, so that a bad value is reported with its file.
@@ -65,6 +81,8 @@ Graph load_model(std::span<const std::byte> model, ModelFormat format, std::span
       return checked(load_onnx(model, name), name);
     case ModelFormat::esp:
       return checked(load_package(model, name), name);
+    case ModelFormat::tflite:
+      return checked(load_tflite(model, name), name);
   }
   throw UnsupportedError(name + ": unknown model format");
 }

@@ -20,6 +20,7 @@ struct ClassifyOptions {
   ModelOptions model;
   std::vector<std::string> images;
   std::string labels;
+  std::string output;  // empty: the net's only output
   int top = 5;
   bool rgb = false;
   InputOptions input;
@@ -44,7 +45,15 @@ int run_classify(const ClassifyOptions& options) {
   apply_threads(options.threads);
   Net net = open_net(options.model);
   const ImageInput input = configure_input(net, options.input, 1);
-  const std::string output = single_output(net, "classify");
+  std::string output = options.output;
+  if (output.empty()) {
+    output = single_output(net, "classify");
+  } else {
+    const std::vector<std::string> outputs = net.output_names();
+    if (std::find(outputs.begin(), outputs.end(), output) == outputs.end()) {
+      throw UnsupportedError("--output '" + output + "' is not an output of the net");
+    }
+  }
   const char* value_name = producer_type(net, output) == "Softmax" ? "prob" : "score";
   std::vector<std::string> labels;
   if (!options.labels.empty()) labels = read_labels(options.labels);
@@ -95,6 +104,7 @@ Verb add_classify_verb(CLI::App& app) {
   add_device_option(*command, options->model);
   command->add_option("images", options->images, "Image files (JPEG, PNG, BMP, ...)")->required();
   command->add_option("--labels", options->labels, "Class names, one per line (e.g. synset_words.txt)");
+  command->add_option("--output", options->output, "The output to rank, for nets with several (e.g. a detector's scores)");
   command->add_option("-k,--top", options->top, "How many classes to show per image")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
