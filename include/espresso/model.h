@@ -49,6 +49,8 @@ struct SessionOptions {
   bool cuda_graphs = true;
   // Every tensor readable after forward() (debugging; more memory).
   bool keep_intermediates = false;
+  // The most activation memory this session may plan (NetOptions::max_planned_bytes); 0: the default.
+  std::int64_t max_planned_bytes = 0;
 };
 
 class Session {

@@ -47,6 +47,10 @@ struct NetOptions {
   // Worker threads for this net's CPU kernels; 0 shares the process's pool (set_num_threads). OpenBLAS
   // keeps its own process-wide thread count.
   int threads = 0;
+  // The most activation memory (bytes, all devices together) this net may plan; a model whose shapes
+  // ask for more fails with LimitError before anything is allocated. 0: limits().max_planned_bytes
+  // (32 GiB by default, espresso/limits.h).
+  std::int64_t max_planned_bytes = 0;
 };
 
 // A learned blob with its gradient and its training settings.
