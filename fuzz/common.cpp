@@ -11,6 +11,17 @@
 
 namespace espresso::fuzz {
 
+FuzzLimits::FuzzLimits() : saved_(limits()) {
+  Limits tight = saved_;
+  tight.max_tensor_elements = std::int64_t{1} << 24;
+  tight.max_tensor_bytes = std::int64_t{256} << 20;
+  tight.max_planned_bytes = std::int64_t{256} << 20;
+  tight.max_image_pixels = std::int64_t{1} << 22;
+  set_limits(tight);
+}
+
+FuzzLimits::~FuzzLimits() { set_limits(saved_); }
+
 void infer_shapes(const Graph& graph) {
   std::map<std::string, Shape> shapes;
   for (const InputSpec& input : graph.inputs) shapes[input.name] = input.shape;

@@ -16,6 +16,7 @@
 
 #include "espresso/errors.h"
 #include "espresso/graph.h"
+#include "espresso/limits.h"
 
 #define ESPRESSO_FUZZ_TARGET(name) \
   void espresso_fuzz_body_##name(const std::uint8_t* data, std::size_t size); \
@@ -26,8 +27,23 @@
 
 namespace espresso::fuzz {
 
+// Tighter limits while a target runs (restored afterwards): the defaults allow gigabytes, which would
+// make the fuzzer report out-of-memory for inputs that are correctly within the limits. The hostile-input
+// tests check the defaults themselves.
+class FuzzLimits {
+ public:
+  FuzzLimits();
+  ~FuzzLimits();
+  FuzzLimits(const FuzzLimits&) = delete;
+  FuzzLimits& operator=(const FuzzLimits&) = delete;
+
+ private:
+  Limits saved_;
+};
+
 // Typed errors are the expected answer to bad input; other exceptions propagate (and fail).
 inline int run_guarded(const std::uint8_t* data, std::size_t size, void (*body)(const std::uint8_t*, std::size_t)) {
+  const FuzzLimits limits;
   try {
     body(data, size);
   } catch (const espresso::Error&) {

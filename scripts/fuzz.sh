@@ -25,9 +25,7 @@ if [ "$which" != all ]; then
   targets=("$which")
 fi
 
-cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
-  -DCMAKE_CXX_COMPILER=clang++ -DESPRESSO_FUZZ=ON -DESPRESSO_CUDA=OFF -DESPRESSO_BUILD_TESTS=OFF \
-  -DESPRESSO_WERROR=OFF >/dev/null
+scripts/configure_fuzz.sh
 cmake --build build-fuzz -j"$jobs" --target "${targets[@]/#/fuzz_}"
 
 if [ ! -d build-fuzz/corpus ]; then
@@ -61,8 +59,8 @@ for target in "${targets[@]}"; do
     rm -f "$artifact" "$minimised"
     new=$((new + 1))
   done
-  runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
-  speed=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
   features=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
   printf '%-16s %12s %8s %8s %9s %7s %s\n' "$target" "$runs" "$speed" "$cov" "$features" \

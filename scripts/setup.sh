@@ -23,6 +23,8 @@ packages=(
   libgtest-dev libcli11-dev libstb-dev nlohmann-json3-dev libxxhash-dev liblmdb-dev
   dataset-fashion-mnist libonnx-testdata python3-onnx
   pybind11-dev python3-dev python3-numpy python3-pytest
+  # clang with its sanitizer and libFuzzer runtimes: scripts/sanitize_ci.sh (CI) and scripts/fuzz.sh
+  clang libclang-rt-14-dev
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()

@@ -125,7 +125,8 @@ Tensor Tensor::from(const Shape& shape, const std::vector<float>& values) {
                      " values, got " + std::to_string(values.size()));
   }
   Tensor t = empty(shape);
-  std::memcpy(t.data_, values.data(), t.bytes());
+  // memcpy's pointers must not be null, not even for 0 bytes (an empty vector may have none).
+  if (!values.empty()) std::memcpy(t.data_, values.data(), t.bytes());
   return t;
 }
 

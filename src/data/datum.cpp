@@ -56,16 +56,18 @@ void decode_datum(std::string_view bytes, Sample& out, const std::string& where)
     throw DataError(where + ": the Datum has no valid channels x height x width");
   const std::int64_t count =
       checked_numel(std::vector<std::int64_t>{out.channels, out.height, out.width}, sizeof(float), where);
-  out.values.resize(static_cast<std::size_t>(count));
+  // The stored values must match the declared size before anything is allocated for it.
   if (!datum.data().empty()) {
     if (static_cast<std::int64_t>(datum.data().size()) != count) {
       throw DataError(where + ": the Datum says " + std::to_string(out.channels) + "x" +
                       std::to_string(out.height) + "x" + std::to_string(out.width) + " but holds " +
                       std::to_string(datum.data().size()) + " bytes");
     }
+    out.values.resize(static_cast<std::size_t>(count));
     const auto* bytes_in = reinterpret_cast<const std::uint8_t*>(datum.data().data());
     for (std::int64_t i = 0; i < count; ++i) out.values[static_cast<std::size_t>(i)] = bytes_in[i];
   } else if (datum.float_data_size() == count) {
+    out.values.resize(static_cast<std::size_t>(count));
     for (std::int64_t i = 0; i < count; ++i)
       out.values[static_cast<std::size_t>(i)] = datum.float_data(static_cast<int>(i));
   } else {

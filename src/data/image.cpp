@@ -95,6 +95,11 @@ DecodedImage decode_image(std::span<const std::uint8_t> bytes, int channels, con
       stbi_load_from_memory(data, size, &image.width, &image.height, &image.stored_channels, channels),
       stbi_image_free);
   if (!decoded) throw DataError(where + ": cannot decode image (" + stbi_failure_reason() + ")");
+  // stb accepts some headers without a size (a PNM file cut after its magic) as a 0 x 0 image.
+  if (image.width <= 0 || image.height <= 0) {
+    throw DataError(where + ": the image is empty (" + std::to_string(image.width) + "x" +
+                    std::to_string(image.height) + ")");
+  }
   // stb may decode formats whose header stbi_info cannot read; the decoded size is checked as well.
   image.channels = channels == 0 ? image.stored_channels : channels;
   const std::int64_t values = checked_numel(
