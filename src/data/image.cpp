@@ -12,10 +12,7 @@
 #include "espresso/errors.h"
 #include "espresso/limits.h"
 
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_FAILURE_USERMSG
 #include "stb_image.h"
-#define STB_IMAGE_RESIZE_IMPLEMENTATION
 #include "stb_image_resize.h"
 
 namespace espresso::data {
