@@ -106,6 +106,7 @@ PYBIND11_MODULE(espresso, m) {
   static py::exception<UnsupportedError> unsupported_error(m, "UnsupportedError", error.ptr());
   static py::exception<DataError> data_error(m, "DataError", error.ptr());
   static py::exception<DeviceError> device_error(m, "DeviceError", error.ptr());
+  static py::exception<LimitError> limit_error(m, "LimitError", error.ptr());
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -123,6 +124,8 @@ PYBIND11_MODULE(espresso, m) {
       data_error(e.what());
     } catch (const DeviceError& e) {
       device_error(e.what());
+    } catch (const LimitError& e) {
+      limit_error(e.what());
     } catch (const Error& e) {
       error(e.what());
     }

@@ -29,6 +29,8 @@ packages=(
   libcpp-httplib-dev libsqlite3-dev libssl-dev libsodium-dev docker-registry skopeo
   # fortunes in nine languages for the language-identification example (scripts/langid.sh, docs/sequence.md)
   fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-cs fortunes-eo fortunes-ga
+  # clang with its sanitizer and libFuzzer runtimes: scripts/sanitize_ci.sh (CI) and scripts/fuzz.sh
+  clang libclang-rt-14-dev
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()

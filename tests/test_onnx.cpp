@@ -312,7 +312,7 @@ TEST_F(OnnxErrors, ExternalDataIsReadAndChecked) {
   Graph graph = load_onnx(write(external("weights.bin", "0", "16")));
   EXPECT_EQ(graph.layers.size(), 3u);
   EXPECT_NE(
-      expect_error<FileError>(write(external("../escape.bin", "0", "16"))).find("leaves the model's folder"),
+      expect_error<FileError>(write(external("../escape.bin", "0", "16"))).find("contains '..'"),
       std::string::npos);
   EXPECT_NE(expect_error<FileError>(write(external("/etc/passwd", "0", "16"))).find("absolute"),
             std::string::npos);

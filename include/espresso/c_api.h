@@ -27,7 +27,8 @@ typedef enum esp_status {
   ESP_ERROR_UNSUPPORTED = 6,      /* valid requests this build or device cannot carry out */
   ESP_ERROR_DATA = 7,             /* datasets and images that cannot be used */
   ESP_ERROR_DEVICE = 8,           /* no such device, out of device memory, kernel errors */
-  ESP_ERROR_INTERNAL = 9          /* anything else; the message says what */
+  ESP_ERROR_INTERNAL = 9,         /* anything else; the message says what */
+  ESP_ERROR_LIMIT = 10            /* the input asks for more than espresso/limits.h allows */
 } esp_status;
 
 typedef enum esp_format {

@@ -54,4 +54,11 @@ class DeviceError : public Error {
   using Error::Error;
 };
 
+// An input asks for more than the configured limits allow (espresso/limits.h): tensor sizes, planned
+// memory, image pixels, nesting depth, name lengths. Checked before allocating.
+class LimitError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace espresso

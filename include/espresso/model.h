@@ -52,6 +52,8 @@ struct SessionOptions {
   // Recurrent layers carry their states from one run to the next (NetOptions::stateful), so a model
   // can take audio or text chunk by chunk; reset_state() starts a new sequence.
   bool stateful = false;
+  // The most activation memory this session may plan (NetOptions::max_planned_bytes); 0: the default.
+  std::int64_t max_planned_bytes = 0;
 };
 
 class Session {

@@ -51,6 +51,10 @@ struct NetOptions {
   // with instead of their initial-state inputs (or zeros), so a sequence can run chunk by chunk;
   // reset_state() starts over. A new batch size starts over too. Inference only.
   bool stateful = false;
+  // The most activation memory (bytes, all devices together) this net may plan; a model whose shapes
+  // ask for more fails with LimitError before anything is allocated. 0: limits().max_planned_bytes
+  // (32 GiB by default, espresso/limits.h).
+  std::int64_t max_planned_bytes = 0;
 };
 
 // A learned blob with its gradient and its training settings.

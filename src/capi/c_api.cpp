@@ -54,6 +54,8 @@ esp_status guarded(Body&& body) {
     return fail(ESP_ERROR_DATA, e.what());
   } catch (const espresso::DeviceError& e) {
     return fail(ESP_ERROR_DEVICE, e.what());
+  } catch (const espresso::LimitError& e) {
+    return fail(ESP_ERROR_LIMIT, e.what());
   } catch (const std::exception& e) {
     return fail(ESP_ERROR_INTERNAL, e.what());
   } catch (...) {

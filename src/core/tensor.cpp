@@ -7,6 +7,7 @@
 
 #include "core/device_memory.h"
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 
 namespace espresso {
 
@@ -70,7 +71,11 @@ int Shape::canonical_axis(int axis) const {
 
 std::int64_t Shape::count(int begin, int end) const {
   std::int64_t n = 1;
-  for (int i = begin; i < end; ++i) n *= dims_[static_cast<std::size_t>(i)];
+  for (int i = begin; i < end; ++i) {
+    // Shapes come from files: a product past 64 bits is an error, never a wrapped count.
+    if (__builtin_mul_overflow(n, dims_[static_cast<std::size_t>(i)], &n))
+      throw ShapeError("shape " + str() + " overflows a 64-bit element count");
+  }
   return n;
 }
 
@@ -83,16 +88,18 @@ std::string Shape::str() const {
 
 namespace {
 
-void check_shape(const Shape& shape) {
+void check_shape(const Shape& shape, DType dtype) {
   for (std::int64_t d : shape.dims()) {
     if (d < 0) throw ShapeError("negative dimension in shape " + shape.str());
   }
+  // The last line of defence; loaders check the shapes they read with the file's name first.
+  checked_numel(shape.dims(), dtype_size(dtype), "tensor of shape " + shape.str());
 }
 
 }  // namespace
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  check_shape(shape);
+  check_shape(shape, dtype);
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
@@ -110,7 +117,7 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, Device device,
                     std::shared_ptr<void> owner) {
-  check_shape(shape);
+  check_shape(shape, dtype);
   Tensor t;
   t.owner_ = std::move(owner);
   t.data_ = data;
@@ -126,7 +133,8 @@ Tensor Tensor::from(const Shape& shape, const std::vector<float>& values) {
                      " values, got " + std::to_string(values.size()));
   }
   Tensor t = empty(shape);
-  std::memcpy(t.data_, values.data(), t.bytes());
+  // memcpy's pointers must not be null, not even for 0 bytes (an empty vector may have none).
+  if (!values.empty()) std::memcpy(t.data_, values.data(), t.bytes());
   return t;
 }
 

@@ -39,13 +39,11 @@ std::vector<std::string> matching_files(const std::string& dir, const std::strin
 
 }  // namespace
 
-LabeledImages read_cifar10_batches(const std::vector<std::string>& paths) {
-  LabeledImages set;
+void append_cifar10_batch(const std::string& bytes, const std::string& path, LabeledImages& set) {
   set.channels = kChannels;
   set.height = kSide;
   set.width = kSide;
-  for (const std::string& path : paths) {
-    const std::string bytes = read_file(path);
+  {
     const auto size = static_cast<std::int64_t>(bytes.size());
     if (size == 0 || size % kRecordBytes != 0) {
       throw DataError(path + ": size " + std::to_string(size) + " is not a whole number of " +
@@ -66,6 +64,14 @@ LabeledImages read_cifar10_batches(const std::vector<std::string>& paths) {
     if (!set.description.empty()) set.description += ", ";
     set.description += path;
   }
+}
+
+LabeledImages read_cifar10_batches(const std::vector<std::string>& paths) {
+  LabeledImages set;
+  set.channels = kChannels;
+  set.height = kSide;
+  set.width = kSide;
+  for (const std::string& path : paths) append_cifar10_batch(read_file(path), path, set);
   return set;
 }
 

@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <memory>
 
+#include "data/idx.h"
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 
 namespace espresso::data {
 
@@ -67,9 +69,8 @@ std::vector<std::int64_t> read_header(const std::string& path, const std::string
     const std::int64_t dim = big_endian_u32(bytes, 4 + 4 * i);
     if (dim == 0 && i > 0) throw DataError(path + ": dimension " + std::to_string(i) + " is 0");
     dims.push_back(dim);
-    expected *= dim;
-    if (expected > kMaxBytes) throw DataError(path + ": dimensions are implausibly large");
   }
+  expected = checked_numel(dims, 1, path + ": IDX header");
   const auto actual = static_cast<std::int64_t>(bytes.size() - header_bytes);
   if (actual != expected) {
     std::string shape;
@@ -96,18 +97,22 @@ std::string find_idx_file(const std::string& dir, const std::string& stem) {
 
 }  // namespace
 
-IdxImages read_idx_images(const std::string& path) {
-  const std::string bytes = read_maybe_gzipped(path);
+IdxImages parse_idx_images(const std::string& bytes, const std::string& path) {
   const std::vector<std::int64_t> dims = read_header(path, bytes, kImageMagic, "image");
   IdxImages images{dims[0], dims[1], dims[2], {}};
   images.pixels.assign(bytes.begin() + 16, bytes.end());
   return images;
 }
 
-std::vector<std::uint8_t> read_idx_labels(const std::string& path) {
-  const std::string bytes = read_maybe_gzipped(path);
+std::vector<std::uint8_t> parse_idx_labels(const std::string& bytes, const std::string& path) {
   read_header(path, bytes, kLabelMagic, "label");
   return {bytes.begin() + 8, bytes.end()};
+}
+
+IdxImages read_idx_images(const std::string& path) { return parse_idx_images(read_maybe_gzipped(path), path); }
+
+std::vector<std::uint8_t> read_idx_labels(const std::string& path) {
+  return parse_idx_labels(read_maybe_gzipped(path), path);
 }
 
 LabeledImages load_mnist(const std::string& dir, Split split) {

@@ -1,14 +1,18 @@
 #include "espresso/data.h"
 
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 
+#include "data/image_decode.h"
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_FAILURE_USERMSG
 #include "stb_image.h"
-#define STB_IMAGE_RESIZE_IMPLEMENTATION
 #include "stb_image_resize.h"
 
 namespace espresso::data {
@@ -24,7 +28,108 @@ std::vector<std::uint8_t> resize_image(const std::vector<std::uint8_t>& pixels, 
   return resized;
 }
 
+namespace {
+
+std::uint32_t big_endian(const std::uint8_t* p, int bytes) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = v << 8 | p[i];
+  return v;
+}
+
+// Width and height as the header of a PNG, JPEG or BMP declares them, read here rather than by stb,
+// which refuses some huge sizes itself with a message that does not say which size; {0, 0} when the
+// format is another or the header is cut short (stb then decides).
+std::pair<std::int64_t, std::int64_t> declared_size(std::span<const std::uint8_t> b) {
+  const std::size_t n = b.size();
+  if (n >= 24 && std::memcmp(b.data(), "\x89PNG\r\n\x1a\n", 8) == 0 && std::memcmp(b.data() + 12, "IHDR", 4) == 0)
+    return {big_endian(b.data() + 16, 4), big_endian(b.data() + 20, 4)};
+  if (n >= 26 && b[0] == 'B' && b[1] == 'M') {
+    std::int32_t width = 0, height = 0;
+    std::memcpy(&width, b.data() + 18, 4);
+    std::memcpy(&height, b.data() + 22, 4);
+    return {std::abs(std::int64_t{width}), std::abs(std::int64_t{height})};
+  }
+  if (n >= 4 && b[0] == 0xff && b[1] == 0xd8) {
+    // Walk the markers to the first start-of-frame (SOF0..SOF15 except DHT, JPG and DAC).
+    std::size_t at = 2;
+    while (at + 9 < n) {
+      if (b[at] != 0xff) return {0, 0};
+      const std::uint8_t marker = b[at + 1];
+      if (marker == 0xff) {
+        ++at;
+        continue;
+      }
+      const std::size_t length = big_endian(b.data() + at + 2, 2);
+      if (marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc)
+        return {big_endian(b.data() + at + 7, 2), big_endian(b.data() + at + 5, 2)};
+      if (length < 2) return {0, 0};
+      at += 2 + length;
+    }
+  }
+  return {0, 0};
+}
+
+}  // namespace
+
+DecodedImage decode_image(std::span<const std::uint8_t> bytes, int channels, const std::string& where) {
+  if (bytes.size() > static_cast<std::size_t>(INT_MAX))
+    throw LimitError(where + ": " + std::to_string(bytes.size()) + " bytes is too large for an image file");
+  if (bytes.empty()) throw DataError(where + ": cannot decode image (the file is empty)");
+  const auto* data = bytes.data();
+  const int size = static_cast<int>(bytes.size());
+  DecodedImage image;
+  auto [width, height] = declared_size(bytes);
+  if (width == 0 && height == 0 && stbi_info_from_memory(data, size, &image.width, &image.height, &image.stored_channels)) {
+    width = image.width;
+    height = image.height;
+  }
+  const std::int64_t cap = limits().max_image_pixels;
+  if (width > cap || height > cap || width * height > cap) {
+    throw LimitError(where + ": the header declares a " + std::to_string(width) + "x" + std::to_string(height) +
+                     " image, above the limit of " + std::to_string(cap) + " pixels (Limits::max_image_pixels)");
+  }
+  std::unique_ptr<stbi_uc, void (*)(void*)> decoded(
+      stbi_load_from_memory(data, size, &image.width, &image.height, &image.stored_channels, channels),
+      stbi_image_free);
+  if (!decoded) throw DataError(where + ": cannot decode image (" + stbi_failure_reason() + ")");
+  // stb accepts some headers without a size (a PNM file cut after its magic) as a 0 x 0 image.
+  if (image.width <= 0 || image.height <= 0) {
+    throw DataError(where + ": the image is empty (" + std::to_string(image.width) + "x" +
+                    std::to_string(image.height) + ")");
+  }
+  // stb may decode formats whose header stbi_info cannot read; the decoded size is checked as well.
+  image.channels = channels == 0 ? image.stored_channels : channels;
+  const std::int64_t values = checked_numel(
+      std::vector<std::int64_t>{image.height, image.width, image.channels}, 1, where + ": decoded image");
+  image.pixels.assign(decoded.get(), decoded.get() + values);
+  return image;
+}
+
+DecodedImage decode_image_file(const std::string& path, int channels) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw FileError(path + ": no such file");
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw FileError(path + ": cannot read the file size");
+  if (size > static_cast<std::uintmax_t>(INT_MAX))
+    throw LimitError(path + ": " + std::to_string(size) + " bytes is too large for an image file");
+  std::ifstream in(path, std::ios::binary);
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  if (!in) throw FileError(path + ": cannot read the file");
+  return decode_image(bytes, channels, path);
+}
+
 std::vector<float> load_image(const std::string& path, const ImageLayout& layout) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw FileError(path + ": no such file");
+  std::ifstream in(path, std::ios::binary);
+  const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw FileError(path + ": cannot read the file");
+  return image_to_layout(bytes, layout, path);
+}
+
+std::vector<float> image_to_layout(std::span<const std::uint8_t> bytes, const ImageLayout& layout,
+                                   const std::string& path) {
   if (layout.channels != 1 && layout.channels != 3) {
     throw DataError(path + ": the net wants " + std::to_string(layout.channels) +
                     "-channel input; images can feed 1 (grayscale) or 3 (colour) channels");
@@ -33,17 +138,11 @@ std::vector<float> load_image(const std::string& path, const ImageLayout& layout
     throw DataError(path + ": invalid target size " + std::to_string(layout.height) + "x" +
                     std::to_string(layout.width));
   }
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) throw FileError(path + ": no such file");
-  int width = 0, height = 0, file_channels = 0;
   // stb converts to the requested channel count (luminance for grayscale).
-  std::unique_ptr<stbi_uc, void (*)(void*)> decoded(
-      stbi_load(path.c_str(), &width, &height, &file_channels, layout.channels), stbi_image_free);
-  if (!decoded) throw DataError(path + ": cannot decode image (" + stbi_failure_reason() + ")");
-
+  DecodedImage image = decode_image(bytes, layout.channels, path);
+  const int width = image.width, height = image.height;
+  std::vector<std::uint8_t> pixels = std::move(image.pixels);
   const int channels = layout.channels;
-  std::vector<std::uint8_t> pixels(decoded.get(),
-                                   decoded.get() + static_cast<std::size_t>(width) * height * channels);
   if (height != layout.height || width != layout.width) {
     pixels = resize_image(pixels, height, width, channels, layout.height, layout.width);
   }

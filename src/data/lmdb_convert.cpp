@@ -1,7 +1,5 @@
 #include "espresso/data.h"
 
-#include <stb_image.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -12,6 +10,7 @@
 
 #include "data/cifar.h"
 #include "data/datum.h"
+#include "data/image_decode.h"
 #include "data/lmdb.h"
 #include "espresso/errors.h"
 
@@ -41,13 +40,10 @@ std::pair<int, int> parse_size(const std::string& text) {
 
 // Decodes an image file to planar bytes: BGR as Caffe's convert_imageset, or gray.
 Record read_image_file(const fs::path& path, bool gray, const std::string& resize) {
-  int width = 0, height = 0, stored = 0;
   const int channels = gray ? 1 : 3;
-  std::unique_ptr<stbi_uc, void (*)(void*)> decoded(
-      stbi_load(path.c_str(), &width, &height, &stored, channels), stbi_image_free);
-  if (!decoded) throw DataError(path.string() + ": cannot decode the image (" + stbi_failure_reason() + ")");
-  std::vector<std::uint8_t> interleaved(decoded.get(),
-                                        decoded.get() + std::size_t(width) * height * channels);
+  DecodedImage image = decode_image_file(path.string(), channels);
+  int width = image.width, height = image.height;
+  std::vector<std::uint8_t> interleaved = std::move(image.pixels);
   if (!resize.empty()) {
     const auto [new_height, new_width] = parse_size(resize);
     interleaved = resize_image(interleaved, height, width, channels, new_height, new_width);

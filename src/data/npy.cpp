@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 
 namespace espresso::data {
 
@@ -118,13 +119,7 @@ NpyArray parse_npy(const std::string& bytes, const std::string& name) {
 
   NpyArray array;
   array.shape = reader.tuple("shape");
-  std::size_t count = 1;
-  for (std::int64_t dim : array.shape) {
-    if (dim != 0 && count > (std::size_t{1} << 40) / static_cast<std::size_t>(dim)) {
-      reader.fail("has an implausibly large shape");
-    }
-    count *= static_cast<std::size_t>(dim);
-  }
+  const auto count = static_cast<std::size_t>(checked_numel(array.shape, sizeof(double), name + ": .npy shape"));
   const std::size_t data_bytes = bytes.size() - prefix - header_length;
   if (data_bytes != count * item_bytes) {
     throw DataError(name + ": .npy data holds " + std::to_string(data_bytes) +

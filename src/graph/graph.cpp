@@ -3,6 +3,7 @@
 #include <set>
 
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 
 namespace espresso {
 namespace {
@@ -97,14 +98,23 @@ const LayerSpec* Graph::find_layer(const std::string& layer_name) const {
 }
 
 void Graph::validate() const {
+  const Limits caps = limits();
+  if (static_cast<std::int64_t>(layers.size()) > caps.max_layers) {
+    throw LimitError(std::to_string(layers.size()) + " layers exceed the limit of " +
+                     std::to_string(caps.max_layers) + " (Limits::max_layers)");
+  }
   std::set<std::string> tensors;
   std::set<std::string> layer_names;
   for (const InputSpec& input : inputs) {
+    check_name_length(input.name.size(), "input");
+    checked_numel(input.shape.dims(), sizeof(float), "input '" + input.name + "'");
     if (!tensors.insert(input.name).second) {
       throw ModelError("input '" + input.name + "' is declared twice");
     }
   }
   for (const LayerSpec& layer : layers) {
+    check_name_length(layer.name.size(), "a layer");
+    for (const std::string& name : layer.outputs) check_name_length(name.size(), "layer '" + layer.name + "' output");
     const std::string where = "layer '" + layer.name + "' (" + layer.type + ")";
     if (layer.name.empty()) throw ModelError("a layer of type " + layer.type + " has no name");
     if (!layer_names.insert(layer.name).second) {

@@ -128,7 +128,10 @@ bool is_training_attribute(const std::string& name) {
 }
 
 void check_attributes(const LayerSpec& spec, const LayerSchema& schema) {
-  for (const auto& [name, value] : spec.attrs.all()) {
+  for (const auto& entry : spec.attrs.all()) {
+    // Named, not a structured binding: clang 14 (the fuzz and sanitizer builds) cannot capture those.
+    const auto& name = entry.first;
+    const auto& value = entry.second;
     if (is_training_attribute(name)) continue;
     auto it = std::find_if(schema.attributes.begin(), schema.attributes.end(),
                            [&](const AttrSpec& a) { return a.name == name; });

@@ -40,6 +40,7 @@ Session::Session(std::shared_ptr<const Model> model, SessionOptions options) : m
   net_options.keep_intermediates = options.keep_intermediates;
   net_options.threads = options.threads;
   net_options.stateful = options.stateful;
+  net_options.max_planned_bytes = options.max_planned_bytes;
   net_ = std::make_unique<Net>(model_->graph(), net_options);
 }
 

@@ -6,6 +6,7 @@
 
 #include "backends/registry.h"
 #include "core/parallel.h"
+#include "espresso/limits.h"
 #include "graph/memory_planner.h"
 #include "layers/filler.h"
 #include "layers/registry.h"
@@ -192,6 +193,10 @@ int Net::Impl::id_of(const std::string& name) const {
 void Net::Impl::check_weights(int step, const std::vector<Shape>& in) {
   Layer& layer = *layers[static_cast<std::size_t>(step)];
   const std::vector<Shape> expected = layer.weight_shapes(in);
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    checked_numel(expected[i].dims(), sizeof(float),
+                  "layer '" + layer.name() + "' (" + layer.type() + ") weight " + std::to_string(i));
+  }
   std::vector<Tensor>& weights = layer.weights();
   if (weights.empty() && !expected.empty()) {
     // No weights were loaded (a prototxt alone): zeros, as the net's structure is still usable, or
@@ -245,8 +250,12 @@ void Net::Impl::infer_shapes() {
                        std::to_string(out.size()) + " output(s) but the model names " +
                        std::to_string(step_outputs[step].size()));
     }
-    for (std::size_t k = 0; k < out.size(); ++k)
+    for (std::size_t k = 0; k < out.size(); ++k) {
+      // Attributes from a file can ask for any output size: checked before kernels or arenas see it.
+      checked_numel(out[k].dims(), sizeof(float),
+                    "layer '" + layer.name() + "' (" + layer.type() + ") output " + std::to_string(k));
       shapes[static_cast<std::size_t>(step_outputs[step][k])] = out[k];
+    }
     check_weights(static_cast<int>(step), in);
     step_macs[step] = layer.macs(in);
   }
@@ -285,7 +294,9 @@ void Net::Impl::plan() {
     const auto& out = step_outputs[static_cast<std::size_t>(step)];
     for (std::size_t k = 0; k < out.size(); ++k) {
       const auto id = static_cast<std::size_t>(out[k]);
-      const std::size_t bytes = static_cast<std::size_t>(shapes[id].numel()) * sizeof(float);
+      const auto bytes = static_cast<std::size_t>(
+          checked_numel(shapes[id].dims(), sizeof(float), "net '" + graph.name + "': tensor '" + names[id] + "'") *
+          static_cast<std::int64_t>(sizeof(float)));
       if (k == 0 && !separate && layers[static_cast<std::size_t>(step)]->in_place() && !in.empty()) {
         const auto source = static_cast<std::size_t>(in[0]);
         if (producer[source] >= 0 && last_use[source] == step && !outputs.count(in[0]) &&
@@ -335,6 +346,12 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
     const MemoryPlan memory = plan_memory(requests);
     for (std::size_t k = 0; k < members.size(); ++k) offsets[members[k]] = memory.offsets[k];
     report.planned_bytes += memory.arena_bytes;
+    const std::int64_t cap = options.max_planned_bytes > 0 ? options.max_planned_bytes : limits().max_planned_bytes;
+    if (report.planned_bytes > static_cast<std::size_t>(cap)) {
+      throw LimitError("net '" + graph.name + "': its activations need " + std::to_string(report.planned_bytes) +
+                       " bytes, above the limit of " + std::to_string(cap) +
+                       " (NetOptions::max_planned_bytes, Limits::max_planned_bytes)");
+    }
     const Device device = devices[d];
     std::shared_ptr<void> block = backend_for(device).allocate(
         memory.arena_bytes, device, "the activation arena of net '" + graph.name + "'");

@@ -12,7 +12,9 @@
 #include <iterator>
 #include <system_error>
 
+#include "data/proto_parse.h"
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 
 namespace espresso::caffe_format {
 namespace {
@@ -220,6 +222,8 @@ void parse_text(const std::string& text, const std::string& path, google::protob
   TextErrors errors(path);
   google::protobuf::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
+  // Protobuf's text parser allows any nesting unless told; deep nesting would exhaust the stack.
+  parser.SetRecursionLimit(limits().max_nesting_depth);
   if (!parser.ParseFromString(text, &message)) {
     throw ParseError(errors.text().empty() ? path + ": not a valid " + what : errors.text());
   }
@@ -235,27 +239,19 @@ caffe::NetParameter parse_prototxt(const std::string& text, const std::string& n
 
 caffe::NetParameter read_prototxt(const std::string& path) { return parse_prototxt(read_file(path), path); }
 
-caffe::SolverParameter read_solver(const std::string& path) {
+caffe::SolverParameter parse_solver(const std::string& text, const std::string& name) {
   caffe::SolverParameter solver;
-  parse_text(read_file(path), path, solver, "solver file");
+  parse_text(text, name, solver, "solver file");
   return solver;
 }
+
+caffe::SolverParameter read_solver(const std::string& path) { return parse_solver(read_file(path), path); }
 
 caffe::NetParameter read_caffemodel(const std::string& path) { return parse_caffemodel(read_file(path), path); }
 
 caffe::NetParameter parse_caffemodel(const std::string& bytes, const std::string& path) {
-  if (bytes.size() > static_cast<std::size_t>(INT_MAX)) {
-    throw ParseError(path + ": " + std::to_string(bytes.size()) + " bytes is larger than a Caffe file can be (2 GiB)");
-  }
-  google::protobuf::io::ArrayInputStream stream(bytes.data(), static_cast<int>(bytes.size()));
-  google::protobuf::io::CodedInputStream coded(&stream);
-  // The default limit (64 MiB in older protobuf releases) is below the size of many real models.
-  coded.SetTotalBytesLimit(INT_MAX);
   caffe::NetParameter net;
-  if (!net.ParseFromCodedStream(&coded) || !coded.ConsumedEntireMessage()) {
-    throw ParseError(path +
-                     ": not a valid caffemodel (binary NetParameter): the file is truncated or corrupt");
-  }
+  data::parse_binary_proto(bytes, net, path, "caffemodel (binary NetParameter)");
   return net;
 }
 

@@ -14,6 +14,7 @@ caffe::NetParameter read_prototxt(const std::string& path);
 caffe::NetParameter parse_prototxt(const std::string& text, const std::string& name);
 // A text-format SolverParameter, with the same errors.
 caffe::SolverParameter read_solver(const std::string& path);
+caffe::SolverParameter parse_solver(const std::string& text, const std::string& name);
 // A binary net with weights; a file that does not parse (cut short, corrupt) throws ParseError.
 caffe::NetParameter read_caffemodel(const std::string& path);
 caffe::NetParameter parse_caffemodel(const std::string& bytes, const std::string& name);

@@ -11,6 +11,7 @@
 
 #include "espresso/errors.h"
 #include "espresso/import.h"
+#include "espresso/limits.h"
 #include "import/caffe/caffe_format.h"
 #include "layers/binary.h"
 #include "layers/registry.h"
@@ -714,7 +715,9 @@ void add_inputs(const caffe::NetParameter& net, const std::string& file, Graph& 
     }
     for (int i = 0; i < net.input_size(); ++i) {
       const auto& dims = net.input_shape(i).dim();
-      graph.inputs.push_back({net.input(i), Shape(Ints(dims.begin(), dims.end()))});
+      const Ints shape(dims.begin(), dims.end());
+      checked_numel(shape, sizeof(float), file + ": input '" + net.input(i) + "' input_shape");
+      graph.inputs.push_back({net.input(i), Shape(shape)});
     }
     return;
   }
@@ -724,8 +727,10 @@ void add_inputs(const caffe::NetParameter& net, const std::string& file, Graph& 
                      std::to_string(net.input_dim_size()));
   }
   for (int i = 0; i < net.input_size(); ++i) {
-    graph.inputs.push_back({net.input(i), Shape{net.input_dim(4 * i), net.input_dim(4 * i + 1),
-                                                net.input_dim(4 * i + 2), net.input_dim(4 * i + 3)}});
+    const Ints shape{net.input_dim(4 * i), net.input_dim(4 * i + 1), net.input_dim(4 * i + 2),
+                     net.input_dim(4 * i + 3)};
+    checked_numel(shape, sizeof(float), file + ": input '" + net.input(i) + "' input_dim");
+    graph.inputs.push_back({net.input(i), Shape(shape)});
   }
 }
 
@@ -737,7 +742,9 @@ void add_input_layer(const caffe::LayerParameter& layer, const std::string& file
   }
   for (int top = 0; top < layer.top_size(); ++top) {
     const auto& dims = p.shape(p.shape_size() == 1 ? 0 : top).dim();
-    graph.inputs.push_back({layer.top(top), Shape(Ints(dims.begin(), dims.end()))});
+    const Ints shape(dims.begin(), dims.end());
+    checked_numel(shape, sizeof(float), file + ": Input layer '" + layer.name() + "' shape of '" + layer.top(top) + "'");
+    graph.inputs.push_back({layer.top(top), Shape(shape)});
   }
 }
 
@@ -781,6 +788,11 @@ namespace {
 Graph import_net(caffe::NetParameter& net, const std::string& prototxt_path, caffe::NetParameter* weights,
                  const std::string& caffemodel_path, Phase phase) {
   caffe_format::upgrade_v1_layers(net, prototxt_path);
+  const std::int64_t max_layers = limits().max_layers;
+  if (net.layer_size() > max_layers) {
+    throw LimitError(prototxt_path + ": " + std::to_string(net.layer_size()) + " layers exceed the limit of " +
+                     std::to_string(max_layers) + " (Limits::max_layers)");
+  }
   std::map<std::string, const caffe::LayerParameter*> stored;
   if (weights != nullptr) {
     caffe_format::upgrade_v1_layers(*weights, caffemodel_path);

@@ -9,7 +9,9 @@
 #include <numeric>
 #include <set>
 
+#include "data/proto_parse.h"
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 #include "espresso/onnx.h"
 #include "import/onnx/onnx_tensor.h"
 #include "layers/activation.h"
@@ -307,6 +309,9 @@ std::vector<std::string> Importer::emit(const Node& n, const std::string& type,
   std::vector<Shape> out_shapes;
   try {
     out_shapes = create_layer(spec)->output_shapes(in_shapes);
+    for (const Shape& shape : out_shapes) checked_numel(shape.dims(), sizeof(float), "output shape");
+  } catch (const LimitError& e) {
+    throw LimitError(where(n) + ": " + e.what());
   } catch (const Error& e) {
     invalid(n, e.what());
   }
@@ -474,6 +479,7 @@ void Importer::declare_inputs(const onnx::GraphProto& graph, const std::set<std:
           dims.push_back(named != options_.dims.end() ? named->second : options_.default_dim);
         }
       }
+      checked_numel(dims, sizeof(float), where);
       shape = Shape(dims);
     }
     if (input.type().has_tensor_type()) {
@@ -491,9 +497,12 @@ void Importer::declare_inputs(const onnx::GraphProto& graph, const std::set<std:
 Graph Importer::run(const std::string& bytes) {
   if (bytes.empty()) throw FileError(path_ + ": the model is empty");
   onnx::ModelProto model;
-  if (!model.ParseFromString(bytes))
-    throw ParseError(path_ + ": not a valid ONNX model (truncated or corrupt protobuf)");
+  data::parse_binary_proto(bytes, model, path_, "ONNX model");
   if (!model.has_graph()) throw ParseError(path_ + ": the model has no graph");
+  if (model.graph().node_size() > limits().max_layers) {
+    throw LimitError(path_ + ": " + std::to_string(model.graph().node_size()) + " nodes exceed the limit of " +
+                     std::to_string(limits().max_layers) + " (Limits::max_layers)");
+  }
   for (const auto& op : model.opset_import()) {
     if (op.domain().empty() || op.domain() == "ai.onnx") opset_ = op.version();
   }

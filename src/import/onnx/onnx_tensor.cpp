@@ -6,6 +6,7 @@
 
 #include "core/half.h"
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 
 namespace espresso::onnx_detail {
 namespace {
@@ -83,7 +84,11 @@ double decode_raw(int type, const char* p) {
   }
 }
 
-std::string read_external(const TP& proto, const std::string& model_dir, const std::string& where) {
+// The bytes of a tensor stored outside the model. The location is untrusted: it must name a regular file
+// inside the model's folder, without '..' or an absolute path, and the path with every symlink resolved
+// must still lie inside the (resolved) folder; that resolved path is the one read.
+std::string read_external(const TP& proto, const std::string& model_dir, const std::string& where,
+                          std::int64_t expected_bytes) {
   std::string location;
   std::int64_t offset = 0, length = -1;
   for (const auto& entry : proto.external_data()) {
@@ -101,17 +106,29 @@ std::string read_external(const TP& proto, const std::string& model_dir, const s
     throw FileError(where + ": external data '" + location +
                     "' needs the model's folder; load the model from its file");
   }
+  check_name_length(location.size(), where + ": external data location");
+  if (location.find('\0') != std::string::npos)
+    throw FileError(where + ": external data path holds a NUL character");
   const fs::path relative(location);
-  if (relative.is_absolute()) throw FileError(where + ": external data path '" + location + "' is absolute");
-  const fs::path base = fs::weakly_canonical(fs::path(model_dir));
-  const fs::path full = fs::weakly_canonical(base / relative);
-  const auto [end, _] = std::mismatch(base.begin(), base.end(), full.begin(), full.end());
-  if (end != base.end())
-    throw FileError(where + ": external data path '" + location + "' leaves the model's folder");
+  if (relative.is_absolute() || relative.has_root_name() || relative.has_root_directory())
+    throw FileError(where + ": external data path '" + location + "' is absolute");
+  for (const fs::path& part : relative) {
+    if (part == "..") throw FileError(where + ": external data path '" + location + "' contains '..'");
+  }
   std::error_code error;
+  const fs::path base = fs::canonical(fs::path(model_dir), error);
+  if (error) throw FileError(where + ": the model's folder '" + model_dir + "' cannot be resolved");
+  // Symlinks are resolved here, so a link inside the folder that points outside is caught below.
+  const fs::path full = fs::weakly_canonical(base / relative, error);
+  if (error) throw FileError(where + ": external data path '" + location + "' cannot be resolved");
+  const auto [end, _] = std::mismatch(base.begin(), base.end(), full.begin(), full.end());
+  if (end != base.end()) {
+    throw FileError(where + ": external data path '" + location + "' leads out of the model's folder (to '" +
+                    full.string() + "')");
+  }
   const auto file_size = static_cast<std::int64_t>(fs::file_size(full, error));
   if (error || !fs::is_regular_file(full))
-    throw FileError(where + ": external data file '" + full.string() + "' is missing");
+    throw FileError(where + ": external data file '" + full.string() + "' is missing or not a regular file");
   if (offset < 0 || offset > file_size) {
     throw FileError(where + ": external data offset " + std::to_string(offset) + " is past the end of '" +
                     full.string() + "' (" + std::to_string(file_size) + " bytes)");
@@ -120,6 +137,10 @@ std::string read_external(const TP& proto, const std::string& model_dir, const s
   if (length > file_size - offset) {
     throw FileError(where + ": external data range " + std::to_string(offset) + "+" + std::to_string(length) +
                     " is past the end of '" + full.string() + "' (" + std::to_string(file_size) + " bytes)");
+  }
+  if (length != expected_bytes) {
+    throw ParseError(where + ": external data holds " + std::to_string(length) + " bytes, the shape needs " +
+                     std::to_string(expected_bytes));
   }
   std::ifstream in(full, std::ios::binary);
   std::string bytes(static_cast<std::size_t>(length), '\0');
@@ -148,16 +169,19 @@ Value decode_tensor(const TP& proto, const std::string& model_dir, const std::st
   for (std::int64_t d : proto.dims()) {
     if (d < 0) throw ParseError(where + ": negative dimension " + std::to_string(d));
   }
-  value.shape = Shape(std::vector<std::int64_t>(proto.dims().begin(), proto.dims().end()));
-  const auto count = static_cast<std::size_t>(value.shape.numel());
   const std::size_t size = element_size(value.type);
   if (size == 0)
     throw UnsupportedError(where + ": tensors of type " + type_name(value.type) + " are not supported");
+  const std::vector<std::int64_t> dims(proto.dims().begin(), proto.dims().end());
+  // Values are decoded into doubles: the limit applies to those.
+  const auto count = static_cast<std::size_t>(checked_numel(dims, sizeof(double), where));
+  value.shape = Shape(dims);
   if (proto.has_segment()) throw UnsupportedError(where + ": segmented tensors are not supported");
 
   const bool external = proto.data_location() == TP::EXTERNAL;
   if (external || proto.has_raw_data()) {
-    const std::string bytes = external ? read_external(proto, model_dir, where) : proto.raw_data();
+    const std::string bytes = external ? read_external(proto, model_dir, where, static_cast<std::int64_t>(count * size))
+                                       : proto.raw_data();
     if (bytes.size() != count * size) {
       throw ParseError(where + ": holds " + std::to_string(bytes.size()) + " bytes, shape " +
                        value.shape.str() + " of " + type_name(value.type) + " needs " +

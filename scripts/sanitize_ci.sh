@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The sanitizer CI job (called by .ci/run after the normal tests). A clang AddressSanitizer +
+# UndefinedBehaviorSanitizer build (build-fuzz/, shared with scripts/fuzz.sh: scripts/configure_fuzz.sh)
+# of only what parses untrusted input: the libraries core, graph, layers, data, esp and import (no
+# backends, runtime, train, CLI or Python), the fuzz targets, and espresso_parser_tests, which runs
+#   - HostileModels.*, HostileImages.*, HostileData.*, Limits.* (tests/test_hostile.cpp), and
+#   - FuzzRegressions.* (tests/test_fuzz_regressions.cpp): every file in tests/fuzz/seeds/<target>/ and
+#     tests/fuzz/regressions/<target>/ through the same entry points the fuzzers use.
+# Any sanitizer report fails the job (halt_on_error, -fno-sanitize-recover). The whole test suite under
+# the sanitizers is scripts/asan.sh (about 25 minutes cold on 2 cores, too long for CI).
+#
+#   scripts/sanitize_ci.sh            # build-fuzz/, then the tests
+#   ESPRESSO_JOBS=4 scripts/sanitize_ci.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CCACHE_BASEDIR="$PWD"
+start=$(date +%s)
+scripts/configure_fuzz.sh
+cmake --build build-fuzz -j"${ESPRESSO_JOBS:-$(nproc)}" --target espresso_parser_tests
+built=$(date +%s)
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_may_return_null=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+build-fuzz/tests/espresso_parser_tests --gtest_brief=1
+echo "sanitizer job: build $((built - start)) s, tests $(($(date +%s) - built)) s"
