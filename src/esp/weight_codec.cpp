@@ -269,6 +269,76 @@ std::vector<std::uint8_t> get_lengths(const std::byte* at, std::size_t count) {
   return lengths;
 }
 
+
+struct DecodeState {
+  std::uint64_t entries, places;
+  std::uint32_t codebook_size, gap_bits, code_width;
+  const Table* gaps;
+  const Table* codes;
+  const float* codebook;
+  float* dense;
+  const std::string* where;
+};
+
+[[noreturn]] void bad_entry(const DecodeState& s, std::uint64_t entry, const std::string& what) {
+  throw ParseError(*s.where + ": entry " + std::to_string(entry) + " of " + std::to_string(s.entries) + ": " + what);
+}
+
+// The entries of one stream. A refill leaves at least 56 bits, enough for several entries: two sparse
+// Huffman entries (12 + 12 bits each), four dense ones, three packed sparse ones (8 + 8), seven packed
+// dense ones (8).
+template <bool Huffman, bool Sparse>
+void decode_entries(BitReader& reader, const DecodeState& s) {
+  constexpr std::uint64_t kPerRefill = Huffman ? (Sparse ? 2 : 4) : (Sparse ? 3 : 7);
+  const std::uint64_t gap_mask = (std::uint64_t{1} << s.gap_bits) - 1;
+  const std::uint64_t code_mask = (std::uint64_t{1} << s.code_width) - 1;
+  const std::uint16_t* gaps = Sparse && Huffman ? s.gaps->data() : nullptr;
+  const std::uint16_t* codes = Huffman ? s.codes->data() : nullptr;
+  std::uint64_t next = 0;  // the place an entry with gap 0 would take
+  for (std::uint64_t i = 0; i < s.entries;) {
+    reader.refill();
+    const std::uint64_t stop = std::min(s.entries, i + kPerRefill);
+    for (; i < stop; ++i) {
+      std::uint64_t gap = 0;
+      std::uint32_t code;
+      if constexpr (Huffman) {
+        if constexpr (Sparse) {
+          const std::uint16_t g = gaps[reader.peek() & (kTableSize - 1)];
+          if (g == 0) bad_entry(s, i, "no relative-index code starts with these bits");
+          reader.skip(g >> 8);
+          gap = g & 0xff;
+        }
+        const std::uint16_t c = codes[reader.peek() & (kTableSize - 1)];
+        if (c == 0) bad_entry(s, i, "no codebook-index code starts with these bits");
+        reader.skip(c >> 8);
+        code = c & 0xff;
+      } else {
+        if constexpr (Sparse) {
+          gap = reader.peek() & gap_mask;
+          reader.skip(s.gap_bits);
+        }
+        code = static_cast<std::uint32_t>(reader.peek() & code_mask);
+        reader.skip(s.code_width);
+        if (code >= s.codebook_size) {
+          bad_entry(s, i, "codebook index " + std::to_string(code) + " is out of range (" +
+                              std::to_string(s.codebook_size) + " entries)");
+        }
+      }
+      if constexpr (Sparse) {
+        const std::uint64_t place = next + gap;
+        if (place >= s.places) {
+          bad_entry(s, i, "index " + std::to_string(place) + " lies past the end of " + std::to_string(s.places) +
+                              " places");
+        }
+        s.dense[place] = s.codebook[code];
+        next = place + 1;
+      } else {
+        s.dense[i] = s.codebook[code];  // one entry per place: entries == places
+      }
+    }
+  }
+}
+
 }  // namespace
 
 std::optional<Encoded> encode(std::span<const float> values, EncodingStats* stats) {
@@ -425,42 +495,11 @@ void decode(const Encoding& encoding, std::span<const std::byte> stored, std::sp
   BitReader reader(stored.data() + at, stream_bytes);
   float* dense = out.data();
   if (gap_bits > 0) std::fill(out.begin(), out.end(), codebook[0]);
-  std::uint64_t next = 0;  // the place an entry with gap 0 would take
-  const std::uint64_t gap_mask = gap_alphabet > 0 ? gap_alphabet - 1 : 0;
-  const std::uint64_t code_mask = (std::uint64_t{1} << code_width) - 1;
-  auto bad_entry = [&](std::uint64_t entry, const std::string& what) {
-    throw ParseError(where + ": entry " + std::to_string(entry) + " of " + std::to_string(n) + ": " + what);
-  };
-  for (std::uint64_t i = 0; i < n; ++i) {
-    if (reader.count() < 2 * kMaxCodeLength) reader.refill();
-    std::uint64_t gap = 0;
-    std::uint32_t code;
-    if (encoding.huffman) {
-      if (gap_bits > 0) {
-        const std::uint16_t g = gap_table[reader.peek() & (kTableSize - 1)];
-        if (g == 0) bad_entry(i, "no relative-index code starts with these bits");
-        reader.skip(g >> 8);
-        gap = g & 0xff;
-      }
-      const std::uint16_t c = code_table[reader.peek() & (kTableSize - 1)];
-      if (c == 0) bad_entry(i, "no codebook-index code starts with these bits");
-      reader.skip(c >> 8);
-      code = c & 0xff;
-    } else {
-      gap = reader.peek() & gap_mask;
-      reader.skip(gap_bits);
-      code = static_cast<std::uint32_t>(reader.peek() & code_mask);
-      reader.skip(code_width);
-      if (code >= k) {
-        bad_entry(i, "codebook index " + std::to_string(code) + " is out of range (" + std::to_string(k) + " entries)");
-      }
-    }
-    const std::uint64_t place = next + gap;
-    if (place >= places) {
-      bad_entry(i, "index " + std::to_string(place) + " lies past the end of " + std::to_string(places) + " places");
-    }
-    dense[place] = codebook[code];
-    next = place + 1;
+  const DecodeState state{n, places, k, gap_bits, code_width, &gap_table, &code_table, codebook.data(), dense, &where};
+  if (encoding.huffman) {
+    gap_bits > 0 ? decode_entries<true, true>(reader, state) : decode_entries<true, false>(reader, state);
+  } else {
+    gap_bits > 0 ? decode_entries<false, true>(reader, state) : decode_entries<false, false>(reader, state);
   }
   const std::uint64_t used = reader.consumed_bits();
   if (used > stream_bytes * 8) {
