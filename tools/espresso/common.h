@@ -28,6 +28,7 @@ Verb add_bench_verb(CLI::App& app);
 Verb add_convert_data_verb(CLI::App& app);
 Verb add_train_verb(CLI::App& app);
 Verb add_demo_verb(CLI::App& app);
+Verb add_compress_verb(CLI::App& app);
 
 struct ModelOptions {
   std::string model;

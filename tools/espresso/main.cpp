@@ -16,7 +16,8 @@ int main(int argc, char** argv) {
   const std::vector<Verb> verbs = {add_info_verb(app),    add_classify_verb(app),  add_eval_verb(app),
                                    add_bench_verb(app),   add_convert_verb(app),   add_onnx_test_verb(app),
                                    add_devices_verb(app),
-                                   add_convert_data_verb(app), add_train_verb(app), add_demo_verb(app)};
+                                   add_convert_data_verb(app), add_train_verb(app), add_demo_verb(app),
+                                   add_compress_verb(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
