@@ -171,17 +171,7 @@ class Pipeline {
 std::vector<Planned> plan_layers(const CompressOptions& options, Net& net) {
   std::vector<Parameter> params = net.parameters();
   std::vector<Planned> planned;
-  std::set<std::string> seen;
   for (const LayerPlan& plan : options.layers) {
-    if (!seen.insert(plan.layer).second) throw ModelError("compress: layer '" + plan.layer + "' is planned twice");
-    if (!(plan.density > 0.0 && plan.density <= 1.0)) {
-      throw ModelError("compress: layer '" + plan.layer + "': density " + std::to_string(plan.density) +
-                       " is not in (0, 1]");
-    }
-    if (plan.bits < 0 || plan.bits > 8) {
-      throw ModelError("compress: layer '" + plan.layer + "': " + std::to_string(plan.bits) +
-                       " bits for shared weights (1 to 8, or 0 for none)");
-    }
     bool found = false;
     for (std::size_t p = 0; p < params.size(); ++p) {
       if (params[p].layer == plan.layer && params[p].index == 0) {
@@ -198,11 +188,24 @@ std::vector<Planned> plan_layers(const CompressOptions& options, Net& net) {
 
 CompressReport compress_model(const CompressOptions& options) {
   if (options.prune_stages < 1) throw ModelError("compress: at least one pruning stage is needed");
+  // The plan's own checks, before the trainer loads anything.
+  std::set<std::string> seen;
+  for (const LayerPlan& plan : options.layers) {
+    if (!seen.insert(plan.layer).second) throw ModelError("compress: layer '" + plan.layer + "' is planned twice");
+    if (!(plan.density > 0.0 && plan.density <= 1.0)) {
+      throw ModelError("compress: layer '" + plan.layer + "': density " + std::to_string(plan.density) +
+                       " is not in (0, 1]");
+    }
+    if (plan.bits < 0 || plan.bits > 8) {
+      throw ModelError("compress: layer '" + plan.layer + "': " + std::to_string(plan.bits) +
+                       " bits for shared weights (1 to 8, or 0 for none)");
+    }
+  }
   Pipeline pipeline(options);
   CompressReport report;
   std::unique_ptr<train::Trainer> trainer = pipeline.trainer(nullptr);
-  report.accuracy_before = pipeline.accuracy(*trainer, report.metric);
   std::vector<Planned> planned = plan_layers(options, trainer->train_net());
+  report.accuracy_before = pipeline.accuracy(*trainer, report.metric);
 
   // 1. Pruning, in stages, each retrained with the pruned gradients masked to zero.
   for (int stage = 1; stage <= options.prune_stages; ++stage) {
