@@ -6,10 +6,14 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
+#include <xxhash.h>
 
 #include "esp/weight_codec.h"
 #include "espresso/espresso.h"
@@ -277,6 +281,64 @@ TEST(CompressedPackage, CutAndFlippedFilesGiveTypedErrors) {
     }
   }
   EXPECT_GT(errors, 0);
+}
+
+// The package with its manifest edited and the header's lengths and checksums made to fit again, so that
+// the reader's checks of the encoding itself are reached.
+std::string forged(const std::string& package, const std::function<void(nlohmann::json&)>& edit,
+                   std::uint32_t version = 2) {
+  std::uint64_t manifest_bytes, data_offset;
+  std::memcpy(&manifest_bytes, package.data() + 24, 8);
+  std::memcpy(&data_offset, package.data() + 32, 8);
+  nlohmann::json manifest = nlohmann::json::parse(package.substr(64, manifest_bytes));
+  edit(manifest);
+  const std::string text = manifest.dump();
+  const std::string data = package.substr(data_offset);
+  const std::uint64_t offset = (64 + text.size() + 63) / 64 * 64;
+  std::string head(64, '\0');
+  std::memcpy(head.data(), package.data(), 8);
+  const std::uint64_t fields[] = {64, text.size(), offset, data.size(), XXH3_64bits(text.data(), text.size())};
+  std::memcpy(head.data() + 8, &version, 4);
+  std::memcpy(head.data() + 16, fields, sizeof fields);
+  const std::uint64_t head_sum = XXH3_64bits(head.data(), 56);
+  std::memcpy(head.data() + 56, &head_sum, 8);
+  return head + text + std::string(offset - 64 - text.size(), '\0') + data;
+}
+
+TEST(CompressedPackage, ForgedEncodingsAreParseErrorsNamingTheTensor) {
+  TempDir dir;
+  const std::string path = dir.file("packed.esp");
+  save_package(small_pruned_net(), path, {.compress = true});
+  const std::string bytes = testing::read_bytes(path);
+  const auto error_of = [](const std::string& b) -> std::string {
+    try {
+      load_package(std::as_bytes(std::span(b.data(), b.size())), "p.esp");
+    } catch (const ParseError& e) {
+      return e.what();
+    }
+    return "loaded";
+  };
+  ASSERT_EQ(error_of(forged(bytes, [](nlohmann::json&) {})), "loaded");  // the forging itself is sound
+  const auto encoding = [](nlohmann::json& m) -> nlohmann::json& { return m["tensors"][0]["encoding"]; };
+  const std::vector<std::pair<std::function<void(nlohmann::json&)>, std::string>> cases = {
+      {[&](nlohmann::json& m) { encoding(m)["kind"] = "zip"; }, "kind"},
+      {[&](nlohmann::json& m) { encoding(m)["coding"] = "zip"; }, "coding"},
+      {[&](nlohmann::json& m) { encoding(m)["codebook_size"] = 0; }, "codebook size 0"},
+      {[&](nlohmann::json& m) { encoding(m)["codebook_size"] = 300; }, "codebook size 300"},
+      {[&](nlohmann::json& m) { encoding(m)["gap_bits"] = 9; }, "gap_bits 9"},
+      {[&](nlohmann::json& m) { encoding(m)["entries"] = encoding(m)["entries"].get<int>() + 1; }, "tensor 'ip/0'"},
+      {[&](nlohmann::json& m) { encoding(m)["entries"] = 300 * 64 + 1; }, "entries for 19200 places"},
+      {[&](nlohmann::json& m) { m["tensors"][0]["shape"] = {1 << 20, 1 << 20}; }, "too large to decode"},
+      {[&](nlohmann::json& m) { m["tensors"][0]["dtype"] = "f16"; }, "decode to f32"},
+      {[&](nlohmann::json& m) { m["tensors"][0]["bytes"] = m["tensors"][0]["bytes"].get<int>() - 1; }, "tensor 'ip/0'"},
+  };
+  for (const auto& [edit, expected] : cases) {
+    const std::string message = error_of(forged(bytes, edit));
+    EXPECT_NE(message.find(expected), std::string::npos) << expected << ": " << message;
+  }
+  // An encoding in a version-1 file.
+  const std::string old = error_of(forged(bytes, [](nlohmann::json&) {}, 1));
+  EXPECT_NE(old.find("format version 2"), std::string::npos) << old;
 }
 
 class CompressedSqueezeNetPackage : public testing::SharedDataTest {};

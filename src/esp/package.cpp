@@ -36,6 +36,8 @@ constexpr unsigned char kMagic[8] = {0x89, 'E', 'S', 'P', '\r', '\n', 0x1a, '\n'
 // Version 2 added compressed tensors ("encoding"); packages without them are still written as version 1.
 constexpr std::uint32_t kFormatVersion = 2;
 constexpr std::size_t kHeaderBytes = 64;
+// The most elements a compressed tensor may decode to (4 GiB of f32).
+constexpr std::uint64_t kMaxDecodedElements = std::uint64_t{1} << 30;
 constexpr std::uint64_t kAlignment = 64;
 
 struct Header {
@@ -488,6 +490,12 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
     }
     const std::byte* source = base + h.data_offset + offset;
     if (options.verify) checks.push_back({name, r.string(entry, "checksum", where), source, bytes});
+    // A compressed tensor is decoded into memory of its own: a few bytes may stand for many places, so its
+    // size is capped (docs/format.md) rather than bounded by the file.
+    if (encoding && static_cast<std::uint64_t>(shape.numel()) > kMaxDecodedElements) {
+      r.fail("tensor '" + name + "': " + shape.str() + " is too large to decode (at most " +
+             std::to_string(kMaxDecodedElements) + " elements)");
+    }
     Tensor tensor = encoding ? Tensor::empty(shape)
                     : dtype == DType::f32
                         ? Tensor::wrap(file->mutable_data() + h.data_offset + offset, shape, DType::f32, Device::cpu(), file)
