@@ -13,7 +13,7 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DESPRESSO_S
 cmake --build build-asan -j"${ESPRESSO_JOBS:-2}" --target espresso_tests
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-if [ $# -eq 0 ]; then set -- --gtest_filter='Package*:ModelPool*'; fi
+if [ $# -eq 0 ]; then set -- --gtest_filter='Package*:ModelPool*:DeepCompression*:CompressedSqueezeNet*:WeightCodec*:CompressedPackage*'; fi
 build-asan/tests/espresso_tests "$@"
 # The C API from C, every error path included (hostile values from a C caller among them).
 cmake --build build-asan -j"${ESPRESSO_JOBS:-2}" --target espresso_c_api_test

@@ -23,8 +23,19 @@ Graph load_caffe(const std::string& prototxt_path, const std::string& caffemodel
 Graph load_caffe(std::string_view prototxt, std::span<const std::byte> caffemodel, const std::string& name = "<memory>",
                  Phase phase = Phase::test);
 
+// Deep Compression's released compressed weights (Han et al.'s `.net` files, e.g. the compressed
+// SqueezeNet v1.0): the prototxt gives the layers and shapes, the `.net` file the pruned, weight-shared
+// weights, decoded to dense f32 (docs/compression.md). Throws ModelError naming the file and layer for
+// bad counts, indices or lengths.
+Graph load_caffe_compressed(const std::string& prototxt_path, const std::string& net_path, Phase phase = Phase::test);
+Graph load_caffe_compressed(std::string_view prototxt, std::span<const std::byte> net,
+                            const std::string& name = "<memory>", Phase phase = Phase::test);
+// Decodes such `.net` bytes into the weights of `graph` (a Caffe import without weights).
+void apply_deep_compression(Graph& graph, std::span<const std::byte> net, const std::string& name);
+
 // Picks the importer from the file name: .prototxt/.pt (Caffe, with optional .caffemodel weights),
-// .onnx, .esp or .tflite (weights inside). Checks every layer's attributes against its schema.
+// .onnx, .esp or .tflite (weights inside); Caffe weights ending in .net are Deep Compression's format
+// (above). Checks every layer's attributes against its schema.
 Graph load_model(const std::string& model_path, const std::string& weights_path = "");
 
 enum class ModelFormat { caffe, onnx, esp, tflite };

@@ -15,12 +15,19 @@ struct PackageLoadOptions {
   bool verify = true;
 };
 
+struct PackageSaveOptions {
+  // Store weight tensors of at most 256 distinct values (pruned, weight-shared models) as a codebook and
+  // indices, sparse where one value dominates, packed or Huffman-coded, whichever is smallest (lossless;
+  // docs/format.md, "Compressed tensors"). Such files are format version 2.
+  bool compress = false;
+};
+
 // Writes the graph, its metadata and weights (f32) to `path` atomically: a temporary file renamed into
 // place, so an existing package is never left half-written. Throws FileError or ModelError.
-void save_package(const Graph& graph, const std::string& path);
+void save_package(const Graph& graph, const std::string& path, const PackageSaveOptions& options = {});
 
 // Maps the package and returns its graph; f32 weights point into the mapping (copy-on-write), 16-bit
-// floats are widened. Throws FileError, ParseError or ModelError naming the file and what is wrong.
+// floats are widened, compressed tensors decoded. Throws FileError, ParseError or ModelError naming the file and what is wrong.
 Graph load_package(const std::string& path, const PackageLoadOptions& options = {});
 // The same from bytes in memory (copied; the caller's buffer may go afterwards). `name` stands for the
 // file in error messages.

@@ -58,6 +58,11 @@ class Trainer {
   // Writes <prefix>_iter_N.caffemodel and .solverstate; returns the caffemodel's path.
   std::string snapshot();
 
+  // Called every iteration with the parameters once their gradients are complete (iter_size accumulation
+  // done), just before the solver's update: e.g. to mask or tie gradients (`espresso compress`). The
+  // tensors are on the net's device.
+  void set_gradient_hook(std::function<void(std::vector<Parameter>&)> hook);
+
   std::int64_t iteration() const;
   // The loss of every iteration run so far in this process (averaged over iter_size).
   const std::vector<float>& losses() const;

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@
 #include "core/half.h"
 #include "core/mapped_file.h"
 #include "core/parallel.h"
+#include "esp/weight_codec.h"
 #include "espresso/errors.h"
 #include "layers/binary.h"
 #include "layers/registry.h"
@@ -31,8 +33,11 @@ static_assert(std::endian::native == std::endian::little, ".esp is little-endian
 using nlohmann::json;
 
 constexpr unsigned char kMagic[8] = {0x89, 'E', 'S', 'P', '\r', '\n', 0x1a, '\n'};
-constexpr std::uint32_t kFormatVersion = 1;
+// Version 2 added compressed tensors ("encoding"); packages without them are still written as version 1.
+constexpr std::uint32_t kFormatVersion = 2;
 constexpr std::size_t kHeaderBytes = 64;
+// The most elements a compressed tensor may decode to (4 GiB of f32).
+constexpr std::uint64_t kMaxDecodedElements = std::uint64_t{1} << 30;
 constexpr std::uint64_t kAlignment = 64;
 
 struct Header {
@@ -104,11 +109,15 @@ json metadata_to_json(const ModelMetadata& m) {
 
 }  // namespace
 
-void save_package(const Graph& graph, const std::string& path) {
+void save_package(const Graph& graph, const std::string& path, const PackageSaveOptions& options) {
   graph.validate();
   json layers = json::array();
   json tensors = json::array();
-  std::vector<const Tensor*> data;
+  // The bytes of each tensor as stored: the tensor's own, or its encoding held in `encoded`.
+  std::vector<std::span<const std::byte>> data;
+  std::vector<std::vector<std::byte>> encoded;
+  // (Moving a vector into `encoded` keeps its buffer where it is, so the spans stay valid.)
+  std::uint32_t version = 1;
   std::uint64_t data_bytes = 0;
   for (const LayerSpec& layer : graph.layers) {
     json attrs = json::object();
@@ -121,14 +130,28 @@ void save_package(const Graph& graph, const std::string& path) {
       }
       const std::string name = layer.name + "/" + std::to_string(i);
       weight_names.push_back(name);
-      tensors.push_back({{"name", name},
-                         {"dtype", dtype_name(w.dtype())},
-                         {"shape", w.shape().dims()},
-                         {"offset", data_bytes},
-                         {"bytes", w.bytes()},
-                         {"checksum", hex64(XXH3_64bits(w.raw(), w.bytes()))}});
-      data.push_back(&w);
-      data_bytes = align_up(data_bytes + w.bytes());
+      std::span<const std::byte> stored(static_cast<const std::byte*>(w.raw()), w.bytes());
+      std::optional<codec::Encoded> packed;
+      if (options.compress) {
+        packed = codec::encode(std::span(w.data<float>(), static_cast<std::size_t>(w.numel())));
+      }
+      json entry = {{"name", name}, {"dtype", dtype_name(w.dtype())}, {"shape", w.shape().dims()}, {"offset", data_bytes}};
+      if (packed) {
+        const codec::Encoding& e = packed->encoding;
+        entry["encoding"] = {{"kind", "codebook"},
+                             {"codebook_size", e.codebook_size},
+                             {"gap_bits", e.gap_bits},
+                             {"entries", e.entries},
+                             {"coding", e.huffman ? "huffman" : "packed"}};
+        encoded.push_back(std::move(packed->bytes));
+        stored = std::span<const std::byte>(encoded.back().data(), encoded.back().size());
+        version = 2;
+      }
+      entry["bytes"] = stored.size();
+      entry["checksum"] = hex64(XXH3_64bits(stored.data(), stored.size()));
+      tensors.push_back(std::move(entry));
+      data.push_back(stored);
+      data_bytes = align_up(data_bytes + stored.size());
     }
     json params = json::array();
     for (const ParamSpec& p : layer.params) {
@@ -146,7 +169,7 @@ void save_package(const Graph& graph, const std::string& path) {
   for (const InputSpec& in : graph.inputs) inputs.push_back({{"name", in.name}, {"shape", in.shape.dims()}});
   const json manifest = {
       {"format", "espresso-model"},
-      {"format_version", kFormatVersion},
+      {"format_version", version},
       {"producer", std::string("espresso ") + ESPRESSO_VERSION},
       {"metadata", metadata_to_json(graph.metadata)},
       {"graph",
@@ -155,6 +178,7 @@ void save_package(const Graph& graph, const std::string& path) {
   const std::string text = manifest.dump();
 
   Header header;
+  header.version = version;
   header.manifest_bytes = text.size();
   header.data_offset = align_up(kHeaderBytes + text.size());
   header.data_bytes = data_bytes;
@@ -179,9 +203,9 @@ void save_package(const Graph& graph, const std::string& path) {
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     out.write(zeros.data(), static_cast<std::streamsize>(header.data_offset - kHeaderBytes - text.size()));
     std::uint64_t written = 0;
-    for (const Tensor* t : data) {
-      out.write(static_cast<const char*>(t->raw()), static_cast<std::streamsize>(t->bytes()));
-      written += t->bytes();
+    for (const std::span<const std::byte> t : data) {
+      out.write(reinterpret_cast<const char*>(t.data()), static_cast<std::streamsize>(t.size()));
+      written += t.size();
       out.write(zeros.data(), static_cast<std::streamsize>(align_up(written) - written));
       written = align_up(written);
     }
@@ -419,6 +443,14 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
     std::uint64_t bytes;
   };
   std::vector<Check> checks;
+  // Compressed tensors, decoded after the checksums into the tensors of the table.
+  struct Decode {
+    std::string where;
+    codec::Encoding encoding;
+    std::span<const std::byte> stored;
+    Tensor target;
+  };
+  std::vector<Decode> decodes;
   const json& table = r.array(manifest, "tensors", "manifest");
   for (std::size_t i = 0; i < table.size(); ++i) {
     const std::string where = "tensors[" + std::to_string(i) + "]";
@@ -433,7 +465,23 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
     const Shape shape = r.shape(entry, where);
     const std::uint64_t offset = r.unsigned_int(entry, "offset", where);
     const std::uint64_t bytes = r.unsigned_int(entry, "bytes", where);
-    if (bytes != static_cast<std::uint64_t>(shape.numel()) * dtype_size(dtype)) {
+    std::optional<codec::Encoding> encoding;
+    if (entry.contains("encoding")) {
+      const json& e = r.field(entry, "encoding", where);
+      const std::string ew = where + ".encoding";
+      if (h.version < 2) r.fail("manifest: '" + ew + "' needs format version 2");
+      if (r.string(e, "kind", ew) != "codebook") r.fail("manifest: '" + ew + ".kind' should be \"codebook\"");
+      if (dtype != DType::f32) r.fail("tensor '" + name + "': compressed tensors decode to f32");
+      const std::string coding = r.string(e, "coding", ew);
+      if (coding != "packed" && coding != "huffman") r.fail("manifest: '" + ew + ".coding' should be packed or huffman");
+      const std::uint64_t k = r.unsigned_int(e, "codebook_size", ew);
+      const std::uint64_t gap_bits = r.unsigned_int(e, "gap_bits", ew);
+      if (k == 0 || k > codec::kMaxCodebook) r.fail("tensor '" + name + "': codebook size " + std::to_string(k) + " (1 to 256)");
+      if (gap_bits > codec::kMaxGapBits) r.fail("tensor '" + name + "': gap_bits " + std::to_string(gap_bits) + " (0 to 8)");
+      encoding = codec::Encoding{static_cast<std::uint32_t>(k), static_cast<std::uint32_t>(gap_bits),
+                                 r.unsigned_int(e, "entries", ew), coding == "huffman"};
+    }
+    if (!encoding && bytes != static_cast<std::uint64_t>(shape.numel()) * dtype_size(dtype)) {
       r.fail("tensor '" + name + "': " + std::to_string(bytes) + " bytes do not hold " + dtype_text + " " + shape.str());
     }
     if (offset % kAlignment != 0 || offset > h.data_bytes || bytes > h.data_bytes - offset) {
@@ -442,9 +490,17 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
     }
     const std::byte* source = base + h.data_offset + offset;
     if (options.verify) checks.push_back({name, r.string(entry, "checksum", where), source, bytes});
-    Tensor tensor = dtype == DType::f32
+    // A compressed tensor is decoded into memory of its own: a few bytes may stand for many places, so its
+    // size is capped (docs/format.md) rather than bounded by the file.
+    if (encoding && static_cast<std::uint64_t>(shape.numel()) > kMaxDecodedElements) {
+      r.fail("tensor '" + name + "': " + shape.str() + " is too large to decode (at most " +
+             std::to_string(kMaxDecodedElements) + " elements)");
+    }
+    Tensor tensor = encoding ? Tensor::empty(shape)
+                    : dtype == DType::f32
                         ? Tensor::wrap(file->mutable_data() + h.data_offset + offset, shape, DType::f32, Device::cpu(), file)
                         : widen(source, shape, dtype);
+    if (encoding) decodes.push_back({path + ": tensor '" + name + "'", *encoding, {source, bytes}, tensor});
     if (!tensors.emplace(name, std::move(tensor)).second) r.fail("tensor '" + name + "' is listed twice");
   }
   std::vector<char> intact(checks.size());
@@ -454,6 +510,10 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
   });
   for (std::size_t i = 0; i < checks.size(); ++i) {
     if (!intact[i]) r.fail("tensor '" + checks[i].name + "': checksum mismatch (corrupt data)");
+  }
+  for (Decode& d : decodes) {
+    codec::decode(d.encoding, d.stored, std::span(d.target.data<float>(), static_cast<std::size_t>(d.target.numel())),
+                  d.where);
   }
 
   Graph graph;

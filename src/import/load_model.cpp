@@ -24,6 +24,7 @@ Graph load_by_extension(const std::string& model_path, const std::string& weight
   if (extension == ".prototxt" || extension == ".pt") {
     require_file(model_path);
     if (!weights_path.empty()) require_file(weights_path);
+    if (std::filesystem::path(weights_path).extension() == ".net") return load_caffe_compressed(model_path, weights_path);
     return load_caffe(model_path, weights_path);
   }
   if (extension == ".onnx" || extension == ".esp") {

@@ -159,6 +159,8 @@ struct Trainer::Impl {
     return *log;
   }
 
+  std::function<void(std::vector<Parameter>&)> gradient_hook;
+
   void build();
   void build_test_nets();
   void set_prefix();
@@ -301,6 +303,7 @@ void Trainer::Impl::apply_update() {
   if (!accumulated.empty()) {
     for (std::size_t i = 0; i < params.size(); ++i) params[i].grad.copy_from(accumulated[i]);
   }
+  if (gradient_hook) gradient_hook(params);
   solver.update(params, iter);
 }
 
@@ -518,6 +521,10 @@ void Trainer::restore(const std::string& solverstate) {
   for (const DataFeed& feed : impl_->train_feeds) feed.source->seek(batches);
   impl_->last_display_iter = impl_->iter;
   impl_->out() << "Resuming from " << path << " at iteration " << impl_->iter << "\n";
+}
+
+void Trainer::set_gradient_hook(std::function<void(std::vector<Parameter>&)> hook) {
+  impl_->gradient_hook = std::move(hook);
 }
 
 void Trainer::step(std::int64_t iterations) {

@@ -20,6 +20,7 @@ struct ConvertOptions {
   std::string output;
   std::string name, version, description, task, license, author, labels, mean, size, channel_order;
   double scale = 0.0;
+  bool compress = false;
 };
 
 std::vector<std::string> read_lines(const std::string& path) {
@@ -82,9 +83,10 @@ int run_convert(const ConvertOptions& options) {
     std::printf("wrote %s (%zu layers, ONNX IR 7, opset 13)\n", options.output.c_str(), graph.layers.size());
   } else if (ext == ".esp") {
     apply_metadata(options, graph);
-    save_package(graph, options.output);
-    std::printf("wrote %s (%zu layers, %zu bytes)\n", options.output.c_str(), graph.layers.size(),
-                static_cast<std::size_t>(std::filesystem::file_size(options.output)));
+    save_package(graph, options.output, {.compress = options.compress});
+    std::printf("wrote %s (%zu layers, %zu bytes%s)\n", options.output.c_str(), graph.layers.size(),
+                static_cast<std::size_t>(std::filesystem::file_size(options.output)),
+                options.compress ? ", compressed" : "");
   } else {
     throw UnsupportedError("output '" + options.output + "': unknown format '" + ext + "' (use .onnx or .esp)");
   }
@@ -110,6 +112,9 @@ Verb add_convert_verb(CLI::App& app) {
   command->add_option("--size", options->size, "Package: input HxW, e.g. 224x224");
   command->add_option("--channel-order", options->channel_order, "Package: bgr or rgb")
       ->check(CLI::IsMember({"bgr", "rgb"}));
+  command->add_flag("--compress", options->compress,
+                    "Package: store weights of at most 256 distinct values (pruned, weight-shared models) as "
+                    "codebook indices, sparse and Huffman-coded where that is smaller (lossless)");
   return {command, [options] { return run_convert(*options); }};
 }
 
