@@ -75,22 +75,7 @@ int run_classify(const ClassifyOptions& options) {
                       " labels but the net's output '" + output + "' has " + std::to_string(classes) +
                       " values");
     }
-    const float* values = result.data<float>();
-    std::vector<std::int64_t> order(static_cast<std::size_t>(classes));
-    std::iota(order.begin(), order.end(), 0);
-    const auto k = static_cast<std::size_t>(std::min<std::int64_t>(options.top, classes));
-    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
-                      [&](std::int64_t a, std::int64_t b) { return values[a] > values[b]; });
-    std::cout << path << '\n';
-    for (std::size_t rank = 0; rank < k; ++rank) {
-      const std::int64_t cls = order[rank];
-      char line[96];
-      std::snprintf(line, sizeof line, "  %zu. class %lld  %s %.6f", rank + 1, static_cast<long long>(cls),
-                    value_name, static_cast<double>(values[cls]));
-      std::cout << line;
-      if (!labels.empty()) std::cout << "  " << labels[static_cast<std::size_t>(cls)];
-      std::cout << '\n';
-    }
+    print_top_classes(path, result.data<float>(), classes, options.top, labels, value_name);
   }
   return 0;
 }

@@ -1,8 +1,11 @@
 #include "common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
+#include <numeric>
 
 #include "espresso/errors.h"
 #include "espresso/import.h"
@@ -200,6 +203,26 @@ std::string binary_bytes(std::size_t bytes) {
   char text[32];
   std::snprintf(text, sizeof text, index == 0 ? "%.0f %s" : "%.1f %s", value, units[index]);
   return text;
+}
+
+void print_top_classes(const std::string& title, const float* values, std::int64_t classes, std::int64_t top,
+                       const std::vector<std::string>& labels, const std::string& value_name) {
+  std::vector<std::int64_t> order(static_cast<std::size_t>(classes));
+  std::iota(order.begin(), order.end(), 0);
+  const auto k = static_cast<std::size_t>(std::min(top, classes));
+  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(),
+                    [&](std::int64_t a, std::int64_t b) { return values[a] > values[b]; });
+  std::cout << title << '\n';
+  const std::string name = value_name.empty() ? "" : value_name + " ";
+  for (std::size_t rank = 0; rank < k; ++rank) {
+    const std::int64_t cls = order[rank];
+    char line[96];
+    std::snprintf(line, sizeof line, "  %zu. class %lld  %s%.6f", rank + 1, static_cast<long long>(cls), name.c_str(),
+                  static_cast<double>(values[cls]));
+    std::cout << line;
+    if (!labels.empty()) std::cout << "  " << labels[static_cast<std::size_t>(cls)];
+    std::cout << '\n';
+  }
 }
 
 }  // namespace espresso::cli

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "espresso/data.h"
 #include "espresso/net.h"
@@ -86,6 +87,10 @@ ImageInput configure_input(Net& net, const InputOptions& options, std::int64_t b
 std::string single_output(const Net& net, const std::string& verb);
 // The type of the layer that produces `tensor` ("" for a graph input).
 std::string producer_type(const Net& net, const std::string& tensor);
+// Prints `title`, then the `top` largest of `classes` values, best first, as "  1. class 7  prob 0.998" (the
+// value's name is left out when empty), with the class's label when `labels` are given.
+void print_top_classes(const std::string& title, const float* values, std::int64_t classes, std::int64_t top,
+                       const std::vector<std::string>& labels, const std::string& value_name);
 // Index of the largest of `count` values.
 std::int64_t argmax(const float* values, std::int64_t count);
 
