@@ -207,6 +207,9 @@ class StreamContext final : public Stream {
   Descriptors transient_, capture_descriptors_;
   VkQueryPool timestamps_ = VK_NULL_HANDLE;
   bool marked_ = false;
+  // Set by mark_end(): only then has the end timestamp been recorded. A net that hands tensors to the CPU
+  // synchronizes between the marks, and waiting for the unwritten end query would never return.
+  bool end_marked_ = false;
   double host_start_ms_ = 0, host_end_ms_ = 0, elapsed_ms_ = 0;
   std::shared_ptr<const DeviceWeights> shared_weights_;
   struct WeightCopy {

@@ -106,8 +106,9 @@ void StreamContext::synchronize() {
   if (waited == VK_ERROR_DEVICE_LOST) throw DeviceError("the Vulkan device was lost (VK_ERROR_DEVICE_LOST)");
   check(waited, "vkWaitForFences");
   host_end_ms_ = host_ms();
-  if (marked_) {
+  if (marked_ && end_marked_) {
     marked_ = false;
+    end_marked_ = false;
     elapsed_ms_ = host_end_ms_ - host_start_ms_;
     if (timestamps_ != VK_NULL_HANDLE) {
       std::uint64_t ticks[2] = {};
@@ -165,6 +166,7 @@ void StreamContext::replay() {
 
 void StreamContext::mark_start() {
   marked_ = true;
+  end_marked_ = false;
   host_start_ms_ = host_ms();
   if (timestamps_ == VK_NULL_HANDLE) return;
   VkCommandBuffer cb = recording();
@@ -173,6 +175,7 @@ void StreamContext::mark_start() {
 }
 
 void StreamContext::mark_end() {
+  end_marked_ = true;
   if (timestamps_ == VK_NULL_HANDLE) return;
   VkCommandBuffer cb = recording();
   barrier(cb);
