@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "backends/kernel.h"
@@ -66,6 +67,23 @@ class Stream {
   // Σ x², accumulated in double; waits for the result.
   virtual double sum_of_squares(const Tensor& tensor) = 0;
 };
+
+// One row of a backend's kernel table: generated from the `make_<stem>` factories in its folder
+// (cmake/generate_tables.cmake), so each backend only states its factory signature.
+template <typename Factory>
+struct KernelEntry {
+  std::string_view type;
+  Factory create;
+};
+
+// The row for a layer type, or nullptr where the backend has no kernel of its own for it.
+template <typename Factory, std::size_t N>
+const KernelEntry<Factory>* find_kernel(const KernelEntry<Factory> (&table)[N], std::string_view type) {
+  for (const KernelEntry<Factory>& entry : table) {
+    if (entry.type == type) return &entry;
+  }
+  return nullptr;
+}
 
 class Backend : public DeviceMemory {
  public:

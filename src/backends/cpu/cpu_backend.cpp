@@ -18,12 +18,7 @@ namespace {
 
 using KernelFactory = std::unique_ptr<Kernel> (*)(const Layer& layer, const std::vector<Shape>& inputs);
 
-struct Entry {
-  std::string_view type;
-  KernelFactory create;
-};
-
-constexpr Entry kKernels[] = {
+constexpr KernelEntry<KernelFactory> kKernels[] = {
 #define ESPRESSO_KERNEL(type, stem) {#type, make_##stem},
 #include "cpu_kernels.inc"
 #undef ESPRESSO_KERNEL
@@ -119,11 +114,8 @@ class CpuBackend final : public Backend {
   // Every layer has its reference kernel, in f32.
   bool supports(const Layer&, const std::vector<Shape>&, DType dtype) const override { return dtype == DType::f32; }
   std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Stream&) override {
-    for (const Entry& e : kKernels) {
-      if (layer.type() == e.type) {
-        if (std::unique_ptr<Kernel> kernel = e.create(layer, inputs)) return kernel;
-        break;
-      }
+    if (const auto* entry = find_kernel(kKernels, layer.type())) {
+      if (std::unique_ptr<Kernel> kernel = entry->create(layer, inputs)) return kernel;
     }
     return std::make_unique<ReferenceKernel>(layer);
   }

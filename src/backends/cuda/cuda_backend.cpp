@@ -9,23 +9,14 @@ namespace espresso {
 namespace cuda {
 namespace {
 
-struct Entry {
-  std::string_view type;
-  std::unique_ptr<Kernel> (*create)(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context);
-};
+using Entry = KernelEntry<std::unique_ptr<Kernel> (*)(const Layer& layer, const std::vector<Shape>& inputs,
+                                                       StreamContext& context)>;
 
 constexpr Entry kKernels[] = {
 #define ESPRESSO_KERNEL(type, stem) {#type, make_##stem},
 #include "cuda_kernels.inc"
 #undef ESPRESSO_KERNEL
 };
-
-const Entry* find(std::string_view type) {
-  for (const Entry& e : kKernels) {
-    if (e.type == type) return &e;
-  }
-  return nullptr;
-}
 
 class CudaBackend final : public Backend {
  public:
@@ -53,11 +44,11 @@ class CudaBackend final : public Backend {
     return std::make_unique<StreamContext>(device, std::move(resident_weights));
   }
   bool supports(const Layer& layer, const std::vector<Shape>&, DType dtype) const override {
-    return dtype == DType::f32 && find(layer.type()) != nullptr;
+    return dtype == DType::f32 && find_kernel(kKernels, layer.type()) != nullptr;
   }
   std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs,
                                       Stream& stream) override {
-    const Entry* entry = find(layer.type());
+    const Entry* entry = find_kernel(kKernels, layer.type());
     if (entry == nullptr) return nullptr;
     return entry->create(layer, inputs, static_cast<StreamContext&>(stream));
   }
