@@ -1190,50 +1190,28 @@ void Importer::unary(const TfOperator& op, const std::string& type, Attributes a
 }
 
 void Importer::op_activation(const TfOperator& op) {
+  // Builtin operators that map onto one function of the Activation layer.
+  static const std::map<int, const char*> functions = {
+      {LOGISTIC, "sigmoid"}, {TANH, "tanh"}, {HARD_SWISH, "hard_swish"}, {EXP, "exp"},
+      {LOG, "log"},          {SQRT, "sqrt"}, {ABS, "abs"},               {NEG, "neg"}};
   Attributes attrs;
-  auto function = [&](const char* name) {
-    attrs.set("function", std::string(name));
-    return "Activation";
+  auto clip = [&](double min, double max) {
+    attrs.set("function", std::string("clip"));
+    attrs.set("min", min);
+    attrs.set("max", max);
+    unary(op, "Activation", attrs);
   };
-  std::string type;
+  if (const auto found = functions.find(op.code); found != functions.end()) {
+    attrs.set("function", std::string(found->second));
+    return unary(op, "Activation", attrs);
+  }
   switch (op.code) {
     case RELU:
-      type = "ReLU";
-      break;
+      return unary(op, "ReLU", attrs);
     case RELU6:
-      type = function("clip");
-      attrs.set("min", 0.0);
-      attrs.set("max", 6.0);
-      break;
+      return clip(0.0, 6.0);
     case RELU_N1_TO_1:
-      type = function("clip");
-      attrs.set("min", -1.0);
-      attrs.set("max", 1.0);
-      break;
-    case LOGISTIC:
-      type = function("sigmoid");
-      break;
-    case TANH:
-      type = function("tanh");
-      break;
-    case HARD_SWISH:
-      type = function("hard_swish");
-      break;
-    case EXP:
-      type = function("exp");
-      break;
-    case LOG:
-      type = function("log");
-      break;
-    case SQRT:
-      type = function("sqrt");
-      break;
-    case ABS:
-      type = function("abs");
-      break;
-    case NEG:
-      type = function("neg");
-      break;
+      return clip(-1.0, 1.0);
     case RSQRT: {
       // 1 / sqrt(x) as two layers.
       const int x = input(op, 0);
@@ -1243,13 +1221,11 @@ void Importer::op_activation(const TfOperator& op) {
       const std::string root = emit_helper(op, "sqrt", "Activation", {operand(x, in_nchw)}, sqrt);
       Attributes reciprocal;
       reciprocal.set("function", std::string("reciprocal"));
-      emit_with_activation(op, 0, "Activation", {root}, reciprocal, {}, in_nchw);
-      return;
+      return emit_with_activation(op, 0, "Activation", {root}, reciprocal, {}, in_nchw);
     }
     default:
       invalid(op, "not an activation");
   }
-  unary(op, type, attrs);
 }
 
 void Importer::op_leaky_relu(const TfOperator& op) {
