@@ -6,6 +6,20 @@ std::int64_t ConvGeometry::in_spatial() const { return dims_product(in_size); }
 std::int64_t ConvGeometry::out_spatial() const { return dims_product(out_size); }
 std::int64_t ConvGeometry::kernel_spatial() const { return dims_product(kernel); }
 
+Shape ConvGeometry::output_shape() const {
+  std::vector<std::int64_t> dims{batch, out_channels};
+  dims.insert(dims.end(), out_size.begin(), out_size.end());
+  return Shape(dims);
+}
+
+std::vector<Shape> ConvParams::weight_shapes(const ConvGeometry& g, std::int64_t rows, std::int64_t columns) const {
+  std::vector<std::int64_t> dims{rows, columns};
+  dims.insert(dims.end(), g.kernel.begin(), g.kernel.end());
+  std::vector<Shape> shapes{Shape(dims)};
+  if (bias) shapes.push_back(Shape{g.out_channels});
+  return shapes;
+}
+
 std::vector<AttrSpec> ConvParams::attributes() {
   using Ints = std::vector<std::int64_t>;
   return {
@@ -94,20 +108,13 @@ ConvGeometry ConvolutionLayer::geometry(const Shape& input) const {
 
 std::vector<Shape> ConvolutionLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 1);
-  const ConvGeometry g = geometry(inputs[0]);
-  std::vector<std::int64_t> dims{g.batch, g.out_channels};
-  dims.insert(dims.end(), g.out_size.begin(), g.out_size.end());
-  return {Shape(dims)};
+  return {geometry(inputs[0]).output_shape()};
 }
 
 std::vector<Shape> ConvolutionLayer::weight_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 1);
   const ConvGeometry g = geometry(inputs[0]);
-  std::vector<std::int64_t> dims{g.out_channels, g.in_channels / g.group};
-  dims.insert(dims.end(), g.kernel.begin(), g.kernel.end());
-  std::vector<Shape> shapes{Shape(dims)};
-  if (params_.bias) shapes.push_back(Shape{g.out_channels});
-  return shapes;
+  return params_.weight_shapes(g, g.out_channels, g.in_channels / g.group);
 }
 
 std::int64_t ConvolutionLayer::macs(const std::vector<Shape>& inputs) const {

@@ -20,6 +20,8 @@ struct ConvGeometry {
   std::int64_t in_spatial() const;
   std::int64_t out_spatial() const;
   std::int64_t kernel_spatial() const;
+  // N x out_channels x out_size...
+  Shape output_shape() const;
 };
 
 // The attributes Convolution and Deconvolution share, validated on construction (ModelError).
@@ -30,6 +32,8 @@ struct ConvParams {
   // Fills everything but out_size from an N x C x spatial... input. Throws ShapeError for a bad
   // rank or per-axis list length, ModelError when `group` does not divide the channels.
   ConvGeometry resolve(const Layer& layer, const Shape& input) const;
+  // The filter shape `rows` x `columns` x kernel..., then the bias when there is one.
+  std::vector<Shape> weight_shapes(const ConvGeometry& g, std::int64_t rows, std::int64_t columns) const;
 
   std::int64_t num_output;
   std::int64_t group;

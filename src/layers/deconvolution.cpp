@@ -56,20 +56,13 @@ ConvGeometry DeconvolutionLayer::geometry(const Shape& input) const {
 
 std::vector<Shape> DeconvolutionLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 1);
-  const ConvGeometry g = geometry(inputs[0]);
-  std::vector<std::int64_t> dims{g.batch, g.out_channels};
-  dims.insert(dims.end(), g.out_size.begin(), g.out_size.end());
-  return {Shape(dims)};
+  return {geometry(inputs[0]).output_shape()};
 }
 
 std::vector<Shape> DeconvolutionLayer::weight_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 1, 1);
   const ConvGeometry g = geometry(inputs[0]);
-  std::vector<std::int64_t> dims{g.in_channels, g.out_channels / g.group};
-  dims.insert(dims.end(), g.kernel.begin(), g.kernel.end());
-  std::vector<Shape> shapes{Shape(dims)};
-  if (params_.bias) shapes.push_back(Shape{g.out_channels});
-  return shapes;
+  return params_.weight_shapes(g, g.in_channels, g.out_channels / g.group);
 }
 
 std::int64_t DeconvolutionLayer::macs(const std::vector<Shape>& inputs) const {
