@@ -167,6 +167,95 @@ def small_caffemodel():
     return field_bytes(1, "LeNet") + layers
 
 
+def deep_compression_seed():
+    """A two-layer net and its Deep Compression weights (src/import/caffe/deep_compression.cpp has the
+    layout): conv1 keeps 5 of its 18 weights with 8-bit codes, ip1 6 of its 24 with 4-bit codes."""
+    prototxt = b"""name: "dc"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 2 kernel_size: 3 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1" inner_product_param { num_output: 3 } }
+"""
+    def layer(bits, biases, nonzeros):
+        codebook = struct.pack("<%df" % (1 << bits), *[i / 16.0 for i in range(1 << bits)])
+        codes = bytes(range(1, nonzeros + 1)) if bits == 8 else bytes([0x21] * ((nonzeros + 1) // 2))
+        gaps = bytes([0x31] * ((nonzeros + 1) // 2))
+        return codebook + struct.pack("<%df" % biases, *([0.25] * biases)) + codes + gaps
+    net = struct.pack("<2I", 5, 6) + layer(8, 2, 5) + layer(4, 3, 6)
+    return prototxt + b"\0" + net
+
+
+# ---- TensorFlow Lite (FlatBuffers written front to back, every offset pointing forward) -----------
+class FlatBuffer:
+    def __init__(self):
+        self.out = bytearray(b"\0\0\0\0TFL3")
+
+    def _align(self, n):
+        self.out += bytes(-len(self.out) % n)
+
+    def _put(self, at, value):
+        self.out[at:at + 4] = struct.pack("<I", value)
+
+    def write(self, node):
+        """node: ("bytes", count, data) | ("tables", [node]) | ("table", [(index, bytes | node)])."""
+        kind = node[0]
+        if kind == "bytes":
+            self._align(4)
+            self.out += bytes(-(len(self.out) + 4) % 16)
+            at = len(self.out)
+            self.out += struct.pack("<I", node[1]) + node[2]
+            return at
+        if kind == "tables":
+            self._align(4)
+            at = len(self.out)
+            self.out += struct.pack("<I", len(node[1])) + bytes(4 * len(node[1]))
+            for i, item in enumerate(node[1]):
+                slot = at + 4 + 4 * i
+                self._put(slot, self.write(item) - slot)
+            return at
+        fields = node[1]
+        self._align(4)
+        vtable = len(self.out)
+        vtable_size = 4 + 2 * (max([i for i, _ in fields], default=-1) + 1)
+        self.out += bytes(vtable_size)
+        self._align(8)
+        self.out += bytes((len(self.out) + 4) % 8 and 4)
+        table = len(self.out)
+        self.out += struct.pack("<i", table - vtable)
+        pending = []
+        for index, value in fields:
+            size = len(value) if isinstance(value, bytes) else 4
+            self.out += bytes(-(len(self.out) - table) % max(size, 4))
+            at = len(self.out)
+            self.out[vtable + 4 + 2 * index:vtable + 6 + 2 * index] = struct.pack("<H", at - table)
+            if isinstance(value, bytes):
+                self.out += value
+            else:
+                self.out += bytes(4)
+                pending.append((at, value))
+        self.out[vtable:vtable + 4] = struct.pack("<HH", vtable_size, len(self.out) - table)
+        for at, child in pending:
+            self._put(at, self.write(child) - at)
+        return table
+
+
+def tflite_chain(codes):
+    """Input t0 (1 x 4 float) through one operator per builtin code (schema.fbs field numbers)."""
+    def ints(values):
+        return ("bytes", len(values), struct.pack("<%di" % len(values), *values))
+    def name(text):
+        return ("bytes", len(text), text.encode() + b"\0")
+    tensors = [("table", [(0, ints([1, 4])), (1, b"\0"), (2, struct.pack("<I", 0)), (3, name("t%d" % i))])
+               for i in range(len(codes) + 1)]
+    operators = [("table", [(0, struct.pack("<I", i)), (1, ints([i])), (2, ints([i + 1]))]) for i in range(len(codes))]
+    opcodes = [("table", [(0, struct.pack("<b", min(code, 127))), (3, struct.pack("<i", code))]) for code in codes]
+    graph = ("table", [(0, ("tables", tensors)), (1, ints([0])), (2, ints([len(codes)])), (3, ("tables", operators))])
+    model = ("table", [(0, struct.pack("<I", 3)), (1, ("tables", opcodes)), (2, ("tables", [graph])),
+                       (4, ("tables", [("table", [])]))])
+    fb = FlatBuffer()
+    fb._put(0, fb.write(model))
+    return bytes(fb.out)
+
+
 # ---- images, IDX, CIFAR, npy, Datum ---------------------------------------------------------------
 def png(width, height, colour_type, rows):
     def chunk(kind, data):
@@ -211,6 +300,9 @@ def small_seeds():
     yield "caffe_prototxt", SMALL_PROTOTXT.items()
     yield "caffe_solver", [("solver.prototxt", SMALL_SOLVER)]
     yield "caffemodel", [("tiny_v2.caffemodel", small_caffemodel())]
+    yield "deep_compression", [("two_layers", deep_compression_seed())]
+    # RELU, LOGISTIC, HARD_SWISH (only in the extended code field), SOFTMAX
+    yield "tflite", [("chain.tflite", tflite_chain([19, 14, 117, 25]))]
     yield "onnx", small_onnx_models()
     yield "onnx_external", external_onnx_models()
     yield "image", [("gray.png", gray), ("rgb.png", rgb), ("small.bmp", bmp(3, 2)),
@@ -261,6 +353,17 @@ def real_seeds(out, data_dir, cli):
                 tag = os.path.basename(folder) + "_" + name
                 copy("caffe_solver" if "solver" in name else "caffe_prototxt", os.path.join(folder, name), tag)
     copy("caffemodel", os.path.join(lenet, "lenet_iter_10000.caffemodel"))
+    squeezenet = os.path.join(data_dir, "caffe", "squeezenet_v1.0_deep_compression")
+    prototxt, net = (os.path.join(squeezenet, name) for name in ["SqueezeNet_deploy.prototxt", "compressed_SqueezeNet.net"])
+    if os.path.isfile(prototxt) and os.path.isfile(net):
+        with open(prototxt, "rb") as p, open(net, "rb") as n:
+            write(out, "deep_compression", "squeezenet", p.read() + b"\0" + n.read())
+    models = os.environ.get("ESPRESSO_MODEL_CACHE", os.path.expanduser("~/.cache/espresso-test-models"))
+    for root, _, files in sorted(os.walk(models)):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if name.endswith(".tflite") and os.path.getsize(path) <= 1 << 20:
+                copy("tflite", path)
     copy("onnx", os.path.join(data_dir, "onnx", "mnist-1", "model.onnx"), "mnist-1.onnx")
     node_tests = "/usr/share/libonnx-testdata/data/node"
     if os.path.isdir(node_tests):
