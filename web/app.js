@@ -35,7 +35,12 @@
     for (const [p, f] of prefixes) if (n >= f) return (n / f).toFixed(2) + ' ' + p + unit;
     return n + ' ' + unit;
   };
-  const percent = (v) => (v * 100).toFixed(v >= 0.9995 || v < 0.0005 ? 1 : 2) + ' %';
+  // Two decimals; a value below 1 never shows as 100 %, nor one above 0 as 0 %.
+  const percent = (v) => {
+    if (v > 0 && v < 0.00005) return '< 0.01 %';
+    const p = Math.round(v * 10000) / 100;
+    return (p >= 100 && v < 1 ? '> 99.99' : p.toFixed(2)) + ' %';
+  };
   // Accuracy metrics are the ones search filters on: keys containing "acc" or "top1"; the part before
   // the first '_' names the dataset ("mnist_top1" -> mnist).
   const accuracies = (metrics) => Object.entries(metrics || {})
