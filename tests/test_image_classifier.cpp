@@ -222,3 +222,32 @@ TEST_F(ImageClassifier, RefusesWhatItCannotClassify) {
 
 }  // namespace
 }  // namespace espresso
+
+namespace espresso {
+namespace {
+
+// `espresso convert` stores the preprocessing and metrics that classify_image and the store's card read.
+TEST_F(ImageClassifier, ConvertStoresPreprocessingAndMetrics) {
+  TempDir dir;
+  const std::string out = dir.file("m.esp");
+  const std::string command = std::string(ESPRESSO_CLI_PATH) + " convert " + quote(lenet()) + " -w " +
+                              quote(lenet_weights()) + " -o " + quote(out) +
+                              " --rgb --mean 33 --scale 0.5 --size 30x31 --metric mnist_top1=0.9905 --metric loss=0.25" +
+                              " > /dev/null 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  const Graph graph = load_model(out);
+  const Preprocessing& p = graph.metadata.preprocessing;
+  EXPECT_EQ(p.channel_order, "rgb");
+  ASSERT_EQ(p.mean.size(), 1u);
+  EXPECT_EQ(p.mean[0], 33.0);
+  EXPECT_EQ(p.scale, 0.5);
+  EXPECT_EQ(p.size, (std::vector<std::int64_t>{30, 31}));
+  EXPECT_EQ(graph.metadata.metrics.at("mnist_top1"), 0.9905);
+  EXPECT_EQ(graph.metadata.metrics.at("loss"), 0.25);
+  const std::string bad = std::string(ESPRESSO_CLI_PATH) + " convert " + quote(lenet()) + " -w " +
+                          quote(lenet_weights()) + " -o " + quote(dir.file("n.esp")) + " --metric top1 > /dev/null 2>&1";
+  EXPECT_NE(std::system(bad.c_str()), 0);
+}
+
+}  // namespace
+}  // namespace espresso
