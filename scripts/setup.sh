@@ -31,6 +31,8 @@ packages=(
   fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-cs fortunes-eo fortunes-ga
   # clang with its sanitizer and libFuzzer runtimes: scripts/sanitize_ci.sh (CI) and scripts/fuzz.sh
   clang libclang-rt-14-dev
+  # the web page's browser test (tests/web, docs/web.md): Debian's chromium, driven by playwright-core from npm
+  chromium
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()
@@ -42,6 +44,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# node and npm for the web page's browser test, from Debian where the machine has no npm (a NodeSource
+# nodejs brings its own npm and conflicts with Debian's); then playwright-core, pinned in
+# tests/web/package-lock.json, with the system chromium: no browser is ever downloaded.
+if ! command -v npm >/dev/null; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+(cd tests/web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) ||
+  echo "warning: npm ci in tests/web failed; the browser test will skip" >&2
 
 # Real TensorFlow Lite models and their interpreter's outputs for the tests, from npm into a cache outside
 # the repository (skipped, and the tests with it, where npm or the network is missing).

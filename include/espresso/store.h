@@ -105,6 +105,10 @@ struct ServerOptions {
   std::size_t max_manifest_bytes = 4 << 20;  // larger manifests are refused with 413
   std::chrono::seconds upload_ttl{24 * 3600};  // upload sessions idle longer than this are removed
   int threads = 8;
+  // POST /api/v1/models/NAME/classify ("try it" on the web page, docs/web.md): larger image bodies are
+  // refused with 413; the models it loads share this budget of weight bytes (a ModelPool on the CPU).
+  std::size_t max_image_bytes = 16 << 20;
+  std::size_t classify_budget_bytes = std::size_t{1} << 30;
 };
 
 struct FsckReport {

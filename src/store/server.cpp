@@ -20,8 +20,11 @@
 #include <thread>
 
 #include "espresso/store.h"
+#include "espresso/web_assets.h"
 #include "store/catalog.h"
 #include "store/digest.h"
+#include "store/signing.h"
+#include "store/try_it.h"
 
 namespace espresso::store {
 
@@ -214,6 +217,13 @@ struct Server::Impl {
   void api_models(const httplib::Request& req, httplib::Response& res);
   void api_model(const std::string& name, httplib::Response& res);
   void remove_upload(const std::string& id);
+  // The web page (docs/web.md): embedded files at "/", signature status on model answers, try-it.
+  std::unique_ptr<detail::TryIt> try_it;
+  bool serve_web(const httplib::Request& req, httplib::Response& res);
+  json signature_status(const std::string& repo, const std::string& version, const std::string& digest);
+  void add_signatures(json& model);
+  void api_classify(const std::string& name, const httplib::Request& req, httplib::Response& res,
+                    const httplib::ContentReader& reader);
 };
 
 namespace {
@@ -252,6 +262,7 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
   if (hostile_target(req)) return send_error(res, 400, "NAME_INVALID", "path with '..', encoded separators, backslashes or NUL");
   if (req.path == "/api/v1/models") return api_models(req, res);
   if (req.path.rfind("/api/v1/models/", 0) == 0) return api_model(req.path.substr(15), res);
+  if (serve_web(req, res)) return;
   if (req.path.rfind("/v2", 0) != 0) return send_error(res, 404, "NOT_FOUND", "no such endpoint");
   const Route route = parse_route(req.path);
   if (route.kind == Route::base) {
@@ -379,6 +390,10 @@ void Server::Impl::handle_write(const httplib::Request& req, httplib::Response& 
                                 const httplib::ContentReader& reader) {
   if (hostile_target(req))
     return refuse_unread(res, 400, "NAME_INVALID", "path with '..', encoded separators, backslashes or NUL");
+  constexpr std::string_view kClassify = "/classify";
+  if (req.method == "POST" && req.path.rfind("/api/v1/models/", 0) == 0 && req.path.size() > 15 + kClassify.size() &&
+      req.path.compare(req.path.size() - kClassify.size(), kClassify.size(), kClassify) == 0)
+    return api_classify(req.path.substr(15, req.path.size() - 15 - kClassify.size()), req, res, reader);
   if (req.path.rfind("/v2/", 0) != 0) return refuse_unread(res, 404, "NOT_FOUND", "no such endpoint");
   const Route route = parse_route(req.path);
   if (route.kind == Route::unknown || route.kind == Route::base)
@@ -733,9 +748,155 @@ void Server::Impl::api_models(const httplib::Request& req, httplib::Response& re
 
 void Server::Impl::api_model(const std::string& name, httplib::Response& res) {
   if (!valid_repository(name)) return send_error(res, 400, "NAME_INVALID", "invalid model name '" + name + "'");
-  const auto model = catalog->model(name);
+  auto model = catalog->model(name);
   if (!model) return send_error(res, 404, "NAME_UNKNOWN", "no model '" + name + "'");
+  add_signatures(*model);
   res.set_content(model->dump(), "application/json");
+}
+
+// ---- The web page (docs/web.md) ----------------------------------------------------------------------
+
+bool Server::Impl::serve_web(const httplib::Request& req, httplib::Response& res) {
+  const web::Asset* asset = web::find_asset(req.path);
+  if (asset == nullptr) return false;
+  res.set_content(std::string(asset->bytes), std::string(asset->content_type));
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Content-Type-Options", "nosniff");
+  res.set_header("Content-Security-Policy",
+                 "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
+                 "script-src 'self'; connect-src 'self'");
+  return true;
+}
+
+namespace {
+
+// A field-naming JSON error for the page's APIs: the registry's error shape plus "field".
+void send_field_error(httplib::Response& res, int status, const std::string& code, const std::string& field,
+                      const std::string& message, bool close = false) {
+  res.status = status;
+  json body = {{"errors", json::array({{{"code", code}, {"message", message}, {"field", field}}})}};
+  res.set_content(body.dump(), "application/json");
+  if (close) res.set_header("Connection", "close");
+}
+
+}  // namespace
+
+// Whether the release has a signature document (tag sha256-HEX.sig, as push --sign stores it) that
+// verifies for this name, version and manifest digest against the public key it carries. Whether that
+// key is trusted stays the puller's decision (pull --trust); the page shows the key id.
+json Server::Impl::signature_status(const std::string& repo, const std::string& version, const std::string& digest) {
+  const auto signature = catalog->resolve_tag(repo, "sha256-" + detail::digest_hex(digest) + ".sig");
+  if (!signature) return {{"status", "unsigned"}};
+  try {
+    const json manifest = json::parse(detail::read_file(blob_path(*signature)));
+    const std::string layer = manifest.at("layers").at(0).at("digest").get<std::string>();
+    if (!valid_digest(layer)) throw std::invalid_argument("bad layer digest");
+    const json document = json::parse(detail::read_file(blob_path(layer)));
+    const std::string public_hex = document.at("public_key").get<std::string>();
+    const detail::PublicKey key{public_hex, sha256_digest(public_hex).substr(7, 16)};
+    const std::string id = detail::verify_release(document, {key}, repo, version, digest, repo + ":" + version);
+    return {{"status", "verified"}, {"key_id", id}, {"signature_digest", *signature}};
+  } catch (const std::exception& e) {
+    return {{"status", "invalid"}, {"message", e.what()}};
+  }
+}
+
+void Server::Impl::add_signatures(json& model) {
+  if (!model.contains("versions")) return;
+  for (json& v : model["versions"]) v["signature"] = signature_status(model["name"], v["version"], v["digest"]);
+  for (const json& v : model["versions"]) {
+    if (v["version"] == model["latest"]) model["signature"] = v["signature"];
+  }
+  if (!model.contains("signature")) model["signature"] = signature_status(model["name"], "", model["digest"]);
+}
+
+void Server::Impl::api_classify(const std::string& name, const httplib::Request& req, httplib::Response& res,
+                                const httplib::ContentReader& reader) {
+  if (!valid_repository(name))
+    return send_field_error(res, 400, "NAME_INVALID", "name", "invalid model name '" + name + "'", true);
+  int top = 5;
+  if (req.has_param("top")) {
+    std::uint64_t value = 0;
+    if (!parse_uint(req.get_param_value("top"), value) || value < 1 || value > 100)
+      return send_field_error(res, 400, "INVALID", "top", "top must be 1..100", true);
+    top = static_cast<int>(value);
+  }
+  std::uint64_t declared = 0;
+  if (req.has_header("Content-Length") && parse_uint(req.get_header_value("Content-Length"), declared) &&
+      declared > options.max_image_bytes)
+    return send_field_error(res, 413, "IMAGE_TOO_LARGE", "image",
+                            "the body has " + std::to_string(declared) + " bytes, above the limit of " +
+                                std::to_string(options.max_image_bytes),
+                            true);
+  // The release: ?version= (a tag) or the newest push.
+  std::string version = req.get_param_value("version");
+  std::string digest;
+  if (!version.empty()) {
+    if (!valid_tag(version)) return send_field_error(res, 400, "TAG_INVALID", "version", "invalid version '" + version + "'", true);
+    const auto resolved = catalog->resolve_tag(name, version);
+    if (!resolved) return send_field_error(res, 404, "MANIFEST_UNKNOWN", "version", "no version '" + version + "' of '" + name + "'", true);
+    digest = *resolved;
+  } else {
+    const auto model = catalog->model(name);
+    if (!model) return send_field_error(res, 404, "NAME_UNKNOWN", "name", "no model '" + name + "'", true);
+    version = (*model)["latest"].get<std::string>();
+    digest = (*model)["digest"].get<std::string>();
+  }
+  std::string package;
+  try {
+    const json manifest = json::parse(detail::read_file(blob_path(digest)));
+    if (manifest.value("artifactType", std::string()) != kArtifactType)
+      return send_field_error(res, 422, "NOT_A_MODEL", "name", "'" + name + ":" + version + "' is not an espresso model", true);
+    for (const json& layer : manifest.at("layers")) {
+      if (layer.value("mediaType", std::string()) == kPackageMediaType) package = layer.at("digest").get<std::string>();
+    }
+  } catch (const std::exception& e) {
+    return send_field_error(res, 500, "UNKNOWN", "name", std::string("the manifest cannot be read: ") + e.what(), true);
+  }
+  if (!valid_digest(package))
+    return send_field_error(res, 422, "NOT_A_MODEL", "name", "'" + name + ":" + version + "' has no package", true);
+
+  // The image: the raw body, or the form field "image" of a multipart body.
+  std::string body;
+  bool too_large = false;
+  bool field_seen = false;
+  const auto keep = [&](const char* data, std::size_t length) {
+    if (body.size() + length > options.max_image_bytes) {
+      too_large = true;
+      return false;
+    }
+    body.append(data, length);
+    return true;
+  };
+  bool ok = false;
+  if (req.is_multipart_form_data()) {
+    bool in_image = false;
+    ok = reader(
+        [&](const httplib::MultipartFormData& part) {
+          in_image = part.name == "image";
+          field_seen = field_seen || in_image;
+          return true;
+        },
+        [&](const char* data, std::size_t length) { return in_image ? keep(data, length) : true; });
+    if (ok && !field_seen)
+      return send_field_error(res, 400, "IMAGE_MISSING", "image", "the form has no field 'image'");
+  } else {
+    ok = reader(keep);
+  }
+  if (too_large)
+    return send_field_error(res, 413, "IMAGE_TOO_LARGE", "image",
+                            "the image is larger than the limit of " + std::to_string(options.max_image_bytes) + " bytes",
+                            true);
+  if (!ok) return send_field_error(res, 400, "IMAGE_INVALID", "image", "the body could not be read", true);
+  if (body.empty()) return send_field_error(res, 400, "IMAGE_MISSING", "image", "the body holds no image");
+  try {
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(body.data());
+    json answer = try_it->classify(name, version, digest, blob_path(package), package,
+                                   std::span<const std::uint8_t>(bytes, body.size()), top);
+    res.set_content(answer.dump(), "application/json");
+  } catch (const detail::TryItError& e) {
+    send_field_error(res, e.status, e.code, e.field, e.message);
+  }
 }
 
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
@@ -751,6 +912,7 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
     if (ec) throw FileError(folder.string() + ": cannot be created: " + ec.message());
   }
   s.catalog = std::make_unique<detail::Catalog>(s.options.root / "catalog.db");
+  s.try_it = std::make_unique<detail::TryIt>(s.options.root / "packages", s.options.classify_budget_bytes);
   // Leftovers of a crash: temporary files, and upload files no session knows.
   for (const auto& entry : fs::directory_iterator(s.blobs)) {
     if (entry.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove(entry.path(), ec);

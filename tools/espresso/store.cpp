@@ -19,6 +19,8 @@ struct StoreOptions {
   std::size_t max_manifest_bytes = 4 << 20;
   int upload_ttl = 24 * 3600;
   int threads = 8;
+  std::size_t max_image_bytes = 16 << 20;
+  std::size_t classify_budget_bytes = std::size_t{1} << 30;
 };
 
 int run_serve(const StoreOptions& o) {
@@ -36,6 +38,8 @@ int run_serve(const StoreOptions& o) {
   options.max_manifest_bytes = o.max_manifest_bytes;
   options.upload_ttl = std::chrono::seconds(o.upload_ttl);
   options.threads = o.threads;
+  options.max_image_bytes = o.max_image_bytes;
+  options.classify_budget_bytes = o.classify_budget_bytes;
   // SIGINT and SIGTERM stop the server cleanly: a thread waits for them (the handler-free way).
   sigset_t signals;
   sigemptyset(&signals);
@@ -77,6 +81,12 @@ Verb add_store_verb(CLI::App& app) {
   serve->add_option("--listen", o->listen, "HOST:PORT (port 0: any free port, printed)")->capture_default_str();
   serve->add_option("--max-manifest-bytes", o->max_manifest_bytes, "Larger manifests get 413")->capture_default_str();
   serve->add_option("--upload-ttl", o->upload_ttl, "Seconds an idle upload session lives")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  serve->add_option("--max-image-bytes", o->max_image_bytes, "Try-it (POST .../classify): larger images get 413")
+      ->capture_default_str();
+  serve->add_option("--classify-budget-bytes", o->classify_budget_bytes,
+                    "Try-it: bytes of weights its model pool keeps loaded")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   serve->add_option("--threads", o->threads, "Request threads")->capture_default_str()->check(CLI::Range(1, 256));
   CLI::App* fsck = command->add_subcommand("fsck", "Hash every blob and check what the catalog references");
