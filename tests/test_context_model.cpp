@@ -44,6 +44,8 @@ TEST(ContextModel, ParseErrorsNameTheField) {
   EXPECT_EQ(failing_field(R"({"time": "2026-12-04T24:00:00"})"), "time");
   EXPECT_EQ(failing_field(R"({"time": "2026-12-04T08:00:00+25:00"})"), "time");
   EXPECT_EQ(failing_field(R"({"time": "2026-12-04T08:00:00 extra"})"), "time");
+  EXPECT_EQ(failing_field(R"({"time": 18446744073709551615})"), "time");
+  EXPECT_EQ(failing_field(R"({"time": -1e300})"), "time");
   EXPECT_EQ(failing_field(R"({"location": 5})"), "location");
   EXPECT_EQ(failing_field(R"({"location": ")" + std::string(300, 'x') + R"("})"), "location");
   EXPECT_EQ(failing_field(R"({"app": ["camera"]})"), "app");

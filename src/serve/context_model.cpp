@@ -172,12 +172,13 @@ RequestContext context_from_json(const json& object, std::int64_t now_unix) {
   RequestContext context;
   context.local_seconds = now_unix;
   if (const auto it = object.find("time"); it != object.end() && !it->is_null()) {
-    if (it->is_number_integer()) {
-      context.local_seconds = it->get<std::int64_t>();
-    } else if (it->is_number_float()) {
+    if (it->is_number()) {
+      // Up to about 30,000 years either side of 1970; also keeps huge unsigned values from wrapping.
       const double seconds = it->get<double>();
-      if (!std::isfinite(seconds) || std::abs(seconds) > 1e13) throw RequestError("time", "unix seconds out of range");
-      context.local_seconds = static_cast<std::int64_t>(std::floor(seconds));
+      if (!std::isfinite(seconds) || std::abs(seconds) > 1e12) throw RequestError("time", "unix seconds out of range");
+      context.local_seconds = it->is_number_integer() && !it->is_number_unsigned()
+                                  ? it->get<std::int64_t>()
+                                  : static_cast<std::int64_t>(std::floor(seconds));
     } else if (it->is_string()) {
       context.local_seconds = parse_iso_time(it->get<std::string>());
     } else {
