@@ -102,7 +102,8 @@ void run_inference(ModelRequest& request) {
   session.forward();
 }
 
-std::map<std::string, Measured> measure(const Args& args, const std::map<std::string, std::pair<std::string, std::string>>& files) {
+std::map<std::string, Measured> measure(
+    const Args& args, const std::map<std::string, std::pair<std::string, std::string>>& files) {
   std::map<std::string, Measured> measured;
   for (const auto& [name, file] : files) {
     std::vector<double> loads, infers;
@@ -149,7 +150,8 @@ struct RealRun {
 };
 
 RealRun real_replay(const Args& args, const std::map<std::string, std::pair<std::string, std::string>>& files,
-                    const std::vector<Observation>& requests, std::size_t budget, const Preloader* preloader) {
+                    const std::vector<Observation>& requests, std::size_t budget,
+                    const Preloader* preloader) {
   ModelPool pool({.device = args.device, .budget_bytes = budget});
   for (const auto& [name, file] : files) pool.add(name, file.first, file.second);
   RealRun run;
@@ -186,18 +188,30 @@ int run(int argc, char** argv) {
       if (i + 1 >= argc) throw Error("missing value after " + flag);
       return argv[++i];
     };
-    if (flag == "--train") args.train = value();
-    else if (flag == "--test") args.test = value();
-    else if (flag == "--data") args.data = value();
-    else if (flag == "--save") args.save = value();
-    else if (flag == "--budget-mb") args.budget_mb = std::stod(value());
-    else if (flag == "--device") args.device = Device::parse(value());
-    else if (flag == "--real-limit") args.real_limit = std::stoul(value());
-    else if (flag == "--repeats") args.repeats = std::stoi(value());
-    else if (flag == "--window") args.window_seconds = std::stoll(value());
-    else if (flag == "--min-score") args.preload.min_score = std::stod(value());
-    else if (flag == "--budget-fraction") args.preload.budget_fraction = std::stod(value());
-    else throw Error("unknown option " + flag);
+    if (flag == "--train")
+      args.train = value();
+    else if (flag == "--test")
+      args.test = value();
+    else if (flag == "--data")
+      args.data = value();
+    else if (flag == "--save")
+      args.save = value();
+    else if (flag == "--budget-mb")
+      args.budget_mb = std::stod(value());
+    else if (flag == "--device")
+      args.device = Device::parse(value());
+    else if (flag == "--real-limit")
+      args.real_limit = std::stoul(value());
+    else if (flag == "--repeats")
+      args.repeats = std::stoi(value());
+    else if (flag == "--window")
+      args.window_seconds = std::stoll(value());
+    else if (flag == "--min-score")
+      args.preload.min_score = std::stod(value());
+    else if (flag == "--budget-fraction")
+      args.preload.budget_fraction = std::stod(value());
+    else
+      throw Error("unknown option " + flag);
   }
   if (args.train.empty() || args.test.empty()) throw Error("--train and --test are required");
 
@@ -216,22 +230,24 @@ int run(int argc, char** argv) {
   const std::vector<Observation> test = serve::read_request_log(args.test);
   for (const auto* log : {&train, &test}) {
     for (const Observation& o : *log) {
-      if (!files.count(o.model)) throw Error("the log names model '" + o.model + "', which has no model file");
+      if (!files.count(o.model))
+        throw Error("the log names model '" + o.model + "', which has no model file");
     }
   }
 
   ContextModel trained;
   const serve::TrainReport report = trained.train(train);
-  const std::string saved = args.save.empty()
-                                ? (std::filesystem::temp_directory_path() / "espresso_context_model.esp").string()
-                                : args.save;
+  const std::string saved =
+      args.save.empty() ? (std::filesystem::temp_directory_path() / "espresso_context_model.esp").string()
+                        : args.save;
   trained.save(saved);
   auto model = std::make_shared<const ContextModel>(ContextModel::load(saved));
-  std::printf("context model: %zu training requests, %zu models, %lld iterations in %.2f s, loss %.3f -> %.3f, "
-              "train top-1 %.3f; saved to %s (%zu bytes)\n",
-              report.examples, report.models, static_cast<long long>(report.iterations), report.seconds,
-              report.first_loss, report.final_loss, report.train_accuracy, saved.c_str(),
-              static_cast<std::size_t>(std::filesystem::file_size(saved)));
+  std::printf(
+      "context model: %zu training requests, %zu models, %lld iterations in %.2f s, loss %.3f -> %.3f, "
+      "train top-1 %.3f; saved to %s (%zu bytes)\n",
+      report.examples, report.models, static_cast<long long>(report.iterations), report.seconds,
+      report.first_loss, report.final_loss, report.train_accuracy, saved.c_str(),
+      static_cast<std::size_t>(std::filesystem::file_size(saved)));
   std::size_t test_top1 = 0;
   for (const Observation& o : test) test_top1 += model->rank(o.context).front().model == o.model ? 1 : 0;
   std::printf("test top-1 of the ranking: %.3f over %zu requests\n",
@@ -240,13 +256,14 @@ int run(int argc, char** argv) {
   const auto measured = measure(args, files);
   std::map<std::string, std::size_t> sizes;
   std::size_t total = 0;
-  std::printf("\n| model | file | bytes resident | load (acquire) ms | inference ms |\n|---|---|---:|---:|---:|\n");
+  std::printf(
+      "\n| model | file | bytes resident | load (acquire) ms | inference ms |\n|---|---|---:|---:|---:|\n");
   for (const auto& [name, m] : measured) {
     sizes[name] = m.bytes;
     total += m.bytes;
     std::printf("| %s | %s | %zu | %.1f | %.2f |\n", name.c_str(),
-                std::filesystem::path(files.at(name).first).lexically_relative(args.data).c_str(), m.bytes, m.load_ms,
-                m.infer_ms);
+                std::filesystem::path(files.at(name).first).lexically_relative(args.data).c_str(), m.bytes,
+                m.load_ms, m.infer_ms);
   }
   const auto budget = static_cast<std::size_t>(args.budget_mb * 1024 * 1024);
   std::printf("\nbudget %.1f MiB of %.1f MiB for all %zu models, device %s\n", args.budget_mb,
@@ -276,26 +293,40 @@ int run(int argc, char** argv) {
 
   std::vector<Row> rows;
   rows.push_back(estimated_row("LRU", serve::replay_cache(test, sizes, budget), test, measured));
-  rows.push_back(estimated_row("LRU+context", serve::replay_cache(test, sizes, budget, &context_preloader, args.window_seconds), test, measured));
-  rows.push_back(estimated_row("LRU+popular", serve::replay_cache(test, sizes, budget, &popular_preloader, args.window_seconds), test, measured));
-  rows.push_back(estimated_row("LRU+random", serve::replay_cache(test, sizes, budget, &random_preloader, args.window_seconds), test, measured));
-  std::printf("\nall %zu test requests (cache simulation; a miss costs the measured load time):\n\n", test.size());
-  std::printf("| policy | resident-hit rate | misses | preloads | time-to-first-result mean ms | p50 | p95 |\n"
-              "|---|---:|---:|---:|---:|---:|---:|\n");
+  rows.push_back(estimated_row(
+      "LRU+context", serve::replay_cache(test, sizes, budget, &context_preloader, args.window_seconds), test,
+      measured));
+  rows.push_back(estimated_row(
+      "LRU+popular", serve::replay_cache(test, sizes, budget, &popular_preloader, args.window_seconds), test,
+      measured));
+  rows.push_back(estimated_row(
+      "LRU+random", serve::replay_cache(test, sizes, budget, &random_preloader, args.window_seconds), test,
+      measured));
+  std::printf("\nall %zu test requests (cache simulation; a miss costs the measured load time):\n\n",
+              test.size());
+  std::printf(
+      "| policy | resident-hit rate | misses | preloads | time-to-first-result mean ms | p50 | p95 |\n"
+      "|---|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& row : rows) {
     std::printf("| %s | %.3f | %zu | %zu | %.1f | %.1f | %.1f |\n", row.policy.c_str(), row.replay.hit_rate(),
-                row.replay.loads_on_request, row.replay.preloads, mean(row.ttfr_ms), percentile(row.ttfr_ms, 0.5),
-                percentile(row.ttfr_ms, 0.95));
+                row.replay.loads_on_request, row.replay.preloads, mean(row.ttfr_ms),
+                percentile(row.ttfr_ms, 0.5), percentile(row.ttfr_ms, 0.95));
   }
 
   if (args.real_limit > 0) {
-    const std::vector<Observation> head(test.begin(), test.begin() + static_cast<std::ptrdiff_t>(std::min(args.real_limit, test.size())));
-    std::printf("\nthe first %zu test requests through a real ModelPool (each miss loads the file; inference run):\n\n",
-                head.size());
-    std::printf("| policy | resident-hit rate | same hits as the simulation | time-to-first-result mean ms | p50 | p95 | "
-                "preloads | preload time s |\n|---|---:|---|---:|---:|---:|---:|---:|\n");
+    const std::vector<Observation> head(
+        test.begin(), test.begin() + static_cast<std::ptrdiff_t>(std::min(args.real_limit, test.size())));
+    std::printf(
+        "\nthe first %zu test requests through a real ModelPool (each miss loads the file; inference "
+        "run):\n\n",
+        head.size());
+    std::printf(
+        "| policy | resident-hit rate | same hits as the simulation | time-to-first-result mean ms | p50 | "
+        "p95 | "
+        "preloads | preload time s |\n|---|---:|---|---:|---:|---:|---:|---:|\n");
     const ReplayResult lru_sim = serve::replay_cache(head, sizes, budget);
-    const ReplayResult ctx_sim = serve::replay_cache(head, sizes, budget, &context_preloader, args.window_seconds);
+    const ReplayResult ctx_sim =
+        serve::replay_cache(head, sizes, budget, &context_preloader, args.window_seconds);
     for (const auto& [name, preloader, sim] :
          {std::tuple{"LRU", static_cast<const Preloader*>(nullptr), &lru_sim},
           std::tuple{"LRU+context", &context_preloader, &ctx_sim}}) {

@@ -72,7 +72,8 @@ TEST(ContextModel, TimesFollowTheCalendar) {
     const unsigned day = 1 + rng() % 28;
     const int hour = static_cast<int>(rng() % 24), minute = static_cast<int>(rng() % 60);
     char text[64];
-    std::snprintf(text, sizeof text, R"({"time": "%04d-%02u-%02uT%02d:%02d:30+05:30"})", year, month, day, hour, minute);
+    std::snprintf(text, sizeof text, R"({"time": "%04d-%02u-%02uT%02d:%02d:30+05:30"})", year, month, day,
+                  hour, minute);
     const RequestContext context = parse_request_context(text, 0);
     const sys_days date{std::chrono::year{year} / std::chrono::month{month} / std::chrono::day{day}};
     EXPECT_EQ(context.day(), date.time_since_epoch().count()) << text;
@@ -82,10 +83,11 @@ TEST(ContextModel, TimesFollowTheCalendar) {
     EXPECT_EQ(parse_request_context(to_json(context), 0).local_seconds, context.local_seconds);
   }
   const RequestContext epoch = parse_request_context(R"({"time": 0})", 99);
-  EXPECT_EQ(epoch.weekday(), 3);  // 1970-01-01 was a Thursday
+  EXPECT_EQ(epoch.weekday(), 3);                                          // 1970-01-01 was a Thursday
   EXPECT_EQ(parse_request_context("{}", 86400 * 4 + 3600).weekday(), 0);  // a missing time is now
   EXPECT_NEAR(parse_request_context("{}", 86400 * 4 + 3600).hour_of_day(), 1.0, 1e-12);
-  const RequestContext recent = parse_request_context(R"({"recent": ["a","b","c","d","e","f","g","h","i","j"]})", 0);
+  const RequestContext recent =
+      parse_request_context(R"({"recent": ["a","b","c","d","e","f","g","h","i","j"]})", 0);
   ASSERT_EQ(recent.recent.size(), RequestContext::kMaxRecent);
   EXPECT_EQ(recent.recent.front(), "c");  // the last ones are kept
 }
@@ -93,13 +95,15 @@ TEST(ContextModel, TimesFollowTheCalendar) {
 TEST(ContextModel, FeaturesEncodeHourWeekdayAndBuckets) {
   const FeatureLayout layout;
   RequestContext context = parse_request_context(
-      R"({"time": "2026-12-05T18:00:00", "location": "Park", "app": "lens", "recent": ["cat", "cat", "dog"]})", 0);
+      R"({"time": "2026-12-05T18:00:00", "location": "Park", "app": "lens", "recent": ["cat", "cat", "dog"]})",
+      0);
   const std::vector<float> f = context_features(context, layout);
   ASSERT_EQ(static_cast<int>(f.size()), layout.size());
   EXPECT_NEAR(f[0], -1.0, 1e-6);  // 18:00 is three quarters round the clock
   EXPECT_NEAR(f[1], 0.0, 1e-6);
   EXPECT_EQ(f[2 + 5], 1.0f);  // a Saturday
-  EXPECT_EQ(f[static_cast<std::size_t>(layout.location_offset()) + hash_token("park") % 64], 1.0f);  // case folded
+  EXPECT_EQ(f[static_cast<std::size_t>(layout.location_offset()) + hash_token("park") % 64],
+            1.0f);  // case folded
   float recent_sum = 0;
   for (int i = layout.recent_offset(); i < layout.size(); ++i) recent_sum += f[static_cast<std::size_t>(i)];
   EXPECT_NEAR(recent_sum, 1.0f, 1e-6);
@@ -110,7 +114,8 @@ TEST(ContextModel, FeaturesEncodeHourWeekdayAndBuckets) {
 }
 
 Observation observation(const std::string& time, const std::string& location, const std::string& model) {
-  return {parse_request_context(R"({"time": ")" + time + R"(", "location": ")" + location + R"(", "app": "a"})", 0),
+  return {parse_request_context(
+              R"({"time": ")" + time + R"(", "location": ")" + location + R"(", "app": "a"})", 0),
           model};
 }
 
@@ -137,7 +142,8 @@ TEST(ContextModel, TornLastLineIsSkippedAndCutBeforeAppending) {
   EXPECT_NEAR(read[2].context.hour_of_day(), 19.0, 1e-12);
   {
     RequestLog log(path);
-    EXPECT_EQ(log.torn_bytes_removed(), std::string(R"({"time":"2026-12-01T20:00:00","location":"ho)").size());
+    EXPECT_EQ(log.torn_bytes_removed(),
+              std::string(R"({"time":"2026-12-01T20:00:00","location":"ho)").size());
     log.append(observation("2026-12-02T08:00:00", "park", "birds"));
   }
   read = read_request_log(path, &report);
@@ -219,7 +225,8 @@ std::vector<Observation> planted_data(std::size_t count, std::mt19937& rng) {
     // Hours away from the rule's boundaries by at least 20 minutes, so the rule is deterministic.
     double hour = std::uniform_real_distribution<double>(0.0, 24.0)(rng);
     if (std::abs(hour - 12.0) < 1.0 / 3) hour += 0.7;
-    c.local_seconds = (20000 + static_cast<std::int64_t>(rng() % 70)) * 86400 + static_cast<std::int64_t>(hour * 3600);
+    c.local_seconds =
+        (20000 + static_cast<std::int64_t>(rng() % 70)) * 86400 + static_cast<std::int64_t>(hour * 3600);
     c.location = locations[rng() % locations.size()];
     c.app = apps[rng() % apps.size()];
     for (unsigned k = rng() % 4; k > 0; --k) c.recent.push_back(classes[rng() % classes.size()]);  // noise
@@ -231,8 +238,10 @@ std::vector<Observation> planted_data(std::size_t count, std::mt19937& rng) {
 TEST(ContextModel, LearnsAPlantedRule) {
   const FeatureLayout layout;
   std::set<std::uint64_t> buckets;
-  for (const char* location : {"park-a", "park-b", "office", "mall", "home"}) buckets.insert(hash_token(location) % 64);
-  ASSERT_EQ(buckets.size(), 5u) << "the locations collide in the hashed buckets; the rule could not be learned";
+  for (const char* location : {"park-a", "park-b", "office", "mall", "home"})
+    buckets.insert(hash_token(location) % 64);
+  ASSERT_EQ(buckets.size(), 5u)
+      << "the locations collide in the hashed buckets; the rule could not be learned";
 
   std::mt19937 rng(11);
   const std::vector<Observation> train = planted_data(3000, rng);
@@ -296,14 +305,16 @@ TEST(ContextModel, SaveLoadGivesIdenticalRankings) {
 TEST(ContextModel, RecommendAnswersWithRankingAndPreloadPlan) {
   // A fixed ranking, so the answer can be checked by hand.
   const Ranker ranker = [](const RequestContext& c) {
-    if (c.app == "lens") return std::vector<ModelScore>{{"plants", 0.5}, {"birds", 0.3}, {"pets", 0.15}, {"food", 0.04}};
+    if (c.app == "lens")
+      return std::vector<ModelScore>{{"plants", 0.5}, {"birds", 0.3}, {"pets", 0.15}, {"food", 0.04}};
     return std::vector<ModelScore>{{"food", 0.9}, {"pets", 0.1}};
   };
   const Preloader preloader(ranker, {{"plants", 60}, {"birds", 50}, {"pets", 30}, {"food", 10}}, 100);
   // plants (60) fits, birds (50) does not, pets (30) does, food is below min_score.
   EXPECT_EQ(preloader.plan(parse_request_context(R"({"app": "lens"})", 0)),
             (std::vector<std::string>{"plants", "pets"}));
-  const json answer = json::parse(preloader.recommend(R"({"app": "lens", "top": 2, "time": "2026-12-04T08:00:00"})", 0));
+  const json answer =
+      json::parse(preloader.recommend(R"({"app": "lens", "top": 2, "time": "2026-12-04T08:00:00"})", 0));
   ASSERT_EQ(answer["models"].size(), 2u);
   EXPECT_EQ(answer["models"][0]["name"], "plants");
   EXPECT_EQ(answer["models"][0]["bytes"], 60);
@@ -344,7 +355,11 @@ TEST(ContextModel, ReplayCountsHitsLikeHandCountedLru) {
   EXPECT_EQ(lru.hit, (std::vector<bool>{false, false, true, false, false, false}));
   // A preloader that always wants B: after each request B is touched, so B is always resident; A and C
   // share the other slot. A(miss, B preloaded) B(hit) A(hit) C(miss, evicts A) B(hit) A(miss).
-  const Preloader always_b([](const RequestContext&) { return std::vector<ModelScore>{{"B", 1.0}}; }, sizes, 100);
+  const Preloader always_b(
+      [](const RequestContext&) {
+        return std::vector<ModelScore>{{"B", 1.0}};
+      },
+      sizes, 100);
   const ReplayResult preloaded = replay_cache(requests, sizes, 100, &always_b);
   EXPECT_EQ(preloaded.hit, (std::vector<bool>{false, true, true, false, true, false}));
   EXPECT_EQ(preloaded.preloads, 1u);
@@ -353,7 +368,8 @@ TEST(ContextModel, ReplayCountsHitsLikeHandCountedLru) {
 
 TEST(ContextModel, PreloaderBeatsLruAndRandomOnASimulatedLog) {
   const std::string script = std::string(ESPRESSO_SOURCE_DIR) + "/scripts/simulate_requests.py";
-  if (std::system("python3 -c 'import json' > /dev/null 2>&1") != 0) GTEST_SKIP() << "python3 is not installed";
+  if (std::system("python3 -c 'import json' > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3 is not installed";
   TempDir dir;
   const std::string command = "python3 " + script + " --users 16 --days 14 --test-days 4 --seed 5 --out " +
                               dir.path() + " > /dev/null";
@@ -369,13 +385,14 @@ TEST(ContextModel, PreloaderBeatsLruAndRandomOnASimulatedLog) {
   // Sizes in the proportions of the bench's real models (docs/context_model.md); the budget holds
   // about half of them.
   const std::map<std::string, std::size_t> sizes = {
-      {"landmarks", 47}, {"products", 47}, {"plants", 14}, {"food", 14}, {"birds", 5},
+      {"landmarks", 47}, {"products", 47}, {"plants", 14}, {"food", 14},     {"birds", 5},
       {"pets", 5},       {"cars", 4},      {"faces", 4},   {"documents", 2}, {"digits", 1}};
   const std::size_t budget = 64;
   std::mt19937 rng(9);
   const Ranker random_ranking = [&](const RequestContext&) {
     std::vector<ModelScore> ranked;
-    for (const auto& [name, size] : sizes) ranked.push_back({name, std::uniform_real_distribution<double>(0, 1)(rng)});
+    for (const auto& [name, size] : sizes)
+      ranked.push_back({name, std::uniform_real_distribution<double>(0, 1)(rng)});
     std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.score > b.score; });
     return ranked;
   };
@@ -384,8 +401,9 @@ TEST(ContextModel, PreloaderBeatsLruAndRandomOnASimulatedLog) {
   const ReplayResult lru = replay_cache(test, sizes, budget);
   const ReplayResult with_context = replay_cache(test, sizes, budget, &context_preloader, 600);
   const ReplayResult with_random = replay_cache(test, sizes, budget, &random_preloader, 600);
-  std::printf("simulated log, %zu test requests: resident-hit rate LRU %.3f, LRU+context %.3f, LRU+random %.3f\n",
-              test.size(), lru.hit_rate(), with_context.hit_rate(), with_random.hit_rate());
+  std::printf(
+      "simulated log, %zu test requests: resident-hit rate LRU %.3f, LRU+context %.3f, LRU+random %.3f\n",
+      test.size(), lru.hit_rate(), with_context.hit_rate(), with_random.hit_rate());
   EXPECT_GT(with_context.hit_rate(), lru.hit_rate() + 0.02);
   // The control: preloading from a ranking that knows nothing must not look like a gain.
   EXPECT_LT(with_random.hit_rate(), lru.hit_rate());

@@ -87,8 +87,8 @@ class RequestLog {
 };
 
 struct LogReadReport {
-  std::size_t lines = 0;          // observations read
-  bool torn_last_line = false;    // a last line without its newline that did not parse was skipped
+  std::size_t lines = 0;        // observations read
+  bool torn_last_line = false;  // a last line without its newline that did not parse was skipped
 };
 
 // Reads a request log. A last line without a newline that does not parse is skipped (a torn write);
@@ -119,8 +119,8 @@ struct TrainReport {
   std::size_t examples = 0;
   std::size_t models = 0;
   std::int64_t iterations = 0;
-  double first_loss = 0.0;    // mean loss of the first epoch
-  double final_loss = 0.0;    // mean loss of the last epoch
+  double first_loss = 0.0;      // mean loss of the first epoch
+  double final_loss = 0.0;      // mean loss of the last epoch
   double train_accuracy = 0.0;  // top-1 on the training examples after training
   double seconds = 0.0;
 };

@@ -39,7 +39,9 @@ constexpr std::int64_t kSecondsPerDay = 86400;
 constexpr std::size_t kMaxTextLength = 256;
 constexpr std::size_t kMaxRecentItems = 256;
 
-std::int64_t floor_div(std::int64_t a, std::int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+std::int64_t floor_div(std::int64_t a, std::int64_t b) {
+  return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
+}
 
 struct Civil {
   std::int64_t year;
@@ -120,7 +122,8 @@ std::int64_t parse_iso_time(const std::string& text) {
   const auto day = static_cast<unsigned>(digits(2, "day"));
   if (month < 1 || month > 12) fail("month out of range");
   if (day < 1 || day > days_in_month(year, month)) fail("day out of range");
-  if (pos >= text.size() || (text[pos] != 'T' && text[pos] != 't' && text[pos] != ' ')) fail("no time of day");
+  if (pos >= text.size() || (text[pos] != 'T' && text[pos] != 't' && text[pos] != ' '))
+    fail("no time of day");
   ++pos;
   const std::int64_t hour = digits(2, "hour");
   expect(':', "':' after the hour");
@@ -151,7 +154,8 @@ std::int64_t parse_iso_time(const std::string& text) {
     }
   }
   if (pos != text.size()) fail("unexpected text at the end");
-  return days_from_civil(year, month, day) * kSecondsPerDay + hour * 3600 + minute * 60 + std::min<std::int64_t>(second, 59);
+  return days_from_civil(year, month, day) * kSecondsPerDay + hour * 3600 + minute * 60 +
+         std::min<std::int64_t>(second, 59);
 }
 
 std::string text_field(const json& object, const char* name) {
@@ -175,27 +179,31 @@ RequestContext context_from_json(const json& object, std::int64_t now_unix) {
     if (it->is_number()) {
       // Up to about 30,000 years either side of 1970; also keeps huge unsigned values from wrapping.
       const double seconds = it->get<double>();
-      if (!std::isfinite(seconds) || std::abs(seconds) > 1e12) throw RequestError("time", "unix seconds out of range");
+      if (!std::isfinite(seconds) || std::abs(seconds) > 1e12)
+        throw RequestError("time", "unix seconds out of range");
       context.local_seconds = it->is_number_integer() && !it->is_number_unsigned()
                                   ? it->get<std::int64_t>()
                                   : static_cast<std::int64_t>(std::floor(seconds));
     } else if (it->is_string()) {
       context.local_seconds = parse_iso_time(it->get<std::string>());
     } else {
-      throw RequestError("time", "expected an ISO-8601 string or unix seconds, got " + std::string(it->type_name()));
+      throw RequestError("time",
+                         "expected an ISO-8601 string or unix seconds, got " + std::string(it->type_name()));
     }
   }
   context.location = text_field(object, "location");
   context.app = text_field(object, "app");
   if (const auto it = object.find("recent"); it != object.end() && !it->is_null()) {
-    if (!it->is_array()) throw RequestError("recent", "expected an array of class names, got " + std::string(it->type_name()));
+    if (!it->is_array())
+      throw RequestError("recent", "expected an array of class names, got " + std::string(it->type_name()));
     if (it->size() > kMaxRecentItems) {
       throw RequestError("recent", "more than " + std::to_string(kMaxRecentItems) + " entries");
     }
     for (std::size_t i = 0; i < it->size(); ++i) {
       const json& item = (*it)[i];
       const std::string field = "recent[" + std::to_string(i) + "]";
-      if (!item.is_string()) throw RequestError(field, "expected a string, got " + std::string(item.type_name()));
+      if (!item.is_string())
+        throw RequestError(field, "expected a string, got " + std::string(item.type_name()));
       if (item.get_ref<const std::string&>().size() > kMaxTextLength) {
         throw RequestError(field, "longer than " + std::to_string(kMaxTextLength) + " characters");
       }
@@ -222,9 +230,10 @@ std::string format_local_time(std::int64_t local_seconds) {
   const std::int64_t seconds = local_seconds - day * kSecondsPerDay;
   const Civil civil = civil_from_days(day);
   char text[64];
-  std::snprintf(text, sizeof text, "%04lld-%02u-%02uT%02lld:%02lld:%02lld", static_cast<long long>(civil.year),
-                civil.month, civil.day, static_cast<long long>(seconds / 3600),
-                static_cast<long long>(seconds / 60 % 60), static_cast<long long>(seconds % 60));
+  std::snprintf(text, sizeof text, "%04lld-%02u-%02uT%02lld:%02lld:%02lld",
+                static_cast<long long>(civil.year), civil.month, civil.day,
+                static_cast<long long>(seconds / 3600), static_cast<long long>(seconds / 60 % 60),
+                static_cast<long long>(seconds % 60));
   return text;
 }
 
@@ -269,7 +278,8 @@ Observation observation_from_line(const std::string& line) {
 
 }  // namespace
 
-RequestLog::RequestLog(std::string path, bool sync_each_line) : path_(std::move(path)), sync_(sync_each_line) {
+RequestLog::RequestLog(std::string path, bool sync_each_line)
+    : path_(std::move(path)), sync_(sync_each_line) {
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd_ < 0) fail_file(path_, "cannot open");
   struct stat info {};
@@ -283,7 +293,8 @@ RequestLog::RequestLog(std::string path, bool sync_each_line) : path_(std::move(
   while (start > 0) {
     const std::size_t begin = start > kChunk ? start - kChunk : 0;
     std::string chunk(start - begin, '\0');
-    if (::pread(fd_, chunk.data(), chunk.size(), static_cast<off_t>(begin)) != static_cast<ssize_t>(chunk.size())) {
+    if (::pread(fd_, chunk.data(), chunk.size(), static_cast<off_t>(begin)) !=
+        static_cast<ssize_t>(chunk.size())) {
       fail_file(path_, "cannot read");
     }
     tail.insert(0, chunk);
@@ -450,9 +461,10 @@ Graph classifier_graph(const FeatureLayout& layout, int hidden, std::size_t mode
 }
 
 FeatureLayout layout_of(const ContextModelOptions& options) {
-  if (options.location_buckets < 1 || options.app_buckets < 1 || options.recent_buckets < 1 || options.hidden < 1 ||
-      options.batch < 1 || options.epochs < 1 || options.max_iterations < 1) {
-    throw ModelError("context model: buckets, hidden units, batch, epochs and max_iterations must be at least 1");
+  if (options.location_buckets < 1 || options.app_buckets < 1 || options.recent_buckets < 1 ||
+      options.hidden < 1 || options.batch < 1 || options.epochs < 1 || options.max_iterations < 1) {
+    throw ModelError(
+        "context model: buckets, hidden units, batch, epochs and max_iterations must be at least 1");
   }
   return {options.location_buckets, options.app_buckets, options.recent_buckets};
 }
@@ -481,8 +493,7 @@ ContextModel::ContextModel(ContextModelOptions options) : impl_(std::make_unique
   impl_->options = options;
 }
 
-ContextModel::ContextModel(const std::string& log_path, ContextModelOptions options)
-    : ContextModel(options) {
+ContextModel::ContextModel(const std::string& log_path, ContextModelOptions options) : ContextModel(options) {
   impl_->log = std::make_unique<RequestLog>(log_path);
 }
 
@@ -521,8 +532,10 @@ TrainReport ContextModel::train(const std::vector<Observation>& observations) {
     labels[i] = label_of.at(observations[i].model);
   }
 
-  const auto batch = static_cast<std::int64_t>(std::min<std::size_t>(static_cast<std::size_t>(options.batch), n));
-  const std::int64_t per_epoch = static_cast<std::int64_t>((n + static_cast<std::size_t>(batch) - 1) / static_cast<std::size_t>(batch));
+  const auto batch =
+      static_cast<std::int64_t>(std::min<std::size_t>(static_cast<std::size_t>(options.batch), n));
+  const std::int64_t per_epoch =
+      static_cast<std::int64_t>((n + static_cast<std::size_t>(batch) - 1) / static_cast<std::size_t>(batch));
   const std::int64_t iterations = std::min(options.max_iterations, per_epoch * options.epochs);
 
   NetOptions net_options;
@@ -557,7 +570,8 @@ TrainReport ContextModel::train(const std::vector<Observation>& observations) {
         cursor = 0;
       }
       const std::size_t example = order[cursor++];
-      std::copy_n(features.data() + example * width, width, batch_features.data() + static_cast<std::size_t>(b) * width);
+      std::copy_n(features.data() + example * width, width,
+                  batch_features.data() + static_cast<std::size_t>(b) * width);
       batch_labels[static_cast<std::size_t>(b)] = labels[example];
     }
     net.input("features").copy_from(Tensor::from(Shape{batch, layout.size()}, batch_features));
@@ -585,7 +599,8 @@ TrainReport ContextModel::train(const std::vector<Observation>& observations) {
 
   Graph graph = classifier_graph(layout, options.hidden, models.size(), 1, false);
   for (LayerSpec& layer : graph.layers) {
-    for (const Tensor& weight : net.weights(layer.name)) layer.weights.push_back(weight.to(Device::cpu()).clone());
+    for (const Tensor& weight : net.weights(layer.name))
+      layer.weights.push_back(weight.to(Device::cpu()).clone());
   }
   graph.metadata.name = "context_model";
   graph.metadata.task = kTask;
@@ -668,7 +683,8 @@ ContextModel ContextModel::load(const std::string& path) {
     }
     return static_cast<int>(it->second);
   };
-  if (metric(kFeatureVersion) != 1) throw fail("feature version " + std::to_string(metric(kFeatureVersion)) + " is unknown");
+  if (metric(kFeatureVersion) != 1)
+    throw fail("feature version " + std::to_string(metric(kFeatureVersion)) + " is unknown");
   ContextModelOptions options;
   options.location_buckets = metric(kLocationBuckets);
   options.app_buckets = metric(kAppBuckets);
@@ -701,8 +717,9 @@ Preloader::Preloader(Ranker ranker, std::map<std::string, std::size_t> model_byt
   }
 }
 
-Preloader::Preloader(std::shared_ptr<const ContextModel> model, std::map<std::string, std::size_t> model_bytes,
-                     std::size_t budget_bytes, PreloaderOptions options)
+Preloader::Preloader(std::shared_ptr<const ContextModel> model,
+                     std::map<std::string, std::size_t> model_bytes, std::size_t budget_bytes,
+                     PreloaderOptions options)
     : Preloader(
           [model](const RequestContext& context) {
             if (!model) throw ModelError("preloader: no context model");
@@ -712,7 +729,8 @@ Preloader::Preloader(std::shared_ptr<const ContextModel> model, std::map<std::st
 
 std::vector<ModelScore> Preloader::rank(const RequestContext& context) const { return ranker_(context); }
 
-std::vector<std::string> Preloader::choose_within(const std::vector<ModelScore>& ranked, std::size_t budget) const {
+std::vector<std::string> Preloader::choose_within(const std::vector<ModelScore>& ranked,
+                                                  std::size_t budget) const {
   std::vector<std::string> chosen;
   std::size_t left = budget;
   for (const ModelScore& candidate : ranked) {
@@ -726,10 +744,13 @@ std::vector<std::string> Preloader::choose_within(const std::vector<ModelScore>&
 }
 
 std::vector<std::string> Preloader::choose(const std::vector<ModelScore>& ranked) const {
-  return choose_within(ranked, static_cast<std::size_t>(static_cast<double>(budget_) * options_.budget_fraction));
+  return choose_within(ranked,
+                       static_cast<std::size_t>(static_cast<double>(budget_) * options_.budget_fraction));
 }
 
-std::vector<std::string> Preloader::plan(const RequestContext& context) const { return choose(ranker_(context)); }
+std::vector<std::string> Preloader::plan(const RequestContext& context) const {
+  return choose(ranker_(context));
+}
 
 std::vector<std::string> Preloader::plan(const std::vector<RequestContext>& contexts) const {
   std::vector<std::vector<ModelScore>> rankings;
@@ -745,7 +766,8 @@ std::vector<ModelScore> Preloader::average(const std::vector<std::vector<ModelSc
   }
   std::vector<ModelScore> averaged;
   averaged.reserve(sum.size());
-  for (const auto& [model, total] : sum) averaged.push_back({model, total / static_cast<double>(rankings.size())});
+  for (const auto& [model, total] : sum)
+    averaged.push_back({model, total / static_cast<double>(rankings.size())});
   std::sort(averaged.begin(), averaged.end(), [](const ModelScore& a, const ModelScore& b) {
     return a.score != b.score ? a.score > b.score : a.model < b.model;
   });
@@ -800,8 +822,9 @@ std::vector<std::string> PreloadWindow::after_request(const RequestContext& cont
 
 // ---- Replay -----------------------------------------------------------------------------------
 
-ReplayResult replay_cache(const std::vector<Observation>& requests, const std::map<std::string, std::size_t>& model_bytes,
-                          std::size_t budget_bytes, const Preloader* preloader, std::int64_t window_seconds) {
+ReplayResult replay_cache(const std::vector<Observation>& requests,
+                          const std::map<std::string, std::size_t>& model_bytes, std::size_t budget_bytes,
+                          const Preloader* preloader, std::int64_t window_seconds) {
   std::map<std::string, std::uint64_t> last_use;  // the resident models
   std::size_t used = 0;
   std::uint64_t clock = 0;
