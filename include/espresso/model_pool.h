@@ -105,6 +105,10 @@ class ModelPool {
   // unknown names and models larger than the budget, and whatever loading the file throws.
   ModelRequest acquire(const std::string& name);
 
+  // Evicts every resident model that no request holds; returns how many. For a caller that ran out of
+  // device memory outside the budget's accounting (activations, library workspaces) and retries.
+  int evict_idle();
+
   ModelPoolStats stats() const;
   const ModelPoolOptions& options() const;
 

@@ -294,6 +294,31 @@ ModelRequest ModelPool::acquire(const std::string& name) {
   return ModelRequest(std::move(state));
 }
 
+int ModelPool::evict_idle() {
+  Shared& shared = *shared_;
+  std::vector<std::shared_ptr<LoadedModel>> evicted;
+  {
+    std::lock_guard lock(shared.mutex);
+    for (auto& [name, entry] : shared.models) {
+      if (entry.residency != Residency::resident || entry.users != 0) continue;
+      evicted.push_back(std::move(entry.loaded));
+      entry.residency = Residency::absent;
+      --shared.stats.resident_models;
+      ++shared.stats.evictions;
+    }
+  }
+  // Freed outside the lock and counted as resident until gone, as reserve() does.
+  std::size_t freed = 0;
+  for (auto& model : evicted) {
+    freed += model->bytes;
+    model.reset();
+  }
+  std::lock_guard lock(shared.mutex);
+  shared.stats.resident_bytes -= freed;
+  shared.changed.notify_all();
+  return static_cast<int>(evicted.size());
+}
+
 ModelPoolStats ModelPool::stats() const {
   std::lock_guard lock(shared_->mutex);
   return shared_->stats;
