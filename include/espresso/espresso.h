@@ -4,6 +4,7 @@
 #include "espresso/devices.h"
 #include "espresso/errors.h"
 #include "espresso/graph.h"
+#include "espresso/image_classifier.h"
 #include "espresso/import.h"
 #include "espresso/model.h"
 #include "espresso/net.h"

@@ -34,6 +34,12 @@ std::string model_card(Graph graph, std::uint64_t size_bytes) {
     inputs.push_back({{"name", input.name}, {"shape", dims}});
   }
   card["inputs"] = inputs;
+  // How an image is turned into the input: resize to size (H, W; empty: the input's own), subtract the
+  // per-channel mean, multiply by scale, channels in channel_order.
+  card["preprocessing"] = {{"size", m.preprocessing.size},
+                           {"mean", m.preprocessing.mean},
+                           {"scale", m.preprocessing.scale},
+                           {"channel_order", m.preprocessing.channel_order}};
   card["outputs"] = graph.outputs;
   std::int64_t params = 0;
   for (const LayerSpec& layer : graph.layers) {

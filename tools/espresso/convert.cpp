@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <stdexcept>
 
 #include "common.h"
 #include "espresso/data.h"
@@ -19,8 +20,10 @@ struct ConvertOptions {
   ModelOptions model;
   std::string output;
   std::string name, version, description, task, license, author, labels, mean, size, channel_order;
+  std::vector<std::string> metrics;  // KEY=VALUE
   double scale = 0.0;
   bool compress = false;
+  bool rgb = false;
 };
 
 std::vector<std::string> read_lines(const std::string& path) {
@@ -54,7 +57,21 @@ void apply_metadata(const ConvertOptions& o, Graph& graph) {
   set(m.task, o.task);
   set(m.license, o.license);
   set(m.author, o.author);
-  set(m.preprocessing.channel_order, o.channel_order);
+  set(m.preprocessing.channel_order, o.rgb ? std::string("rgb") : o.channel_order);
+  for (const std::string& metric : o.metrics) {
+    const std::size_t eq = metric.find('=');
+    std::size_t used = 0;
+    double value = 0.0;
+    try {
+      if (eq == std::string::npos || eq == 0) throw std::invalid_argument("no key");
+      value = std::stod(metric.substr(eq + 1), &used);
+    } catch (const std::exception&) {
+      used = std::string::npos;
+    }
+    if (used != metric.size() - eq - 1)
+      throw UnsupportedError("--metric '" + metric + "': expected KEY=NUMBER, e.g. mnist_top1=0.9905");
+    m.metrics[metric.substr(0, eq)] = value;
+  }
   if (!o.labels.empty()) m.labels = read_lines(o.labels);
   if (o.scale != 0.0) m.preprocessing.scale = o.scale;
   if (!o.mean.empty()) {
@@ -112,6 +129,10 @@ Verb add_convert_verb(CLI::App& app) {
   command->add_option("--size", options->size, "Package: input HxW, e.g. 224x224");
   command->add_option("--channel-order", options->channel_order, "Package: bgr or rgb")
       ->check(CLI::IsMember({"bgr", "rgb"}));
+  command->add_flag("--rgb", options->rgb, "Package: the same as --channel-order rgb");
+  command->add_option("--metric", options->metrics,
+                      "Package: a measured metric KEY=VALUE, e.g. mnist_top1=0.9905 (repeatable; keys with 'acc' or "
+                      "'top1' are the accuracy that search filters on)");
   command->add_flag("--compress", options->compress,
                     "Package: store weights of at most 256 distinct values (pruned, weight-shared models) as "
                     "codebook indices, sparse and Huffman-coded where that is smaller (lossless)");

@@ -66,6 +66,15 @@ int run_show(const ShowOptions& o) {
   if (card.contains("params")) std::printf("parameters:  %s\n", with_commas(card["params"].get<std::int64_t>()).c_str());
   if (card.contains("flops") && card["flops"].is_number())
     std::printf("FLOPs/image: %s\n", si(card["flops"].get<double>(), "FLOP").c_str());
+  if (card.contains("preprocessing") && card["preprocessing"].is_object()) {
+    const nlohmann::json& pre = card["preprocessing"];
+    std::string line = "scale " + pre.value("scale", nlohmann::json(1.0)).dump();
+    if (pre.contains("mean") && !pre["mean"].empty()) line += ", mean " + pre["mean"].dump();
+    if (pre.contains("size") && pre["size"].size() == 2)
+      line += ", size " + pre["size"][0].dump() + "x" + pre["size"][1].dump();
+    line += ", " + pre.value("channel_order", std::string("bgr"));
+    std::printf("preprocessing: %s\n", line.c_str());
+  }
   if (card.contains("metrics"))
     for (const auto& [key, value] : card["metrics"].items()) std::printf("metric:      %s = %s\n", key.c_str(), value.dump().c_str());
   std::printf("versions:\n");
