@@ -9,8 +9,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <span>
 #include <sys/stat.h>
 
+#include "espresso/image_classifier.h"
 #include "espresso/import.h"
 #include "espresso/model_pool.h"
 #include "espresso/serve.h"
@@ -56,6 +58,8 @@ int status_of(const std::exception& e) {
   // The model refused the input (a shape its layers cannot take, a size over the limits).
   if (dynamic_cast<const ShapeError*>(&e) || dynamic_cast<const LimitError*>(&e) || dynamic_cast<const DataError*>(&e))
     return 400;
+  // The model cannot do what the route asks (classify an image with a model that is no image classifier).
+  if (dynamic_cast<const UnsupportedError*>(&e)) return 400;
   return 500;
 }
 
@@ -405,6 +409,46 @@ struct Server::Impl {
     }
   }
 
+  // An image body in, the top-K classes out (espresso/image_classifier.h does the preprocessing the
+  // model's package asks for). ?top=K, default options.top_k.
+  void classify(const std::string& name, const httplib::Request& req, httplib::Response& res,
+                const httplib::ContentReader& reader) {
+    Served& s = served(name);
+    Admission admission(*this);
+    ImageClassifierOptions classifier;
+    classifier.top = options.top_k;
+    classifier.what = "body";
+    if (req.has_param("top")) {
+      const std::string text = req.get_param_value("top");
+      std::size_t used = 0;
+      int top = 0;
+      try {
+        top = std::stoi(text, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != text.size() || top < 1 || top > 1000) throw RequestError("top: must be a number from 1 to 1000");
+      classifier.top = top;
+    }
+    const std::string body = read_body(req, reader);
+    if (body.empty()) throw RequestError("body: empty; send the image's bytes (JPEG, PNG, ...)");
+    const std::span<const std::uint8_t> image(reinterpret_cast<const std::uint8_t*>(body.data()), body.size());
+    const ImageClassification result = with_memory_retry(name, [&] {
+      ModelRequest request = acquire(s);
+      check_image_classifier(request.session().model());
+      return classify_image(request.session(), image, classifier);
+    });
+    json top = json::array();
+    for (const ClassScore& score : result.top)
+      top.push_back({{"index", score.index}, {"label", score.label}, {"probability", score.probability}});
+    send_json(res, {{"model", name},
+                    {"output", result.output},
+                    {"top", top},
+                    {"milliseconds", result.milliseconds},
+                    {"decode_ms", result.decode_ms},
+                    {"forward_ms", result.forward_ms}});
+  }
+
   json model_metadata(Served& s, const std::string& version) {
     const std::shared_ptr<const ModelInfo> model = info(s);
     check_version(s, version);
@@ -562,14 +606,28 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
     });
   }
   guarded("", res, [&] {
-    if (route.matched) throw RequestError("POST " + path + ": inference takes POST");
+    if (route.matched) throw RequestError("GET " + path + ": inference takes POST");
     throw NotFoundError("path: no endpoint " + path);
   });
 }
 
 void Server::Impl::handle_post(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
   const ModelRoute route = parse_model_route(req.path);
-  if (route.matched && route.action == "infer") {
+  // POST /v1/classify/NAME, or its alias POST /api/v1/models/NAME/classify.
+  std::string image_model;
+  const std::string& path = req.path;
+  const std::string api_prefix = "/api/v1/models/";
+  const std::string api_suffix = "/classify";
+  if (path.rfind("/v1/classify/", 0) == 0) {
+    image_model = path.substr(13);
+  } else if (path.rfind(api_prefix, 0) == 0 && path.size() > api_prefix.size() + api_suffix.size() &&
+             path.compare(path.size() - api_suffix.size(), api_suffix.size(), api_suffix) == 0) {
+    image_model = path.substr(api_prefix.size(), path.size() - api_prefix.size() - api_suffix.size());
+  }
+  if (!image_model.empty()) {
+    const std::string label = models.count(image_model) ? image_model : "";
+    guarded(label, res, [&] { classify(image_model, req, res, reader); });
+  } else if (route.matched && route.action == "infer") {
     const std::string label = models.count(route.name) ? route.name : "";
     guarded(label, res, [&] { infer(route.name, route.version, req, res, reader); });
   } else {
