@@ -31,6 +31,8 @@ packages=(
   fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-cs fortunes-eo fortunes-ga
   # clang with its sanitizer and libFuzzer runtimes: scripts/sanitize_ci.sh (CI) and scripts/fuzz.sh
   clang libclang-rt-14-dev
+  # espresso serve's load test (tests/serve_load.sh, ctest label "load") and bench/serve_bench.sh
+  wrk curl
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()

@@ -76,7 +76,7 @@ void Metrics::batch(const std::string& model, std::int64_t samples) {
   batch_size_.try_emplace(model, batch_bounds()).first->second.observe(static_cast<double>(samples));
 }
 
-std::string Metrics::text(const ModelPoolStats& pool) const {
+std::string Metrics::text(const ModelPoolStats& pool, int in_flight) const {
   std::lock_guard lock(mutex_);
   std::string out;
   header(out, "espresso_requests_total", "counter", "Requests by model (empty for other endpoints) and HTTP status.");
@@ -90,6 +90,8 @@ std::string Metrics::text(const ModelPoolStats& pool) const {
   header(out, "espresso_batch_size", "histogram", "Samples per batch the model ran.");
   for (const auto& [model, histogram] : batch_size_)
     histogram.write(out, "espresso_batch_size", "model=\"" + label_value(model) + "\"");
+  header(out, "espresso_requests_in_flight", "gauge", "Inference requests admitted and not yet answered.");
+  out += "espresso_requests_in_flight " + std::to_string(in_flight) + "\n";
   header(out, "espresso_resident_models", "gauge", "Models resident in the pool.");
   out += "espresso_resident_models " + std::to_string(pool.resident_models) + "\n";
   header(out, "espresso_resident_bytes", "gauge", "Weight bytes of the resident models.");

@@ -32,7 +32,7 @@ class Metrics {
   void request(const std::string& model, int status, double seconds);
   void batch(const std::string& model, std::int64_t samples);
   // The whole exposition, the pool's gauges and counters included.
-  std::string text(const ModelPoolStats& pool) const;
+  std::string text(const ModelPoolStats& pool, int in_flight) const;
 
  private:
   mutable std::mutex mutex_;

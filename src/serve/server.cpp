@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <span>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "espresso/image_classifier.h"
@@ -149,6 +150,7 @@ struct Server::Impl {
   std::atomic<int> in_flight{0};
   std::atomic<bool> stopping{false};
   std::atomic<bool> running{false};
+  std::atomic<int> listen_fd{-1};
   std::mutex lifecycle;
   std::thread background;
 
@@ -260,23 +262,33 @@ struct Server::Impl {
   }
 
   std::shared_ptr<const CatalogEntry> catalog(Served& s) {
-    std::lock_guard lock(s.mutex);
-    if (s.catalog) return s.catalog;
-    ensure_added(s);
+    std::string path;
+    std::string digest;
+    {
+      std::lock_guard lock(s.mutex);
+      if (s.catalog) return s.catalog;
+      ensure_added(s);
+      path = s.path;
+      digest = s.manifest_digest;
+    }
+    // Read and planned outside the lock, so inference on the model goes on meanwhile.
     auto entry = std::make_shared<CatalogEntry>();
     try {
-      Graph graph = load_model(s.path, s.spec.weights);
-      entry->card = json::parse(store::model_card(std::move(graph), fs::file_size(s.path) +
-                                                               (s.spec.weights.empty() ? 0 : fs::file_size(s.spec.weights))));
-      entry->digest = s.manifest_digest.empty() ? store::sha256_file_digest(s.path) : s.manifest_digest;
+      Graph graph = load_model(path, s.spec.weights);
+      const std::uint64_t bytes = fs::file_size(path) + (s.spec.weights.empty() ? 0 : fs::file_size(s.spec.weights));
+      entry->card = json::parse(store::model_card(std::move(graph), bytes));
+      entry->digest = digest.empty() ? store::sha256_file_digest(path) : digest;
       struct stat info {};
-      if (::stat(s.path.c_str(), &info) == 0) entry->updated = static_cast<std::int64_t>(info.st_mtime);
+      if (::stat(path.c_str(), &info) == 0) entry->updated = static_cast<std::int64_t>(info.st_mtime);
     } catch (const Error& e) {
+      throw ModelLoadError("model '" + s.spec.name + "' cannot be read: " + e.what());
+    } catch (const fs::filesystem_error& e) {
       throw ModelLoadError("model '" + s.spec.name + "' cannot be read: " + e.what());
     }
     if (entry->card.value("name", "").empty()) entry->card["name"] = s.spec.name;
-    s.catalog = entry;
-    return entry;
+    std::lock_guard lock(s.mutex);
+    if (!s.catalog) s.catalog = entry;
+    return s.catalog;
   }
 
   void check_version(Served& s, const std::string& version) {
@@ -582,7 +594,7 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
     });
   }
   if (path == "/metrics") {
-    return guarded("", res, [&] { res.set_content(metrics.text(pool->stats()), "text/plain; version=0.0.4"); });
+    return guarded("", res, [&] { res.set_content(metrics.text(pool->stats(), in_flight.load()), "text/plain; version=0.0.4"); });
   }
   if (path == "/api/v1/models") return guarded("", res, [&] { api_models(req, res); });
   if (path.rfind("/api/v1/models/", 0) == 0) {
@@ -675,6 +687,12 @@ Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std
   s.http.set_keep_alive_max_count(100000);
   s.http.set_keep_alive_timeout(2);
   s.http.set_tcp_nodelay(true);
+  // httplib listens with a backlog of 5: 64 clients connecting at once overflow it and the kernel drops
+  // their handshakes, which come back seconds later. The socket is kept so bind() can widen it.
+  s.http.set_socket_options([&s](socket_t sock) {
+    httplib::default_socket_options(sock);
+    s.listen_fd = sock;
+  });
   s.http.set_payload_max_length(s.options.max_body_bytes + 1);
   s.http.Get(R"(/.*)", [&s](const httplib::Request& req, httplib::Response& res) { s.handle_get(req, res); });
   s.http.Post(R"(/.*)", [&s](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
@@ -707,6 +725,7 @@ int Server::bind() {
   }
   if (s.port <= 0)
     throw ServeError("serve: cannot listen on " + s.options.host + ":" + std::to_string(s.options.port));
+  if (s.listen_fd >= 0) ::listen(s.listen_fd, SOMAXCONN);
   return s.port;
 }
 
