@@ -7,7 +7,8 @@
 # worker per model. Prints a Markdown table (requests/s, p50/p99 latency, mean batch from /metrics).
 #
 # Usage: bench/serve_bench.sh [DEVICE] [SECONDS] [CONNECTIONS]    (defaults: cpu 20 64)
-#   env: BUILD (default build), DATA (default ../shared/data), MAX_BATCH (64), QUEUE_DELAY_US (2000)
+#   env: BUILD (default build), DATA (default ../shared/data), MAX_BATCH (64), QUEUE_DELAY_US (2000),
+#        MODELS ("lenet resnet18")
 # On the H200: ESPRESSO_CMAKE_ARGS=-DESPRESSO_CUDA=ON build, then bench/serve_bench.sh cuda 20 128
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +18,7 @@ connections=${3:-64}
 build=${BUILD:-$here/build}
 data=${DATA:-$here/../shared/data}
 max_batch=${MAX_BATCH:-64}
+models=${MODELS:-lenet resnet18}
 delay=${QUEUE_DELAY_US:-2000}
 cli=$build/bin/espresso
 command -v wrk > /dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
@@ -100,6 +102,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
 for entry in "lenet|$data/caffe/lenet/lenet.prototxt,$data/caffe/lenet/lenet_iter_10000.caffemodel" \
              "resnet18|$data/onnx/resnet18/model.onnx"; do
   IFS='|' read -r model spec <<< "$entry"
+  [[ " $models " == *" $model "* ]] || continue
   read -r rps1 p50_1 p99_1 err1 mb1 < <(run "$model" "$spec" 1)
   read -r rpsb p50_b p99_b errb mbb < <(run "$model" "$spec" "$max_batch")
   ratio=$(python3 -c "print('%.2f' % ($rpsb / max($rps1, 1e-9)))")

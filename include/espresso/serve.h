@@ -54,6 +54,10 @@ struct ServerOptions {
   int max_concurrency = 256;
   // Batches of one model that may run at once (each on its own pool context).
   int workers_per_model = 1;
+  // Zero-pad batches to powers of two (at most max_batch) so each context keeps a plan (and a CUDA
+  // graph) per size instead of replanning for every batch size; costs the padded rows' compute.
+  enum class PadBatches { on_gpu, always, never };
+  PadBatches pad_batches = PadBatches::on_gpu;
   // Worker threads of each session's CPU kernels; 0 shares the process's pool.
   int session_threads = 0;
   std::size_t max_body_bytes = 64 << 20;  // larger bodies get 413

@@ -113,16 +113,22 @@ void Batcher::run_batch(std::vector<std::unique_ptr<Job>>& jobs) {
       job.result.set_exception(std::current_exception());
     }
   };
-  if (jobs.size() == 1) return run_alone(*jobs.front());
   std::int64_t total = 0;
   for (const auto& job : jobs) total += job->samples;
+  std::int64_t padded = total;
+  if (options_.pad_to_buckets) {
+    padded = 1;
+    while (padded < total) padded *= 2;
+    if (padded > options_.max_batch) padded = std::max<std::int64_t>(total, options_.max_batch);
+  }
+  if (jobs.size() == 1 && padded == total) return run_alone(*jobs.front());
   TensorMap outputs;
   try {
     TensorMap inputs;
     for (const auto& [name, first] : jobs.front()->inputs) {
       std::vector<std::int64_t> dims = first.shape().dims();
-      dims[0] = total;
-      Tensor joined = Tensor::empty(Shape(dims), first.dtype());
+      dims[0] = padded;
+      Tensor joined = Tensor::zeros(Shape(dims), first.dtype());
       char* cursor = static_cast<char*>(joined.raw());
       for (const auto& job : jobs) {
         const Tensor& part = job->inputs.at(name);
@@ -135,6 +141,9 @@ void Batcher::run_batch(std::vector<std::unique_ptr<Job>>& jobs) {
   } catch (const UnavailableError&) {
     for (const auto& job : jobs) job->result.set_exception(std::current_exception());
     return;
+  } catch (const ModelLoadError&) {
+    for (const auto& job : jobs) job->result.set_exception(std::current_exception());
+    return;
   } catch (const std::exception&) {
     // A model with a fixed batch (a Reshape to a constant shape, say) fails on a larger one: from now
     // on its requests run one by one.
@@ -144,7 +153,7 @@ void Batcher::run_batch(std::vector<std::unique_ptr<Job>>& jobs) {
   }
   bool batched = true;
   for (const auto& [name, tensor] : outputs) {
-    if (tensor.shape().rank() == 0 || tensor.shape()[0] != total) batched = false;
+    if (tensor.shape().rank() == 0 || tensor.shape()[0] != padded) batched = false;
   }
   if (!batched) {
     batchable_ = false;

@@ -1,7 +1,8 @@
 // Dynamic batching for one model: requests queue up; a worker takes the oldest, waits up to the
 // queue delay for more requests whose inputs have the same names and per-sample shapes, concatenates
 // them along dimension 0 (at most max_batch samples), runs them as one batch and splits the outputs
-// back. A model whose outputs do not carry the batch in dimension 0 runs each request alone.
+// back. A model whose outputs do not carry the batch in dimension 0 runs each request alone. `run`
+// receives the batch size as dimension 0 of its inputs (the padded one when padding).
 #pragma once
 
 #include <atomic>
@@ -28,6 +29,9 @@ struct BatcherOptions {
   int max_batch = 32;
   std::chrono::microseconds max_queue_delay{2000};
   int workers = 1;
+  // Zero-pads each batch to the next power of two (at most max_batch), so the sessions see a few batch
+  // sizes and keep their plans (and CUDA graphs) instead of replanning for every size.
+  bool pad_to_buckets = false;
 };
 
 class Batcher {

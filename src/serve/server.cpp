@@ -202,13 +202,13 @@ struct Server::Impl {
     }
   }
 
-  ModelRequest acquire(Served& s) {
+  ModelRequest acquire(Served& s, std::int64_t batch = 0) {
     {
       std::lock_guard lock(s.mutex);
       ensure_added(s);
     }
     try {
-      ModelRequest request = pool->acquire(s.spec.name);
+      ModelRequest request = pool->acquire(s.spec.name, batch);
       std::lock_guard lock(s.mutex);
       s.load_error.clear();
       return request;
@@ -223,7 +223,8 @@ struct Server::Impl {
 
   TensorMap run(Served& s, const TensorMap& inputs) {
     return with_memory_retry(s.spec.name, [&] {
-      ModelRequest request = acquire(s);
+      const Tensor& first = inputs.begin()->second;
+      ModelRequest request = acquire(s, first.shape().rank() > 0 ? first.shape()[0] : 0);
       return request.forward(inputs);
     });
   }
@@ -662,6 +663,12 @@ Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std
   pool.device = s.options.device;
   pool.budget_bytes = s.options.memory_budget_bytes;
   pool.session.threads = s.options.session_threads;
+  // One idle context per padded batch size (1, 2, 4, ... max_batch) and per worker, so none replans.
+  int sizes = 1;
+  while ((1 << (sizes - 1)) < s.options.max_batch) ++sizes;
+  pool.max_idle_contexts = std::max(4, sizes + s.options.workers_per_model);
+  const bool pad = s.options.pad_batches == ServerOptions::PadBatches::always ||
+                   (s.options.pad_batches == ServerOptions::PadBatches::on_gpu && !s.options.device.is_cpu());
   s.pool = std::make_unique<ModelPool>(pool);
   for (ModelSpec& spec : models) {
     if (!valid_model_name(spec.name)) throw ServeError("model name '" + spec.name + "' is not valid");
@@ -675,7 +682,7 @@ Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std
     served->spec = spec;
     Served* raw = served.get();
     const std::string name = spec.name;
-    BatcherOptions batching{s.options.max_batch, s.options.max_queue_delay, s.options.workers_per_model};
+    BatcherOptions batching{s.options.max_batch, s.options.max_queue_delay, s.options.workers_per_model, pad};
     served->batcher = std::make_unique<Batcher>(
         batching, [&s, raw](const TensorMap& inputs) { return s.run(*raw, inputs); },
         [&s, name](std::int64_t samples) { s.metrics.batch(name, samples); });

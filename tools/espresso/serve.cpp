@@ -29,6 +29,7 @@ struct ServeCliOptions {
   int http_threads = 128;
   std::string max_body = "64M";
   int timeout = 10;
+  std::string pad_batches = "gpu";
 };
 
 int stop_pipe[2] = {-1, -1};
@@ -76,6 +77,9 @@ int run_serve(const ServeCliOptions& o) {
   options.max_queue_delay = std::chrono::microseconds(o.max_queue_delay_us);
   options.max_concurrency = o.max_concurrency;
   options.workers_per_model = o.workers;
+  options.pad_batches = o.pad_batches == "on"    ? serve::ServerOptions::PadBatches::always
+                        : o.pad_batches == "off" ? serve::ServerOptions::PadBatches::never
+                                                 : serve::ServerOptions::PadBatches::on_gpu;
   options.http_threads = o.http_threads;
   options.read_timeout = std::chrono::seconds(o.timeout);
   options.write_timeout = std::chrono::seconds(o.timeout);
@@ -127,6 +131,9 @@ Verb add_serve_verb(CLI::App& app) {
       ->capture_default_str()->check(CLI::Range(1, 1000000));
   command->add_option("--workers", o->workers, "Batches of one model running at once")
       ->capture_default_str()->check(CLI::Range(1, 64));
+  command->add_option("--pad-batches", o->pad_batches,
+                      "Zero-pad batches to powers of two so plans are reused: gpu (on GPUs only), on, off")
+      ->capture_default_str()->check(CLI::IsMember({"gpu", "on", "off"}));
   add_threads_option(*command, o->threads);
   command->add_option("--http-threads", o->http_threads, "Connections served at once")
       ->capture_default_str()->check(CLI::Range(1, 4096));
