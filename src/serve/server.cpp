@@ -566,7 +566,7 @@ ModelRoute parse_model_route(const std::string& path) {
   }
   std::size_t i = 0;
   route.name = parts[i++];
-  if (i + 1 < parts.size() + 1 && i < parts.size() && parts[i] == "versions") {
+  if (i < parts.size() && parts[i] == "versions") {
     if (i + 1 >= parts.size() || parts[i + 1].empty()) return route;
     route.version = parts[i + 1];
     i += 2;
