@@ -28,6 +28,8 @@
 #include "espresso/model.h"
 #include "espresso/package.h"
 #include "espresso/serve.h"
+#include "serve/batcher.h"
+#include "serve/errors.h"
 #include "test_support.h"
 
 #define STB_IMAGE_WRITE_STATIC
@@ -52,13 +54,15 @@ class Serve : public testing::SharedDataTest {
 
   // MNIST test digit `i`, scaled to [0, 1) as LeNet was trained, as a 1x1x28x28 tensor.
   static Tensor digit(int i) {
-    static const data::LabeledImages digits = data::load_mnist((data() / "mnist").string(), data::Split::test);
+    static const data::LabeledImages digits =
+        data::load_mnist((data() / "mnist").string(), data::Split::test);
     Tensor t = Tensor::empty({1, 1, 28, 28});
     for (int p = 0; p < 784; ++p) t.data<float>()[p] = digits.image(i)[p] * 0.00390625f;
     return t;
   }
   static std::uint8_t label(int i) {
-    static const data::LabeledImages digits = data::load_mnist((data() / "mnist").string(), data::Split::test);
+    static const data::LabeledImages digits =
+        data::load_mnist((data() / "mnist").string(), data::Split::test);
     return digits.labels[static_cast<std::size_t>(i)];
   }
 
@@ -78,7 +82,8 @@ class Serve : public testing::SharedDataTest {
         for (int r = 0; r < 10; ++r) {
           const int from = (r + k) % 10;
           for (std::int64_t c = 0; c < row; ++c)
-            new_weight.data<float>()[r * row + c] = weight.data<float>()[from * row + c] * (1.0f + 0.1f * static_cast<float>(k));
+            new_weight.data<float>()[r * row + c] =
+                weight.data<float>()[from * row + c] * (1.0f + 0.1f * static_cast<float>(k));
           new_bias.data<float>()[r] = bias.data<float>()[from];
         }
         layer.weights[0] = new_weight;
@@ -98,8 +103,8 @@ class Serve : public testing::SharedDataTest {
 };
 
 // The outputs of running the model directly, batch by batch as given.
-std::map<std::string, Tensor> direct(const std::string& path, const std::string& weights, const std::string& input,
-                                     const Tensor& batch) {
+std::map<std::string, Tensor> direct(const std::string& path, const std::string& weights,
+                                     const std::string& input, const Tensor& batch) {
   Session session(Model::load(path, weights));
   return session.run({{input, batch}});
 }
@@ -122,9 +127,12 @@ json tensor_json(const std::string& name, const Tensor& t) {
   return {{"name", name}, {"datatype", "FP32"}, {"shape", dims}, {"data", t.to_vector()}};
 }
 
-std::string infer_body(const std::string& name, const Tensor& t) { return json{{"inputs", {tensor_json(name, t)}}}.dump(); }
+std::string infer_body(const std::string& name, const Tensor& t) {
+  return json{{"inputs", {tensor_json(name, t)}}}.dump();
+}
 
-void expect_near(const std::vector<float>& got, const Tensor& want, double tolerance, const std::string& what) {
+void expect_near(const std::vector<float>& got, const Tensor& want, double tolerance,
+                 const std::string& what) {
   ASSERT_EQ(static_cast<std::int64_t>(got.size()), want.numel()) << what;
   for (std::size_t i = 0; i < got.size(); ++i) {
     ASSERT_NEAR(got[i], want.data<float>()[i], tolerance) << what << " element " << i;
@@ -193,6 +201,66 @@ double metric(const std::string& text, const std::string& prefix) {
   return total;
 }
 
+// The batcher alone, with a "model" that doubles its input and records the batch sizes it ran: rows go
+// back to their requests, padding adds zero rows that never come back, and a model that fails at a
+// larger batch (fixed batch 1) gets every request run alone.
+TEST(ServeBatcher, SplitsPadsAndFallsBackToSingleRuns) {
+  for (const bool fixed_batch : {false, true}) {
+    std::mutex mutex;
+    std::vector<std::int64_t> runs;
+    std::vector<std::int64_t> reported;
+    serve::BatcherOptions options;
+    options.max_batch = 8;
+    options.max_queue_delay = std::chrono::milliseconds(300);
+    options.pad_to_buckets = true;
+    serve::Batcher batcher(
+        options,
+        [&](const serve::TensorMap& inputs) {
+          const Tensor& x = inputs.at("x");
+          {
+            std::lock_guard lock(mutex);
+            runs.push_back(x.shape()[0]);
+          }
+          if (fixed_batch && x.shape()[0] != 1) throw ShapeError("fixed batch 1");
+          Tensor y = Tensor::empty(x.shape());
+          for (std::int64_t i = 0; i < x.numel(); ++i) y.data<float>()[i] = 2 * x.data<float>()[i];
+          return serve::TensorMap{{"y", y}};
+        },
+        [&](std::int64_t samples) {
+          std::lock_guard lock(mutex);
+          reported.push_back(samples);
+        });
+    // Requests of 1, 2 and 2 samples: 5 rows, padded to 8.
+    std::vector<std::future<serve::TensorMap>> results;
+    for (int r = 0; r < 3; ++r) {
+      const std::int64_t n = r == 0 ? 1 : 2;
+      Tensor x = Tensor::empty({n, 3});
+      for (std::int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>(100 * r + i);
+      results.push_back(batcher.submit({{"x", x}}));
+    }
+    for (int r = 0; r < 3; ++r) {
+      if (fixed_batch && r > 0) {
+        EXPECT_THROW(results[static_cast<std::size_t>(r)].get(), ShapeError);
+        continue;
+      }
+      const Tensor y = results[static_cast<std::size_t>(r)].get().at("y");
+      ASSERT_EQ(y.shape()[0], r == 0 ? 1 : 2);
+      for (std::int64_t i = 0; i < y.numel(); ++i)
+        EXPECT_EQ(y.data<float>()[i], 2.0f * static_cast<float>(100 * r + i));
+    }
+    batcher.shutdown();
+    if (!fixed_batch) {
+      EXPECT_EQ(runs, std::vector<std::int64_t>({8}));
+      EXPECT_EQ(reported, std::vector<std::int64_t>({5}));
+    } else {
+      // The padded batch failed; each request then ran alone (a batch of 2 fails too, as a model with a
+      // fixed batch would), and the 2-sample requests end in the error.
+      EXPECT_EQ(runs, std::vector<std::int64_t>({8, 1, 2, 2}));
+      EXPECT_EQ(reported, std::vector<std::int64_t>({1}));
+    }
+  }
+}
+
 TEST_F(Serve, ModelSpecsParse) {
   const serve::ModelSpec a = serve::ModelSpec::parse("digits=" + lenet() + "," + lenet_weights());
   EXPECT_EQ(a.name, "digits");
@@ -241,25 +309,31 @@ TEST_F(Serve, EveryEndpointAnswersAsTheModelDoes) {
   // JSON inference, a batch of two digits, against the direct run.
   const Tensor two = stack({digit(0), digit(1)});
   int status = 0;
-  json answer = post_json(c, "/v2/models/lenet/infer", json{{"id", "r1"}, {"inputs", {tensor_json("data", two)}}}.dump(), status);
+  json answer = post_json(c, "/v2/models/lenet/infer",
+                          json{{"id", "r1"}, {"inputs", {tensor_json("data", two)}}}.dump(), status);
   ASSERT_EQ(status, 200) << answer.dump();
   EXPECT_EQ(answer["id"], "r1");
   EXPECT_EQ(answer["model_name"], "lenet");
   EXPECT_EQ(answer["outputs"][0]["shape"], json({2, 10}));
-  expect_near(data_of(answer["outputs"][0]), direct(lenet(), lenet_weights(), "data", two)["prob"], 1e-6, "lenet");
+  expect_near(data_of(answer["outputs"][0]), direct(lenet(), lenet_weights(), "data", two)["prob"], 1e-6,
+              "lenet");
 
   // The ONNX model, a version in the path, the outputs selection.
-  answer = post_json(c, "/v2/models/digits/versions/1/infer",
-                     json{{"inputs", {tensor_json("data", digit(2))}}, {"outputs", {{{"name", "prob"}}}}}.dump(), status);
+  answer = post_json(
+      c, "/v2/models/digits/versions/1/infer",
+      json{{"inputs", {tensor_json("data", digit(2))}}, {"outputs", {{{"name", "prob"}}}}}.dump(), status);
   ASSERT_EQ(status, 200) << answer.dump();
-  expect_near(data_of(answer["outputs"][0]), direct(packages[3], "", "data", digit(2))["prob"], 1e-6, "digits");
+  expect_near(data_of(answer["outputs"][0]), direct(packages[3], "", "data", digit(2))["prob"], 1e-6,
+              "digits");
   answer = post_json(c, "/v2/models/mnist/infer", infer_body("Input3", digit(3)), status);
   ASSERT_EQ(status, 200) << answer.dump();
-  expect_near(data_of(answer["outputs"][0]), direct(mnist_onnx(), "", "Input3", digit(3))["Plus214_Output_0"], 1e-5, "mnist");
+  expect_near(data_of(answer["outputs"][0]), direct(mnist_onnx(), "", "Input3", digit(3))["Plus214_Output_0"],
+              1e-5, "mnist");
 
   // UINT8 pixels and nested data give what the same values as FP32 give.
   {
-    static const data::LabeledImages digits = data::load_mnist((data() / "mnist").string(), data::Split::test);
+    static const data::LabeledImages digits =
+        data::load_mnist((data() / "mnist").string(), data::Split::test);
     json rows = json::array();
     Tensor as_float = Tensor::empty({1, 1, 28, 28});
     for (int y = 0; y < 28; ++y) {
@@ -270,19 +344,27 @@ TEST_F(Serve, EveryEndpointAnswersAsTheModelDoes) {
       }
       rows.push_back(row);
     }
-    json input = {{"name", "Input3"}, {"datatype", "UINT8"}, {"shape", {1, 1, 28, 28}}, {"data", json::array({json::array({rows})})}};
+    json input = {{"name", "Input3"},
+                  {"datatype", "UINT8"},
+                  {"shape", {1, 1, 28, 28}},
+                  {"data", json::array({json::array({rows})})}};
     answer = post_json(c, "/v2/models/mnist/infer", json{{"inputs", {input}}}.dump(), status);
     ASSERT_EQ(status, 200) << answer.dump();
-    expect_near(data_of(answer["outputs"][0]), direct(mnist_onnx(), "", "Input3", as_float)["Plus214_Output_0"], 1e-4, "uint8");
+    expect_near(data_of(answer["outputs"][0]),
+                direct(mnist_onnx(), "", "Input3", as_float)["Plus214_Output_0"], 1e-4, "uint8");
   }
 
   // Binary data extension: input as raw FP32 after the JSON, output asked for as binary.
   {
     const Tensor three = stack({digit(5), digit(6), digit(7)});
-    const std::string header = json{{"inputs", {{{"name", "data"}, {"datatype", "FP32"}, {"shape", {3, 1, 28, 28}},
-                                                {"parameters", {{"binary_data_size", three.bytes()}}}}}},
-                                    {"outputs", {{{"name", "prob"}, {"parameters", {{"binary_data", true}}}}}}}
-                                   .dump();
+    const std::string header =
+        json{{"inputs",
+              {{{"name", "data"},
+                {"datatype", "FP32"},
+                {"shape", {3, 1, 28, 28}},
+                {"parameters", {{"binary_data_size", three.bytes()}}}}}},
+             {"outputs", {{{"name", "prob"}, {"parameters", {{"binary_data", true}}}}}}}
+            .dump();
     std::string body = header;
     body.append(static_cast<const char*>(three.raw()), three.bytes());
     httplib::Headers headers = {{"Inference-Header-Content-Length", std::to_string(header.size())}};
@@ -315,8 +397,8 @@ TEST_F(Serve, EveryEndpointAnswersAsTheModelDoes) {
   ASSERT_EQ(list["models"].size(), 3u);
   EXPECT_TRUE(list["next_cursor"].is_null());
   for (const json& entry : list["models"]) {
-    for (const char* key : {"name", "version", "digest", "description", "task", "license", "author", "size_bytes",
-                            "params", "flops", "metrics"})
+    for (const char* key : {"name", "version", "digest", "description", "task", "license", "author",
+                            "size_bytes", "params", "flops", "metrics"})
       EXPECT_TRUE(entry.contains(key)) << key;
   }
   const json filtered = json::parse(c.Get("/api/v1/models?task=classification")->body);
@@ -333,7 +415,8 @@ TEST_F(Serve, EveryEndpointAnswersAsTheModelDoes) {
 
   // The image route: a PNG of a digit, top-K from the package's preprocessing and labels.
   {
-    static const data::LabeledImages digits = data::load_mnist((data() / "mnist").string(), data::Split::test);
+    static const data::LabeledImages digits =
+        data::load_mnist((data() / "mnist").string(), data::Split::test);
     const std::string png = dir.file("digit.png");
     ASSERT_NE(stbi_write_png(png.c_str(), 28, 28, 1, digits.image(8), 28), 0);
     const std::string bytes = testing::read_bytes(png);
@@ -372,37 +455,52 @@ TEST_F(Serve, BadInputGetsJsonErrorsNamingTheField) {
   Running running(options, {spec("lenet", lenet(), lenet_weights()), spec("broken", broken)});
   httplib::Client c = running.client();
   const std::string good = infer_body("data", digit(0));
-  const auto expect_error = [&](const std::string& path, const std::string& body, int want, const std::string& names,
-                                const httplib::Headers& headers = {}) {
+  const auto expect_error = [&](const std::string& path, const std::string& body, int want,
+                                const std::string& names, const httplib::Headers& headers = {}) {
     auto res = c.Post(path.c_str(), headers, body, "application/json");
     ASSERT_TRUE(res) << path << " " << body.substr(0, 80);
     EXPECT_EQ(res->status, want) << res->body;
     const json error = json::parse(res->body, nullptr, false);
     ASSERT_TRUE(error.is_object() && error.contains("error")) << res->body;
-    EXPECT_NE(error["error"].get<std::string>().find(names), std::string::npos) << error["error"] << " lacks " << names;
+    EXPECT_NE(error["error"].get<std::string>().find(names), std::string::npos)
+        << error["error"] << " lacks " << names;
   };
   const std::string inf = "/v2/models/lenet/infer";
   expect_error(inf, "{\"inputs\": [", 400, "body: not valid JSON");
   expect_error(inf, "[1, 2]", 400, "JSON object");
   expect_error(inf, "{}", 400, "inputs");
-  expect_error(inf, R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "BYTES", "data": []}]})", 400,
-               "inputs[0].datatype");
-  expect_error(inf, R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "FP32", "data": [1, 2, 3]}]})", 400,
-               "inputs[0].data: 3 values");
-  expect_error(inf, R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "FP32", "data": ["a"]}]})", 400,
-               "inputs[0].data");
-  expect_error(inf, R"({"inputs": [{"name": "data", "shape": [1,3,28,28], "datatype": "FP32", "data": [0]}]})", 400,
-               "inputs[0].data");
+  expect_error(inf,
+               R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "BYTES", "data": []}]})",
+               400, "inputs[0].datatype");
+  expect_error(
+      inf, R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "FP32", "data": [1, 2, 3]}]})",
+      400, "inputs[0].data: 3 values");
+  expect_error(inf,
+               R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "FP32", "data": ["a"]}]})",
+               400, "inputs[0].data");
+  expect_error(inf,
+               R"({"inputs": [{"name": "data", "shape": [1,3,28,28], "datatype": "FP32", "data": [0]}]})",
+               400, "inputs[0].data");
   {
-    json wrong_shape = {{"inputs", {{{"name", "data"}, {"datatype", "FP32"}, {"shape", {1, 1, 14, 56}},
-                                     {"data", std::vector<float>(784, 0.0f)}}}}};
+    json wrong_shape = {{"inputs",
+                         {{{"name", "data"},
+                           {"datatype", "FP32"},
+                           {"shape", {1, 1, 14, 56}},
+                           {"data", std::vector<float>(784, 0.0f)}}}}};
     expect_error(inf, wrong_shape.dump(), 400, "inputs[0].shape");
-    json zero_batch = {{"inputs", {{{"name", "data"}, {"datatype", "FP32"}, {"shape", {0, 1, 28, 28}}, {"data", json::array()}}}}};
+    json zero_batch = {
+        {"inputs",
+         {{{"name", "data"}, {"datatype", "FP32"}, {"shape", {0, 1, 28, 28}}, {"data", json::array()}}}}};
     expect_error(inf, zero_batch.dump(), 400, "inputs[0].shape");
-    json negative = {{"inputs", {{{"name", "data"}, {"datatype", "FP32"}, {"shape", {-1, 1, 28, 28}}, {"data", json::array()}}}}};
+    json negative = {
+        {"inputs",
+         {{{"name", "data"}, {"datatype", "FP32"}, {"shape", {-1, 1, 28, 28}}, {"data", json::array()}}}}};
     expect_error(inf, negative.dump(), 400, "inputs[0].shape");
-    json uint8 = {{"inputs", {{{"name", "data"}, {"datatype", "UINT8"}, {"shape", {1, 1, 28, 28}},
-                               {"data", std::vector<int>(784, 300)}}}}};
+    json uint8 = {{"inputs",
+                   {{{"name", "data"},
+                     {"datatype", "UINT8"},
+                     {"shape", {1, 1, 28, 28}},
+                     {"data", std::vector<int>(784, 300)}}}}};
     expect_error(inf, uint8.dump(), 400, "out of range for UINT8");
     json unknown_input = {{"inputs", {tensor_json("pixels", digit(0))}}};
     expect_error(inf, unknown_input.dump(), 400, "inputs[0].name");
@@ -410,14 +508,17 @@ TEST_F(Serve, BadInputGetsJsonErrorsNamingTheField) {
     expect_error(inf, unknown_output.dump(), 400, "outputs[0].name");
   }
   // Binary extension faults: a header length past the body, sizes that disagree, bytes left over.
-  expect_error(inf, good, 400, "Inference-Header-Content-Length", {{"Inference-Header-Content-Length", "999999"}});
-  expect_error(inf, good, 400, "Inference-Header-Content-Length", {{"Inference-Header-Content-Length", "12x"}});
+  expect_error(inf, good, 400, "Inference-Header-Content-Length",
+               {{"Inference-Header-Content-Length", "999999"}});
+  expect_error(inf, good, 400, "Inference-Header-Content-Length",
+               {{"Inference-Header-Content-Length", "12x"}});
   {
     const std::string header =
         R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "FP32", "parameters": {"binary_data_size": 100}}]})";
     expect_error(inf, header + std::string(100, '\0'), 400, "binary_data_size",
                  {{"Inference-Header-Content-Length", std::to_string(header.size())}});
-    expect_error(inf, good + "extra", 400, "binary data", {{"Inference-Header-Content-Length", std::to_string(good.size())}});
+    expect_error(inf, good + "extra", 400, "binary data",
+                 {{"Inference-Header-Content-Length", std::to_string(good.size())}});
   }
   // Too large, unknown model and version, unknown paths, a model that cannot be loaded.
   expect_error(inf, std::string(100 << 10, ' '), 413, "body");
@@ -438,8 +539,9 @@ TEST_F(Serve, BadInputGetsJsonErrorsNamingTheField) {
     address.sin_port = htons(static_cast<std::uint16_t>(running.port()));
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-    const std::string head = "POST /v2/models/lenet/infer HTTP/1.1\r\nHost: x\r\nContent-Length: " +
-                             std::to_string(good.size()) + "\r\n\r\n" + good.substr(0, 20);
+    const std::string head =
+        "POST /v2/models/lenet/infer HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(good.size()) +
+        "\r\n\r\n" + good.substr(0, 20);
     ASSERT_EQ(::send(fd, head.data(), head.size(), 0), static_cast<ssize_t>(head.size()));
     timeval wait{5, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
@@ -456,7 +558,8 @@ TEST_F(Serve, BadInputGetsJsonErrorsNamingTheField) {
   int status = 0;
   const json answer = post_json(c, inf, good, status);
   EXPECT_EQ(status, 200) << answer.dump();
-  expect_near(data_of(answer["outputs"][0]), direct(lenet(), lenet_weights(), "data", digit(0))["prob"], 1e-6, "after faults");
+  expect_near(data_of(answer["outputs"][0]), direct(lenet(), lenet_weights(), "data", digit(0))["prob"], 1e-6,
+              "after faults");
 }
 
 class ServeBatching : public Serve, public ::testing::WithParamInterface<bool> {};
@@ -465,7 +568,8 @@ TEST_P(ServeBatching, BatchesAndMatchesUnbatched) {
   serve::ServerOptions options;
   options.max_batch = 16;
   options.max_queue_delay = std::chrono::milliseconds(500);
-  options.pad_batches = GetParam() ? serve::ServerOptions::PadBatches::always : serve::ServerOptions::PadBatches::never;
+  options.pad_batches =
+      GetParam() ? serve::ServerOptions::PadBatches::always : serve::ServerOptions::PadBatches::never;
   Running running(options, {spec("lenet", lenet(), lenet_weights())});
   constexpr int kClients = 12;
   std::vector<std::future<std::pair<int, json>>> answers;
@@ -480,8 +584,8 @@ TEST_P(ServeBatching, BatchesAndMatchesUnbatched) {
   for (int i = 0; i < kClients; ++i) {
     const auto [status, reply] = answers[static_cast<std::size_t>(i)].get();
     ASSERT_EQ(status, 200) << reply.dump();
-    expect_near(data_of(reply["outputs"][0]), direct(lenet(), lenet_weights(), "data", digit(i))["prob"], 1e-5,
-                "client " + std::to_string(i));
+    expect_near(data_of(reply["outputs"][0]), direct(lenet(), lenet_weights(), "data", digit(i))["prob"],
+                1e-5, "client " + std::to_string(i));
   }
   const std::string text = running.client().Get("/metrics")->body;
   const double batches = metric(text, "espresso_batch_size_count{model=\"lenet\"}");
@@ -492,7 +596,9 @@ TEST_P(ServeBatching, BatchesAndMatchesUnbatched) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Padding, ServeBatching, ::testing::Bool(),
-                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Padded" : "Exact"; });
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Padded" : "Exact";
+                         });
 
 TEST_F(Serve, EightModelsUnderABudgetForThreeStayCorrect) {
   TempDir dir;
@@ -503,13 +609,15 @@ TEST_F(Serve, EightModelsUnderABudgetForThreeStayCorrect) {
   options.max_batch = 8;
   options.max_queue_delay = std::chrono::milliseconds(2);
   std::vector<serve::ModelSpec> specs;
-  for (int k = 0; k < kVariants; ++k) specs.push_back(spec("lenet" + std::to_string(k), packages[static_cast<std::size_t>(k)]));
+  for (int k = 0; k < kVariants; ++k)
+    specs.push_back(spec("lenet" + std::to_string(k), packages[static_cast<std::size_t>(k)]));
   Running running(options, specs);
   // The reference: each model run directly on each digit.
   constexpr int kDigits = 4;
   std::vector<std::vector<Tensor>> want(kVariants);
   for (int k = 0; k < kVariants; ++k) {
-    for (int d = 0; d < kDigits; ++d) want[k].push_back(direct(packages[static_cast<std::size_t>(k)], "", "data", digit(d))["prob"]);
+    for (int d = 0; d < kDigits; ++d)
+      want[k].push_back(direct(packages[static_cast<std::size_t>(k)], "", "data", digit(d))["prob"]);
   }
   std::atomic<int> checked{0};
   std::vector<std::thread> clients;
@@ -522,7 +630,8 @@ TEST_F(Serve, EightModelsUnderABudgetForThreeStayCorrect) {
         const int k = static_cast<int>(random() % kVariants);
         const int d = static_cast<int>(random() % kDigits);
         int status = 0;
-        const json reply = post_json(c, "/v2/models/lenet" + std::to_string(k) + "/infer", infer_body("data", digit(d)), status);
+        const json reply = post_json(c, "/v2/models/lenet" + std::to_string(k) + "/infer",
+                                     infer_body("data", digit(d)), status);
         if (status != 200) {
           failures[static_cast<std::size_t>(t)] = reply.dump();
           return;
@@ -530,7 +639,8 @@ TEST_F(Serve, EightModelsUnderABudgetForThreeStayCorrect) {
         const std::vector<float> got = data_of(reply["outputs"][0]);
         for (int j = 0; j < 10; ++j) {
           if (std::abs(got[static_cast<std::size_t>(j)] - want[k][d].data<float>()[j]) > 1e-5) {
-            failures[static_cast<std::size_t>(t)] = "model " + std::to_string(k) + " digit " + std::to_string(d) + " differs";
+            failures[static_cast<std::size_t>(t)] =
+                "model " + std::to_string(k) + " digit " + std::to_string(d) + " differs";
             return;
           }
         }
@@ -599,7 +709,8 @@ TEST_F(Serve, StopFinishesTheRequestsInFlight) {
   serve::ServerOptions options;
   options.max_batch = 64;
   options.max_queue_delay = std::chrono::milliseconds(1000);
-  auto running = std::make_unique<Running>(options, std::vector<serve::ModelSpec>{spec("lenet", lenet(), lenet_weights())});
+  auto running = std::make_unique<Running>(
+      options, std::vector<serve::ModelSpec>{spec("lenet", lenet(), lenet_weights())});
   {
     httplib::Client c = running->client();
     int status = 0;
@@ -629,7 +740,8 @@ TEST_F(Serve, StopFinishesTheRequestsInFlight) {
   for (int i = 0; i < kClients; ++i) {
     const auto [status, reply] = answers[static_cast<std::size_t>(i)].get();
     ASSERT_EQ(status, 200) << "request " << i << " in flight was dropped: " << reply.dump();
-    expect_near(data_of(reply["outputs"][0]), direct(lenet(), lenet_weights(), "data", digit(i))["prob"], 1e-5, "in flight");
+    expect_near(data_of(reply["outputs"][0]), direct(lenet(), lenet_weights(), "data", digit(i))["prob"],
+                1e-5, "in flight");
   }
   httplib::Client late("127.0.0.1", port);
   late.set_connection_timeout(1, 0);
@@ -638,8 +750,8 @@ TEST_F(Serve, StopFinishesTheRequestsInFlight) {
 }
 
 TEST_F(Serve, CliServesAndStopsOnSigterm) {
-  const std::string command = std::string(ESPRESSO_CLI_PATH) + " serve --listen 127.0.0.1:0 --models lenet=" + lenet() +
-                              "," + lenet_weights();
+  const std::string command = std::string(ESPRESSO_CLI_PATH) +
+                              " serve --listen 127.0.0.1:0 --models lenet=" + lenet() + "," + lenet_weights();
   int out[2];
   ASSERT_EQ(::pipe(out), 0);
   const pid_t pid = ::fork();

@@ -63,8 +63,8 @@ struct ServerOptions {
   std::size_t max_body_bytes = 64 << 20;  // larger bodies get 413
   std::chrono::seconds read_timeout{10};  // a client slower than this is dropped
   std::chrono::seconds write_timeout{10};
-  int http_threads = 128;                 // connections served at once (keep-alive holds one each)
-  int top_k = 5;                          // labels returned by the image route by default
+  int http_threads = 128;  // connections served at once (keep-alive holds one each)
+  int top_k = 5;           // labels returned by the image route by default
 };
 
 class Server {

@@ -11,7 +11,8 @@ namespace {
 // Rows [first, first + count) of dimension 0.
 Tensor rows(const Tensor& tensor, std::int64_t first, std::int64_t count) {
   std::vector<std::int64_t> dims = tensor.shape().dims();
-  const std::size_t row_bytes = tensor.shape().rank() > 0 && dims[0] > 0 ? tensor.bytes() / static_cast<std::size_t>(dims[0]) : 0;
+  const std::size_t row_bytes =
+      tensor.shape().rank() > 0 && dims[0] > 0 ? tensor.bytes() / static_cast<std::size_t>(dims[0]) : 0;
   dims[0] = count;
   Tensor out = Tensor::empty(Shape(dims), tensor.dtype());
   std::memcpy(out.raw(), static_cast<const char*>(tensor.raw()) + static_cast<std::size_t>(first) * row_bytes,

@@ -42,7 +42,8 @@ std::string label_value(const std::string& text) {
   return out;
 }
 
-Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+Histogram::Histogram(std::vector<double> bounds)
+    : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
 
 void Histogram::observe(double value) {
   std::size_t bucket = 0;
@@ -79,12 +80,14 @@ void Metrics::batch(const std::string& model, std::int64_t samples) {
 std::string Metrics::text(const ModelPoolStats& pool, int in_flight) const {
   std::lock_guard lock(mutex_);
   std::string out;
-  header(out, "espresso_requests_total", "counter", "Requests by model (empty for other endpoints) and HTTP status.");
+  header(out, "espresso_requests_total", "counter",
+         "Requests by model (empty for other endpoints) and HTTP status.");
   for (const auto& [key, count] : requests_) {
-    out += "espresso_requests_total{model=\"" + label_value(key.first) + "\",status=\"" + std::to_string(key.second) +
-           "\"} " + std::to_string(count) + "\n";
+    out += "espresso_requests_total{model=\"" + label_value(key.first) + "\",status=\"" +
+           std::to_string(key.second) + "\"} " + std::to_string(count) + "\n";
   }
-  header(out, "espresso_request_duration_seconds", "histogram", "Time from the request's arrival to its answer.");
+  header(out, "espresso_request_duration_seconds", "histogram",
+         "Time from the request's arrival to its answer.");
   for (const auto& [model, histogram] : latency_)
     histogram.write(out, "espresso_request_duration_seconds", "model=\"" + label_value(model) + "\"");
   header(out, "espresso_batch_size", "histogram", "Samples per batch the model ran.");

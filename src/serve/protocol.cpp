@@ -22,9 +22,10 @@ struct DataType {
 };
 
 constexpr DataType kDataTypes[] = {
-    {"FP32", 4, false, true},  {"FP64", 8, false, true},  {"INT8", 1, true, true},    {"INT16", 2, true, true},
-    {"INT32", 4, true, true},  {"INT64", 8, true, true},  {"UINT8", 1, true, false},  {"UINT16", 2, true, false},
-    {"UINT32", 4, true, false}, {"UINT64", 8, true, false},
+    {"FP32", 4, false, true},   {"FP64", 8, false, true},   {"INT8", 1, true, true},
+    {"INT16", 2, true, true},   {"INT32", 4, true, true},   {"INT64", 8, true, true},
+    {"UINT8", 1, true, false},  {"UINT16", 2, true, false}, {"UINT32", 4, true, false},
+    {"UINT64", 8, true, false},
 };
 
 const DataType* find_datatype(std::string_view name) {
@@ -40,7 +41,8 @@ std::int64_t checked_elements(const std::vector<std::int64_t>& dims, const std::
   std::int64_t count = 1;
   for (std::int64_t d : dims) {
     if (d < 0) throw RequestError(field + ": dimensions must not be negative");
-    if (d != 0 && count > kMaxElements / d) throw RequestError(field + ": the shape holds more than 2^31 elements");
+    if (d != 0 && count > kMaxElements / d)
+      throw RequestError(field + ": the shape holds more than 2^31 elements");
     count *= d;
   }
   return count;
@@ -54,14 +56,17 @@ void flatten(const json& value, const DataType& type, const std::string& field, 
     return;
   }
   if (out.size() >= limit) throw RequestError(field + ": more values than the shape holds");
-  if (!value.is_number()) throw RequestError(field + ": values must be numbers, got " + std::string(value.type_name()));
+  if (!value.is_number())
+    throw RequestError(field + ": values must be numbers, got " + std::string(value.type_name()));
   if (type.integer) {
     if (!value.is_number_integer()) throw RequestError(field + ": " + type.name + " values must be integers");
-    if (!type.is_signed && value.is_number_integer() && !value.is_number_unsigned() && value.get<std::int64_t>() < 0)
+    if (!type.is_signed && value.is_number_integer() && !value.is_number_unsigned() &&
+        value.get<std::int64_t>() < 0)
       throw RequestError(field + ": " + type.name + " values must not be negative");
     const double v = value.get<double>();
     const double bits = static_cast<double>(type.size * 8);
-    const double high = type.is_signed ? std::ldexp(1.0, static_cast<int>(bits) - 1) : std::ldexp(1.0, static_cast<int>(bits));
+    const double high = type.is_signed ? std::ldexp(1.0, static_cast<int>(bits) - 1)
+                                       : std::ldexp(1.0, static_cast<int>(bits));
     const double low = type.is_signed ? -high : 0.0;
     if (v < low || v >= high) throw RequestError(field + ": a value is out of range for " + type.name);
     out.push_back(static_cast<float>(v));
@@ -84,16 +89,26 @@ void decode_binary(const unsigned char* bytes, std::int64_t count, const DataTyp
   const std::string_view name = type.name;
   for (std::int64_t i = 0; i < count; ++i) {
     const unsigned char* p = bytes + static_cast<std::size_t>(i) * type.size;
-    if (name == "FP32") out[i] = read_as<float>(p);
-    else if (name == "FP64") out[i] = read_as<double>(p);
-    else if (name == "INT8") out[i] = read_as<std::int8_t>(p);
-    else if (name == "INT16") out[i] = read_as<std::int16_t>(p);
-    else if (name == "INT32") out[i] = read_as<std::int32_t>(p);
-    else if (name == "INT64") out[i] = read_as<std::int64_t>(p);
-    else if (name == "UINT8") out[i] = read_as<std::uint8_t>(p);
-    else if (name == "UINT16") out[i] = read_as<std::uint16_t>(p);
-    else if (name == "UINT32") out[i] = read_as<std::uint32_t>(p);
-    else out[i] = read_as<std::uint64_t>(p);
+    if (name == "FP32")
+      out[i] = read_as<float>(p);
+    else if (name == "FP64")
+      out[i] = read_as<double>(p);
+    else if (name == "INT8")
+      out[i] = read_as<std::int8_t>(p);
+    else if (name == "INT16")
+      out[i] = read_as<std::int16_t>(p);
+    else if (name == "INT32")
+      out[i] = read_as<std::int32_t>(p);
+    else if (name == "INT64")
+      out[i] = read_as<std::int64_t>(p);
+    else if (name == "UINT8")
+      out[i] = read_as<std::uint8_t>(p);
+    else if (name == "UINT16")
+      out[i] = read_as<std::uint16_t>(p);
+    else if (name == "UINT32")
+      out[i] = read_as<std::uint32_t>(p);
+    else
+      out[i] = read_as<std::uint64_t>(p);
   }
 }
 
@@ -139,11 +154,13 @@ InferRequest parse_infer_request(std::string_view body, std::optional<std::size_
     const std::string field = "inputs[" + std::to_string(i) + "]";
     const json& input = inputs[i];
     if (!input.is_object()) throw RequestError(field + ": must be an object");
-    if (!input.contains("name") || !input["name"].is_string()) throw RequestError(field + ".name: missing or not a string");
+    if (!input.contains("name") || !input["name"].is_string())
+      throw RequestError(field + ".name: missing or not a string");
     RequestedInput parsed;
     parsed.name = input["name"].get<std::string>();
     for (const RequestedInput& earlier : out.inputs) {
-      if (earlier.name == parsed.name) throw RequestError(field + ".name: '" + parsed.name + "' is given twice");
+      if (earlier.name == parsed.name)
+        throw RequestError(field + ".name: '" + parsed.name + "' is given twice");
     }
     if (!input.contains("datatype") || !input["datatype"].is_string())
       throw RequestError(field + ".datatype: missing or not a string");
@@ -168,16 +185,19 @@ InferRequest parse_infer_request(std::string_view body, std::optional<std::size_
       if (!binary_size->is_number_unsigned())
         throw RequestError(field + ".parameters.binary_data_size must be a non-negative integer");
       if (!header_length)
-        throw RequestError(field + ".parameters.binary_data_size: given without the Inference-Header-Content-Length header");
+        throw RequestError(
+            field + ".parameters.binary_data_size: given without the Inference-Header-Content-Length header");
       if (input.contains("data")) throw RequestError(field + ": has both data and binary_data_size");
       const std::uint64_t size = binary_size->get<std::uint64_t>();
       const std::uint64_t expected = static_cast<std::uint64_t>(count) * type->size;
       if (size != expected)
-        throw RequestError(field + ".parameters.binary_data_size: " + std::to_string(size) + " bytes, but shape " +
-                           Shape(dims).str() + " of " + datatype + " needs " + std::to_string(expected));
+        throw RequestError(field + ".parameters.binary_data_size: " + std::to_string(size) +
+                           " bytes, but shape " + Shape(dims).str() + " of " + datatype + " needs " +
+                           std::to_string(expected));
       if (size > binary.size() - binary_used)
         throw RequestError(field + ".parameters.binary_data_size: the body ends before this tensor's bytes");
-      decode_binary(reinterpret_cast<const unsigned char*>(binary.data()) + binary_used, count, *type, values);
+      decode_binary(reinterpret_cast<const unsigned char*>(binary.data()) + binary_used, count, *type,
+                    values);
       binary_used += size;
     } else {
       if (!input.contains("data")) throw RequestError(field + ".data: missing");
@@ -185,8 +205,8 @@ InferRequest parse_infer_request(std::string_view body, std::optional<std::size_
       flat.reserve(static_cast<std::size_t>(count));
       flatten(input["data"], *type, field + ".data", flat, static_cast<std::size_t>(count));
       if (static_cast<std::int64_t>(flat.size()) != count)
-        throw RequestError(field + ".data: " + std::to_string(flat.size()) + " values, but shape " + Shape(dims).str() +
-                           " holds " + std::to_string(count));
+        throw RequestError(field + ".data: " + std::to_string(flat.size()) + " values, but shape " +
+                           Shape(dims).str() + " holds " + std::to_string(count));
       std::copy(flat.begin(), flat.end(), values);
     }
     out.inputs.push_back(std::move(parsed));
@@ -212,7 +232,8 @@ InferRequest parse_infer_request(std::string_view body, std::optional<std::size_
   return out;
 }
 
-InferResponse encode_infer_response(const std::string& model, const std::string& version, const InferRequest& request,
+InferResponse encode_infer_response(const std::string& model, const std::string& version,
+                                    const InferRequest& request,
                                     const std::vector<std::pair<std::string, Tensor>>& outputs) {
   json answer = {{"model_name", model}, {"model_version", version}};
   if (!request.id.empty()) answer["id"] = request.id;

@@ -42,7 +42,8 @@ struct InferResponse {
 };
 
 // The response for `outputs` (in the order given), FP32, binary where the request asked for it.
-InferResponse encode_infer_response(const std::string& model, const std::string& version, const InferRequest& request,
+InferResponse encode_infer_response(const std::string& model, const std::string& version,
+                                    const InferRequest& request,
                                     const std::vector<std::pair<std::string, Tensor>>& outputs);
 
 // "FP32", "INT64", ... for the datatypes the server reads; false for BYTES, BOOL, FP16 and unknown names.

@@ -2,6 +2,8 @@
 // the store-compatible catalog over cpp-httplib, as store/server.cpp serves the registry. This is the
 // only place where the library's typed errors become status codes.
 #include <httplib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -10,8 +12,6 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <span>
-#include <sys/socket.h>
-#include <sys/stat.h>
 
 #include "espresso/image_classifier.h"
 #include "espresso/import.h"
@@ -46,7 +46,9 @@ std::string stem_name(const std::string& text) {
   return name;
 }
 
-bool out_of_memory(const DeviceError& e) { return std::string_view(e.what()).find("out of memory") != std::string_view::npos; }
+bool out_of_memory(const DeviceError& e) {
+  return std::string_view(e.what()).find("out of memory") != std::string_view::npos;
+}
 
 int status_of(const std::exception& e) {
   if (dynamic_cast<const RequestError*>(&e)) return 400;
@@ -57,7 +59,8 @@ int status_of(const std::exception& e) {
   if (dynamic_cast<const UnavailableError*>(&e)) return 503;
   if (dynamic_cast<const ModelLoadError*>(&e)) return 500;
   // The model refused the input (a shape its layers cannot take, a size over the limits).
-  if (dynamic_cast<const ShapeError*>(&e) || dynamic_cast<const LimitError*>(&e) || dynamic_cast<const DataError*>(&e))
+  if (dynamic_cast<const ShapeError*>(&e) || dynamic_cast<const LimitError*>(&e) ||
+      dynamic_cast<const DataError*>(&e))
     return 400;
   // The model cannot do what the route asks (classify an image with a model that is no image classifier).
   if (dynamic_cast<const UnsupportedError*>(&e)) return 400;
@@ -74,7 +77,8 @@ void send_json(httplib::Response& res, const json& body) { res.set_content(body.
 
 json dims_json(const Shape& shape, bool dynamic_batch) {
   json dims = json::array();
-  for (int axis = 0; axis < shape.rank(); ++axis) dims.push_back(axis == 0 && dynamic_batch ? -1 : shape[axis]);
+  for (int axis = 0; axis < shape.rank(); ++axis)
+    dims.push_back(axis == 0 && dynamic_batch ? -1 : shape[axis]);
   return dims;
 }
 
@@ -170,7 +174,8 @@ struct Server::Impl {
       if (!s.spec.reference.empty()) {
         const char* registry = std::getenv("ESPRESSO_REGISTRY");
         store::Client client(store::client_options_from_env());
-        const store::PullResult pulled = client.pull(store::Reference::parse(s.spec.reference, registry ? registry : ""));
+        const store::PullResult pulled =
+            client.pull(store::Reference::parse(s.spec.reference, registry ? registry : ""));
         s.path = pulled.package.string();
         s.manifest_digest = pulled.manifest_digest;
       } else {
@@ -197,8 +202,8 @@ struct Server::Impl {
       return work();
     } catch (const DeviceError& e) {
       if (!out_of_memory(e)) throw;
-      throw UnavailableError("model '" + name + "': the device is out of memory even after evicting idle models: " +
-                             e.what());
+      throw UnavailableError("model '" + name +
+                             "': the device is out of memory even after evicting idle models: " + e.what());
     }
   }
 
@@ -276,7 +281,8 @@ struct Server::Impl {
     auto entry = std::make_shared<CatalogEntry>();
     try {
       Graph graph = load_model(path, s.spec.weights);
-      const std::uint64_t bytes = fs::file_size(path) + (s.spec.weights.empty() ? 0 : fs::file_size(s.spec.weights));
+      const std::uint64_t bytes =
+          fs::file_size(path) + (s.spec.weights.empty() ? 0 : fs::file_size(s.spec.weights));
       entry->card = json::parse(store::model_card(std::move(graph), bytes));
       entry->digest = digest.empty() ? store::sha256_file_digest(path) : digest;
       struct stat info {};
@@ -296,8 +302,8 @@ struct Server::Impl {
     if (version.empty()) return;
     const std::string served_version = info(s)->version;
     if (version != served_version)
-      throw NotFoundError("version: model '" + s.spec.name + "' has no version '" + version + "' (it serves '" +
-                          served_version + "')");
+      throw NotFoundError("version: model '" + s.spec.name + "' has no version '" + version +
+                          "' (it serves '" + served_version + "')");
   }
 
   // Admission of one inference request: 503 while stopping, 429 past the concurrency limit.
@@ -342,7 +348,8 @@ struct Server::Impl {
       return true;
     });
     if (too_large)
-      throw BodyTooLargeError("body: exceeds the limit of " + std::to_string(limit) + " bytes (--max-body-bytes)");
+      throw BodyTooLargeError("body: exceeds the limit of " + std::to_string(limit) +
+                              " bytes (--max-body-bytes)");
     if (!complete || (has_length && body.size() != declared))
       throw SlowClientError("body: the client stopped sending or was slower than the read timeout of " +
                             std::to_string(options.read_timeout.count()) + " s");
@@ -356,22 +363,25 @@ struct Server::Impl {
     for (std::size_t i = 0; i < request.inputs.size(); ++i) {
       RequestedInput& input = request.inputs[i];
       const std::string field = "inputs[" + std::to_string(i) + "]";
-      auto expected = std::find_if(info.inputs.begin(), info.inputs.end(), [&](const auto& p) { return p.first == input.name; });
+      auto expected = std::find_if(info.inputs.begin(), info.inputs.end(),
+                                   [&](const auto& p) { return p.first == input.name; });
       if (expected == info.inputs.end()) {
         std::string names;
         for (const auto& [name, shape] : info.inputs) names += (names.empty() ? "" : ", ") + name;
-        throw RequestError(field + ".name: the model has no input '" + input.name + "' (it has: " + names + ")");
+        throw RequestError(field + ".name: the model has no input '" + input.name + "' (it has: " + names +
+                           ")");
       }
       const Shape& want = expected->second;
       const Shape& got = input.tensor.shape();
       bool fits = got.rank() == want.rank() && got.rank() > 0 && got[0] >= 1;
       for (int axis = 1; fits && axis < got.rank(); ++axis) fits = got[axis] == want[axis];
       if (!fits)
-        throw RequestError(field + ".shape: " + dims_json(got, false).dump() + " does not fit the model's input " +
-                           dims_json(want, true).dump() + " (a batch of at least 1 in dimension 0)");
+        throw RequestError(field + ".shape: " + dims_json(got, false).dump() +
+                           " does not fit the model's input " + dims_json(want, true).dump() +
+                           " (a batch of at least 1 in dimension 0)");
       if (batch >= 0 && got[0] != batch)
-        throw RequestError(field + ".shape: batch " + std::to_string(got[0]) + " differs from the other inputs' " +
-                           std::to_string(batch));
+        throw RequestError(field + ".shape: batch " + std::to_string(got[0]) +
+                           " differs from the other inputs' " + std::to_string(batch));
       batch = got[0];
       inputs.emplace(input.name, std::move(input.tensor));
     }
@@ -380,7 +390,8 @@ struct Server::Impl {
     }
     for (std::size_t i = 0; i < request.outputs.size(); ++i) {
       const std::string& name = request.outputs[i].name;
-      if (std::none_of(info.outputs.begin(), info.outputs.end(), [&](const auto& p) { return p.first == name; }))
+      if (std::none_of(info.outputs.begin(), info.outputs.end(),
+                       [&](const auto& p) { return p.first == name; }))
         throw RequestError("outputs[" + std::to_string(i) + "].name: the model has no output '" + name + "'");
     }
     return inputs;
@@ -411,7 +422,8 @@ struct Server::Impl {
     if (request.outputs.empty()) {
       for (const auto& [output, shape] : model->outputs) selected.emplace_back(output, outputs.at(output));
     } else {
-      for (const RequestedOutput& wanted : request.outputs) selected.emplace_back(wanted.name, outputs.at(wanted.name));
+      for (const RequestedOutput& wanted : request.outputs)
+        selected.emplace_back(wanted.name, outputs.at(wanted.name));
     }
     const InferResponse response = encode_infer_response(name, model->version, request, selected);
     if (response.header_length) {
@@ -440,12 +452,14 @@ struct Server::Impl {
       } catch (const std::exception&) {
         used = 0;
       }
-      if (used != text.size() || top < 1 || top > 1000) throw RequestError("top: must be a number from 1 to 1000");
+      if (used != text.size() || top < 1 || top > 1000)
+        throw RequestError("top: must be a number from 1 to 1000");
       classifier.top = top;
     }
     const std::string body = read_body(req, reader);
     if (body.empty()) throw RequestError("body: empty; send the image's bytes (JPEG, PNG, ...)");
-    const std::span<const std::uint8_t> image(reinterpret_cast<const std::uint8_t*>(body.data()), body.size());
+    const std::span<const std::uint8_t> image(reinterpret_cast<const std::uint8_t*>(body.data()),
+                                              body.size());
     const ImageClassification result = with_memory_retry(name, [&] {
       ModelRequest request = acquire(s);
       check_image_classifier(request.session().model());
@@ -480,8 +494,10 @@ struct Server::Impl {
 
   json catalog_summary(Served& s) {
     const std::shared_ptr<const CatalogEntry> entry = catalog(s);
-    json summary = {{"name", s.spec.name}, {"version", entry->card.value("version", "")}, {"digest", entry->digest}};
-    for (const char* key : {"description", "task", "license", "author", "size_bytes", "params", "flops", "metrics"}) {
+    json summary = {
+        {"name", s.spec.name}, {"version", entry->card.value("version", "")}, {"digest", entry->digest}};
+    for (const char* key :
+         {"description", "task", "license", "author", "size_bytes", "params", "flops", "metrics"}) {
       if (entry->card.contains(key)) summary[key] = entry->card[key];
     }
     return summary;
@@ -501,8 +517,8 @@ struct Server::Impl {
       }
       if (!task.empty() && summary.value("task", "") != task) continue;
       if (!text.empty()) {
-        std::string haystack = name + " " + summary.value("description", "") + " " + summary.value("task", "") + " " +
-                               summary.value("author", "");
+        std::string haystack = name + " " + summary.value("description", "") + " " +
+                               summary.value("task", "") + " " + summary.value("author", "");
         std::string needle = text;
         for (std::string* t : {&haystack, &needle})
           std::transform(t->begin(), t->end(), t->begin(), [](unsigned char c) { return std::tolower(c); });
@@ -517,11 +533,14 @@ struct Server::Impl {
     Served& s = served(name);
     const std::shared_ptr<const CatalogEntry> entry = catalog(s);
     const std::string version = entry->card.value("version", "");
-    send_json(res, {{"name", name},
-                    {"latest", version},
-                    {"digest", entry->digest},
-                    {"card", entry->card},
-                    {"versions", json::array({{{"version", version}, {"digest", entry->digest}, {"updated", entry->updated}}})}});
+    send_json(
+        res,
+        {{"name", name},
+         {"latest", version},
+         {"digest", entry->digest},
+         {"card", entry->card},
+         {"versions",
+          json::array({{{"version", version}, {"digest", entry->digest}, {"updated", entry->updated}}})}});
   }
 
   // Runs a handler, turning its typed errors into JSON errors, and counts it.
@@ -591,11 +610,15 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
   }
   if (path == "/v2" || path == "/v2/") {
     return guarded("", res, [&] {
-      send_json(res, {{"name", "espresso"}, {"version", ESPRESSO_VERSION}, {"extensions", json::array({"binary_tensor_data"})}});
+      send_json(res, {{"name", "espresso"},
+                      {"version", ESPRESSO_VERSION},
+                      {"extensions", json::array({"binary_tensor_data"})}});
     });
   }
   if (path == "/metrics") {
-    return guarded("", res, [&] { res.set_content(metrics.text(pool->stats(), in_flight.load()), "text/plain; version=0.0.4"); });
+    return guarded("", res, [&] {
+      res.set_content(metrics.text(pool->stats(), in_flight.load()), "text/plain; version=0.0.4");
+    });
   }
   if (path == "/api/v1/models") return guarded("", res, [&] { api_models(req, res); });
   if (path.rfind("/api/v1/models/", 0) == 0) {
@@ -608,14 +631,17 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
     return guarded(label, res, [&] {
       Served& s = served(route.name);
       if (route.action.empty()) return send_json(res, model_metadata(s, route.version));
-      if (stopping) throw RequestError("model '" + route.name + "' is not ready: the server is shutting down");
+      if (stopping)
+        throw RequestError("model '" + route.name + "' is not ready: the server is shutting down");
       {
         std::lock_guard lock(s.mutex);
         if (!s.load_error.empty())
-          throw RequestError("model '" + route.name + "' is not ready: its last load failed: " + s.load_error);
+          throw RequestError("model '" + route.name +
+                             "' is not ready: its last load failed: " + s.load_error);
       }
       if (!route.version.empty()) check_version(s, route.version);
-      send_json(res, {{"name", route.name}, {"ready", true}, {"resident", s.added && pool->resident(route.name)}});
+      send_json(res,
+                {{"name", route.name}, {"ready", true}, {"resident", s.added && pool->resident(route.name)}});
     });
   }
   guarded("", res, [&] {
@@ -624,7 +650,8 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
   });
 }
 
-void Server::Impl::handle_post(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+void Server::Impl::handle_post(const httplib::Request& req, httplib::Response& res,
+                               const httplib::ContentReader& reader) {
   const ModelRoute route = parse_model_route(req.path);
   // POST /v1/classify/NAME, or its alias POST /api/v1/models/NAME/classify.
   std::string image_model;
@@ -688,7 +715,9 @@ Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std
         [&s, name](std::int64_t samples) { s.metrics.batch(name, samples); });
     s.models.emplace(name, std::move(served));
   }
-  s.http.new_task_queue = [threads = s.options.http_threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  s.http.new_task_queue = [threads = s.options.http_threads] {
+    return new httplib::ThreadPool(static_cast<std::size_t>(threads));
+  };
   s.http.set_read_timeout(static_cast<time_t>(s.options.read_timeout.count()), 0);
   s.http.set_write_timeout(static_cast<time_t>(s.options.write_timeout.count()), 0);
   s.http.set_keep_alive_max_count(100000);
@@ -702,9 +731,8 @@ Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std
   });
   s.http.set_payload_max_length(s.options.max_body_bytes + 1);
   s.http.Get(R"(/.*)", [&s](const httplib::Request& req, httplib::Response& res) { s.handle_get(req, res); });
-  s.http.Post(R"(/.*)", [&s](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    s.handle_post(req, res, reader);
-  });
+  s.http.Post(R"(/.*)", [&s](const httplib::Request& req, httplib::Response& res,
+                             const httplib::ContentReader& reader) { s.handle_post(req, res, reader); });
   s.http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
     std::string message = "internal error";
     try {

@@ -1,17 +1,17 @@
 // `espresso serve --models NAME=PATH|REF ... [--device D] [--memory-budget BYTES] [--listen ADDR] ...`: the
 // inference server (Open Inference Protocol / KServe v2 REST, metrics, the store's catalog JSON;
 // docs/serve.md).
+#include "espresso/serve.h"
+
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
-
 #include <cstdio>
 #include <memory>
 #include <thread>
 
 #include "common.h"
-#include "espresso/serve.h"
 
 namespace espresso::cli {
 namespace {
@@ -51,9 +51,12 @@ std::size_t parse_bytes(const std::string& text, const std::string& option) {
   }
   const std::string suffix = text.substr(used);
   int shift = 0;
-  if (suffix == "K" || suffix == "k") shift = 10;
-  else if (suffix == "M" || suffix == "m") shift = 20;
-  else if (suffix == "G" || suffix == "g") shift = 30;
+  if (suffix == "K" || suffix == "k")
+    shift = 10;
+  else if (suffix == "M" || suffix == "m")
+    shift = 20;
+  else if (suffix == "G" || suffix == "g")
+    shift = 30;
   else if (!suffix.empty())
     throw UnsupportedError(option + " '" + text + "': unknown suffix '" + suffix + "' (K, M or G)");
   return static_cast<std::size_t>(value) << shift;
@@ -69,7 +72,8 @@ int run_serve(const ServeCliOptions& o) {
   } catch (const std::exception&) {
     throw UnsupportedError("--listen '" + o.listen + "': the port is not a number");
   }
-  if (options.host.size() > 2 && options.host.front() == '[') options.host = options.host.substr(1, options.host.size() - 2);
+  if (options.host.size() > 2 && options.host.front() == '[')
+    options.host = options.host.substr(1, options.host.size() - 2);
   options.device = Device::parse(o.device);
   options.memory_budget_bytes = parse_bytes(o.memory_budget, "--memory-budget");
   options.max_body_bytes = parse_bytes(o.max_body, "--max-body-bytes");
@@ -102,8 +106,8 @@ int run_serve(const ServeCliOptions& o) {
     }
     server.stop();
   }).detach();
-  std::printf("listening on %s:%d (%zu model(s) on %s, budget %zu bytes)\n", options.host.c_str(), port, models.size(),
-              options.device.str().c_str(), options.memory_budget_bytes);
+  std::printf("listening on %s:%d (%zu model(s) on %s, budget %zu bytes)\n", options.host.c_str(), port,
+              models.size(), options.device.str().c_str(), options.memory_budget_bytes);
   std::fflush(stdout);
   server.run();
   std::printf("stopped\n");
@@ -114,33 +118,48 @@ int run_serve(const ServeCliOptions& o) {
 
 Verb add_serve_verb(CLI::App& app) {
   auto o = std::make_shared<ServeCliOptions>();
-  CLI::App* command = app.add_subcommand("serve", "Serve models over the Open Inference Protocol (KServe v2 REST)");
-  command->add_option("--models", o->models,
-                      "NAME=PATH, NAME=PROTOTXT,CAFFEMODEL or NAME=REGISTRY/NAME:VERSION (pulled on first request); "
-                      "repeatable")
+  CLI::App* command =
+      app.add_subcommand("serve", "Serve models over the Open Inference Protocol (KServe v2 REST)");
+  command
+      ->add_option(
+          "--models", o->models,
+          "NAME=PATH, NAME=PROTOTXT,CAFFEMODEL or NAME=REGISTRY/NAME:VERSION (pulled on first request); "
+          "repeatable")
       ->required();
   command->add_option("--device", o->device, "cpu, cuda, cuda:N, vulkan or vulkan:N")->capture_default_str();
-  command->add_option("--memory-budget", o->memory_budget, "Bytes of weights resident at once (K, M, G suffixes)")
+  command
+      ->add_option("--memory-budget", o->memory_budget,
+                   "Bytes of weights resident at once (K, M, G suffixes)")
       ->capture_default_str();
-  command->add_option("--listen", o->listen, "HOST:PORT (port 0: any free port, printed)")->capture_default_str();
+  command->add_option("--listen", o->listen, "HOST:PORT (port 0: any free port, printed)")
+      ->capture_default_str();
   command->add_option("--max-batch", o->max_batch, "Samples run as one batch (1: no batching)")
-      ->capture_default_str()->check(CLI::Range(1, 4096));
-  command->add_option("--max-queue-delay-us", o->max_queue_delay_us, "How long a batch waits for more requests")
-      ->capture_default_str()->check(CLI::Range(0, 10000000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  command
+      ->add_option("--max-queue-delay-us", o->max_queue_delay_us, "How long a batch waits for more requests")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 10000000));
   command->add_option("--max-concurrency", o->max_concurrency, "Inference requests in flight; more get 429")
-      ->capture_default_str()->check(CLI::Range(1, 1000000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
   command->add_option("--workers", o->workers, "Batches of one model running at once")
-      ->capture_default_str()->check(CLI::Range(1, 64));
-  command->add_option("--pad-batches", o->pad_batches,
-                      "Zero-pad batches to powers of two so plans are reused: gpu (on GPUs only), on, off")
-      ->capture_default_str()->check(CLI::IsMember({"gpu", "on", "off"}));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  command
+      ->add_option("--pad-batches", o->pad_batches,
+                   "Zero-pad batches to powers of two so plans are reused: gpu (on GPUs only), on, off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"gpu", "on", "off"}));
   add_threads_option(*command, o->threads);
   command->add_option("--http-threads", o->http_threads, "Connections served at once")
-      ->capture_default_str()->check(CLI::Range(1, 4096));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   command->add_option("--max-body-bytes", o->max_body, "Larger request bodies get 413 (K, M, G suffixes)")
       ->capture_default_str();
   command->add_option("--timeout", o->timeout, "Seconds a client may take to send or receive")
-      ->capture_default_str()->check(CLI::Range(1, 3600));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
   return {command, [o] { return run_serve(*o); }};
 }
 
