@@ -33,6 +33,8 @@ packages=(
   clang libclang-rt-14-dev
   # the web page's browser test (tests/web, docs/web.md): Debian's chromium, driven by playwright-core from npm
   chromium
+  # espresso serve's load test (tests/serve_load.sh, ctest label "load") and bench/serve_bench.sh
+  wrk curl
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
 missing=()

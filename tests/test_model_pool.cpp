@@ -226,6 +226,47 @@ TEST(ModelPool, EvictsTheLeastRecentlyUsedIdleModel) {
   EXPECT_EQ(pool.stats().reloads, 1);
 }
 
+TEST(ModelPool, EvictIdleFreesOnlyModelsNoRequestHolds) {
+  const ModelFiles files(Device::cpu());
+  ModelPoolOptions options;
+  options.budget_bytes = 4 * files.max_weight_bytes;
+  ModelPool pool(options);
+  files.add_all(pool);
+  pool.acquire("net0").release();
+  pool.acquire("net1").release();
+  ModelRequest held = pool.acquire("net2");
+  EXPECT_EQ(pool.evict_idle(), 2);
+  EXPECT_FALSE(pool.resident("net0"));
+  EXPECT_FALSE(pool.resident("net1"));
+  EXPECT_TRUE(pool.resident("net2"));
+  EXPECT_EQ(pool.stats().resident_bytes, weight_bytes(small_net(2)));
+  EXPECT_EQ(pool.stats().evictions, 2);
+  EXPECT_TRUE(close(held.forward({{"data", files.inputs[2][0]}}).at("prob"), files.outputs[2][0]));
+}
+
+TEST(ModelPool, BatchHintPicksTheContextPlannedForThatBatch) {
+  const ModelFiles files(Device::cpu());
+  ModelPoolOptions options;
+  options.budget_bytes = 2 * files.max_weight_bytes;
+  ModelPool pool(options);
+  files.add_all(pool);
+  const Tensor& one = files.inputs[0][0];
+  std::vector<std::int64_t> dims = one.shape().dims();
+  dims[0] *= 4;
+  Tensor four = Tensor::zeros(Shape(dims));
+  {
+    ModelRequest a = pool.acquire("net0");
+    ModelRequest b = pool.acquire("net0");
+    a.forward({{"data", one}});
+    b.forward({{"data", four}});
+  }  // a is released last, so a plain acquire would take a's context (planned for one)
+  ModelRequest hinted = pool.acquire("net0", dims[0]);
+  EXPECT_EQ(hinted.session().input_shape("data")[0], dims[0]);
+  ModelRequest other = pool.acquire("net0", one.shape()[0]);
+  EXPECT_EQ(other.session().input_shape("data"), one.shape());
+  EXPECT_EQ(pool.stats().contexts_created, 2);
+}
+
 TEST(ModelPool, WaitsWhileHeldModelsFillTheBudget) {
   const ModelFiles files(Device::cpu());
   ModelPoolOptions options;

@@ -104,6 +104,13 @@ class ModelPool {
   // A context of the model, loading the model first when it is not resident. Throws ModelError for
   // unknown names and models larger than the budget, and whatever loading the file throws.
   ModelRequest acquire(const std::string& name);
+  // The same, preferring an idle context last planned for inputs of this batch size (dimension 0), so a
+  // caller that runs a few batch sizes (a batching server) does not replan a context at every switch.
+  ModelRequest acquire(const std::string& name, std::int64_t batch);
+
+  // Evicts every resident model that no request holds; returns how many. For a caller that ran out of
+  // device memory outside the budget's accounting (activations, library workspaces) and retries.
+  int evict_idle();
 
   ModelPoolStats stats() const;
   const ModelPoolOptions& options() const;

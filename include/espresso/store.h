@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "espresso/errors.h"
+#include "espresso/graph.h"
 
 namespace espresso {
 
@@ -83,6 +84,8 @@ std::string sha256_file_digest(const std::filesystem::path& path);
 // metrics, inputs, outputs, layers, parameters, FLOPs per image, file size, created. Throws what
 // load_package throws.
 std::string model_card(const std::filesystem::path& package);
+// The same card for a graph from any format (its metadata may be empty), `size_bytes` its file's size.
+std::string model_card(Graph graph, std::uint64_t size_bytes);
 
 // ---- Signatures (ed25519, libsodium) ---------------------------------------------------------------
 //

@@ -136,12 +136,20 @@ struct ModelPool::Shared {
     changed.notify_all();
   }
 
-  std::unique_ptr<Session> context_for(LoadedModel& model) {
+  std::unique_ptr<Session> context_for(LoadedModel& model, std::int64_t batch) {
     {
       std::lock_guard lock(model.idle_mutex);
       if (!model.idle.empty()) {
-        std::unique_ptr<Session> session = std::move(model.idle.back());
-        model.idle.pop_back();
+        auto chosen = model.idle.end() - 1;
+        const auto& inputs = model.model->graph().inputs;
+        if (batch > 0 && !inputs.empty()) {
+          for (auto it = model.idle.begin(); it != model.idle.end(); ++it) {
+            const Shape shape = (*it)->input_shape(inputs.front().name);
+            if (shape.rank() > 0 && shape[0] == batch) chosen = it;
+          }
+        }
+        std::unique_ptr<Session> session = std::move(*chosen);
+        model.idle.erase(chosen);
         return session;
       }
     }
@@ -268,7 +276,9 @@ bool ModelPool::resident(const std::string& name) const {
   return shared_->entry(name).residency == Residency::resident;
 }
 
-ModelRequest ModelPool::acquire(const std::string& name) {
+ModelRequest ModelPool::acquire(const std::string& name) { return acquire(name, 0); }
+
+ModelRequest ModelPool::acquire(const std::string& name, std::int64_t batch) {
   Shared& shared = *shared_;
   auto state = std::make_unique<ModelRequest::State>();
   state->pool = shared_;
@@ -290,8 +300,33 @@ ModelRequest ModelPool::acquire(const std::string& name) {
   }
   if (!state->model) state->model = shared.load(name, *entry);
   // From here the state holds the model; a failure below releases it.
-  state->session = shared.context_for(*state->model);
+  state->session = shared.context_for(*state->model, batch);
   return ModelRequest(std::move(state));
+}
+
+int ModelPool::evict_idle() {
+  Shared& shared = *shared_;
+  std::vector<std::shared_ptr<LoadedModel>> evicted;
+  {
+    std::lock_guard lock(shared.mutex);
+    for (auto& [name, entry] : shared.models) {
+      if (entry.residency != Residency::resident || entry.users != 0) continue;
+      evicted.push_back(std::move(entry.loaded));
+      entry.residency = Residency::absent;
+      --shared.stats.resident_models;
+      ++shared.stats.evictions;
+    }
+  }
+  // Freed outside the lock and counted as resident until gone, as reserve() does.
+  std::size_t freed = 0;
+  for (auto& model : evicted) {
+    freed += model->bytes;
+    model.reset();
+  }
+  std::lock_guard lock(shared.mutex);
+  shared.stats.resident_bytes -= freed;
+  shared.changed.notify_all();
+  return static_cast<int>(evicted.size());
 }
 
 ModelPoolStats ModelPool::stats() const {

@@ -9,7 +9,10 @@
 namespace espresso::store {
 
 std::string model_card(const std::filesystem::path& package) {
-  Graph graph = load_package(package.string());
+  return model_card(load_package(package.string()), std::filesystem::file_size(package));
+}
+
+std::string model_card(Graph graph, std::uint64_t size_bytes) {
   const ModelMetadata& m = graph.metadata;
   nlohmann::json card = {{"schema", 1},
                          {"name", m.name.empty() ? graph.name : m.name},
@@ -22,7 +25,7 @@ std::string model_card(const std::filesystem::path& package) {
                          {"metrics", m.metrics},
                          {"source_format", m.source_format},
                          {"created", m.created},
-                         {"size_bytes", std::filesystem::file_size(package)},
+                         {"size_bytes", size_bytes},
                          {"layers", graph.layers.size()}};
   nlohmann::json inputs = nlohmann::json::array();
   for (const InputSpec& input : graph.inputs) {

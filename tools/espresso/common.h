@@ -39,6 +39,7 @@ Verb add_cache_verb(CLI::App& app);
 Verb add_store_verb(CLI::App& app);
 Verb add_keygen_verb(CLI::App& app);
 Verb add_compress_verb(CLI::App& app);
+Verb add_serve_verb(CLI::App& app);
 
 struct ModelOptions {
   std::string model;

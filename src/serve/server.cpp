@@ -1,0 +1,825 @@
+// The HTTP side of `espresso serve` (docs/serve.md): routes of the Open Inference Protocol, metrics and
+// the store-compatible catalog over cpp-httplib, as store/server.cpp serves the registry. This is the
+// only place where the library's typed errors become status codes.
+#include <httplib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <span>
+
+#include "espresso/image_classifier.h"
+#include "espresso/import.h"
+#include "espresso/model_pool.h"
+#include "espresso/serve.h"
+#include "espresso/store.h"
+#include "serve/batcher.h"
+#include "serve/errors.h"
+#include "serve/metrics.h"
+#include "serve/protocol.h"
+
+namespace espresso::serve {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool valid_model_name(const std::string& name) {
+  if (name.empty() || name.size() > 128 || name == "." || name == "..") return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') return false;
+  }
+  return true;
+}
+
+std::string stem_name(const std::string& text) {
+  std::string name = fs::path(text).stem().string();
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') c = '_';
+  }
+  return name;
+}
+
+bool out_of_memory(const DeviceError& e) {
+  return std::string_view(e.what()).find("out of memory") != std::string_view::npos;
+}
+
+int status_of(const std::exception& e) {
+  if (dynamic_cast<const RequestError*>(&e)) return 400;
+  if (dynamic_cast<const BodyTooLargeError*>(&e)) return 413;
+  if (dynamic_cast<const SlowClientError*>(&e)) return 408;
+  if (dynamic_cast<const NotFoundError*>(&e)) return 404;
+  if (dynamic_cast<const OverloadedError*>(&e)) return 429;
+  if (dynamic_cast<const UnavailableError*>(&e)) return 503;
+  if (dynamic_cast<const ModelLoadError*>(&e)) return 500;
+  // The model refused the input (a shape its layers cannot take, a size over the limits).
+  if (dynamic_cast<const ShapeError*>(&e) || dynamic_cast<const LimitError*>(&e) ||
+      dynamic_cast<const DataError*>(&e))
+    return 400;
+  // The model cannot do what the route asks (classify an image with a model that is no image classifier).
+  if (dynamic_cast<const UnsupportedError*>(&e)) return 400;
+  return 500;
+}
+
+void send_error(httplib::Response& res, int status, const std::string& message) {
+  res.status = status;
+  res.set_content(json{{"error", message}}.dump(), "application/json");
+  if (status == 429 || status == 503) res.set_header("Retry-After", "1");
+}
+
+void send_json(httplib::Response& res, const json& body) { res.set_content(body.dump(), "application/json"); }
+
+json dims_json(const Shape& shape, bool dynamic_batch) {
+  json dims = json::array();
+  for (int axis = 0; axis < shape.rank(); ++axis)
+    dims.push_back(axis == 0 && dynamic_batch ? -1 : shape[axis]);
+  return dims;
+}
+
+// What the server knows of a model once it has run it: names and shapes (batch 1), version.
+struct ModelInfo {
+  std::vector<std::pair<std::string, Shape>> inputs;
+  std::vector<std::pair<std::string, Shape>> outputs;
+  std::string version;
+  std::string source_format;
+};
+
+// The catalog view of a model (store's card), computed from its file on first use.
+struct CatalogEntry {
+  json card;
+  std::string digest;
+  std::int64_t updated = 0;
+};
+
+}  // namespace
+
+ModelSpec ModelSpec::parse(const std::string& text) {
+  ModelSpec spec;
+  std::string source = text;
+  const std::size_t equals = text.find('=');
+  if (equals != std::string::npos) {
+    spec.name = text.substr(0, equals);
+    source = text.substr(equals + 1);
+    if (!valid_model_name(spec.name))
+      throw ServeError("--models '" + text + "': the name must be 1-128 letters, digits, '_', '-' or '.'");
+  }
+  if (source.empty()) throw ServeError("--models '" + text + "': names no file or reference");
+  std::error_code ec;
+  const std::size_t comma = source.find(',');
+  if (comma != std::string::npos && !fs::exists(source, ec)) {
+    spec.path = source.substr(0, comma);
+    spec.weights = source.substr(comma + 1);
+  } else if (!fs::exists(source, ec) && store::Reference::looks_like(source)) {
+    spec.reference = source;
+  } else {
+    spec.path = source;
+  }
+  if (spec.name.empty()) {
+    if (!spec.reference.empty()) {
+      const store::Reference ref = store::Reference::parse(spec.reference);
+      spec.name = ref.name.substr(ref.name.rfind('/') + 1);
+    } else {
+      spec.name = stem_name(spec.path);
+    }
+  }
+  return spec;
+}
+
+// One served model.
+struct Served {
+  ModelSpec spec;
+  std::mutex mutex;  // guards everything below
+  bool added = false;
+  std::string path;             // the file the pool loads (pulled into the cache for references)
+  std::string manifest_digest;  // for references
+  std::shared_ptr<const ModelInfo> info;
+  std::shared_ptr<const CatalogEntry> catalog;
+  std::string load_error;  // the last load's failure, until a load succeeds
+  std::unique_ptr<Batcher> batcher;
+};
+
+struct Server::Impl {
+  ServerOptions options;
+  std::unique_ptr<ModelPool> pool;
+  std::map<std::string, std::unique_ptr<Served>> models;
+  Metrics metrics;
+  httplib::Server http;
+  int port = 0;
+  std::atomic<int> in_flight{0};
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> running{false};
+  std::atomic<int> listen_fd{-1};
+  std::mutex lifecycle;
+  std::thread background;
+
+  Served& served(const std::string& name) {
+    auto it = models.find(name);
+    if (it == models.end()) {
+      if (!valid_model_name(name)) throw NotFoundError("model: '" + name + "' is not a valid model name");
+      throw NotFoundError("model: no model named '" + name + "' is served");
+    }
+    return *it->second;
+  }
+
+  // Puts the model's file into the pool (pulling a reference first). Caller holds served.mutex.
+  void ensure_added(Served& s) {
+    if (s.added) return;
+    try {
+      if (!s.spec.reference.empty()) {
+        const char* registry = std::getenv("ESPRESSO_REGISTRY");
+        store::Client client(store::client_options_from_env());
+        const store::PullResult pulled =
+            client.pull(store::Reference::parse(s.spec.reference, registry ? registry : ""));
+        s.path = pulled.package.string();
+        s.manifest_digest = pulled.manifest_digest;
+      } else {
+        s.path = s.spec.path;
+      }
+      pool->add(s.spec.name, s.path, s.spec.weights);
+      s.added = true;
+    } catch (const Error& e) {
+      s.load_error = e.what();
+      throw ModelLoadError("model '" + s.spec.name + "' cannot be loaded: " + e.what());
+    }
+  }
+
+  // Runs `work` and, when the device runs out of memory, evicts every idle model and tries once more.
+  template <typename Work>
+  auto with_memory_retry(const std::string& name, Work work) {
+    try {
+      return work();
+    } catch (const DeviceError& e) {
+      if (!out_of_memory(e)) throw;
+      pool->evict_idle();
+    }
+    try {
+      return work();
+    } catch (const DeviceError& e) {
+      if (!out_of_memory(e)) throw;
+      throw UnavailableError("model '" + name +
+                             "': the device is out of memory even after evicting idle models: " + e.what());
+    }
+  }
+
+  ModelRequest acquire(Served& s, std::int64_t batch = 0) {
+    {
+      std::lock_guard lock(s.mutex);
+      ensure_added(s);
+    }
+    try {
+      ModelRequest request = pool->acquire(s.spec.name, batch);
+      std::lock_guard lock(s.mutex);
+      s.load_error.clear();
+      return request;
+    } catch (const DeviceError&) {
+      throw;
+    } catch (const Error& e) {
+      std::lock_guard lock(s.mutex);
+      s.load_error = e.what();
+      throw ModelLoadError("model '" + s.spec.name + "' cannot be loaded: " + e.what());
+    }
+  }
+
+  TensorMap run(Served& s, const TensorMap& inputs) {
+    return with_memory_retry(s.spec.name, [&] {
+      const Tensor& first = inputs.begin()->second;
+      ModelRequest request = acquire(s, first.shape().rank() > 0 ? first.shape()[0] : 0);
+      return request.forward(inputs);
+    });
+  }
+
+  // Input and output names and shapes: the graph's inputs, and one run at batch 1 for the outputs.
+  std::shared_ptr<const ModelInfo> info(Served& s) {
+    {
+      std::lock_guard lock(s.mutex);
+      if (s.info) return s.info;
+    }
+    auto made = std::make_shared<ModelInfo>();
+    with_memory_retry(s.spec.name, [&] {
+      ModelRequest request = acquire(s);
+      const Graph& graph = request.session().model().graph();
+      made->version = graph.metadata.version.empty() ? "1" : graph.metadata.version;
+      made->source_format = graph.metadata.source_format;
+      made->inputs.clear();
+      made->outputs.clear();
+      TensorMap zeros;
+      for (const InputSpec& input : graph.inputs) {
+        std::vector<std::int64_t> dims = input.shape.dims();
+        if (!dims.empty()) dims[0] = 1;
+        made->inputs.emplace_back(input.name, Shape(dims));
+        zeros.emplace(input.name, Tensor::zeros(Shape(dims)));
+      }
+      const TensorMap outputs = request.forward(zeros);
+      for (const std::string& name : graph.outputs) {
+        auto it = outputs.find(name);
+        if (it != outputs.end()) made->outputs.emplace_back(name, it->second.shape());
+      }
+      return 0;
+    });
+    std::lock_guard lock(s.mutex);
+    if (!s.info) s.info = made;
+    return s.info;
+  }
+
+  std::shared_ptr<const CatalogEntry> catalog(Served& s) {
+    std::string path;
+    std::string digest;
+    {
+      std::lock_guard lock(s.mutex);
+      if (s.catalog) return s.catalog;
+      ensure_added(s);
+      path = s.path;
+      digest = s.manifest_digest;
+    }
+    // Read and planned outside the lock, so inference on the model goes on meanwhile.
+    auto entry = std::make_shared<CatalogEntry>();
+    try {
+      Graph graph = load_model(path, s.spec.weights);
+      const std::uint64_t bytes =
+          fs::file_size(path) + (s.spec.weights.empty() ? 0 : fs::file_size(s.spec.weights));
+      entry->card = json::parse(store::model_card(std::move(graph), bytes));
+      entry->digest = digest.empty() ? store::sha256_file_digest(path) : digest;
+      struct stat info {};
+      if (::stat(path.c_str(), &info) == 0) entry->updated = static_cast<std::int64_t>(info.st_mtime);
+    } catch (const Error& e) {
+      throw ModelLoadError("model '" + s.spec.name + "' cannot be read: " + e.what());
+    } catch (const fs::filesystem_error& e) {
+      throw ModelLoadError("model '" + s.spec.name + "' cannot be read: " + e.what());
+    }
+    if (entry->card.value("name", "").empty()) entry->card["name"] = s.spec.name;
+    std::lock_guard lock(s.mutex);
+    if (!s.catalog) s.catalog = entry;
+    return s.catalog;
+  }
+
+  void check_version(Served& s, const std::string& version) {
+    if (version.empty()) return;
+    const std::string served_version = info(s)->version;
+    if (version != served_version)
+      throw NotFoundError("version: model '" + s.spec.name + "' has no version '" + version +
+                          "' (it serves '" + served_version + "')");
+  }
+
+  // Admission of one inference request: 503 while stopping, 429 past the concurrency limit.
+  struct Admission {
+    Impl& s;
+    explicit Admission(Impl& server) : s(server) {
+      if (s.stopping) throw UnavailableError("the server is shutting down");
+      if (s.in_flight.fetch_add(1) >= s.options.max_concurrency) {
+        s.in_flight.fetch_sub(1);
+        throw OverloadedError("the server has " + std::to_string(s.options.max_concurrency) +
+                              " requests in flight (--max-concurrency); retry later");
+      }
+    }
+    ~Admission() { s.in_flight.fetch_sub(1); }
+    Admission(const Admission&) = delete;
+    Admission& operator=(const Admission&) = delete;
+  };
+
+  std::string read_body(const httplib::Request& req, const httplib::ContentReader& reader) {
+    const std::size_t limit = options.max_body_bytes;
+    std::uint64_t declared = 0;
+    const bool has_length = req.has_header("Content-Length");
+    if (has_length) {
+      const std::string text = req.get_header_value("Content-Length");
+      try {
+        declared = std::stoull(text);
+      } catch (const std::exception&) {
+        throw RequestError("Content-Length: '" + text + "' is not a number");
+      }
+      if (declared > limit)
+        throw BodyTooLargeError("body: " + std::to_string(declared) + " bytes exceeds the limit of " +
+                                std::to_string(limit) + " (--max-body-bytes)");
+    }
+    std::string body;
+    bool too_large = false;
+    const bool complete = reader([&](const char* data, std::size_t length) {
+      if (body.size() + length > limit) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, length);
+      return true;
+    });
+    if (too_large)
+      throw BodyTooLargeError("body: exceeds the limit of " + std::to_string(limit) +
+                              " bytes (--max-body-bytes)");
+    if (!complete || (has_length && body.size() != declared))
+      throw SlowClientError("body: the client stopped sending or was slower than the read timeout of " +
+                            std::to_string(options.read_timeout.count()) + " s");
+    return body;
+  }
+
+  // Checks the request's tensors against the model and puts them in the batcher's form.
+  TensorMap model_inputs(const ModelInfo& info, InferRequest& request) {
+    TensorMap inputs;
+    std::int64_t batch = -1;
+    for (std::size_t i = 0; i < request.inputs.size(); ++i) {
+      RequestedInput& input = request.inputs[i];
+      const std::string field = "inputs[" + std::to_string(i) + "]";
+      auto expected = std::find_if(info.inputs.begin(), info.inputs.end(),
+                                   [&](const auto& p) { return p.first == input.name; });
+      if (expected == info.inputs.end()) {
+        std::string names;
+        for (const auto& [name, shape] : info.inputs) names += (names.empty() ? "" : ", ") + name;
+        throw RequestError(field + ".name: the model has no input '" + input.name + "' (it has: " + names +
+                           ")");
+      }
+      const Shape& want = expected->second;
+      const Shape& got = input.tensor.shape();
+      bool fits = got.rank() == want.rank() && got.rank() > 0 && got[0] >= 1;
+      for (int axis = 1; fits && axis < got.rank(); ++axis) fits = got[axis] == want[axis];
+      if (!fits)
+        throw RequestError(field + ".shape: " + dims_json(got, false).dump() +
+                           " does not fit the model's input " + dims_json(want, true).dump() +
+                           " (a batch of at least 1 in dimension 0)");
+      if (batch >= 0 && got[0] != batch)
+        throw RequestError(field + ".shape: batch " + std::to_string(got[0]) +
+                           " differs from the other inputs' " + std::to_string(batch));
+      batch = got[0];
+      inputs.emplace(input.name, std::move(input.tensor));
+    }
+    for (const auto& [name, shape] : info.inputs) {
+      if (!inputs.count(name)) throw RequestError("inputs: the model's input '" + name + "' is missing");
+    }
+    for (std::size_t i = 0; i < request.outputs.size(); ++i) {
+      const std::string& name = request.outputs[i].name;
+      if (std::none_of(info.outputs.begin(), info.outputs.end(),
+                       [&](const auto& p) { return p.first == name; }))
+        throw RequestError("outputs[" + std::to_string(i) + "].name: the model has no output '" + name + "'");
+    }
+    return inputs;
+  }
+
+  void infer(const std::string& name, const std::string& version, const httplib::Request& req,
+             httplib::Response& res, const httplib::ContentReader& reader) {
+    Served& s = served(name);
+    Admission admission(*this);
+    const std::string body = read_body(req, reader);
+    std::optional<std::size_t> header_length;
+    if (req.has_header("Inference-Header-Content-Length")) {
+      const std::string text = req.get_header_value("Inference-Header-Content-Length");
+      try {
+        std::size_t used = 0;
+        header_length = std::stoull(text, &used);
+        if (used != text.size()) throw std::invalid_argument(text);
+      } catch (const std::exception&) {
+        throw RequestError("Inference-Header-Content-Length: '" + text + "' is not a number");
+      }
+    }
+    InferRequest request = parse_infer_request(body, header_length);
+    const std::shared_ptr<const ModelInfo> model = info(s);
+    check_version(s, version);
+    TensorMap inputs = model_inputs(*model, request);
+    TensorMap outputs = s.batcher->submit(std::move(inputs)).get();
+    std::vector<std::pair<std::string, Tensor>> selected;
+    if (request.outputs.empty()) {
+      for (const auto& [output, shape] : model->outputs) selected.emplace_back(output, outputs.at(output));
+    } else {
+      for (const RequestedOutput& wanted : request.outputs)
+        selected.emplace_back(wanted.name, outputs.at(wanted.name));
+    }
+    const InferResponse response = encode_infer_response(name, model->version, request, selected);
+    if (response.header_length) {
+      res.set_header("Inference-Header-Content-Length", std::to_string(*response.header_length));
+      res.set_content(response.body, "application/octet-stream");
+    } else {
+      res.set_content(response.body, "application/json");
+    }
+  }
+
+  // An image body in, the top-K classes out (espresso/image_classifier.h does the preprocessing the
+  // model's package asks for). ?top=K, default options.top_k.
+  void classify(const std::string& name, const httplib::Request& req, httplib::Response& res,
+                const httplib::ContentReader& reader) {
+    Served& s = served(name);
+    Admission admission(*this);
+    ImageClassifierOptions classifier;
+    classifier.top = options.top_k;
+    classifier.what = "body";
+    if (req.has_param("top")) {
+      const std::string text = req.get_param_value("top");
+      std::size_t used = 0;
+      int top = 0;
+      try {
+        top = std::stoi(text, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != text.size() || top < 1 || top > 1000)
+        throw RequestError("top: must be a number from 1 to 1000");
+      classifier.top = top;
+    }
+    const std::string body = read_body(req, reader);
+    if (body.empty()) throw RequestError("body: empty; send the image's bytes (JPEG, PNG, ...)");
+    const std::span<const std::uint8_t> image(reinterpret_cast<const std::uint8_t*>(body.data()),
+                                              body.size());
+    const ImageClassification result = with_memory_retry(name, [&] {
+      ModelRequest request = acquire(s);
+      check_image_classifier(request.session().model());
+      return classify_image(request.session(), image, classifier);
+    });
+    json top = json::array();
+    for (const ClassScore& score : result.top)
+      top.push_back({{"index", score.index}, {"label", score.label}, {"probability", score.probability}});
+    send_json(res, {{"model", name},
+                    {"output", result.output},
+                    {"top", top},
+                    {"milliseconds", result.milliseconds},
+                    {"decode_ms", result.decode_ms},
+                    {"forward_ms", result.forward_ms}});
+  }
+
+  json model_metadata(Served& s, const std::string& version) {
+    const std::shared_ptr<const ModelInfo> model = info(s);
+    check_version(s, version);
+    json inputs = json::array();
+    for (const auto& [name, shape] : model->inputs)
+      inputs.push_back({{"name", name}, {"datatype", "FP32"}, {"shape", dims_json(shape, true)}});
+    json outputs = json::array();
+    for (const auto& [name, shape] : model->outputs)
+      outputs.push_back({{"name", name}, {"datatype", "FP32"}, {"shape", dims_json(shape, true)}});
+    return {{"name", s.spec.name},
+            {"versions", json::array({model->version})},
+            {"platform", "espresso" + (model->source_format.empty() ? "" : "_" + model->source_format)},
+            {"inputs", inputs},
+            {"outputs", outputs}};
+  }
+
+  json catalog_summary(Served& s) {
+    const std::shared_ptr<const CatalogEntry> entry = catalog(s);
+    json summary = {
+        {"name", s.spec.name}, {"version", entry->card.value("version", "")}, {"digest", entry->digest}};
+    for (const char* key :
+         {"description", "task", "license", "author", "size_bytes", "params", "flops", "metrics"}) {
+      if (entry->card.contains(key)) summary[key] = entry->card[key];
+    }
+    return summary;
+  }
+
+  void api_models(const httplib::Request& req, httplib::Response& res) {
+    const std::string text = req.get_param_value("q");
+    const std::string task = req.get_param_value("task");
+    if (text.size() > 512) throw RequestError("q: longer than 512 characters");
+    json list = json::array();
+    for (auto& [name, s] : models) {
+      json summary;
+      try {
+        summary = catalog_summary(*s);
+      } catch (const ModelLoadError&) {
+        continue;  // a model whose file cannot be read has no card; /v2 reports its error
+      }
+      if (!task.empty() && summary.value("task", "") != task) continue;
+      if (!text.empty()) {
+        std::string haystack = name + " " + summary.value("description", "") + " " +
+                               summary.value("task", "") + " " + summary.value("author", "");
+        std::string needle = text;
+        for (std::string* t : {&haystack, &needle})
+          std::transform(t->begin(), t->end(), t->begin(), [](unsigned char c) { return std::tolower(c); });
+        if (haystack.find(needle) == std::string::npos) continue;
+      }
+      list.push_back(std::move(summary));
+    }
+    send_json(res, {{"models", list}, {"next_cursor", nullptr}});
+  }
+
+  void api_model(const std::string& name, httplib::Response& res) {
+    Served& s = served(name);
+    const std::shared_ptr<const CatalogEntry> entry = catalog(s);
+    const std::string version = entry->card.value("version", "");
+    send_json(
+        res,
+        {{"name", name},
+         {"latest", version},
+         {"digest", entry->digest},
+         {"card", entry->card},
+         {"versions",
+          json::array({{{"version", version}, {"digest", entry->digest}, {"updated", entry->updated}}})}});
+  }
+
+  // Runs a handler, turning its typed errors into JSON errors, and counts it.
+  template <typename Handler>
+  void guarded(const std::string& model, httplib::Response& res, Handler handler) {
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      handler();
+      if (res.status == -1) res.status = 200;
+    } catch (const std::exception& e) {
+      send_error(res, status_of(e), e.what());
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    metrics.request(model, res.status, seconds);
+  }
+
+  void handle_get(const httplib::Request& req, httplib::Response& res);
+  void handle_post(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
+};
+
+namespace {
+
+// /v2/models/NAME[/versions/V][/ACTION]
+struct ModelRoute {
+  bool matched = false;
+  std::string name;
+  std::string version;
+  std::string action;  // "", "ready", "infer"
+};
+
+ModelRoute parse_model_route(const std::string& path) {
+  ModelRoute route;
+  const std::string prefix = "/v2/models/";
+  if (path.rfind(prefix, 0) != 0) return route;
+  std::vector<std::string> parts;
+  std::size_t start = prefix.size();
+  for (;;) {
+    const std::size_t slash = path.find('/', start);
+    parts.push_back(path.substr(start, slash == std::string::npos ? std::string::npos : slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  std::size_t i = 0;
+  route.name = parts[i++];
+  if (i < parts.size() && parts[i] == "versions") {
+    if (i + 1 >= parts.size() || parts[i + 1].empty()) return route;
+    route.version = parts[i + 1];
+    i += 2;
+  }
+  if (i < parts.size()) route.action = parts[i++];
+  if (i != parts.size() || route.name.empty()) return route;
+  if (!route.action.empty() && route.action != "ready" && route.action != "infer") return route;
+  route.matched = true;
+  return route;
+}
+
+}  // namespace
+
+void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& res) {
+  const std::string& path = req.path;
+  if (path == "/v2/health/live") return guarded("", res, [&] { send_json(res, {{"live", true}}); });
+  if (path == "/v2/health/ready") {
+    return guarded("", res, [&] {
+      if (stopping) throw RequestError("the server is shutting down");
+      send_json(res, {{"ready", true}});
+    });
+  }
+  if (path == "/v2" || path == "/v2/") {
+    return guarded("", res, [&] {
+      send_json(res, {{"name", "espresso"},
+                      {"version", ESPRESSO_VERSION},
+                      {"extensions", json::array({"binary_tensor_data"})}});
+    });
+  }
+  if (path == "/metrics") {
+    return guarded("", res, [&] {
+      res.set_content(metrics.text(pool->stats(), in_flight.load()), "text/plain; version=0.0.4");
+    });
+  }
+  if (path == "/api/v1/models") return guarded("", res, [&] { api_models(req, res); });
+  if (path.rfind("/api/v1/models/", 0) == 0) {
+    const std::string name = path.substr(15);
+    return guarded(models.count(name) ? name : "", res, [&] { api_model(name, res); });
+  }
+  const ModelRoute route = parse_model_route(path);
+  if (route.matched && route.action != "infer") {
+    const std::string label = models.count(route.name) ? route.name : "";
+    return guarded(label, res, [&] {
+      Served& s = served(route.name);
+      if (route.action.empty()) return send_json(res, model_metadata(s, route.version));
+      if (stopping)
+        throw RequestError("model '" + route.name + "' is not ready: the server is shutting down");
+      {
+        std::lock_guard lock(s.mutex);
+        if (!s.load_error.empty())
+          throw RequestError("model '" + route.name +
+                             "' is not ready: its last load failed: " + s.load_error);
+      }
+      if (!route.version.empty()) check_version(s, route.version);
+      send_json(res,
+                {{"name", route.name}, {"ready", true}, {"resident", s.added && pool->resident(route.name)}});
+    });
+  }
+  guarded("", res, [&] {
+    if (route.matched) throw RequestError("GET " + path + ": inference takes POST");
+    throw NotFoundError("path: no endpoint " + path);
+  });
+}
+
+void Server::Impl::handle_post(const httplib::Request& req, httplib::Response& res,
+                               const httplib::ContentReader& reader) {
+  const ModelRoute route = parse_model_route(req.path);
+  // POST /v1/classify/NAME, or its alias POST /api/v1/models/NAME/classify.
+  std::string image_model;
+  const std::string& path = req.path;
+  const std::string api_prefix = "/api/v1/models/";
+  const std::string api_suffix = "/classify";
+  if (path.rfind("/v1/classify/", 0) == 0) {
+    image_model = path.substr(13);
+  } else if (path.rfind(api_prefix, 0) == 0 && path.size() > api_prefix.size() + api_suffix.size() &&
+             path.compare(path.size() - api_suffix.size(), api_suffix.size(), api_suffix) == 0) {
+    image_model = path.substr(api_prefix.size(), path.size() - api_prefix.size() - api_suffix.size());
+  }
+  if (!image_model.empty()) {
+    const std::string label = models.count(image_model) ? image_model : "";
+    guarded(label, res, [&] { classify(image_model, req, res, reader); });
+  } else if (route.matched && route.action == "infer") {
+    const std::string label = models.count(route.name) ? route.name : "";
+    guarded(label, res, [&] { infer(route.name, route.version, req, res, reader); });
+  } else {
+    guarded("", res, [&] { throw NotFoundError("path: no POST endpoint " + req.path); });
+  }
+  // A refused request whose body was not read: close, so the unread bytes never pass for a request.
+  if (res.status >= 400) res.set_header("Connection", "close");
+}
+
+Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std::make_unique<Impl>()) {
+  Impl& s = *impl_;
+  s.options = std::move(options);
+  if (s.options.max_batch < 1) throw ServeError("--max-batch must be at least 1");
+  if (s.options.max_concurrency < 1) throw ServeError("--max-concurrency must be at least 1");
+  if (s.options.max_queue_delay.count() < 0) throw ServeError("--max-queue-delay-us must not be negative");
+  if (s.options.memory_budget_bytes == 0) throw ServeError("--memory-budget must be more than 0 bytes");
+  if (s.options.http_threads < 1) throw ServeError("--http-threads must be at least 1");
+  if (models.empty()) throw ServeError("serve: no models (--models NAME=PATH|REF)");
+  ModelPoolOptions pool;
+  pool.device = s.options.device;
+  pool.budget_bytes = s.options.memory_budget_bytes;
+  pool.session.threads = s.options.session_threads;
+  // One idle context per padded batch size (1, 2, 4, ... max_batch) and per worker, so none replans.
+  int sizes = 1;
+  while ((1 << (sizes - 1)) < s.options.max_batch) ++sizes;
+  pool.max_idle_contexts = std::max(4, sizes + s.options.workers_per_model);
+  const bool pad = s.options.pad_batches == ServerOptions::PadBatches::always ||
+                   (s.options.pad_batches == ServerOptions::PadBatches::on_gpu && !s.options.device.is_cpu());
+  s.pool = std::make_unique<ModelPool>(pool);
+  for (ModelSpec& spec : models) {
+    if (!valid_model_name(spec.name)) throw ServeError("model name '" + spec.name + "' is not valid");
+    if (s.models.count(spec.name)) throw ServeError("model name '" + spec.name + "' is given twice");
+    std::error_code ec;
+    if (spec.reference.empty() && !fs::is_regular_file(spec.path, ec))
+      throw ServeError("model '" + spec.name + "': " + spec.path + " is not a readable file");
+    if (!spec.weights.empty() && !fs::is_regular_file(spec.weights, ec))
+      throw ServeError("model '" + spec.name + "': weights " + spec.weights + " is not a readable file");
+    auto served = std::make_unique<Served>();
+    served->spec = spec;
+    Served* raw = served.get();
+    const std::string name = spec.name;
+    BatcherOptions batching{s.options.max_batch, s.options.max_queue_delay, s.options.workers_per_model, pad};
+    served->batcher = std::make_unique<Batcher>(
+        batching, [&s, raw](const TensorMap& inputs) { return s.run(*raw, inputs); },
+        [&s, name](std::int64_t samples) { s.metrics.batch(name, samples); });
+    s.models.emplace(name, std::move(served));
+  }
+  s.http.new_task_queue = [threads = s.options.http_threads] {
+    return new httplib::ThreadPool(static_cast<std::size_t>(threads));
+  };
+  s.http.set_read_timeout(static_cast<time_t>(s.options.read_timeout.count()), 0);
+  s.http.set_write_timeout(static_cast<time_t>(s.options.write_timeout.count()), 0);
+  s.http.set_keep_alive_max_count(100000);
+  s.http.set_keep_alive_timeout(2);
+  s.http.set_tcp_nodelay(true);
+  // httplib listens with a backlog of 5: 64 clients connecting at once overflow it and the kernel drops
+  // their handshakes, which come back seconds later. The socket is kept so bind() can widen it.
+  s.http.set_socket_options([&s](socket_t sock) {
+    httplib::default_socket_options(sock);
+    s.listen_fd = sock;
+  });
+  s.http.set_payload_max_length(s.options.max_body_bytes + 1);
+  s.http.Get(R"(/.*)", [&s](const httplib::Request& req, httplib::Response& res) { s.handle_get(req, res); });
+  s.http.Post(R"(/.*)", [&s](const httplib::Request& req, httplib::Response& res,
+                             const httplib::ContentReader& reader) { s.handle_post(req, res, reader); });
+  s.http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
+    std::string message = "internal error";
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      message = e.what();
+    } catch (...) {
+    }
+    send_error(res, 500, message);
+  });
+}
+
+Server::~Server() {
+  stop();
+  // Queued requests are answered before the batchers' threads end.
+  for (auto& [name, served] : impl_->models) served->batcher->shutdown();
+}
+
+int Server::bind() {
+  Impl& s = *impl_;
+  if (s.options.port == 0) {
+    s.port = s.http.bind_to_any_port(s.options.host);
+  } else {
+    s.port = s.http.bind_to_port(s.options.host, s.options.port) ? s.options.port : -1;
+  }
+  if (s.port <= 0)
+    throw ServeError("serve: cannot listen on " + s.options.host + ":" + std::to_string(s.options.port));
+  if (s.listen_fd >= 0) ::listen(s.listen_fd, SOMAXCONN);
+  return s.port;
+}
+
+void Server::run() {
+  Impl& s = *impl_;
+  s.running = true;
+  // Returns after stop(), once the request threads have finished the requests they hold.
+  if (!s.stopping) s.http.listen_after_bind();
+  s.running = false;
+}
+
+int Server::start() {
+  Impl& s = *impl_;
+  const int bound = bind();
+  std::lock_guard lock(s.lifecycle);
+  s.running = true;
+  s.background = std::thread([this] { run(); });
+  return bound;
+}
+
+void Server::stop() {
+  Impl& s = *impl_;
+  s.stopping = true;
+  // httplib's stop() does nothing before its listen loop is up: wait for it when run() has begun.
+  while (s.running && !s.http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  s.http.stop();
+  std::lock_guard lock(s.lifecycle);
+  if (s.background.joinable() && s.background.get_id() != std::this_thread::get_id()) s.background.join();
+}
+
+int Server::port() const { return impl_->port; }
+
+std::vector<std::string> Server::models() const {
+  std::vector<std::string> names;
+  for (const auto& [name, served] : impl_->models) names.push_back(name);
+  return names;
+}
+
+std::vector<std::string> Server::resident_models() const {
+  std::vector<std::string> names;
+  for (const auto& [name, served] : impl_->models) {
+    bool added = false;
+    {
+      std::lock_guard lock(served->mutex);
+      added = served->added;
+    }
+    if (added && impl_->pool->resident(name)) names.push_back(name);
+  }
+  return names;
+}
+
+void Server::preload(const std::string& name) {
+  Impl& s = *impl_;
+  auto it = s.models.find(name);
+  if (it == s.models.end()) throw ServeError("preload: no model named '" + name + "' is served");
+  s.with_memory_retry(name, [&] {
+    s.acquire(*it->second).release();
+    return 0;
+  });
+}
+
+}  // namespace espresso::serve

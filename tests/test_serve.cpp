@@ -1,0 +1,785 @@
+// espresso serve (include/espresso/serve.h) on loopback: every endpoint, answers checked against the
+// same model run directly through Session (no server, no batching, no JSON), batching, switching among
+// 8 models under a budget that fits 3, back-pressure, every bad-input case, graceful shutdown, the CLI.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "espresso/data.h"
+#include "espresso/import.h"
+#include "espresso/model.h"
+#include "espresso/package.h"
+#include "espresso/serve.h"
+#include "serve/batcher.h"
+#include "serve/errors.h"
+#include "test_support.h"
+
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+
+namespace espresso {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::TempDir;
+
+constexpr int kVariants = 8;
+
+class Serve : public testing::SharedDataTest {
+ protected:
+  static fs::path data() { return testing::shared_data_dir(); }
+  static std::string lenet() { return (data() / "caffe/lenet/lenet.prototxt").string(); }
+  static std::string lenet_weights() { return (data() / "caffe/lenet/lenet_iter_10000.caffemodel").string(); }
+  static std::string mnist_onnx() { return (data() / "onnx/mnist-1/model.onnx").string(); }
+
+  // MNIST test digit `i`, scaled to [0, 1) as LeNet was trained, as a 1x1x28x28 tensor.
+  static Tensor digit(int i) {
+    static const data::LabeledImages digits =
+        data::load_mnist((data() / "mnist").string(), data::Split::test);
+    Tensor t = Tensor::empty({1, 1, 28, 28});
+    for (int p = 0; p < 784; ++p) t.data<float>()[p] = digits.image(i)[p] * 0.00390625f;
+    return t;
+  }
+  static std::uint8_t label(int i) {
+    static const data::LabeledImages digits =
+        data::load_mnist((data() / "mnist").string(), data::Split::test);
+    return digits.labels[static_cast<std::size_t>(i)];
+  }
+
+  // LeNet packages that answer differently: variant k rotates the classifier's rows by k and scales
+  // them, so a server that mixed models up gives other numbers.
+  static std::vector<std::string> variants(const TempDir& dir) {
+    std::vector<std::string> paths;
+    for (int k = 0; k < kVariants; ++k) {
+      Graph graph = load_model(lenet(), lenet_weights());
+      for (LayerSpec& layer : graph.layers) {
+        if (layer.name != "ip2") continue;
+        const Tensor weight = layer.weights[0].clone();
+        const Tensor bias = layer.weights[1].clone();
+        Tensor new_weight = weight.clone();
+        Tensor new_bias = bias.clone();
+        const std::int64_t row = weight.numel() / 10;
+        for (int r = 0; r < 10; ++r) {
+          const int from = (r + k) % 10;
+          for (std::int64_t c = 0; c < row; ++c)
+            new_weight.data<float>()[r * row + c] =
+                weight.data<float>()[from * row + c] * (1.0f + 0.1f * static_cast<float>(k));
+          new_bias.data<float>()[r] = bias.data<float>()[from];
+        }
+        layer.weights[0] = new_weight;
+        layer.weights[1] = new_bias;
+      }
+      graph.metadata.name = "lenet" + std::to_string(k);
+      graph.metadata.version = std::string(1, '1');
+      graph.metadata.task = std::string("classification");
+      graph.metadata.preprocessing.scale = 0.00390625;
+      for (int c = 0; c < 10; ++c) graph.metadata.labels.push_back("digit " + std::to_string((c + k) % 10));
+      const std::string path = dir.file("lenet" + std::to_string(k) + ".esp");
+      save_package(graph, path);
+      paths.push_back(path);
+    }
+    return paths;
+  }
+};
+
+// The outputs of running the model directly, batch by batch as given.
+std::map<std::string, Tensor> direct(const std::string& path, const std::string& weights,
+                                     const std::string& input, const Tensor& batch) {
+  Session session(Model::load(path, weights));
+  return session.run({{input, batch}});
+}
+
+Tensor stack(const std::vector<Tensor>& samples) {
+  std::vector<std::int64_t> dims = samples.front().shape().dims();
+  dims[0] = static_cast<std::int64_t>(samples.size());
+  Tensor out = Tensor::empty(Shape(dims));
+  std::size_t offset = 0;
+  for (const Tensor& t : samples) {
+    std::memcpy(out.data<float>() + offset, t.data<float>(), t.bytes());
+    offset += static_cast<std::size_t>(t.numel());
+  }
+  return out;
+}
+
+json tensor_json(const std::string& name, const Tensor& t) {
+  json dims = json::array();
+  for (std::int64_t d : t.shape().dims()) dims.push_back(d);
+  return {{"name", name}, {"datatype", "FP32"}, {"shape", dims}, {"data", t.to_vector()}};
+}
+
+std::string infer_body(const std::string& name, const Tensor& t) {
+  return json{{"inputs", {tensor_json(name, t)}}}.dump();
+}
+
+void expect_near(const std::vector<float>& got, const Tensor& want, double tolerance,
+                 const std::string& what) {
+  ASSERT_EQ(static_cast<std::int64_t>(got.size()), want.numel()) << what;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want.data<float>()[i], tolerance) << what << " element " << i;
+  }
+}
+
+std::vector<float> data_of(const json& output) { return output.at("data").get<std::vector<float>>(); }
+
+class Running {
+ public:
+  Running(serve::ServerOptions options, std::vector<serve::ModelSpec> models) {
+    options.host = "127.0.0.1";
+    options.port = 0;
+    server_ = std::make_unique<serve::Server>(options, std::move(models));
+    port_ = server_->start();
+  }
+  ~Running() { server_->stop(); }
+  httplib::Client client(int timeout_s = 60) const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(timeout_s, 0);
+    c.set_connection_timeout(5, 0);
+    return c;
+  }
+  int port() const { return port_; }
+  serve::Server& server() { return *server_; }
+
+ private:
+  std::unique_ptr<serve::Server> server_;
+  int port_ = 0;
+};
+
+serve::ModelSpec spec(const std::string& name, const std::string& path, const std::string& weights = "") {
+  serve::ModelSpec s;
+  s.name = name;
+  s.path = path;
+  s.weights = weights;
+  return s;
+}
+
+// SHA-256 of a file by Debian's sha256sum, an implementation apart from the store's.
+std::string sha256_hex_of(const std::string& path) {
+  FILE* pipe = popen(("sha256sum '" + path + "'").c_str(), "r");
+  char hex[65] = {};
+  const std::size_t n = std::fread(hex, 1, 64, pipe);
+  pclose(pipe);
+  return std::string(hex, n);
+}
+
+json post_json(httplib::Client& c, const std::string& path, const std::string& body, int& status) {
+  auto res = c.Post(path.c_str(), body, "application/json");
+  if (!res) {
+    status = -1;
+    return json();
+  }
+  status = res->status;
+  return json::parse(res->body, nullptr, false);
+}
+
+// The summed value of every metric line that starts with `prefix` (labels included in the prefix).
+double metric(const std::string& text, const std::string& prefix) {
+  double total = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(prefix, 0) == 0) total += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return total;
+}
+
+// The batcher alone, with a "model" that doubles its input and records the batch sizes it ran: rows go
+// back to their requests, padding adds zero rows that never come back, and a model that fails at a
+// larger batch (fixed batch 1) gets every request run alone.
+TEST(ServeBatcher, SplitsPadsAndFallsBackToSingleRuns) {
+  for (const bool fixed_batch : {false, true}) {
+    std::mutex mutex;
+    std::vector<std::int64_t> runs;
+    std::vector<std::int64_t> reported;
+    serve::BatcherOptions options;
+    options.max_batch = 8;
+    options.max_queue_delay = std::chrono::milliseconds(300);
+    options.pad_to_buckets = true;
+    serve::Batcher batcher(
+        options,
+        [&](const serve::TensorMap& inputs) {
+          const Tensor& x = inputs.at("x");
+          {
+            std::lock_guard lock(mutex);
+            runs.push_back(x.shape()[0]);
+          }
+          if (fixed_batch && x.shape()[0] != 1) throw ShapeError("fixed batch 1");
+          Tensor y = Tensor::empty(x.shape());
+          for (std::int64_t i = 0; i < x.numel(); ++i) y.data<float>()[i] = 2 * x.data<float>()[i];
+          return serve::TensorMap{{"y", y}};
+        },
+        [&](std::int64_t samples) {
+          std::lock_guard lock(mutex);
+          reported.push_back(samples);
+        });
+    // Requests of 1, 2 and 2 samples: 5 rows, padded to 8.
+    std::vector<std::future<serve::TensorMap>> results;
+    for (int r = 0; r < 3; ++r) {
+      const std::int64_t n = r == 0 ? 1 : 2;
+      Tensor x = Tensor::empty({n, 3});
+      for (std::int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>(100 * r + i);
+      results.push_back(batcher.submit({{"x", x}}));
+    }
+    for (int r = 0; r < 3; ++r) {
+      if (fixed_batch && r > 0) {
+        EXPECT_THROW(results[static_cast<std::size_t>(r)].get(), ShapeError);
+        continue;
+      }
+      const Tensor y = results[static_cast<std::size_t>(r)].get().at("y");
+      ASSERT_EQ(y.shape()[0], r == 0 ? 1 : 2);
+      for (std::int64_t i = 0; i < y.numel(); ++i)
+        EXPECT_EQ(y.data<float>()[i], 2.0f * static_cast<float>(100 * r + i));
+    }
+    batcher.shutdown();
+    if (!fixed_batch) {
+      EXPECT_EQ(runs, std::vector<std::int64_t>({8}));
+      EXPECT_EQ(reported, std::vector<std::int64_t>({5}));
+    } else {
+      // The padded batch failed; each request then ran alone (a batch of 2 fails too, as a model with a
+      // fixed batch would), and the 2-sample requests end in the error.
+      EXPECT_EQ(runs, std::vector<std::int64_t>({8, 1, 2, 2}));
+      EXPECT_EQ(reported, std::vector<std::int64_t>({1}));
+    }
+  }
+}
+
+TEST_F(Serve, ModelSpecsParse) {
+  const serve::ModelSpec a = serve::ModelSpec::parse("digits=" + lenet() + "," + lenet_weights());
+  EXPECT_EQ(a.name, "digits");
+  EXPECT_EQ(a.path, lenet());
+  EXPECT_EQ(a.weights, lenet_weights());
+  EXPECT_EQ(serve::ModelSpec::parse(mnist_onnx()).name, "model");
+  const serve::ModelSpec ref = serve::ModelSpec::parse("localhost:5000/zoo/lenet:1");
+  EXPECT_EQ(ref.name, "lenet");
+  EXPECT_EQ(ref.reference, "localhost:5000/zoo/lenet:1");
+  EXPECT_THROW(serve::ModelSpec::parse("bad/name=" + lenet()), ServeError);
+  EXPECT_THROW(serve::ModelSpec::parse("x="), ServeError);
+  EXPECT_THROW(serve::Server({}, {spec("x", "/nonexistent/model.onnx")}), ServeError);
+  EXPECT_THROW(serve::Server({}, {}), ServeError);
+}
+
+TEST_F(Serve, EveryEndpointAnswersAsTheModelDoes) {
+  TempDir dir;
+  const std::vector<std::string> packages = variants(dir);
+  serve::ServerOptions options;
+  options.max_queue_delay = std::chrono::microseconds(0);
+  Running running(options, {spec("lenet", lenet(), lenet_weights()), spec("mnist", mnist_onnx()),
+                            spec("digits", packages[3])});
+  httplib::Client c = running.client();
+
+  auto live = c.Get("/v2/health/live");
+  ASSERT_TRUE(live);
+  EXPECT_EQ(live->status, 200);
+  EXPECT_EQ(c.Get("/v2/health/ready")->status, 200);
+  const json server = json::parse(c.Get("/v2")->body);
+  EXPECT_EQ(server["name"], "espresso");
+  EXPECT_NE(std::find(server["extensions"].begin(), server["extensions"].end(), "binary_tensor_data"),
+            server["extensions"].end());
+
+  // Metadata: the graph's input, and the output's shape from the direct run.
+  const json meta = json::parse(c.Get("/v2/models/lenet")->body);
+  EXPECT_EQ(meta["name"], "lenet");
+  EXPECT_EQ(meta["inputs"][0]["name"], "data");
+  EXPECT_EQ(meta["inputs"][0]["datatype"], "FP32");
+  EXPECT_EQ(meta["inputs"][0]["shape"], json({-1, 1, 28, 28}));
+  EXPECT_EQ(meta["outputs"][0]["name"], "prob");
+  EXPECT_EQ(meta["outputs"][0]["shape"], json({-1, 10}));
+  EXPECT_EQ(json::parse(c.Get("/v2/models/digits/versions/1")->body)["versions"], json({"1"}));
+  EXPECT_EQ(c.Get("/v2/models/digits/versions/1/ready")->status, 200);
+  EXPECT_EQ(c.Get("/v2/models/lenet/ready")->status, 200);
+
+  // JSON inference, a batch of two digits, against the direct run.
+  const Tensor two = stack({digit(0), digit(1)});
+  int status = 0;
+  json answer = post_json(c, "/v2/models/lenet/infer",
+                          json{{"id", "r1"}, {"inputs", {tensor_json("data", two)}}}.dump(), status);
+  ASSERT_EQ(status, 200) << answer.dump();
+  EXPECT_EQ(answer["id"], "r1");
+  EXPECT_EQ(answer["model_name"], "lenet");
+  EXPECT_EQ(answer["outputs"][0]["shape"], json({2, 10}));
+  expect_near(data_of(answer["outputs"][0]), direct(lenet(), lenet_weights(), "data", two)["prob"], 1e-6,
+              "lenet");
+
+  // The ONNX model, a version in the path, the outputs selection.
+  answer = post_json(
+      c, "/v2/models/digits/versions/1/infer",
+      json{{"inputs", {tensor_json("data", digit(2))}}, {"outputs", {{{"name", "prob"}}}}}.dump(), status);
+  ASSERT_EQ(status, 200) << answer.dump();
+  expect_near(data_of(answer["outputs"][0]), direct(packages[3], "", "data", digit(2))["prob"], 1e-6,
+              "digits");
+  answer = post_json(c, "/v2/models/mnist/infer", infer_body("Input3", digit(3)), status);
+  ASSERT_EQ(status, 200) << answer.dump();
+  expect_near(data_of(answer["outputs"][0]), direct(mnist_onnx(), "", "Input3", digit(3))["Plus214_Output_0"],
+              1e-5, "mnist");
+
+  // UINT8 pixels and nested data give what the same values as FP32 give.
+  {
+    static const data::LabeledImages digits =
+        data::load_mnist((data() / "mnist").string(), data::Split::test);
+    json rows = json::array();
+    Tensor as_float = Tensor::empty({1, 1, 28, 28});
+    for (int y = 0; y < 28; ++y) {
+      json row = json::array();
+      for (int x = 0; x < 28; ++x) {
+        row.push_back(digits.image(4)[y * 28 + x]);
+        as_float.data<float>()[y * 28 + x] = digits.image(4)[y * 28 + x];
+      }
+      rows.push_back(row);
+    }
+    json input = {{"name", "Input3"},
+                  {"datatype", "UINT8"},
+                  {"shape", {1, 1, 28, 28}},
+                  {"data", json::array({json::array({rows})})}};
+    answer = post_json(c, "/v2/models/mnist/infer", json{{"inputs", {input}}}.dump(), status);
+    ASSERT_EQ(status, 200) << answer.dump();
+    expect_near(data_of(answer["outputs"][0]),
+                direct(mnist_onnx(), "", "Input3", as_float)["Plus214_Output_0"], 1e-4, "uint8");
+  }
+
+  // Binary data extension: input as raw FP32 after the JSON, output asked for as binary.
+  {
+    const Tensor three = stack({digit(5), digit(6), digit(7)});
+    const std::string header =
+        json{{"inputs",
+              {{{"name", "data"},
+                {"datatype", "FP32"},
+                {"shape", {3, 1, 28, 28}},
+                {"parameters", {{"binary_data_size", three.bytes()}}}}}},
+             {"outputs", {{{"name", "prob"}, {"parameters", {{"binary_data", true}}}}}}}
+            .dump();
+    std::string body = header;
+    body.append(static_cast<const char*>(three.raw()), three.bytes());
+    httplib::Headers headers = {{"Inference-Header-Content-Length", std::to_string(header.size())}};
+    auto res = c.Post("/v2/models/lenet/infer", headers, body, "application/octet-stream");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    ASSERT_TRUE(res->has_header("Inference-Header-Content-Length"));
+    const std::size_t json_length = std::stoul(res->get_header_value("Inference-Header-Content-Length"));
+    const json reply = json::parse(res->body.substr(0, json_length));
+    EXPECT_EQ(reply["outputs"][0]["parameters"]["binary_data_size"], 3 * 10 * 4);
+    EXPECT_FALSE(reply["outputs"][0].contains("data"));
+    ASSERT_EQ(res->body.size(), json_length + 120);
+    std::vector<float> got(30);
+    std::memcpy(got.data(), res->body.data() + json_length, 120);
+    expect_near(got, direct(lenet(), lenet_weights(), "data", three)["prob"], 1e-6, "binary");
+  }
+
+  // Metrics after these requests.
+  const std::string text = c.Get("/metrics")->body;
+  EXPECT_GE(metric(text, "espresso_requests_total{model=\"lenet\",status=\"200\"}"), 2);
+  EXPECT_GE(metric(text, "espresso_request_duration_seconds_count{model=\"lenet\"}"), 2);
+  EXPECT_GE(metric(text, "espresso_batch_size_count{model=\"lenet\"}"), 2);
+  EXPECT_EQ(metric(text, "espresso_resident_models "), 3);
+  EXPECT_GT(metric(text, "espresso_resident_bytes "), 0);
+  EXPECT_EQ(metric(text, "espresso_model_loads_total "), 3);
+  EXPECT_EQ(metric(text, "espresso_model_evictions_total "), 0);
+
+  // The store's catalog JSON: the same keys as store serve's /api/v1/models and the package's card.
+  const json list = json::parse(c.Get("/api/v1/models")->body);
+  ASSERT_EQ(list["models"].size(), 3u);
+  EXPECT_TRUE(list["next_cursor"].is_null());
+  for (const json& entry : list["models"]) {
+    for (const char* key : {"name", "version", "digest", "description", "task", "license", "author",
+                            "size_bytes", "params", "flops", "metrics"})
+      EXPECT_TRUE(entry.contains(key)) << key;
+  }
+  const json filtered = json::parse(c.Get("/api/v1/models?task=classification")->body);
+  ASSERT_EQ(filtered["models"].size(), 1u);
+  EXPECT_EQ(filtered["models"][0]["name"], "digits");
+  const json card = json::parse(c.Get("/api/v1/models/digits")->body);
+  EXPECT_EQ(card["name"], "digits");
+  EXPECT_EQ(card["latest"], "1");
+  EXPECT_EQ(card["digest"], "sha256:" + sha256_hex_of(packages[3]));
+  EXPECT_EQ(card["card"]["name"], "lenet3");
+  EXPECT_EQ(card["card"]["labels"].size(), 10u);
+  EXPECT_EQ(card["versions"][0]["version"], "1");
+  EXPECT_EQ(c.Get("/api/v1/models/nothing")->status, 404);
+
+  // The image route: a PNG of a digit, top-K from the package's preprocessing and labels.
+  {
+    static const data::LabeledImages digits =
+        data::load_mnist((data() / "mnist").string(), data::Split::test);
+    const std::string png = dir.file("digit.png");
+    ASSERT_NE(stbi_write_png(png.c_str(), 28, 28, 1, digits.image(8), 28), 0);
+    const std::string bytes = testing::read_bytes(png);
+    const Tensor want = direct(packages[3], "", "data", digit(8))["prob"];
+    std::int64_t best = 0;
+    for (std::int64_t i = 1; i < 10; ++i) {
+      if (want.data<float>()[i] > want.data<float>()[best]) best = i;
+    }
+    for (const std::string path : {"/v1/classify/digits?top=3", "/api/v1/models/digits/classify?top=3"}) {
+      auto res = c.Post(path.c_str(), bytes, "image/png");
+      ASSERT_TRUE(res);
+      ASSERT_EQ(res->status, 200) << res->body;
+      const json top = json::parse(res->body);
+      ASSERT_EQ(top["top"].size(), 3u);
+      EXPECT_EQ(top["top"][0]["index"], best);
+      EXPECT_EQ(top["top"][0]["label"], "digit " + std::to_string((best + 3) % 10));
+      EXPECT_NEAR(top["top"][0]["probability"].get<double>(), want.data<float>()[best], 1e-5);
+    }
+    // The rotation undone: variant 3's label names the digit that is really there.
+    EXPECT_EQ(json::parse(c.Post("/v1/classify/digits", bytes, "image/png")->body)["top"][0]["label"],
+              "digit " + std::to_string(label(8)));
+    auto not_image = c.Post("/v1/classify/digits", std::string("not an image"), "image/png");
+    EXPECT_EQ(not_image->status, 400);
+    EXPECT_TRUE(json::parse(not_image->body).contains("error"));
+    EXPECT_EQ(c.Post("/v1/classify/digits?top=0", bytes, "image/png")->status, 400);
+  }
+}
+
+TEST_F(Serve, BadInputGetsJsonErrorsNamingTheField) {
+  TempDir dir;
+  const std::string broken = dir.write("broken.onnx", "this is not a protobuf");
+  serve::ServerOptions options;
+  options.max_body_bytes = 64 << 10;
+  options.read_timeout = std::chrono::seconds(1);
+  options.max_queue_delay = std::chrono::microseconds(0);
+  Running running(options, {spec("lenet", lenet(), lenet_weights()), spec("broken", broken)});
+  httplib::Client c = running.client();
+  const std::string good = infer_body("data", digit(0));
+  const auto expect_error = [&](const std::string& path, const std::string& body, int want,
+                                const std::string& names, const httplib::Headers& headers = {}) {
+    auto res = c.Post(path.c_str(), headers, body, "application/json");
+    ASSERT_TRUE(res) << path << " " << body.substr(0, 80);
+    EXPECT_EQ(res->status, want) << res->body;
+    const json error = json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(error.is_object() && error.contains("error")) << res->body;
+    EXPECT_NE(error["error"].get<std::string>().find(names), std::string::npos)
+        << error["error"] << " lacks " << names;
+  };
+  const std::string inf = "/v2/models/lenet/infer";
+  expect_error(inf, "{\"inputs\": [", 400, "body: not valid JSON");
+  expect_error(inf, "[1, 2]", 400, "JSON object");
+  expect_error(inf, "{}", 400, "inputs");
+  expect_error(inf,
+               R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "BYTES", "data": []}]})",
+               400, "inputs[0].datatype");
+  expect_error(
+      inf, R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "FP32", "data": [1, 2, 3]}]})",
+      400, "inputs[0].data: 3 values");
+  expect_error(inf,
+               R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "FP32", "data": ["a"]}]})",
+               400, "inputs[0].data");
+  expect_error(inf,
+               R"({"inputs": [{"name": "data", "shape": [1,3,28,28], "datatype": "FP32", "data": [0]}]})",
+               400, "inputs[0].data");
+  {
+    json wrong_shape = {{"inputs",
+                         {{{"name", "data"},
+                           {"datatype", "FP32"},
+                           {"shape", {1, 1, 14, 56}},
+                           {"data", std::vector<float>(784, 0.0f)}}}}};
+    expect_error(inf, wrong_shape.dump(), 400, "inputs[0].shape");
+    json zero_batch = {
+        {"inputs",
+         {{{"name", "data"}, {"datatype", "FP32"}, {"shape", {0, 1, 28, 28}}, {"data", json::array()}}}}};
+    expect_error(inf, zero_batch.dump(), 400, "inputs[0].shape");
+    json negative = {
+        {"inputs",
+         {{{"name", "data"}, {"datatype", "FP32"}, {"shape", {-1, 1, 28, 28}}, {"data", json::array()}}}}};
+    expect_error(inf, negative.dump(), 400, "inputs[0].shape");
+    json uint8 = {{"inputs",
+                   {{{"name", "data"},
+                     {"datatype", "UINT8"},
+                     {"shape", {1, 1, 28, 28}},
+                     {"data", std::vector<int>(784, 300)}}}}};
+    expect_error(inf, uint8.dump(), 400, "out of range for UINT8");
+    json unknown_input = {{"inputs", {tensor_json("pixels", digit(0))}}};
+    expect_error(inf, unknown_input.dump(), 400, "inputs[0].name");
+    json unknown_output = {{"inputs", {tensor_json("data", digit(0))}}, {"outputs", {{{"name", "logits"}}}}};
+    expect_error(inf, unknown_output.dump(), 400, "outputs[0].name");
+  }
+  // Binary extension faults: a header length past the body, sizes that disagree, bytes left over.
+  expect_error(inf, good, 400, "Inference-Header-Content-Length",
+               {{"Inference-Header-Content-Length", "999999"}});
+  expect_error(inf, good, 400, "Inference-Header-Content-Length",
+               {{"Inference-Header-Content-Length", "12x"}});
+  {
+    const std::string header =
+        R"({"inputs": [{"name": "data", "shape": [1,1,28,28], "datatype": "FP32", "parameters": {"binary_data_size": 100}}]})";
+    expect_error(inf, header + std::string(100, '\0'), 400, "binary_data_size",
+                 {{"Inference-Header-Content-Length", std::to_string(header.size())}});
+    expect_error(inf, good + "extra", 400, "binary data",
+                 {{"Inference-Header-Content-Length", std::to_string(good.size())}});
+  }
+  // Too large, unknown model and version, unknown paths, a model that cannot be loaded.
+  expect_error(inf, std::string(100 << 10, ' '), 413, "body");
+  expect_error("/v2/models/nosuch/infer", good, 404, "nosuch");
+  expect_error("/v2/models/lenet/versions/7/infer", good, 404, "version");
+  expect_error("/v2/models/broken/infer", good, 500, "broken");
+  EXPECT_EQ(c.Get("/v2/models/broken/ready")->status, 400);
+  EXPECT_EQ(c.Get("/v2/models/nosuch")->status, 404);
+  EXPECT_EQ(c.Get("/v2/models/lenet/versions/7")->status, 404);
+  EXPECT_EQ(c.Get("/v2/nothing")->status, 404);
+  EXPECT_EQ(c.Get("/v2/models/lenet/infer")->status, 400);
+
+  // A client that sends half its body and stalls is dropped after the read timeout; others are served.
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(running.port()));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    const std::string head =
+        "POST /v2/models/lenet/infer HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(good.size()) +
+        "\r\n\r\n" + good.substr(0, 20);
+    ASSERT_EQ(::send(fd, head.data(), head.size(), 0), static_cast<ssize_t>(head.size()));
+    timeval wait{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    const auto start = std::chrono::steady_clock::now();
+    char reply[4096];
+    const ssize_t n = ::recv(fd, reply, sizeof reply, 0);
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ::close(fd);
+    EXPECT_LT(waited, 4.5) << "the stalled client was never dropped";
+    if (n > 0) {
+      EXPECT_NE(std::string(reply, static_cast<std::size_t>(n)).find("408"), std::string::npos);
+    }
+  }
+  int status = 0;
+  const json answer = post_json(c, inf, good, status);
+  EXPECT_EQ(status, 200) << answer.dump();
+  expect_near(data_of(answer["outputs"][0]), direct(lenet(), lenet_weights(), "data", digit(0))["prob"], 1e-6,
+              "after faults");
+}
+
+class ServeBatching : public Serve, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(ServeBatching, BatchesAndMatchesUnbatched) {
+  serve::ServerOptions options;
+  options.max_batch = 16;
+  options.max_queue_delay = std::chrono::milliseconds(500);
+  options.pad_batches =
+      GetParam() ? serve::ServerOptions::PadBatches::always : serve::ServerOptions::PadBatches::never;
+  Running running(options, {spec("lenet", lenet(), lenet_weights())});
+  constexpr int kClients = 12;
+  std::vector<std::future<std::pair<int, json>>> answers;
+  for (int i = 0; i < kClients; ++i) {
+    answers.push_back(std::async(std::launch::async, [&, i] {
+      httplib::Client c = running.client();
+      int status = 0;
+      json reply = post_json(c, "/v2/models/lenet/infer", infer_body("data", digit(i)), status);
+      return std::make_pair(status, reply);
+    }));
+  }
+  for (int i = 0; i < kClients; ++i) {
+    const auto [status, reply] = answers[static_cast<std::size_t>(i)].get();
+    ASSERT_EQ(status, 200) << reply.dump();
+    expect_near(data_of(reply["outputs"][0]), direct(lenet(), lenet_weights(), "data", digit(i))["prob"],
+                1e-5, "client " + std::to_string(i));
+  }
+  const std::string text = running.client().Get("/metrics")->body;
+  const double batches = metric(text, "espresso_batch_size_count{model=\"lenet\"}");
+  const double singles = metric(text, "espresso_batch_size_bucket{model=\"lenet\",le=\"1\"}");
+  EXPECT_EQ(metric(text, "espresso_batch_size_sum{model=\"lenet\"}"), kClients);
+  EXPECT_LT(batches, kClients) << text;
+  EXPECT_LT(singles, batches) << "no batch held more than one request:\n" << text;
+}
+
+INSTANTIATE_TEST_SUITE_P(Padding, ServeBatching, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Padded" : "Exact";
+                         });
+
+TEST_F(Serve, EightModelsUnderABudgetForThreeStayCorrect) {
+  TempDir dir;
+  const std::vector<std::string> packages = variants(dir);
+  const std::size_t one = Model::bytes_needed(load_package(packages[0]), Device::cpu());
+  serve::ServerOptions options;
+  options.memory_budget_bytes = 3 * one + one / 2;
+  options.max_batch = 8;
+  options.max_queue_delay = std::chrono::milliseconds(2);
+  std::vector<serve::ModelSpec> specs;
+  for (int k = 0; k < kVariants; ++k)
+    specs.push_back(spec("lenet" + std::to_string(k), packages[static_cast<std::size_t>(k)]));
+  Running running(options, specs);
+  // The reference: each model run directly on each digit.
+  constexpr int kDigits = 4;
+  std::vector<std::vector<Tensor>> want(kVariants);
+  for (int k = 0; k < kVariants; ++k) {
+    for (int d = 0; d < kDigits; ++d)
+      want[k].push_back(direct(packages[static_cast<std::size_t>(k)], "", "data", digit(d))["prob"]);
+  }
+  std::atomic<int> checked{0};
+  std::vector<std::thread> clients;
+  std::vector<std::string> failures(4);
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      std::mt19937 random(static_cast<unsigned>(t + 1));
+      httplib::Client c = running.client();
+      for (int i = 0; i < 30; ++i) {
+        const int k = static_cast<int>(random() % kVariants);
+        const int d = static_cast<int>(random() % kDigits);
+        int status = 0;
+        const json reply = post_json(c, "/v2/models/lenet" + std::to_string(k) + "/infer",
+                                     infer_body("data", digit(d)), status);
+        if (status != 200) {
+          failures[static_cast<std::size_t>(t)] = reply.dump();
+          return;
+        }
+        const std::vector<float> got = data_of(reply["outputs"][0]);
+        for (int j = 0; j < 10; ++j) {
+          if (std::abs(got[static_cast<std::size_t>(j)] - want[k][d].data<float>()[j]) > 1e-5) {
+            failures[static_cast<std::size_t>(t)] =
+                "model " + std::to_string(k) + " digit " + std::to_string(d) + " differs";
+            return;
+          }
+        }
+        ++checked;
+      }
+    });
+  }
+  for (std::thread& client : clients) client.join();
+  for (const std::string& failure : failures) EXPECT_EQ(failure, "");
+  EXPECT_EQ(checked, 120);
+  const std::string text = running.client().Get("/metrics")->body;
+  EXPECT_LE(metric(text, "espresso_resident_models "), 3);
+  EXPECT_LE(metric(text, "espresso_resident_bytes "), static_cast<double>(options.memory_budget_bytes));
+  EXPECT_GT(metric(text, "espresso_model_evictions_total "), 0);
+  EXPECT_GT(metric(text, "espresso_model_loads_total "), kVariants);
+  EXPECT_LE(running.server().resident_models().size(), 3u);
+  // The preloader's hook: a model loaded ahead of its first request.
+  running.server().preload("lenet7");
+  const std::vector<std::string> resident = running.server().resident_models();
+  EXPECT_NE(std::find(resident.begin(), resident.end(), "lenet7"), resident.end());
+}
+
+TEST_F(Serve, BackPressureAnswers429WithRetryAfter) {
+  serve::ServerOptions options;
+  options.max_concurrency = 2;
+  options.max_batch = 64;
+  options.max_queue_delay = std::chrono::milliseconds(1500);
+  Running running(options, {spec("lenet", lenet(), lenet_weights())});
+  {
+    httplib::Client c = running.client();
+    int status = 0;
+    post_json(c, "/v2/models/lenet/infer", infer_body("data", digit(0)), status);  // loaded before the burst
+    ASSERT_EQ(status, 200);
+  }
+  constexpr int kClients = 8;
+  std::vector<std::future<std::pair<int, std::string>>> answers;
+  for (int i = 0; i < kClients; ++i) {
+    answers.push_back(std::async(std::launch::async, [&, i] {
+      httplib::Client c = running.client();
+      auto res = c.Post("/v2/models/lenet/infer", infer_body("data", digit(i)), "application/json");
+      if (!res) return std::make_pair(-1, std::string());
+      return std::make_pair(res->status, res->get_header_value("Retry-After"));
+    }));
+  }
+  int ok = 0;
+  int refused = 0;
+  for (auto& answer : answers) {
+    const auto [status, retry_after] = answer.get();
+    if (status == 200) ++ok;
+    if (status == 429) {
+      ++refused;
+      EXPECT_EQ(retry_after, "1");
+    }
+  }
+  EXPECT_EQ(ok + refused, kClients) << "a request failed other than with 429";
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(refused, 1);
+  httplib::Client c = running.client();
+  int status = 0;
+  post_json(c, "/v2/models/lenet/infer", infer_body("data", digit(1)), status);
+  EXPECT_EQ(status, 200);
+  EXPECT_GE(metric(c.Get("/metrics")->body, "espresso_requests_total{model=\"lenet\",status=\"429\"}"), 1);
+}
+
+TEST_F(Serve, StopFinishesTheRequestsInFlight) {
+  serve::ServerOptions options;
+  options.max_batch = 64;
+  options.max_queue_delay = std::chrono::milliseconds(1000);
+  auto running = std::make_unique<Running>(
+      options, std::vector<serve::ModelSpec>{spec("lenet", lenet(), lenet_weights())});
+  {
+    httplib::Client c = running->client();
+    int status = 0;
+    post_json(c, "/v2/models/lenet/infer", infer_body("data", digit(0)), status);
+    ASSERT_EQ(status, 200);
+  }
+  constexpr int kClients = 4;
+  std::vector<std::future<std::pair<int, json>>> answers;
+  for (int i = 0; i < kClients; ++i) {
+    answers.push_back(std::async(std::launch::async, [&, i] {
+      httplib::Client c = running->client();
+      int status = 0;
+      json reply = post_json(c, "/v2/models/lenet/infer", infer_body("data", digit(i)), status);
+      return std::make_pair(status, reply);
+    }));
+  }
+  // Stop once all four are queued, waiting for their batch to fill.
+  for (int wait = 0; wait < 1000; ++wait) {
+    auto metrics = running->client().Get("/metrics");
+    if (metrics && metric(metrics->body, "espresso_requests_in_flight ") == kClients) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const int port = running->port();
+  const auto start = std::chrono::steady_clock::now();
+  running->server().stop();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10.0);
+  for (int i = 0; i < kClients; ++i) {
+    const auto [status, reply] = answers[static_cast<std::size_t>(i)].get();
+    ASSERT_EQ(status, 200) << "request " << i << " in flight was dropped: " << reply.dump();
+    expect_near(data_of(reply["outputs"][0]), direct(lenet(), lenet_weights(), "data", digit(i))["prob"],
+                1e-5, "in flight");
+  }
+  httplib::Client late("127.0.0.1", port);
+  late.set_connection_timeout(1, 0);
+  EXPECT_FALSE(late.Get("/v2/health/live")) << "the server still accepts connections after stop()";
+  running.reset();
+}
+
+TEST_F(Serve, CliServesAndStopsOnSigterm) {
+  const std::string command = std::string(ESPRESSO_CLI_PATH) +
+                              " serve --listen 127.0.0.1:0 --models lenet=" + lenet() + "," + lenet_weights();
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  FILE* lines = ::fdopen(out[0], "r");
+  char first[256] = {};
+  ASSERT_NE(std::fgets(first, sizeof first, lines), nullptr);
+  std::smatch match;
+  const std::string text = first;
+  ASSERT_TRUE(std::regex_search(text, match, std::regex(R"(^listening on 127\.0\.0\.1:(\d+) )"))) << text;
+  httplib::Client c("127.0.0.1", std::stoi(match[1]));
+  c.set_read_timeout(30, 0);
+  auto res = c.Post("/v2/models/lenet/infer", infer_body("data", digit(9)), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  std::fclose(lines);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
+
+}  // namespace
+}  // namespace espresso
