@@ -14,7 +14,7 @@ eval "$(scripts/gpu_check.sh env)"
 # The torchvision models (random weights) beside NIN from the carried data, for the accuracy test and the bench.
 data=/tmp/espresso-precision-models
 rm -rf "$data" && mkdir -p "$data/onnx"
-cp -r "$ESPRESSO_DATA/onnx/nin_cifar10" "$data/onnx/"
+cp -r "${ESPRESSO_DATA:?carry gpu-data (with onnx/nin_cifar10)}/onnx/nin_cifar10" "$data/onnx/"
 python3 bench/torch_precision.py export "$data" 2>&1 | tail -3
 export ESPRESSO_PRECISION_MODELS=$data
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"

@@ -42,9 +42,15 @@ def export(directory):
     for name in TORCHVISION:
         out = Path(directory) / "onnx" / name
         out.mkdir(parents=True, exist_ok=True)
-        torch.onnx.export(build(name), torch.rand(1, 3, 224, 224), str(out / "model.onnx"), opset_version=13,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
+        args = dict(input_names=["input"], output_names=["output"],
+                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        try:  # the TorchScript exporter writes opset 13, as the shared models were made
+            torch.onnx.export(build(name), torch.rand(1, 3, 224, 224), str(out / "model.onnx"), opset_version=13,
+                              dynamo=False, **args)
+        except Exception as e:  # a PyTorch without it: the dynamo exporter
+            print(f"{name}: TorchScript export failed ({e}); trying dynamo", file=sys.stderr)
+            torch.onnx.export(build(name), (torch.rand(1, 3, 224, 224),), str(out / "model.onnx"), dynamo=True,
+                              **args)
         print(f"exported {out / 'model.onnx'}", file=sys.stderr)
 
 

@@ -241,10 +241,14 @@ ActivationOp activation_op(const ActivationLayer& a) {
 std::unique_ptr<Kernel> make_lowp_activation(const Layer& layer, const std::vector<Shape>&, DType dtype,
                                              StreamContext& context) {
   const auto& a = static_cast<const ActivationLayer&>(layer);
-  // Functions whose outputs leave fp16's range for ordinary inputs stay fp32.
+  // Functions whose outputs leave fp16's range for ordinary inputs, and steps (floor, ceil) that rounding
+  // the input would move by a whole unit, stay fp32.
   using F = ActivationLayer::Function;
   const F f = a.function();
-  if (f == F::exp || f == F::log || f == F::reciprocal || f == F::power || f == F::float16) return nullptr;
+  if (f == F::exp || f == F::log || f == F::reciprocal || f == F::power || f == F::float16 || f == F::floor ||
+      f == F::ceil) {
+    return nullptr;
+  }
   return lowp_elementwise_kernel(activation_op(a), dtype, context);
 }
 
