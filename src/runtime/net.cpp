@@ -927,8 +927,11 @@ std::vector<LayerSummary> Net::summary() {
     const Layer& layer = *impl_->layers[step];
     LayerSummary row{layer.name(), layer.type(), {}, 0, 2 * impl_->step_macs[step], impl_->kernels[step]->name(),
                      impl_->step_device[step], {}};
-    for (const Impl::Transfer& t : impl_->step_transfers[step])
-      row.copied_in.push_back(impl_->names[static_cast<std::size_t>(t.source)]);
+    for (const Impl::Transfer& t : impl_->step_transfers[step]) {
+      // Conversions on the layer's own device (mixed precision) are no copies between devices.
+      if (impl_->tensor_device[static_cast<std::size_t>(t.source)] != impl_->step_device[step])
+        row.copied_in.push_back(impl_->names[static_cast<std::size_t>(t.source)]);
+    }
     for (int id : impl_->step_outputs[step])
       row.output_shapes.push_back(impl_->shapes[static_cast<std::size_t>(id)]);
     for (const Tensor& w : layer.weights()) row.params += w.numel();
