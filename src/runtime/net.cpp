@@ -137,7 +137,7 @@ bool stays_fp32(const std::string& type) {
 
 // Layers whose products TF32 rounds (Precision::tf32); the others compute in fp32 as always.
 bool uses_tf32(const std::string& type) {
-  return type == "Convolution" || type == "Deconvolution" || type == "InnerProduct" || type == "MatMul";
+  return type == "Convolution" || type == "InnerProduct" || type == "MatMul";
 }
 
 std::string join_shapes(const std::vector<Shape>& shapes) {
