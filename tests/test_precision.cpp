@@ -128,8 +128,8 @@ TEST(Precision, CpuFallsBackToFp32PerLayer) {
       EXPECT_EQ(row.precision, "fp32") << row.name;
       const bool tf32_layer = row.type == "Convolution" || row.type == "InnerProduct";
       const std::string expected = row.type == "Softmax" && precision != Precision::tf32 ? "kept"
-                                   : precision == Precision::tf32 && !tf32_layer        ? ""
-                                                                                        : "fallback";
+                                   : precision == Precision::tf32 && !tf32_layer         ? ""
+                                                                                         : "fallback";
       EXPECT_EQ(row.precision_note, expected) << precision_name(precision) << " " << row.name;
     }
     EXPECT_EQ(low.memory().planned_bytes, full.memory().planned_bytes);
@@ -168,7 +168,8 @@ CliResult run_cli(const std::string& args) {
   testing::TempDir dir;
   const std::string err_path = dir.file("stderr");
   const char* env = std::getenv("ESPRESSO_CLI");
-  const std::string command = std::string(env != nullptr ? env : ESPRESSO_CLI_PATH) + " " + args + " 2>" + err_path;
+  const std::string command =
+      std::string(env != nullptr ? env : ESPRESSO_CLI_PATH) + " " + args + " 2>" + err_path;
   CliResult result;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -227,8 +228,8 @@ double relative_error(const std::vector<float>& reference, const std::vector<flo
 }
 
 // The models' folder: $ESPRESSO_PRECISION_MODELS (bench/run_precision_bench.sh exports torchvision's models
-// there on the GPU machine, where the shared ResNet-18 and MobileNetV2 files are not carried), else the shared
-// data.
+// there on the GPU machine, where the shared ResNet-18 and MobileNetV2 files are not carried), else the
+// shared data.
 std::filesystem::path precision_models_dir() {
   const char* env = std::getenv("ESPRESSO_PRECISION_MODELS");
   return env != nullptr && *env != '\0' ? std::filesystem::path(env) : testing::shared_data_dir();

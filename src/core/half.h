@@ -65,7 +65,8 @@ inline std::uint16_t float_to_half(float value) {
   const std::uint32_t rest = mantissa & ((1u << shift) - 1u);
   const std::uint32_t halfway = 1u << (shift - 1);
   std::uint32_t rounded = kept + ((rest > halfway || (rest == halfway && (kept & 1u))) ? 1u : 0u);
-  if (exponent < -14) return static_cast<std::uint16_t>(sign | rounded);  // subnormal (may round up to normal)
+  if (exponent < -14)
+    return static_cast<std::uint16_t>(sign | rounded);  // subnormal (may round up to normal)
   // Normal: the implicit bit sits at bit 10; a carry out of the mantissa bumps the exponent.
   const std::uint32_t biased = static_cast<std::uint32_t>(exponent + 15);
   return static_cast<std::uint16_t>(sign + ((biased << 10) + (rounded - 0x400u)));

@@ -70,7 +70,7 @@ struct Net::Impl {
   std::vector<DType> step_dtype;
   std::vector<DType> tensor_dtype;
   std::vector<std::string> step_precision, step_precision_note;  // LayerSummary::precision, ::precision_note
-  bool tf32 = false;  // the stream accepted Precision::tf32
+  bool tf32 = false;                                             // the stream accepted Precision::tf32
   // Inputs that live on another device or in another type than the layer reading them, copied and
   // converted before it runs: `staging` (the source's type on the reader's device) when both differ.
   struct Transfer {
@@ -129,9 +129,17 @@ namespace {
 // they reduce over many values (normalisation statistics), where fp16's range and bf16's precision
 // lose too much.
 bool stays_fp32(const std::string& type) {
-  static const std::set<std::string> kept = {
-      "Softmax", "LogSoftmax", "SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss",
-      "Accuracy", "Normalize", "LRN", "Reduce", "DetectionOutput", "PriorBox"};
+  static const std::set<std::string> kept = {"Softmax",
+                                             "LogSoftmax",
+                                             "SoftmaxWithLoss",
+                                             "EuclideanLoss",
+                                             "SigmoidCrossEntropyLoss",
+                                             "Accuracy",
+                                             "Normalize",
+                                             "LRN",
+                                             "Reduce",
+                                             "DetectionOutput",
+                                             "PriorBox"};
   return kept.count(type) != 0;
 }
 
@@ -355,9 +363,10 @@ void Net::Impl::plan() {
     for (std::size_t k = 0; k < out.size(); ++k) {
       const auto id = static_cast<std::size_t>(out[k]);
       const auto element = static_cast<std::int64_t>(dtype_size(tensor_dtype[id]));
-      const auto bytes = static_cast<std::size_t>(
-          checked_numel(shapes[id].dims(), sizeof(float), "net '" + graph.name + "': tensor '" + names[id] + "'") *
-          element);
+      const auto bytes =
+          static_cast<std::size_t>(checked_numel(shapes[id].dims(), sizeof(float),
+                                                 "net '" + graph.name + "': tensor '" + names[id] + "'") *
+                                   element);
       if (k == 0 && !separate && layers[static_cast<std::size_t>(step)]->in_place() && !in.empty()) {
         const auto source = static_cast<std::size_t>(in[0]);
         if (producer[source] >= 0 && last_use[source] == step && !outputs.count(in[0]) &&
@@ -423,7 +432,8 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
   // Naive: every layer output in its own buffer.
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (producer[id] >= 0)
-      report.naive_bytes += (static_cast<std::size_t>(shapes[id].numel()) * dtype_size(tensor_dtype[id]) + 63) / 64 * 64;
+      report.naive_bytes +=
+          (static_cast<std::size_t>(shapes[id].numel()) * dtype_size(tensor_dtype[id]) + 63) / 64 * 64;
   }
 
   tensors.assign(names.size(), Tensor{});
@@ -678,13 +688,13 @@ void Net::Impl::make_kernels() {
     }
     if (step_dtype[step] != DType::f32) {
       step_precision[step] = precision_name(options.precision);
-    } else if (options.precision == Precision::tf32 && tf32 && wants_low && step_device[step] == options.device &&
-               !options.reference_kernels) {
+    } else if (options.precision == Precision::tf32 && tf32 && wants_low &&
+               step_device[step] == options.device && !options.reference_kernels) {
       step_precision[step] = "tf32";
     } else if (wants_low && note.empty()) {
       note = "fallback";
-      precision_fallbacks += (precision_fallbacks.empty() ? "" : ", ") +
-                             ("'" + layer.name() + "' (" + layer.type() + ")");
+      precision_fallbacks +=
+          (precision_fallbacks.empty() ? "" : ", ") + ("'" + layer.name() + "' (" + layer.type() + ")");
     }
     if (options.stateful) kernel->bind_state(&carried[step]);
     kernels.push_back(std::move(kernel));

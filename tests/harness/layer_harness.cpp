@@ -1,4 +1,3 @@
-#include "test_support.h"
 #include "harness/layer_harness.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +10,7 @@
 #include "backends/registry.h"
 #include "core/half.h"
 #include "layers/registry.h"
+#include "test_support.h"
 
 namespace espresso::testing {
 
@@ -134,7 +134,8 @@ Tensor to_low_precision(const Tensor& values, DType dtype) {
   Tensor low = Tensor::empty(values.shape(), dtype);
   const float* x = values.data<float>();
   auto* y = static_cast<std::uint16_t*>(low.raw());
-  for (std::int64_t i = 0; i < values.numel(); ++i) y[i] = dtype == DType::f16 ? float_to_half(x[i]) : float_to_bf16(x[i]);
+  for (std::int64_t i = 0; i < values.numel(); ++i)
+    y[i] = dtype == DType::f16 ? float_to_half(x[i]) : float_to_bf16(x[i]);
   return low;
 }
 
@@ -150,7 +151,8 @@ Tensor from_low_precision(const Tensor& low) {
 // Runs the layer's kernel in `dtype` (f16, bf16) where the GPU's backend has one for these shapes: the
 // inputs rounded to that type on the host, the outputs widened back; empty where it has none.
 std::vector<Tensor> run_on_gpu_in(Stream& context, const Layer& layer, const std::vector<Tensor>& inputs,
-                                  const std::vector<Shape>& out_shapes, DType dtype, std::string& kernel_name) {
+                                  const std::vector<Shape>& out_shapes, DType dtype,
+                                  std::string& kernel_name) {
   Backend& backend = backend_for(context.device());
   const std::vector<Shape> in_shapes = shapes_of_tensors(inputs);
   if (!backend.supports(layer, in_shapes, dtype)) return {};
@@ -405,9 +407,11 @@ void run_layer_test(const LayerTest& test) {
       }
       // Low precision: the inputs rounded, fp32 inside, the outputs rounded (kFp16Tolerance, kBf16Tolerance).
       for (const DType dtype : {DType::f16, DType::bf16}) {
-        const std::vector<Tensor> low = run_on_gpu_in(*context, *layer, inputs, out_shapes, dtype, kernel_name);
+        const std::vector<Tensor> low =
+            run_on_gpu_in(*context, *layer, inputs, out_shapes, dtype, kernel_name);
         if (!low.empty()) ++low_precision_cases;
-        const double tolerance = std::max(test.tolerance, dtype == DType::f16 ? kFp16Tolerance : kBf16Tolerance);
+        const double tolerance =
+            std::max(test.tolerance, dtype == DType::f16 ? kFp16Tolerance : kBf16Tolerance);
         for (std::size_t k = 0; k < low.size(); ++k) {
           EXPECT_LE(normalized_error(to_values(reference[k]), to_values(low[k])), tolerance)
               << "CUDA " << dtype_name(dtype) << " kernel '" << kernel_name << "' vs reference, output " << k;

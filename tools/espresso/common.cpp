@@ -49,9 +49,10 @@ void add_device_option(CLI::App& command, ModelOptions& options) {
 
 void add_precision_option(CLI::App& command, ModelOptions& options) {
   command
-      .add_option("--precision", options.precision,
-                  "fp32, tf32 (GPU convolutions and GEMMs on TF32 tensor cores), fp16 or bf16 (GPU activations and "
-                  "weights in that type, fp32 accumulation); layers without such a kernel run in fp32")
+      .add_option(
+          "--precision", options.precision,
+          "fp32, tf32 (GPU convolutions and GEMMs on TF32 tensor cores), fp16 or bf16 (GPU activations and "
+          "weights in that type, fp32 accumulation); layers without such a kernel run in fp32")
       ->check(CLI::IsMember({"fp32", "tf32", "fp16", "bf16"}))
       ->capture_default_str();
   command.add_flag("--strict", options.strict_precision,
@@ -81,9 +82,11 @@ Net open_net(const ModelOptions& options, NetOptions net_options) {
       if (++count <= 5) fallen += (fallen.empty() ? "" : ", ") + layer.name;
     }
     if (count > 0) {
-      std::fprintf(stderr, "note: %d layer(s) have no %s kernel on %s and run in fp32 (%s%s); --strict makes this an error\n",
-                   count, options.precision.c_str(), net_options.device.str().c_str(), fallen.c_str(),
-                   count > 5 ? ", ..." : "");
+      std::fprintf(
+          stderr,
+          "note: %d layer(s) have no %s kernel on %s and run in fp32 (%s%s); --strict makes this an error\n",
+          count, options.precision.c_str(), net_options.device.str().c_str(), fallen.c_str(),
+          count > 5 ? ", ..." : "");
     }
   }
   if (!net_options.device.is_cpu() && !net_options.training) {

@@ -67,9 +67,10 @@ int run_info(const InfoOptions& options) {
                     with_commas(layer.flops), layer.device.str(), layer.kernel + copied_text(layer.copied_in)});
     if (mixed) {
       // Why a layer is not in the asked precision: it stays fp32 by design, or has no kernel in it here.
-      const std::string why = layer.precision_note == "kept"       ? " (kept fp32)"
-                              : layer.precision_note == "fallback" ? " (fallback: no " + options.model.precision + " kernel)"
-                                                                   : "";
+      const std::string why = layer.precision_note == "kept" ? " (kept fp32)"
+                              : layer.precision_note == "fallback"
+                                  ? " (fallback: no " + options.model.precision + " kernel)"
+                                  : "";
       rows.back().push_back(layer.precision + why);
       fallbacks += layer.precision_note == "fallback" ? 1 : 0;
     }
@@ -79,8 +80,8 @@ int run_info(const InfoOptions& options) {
   std::cout << '\n';
   print_table(rows, {false, false, false, true, true, false, false, false});
   if (mixed) {
-    std::cout << "\nprecision " << options.model.precision << " on " << options.model.device << ": " << fallbacks
-              << " layer(s) fell back to fp32\n";
+    std::cout << "\nprecision " << options.model.precision << " on " << options.model.device << ": "
+              << fallbacks << " layer(s) fell back to fp32\n";
   }
 
   const MemoryReport memory = net.memory();

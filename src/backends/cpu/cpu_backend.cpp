@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <initializer_list>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <string_view>
 #include <thread>
 
@@ -71,7 +71,8 @@ class HostStream final : public Stream {
       g[i] = train::apply_update(rule, w[i], g[i], h[i], u ? u[i] : unused);
   }
   void convert(const Tensor& source, Tensor& destination) override {
-    if (!source.device().is_cpu() || !destination.device().is_cpu() || source.numel() != destination.numel()) {
+    if (!source.device().is_cpu() || !destination.device().is_cpu() ||
+        source.numel() != destination.numel()) {
       throw DeviceError("convert: expected two cpu tensors of " + std::to_string(destination.numel()) +
                         " elements");
     }
@@ -82,11 +83,13 @@ class HostStream final : public Stream {
     } else if (from == DType::f32 && (to == DType::f16 || to == DType::bf16)) {
       const float* x = source.data<float>();
       auto* y = static_cast<std::uint16_t*>(destination.raw());
-      for (std::int64_t i = 0; i < n; ++i) y[i] = to == DType::f16 ? float_to_half(x[i]) : float_to_bf16(x[i]);
+      for (std::int64_t i = 0; i < n; ++i)
+        y[i] = to == DType::f16 ? float_to_half(x[i]) : float_to_bf16(x[i]);
     } else if (to == DType::f32 && (from == DType::f16 || from == DType::bf16)) {
       const auto* x = static_cast<const std::uint16_t*>(source.raw());
       float* y = destination.data<float>();
-      for (std::int64_t i = 0; i < n; ++i) y[i] = from == DType::f16 ? half_to_float(x[i]) : bf16_to_float(x[i]);
+      for (std::int64_t i = 0; i < n; ++i)
+        y[i] = from == DType::f16 ? half_to_float(x[i]) : bf16_to_float(x[i]);
     } else {
       Stream::convert(source, destination);
     }

@@ -227,8 +227,8 @@ std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Sh
 
 // In fp16 / bf16 with stored statistics: the per-channel affine map, its parameters in fp32. Batch
 // statistics (normalisation statistics) stay fp32.
-std::unique_ptr<Kernel> make_lowp_batch_norm(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
-                                             StreamContext& context) {
+std::unique_ptr<Kernel> make_lowp_batch_norm(const Layer& layer, const std::vector<Shape>& inputs,
+                                             DType dtype, StreamContext& context) {
   if (static_cast<const BatchNormLayer&>(layer).batch_statistics()) return nullptr;
   return batch_norm_kernel(layer, inputs, dtype, context);
 }

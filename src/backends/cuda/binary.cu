@@ -20,7 +20,8 @@ template <class T>
 __global__ void broadcast_binary(const T* a, const T* b, T* y, long long n, StridedDims sa, StridedDims sb,
                                  BinaryLayer::Op op) {
   for (long long i : grid_stride(n)) {
-    y[i] = from_float<T>(binary_value(op, to_float(a[strided_offset(sa, i)]), to_float(b[strided_offset(sb, i)])));
+    y[i] = from_float<T>(
+        binary_value(op, to_float(a[strided_offset(sa, i)]), to_float(b[strided_offset(sb, i)])));
   }
 }
 
@@ -183,8 +184,9 @@ std::unique_ptr<Kernel> make_lowp_binary(const Layer& layer, const std::vector<S
   const StridedDims a = strided_dims(out.dims(), broadcast_strides(inputs[0], out));
   const StridedDims b = strided_dims(out.dims(), broadcast_strides(inputs[1], out));
   std::unique_ptr<Kernel> kernel;
-  with_storage_type(dtype, "Binary",
-                    [&](auto type) { kernel = std::make_unique<LowpBinaryKernel<decltype(type)>>(a, b, op, context); });
+  with_storage_type(dtype, "Binary", [&](auto type) {
+    kernel = std::make_unique<LowpBinaryKernel<decltype(type)>>(a, b, op, context);
+  });
   return kernel;
 }
 

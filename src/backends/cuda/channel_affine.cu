@@ -26,8 +26,8 @@ void typed_affine(StreamContext& context, const T* x, const float* scale, const 
   if (n == 0) return;
   if (scale == nullptr && shift == nullptr) {
     if (x != y) {
-      ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(y, x, static_cast<std::size_t>(n) * sizeof(T), cudaMemcpyDeviceToDevice,
-                                          context.stream()));
+      ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(y, x, static_cast<std::size_t>(n) * sizeof(T),
+                                          cudaMemcpyDeviceToDevice, context.stream()));
     }
     return;
   }
@@ -72,8 +72,8 @@ void channel_affine(StreamContext& context, const float* x, const float* scale, 
   typed_affine(context, x, scale, shift, y, extent);
 }
 
-void channel_affine(StreamContext& context, DType dtype, const void* x, const float* scale, const float* shift,
-                    void* y, const ChannelExtent& extent) {
+void channel_affine(StreamContext& context, DType dtype, const void* x, const float* scale,
+                    const float* shift, void* y, const ChannelExtent& extent) {
   with_storage_type(dtype, "channel affine", [&](auto type) {
     using T = decltype(type);
     typed_affine(context, static_cast<const T*>(x), scale, shift, static_cast<T*>(y), extent);

@@ -104,7 +104,8 @@ std::unique_ptr<Kernel> make_lowp_scale(const Layer& layer, const std::vector<Sh
                                         StreamContext& context) {
   if (inputs.size() != 1) return nullptr;
   const auto& scale = static_cast<const ScaleLayer&>(layer);
-  const float* shift = scale.has_bias() ? learned(layer, layer.weights().size() - 1, context).weight : nullptr;
+  const float* shift =
+      scale.has_bias() ? learned(layer, layer.weights().size() - 1, context).weight : nullptr;
   return std::make_unique<LowpChannelAffineKernel>(learned(layer, 0, context).weight, shift,
                                                    extent_of(scale.split(inputs)), dtype, context);
 }

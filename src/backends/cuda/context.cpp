@@ -173,7 +173,8 @@ cublasHandle_t StreamContext::cublas() {
 bool StreamContext::allow_tf32(bool allow) {
   tf32_ = allow;
   if (cublas_ != nullptr)
-    ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+    ESPRESSO_CUDA_CHECK(
+        cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
   return true;
 }
 

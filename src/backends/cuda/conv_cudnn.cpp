@@ -92,8 +92,8 @@ class Descriptors {
       dilation.push_back(static_cast<int>(p.dilation[i]));
     }
     if (!set_tensor(x, x_dims) || !set_tensor(y, y_dims)) return false;
-    if (!accept(cudnnSetFilterNdDescriptor(w, data_type_, CUDNN_TENSOR_NCHW,
-                                           static_cast<int>(w_dims.size()), w_dims.data()),
+    if (!accept(cudnnSetFilterNdDescriptor(w, data_type_, CUDNN_TENSOR_NCHW, static_cast<int>(w_dims.size()),
+                                           w_dims.data()),
                 "cudnnSetFilterNdDescriptor") ||
         !accept(cudnnSetConvolutionNdDescriptor(conv, spatial, pad.data(), stride.data(), dilation.data(),
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
@@ -102,7 +102,8 @@ class Descriptors {
                 "cudnnSetConvolutionGroupCount")) {
       return false;
     }
-    ESPRESSO_CUDA_CHECK(cudnnSetConvolutionMathType(conv, tensor_ops_ ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    ESPRESSO_CUDA_CHECK(
+        cudnnSetConvolutionMathType(conv, tensor_ops_ ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
 
     // A transposed problem (a deconvolution's) with output padding can be one cuDNN sizes differently.
     std::vector<int> inferred(y_dims.size());
@@ -129,8 +130,8 @@ class Descriptors {
       strides[i] = stride;
       stride *= dims[i];
     }
-    return accept(cudnnSetTensorNdDescriptor(desc, data_type_, static_cast<int>(dims.size()),
-                                             dims.data(), strides.data()),
+    return accept(cudnnSetTensorNdDescriptor(desc, data_type_, static_cast<int>(dims.size()), dims.data(),
+                                             strides.data()),
                   "cudnnSetTensorNdDescriptor");
   }
 };
@@ -153,7 +154,8 @@ auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Worksp
     for (int i = 0; i < returned; ++i) {
       const Perf& c = ranked[static_cast<std::size_t>(i)];
       if (c.status != CUDNN_STATUS_SUCCESS ||
-          (!tensor_ops && (c.mathType == CUDNN_TENSOR_OP_MATH || c.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)) ||
+          (!tensor_ops &&
+           (c.mathType == CUDNN_TENSOR_OP_MATH || c.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)) ||
           (deterministic_only && c.determinism != CUDNN_DETERMINISTIC)) {
         continue;
       }
@@ -209,10 +211,12 @@ std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> pick_backward_filter(cudn
               "cudnnGetConvolutionBackwardFilterAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, d.tensor_ops(), [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
-    return accept(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d.x, d.y, d.conv, d.w, algo, &bytes),
-                  "cudnnGetConvolutionBackwardFilterWorkspaceSize");
-  });
+  return pick(
+      ranked, returned, d.tensor_ops(), [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
+        return accept(
+            cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d.x, d.y, d.conv, d.w, algo, &bytes),
+            "cudnnGetConvolutionBackwardFilterWorkspaceSize");
+      });
 }
 
 std::shared_ptr<void> workspace(std::size_t bytes, const ConvProblem& p, StreamContext& context) {
@@ -222,7 +226,8 @@ std::shared_ptr<void> workspace(std::size_t bytes, const ConvProblem& p, StreamC
 
 class CudnnConv final : public ConvTactic, public TypedConvTactic {
  public:
-  CudnnConv(DType dtype, StreamContext& context) : context_(context), handle_(context.cudnn()), dtype_(dtype) {}
+  CudnnConv(DType dtype, StreamContext& context)
+      : context_(context), handle_(context.cudnn()), dtype_(dtype) {}
 
   // False when cuDNN declines the configuration.
   bool prepare(const ConvProblem& p) {
@@ -341,7 +346,8 @@ std::unique_ptr<ConvTactic> make_cudnn_conv(const ConvProblem& p, StreamContext&
   return tactic;
 }
 
-std::unique_ptr<TypedConvTactic> make_cudnn_typed_conv(const ConvProblem& p, DType dtype, StreamContext& context) {
+std::unique_ptr<TypedConvTactic> make_cudnn_typed_conv(const ConvProblem& p, DType dtype,
+                                                       StreamContext& context) {
   if (!fits_int(p)) return nullptr;
   auto tactic = std::make_unique<CudnnConv>(dtype, context);
   if (!tactic->prepare(p)) return nullptr;

@@ -14,15 +14,16 @@ __global__ void convert_elements(const From* __restrict__ x, To* __restrict__ y,
 }  // namespace
 
 void StreamContext::convert(const Tensor& source, Tensor& destination) {
-  if (source.device() != device_ || destination.device() != device_ || source.numel() != destination.numel()) {
-    throw DeviceError("convert: expected two tensors of " + std::to_string(destination.numel()) + " elements on " +
-                      device_.str());
+  if (source.device() != device_ || destination.device() != device_ ||
+      source.numel() != destination.numel()) {
+    throw DeviceError("convert: expected two tensors of " + std::to_string(destination.numel()) +
+                      " elements on " + device_.str());
   }
   const long long n = source.numel();
   if (n == 0) return;
   if (source.dtype() == destination.dtype()) {
-    ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(destination.raw(), source.raw(), source.bytes(), cudaMemcpyDeviceToDevice,
-                                        stream_));
+    ESPRESSO_CUDA_CHECK(
+        cudaMemcpyAsync(destination.raw(), source.raw(), source.bytes(), cudaMemcpyDeviceToDevice, stream_));
     return;
   }
   with_storage_type(source.dtype(), "convert", [&](auto from) {

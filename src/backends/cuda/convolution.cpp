@@ -190,8 +190,8 @@ class LowpConvolutionKernel final : public CudaKernel {
 
 }  // namespace
 
-std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
-                                              StreamContext& context) {
+std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vector<Shape>& inputs,
+                                              DType dtype, StreamContext& context) {
   const auto& conv = static_cast<const ConvolutionLayer&>(layer);
   ConvProblem problem;
   if (!lift_conv(conv.geometry(inputs[0]), conv.has_bias(), layer.name(), problem)) return nullptr;
@@ -199,7 +199,8 @@ std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vec
   if (!tactic) return nullptr;
   const std::string owner = "layer '" + layer.name() + "'";
   const void* weights = context.device_weights_as(layer.weights()[0], dtype, owner).raw();
-  const float* bias = conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
+  const float* bias =
+      conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
   return std::make_unique<LowpConvolutionKernel>(std::move(tactic), weights, bias, context);
 }
 

@@ -41,7 +41,11 @@ class AxisCopyKernel final : public CudaKernel {
  public:
   AxisCopyKernel(bool joining, std::int64_t outer, std::vector<std::int64_t> part_block, std::size_t element,
                  StreamContext& context)
-      : CudaKernel(context), joining_(joining), outer_(outer), part_block_(std::move(part_block)), element_(element) {
+      : CudaKernel(context),
+        joining_(joining),
+        outer_(outer),
+        part_block_(std::move(part_block)),
+        element_(element) {
     for (std::int64_t b : part_block_) whole_block_ += b;
   }
 
@@ -119,7 +123,7 @@ int layer_axis(const Layer& layer, int rank) {
 }
 
 std::unique_ptr<Kernel> axis_copy_kernel(bool joining, const Shape& whole, const std::vector<Shape>& parts,
-                                       int axis, StreamContext& context, DType dtype = DType::f32) {
+                                         int axis, StreamContext& context, DType dtype = DType::f32) {
   const std::int64_t inner = whole.count(axis + 1);
   std::vector<std::int64_t> blocks;
   for (const Shape& part : parts) blocks.push_back(part[axis] * inner);

@@ -18,8 +18,8 @@ constexpr Entry kKernels[] = {
 #undef ESPRESSO_KERNEL
 };
 
-using LowpEntry = KernelEntry<std::unique_ptr<Kernel> (*)(const Layer& layer, const std::vector<Shape>& inputs,
-                                                           DType dtype, StreamContext& context)>;
+using LowpEntry = KernelEntry<std::unique_ptr<Kernel> (*)(
+    const Layer& layer, const std::vector<Shape>& inputs, DType dtype, StreamContext& context)>;
 
 constexpr LowpEntry kLowpKernels[] = {
 #define ESPRESSO_KERNEL(type, stem) {#type, make_lowp_##stem},

@@ -226,14 +226,19 @@ class LowpElementwiseKernel final : public CudaKernel {
 template <class Op>
 std::unique_ptr<Kernel> lowp_elementwise_kernel(Op op, DType dtype, StreamContext& context) {
   std::unique_ptr<Kernel> kernel;
-  with_storage_type(dtype, "element-wise layer",
-                    [&](auto type) { kernel = std::make_unique<LowpElementwiseKernel<decltype(type), Op>>(op, context); });
+  with_storage_type(dtype, "element-wise layer", [&](auto type) {
+    kernel = std::make_unique<LowpElementwiseKernel<decltype(type), Op>>(op, context);
+  });
   return kernel;
 }
 
 ActivationOp activation_op(const ActivationLayer& a) {
-  return ActivationOp{a.function(), static_cast<float>(a.alpha()), static_cast<float>(a.beta()),
-                      static_cast<float>(a.gamma()), static_cast<float>(a.min()), static_cast<float>(a.max())};
+  return ActivationOp{a.function(),
+                      static_cast<float>(a.alpha()),
+                      static_cast<float>(a.beta()),
+                      static_cast<float>(a.gamma()),
+                      static_cast<float>(a.min()),
+                      static_cast<float>(a.max())};
 }
 
 }  // namespace

@@ -114,13 +114,14 @@ class LowpInnerProductKernel final : public CudaKernel {
     ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
     // yᵀ (N x M) = W (N x K) · xᵀ (K x M), as in the fp32 kernel.
     const cublasStatus_t status =
-        cublasGemmEx(cublas_, transposed_ ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, weights_, type,
-                     transposed_ ? n : k, inputs[0].raw(), type, k, &zero, outputs[0].raw(), type, n,
+        cublasGemmEx(cublas_, transposed_ ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, weights_,
+                     type, transposed_ ? n : k, inputs[0].raw(), type, k, &zero, outputs[0].raw(), type, n,
                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, mode));
     ESPRESSO_CUDA_CHECK(status);
     if (bias_ != nullptr)
-      channel_affine(context_, dtype_, outputs[0].raw(), nullptr, bias_, outputs[0].raw(), {dims_.rows, dims_.outputs, 1});
+      channel_affine(context_, dtype_, outputs[0].raw(), nullptr, bias_, outputs[0].raw(),
+                     {dims_.rows, dims_.outputs, 1});
   }
   bool has_fast_backward() const override { return false; }
   const char* name() const override { return "cublas-gemmex"; }
@@ -136,8 +137,8 @@ class LowpInnerProductKernel final : public CudaKernel {
 
 }  // namespace
 
-std::unique_ptr<Kernel> make_lowp_inner_product(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
-                                                StreamContext& context) {
+std::unique_ptr<Kernel> make_lowp_inner_product(const Layer& layer, const std::vector<Shape>& inputs,
+                                                DType dtype, StreamContext& context) {
   const auto& ip = static_cast<const InnerProductLayer&>(layer);
   const InnerProductLayer::Dims dims = ip.dims(inputs[0]);
   if (!fits_int(dims.rows) || !fits_int(dims.inner) || !fits_int(dims.outputs)) return nullptr;

@@ -27,7 +27,7 @@ namespace espresso::cuda {
 // The layers' kernels in fp16 or bf16 (`dtype`): inference only, inputs and outputs in that type,
 // weights converted once (StreamContext::device_weights_as), fp32 arithmetic inside. Files define
 // them as make_lowp_<stem> beside the fp32 kernel, sharing its templated device code.
-#define ESPRESSO_KERNEL(type, stem)                                                               \
+#define ESPRESSO_KERNEL(type, stem)                                                              \
   std::unique_ptr<Kernel> make_lowp_##stem(const Layer& layer, const std::vector<Shape>& inputs, \
                                            DType dtype, StreamContext& context);
 #include "cuda_lowp_kernels.inc"

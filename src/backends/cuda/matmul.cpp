@@ -141,17 +141,18 @@ class MatMulKernel final : public CudaKernel {
     ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
     cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
     if (fold_) {
-      status = cublasGemmEx(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(batches_ * m),
-                            static_cast<int>(k), &one, b, type, static_cast<int>(n), a, type, static_cast<int>(k),
-                            &zero, y, type, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      status =
+          cublasGemmEx(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(batches_ * m),
+                       static_cast<int>(k), &one, b, type, static_cast<int>(n), a, type, static_cast<int>(k),
+                       &zero, y, type, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     } else {
       each_outer([&](std::int64_t t0, std::int64_t ia, std::int64_t ib) {
         if (status != CUBLAS_STATUS_SUCCESS) return;
         status = cublasGemmStridedBatchedEx(
-            cublas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &one,
-            b + ib * k * n * e, type, static_cast<int>(n), last_stride_b() * k * n, a + ia * m * k * e, type,
-            static_cast<int>(k), last_stride_a() * m * k, &zero, y + t0 * m * n * e, type, static_cast<int>(n), m * n,
-            static_cast<int>(last_), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+            cublas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k),
+            &one, b + ib * k * n * e, type, static_cast<int>(n), last_stride_b() * k * n, a + ia * m * k * e,
+            type, static_cast<int>(k), last_stride_a() * m * k, &zero, y + t0 * m * n * e, type,
+            static_cast<int>(n), m * n, static_cast<int>(last_), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
       });
     }
     ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, mode));

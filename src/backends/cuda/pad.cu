@@ -66,8 +66,8 @@ class PadKernel final : public CudaKernel {
     if (n == 0) return;
     with_storage_type(dtype_, "Pad", [&](auto type) {
       using T = decltype(type);
-      launch(context_, n, pad_elements<T>, static_cast<const T*>(inputs[0].raw()), static_cast<T*>(outputs[0].raw()),
-             n, geometry_, mode_, value_);
+      launch(context_, n, pad_elements<T>, static_cast<const T*>(inputs[0].raw()),
+             static_cast<T*>(outputs[0].raw()), n, geometry_, mode_, value_);
     });
   }
   bool has_fast_backward() const override { return dtype_ == DType::f32; }
@@ -105,7 +105,8 @@ std::unique_ptr<Kernel> pad_kernel(const Layer& layer, const std::vector<Shape>&
 
 }  // namespace
 
-std::unique_ptr<Kernel> make_pad(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
+std::unique_ptr<Kernel> make_pad(const Layer& layer, const std::vector<Shape>& inputs,
+                                 StreamContext& context) {
   return pad_kernel(layer, inputs, DType::f32, context);
 }
 

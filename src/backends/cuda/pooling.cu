@@ -266,8 +266,9 @@ std::unique_ptr<Kernel> make_lowp_pooling(const Layer& layer, const std::vector<
   bool global = false;
   if (!windows_of(layer, inputs, w, global)) return nullptr;
   std::unique_ptr<Kernel> kernel;
-  with_storage_type(dtype, "Pooling",
-                    [&](auto type) { kernel = std::make_unique<LowpPoolingKernel<decltype(type)>>(w, global, context); });
+  with_storage_type(dtype, "Pooling", [&](auto type) {
+    kernel = std::make_unique<LowpPoolingKernel<decltype(type)>>(w, global, context);
+  });
   return kernel;
 }
 

@@ -77,8 +77,8 @@ class LowpReLUKernel final : public CudaKernel {
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = inputs[0].numel();
     if (n == 0) return;
-    launch(context_, n, relu_scalar<T>, static_cast<const T*>(inputs[0].raw()), static_cast<T*>(outputs[0].raw()),
-           n, slope_);
+    launch(context_, n, relu_scalar<T>, static_cast<const T*>(inputs[0].raw()),
+           static_cast<T*>(outputs[0].raw()), n, slope_);
   }
   bool has_fast_backward() const override { return false; }
 
@@ -92,8 +92,8 @@ std::unique_ptr<Kernel> make_lowp_relu(const Layer& layer, const std::vector<Sha
                                        StreamContext& context) {
   std::unique_ptr<Kernel> kernel;
   with_storage_type(dtype, "ReLU", [&](auto type) {
-    kernel = std::make_unique<LowpReLUKernel<decltype(type)>>(static_cast<const ReLULayer&>(layer).negative_slope(),
-                                                              context);
+    kernel = std::make_unique<LowpReLUKernel<decltype(type)>>(
+        static_cast<const ReLULayer&>(layer).negative_slope(), context);
   });
   return kernel;
 }
