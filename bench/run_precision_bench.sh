@@ -4,7 +4,7 @@
 # MobileNetV2 with random weights to ONNX beside the carried data (NIN comes from gpu-data), runs the whole test
 # suite against that data (the fp16/bf16/TF32 accuracy test included), then times espresso in fp32, tf32, fp16
 # and bf16 against PyTorch fp32 (TF32 off), TF32 and fp16 (half + channels_last) on the same weights, all as
-# CUDA graphs, at batch 1, 64 and 256. Writes tests.xml, suite.log, bench.jsonl and precision.md to $OUT.
+# CUDA graphs, at batch 1, 64 and 256. Writes tests.xml, suite.log, bench.jsonl, bench.err and precision.md to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-$PWD/gpu-check-out}
@@ -29,7 +29,7 @@ grep -E "^\[  (FAILED|PASSED) |max \|d\||tests ran|SKIPPED.*not checked" "$out/s
   for model in resnet18 squeezenet1_1 mobilenet_v2 nin_cifar10; do
     for precision in fp32 tf32 fp16 bf16; do
       "$ESPRESSO_CLI" bench "$data/onnx/$model/model.onnx" --device cuda --precision "$precision" --batch 1,64,256 \
-        --iterations "$iterations" --json 2>/dev/null
+        --iterations "$iterations" --json 2>>"$out/bench.err"
     done
   done
   python3 bench/torch_precision.py time "$data" --batch 1,64,256 --iterations "$iterations"
