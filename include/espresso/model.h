@@ -54,6 +54,10 @@ struct SessionOptions {
   bool stateful = false;
   // The most activation memory this session may plan (NetOptions::max_planned_bytes); 0: the default.
   std::int64_t max_planned_bytes = 0;
+  // The arithmetic of the session's layers (NetOptions::precision; fp16/bf16 weights are converted
+  // once per session), and whether a layer without a kernel in it is an error (strict_precision).
+  Precision precision = Precision::fp32;
+  bool strict_precision = false;
 };
 
 class Session {

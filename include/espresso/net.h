@@ -20,6 +20,17 @@ namespace espresso {
 void set_num_threads(int threads);
 int num_threads();
 
+// The arithmetic a net runs in (docs/precision.md). fp32 is exact IEEE single precision throughout.
+// tf32 lets convolutions and matrix products on a GPU round their inputs to TF32 on tensor cores
+// (never the default). fp16 and bf16 store the activations of every layer that has a kernel in that
+// type on the net's device in it, with weights converted once and fp32 accumulation; softmax, losses,
+// normalisation statistics and layers without such a kernel stay fp32, with casts at the edges, and
+// graph inputs and outputs are always fp32 to the caller.
+enum class Precision : std::uint8_t { fp32, tf32, fp16, bf16 };
+const char* precision_name(Precision precision);
+// "fp32", "tf32", "fp16" or "bf16"; throws UnsupportedError naming the accepted values otherwise.
+Precision parse_precision(const std::string& text);
+
 struct NetOptions {
   // Where the net runs. On cuda:N the weights are uploaded once, activations live on the GPU and
   // input() returns device tensors; a layer the device has no kernel for runs on the CPU, with its
@@ -55,6 +66,12 @@ struct NetOptions {
   // ask for more fails with LimitError before anything is allocated. 0: limits().max_planned_bytes
   // (32 GiB by default, espresso/limits.h).
   std::int64_t max_planned_bytes = 0;
+  // The arithmetic of the net's layers (see Precision). A layer the device has no kernel for in that
+  // precision runs in fp32 (summary() says so per layer); inference only.
+  Precision precision = Precision::fp32;
+  // Turns that per-layer fallback into an UnsupportedError listing every such layer. Layers that stay
+  // fp32 by design (softmax, losses, normalisation statistics) never count as a fallback.
+  bool strict_precision = false;
 };
 
 // A learned blob with its gradient and its training settings.
@@ -75,6 +92,10 @@ struct LayerSummary {
   std::string kernel;       // the kernel the plan chose
   Device device;            // where it runs: the net's device, or the CPU where that has no kernel for it
   std::vector<std::string> copied_in;  // inputs copied from another device before it runs
+  // The precision the layer computes in ("fp32", "tf32", "fp16", "bf16"), and why it is not the net's
+  // when it differs: "kept" (a layer that stays fp32 by design) or "fallback" (no kernel in it here).
+  std::string precision = "fp32";
+  std::string precision_note;
 };
 
 struct MemoryReport {

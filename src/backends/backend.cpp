@@ -16,6 +16,11 @@ void Stream::end_capture() { no_capture(*this); }
 void Stream::abort_capture() { no_capture(*this); }
 void Stream::replay() { no_capture(*this); }
 
+void Stream::convert(const Tensor& source, Tensor&) {
+  throw UnsupportedError(std::string("converting ") + dtype_name(source.dtype()) + " tensors on " +
+                         device().str() + " is not supported");
+}
+
 void Backend::upload(Device device, const std::vector<UploadPiece>& pieces) {
   for (const UploadPiece& piece : pieces)
     copy(piece.device_destination, device, piece.host_source, Device::cpu(), piece.bytes);

@@ -66,6 +66,14 @@ class Stream {
                             Tensor* second) = 0;
   // Σ x², accumulated in double; waits for the result.
   virtual double sum_of_squares(const Tensor& tensor) = 0;
+
+  // Mixed precision. Queues destination = source converted to destination's dtype (f32, f16, bf16;
+  // same element count, both on this stream's device), rounding to nearest even. The default throws
+  // UnsupportedError.
+  virtual void convert(const Tensor& source, Tensor& destination);
+  // Lets the convolutions and matrix products of kernels made afterwards round their inputs to TF32
+  // on tensor cores (Precision::tf32). Returns false where the device has no such mode.
+  virtual bool allow_tf32(bool /*allow*/) { return false; }
 };
 
 // One row of a backend's kernel table: generated from the `make_<stem>` factories in its folder
@@ -113,6 +121,12 @@ class Backend : public DeviceMemory {
   // backend), or nullptr for configurations it does not cover.
   virtual std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs,
                                               Stream& stream) = 0;
+  // The kernel computing in `dtype` (its inputs and outputs in that type, its weights converted once,
+  // fp32 accumulation), or nullptr; f32 is make_kernel. The default has only f32 kernels.
+  virtual std::unique_ptr<Kernel> make_typed_kernel(const Layer& layer, const std::vector<Shape>& inputs,
+                                                    DType dtype, Stream& stream) {
+    return dtype == DType::f32 ? make_kernel(layer, inputs, stream) : nullptr;
+  }
 };
 
 }  // namespace espresso

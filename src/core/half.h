@@ -38,4 +38,38 @@ inline float half_to_float(std::uint16_t value) {
   return f;
 }
 
+// Rounds to the nearest bfloat16, ties to even; NaN stays NaN.
+inline std::uint16_t float_to_bf16(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<std::uint16_t>(bits >> 16);
+}
+
+// Rounds to the nearest IEEE half, ties to even: overflow gives infinity, tiny values subnormals or
+// zero; NaN stays NaN.
+inline std::uint16_t float_to_half(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
+  const std::uint32_t magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return static_cast<std::uint16_t>(sign | 0x7e00u);
+  if (magnitude >= 0x477ff000u) return static_cast<std::uint16_t>(sign | 0x7c00u);  // rounds past 65504
+  const int exponent = static_cast<int>(magnitude >> 23) - 127;
+  if (exponent < -25) return sign;  // below half the smallest subnormal
+  std::uint32_t mantissa = (magnitude & 0x7fffffu) | 0x800000u;
+  // Bits of the 24-bit mantissa that a half keeps: 11 for normals, fewer for subnormals.
+  const int shift = exponent < -14 ? 13 + (-14 - exponent) : 13;
+  const std::uint32_t kept = mantissa >> shift;
+  const std::uint32_t rest = mantissa & ((1u << shift) - 1u);
+  const std::uint32_t halfway = 1u << (shift - 1);
+  std::uint32_t rounded = kept + ((rest > halfway || (rest == halfway && (kept & 1u))) ? 1u : 0u);
+  if (exponent < -14)
+    return static_cast<std::uint16_t>(sign | rounded);  // subnormal (may round up to normal)
+  // Normal: the implicit bit sits at bit 10; a carry out of the mantissa bumps the exponent.
+  const std::uint32_t biased = static_cast<std::uint32_t>(exponent + 15);
+  return static_cast<std::uint16_t>(sign + ((biased << 10) + (rounded - 0x400u)));
+}
+
 }  // namespace espresso

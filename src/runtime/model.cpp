@@ -41,6 +41,8 @@ Session::Session(std::shared_ptr<const Model> model, SessionOptions options) : m
   net_options.threads = options.threads;
   net_options.stateful = options.stateful;
   net_options.max_planned_bytes = options.max_planned_bytes;
+  net_options.precision = options.precision;
+  net_options.strict_precision = options.strict_precision;
   net_ = std::make_unique<Net>(model_->graph(), net_options);
 }
 

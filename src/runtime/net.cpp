@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <set>
+#include <tuple>
 
 #include "backends/registry.h"
 #include "core/parallel.h"
@@ -12,6 +13,27 @@
 #include "layers/registry.h"
 
 namespace espresso {
+
+const char* precision_name(Precision precision) {
+  switch (precision) {
+    case Precision::fp32:
+      return "fp32";
+    case Precision::tf32:
+      return "tf32";
+    case Precision::fp16:
+      return "fp16";
+    case Precision::bf16:
+      return "bf16";
+  }
+  return "fp32";
+}
+
+Precision parse_precision(const std::string& text) {
+  for (Precision p : {Precision::fp32, Precision::tf32, Precision::fp16, Precision::bf16}) {
+    if (text == precision_name(p)) return p;
+  }
+  throw UnsupportedError("unknown precision '" + text + "'; expected fp32, tf32, fp16 or bf16");
+}
 
 struct Net::Impl {
   Graph graph;
@@ -44,11 +66,25 @@ struct Net::Impl {
   std::vector<std::unique_ptr<Kernel>> kernels;
   std::vector<Device> step_device;    // where each layer runs: the net's device, or cpu as fallback
   std::vector<Device> tensor_device;  // where each tensor is produced
-  // Inputs that live on another device than the layer reading them, copied before it runs.
+  // Mixed precision: the type each layer computes and stores its outputs in, and each tensor's type.
+  std::vector<DType> step_dtype;
+  std::vector<DType> tensor_dtype;
+  std::vector<std::string> step_precision, step_precision_note;  // LayerSummary::precision, ::precision_note
+  bool tf32 = false;                                             // the stream accepted Precision::tf32
+  // Inputs that live on another device or in another type than the layer reading them, copied and
+  // converted before it runs: `staging` (the source's type on the reader's device) when both differ.
   struct Transfer {
     int source;
     Tensor copy;
+    Tensor staging;
   };
+  // Graph outputs stored in a low precision, converted to the f32 tensors the caller reads at the end
+  // of each forward.
+  struct OutputCast {
+    int id;
+    Tensor value;
+  };
+  std::vector<OutputCast> output_casts;
   std::vector<std::vector<Transfer>> step_transfers;
   std::vector<std::string> fallbacks;  // "'name' (Type)" of layers moved to the CPU
   std::vector<Tensor> arenas;
@@ -75,6 +111,7 @@ struct Net::Impl {
   void build();
   void plan();
   void make_kernels();
+  DType low_precision_dtype() const;
   void place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers);
   void connect_steps();
   void run_steps();
@@ -87,6 +124,29 @@ struct Net::Impl {
 };
 
 namespace {
+
+// Layers that stay fp32 whatever the net's precision: their outputs are probabilities or losses, or
+// they reduce over many values (normalisation statistics), where fp16's range and bf16's precision
+// lose too much.
+bool stays_fp32(const std::string& type) {
+  static const std::set<std::string> kept = {"Softmax",
+                                             "LogSoftmax",
+                                             "SoftmaxWithLoss",
+                                             "EuclideanLoss",
+                                             "SigmoidCrossEntropyLoss",
+                                             "Accuracy",
+                                             "Normalize",
+                                             "LRN",
+                                             "Reduce",
+                                             "DetectionOutput",
+                                             "PriorBox"};
+  return kept.count(type) != 0;
+}
+
+// Layers whose products TF32 rounds (Precision::tf32); the others compute in fp32 as always.
+bool uses_tf32(const std::string& type) {
+  return type == "Convolution" || type == "InnerProduct" || type == "MatMul";
+}
 
 std::string join_shapes(const std::vector<Shape>& shapes) {
   std::string text;
@@ -126,8 +186,13 @@ void Net::Impl::build() {
   }
   if (options.threads < 0) throw UnsupportedError("NetOptions::threads must be 0 or more");
   if (options.threads > 0) threads = std::make_unique<ThreadGroup>(options.threads);
+  if (options.precision != Precision::fp32 && options.training) {
+    throw UnsupportedError("net '" + graph.name + "': precision " + precision_name(options.precision) +
+                           " is for inference; train in fp32");
+  }
   backend = &backend_for(options.device);
   stream = backend->create_stream(options.device, options.device_weights);
+  if (options.precision == Precision::tf32) tf32 = stream->allow_tf32(true);
 
   auto add_tensor = [&](const std::string& name, int step) {
     ids[name] = static_cast<int>(names.size());
@@ -270,9 +335,12 @@ void Net::Impl::plan() {
   make_kernels();
   const int steps = static_cast<int>(layers.size());
   tensor_device.assign(names.size(), options.device);
+  tensor_dtype.assign(names.size(), DType::f32);
   for (int step = 0; step < steps; ++step) {
-    for (int id : step_outputs[static_cast<std::size_t>(step)])
+    for (int id : step_outputs[static_cast<std::size_t>(step)]) {
       tensor_device[static_cast<std::size_t>(id)] = step_device[static_cast<std::size_t>(step)];
+      tensor_dtype[static_cast<std::size_t>(id)] = step_dtype[static_cast<std::size_t>(step)];
+    }
   }
 
   // Lifetimes of layer outputs; graph outputs live to the end.
@@ -294,13 +362,16 @@ void Net::Impl::plan() {
     const auto& out = step_outputs[static_cast<std::size_t>(step)];
     for (std::size_t k = 0; k < out.size(); ++k) {
       const auto id = static_cast<std::size_t>(out[k]);
-      const auto bytes = static_cast<std::size_t>(
-          checked_numel(shapes[id].dims(), sizeof(float), "net '" + graph.name + "': tensor '" + names[id] + "'") *
-          static_cast<std::int64_t>(sizeof(float)));
+      const auto element = static_cast<std::int64_t>(dtype_size(tensor_dtype[id]));
+      const auto bytes =
+          static_cast<std::size_t>(checked_numel(shapes[id].dims(), sizeof(float),
+                                                 "net '" + graph.name + "': tensor '" + names[id] + "'") *
+                                   element);
       if (k == 0 && !separate && layers[static_cast<std::size_t>(step)]->in_place() && !in.empty()) {
         const auto source = static_cast<std::size_t>(in[0]);
         if (producer[source] >= 0 && last_use[source] == step && !outputs.count(in[0]) &&
-            shapes[source].numel() == shapes[id].numel() && tensor_device[source] == tensor_device[id]) {
+            shapes[source].numel() == shapes[id].numel() && tensor_device[source] == tensor_device[id] &&
+            tensor_dtype[source] == tensor_dtype[id]) {
           const int buffer = buffer_of[source];
           buffer_of[id] = buffer;
           buffers[static_cast<std::size_t>(buffer)].last_step = last_use[id];
@@ -361,7 +432,8 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
   // Naive: every layer output in its own buffer.
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (producer[id] >= 0)
-      report.naive_bytes += (static_cast<std::size_t>(shapes[id].numel()) * sizeof(float) + 63) / 64 * 64;
+      report.naive_bytes +=
+          (static_cast<std::size_t>(shapes[id].numel()) * dtype_size(tensor_dtype[id]) + 63) / 64 * 64;
   }
 
   tensors.assign(names.size(), Tensor{});
@@ -372,7 +444,14 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
     if (buffer_of[id] < 0) continue;
     const auto buffer = static_cast<std::size_t>(buffer_of[id]);
     auto* base = static_cast<std::byte*>(arenas[static_cast<std::size_t>(buffer_device[buffer])].raw());
-    tensors[id] = Tensor::wrap(base + offsets[buffer], shapes[id], DType::f32, tensor_device[id]);
+    tensors[id] = Tensor::wrap(base + offsets[buffer], shapes[id], tensor_dtype[id], tensor_device[id]);
+  }
+  output_casts.clear();
+  for (int id : output_ids) {
+    const auto index = static_cast<std::size_t>(id);
+    if (tensor_dtype[index] != DType::f32) {
+      output_casts.push_back({id, Tensor::empty(shapes[index], DType::f32, tensor_device[index])});
+    }
   }
 }
 
@@ -381,20 +460,25 @@ void Net::Impl::connect_steps() {
   step_input_views.assign(steps, {});
   step_output_views.assign(steps, {});
   step_transfers.assign(steps, {});
-  // A tensor read on another device is copied there once, before the first layer there reads it.
-  std::map<std::pair<int, DeviceType>, Tensor> copies;
+  // A tensor read on another device or in another type is copied and converted once, before the
+  // first layer there reads it.
+  std::map<std::tuple<int, DeviceType, DType>, Tensor> copies;
   for (std::size_t step = 0; step < steps; ++step) {
     const Device device = step_device[step];
+    const DType dtype = step_dtype[step];
     for (int id : step_inputs[step]) {
       const auto index = static_cast<std::size_t>(id);
-      if (tensor_device[index] == device) {
+      if (tensor_device[index] == device && tensor_dtype[index] == dtype) {
         step_input_views[step].push_back(tensors[index]);
         continue;
       }
-      auto [it, first] = copies.try_emplace({id, device.type});
+      auto [it, first] = copies.try_emplace({id, device.type, dtype});
       if (first) {
-        it->second = Tensor::empty(shapes[index], DType::f32, device);
-        step_transfers[step].push_back({id, it->second});
+        it->second = Tensor::empty(shapes[index], dtype, device);
+        Tensor staging;
+        if (tensor_device[index] != device && tensor_dtype[index] != dtype)
+          staging = Tensor::empty(shapes[index], tensor_dtype[index], device);
+        step_transfers[step].push_back({id, it->second, staging});
       }
       step_input_views[step].push_back(it->second);
     }
@@ -548,22 +632,51 @@ Stream& Net::Impl::stream_for(Device device) {
   return *host_stream;
 }
 
+DType Net::Impl::low_precision_dtype() const {
+  switch (options.precision) {
+    case Precision::fp16:
+      return DType::f16;
+    case Precision::bf16:
+      return DType::bf16;
+    case Precision::fp32:
+    case Precision::tf32:
+      break;
+  }
+  return DType::f32;
+}
+
 void Net::Impl::make_kernels() {
   // Placement: each layer on the net's device where its backend supports it, else on the CPU, whose
-  // reference kernels run every layer.
+  // reference kernels run every layer. Precision: in the net's low precision where the device has a
+  // kernel in it and the layer is not one that stays fp32, else fp32.
   kernels.clear();
   fallbacks.clear();
   step_device.assign(layers.size(), options.device);
+  step_dtype.assign(layers.size(), DType::f32);
+  step_precision.assign(layers.size(), "fp32");
+  step_precision_note.assign(layers.size(), "");
+  const DType low = low_precision_dtype();
+  std::string precision_fallbacks;
   for (std::size_t step = 0; step < layers.size(); ++step) {
     const Layer& layer = *layers[step];
     std::vector<Shape> in_shapes;
     for (int id : step_inputs[step]) in_shapes.push_back(shapes[static_cast<std::size_t>(id)]);
     std::unique_ptr<Kernel> kernel;
+    std::string& note = step_precision_note[step];
+    const bool wants_low = options.precision != Precision::fp32 &&
+                           (options.precision == Precision::tf32 ? uses_tf32(layer.type()) : true);
+    if (wants_low && stays_fp32(layer.type())) note = "kept";
     try {
       if (options.reference_kernels) {
         kernel = std::make_unique<ReferenceKernel>(layer);
-      } else if (backend->supports(layer, in_shapes, DType::f32)) {
-        kernel = backend->make_kernel(layer, in_shapes, *stream);
+      } else {
+        if (low != DType::f32 && note.empty() && backend->supports(layer, in_shapes, low)) {
+          kernel = backend->make_typed_kernel(layer, in_shapes, low, *stream);
+          if (kernel) step_dtype[step] = low;
+        }
+        if (!kernel && backend->supports(layer, in_shapes, DType::f32)) {
+          kernel = backend->make_kernel(layer, in_shapes, *stream);
+        }
       }
     } catch (const DeviceError& e) {
       throw DeviceError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
@@ -573,8 +686,24 @@ void Net::Impl::make_kernels() {
       kernel = backend_for(Device::cpu()).make_kernel(layer, in_shapes, stream_for(Device::cpu()));
       fallbacks.push_back("'" + layer.name() + "' (" + layer.type() + ", inputs " + join_shapes(in_shapes) + ")");
     }
+    if (step_dtype[step] != DType::f32) {
+      step_precision[step] = precision_name(options.precision);
+    } else if (options.precision == Precision::tf32 && tf32 && wants_low &&
+               step_device[step] == options.device && !options.reference_kernels) {
+      step_precision[step] = "tf32";
+    } else if (wants_low && note.empty()) {
+      note = "fallback";
+      precision_fallbacks +=
+          (precision_fallbacks.empty() ? "" : ", ") + ("'" + layer.name() + "' (" + layer.type() + ")");
+    }
     if (options.stateful) kernel->bind_state(&carried[step]);
     kernels.push_back(std::move(kernel));
+  }
+  if (options.strict_precision && !precision_fallbacks.empty()) {
+    kernels.clear();
+    throw UnsupportedError("net '" + graph.name + "' on " + options.device.str() + ": no " +
+                           precision_name(options.precision) + " kernel for layers " + precision_fallbacks +
+                           " (strict precision; without it they run in fp32)");
   }
   if (options.training && !fallbacks.empty()) {
     kernels.clear();
@@ -590,14 +719,28 @@ void Net::Impl::run_steps() {
     try {
       for (Transfer& transfer : step_transfers[step]) {
         const auto source = static_cast<std::size_t>(transfer.source);
+        Stream& target = stream_for(step_device[step]);
+        if (tensor_device[source] == step_device[step]) {
+          target.convert(tensors[source], transfer.copy);
+          continue;
+        }
         stream_for(tensor_device[source]).synchronize();
-        transfer.copy.copy_from(tensors[source]);
+        if (tensors[source].dtype() != transfer.copy.dtype()) {
+          transfer.staging.copy_from(tensors[source]);
+          target.convert(transfer.staging, transfer.copy);
+        } else {
+          transfer.copy.copy_from(tensors[source]);
+        }
       }
       kernels[step]->forward(step_input_views[step], step_output_views[step]);
     } catch (const DeviceError& e) {
       const Layer& layer = *layers[step];
       throw DeviceError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
     }
+  }
+  for (OutputCast& cast : output_casts) {
+    const auto id = static_cast<std::size_t>(cast.id);
+    stream_for(tensor_device[id]).convert(tensors[id], cast.value);
   }
 }
 
@@ -777,6 +920,9 @@ std::map<std::string, Tensor> Net::forward(const std::map<std::string, Tensor>& 
 const Tensor& Net::tensor(const std::string& name) const {
   if (!impl_->planned) throw ModelError("tensor '" + name + "' is not available before forward()");
   const int id = impl_->id_of(name);
+  for (const Impl::OutputCast& cast : impl_->output_casts) {
+    if (cast.id == id) return cast.value;
+  }
   if (!impl_->readable[static_cast<std::size_t>(id)]) {
     throw UnsupportedError("tensor '" + name +
                            "' shares memory with others; create the Net with keep_intermediates to read it");
@@ -791,11 +937,16 @@ std::vector<LayerSummary> Net::summary() {
     const Layer& layer = *impl_->layers[step];
     LayerSummary row{layer.name(), layer.type(), {}, 0, 2 * impl_->step_macs[step], impl_->kernels[step]->name(),
                      impl_->step_device[step], {}};
-    for (const Impl::Transfer& t : impl_->step_transfers[step])
-      row.copied_in.push_back(impl_->names[static_cast<std::size_t>(t.source)]);
+    for (const Impl::Transfer& t : impl_->step_transfers[step]) {
+      // Conversions on the layer's own device (mixed precision) are no copies between devices.
+      if (impl_->tensor_device[static_cast<std::size_t>(t.source)] != impl_->step_device[step])
+        row.copied_in.push_back(impl_->names[static_cast<std::size_t>(t.source)]);
+    }
     for (int id : impl_->step_outputs[step])
       row.output_shapes.push_back(impl_->shapes[static_cast<std::size_t>(id)]);
     for (const Tensor& w : layer.weights()) row.params += w.numel();
+    row.precision = impl_->step_precision[step];
+    row.precision_note = impl_->step_precision_note[step];
     rows.push_back(std::move(row));
   }
   return rows;

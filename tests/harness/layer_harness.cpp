@@ -1,4 +1,3 @@
-#include "test_support.h"
 #include "harness/layer_harness.h"
 
 #include <gtest/gtest.h>
@@ -8,7 +7,10 @@
 #include <cstdio>
 #include <sstream>
 
+#include "backends/registry.h"
+#include "core/half.h"
 #include "layers/registry.h"
+#include "test_support.h"
 
 namespace espresso::testing {
 
@@ -124,6 +126,46 @@ std::vector<Tensor> run_on_gpu(Stream& context, const Layer& layer, const std::v
   context.synchronize();
   std::vector<Tensor> results;
   for (const Tensor& t : device_outputs) results.push_back(t.to(Device::cpu()));
+  return results;
+}
+
+// A CPU f32 tensor rounded to `dtype` (f16 or bf16), as raw 16-bit values in a CPU tensor of that type.
+Tensor to_low_precision(const Tensor& values, DType dtype) {
+  Tensor low = Tensor::empty(values.shape(), dtype);
+  const float* x = values.data<float>();
+  auto* y = static_cast<std::uint16_t*>(low.raw());
+  for (std::int64_t i = 0; i < values.numel(); ++i)
+    y[i] = dtype == DType::f16 ? float_to_half(x[i]) : float_to_bf16(x[i]);
+  return low;
+}
+
+Tensor from_low_precision(const Tensor& low) {
+  Tensor values = Tensor::empty(low.shape());
+  const auto* x = static_cast<const std::uint16_t*>(low.raw());
+  float* y = values.data<float>();
+  for (std::int64_t i = 0; i < low.numel(); ++i)
+    y[i] = low.dtype() == DType::f16 ? half_to_float(x[i]) : bf16_to_float(x[i]);
+  return values;
+}
+
+// Runs the layer's kernel in `dtype` (f16, bf16) where the GPU's backend has one for these shapes: the
+// inputs rounded to that type on the host, the outputs widened back; empty where it has none.
+std::vector<Tensor> run_on_gpu_in(Stream& context, const Layer& layer, const std::vector<Tensor>& inputs,
+                                  const std::vector<Shape>& out_shapes, DType dtype,
+                                  std::string& kernel_name) {
+  Backend& backend = backend_for(context.device());
+  const std::vector<Shape> in_shapes = shapes_of_tensors(inputs);
+  if (!backend.supports(layer, in_shapes, dtype)) return {};
+  std::unique_ptr<Kernel> kernel = backend.make_typed_kernel(layer, in_shapes, dtype, context);
+  if (!kernel) return {};
+  kernel_name = kernel->name();
+  std::vector<Tensor> device_inputs, device_outputs;
+  for (const Tensor& t : inputs) device_inputs.push_back(to_low_precision(t, dtype).to(context.device()));
+  for (const Shape& s : out_shapes) device_outputs.push_back(Tensor::empty(s, dtype, context.device()));
+  kernel->forward(device_inputs, device_outputs);
+  context.synchronize();
+  std::vector<Tensor> results;
+  for (const Tensor& t : device_outputs) results.push_back(from_low_precision(t.to(Device::cpu())));
   return results;
 }
 
@@ -281,6 +323,7 @@ bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
 void run_layer_test(const LayerTest& test) {
   int fast_cases = 0;
   int gpu_cases = 0;
+  int low_precision_cases = 0;
   int vulkan_cases = 0;
   int gradient_cases = 0;
   int fast_gradient_cases = 0;
@@ -362,6 +405,18 @@ void run_layer_test(const LayerTest& test) {
         EXPECT_LE(normalized_error(to_values(reference[k]), to_values(outputs[k])), test.tolerance)
             << "CUDA kernel '" << kernel_name << "' vs reference, output " << k;
       }
+      // Low precision: the inputs rounded, fp32 inside, the outputs rounded (kFp16Tolerance, kBf16Tolerance).
+      for (const DType dtype : {DType::f16, DType::bf16}) {
+        const std::vector<Tensor> low =
+            run_on_gpu_in(*context, *layer, inputs, out_shapes, dtype, kernel_name);
+        if (!low.empty()) ++low_precision_cases;
+        const double tolerance =
+            std::max(test.tolerance, dtype == DType::f16 ? kFp16Tolerance : kBf16Tolerance);
+        for (std::size_t k = 0; k < low.size(); ++k) {
+          EXPECT_LE(normalized_error(to_values(reference[k]), to_values(low[k])), tolerance)
+              << "CUDA " << dtype_name(dtype) << " kernel '" << kernel_name << "' vs reference, output " << k;
+        }
+      }
     }
     if (Stream* context = vulkan_context()) {
       std::string kernel_name;
@@ -376,6 +431,7 @@ void run_layer_test(const LayerTest& test) {
   ::testing::Test::RecordProperty("vulkan_cases", vulkan_cases);
   ::testing::Test::RecordProperty("fast_cpu_cases", fast_cases);
   ::testing::Test::RecordProperty("cuda_cases", gpu_cases);
+  ::testing::Test::RecordProperty("cuda_low_precision_cases", low_precision_cases);
   ::testing::Test::RecordProperty("gradient_cases", gradient_cases);
   ::testing::Test::RecordProperty("fast_cpu_gradient_cases", fast_gradient_cases);
 }

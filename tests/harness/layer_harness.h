@@ -53,6 +53,10 @@ using NaiveForward = std::function<std::vector<Values>(const LayerCase& c, const
 enum class Gradient { checked, none };
 
 inline constexpr double kGradientTolerance = 1e-4;
+// CUDA kernels in fp16 and bf16 (Precision::fp16, bf16) against the fp32 reference: inputs and outputs
+// rounded to the type (relative steps 2^-11 and 2^-8), products accumulated in fp32.
+inline constexpr double kFp16Tolerance = 5e-3;
+inline constexpr double kBf16Tolerance = 3e-2;
 
 struct LayerTest {
   std::function<LayerCase(Rng&)> make_case;

@@ -108,12 +108,13 @@ int run_latency(const BenchOptions& options) {
     if (options.json) {
       std::printf(
           "{\"framework\": \"espresso\", \"mode\": \"%s\", \"model\": \"%s\", \"device\": \"%s\", "
-          "\"batch\": %lld, \"median_ms\": %.4f, \"p90_ms\": %.4f, \"images_per_s\": %.1f}\n",
+          "\"precision\": \"%s\", \"batch\": %lld, \"median_ms\": %.4f, \"p90_ms\": %.4f, \"images_per_s\": "
+          "%.1f}\n",
           options.model.device == "cpu" || options.no_cuda_graphs ? "eager"
           : options.model.device.rfind("vulkan", 0) == 0          ? "recorded"
                                                                   : "cuda_graph",
-          options.model.model.c_str(), options.model.device.c_str(), static_cast<long long>(batch), t.median_ms,
-          t.p90_ms, rate);
+          options.model.model.c_str(), options.model.device.c_str(), options.model.precision.c_str(),
+          static_cast<long long>(batch), t.median_ms, t.p90_ms, rate);
     } else {
       std::printf("%8lld %12.4f %12.4f %14.1f\n", static_cast<long long>(batch), t.median_ms, t.p90_ms, rate);
     }
@@ -291,6 +292,7 @@ Verb add_bench_verb(CLI::App& app) {
       app.add_subcommand("bench", "Measure inference latency and throughput per batch size, or compare devices");
   add_model_options(*command, options->model);
   add_device_option(*command, options->model);
+  add_precision_option(*command, options->model);
   command->add_option("--batch", options->batches, "Comma-separated batch sizes")->capture_default_str();
   command->add_option("--iterations", options->iterations, "Timed forward passes per batch size")
       ->check(CLI::PositiveNumber)

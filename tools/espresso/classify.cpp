@@ -87,6 +87,7 @@ Verb add_classify_verb(CLI::App& app) {
   CLI::App* command = app.add_subcommand("classify", "Print the top classes of images");
   add_model_options(*command, options->model);
   add_device_option(*command, options->model);
+  add_precision_option(*command, options->model);
   command->add_option("images", options->images, "Image files (JPEG, PNG, BMP, ...)")->required();
   command->add_option("--labels", options->labels, "Class names, one per line (e.g. synset_words.txt)");
   command->add_option("--output", options->output, "The output to rank, for nets with several (e.g. a detector's scores)");

@@ -47,6 +47,18 @@ void add_device_option(CLI::App& command, ModelOptions& options) {
   command.add_option("--device", options.device, "cpu, cuda, cuda:N, vulkan or vulkan:N")->capture_default_str();
 }
 
+void add_precision_option(CLI::App& command, ModelOptions& options) {
+  command
+      .add_option(
+          "--precision", options.precision,
+          "fp32, tf32 (GPU convolutions and GEMMs on TF32 tensor cores), fp16 or bf16 (GPU activations and "
+          "weights in that type, fp32 accumulation); layers without such a kernel run in fp32")
+      ->check(CLI::IsMember({"fp32", "tf32", "fp16", "bf16"}))
+      ->capture_default_str();
+  command.add_flag("--strict", options.strict_precision,
+                   "Fail instead of running layers in fp32 that have no kernel in the asked precision");
+}
+
 std::string resolve_model(const std::string& model) {
   std::error_code ec;
   if (std::filesystem::exists(model, ec) || !store::Reference::looks_like(model)) return model;
@@ -59,7 +71,24 @@ Net open_net(const ModelOptions& options, NetOptions net_options) {
   require_file(model, "model");
   if (!options.weights.empty()) require_file(options.weights, "weights");
   net_options.device = Device::parse(options.device);
+  net_options.precision = parse_precision(options.precision);
+  net_options.strict_precision = options.strict_precision;
   Net net(load_model(model, options.weights), net_options);
+  if (net_options.precision != Precision::fp32) {
+    std::string fallen;
+    int count = 0;
+    for (const LayerSummary& layer : net.summary()) {
+      if (layer.precision_note != "fallback") continue;
+      if (++count <= 5) fallen += (fallen.empty() ? "" : ", ") + layer.name;
+    }
+    if (count > 0) {
+      std::fprintf(
+          stderr,
+          "note: %d layer(s) have no %s kernel on %s and run in fp32 (%s%s); --strict makes this an error\n",
+          count, options.precision.c_str(), net_options.device.str().c_str(), fallen.c_str(),
+          count > 5 ? ", ..." : "");
+    }
+  }
   if (!net_options.device.is_cpu() && !net_options.training) {
     for (const LayerSummary& layer : net.summary()) {
       if (layer.device != net_options.device) {

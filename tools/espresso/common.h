@@ -45,10 +45,14 @@ struct ModelOptions {
   std::string model;
   std::string weights;
   std::string device = "cpu";
+  std::string precision = "fp32";
+  bool strict_precision = false;
 };
 void add_model_options(CLI::App& command, ModelOptions& options);
 // Adds --device (cpu, cuda, cuda:N) to a verb that computes.
 void add_device_option(CLI::App& command, ModelOptions& options);
+// Adds --precision fp32|tf32|fp16|bf16 and --strict (docs/precision.md).
+void add_precision_option(CLI::App& command, ModelOptions& options);
 // Loads the model (and weights) onto the chosen device; throws FileError naming a file that does not
 // exist.
 Net open_net(const ModelOptions& options, NetOptions net_options = {});

@@ -159,6 +159,7 @@ Verb add_eval_verb(CLI::App& app) {
   CLI::App* command = app.add_subcommand("eval", "Measure top-1 accuracy on a labelled dataset");
   add_model_options(*command, options->model);
   add_device_option(*command, options->model);
+  add_precision_option(*command, options->model);
   command->add_option("--dataset", options->dataset, "Dataset format")
       ->required()
       ->check(CLI::IsMember({"mnist", "fashion-mnist", "cifar10"}));

@@ -50,6 +50,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows, const std::v
 
 int run_info(const InfoOptions& options) {
   Net net = open_net(options.model);
+  const bool mixed = options.model.precision != "fp32";
   // Figures are per image.
   net.set_batch(1);
   for (const std::string& name : net.input_names()) {
@@ -58,15 +59,30 @@ int run_info(const InfoOptions& options) {
   const std::vector<LayerSummary> layers = net.summary();
   std::vector<std::vector<std::string>> rows = {
       {"layer", "type", "output shape", "params", "FLOPs", "device", "kernel"}};
+  if (mixed) rows[0].push_back("precision");
   std::int64_t params = 0, flops = 0;
+  int fallbacks = 0;
   for (const LayerSummary& layer : layers) {
     rows.push_back({layer.name, layer.type, shapes_text(layer.output_shapes), with_commas(layer.params),
                     with_commas(layer.flops), layer.device.str(), layer.kernel + copied_text(layer.copied_in)});
+    if (mixed) {
+      // Why a layer is not in the asked precision: it stays fp32 by design, or has no kernel in it here.
+      const std::string why = layer.precision_note == "kept" ? " (kept fp32)"
+                              : layer.precision_note == "fallback"
+                                  ? " (fallback: no " + options.model.precision + " kernel)"
+                                  : "";
+      rows.back().push_back(layer.precision + why);
+      fallbacks += layer.precision_note == "fallback" ? 1 : 0;
+    }
     params += layer.params;
     flops += layer.flops;
   }
   std::cout << '\n';
-  print_table(rows, {false, false, false, true, true, false, false});
+  print_table(rows, {false, false, false, true, true, false, false, false});
+  if (mixed) {
+    std::cout << "\nprecision " << options.model.precision << " on " << options.model.device << ": "
+              << fallbacks << " layer(s) fell back to fp32\n";
+  }
 
   const MemoryReport memory = net.memory();
   std::cout << "\ntotal: " << with_commas(params) << " params, " << si(static_cast<double>(flops), "FLOP")
@@ -85,6 +101,7 @@ Verb add_info_verb(CLI::App& app) {
   CLI::App* command = app.add_subcommand("info", "Show a model's layers, shapes, parameters and FLOPs");
   add_model_options(*command, options->model);
   add_device_option(*command, options->model);
+  add_precision_option(*command, options->model);
   return {command, [options] { return run_info(*options); }};
 }
 

@@ -2,13 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <initializer_list>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <string_view>
 #include <thread>
 
 #include "backends/backend.h"
+#include "core/half.h"
 #include "core/parallel.h"
 #include "espresso/errors.h"
 
@@ -68,6 +69,30 @@ class HostStream final : public Stream {
     float unused = 0.0f;
     for (std::int64_t i = 0, n = grad.numel(); i < n; ++i)
       g[i] = train::apply_update(rule, w[i], g[i], h[i], u ? u[i] : unused);
+  }
+  void convert(const Tensor& source, Tensor& destination) override {
+    if (!source.device().is_cpu() || !destination.device().is_cpu() ||
+        source.numel() != destination.numel()) {
+      throw DeviceError("convert: expected two cpu tensors of " + std::to_string(destination.numel()) +
+                        " elements");
+    }
+    const std::int64_t n = source.numel();
+    const DType from = source.dtype(), to = destination.dtype();
+    if (from == to) {
+      std::memcpy(destination.raw(), source.raw(), source.bytes());
+    } else if (from == DType::f32 && (to == DType::f16 || to == DType::bf16)) {
+      const float* x = source.data<float>();
+      auto* y = static_cast<std::uint16_t*>(destination.raw());
+      for (std::int64_t i = 0; i < n; ++i)
+        y[i] = to == DType::f16 ? float_to_half(x[i]) : float_to_bf16(x[i]);
+    } else if (to == DType::f32 && (from == DType::f16 || from == DType::bf16)) {
+      const auto* x = static_cast<const std::uint16_t*>(source.raw());
+      float* y = destination.data<float>();
+      for (std::int64_t i = 0; i < n; ++i)
+        y[i] = from == DType::f16 ? half_to_float(x[i]) : bf16_to_float(x[i]);
+    } else {
+      Stream::convert(source, destination);
+    }
   }
   double sum_of_squares(const Tensor& tensor) override {
     expect_host(tensor, "gradient norm");

@@ -115,9 +115,11 @@ class BatchNormKernel final : public CudaKernel {
  public:
   // `blobs`: the mean, variance and factor blobs on the device. `live`: they may change between
   // forwards (a training net's), so the stored affine is recomputed at each one; else once, now.
+  // `dtype`: the storage type of x and y; f16 and bf16 only with stored statistics (inference).
   BatchNormKernel(const BatchNormLayer& layer, const ChannelExtent& extent, std::vector<Tensor> blobs,
-                  bool live, StreamContext& context)
+                  bool live, DType dtype, StreamContext& context)
       : CudaKernel(context),
+        dtype_(dtype),
         extent_(extent),
         eps_(layer.eps()),
         fraction_(layer.moving_average_fraction()),
@@ -134,13 +136,14 @@ class BatchNormKernel final : public CudaKernel {
   }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    const float* x = inputs[0].data<float>();
-    float* y = outputs[0].data<float>();
     if (!batch_) {
       if (live_) compute_stored_affine();
-      channel_affine(context_, x, multiplier(), multiplier() + extent_.channels, y, extent_);
+      channel_affine(context_, dtype_, inputs[0].raw(), multiplier(), multiplier() + extent_.channels,
+                     outputs[0].raw(), extent_);
       return;
     }
+    const float* x = inputs[0].data<float>();
+    float* y = outputs[0].data<float>();
     const std::int64_t n = elements();
     if (n == 0) return;
     // Host blobs (an inference net's) are device copies, possibly shared with other nets: nothing
@@ -151,6 +154,8 @@ class BatchNormKernel final : public CudaKernel {
            fraction_, batch_mean(), deviation(), running);
     launch(context_, n, normalize, x, y, batch_mean(), deviation(), n, extent_.channels, extent_.inner);
   }
+
+  bool has_fast_backward() const override { return dtype_ == DType::f32; }
 
   void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
@@ -187,6 +192,7 @@ class BatchNormKernel final : public CudaKernel {
            blobs_[2].data<float>(), eps_, multiplier(), multiplier() + extent_.channels, extent_.channels);
   }
 
+  DType dtype_;
   ChannelExtent extent_;
   float eps_, fraction_;
   bool batch_, live_;
@@ -196,10 +202,8 @@ class BatchNormKernel final : public CudaKernel {
   std::shared_ptr<void> per_channel_;
 };
 
-}  // namespace
-
-std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Shape>& inputs,
-                                        StreamContext& context) {
+std::unique_ptr<Kernel> batch_norm_kernel(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                          StreamContext& context) {
   const auto& bn = static_cast<const BatchNormLayer&>(layer);
   const Shape& shape = inputs[0];
   const std::int64_t channels = BatchNormLayer::channels(shape), inner = shape.count(2);
@@ -211,7 +215,22 @@ std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Sh
   // A training net's blobs are device tensors that change (running statistics, a restored
   // snapshot); an inference net's are host tensors that never do.
   const bool live = !layer.weights()[0].device().is_cpu();
-  return std::make_unique<BatchNormKernel>(bn, extent, std::move(blobs), live, context);
+  return std::make_unique<BatchNormKernel>(bn, extent, std::move(blobs), live, dtype, context);
+}
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Shape>& inputs,
+                                        StreamContext& context) {
+  return batch_norm_kernel(layer, inputs, DType::f32, context);
+}
+
+// In fp16 / bf16 with stored statistics: the per-channel affine map, its parameters in fp32. Batch
+// statistics (normalisation statistics) stay fp32.
+std::unique_ptr<Kernel> make_lowp_batch_norm(const Layer& layer, const std::vector<Shape>& inputs,
+                                             DType dtype, StreamContext& context) {
+  if (static_cast<const BatchNormLayer&>(layer).batch_statistics()) return nullptr;
+  return batch_norm_kernel(layer, inputs, dtype, context);
 }
 
 }  // namespace espresso::cuda

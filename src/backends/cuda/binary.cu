@@ -5,6 +5,7 @@
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
 #include "layers/binary.h"
 
 namespace espresso::cuda {
@@ -14,10 +15,13 @@ namespace {
 // partial sums added atomically.
 constexpr long long kChunk = 4096;
 
-__global__ void broadcast_binary(const float* a, const float* b, float* y, long long n, StridedDims sa,
-                                 StridedDims sb, BinaryLayer::Op op) {
+// T: the storage type (precision.cuh); the operation computes in float.
+template <class T>
+__global__ void broadcast_binary(const T* a, const T* b, T* y, long long n, StridedDims sa, StridedDims sb,
+                                 BinaryLayer::Op op) {
   for (long long i : grid_stride(n)) {
-    y[i] = binary_value(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
+    y[i] = from_float<T>(
+        binary_value(op, to_float(a[strided_offset(sa, i)]), to_float(b[strided_offset(sb, i)])));
   }
 }
 
@@ -112,7 +116,7 @@ class BinaryKernel final : public CudaKernel {
     const std::int64_t n = outputs[0].numel();
     if (n == 0) return;
     // No __restrict__: the executor may run the layer in place on input 0.
-    launch(context_, n, broadcast_binary, inputs[0].data<float>(), inputs[1].data<float>(),
+    launch(context_, n, broadcast_binary<float>, inputs[0].data<float>(), inputs[1].data<float>(),
            outputs[0].data<float>(), n, a_, b_, op_);
   }
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
@@ -146,7 +150,45 @@ class BinaryKernel final : public CudaKernel {
   BinaryLayer::Op op_;
 };
 
+// fp16 / bf16 inference.
+template <class T>
+class LowpBinaryKernel final : public CudaKernel {
+ public:
+  LowpBinaryKernel(StridedDims a, StridedDims b, BinaryLayer::Op op, StreamContext& context)
+      : CudaKernel(context), a_(a), b_(b), op_(op) {}
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    const std::int64_t n = outputs[0].numel();
+    if (n == 0) return;
+    launch(context_, n, broadcast_binary<T>, static_cast<const T*>(inputs[0].raw()),
+           static_cast<const T*>(inputs[1].raw()), static_cast<T*>(outputs[0].raw()), n, a_, b_, op_);
+  }
+  bool has_fast_backward() const override { return false; }
+
+ private:
+  StridedDims a_, b_;
+  BinaryLayer::Op op_;
+};
+
 }  // namespace
+
+std::unique_ptr<Kernel> make_lowp_binary(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                         StreamContext& context) {
+  const BinaryLayer::Op op = static_cast<const BinaryLayer&>(layer).op();
+  // Sums, differences, products, maxima and minima keep their operands' range; the others stay fp32.
+  if (op != BinaryLayer::Op::add && op != BinaryLayer::Op::sub && op != BinaryLayer::Op::mul &&
+      op != BinaryLayer::Op::max && op != BinaryLayer::Op::min) {
+    return nullptr;
+  }
+  const Shape out = layer.output_shapes(inputs)[0];
+  if (!fits_rank(static_cast<std::size_t>(out.rank()))) return nullptr;
+  const StridedDims a = strided_dims(out.dims(), broadcast_strides(inputs[0], out));
+  const StridedDims b = strided_dims(out.dims(), broadcast_strides(inputs[1], out));
+  std::unique_ptr<Kernel> kernel;
+  with_storage_type(dtype, "Binary", [&](auto type) {
+    kernel = std::make_unique<LowpBinaryKernel<decltype(type)>>(a, b, op, context);
+  });
+  return kernel;
+}
 
 std::unique_ptr<Kernel> make_binary(const Layer& layer, const std::vector<Shape>& inputs,
                                     StreamContext& context) {

@@ -1,20 +1,41 @@
 #include "backends/cuda/block_sum.cuh"
 #include "backends/cuda/channel_affine.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
 
 namespace espresso::cuda {
 namespace {
 
-template <bool kScale, bool kShift>
-__global__ void affine(const float* x, const float* scale, const float* shift, float* y, std::int64_t n,
+// T: the storage type of x and y (precision.cuh); the parameters and the arithmetic are float.
+template <class T, bool kScale, bool kShift>
+__global__ void affine(const T* x, const float* scale, const float* shift, T* y, std::int64_t n,
                        std::int64_t channels, std::int64_t inner) {
   for (std::int64_t i : grid_stride(n)) {
     const std::int64_t c = i / inner % channels;
-    float v = x[i];
+    float v = to_float(x[i]);
     if constexpr (kScale) v *= scale[c];
     if constexpr (kShift) v += shift[c];
-    y[i] = v;
+    y[i] = from_float<T>(v);
   }
+}
+
+template <class T>
+void typed_affine(StreamContext& context, const T* x, const float* scale, const float* shift, T* y,
+                  const ChannelExtent& extent) {
+  const std::int64_t n = extent.outer * extent.channels * extent.inner;
+  if (n == 0) return;
+  if (scale == nullptr && shift == nullptr) {
+    if (x != y) {
+      ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(y, x, static_cast<std::size_t>(n) * sizeof(T),
+                                          cudaMemcpyDeviceToDevice, context.stream()));
+    }
+    return;
+  }
+  // One instance per combination, so that the per-element loop carries no branch.
+  const auto kernel = scale == nullptr   ? &affine<T, false, true>
+                      : shift == nullptr ? &affine<T, true, false>
+                                         : &affine<T, true, true>;
+  launch(context, n, kernel, x, scale, shift, y, n, extent.channels, extent.inner);
 }
 
 __global__ void scale_add(const float* dy, const float* scale, float* dx, std::int64_t n,
@@ -48,20 +69,15 @@ __global__ void parameter_grads(const float* __restrict__ dy, const float* __res
 
 void channel_affine(StreamContext& context, const float* x, const float* scale, const float* shift, float* y,
                     const ChannelExtent& extent) {
-  const std::int64_t n = extent.outer * extent.channels * extent.inner;
-  if (n == 0) return;
-  if (scale == nullptr && shift == nullptr) {
-    if (x != y) {
-      ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(y, x, static_cast<std::size_t>(n) * sizeof(float),
-                                          cudaMemcpyDeviceToDevice, context.stream()));
-    }
-    return;
-  }
-  // One instance per combination, so that the per-element loop carries no branch.
-  const auto kernel = scale == nullptr   ? &affine<false, true>
-                      : shift == nullptr ? &affine<true, false>
-                                         : &affine<true, true>;
-  launch(context, n, kernel, x, scale, shift, y, n, extent.channels, extent.inner);
+  typed_affine(context, x, scale, shift, y, extent);
+}
+
+void channel_affine(StreamContext& context, DType dtype, const void* x, const float* scale,
+                    const float* shift, void* y, const ChannelExtent& extent) {
+  with_storage_type(dtype, "channel affine", [&](auto type) {
+    using T = decltype(type);
+    typed_affine(context, static_cast<const T*>(x), scale, shift, static_cast<T*>(y), extent);
+  });
 }
 
 void channel_scale_add(StreamContext& context, const float* dy, const float* scale, float* dx,

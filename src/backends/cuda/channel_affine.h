@@ -15,6 +15,9 @@ struct ChannelExtent {
 // Either of `scale` and `shift` may be null (1 and 0); `x` may equal `y`.
 void channel_affine(StreamContext& context, const float* x, const float* scale, const float* shift, float* y,
                     const ChannelExtent& extent);
+// The same with x and y stored in `dtype` (f32, f16, bf16); the parameters stay float.
+void channel_affine(StreamContext& context, DType dtype, const void* x, const float* scale,
+                    const float* shift, void* y, const ChannelExtent& extent);
 
 // The gradient with respect to x: dx += dy · scale[c] (`scale` null: 1).
 void channel_scale_add(StreamContext& context, const float* dy, const float* scale, float* dx,

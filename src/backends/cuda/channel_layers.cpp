@@ -74,6 +74,42 @@ std::unique_ptr<Kernel> make_bias(const Layer& layer, const std::vector<Shape>& 
   return std::make_unique<ChannelAffineKernel>(Parameter{}, shift, extent_of(bias.split(inputs)), context);
 }
 
+// fp16 / bf16 inference with learned parameters (kept fp32); the two-input forms stay fp32.
+class LowpChannelAffineKernel final : public CudaKernel {
+ public:
+  LowpChannelAffineKernel(const float* scale, const float* shift, const ChannelExtent& extent, DType dtype,
+                          StreamContext& context)
+      : CudaKernel(context), scale_(scale), shift_(shift), extent_(extent), dtype_(dtype) {}
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    channel_affine(context_, dtype_, inputs[0].raw(), scale_, shift_, outputs[0].raw(), extent_);
+  }
+  bool has_fast_backward() const override { return false; }
+
+ private:
+  const float* scale_;
+  const float* shift_;
+  ChannelExtent extent_;
+  DType dtype_;
+};
+
+std::unique_ptr<Kernel> make_lowp_bias(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                       StreamContext& context) {
+  if (inputs.size() != 1) return nullptr;
+  const auto& bias = static_cast<const BiasLayer&>(layer);
+  return std::make_unique<LowpChannelAffineKernel>(nullptr, learned(layer, 0, context).weight,
+                                                   extent_of(bias.split(inputs)), dtype, context);
+}
+
+std::unique_ptr<Kernel> make_lowp_scale(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                        StreamContext& context) {
+  if (inputs.size() != 1) return nullptr;
+  const auto& scale = static_cast<const ScaleLayer&>(layer);
+  const float* shift =
+      scale.has_bias() ? learned(layer, layer.weights().size() - 1, context).weight : nullptr;
+  return std::make_unique<LowpChannelAffineKernel>(learned(layer, 0, context).weight, shift,
+                                                   extent_of(scale.split(inputs)), dtype, context);
+}
+
 std::unique_ptr<Kernel> make_scale(const Layer& layer, const std::vector<Shape>& inputs,
                                    StreamContext& context) {
   const auto& scale = static_cast<const ScaleLayer&>(layer);

@@ -158,15 +158,24 @@ cublasHandle_t StreamContext::cublas() {
       handle = *pooled;
     } else {
       ESPRESSO_CUDA_CHECK(cublasCreate(&handle));
-      // Full fp32 products: TF32 would change results against the CPU by ~1e-3.
-      ESPRESSO_CUDA_CHECK(cublasSetMathMode(handle, CUBLAS_PEDANTIC_MATH));
     }
+    // Full fp32 products unless TF32 was asked for: TF32 changes results against the CPU by ~1e-3.
+    // Set on every handle taken, since a pooled one may come from a TF32 net.
+    ESPRESSO_CUDA_CHECK(cublasSetMathMode(handle, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
     cublas_ = handle;
     ESPRESSO_CUDA_CHECK(cublasSetStream(cublas_, stream_));
     cublas_workspace_ = allocate(kCublasWorkspace, device_, "the cuBLAS workspace");
     ESPRESSO_CUDA_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.get(), kCublasWorkspace));
   }
   return cublas_;
+}
+
+bool StreamContext::allow_tf32(bool allow) {
+  tf32_ = allow;
+  if (cublas_ != nullptr)
+    ESPRESSO_CUDA_CHECK(
+        cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+  return true;
 }
 
 cudnnHandle_t StreamContext::cudnn() {

@@ -35,6 +35,11 @@ class StreamContext final : public Stream {
   void apply_update(const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
                     Tensor* second) override;
   double sum_of_squares(const Tensor& tensor) override;
+  // convert.cu
+  void convert(const Tensor& source, Tensor& destination) override;
+  bool allow_tf32(bool allow) override;
+  // Precision::tf32: convolutions and GEMMs made from now on may use TF32 tensor cores.
+  bool tf32() const { return tf32_; }
 
   cudaStream_t stream() const { return stream_; }
   int multiprocessors() const { return multiprocessors_; }
@@ -46,6 +51,8 @@ class StreamContext final : public Stream {
   // on first request and kept for the context's life (weights live as long as the Net's layers and
   // never change). A tensor already on this device (a training net's weights) is returned as is.
   const Tensor& device_weights(const Tensor& host, const std::string& owner);
+  // The same converted once to `dtype` (f16, bf16; f32 is device_weights), kept for the context's life.
+  const Tensor& device_weights_as(const Tensor& host, DType dtype, const std::string& owner);
 
  private:
   Device device_;
@@ -65,6 +72,8 @@ class StreamContext final : public Stream {
     Tensor device;
   };
   std::map<const void*, WeightCopy> weights_;
+  std::map<std::pair<const void*, DType>, Tensor> converted_weights_;  // by device f32 copy and type
+  bool tf32_ = false;
 };
 
 // Grid size for element-wise kernels: enough blocks to fill the GPU, each looping over the rest.

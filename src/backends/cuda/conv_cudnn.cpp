@@ -1,5 +1,6 @@
 // Convolution through cuDNN's convolution API: descriptors, the algorithm (from cuDNN's
-// heuristics, restricted to plain FMA math so that TF32 never rounds the products) and its
+// heuristics, restricted to plain FMA math so that TF32 never rounds the products, unless the net
+// asked for TF32; fp16 and bf16 tensors run on tensor cores with fp32 accumulation) and its
 // workspace are all settled at plan time; forward() is one cudnnConvolutionForward and the bias.
 // The training passes (backward data, backward filter, and the forward adding into its output)
 // share the descriptors and choose their algorithms the same way.
@@ -40,7 +41,19 @@ bool fits_int(const ConvProblem& p) {
          p.batch * p.out_channels * p.out_spatial() <= int_max;
 }
 
-// x, y, the filter and the convolution of one problem, in fp32 with FMA math.
+cudnnDataType_t cudnn_type(DType dtype) {
+  switch (dtype) {
+    case DType::f16:
+      return CUDNN_DATA_HALF;
+    case DType::bf16:
+      return CUDNN_DATA_BFLOAT16;
+    default:
+      return CUDNN_DATA_FLOAT;
+  }
+}
+
+// x, y, the filter and the convolution of one problem: tensors in `dtype`, products accumulated in
+// fp32; FMA math for f32 unless `tensor_ops` (TF32), tensor cores for f16 and bf16.
 class Descriptors {
  public:
   Descriptors() {
@@ -59,7 +72,9 @@ class Descriptors {
   Descriptors& operator=(const Descriptors&) = delete;
 
   // False when cuDNN declines the configuration.
-  bool describe(const ConvProblem& p) {
+  bool describe(const ConvProblem& p, DType dtype = DType::f32, bool tensor_ops = false) {
+    data_type_ = cudnn_type(dtype);
+    tensor_ops_ = tensor_ops || dtype != DType::f32;
     // 1D and 2D as 4-D NCHW tensors, 3D as 5-D: the 4-D path has the most algorithms.
     const int first_axis = p.axes == 3 ? 0 : 1;
     const int spatial = 3 - first_axis;
@@ -77,8 +92,8 @@ class Descriptors {
       dilation.push_back(static_cast<int>(p.dilation[i]));
     }
     if (!set_tensor(x, x_dims) || !set_tensor(y, y_dims)) return false;
-    if (!accept(cudnnSetFilterNdDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                           static_cast<int>(w_dims.size()), w_dims.data()),
+    if (!accept(cudnnSetFilterNdDescriptor(w, data_type_, CUDNN_TENSOR_NCHW, static_cast<int>(w_dims.size()),
+                                           w_dims.data()),
                 "cudnnSetFilterNdDescriptor") ||
         !accept(cudnnSetConvolutionNdDescriptor(conv, spatial, pad.data(), stride.data(), dilation.data(),
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
@@ -87,7 +102,8 @@ class Descriptors {
                 "cudnnSetConvolutionGroupCount")) {
       return false;
     }
-    ESPRESSO_CUDA_CHECK(cudnnSetConvolutionMathType(conv, CUDNN_FMA_MATH));
+    ESPRESSO_CUDA_CHECK(
+        cudnnSetConvolutionMathType(conv, tensor_ops_ ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
 
     // A transposed problem (a deconvolution's) with output padding can be one cuDNN sizes differently.
     std::vector<int> inferred(y_dims.size());
@@ -100,17 +116,22 @@ class Descriptors {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
+  // Whether algorithms on tensor cores may be chosen.
+  bool tensor_ops() const { return tensor_ops_; }
 
  private:
-  static bool set_tensor(cudnnTensorDescriptor_t desc, const std::vector<int>& dims) {
+  cudnnDataType_t data_type_ = CUDNN_DATA_FLOAT;
+  bool tensor_ops_ = false;
+
+  bool set_tensor(cudnnTensorDescriptor_t desc, const std::vector<int>& dims) const {
     std::vector<int> strides(dims.size());
     int stride = 1;
     for (std::size_t i = dims.size(); i-- > 0;) {
       strides[i] = stride;
       stride *= dims[i];
     }
-    return accept(cudnnSetTensorNdDescriptor(desc, CUDNN_DATA_FLOAT, static_cast<int>(dims.size()),
-                                             dims.data(), strides.data()),
+    return accept(cudnnSetTensorNdDescriptor(desc, data_type_, static_cast<int>(dims.size()), dims.data(),
+                                             strides.data()),
                   "cudnnSetTensorNdDescriptor");
   }
 };
@@ -122,17 +143,19 @@ struct Choice {
 };
 
 // From cuDNN's heuristic ranking (best first): the first algorithm that ran, keeps to FMA math
-// (tensor-core entries would round through TF32) and needs at most kMaxWorkspaceBytes, preferring
+// (tensor-core entries would round through TF32) unless `tensor_ops` allows them, and needs at most
+// kMaxWorkspaceBytes, preferring
 // deterministic ones (no atomics: the same gradients every run) over a better-ranked one that is not.
 // `workspace(algo, bytes)` returns false when cuDNN declines the algorithm.
 template <typename Perf, typename Workspace>
-auto pick(const std::vector<Perf>& ranked, int returned, Workspace workspace)
+auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Workspace workspace)
     -> std::optional<Choice<decltype(Perf::algo)>> {
   for (const bool deterministic_only : {true, false}) {
     for (int i = 0; i < returned; ++i) {
       const Perf& c = ranked[static_cast<std::size_t>(i)];
-      if (c.status != CUDNN_STATUS_SUCCESS || c.mathType == CUDNN_TENSOR_OP_MATH ||
-          c.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ||
+      if (c.status != CUDNN_STATUS_SUCCESS ||
+          (!tensor_ops &&
+           (c.mathType == CUDNN_TENSOR_OP_MATH || c.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)) ||
           (deterministic_only && c.determinism != CUDNN_DETERMINISTIC)) {
         continue;
       }
@@ -154,7 +177,7 @@ std::optional<Choice<cudnnConvolutionFwdAlgo_t>> pick_forward(cudnnHandle_t hand
               "cudnnGetConvolutionForwardAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, [&](cudnnConvolutionFwdAlgo_t algo, std::size_t& bytes) {
+  return pick(ranked, returned, d.tensor_ops(), [&](cudnnConvolutionFwdAlgo_t algo, std::size_t& bytes) {
     return accept(cudnnGetConvolutionForwardWorkspaceSize(handle, d.x, d.w, d.conv, d.y, algo, &bytes),
                   "cudnnGetConvolutionForwardWorkspaceSize");
   });
@@ -171,7 +194,7 @@ std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> pick_backward_data(cudnnHan
               "cudnnGetConvolutionBackwardDataAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t& bytes) {
+  return pick(ranked, returned, d.tensor_ops(), [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t& bytes) {
     return accept(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, d.w, d.y, d.conv, d.x, algo, &bytes),
                   "cudnnGetConvolutionBackwardDataWorkspaceSize");
   });
@@ -188,10 +211,12 @@ std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> pick_backward_filter(cudn
               "cudnnGetConvolutionBackwardFilterAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
-    return accept(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d.x, d.y, d.conv, d.w, algo, &bytes),
-                  "cudnnGetConvolutionBackwardFilterWorkspaceSize");
-  });
+  return pick(
+      ranked, returned, d.tensor_ops(), [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
+        return accept(
+            cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d.x, d.y, d.conv, d.w, algo, &bytes),
+            "cudnnGetConvolutionBackwardFilterWorkspaceSize");
+      });
 }
 
 std::shared_ptr<void> workspace(std::size_t bytes, const ConvProblem& p, StreamContext& context) {
@@ -199,14 +224,15 @@ std::shared_ptr<void> workspace(std::size_t bytes, const ConvProblem& p, StreamC
   return allocate(bytes, context.device(), "the cuDNN workspace of layer '" + p.owner + "'");
 }
 
-class CudnnConv final : public ConvTactic {
+class CudnnConv final : public ConvTactic, public TypedConvTactic {
  public:
-  explicit CudnnConv(StreamContext& context) : context_(context), handle_(context.cudnn()) {}
+  CudnnConv(DType dtype, StreamContext& context)
+      : context_(context), handle_(context.cudnn()), dtype_(dtype) {}
 
   // False when cuDNN declines the configuration.
   bool prepare(const ConvProblem& p) {
     problem_ = p;
-    if (!descriptors_.describe(p)) return false;
+    if (!descriptors_.describe(p, dtype_, context_.tf32())) return false;
     const auto chosen = pick_forward(handle_, descriptors_);
     if (!chosen) return false;
     algorithm_ = chosen->algo;
@@ -215,13 +241,15 @@ class CudnnConv final : public ConvTactic {
     return true;
   }
 
-  void run(const float* x, const float* w, const float* b, float* y) override {
+  void run(const float* x, const float* w, const float* b, float* y) override { run_typed(x, w, b, y); }
+  void run_typed(const void* x, const void* w, const float* b, void* y) override {
+    // Scaling factors are float for every data type cuDNN takes here (double only for double data).
     const float one = 1.0f, zero = 0.0f;
     const Descriptors& d = descriptors_;
     ESPRESSO_CUDA_CHECK(cudnnConvolutionForward(handle_, &one, d.x, x, d.w, w, d.conv, algorithm_,
                                                 workspace_.get(), workspace_bytes_, &zero, d.y, y));
     if (b != nullptr) {
-      channel_affine(context_, y, nullptr, b, y,
+      channel_affine(context_, dtype_, y, nullptr, b, y,
                      {problem_.batch, problem_.out_channels, problem_.out_spatial()});
     }
   }
@@ -230,6 +258,7 @@ class CudnnConv final : public ConvTactic {
  private:
   StreamContext& context_;
   cudnnHandle_t handle_;
+  DType dtype_;
   ConvProblem problem_;
   Descriptors descriptors_;
   cudnnConvolutionFwdAlgo_t algorithm_ = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
@@ -312,7 +341,15 @@ class CudnnGradients final : public ConvGradients {
 
 std::unique_ptr<ConvTactic> make_cudnn_conv(const ConvProblem& p, StreamContext& context) {
   if (!fits_int(p)) return nullptr;
-  auto tactic = std::make_unique<CudnnConv>(context);
+  auto tactic = std::make_unique<CudnnConv>(DType::f32, context);
+  if (!tactic->prepare(p)) return nullptr;
+  return tactic;
+}
+
+std::unique_ptr<TypedConvTactic> make_cudnn_typed_conv(const ConvProblem& p, DType dtype,
+                                                       StreamContext& context) {
+  if (!fits_int(p)) return nullptr;
+  auto tactic = std::make_unique<CudnnConv>(dtype, context);
   if (!tactic->prepare(p)) return nullptr;
   return tactic;
 }

@@ -46,6 +46,19 @@ class ConvTactic {
 };
 
 std::unique_ptr<ConvTactic> make_cudnn_conv(const ConvProblem& problem, StreamContext& context);
+
+// A forward in another storage type (fp16, bf16 at inference): x, w and y in that type, the bias b
+// (null without) in fp32, products accumulated in fp32 on tensor cores.
+class TypedConvTactic {
+ public:
+  virtual ~TypedConvTactic() = default;
+  virtual void run_typed(const void* x, const void* w, const float* b, void* y) = 0;
+  virtual const char* name() const = 0;
+};
+
+// cuDNN's, or nullptr where it declines the problem in `dtype`.
+std::unique_ptr<TypedConvTactic> make_cudnn_typed_conv(const ConvProblem& problem, DType dtype,
+                                                       StreamContext& context);
 std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& problem, StreamContext& context);
 std::unique_ptr<ConvTactic> make_implicit_conv(const ConvProblem& problem, StreamContext& context);
 

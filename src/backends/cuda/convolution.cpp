@@ -168,4 +168,40 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   return nullptr;
 }
 
+namespace {
+
+// fp16 / bf16 inference: cuDNN on tensor cores, the weights converted once, the bias kept fp32.
+class LowpConvolutionKernel final : public CudaKernel {
+ public:
+  LowpConvolutionKernel(std::unique_ptr<TypedConvTactic> tactic, const void* weights, const float* bias,
+                        StreamContext& context)
+      : CudaKernel(context), tactic_(std::move(tactic)), weights_(weights), bias_(bias) {}
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    tactic_->run_typed(inputs[0].raw(), weights_, bias_, outputs[0].raw());
+  }
+  bool has_fast_backward() const override { return false; }
+  const char* name() const override { return tactic_->name(); }
+
+ private:
+  std::unique_ptr<TypedConvTactic> tactic_;
+  const void* weights_;
+  const float* bias_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vector<Shape>& inputs,
+                                              DType dtype, StreamContext& context) {
+  const auto& conv = static_cast<const ConvolutionLayer&>(layer);
+  ConvProblem problem;
+  if (!lift_conv(conv.geometry(inputs[0]), conv.has_bias(), layer.name(), problem)) return nullptr;
+  std::unique_ptr<TypedConvTactic> tactic = make_cudnn_typed_conv(problem, dtype, context);
+  if (!tactic) return nullptr;
+  const std::string owner = "layer '" + layer.name() + "'";
+  const void* weights = context.device_weights_as(layer.weights()[0], dtype, owner).raw();
+  const float* bias =
+      conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
+  return std::make_unique<LowpConvolutionKernel>(std::move(tactic), weights, bias, context);
+}
+
 }  // namespace espresso::cuda

@@ -35,20 +35,25 @@ void copy_rows(StreamContext& context, void* destination, std::size_t destinatio
 }
 
 // Concat (joining the inputs) or Slice (cutting the input): outer rows, each made of one block
-// per part of `part_block[k]` floats (the part's extent along the axis times the inner size).
+// per part of `part_block[k]` elements (the part's extent along the axis times the inner size), each
+// of `element` bytes (f32, or f16/bf16 at inference in a low precision, which has no backward).
 class AxisCopyKernel final : public CudaKernel {
  public:
-  AxisCopyKernel(bool joining, std::int64_t outer, std::vector<std::int64_t> part_block,
+  AxisCopyKernel(bool joining, std::int64_t outer, std::vector<std::int64_t> part_block, std::size_t element,
                  StreamContext& context)
-      : CudaKernel(context), joining_(joining), outer_(outer), part_block_(std::move(part_block)) {
+      : CudaKernel(context),
+        joining_(joining),
+        outer_(outer),
+        part_block_(std::move(part_block)),
+        element_(element) {
     for (std::int64_t b : part_block_) whole_block_ += b;
   }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    const std::size_t whole = static_cast<std::size_t>(whole_block_) * sizeof(float);
+    const std::size_t whole = static_cast<std::size_t>(whole_block_) * element_;
     std::size_t offset = 0;
     for (std::size_t k = 0; k < part_block_.size(); ++k) {
-      const std::size_t part = static_cast<std::size_t>(part_block_[k]) * sizeof(float);
+      const std::size_t part = static_cast<std::size_t>(part_block_[k]) * element_;
       if (joining_) {
         copy_rows(context_, static_cast<std::byte*>(outputs[0].raw()) + offset, whole, inputs[k].raw(), part,
                   part, static_cast<std::size_t>(outer_));
@@ -77,12 +82,14 @@ class AxisCopyKernel final : public CudaKernel {
       offset += part;
     }
   }
+  bool has_fast_backward() const override { return element_ == sizeof(float); }
   const char* name() const override { return "cuda-copy"; }
 
  private:
   bool joining_;
   std::int64_t outer_;
   std::vector<std::int64_t> part_block_;
+  std::size_t element_;
   std::int64_t whole_block_ = 0;
 };
 
@@ -116,11 +123,12 @@ int layer_axis(const Layer& layer, int rank) {
 }
 
 std::unique_ptr<Kernel> axis_copy_kernel(bool joining, const Shape& whole, const std::vector<Shape>& parts,
-                                       int axis, StreamContext& context) {
+                                         int axis, StreamContext& context, DType dtype = DType::f32) {
   const std::int64_t inner = whole.count(axis + 1);
   std::vector<std::int64_t> blocks;
   for (const Shape& part : parts) blocks.push_back(part[axis] * inner);
-  return std::make_unique<AxisCopyKernel>(joining, whole.count(0, axis), std::move(blocks), context);
+  return std::make_unique<AxisCopyKernel>(joining, whole.count(0, axis), std::move(blocks), dtype_size(dtype),
+                                          context);
 }
 
 }  // namespace
@@ -151,6 +159,40 @@ std::unique_ptr<Kernel> make_reshape(const Layer& layer, const std::vector<Shape
 }
 
 std::unique_ptr<Kernel> make_split(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
+  return copy_kernel(layer, inputs, context);
+}
+
+// In fp16 / bf16 (inference) the same copies move 2-byte elements.
+std::unique_ptr<Kernel> make_lowp_concat(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                         StreamContext& context) {
+  const Shape joined = layer.output_shapes(inputs)[0];
+  return axis_copy_kernel(true, joined, inputs, layer_axis(layer, joined.rank()), context, dtype);
+}
+
+std::unique_ptr<Kernel> make_lowp_slice(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                        StreamContext& context) {
+  return axis_copy_kernel(false, inputs[0], layer.output_shapes(inputs), layer_axis(layer, inputs[0].rank()),
+                          context, dtype);
+}
+
+std::unique_ptr<Kernel> make_lowp_flatten(const Layer& layer, const std::vector<Shape>& inputs, DType,
+                                          StreamContext& context) {
+  return copy_kernel(layer, inputs, context);
+}
+
+std::unique_ptr<Kernel> make_lowp_reshape(const Layer& layer, const std::vector<Shape>& inputs, DType,
+                                          StreamContext& context) {
+  return copy_kernel(layer, inputs, context);
+}
+
+std::unique_ptr<Kernel> make_lowp_split(const Layer& layer, const std::vector<Shape>& inputs, DType,
+                                        StreamContext& context) {
+  return copy_kernel(layer, inputs, context);
+}
+
+// Dropout at inference passes its input through.
+std::unique_ptr<Kernel> make_lowp_dropout(const Layer& layer, const std::vector<Shape>& inputs, DType,
+                                          StreamContext& context) {
   return copy_kernel(layer, inputs, context);
 }
 

@@ -18,6 +18,17 @@ constexpr Entry kKernels[] = {
 #undef ESPRESSO_KERNEL
 };
 
+using LowpEntry = KernelEntry<std::unique_ptr<Kernel> (*)(
+    const Layer& layer, const std::vector<Shape>& inputs, DType dtype, StreamContext& context)>;
+
+constexpr LowpEntry kLowpKernels[] = {
+#define ESPRESSO_KERNEL(type, stem) {#type, make_lowp_##stem},
+#include "cuda_lowp_kernels.inc"
+#undef ESPRESSO_KERNEL
+};
+
+bool low_precision(DType dtype) { return dtype == DType::f16 || dtype == DType::bf16; }
+
 class CudaBackend final : public Backend {
  public:
   const char* name() const override { return "cuda"; }
@@ -43,8 +54,17 @@ class CudaBackend final : public Backend {
                                         std::shared_ptr<const DeviceWeights> resident_weights) override {
     return std::make_unique<StreamContext>(device, std::move(resident_weights));
   }
+  // Low-precision kernels are for inference: a layer in training mode has only its fp32 kernel.
   bool supports(const Layer& layer, const std::vector<Shape>&, DType dtype) const override {
-    return dtype == DType::f32 && find_kernel(kKernels, layer.type()) != nullptr;
+    if (dtype == DType::f32) return find_kernel(kKernels, layer.type()) != nullptr;
+    return low_precision(dtype) && !layer.training() && find_kernel(kLowpKernels, layer.type()) != nullptr;
+  }
+  std::unique_ptr<Kernel> make_typed_kernel(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                            Stream& stream) override {
+    if (dtype == DType::f32) return make_kernel(layer, inputs, stream);
+    const LowpEntry* entry = low_precision(dtype) ? find_kernel(kLowpKernels, layer.type()) : nullptr;
+    if (entry == nullptr || layer.training()) return nullptr;
+    return entry->create(layer, inputs, dtype, static_cast<StreamContext&>(stream));
   }
   std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs,
                                       Stream& stream) override {

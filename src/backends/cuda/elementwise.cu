@@ -7,16 +7,18 @@
 
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
 #include "layers/activation.h"
 #include "layers/prelu.h"
 
 namespace espresso::cuda {
 namespace {
 
-template <class Op>
-__global__ void map_elements(const float* x, float* y, long long n, Op op) {
+// T: the storage type (precision.cuh); the operation computes in float.
+template <class T, class Op>
+__global__ void map_elements(const T* x, T* y, long long n, Op op) {
   for (long long i : grid_stride(n)) {
-    y[i] = op(x[i], i);
+    y[i] = from_float<T>(op(to_float(x[i]), i));
   }
 }
 
@@ -167,7 +169,7 @@ class ElementwiseKernel : public CudaKernel {
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = inputs[0].numel();
     if (n == 0) return;
-    launch(context_, n, map_elements<Op>, inputs[0].data<float>(), outputs[0].data<float>(), n, op_);
+    launch(context_, n, map_elements<float, Op>, inputs[0].data<float>(), outputs[0].data<float>(), n, op_);
   }
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
@@ -204,15 +206,60 @@ std::unique_ptr<Kernel> elementwise_kernel(Op op, StreamContext& context) {
   return std::make_unique<ElementwiseKernel<Op>>(op, context);
 }
 
+// fp16 / bf16 inference: the same operation over another storage type.
+template <class T, class Op>
+class LowpElementwiseKernel final : public CudaKernel {
+ public:
+  LowpElementwiseKernel(Op op, StreamContext& context) : CudaKernel(context), op_(op) {}
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    const std::int64_t n = inputs[0].numel();
+    if (n == 0) return;
+    launch(context_, n, map_elements<T, Op>, static_cast<const T*>(inputs[0].raw()),
+           static_cast<T*>(outputs[0].raw()), n, op_);
+  }
+  bool has_fast_backward() const override { return false; }
+
+ private:
+  Op op_;
+};
+
+template <class Op>
+std::unique_ptr<Kernel> lowp_elementwise_kernel(Op op, DType dtype, StreamContext& context) {
+  std::unique_ptr<Kernel> kernel;
+  with_storage_type(dtype, "element-wise layer", [&](auto type) {
+    kernel = std::make_unique<LowpElementwiseKernel<decltype(type), Op>>(op, context);
+  });
+  return kernel;
+}
+
+ActivationOp activation_op(const ActivationLayer& a) {
+  return ActivationOp{a.function(),
+                      static_cast<float>(a.alpha()),
+                      static_cast<float>(a.beta()),
+                      static_cast<float>(a.gamma()),
+                      static_cast<float>(a.min()),
+                      static_cast<float>(a.max())};
+}
+
 }  // namespace
+
+std::unique_ptr<Kernel> make_lowp_activation(const Layer& layer, const std::vector<Shape>&, DType dtype,
+                                             StreamContext& context) {
+  const auto& a = static_cast<const ActivationLayer&>(layer);
+  // Functions whose outputs leave fp16's range for ordinary inputs, and steps (floor, ceil) that rounding
+  // the input would move by a whole unit, stay fp32.
+  using F = ActivationLayer::Function;
+  const F f = a.function();
+  if (f == F::exp || f == F::log || f == F::reciprocal || f == F::power || f == F::float16 || f == F::floor ||
+      f == F::ceil) {
+    return nullptr;
+  }
+  return lowp_elementwise_kernel(activation_op(a), dtype, context);
+}
 
 std::unique_ptr<Kernel> make_activation(const Layer& layer, const std::vector<Shape>&,
                                         StreamContext& context) {
-  const auto& a = static_cast<const ActivationLayer&>(layer);
-  return elementwise_kernel(
-      ActivationOp{a.function(), static_cast<float>(a.alpha()), static_cast<float>(a.beta()),
-                   static_cast<float>(a.gamma()), static_cast<float>(a.min()), static_cast<float>(a.max())},
-      context);
+  return elementwise_kernel(activation_op(static_cast<const ActivationLayer&>(layer)), context);
 }
 
 std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>& inputs,

@@ -84,7 +84,66 @@ class InnerProductKernel final : public CudaKernel {
 
 bool fits_int(std::int64_t v) { return v <= std::numeric_limits<int>::max(); }
 
+cudaDataType_t cuda_type(DType dtype) { return dtype == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F; }
+
+// fp16 / bf16 inference: one cublasGemmEx on tensor cores with fp32 accumulation (the same product
+// as the fp32 kernel's), the weights converted once and the bias kept fp32.
+class LowpInnerProductKernel final : public CudaKernel {
+ public:
+  LowpInnerProductKernel(const InnerProductLayer& layer, const InnerProductLayer::Dims& dims, DType dtype,
+                         StreamContext& context)
+      : CudaKernel(context),
+        dims_(dims),
+        transposed_(layer.transposed()),
+        dtype_(dtype),
+        cublas_(context.cublas()),
+        weights_(context.device_weights_as(layer.weights()[0], dtype, "layer '" + layer.name() + "'").raw()),
+        bias_(layer.has_bias()
+                  ? context.device_weights(layer.weights()[1], "layer '" + layer.name() + "'").data<float>()
+                  : nullptr) {}
+
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    const auto m = static_cast<int>(dims_.rows);
+    const auto k = static_cast<int>(dims_.inner);
+    const auto n = static_cast<int>(dims_.outputs);
+    const float one = 1.0f, zero = 0.0f;
+    const cudaDataType_t type = cuda_type(dtype_);
+    // The context's handle keeps pedantic math for the fp32 kernels; tensor cores are this call's.
+    cublasMath_t mode;
+    ESPRESSO_CUDA_CHECK(cublasGetMathMode(cublas_, &mode));
+    ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+    // yᵀ (N x M) = W (N x K) · xᵀ (K x M), as in the fp32 kernel.
+    const cublasStatus_t status =
+        cublasGemmEx(cublas_, transposed_ ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, weights_,
+                     type, transposed_ ? n : k, inputs[0].raw(), type, k, &zero, outputs[0].raw(), type, n,
+                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, mode));
+    ESPRESSO_CUDA_CHECK(status);
+    if (bias_ != nullptr)
+      channel_affine(context_, dtype_, outputs[0].raw(), nullptr, bias_, outputs[0].raw(),
+                     {dims_.rows, dims_.outputs, 1});
+  }
+  bool has_fast_backward() const override { return false; }
+  const char* name() const override { return "cublas-gemmex"; }
+
+ private:
+  InnerProductLayer::Dims dims_;
+  bool transposed_;
+  DType dtype_;
+  cublasHandle_t cublas_;
+  const void* weights_;
+  const float* bias_;
+};
+
 }  // namespace
+
+std::unique_ptr<Kernel> make_lowp_inner_product(const Layer& layer, const std::vector<Shape>& inputs,
+                                                DType dtype, StreamContext& context) {
+  const auto& ip = static_cast<const InnerProductLayer&>(layer);
+  const InnerProductLayer::Dims dims = ip.dims(inputs[0]);
+  if (!fits_int(dims.rows) || !fits_int(dims.inner) || !fits_int(dims.outputs)) return nullptr;
+  return std::make_unique<LowpInnerProductKernel>(ip, dims, dtype, context);
+}
 
 std::unique_ptr<Kernel> make_inner_product(const Layer& layer, const std::vector<Shape>& inputs,
                                            StreamContext& context) {

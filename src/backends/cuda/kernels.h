@@ -24,6 +24,15 @@ namespace espresso::cuda {
 #include "cuda_kernels.inc"
 #undef ESPRESSO_KERNEL
 
+// The layers' kernels in fp16 or bf16 (`dtype`): inference only, inputs and outputs in that type,
+// weights converted once (StreamContext::device_weights_as), fp32 arithmetic inside. Files define
+// them as make_lowp_<stem> beside the fp32 kernel, sharing its templated device code.
+#define ESPRESSO_KERNEL(type, stem)                                                              \
+  std::unique_ptr<Kernel> make_lowp_##stem(const Layer& layer, const std::vector<Shape>& inputs, \
+                                           DType dtype, StreamContext& context);
+#include "cuda_lowp_kernels.inc"
+#undef ESPRESSO_KERNEL
+
 // What every kernel here shares: it queues its work on the context's stream, and it has its own
 // backward (a kernel that has none says so). Derived classes state only their math.
 class CudaKernel : public Kernel {

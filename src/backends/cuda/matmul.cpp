@@ -6,6 +6,7 @@
 // per call: calls on one stream run in turn.
 #include "layers/matmul.h"
 
+#include <cstddef>
 #include <limits>
 
 #include "backends/cuda/kernels.h"
@@ -13,10 +14,12 @@
 namespace espresso::cuda {
 namespace {
 
+// `dtype`: the storage type of a, b and y; f16 and bf16 (inference, no backward) go through cublasGemmEx
+// on tensor cores with fp32 compute, the same products as the fp32 SGEMMs.
 class MatMulKernel final : public CudaKernel {
  public:
-  MatMulKernel(MatMulLayer::Plan plan, StreamContext& context)
-      : CudaKernel(context), plan_(std::move(plan)), cublas_(context.cublas()) {
+  MatMulKernel(MatMulLayer::Plan plan, DType dtype, StreamContext& context)
+      : CudaKernel(context), plan_(std::move(plan)), dtype_(dtype), cublas_(context.cublas()) {
     bool b_shared = true, a_contiguous = true;
     std::int64_t expected = 1;
     for (std::size_t d = plan_.batch.size(); d-- > 0;) {
@@ -29,7 +32,13 @@ class MatMulKernel final : public CudaKernel {
     last_ = plan_.batch.empty() ? 1 : plan_.batch.back();
   }
 
+  bool has_fast_backward() const override { return dtype_ == DType::f32; }
+
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (dtype_ != DType::f32) {
+      forward_low(inputs, outputs);
+      return;
+    }
     const float* a = inputs[0].data<float>();
     const float* b = inputs[1].data<float>();
     float* y = outputs[0].data<float>();
@@ -109,9 +118,47 @@ class MatMulKernel final : public CudaKernel {
     });
   }
 
-  const char* name() const override { return "cublas"; }
+  const char* name() const override { return dtype_ == DType::f32 ? "cublas" : "cublas-gemmex"; }
 
  private:
+  // forward() in f16 or bf16: byte offsets of two-byte elements, otherwise as the fp32 path.
+  void forward_low(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) {
+    const auto* a = static_cast<const std::byte*>(inputs[0].raw());
+    const auto* b = static_cast<const std::byte*>(inputs[1].raw());
+    auto* y = static_cast<std::byte*>(outputs[0].raw());
+    const auto m = plan_.m, n = plan_.n, k = plan_.k;
+    if (outputs[0].numel() == 0) return;
+    if (k == 0) {
+      ESPRESSO_CUDA_CHECK(cudaMemsetAsync(y, 0, outputs[0].bytes(), context_.stream()));
+      return;
+    }
+    const cudaDataType_t type = dtype_ == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F;
+    const auto e = static_cast<std::int64_t>(dtype_size(dtype_));
+    const float one = 1.0f, zero = 0.0f;
+    // The handle keeps pedantic math for the fp32 kernels; tensor cores are these calls'.
+    cublasMath_t mode;
+    ESPRESSO_CUDA_CHECK(cublasGetMathMode(cublas_, &mode));
+    ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+    cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+    if (fold_) {
+      status =
+          cublasGemmEx(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(batches_ * m),
+                       static_cast<int>(k), &one, b, type, static_cast<int>(n), a, type, static_cast<int>(k),
+                       &zero, y, type, static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    } else {
+      each_outer([&](std::int64_t t0, std::int64_t ia, std::int64_t ib) {
+        if (status != CUBLAS_STATUS_SUCCESS) return;
+        status = cublasGemmStridedBatchedEx(
+            cublas_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k),
+            &one, b + ib * k * n * e, type, static_cast<int>(n), last_stride_b() * k * n, a + ia * m * k * e,
+            type, static_cast<int>(k), last_stride_a() * m * k, &zero, y + t0 * m * n * e, type,
+            static_cast<int>(n), m * n, static_cast<int>(last_), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+      });
+    }
+    ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, mode));
+    ESPRESSO_CUDA_CHECK(status);
+  }
+
   // Matrices between consecutive batches of the last batch axis (0: broadcast over it).
   long long last_stride_a() const { return plan_.batch.empty() ? 0 : plan_.a_strides.back(); }
   long long last_stride_b() const { return plan_.batch.empty() ? 0 : plan_.b_strides.back(); }
@@ -148,6 +195,7 @@ class MatMulKernel final : public CudaKernel {
   }
 
   MatMulLayer::Plan plan_;
+  DType dtype_;
   cublasHandle_t cublas_;
   std::int64_t batches_ = 1, last_ = 1;
   bool fold_ = false;
@@ -155,15 +203,25 @@ class MatMulKernel final : public CudaKernel {
 
 bool fits_int(std::int64_t v) { return v <= std::numeric_limits<int>::max(); }
 
-}  // namespace
-
-std::unique_ptr<Kernel> make_matmul(const Layer& layer, const std::vector<Shape>& inputs,
-                                    StreamContext& context) {
+std::unique_ptr<Kernel> matmul_kernel(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                      StreamContext& context) {
   MatMulLayer::Plan plan = static_cast<const MatMulLayer&>(layer).plan(inputs[0], inputs[1]);
   const std::int64_t batches = Shape(plan.batch).numel();
   if (!fits_int(plan.m * batches) || !fits_int(plan.n) || !fits_int(plan.k) || !fits_int(batches))
     return nullptr;
-  return std::make_unique<MatMulKernel>(std::move(plan), context);
+  return std::make_unique<MatMulKernel>(std::move(plan), dtype, context);
+}
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_matmul(const Layer& layer, const std::vector<Shape>& inputs,
+                                    StreamContext& context) {
+  return matmul_kernel(layer, inputs, DType::f32, context);
+}
+
+std::unique_ptr<Kernel> make_lowp_matmul(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                         StreamContext& context) {
+  return matmul_kernel(layer, inputs, dtype, context);
 }
 
 }  // namespace espresso::cuda

@@ -3,6 +3,7 @@
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
 #include "layers/pad.h"
 
 namespace espresso::cuda {
@@ -34,11 +35,13 @@ __device__ long long pad_source(const PadGeometry& g, PadLayer::Mode mode, long 
   return offset;
 }
 
-__global__ void pad_elements(const float* __restrict__ x, float* __restrict__ y, long long n, PadGeometry g,
+// T: the storage type (precision.cuh).
+template <class T>
+__global__ void pad_elements(const T* __restrict__ x, T* __restrict__ y, long long n, PadGeometry g,
                              PadLayer::Mode mode, float value) {
   for (long long i : grid_stride(n)) {
     const long long source = pad_source(g, mode, i);
-    y[i] = source < 0 ? value : x[source];
+    y[i] = source < 0 ? from_float<T>(value) : x[source];
   }
 }
 
@@ -52,17 +55,22 @@ __global__ void pad_gradient(const float* __restrict__ dy, float* __restrict__ d
   }
 }
 
+// `dtype`: the storage type of x and y; f16 and bf16 at inference, which has no backward.
 class PadKernel final : public CudaKernel {
  public:
-  PadKernel(PadGeometry geometry, PadLayer::Mode mode, float value, StreamContext& context)
-      : CudaKernel(context), geometry_(geometry), mode_(mode), value_(value) {}
+  PadKernel(PadGeometry geometry, PadLayer::Mode mode, float value, DType dtype, StreamContext& context)
+      : CudaKernel(context), geometry_(geometry), mode_(mode), value_(value), dtype_(dtype) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0) return;
-    launch(context_, n, pad_elements, inputs[0].data<float>(), outputs[0].data<float>(), n, geometry_, mode_,
-           value_);
+    with_storage_type(dtype_, "Pad", [&](auto type) {
+      using T = decltype(type);
+      launch(context_, n, pad_elements<T>, static_cast<const T*>(inputs[0].raw()),
+             static_cast<T*>(outputs[0].raw()), n, geometry_, mode_, value_);
+    });
   }
+  bool has_fast_backward() const override { return dtype_ == DType::f32; }
   void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>&) override {
@@ -76,12 +84,11 @@ class PadKernel final : public CudaKernel {
   PadGeometry geometry_;
   PadLayer::Mode mode_;
   float value_;
+  DType dtype_;
 };
 
-}  // namespace
-
-std::unique_ptr<Kernel> make_pad(const Layer& layer, const std::vector<Shape>& inputs,
-                                 StreamContext& context) {
+std::unique_ptr<Kernel> pad_kernel(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                   StreamContext& context) {
   const auto& pad = static_cast<const PadLayer&>(layer);
   const Shape& in = inputs[0];
   if (!fits_rank(static_cast<std::size_t>(in.rank()))) return nullptr;
@@ -93,7 +100,19 @@ std::unique_ptr<Kernel> make_pad(const Layer& layer, const std::vector<Shape>& i
     g.out[k] = out[k];
     g.begin[k] = pad.pads()[static_cast<std::size_t>(k)];
   }
-  return std::make_unique<PadKernel>(g, pad.mode(), pad.value(), context);
+  return std::make_unique<PadKernel>(g, pad.mode(), pad.value(), dtype, context);
+}
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_pad(const Layer& layer, const std::vector<Shape>& inputs,
+                                 StreamContext& context) {
+  return pad_kernel(layer, inputs, DType::f32, context);
+}
+
+std::unique_ptr<Kernel> make_lowp_pad(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                      StreamContext& context) {
+  return pad_kernel(layer, inputs, dtype, context);
 }
 
 }  // namespace espresso::cuda

@@ -9,6 +9,7 @@
 
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
 #include "layers/pooling.h"
 
 namespace espresso::cuda {
@@ -22,7 +23,9 @@ struct Windows {
   bool average, count_include_pad;
 };
 
-__global__ void pool_windows(Windows p, const float* __restrict__ x, float* __restrict__ y) {
+// T: the storage type (precision.cuh); windows are reduced in float.
+template <class T>
+__global__ void pool_windows(Windows p, const T* __restrict__ x, T* __restrict__ y) {
   for (long long i : grid_stride(p.outputs)) {
     const long long plane = i / p.out_spatial;
     const int position = static_cast<int>(i % p.out_spatial);
@@ -36,36 +39,38 @@ __global__ void pool_windows(Windows p, const float* __restrict__ x, float* __re
       end[a] = min(padded_end, p.in[a]);
       divisor *= p.count_include_pad ? padded_end - start : end[a] - begin[a];
     }
-    const float* in = x + plane * p.in_spatial;
+    const T* in = x + plane * p.in_spatial;
     float best = -INFINITY, sum = 0.0f;
     for (int d = begin[0]; d < end[0]; ++d) {
       for (int h = begin[1]; h < end[1]; ++h) {
         for (int w = begin[2]; w < end[2]; ++w) {
-          const float v = in[(d * p.in[1] + h) * p.in[2] + w];
+          const float v = to_float(in[(d * p.in[1] + h) * p.in[2] + w]);
           best = fmaxf(best, v);
           sum += v;
         }
       }
     }
-    y[i] = p.average ? sum / static_cast<float>(divisor) : best;
+    y[i] = from_float<T>(p.average ? sum / static_cast<float>(divisor) : best);
   }
 }
 
-__global__ void pool_planes(const float* __restrict__ x, float* __restrict__ y, long long planes, int spatial,
+template <class T>
+__global__ void pool_planes(const T* __restrict__ x, T* __restrict__ y, long long planes, int spatial,
                             bool average) {
   const int lane = threadIdx.x % kWarp;
   for (long long plane : warp_stride(planes)) {
-    const float* in = x + plane * spatial;
+    const T* in = x + plane * spatial;
     float best = -INFINITY, sum = 0.0f;
     for (int i = lane; i < spatial; i += kWarp) {
-      best = fmaxf(best, in[i]);
-      sum += in[i];
+      const float v = to_float(in[i]);
+      best = fmaxf(best, v);
+      sum += v;
     }
     for (int offset = kWarp / 2; offset > 0; offset /= 2) {
       best = fmaxf(best, __shfl_down_sync(0xffffffffu, best, offset));
       sum += __shfl_down_sync(0xffffffffu, sum, offset);
     }
-    if (lane == 0) y[plane] = average ? sum / static_cast<float>(spatial) : best;
+    if (lane == 0) y[plane] = from_float<T>(average ? sum / static_cast<float>(spatial) : best);
   }
 }
 
@@ -146,21 +151,27 @@ __global__ void unpool_plane_maxima(const float* __restrict__ x, const float* __
   }
 }
 
+// The forward in storage type T.
+template <class T>
+void pool(StreamContext& context, const Windows& windows, bool global, const Tensor& input, Tensor& output) {
+  if (windows.outputs == 0) return;
+  const T* x = static_cast<const T*>(input.raw());
+  T* y = static_cast<T*>(output.raw());
+  if (global) {
+    launch(context, windows.outputs * kWarp, pool_planes<T>, x, y, windows.outputs, windows.in_spatial,
+           windows.average);
+  } else {
+    launch(context, windows.outputs, pool_windows<T>, windows, x, y);
+  }
+}
+
 class PoolingKernel final : public CudaKernel {
  public:
   PoolingKernel(const Windows& windows, bool global, StreamContext& context)
       : CudaKernel(context), windows_(windows), global_(global) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    if (windows_.outputs == 0) return;
-    const float* x = inputs[0].data<float>();
-    float* y = outputs[0].data<float>();
-    if (global_) {
-      launch(context_, windows_.outputs * kWarp, pool_planes, x, y, windows_.outputs, windows_.in_spatial,
-             windows_.average);
-    } else {
-      launch(context_, windows_.outputs, pool_windows, windows_, x, y);
-    }
+    pool<float>(context_, windows_, global_, inputs[0], outputs[0]);
   }
 
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
@@ -188,22 +199,37 @@ class PoolingKernel final : public CudaKernel {
   bool global_;
 };
 
-}  // namespace
+// fp16 / bf16 inference.
+template <class T>
+class LowpPoolingKernel final : public CudaKernel {
+ public:
+  LowpPoolingKernel(const Windows& windows, bool global, StreamContext& context)
+      : CudaKernel(context), windows_(windows), global_(global) {}
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    pool<T>(context_, windows_, global_, inputs[0], outputs[0]);
+  }
+  bool has_fast_backward() const override { return false; }
+  const char* name() const override { return global_ ? "cuda-global" : "cuda"; }
 
-std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape>& inputs,
-                                     StreamContext& context) {
+ private:
+  Windows windows_;
+  bool global_;
+};
+
+// The layer's windows lifted to three axes; false where no kernel here runs it (more spatial axes
+// than three, or sizes past int).
+bool windows_of(const Layer& layer, const std::vector<Shape>& inputs, Windows& w, bool& global) {
   const auto& pooling = static_cast<const PoolingLayer&>(layer);
   const PoolGeometry g = pooling.geometry(inputs[0]);
   const int axes = g.axes();
-  // More spatial axes than three: no kernel (the executor names the layer).
-  if (axes < 1 || axes > 3) return nullptr;
-  if (dims_product(g.in_size) > std::numeric_limits<int>::max()) return nullptr;
-  Windows w{};
+  if (axes < 1 || axes > 3) return false;
+  if (dims_product(g.in_size) > std::numeric_limits<int>::max()) return false;
+  w = Windows{};
   for (int a = 0; a < 3; ++a) {
     w.in[a] = w.out[a] = w.kernel[a] = w.stride[a] = 1;
     w.pad[a] = 0;
   }
-  bool global = true;
+  global = true;
   for (int a = 0; a < axes; ++a) {
     const auto from = static_cast<std::size_t>(a);
     const int to = 3 - axes + a;
@@ -220,7 +246,30 @@ std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape
   w.outputs = w.planes * w.out_spatial;
   w.average = pooling.method() == PoolMethod::average;
   w.count_include_pad = pooling.count_include_pad();
+  return true;
+}
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape>& inputs,
+                                     StreamContext& context) {
+  Windows w;
+  bool global = false;
+  // No kernel: the executor names the layer.
+  if (!windows_of(layer, inputs, w, global)) return nullptr;
   return std::make_unique<PoolingKernel>(w, global, context);
+}
+
+std::unique_ptr<Kernel> make_lowp_pooling(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                          StreamContext& context) {
+  Windows w;
+  bool global = false;
+  if (!windows_of(layer, inputs, w, global)) return nullptr;
+  std::unique_ptr<Kernel> kernel;
+  with_storage_type(dtype, "Pooling", [&](auto type) {
+    kernel = std::make_unique<LowpPoolingKernel<decltype(type)>>(w, global, context);
+  });
+  return kernel;
 }
 
 }  // namespace espresso::cuda

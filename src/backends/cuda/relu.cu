@@ -4,6 +4,7 @@
 
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
 #include "layers/relu.h"
 
 namespace espresso::cuda {
@@ -18,9 +19,11 @@ __global__ void relu_vec4(const float4* x, float4* y, std::int64_t n4, float slo
   }
 }
 
-__global__ void relu_scalar(const float* x, float* y, std::int64_t n, float slope) {
+// Any storage type (precision.cuh), computed in float.
+template <class T>
+__global__ void relu_scalar(const T* x, T* y, std::int64_t n, float slope) {
   for (std::int64_t i : grid_stride(n)) {
-    y[i] = leaky(x[i], slope);
+    y[i] = from_float<T>(leaky(to_float(x[i]), slope));
   }
 }
 
@@ -50,7 +53,7 @@ class ReLUKernel final : public CudaKernel {
       done = n4 * 4;
     }
     if (done < n) {
-      launch(context_, n - done, relu_scalar, x + done, y + done, n - done, slope_);
+      launch(context_, n - done, relu_scalar<float>, x + done, y + done, n - done, slope_);
     }
   }
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
@@ -66,7 +69,34 @@ class ReLUKernel final : public CudaKernel {
   float slope_;
 };
 
+// fp16 / bf16: one thread per element, in float.
+template <class T>
+class LowpReLUKernel final : public CudaKernel {
+ public:
+  LowpReLUKernel(float slope, StreamContext& context) : CudaKernel(context), slope_(slope) {}
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    const std::int64_t n = inputs[0].numel();
+    if (n == 0) return;
+    launch(context_, n, relu_scalar<T>, static_cast<const T*>(inputs[0].raw()),
+           static_cast<T*>(outputs[0].raw()), n, slope_);
+  }
+  bool has_fast_backward() const override { return false; }
+
+ private:
+  float slope_;
+};
+
 }  // namespace
+
+std::unique_ptr<Kernel> make_lowp_relu(const Layer& layer, const std::vector<Shape>&, DType dtype,
+                                       StreamContext& context) {
+  std::unique_ptr<Kernel> kernel;
+  with_storage_type(dtype, "ReLU", [&](auto type) {
+    kernel = std::make_unique<LowpReLUKernel<decltype(type)>>(
+        static_cast<const ReLULayer&>(layer).negative_slope(), context);
+  });
+  return kernel;
+}
 
 std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {
   return std::make_unique<ReLUKernel>(static_cast<const ReLULayer&>(layer).negative_slope(), context);

@@ -1,0 +1,51 @@
+// Conversions between f32, f16 and bf16 on the GPU (StreamContext::convert): the casts the executor
+// puts at the edges of the layers that run in a low precision, and the weights converted once.
+#include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
+
+namespace espresso::cuda {
+namespace {
+
+template <class From, class To>
+__global__ void convert_elements(const From* __restrict__ x, To* __restrict__ y, long long n) {
+  for (long long i : grid_stride(n)) y[i] = from_float<To>(to_float(x[i]));
+}
+
+}  // namespace
+
+void StreamContext::convert(const Tensor& source, Tensor& destination) {
+  if (source.device() != device_ || destination.device() != device_ ||
+      source.numel() != destination.numel()) {
+    throw DeviceError("convert: expected two tensors of " + std::to_string(destination.numel()) +
+                      " elements on " + device_.str());
+  }
+  const long long n = source.numel();
+  if (n == 0) return;
+  if (source.dtype() == destination.dtype()) {
+    ESPRESSO_CUDA_CHECK(
+        cudaMemcpyAsync(destination.raw(), source.raw(), source.bytes(), cudaMemcpyDeviceToDevice, stream_));
+    return;
+  }
+  with_storage_type(source.dtype(), "convert", [&](auto from) {
+    using From = decltype(from);
+    with_storage_type(destination.dtype(), "convert", [&](auto to) {
+      using To = decltype(to);
+      launch(*this, n, convert_elements<From, To>, static_cast<const From*>(source.raw()),
+             static_cast<To*>(destination.raw()), n);
+    });
+  });
+}
+
+const Tensor& StreamContext::device_weights_as(const Tensor& host, DType dtype, const std::string& owner) {
+  const Tensor& full = device_weights(host, owner);
+  if (dtype == DType::f32) return full;
+  auto it = converted_weights_.find({full.raw(), dtype});
+  if (it != converted_weights_.end()) return it->second;
+  auto memory = allocate(static_cast<std::size_t>(full.numel()) * dtype_size(dtype), device_,
+                         "the " + std::string(dtype_name(dtype)) + " weights of " + owner);
+  Tensor copy = Tensor::wrap(memory.get(), full.shape(), dtype, device_, memory);
+  convert(full, copy);
+  return converted_weights_.emplace(std::make_pair(full.raw(), dtype), std::move(copy)).first->second;
+}
+
+}  // namespace espresso::cuda

@@ -1,0 +1,293 @@
+// Mixed precision (NetOptions::precision, docs/precision.md): the host conversions, the per-layer
+// fallback to fp32 where a device has no kernel in the asked type (all of the CPU), --strict, the CLI
+// option, and on a GPU the shared models in fp16, bf16 and TF32 against fp32.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "core/half.h"
+#include "espresso/errors.h"
+#include "espresso/import.h"
+#include "espresso/net.h"
+#include "test_support.h"
+
+namespace espresso {
+namespace {
+
+using testing::layer;
+
+float bits_to_float(std::uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+TEST(Precision, ParsesNamesAndRejectsOthers) {
+  for (Precision p : {Precision::fp32, Precision::tf32, Precision::fp16, Precision::bf16})
+    EXPECT_EQ(parse_precision(precision_name(p)), p);
+  try {
+    parse_precision("fp8");
+    FAIL() << "fp8 was accepted";
+  } catch (const UnsupportedError& e) {
+    EXPECT_NE(std::string(e.what()).find("'fp8'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
+  }
+}
+
+// Every finite half survives a round trip, and each value halfway between two neighbours rounds to
+// the one with an even mantissa: the definition of round-to-nearest-even, checked exhaustively.
+TEST(Precision, HalfConversionRoundsToNearestEven) {
+  for (std::uint32_t h = 0; h < 0x10000u; ++h) {
+    const auto bits = static_cast<std::uint16_t>(h);
+    if ((bits & 0x7c00u) == 0x7c00u) continue;  // inf, NaN
+    const float value = half_to_float(bits);
+    ASSERT_EQ(float_to_half(value), bits) << "half 0x" << std::hex << h;
+    const auto next = static_cast<std::uint16_t>(bits + 1);
+    if ((next & 0x7c00u) == 0x7c00u || (bits & 0x7fffu) == 0x7fffu) continue;
+    const double midpoint = (static_cast<double>(value) + half_to_float(next)) / 2.0;
+    const std::uint16_t even = (bits & 1u) == 0 ? bits : next;
+    ASSERT_EQ(float_to_half(static_cast<float>(midpoint)), even) << "midpoint above half 0x" << std::hex << h;
+  }
+  EXPECT_EQ(float_to_half(65520.0f), 0x7c00u);  // rounds past the largest half, 65504
+  EXPECT_EQ(float_to_half(65519.0f), 0x7bffu);
+  EXPECT_EQ(float_to_half(bits_to_float(0x33000000u)), 0x0000u);  // 2^-25, a tie, rounds to even zero
+  EXPECT_EQ(float_to_half(bits_to_float(0x33000001u)), 0x0001u);
+  EXPECT_TRUE(std::isnan(half_to_float(float_to_half(std::nanf("")))));
+}
+
+TEST(Precision, Bf16ConversionRoundsToNearestEven) {
+  for (std::uint32_t h = 0; h < 0x10000u; ++h) {
+    const auto bits = static_cast<std::uint16_t>(h);
+    if ((bits & 0x7f80u) == 0x7f80u) continue;
+    ASSERT_EQ(float_to_bf16(bf16_to_float(bits)), bits);
+    // Halfway to the next bf16: the float with only bit 15 set below the kept bits.
+    const float midpoint = bits_to_float((static_cast<std::uint32_t>(bits) << 16) | 0x8000u);
+    const std::uint16_t even = (bits & 1u) == 0 ? bits : static_cast<std::uint16_t>(bits + 1);
+    if ((bits & 0x7fffu) == 0x7f7fu) continue;  // the next one up is infinity
+    ASSERT_EQ(float_to_bf16(midpoint), even) << "bf16 0x" << std::hex << h;
+  }
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(std::nanf("")))));
+}
+
+// conv → relu → pool → ip → softmax with random weights.
+Graph small_net() {
+  Graph g;
+  g.name = "small";
+  g.inputs.push_back({"data", Shape{2, 3, 9, 9}});
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> uniform(-0.5f, 0.5f);
+  auto random = [&](const Shape& shape) {
+    Tensor t = Tensor::empty(shape);
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = uniform(rng);
+    return t;
+  };
+  LayerSpec conv = layer("conv", "Convolution", {"data"}, {"conv"});
+  conv.attrs.set("num_output", std::int64_t{4});
+  conv.attrs.set("kernel", std::int64_t{3});
+  conv.weights = {random(Shape{4, 3, 3, 3}), random(Shape{4})};
+  LayerSpec relu = layer("relu", "ReLU", {"conv"}, {"relu"});
+  LayerSpec pool = layer("pool", "Pooling", {"relu"}, {"pool"});
+  pool.attrs.set("kernel", std::int64_t{2});
+  pool.attrs.set("stride", std::int64_t{2});
+  LayerSpec ip = layer("ip", "InnerProduct", {"pool"}, {"ip"});
+  ip.attrs.set("num_output", std::int64_t{5});
+  ip.weights = {random(Shape{5, 64}), random(Shape{5})};
+  LayerSpec softmax = layer("prob", "Softmax", {"ip"}, {"prob"});
+  g.layers = {conv, relu, pool, ip, softmax};
+  g.outputs = {"prob"};
+  return g;
+}
+
+Tensor random_input(const Shape& shape, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  Tensor t = Tensor::empty(shape);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = uniform(rng);
+  return t;
+}
+
+// On the CPU a low precision runs every layer in fp32 and says so per layer: softmax is kept by design,
+// the others fell back; the results are the fp32 net's exactly.
+TEST(Precision, CpuFallsBackToFp32PerLayer) {
+  for (Precision precision : {Precision::tf32, Precision::fp16, Precision::bf16}) {
+    Net low(small_net(), {.precision = precision});
+    Net full(small_net());
+    const Tensor x = random_input(Shape{2, 3, 9, 9}, 1);
+    const std::vector<float> a = low.forward({{"data", x}}).at("prob").to_vector();
+    const std::vector<float> b = full.forward({{"data", x}}).at("prob").to_vector();
+    EXPECT_EQ(a, b);
+    for (const LayerSummary& row : low.summary()) {
+      EXPECT_EQ(row.precision, "fp32") << row.name;
+      const bool tf32_layer = row.type == "Convolution" || row.type == "InnerProduct";
+      const std::string expected = row.type == "Softmax" && precision != Precision::tf32 ? "kept"
+                                   : precision == Precision::tf32 && !tf32_layer         ? ""
+                                                                                         : "fallback";
+      EXPECT_EQ(row.precision_note, expected) << precision_name(precision) << " " << row.name;
+    }
+    EXPECT_EQ(low.memory().planned_bytes, full.memory().planned_bytes);
+  }
+}
+
+TEST(Precision, StrictTurnsTheFallbackIntoAnError) {
+  Net net(small_net(), {.precision = Precision::fp16, .strict_precision = true});
+  try {
+    net.summary();
+    FAIL() << "strict fp16 on the CPU planned";
+  } catch (const UnsupportedError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("fp16"), std::string::npos) << message;
+    EXPECT_NE(message.find("'conv' (Convolution)"), std::string::npos) << message;
+    EXPECT_NE(message.find("'ip' (InnerProduct)"), std::string::npos) << message;
+    EXPECT_EQ(message.find("'prob'"), std::string::npos) << "softmax stays fp32 by design: " << message;
+  }
+  // fp32 is never a fallback.
+  Net fp32(small_net(), {.strict_precision = true});
+  EXPECT_NO_THROW(fp32.summary());
+}
+
+TEST(Precision, LowPrecisionIsForInference) {
+  EXPECT_THROW(Net(small_net(), {.training = true, .precision = Precision::fp16}), UnsupportedError);
+}
+
+// --- The command line -------------------------------------------------------------------------------
+
+struct CliResult {
+  int code = -1;
+  std::string out, err;
+};
+
+CliResult run_cli(const std::string& args) {
+  testing::TempDir dir;
+  const std::string err_path = dir.file("stderr");
+  const char* env = std::getenv("ESPRESSO_CLI");
+  const std::string command =
+      std::string(env != nullptr ? env : ESPRESSO_CLI_PATH) + " " + args + " 2>" + err_path;
+  CliResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return result;
+  char buffer[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.out.append(buffer, n);
+  const int status = pclose(pipe);
+  result.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream err(err_path);
+  result.err.assign(std::istreambuf_iterator<char>(err), std::istreambuf_iterator<char>());
+  return result;
+}
+
+class PrecisionCli : public testing::SharedDataTest {};
+
+std::string lenet() {
+  return (testing::shared_data_dir() / "caffe/lenet/v2_format/lenet.prototxt").string() + " -w " +
+         (testing::shared_data_dir() / "caffe/lenet/lenet_iter_10000.caffemodel").string();
+}
+
+TEST_F(PrecisionCli, InfoShowsEachLayersPrecision) {
+  const CliResult r = run_cli("info " + lenet() + " --precision fp16");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("precision"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fp32 (fallback: no fp16 kernel)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fp32 (kept fp32)"), std::string::npos) << r.out;  // the final Softmax
+  EXPECT_NE(r.out.find("fell back to fp32"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("--strict"), std::string::npos) << r.err;
+}
+
+TEST_F(PrecisionCli, StrictAndUnknownPrecisionsFail) {
+  const CliResult strict = run_cli("info " + lenet() + " --precision bf16 --strict");
+  EXPECT_NE(strict.code, 0);
+  EXPECT_NE(strict.err.find("no bf16 kernel"), std::string::npos) << strict.err;
+  EXPECT_NE(strict.err.find("conv1"), std::string::npos) << strict.err;
+  const CliResult unknown = run_cli("classify " + lenet() + " --precision fp8 x.png");
+  EXPECT_NE(unknown.code, 0);
+  EXPECT_NE(unknown.err.find("--precision"), std::string::npos) << unknown.err;
+  for (const char* verb : {"eval", "bench", "classify"}) {
+    const CliResult help = run_cli(std::string(verb) + " --help");
+    EXPECT_NE(help.out.find("--precision"), std::string::npos) << verb;
+    EXPECT_NE(help.out.find("--strict"), std::string::npos) << verb;
+  }
+}
+
+// --- On a GPU: the shared models ---------------------------------------------------------------------
+
+// max |low − fp32| over every output, divided by max |fp32|.
+double relative_error(const std::vector<float>& reference, const std::vector<float>& other) {
+  double worst = 0.0, scale = 0.0;
+  for (std::size_t i = 0; i < reference.size(); ++i) {
+    worst = std::max(worst, std::fabs(static_cast<double>(reference[i]) - other[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(reference[i])));
+  }
+  return worst / std::max(scale, 1e-30);
+}
+
+// The models' folder: $ESPRESSO_PRECISION_MODELS (bench/run_precision_bench.sh exports torchvision's models
+// there on the GPU machine, where the shared ResNet-18 and MobileNetV2 files are not carried), else the
+// shared data.
+std::filesystem::path precision_models_dir() {
+  const char* env = std::getenv("ESPRESSO_PRECISION_MODELS");
+  return env != nullptr && *env != '\0' ? std::filesystem::path(env) : testing::shared_data_dir();
+}
+
+TEST(PrecisionModels, LowPrecisionOutputsMatchFp32OnTheGpu) {
+  REQUIRE_GPU();
+  int checked = 0;
+  for (const char* model : {"resnet18", "squeezenet1_1", "mobilenet_v2", "nin_cifar10"}) {
+    const std::filesystem::path path = precision_models_dir() / "onnx" / model / "model.onnx";
+    if (!std::filesystem::exists(path)) {
+      std::printf("[ SKIPPED  ] %s not found: %s not checked\n", path.string().c_str(), model);
+      continue;
+    }
+    ++checked;
+    const Graph graph = load_model(path.string());
+    Net reference(graph, {.device = Device::cuda()});
+    const std::string input = reference.input_names()[0];
+    Shape shape = reference.input_shape(input);
+    shape[0] = 4;
+    const Tensor x = random_input(shape, 3);
+    const std::string output = reference.output_names()[0];
+    const std::vector<float> expected = reference.forward({{input, x}}).at(output).to_vector();
+    for (Precision precision : {Precision::tf32, Precision::fp16, Precision::bf16}) {
+      Net net(graph, {.device = Device::cuda(), .precision = precision});
+      const std::vector<float> got = net.forward({{input, x}}).at(output).to_vector();
+      ASSERT_EQ(got.size(), expected.size());
+      const double error = relative_error(expected, got);
+      std::printf("  %s %s: max |d| / max |fp32| = %.2e\n", model, precision_name(precision), error);
+      EXPECT_LE(error, 1e-2) << model << " in " << precision_name(precision);
+      int converted = 0;
+      for (const LayerSummary& row : net.summary()) {
+        if (row.type == "Convolution") {
+          EXPECT_EQ(row.precision, precision_name(precision)) << model << " layer " << row.name;
+          ++converted;
+        }
+      }
+      EXPECT_GT(converted, 0) << model;
+    }
+  }
+  if (checked == 0) GTEST_SKIP() << "none of the models found under " << precision_models_dir();
+}
+
+// The memory planner sizes fp16 activations at two bytes.
+TEST(PrecisionGpu, Fp16ActivationsTakeHalfTheMemory) {
+  REQUIRE_GPU();
+  Graph g = small_net();
+  g.layers.pop_back();  // no softmax: every layer has an fp16 kernel
+  g.outputs = {"ip"};
+  Net full(g, {.device = Device::cuda()});
+  Net half(g, {.device = Device::cuda(), .precision = Precision::fp16, .strict_precision = true});
+  EXPECT_LT(half.memory().naive_bytes, full.memory().naive_bytes);
+  const Tensor x = random_input(Shape{2, 3, 9, 9}, 5);
+  const std::vector<float> a = full.forward({{"data", x}}).at("ip").to_vector();
+  const Tensor& out = half.forward({{"data", x}}).at("ip");
+  EXPECT_EQ(out.dtype(), DType::f32);
+  EXPECT_LE(relative_error(a, out.to_vector()), 1e-2);
+}
+
+}  // namespace
+}  // namespace espresso
