@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "espresso/context_model.h"
 #include "espresso/data.h"
 #include "espresso/import.h"
 #include "espresso/model.h"
@@ -661,6 +662,194 @@ TEST_F(Serve, EightModelsUnderABudgetForThreeStayCorrect) {
   running.server().preload("lenet7");
   const std::vector<std::string> resident = running.server().resident_models();
   EXPECT_NE(std::find(resident.begin(), resident.end(), "lenet7"), resident.end());
+}
+
+// The web page of docs/web.md is served at "/" from the binary, beside the catalog JSON it reads.
+TEST_F(Serve, ServesTheWebPage) {
+  TempDir dir;
+  Running running({}, {spec("lenet", lenet(), lenet_weights())});
+  httplib::Client c = running.client();
+  auto page = c.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->get_header_value("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_NE(page->body.find("app.js"), std::string::npos);
+  auto script = c.Get("/app.js");
+  ASSERT_TRUE(script);
+  EXPECT_EQ(script->status, 200);
+  EXPECT_NE(script->body.find("/classify"), std::string::npos);
+  // Paths that are no file of the page stay 404 with a JSON error.
+  auto missing = c.Get("/no-such-file.js");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_TRUE(json::parse(missing->body).contains("error"));
+  // The page's filters: license and max_bytes filter, bad numbers name their parameter.
+  EXPECT_EQ(json::parse(c.Get("/api/v1/models?max_bytes=1")->body)["models"].size(), 0u);
+  EXPECT_EQ(json::parse(c.Get("/api/v1/models?max_bytes=1000000000")->body)["models"].size(), 1u);
+  EXPECT_EQ(json::parse(c.Get("/api/v1/models?license=none-such")->body)["models"].size(), 0u);
+  auto bad = c.Get("/api/v1/models?min_accuracy=high");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(json::parse(bad->body).value("field", ""), "min_accuracy");
+}
+
+// A context model trained on a log where mornings in the park ask for lenet1 and evenings at home
+// for lenet2.
+std::vector<serve::Observation> routine_log() {
+  std::vector<serve::Observation> log;
+  for (int day = 0; day < 14; ++day) {
+    for (int minute = 0; minute < 60; minute += 6) {
+      char morning[64];
+      char evening[64];
+      std::snprintf(morning, sizeof morning, "2026-11-%02dT08:%02d:00Z", day + 1, minute);
+      std::snprintf(evening, sizeof evening, "2026-11-%02dT20:%02d:00Z", day + 1, minute);
+      log.push_back({serve::parse_request_context(
+                         json{{"time", morning}, {"location", "park"}, {"app", "lens"}}.dump(), 0),
+                     "lenet1"});
+      log.push_back({serve::parse_request_context(
+                         json{{"time", evening}, {"location", "home"}, {"app", "lens"}}.dump(), 0),
+                     "lenet2"});
+    }
+  }
+  return log;
+}
+
+bool wait_for(const std::function<bool()>& done, std::chrono::seconds limit = std::chrono::seconds(20)) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+bool contains(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+TEST_F(Serve, ContextModelRecommendsLogsAndPreloads) {
+  TempDir dir;
+  const std::vector<std::string> packages = variants(dir);
+  serve::ContextModel trained;
+  trained.train(routine_log());
+  const std::string model_path = dir.file("context.esp");
+  trained.save(model_path);
+  const std::string log_path = dir.file("requests.jsonl");
+
+  serve::ServerOptions options;
+  options.context_model = model_path;
+  options.context_log = log_path;
+  options.memory_budget_bytes = 64 << 20;
+  std::vector<serve::ModelSpec> specs;
+  for (int k = 0; k < 4; ++k) specs.push_back(spec("lenet" + std::to_string(k), packages[static_cast<std::size_t>(k)]));
+  Running running(options, specs);
+  httplib::Client c = running.client();
+
+  // Recommend: a park morning ranks lenet1 first and plans to preload it.
+  int status = 0;
+  json answer = post_json(c, "/api/v1/recommend",
+                          json{{"time", "2026-12-07T08:20:00Z"}, {"location", "park"}, {"app", "lens"}}.dump(), status);
+  ASSERT_EQ(status, 200) << answer.dump();
+  ASSERT_FALSE(answer["models"].empty());
+  EXPECT_EQ(answer["models"][0]["name"], "lenet1");
+  EXPECT_TRUE(answer["preload"].is_array());
+  EXPECT_EQ(answer["preload"][0], "lenet1");
+  answer = post_json(c, "/api/v1/recommend", json{{"time", "2026-12-07T20:20:00Z"}, {"location", "home"}}.dump(), status);
+  ASSERT_EQ(status, 200);
+  EXPECT_EQ(answer["models"][0]["name"], "lenet2");
+  // Bad bodies: 400 naming the field.
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"{\"time\": \"yesterday\"}", "time"},
+      {"{\"recent\": [\"cat\", 3]}", "recent[1]"},
+      {"{\"location\": 5}", "location"},
+      {"{\"top\": 0}", "top"},
+      {"{\"budget_bytes\": \"lots\"}", "budget_bytes"},
+      {"[1, 2]", ""},
+      {"{not json", ""},
+  };
+  for (const auto& [body, field] : bad) {
+    const json error = post_json(c, "/api/v1/recommend", body, status);
+    EXPECT_EQ(status, 400) << body;
+    EXPECT_EQ(error.value("field", ""), field) << body;
+    EXPECT_FALSE(error.value("error", "").empty()) << body;
+  }
+
+  // Preloading: nothing resident yet; a park-morning request for lenet0 makes lenet1 resident before
+  // anyone asked for it.
+  EXPECT_TRUE(running.server().resident_models().empty());
+  const std::string morning = json{{"time", "2026-12-07T08:25:00Z"}, {"location", "park"}, {"app", "lens"}}.dump();
+  auto reply = c.Post("/v2/models/lenet0/infer", httplib::Headers{{"X-Espresso-Context", morning}},
+                      infer_body("data", digit(0)), "application/json");
+  ASSERT_TRUE(reply);
+  ASSERT_EQ(reply->status, 200) << reply->body;
+  EXPECT_TRUE(wait_for([&] { return contains(running.server().resident_models(), "lenet1"); }));
+  const std::string text = c.Get("/metrics")->body;
+  EXPECT_GE(metric(text, "espresso_context_preloads_total "), 1);
+  EXPECT_EQ(metric(text, "espresso_context_logged_total "), 1);
+  EXPECT_FALSE(contains(running.server().resident_models(), "lenet3"));
+
+  // The log: one line per request with a context (this one), none for a request without.
+  reply = c.Post("/v2/models/lenet3/infer", infer_body("data", digit(1)), "application/json");
+  ASSERT_EQ(reply->status, 200);
+  // A bad context header: 400 naming header and field, nothing logged.
+  reply = c.Post("/v2/models/lenet0/infer", httplib::Headers{{"X-Espresso-Context", "{\"time\": []}"}},
+                 infer_body("data", digit(0)), "application/json");
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->status, 400);
+  EXPECT_EQ(json::parse(reply->body).value("field", ""), "X-Espresso-Context.time");
+  const std::vector<serve::Observation> logged = serve::read_request_log(log_path);
+  ASSERT_EQ(logged.size(), 1u);
+  EXPECT_EQ(logged[0].model, "lenet0");
+  EXPECT_EQ(logged[0].context.location, "park");
+  EXPECT_EQ(logged[0].context.app, "lens");
+  EXPECT_NEAR(logged[0].context.hour_of_day(), 8.0 + 25.0 / 60.0, 1e-9);
+  // The image route logs too.
+  const std::string evening = json{{"time", "2026-12-07T20:05:00Z"}, {"location", "home"}}.dump();
+  static const data::LabeledImages digits = data::load_mnist((data() / "mnist").string(), data::Split::test);
+  const std::string png_path = dir.file("digit.png");
+  ASSERT_NE(stbi_write_png(png_path.c_str(), 28, 28, 1, digits.image(2), 28), 0);
+  reply = c.Post("/v1/classify/lenet0", httplib::Headers{{"X-Espresso-Context", evening}},
+                 testing::read_bytes(png_path), "image/png");
+  ASSERT_TRUE(reply);
+  ASSERT_EQ(reply->status, 200) << reply->body;
+  ASSERT_EQ(serve::read_request_log(log_path).size(), 2u);
+  EXPECT_EQ(serve::read_request_log(log_path)[1].context.location, "home");
+}
+
+TEST_F(Serve, ContextModelRetrainsFromTheLog) {
+  TempDir dir;
+  const std::vector<std::string> packages = variants(dir);
+  const std::string log_path = dir.file("requests.jsonl");
+  {
+    serve::RequestLog log(log_path);
+    for (const serve::Observation& o : routine_log()) log.append(o);
+  }
+  serve::ServerOptions options;
+  options.context_log = log_path;
+  options.retrain_every = 2;
+  std::vector<serve::ModelSpec> specs;
+  for (int k = 0; k < 3; ++k) specs.push_back(spec("lenet" + std::to_string(k), packages[static_cast<std::size_t>(k)]));
+  Running running(options, specs);
+  httplib::Client c = running.client();
+  int status = 0;
+  const std::string morning = json{{"time", "2026-12-07T08:25:00Z"}, {"location", "park"}, {"app", "lens"}}.dump();
+  // No model yet: 503 saying how to get one.
+  json answer = post_json(c, "/api/v1/recommend", morning, status);
+  EXPECT_EQ(status, 503);
+  EXPECT_NE(answer.value("error", "").find("--context-model"), std::string::npos);
+  for (int i = 0; i < 2; ++i) {
+    auto reply = c.Post("/v2/models/lenet0/infer", httplib::Headers{{"X-Espresso-Context", morning}},
+                        infer_body("data", digit(0)), "application/json");
+    ASSERT_EQ(reply->status, 200);
+  }
+  ASSERT_TRUE(wait_for([&] { return running.server().context_stats().retrainings >= 1; }, std::chrono::seconds(60)));
+  answer = post_json(c, "/api/v1/recommend", morning, status);
+  ASSERT_EQ(status, 200) << answer.dump();
+  EXPECT_EQ(answer["models"][0]["name"], "lenet1");
+  // --retrain-every needs a log.
+  serve::ServerOptions no_log;
+  no_log.retrain_every = 5;
+  EXPECT_THROW(serve::Server(no_log, {spec("lenet0", packages[0])}), ServeError);
 }
 
 TEST_F(Serve, BackPressureAnswers429WithRetryAfter) {

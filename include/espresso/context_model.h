@@ -27,6 +27,8 @@ namespace espresso::serve {
 class RequestError : public ParseError {
  public:
   RequestError(std::string field, const std::string& message);
+  // A message that names the field in its text; field() is empty.
+  explicit RequestError(const std::string& message);
   const std::string& field() const { return field_; }
 
  private:

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,6 +66,21 @@ struct ServerOptions {
   std::chrono::seconds write_timeout{10};
   int http_threads = 128;  // connections served at once (keep-alive holds one each)
   int top_k = 5;           // labels returned by the image route by default
+
+  // The context model (docs/context_model.md, docs/serve.md). Requests may carry a context in the
+  // X-Espresso-Context header (a JSON object: time, location, app, recent).
+  // Non-empty: every successful inference request with a context appends (context, model) to this
+  // crash-safe request log (RequestLog of espresso/context_model.h).
+  std::string context_log;
+  // Non-empty: a ContextModel package (.esp, ContextModel::save) that answers POST /api/v1/recommend
+  // and drives the preloader: after each request with a context a background thread makes the
+  // top-ranked models that fit the memory budget resident (PreloadWindow over the last
+  // preload_window_seconds).
+  std::string context_model;
+  std::int64_t preload_window_seconds = 600;
+  // With context_log: after every this many logged requests a background thread retrains the context
+  // model from the whole log and swaps it in (0: never).
+  std::int64_t retrain_every = 0;
 };
 
 class Server {
@@ -91,6 +107,13 @@ class Server {
   std::vector<std::string> models() const;
   std::vector<std::string> resident_models() const;
   void preload(const std::string& name);
+  // Context-model activity: requests logged, models loaded ahead by the preloader, retrainings done.
+  struct ContextStats {
+    std::int64_t logged = 0;
+    std::int64_t preloads = 0;
+    std::int64_t retrainings = 0;
+  };
+  ContextStats context_stats() const;
 
  private:
   struct Impl;

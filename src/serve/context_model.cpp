@@ -31,6 +31,8 @@ using nlohmann::json;
 RequestError::RequestError(std::string field, const std::string& message)
     : ParseError(field.empty() ? message : "field '" + field + "': " + message), field_(std::move(field)) {}
 
+RequestError::RequestError(const std::string& message) : ParseError(message) {}
+
 // ---- Calendar ---------------------------------------------------------------------------------
 
 namespace {

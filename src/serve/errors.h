@@ -4,15 +4,13 @@
 
 #include <string>
 
+#include "espresso/context_model.h"
 #include "espresso/errors.h"
 
 namespace espresso::serve {
 
-// The request is malformed or does not fit the model: names the field ("inputs[0].shape").
-class RequestError : public Error {
- public:
-  using Error::Error;
-};
+// The request is malformed or does not fit the model: RequestError of espresso/context_model.h, whose
+// field() names the field ("inputs[0].shape", "time"); the server answers 400 with it.
 
 // The body is larger than the server accepts.
 class BodyTooLargeError : public Error {

@@ -7,17 +7,24 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <span>
+#include <thread>
 
+#include "espresso/context_model.h"
 #include "espresso/image_classifier.h"
 #include "espresso/import.h"
 #include "espresso/model_pool.h"
 #include "espresso/serve.h"
 #include "espresso/store.h"
+#include "espresso/web_assets.h"
 #include "serve/batcher.h"
 #include "serve/errors.h"
 #include "serve/metrics.h"
@@ -67,9 +74,11 @@ int status_of(const std::exception& e) {
   return 500;
 }
 
-void send_error(httplib::Response& res, int status, const std::string& message) {
+void send_error(httplib::Response& res, int status, const std::string& message, const std::string& field = "") {
   res.status = status;
-  res.set_content(json{{"error", message}}.dump(), "application/json");
+  json body{{"error", message}};
+  if (!field.empty()) body["field"] = field;
+  res.set_content(body.dump(), "application/json");
   if (status == 429 || status == 503) res.set_header("Retry-After", "1");
 }
 
@@ -157,6 +166,7 @@ struct Server::Impl {
   std::atomic<int> listen_fd{-1};
   std::mutex lifecycle;
   std::thread background;
+
 
   Served& served(const std::string& name) {
     auto it = models.find(name);
@@ -401,6 +411,7 @@ struct Server::Impl {
              httplib::Response& res, const httplib::ContentReader& reader) {
     Served& s = served(name);
     Admission admission(*this);
+    const std::optional<RequestContext> context = request_context(req);
     const std::string body = read_body(req, reader);
     std::optional<std::size_t> header_length;
     if (req.has_header("Inference-Header-Content-Length")) {
@@ -432,6 +443,7 @@ struct Server::Impl {
     } else {
       res.set_content(response.body, "application/json");
     }
+    observed(context, name);
   }
 
   // An image body in, the top-K classes out (espresso/image_classifier.h does the preprocessing the
@@ -440,6 +452,7 @@ struct Server::Impl {
                 const httplib::ContentReader& reader) {
     Served& s = served(name);
     Admission admission(*this);
+    const std::optional<RequestContext> context = request_context(req);
     ImageClassifierOptions classifier;
     classifier.top = options.top_k;
     classifier.what = "body";
@@ -474,6 +487,7 @@ struct Server::Impl {
                     {"milliseconds", result.milliseconds},
                     {"decode_ms", result.decode_ms},
                     {"forward_ms", result.forward_ms}});
+    observed(context, name);
   }
 
   json model_metadata(Served& s, const std::string& version) {
@@ -506,7 +520,34 @@ struct Server::Impl {
   void api_models(const httplib::Request& req, httplib::Response& res) {
     const std::string text = req.get_param_value("q");
     const std::string task = req.get_param_value("task");
-    if (text.size() > 512) throw RequestError("q: longer than 512 characters");
+    const std::string license = req.get_param_value("license");
+    const std::string sort = req.get_param_value("sort");
+    if (text.size() > 512) throw RequestError("q", "longer than 512 characters");
+    // The page's other filters (docs/web.md), as the store's search reads them.
+    std::optional<std::uint64_t> max_bytes;
+    std::optional<double> min_accuracy;
+    try {
+      std::size_t used = 0;
+      if (req.has_param("max_bytes")) {
+        const std::string value = req.get_param_value("max_bytes");
+        max_bytes = std::stoull(value, &used);
+        if (used != value.size() || value.front() == '-') throw std::invalid_argument(value);
+      }
+    } catch (const std::exception&) {
+      throw RequestError("max_bytes", "must be a number of bytes");
+    }
+    try {
+      std::size_t used = 0;
+      if (req.has_param("min_accuracy")) {
+        const std::string value = req.get_param_value("min_accuracy");
+        min_accuracy = std::stod(value, &used);
+        if (used != value.size()) throw std::invalid_argument(value);
+      }
+    } catch (const std::exception&) {
+      throw RequestError("min_accuracy", "must be a number");
+    }
+    if (!sort.empty() && sort != "relevance" && sort != "name" && sort != "updated" && sort != "size")
+      throw RequestError("sort", "must be relevance, name, updated or size");
     json list = json::array();
     for (auto& [name, s] : models) {
       json summary;
@@ -516,6 +557,22 @@ struct Server::Impl {
         continue;  // a model whose file cannot be read has no card; /v2 reports its error
       }
       if (!task.empty() && summary.value("task", "") != task) continue;
+      if (!license.empty() && summary.value("license", "") != license) continue;
+      if (max_bytes && *max_bytes > 0 && summary.value("size_bytes", std::uint64_t{0}) > *max_bytes) continue;
+      if (min_accuracy && *min_accuracy > 0) {
+        // Accuracy metrics: keys containing "acc" or "top1", as the store's search and the page read them.
+        double best = -1.0;
+        if (summary.contains("metrics") && summary["metrics"].is_object()) {
+          for (const auto& [key, value] : summary["metrics"].items()) {
+            std::string lower = key;
+            std::transform(lower.begin(), lower.end(), lower.begin(),
+                           [](unsigned char c) { return std::tolower(c); });
+            if (value.is_number() && (lower.find("acc") != std::string::npos || lower.find("top1") != std::string::npos))
+              best = std::max(best, value.get<double>());
+          }
+        }
+        if (best < *min_accuracy) continue;
+      }
       if (!text.empty()) {
         std::string haystack = name + " " + summary.value("description", "") + " " +
                                summary.value("task", "") + " " + summary.value("author", "");
@@ -526,6 +583,10 @@ struct Server::Impl {
       }
       list.push_back(std::move(summary));
     }
+    if (sort == "size")
+      std::stable_sort(list.begin(), list.end(), [](const json& a, const json& b) {
+        return a.value("size_bytes", std::uint64_t{0}) < b.value("size_bytes", std::uint64_t{0});
+      });
     send_json(res, {{"models", list}, {"next_cursor", nullptr}});
   }
 
@@ -551,10 +612,183 @@ struct Server::Impl {
       handler();
       if (res.status == -1) res.status = 200;
     } catch (const std::exception& e) {
-      send_error(res, status_of(e), e.what());
+      const auto* request_error = dynamic_cast<const RequestError*>(&e);
+      send_error(res, status_of(e), e.what(), request_error ? request_error->field() : "");
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     metrics.request(model, res.status, seconds);
+  }
+
+  // The context model (docs/context_model.md): the log, the ranking with its preloader, and the
+  // background thread that preloads and retrains.
+  struct Ranking {
+    std::shared_ptr<const ContextModel> model;
+    std::unique_ptr<Preloader> preloader;
+    std::unique_ptr<PreloadWindow> window;
+  };
+  std::unique_ptr<RequestLog> request_log;
+  std::map<std::string, std::size_t> model_bytes;  // file sizes: what a served model adds when resident
+  std::mutex ranking_mutex;
+  std::shared_ptr<Ranking> ranking;  // null until a context model is loaded or trained
+  std::mutex context_mutex;          // guards pending, retrain_due, context_stop
+  std::condition_variable context_wake;
+  std::deque<RequestContext> pending;
+  bool retrain_due = false;
+  bool context_stop = false;
+  std::thread context_thread;
+  std::atomic<std::int64_t> logged{0};
+  std::atomic<std::int64_t> preloads{0};
+  std::atomic<std::int64_t> retrainings{0};
+  std::atomic<std::int64_t> preload_failures{0};
+
+  std::shared_ptr<Ranking> make_ranking(std::shared_ptr<const ContextModel> model) {
+    auto made = std::make_shared<Ranking>();
+    made->model = std::move(model);
+    made->preloader = std::make_unique<Preloader>(made->model, model_bytes, options.memory_budget_bytes);
+    made->window = std::make_unique<PreloadWindow>(*made->preloader, options.preload_window_seconds);
+    return made;
+  }
+
+  std::shared_ptr<Ranking> current_ranking() {
+    std::lock_guard lock(ranking_mutex);
+    return ranking;
+  }
+
+  // The request's context from its X-Espresso-Context header; nullopt without one. Throws
+  // RequestError naming the header and the field.
+  static std::optional<RequestContext> request_context(const httplib::Request& req) {
+    if (!req.has_header("X-Espresso-Context")) return std::nullopt;
+    const std::int64_t now =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    try {
+      return parse_request_context(req.get_header_value("X-Espresso-Context"), now);
+    } catch (const RequestError& e) {
+      const std::string field = "X-Espresso-Context" + (e.field().empty() ? "" : "." + e.field());
+      std::string message = e.what();
+      const std::string prefix = "field '" + e.field() + "': ";
+      if (!e.field().empty() && message.rfind(prefix, 0) == 0) message = message.substr(prefix.size());
+      throw RequestError(field, message);
+    }
+  }
+
+  // After a successful request with a context: log it, hand it to the preloader, count for retraining.
+  void observed(const std::optional<RequestContext>& context, const std::string& model) {
+    if (!context) return;
+    if (request_log) {
+      request_log->append(Observation{*context, model});
+      const std::int64_t count = ++logged;
+      if (options.retrain_every > 0 && count % options.retrain_every == 0) {
+        std::lock_guard lock(context_mutex);
+        retrain_due = true;
+        context_wake.notify_one();
+      }
+    }
+    if (current_ranking()) {
+      std::lock_guard lock(context_mutex);
+      pending.push_back(*context);
+      while (pending.size() > 256) pending.pop_front();
+      context_wake.notify_one();
+    }
+  }
+
+  void preload_model(const std::string& name) {
+    auto it = models.find(name);
+    if (it == models.end()) throw ServeError("preload: no model named '" + name + "' is served");
+    with_memory_retry(name, [&] {
+      acquire(*it->second).release();
+      return 0;
+    });
+  }
+
+  // The background thread: retrains when due, and after each request with a context touches the
+  // preloader's plan lowest-ranked first, so the top-ranked ends most recently used (LRU evicts the rest).
+  void context_loop() {
+    for (;;) {
+      std::vector<RequestContext> contexts;
+      bool retrain = false;
+      {
+        std::unique_lock lock(context_mutex);
+        context_wake.wait(lock, [&] { return context_stop || retrain_due || !pending.empty(); });
+        if (context_stop) return;
+        contexts.assign(pending.begin(), pending.end());
+        pending.clear();
+        retrain = retrain_due;
+        retrain_due = false;
+      }
+      if (retrain) {
+        try {
+          auto model = std::make_shared<ContextModel>();
+          model->train(read_request_log(options.context_log));
+          auto made = make_ranking(std::move(model));
+          std::lock_guard lock(ranking_mutex);
+          ranking = std::move(made);
+          ++retrainings;
+        } catch (const Error& e) {
+          std::fprintf(stderr, "serve: retraining the context model from %s failed: %s\n",
+                       options.context_log.c_str(), e.what());
+        }
+      }
+      const std::shared_ptr<Ranking> current = current_ranking();
+      if (!current || contexts.empty()) continue;
+      std::vector<std::string> plan;
+      for (const RequestContext& context : contexts) plan = current->window->after_request(context);
+      for (auto name = plan.rbegin(); name != plan.rend(); ++name) {
+        {
+          std::lock_guard lock(context_mutex);
+          if (context_stop) return;
+        }
+        auto it = models.find(*name);
+        if (it == models.end()) continue;
+        bool was_resident = false;
+        {
+          std::lock_guard lock(it->second->mutex);
+          was_resident = it->second->added && pool->resident(*name);
+        }
+        try {
+          preload_model(*name);
+          if (!was_resident) ++preloads;
+        } catch (const std::exception&) {
+          ++preload_failures;  // a request for it reports the error
+        }
+      }
+    }
+  }
+
+  void stop_context_thread() {
+    {
+      std::lock_guard lock(context_mutex);
+      context_stop = true;
+    }
+    context_wake.notify_all();
+    if (context_thread.joinable() && context_thread.get_id() != std::this_thread::get_id()) context_thread.join();
+  }
+
+  // POST /api/v1/recommend: a context in, the ranked models and the preload plan out.
+  void recommend(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    const std::string body = read_body(req, reader);
+    const std::shared_ptr<Ranking> current = current_ranking();
+    if (!current)
+      throw UnavailableError(
+          "recommend: no context model is loaded (start with --context-model FILE.esp, or --context-log "
+          "FILE with --retrain-every N)");
+    const std::int64_t now =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    res.set_content(current->preloader->recommend(body, now), "application/json");
+  }
+
+  // The web page (web/, docs/web.md) at "/": true when the path names one of its files.
+  static bool serve_web(const httplib::Request& req, httplib::Response& res) {
+    const web::Asset* asset = web::find_asset(req.path);
+    if (asset == nullptr) return false;
+    res.set_content(std::string(asset->bytes), std::string(asset->content_type));
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_header("Content-Security-Policy",
+                   "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
+                   "script-src 'self'; connect-src 'self'");
+    return true;
   }
 
   void handle_get(const httplib::Request& req, httplib::Response& res);
@@ -617,7 +851,17 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
   }
   if (path == "/metrics") {
     return guarded("", res, [&] {
-      res.set_content(metrics.text(pool->stats(), in_flight.load()), "text/plain; version=0.0.4");
+      std::string text = metrics.text(pool->stats(), in_flight.load());
+      text += "# HELP espresso_context_logged_total Requests with a context written to the request log.\n"
+              "# TYPE espresso_context_logged_total counter\nespresso_context_logged_total " +
+              std::to_string(logged.load()) +
+              "\n# HELP espresso_context_preloads_total Models the context preloader loaded ahead of a request.\n"
+              "# TYPE espresso_context_preloads_total counter\nespresso_context_preloads_total " +
+              std::to_string(preloads.load()) +
+              "\n# HELP espresso_context_retrainings_total Context models trained from the log while serving.\n"
+              "# TYPE espresso_context_retrainings_total counter\nespresso_context_retrainings_total " +
+              std::to_string(retrainings.load()) + "\n";
+      res.set_content(text, "text/plain; version=0.0.4");
     });
   }
   if (path == "/api/v1/models") return guarded("", res, [&] { api_models(req, res); });
@@ -644,6 +888,7 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
                 {{"name", route.name}, {"ready", true}, {"resident", s.added && pool->resident(route.name)}});
     });
   }
+  if (!route.matched && serve_web(req, res)) return;
   guarded("", res, [&] {
     if (route.matched) throw RequestError("GET " + path + ": inference takes POST");
     throw NotFoundError("path: no endpoint " + path);
@@ -667,6 +912,8 @@ void Server::Impl::handle_post(const httplib::Request& req, httplib::Response& r
   if (!image_model.empty()) {
     const std::string label = models.count(image_model) ? image_model : "";
     guarded(label, res, [&] { classify(image_model, req, res, reader); });
+  } else if (path == "/api/v1/recommend") {
+    guarded("", res, [&] { recommend(req, res, reader); });
   } else if (route.matched && route.action == "infer") {
     const std::string label = models.count(route.name) ? route.name : "";
     guarded(label, res, [&] { infer(route.name, route.version, req, res, reader); });
@@ -715,6 +962,21 @@ Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std
         [&s, name](std::int64_t samples) { s.metrics.batch(name, samples); });
     s.models.emplace(name, std::move(served));
   }
+  if (s.options.retrain_every < 0) throw ServeError("--retrain-every must not be negative");
+  if (s.options.retrain_every > 0 && s.options.context_log.empty())
+    throw ServeError("--retrain-every needs --context-log FILE (the model is retrained from the log)");
+  if (s.options.preload_window_seconds < 1) throw ServeError("--preload-window must be at least 1 second");
+  for (const auto& [name, served] : s.models) {
+    if (!served->spec.reference.empty()) continue;  // its size is known once pulled
+    std::error_code ec;
+    std::uintmax_t bytes = fs::file_size(served->spec.path, ec);
+    if (!served->spec.weights.empty()) bytes += fs::file_size(served->spec.weights, ec);
+    if (!ec) s.model_bytes[name] = static_cast<std::size_t>(bytes);
+  }
+  if (!s.options.context_log.empty()) s.request_log = std::make_unique<RequestLog>(s.options.context_log);
+  if (!s.options.context_model.empty())
+    s.ranking = s.make_ranking(std::make_shared<const ContextModel>(ContextModel::load(s.options.context_model)));
+  if (s.ranking || s.options.retrain_every > 0) s.context_thread = std::thread([&s] { s.context_loop(); });
   s.http.new_task_queue = [threads = s.options.http_threads] {
     return new httplib::ThreadPool(static_cast<std::size_t>(threads));
   };
@@ -747,6 +1009,7 @@ Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std
 
 Server::~Server() {
   stop();
+  impl_->stop_context_thread();
   // Queued requests are answered before the batchers' threads end.
   for (auto& [name, served] : impl_->models) served->batcher->shutdown();
 }
@@ -813,13 +1076,11 @@ std::vector<std::string> Server::resident_models() const {
 }
 
 void Server::preload(const std::string& name) {
-  Impl& s = *impl_;
-  auto it = s.models.find(name);
-  if (it == s.models.end()) throw ServeError("preload: no model named '" + name + "' is served");
-  s.with_memory_retry(name, [&] {
-    s.acquire(*it->second).release();
-    return 0;
-  });
+  impl_->preload_model(name);
+}
+
+Server::ContextStats Server::context_stats() const {
+  return {impl_->logged.load(), impl_->preloads.load(), impl_->retrainings.load()};
 }
 
 }  // namespace espresso::serve

@@ -33,9 +33,11 @@ for (const file of ['caffe/lenet/lenet.prototxt', 'caffe/lenet/lenet_iter_10000.
 const watchdog = setTimeout(() => { console.error('FAILED: the test ran past 150 s'); cleanup(); process.exit(1); }, 150000);
 const temp = mkdtempSync(join(tmpdir(), 'espresso-web-'));
 let server = null;
+let inference = null;
 let browser = null;
 const cleanup = () => {
   if (server && server.exitCode === null) server.kill('SIGTERM');
+  if (inference && inference.exitCode === null) inference.kill('SIGTERM');
   rmSync(temp, { recursive: true, force: true });
 };
 let failures = 0;
@@ -71,18 +73,20 @@ const png = (pixels, width, height) => {
 
 try {
   // ---- the store, with real models --------------------------------------------------------------------
-  server = spawn(espresso, ['store', 'serve', '--root', join(temp, 'root'), '--listen', '127.0.0.1:0'],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('store serve did not start in 20 s')), 20000);
+  // Starts `espresso ARGS` and answers the port it prints ("listening on 127.0.0.1:PORT").
+  const listening = (child, what) => new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(what + ' did not start in 20 s')), 20000);
     let out = '';
-    server.stdout.on('data', (chunk) => {
+    child.stdout.on('data', (chunk) => {
       out += chunk;
       const m = out.match(/listening on 127\.0\.0\.1:(\d+)/);
       if (m) { clearTimeout(timer); resolve(Number(m[1])); }
     });
-    server.on('exit', (code) => reject(new Error('store serve exited with ' + code)));
+    child.on('exit', (code) => reject(new Error(what + ' exited with ' + code)));
   });
+  server = spawn(espresso, ['store', 'serve', '--root', join(temp, 'root'), '--listen', '127.0.0.1:0'],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await listening(server, 'store serve');
   const registry = '127.0.0.1:' + port;
   const base = 'http://' + registry + '/';
 
@@ -236,6 +240,44 @@ try {
   check(unknown.status === 404 && unknown.body.errors[0].field === 'name', 'unknown model: 404 naming the field "name"');
   const junk = await post('api/v1/models/vision/lenet/classify', Buffer.from('junk'));
   check(junk.status === 400 && junk.body.errors[0].field === 'image', 'undecodable image: 400 naming the field "image"');
+
+  // ---- the same page from `espresso serve` (docs/serve.md), for its served models: one short pass --------
+  inference = spawn(espresso, ['serve', '--models', 'lenet=' + join(temp, 'lenet.esp'), 'mnist-cntk=' + join(temp, 'mnist.esp'),
+    '--listen', '127.0.0.1:0', '--memory-budget', '64M'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const servePort = await listening(inference, 'espresso serve');
+  {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(15000);
+    const consoleErrors = [];
+    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    await page.goto('http://127.0.0.1:' + servePort + '/');
+    const results = page.locator('#results a.result');
+    await page.waitForFunction(() => document.querySelectorAll('#results a.result').length === 2);
+    check(await results.count() === 2, 'serve: the page lists both served models');
+    await page.getByLabel('Search', { exact: true }).fill('handwritten');
+    await page.getByRole('button', { name: 'Search' }).click();
+    await page.waitForFunction(() => document.querySelector('#result-status').textContent === '1 model.');
+    check((await results.first().innerText()).startsWith('lenet'), 'serve: text search finds the served LeNet');
+    await results.first().click();
+    await page.waitForFunction(() => !document.querySelector('#card').hidden);
+    check((await page.locator('#model-title').innerText()) === 'lenet', 'serve: the card opens');
+    const facts = await page.locator('#facts').innerText();
+    check(facts.includes('99.05 %') && facts.includes('10 classes'), 'serve: the card shows accuracy and labels');
+    await page.getByLabel('Choose an image or drop it here').setInputFiles(digitFile);
+    await page.waitForFunction(() => !document.querySelector('#predictions').hidden ||
+      !document.querySelector('#try-error').hidden, null, { timeout: 20000 });
+    const predictions = await page.locator('#predictions li').allInnerTexts();
+    check(predictions.length === 5 && predictions[0].startsWith(names[truth]),
+      'serve: try-it top-1 is the digit\'s true class, ' + names[truth] + ': ' + JSON.stringify(predictions[0]));
+    check(/\d+(\.\d+)? ms on the server/.test(await page.locator('#try-status').innerText()), 'serve: the time it took');
+    check(consoleErrors.length === 0, 'serve: no script errors ' + JSON.stringify(consoleErrors));
+    if (shots) {
+      await page.locator('#try').scrollIntoViewIfNeeded();
+      await page.screenshot({ path: join(shots, 'serve-try-1280x800.png'), fullPage: false });
+    }
+    await context.close();
+  }
 } catch (e) {
   failures++;
   console.log('FAIL ' + (e && e.stack ? e.stack : e));

@@ -30,6 +30,10 @@ struct ServeCliOptions {
   std::string max_body = "64M";
   int timeout = 10;
   std::string pad_batches = "gpu";
+  std::string context_log;
+  std::string context_model;
+  std::int64_t retrain_every = 0;
+  std::int64_t preload_window = 600;
 };
 
 int stop_pipe[2] = {-1, -1};
@@ -87,6 +91,10 @@ int run_serve(const ServeCliOptions& o) {
   options.http_threads = o.http_threads;
   options.read_timeout = std::chrono::seconds(o.timeout);
   options.write_timeout = std::chrono::seconds(o.timeout);
+  options.context_log = o.context_log;
+  options.context_model = o.context_model;
+  options.retrain_every = o.retrain_every;
+  options.preload_window_seconds = o.preload_window;
   apply_threads(o.threads);
   std::vector<serve::ModelSpec> models;
   for (const std::string& text : o.models) models.push_back(serve::ModelSpec::parse(text));
@@ -160,6 +168,20 @@ Verb add_serve_verb(CLI::App& app) {
   command->add_option("--timeout", o->timeout, "Seconds a client may take to send or receive")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
+  command->add_option("--context-log", o->context_log,
+                      "Append (context, model) of each request with an X-Espresso-Context header to FILE");
+  command->add_option("--context-model", o->context_model,
+                      "A trained context model (.esp): POST /api/v1/recommend and background preloading");
+  command
+      ->add_option("--retrain-every", o->retrain_every,
+                   "Retrain the context model from --context-log after every N logged requests (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  command
+      ->add_option("--preload-window", o->preload_window,
+                   "Seconds of recent requests whose contexts the preloader averages")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{86400} * 365));
   return {command, [o] { return run_serve(*o); }};
 }
 
