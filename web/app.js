@@ -182,6 +182,8 @@
     for (const v of versions) versionSelect.append(el('option', { value: v.version, text: v.version + (v.version === model.latest ? ' (latest)' : '') }));
     if (!versions.length && model.latest) versionSelect.append(el('option', { value: model.latest, text: model.latest }));
     versionSelect.value = model.latest || '';
+    // Only a registry (store serve) reports signatures; `espresso serve` has nothing to pull.
+    $('pull').hidden = !('signature' in model);
     $('pull-line').value = pullLine(model.name, versionSelect.value);
     $('copy-status').textContent = '';
 

@@ -188,6 +188,7 @@ try {
       '4.59 MFLOP', 'scale by 0.00390625', 'resize to 28×28', '10 classes', 'signature verified']) {
       check(facts.includes(expected), size + ': the card shows "' + expected + '"');
     }
+    check(await page.locator('#pull').isVisible(), size + ': the registry shows the pull line');
     check((await page.locator('#pull-line').inputValue()) === 'espresso pull ' + registry + '/vision/lenet:1.0',
       size + ': the pull line names the release');
     check((await page.locator('#model-description').innerText()).includes('LeNet-5'), size + ': the description');
@@ -264,6 +265,7 @@ try {
     check((await page.locator('#model-title').innerText()) === 'lenet', 'serve: the card opens');
     const facts = await page.locator('#facts').innerText();
     check(facts.includes('99.05 %') && facts.includes('10 classes'), 'serve: the card shows accuracy and labels');
+    check(!(await page.locator('#pull').isVisible()), 'serve: no pull line (serve is not a registry)');
     await page.getByLabel('Choose an image or drop it here').setInputFiles(digitFile);
     await page.waitForFunction(() => !document.querySelector('#predictions').hidden ||
       !document.querySelector('#try-error').hidden, null, { timeout: 20000 });
