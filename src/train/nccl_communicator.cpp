@@ -208,6 +208,7 @@ class NcclCommunicator final : public Communicator {
 
   void finish() override {
     const Driver& d = driver();
+    d.CtxSetCurrent(context_);
     const Clock::time_point deadline =
         Clock::now() + std::chrono::milliseconds(static_cast<long long>(timeout_ * 1000));
     for (int spins = 0;; ++spins) {

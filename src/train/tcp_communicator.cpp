@@ -227,7 +227,8 @@ void TcpCommunicator::rendezvous() {
           for (int r = 1; r < world; ++r) {
             if (control_[static_cast<std::size_t>(r)] < 0) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
           }
-          throw DistributedError(who() + ": ranks " + missing + " did not connect to port " +
+          throw DistributedError(who() + ": rank" + (missing.find(',') == std::string::npos ? " " : "s ") + missing +
+                                 " did not connect to port " +
                                  std::to_string(options_.master_port) + " within " +
                                  seconds(options_.timeout_seconds));
         }
