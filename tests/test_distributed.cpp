@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "espresso/data.h"
+#include "espresso/devices.h"
 #include "espresso/distributed.h"
 #include "espresso/errors.h"
 #include "import/caffe/caffe.pb.h"
@@ -442,12 +443,36 @@ TEST_F(Distributed, OneGpuThroughNcclMatchesPlainGpuTraining) {
   std::string why;
   if (!testing::have_gpu()) GTEST_SKIP() << "no CUDA device";
   if (!nccl_available(&why)) GTEST_SKIP() << "NCCL not available: " << why;
-  const CliResult plain = run_cli(quote(solver("plain", 64, "max_iter: 50\n")) + " --device cuda:0");
+  // GPU kernels may sum in another order from run to run (atomics): two plain runs set the noise floor.
+  const std::string extra = "max_iter: 10\n";
+  const CliResult plain = run_cli(quote(solver("plain", 64, extra)) + " --device cuda:0");
   ASSERT_EQ(plain.code, 0) << plain.output;
-  const CliResult nccl = run_cli(quote(solver("nccl", 64, "max_iter: 50\n")) + " --gpus 0");
+  ASSERT_EQ(run_cli(quote(solver("again", 64, extra)) + " --device cuda:0").code, 0);
+  const CliResult nccl = run_cli(quote(solver("nccl", 64, extra)) + " --gpus 0");
   ASSERT_EQ(nccl.code, 0) << nccl.output;
   EXPECT_NE(nccl.output.find("1 ranks over nccl"), std::string::npos) << nccl.output;
-  EXPECT_LE(weight_difference(snapshot("plain", 50), snapshot("nccl", 50)), 1e-6);
+  const double noise = weight_difference(snapshot("plain", 10), snapshot("again", 10));
+  const double difference = weight_difference(snapshot("plain", 10), snapshot("nccl", 10));
+  std::printf("[          ] plain vs plain %.3g, plain vs NCCL with one rank %.3g\n", noise, difference);
+  EXPECT_LE(difference, std::max(1e-6, 4 * noise));
+}
+
+TEST_F(Distributed, TwoGpusMatchOneGpuWithTheSameGlobalBatch) {
+  int gpus = 0;
+  for (const DeviceInfo& info : list_devices()) gpus += info.device.type == DeviceType::cuda ? 1 : 0;
+  if (gpus < 2) GTEST_SKIP() << "needs 2 CUDA devices, found " << gpus;
+  std::string why;
+  if (!nccl_available(&why)) GTEST_SKIP() << "NCCL not available: " << why;
+  const std::string extra = "max_iter: 50\niter_size: 2\n";
+  ASSERT_EQ(run_cli(quote(solver("one", 32, extra)) + " --device cuda:0").code, 0);
+  ASSERT_EQ(run_cli(quote(solver("again", 32, extra)) + " --device cuda:0").code, 0);
+  const CliResult two = run_cli(quote(solver("two", 32, "max_iter: 50\n")) + " --gpus 0,1 --bucket-kb 256");
+  ASSERT_EQ(two.code, 0) << two.output;
+  EXPECT_NE(two.output.find("2 ranks over nccl"), std::string::npos) << two.output;
+  const double noise = weight_difference(snapshot("one", 50), snapshot("again", 50));
+  const double difference = weight_difference(snapshot("one", 50), snapshot("two", 50));
+  std::printf("[          ] 1 GPU vs 1 GPU %.3g, 1 GPU x iter_size 2 vs 2 GPUs %.3g\n", noise, difference);
+  EXPECT_LE(difference, std::max(1e-6, 4 * noise));
 }
 
 }  // namespace
