@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -92,7 +93,7 @@ int wait_for(const RankProcess& process, std::chrono::seconds limit) {
 
 int test_port() {
   // Distinct per test process so that parallel ctest runs do not meet each other's ranks.
-  return 20000 + static_cast<int>(getpid() % 20000);
+  return 20000 + static_cast<int>(getpid() % 5000) * 8;  // and up to 7 more
 }
 
 std::map<std::string, std::vector<float>> read_weights(const std::string& path) {
@@ -238,28 +239,48 @@ TEST_F(Distributed, ResumesWithAnotherRankCount) {
   EXPECT_LE(weight_difference(snapshot("single", 20), snapshot("back", 20)), 1e-6) << "2 ranks -> 1 rank";
 }
 
-TEST_F(Distributed, AKilledRankStopsTheOthersNamingIt) {
-  const std::string path = solver("killed", 32, "max_iter: 1000000\n");
-  const int port = test_port();
+// Starts 3 ranks through the environment, waits until they train, sends rank 1 `signal`, and checks that
+// ranks 0 and 2 exit 1 naming rank 1 with `expected`; returns how long they took.
+double stop_rank_one(const std::string& path, int signal, int timeout,
+                     const std::string& expected, const std::function<std::string(const std::string&)>& file) {
+  const int port = test_port() + (signal == SIGKILL ? 4 : 5);
   std::vector<RankProcess> ranks;
-  for (int r = 0; r < 3; ++r) ranks.push_back(start_rank(path, r, 3, port, dir_.file("rank" + std::to_string(r) + ".log")));
-  // Wait until training runs (rank 0 logs iteration 0), then kill rank 1 mid-flight.
+  for (int r = 0; r < 3; ++r)
+    ranks.push_back(start_rank(path, r, 3, port, file("rank" + std::to_string(r) + ".log"), timeout));
+  // Wait until training runs (rank 0 logs iteration 0), then stop rank 1 mid-flight.
   const Clock::time_point started = Clock::now();
   while (read_file(ranks[0].log).find("Iteration 0") == std::string::npos && Clock::now() - started < std::chrono::seconds(60))
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  kill(ranks[1].pid, SIGKILL);
-  const Clock::time_point killed = Clock::now();
-  wait_for(ranks[1], std::chrono::seconds(5));
+  kill(ranks[1].pid, signal);
+  const Clock::time_point stopped = Clock::now();
   for (int r : {0, 2}) {
-    const int code = wait_for(ranks[static_cast<std::size_t>(r)], std::chrono::seconds(40));
+    const int code = wait_for(ranks[static_cast<std::size_t>(r)], std::chrono::seconds(timeout + 30));
     const std::string log = read_file(ranks[static_cast<std::size_t>(r)].log);
     EXPECT_EQ(code, 1) << "rank " << r << ":\n" << log;
-    EXPECT_NE(log.find("rank 1 exited or closed its connection"), std::string::npos) << "rank " << r << ":\n" << log;
+    EXPECT_NE(log.find(expected), std::string::npos) << "rank " << r << ":\n" << log;
   }
-  const double seconds = std::chrono::duration<double>(Clock::now() - killed).count();
+  const double seconds = std::chrono::duration<double>(Clock::now() - stopped).count();
+  kill(ranks[1].pid, SIGKILL);
+  wait_for(ranks[1], std::chrono::seconds(5));
+  return seconds;
+}
+
+TEST_F(Distributed, AKilledRankStopsTheOthersNamingIt) {
+  const double seconds = stop_rank_one(solver("killed", 32, "max_iter: 1000000\n"), SIGKILL, 20,
+                                       "rank 1 exited or closed its connection",
+                                       [this](const std::string& name) { return dir_.file(name); });
   std::printf("[          ] the other ranks stopped %.2f s after rank 1 was killed\n", seconds);
   EXPECT_LT(seconds, 20.0);
+}
+
+TEST_F(Distributed, AHungRankIsNamedAfterTheTimeout) {
+  // SIGSTOP: the process lives and holds its connections but never answers.
+  const double seconds = stop_rank_one(solver("hung", 32, "max_iter: 1000000\n"), SIGSTOP, 3,
+                                       "rank 1 did not answer within 3 s",
+                                       [this](const std::string& name) { return dir_.file(name); });
+  std::printf("[          ] the other ranks stopped %.2f s after rank 1 hung (timeout 3 s)\n", seconds);
+  EXPECT_LT(seconds, 15.0);
 }
 
 TEST_F(Distributed, RanksWithDifferentModelsOrSolversAreRefused) {

@@ -315,23 +315,26 @@ void TcpCommunicator::connect_ring(const std::vector<std::string>& addresses, co
   set_nonblocking(right_);
 }
 
+void TcpCommunicator::notify(int culprit, const std::string& message, int except) {
+  std::string payload(sizeof(std::int32_t), '\0');
+  const std::int32_t who_failed = culprit;
+  std::memcpy(payload.data(), &who_failed, sizeof who_failed);
+  payload += message;
+  const Header header{static_cast<std::uint32_t>(Message::abort), 0, payload.size()};
+  std::string frame(reinterpret_cast<const char*>(&header), sizeof header);
+  frame += payload;
+  for (int r = 0; r < options_.world_size; ++r) {
+    if (r == options_.rank || r == except || (options_.rank != 0 && r != 0)) continue;
+    const int fd = control_fd(r);
+    if (fd >= 0) (void)!send(fd, frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+}
+
 void TcpCommunicator::peer_died(int peer, const std::string& how) {
   const std::string message = "rank " + std::to_string(peer) + " " + how;
-  if (options_.rank == 0) {
-    // Tell the others which rank it was, so that they name it rather than a neighbour that stopped too.
-    std::string payload(sizeof(std::int32_t), '\0');
-    const std::int32_t dead = peer;
-    std::memcpy(payload.data(), &dead, sizeof dead);
-    payload += message;
-    const Header header{static_cast<std::uint32_t>(Message::abort), 0, payload.size()};
-    for (int r = 1; r < options_.world_size; ++r) {
-      const int fd = control_[static_cast<std::size_t>(r)];
-      if (r == peer || fd < 0) continue;
-      std::string frame(reinterpret_cast<const char*>(&header), sizeof header);
-      frame += payload;
-      (void)!send(fd, frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    }
-  }
+  // Rank 0 tells the others which rank it was, so that they name it rather than a neighbour that
+  // stopped too.
+  if (options_.rank == 0) notify(peer, message, peer);
   throw DistributedError(who() + ": " + message);
 }
 
@@ -350,9 +353,12 @@ void TcpCommunicator::inspect_control(int peer, std::set<int>& pending_data) {
     std::vector<char> frame(sizeof header + header.length);
     const Clock::time_point deadline = Clock::now() + std::chrono::seconds(1);
     if (read_all(fd, frame.data(), frame.size(), deadline) && header.length > sizeof(std::int32_t)) {
-      throw DistributedError(who() + ": stopping, " +
-                             std::string(frame.data() + sizeof header + sizeof(std::int32_t),
-                                         header.length - sizeof(std::int32_t)));
+      std::int32_t culprit = -1;
+      std::memcpy(&culprit, frame.data() + sizeof header, sizeof culprit);
+      const std::string message(frame.data() + sizeof header + sizeof(std::int32_t),
+                                header.length - sizeof(std::int32_t));
+      if (options_.rank == 0) notify(culprit, message, culprit);  // pass a rank's report on to everyone
+      throw DistributedError(who() + ": stopping, " + message);
     }
     peer_died(peer, "sent a broken notice");
   }
@@ -380,7 +386,9 @@ void TcpCommunicator::fail(int suspect, const std::string& what) {
       if (watched[i].revents != 0) inspect_control(peers[i], pending);
     }
   }
-  throw DistributedError(who() + ": rank " + std::to_string(suspect) + " " + what);
+  const std::string message = "rank " + std::to_string(suspect) + " " + what;
+  if (options_.rank == 0) notify(suspect, message + ", said rank 0", suspect);
+  throw DistributedError(who() + ": " + message);
 }
 
 void TcpCommunicator::transfer(int out_fd, int out_peer, const char* send_data, std::size_t send_len, int in_fd,
@@ -411,8 +419,14 @@ void TcpCommunicator::transfer(int out_fd, int out_peer, const char* send_data, 
     if (ready <= 0) {
       if (Clock::now() - last_progress > timeout) {
         const int late = recv_len > 0 ? in_peer : out_peer;
-        fail(late, "did not answer within " + seconds(options_.timeout_seconds) +
-                       " (hung, or far behind; ESPRESSO_DIST_TIMEOUT sets the limit)");
+        const std::string what = "did not answer within " + seconds(options_.timeout_seconds) +
+                                 " (hung, or far behind; ESPRESSO_DIST_TIMEOUT sets the limit)";
+        // The first rank to wait too long knows the culprit; the ranks waiting on it only know it stopped.
+        // The rank that waited longest knows the culprit; the ones waiting on it only see it stop. Each
+        // tells rank 0, which passes on the first report it gets, and listens for that before blaming.
+        if (options_.rank != 0)
+          notify(late, "rank " + std::to_string(late) + " " + what + ", said rank " + std::to_string(options_.rank), late);
+        fail(late, what);
       }
       continue;
     }

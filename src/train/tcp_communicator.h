@@ -61,6 +61,9 @@ class TcpCommunicator final : public Communicator {
   // notice from rank 0 (throws) or its end (throws naming the peer).
   void inspect_control(int peer, std::set<int>& pending_data);
   [[noreturn]] void peer_died(int peer, const std::string& how);
+  // Without blocking, an abort notice naming `culprit`: from rank 0 to every rank but `except`, from
+  // the others to rank 0 (which passes it on).
+  void notify(int culprit, const std::string& message, int except);
   int control_fd(int peer) const;
   void throw_if_failed();
   void run_worker();
