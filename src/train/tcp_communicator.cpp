@@ -191,6 +191,13 @@ TcpCommunicator::~TcpCommunicator() {
     stopping_ = true;
   }
   changed_.notify_all();
+  // A bucket still on its way (this rank is leaving on an error) ends at once instead of waiting for
+  // peers; they see this rank leave.
+  for (int fd : control_) {
+    if (fd >= 0) shutdown(fd, SHUT_RDWR);
+  }
+  if (left_ >= 0) shutdown(left_, SHUT_RDWR);
+  if (right_ >= 0) shutdown(right_, SHUT_RDWR);
   if (worker_.joinable()) worker_.join();
   for (int fd : control_) {
     if (fd >= 0) close(fd);
