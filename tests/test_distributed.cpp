@@ -72,7 +72,8 @@ RankProcess start_rank(const std::string& solver, int rank, int world, int port,
     setenv("ESPRESSO_DIST_TIMEOUT", std::to_string(timeout).c_str(), 1);
     std::freopen(log.c_str(), "w", stdout);
     dup2(fileno(stdout), STDERR_FILENO);
-    execl(ESPRESSO_CLI_PATH, "espresso", "train", solver.c_str(), "--threads", "1", static_cast<char*>(nullptr));
+    execl(ESPRESSO_CLI_PATH, "espresso", "train", solver.c_str(), "--threads", "1",
+          static_cast<char*>(nullptr));
     _exit(127);
   }
   return process;
@@ -83,7 +84,8 @@ int wait_for(const RankProcess& process, std::chrono::seconds limit) {
   const Clock::time_point deadline = Clock::now() + limit;
   int status = 0;
   while (Clock::now() < deadline) {
-    if (waitpid(process.pid, &status, WNOHANG) == process.pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    if (waitpid(process.pid, &status, WNOHANG) == process.pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   kill(process.pid, SIGKILL);
@@ -103,7 +105,8 @@ std::map<std::string, std::vector<float>> read_weights(const std::string& path) 
   std::map<std::string, std::vector<float>> weights;
   for (const caffe::LayerParameter& layer : model.layer()) {
     for (int i = 0; i < layer.blobs_size(); ++i)
-      weights[layer.name() + "/" + std::to_string(i)].assign(layer.blobs(i).data().begin(), layer.blobs(i).data().end());
+      weights[layer.name() + "/" + std::to_string(i)].assign(layer.blobs(i).data().begin(),
+                                                             layer.blobs(i).data().end());
   }
   return weights;
 }
@@ -183,7 +186,8 @@ class Distributed : public testing::SharedDataTest {
     const std::string net_path = dir_.write(name + "_net.prototxt", net);
     std::string text = "net: \"" + net_path + "\"\nsnapshot_prefix: \"" + dir_.file(name) + "\"\n" +
                        "lr_policy: \"inv\"\ngamma: 0.0001\npower: 0.75\nmomentum: 0.9\nweight_decay: 0.0005\n"
-                       "random_seed: 7\ndisplay: 50\n" + extra;
+                       "random_seed: 7\ndisplay: 50\n" +
+                       extra;
     if (extra.find("base_lr") == std::string::npos) text += "base_lr: 0.01\n";
     return dir_.write(name + ".prototxt", text);
   }
@@ -207,7 +211,8 @@ TEST_F(Distributed, TwoCpuRanksMatchOneProcessWithTheSameGlobalBatch) {
       run_cli(quote(solver("two", 32, "max_iter: 200\n")) + " --cpu-ranks 2 --threads 1 --bucket-kb 64");
   ASSERT_EQ(two.code, 0) << two.output;
   EXPECT_NE(two.output.find("Data-parallel training: 2 ranks over tcp, global batch 64 (32 per rank)"),
-            std::string::npos) << two.output;
+            std::string::npos)
+      << two.output;
   // Only rank 0 logs.
   EXPECT_EQ(two.output.find("Optimization Done."), two.output.rfind("Optimization Done.")) << two.output;
   const double exact = weight_difference(snapshot("one", 200), snapshot("two", 200));
@@ -215,8 +220,10 @@ TEST_F(Distributed, TwoCpuRanksMatchOneProcessWithTheSameGlobalBatch) {
   const CliResult wide = run_cli(quote(solver("wide", 64, "max_iter: 200\n")) + " --threads 1");
   ASSERT_EQ(wide.code, 0) << wide.output;
   const double rounding = weight_difference(snapshot("wide", 200), snapshot("two", 200));
-  std::printf("[          ] weights after 200 iterations, largest |a-b|/max(1,|a|): 2 ranks x 32 vs 1 x 32 x "
-              "iter_size 2: %.3g; vs 1 x 64: %.3g\n", exact, rounding);
+  std::printf(
+      "[          ] weights after 200 iterations, largest |a-b|/max(1,|a|): 2 ranks x 32 vs 1 x 32 x "
+      "iter_size 2: %.3g; vs 1 x 64: %.3g\n",
+      exact, rounding);
   EXPECT_LE(rounding, 1e-2) << "2 ranks vs 1 process with batch 64";
 }
 
@@ -225,8 +232,8 @@ TEST_F(Distributed, ResumesWithAnotherRankCount) {
   const std::string single = solver("single", 32, "max_iter: 20\nsnapshot: 10\niter_size: 2\n");
   ASSERT_EQ(run_cli(quote(single) + " --threads 1").code, 0);
   const std::string pair = solver("pair", 32, "max_iter: 20\n");
-  const CliResult resumed =
-      run_cli(quote(pair) + " --cpu-ranks 2 --threads 1 --resume " + quote(snapshot("single", 10, ".solverstate")));
+  const CliResult resumed = run_cli(quote(pair) + " --cpu-ranks 2 --threads 1 --resume " +
+                                    quote(snapshot("single", 10, ".solverstate")));
   ASSERT_EQ(resumed.code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("at iteration 10"), std::string::npos) << resumed.output;
   EXPECT_LE(weight_difference(snapshot("single", 20), snapshot("pair", 20)), 1e-6) << "1 rank -> 2 ranks";
@@ -234,22 +241,24 @@ TEST_F(Distributed, ResumesWithAnotherRankCount) {
   const std::string first = solver("first", 32, "max_iter: 10\n");
   ASSERT_EQ(run_cli(quote(first) + " --cpu-ranks 2 --threads 1").code, 0);
   const std::string back = solver("back", 32, "max_iter: 20\niter_size: 2\n");
-  const CliResult alone = run_cli(quote(back) + " --threads 1 --resume " + quote(snapshot("first", 10, ".solverstate")));
+  const CliResult alone =
+      run_cli(quote(back) + " --threads 1 --resume " + quote(snapshot("first", 10, ".solverstate")));
   ASSERT_EQ(alone.code, 0) << alone.output;
   EXPECT_LE(weight_difference(snapshot("single", 20), snapshot("back", 20)), 1e-6) << "2 ranks -> 1 rank";
 }
 
 // Starts 3 ranks through the environment, waits until they train, sends rank 1 `signal`, and checks that
 // ranks 0 and 2 exit 1 naming rank 1 with `expected`; returns how long they took.
-double stop_rank_one(const std::string& path, int signal, int timeout,
-                     const std::string& expected, const std::function<std::string(const std::string&)>& file) {
+double stop_rank_one(const std::string& path, int signal, int timeout, const std::string& expected,
+                     const std::function<std::string(const std::string&)>& file) {
   const int port = test_port() + (signal == SIGKILL ? 4 : 5);
   std::vector<RankProcess> ranks;
   for (int r = 0; r < 3; ++r)
     ranks.push_back(start_rank(path, r, 3, port, file("rank" + std::to_string(r) + ".log"), timeout));
   // Wait until training runs (rank 0 logs iteration 0), then stop rank 1 mid-flight.
   const Clock::time_point started = Clock::now();
-  while (read_file(ranks[0].log).find("Iteration 0") == std::string::npos && Clock::now() - started < std::chrono::seconds(60))
+  while (read_file(ranks[0].log).find("Iteration 0") == std::string::npos &&
+         Clock::now() - started < std::chrono::seconds(60))
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   kill(ranks[1].pid, signal);
@@ -276,9 +285,9 @@ TEST_F(Distributed, AKilledRankStopsTheOthersNamingIt) {
 
 TEST_F(Distributed, AHungRankIsNamedAfterTheTimeout) {
   // SIGSTOP: the process lives and holds its connections but never answers.
-  const double seconds = stop_rank_one(solver("hung", 32, "max_iter: 1000000\n"), SIGSTOP, 3,
-                                       "rank 1 did not answer within 3 s",
-                                       [this](const std::string& name) { return dir_.file(name); });
+  const double seconds =
+      stop_rank_one(solver("hung", 32, "max_iter: 1000000\n"), SIGSTOP, 3, "rank 1 did not answer within 3 s",
+                    [this](const std::string& name) { return dir_.file(name); });
   std::printf("[          ] the other ranks stopped %.2f s after rank 1 hung (timeout 3 s)\n", seconds);
   EXPECT_LT(seconds, 15.0);
 }
@@ -312,6 +321,14 @@ TEST(DistributedCli, ABadGpuIndexIsRefusedBeforeAnythingStarts) {
   EXPECT_EQ(result.output.find("Starting"), std::string::npos) << result.output;
   const CliResult twice = run_cli(quote(dir.file("s.prototxt")) + " --gpus 0,0");
   EXPECT_NE(twice.output.find("listed twice"), std::string::npos) << twice.output;
+  // Ranks that fail: the launcher waits for all of them and names the first.
+  const CliResult failed = run_cli(quote(dir.file("s.prototxt")) + " --cpu-ranks 2 --dist-timeout 5");
+  EXPECT_EQ(failed.code, 1) << failed.output;
+  EXPECT_NE(failed.output.find("Starting 2 ranks"), std::string::npos) << failed.output;
+  EXPECT_NE(failed.output.find("error: rank 1: solver: max_iter must be positive"), std::string::npos)
+      << failed.output;
+  EXPECT_NE(failed.output.find("data-parallel training failed: rank "), std::string::npos) << failed.output;
+  EXPECT_NE(failed.output.find("exited with status 1"), std::string::npos) << failed.output;
 }
 
 // Runs `body(rank)` in `world` forked processes with a TCP communicator each; true when all exit 0.
@@ -356,34 +373,39 @@ float value_of(int rank, std::size_t i) {
 
 TEST(DistributedComm, RingAllReduceMatchesADoubleSumForOddSizes) {
   for (int world : {2, 3}) {
-    EXPECT_TRUE(in_processes(world, [world](Communicator& comm) {
-      bool ok = true;
-      for (std::size_t count : {std::size_t{1}, std::size_t{2}, std::size_t{7}, std::size_t{100003}}) {
-        std::vector<float> data(count);
-        for (std::size_t i = 0; i < count; ++i) data[i] = value_of(comm.rank(), i);
-        comm.all_reduce(data.data(), count, true);
-        for (std::size_t i = 0; i < count; ++i) {
-          double sum = 0;
-          for (int r = 0; r < world; ++r) sum += value_of(r, i);
-          ok &= std::abs(data[i] - sum / world) <= 1e-6;
-        }
-        // Asynchronous buckets of tensors: the average, and identical bytes on every rank.
-        Tensor a = Tensor::from(Shape{static_cast<std::int64_t>(count)}, data);
-        Tensor b = Tensor::from(Shape{3}, {static_cast<float>(comm.rank()), 1.0f, -2.0f});
-        comm.start_average({a, b});
-        comm.finish();
-        ok &= std::abs(b.data<float>()[0] - (world - 1) / 2.0f) < 1e-6f && b.data<float>()[1] == 1.0f;
-        std::vector<float> mine = a.to_vector();
-        std::vector<float> zeros(count);
-        comm.broadcast(comm.rank() == 0 ? mine.data() : zeros.data(), count * sizeof(float), 0);
-        ok &= comm.rank() == 0 || zeros == mine;
-      }
-      const std::vector<std::string> texts = comm.gather_text("rank " + std::to_string(comm.rank()));
-      if (comm.rank() == 0) ok &= texts.size() == static_cast<std::size_t>(world) && texts.back() == "rank " + std::to_string(world - 1);
-      ok &= comm.broadcast_text(comm.rank() == 0 ? "from zero" : "") == "from zero";
-      comm.barrier();
-      return ok;
-    })) << world << " ranks";
+    EXPECT_TRUE(in_processes(
+        world,
+        [world](Communicator& comm) {
+          bool ok = true;
+          for (std::size_t count : {std::size_t{1}, std::size_t{2}, std::size_t{7}, std::size_t{100003}}) {
+            std::vector<float> data(count);
+            for (std::size_t i = 0; i < count; ++i) data[i] = value_of(comm.rank(), i);
+            comm.all_reduce(data.data(), count, true);
+            for (std::size_t i = 0; i < count; ++i) {
+              double sum = 0;
+              for (int r = 0; r < world; ++r) sum += value_of(r, i);
+              ok &= std::abs(data[i] - sum / world) <= 1e-6;
+            }
+            // Asynchronous buckets of tensors: the average, and identical bytes on every rank.
+            Tensor a = Tensor::from(Shape{static_cast<std::int64_t>(count)}, data);
+            Tensor b = Tensor::from(Shape{3}, {static_cast<float>(comm.rank()), 1.0f, -2.0f});
+            comm.start_average({a, b});
+            comm.finish();
+            ok &= std::abs(b.data<float>()[0] - (world - 1) / 2.0f) < 1e-6f && b.data<float>()[1] == 1.0f;
+            std::vector<float> mine = a.to_vector();
+            std::vector<float> zeros(count);
+            comm.broadcast(comm.rank() == 0 ? mine.data() : zeros.data(), count * sizeof(float), 0);
+            ok &= comm.rank() == 0 || zeros == mine;
+          }
+          const std::vector<std::string> texts = comm.gather_text("rank " + std::to_string(comm.rank()));
+          if (comm.rank() == 0)
+            ok &= texts.size() == static_cast<std::size_t>(world) &&
+                  texts.back() == "rank " + std::to_string(world - 1);
+          ok &= comm.broadcast_text(comm.rank() == 0 ? "from zero" : "") == "from zero";
+          comm.barrier();
+          return ok;
+        }))
+        << world << " ranks";
   }
 }
 
@@ -404,9 +426,9 @@ TEST(DistributedComm, RanksThatNeverArriveTimeOutNamingThem) {
 class ScopedEnvironment {
  public:
   explicit ScopedEnvironment(std::map<std::string, std::string> values) {
-    for (const char* name : {"ESPRESSO_RANK", "ESPRESSO_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-                             "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "ESPRESSO_MASTER_ADDR",
-                             "ESPRESSO_MASTER_PORT", "ESPRESSO_DIST_BACKEND"}) {
+    for (const char* name : {"ESPRESSO_RANK", "ESPRESSO_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
+                             "OMPI_COMM_WORLD_SIZE", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                             "ESPRESSO_MASTER_ADDR", "ESPRESSO_MASTER_PORT", "ESPRESSO_DIST_BACKEND"}) {
       if (const char* old = std::getenv(name)) saved_[name] = old;
       unsetenv(name);
     }
@@ -428,8 +450,10 @@ TEST(DistributedEnvironment, ReadsEspressoOpenMpiAndTorchrunVariables) {
     EXPECT_FALSE(distributed_from_environment().has_value());
   }
   {
-    ScopedEnvironment env({{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "4"},
-                           {"ESPRESSO_MASTER_ADDR", "node7"}, {"ESPRESSO_MASTER_PORT", "1234"}});
+    ScopedEnvironment env({{"OMPI_COMM_WORLD_RANK", "3"},
+                           {"OMPI_COMM_WORLD_SIZE", "4"},
+                           {"ESPRESSO_MASTER_ADDR", "node7"},
+                           {"ESPRESSO_MASTER_PORT", "1234"}});
     const auto options = distributed_from_environment();
     ASSERT_TRUE(options.has_value());
     EXPECT_EQ(options->rank, 3);
@@ -438,7 +462,10 @@ TEST(DistributedEnvironment, ReadsEspressoOpenMpiAndTorchrunVariables) {
     EXPECT_EQ(options->master_port, 1234);
   }
   {
-    ScopedEnvironment env({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29400"},
+    ScopedEnvironment env({{"RANK", "1"},
+                           {"WORLD_SIZE", "2"},
+                           {"MASTER_ADDR", "10.0.0.1"},
+                           {"MASTER_PORT", "29400"},
                            {"ESPRESSO_DIST_BACKEND", "nccl"}});
     const auto options = distributed_from_environment();
     ASSERT_TRUE(options.has_value());

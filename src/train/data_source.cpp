@@ -184,7 +184,8 @@ DataSource::DataSource(std::string name, std::unique_ptr<RecordSource> records, 
       depth_(static_cast<std::size_t>(std::max(depth, 1))),
       shard_(shard) {
   if (shard_.count < 1 || shard_.index < 0 || shard_.index >= shard_.count)
-    throw ModelError(name_ + ": shard " + std::to_string(shard_.index) + " of " + std::to_string(shard_.count));
+    throw ModelError(name_ + ": shard " + std::to_string(shard_.index) + " of " +
+                     std::to_string(shard_.count));
   data::Sample first;
   records_->read(0, first);
   if (transform_.crop > 0 && (transform_.crop > first.height || transform_.crop > first.width)) {
@@ -244,9 +245,8 @@ Batch DataSource::make_batch(std::int64_t index, data::Sample& sample) {
     records_->read(position, sample);
     if (transform_.output_shape(sample) !=
         Shape(std::vector<std::int64_t>(data_shape_.dims().begin() + 1, data_shape_.dims().end()))) {
-      throw DataError(records_->describe() + ": record " +
-                      std::to_string(position % records_->size()) + " is " +
-                      std::to_string(sample.channels) + "x" + std::to_string(sample.height) + "x" +
+      throw DataError(records_->describe() + ": record " + std::to_string(position % records_->size()) +
+                      " is " + std::to_string(sample.channels) + "x" + std::to_string(sample.height) + "x" +
                       std::to_string(sample.width) + ", unlike the first record");
     }
     transform_.apply(sample, rng, out + i * per_image);

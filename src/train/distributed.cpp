@@ -1,11 +1,12 @@
 // Reading the rank and rendezvous from the environment that launchers set.
+#include "espresso/distributed.h"
+
 #include <cerrno>
 #include <cstdlib>
 #include <initializer_list>
 #include <string>
 #include <utility>
 
-#include "espresso/distributed.h"
 #include "espresso/errors.h"
 
 namespace espresso::train {
@@ -27,8 +28,9 @@ long parse_integer(const char* text, const std::string& variable, long low, long
   errno = 0;
   const long value = std::strtol(text, &end, 10);
   if (errno != 0 || end == text || *end != '\0' || value < low || value > high) {
-    throw UnsupportedError("environment variable " + variable + "='" + text + "': expected a whole number from " +
-                           std::to_string(low) + " to " + std::to_string(high));
+    throw UnsupportedError("environment variable " + variable + "='" + text +
+                           "': expected a whole number from " + std::to_string(low) + " to " +
+                           std::to_string(high));
   }
   return value;
 }
@@ -48,17 +50,17 @@ std::optional<DistributedOptions> distributed_from_environment() {
   // Each launcher's pair together, so that a stray RANK does not combine with OMPI's size.
   const char* rank = nullptr;
   const char* size = nullptr;
-  for (const auto& [r, s] : {std::pair{"ESPRESSO_RANK", "ESPRESSO_WORLD_SIZE"},
-                             std::pair{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
-                             std::pair{"RANK", "WORLD_SIZE"}}) {
+  for (const auto& [r, s] :
+       {std::pair{"ESPRESSO_RANK", "ESPRESSO_WORLD_SIZE"},
+        std::pair{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"}, std::pair{"RANK", "WORLD_SIZE"}}) {
     rank = first_set({r}, rank_name);
     size = first_set({s}, size_name);
     if (rank || size) break;
   }
   if (!rank && !size) return std::nullopt;
   if (!rank || !size) {
-    throw UnsupportedError("environment: " + (rank ? rank_name : size_name) + " is set but not its partner (" +
-                           (rank ? "the world size" : "the rank") + ")");
+    throw UnsupportedError("environment: " + (rank ? rank_name : size_name) +
+                           " is set but not its partner (" + (rank ? "the world size" : "the rank") + ")");
   }
   DistributedOptions options;
   options.enabled = true;
@@ -68,7 +70,8 @@ std::optional<DistributedOptions> distributed_from_environment() {
   if (const char* addr = first_set({"ESPRESSO_MASTER_ADDR", "MASTER_ADDR"}, name)) options.master_addr = addr;
   if (const char* port = first_set({"ESPRESSO_MASTER_PORT", "MASTER_PORT"}, name))
     options.master_port = static_cast<int>(parse_integer(port, name, 1, 65535));
-  if (const char* backend = first_set({"ESPRESSO_DIST_BACKEND"}, name)) options.backend = parse_comm_backend(backend);
+  if (const char* backend = first_set({"ESPRESSO_DIST_BACKEND"}, name))
+    options.backend = parse_comm_backend(backend);
   if (const char* timeout = first_set({"ESPRESSO_DIST_TIMEOUT"}, name))
     options.timeout_seconds = static_cast<double>(parse_integer(timeout, name, 1, 86400));
   if (const char* bucket = first_set({"ESPRESSO_BUCKET_KB"}, name))

@@ -42,7 +42,7 @@ class GradientBuckets {
   std::function<void()> before_send_;
   std::vector<Bucket> buckets_;
   std::map<std::string, std::vector<std::size_t>> bucket_of_layer_;  // one entry per parameter
-  std::size_t next_ = 0;  // the first bucket not sent in this pass
+  std::size_t next_ = 0;                                             // the first bucket not sent in this pass
 };
 
 }  // namespace espresso::train

@@ -91,20 +91,20 @@ const Nccl& nccl() {
       if (n.library) break;
     }
     if (!n.library) {
-      n.error = "libnccl.so.2 not found (tried the library path, $ESPRESSO_NCCL_LIBRARY, $CUDA_HOME/lib and "
-                "/usr/local/cuda/lib)";
+      n.error =
+          "libnccl.so.2 not found (tried the library path, $ESPRESSO_NCCL_LIBRARY, $CUDA_HOME/lib and "
+          "/usr/local/cuda/lib)";
       return n;
     }
-    const bool complete = bind(n.library, "ncclGetVersion", n.GetVersion) &&
-                          bind(n.library, "ncclGetUniqueId", n.GetUniqueId) &&
-                          bind(n.library, "ncclCommInitRank", n.CommInitRank) &&
-                          bind(n.library, "ncclCommDestroy", n.CommDestroy) &&
-                          bind(n.library, "ncclCommAbort", n.CommAbort) &&
-                          bind(n.library, "ncclCommGetAsyncError", n.CommGetAsyncError) &&
-                          bind(n.library, "ncclAllReduce", n.AllReduce) &&
-                          bind(n.library, "ncclGroupStart", n.GroupStart) &&
-                          bind(n.library, "ncclGroupEnd", n.GroupEnd) &&
-                          bind(n.library, "ncclGetErrorString", n.GetErrorString);
+    const bool complete =
+        bind(n.library, "ncclGetVersion", n.GetVersion) &&
+        bind(n.library, "ncclGetUniqueId", n.GetUniqueId) &&
+        bind(n.library, "ncclCommInitRank", n.CommInitRank) &&
+        bind(n.library, "ncclCommDestroy", n.CommDestroy) && bind(n.library, "ncclCommAbort", n.CommAbort) &&
+        bind(n.library, "ncclCommGetAsyncError", n.CommGetAsyncError) &&
+        bind(n.library, "ncclAllReduce", n.AllReduce) && bind(n.library, "ncclGroupStart", n.GroupStart) &&
+        bind(n.library, "ncclGroupEnd", n.GroupEnd) &&
+        bind(n.library, "ncclGetErrorString", n.GetErrorString);
     if (!complete) {
       n.error = "libnccl.so.2 lacks an entry point espresso needs (NCCL older than 2.10?)";
       n.library = nullptr;
@@ -157,8 +157,10 @@ class NcclCommunicator final : public Communicator {
     const Driver& d = driver();
     CUdevice device = 0;
     if (d.Init(0) != CUDA_SUCCESS || d.DeviceGet(&device, device_index) != CUDA_SUCCESS ||
-        d.DevicePrimaryCtxRetain(&context_, device) != CUDA_SUCCESS || d.CtxSetCurrent(context_) != CUDA_SUCCESS) {
-      throw DeviceError(who() + ": cannot use cuda:" + std::to_string(device_index) + " through the CUDA driver");
+        d.DevicePrimaryCtxRetain(&context_, device) != CUDA_SUCCESS ||
+        d.CtxSetCurrent(context_) != CUDA_SUCCESS) {
+      throw DeviceError(who() + ": cannot use cuda:" + std::to_string(device_index) +
+                        " through the CUDA driver");
     }
     retained_ = true;
     if (d.StreamCreate(&stream_, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS)
@@ -183,24 +185,29 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return control_.rank(); }
   int world_size() const override { return control_.world_size(); }
   std::string name() const override { return "nccl " + nccl().version; }
-  void all_reduce(float* data, std::size_t count, bool average) override { control_.all_reduce(data, count, average); }
+  void all_reduce(float* data, std::size_t count, bool average) override {
+    control_.all_reduce(data, count, average);
+  }
   void broadcast(void* data, std::size_t bytes, int root) override { control_.broadcast(data, bytes, root); }
   void barrier() override { control_.barrier(); }
-  std::vector<std::string> gather_text(const std::string& text) override { return control_.gather_text(text); }
+  std::vector<std::string> gather_text(const std::string& text) override {
+    return control_.gather_text(text);
+  }
   std::string broadcast_text(const std::string& text) override { return control_.broadcast_text(text); }
 
   void start_average(std::vector<Tensor> tensors) override {
     for (const Tensor& t : tensors) {
       if (t.device() != Device::cuda(device_index_) || t.dtype() != DType::f32)
-        throw UnsupportedError(who() + ": NCCL averages f32 tensors on cuda:" + std::to_string(device_index_) +
-                               ", found one on " + t.device().str());
+        throw UnsupportedError(who() + ": NCCL averages f32 tensors on cuda:" +
+                               std::to_string(device_index_) + ", found one on " + t.device().str());
     }
     const Nccl& n = nccl();
     driver().CtxSetCurrent(context_);
     check(n.GroupStart(), "ncclGroupStart");
     for (Tensor& t : tensors) {
       if (t.numel() == 0) continue;
-      check(n.AllReduce(t.raw(), t.raw(), static_cast<std::size_t>(t.numel()), ncclFloat32, ncclAvg, comm_, stream_),
+      check(n.AllReduce(t.raw(), t.raw(), static_cast<std::size_t>(t.numel()), ncclFloat32, ncclAvg, comm_,
+                        stream_),
             "ncclAllReduce");
     }
     check(n.GroupEnd(), "ncclGroupEnd");
@@ -216,7 +223,8 @@ class NcclCommunicator final : public Communicator {
       if (state == CUDA_SUCCESS) return;
       if (state != CUDA_ERROR_NOT_READY) {
         broken_ = true;
-        throw DeviceError(who() + ": the NCCL stream failed (CUDA driver error " + std::to_string(state) + ")");
+        throw DeviceError(who() + ": the NCCL stream failed (CUDA driver error " + std::to_string(state) +
+                          ")");
       }
       ncclResult_t async = ncclSuccess;
       nccl().CommGetAsyncError(comm_, &async);

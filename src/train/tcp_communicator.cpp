@@ -232,10 +232,11 @@ void TcpCommunicator::rendezvous() {
           close(master);
           std::string missing;
           for (int r = 1; r < world; ++r) {
-            if (control_[static_cast<std::size_t>(r)] < 0) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+            if (control_[static_cast<std::size_t>(r)] < 0)
+              missing += (missing.empty() ? "" : ", ") + std::to_string(r);
           }
-          throw DistributedError(who() + ": rank" + (missing.find(',') == std::string::npos ? " " : "s ") + missing +
-                                 " did not connect to port " +
+          throw DistributedError(who() + ": rank" + (missing.find(',') == std::string::npos ? " " : "s ") +
+                                 missing + " did not connect to port " +
                                  std::to_string(options_.master_port) + " within " +
                                  seconds(options_.timeout_seconds));
         }
@@ -250,7 +251,8 @@ void TcpCommunicator::rendezvous() {
         } else if (hello.world_size != world) {
           problem = "rank " + std::to_string(hello.rank) + " was started with a world size of " +
                     std::to_string(hello.world_size) + ", rank 0 with " + std::to_string(world);
-        } else if (hello.rank <= 0 || hello.rank >= world || control_[static_cast<std::size_t>(hello.rank)] >= 0) {
+        } else if (hello.rank <= 0 || hello.rank >= world ||
+                   control_[static_cast<std::size_t>(hello.rank)] >= 0) {
           problem = "two processes claim rank " + std::to_string(hello.rank) + " (or it is out of range)";
         }
         if (!problem.empty()) {
@@ -266,7 +268,8 @@ void TcpCommunicator::rendezvous() {
       close(master);
       std::string table;
       for (int r = 0; r < world; ++r)
-        table += addresses[static_cast<std::size_t>(r)] + " " + std::to_string(ports[static_cast<std::size_t>(r)]) + "\n";
+        table += addresses[static_cast<std::size_t>(r)] + " " +
+                 std::to_string(ports[static_cast<std::size_t>(r)]) + "\n";
       for (int r = 1; r < world; ++r) {
         set_nonblocking(control_[static_cast<std::size_t>(r)]);
         send_message(r, table);
@@ -281,10 +284,12 @@ void TcpCommunicator::rendezvous() {
       }
       control_.assign(1, fd);
       const Hello hello{kHelloMagic, kProtocolVersion, options_.rank, world, bound_port(ring_listener)};
-      if (!write_all(fd, &hello, sizeof hello)) throw DistributedError(who() + ": rank 0 closed the connection");
+      if (!write_all(fd, &hello, sizeof hello))
+        throw DistributedError(who() + ": rank 0 closed the connection");
       set_nonblocking(fd);
       std::istringstream table(receive_message(0));
-      for (int r = 0; r < world; ++r) table >> addresses[static_cast<std::size_t>(r)] >> ports[static_cast<std::size_t>(r)];
+      for (int r = 0; r < world; ++r)
+        table >> addresses[static_cast<std::size_t>(r)] >> ports[static_cast<std::size_t>(r)];
       addresses[0] = options_.master_addr;
     }
     connect_ring(addresses, ports, ring_listener);
@@ -311,7 +316,8 @@ void TcpCommunicator::connect_ring(const std::vector<std::string>& addresses, co
                            std::to_string(ports[static_cast<std::size_t>(next)]) + " (" + error + ")");
   }
   const std::int32_t mine = options_.rank;
-  if (!write_all(right_, &mine, sizeof mine)) throw DistributedError(who() + ": rank " + std::to_string(next) + " closed the ring connection");
+  if (!write_all(right_, &mine, sizeof mine))
+    throw DistributedError(who() + ": rank " + std::to_string(next) + " closed the ring connection");
   left_ = accept_until(listener, deadline);
   std::int32_t theirs = -1;
   if (left_ < 0 || !read_all(left_, &theirs, sizeof theirs, deadline) || theirs != previous) {
@@ -376,7 +382,8 @@ void TcpCommunicator::fail(int suspect, const std::string& what) {
   // A rank that loses a neighbour waits briefly for rank 0's word on who died (or sees the control
   // connection of the dead rank close, on rank 0), so the error names the rank that died first.
   const Clock::time_point until =
-      Clock::now() + std::chrono::milliseconds(static_cast<long long>(std::min(kGraceSeconds, options_.timeout_seconds) * 1000));
+      Clock::now() + std::chrono::milliseconds(
+                         static_cast<long long>(std::min(kGraceSeconds, options_.timeout_seconds) * 1000));
   std::set<int> pending;
   while (Clock::now() < until) {
     std::vector<pollfd> watched;
@@ -398,8 +405,8 @@ void TcpCommunicator::fail(int suspect, const std::string& what) {
   throw DistributedError(who() + ": " + message);
 }
 
-void TcpCommunicator::transfer(int out_fd, int out_peer, const char* send_data, std::size_t send_len, int in_fd,
-                               int in_peer, char* recv_data, std::size_t recv_len) {
+void TcpCommunicator::transfer(int out_fd, int out_peer, const char* send_data, std::size_t send_len,
+                               int in_fd, int in_peer, char* recv_data, std::size_t recv_len) {
   const auto timeout = std::chrono::milliseconds(static_cast<long long>(options_.timeout_seconds * 1000));
   Clock::time_point last_progress = Clock::now();
   std::set<int> pending;  // control connections holding data for a later operation
@@ -432,7 +439,9 @@ void TcpCommunicator::transfer(int out_fd, int out_peer, const char* send_data, 
         // The rank that waited longest knows the culprit; the ones waiting on it only see it stop. Each
         // tells rank 0, which passes on the first report it gets, and listens for that before blaming.
         if (options_.rank != 0)
-          notify(late, "rank " + std::to_string(late) + " " + what + ", said rank " + std::to_string(options_.rank), late);
+          notify(late,
+                 "rank " + std::to_string(late) + " " + what + ", said rank " + std::to_string(options_.rank),
+                 late);
         fail(late, what);
       }
       continue;
@@ -483,15 +492,19 @@ std::string TcpCommunicator::receive_message(int peer) {
   Header header{};
   const int fd = control_fd(peer);
   transfer(-1, -1, nullptr, 0, fd, peer, reinterpret_cast<char*>(&header), sizeof header);
-  if (header.type != static_cast<std::uint32_t>(Message::data) && header.type != static_cast<std::uint32_t>(Message::abort))
-    throw DistributedError(who() + ": rank " + std::to_string(peer) + " sent something unexpected (protocol error)");
+  if (header.type != static_cast<std::uint32_t>(Message::data) &&
+      header.type != static_cast<std::uint32_t>(Message::abort))
+    throw DistributedError(who() + ": rank " + std::to_string(peer) +
+                           " sent something unexpected (protocol error)");
   if (header.length > (std::uint64_t{1} << 34))
-    throw DistributedError(who() + ": rank " + std::to_string(peer) + " announced a message of " + std::to_string(header.length) + " bytes");
+    throw DistributedError(who() + ": rank " + std::to_string(peer) + " announced a message of " +
+                           std::to_string(header.length) + " bytes");
   std::string payload(header.length, '\0');
   transfer(-1, -1, nullptr, 0, fd, peer, payload.data(), payload.size());
   if (header.type == static_cast<std::uint32_t>(Message::abort)) {
-    throw DistributedError(who() + ": stopping, " +
-                           (payload.size() > sizeof(std::int32_t) ? payload.substr(sizeof(std::int32_t)) : payload));
+    throw DistributedError(
+        who() + ": stopping, " +
+        (payload.size() > sizeof(std::int32_t) ? payload.substr(sizeof(std::int32_t)) : payload));
   }
   return payload;
 }
@@ -626,7 +639,8 @@ void TcpCommunicator::check_peers() {
 void TcpCommunicator::start_average(std::vector<Tensor> tensors) {
   for (const Tensor& t : tensors) {
     if (!t.device().is_cpu() || t.dtype() != DType::f32)
-      throw UnsupportedError("the TCP communicator averages f32 CPU tensors; use NCCL for " + t.device().str());
+      throw UnsupportedError("the TCP communicator averages f32 CPU tensors; use NCCL for " +
+                             t.device().str());
   }
   if (options_.world_size == 1) return;
   std::lock_guard<std::mutex> lock(mutex_);

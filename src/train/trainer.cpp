@@ -122,7 +122,8 @@ std::string attribute_text(const AttrValue& value) {
   std::visit(
       [&](const auto& v) {
         using V = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<V, std::vector<std::int64_t>> || std::is_same_v<V, std::vector<double>>) {
+        if constexpr (std::is_same_v<V, std::vector<std::int64_t>> ||
+                      std::is_same_v<V, std::vector<double>>) {
           for (const auto& x : v) text << x << ",";
         } else {
           text << v;
@@ -237,8 +238,8 @@ void Trainer::Impl::build() {
   }
   train_net_path = resolve(param.has_net() ? param.net() : param.train_net());
   train_graph = load_caffe(train_net_path, "", Phase::train);
-  train_feeds = attach_data_sources(train_graph, Phase::train, seed,
-                                    [this](const std::string& p) { return resolve(p); }, shard);
+  train_feeds = attach_data_sources(
+      train_graph, Phase::train, seed, [this](const std::string& p) { return resolve(p); }, shard);
   if (train_feeds.empty()) throw ModelError(train_net_path + ": the train net has no Data layer to feed it");
   NetOptions net_options;
   net_options.device = options.device;
@@ -260,15 +261,18 @@ void Trainer::Impl::build() {
     check_same_setup();
     if (!params.empty() && params.front().grad.device().is_cpu() != (comm->name() == "tcp")) {
       throw UnsupportedError("data-parallel training on " + options.device.str() + " needs the " +
-                             (options.device.is_cpu() ? "tcp" : "nccl") + " communicator, not " + comm->name());
+                             (options.device.is_cpu() ? "tcp" : "nccl") + " communicator, not " +
+                             comm->name());
     }
     const bool on_gpu = !options.device.is_cpu();
-    buckets = std::make_unique<GradientBuckets>(params, options.distributed.bucket_bytes, *comm, [this, on_gpu] {
-      if (on_gpu) net->synchronize();
-    });
+    buckets =
+        std::make_unique<GradientBuckets>(params, options.distributed.bucket_bytes, *comm, [this, on_gpu] {
+          if (on_gpu) net->synchronize();
+        });
     // Overlap: each bucket leaves as soon as backward has completed it. With iter_size > 1 the sum over
     // the iteration's batches is averaged once, after the last.
-    if (config.iter_size == 1) net->set_backward_observer([this](const std::string& layer) { buckets->layer_done(layer); });
+    if (config.iter_size == 1)
+      net->set_backward_observer([this](const std::string& layer) { buckets->layer_done(layer); });
     std::int64_t per_rank = 0;
     for (const DataFeed& feed : train_feeds) per_rank = std::max(per_rank, feed.source->batch_size());
     out() << "Data-parallel training: " << comm->world_size() << " ranks over " << comm->name()
@@ -281,7 +285,8 @@ void Trainer::Impl::connect() {
   const DistributedOptions& d = options.distributed;
   if (d.backend == CommBackend::nccl) {
     if (options.device.type != DeviceType::cuda)
-      throw UnsupportedError("the nccl communicator needs a CUDA device, not " + options.device.str() + " (use tcp on the CPU)");
+      throw UnsupportedError("the nccl communicator needs a CUDA device, not " + options.device.str() +
+                             " (use tcp on the CPU)");
     comm = connect_nccl(d, options.device.index);
   } else {
     comm = connect_tcp(d);
@@ -297,14 +302,17 @@ std::string Trainer::Impl::fingerprint() const {
   std::ostringstream text;
   text.precision(17);
   const SolverConfig& c = solver.config();
-  text << "solver type " << solver_type_name(c.type) << ", base_lr " << c.base_lr << ", lr_policy " << c.lr_policy
-       << ", gamma " << c.gamma << ", power " << c.power << ", stepsize " << c.stepsize << ", stepvalue";
+  text << "solver type " << solver_type_name(c.type) << ", base_lr " << c.base_lr << ", lr_policy "
+       << c.lr_policy << ", gamma " << c.gamma << ", power " << c.power << ", stepsize " << c.stepsize
+       << ", stepvalue";
   for (std::int64_t v : c.stepvalue) text << " " << v;
   text << ", max_iter " << c.max_iter << ", momentum " << c.momentum << ", momentum2 " << c.momentum2
        << ", delta " << c.delta << ", rms_decay " << c.rms_decay << ", weight_decay " << c.weight_decay
        << ", regularization " << (c.regularization == Regularization::l1 ? "L1" : "L2") << ", clip_gradients "
-       << c.clip_gradients << ", iter_size " << c.iter_size << ", random_seed " << param.random_seed() << "\n";
-  for (const InputSpec& input : train_graph.inputs) text << "input " << input.name << " " << input.shape.str() << "\n";
+       << c.clip_gradients << ", iter_size " << c.iter_size << ", random_seed " << param.random_seed()
+       << "\n";
+  for (const InputSpec& input : train_graph.inputs)
+    text << "input " << input.name << " " << input.shape.str() << "\n";
   for (const LayerSpec& spec : train_graph.layers) {
     text << "layer " << spec.name << " (" << spec.type << ")";
     for (const std::string& i : spec.inputs) text << " in " << i;
@@ -335,11 +343,13 @@ void Trainer::Impl::check_same_setup() {
       if (a != b || (!more_a && !more_b)) break;
     }
     verdict = "rank " + std::to_string(r) + " was started with another " +
-              (a.starts_with("solver") ? "solver" : "model") + " than rank 0: rank 0 has \"" + a + "\", rank " +
-              std::to_string(r) + " has \"" + b + "\"; every rank needs the same solver and net files";
+              (a.starts_with("solver") ? "solver" : "model") + " than rank 0: rank 0 has \"" + a +
+              "\", rank " + std::to_string(r) + " has \"" + b +
+              "\"; every rank needs the same solver and net files";
   }
   verdict = comm->broadcast_text(verdict);
-  if (!verdict.empty()) throw DistributedError("rank " + std::to_string(comm->rank()) + ": refusing to train: " + verdict);
+  if (!verdict.empty())
+    throw DistributedError("rank " + std::to_string(comm->rank()) + ": refusing to train: " + verdict);
 }
 
 void Trainer::Impl::synchronize_ranks() {
@@ -348,8 +358,9 @@ void Trainer::Impl::synchronize_ranks() {
   std::int64_t first = iter;
   comm->broadcast(&first, sizeof first, 0);
   if (first != iter) {
-    throw DistributedError("rank " + std::to_string(comm->rank()) + " is at iteration " + std::to_string(iter) +
-                           " but rank 0 at " + std::to_string(first) + "; resume every rank from the same snapshot");
+    throw DistributedError("rank " + std::to_string(comm->rank()) + " is at iteration " +
+                           std::to_string(iter) + " but rank 0 at " + std::to_string(first) +
+                           "; resume every rank from the same snapshot");
   }
   for (Parameter& p : params) {
     Tensor host = p.value.device().is_cpu() ? p.value : p.value.to(Device::cpu());

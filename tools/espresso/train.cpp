@@ -55,7 +55,8 @@ std::vector<int> parse_gpus(const std::string& list) {
   for (const DeviceInfo& info : list_devices()) count += info.device.type == DeviceType::cuda ? 1 : 0;
   for (int g : gpus) {
     if (!device_available(Device::cuda(g))) {
-      throw UnsupportedError("--gpus " + list + ": there is no GPU " + std::to_string(g) + " (this machine has " +
+      throw UnsupportedError("--gpus " + list + ": there is no GPU " + std::to_string(g) +
+                             " (this machine has " +
                              (count == 0 ? std::string("none usable; `espresso devices` lists them")
                                          : std::to_string(count) + ": 0 to " + std::to_string(count - 1)) +
                              ")");
@@ -80,7 +81,8 @@ int free_port() {
 
 std::string describe_exit(int status) {
   if (WIFSIGNALED(status))
-    return "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+    return "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) +
+           ")";
   return "exited with status " + std::to_string(WEXITSTATUS(status));
 }
 
@@ -90,18 +92,19 @@ std::string describe_exit(int status) {
 int launch(const TrainVerbOptions& o, const std::vector<std::string>& devices, train::CommBackend backend) {
   const int world = static_cast<int>(devices.size());
   const int port = o.master_port > 0 ? o.master_port : free_port();
-  const int threads =
-      o.threads > 0 ? o.threads
-                    : (backend == train::CommBackend::tcp
-                           ? std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / world)
-                           : 0);
+  const int threads = o.threads > 0
+                          ? o.threads
+                          : (backend == train::CommBackend::tcp
+                                 ? std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / world)
+                                 : 0);
   const int timeout = o.timeout > 0 ? o.timeout : 300;
   std::printf("Starting %d ranks (%s, rendezvous on 127.0.0.1:%d); rank 0 logs\n", world,
               train::comm_backend_name(backend), port);
   std::fflush(stdout);
   std::vector<pid_t> pids;
   for (int rank = 0; rank < world; ++rank) {
-    std::vector<std::string> args = {"espresso", "train", o.solver, "--device", devices[static_cast<std::size_t>(rank)]};
+    std::vector<std::string> args = {"espresso", "train", o.solver, "--device",
+                                     devices[static_cast<std::size_t>(rank)]};
     if (!o.weights.empty()) args.insert(args.end(), {"--weights", o.weights});
     if (!o.resume.empty()) args.insert(args.end(), {"--resume", o.resume});
     if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
@@ -135,7 +138,8 @@ int launch(const TrainVerbOptions& o, const std::vector<std::string>& devices, t
       const int rank = static_cast<int>(std::find(pids.begin(), pids.end(), pid) - pids.begin());
       const bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
       if (failed && first_failure.empty()) {
-        first_failure = "rank " + std::to_string(rank) + " (pid " + std::to_string(pid) + ") " + describe_exit(status);
+        first_failure =
+            "rank " + std::to_string(rank) + " (pid " + std::to_string(pid) + ") " + describe_exit(status);
         deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout + 10);
       }
       continue;
@@ -150,12 +154,28 @@ int launch(const TrainVerbOptions& o, const std::vector<std::string>& devices, t
   return 0;
 }
 
+void train(const TrainVerbOptions& o, const train::TrainerOptions& options) {
+  train::Trainer trainer(o.solver, options);
+  // Like Caffe: several caffemodels, comma-separated, applied in order.
+  std::stringstream list(o.weights);
+  for (std::string weights; std::getline(list, weights, ',');) {
+    if (!weights.empty()) trainer.copy_weights(weights);
+  }
+  if (!o.resume.empty()) trainer.restore(o.resume);
+  trainer.solve();
+  if (trainer.rank() == 0) {
+    std::printf("Training curve: %s_log.csv, %s_curve.png\n", trainer.snapshot_prefix().c_str(),
+                trainer.snapshot_prefix().c_str());
+  }
+}
+
 int run_train(const TrainVerbOptions& o) {
   if (!o.weights.empty() && !o.resume.empty())
     throw UnsupportedError("give --weights (fine-tuning) or --resume (continuing), not both");
   if (!o.gpus.empty() && o.cpu_ranks > 0) throw UnsupportedError("give --gpus or --cpu-ranks, not both");
   if (!o.gpus.empty() || o.cpu_ranks > 0) {
-    if (std::getenv("ESPRESSO_RANK")) throw UnsupportedError("--gpus/--cpu-ranks inside a rank (ESPRESSO_RANK is set)");
+    if (std::getenv("ESPRESSO_RANK"))
+      throw UnsupportedError("--gpus/--cpu-ranks inside a rank (ESPRESSO_RANK is set)");
     std::vector<std::string> devices;
     train::CommBackend backend = train::CommBackend::tcp;
     if (!o.gpus.empty()) {
@@ -186,28 +206,28 @@ int run_train(const TrainVerbOptions& o) {
   apply_threads(o.threads);
   train::TrainerOptions options;
   options.device = Device::parse(o.device);
-  if (const auto from_environment = train::distributed_from_environment()) options.distributed = *from_environment;
+  if (const auto from_environment = train::distributed_from_environment())
+    options.distributed = *from_environment;
   if (options.distributed.enabled) {
     const int local = train::local_rank_from_environment();
     // Under mpirun or torchrun `--device cuda` means this process's GPU.
-    if (options.device.type == DeviceType::cuda && o.device == "cuda" && local >= 0) options.device = Device::cuda(local);
+    if (options.device.type == DeviceType::cuda && o.device == "cuda" && local >= 0)
+      options.device = Device::cuda(local);
     if (!std::getenv("ESPRESSO_DIST_BACKEND"))
-      options.distributed.backend = options.device.is_cpu() ? train::CommBackend::tcp : train::CommBackend::nccl;
+      options.distributed.backend =
+          options.device.is_cpu() ? train::CommBackend::tcp : train::CommBackend::nccl;
     if (o.timeout > 0) options.distributed.timeout_seconds = o.timeout;
     if (o.bucket_kb > 0) options.distributed.bucket_bytes = static_cast<std::size_t>(o.bucket_kb) << 10;
   }
   options.progress_bar = isatty(STDERR_FILENO) != 0;
-  train::Trainer trainer(o.solver, options);
-  // Like Caffe: several caffemodels, comma-separated, applied in order.
-  std::stringstream list(o.weights);
-  for (std::string weights; std::getline(list, weights, ',');) {
-    if (!weights.empty()) trainer.copy_weights(weights);
-  }
-  if (!o.resume.empty()) trainer.restore(o.resume);
-  trainer.solve();
-  if (trainer.rank() == 0) {
-    std::printf("Training curve: %s_log.csv, %s_curve.png\n", trainer.snapshot_prefix().c_str(),
-                trainer.snapshot_prefix().c_str());
+  try {
+    train(o, options);
+  } catch (const Error& e) {
+    // Several ranks print errors to one terminal: say whose it is.
+    const std::string message = e.what();
+    if (!options.distributed.enabled || options.distributed.world_size == 1 || message.starts_with("rank "))
+      throw;
+    throw Error("rank " + std::to_string(options.distributed.rank) + ": " + message);
   }
   return 0;
 }
@@ -223,16 +243,21 @@ Verb add_train_verb(CLI::App& app) {
   command->add_option("--resume", options->resume, "A .solverstate snapshot to continue from");
   command->add_option("--device", options->device, "cpu, cuda or cuda:N");
   add_threads_option(*command, options->threads);
-  command->add_option("--gpus", options->gpus,
-                      "Data-parallel on these GPUs, e.g. 0,1: one process each, NCCL; the net's batch_size is "
-                      "per GPU");
-  command->add_option("--cpu-ranks", options->cpu_ranks,
-                      "Data-parallel on the CPU with N processes (TCP ring all-reduce); batch_size is per rank")
+  command->add_option(
+      "--gpus", options->gpus,
+      "Data-parallel on these GPUs, e.g. 0,1: one process each, NCCL; the net's batch_size is "
+      "per GPU");
+  command
+      ->add_option("--cpu-ranks", options->cpu_ranks,
+                   "Data-parallel on the CPU with N processes (TCP ring all-reduce); batch_size is per rank")
       ->check(CLI::Range(1, 256));
-  command->add_option("--master-port", options->master_port, "Rendezvous port for --gpus/--cpu-ranks (default: a free one)")
+  command
+      ->add_option("--master-port", options->master_port,
+                   "Rendezvous port for --gpus/--cpu-ranks (default: a free one)")
       ->check(CLI::Range(1, 65535));
-  command->add_option("--dist-timeout", options->timeout,
-                      "Seconds a rank waits for another before stopping with an error naming it (default 300)")
+  command
+      ->add_option("--dist-timeout", options->timeout,
+                   "Seconds a rank waits for another before stopping with an error naming it (default 300)")
       ->check(CLI::Range(1, 86400));
   command->add_option("--bucket-kb", options->bucket_kb, "Gradient bucket size in KiB (default 25600)")
       ->check(CLI::Range(1, 1 << 22));
