@@ -410,6 +410,9 @@ void TcpCommunicator::transfer(int out_fd, int out_peer, const char* send_data, 
   const auto timeout = std::chrono::milliseconds(static_cast<long long>(options_.timeout_seconds * 1000));
   Clock::time_point last_progress = Clock::now();
   std::set<int> pending;  // control connections holding data for a later operation
+  // Only while waiting for data: a pure send (rank 0 releasing the ranks from a barrier) must not mistake
+  // a rank that was released and left for a dead one.
+  const bool watch_others = recv_len > 0;
   while (send_len > 0 || recv_len > 0) {
     std::vector<pollfd> watched;
     std::vector<int> peers;  // -1: the transfer's own sockets
@@ -421,7 +424,7 @@ void TcpCommunicator::transfer(int out_fd, int out_peer, const char* send_data, 
       watched.push_back({in_fd, POLLIN, 0});
       peers.push_back(-1);
     }
-    for (int r = 0; r < options_.world_size; ++r) {
+    for (int r = 0; r < options_.world_size && watch_others; ++r) {
       if (r == options_.rank || (options_.rank != 0 && r != 0) || pending.count(r)) continue;
       const int fd = control_fd(r);
       if (fd == out_fd || fd == in_fd) continue;
