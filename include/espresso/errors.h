@@ -61,4 +61,11 @@ class LimitError : public Error {
   using Error::Error;
 };
 
+// Distributed training: a rank died, timed out or disagrees with the others (model, solver, iteration).
+// The message names the rank.
+class DistributedError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace espresso

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -143,6 +144,13 @@ class Net {
   float loss();
   // Gradients of loss() with respect to every parameter (and every tensor), after a forward().
   void backward();
+  // Called inside backward() after each layer's backward pass (in backward order, layers that take no
+  // gradient included) with the layer's name: a parameter's gradient is complete once the layer that owns
+  // it (Parameter::layer) has been reported, so data-parallel training can send it while backward goes
+  // on. On a GPU that layer's work may still be queued: synchronize() before reading it from elsewhere.
+  void set_backward_observer(std::function<void(const std::string& layer)> observer);
+  // Waits for the work queued on the net's device.
+  void synchronize();
   // Every learned blob, shared blobs once, with its gradient buffer (undefined outside training).
   // Values and gradients are views of the net's own memory (on its device when training): a solver
   // updates them in place.

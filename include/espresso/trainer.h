@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "espresso/distributed.h"
 #include "espresso/net.h"
 #include "espresso/tensor.h"
 
@@ -20,6 +21,13 @@ struct TrainerOptions {
   std::ostream* log = nullptr;  // Caffe-style lines; nullptr for std::cout
   bool progress_bar = false;    // a one-line bar on stderr between log lines (for terminals)
   bool write_curve = true;      // the CSV log and PNG curve beside the snapshots
+  // Data-parallel training (docs/distributed.md): this process is one rank of several, each with the same
+  // solver and net files. Each rank reads its slice of every global batch (the net's batch_size x world
+  // size), the gradients are averaged across ranks while backward runs, and every rank takes the same
+  // step; only rank 0 logs, tests and snapshots. The ranks meet at start-up, where differing models or
+  // solver settings are refused with a DistributedError; a rank that dies or hangs stops the others
+  // with a DistributedError naming it. With `nccl`, `device` must be a GPU. Off unless `enabled`.
+  DistributedOptions distributed;
 };
 
 struct TestOutput {
@@ -64,6 +72,9 @@ class Trainer {
   void set_gradient_hook(std::function<void(std::vector<Parameter>&)> hook);
 
   std::int64_t iteration() const;
+  // This process's rank and the number of ranks (0 and 1 unless distributed).
+  int rank() const;
+  int world_size() const;
   // The loss of every iteration run so far in this process (averaged over iter_size).
   const std::vector<float>& losses() const;
   Net& train_net();

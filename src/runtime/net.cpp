@@ -106,6 +106,7 @@ struct Net::Impl {
   void share_weights();
   void plan_gradients();
   void run_backward();
+  std::function<void(const std::string&)> backward_observer;
   void require_training(const char* what) const;
 
   void build();
@@ -603,14 +604,16 @@ void Net::Impl::run_backward() {
     }
   }
   for (std::size_t step = layers.size(); step-- > 0;) {
-    if (!step_runs_backward[step]) continue;
-    try {
-      kernels[step]->backward(*layers[step], step_input_views[step], step_output_views[step],
-                              step_output_grads[step], step_input_grads[step], weight_grads[step]);
-    } catch (const DeviceError& e) {
-      throw DeviceError("backward of layer '" + layers[step]->name() + "' (" + layers[step]->type() +
-                        "): " + e.what());
+    if (step_runs_backward[step]) {
+      try {
+        kernels[step]->backward(*layers[step], step_input_views[step], step_output_views[step],
+                                step_output_grads[step], step_input_grads[step], weight_grads[step]);
+      } catch (const DeviceError& e) {
+        throw DeviceError("backward of layer '" + layers[step]->name() + "' (" + layers[step]->type() +
+                          "): " + e.what());
+      }
     }
+    if (backward_observer) backward_observer(layers[step]->name());
   }
   try {
     stream->synchronize();
@@ -876,6 +879,12 @@ void Net::backward() {
   const ScopedThreads scope(impl_->threads.get());
   impl_->run_backward();
 }
+
+void Net::set_backward_observer(std::function<void(const std::string& layer)> observer) {
+  impl_->backward_observer = std::move(observer);
+}
+
+void Net::synchronize() { impl_->stream->synchronize(); }
 
 std::vector<Parameter> Net::parameters() {
   if (!impl_->planned) impl_->plan();

@@ -175,13 +175,17 @@ void Transform::apply(const data::Sample& s, std::mt19937_64& rng, float* out) c
 }
 
 DataSource::DataSource(std::string name, std::unique_ptr<RecordSource> records, Transform transform,
-                       std::int64_t batch_size, std::uint64_t seed, int depth)
+                       std::int64_t batch_size, std::uint64_t seed, int depth, Shard shard)
     : name_(std::move(name)),
       records_(std::move(records)),
       transform_(std::move(transform)),
       batch_size_(batch_size),
       seed_(seed),
-      depth_(static_cast<std::size_t>(std::max(depth, 1))) {
+      depth_(static_cast<std::size_t>(std::max(depth, 1))),
+      shard_(shard) {
+  if (shard_.count < 1 || shard_.index < 0 || shard_.index >= shard_.count)
+    throw ModelError(name_ + ": shard " + std::to_string(shard_.index) + " of " +
+                     std::to_string(shard_.count));
   data::Sample first;
   records_->read(0, first);
   if (transform_.crop > 0 && (transform_.crop > first.height || transform_.crop > first.width)) {
@@ -234,14 +238,15 @@ Batch DataSource::make_batch(std::int64_t index, data::Sample& sample) {
   float* out = batch.data.data<float>();
   float* labels = batch.labels.data<float>();
   const std::int64_t per_image = data_shape_.count(1);
-  std::mt19937_64 rng(mix(seed_ ^ mix(static_cast<std::uint64_t>(index))));
+  const std::int64_t first = (index * shard_.count + shard_.index) * batch_size_;
   for (std::int64_t i = 0; i < batch_size_; ++i) {
-    records_->read(index * batch_size_ + i, sample);
+    const std::int64_t position = first + i;
+    std::mt19937_64 rng(mix(seed_ ^ mix(static_cast<std::uint64_t>(position))));
+    records_->read(position, sample);
     if (transform_.output_shape(sample) !=
         Shape(std::vector<std::int64_t>(data_shape_.dims().begin() + 1, data_shape_.dims().end()))) {
-      throw DataError(records_->describe() + ": record " +
-                      std::to_string((index * batch_size_ + i) % records_->size()) + " is " +
-                      std::to_string(sample.channels) + "x" + std::to_string(sample.height) + "x" +
+      throw DataError(records_->describe() + ": record " + std::to_string(position % records_->size()) +
+                      " is " + std::to_string(sample.channels) + "x" + std::to_string(sample.height) + "x" +
                       std::to_string(sample.width) + ", unlike the first record");
     }
     transform_.apply(sample, rng, out + i * per_image);
@@ -279,7 +284,8 @@ Batch DataSource::next() {
 }
 
 std::vector<DataFeed> attach_data_sources(Graph& graph, Phase phase, std::uint64_t seed,
-                                          const std::function<std::string(const std::string&)>& resolve) {
+                                          const std::function<std::string(const std::string&)>& resolve,
+                                          Shard shard) {
   static const std::set<std::string> kDataTypes = {"Data",      "DummyData",  "HDF5Data",
                                                    "ImageData", "MemoryData", "WindowData"};
   std::vector<DataFeed> feeds;
@@ -321,7 +327,7 @@ std::vector<DataFeed> attach_data_sources(Graph& graph, Phase phase, std::uint64
     feed.layer = spec.name;
     feed.data_input = spec.outputs[0];
     feed.source = std::make_shared<DataSource>("layer '" + spec.name + "'", std::move(records),
-                                               std::move(transform), batch, source_seed);
+                                               std::move(transform), batch, source_seed, 4, shard);
     inputs.push_back({feed.data_input, feed.source->data_shape()});
     if (spec.outputs.size() == 2) {
       feed.label_input = spec.outputs[1];

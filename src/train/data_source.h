@@ -64,12 +64,21 @@ struct Batch {
   Tensor labels;  // N
 };
 
+// Data-parallel training: rank `index` of `count` reads its slice of every global batch of
+// batch_size x count records, so the ranks together see what one process with the global batch would.
+struct Shard {
+  int index = 0;
+  int count = 1;
+};
+
 // Prepares batches on its own thread, `depth` ahead of use. Batch k is a function of (seed, k) only, so
-// a run that starts at batch k (resuming) sees exactly what an uninterrupted run would.
+// a run that starts at batch k (resuming) sees exactly what an uninterrupted run would. Each record's
+// random crop and mirror follow from (seed, record position), so they do not depend on how the global
+// batch is split across ranks.
 class DataSource {
  public:
   DataSource(std::string name, std::unique_ptr<RecordSource> records, Transform transform,
-             std::int64_t batch_size, std::uint64_t seed, int depth = 4);
+             std::int64_t batch_size, std::uint64_t seed, int depth = 4, Shard shard = {});
   ~DataSource();
   DataSource(const DataSource&) = delete;
   DataSource& operator=(const DataSource&) = delete;
@@ -96,6 +105,7 @@ class DataSource {
   std::int64_t batch_size_;
   std::uint64_t seed_;
   std::size_t depth_;
+  Shard shard_;
   Shape data_shape_;
 
   std::mutex mutex_;
@@ -117,7 +127,9 @@ struct DataFeed {
 // Removes the data-source layers from `graph`, opens a DataSource for each and adds their tops as graph
 // inputs shaped from the first record. Only Data layers are supported; other data-source types throw
 // UnsupportedError naming the layer.
+// `shard` splits the records of each global batch among data-parallel ranks.
 std::vector<DataFeed> attach_data_sources(Graph& graph, Phase phase, std::uint64_t seed,
-                                          const std::function<std::string(const std::string&)>& resolve);
+                                          const std::function<std::string(const std::string&)>& resolve,
+                                          Shard shard = {});
 
 }  // namespace espresso::train

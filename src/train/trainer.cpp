@@ -11,12 +11,18 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
+#include <streambuf>
+#include <type_traits>
+#include <variant>
 
 #include "espresso/errors.h"
 #include "espresso/import.h"
 #include "import/caffe/caffe.pb.h"
 #include "import/caffe/caffe_format.h"
+#include "train/communicator.h"
 #include "train/data_source.h"
+#include "train/gradient_buckets.h"
 #include "train/solver_config.h"
 #include "train/training_log.h"
 
@@ -103,6 +109,30 @@ float output_loss_weight(const Graph& graph, const std::string& output) {
   return 0.0f;
 }
 
+// Discards what it is given: the log of ranks other than 0.
+class NullBuffer : public std::streambuf {
+ protected:
+  int overflow(int c) override { return c; }
+  std::streamsize xsputn(const char*, std::streamsize n) override { return n; }
+};
+
+std::string attribute_text(const AttrValue& value) {
+  std::ostringstream text;
+  text.precision(9);
+  std::visit(
+      [&](const auto& v) {
+        using V = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<V, std::vector<std::int64_t>> ||
+                      std::is_same_v<V, std::vector<double>>) {
+          for (const auto& x : v) text << x << ",";
+        } else {
+          text << v;
+        }
+      },
+      value);
+  return text.str();
+}
+
 struct TestNet {
   std::string path;
   Graph graph;
@@ -114,6 +144,12 @@ struct TestNet {
 }  // namespace
 
 struct Trainer::Impl {
+  // First, so that it goes last: the ranks stay connected until everything else is torn down.
+  std::unique_ptr<Communicator> comm;
+  std::unique_ptr<GradientBuckets> buckets;
+  bool ranks_in_step = false;  // weights and iteration checked equal across ranks
+  NullBuffer null_buffer;
+  std::ostream null_log{&null_buffer};
   caffe::SolverParameter param;
   fs::path solver_dir;
   TrainerOptions options;
@@ -162,6 +198,12 @@ struct Trainer::Impl {
   std::function<void(std::vector<Parameter>&)> gradient_hook;
 
   void build();
+  void connect();
+  void check_same_setup();
+  void synchronize_ranks();
+  // What every rank must agree on: the solver settings, the train net's inputs, layers and parameters.
+  std::string fingerprint() const;
+  bool leader() const { return !comm || comm->rank() == 0; }
   void build_test_nets();
   void set_prefix();
   float forward_backward();
@@ -188,10 +230,16 @@ void Trainer::Impl::build() {
   if (param.max_iter() <= 0) throw ModelError("solver: max_iter must be positive");
   seed = param.random_seed() >= 0 ? static_cast<std::uint64_t>(param.random_seed())
                                   : static_cast<std::uint64_t>(Clock::now().time_since_epoch().count());
+  Shard shard;
+  if (comm) {
+    // Same fillers, dropout streams and record order on every rank.
+    comm->broadcast(&seed, sizeof seed, 0);
+    shard = {comm->rank(), comm->world_size()};
+  }
   train_net_path = resolve(param.has_net() ? param.net() : param.train_net());
   train_graph = load_caffe(train_net_path, "", Phase::train);
-  train_feeds = attach_data_sources(train_graph, Phase::train, seed,
-                                    [this](const std::string& p) { return resolve(p); });
+  train_feeds = attach_data_sources(
+      train_graph, Phase::train, seed, [this](const std::string& p) { return resolve(p); }, shard);
   if (train_feeds.empty()) throw ModelError(train_net_path + ": the train net has no Data layer to feed it");
   NetOptions net_options;
   net_options.device = options.device;
@@ -207,8 +255,129 @@ void Trainer::Impl::build() {
   if (config.iter_size > 1) {
     for (const Parameter& p : params) accumulated.push_back(Tensor::zeros(p.grad.shape()));
   }
-  build_test_nets();
+  if (leader()) build_test_nets();
   set_prefix();
+  if (comm) {
+    check_same_setup();
+    if (!params.empty() && params.front().grad.device().is_cpu() != (comm->name() == "tcp")) {
+      throw UnsupportedError("data-parallel training on " + options.device.str() + " needs the " +
+                             (options.device.is_cpu() ? "tcp" : "nccl") + " communicator, not " +
+                             comm->name());
+    }
+    const bool on_gpu = !options.device.is_cpu();
+    buckets =
+        std::make_unique<GradientBuckets>(params, options.distributed.bucket_bytes, *comm, [this, on_gpu] {
+          if (on_gpu) net->synchronize();
+        });
+    // Overlap: each bucket leaves as soon as backward has completed it. With iter_size > 1 the sum over
+    // the iteration's batches is averaged once, after the last.
+    if (config.iter_size == 1)
+      net->set_backward_observer([this](const std::string& layer) { buckets->layer_done(layer); });
+    std::int64_t per_rank = 0;
+    for (const DataFeed& feed : train_feeds) per_rank = std::max(per_rank, feed.source->batch_size());
+    out() << "Data-parallel training: " << comm->world_size() << " ranks over " << comm->name()
+          << ", global batch " << per_rank * comm->world_size() << " (" << per_rank << " per rank), "
+          << buckets->bucket_count() << " gradient buckets\n";
+  }
+}
+
+void Trainer::Impl::connect() {
+  const DistributedOptions& d = options.distributed;
+  if (d.backend == CommBackend::nccl) {
+    if (options.device.type != DeviceType::cuda)
+      throw UnsupportedError("the nccl communicator needs a CUDA device, not " + options.device.str() +
+                             " (use tcp on the CPU)");
+    comm = connect_nccl(d, options.device.index);
+  } else {
+    comm = connect_tcp(d);
+  }
+  if (comm->rank() != 0) {
+    log = &null_log;
+    options.progress_bar = false;
+    options.write_curve = false;
+  }
+}
+
+std::string Trainer::Impl::fingerprint() const {
+  std::ostringstream text;
+  text.precision(17);
+  const SolverConfig& c = solver.config();
+  text << "solver type " << solver_type_name(c.type) << ", base_lr " << c.base_lr << ", lr_policy "
+       << c.lr_policy << ", gamma " << c.gamma << ", power " << c.power << ", stepsize " << c.stepsize
+       << ", stepvalue";
+  for (std::int64_t v : c.stepvalue) text << " " << v;
+  text << ", max_iter " << c.max_iter << ", momentum " << c.momentum << ", momentum2 " << c.momentum2
+       << ", delta " << c.delta << ", rms_decay " << c.rms_decay << ", weight_decay " << c.weight_decay
+       << ", regularization " << (c.regularization == Regularization::l1 ? "L1" : "L2") << ", clip_gradients "
+       << c.clip_gradients << ", iter_size " << c.iter_size << ", random_seed " << param.random_seed()
+       << "\n";
+  for (const InputSpec& input : train_graph.inputs)
+    text << "input " << input.name << " " << input.shape.str() << "\n";
+  for (const LayerSpec& spec : train_graph.layers) {
+    text << "layer " << spec.name << " (" << spec.type << ")";
+    for (const std::string& i : spec.inputs) text << " in " << i;
+    for (const std::string& o : spec.outputs) text << " out " << o;
+    for (const auto& [name, value] : spec.attrs.all()) text << " " << name << "=" << attribute_text(value);
+    text << "\n";
+  }
+  for (const Parameter& p : params) {
+    text << "parameter " << p.layer << "[" << p.index << "] " << p.value.shape().str() << " lr_mult "
+         << p.spec.lr_mult << " decay_mult " << p.spec.decay_mult << "\n";
+  }
+  return text.str();
+}
+
+void Trainer::Impl::check_same_setup() {
+  const std::string mine = fingerprint();
+  const std::vector<std::string> all = comm->gather_text(mine);
+  std::string verdict;
+  for (std::size_t r = 1; r < all.size() && verdict.empty(); ++r) {
+    if (all[r] == mine) continue;
+    std::istringstream ours(mine), theirs(all[r]);
+    std::string a, b;
+    while (true) {
+      const bool more_a = static_cast<bool>(std::getline(ours, a));
+      const bool more_b = static_cast<bool>(std::getline(theirs, b));
+      if (!more_a) a = "(nothing more)";
+      if (!more_b) b = "(nothing more)";
+      if (a != b || (!more_a && !more_b)) break;
+    }
+    verdict = "rank " + std::to_string(r) + " was started with another " +
+              (a.starts_with("solver") ? "solver" : "model") + " than rank 0: rank 0 has \"" + a +
+              "\", rank " + std::to_string(r) + " has \"" + b +
+              "\"; every rank needs the same solver and net files";
+  }
+  verdict = comm->broadcast_text(verdict);
+  if (!verdict.empty())
+    throw DistributedError("rank " + std::to_string(comm->rank()) + ": refusing to train: " + verdict);
+}
+
+void Trainer::Impl::synchronize_ranks() {
+  // Rank 0's weights (its fillers, fine-tuning or snapshot) for everyone, once, so that identical
+  // averaged gradients keep the ranks identical; and all must resume at the same iteration.
+  std::int64_t first = iter;
+  comm->broadcast(&first, sizeof first, 0);
+  if (first != iter) {
+    throw DistributedError("rank " + std::to_string(comm->rank()) + " is at iteration " +
+                           std::to_string(iter) + " but rank 0 at " + std::to_string(first) +
+                           "; resume every rank from the same snapshot");
+  }
+  for (Parameter& p : params) {
+    Tensor host = p.value.device().is_cpu() ? p.value : p.value.to(Device::cpu());
+    comm->broadcast(host.raw(), host.bytes(), 0);
+    if (!p.value.device().is_cpu()) p.value.copy_from(host);
+  }
+  const std::vector<Tensor>& history = solver.history();
+  if (!history.empty()) {
+    std::vector<Tensor> copies;
+    for (const Tensor& h : history) {
+      Tensor host = h.to(Device::cpu());
+      comm->broadcast(host.raw(), host.bytes(), 0);
+      copies.push_back(std::move(host));
+    }
+    solver.set_history(params, std::move(copies));
+  }
+  ranks_in_step = true;
 }
 
 void Trainer::Impl::build_test_nets() {
@@ -295,6 +464,7 @@ float Trainer::Impl::forward_backward() {
   net->forward();
   const float loss = net->loss();
   check_finite(loss);
+  if (buckets) buckets->reset();
   net->backward();
   return loss;
 }
@@ -303,6 +473,8 @@ void Trainer::Impl::apply_update() {
   if (!accumulated.empty()) {
     for (std::size_t i = 0; i < params.size(); ++i) params[i].grad.copy_from(accumulated[i]);
   }
+  // The averaged gradients: identical on every rank, so the step is too.
+  if (buckets) buckets->finish();
   if (gradient_hook) gradient_hook(params);
   solver.update(params, iter);
 }
@@ -424,6 +596,7 @@ Trainer::Trainer(const std::string& solver_file, TrainerOptions options) : impl_
   impl_->solver_dir = fs::path(solver_file).parent_path();
   impl_->options = options;
   impl_->log = options.log ? options.log : &std::cout;
+  if (options.distributed.enabled) impl_->connect();
   impl_->build();
   for (const std::string& weights : impl_->param.weights()) copy_weights(weights);
 }
@@ -459,6 +632,7 @@ void Trainer::copy_weights(const std::string& caffemodel) {
     if (copied.insert(p.layer).second)
       impl_->out() << "Copying layer " << p.layer << " from " << path << "\n";
   }
+  impl_->ranks_in_step = false;
   if (copied.empty())
     impl_->out() << "Warning: no layer of " << path << " matches a layer of the net by name\n";
 }
@@ -517,6 +691,7 @@ void Trainer::restore(const std::string& solverstate) {
   // Only now, with everything checked, change the net.
   for (auto& [param, values] : loaded) param->value.copy_from(Tensor::from(param->value.shape(), values));
   impl_->iter = state.iter();
+  impl_->ranks_in_step = false;
   const std::int64_t batches = impl_->iter * impl_->solver.config().iter_size;
   for (const DataFeed& feed : impl_->train_feeds) feed.source->seek(batches);
   impl_->last_display_iter = impl_->iter;
@@ -531,6 +706,7 @@ void Trainer::step(std::int64_t iterations) {
   Impl& s = *impl_;
   const std::int64_t stop = s.iter + iterations;
   const int iter_size = s.solver.config().iter_size;
+  if (s.comm && !s.ranks_in_step) s.synchronize_ranks();
   const int average = std::max(s.param.average_loss(), 1);
   while (s.iter < stop) {
     if (s.param.test_interval() > 0 && s.iter % s.param.test_interval() == 0 &&
@@ -549,7 +725,8 @@ void Trainer::step(std::int64_t iterations) {
         for (std::int64_t j = 0; j < grad.numel(); ++j) sum[j] += g[j];
       }
     }
-    const float mean_loss = static_cast<float>(loss / iter_size);
+    float mean_loss = static_cast<float>(loss / iter_size);
+    if (s.comm) s.comm->all_reduce(&mean_loss, 1, true);  // the global batch's loss, as one process sees it
     s.losses.push_back(mean_loss);
     s.recent_losses.push_back(mean_loss);
     if (static_cast<int>(s.recent_losses.size()) > average) s.recent_losses.pop_front();
@@ -572,6 +749,8 @@ void Trainer::solve() {
   if (s.param.snapshot_after_train() && (s.param.snapshot() <= 0 || s.iter % s.param.snapshot() != 0))
     snapshot();
   if (s.param.test_interval() > 0 && s.iter % s.param.test_interval() == 0 && !s.tests.empty()) s.test_all();
+  // No rank leaves while rank 0 still writes the last snapshot or tests.
+  if (s.comm) s.comm->barrier();
   s.out() << "Optimization Done.\n";
   s.log->flush();
 }
@@ -581,6 +760,7 @@ std::vector<std::vector<TestOutput>> Trainer::test_all() { return impl_->test_al
 std::string Trainer::snapshot() {
   Impl& s = *impl_;
   const std::string base = s.prefix + "_iter_" + std::to_string(s.iter);
+  if (!s.leader()) return base + ".caffemodel";  // rank 0 writes it
   caffe::NetParameter prototxt = caffe_format::read_prototxt(s.train_net_path);
   caffe_format::upgrade_v1_layers(prototxt, s.train_net_path);
   std::map<std::string, std::vector<const Parameter*>> by_layer;
@@ -620,6 +800,8 @@ std::string Trainer::snapshot() {
 }
 
 std::int64_t Trainer::iteration() const { return impl_->iter; }
+int Trainer::rank() const { return impl_->comm ? impl_->comm->rank() : 0; }
+int Trainer::world_size() const { return impl_->comm ? impl_->comm->world_size() : 1; }
 const std::vector<std::vector<TestOutput>>& Trainer::last_test() const { return impl_->last_test; }
 std::int64_t Trainer::last_test_iteration() const { return impl_->last_test_iter; }
 const std::vector<float>& Trainer::losses() const { return impl_->losses; }
