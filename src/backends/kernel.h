@@ -28,6 +28,12 @@ class Kernel {
   // next (a recurrent layer's final states) in `state`, which the net owns so that it survives
   // replanning. Returns false for kernels that carry nothing.
   virtual bool bind_state(std::vector<std::vector<float>>* /*state*/) { return false; }
+  // Fusion (inference only; the net checks that nothing else reads the intermediate tensor): the
+  // kernel takes over an element-wise step after it as it writes its output. fuse_residual: add
+  // `residual` (the output's shape) to the output; fuse_clamp: then clamp it to [lo, hi] (ReLU,
+  // ReLU6, clip). Each returns false when the kernel cannot, and the step runs on its own.
+  virtual bool fuse_residual(const Tensor& /*residual*/) { return false; }
+  virtual bool fuse_clamp(float /*lo*/, float /*hi*/) { return false; }
   // A short description for profiles and `espresso info`, e.g. "im2col+sgemm".
   virtual const char* name() const = 0;
 };

@@ -6,9 +6,13 @@
 
 #include "backends/registry.h"
 #include "core/parallel.h"
+#include "core/weights_generation.h"
 #include "espresso/limits.h"
 #include "graph/memory_planner.h"
+#include "layers/activation.h"
+#include "layers/binary.h"
 #include "layers/filler.h"
+#include "layers/relu.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -77,6 +81,7 @@ struct Net::Impl {
   void make_kernels();
   void place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers);
   void connect_steps();
+  void fuse_steps();
   void run_steps();
   void run();
   Stream& stream_for(Device device);
@@ -318,6 +323,7 @@ void Net::Impl::plan() {
   for (int id : input_ids) readable[static_cast<std::size_t>(id)] = true;
   for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
   connect_steps();
+  if (!options.training && !options.keep_intermediates && !options.reference_kernels) fuse_steps();
   if (options.training) plan_gradients();
   forwarded = false;
   planned = true;
@@ -399,6 +405,90 @@ void Net::Impl::connect_steps() {
       step_input_views[step].push_back(it->second);
     }
     for (int id : step_outputs[step]) step_output_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
+  }
+}
+
+namespace {
+
+// What stays of a step whose work another kernel does as it writes its output.
+class FusedKernel final : public Kernel {
+ public:
+  explicit FusedKernel(std::string into) : name_("fused into " + std::move(into)) {}
+  void forward(const std::vector<Tensor>&, std::vector<Tensor>&) override {}
+  const char* name() const override { return name_.c_str(); }
+
+ private:
+  std::string name_;
+};
+
+// [lo, hi] when the layer is a clamp: ReLU without a slope, clip.
+bool clamp_of(const Layer& layer, float& lo, float& hi) {
+  if (const auto* relu = dynamic_cast<const ReLULayer*>(&layer)) {
+    if (relu->negative_slope() != 0.0f) return false;
+    lo = 0.0f;
+    hi = std::numeric_limits<float>::infinity();
+    return true;
+  }
+  if (const auto* act = dynamic_cast<const ActivationLayer*>(&layer)) {
+    if (act->function() != ActivationLayer::Function::clip) return false;
+    lo = static_cast<float>(act->min());
+    hi = static_cast<float>(act->max());
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// Inference on the CPU: a kernel that can (Kernel::fuse_residual / fuse_clamp) takes over the Add
+// and the ReLU/clip that alone read its output, when they run in place on its output's memory, so
+// that its output is written once, final. The fused steps' kernels become no-ops.
+void Net::Impl::fuse_steps() {
+  const std::size_t steps = layers.size();
+  std::vector<int> readers(names.size(), 0), reader(names.size(), -1);
+  for (std::size_t step = 0; step < steps; ++step) {
+    for (int id : step_inputs[step]) {
+      ++readers[static_cast<std::size_t>(id)];
+      reader[static_cast<std::size_t>(id)] = static_cast<int>(step);
+    }
+  }
+  const std::set<int> outputs(output_ids.begin(), output_ids.end());
+  // The step that alone reads tensor `id` (a layer output, not a net output), or -1.
+  auto sole_reader = [&](int id) {
+    const auto index = static_cast<std::size_t>(id);
+    if (readers[index] != 1 || outputs.count(id)) return -1;
+    const int t = reader[index];
+    const auto ut = static_cast<std::size_t>(t);
+    if (!step_device[ut].is_cpu() || !step_transfers[ut].empty() || step_outputs[ut].size() != 1) return -1;
+    // In place: the step writes where it reads, so the fused kernel's output is its output.
+    if (tensors[static_cast<std::size_t>(step_outputs[ut][0])].raw() != tensors[index].raw()) return -1;
+    return t;
+  };
+  for (std::size_t step = 0; step < steps; ++step) {
+    if (!step_device[step].is_cpu() || step_outputs[step].size() != 1) continue;
+    Kernel& kernel = *kernels[step];
+    int out = step_outputs[step][0];
+    int next = sole_reader(out);
+    if (next < 0) continue;
+    const auto un = static_cast<std::size_t>(next);
+    // Residual: an element-wise Add of a same-shape tensor made before this step.
+    if (const auto* add = dynamic_cast<const BinaryLayer*>(layers[un].get());
+        add && add->op() == BinaryLayer::Op::add && step_inputs[un].size() == 2) {
+      const int other = step_inputs[un][0] == out ? step_inputs[un][1] : step_inputs[un][0];
+      const auto uo = static_cast<std::size_t>(other);
+      if (other == out || shapes[uo] != shapes[static_cast<std::size_t>(out)] ||
+          producer[uo] >= static_cast<int>(step) || tensor_device[uo] != Device::cpu() ||
+          !kernel.fuse_residual(tensors[uo])) {
+        continue;
+      }
+      kernels[un] = std::make_unique<FusedKernel>(layers[step]->name());
+      out = step_outputs[un][0];
+      next = sole_reader(out);
+      if (next < 0) continue;
+    }
+    float lo = 0.0f, hi = 0.0f;
+    if (clamp_of(*layers[static_cast<std::size_t>(next)], lo, hi) && kernel.fuse_clamp(lo, hi))
+      kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
   }
 }
 
@@ -732,10 +822,13 @@ void Net::backward() {
   }
   const ScopedThreads scope(impl_->threads.get());
   impl_->run_backward();
+  // A solver update follows: kernels that packed these weights (another net may share them) re-pack.
+  note_weights_may_change();
 }
 
 std::vector<Parameter> Net::parameters() {
   if (!impl_->planned) impl_->plan();
+  note_weights_may_change();  // writable views: packed copies are checked again at the next forward
   if (impl_->options.training) return impl_->params;
   std::vector<Parameter> params;
   for (const auto& layer : impl_->layers) {
@@ -749,6 +842,7 @@ std::vector<Parameter> Net::parameters() {
 
 std::vector<Tensor> Net::weights(const std::string& layer) {
   if (!impl_->planned) impl_->plan();
+  note_weights_may_change();  // writable views: packed copies are checked again at the next forward
   for (const auto& l : impl_->layers) {
     if (l->name() == layer) return l->weights();
   }
