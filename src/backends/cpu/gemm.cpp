@@ -1,6 +1,6 @@
 // The blocked GEMM of gemm.h. Loop nest (per thread, over its share of C): columns in blocks of
 // kColumnBlock, depth in blocks of kDepthBlock (B's block packed into panels of NR columns, which
-// stay in L2), then 6-row panels of A (L1) against every column panel. The micro-kernels keep a 6 ×
+// stay in L2), then for each column panel (L1) every 6- or 12-row panel of A. The micro-kernels keep an MR ×
 // NR tile of C in registers (12 vector accumulators) and apply beta, the bias, the residual and the
 // clamp as they store it; partial tiles at the edges go through a small buffer.
 #include "backends/cpu/gemm.h"
@@ -23,7 +23,8 @@
 namespace espresso::cpu {
 namespace {
 
-constexpr std::int64_t kRows = 6;           // MR: rows of a micro-tile
+constexpr int kRows = 6;                    // MR of the AVX2 micro-kernel
+constexpr int kRows512 = 12;                // MR of the AVX-512 one (24 of 32 registers accumulate)
 constexpr std::int64_t kDepthBlock = 256;   // KC
 constexpr std::int64_t kColumnBlock = 384;  // NC, a multiple of both NRs
 constexpr std::int64_t kMaxColumns = 32;    // the widest NR
@@ -52,6 +53,9 @@ Isa isa() {
   return chosen;
 }
 
+// Rows of a packed panel of A: the micro-kernel's MR.
+std::int64_t panel_rows() { return isa() == Isa::avx512 ? kRows512 : kRows; }
+
 // How one tile's stored values are formed from its accumulators.
 struct TileOps {
   bool accumulate = false;  // add to C (a later depth block)
@@ -66,16 +70,19 @@ struct TileOps {
 };
 
 #if defined(__x86_64__) || defined(__i386__)
+// Rows computes the first `Rows` rows of a panel (A's stride stays kRows): the last panel of an A
+// whose row count is not a multiple of MR.
+template <int Rows>
 __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const float* a, const float* b, float* c,
                                                      std::int64_t ldc, const TileOps& ops) {
-  __m256 acc[kRows][2];
+  __m256 acc[Rows][2];
 #pragma GCC unroll 6
-  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   for (std::int64_t p = 0; p < depth; ++p) {
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
-    for (int r = 0; r < kRows; ++r) {
+    for (int r = 0; r < Rows; ++r) {
       const __m256 ar = _mm256_broadcast_ss(a + r);
       acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
@@ -86,7 +93,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
   const __m256 beta = _mm256_set1_ps(ops.beta);
   const __m256 lo = _mm256_set1_ps(ops.lo), hi = _mm256_set1_ps(ops.hi);
 #pragma GCC unroll 6
-  for (int r = 0; r < kRows; ++r) {
+  for (int r = 0; r < Rows; ++r) {
     float* row = c + r * ldc;
     __m256 v0 = acc[r][0], v1 = acc[r][1];
     if (ops.accumulate) {
@@ -120,27 +127,28 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
   }
 }
 
+template <int Rows>
 __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t depth, const float* a, const float* b,
                                                                float* c, std::int64_t ldc, const TileOps& ops) {
-  __m512 acc[kRows][2];
-#pragma GCC unroll 6
-  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  __m512 acc[Rows][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   for (std::int64_t p = 0; p < depth; ++p) {
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = _mm512_loadu_ps(b + 16);
-#pragma GCC unroll 6
-    for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 12
+    for (int r = 0; r < Rows; ++r) {
       const __m512 ar = _mm512_set1_ps(a[r]);
       acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
       acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
     }
-    a += kRows;
+    a += kRows512;
     b += 32;
   }
   const __m512 beta = _mm512_set1_ps(ops.beta);
   const __m512 lo = _mm512_set1_ps(ops.lo), hi = _mm512_set1_ps(ops.hi);
-#pragma GCC unroll 6
-  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 12
+  for (int r = 0; r < Rows; ++r) {
     float* row = c + r * ldc;
     __m512 v0 = acc[r][0], v1 = acc[r][1];
     if (ops.accumulate) {
@@ -174,17 +182,29 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
   }
 }
 #else
+template <int Rows>
 void kernel_avx2(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&) {}
+template <int Rows>
 void kernel_avx512(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&) {}
 #endif
 
 using Kernel = void (*)(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&);
 
-// An edge tile (fewer than 6 rows or NR columns): the kernel writes the raw product into a buffer,
+// The micro-kernel for a panel's first `rows` rows (1 ≤ rows ≤ MR).
+Kernel kernel_for(std::int64_t rows) {
+  static constexpr Kernel avx2[] = {kernel_avx2<1>, kernel_avx2<2>, kernel_avx2<3>,
+                                    kernel_avx2<4>, kernel_avx2<5>, kernel_avx2<6>};
+  static constexpr Kernel avx512[] = {kernel_avx512<1>, kernel_avx512<2>,  kernel_avx512<3>,  kernel_avx512<4>,
+                                      kernel_avx512<5>, kernel_avx512<6>,  kernel_avx512<7>,  kernel_avx512<8>,
+                                      kernel_avx512<9>, kernel_avx512<10>, kernel_avx512<11>, kernel_avx512<12>};
+  return isa() == Isa::avx512 ? avx512[rows - 1] : avx2[rows - 1];
+}
+
+// An edge tile (fewer than NR columns): the kernel writes the raw product into a buffer,
 // then the valid part is formed here as the kernel would have.
 void edge_tile(Kernel kernel, std::int64_t width, std::int64_t depth, const float* a, const float* b, float* c,
                std::int64_t ldc, std::int64_t rows, std::int64_t cols, const TileOps& ops) {
-  alignas(64) float tile[kRows * kMaxColumns];
+  alignas(64) float tile[kRows512 * kMaxColumns];
   kernel(depth, a, b, tile, width, TileOps{});
   for (std::int64_t r = 0; r < rows; ++r) {
     for (std::int64_t j = 0; j < cols; ++j) {
@@ -335,19 +355,20 @@ std::int64_t tile_width() { return isa() == Isa::avx512 ? 32 : 16; }
 // block packed at `packed_b` (panels of the columns from `packed_col0` on).
 void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, std::int64_t panel1, std::int64_t col0,
                    std::int64_t col1, const float* packed_b, std::int64_t packed_col0) {
-  const Kernel kernel = isa() == Isa::avx512 ? kernel_avx512 : kernel_avx2;
   const std::int64_t width = tile_width();
-  const std::int64_t m = pr.a->rows(), k = pr.a->depth();
+  const std::int64_t m = pr.a->rows(), k = pr.a->depth(), mr = panel_rows();
   const std::int64_t pc = block * kDepthBlock;
   const std::int64_t kc = std::min(kDepthBlock, k - pc);
   const GemmEpilogue& e = pr.epilogue;
   const bool clamp = e.lo != -std::numeric_limits<float>::infinity() || e.hi != std::numeric_limits<float>::infinity();
-  for (std::int64_t panel = panel0; panel < panel1; ++panel) {
-    const std::int64_t row = panel * kRows;
-    const std::int64_t rows = std::min(kRows, m - row);
-    const float* a = pr.a->panel(block, panel);
-    for (std::int64_t col = col0; col < col1; col += width) {
-      const std::int64_t cols = std::min(width, col1 - col);
+  // Column tiles outer: one B panel (kc × NR) stays in L1 while A's panels stream from L2.
+  for (std::int64_t col = col0; col < col1; col += width) {
+    const std::int64_t cols = std::min(width, col1 - col);
+    const float* panel_b = packed_b + (col - packed_col0) * kc;
+    for (std::int64_t panel = panel0; panel < panel1; ++panel) {
+      const std::int64_t row = panel * mr;
+      const std::int64_t rows = std::min(mr, m - row);
+      const float* a = pr.a->panel(block, panel);
       TileOps ops;
       ops.accumulate = block > 0;
       ops.beta = pr.beta;
@@ -362,8 +383,8 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
         ops.hi = e.hi;
       }
       float* out = pr.c + row * pr.ldc + col;
-      const float* panel_b = packed_b + (col - packed_col0) * kc;
-      if (rows == kRows && cols == width) {
+      const Kernel kernel = kernel_for(rows);
+      if (cols == width) {
         kernel(kc, a, panel_b, out, pr.ldc, ops);
       } else {
         edge_tile(kernel, width, kc, a, panel_b, out, pr.ldc, rows, cols, ops);
@@ -376,7 +397,7 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
 // A passes over it).
 void run_serial(const Problem& pr) {
   const std::int64_t width = tile_width();
-  const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + kRows - 1) / kRows;
+  const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + panel_rows() - 1) / panel_rows();
   thread_local std::vector<float> buffer;
   buffer.resize(static_cast<std::size_t>(kDepthBlock * kColumnBlock));
   for (std::int64_t jc = 0; jc < pr.n; jc += kColumnBlock) {
@@ -393,7 +414,7 @@ void run_serial(const Problem& pr) {
 // of A when there are few columns (small images at batch 1).
 void run_parallel(const Problem& pr, int threads) {
   const std::int64_t width = tile_width();
-  const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + kRows - 1) / kRows;
+  const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + panel_rows() - 1) / panel_rows();
   const std::int64_t col_panels = (pr.n + width - 1) / width;
   const std::int64_t padded = col_panels * width;
   const std::int64_t blocks = (k + kDepthBlock - 1) / kDepthBlock;
@@ -467,19 +488,19 @@ const char* fast_gemm_isa() {
 
 PackedMatrix::PackedMatrix(const float* a, std::int64_t lda, bool transpose, std::int64_t m, std::int64_t k,
                            float alpha)
-    : m_(m), k_(k), panels_((m + kRows - 1) / kRows) {
-  data_.assign(static_cast<std::size_t>(panels_ * kRows * k), 0.0f);
+    : m_(m), k_(k), mr_(panel_rows()), panels_((m + mr_ - 1) / mr_) {
+  data_.assign(static_cast<std::size_t>(panels_ * mr_ * k), 0.0f);
   for (std::int64_t block = 0; block * kDepthBlock < k; ++block) {
     const std::int64_t pc = block * kDepthBlock;
     const std::int64_t kc = std::min(kDepthBlock, k - pc);
     for (std::int64_t panel = 0; panel < panels_; ++panel) {
-      float* out = data_.data() + pc * panels_ * kRows + panel * kRows * kc;
-      const std::int64_t rows = std::min(kRows, m - panel * kRows);
+      float* out = data_.data() + pc * panels_ * mr_ + panel * mr_ * kc;
+      const std::int64_t rows = std::min(mr_, m - panel * mr_);
       for (std::int64_t r = 0; r < rows; ++r) {
-        const std::int64_t i = panel * kRows + r;
+        const std::int64_t i = panel * mr_ + r;
         for (std::int64_t p = 0; p < kc; ++p) {
           const float v = transpose ? a[(pc + p) * lda + i] : a[i * lda + pc + p];
-          out[p * kRows + r] = alpha * v;
+          out[p * mr_ + r] = alpha * v;
         }
       }
     }
@@ -489,7 +510,7 @@ PackedMatrix::PackedMatrix(const float* a, std::int64_t lda, bool transpose, std
 const float* PackedMatrix::panel(std::int64_t block, std::int64_t panel) const {
   const std::int64_t pc = block * kDepthBlock;
   const std::int64_t kc = std::min(kDepthBlock, k_ - pc);
-  return data_.data() + pc * panels_ * kRows + panel * kRows * kc;
+  return data_.data() + pc * panels_ * mr_ + panel * mr_ * kc;
 }
 
 void gemm_packed(const PackedMatrix& a, bool transpose_b, std::int64_t n, const float* b, std::int64_t ldb,

@@ -27,7 +27,7 @@ struct GemmEpilogue {
   float hi = std::numeric_limits<float>::infinity();
 };
 
-// The left operand A (m × k) of C = A · B, scaled by alpha, cut into k-blocks and 6-row panels in
+// The left operand A (m × k) of C = A · B, scaled by alpha, cut into k-blocks and 6- or 12-row panels in
 // the order the micro-kernel reads them. Packed once, read by any number of threads.
 class PackedMatrix {
  public:
@@ -38,11 +38,11 @@ class PackedMatrix {
   std::int64_t rows() const { return m_; }
   std::int64_t depth() const { return k_; }
   bool empty() const { return data_.empty(); }
-  // Panel `panel` (6 rows) of k-block `block`: depth(block) × 6 floats, k-major.
+  // Panel `panel` (MR rows) of k-block `block`: depth(block) × MR floats, k-major.
   const float* panel(std::int64_t block, std::int64_t panel) const;
 
  private:
-  std::int64_t m_ = 0, k_ = 0, panels_ = 0;
+  std::int64_t m_ = 0, k_ = 0, mr_ = 0, panels_ = 0;
   std::vector<float> data_;
 };
 
