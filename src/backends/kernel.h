@@ -34,6 +34,9 @@ class Kernel {
   // ReLU6, clip). Each returns false when the kernel cannot, and the step runs on its own.
   virtual bool fuse_residual(const Tensor& /*residual*/) { return false; }
   virtual bool fuse_clamp(float /*lo*/, float /*hi*/) { return false; }
+  // Writes the output of image n at base + n·image_stride floats instead of into the output tensor
+  // (its slice of a channel Concat that reads it alone); false when the kernel cannot.
+  virtual bool redirect_output(float* /*base*/, std::int64_t /*image_stride*/) { return false; }
   // A short description for profiles and `espresso info`, e.g. "im2col+sgemm".
   virtual const char* name() const = 0;
 };

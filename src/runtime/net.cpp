@@ -11,6 +11,7 @@
 #include "graph/memory_planner.h"
 #include "layers/activation.h"
 #include "layers/binary.h"
+#include "layers/concat.h"
 #include "layers/filler.h"
 #include "layers/relu.h"
 #include "layers/registry.h"
@@ -56,6 +57,8 @@ struct Net::Impl {
   std::vector<std::vector<Transfer>> step_transfers;
   std::vector<std::string> fallbacks;  // "'name' (Type)" of layers moved to the CPU
   std::vector<Tensor> arenas;
+  // Per tensor: for a Concat's output, the first step its buffer is reserved from (else -1).
+  std::vector<int> concat_starts;
   std::vector<std::int64_t> step_macs;
   MemoryReport report;
 
@@ -316,6 +319,30 @@ void Net::Impl::plan() {
       buffers.push_back({bytes, separate ? 0 : step, separate ? steps : last_use[id]});
     }
   }
+  concat_starts.assign(names.size(), -1);
+  if (!separate && !options.reference_kernels) {
+    // A channel Concat's output lives from the first step that may write into it in place (see
+    // fuse_steps), so that nothing else is placed there meanwhile.
+    for (int step = 0; step < steps; ++step) {
+      const auto us = static_cast<std::size_t>(step);
+      if (!dynamic_cast<const ConcatLayer*>(layers[us].get()) || step_outputs[us].size() != 1) continue;
+      int start = step;
+      for (int id : step_inputs[us]) {
+        // Back through up to three single-reader steps (clamp, add) to the convolution.
+        int writer = producer[static_cast<std::size_t>(id)];
+        for (int hop = 0; hop < 3 && writer >= 0; ++hop) {
+          start = std::min(start, writer);
+          const auto& in = step_inputs[static_cast<std::size_t>(writer)];
+          if (in.empty()) break;
+          writer = producer[static_cast<std::size_t>(in[0])];
+        }
+      }
+      const int out = step_outputs[us][0];
+      auto& request = buffers[static_cast<std::size_t>(buffer_of[static_cast<std::size_t>(out)])];
+      request.first_step = std::min(request.first_step, start);
+      concat_starts[static_cast<std::size_t>(out)] = request.first_step;
+    }
+  }
   stream->drop_capture();
   ran_uncaptured = false;
   place_tensors(buffer_of, buffers);
@@ -421,6 +448,38 @@ class FusedKernel final : public Kernel {
   std::string name_;
 };
 
+// A Concat some of whose inputs were written into its output by their producers: copies the rest.
+class PartialConcatKernel final : public Kernel {
+ public:
+  PartialConcatKernel(std::vector<bool> written, std::int64_t outer, std::vector<std::int64_t> inner)
+      : written_(std::move(written)), outer_(outer), inner_(std::move(inner)) {
+    std::size_t count = 0;
+    for (bool w : written_) count += w ? 1 : 0;
+    name_ = "concat (" + std::to_string(count) + " of " + std::to_string(written_.size()) + " inputs written in place)";
+  }
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    float* y = outputs[0].data<float>();
+    std::int64_t total = 0;
+    for (std::int64_t n : inner_) total += n;
+    std::int64_t offset = 0;
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      if (!written_[i]) {
+        const float* x = inputs[i].data<float>();
+        for (std::int64_t o = 0; o < outer_; ++o)
+          std::copy_n(x + o * inner_[i], inner_[i], y + o * total + offset);
+      }
+      offset += inner_[i];
+    }
+  }
+  const char* name() const override { return name_.c_str(); }
+
+ private:
+  std::vector<bool> written_;
+  std::int64_t outer_;
+  std::vector<std::int64_t> inner_;
+  std::string name_;
+};
+
 // [lo, hi] when the layer is a clamp: ReLU without a slope, clip.
 bool clamp_of(const Layer& layer, float& lo, float& hi) {
   if (const auto* relu = dynamic_cast<const ReLULayer*>(&layer)) {
@@ -453,6 +512,9 @@ void Net::Impl::fuse_steps() {
     }
   }
   const std::set<int> outputs(output_ids.begin(), output_ids.end());
+  // Per tensor: the step whose kernel writes its final values (its producer, or the kernel its
+  // producer was fused into).
+  std::vector<int> writer(producer);
   // The step that alone reads tensor `id` (a layer output, not a net output), or -1.
   auto sole_reader = [&](int id) {
     const auto index = static_cast<std::size_t>(id);
@@ -483,12 +545,46 @@ void Net::Impl::fuse_steps() {
       }
       kernels[un] = std::make_unique<FusedKernel>(layers[step]->name());
       out = step_outputs[un][0];
+      writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
       next = sole_reader(out);
       if (next < 0) continue;
     }
     float lo = 0.0f, hi = 0.0f;
-    if (clamp_of(*layers[static_cast<std::size_t>(next)], lo, hi) && kernel.fuse_clamp(lo, hi))
+    if (clamp_of(*layers[static_cast<std::size_t>(next)], lo, hi) && kernel.fuse_clamp(lo, hi)) {
       kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
+      writer[static_cast<std::size_t>(step_outputs[static_cast<std::size_t>(next)][0])] = static_cast<int>(step);
+    }
+  }
+  // Channel Concats: inputs read by the Concat alone are written into its output by their kernels.
+  for (std::size_t step = 0; step < steps; ++step) {
+    const auto* concat = dynamic_cast<const ConcatLayer*>(layers[step].get());
+    if (!concat || !step_device[step].is_cpu() || !step_transfers[step].empty() || step_outputs[step].size() != 1)
+      continue;
+    const int out = step_outputs[step][0];
+    const Shape& shape = shapes[static_cast<std::size_t>(out)];
+    const std::int64_t axis = concat->axis() < 0 ? concat->axis() + shape.rank() : concat->axis();
+    if (axis != 1 || concat_starts[static_cast<std::size_t>(out)] < 0) continue;
+    std::int64_t outer = shape[0], spatial = 1;
+    for (int a = 2; a < shape.rank(); ++a) spatial *= shape[a];
+    float* base = tensors[static_cast<std::size_t>(out)].data<float>();
+    std::vector<bool> written;
+    std::vector<std::int64_t> inner;
+    std::int64_t offset = 0;
+    bool any = false;
+    for (int id : step_inputs[step]) {
+      const auto u = static_cast<std::size_t>(id);
+      const std::int64_t slice = shapes[u][1] * spatial;
+      const int w = writer[u];
+      // The writer must run after the output's buffer is reserved, and nothing else may read the input.
+      const bool ok = readers[u] == 1 && !outputs.count(id) && w >= concat_starts[static_cast<std::size_t>(out)] &&
+                      w < static_cast<int>(step) && step_device[static_cast<std::size_t>(w)].is_cpu() &&
+                      kernels[static_cast<std::size_t>(w)]->redirect_output(base + offset, shape[1] * spatial);
+      written.push_back(ok);
+      inner.push_back(slice);
+      any = any || ok;
+      offset += slice;
+    }
+    if (any) kernels[step] = std::make_unique<PartialConcatKernel>(std::move(written), outer, std::move(inner));
   }
 }
 

@@ -106,6 +106,11 @@ class ConvolutionKernel final : public Kernel {
     const std::int64_t depth = g_.in_channels / g_.group * g_.kernel_spatial();
     const std::int64_t weight_count = g_.out_channels * depth;
     const auto slots = static_cast<std::size_t>(schedule_.slots());
+    if (!pointwise_ && columns_.empty()) {
+      // The forward read windows in place: backward unfolds them.
+      columns_.assign(slots, std::vector<float>(static_cast<std::size_t>(g_.in_channels * g_.kernel_spatial() *
+                                                                          out_spatial)));
+    }
     // Images run concurrently, so each slot sums its weight gradients apart; the slots are added
     // into the caller's gradients at the end.
     slot_weight_grads_.assign(slots,
@@ -167,6 +172,13 @@ class ConvolutionKernel final : public Kernel {
     update_name();
     return true;
   }
+  bool redirect_output(float* base, std::int64_t image_stride) override {
+    if (!packed_path_ || redirect_) return false;
+    redirect_ = base;
+    image_stride_ = image_stride;
+    update_name();
+    return true;
+  }
   bool fuse_clamp(float lo, float hi) override {
     if (!packed_path_ || clamp_) return false;
     clamp_ = true;
@@ -187,6 +199,7 @@ class ConvolutionKernel final : public Kernel {
             fast_gemm_isa();
     if (residual_.defined()) name_ += "+add";
     if (clamp_) name_ += lo_ == 0.0f && hi_ == std::numeric_limits<float>::infinity() ? "+relu" : "+clip";
+    if (redirect_) name_ += " into concat";
   }
 
   void pack_weights() {
@@ -210,7 +223,7 @@ class ConvolutionKernel final : public Kernel {
     const std::int64_t depth = g_.in_channels / g_.group * g_.kernel_spatial();
     schedule_.run([&](std::int64_t n, int slot) {
       const float* image = x + n * g_.in_channels * in_spatial;
-      float* out = y + n * g_.out_channels * out_spatial;
+      float* out = redirect_ ? redirect_ + n * image_stride_ : y + n * g_.out_channels * out_spatial;
       const float* columns = image;
       if (!pointwise_ && !windows_) {
         im2col(image, layout_, columns_[static_cast<std::size_t>(slot)].data());
@@ -253,6 +266,8 @@ class ConvolutionKernel final : public Kernel {
   std::vector<PackedMatrix> packed_;
   std::uint64_t packed_generation_ = 0;
   Tensor residual_;
+  float* redirect_ = nullptr;  // redirect_output: image n goes to redirect_ + n·image_stride_
+  std::int64_t image_stride_ = 0;
   bool clamp_ = false;
   float lo_ = 0.0f, hi_ = 0.0f;
   std::string name_;
