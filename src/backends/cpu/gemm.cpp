@@ -314,10 +314,15 @@ void pack_windows(const ConvWindows& w, std::int64_t p0, std::int64_t depth, std
           if (hi > lo) std::memcpy(dst + lo, line + x + (lo - run.begin), static_cast<std::size_t>(hi - lo) * sizeof(float));
           std::fill(dst + hi, dst + run.end, 0.0f);
         } else {
-          for (std::int64_t t = run.begin; t < run.end; ++t) {
-            const std::int64_t xt = x + (t - run.begin) * w.stride_w;
-            dst[t] = xt >= 0 && xt < w.width ? line[xt] : 0.0f;
-          }
+          // Strided: slots whose x + (t − begin)·stride lies in [0, width), copied without checks.
+          const std::int64_t s = w.stride_w;
+          const std::int64_t lo = std::clamp(run.begin + (x < 0 ? (-x + s - 1) / s : 0), run.begin, run.end);
+          const std::int64_t hi =
+              std::clamp(run.begin + (w.width - x + s - 1) / s, lo, run.end);  // first slot with x ≥ width
+          std::fill(dst + run.begin, dst + lo, 0.0f);
+          const float* src = line + x + (lo - run.begin) * s;
+          for (std::int64_t t = lo; t < hi; ++t, src += s) dst[t] = *src;
+          std::fill(dst + hi, dst + run.end, 0.0f);
         }
         filled = run.end;
       }
