@@ -67,6 +67,7 @@ struct TileOps {
   std::int64_t ldr = 0;
   bool clamp = false;
   float lo = 0.0f, hi = 0.0f;
+  int cols = 32;  // valid columns of the tile (the AVX-512 kernel masks the rest)
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -145,6 +146,9 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
     a += kRows512;
     b += 32;
   }
+  // Columns past ops.cols are neither read nor written (an edge tile of C).
+  const __mmask16 m0 = ops.cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ops.cols) - 1);
+  const __mmask16 m1 = ops.cols >= 32 ? __mmask16(0xFFFF) : ops.cols <= 16 ? __mmask16(0) : __mmask16((1u << (ops.cols - 16)) - 1);
   const __m512 beta = _mm512_set1_ps(ops.beta);
   const __m512 lo = _mm512_set1_ps(ops.lo), hi = _mm512_set1_ps(ops.hi);
 #pragma GCC unroll 12
@@ -152,11 +156,11 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
     float* row = c + r * ldc;
     __m512 v0 = acc[r][0], v1 = acc[r][1];
     if (ops.accumulate) {
-      v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
-      v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row + 16));
+      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
     } else if (ops.beta != 0.0f) {
-      v0 = _mm512_fmadd_ps(beta, _mm512_loadu_ps(row), v0);
-      v1 = _mm512_fmadd_ps(beta, _mm512_loadu_ps(row + 16), v1);
+      v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, row), v0);
+      v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, row + 16), v1);
     }
     if (ops.last) {
       if (ops.row_bias) {
@@ -165,20 +169,20 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
         v1 = _mm512_add_ps(v1, bias);
       }
       if (ops.col_bias) {
-        v0 = _mm512_add_ps(v0, _mm512_loadu_ps(ops.col_bias));
-        v1 = _mm512_add_ps(v1, _mm512_loadu_ps(ops.col_bias + 16));
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ops.col_bias));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ops.col_bias + 16));
       }
       if (ops.residual) {
-        v0 = _mm512_add_ps(v0, _mm512_loadu_ps(ops.residual + r * ops.ldr));
-        v1 = _mm512_add_ps(v1, _mm512_loadu_ps(ops.residual + r * ops.ldr + 16));
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ops.residual + r * ops.ldr));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ops.residual + r * ops.ldr + 16));
       }
       if (ops.clamp) {
         v0 = _mm512_min_ps(_mm512_max_ps(v0, lo), hi);
         v1 = _mm512_min_ps(_mm512_max_ps(v1, lo), hi);
       }
     }
-    _mm512_storeu_ps(row, v0);
-    _mm512_storeu_ps(row + 16, v1);
+    _mm512_mask_storeu_ps(row, m0, v0);
+    _mm512_mask_storeu_ps(row + 16, m1, v1);
   }
 }
 #else
@@ -205,7 +209,9 @@ Kernel kernel_for(std::int64_t rows) {
 void edge_tile(Kernel kernel, std::int64_t width, std::int64_t depth, const float* a, const float* b, float* c,
                std::int64_t ldc, std::int64_t rows, std::int64_t cols, const TileOps& ops) {
   alignas(64) float tile[kRows512 * kMaxColumns];
-  kernel(depth, a, b, tile, width, TileOps{});
+  TileOps raw;
+  raw.cols = static_cast<int>(width);
+  kernel(depth, a, b, tile, width, raw);
   for (std::int64_t r = 0; r < rows; ++r) {
     for (std::int64_t j = 0; j < cols; ++j) {
       float v = tile[r * width + j];
@@ -389,7 +395,8 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
       }
       float* out = pr.c + row * pr.ldc + col;
       const Kernel kernel = kernel_for(rows);
-      if (cols == width) {
+      ops.cols = static_cast<int>(cols);
+      if (cols == width || isa() == Isa::avx512) {
         kernel(kc, a, panel_b, out, pr.ldc, ops);
       } else {
         edge_tile(kernel, width, kc, a, panel_b, out, pr.ldc, rows, cols, ops);
