@@ -264,3 +264,38 @@ TEST(CpuFusion, PackedWeightsFollowChangesMadeThroughTheNet) {
 
 }  // namespace
 }  // namespace espresso
+
+namespace espresso {
+namespace {
+
+TEST(CpuFusion, BatchNormFoldsIntoTheConvolutionAndMatchesTheReference) {
+  Graph g;
+  g.inputs = {{"data", Shape{3, 5, 9, 12}}};
+  g.layers = {conv("conv", "data", "c", 7, 3, 1, 2), simple("BatchNorm", "bn", {"c"}, "b"),
+              simple("ReLU", "relu", {"b"}, "out")};
+  std::mt19937 rng(11);
+  g.layers[0].weights = {Tensor::from(Shape{7, 5, 3, 3}, random_values(rng, 7 * 5 * 9)),
+                         Tensor::from(Shape{7}, random_values(rng, 7))};
+  std::vector<float> variance = random_values(rng, 7);
+  for (float& v : variance) v = v * v + 0.1f;
+  g.layers[1].weights = {Tensor::from(Shape{7}, random_values(rng, 7)), Tensor::from(Shape{7}, variance),
+                         Tensor::from(Shape{1}, std::vector<float>{0.8f})};
+  Net fast(g);
+  NetOptions reference_options;
+  reference_options.reference_kernels = true;
+  Net reference(g, reference_options);
+  const Tensor input = Tensor::from(Shape{3, 5, 9, 12}, random_values(rng, 3 * 5 * 9 * 12));
+  const std::vector<float> want = reference.forward({{"data", input}}).at("out").to_vector();
+  const std::vector<float> got = fast.forward({{"data", input}}).at("out").to_vector();
+  std::vector<double> expect(want.begin(), want.end());
+  EXPECT_LE(normalized_error(expect, got), 1e-5);
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: the fused GEMM path is not used";
+  std::map<std::string, std::string> kernel;
+  for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+  EXPECT_EQ(kernel["bn"], "fused into conv");
+  EXPECT_EQ(kernel["relu"], "fused into conv");
+  EXPECT_NE(kernel["conv"].find("+batchnorm+relu"), std::string::npos) << kernel["conv"];
+}
+
+}  // namespace
+}  // namespace espresso

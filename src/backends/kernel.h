@@ -1,6 +1,7 @@
 // Kernel: a layer's forward pass prepared by a backend for fixed input shapes.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -33,6 +34,10 @@ class Kernel {
   // `residual` (the output's shape) to the output; fuse_clamp: then clamp it to [lo, hi] (ReLU,
   // ReLU6, clip). Each returns false when the kernel cannot, and the step runs on its own.
   virtual bool fuse_residual(const Tensor& /*residual*/) { return false; }
+  // A per-channel y = x·multiplier + offset after it (an inference BatchNorm), its coefficients read
+  // through `coefficients` whenever the kernel packs its weights. Before any residual or clamp.
+  using ChannelAffine = std::function<void(std::vector<float>& multiplier, std::vector<float>& offset)>;
+  virtual bool fuse_channel_affine(ChannelAffine /*coefficients*/) { return false; }
   virtual bool fuse_clamp(float /*lo*/, float /*hi*/) { return false; }
   // Writes the output of image n at base + n·image_stride floats instead of into the output tensor
   // (its slice of a channel Concat that reads it alone); false when the kernel cannot.

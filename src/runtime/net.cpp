@@ -10,6 +10,7 @@
 #include "espresso/limits.h"
 #include "graph/memory_planner.h"
 #include "layers/activation.h"
+#include "layers/batch_norm.h"
 #include "layers/binary.h"
 #include "layers/concat.h"
 #include "layers/filler.h"
@@ -531,6 +532,20 @@ void Net::Impl::fuse_steps() {
     Kernel& kernel = *kernels[step];
     int out = step_outputs[step][0];
     int next = sole_reader(out);
+    if (next < 0) continue;
+    // Inference BatchNorms fold into the weights and bias.
+    while (next >= 0) {
+      const auto* bn = dynamic_cast<const BatchNormLayer*>(layers[static_cast<std::size_t>(next)].get());
+      if (!bn || bn->batch_statistics() || !kernel.fuse_channel_affine([bn](std::vector<float>& m, std::vector<float>& o) {
+            bn->affine(m, o);
+          })) {
+        break;
+      }
+      kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
+      out = step_outputs[static_cast<std::size_t>(next)][0];
+      writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
+      next = sole_reader(out);
+    }
     if (next < 0) continue;
     const auto un = static_cast<std::size_t>(next);
     // Residual: an element-wise Add of a same-shape tensor made before this step.

@@ -16,6 +16,7 @@
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/im2col.h"
 #include "core/weights_generation.h"
+#include "espresso/errors.h"
 
 namespace espresso::cpu {
 namespace {
@@ -172,6 +173,12 @@ class ConvolutionKernel final : public Kernel {
     update_name();
     return true;
   }
+  bool fuse_channel_affine(ChannelAffine coefficients) override {
+    if (!packed_path_ || residual_.defined() || clamp_ || redirect_) return false;
+    affines_.push_back(std::move(coefficients));
+    pack_weights();  // folds it in
+    return true;
+  }
   bool redirect_output(float* base, std::int64_t image_stride) override {
     if (!packed_path_ || redirect_) return false;
     redirect_ = base;
@@ -197,6 +204,7 @@ class ConvolutionKernel final : public Kernel {
   void update_name() {
     name_ = std::string(pointwise_ ? "packed-gemm-" : windows_ ? "window-packed-gemm-" : "im2col+packed-gemm-") +
             fast_gemm_isa();
+    if (!affines_.empty()) name_ += "+batchnorm";
     if (residual_.defined()) name_ += "+add";
     if (clamp_) name_ += lo_ == 0.0f && hi_ == std::numeric_limits<float>::infinity() ? "+relu" : "+clip";
     if (redirect_) name_ += " into concat";
@@ -206,6 +214,33 @@ class ConvolutionKernel final : public Kernel {
     const std::int64_t out_group = g_.out_channels / g_.group;
     const std::int64_t depth = g_.in_channels / g_.group * g_.kernel_spatial();
     const float* w = layer_.weights()[0].data<float>();
+    std::vector<float> folded;
+    if (!affines_.empty()) {
+      // Fused BatchNorms: scale each output channel's weights, fold bias·multiplier + offset.
+      std::vector<float> multiplier(static_cast<std::size_t>(g_.out_channels), 1.0f),
+          offset(static_cast<std::size_t>(g_.out_channels), 0.0f), m, o;
+      for (const ChannelAffine& affine : affines_) {
+        affine(m, o);
+        if (m.size() != multiplier.size() || o.size() != offset.size())
+          throw ModelError("layer '" + layer_.name() + "': a fused per-channel affine has " + std::to_string(m.size()) +
+                           " channels for " + std::to_string(multiplier.size()) + " outputs");
+        for (std::size_t c = 0; c < multiplier.size(); ++c) {
+          multiplier[c] *= m[c];
+          offset[c] = offset[c] * m[c] + o[c];
+        }
+      }
+      const float* bias = layer_.has_bias() ? layer_.weights()[1].data<float>() : nullptr;
+      folded_bias_.resize(multiplier.size());
+      folded.resize(static_cast<std::size_t>(g_.out_channels * depth));
+      for (std::size_t c = 0; c < multiplier.size(); ++c) {
+        folded_bias_[c] = (bias ? bias[c] : 0.0f) * multiplier[c] + offset[c];
+        for (std::int64_t p = 0; p < depth; ++p) {
+          const auto i = static_cast<std::size_t>(static_cast<std::int64_t>(c) * depth + p);
+          folded[i] = w[i] * multiplier[c];
+        }
+      }
+      w = folded.data();
+    }
     packed_.clear();
     for (std::int64_t grp = 0; grp < g_.group; ++grp)
       packed_.emplace_back(w + grp * out_group * depth, depth, false, out_group, depth);
@@ -215,7 +250,9 @@ class ConvolutionKernel final : public Kernel {
 
   void packed_forward(const float* x, float* y) {
     if (packed_generation_ != weights_generation()) pack_weights();
-    const float* bias = layer_.has_bias() ? layer_.weights()[1].data<float>() : nullptr;
+    const float* bias = !affines_.empty()    ? folded_bias_.data()
+                        : layer_.has_bias() ? layer_.weights()[1].data<float>()
+                                            : nullptr;
     const float* residual = residual_.defined() ? residual_.data<float>() : nullptr;
     const std::int64_t in_spatial = g_.in_spatial();
     const std::int64_t out_spatial = g_.out_spatial();
@@ -265,6 +302,8 @@ class ConvolutionKernel final : public Kernel {
   ConvWindows window_;
   std::vector<PackedMatrix> packed_;
   std::uint64_t packed_generation_ = 0;
+  std::vector<ChannelAffine> affines_;  // fused BatchNorms, folded into packed_ and folded_bias_
+  std::vector<float> folded_bias_;
   Tensor residual_;
   float* redirect_ = nullptr;  // redirect_output: image n goes to redirect_ + n·image_stride_
   std::int64_t image_stride_ = 0;
