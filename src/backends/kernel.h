@@ -1,6 +1,7 @@
 // Kernel: a layer's forward pass prepared by a backend for fixed input shapes.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -28,6 +29,19 @@ class Kernel {
   // next (a recurrent layer's final states) in `state`, which the net owns so that it survives
   // replanning. Returns false for kernels that carry nothing.
   virtual bool bind_state(std::vector<std::vector<float>>* /*state*/) { return false; }
+  // Fusion (inference only; the net checks that nothing else reads the intermediate tensor): the
+  // kernel takes over an element-wise step after it as it writes its output. fuse_residual: add
+  // `residual` (the output's shape) to the output; fuse_clamp: then clamp it to [lo, hi] (ReLU,
+  // ReLU6, clip). Each returns false when the kernel cannot, and the step runs on its own.
+  virtual bool fuse_residual(const Tensor& /*residual*/) { return false; }
+  // A per-channel y = x·multiplier + offset after it (an inference BatchNorm), its coefficients read
+  // through `coefficients` whenever the kernel packs its weights. Before any residual or clamp.
+  using ChannelAffine = std::function<void(std::vector<float>& multiplier, std::vector<float>& offset)>;
+  virtual bool fuse_channel_affine(ChannelAffine /*coefficients*/) { return false; }
+  virtual bool fuse_clamp(float /*lo*/, float /*hi*/) { return false; }
+  // Writes the output of image n at base + n·image_stride floats instead of into the output tensor
+  // (its slice of a channel Concat that reads it alone); false when the kernel cannot.
+  virtual bool redirect_output(float* /*base*/, std::int64_t /*image_stride*/) { return false; }
   // A short description for profiles and `espresso info`, e.g. "im2col+sgemm".
   virtual const char* name() const = 0;
 };

@@ -128,6 +128,8 @@ void set_num_threads(int threads) {
 
 int num_threads() { return get_pool().size(); }
 
+bool in_parallel_region() { return inside_parallel_region; }
+
 void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& body,
                   std::int64_t grain) {
   if (n <= 0) return;

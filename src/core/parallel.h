@@ -38,6 +38,9 @@ class ScopedThreads {
 
 // Splits [0, n) into contiguous chunks of at least `grain` items and runs `body(begin, end)` on
 // the pool, the calling thread included. Nested calls run serially on the calling thread.
+// True inside a parallel_for body run on the pool, where further parallel_for calls run serially.
+bool in_parallel_region();
+
 void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& body,
                   std::int64_t grain = 1);
 

@@ -14,6 +14,8 @@ class ConcatLayer final : public Layer {
   void backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) const override;
+  // The axis as given (negative counts from the end).
+  std::int64_t axis() const { return axis_; }
 
  private:
   std::int64_t axis_;

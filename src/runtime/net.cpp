@@ -7,9 +7,15 @@
 
 #include "backends/registry.h"
 #include "core/parallel.h"
+#include "core/weights_generation.h"
 #include "espresso/limits.h"
 #include "graph/memory_planner.h"
+#include "layers/activation.h"
+#include "layers/batch_norm.h"
+#include "layers/binary.h"
+#include "layers/concat.h"
 #include "layers/filler.h"
+#include "layers/relu.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -88,6 +94,8 @@ struct Net::Impl {
   std::vector<std::vector<Transfer>> step_transfers;
   std::vector<std::string> fallbacks;  // "'name' (Type)" of layers moved to the CPU
   std::vector<Tensor> arenas;
+  // Per tensor: for a Concat's output, the first step its buffer is reserved from (else -1).
+  std::vector<int> concat_starts;
   std::vector<std::int64_t> step_macs;
   MemoryReport report;
 
@@ -115,6 +123,7 @@ struct Net::Impl {
   DType low_precision_dtype() const;
   void place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers);
   void connect_steps();
+  void fuse_steps();
   void run_steps();
   void run();
   Stream& stream_for(Device device);
@@ -383,6 +392,30 @@ void Net::Impl::plan() {
       buffers.push_back({bytes, separate ? 0 : step, separate ? steps : last_use[id]});
     }
   }
+  concat_starts.assign(names.size(), -1);
+  if (!separate && !options.reference_kernels) {
+    // A channel Concat's output lives from the first step that may write into it in place (see
+    // fuse_steps), so that nothing else is placed there meanwhile.
+    for (int step = 0; step < steps; ++step) {
+      const auto us = static_cast<std::size_t>(step);
+      if (!dynamic_cast<const ConcatLayer*>(layers[us].get()) || step_outputs[us].size() != 1) continue;
+      int start = step;
+      for (int id : step_inputs[us]) {
+        // Back through up to three single-reader steps (clamp, add) to the convolution.
+        int writer = producer[static_cast<std::size_t>(id)];
+        for (int hop = 0; hop < 3 && writer >= 0; ++hop) {
+          start = std::min(start, writer);
+          const auto& in = step_inputs[static_cast<std::size_t>(writer)];
+          if (in.empty()) break;
+          writer = producer[static_cast<std::size_t>(in[0])];
+        }
+      }
+      const int out = step_outputs[us][0];
+      auto& request = buffers[static_cast<std::size_t>(buffer_of[static_cast<std::size_t>(out)])];
+      request.first_step = std::min(request.first_step, start);
+      concat_starts[static_cast<std::size_t>(out)] = request.first_step;
+    }
+  }
   stream->drop_capture();
   ran_uncaptured = false;
   place_tensors(buffer_of, buffers);
@@ -390,6 +423,7 @@ void Net::Impl::plan() {
   for (int id : input_ids) readable[static_cast<std::size_t>(id)] = true;
   for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
   connect_steps();
+  if (!options.training && !options.keep_intermediates && !options.reference_kernels) fuse_steps();
   if (options.training) plan_gradients();
   forwarded = false;
   planned = true;
@@ -484,6 +518,173 @@ void Net::Impl::connect_steps() {
       step_input_views[step].push_back(it->second);
     }
     for (int id : step_outputs[step]) step_output_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
+  }
+}
+
+namespace {
+
+// What stays of a step whose work another kernel does as it writes its output.
+class FusedKernel final : public Kernel {
+ public:
+  explicit FusedKernel(std::string into) : name_("fused into " + std::move(into)) {}
+  void forward(const std::vector<Tensor>&, std::vector<Tensor>&) override {}
+  const char* name() const override { return name_.c_str(); }
+
+ private:
+  std::string name_;
+};
+
+// A Concat some of whose inputs were written into its output by their producers: copies the rest.
+class PartialConcatKernel final : public Kernel {
+ public:
+  PartialConcatKernel(std::vector<bool> written, std::int64_t outer, std::vector<std::int64_t> inner)
+      : written_(std::move(written)), outer_(outer), inner_(std::move(inner)) {
+    std::size_t count = 0;
+    for (bool w : written_) count += w ? 1 : 0;
+    name_ = "concat (" + std::to_string(count) + " of " + std::to_string(written_.size()) + " inputs written in place)";
+  }
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    float* y = outputs[0].data<float>();
+    std::int64_t total = 0;
+    for (std::int64_t n : inner_) total += n;
+    std::int64_t offset = 0;
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      if (!written_[i]) {
+        const float* x = inputs[i].data<float>();
+        for (std::int64_t o = 0; o < outer_; ++o)
+          std::copy_n(x + o * inner_[i], inner_[i], y + o * total + offset);
+      }
+      offset += inner_[i];
+    }
+  }
+  const char* name() const override { return name_.c_str(); }
+
+ private:
+  std::vector<bool> written_;
+  std::int64_t outer_;
+  std::vector<std::int64_t> inner_;
+  std::string name_;
+};
+
+// [lo, hi] when the layer is a clamp: ReLU without a slope, clip.
+bool clamp_of(const Layer& layer, float& lo, float& hi) {
+  if (const auto* relu = dynamic_cast<const ReLULayer*>(&layer)) {
+    if (relu->negative_slope() != 0.0f) return false;
+    lo = 0.0f;
+    hi = std::numeric_limits<float>::infinity();
+    return true;
+  }
+  if (const auto* act = dynamic_cast<const ActivationLayer*>(&layer)) {
+    if (act->function() != ActivationLayer::Function::clip) return false;
+    lo = static_cast<float>(act->min());
+    hi = static_cast<float>(act->max());
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// Inference on the CPU: a kernel that can (Kernel::fuse_residual / fuse_clamp) takes over the Add
+// and the ReLU/clip that alone read its output, when they run in place on its output's memory, so
+// that its output is written once, final. The fused steps' kernels become no-ops.
+void Net::Impl::fuse_steps() {
+  const std::size_t steps = layers.size();
+  std::vector<int> readers(names.size(), 0), reader(names.size(), -1);
+  for (std::size_t step = 0; step < steps; ++step) {
+    for (int id : step_inputs[step]) {
+      ++readers[static_cast<std::size_t>(id)];
+      reader[static_cast<std::size_t>(id)] = static_cast<int>(step);
+    }
+  }
+  const std::set<int> outputs(output_ids.begin(), output_ids.end());
+  // Per tensor: the step whose kernel writes its final values (its producer, or the kernel its
+  // producer was fused into).
+  std::vector<int> writer(producer);
+  // The step that alone reads tensor `id` (a layer output, not a net output), or -1.
+  auto sole_reader = [&](int id) {
+    const auto index = static_cast<std::size_t>(id);
+    if (readers[index] != 1 || outputs.count(id)) return -1;
+    const int t = reader[index];
+    const auto ut = static_cast<std::size_t>(t);
+    if (!step_device[ut].is_cpu() || !step_transfers[ut].empty() || step_outputs[ut].size() != 1) return -1;
+    // In place: the step writes where it reads, so the fused kernel's output is its output.
+    if (tensors[static_cast<std::size_t>(step_outputs[ut][0])].raw() != tensors[index].raw()) return -1;
+    return t;
+  };
+  for (std::size_t step = 0; step < steps; ++step) {
+    if (!step_device[step].is_cpu() || step_outputs[step].size() != 1) continue;
+    Kernel& kernel = *kernels[step];
+    int out = step_outputs[step][0];
+    int next = sole_reader(out);
+    if (next < 0) continue;
+    // Inference BatchNorms fold into the weights and bias.
+    while (next >= 0) {
+      const auto* bn = dynamic_cast<const BatchNormLayer*>(layers[static_cast<std::size_t>(next)].get());
+      if (!bn || bn->batch_statistics() || !kernel.fuse_channel_affine([bn](std::vector<float>& m, std::vector<float>& o) {
+            bn->affine(m, o);
+          })) {
+        break;
+      }
+      kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
+      out = step_outputs[static_cast<std::size_t>(next)][0];
+      writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
+      next = sole_reader(out);
+    }
+    if (next < 0) continue;
+    const auto un = static_cast<std::size_t>(next);
+    // Residual: an element-wise Add of a same-shape tensor made before this step.
+    if (const auto* add = dynamic_cast<const BinaryLayer*>(layers[un].get());
+        add && add->op() == BinaryLayer::Op::add && step_inputs[un].size() == 2) {
+      const int other = step_inputs[un][0] == out ? step_inputs[un][1] : step_inputs[un][0];
+      const auto uo = static_cast<std::size_t>(other);
+      if (other == out || shapes[uo] != shapes[static_cast<std::size_t>(out)] ||
+          producer[uo] >= static_cast<int>(step) || tensor_device[uo] != Device::cpu() ||
+          !kernel.fuse_residual(tensors[uo])) {
+        continue;
+      }
+      kernels[un] = std::make_unique<FusedKernel>(layers[step]->name());
+      out = step_outputs[un][0];
+      writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
+      next = sole_reader(out);
+      if (next < 0) continue;
+    }
+    float lo = 0.0f, hi = 0.0f;
+    if (clamp_of(*layers[static_cast<std::size_t>(next)], lo, hi) && kernel.fuse_clamp(lo, hi)) {
+      kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
+      writer[static_cast<std::size_t>(step_outputs[static_cast<std::size_t>(next)][0])] = static_cast<int>(step);
+    }
+  }
+  // Channel Concats: inputs read by the Concat alone are written into its output by their kernels.
+  for (std::size_t step = 0; step < steps; ++step) {
+    const auto* concat = dynamic_cast<const ConcatLayer*>(layers[step].get());
+    if (!concat || !step_device[step].is_cpu() || !step_transfers[step].empty() || step_outputs[step].size() != 1)
+      continue;
+    const int out = step_outputs[step][0];
+    const Shape& shape = shapes[static_cast<std::size_t>(out)];
+    const std::int64_t axis = concat->axis() < 0 ? concat->axis() + shape.rank() : concat->axis();
+    if (axis != 1 || concat_starts[static_cast<std::size_t>(out)] < 0) continue;
+    std::int64_t outer = shape[0], spatial = 1;
+    for (int a = 2; a < shape.rank(); ++a) spatial *= shape[a];
+    float* base = tensors[static_cast<std::size_t>(out)].data<float>();
+    std::vector<bool> written;
+    std::vector<std::int64_t> inner;
+    std::int64_t offset = 0;
+    bool any = false;
+    for (int id : step_inputs[step]) {
+      const auto u = static_cast<std::size_t>(id);
+      const std::int64_t slice = shapes[u][1] * spatial;
+      const int w = writer[u];
+      // The writer must run after the output's buffer is reserved, and nothing else may read the input.
+      const bool ok = readers[u] == 1 && !outputs.count(id) && w >= concat_starts[static_cast<std::size_t>(out)] &&
+                      w < static_cast<int>(step) && step_device[static_cast<std::size_t>(w)].is_cpu() &&
+                      kernels[static_cast<std::size_t>(w)]->redirect_output(base + offset, shape[1] * spatial);
+      written.push_back(ok);
+      inner.push_back(slice);
+      any = any || ok;
+      offset += slice;
+    }
+    if (any) kernels[step] = std::make_unique<PartialConcatKernel>(std::move(written), outer, std::move(inner));
   }
 }
 
@@ -878,6 +1079,8 @@ void Net::backward() {
   }
   const ScopedThreads scope(impl_->threads.get());
   impl_->run_backward();
+  // A solver update follows: kernels that packed these weights (another net may share them) re-pack.
+  note_weights_may_change();
 }
 
 void Net::set_backward_observer(std::function<void(const std::string& layer)> observer) {
@@ -888,6 +1091,7 @@ void Net::synchronize() { impl_->stream->synchronize(); }
 
 std::vector<Parameter> Net::parameters() {
   if (!impl_->planned) impl_->plan();
+  note_weights_may_change();  // writable views: packed copies are checked again at the next forward
   if (impl_->options.training) return impl_->params;
   std::vector<Parameter> params;
   for (const auto& layer : impl_->layers) {
@@ -901,6 +1105,7 @@ std::vector<Parameter> Net::parameters() {
 
 std::vector<Tensor> Net::weights(const std::string& layer) {
   if (!impl_->planned) impl_->plan();
+  note_weights_may_change();  // writable views: packed copies are checked again at the next forward
   for (const auto& l : impl_->layers) {
     if (l->name() == layer) return l->weights();
   }

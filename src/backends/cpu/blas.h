@@ -1,4 +1,5 @@
-// A thin row-major wrapper over OpenBLAS, so kernels state only what differs between calls.
+// A thin row-major GEMM wrapper, so kernels state only what differs between calls: espresso's own
+// AVX2/AVX-512 GEMM (gemm.h) where the processor has it, OpenBLAS elsewhere.
 #pragma once
 
 #include <cblas.h>
@@ -7,6 +8,7 @@
 #include <cstdint>
 #include <string>
 
+#include "backends/cpu/gemm.h"
 #include "core/parallel.h"
 #include "espresso/errors.h"
 #include "espresso/net.h"
@@ -17,6 +19,10 @@ namespace espresso::cpu {
 inline void sgemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k,
                   float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
                   float* c, std::int64_t ldc) {
+  if (fast_gemm_available()) {
+    gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
   for (std::int64_t v : {m, n, k, lda, ldb, ldc}) {
     if (v > INT_MAX) {
       throw UnsupportedError("matrix dimension " + std::to_string(v) + " exceeds what OpenBLAS indexes");

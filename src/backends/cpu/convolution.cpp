@@ -1,15 +1,22 @@
 // Convolution on the CPU: im2col + one sgemm per group, or a plain GEMM for 1x1 windows; depthwise
-// 2-D convolutions go to a direct kernel (depthwise_convolution.cpp) outside training. Backward:
+// 2-D convolutions go to a direct kernel (depthwise_convolution.cpp) outside training. For inference
+// on processors with AVX2+FMA the weights are packed once into the GEMM's panels (gemm.h; packed
+// again only when weights_generation() says they may have changed) and the bias, a fused residual
+// and a fused clamp (ReLU, ReLU6) are applied as the GEMM writes its tiles. Backward:
 // weight gradients from the same unfolding (dy · colᵀ), input gradients by Wᵀ · dy folded back with
 // col2im.
 #include "layers/convolution.h"
 
 #include <algorithm>
+#include <string>
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/depthwise_convolution.h"
+#include "backends/cpu/gemm.h"
 #include "backends/cpu/im2col.h"
+#include "core/weights_generation.h"
+#include "espresso/errors.h"
 
 namespace espresso::cpu {
 namespace {
@@ -25,7 +32,26 @@ class ConvolutionKernel final : public Kernel {
       unit = unit && g.kernel[i] == 1 && g.stride[i] == 1 && g.pad[i] == 0;
     }
     pointwise_ = unit;
-    if (!pointwise_) {
+    packed_path_ = !layer.training() && fast_gemm_available();
+    if (packed_path_) pack_weights();
+    // 2-D windows: the packed GEMM reads them from the image itself, no unfolding buffer.
+    windows_ = packed_path_ && !pointwise_ && g.axes() == 2;
+    if (windows_) {
+      window_.height = g.in_size[0];
+      window_.width = g.in_size[1];
+      window_.out_height = g.out_size[0];
+      window_.out_width = g.out_size[1];
+      window_.kernel_h = g.kernel[0];
+      window_.kernel_w = g.kernel[1];
+      window_.stride_h = g.stride[0];
+      window_.stride_w = g.stride[1];
+      window_.pad_h = g.pad[0];
+      window_.pad_w = g.pad[1];
+      window_.dilation_h = g.dilation[0];
+      window_.dilation_w = g.dilation[1];
+    }
+    if (packed_path_) update_name();
+    if (!pointwise_ && !windows_) {
       columns_.assign(
           static_cast<std::size_t>(schedule_.slots()),
           std::vector<float>(static_cast<std::size_t>(g.in_channels * g.kernel_spatial() * g.out_spatial())));
@@ -33,6 +59,10 @@ class ConvolutionKernel final : public Kernel {
   }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (packed_path_) {
+      packed_forward(inputs[0].data<float>(), outputs[0].data<float>());
+      return;
+    }
     const float* x = inputs[0].data<float>();
     float* y = outputs[0].data<float>();
     const float* w = layer_.weights()[0].data<float>();
@@ -77,6 +107,11 @@ class ConvolutionKernel final : public Kernel {
     const std::int64_t depth = g_.in_channels / g_.group * g_.kernel_spatial();
     const std::int64_t weight_count = g_.out_channels * depth;
     const auto slots = static_cast<std::size_t>(schedule_.slots());
+    if (!pointwise_ && columns_.empty()) {
+      // The forward read windows in place: backward unfolds them.
+      columns_.assign(slots, std::vector<float>(static_cast<std::size_t>(g_.in_channels * g_.kernel_spatial() *
+                                                                          out_spatial)));
+    }
     // Images run concurrently, so each slot sums its weight gradients apart; the slots are added
     // into the caller's gradients at the end.
     slot_weight_grads_.assign(slots,
@@ -132,14 +167,149 @@ class ConvolutionKernel final : public Kernel {
   }
   bool has_fast_backward() const override { return true; }
 
-  const char* name() const override { return pointwise_ ? "sgemm" : "im2col+sgemm"; }
+  bool fuse_residual(const Tensor& residual) override {
+    if (!packed_path_ || clamp_ || residual_.defined()) return false;
+    residual_ = residual;
+    update_name();
+    return true;
+  }
+  bool fuse_channel_affine(ChannelAffine coefficients) override {
+    if (!packed_path_ || residual_.defined() || clamp_ || redirect_) return false;
+    affines_.push_back(std::move(coefficients));
+    pack_weights();  // folds it in
+    return true;
+  }
+  bool redirect_output(float* base, std::int64_t image_stride) override {
+    if (!packed_path_ || redirect_) return false;
+    redirect_ = base;
+    image_stride_ = image_stride;
+    update_name();
+    return true;
+  }
+  bool fuse_clamp(float lo, float hi) override {
+    if (!packed_path_ || clamp_) return false;
+    clamp_ = true;
+    lo_ = lo;
+    hi_ = hi;
+    update_name();
+    return true;
+  }
+
+  const char* name() const override {
+    if (packed_path_) return name_.c_str();
+    return pointwise_ ? "sgemm" : "im2col+sgemm";
+  }
 
  private:
+  void update_name() {
+    name_ = std::string(pointwise_ ? "packed-gemm-" : windows_ ? "window-packed-gemm-" : "im2col+packed-gemm-") +
+            fast_gemm_isa();
+    if (!affines_.empty()) name_ += "+batchnorm";
+    if (residual_.defined()) name_ += "+add";
+    if (clamp_) name_ += lo_ == 0.0f && hi_ == std::numeric_limits<float>::infinity() ? "+relu" : "+clip";
+    if (redirect_) name_ += " into concat";
+  }
+
+  void pack_weights() {
+    const std::int64_t out_group = g_.out_channels / g_.group;
+    const std::int64_t depth = g_.in_channels / g_.group * g_.kernel_spatial();
+    const float* w = layer_.weights()[0].data<float>();
+    std::vector<float> folded;
+    if (!affines_.empty()) {
+      // Fused BatchNorms: scale each output channel's weights, fold bias·multiplier + offset.
+      std::vector<float> multiplier(static_cast<std::size_t>(g_.out_channels), 1.0f),
+          offset(static_cast<std::size_t>(g_.out_channels), 0.0f), m, o;
+      for (const ChannelAffine& affine : affines_) {
+        affine(m, o);
+        if (m.size() != multiplier.size() || o.size() != offset.size())
+          throw ModelError("layer '" + layer_.name() + "': a fused per-channel affine has " + std::to_string(m.size()) +
+                           " channels for " + std::to_string(multiplier.size()) + " outputs");
+        for (std::size_t c = 0; c < multiplier.size(); ++c) {
+          multiplier[c] *= m[c];
+          offset[c] = offset[c] * m[c] + o[c];
+        }
+      }
+      const float* bias = layer_.has_bias() ? layer_.weights()[1].data<float>() : nullptr;
+      folded_bias_.resize(multiplier.size());
+      folded.resize(static_cast<std::size_t>(g_.out_channels * depth));
+      for (std::size_t c = 0; c < multiplier.size(); ++c) {
+        folded_bias_[c] = (bias ? bias[c] : 0.0f) * multiplier[c] + offset[c];
+        for (std::int64_t p = 0; p < depth; ++p) {
+          const auto i = static_cast<std::size_t>(static_cast<std::int64_t>(c) * depth + p);
+          folded[i] = w[i] * multiplier[c];
+        }
+      }
+      w = folded.data();
+    }
+    packed_.clear();
+    for (std::int64_t grp = 0; grp < g_.group; ++grp)
+      packed_.emplace_back(w + grp * out_group * depth, depth, false, out_group, depth);
+    packed_generation_ = weights_generation();
+    update_name();
+  }
+
+  void packed_forward(const float* x, float* y) {
+    if (packed_generation_ != weights_generation()) pack_weights();
+    const float* bias = !affines_.empty()    ? folded_bias_.data()
+                        : layer_.has_bias() ? layer_.weights()[1].data<float>()
+                                            : nullptr;
+    const float* residual = residual_.defined() ? residual_.data<float>() : nullptr;
+    const std::int64_t in_spatial = g_.in_spatial();
+    const std::int64_t out_spatial = g_.out_spatial();
+    const std::int64_t out_group = g_.out_channels / g_.group;
+    const std::int64_t depth = g_.in_channels / g_.group * g_.kernel_spatial();
+    schedule_.run([&](std::int64_t n, int slot) {
+      const float* image = x + n * g_.in_channels * in_spatial;
+      float* out = redirect_ ? redirect_ + n * image_stride_ : y + n * g_.out_channels * out_spatial;
+      const float* columns = image;
+      if (!pointwise_ && !windows_) {
+        im2col(image, layout_, columns_[static_cast<std::size_t>(slot)].data());
+        columns = columns_[static_cast<std::size_t>(slot)].data();
+      }
+      for (std::int64_t grp = 0; grp < g_.group; ++grp) {
+        GemmEpilogue e;
+        e.row_bias = bias ? bias + grp * out_group : nullptr;
+        if (residual) {
+          e.residual = residual + (n * g_.out_channels + grp * out_group) * out_spatial;
+          e.ldr = out_spatial;
+        }
+        if (clamp_) {
+          e.lo = lo_;
+          e.hi = hi_;
+        }
+        const PackedMatrix& a = packed_[static_cast<std::size_t>(grp)];
+        float* c = out + grp * out_group * out_spatial;
+        if (windows_) {
+          ConvWindows w = window_;
+          w.image = image + grp * (g_.in_channels / g_.group) * in_spatial;
+          gemm_windows(a, w, c, out_spatial, e);
+        } else {
+          gemm_packed(a, false, out_spatial, columns + grp * depth * out_spatial, out_spatial, 0.0f, c, out_spatial, e);
+        }
+      }
+    });
+  }
+
   const ConvolutionLayer& layer_;
   ConvGeometry g_;
   ImageSchedule schedule_;
   WindowLayout layout_;
   bool pointwise_ = false;
+  // Inference on AVX2+FMA: the weights packed per group, the generation they were packed at, and the
+  // fused steps.
+  bool packed_path_ = false;
+  bool windows_ = false;  // 2-D, not pointwise: B packed from the image's windows
+  ConvWindows window_;
+  std::vector<PackedMatrix> packed_;
+  std::uint64_t packed_generation_ = 0;
+  std::vector<ChannelAffine> affines_;  // fused BatchNorms, folded into packed_ and folded_bias_
+  std::vector<float> folded_bias_;
+  Tensor residual_;
+  float* redirect_ = nullptr;  // redirect_output: image n goes to redirect_ + n·image_stride_
+  std::int64_t image_stride_ = 0;
+  bool clamp_ = false;
+  float lo_ = 0.0f, hi_ = 0.0f;
+  std::string name_;
   std::vector<std::vector<float>> columns_;  // one unfolding buffer per schedule slot
   // Backward scratch per slot: weight then bias gradient sums, and the unfolded input gradient.
   std::vector<std::vector<float>> slot_weight_grads_, column_grads_;

@@ -151,18 +151,35 @@ class DepthwiseConvolutionKernel final : public Kernel {
           for (std::int64_t i = begin; i < end; ++i) {
             const std::int64_t c = i % channels_;
             pad_plane(plane_, x + i * in_plane, padded.data());
-            run(plane_, padded.data(), w + c * taps, bias ? bias[c] : 0.0f, y + i * out_plane);
+            float* out = y + i * out_plane;
+            run(plane_, padded.data(), w + c * taps, bias ? bias[c] : 0.0f, out);
+            if (clamp_) {
+              // The fused ReLU/clip, while the plane is still in cache.
+              for (std::int64_t k = 0; k < out_plane; ++k) out[k] = std::min(std::max(out[k], lo_), hi_);
+            }
           }
         },
         std::max<std::int64_t>(1, kElementGrain / work));
   }
-  const char* name() const override { return avx2_ ? "direct depthwise avx2" : "direct depthwise"; }
+  bool fuse_clamp(float lo, float hi) override {
+    if (clamp_) return false;
+    clamp_ = true;
+    lo_ = lo;
+    hi_ = hi;
+    return true;
+  }
+  const char* name() const override {
+    if (clamp_) return avx2_ ? "direct depthwise avx2+clamp" : "direct depthwise+clamp";
+    return avx2_ ? "direct depthwise avx2" : "direct depthwise";
+  }
 
  private:
   const ConvolutionLayer& layer_;
   std::int64_t planes_, channels_;
   PlaneGeometry plane_;
   bool avx2_;
+  bool clamp_ = false;
+  float lo_ = 0.0f, hi_ = 0.0f;
 };
 
 }  // namespace

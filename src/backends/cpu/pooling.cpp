@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "backends/cpu/cpu_backend.h"
 #include "core/parallel.h"
@@ -33,23 +34,30 @@ class PoolingKernel final : public Kernel {
     parallel_for(
         planes_,
         [&](std::int64_t begin, std::int64_t end) {
+          // Separable: each output row first reduces its window's input rows into one line (a loop
+          // along the row the compiler vectorises), then each output reduces its columns of it.
+          std::vector<float> line(static_cast<std::size_t>(in_width_));
+          const float init = max_ ? -std::numeric_limits<float>::infinity() : 0.0f;
           for (std::int64_t p = begin; p < end; ++p) {
             const float* in = x + p * in_plane;
             float* out = y + p * out_plane;
             for (const Window& r : rows_) {
-              for (const Window& c : cols_) {
-                float value;
+              std::fill(line.begin(), line.end(), init);
+              float* acc = line.data();
+              for (std::int64_t h = r.begin; h < r.end; ++h) {
+                const float* row = in + h * in_width_;
                 if (max_) {
-                  value = -std::numeric_limits<float>::infinity();
-                  for (std::int64_t h = r.begin; h < r.end; ++h) {
-                    for (std::int64_t w = c.begin; w < c.end; ++w)
-                      value = std::max(value, in[h * in_width_ + w]);
-                  }
+                  for (std::int64_t w = 0; w < in_width_; ++w) acc[w] = std::max(acc[w], row[w]);
                 } else {
-                  value = 0.0f;
-                  for (std::int64_t h = r.begin; h < r.end; ++h) {
-                    for (std::int64_t w = c.begin; w < c.end; ++w) value += in[h * in_width_ + w];
-                  }
+                  for (std::int64_t w = 0; w < in_width_; ++w) acc[w] += row[w];
+                }
+              }
+              for (const Window& c : cols_) {
+                float value = init;
+                if (max_) {
+                  for (std::int64_t w = c.begin; w < c.end; ++w) value = std::max(value, acc[w]);
+                } else {
+                  for (std::int64_t w = c.begin; w < c.end; ++w) value += acc[w];
                   value /= static_cast<float>(r.divisor * c.divisor);
                 }
                 *out++ = value;

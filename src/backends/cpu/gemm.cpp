@@ -1,0 +1,573 @@
+// The blocked GEMM of gemm.h. Loop nest (per thread, over its share of C): columns in blocks of
+// kColumnBlock, depth in blocks of kDepthBlock (B's block packed into panels of NR columns, which
+// stay in L2), then for each column panel (L1) every 6- or 12-row panel of A. The micro-kernels keep an MR ×
+// NR tile of C in registers (12 vector accumulators) and apply beta, the bias, the residual and the
+// clamp as they store it; partial tiles at the edges go through a small buffer.
+#include "backends/cpu/gemm.h"
+
+#include <immintrin.h>
+
+// GCC 12's AVX-512 min/max intrinsics pass an undefined register as their unused mask source, which
+// -Wmaybe-uninitialized reports in every caller.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "core/cpu_features.h"
+#include "core/parallel.h"
+#include "espresso/net.h"
+
+namespace espresso::cpu {
+namespace {
+
+constexpr int kRows = 6;                    // MR of the AVX2 micro-kernel
+constexpr int kRows512 = 12;                // MR of the AVX-512 one (24 of 32 registers accumulate)
+constexpr std::int64_t kDepthBlock = 256;   // KC
+constexpr std::int64_t kColumnBlock = 384;  // NC, a multiple of both NRs
+constexpr std::int64_t kMaxColumns = 32;    // the widest NR
+
+enum class Isa { none, avx2, avx512 };
+
+bool has_avx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool supported = __builtin_cpu_supports("avx512f") != 0;
+  return supported;
+#else
+  return false;
+#endif
+}
+
+Isa choose_isa() {
+  const char* forced = std::getenv("ESPRESSO_GEMM");
+  const std::string want = forced ? forced : "";
+  if (want == "openblas" || !cpu_has_avx2_fma()) return Isa::none;
+  if (want == "avx2" || !has_avx512()) return Isa::avx2;
+  return Isa::avx512;
+}
+
+Isa isa() {
+  static const Isa chosen = choose_isa();
+  return chosen;
+}
+
+// Rows of a packed panel of A: the micro-kernel's MR.
+std::int64_t panel_rows() { return isa() == Isa::avx512 ? kRows512 : kRows; }
+
+// How one tile's stored values are formed from its accumulators.
+struct TileOps {
+  bool accumulate = false;  // add to C (a later depth block)
+  float beta = 0.0f;        // else C = acc + beta·C (C is not read when beta is 0)
+  bool last = false;        // the last depth block: apply the epilogue
+  const float* row_bias = nullptr;  // at the tile's first row
+  const float* col_bias = nullptr;  // at the tile's first column
+  const float* residual = nullptr;  // at the tile's first element
+  std::int64_t ldr = 0;
+  bool clamp = false;
+  float lo = 0.0f, hi = 0.0f;
+  int cols = 32;  // valid columns of the tile (the AVX-512 kernel masks the rest)
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+// Rows computes the first `Rows` rows of a panel (A's stride stays kRows): the last panel of an A
+// whose row count is not a multiple of MR.
+template <int Rows>
+__attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const float* a, const float* b, float* c,
+                                                     std::int64_t ldc, const TileOps& ops) {
+  __m256 acc[Rows][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (std::int64_t p = 0; p < depth; ++p) {
+    const __m256 b0 = _mm256_loadu_ps(b);
+    const __m256 b1 = _mm256_loadu_ps(b + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < Rows; ++r) {
+      const __m256 ar = _mm256_broadcast_ss(a + r);
+      acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+    }
+    a += kRows;
+    b += 16;
+  }
+  const __m256 beta = _mm256_set1_ps(ops.beta);
+  const __m256 lo = _mm256_set1_ps(ops.lo), hi = _mm256_set1_ps(ops.hi);
+#pragma GCC unroll 6
+  for (int r = 0; r < Rows; ++r) {
+    float* row = c + r * ldc;
+    __m256 v0 = acc[r][0], v1 = acc[r][1];
+    if (ops.accumulate) {
+      v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+      v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row + 8));
+    } else if (ops.beta != 0.0f) {
+      v0 = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row), v0);
+      v1 = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row + 8), v1);
+    }
+    if (ops.last) {
+      if (ops.row_bias) {
+        const __m256 bias = _mm256_broadcast_ss(ops.row_bias + r);
+        v0 = _mm256_add_ps(v0, bias);
+        v1 = _mm256_add_ps(v1, bias);
+      }
+      if (ops.col_bias) {
+        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ops.col_bias));
+        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ops.col_bias + 8));
+      }
+      if (ops.residual) {
+        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ops.residual + r * ops.ldr));
+        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ops.residual + r * ops.ldr + 8));
+      }
+      if (ops.clamp) {
+        v0 = _mm256_min_ps(_mm256_max_ps(v0, lo), hi);
+        v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
+      }
+    }
+    _mm256_storeu_ps(row, v0);
+    _mm256_storeu_ps(row + 8, v1);
+  }
+}
+
+template <int Rows>
+__attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t depth, const float* a, const float* b,
+                                                               float* c, std::int64_t ldc, const TileOps& ops) {
+  __m512 acc[Rows][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (std::int64_t p = 0; p < depth; ++p) {
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < Rows; ++r) {
+      const __m512 ar = _mm512_set1_ps(a[r]);
+      acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+    }
+    a += kRows512;
+    b += 32;
+  }
+  // Columns past ops.cols are neither read nor written (an edge tile of C).
+  const __mmask16 m0 = ops.cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ops.cols) - 1);
+  const __mmask16 m1 = ops.cols >= 32 ? __mmask16(0xFFFF) : ops.cols <= 16 ? __mmask16(0) : __mmask16((1u << (ops.cols - 16)) - 1);
+  const __m512 beta = _mm512_set1_ps(ops.beta);
+  const __m512 lo = _mm512_set1_ps(ops.lo), hi = _mm512_set1_ps(ops.hi);
+#pragma GCC unroll 12
+  for (int r = 0; r < Rows; ++r) {
+    float* row = c + r * ldc;
+    __m512 v0 = acc[r][0], v1 = acc[r][1];
+    if (ops.accumulate) {
+      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
+      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
+    } else if (ops.beta != 0.0f) {
+      v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, row), v0);
+      v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, row + 16), v1);
+    }
+    if (ops.last) {
+      if (ops.row_bias) {
+        const __m512 bias = _mm512_set1_ps(ops.row_bias[r]);
+        v0 = _mm512_add_ps(v0, bias);
+        v1 = _mm512_add_ps(v1, bias);
+      }
+      if (ops.col_bias) {
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ops.col_bias));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ops.col_bias + 16));
+      }
+      if (ops.residual) {
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ops.residual + r * ops.ldr));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ops.residual + r * ops.ldr + 16));
+      }
+      if (ops.clamp) {
+        v0 = _mm512_min_ps(_mm512_max_ps(v0, lo), hi);
+        v1 = _mm512_min_ps(_mm512_max_ps(v1, lo), hi);
+      }
+    }
+    _mm512_mask_storeu_ps(row, m0, v0);
+    _mm512_mask_storeu_ps(row + 16, m1, v1);
+  }
+}
+#else
+template <int Rows>
+void kernel_avx2(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&) {}
+template <int Rows>
+void kernel_avx512(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&) {}
+#endif
+
+using Kernel = void (*)(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&);
+
+// The micro-kernel for a panel's first `rows` rows (1 ≤ rows ≤ MR).
+Kernel kernel_for(std::int64_t rows) {
+  static constexpr Kernel avx2[] = {kernel_avx2<1>, kernel_avx2<2>, kernel_avx2<3>,
+                                    kernel_avx2<4>, kernel_avx2<5>, kernel_avx2<6>};
+  static constexpr Kernel avx512[] = {kernel_avx512<1>, kernel_avx512<2>,  kernel_avx512<3>,  kernel_avx512<4>,
+                                      kernel_avx512<5>, kernel_avx512<6>,  kernel_avx512<7>,  kernel_avx512<8>,
+                                      kernel_avx512<9>, kernel_avx512<10>, kernel_avx512<11>, kernel_avx512<12>};
+  return isa() == Isa::avx512 ? avx512[rows - 1] : avx2[rows - 1];
+}
+
+// An edge tile (fewer than NR columns): the kernel writes the raw product into a buffer,
+// then the valid part is formed here as the kernel would have.
+void edge_tile(Kernel kernel, std::int64_t width, std::int64_t depth, const float* a, const float* b, float* c,
+               std::int64_t ldc, std::int64_t rows, std::int64_t cols, const TileOps& ops) {
+  alignas(64) float tile[kRows512 * kMaxColumns];
+  TileOps raw;
+  raw.cols = static_cast<int>(width);
+  kernel(depth, a, b, tile, width, raw);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t j = 0; j < cols; ++j) {
+      float v = tile[r * width + j];
+      float& out = c[r * ldc + j];
+      if (ops.accumulate) {
+        v += out;
+      } else if (ops.beta != 0.0f) {
+        v += ops.beta * out;
+      }
+      if (ops.last) {
+        if (ops.row_bias) v += ops.row_bias[r];
+        if (ops.col_bias) v += ops.col_bias[j];
+        if (ops.residual) v += ops.residual[r * ops.ldr + j];
+        if (ops.clamp) v = std::min(std::max(v, ops.lo), ops.hi);
+      }
+      out = v;
+    }
+  }
+}
+
+// B's rows [p0, p0 + depth) and columns [j0, j0 + cols) into panels of `width` columns, k-major,
+// zero beyond the last column.
+void pack_matrix(bool transpose, const float* b, std::int64_t ldb, std::int64_t p0, std::int64_t depth,
+                 std::int64_t j0, std::int64_t cols, std::int64_t width, float* out) {
+  for (std::int64_t j = 0; j < cols; j += width) {
+    const std::int64_t w = std::min(width, cols - j);
+    float* panel = out + j * depth;
+    if (!transpose) {
+      const float* src = b + p0 * ldb + j0 + j;
+      if (w == width) {
+        for (std::int64_t p = 0; p < depth; ++p)
+          std::memcpy(panel + p * width, src + p * ldb, static_cast<std::size_t>(width) * sizeof(float));
+      } else {
+        for (std::int64_t p = 0; p < depth; ++p) {
+          float* dst = panel + p * width;
+          std::int64_t q = 0;
+          for (; q < w; ++q) dst[q] = src[p * ldb + q];
+          for (; q < width; ++q) dst[q] = 0.0f;
+        }
+      }
+    } else {
+      for (std::int64_t q = 0; q < width; ++q) {
+        if (q < w) {
+          const float* src = b + (j0 + j + q) * ldb + p0;
+          for (std::int64_t p = 0; p < depth; ++p) panel[p * width + q] = src[p];
+        } else {
+          for (std::int64_t p = 0; p < depth; ++p) panel[p * width + q] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// The same from a convolution's windows: row p = (channel, ky, kx), column j = (oy, ox) reads the
+// image at (oy·stride − pad + ky·dilation, ox·stride − pad + kx·dilation), 0 outside it.
+void pack_windows(const ConvWindows& w, std::int64_t p0, std::int64_t depth, std::int64_t j0, std::int64_t cols,
+                  std::int64_t width, float* out) {
+  const std::int64_t taps = w.kernel_h * w.kernel_w;
+  const std::int64_t panels = (cols + width - 1) / width;
+  // Each panel's columns as runs along one output row: slots [begin, end) read image row y0 + dy at
+  // columns x0 + dx + t·stride_w. Slots past the last column stay 0.
+  struct Run {
+    std::int64_t begin, end, y0, x0;
+  };
+  thread_local std::vector<Run> runs;
+  thread_local std::vector<std::size_t> first_run;
+  runs.clear();
+  first_run.assign(static_cast<std::size_t>(panels + 1), 0);
+  std::int64_t oy = j0 / w.out_width, ox = j0 % w.out_width;
+  for (std::int64_t q = 0; q < panels; ++q) {
+    first_run[static_cast<std::size_t>(q)] = runs.size();
+    const std::int64_t slots = std::min(width, cols - q * width);
+    for (std::int64_t t = 0; t < slots;) {
+      const std::int64_t len = std::min(slots - t, w.out_width - ox);
+      runs.push_back({t, t + len, oy * w.stride_h - w.pad_h, ox * w.stride_w - w.pad_w});
+      t += len;
+      ox += len;
+      if (ox == w.out_width) {
+        ox = 0;
+        ++oy;
+      }
+    }
+  }
+  first_run[static_cast<std::size_t>(panels)] = runs.size();
+  for (std::int64_t p = 0; p < depth; ++p) {
+    const std::int64_t channel = (p0 + p) / taps, tap = (p0 + p) % taps;
+    const std::int64_t dy = tap / w.kernel_w * w.dilation_h, dx = tap % w.kernel_w * w.dilation_w;
+    const float* plane = w.image + channel * w.height * w.width;
+    for (std::int64_t q = 0; q < panels; ++q) {
+      float* dst = out + q * width * depth + p * width;
+      std::int64_t filled = 0;
+      for (std::size_t r = first_run[static_cast<std::size_t>(q)]; r < first_run[static_cast<std::size_t>(q) + 1]; ++r) {
+        const Run& run = runs[r];
+        const std::int64_t y = run.y0 + dy;
+        if (y < 0 || y >= w.height) {
+          std::fill(dst + run.begin, dst + run.end, 0.0f);
+          continue;
+        }
+        const float* line = plane + y * w.width;
+        const std::int64_t x = run.x0 + dx;
+        if (w.stride_w == 1) {
+          // Slots whose x = x + (t − begin) lies in [0, width).
+          const std::int64_t lo = std::clamp(run.begin - x, run.begin, run.end);
+          const std::int64_t hi = std::clamp(run.begin + w.width - x, lo, run.end);
+          std::fill(dst + run.begin, dst + lo, 0.0f);
+          if (hi > lo) std::memcpy(dst + lo, line + x + (lo - run.begin), static_cast<std::size_t>(hi - lo) * sizeof(float));
+          std::fill(dst + hi, dst + run.end, 0.0f);
+        } else {
+          // Strided: slots whose x + (t − begin)·stride lies in [0, width), copied without checks.
+          const std::int64_t s = w.stride_w;
+          const std::int64_t lo = std::clamp(run.begin + (x < 0 ? (-x + s - 1) / s : 0), run.begin, run.end);
+          const std::int64_t hi =
+              std::clamp(run.begin + (w.width - x + s - 1) / s, lo, run.end);  // first slot with x ≥ width
+          std::fill(dst + run.begin, dst + lo, 0.0f);
+          const float* src = line + x + (lo - run.begin) * s;
+          for (std::int64_t t = lo; t < hi; ++t, src += s) dst[t] = *src;
+          std::fill(dst + hi, dst + run.end, 0.0f);
+        }
+        filled = run.end;
+      }
+      std::fill(dst + filled, dst + width, 0.0f);
+    }
+  }
+}
+
+struct Problem {
+  const PackedMatrix* a;
+  // B: a matrix, or windows when `windows` is set.
+  bool transpose_b = false;
+  const float* b = nullptr;
+  std::int64_t ldb = 0;
+  const ConvWindows* windows = nullptr;
+  std::int64_t n = 0;
+  float beta = 0.0f;
+  float* c = nullptr;
+  std::int64_t ldc = 0;
+  GemmEpilogue epilogue;
+
+  void pack(std::int64_t p0, std::int64_t depth, std::int64_t j0, std::int64_t cols, std::int64_t width,
+            float* out) const {
+    if (windows) {
+      pack_windows(*windows, p0, depth, j0, cols, width, out);
+    } else {
+      pack_matrix(transpose_b, b, ldb, p0, depth, j0, cols, width, out);
+    }
+  }
+};
+
+std::int64_t tile_width() { return isa() == Isa::avx512 ? 32 : 16; }
+
+// C's rows of A's panels [panel0, panel1) and columns [col0, col1) for depth block `block`, with B's
+// block packed at `packed_b` (panels of the columns from `packed_col0` on).
+void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, std::int64_t panel1, std::int64_t col0,
+                   std::int64_t col1, const float* packed_b, std::int64_t packed_col0) {
+  const std::int64_t width = tile_width();
+  const std::int64_t m = pr.a->rows(), k = pr.a->depth(), mr = panel_rows();
+  const std::int64_t pc = block * kDepthBlock;
+  const std::int64_t kc = std::min(kDepthBlock, k - pc);
+  const GemmEpilogue& e = pr.epilogue;
+  const bool clamp = e.lo != -std::numeric_limits<float>::infinity() || e.hi != std::numeric_limits<float>::infinity();
+  // Column tiles outer: one B panel (kc × NR) stays in L1 while A's panels stream from L2.
+  for (std::int64_t col = col0; col < col1; col += width) {
+    const std::int64_t cols = std::min(width, col1 - col);
+    const float* panel_b = packed_b + (col - packed_col0) * kc;
+    for (std::int64_t panel = panel0; panel < panel1; ++panel) {
+      const std::int64_t row = panel * mr;
+      const std::int64_t rows = std::min(mr, m - row);
+      const float* a = pr.a->panel(block, panel);
+      TileOps ops;
+      ops.accumulate = block > 0;
+      ops.beta = pr.beta;
+      ops.last = pc + kc >= k;
+      if (ops.last) {
+        ops.row_bias = e.row_bias ? e.row_bias + row : nullptr;
+        ops.col_bias = e.col_bias ? e.col_bias + col : nullptr;
+        ops.residual = e.residual ? e.residual + row * e.ldr + col : nullptr;
+        ops.ldr = e.ldr;
+        ops.clamp = clamp;
+        ops.lo = e.lo;
+        ops.hi = e.hi;
+      }
+      float* out = pr.c + row * pr.ldc + col;
+      const Kernel kernel = kernel_for(rows);
+      ops.cols = static_cast<int>(cols);
+      if (cols == width || isa() == Isa::avx512) {
+        kernel(kc, a, panel_b, out, pr.ldc, ops);
+      } else {
+        edge_tile(kernel, width, kc, a, panel_b, out, pr.ldc, rows, cols, ops);
+      }
+    }
+  }
+}
+
+// One thread, the whole product: B packed block by block (a block stays in L2 while every panel of
+// A passes over it).
+void run_serial(const Problem& pr) {
+  const std::int64_t width = tile_width();
+  const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + panel_rows() - 1) / panel_rows();
+  thread_local std::vector<float> buffer;
+  buffer.resize(static_cast<std::size_t>(kDepthBlock * kColumnBlock));
+  for (std::int64_t jc = 0; jc < pr.n; jc += kColumnBlock) {
+    const std::int64_t nc = std::min(kColumnBlock, pr.n - jc);
+    for (std::int64_t block = 0; block * kDepthBlock < k; ++block) {
+      const std::int64_t pc = block * kDepthBlock;
+      pr.pack(pc, std::min(kDepthBlock, k - pc), jc, nc, width, buffer.data());
+      compute_block(pr, block, 0, panels, jc, jc + nc, buffer.data(), jc);
+    }
+  }
+}
+
+// All threads: B packed whole first (in parallel), then C's tiles shared out by columns, or by rows
+// of A when there are few columns (small images at batch 1).
+void run_parallel(const Problem& pr, int threads) {
+  const std::int64_t width = tile_width();
+  const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + panel_rows() - 1) / panel_rows();
+  const std::int64_t col_panels = (pr.n + width - 1) / width;
+  const std::int64_t padded = col_panels * width;
+  const std::int64_t blocks = (k + kDepthBlock - 1) / kDepthBlock;
+  const std::int64_t col_blocks = (pr.n + kColumnBlock - 1) / kColumnBlock;
+  thread_local std::vector<float> packed;
+  packed.resize(static_cast<std::size_t>(k * padded));
+  float* const base = packed.data();
+  // Block b's panels start at b·kDepthBlock·padded; its column panel q at + q·width·kc.
+  parallel_for(blocks * col_blocks, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t t = begin; t < end; ++t) {
+      const std::int64_t block = t / col_blocks, jc = t % col_blocks * kColumnBlock;
+      const std::int64_t pc = block * kDepthBlock, kc = std::min(kDepthBlock, k - pc);
+      pr.pack(pc, kc, jc, std::min(kColumnBlock, pr.n - jc), width, base + pc * padded + jc * kc);
+    }
+  });
+  const auto run = [&](std::int64_t panel0, std::int64_t panel1, std::int64_t col0, std::int64_t col1) {
+    for (std::int64_t jc = col0; jc < col1; jc += kColumnBlock) {
+      const std::int64_t end = std::min(col1, jc + kColumnBlock);
+      for (std::int64_t block = 0; block < blocks; ++block) {
+        const std::int64_t pc = block * kDepthBlock;
+        compute_block(pr, block, panel0, panel1, jc, end, base + pc * padded, 0);
+      }
+    }
+  };
+  if (col_panels >= 2 * threads) {
+    parallel_for(col_panels, [&](std::int64_t begin, std::int64_t end) {
+      run(0, panels, begin * width, std::min(pr.n, end * width));
+    });
+  } else {
+    parallel_for(panels, [&](std::int64_t begin, std::int64_t end) { run(begin, end, 0, pr.n); });
+  }
+}
+
+void run(const Problem& pr) {
+  const std::int64_t m = pr.a->rows(), k = pr.a->depth();
+  const int threads = in_parallel_region() ? 1 : num_threads();
+  if (threads == 1 || m * pr.n * k < (1 << 17)) {
+    run_serial(pr);
+  } else {
+    run_parallel(pr, threads);
+  }
+}
+
+// k = 0: the product is empty, C = beta·C and the epilogue.
+void empty_product(const Problem& pr, std::int64_t m) {
+  const GemmEpilogue& e = pr.epilogue;
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < pr.n; ++j) {
+      float& out = pr.c[i * pr.ldc + j];
+      float v = pr.beta != 0.0f ? pr.beta * out : 0.0f;
+      if (e.row_bias) v += e.row_bias[i];
+      if (e.col_bias) v += e.col_bias[j];
+      if (e.residual) v += e.residual[i * e.ldr + j];
+      out = std::min(std::max(v, e.lo), e.hi);
+    }
+  }
+}
+
+}  // namespace
+
+bool fast_gemm_available() { return isa() != Isa::none; }
+
+const char* fast_gemm_isa() {
+  switch (isa()) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    case Isa::none: break;
+  }
+  return "";
+}
+
+PackedMatrix::PackedMatrix(const float* a, std::int64_t lda, bool transpose, std::int64_t m, std::int64_t k,
+                           float alpha)
+    : m_(m), k_(k), mr_(panel_rows()), panels_((m + mr_ - 1) / mr_) {
+  data_.assign(static_cast<std::size_t>(panels_ * mr_ * k), 0.0f);
+  for (std::int64_t block = 0; block * kDepthBlock < k; ++block) {
+    const std::int64_t pc = block * kDepthBlock;
+    const std::int64_t kc = std::min(kDepthBlock, k - pc);
+    for (std::int64_t panel = 0; panel < panels_; ++panel) {
+      float* out = data_.data() + pc * panels_ * mr_ + panel * mr_ * kc;
+      const std::int64_t rows = std::min(mr_, m - panel * mr_);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int64_t i = panel * mr_ + r;
+        for (std::int64_t p = 0; p < kc; ++p) {
+          const float v = transpose ? a[(pc + p) * lda + i] : a[i * lda + pc + p];
+          out[p * mr_ + r] = alpha * v;
+        }
+      }
+    }
+  }
+}
+
+const float* PackedMatrix::panel(std::int64_t block, std::int64_t panel) const {
+  const std::int64_t pc = block * kDepthBlock;
+  const std::int64_t kc = std::min(kDepthBlock, k_ - pc);
+  return data_.data() + pc * panels_ * mr_ + panel * mr_ * kc;
+}
+
+void gemm_packed(const PackedMatrix& a, bool transpose_b, std::int64_t n, const float* b, std::int64_t ldb,
+                 float beta, float* c, std::int64_t ldc, const GemmEpilogue& epilogue) {
+  if (a.rows() <= 0 || n <= 0) return;
+  Problem pr;
+  pr.a = &a;
+  pr.transpose_b = transpose_b;
+  pr.b = b;
+  pr.ldb = ldb;
+  pr.n = n;
+  pr.beta = beta;
+  pr.c = c;
+  pr.ldc = ldc;
+  pr.epilogue = epilogue;
+  if (a.depth() == 0) {
+    empty_product(pr, a.rows());
+    return;
+  }
+  run(pr);
+}
+
+void gemm_windows(const PackedMatrix& a, const ConvWindows& windows, float* c, std::int64_t ldc,
+                  const GemmEpilogue& epilogue) {
+  Problem pr;
+  pr.a = &a;
+  pr.windows = &windows;
+  pr.n = windows.out_height * windows.out_width;
+  pr.c = c;
+  pr.ldc = ldc;
+  pr.epilogue = epilogue;
+  if (a.rows() <= 0 || pr.n <= 0) return;
+  if (a.depth() == 0) {
+    empty_product(pr, a.rows());
+    return;
+  }
+  run(pr);
+}
+
+void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+          const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+          std::int64_t ldc, const GemmEpilogue& epilogue) {
+  if (m <= 0 || n <= 0) return;
+  const PackedMatrix packed(a, lda, transpose_a, m, k, alpha);
+  gemm_packed(packed, transpose_b, n, b, ldb, beta, c, ldc, epilogue);
+}
+
+}  // namespace espresso::cpu

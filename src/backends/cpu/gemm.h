@@ -1,0 +1,73 @@
+// espresso's own single-precision GEMM for x86-64 with AVX2+FMA (and AVX-512F where the processor
+// has it), chosen at run time: register-tiled micro-kernels (6 rows × 16 or 32 columns) over packed
+// panels, blocked for the caches, threaded on the pool, with the bias, a residual and a clamp
+// (ReLU, ReLU6, clip) applied as the tiles are written. The left matrix (a layer's weights) can be
+// packed once (PackedMatrix) and reused across calls. Without AVX2 the callers keep OpenBLAS.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace espresso::cpu {
+
+// True when the processor runs the fast GEMM (AVX2 and FMA) and ESPRESSO_GEMM is not "openblas".
+bool fast_gemm_available();
+// The instruction set the fast GEMM uses here: "avx512", "avx2", or "" when unavailable.
+const char* fast_gemm_isa();
+
+// What is done to each element of C as it is written, after the product (and beta·C) is summed:
+// + row_bias[row] + col_bias[col] + residual[row·ldr + col], then clamped to [lo, hi].
+struct GemmEpilogue {
+  const float* row_bias = nullptr;
+  const float* col_bias = nullptr;
+  const float* residual = nullptr;
+  std::int64_t ldr = 0;
+  float lo = -std::numeric_limits<float>::infinity();
+  float hi = std::numeric_limits<float>::infinity();
+};
+
+// The left operand A (m × k) of C = A · B, scaled by alpha, cut into k-blocks and 6- or 12-row panels in
+// the order the micro-kernel reads them. Packed once, read by any number of threads.
+class PackedMatrix {
+ public:
+  PackedMatrix() = default;
+  // A row-major (element (i, p) at a[i·lda + p]) or, with transpose, column-major (a[p·lda + i]).
+  PackedMatrix(const float* a, std::int64_t lda, bool transpose, std::int64_t m, std::int64_t k,
+               float alpha = 1.0f);
+  std::int64_t rows() const { return m_; }
+  std::int64_t depth() const { return k_; }
+  bool empty() const { return data_.empty(); }
+  // Panel `panel` (MR rows) of k-block `block`: depth(block) × MR floats, k-major.
+  const float* panel(std::int64_t block, std::int64_t panel) const;
+
+ private:
+  std::int64_t m_ = 0, k_ = 0, mr_ = 0, panels_ = 0;
+  std::vector<float> data_;
+};
+
+// C (m × n, row-major, leading dimension ldc) = A · B + beta · C, then the epilogue; B is k × n
+// (b[p·ldb + j]) or, with transpose_b, n × k (b[j·ldb + p]). Runs on the pool unless called inside a
+// parallel region. Requires fast_gemm_available().
+void gemm_packed(const PackedMatrix& a, bool transpose_b, std::int64_t n, const float* b, std::int64_t ldb,
+                 float beta, float* c, std::int64_t ldc, const GemmEpilogue& epilogue = {});
+
+// B read straight from a 2-D convolution's windows over one image (group): row (channel, ky, kx),
+// column (oy, ox) holds image[channel][oy·stride_h − pad_h + ky·dilation_h][ox·stride_w − pad_w +
+// kx·dilation_w], 0 outside — the matrix im2col writes, never stored whole.
+struct ConvWindows {
+  const float* image = nullptr;
+  std::int64_t height = 0, width = 0, out_height = 0, out_width = 0;
+  std::int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  std::int64_t dilation_h = 1, dilation_w = 1;
+};
+// C (m × out_height·out_width) = A · windows, then the epilogue (beta 0).
+void gemm_windows(const PackedMatrix& a, const ConvWindows& windows, float* c, std::int64_t ldc,
+                  const GemmEpilogue& epilogue = {});
+
+// Same with A packed for this call only (alpha folds into it).
+void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+          const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+          std::int64_t ldc, const GemmEpilogue& epilogue = {});
+
+}  // namespace espresso::cpu

@@ -1,0 +1,301 @@
+// espresso's own CPU GEMM (src/backends/cpu/gemm.h) against naive double-precision loops, on random
+// shapes large enough to cross its depth and column blocks, threaded and not; convolution windows
+// against a direct convolution; and the net's fusion of Add and ReLU into convolutions, and re-packing
+// after weights change, against the reference kernels.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "backends/cpu/gemm.h"
+#include "core/parallel.h"
+#include "espresso/espresso.h"
+
+namespace espresso {
+namespace {
+
+using cpu::GemmEpilogue;
+
+std::vector<float> random_values(std::mt19937& rng, std::size_t n) {
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+double normalized_error(const std::vector<double>& reference, const std::vector<float>& got) {
+  double scale = 1e-30, worst = 0.0;
+  for (double r : reference) scale = std::max(scale, std::abs(r));
+  for (std::size_t i = 0; i < reference.size(); ++i)
+    worst = std::max(worst, std::abs(reference[i] - static_cast<double>(got[i])));
+  return worst / scale;
+}
+
+int pick(std::mt19937& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+
+TEST(CpuGemm, MatchesNaiveDoubleOnRandomShapes) {
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "this processor has no AVX2+FMA: the fast GEMM is not used";
+  std::mt19937 rng(1234);
+  for (int trial = 0; trial < 60; ++trial) {
+    // Odd sizes on both sides of the 6-row panels, the 16/32-column tiles, the 256-deep blocks and the
+    // 384-column blocks; k = 0 included.
+    const std::int64_t m = pick(rng, 1, 75), n = pick(rng, 1, 900), k = trial == 0 ? 0 : pick(rng, 1, 700);
+    const bool ta = pick(rng, 0, 1) == 1, tb = pick(rng, 0, 1) == 1;
+    const float alpha = pick(rng, 0, 1) ? 1.0f : 0.75f;
+    const float beta = pick(rng, 0, 2) == 0 ? 0.5f : 0.0f;
+    const std::int64_t lda = (ta ? m : k) + pick(rng, 0, 3), ldb = (tb ? k : n) + pick(rng, 0, 3);
+    const std::int64_t ldc = n + pick(rng, 0, 3);
+    const std::vector<float> a = random_values(rng, static_cast<std::size_t>((ta ? k : m) * lda + 1));
+    const std::vector<float> b = random_values(rng, static_cast<std::size_t>((tb ? n : k) * ldb + 1));
+    std::vector<float> c = random_values(rng, static_cast<std::size_t>(m * ldc));
+    const std::vector<float> row_bias = random_values(rng, static_cast<std::size_t>(m));
+    const std::vector<float> col_bias = random_values(rng, static_cast<std::size_t>(n));
+    const std::vector<float> residual = random_values(rng, static_cast<std::size_t>(m * n));
+    GemmEpilogue e;
+    if (pick(rng, 0, 1)) e.row_bias = row_bias.data();
+    if (pick(rng, 0, 3) == 0) e.col_bias = col_bias.data();
+    if (pick(rng, 0, 1)) {
+      e.residual = residual.data();
+      e.ldr = n;
+    }
+    if (pick(rng, 0, 1)) {
+      e.lo = 0.0f;
+      if (pick(rng, 0, 1)) e.hi = 6.0f * static_cast<float>(std::sqrt(static_cast<double>(k))) / 8.0f;
+    }
+    std::vector<double> expect(static_cast<std::size_t>(m * n));
+    for (std::int64_t i = 0; i < m; ++i) {
+      for (std::int64_t j = 0; j < n; ++j) {
+        double sum = 0.0;
+        for (std::int64_t p = 0; p < k; ++p) {
+          const double av = a[static_cast<std::size_t>(ta ? p * lda + i : i * lda + p)];
+          const double bv = b[static_cast<std::size_t>(tb ? j * ldb + p : p * ldb + j)];
+          sum += av * bv;
+        }
+        double v = alpha * sum + beta * c[static_cast<std::size_t>(i * ldc + j)];
+        if (e.row_bias) v += row_bias[static_cast<std::size_t>(i)];
+        if (e.col_bias) v += col_bias[static_cast<std::size_t>(j)];
+        if (e.residual) v += residual[static_cast<std::size_t>(i * n + j)];
+        v = std::min(std::max(v, static_cast<double>(e.lo)), static_cast<double>(e.hi));
+        expect[static_cast<std::size_t>(i * n + j)] = v;
+      }
+    }
+    // Alternate the threaded path and the one-thread path (inside a parallel region).
+    const auto call = [&] {
+      cpu::gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc, e);
+    };
+    if (trial % 2 == 0) {
+      call();
+    } else {
+      parallel_for(1, [&](std::int64_t, std::int64_t) { call(); });
+    }
+    std::vector<float> got(static_cast<std::size_t>(m * n));
+    for (std::int64_t i = 0; i < m; ++i)
+      std::copy_n(c.begin() + i * ldc, n, got.begin() + i * n);
+    EXPECT_LE(normalized_error(expect, got), 1e-5)
+        << "m " << m << " n " << n << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta << " isa "
+        << cpu::fast_gemm_isa();
+  }
+}
+
+TEST(CpuGemm, ConvolutionWindowsMatchADirectConvolution) {
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "this processor has no AVX2+FMA: the fast GEMM is not used";
+  std::mt19937 rng(99);
+  for (int trial = 0; trial < 40; ++trial) {
+    cpu::ConvWindows w;
+    const std::int64_t channels = pick(rng, 1, 40), outputs = pick(rng, 1, 20);
+    w.kernel_h = pick(rng, 1, 5);
+    w.kernel_w = pick(rng, 1, 5);
+    w.stride_h = pick(rng, 1, 3);
+    w.stride_w = pick(rng, 1, 3);
+    w.pad_h = pick(rng, 0, 2);
+    w.pad_w = pick(rng, 0, 2);
+    w.dilation_h = pick(rng, 1, 2);
+    w.dilation_w = pick(rng, 1, 2);
+    const std::int64_t span_h = w.dilation_h * (w.kernel_h - 1) + 1, span_w = w.dilation_w * (w.kernel_w - 1) + 1;
+    w.height = std::max<std::int64_t>(span_h - 2 * w.pad_h, 1) + pick(rng, 0, 40);
+    w.width = std::max<std::int64_t>(span_w - 2 * w.pad_w, 1) + pick(rng, 0, 70);
+    w.out_height = (w.height + 2 * w.pad_h - span_h) / w.stride_h + 1;
+    w.out_width = (w.width + 2 * w.pad_w - span_w) / w.stride_w + 1;
+    const std::int64_t depth = channels * w.kernel_h * w.kernel_w, columns = w.out_height * w.out_width;
+    const std::vector<float> image = random_values(rng, static_cast<std::size_t>(channels * w.height * w.width));
+    const std::vector<float> weights = random_values(rng, static_cast<std::size_t>(outputs * depth));
+    const std::vector<float> bias = random_values(rng, static_cast<std::size_t>(outputs));
+    w.image = image.data();
+    const cpu::PackedMatrix packed(weights.data(), depth, false, outputs, depth);
+    GemmEpilogue e;
+    e.row_bias = bias.data();
+    e.lo = 0.0f;
+    std::vector<float> got(static_cast<std::size_t>(outputs * columns));
+    if (trial % 2 == 0) {
+      cpu::gemm_windows(packed, w, got.data(), columns, e);
+    } else {
+      parallel_for(1, [&](std::int64_t, std::int64_t) { cpu::gemm_windows(packed, w, got.data(), columns, e); });
+    }
+    std::vector<double> expect(got.size());
+    for (std::int64_t o = 0; o < outputs; ++o) {
+      for (std::int64_t oy = 0; oy < w.out_height; ++oy) {
+        for (std::int64_t ox = 0; ox < w.out_width; ++ox) {
+          double sum = bias[static_cast<std::size_t>(o)];
+          for (std::int64_t ch = 0; ch < channels; ++ch) {
+            for (std::int64_t ky = 0; ky < w.kernel_h; ++ky) {
+              for (std::int64_t kx = 0; kx < w.kernel_w; ++kx) {
+                const std::int64_t y = oy * w.stride_h - w.pad_h + ky * w.dilation_h;
+                const std::int64_t x = ox * w.stride_w - w.pad_w + kx * w.dilation_w;
+                if (y < 0 || y >= w.height || x < 0 || x >= w.width) continue;
+                sum += static_cast<double>(weights[static_cast<std::size_t>(((o * channels + ch) * w.kernel_h + ky) *
+                                                                                w.kernel_w +
+                                                                            kx)]) *
+                       image[static_cast<std::size_t>((ch * w.height + y) * w.width + x)];
+              }
+            }
+          }
+          expect[static_cast<std::size_t>((o * w.out_height + oy) * w.out_width + ox)] = std::max(sum, 0.0);
+        }
+      }
+    }
+    EXPECT_LE(normalized_error(expect, got), 1e-5)
+        << "channels " << channels << " image " << w.height << "x" << w.width << " kernel " << w.kernel_h << "x"
+        << w.kernel_w << " stride " << w.stride_h << "," << w.stride_w << " pad " << w.pad_h << "," << w.pad_w
+        << " dilation " << w.dilation_h << "," << w.dilation_w;
+  }
+}
+
+LayerSpec conv(const std::string& name, const std::string& in, const std::string& out, std::int64_t outputs,
+               std::int64_t kernel, std::int64_t pad, std::int64_t stride) {
+  LayerSpec s;
+  s.name = name;
+  s.type = "Convolution";
+  s.inputs = {in};
+  s.outputs = {out};
+  s.attrs.set("num_output", outputs);
+  s.attrs.set("kernel", kernel);
+  s.attrs.set("pad", pad);
+  s.attrs.set("stride", stride);
+  return s;
+}
+
+LayerSpec simple(const std::string& type, const std::string& name, std::vector<std::string> in, const std::string& out) {
+  LayerSpec s;
+  s.name = name;
+  s.type = type;
+  s.inputs = std::move(in);
+  s.outputs = {out};
+  return s;
+}
+
+// A residual block: relu(conv(relu(conv(x))) + x), then a clip(0, 6) after a third convolution.
+Graph residual_block() {
+  Graph g;
+  g.inputs = {{"data", Shape{2, 8, 13, 11}}};
+  LayerSpec add = simple("Binary", "add", {"c2", "data"}, "sum");
+  add.attrs.set("operation", std::string("add"));
+  LayerSpec clip = simple("Activation", "clip", {"c3"}, "out");
+  clip.attrs.set("function", std::string("clip"));
+  clip.attrs.set("min", 0.0);
+  clip.attrs.set("max", 6.0);
+  g.layers = {conv("conv1", "data", "c1", 8, 3, 1, 1), simple("ReLU", "relu1", {"c1"}, "r1"),
+              conv("conv2", "r1", "c2", 8, 3, 1, 1),   add,
+              simple("ReLU", "relu2", {"sum"}, "r2"),  conv("conv3", "r2", "c3", 5, 3, 0, 2),
+              clip};
+  std::mt19937 rng(7);
+  for (LayerSpec& layer : g.layers) {
+    if (layer.type != "Convolution") continue;
+    const std::int64_t outputs = layer.attrs.get_int("num_output", 0);
+    const std::vector<float> w = random_values(rng, static_cast<std::size_t>(outputs * 8 * 9));
+    layer.weights = {Tensor::from(Shape{outputs, 8, 3, 3}, w),
+                     Tensor::from(Shape{outputs}, random_values(rng, static_cast<std::size_t>(outputs)))};
+  }
+  return g;
+}
+
+TEST(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) {
+  const Graph g = residual_block();
+  Net fast(g);
+  NetOptions reference_options;
+  reference_options.reference_kernels = true;
+  Net reference(g, reference_options);
+  std::mt19937 rng(3);
+  const Tensor input = Tensor::from(Shape{2, 8, 13, 11}, random_values(rng, 2 * 8 * 13 * 11));
+  const std::vector<float> want = reference.forward({{"data", input}}).at("out").to_vector();
+  const std::vector<float> got = fast.forward({{"data", input}}).at("out").to_vector();
+  ASSERT_EQ(want.size(), got.size());
+  std::vector<double> expect(want.begin(), want.end());
+  EXPECT_LE(normalized_error(expect, got), 1e-5);
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: the fused GEMM path is not used";
+  std::map<std::string, std::string> kernel;
+  for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+  EXPECT_EQ(kernel["relu1"], "fused into conv1");
+  EXPECT_EQ(kernel["add"], "fused into conv2");
+  EXPECT_EQ(kernel["relu2"], "fused into conv2");
+  EXPECT_EQ(kernel["clip"], "fused into conv3");
+  EXPECT_NE(kernel["conv2"].find("+add+relu"), std::string::npos) << kernel["conv2"];
+}
+
+TEST(CpuFusion, PackedWeightsFollowChangesMadeThroughTheNet) {
+  const Graph g = residual_block();
+  Net fast(g);
+  std::mt19937 rng(5);
+  const Tensor input = Tensor::from(Shape{2, 8, 13, 11}, random_values(rng, 2 * 8 * 13 * 11));
+  fast.forward({{"data", input}});
+  // Scale conv1's weights in place through the net's views, as a solver or a user would.
+  for (const Tensor& w : fast.weights("conv1")) {
+    Tensor view = w;
+    float* data = view.data<float>();
+    for (std::int64_t i = 0; i < view.numel(); ++i) data[i] *= -2.0f;
+  }
+  const std::vector<float> got = fast.forward({{"data", input}}).at("out").to_vector();
+  Graph changed = residual_block();  // g shares its weight memory with the net
+  for (LayerSpec& layer : changed.layers) {
+    if (layer.name != "conv1") continue;
+    for (Tensor& w : layer.weights) {
+      std::vector<float> v = w.to_vector();
+      for (float& x : v) x *= -2.0f;
+      w = Tensor::from(w.shape(), v);
+    }
+  }
+  NetOptions reference_options;
+  reference_options.reference_kernels = true;
+  Net reference(changed, reference_options);
+  const std::vector<float> want = reference.forward({{"data", input}}).at("out").to_vector();
+  std::vector<double> expect(want.begin(), want.end());
+  EXPECT_LE(normalized_error(expect, got), 1e-5);
+}
+
+}  // namespace
+}  // namespace espresso
+
+namespace espresso {
+namespace {
+
+TEST(CpuFusion, BatchNormFoldsIntoTheConvolutionAndMatchesTheReference) {
+  Graph g;
+  g.inputs = {{"data", Shape{3, 5, 9, 12}}};
+  g.layers = {conv("conv", "data", "c", 7, 3, 1, 2), simple("BatchNorm", "bn", {"c"}, "b"),
+              simple("ReLU", "relu", {"b"}, "out")};
+  std::mt19937 rng(11);
+  g.layers[0].weights = {Tensor::from(Shape{7, 5, 3, 3}, random_values(rng, 7 * 5 * 9)),
+                         Tensor::from(Shape{7}, random_values(rng, 7))};
+  std::vector<float> variance = random_values(rng, 7);
+  for (float& v : variance) v = v * v + 0.1f;
+  g.layers[1].weights = {Tensor::from(Shape{7}, random_values(rng, 7)), Tensor::from(Shape{7}, variance),
+                         Tensor::from(Shape{1}, std::vector<float>{0.8f})};
+  Net fast(g);
+  NetOptions reference_options;
+  reference_options.reference_kernels = true;
+  Net reference(g, reference_options);
+  const Tensor input = Tensor::from(Shape{3, 5, 9, 12}, random_values(rng, 3 * 5 * 9 * 12));
+  const std::vector<float> want = reference.forward({{"data", input}}).at("out").to_vector();
+  const std::vector<float> got = fast.forward({{"data", input}}).at("out").to_vector();
+  std::vector<double> expect(want.begin(), want.end());
+  EXPECT_LE(normalized_error(expect, got), 1e-5);
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: the fused GEMM path is not used";
+  std::map<std::string, std::string> kernel;
+  for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+  EXPECT_EQ(kernel["bn"], "fused into conv");
+  EXPECT_EQ(kernel["relu"], "fused into conv");
+  EXPECT_NE(kernel["conv"].find("+batchnorm+relu"), std::string::npos) << kernel["conv"];
+}
+
+}  // namespace
+}  // namespace espresso
