@@ -94,8 +94,9 @@ int wait_for(const RankProcess& process, std::chrono::seconds limit) {
 }
 
 int test_port() {
-  // Distinct per test process so that parallel ctest runs do not meet each other's ranks.
-  return 20000 + static_cast<int>(getpid() % 5000) * 8;  // and up to 7 more
+  // Distinct per test process so that parallel ctest runs do not meet each other's ranks, and below
+  // Linux's ephemeral range (32768 and up), where the servers and clients of other tests take ports.
+  return 20000 + static_cast<int>(getpid() % 1500) * 8;  // and up to 7 more
 }
 
 std::map<std::string, std::vector<float>> read_weights(const std::string& path) {
