@@ -24,7 +24,7 @@
 #include "espresso/model_pool.h"
 #include "espresso/serve.h"
 #include "espresso/store.h"
-#include "espresso/web_assets.h"
+#include "store/web_page.h"
 #include "serve/batcher.h"
 #include "serve/errors.h"
 #include "serve/metrics.h"
@@ -778,19 +778,6 @@ struct Server::Impl {
     res.set_content(current->preloader->recommend(body, now), "application/json");
   }
 
-  // The web page (web/, docs/web.md) at "/": true when the path names one of its files.
-  static bool serve_web(const httplib::Request& req, httplib::Response& res) {
-    const web::Asset* asset = web::find_asset(req.path);
-    if (asset == nullptr) return false;
-    res.set_content(std::string(asset->bytes), std::string(asset->content_type));
-    res.set_header("Cache-Control", "no-cache");
-    res.set_header("X-Content-Type-Options", "nosniff");
-    res.set_header("Content-Security-Policy",
-                   "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
-                   "script-src 'self'; connect-src 'self'");
-    return true;
-  }
-
   void handle_get(const httplib::Request& req, httplib::Response& res);
   void handle_post(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
 };
@@ -888,7 +875,7 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
                 {{"name", route.name}, {"ready", true}, {"resident", s.added && pool->resident(route.name)}});
     });
   }
-  if (!route.matched && serve_web(req, res)) return;
+  if (!route.matched && web::send_asset(req, res)) return;
   guarded("", res, [&] {
     if (route.matched) throw RequestError("GET " + path + ": inference takes POST");
     throw NotFoundError("path: no endpoint " + path);

@@ -20,11 +20,11 @@
 #include <thread>
 
 #include "espresso/store.h"
-#include "espresso/web_assets.h"
 #include "store/catalog.h"
 #include "store/digest.h"
 #include "store/signing.h"
 #include "store/try_it.h"
+#include "store/web_page.h"
 
 namespace espresso::store {
 
@@ -219,7 +219,6 @@ struct Server::Impl {
   void remove_upload(const std::string& id);
   // The web page (docs/web.md): embedded files at "/", signature status on model answers, try-it.
   std::unique_ptr<detail::TryIt> try_it;
-  bool serve_web(const httplib::Request& req, httplib::Response& res);
   json signature_status(const std::string& repo, const std::string& version, const std::string& digest);
   void add_signatures(json& model);
   void api_classify(const std::string& name, const httplib::Request& req, httplib::Response& res,
@@ -262,7 +261,7 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
   if (hostile_target(req)) return send_error(res, 400, "NAME_INVALID", "path with '..', encoded separators, backslashes or NUL");
   if (req.path == "/api/v1/models") return api_models(req, res);
   if (req.path.rfind("/api/v1/models/", 0) == 0) return api_model(req.path.substr(15), res);
-  if (serve_web(req, res)) return;
+  if (web::send_asset(req, res)) return;
   if (req.path.rfind("/v2", 0) != 0) return send_error(res, 404, "NOT_FOUND", "no such endpoint");
   const Route route = parse_route(req.path);
   if (route.kind == Route::base) {
@@ -752,20 +751,6 @@ void Server::Impl::api_model(const std::string& name, httplib::Response& res) {
   if (!model) return send_error(res, 404, "NAME_UNKNOWN", "no model '" + name + "'");
   add_signatures(*model);
   res.set_content(model->dump(), "application/json");
-}
-
-// ---- The web page (docs/web.md) ----------------------------------------------------------------------
-
-bool Server::Impl::serve_web(const httplib::Request& req, httplib::Response& res) {
-  const web::Asset* asset = web::find_asset(req.path);
-  if (asset == nullptr) return false;
-  res.set_content(std::string(asset->bytes), std::string(asset->content_type));
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Content-Type-Options", "nosniff");
-  res.set_header("Content-Security-Policy",
-                 "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
-                 "script-src 'self'; connect-src 'self'");
-  return true;
 }
 
 namespace {

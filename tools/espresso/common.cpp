@@ -117,6 +117,18 @@ Tensor host_output(const Net& net, const std::string& name) {
   return output.device().is_cpu() ? output : output.to(Device::cpu());
 }
 
+void parse_listen(const std::string& listen, std::string& host, int& port) {
+  const std::size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) throw UnsupportedError("--listen '" + listen + "': expected HOST:PORT");
+  host = listen.substr(0, colon);
+  try {
+    port = std::stoi(listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    throw UnsupportedError("--listen '" + listen + "': the port is not a number");
+  }
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+}
+
 void add_threads_option(CLI::App& command, int& threads) {
   command.add_option("--threads", threads, "Worker threads (default: ESPRESSO_NUM_THREADS, else all cores)")
       ->check(CLI::NonNegativeNumber);

@@ -66,6 +66,9 @@ Tensor& host_input(Net& net, const std::string& name, Tensor& staging);
 void upload_input(Net& net, const std::string& name, const Tensor& staging);
 Tensor host_output(const Net& net, const std::string& name);
 
+// "HOST:PORT" or "[IPV6]:PORT" of a server's --listen; throws UnsupportedError naming the option.
+void parse_listen(const std::string& listen, std::string& host, int& port);
+
 void add_threads_option(CLI::App& command, int& threads);
 // 0 leaves the choice to ESPRESSO_NUM_THREADS, else the hardware's thread count.
 void apply_threads(int threads);

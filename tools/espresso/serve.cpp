@@ -68,16 +68,7 @@ std::size_t parse_bytes(const std::string& text, const std::string& option) {
 
 int run_serve(const ServeCliOptions& o) {
   serve::ServerOptions options;
-  const std::size_t colon = o.listen.rfind(':');
-  if (colon == std::string::npos) throw UnsupportedError("--listen '" + o.listen + "': expected HOST:PORT");
-  options.host = o.listen.substr(0, colon);
-  try {
-    options.port = std::stoi(o.listen.substr(colon + 1));
-  } catch (const std::exception&) {
-    throw UnsupportedError("--listen '" + o.listen + "': the port is not a number");
-  }
-  if (options.host.size() > 2 && options.host.front() == '[')
-    options.host = options.host.substr(1, options.host.size() - 2);
+  parse_listen(o.listen, options.host, options.port);
   options.device = Device::parse(o.device);
   options.memory_budget_bytes = parse_bytes(o.memory_budget, "--memory-budget");
   options.max_body_bytes = parse_bytes(o.max_body, "--max-body-bytes");

@@ -26,15 +26,7 @@ struct StoreOptions {
 int run_serve(const StoreOptions& o) {
   store::ServerOptions options;
   options.root = o.root;
-  const std::size_t colon = o.listen.rfind(':');
-  if (colon == std::string::npos) throw UnsupportedError("--listen '" + o.listen + "': expected HOST:PORT");
-  options.host = o.listen.substr(0, colon);
-  try {
-    options.port = std::stoi(o.listen.substr(colon + 1));
-  } catch (const std::exception&) {
-    throw UnsupportedError("--listen '" + o.listen + "': the port is not a number");
-  }
-  if (options.host.size() > 2 && options.host.front() == '[') options.host = options.host.substr(1, options.host.size() - 2);
+  parse_listen(o.listen, options.host, options.port);
   options.max_manifest_bytes = o.max_manifest_bytes;
   options.upload_ttl = std::chrono::seconds(o.upload_ttl);
   options.threads = o.threads;

@@ -1,0 +1,13 @@
+// The catalog's web page (include/espresso/web_assets.h) over HTTP, for every server that offers the
+// page's APIs: `store serve` and `espresso serve`.
+#pragma once
+
+#include <httplib.h>
+
+namespace espresso::web {
+
+// Answers a GET for one of the page's files, with headers that keep the browser to this origin; false
+// when the path names none of them.
+bool send_asset(const httplib::Request& req, httplib::Response& res);
+
+}  // namespace espresso::web
