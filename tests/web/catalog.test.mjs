@@ -277,6 +277,10 @@ try {
     if (shots) {
       await page.locator('#try').scrollIntoViewIfNeeded();
       await page.screenshot({ path: join(shots, 'serve-try-1280x800.png'), fullPage: false });
+      // The same answer on a phone-sized window.
+      await page.setViewportSize({ width: 390, height: 844 });
+      await page.locator('#predictions').scrollIntoViewIfNeeded();
+      await page.screenshot({ path: join(shots, 'serve-try-390x844.png'), fullPage: false });
     }
     await context.close();
   }
