@@ -443,6 +443,9 @@ TEST_F(Serve, EveryEndpointAnswersAsTheModelDoes) {
     EXPECT_EQ(not_image->status, 400);
     EXPECT_TRUE(json::parse(not_image->body).contains("error"));
     EXPECT_EQ(c.Post("/v1/classify/digits?top=0", bytes, "image/png")->status, 400);
+    auto other_version = c.Post("/api/v1/models/digits/classify?version=no-such", bytes, "image/png");
+    EXPECT_EQ(other_version->status, 404);
+    EXPECT_NE(other_version->body.find("version"), std::string::npos) << other_version->body;
   }
 }
 

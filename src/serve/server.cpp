@@ -453,6 +453,8 @@ struct Server::Impl {
     Served& s = served(name);
     Admission admission(*this);
     const std::optional<RequestContext> context = request_context(req);
+    // The page names the release it shows; one this server does not serve is a 404, as on /v2.
+    if (req.has_param("version")) check_version(s, req.get_param_value("version"));
     ImageClassifierOptions classifier;
     classifier.top = options.top_k;
     classifier.what = "body";
