@@ -480,15 +480,9 @@ struct Server::Impl {
       check_image_classifier(request.session().model());
       return classify_image(request.session(), image, classifier);
     });
-    json top = json::array();
-    for (const ClassScore& score : result.top)
-      top.push_back({{"index", score.index}, {"label", score.label}, {"probability", score.probability}});
-    send_json(res, {{"model", name},
-                    {"output", result.output},
-                    {"top", top},
-                    {"milliseconds", result.milliseconds},
-                    {"decode_ms", result.decode_ms},
-                    {"forward_ms", result.forward_ms}});
+    json answer = web::classification_json(result);
+    answer["model"] = name;
+    send_json(res, answer);
     observed(context, name);
   }
 

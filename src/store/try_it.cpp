@@ -8,6 +8,7 @@
 #include "espresso/errors.h"
 #include "espresso/image_classifier.h"
 #include "store/digest.h"
+#include "store/web_page.h"
 
 namespace espresso::store::detail {
 
@@ -53,15 +54,7 @@ nlohmann::json TryIt::classify(const std::string& name, const std::string& versi
       throw TryItError{422, "NOT_A_CLASSIFIER", "name", e.what()};
     }
     const ImageClassification result = classify_image(request.session(), image, {.top = top, .what = "image"});
-    nlohmann::json classes = nlohmann::json::array();
-    for (const ClassScore& c : result.top)
-      classes.push_back({{"index", c.index}, {"label", c.label}, {"probability", c.probability}});
-    answer["top"] = classes;
-    answer["output"] = result.output;
-    answer["softmax_applied"] = result.softmax_applied;
-    answer["decode_ms"] = result.decode_ms;
-    answer["forward_ms"] = result.forward_ms;
-    answer["milliseconds"] = result.milliseconds;
+    answer.update(web::classification_json(result));
   } catch (const LimitError& e) {
     throw TryItError{413, "IMAGE_TOO_LARGE", "image", e.what()};
   } catch (const DataError& e) {

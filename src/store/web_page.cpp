@@ -18,4 +18,15 @@ bool send_asset(const httplib::Request& req, httplib::Response& res) {
   return true;
 }
 
+nlohmann::json classification_json(const ImageClassification& result) {
+  nlohmann::json top = nlohmann::json::array();
+  for (const ClassScore& c : result.top) top.push_back({{"index", c.index}, {"label", c.label}, {"probability", c.probability}});
+  return {{"top", top},
+          {"output", result.output},
+          {"softmax_applied", result.softmax_applied},
+          {"decode_ms", result.decode_ms},
+          {"forward_ms", result.forward_ms},
+          {"milliseconds", result.milliseconds}};
+}
+
 }  // namespace espresso::web
