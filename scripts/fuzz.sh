@@ -10,7 +10,8 @@
 # tests/fuzz/regressions/<target>. Dictionaries: fuzz/dict/<target>.dict where present. A crash, leak,
 # timeout or out-of-memory input is minimised and stored as tests/fuzz/regressions/<target>/<kind>-<sha1>,
 # which the test suite replays (FuzzRegressions.*). Prints one summary row per target:
-# executions, exec/s, coverage (edges) and features, corpus size, new regressions.
+# executions, exec/s, coverage (edges) and features, corpus size, new regressions. Exits 1 when any
+# target stored a new regression (the sanitizer CI job runs every target for 30 s this way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -36,6 +37,7 @@ fi
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+found=0
 printf '%-16s %12s %8s %8s %9s %7s %s\n' target executions exec/s cov features corpus new-regressions
 for target in "${targets[@]}"; do
   corpus="build-fuzz/corpus/$target"
@@ -59,6 +61,7 @@ for target in "${targets[@]}"; do
     rm -f "$artifact" "$minimised"
     new=$((new + 1))
   done
+  found=$((found + new))
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
   speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
@@ -66,3 +69,7 @@ for target in "${targets[@]}"; do
   printf '%-16s %12s %8s %8s %9s %7s %s\n' "$target" "$runs" "$speed" "$cov" "$features" \
     "$(find "$corpus" -type f | wc -l)" "$new"
 done
+if [ "$found" -gt 0 ]; then
+  echo "fuzz: $found new regression input(s) under tests/fuzz/regressions/ (see build-fuzz/<target>.log)" >&2
+  exit 1
+fi

@@ -11,6 +11,7 @@ Writes OUT/<target>/<name>. Needs only the Python standard library: protobuf mes
 field by field in the wire format.
 """
 import gzip
+import json
 import os
 import shutil
 import struct
@@ -256,6 +257,38 @@ def tflite_chain(codes):
     return bytes(fb.out)
 
 
+# ---- the servers: inference requests, request contexts, references --------------------------------
+
+def infer_requests():
+    """fuzz/targets/serve_infer.cpp: a first byte whose low bit announces a 2-byte header length."""
+    plain = {"id": "1", "inputs": [{"name": "data", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 1.5]}],
+             "outputs": [{"name": "prob"}]}
+    header = json.dumps({"inputs": [{"name": "data", "shape": [1, 2], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 8}}],
+                         "outputs": [{"name": "prob", "parameters": {"binary_data": True}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    ints = {"inputs": [{"name": "ids", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]}]}
+    return [("json", b"\0" + json.dumps(plain).encode()),
+            ("binary", b"\1" + struct.pack("<H", len(header)) + header + struct.pack("<2f", 0.5, 1.5)),
+            ("int64", b"\0" + json.dumps(ints).encode())]
+
+
+def request_contexts():
+    """fuzz/targets/serve_context.cpp: one context, and a log whose last line is torn."""
+    context = {"time": "2026-12-04T08:15:00+01:00", "location": "park-north", "app": "nature-lens",
+               "recent": ["oak", "robin"]}
+    log = [json.dumps(dict(context, model="lenet")), json.dumps({"time": 1700000000, "model": "resnet"}),
+           '{"time": "2026-12-04T0']
+    return [("context", json.dumps(context)), ("log", "\n".join(log))]
+
+
+def references():
+    digest = "sha256:" + "ab" * 32
+    return [("r%d" % i, text) for i, text in enumerate(
+        ["localhost:5000/vision/lenet:1.0", "registry.example/a/b@" + digest, "lenet:latest",
+         "ghcr.io/x/y_z-1.2:v1@" + digest])]
+
+
 # ---- images, IDX, CIFAR, npy, Datum ---------------------------------------------------------------
 def png(width, height, colour_type, rows):
     def chunk(kind, data):
@@ -315,6 +348,9 @@ def small_seeds():
     yield "datum", [("raw.datum", datum(1, 2, 3, bytes(range(6)), label=4)),
                     ("float.datum", datum(1, 1, 2, floats=(0.5, 2.0), label=1)),
                     ("encoded.datum", datum(0, 0, 0, rgb, label=2, encoded=True))]
+    yield "serve_infer", infer_requests()
+    yield "serve_context", request_contexts()
+    yield "store_reference", references()
 
 
 def write(out, target, name, data):

@@ -6,6 +6,9 @@
 #   - HostileModels.*, HostileImages.*, HostileData.*, Limits.* (tests/test_hostile.cpp), and
 #   - FuzzRegressions.* (tests/test_fuzz_regressions.cpp): every file in tests/fuzz/seeds/<target>/ and
 #     tests/fuzz/regressions/<target>/ through the same entry points the fuzzers use.
+# Then every libFuzzer target runs for 30 s on its corpus (scripts/fuzz.sh; ESPRESSO_FUZZ_SECONDS=0 skips
+# this); a new crash, leak, timeout or out-of-memory input fails the job and is stored under
+# tests/fuzz/regressions/ with the target's log in build-fuzz/<target>.log.
 # Any sanitizer report fails the job (halt_on_error, -fno-sanitize-recover). The whole test suite under
 # the sanitizers is scripts/asan.sh (about 25 minutes cold on 2 cores, too long for CI).
 #
@@ -21,4 +24,7 @@ built=$(date +%s)
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_may_return_null=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 build-fuzz/tests/espresso_parser_tests --gtest_brief=1
-echo "sanitizer job: build $((built - start)) s, tests $(($(date +%s) - built)) s"
+tested=$(date +%s)
+seconds="${ESPRESSO_FUZZ_SECONDS:-30}"
+[ "$seconds" -gt 0 ] && scripts/fuzz.sh all "$seconds"
+echo "sanitizer job: build $((built - start)) s, tests $((tested - built)) s, fuzzing $(($(date +%s) - tested)) s"

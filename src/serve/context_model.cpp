@@ -222,7 +222,7 @@ RequestContext context_from_json(const json& object, std::int64_t now_unix) {
 json parse_body(const std::string& text) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers beyond a double
     throw RequestError("", std::string("the body is not valid JSON: ") + e.what());
   }
 }
