@@ -10,13 +10,16 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <optional>
 #include <numeric>
 #include <set>
 
 #include "core/half.h"
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 #include "espresso/tflite.h"
 #include "import/tflite/flatbuffer.h"
+#include "layers/control_flow.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -232,6 +235,14 @@ enum Builtin : int {
   LEAKY_RELU = 98,
   SQUARED_DIFFERENCE = 99,
   ABS = 101,
+  LESS = 58,
+  GREATER = 61,
+  GREATER_EQUAL = 62,
+  LESS_EQUAL = 63,
+  EQUAL = 71,
+  NOT_EQUAL = 72,
+  IF = 118,
+  WHILE = 119,
   QUANTIZE = 114,
   HARD_SWISH = 117,
   DENSIFY = 124,
@@ -378,10 +389,22 @@ struct Live {
   std::string nchw;
 };
 
+// What the importer of a subgraph that IF or WHILE runs is told by the operator's importer.
+struct Nested {
+  int subgraph = 0;
+  std::vector<int> around;  // the subgraphs being imported around this one, outermost first
+  // Per subgraph input: its value where the operator's operand is a constant (folded into the subgraph,
+  // so weights stay constants), and its shape in the file's order.
+  std::vector<std::optional<Const>> constants;
+  std::vector<Dims> shapes;
+};
+
 class Importer {
  public:
   Importer(std::span<const std::byte> bytes, std::string path)
-      : buffer_(bytes, path), path_(std::move(path)) {}
+      : bytes_(bytes), buffer_(bytes, path), path_(std::move(path)) {}
+  Importer(std::span<const std::byte> bytes, std::string path, Nested nested)
+      : bytes_(bytes), buffer_(bytes, path), path_(std::move(path)), nested_(std::move(nested)) {}
   Graph run();
   static const std::map<int, void (Importer::*)(const TfOperator&)>& handlers();
 
@@ -489,9 +512,22 @@ class Importer {
   void op_split(const TfOperator& op);
   void op_batch_matmul(const TfOperator& op);
   void op_depth_to_space(const TfOperator& op);
+  void op_compare(const TfOperator& op);
+  // Control flow (docs/control_flow.md): subgraph `index` imported for `op` with these inputs.
+  Graph import_subgraph(const TfOperator& op, std::int32_t index, const std::vector<std::optional<Const>>& constants,
+                        const std::vector<Dims>& shapes);
+  // Copies `graph`'s layers into graph_ with `prefix` before their names, fed from `inputs`; returns
+  // the names its outputs got.
+  std::vector<std::string> inline_graph(const Graph& graph, const std::string& prefix,
+                                        const std::vector<std::string>& inputs, Graph& into);
+  void op_if(const TfOperator& op);
+  void op_while(const TfOperator& op);
 
+  std::span<const std::byte> bytes_;
   FlatBuffer buffer_;
   std::string path_;
+  std::optional<Nested> nested_;
+  std::size_t subgraph_count_ = 0;
   std::vector<TfTensor> tensors_;
   std::vector<FlatTable> buffers_;
   std::vector<TfOperator> operators_;
@@ -522,7 +558,10 @@ void Importer::read_model() {
   const std::vector<FlatTable> graphs = model.tables(field::model_subgraphs, "subgraphs");
   if (graphs.empty()) throw ModelError(path_ + ": the model has no subgraph");
   buffers_ = model.tables(field::model_buffers, "buffers");
-  const FlatTable& graph = graphs[0];
+  subgraph_count_ = graphs.size();
+  const std::size_t index = nested_ ? static_cast<std::size_t>(nested_->subgraph) : 0;
+  if (index >= graphs.size()) throw ModelError(path_ + ": subgraph " + std::to_string(index) + " does not exist");
+  const FlatTable& graph = graphs[index];
   std::set<std::string> names;
   for (const FlatTable& t : graph.tables(field::graph_tensors, "tensors")) {
     TfTensor tensor;
@@ -797,7 +836,8 @@ std::string Importer::output_name(int t, bool in_nchw) const {
 
 void Importer::bind(const TfOperator& op, int t, bool in_nchw, const std::string& graph_name) {
   const TfTensor& tensor = info(t);
-  if (tensor.type != FLOAT32) {
+  // Booleans (comparisons, conditions of IF and WHILE) are carried as floats 0 and 1.
+  if (tensor.type != FLOAT32 && tensor.type != BOOL) {
     if ((tensor.type == INT8 || tensor.type == UINT8 || tensor.type == INT16) &&
         tensor.quantization.valid()) {
       unsupported(op, "output '" + tensor.name + "' is a quantized " + type_name(tensor.type) +
@@ -1725,6 +1765,183 @@ void Importer::op_depth_to_space(const TfOperator& op) {
   emit_with_activation(op, 0, "Reshape", {moved}, merge, {}, true);
 }
 
+// ---- comparisons and control flow ---------------------------------------------------------------
+
+void Importer::op_compare(const TfOperator& op) {
+  if (op.inputs.size() != 2) invalid(op, "needs two inputs");
+  const auto [names, in_nchw] = elementwise_operands(op);
+  // a >= b is clip(floor(a - b) + 1, 0, 1): a - b is 0 only where a = b and has the sign of a - b
+  // elsewhere, so the result is exactly 1 or 0. The other comparisons follow from it.
+  const std::string one = emit_constant(info(op.outputs[0]).name + "/one", Const{{}, {1.0}, false});
+  Attributes clip;
+  clip.set("function", std::string("clip"));
+  clip.set("min", 0.0);
+  clip.set("max", 1.0);
+  // floor(a - b) + 1, to be clipped.
+  auto shifted = [&](std::size_t a, std::size_t b, const std::string& suffix) {
+    Attributes attrs;
+    attrs.set("operation", std::string("sub"));
+    const std::string difference = emit_helper(op, suffix + "difference", "Binary", {names[a], names[b]}, attrs);
+    Attributes floor;
+    floor.set("function", std::string("floor"));
+    const std::string floored = emit_helper(op, suffix + "floor", "Activation", {difference}, floor);
+    attrs.set("operation", std::string("add"));
+    return emit_helper(op, suffix + "shifted", "Binary", {floored, one}, attrs);
+  };
+  auto ge = [&](std::size_t a, std::size_t b, const std::string& suffix) {
+    return emit_helper(op, suffix + "ge", "Activation", {shifted(a, b, suffix)}, clip);
+  };
+  Attributes attrs;
+  if (op.code == GREATER_EQUAL || op.code == LESS_EQUAL) {
+    const std::string value = op.code == GREATER_EQUAL ? shifted(0, 1, "") : shifted(1, 0, "");
+    emit_with_activation(op, 0, "Activation", {value}, clip, {}, in_nchw);
+  } else if (op.code == GREATER || op.code == LESS) {
+    // a > b is 1 - (b >= a).
+    const std::string reverse = op.code == GREATER ? ge(1, 0, "") : ge(0, 1, "");
+    attrs.set("operation", std::string("sub"));
+    emit_with_activation(op, 0, "Binary", {one, reverse}, attrs, {}, in_nchw);
+  } else {
+    // a = b is (a >= b)·(b >= a); a ≠ b is 1 minus that.
+    const std::string forward = ge(0, 1, "forward_"), backward = ge(1, 0, "backward_");
+    attrs.set("operation", std::string("mul"));
+    if (op.code == EQUAL) {
+      emit_with_activation(op, 0, "Binary", {forward, backward}, attrs, {}, in_nchw);
+      return;
+    }
+    const std::string equal = emit_helper(op, "equal", "Binary", {forward, backward}, attrs);
+    attrs.set("operation", std::string("sub"));
+    emit_with_activation(op, 0, "Binary", {one, equal}, attrs, {}, in_nchw);
+  }
+}
+
+Graph Importer::import_subgraph(const TfOperator& op, std::int32_t index,
+                                const std::vector<std::optional<Const>>& constants, const std::vector<Dims>& shapes) {
+  if (index < 0 || static_cast<std::size_t>(index) >= subgraph_count_) {
+    invalid(op, "subgraph index " + std::to_string(index) + " is out of range (the model has " +
+                    std::to_string(subgraph_count_) + " subgraphs)");
+  }
+  Nested inner;
+  inner.subgraph = index;
+  inner.around = nested_ ? nested_->around : std::vector<int>{};
+  inner.around.push_back(nested_ ? nested_->subgraph : 0);
+  if (std::find(inner.around.begin(), inner.around.end(), index) != inner.around.end()) {
+    std::string chain;
+    for (int k : inner.around) chain += std::to_string(k) + " -> ";
+    invalid(op, "subgraph " + std::to_string(index) + " includes itself (" + chain + std::to_string(index) + ")");
+  }
+  if (static_cast<int>(inner.around.size()) > limits().max_subgraph_depth) {
+    throw LimitError(where(op) + ": subgraphs nested " + std::to_string(inner.around.size()) +
+                     " deep exceed the limit of " + std::to_string(limits().max_subgraph_depth) +
+                     " (Limits::max_subgraph_depth)");
+  }
+  inner.constants = constants;
+  inner.shapes = shapes;
+  Importer importer(bytes_, path_ + " (subgraph " + std::to_string(index) + ")", std::move(inner));
+  try {
+    return importer.run();
+  } catch (const LimitError& e) {
+    throw LimitError(where(op) + ": " + e.what());
+  } catch (const UnsupportedError& e) {
+    throw UnsupportedError(where(op) + ": " + e.what());
+  } catch (const ModelError& e) {
+    throw ModelError(where(op) + ": " + e.what());
+  }
+}
+
+std::vector<std::string> Importer::inline_graph(const Graph& graph, const std::string& prefix,
+                                                const std::vector<std::string>& inputs, Graph& into) {
+  std::map<std::string, std::string> renamed;
+  for (std::size_t i = 0; i < graph.inputs.size(); ++i) renamed[graph.inputs[i].name] = inputs[i];
+  for (LayerSpec layer : graph.layers) {
+    layer.name = prefix + layer.name;
+    for (std::string& name : layer.inputs) name = renamed.at(name);
+    for (std::string& name : layer.outputs) name = renamed[name] = prefix + name;
+    into.layers.push_back(std::move(layer));
+  }
+  std::vector<std::string> outputs;
+  for (const std::string& name : graph.outputs) outputs.push_back(renamed.at(name));
+  return outputs;
+}
+
+void Importer::op_if(const TfOperator& op) {
+  if (!has_input(op, 0)) invalid(op, "needs the condition as input 0");
+  std::vector<std::optional<Const>> constants;
+  std::vector<Dims> shapes;
+  std::vector<std::string> inputs{file_order(input(op, 0))};
+  for (std::size_t i = 1; i < op.inputs.size(); ++i) {
+    const int t = input(op, i);
+    if (is_constant(t)) {
+      constants.emplace_back(constants_.at(t));
+      shapes.push_back(constants_.at(t).shape);
+    } else {
+      constants.emplace_back(std::nullopt);
+      inputs.push_back(file_order(t));
+      shapes.push_back(shapes_.at(inputs.back()).dims());
+    }
+  }
+  const Graph then_branch = import_subgraph(op, op.options.scalar<std::int32_t>(0, 0), constants, shapes);
+  const Graph else_branch = import_subgraph(op, op.options.scalar<std::int32_t>(1, 0), constants, shapes);
+  for (const Graph* branch : {&then_branch, &else_branch}) {
+    if (branch->outputs.size() != op.outputs.size())
+      invalid(op, "a branch gives " + std::to_string(branch->outputs.size()) + " outputs for the operator's " +
+                      std::to_string(op.outputs.size()));
+  }
+  Attributes attrs;
+  attrs.set("then_branch", encode_subgraph(then_branch));
+  attrs.set("else_branch", encode_subgraph(else_branch));
+  std::vector<std::string> outputs;
+  for (int t : op.outputs) outputs.push_back(output_name(t, false));
+  emit(op, "If", inputs, attrs, {}, outputs);
+  for (std::size_t k = 0; k < op.outputs.size(); ++k) bind(op, op.outputs[k], false, outputs[k]);
+}
+
+void Importer::op_while(const TfOperator& op) {
+  // The loop values vary, so inside the subgraphs none is a constant.
+  std::vector<std::string> values;
+  std::vector<Dims> shapes;
+  for (std::size_t i = 0; i < op.inputs.size(); ++i) {
+    values.push_back(file_order(input(op, i)));
+    shapes.push_back(shapes_.at(values.back()).dims());
+  }
+  if (op.outputs.size() != values.size())
+    invalid(op, "has " + std::to_string(values.size()) + " loop values but " + std::to_string(op.outputs.size()) + " outputs");
+  const std::vector<std::optional<Const>> constants(values.size());
+  const Graph condition = import_subgraph(op, op.options.scalar<std::int32_t>(0, 0), constants, shapes);
+  const Graph body = import_subgraph(op, op.options.scalar<std::int32_t>(1, 0), constants, shapes);
+  if (condition.outputs.size() != 1) invalid(op, "the condition subgraph should give one output");
+  if (body.outputs.size() != values.size()) invalid(op, "the body subgraph should give one output per loop value");
+  const std::string base = info(op.outputs[0]).name + "/while";
+  // The condition on the initial values, here; the loop body runs the body, then the condition on its
+  // results, as a Loop without a trip count.
+  const std::string first = inline_graph(condition, base + "/condition0/", values, graph_)[0];
+  {
+    std::vector<Shape> in;
+    for (const Dims& d : shapes) in.push_back(Shape(d));
+    shapes_[first] = infer_graph_shapes(condition, in).at(0);
+  }
+  Graph loop;
+  loop.name = body.name;
+  loop.inputs = {{base + "/iteration", Shape{}}, {base + "/condition", Shape{}}};
+  loop.inputs.insert(loop.inputs.end(), body.inputs.begin(), body.inputs.end());
+  std::vector<std::string> body_inputs;
+  for (const InputSpec& input : body.inputs) body_inputs.push_back(input.name);
+  const std::vector<std::string> results = inline_graph(body, "", body_inputs, loop);
+  const std::string next = inline_graph(condition, "condition/", results, loop)[0];
+  loop.outputs = {next};
+  loop.outputs.insert(loop.outputs.end(), results.begin(), results.end());
+  Attributes attrs;
+  attrs.set("body", encode_subgraph(loop));
+  attrs.set("has_trip_count", std::int64_t{0});
+  attrs.set("has_condition", std::int64_t{1});
+  attrs.set("carried", static_cast<std::int64_t>(values.size()));
+  std::vector<std::string> inputs{first};
+  inputs.insert(inputs.end(), values.begin(), values.end());
+  std::vector<std::string> outputs;
+  for (int t : op.outputs) outputs.push_back(output_name(t, false));
+  emit(op, "Loop", inputs, attrs, {}, outputs);
+  for (std::size_t k = 0; k < op.outputs.size(); ++k) bind(op, op.outputs[k], false, outputs[k]);
+}
+
 const std::map<int, Importer::Handler>& Importer::handlers() {
   static const std::map<int, Handler> table = {
       {ADD, &Importer::op_binary},
@@ -1735,6 +1952,14 @@ const std::map<int, Importer::Handler>& Importer::handlers() {
       {DEPTH_TO_SPACE, &Importer::op_depth_to_space},
       {DEQUANTIZE, &Importer::op_dequantize},
       {FULLY_CONNECTED, &Importer::op_fully_connected},
+      {EQUAL, &Importer::op_compare},
+      {GREATER, &Importer::op_compare},
+      {GREATER_EQUAL, &Importer::op_compare},
+      {IF, &Importer::op_if},
+      {LESS, &Importer::op_compare},
+      {LESS_EQUAL, &Importer::op_compare},
+      {NOT_EQUAL, &Importer::op_compare},
+      {WHILE, &Importer::op_while},
       {LOGISTIC, &Importer::op_activation},
       {MAX_POOL_2D, &Importer::op_pool},
       {MUL, &Importer::op_binary},
@@ -1788,7 +2013,24 @@ Graph Importer::run() {
   read_model();
   check_supported();
   std::set<int> inputs(inputs_.begin(), inputs_.end());
-  for (int t : inputs_) {
+  if (nested_ && nested_->shapes.size() != inputs_.size()) {
+    throw ModelError(path_ + ": the subgraph takes " + std::to_string(inputs_.size()) + " inputs, the operator gives " +
+                     std::to_string(nested_->shapes.size()));
+  }
+  for (std::size_t i = 0; nested_ && i < inputs_.size(); ++i) {
+    // A subgraph's inputs keep the file's order; constants of the operator stay constants here.
+    const int t = inputs_[i];
+    if (nested_->constants[i]) {
+      constants_[t] = *nested_->constants[i];
+      continue;
+    }
+    const std::string name = output_name(t, false);
+    if (shapes_.count(name)) continue;  // the same tensor twice
+    shapes_[name] = Shape(nested_->shapes[i]);
+    graph_.inputs.push_back({name, shapes_[name]});
+    live_[t].file = name;
+  }
+  for (int t : nested_ ? std::vector<int>{} : inputs_) {
     const TfTensor& tensor = info(t);
     if (tensor.type != FLOAT32) {
       throw UnsupportedError(tensor_where(t) + ": the input is " + type_name(tensor.type) +
