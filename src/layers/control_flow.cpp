@@ -587,6 +587,7 @@ const LayerSchema& ScanLayer::schema() {
           {
               {.name = "body", .type = AttrType::text, .required = true},
               {.name = "states", .type = AttrType::integer, .fallback = std::int64_t{0}, .min = 0},
+              flag("batched", false),
               {.name = "num_scan_inputs", .type = AttrType::integer, .required = true, .min = 1},
               {.name = "scan_input_axes", .type = AttrType::integers, .default_text = "all 0"},
               {.name = "scan_input_directions", .type = AttrType::integers, .min = 0, .max = 1, .default_text = "all 0"},
@@ -595,13 +596,15 @@ const LayerSchema& ScanLayer::schema() {
           },
       .weights = "–",
       .notes = "subgraph (an encoded graph): body (states..., slices..., captured... → states..., scan slices...); inputs: "
-               "states..., scan inputs..., captured...; directions 1 run from the end; inference only",
+               "states..., scan inputs..., captured...; directions 1 run from the end; batched (ONNX Scan-8): "
+               "states and scan inputs have a batch axis 0, scanned one item at a time; inference only",
   };
   return schema;
 }
 
 ScanLayer::ScanLayer(const LayerSpec& spec) : ControlFlowLayer(spec, {"body"}) {
   states_ = static_cast<std::size_t>(spec.attrs.require_int("states"));
+  batched_ = spec.attrs.require_int("batched") != 0;
   scan_inputs_ = static_cast<std::size_t>(spec.attrs.require_int("num_scan_inputs"));
   if (spec.inputs.size() < states_ + scan_inputs_) {
     fail_model("takes " + std::to_string(states_ + scan_inputs_) + " inputs at least (" + std::to_string(states_) +
@@ -655,6 +658,28 @@ std::vector<Shape> ScanLayer::body_inputs(const std::vector<Shape>& inputs) cons
 std::vector<Shape> ScanLayer::output_shapes(const std::vector<Shape>& inputs) const {
   const std::size_t count = states_ + scan_inputs_ + captured_;
   expect_inputs(inputs, count, count);
+  if (!batched_) return item_shapes(inputs);
+  const std::int64_t batch = batch_size(inputs);
+  std::vector<Shape> items = inputs;
+  for (std::size_t i = 0; i < states_ + scan_inputs_; ++i) items[i] = without_axis(inputs[i], 0);
+  std::vector<Shape> out;
+  for (const Shape& shape : item_shapes(items)) out.push_back(with_axis(shape, 0, batch));
+  return out;
+}
+
+std::int64_t ScanLayer::batch_size(const std::vector<Shape>& inputs) const {
+  std::int64_t batch = -1;
+  for (std::size_t i = 0; i < states_ + scan_inputs_; ++i) {
+    if (inputs[i].rank() == 0) fail_shape("input " + std::to_string(i) + " has no batch axis");
+    if (batch >= 0 && inputs[i][0] != batch)
+      fail_shape("inputs have different batch sizes (" + std::to_string(batch) + " and " +
+                 std::to_string(inputs[i][0]) + ")");
+    batch = inputs[i][0];
+  }
+  return batch;
+}
+
+std::vector<Shape> ScanLayer::item_shapes(const std::vector<Shape>& inputs) const {
   const std::int64_t length = sequence_length(inputs);
   const std::vector<Shape> body_out = subgraph_shapes(0, body_inputs(inputs));
   std::vector<Shape> out;
@@ -676,6 +701,27 @@ std::vector<Shape> ScanLayer::output_shapes(const std::vector<Shape>& inputs) co
 }
 
 void ScanLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
+  if (!batched_) {
+    scan_item(inputs, outputs);
+    return;
+  }
+  std::vector<Shape> shapes;
+  for (const Tensor& t : inputs) shapes.push_back(t.shape());
+  const std::int64_t batch = batch_size(shapes);
+  std::vector<Tensor> items = inputs;
+  std::vector<Tensor> results;
+  for (const Tensor& y : outputs) results.push_back(Tensor::zeros(without_axis(y.shape(), 0)));
+  for (std::int64_t b = 0; b < batch; ++b) {
+    for (std::size_t i = 0; i < states_ + scan_inputs_; ++i) {
+      items[i] = Tensor::zeros(without_axis(inputs[i].shape(), 0));
+      take_slice(inputs[i], 0, b, items[i]);
+    }
+    scan_item(items, results);
+    for (std::size_t k = 0; k < outputs.size(); ++k) put_slice(results[k], 0, b, outputs[k]);
+  }
+}
+
+void ScanLayer::scan_item(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
   std::vector<Shape> shapes;
   for (const Tensor& t : inputs) shapes.push_back(t.shape());
   const std::int64_t length = sequence_length(shapes);

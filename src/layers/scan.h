@@ -17,11 +17,17 @@ class ScanLayer final : public ControlFlowLayer {
 
  private:
   std::size_t states_ = 0, scan_inputs_ = 0, scan_outputs_ = 0, captured_ = 0;
+  bool batched_ = false;
   std::vector<int> input_axes_, output_axes_;
   std::vector<bool> input_reversed_, output_reversed_;
   // The sequence length and the body's input shapes for these layer inputs.
   std::int64_t sequence_length(const std::vector<Shape>& inputs) const;
   std::vector<Shape> body_inputs(const std::vector<Shape>& inputs) const;
+  // Batched (Scan-8): the common size of axis 0 of the states and scan inputs.
+  std::int64_t batch_size(const std::vector<Shape>& inputs) const;
+  // The output shapes and the scan of one item (without a batch axis).
+  std::vector<Shape> item_shapes(const std::vector<Shape>& inputs) const;
+  void scan_item(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const;
 };
 
 }  // namespace espresso

@@ -128,8 +128,9 @@ class Importer {
   Graph import_subgraph(const onnx::GraphProto& graph, const std::vector<Shape>& input_shapes);
   const onnx::GraphProto& graph_attr(const Node& n, const std::string& name);
   // Imports subgraph `name` of `n` with these formal input shapes; its captures go after `inputs`.
+  // `dynamic` tells which of its outputs have value-dependent shapes.
   Graph subgraph(const Node& n, const std::string& name, const std::vector<Shape>& input_shapes,
-                 std::vector<std::pair<std::string, std::string>>& captures);
+                 std::vector<std::pair<std::string, std::string>>& captures, std::vector<bool>& dynamic);
   void op_if(const Node& n);
   void op_compare(const Node& n);
   void op_loop(const Node& n);
@@ -654,19 +655,22 @@ const onnx::GraphProto& Importer::graph_attr(const Node& n, const std::string& n
 }
 
 Graph Importer::subgraph(const Node& n, const std::string& name, const std::vector<Shape>& input_shapes,
-                         std::vector<std::pair<std::string, std::string>>& captures) {
+                         std::vector<std::pair<std::string, std::string>>& captures, std::vector<bool>& dynamic) {
   Importer inner(*this, n);
   Graph graph = inner.import_subgraph(graph_attr(n, name), input_shapes);
   if (graph.name.empty()) graph.name = name;
   captures = inner.captures_;
+  dynamic.clear();
+  for (const std::string& output : graph.outputs) dynamic.push_back(inner.dynamic_.count(output) != 0);
   return graph;
 }
 
 void Importer::op_if(const Node& n) {
   std::vector<std::pair<std::string, std::string>> then_captures, else_captures;
   std::vector<Graph> branches;
-  branches.push_back(subgraph(n, "then_branch", {}, then_captures));
-  branches.push_back(subgraph(n, "else_branch", {}, else_captures));
+  std::vector<bool> then_dynamic, else_dynamic;
+  branches.push_back(subgraph(n, "then_branch", {}, then_captures, then_dynamic));
+  branches.push_back(subgraph(n, "else_branch", {}, else_captures, else_dynamic));
   if (branches[0].outputs.size() != branches[1].outputs.size())
     invalid(n, "the branches give " + std::to_string(branches[0].outputs.size()) + " and " +
                    std::to_string(branches[1].outputs.size()) + " outputs");
@@ -705,7 +709,8 @@ void Importer::op_if(const Node& n) {
   attrs.set("else_branch", encode_subgraph(branches[1]));
   const std::vector<std::string> names = emit(n, "If", inputs, attrs, {}, "", outputs);
   for (int k = 0; k < outputs; ++k)
-    if (then_shapes[static_cast<std::size_t>(k)] != else_shapes[static_cast<std::size_t>(k)])
+    if (then_shapes[static_cast<std::size_t>(k)] != else_shapes[static_cast<std::size_t>(k)] ||
+        then_dynamic[static_cast<std::size_t>(k)] || else_dynamic[static_cast<std::size_t>(k)])
       dynamic_.insert(names[static_cast<std::size_t>(k)]);
 }
 
@@ -724,7 +729,8 @@ void Importer::op_loop(const Node& n) {
     inputs.push_back(tensor(n, 2 + k));
   }
   std::vector<std::pair<std::string, std::string>> captures;
-  Graph body = subgraph(n, "body", body_inputs, captures);
+  std::vector<bool> dynamic;
+  Graph body = subgraph(n, "body", body_inputs, captures, dynamic);
   for (const auto& [tensor, inner] : captures) inputs.push_back(tensor);
   const int outputs = static_cast<int>(body.outputs.size()) - 1;
   if (outputs < carried)
@@ -742,27 +748,43 @@ void Importer::op_loop(const Node& n) {
   const std::size_t prefix = (has_trip_count ? 1 : 0) + (has_condition ? 1 : 0);
   for (int k = 0; k < outputs; ++k) {
     const auto u = static_cast<std::size_t>(k);
-    if (k >= carried || shapes_.at(names[u]) != before[prefix + u]) dynamic_.insert(names[u]);
+    if (k >= carried || shapes_.at(names[u]) != before[prefix + u] || dynamic[1 + u]) dynamic_.insert(names[u]);
   }
 }
 
 void Importer::op_scan(const Node& n) {
-  if (opset_ < 9) unsupported(n, "Scan of opset 8 (batch axis, sequence_lens) is not supported; opset 9 and later are");
+  // Scan-8 has a batch axis 0 on states and scan inputs (the sequence is axis 1) and sequence_lens first.
+  const bool batched = opset_ < 9;
+  const int first = batched ? 1 : 0;
   const std::int64_t scans = attr_int(n, "num_scan_inputs", -1);
-  const int count = n.proto.input_size();
+  const int count = n.proto.input_size() - first;
   if (scans < 1 || scans > count) invalid(n, "attribute 'num_scan_inputs' should lie in [1, " + std::to_string(count) + "]");
   const int states = count - static_cast<int>(scans);
+  if (batched && n.has_input(0)) {
+    // Only sequence lengths that are the whole sequence (axis 1 of the scan inputs) are supported.
+    if (!is_constant(n, 0)) unsupported(n, "sequence_lens computed at run time is not supported");
+    const Shape scanned = shape(n, first + states);
+    for (double length : constant(n, 0).data)
+      if (scanned.rank() < 2 || static_cast<std::int64_t>(length) != scanned[1])
+        unsupported(n, "sequence_lens shorter than the sequence are not supported");
+  }
   const Dims axes = attr_ints(n, "scan_input_axes", Dims(static_cast<std::size_t>(scans), 0));
   if (axes.size() != static_cast<std::size_t>(scans)) invalid(n, "attribute 'scan_input_axes' needs one axis per scan input");
   std::vector<Shape> body_inputs;
   std::vector<std::string> inputs;
   for (int i = 0; i < count; ++i) {
-    inputs.push_back(tensor(n, i));
-    Shape s = shape(n, i);
+    inputs.push_back(tensor(n, first + i));
+    Shape s = shape(n, first + i);
+    if (batched) {
+      if (s.rank() == 0) invalid(n, "input '" + n.input(first + i) + "' has no batch axis");
+      Dims dims = s.dims();
+      dims.erase(dims.begin());
+      s = Shape(dims);
+    }
     if (i >= states) {
       const std::int64_t axis = axes[static_cast<std::size_t>(i - states)];
       const std::int64_t a = axis < 0 ? axis + s.rank() : axis;
-      if (a < 0 || a >= s.rank()) invalid(n, "scan axis " + std::to_string(axis) + " is outside input '" + n.input(i) + "'");
+      if (a < 0 || a >= s.rank()) invalid(n, "scan axis " + std::to_string(axis) + " is outside input '" + n.input(first + i) + "'");
       Dims dims = s.dims();
       dims.erase(dims.begin() + a);
       s = Shape(dims);
@@ -770,13 +792,20 @@ void Importer::op_scan(const Node& n) {
     body_inputs.push_back(s);
   }
   std::vector<std::pair<std::string, std::string>> captures;
-  Graph body = subgraph(n, "body", body_inputs, captures);
+  std::vector<bool> dynamic;
+  Graph body = subgraph(n, "body", body_inputs, captures, dynamic);
   for (const auto& [tensor, inner] : captures) inputs.push_back(tensor);
+  if (std::find(dynamic.begin(), dynamic.end(), true) != dynamic.end())
+    unsupported(n, "the body's outputs have shapes that depend on values at run time");
   Attributes attrs;
   attrs.set("states", std::int64_t{states});
   attrs.set("num_scan_inputs", scans);
   for (const char* name : {"scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"})
     if (n.has(name)) attrs.set(name, attr_ints(n, name, {}));
+  if (batched) {
+    attrs.set("batched", std::int64_t{1});
+    if (n.has("directions")) attrs.set("scan_input_directions", attr_ints(n, "directions", {}));
+  }
   attrs.set("body", encode_subgraph(body));
   emit(n, "Scan", inputs, attrs, {}, "", static_cast<int>(body.outputs.size()));
 }
