@@ -26,10 +26,9 @@ std::string onnx_test_data() {
 TEST(ControlFlow, OnnxNodeTests) {
   const std::string node = onnx_test_data() + "/node";
   if (!fs::exists(node)) GTEST_SKIP() << "libonnx-testdata is not installed (" << node << ")";
-  // test_loop11's body slices a constant at the iteration number (Slice with starts computed at run
-  // time), which espresso cannot express yet; the *_seq and *_opt tests use sequence and optional types;
-  // test_scan_sum is Scan-8 (batched).
-  for (const char* name : {"test_if", "test_scan9_sum"}) {
+  // test_loop11's body slices a constant at the iteration number (DynamicSlice); test_scan_sum is Scan-8
+  // (batched). The *_seq and *_opt tests use sequence and optional types, which espresso does not have.
+  for (const char* name : {"test_if", "test_loop11", "test_scan9_sum", "test_scan_sum"}) {
     SCOPED_TRACE(name);
     const OnnxConformanceReport report = run_onnx_conformance({node + "/" + name});
     ASSERT_EQ(report.results.size(), 1u);
@@ -328,6 +327,38 @@ TEST(ControlFlow, ScanReverseOverAxisOneWithOuterValue) {
       EXPECT_NEAR(sums[static_cast<std::size_t>(r * 4 + t)], s, 1e-5);
     }
     EXPECT_NEAR(final_state[static_cast<std::size_t>(r)], s, 1e-5);
+  }
+}
+
+// Slice with starts and ends given at run time: its output shape follows from them, so the net replans.
+TEST(ControlFlow, SliceAtRunTimeReplans) {
+  onnx::GraphProto g;
+  add_input(&g, "x", {2, 6});
+  add_input(&g, "starts", {1}, onnx::TensorProto::INT64);
+  add_input(&g, "ends", {1}, onnx::TensorProto::INT64);
+  auto* axes = g.add_initializer();
+  axes->set_name("axes");
+  axes->set_data_type(onnx::TensorProto::INT64);
+  axes->add_dims(1);
+  axes->add_int64_data(1);
+  node(&g, "Slice", {"x", "starts", "ends", "axes"}, {"part"});
+  node(&g, "Neg", {"part"}, {"y"});
+  g.add_output()->set_name("y");
+  Net net(load(model_with(g)));
+  const Tensor x = filled({2, 6}, -3.0f, 0.5f);
+  const auto xv = x.to_vector();
+  for (const auto& [start, end] : std::vector<std::pair<int, int>>{{1, 4}, {0, 6}, {-2, 100}, {3, 3}, {1, 4}}) {
+    SCOPED_TRACE(std::to_string(start) + ":" + std::to_string(end));
+    const auto out = net.forward({{"x", x},
+                                  {"starts", Tensor::from(Shape{1}, {static_cast<float>(start)})},
+                                  {"ends", Tensor::from(Shape{1}, {static_cast<float>(end)})}});
+    const int from = start < 0 ? start + 6 : start, to = std::min(end, 6);
+    const int width = std::max(0, to - from);
+    ASSERT_EQ(out.at("y").shape(), (Shape{2, width}));
+    const auto yv = out.at("y").to_vector();
+    for (int r = 0; r < 2; ++r)
+      for (int c = 0; c < width; ++c)
+        EXPECT_FLOAT_EQ(yv[static_cast<std::size_t>(r * width + c)], -xv[static_cast<std::size_t>(r * 6 + from + c)]);
   }
 }
 

@@ -353,8 +353,28 @@ Graph decode_subgraph(const std::string& bytes, const std::string& what) {
 
 // ---- the shared part ----------------------------------------------------------------------------
 
+Shape ValueShapedLayer::remembered(std::size_t k, const Shape& guess) const {
+  return k < seen_.size() ? seen_[k] : guess;
+}
+
+void ValueShapedLayer::replan(std::vector<Shape> shapes) const {
+  seen_ = std::move(shapes);
+  throw OutputShapesChanged(name());
+}
+
+void ValueShapedLayer::deliver(const std::vector<Tensor>& results, std::vector<Tensor>& outputs) const {
+  bool changed = false;
+  for (std::size_t k = 0; k < outputs.size(); ++k) changed = changed || results[k].shape() != outputs[k].shape();
+  if (changed) {
+    std::vector<Shape> shapes;
+    for (const Tensor& t : results) shapes.push_back(t.shape());
+    replan(std::move(shapes));
+  }
+  for (std::size_t k = 0; k < outputs.size(); ++k) outputs[k].copy_from(results[k]);
+}
+
 ControlFlowLayer::ControlFlowLayer(const LayerSpec& spec, const std::vector<std::string>& attributes)
-    : Layer(spec), subnets_(attributes.size()) {
+    : ValueShapedLayer(spec), subnets_(attributes.size()) {
   for (const std::string& attribute : attributes) {
     const std::string where = describe("subgraph '" + attribute + "'");
     subgraphs_.push_back(decode_subgraph(spec.attrs.require_string(attribute), where));
@@ -384,20 +404,6 @@ std::vector<Shape> ControlFlowLayer::subgraph_shapes(std::size_t k, const std::v
   return within(describe(subgraph_label(subgraph(k), k)), [&] { return infer_graph_shapes(subgraph(k), inputs); });
 }
 
-Shape ControlFlowLayer::remembered(std::size_t k, const Shape& guess) const {
-  return k < seen_.size() ? seen_[k] : guess;
-}
-
-void ControlFlowLayer::deliver(const std::vector<Tensor>& results, std::vector<Tensor>& outputs) const {
-  bool changed = false;
-  for (std::size_t k = 0; k < outputs.size(); ++k) changed = changed || results[k].shape() != outputs[k].shape();
-  if (changed) {
-    seen_.clear();
-    for (const Tensor& t : results) seen_.push_back(t.shape());
-    throw OutputShapesChanged(name());
-  }
-  for (std::size_t k = 0; k < outputs.size(); ++k) outputs[k].copy_from(results[k]);
-}
 
 void ControlFlowLayer::expect_subgraph_inputs(std::size_t k, std::size_t count) const {
   if (subgraph(k).inputs.size() != count) {

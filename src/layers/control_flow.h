@@ -51,7 +51,26 @@ class OutputShapesChanged : public std::exception {
   std::string message_;
 };
 
-class ControlFlowLayer : public Layer {
+// A layer some of whose output shapes follow from input values, not from input shapes alone (control
+// flow, DynamicSlice). output_shapes() gives the shapes the last run made (remembered(), a guess before any
+// run); a run that makes others calls replan(), which remembers them and throws OutputShapesChanged.
+class ValueShapedLayer : public Layer {
+ public:
+  using Layer::Layer;
+
+ protected:
+  // Output k's shape when it depends on values: the shape the last forward() made, else `guess`.
+  Shape remembered(std::size_t k, const Shape& guess) const;
+  // Remembers `shapes` as the outputs' and throws OutputShapesChanged.
+  [[noreturn]] void replan(std::vector<Shape> shapes) const;
+  // Copies `results` into `outputs`; replan() when a shape differs from the planned one.
+  void deliver(const std::vector<Tensor>& results, std::vector<Tensor>& outputs) const;
+
+ private:
+  mutable std::vector<Shape> seen_;  // output shapes of the last forward()
+};
+
+class ControlFlowLayer : public ValueShapedLayer {
  public:
   // Decodes and checks the subgraphs held in these attributes.
   ControlFlowLayer(const LayerSpec& spec, const std::vector<std::string>& attributes);
@@ -63,11 +82,6 @@ class ControlFlowLayer : public Layer {
   Subnet& subnet(std::size_t k) const;
   // Shapes of subgraph k's outputs for these input shapes; ShapeError naming this layer and the subgraph.
   std::vector<Shape> subgraph_shapes(std::size_t k, const std::vector<Shape>& inputs) const;
-  // Output k's shape when it depends on values: the shape the last forward() made, else `guess`.
-  Shape remembered(std::size_t k, const Shape& guess) const;
-  // Copies `results` into `outputs`; when a shape differs from the planned one, remembers the
-  // results' shapes and throws OutputShapesChanged.
-  void deliver(const std::vector<Tensor>& results, std::vector<Tensor>& outputs) const;
   // ModelError naming this layer unless subgraph k declares `count` inputs (outputs).
   void expect_subgraph_inputs(std::size_t k, std::size_t count) const;
   void expect_subgraph_outputs(std::size_t k, std::size_t count) const;
@@ -76,7 +90,6 @@ class ControlFlowLayer : public Layer {
   std::vector<Graph> subgraphs_;
   SubnetFactory factory_;
   mutable std::vector<std::unique_ptr<Subnet>> subnets_;
-  mutable std::vector<Shape> seen_;  // output shapes of the last forward()
 };
 
 }  // namespace espresso

@@ -1154,6 +1154,16 @@ void Importer::op_slice(const Node& n) {
     ends = attr_ints(n, "ends", {});
     axes = attr_ints(n, "axes", {});
   } else {
+    // Starts or ends computed at run time (a Loop body slicing at the iteration number): DynamicSlice.
+    auto known = [&](int i) { return is_constant(n, i) || options_.input_values.count(resolve(n.input(i))) != 0; };
+    if (!known(1) || !known(2)) {
+      Attributes dynamic;
+      if (n.has_input(3)) dynamic.set("axes", constant_ints(n, 3));
+      if (n.has_input(4)) dynamic.set("steps", constant_ints(n, 4));
+      const std::string out = emit(n, "DynamicSlice", {tensor(n, 0), tensor(n, 1), tensor(n, 2)}, dynamic)[0];
+      dynamic_.insert(out);
+      return;
+    }
     starts = constant_ints(n, 1);
     ends = constant_ints(n, 2);
     if (n.has_input(3)) axes = constant_ints(n, 3);
