@@ -30,6 +30,11 @@ struct Limits {
   std::int64_t max_layers = std::int64_t{1} << 20;
   // Bytes of one name (layers, tensors, attributes, inputs, outputs).
   std::int64_t max_name_bytes = std::int64_t{1} << 16;
+  // Iterations of one run of a Loop layer (ONNX Loop, TensorFlow Lite WHILE): a loop that would run
+  // more, bounded or not, stops with a LimitError naming the layer instead of hanging.
+  std::int64_t max_loop_iterations = std::int64_t{1} << 20;
+  // Nesting of control-flow subgraphs (an If inside a Loop body inside ...).
+  int max_subgraph_depth = 16;
 };
 
 // The process-wide limits (the defaults above until set_limits is called). Thread-safe.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -21,6 +22,16 @@ namespace espresso {
 Graph load_tflite(const std::string& path);
 // The same from the file's bytes; `name` stands for the file in messages.
 Graph load_tflite(std::span<const std::byte> bytes, const std::string& name = "<memory>");
+
+struct TfliteImportOptions {
+  // Shapes of inputs by name, in the file's order (NHWC for rank 4): for inputs whose shape_signature
+  // holds -1 (dimensions fixed only at run time, where the file's shape is a placeholder). Fixed
+  // dimensions must match. The imported graph keeps such dimensions free: a Net replans for inputs of
+  // other lengths.
+  std::map<std::string, Shape> input_shapes;
+};
+Graph load_tflite(const std::string& path, const TfliteImportOptions& options);
+Graph load_tflite(std::span<const std::byte> bytes, const std::string& name, const TfliteImportOptions& options);
 
 // True when `bytes` carry TensorFlow Lite's "TFL3" FlatBuffer identifier.
 bool is_tflite(std::span<const std::byte> bytes);

@@ -120,6 +120,10 @@ void save_package(const Graph& graph, const std::string& path, const PackageSave
   std::uint32_t version = 1;
   std::uint64_t data_bytes = 0;
   for (const LayerSpec& layer : graph.layers) {
+    // Their subgraphs are binary attributes (docs/control_flow.md), which the JSON manifest cannot hold.
+    if (layer.type == "If" || layer.type == "Loop" || layer.type == "Scan")
+      throw UnsupportedError("layer '" + layer.name + "' (" + layer.type +
+                             "): models with control flow cannot be written to .esp yet");
     json attrs = json::object();
     for (const auto& [name, value] : layer.attrs.all()) attrs[name] = attr_to_json(layer.name, name, value);
     json weight_names = json::array();

@@ -14,6 +14,7 @@
 #include "layers/batch_norm.h"
 #include "layers/binary.h"
 #include "layers/concat.h"
+#include "layers/control_flow.h"
 #include "layers/filler.h"
 #include "layers/relu.h"
 #include "layers/registry.h"
@@ -158,6 +159,28 @@ bool uses_tf32(const std::string& type) {
   return type == "Convolution" || type == "InnerProduct" || type == "MatMul";
 }
 
+// A control-flow layer's subgraph planned and run as a Net of its own, on the CPU (the layer runs there).
+class NetSubnet final : public Subnet {
+ public:
+  NetSubnet(const Graph& graph, const NetOptions& options) : net_(graph, options), names_(net_.input_names()) {}
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs) override {
+    if (inputs.size() != names_.size()) {
+      throw ShapeError("the graph takes " + std::to_string(names_.size()) + " inputs, got " +
+                       std::to_string(inputs.size()));
+    }
+    for (std::size_t i = 0; i < inputs.size(); ++i) net_.reshape(names_[i], inputs[i].shape());
+    for (std::size_t i = 0; i < inputs.size(); ++i) net_.input(names_[i]).copy_from(inputs[i]);
+    net_.forward();
+    std::vector<Tensor> results;
+    for (const std::string& name : net_.output_names()) results.push_back(net_.tensor(name));
+    return results;
+  }
+
+ private:
+  Net net_;
+  std::vector<std::string> names_;
+};
+
 std::string join_shapes(const std::vector<Shape>& shapes) {
   std::string text;
   for (const Shape& s : shapes) text += (text.empty() ? "" : ", ") + s.str();
@@ -180,6 +203,16 @@ void Net::Impl::build() {
     throw ModelError("unknown layer types: " + unknown + "; known types: " + known);
   }
   for (const LayerSpec& spec : graph.layers) layers.push_back(create_layer(spec));
+  NetOptions nested;
+  nested.reference_kernels = options.reference_kernels;
+  nested.max_planned_bytes = options.max_planned_bytes;
+  for (auto& layer : layers) {
+    if (auto* flow = dynamic_cast<ControlFlowLayer*>(layer.get())) {
+      flow->bind([nested](const Graph& subgraph) -> std::unique_ptr<Subnet> {
+        return std::make_unique<NetSubnet>(subgraph, nested);
+      });
+    }
+  }
   if (options.training) {
     for (std::size_t step = 0; step < layers.size(); ++step) {
       layers[step]->set_training(true);
@@ -1046,7 +1079,22 @@ Tensor& Net::input(const std::string& name) {
 void Net::forward() {
   const ScopedThreads scope(impl_->threads.get());
   if (!impl_->planned) impl_->plan();
-  impl_->run();
+  // A control-flow layer whose outputs came out in other shapes than planned (they depend on values)
+  // remembered them: plan again with them and run again. Each pass settles at least one such layer, and
+  // the shapes stay remembered, so a run on inputs like the last plans nothing (docs/control_flow.md).
+  for (std::size_t pass = 0;; ++pass) {
+    try {
+      impl_->run();
+      break;
+    } catch (const OutputShapesChanged& e) {
+      if (pass >= impl_->layers.size()) throw ModelError("net '" + impl_->graph.name + "': " + e.what() + " again");
+      std::vector<Tensor> inputs;
+      for (int id : impl_->input_ids) inputs.push_back(impl_->tensors[static_cast<std::size_t>(id)].clone());
+      impl_->plan();
+      for (std::size_t i = 0; i < inputs.size(); ++i)
+        impl_->tensors[static_cast<std::size_t>(impl_->input_ids[i])].copy_from(inputs[i]);
+    }
+  }
   impl_->forwarded = true;
 }
 

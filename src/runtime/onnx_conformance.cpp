@@ -41,11 +41,19 @@ std::vector<fs::path> sorted_files(const fs::path& dir, const std::string& prefi
 void run_test(const fs::path& dir, const OnnxConformanceOptions& options, OnnxTestResult& result) {
   const std::string model_path = (dir / "model.onnx").string();
   const onnx::ModelProto model = read_model(model_path);
-  for (const auto& node : model.graph().node()) {
-    if (std::find(result.op_types.begin(), result.op_types.end(), node.op_type()) == result.op_types.end()) {
-      result.op_types.push_back(node.op_type());
+  // The operators of the graph and of every subgraph (If, Loop, Scan bodies) in it.
+  const auto collect = [&result](const onnx::GraphProto& graph, const auto& self) -> void {
+    for (const auto& node : graph.node()) {
+      if (std::find(result.op_types.begin(), result.op_types.end(), node.op_type()) == result.op_types.end()) {
+        result.op_types.push_back(node.op_type());
+      }
+      for (const auto& attribute : node.attribute()) {
+        if (attribute.has_g()) self(attribute.g(), self);
+        for (const auto& g : attribute.graphs()) self(g, self);
+      }
     }
-  }
+  };
+  collect(model.graph(), collect);
   std::set<std::string> initializers;
   for (const auto& init : model.graph().initializer()) initializers.insert(init.name());
   std::vector<std::string> input_names, output_names;

@@ -15,6 +15,7 @@
 #include "espresso/onnx.h"
 #include "import/onnx/onnx_tensor.h"
 #include "layers/activation.h"
+#include "layers/control_flow.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -49,6 +50,13 @@ class Importer {
   // model came from memory and may have none).
   Importer(std::string path, std::string dir, OnnxImportOptions options)
       : path_(std::move(path)), dir_(std::move(dir)), options_(std::move(options)) {}
+  // The importer of a subgraph of `parent`'s node: outer names resolve through the parent.
+  Importer(Importer& parent, const Node& owner)
+      : path_(parent.path_), dir_(parent.dir_), opset_(parent.opset_), parent_(&parent), owner_(&owner),
+        depth_(parent.depth_ + 1) {
+    options_.dims = parent.options_.dims;
+    options_.default_dim = parent.options_.default_dim;
+  }
   Graph run(const std::string& bytes);
   static std::vector<std::string> supported() {
     std::vector<std::string> ops;
@@ -61,7 +69,9 @@ class Importer {
   static const std::map<std::string, Handler>& handlers();
 
   // Messages and errors.
-  std::string where(const Node& n) const { return path_ + ": node '" + n.name + "' (" + n.op() + ")"; }
+  std::string where(const Node& n) const { return scope() + "node '" + n.name + "' (" + n.op() + ")"; }
+  // "model.onnx: " or, inside a subgraph, "model.onnx: node 'loop' (Loop) subgraph: ".
+  std::string scope() const { return parent_ ? parent_->where(*owner_) + " subgraph: " : path_ + ": "; }
   [[noreturn]] void unsupported(const Node& n, const std::string& what) const {
     throw UnsupportedError(where(n) + ": " + what);
   }
@@ -110,6 +120,21 @@ class Importer {
 
   void declare_inputs(const onnx::GraphProto& graph, const std::set<std::string>& initializers);
   void check_supported(const onnx::GraphProto& graph) const;
+  void import_nodes(const onnx::GraphProto& graph);
+
+  // Control flow (docs/control_flow.md). A subgraph's free names become inputs of its Graph, fed from
+  // the outer graph's tensors (`captures_`: outer tensor, subgraph input); outer constants are copied in.
+  bool capture(const std::string& name);
+  Graph import_subgraph(const onnx::GraphProto& graph, const std::vector<Shape>& input_shapes);
+  const onnx::GraphProto& graph_attr(const Node& n, const std::string& name);
+  // Imports subgraph `name` of `n` with these formal input shapes; its captures go after `inputs`.
+  // `dynamic` tells which of its outputs have value-dependent shapes.
+  Graph subgraph(const Node& n, const std::string& name, const std::vector<Shape>& input_shapes,
+                 std::vector<std::pair<std::string, std::string>>& captures, std::vector<bool>& dynamic);
+  void op_if(const Node& n);
+  void op_compare(const Node& n);
+  void op_loop(const Node& n);
+  void op_scan(const Node& n);
 
   // Helpers shared by handlers.
   int rank_of(const Node& n, int i) const { return shape(n, i).rank(); }
@@ -170,6 +195,11 @@ class Importer {
   std::map<std::string, std::string> emitted_constants_;  // constant name → graph tensor
   std::set<std::string> layer_names_;
   int unnamed_ = 0;
+  Importer* parent_ = nullptr;     // for a subgraph: the importer of the graph around it
+  const Node* owner_ = nullptr;    // and the node that holds it
+  int depth_ = 0;                  // subgraph nesting
+  std::vector<std::pair<std::string, std::string>> captures_;  // (outer tensor, input of this subgraph)
+  std::set<std::string> dynamic_;  // tensors whose shapes depend on values (outputs of control flow)
 };
 
 // ---- attributes -------------------------------------------------------------------------------
@@ -317,6 +347,9 @@ std::vector<std::string> Importer::emit(const Node& n, const std::string& type,
   }
   for (std::size_t i = 0; i < spec.outputs.size() && i < out_shapes.size(); ++i)
     shapes_[spec.outputs[i]] = out_shapes[i];
+  // What is computed from a tensor of value-dependent shape has one too.
+  if (std::any_of(spec.inputs.begin(), spec.inputs.end(), [&](const std::string& in) { return dynamic_.count(in) != 0; }))
+    dynamic_.insert(spec.outputs.begin(), spec.outputs.end());
   std::vector<std::string> names = spec.outputs;
   graph_.layers.push_back(std::move(spec));
   return names;
@@ -381,13 +414,17 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Div", &Importer::op_binary},
       {"Dropout", &Importer::op_identity},
       {"Elu", &Importer::op_activation},
+      {"Equal", &Importer::op_compare},
       {"Exp", &Importer::op_activation},
       {"Expand", &Importer::op_expand},
       {"Flatten", &Importer::op_flatten},
       {"Floor", &Importer::op_activation},
       {"Gather", &Importer::op_gather},
       {"GRU", &Importer::op_recurrent},
+      {"If", &Importer::op_if},
       {"Gemm", &Importer::op_gemm},
+      {"Greater", &Importer::op_compare},
+      {"GreaterOrEqual", &Importer::op_compare},
       {"GlobalAveragePool", &Importer::op_global_pool},
       {"GlobalMaxPool", &Importer::op_global_pool},
       {"HardSigmoid", &Importer::op_activation},
@@ -395,7 +432,10 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Identity", &Importer::op_identity},
       {"LRN", &Importer::op_lrn},
       {"LSTM", &Importer::op_recurrent},
+      {"Loop", &Importer::op_loop},
       {"LeakyRelu", &Importer::op_leaky_relu},
+      {"Less", &Importer::op_compare},
+      {"LessOrEqual", &Importer::op_compare},
       {"Log", &Importer::op_activation},
       {"LogSoftmax", &Importer::op_softmax},
       {"MatMul", &Importer::op_matmul},
@@ -405,6 +445,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Min", &Importer::op_variadic},
       {"Mul", &Importer::op_binary},
       {"Neg", &Importer::op_activation},
+      {"Not", &Importer::op_compare},
       {"PRelu", &Importer::op_prelu},
       {"Pad", &Importer::op_pad},
       {"Pow", &Importer::op_binary},
@@ -423,6 +464,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Relu", &Importer::op_relu},
       {"Reshape", &Importer::op_reshape},
       {"Resize", &Importer::op_resize},
+      {"Scan", &Importer::op_scan},
       {"Selu", &Importer::op_activation},
       {"Shape", &Importer::op_shape},
       {"Sigmoid", &Importer::op_activation},
@@ -494,6 +536,280 @@ void Importer::declare_inputs(const onnx::GraphProto& graph, const std::set<std:
   }
 }
 
+void Importer::import_nodes(const onnx::GraphProto& graph) {
+  for (int i = 0; i < graph.node_size(); ++i) {
+    const onnx::NodeProto& proto = graph.node(i);
+    Node node{proto, proto.name(), {}};
+    if (node.name.empty()) {
+      node.name = proto.output_size() > 0 && !proto.output(0).empty()
+                      ? proto.output(0)
+                      : proto.op_type() + "_" + std::to_string(unnamed_++);
+    }
+    for (const auto& a : proto.attribute()) node.attrs[a.name()] = &a;
+    for (const std::string& input : proto.input()) {
+      if (!input.empty() && !capture(input)) {
+        invalid(node, "input '" + input + "' is not produced by any earlier node, initializer or graph input" +
+                          (parent_ ? " of this subgraph or the graphs around it" : ""));
+      }
+    }
+    (this->*handlers().at(proto.op_type()))(node);
+  }
+}
+
+// a >= b is clip(floor(a - b) + 1, 0, 1): a - b is 0 only where a = b and has the sign of a - b
+// elsewhere, so the result is exactly 1 or 0 (runtime booleans are floats). The rest follow from it.
+void Importer::op_compare(const Node& n) {
+  const std::string& op = n.op();
+  const std::string one = emit_constant(n.name + "/one", Value{TP::FLOAT, Shape{}, {1.0}});
+  Attributes clip;
+  clip.set("function", std::string("clip"));
+  clip.set("min", 0.0);
+  clip.set("max", 1.0);
+  Attributes sub, mul;
+  sub.set("operation", std::string("sub"));
+  mul.set("operation", std::string("mul"));
+  if (op == "Not") {
+    emit(n, "Binary", {one, tensor(n, 0)}, sub);
+    return;
+  }
+  const std::vector<std::string> in{tensor(n, 0), tensor(n, 1)};
+  auto shifted = [&](std::size_t a, std::size_t b, const std::string& suffix) {
+    Attributes floor, add;
+    floor.set("function", std::string("floor"));
+    add.set("operation", std::string("add"));
+    const std::string d = emit(n, "Binary", {in[a], in[b]}, sub, {}, suffix + "difference")[0];
+    const std::string f = emit(n, "Activation", {d}, floor, {}, suffix + "floor")[0];
+    return emit(n, "Binary", {f, one}, add, {}, suffix + "shifted")[0];
+  };
+  auto ge = [&](std::size_t a, std::size_t b, const std::string& suffix) {
+    return emit(n, "Activation", {shifted(a, b, suffix)}, clip, {}, suffix + "ge")[0];
+  };
+  if (op == "GreaterOrEqual" || op == "LessOrEqual") {
+    emit(n, "Activation", {op == "GreaterOrEqual" ? shifted(0, 1, "") : shifted(1, 0, "")}, clip);
+  } else if (op == "Greater" || op == "Less") {
+    emit(n, "Binary", {one, op == "Greater" ? ge(1, 0, "") : ge(0, 1, "")}, sub);
+  } else {
+    emit(n, "Binary", {ge(0, 1, "forward_"), ge(1, 0, "backward_")}, mul);
+  }
+}
+
+// ---- control flow -----------------------------------------------------------------------------
+
+bool Importer::capture(const std::string& name) {
+  if (is_constant(name) || shapes_.count(resolve(name))) return true;
+  if (!parent_) return false;
+  if (parent_->is_constant(name)) {
+    constants_[name] = parent_->constants_.at(parent_->resolve(name));
+    return true;
+  }
+  if (!parent_->capture(name)) return false;
+  // Constants the parent got from its own parent are copied; tensors become inputs of this subgraph.
+  if (parent_->is_constant(name)) {
+    constants_[name] = parent_->constants_.at(parent_->resolve(name));
+    return true;
+  }
+  const std::string outer = parent_->tensor_of(name);
+  graph_.inputs.push_back({name, parent_->shapes_.at(outer)});
+  shapes_[name] = parent_->shapes_.at(outer);
+  if (parent_->dynamic_.count(outer)) dynamic_.insert(name);
+  captures_.emplace_back(outer, name);
+  return true;
+}
+
+Graph Importer::import_subgraph(const onnx::GraphProto& graph, const std::vector<Shape>& input_shapes) {
+  if (depth_ > limits().max_subgraph_depth) {
+    throw LimitError(scope() + "subgraphs nested " + std::to_string(depth_) + " deep exceed the limit of " +
+                     std::to_string(limits().max_subgraph_depth) + " (Limits::max_subgraph_depth)");
+  }
+  graph_.name = graph.name();
+  check_supported(graph);
+  std::set<std::string> initializers;
+  for (const TP& init : graph.initializer()) {
+    constants_[init.name()] = onnx_detail::decode_tensor(init, dir_, scope() + "initializer '" + init.name() + "'");
+    initializers.insert(init.name());
+  }
+  std::size_t formal = 0;
+  for (const onnx::ValueInfoProto& input : graph.input()) {
+    if (initializers.count(input.name())) continue;
+    if (formal >= input_shapes.size()) break;
+    if (input.type().has_tensor_type()) input_types_[input.name()] = input.type().tensor_type().elem_type();
+    graph_.inputs.push_back({input.name(), input_shapes[formal]});
+    shapes_[input.name()] = input_shapes[formal++];
+  }
+  if (formal != input_shapes.size()) {
+    throw ModelError(scope() + "the subgraph declares " + std::to_string(formal) + " inputs, should declare " +
+                     std::to_string(input_shapes.size()));
+  }
+  import_nodes(graph);
+  for (const onnx::ValueInfoProto& output : graph.output()) {
+    if (!capture(output.name())) throw ModelError(scope() + "subgraph output '" + output.name() + "' is never produced");
+    graph_.outputs.push_back(tensor_of(output.name()));
+  }
+  return std::move(graph_);
+}
+
+const onnx::GraphProto& Importer::graph_attr(const Node& n, const std::string& name) {
+  const auto* a = attr(n, name, onnx::AttributeProto::GRAPH);
+  if (a == nullptr || !a->has_g()) invalid(n, "attribute '" + name + "' (a graph) is missing");
+  return a->g();
+}
+
+Graph Importer::subgraph(const Node& n, const std::string& name, const std::vector<Shape>& input_shapes,
+                         std::vector<std::pair<std::string, std::string>>& captures, std::vector<bool>& dynamic) {
+  Importer inner(*this, n);
+  Graph graph = inner.import_subgraph(graph_attr(n, name), input_shapes);
+  if (graph.name.empty()) graph.name = name;
+  captures = inner.captures_;
+  dynamic.clear();
+  for (const std::string& output : graph.outputs) dynamic.push_back(inner.dynamic_.count(output) != 0);
+  return graph;
+}
+
+void Importer::op_if(const Node& n) {
+  std::vector<std::pair<std::string, std::string>> then_captures, else_captures;
+  std::vector<Graph> branches;
+  std::vector<bool> then_dynamic, else_dynamic;
+  branches.push_back(subgraph(n, "then_branch", {}, then_captures, then_dynamic));
+  branches.push_back(subgraph(n, "else_branch", {}, else_captures, else_dynamic));
+  if (branches[0].outputs.size() != branches[1].outputs.size())
+    invalid(n, "the branches give " + std::to_string(branches[0].outputs.size()) + " and " +
+                   std::to_string(branches[1].outputs.size()) + " outputs");
+  // Both branches take every value either captures, in one order.
+  std::vector<std::string> outer;
+  for (const auto* list : {&then_captures, &else_captures})
+    for (const auto& [tensor, inner] : *list)
+      if (std::find(outer.begin(), outer.end(), tensor) == outer.end()) outer.push_back(tensor);
+  for (std::size_t b = 0; b < 2; ++b) {
+    const auto& list = b == 0 ? then_captures : else_captures;
+    std::vector<InputSpec> inputs;
+    for (const std::string& tensor : outer) {
+      auto it = std::find_if(list.begin(), list.end(), [&](const auto& c) { return c.first == tensor; });
+      inputs.push_back({it != list.end() ? it->second : "captured:" + tensor, shapes_.at(tensor)});
+    }
+    branches[b].inputs = std::move(inputs);
+  }
+  std::vector<std::string> inputs{tensor(n, 0)};
+  inputs.insert(inputs.end(), outer.begin(), outer.end());
+  const std::vector<Shape> then_shapes = infer_graph_shapes(branches[0], [&] {
+    std::vector<Shape> s;
+    for (const auto& t : outer) s.push_back(shapes_.at(t));
+    return s;
+  }());
+  const int outputs = static_cast<int>(branches[0].outputs.size());
+  std::vector<Shape> else_shapes;
+  try {
+    std::vector<Shape> s;
+    for (const auto& t : outer) s.push_back(shapes_.at(t));
+    else_shapes = infer_graph_shapes(branches[1], s);
+  } catch (const Error&) {
+    else_shapes = then_shapes;
+  }
+  Attributes attrs;
+  attrs.set("then_branch", encode_subgraph(branches[0]));
+  attrs.set("else_branch", encode_subgraph(branches[1]));
+  const std::vector<std::string> names = emit(n, "If", inputs, attrs, {}, "", outputs);
+  for (int k = 0; k < outputs; ++k)
+    if (then_shapes[static_cast<std::size_t>(k)] != else_shapes[static_cast<std::size_t>(k)] ||
+        then_dynamic[static_cast<std::size_t>(k)] || else_dynamic[static_cast<std::size_t>(k)])
+      dynamic_.insert(names[static_cast<std::size_t>(k)]);
+}
+
+void Importer::op_loop(const Node& n) {
+  const int carried = n.proto.input_size() - 2;
+  if (carried < 0) invalid(n, "needs the trip count and condition inputs (empty names where absent)");
+  const bool has_trip_count = n.has_input(0), has_condition = n.has_input(1);
+  if (!has_trip_count && !has_condition)
+    invalid(n, "has neither a trip count nor a condition: the loop would never end");
+  std::vector<Shape> body_inputs{Shape{}, Shape{}};
+  std::vector<std::string> inputs;
+  if (has_trip_count) inputs.push_back(tensor(n, 0));
+  if (has_condition) inputs.push_back(tensor(n, 1));
+  for (int k = 0; k < carried; ++k) {
+    body_inputs.push_back(shape(n, 2 + k));
+    inputs.push_back(tensor(n, 2 + k));
+  }
+  std::vector<std::pair<std::string, std::string>> captures;
+  std::vector<bool> dynamic;
+  Graph body = subgraph(n, "body", body_inputs, captures, dynamic);
+  for (const auto& [tensor, inner] : captures) inputs.push_back(tensor);
+  const int outputs = static_cast<int>(body.outputs.size()) - 1;
+  if (outputs < carried)
+    invalid(n, "the body gives " + std::to_string(body.outputs.size()) + " outputs, fewer than 1 + " +
+                   std::to_string(carried) + " carried values");
+  Attributes attrs;
+  attrs.set("has_trip_count", std::int64_t{has_trip_count ? 1 : 0});
+  attrs.set("has_condition", std::int64_t{has_condition ? 1 : 0});
+  attrs.set("carried", std::int64_t{carried});
+  attrs.set("body", encode_subgraph(body));
+  std::vector<Shape> before;
+  for (const std::string& input : inputs) before.push_back(shapes_.at(input));
+  const std::vector<std::string> names = emit(n, "Loop", inputs, attrs, {}, "", outputs);
+  // The scan outputs grow with the iteration count; a carried value may change shape as it goes.
+  const std::size_t prefix = (has_trip_count ? 1 : 0) + (has_condition ? 1 : 0);
+  for (int k = 0; k < outputs; ++k) {
+    const auto u = static_cast<std::size_t>(k);
+    if (k >= carried || shapes_.at(names[u]) != before[prefix + u] || dynamic[1 + u]) dynamic_.insert(names[u]);
+  }
+}
+
+void Importer::op_scan(const Node& n) {
+  // Scan-8 has a batch axis 0 on states and scan inputs (the sequence is axis 1) and sequence_lens first.
+  const bool batched = opset_ < 9;
+  const int first = batched ? 1 : 0;
+  const std::int64_t scans = attr_int(n, "num_scan_inputs", -1);
+  const int count = n.proto.input_size() - first;
+  if (scans < 1 || scans > count) invalid(n, "attribute 'num_scan_inputs' should lie in [1, " + std::to_string(count) + "]");
+  const int states = count - static_cast<int>(scans);
+  if (batched && n.has_input(0)) {
+    // Only sequence lengths that are the whole sequence (axis 1 of the scan inputs) are supported.
+    if (!is_constant(n, 0)) unsupported(n, "sequence_lens computed at run time is not supported");
+    const Shape scanned = shape(n, first + states);
+    for (double length : constant(n, 0).data)
+      if (scanned.rank() < 2 || static_cast<std::int64_t>(length) != scanned[1])
+        unsupported(n, "sequence_lens shorter than the sequence are not supported");
+  }
+  const Dims axes = attr_ints(n, "scan_input_axes", Dims(static_cast<std::size_t>(scans), 0));
+  if (axes.size() != static_cast<std::size_t>(scans)) invalid(n, "attribute 'scan_input_axes' needs one axis per scan input");
+  std::vector<Shape> body_inputs;
+  std::vector<std::string> inputs;
+  for (int i = 0; i < count; ++i) {
+    inputs.push_back(tensor(n, first + i));
+    Shape s = shape(n, first + i);
+    if (batched) {
+      if (s.rank() == 0) invalid(n, "input '" + n.input(first + i) + "' has no batch axis");
+      Dims dims = s.dims();
+      dims.erase(dims.begin());
+      s = Shape(dims);
+    }
+    if (i >= states) {
+      const std::int64_t axis = axes[static_cast<std::size_t>(i - states)];
+      const std::int64_t a = axis < 0 ? axis + s.rank() : axis;
+      if (a < 0 || a >= s.rank()) invalid(n, "scan axis " + std::to_string(axis) + " is outside input '" + n.input(first + i) + "'");
+      Dims dims = s.dims();
+      dims.erase(dims.begin() + a);
+      s = Shape(dims);
+    }
+    body_inputs.push_back(s);
+  }
+  std::vector<std::pair<std::string, std::string>> captures;
+  std::vector<bool> dynamic;
+  Graph body = subgraph(n, "body", body_inputs, captures, dynamic);
+  for (const auto& [tensor, inner] : captures) inputs.push_back(tensor);
+  if (std::find(dynamic.begin(), dynamic.end(), true) != dynamic.end())
+    unsupported(n, "the body's outputs have shapes that depend on values at run time");
+  Attributes attrs;
+  attrs.set("states", std::int64_t{states});
+  attrs.set("num_scan_inputs", scans);
+  for (const char* name : {"scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"})
+    if (n.has(name)) attrs.set(name, attr_ints(n, name, {}));
+  if (batched) {
+    attrs.set("batched", std::int64_t{1});
+    if (n.has("directions")) attrs.set("scan_input_directions", attr_ints(n, "directions", {}));
+  }
+  attrs.set("body", encode_subgraph(body));
+  emit(n, "Scan", inputs, attrs, {}, "", static_cast<int>(body.outputs.size()));
+}
+
 Graph Importer::run(const std::string& bytes) {
   if (bytes.empty()) throw FileError(path_ + ": the model is empty");
   onnx::ModelProto model;
@@ -522,23 +838,7 @@ Graph Importer::run(const std::string& bytes) {
   }
   declare_inputs(graph, initializers);
 
-  for (int i = 0; i < graph.node_size(); ++i) {
-    const onnx::NodeProto& proto = graph.node(i);
-    Node node{proto, proto.name(), {}};
-    if (node.name.empty()) {
-      node.name = proto.output_size() > 0 && !proto.output(0).empty()
-                      ? proto.output(0)
-                      : proto.op_type() + "_" + std::to_string(unnamed_++);
-    }
-    for (const auto& a : proto.attribute()) node.attrs[a.name()] = &a;
-    for (const std::string& input : proto.input()) {
-      if (!input.empty() && !is_constant(input) && !shapes_.count(resolve(input))) {
-        invalid(node,
-                "input '" + input + "' is not produced by any earlier node, initializer or graph input");
-      }
-    }
-    (this->*handlers().at(proto.op_type()))(node);
-  }
+  import_nodes(graph);
 
   for (const onnx::ValueInfoProto& output : graph.output()) {
     if (!is_constant(output.name()) && !shapes_.count(resolve(output.name()))) {
@@ -613,6 +913,30 @@ void Importer::op_cast(const Node& n) {
     set_constant(n, 0, std::move(value));
   } else if (to == TP::FLOAT || to == TP::DOUBLE) {
     alias(n, 0, tensor(n, 0));  // runtime tensors are f32 already
+  } else if (to == TP::BOOL) {
+    // Runtime booleans are floats 0 and 1: x ≠ 0.
+    const std::string zero = emit_constant(n.name + "/zero", Value{TP::FLOAT, Shape{}, {0.0}});
+    const std::string one = emit_constant(n.name + "/one", Value{TP::FLOAT, Shape{}, {1.0}});
+    Attributes attrs;
+    attrs.set("operation", std::string("sub"));
+    const std::string x = tensor(n, 0);
+    // (x ≥ 0)·(0 ≥ x) is 1 where x = 0 (see op_compare).
+    auto ge = [&](const std::string& a, const std::string& b, const std::string& suffix) {
+      Attributes sub, floor, add, clip;
+      sub.set("operation", std::string("sub"));
+      floor.set("function", std::string("floor"));
+      add.set("operation", std::string("add"));
+      clip.set("function", std::string("clip"));
+      clip.set("min", 0.0);
+      clip.set("max", 1.0);
+      const std::string d = emit(n, "Binary", {a, b}, sub, {}, suffix + "difference")[0];
+      const std::string f = emit(n, "Activation", {d}, floor, {}, suffix + "floor")[0];
+      return emit(n, "Activation", {emit(n, "Binary", {f, one}, add, {}, suffix + "shifted")[0]}, clip, {}, suffix + "ge")[0];
+    };
+    Attributes mul;
+    mul.set("operation", std::string("mul"));
+    const std::string is_zero = emit(n, "Binary", {ge(x, zero, "forward_"), ge(zero, x, "backward_")}, mul, {}, "zero")[0];
+    emit(n, "Binary", {one, is_zero}, attrs);
   } else if (to == TP::FLOAT16) {
     // Every float16 value is an fp32 value: the tensor stays fp32, rounded to float16's values.
     Attributes attrs;
@@ -624,6 +948,9 @@ void Importer::op_cast(const Node& n) {
 }
 
 void Importer::op_shape(const Node& n) {
+  if (n.has_input(0) && dynamic_.count(resolve(n.input(0))))
+    unsupported(n, "the shape of '" + n.input(0) + "' depends on values at run time (it comes from control flow), "
+                   "so it cannot be folded at load time");
   const Shape in = shape(n, 0);
   const int rank = in.rank();
   auto clamp_axis = [&](std::int64_t a) { return std::clamp<std::int64_t>(a < 0 ? a + rank : a, 0, rank); };
@@ -827,6 +1154,16 @@ void Importer::op_slice(const Node& n) {
     ends = attr_ints(n, "ends", {});
     axes = attr_ints(n, "axes", {});
   } else {
+    // Starts or ends computed at run time (a Loop body slicing at the iteration number): DynamicSlice.
+    auto known = [&](int i) { return is_constant(n, i) || options_.input_values.count(resolve(n.input(i))) != 0; };
+    if (!known(1) || !known(2)) {
+      Attributes dynamic;
+      if (n.has_input(3)) dynamic.set("axes", constant_ints(n, 3));
+      if (n.has_input(4)) dynamic.set("steps", constant_ints(n, 4));
+      const std::string out = emit(n, "DynamicSlice", {tensor(n, 0), tensor(n, 1), tensor(n, 2)}, dynamic)[0];
+      dynamic_.insert(out);
+      return;
+    }
     starts = constant_ints(n, 1);
     ends = constant_ints(n, 2);
     if (n.has_input(3)) axes = constant_ints(n, 3);

@@ -10,13 +10,16 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <optional>
 #include <numeric>
 #include <set>
 
 #include "core/half.h"
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 #include "espresso/tflite.h"
 #include "import/tflite/flatbuffer.h"
+#include "layers/control_flow.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -232,6 +235,14 @@ enum Builtin : int {
   LEAKY_RELU = 98,
   SQUARED_DIFFERENCE = 99,
   ABS = 101,
+  LESS = 58,
+  GREATER = 61,
+  GREATER_EQUAL = 62,
+  LESS_EQUAL = 63,
+  EQUAL = 71,
+  NOT_EQUAL = 72,
+  IF = 118,
+  WHILE = 119,
   QUANTIZE = 114,
   HARD_SWISH = 117,
   DENSIFY = 124,
@@ -361,6 +372,7 @@ struct TfTensor {
   FlatTable quantization;
   FlatTable sparsity;
   bool dynamic = false;  // shape_signature holds -1
+  Dims signature;        // shape_signature: -1 where a dimension is fixed only at run time
 };
 
 struct TfOperator {
@@ -378,10 +390,22 @@ struct Live {
   std::string nchw;
 };
 
+// What the importer of a subgraph that IF or WHILE runs is told by the operator's importer.
+struct Nested {
+  int subgraph = 0;
+  std::vector<int> around;  // the subgraphs being imported around this one, outermost first
+  // Per subgraph input: its value where the operator's operand is a constant (folded into the subgraph,
+  // so weights stay constants), and its shape in the file's order.
+  std::vector<std::optional<Const>> constants;
+  std::vector<Dims> shapes;
+};
+
 class Importer {
  public:
-  Importer(std::span<const std::byte> bytes, std::string path)
-      : buffer_(bytes, path), path_(std::move(path)) {}
+  Importer(std::span<const std::byte> bytes, std::string path, TfliteImportOptions options = {})
+      : bytes_(bytes), buffer_(bytes, path), path_(std::move(path)), options_(std::move(options)) {}
+  Importer(std::span<const std::byte> bytes, std::string path, Nested nested)
+      : bytes_(bytes), buffer_(bytes, path), path_(std::move(path)), nested_(std::move(nested)) {}
   Graph run();
   static const std::map<int, void (Importer::*)(const TfOperator&)>& handlers();
 
@@ -440,8 +464,9 @@ class Importer {
                           std::vector<std::string> inputs, Attributes attrs = {},
                           std::vector<Tensor> weights = {});
   std::string emit_constant(const std::string& name, const Const& value);
-  std::string emit_layout(const std::string& from, const Dims& from_dims, const Dims& perm,
-                          const std::string& to);
+  // A layout transpose of `from`; one that only moves size-1 axes of a tensor of fixed shape (not
+  // `dynamic`) becomes a Reshape.
+  std::string emit_layout(const std::string& from, const Dims& perm, const std::string& to, bool dynamic);
   // The name the output of `op` number `i` gets in layout `in_nchw`.
   std::string output_name(int t, bool in_nchw) const;
   // Records tensor t as computed in `graph_name` and checks its shape against the file's.
@@ -489,9 +514,23 @@ class Importer {
   void op_split(const TfOperator& op);
   void op_batch_matmul(const TfOperator& op);
   void op_depth_to_space(const TfOperator& op);
+  void op_compare(const TfOperator& op);
+  // Control flow (docs/control_flow.md): subgraph `index` imported for `op` with these inputs.
+  Graph import_subgraph(const TfOperator& op, std::int32_t index, const std::vector<std::optional<Const>>& constants,
+                        const std::vector<Dims>& shapes);
+  // Copies `graph`'s layers into graph_ with `prefix` before their names, fed from `inputs`; returns
+  // the names its outputs got.
+  std::vector<std::string> inline_graph(const Graph& graph, const std::string& prefix,
+                                        const std::vector<std::string>& inputs, Graph& into);
+  void op_if(const TfOperator& op);
+  void op_while(const TfOperator& op);
 
+  std::span<const std::byte> bytes_;
   FlatBuffer buffer_;
   std::string path_;
+  TfliteImportOptions options_;
+  std::optional<Nested> nested_;
+  std::size_t subgraph_count_ = 0;
   std::vector<TfTensor> tensors_;
   std::vector<FlatTable> buffers_;
   std::vector<TfOperator> operators_;
@@ -522,7 +561,10 @@ void Importer::read_model() {
   const std::vector<FlatTable> graphs = model.tables(field::model_subgraphs, "subgraphs");
   if (graphs.empty()) throw ModelError(path_ + ": the model has no subgraph");
   buffers_ = model.tables(field::model_buffers, "buffers");
-  const FlatTable& graph = graphs[0];
+  subgraph_count_ = graphs.size();
+  const std::size_t index = nested_ ? static_cast<std::size_t>(nested_->subgraph) : 0;
+  if (index >= graphs.size()) throw ModelError(path_ + ": subgraph " + std::to_string(index) + " does not exist");
+  const FlatTable& graph = graphs[index];
   std::set<std::string> names;
   for (const FlatTable& t : graph.tables(field::graph_tensors, "tensors")) {
     TfTensor tensor;
@@ -544,6 +586,7 @@ void Importer::read_model() {
     // A -1 in the signature marks a dimension fixed only at run time; a dynamic batch is fine.
     const std::vector<std::int32_t> signature = t.ints(field::tensor_shape_signature);
     for (std::size_t i = 1; i < signature.size(); ++i) tensor.dynamic = tensor.dynamic || signature[i] < 0;
+    if (signature.size() == tensor.shape.size()) tensor.signature.assign(signature.begin(), signature.end());
     tensor.type = t.scalar<std::int8_t>(field::tensor_type, 0);
     tensor.buffer = t.scalar<std::uint32_t>(field::tensor_buffer, 0);
     tensor.quantization = t.table(field::tensor_quantization, "quantization");
@@ -732,8 +775,8 @@ std::string Importer::emit_constant(const std::string& name, const Const& value)
   return constant_layers_[name] = graph_.layers.back().outputs[0];
 }
 
-std::string Importer::emit_layout(const std::string& from, const Dims& from_dims, const Dims& perm,
-                                  const std::string& to) {
+std::string Importer::emit_layout(const std::string& from, const Dims& perm, const std::string& to, bool dynamic) {
+  const Dims from_dims = shapes_.at(from).dims();
   LayerSpec spec;
   spec.name = to;
   while (!layer_names_.insert(spec.name).second) spec.name += "_";
@@ -743,7 +786,7 @@ std::string Importer::emit_layout(const std::string& from, const Dims& from_dims
     if (from_dims[static_cast<std::size_t>(axis)] != 1) moved.push_back(axis);
   }
   const Dims target = permuted(from_dims, perm);
-  if (std::is_sorted(moved.begin(), moved.end())) {
+  if (!dynamic && std::is_sorted(moved.begin(), moved.end())) {
     spec.type = "Reshape";
     Dims shape = target;
     shape[0] = 0;  // keeps the batch flexible
@@ -770,7 +813,7 @@ std::string Importer::file_order(int t) {
   Live& live = it->second;
   if (live.file.empty()) {
     const std::string name = graph_outputs_.count(t) ? info(t).name : info(t).name + "/nhwc";
-    live.file = emit_layout(live.nchw, permuted(info(t).shape, kToNchw), kToNhwc, name);
+    live.file = emit_layout(live.nchw, kToNhwc, name, info(t).dynamic);
   }
   return live.file;
 }
@@ -786,7 +829,7 @@ std::string Importer::nchw(int t) {
   auto it = live_.find(t);
   if (it == live_.end()) throw ModelError(tensor_where(t) + ": used before any operator computes it");
   Live& live = it->second;
-  if (live.nchw.empty()) live.nchw = emit_layout(live.file, info(t).shape, kToNchw, info(t).name + "/nchw");
+  if (live.nchw.empty()) live.nchw = emit_layout(live.file, kToNchw, info(t).name + "/nchw", info(t).dynamic);
   return live.nchw;
 }
 
@@ -797,7 +840,8 @@ std::string Importer::output_name(int t, bool in_nchw) const {
 
 void Importer::bind(const TfOperator& op, int t, bool in_nchw, const std::string& graph_name) {
   const TfTensor& tensor = info(t);
-  if (tensor.type != FLOAT32) {
+  // Booleans (comparisons, conditions of IF and WHILE) are carried as floats 0 and 1.
+  if (tensor.type != FLOAT32 && tensor.type != BOOL) {
     if ((tensor.type == INT8 || tensor.type == UINT8 || tensor.type == INT16) &&
         tensor.quantization.valid()) {
       unsupported(op, "output '" + tensor.name + "' is a quantized " + type_name(tensor.type) +
@@ -1323,6 +1367,19 @@ void Importer::reshape_to_output(const TfOperator& op) {
   const int x = input(op, 0);
   const int out = op.outputs[0];
   Dims target = shape_of(out);
+  // A shape known only at run time: the signature's fixed dimensions, the batch copied (0) and one
+  // other dimension inferred (-1), so the layer fits every input length.
+  const Dims& signature = info(out).signature;
+  const auto unknown = std::count_if(signature.begin() + (signature.empty() ? 0 : 1), signature.end(),
+                                     [](std::int64_t d) { return d < 0; });
+  if (info(out).dynamic && !signature.empty() && unknown <= 1 && !is_constant(x)) {
+    Dims shape = signature;
+    if (shape[0] < 0) shape[0] = 0;
+    Attributes attrs;
+    attrs.set("shape", shape);
+    emit_with_activation(op, 0, "Reshape", {file_order(x)}, attrs, {}, false);
+    return;
+  }
   if (info(out).dynamic || target.empty()) {
     if (op.code != RESHAPE) unsupported(op, "the output shape is not known at load time");
     target = has_input(op, 1) && is_constant(op.inputs[1]) ? constant_ints(op, 1) : Dims();
@@ -1725,6 +1782,183 @@ void Importer::op_depth_to_space(const TfOperator& op) {
   emit_with_activation(op, 0, "Reshape", {moved}, merge, {}, true);
 }
 
+// ---- comparisons and control flow ---------------------------------------------------------------
+
+void Importer::op_compare(const TfOperator& op) {
+  if (op.inputs.size() != 2) invalid(op, "needs two inputs");
+  const auto [names, in_nchw] = elementwise_operands(op);
+  // a >= b is clip(floor(a - b) + 1, 0, 1): a - b is 0 only where a = b and has the sign of a - b
+  // elsewhere, so the result is exactly 1 or 0. The other comparisons follow from it.
+  const std::string one = emit_constant(info(op.outputs[0]).name + "/one", Const{{}, {1.0}, false});
+  Attributes clip;
+  clip.set("function", std::string("clip"));
+  clip.set("min", 0.0);
+  clip.set("max", 1.0);
+  // floor(a - b) + 1, to be clipped.
+  auto shifted = [&](std::size_t a, std::size_t b, const std::string& suffix) {
+    Attributes attrs;
+    attrs.set("operation", std::string("sub"));
+    const std::string difference = emit_helper(op, suffix + "difference", "Binary", {names[a], names[b]}, attrs);
+    Attributes floor;
+    floor.set("function", std::string("floor"));
+    const std::string floored = emit_helper(op, suffix + "floor", "Activation", {difference}, floor);
+    attrs.set("operation", std::string("add"));
+    return emit_helper(op, suffix + "shifted", "Binary", {floored, one}, attrs);
+  };
+  auto ge = [&](std::size_t a, std::size_t b, const std::string& suffix) {
+    return emit_helper(op, suffix + "ge", "Activation", {shifted(a, b, suffix)}, clip);
+  };
+  Attributes attrs;
+  if (op.code == GREATER_EQUAL || op.code == LESS_EQUAL) {
+    const std::string value = op.code == GREATER_EQUAL ? shifted(0, 1, "") : shifted(1, 0, "");
+    emit_with_activation(op, 0, "Activation", {value}, clip, {}, in_nchw);
+  } else if (op.code == GREATER || op.code == LESS) {
+    // a > b is 1 - (b >= a).
+    const std::string reverse = op.code == GREATER ? ge(1, 0, "") : ge(0, 1, "");
+    attrs.set("operation", std::string("sub"));
+    emit_with_activation(op, 0, "Binary", {one, reverse}, attrs, {}, in_nchw);
+  } else {
+    // a = b is (a >= b)·(b >= a); a ≠ b is 1 minus that.
+    const std::string forward = ge(0, 1, "forward_"), backward = ge(1, 0, "backward_");
+    attrs.set("operation", std::string("mul"));
+    if (op.code == EQUAL) {
+      emit_with_activation(op, 0, "Binary", {forward, backward}, attrs, {}, in_nchw);
+      return;
+    }
+    const std::string equal = emit_helper(op, "equal", "Binary", {forward, backward}, attrs);
+    attrs.set("operation", std::string("sub"));
+    emit_with_activation(op, 0, "Binary", {one, equal}, attrs, {}, in_nchw);
+  }
+}
+
+Graph Importer::import_subgraph(const TfOperator& op, std::int32_t index,
+                                const std::vector<std::optional<Const>>& constants, const std::vector<Dims>& shapes) {
+  if (index < 0 || static_cast<std::size_t>(index) >= subgraph_count_) {
+    invalid(op, "subgraph index " + std::to_string(index) + " is out of range (the model has " +
+                    std::to_string(subgraph_count_) + " subgraphs)");
+  }
+  Nested inner;
+  inner.subgraph = index;
+  inner.around = nested_ ? nested_->around : std::vector<int>{};
+  inner.around.push_back(nested_ ? nested_->subgraph : 0);
+  if (std::find(inner.around.begin(), inner.around.end(), index) != inner.around.end()) {
+    std::string chain;
+    for (int k : inner.around) chain += std::to_string(k) + " -> ";
+    invalid(op, "subgraph " + std::to_string(index) + " includes itself (" + chain + std::to_string(index) + ")");
+  }
+  if (static_cast<int>(inner.around.size()) > limits().max_subgraph_depth) {
+    throw LimitError(where(op) + ": subgraphs nested " + std::to_string(inner.around.size()) +
+                     " deep exceed the limit of " + std::to_string(limits().max_subgraph_depth) +
+                     " (Limits::max_subgraph_depth)");
+  }
+  inner.constants = constants;
+  inner.shapes = shapes;
+  Importer importer(bytes_, path_ + " (subgraph " + std::to_string(index) + ")", std::move(inner));
+  try {
+    return importer.run();
+  } catch (const LimitError& e) {
+    throw LimitError(where(op) + ": " + e.what());
+  } catch (const UnsupportedError& e) {
+    throw UnsupportedError(where(op) + ": " + e.what());
+  } catch (const ModelError& e) {
+    throw ModelError(where(op) + ": " + e.what());
+  }
+}
+
+std::vector<std::string> Importer::inline_graph(const Graph& graph, const std::string& prefix,
+                                                const std::vector<std::string>& inputs, Graph& into) {
+  std::map<std::string, std::string> renamed;
+  for (std::size_t i = 0; i < graph.inputs.size(); ++i) renamed[graph.inputs[i].name] = inputs[i];
+  for (LayerSpec layer : graph.layers) {
+    layer.name = prefix + layer.name;
+    for (std::string& name : layer.inputs) name = renamed.at(name);
+    for (std::string& name : layer.outputs) name = renamed[name] = prefix + name;
+    into.layers.push_back(std::move(layer));
+  }
+  std::vector<std::string> outputs;
+  for (const std::string& name : graph.outputs) outputs.push_back(renamed.at(name));
+  return outputs;
+}
+
+void Importer::op_if(const TfOperator& op) {
+  if (!has_input(op, 0)) invalid(op, "needs the condition as input 0");
+  std::vector<std::optional<Const>> constants;
+  std::vector<Dims> shapes;
+  std::vector<std::string> inputs{file_order(input(op, 0))};
+  for (std::size_t i = 1; i < op.inputs.size(); ++i) {
+    const int t = input(op, i);
+    if (is_constant(t)) {
+      constants.emplace_back(constants_.at(t));
+      shapes.push_back(constants_.at(t).shape);
+    } else {
+      constants.emplace_back(std::nullopt);
+      inputs.push_back(file_order(t));
+      shapes.push_back(shapes_.at(inputs.back()).dims());
+    }
+  }
+  const Graph then_branch = import_subgraph(op, op.options.scalar<std::int32_t>(0, 0), constants, shapes);
+  const Graph else_branch = import_subgraph(op, op.options.scalar<std::int32_t>(1, 0), constants, shapes);
+  for (const Graph* branch : {&then_branch, &else_branch}) {
+    if (branch->outputs.size() != op.outputs.size())
+      invalid(op, "a branch gives " + std::to_string(branch->outputs.size()) + " outputs for the operator's " +
+                      std::to_string(op.outputs.size()));
+  }
+  Attributes attrs;
+  attrs.set("then_branch", encode_subgraph(then_branch));
+  attrs.set("else_branch", encode_subgraph(else_branch));
+  std::vector<std::string> outputs;
+  for (int t : op.outputs) outputs.push_back(output_name(t, false));
+  emit(op, "If", inputs, attrs, {}, outputs);
+  for (std::size_t k = 0; k < op.outputs.size(); ++k) bind(op, op.outputs[k], false, outputs[k]);
+}
+
+void Importer::op_while(const TfOperator& op) {
+  // The loop values vary, so inside the subgraphs none is a constant.
+  std::vector<std::string> values;
+  std::vector<Dims> shapes;
+  for (std::size_t i = 0; i < op.inputs.size(); ++i) {
+    values.push_back(file_order(input(op, i)));
+    shapes.push_back(shapes_.at(values.back()).dims());
+  }
+  if (op.outputs.size() != values.size())
+    invalid(op, "has " + std::to_string(values.size()) + " loop values but " + std::to_string(op.outputs.size()) + " outputs");
+  const std::vector<std::optional<Const>> constants(values.size());
+  const Graph condition = import_subgraph(op, op.options.scalar<std::int32_t>(0, 0), constants, shapes);
+  const Graph body = import_subgraph(op, op.options.scalar<std::int32_t>(1, 0), constants, shapes);
+  if (condition.outputs.size() != 1) invalid(op, "the condition subgraph should give one output");
+  if (body.outputs.size() != values.size()) invalid(op, "the body subgraph should give one output per loop value");
+  const std::string base = info(op.outputs[0]).name + "/while";
+  // The condition on the initial values, here; the loop body runs the body, then the condition on its
+  // results, as a Loop without a trip count.
+  const std::string first = inline_graph(condition, base + "/condition0/", values, graph_)[0];
+  {
+    std::vector<Shape> in;
+    for (const Dims& d : shapes) in.push_back(Shape(d));
+    shapes_[first] = infer_graph_shapes(condition, in).at(0);
+  }
+  Graph loop;
+  loop.name = body.name;
+  loop.inputs = {{base + "/iteration", Shape{}}, {base + "/condition", Shape{}}};
+  loop.inputs.insert(loop.inputs.end(), body.inputs.begin(), body.inputs.end());
+  std::vector<std::string> body_inputs;
+  for (const InputSpec& input : body.inputs) body_inputs.push_back(input.name);
+  const std::vector<std::string> results = inline_graph(body, "", body_inputs, loop);
+  const std::string next = inline_graph(condition, "condition/", results, loop)[0];
+  loop.outputs = {next};
+  loop.outputs.insert(loop.outputs.end(), results.begin(), results.end());
+  Attributes attrs;
+  attrs.set("body", encode_subgraph(loop));
+  attrs.set("has_trip_count", std::int64_t{0});
+  attrs.set("has_condition", std::int64_t{1});
+  attrs.set("carried", static_cast<std::int64_t>(values.size()));
+  std::vector<std::string> inputs{first};
+  inputs.insert(inputs.end(), values.begin(), values.end());
+  std::vector<std::string> outputs;
+  for (int t : op.outputs) outputs.push_back(output_name(t, false));
+  emit(op, "Loop", inputs, attrs, {}, outputs);
+  for (std::size_t k = 0; k < op.outputs.size(); ++k) bind(op, op.outputs[k], false, outputs[k]);
+}
+
 const std::map<int, Importer::Handler>& Importer::handlers() {
   static const std::map<int, Handler> table = {
       {ADD, &Importer::op_binary},
@@ -1735,6 +1969,14 @@ const std::map<int, Importer::Handler>& Importer::handlers() {
       {DEPTH_TO_SPACE, &Importer::op_depth_to_space},
       {DEQUANTIZE, &Importer::op_dequantize},
       {FULLY_CONNECTED, &Importer::op_fully_connected},
+      {EQUAL, &Importer::op_compare},
+      {GREATER, &Importer::op_compare},
+      {GREATER_EQUAL, &Importer::op_compare},
+      {IF, &Importer::op_if},
+      {LESS, &Importer::op_compare},
+      {LESS_EQUAL, &Importer::op_compare},
+      {NOT_EQUAL, &Importer::op_compare},
+      {WHILE, &Importer::op_while},
       {LOGISTIC, &Importer::op_activation},
       {MAX_POOL_2D, &Importer::op_pool},
       {MUL, &Importer::op_binary},
@@ -1788,21 +2030,48 @@ Graph Importer::run() {
   read_model();
   check_supported();
   std::set<int> inputs(inputs_.begin(), inputs_.end());
-  for (int t : inputs_) {
+  if (nested_ && nested_->shapes.size() != inputs_.size()) {
+    throw ModelError(path_ + ": the subgraph takes " + std::to_string(inputs_.size()) + " inputs, the operator gives " +
+                     std::to_string(nested_->shapes.size()));
+  }
+  for (std::size_t i = 0; nested_ && i < inputs_.size(); ++i) {
+    // A subgraph's inputs keep the file's order; constants of the operator stay constants here.
+    const int t = inputs_[i];
+    if (nested_->constants[i]) {
+      constants_[t] = *nested_->constants[i];
+      continue;
+    }
+    const std::string name = output_name(t, false);
+    if (shapes_.count(name)) continue;  // the same tensor twice
+    shapes_[name] = Shape(nested_->shapes[i]);
+    graph_.inputs.push_back({name, shapes_[name]});
+    live_[t].file = name;
+  }
+  for (int t : nested_ ? std::vector<int>{} : inputs_) {
     const TfTensor& tensor = info(t);
     if (tensor.type != FLOAT32) {
       throw UnsupportedError(tensor_where(t) + ": the input is " + type_name(tensor.type) +
                              (tensor.quantization.valid() ? " (quantized)" : "") +
                              "; only FLOAT32 inputs are supported");
     }
-    if (tensor.dynamic) {
-      throw UnsupportedError(tensor_where(t) + ": the input has a dynamic shape " + dims_str(tensor.shape) +
-                             " (shape_signature holds -1); only fixed shapes are supported");
+    // A dynamic input takes the shape the options give it (in the file's order), else the file's.
+    Dims dims = tensor.shape;
+    if (auto given = options_.input_shapes.find(tensor.name); given != options_.input_shapes.end()) {
+      dims = given->second.dims();
+      bool fits = dims.size() == tensor.shape.size();
+      for (std::size_t i = 0; fits && i < dims.size(); ++i) {
+        const std::int64_t fixed = i < tensor.signature.size() ? tensor.signature[i] : tensor.shape[i];
+        fits = fixed < 0 || i == 0 || dims[i] == fixed;
+      }
+      if (!fits)
+        throw ModelError(tensor_where(t) + ": the shape " + dims_str(dims) + " given for it does not fit " +
+                         dims_str(tensor.signature.empty() ? tensor.shape : tensor.signature));
+      checked_numel(dims, sizeof(float), tensor_where(t));
     }
-    const bool in_nchw = tensor.shape.size() == 4;
+    const bool in_nchw = dims.size() == 4;
     InputSpec spec;
     spec.name = output_name(t, false);
-    spec.shape = Shape(in_nchw ? permuted(tensor.shape, kToNchw) : tensor.shape);
+    spec.shape = Shape(in_nchw ? permuted(dims, kToNchw) : dims);
     shapes_[spec.name] = spec.shape;
     graph_.inputs.push_back(spec);
     (in_nchw ? live_[t].nchw : live_[t].file) = spec.name;
@@ -1814,7 +2083,12 @@ Graph Importer::run() {
     if (written.count(t)) continue;
     const TfTensor& tensor = info(t);
     if (tensor.buffer == 0) continue;
-    if (buffer_bytes(t).empty()) continue;
+    if (buffer_bytes(t).empty()) {
+      // A shape tensor with no elements (RESHAPE to a scalar) has an empty buffer.
+      if (!tensor.shape.empty() && Shape(tensor.shape).numel() == 0)
+        constants_[t] = Const{tensor.shape, {}, tensor.type != FLOAT32 && tensor.type != FLOAT16};
+      continue;
+    }
     constants_[t] = read_constant(t);
   }
   for (const TfOperator& op : operators_) {
@@ -1857,8 +2131,10 @@ bool is_tflite(std::span<const std::byte> bytes) {
   return bytes.size() >= 8 && std::memcmp(bytes.data() + 4, "TFL3", 4) == 0;
 }
 
-Graph load_tflite(std::span<const std::byte> bytes, const std::string& name) {
-  Importer importer(bytes, name);
+Graph load_tflite(std::span<const std::byte> bytes, const std::string& name) { return load_tflite(bytes, name, {}); }
+
+Graph load_tflite(std::span<const std::byte> bytes, const std::string& name, const TfliteImportOptions& options) {
+  Importer importer(bytes, name, options);
   Graph graph = importer.run();
   const std::size_t slash = name.find_last_of('/');
   std::string stem = slash == std::string::npos ? name : name.substr(slash + 1);
@@ -1867,13 +2143,15 @@ Graph load_tflite(std::span<const std::byte> bytes, const std::string& name) {
   return graph;
 }
 
-Graph load_tflite(const std::string& path) {
+Graph load_tflite(const std::string& path) { return load_tflite(path, TfliteImportOptions{}); }
+
+Graph load_tflite(const std::string& path, const TfliteImportOptions& options) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw FileError(path + ": cannot open");
   std::vector<char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   if (file.bad()) throw FileError(path + ": cannot read");
   return load_tflite(
-      std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()), path);
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()), path, options);
 }
 
 std::vector<std::string> tflite_supported_ops() {
