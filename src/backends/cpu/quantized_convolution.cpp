@@ -102,21 +102,35 @@ class Int8ConvolutionKernel final : public Kernel {
       for (std::int64_t grp = 0; grp < g_.group; ++grp) {
         // 2. Windows into packed B: row (channel, ky, kx), column (oy, ox); padding reads the zero point.
         const std::uint8_t* qg = q + grp * in_group * in_spatial;
+        // Column j of row k lives at dst_k + (j / 32)·block_stride + (j % 32)·4.
+        const std::int64_t block_stride = groups4 * kInt8Columns * 4;
         for (std::int64_t k = 0; k < groups4 * 4; ++k) {
+          std::uint8_t* dst = b + (k / 4) * kInt8Columns * 4 + k % 4;
+          std::int64_t column = 0;
+          auto put = [&](std::uint8_t v) {
+            dst[column * 4] = v;
+            if (++column == kInt8Columns) {
+              column = 0;
+              dst += block_stride;
+            }
+          };
           if (k >= depth_) {
-            for (std::int64_t j = 0; j < out_spatial; ++j) b[int8_b_index(groups4, k, j)] = 0;
+            for (std::int64_t j = 0; j < out_spatial; ++j) put(0);
             continue;
           }
           const std::int64_t channel = k / (kernel_h_ * kernel_w_), tap = k % (kernel_h_ * kernel_w_);
           const std::int64_t ky = tap / kernel_w_, kx = tap % kernel_w_;
           const std::uint8_t* plane = qg + channel * in_spatial;
-          std::int64_t j = 0;
           for (std::int64_t oy = 0; oy < out_height_; ++oy) {
             const std::int64_t iy = oy * stride_h_ - pad_h_ + ky * dilation_h_;
-            const bool row_inside = iy >= 0 && iy < height_;
-            for (std::int64_t ox = 0; ox < out_width_; ++ox, ++j) {
+            if (iy < 0 || iy >= height_) {
+              for (std::int64_t ox = 0; ox < out_width_; ++ox) put(zero_u8);
+              continue;
+            }
+            const std::uint8_t* line = plane + iy * width_;
+            for (std::int64_t ox = 0; ox < out_width_; ++ox) {
               const std::int64_t ix = ox * stride_w_ - pad_w_ + kx * dilation_w_;
-              b[int8_b_index(groups4, k, j)] = row_inside && ix >= 0 && ix < width_ ? plane[iy * width_ + ix] : zero_u8;
+              put(ix >= 0 && ix < width_ ? line[ix] : zero_u8);
             }
           }
         }
