@@ -52,9 +52,12 @@ int entropy_threshold(const std::vector<double>& h) {
   int best = kBins;
   double best_divergence = std::numeric_limits<double>::infinity();
   for (int t = kLevels; t <= kBins; t += 16) {
-    std::vector<double> p(h.begin(), h.begin() + t);
+    // P: the first t bins with everything above clipped into the last one; Q: the same t bins without
+    // the clipped mass, merged into 128 levels, each level spread over its non-empty bins. (Q built from
+    // P itself would equal P at t = 128 and make the tightest threshold look perfect.)
+    const std::vector<double> sliced(h.begin(), h.begin() + t);
+    std::vector<double> p = sliced;
     for (int i = t; i < kBins; ++i) p[static_cast<std::size_t>(t - 1)] += h[static_cast<std::size_t>(i)];
-    // Q: the first t bins merged into 128 levels, each level spread over its non-empty bins.
     std::vector<double> q(static_cast<std::size_t>(t), 0.0);
     const double width = static_cast<double>(t) / kLevels;
     for (int level = 0; level < kLevels; ++level) {
@@ -63,11 +66,11 @@ int entropy_threshold(const std::vector<double>& h) {
       double sum = 0;
       int used = 0;
       for (int i = begin; i < end && i < t; ++i) {
-        sum += p[static_cast<std::size_t>(i)];
-        used += p[static_cast<std::size_t>(i)] > 0;
+        sum += sliced[static_cast<std::size_t>(i)];
+        used += sliced[static_cast<std::size_t>(i)] > 0;
       }
       for (int i = begin; i < end && i < t; ++i)
-        if (p[static_cast<std::size_t>(i)] > 0) q[static_cast<std::size_t>(i)] = sum / used;
+        if (sliced[static_cast<std::size_t>(i)] > 0) q[static_cast<std::size_t>(i)] = sum / used;
     }
     const double d = kl_divergence(p, q);
     if (d < best_divergence) {
@@ -91,7 +94,11 @@ void choose_range(const Range& r, const QuantizeOptions& options, double& lo, do
     double seen = 0;
     for (bins = 0; bins < kBins && seen < keep; ++bins) seen += r.histogram[static_cast<std::size_t>(bins)];
   } else {
-    bins = entropy_threshold(r.histogram);
+    // The first bin holds the exact zeros (ReLU outputs, image backgrounds): so much mass there makes
+    // the smallest threshold look best to KL, so it is left out, as the zero bin needs no resolution.
+    std::vector<double> h = r.histogram;
+    h[0] = 0;
+    bins = entropy_threshold(h);
   }
   const double threshold = r.top() * bins / kBins;
   lo = std::max(lo, -threshold);
