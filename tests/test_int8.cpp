@@ -241,7 +241,11 @@ TEST(Int8, QdqConvFoldsIntoQuantizedConvolution) {
   tensor("w", onnx::TensorProto::INT8, {2, 2, 3, 3}, std::vector<double>(w_q.begin(), w_q.end()));
   tensor("ws", onnx::TensorProto::FLOAT, {2}, {w_scale[0], w_scale[1]});
   tensor("wz", onnx::TensorProto::INT8, {2}, {0, 0});
-  tensor("b", onnx::TensorProto::FLOAT, {2}, {bias[0], bias[1]});
+  // The bias as QDQ tools write it: int32 in units of x_scale · w_scale, through DequantizeLinear.
+  const std::vector<double> b_scale = {x_scale * w_scale[0], x_scale * w_scale[1]};
+  const std::vector<double> b_q = {std::round(bias[0] / b_scale[0]), std::round(bias[1] / b_scale[1])};
+  tensor("bq", onnx::TensorProto::INT32, {2}, b_q);
+  tensor("bs", onnx::TensorProto::FLOAT, {2}, b_scale);
   auto node = [&](const std::string& op, std::vector<std::string> in, const std::string& out) {
     onnx::NodeProto* n = g->add_node();
     n->set_name(out + "_node");
@@ -256,6 +260,10 @@ TEST(Int8, QdqConvFoldsIntoQuantizedConvolution) {
   axis->set_name("axis");
   axis->set_type(onnx::AttributeProto::INT);
   axis->set_i(0);
+  onnx::AttributeProto* bias_axis = node("DequantizeLinear", {"bq", "bs"}, "b")->add_attribute();
+  bias_axis->set_name("axis");
+  bias_axis->set_type(onnx::AttributeProto::INT);
+  bias_axis->set_i(0);
   onnx::NodeProto* conv = node("Conv", {"xd", "wd", "b"}, "y");
   onnx::AttributeProto* pads = conv->add_attribute();
   pads->set_name("pads");
@@ -285,7 +293,7 @@ TEST(Int8, QdqConvFoldsIntoQuantizedConvolution) {
   for (int oc = 0; oc < 2; ++oc) {
     for (int oy = 0; oy < 5; ++oy) {
       for (int ox = 0; ox < 5; ++ox) {
-        double sum = bias[static_cast<std::size_t>(oc)];
+        double sum = b_q[static_cast<std::size_t>(oc)] * static_cast<float>(b_scale[static_cast<std::size_t>(oc)]);
         for (int ic = 0; ic < 2; ++ic)
           for (int ky = 0; ky < 3; ++ky)
             for (int kx = 0; kx < 3; ++kx) {

@@ -5,8 +5,9 @@ from the ranges `espresso quantize --ranges` calibrated; runs it in ONNX Runtime
 on real photos; and writes ONNX backend-test folders (model.onnx + test_data_set_K/{input,output}_0.pb)
 that `espresso onnx-test` compares with espresso's own run of the same model.
 
-Usage: bench/int8/ort_qdq_check.py MODEL.onnx RANGES.json OUT_DIR IMAGE...   (Debian python3-onnx, numpy;
-ImageMagick's `convert` decodes the photos; images resized to the model's input, RGB, (x - mean) / 58.4.)
+Usage: bench/int8/ort_qdq_check.py MODEL.onnx RANGES.json OUT_DIR CIFAR_BATCH.bin [COUNT]   (Debian python3-onnx,
+numpy.) The photos are the first COUNT (8) records of a CIFAR-10 binary batch (real 32x32 photos; no image
+decoder is needed), scaled up by pixel repetition to the model's input, RGB, (x - mean) / 58.4.
 """
 import json
 import os
@@ -31,6 +32,10 @@ def qparams(lo, hi):
 def make_qdq(model, ranges):
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
+    # PyTorch's exporter shares equal initializers through Identity nodes.
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
     new_nodes, new_inits = [], []
     renamed = {}  # conv output -> dequantized name
 
@@ -90,20 +95,21 @@ def make_qdq(model, ranges):
     return quantized
 
 
-def load_photo(path, height, width):
-    raw = subprocess.run(["convert", path, "-resize", f"{width}x{height}!", "-depth", "8", "rgb:-"],
-                         check=True, capture_output=True).stdout
-    rgb = np.frombuffer(raw, np.uint8).reshape(height, width, 3).transpose(2, 0, 1).astype(np.float32)
-    return ((rgb - MEAN) / 58.4)[None]
+def cifar_photos(path, count, height, width):
+    records = np.fromfile(path, np.uint8).reshape(-1, 3073)[:count, 1:].reshape(-1, 3, 32, 32)
+    for rgb in records:
+        big = rgb.repeat(-(-height // 32), axis=1).repeat(-(-width // 32), axis=2)[:, :height, :width]
+        yield ((big.astype(np.float32) - MEAN) / 58.4)[None]
 
 
 def main():
-    if len(sys.argv) < 5:
+    if len(sys.argv) < 5 or len(sys.argv) > 6:
         raise SystemExit(__doc__)
-    model_path, ranges_path, out_dir, images = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    model_path, ranges_path, out_dir, cifar = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    count = int(sys.argv[5]) if len(sys.argv) > 5 else 8
     model = onnx.load(model_path)
     ranges = json.load(open(ranges_path))
-    count = make_qdq(model, ranges)
+    convs = make_qdq(model, ranges)
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     os.makedirs(out_dir, exist_ok=True)
     qdq_path = os.path.join(out_dir, "model.onnx")
@@ -111,8 +117,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     runner = os.path.join(here, "..", "ort", "run_model.mjs")
     with tempfile.TemporaryDirectory() as tmp:
-        for k, image in enumerate(images):
-            x = load_photo(image, dims[2], dims[3])
+        for k, x in enumerate(cifar_photos(cifar, count, dims[2], dims[3])):
             x.tofile(os.path.join(tmp, "in.bin"))
             subprocess.run(["node", runner, qdq_path, os.path.join(tmp, "in.bin"), ",".join(map(str, x.shape)),
                             os.path.join(tmp, "out.bin")], check=True, capture_output=True)
@@ -121,7 +126,7 @@ def main():
             os.makedirs(folder, exist_ok=True)
             open(os.path.join(folder, "input_0.pb"), "wb").write(numpy_helper.from_array(x).SerializeToString())
             open(os.path.join(folder, "output_0.pb"), "wb").write(numpy_helper.from_array(y).SerializeToString())
-    print(f"{qdq_path}: {count} quantized convolutions; ORT outputs for {len(images)} images")
+    print(f"{qdq_path}: {convs} quantized convolutions; ORT outputs for {count} photos")
 
 
 if __name__ == "__main__":

@@ -1636,8 +1636,10 @@ void Importer::op_dequantize(const Node& n) {
   Attributes attrs;
   attrs.set("axis", attr_int(n, "axis", 1));
   if (is_constant(n, 0) && is_constant(n, 1) && (!n.has_input(2) || is_constant(n, 2))) {
-    // Quantized weights: dequantized once at load.
+    // Quantized weights: dequantized once at load (fold() keeps input 0's type, and so would truncate
+    // an integer type's results).
     std::vector<Value> values{constant(n, 0), constant(n, 1)};
+    values[0].type = TP::FLOAT;
     if (n.has_input(2)) values.push_back(constant(n, 2));
     Value v = fold(n, "Dequantize", values, attrs);
     v.type = TP::FLOAT;
