@@ -42,7 +42,8 @@ iterations=${ITERATIONS:-30}
     "$espresso" quantize "$onnx" --calibrate "${photos[@]}" --rgb --mean 123.675,116.28,103.53 --scale 0.017123 \
       -o "$work/$model-int8.esp" --ranges "$work/$model-ranges.json" >&2
     if [ $have_ort = 1 ]; then
-      /usr/bin/python3 bench/int8/ort_qdq_check.py "$onnx" "$work/$model-ranges.json" "$work/$model-qdq" "${photos[0]}" >&2
+      /usr/bin/python3 bench/int8/ort_qdq_check.py "$onnx" "$work/$model-ranges.json" "$work/$model-qdq" \
+        "$data/cifar10/test_batch_first1000.bin" 1 >&2
     fi
     for batch in 1 16; do
       for precision in fp32 int8; do

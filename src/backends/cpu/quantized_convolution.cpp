@@ -21,6 +21,15 @@ namespace {
 
 using Params = QuantizedConvParams;
 
+// nearbyint without a library call: adding and removing 1.5·2^23 rounds half to even in the default
+// rounding mode; larger magnitudes saturate anyway, so they are clamped first.
+inline float round_half_even(float v) {
+  constexpr float kMagic = 12582912.0f;
+  v = std::clamp(v, -4194304.0f, 4194304.0f);
+  const float shifted = v + kMagic;  // not folded: without -ffast-math the compiler keeps both steps
+  return shifted - kMagic;
+}
+
 class Int8ConvolutionKernel final : public Kernel {
  public:
   // `w` are the integer weights minus their zero points (each in [-128, 127]), out_channels × depth.
@@ -55,6 +64,10 @@ class Int8ConvolutionKernel final : public Kernel {
     packed_b_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(int8_b_bytes(depth_, columns))));
     sums_.assign(slots, std::vector<std::int32_t>(static_cast<std::size_t>(packed_[0].panels() * kInt8Rows * ldc)));
     name_ = std::string("int8-gemm-") + int8_gemm_isa();
+    column_offset_.resize(static_cast<std::size_t>(columns));
+    for (std::int64_t j = 0; j < columns; ++j)
+      column_offset_[static_cast<std::size_t>(j)] =
+          (j / kInt8Columns) * int8_depth_groups(depth_) * kInt8Columns * 4 + (j % kInt8Columns) * 4;
   }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
@@ -90,7 +103,7 @@ class Int8ConvolutionKernel final : public Kernel {
         const auto scale_f = static_cast<float>(scale);
         const bool exact = inverse * scale_f == 1.0f && std::ldexp(1.0f, std::ilogb(scale_f)) == scale_f;
         for (std::int64_t i = 0; i < count; ++i) {
-          const float v = std::nearbyint(exact ? image[i] * inverse : image[i] / scale_f) + z;
+          const float v = round_half_even(exact ? image[i] * inverse : image[i] / scale_f) + z;
           q[i] = static_cast<std::uint8_t>(std::clamp(v, lo, hi));
         }
       }
@@ -102,35 +115,27 @@ class Int8ConvolutionKernel final : public Kernel {
       for (std::int64_t grp = 0; grp < g_.group; ++grp) {
         // 2. Windows into packed B: row (channel, ky, kx), column (oy, ox); padding reads the zero point.
         const std::uint8_t* qg = q + grp * in_group * in_spatial;
-        // Column j of row k lives at dst_k + (j / 32)·block_stride + (j % 32)·4.
-        const std::int64_t block_stride = groups4 * kInt8Columns * 4;
+        // Column j of row k lives at b + row_offset(k) + column_offset_[j].
         for (std::int64_t k = 0; k < groups4 * 4; ++k) {
           std::uint8_t* dst = b + (k / 4) * kInt8Columns * 4 + k % 4;
-          std::int64_t column = 0;
-          auto put = [&](std::uint8_t v) {
-            dst[column * 4] = v;
-            if (++column == kInt8Columns) {
-              column = 0;
-              dst += block_stride;
-            }
-          };
+          const std::int64_t* at = column_offset_.data();
           if (k >= depth_) {
-            for (std::int64_t j = 0; j < out_spatial; ++j) put(0);
+            for (std::int64_t j = 0; j < out_spatial; ++j) dst[at[j]] = 0;
             continue;
           }
           const std::int64_t channel = k / (kernel_h_ * kernel_w_), tap = k % (kernel_h_ * kernel_w_);
           const std::int64_t ky = tap / kernel_w_, kx = tap % kernel_w_;
           const std::uint8_t* plane = qg + channel * in_spatial;
-          for (std::int64_t oy = 0; oy < out_height_; ++oy) {
+          for (std::int64_t oy = 0; oy < out_height_; ++oy, at += out_width_) {
             const std::int64_t iy = oy * stride_h_ - pad_h_ + ky * dilation_h_;
             if (iy < 0 || iy >= height_) {
-              for (std::int64_t ox = 0; ox < out_width_; ++ox) put(zero_u8);
+              for (std::int64_t ox = 0; ox < out_width_; ++ox) dst[at[ox]] = zero_u8;
               continue;
             }
             const std::uint8_t* line = plane + iy * width_;
             for (std::int64_t ox = 0; ox < out_width_; ++ox) {
               const std::int64_t ix = ox * stride_w_ - pad_w_ + kx * dilation_w_;
-              put(ix >= 0 && ix < width_ ? line[ix] : zero_u8);
+              dst[at[ox]] = ix >= 0 && ix < width_ ? line[ix] : zero_u8;
             }
           }
         }
@@ -157,7 +162,7 @@ class Int8ConvolutionKernel final : public Kernel {
             for (std::int64_t j = 0; j < out_spatial; ++j) {
               float v = static_cast<float>(row[j] - correction) * m + o;
               if (p_.relu) v = std::max(v, 0.0f);
-              dst[j] = std::clamp(std::nearbyint(v * inv) + oz, lo, hi);
+              dst[j] = std::clamp(round_half_even(v * inv) + oz, lo, hi);
             }
             continue;
           }
@@ -226,6 +231,7 @@ class Int8ConvolutionKernel final : public Kernel {
   std::string name_;
   std::vector<std::vector<std::uint8_t>> images_, packed_b_;
   std::vector<std::vector<std::int32_t>> sums_;
+  std::vector<std::int64_t> column_offset_;  // where column j of packed B starts
 };
 
 bool fits_windows(const ConvGeometry& g) { return g.axes() == 1 || g.axes() == 2; }
