@@ -116,12 +116,14 @@ def main():
     onnx.save(model, qdq_path)
     here = os.path.dirname(os.path.abspath(__file__))
     runner = os.path.join(here, "..", "ort", "run_model.mjs")
+    photos = np.concatenate(list(cifar_photos(cifar, count, dims[2], dims[3])))
     with tempfile.TemporaryDirectory() as tmp:
-        for k, x in enumerate(cifar_photos(cifar, count, dims[2], dims[3])):
+        for k, first in enumerate(range(0, count, 50)):  # one test set (one ORT run) per 50 photos
+            x = photos[first:first + 50]
             x.tofile(os.path.join(tmp, "in.bin"))
             subprocess.run(["node", runner, qdq_path, os.path.join(tmp, "in.bin"), ",".join(map(str, x.shape)),
                             os.path.join(tmp, "out.bin")], check=True, capture_output=True)
-            y = np.fromfile(os.path.join(tmp, "out.bin"), np.float32).reshape(1, -1)
+            y = np.fromfile(os.path.join(tmp, "out.bin"), np.float32).reshape(x.shape[0], -1)
             folder = os.path.join(out_dir, f"test_data_set_{k}")
             os.makedirs(folder, exist_ok=True)
             open(os.path.join(folder, "input_0.pb"), "wb").write(numpy_helper.from_array(x).SerializeToString())
