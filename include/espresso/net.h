@@ -26,10 +26,13 @@ int num_threads();
 // (never the default). fp16 and bf16 store the activations of every layer that has a kernel in that
 // type on the net's device in it, with weights converted once and fp32 accumulation; softmax, losses,
 // normalisation statistics and layers without such a kernel stay fp32, with casts at the edges, and
-// graph inputs and outputs are always fp32 to the caller.
-enum class Precision : std::uint8_t { fp32, tf32, fp16, bf16 };
+// graph inputs and outputs are always fp32 to the caller. int8 runs convolutions on 8-bit integers
+// where the device has such a kernel (the CPU): weights quantized per output channel once, each image's
+// input quantized from its own range, int32 sums, fp32 outputs (docs/int8.md); a model made by
+// `espresso quantize` carries calibrated int8 layers whatever the precision.
+enum class Precision : std::uint8_t { fp32, tf32, fp16, bf16, int8 };
 const char* precision_name(Precision precision);
-// "fp32", "tf32", "fp16" or "bf16"; throws UnsupportedError naming the accepted values otherwise.
+// "fp32", "tf32", "fp16", "bf16" or "int8"; throws UnsupportedError naming the accepted values otherwise.
 Precision parse_precision(const std::string& text);
 
 struct NetOptions {

@@ -31,15 +31,17 @@ const char* precision_name(Precision precision) {
       return "fp16";
     case Precision::bf16:
       return "bf16";
+    case Precision::int8:
+      return "int8";
   }
   return "fp32";
 }
 
 Precision parse_precision(const std::string& text) {
-  for (Precision p : {Precision::fp32, Precision::tf32, Precision::fp16, Precision::bf16}) {
+  for (Precision p : {Precision::fp32, Precision::tf32, Precision::fp16, Precision::bf16, Precision::int8}) {
     if (text == precision_name(p)) return p;
   }
-  throw UnsupportedError("unknown precision '" + text + "'; expected fp32, tf32, fp16 or bf16");
+  throw UnsupportedError("unknown precision '" + text + "'; expected fp32, tf32, fp16, bf16 or int8");
 }
 
 struct Net::Impl {
@@ -877,6 +879,7 @@ DType Net::Impl::low_precision_dtype() const {
       return DType::bf16;
     case Precision::fp32:
     case Precision::tf32:
+    case Precision::int8:  // computes in integers, stores fp32
       break;
   }
   return DType::f32;
@@ -900,13 +903,18 @@ void Net::Impl::make_kernels() {
     for (int id : step_inputs[step]) in_shapes.push_back(shapes[static_cast<std::size_t>(id)]);
     std::unique_ptr<Kernel> kernel;
     std::string& note = step_precision_note[step];
-    const bool wants_low = options.precision != Precision::fp32 &&
-                           (options.precision == Precision::tf32 ? uses_tf32(layer.type()) : true);
+    const bool products_only = options.precision == Precision::tf32 || options.precision == Precision::int8;
+    const bool wants_low = options.precision != Precision::fp32 && (products_only ? uses_tf32(layer.type()) : true);
+    bool int8 = layer.type() == "QuantizedConvolution";
     if (wants_low && stays_fp32(layer.type())) note = "kept";
     try {
       if (options.reference_kernels) {
         kernel = std::make_unique<ReferenceKernel>(layer);
       } else {
+        if (options.precision == Precision::int8 && wants_low && backend->supports(layer, in_shapes, DType::i8)) {
+          kernel = backend->make_typed_kernel(layer, in_shapes, DType::i8, *stream);
+          int8 = kernel != nullptr;
+        }
         if (low != DType::f32 && note.empty() && backend->supports(layer, in_shapes, low)) {
           kernel = backend->make_typed_kernel(layer, in_shapes, low, *stream);
           if (kernel) step_dtype[step] = low;
@@ -923,7 +931,9 @@ void Net::Impl::make_kernels() {
       kernel = backend_for(Device::cpu()).make_kernel(layer, in_shapes, stream_for(Device::cpu()));
       fallbacks.push_back("'" + layer.name() + "' (" + layer.type() + ", inputs " + join_shapes(in_shapes) + ")");
     }
-    if (step_dtype[step] != DType::f32) {
+    if (int8) {
+      step_precision[step] = "int8";
+    } else if (step_dtype[step] != DType::f32) {
       step_precision[step] = precision_name(options.precision);
     } else if (options.precision == Precision::tf32 && tf32 && wants_low &&
                step_device[step] == options.device && !options.reference_kernels) {

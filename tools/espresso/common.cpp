@@ -52,8 +52,9 @@ void add_precision_option(CLI::App& command, ModelOptions& options) {
       .add_option(
           "--precision", options.precision,
           "fp32, tf32 (GPU convolutions and GEMMs on TF32 tensor cores), fp16 or bf16 (GPU activations and "
-          "weights in that type, fp32 accumulation); layers without such a kernel run in fp32")
-      ->check(CLI::IsMember({"fp32", "tf32", "fp16", "bf16"}))
+          "weights in that type, fp32 accumulation), int8 (CPU convolutions on 8-bit integers); layers without "
+          "such a kernel run in fp32")
+      ->check(CLI::IsMember({"fp32", "tf32", "fp16", "bf16", "int8"}))
       ->capture_default_str();
   command.add_flag("--strict", options.strict_precision,
                    "Fail instead of running layers in fp32 that have no kernel in the asked precision");

@@ -12,11 +12,14 @@ namespace {
 struct OnnxTestOptions {
   std::vector<std::string> dirs;
   std::string device = "cpu";
+  double rtol = 1e-3, atol = 1e-5;
 };
 
 int run_onnx_test(const OnnxTestOptions& options) {
   OnnxConformanceOptions conformance;
   conformance.device = Device::parse(options.device);
+  conformance.rtol = options.rtol;
+  conformance.atol = options.atol;
   const OnnxConformanceReport report = run_onnx_conformance(options.dirs, conformance);
   for (const OnnxTestResult& r : report.results) {
     const std::string name = std::filesystem::path(r.dir).filename().string();
@@ -50,6 +53,9 @@ Verb add_onnx_test_verb(CLI::App& app) {
       app.add_subcommand("onnx-test", "Run ONNX backend tests (model.onnx + test_data_set_*) and report each");
   command->add_option("dirs", options->dirs, "Test folders, or folders of them")->required();
   command->add_option("--device", options->device, "cpu, cuda or cuda:N")->capture_default_str();
+  command->add_option("--relative-tolerance", options->rtol, "A value passes when |got - expected| <= atol + rtol·|expected|")
+      ->capture_default_str();
+  command->add_option("--absolute-tolerance", options->atol, "See --relative-tolerance")->capture_default_str();
   return {command, [options] { return run_onnx_test(*options); }};
 }
 

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "backends/backend.h"
+#include "backends/cpu/quantized_convolution.h"
 #include "core/half.h"
 #include "core/parallel.h"
 #include "espresso/errors.h"
@@ -136,8 +137,16 @@ class CpuBackend final : public Backend {
     require_device(device);
     return std::make_unique<HostStream>();
   }
-  // Every layer has its reference kernel, in f32.
-  bool supports(const Layer&, const std::vector<Shape>&, DType dtype) const override { return dtype == DType::f32; }
+  // Every layer has its reference kernel, in f32; convolutions also compute in int8 (Precision::int8,
+  // fp32 in and out).
+  bool supports(const Layer& layer, const std::vector<Shape>&, DType dtype) const override {
+    return dtype == DType::f32 || (dtype == DType::i8 && layer.type() == "Convolution" && !layer.training());
+  }
+  std::unique_ptr<Kernel> make_typed_kernel(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                            Stream& stream) override {
+    if (dtype == DType::i8) return supports(layer, inputs, dtype) ? int8_convolution_kernel(layer, inputs) : nullptr;
+    return Backend::make_typed_kernel(layer, inputs, dtype, stream);
+  }
   std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Stream&) override {
     if (const auto* entry = find_kernel(kKernels, layer.type())) {
       if (std::unique_ptr<Kernel> kernel = entry->create(layer, inputs)) return kernel;

@@ -16,6 +16,7 @@
 #include "import/onnx/onnx_tensor.h"
 #include "layers/activation.h"
 #include "layers/control_flow.h"
+#include "layers/quantize.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -183,6 +184,24 @@ class Importer {
   void op_reduce(const Node& n);
   void op_recurrent(const Node& n);
   void op_expand(const Node& n);
+  // Quantized operators (docs/int8.md).
+  void op_quantize(const Node& n);
+  void op_dequantize(const Node& n);
+  void op_dynamic_quantize(const Node& n);
+  void op_qlinear_conv(const Node& n);
+  void op_qlinear_matmul(const Node& n);
+  void op_matmul_integer(const Node& n);
+  // The element type of input i: a constant's, a graph input's, or `fallback` when unknown.
+  int elem_type(const Node& n, int i, int fallback) const;
+  // Checks constant scales (positive, finite) and zero points (inside `type`'s range), naming the field.
+  void check_quant_constants(const Node& n, int scale, int zero_point, int type);
+  std::string quant_type_name(const Node& n, int type) const;
+  // Conv's geometry attributes; `input` becomes the (maybe padded, with `pad_value`) input tensor.
+  Attributes conv_attrs(const Node& n, const Shape& in, const Value& w, std::string& input, double pad_value);
+  // A Conv whose input is DequantizeLinear's output (per tensor) and whose weights are a dequantized
+  // constant (per tensor or per output channel), as QDQ models write it: one QuantizedConvolution on
+  // the quantized input. False when the pattern does not hold.
+  bool qdq_conv(const Node& n);
 
   std::string path_, dir_;
   OnnxImportOptions options_;
@@ -193,6 +212,17 @@ class Importer {
   std::map<std::string, int> input_types_;                // graph inputs' element types
   std::map<std::string, std::string> aliases_;            // ONNX name → graph tensor or constant name
   std::map<std::string, std::string> emitted_constants_;  // constant name → graph tensor
+  struct QuantizedConstant {  // a constant DequantizeLinear folded: its integers, scale, zero point
+    Value q, scale, zero;
+    std::int64_t axis = 1;
+  };
+  std::map<std::string, QuantizedConstant> dequantized_constants_;
+  struct DequantizedTensor {  // DequantizeLinear of a graph tensor with per-tensor constants
+    std::string quantized;
+    double scale = 1, zero = 0;
+    int type = TP::UINT8;
+  };
+  std::map<std::string, DequantizedTensor> dequantized_tensors_;
   std::set<std::string> layer_names_;
   int unnamed_ = 0;
   Importer* parent_ = nullptr;     // for a subgraph: the importer of the graph around it
@@ -404,6 +434,9 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"AveragePool", &Importer::op_pool},
       {"BatchNormalization", &Importer::op_batch_norm},
       {"Cast", &Importer::op_cast},
+      {"ConvInteger", &Importer::op_qlinear_conv},
+      {"DequantizeLinear", &Importer::op_dequantize},
+      {"DynamicQuantizeLinear", &Importer::op_dynamic_quantize},
       {"Ceil", &Importer::op_activation},
       {"Clip", &Importer::op_clip},
       {"Concat", &Importer::op_concat},
@@ -439,6 +472,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Log", &Importer::op_activation},
       {"LogSoftmax", &Importer::op_softmax},
       {"MatMul", &Importer::op_matmul},
+      {"MatMulInteger", &Importer::op_matmul_integer},
       {"Max", &Importer::op_variadic},
       {"MaxPool", &Importer::op_pool},
       {"Mean", &Importer::op_variadic},
@@ -447,6 +481,9 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
       {"Neg", &Importer::op_activation},
       {"Not", &Importer::op_compare},
       {"PRelu", &Importer::op_prelu},
+      {"QLinearConv", &Importer::op_qlinear_conv},
+      {"QLinearMatMul", &Importer::op_qlinear_matmul},
+      {"QuantizeLinear", &Importer::op_quantize},
       {"Pad", &Importer::op_pad},
       {"Pow", &Importer::op_binary},
       {"RNN", &Importer::op_recurrent},
@@ -848,6 +885,13 @@ Graph Importer::run(const std::string& bytes) {
     graph_.outputs.push_back(name);
     if (name != output.name()) graph_.aliases[output.name()] = name;
   }
+  // Dequantize layers whose only readers became QuantizedConvolutions (qdq_conv) read nothing now.
+  std::set<std::string> read(graph_.outputs.begin(), graph_.outputs.end());
+  for (const LayerSpec& layer : graph_.layers) read.insert(layer.inputs.begin(), layer.inputs.end());
+  std::erase_if(graph_.layers, [&](const LayerSpec& layer) {
+    return layer.type == "Dequantize" && std::none_of(layer.outputs.begin(), layer.outputs.end(),
+                                                      [&](const std::string& o) { return read.count(o) != 0; });
+  });
   graph_.validate();
   return std::move(graph_);
 }
@@ -1255,7 +1299,64 @@ std::string Importer::pad_input(const Node& n, const std::string& input, int ran
   return emit(n, "Pad", {input}, attrs, {}, "pad")[0];
 }
 
+Attributes Importer::conv_attrs(const Node& n, const Shape& in, const Value& w, std::string& input, double pad_value) {
+  const std::size_t spatial = static_cast<std::size_t>(in.rank() - 2);
+  const Dims kernel = attr_ints(n, "kernel_shape", Dims(w.shape.dims().begin() + 2, w.shape.dims().end()));
+  const Dims strides = attr_ints(n, "strides", Dims(spatial, 1));
+  const Dims dilations = attr_ints(n, "dilations", Dims(spatial, 1));
+  if (kernel.size() != spatial || strides.size() != spatial || dilations.size() != spatial)
+    invalid(n, "kernel_shape, strides and dilations need one value per spatial axis");
+  const Dims pads = spatial_pads(n, in, kernel, strides, dilations);
+  const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)),
+      end(pads.begin() + static_cast<long>(spatial), pads.end());
+  Dims pad = begin;
+  if (begin != end) {
+    input = pad_input(n, input, in.rank(), begin, end, pad_value);
+    pad.assign(spatial, 0);
+  }
+  Attributes attrs;
+  attrs.set("num_output", w.shape[0]);
+  attrs.set("kernel", kernel);
+  attrs.set("stride", strides);
+  attrs.set("pad", pad);
+  attrs.set("dilation", dilations);
+  attrs.set("group", attr_int(n, "group", 1));
+  return attrs;
+}
+
+bool Importer::qdq_conv(const Node& n) {
+  if (!n.has_input(1)) return false;
+  const auto x = dequantized_tensors_.find(resolve(n.input(0)));
+  const auto w = dequantized_constants_.find(resolve(n.input(1)));
+  if (x == dequantized_tensors_.end() || w == dequantized_constants_.end()) return false;
+  const QuantizedConstant& qw = w->second;
+  const Shape in = shapes_.at(x->second.quantized);
+  if (in.rank() < 3 || qw.q.shape.rank() != in.rank()) return false;
+  const std::int64_t out_channels = qw.q.shape[0];
+  const bool per_channel = qw.scale.data.size() > 1;
+  if (per_channel && (static_cast<std::int64_t>(qw.scale.data.size()) != out_channels || qw.axis != 0)) return false;
+  if (qw.zero.data.size() != 1 && qw.zero.data.size() != qw.scale.data.size()) return false;
+  std::string input = x->second.quantized;
+  Attributes attrs = conv_attrs(n, in, qw.q, input, x->second.zero);
+  attrs.set("input", std::string("quantized"));
+  attrs.set("input_type", quant_type_name(n, x->second.type));
+  attrs.set("input_scale", x->second.scale);
+  attrs.set("input_zero_point", static_cast<std::int64_t>(x->second.zero));
+  attrs.set("weight_type", quant_type_name(n, qw.q.type));
+  std::vector<float> scale(static_cast<std::size_t>(out_channels)), zero(scale.size());
+  for (std::size_t c = 0; c < scale.size(); ++c) {
+    scale[c] = static_cast<float>(qw.scale.data[per_channel ? c : 0]);
+    zero[c] = static_cast<float>(qw.zero.data[qw.zero.data.size() > 1 ? c : 0]);
+  }
+  std::vector<Tensor> weights{qw.q.to_tensor(), Tensor::from(Shape{out_channels}, scale), Tensor::from(Shape{out_channels}, zero)};
+  if (n.has_input(2)) weights.push_back(constant(n, 2).to_tensor().reshaped(Shape{out_channels}));
+  attrs.set("bias", static_cast<std::int64_t>(n.has_input(2)));
+  emit(n, "QuantizedConvolution", {input}, attrs, weights);
+  return true;
+}
+
 void Importer::op_conv(const Node& n) {
+  if (qdq_conv(n)) return;
   const Shape in = shape(n, 0);
   const Value& w = constant(n, 1);
   if (in.rank() < 3 || w.shape.rank() != in.rank())
@@ -1806,6 +1907,236 @@ void Importer::op_matmul(const Node& n) {
     return;
   }
   emit(n, "MatMul", {tensor(n, 0), tensor(n, 1)});
+}
+
+// ---- quantized operators ----------------------------------------------------------------------
+
+int Importer::elem_type(const Node& n, int i, int fallback) const {
+  if (!n.has_input(i)) return fallback;
+  const std::string name = resolve(n.input(i));
+  if (auto c = constants_.find(name); c != constants_.end()) return c->second.type;
+  if (auto t = input_types_.find(name); t != input_types_.end()) return t->second;
+  return fallback;
+}
+
+std::string Importer::quant_type_name(const Node& n, int type) const {
+  if (type == TP::UINT8) return "uint8";
+  if (type == TP::INT8) return "int8";
+  if (type == TP::INT32) return "int32";
+  unsupported(n, "quantized type " + onnx_detail::type_name(type) + " is not supported (uint8, int8)");
+}
+
+void Importer::check_quant_constants(const Node& n, int scale, int zero_point, int type) {
+  const std::string opset = " (opset " + std::to_string(opset_) + ")";
+  if (scale >= 0 && is_constant(n, scale)) {
+    const Value& s = constant(n, scale);
+    for (std::size_t i = 0; i < s.data.size(); ++i) {
+      if (!(s.data[i] > 0) || !std::isfinite(s.data[i]))
+        invalid(n, "input " + std::to_string(scale) + " ('" + n.input(scale) + "', the scale) holds " +
+                       std::to_string(s.data[i]) + " at " + std::to_string(i) + "; scales must be positive" + opset);
+    }
+  }
+  if (zero_point >= 0 && is_constant(n, zero_point)) {
+    const Value& z = constant(n, zero_point);
+    const QuantRange range = QuantRange::of(quant_type_name(n, type));
+    for (std::size_t i = 0; i < z.data.size(); ++i) {
+      if (z.data[i] < range.lo || z.data[i] > range.hi)
+        invalid(n, "input " + std::to_string(zero_point) + " ('" + n.input(zero_point) + "', the zero point) holds " +
+                       std::to_string(z.data[i]) + ", outside " + quant_type_name(n, type) + opset);
+    }
+  }
+}
+
+void Importer::op_quantize(const Node& n) {
+  const int type = elem_type(n, 2, TP::UINT8);
+  check_quant_constants(n, 1, n.has_input(2) ? 2 : -1, type);
+  Attributes attrs;
+  attrs.set("axis", attr_int(n, "axis", 1));
+  attrs.set("type", quant_type_name(n, type));
+  std::vector<std::string> inputs;
+  if (is_constant(n, 0) && is_constant(n, 1) && (!n.has_input(2) || is_constant(n, 2))) {
+    std::vector<Value> values{constant(n, 0), constant(n, 1)};
+    if (n.has_input(2)) values.push_back(constant(n, 2));
+    Value v = fold(n, "Quantize", values, attrs);
+    v.type = type;
+    set_constant(n, 0, std::move(v));
+    return;
+  }
+  inputs = {tensor(n, 0), tensor(n, 1)};
+  if (n.has_input(2)) inputs.push_back(tensor(n, 2));
+  emit(n, "Quantize", inputs, attrs);
+}
+
+void Importer::op_dequantize(const Node& n) {
+  const int type = elem_type(n, 0, elem_type(n, 2, TP::UINT8));
+  if (type != TP::INT32) check_quant_constants(n, 1, n.has_input(2) ? 2 : -1, type);
+  Attributes attrs;
+  attrs.set("axis", attr_int(n, "axis", 1));
+  if (is_constant(n, 0) && is_constant(n, 1) && (!n.has_input(2) || is_constant(n, 2))) {
+    // Quantized weights: dequantized once at load (fold() keeps input 0's type, and so would truncate
+    // an integer type's results).
+    std::vector<Value> values{constant(n, 0), constant(n, 1)};
+    values[0].type = TP::FLOAT;
+    if (n.has_input(2)) values.push_back(constant(n, 2));
+    Value v = fold(n, "Dequantize", values, attrs);
+    v.type = TP::FLOAT;
+    set_constant(n, 0, std::move(v));
+    if (type == TP::INT8 || type == TP::UINT8) {
+      QuantizedConstant folded{constant(n, 0), constant(n, 1), n.has_input(2) ? constant(n, 2) : Value{type, Shape{}, {0.0}},
+                               attr_int(n, "axis", 1)};
+      folded.q.type = type;
+      dequantized_constants_[n.proto.output(0)] = std::move(folded);
+    }
+    return;
+  }
+  std::vector<std::string> inputs{tensor(n, 0), tensor(n, 1)};
+  if (n.has_input(2)) inputs.push_back(tensor(n, 2));
+  const std::string out = emit(n, "Dequantize", inputs, attrs)[0];
+  const bool per_tensor = is_constant(n, 1) && constant(n, 1).data.size() == 1 &&
+                          (!n.has_input(2) || (is_constant(n, 2) && constant(n, 2).data.size() == 1));
+  if (per_tensor && (type == TP::INT8 || type == TP::UINT8)) {
+    dequantized_tensors_[out] = {inputs[0], constant(n, 1).data[0], n.has_input(2) ? constant(n, 2).data[0] : 0.0, type};
+  }
+}
+
+void Importer::op_dynamic_quantize(const Node& n) {
+  emit(n, "DynamicQuantize", {tensor(n, 0)}, {}, {}, "", 3);
+}
+
+// QLinearConv (x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, B) and
+// ConvInteger (x, w, x_zero_point, w_zero_point) as one QuantizedConvolution.
+void Importer::op_qlinear_conv(const Node& n) {
+  const bool qlinear = n.op() == "QLinearConv";
+  const int xi = 0, wi = qlinear ? 3 : 1, xz = qlinear ? 2 : 2, wz = qlinear ? 5 : 3;
+  const Shape in = shape(n, xi);
+  const Value& w = constant(n, wi);
+  if (in.rank() < 3 || w.shape.rank() != in.rank())
+    invalid(n, "input " + in.str() + " and weights " + w.shape.str() + " do not fit");
+  const int x_type = elem_type(n, xz, elem_type(n, xi, TP::UINT8));
+  const int w_type = elem_type(n, wz, w.type);
+  if (qlinear) {
+    check_quant_constants(n, 1, 2, x_type);
+    check_quant_constants(n, 4, 5, w_type);
+    check_quant_constants(n, 6, n.has_input(7) ? 7 : -1, elem_type(n, 7, TP::UINT8));
+  } else {
+    check_quant_constants(n, -1, n.has_input(2) ? 2 : -1, x_type);
+    check_quant_constants(n, -1, n.has_input(3) ? 3 : -1, w_type);
+  }
+  const std::int64_t out_channels = w.shape[0];
+  // Per-tensor or per-output-channel values as one per channel; `what` names the field.
+  auto per_channel = [&](int i, double fallback, const char* what) {
+    std::vector<float> v(static_cast<std::size_t>(out_channels), static_cast<float>(fallback));
+    if (!n.has_input(i)) return v;
+    const Value& c = constant(n, i);
+    if (c.data.size() != 1 && static_cast<std::int64_t>(c.data.size()) != out_channels)
+      invalid(n, std::string(what) + " has " + std::to_string(c.data.size()) + " values for " +
+                     std::to_string(out_channels) + " output channels");
+    for (std::size_t k = 0; k < v.size(); ++k) v[k] = static_cast<float>(c.data[c.data.size() == 1 ? 0 : k]);
+    return v;
+  };
+  auto scalar = [&](int i, double fallback, const char* what) {
+    if (!n.has_input(i)) return fallback;
+    const Value& c = constant(n, i);
+    if (c.data.size() != 1) invalid(n, std::string(what) + " must be one value (per-tensor), has " + std::to_string(c.data.size()));
+    return c.data[0];
+  };
+  const double x_scale = qlinear ? scalar(1, 1.0, "x_scale") : 1.0;
+  const double x_zero = scalar(xz, 0.0, "x_zero_point");
+  const std::vector<float> w_scale = qlinear ? per_channel(4, 1.0, "w_scale") : std::vector<float>(static_cast<std::size_t>(out_channels), 1.0f);
+  const std::vector<float> w_zero = per_channel(wz, 0.0, "w_zero_point");
+
+  const std::size_t spatial = static_cast<std::size_t>(in.rank() - 2);
+  const Dims kernel = attr_ints(n, "kernel_shape", Dims(w.shape.dims().begin() + 2, w.shape.dims().end()));
+  const Dims strides = attr_ints(n, "strides", Dims(spatial, 1));
+  const Dims dilations = attr_ints(n, "dilations", Dims(spatial, 1));
+  if (kernel.size() != spatial || strides.size() != spatial || dilations.size() != spatial)
+    invalid(n, "kernel_shape, strides and dilations need one value per spatial axis");
+  const Dims pads = spatial_pads(n, in, kernel, strides, dilations);
+  std::string input = tensor(n, xi);
+  const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)),
+      end(pads.begin() + static_cast<long>(spatial), pads.end());
+  Dims pad = begin;
+  if (begin != end) {
+    // Padding holds the zero point, which stands for a real 0.
+    input = pad_input(n, input, in.rank(), begin, end, x_zero);
+    pad.assign(spatial, 0);
+  }
+  Attributes attrs;
+  attrs.set("num_output", out_channels);
+  attrs.set("kernel", kernel);
+  attrs.set("stride", strides);
+  attrs.set("pad", pad);
+  attrs.set("dilation", dilations);
+  attrs.set("group", attr_int(n, "group", 1));
+  attrs.set("input", std::string("quantized"));
+  attrs.set("input_type", quant_type_name(n, x_type));
+  attrs.set("input_scale", x_scale);
+  attrs.set("input_zero_point", static_cast<std::int64_t>(x_zero));
+  attrs.set("weight_type", quant_type_name(n, w_type));
+  const bool has_bias = qlinear && n.has_input(8);
+  attrs.set("bias", static_cast<std::int64_t>(has_bias));
+  if (qlinear) {
+    attrs.set("output", std::string("quantized"));
+    attrs.set("output_type", quant_type_name(n, elem_type(n, 7, TP::UINT8)));
+    attrs.set("output_scale", scalar(6, 1.0, "y_scale"));
+    attrs.set("output_zero_point", static_cast<std::int64_t>(scalar(7, 0.0, "y_zero_point")));
+  } else {
+    attrs.set("output", std::string("accumulator"));
+  }
+  std::vector<Tensor> weights{w.to_tensor(), Tensor::from(Shape{out_channels}, w_scale),
+                              Tensor::from(Shape{out_channels}, w_zero)};
+  if (has_bias) {
+    // B is int32 in units of x_scale · w_scale.
+    const Value& b = constant(n, 8);
+    if (static_cast<std::int64_t>(b.data.size()) != out_channels)
+      invalid(n, "B has " + std::to_string(b.data.size()) + " values for " + std::to_string(out_channels) + " output channels");
+    std::vector<float> bias(static_cast<std::size_t>(out_channels));
+    for (std::size_t c = 0; c < bias.size(); ++c) bias[c] = static_cast<float>(b.data[c] * x_scale * w_scale[c]);
+    weights.push_back(Tensor::from(Shape{out_channels}, bias));
+  }
+  emit(n, "QuantizedConvolution", {input}, attrs, weights);
+}
+
+// QLinearMatMul: dequantize both sides, multiply in fp32 (exact integer sums below 2^24 before the
+// scales), quantize the product.
+void Importer::op_qlinear_matmul(const Node& n) {
+  check_quant_constants(n, 1, 2, elem_type(n, 2, elem_type(n, 0, TP::UINT8)));
+  check_quant_constants(n, 4, 5, elem_type(n, 5, elem_type(n, 3, TP::UINT8)));
+  const int y_type = elem_type(n, 7, TP::UINT8);
+  check_quant_constants(n, 6, 7, y_type);
+  auto dequantized = [&](int x, int scale, int zero, const char* suffix) {
+    Attributes attrs;
+    attrs.set("axis", std::int64_t{-1});
+    const Shape xs = shape(n, x), ss = shape(n, scale);
+    // Per-row scales of A (ONNX: one per row M) broadcast along the last axis as a column.
+    if (ss.numel() > 1 && xs.rank() >= 2 && ss[0] == xs[xs.rank() - 2] && std::string(suffix) == "a")
+      attrs.set("axis", std::int64_t{xs.rank() - 2});
+    return emit(n, "Dequantize", {tensor(n, x), tensor(n, scale), tensor(n, zero)}, attrs, {}, suffix)[0];
+  };
+  const std::string a = dequantized(0, 1, 2, "a"), b = dequantized(3, 4, 5, "b");
+  const std::string product = emit(n, "MatMul", {a, b}, {}, {}, "product")[0];
+  Attributes attrs;
+  attrs.set("axis", std::int64_t{1});
+  attrs.set("type", quant_type_name(n, y_type));
+  emit(n, "Quantize", {product, tensor(n, 6), tensor(n, 7)}, attrs);
+}
+
+// MatMulInteger: (A − a_zero_point) · (B − b_zero_point) as int32, in fp32 (exact below 2^24).
+void Importer::op_matmul_integer(const Node& n) {
+  Attributes sub;
+  sub.set("operation", std::string("sub"));
+  std::string a = tensor(n, 0), b = tensor(n, 1);
+  if (n.has_input(2)) {
+    const Shape za = shape(n, 2), sa = shape(n, 0);
+    std::string zero = tensor(n, 2);
+    // A per-row zero point (length M) subtracts along rows.
+    if (za.numel() > 1) zero = emit_reshape(n, zero, {za.numel(), 1}, "a_zero_column");
+    if (za.numel() > 1 && sa.rank() >= 2 && za.numel() != sa[sa.rank() - 2])
+      invalid(n, "a_zero_point has " + std::to_string(za.numel()) + " values for " + std::to_string(sa[sa.rank() - 2]) + " rows");
+    a = emit(n, "Binary", {a, zero}, sub, {}, "a_centered")[0];
+  }
+  if (n.has_input(3)) b = emit(n, "Binary", {b, tensor(n, 3)}, sub, {}, "b_centered")[0];
+  emit(n, "MatMul", {a, b});
 }
 
 // ---- padding, resizing, reductions ------------------------------------------------------------

@@ -1,0 +1,62 @@
+// Linear quantization as ONNX defines it (QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear).
+// Quantized values travel as f32 tensors holding integers (exact up to 2^24), so the rest of the
+// executor needs no integer storage; the int8 arithmetic lives in QuantizedConvolution's kernels.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "layers/layer.h"
+
+namespace espresso {
+
+// The integer range of a quantized type: "uint8" [0, 255], "int8" [-128, 127], "int32".
+struct QuantRange {
+  double lo = 0, hi = 255;
+  static QuantRange of(const std::string& type);
+};
+
+// Round half to even, as ONNX's QuantizeLinear does, then saturate to the range.
+double quantize_value(double x, double scale, double zero_point, const QuantRange& range);
+
+// y = saturate(round(x / scale) + zero_point). Inputs: x, scale, optional zero_point: scalars, or 1-D
+// of x's length along `axis` (per-axis). Scales must be positive and zero points inside the type's
+// range (ModelError naming the layer and the field).
+class QuantizeLayer final : public Layer {
+ public:
+  static const LayerSchema& schema();
+  explicit QuantizeLayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+
+ private:
+  std::int64_t axis_;
+  QuantRange range_;
+};
+
+// y = (x - zero_point) · scale, same inputs as Quantize.
+class DequantizeLayer final : public Layer {
+ public:
+  static const LayerSchema& schema();
+  explicit DequantizeLayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+
+ private:
+  std::int64_t axis_;
+};
+
+// ONNX DynamicQuantizeLinear: outputs y (uint8), scale and zero_point, the range taken from x
+// (widened to include 0).
+class DynamicQuantizeLayer final : public Layer {
+ public:
+  static const LayerSchema& schema();
+  explicit DynamicQuantizeLayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+};
+
+// The scale and zero point DynamicQuantizeLinear picks for values in [lo, hi] (uint8).
+void dynamic_quant_params(double lo, double hi, double& scale, double& zero_point);
+
+}  // namespace espresso

@@ -1,0 +1,56 @@
+// A convolution computed on 8-bit integers: the input quantized (or already quantized), weights held
+// as integers with a scale and zero point per output channel, products summed exactly in integers,
+// and the sum turned back into real values (with the bias and an optional ReLU), requantized, or
+// left as the integer sum. ONNX's QLinearConv and ConvInteger, and the convolutions `espresso quantize`
+// writes, are this layer; CPU kernels (backends/cpu/quantized_convolution.cpp) use u8×s8 GEMMs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "layers/convolution.h"
+#include "layers/quantize.h"
+
+namespace espresso {
+
+// Quantization parameters of a QuantizedConvolution, resolved from its attributes.
+struct QuantizedConvParams {
+  enum class Input { real, quantized, dynamic };  // x in real units / already integers / range per image
+  enum class Output { real, quantized, accumulator };
+  Input input = Input::real;
+  Output output = Output::real;
+  double input_scale = 1, input_zero_point = 0;
+  QuantRange input_range;
+  double output_scale = 1, output_zero_point = 0;
+  QuantRange output_range;
+  bool relu = false;
+};
+
+class QuantizedConvolutionLayer final : public Layer {
+ public:
+  static const LayerSchema& schema();
+  explicit QuantizedConvolutionLayer(const LayerSpec& spec);
+  std::vector<Shape> output_shapes(const std::vector<Shape>& inputs) const override;
+  // weights (integers), weight_scale [C_out], weight_zero_point [C_out], then bias [C_out] if any.
+  std::vector<Shape> weight_shapes(const std::vector<Shape>& inputs) const override;
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const override;
+  std::int64_t macs(const std::vector<Shape>& inputs) const override;
+
+  ConvGeometry geometry(const Shape& input) const;
+  const QuantizedConvParams& quant() const { return quant_; }
+  bool has_bias() const { return conv_.bias; }
+  // Throws ModelError naming the layer and field for non-positive scales, zero points outside the
+  // types' ranges and weights that are not integers of the weight type's range.
+  void check_weights() const;
+  // The integer input of one image for Input::real / dynamic (also what fast kernels must match):
+  // q = saturate(round(x / scale) + zero_point).
+  static void dynamic_params(const float* x, std::int64_t n, double& scale, double& zero_point);
+
+ private:
+  ConvParams conv_;
+  QuantizedConvParams quant_;
+  QuantRange weight_range_;
+};
+
+}  // namespace espresso

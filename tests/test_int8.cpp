@@ -1,0 +1,315 @@
+// int8 end to end: ONNX's quantization node tests (Debian's libonnx-testdata), Caffe LeNet on the
+// MNIST test set in fp32, with Precision::int8 (dynamic ranges) and after calibration (quantize_graph,
+// stored in and read back from a .esp), and bad quantized ONNX models.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "test_support.h"
+#include "espresso/data.h"
+#include "espresso/errors.h"
+#include "espresso/import.h"
+#include "espresso/net.h"
+#include "espresso/onnx.h"
+#include "espresso/package.h"
+#include "espresso/quantize.h"
+#include "import/onnx/onnx.pb.h"
+
+namespace espresso::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string onnx_test_data() {
+  const char* env = std::getenv("ESPRESSO_ONNX_TESTDATA");
+  return env != nullptr ? env : "/usr/share/libonnx-testdata/data";
+}
+
+TEST(Int8, OnnxQuantizationNodeTests) {
+  const std::string node = onnx_test_data() + "/node";
+  if (!fs::exists(node)) GTEST_SKIP() << "libonnx-testdata is not installed (" << node << ")";
+  std::vector<std::string> dirs;
+  for (const char* name :
+       {"test_quantizelinear", "test_quantizelinear_axis", "test_dequantizelinear", "test_dequantizelinear_axis",
+        "test_dynamicquantizelinear", "test_dynamicquantizelinear_max_adjusted",
+        "test_dynamicquantizelinear_min_adjusted", "test_qlinearconv", "test_qlinearmatmul_2D",
+        "test_qlinearmatmul_3D", "test_convinteger_with_padding", "test_convinteger_without_padding",
+        "test_basic_convinteger", "test_matmulinteger"}) {
+    if (fs::exists(node + "/" + name)) dirs.push_back(node + "/" + name);
+  }
+  ASSERT_FALSE(dirs.empty());
+  // Integers must come out exact: a tolerance below half a step.
+  OnnxConformanceOptions options;
+  options.rtol = 0;
+  options.atol = 1e-3;
+  const OnnxConformanceReport report = run_onnx_conformance(dirs, options);
+  for (const OnnxTestResult& r : report.results) {
+    EXPECT_EQ(r.status, OnnxTestStatus::pass)
+        << fs::path(r.dir).filename() << ": " << r.detail << " (max error " << r.max_error << ")";
+  }
+  std::printf("%d of %zu quantization node tests pass\n", report.count(OnnxTestStatus::pass), report.results.size());
+}
+
+class Int8Lenet : public SharedDataTest {};
+
+double accuracy(Net& net, const data::LabeledImages& set, std::int64_t count) {
+  const std::int64_t batch = 100, plane = set.height * set.width;
+  std::int64_t correct = 0;
+  for (std::int64_t first = 0; first < count; first += batch) {
+    const std::int64_t n = std::min(batch, count - first);
+    std::vector<float> values(static_cast<std::size_t>(n * plane));
+    for (std::int64_t i = 0; i < n * plane; ++i) values[static_cast<std::size_t>(i)] = set.image(first)[i] * 0.00390625f;
+    const auto out = net.forward({{"data", Tensor::from(Shape{n, 1, set.height, set.width}, values)}});
+    const Tensor& prob = out.at("prob");
+    const std::int64_t classes = prob.numel() / n;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float* row = prob.data<float>() + i * classes;
+      if (std::max_element(row, row + classes) - row == set.labels[static_cast<std::size_t>(first + i)]) ++correct;
+    }
+  }
+  return static_cast<double>(correct) / static_cast<double>(count);
+}
+
+TEST_F(Int8Lenet, MnistAccuracyInt8AgainstFp32) {
+  const fs::path lenet = shared_data_dir() / "caffe/lenet";
+  const Graph graph = load_model((lenet / "lenet.prototxt").string(), (lenet / "lenet_iter_10000.caffemodel").string());
+  const data::LabeledImages test = data::load_mnist((shared_data_dir() / "mnist").string(), data::Split::test);
+  const data::LabeledImages train = data::load_mnist((shared_data_dir() / "mnist").string(), data::Split::train);
+
+  Net fp32(graph);
+  const double reference = accuracy(fp32, test, test.count);
+
+  NetOptions int8_options;
+  int8_options.precision = Precision::int8;
+  Net dynamic(graph, int8_options);
+  const double dynamic_accuracy = accuracy(dynamic, test, test.count);
+  int int8_layers = 0;
+  for (const LayerSummary& row : dynamic.summary()) int8_layers += row.precision == "int8";
+  EXPECT_EQ(int8_layers, 2);  // conv1 and conv2
+
+  // Calibrated on 500 training images, stored in a .esp and read back.
+  std::int64_t fed = 0;
+  auto feed = [&](std::map<std::string, Tensor>& batch) {
+    if (fed >= 500) return false;
+    std::vector<float> values(static_cast<std::size_t>(100 * 28 * 28));
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = train.image(fed)[i] * 0.00390625f;
+    batch["data"] = Tensor::from(Shape{100, 1, 28, 28}, values);
+    fed += 100;
+    return true;
+  };
+  QuantizeReport report;
+  const Graph quantized = quantize_graph(graph, feed, {}, &report);
+  EXPECT_EQ(report.images, 500);
+  ASSERT_EQ(report.layers.size(), 2u);
+  TempDir dir;
+  save_package(quantized, dir.file("lenet-int8.esp"));
+  Net calibrated(load_package(dir.file("lenet-int8.esp")));
+  const double calibrated_accuracy = accuracy(calibrated, test, test.count);
+  std::printf("LeNet on MNIST test: fp32 %.4f, int8 dynamic %.4f, int8 calibrated %.4f\n", reference,
+              dynamic_accuracy, calibrated_accuracy);
+  EXPECT_GE(calibrated_accuracy, 0.99);
+  // The entropy method on the same images (its threshold search once picked the tightest clip).
+  fed = 0;
+  Net entropy(quantize_graph(graph, feed, {.method = CalibrationMethod::entropy}));
+  const double entropy_accuracy = accuracy(entropy, test, test.count);
+  std::printf("LeNet int8 calibrated with entropy: %.4f\n", entropy_accuracy);
+  EXPECT_GE(entropy_accuracy, 0.99);
+  EXPECT_GE(dynamic_accuracy, 0.99);
+  EXPECT_LE(reference - calibrated_accuracy, 0.005);
+}
+
+TEST(Int8, CalibrationNeedsEightImages) {
+  Graph graph;
+  graph.name = "tiny";
+  graph.inputs = {{"x", Shape{1, 1, 4, 4}}};
+  LayerSpec conv = layer("conv", "Convolution", {"x"}, {"y"});
+  conv.attrs.set("num_output", std::int64_t{2});
+  conv.attrs.set("kernel", std::vector<std::int64_t>{3, 3});
+  conv.weights = {Tensor::from(Shape{2, 1, 3, 3}, std::vector<float>(18, 0.5f)), Tensor::zeros(Shape{2})};
+  graph.layers = {conv};
+  graph.outputs = {"y"};
+  int calls = 0;
+  auto feed = [&](std::map<std::string, Tensor>& batch) {
+    if (calls++ > 0) return false;
+    batch["x"] = Tensor::zeros(Shape{3, 1, 4, 4});
+    return true;
+  };
+  try {
+    quantize_graph(graph, feed);
+    ADD_FAILURE() << "no error for 3 calibration images";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("at least 8 images, got 3"), std::string::npos) << e.what();
+  }
+}
+
+// A QLinearConv whose scale or zero point is bad names the node and the field.
+TEST(Int8, BadQuantizedOnnxNamesNodeAndField) {
+  auto model_with = [](float x_scale, int x_zero, int w_scale_count) {
+    onnx::ModelProto model;
+    model.set_ir_version(7);
+    model.add_opset_import()->set_version(13);
+    onnx::GraphProto* g = model.mutable_graph();
+    g->set_name("bad");
+    auto* input = g->add_input();
+    input->set_name("x");
+    input->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::UINT8);
+    for (int d : {1, 1, 3, 3}) input->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(d);
+    auto scalar = [&](const std::string& name, int type, double v) {
+      onnx::TensorProto* t = g->add_initializer();
+      t->set_name(name);
+      t->set_data_type(type);
+      if (type == onnx::TensorProto::FLOAT) t->add_float_data(static_cast<float>(v));
+      else t->add_int32_data(static_cast<int>(v));
+    };
+    scalar("xs", onnx::TensorProto::FLOAT, x_scale);
+    scalar("xz", onnx::TensorProto::UINT8, x_zero);
+    onnx::TensorProto* w = g->add_initializer();
+    w->set_name("w");
+    w->set_data_type(onnx::TensorProto::INT8);
+    for (int d : {2, 1, 1, 1}) w->add_dims(d);
+    w->add_int32_data(1);
+    w->add_int32_data(2);
+    onnx::TensorProto* ws = g->add_initializer();
+    ws->set_name("ws");
+    ws->set_data_type(onnx::TensorProto::FLOAT);
+    ws->add_dims(w_scale_count);
+    for (int i = 0; i < w_scale_count; ++i) ws->add_float_data(0.5f);
+    scalar("wz", onnx::TensorProto::INT8, 0);
+    scalar("ys", onnx::TensorProto::FLOAT, 0.1);
+    scalar("yz", onnx::TensorProto::UINT8, 0);
+    onnx::NodeProto* node = g->add_node();
+    node->set_name("qconv");
+    node->set_op_type("QLinearConv");
+    for (const char* name : {"x", "xs", "xz", "w", "ws", "wz", "ys", "yz"}) node->add_input(name);
+    node->add_output("y");
+    g->add_output()->set_name("y");
+    std::string bytes;
+    model.SerializeToString(&bytes);
+    return bytes;
+  };
+  auto expect = [&](const std::string& bytes, const std::string& needle) {
+    try {
+      load_onnx(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
+      ADD_FAILURE() << "no error; expected one mentioning " << needle;
+    } catch (const ModelError& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find("qconv"), std::string::npos) << message;
+      EXPECT_NE(message.find(needle), std::string::npos) << message;
+    }
+  };
+  expect(model_with(0.0f, 0, 2), "'xs', the scale");
+  expect(model_with(-0.5f, 0, 2), "scales must be positive");
+  expect(model_with(0.5f, 0, 3), "w_scale has 3 values for 2 output channels");
+  // And a good one loads.
+  const std::string good = model_with(0.5f, 3, 2);
+  EXPECT_NO_THROW(load_onnx(std::span<const std::byte>(reinterpret_cast<const std::byte*>(good.data()), good.size())));
+}
+
+// A QDQ Conv (QuantizeLinear → DequantizeLinear on the input, per-channel int8 weights through
+// DequantizeLinear) becomes one QuantizedConvolution, and computes what the float graph means.
+TEST(Int8, QdqConvFoldsIntoQuantizedConvolution) {
+  const float x_scale = 0.05f;
+  const int x_zero = 128;
+  const std::vector<float> w_scale = {0.02f, 0.03f};
+  std::vector<int> w_q;
+  for (int i = 0; i < 2 * 2 * 3 * 3; ++i) w_q.push_back((i * 37) % 255 - 127);
+  const std::vector<float> bias = {0.25f, -0.5f};
+  onnx::ModelProto model;
+  model.set_ir_version(7);
+  model.add_opset_import()->set_version(13);
+  onnx::GraphProto* g = model.mutable_graph();
+  g->set_name("qdq");
+  auto* input = g->add_input();
+  input->set_name("x");
+  input->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  for (int d : {1, 2, 5, 5}) input->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(d);
+  auto tensor = [&](const std::string& name, int type, std::vector<std::int64_t> dims, const std::vector<double>& values) {
+    onnx::TensorProto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(type);
+    for (std::int64_t d : dims) t->add_dims(d);
+    for (double v : values) {
+      if (type == onnx::TensorProto::FLOAT) t->add_float_data(static_cast<float>(v));
+      else t->add_int32_data(static_cast<int>(v));
+    }
+  };
+  tensor("xs", onnx::TensorProto::FLOAT, {}, {x_scale});
+  tensor("xz", onnx::TensorProto::UINT8, {}, {x_zero});
+  tensor("w", onnx::TensorProto::INT8, {2, 2, 3, 3}, std::vector<double>(w_q.begin(), w_q.end()));
+  tensor("ws", onnx::TensorProto::FLOAT, {2}, {w_scale[0], w_scale[1]});
+  tensor("wz", onnx::TensorProto::INT8, {2}, {0, 0});
+  // The bias as QDQ tools write it: int32 in units of x_scale · w_scale, through DequantizeLinear.
+  const std::vector<double> b_scale = {x_scale * w_scale[0], x_scale * w_scale[1]};
+  const std::vector<double> b_q = {std::round(bias[0] / b_scale[0]), std::round(bias[1] / b_scale[1])};
+  tensor("bq", onnx::TensorProto::INT32, {2}, b_q);
+  tensor("bs", onnx::TensorProto::FLOAT, {2}, b_scale);
+  auto node = [&](const std::string& op, std::vector<std::string> in, const std::string& out) {
+    onnx::NodeProto* n = g->add_node();
+    n->set_name(out + "_node");
+    n->set_op_type(op);
+    for (const auto& i : in) n->add_input(i);
+    n->add_output(out);
+    return n;
+  };
+  node("QuantizeLinear", {"x", "xs", "xz"}, "xq");
+  node("DequantizeLinear", {"xq", "xs", "xz"}, "xd");
+  onnx::AttributeProto* axis = node("DequantizeLinear", {"w", "ws", "wz"}, "wd")->add_attribute();
+  axis->set_name("axis");
+  axis->set_type(onnx::AttributeProto::INT);
+  axis->set_i(0);
+  onnx::AttributeProto* bias_axis = node("DequantizeLinear", {"bq", "bs"}, "b")->add_attribute();
+  bias_axis->set_name("axis");
+  bias_axis->set_type(onnx::AttributeProto::INT);
+  bias_axis->set_i(0);
+  onnx::NodeProto* conv = node("Conv", {"xd", "wd", "b"}, "y");
+  onnx::AttributeProto* pads = conv->add_attribute();
+  pads->set_name("pads");
+  pads->set_type(onnx::AttributeProto::INTS);
+  for (int p : {1, 1, 1, 1}) pads->add_ints(p);
+  g->add_output()->set_name("y");
+  std::string bytes;
+  model.SerializeToString(&bytes);
+  const Graph graph = load_onnx(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
+  int quantized = 0, dequantize = 0;
+  for (const LayerSpec& layer : graph.layers) {
+    quantized += layer.type == "QuantizedConvolution";
+    dequantize += layer.type == "Dequantize";
+  }
+  EXPECT_EQ(quantized, 1);
+  EXPECT_EQ(dequantize, 0);
+
+  std::vector<float> x(50);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.7 * static_cast<double>(i)) * 3.0);
+  Net net(graph);
+  const Tensor y = net.forward({{"x", Tensor::from(Shape{1, 2, 5, 5}, x)}}).at("y");
+  // The float graph's meaning, in double: x quantized and back, conv with the dequantized weights.
+  std::vector<double> xd(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i)
+    xd[i] = (std::clamp(std::nearbyint(x[i] / x_scale) + x_zero, 0.0f, 255.0f) - x_zero) * static_cast<double>(x_scale);
+  double worst = 0, top = 0;
+  for (int oc = 0; oc < 2; ++oc) {
+    for (int oy = 0; oy < 5; ++oy) {
+      for (int ox = 0; ox < 5; ++ox) {
+        double sum = b_q[static_cast<std::size_t>(oc)] * static_cast<float>(b_scale[static_cast<std::size_t>(oc)]);
+        for (int ic = 0; ic < 2; ++ic)
+          for (int ky = 0; ky < 3; ++ky)
+            for (int kx = 0; kx < 3; ++kx) {
+              const int iy = oy - 1 + ky, ix = ox - 1 + kx;
+              if (iy < 0 || iy >= 5 || ix < 0 || ix >= 5) continue;
+              sum += xd[static_cast<std::size_t>((ic * 5 + iy) * 5 + ix)] *
+                     w_q[static_cast<std::size_t>(((oc * 2 + ic) * 3 + ky) * 3 + kx)] * w_scale[static_cast<std::size_t>(oc)];
+            }
+        const float got = y.data<float>()[(oc * 5 + oy) * 5 + ox];
+        worst = std::max(worst, std::abs(got - sum));
+        top = std::max(top, std::abs(sum));
+      }
+    }
+  }
+  EXPECT_LE(worst, 1e-5 * top) << "max error " << worst << " of " << top;
+}
+
+}  // namespace
+}  // namespace espresso::testing
