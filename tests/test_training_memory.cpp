@@ -28,7 +28,8 @@ LayerSpec convolution(const std::string& name, const std::string& input, std::in
   conv.attrs.set("num_output", out);
   conv.attrs.set("kernel", kernel);
   conv.attrs.set("pad", kernel / 2);
-  conv.weights = {random_tensor(Shape{out, in, kernel, kernel}, rng, 0.3f), random_tensor(Shape{out}, rng, 0.1f)};
+  conv.weights = {random_tensor(Shape{out, in, kernel, kernel}, rng, 0.3f),
+                  random_tensor(Shape{out}, rng, 0.1f)};
   return conv;
 }
 
@@ -52,7 +53,8 @@ Graph lenet(std::int64_t batch, std::mt19937& rng) {
   Graph g;
   g.name = "lenet";
   g.inputs = {{"data", Shape{batch, 1, 28, 28}}, {"label", Shape{batch}}};
-  LayerSpec conv1 = convolution("conv1", "data", 1, 20, 5, rng), conv2 = convolution("conv2", "pool1", 20, 50, 5, rng);
+  LayerSpec conv1 = convolution("conv1", "data", 1, 20, 5, rng),
+            conv2 = convolution("conv2", "pool1", 20, 50, 5, rng);
   conv1.attrs.set("pad", std::int64_t{0});
   conv2.attrs.set("pad", std::int64_t{0});
   g.layers = {conv1,
@@ -187,7 +189,7 @@ TEST(TrainingMemory, ReusedBuffersAreGuarded) {
   fill_batch(net, Shape{2, 1, 28, 28}, data);
   net.forward();
   EXPECT_NO_THROW(net.tensor("loss"));
-  EXPECT_NO_THROW(net.tensor("ip2"));  // read by backward: intact until it runs
+  EXPECT_NO_THROW(net.tensor("ip2"));                 // read by backward: intact until it runs
   EXPECT_THROW(net.tensor("ip1"), UnsupportedError);  // ReLU wrote over it in place
   net.backward();
   EXPECT_NO_THROW(net.tensor("loss"));

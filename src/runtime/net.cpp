@@ -425,8 +425,8 @@ void Net::Impl::plan() {
       if (k == 0 && !separate && layers[us]->in_place() && !in.empty()) {
         const auto source = static_cast<std::size_t>(in[0]);
         bool can = producer[source] >= 0 && !outputs.count(in[0]) &&
-                   shapes[source].numel() == shapes[id].numel() && tensor_device[source] == tensor_device[id] &&
-                   tensor_dtype[source] == tensor_dtype[id];
+                   shapes[source].numel() == shapes[id].numel() &&
+                   tensor_device[source] == tensor_device[id] && tensor_dtype[source] == tensor_dtype[id];
         if (training) {
           // The input's values are gone once the layer ran: only its own backward may read it (and
           // finds the output there, which the layer allows), and its producer's backward must not.
@@ -580,7 +580,8 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
   const auto aligned = [](std::size_t bytes) { return (bytes + 63) / 64 * 64; };
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (producer[id] >= 0)
-      report.activation_bytes += aligned(static_cast<std::size_t>(shapes[id].numel()) * dtype_size(tensor_dtype[id]));
+      report.activation_bytes +=
+          aligned(static_cast<std::size_t>(shapes[id].numel()) * dtype_size(tensor_dtype[id]));
     if (grad_buffer_of[id] >= 0)
       report.activation_grad_bytes += aligned(static_cast<std::size_t>(shapes[id].numel()) * sizeof(float));
   }
@@ -880,7 +881,8 @@ void Net::Impl::decide_gradients() {
   }
 }
 
-void Net::Impl::plan_gradients(const std::vector<int>& grad_fill_step, const std::vector<float>& tensor_loss_weight) {
+void Net::Impl::plan_gradients(const std::vector<int>& grad_fill_step,
+                               const std::vector<float>& tensor_loss_weight) {
   // Every output of a step that runs backward has a gradient buffer (zeros where nothing flows), so
   // layers never see an undefined output gradient; place_tensors put them in the arena. Each is set to
   // its loss weight (or zero) just before the first backward step that adds into it.
@@ -1204,9 +1206,10 @@ void Net::backward() {
     throw ModelError("backward() of net '" + impl_->graph.name + "' needs a forward() first");
   }
   if (impl_->backward_ran && !impl_->options.keep_intermediates) {
-    throw ModelError("backward() of net '" + impl_->graph.name +
-                     "' needs a forward() since the last backward(): its buffers are reused (keep_intermediates "
-                     "keeps them)");
+    throw ModelError(
+        "backward() of net '" + impl_->graph.name +
+        "' needs a forward() since the last backward(): its buffers are reused (keep_intermediates "
+        "keeps them)");
   }
   const ScopedThreads scope(impl_->threads.get());
   impl_->backward_ran = true;
@@ -1274,8 +1277,9 @@ const Tensor& Net::tensor(const std::string& name) const {
     if (cast.id == id) return cast.value;
   }
   const auto index = static_cast<std::size_t>(id);
-  const bool intact = impl_->readable[index] || (impl_->options.training && impl_->forwarded &&
-                                                 !impl_->backward_ran && impl_->readable_until_backward[index]);
+  const bool intact =
+      impl_->readable[index] || (impl_->options.training && impl_->forwarded && !impl_->backward_ran &&
+                                 impl_->readable_until_backward[index]);
   if (!intact) {
     throw UnsupportedError("tensor '" + name +
                            "' shares memory with others; create the Net with keep_intermediates to read it");

@@ -242,7 +242,8 @@ void check_gpu_backward(Stream& context, const Layer& layer, const std::vector<T
     for (const Tensor& w : reference.weights) weights.push_back(Tensor::zeros(w.shape(), DType::f32, device));
     kernel->backward(layer, device_inputs, device_outputs, shared, in_place_inputs, weights);
     context.synchronize();
-    EXPECT_EQ(to_values(in_place_inputs[0].to(Device::cpu())), to_values(device_grads.inputs[0].to(Device::cpu())))
+    EXPECT_EQ(to_values(in_place_inputs[0].to(Device::cpu())),
+              to_values(device_grads.inputs[0].to(Device::cpu())))
         << "CUDA kernel '" << kernel->name() << "' backward in place";
   }
   for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -306,8 +307,9 @@ bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
     Gradients from_output = zero_gradients(layer, inputs);
     layer.backward(overwritten, outputs, output_grads, from_output.inputs, from_output.weights);
     for (std::size_t i = 0; i < inputs.size(); ++i) {
-      if (analytic.inputs[i].defined())
-        EXPECT_EQ(to_values(from_output.inputs[i]), to_values(analytic.inputs[i])) << "backward over the output, input " << i;
+      if (!analytic.inputs[i].defined()) continue;
+      EXPECT_EQ(to_values(from_output.inputs[i]), to_values(analytic.inputs[i]))
+          << "backward over the output, input " << i;
     }
   }
 

@@ -48,11 +48,11 @@ std::string cublas_load_error() {
 
 // Each forwards to the function of the same name in the loaded library; without the library (or
 // the symbol) it reports CUBLAS_STATUS_NOT_INITIALIZED, which check() explains.
-#define ESPRESSO_CUBLAS_FORWARD(name, params, args)                                       \
+#define ESPRESSO_CUBLAS_FORWARD(name, params, args)                                      \
   extern "C" cublasStatus_t CUBLASWINAPI name params {                                   \
     using Function = cublasStatus_t(CUBLASWINAPI*) params;                               \
     static const auto real = reinterpret_cast<Function>(espresso::cuda::resolve(#name)); \
-    return real ? real args : CUBLAS_STATUS_NOT_INITIALIZED;                              \
+    return real ? real args : CUBLAS_STATUS_NOT_INITIALIZED;                             \
   }
 
 ESPRESSO_CUBLAS_FORWARD(cublasCreate_v2, (cublasHandle_t * handle), (handle))
@@ -63,30 +63,31 @@ ESPRESSO_CUBLAS_FORWARD(cublasSetWorkspace_v2, (cublasHandle_t handle, void* wor
 ESPRESSO_CUBLAS_FORWARD(cublasGetMathMode, (cublasHandle_t handle, cublasMath_t* mode), (handle, mode))
 ESPRESSO_CUBLAS_FORWARD(cublasSetMathMode, (cublasHandle_t handle, cublasMath_t mode), (handle, mode))
 ESPRESSO_CUBLAS_FORWARD(cublasSgemm_v2,
-                        (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
-                         int k, const float* alpha, const float* a, int lda, const float* b, int ldb,
+                        (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                         int n, int k, const float* alpha, const float* a, int lda, const float* b, int ldb,
                          const float* beta, float* c, int ldc),
                         (handle, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))
 ESPRESSO_CUBLAS_FORWARD(cublasSgemmStridedBatched,
-                        (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
-                         int k, const float* alpha, const float* a, int lda, long long int stride_a,
-                         const float* b, int ldb, long long int stride_b, const float* beta, float* c, int ldc,
-                         long long int stride_c, int batch),
+                        (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                         int n, int k, const float* alpha, const float* a, int lda, long long int stride_a,
+                         const float* b, int ldb, long long int stride_b, const float* beta, float* c,
+                         int ldc, long long int stride_c, int batch),
                         (handle, transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
                          ldc, stride_c, batch))
 ESPRESSO_CUBLAS_FORWARD(cublasGemmEx,
-                        (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
-                         int k, const void* alpha, const void* a, cudaDataType a_type, int lda, const void* b,
-                         cudaDataType b_type, int ldb, const void* beta, void* c, cudaDataType c_type, int ldc,
-                         cublasComputeType_t compute, cublasGemmAlgo_t algo),
-                        (handle, transa, transb, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c, c_type,
-                         ldc, compute, algo))
+                        (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                         int n, int k, const void* alpha, const void* a, cudaDataType a_type, int lda,
+                         const void* b, cudaDataType b_type, int ldb, const void* beta, void* c,
+                         cudaDataType c_type, int ldc, cublasComputeType_t compute, cublasGemmAlgo_t algo),
+                        (handle, transa, transb, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c,
+                         c_type, ldc, compute, algo))
 ESPRESSO_CUBLAS_FORWARD(cublasGemmStridedBatchedEx,
-                        (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
-                         int k, const void* alpha, const void* a, cudaDataType a_type, int lda,
+                        (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m,
+                         int n, int k, const void* alpha, const void* a, cudaDataType a_type, int lda,
                          long long int stride_a, const void* b, cudaDataType b_type, int ldb,
                          long long int stride_b, const void* beta, void* c, cudaDataType c_type, int ldc,
-                         long long int stride_c, int batch, cublasComputeType_t compute, cublasGemmAlgo_t algo),
+                         long long int stride_c, int batch, cublasComputeType_t compute,
+                         cublasGemmAlgo_t algo),
                         (handle, transa, transb, m, n, k, alpha, a, a_type, lda, stride_a, b, b_type, ldb,
                          stride_b, beta, c, c_type, ldc, stride_c, batch, compute, algo))
 
