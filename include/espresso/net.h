@@ -51,9 +51,10 @@ struct NetOptions {
   // to their layer.
   bool cuda_graphs = true;
   // Prepare for training: tensors get gradient buffers, planned with the activations so that each
-  // buffer is reused once forward and backward are done with it, layers run in training mode (Dropout drops, BatchNorm uses batch statistics), and backward() is available.
-  // On a GPU the weights, gradients and solver history stay on the device, every layer that runs
-  // backward needs a CUDA backward, and forward() is not recorded as a CUDA graph.
+  // buffer is reused once forward and backward are done with it, layers run in training mode (Dropout drops,
+  // BatchNorm uses batch statistics), and backward() is available. On a GPU the weights, gradients and solver
+  // history stay on the device, every layer that runs backward needs a CUDA backward, and forward() is not
+  // recorded as a CUDA graph.
   bool training = false;
   // Seeds the random parts of training (Dropout masks, weight fillers), so runs repeat.
   std::uint64_t seed = 1;
@@ -111,7 +112,7 @@ struct MemoryReport {
   std::size_t activation_grad_bytes = 0;  // naive: their gradients (training)
   std::size_t weight_bytes = 0;           // learned blobs, shared ones once
   std::size_t weight_grad_bytes = 0;      // their gradients (training)
-  std::size_t workspace_bytes = 0;        // kernels' own scratch buffers (im2col columns), as allocated so far
+  std::size_t workspace_bytes = 0;  // kernels' own scratch buffers (im2col columns), as allocated so far
   // Training: the activations, and their gradients, each planned alone (for the breakdown; the arena,
   // planned_bytes, holds both and reuses memory across them).
   std::size_t activation_planned_bytes = 0;

@@ -39,9 +39,9 @@ struct TestOutput {
 // What training holds in memory (`espresso train --report-memory`, `info --training`;
 // docs/training-memory.md).
 struct TrainingMemory {
-  MemoryReport train;                     // the train net: weights, gradients, arena, workspace
-  std::size_t solver_history_bytes = 0;   // the solver's history blobs (momentum, Adam's moments)
-  std::vector<MemoryReport> tests;        // each test net; its weights are the train net's, not copies
+  MemoryReport train;                    // the train net: weights, gradients, arena, workspace
+  std::size_t solver_history_bytes = 0;  // the solver's history blobs (momentum, Adam's moments)
+  std::vector<MemoryReport> tests;       // each test net; its weights are the train net's, not copies
 };
 
 class Trainer {

@@ -24,7 +24,9 @@ class Kernel {
   virtual bool has_fast_backward() const { return false; }
   // Layer::backward_in_place for this kernel's backward: the reference's answer unless the kernel has
   // its own backward, which must opt in.
-  virtual bool backward_in_place(const Layer& layer) const { return !has_fast_backward() && layer.backward_in_place(); }
+  virtual bool backward_in_place(const Layer& layer) const {
+    return !has_fast_backward() && layer.backward_in_place();
+  }
   // Called once the device has finished the work forward() queued: throws what device code found
   // wrong (a label that is not a class index) as the typed error the CPU kernel would have thrown.
   virtual void check_completed() {}
