@@ -37,6 +37,8 @@ packages=(
   wrk curl
 )
 [ "$bench_tools" -eq 0 ] || packages+=(python3-torch)
+# BVLC Caffe (CPU) for bench/run_train_memory_bench.sh, where the Debian release packages it (bookworm does not)
+[ "$bench_tools" -eq 0 ] || ! apt-cache show caffe-cpu >/dev/null 2>&1 || packages+=(caffe-cpu)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

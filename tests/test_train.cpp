@@ -221,6 +221,31 @@ TEST_F(TrainerRun, LeNetLearnsMnistIn300Iterations) {
   EXPECT_EQ(graph.find_layer("ip1")->weights.at(0).shape(), (Shape{500, 800}));
 }
 
+// docs/training-memory.md: the planned training memory against the naive, from the CLI, with the
+// blobs of Caffe's LeNet counted independently (431,080 floats: 20·25+20, 50·500+50, 500·800+500,
+// 10·500+10) and SGD's one history blob each.
+TEST_F(TrainerRun, CliReportsTrainingMemoryPlannedVsNaive) {
+  TempDir dir;
+  const std::string path = solver(dir, net(), "max_iter: 2\ntest_iter: 1\ntest_interval: 100\n");
+  for (const std::string& args :
+       {"info " + quote(path) + " --training", "train " + quote(path) + " --report-memory --threads 1"}) {
+    const CliResult result = run_cli(args);
+    ASSERT_EQ(result.code, 0) << args << "\n" << result.output;
+    const std::string& text = result.output;
+    for (const char* row : {"  weights ", "  weight gradients ", "  solver history ", "  activations ",
+                            "  activation gradients ", "  workspace ", "  test nets' activations ",
+                            "  activations + gradients, one arena ", "  total "})
+      EXPECT_NE(text.find(row), std::string::npos) << args << ": no row '" << row << "'\n" << text;
+    for (const char* row : {"  weights ", "  weight gradients ", "  solver history "}) {
+      const std::size_t at = text.find(row);
+      ASSERT_NE(at, std::string::npos);
+      EXPECT_NE(text.substr(at, text.find('\n', at) - at).find("1,724,320       1,724,320"),
+                std::string::npos)
+          << text;
+    }
+  }
+}
+
 TEST_F(TrainerRun, SameSeedGivesTheSameLossCurve) {
   TempDir dir;
   const std::string path = solver(dir, net(), "max_iter: 50\n");

@@ -138,8 +138,9 @@ TEST(Training, FastAndReferenceKernelsGiveTheSameGradients) {
   constexpr std::int64_t kBatch = 4;
   std::mt19937 rng(11);
   const Graph g = lenet(kBatch, rng);
-  Net fast(g, {.training = true});
-  Net reference(g, {.reference_kernels = true, .training = true});
+  // Gradients of tensors are read below: every one in its own buffer.
+  Net fast(g, {.keep_intermediates = true, .training = true});
+  Net reference(g, {.reference_kernels = true, .keep_intermediates = true, .training = true});
   for (Net* net : {&fast, &reference}) {
     std::mt19937 inputs(3);
     fill_inputs(*net, kBatch, inputs);
@@ -163,7 +164,7 @@ TEST(Training, FastAndReferenceKernelsGiveTheSameGradients) {
 
 TEST(Training, InputsAndLabelsTakeNoGradient) {
   std::mt19937 rng(5);
-  Net net(lenet(2, rng), {.training = true});
+  Net net(lenet(2, rng), {.keep_intermediates = true, .training = true});
   fill_inputs(net, 2, rng);
   net.forward();
   net.backward();
@@ -212,7 +213,7 @@ TEST(Training, SharedParametersAppearOnceAndSumTheirGradients) {
   b.outputs = {"yb"};
   LayerSpec loss = layer("loss", "SoftmaxWithLoss", {"yb", "label"}, {"loss"});
   g.layers = {a, relu, b, loss};
-  Net net(g, {.training = true});
+  Net net(g, {.keep_intermediates = true, .training = true});
   net.input("x").copy_from(random_tensor(Shape{3, 4}, rng, 1.0f));
   net.input("label").copy_from(Tensor::from(Shape{3}, {0.0f, 3.0f, 2.0f}));
   net.forward();
@@ -242,7 +243,8 @@ TEST(Training, SharedParametersAppearOnceAndSumTheirGradients) {
 
 TEST(Training, BackwardZeroesGradientsEachTime) {
   std::mt19937 rng(4);
-  Net net(lenet(2, rng), {.training = true});
+  // Two backward() after one forward(): only a net that keeps every buffer allows that.
+  Net net(lenet(2, rng), {.keep_intermediates = true, .training = true});
   fill_inputs(net, 2, rng);
   net.forward();
   net.backward();

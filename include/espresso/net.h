@@ -42,7 +42,8 @@ struct NetOptions {
   Device device = Device::cpu();
   // Run the plain reference kernels instead of the fast ones (for checking and debugging).
   bool reference_kernels = false;
-  // Give every tensor its own buffer so all of them can be read after forward().
+  // Give every tensor its own buffer so all of them can be read after forward(), and when training
+  // every gradient too (the naive plan; otherwise buffers are reused, docs/training-memory.md).
   bool keep_intermediates = false;
   // On a GPU: this net's weights already resident there (DeviceWeights::upload of its graph), shared
   // with other Nets instead of uploaded again. Must be on `device`.
@@ -52,10 +53,11 @@ struct NetOptions {
   // themselves up outside a capture). Turn off to attribute asynchronous kernel errors
   // to their layer.
   bool cuda_graphs = true;
-  // Prepare for training: every tensor keeps its own buffer and a gradient buffer, layers run in
-  // training mode (Dropout drops, BatchNorm uses batch statistics), and backward() is available.
-  // On a GPU the weights, gradients and solver history stay on the device, every layer that runs
-  // backward needs a CUDA backward, and forward() is not recorded as a CUDA graph.
+  // Prepare for training: tensors get gradient buffers, planned with the activations so that each
+  // buffer is reused once forward and backward are done with it, layers run in training mode (Dropout drops,
+  // BatchNorm uses batch statistics), and backward() is available. On a GPU the weights, gradients and solver
+  // history stay on the device, every layer that runs backward needs a CUDA backward, and forward() is not
+  // recorded as a CUDA graph.
   bool training = false;
   // Seeds the random parts of training (Dropout masks, weight fillers), so runs repeat.
   std::uint64_t seed = 1;
@@ -102,9 +104,22 @@ struct LayerSummary {
   std::string precision_note;
 };
 
+// What a net's plan holds. Inference: the activation arena (planned) against one buffer per layer
+// output (naive). Training: one arena holds the activations and their gradients, each buffer reused
+// once its last reader in forward or backward has run; naive gives every tensor and every gradient a
+// buffer of its own (NetOptions::keep_intermediates plans that way). docs/training-memory.md.
 struct MemoryReport {
-  std::size_t planned_bytes = 0;  // activation arena after buffer reuse
-  std::size_t naive_bytes = 0;    // one buffer per tensor
+  std::size_t planned_bytes = 0;  // the arenas after buffer reuse (activations, and gradients when training)
+  std::size_t naive_bytes = 0;    // one buffer per layer output (and per gradient when training)
+  std::size_t activation_bytes = 0;       // naive: the layer outputs
+  std::size_t activation_grad_bytes = 0;  // naive: their gradients (training)
+  std::size_t weight_bytes = 0;           // learned blobs, shared ones once
+  std::size_t weight_grad_bytes = 0;      // their gradients (training)
+  std::size_t workspace_bytes = 0;  // kernels' own scratch buffers (im2col columns), as allocated so far
+  // Training: the activations, and their gradients, each planned alone (for the breakdown; the arena,
+  // planned_bytes, holds both and reuses memory across them).
+  std::size_t activation_planned_bytes = 0;
+  std::size_t activation_grad_planned_bytes = 0;
 };
 
 class Net {
@@ -138,7 +153,9 @@ class Net {
   // Copies the given inputs in (reshaping as needed), runs, and returns every graph output as a
   // CPU tensor.
   std::map<std::string, Tensor> forward(const std::map<std::string, Tensor>& inputs);
-  // A graph output or input; any tensor (by original or unique name) with keep_intermediates.
+  // A graph output or input; any tensor (by original or unique name) with keep_intermediates. When
+  // training, also the tensors still intact between forward() and backward() (UnsupportedError for
+  // the others).
   // On the device of the layer that made it: the net's, or the CPU for a layer that fell back.
   const Tensor& tensor(const std::string& name) const;
 
@@ -164,7 +181,8 @@ class Net {
   // weights(), parameters() or backward(), so write through views taken after the last forward().
   std::vector<Tensor> weights(const std::string& layer);
   // The gradient of loss() with respect to a tensor after backward(); throws ModelError for tensors
-  // no gradient flows to (graph inputs, labels, tensors the loss does not depend on).
+  // no gradient flows to (graph inputs, labels, tensors the loss does not depend on), and
+  // UnsupportedError unless the net keeps intermediates (gradient buffers are reused otherwise).
   const Tensor& gradient(const std::string& name) const;
 
   std::vector<LayerSummary> summary();

@@ -36,6 +36,14 @@ struct TestOutput {
   float loss_weight = 0.0f;
 };
 
+// What training holds in memory (`espresso train --report-memory`, `info --training`;
+// docs/training-memory.md).
+struct TrainingMemory {
+  MemoryReport train;                    // the train net: weights, gradients, arena, workspace
+  std::size_t solver_history_bytes = 0;  // the solver's history blobs (momentum, Adam's moments)
+  std::vector<MemoryReport> tests;       // each test net; its weights are the train net's, not copies
+};
+
 class Trainer {
  public:
   // Reads a text-format SolverParameter. Paths in the solver and its nets are tried relative to the
@@ -78,6 +86,7 @@ class Trainer {
   // The loss of every iteration run so far in this process (averaged over iter_size).
   const std::vector<float>& losses() const;
   Net& train_net();
+  TrainingMemory memory();
   // Where snapshots, the CSV log and the curve go.
   std::string snapshot_prefix() const;
 

@@ -22,6 +22,11 @@ class Kernel {
   }
   // True when backward() is this kernel's own rather than the layer's reference.
   virtual bool has_fast_backward() const { return false; }
+  // Layer::backward_in_place for this kernel's backward: the reference's answer unless the kernel has
+  // its own backward, which must opt in.
+  virtual bool backward_in_place(const Layer& layer) const {
+    return !has_fast_backward() && layer.backward_in_place();
+  }
   // Called once the device has finished the work forward() queued: throws what device code found
   // wrong (a label that is not a class index) as the typed error the CPU kernel would have thrown.
   virtual void check_completed() {}
@@ -42,6 +47,9 @@ class Kernel {
   // Writes the output of image n at base + n·image_stride floats instead of into the output tensor
   // (its slice of a channel Concat that reads it alone); false when the kernel cannot.
   virtual bool redirect_output(float* /*base*/, std::int64_t /*image_stride*/) { return false; }
+  // Bytes of scratch memory the kernel holds of its own (im2col columns, per-thread sums), as
+  // allocated so far; for memory reports.
+  virtual std::size_t workspace_bytes() const { return 0; }
   // A short description for profiles and `espresso info`, e.g. "im2col+sgemm".
   virtual const char* name() const = 0;
 };

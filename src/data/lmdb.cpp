@@ -1,7 +1,11 @@
 #include "data/lmdb.h"
 
 #include <lmdb.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -13,6 +17,10 @@ namespace {
 // Caffe's map size: a sparse 1 TiB reservation; the file grows only as records are written.
 constexpr std::size_t kMapSize = std::size_t{1} << 40;
 constexpr int kRecordsPerCommit = 4096;
+// A reader hands the pages it has read back to the page cache after this many records: the file is
+// mapped, and every page once read would otherwise count towards the process's resident memory until
+// the whole database (60 MB for MNIST) is resident.
+constexpr std::int64_t kRecordsPerRelease = 2048;
 
 void check(int rc, const std::string& path, const char* what) {
   if (rc != MDB_SUCCESS) throw DataError(path + ": LMDB cannot " + what + " (" + mdb_strerror(rc) + ")");
@@ -82,6 +90,9 @@ struct LmdbReader::Impl {
   std::int64_t position = -1;  // where the cursor stands
   MDB_val key{};
   MDB_val value{};
+  std::int64_t steps = 0;  // cursor moves since the last release
+  // The span of the map the records read since the last release lie in.
+  std::uintptr_t low = UINTPTR_MAX, high = 0;
 
   ~Impl() {
     if (cursor) mdb_cursor_close(cursor);
@@ -89,10 +100,28 @@ struct LmdbReader::Impl {
     if (env) mdb_env_close(env);
   }
 
+  // The map is read-only and file-backed: dropped pages are read again from the page cache when the
+  // cursor comes back to them, so nothing it holds becomes invalid.
+  void release_pages() {
+    if (high <= low) return;
+    const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+    const std::uintptr_t first = low / page * page;
+    madvise(reinterpret_cast<void*>(first), high - first, MADV_DONTNEED);
+    low = UINTPTR_MAX;
+    high = 0;
+  }
+
   void step(MDB_cursor_op op) {
+    if (++steps >= kRecordsPerRelease) {
+      release_pages();
+      steps = 0;
+    }
     const int rc = mdb_cursor_get(cursor, &key, &value, op);
     if (rc == MDB_NOTFOUND) throw DataError(path + ": LMDB ended before record " + std::to_string(position));
     check(rc, path, "read a record");
+    const auto start = reinterpret_cast<std::uintptr_t>(value.mv_data);
+    low = std::min(low, start);
+    high = std::max(high, start + value.mv_size);
   }
 };
 

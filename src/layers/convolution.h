@@ -53,6 +53,7 @@ class ConvolutionLayer final : public Layer {
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) const override;
   std::int64_t macs(const std::vector<Shape>& inputs) const override;
+  bool backward_reads_outputs() const override { return false; }
 
   // Throws ShapeError when the input does not fit.
   ConvGeometry geometry(const Shape& input) const;

@@ -49,11 +49,15 @@ void DropoutLayer::backward(const std::vector<Tensor>& inputs, const std::vector
   float* dx = input_grads[0].data<float>();
   const auto n = static_cast<std::size_t>(inputs[0].numel());
   if (!training()) {
-    for (std::size_t i = 0; i < n; ++i) dx[i] += dy[i];
+    for (std::size_t i = 0; i < n; ++i) dx[i] = (dx == dy ? 0.0f : dx[i]) + dy[i];
     return;
   }
   if (mask_.size() != n) fail_shape("backward needs a training forward on an input of the same size first");
   const float scale = 1.0f / (1.0f - ratio_);
+  if (dx == dy) {  // in place (backward_in_place)
+    for (std::size_t i = 0; i < n; ++i) dx[i] = 0.0f + (mask_[i] ? dy[i] * scale : 0.0f);
+    return;
+  }
   for (std::size_t i = 0; i < n; ++i) dx[i] += mask_[i] ? dy[i] * scale : 0.0f;
 }
 

@@ -17,6 +17,9 @@ class DropoutLayer final : public UnaryLayer {
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) const override;
   float ratio() const { return ratio_; }
+  bool backward_in_place() const override { return true; }
+  bool in_place_while_training() const override { return true; }  // backward reads the mask only
+  bool backward_reads_outputs() const override { return false; }
 
  private:
   float ratio_;

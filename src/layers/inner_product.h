@@ -20,6 +20,7 @@ class InnerProductLayer final : public Layer {
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) const override;
   std::int64_t macs(const std::vector<Shape>& inputs) const override;
+  bool backward_reads_outputs() const override { return false; }
 
   struct Dims {
     int axis;                           // resolved: the first flattened axis

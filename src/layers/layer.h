@@ -51,6 +51,17 @@ class Layer {
   // False for inputs no gradient is defined for (labels, indices): backward leaves them alone and the
   // executor gives them no gradient buffer.
   virtual bool differentiable_input(std::size_t /*input*/) const { return true; }
+  // Memory planning of training (docs/training-memory.md). True when backward() accepts
+  // input_grads[0] sharing output_grads[0]'s memory: it then overwrites the buffer with the input's
+  // gradient, computed as 0.0f + g so that the values are those of adding g to a zeroed buffer (the
+  // executor arranges that nothing else adds to that gradient). Element-wise layers whose element i of
+  // the input gradient depends on element i of the output gradient alone.
+  virtual bool backward_in_place() const { return false; }
+  // True when output 0 may overwrite input 0 while training too: backward gives the same gradients
+  // when its input 0 holds the output's values (ReLU without a negative slope, Dropout).
+  virtual bool in_place_while_training() const { return false; }
+  // False when backward() never reads `outputs`, so that a later in-place layer may overwrite them.
+  virtual bool backward_reads_outputs() const { return true; }
   // Layers that behave differently while training (Dropout, BatchNorm) read this in forward().
   void set_training(bool training) { training_ = training; }
   bool training() const { return training_; }

@@ -34,8 +34,12 @@ void ReLULayer::backward(const std::vector<Tensor>& inputs, const std::vector<Te
   const float* x = inputs[0].data<float>();
   const float* dy = output_grads[0].data<float>();
   float* dx = input_grads[0].data<float>();
-  for (std::int64_t i = 0, n = inputs[0].numel(); i < n; ++i)
-    dx[i] += x[i] > 0 ? dy[i] : negative_slope_ * dy[i];
+  const std::int64_t n = inputs[0].numel();
+  if (dx == dy) {  // in place (backward_in_place)
+    for (std::int64_t i = 0; i < n; ++i) dx[i] = 0.0f + (x[i] > 0 ? dy[i] : negative_slope_ * dy[i]);
+    return;
+  }
+  for (std::int64_t i = 0; i < n; ++i) dx[i] += x[i] > 0 ? dy[i] : negative_slope_ * dy[i];
 }
 
 }  // namespace espresso

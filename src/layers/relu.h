@@ -15,6 +15,10 @@ class ReLULayer final : public Layer {
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) const override;
   bool in_place() const override { return true; }
+  bool backward_in_place() const override { return true; }
+  // With a negative slope (or none) the output is positive exactly where the input is.
+  bool in_place_while_training() const override { return negative_slope_ >= 0.0f; }
+  bool backward_reads_outputs() const override { return false; }
   float negative_slope() const { return negative_slope_; }
 
  private:

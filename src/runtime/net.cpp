@@ -70,7 +70,9 @@ struct Net::Impl {
   bool planned = false;
   std::vector<Shape> shapes;
   std::vector<Tensor> tensors;
-  std::vector<bool> readable;  // kept until the end of forward()
+  std::vector<bool> readable;  // kept until the end of forward() (and of backward() when training)
+  std::vector<bool> readable_until_backward;  // training: intact from forward() until backward() runs
+  bool backward_ran = false;                  // since the last forward()
   std::vector<std::vector<Tensor>> step_input_views, step_output_views;
   std::vector<std::unique_ptr<Kernel>> kernels;
   std::vector<Device> step_device;    // where each layer runs: the net's device, or cpu as fallback
@@ -106,6 +108,11 @@ struct Net::Impl {
   std::vector<std::vector<float>> loss_weights;  // per step, per output
   std::vector<bool> step_runs_backward;          // some output carries a gradient
   std::vector<Tensor> grads;                     // per tensor; undefined where none flows
+  std::vector<bool> carries;                     // per tensor: a gradient flows to it
+  std::vector<bool> step_backward_in_place;      // the step's input gradient shares its output's
+  // Per step: gradients set (to their loss weight, or zero) just before the step's backward.
+  std::vector<std::vector<std::pair<Tensor, float>>> grad_fills;
+  std::size_t activation_buffers = 0;  // buffers before this index hold activations, after it gradients
   std::vector<std::vector<Tensor>> step_input_grads, step_output_grads;
   std::vector<std::vector<Tensor>> weight_grads;  // per step, per weight; shared blobs share one
   std::vector<Parameter> params;                  // unique learned blobs
@@ -115,7 +122,8 @@ struct Net::Impl {
 
   void read_loss_weights();
   void share_weights();
-  void plan_gradients();
+  void decide_gradients();
+  void plan_gradients(const std::vector<int>& grad_fill_step, const std::vector<float>& tensor_loss_weight);
   void run_backward();
   std::function<void(const std::string&)> backward_observer;
   void require_training(const char* what) const;
@@ -124,7 +132,8 @@ struct Net::Impl {
   void plan();
   void make_kernels();
   DType low_precision_dtype() const;
-  void place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers);
+  void place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers,
+                     const std::vector<int>& grad_buffer_of);
   void connect_steps();
   void fuse_steps();
   void run_steps();
@@ -388,23 +397,59 @@ void Net::Impl::plan() {
     }
   }
 
-  // Lifetimes of layer outputs; graph outputs live to the end.
-  std::vector<int> last_use(names.size());
+  // Lifetimes of layer outputs on one timeline: forward step s at time s; when training, the backward
+  // of step s at 2·steps − 1 − s. Graph outputs and losses live to the end.
+  const bool training = options.training;
+  if (training) decide_gradients();
+  const int end = training ? 2 * steps : steps;
+  const auto backward_time = [&](int step) { return 2 * steps - 1 - step; };
+  std::vector<int> last_use(names.size()), reads(names.size(), 0);
   for (std::size_t id = 0; id < names.size(); ++id) last_use[id] = producer[id];
   for (int step = 0; step < steps; ++step) {
-    for (int id : step_inputs[static_cast<std::size_t>(step)]) last_use[static_cast<std::size_t>(id)] = step;
+    for (int id : step_inputs[static_cast<std::size_t>(step)]) {
+      last_use[static_cast<std::size_t>(id)] = step;
+      ++reads[static_cast<std::size_t>(id)];
+    }
   }
-  for (int id : output_ids) last_use[static_cast<std::size_t>(id)] = steps;
+  for (int id : output_ids) last_use[static_cast<std::size_t>(id)] = end;
+  std::vector<float> tensor_loss_weight(names.size(), 0.0f);
+  for (int step = 0; step < steps; ++step) {
+    const auto& out = step_outputs[static_cast<std::size_t>(step)];
+    for (std::size_t k = 0; k < out.size(); ++k)
+      tensor_loss_weight[static_cast<std::size_t>(out[k])] = loss_weights[static_cast<std::size_t>(step)][k];
+  }
+  if (training) {
+    // Backward reads the inputs of its layer, and the outputs unless the layer says it never does.
+    for (int step = 0; step < steps; ++step) {
+      const auto us = static_cast<std::size_t>(step);
+      if (!step_runs_backward[us]) continue;
+      auto keep = [&](int id) {
+        auto& last = last_use[static_cast<std::size_t>(id)];
+        last = std::max(last, backward_time(step));
+      };
+      for (int id : step_inputs[us]) keep(id);
+      if (layers[us]->backward_reads_outputs()) {
+        for (int id : step_outputs[us]) keep(id);
+      }
+    }
+    for (std::size_t id = 0; id < names.size(); ++id) {
+      if (tensor_loss_weight[id] != 0.0f) last_use[id] = end;  // loss() reads them after backward
+    }
+  }
 
   // Buffers: one per layer output, except that in-place layers reuse their input's buffer when
-  // nothing reads the input afterwards. Backward reads every forward tensor, so training keeps all.
-  const bool separate = options.keep_intermediates || options.training;
+  // nothing reads the input afterwards. With keep_intermediates every tensor keeps its own (the naive
+  // plan); otherwise, when training, activations and their gradients share one arena, each buffer
+  // free after its last reader in forward or backward (docs/training-memory.md).
+  const bool separate = options.keep_intermediates;
   const std::set<int> outputs(output_ids.begin(), output_ids.end());
   std::vector<int> buffer_of(names.size(), -1);
   std::vector<BufferRequest> buffers;
+  std::vector<bool> overwritten(names.size(), false);  // by an in-place layer during forward
   for (int step = 0; step < steps; ++step) {
-    const auto& in = step_inputs[static_cast<std::size_t>(step)];
-    const auto& out = step_outputs[static_cast<std::size_t>(step)];
+    const auto us = static_cast<std::size_t>(step);
+    const auto& in = step_inputs[us];
+    const auto& out = step_outputs[us];
     for (std::size_t k = 0; k < out.size(); ++k) {
       const auto id = static_cast<std::size_t>(out[k]);
       const auto element = static_cast<std::int64_t>(dtype_size(tensor_dtype[id]));
@@ -412,23 +457,82 @@ void Net::Impl::plan() {
           static_cast<std::size_t>(checked_numel(shapes[id].dims(), sizeof(float),
                                                  "net '" + graph.name + "': tensor '" + names[id] + "'") *
                                    element);
-      if (k == 0 && !separate && layers[static_cast<std::size_t>(step)]->in_place() && !in.empty()) {
+      if (k == 0 && !separate && layers[us]->in_place() && !in.empty()) {
         const auto source = static_cast<std::size_t>(in[0]);
-        if (producer[source] >= 0 && last_use[source] == step && !outputs.count(in[0]) &&
-            shapes[source].numel() == shapes[id].numel() && tensor_device[source] == tensor_device[id] &&
-            tensor_dtype[source] == tensor_dtype[id]) {
+        bool can = producer[source] >= 0 && !outputs.count(in[0]) &&
+                   shapes[source].numel() == shapes[id].numel() &&
+                   tensor_device[source] == tensor_device[id] && tensor_dtype[source] == tensor_dtype[id];
+        if (training) {
+          // The input's values are gone once the layer ran: only its own backward may read it (and
+          // finds the output there, which the layer allows), and its producer's backward must not.
+          const auto writer = static_cast<std::size_t>(producer[source]);
+          can = can && reads[source] == 1 && tensor_loss_weight[source] == 0.0f &&
+                layers[us]->in_place_while_training() &&
+                (!step_runs_backward[writer] || !layers[writer]->backward_reads_outputs());
+        } else {
+          can = can && last_use[source] == step;
+        }
+        if (can) {
           const int buffer = buffer_of[source];
           buffer_of[id] = buffer;
-          buffers[static_cast<std::size_t>(buffer)].last_step = last_use[id];
+          auto& request = buffers[static_cast<std::size_t>(buffer)];
+          request.last_step = std::max(request.last_step, last_use[id]);
+          overwritten[source] = true;
           continue;
         }
       }
       buffer_of[id] = static_cast<int>(buffers.size());
-      buffers.push_back({bytes, separate ? 0 : step, separate ? steps : last_use[id]});
+      buffers.push_back({bytes, separate ? 0 : step, separate ? end : last_use[id]});
+    }
+  }
+  activation_buffers = buffers.size();
+
+  // Gradients, when training: the gradient of a tensor lives from the first backward step that adds
+  // into it (where it is set to its loss weight, or zero) to its producer's backward, which reads it.
+  // An element-wise layer whose input only it reads computes that input's gradient in place over its
+  // output's (Layer::backward_in_place).
+  std::vector<int> grad_buffer_of(names.size(), -1);
+  std::vector<int> grad_fill_step(names.size(), -1);
+  step_backward_in_place.assign(layers.size(), false);
+  if (training) {
+    std::vector<int> first_writer(names.size(), -1);  // the latest step that adds into the gradient
+    for (int step = 0; step < steps; ++step) {
+      const auto us = static_cast<std::size_t>(step);
+      if (!step_runs_backward[us]) continue;
+      for (std::size_t k = 0; k < step_inputs[us].size(); ++k) {
+        const auto id = static_cast<std::size_t>(step_inputs[us][k]);
+        if (carries[id] && producer[id] >= 0 && layers[us]->differentiable_input(k)) first_writer[id] = step;
+      }
+    }
+    for (int step = steps - 1; step >= 0; --step) {
+      const auto us = static_cast<std::size_t>(step);
+      if (!step_runs_backward[us]) continue;
+      for (int id : step_outputs[us]) {
+        const auto u = static_cast<std::size_t>(id);
+        if (grad_buffer_of[u] >= 0) continue;
+        const int fill = first_writer[u] >= 0 ? first_writer[u] : step;
+        grad_fill_step[u] = fill;
+        grad_buffer_of[u] = static_cast<int>(buffers.size());
+        const auto bytes = static_cast<std::size_t>(shapes[u].numel()) * sizeof(float);
+        buffers.push_back({bytes, separate ? 0 : backward_time(fill), separate ? end : backward_time(step)});
+      }
+      const auto& in = step_inputs[us];
+      const auto& out = step_outputs[us];
+      if (separate || in.empty() || out.empty()) continue;
+      const auto x = static_cast<std::size_t>(in[0]);
+      const auto y = static_cast<std::size_t>(out[0]);
+      if (carries[x] && producer[x] >= 0 && layers[us]->differentiable_input(0) && reads[x] == 1 &&
+          tensor_loss_weight[x] == 0.0f && shapes[x].numel() == shapes[y].numel() &&
+          kernels[us]->backward_in_place(*layers[us])) {
+        grad_buffer_of[x] = grad_buffer_of[y];
+        auto& request = buffers[static_cast<std::size_t>(grad_buffer_of[y])];
+        request.last_step = std::max(request.last_step, backward_time(producer[x]));
+        step_backward_in_place[us] = true;
+      }
     }
   }
   concat_starts.assign(names.size(), -1);
-  if (!separate && !options.reference_kernels) {
+  if (!separate && !training && !options.reference_kernels) {
     // A channel Concat's output lives from the first step that may write into it in place (see
     // fuse_steps), so that nothing else is placed there meanwhile.
     for (int step = 0; step < steps; ++step) {
@@ -453,18 +557,26 @@ void Net::Impl::plan() {
   }
   stream->drop_capture();
   ran_uncaptured = false;
-  place_tensors(buffer_of, buffers);
+  place_tensors(buffer_of, buffers, grad_buffer_of);
   readable.assign(names.size(), separate);
+  readable_until_backward.assign(names.size(), separate);
+  for (std::size_t id = 0; id < names.size(); ++id) {
+    if (buffer_of[id] < 0 || overwritten[id] || separate) continue;
+    const int last = buffers[static_cast<std::size_t>(buffer_of[id])].last_step;
+    readable[id] = last >= end;
+    readable_until_backward[id] = last >= steps - 1;
+  }
   for (int id : input_ids) readable[static_cast<std::size_t>(id)] = true;
   for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
   connect_steps();
   if (!options.training && !options.keep_intermediates && !options.reference_kernels) fuse_steps();
-  if (options.training) plan_gradients();
+  if (options.training) plan_gradients(grad_fill_step, tensor_loss_weight);
   forwarded = false;
   planned = true;
 }
 
-void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers) {
+void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers,
+                              const std::vector<int>& grad_buffer_of) {
   // One arena per device that runs layers, each planned over the buffers of the tensors made there.
   std::vector<Device> devices{options.device};
   if (!fallbacks.empty()) devices.push_back(Device::cpu());
@@ -499,11 +611,22 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
     arenas.push_back(Tensor::wrap(block.get(), Shape{static_cast<std::int64_t>(memory.arena_bytes)}, DType::i8,
                                   device, block));
   }
-  // Naive: every layer output in its own buffer.
+  // Naive: every layer output, and every gradient, in its own buffer.
+  const auto aligned = [](std::size_t bytes) { return (bytes + 63) / 64 * 64; };
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (producer[id] >= 0)
-      report.naive_bytes +=
-          (static_cast<std::size_t>(shapes[id].numel()) * dtype_size(tensor_dtype[id]) + 63) / 64 * 64;
+      report.activation_bytes +=
+          aligned(static_cast<std::size_t>(shapes[id].numel()) * dtype_size(tensor_dtype[id]));
+    if (grad_buffer_of[id] >= 0)
+      report.activation_grad_bytes += aligned(static_cast<std::size_t>(shapes[id].numel()) * sizeof(float));
+  }
+  report.naive_bytes = report.activation_bytes + report.activation_grad_bytes;
+  if (options.training) {
+    const auto split = static_cast<std::ptrdiff_t>(activation_buffers);
+    report.activation_planned_bytes =
+        plan_memory(std::vector<BufferRequest>(buffers.begin(), buffers.begin() + split)).arena_bytes;
+    report.activation_grad_planned_bytes =
+        plan_memory(std::vector<BufferRequest>(buffers.begin() + split, buffers.end())).arena_bytes;
   }
 
   tensors.assign(names.size(), Tensor{});
@@ -515,6 +638,13 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
     const auto buffer = static_cast<std::size_t>(buffer_of[id]);
     auto* base = static_cast<std::byte*>(arenas[static_cast<std::size_t>(buffer_device[buffer])].raw());
     tensors[id] = Tensor::wrap(base + offsets[buffer], shapes[id], tensor_dtype[id], tensor_device[id]);
+  }
+  grads.assign(names.size(), Tensor{});
+  for (std::size_t id = 0; id < names.size(); ++id) {
+    if (grad_buffer_of[id] < 0) continue;
+    const auto buffer = static_cast<std::size_t>(grad_buffer_of[id]);
+    auto* base = static_cast<std::byte*>(arenas[static_cast<std::size_t>(buffer_device[buffer])].raw());
+    grads[id] = Tensor::wrap(base + offsets[buffer], shapes[id], DType::f32, options.device);
   }
   output_casts.clear();
   for (int id : output_ids) {
@@ -762,10 +892,10 @@ void Net::Impl::share_weights() {
   }
 }
 
-void Net::Impl::plan_gradients() {
+void Net::Impl::decide_gradients() {
   // A tensor carries a gradient when the loss reads it, or a layer that runs backward reads it
   // through a differentiable input. Consumers come after producers, so one reverse sweep decides.
-  std::vector<bool> carries(names.size(), false);
+  carries.assign(names.size(), false);
   for (std::size_t step = 0; step < layers.size(); ++step) {
     for (std::size_t k = 0; k < step_outputs[step].size(); ++k) {
       if (loss_weights[step][k] != 0.0f) carries[static_cast<std::size_t>(step_outputs[step][k])] = true;
@@ -784,15 +914,17 @@ void Net::Impl::plan_gradients() {
       if (producer[id] >= 0 && layers[step]->differentiable_input(k)) carries[id] = true;
     }
   }
-  // Every output of a step that runs backward gets a buffer (zeros where nothing flows), so layers
-  // never see an undefined output gradient.
-  grads.assign(names.size(), Tensor{});
-  for (std::size_t step = 0; step < layers.size(); ++step) {
-    if (!step_runs_backward[step]) continue;
-    for (int id : step_outputs[step]) {
-      grads[static_cast<std::size_t>(id)] =
-          Tensor::zeros(shapes[static_cast<std::size_t>(id)], DType::f32, options.device);
-    }
+}
+
+void Net::Impl::plan_gradients(const std::vector<int>& grad_fill_step,
+                               const std::vector<float>& tensor_loss_weight) {
+  // Every output of a step that runs backward has a gradient buffer (zeros where nothing flows), so
+  // layers never see an undefined output gradient; place_tensors put them in the arena. Each is set to
+  // its loss weight (or zero) just before the first backward step that adds into it.
+  grad_fills.assign(layers.size(), {});
+  for (std::size_t id = 0; id < names.size(); ++id) {
+    if (grad_fill_step[id] >= 0)
+      grad_fills[static_cast<std::size_t>(grad_fill_step[id])].push_back({grads[id], tensor_loss_weight[id]});
   }
   if (!options.device.is_cpu()) {
     // A kernel without its own backward would run the CPU reference on device memory.
@@ -828,18 +960,13 @@ void Net::Impl::require_training(const char* what) const {
 }
 
 void Net::Impl::run_backward() {
-  auto fill = [&](Tensor& t, float value) {
-    if (t.defined() && t.numel() != 0) stream->fill(t, value);
-  };
-  for (Tensor& g : grads) fill(g, 0.0f);
-  for (Parameter& p : params) fill(p.grad, 0.0f);
-  for (std::size_t step = 0; step < layers.size(); ++step) {
-    for (std::size_t k = 0; k < step_outputs[step].size(); ++k) {
-      const float weight = loss_weights[step][k];
-      if (weight != 0.0f) fill(grads[static_cast<std::size_t>(step_outputs[step][k])], weight);
-    }
+  for (Parameter& p : params) {
+    if (p.grad.numel() != 0) stream->fill(p.grad, 0.0f);
   }
   for (std::size_t step = layers.size(); step-- > 0;) {
+    for (auto& [gradient, value] : grad_fills[step]) {
+      if (gradient.numel() != 0) stream->fill(gradient, value);
+    }
     if (step_runs_backward[step]) {
       try {
         kernels[step]->backward(*layers[step], step_input_views[step], step_output_views[step],
@@ -1106,6 +1233,7 @@ void Net::forward() {
     }
   }
   impl_->forwarded = true;
+  impl_->backward_ran = false;
 }
 
 double Net::last_forward_ms() const { return impl_->last_forward_ms; }
@@ -1135,7 +1263,14 @@ void Net::backward() {
   if (!impl_->forwarded) {
     throw ModelError("backward() of net '" + impl_->graph.name + "' needs a forward() first");
   }
+  if (impl_->backward_ran && !impl_->options.keep_intermediates) {
+    throw ModelError(
+        "backward() of net '" + impl_->graph.name +
+        "' needs a forward() since the last backward(): its buffers are reused (keep_intermediates "
+        "keeps them)");
+  }
   const ScopedThreads scope(impl_->threads.get());
+  impl_->backward_ran = true;
   impl_->run_backward();
   // A solver update follows: kernels that packed these weights (another net may share them) re-pack.
   note_weights_may_change();
@@ -1177,6 +1312,10 @@ const Tensor& Net::gradient(const std::string& name) const {
   if (!grad.defined()) {
     throw ModelError("no gradient flows to tensor '" + name + "' of net '" + impl_->graph.name + "'");
   }
+  if (!impl_->options.keep_intermediates) {
+    throw UnsupportedError("the gradient of '" + name + "' shares memory with others; create the Net with " +
+                           "keep_intermediates to read gradients");
+  }
   return grad;
 }
 
@@ -1195,7 +1334,11 @@ const Tensor& Net::tensor(const std::string& name) const {
   for (const Impl::OutputCast& cast : impl_->output_casts) {
     if (cast.id == id) return cast.value;
   }
-  if (!impl_->readable[static_cast<std::size_t>(id)]) {
+  const auto index = static_cast<std::size_t>(id);
+  const bool intact =
+      impl_->readable[index] || (impl_->options.training && impl_->forwarded && !impl_->backward_ran &&
+                                 impl_->readable_until_backward[index]);
+  if (!intact) {
     throw UnsupportedError("tensor '" + name +
                            "' shares memory with others; create the Net with keep_intermediates to read it");
   }
@@ -1226,7 +1369,18 @@ std::vector<LayerSummary> Net::summary() {
 
 MemoryReport Net::memory() {
   if (!impl_->planned) impl_->plan();
-  return impl_->report;
+  MemoryReport report = impl_->report;
+  std::set<const void*> seen;  // shared blobs once
+  for (const auto& layer : impl_->layers) {
+    for (const Tensor& w : layer->weights()) {
+      if (seen.insert(w.raw()).second) report.weight_bytes += w.bytes();
+    }
+  }
+  if (impl_->options.training) {
+    for (const Parameter& p : impl_->params) report.weight_grad_bytes += p.grad.bytes();
+  }
+  for (const auto& kernel : impl_->kernels) report.workspace_bytes += kernel->workspace_bytes();
+  return report;
 }
 
 }  // namespace espresso

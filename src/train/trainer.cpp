@@ -445,7 +445,14 @@ void Trainer::Impl::check_finite(float loss) {
   }
   for (const LayerSpec& spec : train_graph.layers) {
     for (const std::string& output : spec.outputs) {
-      if (!is_finite_tensor(net->tensor(output))) {
+      // Tensors whose buffers an in-place layer reused are gone; the layer after tells.
+      const Tensor* value = nullptr;
+      try {
+        value = &net->tensor(output);
+      } catch (const UnsupportedError&) {
+        continue;
+      }
+      if (!is_finite_tensor(*value)) {
         throw Error("Iteration " + std::to_string(iter) + ": the loss is " + format_number(loss) +
                     "; layer '" + spec.name + "' (" + spec.type + ") is the first whose output ('" + output +
                     "') is not finite. Lower base_lr or clip gradients (clip_gradients)");
@@ -806,6 +813,16 @@ const std::vector<std::vector<TestOutput>>& Trainer::last_test() const { return 
 std::int64_t Trainer::last_test_iteration() const { return impl_->last_test_iter; }
 const std::vector<float>& Trainer::losses() const { return impl_->losses; }
 Net& Trainer::train_net() { return *impl_->net; }
+
+TrainingMemory Trainer::memory() {
+  TrainingMemory memory;
+  memory.train = impl_->net->memory();
+  // The solver keeps history_sets() blobs the size of each parameter (sized at the first update).
+  memory.solver_history_bytes =
+      static_cast<std::size_t>(impl_->solver.history_sets()) * memory.train.weight_grad_bytes;
+  for (TestNet& test : impl_->tests) memory.tests.push_back(test.net->memory());
+  return memory;
+}
 std::string Trainer::snapshot_prefix() const { return impl_->prefix; }
 
 }  // namespace espresso::train

@@ -232,6 +232,20 @@ void check_gpu_backward(Stream& context, const Layer& layer, const std::vector<T
   kernel->backward(layer, device_inputs, device_outputs, device_output_grads, device_grads.inputs,
                    device_grads.weights);
   context.synchronize();
+  if (kernel->backward_in_place(layer) && reference.inputs[0].defined()) {
+    // The input gradient written over the output gradient's memory: the same values, bit for bit.
+    std::vector<Tensor> shared = device_output_grads;
+    shared[0] = output_grads[0].to(device);
+    std::vector<Tensor> in_place_inputs = device_grads.inputs;
+    in_place_inputs[0] = shared[0];
+    std::vector<Tensor> weights;
+    for (const Tensor& w : reference.weights) weights.push_back(Tensor::zeros(w.shape(), DType::f32, device));
+    kernel->backward(layer, device_inputs, device_outputs, shared, in_place_inputs, weights);
+    context.synchronize();
+    EXPECT_EQ(to_values(in_place_inputs[0].to(Device::cpu())),
+              to_values(device_grads.inputs[0].to(Device::cpu())))
+        << "CUDA kernel '" << kernel->name() << "' backward in place";
+  }
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     if (!reference.inputs[i].defined()) continue;
     EXPECT_LE(normalized_error(to_values(reference.inputs[i]), to_values(device_grads.inputs[i].to(Device::cpu()))),
@@ -263,6 +277,41 @@ bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
   }
   Gradients analytic = zero_gradients(layer, inputs);
   layer.backward(inputs, outputs, output_grads, analytic.inputs, analytic.weights);
+  // The planner's in-place training (docs/training-memory.md) must not change a bit: the input
+  // gradient written over the output gradient's memory, and backward reading the output where its
+  // input was overwritten, give the same values as the separate buffers above.
+  if (layer.backward_in_place() && analytic.inputs[0].defined()) {
+    std::vector<Tensor> shared = output_grads;
+    shared[0] = output_grads[0].clone();
+    Gradients in_place = zero_gradients(layer, inputs);
+    in_place.inputs[0] = shared[0];
+    layer.backward(inputs, outputs, shared, in_place.inputs, in_place.weights);
+    EXPECT_EQ(to_values(in_place.inputs[0]), to_values(analytic.inputs[0])) << "backward in place";
+    if (std::unique_ptr<Kernel> fast = fast_cpu_kernel(layer, shapes_of_tensors(inputs));
+        fast && fast->has_fast_backward() && fast->backward_in_place(layer)) {
+      std::vector<Tensor> fast_outputs;
+      for (const Tensor& out : outputs) fast_outputs.push_back(Tensor::empty(out.shape()));
+      fast->forward(inputs, fast_outputs);
+      Gradients separate = zero_gradients(layer, inputs), fast_in_place = zero_gradients(layer, inputs);
+      fast->backward(layer, inputs, fast_outputs, output_grads, separate.inputs, separate.weights);
+      shared[0] = output_grads[0].clone();
+      fast_in_place.inputs[0] = shared[0];
+      fast->backward(layer, inputs, fast_outputs, shared, fast_in_place.inputs, fast_in_place.weights);
+      EXPECT_EQ(to_values(fast_in_place.inputs[0]), to_values(separate.inputs[0]))
+          << "CPU kernel '" << fast->name() << "' backward in place";
+    }
+  }
+  if (layer.in_place_while_training()) {
+    std::vector<Tensor> overwritten = inputs;
+    overwritten[0] = outputs[0];
+    Gradients from_output = zero_gradients(layer, inputs);
+    layer.backward(overwritten, outputs, output_grads, from_output.inputs, from_output.weights);
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      if (!analytic.inputs[i].defined()) continue;
+      EXPECT_EQ(to_values(from_output.inputs[i]), to_values(analytic.inputs[i]))
+          << "backward over the output, input " << i;
+    }
+  }
 
   bool fast_compared = false;
   if (std::unique_ptr<Kernel> fast = fast_cpu_kernel(layer, shapes_of_tensors(inputs))) {

@@ -2,10 +2,13 @@
 // activation memory.
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "common.h"
+#include "espresso/trainer.h"
+#include "memory_report.h"
 
 namespace espresso::cli {
 
@@ -13,6 +16,7 @@ namespace {
 
 struct InfoOptions {
   ModelOptions model;
+  bool training = false;
 };
 
 std::string shapes_text(const std::vector<Shape>& shapes) {
@@ -48,7 +52,23 @@ void print_table(const std::vector<std::vector<std::string>>& rows, const std::v
   }
 }
 
+// `info SOLVER --training`: the train and test nets as `espresso train` builds them (their data
+// sources opened), and what training them holds in memory.
+int run_training_info(const InfoOptions& options) {
+  train::TrainerOptions trainer_options;
+  trainer_options.device = Device::parse(options.model.device);
+  trainer_options.write_curve = false;
+  std::ostringstream log;  // the trainer's start-up lines
+  trainer_options.log = &log;
+  train::Trainer trainer(options.model.model, trainer_options);
+  for (const std::string& name : trainer.train_net().input_names())
+    std::cout << "input " << name << ": " << trainer.train_net().input_shape(name).str() << '\n';
+  print_training_memory(trainer.memory(), std::cout);
+  return 0;
+}
+
 int run_info(const InfoOptions& options) {
+  if (options.training) return run_training_info(options);
   Net net = open_net(options.model);
   const bool mixed = options.model.precision != "fp32";
   // Figures are per image.
@@ -102,6 +122,9 @@ Verb add_info_verb(CLI::App& app) {
   add_model_options(*command, options->model);
   add_device_option(*command, options->model);
   add_precision_option(*command, options->model);
+  command->add_flag("--training", options->training,
+                    "MODEL is a solver prototxt: show what training it holds in memory, planned vs naive "
+                    "(docs/training-memory.md)");
   return {command, [options] { return run_info(*options); }};
 }
 

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "common.h"
+#include "memory_report.h"
 #include "espresso/devices.h"
 #include "espresso/distributed.h"
 #include "espresso/errors.h"
@@ -36,6 +37,7 @@ struct TrainVerbOptions {
   int master_port = 0;
   int timeout = 0;
   int bucket_kb = 0;
+  bool report_memory = false;
 };
 
 std::vector<int> parse_gpus(const std::string& list) {
@@ -108,6 +110,7 @@ int launch(const TrainVerbOptions& o, const std::vector<std::string>& devices, t
     if (!o.weights.empty()) args.insert(args.end(), {"--weights", o.weights});
     if (!o.resume.empty()) args.insert(args.end(), {"--resume", o.resume});
     if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
+    if (o.report_memory) args.push_back("--report-memory");
     const pid_t pid = fork();
     if (pid < 0) throw Error(std::string("cannot start a rank: ") + std::strerror(errno));
     if (pid == 0) {
@@ -163,6 +166,7 @@ void train(const TrainVerbOptions& o, const train::TrainerOptions& options) {
   }
   if (!o.resume.empty()) trainer.restore(o.resume);
   trainer.solve();
+  if (o.report_memory && trainer.rank() == 0) print_training_memory(trainer.memory(), std::cout);
   if (trainer.rank() == 0) {
     std::printf("Training curve: %s_log.csv, %s_curve.png\n", trainer.snapshot_prefix().c_str(),
                 trainer.snapshot_prefix().c_str());
@@ -243,6 +247,9 @@ Verb add_train_verb(CLI::App& app) {
   command->add_option("--resume", options->resume, "A .solverstate snapshot to continue from");
   command->add_option("--device", options->device, "cpu, cuda or cuda:N");
   add_threads_option(*command, options->threads);
+  command->add_flag("--report-memory", options->report_memory,
+                    "After training, print the memory it held per category, planned vs naive "
+                    "(docs/training-memory.md)");
   command->add_option(
       "--gpus", options->gpus,
       "Data-parallel on these GPUs, e.g. 0,1: one process each, NCCL; the net's batch_size is "

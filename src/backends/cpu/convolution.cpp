@@ -166,6 +166,13 @@ class ConvolutionKernel final : public Kernel {
     }
   }
   bool has_fast_backward() const override { return true; }
+  std::size_t workspace_bytes() const override {
+    std::size_t floats = 0;
+    for (const auto* buffers : {&columns_, &column_grads_, &slot_weight_grads_}) {
+      for (const std::vector<float>& buffer : *buffers) floats += buffer.size();
+    }
+    return floats * sizeof(float);
+  }
 
   bool fuse_residual(const Tensor& residual) override {
     if (!packed_path_ || clamp_ || residual_.defined()) return false;

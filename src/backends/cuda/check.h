@@ -6,11 +6,15 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <string>
+
 namespace espresso::cuda {
 
 void check(cudaError_t status, const char* call);
 void check(cublasStatus_t status, const char* call);
 void check(cudnnStatus_t status, const char* call);
+// Why cuBLAS, which loads on first use (cublas_loader.cpp), could not be loaded; empty once it is.
+std::string cublas_load_error();
 
 // Makes `index` the calling thread's current device for the guard's lifetime.
 class DeviceGuard {

@@ -17,8 +17,9 @@ void check(cudaError_t status, const char* call) {
 
 void check(cublasStatus_t status, const char* call) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
+  const std::string not_loaded = cublas_load_error();
   throw DeviceError(std::string(call) + " failed: " + cublasGetStatusName(status) + " (" +
-                    cublasGetStatusString(status) + ")");
+                    (not_loaded.empty() ? std::string(cublasGetStatusString(status)) : not_loaded) + ")");
 }
 
 void check(cudnnStatus_t status, const char* call) {

@@ -27,10 +27,13 @@ __global__ void relu_scalar(const T* x, T* y, std::int64_t n, float slope) {
   }
 }
 
-// dx += dy where the input was positive, slope · dy elsewhere.
-__global__ void relu_backward(const float* x, const float* dy, float* dx, std::int64_t n, float slope) {
+// dx += dy where the input was positive, slope · dy elsewhere; with `overwrite` (dx is dy's memory,
+// Layer::backward_in_place) dx = 0 + that. Each thread reads and writes only its own elements.
+__global__ void relu_backward(const float* x, const float* dy, float* dx, std::int64_t n, float slope,
+                              bool overwrite) {
   for (std::int64_t i : grid_stride(n)) {
-    dx[i] += x[i] > 0.0f ? dy[i] : slope * dy[i];
+    const float g = x[i] > 0.0f ? dy[i] : slope * dy[i];
+    dx[i] = (overwrite ? 0.0f : dx[i]) + g;
   }
 }
 
@@ -61,9 +64,11 @@ class ReLUKernel final : public CudaKernel {
                 std::vector<Tensor>&) override {
     const std::int64_t n = inputs[0].numel();
     if (n == 0 || !input_grads[0].defined()) return;
-    launch(context_, n, relu_backward, inputs[0].data<float>(), output_grads[0].data<float>(),
-           input_grads[0].data<float>(), n, slope_);
+    const float* dy = output_grads[0].data<float>();
+    float* dx = input_grads[0].data<float>();
+    launch(context_, n, relu_backward, inputs[0].data<float>(), dy, dx, n, slope_, dx == dy);
   }
+  bool backward_in_place(const Layer& layer) const override { return layer.backward_in_place(); }
 
  private:
   float slope_;

@@ -1,0 +1,232 @@
+// Training memory (docs/training-memory.md): the planned training net, whose activations and gradients
+// share buffers, trains bit for bit like the naive one (keep_intermediates), which gives every tensor
+// and gradient a buffer of its own, and needs less memory.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "espresso/espresso.h"
+#include "espresso/solver.h"
+#include "test_support.h"
+
+namespace espresso {
+namespace {
+
+using testing::layer;
+
+Tensor random_tensor(const Shape& shape, std::mt19937& rng, float scale) {
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> values(static_cast<std::size_t>(shape.numel()));
+  for (float& v : values) v = normal(rng);
+  return Tensor::from(shape, values);
+}
+
+LayerSpec convolution(const std::string& name, const std::string& input, std::int64_t in, std::int64_t out,
+                      std::int64_t kernel, std::mt19937& rng) {
+  LayerSpec conv = layer(name, "Convolution", {input}, {name});
+  conv.attrs.set("num_output", out);
+  conv.attrs.set("kernel", kernel);
+  conv.attrs.set("pad", kernel / 2);
+  conv.weights = {random_tensor(Shape{out, in, kernel, kernel}, rng, 0.3f),
+                  random_tensor(Shape{out}, rng, 0.1f)};
+  return conv;
+}
+
+LayerSpec inner_product(const std::string& name, const std::string& input, std::int64_t in, std::int64_t out,
+                        std::mt19937& rng) {
+  LayerSpec ip = layer(name, "InnerProduct", {input}, {name});
+  ip.attrs.set("num_output", out);
+  ip.weights = {random_tensor(Shape{out, in}, rng, 0.1f), random_tensor(Shape{out}, rng, 0.1f)};
+  return ip;
+}
+
+LayerSpec pooling(const std::string& name, const std::string& input) {
+  LayerSpec pool = layer(name, "Pooling", {input}, {name});
+  pool.attrs.set("kernel", std::int64_t{2});
+  pool.attrs.set("stride", std::int64_t{2});
+  return pool;
+}
+
+// Caffe's LeNet, ReLU in place as Caffe's prototxt has it.
+Graph lenet(std::int64_t batch, std::mt19937& rng) {
+  Graph g;
+  g.name = "lenet";
+  g.inputs = {{"data", Shape{batch, 1, 28, 28}}, {"label", Shape{batch}}};
+  LayerSpec conv1 = convolution("conv1", "data", 1, 20, 5, rng),
+            conv2 = convolution("conv2", "pool1", 20, 50, 5, rng);
+  conv1.attrs.set("pad", std::int64_t{0});
+  conv2.attrs.set("pad", std::int64_t{0});
+  g.layers = {conv1,
+              pooling("pool1", "conv1"),
+              conv2,
+              pooling("pool2", "conv2"),
+              inner_product("ip1", "pool2", 800, 500, rng),
+              layer("relu1", "ReLU", {"ip1"}, {"relu1"}),
+              inner_product("ip2", "relu1", 500, 10, rng),
+              layer("loss", "SoftmaxWithLoss", {"ip2", "label"}, {"loss"})};
+  return g;
+}
+
+// Branches: a tensor read by three layers, a Concat, a residual Add, BatchNorm, Dropout, and an
+// accuracy output that takes no gradient.
+Graph branchy(std::int64_t batch, std::mt19937& rng) {
+  Graph g;
+  g.name = "branchy";
+  g.inputs = {{"data", Shape{batch, 3, 12, 12}}, {"label", Shape{batch}}};
+  LayerSpec add = layer("add", "Binary", {"d", "ra"}, {"sum"});
+  add.attrs.set("operation", std::string("add"));
+  LayerSpec concat = layer("concat", "Concat", {"rb", "c"}, {"cat"});
+  LayerSpec dropout = layer("drop", "Dropout", {"rs"}, {"dropped"});
+  dropout.attrs.set("ratio", 0.3);
+  LayerSpec accuracy = layer("accuracy", "Accuracy", {"ip", "label"}, {"accuracy"});
+  g.layers = {convolution("a", "data", 3, 8, 3, rng),
+              layer("relu_a", "ReLU", {"a"}, {"ra"}),
+              convolution("b", "ra", 8, 8, 3, rng),
+              layer("bn_b", "BatchNorm", {"b"}, {"nb"}),
+              layer("relu_b", "ReLU", {"nb"}, {"rb"}),
+              convolution("c", "ra", 8, 4, 1, rng),
+              concat,
+              convolution("d", "cat", 12, 8, 1, rng),
+              add,
+              layer("relu_s", "ReLU", {"sum"}, {"rs"}),
+              dropout,
+              pooling("pool", "dropped"),
+              inner_product("ip", "pool", 8 * 6 * 6, 10, rng),
+              layer("loss", "SoftmaxWithLoss", {"ip", "label"}, {"loss"}),
+              accuracy};
+  g.outputs = {"loss", "accuracy"};
+  return g;
+}
+
+// A copy whose weights are its own: Nets train the graph's blobs in place.
+Graph with_own_weights(Graph g) {
+  for (LayerSpec& spec : g.layers) {
+    for (Tensor& w : spec.weights) w = w.clone();
+  }
+  return g;
+}
+
+void fill_batch(Net& net, const Shape& data_shape, std::mt19937& rng) {
+  std::uniform_real_distribution<float> pixel(-1.0f, 1.0f);
+  std::vector<float> data(static_cast<std::size_t>(data_shape.numel()));
+  for (float& v : data) v = pixel(rng);
+  net.input("data").copy_from(Tensor::from(data_shape, data));
+  std::vector<float> labels(static_cast<std::size_t>(data_shape[0]));
+  for (float& l : labels) l = static_cast<float>(rng() % 10);
+  net.input("label").copy_from(Tensor::from(Shape{data_shape[0]}, labels));
+}
+
+// The largest difference between two tensors' values relative to the largest value; 0 when they are
+// the same bit for bit.
+double relative_difference(const Tensor& a, const Tensor& b) {
+  const std::vector<float> x = a.to(Device::cpu()).to_vector(), y = b.to(Device::cpu()).to_vector();
+  if (x.size() != y.size()) return 1.0;
+  if (std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0) return 0.0;
+  double diff = 0, scale = 1e-30;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    diff = std::max(diff, static_cast<double>(std::abs(x[i] - y[i])));
+    scale = std::max(scale, static_cast<double>(std::abs(x[i])));
+  }
+  return diff == 0 ? 1e-30 : diff / scale;  // equal values, other bits (a zero's sign): not identical
+}
+
+// Trains both plans side by side with Caffe's SGD (momentum, weight decay) and compares every loss
+// and, at the end, every weight: bit for bit (tolerance 0), or within `tolerance` where the two nets
+// may pick different algorithms (cuDNN's, timed per net).
+void expect_identical_training(const Graph& graph, const Shape& data_shape, int iterations,
+                               Device device = Device::cpu(), double tolerance = 0.0) {
+  Net planned(with_own_weights(graph), {.device = device, .training = true, .seed = 7});
+  Net naive(with_own_weights(graph),
+            {.device = device, .keep_intermediates = true, .training = true, .seed = 7});
+  train::SolverConfig config;
+  config.base_lr = 0.05;
+  config.momentum = 0.9;
+  config.weight_decay = 5e-4;
+  train::Solver planned_solver(config), naive_solver(config);
+  std::vector<Parameter> planned_params = planned.parameters(), naive_params = naive.parameters();
+  ASSERT_EQ(planned_params.size(), naive_params.size());
+  const Tensor initial = planned_params[0].value.to(Device::cpu()).clone();
+  std::mt19937 planned_data(3), naive_data(3);
+  for (int step = 0; step < iterations; ++step) {
+    fill_batch(planned, data_shape, planned_data);
+    fill_batch(naive, data_shape, naive_data);
+    planned.forward();
+    naive.forward();
+    const float planned_loss = planned.loss(), naive_loss = naive.loss();
+    if (tolerance == 0.0) {
+      EXPECT_EQ(std::memcmp(&planned_loss, &naive_loss, sizeof(float)), 0)
+          << "step " << step << ": " << planned_loss << " vs " << naive_loss;
+    } else {
+      EXPECT_NEAR(planned_loss, naive_loss, tolerance * std::abs(naive_loss)) << "step " << step;
+    }
+    planned.backward();
+    naive.backward();
+    planned_solver.update(planned_params, step);
+    naive_solver.update(naive_params, step);
+  }
+  for (std::size_t i = 0; i < planned_params.size(); ++i) {
+    EXPECT_LE(relative_difference(planned_params[i].value, naive_params[i].value), tolerance)
+        << planned_params[i].layer << " blob " << planned_params[i].index;
+  }
+  EXPECT_GT(relative_difference(planned_params[0].value, initial), 0.0) << "the weights moved";
+  const MemoryReport shared = planned.memory(), separate = naive.memory();
+  EXPECT_EQ(shared.naive_bytes, separate.naive_bytes);
+  EXPECT_EQ(separate.planned_bytes, separate.naive_bytes) << "keep_intermediates plans one buffer each";
+  EXPECT_LT(shared.planned_bytes, separate.planned_bytes);
+  EXPECT_GT(shared.activation_grad_bytes, 0u);
+}
+
+TEST(TrainingMemory, PlannedLeNetTrainsBitIdenticalToTheNaivePlan) {
+  std::mt19937 rng(1);
+  expect_identical_training(lenet(8, rng), Shape{8, 1, 28, 28}, 4);
+}
+
+TEST(TrainingMemory, PlannedBranchyNetTrainsBitIdenticalToTheNaivePlan) {
+  std::mt19937 rng(2);
+  expect_identical_training(branchy(6, rng), Shape{6, 3, 12, 12}, 5);
+}
+
+// On the GPU the arena is device memory and ReLU's CUDA backward runs in place. cuDNN's algorithms
+// are timed per net, so the two may round differently: within 1e-5 there.
+TEST(TrainingMemory, PlannedGpuTrainingMatchesTheNaivePlan) {
+  REQUIRE_GPU();
+  std::mt19937 rng(1);
+  expect_identical_training(lenet(8, rng), Shape{8, 1, 28, 28}, 4, Device::cuda(0), 1e-5);
+  std::mt19937 branchy_rng(2);
+  expect_identical_training(branchy(6, branchy_rng), Shape{6, 3, 12, 12}, 5, Device::cuda(0), 1e-5);
+}
+
+TEST(TrainingMemory, ReportsEveryCategoryAndReusesBuffers) {
+  std::mt19937 rng(3);
+  Net net(lenet(64, rng), {.training = true});
+  const MemoryReport report = net.memory();
+  // LeNet's blobs: 431,080 floats, and as many gradients.
+  EXPECT_EQ(report.weight_bytes, 431080u * 4);
+  EXPECT_EQ(report.weight_grad_bytes, report.weight_bytes);
+  EXPECT_EQ(report.naive_bytes, report.activation_bytes + report.activation_grad_bytes);
+  // Reuse: the arena holds less than the activations and their gradients apart.
+  EXPECT_LT(report.planned_bytes, report.naive_bytes * 4 / 5);
+}
+
+TEST(TrainingMemory, ReusedBuffersAreGuarded) {
+  std::mt19937 rng(4);
+  Net net(lenet(2, rng), {.training = true});
+  std::mt19937 data(5);
+  fill_batch(net, Shape{2, 1, 28, 28}, data);
+  net.forward();
+  EXPECT_NO_THROW(net.tensor("loss"));
+  EXPECT_NO_THROW(net.tensor("ip2"));                 // read by backward: intact until it runs
+  EXPECT_THROW(net.tensor("ip1"), UnsupportedError);  // ReLU wrote over it in place
+  net.backward();
+  EXPECT_NO_THROW(net.tensor("loss"));
+  EXPECT_THROW(net.gradient("ip1"), UnsupportedError);
+  EXPECT_THROW(net.backward(), ModelError);  // the activations backward read are gone
+  net.forward();
+  EXPECT_NO_THROW(net.backward());
+}
+
+}  // namespace
+}  // namespace espresso

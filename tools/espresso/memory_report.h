@@ -1,0 +1,15 @@
+// The training memory table of `espresso train --report-memory` and `espresso info --training`.
+#pragma once
+
+#include <iosfwd>
+
+#include "espresso/trainer.h"
+
+namespace espresso::cli {
+
+// One row per category (weights, weight gradients, solver history, activations, activation gradients,
+// workspace, test nets), planned bytes against naive ones (every tensor and gradient in its own
+// buffer, as Caffe keeps them), and the totals.
+void print_training_memory(const train::TrainingMemory& memory, std::ostream& out);
+
+}  // namespace espresso::cli
