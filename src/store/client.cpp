@@ -15,14 +15,16 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
-#include <future>
+#include <span>
 #include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 
 #include "espresso/store.h"
 #include "store/digest.h"
+#include "store/hashing_writer.h"
 #include "store/signing.h"
 
 namespace espresso::store {
@@ -335,11 +337,20 @@ namespace {
 
 enum class FastGet { done, unsupported, connection_failed };
 
-// A plain-HTTP GET read with 1 MiB socket reads. Answers `unsupported` before any byte reaches the
-// callbacks when the server wants something else (redirect, chunked encoding, no Content-Length).
+// Where a blob's body goes: `response` sees the status first; bytes are then received in place
+// (`space`, then `commit` of what arrived) or, for the few that came with the headers, copied (`data`).
+struct BodyTarget {
+  std::function<bool(int, const std::string&)> response;
+  std::function<bool(const char*, std::size_t)> data;
+  std::function<std::span<char>()> space;
+  std::function<bool(std::size_t)> commit;
+};
+
+// A plain-HTTP GET that receives the body straight into the target's buffers (httplib reads 4 KiB at a
+// time and copies). Answers `unsupported` before any byte reaches the target when the server wants
+// something else (redirect, chunked encoding, no Content-Length).
 FastGet fast_get(const std::string& registry, const std::string& path, std::uint64_t offset,
-                 const std::function<bool(int, const std::string&)>& on_response,
-                 const std::function<bool(const char*, std::size_t)>& on_data) {
+                 const BodyTarget& target) {
   if (registry.empty() || registry.front() == '[') return FastGet::unsupported;
   const std::size_t colon = registry.rfind(':');
   const std::string host = registry.substr(0, colon);
@@ -366,15 +377,14 @@ FastGet fast_get(const std::string& registry, const std::string& path, std::uint
   timeval timeout{60, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  int size = 4 << 20;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   std::string request = "GET " + path + " HTTP/1.1\r\nHost: " + registry +
                         "\r\nUser-Agent: espresso\r\nAccept: */*\r\nConnection: close\r\n";
   if (offset > 0) request += "Range: bytes=" + std::to_string(offset) + "-\r\n";
   request += "\r\n";
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
     return FastGet::connection_failed;
-  std::vector<char> buffer(1 << 20);
+  // The head is read in small pieces so that little of the body needs copying.
+  std::vector<char> buffer(16 << 10);
   std::string head;
   std::size_t end = std::string::npos;
   while (end == std::string::npos) {
@@ -398,24 +408,25 @@ FastGet fast_get(const std::string& registry, const std::string& path, std::uint
   if (head.rfind("HTTP/1.", 0) != 0 || head.size() < 12) return FastGet::unsupported;
   const int status = std::atoi(head.c_str() + 9);
   const auto length_text = field("content-length");
-  if (field("transfer-encoding") || !length_text || (status >= 300 && status < 400)) return FastGet::unsupported;
+  if (field("transfer-encoding") || !length_text || (status >= 300 && status < 400) || status == 401)
+    return FastGet::unsupported;
   std::uint64_t remaining = 0;
   try {
     remaining = std::stoull(*length_text);
   } catch (const std::exception&) {
     return FastGet::unsupported;
   }
-  if (!on_response(status, field("content-range").value_or(""))) return FastGet::done;
-  const auto deliver = [&](const char* data, std::size_t n) {
-    const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(n, remaining));
-    remaining -= take;
-    return take == 0 || on_data(data, take);
-  };
-  if (!deliver(body_start.data(), body_start.size())) return FastGet::done;
+  if (!target.response(status, field("content-range").value_or(""))) return FastGet::done;
+  const std::size_t first = static_cast<std::size_t>(std::min<std::uint64_t>(body_start.size(), remaining));
+  if (first > 0 && !target.data(body_start.data(), first)) return FastGet::done;
+  remaining -= first;
   while (remaining > 0) {
-    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    const std::span<char> room = target.space();
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(room.size(), remaining));
+    const ssize_t n = ::recv(fd, room.data(), want, 0);
     if (n <= 0) return FastGet::connection_failed;
-    if (!deliver(buffer.data(), static_cast<std::size_t>(n))) return FastGet::done;
+    remaining -= static_cast<std::uint64_t>(n);
+    if (!target.commit(static_cast<std::size_t>(n))) return FastGet::done;
   }
   return FastGet::done;
 }
@@ -453,53 +464,44 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
     if (::ftruncate(fd, 0) != 0) throw FileError(writing.string() + ": cannot be truncated");
     offset = 0;
   }
+  // Reserve the disk space up front (the file's size stays, so a resume still starts at its end): a
+  // full disk is reported before the download rather than after most of it.
+  if (d.size > offset && ::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                                     static_cast<off_t>(d.size - offset)) != 0 && errno == ENOSPC)
+    throw FileError(writing.string() + ": no room for the " + std::to_string(d.size - offset) +
+                    " bytes of blob " + d.digest + " (disk full)");
   detail::Sha256 hash;
   detail::hash_prefix(fd, offset, hash, writing.string());
-  std::unique_ptr<detail::Sha256> restart_hash;
+  detail::Sha256 restart_hash;
+  bool restarted = false;
   std::uint64_t received = 0;
   std::string failure;
   Progress progress{"pull " + d.digest.substr(0, 19), offset, d.size};
+  std::uint64_t reported = offset;
   httplib::Headers headers;
   if (offset > 0 && offset < d.size) headers.emplace("Range", "bytes=" + std::to_string(offset) + "-");
-  // Received bytes collect in `buffer`; full buffers are hashed and written on a second thread while
-  // this one receives the next (two buffers, one in flight).
-  std::uint64_t position = offset;  // written to the file (the worker's)
-  std::uint64_t accepted = offset;  // received so far (this thread's)
-  constexpr std::size_t kChunk = 4 << 20;
-  std::vector<char> buffer;
-  std::vector<char> in_flight;
-  buffer.reserve(kChunk);
-  in_flight.reserve(kChunk);
-  std::future<bool> pending;
-  detail::Sha256* active = &hash;
-  const auto write_out = [&](const std::vector<char>& bytes) {
-    active->update(bytes.data(), bytes.size());
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t n = ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(position));
-      if (n <= 0) return false;
-      done += static_cast<std::size_t>(n);
-      position += static_cast<std::uint64_t>(n);
+  std::uint64_t accepted = offset;  // received so far
+  detail::HashingWriter writer(fd, offset, hash, d.size - std::min(offset, d.size));
+  const auto accept = [&](std::size_t length) {
+    if (accepted + length > d.size) {
+      failure = "sent more bytes than the manifest's size " + std::to_string(d.size);
+      return false;
+    }
+    accepted += length;
+    received += length;
+    progress.done += length;
+    if (options.progress && progress.done - reported >= (4 << 20)) {
+      reported = progress.done;
+      options.progress(progress);
     }
     return true;
   };
-  const auto wait_pending = [&]() { return !pending.valid() || pending.get(); };
-  // Hands the full buffer to the worker; false when an earlier write failed.
-  const auto hand_off = [&]() {
-    if (!wait_pending()) return false;
-    std::swap(buffer, in_flight);
-    buffer.clear();
-    pending = std::async(std::launch::async, [&]() { return write_out(in_flight); });
-    return true;
+  const auto write_failed = [&]() {
+    failure = "cannot write to the cache (disk full?)";
+    return false;
   };
-  // Waits for the worker and writes what is left.
-  const auto flush = [&]() {
-    const bool earlier = wait_pending();
-    const bool last = write_out(buffer);
-    buffer.clear();
-    return earlier && last;
-  };
-  const auto on_response = [&](int status, const std::string& content_range) {
+  BodyTarget target;
+  target.response = [&](int status, const std::string& content_range) {
     if (status == 206) {
       if (content_range.rfind("bytes " + std::to_string(offset) + "-", 0) != 0) {
         failure = "answered a Range request for byte " + std::to_string(offset) + " with '" + content_range + "'";
@@ -513,51 +515,38 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
     }
     if (offset > 0) {
       // The server ignored Range and sends the whole blob: start over from byte 0.
-      restart_hash = std::make_unique<detail::Sha256>();
-      active = restart_hash.get();
-      position = 0;
+      writer.restart(restart_hash);
+      restarted = true;
       accepted = 0;
       progress.done = 0;
-      if (::ftruncate(fd, 0) != 0) return false;
+      if (::ftruncate(fd, 0) != 0) return write_failed();
     }
     return true;
   };
-  const auto on_data = [&](const char* data, std::size_t length) {
-    if (accepted + length > d.size) {
-      failure = "sent more bytes than the manifest's size " + std::to_string(d.size);
-      return false;
-    }
-    buffer.insert(buffer.end(), data, data + length);
-    accepted += length;
-    received += length;
-    progress.done += length;
-    if (buffer.size() >= kChunk) {
-      if (!hand_off()) {
-        failure = "cannot write to the cache (disk full?)";
-        return false;
-      }
-      if (options.progress) options.progress(progress);
-    }
-    return true;
+  target.data = [&](const char* data, std::size_t length) {
+    return accept(length) && (writer.append(data, length) || write_failed());
   };
+  target.space = [&]() { return writer.space(); };
+  target.commit = [&](std::size_t length) { return accept(length) && (writer.commit(length) || write_failed()); };
   const std::string path = "/v2/" + repo + "/blobs/" + d.digest;
-  // Plain HTTP goes through large socket reads (httplib reads 4 KiB at a time); HTTPS, redirects and
-  // chunked answers through httplib.
+  // Plain HTTP receives in place with large socket reads; HTTPS, redirects and chunked answers go
+  // through httplib.
   const FastGet fast = registry.plain() ? fast_get(registry.name(), path, offset > 0 && offset < d.size ? offset : 0,
-                                                   on_response, on_data)
+                                                   target)
                                         : FastGet::unsupported;
   httplib::Result result{nullptr, httplib::Error::Success};
   if (fast == FastGet::unsupported) {
     result = registry.http().Get(
         path, headers,
         [&](const httplib::Response& response) {
-          return on_response(response.status, response.get_header_value("Content-Range"));
+          return target.response(response.status, response.get_header_value("Content-Range"));
         },
-        on_data);
+        target.data);
   } else if (fast == FastGet::connection_failed && failure.empty()) {
     failure = "the connection failed or broke off (what arrived is kept; run again to resume)";
   }
-  if (!flush() && failure.empty()) failure = "cannot write to the cache (disk full?)";
+  if (!writer.finish() && failure.empty()) failure = "cannot write to the cache (disk full?)";
+  const std::uint64_t position = writer.position();
   if (!failure.empty()) {
     if (failure.rfind("sent more", 0) == 0) {
       if (::ftruncate(fd, 0) != 0) {}
@@ -575,7 +564,7 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
     throw StoreError("registry " + registry.name() + ": blob " + d.digest + " ended after " + std::to_string(position) +
                      " of " + std::to_string(d.size) + " bytes (kept; run again to resume)");
   }
-  const std::string actual = active->finish();
+  const std::string actual = (restarted ? restart_hash : hash).finish();
   if (actual != d.digest) {
     if (::ftruncate(fd, 0) != 0) {}
     throw IntegrityError("registry " + registry.name() + ": blob " + d.digest + " arrived with digest " + actual +
