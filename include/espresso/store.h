@@ -112,7 +112,33 @@ struct ServerOptions {
   // refused with 413; the models it loads share this budget of weight bytes (a ModelPool on the CPU).
   std::size_t max_image_bytes = 16 << 20;
   std::size_t classify_budget_bytes = std::size_t{1} << 30;
+  // Bearer tokens (docs/store.md, "Authentication"): with `auth`, pushing and deleting need a token
+  // scoped to the repository and action, from GET /token with an access key; pulling needs one too
+  // unless `anonymous_pull`.
+  bool auth = false;
+  bool anonymous_pull = true;
+  std::chrono::seconds token_ttl{900};
 };
+
+// Access keys of a server's root (ROOT/auth/keys.json keeps only their secrets' SHA-256). Grants are
+// "PATTERN:ACTIONS": PATTERN a repository, "NAMESPACE/*" or "*"; ACTIONS from pull, push, delete (or *).
+struct AccessKey {
+  std::string id;
+  std::string secret;  // shown once
+};
+struct AccessKeyInfo {
+  std::string id;
+  std::vector<std::string> grants;
+  std::int64_t created = 0;
+  std::int64_t expires = 0;  // 0: never
+  bool revoked = false;
+};
+// Throws StoreError for a malformed grant. `lifetime` 0: the key never expires.
+AccessKey create_access_key(const std::filesystem::path& root, const std::vector<std::string>& grants,
+                            std::chrono::seconds lifetime = std::chrono::seconds(0));
+// Tokens the key obtained stop working at once. False when there is no such key.
+bool revoke_access_key(const std::filesystem::path& root, const std::string& id);
+std::vector<AccessKeyInfo> list_access_keys(const std::filesystem::path& root);
 
 struct FsckReport {
   std::size_t blobs = 0;             // blobs hashed
@@ -160,7 +186,13 @@ struct ClientOptions {
   std::size_t chunk_bytes = 32 << 20;  // upload chunk size (PATCH)
   // Public key files: when any is given, pull accepts only releases signed by one of them.
   std::vector<std::filesystem::path> trusted_keys;
+  // Access keys per registry, written by `espresso login` (see default_credentials_file()).
+  std::filesystem::path credentials;
 };
+
+// $ESPRESSO_CREDENTIALS, else $XDG_CONFIG_HOME/espresso/credentials.json, else
+// ~/.config/espresso/credentials.json (mode 0600; it holds secrets).
+std::filesystem::path default_credentials_file();
 
 // $ESPRESSO_CACHE, else $XDG_CACHE_HOME/espresso, else ~/.cache/espresso.
 std::filesystem::path default_cache_dir();
@@ -230,6 +262,11 @@ class Client {
   std::string show(const Reference& reference);
   // The manifest (JSON) a reference names, from the registry.
   std::string manifest(const Reference& reference);
+  // Checks an access key against the registry's token service and stores it in the credentials file.
+  // Throws StoreError when the registry refuses it or has no authentication.
+  void login(const std::string& registry, const std::string& key_id, const std::string& secret);
+  // Forgets the registry's access key; false when none was stored.
+  bool logout(const std::string& registry);
 
   std::vector<CacheEntry> cache_list() const;
   // Re-hashes every cached blob; with `remove_bad` deletes those that do not match.

@@ -98,12 +98,64 @@ Descriptor checked_descriptor(const json& d, const std::string& where) {
   return {d.value("mediaType", std::string()), d["digest"].get<std::string>(), d["size"].get<std::uint64_t>()};
 }
 
+// The value of `key` in a WWW-Authenticate challenge (key="value" pairs).
+std::string challenge_field(const std::string& challenge, const std::string& key) {
+  const std::size_t at = challenge.find(key + "=\"");
+  if (at == std::string::npos) return "";
+  const std::size_t start = at + key.size() + 2;
+  const std::size_t end = challenge.find('"', start);
+  return end == std::string::npos ? "" : challenge.substr(start, end - start);
+}
+
+std::string base64(const std::string& bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string text;
+  std::size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const std::uint32_t v = (static_cast<unsigned char>(bytes[i]) << 16) | (static_cast<unsigned char>(bytes[i + 1]) << 8) |
+                            static_cast<unsigned char>(bytes[i + 2]);
+    for (int s = 18; s >= 0; s -= 6) text += kAlphabet[(v >> s) & 63];
+  }
+  if (i < bytes.size()) {
+    std::uint32_t v = static_cast<unsigned char>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+    text += kAlphabet[(v >> 18) & 63];
+    text += kAlphabet[(v >> 12) & 63];
+    text += i + 1 < bytes.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    text += '=';
+  }
+  return text;
+}
+
+struct Credentials {
+  std::string key_id;
+  std::string secret;
+};
+
+json read_credentials(const fs::path& file) {
+  std::error_code ec;
+  if (file.empty() || !fs::exists(file, ec)) return json::object();
+  const json all = json::parse(detail::read_file(file), nullptr, false);
+  if (!all.is_object()) throw StoreError(file.string() + ": the credentials file is not a JSON object (remove it and log in again)");
+  return all;
+}
+
+std::optional<Credentials> credentials_for(const fs::path& file, const std::string& registry) {
+  const json all = read_credentials(file);
+  if (!all.contains("registries") || !all["registries"].is_object() || !all["registries"].contains(registry)) return std::nullopt;
+  const json& entry = all["registries"][registry];
+  if (!entry.is_object() || !entry.contains("key_id") || !entry.contains("secret"))
+    throw StoreError(file.string() + ": the entry for " + registry + " lacks key_id or secret (log in again)");
+  return Credentials{entry["key_id"].get<std::string>(), entry["secret"].get<std::string>()};
+}
+
 class Registry {
  public:
   Registry(const std::string& registry, const ClientOptions& options)
       : name_(registry),
         plain_(options.plain_http || loopback(registry)),
-        http_((options.plain_http || loopback(registry) ? "http://" : "https://") + registry) {
+        http_((options.plain_http || loopback(registry) ? "http://" : "https://") + registry),
+        credentials_file_(options.credentials) {
     http_.set_connection_timeout(10, 0);
     http_.set_read_timeout(60, 0);
     http_.set_write_timeout(60, 0);
@@ -112,15 +164,83 @@ class Registry {
   }
   httplib::Client& http() { return http_; }
   StoreError error(const std::string& what, const httplib::Result& result) const {
-    return StoreError("registry " + name_ + ": " + what + ": " + describe(result));
+    std::string hint;
+    if (result && result->status == 401)
+      hint = credentials_ ? " (the stored access key was refused: espresso login " + name_ + " again)"
+                          : " (this needs an access key: espresso login " + name_ + ")";
+    if (result && result->status == 403)
+      hint = credentials_ ? " (the access key " + credentials_->key_id + " is not granted this)"
+                          : " (anonymous access does not allow this: espresso login " + name_ + ")";
+    return StoreError("registry " + name_ + ": " + what + ": " + describe(result) + hint);
   }
   const std::string& name() const { return name_; }
   bool plain() const { return plain_; }
+  // "Bearer TOKEN" once a challenge has been answered, else "".
+  const std::string& authorization() const { return authorization_; }
+
+  // Sends a request; on 401 or 403 with a Bearer challenge (no token, or one without this scope), gets
+  // a token for the challenge's scope (with the stored access key, or anonymously) and sends it once more.
+  httplib::Result call(const std::function<httplib::Result()>& send) {
+    httplib::Result result = send();
+    if (!result || (result->status != 401 && result->status != 403)) return result;
+    const std::string challenge = result->get_header_value("WWW-Authenticate");
+    if (challenge.rfind("Bearer ", 0) != 0) return result;
+    fetch_token(challenge);
+    return send();
+  }
+
+  // The token service's answer for the credentials and scope (login checks credentials this way).
+  void fetch_token(const std::string& challenge, bool must_authenticate = false) {
+    const std::string realm = challenge_field(challenge, "realm");
+    const std::string service = challenge_field(challenge, "service");
+    const std::string scope = challenge_field(challenge, "scope");
+    const std::size_t scheme = realm.find("://");
+    if (realm.empty() || scheme == std::string::npos)
+      throw StoreError("registry " + name_ + ": its authentication challenge has no usable realm ('" + challenge + "')");
+    const std::size_t slash = realm.find('/', scheme + 3);
+    httplib::Client token_server(realm.substr(0, slash));
+    token_server.set_connection_timeout(10, 0);
+    token_server.set_read_timeout(30, 0);
+    std::string path = slash == std::string::npos ? "/" : realm.substr(slash);
+    std::string query;
+    if (!service.empty()) query += "service=" + url_encode(service);
+    if (!scope.empty()) query += std::string(query.empty() ? "" : "&") + "scope=" + url_encode(scope);
+    if (!query.empty()) path = with_param(path, query);
+    if (!credentials_loaded_) {
+      credentials_ = credentials_for(credentials_file_, name_);
+      credentials_loaded_ = true;
+    }
+    if (must_authenticate && !credentials_) throw StoreError("registry " + name_ + ": no access key to log in with");
+    httplib::Headers headers;
+    if (credentials_) headers.emplace("Authorization", "Basic " + base64(credentials_->key_id + ":" + credentials_->secret));
+    auto got = token_server.Get(path, headers);
+    if (!got || got->status != 200) {
+      throw StoreError("registry " + name_ + ": its token service at " + realm + " refused " +
+                       (credentials_ ? "access key " + credentials_->key_id : std::string("an anonymous request")) + ": " +
+                       describe(got) + (credentials_ ? " (espresso login " + name_ + " again)" : ""));
+    }
+    const json answer = json::parse(got->body, nullptr, false);
+    std::string token;
+    if (answer.is_object() && answer.contains("token") && answer["token"].is_string()) token = answer["token"];
+    else if (answer.is_object() && answer.contains("access_token") && answer["access_token"].is_string()) token = answer["access_token"];
+    if (token.empty() || token.find_first_of("\r\n") != std::string::npos)
+      throw StoreError("registry " + name_ + ": its token service answered without a token");
+    authorization_ = "Bearer " + token;
+    http_.set_bearer_token_auth(token);
+  }
+  void use_credentials(const Credentials& credentials) {
+    credentials_ = credentials;
+    credentials_loaded_ = true;
+  }
 
  private:
   std::string name_;
   bool plain_;
   httplib::Client http_;
+  fs::path credentials_file_;
+  std::optional<Credentials> credentials_;
+  bool credentials_loaded_ = false;
+  std::string authorization_;
 };
 
 struct Cache {
@@ -177,9 +297,18 @@ fs::path default_cache_dir() {
   return fs::path(home != nullptr ? home : ".") / ".cache" / "espresso";
 }
 
+fs::path default_credentials_file() {
+  if (const char* file = std::getenv("ESPRESSO_CREDENTIALS"); file != nullptr && *file != '\0') return file;
+  if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg != nullptr && *xdg != '\0')
+    return fs::path(xdg) / "espresso" / "credentials.json";
+  const char* home = std::getenv("HOME");
+  return fs::path(home != nullptr ? home : ".") / ".config" / "espresso" / "credentials.json";
+}
+
 ClientOptions client_options_from_env() {
   ClientOptions options;
   options.cache = default_cache_dir();
+  options.credentials = default_credentials_file();
   const char* offline = std::getenv("ESPRESSO_OFFLINE");
   options.offline = offline != nullptr && std::string(offline) != "" && std::string(offline) != "0";
   const char* insecure = std::getenv("ESPRESSO_INSECURE");
@@ -201,15 +330,60 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
 
 namespace {
 
+// Writes the credentials file through a temporary file that is 0600 from its creation.
+void write_credentials(const fs::path& file, const json& all) {
+  fs::create_directories(file.parent_path());
+  const fs::path temp = file.parent_path() / (".tmp-" + detail::unique_suffix());
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) throw FileError(temp.string() + ": cannot be created");
+  const std::string text = all.dump(2) + "\n";
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(temp.c_str(), file.c_str()) != 0) {
+    ::unlink(temp.c_str());
+    throw FileError(file.string() + ": cannot be written");
+  }
+}
+
+}  // namespace
+
+void Client::login(const std::string& registry_name, const std::string& key_id, const std::string& secret) {
+  if (options_.offline) throw StoreError("login: ESPRESSO_OFFLINE is set; logging in needs the network");
+  if (key_id.empty() || secret.empty()) throw StoreError("login: the access key id and secret must not be empty");
+  if (options_.credentials.empty()) throw StoreError("login: no credentials file (set ESPRESSO_CREDENTIALS or HOME)");
+  Registry registry(registry_name, options_);
+  registry.use_credentials({key_id, secret});
+  auto base = registry.http().Get("/v2/");
+  if (!base) throw registry.error("login", base);
+  const std::string challenge = base->get_header_value("WWW-Authenticate");
+  if (base->status != 401 || challenge.rfind("Bearer ", 0) != 0)
+    throw StoreError("login: registry " + registry_name + " does not ask for bearer tokens (HTTP " +
+                     std::to_string(base->status) + " for /v2/); nothing was stored");
+  registry.fetch_token(challenge, true);
+  json all = read_credentials(options_.credentials);
+  all["registries"][registry_name] = {{"key_id", key_id}, {"secret", secret}};
+  write_credentials(options_.credentials, all);
+}
+
+bool Client::logout(const std::string& registry_name) {
+  json all = read_credentials(options_.credentials);
+  if (!all.contains("registries") || !all["registries"].is_object() || !all["registries"].contains(registry_name)) return false;
+  all["registries"].erase(registry_name);
+  write_credentials(options_.credentials, all);
+  return true;
+}
+
+namespace {
+
 void upload_blob(Registry& registry, const std::string& repo, const Blob& blob, const ClientOptions& options,
                  PushResult& result) {
   httplib::Client& http = registry.http();
   const std::string blob_path = "/v2/" + repo + "/blobs/" + blob.digest;
-  if (auto head = http.Head(blob_path); head && head->status == 200) {
+  if (auto head = registry.call([&] { return http.Head(blob_path); }); head && head->status == 200) {
     ++result.blobs_present;
     return;
   }
-  auto started = http.Post("/v2/" + repo + "/blobs/uploads/", "", "application/octet-stream");
+  auto started = registry.call([&] { return http.Post("/v2/" + repo + "/blobs/uploads/", "", "application/octet-stream"); });
   if (!started || started->status != 202) throw registry.error("starting an upload of " + blob.digest, started);
   std::string location = location_path(started->get_header_value("Location"));
   Progress progress{"push " + blob.title, 0, blob.size};
@@ -303,8 +477,8 @@ PushResult Client::push(const fs::path& package, const Reference& reference, con
                          {"annotations", annotations}};
   const std::string bytes = manifest.dump();
   const std::string digest = sha256_digest(bytes);
-  auto put = registry.http().Put("/v2/" + reference.name + "/manifests/" + reference.tag, bytes,
-                                 std::string(kManifestMediaType));
+  auto put = registry.call([&] { return registry.http().Put("/v2/" + reference.name + "/manifests/" + reference.tag, bytes,
+                                 std::string(kManifestMediaType)); });
   if (!put || put->status != 201) throw registry.error("pushing the manifest of " + reference.str(), put);
   const std::string answered = put->get_header_value("Docker-Content-Digest");
   if (!answered.empty() && answered != digest)
@@ -325,8 +499,8 @@ PushResult Client::push(const fs::path& package, const Reference& reference, con
         {"config", {{"mediaType", kEmptyMediaType}, {"digest", empty.digest}, {"size", 2}}},
         {"layers", json::array({{{"mediaType", kSignatureMediaType}, {"digest", signature.digest}, {"size", signature.size}}})},
         {"subject", {{"mediaType", kManifestMediaType}, {"digest", digest}, {"size", bytes.size()}}}};
-    auto signed_put = registry.http().Put("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
-                                          signature_manifest.dump(), std::string(kManifestMediaType));
+    auto signed_put = registry.call([&] { return registry.http().Put("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
+                                          signature_manifest.dump(), std::string(kManifestMediaType)); });
     if (!signed_put || signed_put->status != 201) throw registry.error("pushing the signature of " + reference.str(), signed_put);
     result.signed_by = json::parse(document)["key_id"].get<std::string>();
   }
@@ -350,7 +524,7 @@ struct BodyTarget {
 // time and copies). Answers `unsupported` before any byte reaches the target when the server wants
 // something else (redirect, chunked encoding, no Content-Length).
 FastGet fast_get(const std::string& registry, const std::string& path, std::uint64_t offset,
-                 const BodyTarget& target) {
+                 const std::string& authorization, const BodyTarget& target) {
   if (registry.empty() || registry.front() == '[') return FastGet::unsupported;
   const std::size_t colon = registry.rfind(':');
   const std::string host = registry.substr(0, colon);
@@ -380,6 +554,7 @@ FastGet fast_get(const std::string& registry, const std::string& path, std::uint
   std::string request = "GET " + path + " HTTP/1.1\r\nHost: " + registry +
                         "\r\nUser-Agent: espresso\r\nAccept: */*\r\nConnection: close\r\n";
   if (offset > 0) request += "Range: bytes=" + std::to_string(offset) + "-\r\n";
+  if (!authorization.empty()) request += "Authorization: " + authorization + "\r\n";
   request += "\r\n";
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
     return FastGet::connection_failed;
@@ -532,7 +707,7 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
   // Plain HTTP receives in place with large socket reads; HTTPS, redirects and chunked answers go
   // through httplib.
   const FastGet fast = registry.plain() ? fast_get(registry.name(), path, offset > 0 && offset < d.size ? offset : 0,
-                                                   target)
+                                                   registry.authorization(), target)
                                         : FastGet::unsupported;
   httplib::Result result{nullptr, httplib::Error::Success};
   if (fast == FastGet::unsupported) {
@@ -643,8 +818,8 @@ PullResult Client::pull(const Reference& reference) {
   } else {
     Registry registry(reference.registry, options_);
     const std::string accept = std::string(kManifestMediaType) + ", " + std::string(kIndexMediaType);
-    auto got = registry.http().Get("/v2/" + reference.name + "/manifests/" + (digest.empty() ? reference.tag : digest),
-                                   httplib::Headers{{"Accept", accept}});
+    auto got = registry.call([&] { return registry.http().Get("/v2/" + reference.name + "/manifests/" + (digest.empty() ? reference.tag : digest),
+                                   httplib::Headers{{"Accept", accept}}); });
     if (!got || got->status != 200) throw registry.error("getting the manifest of " + what, got);
     if (got->body.size() > kMaxManifestBytes) throw StoreError(what + ": the manifest is larger than 4 MiB");
     manifest_bytes = got->body;
@@ -669,8 +844,8 @@ PullResult Client::pull(const Reference& reference) {
     }
     if (!options_.trusted_keys.empty()) {
       // The release's signature, fetched and checked before the tag is recorded in the cache.
-      auto sig = registry.http().Get("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
-                                     httplib::Headers{{"Accept", std::string(kManifestMediaType)}});
+      auto sig = registry.call([&] { return registry.http().Get("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
+                                     httplib::Headers{{"Accept", std::string(kManifestMediaType)}}); });
       if (!sig || sig->status == 404) throw IntegrityError(what + ": the release is not signed, and trusted keys are required");
       if (sig->status != 200) throw registry.error("getting the signature of " + what, sig);
       const json signature_manifest = json::parse(sig->body, nullptr, false);
@@ -679,7 +854,7 @@ PullResult Client::pull(const Reference& reference) {
         throw IntegrityError(what + ": the signature manifest is malformed");
       const Descriptor d = checked_descriptor(signature_manifest["layers"][0], what + ": signature layer");
       if (d.size > 65536) throw IntegrityError(what + ": the signature document is larger than 64 KiB");
-      auto blob = registry.http().Get("/v2/" + reference.name + "/blobs/" + d.digest);
+      auto blob = registry.call([&] { return registry.http().Get("/v2/" + reference.name + "/blobs/" + d.digest); });
       if (!blob || blob->status != 200) throw registry.error("getting the signature of " + what, blob);
       if (sha256_digest(blob->body) != d.digest) throw IntegrityError(what + ": the signature document does not match its digest");
       detail::write_file_atomically(cache.signature(digest), blob->body);
@@ -725,9 +900,9 @@ PullResult Client::pull(const Reference& reference) {
 std::string Client::manifest(const Reference& reference) {
   if (options_.offline) throw StoreError("ESPRESSO_OFFLINE is set");
   Registry registry(reference.registry, options_);
-  auto got = registry.http().Get("/v2/" + reference.name + "/manifests/" +
+  auto got = registry.call([&] { return registry.http().Get("/v2/" + reference.name + "/manifests/" +
                                      (reference.digest.empty() ? reference.tag : reference.digest),
-                                 httplib::Headers{{"Accept", std::string(kManifestMediaType)}});
+                                 httplib::Headers{{"Accept", std::string(kManifestMediaType)}}); });
   if (!got || got->status != 200) throw registry.error("getting the manifest of " + reference.str(), got);
   return got->body;
 }
@@ -743,7 +918,7 @@ std::string Client::search(const std::string& registry_name, const SearchQuery& 
   if (!query.cursor.empty()) path += "&cursor=" + url_encode(query.cursor);
   if (query.max_bytes > 0) path += "&max_bytes=" + std::to_string(query.max_bytes);
   if (query.min_accuracy > 0) path += "&min_accuracy=" + std::to_string(query.min_accuracy);
-  auto got = registry.http().Get(path);
+  auto got = registry.call([&] { return registry.http().Get(path); });
   if (!got || got->status != 200) throw registry.error("search", got);
   return got->body;
 }
@@ -751,7 +926,7 @@ std::string Client::search(const std::string& registry_name, const SearchQuery& 
 std::string Client::show(const Reference& reference) {
   if (options_.offline) throw StoreError("show: ESPRESSO_OFFLINE is set; this needs the network");
   Registry registry(reference.registry, options_);
-  auto got = registry.http().Get("/api/v1/models/" + reference.name);
+  auto got = registry.call([&] { return registry.http().Get("/api/v1/models/" + reference.name); });
   if (!got || got->status != 200) throw registry.error("show " + reference.name, got);
   return got->body;
 }
