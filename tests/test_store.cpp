@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -30,6 +32,7 @@
 #include "espresso/package.h"
 #include "espresso/store.h"
 #include "store/auth.h"
+#include "store/trust.h"
 #include "test_support.h"
 
 namespace espresso {
@@ -1438,6 +1441,163 @@ TEST_F(StoreAuth, SkopeoPullsAnonymouslyAndPushesWithAnAccessKey) {
   const CliResult pulled = cli(env("anon"), "pull " + server_->registry() + "/team/copy:1.0 --json");
   ASSERT_EQ(pulled.rc, 0) << pulled.output;
   EXPECT_EQ(parse_json_line(pulled.output)["digest"], parse_json_line(push.output)["digest"]);
+}
+
+}  // namespace
+}  // namespace espresso
+
+namespace espresso {
+namespace {
+
+// ---- trust metadata: rollback, freeze, mix-and-match, unknown keys, root rotation ----------------------
+
+class StoreTrust : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::path(dir_.path()) / "root";
+    server_ = std::make_unique<StoreServerProcess>(root_);
+    ASSERT_GT(server_->port(), 0) << "the server did not start";
+    port_ = server_->port();
+    package_ = make_lenet_package(dir_);
+    for (const char* key : {"root1", "root2", "rel1", "rel2", "rogue"}) ASSERT_EQ(cli("", "keygen " + key_file(key)).rc, 0);
+  }
+  std::string key_file(const std::string& name) const { return dir_.file(name + ".key"); }
+  std::string repo(const std::string& name) const { return server_->registry() + "/" + name; }
+  // A second package with other bytes (another release).
+  std::string other_package(const std::string& description) {
+    TempDir& d = extra_.emplace_back();
+    return make_lenet_package(d, description);
+  }
+  CliResult as(const std::string& who, const std::string& args) const {
+    return cli("ESPRESSO_CACHE=" + dir_.file(who + "-cache"), args);
+  }
+  std::string manifest_bytes(const std::string& name, const std::string& tag) {
+    return raw_http(port_, request("GET", "/v2/" + name + "/manifests/" + tag, "",
+                                   "Accept: " + std::string(store::kManifestMediaType) + "\r\n"))
+        .body;
+  }
+  int put_manifest(const std::string& name, const std::string& tag, const std::string& bytes) {
+    return raw_http(port_, request("PUT", "/v2/" + name + "/manifests/" + tag, bytes,
+                                   "Content-Type: " + std::string(store::kManifestMediaType) + "\r\n"))
+        .status;
+  }
+  // Stores a trust document the way the client does, as an attacker with write access to the registry.
+  void put_document(const std::string& name, const std::string& tag, const json& document) {
+    const std::string bytes = document.dump();
+    for (const std::string& blob : {bytes, std::string("{}")}) {
+      const RawResponse r = raw_http(port_, request("POST", "/v2/" + name + "/blobs/uploads/?digest=" + store::sha256_digest(blob), blob));
+      ASSERT_EQ(r.status, 201) << r.body;
+    }
+    const json manifest = {{"schemaVersion", 2},
+                           {"mediaType", store::kManifestMediaType},
+                           {"artifactType", store::kTrustArtifactType},
+                           {"config", {{"mediaType", store::kEmptyMediaType}, {"digest", store::sha256_digest("{}")}, {"size", 2}}},
+                           {"layers", json::array({{{"mediaType", store::kTrustMediaType},
+                                                    {"digest", store::sha256_digest(bytes)},
+                                                    {"size", bytes.size()}}})}};
+    ASSERT_EQ(put_manifest(name, tag, manifest.dump()), 201);
+  }
+
+  TempDir dir_;
+  std::deque<TempDir> extra_;
+  fs::path root_;
+  std::unique_ptr<StoreServerProcess> server_;
+  int port_ = 0;
+  std::string package_;
+};
+
+TEST_F(StoreTrust, RollbackFreezeMixAndMatchAndUnknownKeysAreRefused) {
+  ASSERT_EQ(cli("", "trust init " + repo("vision/lenet") + " --root-key " + key_file("root1") + " --release-key " +
+                        key_file("rel1") + ".pub").rc, 0);
+  CliResult push = cli("", "push " + package_ + " " + repo("vision/lenet:1.0") + " --release-key " + key_file("rel1"));
+  ASSERT_EQ(push.rc, 0) << push.output;
+  const std::string targets_v1 = manifest_bytes("vision/lenet", "trust-targets");
+  CliResult pull = as("a", "pull " + repo("vision/lenet:1.0") + " --trust-root " + key_file("root1") + ".pub --json");
+  ASSERT_EQ(pull.rc, 0) << pull.output;
+  EXPECT_EQ(parse_json_line(pull.output)["trust_version"], 1);
+  // Without a trusted root key and nothing cached, the metadata has no anchor.
+  EXPECT_NE(as("b", "pull " + repo("vision/lenet:1.0") + " --trust-root " + key_file("rogue") + ".pub").rc, 0);
+
+  push = cli("", "push " + other_package("release two") + " " + repo("vision/lenet:2.0") + " --release-key " + key_file("rel1"));
+  ASSERT_EQ(push.rc, 0) << push.output;
+  const std::string targets_v2 = manifest_bytes("vision/lenet", "trust-targets");
+  pull = as("a", "pull " + repo("vision/lenet:2.0") + " --json");  // the cache now enforces the metadata
+  ASSERT_EQ(pull.rc, 0) << pull.output;
+  EXPECT_EQ(parse_json_line(pull.output)["trust_version"], 2);
+
+  // Rollback: the registry serves targets version 1 again.
+  ASSERT_EQ(put_manifest("vision/lenet", "trust-targets", targets_v1), 201);
+  pull = as("a", "pull " + repo("vision/lenet:1.0"));
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("rollback refused"), std::string::npos) << pull.output;
+  ASSERT_EQ(put_manifest("vision/lenet", "trust-targets", targets_v2), 201);
+
+  // Mix-and-match: tag 1.0 moved to release 2.0's manifest.
+  const std::string v1_manifest = manifest_bytes("vision/lenet", "1.0");
+  ASSERT_EQ(put_manifest("vision/lenet", "1.0", manifest_bytes("vision/lenet", "2.0")), 201);
+  pull = as("a", "pull " + repo("vision/lenet:1.0"));
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("mix-and-match refused"), std::string::npos) << pull.output;
+  ASSERT_EQ(put_manifest("vision/lenet", "1.0", v1_manifest), 201);
+  // ... and another repository's (validly signed) targets put in this one's place.
+  ASSERT_EQ(cli("", "trust init " + repo("vision/other") + " --root-key " + key_file("root1") + " --release-key " +
+                        key_file("rel1") + ".pub").rc, 0);
+  ASSERT_EQ(cli("", "push " + package_ + " " + repo("vision/other:9.0") + " --release-key " + key_file("rel1")).rc, 0);
+  ASSERT_EQ(put_manifest("vision/lenet", "trust-targets", manifest_bytes("vision/other", "trust-targets")), 201);
+  pull = as("a", "pull " + repo("vision/lenet:1.0"));
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("of repository 'vision/other', not 'vision/lenet'"), std::string::npos) << pull.output;
+
+  // A key the root does not list: the publisher refuses to use it, and a client refuses targets it signed.
+  push = cli("", "push " + package_ + " " + repo("vision/lenet:3.0") + " --release-key " + key_file("rogue"));
+  EXPECT_EQ(push.rc, 1) << push.output;
+  EXPECT_NE(push.output.find("not a targets key"), std::string::npos) << push.output;
+  json forged = json::parse(read_all(dir_.file("a-cache") + "/trust/" + server_->registry() + "/vision/lenet/targets.json"));
+  forged["version"] = 3;
+  put_document("vision/lenet", "trust-targets", store::detail::sign_metadata(forged, {key_file("rogue")}));
+  pull = as("a", "pull " + repo("vision/lenet:1.0"));
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("which the root does not list for targets"), std::string::npos) << pull.output;
+
+  // Freeze: metadata past its expiry is refused even though its signature is good.
+  ASSERT_EQ(cli("", "trust init " + repo("vision/fast") + " --root-key " + key_file("root1") + " --release-key " +
+                        key_file("rel1") + ".pub").rc, 0);
+  ASSERT_EQ(cli("", "push " + package_ + " " + repo("vision/fast:1.0") + " --release-key " + key_file("rel1") +
+                        " --release-ttl 1").rc, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  pull = as("c", "pull " + repo("vision/fast:1.0") + " --trust-root " + key_file("root1") + ".pub");
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("freeze refused"), std::string::npos) << pull.output;
+}
+
+TEST_F(StoreTrust, RootKeysRotateAndForgedRotationsAreRefused) {
+  ASSERT_EQ(cli("", "trust init " + repo("vision/lenet") + " --root-key " + key_file("root1") + " --release-key " +
+                        key_file("rel1") + ".pub").rc, 0);
+  ASSERT_EQ(cli("", "push " + package_ + " " + repo("vision/lenet:1.0") + " --release-key " + key_file("rel1")).rc, 0);
+  ASSERT_EQ(as("a", "pull " + repo("vision/lenet:1.0") + " --trust-root " + key_file("root1") + ".pub").rc, 0);
+  // The old root key signs the new root, which names a new root key and a new release key.
+  CliResult rotate = cli("", "trust rotate " + repo("vision/lenet") + " --root-key " + key_file("root1") + " --new-root-key " +
+                                 key_file("root2") + " --release-key " + key_file("rel2") + ".pub");
+  ASSERT_EQ(rotate.rc, 0) << rotate.output;
+  EXPECT_NE(rotate.output.find("v2"), std::string::npos) << rotate.output;
+  // The retired release key can no longer publish; the new one can.
+  EXPECT_EQ(cli("", "push " + package_ + " " + repo("vision/lenet:2.0") + " --release-key " + key_file("rel1")).rc, 1);
+  CliResult push = cli("", "push " + other_package("two") + " " + repo("vision/lenet:2.0") + " --release-key " + key_file("rel2"));
+  ASSERT_EQ(push.rc, 0) << push.output;
+  // A client that trusted root v1 follows the chain to v2 and accepts targets signed by the new key.
+  CliResult pull = as("a", "pull " + repo("vision/lenet:2.0") + " --json");
+  ASSERT_EQ(pull.rc, 0) << pull.output;
+  EXPECT_EQ(parse_json_line(pull.output)["trust_version"], 2);
+  // So does a new client pinned to the original root key.
+  ASSERT_EQ(as("b", "pull " + repo("vision/lenet:1.0") + " --trust-root " + key_file("root1") + ".pub").rc, 0);
+  // A root v3 signed only by a key of the attacker's choosing is refused.
+  const json root3 = store::detail::make_root("vision/lenet", 3, static_cast<std::int64_t>(std::time(nullptr)) + 3600,
+                                              {store::detail::public_key_of_secret(key_file("rogue"))},
+                                              {store::detail::public_key_of_secret(key_file("rogue"))});
+  put_document("vision/lenet", "trust-root-3", store::detail::sign_metadata(root3, {key_file("rogue")}));
+  pull = as("a", "pull " + repo("vision/lenet:2.0"));
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("root v3 (by the previous root's keys)"), std::string::npos) << pull.output;
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include "store/digest.h"
 #include "store/hashing_writer.h"
 #include "store/signing.h"
+#include "store/trust.h"
 
 namespace espresso::store {
 
@@ -250,6 +251,7 @@ struct Cache {
   fs::path ref(const Reference& r) const { return root / "refs" / r.registry / r.name / r.tag; }
   fs::path package(const std::string& digest) const { return root / "packages" / (detail::digest_hex(digest) + ".esp"); }
   fs::path signature(const std::string& digest) const { return root / "signatures" / (detail::digest_hex(digest) + ".json"); }
+  fs::path trust(const std::string& registry, const std::string& name) const { return root / "trust" / registry / name; }
   void create() const {
     for (const char* folder : {"blobs/sha256", "partial/sha256", "refs", "packages", "signatures"}) fs::create_directories(root / folder);
   }
@@ -313,6 +315,14 @@ ClientOptions client_options_from_env() {
   options.offline = offline != nullptr && std::string(offline) != "" && std::string(offline) != "0";
   const char* insecure = std::getenv("ESPRESSO_INSECURE");
   options.plain_http = insecure != nullptr && std::string(insecure) != "" && std::string(insecure) != "0";
+  if (const char* roots = std::getenv("ESPRESSO_TRUST_ROOTS"); roots != nullptr) {
+    const std::string list = roots;
+    for (std::size_t start = 0; start <= list.size();) {
+      const std::size_t colon = std::min(list.find(':', start), list.size());
+      if (colon > start) options.trust_roots.emplace_back(list.substr(start, colon - start));
+      start = colon + 1;
+    }
+  }
   if (const char* keys = std::getenv("ESPRESSO_TRUSTED_KEYS"); keys != nullptr) {
     std::string list = keys;
     for (std::size_t start = 0; start <= list.size();) {
@@ -443,6 +453,11 @@ Blob file_blob(const fs::path& file, std::string_view media_type, const std::str
 
 }  // namespace
 
+namespace {
+void publish_target(Registry& registry, const Cache& cache, const Reference& reference, const std::string& digest,
+                    std::uint64_t size, const PushOptions& options, const ClientOptions& client_options);
+}  // namespace
+
 PushResult Client::push(const fs::path& package, const Reference& reference, const PushOptions& options) {
   if (options_.offline) throw StoreError("push: ESPRESSO_OFFLINE is set; pushing needs the network");
   if (reference.tag.empty()) throw StoreError("push: '" + reference.str() + "' needs a version tag (NAME:VERSION)");
@@ -504,6 +519,8 @@ PushResult Client::push(const fs::path& package, const Reference& reference, con
     if (!signed_put || signed_put->status != 201) throw registry.error("pushing the signature of " + reference.str(), signed_put);
     result.signed_by = json::parse(document)["key_id"].get<std::string>();
   }
+  if (!options.release_key.empty())
+    publish_target(registry, Cache{options_.cache}, reference, digest, bytes.size(), options, options_);
   return result;
 }
 
@@ -780,6 +797,244 @@ ModelManifest parse_model_manifest(const std::string& bytes, const std::string& 
   return model;
 }
 
+// ---- trust metadata on the registry ------------------------------------------------------------------
+
+constexpr std::uint64_t kMaxTrustBytes = 1 << 20;
+
+std::string root_tag(std::int64_t version) { return "trust-root-" + std::to_string(version); }
+constexpr const char* kTargetsTag = "trust-targets";
+
+std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+// A trust document stored as an artifact under `tag`; nullopt when the tag does not exist.
+std::optional<json> fetch_document(Registry& registry, const std::string& repo, const std::string& tag) {
+  const std::string what = repo + ":" + tag;
+  auto got = registry.call([&] {
+    return registry.http().Get("/v2/" + repo + "/manifests/" + tag, httplib::Headers{{"Accept", std::string(kManifestMediaType)}});
+  });
+  if (got && got->status == 404) return std::nullopt;
+  if (!got || got->status != 200) throw registry.error("getting trust metadata " + what, got);
+  const json manifest = json::parse(got->body, nullptr, false);
+  if (!manifest.is_object() || !manifest.contains("layers") || !manifest["layers"].is_array() || manifest["layers"].empty())
+    throw IntegrityError(what + ": the trust metadata manifest is malformed");
+  const Descriptor d = checked_descriptor(manifest["layers"][0], what + ": layers[0]");
+  if (d.size > kMaxTrustBytes) throw IntegrityError(what + ": trust metadata larger than 1 MiB");
+  auto blob = registry.call([&] { return registry.http().Get("/v2/" + repo + "/blobs/" + d.digest); });
+  if (!blob || blob->status != 200) throw registry.error("getting trust metadata " + what, blob);
+  if (blob->body.size() != d.size || sha256_digest(blob->body) != d.digest)
+    throw IntegrityError(what + ": the trust metadata does not match its digest");
+  json document = json::parse(blob->body, nullptr, false);
+  if (!document.is_object() || !document.contains("signed") || !document["signed"].is_object())
+    throw IntegrityError(what + ": the trust metadata is not a signed JSON document");
+  return document;
+}
+
+void push_document(Registry& registry, const std::string& repo, const std::string& tag, const json& document,
+                   const ClientOptions& options) {
+  PushResult ignored;
+  const std::string bytes = document.dump();
+  Blob layer{std::string(kTrustMediaType), sha256_digest(bytes), bytes.size(), {}, bytes, tag};
+  Blob empty{std::string(kEmptyMediaType), sha256_digest("{}"), 2, {}, "{}", "empty"};
+  upload_blob(registry, repo, empty, options, ignored);
+  upload_blob(registry, repo, layer, options, ignored);
+  const json manifest = {{"schemaVersion", 2},
+                         {"mediaType", kManifestMediaType},
+                         {"artifactType", kTrustArtifactType},
+                         {"config", {{"mediaType", kEmptyMediaType}, {"digest", empty.digest}, {"size", 2}}},
+                         {"layers", json::array({{{"mediaType", kTrustMediaType}, {"digest", layer.digest}, {"size", layer.size}}})}};
+  auto put = registry.call([&] {
+    return registry.http().Put("/v2/" + repo + "/manifests/" + tag, manifest.dump(), std::string(kManifestMediaType));
+  });
+  if (!put || put->status != 201) throw registry.error("pushing trust metadata " + repo + ":" + tag, put);
+}
+
+std::string describe_time(std::int64_t seconds) {
+  const std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm utc{};
+  ::gmtime_r(&t, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
+
+// The newest root the chain of root versions leads to from what this cache trusts (or, the first
+// time, from version 1 signed by one of `pinned`; with `trust_first` and nothing pinned, version 1 is
+// taken as it is: a publisher's own first look). Each step must be signed by the old and the new root keys.
+json update_root(Registry& registry, const Cache& cache, const std::string& name, const std::vector<fs::path>& pinned,
+                 bool trust_first) {
+  const fs::path state = cache.trust(registry.name(), name);
+  const std::string what = registry.name() + "/" + name;
+  json trusted;
+  std::error_code ec;
+  if (fs::exists(state / "root.json", ec)) {
+    trusted = json::parse(detail::read_file(state / "root.json"), nullptr, false);
+    detail::check_root_shape(trusted.value("signed", json()), name, (state / "root.json").string());
+  } else {
+    const auto first = fetch_document(registry, name, root_tag(1));
+    if (!first) throw IntegrityError(what + ": the repository has no trust metadata (espresso trust init)");
+    detail::check_root_shape((*first)["signed"], name, what + " root v1");
+    if ((*first)["signed"]["version"] != 1) throw IntegrityError(what + ": " + root_tag(1) + " is not version 1");
+    detail::check_signatures(*first, (*first)["signed"], "root", what + " root v1");
+    if (!pinned.empty()) {
+      std::set<std::string> ids = (*first)["signed"]["roles"]["root"]["keyids"].get<std::set<std::string>>();
+      bool found = false;
+      for (const fs::path& key : pinned) found = found || ids.count(detail::read_public_key(key).id) > 0;
+      if (!found) throw IntegrityError(what + ": root v1 is not signed by a root key you trust (--trust-root)");
+    } else if (!trust_first) {
+      throw IntegrityError(what + ": no trusted root key for this repository (--trust-root)");
+    }
+    trusted = *first;
+  }
+  const std::int64_t start = trusted["signed"]["version"].get<std::int64_t>();
+  for (std::int64_t version = start + 1;; ++version) {
+    const auto next = fetch_document(registry, name, root_tag(version));
+    if (!next) break;
+    const std::string step = what + " root v" + std::to_string(version);
+    detail::check_root_shape((*next)["signed"], name, step);
+    if ((*next)["signed"]["version"] != version) throw IntegrityError(step + ": carries another version number");
+    detail::check_signatures(*next, trusted["signed"], "root", step + " (by the previous root's keys)");
+    detail::check_signatures(*next, (*next)["signed"], "root", step + " (by its own root keys)");
+    trusted = *next;
+  }
+  if (trusted["signed"]["expires"].get<std::int64_t>() <= now_seconds())
+    throw IntegrityError(what + ": root metadata v" + std::to_string(trusted["signed"]["version"].get<std::int64_t>()) +
+                         " expired at " + describe_time(trusted["signed"]["expires"]) + " (freeze refused)");
+  detail::write_file_atomically(state / "root.json", trusted.dump());
+  return trusted["signed"];
+}
+
+// The repository's current targets, verified against `root` and never older than what was seen.
+json update_targets(Registry& registry, const Cache& cache, const std::string& name, const json& root) {
+  const fs::path state = cache.trust(registry.name(), name);
+  const std::string what = registry.name() + "/" + name + " targets";
+  const auto document = fetch_document(registry, name, kTargetsTag);
+  if (!document) throw IntegrityError(what + ": the repository has root metadata but no targets");
+  const json& s = (*document)["signed"];
+  detail::check_targets_shape(s, name, what);
+  detail::check_signatures(*document, root, "targets", what);
+  std::error_code ec;
+  if (fs::exists(state / "targets.json", ec)) {
+    const json seen = json::parse(detail::read_file(state / "targets.json"), nullptr, false);
+    const std::int64_t old_version = seen.is_object() ? seen.value("version", std::int64_t{0}) : 0;
+    if (s["version"].get<std::int64_t>() < old_version)
+      throw IntegrityError(what + ": version " + std::to_string(s["version"].get<std::int64_t>()) + " is older than version " +
+                           std::to_string(old_version) + " seen before (rollback refused)");
+    if (s["version"].get<std::int64_t>() == old_version && s != seen)
+      throw IntegrityError(what + ": version " + std::to_string(old_version) + " differs from the one seen before");
+  }
+  if (s["expires"].get<std::int64_t>() <= now_seconds())
+    throw IntegrityError(what + ": version " + std::to_string(s["version"].get<std::int64_t>()) + " expired at " +
+                         describe_time(s["expires"]) + " (freeze refused)");
+  detail::write_file_atomically(state / "targets.json", s.dump());
+  return s;
+}
+
+// Checks that the targets vouch for this manifest under the reference's tag (or, by digest, any tag).
+void check_target(const json& targets, const Reference& reference, const std::string& digest, std::uint64_t size) {
+  const std::string what = reference.str();
+  if (!reference.tag.empty()) {
+    if (!targets["targets"].contains(reference.tag))
+      throw IntegrityError(what + ": the signed targets (version " + std::to_string(targets["version"].get<std::int64_t>()) +
+                           ") list no release '" + reference.tag + "'");
+    const json& t = targets["targets"][reference.tag];
+    if (t["digest"] != digest || t["size"] != size)
+      throw IntegrityError(what + ": the registry gives manifest " + digest + " but the signed targets say " +
+                           t["digest"].get<std::string>() + " (mix-and-match refused)");
+    return;
+  }
+  for (const auto& [tag, t] : targets["targets"].items()) {
+    if (t["digest"] == digest) return;
+  }
+  throw IntegrityError(what + ": no release in the signed targets has digest " + digest);
+}
+
+std::vector<detail::PublicKey> public_keys(const std::vector<fs::path>& files) {
+  std::vector<detail::PublicKey> keys;
+  for (const fs::path& f : files) keys.push_back(detail::read_public_key(f));
+  if (keys.empty()) throw StoreError("trust: at least one release key (public key file) is needed");
+  return keys;
+}
+
+}  // namespace
+
+void Client::trust_init(const Reference& repository, const fs::path& root_key, const std::vector<fs::path>& release_keys,
+                        std::chrono::seconds lifetime) {
+  if (options_.offline) throw StoreError("trust init: ESPRESSO_OFFLINE is set");
+  Registry registry(repository.registry, options_);
+  if (fetch_document(registry, repository.name, root_tag(1)))
+    throw StoreError("trust init: " + repository.registry + "/" + repository.name + " already has root metadata (use trust rotate)");
+  const json root = detail::make_root(repository.name, 1, now_seconds() + lifetime.count(),
+                                      {detail::public_key_of_secret(root_key)}, public_keys(release_keys));
+  push_document(registry, repository.name, root_tag(1), detail::sign_metadata(root, {root_key}), options_);
+}
+
+std::int64_t Client::trust_rotate(const Reference& repository, const fs::path& old_root_key, const fs::path& new_root_key,
+                                  const std::vector<fs::path>& release_keys, std::chrono::seconds lifetime) {
+  if (options_.offline) throw StoreError("trust rotate: ESPRESSO_OFFLINE is set");
+  Registry registry(repository.registry, options_);
+  const Cache cache{options_.cache};
+  const json current = update_root(registry, cache, repository.name, {}, true);
+  const std::int64_t version = current["version"].get<std::int64_t>() + 1;
+  const json root = detail::make_root(repository.name, version, now_seconds() + lifetime.count(),
+                                      {detail::public_key_of_secret(new_root_key)}, public_keys(release_keys));
+  const json document = detail::sign_metadata(root, {old_root_key, new_root_key});
+  // Refuse to publish what clients would refuse: the old key must be the current root key.
+  detail::check_signatures(document, current, "root", "trust rotate: the old root key");
+  push_document(registry, repository.name, root_tag(version), document, options_);
+  return version;
+}
+
+namespace {
+
+// Adds a pushed release to the repository's targets, signed by the release key.
+void publish_target(Registry& registry, const Cache& cache, const Reference& reference, const std::string& digest,
+                    std::uint64_t size, const PushOptions& options, const ClientOptions& client_options) {
+  const json root = update_root(registry, cache, reference.name, client_options.trust_roots, true);
+  const detail::PublicKey release = detail::public_key_of_secret(options.release_key);
+  const auto ids = root["roles"]["targets"]["keyids"].get<std::set<std::string>>();
+  if (!ids.count(release.id))
+    throw StoreError("push: release key " + release.id + " is not a targets key of " + reference.registry + "/" +
+                     reference.name + "'s root metadata (espresso trust rotate to change release keys)");
+  json targets = {{"_type", "targets"}, {"spec", detail::kTrustSpec}, {"repository", reference.name},
+                  {"version", 1},       {"targets", json::object()}};
+  if (const auto existing = fetch_document(registry, reference.name, kTargetsTag)) {
+    // Re-signing what the registry holds is safe only if a release key signed it: one of the current
+    // root's, or, right after a rotation, one of an earlier root version's.
+    const std::string what = reference.registry + "/" + reference.name + " targets";
+    detail::check_targets_shape((*existing)["signed"], reference.name, what);
+    try {
+      detail::check_signatures(*existing, root, "targets", what);
+    } catch (const IntegrityError&) {
+      bool verified = false;
+      for (std::int64_t v = root["version"].get<std::int64_t>() - 1; v >= 1 && !verified; --v) {
+        const auto earlier = fetch_document(registry, reference.name, root_tag(v));
+        if (!earlier) continue;
+        try {
+          detail::check_signatures(*existing, (*earlier)["signed"], "targets", what);
+          verified = true;
+        } catch (const IntegrityError&) {
+        }
+      }
+      if (!verified) throw;
+    }
+    targets = (*existing)["signed"];
+    std::error_code ec;
+    const fs::path seen = cache.trust(registry.name(), reference.name) / "targets.json";
+    if (fs::exists(seen, ec) &&
+        json::parse(detail::read_file(seen), nullptr, false).value("version", std::int64_t{0}) > targets["version"].get<std::int64_t>())
+      throw IntegrityError(what + ": the registry holds an older version than this cache has seen (rollback refused)");
+    targets["version"] = targets["version"].get<std::int64_t>() + 1;
+  }
+  targets["targets"][reference.tag] = {{"digest", digest}, {"size", size}};
+  targets["expires"] = now_seconds() + options.release_ttl.count();
+  push_document(registry, reference.name, kTargetsTag, detail::sign_metadata(targets, {options.release_key}), client_options);
+  detail::write_file_atomically(cache.trust(registry.name(), reference.name) / "targets.json", targets.dump());
+}
+
+}  // namespace
+
+namespace {
+
 // Links the package blob under an .esp name (the loader picks the format by extension).
 fs::path package_link(const Cache& cache, const std::string& digest) {
   const fs::path link = cache.package(digest);
@@ -815,6 +1070,21 @@ PullResult Client::pull(const Reference& reference) {
                       : StoreError(what + ": manifest " + digest + " is not in the cache (offline)"));
     }
     manifest_bytes = detail::read_file(cache.blob(digest));
+    const fs::path trust = cache.trust(reference.registry, reference.name);
+    if (fs::exists(trust / "targets.json", ec)) {
+      // Offline, the metadata trusted last time still has to be current and vouch for the release.
+      const json root = json::parse(detail::read_file(trust / "root.json"), nullptr, false);
+      const json targets = json::parse(detail::read_file(trust / "targets.json"), nullptr, false);
+      detail::check_root_shape(root.is_object() ? root.value("signed", json()) : json(), reference.name, trust.string());
+      detail::check_targets_shape(targets, reference.name, trust.string());
+      for (const json* s : {&root["signed"], &targets}) {
+        if ((*s)["expires"].get<std::int64_t>() <= now_seconds())
+          throw IntegrityError(what + ": the cached trust metadata expired at " + describe_time((*s)["expires"]) +
+                               " (freeze refused; pull online to refresh it)");
+      }
+      check_target(targets, reference, digest, manifest_bytes.size());
+      result.trust_version = targets["version"].get<std::int64_t>();
+    }
   } else {
     Registry registry(reference.registry, options_);
     const std::string accept = std::string(kManifestMediaType) + ", " + std::string(kIndexMediaType);
@@ -830,6 +1100,14 @@ PullResult Client::pull(const Reference& reference) {
     if (!claimed.empty() && claimed != actual)
       throw IntegrityError(what + ": the registry says the manifest is " + claimed + " but it hashes to " + actual);
     digest = actual;
+    std::error_code trust_ec;
+    if (!options_.trust_roots.empty() || fs::exists(cache.trust(reference.registry, reference.name) / "root.json", trust_ec)) {
+      // Before any blob is fetched: the signed targets must vouch for this manifest.
+      const json root = update_root(registry, cache, reference.name, options_.trust_roots, false);
+      const json targets = update_targets(registry, cache, reference.name, root);
+      check_target(targets, reference, digest, manifest_bytes.size());
+      result.trust_version = targets["version"].get<std::int64_t>();
+    }
     const ModelManifest model = parse_model_manifest(manifest_bytes, what);
     std::vector<Descriptor> blobs = {model.config};
     blobs.insert(blobs.end(), model.layers.begin(), model.layers.end());

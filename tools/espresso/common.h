@@ -40,6 +40,7 @@ Verb add_store_verb(CLI::App& app);
 Verb add_keygen_verb(CLI::App& app);
 Verb add_login_verb(CLI::App& app);
 Verb add_logout_verb(CLI::App& app);
+Verb add_trust_verb(CLI::App& app);
 Verb add_compress_verb(CLI::App& app);
 Verb add_serve_verb(CLI::App& app);
 
