@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -29,6 +31,8 @@
 #include "espresso/import.h"
 #include "espresso/package.h"
 #include "espresso/store.h"
+#include "store/auth.h"
+#include "store/trust.h"
 #include "test_support.h"
 
 namespace espresso {
@@ -1224,6 +1228,376 @@ TEST_F(StoreRoundTrip, SkopeoReadsOurManifestsAndCopiesToDockerRegistry) {
   const CliResult pull = cli("ESPRESSO_CACHE=" + dir_.file("ccache"), "pull " + docker.registry() + "/copied/lenet:1.0 --json");
   ASSERT_EQ(pull.rc, 0) << pull.output;
   EXPECT_EQ(parse_json_line(pull.output)["digest"], digest);
+}
+
+}  // namespace
+}  // namespace espresso
+
+namespace espresso {
+namespace {
+
+// ---- authentication: access keys, bearer tokens, scopes ------------------------------------------------
+
+struct IssuedKey {
+  std::string id;
+  std::string secret;
+};
+
+IssuedKey issue_key(const fs::path& root, const std::string& grant) {
+  const CliResult made = cli("", "store token create --root " + root.string() + " --grant '" + grant + "'");
+  EXPECT_EQ(made.rc, 0) << made.output;
+  IssuedKey key;
+  const std::size_t id = made.output.find("key id: ");
+  const std::size_t secret = made.output.find("secret: ");
+  if (id == std::string::npos || secret == std::string::npos) return key;
+  key.id = made.output.substr(id + 8, made.output.find('\n', id) - id - 8);
+  key.secret = made.output.substr(secret + 8, made.output.find('\n', secret) - secret - 8);
+  return key;
+}
+
+std::string basic(const IssuedKey& key) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const std::string bytes = key.id + ":" + key.secret;
+  std::string text;
+  for (std::size_t i = 0; i < bytes.size(); i += 3) {
+    std::uint32_t v = static_cast<unsigned char>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 2]);
+    text += kAlphabet[(v >> 18) & 63];
+    text += kAlphabet[(v >> 12) & 63];
+    text += i + 1 < bytes.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    text += i + 2 < bytes.size() ? kAlphabet[v & 63] : '=';
+  }
+  return "Basic " + text;
+}
+
+class StoreAuth : public ::testing::Test {
+ protected:
+  void start(const std::vector<std::string>& flags) {
+    root_ = fs::path(dir_.path()) / "root";
+    fs::create_directories(root_);
+    team_ = issue_key(root_, "team/*:pull,push");
+    server_ = std::make_unique<StoreServerProcess>(root_, flags);
+    ASSERT_GT(server_->port(), 0) << "the server did not start";
+    port_ = server_->port();
+    package_ = make_lenet_package(dir_);
+  }
+  // Client environment with its own cache and credentials file.
+  std::string env(const std::string& who) const {
+    return "ESPRESSO_CACHE=" + dir_.file(who + "-cache") + " ESPRESSO_CREDENTIALS=" + dir_.file(who + "-credentials.json");
+  }
+  CliResult login(const std::string& who, const IssuedKey& key, const std::string& secret) const {
+    const std::string file = dir_.file(who + "-secret.txt");
+    std::ofstream(file) << secret << "\n";
+    return cli(env(who), "login " + server_->registry() + " --key-id " + key.id + " < " + file);
+  }
+  // A token from the token service for `scope`, with the key's Basic credentials ("" when refused).
+  std::string token(const IssuedKey& key, const std::string& scope) {
+    const RawResponse r = raw_http(port_, request("GET", "/token?service=espresso&scope=" + scope, "",
+                                                  "Authorization: " + basic(key) + "\r\n"));
+    if (r.status != 200) return "";
+    return json::parse(r.body).value("token", "");
+  }
+  RawResponse start_upload(const std::string& repo, const std::string& bearer) {
+    return raw_http(port_, request("POST", "/v2/" + repo + "/blobs/uploads/", "",
+                                   bearer.empty() ? "" : "Authorization: Bearer " + bearer + "\r\n"));
+  }
+
+  TempDir dir_;
+  fs::path root_;
+  IssuedKey team_;
+  std::unique_ptr<StoreServerProcess> server_;
+  int port_ = 0;
+  std::string package_;
+};
+
+TEST_F(StoreAuth, PushNeedsATokenScopedToRepositoryAndActionAndAnonymousPullWorks) {
+  start({"--auth", "--token-ttl", "300"});
+  // No token: 401 with the challenge that tells a client where to get one and for what.
+  const RawResponse bare = start_upload("team/lenet", "");
+  EXPECT_EQ(bare.status, 401) << bare.body;
+  const std::string challenge = header(bare, "WWW-Authenticate");
+  // The realm is built from the Host header (this raw request sends "127.0.0.1"; our client sends the port).
+  EXPECT_NE(challenge.find("Bearer realm=\"http://127.0.0.1/token\""), std::string::npos) << challenge;
+  EXPECT_NE(challenge.find("service=\"espresso\""), std::string::npos) << challenge;
+  EXPECT_NE(challenge.find("scope=\"repository:team/lenet:pull,push\""), std::string::npos) << challenge;
+
+  // Our client without an access key: the anonymous token does not include push.
+  CliResult push = cli(env("anon"), "push " + package_ + " " + server_->registry() + "/team/lenet:1.0");
+  EXPECT_EQ(push.rc, 1) << push.output;
+  EXPECT_NE(push.output.find("403"), std::string::npos) << push.output;
+  EXPECT_NE(push.output.find("espresso login"), std::string::npos) << push.output;
+  // A wrong secret is refused at login and nothing is stored.
+  CliResult wrong = login("dev", team_, "esk_not-the-secret");
+  EXPECT_EQ(wrong.rc, 1) << wrong.output;
+  EXPECT_NE(wrong.output.find("401"), std::string::npos) << wrong.output;
+  EXPECT_FALSE(fs::exists(dir_.file("dev-credentials.json")));
+  CliResult good = login("dev", team_, team_.secret);
+  ASSERT_EQ(good.rc, 0) << good.output;
+  struct stat info {};
+  ASSERT_EQ(::stat(dir_.file("dev-credentials.json").c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600u);
+  push = cli(env("dev"), "push " + package_ + " " + server_->registry() + "/team/lenet:1.0 --json");
+  ASSERT_EQ(push.rc, 0) << push.output;
+  // The key grants team/* only: another namespace is 403.
+  CliResult outside = cli(env("dev"), "push " + package_ + " " + server_->registry() + "/other/lenet:1.0");
+  EXPECT_EQ(outside.rc, 1) << outside.output;
+  EXPECT_NE(outside.output.find("403"), std::string::npos) << outside.output;
+  // Anyone may pull (anonymous pull is on by default).
+  CliResult pull = cli(env("anon"), "pull " + server_->registry() + "/team/lenet:1.0 --json");
+  ASSERT_EQ(pull.rc, 0) << pull.output;
+  EXPECT_EQ(parse_json_line(pull.output)["digest"], parse_json_line(push.output)["digest"]);
+  CliResult logout = cli(env("dev"), "logout " + server_->registry());
+  EXPECT_EQ(logout.rc, 0) << logout.output;
+  EXPECT_EQ(cli(env("dev"), "push " + package_ + " " + server_->registry() + "/team/lenet:1.1").rc, 1);
+}
+
+TEST_F(StoreAuth, WrongScopeIs403AndExpiredForgedOrRevokedTokensAre401) {
+  start({"--auth"});
+  // A token asked for outside the key's grants carries no access to it: 403 naming action and repository.
+  const std::string narrow = token(team_, "repository:other/x:pull,push");
+  ASSERT_FALSE(narrow.empty());
+  RawResponse r = start_upload("other/x", narrow);
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_NE(r.body.find("DENIED"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("push on other/x"), std::string::npos) << r.body;
+  EXPECT_NE(header(r, "WWW-Authenticate").find("error=\"insufficient_scope\""), std::string::npos);
+  // The right scope works.
+  const std::string fitting = token(team_, "repository:team/x:pull,push");
+  r = start_upload("team/x", fitting);
+  EXPECT_EQ(r.status, 202) << r.body;
+  // Expired: a token signed with the server's own secret, but past its expiry.
+  const std::string secret = read_all(root_ / "auth" / "secret");
+  store::detail::TokenClaims claims;
+  claims.subject = team_.id;
+  claims.access = {{"team/x", {"pull", "push"}}};
+  claims.issued = static_cast<std::int64_t>(std::time(nullptr)) - 100;
+  claims.expires = claims.issued + 50;
+  r = start_upload("team/x", store::detail::sign_token(secret, claims));
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_NE(r.body.find("expired"), std::string::npos) << r.body;
+  EXPECT_NE(header(r, "WWW-Authenticate").find("error=\"invalid_token\""), std::string::npos);
+  // Forged: fine claims, another secret.
+  claims.expires = claims.issued + 3600;
+  r = start_upload("team/x", store::detail::sign_token(std::string(64, 'f'), claims));
+  EXPECT_EQ(r.status, 401) << r.body;
+  // Tampered claims under the old MAC.
+  std::string tampered = fitting;
+  tampered[8] = tampered[8] == 'A' ? 'B' : 'A';
+  EXPECT_EQ(start_upload("team/x", tampered).status, 401);
+  // Revoking the key kills the tokens it obtained, at once.
+  const CliResult revoke = cli("", "store token revoke --root " + root_.string() + " " + team_.id);
+  ASSERT_EQ(revoke.rc, 0) << revoke.output;
+  r = start_upload("team/x", fitting);
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_NE(r.body.find("revoked"), std::string::npos) << r.body;
+  EXPECT_TRUE(token(team_, "repository:team/x:push").empty());
+  // Bad input to the token service names its field.
+  r = raw_http(port_, request("GET", "/token?scope=repository:UPPER/x:push"));
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("\"field\":\"scope\""), std::string::npos) << r.body;
+  r = raw_http(port_, request("GET", "/token?scope=repository:team/x:steal"));
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("steal"), std::string::npos) << r.body;
+  r = raw_http(port_, request("GET", "/token?service=elsewhere"));
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("\"field\":\"service\""), std::string::npos) << r.body;
+  // Grants are checked when a key is made.
+  EXPECT_EQ(cli("", "store token create --root " + root_.string() + " --grant '../x:push'").rc, 1);
+  EXPECT_EQ(cli("", "store token create --root " + root_.string() + " --grant 'team/*:own'").rc, 1);
+}
+
+TEST_F(StoreAuth, WithoutAnonymousPullEveryReadNeedsAToken) {
+  start({"--no-anonymous-pull"});
+  ASSERT_EQ(login("dev", team_, team_.secret).rc, 0);
+  const CliResult push = cli(env("dev"), "push " + package_ + " " + server_->registry() + "/team/lenet:1.0");
+  ASSERT_EQ(push.rc, 0) << push.output;
+  const RawResponse r = raw_http(port_, request("GET", "/v2/team/lenet/manifests/1.0"));
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_NE(header(r, "WWW-Authenticate").find("scope=\"repository:team/lenet:pull\""), std::string::npos);
+  EXPECT_EQ(raw_http(port_, request("GET", "/api/v1/models?q=lenet")).status, 401);
+  CliResult anonymous = cli(env("anon"), "pull " + server_->registry() + "/team/lenet:1.0");
+  EXPECT_EQ(anonymous.rc, 1) << anonymous.output;
+  EXPECT_NE(anonymous.output.find("espresso login"), std::string::npos) << anonymous.output;
+  EXPECT_EQ(cli(env("dev"), "pull " + server_->registry() + "/team/lenet:1.0").rc, 0);
+  EXPECT_EQ(cli(env("dev"), "search --registry " + server_->registry() + " lenet").rc, 0);
+}
+
+TEST_F(StoreAuth, SkopeoPullsAnonymouslyAndPushesWithAnAccessKey) {
+  if (!fs::exists("/usr/bin/skopeo")) GTEST_SKIP() << "skopeo is not installed (apt install skopeo)";
+  start({"--auth"});
+  ASSERT_EQ(login("dev", team_, team_.secret).rc, 0);
+  const CliResult push = cli(env("dev"), "push " + package_ + " " + server_->registry() + "/team/lenet:1.0 --json");
+  ASSERT_EQ(push.rc, 0) << push.output;
+  const std::string source = "docker://" + server_->registry() + "/team/lenet:1.0";
+  EXPECT_EQ(std::system(("timeout 60 skopeo inspect --raw --tls-verify=false " + source + " >/dev/null 2>&1").c_str()), 0);
+  const std::string copy = "timeout 120 skopeo copy --src-tls-verify=false --dest-tls-verify=false ";
+  // Without credentials skopeo gets a pull-only token and the push is refused; with the key it works.
+  EXPECT_NE(std::system((copy + source + " docker://" + server_->registry() + "/team/copy:1.0 >/dev/null 2>&1").c_str()), 0);
+  EXPECT_EQ(std::system((copy + "--dest-creds " + team_.id + ":" + team_.secret + " " + source + " docker://" +
+                         server_->registry() + "/team/copy:1.0 >/dev/null 2>&1")
+                            .c_str()),
+            0);
+  const CliResult pulled = cli(env("anon"), "pull " + server_->registry() + "/team/copy:1.0 --json");
+  ASSERT_EQ(pulled.rc, 0) << pulled.output;
+  EXPECT_EQ(parse_json_line(pulled.output)["digest"], parse_json_line(push.output)["digest"]);
+}
+
+}  // namespace
+}  // namespace espresso
+
+namespace espresso {
+namespace {
+
+// ---- trust metadata: rollback, freeze, mix-and-match, unknown keys, root rotation ----------------------
+
+class StoreTrust : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::path(dir_.path()) / "root";
+    server_ = std::make_unique<StoreServerProcess>(root_);
+    ASSERT_GT(server_->port(), 0) << "the server did not start";
+    port_ = server_->port();
+    package_ = make_lenet_package(dir_);
+    for (const char* key : {"root1", "root2", "rel1", "rel2", "rogue"}) ASSERT_EQ(cli("", "keygen " + key_file(key)).rc, 0);
+  }
+  std::string key_file(const std::string& name) const { return dir_.file(name + ".key"); }
+  std::string repo(const std::string& name) const { return server_->registry() + "/" + name; }
+  // A second package with other bytes (another release).
+  std::string other_package(const std::string& description) {
+    TempDir& d = extra_.emplace_back();
+    return make_lenet_package(d, description);
+  }
+  CliResult as(const std::string& who, const std::string& args) const {
+    return cli("ESPRESSO_CACHE=" + dir_.file(who + "-cache"), args);
+  }
+  std::string manifest_bytes(const std::string& name, const std::string& tag) {
+    return raw_http(port_, request("GET", "/v2/" + name + "/manifests/" + tag, "",
+                                   "Accept: " + std::string(store::kManifestMediaType) + "\r\n"))
+        .body;
+  }
+  int put_manifest(const std::string& name, const std::string& tag, const std::string& bytes) {
+    return raw_http(port_, request("PUT", "/v2/" + name + "/manifests/" + tag, bytes,
+                                   "Content-Type: " + std::string(store::kManifestMediaType) + "\r\n"))
+        .status;
+  }
+  // Stores a trust document the way the client does, as an attacker with write access to the registry.
+  void put_document(const std::string& name, const std::string& tag, const json& document) {
+    const std::string bytes = document.dump();
+    for (const std::string& blob : {bytes, std::string("{}")}) {
+      const RawResponse r = raw_http(port_, request("POST", "/v2/" + name + "/blobs/uploads/?digest=" + store::sha256_digest(blob), blob));
+      ASSERT_EQ(r.status, 201) << r.body;
+    }
+    const json manifest = {{"schemaVersion", 2},
+                           {"mediaType", store::kManifestMediaType},
+                           {"artifactType", store::kTrustArtifactType},
+                           {"config", {{"mediaType", store::kEmptyMediaType}, {"digest", store::sha256_digest("{}")}, {"size", 2}}},
+                           {"layers", json::array({{{"mediaType", store::kTrustMediaType},
+                                                    {"digest", store::sha256_digest(bytes)},
+                                                    {"size", bytes.size()}}})}};
+    ASSERT_EQ(put_manifest(name, tag, manifest.dump()), 201);
+  }
+
+  TempDir dir_;
+  std::deque<TempDir> extra_;
+  fs::path root_;
+  std::unique_ptr<StoreServerProcess> server_;
+  int port_ = 0;
+  std::string package_;
+};
+
+TEST_F(StoreTrust, RollbackFreezeMixAndMatchAndUnknownKeysAreRefused) {
+  ASSERT_EQ(cli("", "trust init " + repo("vision/lenet") + " --root-key " + key_file("root1") + " --release-key " +
+                        key_file("rel1") + ".pub").rc, 0);
+  CliResult push = cli("", "push " + package_ + " " + repo("vision/lenet:1.0") + " --release-key " + key_file("rel1"));
+  ASSERT_EQ(push.rc, 0) << push.output;
+  const std::string targets_v1 = manifest_bytes("vision/lenet", "trust-targets");
+  CliResult pull = as("a", "pull " + repo("vision/lenet:1.0") + " --trust-root " + key_file("root1") + ".pub --json");
+  ASSERT_EQ(pull.rc, 0) << pull.output;
+  EXPECT_EQ(parse_json_line(pull.output)["trust_version"], 1);
+  // Without a trusted root key and nothing cached, the metadata has no anchor.
+  EXPECT_NE(as("b", "pull " + repo("vision/lenet:1.0") + " --trust-root " + key_file("rogue") + ".pub").rc, 0);
+
+  push = cli("", "push " + other_package("release two") + " " + repo("vision/lenet:2.0") + " --release-key " + key_file("rel1"));
+  ASSERT_EQ(push.rc, 0) << push.output;
+  const std::string targets_v2 = manifest_bytes("vision/lenet", "trust-targets");
+  pull = as("a", "pull " + repo("vision/lenet:2.0") + " --json");  // the cache now enforces the metadata
+  ASSERT_EQ(pull.rc, 0) << pull.output;
+  EXPECT_EQ(parse_json_line(pull.output)["trust_version"], 2);
+
+  // Rollback: the registry serves targets version 1 again.
+  ASSERT_EQ(put_manifest("vision/lenet", "trust-targets", targets_v1), 201);
+  pull = as("a", "pull " + repo("vision/lenet:1.0"));
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("rollback refused"), std::string::npos) << pull.output;
+  ASSERT_EQ(put_manifest("vision/lenet", "trust-targets", targets_v2), 201);
+
+  // Mix-and-match: tag 1.0 moved to release 2.0's manifest.
+  const std::string v1_manifest = manifest_bytes("vision/lenet", "1.0");
+  ASSERT_EQ(put_manifest("vision/lenet", "1.0", manifest_bytes("vision/lenet", "2.0")), 201);
+  pull = as("a", "pull " + repo("vision/lenet:1.0"));
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("mix-and-match refused"), std::string::npos) << pull.output;
+  ASSERT_EQ(put_manifest("vision/lenet", "1.0", v1_manifest), 201);
+  // ... and another repository's (validly signed) targets put in this one's place.
+  ASSERT_EQ(cli("", "trust init " + repo("vision/other") + " --root-key " + key_file("root1") + " --release-key " +
+                        key_file("rel1") + ".pub").rc, 0);
+  ASSERT_EQ(cli("", "push " + package_ + " " + repo("vision/other:9.0") + " --release-key " + key_file("rel1")).rc, 0);
+  ASSERT_EQ(put_manifest("vision/lenet", "trust-targets", manifest_bytes("vision/other", "trust-targets")), 201);
+  pull = as("a", "pull " + repo("vision/lenet:1.0"));
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("of repository 'vision/other', not 'vision/lenet'"), std::string::npos) << pull.output;
+
+  // A key the root does not list: the publisher refuses to use it, and a client refuses targets it signed.
+  push = cli("", "push " + package_ + " " + repo("vision/lenet:3.0") + " --release-key " + key_file("rogue"));
+  EXPECT_EQ(push.rc, 1) << push.output;
+  EXPECT_NE(push.output.find("not a targets key"), std::string::npos) << push.output;
+  json forged = json::parse(read_all(dir_.file("a-cache") + "/trust/" + server_->registry() + "/vision/lenet/targets.json"));
+  forged["version"] = 3;
+  put_document("vision/lenet", "trust-targets", store::detail::sign_metadata(forged, {key_file("rogue")}));
+  pull = as("a", "pull " + repo("vision/lenet:1.0"));
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("which the root does not list for targets"), std::string::npos) << pull.output;
+
+  // Freeze: metadata past its expiry is refused even though its signature is good.
+  ASSERT_EQ(cli("", "trust init " + repo("vision/fast") + " --root-key " + key_file("root1") + " --release-key " +
+                        key_file("rel1") + ".pub").rc, 0);
+  ASSERT_EQ(cli("", "push " + package_ + " " + repo("vision/fast:1.0") + " --release-key " + key_file("rel1") +
+                        " --release-ttl 1").rc, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  pull = as("c", "pull " + repo("vision/fast:1.0") + " --trust-root " + key_file("root1") + ".pub");
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("freeze refused"), std::string::npos) << pull.output;
+}
+
+TEST_F(StoreTrust, RootKeysRotateAndForgedRotationsAreRefused) {
+  ASSERT_EQ(cli("", "trust init " + repo("vision/lenet") + " --root-key " + key_file("root1") + " --release-key " +
+                        key_file("rel1") + ".pub").rc, 0);
+  ASSERT_EQ(cli("", "push " + package_ + " " + repo("vision/lenet:1.0") + " --release-key " + key_file("rel1")).rc, 0);
+  ASSERT_EQ(as("a", "pull " + repo("vision/lenet:1.0") + " --trust-root " + key_file("root1") + ".pub").rc, 0);
+  // The old root key signs the new root, which names a new root key and a new release key.
+  CliResult rotate = cli("", "trust rotate " + repo("vision/lenet") + " --root-key " + key_file("root1") + " --new-root-key " +
+                                 key_file("root2") + " --release-key " + key_file("rel2") + ".pub");
+  ASSERT_EQ(rotate.rc, 0) << rotate.output;
+  EXPECT_NE(rotate.output.find("v2"), std::string::npos) << rotate.output;
+  // The retired release key can no longer publish; the new one can.
+  EXPECT_EQ(cli("", "push " + package_ + " " + repo("vision/lenet:2.0") + " --release-key " + key_file("rel1")).rc, 1);
+  CliResult push = cli("", "push " + other_package("two") + " " + repo("vision/lenet:2.0") + " --release-key " + key_file("rel2"));
+  ASSERT_EQ(push.rc, 0) << push.output;
+  // A client that trusted root v1 follows the chain to v2 and accepts targets signed by the new key.
+  CliResult pull = as("a", "pull " + repo("vision/lenet:2.0") + " --json");
+  ASSERT_EQ(pull.rc, 0) << pull.output;
+  EXPECT_EQ(parse_json_line(pull.output)["trust_version"], 2);
+  // So does a new client pinned to the original root key.
+  ASSERT_EQ(as("b", "pull " + repo("vision/lenet:1.0") + " --trust-root " + key_file("root1") + ".pub").rc, 0);
+  // A root v3 signed only by a key of the attacker's choosing is refused.
+  const json root3 = store::detail::make_root("vision/lenet", 3, static_cast<std::int64_t>(std::time(nullptr)) + 3600,
+                                              {store::detail::public_key_of_secret(key_file("rogue"))},
+                                              {store::detail::public_key_of_secret(key_file("rogue"))});
+  put_document("vision/lenet", "trust-root-3", store::detail::sign_metadata(root3, {key_file("rogue")}));
+  pull = as("a", "pull " + repo("vision/lenet:2.0"));
+  EXPECT_EQ(pull.rc, 1) << pull.output;
+  EXPECT_NE(pull.output.find("root v3 (by the previous root's keys)"), std::string::npos) << pull.output;
 }
 
 }  // namespace

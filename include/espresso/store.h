@@ -48,6 +48,8 @@ inline constexpr std::string_view kIndexMediaType = "application/vnd.oci.image.i
 inline constexpr std::string_view kSignatureArtifactType = "application/vnd.espresso.signature.v1";
 inline constexpr std::string_view kSignatureMediaType = "application/vnd.espresso.signature.v1+json";
 inline constexpr std::string_view kEmptyMediaType = "application/vnd.oci.empty.v1+json";
+inline constexpr std::string_view kTrustArtifactType = "application/vnd.espresso.trust.v1";
+inline constexpr std::string_view kTrustMediaType = "application/vnd.espresso.trust.v1+json";
 
 // Repository names as the OCI distribution spec defines them: lower-case components of [a-z0-9]
 // separated by '.', '_', '__' or '-', joined by '/'; at most 255 characters. This refuses '..',
@@ -112,7 +114,33 @@ struct ServerOptions {
   // refused with 413; the models it loads share this budget of weight bytes (a ModelPool on the CPU).
   std::size_t max_image_bytes = 16 << 20;
   std::size_t classify_budget_bytes = std::size_t{1} << 30;
+  // Bearer tokens (docs/store.md, "Authentication"): with `auth`, pushing and deleting need a token
+  // scoped to the repository and action, from GET /token with an access key; pulling needs one too
+  // unless `anonymous_pull`.
+  bool auth = false;
+  bool anonymous_pull = true;
+  std::chrono::seconds token_ttl{900};
 };
+
+// Access keys of a server's root (ROOT/auth/keys.json keeps only their secrets' SHA-256). Grants are
+// "PATTERN:ACTIONS": PATTERN a repository, "NAMESPACE/*" or "*"; ACTIONS from pull, push, delete (or *).
+struct AccessKey {
+  std::string id;
+  std::string secret;  // shown once
+};
+struct AccessKeyInfo {
+  std::string id;
+  std::vector<std::string> grants;
+  std::int64_t created = 0;
+  std::int64_t expires = 0;  // 0: never
+  bool revoked = false;
+};
+// Throws StoreError for a malformed grant. `lifetime` 0: the key never expires.
+AccessKey create_access_key(const std::filesystem::path& root, const std::vector<std::string>& grants,
+                            std::chrono::seconds lifetime = std::chrono::seconds(0));
+// Tokens the key obtained stop working at once. False when there is no such key.
+bool revoke_access_key(const std::filesystem::path& root, const std::string& id);
+std::vector<AccessKeyInfo> list_access_keys(const std::filesystem::path& root);
 
 struct FsckReport {
   std::size_t blobs = 0;             // blobs hashed
@@ -160,7 +188,17 @@ struct ClientOptions {
   std::size_t chunk_bytes = 32 << 20;  // upload chunk size (PATCH)
   // Public key files: when any is given, pull accepts only releases signed by one of them.
   std::vector<std::filesystem::path> trusted_keys;
+  // Access keys per registry, written by `espresso login` (see default_credentials_file()).
+  std::filesystem::path credentials;
+  // Root public keys (ESPRESSO_TRUST_ROOTS, ':'-separated): a pull checks the repository's trust
+  // metadata when any is given or when the cache already holds trusted metadata for it; it then
+  // refuses rollback, expired (frozen) metadata, mix-and-match and keys the root does not list.
+  std::vector<std::filesystem::path> trust_roots;
 };
+
+// $ESPRESSO_CREDENTIALS, else $XDG_CONFIG_HOME/espresso/credentials.json, else
+// ~/.config/espresso/credentials.json (mode 0600; it holds secrets).
+std::filesystem::path default_credentials_file();
 
 // $ESPRESSO_CACHE, else $XDG_CACHE_HOME/espresso, else ~/.cache/espresso.
 std::filesystem::path default_cache_dir();
@@ -172,6 +210,10 @@ struct PushOptions {
   std::filesystem::path readme;  // optional layers
   std::filesystem::path labels;
   std::filesystem::path sign_key;  // a secret key file: also push a signature (tag sha256-HEX.sig)
+  // A release (targets) key: also add the release to the repository's signed targets metadata (a new
+  // version, expiring after `release_ttl`). The key must be listed in the repository's root metadata.
+  std::filesystem::path release_key;
+  std::chrono::seconds release_ttl{30 * 24 * 3600};
 };
 
 struct PushResult {
@@ -189,6 +231,7 @@ struct PullResult {
   std::uint64_t bytes_downloaded = 0;
   bool from_cache = false;        // nothing was downloaded
   std::string signed_by;          // key id of the trusted key that verified it (trusted keys given)
+  std::int64_t trust_version = 0;  // version of the targets metadata that vouched for it (0: none)
 };
 
 struct SearchQuery {
@@ -230,6 +273,20 @@ class Client {
   std::string show(const Reference& reference);
   // The manifest (JSON) a reference names, from the registry.
   std::string manifest(const Reference& reference);
+  // Checks an access key against the registry's token service and stores it in the credentials file.
+  // Throws StoreError when the registry refuses it or has no authentication.
+  void login(const std::string& registry, const std::string& key_id, const std::string& secret);
+  // Forgets the registry's access key; false when none was stored.
+  bool logout(const std::string& registry);
+  // Publishes root metadata version 1 for a repository (docs/store.md, "Trust metadata"): `root_key`
+  // (secret) signs it and is its root key; `release_keys` (public files) may sign targets.
+  void trust_init(const Reference& repository, const std::filesystem::path& root_key,
+                  const std::vector<std::filesystem::path>& release_keys, std::chrono::seconds lifetime);
+  // Publishes the next root version, signed by the current root key and the new one, which replaces it;
+  // `release_keys` replace the release keys. Returns the new version.
+  std::int64_t trust_rotate(const Reference& repository, const std::filesystem::path& old_root_key,
+                            const std::filesystem::path& new_root_key,
+                            const std::vector<std::filesystem::path>& release_keys, std::chrono::seconds lifetime);
 
   std::vector<CacheEntry> cache_list() const;
   // Re-hashes every cached blob; with `remove_bad` deletes those that do not match.

@@ -15,15 +15,18 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
-#include <future>
+#include <span>
 #include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 
 #include "espresso/store.h"
 #include "store/digest.h"
+#include "store/hashing_writer.h"
 #include "store/signing.h"
+#include "store/trust.h"
 
 namespace espresso::store {
 
@@ -96,12 +99,64 @@ Descriptor checked_descriptor(const json& d, const std::string& where) {
   return {d.value("mediaType", std::string()), d["digest"].get<std::string>(), d["size"].get<std::uint64_t>()};
 }
 
+// The value of `key` in a WWW-Authenticate challenge (key="value" pairs).
+std::string challenge_field(const std::string& challenge, const std::string& key) {
+  const std::size_t at = challenge.find(key + "=\"");
+  if (at == std::string::npos) return "";
+  const std::size_t start = at + key.size() + 2;
+  const std::size_t end = challenge.find('"', start);
+  return end == std::string::npos ? "" : challenge.substr(start, end - start);
+}
+
+std::string base64(const std::string& bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string text;
+  std::size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const std::uint32_t v = (static_cast<unsigned char>(bytes[i]) << 16) | (static_cast<unsigned char>(bytes[i + 1]) << 8) |
+                            static_cast<unsigned char>(bytes[i + 2]);
+    for (int s = 18; s >= 0; s -= 6) text += kAlphabet[(v >> s) & 63];
+  }
+  if (i < bytes.size()) {
+    std::uint32_t v = static_cast<unsigned char>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+    text += kAlphabet[(v >> 18) & 63];
+    text += kAlphabet[(v >> 12) & 63];
+    text += i + 1 < bytes.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    text += '=';
+  }
+  return text;
+}
+
+struct Credentials {
+  std::string key_id;
+  std::string secret;
+};
+
+json read_credentials(const fs::path& file) {
+  std::error_code ec;
+  if (file.empty() || !fs::exists(file, ec)) return json::object();
+  const json all = json::parse(detail::read_file(file), nullptr, false);
+  if (!all.is_object()) throw StoreError(file.string() + ": the credentials file is not a JSON object (remove it and log in again)");
+  return all;
+}
+
+std::optional<Credentials> credentials_for(const fs::path& file, const std::string& registry) {
+  const json all = read_credentials(file);
+  if (!all.contains("registries") || !all["registries"].is_object() || !all["registries"].contains(registry)) return std::nullopt;
+  const json& entry = all["registries"][registry];
+  if (!entry.is_object() || !entry.contains("key_id") || !entry.contains("secret"))
+    throw StoreError(file.string() + ": the entry for " + registry + " lacks key_id or secret (log in again)");
+  return Credentials{entry["key_id"].get<std::string>(), entry["secret"].get<std::string>()};
+}
+
 class Registry {
  public:
   Registry(const std::string& registry, const ClientOptions& options)
       : name_(registry),
         plain_(options.plain_http || loopback(registry)),
-        http_((options.plain_http || loopback(registry) ? "http://" : "https://") + registry) {
+        http_((options.plain_http || loopback(registry) ? "http://" : "https://") + registry),
+        credentials_file_(options.credentials) {
     http_.set_connection_timeout(10, 0);
     http_.set_read_timeout(60, 0);
     http_.set_write_timeout(60, 0);
@@ -110,15 +165,83 @@ class Registry {
   }
   httplib::Client& http() { return http_; }
   StoreError error(const std::string& what, const httplib::Result& result) const {
-    return StoreError("registry " + name_ + ": " + what + ": " + describe(result));
+    std::string hint;
+    if (result && result->status == 401)
+      hint = credentials_ ? " (the stored access key was refused: espresso login " + name_ + " again)"
+                          : " (this needs an access key: espresso login " + name_ + ")";
+    if (result && result->status == 403)
+      hint = credentials_ ? " (the access key " + credentials_->key_id + " is not granted this)"
+                          : " (anonymous access does not allow this: espresso login " + name_ + ")";
+    return StoreError("registry " + name_ + ": " + what + ": " + describe(result) + hint);
   }
   const std::string& name() const { return name_; }
   bool plain() const { return plain_; }
+  // "Bearer TOKEN" once a challenge has been answered, else "".
+  const std::string& authorization() const { return authorization_; }
+
+  // Sends a request; on 401 or 403 with a Bearer challenge (no token, or one without this scope), gets
+  // a token for the challenge's scope (with the stored access key, or anonymously) and sends it once more.
+  httplib::Result call(const std::function<httplib::Result()>& send) {
+    httplib::Result result = send();
+    if (!result || (result->status != 401 && result->status != 403)) return result;
+    const std::string challenge = result->get_header_value("WWW-Authenticate");
+    if (challenge.rfind("Bearer ", 0) != 0) return result;
+    fetch_token(challenge);
+    return send();
+  }
+
+  // The token service's answer for the credentials and scope (login checks credentials this way).
+  void fetch_token(const std::string& challenge, bool must_authenticate = false) {
+    const std::string realm = challenge_field(challenge, "realm");
+    const std::string service = challenge_field(challenge, "service");
+    const std::string scope = challenge_field(challenge, "scope");
+    const std::size_t scheme = realm.find("://");
+    if (realm.empty() || scheme == std::string::npos)
+      throw StoreError("registry " + name_ + ": its authentication challenge has no usable realm ('" + challenge + "')");
+    const std::size_t slash = realm.find('/', scheme + 3);
+    httplib::Client token_server(realm.substr(0, slash));
+    token_server.set_connection_timeout(10, 0);
+    token_server.set_read_timeout(30, 0);
+    std::string path = slash == std::string::npos ? "/" : realm.substr(slash);
+    std::string query;
+    if (!service.empty()) query += "service=" + url_encode(service);
+    if (!scope.empty()) query += std::string(query.empty() ? "" : "&") + "scope=" + url_encode(scope);
+    if (!query.empty()) path = with_param(path, query);
+    if (!credentials_loaded_) {
+      credentials_ = credentials_for(credentials_file_, name_);
+      credentials_loaded_ = true;
+    }
+    if (must_authenticate && !credentials_) throw StoreError("registry " + name_ + ": no access key to log in with");
+    httplib::Headers headers;
+    if (credentials_) headers.emplace("Authorization", "Basic " + base64(credentials_->key_id + ":" + credentials_->secret));
+    auto got = token_server.Get(path, headers);
+    if (!got || got->status != 200) {
+      throw StoreError("registry " + name_ + ": its token service at " + realm + " refused " +
+                       (credentials_ ? "access key " + credentials_->key_id : std::string("an anonymous request")) + ": " +
+                       describe(got) + (credentials_ ? " (espresso login " + name_ + " again)" : ""));
+    }
+    const json answer = json::parse(got->body, nullptr, false);
+    std::string token;
+    if (answer.is_object() && answer.contains("token") && answer["token"].is_string()) token = answer["token"];
+    else if (answer.is_object() && answer.contains("access_token") && answer["access_token"].is_string()) token = answer["access_token"];
+    if (token.empty() || token.find_first_of("\r\n") != std::string::npos)
+      throw StoreError("registry " + name_ + ": its token service answered without a token");
+    authorization_ = "Bearer " + token;
+    http_.set_bearer_token_auth(token);
+  }
+  void use_credentials(const Credentials& credentials) {
+    credentials_ = credentials;
+    credentials_loaded_ = true;
+  }
 
  private:
   std::string name_;
   bool plain_;
   httplib::Client http_;
+  fs::path credentials_file_;
+  std::optional<Credentials> credentials_;
+  bool credentials_loaded_ = false;
+  std::string authorization_;
 };
 
 struct Cache {
@@ -128,6 +251,7 @@ struct Cache {
   fs::path ref(const Reference& r) const { return root / "refs" / r.registry / r.name / r.tag; }
   fs::path package(const std::string& digest) const { return root / "packages" / (detail::digest_hex(digest) + ".esp"); }
   fs::path signature(const std::string& digest) const { return root / "signatures" / (detail::digest_hex(digest) + ".json"); }
+  fs::path trust(const std::string& registry, const std::string& name) const { return root / "trust" / registry / name; }
   void create() const {
     for (const char* folder : {"blobs/sha256", "partial/sha256", "refs", "packages", "signatures"}) fs::create_directories(root / folder);
   }
@@ -175,13 +299,30 @@ fs::path default_cache_dir() {
   return fs::path(home != nullptr ? home : ".") / ".cache" / "espresso";
 }
 
+fs::path default_credentials_file() {
+  if (const char* file = std::getenv("ESPRESSO_CREDENTIALS"); file != nullptr && *file != '\0') return file;
+  if (const char* xdg = std::getenv("XDG_CONFIG_HOME"); xdg != nullptr && *xdg != '\0')
+    return fs::path(xdg) / "espresso" / "credentials.json";
+  const char* home = std::getenv("HOME");
+  return fs::path(home != nullptr ? home : ".") / ".config" / "espresso" / "credentials.json";
+}
+
 ClientOptions client_options_from_env() {
   ClientOptions options;
   options.cache = default_cache_dir();
+  options.credentials = default_credentials_file();
   const char* offline = std::getenv("ESPRESSO_OFFLINE");
   options.offline = offline != nullptr && std::string(offline) != "" && std::string(offline) != "0";
   const char* insecure = std::getenv("ESPRESSO_INSECURE");
   options.plain_http = insecure != nullptr && std::string(insecure) != "" && std::string(insecure) != "0";
+  if (const char* roots = std::getenv("ESPRESSO_TRUST_ROOTS"); roots != nullptr) {
+    const std::string list = roots;
+    for (std::size_t start = 0; start <= list.size();) {
+      const std::size_t colon = std::min(list.find(':', start), list.size());
+      if (colon > start) options.trust_roots.emplace_back(list.substr(start, colon - start));
+      start = colon + 1;
+    }
+  }
   if (const char* keys = std::getenv("ESPRESSO_TRUSTED_KEYS"); keys != nullptr) {
     std::string list = keys;
     for (std::size_t start = 0; start <= list.size();) {
@@ -199,15 +340,60 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
 
 namespace {
 
+// Writes the credentials file through a temporary file that is 0600 from its creation.
+void write_credentials(const fs::path& file, const json& all) {
+  fs::create_directories(file.parent_path());
+  const fs::path temp = file.parent_path() / (".tmp-" + detail::unique_suffix());
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) throw FileError(temp.string() + ": cannot be created");
+  const std::string text = all.dump(2) + "\n";
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(temp.c_str(), file.c_str()) != 0) {
+    ::unlink(temp.c_str());
+    throw FileError(file.string() + ": cannot be written");
+  }
+}
+
+}  // namespace
+
+void Client::login(const std::string& registry_name, const std::string& key_id, const std::string& secret) {
+  if (options_.offline) throw StoreError("login: ESPRESSO_OFFLINE is set; logging in needs the network");
+  if (key_id.empty() || secret.empty()) throw StoreError("login: the access key id and secret must not be empty");
+  if (options_.credentials.empty()) throw StoreError("login: no credentials file (set ESPRESSO_CREDENTIALS or HOME)");
+  Registry registry(registry_name, options_);
+  registry.use_credentials({key_id, secret});
+  auto base = registry.http().Get("/v2/");
+  if (!base) throw registry.error("login", base);
+  const std::string challenge = base->get_header_value("WWW-Authenticate");
+  if (base->status != 401 || challenge.rfind("Bearer ", 0) != 0)
+    throw StoreError("login: registry " + registry_name + " does not ask for bearer tokens (HTTP " +
+                     std::to_string(base->status) + " for /v2/); nothing was stored");
+  registry.fetch_token(challenge, true);
+  json all = read_credentials(options_.credentials);
+  all["registries"][registry_name] = {{"key_id", key_id}, {"secret", secret}};
+  write_credentials(options_.credentials, all);
+}
+
+bool Client::logout(const std::string& registry_name) {
+  json all = read_credentials(options_.credentials);
+  if (!all.contains("registries") || !all["registries"].is_object() || !all["registries"].contains(registry_name)) return false;
+  all["registries"].erase(registry_name);
+  write_credentials(options_.credentials, all);
+  return true;
+}
+
+namespace {
+
 void upload_blob(Registry& registry, const std::string& repo, const Blob& blob, const ClientOptions& options,
                  PushResult& result) {
   httplib::Client& http = registry.http();
   const std::string blob_path = "/v2/" + repo + "/blobs/" + blob.digest;
-  if (auto head = http.Head(blob_path); head && head->status == 200) {
+  if (auto head = registry.call([&] { return http.Head(blob_path); }); head && head->status == 200) {
     ++result.blobs_present;
     return;
   }
-  auto started = http.Post("/v2/" + repo + "/blobs/uploads/", "", "application/octet-stream");
+  auto started = registry.call([&] { return http.Post("/v2/" + repo + "/blobs/uploads/", "", "application/octet-stream"); });
   if (!started || started->status != 202) throw registry.error("starting an upload of " + blob.digest, started);
   std::string location = location_path(started->get_header_value("Location"));
   Progress progress{"push " + blob.title, 0, blob.size};
@@ -267,6 +453,11 @@ Blob file_blob(const fs::path& file, std::string_view media_type, const std::str
 
 }  // namespace
 
+namespace {
+void publish_target(Registry& registry, const Cache& cache, const Reference& reference, const std::string& digest,
+                    std::uint64_t size, const PushOptions& options, const ClientOptions& client_options);
+}  // namespace
+
 PushResult Client::push(const fs::path& package, const Reference& reference, const PushOptions& options) {
   if (options_.offline) throw StoreError("push: ESPRESSO_OFFLINE is set; pushing needs the network");
   if (reference.tag.empty()) throw StoreError("push: '" + reference.str() + "' needs a version tag (NAME:VERSION)");
@@ -301,8 +492,8 @@ PushResult Client::push(const fs::path& package, const Reference& reference, con
                          {"annotations", annotations}};
   const std::string bytes = manifest.dump();
   const std::string digest = sha256_digest(bytes);
-  auto put = registry.http().Put("/v2/" + reference.name + "/manifests/" + reference.tag, bytes,
-                                 std::string(kManifestMediaType));
+  auto put = registry.call([&] { return registry.http().Put("/v2/" + reference.name + "/manifests/" + reference.tag, bytes,
+                                 std::string(kManifestMediaType)); });
   if (!put || put->status != 201) throw registry.error("pushing the manifest of " + reference.str(), put);
   const std::string answered = put->get_header_value("Docker-Content-Digest");
   if (!answered.empty() && answered != digest)
@@ -323,11 +514,13 @@ PushResult Client::push(const fs::path& package, const Reference& reference, con
         {"config", {{"mediaType", kEmptyMediaType}, {"digest", empty.digest}, {"size", 2}}},
         {"layers", json::array({{{"mediaType", kSignatureMediaType}, {"digest", signature.digest}, {"size", signature.size}}})},
         {"subject", {{"mediaType", kManifestMediaType}, {"digest", digest}, {"size", bytes.size()}}}};
-    auto signed_put = registry.http().Put("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
-                                          signature_manifest.dump(), std::string(kManifestMediaType));
+    auto signed_put = registry.call([&] { return registry.http().Put("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
+                                          signature_manifest.dump(), std::string(kManifestMediaType)); });
     if (!signed_put || signed_put->status != 201) throw registry.error("pushing the signature of " + reference.str(), signed_put);
     result.signed_by = json::parse(document)["key_id"].get<std::string>();
   }
+  if (!options.release_key.empty())
+    publish_target(registry, Cache{options_.cache}, reference, digest, bytes.size(), options, options_);
   return result;
 }
 
@@ -335,11 +528,20 @@ namespace {
 
 enum class FastGet { done, unsupported, connection_failed };
 
-// A plain-HTTP GET read with 1 MiB socket reads. Answers `unsupported` before any byte reaches the
-// callbacks when the server wants something else (redirect, chunked encoding, no Content-Length).
+// Where a blob's body goes: `response` sees the status first; bytes are then received in place
+// (`space`, then `commit` of what arrived) or, for the few that came with the headers, copied (`data`).
+struct BodyTarget {
+  std::function<bool(int, const std::string&)> response;
+  std::function<bool(const char*, std::size_t)> data;
+  std::function<std::span<char>()> space;
+  std::function<bool(std::size_t)> commit;
+};
+
+// A plain-HTTP GET that receives the body straight into the target's buffers (httplib reads 4 KiB at a
+// time and copies). Answers `unsupported` before any byte reaches the target when the server wants
+// something else (redirect, chunked encoding, no Content-Length).
 FastGet fast_get(const std::string& registry, const std::string& path, std::uint64_t offset,
-                 const std::function<bool(int, const std::string&)>& on_response,
-                 const std::function<bool(const char*, std::size_t)>& on_data) {
+                 const std::string& authorization, const BodyTarget& target) {
   if (registry.empty() || registry.front() == '[') return FastGet::unsupported;
   const std::size_t colon = registry.rfind(':');
   const std::string host = registry.substr(0, colon);
@@ -366,15 +568,15 @@ FastGet fast_get(const std::string& registry, const std::string& path, std::uint
   timeval timeout{60, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-  int size = 4 << 20;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   std::string request = "GET " + path + " HTTP/1.1\r\nHost: " + registry +
                         "\r\nUser-Agent: espresso\r\nAccept: */*\r\nConnection: close\r\n";
   if (offset > 0) request += "Range: bytes=" + std::to_string(offset) + "-\r\n";
+  if (!authorization.empty()) request += "Authorization: " + authorization + "\r\n";
   request += "\r\n";
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
     return FastGet::connection_failed;
-  std::vector<char> buffer(1 << 20);
+  // The head is read in small pieces so that little of the body needs copying.
+  std::vector<char> buffer(16 << 10);
   std::string head;
   std::size_t end = std::string::npos;
   while (end == std::string::npos) {
@@ -398,24 +600,25 @@ FastGet fast_get(const std::string& registry, const std::string& path, std::uint
   if (head.rfind("HTTP/1.", 0) != 0 || head.size() < 12) return FastGet::unsupported;
   const int status = std::atoi(head.c_str() + 9);
   const auto length_text = field("content-length");
-  if (field("transfer-encoding") || !length_text || (status >= 300 && status < 400)) return FastGet::unsupported;
+  if (field("transfer-encoding") || !length_text || (status >= 300 && status < 400) || status == 401)
+    return FastGet::unsupported;
   std::uint64_t remaining = 0;
   try {
     remaining = std::stoull(*length_text);
   } catch (const std::exception&) {
     return FastGet::unsupported;
   }
-  if (!on_response(status, field("content-range").value_or(""))) return FastGet::done;
-  const auto deliver = [&](const char* data, std::size_t n) {
-    const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(n, remaining));
-    remaining -= take;
-    return take == 0 || on_data(data, take);
-  };
-  if (!deliver(body_start.data(), body_start.size())) return FastGet::done;
+  if (!target.response(status, field("content-range").value_or(""))) return FastGet::done;
+  const std::size_t first = static_cast<std::size_t>(std::min<std::uint64_t>(body_start.size(), remaining));
+  if (first > 0 && !target.data(body_start.data(), first)) return FastGet::done;
+  remaining -= first;
   while (remaining > 0) {
-    const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    const std::span<char> room = target.space();
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(room.size(), remaining));
+    const ssize_t n = ::recv(fd, room.data(), want, 0);
     if (n <= 0) return FastGet::connection_failed;
-    if (!deliver(buffer.data(), static_cast<std::size_t>(n))) return FastGet::done;
+    remaining -= static_cast<std::uint64_t>(n);
+    if (!target.commit(static_cast<std::size_t>(n))) return FastGet::done;
   }
   return FastGet::done;
 }
@@ -453,53 +656,44 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
     if (::ftruncate(fd, 0) != 0) throw FileError(writing.string() + ": cannot be truncated");
     offset = 0;
   }
+  // Reserve the disk space up front (the file's size stays, so a resume still starts at its end): a
+  // full disk is reported before the download rather than after most of it.
+  if (d.size > offset && ::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                                     static_cast<off_t>(d.size - offset)) != 0 && errno == ENOSPC)
+    throw FileError(writing.string() + ": no room for the " + std::to_string(d.size - offset) +
+                    " bytes of blob " + d.digest + " (disk full)");
   detail::Sha256 hash;
   detail::hash_prefix(fd, offset, hash, writing.string());
-  std::unique_ptr<detail::Sha256> restart_hash;
+  detail::Sha256 restart_hash;
+  bool restarted = false;
   std::uint64_t received = 0;
   std::string failure;
   Progress progress{"pull " + d.digest.substr(0, 19), offset, d.size};
+  std::uint64_t reported = offset;
   httplib::Headers headers;
   if (offset > 0 && offset < d.size) headers.emplace("Range", "bytes=" + std::to_string(offset) + "-");
-  // Received bytes collect in `buffer`; full buffers are hashed and written on a second thread while
-  // this one receives the next (two buffers, one in flight).
-  std::uint64_t position = offset;  // written to the file (the worker's)
-  std::uint64_t accepted = offset;  // received so far (this thread's)
-  constexpr std::size_t kChunk = 4 << 20;
-  std::vector<char> buffer;
-  std::vector<char> in_flight;
-  buffer.reserve(kChunk);
-  in_flight.reserve(kChunk);
-  std::future<bool> pending;
-  detail::Sha256* active = &hash;
-  const auto write_out = [&](const std::vector<char>& bytes) {
-    active->update(bytes.data(), bytes.size());
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t n = ::pwrite(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(position));
-      if (n <= 0) return false;
-      done += static_cast<std::size_t>(n);
-      position += static_cast<std::uint64_t>(n);
+  std::uint64_t accepted = offset;  // received so far
+  detail::HashingWriter writer(fd, offset, hash, d.size - std::min(offset, d.size));
+  const auto accept = [&](std::size_t length) {
+    if (accepted + length > d.size) {
+      failure = "sent more bytes than the manifest's size " + std::to_string(d.size);
+      return false;
+    }
+    accepted += length;
+    received += length;
+    progress.done += length;
+    if (options.progress && progress.done - reported >= (4 << 20)) {
+      reported = progress.done;
+      options.progress(progress);
     }
     return true;
   };
-  const auto wait_pending = [&]() { return !pending.valid() || pending.get(); };
-  // Hands the full buffer to the worker; false when an earlier write failed.
-  const auto hand_off = [&]() {
-    if (!wait_pending()) return false;
-    std::swap(buffer, in_flight);
-    buffer.clear();
-    pending = std::async(std::launch::async, [&]() { return write_out(in_flight); });
-    return true;
+  const auto write_failed = [&]() {
+    failure = "cannot write to the cache (disk full?)";
+    return false;
   };
-  // Waits for the worker and writes what is left.
-  const auto flush = [&]() {
-    const bool earlier = wait_pending();
-    const bool last = write_out(buffer);
-    buffer.clear();
-    return earlier && last;
-  };
-  const auto on_response = [&](int status, const std::string& content_range) {
+  BodyTarget target;
+  target.response = [&](int status, const std::string& content_range) {
     if (status == 206) {
       if (content_range.rfind("bytes " + std::to_string(offset) + "-", 0) != 0) {
         failure = "answered a Range request for byte " + std::to_string(offset) + " with '" + content_range + "'";
@@ -513,51 +707,38 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
     }
     if (offset > 0) {
       // The server ignored Range and sends the whole blob: start over from byte 0.
-      restart_hash = std::make_unique<detail::Sha256>();
-      active = restart_hash.get();
-      position = 0;
+      writer.restart(restart_hash);
+      restarted = true;
       accepted = 0;
       progress.done = 0;
-      if (::ftruncate(fd, 0) != 0) return false;
+      if (::ftruncate(fd, 0) != 0) return write_failed();
     }
     return true;
   };
-  const auto on_data = [&](const char* data, std::size_t length) {
-    if (accepted + length > d.size) {
-      failure = "sent more bytes than the manifest's size " + std::to_string(d.size);
-      return false;
-    }
-    buffer.insert(buffer.end(), data, data + length);
-    accepted += length;
-    received += length;
-    progress.done += length;
-    if (buffer.size() >= kChunk) {
-      if (!hand_off()) {
-        failure = "cannot write to the cache (disk full?)";
-        return false;
-      }
-      if (options.progress) options.progress(progress);
-    }
-    return true;
+  target.data = [&](const char* data, std::size_t length) {
+    return accept(length) && (writer.append(data, length) || write_failed());
   };
+  target.space = [&]() { return writer.space(); };
+  target.commit = [&](std::size_t length) { return accept(length) && (writer.commit(length) || write_failed()); };
   const std::string path = "/v2/" + repo + "/blobs/" + d.digest;
-  // Plain HTTP goes through large socket reads (httplib reads 4 KiB at a time); HTTPS, redirects and
-  // chunked answers through httplib.
+  // Plain HTTP receives in place with large socket reads; HTTPS, redirects and chunked answers go
+  // through httplib.
   const FastGet fast = registry.plain() ? fast_get(registry.name(), path, offset > 0 && offset < d.size ? offset : 0,
-                                                   on_response, on_data)
+                                                   registry.authorization(), target)
                                         : FastGet::unsupported;
   httplib::Result result{nullptr, httplib::Error::Success};
   if (fast == FastGet::unsupported) {
     result = registry.http().Get(
         path, headers,
         [&](const httplib::Response& response) {
-          return on_response(response.status, response.get_header_value("Content-Range"));
+          return target.response(response.status, response.get_header_value("Content-Range"));
         },
-        on_data);
+        target.data);
   } else if (fast == FastGet::connection_failed && failure.empty()) {
     failure = "the connection failed or broke off (what arrived is kept; run again to resume)";
   }
-  if (!flush() && failure.empty()) failure = "cannot write to the cache (disk full?)";
+  if (!writer.finish() && failure.empty()) failure = "cannot write to the cache (disk full?)";
+  const std::uint64_t position = writer.position();
   if (!failure.empty()) {
     if (failure.rfind("sent more", 0) == 0) {
       if (::ftruncate(fd, 0) != 0) {}
@@ -575,7 +756,7 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
     throw StoreError("registry " + registry.name() + ": blob " + d.digest + " ended after " + std::to_string(position) +
                      " of " + std::to_string(d.size) + " bytes (kept; run again to resume)");
   }
-  const std::string actual = active->finish();
+  const std::string actual = (restarted ? restart_hash : hash).finish();
   if (actual != d.digest) {
     if (::ftruncate(fd, 0) != 0) {}
     throw IntegrityError("registry " + registry.name() + ": blob " + d.digest + " arrived with digest " + actual +
@@ -616,6 +797,244 @@ ModelManifest parse_model_manifest(const std::string& bytes, const std::string& 
   return model;
 }
 
+// ---- trust metadata on the registry ------------------------------------------------------------------
+
+constexpr std::uint64_t kMaxTrustBytes = 1 << 20;
+
+std::string root_tag(std::int64_t version) { return "trust-root-" + std::to_string(version); }
+constexpr const char* kTargetsTag = "trust-targets";
+
+std::int64_t now_seconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+// A trust document stored as an artifact under `tag`; nullopt when the tag does not exist.
+std::optional<json> fetch_document(Registry& registry, const std::string& repo, const std::string& tag) {
+  const std::string what = repo + ":" + tag;
+  auto got = registry.call([&] {
+    return registry.http().Get("/v2/" + repo + "/manifests/" + tag, httplib::Headers{{"Accept", std::string(kManifestMediaType)}});
+  });
+  if (got && got->status == 404) return std::nullopt;
+  if (!got || got->status != 200) throw registry.error("getting trust metadata " + what, got);
+  const json manifest = json::parse(got->body, nullptr, false);
+  if (!manifest.is_object() || !manifest.contains("layers") || !manifest["layers"].is_array() || manifest["layers"].empty())
+    throw IntegrityError(what + ": the trust metadata manifest is malformed");
+  const Descriptor d = checked_descriptor(manifest["layers"][0], what + ": layers[0]");
+  if (d.size > kMaxTrustBytes) throw IntegrityError(what + ": trust metadata larger than 1 MiB");
+  auto blob = registry.call([&] { return registry.http().Get("/v2/" + repo + "/blobs/" + d.digest); });
+  if (!blob || blob->status != 200) throw registry.error("getting trust metadata " + what, blob);
+  if (blob->body.size() != d.size || sha256_digest(blob->body) != d.digest)
+    throw IntegrityError(what + ": the trust metadata does not match its digest");
+  json document = json::parse(blob->body, nullptr, false);
+  if (!document.is_object() || !document.contains("signed") || !document["signed"].is_object())
+    throw IntegrityError(what + ": the trust metadata is not a signed JSON document");
+  return document;
+}
+
+void push_document(Registry& registry, const std::string& repo, const std::string& tag, const json& document,
+                   const ClientOptions& options) {
+  PushResult ignored;
+  const std::string bytes = document.dump();
+  Blob layer{std::string(kTrustMediaType), sha256_digest(bytes), bytes.size(), {}, bytes, tag};
+  Blob empty{std::string(kEmptyMediaType), sha256_digest("{}"), 2, {}, "{}", "empty"};
+  upload_blob(registry, repo, empty, options, ignored);
+  upload_blob(registry, repo, layer, options, ignored);
+  const json manifest = {{"schemaVersion", 2},
+                         {"mediaType", kManifestMediaType},
+                         {"artifactType", kTrustArtifactType},
+                         {"config", {{"mediaType", kEmptyMediaType}, {"digest", empty.digest}, {"size", 2}}},
+                         {"layers", json::array({{{"mediaType", kTrustMediaType}, {"digest", layer.digest}, {"size", layer.size}}})}};
+  auto put = registry.call([&] {
+    return registry.http().Put("/v2/" + repo + "/manifests/" + tag, manifest.dump(), std::string(kManifestMediaType));
+  });
+  if (!put || put->status != 201) throw registry.error("pushing trust metadata " + repo + ":" + tag, put);
+}
+
+std::string describe_time(std::int64_t seconds) {
+  const std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm utc{};
+  ::gmtime_r(&t, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text;
+}
+
+// The newest root the chain of root versions leads to from what this cache trusts (or, the first
+// time, from version 1 signed by one of `pinned`; with `trust_first` and nothing pinned, version 1 is
+// taken as it is: a publisher's own first look). Each step must be signed by the old and the new root keys.
+json update_root(Registry& registry, const Cache& cache, const std::string& name, const std::vector<fs::path>& pinned,
+                 bool trust_first) {
+  const fs::path state = cache.trust(registry.name(), name);
+  const std::string what = registry.name() + "/" + name;
+  json trusted;
+  std::error_code ec;
+  if (fs::exists(state / "root.json", ec)) {
+    trusted = json::parse(detail::read_file(state / "root.json"), nullptr, false);
+    detail::check_root_shape(trusted.value("signed", json()), name, (state / "root.json").string());
+  } else {
+    const auto first = fetch_document(registry, name, root_tag(1));
+    if (!first) throw IntegrityError(what + ": the repository has no trust metadata (espresso trust init)");
+    detail::check_root_shape((*first)["signed"], name, what + " root v1");
+    if ((*first)["signed"]["version"] != 1) throw IntegrityError(what + ": " + root_tag(1) + " is not version 1");
+    detail::check_signatures(*first, (*first)["signed"], "root", what + " root v1");
+    if (!pinned.empty()) {
+      std::set<std::string> ids = (*first)["signed"]["roles"]["root"]["keyids"].get<std::set<std::string>>();
+      bool found = false;
+      for (const fs::path& key : pinned) found = found || ids.count(detail::read_public_key(key).id) > 0;
+      if (!found) throw IntegrityError(what + ": root v1 is not signed by a root key you trust (--trust-root)");
+    } else if (!trust_first) {
+      throw IntegrityError(what + ": no trusted root key for this repository (--trust-root)");
+    }
+    trusted = *first;
+  }
+  const std::int64_t start = trusted["signed"]["version"].get<std::int64_t>();
+  for (std::int64_t version = start + 1;; ++version) {
+    const auto next = fetch_document(registry, name, root_tag(version));
+    if (!next) break;
+    const std::string step = what + " root v" + std::to_string(version);
+    detail::check_root_shape((*next)["signed"], name, step);
+    if ((*next)["signed"]["version"] != version) throw IntegrityError(step + ": carries another version number");
+    detail::check_signatures(*next, trusted["signed"], "root", step + " (by the previous root's keys)");
+    detail::check_signatures(*next, (*next)["signed"], "root", step + " (by its own root keys)");
+    trusted = *next;
+  }
+  if (trusted["signed"]["expires"].get<std::int64_t>() <= now_seconds())
+    throw IntegrityError(what + ": root metadata v" + std::to_string(trusted["signed"]["version"].get<std::int64_t>()) +
+                         " expired at " + describe_time(trusted["signed"]["expires"]) + " (freeze refused)");
+  detail::write_file_atomically(state / "root.json", trusted.dump());
+  return trusted["signed"];
+}
+
+// The repository's current targets, verified against `root` and never older than what was seen.
+json update_targets(Registry& registry, const Cache& cache, const std::string& name, const json& root) {
+  const fs::path state = cache.trust(registry.name(), name);
+  const std::string what = registry.name() + "/" + name + " targets";
+  const auto document = fetch_document(registry, name, kTargetsTag);
+  if (!document) throw IntegrityError(what + ": the repository has root metadata but no targets");
+  const json& s = (*document)["signed"];
+  detail::check_targets_shape(s, name, what);
+  detail::check_signatures(*document, root, "targets", what);
+  std::error_code ec;
+  if (fs::exists(state / "targets.json", ec)) {
+    const json seen = json::parse(detail::read_file(state / "targets.json"), nullptr, false);
+    const std::int64_t old_version = seen.is_object() ? seen.value("version", std::int64_t{0}) : 0;
+    if (s["version"].get<std::int64_t>() < old_version)
+      throw IntegrityError(what + ": version " + std::to_string(s["version"].get<std::int64_t>()) + " is older than version " +
+                           std::to_string(old_version) + " seen before (rollback refused)");
+    if (s["version"].get<std::int64_t>() == old_version && s != seen)
+      throw IntegrityError(what + ": version " + std::to_string(old_version) + " differs from the one seen before");
+  }
+  if (s["expires"].get<std::int64_t>() <= now_seconds())
+    throw IntegrityError(what + ": version " + std::to_string(s["version"].get<std::int64_t>()) + " expired at " +
+                         describe_time(s["expires"]) + " (freeze refused)");
+  detail::write_file_atomically(state / "targets.json", s.dump());
+  return s;
+}
+
+// Checks that the targets vouch for this manifest under the reference's tag (or, by digest, any tag).
+void check_target(const json& targets, const Reference& reference, const std::string& digest, std::uint64_t size) {
+  const std::string what = reference.str();
+  if (!reference.tag.empty()) {
+    if (!targets["targets"].contains(reference.tag))
+      throw IntegrityError(what + ": the signed targets (version " + std::to_string(targets["version"].get<std::int64_t>()) +
+                           ") list no release '" + reference.tag + "'");
+    const json& t = targets["targets"][reference.tag];
+    if (t["digest"] != digest || t["size"] != size)
+      throw IntegrityError(what + ": the registry gives manifest " + digest + " but the signed targets say " +
+                           t["digest"].get<std::string>() + " (mix-and-match refused)");
+    return;
+  }
+  for (const auto& [tag, t] : targets["targets"].items()) {
+    if (t["digest"] == digest) return;
+  }
+  throw IntegrityError(what + ": no release in the signed targets has digest " + digest);
+}
+
+std::vector<detail::PublicKey> public_keys(const std::vector<fs::path>& files) {
+  std::vector<detail::PublicKey> keys;
+  for (const fs::path& f : files) keys.push_back(detail::read_public_key(f));
+  if (keys.empty()) throw StoreError("trust: at least one release key (public key file) is needed");
+  return keys;
+}
+
+}  // namespace
+
+void Client::trust_init(const Reference& repository, const fs::path& root_key, const std::vector<fs::path>& release_keys,
+                        std::chrono::seconds lifetime) {
+  if (options_.offline) throw StoreError("trust init: ESPRESSO_OFFLINE is set");
+  Registry registry(repository.registry, options_);
+  if (fetch_document(registry, repository.name, root_tag(1)))
+    throw StoreError("trust init: " + repository.registry + "/" + repository.name + " already has root metadata (use trust rotate)");
+  const json root = detail::make_root(repository.name, 1, now_seconds() + lifetime.count(),
+                                      {detail::public_key_of_secret(root_key)}, public_keys(release_keys));
+  push_document(registry, repository.name, root_tag(1), detail::sign_metadata(root, {root_key}), options_);
+}
+
+std::int64_t Client::trust_rotate(const Reference& repository, const fs::path& old_root_key, const fs::path& new_root_key,
+                                  const std::vector<fs::path>& release_keys, std::chrono::seconds lifetime) {
+  if (options_.offline) throw StoreError("trust rotate: ESPRESSO_OFFLINE is set");
+  Registry registry(repository.registry, options_);
+  const Cache cache{options_.cache};
+  const json current = update_root(registry, cache, repository.name, {}, true);
+  const std::int64_t version = current["version"].get<std::int64_t>() + 1;
+  const json root = detail::make_root(repository.name, version, now_seconds() + lifetime.count(),
+                                      {detail::public_key_of_secret(new_root_key)}, public_keys(release_keys));
+  const json document = detail::sign_metadata(root, {old_root_key, new_root_key});
+  // Refuse to publish what clients would refuse: the old key must be the current root key.
+  detail::check_signatures(document, current, "root", "trust rotate: the old root key");
+  push_document(registry, repository.name, root_tag(version), document, options_);
+  return version;
+}
+
+namespace {
+
+// Adds a pushed release to the repository's targets, signed by the release key.
+void publish_target(Registry& registry, const Cache& cache, const Reference& reference, const std::string& digest,
+                    std::uint64_t size, const PushOptions& options, const ClientOptions& client_options) {
+  const json root = update_root(registry, cache, reference.name, client_options.trust_roots, true);
+  const detail::PublicKey release = detail::public_key_of_secret(options.release_key);
+  const auto ids = root["roles"]["targets"]["keyids"].get<std::set<std::string>>();
+  if (!ids.count(release.id))
+    throw StoreError("push: release key " + release.id + " is not a targets key of " + reference.registry + "/" +
+                     reference.name + "'s root metadata (espresso trust rotate to change release keys)");
+  json targets = {{"_type", "targets"}, {"spec", detail::kTrustSpec}, {"repository", reference.name},
+                  {"version", 1},       {"targets", json::object()}};
+  if (const auto existing = fetch_document(registry, reference.name, kTargetsTag)) {
+    // Re-signing what the registry holds is safe only if a release key signed it: one of the current
+    // root's, or, right after a rotation, one of an earlier root version's.
+    const std::string what = reference.registry + "/" + reference.name + " targets";
+    detail::check_targets_shape((*existing)["signed"], reference.name, what);
+    try {
+      detail::check_signatures(*existing, root, "targets", what);
+    } catch (const IntegrityError&) {
+      bool verified = false;
+      for (std::int64_t v = root["version"].get<std::int64_t>() - 1; v >= 1 && !verified; --v) {
+        const auto earlier = fetch_document(registry, reference.name, root_tag(v));
+        if (!earlier) continue;
+        try {
+          detail::check_signatures(*existing, (*earlier)["signed"], "targets", what);
+          verified = true;
+        } catch (const IntegrityError&) {
+        }
+      }
+      if (!verified) throw;
+    }
+    targets = (*existing)["signed"];
+    std::error_code ec;
+    const fs::path seen = cache.trust(registry.name(), reference.name) / "targets.json";
+    if (fs::exists(seen, ec) &&
+        json::parse(detail::read_file(seen), nullptr, false).value("version", std::int64_t{0}) > targets["version"].get<std::int64_t>())
+      throw IntegrityError(what + ": the registry holds an older version than this cache has seen (rollback refused)");
+    targets["version"] = targets["version"].get<std::int64_t>() + 1;
+  }
+  targets["targets"][reference.tag] = {{"digest", digest}, {"size", size}};
+  targets["expires"] = now_seconds() + options.release_ttl.count();
+  push_document(registry, reference.name, kTargetsTag, detail::sign_metadata(targets, {options.release_key}), client_options);
+  detail::write_file_atomically(cache.trust(registry.name(), reference.name) / "targets.json", targets.dump());
+}
+
+}  // namespace
+
+namespace {
+
 // Links the package blob under an .esp name (the loader picks the format by extension).
 fs::path package_link(const Cache& cache, const std::string& digest) {
   const fs::path link = cache.package(digest);
@@ -651,11 +1070,26 @@ PullResult Client::pull(const Reference& reference) {
                       : StoreError(what + ": manifest " + digest + " is not in the cache (offline)"));
     }
     manifest_bytes = detail::read_file(cache.blob(digest));
+    const fs::path trust = cache.trust(reference.registry, reference.name);
+    if (fs::exists(trust / "targets.json", ec)) {
+      // Offline, the metadata trusted last time still has to be current and vouch for the release.
+      const json root = json::parse(detail::read_file(trust / "root.json"), nullptr, false);
+      const json targets = json::parse(detail::read_file(trust / "targets.json"), nullptr, false);
+      detail::check_root_shape(root.is_object() ? root.value("signed", json()) : json(), reference.name, trust.string());
+      detail::check_targets_shape(targets, reference.name, trust.string());
+      for (const json* s : {&root["signed"], &targets}) {
+        if ((*s)["expires"].get<std::int64_t>() <= now_seconds())
+          throw IntegrityError(what + ": the cached trust metadata expired at " + describe_time((*s)["expires"]) +
+                               " (freeze refused; pull online to refresh it)");
+      }
+      check_target(targets, reference, digest, manifest_bytes.size());
+      result.trust_version = targets["version"].get<std::int64_t>();
+    }
   } else {
     Registry registry(reference.registry, options_);
     const std::string accept = std::string(kManifestMediaType) + ", " + std::string(kIndexMediaType);
-    auto got = registry.http().Get("/v2/" + reference.name + "/manifests/" + (digest.empty() ? reference.tag : digest),
-                                   httplib::Headers{{"Accept", accept}});
+    auto got = registry.call([&] { return registry.http().Get("/v2/" + reference.name + "/manifests/" + (digest.empty() ? reference.tag : digest),
+                                   httplib::Headers{{"Accept", accept}}); });
     if (!got || got->status != 200) throw registry.error("getting the manifest of " + what, got);
     if (got->body.size() > kMaxManifestBytes) throw StoreError(what + ": the manifest is larger than 4 MiB");
     manifest_bytes = got->body;
@@ -666,6 +1100,14 @@ PullResult Client::pull(const Reference& reference) {
     if (!claimed.empty() && claimed != actual)
       throw IntegrityError(what + ": the registry says the manifest is " + claimed + " but it hashes to " + actual);
     digest = actual;
+    std::error_code trust_ec;
+    if (!options_.trust_roots.empty() || fs::exists(cache.trust(reference.registry, reference.name) / "root.json", trust_ec)) {
+      // Before any blob is fetched: the signed targets must vouch for this manifest.
+      const json root = update_root(registry, cache, reference.name, options_.trust_roots, false);
+      const json targets = update_targets(registry, cache, reference.name, root);
+      check_target(targets, reference, digest, manifest_bytes.size());
+      result.trust_version = targets["version"].get<std::int64_t>();
+    }
     const ModelManifest model = parse_model_manifest(manifest_bytes, what);
     std::vector<Descriptor> blobs = {model.config};
     blobs.insert(blobs.end(), model.layers.begin(), model.layers.end());
@@ -680,8 +1122,8 @@ PullResult Client::pull(const Reference& reference) {
     }
     if (!options_.trusted_keys.empty()) {
       // The release's signature, fetched and checked before the tag is recorded in the cache.
-      auto sig = registry.http().Get("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
-                                     httplib::Headers{{"Accept", std::string(kManifestMediaType)}});
+      auto sig = registry.call([&] { return registry.http().Get("/v2/" + reference.name + "/manifests/sha256-" + detail::digest_hex(digest) + ".sig",
+                                     httplib::Headers{{"Accept", std::string(kManifestMediaType)}}); });
       if (!sig || sig->status == 404) throw IntegrityError(what + ": the release is not signed, and trusted keys are required");
       if (sig->status != 200) throw registry.error("getting the signature of " + what, sig);
       const json signature_manifest = json::parse(sig->body, nullptr, false);
@@ -690,7 +1132,7 @@ PullResult Client::pull(const Reference& reference) {
         throw IntegrityError(what + ": the signature manifest is malformed");
       const Descriptor d = checked_descriptor(signature_manifest["layers"][0], what + ": signature layer");
       if (d.size > 65536) throw IntegrityError(what + ": the signature document is larger than 64 KiB");
-      auto blob = registry.http().Get("/v2/" + reference.name + "/blobs/" + d.digest);
+      auto blob = registry.call([&] { return registry.http().Get("/v2/" + reference.name + "/blobs/" + d.digest); });
       if (!blob || blob->status != 200) throw registry.error("getting the signature of " + what, blob);
       if (sha256_digest(blob->body) != d.digest) throw IntegrityError(what + ": the signature document does not match its digest");
       detail::write_file_atomically(cache.signature(digest), blob->body);
@@ -736,9 +1178,9 @@ PullResult Client::pull(const Reference& reference) {
 std::string Client::manifest(const Reference& reference) {
   if (options_.offline) throw StoreError("ESPRESSO_OFFLINE is set");
   Registry registry(reference.registry, options_);
-  auto got = registry.http().Get("/v2/" + reference.name + "/manifests/" +
+  auto got = registry.call([&] { return registry.http().Get("/v2/" + reference.name + "/manifests/" +
                                      (reference.digest.empty() ? reference.tag : reference.digest),
-                                 httplib::Headers{{"Accept", std::string(kManifestMediaType)}});
+                                 httplib::Headers{{"Accept", std::string(kManifestMediaType)}}); });
   if (!got || got->status != 200) throw registry.error("getting the manifest of " + reference.str(), got);
   return got->body;
 }
@@ -754,7 +1196,7 @@ std::string Client::search(const std::string& registry_name, const SearchQuery& 
   if (!query.cursor.empty()) path += "&cursor=" + url_encode(query.cursor);
   if (query.max_bytes > 0) path += "&max_bytes=" + std::to_string(query.max_bytes);
   if (query.min_accuracy > 0) path += "&min_accuracy=" + std::to_string(query.min_accuracy);
-  auto got = registry.http().Get(path);
+  auto got = registry.call([&] { return registry.http().Get(path); });
   if (!got || got->status != 200) throw registry.error("search", got);
   return got->body;
 }
@@ -762,7 +1204,7 @@ std::string Client::search(const std::string& registry_name, const SearchQuery& 
 std::string Client::show(const Reference& reference) {
   if (options_.offline) throw StoreError("show: ESPRESSO_OFFLINE is set; this needs the network");
   Registry registry(reference.registry, options_);
-  auto got = registry.http().Get("/api/v1/models/" + reference.name);
+  auto got = registry.call([&] { return registry.http().Get("/api/v1/models/" + reference.name); });
   if (!got || got->status != 200) throw registry.error("show " + reference.name, got);
   return got->body;
 }

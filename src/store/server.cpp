@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "espresso/store.h"
+#include "store/auth.h"
 #include "store/catalog.h"
 #include "store/digest.h"
 #include "store/signing.h"
@@ -39,6 +40,15 @@ void send_error(httplib::Response& res, int status, const std::string& code, con
   res.status = status;
   json body = {{"errors", json::array({{{"code", code}, {"message", message}}})}};
   res.set_content(body.dump(), "application/json");
+}
+
+// A field-naming JSON error for the page's APIs: the registry's error shape plus "field".
+void send_field_error(httplib::Response& res, int status, const std::string& code, const std::string& field,
+                      const std::string& message, bool close = false) {
+  res.status = status;
+  json body = {{"errors", json::array({{{"code", code}, {"message", message}, {"field", field}}})}};
+  res.set_content(body.dump(), "application/json");
+  if (close) res.set_header("Connection", "close");
 }
 
 // What a /v2/ path names.
@@ -167,6 +177,7 @@ struct Server::Impl {
   fs::path uploads;
   fs::path temp;
   std::unique_ptr<detail::Catalog> catalog;
+  std::unique_ptr<detail::AuthStore> auth;
   httplib::Server http;
   int port = 0;
   std::atomic<bool> stopping{false};
@@ -197,6 +208,11 @@ struct Server::Impl {
   }
 
   void setup_routes();
+  // With auth on: true when the request may do `action` on `repo` ("" = any valid token); otherwise
+  // answers 401 (with the Bearer challenge) or 403 and returns false.
+  bool authorize(const httplib::Request& req, httplib::Response& res, const std::string& repo, const std::string& action,
+                 bool body_unread);
+  void issue_token(const httplib::Request& req, httplib::Response& res);
   void handle_get(const httplib::Request& req, httplib::Response& res);
   void handle_write(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader);
   void handle_delete(const httplib::Request& req, httplib::Response& res);
@@ -257,20 +273,140 @@ void Server::Impl::setup_routes() {
   });
 }
 
+namespace {
+
+// A Host header fit to go back into the realm URL; else the address the server listens on.
+std::string realm_host(const httplib::Request& req, const std::string& host, int port) {
+  const std::string given = req.get_header_value("Host");
+  bool clean = !given.empty() && given.size() < 256;
+  for (char c : given) clean = clean && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == ':' || c == '-' || c == '[' || c == ']');
+  return clean ? given : host + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+bool Server::Impl::authorize(const httplib::Request& req, httplib::Response& res, const std::string& repo,
+                             const std::string& action, bool body_unread) {
+  if (!options.auth) return true;
+  const std::string bearer = req.get_header_value("Authorization");
+  const auto refuse = [&](int status, const std::string& code, const std::string& message, const std::string& error) {
+    // RFC 6750: 401 for a missing or bad token, 403 with error="insufficient_scope" for a good token that
+    // lacks the action; both carry the challenge, so a client knows which scope to ask for.
+    {
+      std::string challenge = "Bearer realm=\"http://" + realm_host(req, options.host, port) + "/token\",service=\"" +
+                              detail::kTokenService + "\"";
+      if (!repo.empty())
+        challenge += ",scope=\"repository:" + repo + ":" + (action == "push" ? "pull,push" : action) + "\"";
+      if (!error.empty()) challenge += ",error=\"" + error + "\"";
+      res.set_header("WWW-Authenticate", challenge);
+    }
+    send_error(res, status, code, message);
+    if (body_unread) res.set_header("Connection", "close");
+    return false;
+  };
+  if (bearer.empty()) {
+    if (action == "pull" && options.anonymous_pull && !(repo.empty() && req.path.rfind("/v2", 0) == 0)) return true;
+    return refuse(401, "UNAUTHORIZED", "authentication required: " + action + (repo.empty() ? "" : " on " + repo) +
+                                           " needs a bearer token (espresso login)", "");
+  }
+  if (bearer.rfind("Bearer ", 0) != 0)
+    return refuse(401, "UNAUTHORIZED", "the Authorization header is not 'Bearer TOKEN'", "invalid_request");
+  const auto claims = detail::verify_token(auth->secret(), bearer.substr(7));
+  if (!claims) return refuse(401, "UNAUTHORIZED", "invalid token (malformed or bad signature)", "invalid_token");
+  if (claims->expires <= now_seconds()) return refuse(401, "UNAUTHORIZED", "the token expired", "invalid_token");
+  std::string why;
+  if (!claims->subject.empty() && !auth->active(claims->subject, why)) return refuse(401, "UNAUTHORIZED", why, "invalid_token");
+  if (repo.empty()) return true;
+  for (const detail::Access& a : claims->access) {
+    if (a.name == repo && a.actions.count(action)) return true;
+  }
+  return refuse(403, "DENIED", "the token does not grant " + action + " on " + repo, "insufficient_scope");
+}
+
+void Server::Impl::issue_token(const httplib::Request& req, httplib::Response& res) {
+  if (!options.auth) return send_error(res, 404, "NOT_FOUND", "this registry has no authentication");
+  if (req.has_param("service") && req.get_param_value("service") != detail::kTokenService)
+    return send_field_error(res, 400, "INVALID", "service", "unknown service '" + req.get_param_value("service") + "'");
+  std::optional<detail::AccessKeyRecord> key;
+  const std::string authorization = req.get_header_value("Authorization");
+  if (!authorization.empty()) {
+    bool ok = authorization.rfind("Basic ", 0) == 0;
+    const std::string pair = ok ? detail::base64_decode_standard(authorization.substr(6), ok) : "";
+    const std::size_t colon = pair.find(':');
+    if (!ok || colon == std::string::npos)
+      return send_field_error(res, 400, "INVALID", "Authorization", "expected Basic credentials (key id:secret)");
+    std::string why;
+    key = auth->authenticate(pair.substr(0, colon), pair.substr(colon + 1), why);
+    if (!key) {
+      res.set_header("WWW-Authenticate", "Basic realm=\"espresso\"");
+      return send_field_error(res, 401, "UNAUTHORIZED", "Authorization", why);
+    }
+  }
+  detail::TokenClaims claims;
+  claims.subject = key ? key->id : "";
+  claims.issued = now_seconds();
+  claims.expires = claims.issued + options.token_ttl.count();
+  if (key && key->expires != 0) claims.expires = std::min(claims.expires, key->expires);
+  std::vector<std::string> scopes;
+  for (std::size_t i = 0; i < req.get_param_value_count("scope"); ++i) {
+    const std::string value = req.get_param_value("scope", i);
+    for (std::size_t start = 0; start < value.size();) {
+      const std::size_t space = std::min(value.find(' ', start), value.size());
+      if (space > start) scopes.push_back(value.substr(start, space - start));
+      start = space + 1;
+    }
+  }
+  for (const std::string& scope : scopes) {
+    detail::Access wanted;
+    try {
+      wanted = detail::parse_scope(scope);
+    } catch (const std::invalid_argument& e) {
+      return send_field_error(res, 400, "INVALID", "scope", e.what());
+    }
+    detail::Access granted{wanted.name, {}};
+    if (key) {
+      granted.actions = detail::AuthStore::allowed(*key, wanted.name, wanted.actions);
+    } else if (options.anonymous_pull && wanted.actions.count("pull")) {
+      granted.actions = {"pull"};
+    }
+    if (!granted.actions.empty()) claims.access.push_back(granted);
+  }
+  const std::string token = detail::sign_token(auth->secret(), claims);
+  char issued[32];
+  const std::time_t t = static_cast<std::time_t>(claims.issued);
+  std::tm utc{};
+  ::gmtime_r(&t, &utc);
+  std::strftime(issued, sizeof issued, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  res.set_header("Cache-Control", "no-store");
+  res.set_content(json({{"token", token}, {"access_token", token}, {"expires_in", claims.expires - claims.issued},
+                        {"issued_at", issued}})
+                      .dump(),
+                  "application/json");
+}
+
 void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& res) {
   if (hostile_target(req)) return send_error(res, 400, "NAME_INVALID", "path with '..', encoded separators, backslashes or NUL");
-  if (req.path == "/api/v1/models") return api_models(req, res);
-  if (req.path.rfind("/api/v1/models/", 0) == 0) return api_model(req.path.substr(15), res);
+  if (req.path == "/token") return issue_token(req, res);
+  if (req.path == "/api/v1/models") {
+    if (!authorize(req, res, "", "pull", false)) return;
+    return api_models(req, res);
+  }
+  if (req.path.rfind("/api/v1/models/", 0) == 0) {
+    if (valid_repository(req.path.substr(15)) && !authorize(req, res, req.path.substr(15), "pull", false)) return;
+    return api_model(req.path.substr(15), res);
+  }
   if (web::send_asset(req, res)) return;
   if (req.path.rfind("/v2", 0) != 0) return send_error(res, 404, "NOT_FOUND", "no such endpoint");
   const Route route = parse_route(req.path);
   if (route.kind == Route::base) {
     res.set_header("Docker-Distribution-API-Version", "registry/2.0");
+    if (!authorize(req, res, "", "pull", false)) return;
     res.set_content("{}", "application/json");
     return;
   }
   if (route.kind == Route::unknown) return send_error(res, 404, "NOT_FOUND", "no such endpoint");
   if (!valid_repository(route.repo)) return send_error(res, 400, "NAME_INVALID", "invalid repository name '" + route.repo + "'");
+  if (!authorize(req, res, route.repo, route.kind == Route::upload ? "push" : "pull", false)) return;
   switch (route.kind) {
     case Route::blob:
       return get_blob(route, req, res);
@@ -392,13 +528,18 @@ void Server::Impl::handle_write(const httplib::Request& req, httplib::Response& 
   constexpr std::string_view kClassify = "/classify";
   if (req.method == "POST" && req.path.rfind("/api/v1/models/", 0) == 0 && req.path.size() > 15 + kClassify.size() &&
       req.path.compare(req.path.size() - kClassify.size(), kClassify.size(), kClassify) == 0)
-    return api_classify(req.path.substr(15, req.path.size() - 15 - kClassify.size()), req, res, reader);
+  {
+    const std::string name = req.path.substr(15, req.path.size() - 15 - kClassify.size());
+    if (valid_repository(name) && !authorize(req, res, name, "pull", true)) return;
+    return api_classify(name, req, res, reader);
+  }
   if (req.path.rfind("/v2/", 0) != 0) return refuse_unread(res, 404, "NOT_FOUND", "no such endpoint");
   const Route route = parse_route(req.path);
   if (route.kind == Route::unknown || route.kind == Route::base)
     return refuse_unread(res, 404, "NOT_FOUND", "no such endpoint");
   if (!valid_repository(route.repo))
     return refuse_unread(res, 400, "NAME_INVALID", "invalid repository name '" + route.repo + "'");
+  if (!authorize(req, res, route.repo, "push", true)) return;
   if (route.kind == Route::manifest && req.method == "PUT") return put_manifest(route, req, res, reader);
   if (route.kind == Route::upload_start && req.method == "POST") return start_upload(route, req, res, reader);
   if (route.kind == Route::upload && (req.method == "PATCH" || req.method == "PUT"))
@@ -409,6 +550,8 @@ void Server::Impl::handle_write(const httplib::Request& req, httplib::Response& 
 void Server::Impl::handle_delete(const httplib::Request& req, httplib::Response& res) {
   if (hostile_target(req)) return send_error(res, 400, "NAME_INVALID", "path with '..', encoded separators, backslashes or NUL");
   const Route route = parse_route(req.path);
+  if (valid_repository(route.repo) && !authorize(req, res, route.repo, route.kind == Route::upload ? "push" : "delete", false))
+    return;
   if (route.kind == Route::upload && valid_repository(route.repo)) {
     const auto repo = catalog->upload_repo(route.reference);
     if (!repo || *repo != route.repo) return send_error(res, 404, "BLOB_UPLOAD_UNKNOWN", "no such upload");
@@ -753,18 +896,6 @@ void Server::Impl::api_model(const std::string& name, httplib::Response& res) {
   res.set_content(model->dump(), "application/json");
 }
 
-namespace {
-
-// A field-naming JSON error for the page's APIs: the registry's error shape plus "field".
-void send_field_error(httplib::Response& res, int status, const std::string& code, const std::string& field,
-                      const std::string& message, bool close = false) {
-  res.status = status;
-  json body = {{"errors", json::array({{{"code", code}, {"message", message}, {"field", field}}})}};
-  res.set_content(body.dump(), "application/json");
-  if (close) res.set_header("Connection", "close");
-}
-
-}  // namespace
 
 // Whether the release has a signature document (tag sha256-HEX.sig, as push --sign stores it) that
 // verifies for this name, version and manifest digest against the public key it carries. Whether that
@@ -897,6 +1028,8 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
     if (ec) throw FileError(folder.string() + ": cannot be created: " + ec.message());
   }
   s.catalog = std::make_unique<detail::Catalog>(s.options.root / "catalog.db");
+  s.auth = std::make_unique<detail::AuthStore>(s.options.root);
+  if (s.options.auth) s.auth->secret();  // made now, so a bad root fails at start
   s.try_it = std::make_unique<detail::TryIt>(s.options.root / "packages", s.options.classify_budget_bytes);
   // Leftovers of a crash: temporary files, and upload files no session knows.
   for (const auto& entry : fs::directory_iterator(s.blobs)) {

@@ -38,6 +38,9 @@ Verb add_show_verb(CLI::App& app);
 Verb add_cache_verb(CLI::App& app);
 Verb add_store_verb(CLI::App& app);
 Verb add_keygen_verb(CLI::App& app);
+Verb add_login_verb(CLI::App& app);
+Verb add_logout_verb(CLI::App& app);
+Verb add_trust_verb(CLI::App& app);
 Verb add_compress_verb(CLI::App& app);
 Verb add_serve_verb(CLI::App& app);
 Verb add_quantize_verb(CLI::App& app);  // docs/int8.md

@@ -21,7 +21,8 @@ int main(int argc, char** argv) {
                                    add_show_verb(app), add_cache_verb(app), add_store_verb(app),
                                    add_keygen_verb(app), add_classify_text_verb(app),
                                    add_compress_verb(app), add_serve_verb(app),
-                                   add_quantize_verb(app)};
+                                   add_quantize_verb(app), add_login_verb(app), add_logout_verb(app),
+                                   add_trust_verb(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

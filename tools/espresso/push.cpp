@@ -1,5 +1,6 @@
 // `espresso push FILE.esp REGISTRY/NAME:VERSION`: the package, its card and optional README/labels as
 // one OCI artifact.
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -16,13 +17,16 @@ struct PushOptions {
   std::string readme;
   std::string labels;
   std::string sign;
+  std::string release_key;
+  long long release_ttl = 30LL * 24 * 3600;
   bool json = false;
 };
 
 int run_push(const PushOptions& o) {
   const store::Reference ref = parse_reference(o.reference);
   store::Client client(store_client_options(o.json));
-  const store::PushResult r = client.push(o.package, ref, {o.readme, o.labels, o.sign});
+  store::PushOptions options{o.readme, o.labels, o.sign, o.release_key, std::chrono::seconds(o.release_ttl)};
+  const store::PushResult r = client.push(o.package, ref, options);
   if (o.json) {
     std::printf("%s\n", nlohmann::json({{"reference", ref.str()},
                                         {"digest", r.manifest_digest},
@@ -50,6 +54,11 @@ Verb add_push_verb(CLI::App& app) {
   command->add_option("--readme", o->readme, "A README (Markdown) to publish with it");
   command->add_option("--labels", o->labels, "A labels file to publish with it");
   command->add_option("--sign", o->sign, "Sign the release with this secret key (espresso keygen)");
+  command->add_option("--release-key", o->release_key,
+                      "Add the release to the repository's signed targets metadata with this release key (espresso trust)");
+  command->add_option("--release-ttl", o->release_ttl, "Seconds until that targets metadata expires")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   command->add_flag("--json", o->json, "Print the result as JSON");
   return {command, [o] { return run_push(*o); }};
 }

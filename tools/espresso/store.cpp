@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <memory>
+#include <string>
+#include <vector>
 #include <thread>
 
 #include "common.h"
@@ -21,6 +23,12 @@ struct StoreOptions {
   int threads = 8;
   std::size_t max_image_bytes = 16 << 20;
   std::size_t classify_budget_bytes = std::size_t{1} << 30;
+  bool auth = false;
+  bool no_anonymous_pull = false;
+  int token_ttl = 900;
+  std::vector<std::string> grants;
+  int days = 0;
+  std::string key_id;
 };
 
 int run_serve(const StoreOptions& o) {
@@ -32,6 +40,9 @@ int run_serve(const StoreOptions& o) {
   options.threads = o.threads;
   options.max_image_bytes = o.max_image_bytes;
   options.classify_budget_bytes = o.classify_budget_bytes;
+  options.auth = o.auth || o.no_anonymous_pull;
+  options.anonymous_pull = !o.no_anonymous_pull;
+  options.token_ttl = std::chrono::seconds(o.token_ttl);
   // SIGINT and SIGTERM stop the server cleanly: a thread waits for them (the handler-free way).
   sigset_t signals;
   sigemptyset(&signals);
@@ -62,6 +73,32 @@ int run_fsck(const StoreOptions& o) {
   return report.bad.empty() && report.missing.empty() ? 0 : 1;
 }
 
+int run_token_create(const StoreOptions& o) {
+  const store::AccessKey key = store::create_access_key(o.root, o.grants, std::chrono::hours(24) * o.days);
+  std::printf("key id: %s\nsecret: %s\n(the secret is shown once; give it to `espresso login REGISTRY --key-id %s`)\n",
+              key.id.c_str(), key.secret.c_str(), key.id.c_str());
+  return 0;
+}
+
+int run_token_revoke(const StoreOptions& o) {
+  if (!store::revoke_access_key(o.root, o.key_id)) {
+    std::fprintf(stderr, "error: no access key '%s' in %s\n", o.key_id.c_str(), o.root.c_str());
+    return 1;
+  }
+  std::printf("revoked %s (its tokens stop working now)\n", o.key_id.c_str());
+  return 0;
+}
+
+int run_token_list(const StoreOptions& o) {
+  for (const store::AccessKeyInfo& k : store::list_access_keys(o.root)) {
+    std::string grants;
+    for (const std::string& g : k.grants) grants += (grants.empty() ? "" : " ") + g;
+    std::printf("%-16s %-8s expires %-12s %s\n", k.id.c_str(), k.revoked ? "revoked" : "active",
+                k.expires == 0 ? "never" : std::to_string(k.expires).c_str(), grants.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 Verb add_store_verb(CLI::App& app) {
@@ -81,9 +118,31 @@ Verb add_store_verb(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   serve->add_option("--threads", o->threads, "Request threads")->capture_default_str()->check(CLI::Range(1, 256));
+  serve->add_flag("--auth", o->auth, "Require bearer tokens for push and delete (GET /token, access keys)");
+  serve->add_flag("--no-anonymous-pull", o->no_anonymous_pull, "Require a token for pulls too (implies --auth)");
+  serve->add_option("--token-ttl", o->token_ttl, "Seconds a bearer token lives")->capture_default_str()
+      ->check(CLI::Range(1, 86400));
   CLI::App* fsck = command->add_subcommand("fsck", "Hash every blob and check what the catalog references");
   fsck->add_option("--root", o->root, "The registry's folder")->required();
-  return {command, [o, serve] { return serve->parsed() ? run_serve(*o) : run_fsck(*o); }};
+  CLI::App* token = command->add_subcommand("token", "Manage access keys (create, revoke, list)");
+  token->require_subcommand(1);
+  CLI::App* create = token->add_subcommand("create", "Make an access key; prints its id and secret once");
+  create->add_option("--root", o->root, "The registry's folder")->required();
+  create->add_option("--grant", o->grants, "PATTERN:ACTIONS, e.g. 'team/*:pull,push' (repeatable)")->required();
+  create->add_option("--days", o->days, "Days until the key expires (0: never)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  CLI::App* revoke = token->add_subcommand("revoke", "Revoke an access key and every token it obtained");
+  revoke->add_option("--root", o->root, "The registry's folder")->required();
+  revoke->add_option("id", o->key_id, "The key id")->required();
+  CLI::App* list = token->add_subcommand("list", "List access keys (never their secrets)");
+  list->add_option("--root", o->root, "The registry's folder")->required();
+  return {command, [o, serve, fsck, create, revoke] {
+            if (serve->parsed()) return run_serve(*o);
+            if (fsck->parsed()) return run_fsck(*o);
+            if (create->parsed()) return run_token_create(*o);
+            if (revoke->parsed()) return run_token_revoke(*o);
+            return run_token_list(*o);
+          }};
 }
 
 }  // namespace espresso::cli
