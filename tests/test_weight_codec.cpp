@@ -256,6 +256,28 @@ TEST(CompressedPackage, StoresPrunedWeightsSmallerAndLoadsThemBitForBit) {
   EXPECT_EQ(std::memcmp(loaded.find_layer("ip")->weights[1].raw(), graph.find_layer("ip")->weights[1].raw(), 1200), 0);
 }
 
+TEST(CompressedPackage, RunsIdenticallyToItsDenseFormAndCloseToTheReferenceKernels) {
+  TempDir dir;
+  const Graph graph = small_pruned_net();
+  const std::string dense = dir.file("dense.esp"), packed = dir.file("packed.esp");
+  save_package(graph, dense);
+  save_package(graph, packed, {.compress = true});
+  Tensor x = Tensor::empty(Shape{2, 64});
+  std::mt19937 engine(2);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = value(engine);
+  Net from_dense(load_package(dense)), from_packed(load_package(packed));
+  Net reference(load_package(packed), {.reference_kernels = true});
+  const std::vector<float> a = from_dense.forward({{"x", x}}).at("y").to_vector();
+  const std::vector<float> b = from_packed.forward({{"x", x}}).at("y").to_vector();
+  const std::vector<float> r = reference.forward({{"x", x}}).at("y").to_vector();
+  // Both run the sparse codebook kernel (the planner looks at the weights, not at how the file held them).
+  EXPECT_EQ(from_packed.summary()[0].kernel, "sparse-codebook");
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+  for (std::size_t i = 0; i < r.size(); ++i) EXPECT_NEAR(b[i], r[i], 1e-5f * (1.0f + std::abs(r[i]))) << i;
+}
+
 TEST(CompressedPackage, CutAndFlippedFilesGiveTypedErrors) {
   TempDir dir;
   const std::string packed = dir.file("packed.esp");
