@@ -1,8 +1,8 @@
 // InnerProduct on the CPU: one sgemm over the whole batch, then a threaded bias pass; backward is
 // two sgemms (input and weight gradients) and a column sum for the bias. Pruned, weight-shared weights
 // (Deep Compression's: few nonzeros, at most 256 distinct values) run as sparse × dense instead where the
-// cost model below says that wins: per output, its nonzeros' columns and codebook indices (CSR), the
-// values looked up in the codebook as they are used (docs/compression.md).
+// cost model (sparse_product_wins) says that wins: per output, its nonzeros' columns and codebook indices
+// (CSR), the values looked up in the codebook as they are used (docs/compression.md).
 #include "layers/inner_product.h"
 
 #include <optional>
