@@ -17,7 +17,8 @@ struct Pruned {
   std::vector<float> x, bias;
 };
 
-Pruned pruned(std::int64_t outputs, std::int64_t inner, std::int64_t rows, double density, int shared, unsigned seed) {
+Pruned pruned(std::int64_t outputs, std::int64_t inner, std::int64_t rows, double density, int shared,
+              unsigned seed) {
   std::mt19937 engine(seed);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
   std::vector<float> codebook(static_cast<std::size_t>(shared));
@@ -59,9 +60,9 @@ TEST(SparseInnerProduct, MatchesADoubleProductForEveryRowCountAndLayout) {
   };
   // Row counts on both sides of the gathered (≤ 4 rows) and transposed paths and of the 16-row blocks;
   // an input wider than 16-bit columns reach.
-  const Case cases[] = {{37, 101, 1, false, true},  {37, 101, 4, true, false}, {64, 300, 5, false, true},
-                        {10, 200, 16, true, true},   {33, 77, 35, false, false}, {50, 120, 64, true, true},
-                        {3, 70000, 2, false, true},  {3, 70000, 20, true, true}};
+  const Case cases[] = {{37, 101, 1, false, true},  {37, 101, 4, true, false},  {64, 300, 5, false, true},
+                        {10, 200, 16, true, true},  {33, 77, 35, false, false}, {50, 120, 64, true, true},
+                        {3, 70000, 2, false, true}, {3, 70000, 20, true, true}};
   unsigned seed = 1;
   for (const Case& c : cases) {
     const Pruned p = pruned(c.outputs, c.inner, c.rows, 0.1, 31, seed++);

@@ -31,11 +31,13 @@ std::int64_t count_nonzeros(const float* values, std::int64_t count) {
 
 bool sparse_product_wins(std::int64_t nonzeros, std::int64_t rows, std::int64_t outputs, std::int64_t inner) {
   const double relative_cost = rows <= kDirectRows ? kSparseCostFewRows : kSparseCostManyRows;
-  return static_cast<double>(nonzeros) * relative_cost < static_cast<double>(outputs) * static_cast<double>(inner);
+  return static_cast<double>(nonzeros) * relative_cost <
+         static_cast<double>(outputs) * static_cast<double>(inner);
 }
 
 std::optional<SparseCodebookMatrix> SparseCodebookMatrix::from_dense(const float* w, bool transposed,
-                                                                     std::int64_t outputs, std::int64_t inner) {
+                                                                     std::int64_t outputs,
+                                                                     std::int64_t inner) {
   const std::int64_t count = outputs * inner;
   if (count_nonzeros(w, count) >= (std::int64_t{1} << 32)) return std::nullopt;
   SparseCodebookMatrix m;
@@ -57,8 +59,10 @@ std::optional<SparseCodebookMatrix> SparseCodebookMatrix::from_dense(const float
     for (std::int64_t k = 0; k < inner; ++k) {
       const float v = w[transposed ? k * outputs + n : n * inner + k];
       if (v == 0.0f) continue;
-      if (narrow) m.narrow_column_.push_back(static_cast<std::uint16_t>(k));
-      else m.wide_column_.push_back(static_cast<std::uint32_t>(k));
+      if (narrow)
+        m.narrow_column_.push_back(static_cast<std::uint16_t>(k));
+      else
+        m.wide_column_.push_back(static_cast<std::uint32_t>(k));
       m.code_.push_back(index_of.at(std::bit_cast<std::uint32_t>(v)));
     }
     m.row_start_.push_back(static_cast<std::uint32_t>(m.code_.size()));
@@ -67,14 +71,17 @@ std::optional<SparseCodebookMatrix> SparseCodebookMatrix::from_dense(const float
 }
 
 std::int64_t SparseCodebookMatrix::bytes() const {
-  return static_cast<std::int64_t>(codebook_.size() * sizeof(float) + row_start_.size() * sizeof(std::uint32_t) +
-                                   narrow_column_.size() * 2 + wide_column_.size() * 4 + code_.size());
+  return static_cast<std::int64_t>(codebook_.size() * sizeof(float) +
+                                   row_start_.size() * sizeof(std::uint32_t) + narrow_column_.size() * 2 +
+                                   wide_column_.size() * 4 + code_.size());
 }
 
 void SparseCodebookMatrix::multiply(const float* x, const float* bias, float* y, std::int64_t rows,
                                     std::vector<float>& scratch) const {
-  if (wide_column_.empty()) multiply_with(narrow_column_, x, bias, y, rows, scratch);
-  else multiply_with(wide_column_, x, bias, y, rows, scratch);
+  if (wide_column_.empty())
+    multiply_with(narrow_column_, x, bias, y, rows, scratch);
+  else
+    multiply_with(wide_column_, x, bias, y, rows, scratch);
 }
 
 template <class Column>

@@ -26,7 +26,8 @@ class SparseCodebookMatrix {
 
   // y (rows × outputs) = x (rows × inner) · Wᵀ + bias (bias may be null). `scratch` holds x transposed for
   // batches of more than a few rows. Threaded with parallel_for.
-  void multiply(const float* x, const float* bias, float* y, std::int64_t rows, std::vector<float>& scratch) const;
+  void multiply(const float* x, const float* bias, float* y, std::int64_t rows,
+                std::vector<float>& scratch) const;
 
   std::int64_t nonzeros() const { return static_cast<std::int64_t>(code_.size()); }
   std::int64_t codebook_size() const { return static_cast<std::int64_t>(codebook_.size()); }
@@ -40,7 +41,8 @@ class SparseCodebookMatrix {
 
   std::int64_t outputs_ = 0, inner_ = 0;
   std::vector<float> codebook_;
-  // Output n's nonzeros are entries row_start_[n] .. row_start_[n+1]-1: a column (input) and a codebook index.
+  // Output n's nonzeros are entries row_start_[n] .. row_start_[n+1]-1: a column (input) and a codebook
+  // index.
   std::vector<std::uint32_t> row_start_;
   // Columns in 16 bits where the input has at most 65,536 values (3 bytes a nonzero), else in 32.
   std::vector<std::uint16_t> narrow_column_;
