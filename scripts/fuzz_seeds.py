@@ -366,11 +366,13 @@ def small_packages(out, cli):
             path = os.path.join(tmp, name)
             with open(path, "wb") as f:
                 f.write(model)
-            target = os.path.join(tmp, name.replace(".onnx", ".esp"))
-            if subprocess.run([cli, "convert", path, "-o", target, "--name", "seed"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
-                with open(target, "rb") as f:
-                    write(out, "esp", os.path.basename(target), f.read())
+            # Plain, and with --compress (format version 3: deflated manifest, codebook tensors where they fit).
+            for suffix, extra in ((".esp", []), ("_compressed.esp", ["--compress"])):
+                target = os.path.join(tmp, name.replace(".onnx", suffix))
+                if subprocess.run([cli, "convert", path, "-o", target, "--name", "seed"] + extra,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+                    with open(target, "rb") as f:
+                        write(out, "esp", os.path.basename(target), f.read())
 
 
 def real_seeds(out, data_dir, cli):

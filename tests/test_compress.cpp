@@ -11,6 +11,7 @@
 #include <string>
 
 #include <nlohmann/json.hpp>
+#include <zlib.h>
 
 #include "espresso/compress.h"
 #include "espresso/espresso.h"
@@ -122,9 +123,19 @@ TEST_F(CompressLeNet, TinyRunKeepsPrunedWeightsZeroAndAccountsSizesRight) {
     for (const Tensor& t : l.weights) dense += static_cast<std::uint64_t>(t.numel()) * 4;
   }
   const std::string bytes = testing::read_bytes(o.output);
+  std::uint32_t flags;
   std::uint64_t manifest_bytes;
+  std::memcpy(&flags, bytes.data() + 12, 4);
   std::memcpy(&manifest_bytes, bytes.data() + 24, 8);
-  const nlohmann::json manifest = nlohmann::json::parse(bytes.substr(64, manifest_bytes));
+  ASSERT_EQ(flags, 1u);  // the manifest is deflated (format version 3)
+  const std::string stored_manifest = bytes.substr(64, manifest_bytes);
+  std::string text(1 << 20, '\0');
+  uLongf text_bytes = text.size();
+  ASSERT_EQ(uncompress(reinterpret_cast<Bytef*>(text.data()), &text_bytes,
+                       reinterpret_cast<const Bytef*>(stored_manifest.data()), stored_manifest.size()),
+            Z_OK);
+  text.resize(text_bytes);
+  const nlohmann::json manifest = nlohmann::json::parse(text);
   std::uint64_t stored = 0;
   int encoded = 0;
   for (const auto& t : manifest["tensors"]) {

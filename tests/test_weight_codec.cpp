@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 #include <xxhash.h>
+#include <zlib.h>
 
 #include "esp/weight_codec.h"
 #include "espresso/espresso.h"
@@ -245,7 +246,7 @@ TEST(CompressedPackage, StoresPrunedWeightsSmallerAndLoadsThemBitForBit) {
   save_package(graph, dense);
   save_package(graph, packed, {.compress = true});
   EXPECT_EQ(version_of(dense), 1u);  // unchanged for readers of version 1
-  EXPECT_EQ(version_of(packed), 2u);
+  EXPECT_EQ(version_of(packed), 3u);  // compressed tensors (2) and a deflated manifest (3)
   EXPECT_LT(std::filesystem::file_size(packed) * 4, std::filesystem::file_size(dense));
   const Graph loaded = load_package(packed);
   const Tensor& w = loaded.find_layer("ip")->weights[0];
@@ -253,6 +254,28 @@ TEST(CompressedPackage, StoresPrunedWeightsSmallerAndLoadsThemBitForBit) {
   ASSERT_EQ(w.shape(), original.shape());
   EXPECT_EQ(std::memcmp(w.raw(), original.raw(), w.bytes()), 0);
   EXPECT_EQ(std::memcmp(loaded.find_layer("ip")->weights[1].raw(), graph.find_layer("ip")->weights[1].raw(), 1200), 0);
+}
+
+TEST(CompressedPackage, RunsIdenticallyToItsDenseFormAndCloseToTheReferenceKernels) {
+  TempDir dir;
+  const Graph graph = small_pruned_net();
+  const std::string dense = dir.file("dense.esp"), packed = dir.file("packed.esp");
+  save_package(graph, dense);
+  save_package(graph, packed, {.compress = true});
+  Tensor x = Tensor::empty(Shape{2, 64});
+  std::mt19937 engine(2);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  for (std::int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = value(engine);
+  Net from_dense(load_package(dense)), from_packed(load_package(packed));
+  Net reference(load_package(packed), {.reference_kernels = true});
+  const std::vector<float> a = from_dense.forward({{"x", x}}).at("y").to_vector();
+  const std::vector<float> b = from_packed.forward({{"x", x}}).at("y").to_vector();
+  const std::vector<float> r = reference.forward({{"x", x}}).at("y").to_vector();
+  // Both run the sparse codebook kernel (the planner looks at the weights, not at how the file held them).
+  EXPECT_EQ(from_packed.summary()[0].kernel, "sparse-codebook");
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+  for (std::size_t i = 0; i < r.size(); ++i) EXPECT_NEAR(b[i], r[i], 1e-5f * (1.0f + std::abs(r[i]))) << i;
 }
 
 TEST(CompressedPackage, CutAndFlippedFilesGiveTypedErrors) {
@@ -283,26 +306,83 @@ TEST(CompressedPackage, CutAndFlippedFilesGiveTypedErrors) {
   EXPECT_GT(errors, 0);
 }
 
-// The package with its manifest edited and the header's lengths and checksums made to fit again, so that
-// the reader's checks of the encoding itself are reached.
-std::string forged(const std::string& package, const std::function<void(nlohmann::json&)>& edit,
-                   std::uint32_t version = 2) {
-  std::uint64_t manifest_bytes, data_offset;
+// The manifest's JSON text, inflated where the header's flag says it is deflated.
+std::string manifest_text(const std::string& package) {
+  std::uint32_t flags;
+  std::uint64_t manifest_bytes;
+  std::memcpy(&flags, package.data() + 12, 4);
   std::memcpy(&manifest_bytes, package.data() + 24, 8);
+  const std::string stored = package.substr(64, manifest_bytes);
+  if ((flags & 1) == 0) return stored;
+  std::string text(1 << 20, '\0');
+  uLongf length = text.size();
+  EXPECT_EQ(uncompress(reinterpret_cast<Bytef*>(text.data()), &length, reinterpret_cast<const Bytef*>(stored.data()),
+                       stored.size()),
+            Z_OK);
+  text.resize(length);
+  return text;
+}
+
+std::string deflated(const std::string& text) {
+  uLongf length = compressBound(text.size());
+  std::string out(length, '\0');
+  EXPECT_EQ(compress2(reinterpret_cast<Bytef*>(out.data()), &length, reinterpret_cast<const Bytef*>(text.data()),
+                      text.size(), 1),
+            Z_OK);
+  out.resize(length);
+  return out;
+}
+
+// A zlib stream of `count` spaces, made in pieces with run-length matching (fast, and no buffer of
+// `count` bytes).
+std::string deflated_spaces(std::size_t count) {
+  z_stream stream{};
+  EXPECT_EQ(deflateInit2(&stream, 1, Z_DEFLATED, 15, 8, Z_RLE), Z_OK);
+  const std::string piece(1 << 20, ' ');
+  std::string out;
+  char buffer[1 << 16];
+  int status = Z_OK;
+  while (status != Z_STREAM_END) {
+    const std::size_t take = std::min(count, piece.size());
+    count -= take;
+    stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(piece.data()));
+    stream.avail_in = static_cast<uInt>(take);
+    do {
+      stream.next_out = reinterpret_cast<Bytef*>(buffer);
+      stream.avail_out = sizeof buffer;
+      status = deflate(&stream, count == 0 ? Z_FINISH : Z_NO_FLUSH);
+      out.append(buffer, sizeof buffer - stream.avail_out);
+    } while (stream.avail_out == 0 || (count == 0 && status != Z_STREAM_END));
+  }
+  deflateEnd(&stream);
+  return out;
+}
+
+// The package's data section behind a new header and `stored` as its manifest, the header's lengths and
+// checksums made to fit, so that the reader's later checks are reached.
+std::string with_manifest(const std::string& package, const std::string& stored, std::uint32_t version,
+                          std::uint32_t flags) {
+  std::uint64_t data_offset;
   std::memcpy(&data_offset, package.data() + 32, 8);
-  nlohmann::json manifest = nlohmann::json::parse(package.substr(64, manifest_bytes));
-  edit(manifest);
-  const std::string text = manifest.dump();
   const std::string data = package.substr(data_offset);
-  const std::uint64_t offset = (64 + text.size() + 63) / 64 * 64;
+  const std::uint64_t offset = (64 + stored.size() + 63) / 64 * 64;
   std::string head(64, '\0');
   std::memcpy(head.data(), package.data(), 8);
-  const std::uint64_t fields[] = {64, text.size(), offset, data.size(), XXH3_64bits(text.data(), text.size())};
+  const std::uint64_t fields[] = {64, stored.size(), offset, data.size(), XXH3_64bits(stored.data(), stored.size())};
   std::memcpy(head.data() + 8, &version, 4);
+  std::memcpy(head.data() + 12, &flags, 4);
   std::memcpy(head.data() + 16, fields, sizeof fields);
   const std::uint64_t head_sum = XXH3_64bits(head.data(), 56);
   std::memcpy(head.data() + 56, &head_sum, 8);
-  return head + text + std::string(offset - 64 - text.size(), '\0') + data;
+  return head + stored + std::string(offset - 64 - stored.size(), '\0') + data;
+}
+
+// The package with its manifest edited, stored as plain JSON under format `version`.
+std::string forged(const std::string& package, const std::function<void(nlohmann::json&)>& edit,
+                   std::uint32_t version = 2) {
+  nlohmann::json manifest = nlohmann::json::parse(manifest_text(package));
+  edit(manifest);
+  return with_manifest(package, manifest.dump(), version, 0);
 }
 
 TEST(CompressedPackage, ForgedEncodingsAreParseErrorsNamingTheTensor) {
@@ -339,6 +419,51 @@ TEST(CompressedPackage, ForgedEncodingsAreParseErrorsNamingTheTensor) {
   // An encoding in a version-1 file.
   const std::string old = error_of(forged(bytes, [](nlohmann::json&) {}, 1));
   EXPECT_NE(old.find("format version 2"), std::string::npos) << old;
+}
+
+TEST(CompressedPackage, DeflatedManifestsAreCheckedBeforeUse) {
+  TempDir dir;
+  const std::string path = dir.file("packed.esp");
+  save_package(small_pruned_net(), path, {.compress = true});
+  const std::string bytes = testing::read_bytes(path);
+  std::uint32_t flags;
+  std::memcpy(&flags, bytes.data() + 12, 4);
+  ASSERT_EQ(flags, 1u);
+  const std::string json_text = manifest_text(bytes);
+  ASSERT_EQ(nlohmann::json::parse(json_text)["format_version"], 3);
+  const auto error_of = [](const std::string& b) -> std::string {
+    try {
+      load_package(std::as_bytes(std::span(b.data(), b.size())), "p.esp");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "loaded";
+  };
+  const std::string stream = deflated(json_text);
+  ASSERT_EQ(error_of(with_manifest(bytes, stream, 3, 1)), "loaded");  // the forging itself is sound
+  ASSERT_EQ(error_of(with_manifest(bytes, json_text, 2, 0)), "loaded");  // and the plain form reads as version 2
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {with_manifest(bytes, stream, 2, 1), "needs format version 3"},
+      {with_manifest(bytes, stream, 3, 3), "header flags 0x00000003"},
+      {with_manifest(bytes, stream, 4, 1), "format version 4"},
+      {with_manifest(bytes, stream.substr(0, stream.size() - 3), 3, 1), "not a complete zlib stream"},
+      {with_manifest(bytes, stream.substr(0, 2), 3, 1), "not a complete zlib stream"},
+      {with_manifest(bytes, stream + "xy", 3, 1), "bytes after the end"},
+      {with_manifest(bytes, json_text, 3, 1), "not a complete zlib stream"},
+      {with_manifest(bytes, deflated_spaces((std::size_t{256} << 20) + 1), 3, 1), "inflates to more than"},
+  };
+  for (const auto& [file, expected] : cases) {
+    const std::string message = error_of(file);
+    EXPECT_NE(message.find(expected), std::string::npos) << expected << ": " << message;
+    EXPECT_NE(message.find("p.esp"), std::string::npos) << message;
+  }
+  // Every flip of the deflated manifest (checksum made to fit) is an error or reads a valid manifest.
+  for (std::size_t at = 0; at < stream.size(); at += 7) {
+    std::string flipped = stream;
+    flipped[at] = static_cast<char>(flipped[at] ^ 0x10);
+    const std::string message = error_of(with_manifest(bytes, flipped, 3, 1));
+    EXPECT_TRUE(message == "loaded" || message.find("p.esp") != std::string::npos) << message;
+  }
 }
 
 class CompressedSqueezeNetPackage : public testing::SharedDataTest {};

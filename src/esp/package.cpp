@@ -13,9 +13,11 @@
 #include <limits>
 #include <optional>
 #include <set>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 #include <xxhash.h>
+#include <zlib.h>
 
 #include "core/half.h"
 #include "core/mapped_file.h"
@@ -33,8 +35,14 @@ static_assert(std::endian::native == std::endian::little, ".esp is little-endian
 using nlohmann::json;
 
 constexpr unsigned char kMagic[8] = {0x89, 'E', 'S', 'P', '\r', '\n', 0x1a, '\n'};
-// Version 2 added compressed tensors ("encoding"); packages without them are still written as version 1.
-constexpr std::uint32_t kFormatVersion = 2;
+// Version 2 added compressed tensors ("encoding"), version 3 the deflated manifest (header flag below); a
+// package is written with the lowest version that holds what it uses, so older readers keep reading it.
+constexpr std::uint32_t kFormatVersion = 3;
+// Header flags. Bit 0: the manifest is stored as a zlib stream (RFC 1950) of the JSON text (version 3).
+constexpr std::uint32_t kFlagDeflatedManifest = 1;
+constexpr std::uint32_t kKnownFlags = kFlagDeflatedManifest;
+// The most bytes a deflated manifest may inflate to: a few stored bytes may stand for many.
+constexpr std::uint64_t kMaxManifestBytes = std::uint64_t{256} << 20;
 constexpr std::size_t kHeaderBytes = 64;
 // The most elements a compressed tensor may decode to (4 GiB of f32).
 constexpr std::uint64_t kMaxDecodedElements = std::uint64_t{1} << 30;
@@ -105,6 +113,19 @@ json metadata_to_json(const ModelMetadata& m) {
           {"metrics", m.metrics},
           {"source_format", m.source_format},
           {"created", m.created}};
+}
+
+// The zlib stream of `text` at the best compression, or nullopt when it would not be shorter.
+std::optional<std::string> deflate_text(const std::string& text) {
+  uLongf length = compressBound(static_cast<uLong>(text.size()));
+  std::string out(length, '\0');
+  if (compress2(reinterpret_cast<Bytef*>(out.data()), &length, reinterpret_cast<const Bytef*>(text.data()),
+                static_cast<uLong>(text.size()), Z_BEST_COMPRESSION) != Z_OK ||
+      length >= text.size()) {
+    return std::nullopt;
+  }
+  out.resize(length);
+  return out;
 }
 
 }  // namespace
@@ -179,9 +200,18 @@ void save_package(const Graph& graph, const std::string& path, const PackageSave
       {"graph",
        {{"name", graph.name}, {"inputs", inputs}, {"outputs", graph.outputs}, {"aliases", graph.aliases}, {"layers", layers}}},
       {"tensors", tensors}};
-  const std::string text = manifest.dump();
-
+  std::string text = manifest.dump();
   Header header;
+  if (options.compress) {
+    // Deflated, the manifest needs version 3, which its JSON then says too.
+    json versioned = manifest;
+    versioned["format_version"] = 3;
+    if (std::optional<std::string> deflated = deflate_text(versioned.dump())) {
+      text = std::move(*deflated);
+      version = 3;
+      header.flags = kFlagDeflatedManifest;
+    }
+  }
   header.version = version;
   header.manifest_bytes = text.size();
   header.data_offset = align_up(kHeaderBytes + text.size());
@@ -352,6 +382,41 @@ Tensor widen(const std::byte* source, const Shape& shape, DType dtype) {
 }
 
 
+// The JSON text of a deflated manifest: a complete zlib stream filling `bytes` exactly, inflating to at most
+// kMaxManifestBytes.
+std::string inflate_manifest(const Reader& r, const char* stored, std::uint64_t bytes) {
+  z_stream stream{};
+  if (inflateInit(&stream) != Z_OK) r.fail("manifest: cannot start zlib");
+  std::string text;
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(stored));
+  int status = Z_OK;
+  std::uint64_t left = bytes;
+  char chunk[16384];
+  while (status == Z_OK) {
+    if (stream.avail_in == 0 && left > 0) {
+      stream.avail_in = static_cast<uInt>(std::min<std::uint64_t>(left, std::numeric_limits<uInt>::max()));
+      left -= stream.avail_in;
+    }
+    stream.next_out = reinterpret_cast<Bytef*>(chunk);
+    stream.avail_out = sizeof chunk;
+    status = inflate(&stream, Z_NO_FLUSH);
+    text.append(chunk, sizeof chunk - stream.avail_out);
+    if (text.size() > kMaxManifestBytes) status = Z_MEM_ERROR;
+    // No progress possible: the input ended before the stream did.
+    if (status == Z_BUF_ERROR || (status == Z_OK && stream.avail_in == 0 && left == 0 && stream.avail_out != 0)) break;
+  }
+  const bool complete = status == Z_STREAM_END && stream.avail_in == 0 && left == 0;
+  inflateEnd(&stream);
+  if (text.size() > kMaxManifestBytes) {
+    r.fail("manifest: inflates to more than " + std::to_string(kMaxManifestBytes) + " bytes");
+  }
+  if (!complete) {
+    r.fail(status == Z_STREAM_END ? "manifest: bytes after the end of its zlib stream"
+                                  : "manifest: not a complete zlib stream (truncated or corrupt)");
+  }
+  return text;
+}
+
 // Packages written before AbsVal, Sigmoid, TanH, Power and Eltwise became Activation functions and Binary
 // chains hold those types: they are rewritten as the layers that compute the same now.
 void upgrade_layer_types(Graph& graph) {
@@ -401,15 +466,14 @@ void upgrade_layer_types(Graph& graph) {
 namespace {
 
 // The package in `file` (a mapped file, or bytes given in memory); its tensors point into it.
-Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOptions& options) {
-  const std::string& path = file->path();
-  Reader r(path);
-  const std::byte* base = file->data();
-  const std::uint64_t size = file->size();
+// The header (checked) and the manifest's JSON, inflated where it is deflated, of the package in `file`.
+json read_manifest(const MappedFile& file, const Reader& r, Header& h) {
+  const std::string& path = file.path();
+  const std::byte* base = file.data();
+  const std::uint64_t size = file.size();
   if (size < kHeaderBytes) r.fail("too short to be an .esp package (" + std::to_string(size) + " bytes)");
   if (std::memcmp(base, kMagic, sizeof kMagic) != 0) r.fail("not an .esp package (bad magic)");
   if (get<std::uint64_t>(base + 56) != XXH3_64bits(base, 56)) r.fail("header checksum mismatch (corrupt file)");
-  Header h;
   h.version = get<std::uint32_t>(base + 8);
   h.flags = get<std::uint32_t>(base + 12);
   h.manifest_offset = get<std::uint64_t>(base + 16);
@@ -430,14 +494,85 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
   }
   const char* manifest_text = reinterpret_cast<const char*>(base + h.manifest_offset);
   if (XXH3_64bits(manifest_text, h.manifest_bytes) != h.manifest_checksum) r.fail("manifest checksum mismatch (corrupt file)");
+  if ((h.flags & ~kKnownFlags) != 0) {
+    throw UnsupportedError(path + ": header flags 0x" + hex64(h.flags).substr(8) + " are not supported");
+  }
+  std::string inflated;
+  if (h.flags & kFlagDeflatedManifest) {
+    if (h.version < 3) r.fail("a deflated manifest needs format version 3");
+    inflated = inflate_manifest(r, manifest_text, h.manifest_bytes);
+  }
+  const std::string_view manifest_view =
+      h.flags & kFlagDeflatedManifest ? std::string_view(inflated) : std::string_view(manifest_text, h.manifest_bytes);
 
   json manifest;
   try {
-    manifest = json::parse(manifest_text, manifest_text + h.manifest_bytes);
+    manifest = json::parse(manifest_view.begin(), manifest_view.end());
   } catch (const json::exception& e) {
     r.fail(std::string("manifest is not valid JSON: ") + e.what());
   }
   if (r.string(manifest, "format", "manifest") != "espresso-model") r.fail("manifest: not an espresso model");
+
+  return manifest;
+}
+
+// One entry of the tensor table, checked against the header.
+struct TableEntry {
+  std::string name, dtype_text;
+  DType dtype = DType::f32;
+  Shape shape;
+  std::uint64_t offset = 0, bytes = 0;
+  std::optional<codec::Encoding> encoding;
+};
+
+TableEntry read_table_entry(const Reader& r, const Header& h, const json& entry, const std::string& where) {
+  TableEntry t;
+  t.name = r.string(entry, "name", where);
+  const std::string& name = t.name;
+  t.dtype_text = r.string(entry, "dtype", where);
+  const std::string& dtype_text = t.dtype_text;
+  DType& dtype = t.dtype;
+  if (dtype_text == "f32") dtype = DType::f32;
+  else if (dtype_text == "f16") dtype = DType::f16;
+  else if (dtype_text == "bf16") dtype = DType::bf16;
+  else r.fail("manifest: '" + where + ".dtype' is '" + dtype_text + "' (expected f32, f16 or bf16)");
+  t.shape = r.shape(entry, where);
+  t.offset = r.unsigned_int(entry, "offset", where);
+  t.bytes = r.unsigned_int(entry, "bytes", where);
+  const Shape& shape = t.shape;
+  const std::uint64_t offset = t.offset, bytes = t.bytes;
+  std::optional<codec::Encoding>& encoding = t.encoding;
+  if (entry.contains("encoding")) {
+    const json& e = r.field(entry, "encoding", where);
+    const std::string ew = where + ".encoding";
+    if (h.version < 2) r.fail("manifest: '" + ew + "' needs format version 2");
+    if (r.string(e, "kind", ew) != "codebook") r.fail("manifest: '" + ew + ".kind' should be \"codebook\"");
+    if (dtype != DType::f32) r.fail("tensor '" + name + "': compressed tensors decode to f32");
+    const std::string coding = r.string(e, "coding", ew);
+    if (coding != "packed" && coding != "huffman") r.fail("manifest: '" + ew + ".coding' should be packed or huffman");
+    const std::uint64_t k = r.unsigned_int(e, "codebook_size", ew);
+    const std::uint64_t gap_bits = r.unsigned_int(e, "gap_bits", ew);
+    if (k == 0 || k > codec::kMaxCodebook) r.fail("tensor '" + name + "': codebook size " + std::to_string(k) + " (1 to 256)");
+    if (gap_bits > codec::kMaxGapBits) r.fail("tensor '" + name + "': gap_bits " + std::to_string(gap_bits) + " (0 to 8)");
+    encoding = codec::Encoding{static_cast<std::uint32_t>(k), static_cast<std::uint32_t>(gap_bits),
+                               r.unsigned_int(e, "entries", ew), coding == "huffman"};
+  }
+  if (!encoding && bytes != static_cast<std::uint64_t>(shape.numel()) * dtype_size(dtype)) {
+    r.fail("tensor '" + name + "': " + std::to_string(bytes) + " bytes do not hold " + dtype_text + " " + shape.str());
+  }
+  if (offset % kAlignment != 0 || offset > h.data_bytes || bytes > h.data_bytes - offset) {
+    r.fail("tensor '" + name + "': offset " + std::to_string(offset) + " and length " + std::to_string(bytes) +
+           " lie outside the data section");
+  }
+  return t;
+}
+
+Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOptions& options) {
+  const std::string& path = file->path();
+  Reader r(path);
+  const std::byte* base = file->data();
+  Header h;
+  const json manifest = read_manifest(*file, r, h);
 
   // Tensor table. Checksums are compared after the table is read, on every core at once.
   std::map<std::string, Tensor> tensors;
@@ -459,39 +594,12 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
   for (std::size_t i = 0; i < table.size(); ++i) {
     const std::string where = "tensors[" + std::to_string(i) + "]";
     const json& entry = table[i];
-    const std::string name = r.string(entry, "name", where);
-    const std::string dtype_text = r.string(entry, "dtype", where);
-    DType dtype;
-    if (dtype_text == "f32") dtype = DType::f32;
-    else if (dtype_text == "f16") dtype = DType::f16;
-    else if (dtype_text == "bf16") dtype = DType::bf16;
-    else r.fail("manifest: '" + where + ".dtype' is '" + dtype_text + "' (expected f32, f16 or bf16)");
-    const Shape shape = r.shape(entry, where);
-    const std::uint64_t offset = r.unsigned_int(entry, "offset", where);
-    const std::uint64_t bytes = r.unsigned_int(entry, "bytes", where);
-    std::optional<codec::Encoding> encoding;
-    if (entry.contains("encoding")) {
-      const json& e = r.field(entry, "encoding", where);
-      const std::string ew = where + ".encoding";
-      if (h.version < 2) r.fail("manifest: '" + ew + "' needs format version 2");
-      if (r.string(e, "kind", ew) != "codebook") r.fail("manifest: '" + ew + ".kind' should be \"codebook\"");
-      if (dtype != DType::f32) r.fail("tensor '" + name + "': compressed tensors decode to f32");
-      const std::string coding = r.string(e, "coding", ew);
-      if (coding != "packed" && coding != "huffman") r.fail("manifest: '" + ew + ".coding' should be packed or huffman");
-      const std::uint64_t k = r.unsigned_int(e, "codebook_size", ew);
-      const std::uint64_t gap_bits = r.unsigned_int(e, "gap_bits", ew);
-      if (k == 0 || k > codec::kMaxCodebook) r.fail("tensor '" + name + "': codebook size " + std::to_string(k) + " (1 to 256)");
-      if (gap_bits > codec::kMaxGapBits) r.fail("tensor '" + name + "': gap_bits " + std::to_string(gap_bits) + " (0 to 8)");
-      encoding = codec::Encoding{static_cast<std::uint32_t>(k), static_cast<std::uint32_t>(gap_bits),
-                                 r.unsigned_int(e, "entries", ew), coding == "huffman"};
-    }
-    if (!encoding && bytes != static_cast<std::uint64_t>(shape.numel()) * dtype_size(dtype)) {
-      r.fail("tensor '" + name + "': " + std::to_string(bytes) + " bytes do not hold " + dtype_text + " " + shape.str());
-    }
-    if (offset % kAlignment != 0 || offset > h.data_bytes || bytes > h.data_bytes - offset) {
-      r.fail("tensor '" + name + "': offset " + std::to_string(offset) + " and length " + std::to_string(bytes) +
-             " lie outside the data section");
-    }
+    const TableEntry t = read_table_entry(r, h, entry, where);
+    const std::string& name = t.name;
+    const Shape& shape = t.shape;
+    const DType dtype = t.dtype;
+    const std::optional<codec::Encoding>& encoding = t.encoding;
+    const std::uint64_t offset = t.offset, bytes = t.bytes;
     const std::byte* source = base + h.data_offset + offset;
     if (options.verify) checks.push_back({name, r.string(entry, "checksum", where), source, bytes});
     // A compressed tensor is decoded into memory of its own: a few bytes may stand for many places, so its
@@ -586,6 +694,37 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
 }
 
 }  // namespace
+
+PackageInfo read_package_info(const std::string& path) {
+  const std::shared_ptr<MappedFile> file = MappedFile::open(path);
+  Reader r(path);
+  Header h;
+  const json manifest = read_manifest(*file, r, h);
+  PackageInfo info;
+  info.format_version = h.version;
+  info.deflated_manifest = (h.flags & kFlagDeflatedManifest) != 0;
+  info.manifest_bytes = h.manifest_bytes;
+  info.file_bytes = file->size();
+  const json& table = r.array(manifest, "tensors", "manifest");
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    const TableEntry t = read_table_entry(r, h, table[i], "tensors[" + std::to_string(i) + "]");
+    PackageTensorInfo& out = info.tensors.emplace_back();
+    out.name = t.name;
+    out.dtype = t.dtype_text;
+    out.shape = t.shape.dims();
+    out.stored_bytes = t.bytes;
+    out.decoded_bytes = static_cast<std::uint64_t>(t.shape.numel()) * sizeof(float);
+    if (t.encoding) {
+      out.compressed = true;
+      out.codebook_size = t.encoding->codebook_size;
+      out.index_bits = static_cast<std::uint32_t>(std::bit_width(t.encoding->codebook_size - 1));
+      out.gap_bits = t.encoding->gap_bits;
+      out.entries = t.encoding->entries;
+      out.huffman = t.encoding->huffman;
+    }
+  }
+  return info;
+}
 
 Graph load_package(const std::string& path, const PackageLoadOptions& options) {
   return read_package(MappedFile::open(path), options);

@@ -45,10 +45,32 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in,
   return {y};
 }
 
+// As make_case, with the weights pruned to 2–40 % and the rest shared among a few values (Deep
+// Compression's), so that the CPU kernel runs its sparse codebook product where the planner picks it.
+LayerCase make_pruned_case(Rng& rng) {
+  LayerCase c = make_case(rng);
+  c.input_shapes[0] = Shape({rng.integer(1, 40), rng.integer(8, 60)});
+  c.spec.attrs.set("axis", std::int64_t{1});
+  const std::int64_t outputs = c.spec.attrs.get_int("num_output", 0);
+  const Values codebook = rng.values(static_cast<std::size_t>(rng.integer(1, 20)));
+  const double density = rng.uniform(0.02, 0.4);
+  Values w(static_cast<std::size_t>(outputs * c.input_shapes[0][1]), 0.0);
+  for (double& v : w) {
+    if (rng.uniform(0, 1) < density) v = codebook[static_cast<std::size_t>(rng.integer(0, static_cast<int>(codebook.size()) - 1))];
+  }
+  c.weights = {w};
+  if (c.spec.attrs.get_int("bias", 1) != 0) c.weights.push_back(rng.values(static_cast<std::size_t>(outputs)));
+  return c;
+}
+
 }  // namespace
 
 TEST(Layers, InnerProduct) {
   run_layer_test({.make_case = make_case, .naive = naive, .cases = 30, .gradient_cases = 30});
+}
+
+TEST(Layers, InnerProductPrunedSharedWeights) {
+  run_layer_test({.make_case = make_pruned_case, .naive = naive, .cases = 40, .gradient_cases = 10});
 }
 
 TEST(Layers, InnerProductShapesWeightsAndMacs) {

@@ -1,5 +1,6 @@
 // `espresso info`: per-layer output shapes, parameters and FLOPs for one image, and the planned
 // activation memory.
+#include <cstdio>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "common.h"
+#include "espresso/package.h"
 #include "espresso/trainer.h"
 #include "memory_report.h"
 
@@ -67,6 +69,41 @@ int run_training_info(const InfoOptions& options) {
   return 0;
 }
 
+std::string ratio_text(std::uint64_t dense, std::uint64_t stored) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1fx", stored == 0 ? 0.0 : static_cast<double>(dense) / static_cast<double>(stored));
+  return text;
+}
+
+// "codebook 31 (5-bit), sparse 4-bit gaps, Huffman" or "raw f32".
+std::string encoding_text(const PackageTensorInfo& t) {
+  if (!t.compressed) return "raw " + t.dtype;
+  return "codebook " + std::to_string(t.codebook_size) + " (" + std::to_string(t.index_bits) + "-bit), " +
+         (t.gap_bits == 0 ? std::string("dense") : "sparse " + std::to_string(t.gap_bits) + "-bit gaps") + ", " +
+         (t.huffman ? "Huffman" : "packed");
+}
+
+// How an .esp package stores each tensor: its encoding, stored bytes and ratio to f32.
+void print_storage(const std::string& path) {
+  const PackageInfo info = read_package_info(path);
+  std::vector<std::vector<std::string>> rows = {{"tensor", "shape", "encoding", "entries", "bytes", "f32 bytes", "ratio"}};
+  std::uint64_t stored = 0, dense = 0;
+  for (const PackageTensorInfo& t : info.tensors) {
+    rows.push_back({t.name, Shape(t.shape).str(), encoding_text(t), t.compressed ? with_commas(static_cast<std::int64_t>(t.entries)) : "",
+                    with_commas(static_cast<std::int64_t>(t.stored_bytes)), with_commas(static_cast<std::int64_t>(t.decoded_bytes)),
+                    ratio_text(t.decoded_bytes, t.stored_bytes)});
+    stored += t.stored_bytes;
+    dense += t.decoded_bytes;
+  }
+  std::cout << "\nstorage (format version " << info.format_version << "):\n";
+  print_table(rows, {false, false, false, true, true, true, true});
+  std::cout << "tensors: " << with_commas(static_cast<std::int64_t>(stored)) << " bytes stored for "
+            << with_commas(static_cast<std::int64_t>(dense)) << " bytes of f32 (" << ratio_text(dense, stored)
+            << "); file: " << with_commas(static_cast<std::int64_t>(info.file_bytes)) << " bytes ("
+            << ratio_text(dense, info.file_bytes) << "), manifest " << with_commas(static_cast<std::int64_t>(info.manifest_bytes))
+            << " bytes" << (info.deflated_manifest ? " deflated" : "") << '\n';
+}
+
 int run_info(const InfoOptions& options) {
   if (options.training) return run_training_info(options);
   Net net = open_net(options.model);
@@ -111,6 +148,8 @@ int run_info(const InfoOptions& options) {
             << " bytes planned (" << binary_bytes(memory.planned_bytes) << ") vs "
             << with_commas(static_cast<std::int64_t>(memory.naive_bytes)) << " bytes naive ("
             << binary_bytes(memory.naive_bytes) << ")\n";
+  const std::string path = resolve_model(options.model.model);
+  if (path.size() > 4 && path.ends_with(".esp")) print_storage(path);
   return 0;
 }
 

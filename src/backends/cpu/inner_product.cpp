@@ -1,10 +1,17 @@
 // InnerProduct on the CPU: one sgemm over the whole batch, then a threaded bias pass; backward is
-// two sgemms (input and weight gradients) and a column sum for the bias.
+// two sgemms (input and weight gradients) and a column sum for the bias. Pruned, weight-shared weights
+// (Deep Compression's: few nonzeros, at most 256 distinct values) run as sparse × dense instead where the
+// cost model (sparse_product_wins) says that wins: per output, its nonzeros' columns and codebook indices
+// (CSR), the values looked up in the codebook as they are used (docs/compression.md).
 #include "layers/inner_product.h"
+
+#include <optional>
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/sparse_inner_product.h"
 #include "core/parallel.h"
+#include "core/weights_generation.h"
 
 namespace espresso::cpu {
 namespace {
@@ -12,11 +19,19 @@ namespace {
 class InnerProductKernel final : public Kernel {
  public:
   InnerProductKernel(const InnerProductLayer& layer, InnerProductLayer::Dims dims)
-      : layer_(layer), d_(dims) {}
+      : layer_(layer), d_(dims) {
+    choose_form();
+  }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    // Weights changed in place (training, Net::weights): choose again on the new values.
+    if (!training_ && generation_ != weights_generation()) choose_form();
     const float* x = inputs[0].data<float>();
     float* y = outputs[0].data<float>();
+    if (sparse_) {
+      sparse_->multiply(x, layer_.has_bias() ? layer_.weights()[1].data<float>() : nullptr, y, d_.rows, scratch_);
+      return;
+    }
     const float* w = layer_.weights()[0].data<float>();
     const bool transposed = layer_.transposed();
     sgemm(false, !transposed, d_.rows, d_.outputs, d_.inner, 1.0f, x, d_.inner, w,
@@ -37,6 +52,10 @@ class InnerProductKernel final : public Kernel {
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) override {
+    // A net that trains changes the weights every step: sgemm from here on rather than a new sparse
+    // form each step.
+    training_ = true;
+    sparse_.reset();
     const float* x = inputs[0].data<float>();
     const float* dy = output_grads[0].data<float>();
     const float* w = layer_.weights()[0].data<float>();
@@ -62,11 +81,24 @@ class InnerProductKernel final : public Kernel {
   }
   bool has_fast_backward() const override { return true; }
 
-  const char* name() const override { return "sgemm"; }
+  const char* name() const override { return sparse_ ? "sparse-codebook" : "sgemm"; }
 
  private:
+  void choose_form() {
+    generation_ = weights_generation();
+    sparse_.reset();
+    const float* w = layer_.weights()[0].data<float>();
+    if (sparse_product_wins(count_nonzeros(w, d_.outputs * d_.inner), d_.rows, d_.outputs, d_.inner)) {
+      sparse_ = SparseCodebookMatrix::from_dense(w, layer_.transposed(), d_.outputs, d_.inner);
+    }
+  }
+
   const InnerProductLayer& layer_;
   InnerProductLayer::Dims d_;
+  std::uint64_t generation_ = 0;
+  bool training_ = false;
+  std::optional<SparseCodebookMatrix> sparse_;
+  std::vector<float> scratch_;
 };
 
 }  // namespace
