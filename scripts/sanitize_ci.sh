@@ -6,6 +6,9 @@
 #   - HostileModels.*, HostileImages.*, HostileData.*, Limits.* (tests/test_hostile.cpp), and
 #   - FuzzRegressions.* (tests/test_fuzz_regressions.cpp): every file in tests/fuzz/seeds/<target>/ and
 #     tests/fuzz/regressions/<target>/ through the same entry points the fuzzers use.
+# and then the C API's test program (tests/c_api_test.c, every error path: NULL handles and pointers,
+# unknown enum values, wrong shapes, short buffers and dims, strict precision), its C API compiled with the
+# libraries it calls (backends and runtime on top of those above).
 # Any sanitizer report fails the job (halt_on_error, -fno-sanitize-recover). The whole test suite under
 # the sanitizers is scripts/asan.sh (about 25 minutes cold on 2 cores, too long for CI).
 #
@@ -21,4 +24,12 @@ built=$(date +%s)
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:allocator_may_return_null=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 build-fuzz/tests/espresso_parser_tests --gtest_brief=1
-echo "sanitizer job: build $((built - start)) s, tests $(($(date +%s) - built)) s"
+tested=$(date +%s)
+cmake --build build-fuzz -j"${ESPRESSO_JOBS:-$(nproc)}" --target espresso_c_api_sanitized_test
+capi_built=$(date +%s)
+# Exit 77: the shared data is missing (the test says so); anything else but 0 fails.
+status=0
+build-fuzz/tests/espresso_c_api_sanitized_test "${ESPRESSO_DATA:-../shared/data}" || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 77 ]; then exit "$status"; fi
+echo "sanitizer job: build $((built - start)) s, tests $((tested - built)) s;" \
+  "C API: build $((capi_built - tested)) s, test $(($(date +%s) - capi_built)) s"
