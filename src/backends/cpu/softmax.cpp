@@ -52,7 +52,9 @@ class SoftmaxKernel final : public Kernel {
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const float* x = inputs[0].data<float>();
     float* y = outputs[0].data<float>();
-    const auto [outer, classes, inner] = split_;
+    // Plain variables, not a structured binding: the lambda below captures them (clang 14, the sanitizer
+    // build's compiler, cannot capture bindings).
+    const std::int64_t outer = split_.outer, classes = split_.channels, inner = split_.inner;
     if (classes == 0) return;
     const std::int64_t tiles = (inner + kTile - 1) / kTile;
     const std::int64_t tile_elements = classes * std::min(inner, kTile);
