@@ -52,8 +52,7 @@ class SoftmaxKernel final : public Kernel {
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const float* x = inputs[0].data<float>();
     float* y = outputs[0].data<float>();
-    // Plain variables, not a structured binding: the lambda below captures them (clang 14, the sanitizer
-    // build's compiler, cannot capture bindings).
+    // Plain variables, not a structured binding: clang 14 (the fuzz build) cannot capture those.
     const std::int64_t outer = split_.outer, classes = split_.channels, inner = split_.inner;
     if (classes == 0) return;
     const std::int64_t tiles = (inner + kTile - 1) / kTile;
