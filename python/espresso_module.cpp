@@ -4,9 +4,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,6 +20,7 @@
 #include "espresso/import.h"
 #include "espresso/model.h"
 #include "espresso/package.h"
+#include "espresso/store.h"
 #include "espresso/trainer.h"
 
 namespace py = pybind11;
@@ -62,15 +66,22 @@ std::map<std::string, py::array> run_session(Session& session, const std::map<st
   return arrays;
 }
 
-// A model with the session its own run() uses; further sessions come from session().
+// A model with the session its own run() uses (in the precision it was loaded with); further sessions
+// come from session().
 struct PyModel {
   std::shared_ptr<const Model> model;
+  std::string format;  // what it was loaded from
+  SessionOptions options;
   std::mutex mutex;
   std::unique_ptr<Session> default_session;
 };
 
-std::shared_ptr<PyModel> wrap(Graph graph, const std::string& device) {
+std::shared_ptr<PyModel> wrap(Graph graph, const std::string& device, ModelFormat format, const std::string& precision,
+                              bool strict) {
   auto wrapped = std::make_shared<PyModel>();
+  wrapped->format = format_name(format);
+  wrapped->options.precision = parse_precision(precision);
+  wrapped->options.strict_precision = strict;
   {
     py::gil_scoped_release release;
     wrapped->model = std::make_shared<const Model>(std::move(graph), Device::parse(device));
@@ -84,6 +95,16 @@ ModelFormat format_of(const std::string& name) {
   if (name == "esp") return ModelFormat::esp;
   if (name == "tflite") return ModelFormat::tflite;
   throw py::value_error("format must be 'caffe', 'onnx', 'esp' or 'tflite', got '" + name + "'");
+}
+
+// A path, or else a store reference (REGISTRY/NAME:VERSION) pulled into the cache as the CLI does; the
+// environment's ESPRESSO_CACHE, ESPRESSO_OFFLINE, ESPRESSO_INSECURE and ESPRESSO_TRUSTED_KEYS apply.
+std::string resolve_model(const std::string& model) {
+  std::error_code ec;
+  if (std::filesystem::exists(model, ec) || !store::Reference::looks_like(model)) return model;
+  const char* registry = std::getenv("ESPRESSO_REGISTRY");
+  store::Client client(store::client_options_from_env());
+  return client.pull(store::Reference::parse(model, registry != nullptr ? registry : "")).package.string();
 }
 
 std::span<const std::byte> bytes_of(const py::bytes& b, std::string& storage) {
@@ -107,6 +128,7 @@ PYBIND11_MODULE(espresso, m) {
   static py::exception<DataError> data_error(m, "DataError", error.ptr());
   static py::exception<DeviceError> device_error(m, "DeviceError", error.ptr());
   static py::exception<LimitError> limit_error(m, "LimitError", error.ptr());
+  static py::exception<StoreError> store_error(m, "StoreError", error.ptr());
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -126,6 +148,8 @@ PYBIND11_MODULE(espresso, m) {
       device_error(e.what());
     } catch (const LimitError& e) {
       limit_error(e.what());
+    } catch (const StoreError& e) {
+      store_error(e.what());
     } catch (const Error& e) {
       error(e.what());
     }
@@ -162,16 +186,75 @@ PYBIND11_MODULE(espresso, m) {
                                return names;
                              })
       .def_property_readonly("outputs", [](const PyModel& p) { return p.model->graph().outputs; })
+      .def_property_readonly("format", [](const PyModel& p) { return p.format; },
+                             "What the model was loaded from: 'caffe', 'onnx', 'esp' or 'tflite'.")
+      .def_property_readonly("precision", [](const PyModel& p) { return precision_name(p.options.precision); },
+                             "The precision of run() and of new sessions: 'fp32', 'tf32', 'fp16' or 'bf16'.")
+      .def_property_readonly("layer_count", [](const PyModel& p) { return p.model->graph().layers.size(); })
+      .def_property_readonly("labels", [](const PyModel& p) { return p.model->graph().metadata.labels; },
+                             "Class labels where the model carries them (.esp packages may), else [].")
+      .def_property_readonly("input_shapes",
+                             [](const PyModel& p) {
+                               py::dict shapes;
+                               for (const InputSpec& input : p.model->graph().inputs)
+                                 shapes[py::str(input.name)] = py::tuple(py::cast(input.shape.dims()));
+                               return shapes;
+                             },
+                             "The declared input shapes (dimension 0 the batch) by name; inputs are float32.")
+      .def_property_readonly(
+          "output_shapes",
+          [](PyModel& p) {
+            std::vector<Shape> shapes;
+            {
+              py::gil_scoped_release release;
+              Session session(p.model, {.threads = 1});
+              session.summary();  // plans: every tensor gets its shape
+              for (const std::string& name : p.model->graph().outputs) shapes.push_back(session.output(name).shape());
+            }
+            py::dict by_name;
+            for (std::size_t i = 0; i < shapes.size(); ++i)
+              by_name[py::str(p.model->graph().outputs[i])] = py::tuple(py::cast(shapes[i].dims()));
+            return by_name;
+          },
+          "The output shapes at the declared input shapes, by name; outputs are float32.")
+      .def_property_readonly(
+          "metadata",
+          [](const PyModel& p) {
+            const ModelMetadata& m = p.model->graph().metadata;
+            py::dict d;
+            d["name"] = p.model->graph().name;
+            d["format"] = p.format;
+            d["source_format"] = m.source_format;
+            d["producer"] = m.producer;
+            d["version"] = m.version;
+            d["description"] = m.description;
+            d["task"] = m.task;
+            d["license"] = m.license;
+            d["author"] = m.author;
+            d["created"] = m.created;
+            d["labels"] = m.labels;
+            d["metrics"] = m.metrics;
+            d["layer_count"] = p.model->graph().layers.size();
+            return d;
+          },
+          "What the model says about itself: name, format, source_format, producer, version, description, "
+          "task, license, author, created, labels, metrics, layer_count ('' or empty where it does not say).")
       .def(
           "save",
           [](const PyModel& p, const std::string& path) { save_package(p.model->graph(), path); }, py::arg("path"),
           "Writes the model as an .esp package.")
       .def(
           "session",
-          [](const PyModel& p, int threads) {
-            return std::make_unique<Session>(p.model, SessionOptions{.threads = threads});
+          [](const PyModel& p, int threads, const std::optional<std::string>& precision, std::optional<bool> strict) {
+            SessionOptions options = p.options;
+            options.threads = threads;
+            if (precision) options.precision = parse_precision(*precision);
+            if (strict) options.strict_precision = *strict;
+            return std::make_unique<Session>(p.model, options);
           },
-          py::arg("threads") = 0, "A new session with its own activations and CPU threads (0: shared).")
+          py::arg("threads") = 0, py::arg("precision") = py::none(), py::arg("strict") = py::none(),
+          "A new session with its own activations and CPU threads (0: shared); precision and strict default "
+          "to the model's (see load).")
       .def(
           "run",
           [](PyModel& p, const std::map<std::string, py::object>& inputs) {
@@ -180,7 +263,7 @@ PYBIND11_MODULE(espresso, m) {
               py::gil_scoped_release release;  // never wait for the lock while holding the GIL
               lock.lock();
             }
-            if (!p.default_session) p.default_session = std::make_unique<Session>(p.model);
+            if (!p.default_session) p.default_session = std::make_unique<Session>(p.model, p.options);
             return run_session(*p.default_session, inputs);
           },
           py::arg("inputs"), "Runs on a dict of input arrays with the model's own session.")
@@ -208,20 +291,35 @@ PYBIND11_MODULE(espresso, m) {
 
   m.def(
       "load",
-      [](const std::string& path, const std::string& weights, const std::string& device) {
-        return wrap(load_model(path, weights), device);
+      [](const std::string& path, const std::string& weights, const std::string& device, const std::string& precision,
+         bool strict) {
+        std::string file;
+        Graph graph;
+        {
+          py::gil_scoped_release release;  // a pull downloads
+          file = resolve_model(path);
+          graph = load_model(file, weights);
+        }
+        return wrap(std::move(graph), device, model_format_of(file), precision, strict);
       },
-      py::arg("path"), py::arg("weights") = "", py::arg("device") = "cpu",
-      "Loads a Caffe .prototxt (with .caffemodel weights), .onnx or .esp model onto a device.");
+      py::arg("path"), py::arg("weights") = "", py::arg("device") = "cpu", py::arg("precision") = "fp32",
+      py::arg("strict") = false,
+      "Loads a Caffe .prototxt (with .caffemodel weights), .onnx, .esp or .tflite model, or a store reference "
+      "REGISTRY/NAME:VERSION (pulled into the cache as `espresso pull` does), onto a device. precision "
+      "('fp32', 'tf32', 'fp16', 'bf16') is that of run() and new sessions; strict makes a layer without a "
+      "kernel in it an error instead of an fp32 fallback.");
   m.def(
       "load_bytes",
-      [](const py::bytes& model, const std::string& format, const py::bytes& weights, const std::string& device) {
+      [](const py::bytes& model, const std::string& format, const py::bytes& weights, const std::string& device,
+         const std::string& precision, bool strict) {
         std::string model_storage, weight_storage;
         const auto model_bytes = bytes_of(model, model_storage);
         const auto weight_bytes = bytes_of(weights, weight_storage);
-        return wrap(load_model(model_bytes, format_of(format), weight_bytes), device);
+        const ModelFormat model_format = format_of(format);
+        return wrap(load_model(model_bytes, model_format, weight_bytes), device, model_format, precision, strict);
       },
       py::arg("model"), py::arg("format"), py::arg("weights") = py::bytes(), py::arg("device") = "cpu",
+      py::arg("precision") = "fp32", py::arg("strict") = false,
       "Loads a model from bytes: format 'caffe' (prototxt, with caffemodel weights), 'onnx' or 'esp'.");
 
   m.def(

@@ -5,7 +5,7 @@
 # Usage: scripts/check_layering.sh [ROOT]   (ROOT: a checkout, default this one)
 set -euo pipefail
 root=${1:-"$(dirname "$0")/.."}
-ranks=(core graph layers backends data esp import export runtime train store serve capi)
+ranks=(core graph layers backends data esp runtime import export models train store serve capi)
 
 rank_of() {
   local i

@@ -1,7 +1,7 @@
 /* Classifies a digit image with a Caffe LeNet through espresso's C API and prints the ten classes by
  * probability, as `espresso classify --top 10 --scale 0.00390625` does.
  *   classify LENET.prototxt LENET.caffemodel DIGIT.png
- * Build: cc classify.c $(pkg-config --cflags --libs espresso) or against libespresso.so. */
+ * Build: cc classify.c $(pkg-config --cflags --libs espresso-c), or CMake (CMakeLists.txt here). */
 #include <espresso/c_api.h>
 
 #include <stdio.h>

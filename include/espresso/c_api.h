@@ -40,6 +40,28 @@ typedef enum esp_format {
   ESP_FORMAT_MAX_ENUM = 0x7FFFFFFF
 } esp_format;
 
+/* The arithmetic of a session (docs/precision.md): fp32 everywhere by default; tf32, fp16 and bf16 are
+ * GPU plans, and a layer without a kernel in them runs in fp32 unless the session is strict. Inputs and
+ * outputs are f32 whatever the precision. */
+typedef enum esp_precision {
+  ESP_PRECISION_FP32 = 0,
+  ESP_PRECISION_TF32 = 1,
+  ESP_PRECISION_FP16 = 2,
+  ESP_PRECISION_BF16 = 3,
+  ESP_PRECISION_MAX_ENUM = 0x7FFFFFFF
+} esp_precision;
+
+/* Element types of tensors (what esp_model_input_dtype reports; this API passes f32 values). */
+typedef enum esp_dtype {
+  ESP_DTYPE_F32 = 0,
+  ESP_DTYPE_F16 = 1,
+  ESP_DTYPE_BF16 = 2,
+  ESP_DTYPE_I8 = 3,
+  ESP_DTYPE_I32 = 4,
+  ESP_DTYPE_I64 = 5,
+  ESP_DTYPE_MAX_ENUM = 0x7FFFFFFF
+} esp_dtype;
+
 /* The message of this thread's last failed call ("" when none failed). */
 const char* esp_last_error(void);
 const char* esp_version(void);
@@ -59,8 +81,34 @@ esp_status esp_model_input_name(const esp_model* model, size_t index, const char
 esp_status esp_model_output_count(const esp_model* model, size_t* count);
 esp_status esp_model_output_name(const esp_model* model, size_t index, const char** name);
 
+/* Metadata. Shapes: dims has room for *rank values on entry; on return *rank is the rank (dims filled when
+ * it fits, else ESP_ERROR_SHAPE). Input shapes are the model's declared ones (dimension 0 the batch);
+ * output shapes are inferred for them (the first call plans the model once on its device). Inputs and
+ * outputs are ESP_DTYPE_F32 to callers of this API. */
+esp_status esp_model_input_shape(const esp_model* model, size_t index, int64_t* dims, size_t* rank);
+esp_status esp_model_output_shape(const esp_model* model, size_t index, int64_t* dims, size_t* rank);
+esp_status esp_model_input_dtype(const esp_model* model, size_t index, esp_dtype* dtype);
+esp_status esp_model_output_dtype(const esp_model* model, size_t index, esp_dtype* dtype);
+esp_status esp_model_layer_count(const esp_model* model, size_t* count);
+/* A text of the model's metadata by key; "" where the model does not say. Keys: "name", "format" (what
+ * it was loaded from: "caffe", "onnx", "esp" or "tflite"), "source_format" (what an .esp was converted
+ * from), "producer" (the program that wrote the file, where the format records it), "version",
+ * "description", "task", "license", "author", "created". Another key is ESP_ERROR_INVALID_ARGUMENT. The
+ * text stays valid as long as the model. */
+esp_status esp_model_metadata(const esp_model* model, const char* key, const char** value);
+/* Class labels, where the model carries them (.esp packages may); 0 otherwise. */
+esp_status esp_model_label_count(const esp_model* model, size_t* count);
+esp_status esp_model_label(const esp_model* model, size_t index, const char** label);
+
 /* A session runs a model: its own activations and `threads` CPU worker threads (0: the process's). */
 esp_status esp_session_create(const esp_model* model, int threads, esp_session** session);
+/* The same in another precision; `strict` non-zero makes a layer without a kernel in it an error
+ * (ESP_ERROR_UNSUPPORTED naming the layers) instead of running it in fp32. On the CPU every precision
+ * but fp32 falls back to fp32 per layer. */
+esp_status esp_session_create_with_precision(const esp_model* model, int threads, esp_precision precision,
+                                             int strict, esp_session** session);
+/* The precision a session was created with. */
+esp_status esp_session_precision(const esp_session* session, esp_precision* precision);
 void esp_session_release(esp_session* session);
 /* Copies a row-major f32 tensor of shape dims[0..rank) into input `name`, reshaping the session as
  * needed (a new batch size, say). */
@@ -72,6 +120,21 @@ esp_status esp_session_run(esp_session* session);
  * when it fits, else ESP_ERROR_SHAPE). */
 esp_status esp_session_output(esp_session* session, const char* name, const float** data, int64_t* dims,
                               size_t* rank);
+
+/* Layer types from C: one output, no learned weights, CPU f32 (espresso/custom_layer.h has the rest).
+ * `shape` gets the inputs' shapes and writes the output's into output_dims (room for ESP_MAX_RANK values)
+ * and *output_rank; `forward` gets the inputs' values and shapes and fills `output` (row-major, of the shape
+ * `shape` gave). Either returns ESP_OK, or another status to fail the load or run that called it. Both may
+ * be called from any thread (one call per session at a time); `user_data` is passed through. A type named
+ * like a built-in one or one already registered is ESP_ERROR_MODEL. Registrations last for the process. */
+#define ESP_MAX_RANK 8
+typedef esp_status (*esp_layer_shape_fn)(void* user_data, size_t input_count, const int64_t* const* input_dims,
+                                         const size_t* input_ranks, int64_t* output_dims, size_t* output_rank);
+typedef esp_status (*esp_layer_forward_fn)(void* user_data, size_t input_count, const float* const* inputs,
+                                           const int64_t* const* input_dims, const size_t* input_ranks,
+                                           float* output);
+esp_status esp_register_layer(const char* type, esp_layer_shape_fn shape, esp_layer_forward_fn forward,
+                              void* user_data);
 
 /* Decodes an image file (JPEG, PNG, BMP, ...) into planar f32 values for a model input, as the CLI does:
  * `channels` 1 (gray) or 3 (B,G,R), resized to height x width, then (pixel - mean[c]) * scale (`mean` NULL

@@ -86,6 +86,7 @@ struct ModelMetadata {
   std::string author;
   std::map<std::string, double> metrics;  // e.g. {"mnist_top1": 0.9905}
   std::string source_format;              // "caffe", "onnx", ...
+  std::string producer;                   // what wrote the file, where it says (ONNX, .esp); not saved
   std::string created;                    // ISO 8601 UTC
 };
 

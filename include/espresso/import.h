@@ -39,6 +39,11 @@ void apply_deep_compression(Graph& graph, std::span<const std::byte> net, const 
 Graph load_model(const std::string& model_path, const std::string& weights_path = "");
 
 enum class ModelFormat { caffe, onnx, esp, tflite };
+// "caffe", "onnx", "esp" or "tflite".
+const char* format_name(ModelFormat format);
+// The format load_model(path) reads `path` as: by extension, else TensorFlow Lite's file identifier.
+// Throws UnsupportedError for anything else.
+ModelFormat model_format_of(const std::string& model_path);
 // A model held in memory (an app's bundled resource, a download): for Caffe `model` is the prototxt and
 // `weights` the caffemodel; ONNX and .esp carry their weights, so `weights` must be empty. The bytes
 // are copied or parsed; the caller's buffers may go afterwards. Errors name `name`.

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -22,9 +23,14 @@ class Model {
   // Checks the graph (layer types, attributes, weights on the host) and, on a GPU, uploads the
   // weights. Throws ModelError, DeviceError.
   Model(Graph graph, Device device = Device::cpu());
-  // load_model (Caffe, ONNX, .esp) and the constructor.
+  // load_model (Caffe, ONNX, .esp, TFLite) and the constructor. Part of the importers' component
+  // (espresso::models, which links protobuf); inference-only applications linking espresso::runtime alone
+  // load .esp packages with load_esp.
   static std::shared_ptr<const Model> load(const std::string& path, const std::string& weights_path = "",
                                            Device device = Device::cpu());
+  // An .esp package (load_package) from a file or from memory: all that espresso::runtime needs.
+  static std::shared_ptr<const Model> load_esp(const std::string& path, Device device = Device::cpu());
+  static std::shared_ptr<const Model> load_esp(std::span<const std::byte> bytes, Device device = Device::cpu());
   // Weight bytes a model of `graph` holds on `device`: every distinct weight once (host bytes on the
   // CPU, aligned device bytes on a GPU).
   static std::size_t bytes_needed(const Graph& graph, Device device);

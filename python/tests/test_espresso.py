@@ -4,6 +4,7 @@ model runs, and a short Caffe training run whose loss goes down."""
 import gzip
 import os
 import pathlib
+import subprocess
 import threading
 import time
 
@@ -145,3 +146,65 @@ def test_short_training_run_lowers_the_loss(tmp_path):
     losses = trainer.losses
     assert trainer.iteration == 60 and len(losses) == 60
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_metadata_of_each_format(lenet, tmp_path):
+    # LeNet's prototxt declares data 64x1x28x28 and ten classes in 8 layers (after its Input); the model
+    # zoo's mnist-1 was written by CNTK 2.4 (shared data's MANIFEST.md).
+    assert lenet.format == "caffe" and lenet.layer_count == 8 and lenet.labels == []
+    assert lenet.input_shapes == {"data": (64, 1, 28, 28)}
+    assert lenet.output_shapes == {"prob": (64, 10)}
+    meta = lenet.metadata
+    assert meta["name"] == "LeNet" and meta["format"] == "caffe" and meta["producer"] == ""
+    cntk = espresso.load(str(DATA / "onnx" / "mnist-1" / "model.onnx"))
+    assert cntk.format == "onnx" and "CNTK" in cntk.metadata["producer"] and "2.4" in cntk.metadata["producer"]
+    assert cntk.input_shapes == {"Input3": (1, 1, 28, 28)}
+    assert list(cntk.output_shapes.values()) == [(1, 10)]
+    lenet.save(str(tmp_path / "lenet.esp"))
+    package = espresso.load(str(tmp_path / "lenet.esp"))
+    assert package.format == "esp" and package.metadata["producer"].startswith("espresso ")
+    assert package.metadata["producer"] == "espresso " + espresso.__version__
+    assert package.layer_count == lenet.layer_count and package.output_shapes == lenet.output_shapes
+
+
+def test_precision(lenet):
+    images, _ = mnist_test(8)
+    reference = lenet.run({"data": images})["prob"]
+    path = (str(LENET / "v2_format" / "lenet.prototxt"), str(LENET / "lenet_iter_10000.caffemodel"))
+    # On the CPU no layer has an fp16 or bf16 kernel: each falls back to fp32, so the numbers are the same.
+    half = espresso.load(*path, precision="fp16")
+    assert half.precision == "fp16" and lenet.precision == "fp32"
+    np.testing.assert_array_equal(half.run({"data": images})["prob"], reference)
+    np.testing.assert_array_equal(lenet.session(precision="bf16").run({"data": images})["prob"], reference)
+    with pytest.raises(espresso.UnsupportedError, match="strict precision"):
+        espresso.load(*path, precision="bf16", strict=True).run({"data": images})
+    with pytest.raises(espresso.UnsupportedError, match="strict precision"):
+        lenet.session(precision="fp16", strict=True).run({"data": images})
+    with pytest.raises(espresso.UnsupportedError, match="fp8"):
+        espresso.load(*path, precision="fp8")
+
+
+def test_store_reference(lenet, tmp_path, monkeypatch):
+    """A model pushed to a registry (espresso store serve, on loopback) loads by its reference."""
+    cli = pathlib.Path(os.environ.get("ESPRESSO_CLI", pathlib.Path(espresso.__file__).parent.parent / "bin" / "espresso"))
+    if not cli.exists():
+        pytest.skip(f"no espresso CLI at {cli} (set ESPRESSO_CLI) to serve a registry")
+    lenet.save(str(tmp_path / "lenet.esp"))
+    env = dict(os.environ, ESPRESSO_CACHE=str(tmp_path / "cache"))
+    server = subprocess.Popen([str(cli), "store", "serve", "--root", str(tmp_path / "registry"),
+                               "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        port = int(server.stdout.readline().split()[2].rsplit(":", 1)[1])
+        reference = f"127.0.0.1:{port}/lenet:1"
+        subprocess.run([str(cli), "push", str(tmp_path / "lenet.esp"), reference], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        monkeypatch.setenv("ESPRESSO_CACHE", str(tmp_path / "cache"))
+        pulled = espresso.load(reference)
+        with pytest.raises(espresso.StoreError, match="nothere"):
+            espresso.load(f"127.0.0.1:{port}/nothere:1")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    images, _ = mnist_test(4)
+    assert pulled.format == "esp" and pulled.name == lenet.name
+    np.testing.assert_array_equal(pulled.run({"data": images})["prob"], lenet.run({"data": images})["prob"])

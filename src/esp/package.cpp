@@ -632,6 +632,7 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
   const json& g = r.field(manifest, "graph", "manifest");
   graph.name = r.optional_string(g, "name", "graph");
   graph.metadata = read_metadata(r, manifest.value("metadata", json()));
+  graph.metadata.producer = r.optional_string(manifest, "producer", "manifest");
   const json& inputs = r.array(g, "inputs", "graph");
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const std::string where = "graph.inputs[" + std::to_string(i) + "]";

@@ -20,37 +20,58 @@ void require_file(const std::string& path) {
 }
 
 Graph load_by_extension(const std::string& model_path, const std::string& weights_path) {
-  const std::string extension = std::filesystem::path(model_path).extension().string();
-  if (extension == ".prototxt" || extension == ".pt") {
-    require_file(model_path);
+  const ModelFormat format = model_format_of(model_path);
+  require_file(model_path);
+  if (format == ModelFormat::caffe) {
     if (!weights_path.empty()) require_file(weights_path);
     if (std::filesystem::path(weights_path).extension() == ".net") return load_caffe_compressed(model_path, weights_path);
     return load_caffe(model_path, weights_path);
   }
-  if (extension == ".onnx" || extension == ".esp") {
-    require_file(model_path);
-    if (!weights_path.empty()) {
-      throw UnsupportedError(model_path + ": " + extension + " files carry their own weights; drop '" +
-                             weights_path + "'");
-    }
-    return extension == ".onnx" ? load_onnx(model_path) : load_package(model_path);
+  if (!weights_path.empty()) {
+    throw UnsupportedError(model_path + ": " + format_name(format) + " files carry their own weights; drop '" +
+                           weights_path + "'");
   }
-  if (extension == ".tflite") {
-    require_file(model_path);
-    if (!weights_path.empty()) {
-      throw UnsupportedError(model_path + ": .tflite files carry their own weights; drop '" + weights_path + "'");
-    }
-    return load_tflite(model_path);
+  switch (format) {
+    case ModelFormat::onnx:
+      return load_onnx(model_path);
+    case ModelFormat::esp:
+      return load_package(model_path);
+    default:
+      return load_tflite(model_path);
   }
+}
+
+}  // namespace
+
+const char* format_name(ModelFormat format) {
+  switch (format) {
+    case ModelFormat::caffe:
+      return "caffe";
+    case ModelFormat::onnx:
+      return "onnx";
+    case ModelFormat::esp:
+      return "esp";
+    case ModelFormat::tflite:
+      return "tflite";
+  }
+  return "unknown";
+}
+
+ModelFormat model_format_of(const std::string& model_path) {
+  const std::string extension = std::filesystem::path(model_path).extension().string();
+  if (extension == ".prototxt" || extension == ".pt") return ModelFormat::caffe;
+  if (extension == ".onnx") return ModelFormat::onnx;
+  if (extension == ".esp") return ModelFormat::esp;
+  if (extension == ".tflite") return ModelFormat::tflite;
   // Any other name: TensorFlow Lite files say what they are (the FlatBuffer identifier "TFL3").
   char header[8] = {};
   std::ifstream file(model_path, std::ios::binary);
-  if (file.read(header, sizeof header) && std::memcmp(header + 4, "TFL3", 4) == 0 && weights_path.empty()) {
-    return load_tflite(model_path);
-  }
+  if (file.read(header, sizeof header) && std::memcmp(header + 4, "TFL3", 4) == 0) return ModelFormat::tflite;
   throw UnsupportedError(model_path + ": unknown model format '" + extension +
                          "' (supported: .prototxt/.pt for Caffe, .onnx, .esp, .tflite)");
 }
+
+namespace {
 
 // Every layer's attributes against its schema, so that a bad value is reported with its file.
 Graph checked(Graph graph, const std::string& name) {

@@ -3,7 +3,7 @@
 #include <set>
 
 #include "espresso/errors.h"
-#include "espresso/import.h"
+#include "espresso/package.h"
 #include "layers/registry.h"
 
 namespace espresso {
@@ -27,8 +27,12 @@ Model::Model(Graph graph, Device device) : graph_(std::move(graph)), device_(dev
   if (!device_.is_cpu()) device_weights_ = DeviceWeights::upload(graph_, device_);
 }
 
-std::shared_ptr<const Model> Model::load(const std::string& path, const std::string& weights_path, Device device) {
-  return std::make_shared<const Model>(load_model(path, weights_path), device);
+std::shared_ptr<const Model> Model::load_esp(const std::string& path, Device device) {
+  return std::make_shared<const Model>(load_package(path), device);
+}
+
+std::shared_ptr<const Model> Model::load_esp(std::span<const std::byte> bytes, Device device) {
+  return std::make_shared<const Model>(load_package(bytes), device);
 }
 
 Session::Session(std::shared_ptr<const Model> model, SessionOptions options) : model_(std::move(model)) {

@@ -865,6 +865,8 @@ Graph Importer::run(const std::string& bytes) {
   graph_.metadata.source_format = "onnx";
   graph_.metadata.name = graph.name();
   graph_.metadata.description = model.doc_string();
+  graph_.metadata.producer = model.producer_version().empty() ? model.producer_name()
+                                                              : model.producer_name() + " " + model.producer_version();
   check_supported(graph);
 
   std::set<std::string> initializers;
