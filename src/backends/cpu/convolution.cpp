@@ -308,29 +308,48 @@ class ConvolutionKernel final : public Kernel {
       use_winograd(*cached == ConvTactic::winograd);
       return;
     }
-    // Measured on the real shape: one run to warm caches and scratch, then the best of two.
+    // Measured on the real shape: both prepared, one run each to warm caches and scratch, then five
+    // each, alternating so that a burst of load elsewhere hits both; the faster best run wins.
     std::vector<float> x(static_cast<std::size_t>(g_.batch * g_.in_channels * g_.in_spatial()));
     std::vector<float> y(static_cast<std::size_t>(g_.batch * g_.out_channels * g_.out_spatial()));
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     for (float& v : x) v = uniform(rng);
-    const auto best_time = [&] {
-      double best = 1e30;
-      for (int run = 0; run < 3; ++run) {
-        const auto start = std::chrono::steady_clock::now();
-        packed_forward(x.data(), y.data());
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if (run > 0) best = std::min(best, seconds);
-      }
-      return best;
-    };
     use_winograd(false);
-    const double gemm_seconds = best_time();
+    std::vector<PackedMatrix> gemm_weights = std::move(packed_);
     use_winograd(true);
-    const double winograd_seconds = best_time();
-    const bool winograd = winograd_seconds < gemm_seconds;
-    remember_conv_tactic(key, winograd ? ConvTactic::winograd : ConvTactic::gemm);
-    if (!winograd) use_winograd(false);
+    // The one not selected waits in winograd / gemm_weights.
+    std::unique_ptr<WinogradConvolution> winograd = std::move(winograd_);
+    packed_ = std::move(gemm_weights);
+    bool selected = false;
+    const auto select = [&](bool on) {
+      if (on == selected) return;
+      if (on) {
+        gemm_weights = std::move(packed_);
+        winograd_ = std::move(winograd);
+      } else {
+        winograd = std::move(winograd_);
+        packed_ = std::move(gemm_weights);
+      }
+      selected = on;
+    };
+    const auto seconds_of = [&](bool on) {
+      select(on);
+      const auto start = std::chrono::steady_clock::now();
+      packed_forward(x.data(), y.data());
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
+    seconds_of(false);
+    seconds_of(true);
+    double gemm_seconds = 1e30, winograd_seconds = 1e30;
+    for (int run = 0; run < 5; ++run) {
+      gemm_seconds = std::min(gemm_seconds, seconds_of(false));
+      winograd_seconds = std::min(winograd_seconds, seconds_of(true));
+    }
+    const bool faster = winograd_seconds < gemm_seconds;
+    remember_conv_tactic(key, faster ? ConvTactic::winograd : ConvTactic::gemm);
+    select(faster);
+    update_name();
   }
 
   void packed_forward(const float* x, float* y) {
