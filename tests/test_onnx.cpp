@@ -48,6 +48,24 @@ TEST_P(OnnxModels, MatchesReferenceOutput) {
   EXPECT_LE(error, 1e-4);
 }
 
+// Each CPU convolution tactic forced in turn (Winograd takes the 3×3 stride-1 convolutions of
+// ResNet-18, SqueezeNet and NIN), against the outputs the models ship with.
+TEST_P(OnnxModels, MatchesReferenceOutputWithEachCpuTactic) {
+  const std::string dir = data_dir() + "/onnx/" + GetParam();
+  const Graph graph = load_onnx(dir + "/model.onnx");
+  const Tensor input = read_onnx_tensor(dir + "/test_data_set_0/input_0.pb");
+  const Tensor expected = read_onnx_tensor(dir + "/test_data_set_0/output_0.pb");
+  for (const char* tactic : {"gemm", "winograd"}) {
+    setenv("ESPRESSO_CONV_TACTIC", tactic, 1);
+    Net net(graph);
+    const auto outputs = net.forward({{net.input_names().at(0), input}});
+    unsetenv("ESPRESSO_CONV_TACTIC");
+    const double error = relative_error(outputs.begin()->second, expected);
+    std::printf("%s with ESPRESSO_CONV_TACTIC=%s: relative error %.3g\n", GetParam(), tactic, error);
+    EXPECT_LE(error, 1e-4) << tactic;
+  }
+}
+
 TEST_P(OnnxModels, MatchesReferenceOutputOnCuda) {
   if (!testing::have_gpu()) {
     GTEST_SKIP() << testing::no_gpu_reason() << ": GPU run not checked";

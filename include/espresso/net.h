@@ -177,8 +177,10 @@ class Net {
   std::vector<Parameter> parameters();
   // The weight blobs of a layer as the net holds them (on its device when training), sharing memory
   // with the net; empty for layers without weights or names the net lacks. Planned first. CPU kernels
-  // keep packed copies of some weights: they are packed again at the next forward() after a call to
-  // weights(), parameters() or backward(), so write through views taken after the last forward().
+  // keep packed copies of some weights: weights(), parameters() and backward() mark the memory of the
+  // tensors they hand out or a solver updates (Tensor::mark_written), and kernels whose weights come
+  // from marked memory pack them again at the next forward(); other nets' packed weights stay. So write
+  // through views taken after the last forward(), or call mark_written() after writing.
   std::vector<Tensor> weights(const std::string& layer);
   // The gradient of loss() with respect to a tensor after backward(); throws ModelError for tensors
   // no gradient flows to (graph inputs, labels, tensors the loss does not depend on), and

@@ -95,8 +95,19 @@ class Tensor {
   // Host values as a vector; only for CPU f32 tensors (tests and tools).
   std::vector<float> to_vector() const;
 
+  // The version of this tensor's memory, shared by every tensor made from it (copies, reshaped()):
+  // kernels that keep a transformed copy (the CPU's packed convolution weights) compare it with the
+  // version they packed at. mark_written() moves it; copy_from() marks, Net::weights() and
+  // Net::parameters() mark the views they hand out, and Net::backward() the parameters a solver
+  // updates next. Versions come from one process-wide sequence, so memory replaced by other memory
+  // reads as changed too. Code that writes a net's weights through data() after a forward, without
+  // fetching them again, calls mark_written(). 0 for a tensor without memory.
+  std::uint64_t version() const;
+  void mark_written();
+
  private:
-  std::shared_ptr<void> owner_;
+  struct Storage;  // the memory's owner and its version
+  std::shared_ptr<Storage> storage_;
   void* data_ = nullptr;
   Shape shape_;
   DType dtype_ = DType::f32;

@@ -40,9 +40,13 @@ class Kernel {
   // ReLU6, clip). Each returns false when the kernel cannot, and the step runs on its own.
   virtual bool fuse_residual(const Tensor& /*residual*/) { return false; }
   // A per-channel y = x·multiplier + offset after it (an inference BatchNorm), its coefficients read
-  // through `coefficients` whenever the kernel packs its weights. Before any residual or clamp.
-  using ChannelAffine = std::function<void(std::vector<float>& multiplier, std::vector<float>& offset)>;
-  virtual bool fuse_channel_affine(ChannelAffine /*coefficients*/) { return false; }
+  // through `coefficients` whenever the kernel packs its weights, which it does again when the
+  // version of one of `sources` (the tensors they are computed from) moves. Before any residual or clamp.
+  struct ChannelAffine {
+    std::function<void(std::vector<float>& multiplier, std::vector<float>& offset)> coefficients;
+    std::vector<Tensor> sources;
+  };
+  virtual bool fuse_channel_affine(ChannelAffine /*affine*/) { return false; }
   virtual bool fuse_clamp(float /*lo*/, float /*hi*/) { return false; }
   // Writes the output of image n at base + n·image_stride floats instead of into the output tensor
   // (its slice of a channel Concat that reads it alone); false when the kernel cannot.

@@ -1,5 +1,6 @@
 #include "espresso/tensor.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -88,6 +89,28 @@ std::string Shape::str() const {
 
 namespace {
 
+// Versions are drawn from one sequence, so no two storages ever share one.
+std::atomic<std::uint64_t> version_sequence{0};
+std::uint64_t next_version() { return version_sequence.fetch_add(1, std::memory_order_relaxed) + 1; }
+
+}  // namespace
+
+struct Tensor::Storage {
+  explicit Storage(std::shared_ptr<void> owner) : memory(std::move(owner)), version(next_version()) {}
+  std::shared_ptr<void> memory;
+  std::atomic<std::uint64_t> version;
+};
+
+std::uint64_t Tensor::version() const {
+  return storage_ ? storage_->version.load(std::memory_order_acquire) : 0;
+}
+
+void Tensor::mark_written() {
+  if (storage_) storage_->version.store(next_version(), std::memory_order_release);
+}
+
+namespace {
+
 void check_shape(const Shape& shape, DType dtype) {
   for (std::int64_t d : shape.dims()) {
     if (d < 0) throw ShapeError("negative dimension in shape " + shape.str());
@@ -104,8 +127,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.device_ = device;
-  t.owner_ = device_memory(device.type).allocate(t.bytes(), device, "");
-  t.data_ = t.owner_.get();
+  t.storage_ = std::make_shared<Storage>(device_memory(device.type).allocate(t.bytes(), device, ""));
+  t.data_ = t.storage_->memory.get();
   return t;
 }
 
@@ -119,7 +142,7 @@ Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, Device device,
                     std::shared_ptr<void> owner) {
   check_shape(shape, dtype);
   Tensor t;
-  t.owner_ = std::move(owner);
+  t.storage_ = std::make_shared<Storage>(std::move(owner));
   t.data_ = data;
   t.shape_ = shape;
   t.dtype_ = dtype;
@@ -212,6 +235,7 @@ void Tensor::copy_from(const Tensor& source) {
     // Between two kinds of device: through the host.
     copy_from(source.to(Device::cpu()));
   }
+  mark_written();
 }
 
 std::vector<float> Tensor::to_vector() const {

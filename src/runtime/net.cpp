@@ -7,7 +7,6 @@
 
 #include "backends/registry.h"
 #include "core/parallel.h"
-#include "core/weights_generation.h"
 #include "espresso/limits.h"
 #include "graph/memory_planner.h"
 #include "layers/activation.h"
@@ -786,9 +785,9 @@ void Net::Impl::fuse_steps() {
     // Inference BatchNorms fold into the weights and bias.
     while (next >= 0) {
       const auto* bn = dynamic_cast<const BatchNormLayer*>(layers[static_cast<std::size_t>(next)].get());
-      if (!bn || bn->batch_statistics() || !kernel.fuse_channel_affine([bn](std::vector<float>& m, std::vector<float>& o) {
-            bn->affine(m, o);
-          })) {
+      if (!bn || bn->batch_statistics() ||
+          !kernel.fuse_channel_affine(
+              {[bn](std::vector<float>& m, std::vector<float>& o) { bn->affine(m, o); }, bn->weights()})) {
         break;
       }
       kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
@@ -1272,8 +1271,9 @@ void Net::backward() {
   const ScopedThreads scope(impl_->threads.get());
   impl_->backward_ran = true;
   impl_->run_backward();
-  // A solver update follows: kernels that packed these weights (another net may share them) re-pack.
-  note_weights_may_change();
+  // A solver update of these parameters follows: kernels that packed them (in this net or another
+  // sharing the memory) re-pack at their next forward; other nets' packed weights stay.
+  for (Parameter& p : impl_->params) p.value.mark_written();
 }
 
 void Net::set_backward_observer(std::function<void(const std::string& layer)> observer) {
@@ -1284,12 +1284,17 @@ void Net::synchronize() { impl_->stream->synchronize(); }
 
 std::vector<Parameter> Net::parameters() {
   if (!impl_->planned) impl_->plan();
-  note_weights_may_change();  // writable views: packed copies are checked again at the next forward
-  if (impl_->options.training) return impl_->params;
+  // Writable views: their memory is marked written, so kernels that packed it check it again at
+  // the next forward.
+  if (impl_->options.training) {
+    for (Parameter& p : impl_->params) p.value.mark_written();
+    return impl_->params;
+  }
   std::vector<Parameter> params;
   for (const auto& layer : impl_->layers) {
     for (std::size_t i = 0; i < layer->weights().size(); ++i) {
       const ParamSpec spec = i < layer->spec().params.size() ? layer->spec().params[i] : ParamSpec{};
+      layer->weights()[i].mark_written();
       params.push_back({layer->name(), static_cast<int>(i), layer->weights()[i], Tensor{}, spec});
     }
   }
@@ -1298,9 +1303,11 @@ std::vector<Parameter> Net::parameters() {
 
 std::vector<Tensor> Net::weights(const std::string& layer) {
   if (!impl_->planned) impl_->plan();
-  note_weights_may_change();  // writable views: packed copies are checked again at the next forward
   for (const auto& l : impl_->layers) {
-    if (l->name() == layer) return l->weights();
+    if (l->name() != layer) continue;
+    // Writable views: kernels that packed this memory check it again at the next forward.
+    for (Tensor& w : l->weights()) w.mark_written();
+    return l->weights();
   }
   return {};
 }

@@ -1,21 +1,26 @@
 // Convolution on the CPU: im2col + one sgemm per group, or a plain GEMM for 1x1 windows; depthwise
 // 2-D convolutions go to a direct kernel (depthwise_convolution.cpp) outside training. For inference
-// on processors with AVX2+FMA the weights are packed once into the GEMM's panels (gemm.h; packed
-// again only when weights_generation() says they may have changed) and the bias, a fused residual
-// and a fused clamp (ReLU, ReLU6) are applied as the GEMM writes its tiles. Backward:
+// on processors with AVX2+FMA the weights are packed once into the GEMM's panels (gemm.h) or, for 3×3
+// stride-1 windows where measuring says it is faster, transformed for Winograd F(4×4, 3×3)
+// (winograd.h, conv_tactics.h); they are packed again only when the version of a tensor they come
+// from moved (Tensor::version). The bias, a fused residual and a fused clamp (ReLU, ReLU6) are
+// applied as the GEMM (or Winograd's output transform) writes its results. Backward:
 // weight gradients from the same unfolding (dy · colᵀ), input gradients by Wᵀ · dy folded back with
 // col2im.
 #include "layers/convolution.h"
 
 #include <algorithm>
+#include <chrono>
+#include <random>
 #include <string>
 
 #include "backends/cpu/blas.h"
+#include "backends/cpu/conv_tactics.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/depthwise_convolution.h"
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/im2col.h"
-#include "core/weights_generation.h"
+#include "backends/cpu/winograd.h"
 #include "espresso/errors.h"
 
 namespace espresso::cpu {
@@ -33,7 +38,6 @@ class ConvolutionKernel final : public Kernel {
     }
     pointwise_ = unit;
     packed_path_ = !layer.training() && fast_gemm_available();
-    if (packed_path_) pack_weights();
     // 2-D windows: the packed GEMM reads them from the image itself, no unfolding buffer.
     windows_ = packed_path_ && !pointwise_ && g.axes() == 2;
     if (windows_) {
@@ -50,7 +54,10 @@ class ConvolutionKernel final : public Kernel {
       window_.dilation_h = g.dilation[0];
       window_.dilation_w = g.dilation[1];
     }
-    if (packed_path_) update_name();
+    if (packed_path_) {
+      choose_tactic();
+      if (packed_.empty() && !winograd_) pack_weights();
+    }
     if (!pointwise_ && !windows_) {
       columns_.assign(
           static_cast<std::size_t>(schedule_.slots()),
@@ -180,9 +187,9 @@ class ConvolutionKernel final : public Kernel {
     update_name();
     return true;
   }
-  bool fuse_channel_affine(ChannelAffine coefficients) override {
+  bool fuse_channel_affine(ChannelAffine affine) override {
     if (!packed_path_ || residual_.defined() || clamp_ || redirect_) return false;
-    affines_.push_back(std::move(coefficients));
+    affines_.push_back(std::move(affine));
     pack_weights();  // folds it in
     return true;
   }
@@ -209,7 +216,10 @@ class ConvolutionKernel final : public Kernel {
 
  private:
   void update_name() {
-    name_ = std::string(pointwise_ ? "packed-gemm-" : windows_ ? "window-packed-gemm-" : "im2col+packed-gemm-") +
+    name_ = std::string(winograd_     ? "winograd-f4x4-"
+                        : pointwise_ ? "packed-gemm-"
+                        : windows_   ? "window-packed-gemm-"
+                                     : "im2col+packed-gemm-") +
             fast_gemm_isa();
     if (!affines_.empty()) name_ += "+batchnorm";
     if (residual_.defined()) name_ += "+add";
@@ -227,7 +237,7 @@ class ConvolutionKernel final : public Kernel {
       std::vector<float> multiplier(static_cast<std::size_t>(g_.out_channels), 1.0f),
           offset(static_cast<std::size_t>(g_.out_channels), 0.0f), m, o;
       for (const ChannelAffine& affine : affines_) {
-        affine(m, o);
+        affine.coefficients(m, o);
         if (m.size() != multiplier.size() || o.size() != offset.size())
           throw ModelError("layer '" + layer_.name() + "': a fused per-channel affine has " + std::to_string(m.size()) +
                            " channels for " + std::to_string(multiplier.size()) + " outputs");
@@ -249,14 +259,109 @@ class ConvolutionKernel final : public Kernel {
       w = folded.data();
     }
     packed_.clear();
-    for (std::int64_t grp = 0; grp < g_.group; ++grp)
-      packed_.emplace_back(w + grp * out_group * depth, depth, false, out_group, depth);
-    packed_generation_ = weights_generation();
+    if (winograd_) {
+      winograd_->set_weights(w);
+    } else {
+      for (std::int64_t grp = 0; grp < g_.group; ++grp)
+        packed_.emplace_back(w + grp * out_group * depth, depth, false, out_group, depth);
+    }
+    weight_versions(packed_versions_);
+    count_convolution_weight_pack();
+    update_name();
+  }
+
+  // The versions of every tensor the packed weights come from: the weights, the bias (folded with
+  // fused BatchNorms) and the fused BatchNorms' own.
+  void weight_versions(std::vector<std::uint64_t>& versions) const {
+    versions.clear();
+    for (const Tensor& t : layer_.weights()) versions.push_back(t.version());
+    for (const ChannelAffine& affine : affines_) {
+      for (const Tensor& t : affine.sources) versions.push_back(t.version());
+    }
+  }
+
+  // Winograd where it applies and measures faster on this shape (once per shape and processor, see
+  // conv_tactics.h), or forced by ESPRESSO_CONV_TACTIC; the windows' GEMM otherwise.
+  void choose_tactic() {
+    bool fits = windows_ && g_.group == 1;
+    for (int a = 0; a < 2; ++a) {
+      const auto i = static_cast<std::size_t>(a);
+      fits = fits && g_.kernel[i] == 3 && g_.stride[i] == 1 && g_.dilation[i] == 1;
+    }
+    if (!fits) return;
+    WinogradGeometry wg;
+    wg.batch = g_.batch;
+    wg.in_channels = g_.in_channels;
+    wg.out_channels = g_.out_channels;
+    wg.height = g_.in_size[0];
+    wg.width = g_.in_size[1];
+    wg.out_height = g_.out_size[0];
+    wg.out_width = g_.out_size[1];
+    wg.pad_h = g_.pad[0];
+    wg.pad_w = g_.pad[1];
+    const auto use_winograd = [&](bool on) {
+      winograd_ = on ? std::make_unique<WinogradConvolution>(wg) : nullptr;
+      pack_weights();
+    };
+    if (const std::optional<ConvTactic> forced = forced_conv_tactic()) {
+      use_winograd(*forced == ConvTactic::winograd);
+      return;
+    }
+    const std::string key = tactic_context() + "|conv3x3s1|n" + std::to_string(wg.batch) + "|c" +
+                            std::to_string(wg.in_channels) + "|k" + std::to_string(wg.out_channels) + "|" +
+                            std::to_string(wg.height) + "x" + std::to_string(wg.width) + "|pad" +
+                            std::to_string(wg.pad_h) + "x" + std::to_string(wg.pad_w);
+    if (const std::optional<ConvTactic> cached = cached_conv_tactic(key)) {
+      use_winograd(*cached == ConvTactic::winograd);
+      return;
+    }
+    // Measured on the real shape: both prepared, one run each to warm caches and scratch, then five
+    // each, alternating so that a burst of load elsewhere hits both; the faster best run wins.
+    std::vector<float> x(static_cast<std::size_t>(g_.batch * g_.in_channels * g_.in_spatial()));
+    std::vector<float> y(static_cast<std::size_t>(g_.batch * g_.out_channels * g_.out_spatial()));
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    for (float& v : x) v = uniform(rng);
+    use_winograd(false);
+    std::vector<PackedMatrix> gemm_weights = std::move(packed_);
+    use_winograd(true);
+    // The one not selected waits in winograd / gemm_weights.
+    std::unique_ptr<WinogradConvolution> winograd = std::move(winograd_);
+    packed_ = std::move(gemm_weights);
+    bool selected = false;
+    const auto select = [&](bool on) {
+      if (on == selected) return;
+      if (on) {
+        gemm_weights = std::move(packed_);
+        winograd_ = std::move(winograd);
+      } else {
+        winograd = std::move(winograd_);
+        packed_ = std::move(gemm_weights);
+      }
+      selected = on;
+    };
+    const auto seconds_of = [&](bool on) {
+      select(on);
+      const auto start = std::chrono::steady_clock::now();
+      packed_forward(x.data(), y.data());
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
+    seconds_of(false);
+    seconds_of(true);
+    double gemm_seconds = 1e30, winograd_seconds = 1e30;
+    for (int run = 0; run < 5; ++run) {
+      gemm_seconds = std::min(gemm_seconds, seconds_of(false));
+      winograd_seconds = std::min(winograd_seconds, seconds_of(true));
+    }
+    const bool faster = winograd_seconds < gemm_seconds;
+    remember_conv_tactic(key, faster ? ConvTactic::winograd : ConvTactic::gemm);
+    select(faster);
     update_name();
   }
 
   void packed_forward(const float* x, float* y) {
-    if (packed_generation_ != weights_generation()) pack_weights();
+    weight_versions(current_versions_);
+    if (current_versions_ != packed_versions_) pack_weights();
     const float* bias = !affines_.empty()    ? folded_bias_.data()
                         : layer_.has_bias() ? layer_.weights()[1].data<float>()
                                             : nullptr;
@@ -265,6 +370,19 @@ class ConvolutionKernel final : public Kernel {
     const std::int64_t out_spatial = g_.out_spatial();
     const std::int64_t out_group = g_.out_channels / g_.group;
     const std::int64_t depth = g_.in_channels / g_.group * g_.kernel_spatial();
+    if (winograd_) {
+      WinogradOutput o;
+      o.out = redirect_ ? redirect_ : y;
+      o.image_stride = redirect_ ? image_stride_ : g_.out_channels * out_spatial;
+      o.bias = bias;
+      o.residual = residual;
+      if (clamp_) {
+        o.lo = lo_;
+        o.hi = hi_;
+      }
+      winograd_->forward(x, o);
+      return;
+    }
     schedule_.run([&](std::int64_t n, int slot) {
       const float* image = x + n * g_.in_channels * in_spatial;
       float* out = redirect_ ? redirect_ + n * image_stride_ : y + n * g_.out_channels * out_spatial;
@@ -302,13 +420,14 @@ class ConvolutionKernel final : public Kernel {
   ImageSchedule schedule_;
   WindowLayout layout_;
   bool pointwise_ = false;
-  // Inference on AVX2+FMA: the weights packed per group, the generation they were packed at, and the
-  // fused steps.
+  // Inference on AVX2+FMA: the weights packed per group (or transformed for Winograd), the versions
+  // of the tensors they were packed from, and the fused steps.
   bool packed_path_ = false;
   bool windows_ = false;  // 2-D, not pointwise: B packed from the image's windows
   ConvWindows window_;
   std::vector<PackedMatrix> packed_;
-  std::uint64_t packed_generation_ = 0;
+  std::unique_ptr<WinogradConvolution> winograd_;
+  std::vector<std::uint64_t> packed_versions_, current_versions_;
   std::vector<ChannelAffine> affines_;  // fused BatchNorms, folded into packed_ and folded_bias_
   std::vector<float> folded_bias_;
   Tensor residual_;

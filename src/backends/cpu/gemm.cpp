@@ -562,6 +562,30 @@ void gemm_windows(const PackedMatrix& a, const ConvWindows& windows, float* c, s
   run(pr);
 }
 
+std::int64_t gemm_depth_block() { return kDepthBlock; }
+std::int64_t gemm_panel_width() { return tile_width(); }
+
+void gemm_prepacked(const PackedMatrix& a, const float* packed_b, std::int64_t n, float* c, std::int64_t ldc,
+                    const GemmEpilogue& epilogue) {
+  Problem pr;
+  pr.a = &a;
+  pr.n = n;
+  pr.c = c;
+  pr.ldc = ldc;
+  pr.epilogue = epilogue;
+  if (a.rows() <= 0 || n <= 0) return;
+  if (a.depth() == 0) {
+    empty_product(pr, a.rows());
+    return;
+  }
+  const std::int64_t k = a.depth(), panels = (a.rows() + panel_rows() - 1) / panel_rows();
+  const std::int64_t padded = packed_b_columns(n);
+  for (std::int64_t block = 0; block * kDepthBlock < k; ++block) {
+    const std::int64_t pc = block * kDepthBlock;
+    compute_block(pr, block, 0, panels, 0, n, packed_b + pc * padded, 0);
+  }
+}
+
 void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
           const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
           std::int64_t ldc, const GemmEpilogue& epilogue) {

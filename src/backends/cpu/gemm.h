@@ -5,6 +5,7 @@
 // packed once (PackedMatrix) and reused across calls. Without AVX2 the callers keep OpenBLAS.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -64,6 +65,26 @@ struct ConvWindows {
 // C (m × out_height·out_width) = A · windows, then the epilogue (beta 0).
 void gemm_windows(const PackedMatrix& a, const ConvWindows& windows, float* c, std::int64_t ldc,
                   const GemmEpilogue& epilogue = {});
+
+// B packed ahead by the caller in the layout the GEMM packs it into (Winograd writes its transformed
+// tiles there directly): for each depth block of gemm_depth_block() rows, B's columns in panels of
+// gemm_panel_width(), each panel depth-major (element (p, j) at packed_b_offset(k, n, p, j)), columns
+// past n padded to a whole panel. packed_b_size(k, n) floats in all.
+std::int64_t gemm_depth_block();
+std::int64_t gemm_panel_width();
+inline std::int64_t packed_b_columns(std::int64_t n) {
+  const std::int64_t w = gemm_panel_width();
+  return (n + w - 1) / w * w;
+}
+inline std::int64_t packed_b_size(std::int64_t k, std::int64_t n) { return k * packed_b_columns(n); }
+inline std::int64_t packed_b_offset(std::int64_t k, std::int64_t n, std::int64_t p, std::int64_t j) {
+  const std::int64_t kb = gemm_depth_block(), w = gemm_panel_width();
+  const std::int64_t pc = p / kb * kb, kc = std::min(kb, k - pc);
+  return pc * packed_b_columns(n) + j / w * w * kc + (p - pc) * w + j % w;
+}
+// C (m × n) = A · B, then the epilogue, B packed as above; runs on the calling thread only.
+void gemm_prepacked(const PackedMatrix& a, const float* packed_b, std::int64_t n, float* c, std::int64_t ldc,
+                    const GemmEpilogue& epilogue = {});
 
 // Same with A packed for this call only (alpha folds into it).
 void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,

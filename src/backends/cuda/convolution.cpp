@@ -39,15 +39,18 @@ std::vector<Tactic> heuristic_order(const ConvProblem& p) {
   return {Tactic::cudnn, Tactic::im2col, Tactic::implicit};
 }
 
-// ESPRESSO_CONV_TACTIC=cudnn|im2col|implicit, for tests and comparisons; none when unset.
+// ESPRESSO_CONV_TACTIC=cudnn|im2col|implicit, for tests and comparisons; none when unset or when it
+// names one of the CPU's tactics (gemm, winograd).
 std::optional<Tactic> forced_tactic() {
   const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
   if (forced == nullptr || *forced == '\0') return std::nullopt;
   const std::string name = forced;
+  if (name == "gemm" || name == "winograd") return std::nullopt;
   if (name == "cudnn") return Tactic::cudnn;
   if (name == "im2col") return Tactic::im2col;
   if (name == "implicit") return Tactic::implicit;
-  throw UnsupportedError("ESPRESSO_CONV_TACTIC must be cudnn, im2col or implicit, got '" + name + "'");
+  throw UnsupportedError("ESPRESSO_CONV_TACTIC must be cudnn, im2col, implicit (GPU) or gemm, winograd (CPU), got '" +
+                         name + "'");
 }
 
 // The forced tactic moves to the front; it still declines configurations it cannot run.

@@ -1,0 +1,32 @@
+// Which tactic a CPU convolution runs, measured once per shape and processor: the packed GEMM over
+// the image's windows, or Winograd F(4×4, 3×3) where it applies (winograd.h). Choices are kept for
+// the process, and in the file ESPRESSO_CPU_TACTIC_CACHE names, if any (one "key tactic" per line),
+// so that later processes skip the measurement. ESPRESSO_CONV_TACTIC=gemm|winograd forces one (the
+// GPU's names, cudnn|im2col|implicit, leave the CPU's choice alone).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace espresso::cpu {
+
+enum class ConvTactic { gemm, winograd };
+
+const char* conv_tactic_name(ConvTactic tactic);
+
+// The forced tactic, or nullopt. Throws UnsupportedError for a value no backend knows.
+std::optional<ConvTactic> forced_conv_tactic();
+
+// The processor, instruction set and thread count a measurement holds for, e.g.
+// "Intel(R) Xeon(R) Processor|avx512|threads=2"; keys add the shape to it.
+std::string tactic_context();
+std::optional<ConvTactic> cached_conv_tactic(const std::string& key);
+void remember_conv_tactic(const std::string& key, ConvTactic tactic);
+
+// How many times CPU convolution kernels have packed (or transformed) weights in this process: a
+// hook for tests that check packed weights are reused.
+std::uint64_t convolution_weight_packs();
+void count_convolution_weight_pack();
+
+}  // namespace espresso::cpu

@@ -1,0 +1,398 @@
+// Winograd F(4×4, 3×3) on the CPU (src/backends/cpu/winograd.h) against a direct double-precision
+// convolution on random shapes, inside nets with fused steps against the reference kernels, the
+// measured tactic choice and its cache file (conv_tactics.h), and per-storage weight versions: packed
+// weights are packed again when their own memory is written, not when another net trains.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "backends/cpu/conv_tactics.h"
+#include "backends/cpu/gemm.h"
+#include "backends/cpu/winograd.h"
+#include "core/parallel.h"
+#include "espresso/espresso.h"
+#include "test_support.h"
+
+namespace espresso {
+namespace {
+
+std::vector<float> random_values(std::mt19937& rng, std::size_t n) {
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+double normalized_error(const std::vector<double>& reference, const std::vector<float>& got) {
+  double scale = 1e-30, worst = 0.0;
+  for (double r : reference) scale = std::max(scale, std::abs(r));
+  for (std::size_t i = 0; i < reference.size(); ++i)
+    worst = std::max(worst, std::abs(reference[i] - static_cast<double>(got[i])));
+  return worst / scale;
+}
+
+int pick(std::mt19937& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+
+// Sets an environment variable for a scope, restoring the previous value.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (old_.empty()) {
+      unsetenv(name_);
+    } else {
+      setenv(name_, old_.c_str(), 1);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+};
+
+// Winograd's rounding: the transforms scale values by up to ~100, so about 10× the error of a direct
+// sum; 1e-4 of the output's largest magnitude leaves room for depths of a few hundred channels.
+constexpr double kWinogradTolerance = 1e-4;
+
+TEST(CpuWinograd, MatchesADirectDoubleConvolution) {
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: Winograd runs on the fast GEMM only";
+  std::mt19937 rng(2024);
+  double worst = 0.0;
+  for (int trial = 0; trial < 30; ++trial) {
+    cpu::WinogradGeometry g;
+    g.batch = pick(rng, 1, 3);
+    // Channels cross the GEMM's depth block (256) and its row panels.
+    g.in_channels = trial % 7 == 3 ? pick(rng, 250, 300) : pick(rng, 1, 40);
+    g.out_channels = trial % 5 == 1 ? pick(rng, 30, 70) : pick(rng, 1, 20);
+    g.height = pick(rng, 1, 23);
+    g.width = pick(rng, 1, 37);
+    g.pad_h = pick(rng, 0, 2);
+    g.pad_w = pick(rng, 0, 2);
+    g.out_height = g.height + 2 * g.pad_h - 2;
+    g.out_width = g.width + 2 * g.pad_w - 2;
+    if (g.out_height < 1 || g.out_width < 1) continue;
+    const auto in_size = static_cast<std::size_t>(g.batch * g.in_channels * g.height * g.width);
+    const std::int64_t out_plane = g.out_height * g.out_width;
+    const auto out_size = static_cast<std::size_t>(g.batch * g.out_channels * out_plane);
+    const std::vector<float> x = random_values(rng, in_size);
+    const std::vector<float> w = random_values(rng, static_cast<std::size_t>(g.out_channels * g.in_channels * 9));
+    const std::vector<float> bias = random_values(rng, static_cast<std::size_t>(g.out_channels));
+    const std::vector<float> residual = random_values(rng, out_size);
+    const bool with_residual = rng() % 2 == 0, with_clamp = rng() % 2 == 0;
+    // Some trials write into a wider buffer (a Concat's slice): image n at n·image_stride.
+    const std::int64_t extra_channels = rng() % 3 == 0 ? 2 : 0;
+    const std::int64_t image_stride = (g.out_channels + extra_channels) * out_plane;
+    std::vector<float> got(static_cast<std::size_t>(g.batch * image_stride), 12345.0f);
+
+    cpu::WinogradConvolution wino(g);
+    wino.set_weights(w.data());
+    cpu::WinogradOutput out;
+    out.out = got.data();
+    out.image_stride = image_stride;
+    out.bias = bias.data();
+    out.residual = with_residual ? residual.data() : nullptr;
+    if (with_clamp) {
+      out.lo = 0.0f;
+      out.hi = 1.5f;
+    }
+    if (trial % 2 == 0) {
+      wino.forward(x.data(), out);
+    } else {
+      // Inside a parallel region: one thread, no nested pool.
+      parallel_for(1, [&](std::int64_t, std::int64_t) { wino.forward(x.data(), out); });
+    }
+
+    std::vector<double> expect;
+    std::vector<float> actual;
+    double scale = 1e-30;  // of the sums before the clamp, which would hide the error's scale
+    for (std::int64_t n = 0; n < g.batch; ++n) {
+      for (std::int64_t k = 0; k < g.out_channels; ++k) {
+        for (std::int64_t oy = 0; oy < g.out_height; ++oy) {
+          for (std::int64_t ox = 0; ox < g.out_width; ++ox) {
+            double sum = bias[static_cast<std::size_t>(k)];
+            for (std::int64_t c = 0; c < g.in_channels; ++c) {
+              for (int ky = 0; ky < 3; ++ky) {
+                for (int kx = 0; kx < 3; ++kx) {
+                  const std::int64_t y = oy - g.pad_h + ky, xx = ox - g.pad_w + kx;
+                  if (y < 0 || y >= g.height || xx < 0 || xx >= g.width) continue;
+                  sum += static_cast<double>(x[static_cast<std::size_t>(((n * g.in_channels + c) * g.height + y) * g.width + xx)]) *
+                         w[static_cast<std::size_t>((k * g.in_channels + c) * 9 + ky * 3 + kx)];
+                }
+              }
+            }
+            const std::int64_t at = (n * g.out_channels + k) * out_plane + oy * g.out_width + ox;
+            if (with_residual) sum += residual[static_cast<std::size_t>(at)];
+            scale = std::max(scale, std::abs(sum));
+            if (with_clamp) sum = std::min(std::max(sum, 0.0), 1.5);
+            expect.push_back(sum);
+            actual.push_back(got[static_cast<std::size_t>(n * image_stride + k * out_plane + oy * g.out_width + ox)]);
+          }
+        }
+      }
+      // The slice past this image's channels is not written.
+      for (std::int64_t i = g.out_channels * out_plane; i < image_stride; ++i)
+        ASSERT_EQ(got[static_cast<std::size_t>(n * image_stride + i)], 12345.0f);
+    }
+    double error = 0.0;
+    for (std::size_t i = 0; i < expect.size(); ++i)
+      error = std::max(error, std::abs(expect[i] - static_cast<double>(actual[i])) / scale);
+    worst = std::max(worst, error);
+    EXPECT_LE(error, kWinogradTolerance) << "batch " << g.batch << " channels " << g.in_channels << "->"
+                                         << g.out_channels << " image " << g.height << "x" << g.width << " pad "
+                                         << g.pad_h << "," << g.pad_w;
+  }
+  std::printf("Winograd F(4x4,3x3) vs direct double (%s): worst normalized error %.3g\n", cpu::fast_gemm_isa(),
+              worst);
+}
+
+LayerSpec conv(const std::string& name, const std::string& in, const std::string& out, std::int64_t outputs,
+               std::int64_t kernel, std::int64_t pad, std::int64_t stride) {
+  LayerSpec s;
+  s.name = name;
+  s.type = "Convolution";
+  s.inputs = {in};
+  s.outputs = {out};
+  s.attrs.set("num_output", outputs);
+  s.attrs.set("kernel", kernel);
+  s.attrs.set("pad", pad);
+  s.attrs.set("stride", stride);
+  return s;
+}
+
+LayerSpec simple(const std::string& type, const std::string& name, std::vector<std::string> in,
+                 const std::string& out) {
+  LayerSpec s;
+  s.name = name;
+  s.type = type;
+  s.inputs = std::move(in);
+  s.outputs = {out};
+  return s;
+}
+
+// conv1 (3×3, pad 1) → BatchNorm → ReLU → conv2 (3×3, pad 1) → Add(input) → ReLU: every fusion a
+// Winograd kernel takes, on a shape of its own (`channels`) so that tests do not share cached choices.
+Graph winograd_block(std::int64_t channels, std::uint32_t seed) {
+  Graph g;
+  g.inputs = {{"data", Shape{2, channels, 13, 11}}};
+  LayerSpec add = simple("Binary", "add", {"c2", "data"}, "sum");
+  add.attrs.set("operation", std::string("add"));
+  g.layers = {conv("conv1", "data", "c1", channels, 3, 1, 1), simple("BatchNorm", "bn", {"c1"}, "b1"),
+              simple("ReLU", "relu1", {"b1"}, "r1"),            conv("conv2", "r1", "c2", channels, 3, 1, 1),
+              add,                                              simple("ReLU", "relu2", {"sum"}, "out")};
+  std::mt19937 rng(seed);
+  for (LayerSpec& layer : g.layers) {
+    if (layer.type != "Convolution") continue;
+    const auto n = static_cast<std::size_t>(channels * channels * 9);
+    std::vector<float> w = random_values(rng, n);
+    for (float& v : w) v *= 0.3f;
+    layer.weights = {Tensor::from(Shape{channels, channels, 3, 3}, w),
+                     Tensor::from(Shape{channels}, random_values(rng, static_cast<std::size_t>(channels)))};
+  }
+  const auto c = static_cast<std::size_t>(channels);
+  std::vector<float> variance = random_values(rng, c);
+  for (float& v : variance) v = v * v + 0.5f;
+  g.layers[1].weights = {Tensor::from(Shape{channels}, random_values(rng, c)), Tensor::from(Shape{channels}, variance),
+                         Tensor::from(Shape{1}, std::vector<float>{1.0f})};
+  return g;
+}
+
+std::vector<float> run_net(Net& net, const Tensor& input) { return net.forward({{"data", input}}).at("out").to_vector(); }
+
+std::vector<float> reference_output(const Graph& g, const Tensor& input) {
+  NetOptions options;
+  options.reference_kernels = true;
+  Net reference(g, options);
+  return run_net(reference, input);
+}
+
+double error_against(const std::vector<float>& want, const std::vector<float>& got) {
+  return normalized_error(std::vector<double>(want.begin(), want.end()), got);
+}
+
+TEST(CpuWinograd, ForcedInNetsWithFusedStepsMatchesTheReference) {
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: Winograd runs on the fast GEMM only";
+  const ScopedEnv force("ESPRESSO_CONV_TACTIC", "winograd");
+  const Graph g = winograd_block(9, 1);
+  Net fast(g);
+  std::mt19937 rng(4);
+  const Tensor input = Tensor::from(Shape{2, 9, 13, 11}, random_values(rng, 2 * 9 * 13 * 11));
+  EXPECT_LE(error_against(reference_output(g, input), run_net(fast, input)), kWinogradTolerance);
+  std::map<std::string, std::string> kernel;
+  for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+  EXPECT_EQ(kernel["conv1"].rfind("winograd-f4x4-", 0), 0u) << kernel["conv1"];
+  EXPECT_NE(kernel["conv1"].find("+batchnorm+relu"), std::string::npos) << kernel["conv1"];
+  EXPECT_NE(kernel["conv2"].find("+add+relu"), std::string::npos) << kernel["conv2"];
+  EXPECT_EQ(kernel["bn"], "fused into conv1");
+  EXPECT_EQ(kernel["add"], "fused into conv2");
+}
+
+TEST(CpuWinograd, ForcedGemmKeepsTheWindowsGemm) {
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: the packed GEMM is not used";
+  const ScopedEnv force("ESPRESSO_CONV_TACTIC", "gemm");
+  Net net(winograd_block(10, 2));
+  std::map<std::string, std::string> kernel;
+  for (const LayerSummary& row : net.summary()) kernel[row.name] = row.kernel;
+  EXPECT_EQ(kernel["conv1"].rfind("window-packed-gemm-", 0), 0u) << kernel["conv1"];
+}
+
+TEST(CpuWinograd, UnknownForcedTacticIsATypedError) {
+  const ScopedEnv force("ESPRESSO_CONV_TACTIC", "fft");
+  EXPECT_THROW(cpu::forced_conv_tactic(), UnsupportedError);
+}
+
+std::vector<std::string> lines_of(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: no tactic to choose";
+  const ScopedEnv unforced("ESPRESSO_CONV_TACTIC", nullptr);
+  testing::TempDir dir;
+  const std::string cache = dir.file("tactics.txt");
+  const ScopedEnv file("ESPRESSO_CPU_TACTIC_CACHE", cache.c_str());
+  // A shape no other test uses: measured, and written to the file (both convolutions share it).
+  Net first(winograd_block(11, 3));
+  first.summary();
+  std::vector<std::string> lines = lines_of(cache);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find(cpu::tactic_context() + "|conv3x3s1|n2|c11|k11|13x11|pad1x1 "), std::string::npos)
+      << lines[0];
+  const std::string chosen = lines[0].substr(lines[0].rfind(' ') + 1);
+  EXPECT_TRUE(chosen == "gemm" || chosen == "winograd") << chosen;
+  std::map<std::string, std::string> kernel;
+  for (const LayerSummary& row : first.summary()) kernel[row.name] = row.kernel;
+  EXPECT_EQ(kernel["conv1"].rfind(chosen == "winograd" ? "winograd-" : "window-packed-gemm-", 0), 0u)
+      << kernel["conv1"];
+  // The same shape again: no new measurement.
+  Net second(winograd_block(11, 4));
+  second.summary();
+  EXPECT_EQ(lines_of(cache).size(), 1u);
+  // Choices written by an earlier process are taken as they are, whichever they are.
+  for (const char* forced : {"winograd", "gemm"}) {
+    const std::int64_t channels = forced == std::string("winograd") ? 12 : 13;
+    std::ofstream(cache, std::ios::app) << cpu::tactic_context() << "|conv3x3s1|n2|c" << channels << "|k" << channels
+                                        << "|13x11|pad1x1 " << forced << "\n";
+    Net net(winograd_block(channels, 5));
+    kernel.clear();
+    for (const LayerSummary& row : net.summary()) kernel[row.name] = row.kernel;
+    EXPECT_EQ(kernel["conv2"].rfind(forced == std::string("winograd") ? "winograd-" : "window-packed-gemm-", 0), 0u)
+        << kernel["conv2"];
+  }
+  EXPECT_EQ(lines_of(cache).size(), 3u);
+}
+
+// A small training net of its own: conv (3×3) → EuclideanLoss against a target.
+Graph training_graph(std::uint32_t seed) {
+  Graph g;
+  g.inputs = {{"data", Shape{2, 6, 9, 9}}, {"target", Shape{2, 6, 9, 9}}};
+  LayerSpec c = conv("conv", "data", "y", 6, 3, 1, 1);
+  std::mt19937 rng(seed);
+  c.weights = {Tensor::from(Shape{6, 6, 3, 3}, random_values(rng, 6 * 6 * 9)),
+               Tensor::from(Shape{6}, random_values(rng, 6))};
+  LayerSpec loss = simple("EuclideanLoss", "loss", {"y", "target"}, "loss");
+  g.layers = {c, loss};
+  return g;
+}
+
+// What a solver does: forward, backward, then an SGD step on parameters fetched once.
+void train_steps(Net& net, std::vector<Parameter>& params, int steps) {
+  std::mt19937 rng(9);
+  for (int step = 0; step < steps; ++step) {
+    net.input("data").copy_from(Tensor::from(Shape{2, 6, 9, 9}, random_values(rng, 2 * 6 * 81)));
+    net.input("target").copy_from(Tensor::from(Shape{2, 6, 9, 9}, random_values(rng, 2 * 6 * 81)));
+    net.forward();
+    net.backward();
+    for (Parameter& p : params) {
+      float* value = p.value.data<float>();
+      const std::vector<float> grad = p.grad.to_vector();
+      for (std::size_t i = 0; i < grad.size(); ++i) value[i] -= 0.01f * grad[i];
+    }
+  }
+}
+
+TEST(CpuWeightVersions, PackedWeightsStayWhileAnotherNetTrains) {
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: weights are not packed";
+  const Graph ga = winograd_block(8, 6);
+  Net a(ga);
+  std::mt19937 rng(10);
+  const Tensor input = Tensor::from(Shape{2, 8, 13, 11}, random_values(rng, 2 * 8 * 13 * 11));
+  const std::vector<float> before = run_net(a, input);
+
+  Net b(training_graph(11), {.training = true});
+  std::vector<Parameter> params = b.parameters();
+  const float loss_before = [&] {
+    train_steps(b, params, 1);
+    return b.loss();
+  }();
+  const std::uint64_t packs = cpu::convolution_weight_packs();
+  train_steps(b, params, 3);
+  EXPECT_NE(b.loss(), loss_before);  // b did train
+  const std::vector<float> after = run_net(a, input);
+  EXPECT_EQ(cpu::convolution_weight_packs(), packs) << "net a packed its weights again while net b trained";
+  EXPECT_EQ(before, after);
+
+  // a's own weights written through its views: packed again, and the output follows.
+  for (Tensor w : a.weights("conv2")) {
+    float* data = w.data<float>();
+    for (std::int64_t i = 0; i < w.numel(); ++i) data[i] *= -0.5f;
+  }
+  const std::vector<float> changed = run_net(a, input);
+  EXPECT_GT(cpu::convolution_weight_packs(), packs);
+  Graph scaled = winograd_block(8, 6);
+  for (LayerSpec& layer : scaled.layers) {
+    if (layer.name != "conv2") continue;
+    for (Tensor& w : layer.weights) {
+      std::vector<float> v = w.to_vector();
+      for (float& x : v) x *= -0.5f;
+      w = Tensor::from(w.shape(), v);
+    }
+  }
+  EXPECT_LE(error_against(reference_output(scaled, input), changed), kWinogradTolerance);
+  // Nothing written since: nothing packed.
+  const std::uint64_t settled = cpu::convolution_weight_packs();
+  run_net(a, input);
+  EXPECT_EQ(cpu::convolution_weight_packs(), settled);
+}
+
+TEST(CpuWeightVersions, AnInferenceNetSharingATrainingNetsWeightsFollowsItsUpdates) {
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: weights are not packed";
+  const Graph g = training_graph(12);
+  Net train(g, {.training = true});
+  Graph deploy = g;  // the same weight memory, without the loss
+  deploy.inputs.pop_back();
+  deploy.layers.pop_back();
+  deploy.layers[0].outputs = {"out"};
+  Net test(deploy);
+  std::mt19937 rng(13);
+  const Tensor input = Tensor::from(Shape{2, 6, 9, 9}, random_values(rng, 2 * 6 * 81));
+  const std::vector<float> before = run_net(test, input);
+  std::vector<Parameter> params = train.parameters();
+  train_steps(train, params, 2);
+  const std::uint64_t packs = cpu::convolution_weight_packs();
+  const std::vector<float> after = run_net(test, input);
+  EXPECT_GT(cpu::convolution_weight_packs(), packs);
+  EXPECT_NE(before, after);
+  // The reference reads the trained values.
+  Graph trained = deploy;
+  for (Tensor& w : trained.layers[0].weights) w = Tensor::from(w.shape(), w.to_vector());
+  EXPECT_LE(error_against(reference_output(trained, input), after), kWinogradTolerance);
+}
+
+}  // namespace
+}  // namespace espresso
