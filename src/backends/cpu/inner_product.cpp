@@ -11,7 +11,6 @@
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/sparse_inner_product.h"
 #include "core/parallel.h"
-#include "core/weights_generation.h"
 
 namespace espresso::cpu {
 namespace {
@@ -25,7 +24,7 @@ class InnerProductKernel final : public Kernel {
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     // Weights changed in place (training, Net::weights): choose again on the new values.
-    if (!training_ && generation_ != weights_generation()) choose_form();
+    if (!training_ && weights_version_ != layer_.weights()[0].version()) choose_form();
     const float* x = inputs[0].data<float>();
     float* y = outputs[0].data<float>();
     if (sparse_) {
@@ -85,7 +84,7 @@ class InnerProductKernel final : public Kernel {
 
  private:
   void choose_form() {
-    generation_ = weights_generation();
+    weights_version_ = layer_.weights()[0].version();
     sparse_.reset();
     const float* w = layer_.weights()[0].data<float>();
     if (sparse_product_wins(count_nonzeros(w, d_.outputs * d_.inner), d_.rows, d_.outputs, d_.inner)) {
@@ -95,7 +94,7 @@ class InnerProductKernel final : public Kernel {
 
   const InnerProductLayer& layer_;
   InnerProductLayer::Dims d_;
-  std::uint64_t generation_ = 0;
+  std::uint64_t weights_version_ = 0;  // of the weights the form was chosen for
   bool training_ = false;
   std::optional<SparseCodebookMatrix> sparse_;
   std::vector<float> scratch_;

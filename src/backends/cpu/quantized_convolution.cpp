@@ -177,10 +177,11 @@ class Int8ConvolutionKernel final : public Kernel {
     });
   }
 
-  bool fuse_channel_affine(ChannelAffine coefficients) override {
+  // Folded once: a quantized net's weights and statistics are fixed when it is quantized.
+  bool fuse_channel_affine(ChannelAffine affine) override {
     if (p_.output != Params::Output::real || p_.relu || residual_.defined() || clamped_ || redirect_) return false;
     std::vector<float> m, o;
-    coefficients(m, o);
+    affine.coefficients(m, o);
     if (m.size() != multiplier_.size() || o.size() != offset_.size()) return false;
     for (std::size_t c = 0; c < m.size(); ++c) {
       multiplier_[c] *= m[c];
