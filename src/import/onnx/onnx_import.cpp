@@ -1363,29 +1363,8 @@ void Importer::op_conv(const Node& n) {
   const Value& w = constant(n, 1);
   if (in.rank() < 3 || w.shape.rank() != in.rank())
     invalid(n, "input " + in.str() + " and weights " + w.shape.str() + " do not fit");
-  const std::size_t spatial = static_cast<std::size_t>(in.rank() - 2);
-  const Dims kernel = attr_ints(n, "kernel_shape", Dims(w.shape.dims().begin() + 2, w.shape.dims().end()));
-  const Dims strides = attr_ints(n, "strides", Dims(spatial, 1));
-  const Dims dilations = attr_ints(n, "dilations", Dims(spatial, 1));
-  if (kernel.size() != spatial || strides.size() != spatial || dilations.size() != spatial) {
-    invalid(n, "kernel_shape, strides and dilations need one value per spatial axis");
-  }
-  Dims pads = spatial_pads(n, in, kernel, strides, dilations);
   std::string input = tensor(n, 0);
-  const Dims begin(pads.begin(), pads.begin() + static_cast<long>(spatial)),
-      end(pads.begin() + static_cast<long>(spatial), pads.end());
-  Dims pad = begin;
-  if (begin != end) {
-    input = pad_input(n, input, in.rank(), begin, end, 0.0);
-    pad.assign(spatial, 0);
-  }
-  Attributes attrs;
-  attrs.set("num_output", w.shape[0]);
-  attrs.set("kernel", kernel);
-  attrs.set("stride", strides);
-  attrs.set("pad", pad);
-  attrs.set("dilation", dilations);
-  attrs.set("group", attr_int(n, "group", 1));
+  Attributes attrs = conv_attrs(n, in, w, input, 0.0);
   std::vector<Tensor> weights{w.to_tensor()};
   if (n.has_input(2)) weights.push_back(constant(n, 2).to_tensor().reshaped(Shape{w.shape[0]}));
   attrs.set("bias", static_cast<std::int64_t>(n.has_input(2)));
