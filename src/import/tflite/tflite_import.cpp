@@ -1786,7 +1786,10 @@ void Importer::op_depth_to_space(const TfOperator& op) {
 
 void Importer::op_compare(const TfOperator& op) {
   if (op.inputs.size() != 2) invalid(op, "needs two inputs");
-  const auto [names, in_nchw] = elementwise_operands(op);
+  // Not a structured binding: the lambda below reads `names`, which clang 14 (the fuzz build) cannot capture.
+  const std::pair<std::vector<std::string>, bool> operands = elementwise_operands(op);
+  const std::vector<std::string>& names = operands.first;
+  const bool in_nchw = operands.second;
   // a >= b is clip(floor(a - b) + 1, 0, 1): a - b is 0 only where a = b and has the sign of a - b
   // elsewhere, so the result is exactly 1 or 0. The other comparisons follow from it.
   const std::string one = emit_constant(info(op.outputs[0]).name + "/one", Const{{}, {1.0}, false});
