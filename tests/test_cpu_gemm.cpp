@@ -12,28 +12,16 @@
 #include "backends/cpu/gemm.h"
 #include "core/parallel.h"
 #include "espresso/espresso.h"
+#include "test_support.h"
 
 namespace espresso {
 namespace {
 
 using cpu::GemmEpilogue;
 
-std::vector<float> random_values(std::mt19937& rng, std::size_t n) {
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-double normalized_error(const std::vector<double>& reference, const std::vector<float>& got) {
-  double scale = 1e-30, worst = 0.0;
-  for (double r : reference) scale = std::max(scale, std::abs(r));
-  for (std::size_t i = 0; i < reference.size(); ++i)
-    worst = std::max(worst, std::abs(reference[i] - static_cast<double>(got[i])));
-  return worst / scale;
-}
-
-int pick(std::mt19937& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+using espresso::testing::normalized_error;
+using espresso::testing::pick;
+using espresso::testing::random_values;
 
 TEST(CpuGemm, MatchesNaiveDoubleOnRandomShapes) {
   if (!cpu::fast_gemm_available()) GTEST_SKIP() << "this processor has no AVX2+FMA: the fast GEMM is not used";
@@ -213,9 +201,7 @@ Graph residual_block() {
 // The GEMM's fusions; Winograd's (less exact, so measured choices must not pick it here) are checked
 // in test_cpu_winograd.cpp.
 class GemmTactic {
- public:
-  GemmTactic() { setenv("ESPRESSO_CONV_TACTIC", "gemm", 1); }
-  ~GemmTactic() { unsetenv("ESPRESSO_CONV_TACTIC"); }
+  const espresso::testing::ScopedEnv tactic_{"ESPRESSO_CONV_TACTIC", "gemm"};
 };
 
 TEST(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) {

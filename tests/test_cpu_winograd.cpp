@@ -22,46 +22,10 @@
 namespace espresso {
 namespace {
 
-std::vector<float> random_values(std::mt19937& rng, std::size_t n) {
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-double normalized_error(const std::vector<double>& reference, const std::vector<float>& got) {
-  double scale = 1e-30, worst = 0.0;
-  for (double r : reference) scale = std::max(scale, std::abs(r));
-  for (std::size_t i = 0; i < reference.size(); ++i)
-    worst = std::max(worst, std::abs(reference[i] - static_cast<double>(got[i])));
-  return worst / scale;
-}
-
-int pick(std::mt19937& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
-
-// Sets an environment variable for a scope, restoring the previous value.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    if (value) {
-      setenv(name, value, 1);
-    } else {
-      unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (old_.empty()) {
-      unsetenv(name_);
-    } else {
-      setenv(name_, old_.c_str(), 1);
-    }
-  }
-
- private:
-  const char* name_;
-  std::string old_;
-};
+using espresso::testing::normalized_error;
+using espresso::testing::pick;
+using espresso::testing::random_values;
+using espresso::testing::ScopedEnv;
 
 // Winograd's rounding: the transforms scale values by up to ~100, so about 10× the error of a direct
 // sum; 1e-4 of the output's largest magnitude leaves room for depths of a few hundred channels.

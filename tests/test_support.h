@@ -3,8 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -78,5 +82,50 @@ LayerSpec layer(const std::string& name, const std::string& type, std::vector<st
   } while (0)
 
 namespace espresso::testing {
+
+// Uniform values in [-1, 1).
+inline std::vector<float> random_values(std::mt19937& rng, std::size_t n) {
+  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// The largest difference from a double-precision reference, relative to the reference's largest value.
+inline double normalized_error(const std::vector<double>& reference, const std::vector<float>& got) {
+  double scale = 1e-30, worst = 0.0;
+  for (double r : reference) scale = std::max(scale, std::abs(r));
+  for (std::size_t i = 0; i < reference.size(); ++i)
+    worst = std::max(worst, std::abs(reference[i] - static_cast<double>(got[i])));
+  return worst / scale;
+}
+
+inline int pick(std::mt19937& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+
+// Sets (or, with nullptr, removes) an environment variable for a scope, restoring the previous value.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (old_.empty()) {
+      unsetenv(name_);
+    } else {
+      setenv(name_, old_.c_str(), 1);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::string old_;
+};
 
 }  // namespace espresso::testing
