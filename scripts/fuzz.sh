@@ -12,6 +12,8 @@
 # which the test suite replays (FuzzRegressions.*). Prints one summary row per target:
 # executions, exec/s, coverage (edges) and features, corpus size, new regressions. Exits 1 when any
 # target stored a new regression (the sanitizer CI job runs every target for 30 s this way).
+# ESPRESSO_FUZZ_SEED fixes libFuzzer's random seed (default: a new one each run). With a fixed seed and the
+# same starting corpus a run repeats the same inputs, so CI explores what a local run with that seed did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -43,11 +45,12 @@ for target in "${targets[@]}"; do
   corpus="build-fuzz/corpus/$target"
   artifacts="build-fuzz/artifacts/$target/"
   mkdir -p "$corpus" "$artifacts" "tests/fuzz/regressions/$target"
-  dict=()
-  [ -f "fuzz/dict/$target.dict" ] && dict=(-dict="fuzz/dict/$target.dict")
+  options=()
+  [ -f "fuzz/dict/$target.dict" ] && options+=(-dict="fuzz/dict/$target.dict")
+  [ -n "${ESPRESSO_FUZZ_SEED:-}" ] && options+=(-seed="$ESPRESSO_FUZZ_SEED")
   log="build-fuzz/$target.log"
   build-fuzz/fuzz/"fuzz_$target" "$corpus" "tests/fuzz/seeds/$target" "tests/fuzz/regressions/$target" \
-    "${dict[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=1048576 \
+    "${options[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=1048576 \
     -artifact_prefix="$artifacts" -print_final_stats=1 >"$log" 2>&1 || true
   new=0
   for artifact in "$artifacts"*; do

@@ -8,7 +8,8 @@
 #     tests/fuzz/seeds/<target>/ and tests/fuzz/regressions/<target>/ through the fuzzers' entry points);
 #   - the C API's test program (tests/c_api_test.c, every error path: NULL handles and pointers, unknown
 #     enum values, wrong shapes, short buffers and dims, strict precision);
-#   - every libFuzzer target for 30 s on its corpus (scripts/fuzz.sh; ESPRESSO_FUZZ_SECONDS=0 skips this);
+#   - every libFuzzer target for 30 s on its corpus (scripts/fuzz.sh; ESPRESSO_FUZZ_SECONDS=0 skips this),
+#     with the fixed seed ESPRESSO_FUZZ_SEED (default 1) so that a clean clone repeats a local run;
 #     a new crash, leak, timeout or out-of-memory input fails the job and is stored under
 #     tests/fuzz/regressions/ with the target's log in build-fuzz/<target>.log.
 # Any sanitizer report fails the job (halt_on_error, -fno-sanitize-recover). The whole test suite under
@@ -33,5 +34,5 @@ build-fuzz/tests/espresso_c_api_sanitized_test "${ESPRESSO_DATA:-../shared/data}
 if [ "$status" -ne 0 ] && [ "$status" -ne 77 ]; then exit "$status"; fi
 tested=$(date +%s)
 seconds="${ESPRESSO_FUZZ_SECONDS:-30}"
-[ "$seconds" -gt 0 ] && ESPRESSO_JOBS="$jobs" scripts/fuzz.sh all "$seconds"
+[ "$seconds" -gt 0 ] && ESPRESSO_JOBS="$jobs" ESPRESSO_FUZZ_SEED="${ESPRESSO_FUZZ_SEED:-1}" scripts/fuzz.sh all "$seconds"
 echo "sanitizer job: build $((built - start)) s, tests $((tested - built)) s, fuzzing $(($(date +%s) - tested)) s"

@@ -138,6 +138,22 @@ TEST(HostileImages, OnePixelPngDeclaring65535x65535IsRefusedBeforeDecoding) {
   }, "record 0");
 }
 
+// A JPEG whose Huffman table declares 16 x 255 codes: Debian's stb_image would write them past its
+// 256-entry table.
+TEST(HostileImages, JpegHuffmanTableWithTooManyCodesIsRefused) {
+  Scratch dir;
+  std::string dht("\x00", 1);            // DC table 0
+  dht += std::string(16, '\xff');        // 16 code lengths, 255 codes each
+  dht += std::string(16 * 255, '\x01');  // the symbols
+  const std::size_t length = dht.size() + 2;
+  const std::string bytes = std::string("\xff\xd8\xff\xc4", 4) + static_cast<char>(length >> 8) +
+                            static_cast<char>(length & 0xff) + dht + std::string("\xff\xd9", 2);
+  const std::string path = dir.write("huffman.jpg", bytes);
+  expect_refused<DataError>("JPEG Huffman table of 4080 codes", [&] {
+    data::load_image(path, {.channels = 3, .height = 32, .width = 32});
+  }, "declares 4080 codes, more than 256");
+}
+
 TEST(HostileModels, ExternalDataMustStayInsideTheModelsFolder) {
   Scratch dir;
   fs::create_directories(fs::path(dir.path()) / "a" / "b" / "model");

@@ -50,6 +50,10 @@ std::int64_t checked_numel(std::span<const std::int64_t> dims, std::size_t eleme
 // a * b for sizes from files; LimitError "WHAT: ..." when it overflows or exceeds `cap`.
 std::int64_t checked_product(std::int64_t a, std::int64_t b, std::int64_t cap, const std::string& what);
 
+// A value from a file used as an integer (a shape, an axis, an index stored as a float tensor):
+// LimitError "WHAT: ..." when it is NaN, infinite or outside the 64-bit range, else truncated.
+std::int64_t checked_integer(double value, const std::string& what);
+
 // A name from a file: LimitError when it is longer than max_name_bytes.
 void check_name_length(std::size_t bytes, const std::string& what);
 

@@ -33,6 +33,14 @@ void set_limits(const Limits& limits) {
   current() = limits;
 }
 
+std::int64_t checked_integer(double value, const std::string& what) {
+  // 2^63 is exactly representable; every double below it (and at or above -2^63) converts.
+  constexpr double bound = 9223372036854775808.0;
+  if (!(value >= -bound && value < bound))
+    throw LimitError(what + ": " + std::to_string(value) + " is no 64-bit integer");
+  return static_cast<std::int64_t>(value);
+}
+
 std::int64_t checked_numel(std::span<const std::int64_t> dims, std::size_t element_bytes, const std::string& what) {
   const Limits caps = limits();
   if (static_cast<std::int64_t>(dims.size()) > caps.max_rank) {

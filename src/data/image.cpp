@@ -69,6 +69,45 @@ std::pair<std::int64_t, std::int64_t> declared_size(std::span<const std::uint8_t
   return {0, 0};
 }
 
+// Debian's stb_image (2022 snapshot) writes past its 257-entry Huffman tables when a JPEG DHT segment
+// declares more than 256 codes (later stb releases refuse it). Every DHT segment is checked here
+// first, walking the markers as stb does: segments by their length, entropy-coded data byte by byte.
+void check_jpeg_huffman_tables(std::span<const std::uint8_t> b, const std::string& where) {
+  const std::size_t n = b.size();
+  if (n < 2 || b[0] != 0xff || b[1] != 0xd8) return;
+  // stb reads 0 past the end of the file.
+  const auto byte = [&](std::size_t i) -> unsigned { return i < n ? b[i] : 0; };
+  std::size_t at = 2;
+  while (at + 3 < n) {
+    const std::uint8_t marker = b[at + 1];
+    if (b[at] != 0xff || marker == 0xff) {  // entropy-coded data, or a fill byte before a marker
+      ++at;
+      continue;
+    }
+    // A stuffed zero, TEM, a restart marker or SOI: no length follows.
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd8)) {
+      at += 2;
+      continue;
+    }
+    if (marker == 0xd9) return;  // end of image
+    const std::size_t length = big_endian(b.data() + at + 2, 2);
+    if (marker == 0xc4) {
+      std::size_t table = at + 4;
+      for (std::int64_t left = static_cast<std::int64_t>(length) - 2; left > 0;) {
+        unsigned codes = 0;
+        for (std::size_t i = 1; i <= 16; ++i) codes += byte(table + i);
+        if (codes > 256) {
+          throw DataError(where + ": JPEG Huffman table at byte " + std::to_string(table) + " declares " +
+                          std::to_string(codes) + " codes, more than 256");
+        }
+        table += 17 + codes;
+        left -= 17 + static_cast<std::int64_t>(codes);
+      }
+    }
+    at += 2 + length;
+  }
+}
+
 }  // namespace
 
 DecodedImage decode_image(std::span<const std::uint8_t> bytes, int channels, const std::string& where) {
@@ -78,6 +117,7 @@ DecodedImage decode_image(std::span<const std::uint8_t> bytes, int channels, con
   const auto* data = bytes.data();
   const int size = static_cast<int>(bytes.size());
   DecodedImage image;
+  check_jpeg_huffman_tables(bytes, where);
   auto [width, height] = declared_size(bytes);
   if (width == 0 && height == 0 && stbi_info_from_memory(data, size, &image.width, &image.height, &image.stored_channels)) {
     width = image.width;

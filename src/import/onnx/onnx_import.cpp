@@ -106,6 +106,7 @@ class Importer {
   // Outputs.
   void set_constant(const Node& n, int output, Value value);
   void alias(const Node& n, int output, const std::string& graph_name) {
+    if (output >= n.proto.output_size()) invalid(n, "has no output " + std::to_string(output));
     aliases_[n.proto.output(output)] = graph_name;
   }
   // Adds a layer and infers its output shapes. `outputs` default to the node's outputs; an empty
@@ -294,7 +295,7 @@ const Value& Importer::constant(const Node& n, int i) {
 Dims Importer::constant_ints(const Node& n, int i) {
   const Value& v = constant(n, i);
   Dims out;
-  for (double d : v.data) out.push_back(static_cast<std::int64_t>(d));
+  for (double d : v.data) out.push_back(checked_integer(d, where(n) + ": input " + std::to_string(i)));
   return out;
 }
 
@@ -583,6 +584,7 @@ void Importer::import_nodes(const onnx::GraphProto& graph) {
                       : proto.op_type() + "_" + std::to_string(unnamed_++);
     }
     for (const auto& a : proto.attribute()) node.attrs[a.name()] = &a;
+    if (proto.output_size() == 0) invalid(node, "has no outputs");
     for (const std::string& input : proto.input()) {
       if (!input.empty() && !capture(input)) {
         invalid(node, "input '" + input + "' is not produced by any earlier node, initializer or graph input" +
@@ -1266,6 +1268,11 @@ void Importer::op_split(const Node& n) {
 Dims Importer::spatial_pads(const Node& n, const Shape& in, const Dims& kernel, const Dims& strides,
                             const Dims& dilations) {
   const std::size_t spatial = kernel.size();
+  for (const auto& [name, values] : {std::pair{"strides", &strides}, std::pair{"dilations", &dilations}}) {
+    if (values->size() != spatial) invalid(n, "'" + std::string(name) + "' needs one value per spatial axis");
+    for (std::int64_t v : *values)
+      if (v < 1) invalid(n, "'" + std::string(name) + "' must be positive, not " + std::to_string(v));
+  }
   const std::string auto_pad = attr_string(n, "auto_pad", "NOTSET");
   Dims pads = attr_ints(n, "pads", Dims(2 * spatial, 0));
   if (pads.size() != 2 * spatial) invalid(n, "'pads' needs " + std::to_string(2 * spatial) + " values");

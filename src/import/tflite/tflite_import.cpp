@@ -756,7 +756,7 @@ const Const& Importer::constant(const TfOperator& op, std::size_t i) {
 Dims Importer::constant_ints(const TfOperator& op, std::size_t i) {
   const Const& c = constant(op, i);
   Dims out;
-  for (double v : c.values) out.push_back(static_cast<std::int64_t>(v));
+  for (double v : c.values) out.push_back(checked_integer(v, where(op) + ": input " + std::to_string(i)));
   return out;
 }
 
