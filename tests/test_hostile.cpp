@@ -138,6 +138,19 @@ TEST(HostileImages, OnePixelPngDeclaring65535x65535IsRefusedBeforeDecoding) {
   }, "record 0");
 }
 
+// A PNG whose image-data chunk declares 2 GiB in a file of a few dozen bytes: stb would allocate the
+// declared size before finding the data missing.
+TEST(HostileImages, PngChunkLongerThanTheFileIsRefused) {
+  Scratch dir;
+  std::string bytes = bomb_png();
+  const std::size_t idat = bytes.find("IDAT") - 4;
+  bytes.replace(idat, 4, std::string("\x80\x00\x00\x00", 4));
+  const std::string path = dir.write("chunk.png", bytes);
+  expect_refused<DataError>("PNG chunk declaring 2 GiB", [&] {
+    data::load_image(path, {.channels = 3, .height = 32, .width = 32});
+  }, "declares 2147483648 bytes, past the end");
+}
+
 // A JPEG whose Huffman table declares 16 x 255 codes: Debian's stb_image would write them past its
 // 256-entry table.
 TEST(HostileImages, JpegHuffmanTableWithTooManyCodesIsRefused) {

@@ -108,6 +108,22 @@ void check_jpeg_huffman_tables(std::span<const std::uint8_t> b, const std::strin
   }
 }
 
+// stb_image sizes its buffer for a PNG's image data from each chunk's declared length before reading
+// it, so 80 bytes could ask for 2 GiB; a chunk that runs past the end of the file is refused here first.
+void check_png_chunks(std::span<const std::uint8_t> b, const std::string& where) {
+  if (b.size() < 8 || std::memcmp(b.data(), "\x89PNG\r\n\x1a\n", 8) != 0) return;
+  for (std::size_t at = 8; at + 8 <= b.size();) {
+    const std::size_t length = big_endian(b.data() + at, 4);
+    const std::string type(reinterpret_cast<const char*>(b.data() + at + 4), 4);
+    if (length > b.size() - at - 8) {
+      throw DataError(where + ": PNG chunk at byte " + std::to_string(at) + " declares " + std::to_string(length) +
+                      " bytes, past the end of the " + std::to_string(b.size()) + "-byte file");
+    }
+    if (type == "IEND") return;
+    at += 12 + length;  // length, type, data, CRC
+  }
+}
+
 }  // namespace
 
 DecodedImage decode_image(std::span<const std::uint8_t> bytes, int channels, const std::string& where) {
@@ -118,6 +134,7 @@ DecodedImage decode_image(std::span<const std::uint8_t> bytes, int channels, con
   const int size = static_cast<int>(bytes.size());
   DecodedImage image;
   check_jpeg_huffman_tables(bytes, where);
+  check_png_chunks(bytes, where);
   auto [width, height] = declared_size(bytes);
   if (width == 0 && height == 0 && stbi_info_from_memory(data, size, &image.width, &image.height, &image.stored_channels)) {
     width = image.width;
