@@ -25,6 +25,7 @@
 #include "espresso/store.h"
 #include "store/digest.h"
 #include "store/hashing_writer.h"
+#include "store/manifest.h"
 #include "store/signing.h"
 #include "store/trust.h"
 
@@ -32,6 +33,9 @@ namespace espresso::store {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
+using detail::Descriptor;
+using detail::ModelManifest;
+using detail::parse_model_manifest;
 
 namespace {
 
@@ -76,27 +80,6 @@ std::string url_encode(const std::string& text) {
     }
   }
   return out;
-}
-
-struct Descriptor {
-  std::string media_type;
-  std::string digest;
-  std::uint64_t size = 0;
-};
-
-// A descriptor from a manifest we did not write: digest, size and title checked before any use.
-Descriptor checked_descriptor(const json& d, const std::string& where) {
-  if (!d.is_object() || !d.contains("digest") || !d["digest"].is_string() ||
-      !valid_digest(d["digest"].get<std::string>()) || !d.contains("size") || !d["size"].is_number_unsigned())
-    throw StoreError(where + " is not a valid descriptor (sha256 digest and size)");
-  if (d.contains("annotations") && d["annotations"].is_object() && d["annotations"].contains("org.opencontainers.image.title")) {
-    const json& t = d["annotations"]["org.opencontainers.image.title"];
-    const std::string title = t.is_string() ? t.get<std::string>() : std::string("/");
-    if (title.empty() || title.find('/') != std::string::npos || title.find('\\') != std::string::npos ||
-        title.find('\0') != std::string::npos || title.find("..") != std::string::npos)
-      throw StoreError(where + " has an unsafe title '" + title + "'");
-  }
-  return {d.value("mediaType", std::string()), d["digest"].get<std::string>(), d["size"].get<std::uint64_t>()};
 }
 
 // The value of `key` in a WWW-Authenticate challenge (key="value" pairs).
@@ -769,34 +752,6 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
   return received;
 }
 
-// The parsed parts of an espresso model manifest.
-struct ModelManifest {
-  Descriptor config;
-  std::vector<Descriptor> layers;
-  Descriptor package;
-};
-
-ModelManifest parse_model_manifest(const std::string& bytes, const std::string& what) {
-  const json m = json::parse(bytes, nullptr, false);
-  if (!m.is_object() || !m.contains("config") || !m.contains("layers") || !m["layers"].is_array())
-    throw StoreError(what + ": the manifest is not an OCI image manifest");
-  ModelManifest model;
-  model.config = checked_descriptor(m["config"], what + ": config");
-  const std::string artifact = m.value("artifactType", std::string());
-  if (artifact != kArtifactType && model.config.media_type != kCardMediaType)
-    throw StoreError(what + ": not an espresso model (artifactType '" + artifact + "')");
-  bool found = false;
-  for (std::size_t i = 0; i < m["layers"].size(); ++i) {
-    model.layers.push_back(checked_descriptor(m["layers"][i], what + ": layers[" + std::to_string(i) + "]"));
-    if (!found && model.layers.back().media_type == kPackageMediaType) {
-      model.package = model.layers.back();
-      found = true;
-    }
-  }
-  if (!found) throw StoreError(what + ": the manifest has no " + std::string(kPackageMediaType) + " layer");
-  return model;
-}
-
 // ---- trust metadata on the registry ------------------------------------------------------------------
 
 constexpr std::uint64_t kMaxTrustBytes = 1 << 20;
@@ -817,7 +772,7 @@ std::optional<json> fetch_document(Registry& registry, const std::string& repo, 
   const json manifest = json::parse(got->body, nullptr, false);
   if (!manifest.is_object() || !manifest.contains("layers") || !manifest["layers"].is_array() || manifest["layers"].empty())
     throw IntegrityError(what + ": the trust metadata manifest is malformed");
-  const Descriptor d = checked_descriptor(manifest["layers"][0], what + ": layers[0]");
+  const Descriptor d = detail::read_descriptor(manifest["layers"][0], what + ": layers[0]");
   if (d.size > kMaxTrustBytes) throw IntegrityError(what + ": trust metadata larger than 1 MiB");
   auto blob = registry.call([&] { return registry.http().Get("/v2/" + repo + "/blobs/" + d.digest); });
   if (!blob || blob->status != 200) throw registry.error("getting trust metadata " + what, blob);
@@ -1130,7 +1085,7 @@ PullResult Client::pull(const Reference& reference) {
       if (!signature_manifest.is_object() || !signature_manifest.contains("layers") || !signature_manifest["layers"].is_array() ||
           signature_manifest["layers"].empty())
         throw IntegrityError(what + ": the signature manifest is malformed");
-      const Descriptor d = checked_descriptor(signature_manifest["layers"][0], what + ": signature layer");
+      const Descriptor d = detail::read_descriptor(signature_manifest["layers"][0], what + ": signature layer");
       if (d.size > 65536) throw IntegrityError(what + ": the signature document is larger than 64 KiB");
       auto blob = registry.call([&] { return registry.http().Get("/v2/" + reference.name + "/blobs/" + d.digest); });
       if (!blob || blob->status != 200) throw registry.error("getting the signature of " + what, blob);

@@ -23,6 +23,7 @@
 #include "store/auth.h"
 #include "store/catalog.h"
 #include "store/digest.h"
+#include "store/manifest.h"
 #include "store/signing.h"
 #include "store/try_it.h"
 #include "store/web_page.h"
@@ -31,6 +32,7 @@ namespace espresso::store {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
+using detail::Descriptor;
 
 namespace {
 
@@ -107,48 +109,6 @@ bool hostile_target(const httplib::Request& req) {
   }
   if (path.size() >= 3 && path.compare(path.size() - 3, 3, "/..") == 0) return true;
   return req.path.find('\0') != std::string::npos || req.path.find('\\') != std::string::npos;
-}
-
-// Manifest media types this registry stores.
-bool manifest_media_type(const std::string& type) {
-  return type == kManifestMediaType || type == kIndexMediaType ||
-         type == "application/vnd.docker.distribution.manifest.v2+json" ||
-         type == "application/vnd.docker.distribution.manifest.list.v2+json";
-}
-
-// Annotated titles become file names in some clients: refuse anything but a plain name.
-bool safe_title(const std::string& title) {
-  if (title.empty() || title.size() > 255 || title == "." || title == "..") return false;
-  for (char c : title) {
-    if (c == '/' || c == '\\' || c == '\0' || static_cast<unsigned char>(c) < 0x20) return false;
-  }
-  return title.find("..") == std::string::npos;
-}
-
-// The size and digest of a descriptor, checked; throws std::invalid_argument with the reason.
-struct Descriptor {
-  std::string media_type;
-  std::string digest;
-  std::uint64_t size = 0;
-};
-
-Descriptor read_descriptor(const json& d, const std::string& where) {
-  if (!d.is_object()) throw std::invalid_argument(where + " is not an object");
-  if (!d.contains("digest") || !d["digest"].is_string() || !valid_digest(d["digest"].get<std::string>()))
-    throw std::invalid_argument(where + ".digest is missing or not a sha256 digest");
-  if (!d.contains("size") || !d["size"].is_number_unsigned())
-    throw std::invalid_argument(where + ".size is missing or negative");
-  if (!d.contains("mediaType") || !d["mediaType"].is_string())
-    throw std::invalid_argument(where + ".mediaType is missing");
-  if (d.contains("annotations")) {
-    const json& a = d["annotations"];
-    if (!a.is_object()) throw std::invalid_argument(where + ".annotations is not an object");
-    if (a.contains("org.opencontainers.image.title") &&
-        (!a["org.opencontainers.image.title"].is_string() ||
-         !safe_title(a["org.opencontainers.image.title"].get<std::string>())))
-      throw std::invalid_argument(where + " has an unsafe title (a path, '..', a backslash or a control character)");
-  }
-  return {d["mediaType"].get<std::string>(), d["digest"].get<std::string>(), d["size"].get<std::uint64_t>()};
 }
 
 bool parse_uint(const std::string& text, std::uint64_t& value) {
@@ -782,67 +742,41 @@ void Server::Impl::put_manifest(const Route& route, const httplib::Request& req,
   if (!ok || (req.has_header("Content-Length") && body.size() != declared))
     return refuse_unread(res, 400, "MANIFEST_INVALID", "the body is shorter than its Content-Length");
   const std::string content_type = req.get_header_value("Content-Type");
-  json manifest = json::parse(body, nullptr, false);
-  if (!manifest.is_object()) return send_error(res, 400, "MANIFEST_INVALID", "not a JSON object");
-  std::string media_type = manifest.value("mediaType", content_type);
-  if (!manifest.contains("mediaType") && !manifest_media_type(content_type)) media_type = content_type;
-  if (!manifest_media_type(media_type))
-    return send_error(res, 400, "MANIFEST_INVALID", "unsupported manifest media type '" + media_type + "'");
-  if (manifest.value("schemaVersion", 0) != 2) return send_error(res, 400, "MANIFEST_INVALID", "schemaVersion must be 2");
+  detail::PushedManifest pushed;
+  try {
+    pushed = detail::read_pushed_manifest(body, content_type);
+  } catch (const StoreError& e) {
+    return send_error(res, 400, "MANIFEST_INVALID", e.what());
+  }
   detail::NewManifest row;
   row.repo = route.repo;
   row.digest = sha256_digest(body);
-  row.media_type = media_type;
+  row.media_type = pushed.media_type;
   row.size = body.size();
+  row.subject = pushed.subject;
+  row.artifact_type = pushed.artifact_type;
   if (by_digest && reference != row.digest)
     return send_error(res, 400, "DIGEST_INVALID", "the manifest hashes to " + row.digest + ", not " + reference);
   if (!by_digest) row.tag = reference;
-  try {
-    const bool index = media_type == kIndexMediaType ||
-                       media_type == "application/vnd.docker.distribution.manifest.list.v2+json";
-    std::vector<Descriptor> references;
-    if (index) {
-      if (!manifest.contains("manifests") || !manifest["manifests"].is_array())
-        throw std::invalid_argument("manifests is missing");
-      for (std::size_t i = 0; i < manifest["manifests"].size(); ++i) {
-        const Descriptor d = read_descriptor(manifest["manifests"][i], "manifests[" + std::to_string(i) + "]");
-        if (!catalog->manifest(route.repo, d.digest))
-          return send_error(res, 400, "MANIFEST_BLOB_UNKNOWN", "manifest " + d.digest + " is not in " + route.repo);
-      }
-    } else {
-      if (!manifest.contains("config")) throw std::invalid_argument("config is missing");
-      references.push_back(read_descriptor(manifest["config"], "config"));
-      if (!manifest.contains("layers") || !manifest["layers"].is_array())
-        throw std::invalid_argument("layers is missing");
-      for (std::size_t i = 0; i < manifest["layers"].size(); ++i)
-        references.push_back(read_descriptor(manifest["layers"][i], "layers[" + std::to_string(i) + "]"));
+  for (const Descriptor& d : pushed.references) {
+    if (pushed.index) {
+      if (!catalog->manifest(route.repo, d.digest))
+        return send_error(res, 400, "MANIFEST_BLOB_UNKNOWN", "manifest " + d.digest + " is not in " + route.repo);
+      continue;
     }
-    for (const Descriptor& d : references) {
-      std::error_code ec;
-      const auto size = fs::file_size(blob_path(d.digest), ec);
-      if (ec) return send_error(res, 400, "MANIFEST_BLOB_UNKNOWN", "blob " + d.digest + " is not on the registry");
-      if (size != d.size)
-        return send_error(res, 400, "MANIFEST_INVALID",
-                          "blob " + d.digest + " has " + std::to_string(size) + " bytes, the manifest says " +
-                              std::to_string(d.size));
-      row.blobs.push_back(d.digest);
-    }
-    if (manifest.contains("subject")) row.subject = read_descriptor(manifest["subject"], "subject").digest;
-    row.artifact_type = manifest.value("artifactType", std::string());
-    if (row.artifact_type.empty() && !index && manifest["config"].value("mediaType", "") != "")
-      row.artifact_type = manifest["config"]["mediaType"].get<std::string>() == kCardMediaType ? std::string(kArtifactType) : "";
-    if (row.artifact_type == kArtifactType && !index) {
-      const Descriptor config = references.front();
-      if (config.media_type != kCardMediaType)
-        throw std::invalid_argument("an espresso model's config must be its card (" + std::string(kCardMediaType) + ")");
-      json card = json::parse(detail::read_file(blob_path(config.digest)), nullptr, false);
-      if (!card.is_object()) throw std::invalid_argument("the model card is not a JSON object");
-      row.card = card;
-    }
-  } catch (const std::invalid_argument& e) {
-    return send_error(res, 400, "MANIFEST_INVALID", e.what());
-  } catch (const nlohmann::json::exception& e) {
-    return send_error(res, 400, "MANIFEST_INVALID", e.what());
+    std::error_code ec;
+    const auto size = fs::file_size(blob_path(d.digest), ec);
+    if (ec) return send_error(res, 400, "MANIFEST_BLOB_UNKNOWN", "blob " + d.digest + " is not on the registry");
+    if (size != d.size)
+      return send_error(res, 400, "MANIFEST_INVALID",
+                        "blob " + d.digest + " has " + std::to_string(size) + " bytes, the manifest says " +
+                            std::to_string(d.size));
+    row.blobs.push_back(d.digest);
+  }
+  if (row.artifact_type == kArtifactType && !pushed.index) {
+    json card = json::parse(detail::read_file(blob_path(pushed.references.front().digest)), nullptr, false);
+    if (!card.is_object()) return send_error(res, 400, "MANIFEST_INVALID", "the model card is not a JSON object");
+    row.card = std::move(card);
   }
   const fs::path path = blob_path(row.digest);
   if (!fs::exists(path)) detail::write_file_atomically(path, body);
