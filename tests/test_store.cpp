@@ -487,6 +487,14 @@ TEST_F(StoreProtocol, ManifestsAreValidatedTaggedAtomicallyAndListed) {
     EXPECT_EQ(r.status, 400) << "title " << json(title).dump() << ": " << r.body;
   }
   EXPECT_EQ(raw_http(port_, request("PUT", "/v2/t/m/manifests/1", "{not json", type)).status, 400);
+  // Fields of the wrong JSON type: 400 naming the field, not a 500 from the JSON library.
+  for (const auto& [field, value] : std::vector<std::pair<std::string, json>>{
+           {"mediaType", 5}, {"artifactType", json::array()}, {"schemaVersion", "2"}}) {
+    json wrong = json::parse(manifest_json(config_digest, config.size(), layer_digest, layer.size()));
+    wrong[field] = value;
+    const RawResponse r = raw_http(port_, request("PUT", "/v2/t/m/manifests/1", wrong.dump(), type));
+    EXPECT_EQ(r.status, 400) << field << ": " << r.body;
+  }
   EXPECT_EQ(raw_http(port_, request("PUT", "/v2/t/m/manifests/bad..tag/x", "{}", type)).status, 404);
   // By digest, the digest must match the bytes.
   const std::string good = manifest_json(config_digest, config.size(), layer_digest, layer.size());
