@@ -236,8 +236,7 @@ struct CliRun {
 };
 
 CliRun run_cli(const std::string& args) {
-  const char* env = std::getenv("ESPRESSO_CLI");
-  const std::string command = std::string(env != nullptr ? env : ESPRESSO_CLI_PATH) + " " + args + " 2>&1";
+  const std::string command = testing::espresso_cli() + " " + args + " 2>&1";
   CliRun result;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;

@@ -44,16 +44,10 @@ struct Result {
 };
 
 // Runs the CLI with `args` (already shell-quoted), capturing stdout and stderr apart.
-// The built CLI, or $ESPRESSO_CLI where the tests run away from the build tree (the GPU machine).
-std::string cli_path() {
-  const char* env = std::getenv("ESPRESSO_CLI");
-  return env != nullptr ? env : ESPRESSO_CLI_PATH;
-}
-
 Result run_cli(const std::string& args) {
   TempDir dir;
   const std::string err_path = dir.file("stderr");
-  const std::string command = quote(cli_path()) + " " + args + " 2>" + quote(err_path);
+  const std::string command = quote(testing::espresso_cli()) + " " + args + " 2>" + quote(err_path);
   Result result;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;

@@ -73,7 +73,8 @@ TEST(Cuda, ListsDevices) {
   std::vector<DeviceInfo> devices = list_devices();
   ASSERT_FALSE(devices.empty());
   EXPECT_TRUE(devices.front().device.is_cpu());
-  devices.erase(devices.begin());
+  // The CUDA devices; Vulkan devices follow them where a Vulkan driver is installed.
+  std::erase_if(devices, [](const DeviceInfo& d) { return d.device.type != DeviceType::cuda; });
   ASSERT_EQ(static_cast<int>(devices.size()), backend_for(DeviceType::cuda).device_count());
   for (const DeviceInfo& d : devices) {
     EXPECT_FALSE(d.name.empty());

@@ -305,7 +305,7 @@ TEST_F(CompressedSqueezeNet, ClassifiesTheSharedPhotosSensibly) {
       {"cat.jpg", {"tabby", "tiger cat", "Egyptian cat"}}, {"eagle.jpg", {"bald eagle"}}};
   for (const auto& [image, classes] : cases) {
     const std::string out =
-        run_capture(quote(ESPRESSO_CLI_PATH) + " classify " + quote(deploy()) + " -w " + quote(weights()) + " " +
+        run_capture(quote(testing::espresso_cli()) + " classify " + quote(deploy()) + " -w " + quote(weights()) + " " +
                     quote((images / image).string()) + " --labels " + quote(labels) + " --mean 104,117,123 --top 5");
     bool found = false;
     for (const std::string& c : classes) found = found || out.find(c) != std::string::npos;

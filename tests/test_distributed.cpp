@@ -46,7 +46,7 @@ struct CliResult {
 
 CliResult run_cli(const std::string& args, const std::string& env = "") {
   CliResult result;
-  FILE* pipe = popen((env + " " + quote(ESPRESSO_CLI_PATH) + " train " + args + " 2>&1").c_str(), "r");
+  FILE* pipe = popen((env + " " + quote(testing::espresso_cli()) + " train " + args + " 2>&1").c_str(), "r");
   if (!pipe) return result;
   char buffer[4096];
   for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) result.output.append(buffer, n);
@@ -72,7 +72,7 @@ RankProcess start_rank(const std::string& solver, int rank, int world, int port,
     setenv("ESPRESSO_DIST_TIMEOUT", std::to_string(timeout).c_str(), 1);
     std::freopen(log.c_str(), "w", stdout);
     dup2(fileno(stdout), STDERR_FILENO);
-    execl(ESPRESSO_CLI_PATH, "espresso", "train", solver.c_str(), "--threads", "1",
+    execl(testing::espresso_cli().c_str(), "espresso", "train", solver.c_str(), "--threads", "1",
           static_cast<char*>(nullptr));
     _exit(127);
   }

@@ -50,7 +50,7 @@ struct CliClass {
 
 // Runs `espresso classify ARGS` and parses its "  N. class I  prob|score V" lines.
 std::vector<CliClass> cli_classify(const std::string& args) {
-  const std::string command = std::string(ESPRESSO_CLI_PATH) + " classify " + args + " 2>&1";
+  const std::string command = testing::espresso_cli() + " classify " + args + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) throw std::runtime_error("popen failed");
   std::string out;
@@ -230,7 +230,7 @@ namespace {
 TEST_F(ImageClassifier, ConvertStoresPreprocessingAndMetrics) {
   TempDir dir;
   const std::string out = dir.file("m.esp");
-  const std::string command = std::string(ESPRESSO_CLI_PATH) + " convert " + quote(lenet()) + " -w " +
+  const std::string command = testing::espresso_cli() + " convert " + quote(lenet()) + " -w " +
                               quote(lenet_weights()) + " -o " + quote(out) +
                               " --rgb --mean 33 --scale 0.5 --size 30x31 --metric mnist_top1=0.9905 --metric loss=0.25" +
                               " > /dev/null 2>&1";
@@ -244,7 +244,7 @@ TEST_F(ImageClassifier, ConvertStoresPreprocessingAndMetrics) {
   EXPECT_EQ(p.size, (std::vector<std::int64_t>{30, 31}));
   EXPECT_EQ(graph.metadata.metrics.at("mnist_top1"), 0.9905);
   EXPECT_EQ(graph.metadata.metrics.at("loss"), 0.25);
-  const std::string bad = std::string(ESPRESSO_CLI_PATH) + " convert " + quote(lenet()) + " -w " +
+  const std::string bad = testing::espresso_cli() + " convert " + quote(lenet()) + " -w " +
                           quote(lenet_weights()) + " -o " + quote(dir.file("n.esp")) + " --metric top1 > /dev/null 2>&1";
   EXPECT_NE(std::system(bad.c_str()), 0);
 }

@@ -167,9 +167,8 @@ struct CliResult {
 CliResult run_cli(const std::string& args) {
   testing::TempDir dir;
   const std::string err_path = dir.file("stderr");
-  const char* env = std::getenv("ESPRESSO_CLI");
   const std::string command =
-      std::string(env != nullptr ? env : ESPRESSO_CLI_PATH) + " " + args + " 2>" + err_path;
+      testing::espresso_cli() + " " + args + " 2>" + err_path;
   CliResult result;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -284,7 +283,7 @@ TEST(PrecisionGpu, Fp16ActivationsTakeHalfTheMemory) {
   EXPECT_LT(half.memory().naive_bytes, full.memory().naive_bytes);
   const Tensor x = random_input(Shape{2, 3, 9, 9}, 5);
   const std::vector<float> a = full.forward({{"data", x}}).at("ip").to_vector();
-  const Tensor& out = half.forward({{"data", x}}).at("ip");
+  const Tensor out = half.forward({{"data", x}}).at("ip");  // forward() returns its outputs by value
   EXPECT_EQ(out.dtype(), DType::f32);
   EXPECT_LE(relative_error(a, out.to_vector()), 1e-2);
 }

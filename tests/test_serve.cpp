@@ -942,7 +942,7 @@ TEST_F(Serve, StopFinishesTheRequestsInFlight) {
 }
 
 TEST_F(Serve, CliServesAndStopsOnSigterm) {
-  const std::string command = std::string(ESPRESSO_CLI_PATH) +
+  const std::string command = testing::espresso_cli() +
                               " serve --listen 127.0.0.1:0 --models lenet=" + lenet() + "," + lenet_weights();
   int out[2];
   ASSERT_EQ(::pipe(out), 0);

@@ -190,7 +190,7 @@ struct CliResult {
 
 // The CLI with `env` prepended (VAR=value ...), bounded by `timeout`; stdout and stderr together.
 CliResult cli(const std::string& env, const std::string& args, int seconds = 120) {
-  const std::string command = "env " + env + " timeout " + std::to_string(seconds) + " " + ESPRESSO_CLI_PATH + " " +
+  const std::string command = "env " + env + " timeout " + std::to_string(seconds) + " " + testing::espresso_cli() + " " +
                               args + " 2>&1";
   CliResult result;
   FILE* pipe = ::popen(command.c_str(), "r");
@@ -218,7 +218,7 @@ void flip_byte(const fs::path& path, std::uint64_t offset) {
 class StoreServerProcess {
  public:
   explicit StoreServerProcess(const fs::path& root, const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv = {ESPRESSO_CLI_PATH, "store", "serve", "--root", root.string(), "--listen",
+    std::vector<std::string> argv = {testing::espresso_cli(), "store", "serve", "--root", root.string(), "--listen",
                                      "127.0.0.1:0"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     process_ = std::make_unique<Process>(argv);
@@ -1051,7 +1051,7 @@ TEST(StoreCrash, APullKilledHalfwayResumesWithTheRestOnly) {
   const fs::path partial = fs::path(cache) / "partial" / "sha256" / digest.substr(7);
   std::uint64_t kept = 0;
   for (int attempt = 0; attempt < 5 && kept == 0; ++attempt) {
-    Process pull({ESPRESSO_CLI_PATH, "pull", ref}, true, {"ESPRESSO_CACHE=" + cache});
+    Process pull({testing::espresso_cli(), "pull", ref}, true, {"ESPRESSO_CACHE=" + cache});
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     std::error_code ec;
     while (std::chrono::steady_clock::now() < deadline) {

@@ -84,6 +84,15 @@ LayerSpec layer(const std::string& name, const std::string& type, std::vector<st
 namespace espresso::testing {
 
 // Uniform values in [-1, 1).
+// The espresso CLI the tests run: $ESPRESSO_CLI where the tests run away from the build tree (the GPU
+// machine runs a bundle), else the one built beside them.
+#ifdef ESPRESSO_CLI_PATH
+inline std::string espresso_cli() {
+  const char* env = std::getenv("ESPRESSO_CLI");
+  return env != nullptr ? env : ESPRESSO_CLI_PATH;
+}
+#endif
+
 inline std::vector<float> random_values(std::mt19937& rng, std::size_t n) {
   std::uniform_real_distribution<float> d(-1.0f, 1.0f);
   std::vector<float> v(n);

@@ -251,7 +251,7 @@ TEST_F(TfliteFaceDetection, ConvertRoundTrips) {
   const Tensor input = Tensor::from(graph.inputs[0].shape, lcg_values(3 * 128 * 128, 7));
   const auto direct = run_model(graph, input);
   for (const std::string out : {"x.esp", "x.onnx"}) {
-    const std::string command = std::string(ESPRESSO_CLI_PATH) + " convert " + path().string() + " -o " +
+    const std::string command = testing::espresso_cli() + " convert " + path().string() + " -o " +
                                 dir.file(out) + " > /dev/null";
     ASSERT_EQ(std::system(command.c_str()), 0) << command;
     const auto again = run_model(load_model(dir.file(out)), input);
@@ -324,7 +324,7 @@ TEST_F(TfliteFaceDetection, CutAndCorruptFilesGiveTypedErrors) {
 std::string run_cli(const std::string& arguments, int* status) {
   testing::TempDir dir;
   const std::string command =
-      std::string(ESPRESSO_CLI_PATH) + " " + arguments + " > " + dir.file("out") + " 2>&1";
+      testing::espresso_cli() + " " + arguments + " > " + dir.file("out") + " 2>&1";
   *status = std::system(command.c_str());
   return testing::read_bytes(dir.file("out"));
 }

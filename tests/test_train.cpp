@@ -39,7 +39,7 @@ struct CliResult {
 
 CliResult run_cli(const std::string& args) {
   CliResult result;
-  FILE* pipe = popen((quote(ESPRESSO_CLI_PATH) + " " + args + " 2>&1").c_str(), "r");
+  FILE* pipe = popen((quote(testing::espresso_cli()) + " " + args + " 2>&1").c_str(), "r");
   if (!pipe) return result;
   char buffer[4096];
   for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) result.output.append(buffer, n);
