@@ -578,10 +578,11 @@ void gemm_packed(const PackedMatrix& a, bool transpose_b, std::int64_t n, const 
 }
 
 void gemm_windows(const PackedMatrix& a, const ConvWindows& windows, float* c, std::int64_t ldc,
-                  const GemmEpilogue& epilogue) {
+                  const GemmEpilogue& epilogue, float beta) {
   Problem pr;
   pr.a = &a;
   pr.windows = &windows;
+  pr.beta = beta;
   pr.n = windows.out_height * windows.out_width;
   pr.c = c;
   pr.ldc = ldc;
