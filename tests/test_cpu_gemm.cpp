@@ -115,17 +115,23 @@ TEST(CpuGemm, ConvolutionWindowsMatchADirectConvolution) {
     GemmEpilogue e;
     e.row_bias = bias.data();
     e.lo = 0.0f;
-    std::vector<float> got(static_cast<std::size_t>(outputs * columns));
+    // Every third trial adds to what C holds (beta 1: a residual fused in place), across depth blocks.
+    const bool accumulate = trial % 3 == 2;
+    const auto size = static_cast<std::size_t>(outputs * columns);
+    std::vector<float> got = accumulate ? random_values(rng, size) : std::vector<float>(size);
+    const std::vector<float> before = got;
+    const float beta = accumulate ? 1.0f : 0.0f;
     if (trial % 2 == 0) {
-      cpu::gemm_windows(packed, w, got.data(), columns, e);
+      cpu::gemm_windows(packed, w, got.data(), columns, e, beta);
     } else {
-      parallel_for(1, [&](std::int64_t, std::int64_t) { cpu::gemm_windows(packed, w, got.data(), columns, e); });
+      parallel_for(1, [&](std::int64_t, std::int64_t) { cpu::gemm_windows(packed, w, got.data(), columns, e, beta); });
     }
     std::vector<double> expect(got.size());
     for (std::int64_t o = 0; o < outputs; ++o) {
       for (std::int64_t oy = 0; oy < w.out_height; ++oy) {
         for (std::int64_t ox = 0; ox < w.out_width; ++ox) {
-          double sum = bias[static_cast<std::size_t>(o)];
+          double sum = bias[static_cast<std::size_t>(o)] +
+                       before[static_cast<std::size_t>((o * w.out_height + oy) * w.out_width + ox)];
           for (std::int64_t ch = 0; ch < channels; ++ch) {
             for (std::int64_t ky = 0; ky < w.kernel_h; ++ky) {
               for (std::int64_t kx = 0; kx < w.kernel_w; ++kx) {
@@ -146,7 +152,7 @@ TEST(CpuGemm, ConvolutionWindowsMatchADirectConvolution) {
     EXPECT_LE(normalized_error(expect, got), 1e-5)
         << "channels " << channels << " image " << w.height << "x" << w.width << " kernel " << w.kernel_h << "x"
         << w.kernel_w << " stride " << w.stride_h << "," << w.stride_w << " pad " << w.pad_h << "," << w.pad_w
-        << " dilation " << w.dilation_h << "," << w.dilation_w;
+        << " dilation " << w.dilation_h << "," << w.dilation_w << " beta " << beta;
   }
 }
 
