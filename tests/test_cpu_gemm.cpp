@@ -115,17 +115,23 @@ TEST(CpuGemm, ConvolutionWindowsMatchADirectConvolution) {
     GemmEpilogue e;
     e.row_bias = bias.data();
     e.lo = 0.0f;
-    std::vector<float> got(static_cast<std::size_t>(outputs * columns));
+    // Every third trial adds to what C holds (beta 1: a residual fused in place), across depth blocks.
+    const bool accumulate = trial % 3 == 2;
+    const auto size = static_cast<std::size_t>(outputs * columns);
+    std::vector<float> got = accumulate ? random_values(rng, size) : std::vector<float>(size);
+    const std::vector<float> before = got;
+    const float beta = accumulate ? 1.0f : 0.0f;
     if (trial % 2 == 0) {
-      cpu::gemm_windows(packed, w, got.data(), columns, e);
+      cpu::gemm_windows(packed, w, got.data(), columns, e, beta);
     } else {
-      parallel_for(1, [&](std::int64_t, std::int64_t) { cpu::gemm_windows(packed, w, got.data(), columns, e); });
+      parallel_for(1, [&](std::int64_t, std::int64_t) { cpu::gemm_windows(packed, w, got.data(), columns, e, beta); });
     }
     std::vector<double> expect(got.size());
     for (std::int64_t o = 0; o < outputs; ++o) {
       for (std::int64_t oy = 0; oy < w.out_height; ++oy) {
         for (std::int64_t ox = 0; ox < w.out_width; ++ox) {
-          double sum = bias[static_cast<std::size_t>(o)];
+          double sum = bias[static_cast<std::size_t>(o)] +
+                       before[static_cast<std::size_t>((o * w.out_height + oy) * w.out_width + ox)];
           for (std::int64_t ch = 0; ch < channels; ++ch) {
             for (std::int64_t ky = 0; ky < w.kernel_h; ++ky) {
               for (std::int64_t kx = 0; kx < w.kernel_w; ++kx) {
@@ -146,7 +152,7 @@ TEST(CpuGemm, ConvolutionWindowsMatchADirectConvolution) {
     EXPECT_LE(normalized_error(expect, got), 1e-5)
         << "channels " << channels << " image " << w.height << "x" << w.width << " kernel " << w.kernel_h << "x"
         << w.kernel_w << " stride " << w.stride_h << "," << w.stride_w << " pad " << w.pad_h << "," << w.pad_w
-        << " dilation " << w.dilation_h << "," << w.dilation_w;
+        << " dilation " << w.dilation_h << "," << w.dilation_w << " beta " << beta;
   }
 }
 
@@ -226,6 +232,60 @@ TEST(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) {
   EXPECT_EQ(kernel["relu2"], "fused into conv2");
   EXPECT_EQ(kernel["clip"], "fused into conv3");
   EXPECT_NE(kernel["conv2"].find("+add+relu"), std::string::npos) << kernel["conv2"];
+}
+
+// MobileNetV2's inverted residual: x + project(clip(depthwise(clip(expand(x))))), the Add taking x
+// first, so that it runs in place on x's memory and the projection adds into it (300 channels in
+// the middle: the projection's depth spans two of the GEMM's depth blocks), then a ReLU.
+TEST(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
+  const GemmTactic gemm;
+  Graph g;
+  g.inputs = {{"data", Shape{2, 8, 9, 7}}};
+  LayerSpec clip1 = simple("Activation", "clip1", {"e"}, "e6");
+  clip1.attrs.set("function", std::string("clip"));
+  clip1.attrs.set("min", 0.0);
+  clip1.attrs.set("max", 6.0);
+  LayerSpec clip2 = clip1;
+  clip2.name = "clip2";
+  clip2.inputs = {"d"};
+  clip2.outputs = {"d6"};
+  LayerSpec depthwise = conv("depthwise", "e6", "d", 300, 3, 1, 1);
+  depthwise.attrs.set("group", std::int64_t{300});
+  LayerSpec add = simple("Binary", "add", {"x", "p"}, "sum");
+  add.attrs.set("operation", std::string("add"));
+  g.layers = {conv("stem", "data", "x", 8, 1, 0, 1), conv("expand", "x", "e", 300, 1, 0, 1), clip1, depthwise, clip2,
+              conv("project", "d6", "p", 8, 1, 0, 1), add, simple("ReLU", "relu", {"sum"}, "out")};
+  std::mt19937 rng(11);
+  for (LayerSpec& layer : g.layers) {
+    if (layer.type != "Convolution") continue;
+    const std::int64_t outputs = layer.attrs.get_int("num_output", 0);
+    const std::int64_t in = layer.name == "expand" || layer.name == "stem" ? 8 : layer.name == "depthwise" ? 1 : 300;
+    const std::int64_t taps = layer.name == "depthwise" ? 9 : 1;
+    const std::int64_t side = layer.name == "depthwise" ? 3 : 1;
+    layer.weights = {Tensor::from(Shape{outputs, in, side, side},
+                                  random_values(rng, static_cast<std::size_t>(outputs * in * taps))),
+                     Tensor::from(Shape{outputs}, random_values(rng, static_cast<std::size_t>(outputs)))};
+  }
+  Net fast(g);
+  NetOptions reference_options;
+  reference_options.reference_kernels = true;
+  Net reference(g, reference_options);
+  const Tensor input = Tensor::from(Shape{2, 8, 9, 7}, random_values(rng, 2 * 8 * 9 * 7));
+  const std::vector<float> want = reference.forward({{"data", input}}).at("out").to_vector();
+  const std::vector<float> got = fast.forward({{"data", input}}).at("out").to_vector();
+  ASSERT_EQ(want.size(), got.size());
+  std::vector<double> expect(want.begin(), want.end());
+  EXPECT_LE(normalized_error(expect, got), 1e-5);
+  // A second forward: the residual is read from x's memory again, not from the last result.
+  const std::vector<float> again = fast.forward({{"data", input}}).at("out").to_vector();
+  EXPECT_EQ(again, got);
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: the fused GEMM path is not used";
+  std::map<std::string, std::string> kernel;
+  for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+  EXPECT_EQ(kernel["add"], "fused into project");
+  EXPECT_EQ(kernel["relu"], "fused into project");
+  EXPECT_NE(kernel["project"].find("+add+relu"), std::string::npos) << kernel["project"];
+  EXPECT_EQ(kernel["project"].find("concat"), std::string::npos) << kernel["project"];
 }
 
 TEST(CpuFusion, PackedWeightsFollowChangesMadeThroughTheNet) {

@@ -51,6 +51,10 @@ class Kernel {
   // Writes the output of image n at base + n·image_stride floats instead of into the output tensor
   // (its slice of a channel Concat that reads it alone); false when the kernel cannot.
   virtual bool redirect_output(float* /*base*/, std::int64_t /*image_stride*/) { return false; }
+  // The residual Add runs in place on its other operand's memory: the kernel writes image n at
+  // base + n·image_stride, adding its result to the residual found there (before any fused clamp);
+  // false when the kernel cannot.
+  virtual bool accumulate_output(float* /*base*/, std::int64_t /*image_stride*/) { return false; }
   // Bytes of scratch memory the kernel holds of its own (im2col columns, per-thread sums), as
   // allocated so far; for memory reports.
   virtual std::size_t workspace_bytes() const { return 0; }

@@ -135,6 +135,8 @@ struct Net::Impl {
                      const std::vector<int>& grad_buffer_of);
   void connect_steps();
   void fuse_steps();
+  int fuse_residual_on_other(std::size_t step, int out, Kernel& kernel, const std::vector<int>& readers,
+                             const std::vector<int>& reader, const std::set<int>& outputs);
   void run_steps();
   void run();
   Stream& stream_for(Device device);
@@ -749,6 +751,39 @@ bool clamp_of(const Layer& layer, float& lo, float& hi) {
 
 }  // namespace
 
+// The Add that alone reads `out` (made by `step`), when it adds a same-shape tensor made earlier and
+// runs in place on that tensor's memory, which no step between `step` and the Add reads: `kernel`
+// takes it over with Kernel::accumulate_output, and the Add becomes a no-op. Returns the Add's step,
+// or -1.
+int Net::Impl::fuse_residual_on_other(std::size_t step, int out, Kernel& kernel, const std::vector<int>& readers,
+                                      const std::vector<int>& reader, const std::set<int>& outputs) {
+  const auto uout = static_cast<std::size_t>(out);
+  if (readers[uout] != 1 || outputs.count(out)) return -1;
+  const int add_step = reader[uout];
+  const auto ua = static_cast<std::size_t>(add_step);
+  const auto* add = dynamic_cast<const BinaryLayer*>(layers[ua].get());
+  if (!add || add->op() != BinaryLayer::Op::add || step_inputs[ua].size() != 2 || !step_device[ua].is_cpu() ||
+      !step_transfers[ua].empty() || step_outputs[ua].size() != 1) {
+    return -1;
+  }
+  const int other = step_inputs[ua][0] == out ? step_inputs[ua][1] : step_inputs[ua][0];
+  const auto uo = static_cast<std::size_t>(other);
+  const Tensor& sum = tensors[static_cast<std::size_t>(step_outputs[ua][0])];
+  if (other == out || shapes[uo] != shapes[uout] || producer[uo] >= static_cast<int>(step) ||
+      tensor_device[uo] != Device::cpu() || sum.raw() != tensors[uo].raw() || shapes[uo].rank() < 1) {
+    return -1;
+  }
+  for (std::size_t between = step + 1; between < ua; ++between) {
+    for (int id : step_inputs[between]) {
+      if (id == other) return -1;
+    }
+  }
+  const Shape& shape = shapes[uo];
+  if (!kernel.accumulate_output(tensors[uo].data<float>(), shape.numel() / shape[0])) return -1;
+  kernels[ua] = std::make_unique<FusedKernel>(layers[step]->name());
+  return add_step;
+}
+
 // Inference on the CPU: a kernel that can (Kernel::fuse_residual / fuse_clamp) takes over the Add
 // and the ReLU/clip that alone read its output, when they run in place on its output's memory, so
 // that its output is written once, final. The fused steps' kernels become no-ops.
@@ -781,7 +816,6 @@ void Net::Impl::fuse_steps() {
     Kernel& kernel = *kernels[step];
     int out = step_outputs[step][0];
     int next = sole_reader(out);
-    if (next < 0) continue;
     // Inference BatchNorms fold into the weights and bias.
     while (next >= 0) {
       const auto* bn = dynamic_cast<const BatchNormLayer*>(layers[static_cast<std::size_t>(next)].get());
@@ -795,7 +829,16 @@ void Net::Impl::fuse_steps() {
       writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
       next = sole_reader(out);
     }
-    if (next < 0) continue;
+    if (next < 0) {
+      // Residual whose Add runs in place on the other operand (MobileNetV2's blocks): the kernel
+      // writes into that memory, adding to the residual there.
+      next = fuse_residual_on_other(step, out, kernel, readers, reader, outputs);
+      if (next < 0) continue;
+      out = step_outputs[static_cast<std::size_t>(next)][0];
+      writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
+      next = sole_reader(out);
+      if (next < 0) continue;
+    }
     const auto un = static_cast<std::size_t>(next);
     // Residual: an element-wise Add of a same-shape tensor made before this step.
     if (const auto* add = dynamic_cast<const BinaryLayer*>(layers[un].get());

@@ -140,6 +140,49 @@ LayerCase winograd_case(Rng& rng) {
   return c;
 }
 
+// Depthwise 2-D windows (the CPU's direct kernels, which read the plane in place and mask the
+// borders): rows wide enough for several vector blocks and a partial last one, pads up to 3 (wider
+// than some windows), strides 1 to 3 per axis, dilations 1 to 3, non-square windows.
+LayerCase depthwise_case(Rng& rng) {
+  LayerCase c;
+  c.spec.type = "Convolution";
+  const std::int64_t channels = rng.integer(1, 5);
+  std::vector<std::int64_t> kernel, stride, pad, dilation, dims{rng.integer(1, 2), channels};
+  for (int a = 0; a < 2; ++a) {
+    kernel.push_back(rng.integer(1, 5));
+    stride.push_back(rng.integer(1, 3));
+    pad.push_back(rng.integer(0, 3));
+    dilation.push_back(rng.integer(1, 3));
+    const std::int64_t extent = dilation.back() * (kernel.back() - 1) + 1;
+    dims.push_back(std::max<std::int64_t>(1, extent - 2 * pad.back()) + rng.integer(0, a == 0 ? 12 : 45));
+  }
+  c.spec.attrs.set("num_output", channels);
+  c.spec.attrs.set("group", channels);
+  c.spec.attrs.set("kernel", kernel);
+  c.spec.attrs.set("stride", stride);
+  c.spec.attrs.set("pad", pad);
+  c.spec.attrs.set("dilation", dilation);
+  if (rng.coin()) c.spec.attrs.set("bias", std::int64_t{0});
+  c.input_shapes = {Shape(dims)};
+  return c;
+}
+
+// 1×1, stride 1, no padding (the packed GEMM on the image as it is): channel counts across the
+// micro-kernel's row panels, images from 1 pixel to several column blocks (the threads split columns
+// or rows), groups.
+LayerCase pointwise_case(Rng& rng) {
+  LayerCase c;
+  c.spec.type = "Convolution";
+  const std::int64_t group = rng.integer(1, 2);
+  c.spec.attrs.set("num_output", group * rng.integer(1, 40));
+  c.spec.attrs.set("kernel", std::int64_t{1});
+  if (group > 1) c.spec.attrs.set("group", group);
+  if (rng.coin()) c.spec.attrs.set("bias", std::int64_t{0});
+  const std::int64_t side = rng.coin() ? rng.integer(1, 8) : rng.integer(20, 40);
+  c.input_shapes = {Shape{rng.integer(1, 2), group * rng.integer(1, 40), side, side + rng.integer(0, 5)}};
+  return c;
+}
+
 LayerSpec conv_spec(std::int64_t num_output, std::int64_t kernel) {
   LayerSpec spec;
   spec.name = "conv_bad";
@@ -164,6 +207,14 @@ TEST(Layers, ConvolutionWinograd) {
   setenv("ESPRESSO_CONV_TACTIC", "winograd", 1);
   run_layer_test({.make_case = winograd_case, .naive = naive, .cases = 30, .tolerance = 1e-4, .gradient_cases = 3});
   unsetenv("ESPRESSO_CONV_TACTIC");
+}
+
+TEST(Layers, ConvolutionDepthwise) {
+  run_layer_test({.make_case = depthwise_case, .naive = naive, .cases = 60, .gradient_cases = 2});
+}
+
+TEST(Layers, ConvolutionPointwise) {
+  run_layer_test({.make_case = pointwise_case, .naive = naive, .cases = 30, .gradient_cases = 2});
 }
 
 // The CUDA backward's other paths: prepared with the kernel, as in training nets, and the im2col /

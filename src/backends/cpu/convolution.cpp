@@ -200,6 +200,16 @@ class ConvolutionKernel final : public Kernel {
     update_name();
     return true;
   }
+  // The GEMM paths add C's previous contents (beta 1), so each depth block and the epilogue see the
+  // residual once; Winograd's output transform is not written for that.
+  bool accumulate_output(float* base, std::int64_t image_stride) override {
+    if (!packed_path_ || winograd_ || redirect_ || residual_.defined() || clamp_) return false;
+    redirect_ = base;
+    image_stride_ = image_stride;
+    accumulate_ = true;
+    update_name();
+    return true;
+  }
   bool fuse_clamp(float lo, float hi) override {
     if (!packed_path_ || clamp_) return false;
     clamp_ = true;
@@ -222,9 +232,9 @@ class ConvolutionKernel final : public Kernel {
                                      : "im2col+packed-gemm-") +
             fast_gemm_isa();
     if (!affines_.empty()) name_ += "+batchnorm";
-    if (residual_.defined()) name_ += "+add";
+    if (residual_.defined() || accumulate_) name_ += "+add";
     if (clamp_) name_ += lo_ == 0.0f && hi_ == std::numeric_limits<float>::infinity() ? "+relu" : "+clip";
-    if (redirect_) name_ += " into concat";
+    if (redirect_ && !accumulate_) name_ += " into concat";
   }
 
   void pack_weights() {
@@ -383,6 +393,7 @@ class ConvolutionKernel final : public Kernel {
       winograd_->forward(x, o);
       return;
     }
+    const float beta = accumulate_ ? 1.0f : 0.0f;
     schedule_.run([&](std::int64_t n, int slot) {
       const float* image = x + n * g_.in_channels * in_spatial;
       float* out = redirect_ ? redirect_ + n * image_stride_ : y + n * g_.out_channels * out_spatial;
@@ -407,9 +418,9 @@ class ConvolutionKernel final : public Kernel {
         if (windows_) {
           ConvWindows w = window_;
           w.image = image + grp * (g_.in_channels / g_.group) * in_spatial;
-          gemm_windows(a, w, c, out_spatial, e);
+          gemm_windows(a, w, c, out_spatial, e, beta);
         } else {
-          gemm_packed(a, false, out_spatial, columns + grp * depth * out_spatial, out_spatial, 0.0f, c, out_spatial, e);
+          gemm_packed(a, false, out_spatial, columns + grp * depth * out_spatial, out_spatial, beta, c, out_spatial, e);
         }
       }
     });
@@ -432,6 +443,7 @@ class ConvolutionKernel final : public Kernel {
   std::vector<float> folded_bias_;
   Tensor residual_;
   float* redirect_ = nullptr;  // redirect_output: image n goes to redirect_ + n·image_stride_
+  bool accumulate_ = false;    // accumulate_output: ... and is added to what is there
   std::int64_t image_stride_ = 0;
   bool clamp_ = false;
   float lo_ = 0.0f, hi_ = 0.0f;

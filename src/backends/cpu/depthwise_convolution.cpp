@@ -1,16 +1,18 @@
 // Depthwise 2-D convolution on the CPU, computed directly: each (image, channel) plane is convolved
 // with its own window, threads taking whole planes. im2col + sgemm spends most of its time unfolding
-// here, since a channel's GEMM has M = 1. Each plane is first copied into a zero-bordered buffer, so
-// no loop checks bounds. With AVX-512 (the GEMM's instruction set), at row stride 1 or 2, blocks of
-// sixteen outputs gather every window tap in registers and are stored once, clamped (a fused ReLU or
-// ReLU6); with AVX2 the same at stride 1 with blocks of eight; otherwise every tap is one multiply-add
-// along the output row, which the compiler vectorises. Backward runs the layer's reference.
+// here, since a channel's GEMM has M = 1. The kernels read the input plane where it is: taps whose
+// input row lies outside the image are skipped per output row, and along a row each tap's loads are
+// masked to the columns inside the image (masks computed once per kernel, per block of outputs and
+// window column), so there is no zero-bordered copy of the plane. With AVX-512 (the GEMM's
+// instruction set), at row stride 1 or 2, blocks of sixteen outputs gather every window tap in
+// registers and are stored once, clamped (a fused ReLU or ReLU6); with AVX2 the same at stride 1 with
+// blocks of eight; otherwise every tap is one multiply-add along the output row over the columns where
+// it lands inside the image, which the compiler vectorises. Backward runs the layer's reference.
 #include "backends/cpu/depthwise_convolution.h"
 
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -22,96 +24,131 @@
 namespace espresso::cpu {
 namespace {
 
-// Floats allocated past a padded plane, for the AVX2 and AVX-512 loops' last loads in a row.
-constexpr std::int64_t kPlaneSlack = 32;
-
 struct PlaneGeometry {
   std::int64_t in_h, in_w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
       dilation_w;
-  std::int64_t padded_h() const { return in_h + 2 * pad_h; }
-  std::int64_t padded_w() const { return in_w + 2 * pad_w; }
 };
 
-// `padded` (padded_h x padded_w): x (in_h x in_w) inside a border of zeros.
-void pad_plane(const PlaneGeometry& p, const float* x, float* padded) {
-  const std::int64_t width = p.padded_w();
-  std::fill(padded, padded + p.pad_h * width, 0.0f);
-  for (std::int64_t iy = 0; iy < p.in_h; ++iy) {
-    float* row = padded + (p.pad_h + iy) * width;
-    std::fill(row, row + p.pad_w, 0.0f);
-    std::memcpy(row + p.pad_w, x + iy * p.in_w, static_cast<std::size_t>(p.in_w) * sizeof(float));
-    std::fill(row + p.pad_w + p.in_w, row + width, 0.0f);
-  }
-  std::fill(padded + (p.pad_h + p.in_h) * width, padded + p.padded_h() * width, 0.0f);
+// The taps [begin, end) of a window that start at input position `first` and land inside [0, size):
+// first + t·dilation ∈ [0, size).
+struct TapRange {
+  std::int64_t begin, end;
+};
+TapRange taps_inside(std::int64_t first, std::int64_t kernel, std::int64_t dilation, std::int64_t size) {
+  const std::int64_t begin = first >= 0 ? 0 : (-first + dilation - 1) / dilation;
+  const std::int64_t end = first >= size ? 0 : std::min(kernel, (size - 1 - first) / dilation + 1);
+  return {std::min(begin, end), end};
 }
 
-// y (out_h x out_w) = bias + padded convolved with w (kernel_h x kernel_w), one tap at a time along each
-// output row.
-[[gnu::always_inline]] inline void depthwise_by_taps(const PlaneGeometry& p, const float* padded,
-                                                     const float* w, float bias, float* y) {
-  const std::int64_t width = p.padded_w();
+// Output positions [begin, end) of a row whose input o·stride + offset lies in [0, size).
+TapRange outputs_inside(std::int64_t offset, std::int64_t stride, std::int64_t size, std::int64_t outputs) {
+  const std::int64_t begin = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  const std::int64_t end = offset >= size ? 0 : std::min(outputs, (size - 1 - offset) / stride + 1);
+  return {std::min(begin, end), end};
+}
+
+// Lanes [lo, hi) of `lanes` set, as a bit mask (lo and hi clamped to [0, lanes]).
+std::uint32_t lane_mask(std::int64_t lo, std::int64_t hi, int lanes) {
+  lo = std::clamp<std::int64_t>(lo, 0, lanes);
+  hi = std::clamp<std::int64_t>(hi, lo, lanes);
+  const auto upto = [](std::int64_t n) { return n >= 32 ? ~0u : (1u << n) - 1u; };
+  return upto(hi) & ~upto(lo);
+}
+
+// y (out_h x out_w) = bias + x (in_h x in_w) convolved with w (kernel_h x kernel_w), one tap at a time
+// along each output row, over the outputs where that tap lands inside the image.
+[[gnu::always_inline]] inline void depthwise_by_taps(const PlaneGeometry& p, const float* x, const float* w,
+                                                     float bias, float* y) {
   for (std::int64_t oy = 0; oy < p.out_h; ++oy) {
     float* row = y + oy * p.out_w;
     std::fill(row, row + p.out_w, bias);
-    for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
-      const float* in_row = padded + (oy * p.stride_h + ky * p.dilation_h) * width;
+    const std::int64_t first = oy * p.stride_h - p.pad_h;
+    const TapRange rows = taps_inside(first, p.kernel_h, p.dilation_h, p.in_h);
+    for (std::int64_t ky = rows.begin; ky < rows.end; ++ky) {
+      const float* in_row = x + (first + ky * p.dilation_h) * p.in_w;
       for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
         const float tap = w[ky * p.kernel_w + kx];
-        const float* in = in_row + kx * p.dilation_w;
+        const std::int64_t offset = kx * p.dilation_w - p.pad_w;
+        const TapRange cols = outputs_inside(offset, p.stride_w, p.in_w, p.out_w);
         if (p.stride_w == 1) {
-          for (std::int64_t ox = 0; ox < p.out_w; ++ox) row[ox] += tap * in[ox];
+          const float* in = in_row + offset;
+          for (std::int64_t ox = cols.begin; ox < cols.end; ++ox) row[ox] += tap * in[ox];
         } else {
-          for (std::int64_t ox = 0; ox < p.out_w; ++ox) row[ox] += tap * in[ox * p.stride_w];
+          for (std::int64_t ox = cols.begin; ox < cols.end; ++ox) row[ox] += tap * in_row[ox * p.stride_w + offset];
         }
       }
     }
   }
 }
 
-void depthwise_baseline(const PlaneGeometry& p, const float* padded, const float* w, float bias, float* y) {
-  depthwise_by_taps(p, padded, w, bias, y);
+void depthwise_baseline(const PlaneGeometry& p, const float* x, const float* w, float bias, float* y) {
+  depthwise_by_taps(p, x, w, bias, y);
+}
+
+// The column masks of the vector kernels: for output block b (of `lanes` outputs) and window column
+// kx, the lanes whose inputs lie inside the image row. Index b·kernel_w + kx; at stride 2 (AVX-512) the
+// 32 loaded inputs of a block, else the block's lanes.
+std::vector<std::uint32_t> column_masks(const PlaneGeometry& p, int lanes, bool stride2) {
+  const std::int64_t blocks = (p.out_w + lanes - 1) / lanes;
+  std::vector<std::uint32_t> masks(static_cast<std::size_t>(blocks * p.kernel_w));
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
+      // The input column of the block's first load.
+      const std::int64_t x0 = b * lanes * p.stride_w - p.pad_w + kx * p.dilation_w;
+      // Stride 2 loads 32 inputs of which the last is never used: mask it off too.
+      masks[static_cast<std::size_t>(b * p.kernel_w + kx)] =
+          stride2 ? lane_mask(-x0, std::min<std::int64_t>(31, p.in_w - x0), 32) : lane_mask(-x0, p.in_w - x0, lanes);
+    }
+  }
+  return masks;
 }
 
 // Stride 1: eight outputs of two rows at a time, each summing its window in registers, even and odd
-// window columns apart, so that four independent chains of multiply-adds keep the FMA units busy. A
-// row's last block stores only the outputs that exist; its loads may run up to 7 floats past the
-// plane (kPlaneSlack).
-__attribute__((target("avx2,fma"))) void depthwise_avx2(const PlaneGeometry& p, const float* padded,
-                                                        const float* w, float bias, float* y) {
+// window columns apart, so that four independent chains of multiply-adds keep the FMA units busy.
+// Loads are masked to the image (`lane_bits`, from column_masks with 8 lanes); a row's last block
+// stores only the outputs that exist.
+__attribute__((target("avx2,fma"))) void depthwise_avx2(const PlaneGeometry& p, const float* x, const float* w,
+                                                        float bias, float* y, const std::uint32_t* lane_bits) {
   if (p.stride_w != 1) {
-    depthwise_by_taps(p, padded, w, bias, y);
+    depthwise_by_taps(p, x, w, bias, y);
     return;
   }
-  const std::int64_t width = p.padded_w(), row_step = p.stride_h * width;
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
   for (std::int64_t oy = 0; oy < p.out_h; oy += 2) {
     // A last row without a partner is computed twice, into the same place.
-    const bool pair = oy + 1 < p.out_h;
-    const float* top = padded + oy * row_step;
-    const float* bottom = pair ? top + row_step : top;
+    const std::int64_t oy2 = std::min(oy + 1, p.out_h - 1);
+    const std::int64_t first_top = oy * p.stride_h - p.pad_h, first_bottom = oy2 * p.stride_h - p.pad_h;
+    const TapRange top_rows = taps_inside(first_top, p.kernel_h, p.dilation_h, p.in_h);
+    const TapRange bottom_rows = taps_inside(first_bottom, p.kernel_h, p.dilation_h, p.in_h);
     float* out_top = y + oy * p.out_w;
-    float* out_bottom = pair ? out_top + p.out_w : out_top;
+    float* out_bottom = y + oy2 * p.out_w;
     for (std::int64_t ox = 0; ox < p.out_w; ox += 8) {
+      const std::uint32_t* block_bits = lane_bits + ox / 8 * p.kernel_w;
       __m256 top_even = _mm256_set1_ps(bias), top_odd = _mm256_setzero_ps();
       __m256 bottom_even = top_even, bottom_odd = top_odd;
-      for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
-        const float* t = top + ky * p.dilation_h * width + ox;
-        const float* b = bottom + ky * p.dilation_h * width + ox;
+      for (std::int64_t ky = std::min(top_rows.begin, bottom_rows.begin);
+           ky < std::max(top_rows.end, bottom_rows.end); ++ky) {
+        const bool top_in = ky >= top_rows.begin && ky < top_rows.end;
+        const bool bottom_in = ky >= bottom_rows.begin && ky < bottom_rows.end;
+        // Input column of lane 0 for kx = 0; may lie left of the row (those lanes are masked).
+        const std::int64_t column = ox - p.pad_w;
+        const float* t = x + (first_top + ky * p.dilation_h) * p.in_w + column;
+        const float* b = x + (first_bottom + ky * p.dilation_h) * p.in_w + column;
         const float* taps = w + ky * p.kernel_w;
-        std::int64_t kx = 0;
-        for (; kx + 2 <= p.kernel_w; kx += 2) {
-          const __m256 even = _mm256_broadcast_ss(taps + kx), odd = _mm256_broadcast_ss(taps + kx + 1);
-          const std::int64_t at = kx * p.dilation_w, next = at + p.dilation_w;
-          top_even = _mm256_fmadd_ps(even, _mm256_loadu_ps(t + at), top_even);
-          bottom_even = _mm256_fmadd_ps(even, _mm256_loadu_ps(b + at), bottom_even);
-          top_odd = _mm256_fmadd_ps(odd, _mm256_loadu_ps(t + next), top_odd);
-          bottom_odd = _mm256_fmadd_ps(odd, _mm256_loadu_ps(b + next), bottom_odd);
-        }
-        if (kx < p.kernel_w) {
-          const __m256 even = _mm256_broadcast_ss(taps + kx);
+        for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
+          const __m256 tap = _mm256_broadcast_ss(taps + kx);
+          // Lane i loads when bit i of the block's mask is set.
+          const __m256i m =
+              _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(block_bits[kx])), bits), bits);
           const std::int64_t at = kx * p.dilation_w;
-          top_even = _mm256_fmadd_ps(even, _mm256_loadu_ps(t + at), top_even);
-          bottom_even = _mm256_fmadd_ps(even, _mm256_loadu_ps(b + at), bottom_even);
+          if (kx % 2 == 0) {
+            if (top_in) top_even = _mm256_fmadd_ps(tap, _mm256_maskload_ps(t + at, m), top_even);
+            if (bottom_in) bottom_even = _mm256_fmadd_ps(tap, _mm256_maskload_ps(b + at, m), bottom_even);
+          } else {
+            if (top_in) top_odd = _mm256_fmadd_ps(tap, _mm256_maskload_ps(t + at, m), top_odd);
+            if (bottom_in) bottom_odd = _mm256_fmadd_ps(tap, _mm256_maskload_ps(b + at, m), bottom_odd);
+          }
         }
       }
       const __m256 top_sum = _mm256_add_ps(top_even, top_odd),
@@ -128,40 +165,70 @@ __attribute__((target("avx2,fma"))) void depthwise_avx2(const PlaneGeometry& p, 
   }
 }
 
-// The same with sixteen outputs per block (AVX-512), the fused clamp applied before the store. Loads
-// run up to 15 floats past a row (kPlaneSlack).
-__attribute__((target("avx512f,avx2,fma"))) void depthwise_avx512(const PlaneGeometry& p, const float* padded,
-                                                                  const float* w, float bias, float* y, float lo,
+// One window row of one output row into its two sums (AVX-512; inlined, so the sums stay in registers).
+[[gnu::always_inline]] inline __attribute__((target("avx512f,avx2,fma"))) void accumulate_window_row(
+    const float* row, const float* taps, const std::uint32_t* block_bits, std::int64_t kernel_w,
+    std::int64_t dilation_w, __m512& even_sum, __m512& odd_sum) {
+  for (std::int64_t kx = 0; kx < kernel_w; ++kx) {
+    const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>(block_bits[kx]), row + kx * dilation_w);
+    if (kx % 2 == 0) {
+      even_sum = _mm512_fmadd_ps(_mm512_set1_ps(taps[kx]), v, even_sum);
+    } else {
+      odd_sum = _mm512_fmadd_ps(_mm512_set1_ps(taps[kx]), v, odd_sum);
+    }
+  }
+}
+
+// The same with sixteen outputs per block (AVX-512, masks from column_masks with 16 lanes), the fused
+// clamp applied before the store.
+__attribute__((target("avx512f,avx2,fma"))) void depthwise_avx512(const PlaneGeometry& p, const float* x,
+                                                                  const float* w, float bias, float* y,
+                                                                  const std::uint32_t* lane_bits, float lo,
                                                                   float hi) {
-  const std::int64_t width = p.padded_w(), row_step = p.stride_h * width;
   const __m512 low = _mm512_set1_ps(lo), high = _mm512_set1_ps(hi);
   for (std::int64_t oy = 0; oy < p.out_h; oy += 2) {
-    const bool pair = oy + 1 < p.out_h;
-    const float* top = padded + oy * row_step;
-    const float* bottom = pair ? top + row_step : top;
+    const std::int64_t oy2 = std::min(oy + 1, p.out_h - 1);
+    const std::int64_t first_top = oy * p.stride_h - p.pad_h, first_bottom = oy2 * p.stride_h - p.pad_h;
+    const TapRange top_rows = taps_inside(first_top, p.kernel_h, p.dilation_h, p.in_h);
+    const TapRange bottom_rows = taps_inside(first_bottom, p.kernel_h, p.dilation_h, p.in_h);
     float* out_top = y + oy * p.out_w;
-    float* out_bottom = pair ? out_top + p.out_w : out_top;
+    float* out_bottom = y + oy2 * p.out_w;
     for (std::int64_t ox = 0; ox < p.out_w; ox += 16) {
+      const std::uint32_t* block_bits = lane_bits + ox / 16 * p.kernel_w;
       __m512 top_even = _mm512_set1_ps(bias), top_odd = _mm512_setzero_ps();
       __m512 bottom_even = top_even, bottom_odd = top_odd;
-      for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
-        const float* t = top + ky * p.dilation_h * width + ox;
-        const float* b = bottom + ky * p.dilation_h * width + ox;
+      const std::int64_t column = ox - p.pad_w;
+      for (std::int64_t ky = std::min(top_rows.begin, bottom_rows.begin);
+           ky < std::max(top_rows.end, bottom_rows.end); ++ky) {
+        const bool top_in = ky >= top_rows.begin && ky < top_rows.end;
+        const bool bottom_in = ky >= bottom_rows.begin && ky < bottom_rows.end;
+        const float* t = x + (first_top + ky * p.dilation_h) * p.in_w + column;
+        const float* b = x + (first_bottom + ky * p.dilation_h) * p.in_w + column;
         const float* taps = w + ky * p.kernel_w;
-        std::int64_t kx = 0;
-        for (; kx + 2 <= p.kernel_w; kx += 2) {
-          const __m512 even = _mm512_set1_ps(taps[kx]), odd = _mm512_set1_ps(taps[kx + 1]);
-          const std::int64_t at = kx * p.dilation_w, next = at + p.dilation_w;
-          top_even = _mm512_fmadd_ps(even, _mm512_loadu_ps(t + at), top_even);
-          bottom_even = _mm512_fmadd_ps(even, _mm512_loadu_ps(b + at), bottom_even);
-          top_odd = _mm512_fmadd_ps(odd, _mm512_loadu_ps(t + next), top_odd);
-          bottom_odd = _mm512_fmadd_ps(odd, _mm512_loadu_ps(b + next), bottom_odd);
-        }
-        if (kx < p.kernel_w) {
-          const __m512 even = _mm512_set1_ps(taps[kx]);
-          const std::int64_t at = kx * p.dilation_w;
-          top_even = _mm512_fmadd_ps(even, _mm512_loadu_ps(t + at), top_even);
-          bottom_even = _mm512_fmadd_ps(even, _mm512_loadu_ps(b + at), bottom_even);
+        if (top_in && bottom_in) {
+          std::int64_t kx = 0;
+          for (; kx + 2 <= p.kernel_w; kx += 2) {
+            const __m512 even = _mm512_set1_ps(taps[kx]), odd = _mm512_set1_ps(taps[kx + 1]);
+            const __mmask16 me = static_cast<__mmask16>(block_bits[kx]),
+                            mo = static_cast<__mmask16>(block_bits[kx + 1]);
+            const std::int64_t at = kx * p.dilation_w, next = at + p.dilation_w;
+            top_even = _mm512_fmadd_ps(even, _mm512_maskz_loadu_ps(me, t + at), top_even);
+            bottom_even = _mm512_fmadd_ps(even, _mm512_maskz_loadu_ps(me, b + at), bottom_even);
+            top_odd = _mm512_fmadd_ps(odd, _mm512_maskz_loadu_ps(mo, t + next), top_odd);
+            bottom_odd = _mm512_fmadd_ps(odd, _mm512_maskz_loadu_ps(mo, b + next), bottom_odd);
+          }
+          if (kx < p.kernel_w) {
+            const __m512 even = _mm512_set1_ps(taps[kx]);
+            const __mmask16 me = static_cast<__mmask16>(block_bits[kx]);
+            const std::int64_t at = kx * p.dilation_w;
+            top_even = _mm512_fmadd_ps(even, _mm512_maskz_loadu_ps(me, t + at), top_even);
+            bottom_even = _mm512_fmadd_ps(even, _mm512_maskz_loadu_ps(me, b + at), bottom_even);
+          }
+        } else if (top_in) {
+          // The other row's window row lies outside the image (top or bottom border).
+          accumulate_window_row(t, taps, block_bits, p.kernel_w, p.dilation_w, top_even, top_odd);
+        } else {
+          accumulate_window_row(b, taps, block_bits, p.kernel_w, p.dilation_w, bottom_even, bottom_odd);
         }
       }
       // (maskz forms: GCC 12 warns that the plain ones' undefined pass-through may be uninitialised.)
@@ -179,30 +246,34 @@ __attribute__((target("avx512f,avx2,fma"))) void depthwise_avx512(const PlaneGeo
 }
 
 // Stride 2 along the rows (AVX-512): sixteen outputs need inputs 2·ox + kx·dilation for ox in the
-// block; two loads of sixteen and one permutation pick the even ones, per tap. Loads run up to 31
-// floats past a row (kPlaneSlack).
-__attribute__((target("avx512f,avx2,fma"))) void depthwise_avx512_stride2(const PlaneGeometry& p,
-                                                                          const float* padded, const float* w,
-                                                                          float bias, float* y, float lo, float hi) {
-  const std::int64_t width = p.padded_w(), row_step = p.stride_h * width;
+// block; two masked loads of sixteen (masks from column_masks for stride 2) and one permutation pick
+// the even ones, per tap.
+__attribute__((target("avx512f,avx2,fma"))) void depthwise_avx512_stride2(const PlaneGeometry& p, const float* x,
+                                                                          const float* w, float bias, float* y,
+                                                                          const std::uint32_t* lane_bits, float lo,
+                                                                          float hi) {
   const __m512 low = _mm512_set1_ps(lo), high = _mm512_set1_ps(hi);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __mmask16 all = 0xFFFF;
   for (std::int64_t oy = 0; oy < p.out_h; ++oy) {
-    const float* top = padded + oy * row_step;
+    const std::int64_t first = oy * p.stride_h - p.pad_h;
+    const TapRange rows = taps_inside(first, p.kernel_h, p.dilation_h, p.in_h);
     float* out = y + oy * p.out_w;
     for (std::int64_t ox = 0; ox < p.out_w; ox += 16) {
+      const std::uint32_t* block_bits = lane_bits + ox / 16 * p.kernel_w;
       __m512 sum0 = _mm512_set1_ps(bias), sum1 = _mm512_setzero_ps();
-      for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
-        const float* t = top + ky * p.dilation_h * width + 2 * ox;
+      for (std::int64_t ky = rows.begin; ky < rows.end; ++ky) {
+        const float* t = x + (first + ky * p.dilation_h) * p.in_w + 2 * ox - p.pad_w;
         const float* taps = w + ky * p.kernel_w;
         for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
           const float* at = t + kx * p.dilation_w;
-          const __m512 x = _mm512_permutex2var_ps(_mm512_loadu_ps(at), even, _mm512_loadu_ps(at + 16));
+          const std::uint32_t m = block_bits[kx];
+          const __m512 v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(static_cast<__mmask16>(m & 0xFFFFu), at), even,
+                                                  _mm512_maskz_loadu_ps(static_cast<__mmask16>(m >> 16), at + 16));
           if (kx % 2 == 0) {
-            sum0 = _mm512_fmadd_ps(_mm512_set1_ps(taps[kx]), x, sum0);
+            sum0 = _mm512_fmadd_ps(_mm512_set1_ps(taps[kx]), v, sum0);
           } else {
-            sum1 = _mm512_fmadd_ps(_mm512_set1_ps(taps[kx]), x, sum1);
+            sum1 = _mm512_fmadd_ps(_mm512_set1_ps(taps[kx]), v, sum1);
           }
         }
       }
@@ -226,7 +297,13 @@ class DepthwiseConvolutionKernel final : public Kernel {
         plane_{g.in_size[0], g.in_size[1], g.out_size[0], g.out_size[1], g.kernel[0],   g.kernel[1],
                g.stride[0],  g.stride[1],  g.pad[0],      g.pad[1],      g.dilation[0], g.dilation[1]},
         avx2_(cpu_has_avx2_fma()),
-        avx512_(avx2_ && use_avx512() && (plane_.stride_w == 1 || plane_.stride_w == 2)) {}
+        avx512_(avx2_ && use_avx512() && (plane_.stride_w == 1 || plane_.stride_w == 2)) {
+    if (avx512_) {
+      lane_bits_ = column_masks(plane_, 16, plane_.stride_w == 2);
+    } else if (avx2_ && plane_.stride_w == 1) {
+      lane_bits_ = column_masks(plane_, 8, false);
+    }
+  }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const float* x = inputs[0].data<float>();
@@ -236,25 +313,27 @@ class DepthwiseConvolutionKernel final : public Kernel {
     const std::int64_t in_plane = plane_.in_h * plane_.in_w, out_plane = plane_.out_h * plane_.out_w;
     const std::int64_t taps = plane_.kernel_h * plane_.kernel_w;
     const std::int64_t work = std::max<std::int64_t>(1, out_plane * taps);
-    const auto run = avx2_ ? depthwise_avx2 : depthwise_baseline;
     parallel_for(
         planes_,
         [&](std::int64_t begin, std::int64_t end) {
-          std::vector<float> padded(
-              static_cast<std::size_t>(plane_.padded_h() * plane_.padded_w() + kPlaneSlack));
           for (std::int64_t i = begin; i < end; ++i) {
             const std::int64_t c = i % channels_;
-            pad_plane(plane_, x + i * in_plane, padded.data());
+            const float* in = x + i * in_plane;
             float* out = y + i * out_plane;
+            const float b = bias ? bias[c] : 0.0f;
             if (avx512_) {
               // The clamp (if any) is applied in registers; ±infinity leaves values as they are.
               (plane_.stride_w == 1 ? depthwise_avx512 : depthwise_avx512_stride2)(
-                  plane_, padded.data(), w + c * taps, bias ? bias[c] : 0.0f, out,
+                  plane_, in, w + c * taps, b, out, lane_bits_.data(),
                   clamp_ ? lo_ : -std::numeric_limits<float>::infinity(),
                   clamp_ ? hi_ : std::numeric_limits<float>::infinity());
               continue;
             }
-            run(plane_, padded.data(), w + c * taps, bias ? bias[c] : 0.0f, out);
+            if (avx2_) {
+              depthwise_avx2(plane_, in, w + c * taps, b, out, lane_bits_.data());
+            } else {
+              depthwise_baseline(plane_, in, w + c * taps, b, out);
+            }
             if (clamp_) {
               // The fused ReLU/clip, while the plane is still in cache.
               for (std::int64_t k = 0; k < out_plane; ++k) out[k] = std::min(std::max(out[k], lo_), hi_);
@@ -282,6 +361,7 @@ class DepthwiseConvolutionKernel final : public Kernel {
   PlaneGeometry plane_;
   bool avx2_;
   bool avx512_;  // stride 1 or 2 on AVX-512: sixteen outputs a block, the clamp in registers
+  std::vector<std::uint32_t> lane_bits_;  // column_masks for the vector kernel in use
   bool clamp_ = false;
   float lo_ = 0.0f, hi_ = 0.0f;
 };

@@ -62,9 +62,9 @@ struct ConvWindows {
   std::int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   std::int64_t dilation_h = 1, dilation_w = 1;
 };
-// C (m × out_height·out_width) = A · windows, then the epilogue (beta 0).
+// C (m × out_height·out_width) = A · windows + beta · C, then the epilogue.
 void gemm_windows(const PackedMatrix& a, const ConvWindows& windows, float* c, std::int64_t ldc,
-                  const GemmEpilogue& epilogue = {});
+                  const GemmEpilogue& epilogue = {}, float beta = 0.0f);
 
 // B packed ahead by the caller in the layout the GEMM packs it into (Winograd writes its transformed
 // tiles there directly): for each depth block of gemm_depth_block() rows, B's columns in panels of

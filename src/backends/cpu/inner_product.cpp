@@ -33,6 +33,10 @@ class InnerProductKernel final : public Kernel {
     }
     const float* w = layer_.weights()[0].data<float>();
     const bool transposed = layer_.transposed();
+    if (!training_ && d_.rows <= kGemvRows) {
+      gemv(x, w, y);
+      return;
+    }
     sgemm(false, !transposed, d_.rows, d_.outputs, d_.inner, 1.0f, x, d_.inner, w,
           transposed ? d_.outputs : d_.inner, 0.0f, y, d_.outputs);
     if (!layer_.has_bias()) return;
@@ -83,6 +87,50 @@ class InnerProductKernel final : public Kernel {
   const char* name() const override { return sparse_ ? "sparse-codebook" : "sgemm"; }
 
  private:
+  // A few rows (batch 1 classifiers): y = x · Wᵀ + bias as dot products over W's rows (or, with
+  // transposed weights, multiply-adds along W's rows), the bias added in the same pass, threads taking
+  // ranges of outputs. sgemm would pack all of W's transpose on every call (1.3M floats for
+  // MobileNetV2's classifier) to multiply it by one row.
+  static constexpr std::int64_t kGemvRows = 4;
+
+  void gemv(const float* x, const float* w, float* y) const {
+    const float* bias = layer_.has_bias() ? layer_.weights()[1].data<float>() : nullptr;
+    const std::int64_t inner = d_.inner, outputs = d_.outputs, rows = d_.rows;
+    const bool transposed = layer_.transposed();
+    parallel_for(
+        outputs,
+        [&](std::int64_t begin, std::int64_t end) {
+          for (std::int64_t m = 0; m < rows; ++m) {
+            const float* in = x + m * inner;
+            float* out = y + m * outputs;
+            if (transposed) {
+              // W is inner × outputs: each input scales one row of W into the outputs.
+              for (std::int64_t n = begin; n < end; ++n) out[n] = bias ? bias[n] : 0.0f;
+              for (std::int64_t k = 0; k < inner; ++k) {
+                const float v = in[k];
+                const float* row = w + k * outputs;
+                for (std::int64_t n = begin; n < end; ++n) out[n] += v * row[n];
+              }
+              continue;
+            }
+            for (std::int64_t n = begin; n < end; ++n) {
+              // Sixteen independent partial sums, so the loop vectorises without reassociation.
+              const float* row = w + n * inner;
+              float lanes[16] = {};
+              std::int64_t k = 0;
+              for (; k + 16 <= inner; k += 16) {
+                for (int l = 0; l < 16; ++l) lanes[l] += in[k + l] * row[k + l];
+              }
+              float sum = 0.0f;
+              for (; k < inner; ++k) sum += in[k] * row[k];
+              for (const float lane : lanes) sum += lane;
+              out[n] = sum + (bias ? bias[n] : 0.0f);
+            }
+          }
+        },
+        std::max<std::int64_t>(1, (1 << 14) / std::max<std::int64_t>(1, inner * rows)));
+  }
+
   void choose_form() {
     weights_version_ = layer_.weights()[0].version();
     sparse_.reset();

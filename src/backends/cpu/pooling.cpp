@@ -7,10 +7,45 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "core/cpu_features.h"
 #include "core/parallel.h"
 
 namespace espresso::cpu {
 namespace {
+
+// Max over every output's column window of `line`, whose entry j·Stride + t (t < kernel) is window
+// j's t-th column: the caller puts -infinity where windows pass the image's borders, so no window is
+// clipped here and the loops vectorise (Stride 1 or 2 fixed at compile time; 0: `stride`).
+template <int Stride>
+__attribute__((target("avx2"))) void max_columns_avx2(const float* line, std::int64_t kernel, std::int64_t stride,
+                                                      std::int64_t outputs, float* out) {
+  const std::int64_t s = Stride > 0 ? Stride : stride;
+  for (std::int64_t j = 0; j < outputs; ++j) out[j] = line[j * s];
+  for (std::int64_t t = 1; t < kernel; ++t) {
+    const float* from = line + t;
+    for (std::int64_t j = 0; j < outputs; ++j) out[j] = std::max(out[j], from[j * s]);
+  }
+}
+
+template <int Stride>
+void max_columns_baseline(const float* line, std::int64_t kernel, std::int64_t stride, std::int64_t outputs,
+                          float* out) {
+  const std::int64_t s = Stride > 0 ? Stride : stride;
+  for (std::int64_t j = 0; j < outputs; ++j) out[j] = line[j * s];
+  for (std::int64_t t = 1; t < kernel; ++t) {
+    const float* from = line + t;
+    for (std::int64_t j = 0; j < outputs; ++j) out[j] = std::max(out[j], from[j * s]);
+  }
+}
+
+using MaxColumns = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t, float*);
+
+MaxColumns max_columns_for(std::int64_t stride) {
+  if (cpu_has_avx2_fma()) {
+    return stride == 1 ? max_columns_avx2<1> : stride == 2 ? max_columns_avx2<2> : max_columns_avx2<0>;
+  }
+  return stride == 1 ? max_columns_baseline<1> : stride == 2 ? max_columns_baseline<2> : max_columns_baseline<0>;
+}
 
 class PoolingKernel final : public Kernel {
  public:
@@ -22,6 +57,14 @@ class PoolingKernel final : public Kernel {
     cols_ = axis_windows(g, g.axes() - 1, layer.count_include_pad());
     in_height_ = first < 0 ? 1 : g.in_size[0];
     in_width_ = g.in_size.back();
+    // Max windows are [o·stride − pad, + kernel) clipped to the image (PoolGeometry::span): the line
+    // gets pad_w of -infinity on the left and enough on the right for the last window.
+    kernel_w_ = g.kernel.back();
+    stride_w_ = g.stride.back();
+    pad_w_ = g.pad.back();
+    const auto out_width = static_cast<std::int64_t>(cols_.size());
+    line_size_ = std::max(pad_w_ + in_width_, (out_width - 1) * stride_w_ + kernel_w_);
+    max_columns_ = max_columns_for(stride_w_);
   }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
@@ -31,6 +74,10 @@ class PoolingKernel final : public Kernel {
     const auto out_width = static_cast<std::int64_t>(cols_.size());
     const std::int64_t in_plane = in_height_ * in_width_;
     const std::int64_t out_plane = out_height * out_width;
+    if (max_) {
+      max_forward(x, y);
+      return;
+    }
     parallel_for(
         planes_,
         [&](std::int64_t begin, std::int64_t end) {
@@ -114,6 +161,42 @@ class PoolingKernel final : public Kernel {
   const char* name() const override { return max_ ? "max" : "ave"; }
 
  private:
+  // Separable, as the average below: each output row's window rows reduced into a line (inside its
+  // -infinity borders), then max_columns_ over the line.
+  void max_forward(const float* x, float* y) const {
+    const auto out_width = static_cast<std::int64_t>(cols_.size());
+    const std::int64_t in_plane = in_height_ * in_width_;
+    const std::int64_t out_plane = static_cast<std::int64_t>(rows_.size()) * out_width;
+    constexpr float lowest = -std::numeric_limits<float>::infinity();
+    parallel_for(
+        planes_,
+        [&](std::int64_t begin, std::int64_t end) {
+          thread_local std::vector<float> buffer;
+          buffer.assign(static_cast<std::size_t>(line_size_), lowest);
+          float* line = buffer.data();
+          float* acc = line + pad_w_;
+          for (std::int64_t p = begin; p < end; ++p) {
+            const float* in = x + p * in_plane;
+            float* out = y + p * out_plane;
+            for (const Window& r : rows_) {
+              if (r.begin >= r.end) {
+                std::fill(acc, acc + in_width_, lowest);
+              } else {
+                const float* first = in + r.begin * in_width_;
+                std::copy(first, first + in_width_, acc);
+                for (std::int64_t h = r.begin + 1; h < r.end; ++h) {
+                  const float* row = in + h * in_width_;
+                  for (std::int64_t w = 0; w < in_width_; ++w) acc[w] = std::max(acc[w], row[w]);
+                }
+              }
+              max_columns_(line, kernel_w_, stride_w_, out_width, out);
+              out += out_width;
+            }
+          }
+        },
+        std::max<std::int64_t>(1, 4096 / std::max<std::int64_t>(1, out_plane)));
+  }
+
   struct Window {
     std::int64_t begin, end, divisor;
   };
@@ -133,6 +216,8 @@ class PoolingKernel final : public Kernel {
   std::int64_t planes_;
   std::int64_t in_height_ = 1, in_width_ = 1;
   std::vector<Window> rows_, cols_;
+  std::int64_t kernel_w_ = 1, stride_w_ = 1, pad_w_ = 0, line_size_ = 1;
+  MaxColumns max_columns_ = nullptr;
 };
 
 }  // namespace
