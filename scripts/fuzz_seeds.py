@@ -373,6 +373,13 @@ def small_packages(out, cli):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
                     with open(target, "rb") as f:
                         write(out, "esp", os.path.basename(target), f.read())
+        # Control flow (format version 4: layers with subgraphs): ONNX's If node test, where installed.
+        node_if = "/usr/share/libonnx-testdata/data/node/test_if/model.onnx"
+        target = os.path.join(tmp, "if.esp")
+        if os.path.isfile(node_if) and subprocess.run([cli, "convert", node_if, "-o", target, "--name", "seed"],
+                                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            with open(target, "rb") as f:
+                write(out, "esp", "if.esp", f.read())
 
 
 def real_seeds(out, data_dir, cli):

@@ -3,6 +3,9 @@
 // the loader libraries, so the sanitizer CI job runs it too (scripts/sanitize_ci.sh).
 #include <zlib.h>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include <cstring>
 
 #include "data/datum.h"
@@ -12,6 +15,7 @@
 #include "espresso/import.h"
 #include "espresso/limits.h"
 #include "espresso/onnx.h"
+#include "espresso/package.h"
 #include "hostile_support.h"
 
 namespace espresso::hostile {
@@ -93,6 +97,65 @@ TEST(HostileModels, HundredThousandDeepSubgraphsAreRefused) {
   } catch (const ModelError& e) {
     EXPECT_NE(std::string(e.what()).find("node 'If_0' (If)"), std::string::npos) << e.what();
   }
+}
+
+// An .esp package (docs/format.md) holding `manifest` as its JSON and no tensor data, with the
+// header's checksums right, in format `version`.
+std::string esp_with_manifest(const std::string& manifest, std::uint32_t version) {
+  const std::uint64_t data_offset = (64 + manifest.size() + 63) / 64 * 64;
+  std::string file(data_offset, '\0');
+  const unsigned char magic[8] = {0x89, 'E', 'S', 'P', '\r', '\n', 0x1a, '\n'};
+  std::memcpy(file.data(), magic, 8);
+  auto put = [&](std::size_t at, auto value) { std::memcpy(file.data() + at, &value, sizeof value); };
+  put(8, version);
+  put(12, std::uint32_t{0});
+  put(16, std::uint64_t{64});
+  put(24, static_cast<std::uint64_t>(manifest.size()));
+  put(32, data_offset);
+  put(40, std::uint64_t{0});
+  put(48, static_cast<std::uint64_t>(XXH3_64bits(manifest.data(), manifest.size())));
+  std::memcpy(file.data() + 64, manifest.data(), manifest.size());
+  put(56, static_cast<std::uint64_t>(XXH3_64bits(file.data(), 56)));
+  return file;
+}
+
+// The manifest of Ifs nested `depth` deep, each then branch holding the next; the innermost gives its
+// input back.
+std::string nested_if_manifest(int depth) {
+  const std::string branch_inputs = R"("inputs":[{"name":"c","shape":[]}])";
+  std::string open, close;
+  for (int d = 0; d < depth; ++d) {
+    open += R"({"name":"if","type":"If","inputs":["c","c"],"outputs":["y"],"attrs":{},"weights":[],"subgraphs":[)"
+            R"({"role":"else_branch","graph":{)" + branch_inputs + R"(,"outputs":["c"],"layers":[]}},)"
+            R"({"role":"then_branch","graph":{)" + branch_inputs + R"(,"outputs":[")" + (d + 1 == depth ? "c" : "y") +
+            R"("],"layers":[)";
+    close += "]}}]}";
+  }
+  const std::string layers = open + close;
+  return R"({"format":"espresso-model","format_version":4,"graph":{"name":"deep","inputs":[{"name":"c","shape":[]}],)"
+         R"("outputs":[")" + std::string(depth > 0 ? "y" : "c") + R"("],"layers":[)" + layers + R"(]},"tensors":[]})";
+}
+
+TEST(HostileModels, DeeplyNestedEspSubgraphsAreRefused) {
+  Scratch dir;
+  const int limit = limits().max_subgraph_depth;
+  // At the limit the package loads (the manifest is well formed); one level deeper is refused by the
+  // reader, naming the layer and the limit, before it goes a level deeper.
+  EXPECT_NO_THROW(load_package(dir.write("ok.esp", esp_with_manifest(nested_if_manifest(limit), 4))));
+  expect_refused<LimitError>("esp subgraphs nested one past the limit",
+                             [&] { load_package(dir.write("over.esp", esp_with_manifest(nested_if_manifest(limit + 1), 4))); },
+                             "subgraphs nested " + std::to_string(limit + 1) + " deep exceed the limit");
+  // 20000 deep: refused while the JSON is parsed, before it is built in memory.
+  const std::string deep = dir.write("deep.esp", esp_with_manifest(nested_if_manifest(20000), 4));
+  expect_refused<LimitError>("esp subgraphs nested 20k deep", [&] { load_package(deep); }, "max_subgraph_depth");
+  // Subgraphs in a file that says it is version 3 are corrupt; a version this reader does not know is
+  // refused by its number (as a version-3 reader refuses version 4).
+  expect_refused<ParseError>("esp subgraphs in version 3",
+                             [&] { load_package(dir.write("v3.esp", esp_with_manifest(nested_if_manifest(2), 3))); },
+                             "needs format version 4");
+  expect_refused<UnsupportedError>("esp version 5",
+                                   [&] { load_package(dir.write("v5.esp", esp_with_manifest(nested_if_manifest(2), 5))); },
+                                   "format version 5 is not supported");
 }
 
 std::string png_chunk(const std::string& type, const std::string& data) {

@@ -350,6 +350,54 @@ TEST_F(TfliteFaceDetection, CliVerbsReadTflite) {
   EXPECT_NE(out.find("images/s"), std::string::npos) << out;
 }
 
+// hey_jarvis holds an If (TensorFlow Lite IF, ONNX If): `espresso convert` of either file to .esp keeps
+// its branches as subgraphs, with their weights, and every output bit for bit on the interpreter's
+// reference input; `espresso info` of the package shows the branches nested under the If.
+TEST(TfliteControlFlow, HeyJarvisConvertsToEspAndBack) {
+  const TfliteModel& m = kModels[7];
+  ASSERT_EQ(std::string(m.name), "hey_jarvis_v0.1");
+  if (!fs::exists(model_path(m)) || !fs::exists(reference_path(m)))
+    GTEST_SKIP() << model_path(m) << " is absent: run scripts/fetch_test_models.sh";
+  const Reference ref = read_reference(reference_path(m));
+  testing::TempDir dir;
+  for (const fs::path& source : {model_path(m), model_path(m).parent_path() / m.onnx}) {
+    SCOPED_TRACE(source.string());
+    const Graph graph = load_model(source.string());
+    bool has_subgraphs = false;
+    for (const LayerSpec& layer : graph.layers) has_subgraphs = has_subgraphs || !layer.subgraphs.empty();
+    ASSERT_TRUE(has_subgraphs);
+    const std::string esp = dir.file(source.stem().string() + source.extension().string().substr(1) + ".esp");
+    int status = 0;
+    std::string out = run_cli("convert " + source.string() + " -o " + esp, &status);
+    ASSERT_EQ(status, 0) << out;
+    Net direct(graph);
+    Net converted(load_model(esp));
+    // The ONNX twin names its input otherwise and may order the same values differently.
+    ASSERT_EQ(ref.inputs.size(), 1u);
+    ASSERT_EQ(direct.input_names().size(), 1u);
+    const std::string input = direct.input_names()[0];
+    const std::map<std::string, Tensor> feed{{input, ref.inputs.begin()->second.reshaped(direct.input_shape(input))}};
+    for (int run = 0; run < 2; ++run) {
+      const auto expected = direct.forward(feed);
+      const auto got = converted.forward(feed);
+      ASSERT_EQ(got.size(), expected.size());
+      for (const auto& [name, tensor] : expected) {
+        ASSERT_TRUE(got.count(name)) << name;
+        EXPECT_EQ(got.at(name).to_vector(), tensor.to_vector()) << name;
+      }
+    }
+    if (source.extension() == ".tflite") {
+      for (const auto& [name, expected] : ref.outputs)
+        EXPECT_LE(relative_error(converted.forward(feed).at(name).to_vector(), expected.to_vector()), 1e-4) << name;
+    }
+    out = run_cli("info " + esp, &status);
+    EXPECT_EQ(status, 0) << out;
+    EXPECT_NE(out.find("subgraphs ("), std::string::npos) << out;
+    EXPECT_NE(out.find("  then_branch"), std::string::npos) << out;
+    EXPECT_NE(out.find("  else_branch"), std::string::npos) << out;
+  }
+}
+
 // ---- hand-made models --------------------------------------------------------------------------
 
 // A small FlatBuffer writer: tables with scalar, string, vector and sub-table fields, written front

@@ -50,6 +50,8 @@ struct ParamSpec {
   float decay_mult = 1.0f;
 };
 
+struct Subgraph;  // below: a graph a layer owns (control flow)
+
 struct LayerSpec {
   std::string name;
   std::string type;  // espresso's type name, e.g. "Convolution" (see docs/layers.md)
@@ -58,6 +60,13 @@ struct LayerSpec {
   Attributes attrs;
   std::vector<Tensor> weights;  // learned blobs in the layer's documented order
   std::vector<ParamSpec> params;
+  // Nested graphs the layer runs (If's then_branch and else_branch, Loop's and Scan's body), each named
+  // by its role; the layer type's schema lists the names it takes (docs/control_flow.md). A subgraph
+  // reads nothing of the graph around it: what it needs from outside comes in through its inputs.
+  std::vector<Subgraph> subgraphs;
+
+  // The subgraph called `role`, or nullptr.
+  const Subgraph* find_subgraph(const std::string& role) const;
 };
 
 struct InputSpec {
@@ -101,9 +110,17 @@ struct Graph {
   ModelMetadata metadata;
 
   const LayerSpec* find_layer(const std::string& name) const;
-  // Checks that every input is produced before use, names are unique and outputs exist;
-  // throws ModelError listing the problem.
+  // Checks that every input is produced before use, names are unique and outputs exist, in this graph
+  // and in every subgraph of its layers (each its own scope); throws ModelError naming the layers and
+  // subgraphs down to the problem. Subgraphs nested deeper than Limits::max_subgraph_depth, and more
+  // than Limits::max_layers layers in all the graphs together, are a LimitError.
   void validate() const;
+};
+
+// A layer's nested graph and the role it plays for the layer ("then_branch", "body").
+struct Subgraph {
+  std::string role;
+  Graph graph;
 };
 
 }  // namespace espresso

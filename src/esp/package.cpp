@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -24,6 +25,7 @@
 #include "core/parallel.h"
 #include "esp/weight_codec.h"
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 #include "layers/binary.h"
 #include "layers/registry.h"
 
@@ -35,9 +37,11 @@ static_assert(std::endian::native == std::endian::little, ".esp is little-endian
 using nlohmann::json;
 
 constexpr unsigned char kMagic[8] = {0x89, 'E', 'S', 'P', '\r', '\n', 0x1a, '\n'};
-// Version 2 added compressed tensors ("encoding"), version 3 the deflated manifest (header flag below); a
-// package is written with the lowest version that holds what it uses, so older readers keep reading it.
-constexpr std::uint32_t kFormatVersion = 3;
+// Version 2 added compressed tensors ("encoding"), version 3 the deflated manifest (header flag below),
+// version 4 layers' subgraphs (control flow); a package is written with the lowest version that holds
+// what it uses, so older readers keep reading it, and refuse by its version one they could not.
+constexpr std::uint32_t kFormatVersion = 4;
+constexpr std::uint32_t kSubgraphsVersion = 4;
 // Header flags. Bit 0: the manifest is stored as a zlib stream (RFC 1950) of the JSON text (version 3).
 constexpr std::uint32_t kFlagDeflatedManifest = 1;
 constexpr std::uint32_t kKnownFlags = kFlagDeflatedManifest;
@@ -130,85 +134,125 @@ std::optional<std::string> deflate_text(const std::string& text) {
 
 }  // namespace
 
-void save_package(const Graph& graph, const std::string& path, const PackageSaveOptions& options) {
-  graph.validate();
-  json layers = json::array();
+namespace {
+
+// What writing a package collects while it walks the graph and its subgraphs.
+struct PackageWriter {
+  explicit PackageWriter(const PackageSaveOptions& save_options) : options(save_options) {}
+
+  const PackageSaveOptions& options;
   json tensors = json::array();
   // The bytes of each tensor as stored: the tensor's own, or its encoding held in `encoded`.
   std::vector<std::span<const std::byte>> data;
+  // (Moving a vector into a list keeps its buffer where it is, so the spans stay valid.)
   std::vector<std::vector<std::byte>> encoded;
-  // (Moving a vector into `encoded` keeps its buffer where it is, so the spans stay valid.)
   std::uint32_t version = 1;
   std::uint64_t data_bytes = 0;
-  for (const LayerSpec& layer : graph.layers) {
-    // Their subgraphs are binary attributes (docs/control_flow.md), which the JSON manifest cannot hold.
-    if (layer.type == "If" || layer.type == "Loop" || layer.type == "Scan")
-      throw UnsupportedError("layer '" + layer.name + "' (" + layer.type +
-                             "): models with control flow cannot be written to .esp yet");
-    json attrs = json::object();
-    for (const auto& [name, value] : layer.attrs.all()) attrs[name] = attr_to_json(layer.name, name, value);
-    json weight_names = json::array();
-    for (std::size_t i = 0; i < layer.weights.size(); ++i) {
-      const Tensor& w = layer.weights[i];
-      if (w.dtype() != DType::f32 || !w.device().is_cpu()) {
-        throw UnsupportedError("layer '" + layer.name + "': only f32 CPU weights can be written to a package");
-      }
-      const std::string name = layer.name + "/" + std::to_string(i);
-      weight_names.push_back(name);
-      std::span<const std::byte> stored(static_cast<const std::byte*>(w.raw()), w.bytes());
-      std::optional<codec::Encoded> packed;
-      if (options.compress) {
-        packed = codec::encode(std::span(w.data<float>(), static_cast<std::size_t>(w.numel())));
-      }
-      json entry = {{"name", name}, {"dtype", dtype_name(w.dtype())}, {"shape", w.shape().dims()}, {"offset", data_bytes}};
-      if (packed) {
-        const codec::Encoding& e = packed->encoding;
-        entry["encoding"] = {{"kind", "codebook"},
-                             {"codebook_size", e.codebook_size},
-                             {"gap_bits", e.gap_bits},
-                             {"entries", e.entries},
-                             {"coding", e.huffman ? "huffman" : "packed"}};
-        encoded.push_back(std::move(packed->bytes));
-        stored = std::span<const std::byte>(encoded.back().data(), encoded.back().size());
-        version = 2;
-      }
-      entry["bytes"] = stored.size();
-      entry["checksum"] = hex64(XXH3_64bits(stored.data(), stored.size()));
-      tensors.push_back(std::move(entry));
-      data.push_back(stored);
-      data_bytes = align_up(data_bytes + stored.size());
-    }
-    json params = json::array();
-    for (const ParamSpec& p : layer.params) {
-      params.push_back({{"name", p.name}, {"lr_mult", p.lr_mult}, {"decay_mult", p.decay_mult}});
-    }
-    layers.push_back({{"name", layer.name},
-                      {"type", layer.type},
-                      {"inputs", layer.inputs},
-                      {"outputs", layer.outputs},
-                      {"attrs", attrs},
-                      {"weights", weight_names},
-                      {"params", params}});
+  std::set<std::string> names;  // of the tensors so far
+
+  // A table name for `wanted` that no tensor has yet (a subgraph's layer may be named like an outer one).
+  std::string unique_name(const std::string& wanted) {
+    std::string name = wanted;
+    for (int n = 2; !names.insert(name).second; ++n) name = wanted + "~" + std::to_string(n);
+    return name;
   }
-  json inputs = json::array();
-  for (const InputSpec& in : graph.inputs) inputs.push_back({{"name", in.name}, {"shape", in.shape.dims()}});
+
+  // Adds `w` to the table; its name there.
+  std::string add_tensor(const LayerSpec& layer, const Tensor& w, const std::string& wanted) {
+    if (w.dtype() != DType::f32 || !w.device().is_cpu()) {
+      throw UnsupportedError("layer '" + layer.name + "': only f32 CPU weights can be written to a package");
+    }
+    const std::string name = unique_name(wanted);
+    std::span<const std::byte> stored(static_cast<const std::byte*>(w.raw()), w.bytes());
+    std::optional<codec::Encoded> packed;
+    if (options.compress) {
+      packed = codec::encode(std::span(w.data<float>(), static_cast<std::size_t>(w.numel())));
+    }
+    json entry = {{"name", name}, {"dtype", dtype_name(w.dtype())}, {"shape", w.shape().dims()}, {"offset", data_bytes}};
+    if (packed) {
+      const codec::Encoding& e = packed->encoding;
+      entry["encoding"] = {{"kind", "codebook"},
+                           {"codebook_size", e.codebook_size},
+                           {"gap_bits", e.gap_bits},
+                           {"entries", e.entries},
+                           {"coding", e.huffman ? "huffman" : "packed"}};
+      encoded.push_back(std::move(packed->bytes));
+      stored = std::span<const std::byte>(encoded.back().data(), encoded.back().size());
+      version = std::max<std::uint32_t>(version, 2);
+    }
+    entry["bytes"] = stored.size();
+    entry["checksum"] = hex64(XXH3_64bits(stored.data(), stored.size()));
+    tensors.push_back(std::move(entry));
+    data.push_back(stored);
+    data_bytes = align_up(data_bytes + stored.size());
+    return name;
+  }
+
+  // The layers of `graph`; weights named PREFIX + layer + "/" + index in the table.
+  json layers(const Graph& graph, const std::string& prefix) {
+    json out = json::array();
+    for (const LayerSpec& layer : graph.layers) {
+      json attrs = json::object();
+      for (const auto& [name, value] : layer.attrs.all()) attrs[name] = attr_to_json(layer.name, name, value);
+      json weight_names = json::array();
+      for (std::size_t i = 0; i < layer.weights.size(); ++i)
+        weight_names.push_back(add_tensor(layer, layer.weights[i], prefix + layer.name + "/" + std::to_string(i)));
+      json params = json::array();
+      for (const ParamSpec& p : layer.params) {
+        params.push_back({{"name", p.name}, {"lr_mult", p.lr_mult}, {"decay_mult", p.decay_mult}});
+      }
+      json entry = {{"name", layer.name},        {"type", layer.type},   {"inputs", layer.inputs},
+                    {"outputs", layer.outputs},  {"attrs", attrs},       {"weights", weight_names},
+                    {"params", params}};
+      if (!layer.subgraphs.empty()) {
+        version = std::max(version, kSubgraphsVersion);
+        json subgraphs = json::array();
+        for (const Subgraph& subgraph : layer.subgraphs) {
+          subgraphs.push_back(
+              {{"role", subgraph.role},
+               {"graph", graph_body(subgraph.graph, prefix + layer.name + "/" + subgraph.role + "/")}});
+        }
+        entry["subgraphs"] = std::move(subgraphs);
+      }
+      out.push_back(std::move(entry));
+    }
+    return out;
+  }
+
+  // A graph's name, inputs, outputs and layers (a subgraph has no aliases or metadata).
+  json graph_body(const Graph& graph, const std::string& prefix) {
+    json inputs = json::array();
+    for (const InputSpec& in : graph.inputs) inputs.push_back({{"name", in.name}, {"shape", in.shape.dims()}});
+    return {{"name", graph.name}, {"inputs", inputs}, {"outputs", graph.outputs}, {"layers", layers(graph, prefix)}};
+  }
+};
+
+}  // namespace
+
+void save_package(const Graph& graph, const std::string& path, const PackageSaveOptions& options) {
+  graph.validate();
+  PackageWriter writer(options);
+  json body = writer.graph_body(graph, "");
+  body["aliases"] = graph.aliases;
+  std::uint32_t version = writer.version;
+  const std::uint64_t data_bytes = writer.data_bytes;
+  const std::vector<std::span<const std::byte>>& data = writer.data;
   const json manifest = {
       {"format", "espresso-model"},
       {"format_version", version},
       {"producer", std::string("espresso ") + ESPRESSO_VERSION},
       {"metadata", metadata_to_json(graph.metadata)},
-      {"graph",
-       {{"name", graph.name}, {"inputs", inputs}, {"outputs", graph.outputs}, {"aliases", graph.aliases}, {"layers", layers}}},
-      {"tensors", tensors}};
+      {"graph", std::move(body)},
+      {"tensors", std::move(writer.tensors)}};
   std::string text = manifest.dump();
   Header header;
   if (options.compress) {
     // Deflated, the manifest needs version 3, which its JSON then says too.
     json versioned = manifest;
-    versioned["format_version"] = 3;
+    versioned["format_version"] = std::max<std::uint32_t>(version, 3);
     if (std::optional<std::string> deflated = deflate_text(versioned.dump())) {
       text = std::move(*deflated);
-      version = 3;
+      version = std::max<std::uint32_t>(version, 3);
       header.flags = kFlagDeflatedManifest;
     }
   }
@@ -267,6 +311,7 @@ class Reader {
   explicit Reader(std::string path) : path_(std::move(path)) {}
 
   [[noreturn]] void fail(const std::string& what) const { throw ParseError(path_ + ": " + what); }
+  [[noreturn]] void fail_limit(const std::string& what) const { throw LimitError(path_ + ": " + what); }
 
   const json& field(const json& object, const std::string& key, const std::string& where) const {
     if (!object.is_object()) fail("manifest: '" + where + "' should be an object");
@@ -459,6 +504,9 @@ void upgrade_layer_types(Graph& graph) {
     layers.push_back(std::move(spec));
   }
   graph.layers = std::move(layers);
+  for (LayerSpec& spec : graph.layers) {
+    for (Subgraph& subgraph : spec.subgraphs) upgrade_layer_types(subgraph.graph);
+  }
 }
 
 }  // namespace
@@ -506,8 +554,20 @@ json read_manifest(const MappedFile& file, const Reader& r, Header& h) {
       h.flags & kFlagDeflatedManifest ? std::string_view(inflated) : std::string_view(manifest_text, h.manifest_bytes);
 
   json manifest;
+  // Subgraphs nest the manifest's JSON (five levels each); deeper JSON than subgraphs within
+  // Limits::max_subgraph_depth can make is refused while it is parsed, before it is built in memory.
+  const int max_json_depth = 16 + 8 * limits().max_subgraph_depth;
+  const json::parser_callback_t bounded = [&](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth > max_json_depth) {
+      r.fail_limit("manifest: JSON nested more than " + std::to_string(max_json_depth) +
+                   " deep (subgraphs nest at most Limits::max_subgraph_depth = " +
+                   std::to_string(limits().max_subgraph_depth) + " deep)");
+    }
+    return true;
+  };
   try {
-    manifest = json::parse(manifest_view.begin(), manifest_view.end());
+    manifest = json::parse(manifest_view.begin(), manifest_view.end(), bounded);
   } catch (const json::exception& e) {
     r.fail(std::string("manifest is not valid JSON: ") + e.what());
   }
@@ -565,6 +625,95 @@ TableEntry read_table_entry(const Reader& r, const Header& h, const json& entry,
            " lie outside the data section");
   }
   return t;
+}
+
+std::vector<LayerSpec> read_layers(const Reader& r, const Header& h, const json& g, const std::string& where, int depth,
+                                   const std::map<std::string, Tensor>& tensors, std::int64_t& layer_count);
+
+// A subgraph (docs/format.md, version 4): name, inputs, outputs and layers, at nesting `depth` (1: a layer of
+// the model's own graph owns it).
+Graph read_subgraph(const Reader& r, const Header& h, const json& g, const std::string& where, int depth,
+                    const std::map<std::string, Tensor>& tensors, std::int64_t& layer_count) {
+  Graph graph;
+  graph.name = r.optional_string(g, "name", where);
+  const json& inputs = r.array(g, "inputs", where);
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const std::string at = where + ".inputs[" + std::to_string(i) + "]";
+    graph.inputs.push_back({r.string(inputs[i], "name", at), r.shape(inputs[i], at)});
+  }
+  graph.outputs = r.strings(g, "outputs", where);
+  graph.layers = read_layers(r, h, g, where, depth, tensors, layer_count);
+  return graph;
+}
+
+// The layers of the graph object `g` at nesting `depth` (0: the model's own), their subgraphs included;
+// `layer_count` counts the layers of every graph read so far.
+std::vector<LayerSpec> read_layers(const Reader& r, const Header& h, const json& g, const std::string& where, int depth,
+                                   const std::map<std::string, Tensor>& tensors, std::int64_t& layer_count) {
+  const json& layers = r.array(g, "layers", where);
+  layer_count += static_cast<std::int64_t>(layers.size());
+  if (layer_count > limits().max_layers) {
+    r.fail_limit("'" + where + "': " + std::to_string(layer_count) + " layers" + (depth > 0 ? " (subgraphs included)" : "") +
+                 " exceed the limit of " + std::to_string(limits().max_layers) + " (Limits::max_layers)");
+  }
+  std::vector<LayerSpec> out;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const std::string at = where + ".layers[" + std::to_string(i) + "]";
+    const json& l = layers[i];
+    LayerSpec spec;
+    spec.name = r.string(l, "name", at);
+    spec.type = r.string(l, "type", at);
+    spec.inputs = r.strings(l, "inputs", at);
+    spec.outputs = r.strings(l, "outputs", at);
+    const json& attrs = r.field(l, "attrs", at);
+    if (!attrs.is_object()) r.fail("manifest: '" + at + ".attrs' should be an object");
+    for (const auto& [key, value] : attrs.items()) spec.attrs.set(key, r.attr(value, at + ".attrs." + key));
+    for (const std::string& name : r.strings(l, "weights", at)) {
+      auto it = tensors.find(name);
+      if (it == tensors.end()) r.fail("layer '" + spec.name + "' names tensor '" + name + "', which the table lacks");
+      spec.weights.push_back(it->second);
+    }
+    if (l.contains("params")) {
+      const json& params = r.array(l, "params", at);
+      for (const json& p : params) {
+        spec.params.push_back({r.optional_string(p, "name", at + ".params"),
+                               static_cast<float>(r.number(r.field(p, "lr_mult", at + ".params"), at + ".params.lr_mult")),
+                               static_cast<float>(r.number(r.field(p, "decay_mult", at + ".params"), at + ".params.decay_mult"))});
+      }
+    }
+    if (l.contains("subgraphs")) {
+      if (h.version < kSubgraphsVersion) {
+        r.fail("manifest: '" + at + ".subgraphs' needs format version " + std::to_string(kSubgraphsVersion));
+      }
+      const json& subgraphs = r.array(l, "subgraphs", at);
+      // Checked before going a level deeper: the nesting in a file is bounded by the limit, not the stack.
+      if (!subgraphs.empty() && depth + 1 > limits().max_subgraph_depth) {
+        r.fail_limit("layer '" + spec.name + "' ('" + at + "'): subgraphs nested " + std::to_string(depth + 1) +
+                     " deep exceed the limit of " + std::to_string(limits().max_subgraph_depth) +
+                     " (Limits::max_subgraph_depth)");
+      }
+      for (std::size_t k = 0; k < subgraphs.size(); ++k) {
+        const std::string sw = at + ".subgraphs[" + std::to_string(k) + "]";
+        Subgraph subgraph;
+        subgraph.role = r.string(subgraphs[k], "role", sw);
+        subgraph.graph = read_subgraph(r, h, r.field(subgraphs[k], "graph", sw), sw + ".graph", depth + 1, tensors, layer_count);
+        spec.subgraphs.push_back(std::move(subgraph));
+      }
+    }
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+// "'Type' (layer 'name')" for every layer type, subgraphs included, that no one registered.
+void collect_unknown_types(const Graph& graph, const std::string& around, std::string& unknown) {
+  for (const LayerSpec& spec : graph.layers) {
+    if (!is_known_layer_type(spec.type)) {
+      unknown += (unknown.empty() ? "" : ", ") + ("'" + spec.type + "' (layer '" + around + spec.name + "')");
+    }
+    for (const Subgraph& subgraph : spec.subgraphs)
+      collect_unknown_types(subgraph.graph, around + spec.name + "/" + subgraph.role + "/", unknown);
+  }
 }
 
 Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOptions& options) {
@@ -647,49 +796,22 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
       graph.aliases[key] = value.get<std::string>();
     }
   }
-  const json& layers = r.array(g, "layers", "graph");
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    const std::string where = "graph.layers[" + std::to_string(i) + "]";
-    const json& l = layers[i];
-    LayerSpec spec;
-    spec.name = r.string(l, "name", where);
-    spec.type = r.string(l, "type", where);
-    spec.inputs = r.strings(l, "inputs", where);
-    spec.outputs = r.strings(l, "outputs", where);
-    const json& attrs = r.field(l, "attrs", where);
-    if (!attrs.is_object()) r.fail("manifest: '" + where + ".attrs' should be an object");
-    for (const auto& [key, value] : attrs.items()) spec.attrs.set(key, r.attr(value, where + ".attrs." + key));
-    for (const std::string& name : r.strings(l, "weights", where)) {
-      auto it = tensors.find(name);
-      if (it == tensors.end()) r.fail("layer '" + spec.name + "' names tensor '" + name + "', which the table lacks");
-      spec.weights.push_back(it->second);
-    }
-    if (l.contains("params")) {
-      const json& params = r.array(l, "params", where);
-      for (const json& p : params) {
-        spec.params.push_back({r.optional_string(p, "name", where + ".params"),
-                               static_cast<float>(r.number(r.field(p, "lr_mult", where + ".params"), where + ".params.lr_mult")),
-                               static_cast<float>(r.number(r.field(p, "decay_mult", where + ".params"), where + ".params.decay_mult"))});
-      }
-    }
-    graph.layers.push_back(std::move(spec));
-  }
+  std::int64_t layer_count = 0;
+  graph.layers = read_layers(r, h, g, "graph", 0, tensors, layer_count);
   try {
     upgrade_layer_types(graph);
   } catch (const ModelError& e) {
     throw ModelError(path + ": " + e.what());
   }
   std::string unknown;
-  for (const LayerSpec& spec : graph.layers) {
-    if (!is_known_layer_type(spec.type)) {
-      unknown += (unknown.empty() ? "" : ", ") + ("'" + spec.type + "' (layer '" + spec.name + "')");
-    }
-  }
+  collect_unknown_types(graph, "", unknown);
   if (!unknown.empty()) throw ModelError(path + ": unknown layer types: " + unknown);
   try {
     graph.validate();
   } catch (const ModelError& e) {
     throw ModelError(path + ": " + e.what());
+  } catch (const LimitError& e) {
+    throw LimitError(path + ": " + e.what());
   }
   return graph;
 }

@@ -97,22 +97,44 @@ const LayerSpec* Graph::find_layer(const std::string& layer_name) const {
   return nullptr;
 }
 
-void Graph::validate() const {
-  const Limits caps = limits();
-  if (static_cast<std::int64_t>(layers.size()) > caps.max_layers) {
-    throw LimitError(std::to_string(layers.size()) + " layers exceed the limit of " +
-                     std::to_string(caps.max_layers) + " (Limits::max_layers)");
+const Subgraph* LayerSpec::find_subgraph(const std::string& role) const {
+  for (const Subgraph& subgraph : subgraphs) {
+    if (subgraph.role == role) return &subgraph;
+  }
+  return nullptr;
+}
+
+namespace {
+
+// Errors from inside a subgraph get `where` in front, their type kept.
+template <typename Body>
+void within(const std::string& where, Body&& body) {
+  try {
+    body();
+  } catch (const LimitError& e) {
+    throw LimitError(where + ": " + e.what());
+  } catch (const ModelError& e) {
+    throw ModelError(where + ": " + e.what());
+  }
+}
+
+// `graph` at nesting `depth` (0: the model's own); `layers` counts the layers of every graph seen so far.
+void validate_graph(const Graph& graph, int depth, std::int64_t& layers, const Limits& caps) {
+  layers += static_cast<std::int64_t>(graph.layers.size());
+  if (layers > caps.max_layers) {
+    throw LimitError(std::to_string(layers) + " layers" + (depth > 0 ? " (subgraphs included)" : "") +
+                     " exceed the limit of " + std::to_string(caps.max_layers) + " (Limits::max_layers)");
   }
   std::set<std::string> tensors;
   std::set<std::string> layer_names;
-  for (const InputSpec& input : inputs) {
+  for (const InputSpec& input : graph.inputs) {
     check_name_length(input.name.size(), "input");
     checked_numel(input.shape.dims(), sizeof(float), "input '" + input.name + "'");
     if (!tensors.insert(input.name).second) {
       throw ModelError("input '" + input.name + "' is declared twice");
     }
   }
-  for (const LayerSpec& layer : layers) {
+  for (const LayerSpec& layer : graph.layers) {
     check_name_length(layer.name.size(), "a layer");
     for (const std::string& name : layer.outputs) check_name_length(name.size(), "layer '" + layer.name + "' output");
     const std::string where = "layer '" + layer.name + "' (" + layer.type + ")";
@@ -130,10 +152,28 @@ void Graph::validate() const {
         throw ModelError(where + ": output '" + out + "' is already produced elsewhere");
       }
     }
+    std::set<std::string> roles;
+    for (const Subgraph& subgraph : layer.subgraphs) {
+      check_name_length(subgraph.role.size(), where + " subgraph");
+      if (subgraph.role.empty()) throw ModelError(where + ": a subgraph has no role name");
+      if (!roles.insert(subgraph.role).second) throw ModelError(where + ": subgraph '" + subgraph.role + "' is given twice");
+      if (depth + 1 > caps.max_subgraph_depth) {
+        throw LimitError(where + ": subgraphs nested " + std::to_string(depth + 1) + " deep exceed the limit of " +
+                         std::to_string(caps.max_subgraph_depth) + " (Limits::max_subgraph_depth)");
+      }
+      within(where + " subgraph '" + subgraph.role + "'", [&] { validate_graph(subgraph.graph, depth + 1, layers, caps); });
+    }
   }
-  for (const std::string& out : outputs) {
+  for (const std::string& out : graph.outputs) {
     if (!tensors.count(out)) throw ModelError("graph output '" + out + "' is never produced");
   }
+}
+
+}  // namespace
+
+void Graph::validate() const {
+  std::int64_t layers = 0;
+  validate_graph(*this, 0, layers, limits());
 }
 
 }  // namespace espresso

@@ -37,10 +37,6 @@ auto within(const std::string& where, Body&& body) {
   }
 }
 
-std::string subgraph_label(const Graph& graph, std::size_t k) {
-  return "subgraph " + std::to_string(k) + (graph.name.empty() ? "" : " '" + graph.name + "'");
-}
-
 class ReferenceSubnet final : public Subnet {
  public:
   explicit ReferenceSubnet(const Graph& graph) : graph_(graph) {
@@ -154,203 +150,6 @@ std::vector<Shape> infer_graph_shapes(const Graph& graph, const std::vector<Shap
   return results;
 }
 
-// ---- the attribute form of a subgraph -------------------------------------------------------------
-
-namespace {
-
-constexpr char kSubgraphMagic[4] = {'E', 'S', 'P', 'G'};
-constexpr std::uint32_t kSubgraphVersion = 1;
-
-class Writer {
- public:
-  void u32(std::uint32_t v) { raw(&v, sizeof v); }
-  void i64(std::int64_t v) { raw(&v, sizeof v); }
-  void f64(double v) { raw(&v, sizeof v); }
-  void text(const std::string& v) {
-    u32(static_cast<std::uint32_t>(v.size()));
-    out_.append(v);
-  }
-  void shape(const Shape& s) {
-    u32(static_cast<std::uint32_t>(s.rank()));
-    for (std::int64_t d : s.dims()) i64(d);
-  }
-  void raw(const void* p, std::size_t n) { out_.append(static_cast<const char*>(p), n); }
-  std::string take() { return std::move(out_); }
-
- private:
-  std::string out_;
-};
-
-class Reader {
- public:
-  Reader(const std::string& in, std::string what) : in_(in), what_(std::move(what)) {}
-  void raw(void* p, std::size_t n) {
-    if (n > in_.size() - pos_) fail("cut short at byte " + std::to_string(pos_));
-    std::copy_n(in_.data() + pos_, n, static_cast<char*>(p));
-    pos_ += n;
-  }
-  std::uint32_t u32() {
-    std::uint32_t v = 0;
-    raw(&v, sizeof v);
-    return v;
-  }
-  std::int64_t i64() {
-    std::int64_t v = 0;
-    raw(&v, sizeof v);
-    return v;
-  }
-  double f64() {
-    double v = 0;
-    raw(&v, sizeof v);
-    return v;
-  }
-  // A count of items of at least `item_bytes` each, checked against what is left.
-  std::size_t count(std::size_t item_bytes) {
-    const std::size_t n = u32();
-    if (item_bytes > 0 && n > (in_.size() - pos_) / item_bytes) fail("a count of " + std::to_string(n) + " runs past the end");
-    return n;
-  }
-  std::string text() {
-    const std::size_t n = count(1);
-    std::string v(in_.data() + pos_, n);
-    pos_ += n;
-    return v;
-  }
-  Shape shape() {
-    const std::size_t rank = count(8);
-    std::vector<std::int64_t> dims;
-    for (std::size_t i = 0; i < rank; ++i) dims.push_back(i64());
-    checked_numel(dims, sizeof(float), what_);
-    return Shape(std::move(dims));
-  }
-  bool done() const { return pos_ == in_.size(); }
-  [[noreturn]] void fail(const std::string& why) const { throw ModelError(what_ + ": corrupt subgraph: " + why); }
-
- private:
-  const std::string& in_;
-  std::string what_;
-  std::size_t pos_ = 0;
-};
-
-enum AttrKind : std::uint32_t { kInt, kFloat, kText, kInts, kFloats };
-
-}  // namespace
-
-std::string encode_subgraph(const Graph& graph) {
-  Writer w;
-  w.raw(kSubgraphMagic, sizeof kSubgraphMagic);
-  w.u32(kSubgraphVersion);
-  w.text(graph.name);
-  w.u32(static_cast<std::uint32_t>(graph.inputs.size()));
-  for (const InputSpec& input : graph.inputs) {
-    w.text(input.name);
-    w.shape(input.shape);
-  }
-  w.u32(static_cast<std::uint32_t>(graph.layers.size()));
-  for (const LayerSpec& layer : graph.layers) {
-    w.text(layer.name);
-    w.text(layer.type);
-    for (const auto* names : {&layer.inputs, &layer.outputs}) {
-      w.u32(static_cast<std::uint32_t>(names->size()));
-      for (const std::string& name : *names) w.text(name);
-    }
-    w.u32(static_cast<std::uint32_t>(layer.attrs.all().size()));
-    for (const auto& [key, value] : layer.attrs.all()) {
-      w.text(key);
-      if (const auto* i = std::get_if<std::int64_t>(&value)) {
-        w.u32(kInt);
-        w.i64(*i);
-      } else if (const auto* f = std::get_if<double>(&value)) {
-        w.u32(kFloat);
-        w.f64(*f);
-      } else if (const auto* t = std::get_if<std::string>(&value)) {
-        w.u32(kText);
-        w.text(*t);
-      } else if (const auto* is = std::get_if<std::vector<std::int64_t>>(&value)) {
-        w.u32(kInts);
-        w.u32(static_cast<std::uint32_t>(is->size()));
-        for (std::int64_t v : *is) w.i64(v);
-      } else {
-        const auto& fs = std::get<std::vector<double>>(value);
-        w.u32(kFloats);
-        w.u32(static_cast<std::uint32_t>(fs.size()));
-        for (double v : fs) w.f64(v);
-      }
-    }
-    w.u32(static_cast<std::uint32_t>(layer.weights.size()));
-    for (const Tensor& weight : layer.weights) {
-      const Tensor host = weight.to(Device::cpu());
-      w.shape(host.shape());
-      w.raw(host.data<float>(), static_cast<std::size_t>(host.numel()) * sizeof(float));
-    }
-  }
-  w.u32(static_cast<std::uint32_t>(graph.outputs.size()));
-  for (const std::string& output : graph.outputs) w.text(output);
-  return w.take();
-}
-
-Graph decode_subgraph(const std::string& bytes, const std::string& what) {
-  Reader r(bytes, what);
-  char magic[4] = {};
-  r.raw(magic, sizeof magic);
-  if (!std::equal(magic, magic + 4, kSubgraphMagic)) r.fail("it does not start with ESPG");
-  if (const std::uint32_t version = r.u32(); version != kSubgraphVersion)
-    r.fail("version " + std::to_string(version) + ", expected " + std::to_string(kSubgraphVersion));
-  Graph graph;
-  graph.name = r.text();
-  for (std::size_t i = 0, n = r.count(8); i < n; ++i) {
-    InputSpec input;
-    input.name = r.text();
-    input.shape = r.shape();
-    graph.inputs.push_back(std::move(input));
-  }
-  for (std::size_t l = 0, layers = r.count(16); l < layers; ++l) {
-    LayerSpec layer;
-    layer.name = r.text();
-    layer.type = r.text();
-    for (auto* names : {&layer.inputs, &layer.outputs})
-      for (std::size_t i = 0, n = r.count(4); i < n; ++i) names->push_back(r.text());
-    for (std::size_t a = 0, n = r.count(8); a < n; ++a) {
-      const std::string key = r.text();
-      switch (r.u32()) {
-        case kInt:
-          layer.attrs.set(key, r.i64());
-          break;
-        case kFloat:
-          layer.attrs.set(key, r.f64());
-          break;
-        case kText:
-          layer.attrs.set(key, r.text());
-          break;
-        case kInts: {
-          std::vector<std::int64_t> values(r.count(8));
-          for (auto& v : values) v = r.i64();
-          layer.attrs.set(key, std::move(values));
-          break;
-        }
-        case kFloats: {
-          std::vector<double> values(r.count(8));
-          for (auto& v : values) v = r.f64();
-          layer.attrs.set(key, std::move(values));
-          break;
-        }
-        default:
-          r.fail("attribute '" + key + "' of layer '" + layer.name + "' has an unknown kind");
-      }
-    }
-    for (std::size_t k = 0, n = r.count(4); k < n; ++k) {
-      const Shape shape = r.shape();
-      Tensor weight = Tensor::empty(shape);
-      r.raw(weight.data<float>(), static_cast<std::size_t>(shape.numel()) * sizeof(float));
-      layer.weights.push_back(std::move(weight));
-    }
-    graph.layers.push_back(std::move(layer));
-  }
-  for (std::size_t i = 0, n = r.count(4); i < n; ++i) graph.outputs.push_back(r.text());
-  if (!r.done()) r.fail("bytes after the end");
-  return graph;
-}
-
 // ---- the shared part ----------------------------------------------------------------------------
 
 Shape ValueShapedLayer::remembered(std::size_t k, const Shape& guess) const {
@@ -373,17 +172,22 @@ void ValueShapedLayer::deliver(const std::vector<Tensor>& results, std::vector<T
   for (std::size_t k = 0; k < outputs.size(); ++k) outputs[k].copy_from(results[k]);
 }
 
-ControlFlowLayer::ControlFlowLayer(const LayerSpec& spec, const std::vector<std::string>& attributes)
-    : ValueShapedLayer(spec), subnets_(attributes.size()) {
-  for (const std::string& attribute : attributes) {
-    const std::string where = describe("subgraph '" + attribute + "'");
-    subgraphs_.push_back(decode_subgraph(spec.attrs.require_string(attribute), where));
-    within(where, [&] {
-      subgraphs_.back().validate();
+ControlFlowLayer::ControlFlowLayer(const LayerSpec& spec, const std::vector<std::string>& roles)
+    : ValueShapedLayer(spec), roles_(roles), subnets_(roles.size()) {
+  for (const std::string& role : roles) {
+    const Subgraph* found = this->spec().find_subgraph(role);
+    if (found == nullptr) fail_model("subgraph '" + role + "' is missing");
+    index_.push_back(static_cast<std::size_t>(found - this->spec().subgraphs.data()));
+    within(describe("subgraph '" + role + "'"), [&] {
+      found->graph.validate();
       return 0;
     });
-    if (subgraphs_.back().name.empty()) subgraphs_.back().name = attribute;
   }
+}
+
+std::string ControlFlowLayer::subgraph_label(std::size_t k) const {
+  const std::string& name = subgraph(k).name;
+  return "subgraph '" + roles_[k] + "'" + (name.empty() || name == roles_[k] ? "" : " ('" + name + "')");
 }
 
 void ControlFlowLayer::bind(SubnetFactory factory) {
@@ -393,7 +197,7 @@ void ControlFlowLayer::bind(SubnetFactory factory) {
 
 Subnet& ControlFlowLayer::subnet(std::size_t k) const {
   if (!subnets_[k]) {
-    subnets_[k] = within(describe(subgraph_label(subgraph(k), k)), [&] {
+    subnets_[k] = within(describe(subgraph_label(k)), [&] {
       return factory_ ? factory_(subgraph(k)) : make_reference_subnet(subgraph(k));
     });
   }
@@ -401,20 +205,20 @@ Subnet& ControlFlowLayer::subnet(std::size_t k) const {
 }
 
 std::vector<Shape> ControlFlowLayer::subgraph_shapes(std::size_t k, const std::vector<Shape>& inputs) const {
-  return within(describe(subgraph_label(subgraph(k), k)), [&] { return infer_graph_shapes(subgraph(k), inputs); });
+  return within(describe(subgraph_label(k)), [&] { return infer_graph_shapes(subgraph(k), inputs); });
 }
 
 
 void ControlFlowLayer::expect_subgraph_inputs(std::size_t k, std::size_t count) const {
   if (subgraph(k).inputs.size() != count) {
-    fail_model(subgraph_label(subgraph(k), k) + " takes " + std::to_string(subgraph(k).inputs.size()) +
+    fail_model(subgraph_label(k) + " takes " + std::to_string(subgraph(k).inputs.size()) +
                " inputs, should take " + std::to_string(count));
   }
 }
 
 void ControlFlowLayer::expect_subgraph_outputs(std::size_t k, std::size_t count) const {
   if (subgraph(k).outputs.size() != count) {
-    fail_model(subgraph_label(subgraph(k), k) + " gives " + std::to_string(subgraph(k).outputs.size()) +
+    fail_model(subgraph_label(k) + " gives " + std::to_string(subgraph(k).outputs.size()) +
                " outputs, should give " + std::to_string(count));
   }
 }
@@ -423,14 +227,11 @@ void ControlFlowLayer::expect_subgraph_outputs(std::size_t k, std::size_t count)
 
 const LayerSchema& IfLayer::schema() {
   static const LayerSchema schema{
-      .attributes =
-          {
-              {.name = "then_branch", .type = AttrType::text, .required = true},
-              {.name = "else_branch", .type = AttrType::text, .required = true},
-          },
+      .attributes = {},
       .weights = "–",
-      .notes = "subgraphs (encoded graphs): then_branch, else_branch, each taking the inputs after the condition; inputs: condition (one "
+      .notes = "then_branch and else_branch each take the inputs after the condition; inputs: condition (one "
                "value, true when not 0), captured values; inference only",
+      .subgraphs = {"then_branch", "else_branch"},
   };
   return schema;
 }
@@ -466,7 +267,7 @@ void IfLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& ou
   const std::size_t branch = truth(inputs[0]) ? 0 : 1;
   const std::vector<Tensor> rest(inputs.begin() + 1, inputs.end());
   const std::vector<Tensor> results =
-      within(describe(subgraph_label(subgraph(branch), branch)), [&] { return subnet(branch).run(rest); });
+      within(describe(subgraph_label(branch)), [&] { return subnet(branch).run(rest); });
   deliver(results, outputs);
 }
 
@@ -476,15 +277,15 @@ const LayerSchema& LoopLayer::schema() {
   static const LayerSchema schema{
       .attributes =
           {
-              {.name = "body", .type = AttrType::text, .required = true},
               flag("has_trip_count", true),
               flag("has_condition", true),
               {.name = "carried", .type = AttrType::integer, .fallback = std::int64_t{0}, .min = 0},
           },
       .weights = "–",
-      .notes = "subgraph (an encoded graph): body (iteration, condition, carried..., captured... → condition, carried..., "
+      .notes = "body: (iteration, condition, carried..., captured... → condition, carried..., "
                "scans...); inputs: [trip count] [condition] carried... captured...; outputs: final "
                "carried..., stacked scans...; at most Limits::max_loop_iterations; inference only",
+      .subgraphs = {"body"},
   };
   return schema;
 }
@@ -547,7 +348,7 @@ void LoopLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& 
   std::vector<std::vector<float>> scan_values(scans_);
   std::vector<Shape> scan_shapes(scans_);
   std::int64_t iteration = 0;
-  const std::string where = describe(subgraph_label(subgraph(0), 0));
+  const std::string where = describe(subgraph_label(0));
   while ((!has_trip_count_ || static_cast<double>(iteration) < trip_count) && condition) {
     if (iteration >= limit) {
       throw LimitError(describe("ran " + std::to_string(limit) +
@@ -591,7 +392,6 @@ const LayerSchema& ScanLayer::schema() {
   static const LayerSchema schema{
       .attributes =
           {
-              {.name = "body", .type = AttrType::text, .required = true},
               {.name = "states", .type = AttrType::integer, .fallback = std::int64_t{0}, .min = 0},
               flag("batched", false),
               {.name = "num_scan_inputs", .type = AttrType::integer, .required = true, .min = 1},
@@ -601,9 +401,10 @@ const LayerSchema& ScanLayer::schema() {
               {.name = "scan_output_directions", .type = AttrType::integers, .min = 0, .max = 1, .default_text = "all 0"},
           },
       .weights = "–",
-      .notes = "subgraph (an encoded graph): body (states..., slices..., captured... → states..., scan slices...); inputs: "
+      .notes = "body: (states..., slices..., captured... → states..., scan slices...); inputs: "
                "states..., scan inputs..., captured...; directions 1 run from the end; batched (ONNX Scan-8): "
                "states and scan inputs have a batch axis 0, scanned one item at a time; inference only",
+      .subgraphs = {"body"},
   };
   return schema;
 }
@@ -735,7 +536,7 @@ void ScanLayer::scan_item(const std::vector<Tensor>& inputs, std::vector<Tensor>
   std::vector<Tensor> body_in(inputs.begin(), inputs.begin() + static_cast<std::ptrdiff_t>(states_));
   for (std::size_t j = 0; j < scan_inputs_; ++j) body_in.push_back(Tensor::zeros(body_shapes[states_ + j]));
   body_in.insert(body_in.end(), inputs.begin() + static_cast<std::ptrdiff_t>(states_ + scan_inputs_), inputs.end());
-  const std::string where = describe(subgraph_label(subgraph(0), 0));
+  const std::string where = describe(subgraph_label(0));
   for (std::int64_t t = 0; t < length; ++t) {
     for (std::size_t j = 0; j < scan_inputs_; ++j) {
       const Tensor& x = inputs[states_ + j];

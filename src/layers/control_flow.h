@@ -1,8 +1,7 @@
 // Control flow: layers that own nested graphs (If, Loop, Scan; docs/control_flow.md). A subgraph reads
 // outer values only through its own inputs, which the layer feeds from its inputs, so each subgraph is
-// an ordinary Graph and the executor, planner and backends need nothing new for them. A subgraph travels
-// inside its layer's spec as a text attribute holding the graph in a small binary form (as ONNX keeps a
-// GraphProto inside an attribute): encode_subgraph / decode_subgraph.
+// an ordinary Graph and the executor, planner and backends need nothing new for them. The subgraphs are
+// the layer spec's own (LayerSpec::subgraphs), by role.
 #pragma once
 
 #include <exception>
@@ -31,12 +30,6 @@ std::unique_ptr<Subnet> make_reference_subnet(const Graph& graph);
 // The output shapes of `graph` for these input shapes (its layers' shape inference, subgraphs
 // included). Throws what the layers throw.
 std::vector<Shape> infer_graph_shapes(const Graph& graph, const std::vector<Shape>& inputs);
-
-// The attribute form of a subgraph: name, inputs, layers (type, inputs, outputs, attributes, f32 weights)
-// and outputs; aliases, metadata and training settings are not kept.
-std::string encode_subgraph(const Graph& graph);
-// Throws ModelError "WHAT: ..." when the bytes are cut or corrupt.
-Graph decode_subgraph(const std::string& bytes, const std::string& what);
 
 // Thrown from forward() by a control-flow layer whose outputs came out in other shapes than the plan
 // gave them (an If whose branches disagree, a Loop's scan outputs, which grow with the iteration
@@ -72,14 +65,16 @@ class ValueShapedLayer : public Layer {
 
 class ControlFlowLayer : public ValueShapedLayer {
  public:
-  // Decodes and checks the subgraphs held in these attributes.
-  ControlFlowLayer(const LayerSpec& spec, const std::vector<std::string>& attributes);
+  // Checks the spec's subgraphs of these roles, which subgraph(0), subgraph(1), ... then give.
+  ControlFlowLayer(const LayerSpec& spec, const std::vector<std::string>& roles);
   // Runs the subgraphs through `factory` from now on (the executor's faster subnets).
   void bind(SubnetFactory factory);
 
  protected:
-  const Graph& subgraph(std::size_t k) const { return subgraphs_[k]; }
+  const Graph& subgraph(std::size_t k) const { return spec().subgraphs[index_[k]].graph; }
   Subnet& subnet(std::size_t k) const;
+  // "subgraph 'body'" (and the graph's own name where it has another), for messages.
+  std::string subgraph_label(std::size_t k) const;
   // Shapes of subgraph k's outputs for these input shapes; ShapeError naming this layer and the subgraph.
   std::vector<Shape> subgraph_shapes(std::size_t k, const std::vector<Shape>& inputs) const;
   // ModelError naming this layer unless subgraph k declares `count` inputs (outputs).
@@ -87,7 +82,9 @@ class ControlFlowLayer : public ValueShapedLayer {
   void expect_subgraph_outputs(std::size_t k, std::size_t count) const;
 
  private:
-  std::vector<Graph> subgraphs_;
+  // Where subgraph k lies in spec().subgraphs, and its role.
+  std::vector<std::size_t> index_;
+  std::vector<std::string> roles_;
   SubnetFactory factory_;
   mutable std::vector<std::unique_ptr<Subnet>> subnets_;
 };

@@ -155,7 +155,10 @@ std::unique_ptr<Layer> create_layer(const LayerSpec& spec) {
     throw ModelError("layer '" + spec.name + "': unknown layer type '" + spec.type + "'");
   }
   try {
-    if (custom != nullptr && !custom->source) return std::make_unique<CustomLayerAdapter>(spec, custom->factory(spec));
+    if (custom != nullptr && !custom->source) {
+      if (!spec.subgraphs.empty()) throw ModelError("custom layers take no subgraphs");
+      return std::make_unique<CustomLayerAdapter>(spec, custom->factory(spec));
+    }
     const LayerSchema& schema = custom != nullptr ? custom->schema : entry->schema();
     check_attributes(spec, schema);
     if (custom != nullptr) {
@@ -225,6 +228,13 @@ std::string describe_layer_type(const std::string& type) {
 void check_layer_attributes(const Graph& graph) {
   for (const LayerSpec& spec : graph.layers) {
     if (const LayerSchema* schema = layer_schema(spec.type)) check_attributes(spec, *schema);
+    for (const Subgraph& subgraph : spec.subgraphs) {
+      try {
+        check_layer_attributes(subgraph.graph);
+      } catch (const ModelError& e) {
+        throw ModelError("layer '" + spec.name + "' (" + spec.type + ") subgraph '" + subgraph.role + "': " + e.what());
+      }
+    }
   }
 }
 

@@ -16,7 +16,8 @@ std::unique_ptr<Layer> create_layer(const LayerSpec& spec);
 // The attributes a layer type declares; nullptr for unknown types and custom ones registered without a
 // schema.
 const LayerSchema* layer_schema(const std::string& type);
-// Checks every known layer of `graph` against its schema (importers call it on what they produce).
+// Checks every known layer of `graph`, its subgraphs included, against its schema (importers call it on
+// what they produce).
 void check_layer_attributes(const Graph& graph);
 // docs/layers.md's table: one row per built-in layer type, from the schemas.
 std::string layers_markdown_table();

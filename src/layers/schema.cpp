@@ -159,6 +159,17 @@ void check_attributes(const LayerSpec& spec, const LayerSchema& schema) {
       fail(spec, "attribute '" + std::string(a.name) + "' is required");
     }
   }
+  std::string roles;
+  for (std::string_view role : schema.subgraphs) roles += (roles.empty() ? "" : ", ") + std::string(role);
+  for (const Subgraph& subgraph : spec.subgraphs) {
+    if (std::find(schema.subgraphs.begin(), schema.subgraphs.end(), subgraph.role) == schema.subgraphs.end()) {
+      fail(spec, "unknown subgraph '" + subgraph.role + "' (" + spec.type + " takes " +
+                     (roles.empty() ? "no subgraphs" : roles) + ")");
+    }
+  }
+  for (std::string_view role : schema.subgraphs) {
+    if (spec.find_subgraph(std::string(role)) == nullptr) fail(spec, "subgraph '" + std::string(role) + "' is required");
+  }
 }
 
 Attributes with_defaults(const Attributes& attrs, const LayerSchema& schema) {
@@ -198,6 +209,12 @@ std::string markdown_row(std::string_view type, const LayerSchema& schema) {
     }
     if (!attributes.empty()) attributes.append(", ");
     attributes.append("`").append(a.name).append("` (").append(detail).append(")");
+  }
+  if (!schema.subgraphs.empty()) {
+    if (!attributes.empty()) attributes.append("; ");
+    attributes.append("subgraphs");
+    for (std::size_t k = 0; k < schema.subgraphs.size(); ++k)
+      attributes.append(k == 0 ? " `" : ", `").append(schema.subgraphs[k]).append("`");
   }
   return "| " + std::string(type) + " | " + (attributes.empty() ? "–" : attributes) + " | " +
          std::string(schema.weights.empty() ? "–" : schema.weights) + " | " + std::string(schema.notes) + " |";

@@ -43,6 +43,8 @@ struct LayerSchema {
   std::vector<AttrSpec> attributes;
   std::string_view weights;  // the learned blobs, in order ("–" for none)
   std::string_view notes;
+  // The roles of the subgraphs the layer owns (LayerSpec::subgraphs), each required; none for most layers.
+  std::vector<std::string_view> subgraphs = {};
 };
 
 // Attributes every layer may carry, read by the executor when training: loss_weight, and the
@@ -50,7 +52,8 @@ struct LayerSchema {
 bool is_training_attribute(const std::string& name);
 
 // Throws ModelError "layer 'name' (Type): ..." for the first attribute that breaks the schema, or a
-// required one that is missing; misspellings get a suggestion.
+// required one that is missing (misspellings get a suggestion), and for subgraphs other than the
+// schema's roles, or one of them missing.
 void check_attributes(const LayerSpec& spec, const LayerSchema& schema);
 // `attrs` with every absent attribute that has a default set to it.
 Attributes with_defaults(const Attributes& attrs, const LayerSchema& schema);

@@ -41,8 +41,7 @@ TEST(Layers, If) {
             then_branch.layers = {binary("mul", "square", {"x", "x"}, "y")};
             else_branch.layers = {tanh_of("squash", "x", "y")};
             then_branch.outputs = else_branch.outputs = {"y"};
-            c.spec.attrs.set("then_branch", encode_subgraph(then_branch));
-            c.spec.attrs.set("else_branch", encode_subgraph(else_branch));
+            c.spec.subgraphs = {{"then_branch", then_branch}, {"else_branch", else_branch}};
             c.input_shapes = {Shape{1}, x};
             c.inputs = {{rng.coin() ? 1.0 : 0.0}, rng.values(static_cast<std::size_t>(x.numel()))};
             c.non_differentiable_inputs = {0};
@@ -70,7 +69,7 @@ TEST(Layers, Loop) {
             body.inputs = {{"i", Shape{}}, {"c", Shape{}}, {"y", y}, {"x", y}};
             body.layers = {binary("add", "sum", {"y", "x"}, "s"), tanh_of("squash", "s", "y_next")};
             body.outputs = {"c", "y_next"};
-            c.spec.attrs.set("body", encode_subgraph(body));
+            c.spec.subgraphs = {{"body", body}};
             c.spec.attrs.set("carried", std::int64_t{1});
             c.input_shapes = {Shape{1}, Shape{1}, y, y};
             c.inputs = {{static_cast<double>(rng.integer(0, 4))}, {1.0}, rng.values(static_cast<std::size_t>(y.numel())),
@@ -104,7 +103,7 @@ TEST(Layers, Scan) {
             body.layers = {binary("mul", "weigh", {"column", "w"}, "p"), binary("add", "sum", {"s", "p"}, "s_next"),
                            tanh_of("squash", "s_next", "out")};
             body.outputs = {"s_next", "out"};
-            c.spec.attrs.set("body", encode_subgraph(body));
+            c.spec.subgraphs = {{"body", body}};
             c.spec.attrs.set("states", std::int64_t{1});
             c.spec.attrs.set("num_scan_inputs", std::int64_t{1});
             c.spec.attrs.set("scan_input_axes", std::vector<std::int64_t>{axis});

@@ -104,6 +104,43 @@ void print_storage(const std::string& path) {
             << " bytes" << (info.deflated_manifest ? " deflated" : "") << '\n';
 }
 
+std::int64_t weight_count(const LayerSpec& layer) {
+  std::int64_t count = 0;
+  for (const Tensor& w : layer.weights) count += w.numel();
+  return count;
+}
+
+// The subgraphs of `graph`'s control-flow layers, each under its layer, indented by nesting: role, name,
+// inputs with their shapes, outputs, and a table of its layers (their own subgraphs below them).
+void print_subgraphs(const Graph& graph, const std::string& indent) {
+  for (const LayerSpec& layer : graph.layers) {
+    if (layer.subgraphs.empty()) continue;
+    std::cout << indent << layer.name << " (" << layer.type << "):\n";
+    for (const Subgraph& subgraph : layer.subgraphs) {
+      const Graph& g = subgraph.graph;
+      std::string inputs;
+      for (const InputSpec& input : g.inputs) inputs += (inputs.empty() ? "" : ", ") + input.name + " " + input.shape.str();
+      std::string outputs;
+      for (const std::string& output : g.outputs) outputs += (outputs.empty() ? "" : ", ") + output;
+      std::int64_t params = 0;
+      for (const LayerSpec& inner : g.layers) params += weight_count(inner);
+      std::cout << indent << "  " << subgraph.role << (g.name.empty() || g.name == subgraph.role ? "" : " '" + g.name + "'")
+                << ": " << g.layers.size() << " layers, " << with_commas(params) << " params; inputs "
+                << (inputs.empty() ? "none" : inputs) << "; outputs " << (outputs.empty() ? "none" : outputs) << '\n';
+      if (g.layers.empty()) continue;
+      std::vector<std::vector<std::string>> rows = {{indent + "    layer", "type", "inputs", "outputs", "params"}};
+      for (const LayerSpec& inner : g.layers) {
+        std::string in, out;
+        for (const std::string& name : inner.inputs) in += (in.empty() ? "" : ", ") + name;
+        for (const std::string& name : inner.outputs) out += (out.empty() ? "" : ", ") + name;
+        rows.push_back({indent + "    " + inner.name, inner.type, in, out, with_commas(weight_count(inner))});
+      }
+      print_table(rows, {false, false, false, false, true});
+      print_subgraphs(g, indent + "    ");
+    }
+  }
+}
+
 int run_info(const InfoOptions& options) {
   if (options.training) return run_training_info(options);
   Net net = open_net(options.model);
@@ -136,6 +173,12 @@ int run_info(const InfoOptions& options) {
   }
   std::cout << '\n';
   print_table(rows, {false, false, false, true, true, false, false, false});
+  bool nested = false;
+  for (const LayerSpec& layer : net.graph().layers) nested = nested || !layer.subgraphs.empty();
+  if (nested) {
+    std::cout << "\nsubgraphs (under the layer that runs them; their params are not in the total below):\n";
+    print_subgraphs(net.graph(), "  ");
+  }
   if (mixed) {
     std::cout << "\nprecision " << options.model.precision << " on " << options.model.device << ": "
               << fallbacks << " layer(s) fell back to fp32\n";

@@ -113,7 +113,8 @@ class Importer {
   // `suffix` marks the node's main layer, others are helpers named after the node.
   std::vector<std::string> emit(const Node& n, const std::string& type, std::vector<std::string> inputs,
                                 Attributes attrs = {}, std::vector<Tensor> weights = {},
-                                const std::string& suffix = "", int outputs = 1);
+                                const std::string& suffix = "", int outputs = 1,
+                                std::vector<Subgraph> subgraphs = {});
   std::string emit_reshape(const Node& n, const std::string& input, const Dims& target,
                            const std::string& suffix = "");
   std::string emit_constant(const std::string& name, const Value& value);
@@ -353,7 +354,8 @@ std::string Importer::emit_constant(const std::string& name, const Value& value)
 
 std::vector<std::string> Importer::emit(const Node& n, const std::string& type,
                                         std::vector<std::string> inputs, Attributes attrs,
-                                        std::vector<Tensor> weights, const std::string& suffix, int outputs) {
+                                        std::vector<Tensor> weights, const std::string& suffix, int outputs,
+                                        std::vector<Subgraph> subgraphs) {
   LayerSpec spec;
   spec.name = suffix.empty() ? n.name : n.name + "/" + suffix;
   while (!layer_names_.insert(spec.name).second) spec.name += "_";
@@ -361,6 +363,7 @@ std::vector<std::string> Importer::emit(const Node& n, const std::string& type,
   spec.inputs = std::move(inputs);
   spec.attrs = std::move(attrs);
   spec.weights = std::move(weights);
+  spec.subgraphs = std::move(subgraphs);
   for (int i = 0; i < outputs; ++i) {
     const bool main = suffix.empty() && i < n.proto.output_size() && !n.proto.output(i).empty();
     spec.outputs.push_back(main ? n.proto.output(i) : spec.name + ":" + std::to_string(i));
@@ -743,10 +746,9 @@ void Importer::op_if(const Node& n) {
   } catch (const Error&) {
     else_shapes = then_shapes;
   }
-  Attributes attrs;
-  attrs.set("then_branch", encode_subgraph(branches[0]));
-  attrs.set("else_branch", encode_subgraph(branches[1]));
-  const std::vector<std::string> names = emit(n, "If", inputs, attrs, {}, "", outputs);
+  const std::vector<std::string> names =
+      emit(n, "If", inputs, {}, {}, "", outputs,
+           {{"then_branch", std::move(branches[0])}, {"else_branch", std::move(branches[1])}});
   for (int k = 0; k < outputs; ++k)
     if (then_shapes[static_cast<std::size_t>(k)] != else_shapes[static_cast<std::size_t>(k)] ||
         then_dynamic[static_cast<std::size_t>(k)] || else_dynamic[static_cast<std::size_t>(k)])
@@ -779,10 +781,9 @@ void Importer::op_loop(const Node& n) {
   attrs.set("has_trip_count", std::int64_t{has_trip_count ? 1 : 0});
   attrs.set("has_condition", std::int64_t{has_condition ? 1 : 0});
   attrs.set("carried", std::int64_t{carried});
-  attrs.set("body", encode_subgraph(body));
   std::vector<Shape> before;
   for (const std::string& input : inputs) before.push_back(shapes_.at(input));
-  const std::vector<std::string> names = emit(n, "Loop", inputs, attrs, {}, "", outputs);
+  const std::vector<std::string> names = emit(n, "Loop", inputs, attrs, {}, "", outputs, {{"body", std::move(body)}});
   // The scan outputs grow with the iteration count; a carried value may change shape as it goes.
   const std::size_t prefix = (has_trip_count ? 1 : 0) + (has_condition ? 1 : 0);
   for (int k = 0; k < outputs; ++k) {
@@ -845,8 +846,8 @@ void Importer::op_scan(const Node& n) {
     attrs.set("batched", std::int64_t{1});
     if (n.has("directions")) attrs.set("scan_input_directions", attr_ints(n, "directions", {}));
   }
-  attrs.set("body", encode_subgraph(body));
-  emit(n, "Scan", inputs, attrs, {}, "", static_cast<int>(body.outputs.size()));
+  const int outputs = static_cast<int>(body.outputs.size());
+  emit(n, "Scan", inputs, attrs, {}, "", outputs, {{"body", std::move(body)}});
 }
 
 Graph Importer::run(const std::string& bytes) {

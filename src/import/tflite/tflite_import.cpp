@@ -459,7 +459,8 @@ class Importer {
   // Emitting layers.
   std::vector<std::string> emit(const TfOperator& op, const std::string& type,
                                 std::vector<std::string> inputs, Attributes attrs,
-                                std::vector<Tensor> weights, std::vector<std::string> outputs);
+                                std::vector<Tensor> weights, std::vector<std::string> outputs,
+                                std::vector<Subgraph> subgraphs = {});
   std::string emit_helper(const TfOperator& op, const std::string& suffix, const std::string& type,
                           std::vector<std::string> inputs, Attributes attrs = {},
                           std::vector<Tensor> weights = {});
@@ -876,7 +877,8 @@ void Importer::set_constant(int t, Const value) {
 
 std::vector<std::string> Importer::emit(const TfOperator& op, const std::string& type,
                                         std::vector<std::string> inputs, Attributes attrs,
-                                        std::vector<Tensor> weights, std::vector<std::string> outputs) {
+                                        std::vector<Tensor> weights, std::vector<std::string> outputs,
+                                        std::vector<Subgraph> subgraphs) {
   LayerSpec spec;
   spec.name = outputs.at(0);
   while (!layer_names_.insert(spec.name).second) spec.name += "_";
@@ -885,6 +887,7 @@ std::vector<std::string> Importer::emit(const TfOperator& op, const std::string&
   spec.attrs = std::move(attrs);
   spec.weights = std::move(weights);
   spec.outputs = std::move(outputs);
+  spec.subgraphs = std::move(subgraphs);
   std::vector<Shape> in_shapes;
   for (const std::string& in : spec.inputs) in_shapes.push_back(shapes_.at(in));
   std::vector<Shape> out_shapes;
@@ -1899,19 +1902,17 @@ void Importer::op_if(const TfOperator& op) {
       shapes.push_back(shapes_.at(inputs.back()).dims());
     }
   }
-  const Graph then_branch = import_subgraph(op, op.options.scalar<std::int32_t>(0, 0), constants, shapes);
-  const Graph else_branch = import_subgraph(op, op.options.scalar<std::int32_t>(1, 0), constants, shapes);
+  Graph then_branch = import_subgraph(op, op.options.scalar<std::int32_t>(0, 0), constants, shapes);
+  Graph else_branch = import_subgraph(op, op.options.scalar<std::int32_t>(1, 0), constants, shapes);
   for (const Graph* branch : {&then_branch, &else_branch}) {
     if (branch->outputs.size() != op.outputs.size())
       invalid(op, "a branch gives " + std::to_string(branch->outputs.size()) + " outputs for the operator's " +
                       std::to_string(op.outputs.size()));
   }
-  Attributes attrs;
-  attrs.set("then_branch", encode_subgraph(then_branch));
-  attrs.set("else_branch", encode_subgraph(else_branch));
   std::vector<std::string> outputs;
   for (int t : op.outputs) outputs.push_back(output_name(t, false));
-  emit(op, "If", inputs, attrs, {}, outputs);
+  emit(op, "If", inputs, {}, {}, outputs,
+       {{"then_branch", std::move(then_branch)}, {"else_branch", std::move(else_branch)}});
   for (std::size_t k = 0; k < op.outputs.size(); ++k) bind(op, op.outputs[k], false, outputs[k]);
 }
 
@@ -1950,7 +1951,6 @@ void Importer::op_while(const TfOperator& op) {
   loop.outputs = {next};
   loop.outputs.insert(loop.outputs.end(), results.begin(), results.end());
   Attributes attrs;
-  attrs.set("body", encode_subgraph(loop));
   attrs.set("has_trip_count", std::int64_t{0});
   attrs.set("has_condition", std::int64_t{1});
   attrs.set("carried", static_cast<std::int64_t>(values.size()));
@@ -1958,7 +1958,7 @@ void Importer::op_while(const TfOperator& op) {
   inputs.insert(inputs.end(), values.begin(), values.end());
   std::vector<std::string> outputs;
   for (int t : op.outputs) outputs.push_back(output_name(t, false));
-  emit(op, "Loop", inputs, attrs, {}, outputs);
+  emit(op, "Loop", inputs, attrs, {}, outputs, {{"body", std::move(loop)}});
   for (std::size_t k = 0; k < op.outputs.size(); ++k) bind(op, op.outputs[k], false, outputs[k]);
 }
 
