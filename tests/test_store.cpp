@@ -1305,6 +1305,37 @@ void expect_identical_outputs(const std::string& a_path, const std::string& b_pa
   }
 }
 
+TEST(StoreUpstream, ASilentUpstreamIs504AndAMalformedUrlIsRefused) {
+  // An upstream that takes connections (the kernel's backlog) and never answers.
+  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(silent, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(silent, 16), 0);
+  socklen_t length = sizeof address;
+  ::getsockname(silent, reinterpret_cast<sockaddr*>(&address), &length);
+  const std::string upstream_url = "http://127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+  TempDir dir;
+  StoreServerProcess proxy(fs::path(dir.path()) / "root", {"--upstream", upstream_url, "--upstream-timeout", "1"});
+  ASSERT_GT(proxy.port(), 0);
+  const auto started = std::chrono::steady_clock::now();
+  const RawResponse manifest = raw_http(proxy.port(), request("GET", "/v2/vision/lenet/manifests/1.0"));
+  EXPECT_EQ(manifest.status, 504) << manifest.body;
+  EXPECT_NE(manifest.body.find("UPSTREAM_TIMEOUT"), std::string::npos) << manifest.body;
+  EXPECT_NE(manifest.body.find("upstream " + upstream_url), std::string::npos) << manifest.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(8));
+  const RawResponse blob = raw_http(proxy.port(), request("GET", "/v2/vision/lenet/blobs/sha256:" + std::string(64, 'a')));
+  EXPECT_EQ(blob.status, 504) << blob.body;
+  EXPECT_TRUE(fs::is_empty(fs::path(dir.path()) / "root" / "blobs" / "sha256"));
+  ::close(silent);
+  for (const char* bad : {"http://127.0.0.1:5000/v2", "ftp://host", "http://"}) {
+    const CliResult refused = cli("", "store serve --root " + dir.file("bad") + " --listen 127.0.0.1:0 --upstream '" + bad + "'", 10);
+    EXPECT_NE(refused.rc, 0) << bad;
+    EXPECT_NE(refused.output.find("--upstream"), std::string::npos) << refused.output;
+  }
+}
+
 TEST_F(StoreRoundTrip, UpstreamModeCachesDockerRegistryVerifiesAndFetchesEachBlobOnce) {
   if (!fs::exists("/usr/bin/docker-registry")) GTEST_SKIP() << "docker-registry is not installed (apt install docker-registry)";
   DockerRegistryProcess docker(fs::path(dir_.path()) / "docker", true);

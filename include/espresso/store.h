@@ -131,6 +131,7 @@ struct ServerOptions {
   std::string upstream;
   std::filesystem::path upstream_credentials;
   std::chrono::seconds upstream_recheck{60};
+  std::chrono::seconds upstream_timeout{60};  // an upstream silent this long: 504
 };
 
 // Access keys of a server's root (ROOT/auth/keys.json keeps only their secrets' SHA-256). Grants are
@@ -197,6 +198,8 @@ struct ClientOptions {
   bool plain_http = false;      // http:// for every registry (else only for loopback ones)
   std::function<void(const Progress&)> progress;
   std::size_t chunk_bytes = 32 << 20;  // upload chunk size (PATCH)
+  // A registry silent this long fails the request (connecting: at most 10 s).
+  std::chrono::seconds timeout{60};
   // Public key files: when any is given, pull accepts only releases signed by one of them.
   std::vector<std::filesystem::path> trusted_keys;
   // Access keys per registry, written by `espresso login` (see default_credentials_file()).

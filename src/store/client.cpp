@@ -158,10 +158,11 @@ class Registry {
       : name_(registry),
         plain_(options.plain_http || loopback(registry)),
         http_((options.plain_http || loopback(registry) ? "http://" : "https://") + registry),
-        credentials_file_(options.credentials) {
-    http_.set_connection_timeout(10, 0);
-    http_.set_read_timeout(60, 0);
-    http_.set_write_timeout(60, 0);
+        credentials_file_(options.credentials),
+        timeout_(static_cast<int>(std::max<std::int64_t>(1, options.timeout.count()))) {
+    http_.set_connection_timeout(std::min(10, timeout_), 0);
+    http_.set_read_timeout(timeout_, 0);
+    http_.set_write_timeout(timeout_, 0);
     http_.set_keep_alive(true);
     http_.set_tcp_nodelay(true);
   }
@@ -178,6 +179,7 @@ class Registry {
   }
   const std::string& name() const { return name_; }
   bool plain() const { return plain_; }
+  int timeout() const { return timeout_; }
   // "Bearer TOKEN" once a challenge has been answered, else "".
   const std::string& authorization() const { return authorization_; }
 
@@ -243,6 +245,7 @@ class Registry {
   fs::path credentials_file_;
   std::optional<Credentials> credentials_;
   bool credentials_loaded_ = false;
+  int timeout_;
   std::string authorization_;
 };
 
@@ -543,7 +546,7 @@ struct BodyTarget {
 // time and copies). Answers `unsupported` before any byte reaches the target when the server wants
 // something else (redirect, chunked encoding, no Content-Length).
 FastGet fast_get(const std::string& registry, const std::string& path, std::uint64_t offset,
-                 const std::string& authorization, const BodyTarget& target) {
+                 const std::string& authorization, int timeout_seconds, const BodyTarget& target) {
   if (registry.empty() || registry.front() == '[') return FastGet::unsupported;
   const std::size_t colon = registry.rfind(':');
   const std::string host = registry.substr(0, colon);
@@ -567,7 +570,7 @@ FastGet fast_get(const std::string& registry, const std::string& path, std::uint
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
-  timeval timeout{60, 0};
+  timeval timeout{timeout_seconds, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   std::string request = "GET " + path + " HTTP/1.1\r\nHost: " + registry +
@@ -727,7 +730,7 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
   // Plain HTTP receives in place with large socket reads; HTTPS, redirects and chunked answers go
   // through httplib.
   const FastGet fast = registry.plain() ? fast_get(registry.name(), path, offset > 0 && offset < d.size ? offset : 0,
-                                                   registry.authorization(), target)
+                                                   registry.authorization(), registry.timeout(), target)
                                         : FastGet::unsupported;
   httplib::Result result{nullptr, httplib::Error::Success};
   if (fast == FastGet::unsupported) {
@@ -1388,7 +1391,8 @@ auto guarded(const std::string& url, const std::string& what, F&& body) {
 
 }  // namespace
 
-Upstream::Upstream(const std::string& url, const fs::path& credentials) : url_(url), credentials_(credentials) {
+Upstream::Upstream(const std::string& url, const fs::path& credentials, std::chrono::seconds timeout)
+    : url_(url), credentials_(credentials), timeout_(timeout) {
   std::string rest = url;
   if (rest.rfind("http://", 0) == 0) {
     plain_http_ = true;
@@ -1407,10 +1411,11 @@ Upstream::Upstream(const std::string& url, const fs::path& credentials) : url_(u
 
 namespace {
 
-ClientOptions upstream_options(bool plain_http, const fs::path& credentials) {
+ClientOptions upstream_options(bool plain_http, const fs::path& credentials, std::chrono::seconds timeout) {
   ClientOptions options;
   options.plain_http = plain_http;
   options.credentials = credentials;
+  options.timeout = timeout;
   return options;
 }
 
@@ -1419,7 +1424,7 @@ ClientOptions upstream_options(bool plain_http, const fs::path& credentials) {
 UpstreamManifest Upstream::manifest(const std::string& repo, const std::string& reference, std::size_t max_bytes) const {
   const std::string what = "manifest " + repo + ":" + reference;
   return guarded(url_, what, [&] {
-    Registry registry(registry_, upstream_options(plain_http_, credentials_));
+    Registry registry(registry_, upstream_options(plain_http_, credentials_, timeout_));
     const std::string accept = std::string(kManifestMediaType) + ", " + std::string(kIndexMediaType) +
                                ", application/vnd.docker.distribution.manifest.v2+json, "
                                "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -1446,7 +1451,7 @@ UpstreamManifest Upstream::manifest(const std::string& repo, const std::string& 
 UpstreamTags Upstream::tags(const std::string& repo, const std::string& query) const {
   const std::string what = "tags of " + repo;
   return guarded(url_, what, [&] {
-    Registry registry(registry_, upstream_options(plain_http_, credentials_));
+    Registry registry(registry_, upstream_options(plain_http_, credentials_, timeout_));
     const std::string path = "/v2/" + repo + "/tags/list" + (query.empty() ? "" : "?" + query);
     auto got = registry.call([&] { return registry.http().Get(path); });
     if (!got || got->status != 200) throw upstream_failure(url_, what, got, "NAME_UNKNOWN");
@@ -1461,7 +1466,7 @@ std::uint64_t Upstream::fetch_blob(const std::string& repo, const std::string& d
                                    const fs::path& root) const {
   const std::string what = "blob " + digest + " of " + repo;
   return guarded(url_, what, [&] {
-    const ClientOptions options = upstream_options(plain_http_, credentials_);
+    const ClientOptions options = upstream_options(plain_http_, credentials_, timeout_);
     Registry registry(registry_, options);
     // HEAD first: a missing blob is a 404 (not a failed download), and the size bounds the download.
     auto head = registry.call([&] { return registry.http().Head("/v2/" + repo + "/blobs/" + digest); });

@@ -1125,7 +1125,15 @@ void Server::Impl::cache_manifest(const std::string& repo, const std::string& re
         for (std::size_t i = 0; i < manifest["layers"].size(); ++i)
           blobs.push_back(read_descriptor(manifest["layers"][i], "layers[" + std::to_string(i) + "]"));
       }
-      for (const Descriptor& d : blobs) ensure_blob(repo, d.digest, d.size);
+      for (const Descriptor& d : blobs) {
+        try {
+          ensure_blob(repo, d.digest, d.size);
+        } catch (const detail::UpstreamError& e) {
+          if (e.status() != 404) throw;
+          // The manifest is there but not its content: the upstream is broken, not the request.
+          throw detail::UpstreamError(502, "BLOB_UNKNOWN", what + " names a blob the upstream lacks: " + e.what());
+        }
+      }
     }
   } catch (const std::invalid_argument& e) {
     throw detail::UpstreamError(502, "MANIFEST_INVALID", what + ": " + e.what());
@@ -1217,7 +1225,8 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
   s.auth = std::make_unique<detail::AuthStore>(s.options.root);
   if (s.options.auth) s.auth->secret();  // made now, so a bad root fails at start
   if (!s.options.upstream.empty()) {
-    s.upstream = std::make_unique<detail::Upstream>(s.options.upstream, s.options.upstream_credentials);
+    s.upstream = std::make_unique<detail::Upstream>(s.options.upstream, s.options.upstream_credentials,
+                                                    s.options.upstream_timeout);
     fs::create_directories(s.options.root / "partial" / "sha256", ec);
     if (ec) throw FileError((s.options.root / "partial").string() + ": cannot be created: " + ec.message());
   }

@@ -4,6 +4,7 @@
 // `espresso pull` speaks to a registry.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -43,8 +44,9 @@ class Upstream {
  public:
   // `url`: http://HOST:PORT, https://HOST[:PORT] or HOST:PORT (HTTPS, or plain HTTP for loopback as the
   // client does). `credentials`: an `espresso login` credentials file for the upstream's token service
-  // (empty: anonymous). Throws StoreError for a malformed URL.
-  Upstream(const std::string& url, const std::filesystem::path& credentials);
+  // (empty: anonymous). `timeout`: how long the upstream may stay silent (504 after). Throws StoreError
+  // for a malformed URL.
+  Upstream(const std::string& url, const std::filesystem::path& credentials, std::chrono::seconds timeout);
 
   // The URL as given, for messages.
   const std::string& url() const { return url_; }
@@ -68,6 +70,7 @@ class Upstream {
   std::string registry_;  // host[:port]
   bool plain_http_ = false;
   std::filesystem::path credentials_;
+  std::chrono::seconds timeout_;
 };
 
 }  // namespace espresso::store::detail

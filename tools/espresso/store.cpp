@@ -32,6 +32,7 @@ struct StoreOptions {
   std::string upstream;
   std::string upstream_credentials;
   int upstream_recheck = 60;
+  int upstream_timeout = 60;
 };
 
 int run_serve(const StoreOptions& o) {
@@ -49,6 +50,7 @@ int run_serve(const StoreOptions& o) {
   options.upstream = o.upstream;
   options.upstream_credentials = o.upstream_credentials;
   options.upstream_recheck = std::chrono::seconds(o.upstream_recheck);
+  options.upstream_timeout = std::chrono::seconds(o.upstream_timeout);
   // SIGINT and SIGTERM stop the server cleanly: a thread waits for them (the handler-free way).
   sigset_t signals;
   sigemptyset(&signals);
@@ -135,6 +137,10 @@ Verb add_store_verb(CLI::App& app) {
                     "Seconds a tag confirmed by the upstream is served without asking it again")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  serve->add_option("--upstream-timeout", o->upstream_timeout,
+                    "Seconds the upstream may stay silent before a request fails with 504")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
   serve->add_option("--upstream-credentials", o->upstream_credentials,
                     "An `espresso login` credentials file with an access key for the upstream");
   CLI::App* fsck = command->add_subcommand("fsck", "Hash every blob and check what the catalog references");
