@@ -24,6 +24,7 @@
 #include <random>
 #include <set>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -235,16 +236,21 @@ class StoreServerProcess {
   int port_ = 0;
 };
 
-// Docker's reference registry (Debian's docker-registry) with filesystem storage in a temp dir.
+// Docker's reference registry (Debian's docker-registry) with filesystem storage in a temp dir. With
+// `access_log`, every request it answers is a line in DIR/access.log (see requests()).
 class DockerRegistryProcess {
  public:
-  explicit DockerRegistryProcess(const fs::path& dir) {
+  explicit DockerRegistryProcess(const fs::path& dir, bool access_log = false) : dir_(dir) {
     port_ = free_port();
     fs::create_directories(dir / "storage");
-    std::ofstream(dir / "config.yml") << "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+    std::ofstream(dir / "config.yml") << "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: "
+                                      << (access_log ? "false" : "true") << "\n"
                                       << "storage:\n  filesystem:\n    rootdirectory: " << (dir / "storage").string()
                                       << "\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:" << port_ << "\n";
-    process_ = std::make_unique<Process>(std::vector<std::string>{"/usr/bin/docker-registry", "serve", (dir / "config.yml").string()}, true);
+    const std::string command = "/usr/bin/docker-registry serve " + (dir / "config.yml").string();
+    process_ = access_log ? std::make_unique<Process>(std::vector<std::string>{"/bin/sh", "-c", "exec " + command + " >" +
+                                                                                                 (dir / "access.log").string() + " 2>&1"})
+                          : std::make_unique<Process>(std::vector<std::string>{"/usr/bin/docker-registry", "serve", (dir / "config.yml").string()}, true);
     for (int i = 0; i < 100; ++i) {
       if (raw_http(port_, request("GET", "/v2/")).status == 200) {
         ready_ = true;
@@ -255,8 +261,22 @@ class DockerRegistryProcess {
   }
   bool ready() const { return ready_; }
   std::string registry() const { return "127.0.0.1:" + std::to_string(port_); }
+  void stop() { process_.reset(); }
+  // Requests in the access log whose request line holds `text` (e.g. "GET /v2/vision/lenet/").
+  int requests(const std::string& text) const {
+    std::ifstream log(dir_ / "access.log");
+    int count = 0;
+    for (std::string line; std::getline(log, line);) count += line.find("\"" + text) != std::string::npos ? 1 : 0;
+    return count;
+  }
+  // The file that holds a blob in the filesystem storage driver's layout.
+  fs::path blob_file(const std::string& digest) const {
+    const std::string hex = digest.substr(7);
+    return dir_ / "storage" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hex.substr(0, 2) / hex / "data";
+  }
 
  private:
+  fs::path dir_;
   std::unique_ptr<Process> process_;
   int port_ = 0;
   bool ready_ = false;
@@ -1192,6 +1212,42 @@ TEST(StoreCrash, EightPublishersAndEightPullersAtOnce) {
   EXPECT_EQ(cli("", "store fsck --root " + (fs::path(dir.path()) / "root").string()).rc, 0);
 }
 
+TEST_F(StoreRoundTrip, VersionRangesResolveToTheHighestMatchingTagOnlineAndOffline) {
+  std::map<std::string, std::string> digests;
+  for (const char* tag : {"1.0", "1.2", "1.10", "2.0", "2.1.0-rc.1", "latest"}) {
+    const CliResult push = cli(env_, "push " + package_ + " " + ref("vision/lenet:") + tag + " --json");
+    ASSERT_EQ(push.rc, 0) << push.output;
+    digests[tag] = parse_json_line(push.output)["digest"];
+  }
+  // Each tag's manifest names its version, so each has its own digest.
+  ASSERT_NE(digests["1.10"], digests["1.2"]);
+  const auto pull = [&](const std::string& range, const std::string& env = "") {
+    return cli(env_ + " " + env, "pull '" + ref("vision/lenet:") + range + "' --json");
+  };
+  CliResult caret = pull("^1.2");
+  ASSERT_EQ(caret.rc, 0) << caret.output;
+  EXPECT_EQ(parse_json_line(caret.output)["tag"], "1.10");
+  EXPECT_EQ(parse_json_line(caret.output)["digest"], digests["1.10"]);
+  CliResult bounded = pull(">=1.0,<1.5");
+  ASSERT_EQ(bounded.rc, 0) << bounded.output;
+  EXPECT_EQ(parse_json_line(bounded.output)["tag"], "1.2");
+  EXPECT_EQ(parse_json_line(pull("*").output)["tag"], "2.0");  // never the release candidate
+  const CliResult none = pull("^3");
+  EXPECT_NE(none.rc, 0);
+  EXPECT_NE(none.output.find("no tag matches the range '^3'"), std::string::npos) << none.output;
+  // Offline: only the tags pulled before into this cache (1.2, 1.10, 2.0) are candidates.
+  CliResult offline = pull("~1.10", "ESPRESSO_OFFLINE=1");
+  ASSERT_EQ(offline.rc, 0) << offline.output;
+  EXPECT_EQ(parse_json_line(offline.output)["digest"], digests["1.10"]);
+  const CliResult offline_none = pull("~1.0", "ESPRESSO_OFFLINE=1");
+  EXPECT_NE(offline_none.rc, 0);
+  EXPECT_NE(offline_none.output.find("no cached tag matches"), std::string::npos) << offline_none.output;
+  // A bad range is refused before anything is sent.
+  const CliResult bad = pull("^1.2.3.4");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.output.find("version range"), std::string::npos) << bad.output;
+}
+
 // ---- interop with Debian's docker-registry and skopeo ----------------------------------------------
 
 TEST_F(StoreRoundTrip, OurClientPushesToAndPullsFromDockerRegistry) {
@@ -1236,6 +1292,166 @@ TEST_F(StoreRoundTrip, SkopeoReadsOurManifestsAndCopiesToDockerRegistry) {
   const CliResult pull = cli("ESPRESSO_CACHE=" + dir_.file("ccache"), "pull " + docker.registry() + "/copied/lenet:1.0 --json");
   ASSERT_EQ(pull.rc, 0) << pull.output;
   EXPECT_EQ(parse_json_line(pull.output)["digest"], digest);
+}
+
+// ---- --upstream: our server as a pull-through cache in front of docker-registry ---------------------------
+
+// The same random input through two packages gives bit-identical outputs.
+void expect_identical_outputs(const std::string& a_path, const std::string& b_path) {
+  Net a(load_model(a_path));
+  Net b(load_model(b_path));
+  std::mt19937 random(11);
+  std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+  Tensor input = Tensor::empty(Shape({2, 1, 28, 28}));
+  for (std::int64_t i = 0; i < input.numel(); ++i) input.data<float>()[i] = pixel(random);
+  const auto x = a.forward({{"data", input}});
+  const auto y = b.forward({{"data", input}});
+  ASSERT_EQ(x.size(), y.size());
+  for (const auto& [name, tensor] : x) {
+    ASSERT_EQ(tensor.numel(), y.at(name).numel());
+    EXPECT_EQ(std::memcmp(tensor.data<float>(), y.at(name).data<float>(), sizeof(float) * static_cast<std::size_t>(tensor.numel())), 0) << name;
+  }
+}
+
+TEST(StoreUpstream, ASilentUpstreamIs504AndAMalformedUrlIsRefused) {
+  // An upstream that takes connections (the kernel's backlog) and never answers.
+  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(silent, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(silent, 16), 0);
+  socklen_t length = sizeof address;
+  ::getsockname(silent, reinterpret_cast<sockaddr*>(&address), &length);
+  const std::string upstream_url = "http://127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+  TempDir dir;
+  StoreServerProcess proxy(fs::path(dir.path()) / "root", {"--upstream", upstream_url, "--upstream-timeout", "1"});
+  ASSERT_GT(proxy.port(), 0);
+  const auto started = std::chrono::steady_clock::now();
+  const RawResponse manifest = raw_http(proxy.port(), request("GET", "/v2/vision/lenet/manifests/1.0"));
+  EXPECT_EQ(manifest.status, 504) << manifest.body;
+  EXPECT_NE(manifest.body.find("UPSTREAM_TIMEOUT"), std::string::npos) << manifest.body;
+  EXPECT_NE(manifest.body.find("upstream " + upstream_url), std::string::npos) << manifest.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(8));
+  const RawResponse blob = raw_http(proxy.port(), request("GET", "/v2/vision/lenet/blobs/sha256:" + std::string(64, 'a')));
+  EXPECT_EQ(blob.status, 504) << blob.body;
+  EXPECT_TRUE(fs::is_empty(fs::path(dir.path()) / "root" / "blobs" / "sha256"));
+  ::close(silent);
+  for (const char* bad : {"http://127.0.0.1:5000/v2", "ftp://host", "http://"}) {
+    const CliResult refused = cli("", "store serve --root " + dir.file("bad") + " --listen 127.0.0.1:0 --upstream '" + bad + "'", 10);
+    EXPECT_NE(refused.rc, 0) << bad;
+    EXPECT_NE(refused.output.find("--upstream"), std::string::npos) << refused.output;
+  }
+}
+
+TEST_F(StoreRoundTrip, UpstreamModeCachesDockerRegistryVerifiesAndFetchesEachBlobOnce) {
+  if (!fs::exists("/usr/bin/docker-registry")) GTEST_SKIP() << "docker-registry is not installed (apt install docker-registry)";
+  DockerRegistryProcess docker(fs::path(dir_.path()) / "docker", true);
+  ASSERT_TRUE(docker.ready()) << "docker-registry did not answer on " << docker.registry();
+  const std::string upstream_url = "http://" + docker.registry();
+  const CliResult push = cli(env_, "push " + package_ + " " + docker.registry() + "/vision/lenet:1.0 --json");
+  ASSERT_EQ(push.rc, 0) << push.output;
+  const std::string digest = parse_json_line(push.output)["digest"];
+  const fs::path proxy_root = fs::path(dir_.path()) / "proxy";
+  auto proxy = std::make_unique<StoreServerProcess>(proxy_root, std::vector<std::string>{"--upstream", upstream_url, "--upstream-recheck", "3600"});
+  ASSERT_GT(proxy->port(), 0) << "the pull-through server did not start";
+
+  // First pull through the cache: fetched from docker-registry, the same model comes out.
+  const int before = docker.requests("GET /v2/vision/lenet/");
+  const CliResult first = cli("ESPRESSO_CACHE=" + dir_.file("c1"), "pull " + proxy->registry() + "/vision/lenet:1.0 --json");
+  ASSERT_EQ(first.rc, 0) << first.output;
+  EXPECT_EQ(parse_json_line(first.output)["digest"], digest);
+  const std::string pulled = parse_json_line(first.output)["package"];
+  EXPECT_EQ(read_all(pulled), read_all(package_));
+  expect_identical_outputs(package_, pulled);
+  const int after_first = docker.requests("GET /v2/vision/lenet/") + docker.requests("HEAD /v2/vision/lenet/");
+  EXPECT_GE(after_first - before, 3) << "manifest, card and package come from the upstream";
+
+  // Second pull into an empty cache, by tag and by digest: served from the proxy's store alone.
+  const CliResult second = cli("ESPRESSO_CACHE=" + dir_.file("c2"), "pull " + proxy->registry() + "/vision/lenet:1.0 --json");
+  ASSERT_EQ(second.rc, 0) << second.output;
+  EXPECT_EQ(parse_json_line(second.output)["digest"], digest);
+  const CliResult by_digest = cli("ESPRESSO_CACHE=" + dir_.file("c3"), "pull " + proxy->registry() + "/vision/lenet@" + digest + " --json");
+  ASSERT_EQ(by_digest.rc, 0) << by_digest.output;
+  EXPECT_EQ(docker.requests("GET /v2/vision/lenet/") + docker.requests("HEAD /v2/vision/lenet/"), after_first)
+      << "the second pull went to the upstream";
+  EXPECT_EQ(cli("", "store fsck --root " + proxy_root.string()).rc, 0);
+
+  // Pushes are refused with a clear 405.
+  const CliResult refused = cli(env_, "push " + package_ + " " + proxy->registry() + "/vision/lenet:2.0");
+  EXPECT_NE(refused.rc, 0);
+  EXPECT_NE(refused.output.find("405"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("pull-through cache of " + upstream_url), std::string::npos) << refused.output;
+  // A version range resolves through the upstream's tag list.
+  const CliResult ranged = cli("ESPRESSO_CACHE=" + dir_.file("c8"), "pull '" + proxy->registry() + "/vision/lenet:^1' --json");
+  ASSERT_EQ(ranged.rc, 0) << ranged.output;
+  EXPECT_EQ(parse_json_line(ranged.output)["tag"], "1.0");
+  EXPECT_EQ(parse_json_line(ranged.output)["digest"], digest);
+
+  // Eight requests at once for a blob the proxy lacks: one download from the upstream.
+  TempDir big_dir;
+  const std::string big = make_big_package(big_dir, "big", 8, 5);
+  ASSERT_EQ(cli(env_, "push " + big + " " + docker.registry() + "/synthetic/big:1").rc, 0);
+  const std::string big_digest = store::sha256_file_digest(big);
+  const std::string blob_path = "/v2/synthetic/big/blobs/" + big_digest;
+  const int heads_before = docker.requests("HEAD " + blob_path);  // the push asked whether it was there
+  std::vector<std::future<RawResponse>> gets;
+  for (int i = 0; i < 8; ++i)
+    gets.push_back(std::async(std::launch::async, [&] { return raw_http(proxy->port(), request("GET", blob_path)); }));
+  for (auto& got : gets) {
+    const RawResponse r = got.get();
+    EXPECT_EQ(r.status, 200) << r.body.substr(0, 300);
+    EXPECT_EQ(store::sha256_digest(r.body), big_digest);
+  }
+  EXPECT_EQ(docker.requests("GET " + blob_path), 1);
+  EXPECT_EQ(docker.requests("HEAD " + blob_path), heads_before + 1);
+
+  // A blob altered in the upstream's storage: refused with 502, never stored, and refused again.
+  TempDir other_dir;
+  const std::string other = make_lenet_package(other_dir, "LeNet, another release");
+  ASSERT_EQ(cli(env_, "push " + other + " " + docker.registry() + "/vision/tampered:1.0").rc, 0);
+  const std::string other_digest = store::sha256_file_digest(other);
+  flip_byte(docker.blob_file(other_digest), 1000);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const CliResult bad = cli("ESPRESSO_CACHE=" + dir_.file("c4"), "pull " + proxy->registry() + "/vision/tampered:1.0");
+    EXPECT_NE(bad.rc, 0);
+    EXPECT_NE(bad.output.find("502"), std::string::npos) << bad.output;
+    EXPECT_NE(bad.output.find("do not match the digest"), std::string::npos) << bad.output;
+    EXPECT_NE(bad.output.find(upstream_url), std::string::npos) << bad.output;
+  }
+  EXPECT_FALSE(fs::exists(proxy_root / "blobs" / "sha256" / other_digest.substr(7)));
+  EXPECT_EQ(raw_http(proxy->port(), request("GET", "/api/v1/models/vision/tampered")).status, 404);
+  EXPECT_EQ(cli("", "store fsck --root " + proxy_root.string()).rc, 0);
+
+  // A tag the upstream lacks is a 404 that names the upstream.
+  const RawResponse missing = raw_http(proxy->port(), request("GET", "/v2/vision/lenet/manifests/9.9"));
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_NE(missing.body.find(upstream_url), std::string::npos) << missing.body;
+
+  // With re-checking on every request, a tag moved upstream is followed...
+  proxy.reset();
+  proxy = std::make_unique<StoreServerProcess>(proxy_root, std::vector<std::string>{"--upstream", upstream_url, "--upstream-recheck", "0"});
+  ASSERT_GT(proxy->port(), 0);
+  TempDir third_dir;
+  const std::string third = make_lenet_package(third_dir, "LeNet, release two");
+  const CliResult moved = cli(env_, "push " + third + " " + docker.registry() + "/vision/lenet:1.0 --json");
+  ASSERT_EQ(moved.rc, 0) << moved.output;
+  const std::string moved_digest = parse_json_line(moved.output)["digest"];
+  ASSERT_NE(moved_digest, digest);
+  const CliResult followed = cli("ESPRESSO_CACHE=" + dir_.file("c5"), "pull " + proxy->registry() + "/vision/lenet:1.0 --json");
+  ASSERT_EQ(followed.rc, 0) << followed.output;
+  EXPECT_EQ(parse_json_line(followed.output)["digest"], moved_digest);
+
+  // ...and with the upstream down, what is cached is still served, and the rest is a clear 502.
+  docker.stop();
+  const CliResult stale = cli("ESPRESSO_CACHE=" + dir_.file("c6"), "pull " + proxy->registry() + "/vision/lenet:1.0 --json");
+  ASSERT_EQ(stale.rc, 0) << stale.output;
+  EXPECT_EQ(parse_json_line(stale.output)["digest"], moved_digest);
+  const CliResult down = cli("ESPRESSO_CACHE=" + dir_.file("c7"), "pull " + proxy->registry() + "/vision/never:1.0");
+  EXPECT_NE(down.rc, 0);
+  EXPECT_NE(down.output.find("502"), std::string::npos) << down.output;
+  EXPECT_NE(down.output.find("upstream " + upstream_url), std::string::npos) << down.output;
+  EXPECT_NE(down.output.find("cannot be reached"), std::string::npos) << down.output;
 }
 
 }  // namespace

@@ -60,13 +60,16 @@ bool valid_tag(std::string_view tag);
 // "sha256:" and 64 lower-case hex digits (the only algorithm this store accepts).
 bool valid_digest(std::string_view digest);
 
-// REGISTRY/NAME[:TAG|@sha256:HEX]. The first component is a registry when it holds a '.' or a ':' or
-// is "localhost"; otherwise the registry is `default_registry` (ESPRESSO_REGISTRY for the CLI).
+// REGISTRY/NAME[:TAG|:RANGE|@sha256:HEX]. The first component is a registry when it holds a '.' or a
+// ':' or is "localhost"; otherwise the registry is `default_registry` (ESPRESSO_REGISTRY for the CLI).
+// RANGE is a version range (^1.2, ~1.2.3, >=1.0,<2; docs/store.md "Version ranges"): a version part
+// holding one of ^ ~ < > = * , | or a space; Client::pull resolves it to the highest matching tag.
 struct Reference {
   std::string registry;  // host[:port]
   std::string name;      // repository
-  std::string tag;       // empty when only a digest is given
+  std::string tag;       // empty when only a digest or a range is given
   std::string digest;    // empty unless given
+  std::string range;     // empty unless given
 
   // Throws StoreError naming the text and what is wrong with it. Without a tag or digest the tag is
   // "latest".
@@ -120,6 +123,15 @@ struct ServerOptions {
   bool auth = false;
   bool anonymous_pull = true;
   std::chrono::seconds token_ttl{900};
+  // Pull-through cache (docs/store.md, "Pull-through cache"): with an upstream registry URL
+  // (http://HOST:PORT, https://HOST), a manifest or blob missing here is fetched from it, its digest
+  // checked, stored and served; later requests are served from here. A tag the upstream was asked about
+  // less than `upstream_recheck` ago is answered from here without asking again. Pushes are refused
+  // (405). `upstream_credentials`: an `espresso login` credentials file for the upstream (empty: anonymous).
+  std::string upstream;
+  std::filesystem::path upstream_credentials;
+  std::chrono::seconds upstream_recheck{60};
+  std::chrono::seconds upstream_timeout{60};  // an upstream silent this long: 504
 };
 
 // Access keys of a server's root (ROOT/auth/keys.json keeps only their secrets' SHA-256). Grants are
@@ -186,6 +198,8 @@ struct ClientOptions {
   bool plain_http = false;      // http:// for every registry (else only for loopback ones)
   std::function<void(const Progress&)> progress;
   std::size_t chunk_bytes = 32 << 20;  // upload chunk size (PATCH)
+  // A registry silent this long fails the request (connecting: at most 10 s).
+  std::chrono::seconds timeout{60};
   // Public key files: when any is given, pull accepts only releases signed by one of them.
   std::vector<std::filesystem::path> trusted_keys;
   // Access keys per registry, written by `espresso login` (see default_credentials_file()).
@@ -230,6 +244,7 @@ struct PullResult {
   std::string card;               // the model card JSON
   std::uint64_t bytes_downloaded = 0;
   bool from_cache = false;        // nothing was downloaded
+  std::string tag;                // the tag pulled (a version range resolves to one); empty by digest
   std::string signed_by;          // key id of the trusted key that verified it (trusted keys given)
   std::int64_t trust_version = 0;  // version of the targets metadata that vouched for it (0: none)
 };
@@ -265,8 +280,12 @@ class Client {
   // Throws FileError for the package, StoreError for the registry.
   PushResult push(const std::filesystem::path& package, const Reference& reference, const PushOptions& options = {});
   // Resolves the reference (offline: from the cache only), downloads what is missing, verifies every
-  // blob and returns the cached package.
+  // blob and returns the cached package. A version range is resolved first against the registry's
+  // tag list (offline: the tags pulled before) to the highest matching version.
   PullResult pull(const Reference& reference);
+  // The tag a version range resolves to (the reference's tag when it has no range). Throws StoreError
+  // when no tag matches, naming the tags seen.
+  std::string resolve_range(const Reference& reference);
   // GET /api/v1/models on our server; the JSON answer.
   std::string search(const std::string& registry, const SearchQuery& query);
   // GET /api/v1/models/NAME; the JSON answer (card and versions).

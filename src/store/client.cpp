@@ -26,8 +26,10 @@
 #include "store/digest.h"
 #include "store/hashing_writer.h"
 #include "store/manifest.h"
+#include "store/semver.h"
 #include "store/signing.h"
 #include "store/trust.h"
+#include "store/upstream.h"
 
 namespace espresso::store {
 
@@ -139,10 +141,11 @@ class Registry {
       : name_(registry),
         plain_(options.plain_http || loopback(registry)),
         http_((options.plain_http || loopback(registry) ? "http://" : "https://") + registry),
-        credentials_file_(options.credentials) {
-    http_.set_connection_timeout(10, 0);
-    http_.set_read_timeout(60, 0);
-    http_.set_write_timeout(60, 0);
+        credentials_file_(options.credentials),
+        timeout_(static_cast<int>(std::max<std::int64_t>(1, options.timeout.count()))) {
+    http_.set_connection_timeout(std::min(10, timeout_), 0);
+    http_.set_read_timeout(timeout_, 0);
+    http_.set_write_timeout(timeout_, 0);
     http_.set_keep_alive(true);
     http_.set_tcp_nodelay(true);
   }
@@ -159,6 +162,7 @@ class Registry {
   }
   const std::string& name() const { return name_; }
   bool plain() const { return plain_; }
+  int timeout() const { return timeout_; }
   // "Bearer TOKEN" once a challenge has been answered, else "".
   const std::string& authorization() const { return authorization_; }
 
@@ -224,6 +228,7 @@ class Registry {
   fs::path credentials_file_;
   std::optional<Credentials> credentials_;
   bool credentials_loaded_ = false;
+  int timeout_;
   std::string authorization_;
 };
 
@@ -524,7 +529,7 @@ struct BodyTarget {
 // time and copies). Answers `unsupported` before any byte reaches the target when the server wants
 // something else (redirect, chunked encoding, no Content-Length).
 FastGet fast_get(const std::string& registry, const std::string& path, std::uint64_t offset,
-                 const std::string& authorization, const BodyTarget& target) {
+                 const std::string& authorization, int timeout_seconds, const BodyTarget& target) {
   if (registry.empty() || registry.front() == '[') return FastGet::unsupported;
   const std::size_t colon = registry.rfind(':');
   const std::string host = registry.substr(0, colon);
@@ -548,7 +553,7 @@ FastGet fast_get(const std::string& registry, const std::string& path, std::uint
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
-  timeval timeout{60, 0};
+  timeval timeout{timeout_seconds, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   std::string request = "GET " + path + " HTTP/1.1\r\nHost: " + registry +
@@ -607,8 +612,9 @@ FastGet fast_get(const std::string& registry, const std::string& path, std::uint
 }
 
 // Downloads one blob into the cache, resuming a partial download; returns bytes transferred.
+// `durable` (a server's store, not a cache): the blob is fsynced before its rename and the folder after.
 std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::string& repo, const Descriptor& d,
-                         const ClientOptions& options) {
+                         const ClientOptions& options, bool durable = false) {
   const fs::path partial = cache.partial(d.digest);
   const fs::path final_path = cache.blob(d.digest);
   int fd = ::open(partial.c_str(), O_RDWR | O_CREAT, 0644);
@@ -707,7 +713,7 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
   // Plain HTTP receives in place with large socket reads; HTTPS, redirects and chunked answers go
   // through httplib.
   const FastGet fast = registry.plain() ? fast_get(registry.name(), path, offset > 0 && offset < d.size ? offset : 0,
-                                                   registry.authorization(), target)
+                                                   registry.authorization(), registry.timeout(), target)
                                         : FastGet::unsupported;
   httplib::Result result{nullptr, httplib::Error::Success};
   if (fast == FastGet::unsupported) {
@@ -748,7 +754,9 @@ std::uint64_t fetch_blob(Registry& registry, const Cache& cache, const std::stri
   // No fsync: every use hashes a cached blob again, so one torn by a power cut is found and fetched
   // again; the rename alone keeps partial bytes out of blobs/.
   ::fchmod(fd, 0444);
+  if (durable && ::fsync(fd) != 0) throw FileError(writing.string() + ": cannot be synced");
   if (::rename(writing.c_str(), final_path.c_str()) != 0) throw FileError(final_path.string() + ": cannot be renamed into place");
+  if (durable) detail::sync_directory(final_path.parent_path());
   return received;
 }
 
@@ -1003,7 +1011,63 @@ fs::path package_link(const Cache& cache, const std::string& digest) {
 
 }  // namespace
 
+std::string Client::resolve_range(const Reference& reference) {
+  if (reference.range.empty()) return reference.tag;
+  const detail::VersionRange range(reference.range);
+  const Cache cache{options_.cache};
+  std::vector<std::string> tags;
+  if (options_.offline) {
+    // The tags pulled before into this cache.
+    const fs::path folder = cache.root / "refs" / reference.registry / reference.name;
+    std::error_code ec;
+    if (fs::is_directory(folder, ec)) {
+      for (const auto& entry : fs::directory_iterator(folder)) {
+        const std::string name = entry.path().filename().string();
+        if (entry.is_regular_file() && valid_tag(name)) tags.push_back(name);
+      }
+    }
+  } else {
+    Registry registry(reference.registry, options_);
+    std::string path = "/v2/" + reference.name + "/tags/list?n=1000";
+    for (int page = 0; page < 100 && !path.empty(); ++page) {
+      auto got = registry.call([&] { return registry.http().Get(path); });
+      if (!got || got->status != 200) throw registry.error("listing the tags of " + reference.name, got);
+      const json body = json::parse(got->body, nullptr, false);
+      if (!body.is_object() || !body.contains("tags"))
+        throw StoreError("registry " + reference.registry + ": the tag list of " + reference.name + " is not JSON with 'tags'");
+      if (body["tags"].is_array()) {
+        for (const json& t : body["tags"]) {
+          if (t.is_string() && valid_tag(t.get<std::string>())) tags.push_back(t.get<std::string>());
+        }
+      }
+      // Link: </v2/NAME/tags/list?n=..&last=..>; rel="next"
+      const std::string link = got->get_header_value("Link");
+      const std::size_t open = link.find('<');
+      const std::size_t close = link.find('>');
+      path.clear();
+      if (open != std::string::npos && close != std::string::npos && close > open &&
+          link.find("rel=\"next\"") != std::string::npos) {
+        const std::string next = location_path(link.substr(open + 1, close - open - 1));
+        if (next.rfind("/v2/" + reference.name + "/tags/list", 0) == 0) path = next;
+      }
+    }
+  }
+  if (const auto best = range.best(tags)) return *best;
+  std::sort(tags.begin(), tags.end());
+  std::string seen;
+  for (std::size_t i = 0; i < tags.size() && i < 20; ++i) seen += (i ? ", " : "") + tags[i];
+  if (tags.size() > 20) seen += ", ...";
+  throw StoreError(reference.str() + ": no " + (options_.offline ? "cached " : "") + "tag matches the range '" +
+                   reference.range + "' (tags: " + (seen.empty() ? "none" : seen) + ")");
+}
+
 PullResult Client::pull(const Reference& reference) {
+  if (!reference.range.empty()) {
+    Reference resolved = reference;
+    resolved.tag = resolve_range(reference);
+    resolved.range.clear();
+    return pull(resolved);
+  }
   const Cache cache{options_.cache};
   cache.create();
   PullResult result;
@@ -1124,6 +1188,7 @@ PullResult Client::pull(const Reference& reference) {
     }
   }
   result.manifest_digest = digest;
+  result.tag = reference.tag;
   result.card = detail::read_file(cache.blob(model.config.digest));
   result.package = package_link(cache, model.package.digest);
   result.from_cache = result.bytes_downloaded == 0;
@@ -1244,3 +1309,150 @@ std::uint64_t Client::cache_prune() const {
 }
 
 }  // namespace espresso::store
+
+// ---- the upstream of a pull-through server (store/upstream.h) ----------------------------------------
+
+namespace espresso::store::detail {
+
+namespace {
+
+// What our server answers for an upstream request that failed: 404 when the upstream says it has no
+// such thing, 504 when it did not answer in time, 502 otherwise.
+UpstreamError upstream_failure(const std::string& url, const std::string& what, const httplib::Result& result,
+                               const std::string& unknown_code) {
+  if (!result) {
+    const httplib::Error e = result.error();
+    const bool timeout = e == httplib::Error::ConnectionTimeout || e == httplib::Error::Read;
+    return UpstreamError(timeout ? 504 : 502, timeout ? "UPSTREAM_TIMEOUT" : "UPSTREAM_UNREACHABLE",
+                         "upstream " + url + ": " + what + ": " +
+                             (timeout ? "no answer in time (" : "cannot be reached (") + httplib::to_string(e) + " error)");
+  }
+  if (result->status == 404) return UpstreamError(404, unknown_code, "upstream " + url + " has no " + what);
+  return UpstreamError(502, "UPSTREAM_ERROR", "upstream " + url + ": " + what + ": " + describe(result));
+}
+
+// Runs `body`; errors of the client code (a token service that refuses, a protocol violation) become
+// 502 answers that name the upstream.
+template <typename F>
+auto guarded(const std::string& url, const std::string& what, F&& body) {
+  try {
+    return body();
+  } catch (const UpstreamError&) {
+    throw;
+  } catch (const StoreError& e) {
+    throw UpstreamError(502, "UPSTREAM_ERROR", "upstream " + url + ": " + what + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+Upstream::Upstream(const std::string& url, const fs::path& credentials, std::chrono::seconds timeout)
+    : url_(url), credentials_(credentials), timeout_(timeout) {
+  std::string rest = url;
+  if (rest.rfind("http://", 0) == 0) {
+    plain_http_ = true;
+    rest = rest.substr(7);
+  } else if (rest.rfind("https://", 0) == 0) {
+    rest = rest.substr(8);
+  }
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  bool clean = !rest.empty() && rest.size() < 256;
+  for (char c : rest)
+    clean = clean && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == ':' || c == '-' || c == '[' || c == ']');
+  if (!clean)
+    throw StoreError("--upstream '" + url + "': expected http://HOST[:PORT], https://HOST[:PORT] or HOST:PORT (no path)");
+  registry_ = rest;
+}
+
+namespace {
+
+ClientOptions upstream_options(bool plain_http, const fs::path& credentials, std::chrono::seconds timeout) {
+  ClientOptions options;
+  options.plain_http = plain_http;
+  options.credentials = credentials;
+  options.timeout = timeout;
+  return options;
+}
+
+}  // namespace
+
+UpstreamManifest Upstream::manifest(const std::string& repo, const std::string& reference, std::size_t max_bytes) const {
+  const std::string what = "manifest " + repo + ":" + reference;
+  return guarded(url_, what, [&] {
+    Registry registry(registry_, upstream_options(plain_http_, credentials_, timeout_));
+    const std::string accept = std::string(kManifestMediaType) + ", " + std::string(kIndexMediaType) +
+                               ", application/vnd.docker.distribution.manifest.v2+json, "
+                               "application/vnd.docker.distribution.manifest.list.v2+json";
+    auto got = registry.call([&] {
+      return registry.http().Get("/v2/" + repo + "/manifests/" + reference, httplib::Headers{{"Accept", accept}});
+    });
+    if (!got || got->status != 200) throw upstream_failure(url_, what, got, "MANIFEST_UNKNOWN");
+    if (got->body.size() > max_bytes)
+      throw UpstreamError(502, "SIZE_INVALID", "upstream " + url_ + ": " + what + " is larger than " +
+                                                   std::to_string(max_bytes) + " bytes");
+    UpstreamManifest m;
+    m.bytes = got->body;
+    m.digest = sha256_digest(m.bytes);
+    const std::string claimed = got->get_header_value("Docker-Content-Digest");
+    if ((valid_digest(reference) && m.digest != reference) || (!claimed.empty() && claimed != m.digest))
+      throw UpstreamError(502, "DIGEST_INVALID", "upstream " + url_ + ": " + what + " hashes to " + m.digest + ", not " +
+                                                     (valid_digest(reference) ? reference : claimed) + "; refused");
+    m.media_type = got->get_header_value("Content-Type");
+    m.media_type = m.media_type.substr(0, m.media_type.find(';'));
+    return m;
+  });
+}
+
+UpstreamTags Upstream::tags(const std::string& repo, const std::string& query) const {
+  const std::string what = "tags of " + repo;
+  return guarded(url_, what, [&] {
+    Registry registry(registry_, upstream_options(plain_http_, credentials_, timeout_));
+    const std::string path = "/v2/" + repo + "/tags/list" + (query.empty() ? "" : "?" + query);
+    auto got = registry.call([&] { return registry.http().Get(path); });
+    if (!got || got->status != 200) throw upstream_failure(url_, what, got, "NAME_UNKNOWN");
+    const json body = json::parse(got->body, nullptr, false);
+    if (!body.is_object() || !body.contains("tags") || !(body["tags"].is_array() || body["tags"].is_null()))
+      throw UpstreamError(502, "UPSTREAM_ERROR", "upstream " + url_ + ": " + what + ": not a tag list");
+    return UpstreamTags{got->body, got->get_header_value("Link")};
+  });
+}
+
+std::uint64_t Upstream::fetch_blob(const std::string& repo, const std::string& digest, std::uint64_t size,
+                                   const fs::path& root) const {
+  const std::string what = "blob " + digest + " of " + repo;
+  return guarded(url_, what, [&] {
+    const ClientOptions options = upstream_options(plain_http_, credentials_, timeout_);
+    Registry registry(registry_, options);
+    // HEAD first: a missing blob is a 404 (not a failed download), and the size bounds the download.
+    auto head = registry.call([&] { return registry.http().Head("/v2/" + repo + "/blobs/" + digest); });
+    if (!head || head->status != 200) throw upstream_failure(url_, what, head, "BLOB_UNKNOWN");
+    std::uint64_t announced = 0;
+    try {
+      announced = std::stoull(head->get_header_value("Content-Length"));
+    } catch (const std::exception&) {
+      throw UpstreamError(502, "UPSTREAM_ERROR", "upstream " + url_ + ": " + what + ": HEAD gave no Content-Length");
+    }
+    if (size != 0 && announced != size)
+      throw UpstreamError(502, "SIZE_INVALID", "upstream " + url_ + ": " + what + " has " + std::to_string(announced) +
+                                                   " bytes, the manifest says " + std::to_string(size));
+    const Cache cache{root};
+    fs::create_directories(root / "partial" / "sha256");
+    const Descriptor d{"", digest, announced};
+    try {
+      try {
+        return store::fetch_blob(registry, cache, repo, d, options, true);
+      } catch (const IntegrityError&) {
+        // A bad prefix left by an earlier attempt was cut back: one clean download more.
+        return store::fetch_blob(registry, cache, repo, d, options, true);
+      }
+    } catch (const IntegrityError& e) {
+      std::error_code ec;
+      fs::remove(cache.partial(digest), ec);
+      throw UpstreamError(502, "DIGEST_INVALID", "upstream " + url_ + " sent " + what +
+                                                     " with bytes that do not match the digest; refused, nothing stored (" +
+                                                     e.what() + ")");
+    }
+  });
+}
+
+}  // namespace espresso::store::detail

@@ -2,6 +2,7 @@
 #include <string>
 
 #include "espresso/store.h"
+#include "store/semver.h"
 
 namespace espresso::store {
 namespace {
@@ -98,7 +99,14 @@ Reference Reference::parse(std::string_view text, std::string_view default_regis
   if (colon != std::string_view::npos) {
     ref.tag = std::string(rest.substr(colon + 1));
     rest = rest.substr(0, colon);
-    if (!valid_tag(ref.tag)) throw fail("'" + ref.tag + "' is not a valid version tag ([A-Za-z0-9_][A-Za-z0-9._-]*)");
+    if (!valid_tag(ref.tag) && detail::VersionRange::looks_like(ref.tag)) {
+      static_cast<void>(detail::VersionRange(ref.tag));  // throws, naming what it cannot read
+      if (!ref.digest.empty()) throw fail("a version range and a digest cannot be given together");
+      ref.range = std::move(ref.tag);
+      ref.tag.clear();
+    } else if (!valid_tag(ref.tag)) {
+      throw fail("'" + ref.tag + "' is not a valid version tag ([A-Za-z0-9_][A-Za-z0-9._-]*) or range (^1.2, ~1.2.3, >=1.0,<2)");
+    }
   }
   ref.name = std::string(rest);
   if (!valid_repository(ref.name))
@@ -106,7 +114,7 @@ Reference Reference::parse(std::string_view text, std::string_view default_regis
                "' is not a valid model name (lower-case letters, digits and single '.', '_', '-' between them, "
                "components joined by '/')");
   if (ref.registry.empty()) throw fail("no registry: write REGISTRY/NAME:VERSION or set ESPRESSO_REGISTRY");
-  if (ref.tag.empty() && ref.digest.empty()) ref.tag = "latest";
+  if (ref.tag.empty() && ref.digest.empty() && ref.range.empty()) ref.tag = "latest";
   return ref;
 }
 
@@ -125,6 +133,7 @@ bool Reference::looks_like(std::string_view text) {
 std::string Reference::str() const {
   std::string text = registry + "/" + name;
   if (!tag.empty()) text += ":" + tag;
+  if (!range.empty()) text += ":" + range;
   if (!digest.empty()) text += "@" + digest;
   return text;
 }

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <ctime>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -26,6 +27,7 @@
 #include "store/manifest.h"
 #include "store/signing.h"
 #include "store/try_it.h"
+#include "store/upstream.h"
 #include "store/web_page.h"
 
 namespace espresso::store {
@@ -180,6 +182,10 @@ struct Server::Impl {
   void get_manifest(const Route& route, const httplib::Request& req, httplib::Response& res);
   void put_manifest(const Route& route, const httplib::Request& req, httplib::Response& res,
                     const httplib::ContentReader& reader);
+  // Validates a manifest (every blob it references present with its size) and records it, under the
+  // tag when `reference` is one; answers 201 or the error in `res`.
+  void store_manifest(const std::string& repo, const std::string& reference, const std::string& body,
+                      const std::string& content_type, httplib::Response& res);
   void start_upload(const Route& route, const httplib::Request& req, httplib::Response& res,
                     const httplib::ContentReader& reader);
   void patch_upload(const Route& route, const httplib::Request& req, httplib::Response& res,
@@ -199,6 +205,25 @@ struct Server::Impl {
   void add_signatures(json& model);
   void api_classify(const std::string& name, const httplib::Request& req, httplib::Response& res,
                     const httplib::ContentReader& reader);
+
+  // Pull-through cache (options.upstream, docs/store.md): what is missing here is fetched from the
+  // upstream, checked and stored before it is served.
+  std::unique_ptr<detail::Upstream> upstream;
+  std::mutex proxy_mutex;
+  std::map<std::string, std::shared_future<void>> fetching;  // fetches in flight, by what they fetch
+  std::map<std::string, std::chrono::steady_clock::time_point> tag_checked;  // "REPO:TAG": last confirmed upstream
+  // Runs `fetch` once however many requests want `key` at the same moment; the others wait for its
+  // outcome (its exception too).
+  void once(const std::string& key, const std::function<void()>& fetch);
+  // The blob is here afterwards, fetched from the upstream if it was not. Throws UpstreamError.
+  void ensure_blob(const std::string& repo, const std::string& digest, std::uint64_t size);
+  // Fetches a manifest (tag or digest) and everything it references from the upstream and records it,
+  // so a manifest is never here without its blobs. Throws UpstreamError.
+  void cache_manifest(const std::string& repo, const std::string& reference, int depth);
+  // The digest of the local manifest to serve for a reference, asking the upstream when it is not here
+  // or (tags) was not confirmed within upstream_recheck. Throws UpstreamError.
+  std::string proxy_resolve(const std::string& repo, const std::string& reference);
+  void proxy_tags(const Route& route, const httplib::Request& req, httplib::Response& res);
 };
 
 namespace {
@@ -383,6 +408,7 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
       return;
     }
     case Route::tags: {
+      if (upstream) return proxy_tags(route, req, res);
       std::uint64_t n = 1000;
       if (req.has_param("n") && (!parse_uint(req.get_param_value("n"), n) || n == 0 || n > 10000))
         return send_error(res, 400, "PAGINATION_NUMBER_INVALID", "n must be 1..10000");
@@ -418,7 +444,15 @@ void Server::Impl::handle_get(const httplib::Request& req, httplib::Response& re
 void Server::Impl::get_blob(const Route& route, const httplib::Request& req, httplib::Response& res) {
   if (!valid_digest(route.reference)) return send_error(res, 400, "DIGEST_INVALID", "not a sha256 digest");
   const fs::path path = blob_path(route.reference);
-  const int fd = ::open(path.c_str(), O_RDONLY);
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0 && upstream) {
+    try {
+      ensure_blob(route.repo, route.reference, 0);
+    } catch (const detail::UpstreamError& e) {
+      return send_error(res, e.status(), e.code(), e.what());
+    }
+    fd = ::open(path.c_str(), O_RDONLY);
+  }
   if (fd < 0) return send_error(res, 404, "BLOB_UNKNOWN", "blob unknown to registry");
   struct stat info {};
   ::fstat(fd, &info);
@@ -462,7 +496,15 @@ void Server::Impl::get_blob(const Route& route, const httplib::Request& req, htt
 
 void Server::Impl::get_manifest(const Route& route, const httplib::Request&, httplib::Response& res) {
   std::string digest = route.reference;
-  if (!valid_digest(digest)) {
+  if (upstream) {
+    if (!valid_digest(digest) && !valid_tag(digest))
+      return send_error(res, 400, "TAG_INVALID", "invalid tag or digest '" + digest + "'");
+    try {
+      digest = proxy_resolve(route.repo, route.reference);
+    } catch (const detail::UpstreamError& e) {
+      return send_error(res, e.status(), e.code(), e.what());
+    }
+  } else if (!valid_digest(digest)) {
     if (!valid_tag(digest)) return send_error(res, 400, "TAG_INVALID", "invalid tag or digest '" + digest + "'");
     const auto resolved = catalog->resolve_tag(route.repo, digest);
     if (!resolved) return send_error(res, 404, "MANIFEST_UNKNOWN", "no tag '" + digest + "' in " + route.repo);
@@ -494,6 +536,10 @@ void Server::Impl::handle_write(const httplib::Request& req, httplib::Response& 
     return api_classify(name, req, res, reader);
   }
   if (req.path.rfind("/v2/", 0) != 0) return refuse_unread(res, 404, "NOT_FOUND", "no such endpoint");
+  if (upstream)
+    return refuse_unread(res, 405, "UNSUPPORTED",
+                         "this registry is a read-only pull-through cache of " + upstream->url() +
+                             ": push to the upstream, and pull here");
   const Route route = parse_route(req.path);
   if (route.kind == Route::unknown || route.kind == Route::base)
     return refuse_unread(res, 404, "NOT_FOUND", "no such endpoint");
@@ -741,7 +787,12 @@ void Server::Impl::put_manifest(const Route& route, const httplib::Request& req,
   if (too_large) return refuse_unread(res, 413, "SIZE_INVALID", "manifest exceeds the size limit");
   if (!ok || (req.has_header("Content-Length") && body.size() != declared))
     return refuse_unread(res, 400, "MANIFEST_INVALID", "the body is shorter than its Content-Length");
-  const std::string content_type = req.get_header_value("Content-Type");
+  store_manifest(route.repo, reference, body, req.get_header_value("Content-Type"), res);
+}
+
+void Server::Impl::store_manifest(const std::string& repo, const std::string& reference, const std::string& body,
+                                  const std::string& content_type, httplib::Response& res) {
+  const bool by_digest = valid_digest(reference);
   detail::PushedManifest pushed;
   try {
     pushed = detail::read_pushed_manifest(body, content_type);
@@ -749,7 +800,7 @@ void Server::Impl::put_manifest(const Route& route, const httplib::Request& req,
     return send_error(res, 400, "MANIFEST_INVALID", e.what());
   }
   detail::NewManifest row;
-  row.repo = route.repo;
+  row.repo = repo;
   row.digest = sha256_digest(body);
   row.media_type = pushed.media_type;
   row.size = body.size();
@@ -760,8 +811,8 @@ void Server::Impl::put_manifest(const Route& route, const httplib::Request& req,
   if (!by_digest) row.tag = reference;
   for (const Descriptor& d : pushed.references) {
     if (pushed.index) {
-      if (!catalog->manifest(route.repo, d.digest))
-        return send_error(res, 400, "MANIFEST_BLOB_UNKNOWN", "manifest " + d.digest + " is not in " + route.repo);
+      if (!catalog->manifest(repo, d.digest))
+        return send_error(res, 400, "MANIFEST_BLOB_UNKNOWN", "manifest " + d.digest + " is not in " + repo);
       continue;
     }
     std::error_code ec;
@@ -782,7 +833,7 @@ void Server::Impl::put_manifest(const Route& route, const httplib::Request& req,
   if (!fs::exists(path)) detail::write_file_atomically(path, body);
   catalog->put_manifest(row, now_seconds());
   res.status = 201;
-  res.set_header("Location", "/v2/" + route.repo + "/manifests/" + row.digest);
+  res.set_header("Location", "/v2/" + repo + "/manifests/" + row.digest);
   res.set_header("Docker-Content-Digest", row.digest);
   if (!row.subject.empty()) res.set_header("OCI-Subject", row.subject);
 }
@@ -949,6 +1000,139 @@ void Server::Impl::api_classify(const std::string& name, const httplib::Request&
   }
 }
 
+// ---- pull-through cache ---------------------------------------------------------------------------
+
+void Server::Impl::once(const std::string& key, const std::function<void()>& fetch) {
+  std::promise<void> promise;
+  std::shared_future<void> outcome;
+  bool leader = false;
+  {
+    std::lock_guard lock(proxy_mutex);
+    const auto found = fetching.find(key);
+    if (found != fetching.end()) {
+      outcome = found->second;
+    } else {
+      outcome = promise.get_future().share();
+      fetching.emplace(key, outcome);
+      leader = true;
+    }
+  }
+  if (leader) {
+    try {
+      fetch();
+      promise.set_value();
+    } catch (...) {
+      promise.set_exception(std::current_exception());
+    }
+    std::lock_guard lock(proxy_mutex);
+    fetching.erase(key);
+  }
+  outcome.get();
+}
+
+void Server::Impl::ensure_blob(const std::string& repo, const std::string& digest, std::uint64_t size) {
+  if (fs::exists(blob_path(digest))) return;
+  once("blob " + digest, [&] {
+    if (!fs::exists(blob_path(digest))) upstream->fetch_blob(repo, digest, size, options.root);
+  });
+}
+
+void Server::Impl::cache_manifest(const std::string& repo, const std::string& reference, int depth) {
+  const detail::UpstreamManifest fetched = upstream->manifest(repo, reference, options.max_manifest_bytes);
+  const std::string what = "upstream " + upstream->url() + ": manifest " + repo + ":" + reference;
+  if (!valid_digest(reference) && catalog->resolve_tag(repo, reference) == fetched.digest) return;  // unchanged
+  detail::PushedManifest pushed;
+  try {
+    pushed = detail::read_pushed_manifest(fetched.bytes, fetched.media_type);
+  } catch (const StoreError& e) {
+    throw detail::UpstreamError(502, "MANIFEST_INVALID", what + ": " + e.what());
+  }
+  // What it references comes first, so that here a manifest is never recorded without its content.
+  if (pushed.index && depth > 0) throw detail::UpstreamError(502, "MANIFEST_INVALID", what + ": an index inside an index");
+  for (const Descriptor& d : pushed.references) {
+    if (pushed.index) {
+      if (!catalog->manifest(repo, d.digest)) cache_manifest(repo, d.digest, depth + 1);
+      continue;
+    }
+    try {
+      ensure_blob(repo, d.digest, d.size);
+    } catch (const detail::UpstreamError& e) {
+      if (e.status() != 404) throw;
+      // The manifest is there but not its content: the upstream is broken, not the request.
+      throw detail::UpstreamError(502, "BLOB_UNKNOWN", what + " names a blob the upstream lacks: " + e.what());
+    }
+  }
+  httplib::Response answer;
+  store_manifest(repo, valid_digest(reference) ? fetched.digest : reference, fetched.bytes, fetched.media_type, answer);
+  if (answer.status != 201) {
+    const json body = json::parse(answer.body, nullptr, false);
+    std::string why = answer.body;
+    if (body.is_object() && body.contains("errors") && body["errors"].is_array() && !body["errors"].empty())
+      why = body["errors"][0].value("message", why);
+    throw detail::UpstreamError(502, "MANIFEST_INVALID", what + " is refused here: " + why);
+  }
+}
+
+std::string Server::Impl::proxy_resolve(const std::string& repo, const std::string& reference) {
+  if (valid_digest(reference)) {
+    // Content addressed: once here, never asked again.
+    if (!catalog->manifest(repo, reference)) {
+      once("manifest " + repo + "@" + reference, [&] {
+        if (!catalog->manifest(repo, reference)) cache_manifest(repo, reference, 0);
+      });
+    }
+    return reference;
+  }
+  const std::string key = repo + ":" + reference;
+  const auto fresh = [&] {
+    std::lock_guard lock(proxy_mutex);
+    const auto checked = tag_checked.find(key);
+    return checked != tag_checked.end() && std::chrono::steady_clock::now() - checked->second < options.upstream_recheck;
+  };
+  const auto local = catalog->resolve_tag(repo, reference);
+  if (local && fresh()) return *local;
+  try {
+    once("manifest " + key, [&] {
+      cache_manifest(repo, reference, 0);
+      std::lock_guard lock(proxy_mutex);
+      tag_checked[key] = std::chrono::steady_clock::now();
+    });
+  } catch (const detail::UpstreamError&) {
+    // The upstream is down, slow, broken or forgot the tag: what is here is still a complete release.
+    if (local) return *local;
+    throw;
+  }
+  const auto resolved = catalog->resolve_tag(repo, reference);
+  if (!resolved) throw detail::UpstreamError(404, "MANIFEST_UNKNOWN", "no tag '" + reference + "' in " + repo);
+  return *resolved;
+}
+
+void Server::Impl::proxy_tags(const Route& route, const httplib::Request& req, httplib::Response& res) {
+  std::string query;
+  std::uint64_t n = 0;
+  if (req.has_param("n")) {
+    if (!parse_uint(req.get_param_value("n"), n) || n == 0 || n > 10000)
+      return send_error(res, 400, "PAGINATION_NUMBER_INVALID", "n must be 1..10000");
+    query = "n=" + std::to_string(n);
+  }
+  if (req.has_param("last")) {
+    const std::string last = req.get_param_value("last");
+    if (!valid_tag(last)) return send_error(res, 400, "TAG_INVALID", "invalid tag '" + last + "'");
+    query += (query.empty() ? "last=" : "&last=") + last;
+  }
+  try {
+    const detail::UpstreamTags tags = upstream->tags(route.repo, query);
+    if (!tags.link.empty() && tags.link.rfind("</v2/" + route.repo + "/tags/list?", 0) == 0) res.set_header("Link", tags.link);
+    res.set_content(tags.body, "application/json");
+  } catch (const detail::UpstreamError& e) {
+    if (e.status() == 404 || !catalog->repo_exists(route.repo)) return send_error(res, e.status(), e.code(), e.what());
+    // The upstream cannot answer: the tags cached here.
+    const std::vector<std::string> tags = catalog->tags(route.repo, req.get_param_value("last"), n == 0 ? 1000 : static_cast<int>(n));
+    res.set_header("Warning", "110 - \"upstream unavailable; tags cached here\"");
+    res.set_content(json({{"name", route.repo}, {"tags", tags}}).dump(), "application/json");
+  }
+}
+
 Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
   Impl& s = *impl_;
   s.options = std::move(options);
@@ -964,6 +1148,12 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
   s.catalog = std::make_unique<detail::Catalog>(s.options.root / "catalog.db");
   s.auth = std::make_unique<detail::AuthStore>(s.options.root);
   if (s.options.auth) s.auth->secret();  // made now, so a bad root fails at start
+  if (!s.options.upstream.empty()) {
+    s.upstream = std::make_unique<detail::Upstream>(s.options.upstream, s.options.upstream_credentials,
+                                                    s.options.upstream_timeout);
+    fs::create_directories(s.options.root / "partial" / "sha256", ec);
+    if (ec) throw FileError((s.options.root / "partial").string() + ": cannot be created: " + ec.message());
+  }
   s.try_it = std::make_unique<detail::TryIt>(s.options.root / "packages", s.options.classify_budget_bytes);
   // Leftovers of a crash: temporary files, and upload files no session knows.
   for (const auto& entry : fs::directory_iterator(s.blobs)) {

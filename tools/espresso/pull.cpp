@@ -26,6 +26,7 @@ int run_pull(const PullOptions& o) {
   const store::PullResult r = client.pull(ref);
   if (o.json) {
     std::printf("%s\n", nlohmann::json({{"reference", ref.str()},
+                                        {"tag", r.tag},
                                         {"digest", r.manifest_digest},
                                         {"package", r.package.string()},
                                         {"bytes_downloaded", r.bytes_downloaded},
@@ -35,6 +36,7 @@ int run_pull(const PullOptions& o) {
                             .dump()
                             .c_str());
   } else {
+    if (!ref.range.empty()) std::printf("%s resolves to tag %s\n", ref.str().c_str(), r.tag.c_str());
     std::printf("%s %s@%s -> %s (%s)\n", r.from_cache ? "cached" : "pulled", ref.str().c_str(),
                 r.manifest_digest.c_str(), r.package.c_str(),
                 r.from_cache ? "nothing downloaded" : (human_bytes(r.bytes_downloaded) + " downloaded").c_str());
@@ -49,7 +51,7 @@ int run_pull(const PullOptions& o) {
 Verb add_pull_verb(CLI::App& app) {
   auto o = std::make_shared<PullOptions>();
   CLI::App* command = app.add_subcommand("pull", "Download a model from a registry into the local cache");
-  command->add_option("reference", o->reference, "REGISTRY/NAME[:VERSION|@sha256:...]")->required();
+  command->add_option("reference", o->reference, "REGISTRY/NAME[:VERSION|:RANGE|@sha256:...] (RANGE: ^1.2, ~1.2.3, >=1.0,<2)")->required();
   command->add_option("--trust", o->trust, "Require a signature by this public key (repeatable; also ESPRESSO_TRUSTED_KEYS)");
   command->add_option("--trust-root", o->trust_roots,
                       "Check the repository's trust metadata, rooted in this public key (repeatable; ESPRESSO_TRUST_ROOTS)");

@@ -1,4 +1,4 @@
-// `espresso store serve --root DIR [--listen ADDR]` and `espresso store fsck --root DIR`: the registry
+// `espresso store serve --root DIR [--listen ADDR] [--upstream URL]` and `espresso store fsck --root DIR`: the registry
 // server (OCI Distribution API plus our catalog API) and its consistency check.
 #include <pthread.h>
 #include <signal.h>
@@ -29,6 +29,10 @@ struct StoreOptions {
   std::vector<std::string> grants;
   int days = 0;
   std::string key_id;
+  std::string upstream;
+  std::string upstream_credentials;
+  int upstream_recheck = 60;
+  int upstream_timeout = 60;
 };
 
 int run_serve(const StoreOptions& o) {
@@ -43,6 +47,10 @@ int run_serve(const StoreOptions& o) {
   options.auth = o.auth || o.no_anonymous_pull;
   options.anonymous_pull = !o.no_anonymous_pull;
   options.token_ttl = std::chrono::seconds(o.token_ttl);
+  options.upstream = o.upstream;
+  options.upstream_credentials = o.upstream_credentials;
+  options.upstream_recheck = std::chrono::seconds(o.upstream_recheck);
+  options.upstream_timeout = std::chrono::seconds(o.upstream_timeout);
   // SIGINT and SIGTERM stop the server cleanly: a thread waits for them (the handler-free way).
   sigset_t signals;
   sigemptyset(&signals);
@@ -56,7 +64,8 @@ int run_serve(const StoreOptions& o) {
     sigwait(&signals, &received);
     server.stop();
   }).detach();
-  std::printf("listening on %s:%d (root %s)\n", options.host.c_str(), port, o.root.c_str());
+  std::printf("listening on %s:%d (root %s%s%s)\n", options.host.c_str(), port, o.root.c_str(),
+              o.upstream.empty() ? "" : ", pull-through cache of ", o.upstream.c_str());
   std::fflush(stdout);
   server.run();
   return 0;
@@ -122,6 +131,18 @@ Verb add_store_verb(CLI::App& app) {
   serve->add_flag("--no-anonymous-pull", o->no_anonymous_pull, "Require a token for pulls too (implies --auth)");
   serve->add_option("--token-ttl", o->token_ttl, "Seconds a bearer token lives")->capture_default_str()
       ->check(CLI::Range(1, 86400));
+  serve->add_option("--upstream", o->upstream,
+                    "Be a read-only pull-through cache of this registry (http://HOST:PORT, https://HOST)");
+  serve->add_option("--upstream-recheck", o->upstream_recheck,
+                    "Seconds a tag confirmed by the upstream is served without asking it again")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  serve->add_option("--upstream-timeout", o->upstream_timeout,
+                    "Seconds the upstream may stay silent before a request fails with 504")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+  serve->add_option("--upstream-credentials", o->upstream_credentials,
+                    "An `espresso login` credentials file with an access key for the upstream");
   CLI::App* fsck = command->add_subcommand("fsck", "Hash every blob and check what the catalog references");
   fsck->add_option("--root", o->root, "The registry's folder")->required();
   CLI::App* token = command->add_subcommand("token", "Manage access keys (create, revoke, list)");
