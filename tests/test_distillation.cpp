@@ -253,8 +253,8 @@ TEST(DistillationExample, ImportsTemperatureAlphaAndTheSameStudent) {
   ASSERT_NE(loss, nullptr);
   EXPECT_EQ(loss->type, "DistillationLoss");
   EXPECT_EQ(loss->inputs, (std::vector<std::string>{"logits", "teacher_logits", "label"}));
-  EXPECT_DOUBLE_EQ(loss->attrs.get_float("temperature", 0), 4.0);
-  EXPECT_NEAR(loss->attrs.get_float("alpha", 0), 0.7, 1e-7);
+  EXPECT_DOUBLE_EQ(loss->attrs.get_float("temperature", 0), 2.0);
+  EXPECT_DOUBLE_EQ(loss->attrs.get_float("alpha", 0), 0.5);
   const auto learned = [](const Graph& graph) {
     std::vector<std::string> names;
     for (const LayerSpec& spec : graph.layers) {
