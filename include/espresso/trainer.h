@@ -16,6 +16,16 @@
 
 namespace espresso::train {
 
+// Knowledge distillation (docs/distillation.md): a frozen teacher runs forward on every training batch
+// (the train net's first Data layer's data, after its transform) and the values of its blob `output`
+// are copied into the train net's input `input` (an Input layer's top, read by a DistillationLoss).
+struct TeacherOptions {
+  std::string model;    // any format load_model reads (prototxt, .onnx, .esp, .tflite); empty: no teacher
+  std::string weights;  // its weights when kept apart (a Caffe prototxt's caffemodel)
+  std::string output;   // the teacher's blob to learn from, e.g. its logits; empty: its only output
+  std::string input = "teacher_logits";  // the train net's input that receives it
+};
+
 struct TrainerOptions {
   Device device = Device::cpu();
   std::ostream* log = nullptr;  // Caffe-style lines; nullptr for std::cout
@@ -28,6 +38,7 @@ struct TrainerOptions {
   // solver settings are refused with a DistributedError; a rank that dies or hangs stops the others
   // with a DistributedError naming it. With `nccl`, `device` must be a GPU. Off unless `enabled`.
   DistributedOptions distributed;
+  TeacherOptions teacher;
 };
 
 struct TestOutput {
@@ -49,7 +60,8 @@ class Trainer {
   // Reads a text-format SolverParameter. Paths in the solver and its nets are tried relative to the
   // current directory first, then to the solver file's folder. The solver's `weights` are copied in as
   // copy_weights() does. Throws FileError, ParseError, ModelError, DataError or UnsupportedError naming the
-  // file, layer or field.
+  // file, layer or field; with a teacher, also when its output is missing or the train net has no input
+  // for it (ModelError), or its input does not take the training batches (ShapeError).
   explicit Trainer(const std::string& solver_file, TrainerOptions options = {});
   ~Trainer();
   Trainer(const Trainer&) = delete;

@@ -164,6 +164,10 @@ struct Trainer::Impl {
   std::vector<Parameter> params;
   std::vector<Tensor> accumulated;  // gradient sums over iter_size batches
   std::vector<TestNet> tests;
+  // Distillation: the frozen teacher, its input, and the blob of it the train net reads.
+  std::unique_ptr<Net> teacher;
+  std::string teacher_input;
+  std::string teacher_output;
 
   std::int64_t iter = 0;
   std::vector<float> losses;
@@ -205,6 +209,9 @@ struct Trainer::Impl {
   std::string fingerprint() const;
   bool leader() const { return !comm || comm->rank() == 0; }
   void build_test_nets();
+  void build_teacher();
+  // Runs the teacher on the batch just copied into the train net and fills the train net's input.
+  void run_teacher();
   void set_prefix();
   float forward_backward();
   void apply_update();
@@ -251,6 +258,7 @@ void Trainer::Impl::build() {
           << feed.source->records().size() << " records, batches of " << feed.source->data_shape().str()
           << "\n";
   }
+  build_teacher();
   params = net->parameters();
   if (config.iter_size > 1) {
     for (const Parameter& p : params) accumulated.push_back(Tensor::zeros(p.grad.shape()));
@@ -409,6 +417,87 @@ void Trainer::Impl::build_test_nets() {
   }
 }
 
+void Trainer::Impl::build_teacher() {
+  const TeacherOptions& t = options.teacher;
+  const std::vector<std::string> inputs = net->input_names();
+  const auto is_fed = [&](const std::string& name) {
+    for (const DataFeed& feed : train_feeds) {
+      if (feed.data_input == name || feed.label_input == name) return true;
+    }
+    return false;
+  };
+  if (t.model.empty()) {
+    // A DistillationLoss reading an input nothing fills would learn from zeros: say what is missing.
+    for (const LayerSpec& spec : train_graph.layers) {
+      if (spec.type != "DistillationLoss" || spec.inputs.size() < 2) continue;
+      const std::string& soft = spec.inputs[1];
+      if (std::find(inputs.begin(), inputs.end(), soft) != inputs.end() && !is_fed(soft)) {
+        throw ModelError(train_net_path + ": layer '" + spec.name + "' (DistillationLoss) reads '" + soft +
+                         "', which only a teacher fills: give one (`espresso train --teacher MODEL[,WEIGHTS] "
+                         "--teacher-output BLOB`, docs/distillation.md)");
+      }
+    }
+    return;
+  }
+  const std::string model_path = resolve(t.model);
+  Graph graph = load_model(model_path, t.weights.empty() ? std::string() : resolve(t.weights));
+  if (graph.inputs.size() != 1) {
+    throw UnsupportedError("teacher " + model_path + ": has " + std::to_string(graph.inputs.size()) +
+                           " inputs; a teacher takes the training images as its only input");
+  }
+  std::set<std::string> blobs(graph.outputs.begin(), graph.outputs.end());
+  for (const LayerSpec& spec : graph.layers) blobs.insert(spec.outputs.begin(), spec.outputs.end());
+  std::string output = t.output;
+  if (output.empty()) {
+    if (graph.outputs.size() != 1)
+      throw ModelError("teacher " + model_path + ": has " + std::to_string(graph.outputs.size()) +
+                       " outputs; name the one to learn from (--teacher-output)");
+    output = graph.outputs.front();
+  }
+  if (!blobs.count(output)) {
+    std::string outputs;
+    for (const std::string& o : graph.outputs) outputs += (outputs.empty() ? "" : ", ") + o;
+    throw ModelError("teacher " + model_path + ": has no blob '" + output + "' (its outputs: " + outputs +
+                     ")");
+  }
+  if (std::find(inputs.begin(), inputs.end(), t.input) == inputs.end() || is_fed(t.input)) {
+    throw ModelError(train_net_path + ": the train net has no input '" + t.input + "' for the teacher's '" +
+                     output +
+                     "'; declare one with an Input layer in the TRAIN phase and read it in a "
+                     "DistillationLoss (docs/distillation.md)");
+  }
+  const DataFeed& feed = train_feeds.front();
+  const Shape batch = feed.source->data_shape();
+  const InputSpec& takes = graph.inputs.front();
+  std::vector<std::int64_t> wanted = takes.shape.dims();
+  if (!wanted.empty()) wanted[0] = batch[0];
+  if (takes.shape.rank() > 0 && Shape(wanted) != batch) {
+    throw ShapeError("teacher " + model_path + ": its input '" + takes.name + "' takes " + takes.shape.str() +
+                     " but the Data layer '" + feed.layer + "' gives batches of " + batch.str());
+  }
+  graph.outputs = {output};
+  NetOptions teacher_options;
+  teacher_options.device = options.device;
+  teacher_options.seed = seed;
+  teacher = std::make_unique<Net>(std::move(graph), teacher_options);
+  teacher->reshape(takes.name, batch);
+  teacher_input = takes.name;
+  teacher_output = output;
+  out() << "Teacher " << model_path << (t.weights.empty() ? "" : " (" + t.weights + ")") << ": its '"
+        << output << "' fills the train net's '" << t.input << "' on every batch of '" << feed.layer << "'\n";
+}
+
+void Trainer::Impl::run_teacher() {
+  const DataFeed& feed = train_feeds.front();
+  teacher->input(teacher_input).copy_from(net->input(feed.data_input));
+  teacher->forward();
+  const Tensor& soft = teacher->tensor(teacher_output);
+  const std::string& into = options.teacher.input;
+  // The student's layer reading it checks the shape and names itself when it does not fit.
+  if (net->input_shape(into) != soft.shape()) net->reshape(into, soft.shape());
+  net->input(into).copy_from(soft);
+}
+
 void Trainer::Impl::set_prefix() {
   std::string chosen = param.snapshot_prefix();
   if (chosen.empty()) chosen = (solver_dir / fs::path(train_net_path).stem()).string();
@@ -468,6 +557,7 @@ float Trainer::Impl::forward_backward() {
     net->input(feed.data_input).copy_from(batch.data);
     if (!feed.label_input.empty()) net->input(feed.label_input).copy_from(batch.labels);
   }
+  if (teacher) run_teacher();
   net->forward();
   const float loss = net->loss();
   check_finite(loss);

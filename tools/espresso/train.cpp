@@ -38,6 +38,9 @@ struct TrainVerbOptions {
   int timeout = 0;
   int bucket_kb = 0;
   bool report_memory = false;
+  std::string teacher;  // MODEL[,WEIGHTS]
+  std::string teacher_output;
+  std::string teacher_input = "teacher_logits";
 };
 
 std::vector<int> parse_gpus(const std::string& list) {
@@ -111,6 +114,10 @@ int launch(const TrainVerbOptions& o, const std::vector<std::string>& devices, t
     if (!o.resume.empty()) args.insert(args.end(), {"--resume", o.resume});
     if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
     if (o.report_memory) args.push_back("--report-memory");
+    if (!o.teacher.empty()) {
+      args.insert(args.end(), {"--teacher", o.teacher, "--teacher-input", o.teacher_input});
+      if (!o.teacher_output.empty()) args.insert(args.end(), {"--teacher-output", o.teacher_output});
+    }
     const pid_t pid = fork();
     if (pid < 0) throw Error(std::string("cannot start a rank: ") + std::strerror(errno));
     if (pid == 0) {
@@ -224,6 +231,15 @@ int run_train(const TrainVerbOptions& o) {
     if (o.bucket_kb > 0) options.distributed.bucket_bytes = static_cast<std::size_t>(o.bucket_kb) << 10;
   }
   options.progress_bar = isatty(STDERR_FILENO) != 0;
+  if (!o.teacher.empty()) {
+    const std::size_t comma = o.teacher.find(',');
+    options.teacher.model = o.teacher.substr(0, comma);
+    if (comma != std::string::npos) options.teacher.weights = o.teacher.substr(comma + 1);
+    options.teacher.output = o.teacher_output;
+    options.teacher.input = o.teacher_input;
+  } else if (!o.teacher_output.empty()) {
+    throw UnsupportedError("--teacher-output needs --teacher MODEL[,WEIGHTS]");
+  }
   try {
     train(o, options);
   } catch (const Error& e) {
@@ -250,6 +266,15 @@ Verb add_train_verb(CLI::App& app) {
   command->add_flag("--report-memory", options->report_memory,
                     "After training, print the memory it held per category, planned vs naive "
                     "(docs/training-memory.md)");
+  command->add_option("--teacher", options->teacher,
+                      "Distillation (docs/distillation.md): a frozen teacher MODEL[,WEIGHTS] run forward on "
+                      "every training batch");
+  command->add_option(
+      "--teacher-output", options->teacher_output,
+      "The teacher's blob the student learns from, e.g. its logits (default: its only output)");
+  command->add_option(
+      "--teacher-input", options->teacher_input,
+      "The train net's input (an Input layer's top) that receives it (default teacher_logits)");
   command->add_option(
       "--gpus", options->gpus,
       "Data-parallel on these GPUs, e.g. 0,1: one process each, NCCL; the net's batch_size is "

@@ -503,6 +503,13 @@ Attributes map_attributes(const LayerContext& ctx) {
     // Caffe's default for this layer, unlike SoftmaxWithLoss, divides by the batch size.
     const caffe::LossParameter& p = layer.loss_param();
     if (!p.has_normalization() && !p.has_normalize()) attrs.set("normalization", std::string("batch_size"));
+  } else if (type == "DistillationLoss") {
+    // Labels and the class axis as for SoftmaxWithLoss; temperature and alpha from its own message.
+    if (layer.loss_param().has_ignore_label())
+      attrs.set("ignore_label", static_cast<std::int64_t>(layer.loss_param().ignore_label()));
+    if (layer.softmax_param().has_axis())
+      attrs.set("axis", static_cast<std::int64_t>(layer.softmax_param().axis()));
+    map_reflected(ctx, attrs);
   } else if (kDataTypes.count(type)) {
     map_data_source(ctx, attrs);
   } else if (is_known_layer_type(type)) {
