@@ -1,6 +1,7 @@
 // The training executor: loss, backward through a whole net, parameters and their sharing.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -389,6 +390,53 @@ TEST(Training, GpuConvolutionTrainingIsDeterministic) {
   const std::vector<Tensor> second = trained_conv_net(Device::cuda(0), 3);
   ASSERT_EQ(first.size(), second.size());
   for (std::size_t i = 0; i < first.size(); ++i) EXPECT_EQ(first[i].to_vector(), second[i].to_vector()) << i;
+}
+
+// bench/models/resnet18.prototxt (written by make_resnet18.py) against torchvision's resnet18: its
+// 11,689,512 trainable parameters (BatchNorm's running statistics aside, as torch keeps them as
+// buffers), 56x56 after the stem, 7x7x512 before the global pooling, 1000 classes.
+TEST(Training, BenchResNet18HasTorchvisionsShape) {
+  Graph graph = load_caffe(std::string(ESPRESSO_SOURCE_DIR) + "/bench/models/resnet18.prototxt");
+  Net net(graph, {.keep_intermediates = true});
+  std::int64_t params = 0;
+  for (const LayerSummary& layer : net.summary()) {
+    if (layer.type != "BatchNorm") params += layer.params;
+  }
+  EXPECT_EQ(params, 11'689'512);
+  EXPECT_EQ(net.tensor("pool1").shape(), (Shape{1, 64, 56, 56}));
+  EXPECT_EQ(net.tensor("layer4_1_sum").shape(), (Shape{1, 512, 7, 7}));
+  EXPECT_EQ(net.tensor(net.output_names()[0]).shape(), (Shape{1, 1000}));
+}
+
+// It trains on the CPU (BatchNorm, Scale and ReLU in place, Eltwise, global pooling): on small images,
+// SGD steps on one batch lower its loss.
+TEST(Training, BenchResNet18Trains) {
+  Graph graph = load_caffe(std::string(ESPRESSO_SOURCE_DIR) + "/bench/models/resnet18.prototxt");
+  constexpr std::int64_t kBatch = 2;
+  graph.inputs[0].shape = Shape{kBatch, 3, 32, 32};
+  auto prob = std::find_if(graph.layers.begin(), graph.layers.end(), [](const LayerSpec& l) { return l.type == "Softmax"; });
+  ASSERT_NE(prob, graph.layers.end());
+  *prob = layer("loss", "SoftmaxWithLoss", {"fc", "label"}, {"loss"});
+  graph.inputs.push_back({"label", Shape{kBatch}});
+  graph.outputs = {"loss"};
+  Net net(graph, {.training = true});
+  std::mt19937 rng(4);
+  net.input("data").copy_from(random_tensor(Shape{kBatch, 3, 32, 32}, rng, 1.0f));
+  net.input("label").copy_from(Tensor::from(Shape{kBatch}, std::vector<float>{141, 592}));
+  train::SolverConfig config;
+  config.base_lr = 0.01;
+  config.momentum = 0.9;
+  train::Solver solver(config);
+  std::vector<Parameter> params = net.parameters();
+  float first = 0.0f, last = 0.0f;
+  for (int step = 0; step < 3; ++step) {
+    net.forward();
+    (step == 0 ? first : last) = net.loss();
+    net.backward();
+    solver.update(params, step);
+  }
+  EXPECT_TRUE(std::isfinite(first));
+  EXPECT_LT(last, first);
 }
 
 TEST(Training, GpuLossNamesABadLabel) {

@@ -318,6 +318,7 @@ int run_train(const BenchOptions& options) {
   }
   for (std::int64_t batch : batches) {
     planned.set_batch(batch);
+    planned.summary();  // plans it at this batch size, for its output's shape
     std::mt19937 rng(1);
     if (counts_memory) reset_peak_device_memory(device);
     Timing t;

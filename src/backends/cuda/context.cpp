@@ -126,6 +126,11 @@ void StreamContext::drop_capture() {
   DeviceGuard guard(device_.index);
   ESPRESSO_CUDA_CHECK(cudaGraphExecDestroy(graph_));
   graph_ = nullptr;
+  // Workspaces replaced while the graph could replay go once its last replay is done.
+  if (!retired_workspaces_.empty()) {
+    ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    retired_workspaces_.clear();
+  }
 }
 
 void StreamContext::synchronize() {
