@@ -162,7 +162,9 @@ Graph training_graph(const Graph& inference, const Net& planned, std::int64_t ba
   } else {
     loss.type = "EuclideanLoss";
     loss.inputs = {output, "bench_target"};
-    g.inputs.push_back({"bench_target", planned.tensor(output).shape()});
+    Shape target = planned.tensor(output).shape();
+    if (target.rank() > 0) target[0] = batch;
+    g.inputs.push_back({"bench_target", target});
   }
   g.layers.push_back(loss);
   g.outputs = {"bench_loss"};
@@ -305,11 +307,14 @@ int run_train(const BenchOptions& options) {
   const std::vector<std::int64_t> batches = parse_batches(options.batches);
   const Device device = Device::parse(options.model.device);
   const bool counts_memory = device.type != DeviceType::cpu;
-  // The graph and its shapes come from the model planned on the CPU, so that nothing but the
-  // training net occupies the device.
+  // The graph and its shapes come from the model planned on the CPU for one image (the training
+  // graph sets the batch size; planning there at the full batch could time CPU convolution tactics
+  // on it), so that nothing but the training net occupies the device.
   ModelOptions model = options.model;
   model.device = "cpu";
   Net planned = open_net(model);
+  planned.set_batch(1);
+  planned.summary();  // plans it, for its output's shape
   if (!options.json) {
     std::printf("%s training on %s (forward, backward, SGD with momentum; wall time per step, device "
                 "synchronised)\n",
@@ -317,8 +322,6 @@ int run_train(const BenchOptions& options) {
     std::printf("%8s %12s %12s %14s %16s\n", "batch", "median ms", "p90 ms", "images/s", "peak device MiB");
   }
   for (std::int64_t batch : batches) {
-    planned.set_batch(batch);
-    planned.summary();  // plans it at this batch size, for its output's shape
     std::mt19937 rng(1);
     if (counts_memory) reset_peak_device_memory(device);
     Timing t;
