@@ -257,6 +257,19 @@ TEST_F(CliAcceptance, BenchComparesDevicesForInferenceAndTraining) {
   expect_runtime_error(run_cli("bench " + lenet_model() + " --compare cpu"), "at least two devices");
 }
 
+// --train: training steps alone on --device, with the peak device memory (none on the CPU).
+TEST_F(CliAcceptance, BenchTrainsOnOneDevice) {
+  const Result table = run_cli("bench " + lenet_model() + " --train --batch 2 --iterations 2 --warmup 0");
+  ASSERT_EQ(table.code, 0) << table.err;
+  for (const char* expected : {"training on cpu", "peak device MiB", "n/a"})
+    EXPECT_TRUE(contains(table.out, expected)) << expected << "\n" << table.out;
+  const Result json = run_cli("bench " + lenet_model() + " --train --batch 3 --iterations 2 --warmup 0 --json");
+  ASSERT_EQ(json.code, 0) << json.err;
+  for (const char* expected : {"\"phase\": \"training\"", "\"batch\": 3,", "\"peak_device_mib\": null"})
+    EXPECT_TRUE(contains(json.out, expected)) << expected << "\n" << json.out;
+  EXPECT_NE(run_cli("bench " + lenet_model() + " --train --compare cpu,cpu").code, 0);
+}
+
 TEST_F(Cli, DevicesAndMissingGpu) {
   const Result devices = run_cli("devices");
   ASSERT_EQ(devices.code, 0) << devices.err;

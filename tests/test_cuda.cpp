@@ -116,6 +116,37 @@ TEST(Cuda, PoolReusesFreedBlocks) {
   EXPECT_EQ(again.raw(), first) << "a block of the same size class should come back from the cache";
 }
 
+// The peak is the most the allocator had in use at once (in its size classes, so at least what was
+// asked), and starts again from what is in use at a reset.
+TEST(Cuda, PeakMemoryCountsTheMostInUse) {
+  REQUIRE_GPU();
+  const Device gpu = Device::cuda(0);
+  reset_peak_device_memory(gpu);
+  const DeviceMemoryUse before = device_memory_use(gpu);
+  EXPECT_EQ(before.peak_bytes, before.in_use_bytes);
+  constexpr std::size_t kBig = std::size_t{48} << 20;
+  {
+    Tensor a = Tensor::empty(Shape{static_cast<std::int64_t>(kBig / 4)}, DType::f32, gpu);
+    Tensor b = Tensor::empty(Shape{static_cast<std::int64_t>(kBig / 4)}, DType::f32, gpu);
+    EXPECT_GE(device_memory_use(gpu).in_use_bytes, before.in_use_bytes + 2 * kBig);
+  }
+  Tensor small = Tensor::empty(Shape{1024}, DType::f32, gpu);
+  const DeviceMemoryUse after = device_memory_use(gpu);
+  EXPECT_GE(after.peak_bytes, before.in_use_bytes + 2 * kBig);
+  EXPECT_LT(after.in_use_bytes, before.in_use_bytes + kBig);
+  EXPECT_GE(after.cached_bytes, 2 * kBig);
+  reset_peak_device_memory(gpu);
+  EXPECT_EQ(device_memory_use(gpu).peak_bytes, device_memory_use(gpu).in_use_bytes);
+}
+
+// The host has no allocator count: zeros, no error.
+TEST(Cuda, HostMemoryUseIsZero) {
+  reset_peak_device_memory(Device::cpu());
+  const DeviceMemoryUse use = device_memory_use(Device::cpu());
+  EXPECT_EQ(use.in_use_bytes, 0u);
+  EXPECT_EQ(use.peak_bytes, 0u);
+}
+
 TEST(Cuda, OutOfMemoryNamesTheRequest) {
   REQUIRE_GPU();
   const std::size_t huge = std::size_t{1} << 50;

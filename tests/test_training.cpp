@@ -1,7 +1,9 @@
 // The training executor: loss, backward through a whole net, parameters and their sharing.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <random>
 
 #include "espresso/espresso.h"
@@ -299,6 +301,153 @@ TEST(Training, GpuStepsMatchTheCpu) {
     const double diff = max_abs_difference(cpu_params[i].value, gpu_params[i].value.to(Device::cpu()), scale);
     EXPECT_LE(diff / scale, 1e-4) << cpu_params[i].layer << " blob " << cpu_params[i].index;
   }
+}
+
+// A convolution-heavy net for the GPU's convolution algorithms: 5x5 with padding, 1x1, a strided 3x3
+// and grouped 3x3 convolutions (each a problem cuDNN times separately), pooling, a classifier.
+Graph conv_net(std::int64_t batch, std::mt19937& rng) {
+  Graph g;
+  g.name = "conv_net";
+  g.inputs = {{"data", Shape{batch, 3, 16, 16}}, {"label", Shape{batch}}};
+  const auto conv = [&](const std::string& name, const std::string& bottom, std::int64_t in, std::int64_t out,
+                        std::int64_t kernel, std::int64_t stride, std::int64_t pad, std::int64_t group) {
+    LayerSpec spec = layer(name, "Convolution", {bottom}, {name});
+    spec.attrs.set("num_output", out);
+    spec.attrs.set("kernel", kernel);
+    spec.attrs.set("stride", stride);
+    spec.attrs.set("pad", pad);
+    spec.attrs.set("group", group);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(in / group * kernel * kernel));
+    spec.weights = {random_tensor(Shape{out, in / group, kernel, kernel}, rng, scale),
+                    random_tensor(Shape{out}, rng, 0.1f)};
+    return spec;
+  };
+  const auto relu = [](const std::string& name) { return layer(name + "_relu", "ReLU", {name}, {name + "_r"}); };
+  LayerSpec pool = layer("pool", "Pooling", {"cccp1_r"}, {"pool"});
+  pool.attrs.set("kernel", std::int64_t{3});
+  pool.attrs.set("stride", std::int64_t{2});
+  LayerSpec ip = layer("ip", "InnerProduct", {"conv3_r"}, {"ip"});
+  ip.attrs.set("num_output", std::int64_t{10});
+  ip.weights = {random_tensor(Shape{10, 32 * 4 * 4}, rng, 0.05f), random_tensor(Shape{10}, rng, 0.1f)};
+  g.layers = {conv("conv1", "data", 3, 32, 5, 1, 2, 1), relu("conv1"),   conv("cccp1", "conv1_r", 32, 24, 1, 1, 0, 1),
+              relu("cccp1"), pool, conv("conv2", "pool", 24, 48, 3, 2, 1, 1), relu("conv2"),
+              conv("conv3", "conv2_r", 48, 32, 3, 1, 1, 4), relu("conv3"), ip,
+              layer("loss", "SoftmaxWithLoss", {"ip", "label"}, {"loss"})};
+  return g;
+}
+
+void fill_images(Net& net, std::int64_t batch, std::mt19937& rng) {
+  net.input("data").copy_from(random_tensor(Shape{batch, 3, 16, 16}, rng, 1.0f));
+  std::vector<float> labels(static_cast<std::size_t>(batch));
+  for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<float>((7 * i + 2) % 10);
+  net.input("label").copy_from(Tensor::from(Shape{batch}, labels));
+}
+
+// Weights after `steps` SGD steps of conv_net on `device`, from the same weights and batches each time.
+std::vector<Tensor> trained_conv_net(Device device, int steps) {
+  constexpr std::int64_t kBatch = 8;
+  std::mt19937 weights_rng(21), data_rng(22);
+  Net net(conv_net(kBatch, weights_rng), {.device = device, .training = true});
+  train::SolverConfig config;
+  config.base_lr = 0.05;
+  config.momentum = 0.9;
+  train::Solver solver(config);
+  std::vector<Parameter> params = net.parameters();
+  for (int step = 0; step < steps; ++step) {
+    fill_images(net, kBatch, data_rng);
+    net.forward();
+    net.backward();
+    solver.update(params, step);
+  }
+  std::vector<Tensor> weights;
+  for (const Parameter& p : params) weights.push_back(p.value.to(Device::cpu()));
+  return weights;
+}
+
+// cuDNN's training algorithms chosen by timing (the default), by timing among all algorithms
+// deterministic or not, and by its heuristic: each trains like the CPU's naive-order convolutions.
+TEST(Training, GpuConvolutionAlgorithmsMatchTheCpu) {
+  REQUIRE_GPU();
+  constexpr int kSteps = 3;
+  const std::vector<Tensor> cpu = trained_conv_net(Device::cpu(), kSteps);
+  const std::vector<std::pair<const char*, const char*>> settings = {
+      {"ESPRESSO_CONV_AUTOTUNE", nullptr}, {"ESPRESSO_CONV_DETERMINISTIC", "0"}, {"ESPRESSO_CONV_AUTOTUNE", "0"}};
+  for (const auto& [name, value] : settings) {
+    testing::ScopedEnv env(name, value);
+    const std::vector<Tensor> gpu = trained_conv_net(Device::cuda(0), kSteps);
+    ASSERT_EQ(gpu.size(), cpu.size());
+    for (std::size_t i = 0; i < cpu.size(); ++i) {
+      double scale = 1e-12;
+      const double diff = max_abs_difference(cpu[i], gpu[i], scale);
+      EXPECT_LE(diff / scale, 1e-4) << name << "=" << (value ? value : "(unset)") << ", parameter " << i;
+    }
+  }
+}
+
+// With deterministic algorithms preferred (the default), two trainings give the very same weights.
+TEST(Training, GpuConvolutionTrainingIsDeterministic) {
+  REQUIRE_GPU();
+  const std::vector<Tensor> first = trained_conv_net(Device::cuda(0), 3);
+  const std::vector<Tensor> second = trained_conv_net(Device::cuda(0), 3);
+  ASSERT_EQ(first.size(), second.size());
+  for (std::size_t i = 0; i < first.size(); ++i) EXPECT_EQ(first[i].to_vector(), second[i].to_vector()) << i;
+}
+
+// bench/models/resnet18.prototxt (written by make_resnet18.py) against torchvision's resnet18: its
+// 11,689,512 trainable parameters (BatchNorm's running statistics aside, as torch keeps them as
+// buffers), 56x56 after the stem, 7x7x512 before the global pooling, 1000 classes.
+// The source tree's bench/models/resnet18.prototxt: absent where only a test bundle was carried (a GPU machine).
+std::string bench_resnet18() {
+  const std::string path = std::string(ESPRESSO_SOURCE_DIR) + "/bench/models/resnet18.prototxt";
+  return std::filesystem::exists(path) ? path : "";
+}
+
+TEST(Training, BenchResNet18HasTorchvisionsShape) {
+  const std::string path = bench_resnet18();
+  if (path.empty()) GTEST_SKIP() << "no source tree at " << ESPRESSO_SOURCE_DIR << ": bench/models/resnet18.prototxt";
+  Graph graph = load_caffe(path);
+  Net net(graph, {.keep_intermediates = true});
+  std::int64_t params = 0;
+  for (const LayerSummary& layer : net.summary()) {
+    if (layer.type != "BatchNorm") params += layer.params;
+  }
+  EXPECT_EQ(params, 11'689'512);
+  EXPECT_EQ(net.tensor("pool1").shape(), (Shape{1, 64, 56, 56}));
+  EXPECT_EQ(net.tensor("layer4_1_sum").shape(), (Shape{1, 512, 7, 7}));
+  EXPECT_EQ(net.tensor(net.output_names()[0]).shape(), (Shape{1, 1000}));
+}
+
+// It trains on the CPU (BatchNorm, Scale and ReLU in place, Eltwise, global pooling): on small images,
+// SGD steps on one batch lower its loss.
+TEST(Training, BenchResNet18Trains) {
+  const std::string path = bench_resnet18();
+  if (path.empty()) GTEST_SKIP() << "no source tree at " << ESPRESSO_SOURCE_DIR << ": bench/models/resnet18.prototxt";
+  Graph graph = load_caffe(path);
+  constexpr std::int64_t kBatch = 2;
+  graph.inputs[0].shape = Shape{kBatch, 3, 32, 32};
+  auto prob = std::find_if(graph.layers.begin(), graph.layers.end(), [](const LayerSpec& l) { return l.type == "Softmax"; });
+  ASSERT_NE(prob, graph.layers.end());
+  *prob = layer("loss", "SoftmaxWithLoss", {"fc", "label"}, {"loss"});
+  graph.inputs.push_back({"label", Shape{kBatch}});
+  graph.outputs = {"loss"};
+  Net net(graph, {.training = true});
+  std::mt19937 rng(4);
+  net.input("data").copy_from(random_tensor(Shape{kBatch, 3, 32, 32}, rng, 1.0f));
+  net.input("label").copy_from(Tensor::from(Shape{kBatch}, std::vector<float>{141, 592}));
+  train::SolverConfig config;
+  config.base_lr = 0.01;
+  config.momentum = 0.9;
+  train::Solver solver(config);
+  std::vector<Parameter> params = net.parameters();
+  float first = 0.0f, last = 0.0f;
+  for (int step = 0; step < 3; ++step) {
+    net.forward();
+    (step == 0 ? first : last) = net.loss();
+    net.backward();
+    solver.update(params, step);
+  }
+  EXPECT_TRUE(std::isfinite(first));
+  EXPECT_LT(last, first);
 }
 
 TEST(Training, GpuLossNamesABadLabel) {

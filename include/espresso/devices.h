@@ -28,6 +28,16 @@ struct DeviceInfo {
 std::vector<DeviceInfo> list_devices();
 // Whether `device` exists and can be used (its backend is built and the hardware is there).
 bool device_available(Device device);
+// What espresso's allocator holds on a device (zeros where the backend keeps no count, as on the CPU).
+struct DeviceMemoryUse {
+  std::size_t in_use_bytes = 0;  // tensors, workspaces, weights: everything allocated and not yet freed
+  std::size_t peak_bytes = 0;    // the most in use at once since start or reset_peak_device_memory()
+  std::size_t cached_bytes = 0;  // freed, kept by the allocator for reuse
+};
+// Throws DeviceError when the device's backend is not built.
+DeviceMemoryUse device_memory_use(Device device);
+// Starts the peak again from what is in use now.
+void reset_peak_device_memory(Device device);
 // The names of the backends this build has: "cpu", "cuda", "vulkan".
 std::vector<std::string> backend_names();
 

@@ -29,6 +29,7 @@ struct UploadPiece {
 struct MemoryStats {
   std::size_t in_use_bytes = 0;
   std::size_t cached_bytes = 0;  // freed, kept for reuse
+  std::size_t peak_in_use_bytes = 0;  // the most in use at once since start or reset_peak_memory()
 };
 
 // An ordered queue of work on one device. On the CPU work runs as it is queued.
@@ -109,6 +110,8 @@ class Backend : public DeviceMemory {
   virtual void upload(Device device, const std::vector<UploadPiece>& pieces);
   // What this backend's allocator holds on `device`; zeros where it keeps no cache.
   virtual MemoryStats memory_stats(Device) const { return {}; }
+  // Starts peak_in_use_bytes again from what is in use now.
+  virtual void reset_peak_memory(Device) {}
 
   // A queue of work on `device`. Kernels made for it take the device copies of weights from
   // `resident_weights` when given (on `device`) and upload the others themselves.

@@ -89,6 +89,13 @@ bool device_available(Device device) {
   return false;
 }
 
+DeviceMemoryUse device_memory_use(Device device) {
+  const MemoryStats stats = backend_for(device).memory_stats(device);
+  return {stats.in_use_bytes, stats.peak_in_use_bytes, stats.cached_bytes};
+}
+
+void reset_peak_device_memory(Device device) { backend_for(device).reset_peak_memory(device); }
+
 std::vector<std::string> backend_names() {
   std::vector<std::string> names;
   for (const Backend* backend : backends()) names.emplace_back(backend->name());

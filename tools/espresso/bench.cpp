@@ -1,5 +1,6 @@
-// `espresso bench MODEL`: inference latency and throughput per batch size on one device, or with
-// --compare the inference and training throughput and energy per image of several devices.
+// `espresso bench MODEL`: inference latency and throughput per batch size on one device, with
+// --compare the inference and training throughput and energy per image of several devices, or with
+// --train the training throughput and peak device memory on one device.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,6 +12,7 @@
 
 #include "common.h"
 #include "energy.h"
+#include "espresso/devices.h"
 #include "espresso/espresso.h"
 #include "espresso/solver.h"
 
@@ -26,6 +28,7 @@ struct BenchOptions {
   bool json = false;
   bool no_cuda_graphs = false;
   std::string compare;  // "cpu,cuda": devices to compare, training included
+  bool train = false;   // training steps only, on --device
 };
 
 std::vector<std::int64_t> parse_batches(const std::string& text) {
@@ -124,8 +127,11 @@ int run_latency(const BenchOptions& options) {
 }
 
 // The model made trainable: a final Softmax becomes SoftmaxWithLoss against random labels, any other
-// output gets a EuclideanLoss against random targets.
-Graph training_graph(const Graph& inference, const Net& planned, std::int64_t batch) {
+// output gets a EuclideanLoss against random targets, except that with `logits_are_scores` an output
+// of shape (batch, classes) (a classifier without its Softmax, as ONNX exports have) gets the
+// SoftmaxWithLoss too, like PyTorch's cross-entropy.
+Graph training_graph(const Graph& inference, const Net& planned, std::int64_t batch,
+                     bool logits_are_scores = false) {
   Graph g = inference;
   if (g.outputs.size() != 1) throw UnsupportedError("bench --compare: the model needs exactly one output");
   for (InputSpec& input : g.inputs) {
@@ -149,10 +155,16 @@ Graph training_graph(const Graph& inference, const Net& planned, std::int64_t ba
     loss.type = "SoftmaxWithLoss";
     loss.inputs = {scores, "bench_label"};
     g.inputs.push_back({"bench_label", Shape(labels)});
+  } else if (logits_are_scores && planned.tensor(output).shape().rank() == 2) {
+    loss.type = "SoftmaxWithLoss";
+    loss.inputs = {output, "bench_label"};
+    g.inputs.push_back({"bench_label", Shape({batch})});
   } else {
     loss.type = "EuclideanLoss";
     loss.inputs = {output, "bench_target"};
-    g.inputs.push_back({"bench_target", planned.tensor(output).shape()});
+    Shape target = planned.tensor(output).shape();
+    if (target.rank() > 0) target[0] = batch;
+    g.inputs.push_back({"bench_target", target});
   }
   g.layers.push_back(loss);
   g.outputs = {"bench_loss"};
@@ -172,6 +184,37 @@ struct CompareRow {
 std::optional<double> per_image(EnergyMeter* meter, double before, std::int64_t images) {
   if (meter == nullptr || images == 0) return std::nullopt;
   return (meter->joules() - before) / static_cast<double>(images);
+}
+
+// Random inputs and labels (sample i has class i mod classes), then training steps (forward, backward
+// and an SGD update with momentum 0.9) timed by their wall time: the update returns once the device
+// is done, so each step's time includes the device's work and the host's launching alike.
+Timing time_training(Net& trainee, const Net& planned, std::mt19937& rng, int warmup, int iterations,
+                     double min_seconds) {
+  fill_random(trainee, rng);
+  for (const std::string& name : trainee.input_names()) {
+    if (name != "bench_label") continue;
+    const Shape shape = trainee.input_shape(name);
+    const std::int64_t classes = planned.tensor(planned.output_names()[0]).shape()[1];
+    std::vector<float> labels(static_cast<std::size_t>(shape.numel()));
+    for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<float>(static_cast<std::int64_t>(i) % classes);
+    trainee.input(name).copy_from(Tensor::from(shape, labels));
+  }
+  train::SolverConfig config;
+  config.base_lr = 1e-4;
+  config.momentum = 0.9;
+  train::Solver solver(config);
+  std::vector<Parameter> params = trainee.parameters();
+  std::int64_t iteration = 0;
+  return time_runs(
+      [&] {
+        const auto start = std::chrono::steady_clock::now();
+        trainee.forward();
+        trainee.backward();
+        solver.update(params, iteration++);  // returns once the device is done
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      },
+      warmup, iterations, min_seconds);
 }
 
 void compare_on(const BenchOptions& options, Device device, std::int64_t batch, std::vector<CompareRow>& rows) {
@@ -199,31 +242,9 @@ void compare_on(const BenchOptions& options, Device device, std::int64_t batch, 
   CompareRow training{"training", device, batch, {}, std::nullopt, note, ""};
   try {
     Net trainee(training_graph(net.graph(), net, batch), {.device = device, .training = true});
-    fill_random(trainee, rng);
-    for (const std::string& name : trainee.input_names()) {
-      if (name != "bench_label") continue;
-      const Shape shape = trainee.input_shape(name);
-      const std::int64_t classes = net.tensor(net.output_names()[0]).shape()[1];
-      std::vector<float> labels(static_cast<std::size_t>(shape.numel()));
-      for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<float>(static_cast<std::int64_t>(i) % classes);
-      trainee.input(name).copy_from(Tensor::from(shape, labels));
-    }
-    train::SolverConfig config;
-    config.base_lr = 1e-4;
-    config.momentum = 0.9;
-    train::Solver solver(config);
-    std::vector<Parameter> params = trainee.parameters();
-    std::int64_t iteration = 0;
     const double before = meter ? meter->joules() : 0.0;
-    training.timing = time_runs(
-        [&] {
-          const auto start = std::chrono::steady_clock::now();
-          trainee.forward();
-          trainee.backward();
-          solver.update(params, iteration++);  // returns once the device is done
-          return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-        },
-        std::min(options.warmup, 3), std::max(options.iterations / 4, 5), kMinSeconds);
+    training.timing = time_training(trainee, net, rng, std::min(options.warmup, 3),
+                                    std::max(options.iterations / 4, 5), kMinSeconds);
     training.joules_per_image = per_image(meter.get(), before, training.timing.runs * batch);
   } catch (const Error& e) {
     training.failure = e.what();
@@ -279,8 +300,56 @@ int run_compare(const BenchOptions& options) {
   return 0;
 }
 
+// --train: per batch size, a training net of the model on --device, its steps timed (time_training)
+// and the most device memory in use at once meanwhile (espresso's allocator: weights, gradients,
+// solver history, activations and workspaces), from before the net was made.
+int run_train(const BenchOptions& options) {
+  const std::vector<std::int64_t> batches = parse_batches(options.batches);
+  const Device device = Device::parse(options.model.device);
+  const bool counts_memory = device.type != DeviceType::cpu;
+  // The graph and its shapes come from the model planned on the CPU for one image (the training
+  // graph sets the batch size; planning there at the full batch could time CPU convolution tactics
+  // on it), so that nothing but the training net occupies the device.
+  ModelOptions model = options.model;
+  model.device = "cpu";
+  Net planned = open_net(model);
+  planned.set_batch(1);
+  planned.summary();  // plans it, for its output's shape
+  if (!options.json) {
+    std::printf("%s training on %s (forward, backward, SGD with momentum; wall time per step, device "
+                "synchronised)\n",
+                options.model.model.c_str(), device.str().c_str());
+    std::printf("%8s %12s %12s %14s %16s\n", "batch", "median ms", "p90 ms", "images/s", "peak device MiB");
+  }
+  for (std::int64_t batch : batches) {
+    std::mt19937 rng(1);
+    if (counts_memory) reset_peak_device_memory(device);
+    Timing t;
+    {
+      Net trainee(training_graph(planned.graph(), planned, batch, true), {.device = device, .training = true});
+      t = time_training(trainee, planned, rng, options.warmup, options.iterations, 0.0);
+    }
+    const double peak_mib =
+        counts_memory ? static_cast<double>(device_memory_use(device).peak_bytes) / (1 << 20) : 0.0;
+    const double rate = static_cast<double>(batch) * 1000.0 / t.median_ms;
+    if (options.json) {
+      std::printf("{\"framework\": \"espresso\", \"phase\": \"training\", \"model\": \"%s\", \"device\": "
+                  "\"%s\", \"batch\": %lld, \"median_ms\": %.4f, \"p90_ms\": %.4f, \"images_per_s\": %.1f, "
+                  "\"peak_device_mib\": %s}\n",
+                  options.model.model.c_str(), device.str().c_str(), static_cast<long long>(batch), t.median_ms,
+                  t.p90_ms, rate, counts_memory ? std::to_string(peak_mib).c_str() : "null");
+    } else {
+      std::printf("%8lld %12.4f %12.4f %14.1f %16s\n", static_cast<long long>(batch), t.median_ms, t.p90_ms, rate,
+                  counts_memory ? std::to_string(static_cast<long long>(peak_mib + 0.5)).c_str() : "n/a");
+    }
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 int run_bench(const BenchOptions& options) {
   apply_threads(options.threads);
+  if (options.train) return run_train(options);
   return options.compare.empty() ? run_latency(options) : run_compare(options);
 }
 
@@ -307,6 +376,10 @@ Verb add_bench_verb(CLI::App& app) {
                       "Devices to compare (e.g. cpu,cuda): inference and training throughput, speed-up and "
                       "energy per image")
       ->excludes("--device");
+  command->add_flag("--train", options->train,
+                    "Time training steps (forward, backward, SGD update) on --device instead, with the peak "
+                    "device memory")
+      ->excludes("--compare");
   return {command, [options] { return run_bench(*options); }};
 }
 

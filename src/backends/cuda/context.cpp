@@ -126,6 +126,11 @@ void StreamContext::drop_capture() {
   DeviceGuard guard(device_.index);
   ESPRESSO_CUDA_CHECK(cudaGraphExecDestroy(graph_));
   graph_ = nullptr;
+  // Workspaces replaced while the graph could replay go once its last replay is done.
+  if (!retired_workspaces_.empty()) {
+    ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    retired_workspaces_.clear();
+  }
 }
 
 void StreamContext::synchronize() {
@@ -176,6 +181,22 @@ bool StreamContext::allow_tf32(bool allow) {
     ESPRESSO_CUDA_CHECK(
         cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
   return true;
+}
+
+void StreamContext::reserve_workspace(std::size_t bytes) {
+  if (bytes <= workspace_bytes_) return;
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  ESPRESSO_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capturing));
+  if (capturing != cudaStreamCaptureStatusNone || graph_ != nullptr) {
+    // The recording (or the recorded graph, replayed later) holds the old buffer's address, and
+    // synchronising now would end a recording: the old buffer lives on with the context.
+    if (workspace_) retired_workspaces_.push_back(std::move(workspace_));
+  } else if (workspace_) {
+    ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  workspace_.reset();
+  workspace_ = allocate(bytes, device_, "the cuDNN workspace of a " + device_.str() + " stream");
+  workspace_bytes_ = bytes;
 }
 
 cudnnHandle_t StreamContext::cudnn() {

@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "backends/cuda/check.h"
 #include "backends/cuda/cuda_backend.h"
@@ -47,6 +48,14 @@ class StreamContext final : public Stream {
   // are made, never first inside forward(), since a graph capture may be recording then.
   cublasHandle_t cublas();
   cudnnHandle_t cudnn();
+  // One workspace for the library calls of every kernel on this stream (cuDNN convolutions): they run
+  // one after another, so they can share it instead of each holding its own. Kernels reserve what they
+  // need when they are made and take workspace() when they run, never keeping the pointer: a larger
+  // reservation replaces the buffer (after the queued work that may use the old one, or keeping the
+  // old one alive while a capture records or a recorded graph may replay).
+  void reserve_workspace(std::size_t bytes);
+  void* workspace() const { return workspace_.get(); }
+  std::size_t workspace_bytes() const { return workspace_bytes_; }
   // The device copy of a CPU weight tensor: the shared one when the model is resident, else uploaded
   // on first request and kept for the context's life (weights live as long as the Net's layers and
   // never change). A tensor already on this device (a training net's weights) is returned as is.
@@ -61,6 +70,9 @@ class StreamContext final : public Stream {
   cublasHandle_t cublas_ = nullptr;
   cudnnHandle_t cudnn_ = nullptr;
   std::shared_ptr<void> cublas_workspace_;
+  std::shared_ptr<void> workspace_;
+  std::size_t workspace_bytes_ = 0;
+  std::vector<std::shared_ptr<void>> retired_workspaces_;  // replaced while a capture was recording
   cudaGraphExec_t graph_ = nullptr;
   cudaEvent_t start_ = nullptr, end_ = nullptr;
   // capture_exclusion(), held from begin_capture() to end_capture() or abort_capture(): one capture

@@ -1,12 +1,25 @@
-// Convolution through cuDNN's convolution API: descriptors, the algorithm (from cuDNN's
-// heuristics, restricted to plain FMA math so that TF32 never rounds the products, unless the net
-// asked for TF32; fp16 and bf16 tensors run on tensor cores with fp32 accumulation) and its
-// workspace are all settled at plan time; forward() is one cudnnConvolutionForward and the bias.
-// The training passes (backward data, backward filter, and the forward adding into its output)
-// share the descriptors and choose their algorithms the same way.
+// Convolution through cuDNN's convolution API: descriptors, the algorithm (restricted to plain FMA
+// math so that TF32 never rounds the products, unless the net asked for TF32; fp16 and bf16 tensors
+// run on tensor cores with fp32 accumulation) and its workspace are all settled at plan time;
+// forward() is one cudnnConvolutionForward and the bias. The training passes (backward data,
+// backward filter, and the forward adding into its output) share the descriptors.
+//
+// Algorithms: inference takes cuDNN's heuristic ranking (cudnnGet*_v7). Training (the passes of
+// CudnnGradients and the forward of a training layer) times the candidates once per problem with
+// cudnnFind*AlgorithmEx on scratch buffers and a workspace of at most kMaxWorkspaceBytes, and
+// remembers the fastest for the process (per device, shape, data type and math); the heuristic
+// stands in where timing fails, while a CUDA graph records, or with ESPRESSO_CONV_AUTOTUNE=0.
+// Either way deterministic algorithms (no atomics: the same gradients every run) are preferred
+// over faster ones that are not, unless ESPRESSO_CONV_DETERMINISTIC=0. The workspace is the
+// stream's shared one (StreamContext::reserve_workspace).
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "backends/cuda/channel_affine.h"
@@ -142,15 +155,26 @@ struct Choice {
   std::size_t workspace_bytes;
 };
 
-// From cuDNN's heuristic ranking (best first): the first algorithm that ran, keeps to FMA math
-// (tensor-core entries would round through TF32) unless `tensor_ops` allows them, and needs at most
-// kMaxWorkspaceBytes, preferring
-// deterministic ones (no atomics: the same gradients every run) over a better-ranked one that is not.
-// `workspace(algo, bytes)` returns false when cuDNN declines the algorithm.
+bool env_off(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && std::strcmp(value, "0") == 0;
+}
+
+// Deterministic algorithms first (then any), or with ESPRESSO_CONV_DETERMINISTIC=0 any at once.
+std::vector<bool> determinism_tiers() {
+  if (env_off("ESPRESSO_CONV_DETERMINISTIC")) return {false};
+  return {true, false};
+}
+
+// From a ranking (best first: cuDNN's heuristic order, or measured times): the first algorithm that
+// ran, keeps to FMA math (tensor-core entries would round through TF32) unless `tensor_ops` allows
+// them, and needs at most kMaxWorkspaceBytes, preferring deterministic ones over a better-ranked one
+// that is not (determinism_tiers). `workspace(perf, bytes)` returns false when cuDNN declines the
+// algorithm.
 template <typename Perf, typename Workspace>
 auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Workspace workspace)
     -> std::optional<Choice<decltype(Perf::algo)>> {
-  for (const bool deterministic_only : {true, false}) {
+  for (const bool deterministic_only : determinism_tiers()) {
     for (int i = 0; i < returned; ++i) {
       const Perf& c = ranked[static_cast<std::size_t>(i)];
       if (c.status != CUDNN_STATUS_SUCCESS ||
@@ -160,7 +184,7 @@ auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Worksp
         continue;
       }
       std::size_t bytes = 0;
-      if (workspace(c.algo, bytes) && bytes <= kMaxWorkspaceBytes)
+      if (workspace(c, bytes) && bytes <= kMaxWorkspaceBytes)
         return Choice<decltype(Perf::algo)>{c.algo, bytes};
     }
   }
@@ -177,8 +201,8 @@ std::optional<Choice<cudnnConvolutionFwdAlgo_t>> pick_forward(cudnnHandle_t hand
               "cudnnGetConvolutionForwardAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, d.tensor_ops(), [&](cudnnConvolutionFwdAlgo_t algo, std::size_t& bytes) {
-    return accept(cudnnGetConvolutionForwardWorkspaceSize(handle, d.x, d.w, d.conv, d.y, algo, &bytes),
+  return pick(ranked, returned, d.tensor_ops(), [&](const cudnnConvolutionFwdAlgoPerf_t& c, std::size_t& bytes) {
+    return accept(cudnnGetConvolutionForwardWorkspaceSize(handle, d.x, d.w, d.conv, d.y, c.algo, &bytes),
                   "cudnnGetConvolutionForwardWorkspaceSize");
   });
 }
@@ -194,8 +218,8 @@ std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> pick_backward_data(cudnnHan
               "cudnnGetConvolutionBackwardDataAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, d.tensor_ops(), [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t& bytes) {
-    return accept(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, d.w, d.y, d.conv, d.x, algo, &bytes),
+  return pick(ranked, returned, d.tensor_ops(), [&](const cudnnConvolutionBwdDataAlgoPerf_t& c, std::size_t& bytes) {
+    return accept(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, d.w, d.y, d.conv, d.x, c.algo, &bytes),
                   "cudnnGetConvolutionBackwardDataWorkspaceSize");
   });
 }
@@ -212,16 +236,166 @@ std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> pick_backward_filter(cudn
     return std::nullopt;
   }
   return pick(
-      ranked, returned, d.tensor_ops(), [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
+      ranked, returned, d.tensor_ops(), [&](const cudnnConvolutionBwdFilterAlgoPerf_t& c, std::size_t& bytes) {
         return accept(
-            cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d.x, d.y, d.conv, d.w, algo, &bytes),
+            cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d.x, d.y, d.conv, d.w, c.algo, &bytes),
             "cudnnGetConvolutionBackwardFilterWorkspaceSize");
       });
 }
 
-std::shared_ptr<void> workspace(std::size_t bytes, const ConvProblem& p, StreamContext& context) {
-  if (bytes == 0) return nullptr;
-  return allocate(bytes, context.device(), "the cuDNN workspace of layer '" + p.owner + "'");
+// Choosing by timing -------------------------------------------------------------------------------
+
+enum class PassKind { forward, data, filter };
+
+bool capturing(const StreamContext& context) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  ESPRESSO_CUDA_CHECK(cudaStreamIsCapturing(context.stream(), &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// What a timed choice depends on: the device, the pass, the problem's shape, the data type, the math
+// and the determinism policy.
+std::string tuning_key(PassKind pass, const ConvProblem& p, DType dtype, bool tensor_ops, int device) {
+  std::string key;
+  const auto add = [&key](std::int64_t value) {
+    key += std::to_string(value);
+    key += ',';
+  };
+  for (const std::int64_t value :
+       {std::int64_t{device}, static_cast<std::int64_t>(pass), static_cast<std::int64_t>(dtype),
+        std::int64_t{tensor_ops}, std::int64_t{env_off("ESPRESSO_CONV_DETERMINISTIC")}, p.batch,
+        p.in_channels, p.out_channels, p.group}) {
+    add(value);
+  }
+  for (const auto* axes : {&p.in, &p.out, &p.kernel, &p.stride, &p.pad, &p.dilation}) {
+    for (const std::int64_t value : *axes) add(value);
+  }
+  return key;
+}
+
+// The timed choices, for the process: the same layer shapes come back with every net made.
+template <typename Algo>
+std::map<std::string, Choice<Algo>>& remembered() {
+  static auto* choices = new std::map<std::string, Choice<Algo>>;  // never destroyed, like the pool
+  return *choices;
+}
+
+std::mutex& remembered_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+std::size_t element_bytes(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
+
+// Zero-filled x, w and y of a problem and the largest workspace timing may use: at most
+// kMaxWorkspaceBytes and half the device's free memory. Throws DeviceError when memory is short.
+struct Scratch {
+  Scratch(const ConvProblem& p, DType dtype, StreamContext& context) {
+    const std::size_t size = element_bytes(dtype);
+    const auto bytes = [size](std::int64_t count) { return static_cast<std::size_t>(count) * size; };
+    const std::string purpose = "timing the cuDNN algorithms of layer '" + p.owner + "'";
+    x = allocate(bytes(p.batch * p.in_channels * p.in_spatial()), context.device(), purpose);
+    y = allocate(bytes(p.batch * p.out_channels * p.out_spatial()), context.device(), purpose);
+    w = allocate(bytes(p.out_channels * p.in_per_group() * p.taps()), context.device(), purpose);
+    ESPRESSO_CUDA_CHECK(cudaMemsetAsync(x.get(), 0, bytes(p.batch * p.in_channels * p.in_spatial()),
+                                        context.stream()));
+    ESPRESSO_CUDA_CHECK(cudaMemsetAsync(y.get(), 0, bytes(p.batch * p.out_channels * p.out_spatial()),
+                                        context.stream()));
+    ESPRESSO_CUDA_CHECK(cudaMemsetAsync(w.get(), 0, bytes(p.out_channels * p.in_per_group() * p.taps()),
+                                        context.stream()));
+    std::size_t free_bytes = 0, total_bytes = 0;
+    ESPRESSO_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    workspace_bytes = std::min(kMaxWorkspaceBytes, free_bytes / 2);
+    if (workspace_bytes > 0) workspace = allocate(workspace_bytes, context.device(), purpose);
+  }
+  std::shared_ptr<void> x, y, w, workspace;
+  std::size_t workspace_bytes = 0;
+};
+
+// The fastest acceptable algorithm by `find` (a cudnnFind*AlgorithmEx call on the scratch buffers,
+// filling a ranking in time order), remembered under its key; else, and without timing (capture,
+// ESPRESSO_CONV_AUTOTUNE=0, `tune` false), `heuristic()`.
+template <typename Perf, typename Find, typename Heuristic>
+auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors& d, StreamContext& context,
+            bool tune, int candidates, Find find, Heuristic heuristic)
+    -> std::optional<Choice<decltype(Perf::algo)>> {
+  using Algo = decltype(Perf::algo);
+  if (!tune || env_off("ESPRESSO_CONV_AUTOTUNE") || capturing(context)) return heuristic();
+  const std::string key = tuning_key(pass, p, dtype, d.tensor_ops(), context.device().index);
+  {
+    const std::lock_guard lock(remembered_mutex());
+    if (auto it = remembered<Algo>().find(key); it != remembered<Algo>().end()) return it->second;
+  }
+  std::optional<Choice<Algo>> chosen;
+  try {
+    // No capture may start meanwhile: timing synchronises the device.
+    const std::lock_guard exclusion(capture_exclusion());
+    Scratch scratch(p, dtype, context);
+    std::vector<Perf> ranked(static_cast<std::size_t>(std::max(candidates, 1)));
+    int returned = 0;
+    const cudnnStatus_t status = find(scratch, static_cast<int>(ranked.size()), returned, ranked.data());
+    if (status == CUDNN_STATUS_SUCCESS) {
+      chosen = pick(ranked, returned, d.tensor_ops(), [](const Perf& c, std::size_t& bytes) {
+        bytes = c.memory;
+        return true;
+      });
+    }
+    ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(context.stream()));  // before the scratch goes back
+  } catch (const DeviceError&) {
+    chosen.reset();  // out of memory for the scratch, say: the heuristic needs none
+  }
+  if (!chosen) return heuristic();
+  const std::lock_guard lock(remembered_mutex());
+  remembered<Algo>().emplace(key, *chosen);
+  return chosen;
+}
+
+std::optional<Choice<cudnnConvolutionFwdAlgo_t>> choose_forward(const ConvProblem& p, DType dtype,
+                                                                const Descriptors& d, StreamContext& context,
+                                                                bool tune) {
+  cudnnHandle_t handle = context.cudnn();
+  int count = 0;
+  ESPRESSO_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &count));
+  return choose<cudnnConvolutionFwdAlgoPerf_t>(
+      PassKind::forward, p, dtype, d, context, tune, count,
+      [&](Scratch& s, int requested, int& returned, cudnnConvolutionFwdAlgoPerf_t* results) {
+        return cudnnFindConvolutionForwardAlgorithmEx(handle, d.x, s.x.get(), d.w, s.w.get(), d.conv, d.y,
+                                                      s.y.get(), requested, &returned, results,
+                                                      s.workspace.get(), s.workspace_bytes);
+      },
+      [&] { return pick_forward(handle, d); });
+}
+
+std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> choose_backward_data(const ConvProblem& p,
+                                                                          const Descriptors& d,
+                                                                          StreamContext& context) {
+  cudnnHandle_t handle = context.cudnn();
+  int count = 0;
+  ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &count));
+  return choose<cudnnConvolutionBwdDataAlgoPerf_t>(
+      PassKind::data, p, DType::f32, d, context, true, count,
+      [&](Scratch& s, int requested, int& returned, cudnnConvolutionBwdDataAlgoPerf_t* results) {
+        return cudnnFindConvolutionBackwardDataAlgorithmEx(handle, d.w, s.w.get(), d.y, s.y.get(), d.conv, d.x,
+                                                           s.x.get(), requested, &returned, results,
+                                                           s.workspace.get(), s.workspace_bytes);
+      },
+      [&] { return pick_backward_data(handle, d); });
+}
+
+std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> choose_backward_filter(const ConvProblem& p,
+                                                                              const Descriptors& d,
+                                                                              StreamContext& context) {
+  cudnnHandle_t handle = context.cudnn();
+  int count = 0;
+  ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &count));
+  return choose<cudnnConvolutionBwdFilterAlgoPerf_t>(
+      PassKind::filter, p, DType::f32, d, context, true, count,
+      [&](Scratch& s, int requested, int& returned, cudnnConvolutionBwdFilterAlgoPerf_t* results) {
+        return cudnnFindConvolutionBackwardFilterAlgorithmEx(handle, d.x, s.x.get(), d.y, s.y.get(), d.conv,
+                                                             d.w, s.w.get(), requested, &returned, results,
+                                                             s.workspace.get(), s.workspace_bytes);
+      },
+      [&] { return pick_backward_filter(handle, d); });
 }
 
 class CudnnConv final : public ConvTactic, public TypedConvTactic {
@@ -233,11 +407,11 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
   bool prepare(const ConvProblem& p) {
     problem_ = p;
     if (!descriptors_.describe(p, dtype_, context_.tf32())) return false;
-    const auto chosen = pick_forward(handle_, descriptors_);
+    const auto chosen = choose_forward(p, dtype_, descriptors_, context_, p.training);
     if (!chosen) return false;
     algorithm_ = chosen->algo;
     workspace_bytes_ = chosen->workspace_bytes;
-    workspace_ = workspace(workspace_bytes_, p, context_);
+    context_.reserve_workspace(workspace_bytes_);
     return true;
   }
 
@@ -247,7 +421,7 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
     const float one = 1.0f, zero = 0.0f;
     const Descriptors& d = descriptors_;
     ESPRESSO_CUDA_CHECK(cudnnConvolutionForward(handle_, &one, d.x, x, d.w, w, d.conv, algorithm_,
-                                                workspace_.get(), workspace_bytes_, &zero, d.y, y));
+                                                context_.workspace(), workspace_bytes_, &zero, d.y, y));
     if (b != nullptr) {
       channel_affine(context_, dtype_, y, nullptr, b, y,
                      {problem_.batch, problem_.out_channels, problem_.out_spatial()});
@@ -262,36 +436,35 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
   ConvProblem problem_;
   Descriptors descriptors_;
   cudnnConvolutionFwdAlgo_t algorithm_ = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
-  std::size_t workspace_bytes_ = 0;
-  std::shared_ptr<void> workspace_;
+  std::size_t workspace_bytes_ = 0;  // of the context's shared workspace
 };
 
-// The passes share one workspace, as large as the largest needs: they run one after another on the stream.
+// The passes use the stream's shared workspace, reserved as large as the largest needs.
 class CudnnGradients final : public ConvGradients {
  public:
-  explicit CudnnGradients(StreamContext& context) : handle_(context.cudnn()) {}
+  explicit CudnnGradients(StreamContext& context) : context_(context), handle_(context.cudnn()) {}
 
   // False when cuDNN declines the configuration or one of the passes.
-  bool prepare(const ConvProblem& p, unsigned passes, StreamContext& context) {
+  bool prepare(const ConvProblem& p, unsigned passes) {
     if (!descriptors_.describe(p)) return false;
     std::size_t bytes = 0;
     if ((passes & kForwardPass) != 0) {
-      forward_ = pick_forward(handle_, descriptors_);
+      forward_ = choose_forward(p, DType::f32, descriptors_, context_, true);
       if (!forward_) return false;
       bytes = std::max(bytes, forward_->workspace_bytes);
     }
     if ((passes & kDataPass) != 0) {
-      data_ = pick_backward_data(handle_, descriptors_);
+      data_ = choose_backward_data(p, descriptors_, context_);
       if (!data_) return false;
       bytes = std::max(bytes, data_->workspace_bytes);
     }
     if ((passes & kFilterPass) != 0) {
-      filter_ = pick_backward_filter(handle_, descriptors_);
+      filter_ = choose_backward_filter(p, descriptors_, context_);
       if (!filter_) return false;
       bytes = std::max(bytes, filter_->workspace_bytes);
     }
     workspace_bytes_ = bytes;
-    workspace_ = workspace(bytes, p, context);
+    context_.reserve_workspace(bytes);
     return true;
   }
 
@@ -300,7 +473,7 @@ class CudnnGradients final : public ConvGradients {
     const float one = 1.0f;
     const Descriptors& d = descriptors_;
     ESPRESSO_CUDA_CHECK(cudnnConvolutionForward(handle_, &one, d.x, x, d.w, w, d.conv,
-                                                required(forward_)->algo, workspace_.get(), workspace_bytes_,
+                                                required(forward_)->algo, context_.workspace(), workspace_bytes_,
                                                 &one, d.y, y));
   }
 
@@ -308,7 +481,7 @@ class CudnnGradients final : public ConvGradients {
     const float one = 1.0f;
     const Descriptors& d = descriptors_;
     ESPRESSO_CUDA_CHECK(cudnnConvolutionBackwardData(handle_, &one, d.w, w, d.y, dy, d.conv,
-                                                     required(data_)->algo, workspace_.get(),
+                                                     required(data_)->algo, context_.workspace(),
                                                      workspace_bytes_, &one, d.x, dx));
   }
 
@@ -316,7 +489,7 @@ class CudnnGradients final : public ConvGradients {
     const float one = 1.0f;
     const Descriptors& d = descriptors_;
     ESPRESSO_CUDA_CHECK(cudnnConvolutionBackwardFilter(handle_, &one, d.x, x, d.y, dy, d.conv,
-                                                       required(filter_)->algo, workspace_.get(),
+                                                       required(filter_)->algo, context_.workspace(),
                                                        workspace_bytes_, &one, d.w, dw));
   }
 
@@ -328,13 +501,13 @@ class CudnnGradients final : public ConvGradients {
     return &*choice;
   }
 
+  StreamContext& context_;
   cudnnHandle_t handle_;
   Descriptors descriptors_;
   std::optional<Choice<cudnnConvolutionFwdAlgo_t>> forward_;
   std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> data_;
   std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> filter_;
-  std::size_t workspace_bytes_ = 0;
-  std::shared_ptr<void> workspace_;
+  std::size_t workspace_bytes_ = 0;  // of the context's shared workspace
 };
 
 }  // namespace
@@ -358,7 +531,7 @@ std::unique_ptr<ConvGradients> make_cudnn_gradients(const ConvProblem& p, unsign
                                                     StreamContext& context) {
   if (!fits_int(p)) return nullptr;
   auto gradients = std::make_unique<CudnnGradients>(context);
-  if (!gradients->prepare(p, passes, context)) return nullptr;
+  if (!gradients->prepare(p, passes)) return nullptr;
   return gradients;
 }
 

@@ -153,6 +153,7 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   const auto& conv = static_cast<const ConvolutionLayer&>(layer);
   ConvProblem problem;
   if (!lift_conv(conv.geometry(inputs[0]), conv.has_bias(), layer.name(), problem)) return nullptr;
+  problem.training = layer.training();
   std::unique_ptr<ConvGradients> gradients;
   if (layer.training()) {
     gradients = make_conv_gradients(problem, kDataPass | kFilterPass, context);

@@ -49,6 +49,7 @@ class CudaBackend final : public Backend {
   }
   void upload(Device device, const std::vector<UploadPiece>& pieces) override { cuda::upload(device, pieces); }
   MemoryStats memory_stats(Device device) const override { return pool_stats(device); }
+  void reset_peak_memory(Device device) override { reset_pool_peak(device); }
 
   std::unique_ptr<Stream> create_stream(Device device,
                                         std::shared_ptr<const DeviceWeights> resident_weights) override {

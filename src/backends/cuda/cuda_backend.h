@@ -24,6 +24,8 @@ std::vector<DeviceInfo> list_devices();
 // owners must not drop memory that queued work still uses.
 std::shared_ptr<void> allocate(std::size_t bytes, Device device, const std::string& purpose = "");
 MemoryStats pool_stats(Device device);
+// Starts the pool's peak_in_use_bytes again from what is in use now.
+void reset_pool_peak(Device device);
 
 // While any thread records a CUDA graph, CUDA refuses calls that synchronise the device implicitly
 // (cudaMalloc/cudaFree, pinned allocations, creating or destroying streams and cuBLAS/cuDNN handles)

@@ -1,6 +1,7 @@
 // A caching pool over cudaMalloc. Nets plan their memory once per input shape, so the same sizes
 // come back again and again; keeping freed blocks avoids cudaMalloc/cudaFree, which synchronise
 // the whole device.
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <string>
@@ -49,13 +50,20 @@ class Pool {
       block = fresh_block(pool, size, bytes, device, purpose);
     }
     pool.in_use_bytes += size;
+    pool.peak_in_use_bytes = std::max(pool.peak_in_use_bytes, pool.in_use_bytes);
     return {block, [this, device, size](void* p) { release(p, device, size); }};
   }
 
   MemoryStats stats(int device) {
     std::lock_guard lock(mutex_);
     const PerDevice& pool = devices_[device];
-    return {pool.in_use_bytes, pool.cached_bytes};
+    return {pool.in_use_bytes, pool.cached_bytes, pool.peak_in_use_bytes};
+  }
+
+  void reset_peak(int device) {
+    std::lock_guard lock(mutex_);
+    PerDevice& pool = devices_[device];
+    pool.peak_in_use_bytes = pool.in_use_bytes;
   }
 
  private:
@@ -63,6 +71,7 @@ class Pool {
     std::multimap<std::size_t, void*> cached;
     std::size_t in_use_bytes = 0;
     std::size_t cached_bytes = 0;
+    std::size_t peak_in_use_bytes = 0;
   };
 
   void* fresh_block(PerDevice& pool, std::size_t size, std::size_t asked, int device,
@@ -119,5 +128,7 @@ std::shared_ptr<void> allocate(std::size_t bytes, Device device, const std::stri
 }
 
 MemoryStats pool_stats(Device device) { return pool().stats(device.index); }
+
+void reset_pool_peak(Device device) { pool().reset_peak(device.index); }
 
 }  // namespace espresso::cuda
