@@ -8,7 +8,7 @@
 #
 # Usage: bench/serve_bench.sh [DEVICE] [SECONDS] [CONNECTIONS]    (defaults: cpu 20 64)
 #   env: BUILD (default build), DATA (default ../shared/data), MAX_BATCH (64), QUEUE_DELAY_US (2000),
-#        MODELS ("lenet resnet18")
+#        MODELS ("lenet resnet18"), WORKERS (1: batches of one model run one at a time)
 # On the H200: ESPRESSO_CMAKE_ARGS=-DESPRESSO_CUDA=ON build, then bench/serve_bench.sh cuda 20 128
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +20,7 @@ data=${DATA:-$here/../shared/data}
 max_batch=${MAX_BATCH:-64}
 models=${MODELS:-lenet resnet18}
 delay=${QUEUE_DELAY_US:-2000}
+workers=${WORKERS:-1}
 cli=$build/bin/espresso
 command -v wrk > /dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 
@@ -50,7 +51,7 @@ PY
 run() {  # model spec max_batch
   local model=$1 spec=$2 batch=$3
   "$cli" serve --listen 127.0.0.1:0 --device "$device" --memory-budget 2G --max-batch "$batch" \
-    --max-queue-delay-us "$delay" --max-concurrency 4096 --models "$model=$spec" > "$work/serve.log" 2>&1 &
+    --max-queue-delay-us "$delay" --workers "$workers" --max-concurrency 4096 --models "$model=$spec" > "$work/serve.log" 2>&1 &
   server=$!
   for _ in $(seq 300); do
     grep -q '^listening on' "$work/serve.log" 2> /dev/null && break
