@@ -37,7 +37,11 @@ struct Node {
   const std::string& op() const { return proto.op_type(); }
   bool has(const std::string& attr) const { return attrs.count(attr) != 0; }
   bool has_input(int i) const { return i < proto.input_size() && !proto.input(i).empty(); }
-  const std::string& input(int i) const { return proto.input(i); }
+  // "" past the node's inputs, as for an omitted optional input (protobuf aborts on an index past the end).
+  const std::string& input(int i) const {
+    static const std::string none;
+    return i >= 0 && i < proto.input_size() ? proto.input(i) : none;
+  }
   int outputs() const {
     int n = 0;
     for (int i = 0; i < proto.output_size(); ++i) n = proto.output(i).empty() ? n : i + 1;
