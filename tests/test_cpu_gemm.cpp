@@ -156,42 +156,19 @@ TEST(CpuGemm, ConvolutionWindowsMatchADirectConvolution) {
   }
 }
 
-LayerSpec conv(const std::string& name, const std::string& in, const std::string& out, std::int64_t outputs,
-               std::int64_t kernel, std::int64_t pad, std::int64_t stride) {
-  LayerSpec s;
-  s.name = name;
-  s.type = "Convolution";
-  s.inputs = {in};
-  s.outputs = {out};
-  s.attrs.set("num_output", outputs);
-  s.attrs.set("kernel", kernel);
-  s.attrs.set("pad", pad);
-  s.attrs.set("stride", stride);
-  return s;
-}
-
-LayerSpec simple(const std::string& type, const std::string& name, std::vector<std::string> in, const std::string& out) {
-  LayerSpec s;
-  s.name = name;
-  s.type = type;
-  s.inputs = std::move(in);
-  s.outputs = {out};
-  return s;
-}
-
 // A residual block: relu(conv(relu(conv(x))) + x), then a clip(0, 6) after a third convolution.
 Graph residual_block() {
   Graph g;
   g.inputs = {{"data", Shape{2, 8, 13, 11}}};
-  LayerSpec add = simple("Binary", "add", {"c2", "data"}, "sum");
+  LayerSpec add = testing::layer("add", "Binary", {"c2", "data"}, {"sum"});
   add.attrs.set("operation", std::string("add"));
-  LayerSpec clip = simple("Activation", "clip", {"c3"}, "out");
+  LayerSpec clip = testing::layer("clip", "Activation", {"c3"}, {"out"});
   clip.attrs.set("function", std::string("clip"));
   clip.attrs.set("min", 0.0);
   clip.attrs.set("max", 6.0);
-  g.layers = {conv("conv1", "data", "c1", 8, 3, 1, 1), simple("ReLU", "relu1", {"c1"}, "r1"),
-              conv("conv2", "r1", "c2", 8, 3, 1, 1),   add,
-              simple("ReLU", "relu2", {"sum"}, "r2"),  conv("conv3", "r2", "c3", 5, 3, 0, 2),
+  g.layers = {testing::conv_layer("conv1", "data", "c1", 8, 3, 1, 1), testing::layer("relu1", "ReLU", {"c1"}, {"r1"}),
+              testing::conv_layer("conv2", "r1", "c2", 8, 3, 1, 1),   add,
+              testing::layer("relu2", "ReLU", {"sum"}, {"r2"}),  testing::conv_layer("conv3", "r2", "c3", 5, 3, 0, 2),
               clip};
   std::mt19937 rng(7);
   for (LayerSpec& layer : g.layers) {
@@ -241,7 +218,7 @@ TEST(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
   const GemmTactic gemm;
   Graph g;
   g.inputs = {{"data", Shape{2, 8, 9, 7}}};
-  LayerSpec clip1 = simple("Activation", "clip1", {"e"}, "e6");
+  LayerSpec clip1 = testing::layer("clip1", "Activation", {"e"}, {"e6"});
   clip1.attrs.set("function", std::string("clip"));
   clip1.attrs.set("min", 0.0);
   clip1.attrs.set("max", 6.0);
@@ -249,12 +226,12 @@ TEST(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
   clip2.name = "clip2";
   clip2.inputs = {"d"};
   clip2.outputs = {"d6"};
-  LayerSpec depthwise = conv("depthwise", "e6", "d", 300, 3, 1, 1);
+  LayerSpec depthwise = testing::conv_layer("depthwise", "e6", "d", 300, 3, 1, 1);
   depthwise.attrs.set("group", std::int64_t{300});
-  LayerSpec add = simple("Binary", "add", {"x", "p"}, "sum");
+  LayerSpec add = testing::layer("add", "Binary", {"x", "p"}, {"sum"});
   add.attrs.set("operation", std::string("add"));
-  g.layers = {conv("stem", "data", "x", 8, 1, 0, 1), conv("expand", "x", "e", 300, 1, 0, 1), clip1, depthwise, clip2,
-              conv("project", "d6", "p", 8, 1, 0, 1), add, simple("ReLU", "relu", {"sum"}, "out")};
+  g.layers = {testing::conv_layer("stem", "data", "x", 8, 1, 0, 1), testing::conv_layer("expand", "x", "e", 300, 1, 0, 1), clip1, depthwise, clip2,
+              testing::conv_layer("project", "d6", "p", 8, 1, 0, 1), add, testing::layer("relu", "ReLU", {"sum"}, {"out"})};
   std::mt19937 rng(11);
   for (LayerSpec& layer : g.layers) {
     if (layer.type != "Convolution") continue;
@@ -328,8 +305,8 @@ namespace {
 TEST(CpuFusion, BatchNormFoldsIntoTheConvolutionAndMatchesTheReference) {
   Graph g;
   g.inputs = {{"data", Shape{3, 5, 9, 12}}};
-  g.layers = {conv("conv", "data", "c", 7, 3, 1, 2), simple("BatchNorm", "bn", {"c"}, "b"),
-              simple("ReLU", "relu", {"b"}, "out")};
+  g.layers = {testing::conv_layer("conv", "data", "c", 7, 3, 1, 2), testing::layer("bn", "BatchNorm", {"c"}, {"b"}),
+              testing::layer("relu", "ReLU", {"b"}, {"out"})};
   std::mt19937 rng(11);
   g.layers[0].weights = {Tensor::from(Shape{7, 5, 3, 3}, random_values(rng, 7 * 5 * 9)),
                          Tensor::from(Shape{7}, random_values(rng, 7))};

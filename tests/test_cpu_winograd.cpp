@@ -122,40 +122,16 @@ TEST(CpuWinograd, MatchesADirectDoubleConvolution) {
               worst);
 }
 
-LayerSpec conv(const std::string& name, const std::string& in, const std::string& out, std::int64_t outputs,
-               std::int64_t kernel, std::int64_t pad, std::int64_t stride) {
-  LayerSpec s;
-  s.name = name;
-  s.type = "Convolution";
-  s.inputs = {in};
-  s.outputs = {out};
-  s.attrs.set("num_output", outputs);
-  s.attrs.set("kernel", kernel);
-  s.attrs.set("pad", pad);
-  s.attrs.set("stride", stride);
-  return s;
-}
-
-LayerSpec simple(const std::string& type, const std::string& name, std::vector<std::string> in,
-                 const std::string& out) {
-  LayerSpec s;
-  s.name = name;
-  s.type = type;
-  s.inputs = std::move(in);
-  s.outputs = {out};
-  return s;
-}
-
 // conv1 (3×3, pad 1) → BatchNorm → ReLU → conv2 (3×3, pad 1) → Add(input) → ReLU: every fusion a
 // Winograd kernel takes, on a shape of its own (`channels`) so that tests do not share cached choices.
 Graph winograd_block(std::int64_t channels, std::uint32_t seed) {
   Graph g;
   g.inputs = {{"data", Shape{2, channels, 13, 11}}};
-  LayerSpec add = simple("Binary", "add", {"c2", "data"}, "sum");
+  LayerSpec add = testing::layer("add", "Binary", {"c2", "data"}, {"sum"});
   add.attrs.set("operation", std::string("add"));
-  g.layers = {conv("conv1", "data", "c1", channels, 3, 1, 1), simple("BatchNorm", "bn", {"c1"}, "b1"),
-              simple("ReLU", "relu1", {"b1"}, "r1"),            conv("conv2", "r1", "c2", channels, 3, 1, 1),
-              add,                                              simple("ReLU", "relu2", {"sum"}, "out")};
+  g.layers = {testing::conv_layer("conv1", "data", "c1", channels, 3, 1, 1), testing::layer("bn", "BatchNorm", {"c1"}, {"b1"}),
+              testing::layer("relu1", "ReLU", {"b1"}, {"r1"}),            testing::conv_layer("conv2", "r1", "c2", channels, 3, 1, 1),
+              add,                                              testing::layer("relu2", "ReLU", {"sum"}, {"out"})};
   std::mt19937 rng(seed);
   for (LayerSpec& layer : g.layers) {
     if (layer.type != "Convolution") continue;
@@ -265,11 +241,11 @@ TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
 Graph training_graph(std::uint32_t seed) {
   Graph g;
   g.inputs = {{"data", Shape{2, 6, 9, 9}}, {"target", Shape{2, 6, 9, 9}}};
-  LayerSpec c = conv("conv", "data", "y", 6, 3, 1, 1);
+  LayerSpec c = testing::conv_layer("conv", "data", "y", 6, 3, 1, 1);
   std::mt19937 rng(seed);
   c.weights = {Tensor::from(Shape{6, 6, 3, 3}, random_values(rng, 6 * 6 * 9)),
                Tensor::from(Shape{6}, random_values(rng, 6))};
-  LayerSpec loss = simple("EuclideanLoss", "loss", {"y", "target"}, "loss");
+  LayerSpec loss = testing::layer("loss", "EuclideanLoss", {"y", "target"}, {"loss"});
   g.layers = {c, loss};
   return g;
 }

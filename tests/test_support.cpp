@@ -96,4 +96,14 @@ LayerSpec layer(const std::string& name, const std::string& type, std::vector<st
   return s;
 }
 
+LayerSpec conv_layer(const std::string& name, const std::string& input, const std::string& output,
+                     std::int64_t outputs, std::int64_t kernel, std::int64_t pad, std::int64_t stride) {
+  LayerSpec s = layer(name, "Convolution", {input}, {output});
+  s.attrs.set("num_output", outputs);
+  s.attrs.set("kernel", kernel);
+  s.attrs.set("pad", pad);
+  s.attrs.set("stride", stride);
+  return s;
+}
+
 }  // namespace espresso::testing

@@ -65,6 +65,9 @@ std::unique_ptr<Kernel> fast_cpu_kernel(const Layer& layer, const std::vector<Sh
 // are set by the caller.
 LayerSpec layer(const std::string& name, const std::string& type, std::vector<std::string> inputs,
                 std::vector<std::string> outputs);
+// A Convolution of a hand-built graph with a square kernel, padding and stride.
+LayerSpec conv_layer(const std::string& name, const std::string& input, const std::string& output,
+                     std::int64_t outputs, std::int64_t kernel, std::int64_t pad, std::int64_t stride);
 
 }  // namespace espresso::testing
 
