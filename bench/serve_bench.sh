@@ -8,7 +8,9 @@
 #
 # Usage: bench/serve_bench.sh [DEVICE] [SECONDS] [CONNECTIONS]    (defaults: cpu 20 64)
 #   env: BUILD (default build), DATA (default ../shared/data), MAX_BATCH (64), QUEUE_DELAY_US (2000),
-#        MODELS ("lenet resnet18"; "gap224" is the request-path proxy), WORKERS (1: batches of one model run one at a time)
+#        MODELS ("lenet resnet18"; "gap224" is the request-path proxy),
+#        PAD (--pad-batches: gpu, on, off; "on" makes a CPU run take the GPU's path of padded batches),
+#        WORKERS (1: batches of one model run one at a time; more overlap joining, copying and compute)
 # On the H200: ESPRESSO_CMAKE_ARGS=-DESPRESSO_CUDA=ON build, then bench/serve_bench.sh cuda 20 128
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +23,7 @@ max_batch=${MAX_BATCH:-64}
 models=${MODELS:-lenet resnet18}
 delay=${QUEUE_DELAY_US:-2000}
 workers=${WORKERS:-1}
+pad=${PAD:-gpu}
 cli=$build/bin/espresso
 command -v wrk > /dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 
@@ -62,7 +65,7 @@ PY
 run() {  # model spec max_batch
   local model=$1 spec=$2 batch=$3
   "$cli" serve --listen 127.0.0.1:0 --device "$device" --memory-budget 2G --max-batch "$batch" \
-    --max-queue-delay-us "$delay" --workers "$workers" --max-concurrency 4096 --models "$model=$spec" > "$work/serve.log" 2>&1 &
+    --max-queue-delay-us "$delay" --workers "$workers" --pad-batches "$pad" --max-concurrency 4096 --models "$model=$spec" > "$work/serve.log" 2>&1 &
   server=$!
   for _ in $(seq 300); do
     grep -q '^listening on' "$work/serve.log" 2> /dev/null && break
