@@ -8,7 +8,9 @@
 #
 # Usage: bench/serve_bench.sh [DEVICE] [SECONDS] [CONNECTIONS]    (defaults: cpu 20 64)
 #   env: BUILD (default build), DATA (default ../shared/data), MAX_BATCH (64), QUEUE_DELAY_US (2000),
-#        MODELS ("lenet resnet18"), WORKERS (1: batches of one model run one at a time)
+#        MODELS ("lenet resnet18"; "gap224" is the request-path proxy),
+#        PAD (--pad-batches: gpu, on, off; "on" makes a CPU run take the GPU's path of padded batches),
+#        WORKERS (1: batches of one model run one at a time; more overlap joining, copying and compute)
 # On the H200: ESPRESSO_CMAKE_ARGS=-DESPRESSO_CUDA=ON build, then bench/serve_bench.sh cuda 20 128
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +23,7 @@ max_batch=${MAX_BATCH:-64}
 models=${MODELS:-lenet resnet18}
 delay=${QUEUE_DELAY_US:-2000}
 workers=${WORKERS:-1}
+pad=${PAD:-gpu}
 cli=$build/bin/espresso
 command -v wrk > /dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 
@@ -32,11 +35,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# gap224: ResNet-18's request (1x3x224x224 FP32, 602 KB) into a model whose compute is negligible (global
+# average pooling and a 3->10 InnerProduct with filler weights), so its throughput is the request path's.
+cat > "$work/gap224.prototxt" << 'PROTO'
+name: "gap224"
+layer { name: "input" type: "Input" top: "input" input_param { shape { dim: 1 dim: 3 dim: 224 dim: 224 } } }
+layer { name: "pool" type: "Pooling" bottom: "input" top: "pool" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc"
+        inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+PROTO
+
 # One binary-extension request body per model: JSON header, then the image's FP32 bytes.
 python3 - "$work" << 'PY'
 import json, random, struct, sys
 random.seed(15)
-for model, name, shape in [("lenet", "data", [1, 1, 28, 28]), ("resnet18", "input", [1, 3, 224, 224])]:
+for model, name, shape in [("lenet", "data", [1, 1, 28, 28]), ("resnet18", "input", [1, 3, 224, 224]),
+                           ("gap224", "input", [1, 3, 224, 224])]:
     count = 1
     for d in shape:
         count *= d
@@ -51,7 +65,7 @@ PY
 run() {  # model spec max_batch
   local model=$1 spec=$2 batch=$3
   "$cli" serve --listen 127.0.0.1:0 --device "$device" --memory-budget 2G --max-batch "$batch" \
-    --max-queue-delay-us "$delay" --workers "$workers" --max-concurrency 4096 --models "$model=$spec" > "$work/serve.log" 2>&1 &
+    --max-queue-delay-us "$delay" --workers "$workers" --pad-batches "$pad" --max-concurrency 4096 --models "$model=$spec" > "$work/serve.log" 2>&1 &
   server=$!
   for _ in $(seq 300); do
     grep -q '^listening on' "$work/serve.log" 2> /dev/null && break
@@ -101,7 +115,7 @@ LUA
 echo "| model | device | clients | max batch | requests/s | p50 ms | p99 ms | mean batch | errors | batched / unbatched |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 for entry in "lenet|$data/caffe/lenet/lenet.prototxt,$data/caffe/lenet/lenet_iter_10000.caffemodel" \
-             "resnet18|$data/onnx/resnet18/model.onnx"; do
+             "resnet18|$data/onnx/resnet18/model.onnx" "gap224|$work/gap224.prototxt"; do
   IFS='|' read -r model spec <<< "$entry"
   [[ " $models " == *" $model "* ]] || continue
   read -r rps1 p50_1 p99_1 err1 mb1 < <(run "$model" "$spec" 1)

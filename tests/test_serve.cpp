@@ -31,6 +31,7 @@
 #include "espresso/serve.h"
 #include "serve/batcher.h"
 #include "serve/errors.h"
+#include "serve/protocol.h"
 #include "test_support.h"
 
 #define STB_IMAGE_WRITE_STATIC
@@ -260,6 +261,101 @@ TEST(ServeBatcher, SplitsPadsAndFallsBackToSingleRuns) {
       EXPECT_EQ(reported, std::vector<std::int64_t>({1}));
     }
   }
+}
+
+// The worker's joined-input memory is reused from batch to batch: a smaller later batch still gets zero
+// padding (not the earlier batch's rows), and a model that keeps its input tensor keeps its values (the
+// batcher takes fresh memory while the old one is held).
+TEST(ServeBatcher, ReusedStagingPadsWithZerosAndSparesHeldInputs) {
+  std::mutex mutex;
+  std::vector<Tensor> seen;  // every batch's input, held on purpose
+  serve::BatcherOptions options;
+  options.max_batch = 4;
+  options.max_queue_delay = std::chrono::milliseconds(300);
+  options.pad_to_buckets = true;
+  serve::Batcher batcher(
+      options,
+      [&](const serve::TensorMap& inputs) {
+        const Tensor& x = inputs.at("x");
+        std::lock_guard lock(mutex);
+        seen.push_back(x);
+        return serve::TensorMap{{"y", x.clone()}};
+      },
+      [](std::int64_t) {});
+  const auto submit_rows = [&](const std::vector<float>& values) {
+    std::vector<std::future<serve::TensorMap>> results;
+    for (float v : values) {
+      Tensor x = Tensor::empty({1, 2});
+      x.data<float>()[0] = v;
+      x.data<float>()[1] = -v;
+      results.push_back(batcher.submit({{"x", x}}));
+    }
+    for (std::size_t r = 0; r < values.size(); ++r) {
+      const Tensor y = results[r].get().at("y");
+      ASSERT_EQ(y.shape()[0], 1);
+      EXPECT_EQ(y.data<float>()[0], values[r]);
+      EXPECT_EQ(y.data<float>()[1], -values[r]);
+    }
+  };
+  submit_rows({1, 2, 3, 4});  // a full batch of 4
+  submit_rows({5, 6, 7});     // 3 rows padded to 4
+  // Drop the held tensors, so the next batch may reuse the memory, then a smaller batch again.
+  {
+    std::lock_guard lock(mutex);
+    ASSERT_EQ(seen.size(), 2u);
+    const std::vector<float> first(seen[0].data<float>(), seen[0].data<float>() + 8);
+    EXPECT_EQ(first, std::vector<float>({1, -1, 2, -2, 3, -3, 4, -4}));
+    const std::vector<float> second(seen[1].data<float>(), seen[1].data<float>() + 8);
+    EXPECT_EQ(second, std::vector<float>({5, -5, 6, -6, 7, -7, 0, 0}));
+    seen.clear();
+  }
+  submit_rows({8, 9, 10, 11});
+  {
+    std::lock_guard lock(mutex);
+    seen.clear();
+  }
+  submit_rows({12, 13, 14});
+  batcher.shutdown();
+  ASSERT_EQ(seen.size(), 1u);
+  const std::vector<float> last(seen[0].data<float>(), seen[0].data<float>() + 8);
+  EXPECT_EQ(last, std::vector<float>({12, -12, 13, -13, 14, -14, 0, 0}));
+}
+
+// Binary tensor data of every width decodes to the values written (FP32 by one copy, the others element
+// by element): the written values are the reference.
+TEST(ServeProtocol, DecodesBinaryDatatypes) {
+  const auto body_for = [](const std::string& datatype, const std::string& raw, std::size_t& header_length) {
+    const std::string header = json{{"inputs",
+                                     {{{"name", "x"},
+                                       {"shape", {1, 3}},
+                                       {"datatype", datatype},
+                                       {"parameters", {{"binary_data_size", raw.size()}}}}}}}
+                                   .dump();
+    header_length = header.size();
+    return header + raw;
+  };
+  const auto raw_of = [](const auto& values) {
+    return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(values[0]));
+  };
+  const auto check = [&](const std::string& datatype, const std::string& raw, std::vector<float> want) {
+    std::size_t header_length = 0;
+    const std::string body = body_for(datatype, raw, header_length);
+    const serve::InferRequest request = serve::parse_infer_request(body, header_length);
+    ASSERT_EQ(request.inputs.size(), 1u) << datatype;
+    const Tensor& x = request.inputs[0].tensor;
+    ASSERT_EQ(x.numel(), 3) << datatype;
+    EXPECT_EQ(std::vector<float>(x.data<float>(), x.data<float>() + 3), want) << datatype;
+  };
+  check("FP32", raw_of(std::vector<float>{1.5f, -2.25f, 1e-3f}), {1.5f, -2.25f, 1e-3f});
+  check("FP64", raw_of(std::vector<double>{0.5, -4.0, 3e5}), {0.5f, -4.0f, 3e5f});
+  check("INT8", raw_of(std::vector<std::int8_t>{-128, 0, 127}), {-128, 0, 127});
+  check("UINT8", raw_of(std::vector<std::uint8_t>{0, 200, 255}), {0, 200, 255});
+  check("INT16", raw_of(std::vector<std::int16_t>{-32768, 7, 32767}), {-32768, 7, 32767});
+  check("UINT16", raw_of(std::vector<std::uint16_t>{0, 1000, 65535}), {0, 1000, 65535});
+  check("INT32", raw_of(std::vector<std::int32_t>{-100000, 3, 100000}), {-100000, 3, 100000});
+  check("UINT32", raw_of(std::vector<std::uint32_t>{0, 4, 1u << 20}), {0, 4, 1 << 20});
+  check("INT64", raw_of(std::vector<std::int64_t>{-9, 0, 1 << 24}), {-9, 0, 1 << 24});
+  check("UINT64", raw_of(std::vector<std::uint64_t>{1, 2, 3}), {1, 2, 3});
 }
 
 TEST_F(Serve, ModelSpecsParse) {

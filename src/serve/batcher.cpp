@@ -1,6 +1,8 @@
 #include "serve/batcher.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "serve/errors.h"
 
@@ -30,6 +32,20 @@ Batcher::Batcher(BatcherOptions options, std::function<TensorMap(const TensorMap
 }
 
 Batcher::~Batcher() { shutdown(); }
+
+Tensor Batcher::staged(StagingMap& staging, const std::string& name, const Shape& shape, DType dtype) {
+  const std::size_t bytes = static_cast<std::size_t>(shape.numel()) * dtype_size(dtype);
+  Staging& slot = staging[name];
+  if (!slot.memory || slot.memory.use_count() > 1 || slot.bytes < bytes) {
+    constexpr std::size_t kAlign = 64;
+    const std::size_t rounded = std::max<std::size_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+    void* memory = std::aligned_alloc(kAlign, rounded);
+    if (memory == nullptr) throw std::bad_alloc();
+    slot.memory = std::shared_ptr<void>(memory, [](void* p) { std::free(p); });
+    slot.bytes = rounded;
+  }
+  return Tensor::wrap(slot.memory.get(), shape, dtype, Device::cpu(), slot.memory);
+}
 
 std::future<TensorMap> Batcher::submit(TensorMap inputs) {
   auto job = std::make_unique<Job>();
@@ -70,6 +86,7 @@ void Batcher::shutdown() {
 }
 
 void Batcher::work() {
+  StagingMap staging;
   std::unique_lock lock(mutex_);
   for (;;) {
     wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -99,12 +116,12 @@ void Batcher::work() {
       it = queue_.erase(it);
     }
     lock.unlock();
-    run_batch(batch);
+    run_batch(batch, staging);
     lock.lock();
   }
 }
 
-void Batcher::run_batch(std::vector<std::unique_ptr<Job>>& jobs) {
+void Batcher::run_batch(std::vector<std::unique_ptr<Job>>& jobs, StagingMap& staging) {
   const auto run_alone = [this](Job& job) {
     try {
       TensorMap outputs = run_(job.inputs);
@@ -129,13 +146,16 @@ void Batcher::run_batch(std::vector<std::unique_ptr<Job>>& jobs) {
     for (const auto& [name, first] : jobs.front()->inputs) {
       std::vector<std::int64_t> dims = first.shape().dims();
       dims[0] = padded;
-      Tensor joined = Tensor::zeros(Shape(dims), first.dtype());
-      char* cursor = static_cast<char*>(joined.raw());
+      // Every byte is written once: the requests' rows, then zeros for the padding only.
+      Tensor joined = staged(staging, name, Shape(dims), first.dtype());
+      char* const begin = static_cast<char*>(joined.raw());
+      char* cursor = begin;
       for (const auto& job : jobs) {
         const Tensor& part = job->inputs.at(name);
         std::memcpy(cursor, part.raw(), part.bytes());
         cursor += part.bytes();
       }
+      std::memset(cursor, 0, joined.bytes() - static_cast<std::size_t>(cursor - begin));
       inputs.emplace(name, std::move(joined));
     }
     outputs = run_(inputs);

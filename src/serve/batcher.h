@@ -58,8 +58,16 @@ class Batcher {
     std::chrono::steady_clock::time_point arrived;
     std::promise<TensorMap> result;
   };
+  // A worker's host memory for the joined inputs, reused from batch to batch (no fresh pages to fault
+  // in for every batch) while nothing else holds it.
+  struct Staging {
+    std::shared_ptr<void> memory;
+    std::size_t bytes = 0;
+  };
+  using StagingMap = std::map<std::string, Staging>;
   void work();
-  void run_batch(std::vector<std::unique_ptr<Job>>& jobs);
+  void run_batch(std::vector<std::unique_ptr<Job>>& jobs, StagingMap& staging);
+  static Tensor staged(StagingMap& staging, const std::string& name, const Shape& shape, DType dtype);
 
   BatcherOptions options_;
   std::function<TensorMap(const TensorMap&)> run_;

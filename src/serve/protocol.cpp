@@ -78,38 +78,38 @@ void flatten(const json& value, const DataType& type, const std::string& field, 
 }
 
 template <typename T>
-float read_as(const unsigned char* p) {
-  T v;
-  std::memcpy(&v, p, sizeof v);
-  return static_cast<float>(v);
+void convert_elements(const unsigned char* bytes, std::int64_t count, float* out) {
+  for (std::int64_t i = 0; i < count; ++i) {
+    T v;
+    std::memcpy(&v, bytes + static_cast<std::size_t>(i) * sizeof(T), sizeof v);
+    out[i] = static_cast<float>(v);
+  }
 }
 
-// Little-endian raw elements into floats (the host is little-endian: x86-64 and arm64 Linux).
+// Little-endian raw elements into floats (the host is little-endian: x86-64 and arm64 Linux). The
+// datatype is dispatched once per tensor, not per element; FP32 is one copy.
 void decode_binary(const unsigned char* bytes, std::int64_t count, const DataType& type, float* out) {
   const std::string_view name = type.name;
-  for (std::int64_t i = 0; i < count; ++i) {
-    const unsigned char* p = bytes + static_cast<std::size_t>(i) * type.size;
-    if (name == "FP32")
-      out[i] = read_as<float>(p);
-    else if (name == "FP64")
-      out[i] = read_as<double>(p);
-    else if (name == "INT8")
-      out[i] = read_as<std::int8_t>(p);
-    else if (name == "INT16")
-      out[i] = read_as<std::int16_t>(p);
-    else if (name == "INT32")
-      out[i] = read_as<std::int32_t>(p);
-    else if (name == "INT64")
-      out[i] = read_as<std::int64_t>(p);
-    else if (name == "UINT8")
-      out[i] = read_as<std::uint8_t>(p);
-    else if (name == "UINT16")
-      out[i] = read_as<std::uint16_t>(p);
-    else if (name == "UINT32")
-      out[i] = read_as<std::uint32_t>(p);
-    else
-      out[i] = read_as<std::uint64_t>(p);
-  }
+  if (name == "FP32")
+    std::memcpy(out, bytes, static_cast<std::size_t>(count) * sizeof(float));
+  else if (name == "FP64")
+    convert_elements<double>(bytes, count, out);
+  else if (name == "INT8")
+    convert_elements<std::int8_t>(bytes, count, out);
+  else if (name == "INT16")
+    convert_elements<std::int16_t>(bytes, count, out);
+  else if (name == "INT32")
+    convert_elements<std::int32_t>(bytes, count, out);
+  else if (name == "INT64")
+    convert_elements<std::int64_t>(bytes, count, out);
+  else if (name == "UINT8")
+    convert_elements<std::uint8_t>(bytes, count, out);
+  else if (name == "UINT16")
+    convert_elements<std::uint16_t>(bytes, count, out);
+  else if (name == "UINT32")
+    convert_elements<std::uint32_t>(bytes, count, out);
+  else
+    convert_elements<std::uint64_t>(bytes, count, out);
 }
 
 const json* parameter(const json& object, const char* key, const std::string& field) {
