@@ -38,8 +38,8 @@ TEST(OnnxRecurrent, NodeTestsPass) {
   }
 }
 
-// On a GPU the recurrent layers run on the CPU inside the GPU net (the CUDA backend has no kernels for
-// them yet): the same tests pass there (OnnxRecurrent.GpuTrainingIsRefused: training there is refused).
+// The same node tests in a GPU net, where the layers run on the CUDA kernels
+// (backends/cuda/recurrent.cu; OnnxRecurrent.GpuNetRunsTheLayersOnTheGpu checks that they do).
 TEST(OnnxRecurrent, NodeTestsPassInAGpuNet) {
   const std::string node = onnx_test_data() + "/node/";
   if (!std::filesystem::exists(node)) GTEST_SKIP() << "libonnx-testdata is not installed (" << node << ")";
@@ -47,16 +47,22 @@ TEST(OnnxRecurrent, NodeTestsPassInAGpuNet) {
   OnnxConformanceOptions options;
   options.device = Device::cuda(0);
   std::vector<std::string> dirs;
-  for (const char* test : {"lstm_with_peepholes", "gru_seq_length", "simple_rnn_batchwise"})
+  for (const char* test : {"lstm_defaults", "lstm_batchwise", "lstm_with_initial_bias", "lstm_with_peepholes",
+                           "gru_defaults", "gru_batchwise", "gru_seq_length", "gru_with_initial_bias",
+                           "rnn_seq_length", "simple_rnn_defaults", "simple_rnn_batchwise",
+                           "simple_rnn_with_initial_bias"}) {
     dirs.push_back(node + "test_" + test);
-  for (const OnnxTestResult& r : run_onnx_conformance(dirs, options).results) {
-    EXPECT_EQ(r.status, OnnxTestStatus::pass) << r.dir << ": " << r.detail;
+  }
+  const OnnxConformanceReport report = run_onnx_conformance(dirs, options);
+  ASSERT_EQ(report.results.size(), dirs.size());
+  for (const OnnxTestResult& r : report.results) {
+    EXPECT_EQ(r.status, OnnxTestStatus::pass) << r.dir << ": " << r.detail << " (max error " << r.max_error << ")";
   }
 }
 
 // scripts/torch_recurrent_reference.py writes the models and PyTorch's outputs; it needs Debian's
 // python3-torch and python3-onnx, and the test skips visibly without them.
-TEST(OnnxRecurrent, MatchesPyTorch) {
+void expect_pytorch_outputs(const Device& device) {
   if (std::system("/usr/bin/python3 -c 'import torch, onnx' >/dev/null 2>&1") != 0) {
     GTEST_SKIP() << "python3-torch or python3-onnx is not installed: PyTorch's references not checked";
   }
@@ -65,14 +71,23 @@ TEST(OnnxRecurrent, MatchesPyTorch) {
                               "/scripts/torch_recurrent_reference.py " + dir.path() + " >" + dir.file("log") +
                               " 2>&1";
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  const OnnxConformanceReport report = run_onnx_conformance({dir.path()});
+  OnnxConformanceOptions options;
+  options.device = device;
+  const OnnxConformanceReport report = run_onnx_conformance({dir.path()}, options);
   ASSERT_EQ(report.results.size(), 8u);
   for (const OnnxTestResult& r : report.results) {
     EXPECT_EQ(r.status, OnnxTestStatus::pass) << r.dir << ": " << r.detail;
     EXPECT_LE(r.max_relative_error, 1e-5) << r.dir;
-    std::printf("%s: relative error %.3g\n", std::filesystem::path(r.dir).filename().c_str(),
-                r.max_relative_error);
+    std::printf("%s on %s: relative error %.3g\n", std::filesystem::path(r.dir).filename().c_str(),
+                device.str().c_str(), r.max_relative_error);
   }
+}
+
+TEST(OnnxRecurrent, MatchesPyTorch) { expect_pytorch_outputs(Device::cpu()); }
+
+TEST(OnnxRecurrent, MatchesPyTorchOnTheGpu) {
+  if (!testing::have_gpu()) GTEST_SKIP() << testing::no_gpu_reason() << ": GPU run not checked";
+  expect_pytorch_outputs(Device::cuda(0));
 }
 
 onnx::TensorProto tensor(const std::string& name, const std::vector<std::int64_t>& dims, float fill) {
@@ -130,17 +145,22 @@ void expect_model_error(const onnx::ModelProto& model, const std::string& words)
   }
 }
 
-TEST(OnnxRecurrent, GpuTrainingIsRefused) {
+// A GPU net runs the LSTM on its CUDA kernel (not on the CPU beside it), for inference and training.
+TEST(OnnxRecurrent, GpuNetRunsTheLayersOnTheGpu) {
   if (!testing::have_gpu()) GTEST_SKIP() << testing::no_gpu_reason() << ": GPU run not checked";
-  NetOptions training;
-  training.device = Device::cuda(0);
-  training.training = true;
-  try {
-    Net net(load(lstm_model(5, 5)), training);
-    net.forward();
-    ADD_FAILURE() << "GPU training of an LSTM was not refused";
-  } catch (const UnsupportedError& e) {
-    EXPECT_NE(std::string(e.what()).find("'encoder' (LSTM"), std::string::npos) << e.what();
+  for (const bool training : {false, true}) {
+    NetOptions options;
+    options.device = Device::cuda(0);
+    options.training = training;
+    Net net(load(lstm_model(5, 5)), options);
+    bool found = false;
+    for (const LayerSummary& layer : net.summary()) {
+      if (layer.name != "encoder") continue;
+      found = true;
+      EXPECT_EQ(layer.device, Device::cuda(0)) << "training " << training;
+      EXPECT_EQ(layer.kernel, "cublas-recurrent") << "training " << training;
+    }
+    EXPECT_TRUE(found);
   }
 }
 

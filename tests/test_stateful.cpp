@@ -6,6 +6,7 @@
 #include <random>
 
 #include "espresso/espresso.h"
+#include "test_support.h"
 
 namespace espresso {
 namespace {
@@ -34,14 +35,14 @@ LayerSpec recurrent(const std::string& type, const std::string& name, int gates,
 }
 
 // An LSTM (with Y, Y_h, Y_c) and a GRU (with Y only) reading the same input x [T, N, I].
-std::shared_ptr<const Model> model() {
+std::shared_ptr<const Model> model(Device device = Device::cpu()) {
   std::mt19937 rng(7);
   Graph g;
   g.name = "streaming";
   g.inputs = {{"x", Shape{kSteps, kBatch, kInput}}};
   g.layers = {recurrent("LSTM", "lstm", 4, 3, rng), recurrent("GRU", "gru", 3, 1, rng)};
   g.outputs = {"lstm_y", "lstm_h", "lstm_c", "gru_y"};
-  return std::make_shared<const Model>(g);
+  return std::make_shared<const Model>(g, device);
 }
 
 Tensor steps(const Tensor& x, std::int64_t begin, std::int64_t end) {
@@ -90,6 +91,29 @@ TEST(Stateful, ChunkByChunkEqualsTheWholeSequence) {
   EXPECT_GT(difference, 1e-3);
   streaming.reset_state();
   expect_near(from_zero, streaming.run({{"x", first}}).at("lstm_y").to_vector(), "after reset_state");
+}
+
+// The same on a GPU, where the layers run on their CUDA kernels (backends/cuda/recurrent.cu), which copy
+// the carried states to and from the host around each run; the whole sequence on the CPU is the reference.
+TEST(Stateful, ChunkByChunkOnTheGpuEqualsTheWholeSequenceOnTheCpu) {
+  if (!testing::have_gpu()) GTEST_SKIP() << testing::no_gpu_reason() << ": GPU run not checked";
+  std::mt19937 rng(11);
+  const Tensor x = random_tensor(Shape{kSteps, kBatch, kInput}, rng);
+  Session whole(model());
+  const auto all = whole.run({{"x", x}});
+  Session streaming(model(Device::cuda(0)), {.stateful = true});
+  std::vector<float> lstm_y;
+  std::map<std::string, Tensor> last;
+  const std::int64_t bounds[] = {0, 5, 9, 10, kSteps};
+  for (int chunk = 0; chunk + 1 < 5; ++chunk) {
+    last = streaming.run({{"x", steps(x, bounds[chunk], bounds[chunk + 1])}});
+    for (float v : last.at("lstm_y").to_vector()) lstm_y.push_back(v);
+  }
+  expect_near(all.at("lstm_y").to_vector(), lstm_y, "LSTM Y");
+  expect_near(all.at("lstm_c").to_vector(), last.at("lstm_c").to_vector(), "LSTM Y_c");
+  streaming.reset_state();
+  expect_near(whole.run({{"x", steps(x, 0, 5)}}).at("lstm_y").to_vector(),
+              streaming.run({{"x", steps(x, 0, 5)}}).at("lstm_y").to_vector(), "after reset_state");
 }
 
 TEST(Stateful, TrainingIsRefused) {

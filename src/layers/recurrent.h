@@ -106,6 +106,8 @@ class RecurrentLayer : public Layer {
   int initial_h_input() const { return has_initial_ ? 1 + (has_cont_ ? 1 : 0) + (has_lengths_ ? 1 : 0) : -1; }
   int initial_c_input() const { return has_initial_ && cell_ == Cell::lstm ? initial_h_input() + 1 : -1; }
   int states() const { return cell_ == Cell::lstm ? 2 : 1; }  // hidden (and cell) state outputs
+  // Per direction: f, g, h (LSTM), f, g (GRU), f (RNN); for kernels that compute the gates themselves.
+  const std::vector<GateActivation>& activations() const { return activations_; }
 
   // The schema's attributes common to the three cells, with `activations`' default for this cell.
   static std::vector<AttrSpec> common_attributes(std::string_view default_activations);

@@ -1163,8 +1163,10 @@ void Net::Impl::run_steps() {
 void Net::Impl::run() {
   Stream& context = *stream;
   // Training replans gradients and draws new Dropout masks each step, so it is never captured; nor is
-  // a net with layers on the CPU, whose work a device recording cannot hold.
-  const bool capture = options.cuda_graphs && context.can_capture() && !options.training && fallbacks.empty();
+  // a net with layers on the CPU, whose work a device recording cannot hold, nor a stateful one, whose
+  // recurrent kernels copy the carried states to and from the host around each run.
+  const bool capture = options.cuda_graphs && context.can_capture() && !options.training && !options.stateful &&
+                       fallbacks.empty();
   if (capture && ran_uncaptured) {
     if (!context.has_capture()) {
       context.begin_capture();
