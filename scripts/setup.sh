@@ -27,6 +27,8 @@ packages=(
   libvulkan-dev glslang-tools mesa-vulkan-drivers
   # the model store (src/store/) and its interop tests: HTTP, catalog, ed25519; Docker's registry and skopeo
   libcpp-httplib-dev libsqlite3-dev libssl-dev libsodium-dev docker-registry skopeo
+  # the store's HTTPS test makes its CA and server certificate with the openssl CLI
+  openssl
   # fortunes in nine languages for the language-identification example (scripts/langid.sh, docs/sequence.md)
   fortunes fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl fortunes-cs fortunes-eo fortunes-ga
   # clang with its sanitizer and libFuzzer runtimes: scripts/sanitize_ci.sh (CI) and scripts/fuzz.sh

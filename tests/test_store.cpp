@@ -190,17 +190,20 @@ struct CliResult {
 };
 
 // The CLI with `env` prepended (VAR=value ...), bounded by `timeout`; stdout and stderr together.
-CliResult cli(const std::string& env, const std::string& args, int seconds = 120) {
-  const std::string command = "env " + env + " timeout " + std::to_string(seconds) + " " + testing::espresso_cli() + " " +
-                              args + " 2>&1";
+// A shell command's exit status and its output (stdout and stderr together).
+CliResult shell(const std::string& command) {
   CliResult result;
-  FILE* pipe = ::popen(command.c_str(), "r");
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
   char buffer[4096];
   std::size_t n;
   while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
   const int status = ::pclose(pipe);
   result.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+CliResult cli(const std::string& env, const std::string& args, int seconds = 120) {
+  return shell("env " + env + " timeout " + std::to_string(seconds) + " " + testing::espresso_cli() + " " + args);
 }
 
 std::string read_all(const fs::path& path) { return testing::read_bytes(path.string()); }
@@ -1272,14 +1275,7 @@ TEST_F(StoreRoundTrip, SkopeoReadsOurManifestsAndCopiesToDockerRegistry) {
   ASSERT_EQ(push.rc, 0) << push.output;
   const std::string digest = parse_json_line(push.output)["digest"];
   const std::string source = "docker://" + ref("vision/lenet:1.0");
-  CliResult raw;
-  {
-    FILE* pipe = ::popen(("timeout 60 skopeo inspect --raw --tls-verify=false " + source + " 2>&1").c_str(), "r");
-    char buffer[4096];
-    std::size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) raw.output.append(buffer, n);
-    raw.rc = WEXITSTATUS(::pclose(pipe));
-  }
+  const CliResult raw = shell("timeout 60 skopeo inspect --raw --tls-verify=false " + source);
   ASSERT_EQ(raw.rc, 0) << raw.output;
   EXPECT_EQ(store::sha256_digest(raw.output), digest);
   EXPECT_EQ(json::parse(raw.output)["artifactType"], std::string(store::kArtifactType));
@@ -1292,6 +1288,75 @@ TEST_F(StoreRoundTrip, SkopeoReadsOurManifestsAndCopiesToDockerRegistry) {
   const CliResult pull = cli("ESPRESSO_CACHE=" + dir_.file("ccache"), "pull " + docker.registry() + "/copied/lenet:1.0 --json");
   ASSERT_EQ(pull.rc, 0) << pull.output;
   EXPECT_EQ(parse_json_line(pull.output)["digest"], digest);
+}
+
+// ---- HTTPS ------------------------------------------------------------------------------------------------
+
+// HTTPS with a private CA: the server gets a certificate for 127.0.0.1 signed by a CA that only the
+// client's ESPRESSO_CA_FILE (and skopeo's --cert-dir) trusts.
+class StoreTls : public testing::SharedDataTest {};
+
+TEST_F(StoreTls, PushAndPullOverHttpsTrustOnlyTheGivenCa) {
+  if (!fs::exists("/usr/bin/openssl")) GTEST_SKIP() << "openssl is not installed (apt install openssl)";
+  TempDir dir;
+  const std::string ca = dir.file("ca.pem"), cert = dir.file("server.pem"), key = dir.file("server.key");
+  const std::string ecc = " -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes ";
+  ASSERT_EQ(shell("openssl req -x509" + ecc + "-keyout " + dir.file("ca.key") + " -out " + ca +
+                  " -days 2 -subj /CN=espresso-test-ca").rc, 0);
+  ASSERT_EQ(shell("openssl req" + ecc + "-keyout " + key + " -out " + dir.file("server.csr") + " -subj /CN=127.0.0.1").rc, 0);
+  std::ofstream(dir.file("san.ext")) << "subjectAltName=IP:127.0.0.1\n";
+  ASSERT_EQ(shell("openssl x509 -req -in " + dir.file("server.csr") + " -CA " + ca + " -CAkey " + dir.file("ca.key") +
+                  " -CAcreateserial -days 2 -extfile " + dir.file("san.ext") + " -out " + cert).rc, 0);
+
+  const std::string package = make_lenet_package(dir);
+  StoreServerProcess server(fs::path(dir.path()) / "root", {"--tls-cert", cert, "--tls-key", key});
+  ASSERT_GT(server.port(), 0) << "the HTTPS server did not start";
+  const std::string ref = server.registry() + "/vision/lenet:1.0";
+  const std::string trusted = "ESPRESSO_TLS=1 ESPRESSO_CA_FILE=" + ca + " ESPRESSO_CACHE=" + dir.file("cache");
+  const CliResult push = cli(trusted, "push " + package + " " + ref + " --json");
+  ASSERT_EQ(push.rc, 0) << push.output;
+  const CliResult pull = cli(trusted, "pull " + ref + " --json");
+  ASSERT_EQ(pull.rc, 0) << pull.output;
+  EXPECT_EQ(read_all(parse_json_line(pull.output)["package"].get<std::string>()), read_all(package));
+
+  // The system's CA store does not know the private CA; plain HTTP gets no answer from a TLS port.
+  const CliResult untrusted = cli("ESPRESSO_TLS=1 ESPRESSO_CACHE=" + dir.file("cache2"), "pull " + ref);
+  EXPECT_EQ(untrusted.rc, 1);
+  EXPECT_NE(untrusted.output.find("not trusted"), std::string::npos) << untrusted.output;
+  EXPECT_NE(untrusted.output.find("ESPRESSO_CA_FILE"), std::string::npos) << untrusted.output;
+  EXPECT_EQ(cli("ESPRESSO_CACHE=" + dir.file("cache3"), "pull " + ref).rc, 1);
+  const CliResult missing_ca = cli("ESPRESSO_TLS=1 ESPRESSO_CA_FILE=" + dir.file("none.pem") + " ESPRESSO_CACHE=" +
+                                   dir.file("cache4"), "pull " + ref);
+  EXPECT_EQ(missing_ca.rc, 1);
+  EXPECT_NE(missing_ca.output.find("none.pem"), std::string::npos) << missing_ca.output;
+
+  // A real peer: skopeo verifies the certificate against the CA in --cert-dir.
+  if (fs::exists("/usr/bin/skopeo")) {
+    fs::create_directories(dir.file("certs"));
+    fs::copy_file(ca, dir.file("certs") + "/ca.crt");
+    const CliResult raw = shell("timeout 60 skopeo inspect --raw --cert-dir " + dir.file("certs") + " docker://" + ref);
+    ASSERT_EQ(raw.rc, 0) << raw.output;
+    EXPECT_EQ(store::sha256_digest(raw.output), parse_json_line(push.output)["digest"].get<std::string>());
+  }
+
+  // Our server as a pull-through cache of the HTTPS one (an https:// upstream is HTTPS even on loopback).
+  ::setenv("ESPRESSO_CA_FILE", ca.c_str(), 1);
+  StoreServerProcess mirror(fs::path(dir.path()) / "mirror", {"--upstream", "https://" + server.registry()});
+  ::unsetenv("ESPRESSO_CA_FILE");
+  ASSERT_GT(mirror.port(), 0);
+  const CliResult mirrored = cli("ESPRESSO_CACHE=" + dir.file("cache5"), "pull " + mirror.registry() + "/vision/lenet:1.0 --json");
+  ASSERT_EQ(mirrored.rc, 0) << mirrored.output;
+  EXPECT_EQ(read_all(parse_json_line(mirrored.output)["package"].get<std::string>()), read_all(package));
+
+  // A key that is not the certificate's, a missing file, a certificate without its key: refused at start.
+  const std::string root = " --root " + dir.file("bad") + " --listen 127.0.0.1:0 ";
+  const CliResult wrong = cli("", "store serve" + root + "--tls-cert " + cert + " --tls-key " + dir.file("ca.key"), 10);
+  EXPECT_EQ(wrong.rc, 1);
+  EXPECT_NE(wrong.output.find("private key"), std::string::npos) << wrong.output;
+  const CliResult absent = cli("", "store serve" + root + "--tls-cert " + dir.file("no.pem") + " --tls-key " + key, 10);
+  EXPECT_EQ(absent.rc, 1);
+  EXPECT_NE(absent.output.find("no.pem"), std::string::npos) << absent.output;
+  EXPECT_NE(cli("", "store serve" + root + "--tls-cert " + cert, 10).rc, 0);
 }
 
 // ---- --upstream: our server as a pull-through cache in front of docker-registry ---------------------------

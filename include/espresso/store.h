@@ -113,6 +113,9 @@ struct ServerOptions {
   std::size_t max_manifest_bytes = 4 << 20;  // larger manifests are refused with 413
   std::chrono::seconds upload_ttl{24 * 3600};  // upload sessions idle longer than this are removed
   int threads = 8;
+  // HTTPS: a PEM certificate (chain) and its private key; both empty: plain HTTP.
+  std::filesystem::path tls_cert;
+  std::filesystem::path tls_key;
   // POST /api/v1/models/NAME/classify ("try it" on the web page, docs/web.md): larger image bodies are
   // refused with 413; the models it loads share this budget of weight bytes (a ModelPool on the CPU).
   std::size_t max_image_bytes = 16 << 20;
@@ -195,7 +198,13 @@ struct Progress {
 struct ClientOptions {
   std::filesystem::path cache;  // see default_cache_dir()
   bool offline = false;         // never open a socket; serve what is cached
-  bool plain_http = false;      // http:// for every registry (else only for loopback ones)
+  // How registries are reached: HTTPS except for loopback ones (automatic), HTTPS everywhere, or plain
+  // HTTP everywhere.
+  enum class Transport { automatic, tls, plain };
+  Transport transport = Transport::automatic;
+  // PEM file of the CA certificates HTTPS trusts instead of the system's store (a private registry's own
+  // CA); empty: the system's store (OpenSSL's defaults, which honour SSL_CERT_FILE and SSL_CERT_DIR).
+  std::filesystem::path ca_file;
   std::function<void(const Progress&)> progress;
   std::size_t chunk_bytes = 32 << 20;  // upload chunk size (PATCH)
   // A registry silent this long fails the request (connecting: at most 10 s).
@@ -217,6 +226,7 @@ std::filesystem::path default_credentials_file();
 // $ESPRESSO_CACHE, else $XDG_CACHE_HOME/espresso, else ~/.cache/espresso.
 std::filesystem::path default_cache_dir();
 // The options the environment asks for: cache dir, ESPRESSO_OFFLINE=1, ESPRESSO_INSECURE=1 (plain HTTP),
+// ESPRESSO_TLS=1 (HTTPS also for loopback registries), ESPRESSO_CA_FILE (extra CA certificates),
 // ESPRESSO_TRUSTED_KEYS (public key files separated by ':').
 ClientOptions client_options_from_env();
 

@@ -48,6 +48,10 @@ bool loopback(const std::string& registry) {
 }
 
 std::string describe(const httplib::Result& result) {
+  if (result.error() == httplib::Error::SSLServerVerification)
+    return "its TLS certificate is not trusted (a private CA? set ESPRESSO_CA_FILE to its certificate)";
+  if (result.error() == httplib::Error::SSLConnection)
+    return "no TLS handshake (does the registry speak HTTPS? ESPRESSO_INSECURE=1 for plain HTTP)";
   if (!result) return "no answer (" + httplib::to_string(result.error()) + " error; is the registry running?)";
   std::string text = "HTTP " + std::to_string(result->status);
   const json body = json::parse(result->body, nullptr, false);
@@ -139,10 +143,13 @@ class Registry {
  public:
   Registry(const std::string& registry, const ClientOptions& options)
       : name_(registry),
-        plain_(options.plain_http || loopback(registry)),
-        http_((options.plain_http || loopback(registry) ? "http://" : "https://") + registry),
+        plain_(options.transport == ClientOptions::Transport::plain ||
+               (options.transport == ClientOptions::Transport::automatic && loopback(registry))),
+        http_((plain_ ? "http://" : "https://") + registry),
+        ca_file_(options.ca_file),
         credentials_file_(options.credentials),
         timeout_(static_cast<int>(std::max<std::int64_t>(1, options.timeout.count()))) {
+    if (!plain_) trust_ca(http_);
     http_.set_connection_timeout(std::min(10, timeout_), 0);
     http_.set_read_timeout(timeout_, 0);
     http_.set_write_timeout(timeout_, 0);
@@ -187,6 +194,7 @@ class Registry {
       throw StoreError("registry " + name_ + ": its authentication challenge has no usable realm ('" + challenge + "')");
     const std::size_t slash = realm.find('/', scheme + 3);
     httplib::Client token_server(realm.substr(0, slash));
+    if (realm.rfind("https://", 0) == 0) trust_ca(token_server);
     token_server.set_connection_timeout(10, 0);
     token_server.set_read_timeout(30, 0);
     std::string path = slash == std::string::npos ? "/" : realm.substr(slash);
@@ -222,9 +230,18 @@ class Registry {
   }
 
  private:
+  void trust_ca(httplib::Client& client) const {
+    if (ca_file_.empty()) return;
+    std::error_code ec;
+    if (!fs::is_regular_file(ca_file_, ec))
+      throw StoreError("registry " + name_ + ": CA file " + ca_file_.string() + " (ESPRESSO_CA_FILE) does not exist");
+    client.set_ca_cert_path(ca_file_.c_str());
+  }
+
   std::string name_;
   bool plain_;
   httplib::Client http_;
+  fs::path ca_file_;
   fs::path credentials_file_;
   std::optional<Credentials> credentials_;
   bool credentials_loaded_ = false;
@@ -301,8 +318,13 @@ ClientOptions client_options_from_env() {
   options.credentials = default_credentials_file();
   const char* offline = std::getenv("ESPRESSO_OFFLINE");
   options.offline = offline != nullptr && std::string(offline) != "" && std::string(offline) != "0";
-  const char* insecure = std::getenv("ESPRESSO_INSECURE");
-  options.plain_http = insecure != nullptr && std::string(insecure) != "" && std::string(insecure) != "0";
+  const auto flag = [](const char* name) {
+    const char* value = std::getenv(name);
+    return value != nullptr && std::string(value) != "" && std::string(value) != "0";
+  };
+  if (flag("ESPRESSO_TLS")) options.transport = ClientOptions::Transport::tls;
+  if (flag("ESPRESSO_INSECURE")) options.transport = ClientOptions::Transport::plain;
+  if (const char* ca = std::getenv("ESPRESSO_CA_FILE"); ca != nullptr) options.ca_file = ca;
   if (const char* roots = std::getenv("ESPRESSO_TRUST_ROOTS"); roots != nullptr) {
     const std::string list = roots;
     for (std::size_t start = 0; start <= list.size();) {
@@ -1350,9 +1372,10 @@ Upstream::Upstream(const std::string& url, const fs::path& credentials, std::chr
     : url_(url), credentials_(credentials), timeout_(timeout) {
   std::string rest = url;
   if (rest.rfind("http://", 0) == 0) {
-    plain_http_ = true;
+    transport_ = ClientOptions::Transport::plain;
     rest = rest.substr(7);
   } else if (rest.rfind("https://", 0) == 0) {
+    transport_ = ClientOptions::Transport::tls;
     rest = rest.substr(8);
   }
   while (!rest.empty() && rest.back() == '/') rest.pop_back();
@@ -1366,9 +1389,11 @@ Upstream::Upstream(const std::string& url, const fs::path& credentials, std::chr
 
 namespace {
 
-ClientOptions upstream_options(bool plain_http, const fs::path& credentials, std::chrono::seconds timeout) {
+ClientOptions upstream_options(ClientOptions::Transport transport, const fs::path& credentials,
+                               std::chrono::seconds timeout) {
   ClientOptions options;
-  options.plain_http = plain_http;
+  options.transport = transport;
+  options.ca_file = client_options_from_env().ca_file;
   options.credentials = credentials;
   options.timeout = timeout;
   return options;
@@ -1379,7 +1404,7 @@ ClientOptions upstream_options(bool plain_http, const fs::path& credentials, std
 UpstreamManifest Upstream::manifest(const std::string& repo, const std::string& reference, std::size_t max_bytes) const {
   const std::string what = "manifest " + repo + ":" + reference;
   return guarded(url_, what, [&] {
-    Registry registry(registry_, upstream_options(plain_http_, credentials_, timeout_));
+    Registry registry(registry_, upstream_options(transport_, credentials_, timeout_));
     const std::string accept = std::string(kManifestMediaType) + ", " + std::string(kIndexMediaType) +
                                ", application/vnd.docker.distribution.manifest.v2+json, "
                                "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -1406,7 +1431,7 @@ UpstreamManifest Upstream::manifest(const std::string& repo, const std::string& 
 UpstreamTags Upstream::tags(const std::string& repo, const std::string& query) const {
   const std::string what = "tags of " + repo;
   return guarded(url_, what, [&] {
-    Registry registry(registry_, upstream_options(plain_http_, credentials_, timeout_));
+    Registry registry(registry_, upstream_options(transport_, credentials_, timeout_));
     const std::string path = "/v2/" + repo + "/tags/list" + (query.empty() ? "" : "?" + query);
     auto got = registry.call([&] { return registry.http().Get(path); });
     if (!got || got->status != 200) throw upstream_failure(url_, what, got, "NAME_UNKNOWN");
@@ -1421,7 +1446,7 @@ std::uint64_t Upstream::fetch_blob(const std::string& repo, const std::string& d
                                    const fs::path& root) const {
   const std::string what = "blob " + digest + " of " + repo;
   return guarded(url_, what, [&] {
-    const ClientOptions options = upstream_options(plain_http_, credentials_, timeout_);
+    const ClientOptions options = upstream_options(transport_, credentials_, timeout_);
     Registry registry(registry_, options);
     // HEAD first: a missing blob is a 404 (not a failed download), and the size bounds the download.
     auto head = registry.call([&] { return registry.http().Head("/v2/" + repo + "/blobs/" + digest); });

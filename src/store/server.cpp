@@ -140,7 +140,8 @@ struct Server::Impl {
   fs::path temp;
   std::unique_ptr<detail::Catalog> catalog;
   std::unique_ptr<detail::AuthStore> auth;
-  httplib::Server http;
+  std::unique_ptr<httplib::Server> server;  // an httplib::SSLServer with tls_cert/tls_key
+  httplib::Server& http() { return *server; }
   int port = 0;
   std::atomic<bool> stopping{false};
   std::mutex janitor_mutex;
@@ -238,15 +239,15 @@ void refuse_unread(httplib::Response& res, int status, const std::string& code, 
 }  // namespace
 
 void Server::Impl::setup_routes() {
-  http.Get(R"(/.*)", [this](const httplib::Request& req, httplib::Response& res) { handle_get(req, res); });
+  http().Get(R"(/.*)", [this](const httplib::Request& req, httplib::Response& res) { handle_get(req, res); });
   const auto writer = [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
     handle_write(req, res, reader);
   };
-  http.Post(R"(/.*)", writer);
-  http.Put(R"(/.*)", writer);
-  http.Patch(R"(/.*)", writer);
-  http.Delete(R"(/.*)", [this](const httplib::Request& req, httplib::Response& res) { handle_delete(req, res); });
-  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
+  http().Post(R"(/.*)", writer);
+  http().Put(R"(/.*)", writer);
+  http().Patch(R"(/.*)", writer);
+  http().Delete(R"(/.*)", [this](const httplib::Request& req, httplib::Response& res) { handle_delete(req, res); });
+  http().set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
     std::string message = "internal error";
     try {
       std::rethrow_exception(error);
@@ -278,8 +279,9 @@ bool Server::Impl::authorize(const httplib::Request& req, httplib::Response& res
     // RFC 6750: 401 for a missing or bad token, 403 with error="insufficient_scope" for a good token that
     // lacks the action; both carry the challenge, so a client knows which scope to ask for.
     {
-      std::string challenge = "Bearer realm=\"http://" + realm_host(req, options.host, port) + "/token\",service=\"" +
-                              detail::kTokenService + "\"";
+      const std::string scheme = options.tls_cert.empty() ? "http" : "https";
+      std::string challenge = "Bearer realm=\"" + scheme + "://" + realm_host(req, options.host, port) +
+                              "/token\",service=\"" + detail::kTokenService + "\"";
       if (!repo.empty())
         challenge += ",scope=\"repository:" + repo + ":" + (action == "push" ? "pull,push" : action) + "\"";
       if (!error.empty()) challenge += ",error=\"" + error + "\"";
@@ -1154,6 +1156,19 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
     fs::create_directories(s.options.root / "partial" / "sha256", ec);
     if (ec) throw FileError((s.options.root / "partial").string() + ": cannot be created: " + ec.message());
   }
+  if (s.options.tls_cert.empty() != s.options.tls_key.empty())
+    throw StoreError("store serve: --tls-cert and --tls-key go together");
+  if (s.options.tls_cert.empty()) {
+    s.server = std::make_unique<httplib::Server>();
+  } else {
+    for (const fs::path& file : {s.options.tls_cert, s.options.tls_key})
+      if (!fs::is_regular_file(file, ec)) throw FileError(file.string() + ": no such file (TLS certificate or key)");
+    auto tls = std::make_unique<httplib::SSLServer>(s.options.tls_cert.c_str(), s.options.tls_key.c_str());
+    if (!tls->is_valid())
+      throw StoreError("store serve: " + s.options.tls_cert.string() + " and " + s.options.tls_key.string() +
+                       " are not a PEM certificate (chain) and its private key");
+    s.server = std::move(tls);
+  }
   s.try_it = std::make_unique<detail::TryIt>(s.options.root / "packages", s.options.classify_budget_bytes);
   // Leftovers of a crash: temporary files, and upload files no session knows.
   for (const auto& entry : fs::directory_iterator(s.blobs)) {
@@ -1164,13 +1179,13 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
     if (std::find(known.begin(), known.end(), entry.path().filename().string()) == known.end())
       fs::remove(entry.path(), ec);
   }
-  s.http.new_task_queue = [threads = s.options.threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
-  s.http.set_read_timeout(30, 0);
-  s.http.set_write_timeout(30, 0);
-  s.http.set_keep_alive_max_count(1000);
+  s.http().new_task_queue = [threads = s.options.threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
+  s.http().set_read_timeout(30, 0);
+  s.http().set_write_timeout(30, 0);
+  s.http().set_keep_alive_max_count(1000);
   // Headers and body go out in separate writes; without NODELAY each small request waits for the peer's
   // delayed ACK (about 40 ms).
-  s.http.set_tcp_nodelay(true);
+  s.http().set_tcp_nodelay(true);
   s.setup_routes();
 }
 
@@ -1179,9 +1194,9 @@ Server::~Server() { stop(); }
 int Server::bind() {
   Impl& s = *impl_;
   if (s.options.port == 0) {
-    s.port = s.http.bind_to_any_port(s.options.host);
+    s.port = s.http().bind_to_any_port(s.options.host);
   } else {
-    s.port = s.http.bind_to_port(s.options.host, s.options.port) ? s.options.port : -1;
+    s.port = s.http().bind_to_port(s.options.host, s.options.port) ? s.options.port : -1;
   }
   if (s.port <= 0)
     throw StoreError("store serve: cannot listen on " + s.options.host + ":" + std::to_string(s.options.port));
@@ -1198,7 +1213,7 @@ void Server::run() {
       if (!s.stopping) expire_uploads();
     }
   });
-  s.http.listen_after_bind();
+  s.http().listen_after_bind();
   {
     std::lock_guard lock(s.janitor_mutex);
     s.stopping = true;
@@ -1208,7 +1223,7 @@ void Server::run() {
 }
 
 void Server::stop() {
-  if (impl_) impl_->http.stop();
+  if (impl_) impl_->http().stop();
 }
 
 int Server::port() const { return impl_->port; }

@@ -68,7 +68,7 @@ class Upstream {
  private:
   std::string url_;
   std::string registry_;  // host[:port]
-  bool plain_http_ = false;
+  ClientOptions::Transport transport_ = ClientOptions::Transport::automatic;
   std::filesystem::path credentials_;
   std::chrono::seconds timeout_;
 };

@@ -1,4 +1,4 @@
-// `espresso store serve --root DIR [--listen ADDR] [--upstream URL]` and `espresso store fsck --root DIR`: the registry
+// `espresso store serve --root DIR [--listen ADDR] [--tls-cert F --tls-key F] [--upstream URL]` and `espresso store fsck --root DIR`: the registry
 // server (OCI Distribution API plus our catalog API) and its consistency check.
 #include <pthread.h>
 #include <signal.h>
@@ -33,6 +33,8 @@ struct StoreOptions {
   std::string upstream_credentials;
   int upstream_recheck = 60;
   int upstream_timeout = 60;
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 int run_serve(const StoreOptions& o) {
@@ -51,6 +53,8 @@ int run_serve(const StoreOptions& o) {
   options.upstream_credentials = o.upstream_credentials;
   options.upstream_recheck = std::chrono::seconds(o.upstream_recheck);
   options.upstream_timeout = std::chrono::seconds(o.upstream_timeout);
+  options.tls_cert = o.tls_cert;
+  options.tls_key = o.tls_key;
   // SIGINT and SIGTERM stop the server cleanly: a thread waits for them (the handler-free way).
   sigset_t signals;
   sigemptyset(&signals);
@@ -64,7 +68,7 @@ int run_serve(const StoreOptions& o) {
     sigwait(&signals, &received);
     server.stop();
   }).detach();
-  std::printf("listening on %s:%d (root %s%s%s)\n", options.host.c_str(), port, o.root.c_str(),
+  std::printf("listening on %s:%d (%sroot %s%s%s)\n", options.host.c_str(), port, o.tls_cert.empty() ? "" : "HTTPS, ", o.root.c_str(),
               o.upstream.empty() ? "" : ", pull-through cache of ", o.upstream.c_str());
   std::fflush(stdout);
   server.run();
@@ -131,6 +135,8 @@ Verb add_store_verb(CLI::App& app) {
   serve->add_flag("--no-anonymous-pull", o->no_anonymous_pull, "Require a token for pulls too (implies --auth)");
   serve->add_option("--token-ttl", o->token_ttl, "Seconds a bearer token lives")->capture_default_str()
       ->check(CLI::Range(1, 86400));
+  serve->add_option("--tls-cert", o->tls_cert, "HTTPS: PEM certificate (chain) of this server")->needs(
+      serve->add_option("--tls-key", o->tls_key, "HTTPS: PEM private key of --tls-cert"));
   serve->add_option("--upstream", o->upstream,
                     "Be a read-only pull-through cache of this registry (http://HOST:PORT, https://HOST)");
   serve->add_option("--upstream-recheck", o->upstream_recheck,
