@@ -469,9 +469,7 @@ class RecurrentKernel final : public CudaKernel {
     const Index recurrent_cols = gated_reset ? 2 * H : GH;
     for (int dir = 0; dir < D; ++dir) {
       const auto sdir = static_cast<std::size_t>(dir);
-      Config c = config_;
-      c.reverse = dir == 1 || reverse_only_;
-      c.acts = acts_[sdir];
+      const Config c = direction_config(dir);
       const float* W = weights_[0] + dir * GH * I;
       const float* R = weights_[1] + dir * GH * H;
       const Weights w = direction_weights(dir);
@@ -597,9 +595,7 @@ class RecurrentKernel final : public CudaKernel {
 
     for (int dir = 0; dir < D; ++dir) {
       const auto sdir = static_cast<std::size_t>(dir);
-      Config c = config_;
-      c.reverse = dir == 1 || reverse_only_;
-      c.acts = acts_[sdir];
+      const Config c = direction_config(dir);
       const float* W = weights_[0] + dir * GH * I;
       const float* R = weights_[1] + dir * GH * H;
       const float* P = peepholes_ ? weights_[has_bias_ ? 3 : 2] + dir * 3 * H : nullptr;
@@ -682,6 +678,14 @@ class RecurrentKernel final : public CudaKernel {
   static std::size_t bytes(Index n) { return static_cast<std::size_t>(n) * sizeof(float); }
   void zero(Tensor& t, Index n) {
     if (n > 0) ESPRESSO_CUDA_CHECK(cudaMemsetAsync(t.data<float>(), 0, bytes(n), context_.stream()));
+  }
+
+  // The cell's settings for one direction: its time order and activations.
+  Config direction_config(int dir) const {
+    Config c = config_;
+    c.reverse = dir == 1 || reverse_only_;
+    c.acts = acts_[static_cast<std::size_t>(dir)];
+    return c;
   }
 
   Weights direction_weights(int dir) const {
