@@ -230,6 +230,21 @@ TEST(HostileImages, JpegHuffmanTableWithTooManyCodesIsRefused) {
   }, "declares 4080 codes, more than 256");
 }
 
+// 16-bit PNM files: Debian's stb reads their samples in the wrong byte order and, asked for another
+// channel count, reads past its buffer (the fuzzer's input: a 3x2 grey image at 16 bits without pixels).
+TEST(HostileImages, SixteenBitPnmIsRefused) {
+  Scratch dir;
+  for (const std::string& header : {std::string("P5\n3 2\n510\n"), std::string("P6\n1 1\n65535\n") + std::string(6, '\x10')}) {
+    const std::string path = dir.write("deep.pnm", header);
+    expect_refused<DataError>("16-bit PNM", [&] {
+      data::load_image(path, {.channels = 3, .height = 8, .width = 8});
+    }, "16-bit PNM images");
+  }
+  // An 8-bit PNM still decodes.
+  const std::string path = dir.write("grey.pgm", std::string("P5\n2 1\n255\n\x10\xf0", 13));
+  EXPECT_EQ(data::load_image(path, {.channels = 1, .height = 1, .width = 2}).size(), 2u);
+}
+
 TEST(HostileModels, ExternalDataMustStayInsideTheModelsFolder) {
   Scratch dir;
   fs::create_directories(fs::path(dir.path()) / "a" / "b" / "model");

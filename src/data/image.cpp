@@ -124,6 +124,16 @@ void check_png_chunks(std::span<const std::uint8_t> b, const std::string& where)
   }
 }
 
+// Debian's stb reads a 16-bit PNM's big-endian samples in host byte order (keeping the low byte) and, asked
+// for another channel count, converts them with its 8-bit routine and then reads past that buffer (a heap
+// overflow): such files are refused.
+void check_pnm_depth(std::span<const std::uint8_t> b, const std::string& where) {
+  if (b.size() >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6') &&
+      stbi_is_16_bit_from_memory(b.data(), static_cast<int>(b.size())) == 1) {
+    throw DataError(where + ": 16-bit PNM images (maxval above 255) are not supported; convert it to 8 bits or PNG");
+  }
+}
+
 }  // namespace
 
 DecodedImage decode_image(std::span<const std::uint8_t> bytes, int channels, const std::string& where) {
@@ -135,6 +145,7 @@ DecodedImage decode_image(std::span<const std::uint8_t> bytes, int channels, con
   DecodedImage image;
   check_jpeg_huffman_tables(bytes, where);
   check_png_chunks(bytes, where);
+  check_pnm_depth(bytes, where);
   auto [width, height] = declared_size(bytes);
   if (width == 0 && height == 0 && stbi_info_from_memory(data, size, &image.width, &image.height, &image.stored_channels)) {
     width = image.width;
