@@ -63,6 +63,8 @@ class Exporter {
   std::string temp(const LayerSpec& layer, const std::string& what) { return layer.name + "/" + what; }
   // `value` as ONNX element type `type`: itself where it has that type, else a Cast named layer/what.
   std::string typed(const std::string& value, int type, const LayerSpec& layer, const std::string& what);
+  // `value` (of one element, shape `shape`) as a scalar: itself, or a Reshape named layer/what.
+  std::string scalar(const std::string& value, const Shape& shape, const LayerSpec& layer, const std::string& what);
   void convert(const LayerSpec& layer, const std::vector<Shape>& in, const std::vector<Shape>& out);
   void pooling(const LayerSpec& layer, const Shape& in, const Shape& out);
   void inner_product(const LayerSpec& layer, const Shape& in);
@@ -196,6 +198,15 @@ std::string Exporter::typed(const std::string& value, int type, const LayerSpec&
   set_attr(node(layer, "Cast", {value}, {cast}, what), "to", std::int64_t{type});
   types_[cast] = type;
   return cast;
+}
+
+std::string Exporter::scalar(const std::string& value, const Shape& shape, const LayerSpec& layer,
+                             const std::string& what) {
+  if (shape.rank() == 0) return value;
+  const std::string result = temp(layer, what);
+  node(layer, "Reshape", {value, int_initializer(temp(layer, what + "_shape"), {})}, {result}, what);
+  if (auto known = types_.find(value); known != types_.end()) types_[result] = known->second;
+  return result;
 }
 
 void Exporter::pooling(const LayerSpec& layer, const Shape& in, const Shape& out) {
@@ -770,6 +781,11 @@ void Exporter::write_subgraph(const LayerSpec& layer, const LayerSpec& original,
     const int type = output_types.at(k);
     std::string value = scope.names.at(name);
     const std::string port = scope.prefix + "output:" + std::to_string(k);
+    if (type != TP::FLOAT) {  // a Loop body's condition: a scalar in ONNX, as the one it takes
+      LayerSpec reshape;
+      reshape.name = port;
+      value = scalar(value, flow.shapes.at(name), reshape, "scalar");
+    }
     auto known = types_.find(value);
     const int has = known == types_.end() ? static_cast<int>(TP::FLOAT) : known->second;
     if (has != type || !produced.count(value) || given.count(value)) {
@@ -810,8 +826,12 @@ void Exporter::control_flow(const LayerSpec& layer, const LayerSpec& original, c
     // scans...), as ours; our captured inputs become references to the graph around.
     const bool trip = a.get_int("has_trip_count", 1) != 0, condition = a.get_int("has_condition", 1) != 0;
     const std::size_t prefix = (trip ? 1u : 0u) + (condition ? 1u : 0u), carried = attr_count(layer, "carried", 0);
-    std::vector<std::string> inputs{trip ? typed(layer.inputs.at(0), TP::INT64, layer, "trip_count") : "",
-                                    condition ? typed(layer.inputs.at(prefix - 1), TP::BOOL, layer, "condition") : ""};
+    // The body takes the condition as a scalar (ONNX passes the shape of the first one in).
+    std::vector<std::string> inputs{
+        trip ? typed(layer.inputs.at(0), TP::INT64, layer, "trip_count") : "",
+        condition ? scalar(typed(layer.inputs.at(prefix - 1), TP::BOOL, layer, "condition"), in.at(prefix - 1), layer,
+                           "condition_scalar")
+                  : ""};
     for (std::size_t k = 0; k < carried; ++k) inputs.push_back(layer.inputs.at(prefix + k));
     auto& n = node(layer, "Loop", inputs, layer.outputs);
     std::vector<Binding> bindings{{"", TP::INT64}, {"", TP::BOOL}};
