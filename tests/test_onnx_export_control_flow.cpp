@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include <tuple>
 
 #include "espresso/espresso.h"
+#include "espresso/limits.h"
 #include "espresso/package.h"
 #include "import/onnx/onnx.pb.h"
 #include "test_support.h"
@@ -130,7 +132,8 @@ double expect_close(const Tensor& got, const Tensor& expected, double rtol, doub
 }
 
 void expect_checker_accepts(const std::string& path) {
-  if (std::system("/usr/bin/python3 -c 'import onnx' 2>/dev/null") != 0) {
+  static const bool available = std::system("/usr/bin/python3 -c 'import onnx' 2>/dev/null") == 0;
+  if (!available) {
     std::printf("SKIPPED: onnx.checker (python3-onnx is not installed)\n");
     return;
   }
@@ -555,6 +558,53 @@ TEST(OnnxExportControlFlow, HandMadeGraphsMatchOnnxRuntime) {
     }
   }
   std::printf("ONNX Runtime agreed on %d runs of the hand-made graph\n", runs);
+}
+
+// Ifs nested as deep as a graph may nest them (Limits::max_subgraph_depth), each reading c and x of the
+// outermost graph under the same names: then goes one level deeper (the innermost gives relu(x)), else
+// gives −x.
+TEST(OnnxExportControlFlow, DeeplyNestedIfs) {
+  Graph level;
+  level.inputs = {{"c", Shape{1}}, {"x", Shape{3}}};
+  level.layers = {testing::layer("r", "ReLU", {"x"}, {"y"})};
+  level.outputs = {"y"};
+  for (int d = 0; d < limits().max_subgraph_depth; ++d) {
+    Graph else_branch;
+    else_branch.inputs = level.inputs;
+    LayerSpec neg = testing::layer("n", "Activation", {"x"}, {"y"});
+    neg.attrs.set("function", std::string("neg"));
+    else_branch.layers = {neg};
+    else_branch.outputs = {"y"};
+    LayerSpec choose = testing::layer("if", "If", {"c", "c", "x"}, {"y"});
+    choose.subgraphs = {{"then_branch", std::move(level)}, {"else_branch", std::move(else_branch)}};
+    Graph outer;
+    outer.inputs = {{"c", Shape{1}}, {"x", Shape{3}}};
+    outer.layers = {std::move(choose)};
+    outer.outputs = {"y"};
+    level = std::move(outer);
+  }
+  testing::TempDir dir;
+  const std::string written = dir.file("nested.onnx");
+  const auto start = std::chrono::steady_clock::now();
+  export_onnx(level, written);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 5.0);
+  std::multiset<std::string> ops;
+  collect_ops(read_model(written).graph(), ops);
+  EXPECT_EQ(ops.count("If"), static_cast<std::size_t>(limits().max_subgraph_depth));
+  expect_checker_accepts(written);
+  Net reloaded(load_onnx(written));
+  const std::string no_ort = ort_missing();
+  if (!no_ort.empty()) std::printf("SKIPPED: ONNX Runtime's check (%s)\n", no_ort.c_str());
+  const Tensor x = Tensor::from(Shape{3}, {-1.5f, 0.25f, 2.0f});
+  for (float c : {1.0f, 0.0f}) {
+    const std::map<std::string, Tensor> feeds{{"c", Tensor::from(Shape{1}, {c})}, {"x", x}};
+    const Tensor expected = Tensor::from(
+        Shape{3}, c != 0 ? std::vector<float>{0.0f, 0.25f, 2.0f} : std::vector<float>{1.5f, -0.25f, -2.0f});
+    expect_close(reloaded.forward(feeds).at("y"), expected, 0, 0, "reloaded");
+    if (no_ort.empty()) expect_close(run_ort(written, feeds).at("y"), expected, 0, 0, "ONNX Runtime");
+  }
+  std::printf("%d nested Ifs written in %.3f s\n", limits().max_subgraph_depth, seconds);
 }
 
 // A runtime Cast to INT64 (the exporter writes one before a DynamicSlice's starts and ends, or a trip count

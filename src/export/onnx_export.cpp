@@ -5,7 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "espresso/errors.h"
 #include "espresso/onnx.h"
@@ -89,6 +93,7 @@ class Exporter {
   std::string prefix_;               // the prefix of names in the graph being written
   bool dynamic_input_ = false;       // an input of the layer being converted may change shape at run time
   std::map<std::string, int> types_;  // ONNX values that are not FLOAT, by name
+  mutable std::map<std::pair<const Graph*, std::vector<bool>>, Flow> flows_;  // analyze()'s results
 };
 
 void set_attr(onnx::NodeProto& n, const std::string& name, std::int64_t v) {
@@ -637,6 +642,10 @@ int slot_type(const LayerSpec& layer, std::size_t i) {
 }
 
 Flow Exporter::analyze(const Graph& graph, const std::vector<bool>& dynamic_inputs) const {
+  // Subgraphs are analysed from each graph around them, and a Loop body until its carried values settle:
+  // remembered, so that deep nesting costs no more than once per graph.
+  const auto key = std::make_pair(&graph, dynamic_inputs);
+  if (auto known = flows_.find(key); known != flows_.end()) return known->second;
   Flow flow;
   for (std::size_t i = 0; i < graph.inputs.size(); ++i) {
     flow.shapes[graph.inputs[i].name] = graph.inputs[i].shape;
@@ -686,6 +695,7 @@ Flow Exporter::analyze(const Graph& graph, const std::vector<bool>& dynamic_inpu
       if (dynamic[k]) flow.dynamic.insert(layer.outputs[k]);
     }
   }
+  flows_.emplace(key, flow);
   return flow;
 }
 
