@@ -42,8 +42,9 @@ std::vector<std::string> onnx_supported_ops();
 // integer and double data are converted. `name` receives the tensor's name when given.
 Tensor read_onnx_tensor(const std::string& path, std::string* name = nullptr);
 
-// Writes `graph` (weights included) as an ONNX model, IR version 7, opset 13. Throws
-// UnsupportedError naming the layer when a layer has no ONNX equivalent, FileError when the
+// Writes `graph` (weights included) as an ONNX model, IR version 7, opset 13; If, Loop and Scan with
+// their subgraphs as graph attributes (docs/control_flow.md). Throws UnsupportedError naming the layer
+// (and the layers and subgraph roles above it) when a layer has no ONNX equivalent, FileError when the
 // file cannot be written.
 void export_onnx(const Graph& graph, const std::string& path);
 

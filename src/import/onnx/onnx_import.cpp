@@ -995,6 +995,31 @@ void Importer::op_cast(const Node& n) {
     Attributes attrs;
     attrs.set("function", std::string("float16"));
     emit(n, "Activation", {tensor(n, 0)}, attrs);
+  } else if (to == TP::INT64 || to == TP::INT32 || to == TP::INT16 || to == TP::INT8) {
+    // Runtime integers are floats with whole values: x rounded toward zero, as the cast does, is
+    // floor(x) + (ceil(x) − floor(x))·(x < 0), with x < 0 as 1 − clip(floor(x) + 1, 0, 1) (see op_compare).
+    const std::string one = emit_constant(n.name + "/one", Value{TP::FLOAT, Shape{}, {1.0}});
+    auto layer = [&](const std::string& type, std::vector<std::string> in, const char* key, const std::string& value,
+                     const std::string& suffix) {
+      Attributes attrs;
+      attrs.set(key, value);
+      if (value == "clip") {
+        attrs.set("min", 0.0);
+        attrs.set("max", 1.0);
+      }
+      return emit(n, type, std::move(in), attrs, {}, suffix)[0];
+    };
+    const std::string x = tensor(n, 0);
+    const std::string down = layer("Activation", {x}, "function", "floor", "floor");
+    const std::string up = layer("Activation", {x}, "function", "ceil", "ceil");
+    const std::string gap = layer("Binary", {up, down}, "operation", "sub", "gap");
+    const std::string shifted = layer("Binary", {down, one}, "operation", "add", "shifted");
+    const std::string nonnegative = layer("Activation", {shifted}, "function", "clip", "nonnegative");
+    const std::string negative = layer("Binary", {one, nonnegative}, "operation", "sub", "negative");
+    const std::string step = layer("Binary", {gap, negative}, "operation", "mul", "step");
+    Attributes add;
+    add.set("operation", std::string("add"));
+    emit(n, "Binary", {down, step}, add);
   } else {
     unsupported(n, "a runtime cast to " + onnx_detail::type_name(to) + " is not supported");
   }
