@@ -67,8 +67,8 @@ fi
 
 # ONNX Runtime from npm (onnxruntime-node, pinned in bench/ort/package-lock.json, about 190 MB): the CPU
 # benchmark, and the independent check of the ONNX files espresso writes (tests/ort/run_onnx.mjs; those
-# checks skip without it). With the bench tools only.
-[ "$bench_tools" -eq 0 ] || (cd bench/ort && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
+# checks skip without it; CI runs them).
+(cd bench/ort && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
   echo "warning: npm ci in bench/ort failed; the ONNX Runtime checks will skip" >&2
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${ESPRESSO_CMAKE_ARGS:-}
