@@ -10,6 +10,9 @@ namespace espresso::serve {
 
 namespace {
 
+// Host staging a model's batcher keeps for reuse beyond what its workers need.
+constexpr std::size_t kSpareBytes = std::size_t{256} << 20;
+
 // Rows [first, first + count) of dimension 0.
 Tensor rows(const Tensor& tensor, std::int64_t first, std::int64_t count) {
   std::vector<std::int64_t> dims = tensor.shape().dims();
@@ -39,6 +42,7 @@ Batcher::Staging Batcher::take_staging(KeyInfo& info, std::int64_t rows) {
     if (it->rows >= rows) {
       Staging staging = std::move(*it);
       info.spare.erase(it);
+      for (const Layout& layout : info.layout) info.spare_bytes -= static_cast<std::size_t>(staging.rows) * layout.row_bytes;
       return staging;
     }
   }
@@ -208,8 +212,16 @@ void Batcher::work() {
     if (!reusable) batch->staging = {};
     lock.lock();
     if (reusable) {
-      std::vector<Staging>& spare = keys_[batch->key].spare;
-      if (spare.size() < static_cast<std::size_t>(options_.workers) + 2) spare.push_back(std::move(batch->staging));
+      // Kept for the next batches: enough for the workers and the batches filling meanwhile, and for
+      // unbatched serving (many one-request batches at once) up to kSpareBytes, so that no request
+      // allocates (on CUDA: page-locks) fresh memory once the server is warm.
+      KeyInfo& info = keys_[batch->key];
+      std::size_t bytes = 0;
+      for (const Layout& layout : info.layout) bytes += static_cast<std::size_t>(batch->staging.rows) * layout.row_bytes;
+      if (info.spare.size() < static_cast<std::size_t>(options_.workers) + 2 || info.spare_bytes + bytes <= kSpareBytes) {
+        info.spare.push_back(std::move(batch->staging));
+        info.spare_bytes += bytes;
+      }
     }
   }
 }

@@ -103,6 +103,7 @@ class Batcher {
   struct KeyInfo {
     std::vector<Layout> layout;
     std::vector<Staging> spare;
+    std::size_t spare_bytes = 0;
   };
   struct Entry {
     std::string name;
