@@ -943,10 +943,12 @@ Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std
   pool.device = s.options.device;
   pool.budget_bytes = s.options.memory_budget_bytes;
   pool.session.threads = s.options.session_threads;
-  // One idle context per padded batch size (1, 2, 4, ... max_batch) and per worker, so none replans.
+  // Idle contexts for every padded batch size (1, 2, 4, ... max_batch) times the workers (that many may
+  // run one size at once), so none is dropped at release and replanned later: only the sizes that occur
+  // are ever created.
   int sizes = 1;
   while ((1 << (sizes - 1)) < s.options.max_batch) ++sizes;
-  pool.max_idle_contexts = std::max(4, sizes + s.options.workers_per_model);
+  pool.max_idle_contexts = std::max(4, (sizes + 1) * std::max(1, s.options.workers_per_model));
   const bool pad = s.options.pad_batches == ServerOptions::PadBatches::always ||
                    (s.options.pad_batches == ServerOptions::PadBatches::on_gpu && !s.options.device.is_cpu());
   s.pool = std::make_unique<ModelPool>(pool);
