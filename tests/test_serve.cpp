@@ -813,8 +813,14 @@ INSTANTIATE_TEST_SUITE_P(Padding, ServeBatching, ::testing::Bool(),
 // Concurrent binary requests (the path of large inputs: the body decoded straight into the batch) batch
 // together and answer as the model run directly; a malformed binary body among them is a 400 and the
 // thread's reused body buffer serves the next request intact.
-TEST_F(Serve, BinaryRequestsBatchAndMatchTheModel) {
+class ServeBinary : public Serve {
+ protected:
+  void binary_requests_batch_and_match(Device device, double tolerance);
+};
+
+void ServeBinary::binary_requests_batch_and_match(Device device, double tolerance) {
   serve::ServerOptions options;
+  options.device = device;
   options.max_batch = 16;
   options.max_queue_delay = std::chrono::milliseconds(300);
   options.workers_per_model = 2;
@@ -856,7 +862,7 @@ TEST_F(Serve, BinaryRequestsBatchAndMatchTheModel) {
         ASSERT_EQ(res->body.size(), json_length + want.bytes()) << i;
         std::vector<float> got(static_cast<std::size_t>(want.numel()));
         std::memcpy(got.data(), res->body.data() + json_length, want.bytes());
-        expect_near(got, want, 1e-5, "client " + std::to_string(i));
+        expect_near(got, want, tolerance, "client " + std::to_string(i));
       }
     }));
   }
@@ -865,6 +871,15 @@ TEST_F(Serve, BinaryRequestsBatchAndMatchTheModel) {
   const double batches = metric(text, "espresso_batch_size_count{model=\"lenet\"}");
   EXPECT_EQ(metric(text, "espresso_batch_size_sum{model=\"lenet\"}"), 2 * (kClients + kClients / 3) - 1);
   EXPECT_LT(batches, 2 * kClients - 1) << "no batch held more than one request:\n" << text;
+}
+
+TEST_F(ServeBinary, BatchAndMatchTheModel) { binary_requests_batch_and_match(Device::cpu(), 1e-5); }
+
+// The same on the GPU: batches in page-locked host staging, padded to powers of two, uploaded by one
+// DMA each; answers as the model run on the CPU.
+TEST_F(ServeBinary, BatchOnTheGpuAndMatchTheCpu) {
+  if (!testing::have_gpu()) GTEST_SKIP() << "no CUDA device";
+  binary_requests_batch_and_match(Device::cuda(0), 1e-4);
 }
 
 TEST_F(Serve, EightModelsUnderABudgetForThreeStayCorrect) {
