@@ -10,7 +10,9 @@
 #   env: BUILD (default build), DATA (default ../shared/data), MAX_BATCH (64), QUEUE_DELAY_US (2000),
 #        MODELS ("lenet resnet18"; "gap224" is the request-path proxy),
 #        PAD (--pad-batches: gpu, on, off; "on" makes a CPU run take the GPU's path of padded batches),
-#        WORKERS (1: batches of one model run one at a time; more overlap joining, copying and compute)
+#        WORKERS (1: batches of one model run one at a time; more overlap copying and compute),
+#        WRK_THREADS (2: wrk's threads; on a 16-core machine 4 keep up with ResNet-18's 602 KB bodies)
+# The server gets one HTTP thread per connection (--http-threads), so no keep-alive client waits for one.
 # On the H200: ESPRESSO_CMAKE_ARGS=-DESPRESSO_CUDA=ON build, then bench/serve_bench.sh cuda 20 128
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +26,8 @@ models=${MODELS:-lenet resnet18}
 delay=${QUEUE_DELAY_US:-2000}
 workers=${WORKERS:-1}
 pad=${PAD:-gpu}
+wrk_threads=${WRK_THREADS:-2}
+http_threads=$((connections > 128 ? connections : 128))
 cli=$build/bin/espresso
 command -v wrk > /dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 
@@ -65,7 +69,7 @@ PY
 run() {  # model spec max_batch
   local model=$1 spec=$2 batch=$3
   "$cli" serve --listen 127.0.0.1:0 --device "$device" --memory-budget 2G --max-batch "$batch" \
-    --max-queue-delay-us "$delay" --workers "$workers" --pad-batches "$pad" --max-concurrency 4096 --models "$model=$spec" > "$work/serve.log" 2>&1 &
+    --max-queue-delay-us "$delay" --workers "$workers" --pad-batches "$pad" --http-threads "$http_threads" --max-concurrency 4096 --models "$model=$spec" > "$work/serve.log" 2>&1 &
   server=$!
   for _ in $(seq 300); do
     grep -q '^listening on' "$work/serve.log" 2> /dev/null && break
@@ -93,7 +97,7 @@ done = function(summary, latency, requests)
 end
 LUA
   # A short warm-up at full concurrency (plans for the batch sizes, CUDA graphs), then the measurement.
-  wrk -t2 -c"$connections" -d3s --timeout 60s -s "$work/bench.lua" "$url/v2/models/$model/infer" > /dev/null
+  wrk -t"$wrk_threads" -c"$connections" -d3s --timeout 60s -s "$work/bench.lua" "$url/v2/models/$model/infer" > /dev/null
   # Requests of the warm-up's closed connections still run: wait until none is in flight.
   for _ in $(seq 600); do
     [ "$(curl -s "$url/metrics" | sed -nE 's/^espresso_requests_in_flight ([0-9]+)$/\1/p')" = 0 ] && break
@@ -101,7 +105,7 @@ LUA
   done
   local before after
   before=$(curl -s "$url/metrics" | awk -v m="$model" '$1 ~ "espresso_batch_size_(sum|count)\\{model=\""m"\"\\}" {printf "%s ", $2}')
-  read -r rps p50 p99 errors < <(wrk -t2 -c"$connections" -d"${seconds}s" --timeout 60s -s "$work/bench.lua" \
+  read -r rps p50 p99 errors < <(wrk -t"$wrk_threads" -c"$connections" -d"${seconds}s" --timeout 60s -s "$work/bench.lua" \
     "$url/v2/models/$model/infer" | sed -nE 's/^RESULT //p')
   after=$(curl -s "$url/metrics" | awk -v m="$model" '$1 ~ "espresso_batch_size_(sum|count)\\{model=\""m"\"\\}" {printf "%s ", $2}')
   local mean_batch

@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <functional>
 
 #include "espresso/devices.h"
+#include "espresso/host_staging.h"
 #include "espresso/espresso.h"
 #include "test_support.h"
 #include "backends/registry.h"
@@ -100,6 +103,31 @@ TEST(Cuda, CopiesBetweenHostAndDevices) {
   EXPECT_EQ(zeros.to(Device::cpu()).to_vector(), std::vector<float>(15, 0.0f));
   EXPECT_THROW(on_gpu.to_vector(), UnsupportedError);
   EXPECT_THROW(zeros.copy_from(host), ShapeError);
+}
+
+// Page-locked host staging (allocate_host_staging, the batch memory of `espresso serve`): copies from
+// and to it, whole or from an offset inside it (a request's rows), take the one-DMA path and carry the
+// same values as pageable memory does.
+TEST(Cuda, HostStagingCopiesLikePageableMemory) {
+  REQUIRE_GPU();
+  const Device gpu = Device::cuda(0);
+  const std::vector<float> values = ramp(3'000'001);
+  const std::size_t bytes = values.size() * sizeof(float);
+  std::shared_ptr<void> staging = allocate_host_staging(bytes + 64, gpu);
+  ASSERT_NE(staging, nullptr);
+  float* pinned = static_cast<float*>(staging.get()) + 16;  // an offset inside the allocation
+  std::memcpy(pinned, values.data(), bytes);
+  const Shape shape{static_cast<std::int64_t>(values.size())};
+  Tensor on_gpu = Tensor::empty(shape, DType::f32, gpu);
+  on_gpu.copy_from(Tensor::wrap(pinned, shape, DType::f32, Device::cpu(), staging));
+  EXPECT_EQ(on_gpu.to(Device::cpu()).to_vector(), values);
+  std::shared_ptr<void> back = allocate_host_staging(bytes, gpu);
+  Tensor into = Tensor::wrap(back.get(), shape, DType::f32, Device::cpu(), back);
+  into.copy_from(on_gpu);
+  EXPECT_EQ(into.to_vector(), values);
+  // Host staging for the CPU is plain aligned memory.
+  std::shared_ptr<void> host = allocate_host_staging(100, Device::cpu());
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(host.get()) % 64, 0u);
 }
 
 TEST(Cuda, PoolReusesFreedBlocks) {

@@ -267,6 +267,43 @@ TEST(ModelPool, BatchHintPicksTheContextPlannedForThatBatch) {
   EXPECT_EQ(pool.stats().contexts_created, 2);
 }
 
+// A batch size no idle context was planned for gets a new context while the idle ones leave room
+// (max_idle_contexts), so switching among a few batch sizes stops replanning; past the limit an idle
+// context is replanned.
+TEST(ModelPool, BatchHintBuildsOneContextPerBatchSize) {
+  const ModelFiles files(Device::cpu());
+  ModelPoolOptions options;
+  options.budget_bytes = 2 * files.max_weight_bytes;
+  options.max_idle_contexts = 3;
+  ModelPool pool(options);
+  files.add_all(pool);
+  const Tensor& one = files.inputs[0][0];
+  const auto batch_of = [&](std::int64_t n) {
+    std::vector<std::int64_t> dims = one.shape().dims();
+    dims[0] = n;
+    return Tensor::zeros(Shape(dims));
+  };
+  for (std::int64_t n : {1, 2, 4}) {
+    ModelRequest request = pool.acquire("net0", n);
+    request.forward({{"data", batch_of(n)}});
+  }
+  EXPECT_EQ(pool.stats().contexts_created, 3);
+  for (std::int64_t n : {4, 1, 2, 1, 4}) {
+    ModelRequest request = pool.acquire("net0", n);
+    EXPECT_EQ(request.session().input_shape("data")[0], n) << "a context planned for batch " << n << " was idle";
+    request.forward({{"data", batch_of(n)}});
+  }
+  EXPECT_EQ(pool.stats().contexts_created, 3);
+  {
+    ModelRequest request = pool.acquire("net0", 8);  // three idle, the limit: one of them is replanned
+    request.forward({{"data", batch_of(8)}});
+  }
+  EXPECT_EQ(pool.stats().contexts_created, 3);
+  // The answers stay the model's: a context planned for 4 runs one sample as the reference does.
+  ModelRequest request = pool.acquire("net0", 1);
+  EXPECT_TRUE(close(request.forward({{"data", one}}).at("prob"), files.outputs[0][0]));
+}
+
 TEST(ModelPool, WaitsWhileHeldModelsFillTheBudget) {
   const ModelFiles files(Device::cpu());
   ModelPoolOptions options;

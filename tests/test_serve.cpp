@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -319,6 +320,115 @@ TEST(ServeBatcher, ReusedStagingPadsWithZerosAndSparesHeldInputs) {
   ASSERT_EQ(seen.size(), 1u);
   const std::vector<float> last(seen[0].data<float>(), seen[0].data<float>() + 8);
   EXPECT_EQ(last, std::vector<float>({12, -12, 13, -13, 14, -14, 0, 0}));
+}
+
+// Many threads submit at once: each writes its request's values straight into its rows of the shared
+// batch (PendingInputs), and gets back exactly those bits (the model returns its input), whatever batch
+// it landed in. A request whose write throws gets the error; the others of its batch are unaffected.
+TEST(ServeBatcher, ConcurrentWritersFillTheirOwnRows) {
+  std::mutex mutex;
+  std::vector<std::int64_t> runs;
+  serve::BatcherOptions options;
+  options.max_batch = 8;
+  options.max_queue_delay = std::chrono::milliseconds(50);
+  options.workers = 2;
+  serve::Batcher batcher(
+      options,
+      [&](const serve::TensorMap& inputs) {
+        const Tensor& x = inputs.at("x");
+        {
+          std::lock_guard lock(mutex);
+          runs.push_back(x.shape()[0]);
+        }
+        return serve::TensorMap{{"y", x.clone()}, {"z", inputs.at("z").clone()}};
+      },
+      [](std::int64_t) {});
+  // The values of request r, sample i: distinct bit patterns (negative zero, a NaN payload, subnormals).
+  const auto value = [](int r, std::int64_t i) {
+    const auto n = static_cast<std::uint32_t>(r * 64 + i);
+    const std::uint32_t bits = r % 3 == 0 ? 0x7fc00000u + n : r % 3 == 1 ? 0x80000000u + n : n + 1;
+    float f = 0;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  };
+  constexpr int kRequests = 48;
+  std::vector<std::future<void>> clients;
+  std::atomic<int> failures{0};
+  for (int r = 0; r < kRequests; ++r) {
+    clients.push_back(std::async(std::launch::async, [&, r] {
+      const std::int64_t samples = r % 4 == 3 ? 2 : 1;
+      serve::PendingInputs inputs;
+      inputs["x"] = {Shape({samples, 5}), DType::f32, [&, r, samples](void* destination) {
+                       float* out = static_cast<float*>(destination);
+                       for (std::int64_t i = 0; i < samples * 5; ++i) out[i] = value(r, i);
+                     }};
+      inputs["z"] = {Shape({samples, 2}), DType::f32, [&, r, samples](void* destination) {
+                       if (r % 16 == 5) throw serve::RequestError("inputs: request " + std::to_string(r) + " is broken");
+                       float* out = static_cast<float*>(destination);
+                       for (std::int64_t i = 0; i < samples * 2; ++i) out[i] = static_cast<float>(-r);
+                     }};
+      std::future<serve::TensorMap> result = batcher.submit(std::move(inputs));
+      if (r % 16 == 5) {
+        EXPECT_THROW(result.get(), serve::RequestError) << r;
+        return;
+      }
+      const serve::TensorMap out = result.get();
+      const Tensor& y = out.at("y");
+      ASSERT_EQ(y.shape(), Shape({samples, 5})) << r;
+      for (std::int64_t i = 0; i < samples * 5; ++i) {
+        const float want = value(r, i);
+        if (std::memcmp(&y.data<float>()[i], &want, sizeof want) != 0) ++failures;
+      }
+      for (std::int64_t i = 0; i < samples * 2; ++i) {
+        if (out.at("z").data<float>()[i] != static_cast<float>(-r)) ++failures;
+      }
+    }));
+  }
+  for (auto& client : clients) client.get();
+  batcher.shutdown();
+  EXPECT_EQ(failures, 0) << "a request got rows that are not its own";
+  std::lock_guard lock(mutex);
+  EXPECT_TRUE(std::any_of(runs.begin(), runs.end(), [](std::int64_t n) { return n > 2; }))
+      << "no batch held more than one request";
+  for (std::int64_t n : runs) EXPECT_LE(n, 8);
+}
+
+// Binary tensor data decoded later, straight into a batch's rows (defer_binary + decode_input), has the
+// bits of the values written, as the eager parse has; the offsets of several tensors in one body hold.
+TEST(ServeProtocol, DeferredBinaryDecodeMatchesTheEagerParse) {
+  const std::vector<float> a{1.5f, -0.0f, 1e-40f, 3.25f};
+  const std::vector<std::uint8_t> b{0, 7, 255};
+  const std::vector<std::int64_t> c{-5, 1 << 20};
+  std::string raw(reinterpret_cast<const char*>(a.data()), a.size() * 4);
+  raw.append(reinterpret_cast<const char*>(b.data()), b.size());
+  raw.append(reinterpret_cast<const char*>(c.data()), c.size() * 8);
+  const std::string header =
+      json{{"inputs",
+            {{{"name", "a"}, {"shape", {2, 2}}, {"datatype", "FP32"}, {"parameters", {{"binary_data_size", 16}}}},
+             {{"name", "b"}, {"shape", {1, 3}}, {"datatype", "UINT8"}, {"parameters", {{"binary_data_size", 3}}}},
+             {{"name", "c"}, {"shape", {2}}, {"datatype", "INT64"}, {"parameters", {{"binary_data_size", 16}}}},
+             {{"name", "d"}, {"shape", {1, 2}}, {"datatype", "FP32"}, {"data", {0.5, -2}}}}}}
+          .dump();
+  const std::string body = header + raw;
+  const serve::InferRequest eager = serve::parse_infer_request(body, header.size());
+  const serve::InferRequest deferred = serve::parse_infer_request(body, header.size(), /*defer_binary=*/true);
+  const std::vector<std::vector<float>> want{{a.begin(), a.end()}, {0, 7, 255}, {-5, 1 << 20}, {0.5f, -2.0f}};
+  ASSERT_EQ(deferred.inputs.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    const serve::RequestedInput& input = deferred.inputs[i];
+    EXPECT_EQ(input.tensor.defined(), i == 3) << input.name;  // binary ones wait in the body
+    std::vector<float> decoded(static_cast<std::size_t>(input.shape.numel()));
+    serve::decode_input(input, decoded.data());
+    ASSERT_EQ(decoded.size(), want[i].size()) << input.name;
+    EXPECT_EQ(std::memcmp(decoded.data(), want[i].data(), decoded.size() * 4), 0) << input.name;
+    const Tensor& e = eager.inputs[i].tensor;
+    ASSERT_EQ(e.shape(), input.shape) << input.name;
+    EXPECT_EQ(std::memcmp(decoded.data(), e.data<float>(), e.bytes()), 0) << input.name;
+  }
+  // The same refusals as the eager parse: a size that disagrees with the shape.
+  std::string wrong = header;
+  wrong.replace(wrong.find("16"), 2, "12");
+  EXPECT_THROW(serve::parse_infer_request(wrong + raw, wrong.size(), true), serve::RequestError);
 }
 
 // Binary tensor data of every width decodes to the values written (FP32 by one copy, the others element
@@ -699,6 +809,78 @@ INSTANTIATE_TEST_SUITE_P(Padding, ServeBatching, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? "Padded" : "Exact";
                          });
+
+// Concurrent binary requests (the path of large inputs: the body decoded straight into the batch) batch
+// together and answer as the model run directly; a malformed binary body among them is a 400 and the
+// thread's reused body buffer serves the next request intact.
+class ServeBinary : public Serve {
+ protected:
+  void binary_requests_batch_and_match(Device device, double tolerance);
+};
+
+void ServeBinary::binary_requests_batch_and_match(Device device, double tolerance) {
+  serve::ServerOptions options;
+  options.device = device;
+  options.max_batch = 16;
+  options.max_queue_delay = std::chrono::milliseconds(300);
+  options.workers_per_model = 2;
+  options.http_threads = 16;
+  Running running(options, {spec("lenet", lenet(), lenet_weights())});
+  const auto binary_body = [](const Tensor& t, std::size_t claimed, std::size_t& header_length) {
+    const std::string header =
+        json{{"inputs",
+              {{{"name", "data"},
+                {"datatype", "FP32"},
+                {"shape", {t.shape()[0], 1, 28, 28}},
+                {"parameters", {{"binary_data_size", claimed}}}}}},
+             {"parameters", {{"binary_data_output", true}}}}
+            .dump();
+    header_length = header.size();
+    return header + std::string(static_cast<const char*>(t.raw()), t.bytes());
+  };
+  constexpr int kClients = 12;
+  std::vector<std::future<void>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::async(std::launch::async, [&, i] {
+      httplib::Client c = running.client();
+      for (int round = 0; round < 2; ++round) {
+        const Tensor x = i % 3 == 2 ? stack({digit(i), digit(i + 1)}) : digit(i);
+        const bool broken = i == 4 && round == 0;
+        std::size_t header_length = 0;
+        const std::string body = binary_body(x, broken ? x.bytes() - 4 : x.bytes(), header_length);
+        auto res = c.Post("/v2/models/lenet/infer", {{"Inference-Header-Content-Length", std::to_string(header_length)}},
+                          body, "application/octet-stream");
+        ASSERT_TRUE(res) << i;
+        if (broken) {
+          EXPECT_EQ(res->status, 400) << res->body;
+          EXPECT_NE(res->body.find("binary_data_size"), std::string::npos) << res->body;
+          continue;  // the server closed this connection; the client opens another
+        }
+        ASSERT_EQ(res->status, 200) << res->body;
+        const std::size_t json_length = std::stoul(res->get_header_value("Inference-Header-Content-Length"));
+        const Tensor want = direct(lenet(), lenet_weights(), "data", x)["prob"];
+        ASSERT_EQ(res->body.size(), json_length + want.bytes()) << i;
+        std::vector<float> got(static_cast<std::size_t>(want.numel()));
+        std::memcpy(got.data(), res->body.data() + json_length, want.bytes());
+        expect_near(got, want, tolerance, "client " + std::to_string(i));
+      }
+    }));
+  }
+  for (auto& client : clients) client.get();
+  const std::string text = running.client().Get("/metrics")->body;
+  const double batches = metric(text, "espresso_batch_size_count{model=\"lenet\"}");
+  EXPECT_EQ(metric(text, "espresso_batch_size_sum{model=\"lenet\"}"), 2 * (kClients + kClients / 3) - 1);
+  EXPECT_LT(batches, 2 * kClients - 1) << "no batch held more than one request:\n" << text;
+}
+
+TEST_F(ServeBinary, BatchAndMatchTheModel) { binary_requests_batch_and_match(Device::cpu(), 1e-5); }
+
+// The same on the GPU: batches in page-locked host staging, padded to powers of two, uploaded by one
+// DMA each; answers as the model run on the CPU.
+TEST_F(ServeBinary, BatchOnTheGpuAndMatchTheCpu) {
+  if (!testing::have_gpu()) GTEST_SKIP() << "no CUDA device";
+  binary_requests_batch_and_match(Device::cuda(0), 1e-4);
+}
 
 TEST_F(Serve, EightModelsUnderABudgetForThreeStayCorrect) {
   TempDir dir;

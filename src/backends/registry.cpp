@@ -1,8 +1,13 @@
 #include "backends/registry.h"
 
+#include <array>
+#include <atomic>
 #include <memory>
 
+#include "backends/host_staging.h"
+#include "core/device_memory.h"
 #include "espresso/errors.h"
+#include "espresso/host_staging.h"
 
 namespace espresso {
 
@@ -95,6 +100,26 @@ DeviceMemoryUse device_memory_use(Device device) {
 }
 
 void reset_peak_device_memory(Device device) { backend_for(device).reset_peak_memory(device); }
+
+namespace {
+
+std::array<std::atomic<HostStagingAllocator>, 3>& host_staging_table() {
+  static std::array<std::atomic<HostStagingAllocator>, 3> table{};
+  return table;
+}
+
+}  // namespace
+
+void register_host_staging(DeviceType type, HostStagingAllocator allocate) {
+  host_staging_table().at(static_cast<std::size_t>(type)).store(allocate);
+}
+
+std::shared_ptr<void> allocate_host_staging(std::size_t bytes, Device device) {
+  if (!device.is_cpu()) require_device(device);  // makes the backends, which register their allocators
+  const HostStagingAllocator allocate = host_staging_table().at(static_cast<std::size_t>(device.type)).load();
+  if (allocate != nullptr) return allocate(bytes, device);
+  return host_memory().allocate(bytes, Device::cpu(), "host staging");
+}
 
 std::vector<std::string> backend_names() {
   std::vector<std::string> names;

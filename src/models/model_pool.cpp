@@ -143,14 +143,24 @@ struct ModelPool::Shared {
         auto chosen = model.idle.end() - 1;
         const auto& inputs = model.model->graph().inputs;
         if (batch > 0 && !inputs.empty()) {
+          bool planned_for_batch = false;
           for (auto it = model.idle.begin(); it != model.idle.end(); ++it) {
             const Shape shape = (*it)->input_shape(inputs.front().name);
-            if (shape.rank() > 0 && shape[0] == batch) chosen = it;
+            if (shape.rank() > 0 && shape[0] == batch) {
+              chosen = it;
+              planned_for_batch = true;
+            }
           }
+          // None was planned for this batch: a new context while the idle ones leave room for it, so
+          // that one context per batch size builds up instead of the same few replanning at every switch.
+          if (!planned_for_batch && static_cast<int>(model.idle.size()) < options.max_idle_contexts)
+            chosen = model.idle.end();
         }
-        std::unique_ptr<Session> session = std::move(*chosen);
-        model.idle.erase(chosen);
-        return session;
+        if (chosen != model.idle.end()) {
+          std::unique_ptr<Session> session = std::move(*chosen);
+          model.idle.erase(chosen);
+          return session;
+        }
       }
     }
     auto session = std::make_unique<Session>(model.model, options.session);

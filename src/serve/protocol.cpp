@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -34,6 +35,8 @@ const DataType* find_datatype(std::string_view name) {
   }
   return nullptr;
 }
+
+int datatype_index(const DataType* type) { return static_cast<int>(type - kDataTypes); }
 
 // Elements a shape holds; refuses negative dimensions and products past what a request may carry.
 std::int64_t checked_elements(const std::vector<std::int64_t>& dims, const std::string& field) {
@@ -123,7 +126,21 @@ const json* parameter(const json& object, const char* key, const std::string& fi
 
 bool readable_datatype(std::string_view datatype) { return find_datatype(datatype) != nullptr; }
 
-InferRequest parse_infer_request(std::string_view body, std::optional<std::size_t> header_length) {
+void decode_input(const RequestedInput& input, float* out) {
+  if (input.tensor.defined() && input.binary.empty()) {
+    std::memcpy(out, input.tensor.data<float>(), input.tensor.bytes());
+    return;
+  }
+  const std::int64_t count = input.shape.numel();
+  if (input.datatype < 0 || input.datatype >= static_cast<int>(std::size(kDataTypes)) ||
+      input.binary.size() != static_cast<std::size_t>(count) * kDataTypes[input.datatype].size)
+    throw RequestError("inputs: '" + input.name + "' holds no values to decode");
+  decode_binary(reinterpret_cast<const unsigned char*>(input.binary.data()), count, kDataTypes[input.datatype],
+                out);
+}
+
+InferRequest parse_infer_request(std::string_view body, std::optional<std::size_t> header_length,
+                                 bool defer_binary) {
   std::string_view header = body;
   std::string_view binary;
   if (header_length) {
@@ -178,8 +195,8 @@ InferRequest parse_infer_request(std::string_view body, std::optional<std::size_
     }
     if (dims.size() > 8) throw RequestError(field + ".shape: more than 8 dimensions");
     const std::int64_t count = checked_elements(dims, field + ".shape");
-    parsed.tensor = Tensor::empty(Shape(dims));
-    float* values = parsed.tensor.data<float>();
+    parsed.shape = Shape(dims);
+    parsed.datatype = datatype_index(type);
     const json* binary_size = parameter(input, "binary_data_size", field);
     if (binary_size != nullptr) {
       if (!binary_size->is_number_unsigned())
@@ -196,8 +213,12 @@ InferRequest parse_infer_request(std::string_view body, std::optional<std::size_
                            std::to_string(expected));
       if (size > binary.size() - binary_used)
         throw RequestError(field + ".parameters.binary_data_size: the body ends before this tensor's bytes");
-      decode_binary(reinterpret_cast<const unsigned char*>(binary.data()) + binary_used, count, *type,
-                    values);
+      parsed.binary = binary.substr(binary_used, static_cast<std::size_t>(size));
+      if (!defer_binary) {
+        parsed.tensor = Tensor::empty(parsed.shape);
+        decode_input(parsed, parsed.tensor.data<float>());
+        parsed.binary = {};
+      }
       binary_used += size;
     } else {
       if (!input.contains("data")) throw RequestError(field + ".data: missing");
@@ -207,7 +228,8 @@ InferRequest parse_infer_request(std::string_view body, std::optional<std::size_
       if (static_cast<std::int64_t>(flat.size()) != count)
         throw RequestError(field + ".data: " + std::to_string(flat.size()) + " values, but shape " +
                            Shape(dims).str() + " holds " + std::to_string(count));
-      std::copy(flat.begin(), flat.end(), values);
+      parsed.tensor = Tensor::empty(parsed.shape);
+      std::copy(flat.begin(), flat.end(), parsed.tensor.data<float>());
     }
     out.inputs.push_back(std::move(parsed));
   }

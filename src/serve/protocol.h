@@ -17,8 +17,17 @@ namespace espresso::serve {
 
 struct RequestedInput {
   std::string name;
-  Tensor tensor;  // f32, CPU, the request's shape
+  Shape shape;
+  Tensor tensor;  // f32, CPU, the request's shape; undefined while `binary` holds the values undecoded
+  // With ParseOptions::defer_binary: the tensor's raw bytes within the body (which must outlive this)
+  // and their datatype's index, for decode_input() to write straight to where the batch wants them.
+  std::string_view binary;
+  int datatype = 0;
 };
+
+// Writes the input's shape.numel() f32 values to `out`: converts its binary bytes (as the eager parse
+// does, to the same bits) or copies its decoded tensor.
+void decode_input(const RequestedInput& input, float* out);
 
 struct RequestedOutput {
   std::string name;
@@ -34,7 +43,10 @@ struct InferRequest {
 
 // Parses a request body. `header_length` is the Inference-Header-Content-Length value when given (the
 // binary extension); without it the whole body is JSON. Throws RequestError naming the field.
-InferRequest parse_infer_request(std::string_view body, std::optional<std::size_t> header_length);
+// With `defer_binary`, binary-extension tensors stay in the body (RequestedInput::binary) until
+// decode_input(); every check on them is still made here.
+InferRequest parse_infer_request(std::string_view body, std::optional<std::size_t> header_length,
+                                 bool defer_binary = false);
 
 struct InferResponse {
   std::string body;

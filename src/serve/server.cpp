@@ -37,6 +37,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A request thread keeps a body buffer up to this size for the next request (larger ones are freed):
+// 16 MB x 128 threads bounds what idle threads hold.
+constexpr std::size_t kKeptBodyBytes = std::size_t{16} << 20;
+
 bool valid_model_name(const std::string& name) {
   if (name.empty() || name.size() > 128 || name == "." || name == "..") return false;
   for (char c : name) {
@@ -333,6 +337,14 @@ struct Server::Impl {
   };
 
   std::string read_body(const httplib::Request& req, const httplib::ContentReader& reader) {
+    std::string body;
+    read_body(req, reader, body);
+    return body;
+  }
+
+  // Reads the body into `body` (emptied first; its capacity is used and grown to Content-Length).
+  void read_body(const httplib::Request& req, const httplib::ContentReader& reader, std::string& body) {
+    body.clear();
     const std::size_t limit = options.max_body_bytes;
     std::uint64_t declared = 0;
     const bool has_length = req.has_header("Content-Length");
@@ -347,7 +359,6 @@ struct Server::Impl {
         throw BodyTooLargeError("body: " + std::to_string(declared) + " bytes exceeds the limit of " +
                                 std::to_string(limit) + " (--max-body-bytes)");
     }
-    std::string body;
     // The declared length is known and within the limit: one allocation instead of doubling (and
     // copying) the string chunk by chunk as the body arrives.
     if (has_length) body.reserve(static_cast<std::size_t>(declared));
@@ -366,15 +377,15 @@ struct Server::Impl {
     if (!complete || (has_length && body.size() != declared))
       throw SlowClientError("body: the client stopped sending or was slower than the read timeout of " +
                             std::to_string(options.read_timeout.count()) + " s");
-    return body;
   }
 
-  // Checks the request's tensors against the model and puts them in the batcher's form.
-  TensorMap model_inputs(const ModelInfo& info, InferRequest& request) {
-    TensorMap inputs;
+  // Checks the request's tensors against the model and puts them in the batcher's form: each is
+  // decoded straight into its rows of the batch (from the body for binary data), by the request's thread.
+  PendingInputs model_inputs(const ModelInfo& info, const InferRequest& request) {
+    PendingInputs inputs;
     std::int64_t batch = -1;
     for (std::size_t i = 0; i < request.inputs.size(); ++i) {
-      RequestedInput& input = request.inputs[i];
+      const RequestedInput& input = request.inputs[i];
       const std::string field = "inputs[" + std::to_string(i) + "]";
       auto expected = std::find_if(info.inputs.begin(), info.inputs.end(),
                                    [&](const auto& p) { return p.first == input.name; });
@@ -385,7 +396,7 @@ struct Server::Impl {
                            ")");
       }
       const Shape& want = expected->second;
-      const Shape& got = input.tensor.shape();
+      const Shape& got = input.shape;
       bool fits = got.rank() == want.rank() && got.rank() > 0 && got[0] >= 1;
       for (int axis = 1; fits && axis < got.rank(); ++axis) fits = got[axis] == want[axis];
       if (!fits)
@@ -396,7 +407,9 @@ struct Server::Impl {
         throw RequestError(field + ".shape: batch " + std::to_string(got[0]) +
                            " differs from the other inputs' " + std::to_string(batch));
       batch = got[0];
-      inputs.emplace(input.name, std::move(input.tensor));
+      inputs.emplace(input.name, PendingInput{input.shape, DType::f32, [&input](void* destination) {
+                                                decode_input(input, static_cast<float*>(destination));
+                                              }});
     }
     for (const auto& [name, shape] : info.inputs) {
       if (!inputs.count(name)) throw RequestError("inputs: the model's input '" + name + "' is missing");
@@ -415,7 +428,15 @@ struct Server::Impl {
     Served& s = served(name);
     Admission admission(*this);
     const std::optional<RequestContext> context = request_context(req);
-    const std::string body = read_body(req, reader);
+    // The request thread's body buffer, kept from request to request: no fresh pages to fault in for
+    // every large body. The binary tensors are decoded from it straight into their rows of the batch.
+    thread_local std::string body;
+    struct Trim {
+      ~Trim() {
+        if (body.capacity() > kKeptBodyBytes) std::string().swap(body);
+      }
+    } trim;
+    read_body(req, reader, body);
     std::optional<std::size_t> header_length;
     if (req.has_header("Inference-Header-Content-Length")) {
       const std::string text = req.get_header_value("Inference-Header-Content-Length");
@@ -427,11 +448,11 @@ struct Server::Impl {
         throw RequestError("Inference-Header-Content-Length: '" + text + "' is not a number");
       }
     }
-    InferRequest request = parse_infer_request(body, header_length);
+    const InferRequest request = parse_infer_request(body, header_length, /*defer_binary=*/true);
     const std::shared_ptr<const ModelInfo> model = info(s);
     check_version(s, version);
-    TensorMap inputs = model_inputs(*model, request);
-    TensorMap outputs = s.batcher->submit(std::move(inputs)).get();
+    std::future<TensorMap> pending = s.batcher->submit(model_inputs(*model, request));
+    TensorMap outputs = pending.get();
     std::vector<std::pair<std::string, Tensor>> selected;
     if (request.outputs.empty()) {
       for (const auto& [output, shape] : model->outputs) selected.emplace_back(output, outputs.at(output));
@@ -923,10 +944,12 @@ Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std
   pool.device = s.options.device;
   pool.budget_bytes = s.options.memory_budget_bytes;
   pool.session.threads = s.options.session_threads;
-  // One idle context per padded batch size (1, 2, 4, ... max_batch) and per worker, so none replans.
+  // Idle contexts for every padded batch size (1, 2, 4, ... max_batch) times the workers (that many may
+  // run one size at once), so none is dropped at release and replanned later: only the sizes that occur
+  // are ever created.
   int sizes = 1;
   while ((1 << (sizes - 1)) < s.options.max_batch) ++sizes;
-  pool.max_idle_contexts = std::max(4, sizes + s.options.workers_per_model);
+  pool.max_idle_contexts = std::max(4, (sizes + 1) * std::max(1, s.options.workers_per_model));
   const bool pad = s.options.pad_batches == ServerOptions::PadBatches::always ||
                    (s.options.pad_batches == ServerOptions::PadBatches::on_gpu && !s.options.device.is_cpu());
   s.pool = std::make_unique<ModelPool>(pool);
@@ -942,7 +965,8 @@ Server::Server(ServerOptions options, std::vector<ModelSpec> models) : impl_(std
     served->spec = spec;
     Served* raw = served.get();
     const std::string name = spec.name;
-    BatcherOptions batching{s.options.max_batch, s.options.max_queue_delay, s.options.workers_per_model, pad};
+    BatcherOptions batching{s.options.max_batch, s.options.max_queue_delay, s.options.workers_per_model, pad,
+                            s.options.device};
     served->batcher = std::make_unique<Batcher>(
         batching, [&s, raw](const TensorMap& inputs) { return s.run(*raw, inputs); },
         [&s, name](std::int64_t samples) { s.metrics.batch(name, samples); });

@@ -3,6 +3,7 @@
 #include <string_view>
 
 #include "backends/cuda/kernels.h"
+#include "backends/host_staging.h"
 #include "espresso/errors.h"
 
 namespace espresso {
@@ -31,6 +32,7 @@ bool low_precision(DType dtype) { return dtype == DType::f16 || dtype == DType::
 
 class CudaBackend final : public Backend {
  public:
+  CudaBackend() { register_host_staging(DeviceType::cuda, &cuda::allocate_pinned); }
   const char* name() const override { return "cuda"; }
   DeviceType type() const override { return DeviceType::cuda; }
   int device_count() const override { return cuda::device_count(); }

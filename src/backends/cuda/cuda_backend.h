@@ -35,6 +35,9 @@ std::recursive_mutex& capture_exclusion();
 // Copies `bytes` between any two devices (cpu included); returns once the copy has completed.
 void copy(void* destination, Device destination_device, const void* source, Device source_device,
           std::size_t bytes);
+// Page-locked host memory (at least 64-byte aligned) that copy() moves to and from `device` with one DMA
+// on its transfer stream instead of bouncing through the staging chunks.
+std::shared_ptr<void> allocate_pinned(std::size_t bytes, Device device);
 // Sets device memory to zero; returns once done.
 void fill_zero(void* destination, Device device, std::size_t bytes);
 // Copies every piece to `device` as one stream of pinned staging chunks: small pieces share a chunk,

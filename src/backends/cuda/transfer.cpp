@@ -1,12 +1,17 @@
 // Copies between host and device go through pinned staging buffers: a plain cudaMemcpy from
 // pageable memory may return before the data has arrived, and pinned chunks let the host-side
-// memcpy of one chunk overlap the DMA of the other.
+// memcpy of one chunk overlap the DMA of the other. Host memory that is pinned already (from
+// allocate_pinned: the batch staging of `espresso serve`) is copied with one DMA, no staging memcpy.
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <shared_mutex>
+#include <string>
 #include <vector>
 
 #include "backends/cuda/check.h"
@@ -18,6 +23,37 @@ namespace {
 
 constexpr std::size_t kChunk = std::size_t{4} << 20;
 constexpr int kChunks = 2;
+
+// The page-locked host ranges allocate_pinned handed out and that are still alive.
+class PinnedRanges {
+ public:
+  void add(const void* begin, std::size_t bytes) {
+    std::unique_lock lock(mutex_);
+    ranges_[reinterpret_cast<std::uintptr_t>(begin)] = bytes;
+  }
+  void remove(const void* begin) {
+    std::unique_lock lock(mutex_);
+    ranges_.erase(reinterpret_cast<std::uintptr_t>(begin));
+  }
+  // Whether [begin, begin + bytes) lies within one pinned allocation.
+  bool contains(const void* begin, std::size_t bytes) const {
+    const auto address = reinterpret_cast<std::uintptr_t>(begin);
+    std::shared_lock lock(mutex_);
+    auto it = ranges_.upper_bound(address);
+    if (it == ranges_.begin()) return false;
+    --it;
+    return address - it->first <= it->second && bytes <= it->second - (address - it->first);
+  }
+
+ private:
+  mutable std::shared_mutex mutex_;
+  std::map<std::uintptr_t, std::size_t> ranges_;
+};
+
+PinnedRanges& pinned_ranges() {
+  static auto* ranges = new PinnedRanges;  // never destroyed: pinned memory may outlive static objects
+  return *ranges;
+}
 
 // One per device: a stream of its own, so copies never wait on a Net's queued work, and its
 // staging chunks.
@@ -76,6 +112,12 @@ class Transfers {
   void upload(void* device_destination, const void* host_source, std::size_t bytes) {
     std::lock_guard lock(mutex_);
     DeviceGuard guard(device_);
+    if (pinned_ranges().contains(host_source, bytes)) {
+      ESPRESSO_CUDA_CHECK(
+          cudaMemcpyAsync(device_destination, host_source, bytes, cudaMemcpyHostToDevice, stream_));
+      ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      return;
+    }
     const auto* source = static_cast<const std::byte*>(host_source);
     auto* destination = static_cast<std::byte*>(device_destination);
     for (std::size_t offset = 0, k = 0; offset < bytes; offset += kChunk, k = (k + 1) % kChunks) {
@@ -112,6 +154,12 @@ class Transfers {
   void download(void* host_destination, const void* device_source, std::size_t bytes) {
     std::lock_guard lock(mutex_);
     DeviceGuard guard(device_);
+    if (pinned_ranges().contains(host_destination, bytes)) {
+      ESPRESSO_CUDA_CHECK(
+          cudaMemcpyAsync(host_destination, device_source, bytes, cudaMemcpyDeviceToHost, stream_));
+      ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      return;
+    }
     const auto* source = static_cast<const std::byte*>(device_source);
     auto* destination = static_cast<std::byte*>(host_destination);
     // Queue chunk i+1's DMA before unpacking chunk i.
@@ -190,6 +238,29 @@ void copy(void* destination, Device destination_device, const void* source, Devi
   } else if (destination != source) {
     transfers(source_device.index).device_copy(destination, destination_device.index, source, bytes);
   }
+}
+
+std::shared_ptr<void> allocate_pinned(std::size_t bytes, Device device) {
+  require_device(device);
+  void* memory = nullptr;
+  {
+    // cudaHostAlloc synchronises implicitly: never while another thread records a CUDA graph.
+    const std::lock_guard exclusion(capture_exclusion());
+    DeviceGuard guard(device.index);
+    const cudaError_t status = cudaHostAlloc(&memory, std::max<std::size_t>(bytes, 64), cudaHostAllocPortable);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw DeviceError("out of memory allocating " + std::to_string(bytes) +
+                        " bytes of page-locked host memory for " + device.str() + ": " +
+                        cudaGetErrorString(status));
+    }
+  }
+  pinned_ranges().add(memory, std::max<std::size_t>(bytes, 64));
+  return std::shared_ptr<void>(memory, [](void* p) {
+    pinned_ranges().remove(p);
+    const std::lock_guard exclusion(capture_exclusion());
+    (void)cudaFreeHost(p);
+  });
 }
 
 void upload(Device device, const std::vector<UploadPiece>& pieces) {
