@@ -386,25 +386,11 @@ TEST_F(OnnxErrors, DanglingNamesAndShapeContradictions) {
 
 // ---- export ----------------------------------------------------------------------------------
 
-// Runs onnx.checker on `path` with the system Python; false (and a visible skip) without python3-onnx.
-bool onnx_checker_available() { return std::system("/usr/bin/python3 -c 'import onnx' 2>/dev/null") == 0; }
-
-void expect_checker_accepts(const std::string& path) {
-  if (!onnx_checker_available()) {
-    std::printf("SKIPPED: onnx.checker (python3-onnx is not installed)\n");
-    return;
-  }
-  const std::string command =
-      "/usr/bin/python3 -c \"import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), "
-      "full_check=True)\" " +
-      path;
-  EXPECT_EQ(std::system(command.c_str()), 0) << "onnx.checker rejected " << path;
-}
 
 void expect_round_trip(const Graph& graph, const std::map<std::string, Tensor>& feed,
                        const std::string& path) {
   export_onnx(graph, path);
-  expect_checker_accepts(path);
+  testing::expect_onnx_checker_accepts(path);
   Net original(graph);
   Net reloaded(load_onnx(path));
   const auto a = original.forward(feed);

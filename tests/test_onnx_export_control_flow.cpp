@@ -131,18 +131,6 @@ double expect_close(const Tensor& got, const Tensor& expected, double rtol, doub
   return worst;
 }
 
-void expect_checker_accepts(const std::string& path) {
-  static const bool available = std::system("/usr/bin/python3 -c 'import onnx' 2>/dev/null") == 0;
-  if (!available) {
-    std::printf("SKIPPED: onnx.checker (python3-onnx is not installed)\n");
-    return;
-  }
-  const std::string check =
-      "/usr/bin/python3 -c \"import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), "
-      "full_check=True)\" " +
-      path;
-  EXPECT_EQ(std::system(check.c_str()), 0) << "onnx.checker rejects " << path;
-}
 
 // ---- ONNX's node tests, round trip ---------------------------------------------------------------
 
@@ -262,7 +250,7 @@ TEST(OnnxExportControlFlow, NodeTestsRoundTrip) {
     const OnnxConformanceReport report = run_onnx_conformance({copy.string()});
     ASSERT_EQ(report.results.size(), 1u);
     EXPECT_EQ(report.results[0].status, OnnxTestStatus::pass) << report.results[0].detail;
-    expect_checker_accepts(written);
+    testing::expect_onnx_checker_accepts(written);
 
     // So does ONNX Runtime.
     double ort_error = -1;
@@ -351,7 +339,7 @@ TEST(OnnxExportControlFlow, HeyJarvisRoundTrip) {
       EXPECT_EQ(branches, (std::set<std::string>{"then_branch", "else_branch"}));
     }
     EXPECT_EQ(ifs, 1);
-    expect_checker_accepts(written);
+    testing::expect_onnx_checker_accepts(written);
 
     Net reloaded(load_model(written));
     ASSERT_EQ(reloaded.input_names().size(), 1u);
@@ -525,7 +513,7 @@ TEST(OnnxExportControlFlow, HandMadeGraphsMatchOnnxRuntime) {
   EXPECT_EQ(ops.count("If"), 2u);
   EXPECT_EQ(ops.count("Loop"), 2u);
   EXPECT_EQ(ops.count("Scan"), 1u);
-  expect_checker_accepts(written);
+  testing::expect_onnx_checker_accepts(written);
 
   Net original(graph), reloaded(load_onnx(written));
   const std::string no_ort = ort_missing();
@@ -592,7 +580,7 @@ TEST(OnnxExportControlFlow, DeeplyNestedIfs) {
   std::multiset<std::string> ops;
   collect_ops(read_model(written).graph(), ops);
   EXPECT_EQ(ops.count("If"), static_cast<std::size_t>(limits().max_subgraph_depth));
-  expect_checker_accepts(written);
+  testing::expect_onnx_checker_accepts(written);
   Net reloaded(load_onnx(written));
   const std::string no_ort = ort_missing();
   if (!no_ort.empty()) std::printf("SKIPPED: ONNX Runtime's check (%s)\n", no_ort.c_str());

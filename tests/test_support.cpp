@@ -106,4 +106,15 @@ LayerSpec conv_layer(const std::string& name, const std::string& input, const st
   return s;
 }
 
+void expect_onnx_checker_accepts(const std::string& path) {
+  static const bool available = std::system("/usr/bin/python3 -c 'import onnx' 2>/dev/null") == 0;
+  if (!available) {
+    std::printf("SKIPPED: onnx.checker (python3-onnx is not installed)\n");
+    return;
+  }
+  const std::string command =
+      "/usr/bin/python3 -c \"import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)\" " + path;
+  EXPECT_EQ(std::system(command.c_str()), 0) << "onnx.checker rejected " << path;
+}
+
 }  // namespace espresso::testing

@@ -61,6 +61,10 @@ std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>
 // The CPU backend's fast kernel for the layer, or nullptr where it would run the layer's reference.
 std::unique_ptr<Kernel> fast_cpu_kernel(const Layer& layer, const std::vector<Shape>& inputs);
 
+// Runs onnx.checker (full check) on an ONNX file with the system Python and expects it to pass; prints a
+// visible "SKIPPED:" line instead where python3-onnx is not installed.
+void expect_onnx_checker_accepts(const std::string& path);
+
 // A layer of a hand-built graph: name, type, input and output tensor names; attributes and weights
 // are set by the caller.
 LayerSpec layer(const std::string& name, const std::string& type, std::vector<std::string> inputs,
