@@ -294,6 +294,94 @@ void pack_matrix(bool transpose, const float* b, std::int64_t ldb, std::int64_t 
   }
 }
 
+// Runs of a panel's columns along one output row: slots [begin, end) read image row y0 + dy at
+// columns x0 + dx + t·stride_w (t counted from begin).
+struct WindowRun {
+  std::int64_t begin, end, y0, x0;
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+// The windows' panels at 32 columns (AVX-512), for row strides 1 and 2 (S): each panel row is built in
+// two registers and stored once; each run fills its lanes with merge-masked loads (at stride 2, 32
+// inputs loaded per 16 lanes and the even ones picked), lanes outside the image or past the last
+// column stay 0. What depends only on the window tap and the panel (the runs' lanes, masks and input
+// offsets) is worked out once per tap and reused for every channel.
+template <int S>
+__attribute__((target("avx512f"))) void pack_windows32(const ConvWindows& w, std::int64_t p0, std::int64_t depth,
+                                                       std::int64_t panels, const std::vector<WindowRun>& runs,
+                                                       const std::vector<std::size_t>& first_run, float* out) {
+  struct Load {
+    std::int64_t offset;  // of the half's lane 0 in the channel's plane (lanes outside it are masked)
+    std::uint32_t wide;   // stride 2: which of the 32 inputs from offset to load
+    __mmask16 lanes;      // which lanes of the half this load fills
+    int half;
+  };
+  const std::int64_t taps = w.kernel_h * w.kernel_w;
+  const std::int64_t plane_size = w.height * w.width;
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  thread_local std::vector<Load> loads;
+  thread_local std::vector<std::size_t> first_load;  // per (tap, panel)
+  const std::int64_t tap0 = p0 % taps, used_taps = std::min(taps, depth);
+  loads.clear();
+  first_load.assign(static_cast<std::size_t>(used_taps * panels + 1), 0);
+  for (std::int64_t i = 0; i < used_taps; ++i) {
+    const std::int64_t tap = (tap0 + i) % taps;
+    const std::int64_t dy = tap / w.kernel_w * w.dilation_h, dx = tap % w.kernel_w * w.dilation_w;
+    for (std::int64_t q = 0; q < panels; ++q) {
+      first_load[static_cast<std::size_t>(i * panels + q)] = loads.size();
+      for (std::size_t r = first_run[static_cast<std::size_t>(q)]; r < first_run[static_cast<std::size_t>(q) + 1]; ++r) {
+        const WindowRun& run = runs[r];
+        const std::int64_t y = run.y0 + dy;
+        if (y < 0 || y >= w.height) continue;
+        const std::int64_t x = run.x0 + dx;  // input column of slot run.begin
+        // Slots whose input column x + (t − begin)·S lies in [0, width).
+        const std::int64_t lo = std::clamp(run.begin + (x < 0 ? (-x + S - 1) / S : 0), run.begin, run.end);
+        const std::int64_t hi = std::clamp(run.begin + (w.width - x + S - 1) / S, lo, run.end);
+        for (int h = 0; h < 2; ++h) {
+          const std::int64_t a = std::max<std::int64_t>(lo, 16 * h), b = std::min<std::int64_t>(hi, 16 * h + 16);
+          if (a >= b) continue;
+          Load load;
+          load.offset = y * w.width + x + (16 * h - run.begin) * S;
+          load.lanes = static_cast<__mmask16>(((1u << (b - a)) - 1u) << (a - 16 * h));
+          load.wide = 0;
+          for (std::int64_t k = a - 16 * h; k < b - 16 * h; ++k) load.wide |= 1u << (2 * k);
+          load.half = h;
+          loads.push_back(load);
+        }
+      }
+    }
+  }
+  first_load.back() = loads.size();
+  for (std::int64_t p = 0; p < depth; ++p) {
+    const std::int64_t i = p % taps;  // (p0 + p) − tap0 ≡ p (mod taps)
+    const float* plane = w.image + (p0 + p) / taps * plane_size;
+    const std::size_t* starts = first_load.data() + i * panels;
+    float* dst = out + p * 32;
+    for (std::int64_t q = 0; q < panels; ++q, dst += 32 * depth) {
+      __m512 low = _mm512_setzero_ps(), high = _mm512_setzero_ps();
+      for (std::size_t l = starts[q]; l < starts[q + 1]; ++l) {
+        const Load& load = loads[l];
+        const float* base = plane + load.offset;
+        __m512 v;
+        if constexpr (S == 1) {
+          v = _mm512_maskz_loadu_ps(load.lanes, base);
+        } else {
+          v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(static_cast<__mmask16>(load.wide), base), even,
+                                     _mm512_maskz_loadu_ps(static_cast<__mmask16>(load.wide >> 16), base + 16));
+        }
+        if (load.half == 0) {
+          low = _mm512_mask_mov_ps(low, load.lanes, v);
+        } else {
+          high = _mm512_mask_mov_ps(high, load.lanes, v);
+        }
+      }
+      _mm512_storeu_ps(dst, low);
+      _mm512_storeu_ps(dst + 16, high);
+    }
+  }
+}
+#endif
+
 // The same from a convolution's windows: row p = (channel, ky, kx), column j = (oy, ox) reads the
 // image at (oy·stride − pad + ky·dilation, ox·stride − pad + kx·dilation), 0 outside it.
 void pack_windows(const ConvWindows& w, std::int64_t p0, std::int64_t depth, std::int64_t j0, std::int64_t cols,
@@ -302,9 +390,7 @@ void pack_windows(const ConvWindows& w, std::int64_t p0, std::int64_t depth, std
   const std::int64_t panels = (cols + width - 1) / width;
   // Each panel's columns as runs along one output row: slots [begin, end) read image row y0 + dy at
   // columns x0 + dx + t·stride_w. Slots past the last column stay 0.
-  struct Run {
-    std::int64_t begin, end, y0, x0;
-  };
+  using Run = WindowRun;
   thread_local std::vector<Run> runs;
   thread_local std::vector<std::size_t> first_run;
   runs.clear();
@@ -325,6 +411,12 @@ void pack_windows(const ConvWindows& w, std::int64_t p0, std::int64_t depth, std
     }
   }
   first_run[static_cast<std::size_t>(panels)] = runs.size();
+#if defined(__x86_64__) || defined(__i386__)
+  if (width == 32 && w.stride_w <= 2) {
+    (w.stride_w == 1 ? pack_windows32<1> : pack_windows32<2>)(w, p0, depth, panels, runs, first_run, out);
+    return;
+  }
+#endif
   for (std::int64_t p = 0; p < depth; ++p) {
     const std::int64_t channel = (p0 + p) / taps, tap = (p0 + p) % taps;
     const std::int64_t dy = tap / w.kernel_w * w.dilation_h, dx = tap % w.kernel_w * w.dilation_w;
