@@ -23,8 +23,8 @@ namespace espresso {
 // see published; the calling thread takes chunks too and waits only for chunks that were claimed, never
 // for workers that have not woken yet. Between jobs the workers spin for a while (ESPRESSO_SPIN_US,
 // default 200 µs; batch-1 inference runs dozens of short jobs per forward, each of which would otherwise
-// pay a futex wake-up) and then sleep on a condition variable; the caller likewise spins before it
-// sleeps waiting for the last claimed chunks. A pool of n threads has n - 1 workers.
+// pay a futex wake-up), yielding the core after the first few microseconds, and then sleep on a
+// condition variable; the caller likewise spins before it sleeps waiting for the last claimed chunks. A pool of n threads has n - 1 workers.
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) : spin_(spin_duration()) {
@@ -72,10 +72,16 @@ class ThreadPool {
     return std::chrono::microseconds(us);
   }
 
-  static void pause() {
+  // One wait of a spin: a pause instruction for the first few microseconds, then a yield, so that on a
+  // busy machine the spinning thread hands its core to the thread it is waiting for (or to others).
+  static void back_off(int i) {
+    if (i < 256) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
+    } else {
+      std::this_thread::yield();
+    }
   }
 
   // Claims and runs chunks of job `job` until none is left, counting each in done_ as it finishes.
@@ -105,14 +111,14 @@ class ThreadPool {
   void wait_done(std::int64_t chunks) {
     const auto deadline = std::chrono::steady_clock::now() + spin_;
     for (int i = 0; done_.load() < chunks; ++i) {
-      if ((i & 63) == 63 && std::chrono::steady_clock::now() >= deadline) {
+      if ((i & 15) == 15 && std::chrono::steady_clock::now() >= deadline) {
         std::unique_lock lock(mutex_);
         caller_waiting_.store(true);
         finished_.wait(lock, [&] { return done_.load() >= chunks; });
         caller_waiting_.store(false);
         return;
       }
-      pause();
+      back_off(i);
     }
   }
 
@@ -124,7 +130,7 @@ class ThreadPool {
       if (job == seen) {
         const auto deadline = std::chrono::steady_clock::now() + spin_;
         for (int i = 0; (job = ticket_.load() >> 32) == seen && !stopping_.load(); ++i) {
-          if ((i & 63) == 63 && std::chrono::steady_clock::now() >= deadline) {
+          if ((i & 15) == 15 && std::chrono::steady_clock::now() >= deadline) {
             std::unique_lock lock(mutex_);
             sleepers_.fetch_add(1);
             wake_.wait(lock, [&] { return stopping_.load() || ticket_.load() >> 32 != seen; });
@@ -132,7 +138,7 @@ class ThreadPool {
             job = ticket_.load() >> 32;
             break;
           }
-          pause();
+          back_off(i);
         }
       }
       if (stopping_.load()) return;
