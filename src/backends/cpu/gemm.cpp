@@ -28,6 +28,10 @@ constexpr int kRows512 = 12;                // MR of the AVX-512 one (24 of 32 r
 constexpr std::int64_t kDepthBlock = 256;   // KC
 constexpr std::int64_t kColumnBlock = 384;  // NC, a multiple of both NRs
 constexpr std::int64_t kMaxColumns = 32;    // the widest NR
+// With at most this many row panels in A, B (a plain matrix: a 1 × 1 convolution's image) is read
+// where it is: each element of a packed copy would be used by only one or two panels, so packing
+// cost about as much as the product (MobileNetV2's and SqueezeNet's narrow projections and squeezes).
+constexpr std::int64_t kDirectPanels = 2;
 
 enum class Isa { none, avx2, avx512 };
 
@@ -68,6 +72,7 @@ struct TileOps {
   bool clamp = false;
   float lo = 0.0f, hi = 0.0f;
   int cols = 32;  // valid columns of the tile (the AVX-512 kernel masks the rest)
+  std::int64_t ldb = 0;  // B's row stride when read unpacked; 0: a packed panel (stride NR)
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -79,6 +84,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
   __m256 acc[Rows][2];
 #pragma GCC unroll 6
   for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  const std::int64_t b_step = ops.ldb != 0 ? ops.ldb : 16;
   for (std::int64_t p = 0; p < depth; ++p) {
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
@@ -89,7 +95,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
       acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
     }
     a += kRows;
-    b += 16;
+    b += b_step;
   }
   const __m256 beta = _mm256_set1_ps(ops.beta);
   const __m256 lo = _mm256_set1_ps(ops.lo), hi = _mm256_set1_ps(ops.hi);
@@ -134,6 +140,7 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
   __m512 acc[Rows][2];
 #pragma GCC unroll 12
   for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const std::int64_t b_step = ops.ldb != 0 ? ops.ldb : 32;
   for (std::int64_t p = 0; p < depth; ++p) {
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = _mm512_loadu_ps(b + 16);
@@ -144,7 +151,7 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
       acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
     }
     a += kRows512;
-    b += 32;
+    b += b_step;
   }
   // Columns past ops.cols are neither read nor written (an edge tile of C).
   const __mmask16 m0 = ops.cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ops.cols) - 1);
@@ -484,9 +491,10 @@ struct Problem {
 std::int64_t tile_width() { return isa() == Isa::avx512 ? 32 : 16; }
 
 // C's rows of A's panels [panel0, panel1) and columns [col0, col1) for depth block `block`, with B's
-// block packed at `packed_b` (panels of the columns from `packed_col0` on).
+// block packed at `packed_b` (panels of the columns from `packed_col0` on) or, with `direct`, read
+// where it is (a plain B, not transposed): whole tiles straight from its rows, an edge tile packed.
 void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, std::int64_t panel1, std::int64_t col0,
-                   std::int64_t col1, const float* packed_b, std::int64_t packed_col0) {
+                   std::int64_t col1, const float* packed_b, std::int64_t packed_col0, bool direct = false) {
   const std::int64_t width = tile_width();
   const std::int64_t m = pr.a->rows(), k = pr.a->depth(), mr = panel_rows();
   const std::int64_t pc = block * kDepthBlock;
@@ -496,7 +504,19 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
   // Column tiles outer: one B panel (kc × NR) stays in L1 while A's panels stream from L2.
   for (std::int64_t col = col0; col < col1; col += width) {
     const std::int64_t cols = std::min(width, col1 - col);
-    const float* panel_b = packed_b + (col - packed_col0) * kc;
+    const float* panel_b = nullptr;
+    std::int64_t b_stride = 0;
+    thread_local std::vector<float> edge;
+    if (!direct) {
+      panel_b = packed_b + (col - packed_col0) * kc;
+    } else if (cols == width) {
+      panel_b = pr.b + pc * pr.ldb + col;
+      b_stride = pr.ldb;
+    } else {
+      edge.resize(static_cast<std::size_t>(kc * width));
+      pack_matrix(false, pr.b, pr.ldb, pc, kc, col, cols, width, edge.data());
+      panel_b = edge.data();
+    }
     for (std::int64_t panel = panel0; panel < panel1; ++panel) {
       const std::int64_t row = panel * mr;
       const std::int64_t rows = std::min(mr, m - row);
@@ -517,6 +537,7 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
       float* out = pr.c + row * pr.ldc + col;
       const Kernel kernel = kernel_for(rows);
       ops.cols = static_cast<int>(cols);
+      ops.ldb = b_stride;
       if (cols == width || isa() == Isa::avx512) {
         kernel(kc, a, panel_b, out, pr.ldc, ops);
       } else {
@@ -532,6 +553,11 @@ void run_serial(const Problem& pr, std::int64_t col0 = 0, std::int64_t col1 = -1
   const std::int64_t width = tile_width();
   const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + panel_rows() - 1) / panel_rows();
   if (col1 < 0) col1 = pr.n;
+  if (!pr.windows && !pr.transpose_b && panels <= kDirectPanels) {
+    for (std::int64_t block = 0; block * kDepthBlock < k; ++block)
+      compute_block(pr, block, 0, panels, col0, col1, nullptr, 0, true);
+    return;
+  }
   thread_local std::vector<float> buffer;
   buffer.resize(static_cast<std::size_t>(kDepthBlock * kColumnBlock));
   for (std::int64_t jc = col0; jc < col1; jc += kColumnBlock) {
