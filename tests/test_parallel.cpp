@@ -30,7 +30,8 @@ void expect_each_index_once(int jobs, std::int64_t n, std::int64_t grain) {
         },
         grain);
     for (std::int64_t i = 0; i < n; ++i)
-      ASSERT_EQ(hits[static_cast<std::size_t>(i)].load(), 1) << "job " << job << " index " << i << " of " << n;
+      ASSERT_EQ(hits[static_cast<std::size_t>(i)].load(), 1)
+          << "job " << job << " index " << i << " of " << n;
   }
 }
 
