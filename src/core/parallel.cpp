@@ -24,7 +24,8 @@ namespace espresso {
 // for workers that have not woken yet. Between jobs the workers spin for a while (ESPRESSO_SPIN_US,
 // default 200 µs; batch-1 inference runs dozens of short jobs per forward, each of which would otherwise
 // pay a futex wake-up), yielding the core after the first few microseconds, and then sleep on a
-// condition variable; the caller likewise spins before it sleeps waiting for the last claimed chunks. A pool of n threads has n - 1 workers.
+// condition variable; the caller likewise spins before it sleeps waiting for the last claimed chunks.
+// A pool of n threads has n - 1 workers.
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) : spin_(spin_duration()) {
