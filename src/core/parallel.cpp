@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -15,70 +17,157 @@
 
 namespace espresso {
 
-// Workers wait for a job, take chunks from a shared counter, and report when done. The calling
-// thread takes chunks too, so a pool of n threads has n - 1 workers.
+// A job is published as one 64-bit ticket: the job's number, its chunk count and the next chunk to
+// hand out. Threads claim chunks by compare-and-swap on the ticket, so a worker that wakes late (after
+// its job was finished by others, or during the next job) can never run a chunk of a job it did not
+// see published; the calling thread takes chunks too and waits only for chunks that were claimed, never
+// for workers that have not woken yet. Between jobs the workers spin for a while (ESPRESSO_SPIN_US,
+// default 200 µs; batch-1 inference runs dozens of short jobs per forward, each of which would otherwise
+// pay a futex wake-up), yielding the core after the first few microseconds, and then sleep on a
+// condition variable; the caller likewise spins before it sleeps waiting for the last claimed chunks.
+// A pool of n threads has n - 1 workers.
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads) {
+  explicit ThreadPool(int threads) : spin_(spin_duration()) {
     for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
   }
   ~ThreadPool() {
     {
       std::lock_guard lock(mutex_);
-      stopping_ = true;
+      stopping_.store(true);
     }
     wake_.notify_all();
     for (auto& w : workers_) w.join();
   }
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
+  // At most kMaxChunks chunks (the ticket's 16 bits).
+  static constexpr std::int64_t kMaxChunks = 0xFFFF;
+
   void run(std::int64_t chunks, const std::function<void(std::int64_t)>& chunk_body) {
     std::unique_lock run_lock(run_mutex_);  // one job at a time
-    {
-      std::lock_guard lock(mutex_);
-      body_ = &chunk_body;
-      chunks_ = chunks;
-      next_.store(0);
-      active_ = static_cast<int>(workers_.size());
-      ++generation_;
+    body_ = &chunk_body;
+    done_.store(0);
+    job_ = (job_ + 1) & kJobMask;
+    ticket_.store(job_ << 32 | static_cast<std::uint64_t>(chunks) << 16);
+    if (sleepers_.load() > 0) {
+      { std::lock_guard lock(mutex_); }
+      wake_.notify_all();
     }
-    wake_.notify_all();
-    take_chunks();
-    std::unique_lock lock(mutex_);
-    done_.wait(lock, [this] { return active_ == 0; });
+    take_chunks(job_);
+    wait_done(chunks);
     body_ = nullptr;
+    if (error_) {
+      std::exception_ptr error;
+      std::swap(error, error_);
+      std::rethrow_exception(error);
+    }
   }
 
  private:
-  void take_chunks() {
-    for (std::int64_t c = next_.fetch_add(1); c < chunks_; c = next_.fetch_add(1)) (*body_)(c);
+  static constexpr std::uint64_t kJobMask = 0xFFFFFFFFu;
+
+  static std::chrono::nanoseconds spin_duration() {
+    long us = 200;
+    if (const char* env = std::getenv("ESPRESSO_SPIN_US")) us = std::max(0L, std::atol(env));
+    return std::chrono::microseconds(us);
   }
+
+  // One wait of a spin: a pause instruction for the first few microseconds, then a yield, so that on a
+  // busy machine the spinning thread hands its core to the thread it is waiting for (or to others).
+  static void back_off(int i) {
+    if (i < 256) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
+
+  // Claims and runs chunks of job `job` until none is left, counting each in done_ as it finishes.
+  // Returns whether it ran any. The first exception a chunk throws is kept for run() to rethrow.
+  bool take_chunks(std::uint64_t job) {
+    bool ran = false;
+    std::uint64_t t = ticket_.load();
+    for (;;) {
+      if (t >> 32 != job) return ran;
+      const std::uint64_t chunks = t >> 16 & 0xFFFF, next = t & 0xFFFF;
+      if (next >= chunks) return ran;
+      if (!ticket_.compare_exchange_weak(t, t + 1)) continue;
+      // The chunk is claimed, so job `job` is unfinished and body_ is still its body.
+      try {
+        (*body_)(static_cast<std::int64_t>(next));
+      } catch (...) {
+        std::lock_guard lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      done_.fetch_add(1);
+      ran = true;
+      t = ticket_.load();
+    }
+  }
+
+  // The caller: every chunk handed out has finished (spin, then sleep).
+  void wait_done(std::int64_t chunks) {
+    const auto deadline = std::chrono::steady_clock::now() + spin_;
+    for (int i = 0; done_.load() < chunks; ++i) {
+      if ((i & 15) == 15 && std::chrono::steady_clock::now() >= deadline) {
+        std::unique_lock lock(mutex_);
+        caller_waiting_.store(true);
+        finished_.wait(lock, [&] { return done_.load() >= chunks; });
+        caller_waiting_.store(false);
+        return;
+      }
+      back_off(i);
+    }
+  }
+
   void work() {
     std::uint64_t seen = 0;
     for (;;) {
-      {
-        std::unique_lock lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-        if (stopping_) return;
-        seen = generation_;
+      // Wait for a job other than the last one seen: spin first, then sleep.
+      std::uint64_t job = ticket_.load() >> 32;
+      if (job == seen) {
+        const auto deadline = std::chrono::steady_clock::now() + spin_;
+        for (int i = 0; (job = ticket_.load() >> 32) == seen && !stopping_.load(); ++i) {
+          if ((i & 15) == 15 && std::chrono::steady_clock::now() >= deadline) {
+            std::unique_lock lock(mutex_);
+            sleepers_.fetch_add(1);
+            wake_.wait(lock, [&] { return stopping_.load() || ticket_.load() >> 32 != seen; });
+            sleepers_.fetch_sub(1);
+            job = ticket_.load() >> 32;
+            break;
+          }
+          back_off(i);
+        }
       }
-      take_chunks();
-      std::lock_guard lock(mutex_);
-      if (--active_ == 0) done_.notify_one();
+      if (stopping_.load()) return;
+      seen = job;
+      if (!take_chunks(job)) continue;
+      // done_ moved before this check (both seq_cst): the caller either sees the count before it
+      // sleeps or is seen waiting here.
+      if (caller_waiting_.load()) {
+        { std::lock_guard lock(mutex_); }
+        finished_.notify_one();
+      }
     }
   }
 
   std::vector<std::thread> workers_;
+  const std::chrono::nanoseconds spin_;
   std::mutex run_mutex_;
-  std::mutex mutex_;
+  std::mutex mutex_;  // for sleeping only
   std::condition_variable wake_;
-  std::condition_variable done_;
+  std::condition_variable finished_;
   const std::function<void(std::int64_t)>* body_ = nullptr;
-  std::int64_t chunks_ = 0;
-  std::atomic<std::int64_t> next_{0};
-  int active_ = 0;
-  std::uint64_t generation_ = 0;
-  bool stopping_ = false;
+  std::uint64_t job_ = 0;                 // the current job's number (written by run() only)
+  std::atomic<std::uint64_t> ticket_{0};  // job << 32 | chunks << 16 | next chunk
+  std::atomic<std::int64_t> done_{0};     // chunks of the current job finished
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> caller_waiting_{false};
+  std::atomic<bool> stopping_{false};
+  std::exception_ptr error_;  // guarded by mutex_ while a job runs
 };
 
 namespace {
@@ -140,15 +229,18 @@ void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::in
     return;
   }
   // A few chunks per thread balances uneven work without much overhead.
-  const std::int64_t chunks = std::min<std::int64_t>((n + grain - 1) / grain, threads.size() * 4);
+  const std::int64_t chunks =
+      std::min<std::int64_t>({(n + grain - 1) / grain, std::int64_t{threads.size()} * 4, ThreadPool::kMaxChunks});
   const std::int64_t step = (n + chunks - 1) / chunks;
   const std::function<void(std::int64_t)> chunk_body = [&](std::int64_t c) {
     const std::int64_t begin = c * step;
     const std::int64_t end = std::min(n, begin + step);
     if (begin >= end) return;
-    inside_parallel_region = true;
+    struct Region {
+      Region() { inside_parallel_region = true; }
+      ~Region() { inside_parallel_region = false; }
+    } region;
     body(begin, end);
-    inside_parallel_region = false;
   };
   threads.run(chunks, chunk_body);
 }

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <set>
 #include <tuple>
 
@@ -118,6 +121,11 @@ struct Net::Impl {
   bool forwarded = false;                         // a forward() ran since planning
   std::vector<std::vector<std::vector<float>>> carried;  // per step: what a stateful kernel carries
   double last_forward_ms = 0.0;
+  // ESPRESSO_PROFILE_LAYERS: wall seconds and calls per step, printed to stderr when the net goes.
+  bool profile_layers = std::getenv("ESPRESSO_PROFILE_LAYERS") != nullptr;
+  std::vector<double> step_seconds;
+  std::vector<long> step_calls;
+  void print_profile() const;
 
   void read_loss_weights();
   void share_weights();
@@ -1148,7 +1156,16 @@ void Net::Impl::run_steps() {
           transfer.copy.copy_from(tensors[source]);
         }
       }
-      kernels[step]->forward(step_input_views[step], step_output_views[step]);
+      if (profile_layers) {
+        const auto start = std::chrono::steady_clock::now();
+        kernels[step]->forward(step_input_views[step], step_output_views[step]);
+        step_seconds.resize(kernels.size());
+        step_calls.resize(kernels.size());
+        step_seconds[step] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        ++step_calls[step];
+      } else {
+        kernels[step]->forward(step_input_views[step], step_output_views[step]);
+      }
     } catch (const DeviceError& e) {
       const Layer& layer = *layers[step];
       throw DeviceError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
@@ -1209,7 +1226,21 @@ void Net::reset_state() {
   for (auto& state : impl_->carried) state.clear();
 }
 
-Net::~Net() = default;
+void Net::Impl::print_profile() const {
+  double total = 0.0;
+  for (double t : step_seconds) total += t;
+  for (std::size_t step = 0; step < step_seconds.size() && step < kernels.size(); ++step) {
+    if (step_calls[step] == 0) continue;
+    const double ms = step_seconds[step] * 1e3 / static_cast<double>(step_calls[step]);
+    std::fprintf(stderr, "%4zu %-28s %-14s %-48s %9.4f ms %5.1f %% %s\n", step, layers[step]->name().c_str(),
+                 layers[step]->type().c_str(), kernels[step]->name(), ms, 100.0 * step_seconds[step] / total,
+                 step_outputs[step].empty() ? "" : shapes[static_cast<std::size_t>(step_outputs[step][0])].str().c_str());
+  }
+}
+
+Net::~Net() {
+  if (impl_ && impl_->profile_layers) impl_->print_profile();
+}
 Net::Net(Net&&) noexcept = default;
 Net& Net::operator=(Net&&) noexcept = default;
 

@@ -167,6 +167,27 @@ LayerCase depthwise_case(Rng& rng) {
   return c;
 }
 
+// 3×3 depthwise windows at dilation 1 (the AVX-512 kernels of their own): stride 1 or 2 along the
+// rows, 1 to 3 down the columns, pads 0-2, rows from 1 to ~70 outputs wide (several blocks of sixteen
+// and a partial one), odd and even heights, many channels.
+LayerCase depthwise3x3_case(Rng& rng) {
+  LayerCase c;
+  c.spec.type = "Convolution";
+  const std::int64_t channels = rng.integer(1, 6);
+  const std::int64_t stride_w = rng.integer(1, 2), stride_h = rng.coin() ? stride_w : rng.integer(1, 3);
+  const std::int64_t pad_h = rng.integer(0, 2), pad_w = rng.integer(0, 2);
+  c.spec.attrs.set("num_output", channels);
+  c.spec.attrs.set("group", channels);
+  c.spec.attrs.set("kernel", std::int64_t{3});
+  c.spec.attrs.set("stride", std::vector<std::int64_t>{stride_h, stride_w});
+  c.spec.attrs.set("pad", std::vector<std::int64_t>{pad_h, pad_w});
+  if (rng.coin()) c.spec.attrs.set("bias", std::int64_t{0});
+  const std::int64_t height = std::max<std::int64_t>(1, 3 - 2 * pad_h) + rng.integer(0, 9);
+  const std::int64_t width = std::max<std::int64_t>(1, 3 - 2 * pad_w) + rng.integer(0, 140);
+  c.input_shapes = {Shape{rng.integer(1, 2), channels, height, width}};
+  return c;
+}
+
 // 1×1, stride 1, no padding (the packed GEMM on the image as it is): channel counts across the
 // micro-kernel's row panels, images from 1 pixel to several column blocks (the threads split columns
 // or rows), groups.
@@ -211,6 +232,10 @@ TEST(Layers, ConvolutionWinograd) {
 
 TEST(Layers, ConvolutionDepthwise) {
   run_layer_test({.make_case = depthwise_case, .naive = naive, .cases = 60, .gradient_cases = 2});
+}
+
+TEST(Layers, ConvolutionDepthwise3x3) {
+  run_layer_test({.make_case = depthwise3x3_case, .naive = naive, .cases = 60, .gradient_cases = 2});
 }
 
 TEST(Layers, ConvolutionPointwise) {

@@ -5,7 +5,8 @@
 // masked to the columns inside the image (masks computed once per kernel, per block of outputs and
 // window column), so there is no zero-bordered copy of the plane. With AVX-512 (the GEMM's
 // instruction set), at row stride 1 or 2, blocks of sixteen outputs gather every window tap in
-// registers and are stored once, clamped (a fused ReLU or ReLU6); with AVX2 the same at stride 1 with
+// registers and are stored once, clamped (a fused ReLU or ReLU6), and 3×3 windows at dilation 1 and
+// stride 1 or 2 (MobileNet's) have kernels of their own with the taps in registers; with AVX2 the same at stride 1 with
 // blocks of eight; otherwise every tap is one multiply-add along the output row over the columns where
 // it lands inside the image, which the compiler vectorises. Backward runs the layer's reference.
 #include "backends/cpu/depthwise_convolution.h"
@@ -285,6 +286,126 @@ __attribute__((target("avx512f,avx2,fma"))) void depthwise_avx512_stride2(const 
   }
 }
 
+// 3 × 3, stride 1, dilation 1 (AVX-512; MobileNet's depthwise layers): the nine taps stay in
+// registers, and two output rows at a time share their four input rows, each loaded once at each of
+// the three column offsets (12 loads for 18 multiply-adds, where the general kernel loads 18). Loads
+// are masked to the image (column_masks with 16 lanes); input rows outside the image are skipped.
+__attribute__((target("avx512f,avx2,fma"))) void depthwise3x3_avx512(const PlaneGeometry& p, const float* x,
+                                                                     const float* w, float bias, float* y,
+                                                                     const std::uint32_t* lane_bits, float lo,
+                                                                     float hi) {
+  const __mmask16 all = 0xFFFF;
+  const __m512 low = _mm512_set1_ps(lo), high = _mm512_set1_ps(hi), start = _mm512_set1_ps(bias);
+  __m512 tap[9];
+#pragma GCC unroll 9
+  for (int i = 0; i < 9; ++i) tap[i] = _mm512_set1_ps(w[i]);
+  for (std::int64_t oy = 0; oy < p.out_h; oy += 2) {
+    const bool two = oy + 1 < p.out_h;
+    // Input rows first..first + 3: rows 0-2 feed the top output row, rows 1-3 the bottom one.
+    const std::int64_t first = oy - p.pad_h;
+    const float* rows[4];
+    bool inside[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      const std::int64_t iy = first + r;
+      inside[r] = iy >= 0 && iy < p.in_h && (r < 3 || two);
+      rows[r] = inside[r] ? x + iy * p.in_w - p.pad_w : x;
+    }
+    float* out_top = y + oy * p.out_w;
+    float* out_bottom = out_top + p.out_w;
+    for (std::int64_t ox = 0; ox < p.out_w; ox += 16) {
+      const std::uint32_t* bits = lane_bits + ox / 16 * 3;
+      const __mmask16 m0 = static_cast<__mmask16>(bits[0]), m1 = static_cast<__mmask16>(bits[1]),
+                      m2 = static_cast<__mmask16>(bits[2]);
+      __m512 top0 = start, top1 = _mm512_setzero_ps(), bottom0 = start, bottom1 = _mm512_setzero_ps();
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        if (!inside[r]) continue;
+        const float* at = rows[r] + ox;
+        const __m512 v0 = _mm512_maskz_loadu_ps(m0, at), v1 = _mm512_maskz_loadu_ps(m1, at + 1),
+                     v2 = _mm512_maskz_loadu_ps(m2, at + 2);
+        if (r < 3) {
+          top0 = _mm512_fmadd_ps(tap[r * 3], v0, top0);
+          top1 = _mm512_fmadd_ps(tap[r * 3 + 1], v1, top1);
+          top0 = _mm512_fmadd_ps(tap[r * 3 + 2], v2, top0);
+        }
+        if (r > 0) {
+          bottom0 = _mm512_fmadd_ps(tap[r * 3 - 3], v0, bottom0);
+          bottom1 = _mm512_fmadd_ps(tap[r * 3 - 2], v1, bottom1);
+          bottom0 = _mm512_fmadd_ps(tap[r * 3 - 1], v2, bottom0);
+        }
+      }
+      const std::int64_t left = p.out_w - ox;
+      const __mmask16 exists = left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+      _mm512_mask_storeu_ps(out_top + ox, exists,
+                            _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, _mm512_add_ps(top0, top1), low), high));
+      if (two) {
+        _mm512_mask_storeu_ps(
+            out_bottom + ox, exists,
+            _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, _mm512_add_ps(bottom0, bottom1), low), high));
+      }
+    }
+  }
+}
+
+// Masks of the 3 × 3 stride-2 kernel per block of sixteen outputs: bits 0-31 for the 32 inputs loaded
+// from the block's first window column, bit 32 for the one after them.
+std::vector<std::uint64_t> stride2_masks(const PlaneGeometry& p) {
+  const std::int64_t blocks = (p.out_w + 15) / 16;
+  std::vector<std::uint64_t> masks(static_cast<std::size_t>(blocks));
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t x0 = b * 32 - p.pad_w;
+    std::uint64_t m = 0;
+    for (std::int64_t i = 0; i < 33; ++i) {
+      if (x0 + i >= 0 && x0 + i < p.in_w) m |= std::uint64_t{1} << i;
+    }
+    masks[static_cast<std::size_t>(b)] = m;
+  }
+  return masks;
+}
+
+// 3 × 3, stride 2, dilation 1 (AVX-512): per input row, 32 inputs and the one after them are loaded
+// once; the even inputs are window column 0, the odd ones column 1, and the even ones moved along by
+// one lane (with the extra input last) column 2. Taps in registers.
+__attribute__((target("avx512f,avx2,fma"))) void depthwise3x3s2_avx512(const PlaneGeometry& p, const float* x,
+                                                                       const float* w, float bias, float* y,
+                                                                       const std::uint64_t* masks, float lo,
+                                                                       float hi) {
+  const __mmask16 all = 0xFFFF;
+  const __m512 low = _mm512_set1_ps(lo), high = _mm512_set1_ps(hi), start = _mm512_set1_ps(bias);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  __m512 tap[9];
+#pragma GCC unroll 9
+  for (int i = 0; i < 9; ++i) tap[i] = _mm512_set1_ps(w[i]);
+  for (std::int64_t oy = 0; oy < p.out_h; ++oy) {
+    const std::int64_t first = oy * p.stride_h - p.pad_h;
+    const TapRange window_rows = taps_inside(first, 3, 1, p.in_h);
+    float* out = y + oy * p.out_w;
+    for (std::int64_t ox = 0; ox < p.out_w; ox += 16) {
+      const std::uint64_t m = masks[ox / 16];
+      const __mmask16 m_lo = static_cast<__mmask16>(m), m_hi = static_cast<__mmask16>(m >> 16),
+                      m_next = static_cast<__mmask16>(m >> 32 & 1u);
+      __m512 sum0 = start, sum1 = _mm512_setzero_ps();
+      for (std::int64_t ky = window_rows.begin; ky < window_rows.end; ++ky) {
+        const float* at = x + (first + ky) * p.in_w + 2 * ox - p.pad_w;
+        const __m512 a = _mm512_maskz_loadu_ps(m_lo, at), b = _mm512_maskz_loadu_ps(m_hi, at + 16);
+        const __m512 next = _mm512_maskz_loadu_ps(m_next, at + 32);
+        const __m512 c0 = _mm512_permutex2var_ps(a, even, b), c1 = _mm512_permutex2var_ps(a, odd, b);
+        const __m512 c2 = _mm512_castsi512_ps(
+            _mm512_maskz_alignr_epi32(all, _mm512_castps_si512(next), _mm512_castps_si512(c0), 1));
+        sum0 = _mm512_fmadd_ps(tap[ky * 3], c0, sum0);
+        sum1 = _mm512_fmadd_ps(tap[ky * 3 + 1], c1, sum1);
+        sum0 = _mm512_fmadd_ps(tap[ky * 3 + 2], c2, sum0);
+      }
+      const std::int64_t left = p.out_w - ox;
+      const __mmask16 exists = left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+      _mm512_mask_storeu_ps(out + ox, exists,
+                            _mm512_maskz_min_ps(all, _mm512_maskz_max_ps(all, _mm512_add_ps(sum0, sum1), low), high));
+    }
+  }
+}
+
 // With the GEMM's instruction set, so that ESPRESSO_GEMM=avx2 reaches the AVX2 kernels here too.
 bool use_avx512() { return std::string(fast_gemm_isa()) == "avx512"; }
 
@@ -298,6 +419,13 @@ class DepthwiseConvolutionKernel final : public Kernel {
                g.stride[0],  g.stride[1],  g.pad[0],      g.pad[1],      g.dilation[0], g.dilation[1]},
         avx2_(cpu_has_avx2_fma()),
         avx512_(avx2_ && use_avx512() && (plane_.stride_w == 1 || plane_.stride_w == 2)) {
+    const bool three = plane_.kernel_h == 3 && plane_.kernel_w == 3 && plane_.dilation_h == 1 && plane_.dilation_w == 1;
+    if (avx512_ && three && plane_.stride_h == 1 && plane_.stride_w == 1) {
+      shape_ = Special::three_by_three;
+    } else if (avx512_ && three && plane_.stride_w == 2) {
+      shape_ = Special::three_by_three_stride2;
+      stride2_masks_ = stride2_masks(plane_);
+    }
     if (avx512_) {
       lane_bits_ = column_masks(plane_, 16, plane_.stride_w == 2);
     } else if (avx2_ && plane_.stride_w == 1) {
@@ -323,10 +451,20 @@ class DepthwiseConvolutionKernel final : public Kernel {
             const float b = bias ? bias[c] : 0.0f;
             if (avx512_) {
               // The clamp (if any) is applied in registers; ±infinity leaves values as they are.
-              (plane_.stride_w == 1 ? depthwise_avx512 : depthwise_avx512_stride2)(
-                  plane_, in, w + c * taps, b, out, lane_bits_.data(),
-                  clamp_ ? lo_ : -std::numeric_limits<float>::infinity(),
-                  clamp_ ? hi_ : std::numeric_limits<float>::infinity());
+              const float lo = clamp_ ? lo_ : -std::numeric_limits<float>::infinity();
+              const float hi = clamp_ ? hi_ : std::numeric_limits<float>::infinity();
+              switch (shape_) {
+                case Special::three_by_three:
+                  depthwise3x3_avx512(plane_, in, w + c * taps, b, out, lane_bits_.data(), lo, hi);
+                  break;
+                case Special::three_by_three_stride2:
+                  depthwise3x3s2_avx512(plane_, in, w + c * taps, b, out, stride2_masks_.data(), lo, hi);
+                  break;
+                case Special::none:
+                  (plane_.stride_w == 1 ? depthwise_avx512 : depthwise_avx512_stride2)(
+                      plane_, in, w + c * taps, b, out, lane_bits_.data(), lo, hi);
+                  break;
+              }
               continue;
             }
             if (avx2_) {
@@ -350,6 +488,7 @@ class DepthwiseConvolutionKernel final : public Kernel {
     return true;
   }
   const char* name() const override {
+    if (shape_ != Special::none) return clamp_ ? "direct depthwise 3x3 avx512+clamp" : "direct depthwise 3x3 avx512";
     if (avx512_) return clamp_ ? "direct depthwise avx512+clamp" : "direct depthwise avx512";
     if (clamp_) return avx2_ ? "direct depthwise avx2+clamp" : "direct depthwise+clamp";
     return avx2_ ? "direct depthwise avx2" : "direct depthwise";
@@ -362,6 +501,10 @@ class DepthwiseConvolutionKernel final : public Kernel {
   bool avx2_;
   bool avx512_;  // stride 1 or 2 on AVX-512: sixteen outputs a block, the clamp in registers
   std::vector<std::uint32_t> lane_bits_;  // column_masks for the vector kernel in use
+  // AVX-512 3 × 3 windows at dilation 1 and stride 1, or row stride 2, have kernels of their own.
+  enum class Special { none, three_by_three, three_by_three_stride2 };
+  Special shape_ = Special::none;
+  std::vector<std::uint64_t> stride2_masks_;  // stride2_masks, for three_by_three_stride2
   bool clamp_ = false;
   float lo_ = 0.0f, hi_ = 0.0f;
 };

@@ -28,6 +28,10 @@ constexpr int kRows512 = 12;                // MR of the AVX-512 one (24 of 32 r
 constexpr std::int64_t kDepthBlock = 256;   // KC
 constexpr std::int64_t kColumnBlock = 384;  // NC, a multiple of both NRs
 constexpr std::int64_t kMaxColumns = 32;    // the widest NR
+// With at most this many row panels in A, B (a plain matrix: a 1 × 1 convolution's image) is read
+// where it is: each element of a packed copy would be used by only one or two panels, so packing
+// cost about as much as the product (MobileNetV2's and SqueezeNet's narrow projections and squeezes).
+constexpr std::int64_t kDirectPanels = 2;
 
 enum class Isa { none, avx2, avx512 };
 
@@ -68,6 +72,7 @@ struct TileOps {
   bool clamp = false;
   float lo = 0.0f, hi = 0.0f;
   int cols = 32;  // valid columns of the tile (the AVX-512 kernel masks the rest)
+  std::int64_t ldb = 0;  // B's row stride when read unpacked; 0: a packed panel (stride NR)
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -79,6 +84,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
   __m256 acc[Rows][2];
 #pragma GCC unroll 6
   for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  const std::int64_t b_step = ops.ldb != 0 ? ops.ldb : 16;
   for (std::int64_t p = 0; p < depth; ++p) {
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
@@ -89,7 +95,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
       acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
     }
     a += kRows;
-    b += 16;
+    b += b_step;
   }
   const __m256 beta = _mm256_set1_ps(ops.beta);
   const __m256 lo = _mm256_set1_ps(ops.lo), hi = _mm256_set1_ps(ops.hi);
@@ -134,6 +140,7 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
   __m512 acc[Rows][2];
 #pragma GCC unroll 12
   for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  const std::int64_t b_step = ops.ldb != 0 ? ops.ldb : 32;
   for (std::int64_t p = 0; p < depth; ++p) {
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = _mm512_loadu_ps(b + 16);
@@ -144,7 +151,7 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
       acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
     }
     a += kRows512;
-    b += 32;
+    b += b_step;
   }
   // Columns past ops.cols are neither read nor written (an edge tile of C).
   const __mmask16 m0 = ops.cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ops.cols) - 1);
@@ -294,6 +301,94 @@ void pack_matrix(bool transpose, const float* b, std::int64_t ldb, std::int64_t 
   }
 }
 
+// Runs of a panel's columns along one output row: slots [begin, end) read image row y0 + dy at
+// columns x0 + dx + t·stride_w (t counted from begin).
+struct WindowRun {
+  std::int64_t begin, end, y0, x0;
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+// The windows' panels at 32 columns (AVX-512), for row strides 1 and 2 (S): each panel row is built in
+// two registers and stored once; each run fills its lanes with merge-masked loads (at stride 2, 32
+// inputs loaded per 16 lanes and the even ones picked), lanes outside the image or past the last
+// column stay 0. What depends only on the window tap and the panel (the runs' lanes, masks and input
+// offsets) is worked out once per tap and reused for every channel.
+template <int S>
+__attribute__((target("avx512f"))) void pack_windows32(const ConvWindows& w, std::int64_t p0, std::int64_t depth,
+                                                       std::int64_t panels, const std::vector<WindowRun>& runs,
+                                                       const std::vector<std::size_t>& first_run, float* out) {
+  struct Load {
+    std::int64_t offset;  // of the half's lane 0 in the channel's plane (lanes outside it are masked)
+    std::uint32_t wide;   // stride 2: which of the 32 inputs from offset to load
+    __mmask16 lanes;      // which lanes of the half this load fills
+    int half;
+  };
+  const std::int64_t taps = w.kernel_h * w.kernel_w;
+  const std::int64_t plane_size = w.height * w.width;
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  thread_local std::vector<Load> loads;
+  thread_local std::vector<std::size_t> first_load;  // per (tap, panel)
+  const std::int64_t tap0 = p0 % taps, used_taps = std::min(taps, depth);
+  loads.clear();
+  first_load.assign(static_cast<std::size_t>(used_taps * panels + 1), 0);
+  for (std::int64_t i = 0; i < used_taps; ++i) {
+    const std::int64_t tap = (tap0 + i) % taps;
+    const std::int64_t dy = tap / w.kernel_w * w.dilation_h, dx = tap % w.kernel_w * w.dilation_w;
+    for (std::int64_t q = 0; q < panels; ++q) {
+      first_load[static_cast<std::size_t>(i * panels + q)] = loads.size();
+      for (std::size_t r = first_run[static_cast<std::size_t>(q)]; r < first_run[static_cast<std::size_t>(q) + 1]; ++r) {
+        const WindowRun& run = runs[r];
+        const std::int64_t y = run.y0 + dy;
+        if (y < 0 || y >= w.height) continue;
+        const std::int64_t x = run.x0 + dx;  // input column of slot run.begin
+        // Slots whose input column x + (t − begin)·S lies in [0, width).
+        const std::int64_t lo = std::clamp(run.begin + (x < 0 ? (-x + S - 1) / S : 0), run.begin, run.end);
+        const std::int64_t hi = std::clamp(run.begin + (w.width - x + S - 1) / S, lo, run.end);
+        for (int h = 0; h < 2; ++h) {
+          const std::int64_t a = std::max<std::int64_t>(lo, 16 * h), b = std::min<std::int64_t>(hi, 16 * h + 16);
+          if (a >= b) continue;
+          Load load;
+          load.offset = y * w.width + x + (16 * h - run.begin) * S;
+          load.lanes = static_cast<__mmask16>(((1u << (b - a)) - 1u) << (a - 16 * h));
+          load.wide = 0;
+          for (std::int64_t k = a - 16 * h; k < b - 16 * h; ++k) load.wide |= 1u << (2 * k);
+          load.half = h;
+          loads.push_back(load);
+        }
+      }
+    }
+  }
+  first_load.back() = loads.size();
+  for (std::int64_t p = 0; p < depth; ++p) {
+    const std::int64_t i = p % taps;  // (p0 + p) − tap0 ≡ p (mod taps)
+    const float* plane = w.image + (p0 + p) / taps * plane_size;
+    const std::size_t* starts = first_load.data() + i * panels;
+    float* dst = out + p * 32;
+    for (std::int64_t q = 0; q < panels; ++q, dst += 32 * depth) {
+      __m512 low = _mm512_setzero_ps(), high = _mm512_setzero_ps();
+      for (std::size_t l = starts[q]; l < starts[q + 1]; ++l) {
+        const Load& load = loads[l];
+        const float* base = plane + load.offset;
+        __m512 v;
+        if constexpr (S == 1) {
+          v = _mm512_maskz_loadu_ps(load.lanes, base);
+        } else {
+          v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(static_cast<__mmask16>(load.wide), base), even,
+                                     _mm512_maskz_loadu_ps(static_cast<__mmask16>(load.wide >> 16), base + 16));
+        }
+        if (load.half == 0) {
+          low = _mm512_mask_mov_ps(low, load.lanes, v);
+        } else {
+          high = _mm512_mask_mov_ps(high, load.lanes, v);
+        }
+      }
+      _mm512_storeu_ps(dst, low);
+      _mm512_storeu_ps(dst + 16, high);
+    }
+  }
+}
+#endif
+
 // The same from a convolution's windows: row p = (channel, ky, kx), column j = (oy, ox) reads the
 // image at (oy·stride − pad + ky·dilation, ox·stride − pad + kx·dilation), 0 outside it.
 void pack_windows(const ConvWindows& w, std::int64_t p0, std::int64_t depth, std::int64_t j0, std::int64_t cols,
@@ -302,9 +397,7 @@ void pack_windows(const ConvWindows& w, std::int64_t p0, std::int64_t depth, std
   const std::int64_t panels = (cols + width - 1) / width;
   // Each panel's columns as runs along one output row: slots [begin, end) read image row y0 + dy at
   // columns x0 + dx + t·stride_w. Slots past the last column stay 0.
-  struct Run {
-    std::int64_t begin, end, y0, x0;
-  };
+  using Run = WindowRun;
   thread_local std::vector<Run> runs;
   thread_local std::vector<std::size_t> first_run;
   runs.clear();
@@ -325,6 +418,12 @@ void pack_windows(const ConvWindows& w, std::int64_t p0, std::int64_t depth, std
     }
   }
   first_run[static_cast<std::size_t>(panels)] = runs.size();
+#if defined(__x86_64__) || defined(__i386__)
+  if (width == 32 && w.stride_w <= 2) {
+    (w.stride_w == 1 ? pack_windows32<1> : pack_windows32<2>)(w, p0, depth, panels, runs, first_run, out);
+    return;
+  }
+#endif
   for (std::int64_t p = 0; p < depth; ++p) {
     const std::int64_t channel = (p0 + p) / taps, tap = (p0 + p) % taps;
     const std::int64_t dy = tap / w.kernel_w * w.dilation_h, dx = tap % w.kernel_w * w.dilation_w;
@@ -392,9 +491,10 @@ struct Problem {
 std::int64_t tile_width() { return isa() == Isa::avx512 ? 32 : 16; }
 
 // C's rows of A's panels [panel0, panel1) and columns [col0, col1) for depth block `block`, with B's
-// block packed at `packed_b` (panels of the columns from `packed_col0` on).
+// block packed at `packed_b` (panels of the columns from `packed_col0` on) or, with `direct`, read
+// where it is (a plain B, not transposed): whole tiles straight from its rows, an edge tile packed.
 void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, std::int64_t panel1, std::int64_t col0,
-                   std::int64_t col1, const float* packed_b, std::int64_t packed_col0) {
+                   std::int64_t col1, const float* packed_b, std::int64_t packed_col0, bool direct = false) {
   const std::int64_t width = tile_width();
   const std::int64_t m = pr.a->rows(), k = pr.a->depth(), mr = panel_rows();
   const std::int64_t pc = block * kDepthBlock;
@@ -404,7 +504,19 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
   // Column tiles outer: one B panel (kc × NR) stays in L1 while A's panels stream from L2.
   for (std::int64_t col = col0; col < col1; col += width) {
     const std::int64_t cols = std::min(width, col1 - col);
-    const float* panel_b = packed_b + (col - packed_col0) * kc;
+    const float* panel_b = nullptr;
+    std::int64_t b_stride = 0;
+    thread_local std::vector<float> edge;
+    if (!direct) {
+      panel_b = packed_b + (col - packed_col0) * kc;
+    } else if (cols == width) {
+      panel_b = pr.b + pc * pr.ldb + col;
+      b_stride = pr.ldb;
+    } else {
+      edge.resize(static_cast<std::size_t>(kc * width));
+      pack_matrix(false, pr.b, pr.ldb, pc, kc, col, cols, width, edge.data());
+      panel_b = edge.data();
+    }
     for (std::int64_t panel = panel0; panel < panel1; ++panel) {
       const std::int64_t row = panel * mr;
       const std::int64_t rows = std::min(mr, m - row);
@@ -425,6 +537,7 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
       float* out = pr.c + row * pr.ldc + col;
       const Kernel kernel = kernel_for(rows);
       ops.cols = static_cast<int>(cols);
+      ops.ldb = b_stride;
       if (cols == width || isa() == Isa::avx512) {
         kernel(kc, a, panel_b, out, pr.ldc, ops);
       } else {
@@ -440,6 +553,11 @@ void run_serial(const Problem& pr, std::int64_t col0 = 0, std::int64_t col1 = -1
   const std::int64_t width = tile_width();
   const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + panel_rows() - 1) / panel_rows();
   if (col1 < 0) col1 = pr.n;
+  if (!pr.windows && !pr.transpose_b && panels <= kDirectPanels) {
+    for (std::int64_t block = 0; block * kDepthBlock < k; ++block)
+      compute_block(pr, block, 0, panels, col0, col1, nullptr, 0, true);
+    return;
+  }
   thread_local std::vector<float> buffer;
   buffer.resize(static_cast<std::size_t>(kDepthBlock * kColumnBlock));
   for (std::int64_t jc = col0; jc < col1; jc += kColumnBlock) {
