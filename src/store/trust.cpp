@@ -118,17 +118,31 @@ void check_signatures(const json& document, const json& root_signed, const std::
                          (unknown.empty() ? std::string() : " (signed by key " + unknown + ", which the root does not list for " + role + ")"));
 }
 
+namespace {
+
+// A metadata integer: a JSON integer within int64 (nlohmann's get<std::int64_t> of a float such as 1e30
+// is an unchecked, undefined conversion). Anything else is a malformed document.
+std::int64_t metadata_integer(const json& value, const std::string& what, const std::string& field) {
+  const bool fits = value.is_number_unsigned() ? value.get<std::uint64_t>() <= std::uint64_t{INT64_MAX}
+                                               : value.is_number_integer();
+  if (!fits) throw IntegrityError(what + ": " + field + " is not an integer within 64 bits");
+  return value.get<std::int64_t>();
+}
+
+}  // namespace
+
 void check_root_shape(const json& s, const std::string& repository, const std::string& what) {
   try {
     if (s.at("_type") != "root" || s.at("spec") != kTrustSpec) throw IntegrityError(what + ": not a root document");
     if (s.at("repository").get<std::string>() != repository)
       throw IntegrityError(what + ": root metadata of repository '" + s["repository"].get<std::string>() + "', not '" +
                            repository + "' (mix-and-match refused)");
-    s.at("version").get<std::int64_t>();
-    s.at("expires").get<std::int64_t>();
+    metadata_integer(s.at("version"), what, "version");
+    metadata_integer(s.at("expires"), what, "expires");
     for (const char* role : {"root", "targets"}) {
       const json& r = s.at("roles").at(role);
-      if (r.at("threshold").get<std::int64_t>() < 1) throw IntegrityError(what + ": roles." + role + ".threshold below 1");
+      if (metadata_integer(r.at("threshold"), what, std::string("roles.") + role + ".threshold") < 1)
+        throw IntegrityError(what + ": roles." + role + ".threshold below 1");
       for (const json& id : r.at("keyids")) s.at("keys").at(id.get<std::string>()).at("public").get<std::string>();
     }
   } catch (const json::exception& e) {
@@ -142,11 +156,11 @@ void check_targets_shape(const json& s, const std::string& repository, const std
     if (s.at("repository").get<std::string>() != repository)
       throw IntegrityError(what + ": targets metadata of repository '" + s["repository"].get<std::string>() + "', not '" +
                            repository + "' (mix-and-match refused)");
-    s.at("version").get<std::int64_t>();
-    s.at("expires").get<std::int64_t>();
+    metadata_integer(s.at("version"), what, "version");
+    metadata_integer(s.at("expires"), what, "expires");
     for (const auto& [tag, target] : s.at("targets").items()) {
       if (!valid_tag(tag) || !valid_digest(target.at("digest").get<std::string>())) throw IntegrityError(what + ": bad target '" + tag + "'");
-      target.at("size").get<std::uint64_t>();
+      if (!target.at("size").is_number_unsigned()) throw IntegrityError(what + ": target '" + tag + "' has no size");
     }
   } catch (const json::exception& e) {
     throw IntegrityError(what + ": malformed targets metadata (" + e.what() + ")");
