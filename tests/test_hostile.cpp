@@ -240,6 +240,11 @@ TEST(HostileImages, SixteenBitPnmIsRefused) {
       data::load_image(path, {.channels = 3, .height = 8, .width = 8});
     }, "16-bit PNM images");
   }
+  // A header number of ten digits (stb's int would overflow) is refused before stb reads it.
+  const std::string huge = dir.write("huge.pgm", "P5\n5055301530 2\n255\n");
+  expect_refused<DataError>("PNM header number of ten digits", [&] {
+    data::load_image(huge, {.channels = 3, .height = 8, .width = 8});
+  }, "too large");
   // An 8-bit PNM still decodes.
   const std::string path = dir.write("grey.pgm", std::string("P5\n2 1\n255\n\x10\xf0", 13));
   EXPECT_EQ(data::load_image(path, {.channels = 1, .height = 1, .width = 2}).size(), 2u);

@@ -124,14 +124,30 @@ void check_png_chunks(std::span<const std::uint8_t> b, const std::string& where)
   }
 }
 
-// Debian's stb reads a 16-bit PNM's big-endian samples in host byte order (keeping the low byte) and, asked
-// for another channel count, converts them with its 8-bit routine and then reads past that buffer (a heap
-// overflow): such files are refused.
-void check_pnm_depth(std::span<const std::uint8_t> b, const std::string& where) {
-  if (b.size() >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6') &&
-      stbi_is_16_bit_from_memory(b.data(), static_cast<int>(b.size())) == 1) {
-    throw DataError(where + ": 16-bit PNM images (maxval above 255) are not supported; convert it to 8 bits or PNG");
+// Binary PGM/PPM headers (P5/P6: width, height, maxval as decimal text between blanks and # comments) are
+// read here before stb: Debian's stb accumulates their numbers in an int without a bound (an overflow at
+// ten digits), reads 16-bit samples in host byte order (keeping the low byte) and, asked for another
+// channel count, converts them with its 8-bit routine and reads past that buffer. Numbers above 10^8 and
+// 16-bit images (maxval above 255) are refused.
+void check_pnm_header(std::span<const std::uint8_t> b, const std::string& where) {
+  if (b.size() < 2 || b[0] != 'P' || (b[1] != '5' && b[1] != '6')) return;
+  const auto blank = [](std::uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; };
+  std::size_t at = 2;
+  std::int64_t number[3] = {0, 0, 0};
+  for (std::int64_t& value : number) {
+    for (;;) {
+      while (at < b.size() && blank(b[at])) ++at;
+      if (at >= b.size() || b[at] != '#') break;
+      while (at < b.size() && b[at] != '\n' && b[at] != '\r') ++at;
+    }
+    for (; at < b.size() && b[at] >= '0' && b[at] <= '9'; ++at) {
+      if (value > 100'000'000)
+        throw DataError(where + ": PNM header number at byte " + std::to_string(at) + " is too large");
+      value = value * 10 + (b[at] - '0');
+    }
   }
+  if (number[2] > 255)
+    throw DataError(where + ": 16-bit PNM images (maxval above 255) are not supported; convert it to 8 bits or PNG");
 }
 
 }  // namespace
@@ -145,7 +161,7 @@ DecodedImage decode_image(std::span<const std::uint8_t> bytes, int channels, con
   DecodedImage image;
   check_jpeg_huffman_tables(bytes, where);
   check_png_chunks(bytes, where);
-  check_pnm_depth(bytes, where);
+  check_pnm_header(bytes, where);
   auto [width, height] = declared_size(bytes);
   if (width == 0 && height == 0 && stbi_info_from_memory(data, size, &image.width, &image.height, &image.stored_channels)) {
     width = image.width;
