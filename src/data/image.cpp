@@ -74,10 +74,13 @@ std::pair<std::int64_t, std::int64_t> declared_size(std::span<const std::uint8_t
 // first, walking the markers as stb does: segments by their length, entropy-coded data byte by byte.
 void check_jpeg_huffman_tables(std::span<const std::uint8_t> b, const std::string& where) {
   const std::size_t n = b.size();
-  if (n < 2 || b[0] != 0xff || b[1] != 0xd8) return;
+  // stb takes fill bytes (0xff) before the start-of-image marker as part of it.
+  std::size_t soi = 1;
+  while (soi < n && b[soi] == 0xff) ++soi;
+  if (n < 2 || b[0] != 0xff || soi >= n || b[soi] != 0xd8) return;
   // stb reads 0 past the end of the file.
   const auto byte = [&](std::size_t i) -> unsigned { return i < n ? b[i] : 0; };
-  std::size_t at = 2;
+  std::size_t at = soi + 1;
   while (at + 3 < n) {
     const std::uint8_t marker = b[at + 1];
     if (b[at] != 0xff || marker == 0xff) {  // entropy-coded data, or a fill byte before a marker
