@@ -37,6 +37,11 @@ Batcher::Batcher(BatcherOptions options, std::function<TensorMap(const TensorMap
 
 Batcher::~Batcher() { shutdown(); }
 
+void Batcher::Batch::zero_rows(std::int64_t first, std::int64_t count) const {
+  for (std::size_t i = 0; i < layout->size(); ++i)
+    std::memset(row(i, first), 0, static_cast<std::size_t>(count) * (*layout)[i].row_bytes);
+}
+
 Batcher::Staging Batcher::take_staging(KeyInfo& info, std::int64_t rows) {
   for (auto it = info.spare.begin(); it != info.spare.end(); ++it) {
     if (it->rows >= rows) {
@@ -134,10 +139,7 @@ std::future<TensorMap> Batcher::enqueue(const std::vector<Entry>& entries,
     job->first = batch->samples;
     batch->samples += samples;
     ++batch->writers;
-    for (std::size_t i = 0; i < entries.size(); ++i) {
-      destinations[i] = static_cast<char*>(batch->staging.memory[i].get()) +
-                        static_cast<std::size_t>(job->first) * (*batch->layout)[i].row_bytes;
-    }
+    for (std::size_t i = 0; i < entries.size(); ++i) destinations[i] = batch->row(i, job->first);
     if (batch->open && batch->samples >= options_.max_batch) {
       batch->open = false;
       open_.erase(key);
@@ -234,9 +236,8 @@ void Batcher::run_batch(Batch& batch) {
     for (std::size_t i = 0; i < layout.size(); ++i) {
       std::vector<std::int64_t> dims{count};
       dims.insert(dims.end(), layout[i].sample_dims.begin(), layout[i].sample_dims.end());
-      char* begin = static_cast<char*>(batch.staging.memory[i].get()) + static_cast<std::size_t>(first) * layout[i].row_bytes;
-      inputs.emplace(layout[i].name,
-                     Tensor::wrap(begin, Shape(dims), layout[i].dtype, Device::cpu(), batch.staging.memory[i]));
+      inputs.emplace(layout[i].name, Tensor::wrap(batch.row(i, first), Shape(dims), layout[i].dtype, Device::cpu(),
+                                                  batch.staging.memory[i]));
     }
     return inputs;
   };
@@ -256,9 +257,7 @@ void Batcher::run_batch(Batch& batch) {
       continue;
     }
     // Its write failed: its rows become zeros (the batch is computed anyway), it gets the error.
-    for (std::size_t i = 0; i < layout.size(); ++i)
-      std::memset(static_cast<char*>(batch.staging.memory[i].get()) + static_cast<std::size_t>(job->first) * layout[i].row_bytes,
-                  0, static_cast<std::size_t>(job->samples) * layout[i].row_bytes);
+    batch.zero_rows(job->first, job->samples);
     job->result.set_exception(job->error);
   }
   if (jobs.empty()) return;
@@ -272,9 +271,7 @@ void Batcher::run_batch(Batch& batch) {
   }
   if (batch.jobs.size() == 1 && padded == total) return run_alone(*jobs.front());
   // Zeros for the padding only: every other row was written once, by its request.
-  for (std::size_t i = 0; i < layout.size(); ++i)
-    std::memset(static_cast<char*>(batch.staging.memory[i].get()) + static_cast<std::size_t>(total) * layout[i].row_bytes, 0,
-                static_cast<std::size_t>(padded - total) * layout[i].row_bytes);
+  batch.zero_rows(total, padded - total);
   TensorMap outputs;
   try {
     outputs = run_(inputs_for(0, padded));

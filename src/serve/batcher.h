@@ -99,6 +99,12 @@ class Batcher {
     const std::vector<Layout>* layout = nullptr;  // its key's (map nodes stay put)
     std::vector<std::unique_ptr<Job>> jobs;
     Staging staging;
+    // Where row `first` of input i starts in the staging memory.
+    char* row(std::size_t i, std::int64_t first) const {
+      return static_cast<char*>(staging.memory[i].get()) + static_cast<std::size_t>(first) * (*layout)[i].row_bytes;
+    }
+    // Rows [first, first + count) of every input set to zero.
+    void zero_rows(std::int64_t first, std::int64_t count) const;
   };
   struct KeyInfo {
     std::vector<Layout> layout;
