@@ -108,40 +108,39 @@ class ThreadPool {
     }
   }
 
-  // The caller: every chunk handed out has finished (spin, then sleep).
-  void wait_done(std::int64_t chunks) {
+  // Spins until ready() holds or the spin time is up; false when it is up (the caller then sleeps).
+  template <typename Ready>
+  bool spin_until(Ready ready) const {
     const auto deadline = std::chrono::steady_clock::now() + spin_;
-    for (int i = 0; done_.load() < chunks; ++i) {
-      if ((i & 15) == 15 && std::chrono::steady_clock::now() >= deadline) {
-        std::unique_lock lock(mutex_);
-        caller_waiting_.store(true);
-        finished_.wait(lock, [&] { return done_.load() >= chunks; });
-        caller_waiting_.store(false);
-        return;
-      }
+    for (int i = 0; !ready(); ++i) {
+      if ((i & 15) == 15 && std::chrono::steady_clock::now() >= deadline) return false;
       back_off(i);
     }
+    return true;
+  }
+
+  // The caller: every chunk handed out has finished (spin, then sleep).
+  void wait_done(std::int64_t chunks) {
+    const auto finished = [&] { return done_.load() >= chunks; };
+    if (spin_until(finished)) return;
+    std::unique_lock lock(mutex_);
+    caller_waiting_.store(true);
+    finished_.wait(lock, finished);
+    caller_waiting_.store(false);
   }
 
   void work() {
     std::uint64_t seen = 0;
     for (;;) {
       // Wait for a job other than the last one seen: spin first, then sleep.
-      std::uint64_t job = ticket_.load() >> 32;
-      if (job == seen) {
-        const auto deadline = std::chrono::steady_clock::now() + spin_;
-        for (int i = 0; (job = ticket_.load() >> 32) == seen && !stopping_.load(); ++i) {
-          if ((i & 15) == 15 && std::chrono::steady_clock::now() >= deadline) {
-            std::unique_lock lock(mutex_);
-            sleepers_.fetch_add(1);
-            wake_.wait(lock, [&] { return stopping_.load() || ticket_.load() >> 32 != seen; });
-            sleepers_.fetch_sub(1);
-            job = ticket_.load() >> 32;
-            break;
-          }
-          back_off(i);
-        }
+      const auto next_job = [&] { return stopping_.load() || ticket_.load() >> 32 != seen; };
+      if (!spin_until(next_job)) {
+        std::unique_lock lock(mutex_);
+        sleepers_.fetch_add(1);
+        wake_.wait(lock, next_job);
+        sleepers_.fetch_sub(1);
       }
+      const std::uint64_t job = ticket_.load() >> 32;
       if (stopping_.load()) return;
       seen = job;
       if (!take_chunks(job)) continue;
