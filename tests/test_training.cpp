@@ -311,11 +311,7 @@ Graph conv_net(std::int64_t batch, std::mt19937& rng) {
   g.inputs = {{"data", Shape{batch, 3, 16, 16}}, {"label", Shape{batch}}};
   const auto conv = [&](const std::string& name, const std::string& bottom, std::int64_t in, std::int64_t out,
                         std::int64_t kernel, std::int64_t stride, std::int64_t pad, std::int64_t group) {
-    LayerSpec spec = layer(name, "Convolution", {bottom}, {name});
-    spec.attrs.set("num_output", out);
-    spec.attrs.set("kernel", kernel);
-    spec.attrs.set("stride", stride);
-    spec.attrs.set("pad", pad);
+    LayerSpec spec = testing::conv_layer(name, bottom, name, out, kernel, pad, stride);
     spec.attrs.set("group", group);
     const float scale = 1.0f / std::sqrt(static_cast<float>(in / group * kernel * kernel));
     spec.weights = {random_tensor(Shape{out, in / group, kernel, kernel}, rng, scale),
