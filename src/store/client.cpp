@@ -1368,14 +1368,16 @@ auto guarded(const std::string& url, const std::string& what, F&& body) {
 
 }  // namespace
 
-Upstream::Upstream(const std::string& url, const fs::path& credentials, std::chrono::seconds timeout)
-    : url_(url), credentials_(credentials), timeout_(timeout) {
+Upstream::Upstream(const std::string& url, const fs::path& credentials, std::chrono::seconds timeout) : url_(url) {
+  options_.credentials = credentials;
+  options_.timeout = timeout;
+  options_.ca_file = client_options_from_env().ca_file;
   std::string rest = url;
   if (rest.rfind("http://", 0) == 0) {
-    transport_ = ClientOptions::Transport::plain;
+    options_.transport = ClientOptions::Transport::plain;
     rest = rest.substr(7);
   } else if (rest.rfind("https://", 0) == 0) {
-    transport_ = ClientOptions::Transport::tls;
+    options_.transport = ClientOptions::Transport::tls;
     rest = rest.substr(8);
   }
   while (!rest.empty() && rest.back() == '/') rest.pop_back();
@@ -1387,24 +1389,10 @@ Upstream::Upstream(const std::string& url, const fs::path& credentials, std::chr
   registry_ = rest;
 }
 
-namespace {
-
-ClientOptions upstream_options(ClientOptions::Transport transport, const fs::path& credentials,
-                               std::chrono::seconds timeout) {
-  ClientOptions options;
-  options.transport = transport;
-  options.ca_file = client_options_from_env().ca_file;
-  options.credentials = credentials;
-  options.timeout = timeout;
-  return options;
-}
-
-}  // namespace
-
 UpstreamManifest Upstream::manifest(const std::string& repo, const std::string& reference, std::size_t max_bytes) const {
   const std::string what = "manifest " + repo + ":" + reference;
   return guarded(url_, what, [&] {
-    Registry registry(registry_, upstream_options(transport_, credentials_, timeout_));
+    Registry registry(registry_, options_);
     const std::string accept = std::string(kManifestMediaType) + ", " + std::string(kIndexMediaType) +
                                ", application/vnd.docker.distribution.manifest.v2+json, "
                                "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -1431,7 +1419,7 @@ UpstreamManifest Upstream::manifest(const std::string& repo, const std::string& 
 UpstreamTags Upstream::tags(const std::string& repo, const std::string& query) const {
   const std::string what = "tags of " + repo;
   return guarded(url_, what, [&] {
-    Registry registry(registry_, upstream_options(transport_, credentials_, timeout_));
+    Registry registry(registry_, options_);
     const std::string path = "/v2/" + repo + "/tags/list" + (query.empty() ? "" : "?" + query);
     auto got = registry.call([&] { return registry.http().Get(path); });
     if (!got || got->status != 200) throw upstream_failure(url_, what, got, "NAME_UNKNOWN");
@@ -1446,8 +1434,7 @@ std::uint64_t Upstream::fetch_blob(const std::string& repo, const std::string& d
                                    const fs::path& root) const {
   const std::string what = "blob " + digest + " of " + repo;
   return guarded(url_, what, [&] {
-    const ClientOptions options = upstream_options(transport_, credentials_, timeout_);
-    Registry registry(registry_, options);
+    Registry registry(registry_, options_);
     // HEAD first: a missing blob is a 404 (not a failed download), and the size bounds the download.
     auto head = registry.call([&] { return registry.http().Head("/v2/" + repo + "/blobs/" + digest); });
     if (!head || head->status != 200) throw upstream_failure(url_, what, head, "BLOB_UNKNOWN");
@@ -1465,10 +1452,10 @@ std::uint64_t Upstream::fetch_blob(const std::string& repo, const std::string& d
     const Descriptor d{"", digest, announced};
     try {
       try {
-        return store::fetch_blob(registry, cache, repo, d, options, true);
+        return store::fetch_blob(registry, cache, repo, d, options_, true);
       } catch (const IntegrityError&) {
         // A bad prefix left by an earlier attempt was cut back: one clean download more.
-        return store::fetch_blob(registry, cache, repo, d, options, true);
+        return store::fetch_blob(registry, cache, repo, d, options_, true);
       }
     } catch (const IntegrityError& e) {
       std::error_code ec;

@@ -68,9 +68,7 @@ class Upstream {
  private:
   std::string url_;
   std::string registry_;  // host[:port]
-  ClientOptions::Transport transport_ = ClientOptions::Transport::automatic;
-  std::filesystem::path credentials_;
-  std::chrono::seconds timeout_;
+  ClientOptions options_;  // how the upstream is reached: transport, CA file, credentials, timeout
 };
 
 }  // namespace espresso::store::detail
