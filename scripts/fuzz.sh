@@ -14,6 +14,7 @@
 # target stored a new regression (the sanitizer CI job runs every target for 30 s this way).
 # ESPRESSO_FUZZ_SEED fixes libFuzzer's random seed (default: a new one each run). With a fixed seed and the
 # same starting corpus a run repeats the same inputs, so CI explores what a local run with that seed did.
+# ESPRESSO_FUZZ_NO_BUILD=1 runs the fuzzers build-fuzz already holds (long runs while the tree is being edited).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
@@ -28,8 +29,10 @@ if [ "$which" != all ]; then
   targets=("$which")
 fi
 
-scripts/configure_fuzz.sh
-cmake --build build-fuzz -j"$jobs" --target "${targets[@]/#/fuzz_}"
+if [ -z "${ESPRESSO_FUZZ_NO_BUILD:-}" ]; then
+  scripts/configure_fuzz.sh
+  cmake --build build-fuzz -j"$jobs" --target "${targets[@]/#/fuzz_}"
+fi
 
 if [ ! -d build-fuzz/corpus ]; then
   cli=""
