@@ -119,12 +119,7 @@ void QuantizedConvolutionLayer::check_weights() const {
   }
 }
 
-void QuantizedConvolutionLayer::dynamic_params(const float* x, std::int64_t n, double& scale, double& zero_point) {
-  double lo = 0, hi = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    lo = std::min(lo, static_cast<double>(x[i]));
-    hi = std::max(hi, static_cast<double>(x[i]));
-  }
+void QuantizedConvolutionLayer::dynamic_params(double lo, double hi, double& scale, double& zero_point) {
   dynamic_quant_params(lo, hi, scale, zero_point);
   scale = static_cast<float>(scale);
   if (!(scale > 0)) scale = 1;  // an all-zero image: every q is the zero point
@@ -147,8 +142,14 @@ void QuantizedConvolutionLayer::forward(const std::vector<Tensor>& inputs, std::
   for (std::int64_t n = 0; n < g.batch; ++n) {
     const float* image = x + n * g.in_channels * in_spatial;
     double scale = quant_.input_scale, zero = quant_.input_zero_point;
-    if (quant_.input == QuantizedConvParams::Input::dynamic)
-      dynamic_params(image, g.in_channels * in_spatial, scale, zero);
+    if (quant_.input == QuantizedConvParams::Input::dynamic) {
+      double lo = 0, hi = 0;
+      for (std::int64_t i = 0; i < g.in_channels * in_spatial; ++i) {
+        lo = std::min(lo, static_cast<double>(image[i]));
+        hi = std::max(hi, static_cast<double>(image[i]));
+      }
+      dynamic_params(lo, hi, scale, zero);
+    }
     for (std::size_t i = 0; i < q.size(); ++i) {
       q[i] = quant_.input == QuantizedConvParams::Input::quantized
                  ? image[i]

@@ -43,9 +43,9 @@ class QuantizedConvolutionLayer final : public Layer {
   // Throws ModelError naming the layer and field for non-positive scales, zero points outside the
   // types' ranges and weights that are not integers of the weight type's range.
   void check_weights() const;
-  // The integer input of one image for Input::real / dynamic (also what fast kernels must match):
-  // q = saturate(round(x / scale) + zero_point).
-  static void dynamic_params(const float* x, std::int64_t n, double& scale, double& zero_point);
+  // Input::dynamic's scale and zero point for an image whose values span [lo, hi] (0 included), which
+  // fast kernels must match; the integer input is then q = saturate(round(x / scale) + zero_point).
+  static void dynamic_params(double lo, double hi, double& scale, double& zero_point);
 
  private:
   ConvParams conv_;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -108,13 +109,15 @@ LayerCase quantized_conv_case(Rng& rng) {
   const int group = rng.integer(1, 3) == 3 ? 2 : 1;
   const int in_channels = group * rng.integer(1, 6), out_channels = group * rng.integer(1, 12);
   std::vector<std::int64_t> kernel, stride, pad, dilation, dims{rng.integer(1, 3), in_channels};
+  // Some images wide enough for the kernels' vector copies (16 and 32 columns at a time).
+  const std::int64_t wide = rng.integer(0, 3) == 0 ? rng.integer(30, 70) : 0;
   for (int a = 0; a < axes; ++a) {
     kernel.push_back(rng.integer(1, 4));
     stride.push_back(rng.integer(1, 2));
     pad.push_back(rng.integer(0, 2));
     dilation.push_back(rng.integer(1, 2));
     const std::int64_t extent = dilation.back() * (kernel.back() - 1) + 1;
-    dims.push_back(std::max<std::int64_t>(1, extent - 2 * pad.back()) + rng.integer(0, 12));
+    dims.push_back(std::max<std::int64_t>(1, extent - 2 * pad.back()) + rng.integer(0, 12) + (a == axes - 1 ? wide : 0));
   }
   c.spec.attrs.set("num_output", std::int64_t{out_channels});
   c.spec.attrs.set("kernel", kernel);
@@ -247,7 +250,16 @@ TEST(Int8Gemm, PathsMatchIntegerSums) {
         for (std::int64_t j = 0; j < n; ++j) pb[static_cast<std::size_t>(cpu::int8_b_index(groups, p, j))] = b[static_cast<std::size_t>(p * n + j)];
       const std::int64_t ldc = (n + cpu::kInt8Columns - 1) / cpu::kInt8Columns * cpu::kInt8Columns;
       std::vector<std::int32_t> c(static_cast<std::size_t>(packed.panels() * cpu::kInt8Rows * ldc));
-      cpu::gemm_u8s8(packed, pb.data(), n, c.data(), ldc, path);
+      std::atomic<int> tiles = 0;
+      cpu::gemm_u8s8(
+          packed, pb.data(), n,
+          [&](std::int64_t row, std::int64_t column, const std::int32_t* tile) {
+            for (std::int64_t r = 0; r < cpu::kInt8Rows; ++r)
+              std::copy_n(tile + r * cpu::kInt8Columns, cpu::kInt8Columns, c.begin() + (row + r) * ldc + column);
+            ++tiles;
+          },
+          path);
+      ASSERT_EQ(tiles, packed.panels() * (ldc / cpu::kInt8Columns));
       for (std::int64_t i = 0; i < m; ++i) {
         std::int64_t row_sum = 0;
         for (std::int64_t p = 0; p < k; ++p) row_sum += a[static_cast<std::size_t>(i * k + p)];

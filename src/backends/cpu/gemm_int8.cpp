@@ -157,27 +157,27 @@ PackedInt8Matrix::PackedInt8Matrix(const std::int8_t* a, std::int64_t lda, std::
   }
 }
 
-void gemm_u8s8(const PackedInt8Matrix& a, const std::uint8_t* b, std::int64_t n, std::int32_t* c, std::int64_t ldc,
+void gemm_u8s8(const PackedInt8Matrix& a, const std::uint8_t* b, std::int64_t n, const Int8TileSink& sink,
                Int8Path chosen) {
   const std::int64_t groups = int8_depth_groups(a.depth());
   const std::int64_t blocks = (n + kInt8Columns - 1) / kInt8Columns, panels = a.panels();
   const Path p = chosen == Path::automatic ? path() : chosen;
   auto run = [&](std::int64_t begin, std::int64_t end) {
+    alignas(64) std::int32_t tile[kInt8Rows * kInt8Columns];
     for (std::int64_t t = begin; t < end; ++t) {
       const std::int64_t block = t / panels, panel = t % panels;
       const std::uint8_t* bb = b + block * groups * kInt8Columns * 4;
-      std::int32_t* cc = c + panel * kInt8Rows * ldc + block * kInt8Columns;
 #if defined(__x86_64__)
       if (p == Path::vnni) {
-        tile_vnni(groups, a.panel(panel), bb, cc, ldc);
-        continue;
-      }
-      if (p == Path::avx2) {
-        tile_avx2(groups, a.panel(panel), bb, cc, ldc);
-        continue;
-      }
+        tile_vnni(groups, a.panel(panel), bb, tile, kInt8Columns);
+      } else if (p == Path::avx2) {
+        tile_avx2(groups, a.panel(panel), bb, tile, kInt8Columns);
+      } else
 #endif
-      tile_plain(groups, a.panel(panel), bb, cc, ldc);
+      {
+        tile_plain(groups, a.panel(panel), bb, tile, kInt8Columns);
+      }
+      sink(panel * kInt8Rows, block * kInt8Columns, tile);
     }
   };
   const std::int64_t tiles = blocks * panels;

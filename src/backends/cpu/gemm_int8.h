@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace espresso::cpu {
@@ -48,9 +49,12 @@ inline std::int64_t int8_b_index(std::int64_t k_groups, std::int64_t p, std::int
   return ((j / kInt8Columns) * k_groups + p / 4) * kInt8Columns * 4 + (j % kInt8Columns) * 4 + p % 4;
 }
 
-// C (panels·8 × blocks·32 int32, leading dimension ldc ≥ blocks·32) = A · B over whole tiles; rows
-// and columns past m and n hold garbage. Threads over tiles unless called inside a parallel region.
-void gemm_u8s8(const PackedInt8Matrix& a, const std::uint8_t* b, std::int64_t n, std::int32_t* c, std::int64_t ldc,
+// The product A · B over whole tiles, handed over one 8 × 32 tile at a time while it is in L1:
+// sink(row, column, tile) gets the sums of rows row .. row+7 and columns column .. column+31 (tile
+// row-major, 32 a row); rows and columns past m and n hold garbage. Threads over tiles unless called
+// inside a parallel region, so the sink may run on any thread, once per tile.
+using Int8TileSink = std::function<void(std::int64_t row, std::int64_t column, const std::int32_t* tile)>;
+void gemm_u8s8(const PackedInt8Matrix& a, const std::uint8_t* b, std::int64_t n, const Int8TileSink& sink,
                Int8Path path = Int8Path::automatic);
 
 }  // namespace espresso::cpu

@@ -1,19 +1,25 @@
-// Int8 convolution on the CPU. Per image (threads over images, or over GEMM tiles for one image):
-// quantize the input to uint8 (int8 inputs move up by 128 with their zero point, which changes no
-// difference), read each window straight into the GEMM's packed B, run the u8×s8 GEMM (gemm_int8.h),
-// then one pass that removes the zero point's share (zero point × the weight row's sum), scales by
-// input scale × the channel's weight scale, adds the bias, and applies fused steps (BatchNorm, residual,
-// clamp) or requantizes. 1-D and 2-D windows; others run the layer's reference.
+// Int8 convolution on the CPU. Per image (threads over images; for one image every step below splits
+// over the threads instead): quantize the input to uint8 (int8 inputs move up by 128 with their zero
+// point, which changes no difference), copy each group of four window rows into a scratch and
+// interleave them into the GEMM's packed B, run the u8×s8 GEMM (gemm_int8.h), then one pass that removes
+// the zero point's share (zero point × the weight row's sum), scales by input scale × the channel's
+// weight scale, adds the bias, and applies fused steps (BatchNorm, residual, clamp) or requantizes.
+// 1-D and 2-D windows; others run the layer's reference.
 #include "backends/cpu/quantized_convolution.h"
+
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/gemm_int8.h"
+#include "core/cpu_features.h"
+#include "core/parallel.h"
 #include "layers/quantized_convolution.h"
 
 namespace espresso::cpu {
@@ -28,6 +34,176 @@ inline float round_half_even(float v) {
   v = std::clamp(v, -4194304.0f, 4194304.0f);
   const float shifted = v + kMagic;  // not folded: without -ffast-math the compiler keeps both steps
   return shifted - kMagic;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) std::int64_t value_range_avx2(const float* x, std::int64_t n, float& lo, float& hi) {
+  __m256 low = _mm256_setzero_ps(), high = _mm256_setzero_ps();
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    low = _mm256_min_ps(low, v);
+    high = _mm256_max_ps(high, v);
+  }
+  alignas(32) float lows[8], highs[8];
+  _mm256_store_ps(lows, low);
+  _mm256_store_ps(highs, high);
+  lo = *std::min_element(lows, lows + 8);
+  hi = *std::max_element(highs, highs + 8);
+  return i;
+}
+#endif
+
+// The image's range with 0 included, as DynamicQuantizeLinear takes it; chunks in parallel.
+void value_range(const float* x, std::int64_t n, double& lo, double& hi) {
+  constexpr std::int64_t kChunk = 1 << 15;
+  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<float> lows(static_cast<std::size_t>(chunks), 0.0f), highs(static_cast<std::size_t>(chunks), 0.0f);
+  parallel_for(chunks, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t c = begin; c < end; ++c) {
+      const float* chunk = x + c * kChunk;
+      const std::int64_t size = std::min(kChunk, n - c * kChunk);
+      float l = 0, h = 0;
+      std::int64_t i = 0;
+#if defined(__x86_64__)
+      if (cpu_has_avx2_fma()) i = value_range_avx2(chunk, size, l, h);
+#endif
+      for (; i < size; ++i) {
+        l = std::min(l, chunk[i]);
+        h = std::max(h, chunk[i]);
+      }
+      lows[static_cast<std::size_t>(c)] = l;
+      highs[static_cast<std::size_t>(c)] = h;
+    }
+  });
+  lo = *std::min_element(lows.begin(), lows.end());
+  hi = *std::max_element(highs.begin(), highs.end());
+}
+
+// q = clamp(round_half_even(x / scale) + zero, lo, hi), or x · inverse where that is exact.
+struct QuantizeStep {
+  float scale, inverse, zero, lo, hi;
+  bool multiply;
+  float value(float x) const {
+    return std::clamp(round_half_even(multiply ? x * inverse : x / scale) + zero, lo, hi);
+  }
+};
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) std::int64_t quantize_avx2(const QuantizeStep& step, const float* x, std::int64_t n,
+                                                           std::uint8_t* q) {
+  const __m256 scale = _mm256_set1_ps(step.scale), inverse = _mm256_set1_ps(step.inverse);
+  const __m256 zero = _mm256_set1_ps(step.zero), lo = _mm256_set1_ps(step.lo), hi = _mm256_set1_ps(step.hi);
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    v = step.multiply ? _mm256_mul_ps(v, inverse) : _mm256_div_ps(v, scale);
+    v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);  // half to even
+    v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, zero), lo), hi);
+    const __m256i whole = _mm256_cvtps_epi32(v);
+    const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(whole), _mm256_extracti128_si256(whole, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packus_epi16(words, words));
+  }
+  return i;
+}
+#endif
+
+void quantize(const QuantizeStep& step, const float* x, std::int64_t n, std::uint8_t* q) {
+  parallel_for(
+      n,
+      [&](std::int64_t begin, std::int64_t end) {
+        std::int64_t i = 0;
+#if defined(__x86_64__)
+        if (cpu_has_avx2_fma()) i = quantize_avx2(step, x + begin, end - begin, q + begin);
+#endif
+        for (i += begin; i < end; ++i) q[i] = static_cast<std::uint8_t>(step.value(x[i]));
+      },
+      1 << 14);
+}
+
+// Four rows of 32 bytes (row stride `stride`) into 32 columns of 4 bytes each, packed B's group layout.
+void interleave4(const std::uint8_t* rows, std::int64_t stride, std::uint8_t* out) {
+  for (int half = 0; half < 2; ++half) {
+    auto load = [&](int r) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows + r * stride + half * 16)); };
+    const __m128i r0 = load(0), r1 = load(1), r2 = load(2), r3 = load(3);
+    const __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
+    const __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
+    __m128i* dst = reinterpret_cast<__m128i*>(out + half * 64);
+    _mm_storeu_si128(dst + 0, _mm_unpacklo_epi16(lo01, lo23));
+    _mm_storeu_si128(dst + 1, _mm_unpackhi_epi16(lo01, lo23));
+    _mm_storeu_si128(dst + 2, _mm_unpacklo_epi16(hi01, hi23));
+    _mm_storeu_si128(dst + 3, _mm_unpackhi_epi16(hi01, hi23));
+  }
+}
+
+// How one output channel's integer sums become its outputs: the raw sums (less the zero point's share,
+// `correction`), or real values (sum − correction)·scale + offset, ReLU'd, plus a residual, clamped to
+// [lo, hi], or those requantized: clamp(round(v · inverse) + zero, lo, hi).
+struct ChannelFinish {
+  enum class Kind { accumulator, real, quantized } kind = Kind::accumulator;
+  std::int32_t correction = 0;
+  float scale = 1, offset = 0;
+  bool relu = false;
+  float lo = 0, hi = 0, inverse = 1, zero = 0;
+};
+
+float finish_value(const ChannelFinish& f, std::int32_t sum, const float* residual) {
+  float v = static_cast<float>(sum - f.correction);
+  if (f.kind == ChannelFinish::Kind::accumulator) return v;
+  v = v * f.scale + f.offset;
+  if (f.relu) v = std::max(v, 0.0f);
+  if (f.kind == ChannelFinish::Kind::quantized) return std::clamp(round_half_even(v * f.inverse) + f.zero, f.lo, f.hi);
+  if (residual) v += *residual;
+  return std::clamp(v, f.lo, f.hi);
+}
+
+#if defined(__x86_64__)
+// finish_value eight at a time, the same operations in the same order (no FMA contraction).
+__attribute__((target("avx2"))) std::int64_t finish_avx2(const ChannelFinish& f, const std::int32_t* sums,
+                                                         std::int64_t n, const float* residual, float* dst) {
+  const __m256i correction = _mm256_set1_epi32(f.correction);
+  const __m256 scale = _mm256_set1_ps(f.scale), offset = _mm256_set1_ps(f.offset), zero = _mm256_setzero_ps();
+  const __m256 lo = _mm256_set1_ps(f.lo), hi = _mm256_set1_ps(f.hi);
+  const __m256 inverse = _mm256_set1_ps(f.inverse), zero_point = _mm256_set1_ps(f.zero);
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + i));
+    __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(s, correction));
+    if (f.kind != ChannelFinish::Kind::accumulator) {
+      v = _mm256_add_ps(_mm256_mul_ps(v, scale), offset);
+      if (f.relu) v = _mm256_max_ps(v, zero);
+      if (f.kind == ChannelFinish::Kind::quantized) {
+        v = _mm256_round_ps(_mm256_mul_ps(v, inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm256_add_ps(v, zero_point);
+      } else if (residual) {
+        v = _mm256_add_ps(v, _mm256_loadu_ps(residual + i));
+      }
+      v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    }
+    _mm256_storeu_ps(dst + i, v);
+  }
+  return i;
+}
+#endif
+
+void finish(const ChannelFinish& f, const std::int32_t* sums, std::int64_t n, const float* residual, float* dst) {
+  std::int64_t i = 0;
+#if defined(__x86_64__)
+  if (cpu_has_avx2_fma()) i = finish_avx2(f, sums, n, residual, dst);
+#endif
+  for (; i < n; ++i) dst[i] = finish_value(f, sums[i], residual ? residual + i : nullptr);
+}
+
+// dst[i] = src[2i] for i < n. Reads up to one byte past src[2n − 2]: image buffers keep a margin.
+void copy_every_second(const std::uint8_t* src, std::int64_t n, std::uint8_t* dst) {
+  const __m128i low_bytes = _mm_set1_epi16(0xFF);
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i a = _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i)), low_bytes);
+    const __m128i b = _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i + 16)), low_bytes);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_packus_epi16(a, b));
+  }
+  for (; i < n; ++i) dst[i] = src[2 * i];
 }
 
 class Int8ConvolutionKernel final : public Kernel {
@@ -58,16 +234,11 @@ class Int8ConvolutionKernel final : public Kernel {
     dilation_h_ = first(g.dilation, 1);
     dilation_w_ = g.dilation.back();
     const std::int64_t columns = g.out_spatial();
-    const std::int64_t ldc = (columns + kInt8Columns - 1) / kInt8Columns * kInt8Columns;
     const auto slots = static_cast<std::size_t>(schedule_.slots());
-    images_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(g.in_channels * g.in_spatial())));
+    // (+ 64: copy_every_second may read a byte past the last one it keeps)
+    images_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(g.in_channels * g.in_spatial() + 64)));
     packed_b_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(int8_b_bytes(depth_, columns))));
-    sums_.assign(slots, std::vector<std::int32_t>(static_cast<std::size_t>(packed_[0].panels() * kInt8Rows * ldc)));
     name_ = std::string("int8-gemm-") + int8_gemm_isa();
-    column_offset_.resize(static_cast<std::size_t>(columns));
-    for (std::int64_t j = 0; j < columns; ++j)
-      column_offset_[static_cast<std::size_t>(j)] =
-          (j / kInt8Columns) * int8_depth_groups(depth_) * kInt8Columns * 4 + (j % kInt8Columns) * 4;
   }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
@@ -76,105 +247,146 @@ class Int8ConvolutionKernel final : public Kernel {
     const float* residual = residual_.defined() ? residual_.data<float>() : nullptr;
     const std::int64_t in_spatial = g_.in_spatial(), out_spatial = g_.out_spatial();
     const std::int64_t out_group = g_.out_channels / g_.group, in_group = g_.in_channels / g_.group;
-    const std::int64_t ldc = (out_spatial + kInt8Columns - 1) / kInt8Columns * kInt8Columns;
-    const std::int64_t groups4 = int8_depth_groups(depth_);
     schedule_.run([&](std::int64_t n, int slot) {
       const auto s = static_cast<std::size_t>(slot);
       const float* image = x + n * g_.in_channels * in_spatial;
       // 1. Quantize the image to uint8.
       double scale = p_.input_scale, zero = p_.input_zero_point;
       QuantRange range = p_.input_range;
+      const std::int64_t count = g_.in_channels * in_spatial;
       if (p_.input == Params::Input::dynamic) {
-        QuantizedConvolutionLayer::dynamic_params(image, g_.in_channels * in_spatial, scale, zero);
+        double lo = 0, hi = 0;
+        value_range(image, count, lo, hi);
+        QuantizedConvolutionLayer::dynamic_params(lo, hi, scale, zero);
         range = {0, 255};
       }
       const int shift = range.lo < 0 ? 128 : 0;
       std::uint8_t* q = images_[s].data();
-      const std::int64_t count = g_.in_channels * in_spatial;
       if (p_.input == Params::Input::quantized) {
         for (std::int64_t i = 0; i < count; ++i)
           q[i] = static_cast<std::uint8_t>(std::clamp(static_cast<int>(image[i]) + shift, 0, 255));
       } else {
-        const float inverse = static_cast<float>(1.0 / scale);
-        const float lo = static_cast<float>(range.lo + shift), hi = static_cast<float>(range.hi + shift);
-        const float z = static_cast<float>(zero + shift);
         // x·(1/scale) can differ from x/scale in the last bit: unless scale is a power of two, divide in
         // float as the reference (and ONNX) does, so that ties round the same way.
         const auto scale_f = static_cast<float>(scale);
+        const auto inverse = static_cast<float>(1.0 / scale);
         const bool exact = inverse * scale_f == 1.0f && std::ldexp(1.0f, std::ilogb(scale_f)) == scale_f;
-        for (std::int64_t i = 0; i < count; ++i) {
-          const float v = round_half_even(exact ? image[i] * inverse : image[i] / scale_f) + z;
-          q[i] = static_cast<std::uint8_t>(std::clamp(v, lo, hi));
-        }
+        quantize({scale_f, inverse, static_cast<float>(zero + shift), static_cast<float>(range.lo + shift),
+                  static_cast<float>(range.hi + shift), exact},
+                 image, count, q);
       }
       const auto zero_u8 = static_cast<std::uint8_t>(static_cast<int>(zero) + shift);
       std::uint8_t* b = packed_b_[s].data();
-      std::int32_t* c = sums_[s].data();
       float* out = y + n * g_.out_channels * out_spatial;
       const double input_scale = scale;
       for (std::int64_t grp = 0; grp < g_.group; ++grp) {
         // 2. Windows into packed B: row (channel, ky, kx), column (oy, ox); padding reads the zero point.
-        const std::uint8_t* qg = q + grp * in_group * in_spatial;
-        // Column j of row k lives at b + row_offset(k) + column_offset_[j].
-        for (std::int64_t k = 0; k < groups4 * 4; ++k) {
-          std::uint8_t* dst = b + (k / 4) * kInt8Columns * 4 + k % 4;
-          const std::int64_t* at = column_offset_.data();
-          if (k >= depth_) {
-            for (std::int64_t j = 0; j < out_spatial; ++j) dst[at[j]] = 0;
-            continue;
-          }
-          const std::int64_t channel = k / (kernel_h_ * kernel_w_), tap = k % (kernel_h_ * kernel_w_);
-          const std::int64_t ky = tap / kernel_w_, kx = tap % kernel_w_;
-          const std::uint8_t* plane = qg + channel * in_spatial;
-          for (std::int64_t oy = 0; oy < out_height_; ++oy, at += out_width_) {
-            const std::int64_t iy = oy * stride_h_ - pad_h_ + ky * dilation_h_;
-            if (iy < 0 || iy >= height_) {
-              for (std::int64_t ox = 0; ox < out_width_; ++ox) dst[at[ox]] = zero_u8;
-              continue;
-            }
-            const std::uint8_t* line = plane + iy * width_;
-            for (std::int64_t ox = 0; ox < out_width_; ++ox) {
-              const std::int64_t ix = ox * stride_w_ - pad_w_ + kx * dilation_w_;
-              dst[at[ox]] = ix >= 0 && ix < width_ ? line[ix] : zero_u8;
-            }
-          }
-        }
-        // 3. The integer products.
+        pack_windows(q + grp * in_group * in_spatial, zero_u8, b);
+        // 3. The integer products, and 4. each tile back to real values (or requantized, or the raw
+        // sums) while it is in L1.
         const PackedInt8Matrix& a = packed_[static_cast<std::size_t>(grp)];
-        gemm_u8s8(a, b, out_spatial, c, ldc);
-        // 4. Back to real values (or requantized, or the raw sums).
-        for (std::int64_t r = 0; r < out_group; ++r) {
-          const std::int64_t oc = grp * out_group + r;
-          const auto ocs = static_cast<std::size_t>(oc);
-          const std::int32_t correction = static_cast<std::int32_t>(zero_u8) * a.row_sums()[static_cast<std::size_t>(r)];
-          const std::int32_t* row = c + r * ldc;
-          float* dst = redirect_ ? redirect_ + n * image_stride_ + oc * out_spatial : out + oc * out_spatial;
-          if (p_.output == Params::Output::accumulator) {
-            for (std::int64_t j = 0; j < out_spatial; ++j) dst[j] = static_cast<float>(row[j] - correction);
-            continue;
+        gemm_u8s8(a, b, out_spatial, [&](std::int64_t row, std::int64_t column, const std::int32_t* tile) {
+          const std::int64_t width = std::min(kInt8Columns, out_spatial - column);
+          for (std::int64_t r = row; r < std::min(row + kInt8Rows, out_group); ++r) {
+            const std::int64_t oc = grp * out_group + r;
+            const std::int64_t at = oc * out_spatial + column;
+            float* dst = (redirect_ ? redirect_ + n * image_stride_ : out) + at;
+            const float* res = residual ? residual + n * g_.out_channels * out_spatial + at : nullptr;
+            finish(channel_finish(oc, zero_u8 * a.row_sums()[static_cast<std::size_t>(r)], input_scale),
+                   tile + (r - row) * kInt8Columns, width, res, dst);
           }
-          const float m = static_cast<float>(input_scale * weight_scale_[ocs] * multiplier_[ocs]);
-          const float o = static_cast<float>((bias_.empty() ? 0.0 : bias_[ocs]) * multiplier_[ocs] + offset_[ocs]);
-          const float* res = residual ? residual + (n * g_.out_channels + oc) * out_spatial : nullptr;
-          if (p_.output == Params::Output::quantized) {
-            const float inv = static_cast<float>(1.0 / p_.output_scale), oz = static_cast<float>(p_.output_zero_point);
-            const float lo = static_cast<float>(p_.output_range.lo), hi = static_cast<float>(p_.output_range.hi);
-            for (std::int64_t j = 0; j < out_spatial; ++j) {
-              float v = static_cast<float>(row[j] - correction) * m + o;
-              if (p_.relu) v = std::max(v, 0.0f);
-              dst[j] = std::clamp(round_half_even(v * inv) + oz, lo, hi);
-            }
-            continue;
-          }
-          for (std::int64_t j = 0; j < out_spatial; ++j) {
-            float v = static_cast<float>(row[j] - correction) * m + o;
-            if (p_.relu) v = std::max(v, 0.0f);
-            if (res) v += res[j];
-            dst[j] = std::clamp(v, lo_, hi_);
-          }
-        }
+        });
       }
     });
+  }
+
+  ChannelFinish channel_finish(std::int64_t oc, std::int32_t correction, double input_scale) const {
+    const auto c = static_cast<std::size_t>(oc);
+    ChannelFinish f;
+    f.correction = correction;
+    if (p_.output == Params::Output::accumulator) return f;
+    f.kind = p_.output == Params::Output::quantized ? ChannelFinish::Kind::quantized : ChannelFinish::Kind::real;
+    f.scale = static_cast<float>(input_scale * weight_scale_[c] * multiplier_[c]);
+    f.offset = static_cast<float>((bias_.empty() ? 0.0 : bias_[c]) * multiplier_[c] + offset_[c]);
+    f.relu = p_.relu;
+    if (f.kind == ChannelFinish::Kind::quantized) {
+      f.inverse = static_cast<float>(1.0 / p_.output_scale);
+      f.zero = static_cast<float>(p_.output_zero_point);
+      f.lo = static_cast<float>(p_.output_range.lo);
+      f.hi = static_cast<float>(p_.output_range.hi);
+    } else {
+      f.lo = lo_;
+      f.hi = hi_;
+    }
+    return f;
+  }
+
+  // The im2col matrix of one group's windows (rows channel·ky·kx, columns oy·ox), written straight in
+  // packed B's layout: each 4-row group is first written into a scratch of whole rows, then interleaved
+  // 32 columns at a time.
+  void pack_windows(const std::uint8_t* image, std::uint8_t zero_u8, std::uint8_t* b) const {
+    const std::int64_t columns = out_height_ * out_width_;
+    const std::int64_t blocks = (columns + kInt8Columns - 1) / kInt8Columns, stride = blocks * kInt8Columns;
+    const std::int64_t groups = int8_depth_groups(depth_), taps = kernel_h_ * kernel_w_;
+    parallel_for(groups, [&](std::int64_t first, std::int64_t end) {
+      std::vector<std::uint8_t> rows(static_cast<std::size_t>(4 * stride), 0);
+      for (std::int64_t group = first; group < end; ++group) {
+        for (std::int64_t r = 0; r < 4; ++r) {
+          const std::int64_t k = group * 4 + r;
+          if (k >= depth_) continue;  // A's rows are zero past the depth: any value here is harmless
+          window_row(image + k / taps * height_ * width_, k % taps / kernel_w_, k % kernel_w_, zero_u8,
+                     rows.data() + r * stride);
+        }
+        for (std::int64_t block = 0; block < blocks; ++block)
+          interleave4(rows.data() + block * kInt8Columns, stride, b + (block * groups + group) * kInt8Columns * 4);
+      }
+    });
+  }
+
+  // Tap (ky, kx) of every output position's window over `plane`; the zero point where it falls outside.
+  void window_row(const std::uint8_t* plane, std::int64_t ky, std::int64_t kx, std::uint8_t zero_u8,
+                  std::uint8_t* row) const {
+    // Input position = output position · stride + shift; the outputs whose input lies inside the image.
+    const std::int64_t shift_y = ky * dilation_h_ - pad_h_, shift_x = kx * dilation_w_ - pad_w_;
+    auto inside = [](std::int64_t shift, std::int64_t stride, std::int64_t size, std::int64_t outputs) {
+      const std::int64_t begin = std::clamp<std::int64_t>((-shift + stride - 1) / stride, 0, outputs);
+      return std::pair{begin, std::clamp<std::int64_t>((size - shift + stride - 1) / stride, begin, outputs)};
+    };
+    const auto [oy_begin, oy_end] = inside(shift_y, stride_h_, height_, out_height_);
+    const auto [ox_begin, ox_end] = inside(shift_x, stride_w_, width_, out_width_);
+    const auto fill = [&](std::int64_t from, std::int64_t to) {
+      std::memset(row + from, zero_u8, static_cast<std::size_t>(to - from));
+    };
+    if (oy_begin == oy_end || ox_begin == ox_end) {
+      fill(0, out_height_ * out_width_);
+      return;
+    }
+    fill(0, oy_begin * out_width_);
+    fill(oy_end * out_width_, out_height_ * out_width_);
+    if (stride_h_ == 1 && stride_w_ == 1 && out_width_ == width_) {
+      // Output j reads plane[j + offset]: one copy, then the columns that wrapped past a border.
+      const std::int64_t offset = shift_y * width_ + shift_x;
+      const std::int64_t from = oy_begin * out_width_ + ox_begin, to = (oy_end - 1) * out_width_ + ox_end;
+      std::memcpy(row + from, plane + from + offset, static_cast<std::size_t>(to - from));
+      for (std::int64_t oy = oy_begin; oy < oy_end; ++oy) {
+        fill(oy * out_width_, oy * out_width_ + ox_begin);
+        fill(oy * out_width_ + ox_end, (oy + 1) * out_width_);
+      }
+      return;
+    }
+    for (std::int64_t oy = oy_begin; oy < oy_end; ++oy) {
+      std::uint8_t* out = row + oy * out_width_;
+      const std::uint8_t* line = plane + (oy * stride_h_ + shift_y) * width_ + shift_x;
+      std::memset(out, zero_u8, static_cast<std::size_t>(ox_begin));
+      std::memset(out + ox_end, zero_u8, static_cast<std::size_t>(out_width_ - ox_end));
+      if (stride_w_ == 1) {
+        std::memcpy(out + ox_begin, line + ox_begin, static_cast<std::size_t>(ox_end - ox_begin));
+      } else if (stride_w_ == 2) {
+        copy_every_second(line + 2 * ox_begin, ox_end - ox_begin, out + ox_begin);
+      } else {
+        for (std::int64_t ox = ox_begin; ox < ox_end; ++ox) out[ox] = line[ox * stride_w_];
+      }
+    }
   }
 
   // Folded once: a quantized net's weights and statistics are fixed when it is quantized.
@@ -231,8 +443,6 @@ class Int8ConvolutionKernel final : public Kernel {
   std::int64_t image_stride_ = 0;
   std::string name_;
   std::vector<std::vector<std::uint8_t>> images_, packed_b_;
-  std::vector<std::vector<std::int32_t>> sums_;
-  std::vector<std::int64_t> column_offset_;  // where column j of packed B starts
 };
 
 bool fits_windows(const ConvGeometry& g) { return g.axes() == 1 || g.axes() == 2; }
