@@ -238,6 +238,7 @@ class Int8ConvolutionKernel final : public Kernel {
     // (+ 64: copy_every_second may read a byte past the last one it keeps)
     images_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(g.in_channels * g.in_spatial() + 64)));
     packed_b_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(int8_b_bytes(depth_, columns))));
+    finishes_.assign(slots, std::vector<ChannelFinish>(static_cast<std::size_t>(g.out_channels / g.group)));
     name_ = std::string("int8-gemm-") + int8_gemm_isa();
   }
 
@@ -285,15 +286,18 @@ class Int8ConvolutionKernel final : public Kernel {
         // 3. The integer products, and 4. each tile back to real values (or requantized, or the raw
         // sums) while it is in L1.
         const PackedInt8Matrix& a = packed_[static_cast<std::size_t>(grp)];
+        std::vector<ChannelFinish>& finishes = finishes_[s];
+        for (std::int64_t r = 0; r < out_group; ++r)
+          finishes[static_cast<std::size_t>(r)] =
+              channel_finish(grp * out_group + r, zero_u8 * a.row_sums()[static_cast<std::size_t>(r)], input_scale);
+        float* base = (redirect_ ? redirect_ + n * image_stride_ : out) + grp * out_group * out_spatial;
+        const float* residual_base = residual ? residual + (n * g_.out_channels + grp * out_group) * out_spatial : nullptr;
         gemm_u8s8(a, b, out_spatial, [&](std::int64_t row, std::int64_t column, const std::int32_t* tile) {
           const std::int64_t width = std::min(kInt8Columns, out_spatial - column);
           for (std::int64_t r = row; r < std::min(row + kInt8Rows, out_group); ++r) {
-            const std::int64_t oc = grp * out_group + r;
-            const std::int64_t at = oc * out_spatial + column;
-            float* dst = (redirect_ ? redirect_ + n * image_stride_ : out) + at;
-            const float* res = residual ? residual + n * g_.out_channels * out_spatial + at : nullptr;
-            finish(channel_finish(oc, zero_u8 * a.row_sums()[static_cast<std::size_t>(r)], input_scale),
-                   tile + (r - row) * kInt8Columns, width, res, dst);
+            const std::int64_t at = r * out_spatial + column;
+            finish(finishes[static_cast<std::size_t>(r)], tile + (r - row) * kInt8Columns, width,
+                   residual_base ? residual_base + at : nullptr, base + at);
           }
         });
       }
@@ -368,10 +372,10 @@ class Int8ConvolutionKernel final : public Kernel {
       const std::int64_t offset = shift_y * width_ + shift_x;
       const std::int64_t from = oy_begin * out_width_ + ox_begin, to = (oy_end - 1) * out_width_ + ox_end;
       std::memcpy(row + from, plane + from + offset, static_cast<std::size_t>(to - from));
-      for (std::int64_t oy = oy_begin; oy < oy_end; ++oy) {
-        fill(oy * out_width_, oy * out_width_ + ox_begin);
-        fill(oy * out_width_ + ox_end, (oy + 1) * out_width_);
-      }
+      // One run per row boundary: the right border of row oy − 1 and the left border of row oy.
+      for (std::int64_t oy = oy_begin + 1; oy < oy_end; ++oy) fill((oy - 1) * out_width_ + ox_end, oy * out_width_ + ox_begin);
+      fill(oy_begin * out_width_, from);
+      fill(to, oy_end * out_width_);
       return;
     }
     for (std::int64_t oy = oy_begin; oy < oy_end; ++oy) {
@@ -443,6 +447,7 @@ class Int8ConvolutionKernel final : public Kernel {
   std::int64_t image_stride_ = 0;
   std::string name_;
   std::vector<std::vector<std::uint8_t>> images_, packed_b_;
+  std::vector<std::vector<ChannelFinish>> finishes_;  // per slot: this image's per-channel finish of a group
 };
 
 bool fits_windows(const ConvGeometry& g) { return g.axes() == 1 || g.axes() == 2; }
