@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "backends/cpu/blas.h"
@@ -206,6 +207,57 @@ void copy_every_second(const std::uint8_t* src, std::int64_t n, std::uint8_t* ds
   for (; i < n; ++i) dst[i] = src[2 * i];
 }
 
+// Where a stride-1 convolution's output rows are as wide as its input's (every 'same'-padded one, every
+// 1x1), window row k of output j reads the plane at j + offset(tap): packed B's 32-column blocks are
+// then four unaligned loads from the quantized image, the zero point blended in where the tap leaves the
+// image (a mask per tap), interleaved in registers — no scratch rows.
+struct ShiftedWindows {
+  std::vector<std::int64_t> offsets;  // per tap
+  std::vector<std::uint8_t> masks;    // per tap, `stride` bytes: 0xFF where the tap lands inside
+  std::int64_t stride = 0;            // columns rounded up to whole blocks
+  std::int64_t before = 0, after = 0;  // margins the loads may reach around the image
+};
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) void pack_shifted_avx2(const ShiftedWindows& w, const std::uint8_t* image,
+                                                       std::int64_t plane, std::int64_t taps, std::int64_t depth,
+                                                       std::int64_t first, std::int64_t end, std::uint8_t zero_u8,
+                                                       std::uint8_t* b) {
+  const __m256i zero = _mm256_set1_epi8(static_cast<char>(zero_u8));
+  const std::int64_t groups = int8_depth_groups(depth), blocks = w.stride / kInt8Columns;
+  for (std::int64_t group = first; group < end; ++group) {
+    const std::uint8_t* source[4] = {};
+    const std::uint8_t* mask[4] = {};
+    for (int r = 0; r < 4; ++r) {
+      const std::int64_t k = group * 4 + r;
+      if (k >= depth) continue;  // A's rows are zero past the depth: the zero point is as good as any value
+      source[r] = image + k / taps * plane + w.offsets[static_cast<std::size_t>(k % taps)];
+      mask[r] = w.masks.data() + k % taps * w.stride;
+    }
+    for (std::int64_t block = 0; block < blocks; ++block) {
+      const std::int64_t j = block * kInt8Columns;
+      __m256i row[4];
+      for (int r = 0; r < 4; ++r) {
+        row[r] = source[r] ? _mm256_blendv_epi8(zero, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(source[r] + j)),
+                                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mask[r] + j)))
+                           : zero;
+      }
+      // Bytes of rows 0,1 and 2,3 paired, then the pairs paired: four-byte columns, in 128-bit lanes
+      // (columns 0-3 | 16-19 and so on), put back in order by the lane permutes.
+      const __m256i lo01 = _mm256_unpacklo_epi8(row[0], row[1]), hi01 = _mm256_unpackhi_epi8(row[0], row[1]);
+      const __m256i lo23 = _mm256_unpacklo_epi8(row[2], row[3]), hi23 = _mm256_unpackhi_epi8(row[2], row[3]);
+      const __m256i c0 = _mm256_unpacklo_epi16(lo01, lo23), c4 = _mm256_unpackhi_epi16(lo01, lo23);
+      const __m256i c8 = _mm256_unpacklo_epi16(hi01, hi23), c12 = _mm256_unpackhi_epi16(hi01, hi23);
+      __m256i* out = reinterpret_cast<__m256i*>(b + (block * groups + group) * kInt8Columns * 4);
+      _mm256_storeu_si256(out + 0, _mm256_permute2x128_si256(c0, c4, 0x20));
+      _mm256_storeu_si256(out + 1, _mm256_permute2x128_si256(c8, c12, 0x20));
+      _mm256_storeu_si256(out + 2, _mm256_permute2x128_si256(c0, c4, 0x31));
+      _mm256_storeu_si256(out + 3, _mm256_permute2x128_si256(c8, c12, 0x31));
+    }
+  }
+}
+#endif
+
 class Int8ConvolutionKernel final : public Kernel {
  public:
   // `w` are the integer weights minus their zero points (each in [-128, 127]), out_channels × depth.
@@ -235,8 +287,11 @@ class Int8ConvolutionKernel final : public Kernel {
     dilation_w_ = g.dilation.back();
     const std::int64_t columns = g.out_spatial();
     const auto slots = static_cast<std::size_t>(schedule_.slots());
-    // (+ 64: copy_every_second may read a byte past the last one it keeps)
-    images_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(g.in_channels * g.in_spatial() + 64)));
+    if (stride_h_ == 1 && stride_w_ == 1 && out_width_ == width_ && cpu_has_avx2_fma()) shifted_ = shifted_windows();
+    // Margins for the shifted loads; + 64: copy_every_second may read a byte past the last one it keeps.
+    margin_ = shifted_ ? shifted_->before : 0;
+    const std::int64_t after = shifted_ ? shifted_->after : 0;
+    images_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(margin_ + g.in_channels * g.in_spatial() + after + 64)));
     packed_b_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(int8_b_bytes(depth_, columns))));
     finishes_.assign(slots, std::vector<ChannelFinish>(static_cast<std::size_t>(g.out_channels / g.group)));
     name_ = std::string("int8-gemm-") + int8_gemm_isa();
@@ -262,7 +317,7 @@ class Int8ConvolutionKernel final : public Kernel {
         range = {0, 255};
       }
       const int shift = range.lo < 0 ? 128 : 0;
-      std::uint8_t* q = images_[s].data();
+      std::uint8_t* q = images_[s].data() + margin_;
       if (p_.input == Params::Input::quantized) {
         for (std::int64_t i = 0; i < count; ++i)
           q[i] = static_cast<std::uint8_t>(std::clamp(static_cast<int>(image[i]) + shift, 0, 255));
@@ -332,6 +387,14 @@ class Int8ConvolutionKernel final : public Kernel {
     const std::int64_t columns = out_height_ * out_width_;
     const std::int64_t blocks = (columns + kInt8Columns - 1) / kInt8Columns, stride = blocks * kInt8Columns;
     const std::int64_t groups = int8_depth_groups(depth_), taps = kernel_h_ * kernel_w_;
+#if defined(__x86_64__)
+    if (shifted_) {
+      parallel_for(groups, [&](std::int64_t first, std::int64_t end) {
+        pack_shifted_avx2(*shifted_, image, height_ * width_, taps, depth_, first, end, zero_u8, b);
+      });
+      return;
+    }
+#endif
     parallel_for(groups, [&](std::int64_t first, std::int64_t end) {
       std::vector<std::uint8_t> rows(static_cast<std::size_t>(4 * stride), 0);
       for (std::int64_t group = first; group < end; ++group) {
@@ -345,6 +408,25 @@ class Int8ConvolutionKernel final : public Kernel {
           interleave4(rows.data() + block * kInt8Columns, stride, b + (block * groups + group) * kInt8Columns * 4);
       }
     });
+  }
+
+  ShiftedWindows shifted_windows() const {
+    ShiftedWindows w;
+    const std::int64_t columns = out_height_ * out_width_, taps = kernel_h_ * kernel_w_;
+    w.stride = (columns + kInt8Columns - 1) / kInt8Columns * kInt8Columns;
+    w.masks.assign(static_cast<std::size_t>(taps * w.stride), 0);
+    for (std::int64_t tap = 0; tap < taps; ++tap) {
+      const std::int64_t dy = tap / kernel_w_ * dilation_h_ - pad_h_, dx = tap % kernel_w_ * dilation_w_ - pad_w_;
+      w.offsets.push_back(dy * width_ + dx);
+      for (std::int64_t j = 0; j < columns; ++j) {
+        const std::int64_t iy = j / out_width_ + dy, ix = j % out_width_ + dx;
+        if (iy >= 0 && iy < height_ && ix >= 0 && ix < width_) w.masks[static_cast<std::size_t>(tap * w.stride + j)] = 0xFF;
+      }
+      // A plane's loads span [offset, offset + stride); the last plane's end past the image.
+      w.before = std::max(w.before, -w.offsets.back());
+      w.after = std::max(w.after, w.offsets.back() + w.stride - height_ * width_);
+    }
+    return w;
   }
 
   // Tap (ky, kx) of every output position's window over `plane`; the zero point where it falls outside.
@@ -446,6 +528,8 @@ class Int8ConvolutionKernel final : public Kernel {
   float* redirect_ = nullptr;
   std::int64_t image_stride_ = 0;
   std::string name_;
+  std::optional<ShiftedWindows> shifted_;
+  std::int64_t margin_ = 0;  // bytes before each quantized image (shifted loads reach back)
   std::vector<std::vector<std::uint8_t>> images_, packed_b_;
   std::vector<std::vector<ChannelFinish>> finishes_;  // per slot: this image's per-channel finish of a group
 };
