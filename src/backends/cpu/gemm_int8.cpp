@@ -183,10 +183,15 @@ void gemm_u8s8(const PackedInt8Matrix& a, const std::uint8_t* b, std::int64_t n,
   const std::int64_t groups = int8_depth_groups(a.depth());
   const std::int64_t blocks = (n + kInt8Columns - 1) / kInt8Columns, panels = a.panels();
   const Path p = chosen == Path::automatic ? path() : chosen;
+  // Consecutive tiles share the larger operand's slice, so each thread reads it from memory once and
+  // the smaller one (which stays in its cache) many times: A's panels first where A is the larger
+  // (deep layers on small images), B's blocks first otherwise.
+  const bool panels_first = panels * kInt8Rows > blocks * kInt8Columns;
   auto run = [&](std::int64_t begin, std::int64_t end) {
     alignas(64) std::int32_t tile[kInt8Rows * kInt8Columns];
     for (std::int64_t t = begin; t < end; ++t) {
-      const std::int64_t block = t / panels, panel = t % panels;
+      const std::int64_t block = panels_first ? t % blocks : t / panels;
+      const std::int64_t panel = panels_first ? t / blocks : t % panels;
       const std::uint8_t* bb = b + block * groups * kInt8Columns * 4;
 #if defined(__x86_64__)
       if (p == Path::vnni) {
