@@ -213,102 +213,120 @@ TEST(Int8, BadQuantizedOnnxNamesNodeAndField) {
 TEST(Int8, QdqConvFoldsIntoQuantizedConvolution) {
   const float x_scale = 0.05f;
   const int x_zero = 128;
+  const double y_scale = 0.125, y_zero = 100;
   const std::vector<float> w_scale = {0.02f, 0.03f};
   std::vector<int> w_q;
   for (int i = 0; i < 2 * 2 * 3 * 3; ++i) w_q.push_back((i * 37) % 255 - 127);
   const std::vector<float> bias = {0.25f, -0.5f};
-  onnx::ModelProto model;
-  model.set_ir_version(7);
-  model.add_opset_import()->set_version(13);
-  onnx::GraphProto* g = model.mutable_graph();
-  g->set_name("qdq");
-  auto* input = g->add_input();
-  input->set_name("x");
-  input->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
-  for (int d : {1, 2, 5, 5}) input->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(d);
-  auto tensor = [&](const std::string& name, int type, std::vector<std::int64_t> dims, const std::vector<double>& values) {
-    onnx::TensorProto* t = g->add_initializer();
-    t->set_name(name);
-    t->set_data_type(type);
-    for (std::int64_t d : dims) t->add_dims(d);
-    for (double v : values) {
-      if (type == onnx::TensorProto::FLOAT) t->add_float_data(static_cast<float>(v));
-      else t->add_int32_data(static_cast<int>(v));
+  // Without and with the output's QuantizeLinear → DequantizeLinear (folded into the convolution).
+  for (const bool requantized : {false, true}) {
+    SCOPED_TRACE(requantized ? "requantized output" : "real output");
+    onnx::ModelProto model;
+    model.set_ir_version(7);
+    model.add_opset_import()->set_version(13);
+    onnx::GraphProto* g = model.mutable_graph();
+    g->set_name("qdq");
+    auto* input = g->add_input();
+    input->set_name("x");
+    input->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+    for (int d : {1, 2, 5, 5}) input->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(d);
+    auto tensor = [&](const std::string& name, int type, std::vector<std::int64_t> dims, const std::vector<double>& values) {
+      onnx::TensorProto* t = g->add_initializer();
+      t->set_name(name);
+      t->set_data_type(type);
+      for (std::int64_t d : dims) t->add_dims(d);
+      for (double v : values) {
+        if (type == onnx::TensorProto::FLOAT) t->add_float_data(static_cast<float>(v));
+        else t->add_int32_data(static_cast<int>(v));
+      }
+    };
+    tensor("xs", onnx::TensorProto::FLOAT, {}, {x_scale});
+    tensor("xz", onnx::TensorProto::UINT8, {}, {x_zero});
+    tensor("w", onnx::TensorProto::INT8, {2, 2, 3, 3}, std::vector<double>(w_q.begin(), w_q.end()));
+    tensor("ws", onnx::TensorProto::FLOAT, {2}, {w_scale[0], w_scale[1]});
+    tensor("wz", onnx::TensorProto::INT8, {2}, {0, 0});
+    // The bias as QDQ tools write it: int32 in units of x_scale · w_scale, through DequantizeLinear.
+    const std::vector<double> b_scale = {x_scale * w_scale[0], x_scale * w_scale[1]};
+    const std::vector<double> b_q = {std::round(bias[0] / b_scale[0]), std::round(bias[1] / b_scale[1])};
+    tensor("bq", onnx::TensorProto::INT32, {2}, b_q);
+    tensor("bs", onnx::TensorProto::FLOAT, {2}, b_scale);
+    auto node = [&](const std::string& op, std::vector<std::string> in, const std::string& out) {
+      onnx::NodeProto* n = g->add_node();
+      n->set_name(out + "_node");
+      n->set_op_type(op);
+      for (const auto& i : in) n->add_input(i);
+      n->add_output(out);
+      return n;
+    };
+    node("QuantizeLinear", {"x", "xs", "xz"}, "xq");
+    node("DequantizeLinear", {"xq", "xs", "xz"}, "xd");
+    onnx::AttributeProto* axis = node("DequantizeLinear", {"w", "ws", "wz"}, "wd")->add_attribute();
+    axis->set_name("axis");
+    axis->set_type(onnx::AttributeProto::INT);
+    axis->set_i(0);
+    onnx::AttributeProto* bias_axis = node("DequantizeLinear", {"bq", "bs"}, "b")->add_attribute();
+    bias_axis->set_name("axis");
+    bias_axis->set_type(onnx::AttributeProto::INT);
+    bias_axis->set_i(0);
+    onnx::NodeProto* conv = node("Conv", {"xd", "wd", "b"}, "y");
+    onnx::AttributeProto* pads = conv->add_attribute();
+    pads->set_name("pads");
+    pads->set_type(onnx::AttributeProto::INTS);
+    for (int p : {1, 1, 1, 1}) pads->add_ints(p);
+    if (requantized) {  // the convolution's output through QuantizeLinear → DequantizeLinear, as QDQ tools end it
+      tensor("ys", onnx::TensorProto::FLOAT, {}, {y_scale});
+      tensor("yz", onnx::TensorProto::UINT8, {}, {y_zero});
+      node("QuantizeLinear", {"y", "ys", "yz"}, "yq");
+      node("DequantizeLinear", {"yq", "ys", "yz"}, "yd");
     }
-  };
-  tensor("xs", onnx::TensorProto::FLOAT, {}, {x_scale});
-  tensor("xz", onnx::TensorProto::UINT8, {}, {x_zero});
-  tensor("w", onnx::TensorProto::INT8, {2, 2, 3, 3}, std::vector<double>(w_q.begin(), w_q.end()));
-  tensor("ws", onnx::TensorProto::FLOAT, {2}, {w_scale[0], w_scale[1]});
-  tensor("wz", onnx::TensorProto::INT8, {2}, {0, 0});
-  // The bias as QDQ tools write it: int32 in units of x_scale · w_scale, through DequantizeLinear.
-  const std::vector<double> b_scale = {x_scale * w_scale[0], x_scale * w_scale[1]};
-  const std::vector<double> b_q = {std::round(bias[0] / b_scale[0]), std::round(bias[1] / b_scale[1])};
-  tensor("bq", onnx::TensorProto::INT32, {2}, b_q);
-  tensor("bs", onnx::TensorProto::FLOAT, {2}, b_scale);
-  auto node = [&](const std::string& op, std::vector<std::string> in, const std::string& out) {
-    onnx::NodeProto* n = g->add_node();
-    n->set_name(out + "_node");
-    n->set_op_type(op);
-    for (const auto& i : in) n->add_input(i);
-    n->add_output(out);
-    return n;
-  };
-  node("QuantizeLinear", {"x", "xs", "xz"}, "xq");
-  node("DequantizeLinear", {"xq", "xs", "xz"}, "xd");
-  onnx::AttributeProto* axis = node("DequantizeLinear", {"w", "ws", "wz"}, "wd")->add_attribute();
-  axis->set_name("axis");
-  axis->set_type(onnx::AttributeProto::INT);
-  axis->set_i(0);
-  onnx::AttributeProto* bias_axis = node("DequantizeLinear", {"bq", "bs"}, "b")->add_attribute();
-  bias_axis->set_name("axis");
-  bias_axis->set_type(onnx::AttributeProto::INT);
-  bias_axis->set_i(0);
-  onnx::NodeProto* conv = node("Conv", {"xd", "wd", "b"}, "y");
-  onnx::AttributeProto* pads = conv->add_attribute();
-  pads->set_name("pads");
-  pads->set_type(onnx::AttributeProto::INTS);
-  for (int p : {1, 1, 1, 1}) pads->add_ints(p);
-  g->add_output()->set_name("y");
-  std::string bytes;
-  model.SerializeToString(&bytes);
-  const Graph graph = load_onnx(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
-  int quantized = 0, dequantize = 0;
-  for (const LayerSpec& layer : graph.layers) {
-    quantized += layer.type == "QuantizedConvolution";
-    dequantize += layer.type == "Dequantize";
-  }
-  EXPECT_EQ(quantized, 1);
-  EXPECT_EQ(dequantize, 0);
+    const std::string output = requantized ? "yd" : "y";
+    g->add_output()->set_name(output);
+    std::string bytes;
+    model.SerializeToString(&bytes);
+    const Graph graph = load_onnx(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
+    int quantized = 0, requantize = 0;
+    for (const LayerSpec& layer : graph.layers) {
+      if (layer.type == "QuantizedConvolution") {
+        ++quantized;
+        EXPECT_EQ(layer.attrs.get_string("input", ""), "real");  // the input's QuantizeLinear folded in
+        EXPECT_EQ(layer.attrs.get_string("output", "real"), requantized ? "dequantized" : "real");
+      }
+      requantize += layer.type == "Dequantize" || layer.type == "Quantize";
+    }
+    EXPECT_EQ(quantized, 1);
+    EXPECT_EQ(requantize, 0);
 
-  std::vector<float> x(50);
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.7 * static_cast<double>(i)) * 3.0);
-  Net net(graph);
-  const Tensor y = net.forward({{"x", Tensor::from(Shape{1, 2, 5, 5}, x)}}).at("y");
-  // The float graph's meaning, in double: x quantized and back, conv with the dequantized weights.
-  std::vector<double> xd(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i)
-    xd[i] = (std::clamp(std::nearbyint(x[i] / x_scale) + x_zero, 0.0f, 255.0f) - x_zero) * static_cast<double>(x_scale);
-  double worst = 0, top = 0;
-  for (int oc = 0; oc < 2; ++oc) {
-    for (int oy = 0; oy < 5; ++oy) {
-      for (int ox = 0; ox < 5; ++ox) {
-        double sum = b_q[static_cast<std::size_t>(oc)] * static_cast<float>(b_scale[static_cast<std::size_t>(oc)]);
-        for (int ic = 0; ic < 2; ++ic)
-          for (int ky = 0; ky < 3; ++ky)
-            for (int kx = 0; kx < 3; ++kx) {
-              const int iy = oy - 1 + ky, ix = ox - 1 + kx;
-              if (iy < 0 || iy >= 5 || ix < 0 || ix >= 5) continue;
-              sum += xd[static_cast<std::size_t>((ic * 5 + iy) * 5 + ix)] *
-                     w_q[static_cast<std::size_t>(((oc * 2 + ic) * 3 + ky) * 3 + kx)] * w_scale[static_cast<std::size_t>(oc)];
-            }
-        const float got = y.data<float>()[(oc * 5 + oy) * 5 + ox];
-        worst = std::max(worst, std::abs(got - sum));
-        top = std::max(top, std::abs(sum));
+    std::vector<float> x(50);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.7 * static_cast<double>(i)) * 3.0);
+    Net net(graph);
+    const Tensor y = net.forward({{"x", Tensor::from(Shape{1, 2, 5, 5}, x)}}).at(output);
+    // The float graph's meaning, in double: x quantized and back, conv with the dequantized weights.
+    std::vector<double> xd(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i)
+      xd[i] = (std::clamp(std::nearbyint(x[i] / x_scale) + x_zero, 0.0f, 255.0f) - x_zero) * static_cast<double>(x_scale);
+    double worst = 0, top = 0;
+    for (int oc = 0; oc < 2; ++oc) {
+      for (int oy = 0; oy < 5; ++oy) {
+        for (int ox = 0; ox < 5; ++ox) {
+          double sum = b_q[static_cast<std::size_t>(oc)] * static_cast<float>(b_scale[static_cast<std::size_t>(oc)]);
+          for (int ic = 0; ic < 2; ++ic)
+            for (int ky = 0; ky < 3; ++ky)
+              for (int kx = 0; kx < 3; ++kx) {
+                const int iy = oy - 1 + ky, ix = ox - 1 + kx;
+                if (iy < 0 || iy >= 5 || ix < 0 || ix >= 5) continue;
+                sum += xd[static_cast<std::size_t>((ic * 5 + iy) * 5 + ix)] *
+                       w_q[static_cast<std::size_t>(((oc * 2 + ic) * 3 + ky) * 3 + kx)] * w_scale[static_cast<std::size_t>(oc)];
+              }
+          if (requantized) sum = (std::clamp(std::nearbyint(sum / y_scale) + y_zero, 0.0, 255.0) - y_zero) * y_scale;
+          const float got = y.data<float>()[(oc * 5 + oy) * 5 + ox];
+          worst = std::max(worst, std::abs(got - sum));
+          top = std::max(top, std::abs(sum));
+        }
       }
     }
+    // Requantized: a real value within 1e-5 of a rounding tie may land one step away.
+    EXPECT_LE(worst, requantized ? y_scale * 1.0001 : 1e-5 * top) << "max error " << worst << " of " << top;
   }
-  EXPECT_LE(worst, 1e-5 * top) << "max error " << worst << " of " << top;
 }
 
 }  // namespace

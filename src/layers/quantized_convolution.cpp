@@ -19,7 +19,7 @@ const LayerSchema& QuantizedConvolutionLayer::schema() {
     attrs.push_back({.name = "input_zero_point", .type = AttrType::integer, .fallback = std::int64_t{0}});
     attrs.push_back({.name = "weight_type", .type = AttrType::text, .fallback = std::string("int8"), .choices = kTypes});
     attrs.push_back({.name = "output", .type = AttrType::text, .fallback = std::string("real"),
-                     .choices = {"real", "quantized", "accumulator"}});
+                     .choices = {"real", "quantized", "dequantized", "accumulator"}});
     attrs.push_back({.name = "output_type", .type = AttrType::text, .fallback = std::string("uint8"), .choices = kTypes});
     attrs.push_back({.name = "output_scale", .type = AttrType::number, .fallback = 1.0});
     attrs.push_back({.name = "output_zero_point", .type = AttrType::integer, .fallback = std::int64_t{0}});
@@ -28,7 +28,8 @@ const LayerSchema& QuantizedConvolutionLayer::schema() {
         .attributes = attrs,
         .weights = "weights (integers), weight_scale: C_out, weight_zero_point: C_out, bias: C_out (real units)",
         .notes = "int8 convolution: input real (quantized with input_scale/zero_point), quantized, or dynamic "
-                 "(range per image); output real (+bias, relu), quantized, or the integer accumulator",
+                 "(range per image); output real (+bias, relu), quantized, dequantized (real, rounded to the "
+                 "output type's grid), or the integer accumulator",
     };
   }();
   return schema;
@@ -42,6 +43,7 @@ QuantizedConvolutionLayer::QuantizedConvolutionLayer(const LayerSpec& spec)
                  : input == "dynamic" ? QuantizedConvParams::Input::dynamic
                                       : QuantizedConvParams::Input::real;
   quant_.output = output == "quantized"     ? QuantizedConvParams::Output::quantized
+                  : output == "dequantized" ? QuantizedConvParams::Output::dequantized
                   : output == "accumulator" ? QuantizedConvParams::Output::accumulator
                                             : QuantizedConvParams::Output::real;
   quant_.input_scale = a.get_float("input_scale", 1.0);
@@ -192,8 +194,11 @@ void QuantizedConvolutionLayer::forward(const std::vector<Tensor>& inputs, std::
         if (quant_.output != QuantizedConvParams::Output::accumulator) {
           value = value * scale * w_scale[oc] + (bias ? bias[oc] : 0.0);
           if (quant_.relu) value = std::max(value, 0.0);
-          if (quant_.output == QuantizedConvParams::Output::quantized)
+          if (quant_.output == QuantizedConvParams::Output::quantized ||
+              quant_.output == QuantizedConvParams::Output::dequantized)
             value = quantize_value(value, quant_.output_scale, quant_.output_zero_point, quant_.output_range);
+          if (quant_.output == QuantizedConvParams::Output::dequantized)
+            value = (value - quant_.output_zero_point) * quant_.output_scale;
         }
         y[(n * g.out_channels + oc) * out_spatial + o] = static_cast<float>(value);
       }

@@ -17,7 +17,9 @@ namespace espresso {
 // Quantization parameters of a QuantizedConvolution, resolved from its attributes.
 struct QuantizedConvParams {
   enum class Input { real, quantized, dynamic };  // x in real units / already integers / range per image
-  enum class Output { real, quantized, accumulator };
+  // real units / integers of the output type / real units rounded to that type's grid (ONNX's
+  // QuantizeLinear then DequantizeLinear, as QDQ models end each convolution) / the raw integer sums
+  enum class Output { real, quantized, dequantized, accumulator };
   Input input = Input::real;
   Output output = Output::real;
   double input_scale = 1, input_zero_point = 0;

@@ -135,6 +135,11 @@ LayerCase quantized_conv_case(Rng& rng) {
   c.spec.attrs.set("input_zero_point", zero);
   c.spec.attrs.set("bias", std::int64_t{!accumulator && rng.coin()});
   if (accumulator) c.spec.attrs.set("output", std::string("accumulator"));
+  if (!accumulator && rng.integer(0, 3) == 0) {  // real outputs rounded to a uint8 grid
+    c.spec.attrs.set("output", std::string("dequantized"));
+    c.spec.attrs.set("output_scale", pow2_scale(rng));
+    c.spec.attrs.set("output_zero_point", rng.integer(0, 255));
+  }
   if (!accumulator && rng.coin()) c.spec.attrs.set("relu", std::int64_t{1});
   c.input_shapes = {Shape(dims)};
   Values x;
@@ -174,6 +179,9 @@ std::vector<Values> quantized_conv_naive(const LayerCase& c, const std::vector<V
   const std::string mode = c.spec.attrs.get_string("input", "real");
   const bool signed_input = c.spec.attrs.get_string("input_type", "uint8") == "int8";
   const bool accumulator = c.spec.attrs.get_string("output", "real") == "accumulator";
+  const bool dequantized = c.spec.attrs.get_string("output", "real") == "dequantized";
+  const double out_scale = c.spec.attrs.get_float("output_scale", 1);
+  const auto out_zero = static_cast<double>(c.spec.attrs.get_int("output_zero_point", 0));
   const bool relu = c.spec.attrs.get_int("relu", 0) != 0, bias = c.spec.attrs.get_int("bias", 0) != 0;
   Values y;
   const std::int64_t image = channels * height * width;
@@ -216,6 +224,7 @@ std::vector<Values> quantized_conv_naive(const LayerCase& c, const std::vector<V
           if (!accumulator) {
             acc = acc * scale * w[1][static_cast<std::size_t>(oc)] + (bias ? w[3][static_cast<std::size_t>(oc)] : 0.0);
             if (relu) acc = std::max(acc, 0.0);
+            if (dequantized) acc = (std::clamp(round_even(acc / out_scale) + out_zero, 0.0, 255.0) - out_zero) * out_scale;
           }
           y.push_back(acc);
         }

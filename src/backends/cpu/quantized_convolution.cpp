@@ -139,13 +139,15 @@ void interleave4(const std::uint8_t* rows, std::int64_t stride, std::uint8_t* ou
 
 // How one output channel's integer sums become its outputs: the raw sums (less the zero point's share,
 // `correction`), or real values (sum − correction)·scale + offset, ReLU'd, plus a residual, clamped to
-// [lo, hi], or those requantized: clamp(round(v · inverse) + zero, lo, hi).
+// [lo, hi], or those requantized: q = clamp(round(v / step) + zero, lo, hi), or dequantized again:
+// (q − zero) · step.
 struct ChannelFinish {
-  enum class Kind { accumulator, real, quantized } kind = Kind::accumulator;
+  enum class Kind { accumulator, real, quantized, dequantized } kind = Kind::accumulator;
   std::int32_t correction = 0;
   float scale = 1, offset = 0;
   bool relu = false;
-  float lo = 0, hi = 0, inverse = 1, zero = 0;
+  float lo = 0, hi = 0, step = 1, zero = 0;
+  bool requantized() const { return kind == Kind::quantized || kind == Kind::dequantized; }
 };
 
 float finish_value(const ChannelFinish& f, std::int32_t sum, const float* residual) {
@@ -153,7 +155,10 @@ float finish_value(const ChannelFinish& f, std::int32_t sum, const float* residu
   if (f.kind == ChannelFinish::Kind::accumulator) return v;
   v = v * f.scale + f.offset;
   if (f.relu) v = std::max(v, 0.0f);
-  if (f.kind == ChannelFinish::Kind::quantized) return std::clamp(round_half_even(v * f.inverse) + f.zero, f.lo, f.hi);
+  if (f.requantized()) {
+    const float q = std::clamp(round_half_even(v / f.step) + f.zero, f.lo, f.hi);
+    return f.kind == ChannelFinish::Kind::quantized ? q : (q - f.zero) * f.step;
+  }
   if (residual) v += *residual;
   return std::clamp(v, f.lo, f.hi);
 }
@@ -165,7 +170,7 @@ __attribute__((target("avx2"))) std::int64_t finish_avx2(const ChannelFinish& f,
   const __m256i correction = _mm256_set1_epi32(f.correction);
   const __m256 scale = _mm256_set1_ps(f.scale), offset = _mm256_set1_ps(f.offset), zero = _mm256_setzero_ps();
   const __m256 lo = _mm256_set1_ps(f.lo), hi = _mm256_set1_ps(f.hi);
-  const __m256 inverse = _mm256_set1_ps(f.inverse), zero_point = _mm256_set1_ps(f.zero);
+  const __m256 step = _mm256_set1_ps(f.step), zero_point = _mm256_set1_ps(f.zero);
   std::int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + i));
@@ -173,13 +178,14 @@ __attribute__((target("avx2"))) std::int64_t finish_avx2(const ChannelFinish& f,
     if (f.kind != ChannelFinish::Kind::accumulator) {
       v = _mm256_add_ps(_mm256_mul_ps(v, scale), offset);
       if (f.relu) v = _mm256_max_ps(v, zero);
-      if (f.kind == ChannelFinish::Kind::quantized) {
-        v = _mm256_round_ps(_mm256_mul_ps(v, inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      if (f.requantized()) {
+        v = _mm256_round_ps(_mm256_div_ps(v, step), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         v = _mm256_add_ps(v, zero_point);
       } else if (residual) {
         v = _mm256_add_ps(v, _mm256_loadu_ps(residual + i));
       }
       v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+      if (f.kind == ChannelFinish::Kind::dequantized) v = _mm256_mul_ps(_mm256_sub_ps(v, zero_point), step);
     }
     _mm256_storeu_ps(dst + i, v);
   }
@@ -364,12 +370,14 @@ class Int8ConvolutionKernel final : public Kernel {
     ChannelFinish f;
     f.correction = correction;
     if (p_.output == Params::Output::accumulator) return f;
-    f.kind = p_.output == Params::Output::quantized ? ChannelFinish::Kind::quantized : ChannelFinish::Kind::real;
+    f.kind = p_.output == Params::Output::quantized     ? ChannelFinish::Kind::quantized
+             : p_.output == Params::Output::dequantized ? ChannelFinish::Kind::dequantized
+                                                        : ChannelFinish::Kind::real;
     f.scale = static_cast<float>(input_scale * weight_scale_[c] * multiplier_[c]);
     f.offset = static_cast<float>((bias_.empty() ? 0.0 : bias_[c]) * multiplier_[c] + offset_[c]);
     f.relu = p_.relu;
-    if (f.kind == ChannelFinish::Kind::quantized) {
-      f.inverse = static_cast<float>(1.0 / p_.output_scale);
+    if (f.requantized()) {
+      f.step = static_cast<float>(p_.output_scale);
       f.zero = static_cast<float>(p_.output_zero_point);
       f.lo = static_cast<float>(p_.output_range.lo);
       f.hi = static_cast<float>(p_.output_range.hi);

@@ -208,6 +208,10 @@ class Importer {
   // constant (per tensor or per output channel), as QDQ models write it: one QuantizedConvolution on
   // the quantized input. False when the pattern does not hold.
   bool qdq_conv(const Node& n);
+  // QuantizedConvolution → QuantizeLinear → DequantizeLinear (same per-tensor constants, nothing else
+  // reading between them), as QDQ models end each convolution: one QuantizedConvolution whose output is
+  // dequantized in its own last pass.
+  void fold_output_requantization();
 
   std::string path_, dir_;
   OnnxImportOptions options_;
@@ -229,6 +233,12 @@ class Importer {
     int type = TP::UINT8;
   };
   std::map<std::string, DequantizedTensor> dequantized_tensors_;
+  struct QuantizedTensor {  // QuantizeLinear of a graph tensor with per-tensor constants
+    std::string real;
+    double scale = 1, zero = 0;
+    int type = TP::UINT8;
+  };
+  std::map<std::string, QuantizedTensor> quantized_tensors_;
   std::set<std::string> layer_names_;
   int unnamed_ = 0;
   Importer* parent_ = nullptr;     // for a subgraph: the importer of the graph around it
@@ -894,13 +904,17 @@ Graph Importer::run(const std::string& bytes) {
     graph_.outputs.push_back(name);
     if (name != output.name()) graph_.aliases[output.name()] = name;
   }
-  // Dequantize layers whose only readers became QuantizedConvolutions (qdq_conv) read nothing now.
-  std::set<std::string> read(graph_.outputs.begin(), graph_.outputs.end());
-  for (const LayerSpec& layer : graph_.layers) read.insert(layer.inputs.begin(), layer.inputs.end());
-  std::erase_if(graph_.layers, [&](const LayerSpec& layer) {
-    return layer.type == "Dequantize" && std::none_of(layer.outputs.begin(), layer.outputs.end(),
-                                                      [&](const std::string& o) { return read.count(o) != 0; });
-  });
+  fold_output_requantization();
+  // Dequantize layers whose only readers became QuantizedConvolutions (qdq_conv) read nothing now,
+  // and then neither may the Quantize layers before them.
+  for (const char* folded : {"Dequantize", "Quantize"}) {
+    std::set<std::string> read(graph_.outputs.begin(), graph_.outputs.end());
+    for (const LayerSpec& layer : graph_.layers) read.insert(layer.inputs.begin(), layer.inputs.end());
+    std::erase_if(graph_.layers, [&](const LayerSpec& layer) {
+      return layer.type == folded && std::none_of(layer.outputs.begin(), layer.outputs.end(),
+                                                  [&](const std::string& o) { return read.count(o) != 0; });
+    });
+  }
   graph_.validate();
   return std::move(graph_);
 }
@@ -1375,9 +1389,20 @@ bool Importer::qdq_conv(const Node& n) {
   const bool per_channel = qw.scale.data.size() > 1;
   if (per_channel && (static_cast<std::int64_t>(qw.scale.data.size()) != out_channels || qw.axis != 0)) return false;
   if (qw.zero.data.size() != 1 && qw.zero.data.size() != qw.scale.data.size()) return false;
+  // Where the integers come from a QuantizeLinear with the same scale, zero point and type, the
+  // convolution quantizes the real tensor itself (in its vector loop; the Quantize layer is dropped if
+  // nothing else reads it): the same integers, one pass over memory fewer.
   std::string input = x->second.quantized;
-  Attributes attrs = conv_attrs(n, in, qw.q, input, x->second.zero);
-  attrs.set("input", std::string("quantized"));
+  double pad_value = x->second.zero;
+  const auto q = quantized_tensors_.find(input);
+  const bool real = q != quantized_tensors_.end() && q->second.scale == x->second.scale &&
+                    q->second.zero == x->second.zero && q->second.type == x->second.type;
+  if (real) {
+    input = q->second.real;
+    pad_value = 0;  // quantizes to the zero point
+  }
+  Attributes attrs = conv_attrs(n, in, qw.q, input, pad_value);
+  attrs.set("input", std::string(real ? "real" : "quantized"));
   attrs.set("input_type", quant_type_name(n, x->second.type));
   attrs.set("input_scale", x->second.scale);
   attrs.set("input_zero_point", static_cast<std::int64_t>(x->second.zero));
@@ -1392,6 +1417,44 @@ bool Importer::qdq_conv(const Node& n) {
   attrs.set("bias", static_cast<std::int64_t>(n.has_input(2)));
   emit(n, "QuantizedConvolution", {input}, attrs, weights);
   return true;
+}
+
+void Importer::fold_output_requantization() {
+  std::map<std::string, int> readers;
+  for (const std::string& output : graph_.outputs) ++readers[output];
+  for (const LayerSpec& layer : graph_.layers)
+    for (const std::string& input : layer.inputs) ++readers[input];
+  std::map<std::string, std::size_t> producer;
+  for (std::size_t i = 0; i < graph_.layers.size(); ++i)
+    for (const std::string& output : graph_.layers[i].outputs) producer[output] = i;
+  std::set<std::size_t> folded;
+  for (std::size_t d = 0; d < graph_.layers.size(); ++d) {
+    LayerSpec& dequantize = graph_.layers[d];
+    if (dequantize.type != "Dequantize") continue;
+    const auto deq = dequantized_tensors_.find(dequantize.outputs[0]);
+    if (deq == dequantized_tensors_.end()) continue;
+    const auto q = quantized_tensors_.find(deq->second.quantized);
+    if (q == quantized_tensors_.end() || q->second.scale != deq->second.scale || q->second.zero != deq->second.zero ||
+        q->second.type != deq->second.type || readers[deq->second.quantized] != 1 || readers[q->second.real] != 1)
+      continue;
+    const auto c = producer.find(q->second.real);
+    if (c == producer.end()) continue;
+    LayerSpec& conv = graph_.layers[c->second];
+    if (conv.type != "QuantizedConvolution" || conv.attrs.get_string("output", "real") != "real" ||
+        conv.attrs.get_int("relu", 0) != 0)
+      continue;
+    conv.attrs.set("output", std::string("dequantized"));
+    conv.attrs.set("output_scale", q->second.scale);
+    conv.attrs.set("output_zero_point", static_cast<std::int64_t>(q->second.zero));
+    conv.attrs.set("output_type", q->second.type == TP::INT8 ? std::string("int8") : std::string("uint8"));
+    conv.outputs[0] = dequantize.outputs[0];
+    folded.insert(d);
+    folded.insert(producer.at(deq->second.quantized));
+  }
+  std::vector<LayerSpec> kept;
+  for (std::size_t i = 0; i < graph_.layers.size(); ++i)
+    if (!folded.count(i)) kept.push_back(std::move(graph_.layers[i]));
+  graph_.layers = std::move(kept);
 }
 
 void Importer::op_conv(const Node& n) {
@@ -1982,7 +2045,10 @@ void Importer::op_quantize(const Node& n) {
   }
   inputs = {tensor(n, 0), tensor(n, 1)};
   if (n.has_input(2)) inputs.push_back(tensor(n, 2));
-  emit(n, "Quantize", inputs, attrs);
+  const std::string out = emit(n, "Quantize", inputs, attrs)[0];
+  const bool per_tensor = is_constant(n, 1) && constant(n, 1).data.size() == 1 &&
+                          (!n.has_input(2) || (is_constant(n, 2) && constant(n, 2).data.size() == 1));
+  if (per_tensor) quantized_tensors_[out] = {inputs[0], constant(n, 1).data[0], n.has_input(2) ? constant(n, 2).data[0] : 0.0, type};
 }
 
 void Importer::op_dequantize(const Node& n) {
