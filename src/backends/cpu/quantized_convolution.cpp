@@ -1,10 +1,11 @@
 // Int8 convolution on the CPU. Per image (threads over images; for one image every step below splits
 // over the threads instead): quantize the input to uint8 (int8 inputs move up by 128 with their zero
-// point, which changes no difference), copy each group of four window rows into a scratch and
-// interleave them into the GEMM's packed B, run the u8×s8 GEMM (gemm_int8.h), then one pass that removes
-// the zero point's share (zero point × the weight row's sum), scales by input scale × the channel's
-// weight scale, adds the bias, and applies fused steps (BatchNorm, residual, clamp) or requantizes.
-// 1-D and 2-D windows; others run the layer's reference.
+// point, which changes no difference), pack each group of four window rows into the GEMM's B (straight
+// from the image where the stride is 1 and rows keep their width, else through a scratch of whole rows),
+// run the u8×s8 GEMM (gemm_int8.h), and per finished tile one pass that removes the zero point's share
+// (zero point × the weight row's sum), scales by input scale × the channel's weight scale, adds the bias,
+// and applies fused steps (BatchNorm, residual, clamp) or requantizes. 1-D and 2-D windows; others run
+// the layer's reference.
 #include "backends/cpu/quantized_convolution.h"
 
 #include <immintrin.h>
