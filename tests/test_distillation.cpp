@@ -219,7 +219,7 @@ TEST_F(Distillation, TeacherForOtherImagesIsRefused) {
 }
 
 TEST_F(Distillation, CommandLine) {
-  const std::string cli = ESPRESSO_CLI_PATH;
+  const std::string cli = testing::espresso_cli();
   const auto run = [&](const std::string& args) {
     FILE* pipe = popen((cli + " train " + args + " --threads 1 2>&1").c_str(), "r");
     std::string output;

@@ -90,7 +90,6 @@ LayerSpec conv_layer(const std::string& name, const std::string& input, const st
 
 namespace espresso::testing {
 
-// Uniform values in [-1, 1).
 // The espresso CLI the tests run: $ESPRESSO_CLI where the tests run away from the build tree (the GPU
 // machine runs a bundle), else the one built beside them.
 #ifdef ESPRESSO_CLI_PATH
@@ -100,6 +99,7 @@ inline std::string espresso_cli() {
 }
 #endif
 
+// Uniform values in [-1, 1).
 inline std::vector<float> random_values(std::mt19937& rng, std::size_t n) {
   std::uniform_real_distribution<float> d(-1.0f, 1.0f);
   std::vector<float> v(n);

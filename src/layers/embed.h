@@ -17,6 +17,9 @@ class EmbedLayer final : public Layer {
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) const override;
   bool differentiable_input(std::size_t) const override { return false; }
+  std::int64_t num_output() const { return num_output_; }
+  std::int64_t input_dim() const { return input_dim_; }
+  bool bias_term() const { return bias_; }
 
  private:
   // Throws ShapeError naming the position for a value that is no index of the table.

@@ -121,10 +121,17 @@ struct Net::Impl {
   bool forwarded = false;                         // a forward() ran since planning
   std::vector<std::vector<std::vector<float>>> carried;  // per step: what a stateful kernel carries
   double last_forward_ms = 0.0;
-  // ESPRESSO_PROFILE_LAYERS: wall seconds and calls per step, printed to stderr when the net goes.
+  // ESPRESSO_PROFILE_LAYERS: wall seconds and calls per step, forward and backward, printed to stderr when
+  // the net goes (as `caffe time`). The step's stream is synchronised around each timed kernel, so device
+  // kernels count their own time, not their launch.
   bool profile_layers = std::getenv("ESPRESSO_PROFILE_LAYERS") != nullptr;
-  std::vector<double> step_seconds;
-  std::vector<long> step_calls;
+  struct StepTime {
+    double seconds = 0.0;
+    long calls = 0;
+  };
+  std::vector<StepTime> forward_time, backward_time;
+  template <typename Run>
+  void timed(std::vector<StepTime>& times, std::size_t step, Run&& run);
   void print_profile() const;
 
   void read_loss_weights();
@@ -1009,6 +1016,18 @@ void Net::Impl::require_training(const char* what) const {
   }
 }
 
+template <typename Run>
+void Net::Impl::timed(std::vector<StepTime>& times, std::size_t step, Run&& run) {
+  Stream& step_stream = stream_for(step_device[step]);
+  step_stream.synchronize();
+  const auto start = std::chrono::steady_clock::now();
+  run();
+  step_stream.synchronize();
+  times.resize(kernels.size());
+  times[step].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ++times[step].calls;
+}
+
 void Net::Impl::run_backward() {
   for (Parameter& p : params) {
     if (p.grad.numel() != 0) stream->fill(p.grad, 0.0f);
@@ -1019,8 +1038,15 @@ void Net::Impl::run_backward() {
     }
     if (step_runs_backward[step]) {
       try {
-        kernels[step]->backward(*layers[step], step_input_views[step], step_output_views[step],
-                                step_output_grads[step], step_input_grads[step], weight_grads[step]);
+        const auto run = [&] {
+          kernels[step]->backward(*layers[step], step_input_views[step], step_output_views[step],
+                                  step_output_grads[step], step_input_grads[step], weight_grads[step]);
+        };
+        if (profile_layers) {
+          timed(backward_time, step, run);
+        } else {
+          run();
+        }
       } catch (const DeviceError& e) {
         throw DeviceError("backward of layer '" + layers[step]->name() + "' (" + layers[step]->type() +
                           "): " + e.what());
@@ -1157,12 +1183,7 @@ void Net::Impl::run_steps() {
         }
       }
       if (profile_layers) {
-        const auto start = std::chrono::steady_clock::now();
-        kernels[step]->forward(step_input_views[step], step_output_views[step]);
-        step_seconds.resize(kernels.size());
-        step_calls.resize(kernels.size());
-        step_seconds[step] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        ++step_calls[step];
+        timed(forward_time, step, [&] { kernels[step]->forward(step_input_views[step], step_output_views[step]); });
       } else {
         kernels[step]->forward(step_input_views[step], step_output_views[step]);
       }
@@ -1227,13 +1248,25 @@ void Net::reset_state() {
 }
 
 void Net::Impl::print_profile() const {
+  const auto per_call_ms = [](const std::vector<StepTime>& times, std::size_t step) {
+    return step < times.size() && times[step].calls > 0 ? times[step].seconds * 1e3 / static_cast<double>(times[step].calls)
+                                                        : 0.0;
+  };
   double total = 0.0;
-  for (double t : step_seconds) total += t;
-  for (std::size_t step = 0; step < step_seconds.size() && step < kernels.size(); ++step) {
-    if (step_calls[step] == 0) continue;
-    const double ms = step_seconds[step] * 1e3 / static_cast<double>(step_calls[step]);
-    std::fprintf(stderr, "%4zu %-28s %-14s %-48s %9.4f ms %5.1f %% %s\n", step, layers[step]->name().c_str(),
-                 layers[step]->type().c_str(), kernels[step]->name(), ms, 100.0 * step_seconds[step] / total,
+  for (std::size_t step = 0; step < kernels.size(); ++step)
+    total += per_call_ms(forward_time, step) + per_call_ms(backward_time, step);
+  if (total == 0.0) return;
+  const bool backward = !backward_time.empty();
+  std::fprintf(stderr, "%4s %-28s %-14s %-48s %12s%s %7s %s\n", "step", "layer", "type", "kernel", "forward",
+               backward ? "     backward" : "", "share", "output");
+  for (std::size_t step = 0; step < kernels.size(); ++step) {
+    const double forward_ms = per_call_ms(forward_time, step), backward_ms = per_call_ms(backward_time, step);
+    if (forward_ms == 0.0 && backward_ms == 0.0) continue;
+    char backward_column[32] = "";
+    if (backward) std::snprintf(backward_column, sizeof backward_column, "%9.4f ms", backward_ms);
+    std::fprintf(stderr, "%4zu %-28s %-14s %-48s %9.4f ms %11s %5.1f %% %s\n", step, layers[step]->name().c_str(),
+                 layers[step]->type().c_str(), kernels[step]->name(), forward_ms, backward_column,
+                 100.0 * (forward_ms + backward_ms) / total,
                  step_outputs[step].empty() ? "" : shapes[static_cast<std::size_t>(step_outputs[step][0])].str().c_str());
   }
 }
