@@ -3,8 +3,10 @@
 // pooling, where one window covers a whole plane, gets a warp per plane instead.
 //
 // Backward gathers: a thread per input element sums the gradients of the windows that cover it, so
-// no atomics. Max pooling sends a window's gradient to its first maximum in window order, the one
-// the reference picks (src/layers/pooling.cpp), which the thread finds by scanning the window again.
+// no atomics and a fixed order of additions. Max pooling sends a window's gradient to its first maximum
+// in window order, the one the reference picks (src/layers/pooling.cpp): a first pass finds it once per
+// window (into the stream's workspace), so the gather reads one index per covering window instead of
+// scanning every covering window again (3 x 3 stride-2 windows: 9 reads per output, not 36 per input).
 #include <limits>
 
 #include "backends/cuda/kernels.h"
@@ -88,7 +90,29 @@ __device__ Span span(const Windows& p, int a, int o) {
   return {begin, end, p.count_include_pad ? padded_end - start : end - begin};
 }
 
-__global__ void unpool_windows(Windows p, long long inputs, const float* __restrict__ x,
+// The plane position of each window's first maximum (NaNs compare false, as in the reference).
+__global__ void window_maxima(Windows p, int* __restrict__ best_of, const float* __restrict__ x) {
+  for (long long i : grid_stride(p.outputs)) {
+    const long long plane = i / p.out_spatial;
+    const int position = static_cast<int>(i % p.out_spatial);
+    const int o[3] = {position / (p.out[1] * p.out[2]), position / p.out[2] % p.out[1], position % p.out[2]};
+    const Span s[3] = {span(p, 0, o[0]), span(p, 1, o[1]), span(p, 2, o[2])};
+    const float* in = x + plane * p.in_spatial;
+    int best = (s[0].begin * p.in[1] + s[1].begin) * p.in[2] + s[2].begin;
+    for (int d = s[0].begin; d < s[0].end; ++d) {
+      for (int h = s[1].begin; h < s[1].end; ++h) {
+        for (int w = s[2].begin; w < s[2].end; ++w) {
+          const int index = (d * p.in[1] + h) * p.in[2] + w;
+          if (in[index] > in[best]) best = index;
+        }
+      }
+    }
+    best_of[i] = best;
+  }
+}
+
+// best_of: window_maxima's indices for max pooling; unused for average pooling.
+__global__ void unpool_windows(Windows p, long long inputs, const int* __restrict__ best_of,
                                const float* __restrict__ dy, float* __restrict__ dx) {
   for (long long i : grid_stride(inputs)) {
     const long long plane = i / p.in_spatial;
@@ -102,28 +126,18 @@ __global__ void unpool_windows(Windows p, long long inputs, const float* __restr
       first[a] = shifted < p.kernel[a] ? 0 : (shifted - p.kernel[a]) / p.stride[a] + 1;
       last[a] = min(shifted / p.stride[a], p.out[a] - 1);
     }
-    const float* in = x + plane * p.in_spatial;
-    const float* grads = dy + plane * p.out_spatial;
+    const long long plane_outputs = plane * p.out_spatial;
     float sum = 0.0f;
     for (int od = first[0]; od <= last[0]; ++od) {
       for (int oh = first[1]; oh <= last[1]; ++oh) {
         for (int ow = first[2]; ow <= last[2]; ++ow) {
-          const Span s[3] = {span(p, 0, od), span(p, 1, oh), span(p, 2, ow)};
-          const float grad = grads[(od * p.out[1] + oh) * p.out[2] + ow];
+          const long long o = plane_outputs + (od * p.out[1] + oh) * p.out[2] + ow;
           if (p.average) {
-            sum += grad / static_cast<float>(s[0].divisor * s[1].divisor * s[2].divisor);
-            continue;
+            const Span s[3] = {span(p, 0, od), span(p, 1, oh), span(p, 2, ow)};
+            sum += dy[o] / static_cast<float>(s[0].divisor * s[1].divisor * s[2].divisor);
+          } else if (best_of[o] == position) {
+            sum += dy[o];
           }
-          int best = (s[0].begin * p.in[1] + s[1].begin) * p.in[2] + s[2].begin;
-          for (int d = s[0].begin; d < s[0].end; ++d) {
-            for (int h = s[1].begin; h < s[1].end; ++h) {
-              for (int w = s[2].begin; w < s[2].end; ++w) {
-                const int index = (d * p.in[1] + h) * p.in[2] + w;
-                if (in[index] > in[best]) best = index;
-              }
-            }
-          }
-          if (best == position) sum += grad;
         }
       }
     }
@@ -188,7 +202,15 @@ class PoolingKernel final : public CudaKernel {
     } else if (global_) {
       launch(context_, planes, unpool_plane_maxima, x, dy, dx, planes, windows_.in_spatial);
     } else {
-      launch(context_, input_count, unpool_windows, windows_, input_count, x, dy, dx);
+      int* best_of = nullptr;
+      if (!windows_.average) {
+        // Reserved when a training layer's kernel was made; a kernel made for inference gets it now.
+        const auto bytes = static_cast<std::size_t>(windows_.outputs) * sizeof(int);
+        if (context_.workspace_bytes() < bytes) context_.reserve_workspace(bytes);
+        best_of = static_cast<int*>(context_.workspace());
+        launch(context_, windows_.outputs, window_maxima, windows_, best_of, x);
+      }
+      launch(context_, input_count, unpool_windows, windows_, input_count, best_of, dy, dx);
     }
   }
 
@@ -257,6 +279,10 @@ std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape
   bool global = false;
   // No kernel: the executor names the layer.
   if (!windows_of(layer, inputs, w, global)) return nullptr;
+  // Max pooling's backward keeps each window's maximum there between its two passes.
+  if (layer.training() && !global && !w.average) {
+    context.reserve_workspace(static_cast<std::size_t>(w.outputs) * sizeof(int));
+  }
   return std::make_unique<PoolingKernel>(w, global, context);
 }
 
