@@ -331,5 +331,49 @@ TEST(CpuFusion, BatchNormFoldsIntoTheConvolutionAndMatchesTheReference) {
   EXPECT_NE(kernel["conv"].find("+batchnorm+relu"), std::string::npos) << kernel["conv"];
 }
 
+// SqueezeNet's and ResNet's stem: convolution (+ BatchNorm) + ReLU + 3x3/2 max pooling, the pooling
+// made by the convolution band by band; and NIN's 1x1 convolution + ReLU + pooling. Odd sizes, pads,
+// Caffe's ceil rounding, two images; against the reference kernels.
+TEST(CpuFusion, MaxPoolingFusesIntoTheConvolutionBeforeIt) {
+  const GemmTactic gemm;
+  struct Case {
+    std::int64_t channels, height, width, kernel, pad, stride, pool_pad;
+    bool ceil;
+  };
+  for (const Case& k : {Case{3, 37, 41, 3, 0, 2, 0, false}, Case{3, 45, 33, 7, 3, 2, 1, false},
+                        Case{5, 29, 30, 1, 0, 1, 0, true}, Case{4, 70, 9, 3, 1, 1, 1, true}}) {
+    SCOPED_TRACE(std::to_string(k.kernel) + "x" + std::to_string(k.kernel) + " on " + std::to_string(k.height) +
+                 "x" + std::to_string(k.width));
+    Graph g;
+    g.inputs = {{"data", Shape{2, k.channels, k.height, k.width}}};
+    LayerSpec conv = testing::conv_layer("conv", "data", "c", 24, k.kernel, k.pad, k.stride);
+    std::mt19937 rng(static_cast<unsigned>(k.height));
+    conv.weights = {Tensor::from(Shape{24, k.channels, k.kernel, k.kernel},
+                                 random_values(rng, static_cast<std::size_t>(24 * k.channels * k.kernel * k.kernel))),
+                    Tensor::from(Shape{24}, random_values(rng, 24))};
+    LayerSpec pool = testing::layer("pool", "Pooling", {"r"}, {"out"});
+    pool.attrs.set("method", std::string("max"));
+    pool.attrs.set("kernel", std::int64_t{3});
+    pool.attrs.set("stride", std::int64_t{2});
+    pool.attrs.set("pad", k.pool_pad);
+    pool.attrs.set("round", std::string(k.ceil ? "ceil" : "floor"));
+    g.layers = {conv, testing::layer("relu", "ReLU", {"c"}, {"r"}), pool};
+    Net fast(g);
+    NetOptions reference_options;
+    reference_options.reference_kernels = true;
+    Net reference(g, reference_options);
+    const Tensor input = Tensor::from(g.inputs[0].shape, random_values(rng, static_cast<std::size_t>(g.inputs[0].shape.numel())));
+    const std::vector<float> want = reference.forward({{"data", input}}).at("out").to_vector();
+    const std::vector<float> got = fast.forward({{"data", input}}).at("out").to_vector();
+    ASSERT_EQ(want.size(), got.size());
+    EXPECT_LE(normalized_error(std::vector<double>(want.begin(), want.end()), got), 1e-5);
+    if (!cpu::fast_gemm_available()) continue;
+    std::map<std::string, std::string> kernel;
+    for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+    EXPECT_EQ(kernel["pool"], "fused into conv");
+    EXPECT_NE(kernel["conv"].find("+relu+maxpool"), std::string::npos) << kernel["conv"];
+  }
+}
+
 }  // namespace
 }  // namespace espresso

@@ -9,6 +9,8 @@
 
 namespace espresso {
 
+struct PoolGeometry;
+
 class Kernel {
  public:
   virtual ~Kernel() = default;
@@ -55,6 +57,10 @@ class Kernel {
   // base + n·image_stride, adding its result to the residual found there (before any fused clamp);
   // false when the kernel cannot.
   virtual bool accumulate_output(float* /*base*/, std::int64_t /*image_stride*/) { return false; }
+  // The max pooling that alone reads its output (`pool`: that pooling's geometry): the kernel pools its
+  // output as it makes it and writes only the pooled result, image after image at `pooled` (the
+  // pooling's output), never its own; false when it cannot.
+  virtual bool fuse_max_pooling(const PoolGeometry& /*pool*/, float* /*pooled*/) { return false; }
   // Bytes of scratch memory the kernel holds of its own (im2col columns, per-thread sums), as
   // allocated so far; for memory reports.
   virtual std::size_t workspace_bytes() const { return 0; }

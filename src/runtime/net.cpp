@@ -18,6 +18,7 @@
 #include "layers/concat.h"
 #include "layers/control_flow.h"
 #include "layers/filler.h"
+#include "layers/pooling.h"
 #include "layers/relu.h"
 #include "layers/registry.h"
 
@@ -152,6 +153,8 @@ struct Net::Impl {
   void fuse_steps();
   int fuse_residual_on_other(std::size_t step, int out, Kernel& kernel, const std::vector<int>& readers,
                              const std::vector<int>& reader, const std::set<int>& outputs);
+  void fuse_max_pooling(std::size_t step, int out, Kernel& kernel, const std::vector<int>& readers,
+                        const std::vector<int>& reader, const std::set<int>& outputs, std::vector<int>& writer);
   void run_steps();
   void run();
   Stream& stream_for(Device device);
@@ -874,8 +877,10 @@ void Net::Impl::fuse_steps() {
     float lo = 0.0f, hi = 0.0f;
     if (clamp_of(*layers[static_cast<std::size_t>(next)], lo, hi) && kernel.fuse_clamp(lo, hi)) {
       kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
-      writer[static_cast<std::size_t>(step_outputs[static_cast<std::size_t>(next)][0])] = static_cast<int>(step);
+      out = step_outputs[static_cast<std::size_t>(next)][0];
+      writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
     }
+    fuse_max_pooling(step, out, kernel, readers, reader, outputs, writer);
   }
   // Channel Concats: inputs read by the Concat alone are written into its output by their kernels.
   for (std::size_t step = 0; step < steps; ++step) {
@@ -908,6 +913,36 @@ void Net::Impl::fuse_steps() {
     }
     if (any) kernels[step] = std::make_unique<PartialConcatKernel>(std::move(written), outer, std::move(inner));
   }
+}
+
+// A max Pooling that alone reads `out` (what step's kernel writes last) is made by that kernel as it
+// writes: it pools band by band into the pooling's output and never writes `out`. The pooling's output
+// must not lie in memory the step still reads: the planner, which placed it for the pooling's step,
+// may have given it the memory of the step's inputs (dead by then).
+void Net::Impl::fuse_max_pooling(std::size_t step, int out, Kernel& kernel, const std::vector<int>& readers,
+                                 const std::vector<int>& reader, const std::set<int>& outputs,
+                                 std::vector<int>& writer) {
+  const auto uo = static_cast<std::size_t>(out);
+  if (readers[uo] != 1 || outputs.count(out)) return;
+  const auto pool_step = static_cast<std::size_t>(reader[uo]);
+  const auto* pooling = dynamic_cast<const PoolingLayer*>(layers[pool_step].get());
+  if (!pooling || pooling->method() != PoolMethod::max || !step_device[pool_step].is_cpu() ||
+      !step_transfers[pool_step].empty() || step_outputs[pool_step].size() != 1) {
+    return;
+  }
+  const int pooled = step_outputs[pool_step][0];
+  const Tensor& target = tensors[static_cast<std::size_t>(pooled)];
+  const auto* begin = static_cast<const std::byte*>(target.raw());
+  const auto* end = begin + target.numel() * static_cast<std::int64_t>(sizeof(float));
+  for (int id : step_inputs[step]) {
+    const Tensor& input = tensors[static_cast<std::size_t>(id)];
+    const auto* from = static_cast<const std::byte*>(input.raw());
+    if (from < end && begin < from + input.numel() * static_cast<std::int64_t>(sizeof(float))) return;
+  }
+  if (!kernel.fuse_max_pooling(pooling->geometry(shapes[uo]), tensors[static_cast<std::size_t>(pooled)].data<float>()))
+    return;
+  kernels[pool_step] = std::make_unique<FusedKernel>(layers[step]->name());
+  writer[static_cast<std::size_t>(pooled)] = static_cast<int>(step);
 }
 
 void Net::Impl::share_weights() {

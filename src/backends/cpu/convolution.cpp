@@ -20,7 +20,9 @@
 #include "backends/cpu/depthwise_convolution.h"
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/im2col.h"
+#include "backends/cpu/max_pool_rows.h"
 #include "backends/cpu/winograd.h"
+#include "core/parallel.h"
 #include "espresso/errors.h"
 
 namespace espresso::cpu {
@@ -194,7 +196,7 @@ class ConvolutionKernel final : public Kernel {
     return true;
   }
   bool redirect_output(float* base, std::int64_t image_stride) override {
-    if (!packed_path_ || redirect_) return false;
+    if (!packed_path_ || redirect_ || pool_) return false;
     redirect_ = base;
     image_stride_ = image_stride;
     update_name();
@@ -203,7 +205,7 @@ class ConvolutionKernel final : public Kernel {
   // The GEMM paths add C's previous contents (beta 1), so each depth block and the epilogue see the
   // residual once; Winograd's output transform is not written for that.
   bool accumulate_output(float* base, std::int64_t image_stride) override {
-    if (!packed_path_ || winograd_ || redirect_ || residual_.defined() || clamp_) return false;
+    if (!packed_path_ || winograd_ || redirect_ || residual_.defined() || clamp_ || pool_) return false;
     redirect_ = base;
     image_stride_ = image_stride;
     accumulate_ = true;
@@ -211,10 +213,25 @@ class ConvolutionKernel final : public Kernel {
     return true;
   }
   bool fuse_clamp(float lo, float hi) override {
-    if (!packed_path_ || clamp_) return false;
+    if (!packed_path_ || clamp_ || pool_) return false;
     clamp_ = true;
     lo_ = lo;
     hi_ = hi;
+    update_name();
+    return true;
+  }
+
+  // 2-D GEMM paths with one group and nothing redirected: bands of output rows go through a scratch
+  // that stays in cache, and each band's pooled rows are written out.
+  bool fuse_max_pooling(const PoolGeometry& pool, float* pooled) override {
+    if (!packed_path_ || winograd_ || pool_ || redirect_ || residual_.defined() || g_.axes() != 2 ||
+        g_.group != 1 || pool.axes() != 2 || pool.in_size != g_.out_size) {
+      return false;
+    }
+    pool_ = std::make_unique<MaxPoolRows>(pool);
+    pooled_ = pooled;
+    // About 16 convolution rows a band: the rows its windows share with the next band are made twice.
+    band_rows_ = std::max<std::int64_t>(1, 16 / pool.stride[0]);
     update_name();
     return true;
   }
@@ -234,6 +251,7 @@ class ConvolutionKernel final : public Kernel {
     if (!affines_.empty()) name_ += "+batchnorm";
     if (residual_.defined() || accumulate_) name_ += "+add";
     if (clamp_) name_ += lo_ == 0.0f && hi_ == std::numeric_limits<float>::infinity() ? "+relu" : "+clip";
+    if (pool_) name_ += "+maxpool";
     if (redirect_ && !accumulate_) name_ += " into concat";
   }
 
@@ -393,6 +411,10 @@ class ConvolutionKernel final : public Kernel {
       winograd_->forward(x, o);
       return;
     }
+    if (pool_) {
+      pooled_forward(x, bias);
+      return;
+    }
     const float beta = accumulate_ ? 1.0f : 0.0f;
     schedule_.run([&](std::int64_t n, int slot) {
       const float* image = x + n * g_.in_channels * in_spatial;
@@ -426,6 +448,57 @@ class ConvolutionKernel final : public Kernel {
     });
   }
 
+  // The fused max pooling: (image, band of pooled rows) pairs spread over the threads; each computes
+  // the convolution rows the band's windows read into its scratch (bias and clamp applied), then pools.
+  void pooled_forward(const float* x, const float* bias) {
+    const std::int64_t out_h = g_.out_size[0], out_w = g_.out_size[1], in_h = g_.in_size[0], in_w = g_.in_size[1];
+    const std::int64_t pooled_h = pool_->out_height(), pooled_plane = pooled_h * pool_->out_width();
+    const std::int64_t bands = (pooled_h + band_rows_ - 1) / band_rows_;
+    const std::int64_t channels = g_.out_channels;
+    GemmEpilogue e;
+    e.row_bias = bias;
+    if (clamp_) {
+      e.lo = lo_;
+      e.hi = hi_;
+    }
+    const PackedMatrix& a = packed_[0];
+    parallel_for(g_.batch * bands, [&](std::int64_t begin, std::int64_t end) {
+      thread_local std::vector<float> scratch, line;
+      line.resize(static_cast<std::size_t>(pool_->line_size()));
+      for (std::int64_t item = begin; item < end; ++item) {
+        const std::int64_t n = item / bands, first_pooled = item % bands * band_rows_;
+        const std::int64_t end_pooled = std::min(pooled_h, first_pooled + band_rows_);
+        std::int64_t first = out_h, last = 0;  // convolution rows [first, last) the band reads
+        for (std::int64_t o = first_pooled; o < end_pooled; ++o) {
+          first = std::min(first, pool_->first_row(o));
+          last = std::max(last, pool_->end_row(o));
+        }
+        first = std::min(first, last);
+        const std::int64_t columns = (last - first) * out_w;
+        scratch.resize(static_cast<std::size_t>(std::max<std::int64_t>(1, channels * columns)));
+        const float* image = x + n * g_.in_channels * g_.in_spatial();
+        if (columns > 0 && windows_) {
+          // The rows' windows as a convolution of their own: the image from the first input row they
+          // touch, with what lies above it as padding.
+          ConvWindows w = window_;
+          const std::int64_t top = first * g_.stride[0] - g_.pad[0], start = std::clamp<std::int64_t>(top, 0, in_h);
+          w.image = image + start * in_w;
+          w.plane_stride = in_h * in_w;
+          w.height = in_h - start;
+          w.pad_h = start - top;
+          w.out_height = last - first;
+          gemm_windows(a, w, scratch.data(), columns, e);
+        } else if (columns > 0) {
+          gemm_packed(a, false, columns, image + first * out_w, g_.out_spatial(), 0.0f, scratch.data(), columns, e);
+        }
+        for (std::int64_t c = 0; c < channels; ++c) {
+          pool_->run(scratch.data() + c * columns, first, first_pooled, end_pooled,
+                     pooled_ + (n * channels + c) * pooled_plane + first_pooled * pool_->out_width(), line.data());
+        }
+      }
+    });
+  }
+
   const ConvolutionLayer& layer_;
   ConvGeometry g_;
   ImageSchedule schedule_;
@@ -447,6 +520,9 @@ class ConvolutionKernel final : public Kernel {
   std::int64_t image_stride_ = 0;
   bool clamp_ = false;
   float lo_ = 0.0f, hi_ = 0.0f;
+  std::unique_ptr<MaxPoolRows> pool_;  // fuse_max_pooling: the pooling's rows, and where its output goes
+  float* pooled_ = nullptr;
+  std::int64_t band_rows_ = 1;         // pooled rows a band makes
   std::string name_;
   std::vector<std::vector<float>> columns_;  // one unfolding buffer per schedule slot
   // Backward scratch per slot: weight then bias gradient sums, and the unfolded input gradient.

@@ -59,6 +59,9 @@ void gemm_packed(const PackedMatrix& a, bool transpose_b, std::int64_t n, const 
 struct ConvWindows {
   const float* image = nullptr;
   std::int64_t height = 0, width = 0, out_height = 0, out_width = 0;
+  // Floats from one channel's plane to the next: height·width when 0. A band of an image's rows (its
+  // first row moved, its height cut) keeps the image's plane size here.
+  std::int64_t plane_stride = 0;
   std::int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   std::int64_t dilation_h = 1, dilation_w = 1;
 };

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/max_pool_rows.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 
@@ -47,24 +48,62 @@ MaxColumns max_columns_for(std::int64_t stride) {
   return stride == 1 ? max_columns_baseline<1> : stride == 2 ? max_columns_baseline<2> : max_columns_baseline<0>;
 }
 
+}  // namespace
+
+MaxPoolRows::MaxPoolRows(const PoolGeometry& g) {
+  const int axes = g.axes();
+  if (axes == 2) {
+    for (std::int64_t o = 0; o < g.out_size[0]; ++o) {
+      const PoolGeometry::Span s = g.span(0, o, false);
+      rows_.push_back({s.begin, s.end});
+    }
+  } else {
+    rows_.push_back({0, 1});
+  }
+  in_width_ = g.in_size.back();
+  out_width_ = g.out_size.back();
+  // Max windows are [o·stride − pad, + kernel) clipped to the image (PoolGeometry::span): the line
+  // gets pad_w of -infinity on the left and enough on the right for the last window.
+  kernel_w_ = g.kernel.back();
+  stride_w_ = g.stride.back();
+  pad_w_ = g.pad.back();
+  line_size_ = std::max(pad_w_ + in_width_, (out_width_ - 1) * stride_w_ + kernel_w_);
+  max_columns_ = max_columns_for(stride_w_);
+}
+
+void MaxPoolRows::run(const float* rows, std::int64_t first, std::int64_t begin, std::int64_t end, float* out,
+                      float* line) const {
+  constexpr float lowest = -std::numeric_limits<float>::infinity();
+  std::fill(line, line + line_size_, lowest);
+  float* acc = line + pad_w_;
+  for (std::int64_t o = begin; o < end; ++o, out += out_width_) {
+    const Window& r = rows_[static_cast<std::size_t>(o)];
+    if (r.begin >= r.end) {
+      std::fill(acc, acc + in_width_, lowest);
+    } else {
+      const float* top = rows + (r.begin - first) * in_width_;
+      std::copy(top, top + in_width_, acc);
+      for (std::int64_t h = r.begin + 1; h < r.end; ++h) {
+        const float* row = rows + (h - first) * in_width_;
+        for (std::int64_t w = 0; w < in_width_; ++w) acc[w] = std::max(acc[w], row[w]);
+      }
+    }
+    max_columns_(line, kernel_w_, stride_w_, out_width_, out);
+  }
+}
+
+namespace {
+
 class PoolingKernel final : public Kernel {
  public:
   PoolingKernel(const PoolingLayer& layer, const PoolGeometry& g)
-      : max_(layer.method() == PoolMethod::max), planes_(g.batch * g.channels) {
+      : max_(layer.method() == PoolMethod::max), planes_(g.batch * g.channels), max_rows_(g) {
     // 1D pooling is 2D pooling over a height of 1.
     const int first = g.axes() == 2 ? 0 : -1;
     rows_ = axis_windows(g, first, layer.count_include_pad());
     cols_ = axis_windows(g, g.axes() - 1, layer.count_include_pad());
     in_height_ = first < 0 ? 1 : g.in_size[0];
     in_width_ = g.in_size.back();
-    // Max windows are [o·stride − pad, + kernel) clipped to the image (PoolGeometry::span): the line
-    // gets pad_w of -infinity on the left and enough on the right for the last window.
-    kernel_w_ = g.kernel.back();
-    stride_w_ = g.stride.back();
-    pad_w_ = g.pad.back();
-    const auto out_width = static_cast<std::int64_t>(cols_.size());
-    line_size_ = std::max(pad_w_ + in_width_, (out_width - 1) * stride_w_ + kernel_w_);
-    max_columns_ = max_columns_for(stride_w_);
   }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
@@ -161,37 +200,16 @@ class PoolingKernel final : public Kernel {
   const char* name() const override { return max_ ? "max" : "ave"; }
 
  private:
-  // Separable, as the average below: each output row's window rows reduced into a line (inside its
-  // -infinity borders), then max_columns_ over the line.
   void max_forward(const float* x, float* y) const {
-    const auto out_width = static_cast<std::int64_t>(cols_.size());
     const std::int64_t in_plane = in_height_ * in_width_;
-    const std::int64_t out_plane = static_cast<std::int64_t>(rows_.size()) * out_width;
-    constexpr float lowest = -std::numeric_limits<float>::infinity();
+    const std::int64_t out_plane = max_rows_.out_height() * max_rows_.out_width();
     parallel_for(
         planes_,
         [&](std::int64_t begin, std::int64_t end) {
-          thread_local std::vector<float> buffer;
-          buffer.assign(static_cast<std::size_t>(line_size_), lowest);
-          float* line = buffer.data();
-          float* acc = line + pad_w_;
+          thread_local std::vector<float> line;
+          line.resize(static_cast<std::size_t>(max_rows_.line_size()));
           for (std::int64_t p = begin; p < end; ++p) {
-            const float* in = x + p * in_plane;
-            float* out = y + p * out_plane;
-            for (const Window& r : rows_) {
-              if (r.begin >= r.end) {
-                std::fill(acc, acc + in_width_, lowest);
-              } else {
-                const float* first = in + r.begin * in_width_;
-                std::copy(first, first + in_width_, acc);
-                for (std::int64_t h = r.begin + 1; h < r.end; ++h) {
-                  const float* row = in + h * in_width_;
-                  for (std::int64_t w = 0; w < in_width_; ++w) acc[w] = std::max(acc[w], row[w]);
-                }
-              }
-              max_columns_(line, kernel_w_, stride_w_, out_width, out);
-              out += out_width;
-            }
+            max_rows_.run(x + p * in_plane, 0, 0, max_rows_.out_height(), y + p * out_plane, line.data());
           }
         },
         std::max<std::int64_t>(1, 4096 / std::max<std::int64_t>(1, out_plane)));
@@ -216,8 +234,7 @@ class PoolingKernel final : public Kernel {
   std::int64_t planes_;
   std::int64_t in_height_ = 1, in_width_ = 1;
   std::vector<Window> rows_, cols_;
-  std::int64_t kernel_w_ = 1, stride_w_ = 1, pad_w_ = 0, line_size_ = 1;
-  MaxColumns max_columns_ = nullptr;
+  MaxPoolRows max_rows_;
 };
 
 }  // namespace
