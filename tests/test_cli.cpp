@@ -270,6 +270,16 @@ TEST_F(CliAcceptance, BenchTrainsOnOneDevice) {
   EXPECT_NE(run_cli("bench " + lenet_model() + " --train --compare cpu,cpu").code, 0);
 }
 
+// A character model's input is row indices for its Embed layer: bench feeds it whole numbers below the
+// table's size (uniform values in [-1, 1) are no indices, and the net refuses them).
+TEST_F(CliAcceptance, BenchFeedsIndicesToEmbedInputs) {
+  const std::string model = quote(std::string(ESPRESSO_SOURCE_DIR) + "/examples/langid/charcnn_deploy.prototxt");
+  const Result inference = run_cli("bench " + model + " --batch 2 --iterations 2 --warmup 0");
+  ASSERT_EQ(inference.code, 0) << inference.err;
+  const Result training = run_cli("bench " + model + " --train --batch 2 --iterations 2 --warmup 0");
+  ASSERT_EQ(training.code, 0) << training.err;
+}
+
 TEST_F(Cli, DevicesAndMissingGpu) {
   const Result devices = run_cli("devices");
   ASSERT_EQ(devices.code, 0) << devices.err;

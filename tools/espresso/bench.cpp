@@ -52,13 +52,27 @@ std::vector<Device> parse_devices(const std::string& text) {
   return devices;
 }
 
+// The size of the table an Embed layer looks `input` up in (its values must be row indices), or 0.
+std::int64_t embed_rows(const Graph& graph, const std::string& input) {
+  for (const LayerSpec& layer : graph.layers) {
+    if (layer.type == "Embed" && !layer.inputs.empty() && layer.inputs[0] == input)
+      return layer.attrs.get_int("input_dim", 0);
+  }
+  return 0;
+}
+
+// Uniform values in [-1, 1), or random row indices for inputs an Embed layer reads (a character
+// model's text).
 void fill_random(Net& net, std::mt19937& rng) {
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   for (const std::string& name : net.input_names()) {
     Tensor staging;
     Tensor& host = host_input(net, name, staging);
     float* values = host.data<float>();
-    for (std::int64_t k = 0; k < host.numel(); ++k) values[k] = uniform(rng);
+    const std::int64_t rows = embed_rows(net.graph(), name);
+    std::uniform_int_distribution<std::int64_t> index(0, std::max<std::int64_t>(rows, 1) - 1);
+    for (std::int64_t k = 0; k < host.numel(); ++k)
+      values[k] = rows > 0 ? static_cast<float>(index(rng)) : uniform(rng);
     upload_input(net, name, staging);
   }
 }
