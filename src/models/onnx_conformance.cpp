@@ -56,6 +56,16 @@ void run_test(const fs::path& dir, const OnnxConformanceOptions& options, OnnxTe
   collect(model.graph(), collect);
   std::set<std::string> initializers;
   for (const auto& init : model.graph().initializer()) initializers.insert(init.name());
+  // Sequence, optional and map values: their test data files are no TensorProtos, so say so before
+  // reading them as such.
+  const auto require_tensor = [&](const onnx::ValueInfoProto& value, const char* role) {
+    if (value.type().has_tensor_type() || initializers.count(value.name())) return;
+    throw UnsupportedError(model_path + ": graph " + role + " '" + value.name() + "' is " +
+                           (value.type().has_sequence_type() ? "a sequence" : "not a tensor (an optional or a map)") +
+                           "; espresso runs tensors only");
+  };
+  for (const auto& input : model.graph().input()) require_tensor(input, "input");
+  for (const auto& output : model.graph().output()) require_tensor(output, "output");
   std::vector<std::string> input_names, output_names;
   for (const auto& input : model.graph().input()) {
     if (!initializers.count(input.name())) input_names.push_back(input.name());
