@@ -933,11 +933,10 @@ void Net::Impl::fuse_max_pooling(std::size_t step, int out, Kernel& kernel, cons
   const int pooled = step_outputs[pool_step][0];
   const Tensor& target = tensors[static_cast<std::size_t>(pooled)];
   const auto* begin = static_cast<const std::byte*>(target.raw());
-  const auto* end = begin + target.numel() * static_cast<std::int64_t>(sizeof(float));
   for (int id : step_inputs[step]) {
     const Tensor& input = tensors[static_cast<std::size_t>(id)];
     const auto* from = static_cast<const std::byte*>(input.raw());
-    if (from < end && begin < from + input.numel() * static_cast<std::int64_t>(sizeof(float))) return;
+    if (from < begin + target.bytes() && begin < from + input.bytes()) return;
   }
   if (!kernel.fuse_max_pooling(pooling->geometry(shapes[uo]), tensors[static_cast<std::size_t>(pooled)].data<float>()))
     return;

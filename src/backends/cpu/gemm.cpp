@@ -324,7 +324,7 @@ __attribute__((target("avx512f"))) void pack_windows32(const ConvWindows& w, std
     int half;
   };
   const std::int64_t taps = w.kernel_h * w.kernel_w;
-  const std::int64_t plane_size = w.plane_stride > 0 ? w.plane_stride : w.height * w.width;
+  const std::int64_t plane_size = w.plane();
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   thread_local std::vector<Load> loads;
   thread_local std::vector<std::size_t> first_load;  // per (tap, panel)
@@ -427,7 +427,7 @@ void pack_windows(const ConvWindows& w, std::int64_t p0, std::int64_t depth, std
   for (std::int64_t p = 0; p < depth; ++p) {
     const std::int64_t channel = (p0 + p) / taps, tap = (p0 + p) % taps;
     const std::int64_t dy = tap / w.kernel_w * w.dilation_h, dx = tap % w.kernel_w * w.dilation_w;
-    const float* plane = w.image + channel * (w.plane_stride > 0 ? w.plane_stride : w.height * w.width);
+    const float* plane = w.image + channel * w.plane();
     for (std::int64_t q = 0; q < panels; ++q) {
       float* dst = out + q * width * depth + p * width;
       std::int64_t filled = 0;

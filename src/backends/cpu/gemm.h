@@ -64,6 +64,7 @@ struct ConvWindows {
   std::int64_t plane_stride = 0;
   std::int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   std::int64_t dilation_h = 1, dilation_w = 1;
+  std::int64_t plane() const { return plane_stride > 0 ? plane_stride : height * width; }
 };
 // C (m × out_height·out_width) = A · windows + beta · C, then the epilogue.
 void gemm_windows(const PackedMatrix& a, const ConvWindows& windows, float* c, std::int64_t ldc,

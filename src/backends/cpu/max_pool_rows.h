@@ -16,7 +16,6 @@ namespace espresso::cpu {
 class MaxPoolRows {
  public:
   explicit MaxPoolRows(const PoolGeometry& g);
-  std::int64_t in_width() const { return in_width_; }
   std::int64_t out_height() const { return static_cast<std::int64_t>(rows_.size()); }
   std::int64_t out_width() const { return out_width_; }
   // Input rows [first_row(o), end_row(o)) make output row o (an empty range in padding).
@@ -25,7 +24,7 @@ class MaxPoolRows {
   // Floats of the scratch line run() takes.
   std::int64_t line_size() const { return line_size_; }
   // Output rows [begin, end) of a plane into `out` (row by row, out_width() apart), reading input row h
-  // at rows + (h − first)·in_width(): the caller holds every row the windows of those outputs read.
+  // at rows + (h − first)·(the input's width): the caller holds every row those outputs' windows read.
   void run(const float* rows, std::int64_t first, std::int64_t begin, std::int64_t end, float* out,
            float* line) const;
 
