@@ -157,6 +157,30 @@ TEST(CudaConvTactics, RejectsAnUnknownTactic) {
   EXPECT_THROW(testing::make_kernel(*layer, {c.input}, *context), UnsupportedError);
 }
 
+// At inference the convolutions take over the ReLUs, the residual Add and the clip after them, for
+// every tactic and in fp16; the fused net matches the CPU's reference kernels.
+TEST(CudaFusion, ResidualAddAndClampsFuseIntoConvolutions) {
+  REQUIRE_GPU();
+  const Graph g = testing::residual_block();
+  std::mt19937 engine(5);
+  const Tensor input = random_tensor(engine, Shape{2, 8, 13, 11});
+  NetOptions reference_options;
+  reference_options.reference_kernels = true;
+  const std::vector<float> want = Net(g, reference_options).forward({{"data", input}}).at("out").to_vector();
+  for (const char* tactic : {"cudnn", "im2col", "implicit"}) {
+    TacticOverride forced(tactic);
+    for (const Precision precision : {Precision::fp32, Precision::fp16}) {
+      SCOPED_TRACE(std::string(tactic) + " " + precision_name(precision));
+      Net net(g, {.device = Device::cuda(0), .precision = precision});
+      for (int run = 0; run < 2; ++run) {  // the second replays the recorded graph
+        const Tensor out = net.forward({{"data", input}}).at("out").to(Device::cpu());
+        EXPECT_LE(normalized_error(want, out.to_vector()), precision == Precision::fp32 ? 1e-5 : 1e-2);
+      }
+      testing::expect_residual_block_fused(net.summary());
+    }
+  }
+}
+
 // LeNet with random weights, plus the layers a classifier head commonly adds.
 Graph lenet(std::int64_t batch) {
   Graph g;

@@ -106,6 +106,40 @@ LayerSpec conv_layer(const std::string& name, const std::string& input, const st
   return s;
 }
 
+Graph residual_block() {
+  Graph g;
+  g.inputs = {{"data", Shape{2, 8, 13, 11}}};
+  LayerSpec add = layer("add", "Binary", {"c2", "data"}, {"sum"});
+  add.attrs.set("operation", std::string("add"));
+  LayerSpec clip = layer("clip", "Activation", {"c3"}, {"out"});
+  clip.attrs.set("function", std::string("clip"));
+  clip.attrs.set("min", 0.0);
+  clip.attrs.set("max", 6.0);
+  g.layers = {conv_layer("conv1", "data", "c1", 8, 3, 1, 1), layer("relu1", "ReLU", {"c1"}, {"r1"}),
+              conv_layer("conv2", "r1", "c2", 8, 3, 1, 1),   add,
+              layer("relu2", "ReLU", {"sum"}, {"r2"}),       conv_layer("conv3", "r2", "c3", 5, 3, 0, 2),
+              clip};
+  std::mt19937 rng(7);
+  for (LayerSpec& spec : g.layers) {
+    if (spec.type != "Convolution") continue;
+    const std::int64_t outputs = spec.attrs.get_int("num_output", 0);
+    const std::vector<float> w = random_values(rng, static_cast<std::size_t>(outputs * 8 * 9));
+    spec.weights = {Tensor::from(Shape{outputs, 8, 3, 3}, w),
+                    Tensor::from(Shape{outputs}, random_values(rng, static_cast<std::size_t>(outputs)))};
+  }
+  g.outputs = {"out"};
+  return g;
+}
+
+void expect_residual_block_fused(const std::vector<LayerSummary>& summary) {
+  std::map<std::string, std::string> kernel;
+  for (const LayerSummary& row : summary) kernel[row.name] = row.kernel;
+  EXPECT_EQ(kernel["relu1"], "fused into conv1");
+  EXPECT_EQ(kernel["add"], "fused into conv2");
+  EXPECT_EQ(kernel["relu2"], "fused into conv2");
+  EXPECT_EQ(kernel["clip"], "fused into conv3");
+}
+
 void expect_onnx_checker_accepts(const std::string& path) {
   static const bool available = std::system("/usr/bin/python3 -c 'import onnx' 2>/dev/null") == 0;
   if (!available) {

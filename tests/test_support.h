@@ -116,6 +116,12 @@ inline double normalized_error(const std::vector<double>& reference, const std::
   return worst / scale;
 }
 
+// A residual block with the steps inference fuses into convolutions (Net's fuse_steps): conv1 → relu1,
+// conv2 → add (of the input) → relu2, conv3 (stride 2) → clip(0, 6); random weights, input [2, 8, 13, 11].
+Graph residual_block();
+// The fusions of residual_block() a GPU backend makes: the fused steps' summary rows name their convolution.
+void expect_residual_block_fused(const std::vector<LayerSummary>& summary);
+
 inline int pick(std::mt19937& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
 
 // Sets (or, with nullptr, removes) an environment variable for a scope, restoring the previous value.

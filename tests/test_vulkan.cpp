@@ -186,7 +186,10 @@ TEST_P(VulkanNet, SmallCnnMatchesTheCpu) {
           << name << " seed " << seed;
     }
   }
-  for (const LayerSummary& row : net.summary()) EXPECT_NE(row.kernel.find("vulkan"), std::string::npos) << row.name;
+  for (const LayerSummary& row : net.summary()) {
+    EXPECT_TRUE(row.kernel.find("vulkan") != std::string::npos || row.kernel == "fused into conv")
+        << row.name << ": " << row.kernel;
+  }
   EXPECT_GT(net.last_forward_ms(), 0.0);
 }
 
@@ -256,6 +259,53 @@ TEST(Vulkan, SplitKConvolutionMatchesTheCpu) {
     EXPECT_LE(relative_error(got, want), 1e-5) << group;
     EXPECT_EQ(net.summary().at(0).kernel, "vulkan implicit-gemm split-k");
   }
+}
+
+// At inference the convolutions take over the ReLUs, the residual Add and the clip after them; the
+// split-k path adds the residual and clamps as it adds the partial sums up, the depthwise kernel clamps.
+TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
+  REQUIRE_VULKAN();
+  NetOptions reference_options;
+  reference_options.reference_kernels = true;
+  NetOptions vulkan_options;
+  vulkan_options.device = Device::vulkan(0);
+
+  const Graph block = testing::residual_block();
+  const Tensor x = random_tensor(Shape{2, 8, 13, 11}, 40);
+  Net net(block, vulkan_options);
+  const auto want = Net(block, reference_options).forward({{"data", x}}).at("out").to_vector();
+  for (int run = 0; run < 2; ++run)
+    EXPECT_LE(relative_error(net.forward({{"data", x}}).at("out").to(Device::cpu()).to_vector(), want), 1e-5);
+  testing::expect_residual_block_fused(net.summary());
+
+  // Batch 1, 256 channels of 5 x 5: the 3 x 3 convolution splits k; then a depthwise one and a ReLU6.
+  Graph g;
+  g.inputs = {{"data", Shape{1, 256, 5, 5}}};
+  LayerSpec skip = testing::conv_layer("skip", "data", "s", 40, 1, 0, 1);
+  skip.weights = {random_tensor(Shape{40, 256, 1, 1}, 41), random_tensor(Shape{40}, 42)};
+  LayerSpec conv = testing::conv_layer("conv", "data", "c", 40, 3, 1, 1);
+  conv.weights = {random_tensor(Shape{40, 256, 3, 3}, 43), random_tensor(Shape{40}, 44)};
+  LayerSpec add = testing::layer("add", "Binary", {"c", "s"}, {"sum"});
+  add.attrs.set("operation", std::string("add"));
+  LayerSpec depthwise = with_attrs(testing::conv_layer("depthwise", "r", "d", 40, 3, 1, 1), {{"group", 40}});
+  depthwise.weights = {random_tensor(Shape{40, 1, 3, 3}, 45), random_tensor(Shape{40}, 46)};
+  LayerSpec clip = testing::layer("clip", "Activation", {"d"}, {"out"});
+  clip.attrs.set("function", std::string("clip"));
+  clip.attrs.set("min", 0.0);
+  clip.attrs.set("max", 6.0);
+  g.layers = {skip, conv, add, testing::layer("relu", "ReLU", {"sum"}, {"r"}), depthwise, clip};
+  g.outputs = {"out"};
+  const Tensor deep = random_tensor(Shape{1, 256, 5, 5}, 47);
+  Net split(g, vulkan_options);
+  const auto expected = Net(g, reference_options).forward({{"data", deep}}).at("out").to_vector();
+  // Sums of 2,304 products in another order than the reference's: about 1e-5 apart.
+  EXPECT_LE(relative_error(split.forward({{"data", deep}}).at("out").to(Device::cpu()).to_vector(), expected), 3e-5);
+  std::map<std::string, std::string> kernel;
+  for (const LayerSummary& row : split.summary()) kernel[row.name] = row.kernel;
+  EXPECT_EQ(kernel["conv"], "vulkan implicit-gemm split-k");
+  EXPECT_EQ(kernel["add"], "fused into conv");
+  EXPECT_EQ(kernel["relu"], "fused into conv");
+  EXPECT_EQ(kernel["clip"], "fused into depthwise");
 }
 
 #ifdef ESPRESSO_TEST_VULKAN_INTERNALS

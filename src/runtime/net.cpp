@@ -802,9 +802,10 @@ int Net::Impl::fuse_residual_on_other(std::size_t step, int out, Kernel& kernel,
   return add_step;
 }
 
-// Inference on the CPU: a kernel that can (Kernel::fuse_residual / fuse_clamp) takes over the Add
-// and the ReLU/clip that alone read its output, when they run in place on its output's memory, so
-// that its output is written once, final. The fused steps' kernels become no-ops.
+// Inference: a kernel that can (Kernel::fuse_residual / fuse_clamp) takes over the Add and the
+// ReLU/clip that alone read its output, when they run in place on its output's memory on the same
+// device, so that its output is written once, final (on a GPU: one kernel launch instead of three).
+// The fused steps' kernels become no-ops. Folding BatchNorms, pooling and Concats stay on the CPU.
 void Net::Impl::fuse_steps() {
   const std::size_t steps = layers.size();
   std::vector<int> readers(names.size(), 0), reader(names.size(), -1);
@@ -818,22 +819,23 @@ void Net::Impl::fuse_steps() {
   // Per tensor: the step whose kernel writes its final values (its producer, or the kernel its
   // producer was fused into).
   std::vector<int> writer(producer);
-  // The step that alone reads tensor `id` (a layer output, not a net output), or -1.
-  auto sole_reader = [&](int id) {
+  // The step that alone reads tensor `id` (a layer output, not a net output) on `device`, or -1.
+  auto sole_reader = [&](int id, const Device& device) {
     const auto index = static_cast<std::size_t>(id);
     if (readers[index] != 1 || outputs.count(id)) return -1;
     const int t = reader[index];
     const auto ut = static_cast<std::size_t>(t);
-    if (!step_device[ut].is_cpu() || !step_transfers[ut].empty() || step_outputs[ut].size() != 1) return -1;
+    if (step_device[ut] != device || !step_transfers[ut].empty() || step_outputs[ut].size() != 1) return -1;
     // In place: the step writes where it reads, so the fused kernel's output is its output.
     if (tensors[static_cast<std::size_t>(step_outputs[ut][0])].raw() != tensors[index].raw()) return -1;
     return t;
   };
   for (std::size_t step = 0; step < steps; ++step) {
-    if (!step_device[step].is_cpu() || step_outputs[step].size() != 1) continue;
+    if (step_outputs[step].size() != 1) continue;
+    const Device& device = step_device[step];
     Kernel& kernel = *kernels[step];
     int out = step_outputs[step][0];
-    int next = sole_reader(out);
+    int next = sole_reader(out, device);
     // Inference BatchNorms fold into the weights and bias.
     while (next >= 0) {
       const auto* bn = dynamic_cast<const BatchNormLayer*>(layers[static_cast<std::size_t>(next)].get());
@@ -845,7 +847,7 @@ void Net::Impl::fuse_steps() {
       kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
       out = step_outputs[static_cast<std::size_t>(next)][0];
       writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
-      next = sole_reader(out);
+      next = sole_reader(out, device);
     }
     if (next < 0) {
       // Residual whose Add runs in place on the other operand (MobileNetV2's blocks): the kernel
@@ -854,7 +856,7 @@ void Net::Impl::fuse_steps() {
       if (next < 0) continue;
       out = step_outputs[static_cast<std::size_t>(next)][0];
       writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
-      next = sole_reader(out);
+      next = sole_reader(out, device);
       if (next < 0) continue;
     }
     const auto un = static_cast<std::size_t>(next);
@@ -864,14 +866,14 @@ void Net::Impl::fuse_steps() {
       const int other = step_inputs[un][0] == out ? step_inputs[un][1] : step_inputs[un][0];
       const auto uo = static_cast<std::size_t>(other);
       if (other == out || shapes[uo] != shapes[static_cast<std::size_t>(out)] ||
-          producer[uo] >= static_cast<int>(step) || tensor_device[uo] != Device::cpu() ||
+          producer[uo] >= static_cast<int>(step) || tensor_device[uo] != device ||
           !kernel.fuse_residual(tensors[uo])) {
         continue;
       }
       kernels[un] = std::make_unique<FusedKernel>(layers[step]->name());
       out = step_outputs[un][0];
       writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
-      next = sole_reader(out);
+      next = sole_reader(out, device);
       if (next < 0) continue;
     }
     float lo = 0.0f, hi = 0.0f;

@@ -1,3 +1,5 @@
+#include <limits>
+
 #include "backends/cuda/block_sum.cuh"
 #include "backends/cuda/channel_affine.h"
 #include "backends/cuda/launch.cuh"
@@ -36,6 +38,31 @@ void typed_affine(StreamContext& context, const T* x, const float* scale, const 
                       : shift == nullptr ? &affine<T, true, false>
                                          : &affine<T, true, true>;
   launch(context, n, kernel, x, scale, shift, y, n, extent.channels, extent.inner);
+}
+
+// Indices in 32 bits where the tensor allows (the divisions per element are several times cheaper).
+template <class T, class Index, bool kShift, bool kResidual>
+__global__ void epilogue(T* y, const float* shift, const T* residual, float lo, float hi, Index n, Index channels,
+                         Index inner) {
+  for (std::int64_t at : grid_stride(n)) {
+    const auto i = static_cast<Index>(at);
+    float v = to_float(y[i]);
+    if constexpr (kShift) v += shift[i / inner % channels];
+    if constexpr (kResidual) v += to_float(residual[i]);
+    y[i] = from_float<T>(fminf(fmaxf(v, lo), hi));
+  }
+}
+
+template <class T, class Index>
+void typed_epilogue(StreamContext& context, T* y, const float* shift, const T* residual, float lo, float hi,
+                    const ChannelExtent& extent) {
+  const auto n = static_cast<Index>(extent.outer * extent.channels * extent.inner);
+  const auto kernel = shift == nullptr ? (residual == nullptr ? &epilogue<T, Index, false, false>
+                                                              : &epilogue<T, Index, false, true>)
+                                       : (residual == nullptr ? &epilogue<T, Index, true, false>
+                                                              : &epilogue<T, Index, true, true>);
+  launch(context, n, kernel, y, shift, residual, lo, hi, n, static_cast<Index>(extent.channels),
+         static_cast<Index>(extent.inner));
 }
 
 __global__ void scale_add(const float* dy, const float* scale, float* dx, std::int64_t n,
@@ -77,6 +104,22 @@ void channel_affine(StreamContext& context, DType dtype, const void* x, const fl
   with_storage_type(dtype, "channel affine", [&](auto type) {
     using T = decltype(type);
     typed_affine(context, static_cast<const T*>(x), scale, shift, static_cast<T*>(y), extent);
+  });
+}
+
+void channel_epilogue(StreamContext& context, DType dtype, void* y, const float* shift, const Epilogue& epilogue,
+                      const ChannelExtent& extent) {
+  const std::int64_t n = extent.outer * extent.channels * extent.inner;
+  if (n == 0) return;
+  with_storage_type(dtype, "convolution epilogue", [&](auto type) {
+    using T = decltype(type);
+    auto* typed = static_cast<T*>(y);
+    const auto* residual = static_cast<const T*>(epilogue.residual);
+    if (n <= std::numeric_limits<std::int32_t>::max()) {
+      typed_epilogue<T, std::uint32_t>(context, typed, shift, residual, epilogue.lo, epilogue.hi, extent);
+    } else {
+      typed_epilogue<T, std::int64_t>(context, typed, shift, residual, epilogue.lo, epilogue.hi, extent);
+    }
   });
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "backends/cuda/context.h"
 
@@ -18,6 +19,22 @@ void channel_affine(StreamContext& context, const float* x, const float* scale, 
 // The same with x and y stored in `dtype` (f32, f16, bf16); the parameters stay float.
 void channel_affine(StreamContext& context, DType dtype, const void* x, const float* scale,
                     const float* shift, void* y, const ChannelExtent& extent);
+
+// What a convolution adds to its product on the way out when the planner fused the steps after it
+// (Kernel::fuse_residual, fuse_clamp): y = clamp(y + shift[c] + residual, lo, hi).
+struct Epilogue {
+  const void* residual = nullptr;  // y's type and shape, or null
+  float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
+  bool active() const {
+    return residual != nullptr || lo != -std::numeric_limits<float>::infinity() ||
+           hi != std::numeric_limits<float>::infinity();
+  }
+};
+
+// y (stored in `dtype`) = clamp(y + shift[c] + epilogue.residual, epilogue.lo, epilogue.hi) in one pass;
+// `shift` may be null.
+void channel_epilogue(StreamContext& context, DType dtype, void* y, const float* shift, const Epilogue& epilogue,
+                      const ChannelExtent& extent);
 
 // The gradient with respect to x: dx += dy · scale[c] (`scale` null: 1).
 void channel_scale_add(StreamContext& context, const float* dy, const float* scale, float* dx,

@@ -4,15 +4,17 @@
 // forward() is one cudnnConvolutionForward and the bias. The training passes (backward data,
 // backward filter, and the forward adding into its output) share the descriptors.
 //
-// Algorithms: inference takes cuDNN's heuristic ranking (cudnnGet*_v7). Training (the passes of
-// CudnnGradients and the forward of a training layer) times the candidates once per problem with
-// cudnnFind*AlgorithmEx on scratch buffers and a workspace of at most kMaxWorkspaceBytes, and
-// remembers the fastest for the process (per device, shape, data type and math); the heuristic
-// stands in where timing fails, while a CUDA graph records, or with ESPRESSO_CONV_AUTOTUNE=0.
+// Algorithms: every pass (the forward at inference and in training, backward data, backward filter)
+// times the candidates once per problem with cudnnFind*AlgorithmEx on scratch buffers and a workspace
+// of at most kMaxWorkspaceBytes, and remembers the fastest per device model, cuDNN version, shape,
+// data type and math: for the process, and on disk (TacticCache "cudnn-algorithms.txt"), so that
+// the next process skips the timing. cuDNN's heuristic ranking (cudnnGet*_v7) stands in where timing
+// fails, while a CUDA graph records, or with ESPRESSO_CONV_AUTOTUNE=0.
 // Either way deterministic algorithms (no atomics: the same gradients every run) are preferred
 // over faster ones that are not, unless ESPRESSO_CONV_DETERMINISTIC=0. The workspace is the
 // stream's shared one (StreamContext::reserve_workspace).
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "backends/cuda/channel_affine.h"
+#include "backends/tactic_cache.h"
 #include "backends/cuda/conv_tactics.h"
 #include "espresso/errors.h"
 
@@ -191,6 +194,25 @@ auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Worksp
   return std::nullopt;
 }
 
+// The workspace an algorithm needs for a problem; false when cuDNN declines the algorithm there.
+bool forward_workspace(cudnnHandle_t handle, const Descriptors& d, cudnnConvolutionFwdAlgo_t algo,
+                       std::size_t& bytes) {
+  return accept(cudnnGetConvolutionForwardWorkspaceSize(handle, d.x, d.w, d.conv, d.y, algo, &bytes),
+                "cudnnGetConvolutionForwardWorkspaceSize");
+}
+
+bool backward_data_workspace(cudnnHandle_t handle, const Descriptors& d, cudnnConvolutionBwdDataAlgo_t algo,
+                             std::size_t& bytes) {
+  return accept(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, d.w, d.y, d.conv, d.x, algo, &bytes),
+                "cudnnGetConvolutionBackwardDataWorkspaceSize");
+}
+
+bool backward_filter_workspace(cudnnHandle_t handle, const Descriptors& d, cudnnConvolutionBwdFilterAlgo_t algo,
+                               std::size_t& bytes) {
+  return accept(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d.x, d.y, d.conv, d.w, algo, &bytes),
+                "cudnnGetConvolutionBackwardFilterWorkspaceSize");
+}
+
 std::optional<Choice<cudnnConvolutionFwdAlgo_t>> pick_forward(cudnnHandle_t handle, const Descriptors& d) {
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &count));
@@ -202,8 +224,7 @@ std::optional<Choice<cudnnConvolutionFwdAlgo_t>> pick_forward(cudnnHandle_t hand
     return std::nullopt;
   }
   return pick(ranked, returned, d.tensor_ops(), [&](const cudnnConvolutionFwdAlgoPerf_t& c, std::size_t& bytes) {
-    return accept(cudnnGetConvolutionForwardWorkspaceSize(handle, d.x, d.w, d.conv, d.y, c.algo, &bytes),
-                  "cudnnGetConvolutionForwardWorkspaceSize");
+    return forward_workspace(handle, d, c.algo, bytes);
   });
 }
 
@@ -219,8 +240,7 @@ std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> pick_backward_data(cudnnHan
     return std::nullopt;
   }
   return pick(ranked, returned, d.tensor_ops(), [&](const cudnnConvolutionBwdDataAlgoPerf_t& c, std::size_t& bytes) {
-    return accept(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, d.w, d.y, d.conv, d.x, c.algo, &bytes),
-                  "cudnnGetConvolutionBackwardDataWorkspaceSize");
+    return backward_data_workspace(handle, d, c.algo, bytes);
   });
 }
 
@@ -237,9 +257,7 @@ std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> pick_backward_filter(cudn
   }
   return pick(
       ranked, returned, d.tensor_ops(), [&](const cudnnConvolutionBwdFilterAlgoPerf_t& c, std::size_t& bytes) {
-        return accept(
-            cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d.x, d.y, d.conv, d.w, c.algo, &bytes),
-            "cudnnGetConvolutionBackwardFilterWorkspaceSize");
+        return backward_filter_workspace(handle, d, c.algo, bytes);
       });
 }
 
@@ -253,16 +271,33 @@ bool capturing(const StreamContext& context) {
   return status != cudaStreamCaptureStatusNone;
 }
 
-// What a timed choice depends on: the device, the pass, the problem's shape, the data type, the math
-// and the determinism policy.
+// The device model and cuDNN version a timing holds for, as one word: "cudnn91400/NVIDIA_H100_80GB_HBM3/sm90".
+std::string device_identity(int device) {
+  static std::mutex mutex;
+  static auto* identities = new std::map<int, std::string>;  // never destroyed, like the pool
+  const std::lock_guard lock(mutex);
+  auto [it, added] = identities->try_emplace(device);
+  if (added) {
+    cudaDeviceProp properties{};
+    ESPRESSO_CUDA_CHECK(cudaGetDeviceProperties(&properties, device));
+    std::string name = properties.name;
+    std::replace_if(name.begin(), name.end(), [](unsigned char c) { return !std::isalnum(c) && c != '-'; }, '_');
+    it->second = "cudnn" + std::to_string(cudnnGetVersion()) + "/" + name + "/sm" +
+                 std::to_string(properties.major * 10 + properties.minor);
+  }
+  return it->second;
+}
+
+// What a timed choice depends on: the device model, the pass, the problem's shape, the data type, the
+// math and the determinism policy.
 std::string tuning_key(PassKind pass, const ConvProblem& p, DType dtype, bool tensor_ops, int device) {
-  std::string key;
+  std::string key = device_identity(device) + "/";
   const auto add = [&key](std::int64_t value) {
     key += std::to_string(value);
     key += ',';
   };
   for (const std::int64_t value :
-       {std::int64_t{device}, static_cast<std::int64_t>(pass), static_cast<std::int64_t>(dtype),
+       {static_cast<std::int64_t>(pass), static_cast<std::int64_t>(dtype),
         std::int64_t{tensor_ops}, std::int64_t{env_off("ESPRESSO_CONV_DETERMINISTIC")}, p.batch,
         p.in_channels, p.out_channels, p.group}) {
     add(value);
@@ -283,6 +318,11 @@ std::map<std::string, Choice<Algo>>& remembered() {
 std::mutex& remembered_mutex() {
   static std::mutex mutex;
   return mutex;
+}
+
+TacticCache& disk_cache() {
+  static auto* cache = new TacticCache(tactic_cache_file("cudnn-algorithms.txt"));
+  return *cache;
 }
 
 std::size_t element_bytes(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
@@ -313,18 +353,31 @@ struct Scratch {
 };
 
 // The fastest acceptable algorithm by `find` (a cudnnFind*AlgorithmEx call on the scratch buffers,
-// filling a ranking in time order), remembered under its key; else, and without timing (capture,
-// ESPRESSO_CONV_AUTOTUNE=0, `tune` false), `heuristic()`.
-template <typename Perf, typename Find, typename Heuristic>
+// filling a ranking in time order), remembered under its key, in the process and on disk; else, and
+// without timing (capture, ESPRESSO_CONV_AUTOTUNE=0), `heuristic()`. An algorithm read from disk is
+// used when cuDNN still accepts it (`workspace(algo, bytes)` true) within the workspace limit.
+template <typename Perf, int kAlgorithms, typename Find, typename Workspace, typename Heuristic>
 auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors& d, StreamContext& context,
-            bool tune, int candidates, Find find, Heuristic heuristic)
+            int candidates, Find find, Workspace workspace, Heuristic heuristic)
     -> std::optional<Choice<decltype(Perf::algo)>> {
   using Algo = decltype(Perf::algo);
-  if (!tune || env_off("ESPRESSO_CONV_AUTOTUNE") || capturing(context)) return heuristic();
+  if (env_off("ESPRESSO_CONV_AUTOTUNE") || capturing(context)) return heuristic();
   const std::string key = tuning_key(pass, p, dtype, d.tensor_ops(), context.device().index);
   {
     const std::lock_guard lock(remembered_mutex());
     if (auto it = remembered<Algo>().find(key); it != remembered<Algo>().end()) return it->second;
+  }
+  if (const std::optional<std::string> stored = disk_cache().find(key)) {
+    char* end = nullptr;
+    const long algo = std::strtol(stored->c_str(), &end, 10);
+    std::size_t bytes = 0;
+    if (*end == '\0' && algo >= 0 && algo < kAlgorithms && workspace(static_cast<Algo>(algo), bytes) &&
+        bytes <= kMaxWorkspaceBytes) {
+      const Choice<Algo> choice{static_cast<Algo>(algo), bytes};
+      const std::lock_guard lock(remembered_mutex());
+      remembered<Algo>().emplace(key, choice);
+      return choice;
+    }
   }
   std::optional<Choice<Algo>> chosen;
   try {
@@ -345,24 +398,25 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
     chosen.reset();  // out of memory for the scratch, say: the heuristic needs none
   }
   if (!chosen) return heuristic();
+  disk_cache().store(key, std::to_string(static_cast<int>(chosen->algo)));
   const std::lock_guard lock(remembered_mutex());
   remembered<Algo>().emplace(key, *chosen);
   return chosen;
 }
 
 std::optional<Choice<cudnnConvolutionFwdAlgo_t>> choose_forward(const ConvProblem& p, DType dtype,
-                                                                const Descriptors& d, StreamContext& context,
-                                                                bool tune) {
+                                                                const Descriptors& d, StreamContext& context) {
   cudnnHandle_t handle = context.cudnn();
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &count));
-  return choose<cudnnConvolutionFwdAlgoPerf_t>(
-      PassKind::forward, p, dtype, d, context, tune, count,
+  return choose<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
+      PassKind::forward, p, dtype, d, context, count,
       [&](Scratch& s, int requested, int& returned, cudnnConvolutionFwdAlgoPerf_t* results) {
         return cudnnFindConvolutionForwardAlgorithmEx(handle, d.x, s.x.get(), d.w, s.w.get(), d.conv, d.y,
                                                       s.y.get(), requested, &returned, results,
                                                       s.workspace.get(), s.workspace_bytes);
       },
+      [&](cudnnConvolutionFwdAlgo_t algo, std::size_t& bytes) { return forward_workspace(handle, d, algo, bytes); },
       [&] { return pick_forward(handle, d); });
 }
 
@@ -372,12 +426,15 @@ std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> choose_backward_data(const 
   cudnnHandle_t handle = context.cudnn();
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &count));
-  return choose<cudnnConvolutionBwdDataAlgoPerf_t>(
-      PassKind::data, p, DType::f32, d, context, true, count,
+  return choose<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
+      PassKind::data, p, DType::f32, d, context, count,
       [&](Scratch& s, int requested, int& returned, cudnnConvolutionBwdDataAlgoPerf_t* results) {
         return cudnnFindConvolutionBackwardDataAlgorithmEx(handle, d.w, s.w.get(), d.y, s.y.get(), d.conv, d.x,
                                                            s.x.get(), requested, &returned, results,
                                                            s.workspace.get(), s.workspace_bytes);
+      },
+      [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t& bytes) {
+        return backward_data_workspace(handle, d, algo, bytes);
       },
       [&] { return pick_backward_data(handle, d); });
 }
@@ -388,12 +445,15 @@ std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> choose_backward_filter(co
   cudnnHandle_t handle = context.cudnn();
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &count));
-  return choose<cudnnConvolutionBwdFilterAlgoPerf_t>(
-      PassKind::filter, p, DType::f32, d, context, true, count,
+  return choose<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
+      PassKind::filter, p, DType::f32, d, context, count,
       [&](Scratch& s, int requested, int& returned, cudnnConvolutionBwdFilterAlgoPerf_t* results) {
         return cudnnFindConvolutionBackwardFilterAlgorithmEx(handle, d.x, s.x.get(), d.y, s.y.get(), d.conv,
                                                              d.w, s.w.get(), requested, &returned, results,
                                                              s.workspace.get(), s.workspace_bytes);
+      },
+      [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
+        return backward_filter_workspace(handle, d, algo, bytes);
       },
       [&] { return pick_backward_filter(handle, d); });
 }
@@ -407,7 +467,7 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
   bool prepare(const ConvProblem& p) {
     problem_ = p;
     if (!descriptors_.describe(p, dtype_, context_.tf32())) return false;
-    const auto chosen = choose_forward(p, dtype_, descriptors_, context_, p.training);
+    const auto chosen = choose_forward(p, dtype_, descriptors_, context_);
     if (!chosen) return false;
     algorithm_ = chosen->algo;
     workspace_bytes_ = chosen->workspace_bytes;
@@ -449,7 +509,7 @@ class CudnnGradients final : public ConvGradients {
     if (!descriptors_.describe(p)) return false;
     std::size_t bytes = 0;
     if ((passes & kForwardPass) != 0) {
-      forward_ = choose_forward(p, DType::f32, descriptors_, context_, true);
+      forward_ = choose_forward(p, DType::f32, descriptors_, context_);
       if (!forward_) return false;
       bytes = std::max(bytes, forward_->workspace_bytes);
     }

@@ -24,7 +24,6 @@ struct ConvProblem {
   std::array<std::int64_t, 3> in{1, 1, 1}, out{1, 1, 1}, kernel{1, 1, 1}, stride{1, 1, 1}, pad{0, 0, 0},
       dilation{1, 1, 1};
   bool bias = false;
-  bool training = false;  // the layer trains: cuDNN's forward algorithm is chosen by timing too
   std::string owner;  // the layer's name, for error messages and allocations
 
   std::int64_t in_spatial() const { return in[0] * in[1] * in[2]; }

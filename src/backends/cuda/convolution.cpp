@@ -1,10 +1,12 @@
 // Convolution on the GPU: picks a tactic per layer and input shape (conv_tactics.h). The backward
 // is one for every tactic: cuDNN's, or im2col/col2im + cuBLAS where cuDNN declines.
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "backends/cuda/channel_affine.h"
 #include "backends/cuda/channel_sum.h"
 #include "backends/cuda/conv_tactics.h"
 #include "backends/cuda/kernels.h"
@@ -63,20 +65,56 @@ std::vector<Tactic> tactic_order(const ConvProblem& p) {
   return order;
 }
 
-class ConvolutionKernel final : public CudaKernel {
+// A convolution's kernel at inference may take over the residual Add and the ReLU/clip after it
+// (Net's fuse_steps): the tactic then leaves out the bias, and one pass adds bias and residual and
+// clamps, where three launches would each read and write the whole output.
+class FusingConvolution : public CudaKernel {
+ public:
+  FusingConvolution(const ConvProblem& problem, DType dtype, const float* bias, StreamContext& context)
+      : CudaKernel(context), problem_(problem), dtype_(dtype), bias_(bias) {}
+
+  bool fuse_residual(const Tensor& residual) override {
+    if (epilogue_.active() || residual.dtype() != dtype_) return false;
+    epilogue_.residual = residual.raw();
+    return true;
+  }
+  bool fuse_clamp(float lo, float hi) override {
+    if (epilogue_.lo != -std::numeric_limits<float>::infinity() ||
+        epilogue_.hi != std::numeric_limits<float>::infinity()) {
+      return false;
+    }
+    epilogue_.lo = lo;
+    epilogue_.hi = hi;
+    return true;
+  }
+
+ protected:
+  // The bias the tactic adds itself: none when the epilogue adds it.
+  const float* tactic_bias() const { return epilogue_.active() ? nullptr : bias_; }
+  void finish(void* y) {
+    if (epilogue_.active())
+      channel_epilogue(context_, dtype_, y, bias_, epilogue_, {problem_.batch, problem_.out_channels, problem_.out_spatial()});
+  }
+
+  ConvProblem problem_;
+  DType dtype_;
+  const float* bias_;
+  Epilogue epilogue_;
+};
+
+class ConvolutionKernel final : public FusingConvolution {
  public:
   ConvolutionKernel(const ConvProblem& problem, std::unique_ptr<ConvTactic> tactic,
                     std::unique_ptr<ConvGradients> gradients, const float* weights, const float* bias,
                     StreamContext& context)
-      : CudaKernel(context),
-        problem_(problem),
+      : FusingConvolution(problem, DType::f32, bias, context),
         tactic_(std::move(tactic)),
         gradients_(std::move(gradients)),
-        weights_(weights),
-        bias_(bias) {}
+        weights_(weights) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    tactic_->run(inputs[0].data<float>(), weights_, bias_, outputs[0].data<float>());
+    tactic_->run(inputs[0].data<float>(), weights_, tactic_bias(), outputs[0].data<float>());
+    finish(outputs[0].data<float>());
   }
 
   void backward(const Layer& layer, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
@@ -104,11 +142,9 @@ class ConvolutionKernel final : public CudaKernel {
   const char* name() const override { return tactic_->name(); }
 
  private:
-  ConvProblem problem_;
   std::unique_ptr<ConvTactic> tactic_;
   std::unique_ptr<ConvGradients> gradients_;
   const float* weights_;
-  const float* bias_;
 };
 
 }  // namespace
@@ -153,7 +189,6 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   const auto& conv = static_cast<const ConvolutionLayer&>(layer);
   ConvProblem problem;
   if (!lift_conv(conv.geometry(inputs[0]), conv.has_bias(), layer.name(), problem)) return nullptr;
-  problem.training = layer.training();
   std::unique_ptr<ConvGradients> gradients;
   if (layer.training()) {
     gradients = make_conv_gradients(problem, kDataPass | kFilterPass, context);
@@ -175,13 +210,14 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
 namespace {
 
 // fp16 / bf16 inference: cuDNN on tensor cores, the weights converted once, the bias kept fp32.
-class LowpConvolutionKernel final : public CudaKernel {
+class LowpConvolutionKernel final : public FusingConvolution {
  public:
-  LowpConvolutionKernel(std::unique_ptr<TypedConvTactic> tactic, const void* weights, const float* bias,
-                        StreamContext& context)
-      : CudaKernel(context), tactic_(std::move(tactic)), weights_(weights), bias_(bias) {}
+  LowpConvolutionKernel(const ConvProblem& problem, DType dtype, std::unique_ptr<TypedConvTactic> tactic,
+                        const void* weights, const float* bias, StreamContext& context)
+      : FusingConvolution(problem, dtype, bias, context), tactic_(std::move(tactic)), weights_(weights) {}
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    tactic_->run_typed(inputs[0].raw(), weights_, bias_, outputs[0].raw());
+    tactic_->run_typed(inputs[0].raw(), weights_, tactic_bias(), outputs[0].raw());
+    finish(outputs[0].raw());
   }
   bool has_fast_backward() const override { return false; }
   const char* name() const override { return tactic_->name(); }
@@ -189,7 +225,6 @@ class LowpConvolutionKernel final : public CudaKernel {
  private:
   std::unique_ptr<TypedConvTactic> tactic_;
   const void* weights_;
-  const float* bias_;
 };
 
 }  // namespace
@@ -205,7 +240,7 @@ std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vec
   const void* weights = context.device_weights_as(layer.weights()[0], dtype, owner).raw();
   const float* bias =
       conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
-  return std::make_unique<LowpConvolutionKernel>(std::move(tactic), weights, bias, context);
+  return std::make_unique<LowpConvolutionKernel>(problem, dtype, std::move(tactic), weights, bias, context);
 }
 
 }  // namespace espresso::cuda

@@ -2,6 +2,7 @@
 // gathered while loading tiles, never stored; split along k where the output has too few tiles to fill a
 // GPU) for every configuration, and a direct kernel for depthwise convolutions, where a GEMM of one output
 // channel per group would leave the tiles almost empty. Deconvolution: a direct kernel.
+#include <limits>
 #include <string>
 
 #include "backends/vulkan/kernels.h"
@@ -29,11 +30,29 @@ Geometry2d planar(const ConvGeometry& g) {
           u32(at(g.dilation, 0, 1)), u32(at(g.dilation, 1, 1))};
 }
 
-class GemmConvolution final : public VulkanKernel {
+constexpr float kInfinity = std::numeric_limits<float>::infinity();
+
+// The steps after a convolution it takes over at inference (Net's fuse_steps): a residual Add of
+// the output's shape, then a clamp (ReLU, ReLU6), applied as the shaders write the output.
+class FusingConvolution : public VulkanKernel {
+ public:
+  using VulkanKernel::VulkanKernel;
+  bool fuse_clamp(float lo, float hi) override {
+    if (lo_ != -kInfinity || hi_ != kInfinity) return false;
+    lo_ = lo;
+    hi_ = hi;
+    return true;
+  }
+
+ protected:
+  float lo_ = -kInfinity, hi_ = kInfinity;
+};
+
+class GemmConvolution final : public FusingConvolution {
  public:
   GemmConvolution(const ConvGeometry& g, Tensor weights, Tensor bias, const std::string& owner,
                   StreamContext& context)
-      : VulkanKernel(context), weights_(std::move(weights)), bias_(std::move(bias)) {
+      : FusingConvolution(context), weights_(std::move(weights)), bias_(std::move(bias)) {
     const Geometry2d p = planar(g);
     params_ = {u32(g.batch), u32(g.in_channels), p.in_h, p.in_w, u32(g.out_channels), p.out_h, p.out_w,
                p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w,
@@ -54,19 +73,30 @@ class GemmConvolution final : public VulkanKernel {
       partial_ = context.scratch(Shape{splits, g.out_channels, columns_}, owner);
     }
   }
+  bool fuse_residual(const Tensor& residual) override {
+    if (residual_.defined() || lo_ != -kInfinity || hi_ != kInfinity || residual.dtype() != DType::f32) return false;
+    residual_ = residual;
+    return true;
+  }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (outputs[0].numel() == 0) return;
     const Buffer bias = buffer(bias_.defined() ? bias_ : weights_);
+    const Buffer residual = buffer(residual_.defined() ? residual_ : outputs[0]);
     const bool split = params_.k_splits > 1;
+    params_.lo = lo_;
+    params_.hi = hi_;
+    params_.has_residual = residual_.defined() ? 1u : 0u;
     context_.dispatch("convolution",
-                      {buffer(inputs[0]), buffer(weights_), bias, buffer(split ? partial_ : outputs[0])}, params_,
-                      groups(columns_, 64), groups(params_.group_out, 64), group_ * params_.k_splits);
+                      {buffer(inputs[0]), buffer(weights_), bias, buffer(split ? partial_ : outputs[0]), residual},
+                      params_, groups(columns_, 64), groups(params_.group_out, 64), group_ * params_.k_splits);
     if (!split) return;
     struct {
-      std::uint32_t n, channels, plane, splits, has_bias;
-    } sum{u32(outputs[0].numel()), params_.out_c, params_.out_h * params_.out_w, params_.k_splits,
-          params_.has_bias};
-    context_.dispatch("split_sum", {buffer(partial_), bias, buffer(outputs[0])}, sum, groups(outputs[0].numel()));
+      std::uint32_t n, channels, plane, splits, has_bias, has_residual;
+      float lo, hi;
+    } sum{u32(outputs[0].numel()), params_.out_c,        params_.out_h * params_.out_w, params_.k_splits,
+          params_.has_bias,        params_.has_residual, lo_,                           hi_};
+    context_.dispatch("split_sum", {buffer(partial_), bias, buffer(outputs[0]), residual}, sum,
+                      groups(outputs[0].numel()));
   }
   const char* name() const override {
     return params_.k_splits > 1 ? "vulkan implicit-gemm split-k" : "vulkan implicit-gemm";
@@ -74,20 +104,21 @@ class GemmConvolution final : public VulkanKernel {
 
  private:
   static constexpr std::int64_t kFillTiles = 128;
-  Tensor weights_, bias_, partial_;
+  Tensor weights_, bias_, partial_, residual_;
   struct {
     std::uint32_t batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
     std::int32_t pad_h, pad_w;
-    std::uint32_t dilation_h, dilation_w, group_in, group_out, has_bias, k_splits, k_chunk;
+    std::uint32_t dilation_h, dilation_w, group_in, group_out, has_bias, k_splits, k_chunk, has_residual;
+    float lo, hi;
   } params_{};
   std::uint32_t group_ = 1;
   std::int64_t columns_ = 0;
 };
 
-class DepthwiseConvolution final : public VulkanKernel {
+class DepthwiseConvolution final : public FusingConvolution {
  public:
   DepthwiseConvolution(const ConvGeometry& g, Tensor weights, Tensor bias, StreamContext& context)
-      : VulkanKernel(context), weights_(std::move(weights)), bias_(std::move(bias)) {
+      : FusingConvolution(context), weights_(std::move(weights)), bias_(std::move(bias)) {
     const Geometry2d p = planar(g);
     n_ = g.batch * g.out_channels * g.out_spatial();
     params_ = {u32(n_),     u32(g.out_channels), p.in_h,     p.in_w,     p.out_h,      p.out_w,      p.kernel_h,
@@ -96,6 +127,8 @@ class DepthwiseConvolution final : public VulkanKernel {
   }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (n_ == 0) return;
+    params_.lo = lo_;
+    params_.hi = hi_;
     context_.dispatch("depthwise",
                       {buffer(inputs[0]), buffer(weights_), buffer(bias_.defined() ? bias_ : weights_),
                        buffer(outputs[0])},
@@ -110,6 +143,7 @@ class DepthwiseConvolution final : public VulkanKernel {
     std::uint32_t n, channels, in_h, in_w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
     std::int32_t pad_h, pad_w;
     std::uint32_t dilation_h, dilation_w, has_bias;
+    float lo, hi;
   } params_{};
 };
 

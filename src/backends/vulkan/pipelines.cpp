@@ -5,11 +5,11 @@
 
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 
+#include "backends/tactic_cache.h"
 #include "backends/vulkan/context.h"
 #include "espresso/errors.h"
 
@@ -37,18 +37,11 @@ const Shader& find_shader(std::string_view name) {
   throw DeviceError("no Vulkan shader named '" + std::string(name) + "' is built in");
 }
 
-std::filesystem::path cache_directory() {
-  if (const char* dir = std::getenv("ESPRESSO_VULKAN_CACHE")) return dir;
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::filesystem::path(xdg) / "espresso";
-  if (const char* home = std::getenv("HOME"); home && *home) return std::filesystem::path(home) / ".cache" / "espresso";
-  return {};
-}
-
 }  // namespace
 
 void DeviceContext::init_pipeline_cache() {
   std::vector<char> data;
-  const std::filesystem::path dir = cache_directory();
+  const std::filesystem::path dir = backend_cache_directory("ESPRESSO_VULKAN_CACHE");
   if (!dir.empty()) {
     const VkPhysicalDeviceProperties& p = physical_->properties;
     char name[64];

@@ -3,18 +3,21 @@
 // kernel column); X̂ is the im2col matrix, gathered from the input while loading tiles, never stored.
 // 64 x 64 output tiles, 16 deep, 256 invocations computing 4 x 4 each. With k_splits > 1 (too few tiles
 // to fill the device: small images, batch 1) work group z also picks a stretch of k, and each writes its
-// partial sums, without bias, to y[split][channel][n] for split_sum.comp to add up.
+// partial sums, without bias, to y[split][channel][n] for split_sum.comp to add up. The epilogue
+// (Net's fused steps) adds a residual of y's shape and clamps: ReLU, ReLU6, Add + ReLU in one pass.
 #version 450
 layout(local_size_x = 16, local_size_y = 16) in;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer W { float w[]; };
 layout(std430, binding = 2) readonly buffer B { float bias[]; };
 layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+layout(std430, binding = 4) readonly buffer R { float residual[]; };
 layout(push_constant) uniform Params {
-  uint off_x; uint off_w; uint off_b; uint off_y;
+  uint off_x; uint off_w; uint off_b; uint off_y; uint off_r;
   uint batch; uint in_c; uint in_h; uint in_w; uint out_c; uint out_h; uint out_w;
   uint kernel_h; uint kernel_w; uint stride_h; uint stride_w; int pad_h; int pad_w;
   uint dilation_h; uint dilation_w; uint group_in; uint group_out; uint has_bias; uint k_splits; uint k_chunk;
+  uint has_residual; float lo; float hi;
 } p;
 
 shared float tile_w[16][64];
@@ -44,6 +47,18 @@ void main() {
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.0;
 
   const uint k_begin = split * p.k_chunk, k_end = min(K, k_begin + p.k_chunk);
+  // The k rows this invocation loads, load_k + 4r (r = 0..3), as (channel, kernel row, kernel column):
+  // divided out once here, then stepped by 16 with carries each round, since integer division costs
+  // more than the loads themselves.
+  const uint step_c = 16u / kernel_area, step_ky = (16u % kernel_area) / p.kernel_w,
+             step_kx = (16u % kernel_area) % p.kernel_w;
+  uint tap_c[4], tap_y[4], tap_x[4];
+  for (uint r = 0u; r < 4u; ++r) {
+    const uint k = k_begin + load_k + r * 4u, rest = k % kernel_area;
+    tap_c[r] = k / kernel_area;
+    tap_y[r] = rest / p.kernel_w;
+    tap_x[r] = rest % p.kernel_w;
+  }
   for (uint k0 = k_begin; k0 < k_end; k0 += 16u) {
     for (uint r = 0u; r < 4u; ++r) {
       // Weights: 64 rows (output channels) x 16 k, four per invocation.
@@ -51,14 +66,25 @@ void main() {
       const uint m = m0 + wm, k = k0 + wk;
       tile_w[wk][wm] = (m < p.group_out && k < k_end) ? w[w_base + m * K + k] : 0.0;
       // Input: 16 k x 64 n.
-      const uint kk = load_k + r * 4u, k2 = k0 + kk;
+      const uint kk = load_k + r * 4u;
       float v = 0.0;
-      if (n_valid && k2 < k_end) {
-        const uint c = k2 / kernel_area, rest = k2 % kernel_area;
-        const int iy = oy + int((rest / p.kernel_w) * p.dilation_h), ix = ox + int((rest % p.kernel_w) * p.dilation_w);
-        if (iy >= 0 && iy < int(p.in_h) && ix >= 0 && ix < int(p.in_w)) v = x[x_base + c * in_plane + uint(iy) * p.in_w + uint(ix)];
+      if (n_valid && k0 + kk < k_end) {
+        const int iy = oy + int(tap_y[r] * p.dilation_h), ix = ox + int(tap_x[r] * p.dilation_w);
+        if (iy >= 0 && iy < int(p.in_h) && ix >= 0 && ix < int(p.in_w))
+          v = x[x_base + tap_c[r] * in_plane + uint(iy) * p.in_w + uint(ix)];
       }
       tile_x[kk][load_n] = v;
+      tap_x[r] += step_kx;
+      if (tap_x[r] >= p.kernel_w) {
+        tap_x[r] -= p.kernel_w;
+        ++tap_y[r];
+      }
+      tap_y[r] += step_ky;
+      if (tap_y[r] >= p.kernel_h) {
+        tap_y[r] -= p.kernel_h;
+        ++tap_c[r];
+      }
+      tap_c[r] += step_c;
     }
     barrier();
     for (uint kk = 0u; kk < 16u; ++kk) {
@@ -83,7 +109,10 @@ void main() {
         y[p.off_y + (split * p.out_c + channel) * N + nn] = acc[i][j];
       } else {
         const uint img = nn / out_plane, q = nn % out_plane;
-        y[p.off_y + (img * p.out_c + channel) * out_plane + q] = acc[i][j] + shift;
+        const uint at = (img * p.out_c + channel) * out_plane + q;
+        float v = acc[i][j] + shift;
+        if (p.has_residual != 0u) v += residual[p.off_r + at];
+        y[p.off_y + at] = min(max(v, p.lo), p.hi);
       }
     }
   }

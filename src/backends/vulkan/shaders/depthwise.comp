@@ -1,5 +1,5 @@
 // Depthwise 2-D convolution (one filter per channel, group = channels = outputs): one invocation per
-// output element.
+// output element; the result clamped to [lo, hi] (a fused ReLU or ReLU6, else ±infinity).
 #version 450
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
@@ -10,7 +10,7 @@ layout(push_constant) uniform Params {
   uint off_x; uint off_w; uint off_b; uint off_y;
   uint n; uint channels; uint in_h; uint in_w; uint out_h; uint out_w;
   uint kernel_h; uint kernel_w; uint stride_h; uint stride_w; int pad_h; int pad_w;
-  uint dilation_h; uint dilation_w; uint has_bias;
+  uint dilation_h; uint dilation_w; uint has_bias; float lo; float hi;
 } p;
 void main() {
   for (uint i = gl_GlobalInvocationID.x; i < p.n; i += gl_NumWorkGroups.x * 256u) {
@@ -28,6 +28,6 @@ void main() {
         sum = fma(w[w_base + ky * p.kernel_w + kx], x[x_base + uint(iy) * p.in_w + uint(ix)], sum);
       }
     }
-    y[p.off_y + i] = sum + (p.has_bias != 0u ? bias[p.off_b + c] : 0.0);
+    y[p.off_y + i] = min(max(sum + (p.has_bias != 0u ? bias[p.off_b + c] : 0.0), p.lo), p.hi);
   }
 }
