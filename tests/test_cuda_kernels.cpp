@@ -178,6 +178,18 @@ TEST(CudaFusion, ResidualAddAndClampsFuseIntoConvolutions) {
       }
       testing::expect_residual_block_fused(net.summary());
     }
+    // The shortcut convolution comes after conv2: it adds its result into conv2's output (fp32 only).
+    const Graph shortcut = testing::shortcut_block();
+    const std::vector<float> expected = Net(shortcut, reference_options).forward({{"data", input}}).at("out").to_vector();
+    Net net(shortcut, {.device = Device::cuda(0)});
+    for (int run = 0; run < 2; ++run) {
+      const Tensor out = net.forward({{"data", input}}).at("out").to(Device::cpu());
+      EXPECT_LE(normalized_error(expected, out.to_vector()), 1e-5);
+    }
+    std::map<std::string, std::string> fused;
+    for (const LayerSummary& row : net.summary()) fused[row.name] = row.kernel;
+    EXPECT_EQ(fused["add"], "fused into shortcut");
+    EXPECT_EQ(fused["relu2"], "fused into shortcut");
   }
 }
 

@@ -131,6 +131,27 @@ Graph residual_block() {
   return g;
 }
 
+Graph shortcut_block() {
+  Graph g;
+  g.inputs = {{"data", Shape{2, 8, 13, 11}}};
+  LayerSpec add = layer("add", "Binary", {"c2", "s"}, {"sum"});
+  add.attrs.set("operation", std::string("add"));
+  g.layers = {conv_layer("conv1", "data", "c1", 6, 3, 1, 2), layer("relu1", "ReLU", {"c1"}, {"r1"}),
+              conv_layer("conv2", "r1", "c2", 12, 3, 1, 1),  conv_layer("shortcut", "data", "s", 12, 1, 0, 2),
+              add,                                           layer("relu2", "ReLU", {"sum"}, {"out"})};
+  std::mt19937 rng(9);
+  for (LayerSpec& spec : g.layers) {
+    if (spec.type != "Convolution") continue;
+    const std::int64_t outputs = spec.attrs.get_int("num_output", 0), side = spec.attrs.get_int("kernel", 1);
+    const std::int64_t in = spec.name == "conv2" ? 6 : 8;
+    spec.weights = {Tensor::from(Shape{outputs, in, side, side},
+                                 random_values(rng, static_cast<std::size_t>(outputs * in * side * side))),
+                    Tensor::from(Shape{outputs}, random_values(rng, static_cast<std::size_t>(outputs)))};
+  }
+  g.outputs = {"out"};
+  return g;
+}
+
 void expect_residual_block_fused(const std::vector<LayerSummary>& summary) {
   std::map<std::string, std::string> kernel;
   for (const LayerSummary& row : summary) kernel[row.name] = row.kernel;

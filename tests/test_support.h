@@ -121,6 +121,9 @@ inline double normalized_error(const std::vector<double>& reference, const std::
 Graph residual_block();
 // The fusions of residual_block() a GPU backend makes: the fused steps' summary rows name their convolution.
 void expect_residual_block_fused(const std::vector<LayerSummary>& summary);
+// ResNet's downsampling block: relu(conv2(relu(conv1(x))) + shortcut(x)), the 1 x 1 shortcut made after
+// conv2, so that the Add (in place on conv2's output) fuses into the shortcut; input [2, 8, 13, 11].
+Graph shortcut_block();
 
 inline int pick(std::mt19937& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
 

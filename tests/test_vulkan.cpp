@@ -278,6 +278,19 @@ TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
     EXPECT_LE(relative_error(net.forward({{"data", x}}).at("out").to(Device::cpu()).to_vector(), want), 1e-5);
   testing::expect_residual_block_fused(net.summary());
 
+  // The shortcut convolution comes after conv2: it adds its result into conv2's output, where the Add ran.
+  const Graph shortcut = testing::shortcut_block();
+  Net downsampling(shortcut, vulkan_options);
+  const auto expected_sum = Net(shortcut, reference_options).forward({{"data", x}}).at("out").to_vector();
+  for (int run = 0; run < 2; ++run) {
+    EXPECT_LE(relative_error(downsampling.forward({{"data", x}}).at("out").to(Device::cpu()).to_vector(), expected_sum),
+              1e-5);
+  }
+  std::map<std::string, std::string> fused;
+  for (const LayerSummary& row : downsampling.summary()) fused[row.name] = row.kernel;
+  EXPECT_EQ(fused["add"], "fused into shortcut");
+  EXPECT_EQ(fused["relu2"], "fused into shortcut");
+
   // Batch 1, 256 channels of 5 x 5: the 3 x 3 convolution splits k; then a depthwise one and a ReLU6.
   Graph g;
   g.inputs = {{"data", Shape{1, 256, 5, 5}}};

@@ -78,6 +78,17 @@ class FusingConvolution : public CudaKernel {
     epilogue_.residual = residual.raw();
     return true;
   }
+  // The Add runs in place on the residual (a ResNet block whose shortcut convolution comes second):
+  // the epilogue adds what is there and writes it back there.
+  bool accumulate_output(float* base, std::int64_t image_stride) override {
+    if (epilogue_.active() || dtype_ != DType::f32 ||
+        image_stride != problem_.out_channels * problem_.out_spatial()) {
+      return false;
+    }
+    epilogue_.residual = base;
+    epilogue_.destination = base;
+    return true;
+  }
   bool fuse_clamp(float lo, float hi) override {
     if (epilogue_.lo != -std::numeric_limits<float>::infinity() ||
         epilogue_.hi != std::numeric_limits<float>::infinity()) {

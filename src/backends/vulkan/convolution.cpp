@@ -74,20 +74,32 @@ class GemmConvolution final : public FusingConvolution {
     }
   }
   bool fuse_residual(const Tensor& residual) override {
-    if (residual_.defined() || lo_ != -kInfinity || hi_ != kInfinity || residual.dtype() != DType::f32) return false;
-    residual_ = residual;
+    if (residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity || residual.dtype() != DType::f32)
+      return false;
+    residual_ = buffer(residual);
+    return true;
+  }
+  // The Add runs in place on the residual (a ResNet block whose shortcut convolution comes second): the
+  // output goes there, added to what is there.
+  bool accumulate_output(float* base, std::int64_t image_stride) override {
+    if (residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
+        image_stride != std::int64_t{params_.out_c} * params_.out_h * params_.out_w) {
+      return false;
+    }
+    residual_ = {base, static_cast<std::size_t>(columns_ * params_.out_c) * sizeof(float)};
+    destination_ = residual_;
     return true;
   }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (outputs[0].numel() == 0) return;
     const Buffer bias = buffer(bias_.defined() ? bias_ : weights_);
-    const Buffer residual = buffer(residual_.defined() ? residual_ : outputs[0]);
+    const Buffer out = destination_.address != nullptr ? destination_ : buffer(outputs[0]);
+    const Buffer residual = residual_.address != nullptr ? residual_ : out;
     const bool split = params_.k_splits > 1;
     params_.lo = lo_;
     params_.hi = hi_;
-    params_.has_residual = residual_.defined() ? 1u : 0u;
-    context_.dispatch("convolution",
-                      {buffer(inputs[0]), buffer(weights_), bias, buffer(split ? partial_ : outputs[0]), residual},
+    params_.has_residual = residual_.address != nullptr ? 1u : 0u;
+    context_.dispatch("convolution", {buffer(inputs[0]), buffer(weights_), bias, split ? buffer(partial_) : out, residual},
                       params_, groups(columns_, 64), groups(params_.group_out, 64), group_ * params_.k_splits);
     if (!split) return;
     struct {
@@ -95,8 +107,7 @@ class GemmConvolution final : public FusingConvolution {
       float lo, hi;
     } sum{u32(outputs[0].numel()), params_.out_c,        params_.out_h * params_.out_w, params_.k_splits,
           params_.has_bias,        params_.has_residual, lo_,                           hi_};
-    context_.dispatch("split_sum", {buffer(partial_), bias, buffer(outputs[0]), residual}, sum,
-                      groups(outputs[0].numel()));
+    context_.dispatch("split_sum", {buffer(partial_), bias, out, residual}, sum, groups(outputs[0].numel()));
   }
   const char* name() const override {
     return params_.k_splits > 1 ? "vulkan implicit-gemm split-k" : "vulkan implicit-gemm";
@@ -104,7 +115,8 @@ class GemmConvolution final : public FusingConvolution {
 
  private:
   static constexpr std::int64_t kFillTiles = 128;
-  Tensor weights_, bias_, partial_, residual_;
+  Tensor weights_, bias_, partial_;
+  Buffer residual_{nullptr, 0}, destination_{nullptr, 0};  // fused: the residual read, the output's memory
   struct {
     std::uint32_t batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
     std::int32_t pad_h, pad_w;
