@@ -242,13 +242,16 @@ TEST(Layers, ConvolutionPointwise) {
   run_layer_test({.make_case = pointwise_case, .naive = naive, .cases = 30, .gradient_cases = 2});
 }
 
-// The CUDA backward's other paths: prepared with the kernel, as in training nets, and the im2col /
-// col2im GEMM one that serves what cuDNN declines (ESPRESSO_CONV_TACTIC=im2col puts it first). Their
+// The CUDA backward's other paths: prepared with the kernel, as in training nets (pointwise ones as
+// whole-batch GEMMs), and the im2col / col2im GEMM one that serves what cuDNN declines (ESPRESSO_CONV_TACTIC=im2col puts it first). Their
 // CPU checks repeat Layers.Convolution's, so they run only with a GPU.
 TEST(Layers, ConvolutionCudaBackwardPaths) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA backward paths not checked";
   run_layer_test(
       {.make_case = make_case, .naive = naive, .cases = 40, .training = true, .gradient_cases = 40});
+  // Pointwise with one group: the whole-batch GEMM gradients.
+  run_layer_test(
+      {.make_case = pointwise_case, .naive = naive, .cases = 30, .training = true, .gradient_cases = 30});
   setenv("ESPRESSO_CONV_TACTIC", "im2col", 1);
   run_layer_test({.make_case = make_case, .naive = naive, .cases = 40, .gradient_cases = 40});
   unsetenv("ESPRESSO_CONV_TACTIC");

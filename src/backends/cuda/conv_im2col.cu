@@ -2,8 +2,12 @@
 // matrix in a workspace reserved at plan time, then one strided-batched SGEMM multiplies every
 // group's filters with its rows. Pointwise convolutions (1x1, stride 1, no padding) skip the
 // unfolding: the input already is that matrix. The same unfolding, and col2im, give the backward
-// that serves the configurations cuDNN declines.
+// that serves the configurations cuDNN declines; pointwise ones with one group train as GEMMs over
+// the whole batch.
+#include <algorithm>
 #include <limits>
+#include <string>
+#include <vector>
 
 #include "backends/cuda/channel_affine.h"
 #include "backends/cuda/conv_unfold.h"
@@ -172,7 +176,86 @@ class GemmGradients final : public ConvGradients {
   std::shared_ptr<void> workspace_;
 };
 
+// A pointwise convolution with one group trains as whole-batch GEMMs, where the other gradients run
+// one GEMM per image (cuDNN's deterministic backward algorithms are 3-6x the forward there,
+// bench/results/2026-12-05-h200-serve-train-compress-vulkan.md). The filter gradient, a sum over
+// images, is made per image into a workspace by one batched GEMM and summed by a GEMM with a vector
+// of ones: deterministic, no atomics.
+class PointwiseGradients final : public ConvGradients {
+ public:
+  PointwiseGradients(const ConvProblem& p, StreamContext& context)
+      : positions_(static_cast<int>(p.out_spatial())),
+        in_(static_cast<int>(p.in_channels)),
+        out_(static_cast<int>(p.out_channels)),
+        batch_(static_cast<int>(p.batch)),
+        context_(context),
+        cublas_(context.cublas()) {
+    const std::int64_t filter = p.in_channels * p.out_channels;
+    chunk_ = static_cast<int>(std::clamp<std::int64_t>(kFilterWorkspaceBytes / (filter * 4), 1, p.batch));
+    const std::string purpose = "the filter gradient sums of layer '" + p.owner + "'";
+    workspace_ = allocate(static_cast<std::size_t>(filter * chunk_) * sizeof(float), context.device(), purpose);
+    ones_ = allocate(static_cast<std::size_t>(chunk_) * sizeof(float), context.device(), purpose);
+    const std::vector<float> ones(static_cast<std::size_t>(chunk_), 1.0f);
+    ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(ones_.get(), ones.data(), ones.size() * sizeof(float), cudaMemcpyHostToDevice,
+                                        context.stream()));
+    ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(context.stream()));  // before `ones` goes
+  }
+
+  // Column-major views throughout: an image x (C x positions, row-major) is xᵀ (positions x C).
+  void forward_add(const float* x, const float* w, float* y) override {
+    const float one = 1.0f;
+    // y_nᵀ (positions x out) += x_nᵀ (positions x in) · wᵀ (in x out), every image at once.
+    ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, positions_, out_, in_, &one, x,
+                                                  positions_, image(in_), w, in_, 0, &one, y, positions_, image(out_),
+                                                  batch_));
+  }
+
+  void data_add(const float* w, const float* dy, float* dx) override {
+    const float one = 1.0f;
+    // dx_nᵀ (positions x in) += dy_nᵀ (positions x out) · w (out x in).
+    ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(cublas_, CUBLAS_OP_N, CUBLAS_OP_T, positions_, in_, out_, &one, dy,
+                                                  positions_, image(out_), w, in_, 0, &one, dx, positions_, image(in_),
+                                                  batch_));
+  }
+
+  void filter_add(const float* x, const float* dy, float* dw) override {
+    const float one = 1.0f, zero = 0.0f;
+    auto* sums = static_cast<float*>(workspace_.get());
+    const int filter = in_ * out_;
+    for (int first = 0; first < batch_; first += chunk_) {
+      const int count = std::min(chunk_, batch_ - first);
+      // Per image: dw_nᵀ (in x out) = x_n (in x positions) · dy_nᵀ (positions x out).
+      ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
+          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, in_, out_, positions_, &one, x + first * image(in_), positions_,
+          image(in_), dy + first * image(out_), positions_, image(out_), &zero, sums, in_, filter, count));
+      // dw += Σ_n dw_n: the sums (filter x count) times a vector of ones (count x 1).
+      ESPRESSO_CUDA_CHECK(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, filter, 1, count, &one, sums, filter,
+                                      static_cast<const float*>(ones_.get()), count, &one, dw, filter));
+    }
+  }
+
+ private:
+  // Beyond this the filter gradient is summed in several rounds of images.
+  static constexpr std::int64_t kFilterWorkspaceBytes = std::int64_t{64} << 20;
+
+  long long image(int channels) const { return static_cast<long long>(channels) * positions_; }
+
+  int positions_, in_, out_, batch_, chunk_ = 1;
+  StreamContext& context_;
+  cublasHandle_t cublas_;
+  std::shared_ptr<void> workspace_, ones_;
+};
+
 }  // namespace
+
+std::unique_ptr<ConvGradients> make_pointwise_gradients(const ConvProblem& p, StreamContext& context) {
+  constexpr std::int64_t int_max = std::numeric_limits<int>::max();
+  if (!pointwise(p) || p.group != 1 || p.batch * p.in_channels * p.in_spatial() > int_max ||
+      p.batch * p.out_channels * p.out_spatial() > int_max) {
+    return nullptr;
+  }
+  return std::make_unique<PointwiseGradients>(p, context);
+}
 
 std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& p, StreamContext& context) {
   ConvWindows windows{};

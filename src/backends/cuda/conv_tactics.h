@@ -84,8 +84,12 @@ std::unique_ptr<ConvGradients> make_cudnn_gradients(const ConvProblem& problem, 
                                                     StreamContext& context);
 // im2col / col2im + cuBLAS, or nullptr where its workspace or int indices would not fit.
 std::unique_ptr<ConvGradients> make_gemm_gradients(const ConvProblem& problem, StreamContext& context);
-// cuDNN's where it accepts the problem, else the GEMM one (ESPRESSO_CONV_TACTIC=im2col or implicit
-// puts the GEMM one first); nullptr when neither can run it.
+// Whole-batch cuBLAS GEMMs for a pointwise convolution (1x1, stride 1, no padding) with one group, or
+// nullptr.
+std::unique_ptr<ConvGradients> make_pointwise_gradients(const ConvProblem& problem, StreamContext& context);
+// The pointwise one where it applies, else cuDNN's where it accepts the problem, else the GEMM one;
+// ESPRESSO_CONV_TACTIC=im2col or implicit puts the GEMM one first, =cudnn cuDNN's, and
+// ESPRESSO_POINTWISE_BACKWARD=0 leaves pointwise problems to cuDNN. nullptr when none can run it.
 std::unique_ptr<ConvGradients> make_conv_gradients(const ConvProblem& problem, unsigned passes,
                                                    StreamContext& context);
 

@@ -191,6 +191,10 @@ std::unique_ptr<ConvGradients> make_conv_gradients(const ConvProblem& problem, u
     if (auto gradients = make_gemm_gradients(problem, context)) return gradients;
     return make_cudnn_gradients(problem, passes, context);
   }
+  const char* pointwise = std::getenv("ESPRESSO_POINTWISE_BACKWARD");
+  if (!forced && (pointwise == nullptr || std::string(pointwise) != "0")) {
+    if (auto gradients = make_pointwise_gradients(problem, context)) return gradients;
+  }
   if (auto gradients = make_cudnn_gradients(problem, passes, context)) return gradients;
   return make_gemm_gradients(problem, context);
 }
