@@ -257,18 +257,6 @@ TEST(Layers, ConvolutionCudaBackwardPaths) {
   unsetenv("ESPRESSO_CONV_TACTIC");
 }
 
-// Vulkan's implicit GEMM in both tile shapes (64 and 128 output channels per tile) on every case,
-// whatever the layer's width would pick.
-TEST(Layers, ConvolutionVulkanTiles) {
-  if (!testing::have_vulkan()) GTEST_SKIP() << testing::no_vulkan_reason() << ": Vulkan tiles not checked";
-  for (const char* tiles : {"narrow", "wide"}) {
-    SCOPED_TRACE(tiles);
-    const testing::ScopedEnv forced("ESPRESSO_VULKAN_CONV", tiles);
-    run_layer_test({.make_case = make_case, .naive = naive, .cases = 40});
-    run_layer_test({.make_case = pointwise_case, .naive = naive, .cases = 20});
-  }
-}
-
 TEST(Layers, ConvolutionShapesWeightsAndMacs) {
   LayerSpec spec = conv_spec(20, 5);
   const auto layer = create_layer(spec);

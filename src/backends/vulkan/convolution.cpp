@@ -1,9 +1,7 @@
 // Convolution and Deconvolution on Vulkan over 1 or 2 spatial axes. Convolution: an implicit GEMM (im2col
 // gathered while loading tiles, never stored; split along k where the output has too few tiles to fill a
-// GPU) for every configuration, in 128 x 64 tiles where a group has more than 64 output channels, else
-// 64 x 64; and a direct kernel for depthwise convolutions, where a GEMM of one output channel per group
-// would leave the tiles almost empty. Deconvolution: a direct kernel.
-#include <cstdlib>
+// GPU) for every configuration, and a direct kernel for depthwise convolutions, where a GEMM of one output
+// channel per group would leave the tiles almost empty. Deconvolution: a direct kernel.
 #include <limits>
 #include <string>
 
@@ -50,17 +48,6 @@ class FusingConvolution : public VulkanKernel {
   float lo_ = -kInfinity, hi_ = kInfinity;
 };
 
-// The implicit GEMM's output channels per tile: 128 (convolution_wide.comp) where a group has more
-// than 64, else 64 (convolution.comp); ESPRESSO_VULKAN_CONV=wide|narrow forces one (tests, comparisons).
-std::int64_t tile_rows(std::int64_t group_out) {
-  const char* forced = std::getenv("ESPRESSO_VULKAN_CONV");
-  const std::string name = forced != nullptr ? forced : "";
-  if (name == "wide") return 128;
-  if (name == "narrow") return 64;
-  if (!name.empty()) throw UnsupportedError("ESPRESSO_VULKAN_CONV must be wide or narrow, got '" + name + "'");
-  return group_out > 64 ? 128 : 64;
-}
-
 class GemmConvolution final : public FusingConvolution {
  public:
   GemmConvolution(const ConvGeometry& g, Tensor weights, Tensor bias, const std::string& owner,
@@ -72,11 +59,10 @@ class GemmConvolution final : public FusingConvolution {
                u32(g.in_channels / g.group), u32(g.out_channels / g.group), bias_.defined() ? 1u : 0u, 1u, 0u};
     group_ = u32(g.group);
     columns_ = g.batch * g.out_spatial();
-    rows_ = tile_rows(g.out_channels / g.group);
     // Too few output tiles to fill a GPU (small images at batch 1) and a long sum: split k over more work
     // groups, each adding its stretch into a partial sum, then add the partial sums up.
     const std::int64_t k = (g.in_channels / g.group) * g.kernel_spatial();
-    const std::int64_t tiles = groups(columns_, 64) * groups(g.out_channels / g.group, rows_) * g.group;
+    const std::int64_t tiles = groups(columns_, 64) * groups(g.out_channels / g.group, 64) * g.group;
     std::int64_t splits = 1;
     if (tiles < kFillTiles && k >= 512) splits = std::min((kFillTiles + tiles - 1) / tiles, k / 256);
     const std::int64_t chunk = ((k + splits - 1) / splits + 15) / 16 * 16;
@@ -113,9 +99,8 @@ class GemmConvolution final : public FusingConvolution {
     params_.lo = lo_;
     params_.hi = hi_;
     params_.has_residual = residual_.address != nullptr ? 1u : 0u;
-    context_.dispatch(rows_ == 128 ? "convolution_wide" : "convolution",
-                      {buffer(inputs[0]), buffer(weights_), bias, split ? buffer(partial_) : out, residual}, params_,
-                      groups(columns_, 64), groups(params_.group_out, rows_), group_ * params_.k_splits);
+    context_.dispatch("convolution", {buffer(inputs[0]), buffer(weights_), bias, split ? buffer(partial_) : out, residual},
+                      params_, groups(columns_, 64), groups(params_.group_out, 64), group_ * params_.k_splits);
     if (!split) return;
     struct {
       std::uint32_t n, channels, plane, splits, has_bias, has_residual;
@@ -125,7 +110,6 @@ class GemmConvolution final : public FusingConvolution {
     context_.dispatch("split_sum", {buffer(partial_), bias, out, residual}, sum, groups(outputs[0].numel()));
   }
   const char* name() const override {
-    if (rows_ == 128) return params_.k_splits > 1 ? "vulkan implicit-gemm-wide split-k" : "vulkan implicit-gemm-wide";
     return params_.k_splits > 1 ? "vulkan implicit-gemm split-k" : "vulkan implicit-gemm";
   }
 
@@ -140,7 +124,7 @@ class GemmConvolution final : public FusingConvolution {
     float lo, hi;
   } params_{};
   std::uint32_t group_ = 1;
-  std::int64_t columns_ = 0, rows_ = 64;
+  std::int64_t columns_ = 0;
 };
 
 class DepthwiseConvolution final : public FusingConvolution {
