@@ -156,6 +156,8 @@ template <typename Algo>
 struct Choice {
   Algo algo;
   std::size_t workspace_bytes;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;  // the math the algorithm was timed in
+  bool timed = false;                         // chosen by timing (else cuDNN's heuristic)
 };
 
 bool env_off(const char* name) {
@@ -188,7 +190,7 @@ auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Worksp
       }
       std::size_t bytes = 0;
       if (workspace(c, bytes) && bytes <= kMaxWorkspaceBytes)
-        return Choice<decltype(Perf::algo)>{c.algo, bytes};
+        return Choice<decltype(Perf::algo)>{c.algo, bytes, c.mathType};
     }
   }
   return std::nullopt;
@@ -368,12 +370,14 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
     if (auto it = remembered<Algo>().find(key); it != remembered<Algo>().end()) return it->second;
   }
   if (const std::optional<std::string> stored = disk_cache().find(key)) {
+    // "algorithm/math"
     char* end = nullptr;
     const long algo = std::strtol(stored->c_str(), &end, 10);
+    const long math = *end == '/' ? std::strtol(end + 1, &end, 10) : -1;
     std::size_t bytes = 0;
-    if (*end == '\0' && algo >= 0 && algo < kAlgorithms && workspace(static_cast<Algo>(algo), bytes) &&
-        bytes <= kMaxWorkspaceBytes) {
-      const Choice<Algo> choice{static_cast<Algo>(algo), bytes};
+    if (*end == '\0' && algo >= 0 && algo < kAlgorithms && math >= CUDNN_DEFAULT_MATH && math <= CUDNN_FMA_MATH &&
+        workspace(static_cast<Algo>(algo), bytes) && bytes <= kMaxWorkspaceBytes) {
+      const Choice<Algo> choice{static_cast<Algo>(algo), bytes, static_cast<cudnnMathType_t>(math), true};
       const std::lock_guard lock(remembered_mutex());
       remembered<Algo>().emplace(key, choice);
       return choice;
@@ -398,7 +402,9 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
     chosen.reset();  // out of memory for the scratch, say: the heuristic needs none
   }
   if (!chosen) return heuristic();
-  disk_cache().store(key, std::to_string(static_cast<int>(chosen->algo)));
+  chosen->timed = true;
+  disk_cache().store(key, std::to_string(static_cast<int>(chosen->algo)) + "/" +
+                              std::to_string(static_cast<int>(chosen->math)));
   const std::lock_guard lock(remembered_mutex());
   remembered<Algo>().emplace(key, *chosen);
   return chosen;
@@ -469,6 +475,10 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
     if (!descriptors_.describe(p, dtype_, context_.tf32())) return false;
     const auto chosen = choose_forward(p, dtype_, descriptors_, context_);
     if (!chosen) return false;
+    // Run a timed algorithm in the math it was timed in, where tensor cores are allowed at all (fp32
+    // stays in FMA math: cuDNN's default math would let it round through TF32).
+    if (chosen->timed && descriptors_.tensor_ops() && !env_off("ESPRESSO_CONV_CHOSEN_MATH"))
+      ESPRESSO_CUDA_CHECK(cudnnSetConvolutionMathType(descriptors_.conv, chosen->math));
     algorithm_ = chosen->algo;
     workspace_bytes_ = chosen->workspace_bytes;
     context_.reserve_workspace(workspace_bytes_);
