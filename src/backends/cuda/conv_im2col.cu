@@ -192,9 +192,10 @@ class PointwiseGradients final : public ConvGradients {
         cublas_(context.cublas()) {
     const std::int64_t filter = p.in_channels * p.out_channels;
     chunk_ = static_cast<int>(std::clamp<std::int64_t>(kFilterWorkspaceBytes / (filter * 4), 1, p.batch));
-    const std::string purpose = "the filter gradient sums of layer '" + p.owner + "'";
-    workspace_ = allocate(static_cast<std::size_t>(filter * chunk_) * sizeof(float), context.device(), purpose);
-    ones_ = allocate(static_cast<std::size_t>(chunk_) * sizeof(float), context.device(), purpose);
+    // The sums live in the stream's shared workspace, which the layers use one after another.
+    context.reserve_workspace(static_cast<std::size_t>(filter * chunk_) * sizeof(float));
+    ones_ = allocate(static_cast<std::size_t>(chunk_) * sizeof(float), context.device(),
+                     "the filter gradient sums of layer '" + p.owner + "'");
     const std::vector<float> ones(static_cast<std::size_t>(chunk_), 1.0f);
     ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(ones_.get(), ones.data(), ones.size() * sizeof(float), cudaMemcpyHostToDevice,
                                         context.stream()));
@@ -220,7 +221,7 @@ class PointwiseGradients final : public ConvGradients {
 
   void filter_add(const float* x, const float* dy, float* dw) override {
     const float one = 1.0f, zero = 0.0f;
-    auto* sums = static_cast<float*>(workspace_.get());
+    auto* sums = static_cast<float*>(context_.workspace());
     const int filter = in_ * out_;
     for (int first = 0; first < batch_; first += chunk_) {
       const int count = std::min(chunk_, batch_ - first);
@@ -243,7 +244,7 @@ class PointwiseGradients final : public ConvGradients {
   int positions_, in_, out_, batch_, chunk_ = 1;
   StreamContext& context_;
   cublasHandle_t cublas_;
-  std::shared_ptr<void> workspace_, ones_;
+  std::shared_ptr<void> ones_;
 };
 
 }  // namespace
