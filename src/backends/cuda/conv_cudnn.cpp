@@ -4,8 +4,8 @@
 // forward() is one cudnnConvolutionForward and the bias. The training passes (backward data,
 // backward filter, and the forward adding into its output) share the descriptors.
 //
-// Algorithms: every pass (the forward at inference and in training, backward data, backward filter)
-// times the candidates once per problem with cudnnFind*AlgorithmEx on scratch buffers and a workspace
+// Algorithms: every pass (the forward at inference and in training, backward data, backward filter;
+// on tensor cores from batch 128 only) times the candidates once per problem with cudnnFind*AlgorithmEx on scratch buffers and a workspace
 // of at most kMaxWorkspaceBytes, and remembers the fastest per device model, cuDNN version, shape,
 // data type and math: for the process, and on disk (TacticCache "cudnn-algorithms.txt"), so that
 // the next process skips the timing. cuDNN's heuristic ranking (cudnnGet*_v7) stands in where timing
@@ -38,6 +38,8 @@ namespace {
 
 // Larger workspaces are left to algorithms that need less (or to the other tactics).
 constexpr std::size_t kMaxWorkspaceBytes = std::size_t{512} << 20;
+// The smallest batch whose tensor-core convolutions are chosen by timing (see choose()).
+constexpr std::int64_t kTimedTensorOpBatch = 128;
 
 // The statuses that mean "cuDNN cannot do this configuration" rather than a failure.
 bool unsupported(cudnnStatus_t status) {
@@ -363,7 +365,10 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
             int candidates, Find find, Workspace workspace, Heuristic heuristic)
     -> std::optional<Choice<decltype(Perf::algo)>> {
   using Algo = decltype(Perf::algo);
-  if (env_off("ESPRESSO_CONV_AUTOTUNE") || capturing(context)) return heuristic();
+  // On tensor cores (fp16, bf16, TF32) timing paid off only for large batches: at batch 1 and 64 the
+  // timed choices ran slower than the heuristic's (bench/results/2026-12-06-h100-fusion-autotune-vulkan.md).
+  const bool worth_timing = !d.tensor_ops() || p.batch >= kTimedTensorOpBatch;
+  if (!worth_timing || env_off("ESPRESSO_CONV_AUTOTUNE") || capturing(context)) return heuristic();
   const std::string key = tuning_key(pass, p, dtype, d.tensor_ops(), context.device().index);
   {
     const std::lock_guard lock(remembered_mutex());
