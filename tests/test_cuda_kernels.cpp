@@ -188,7 +188,8 @@ TEST(CudaFusion, ResidualAddAndClampsFuseIntoConvolutions) {
     }
     // The shortcut convolution comes after conv2: it adds its result into conv2's output (fp32 only).
     const Graph shortcut = testing::shortcut_block();
-    const std::vector<float> expected = Net(shortcut, reference_options).forward({{"data", input}}).at("out").to_vector();
+    const std::vector<float> expected =
+        Net(shortcut, reference_options).forward({{"data", input}}).at("out").to_vector();
     Net net(shortcut, {.device = Device::cuda(0)});
     for (int run = 0; run < 2; ++run) {
       const Tensor out = net.forward({{"data", input}}).at("out").to(Device::cpu());

@@ -115,9 +115,12 @@ Graph residual_block() {
   clip.attrs.set("function", std::string("clip"));
   clip.attrs.set("min", 0.0);
   clip.attrs.set("max", 6.0);
-  g.layers = {conv_layer("conv1", "data", "c1", 8, 3, 1, 1), layer("relu1", "ReLU", {"c1"}, {"r1"}),
-              conv_layer("conv2", "r1", "c2", 8, 3, 1, 1),   add,
-              layer("relu2", "ReLU", {"sum"}, {"r2"}),       conv_layer("conv3", "r2", "c3", 5, 3, 0, 2),
+  g.layers = {conv_layer("conv1", "data", "c1", 8, 3, 1, 1),
+              layer("relu1", "ReLU", {"c1"}, {"r1"}),
+              conv_layer("conv2", "r1", "c2", 8, 3, 1, 1),
+              add,
+              layer("relu2", "ReLU", {"sum"}, {"r2"}),
+              conv_layer("conv3", "r2", "c3", 5, 3, 0, 2),
               clip};
   std::mt19937 rng(7);
   for (LayerSpec& spec : g.layers) {
@@ -136,9 +139,12 @@ Graph shortcut_block() {
   g.inputs = {{"data", Shape{2, 8, 13, 11}}};
   LayerSpec add = layer("add", "Binary", {"c2", "s"}, {"sum"});
   add.attrs.set("operation", std::string("add"));
-  g.layers = {conv_layer("conv1", "data", "c1", 6, 3, 1, 2), layer("relu1", "ReLU", {"c1"}, {"r1"}),
-              conv_layer("conv2", "r1", "c2", 12, 3, 1, 1),  conv_layer("shortcut", "data", "s", 12, 1, 0, 2),
-              add,                                           layer("relu2", "ReLU", {"sum"}, {"out"})};
+  g.layers = {conv_layer("conv1", "data", "c1", 6, 3, 1, 2),
+              layer("relu1", "ReLU", {"c1"}, {"r1"}),
+              conv_layer("conv2", "r1", "c2", 12, 3, 1, 1),
+              conv_layer("shortcut", "data", "s", 12, 1, 0, 2),
+              add,
+              layer("relu2", "ReLU", {"sum"}, {"out"})};
   std::mt19937 rng(9);
   for (LayerSpec& spec : g.layers) {
     if (spec.type != "Convolution") continue;

@@ -33,7 +33,10 @@ TEST(TacticCache, DamagedLinesAndWhiteSpaceAreIgnored) {
   const std::filesystem::path file = std::filesystem::path(dir.path()) / "choices.txt";
   {
     std::ofstream out(file, std::ios::binary);
-    out << "good 3\n" << "three fields here\n" << "lonely\n" << std::string("\0\xff\n", 3) << "truncated 4";
+    out << "good 3\n"
+        << "three fields here\n"
+        << "lonely\n"
+        << std::string("\0\xff\n", 3) << "truncated 4";
   }
   TacticCache cache(file);
   EXPECT_EQ(cache.find("good"), "3");

@@ -283,7 +283,8 @@ TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
   Net downsampling(shortcut, vulkan_options);
   const auto expected_sum = Net(shortcut, reference_options).forward({{"data", x}}).at("out").to_vector();
   for (int run = 0; run < 2; ++run) {
-    EXPECT_LE(relative_error(downsampling.forward({{"data", x}}).at("out").to(Device::cpu()).to_vector(), expected_sum),
+    EXPECT_LE(relative_error(downsampling.forward({{"data", x}}).at("out").to(Device::cpu()).to_vector(),
+                             expected_sum),
               1e-5);
   }
   std::map<std::string, std::string> fused;
@@ -312,7 +313,8 @@ TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
   Net split(g, vulkan_options);
   const auto expected = Net(g, reference_options).forward({{"data", deep}}).at("out").to_vector();
   // Sums of 2,304 products in another order than the reference's: about 1e-5 apart.
-  EXPECT_LE(relative_error(split.forward({{"data", deep}}).at("out").to(Device::cpu()).to_vector(), expected), 3e-5);
+  EXPECT_LE(relative_error(split.forward({{"data", deep}}).at("out").to(Device::cpu()).to_vector(), expected),
+            3e-5);
   std::map<std::string, std::string> kernel;
   for (const LayerSummary& row : split.summary()) kernel[row.name] = row.kernel;
   EXPECT_EQ(kernel["conv"], "vulkan implicit-gemm split-k");

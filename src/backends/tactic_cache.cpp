@@ -10,7 +10,8 @@ namespace espresso {
 namespace {
 
 bool storable(const std::string& text) {
-  return !text.empty() && std::none_of(text.begin(), text.end(), [](unsigned char c) { return std::isspace(c); });
+  return !text.empty() &&
+         std::none_of(text.begin(), text.end(), [](unsigned char c) { return std::isspace(c); });
 }
 
 }  // namespace

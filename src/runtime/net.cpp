@@ -780,16 +780,16 @@ int Net::Impl::fuse_residual_on_other(std::size_t step, int out, Kernel& kernel,
   const int add_step = reader[uout];
   const auto ua = static_cast<std::size_t>(add_step);
   const auto* add = dynamic_cast<const BinaryLayer*>(layers[ua].get());
-  if (!add || add->op() != BinaryLayer::Op::add || step_inputs[ua].size() != 2 || step_device[ua] != step_device[step] ||
-      !step_transfers[ua].empty() || step_outputs[ua].size() != 1) {
+  if (!add || add->op() != BinaryLayer::Op::add || step_inputs[ua].size() != 2 ||
+      step_device[ua] != step_device[step] || !step_transfers[ua].empty() || step_outputs[ua].size() != 1) {
     return -1;
   }
   const int other = step_inputs[ua][0] == out ? step_inputs[ua][1] : step_inputs[ua][0];
   const auto uo = static_cast<std::size_t>(other);
   const Tensor& sum = tensors[static_cast<std::size_t>(step_outputs[ua][0])];
   if (other == out || shapes[uo] != shapes[uout] || producer[uo] >= static_cast<int>(step) ||
-      tensor_device[uo] != tensor_device[uout] || tensors[uo].dtype() != DType::f32 || sum.raw() != tensors[uo].raw() ||
-      shapes[uo].rank() < 1) {
+      tensor_device[uo] != tensor_device[uout] || tensors[uo].dtype() != DType::f32 ||
+      sum.raw() != tensors[uo].raw() || shapes[uo].rank() < 1) {
     return -1;
   }
   for (std::size_t between = step + 1; between < ua; ++between) {

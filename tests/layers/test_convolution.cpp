@@ -243,8 +243,9 @@ TEST(Layers, ConvolutionPointwise) {
 }
 
 // The CUDA backward's other paths: prepared with the kernel, as in training nets (pointwise ones as
-// whole-batch GEMMs), and the im2col / col2im GEMM one that serves what cuDNN declines (ESPRESSO_CONV_TACTIC=im2col puts it first). Their
-// CPU checks repeat Layers.Convolution's, so they run only with a GPU.
+// whole-batch GEMMs), and the im2col / col2im GEMM one that serves what cuDNN declines
+// (ESPRESSO_CONV_TACTIC=im2col puts it first). Their CPU checks repeat Layers.Convolution's, so they run only
+// with a GPU.
 TEST(Layers, ConvolutionCudaBackwardPaths) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device: CUDA backward paths not checked";
   run_layer_test(

@@ -42,8 +42,8 @@ void typed_affine(StreamContext& context, const T* x, const float* scale, const 
 
 // Indices in 32 bits where the tensor allows (the divisions per element are several times cheaper).
 template <class T, class Index, bool kShift, bool kResidual>
-__global__ void epilogue(const T* y, const float* shift, const T* residual, T* out, float lo, float hi, Index n,
-                         Index channels, Index inner) {
+__global__ void epilogue(const T* y, const float* shift, const T* residual, T* out, float lo, float hi,
+                         Index n, Index channels, Index inner) {
   for (std::int64_t at : grid_stride(n)) {
     const auto i = static_cast<Index>(at);
     float v = to_float(y[i]);
@@ -54,13 +54,13 @@ __global__ void epilogue(const T* y, const float* shift, const T* residual, T* o
 }
 
 template <class T, class Index>
-void typed_epilogue(StreamContext& context, const T* y, const float* shift, const T* residual, T* out, float lo,
-                    float hi, const ChannelExtent& extent) {
+void typed_epilogue(StreamContext& context, const T* y, const float* shift, const T* residual, T* out,
+                    float lo, float hi, const ChannelExtent& extent) {
   const auto n = static_cast<Index>(extent.outer * extent.channels * extent.inner);
-  const auto kernel = shift == nullptr ? (residual == nullptr ? &epilogue<T, Index, false, false>
-                                                              : &epilogue<T, Index, false, true>)
-                                       : (residual == nullptr ? &epilogue<T, Index, true, false>
-                                                              : &epilogue<T, Index, true, true>);
+  const auto kernel =
+      shift == nullptr
+          ? (residual == nullptr ? &epilogue<T, Index, false, false> : &epilogue<T, Index, false, true>)
+          : (residual == nullptr ? &epilogue<T, Index, true, false> : &epilogue<T, Index, true, true>);
   launch(context, n, kernel, y, shift, residual, out, lo, hi, n, static_cast<Index>(extent.channels),
          static_cast<Index>(extent.inner));
 }
@@ -107,8 +107,8 @@ void channel_affine(StreamContext& context, DType dtype, const void* x, const fl
   });
 }
 
-void channel_epilogue(StreamContext& context, DType dtype, void* y, const float* shift, const Epilogue& epilogue,
-                      const ChannelExtent& extent) {
+void channel_epilogue(StreamContext& context, DType dtype, void* y, const float* shift,
+                      const Epilogue& epilogue, const ChannelExtent& extent) {
   const std::int64_t n = extent.outer * extent.channels * extent.inner;
   if (n == 0) return;
   with_storage_type(dtype, "convolution epilogue", [&](auto type) {
@@ -117,7 +117,8 @@ void channel_epilogue(StreamContext& context, DType dtype, void* y, const float*
     const auto* residual = static_cast<const T*>(epilogue.residual);
     T* out = epilogue.destination != nullptr ? static_cast<T*>(epilogue.destination) : typed;
     if (n <= std::numeric_limits<std::int32_t>::max()) {
-      typed_epilogue<T, std::uint32_t>(context, typed, shift, residual, out, epilogue.lo, epilogue.hi, extent);
+      typed_epilogue<T, std::uint32_t>(context, typed, shift, residual, out, epilogue.lo, epilogue.hi,
+                                       extent);
     } else {
       typed_epilogue<T, std::int64_t>(context, typed, shift, residual, out, epilogue.lo, epilogue.hi, extent);
     }

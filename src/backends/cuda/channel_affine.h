@@ -21,7 +21,8 @@ void channel_affine(StreamContext& context, DType dtype, const void* x, const fl
                     const float* shift, void* y, const ChannelExtent& extent);
 
 // What a convolution adds to its product on the way out when the planner fused the steps after it
-// (Kernel::fuse_residual, accumulate_output, fuse_clamp): destination = clamp(y + shift[c] + residual, lo, hi).
+// (Kernel::fuse_residual, accumulate_output, fuse_clamp): destination = clamp(y + shift[c] + residual, lo,
+// hi).
 struct Epilogue {
   const void* residual = nullptr;  // y's type and shape, or null
   void* destination = nullptr;     // y's type and shape (it may be the residual), or null: y itself
@@ -34,8 +35,8 @@ struct Epilogue {
 
 // epilogue.destination, else y (stored in `dtype`) = clamp(y + shift[c] + epilogue.residual, epilogue.lo,
 // epilogue.hi) in one pass; `shift` may be null.
-void channel_epilogue(StreamContext& context, DType dtype, void* y, const float* shift, const Epilogue& epilogue,
-                      const ChannelExtent& extent);
+void channel_epilogue(StreamContext& context, DType dtype, void* y, const float* shift,
+                      const Epilogue& epilogue, const ChannelExtent& extent);
 
 // The gradient with respect to x: dx += dy · scale[c] (`scale` null: 1).
 void channel_scale_add(StreamContext& context, const float* dy, const float* scale, float* dx,

@@ -5,13 +5,13 @@
 // backward filter, and the forward adding into its output) share the descriptors.
 //
 // Algorithms: every pass (the forward at inference and in training, backward data, backward filter;
-// on tensor cores from batch 128 only) times the candidates once per problem with cudnnFind*AlgorithmEx on scratch buffers and a workspace
-// of at most kMaxWorkspaceBytes, and remembers the fastest per device model, cuDNN version, shape,
-// data type and math: for the process, and on disk (TacticCache "cudnn-algorithms.txt"), so that
-// the next process skips the timing. cuDNN's heuristic ranking (cudnnGet*_v7) stands in where timing
-// fails, while a CUDA graph records, or with ESPRESSO_CONV_AUTOTUNE=0.
-// Either way deterministic algorithms (no atomics: the same gradients every run) are preferred
-// over faster ones that are not, unless ESPRESSO_CONV_DETERMINISTIC=0. The workspace is the
+// on tensor cores from batch 128 only) times the candidates once per problem with
+// cudnnFind*AlgorithmEx on scratch buffers and a workspace of at most kMaxWorkspaceBytes, and
+// remembers the fastest per device model, cuDNN version, shape, data type and math: for the process,
+// and on disk (TacticCache "cudnn-algorithms.txt"), so that the next process skips the timing. cuDNN's
+// heuristic ranking (cudnnGet*_v7) stands in where timing fails, while a CUDA graph records, or with
+// ESPRESSO_CONV_AUTOTUNE=0. Either way deterministic algorithms (no atomics: the same gradients every run)
+// are preferred over faster ones that are not, unless ESPRESSO_CONV_DETERMINISTIC=0. The workspace is the
 // stream's shared one (StreamContext::reserve_workspace).
 #include <algorithm>
 #include <cctype>
@@ -25,8 +25,8 @@
 #include <vector>
 
 #include "backends/cuda/channel_affine.h"
-#include "backends/tactic_cache.h"
 #include "backends/cuda/conv_tactics.h"
+#include "backends/tactic_cache.h"
 #include "espresso/errors.h"
 
 // cuDNN 9 marks this API deprecated in favour of its graph API; it remains supported throughout
@@ -211,8 +211,8 @@ bool backward_data_workspace(cudnnHandle_t handle, const Descriptors& d, cudnnCo
                 "cudnnGetConvolutionBackwardDataWorkspaceSize");
 }
 
-bool backward_filter_workspace(cudnnHandle_t handle, const Descriptors& d, cudnnConvolutionBwdFilterAlgo_t algo,
-                               std::size_t& bytes) {
+bool backward_filter_workspace(cudnnHandle_t handle, const Descriptors& d,
+                               cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
   return accept(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d.x, d.y, d.conv, d.w, algo, &bytes),
                 "cudnnGetConvolutionBackwardFilterWorkspaceSize");
 }
@@ -227,9 +227,10 @@ std::optional<Choice<cudnnConvolutionFwdAlgo_t>> pick_forward(cudnnHandle_t hand
               "cudnnGetConvolutionForwardAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, d.tensor_ops(), [&](const cudnnConvolutionFwdAlgoPerf_t& c, std::size_t& bytes) {
-    return forward_workspace(handle, d, c.algo, bytes);
-  });
+  return pick(ranked, returned, d.tensor_ops(),
+              [&](const cudnnConvolutionFwdAlgoPerf_t& c, std::size_t& bytes) {
+                return forward_workspace(handle, d, c.algo, bytes);
+              });
 }
 
 std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> pick_backward_data(cudnnHandle_t handle,
@@ -243,9 +244,10 @@ std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> pick_backward_data(cudnnHan
               "cudnnGetConvolutionBackwardDataAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, d.tensor_ops(), [&](const cudnnConvolutionBwdDataAlgoPerf_t& c, std::size_t& bytes) {
-    return backward_data_workspace(handle, d, c.algo, bytes);
-  });
+  return pick(ranked, returned, d.tensor_ops(),
+              [&](const cudnnConvolutionBwdDataAlgoPerf_t& c, std::size_t& bytes) {
+                return backward_data_workspace(handle, d, c.algo, bytes);
+              });
 }
 
 std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> pick_backward_filter(cudnnHandle_t handle,
@@ -259,10 +261,10 @@ std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> pick_backward_filter(cudn
               "cudnnGetConvolutionBackwardFilterAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(
-      ranked, returned, d.tensor_ops(), [&](const cudnnConvolutionBwdFilterAlgoPerf_t& c, std::size_t& bytes) {
-        return backward_filter_workspace(handle, d, c.algo, bytes);
-      });
+  return pick(ranked, returned, d.tensor_ops(),
+              [&](const cudnnConvolutionBwdFilterAlgoPerf_t& c, std::size_t& bytes) {
+                return backward_filter_workspace(handle, d, c.algo, bytes);
+              });
 }
 
 // Choosing by timing -------------------------------------------------------------------------------
@@ -275,7 +277,8 @@ bool capturing(const StreamContext& context) {
   return status != cudaStreamCaptureStatusNone;
 }
 
-// The device model and cuDNN version a timing holds for, as one word: "cudnn91400/NVIDIA_H100_80GB_HBM3/sm90".
+// The device model and cuDNN version a timing holds for, as one word:
+// "cudnn91400/NVIDIA_H100_80GB_HBM3/sm90".
 std::string device_identity(int device) {
   static std::mutex mutex;
   static auto* identities = new std::map<int, std::string>;  // never destroyed, like the pool
@@ -285,7 +288,8 @@ std::string device_identity(int device) {
     cudaDeviceProp properties{};
     ESPRESSO_CUDA_CHECK(cudaGetDeviceProperties(&properties, device));
     std::string name = properties.name;
-    std::replace_if(name.begin(), name.end(), [](unsigned char c) { return !std::isalnum(c) && c != '-'; }, '_');
+    std::replace_if(
+        name.begin(), name.end(), [](unsigned char c) { return !std::isalnum(c) && c != '-'; }, '_');
     it->second = "cudnn" + std::to_string(cudnnGetVersion()) + "/" + name + "/sm" +
                  std::to_string(properties.major * 10 + properties.minor);
   }
@@ -301,9 +305,9 @@ std::string tuning_key(PassKind pass, const ConvProblem& p, DType dtype, bool te
     key += ',';
   };
   for (const std::int64_t value :
-       {static_cast<std::int64_t>(pass), static_cast<std::int64_t>(dtype),
-        std::int64_t{tensor_ops}, std::int64_t{env_off("ESPRESSO_CONV_DETERMINISTIC")}, p.batch,
-        p.in_channels, p.out_channels, p.group}) {
+       {static_cast<std::int64_t>(pass), static_cast<std::int64_t>(dtype), std::int64_t{tensor_ops},
+        std::int64_t{env_off("ESPRESSO_CONV_DETERMINISTIC")}, p.batch, p.in_channels, p.out_channels,
+        p.group}) {
     add(value);
   }
   for (const auto* axes : {&p.in, &p.out, &p.kernel, &p.stride, &p.pad, &p.dilation}) {
@@ -380,8 +384,8 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
     const long algo = std::strtol(stored->c_str(), &end, 10);
     const long math = *end == '/' ? std::strtol(end + 1, &end, 10) : -1;
     std::size_t bytes = 0;
-    if (*end == '\0' && algo >= 0 && algo < kAlgorithms && math >= CUDNN_DEFAULT_MATH && math <= CUDNN_FMA_MATH &&
-        workspace(static_cast<Algo>(algo), bytes) && bytes <= kMaxWorkspaceBytes) {
+    if (*end == '\0' && algo >= 0 && algo < kAlgorithms && math >= CUDNN_DEFAULT_MATH &&
+        math <= CUDNN_FMA_MATH && workspace(static_cast<Algo>(algo), bytes) && bytes <= kMaxWorkspaceBytes) {
       const Choice<Algo> choice{static_cast<Algo>(algo), bytes, static_cast<cudnnMathType_t>(math), true};
       const std::lock_guard lock(remembered_mutex());
       remembered<Algo>().emplace(key, choice);
@@ -416,7 +420,8 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
 }
 
 std::optional<Choice<cudnnConvolutionFwdAlgo_t>> choose_forward(const ConvProblem& p, DType dtype,
-                                                                const Descriptors& d, StreamContext& context) {
+                                                                const Descriptors& d,
+                                                                StreamContext& context) {
   cudnnHandle_t handle = context.cudnn();
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &count));
@@ -427,7 +432,9 @@ std::optional<Choice<cudnnConvolutionFwdAlgo_t>> choose_forward(const ConvProble
                                                       s.y.get(), requested, &returned, results,
                                                       s.workspace.get(), s.workspace_bytes);
       },
-      [&](cudnnConvolutionFwdAlgo_t algo, std::size_t& bytes) { return forward_workspace(handle, d, algo, bytes); },
+      [&](cudnnConvolutionFwdAlgo_t algo, std::size_t& bytes) {
+        return forward_workspace(handle, d, algo, bytes);
+      },
       [&] { return pick_forward(handle, d); });
 }
 

@@ -197,8 +197,8 @@ class PointwiseGradients final : public ConvGradients {
     ones_ = allocate(static_cast<std::size_t>(chunk_) * sizeof(float), context.device(),
                      "the filter gradient sums of layer '" + p.owner + "'");
     const std::vector<float> ones(static_cast<std::size_t>(chunk_), 1.0f);
-    ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(ones_.get(), ones.data(), ones.size() * sizeof(float), cudaMemcpyHostToDevice,
-                                        context.stream()));
+    ESPRESSO_CUDA_CHECK(cudaMemcpyAsync(ones_.get(), ones.data(), ones.size() * sizeof(float),
+                                        cudaMemcpyHostToDevice, context.stream()));
     ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(context.stream()));  // before `ones` goes
   }
 
@@ -206,17 +206,17 @@ class PointwiseGradients final : public ConvGradients {
   void forward_add(const float* x, const float* w, float* y) override {
     const float one = 1.0f;
     // y_nᵀ (positions x out) += x_nᵀ (positions x in) · wᵀ (in x out), every image at once.
-    ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, positions_, out_, in_, &one, x,
-                                                  positions_, image(in_), w, in_, 0, &one, y, positions_, image(out_),
-                                                  batch_));
+    ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, positions_, out_, in_,
+                                                  &one, x, positions_, image(in_), w, in_, 0, &one, y,
+                                                  positions_, image(out_), batch_));
   }
 
   void data_add(const float* w, const float* dy, float* dx) override {
     const float one = 1.0f;
     // dx_nᵀ (positions x in) += dy_nᵀ (positions x out) · w (out x in).
-    ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(cublas_, CUBLAS_OP_N, CUBLAS_OP_T, positions_, in_, out_, &one, dy,
-                                                  positions_, image(out_), w, in_, 0, &one, dx, positions_, image(in_),
-                                                  batch_));
+    ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(cublas_, CUBLAS_OP_N, CUBLAS_OP_T, positions_, in_, out_,
+                                                  &one, dy, positions_, image(out_), w, in_, 0, &one, dx,
+                                                  positions_, image(in_), batch_));
   }
 
   void filter_add(const float* x, const float* dy, float* dw) override {

@@ -104,7 +104,8 @@ class FusingConvolution : public CudaKernel {
   const float* tactic_bias() const { return epilogue_.active() ? nullptr : bias_; }
   void finish(void* y) {
     if (epilogue_.active())
-      channel_epilogue(context_, dtype_, y, bias_, epilogue_, {problem_.batch, problem_.out_channels, problem_.out_spatial()});
+      channel_epilogue(context_, dtype_, y, bias_, epilogue_,
+                       {problem_.batch, problem_.out_channels, problem_.out_spatial()});
   }
 
   ConvProblem problem_;

@@ -2,11 +2,12 @@
 // gathered while loading tiles, never stored; split along k where the output has too few tiles to fill a
 // GPU) for every configuration, and a direct kernel for depthwise convolutions, where a GEMM of one output
 // channel per group would leave the tiles almost empty. Deconvolution: a direct kernel.
+#include "layers/convolution.h"
+
 #include <limits>
 #include <string>
 
 #include "backends/vulkan/kernels.h"
-#include "layers/convolution.h"
 #include "layers/deconvolution.h"
 
 namespace espresso::vulkan {
@@ -74,7 +75,8 @@ class GemmConvolution final : public FusingConvolution {
     }
   }
   bool fuse_residual(const Tensor& residual) override {
-    if (residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity || residual.dtype() != DType::f32)
+    if (residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
+        residual.dtype() != DType::f32)
       return false;
     residual_ = buffer(residual);
     return true;
@@ -99,14 +101,21 @@ class GemmConvolution final : public FusingConvolution {
     params_.lo = lo_;
     params_.hi = hi_;
     params_.has_residual = residual_.address != nullptr ? 1u : 0u;
-    context_.dispatch("convolution", {buffer(inputs[0]), buffer(weights_), bias, split ? buffer(partial_) : out, residual},
-                      params_, groups(columns_, 64), groups(params_.group_out, 64), group_ * params_.k_splits);
+    context_.dispatch(
+        "convolution", {buffer(inputs[0]), buffer(weights_), bias, split ? buffer(partial_) : out, residual},
+        params_, groups(columns_, 64), groups(params_.group_out, 64), group_ * params_.k_splits);
     if (!split) return;
     struct {
       std::uint32_t n, channels, plane, splits, has_bias, has_residual;
       float lo, hi;
-    } sum{u32(outputs[0].numel()), params_.out_c,        params_.out_h * params_.out_w, params_.k_splits,
-          params_.has_bias,        params_.has_residual, lo_,                           hi_};
+    } sum{u32(outputs[0].numel()),
+          params_.out_c,
+          params_.out_h * params_.out_w,
+          params_.k_splits,
+          params_.has_bias,
+          params_.has_residual,
+          lo_,
+          hi_};
     context_.dispatch("split_sum", {buffer(partial_), bias, out, residual}, sum, groups(outputs[0].numel()));
   }
   const char* name() const override {
