@@ -106,6 +106,18 @@ LayerSpec conv_layer(const std::string& name, const std::string& input, const st
   return s;
 }
 
+namespace {
+
+// Random weights and bias for a square-kernel Convolution of `in` input channels.
+void set_random_conv_weights(LayerSpec& spec, std::int64_t in, std::mt19937& rng) {
+  const std::int64_t outputs = spec.attrs.get_int("num_output", 0), side = spec.attrs.get_int("kernel", 1);
+  spec.weights = {Tensor::from(Shape{outputs, in, side, side},
+                               random_values(rng, static_cast<std::size_t>(outputs * in * side * side))),
+                  Tensor::from(Shape{outputs}, random_values(rng, static_cast<std::size_t>(outputs)))};
+}
+
+}  // namespace
+
 Graph residual_block() {
   Graph g;
   g.inputs = {{"data", Shape{2, 8, 13, 11}}};
@@ -124,11 +136,7 @@ Graph residual_block() {
               clip};
   std::mt19937 rng(7);
   for (LayerSpec& spec : g.layers) {
-    if (spec.type != "Convolution") continue;
-    const std::int64_t outputs = spec.attrs.get_int("num_output", 0);
-    const std::vector<float> w = random_values(rng, static_cast<std::size_t>(outputs * 8 * 9));
-    spec.weights = {Tensor::from(Shape{outputs, 8, 3, 3}, w),
-                    Tensor::from(Shape{outputs}, random_values(rng, static_cast<std::size_t>(outputs)))};
+    if (spec.type == "Convolution") set_random_conv_weights(spec, 8, rng);
   }
   g.outputs = {"out"};
   return g;
@@ -147,12 +155,7 @@ Graph shortcut_block() {
               layer("relu2", "ReLU", {"sum"}, {"out"})};
   std::mt19937 rng(9);
   for (LayerSpec& spec : g.layers) {
-    if (spec.type != "Convolution") continue;
-    const std::int64_t outputs = spec.attrs.get_int("num_output", 0), side = spec.attrs.get_int("kernel", 1);
-    const std::int64_t in = spec.name == "conv2" ? 6 : 8;
-    spec.weights = {Tensor::from(Shape{outputs, in, side, side},
-                                 random_values(rng, static_cast<std::size_t>(outputs * in * side * side))),
-                    Tensor::from(Shape{outputs}, random_values(rng, static_cast<std::size_t>(outputs)))};
+    if (spec.type == "Convolution") set_random_conv_weights(spec, spec.name == "conv2" ? 6 : 8, rng);
   }
   g.outputs = {"out"};
   return g;
