@@ -292,35 +292,44 @@ TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
   EXPECT_EQ(fused["add"], "fused into shortcut");
   EXPECT_EQ(fused["relu2"], "fused into shortcut");
 
-  // Batch 1, 256 channels of 5 x 5: the 3 x 3 convolution splits k; then a depthwise one and a ReLU6.
-  Graph g;
-  g.inputs = {{"data", Shape{1, 256, 5, 5}}};
-  LayerSpec skip = testing::conv_layer("skip", "data", "s", 40, 1, 0, 1);
-  skip.weights = {random_tensor(Shape{40, 256, 1, 1}, 41), random_tensor(Shape{40}, 42)};
-  LayerSpec conv = testing::conv_layer("conv", "data", "c", 40, 3, 1, 1);
-  conv.weights = {random_tensor(Shape{40, 256, 3, 3}, 43), random_tensor(Shape{40}, 44)};
-  LayerSpec add = testing::layer("add", "Binary", {"c", "s"}, {"sum"});
-  add.attrs.set("operation", std::string("add"));
-  LayerSpec depthwise = with_attrs(testing::conv_layer("depthwise", "r", "d", 40, 3, 1, 1), {{"group", 40}});
-  depthwise.weights = {random_tensor(Shape{40, 1, 3, 3}, 45), random_tensor(Shape{40}, 46)};
-  LayerSpec clip = testing::layer("clip", "Activation", {"d"}, {"out"});
-  clip.attrs.set("function", std::string("clip"));
-  clip.attrs.set("min", 0.0);
-  clip.attrs.set("max", 6.0);
-  g.layers = {skip, conv, add, testing::layer("relu", "ReLU", {"sum"}, {"r"}), depthwise, clip};
-  g.outputs = {"out"};
-  const Tensor deep = random_tensor(Shape{1, 256, 5, 5}, 47);
-  Net split(g, vulkan_options);
-  const auto expected = Net(g, reference_options).forward({{"data", deep}}).at("out").to_vector();
-  // Sums of 2,304 products in another order than the reference's: about 1e-5 apart.
-  EXPECT_LE(relative_error(split.forward({{"data", deep}}).at("out").to(Device::cpu()).to_vector(), expected),
-            3e-5);
-  std::map<std::string, std::string> kernel;
-  for (const LayerSummary& row : split.summary()) kernel[row.name] = row.kernel;
-  EXPECT_EQ(kernel["conv"], "vulkan implicit-gemm split-k");
-  EXPECT_EQ(kernel["add"], "fused into conv");
-  EXPECT_EQ(kernel["relu"], "fused into conv");
-  EXPECT_EQ(kernel["clip"], "fused into depthwise");
+  // Batch 1, 256 channels of 5 x 5: the 3 x 3 convolution splits k; then a depthwise one and a ReLU6. The
+  // Add runs in place on its first operand: with (c, s) the split convolution adds the residual as it sums
+  // its partial sums up, with (s, c) it accumulates into s's memory.
+  for (const bool residual_first : {false, true}) {
+    SCOPED_TRACE(residual_first ? "add(s, c)" : "add(c, s)");
+    Graph g;
+    g.inputs = {{"data", Shape{1, 256, 5, 5}}};
+    LayerSpec skip = testing::conv_layer("skip", "data", "s", 40, 1, 0, 1);
+    skip.weights = {random_tensor(Shape{40, 256, 1, 1}, 41), random_tensor(Shape{40}, 42)};
+    LayerSpec conv = testing::conv_layer("conv", "data", "c", 40, 3, 1, 1);
+    conv.weights = {random_tensor(Shape{40, 256, 3, 3}, 43), random_tensor(Shape{40}, 44)};
+    LayerSpec add = testing::layer("add", "Binary", residual_first ? std::vector<std::string>{"s", "c"}
+                                                                   : std::vector<std::string>{"c", "s"},
+                                   {"sum"});
+    add.attrs.set("operation", std::string("add"));
+    LayerSpec depthwise = with_attrs(testing::conv_layer("depthwise", "r", "d", 40, 3, 1, 1), {{"group", 40}});
+    depthwise.weights = {random_tensor(Shape{40, 1, 3, 3}, 45), random_tensor(Shape{40}, 46)};
+    LayerSpec clip = testing::layer("clip", "Activation", {"d"}, {"out"});
+    clip.attrs.set("function", std::string("clip"));
+    clip.attrs.set("min", 0.0);
+    clip.attrs.set("max", 6.0);
+    g.layers = {skip, conv, add, testing::layer("relu", "ReLU", {"sum"}, {"r"}), depthwise, clip};
+    g.outputs = {"out"};
+    const Tensor deep = random_tensor(Shape{1, 256, 5, 5}, 47);
+    Net split(g, vulkan_options);
+    const auto expected = Net(g, reference_options).forward({{"data", deep}}).at("out").to_vector();
+    // Sums of 2,304 products in another order than the reference's: about 1e-5 apart.
+    for (int run = 0; run < 2; ++run) {
+      EXPECT_LE(relative_error(split.forward({{"data", deep}}).at("out").to(Device::cpu()).to_vector(), expected),
+                3e-5);
+    }
+    std::map<std::string, std::string> kernel;
+    for (const LayerSummary& row : split.summary()) kernel[row.name] = row.kernel;
+    EXPECT_EQ(kernel["conv"], "vulkan implicit-gemm split-k");
+    EXPECT_EQ(kernel["add"], "fused into conv");
+    EXPECT_EQ(kernel["relu"], "fused into conv");
+    EXPECT_EQ(kernel["clip"], "fused into depthwise");
+  }
 }
 
 #ifdef ESPRESSO_TEST_VULKAN_INTERNALS
