@@ -178,8 +178,7 @@ TEST(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) {
   EXPECT_LE(normalized_error(expect, got), 1e-5);
   if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: the fused GEMM path is not used";
   testing::expect_residual_block_fused(fast.summary());
-  std::map<std::string, std::string> kernel;
-  for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+  auto kernel = testing::kernels_by_layer(fast.summary());
   EXPECT_NE(kernel["conv2"].find("+add+relu"), std::string::npos) << kernel["conv2"];
 }
 
@@ -229,8 +228,7 @@ TEST(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
   const std::vector<float> again = fast.forward({{"data", input}}).at("out").to_vector();
   EXPECT_EQ(again, got);
   if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: the fused GEMM path is not used";
-  std::map<std::string, std::string> kernel;
-  for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+  auto kernel = testing::kernels_by_layer(fast.summary());
   EXPECT_EQ(kernel["add"], "fused into project");
   EXPECT_EQ(kernel["relu"], "fused into project");
   EXPECT_NE(kernel["project"].find("+add+relu"), std::string::npos) << kernel["project"];
@@ -296,8 +294,7 @@ TEST(CpuFusion, BatchNormFoldsIntoTheConvolutionAndMatchesTheReference) {
   std::vector<double> expect(want.begin(), want.end());
   EXPECT_LE(normalized_error(expect, got), 1e-5);
   if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: the fused GEMM path is not used";
-  std::map<std::string, std::string> kernel;
-  for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+  auto kernel = testing::kernels_by_layer(fast.summary());
   EXPECT_EQ(kernel["bn"], "fused into conv");
   EXPECT_EQ(kernel["relu"], "fused into conv");
   EXPECT_NE(kernel["conv"].find("+batchnorm+relu"), std::string::npos) << kernel["conv"];
@@ -340,8 +337,7 @@ TEST(CpuFusion, MaxPoolingFusesIntoTheConvolutionBeforeIt) {
     ASSERT_EQ(want.size(), got.size());
     EXPECT_LE(normalized_error(std::vector<double>(want.begin(), want.end()), got), 1e-5);
     if (!cpu::fast_gemm_available()) continue;
-    std::map<std::string, std::string> kernel;
-    for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+    auto kernel = testing::kernels_by_layer(fast.summary());
     EXPECT_EQ(kernel["pool"], "fused into conv");
     EXPECT_NE(kernel["conv"].find("+relu+maxpool"), std::string::npos) << kernel["conv"];
   }

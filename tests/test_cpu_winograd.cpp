@@ -170,8 +170,7 @@ TEST(CpuWinograd, ForcedInNetsWithFusedStepsMatchesTheReference) {
   std::mt19937 rng(4);
   const Tensor input = Tensor::from(Shape{2, 9, 13, 11}, random_values(rng, 2 * 9 * 13 * 11));
   EXPECT_LE(error_against(reference_output(g, input), run_net(fast, input)), kWinogradTolerance);
-  std::map<std::string, std::string> kernel;
-  for (const LayerSummary& row : fast.summary()) kernel[row.name] = row.kernel;
+  auto kernel = testing::kernels_by_layer(fast.summary());
   EXPECT_EQ(kernel["conv1"].rfind("winograd-f4x4-", 0), 0u) << kernel["conv1"];
   EXPECT_NE(kernel["conv1"].find("+batchnorm+relu"), std::string::npos) << kernel["conv1"];
   EXPECT_NE(kernel["conv2"].find("+add+relu"), std::string::npos) << kernel["conv2"];
@@ -183,8 +182,7 @@ TEST(CpuWinograd, ForcedGemmKeepsTheWindowsGemm) {
   if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: the packed GEMM is not used";
   const ScopedEnv force("ESPRESSO_CONV_TACTIC", "gemm");
   Net net(winograd_block(10, 2));
-  std::map<std::string, std::string> kernel;
-  for (const LayerSummary& row : net.summary()) kernel[row.name] = row.kernel;
+  auto kernel = testing::kernels_by_layer(net.summary());
   EXPECT_EQ(kernel["conv1"].rfind("window-packed-gemm-", 0), 0u) << kernel["conv1"];
 }
 
@@ -215,8 +213,7 @@ TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
       << lines[0];
   const std::string chosen = lines[0].substr(lines[0].rfind(' ') + 1);
   EXPECT_TRUE(chosen == "gemm" || chosen == "winograd") << chosen;
-  std::map<std::string, std::string> kernel;
-  for (const LayerSummary& row : first.summary()) kernel[row.name] = row.kernel;
+  auto kernel = testing::kernels_by_layer(first.summary());
   EXPECT_EQ(kernel["conv1"].rfind(chosen == "winograd" ? "winograd-" : "window-packed-gemm-", 0), 0u)
       << kernel["conv1"];
   // The same shape again: no new measurement.
@@ -229,8 +226,7 @@ TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
     std::ofstream(cache, std::ios::app) << cpu::tactic_context() << "|conv3x3s1|n2|c" << channels << "|k" << channels
                                         << "|13x11|pad1x1 " << forced << "\n";
     Net net(winograd_block(channels, 5));
-    kernel.clear();
-    for (const LayerSummary& row : net.summary()) kernel[row.name] = row.kernel;
+    kernel = testing::kernels_by_layer(net.summary());
     EXPECT_EQ(kernel["conv2"].rfind(forced == std::string("winograd") ? "winograd-" : "window-packed-gemm-", 0), 0u)
         << kernel["conv2"];
   }

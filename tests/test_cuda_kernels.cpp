@@ -180,8 +180,7 @@ TEST(CudaFusion, ResidualAddAndClampsFuseIntoConvolutions) {
       if (precision == Precision::fp32) {
         testing::expect_residual_block_fused(net.summary());
       } else {  // the Add's other operand, the net's input, stays fp32: only the clamps fuse
-        std::map<std::string, std::string> kernel;
-        for (const LayerSummary& row : net.summary()) kernel[row.name] = row.kernel;
+        auto kernel = testing::kernels_by_layer(net.summary());
         EXPECT_EQ(kernel["relu1"], "fused into conv1");
         EXPECT_EQ(kernel["clip"], "fused into conv3");
       }
@@ -195,8 +194,7 @@ TEST(CudaFusion, ResidualAddAndClampsFuseIntoConvolutions) {
       const Tensor out = net.forward({{"data", input}}).at("out").to(Device::cpu());
       EXPECT_LE(normalized_error(expected, out.to_vector()), 1e-5);
     }
-    std::map<std::string, std::string> fused;
-    for (const LayerSummary& row : net.summary()) fused[row.name] = row.kernel;
+    auto fused = testing::kernels_by_layer(net.summary());
     EXPECT_EQ(fused["add"], "fused into shortcut");
     EXPECT_EQ(fused["relu2"], "fused into shortcut");
   }

@@ -161,9 +161,14 @@ Graph shortcut_block() {
   return g;
 }
 
-void expect_residual_block_fused(const std::vector<LayerSummary>& summary) {
+std::map<std::string, std::string> kernels_by_layer(const std::vector<LayerSummary>& summary) {
   std::map<std::string, std::string> kernel;
   for (const LayerSummary& row : summary) kernel[row.name] = row.kernel;
+  return kernel;
+}
+
+void expect_residual_block_fused(const std::vector<LayerSummary>& summary) {
+  auto kernel = kernels_by_layer(summary);
   EXPECT_EQ(kernel["relu1"], "fused into conv1");
   EXPECT_EQ(kernel["add"], "fused into conv2");
   EXPECT_EQ(kernel["relu2"], "fused into conv2");

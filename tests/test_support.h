@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -115,6 +116,9 @@ inline double normalized_error(const std::vector<double>& reference, const std::
     worst = std::max(worst, std::abs(reference[i] - static_cast<double>(got[i])));
   return worst / scale;
 }
+
+// Each layer's kernel by layer name, from Net::summary().
+std::map<std::string, std::string> kernels_by_layer(const std::vector<LayerSummary>& summary);
 
 // A residual block with the steps inference fuses into convolutions (Net's fuse_steps): conv1 → relu1,
 // conv2 → add (of the input) → relu2, conv3 (stride 2) → clip(0, 6); random weights, input [2, 8, 13, 11].

@@ -287,8 +287,7 @@ TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
                              expected_sum),
               1e-5);
   }
-  std::map<std::string, std::string> fused;
-  for (const LayerSummary& row : downsampling.summary()) fused[row.name] = row.kernel;
+  auto fused = testing::kernels_by_layer(downsampling.summary());
   EXPECT_EQ(fused["add"], "fused into shortcut");
   EXPECT_EQ(fused["relu2"], "fused into shortcut");
 
@@ -323,8 +322,7 @@ TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
       EXPECT_LE(relative_error(split.forward({{"data", deep}}).at("out").to(Device::cpu()).to_vector(), expected),
                 3e-5);
     }
-    std::map<std::string, std::string> kernel;
-    for (const LayerSummary& row : split.summary()) kernel[row.name] = row.kernel;
+    auto kernel = testing::kernels_by_layer(split.summary());
     EXPECT_EQ(kernel["conv"], "vulkan implicit-gemm split-k");
     EXPECT_EQ(kernel["add"], "fused into conv");
     EXPECT_EQ(kernel["relu"], "fused into conv");
