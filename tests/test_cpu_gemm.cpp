@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <random>
+#include <span>
 
 #include "backends/cpu/gemm.h"
 #include "core/parallel.h"
@@ -34,14 +35,19 @@ TEST(CpuGemm, MatchesNaiveDoubleOnRandomShapes) {
     const float alpha = pick(rng, 0, 1) ? 1.0f : 0.75f;
     const float beta = pick(rng, 0, 2) == 0 ? 0.5f : 0.0f;
     const std::int64_t lda = (ta ? m : k) + pick(rng, 0, 3), ldb = (tb ? k : n) + pick(rng, 0, 3);
-    const std::int64_t ldc = n + pick(rng, 0, 3);
+    // Streaming stores (bypass_cache) need 64-byte aligned rows: C in a Tensor's aligned memory, its
+    // rows padded to 16 floats.
+    const bool bypass_cache = pick(rng, 0, 1) == 1;
+    const std::int64_t ldc = bypass_cache ? (n + 15) / 16 * 16 : n + pick(rng, 0, 3);
     const std::vector<float> a = random_values(rng, static_cast<std::size_t>((ta ? k : m) * lda + 1));
     const std::vector<float> b = random_values(rng, static_cast<std::size_t>((tb ? n : k) * ldb + 1));
-    std::vector<float> c = random_values(rng, static_cast<std::size_t>(m * ldc));
+    Tensor c_memory = Tensor::from(Shape{m * ldc}, random_values(rng, static_cast<std::size_t>(m * ldc)));
+    const std::span<float> c(c_memory.data<float>(), static_cast<std::size_t>(m * ldc));
     const std::vector<float> row_bias = random_values(rng, static_cast<std::size_t>(m));
     const std::vector<float> col_bias = random_values(rng, static_cast<std::size_t>(n));
     const std::vector<float> residual = random_values(rng, static_cast<std::size_t>(m * n));
     GemmEpilogue e;
+    e.bypass_cache = bypass_cache;
     if (pick(rng, 0, 1)) e.row_bias = row_bias.data();
     if (pick(rng, 0, 3) == 0) e.col_bias = col_bias.data();
     if (pick(rng, 0, 1)) {
@@ -83,7 +89,7 @@ TEST(CpuGemm, MatchesNaiveDoubleOnRandomShapes) {
       std::copy_n(c.begin() + i * ldc, n, got.begin() + i * n);
     EXPECT_LE(normalized_error(expect, got), 1e-5)
         << "m " << m << " n " << n << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta << " isa "
-        << cpu::fast_gemm_isa();
+        << cpu::fast_gemm_isa() << " bypass_cache " << bypass_cache;
   }
 }
 

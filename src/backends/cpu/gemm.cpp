@@ -28,6 +28,10 @@ constexpr int kRows512 = 12;                // MR of the AVX-512 one (24 of 32 r
 constexpr std::int64_t kDepthBlock = 256;   // KC
 constexpr std::int64_t kColumnBlock = 384;  // NC, a multiple of both NRs
 constexpr std::int64_t kMaxColumns = 32;    // the widest NR
+// How far ahead (floats) the micro-kernels prefetch A. Packed panels lie one after another, so this
+// reaches into the next panels: a layer's weights stream from memory at batch 1 (ResNet-18's 9 MiB
+// 3x3 convolutions do not stay in cache), and the hardware prefetcher alone left the kernel waiting.
+constexpr std::int64_t kPrefetchAhead = 768;
 // With at most this many row panels in A, B (a plain matrix: a 1 × 1 convolution's image) is read
 // where it is: each element of a packed copy would be used by only one or two panels, so packing
 // cost about as much as the product (MobileNetV2's and SqueezeNet's narrow projections and squeezes).
@@ -73,6 +77,7 @@ struct TileOps {
   float lo = 0.0f, hi = 0.0f;
   int cols = 32;  // valid columns of the tile (the AVX-512 kernel masks the rest)
   std::int64_t ldb = 0;  // B's row stride when read unpacked; 0: a packed panel (stride NR)
+  bool stream = false;   // whole aligned tile rows stored past the caches (GemmEpilogue::bypass_cache)
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -86,6 +91,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
   for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   const std::int64_t b_step = ops.ldb != 0 ? ops.ldb : 16;
   for (std::int64_t p = 0; p < depth; ++p) {
+    _mm_prefetch(reinterpret_cast<const char*>(a + kPrefetchAhead), _MM_HINT_T0);
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
@@ -129,8 +135,13 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
         v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
       }
     }
-    _mm256_storeu_ps(row, v0);
-    _mm256_storeu_ps(row + 8, v1);
+    if (ops.stream && (reinterpret_cast<std::uintptr_t>(row) & 31) == 0) {
+      _mm256_stream_ps(row, v0);
+      _mm256_stream_ps(row + 8, v1);
+    } else {
+      _mm256_storeu_ps(row, v0);
+      _mm256_storeu_ps(row + 8, v1);
+    }
   }
 }
 
@@ -142,6 +153,7 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
   for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   const std::int64_t b_step = ops.ldb != 0 ? ops.ldb : 32;
   for (std::int64_t p = 0; p < depth; ++p) {
+    _mm_prefetch(reinterpret_cast<const char*>(a + kPrefetchAhead), _MM_HINT_T0);
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 12
@@ -188,8 +200,13 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
         v1 = _mm512_min_ps(_mm512_max_ps(v1, lo), hi);
       }
     }
-    _mm512_mask_storeu_ps(row, m0, v0);
-    _mm512_mask_storeu_ps(row + 16, m1, v1);
+    if (ops.stream && ops.cols == 32 && (reinterpret_cast<std::uintptr_t>(row) & 63) == 0) {
+      _mm512_stream_ps(row, v0);
+      _mm512_stream_ps(row + 16, v1);
+    } else {
+      _mm512_mask_storeu_ps(row, m0, v0);
+      _mm512_mask_storeu_ps(row + 16, m1, v1);
+    }
   }
 }
 #else
@@ -538,6 +555,7 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
       const Kernel kernel = kernel_for(rows);
       ops.cols = static_cast<int>(cols);
       ops.ldb = b_stride;
+      ops.stream = ops.last && e.bypass_cache;
       if (cols == width || isa() == Isa::avx512) {
         kernel(kc, a, panel_b, out, pr.ldc, ops);
       } else {
@@ -545,6 +563,8 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
       }
     }
   }
+  // Streaming stores are weakly ordered: visible to the threads that read C next only after a fence.
+  if (e.bypass_cache && pc + kc >= k) _mm_sfence();
 }
 
 // One thread, C's columns [col0, col1) (all of them by default): B packed block by block (a block

@@ -26,6 +26,9 @@ struct GemmEpilogue {
   std::int64_t ldr = 0;
   float lo = -std::numeric_limits<float>::infinity();
   float hi = std::numeric_limits<float>::infinity();
+  // C's finished tiles written with streaming stores, past the caches: for a layer whose output is far
+  // larger than the caches, so that writing it does not first read every line of it from memory.
+  bool bypass_cache = false;
 };
 
 // The left operand A (m × k) of C = A · B, scaled by alpha, cut into k-blocks and 6- or 12-row panels in
