@@ -202,8 +202,8 @@ TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
   if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: no tactic to choose";
   const ScopedEnv unforced("ESPRESSO_CONV_TACTIC", nullptr);
   testing::TempDir dir;
-  const std::string cache = dir.file("tactics.txt");
-  const ScopedEnv file("ESPRESSO_CPU_TACTIC_CACHE", cache.c_str());
+  const std::string cache = dir.file("cpu-convolution-tactics.txt");
+  const ScopedEnv folder("ESPRESSO_TACTIC_CACHE", dir.path().c_str());
   // A shape no other test uses: measured, and written to the file (both convolutions share it).
   Net first(winograd_block(11, 3));
   first.summary();

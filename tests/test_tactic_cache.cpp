@@ -1,5 +1,6 @@
-// The on-disk cache of timed choices (backends/tactic_cache.h) the cuDNN algorithms go through: what
-// one process stores the next reads, and a damaged or unwritable file only means timing again.
+// The on-disk cache of timed choices (backends/tactic_cache.h) the cuDNN algorithms and the CPU's
+// convolution tactics go through: what one process stores the next reads, and a damaged or
+// unwritable file only means timing again.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -26,6 +27,18 @@ TEST(TacticCache, ChoicesSurviveTheProcessAndLaterLinesWin) {
   EXPECT_EQ(reread.find("cudnn/H100/0,1,2,"), "7");
   EXPECT_EQ(reread.find("cudnn/H100/0,1,3,"), "1");
   EXPECT_FALSE(reread.find("cudnn/H100/0,1,4,").has_value());
+}
+
+// Two processes timing different layers of the same model at once: each finds what the other stored.
+TEST(TacticCache, AKeyAnotherProcessStoredMeanwhileIsFound) {
+  testing::TempDir dir;
+  const std::filesystem::path file = std::filesystem::path(dir.path()) / "choices.txt";
+  TacticCache mine(file), theirs(file);
+  mine.store("a", "1");
+  EXPECT_FALSE(theirs.find("b").has_value());
+  theirs.store("b", "2");
+  EXPECT_EQ(mine.find("b"), "2");
+  EXPECT_EQ(theirs.find("a"), "1");
 }
 
 TEST(TacticCache, DamagedLinesAndWhiteSpaceAreIgnored) {

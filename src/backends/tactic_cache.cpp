@@ -4,6 +4,9 @@
 #include <cctype>
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <sstream>
 
 namespace espresso {
@@ -30,11 +33,19 @@ std::filesystem::path tactic_cache_file(const std::string& name) {
   return dir.empty() ? dir : dir / name;
 }
 
+TacticCache& tactic_cache(const std::string& name) {
+  static std::mutex mutex;
+  static std::map<std::filesystem::path, std::unique_ptr<TacticCache>> caches;
+  const std::filesystem::path file = tactic_cache_file(name);
+  const std::lock_guard lock(mutex);
+  std::unique_ptr<TacticCache>& cache = caches[file];
+  if (!cache) cache = std::make_unique<TacticCache>(file);
+  return *cache;
+}
+
 TacticCache::TacticCache(std::filesystem::path file) : file_(std::move(file)) {}
 
-void TacticCache::load() {
-  if (loaded_) return;
-  loaded_ = true;
+void TacticCache::read_file() {
   if (file_.empty()) return;
   std::ifstream in(file_);
   std::string line;
@@ -47,16 +58,18 @@ void TacticCache::load() {
 
 std::optional<std::string> TacticCache::find(const std::string& key) {
   const std::lock_guard lock(mutex_);
-  load();
-  const auto it = entries_.find(key);
-  if (it == entries_.end()) return std::nullopt;
+  auto it = entries_.find(key);
+  if (it == entries_.end()) {
+    read_file();
+    it = entries_.find(key);
+    if (it == entries_.end()) return std::nullopt;
+  }
   return it->second;
 }
 
 void TacticCache::store(const std::string& key, const std::string& value) {
   if (!storable(key) || !storable(value)) return;
   const std::lock_guard lock(mutex_);
-  load();
   entries_[key] = value;
   if (file_.empty()) return;
   std::error_code error;

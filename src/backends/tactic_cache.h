@@ -19,22 +19,27 @@ std::filesystem::path backend_cache_directory(const char* override_variable);
 // The file `name` in backend_cache_directory("ESPRESSO_TACTIC_CACHE"); empty when there is no such folder.
 std::filesystem::path tactic_cache_file(const std::string& name);
 
+class TacticCache;
+// The process's cache of tactic_cache_file(name), one per path: the folder is looked up at each call,
+// so a process that changes ESPRESSO_TACTIC_CACHE gets the new folder's choices.
+TacticCache& tactic_cache(const std::string& name);
+
 class TacticCache {
  public:
   // Read at the first lookup; an empty path keeps the choices in memory only.
   explicit TacticCache(std::filesystem::path file);
 
+  // A key not known yet is looked for in the file again: another process may have added it meanwhile.
   std::optional<std::string> find(const std::string& key);
   // Keys and values must not contain white space; others are not stored.
   void store(const std::string& key, const std::string& value);
   const std::filesystem::path& file() const { return file_; }
 
  private:
-  void load();
+  void read_file();
 
   std::filesystem::path file_;
   std::mutex mutex_;
-  bool loaded_ = false;
   std::map<std::string, std::string> entries_;
 };
 

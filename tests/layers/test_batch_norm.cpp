@@ -67,49 +67,63 @@ TEST(Layers, BatchNormTrainingWithGlobalStats) {
 }
 
 // Training: each channel normalized by its own batch mean and biased variance, whatever is stored.
+LayerCase batch_statistics_case(Rng& rng, const Shape& shape) {
+  LayerCase c;
+  c.spec.type = "BatchNorm";
+  c.spec.attrs.set("eps", rng.uniform(1e-3, 1e-1));
+  c.input_shapes = {shape};
+  const auto channels = static_cast<std::size_t>(shape[1]);
+  c.weights = {rng.values(channels), rng.values(channels, 0.1, 1.0), {1.0}};
+  return c;
+}
+
+std::vector<Values> batch_statistics_naive(const LayerCase& c, const std::vector<Values>& in,
+                                           const std::vector<Values>&) {
+  const Shape& s = c.input_shapes[0];
+  const double eps = static_cast<float>(c.spec.attrs.get_float("eps", 1e-5));
+  const std::int64_t channels = s[1], inner = product(s, 2, s.rank());
+  Values y(in[0].size());
+  for (std::int64_t ch = 0; ch < channels; ++ch) {
+    auto at = [&](std::int64_t n, std::int64_t j) { return static_cast<std::size_t>((n * channels + ch) * inner + j); };
+    const auto count = static_cast<double>(s[0] * inner);
+    double mean = 0, variance = 0;
+    for (std::int64_t n = 0; n < s[0]; ++n) {
+      for (std::int64_t j = 0; j < inner; ++j) mean += in[0][at(n, j)] / count;
+    }
+    for (std::int64_t n = 0; n < s[0]; ++n) {
+      for (std::int64_t j = 0; j < inner; ++j) {
+        variance += (in[0][at(n, j)] - mean) * (in[0][at(n, j)] - mean) / count;
+      }
+    }
+    for (std::int64_t n = 0; n < s[0]; ++n) {
+      for (std::int64_t j = 0; j < inner; ++j) y[at(n, j)] = (in[0][at(n, j)] - mean) / std::sqrt(variance + eps);
+    }
+  }
+  return {y};
+}
+
 TEST(Layers, BatchNormTraining) {
   run_layer_test({
       .make_case =
           [](Rng& rng) {
-            LayerCase c;
-            c.spec.type = "BatchNorm";
-            c.spec.attrs.set("eps", rng.uniform(1e-3, 1e-1));
             Shape s = random_shape(rng, 2, 4, 6);
             s[0] = std::max<std::int64_t>(s[0], 2);
-            c.input_shapes = {s};
-            const auto channels = static_cast<std::size_t>(s[1]);
-            c.weights = {rng.values(channels), rng.values(channels, 0.1, 1.0), {1.0}};
-            return c;
+            return batch_statistics_case(rng, s);
           },
-      .naive =
-          [](const LayerCase& c, const std::vector<Values>& in, const std::vector<Values>&) {
-            const Shape& s = c.input_shapes[0];
-            const double eps = static_cast<float>(c.spec.attrs.get_float("eps", 1e-5));
-            const std::int64_t channels = s[1], inner = product(s, 2, s.rank());
-            Values y(in[0].size());
-            for (std::int64_t ch = 0; ch < channels; ++ch) {
-              auto at = [&](std::int64_t n, std::int64_t j) {
-                return static_cast<std::size_t>((n * channels + ch) * inner + j);
-              };
-              const auto count = static_cast<double>(s[0] * inner);
-              double mean = 0, variance = 0;
-              for (std::int64_t n = 0; n < s[0]; ++n) {
-                for (std::int64_t j = 0; j < inner; ++j) mean += in[0][at(n, j)] / count;
-              }
-              for (std::int64_t n = 0; n < s[0]; ++n) {
-                for (std::int64_t j = 0; j < inner; ++j) {
-                  variance += (in[0][at(n, j)] - mean) * (in[0][at(n, j)] - mean) / count;
-                }
-              }
-              for (std::int64_t n = 0; n < s[0]; ++n) {
-                for (std::int64_t j = 0; j < inner; ++j) {
-                  y[at(n, j)] = (in[0][at(n, j)] - mean) / std::sqrt(variance + eps);
-                }
-              }
-            }
-            return std::vector<Values>{y};
-          },
+      .naive = batch_statistics_naive,
       .training = true,
+  });
+}
+
+// Channels of ~38k elements: on the GPU several blocks sum each channel (channel_reduce.cuh), in runs
+// that end inside an image's plane.
+TEST(Layers, BatchNormTrainingOnFewWideChannels) {
+  run_layer_test({
+      .make_case = [](Rng& rng) { return batch_statistics_case(rng, Shape{5, 2, 91, 83}); },
+      .naive = batch_statistics_naive,
+      .cases = 2,
+      .training = true,
+      .gradient_cases = 1,
   });
 }
 

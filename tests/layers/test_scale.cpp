@@ -25,6 +25,29 @@ TEST(Layers, Scale) {
   });
 }
 
+// Channels of ~38k elements: on the GPU several blocks sum each channel's parameter gradients
+// (channel_reduce.cuh).
+TEST(Layers, ScaleOnFewWideChannels) {
+  run_layer_test({
+      .make_case =
+          [](Rng&) {
+            LayerCase c;
+            c.spec.type = "Scale";
+            c.spec.attrs.set("bias", std::int64_t{1});
+            c.input_shapes = {Shape{5, 2, 91, 83}};
+            return c;
+          },
+      .naive =
+          [](const LayerCase& c, const std::vector<Values>& in, const std::vector<Values>& w) {
+            return std::vector<Values>{broadcast_naive(c.input_shapes[0], 1, 2, in[0], [&](double x, std::size_t k) {
+              return x * w[0][k] + w[1][k];
+            })};
+          },
+      .cases = 2,
+      .gradient_cases = 1,
+  });
+}
+
 TEST(Layers, ScaleErrors) {
   LayerSpec spec = spec_of("Scale");
   spec.attrs.set("num_axes", std::int64_t{-2});

@@ -1,12 +1,13 @@
 #include "backends/cpu/conv_tactics.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
-#include <map>
-#include <mutex>
 
 #include "backends/cpu/gemm.h"
+#include "backends/tactic_cache.h"
 #include "espresso/errors.h"
 #include "espresso/net.h"
 
@@ -21,46 +22,21 @@ ConvTactic parse_tactic(const std::string& name, const std::string& where) {
   throw UnsupportedError(where + ": unknown CPU convolution tactic '" + name + "' (expected gemm or winograd)");
 }
 
+// The processor's name with its blanks as '_' (keys of the tactic cache hold no white space).
 std::string processor_name() {
   std::ifstream in("/proc/cpuinfo");
-  std::string line;
+  std::string line, name = "unknown processor";
   while (std::getline(in, line)) {
     if (line.rfind("model name", 0) != 0) continue;
     const std::size_t colon = line.find(':');
-    if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    if (colon != std::string::npos) name = line.substr(line.find_first_not_of(' ', colon + 1));
+    break;
   }
-  return "unknown processor";
+  std::replace_if(name.begin(), name.end(), [](unsigned char c) { return std::isspace(c); }, '_');
+  return name;
 }
 
-// The process's choices. The file (if ESPRESSO_CPU_TACTIC_CACHE names one) is read when a key is not
-// known here yet, so choices another process wrote meanwhile are taken too.
-struct Cache {
-  std::mutex mutex;
-  std::map<std::string, ConvTactic> choices;
-};
-
-Cache& cache() {
-  static Cache instance;
-  return instance;
-}
-
-std::string cache_path() {
-  const char* file = std::getenv("ESPRESSO_CPU_TACTIC_CACHE");
-  return file ? file : "";
-}
-
-// Lines "key tactic"; a line the program did not write (hand-edited, cut short) is skipped, and its
-// shape measured again. Later lines win.
-void read_cache_file(const std::string& path, std::map<std::string, ConvTactic>& choices) {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    const std::size_t space = line.rfind(' ');
-    if (space == std::string::npos) continue;
-    const std::string name = line.substr(space + 1);
-    if (name == "gemm" || name == "winograd") choices[line.substr(0, space)] = parse_tactic(name, path);
-  }
-}
+TacticCache& cache() { return tactic_cache("cpu-convolution-tactics.txt"); }
 
 }  // namespace
 
@@ -80,29 +56,13 @@ std::string tactic_context() {
 }
 
 std::optional<ConvTactic> cached_conv_tactic(const std::string& key) {
-  Cache& c = cache();
-  const std::lock_guard lock(c.mutex);
-  auto found = c.choices.find(key);
-  if (found == c.choices.end()) {
-    const std::string path = cache_path();
-    if (path.empty()) return std::nullopt;
-    read_cache_file(path, c.choices);
-    found = c.choices.find(key);
-    if (found == c.choices.end()) return std::nullopt;
-  }
-  return found->second;
+  const std::optional<std::string> name = cache().find(key);
+  // A value the program did not write (hand-edited, cut short): the shape is measured again.
+  if (!name || (*name != "gemm" && *name != "winograd")) return std::nullopt;
+  return parse_tactic(*name, key);
 }
 
-void remember_conv_tactic(const std::string& key, ConvTactic tactic) {
-  Cache& c = cache();
-  const std::lock_guard lock(c.mutex);
-  c.choices[key] = tactic;
-  const std::string path = cache_path();
-  if (path.empty()) return;
-  // Appended; a file that cannot be written only costs the next process a measurement.
-  std::ofstream out(path, std::ios::app);
-  out << key << ' ' << conv_tactic_name(tactic) << '\n';
-}
+void remember_conv_tactic(const std::string& key, ConvTactic tactic) { cache().store(key, conv_tactic_name(tactic)); }
 
 std::uint64_t convolution_weight_packs() { return weight_packs.load(std::memory_order_relaxed); }
 void count_convolution_weight_pack() { weight_packs.fetch_add(1, std::memory_order_relaxed); }

@@ -1,8 +1,9 @@
 // Which tactic a CPU convolution runs, measured once per shape and processor: the packed GEMM over
 // the image's windows, or Winograd F(4×4, 3×3) where it applies (winograd.h). Choices are kept for
-// the process, and in the file ESPRESSO_CPU_TACTIC_CACHE names, if any (one "key tactic" per line),
-// so that later processes skip the measurement. ESPRESSO_CONV_TACTIC=gemm|winograd forces one (the
-// GPU's names, cudnn|im2col|implicit, leave the CPU's choice alone).
+// the process and on disk with the GPU's (TacticCache "cpu-convolution-tactics.txt" in
+// $ESPRESSO_TACTIC_CACHE or ~/.cache/espresso), so that later processes skip the measurement.
+// ESPRESSO_CONV_TACTIC=gemm|winograd forces one (the GPU's names, cudnn|im2col|implicit, leave the
+// CPU's choice alone).
 #pragma once
 
 #include <cstdint>
@@ -19,7 +20,7 @@ const char* conv_tactic_name(ConvTactic tactic);
 std::optional<ConvTactic> forced_conv_tactic();
 
 // The processor, instruction set and thread count a measurement holds for, e.g.
-// "Intel(R) Xeon(R) Processor|avx512|threads=2"; keys add the shape to it.
+// "Intel(R)_Xeon(R)_Processor|avx512|threads=2"; keys add the shape to it.
 std::string tactic_context();
 std::optional<ConvTactic> cached_conv_tactic(const std::string& key);
 void remember_conv_tactic(const std::string& key, ConvTactic tactic);

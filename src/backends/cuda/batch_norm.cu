@@ -1,9 +1,12 @@
 // BatchNorm on the GPU. With stored statistics it is a per-channel affine map (channel_affine.h).
-// With batch statistics (training) each channel's mean and variance are reduced by one block, in
-// double as the reference does; forward folds them into the running blobs and keeps them, with the
-// output, for backward.
-#include "backends/cuda/block_sum.cuh"
+// With batch statistics (training) each channel's Σ x and Σ x² are reduced in double
+// (channel_reduce.cuh) and folded into an affine map and the running blobs; backward reduces Σ dy and
+// Σ dy·y the same way and applies the input gradient as one more per-channel linear map.
+#include <cstdint>
+#include <limits>
+
 #include "backends/cuda/channel_affine.h"
+#include "backends/cuda/channel_reduce.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
 #include "layers/batch_norm.h"
@@ -31,77 +34,72 @@ struct RunningBlobs {
   float* factor = nullptr;
 };
 
-// Per channel (a block each): the batch mean and sqrt(biased variance + eps), in two passes as the
-// reference; then Caffe's moving averages: mean = mean·f + μ, var = var·f + m/(m−1)·σ², s = s·f + 1.
-__global__ void batch_statistics(const float* __restrict__ x, ChannelExtent extent, float eps, float fraction,
-                                 double* __restrict__ mean, double* __restrict__ deviation,
-                                 RunningBlobs running) {
-  const std::int64_t per_channel = extent.outer * extent.inner;
-  const auto count = static_cast<double>(per_channel);
-  const double unbiased = count > 1 ? count / (count - 1) : 1.0;
-  for (std::int64_t c : block_stride(extent.channels)) {
-    double sum = 0.0;
-    for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x)
-      sum += x[channel_element(extent, c, j)];
-    const double channel_mean = block_sum<kThreads>(sum) / count;
-    double squares = 0.0;
-    for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x) {
-      const double centered = x[channel_element(extent, c, j)] - channel_mean;
-      squares += centered * centered;
-    }
-    const double variance = block_sum<kThreads>(squares) / count;
-    if (threadIdx.x == 0) {
-      mean[c] = channel_mean;
-      deviation[c] = sqrt(variance + eps);
-      if (running.mean != nullptr) {
-        // The products stay in float, as in the reference.
-        running.mean[c] = static_cast<float>(running.mean[c] * fraction + channel_mean);
-        running.variance[c] = static_cast<float>(running.variance[c] * fraction + unbiased * variance);
-      }
+// Σ x and Σ x² of a channel, in double (reduce_channels).
+struct Moments {
+  const float* x;
+  __device__ SumPair<double> operator()(std::int64_t i) const {
+    const double v = x[i];
+    return {v, v * v};
+  }
+};
+
+// The batch mean μ and biased variance σ² of a channel as y = x · multiplier + offset, multiplier =
+// 1 / sqrt(σ² + eps), offset = −μ · multiplier; then Caffe's moving averages: mean = mean·f + μ,
+// var = var·f + m/(m−1)·σ², s = s·f + 1.
+struct FoldStatistics {
+  double count;
+  float eps, fraction;
+  RunningBlobs running;
+  float* multiplier;
+  float* offset;
+  __device__ void operator()(std::int64_t c, SumPair<double> sums) const {
+    const double mean = sums.first / count;
+    const double variance = fmax(sums.second / count - mean * mean, 0.0);
+    const double inverse = 1.0 / sqrt(variance + eps);
+    multiplier[c] = static_cast<float>(inverse);
+    offset[c] = static_cast<float>(-mean * inverse);
+    if (running.mean != nullptr) {
+      const double unbiased = count > 1 ? count / (count - 1) : 1.0;
+      // The products stay in float, as in the reference.
+      running.mean[c] = static_cast<float>(running.mean[c] * fraction + mean);
+      running.variance[c] = static_cast<float>(running.variance[c] * fraction + unbiased * variance);
+      // Unfused, to round as the CPU does.
+      if (c == 0) *running.factor = __fadd_rn(__fmul_rn(*running.factor, fraction), 1.0f);
     }
   }
-  // Unfused, to round as the CPU does.
-  if (running.factor != nullptr && blockIdx.x == 0 && threadIdx.x == 0)
-    *running.factor = __fadd_rn(__fmul_rn(*running.factor, fraction), 1.0f);
-}
+};
 
-// No __restrict__: outside training the executor may run the layer in place.
-__global__ void normalize(const float* x, float* y, const double* __restrict__ mean,
-                          const double* __restrict__ deviation, std::int64_t n, std::int64_t channels,
-                          std::int64_t inner) {
-  for (std::int64_t i : grid_stride(n)) {
-    const std::int64_t c = i / inner % channels;
-    y[i] = static_cast<float>((x[i] - mean[c]) / deviation[c]);
+// Σ dy and Σ dy·y of a channel, in double.
+struct GradientTerms {
+  const float* dy;
+  const float* y;
+  __device__ SumPair<double> operator()(std::int64_t i) const {
+    return {dy[i], static_cast<double>(dy[i]) * y[i]};
   }
-}
+};
 
-// Per channel (a block each): Σ dy and Σ dy·y, in double as the reference.
-__global__ void gradient_sums(const float* __restrict__ dy, const float* __restrict__ y, ChannelExtent extent,
-                              double* __restrict__ sum_dy, double* __restrict__ sum_dy_y) {
-  const std::int64_t per_channel = extent.outer * extent.inner;
-  for (std::int64_t c : block_stride(extent.channels)) {
-    SumPair<double> local{0.0, 0.0};
-    for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x) {
-      const std::int64_t i = channel_element(extent, c, j);
-      local.first += dy[i];
-      local.second += static_cast<double>(dy[i]) * y[i];
-    }
-    const SumPair<double> total = block_sum<kThreads>(local);
-    if (threadIdx.x == 0) {
-      sum_dy[c] = total.first;
-      sum_dy_y[c] = total.second;
-    }
+// dx = (dy − mean(dy) − y · mean(dy · y)) / sqrt(σ² + eps) as dx = dy · multiplier + y · slope + shift.
+struct FoldGradient {
+  double count;
+  const float* multiplier;
+  float* slope;
+  float* shift;
+  __device__ void operator()(std::int64_t c, SumPair<double> sums) const {
+    slope[c] = static_cast<float>(-sums.second / count * multiplier[c]);
+    shift[c] = static_cast<float>(-sums.first / count * multiplier[c]);
   }
-}
+};
 
-// dx += (dy − mean(dy) − y · mean(dy · y)) / sqrt(σ² + eps), means over each channel's batch.
+// 32-bit indices where the tensor allows (the division per element is several times cheaper).
+template <class Index>
 __global__ void batch_input_grad(const float* __restrict__ dy, const float* __restrict__ y,
-                                 const double* __restrict__ deviation, const double* __restrict__ sum_dy,
-                                 const double* __restrict__ sum_dy_y, double count, float* __restrict__ dx,
-                                 std::int64_t n, std::int64_t channels, std::int64_t inner) {
-  for (std::int64_t i : grid_stride(n)) {
-    const std::int64_t c = i / inner % channels;
-    dx[i] += static_cast<float>((dy[i] - sum_dy[c] / count - y[i] * sum_dy_y[c] / count) / deviation[c]);
+                                 const float* __restrict__ multiplier, const float* __restrict__ slope,
+                                 const float* __restrict__ shift, float* __restrict__ dx, Index n, Index channels,
+                                 Index inner) {
+  for (std::int64_t at : grid_stride(n)) {
+    const auto i = static_cast<Index>(at);
+    const Index c = i / inner % channels;
+    dx[i] += dy[i] * multiplier[c] + y[i] * slope[c] + shift[c];
   }
 }
 
@@ -127,32 +125,26 @@ class BatchNormKernel final : public CudaKernel {
         live_(live),
         blobs_(std::move(blobs)) {
     const std::string purpose = "the BatchNorm statistics of layer '" + layer.name() + "'";
-    if (batch_) {
-      per_channel_ = device_buffer<double>(4 * extent_.channels, context, purpose);
-      return;
-    }
-    per_channel_ = device_buffer<float>(2 * extent_.channels, context, purpose);
+    per_channel_ = device_buffer<float>((batch_ ? 4 : 2) * extent_.channels, context, purpose);
+    if (batch_) return;
     if (!live_) compute_stored_affine();
   }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (!batch_) {
       if (live_) compute_stored_affine();
-      channel_affine(context_, dtype_, inputs[0].raw(), multiplier(), multiplier() + extent_.channels,
-                     outputs[0].raw(), extent_);
+      channel_affine(context_, dtype_, inputs[0].raw(), multiplier(), offset(), outputs[0].raw(), extent_);
       return;
     }
     const float* x = inputs[0].data<float>();
-    float* y = outputs[0].data<float>();
-    const std::int64_t n = elements();
-    if (n == 0) return;
+    if (elements() == 0) return;
     // Host blobs (an inference net's) are device copies, possibly shared with other nets: nothing
     // would read updated statistics there, so only a training net's device blobs are updated.
     RunningBlobs running;
     if (live_) running = {blobs_[0].data<float>(), blobs_[1].data<float>(), blobs_[2].data<float>()};
-    launch(context_, Grid{channel_blocks(extent_.channels), kThreads}, batch_statistics, x, extent_, eps_,
-           fraction_, batch_mean(), deviation(), running);
-    launch(context_, n, normalize, x, y, batch_mean(), deviation(), n, extent_.channels, extent_.inner);
+    reduce_channels<SumPair<double>>(context_, extent_, Moments{x},
+                                     FoldStatistics{count(), eps_, fraction_, running, multiplier(), offset()});
+    channel_affine(context_, x, multiplier(), offset(), outputs[0].data<float>(), extent_);
   }
 
   bool has_fast_backward() const override { return dtype_ == DType::f32; }
@@ -171,25 +163,30 @@ class BatchNormKernel final : public CudaKernel {
     if (n == 0) return;
     // Uses the statistics forward kept: backward follows the forward of the same batch.
     const float* y = outputs[0].data<float>();
-    double* sum_dy = deviation() + extent_.channels;
-    double* sum_dy_y = sum_dy + extent_.channels;
-    launch(context_, Grid{channel_blocks(extent_.channels), kThreads}, gradient_sums, dy, y, extent_, sum_dy,
-           sum_dy_y);
-    const auto count = static_cast<double>(extent_.outer * extent_.inner);
-    launch(context_, n, batch_input_grad, dy, y, deviation(), sum_dy, sum_dy_y, count, dx, n,
-           extent_.channels, extent_.inner);
+    float* slope = offset() + extent_.channels;
+    float* shift = slope + extent_.channels;
+    reduce_channels<SumPair<double>>(context_, extent_, GradientTerms{dy, y},
+                                     FoldGradient{count(), multiplier(), slope, shift});
+    if (n <= std::numeric_limits<std::int32_t>::max()) {
+      launch(context_, n, batch_input_grad<std::uint32_t>, dy, y, multiplier(), slope, shift, dx,
+             static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(extent_.channels),
+             static_cast<std::uint32_t>(extent_.inner));
+    } else {
+      launch(context_, n, batch_input_grad<std::int64_t>, dy, y, multiplier(), slope, shift, dx, n,
+             extent_.channels, extent_.inner);
+    }
   }
 
  private:
   std::int64_t elements() const { return extent_.outer * extent_.channels * extent_.inner; }
+  double count() const { return static_cast<double>(extent_.outer * extent_.inner); }
   float* multiplier() const { return static_cast<float*>(per_channel_.get()); }
-  double* batch_mean() const { return static_cast<double*>(per_channel_.get()); }
-  double* deviation() const { return batch_mean() + extent_.channels; }
+  float* offset() const { return multiplier() + extent_.channels; }
 
   void compute_stored_affine() {
     if (extent_.channels == 0) return;
     launch(context_, extent_.channels, stored_affine, blobs_[0].data<float>(), blobs_[1].data<float>(),
-           blobs_[2].data<float>(), eps_, multiplier(), multiplier() + extent_.channels, extent_.channels);
+           blobs_[2].data<float>(), eps_, multiplier(), offset(), extent_.channels);
   }
 
   DType dtype_;
@@ -197,8 +194,8 @@ class BatchNormKernel final : public CudaKernel {
   float eps_, fraction_;
   bool batch_, live_;
   std::vector<Tensor> blobs_;  // handles sharing the device blobs' memory
-  // With stored statistics: multiplier and offset (float). With batch statistics: the batch mean,
-  // deviation, Σ dy and Σ dy·y (double).
+  // Per channel: the multiplier and offset of the affine map (stored or batch statistics); with batch
+  // statistics also the slope and shift of the input gradient (FoldGradient).
   std::shared_ptr<void> per_channel_;
 };
 

@@ -1,5 +1,4 @@
-// Sums over one thread block, for the per-channel reductions of BatchNorm, Scale and Bias: a block
-// owns a channel and its threads stride over the channel's outer x inner elements.
+// Sums over one thread block: the per-channel reductions (channel_reduce.cuh), Normalize's.
 #pragma once
 
 #include "backends/cuda/channel_affine.h"
@@ -22,11 +21,6 @@ __device__ T block_sum(T value) {
   return partial[0];
 }
 
-// The offset of element j (of the outer x inner run) of channel c.
-__device__ inline long long channel_element(const ChannelExtent& extent, long long c, long long j) {
-  return (j / extent.inner * extent.channels + c) * extent.inner + j % extent.inner;
-}
-
 // Two sums reduced together.
 template <typename T>
 struct SumPair {
@@ -37,11 +31,5 @@ struct SumPair {
     return *this;
   }
 };
-
-// Blocks for a kernel that loops over channels with one block per channel.
-inline unsigned channel_blocks(std::int64_t channels) {
-  constexpr std::int64_t kMaxBlocks = std::int64_t{1} << 16;
-  return static_cast<unsigned>(channels < kMaxBlocks ? channels : kMaxBlocks);
-}
 
 }  // namespace espresso::cuda

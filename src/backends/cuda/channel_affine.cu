@@ -1,24 +1,39 @@
+#include <cstdint>
 #include <limits>
 
-#include "backends/cuda/block_sum.cuh"
 #include "backends/cuda/channel_affine.h"
+#include "backends/cuda/channel_reduce.cuh"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/precision.cuh"
 
 namespace espresso::cuda {
 namespace {
 
-// T: the storage type of x and y (precision.cuh); the parameters and the arithmetic are float.
-template <class T, bool kScale, bool kShift>
-__global__ void affine(const T* x, const float* scale, const float* shift, T* y, std::int64_t n,
-                       std::int64_t channels, std::int64_t inner) {
-  for (std::int64_t i : grid_stride(n)) {
-    const std::int64_t c = i / inner % channels;
+// T: the storage type of x and y (precision.cuh); the parameters and the arithmetic are float. Index:
+// 32 bits where the tensor allows (the division per element is several times cheaper).
+template <class T, class Index, bool kScale, bool kShift>
+__global__ void affine(const T* x, const float* scale, const float* shift, T* y, Index n, Index channels,
+                       Index inner) {
+  for (std::int64_t at : grid_stride(n)) {
+    const auto i = static_cast<Index>(at);
+    const Index c = i / inner % channels;
     float v = to_float(x[i]);
     if constexpr (kScale) v *= scale[c];
     if constexpr (kShift) v += shift[c];
     y[i] = from_float<T>(v);
   }
+}
+
+template <class T, class Index>
+void launch_affine(StreamContext& context, const T* x, const float* scale, const float* shift, T* y,
+                   const ChannelExtent& extent) {
+  // One instance per combination, so that the per-element loop carries no branch.
+  const auto kernel = scale == nullptr   ? &affine<T, Index, false, true>
+                      : shift == nullptr ? &affine<T, Index, true, false>
+                                         : &affine<T, Index, true, true>;
+  launch(context, extent.outer * extent.channels * extent.inner, kernel, x, scale, shift, y,
+         static_cast<Index>(extent.outer * extent.channels * extent.inner), static_cast<Index>(extent.channels),
+         static_cast<Index>(extent.inner));
 }
 
 template <class T>
@@ -33,14 +48,13 @@ void typed_affine(StreamContext& context, const T* x, const float* scale, const 
     }
     return;
   }
-  // One instance per combination, so that the per-element loop carries no branch.
-  const auto kernel = scale == nullptr   ? &affine<T, false, true>
-                      : shift == nullptr ? &affine<T, true, false>
-                                         : &affine<T, true, true>;
-  launch(context, n, kernel, x, scale, shift, y, n, extent.channels, extent.inner);
+  if (n <= std::numeric_limits<std::int32_t>::max()) {
+    launch_affine<T, std::uint32_t>(context, x, scale, shift, y, extent);
+  } else {
+    launch_affine<T, std::int64_t>(context, x, scale, shift, y, extent);
+  }
 }
 
-// Indices in 32 bits where the tensor allows (the divisions per element are several times cheaper).
 template <class T, class Index, bool kShift, bool kResidual>
 __global__ void epilogue(const T* y, const float* shift, const T* residual, T* out, float lo, float hi,
                          Index n, Index channels, Index inner) {
@@ -65,32 +79,29 @@ void typed_epilogue(StreamContext& context, const T* y, const float* shift, cons
          static_cast<Index>(extent.inner));
 }
 
-__global__ void scale_add(const float* dy, const float* scale, float* dx, std::int64_t n,
-                          std::int64_t channels, std::int64_t inner) {
-  for (std::int64_t i : grid_stride(n)) {
+template <class Index>
+__global__ void scale_add(const float* dy, const float* scale, float* dx, Index n, Index channels, Index inner) {
+  for (std::int64_t at : grid_stride(n)) {
+    const auto i = static_cast<Index>(at);
     dx[i] += scale != nullptr ? dy[i] * scale[i / inner % channels] : dy[i];
   }
 }
 
-// One block per channel (looping when there are more channels than blocks).
-__global__ void parameter_grads(const float* __restrict__ dy, const float* __restrict__ x,
-                                float* __restrict__ dscale, float* __restrict__ dshift,
-                                ChannelExtent extent) {
-  const std::int64_t per_channel = extent.outer * extent.inner;
-  for (std::int64_t c : block_stride(extent.channels)) {
-    SumPair<float> local{0.0f, 0.0f};  // Σ dy·x, Σ dy
-    for (std::int64_t j = threadIdx.x; j < per_channel; j += blockDim.x) {
-      const std::int64_t i = channel_element(extent, c, j);
-      if (dscale != nullptr) local.first += dy[i] * x[i];
-      local.second += dy[i];
-    }
-    const SumPair<float> total = block_sum<kThreads>(local);
-    if (threadIdx.x == 0) {
-      if (dscale != nullptr) dscale[c] += total.first;
-      if (dshift != nullptr) dshift[c] += total.second;
-    }
+// Σ dy·x and Σ dy of a channel (reduce_channels); x null: the first stays 0.
+struct ParameterTerms {
+  const float* dy;
+  const float* x;
+  __device__ SumPair<float> operator()(std::int64_t i) const { return {x != nullptr ? dy[i] * x[i] : 0.0f, dy[i]}; }
+};
+
+struct AddParameterGrads {
+  float* dscale;
+  float* dshift;
+  __device__ void operator()(std::int64_t c, SumPair<float> sums) const {
+    if (dscale != nullptr) dscale[c] += sums.first;
+    if (dshift != nullptr) dshift[c] += sums.second;
   }
-}
+};
 
 }  // namespace
 
@@ -129,14 +140,19 @@ void channel_scale_add(StreamContext& context, const float* dy, const float* sca
                        const ChannelExtent& extent) {
   const std::int64_t n = extent.outer * extent.channels * extent.inner;
   if (n == 0) return;
-  launch(context, n, scale_add, dy, scale, dx, n, extent.channels, extent.inner);
+  if (n <= std::numeric_limits<std::int32_t>::max()) {
+    launch(context, n, scale_add<std::uint32_t>, dy, scale, dx, static_cast<std::uint32_t>(n),
+           static_cast<std::uint32_t>(extent.channels), static_cast<std::uint32_t>(extent.inner));
+  } else {
+    launch(context, n, scale_add<std::int64_t>, dy, scale, dx, n, extent.channels, extent.inner);
+  }
 }
 
 void channel_parameter_grads(StreamContext& context, const float* dy, const float* x, float* dscale,
                              float* dshift, const ChannelExtent& extent) {
   if ((dscale == nullptr && dshift == nullptr) || extent.outer * extent.channels * extent.inner == 0) return;
-  launch(context, Grid{channel_blocks(extent.channels), kThreads}, parameter_grads, dy, x, dscale, dshift,
-         extent);
+  reduce_channels<SumPair<float>>(context, extent, ParameterTerms{dy, dscale != nullptr ? x : nullptr},
+                                  AddParameterGrads{dscale, dshift});
 }
 
 }  // namespace espresso::cuda

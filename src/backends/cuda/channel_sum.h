@@ -6,8 +6,8 @@
 
 namespace espresso::cuda {
 
-// sums[c] += Σ over outer and inner of dy[outer][c][inner]. One block per channel, reduced in a
-// fixed order, so no atomics and the same result every run.
+// sums[c] += Σ over outer and inner of dy[outer][c][inner], reduced in a fixed order
+// (channel_reduce.cuh), so no atomics and the same result every run.
 void add_channel_sums(StreamContext& context, const float* dy, float* sums, const ChannelExtent& extent);
 
 }  // namespace espresso::cuda

@@ -328,10 +328,7 @@ std::mutex& remembered_mutex() {
   return mutex;
 }
 
-TacticCache& disk_cache() {
-  static auto* cache = new TacticCache(tactic_cache_file("cudnn-algorithms.txt"));
-  return *cache;
-}
+TacticCache& disk_cache() { return tactic_cache("cudnn-algorithms.txt"); }
 
 std::size_t element_bytes(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
 
