@@ -230,8 +230,12 @@ class ConvolutionKernel final : public Kernel {
     }
     pool_ = std::make_unique<MaxPoolRows>(pool);
     pooled_ = pooled;
-    // About 16 convolution rows a band: the rows its windows share with the next band are made twice.
-    band_rows_ = std::max<std::int64_t>(1, 16 / pool.stride[0]);
+    // About 16 convolution rows a band (the rows its windows share with the next band are made twice),
+    // fewer where that leaves under four bands a thread (batch 1: SqueezeNet's 55 pooled rows made 7
+    // bands, 4 on one thread and 3 on the other).
+    const std::int64_t pooled_rows = pool.out_size[0] * g_.batch;
+    const std::int64_t even = (pooled_rows + 4 * num_threads() - 1) / (4 * num_threads());
+    band_rows_ = std::clamp<std::int64_t>(even, 1, std::max<std::int64_t>(1, 16 / pool.stride[0]));
     update_name();
     return true;
   }
