@@ -62,6 +62,10 @@ void tile_plain(std::int64_t groups, const std::int8_t* a, const std::uint8_t* b
 }
 
 #if defined(__x86_64__)
+// How far ahead (bytes) tile_vnni prefetches A: a panel's first tile reads it from memory at batch 1
+// (as the float GEMM's kPrefetchAhead).
+constexpr std::int64_t kPrefetchAhead = 1024;
+
 // acc += the four-byte dot products of b (unsigned) and w (signed) per lane. Written out because GCC 12
 // copies every accumulator of tile_vnni's loop to another register and back around the intrinsic
 // (two moves per vpdpbusd, which halved the kernel's speed); the instruction updates acc in place.
@@ -90,6 +94,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile_vnni(std::int64
     const __m512i b0 = _mm512_loadu_si512(b + g * 128);
     const __m512i b1 = _mm512_loadu_si512(b + g * 128 + 64);
     const std::int8_t* ag = a + g * kInt8Rows * 4;
+    _mm_prefetch(reinterpret_cast<const char*>(ag + kPrefetchAhead), _MM_HINT_T0);
     row_step(c0, d0, b0, b1, ag + 0);
     row_step(c1, d1, b0, b1, ag + 4);
     row_step(c2, d2, b0, b1, ag + 8);
