@@ -7,6 +7,7 @@
 // in window order, the one the reference picks (src/layers/pooling.cpp): a first pass finds it once per
 // window (into the stream's workspace), so the gather reads one index per covering window instead of
 // scanning every covering window again (3 x 3 stride-2 windows: 9 reads per output, not 36 per input).
+#include <cstdint>
 #include <limits>
 
 #include "backends/cuda/kernels.h"
@@ -90,14 +91,43 @@ __device__ Span span(const Windows& p, int a, int o) {
   return {begin, end, p.count_include_pad ? padded_end - start : end - begin};
 }
 
+// The backward's kernels take Index, 32 bits where the tensor allows, and kPlanar, a 2-D pooling (axis 0
+// of the lifted three is 1 wide): both spare divisions per element, which had made ResNet's stem pooling
+// backward take twice PyTorch's.
+
+// The plane of element i, and its position in the plane.
+template <class Index>
+__device__ Index plane_of(Index i, int spatial, int& position) {
+  const Index plane = i / static_cast<Index>(spatial);
+  position = static_cast<int>(i - plane * static_cast<Index>(spatial));
+  return plane;
+}
+
+// Position `position` of a plane of extent `size` as three coordinates.
+template <bool kPlanar>
+__device__ void coordinates(int position, const int* size, int* at) {
+  if constexpr (kPlanar) {
+    at[0] = 0;
+    at[1] = position / size[2];
+    at[2] = position - at[1] * size[2];
+  } else {
+    at[0] = position / (size[1] * size[2]);
+    at[1] = position / size[2] % size[1];
+    at[2] = position % size[2];
+  }
+}
+
 // The plane position of each window's first maximum (NaNs compare false, as in the reference).
+template <class Index, bool kPlanar>
 __global__ void window_maxima(Windows p, int* __restrict__ best_of, const float* __restrict__ x) {
-  for (long long i : grid_stride(p.outputs)) {
-    const long long plane = i / p.out_spatial;
-    const int position = static_cast<int>(i % p.out_spatial);
-    const int o[3] = {position / (p.out[1] * p.out[2]), position / p.out[2] % p.out[1], position % p.out[2]};
-    const Span s[3] = {span(p, 0, o[0]), span(p, 1, o[1]), span(p, 2, o[2])};
-    const float* in = x + plane * p.in_spatial;
+  for (std::int64_t at : grid_stride(p.outputs)) {
+    const auto i = static_cast<Index>(at);
+    int position = 0;
+    const Index plane = plane_of<Index>(i, p.out_spatial, position);
+    int o[3];
+    coordinates<kPlanar>(position, p.out, o);
+    const Span s[3] = {kPlanar ? Span{0, 1, 1} : span(p, 0, o[0]), span(p, 1, o[1]), span(p, 2, o[2])};
+    const float* in = x + plane * static_cast<Index>(p.in_spatial);
     int best = (s[0].begin * p.in[1] + s[1].begin) * p.in[2] + s[2].begin;
     for (int d = s[0].begin; d < s[0].end; ++d) {
       for (int h = s[1].begin; h < s[1].end; ++h) {
@@ -112,12 +142,15 @@ __global__ void window_maxima(Windows p, int* __restrict__ best_of, const float*
 }
 
 // best_of: window_maxima's indices for max pooling; unused for average pooling.
+template <class Index, bool kPlanar>
 __global__ void unpool_windows(Windows p, long long inputs, const int* __restrict__ best_of,
                                const float* __restrict__ dy, float* __restrict__ dx) {
-  for (long long i : grid_stride(inputs)) {
-    const long long plane = i / p.in_spatial;
-    const int position = static_cast<int>(i % p.in_spatial);
-    const int at[3] = {position / (p.in[1] * p.in[2]), position / p.in[2] % p.in[1], position % p.in[2]};
+  for (std::int64_t step : grid_stride(inputs)) {
+    const auto i = static_cast<Index>(step);
+    int position = 0;
+    const Index plane = plane_of<Index>(i, p.in_spatial, position);
+    int at[3];
+    coordinates<kPlanar>(position, p.in, at);
     // Window o covers position v on an axis when o · stride − pad <= v < o · stride − pad + kernel;
     // clipping to the padded input never cuts off a position inside the input.
     int first[3], last[3];
@@ -126,14 +159,15 @@ __global__ void unpool_windows(Windows p, long long inputs, const int* __restric
       first[a] = shifted < p.kernel[a] ? 0 : (shifted - p.kernel[a]) / p.stride[a] + 1;
       last[a] = min(shifted / p.stride[a], p.out[a] - 1);
     }
-    const long long plane_outputs = plane * p.out_spatial;
+    if constexpr (kPlanar) first[0] = last[0] = 0;
+    const Index plane_outputs = plane * static_cast<Index>(p.out_spatial);
     float sum = 0.0f;
     for (int od = first[0]; od <= last[0]; ++od) {
       for (int oh = first[1]; oh <= last[1]; ++oh) {
         for (int ow = first[2]; ow <= last[2]; ++ow) {
-          const long long o = plane_outputs + (od * p.out[1] + oh) * p.out[2] + ow;
+          const Index o = plane_outputs + static_cast<Index>((od * p.out[1] + oh) * p.out[2] + ow);
           if (p.average) {
-            const Span s[3] = {span(p, 0, od), span(p, 1, oh), span(p, 2, ow)};
+            const Span s[3] = {kPlanar ? Span{0, 1, 1} : span(p, 0, od), span(p, 1, oh), span(p, 2, ow)};
             sum += dy[o] / static_cast<float>(s[0].divisor * s[1].divisor * s[2].divisor);
           } else if (best_of[o] == position) {
             sum += dy[o];
@@ -143,6 +177,14 @@ __global__ void unpool_windows(Windows p, long long inputs, const int* __restric
     }
     dx[i] += sum;
   }
+}
+
+// Both passes of the windows' backward in the fastest variant that fits.
+template <class Index, bool kPlanar>
+void unpool(StreamContext& context, const Windows& w, long long inputs, int* best_of, const float* x,
+            const float* dy, float* dx) {
+  if (best_of != nullptr) launch(context, w.outputs, window_maxima<Index, kPlanar>, w, best_of, x);
+  launch(context, inputs, unpool_windows<Index, kPlanar>, w, inputs, best_of, dy, dx);
 }
 
 __global__ void unpool_plane_averages(const float* __restrict__ dy, float* __restrict__ dx, long long inputs,
@@ -208,9 +250,16 @@ class PoolingKernel final : public CudaKernel {
         const auto bytes = static_cast<std::size_t>(windows_.outputs) * sizeof(int);
         if (context_.workspace_bytes() < bytes) context_.reserve_workspace(bytes);
         best_of = static_cast<int*>(context_.workspace());
-        launch(context_, windows_.outputs, window_maxima, windows_, best_of, x);
       }
-      launch(context_, input_count, unpool_windows, windows_, input_count, best_of, dy, dx);
+      const bool planar = windows_.in[0] == 1 && windows_.out[0] == 1 && windows_.kernel[0] == 1 && windows_.pad[0] == 0;
+      if (input_count > std::numeric_limits<std::int32_t>::max() ||
+          windows_.outputs > std::numeric_limits<std::int32_t>::max()) {
+        unpool<std::int64_t, false>(context_, windows_, input_count, best_of, x, dy, dx);
+      } else if (planar) {
+        unpool<std::uint32_t, true>(context_, windows_, input_count, best_of, x, dy, dx);
+      } else {
+        unpool<std::uint32_t, false>(context_, windows_, input_count, best_of, x, dy, dx);
+      }
     }
   }
 
