@@ -108,7 +108,7 @@ class LowpInnerProductKernel final : public CudaKernel {
     const auto n = static_cast<int>(dims_.outputs);
     const float one = 1.0f, zero = 0.0f;
     const cudaDataType_t type = cuda_type(dtype_);
-    // The context's handle keeps pedantic math for the fp32 kernels; tensor cores are this call's.
+    // The context's handle may be in TF32 math (Precision::tf32); fp16/bf16 tensor cores are this call's.
     cublasMath_t mode;
     ESPRESSO_CUDA_CHECK(cublasGetMathMode(cublas_, &mode));
     ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));

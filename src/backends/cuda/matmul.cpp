@@ -135,7 +135,7 @@ class MatMulKernel final : public CudaKernel {
     const cudaDataType_t type = dtype_ == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F;
     const auto e = static_cast<std::int64_t>(dtype_size(dtype_));
     const float one = 1.0f, zero = 0.0f;
-    // The handle keeps pedantic math for the fp32 kernels; tensor cores are these calls'.
+    // The handle may be in TF32 math (Precision::tf32); fp16/bf16 tensor cores are these calls'.
     cublasMath_t mode;
     ESPRESSO_CUDA_CHECK(cublasGetMathMode(cublas_, &mode));
     ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
