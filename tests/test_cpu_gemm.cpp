@@ -88,8 +88,8 @@ TEST(CpuGemm, MatchesNaiveDoubleOnRandomShapes) {
     for (std::int64_t i = 0; i < m; ++i)
       std::copy_n(c.begin() + i * ldc, n, got.begin() + i * n);
     EXPECT_LE(normalized_error(expect, got), 1e-5)
-        << "m " << m << " n " << n << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta << " isa "
-        << cpu::fast_gemm_isa() << " bypass_cache " << bypass_cache;
+        << "m " << m << " n " << n << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta
+        << " isa " << cpu::fast_gemm_isa() << " bypass_cache " << bypass_cache;
   }
 }
 

@@ -366,8 +366,9 @@ TEST(Training, GpuConvolutionAlgorithmsMatchTheCpu) {
   REQUIRE_GPU();
   constexpr int kSteps = 3;
   const std::vector<Tensor> cpu = trained_conv_net(Device::cpu(), kSteps);
-  const std::vector<std::pair<const char*, const char*>> settings = {
-      {"ESPRESSO_CONV_AUTOTUNE", nullptr}, {"ESPRESSO_CONV_DETERMINISTIC", "1"}, {"ESPRESSO_CONV_AUTOTUNE", "0"}};
+  const std::vector<std::pair<const char*, const char*>> settings = {{"ESPRESSO_CONV_AUTOTUNE", nullptr},
+                                                                     {"ESPRESSO_CONV_DETERMINISTIC", "1"},
+                                                                     {"ESPRESSO_CONV_AUTOTUNE", "0"}};
   for (const auto& [name, value] : settings) {
     testing::ScopedEnv env(name, value);
     const std::vector<Tensor> gpu = trained_conv_net(Device::cuda(0), kSteps);

@@ -84,7 +84,9 @@ std::vector<Values> batch_statistics_naive(const LayerCase& c, const std::vector
   const std::int64_t channels = s[1], inner = product(s, 2, s.rank());
   Values y(in[0].size());
   for (std::int64_t ch = 0; ch < channels; ++ch) {
-    auto at = [&](std::int64_t n, std::int64_t j) { return static_cast<std::size_t>((n * channels + ch) * inner + j); };
+    auto at = [&](std::int64_t n, std::int64_t j) {
+      return static_cast<std::size_t>((n * channels + ch) * inner + j);
+    };
     const auto count = static_cast<double>(s[0] * inner);
     double mean = 0, variance = 0;
     for (std::int64_t n = 0; n < s[0]; ++n) {
@@ -96,7 +98,8 @@ std::vector<Values> batch_statistics_naive(const LayerCase& c, const std::vector
       }
     }
     for (std::int64_t n = 0; n < s[0]; ++n) {
-      for (std::int64_t j = 0; j < inner; ++j) y[at(n, j)] = (in[0][at(n, j)] - mean) / std::sqrt(variance + eps);
+      for (std::int64_t j = 0; j < inner; ++j)
+        y[at(n, j)] = (in[0][at(n, j)] - mean) / std::sqrt(variance + eps);
     }
   }
   return {y};
@@ -119,7 +122,10 @@ TEST(Layers, BatchNormTraining) {
 // that end inside an image's plane.
 TEST(Layers, BatchNormTrainingOnFewWideChannels) {
   run_layer_test({
-      .make_case = [](Rng& rng) { return batch_statistics_case(rng, Shape{5, 2, 91, 83}); },
+      .make_case =
+          [](Rng& rng) {
+            return batch_statistics_case(rng, Shape{5, 2, 91, 83});
+          },
       .naive = batch_statistics_naive,
       .cases = 2,
       .training = true,

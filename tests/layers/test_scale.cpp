@@ -39,9 +39,9 @@ TEST(Layers, ScaleOnFewWideChannels) {
           },
       .naive =
           [](const LayerCase& c, const std::vector<Values>& in, const std::vector<Values>& w) {
-            return std::vector<Values>{broadcast_naive(c.input_shapes[0], 1, 2, in[0], [&](double x, std::size_t k) {
-              return x * w[0][k] + w[1][k];
-            })};
+            return std::vector<Values>{
+                broadcast_naive(c.input_shapes[0], 1, 2, in[0],
+                                [&](double x, std::size_t k) { return x * w[0][k] + w[1][k]; })};
           },
       .cases = 2,
       .gradient_cases = 1,

@@ -32,7 +32,8 @@ std::string processor_name() {
     if (colon != std::string::npos) name = line.substr(line.find_first_not_of(' ', colon + 1));
     break;
   }
-  std::replace_if(name.begin(), name.end(), [](unsigned char c) { return std::isspace(c); }, '_');
+  std::replace_if(
+      name.begin(), name.end(), [](unsigned char c) { return std::isspace(c); }, '_');
   return name;
 }
 
@@ -62,7 +63,9 @@ std::optional<ConvTactic> cached_conv_tactic(const std::string& key) {
   return parse_tactic(*name, key);
 }
 
-void remember_conv_tactic(const std::string& key, ConvTactic tactic) { cache().store(key, conv_tactic_name(tactic)); }
+void remember_conv_tactic(const std::string& key, ConvTactic tactic) {
+  cache().store(key, conv_tactic_name(tactic));
+}
 
 std::uint64_t convolution_weight_packs() { return weight_packs.load(std::memory_order_relaxed); }
 void count_convolution_weight_pack() { weight_packs.fetch_add(1, std::memory_order_relaxed); }

@@ -94,8 +94,8 @@ struct FoldGradient {
 template <class Index>
 __global__ void batch_input_grad(const float* __restrict__ dy, const float* __restrict__ y,
                                  const float* __restrict__ multiplier, const float* __restrict__ slope,
-                                 const float* __restrict__ shift, float* __restrict__ dx, Index n, Index channels,
-                                 Index inner) {
+                                 const float* __restrict__ shift, float* __restrict__ dx, Index n,
+                                 Index channels, Index inner) {
   for (std::int64_t at : grid_stride(n)) {
     const auto i = static_cast<Index>(at);
     const Index c = i / inner % channels;
@@ -142,8 +142,9 @@ class BatchNormKernel final : public CudaKernel {
     // would read updated statistics there, so only a training net's device blobs are updated.
     RunningBlobs running;
     if (live_) running = {blobs_[0].data<float>(), blobs_[1].data<float>(), blobs_[2].data<float>()};
-    reduce_channels<SumPair<double>>(context_, extent_, Moments{x},
-                                     FoldStatistics{count(), eps_, fraction_, running, multiplier(), offset()});
+    reduce_channels<SumPair<double>>(
+        context_, extent_, Moments{x},
+        FoldStatistics{count(), eps_, fraction_, running, multiplier(), offset()});
     channel_affine(context_, x, multiplier(), offset(), outputs[0].data<float>(), extent_);
   }
 

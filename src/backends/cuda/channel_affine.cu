@@ -32,8 +32,8 @@ void launch_affine(StreamContext& context, const T* x, const float* scale, const
                       : shift == nullptr ? &affine<T, Index, true, false>
                                          : &affine<T, Index, true, true>;
   launch(context, extent.outer * extent.channels * extent.inner, kernel, x, scale, shift, y,
-         static_cast<Index>(extent.outer * extent.channels * extent.inner), static_cast<Index>(extent.channels),
-         static_cast<Index>(extent.inner));
+         static_cast<Index>(extent.outer * extent.channels * extent.inner),
+         static_cast<Index>(extent.channels), static_cast<Index>(extent.inner));
 }
 
 template <class T>
@@ -80,7 +80,8 @@ void typed_epilogue(StreamContext& context, const T* y, const float* shift, cons
 }
 
 template <class Index>
-__global__ void scale_add(const float* dy, const float* scale, float* dx, Index n, Index channels, Index inner) {
+__global__ void scale_add(const float* dy, const float* scale, float* dx, Index n, Index channels,
+                          Index inner) {
   for (std::int64_t at : grid_stride(n)) {
     const auto i = static_cast<Index>(at);
     dx[i] += scale != nullptr ? dy[i] * scale[i / inner % channels] : dy[i];
@@ -91,7 +92,9 @@ __global__ void scale_add(const float* dy, const float* scale, float* dx, Index 
 struct ParameterTerms {
   const float* dy;
   const float* x;
-  __device__ SumPair<float> operator()(std::int64_t i) const { return {x != nullptr ? dy[i] * x[i] : 0.0f, dy[i]}; }
+  __device__ SumPair<float> operator()(std::int64_t i) const {
+    return {x != nullptr ? dy[i] * x[i] : 0.0f, dy[i]};
+  }
 };
 
 struct AddParameterGrads {

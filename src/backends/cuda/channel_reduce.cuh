@@ -83,8 +83,11 @@ void reduce_channels(StreamContext& context, const ChannelExtent& extent, Term t
   }
   constexpr std::int64_t kMaxBlocks = std::int64_t{1} << 16;
   const auto blocks = static_cast<unsigned>(std::min(extent.channels * runs, kMaxBlocks));
-  launch(context, Grid{blocks, kThreads}, channel_run_sums<Sum, Term, Finish>, term, finish, extent, runs, partial);
-  if (runs > 1) launch(context, extent.channels, finish_channel_sums<Sum, Finish>, partial, extent.channels, runs, finish);
+  launch(context, Grid{blocks, kThreads}, channel_run_sums<Sum, Term, Finish>, term, finish, extent, runs,
+         partial);
+  if (runs > 1)
+    launch(context, extent.channels, finish_channel_sums<Sum, Finish>, partial, extent.channels, runs,
+           finish);
 }
 
 }  // namespace espresso::cuda

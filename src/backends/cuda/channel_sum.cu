@@ -1,5 +1,5 @@
-#include "backends/cuda/channel_sum.h"
 #include "backends/cuda/channel_reduce.cuh"
+#include "backends/cuda/channel_sum.h"
 
 namespace espresso::cuda {
 namespace {

@@ -181,8 +181,7 @@ cublasHandle_t StreamContext::cublas() {
 bool StreamContext::allow_tf32(bool allow) {
   tf32_ = allow;
   if (cublas_ != nullptr)
-    ESPRESSO_CUDA_CHECK(
-        cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   return true;
 }
 

@@ -314,8 +314,7 @@ std::string tuning_key(PassKind pass, const ConvProblem& p, DType dtype, bool te
   };
   for (const std::int64_t value :
        {static_cast<std::int64_t>(pass), static_cast<std::int64_t>(dtype), std::int64_t{tensor_ops},
-        std::int64_t{!deterministic_requested()}, p.batch, p.in_channels, p.out_channels,
-        p.group}) {
+        std::int64_t{!deterministic_requested()}, p.batch, p.in_channels, p.out_channels, p.group}) {
     add(value);
   }
   for (const auto* axes : {&p.in, &p.out, &p.kernel, &p.stride, &p.pad, &p.dilation}) {

@@ -251,7 +251,8 @@ class PoolingKernel final : public CudaKernel {
         if (context_.workspace_bytes() < bytes) context_.reserve_workspace(bytes);
         best_of = static_cast<int*>(context_.workspace());
       }
-      const bool planar = windows_.in[0] == 1 && windows_.out[0] == 1 && windows_.kernel[0] == 1 && windows_.pad[0] == 0;
+      const bool planar =
+          windows_.in[0] == 1 && windows_.out[0] == 1 && windows_.kernel[0] == 1 && windows_.pad[0] == 0;
       if (input_count > std::numeric_limits<std::int32_t>::max() ||
           windows_.outputs > std::numeric_limits<std::int32_t>::max()) {
         unpool<std::int64_t, false>(context_, windows_, input_count, best_of, x, dy, dx);
