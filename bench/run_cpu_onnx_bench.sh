@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CPU inference: espresso against ONNX Runtime (onnxruntime-node 1.20.1) and PyTorch (Debian python3-torch)
 # on the four ONNX models of ../shared/data/onnx, batch 1 and 16, all with the same thread count.
-# Usage: bench/run_cpu_onnx_bench.sh [THREADS] [--out FILE]   (THREADS: default all cores)
+# Usage: bench/run_cpu_onnx_bench.sh [THREADS] [--rounds N] [--out FILE]   (THREADS: default all cores)
+# --rounds N repeats the whole sweep N times and reports each framework's fastest round per row: on a host
+# whose speed drifts by tens of percent within minutes, one round can catch one framework in a slow spell.
 # Builds nothing: uses build/bin/espresso or $ESPRESSO_CLI. Installs ORT with npm into bench/ort/node_modules
 # on first use (--ignore-scripts: the package ships its native library; the install script only fetches
 # GPU providers). The three frameworks run in turn per model and batch size, so machine load hits all alike.
@@ -10,9 +12,11 @@ cd "$(dirname "$0")/.."
 
 threads=$(nproc)
 out=""
+rounds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     *) threads=$1; shift ;;
   esac
 done
@@ -38,24 +42,26 @@ iterations_for() {
 jsonl=$(mktemp)
 trap 'rm -f "$jsonl"' EXIT
 load_before=$(uptime)
-for model in "${models[@]}"; do
-  onnx=$data/$model/model.onnx
-  image_shape=$("$python" -c 'import sys, onnx
+for round in $(seq "$rounds"); do
+  for model in "${models[@]}"; do
+    onnx=$data/$model/model.onnx
+    image_shape=$("$python" -c 'import sys, onnx
 t = onnx.load_tensor(sys.argv[1])
 print(",".join(str(d) for d in t.dims[1:]))' "$data/$model/test_data_set_0/input_0.pb")
-  for batch in 1 16; do
-    n=$(iterations_for "$onnx" "$batch")
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    echo "$model batch $batch ($n timed runs each), load $load" >&2
-    printf '{"framework": "machine", "mode": "load", "model": "%s", "batch": %d, "load_1min": %s, "runs": %d}\n' \
-      "$onnx" "$batch" "$load" "$n"
-    "$espresso" bench "$onnx" --batch "$batch" --iterations "$n" --warmup 3 --threads "$threads" --json
-    node bench/ort/bench.mjs "$onnx" --shape "$image_shape" --batch "$batch" --iterations "$n" --warmup 3 \
-      --threads "$threads"
-    # libgomp's threads spin while they wait: on a busy machine that made PyTorch up to 25x slower. Passive
-    # waiting matches espresso's pool, which sleeps on a condition variable.
-    OMP_WAIT_POLICY=PASSIVE "$python" bench/onnx_torch.py "$data/$model" --batch "$batch" --iterations "$n" \
-      --warmup 3 --threads "$threads" --trace
+    for batch in 1 16; do
+      n=$(iterations_for "$onnx" "$batch")
+      load=$(cut -d' ' -f1 /proc/loadavg)
+      echo "round $round: $model batch $batch ($n timed runs each), load $load" >&2
+      printf '{"framework": "machine", "mode": "load", "model": "%s", "batch": %d, "load_1min": %s, "runs": %d}\n' \
+        "$onnx" "$batch" "$load" "$n"
+      "$espresso" bench "$onnx" --batch "$batch" --iterations "$n" --warmup 3 --threads "$threads" --json
+      node bench/ort/bench.mjs "$onnx" --shape "$image_shape" --batch "$batch" --iterations "$n" --warmup 3 \
+        --threads "$threads"
+      # libgomp's threads spin while they wait: on a busy machine that made PyTorch up to 25x slower. Passive
+      # waiting matches espresso's pool, which sleeps on a condition variable.
+      OMP_WAIT_POLICY=PASSIVE "$python" bench/onnx_torch.py "$data/$model" --batch "$batch" --iterations "$n" \
+        --warmup 3 --threads "$threads" --trace
+    done
   done
 done >"$jsonl"
 load_after=$(uptime)
@@ -70,6 +76,8 @@ report() {
   echo
   "$python" bench/compare_cpu.py "$jsonl"
   echo
+  [ "$rounds" -gt 1 ] && echo "Each framework's fastest of $rounds rounds of the whole sweep per row (rounds interleave the" \
+    "frameworks, so drifts of the host's speed reach all of them; the load column is the first round's)." && echo
   echo "Median wall time of one forward pass on random inputs, after 3 warm-up passes, over about 3 s of timed" \
     "passes (10 to 300: the runs column). espresso: \`espresso bench\`;" \
     "ORT: \`session.run\` (CPU provider, all graph optimisations, 1 inter-op thread, default spinning);" \
