@@ -34,12 +34,18 @@ std::filesystem::path tactic_cache_file(const std::string& name) {
 }
 
 TacticCache& tactic_cache(const std::string& name) {
-  static std::mutex mutex;
-  static std::map<std::filesystem::path, std::unique_ptr<TacticCache>> caches;
-  const std::filesystem::path file = tactic_cache_file(name);
-  const std::lock_guard lock(mutex);
-  std::unique_ptr<TacticCache>& cache = caches[file];
-  if (!cache) cache = std::make_unique<TacticCache>(file);
+  // Never destroyed: kernels may still look up choices while statics are torn down at exit.
+  struct Caches {
+    std::mutex mutex;
+    std::map<std::filesystem::path, std::unique_ptr<TacticCache>> by_file;
+  };
+  static auto* caches = new Caches;
+  // Without a cache folder the CPU's and cuDNN's choices stay apart in memory.
+  std::filesystem::path file = tactic_cache_file(name);
+  const std::filesystem::path key = file.empty() ? std::filesystem::path("memory:" + name) : file;
+  const std::lock_guard lock(caches->mutex);
+  std::unique_ptr<TacticCache>& cache = caches->by_file[key];
+  if (!cache) cache = std::make_unique<TacticCache>(std::move(file));
   return *cache;
 }
 

@@ -29,7 +29,8 @@ std::string processor_name() {
   while (std::getline(in, line)) {
     if (line.rfind("model name", 0) != 0) continue;
     const std::size_t colon = line.find(':');
-    if (colon != std::string::npos) name = line.substr(line.find_first_not_of(' ', colon + 1));
+    const std::size_t first = colon == std::string::npos ? colon : line.find_first_not_of(' ', colon + 1);
+    if (first != std::string::npos) name = line.substr(first);
     break;
   }
   std::replace_if(

@@ -135,7 +135,8 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
         v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
       }
     }
-    if (ops.stream && (reinterpret_cast<std::uintptr_t>(row) & 31) == 0) {
+    // Whole 64-byte lines only: a streamed partial line costs more than the read it saves.
+    if (ops.stream && (reinterpret_cast<std::uintptr_t>(row) & 63) == 0) {
       _mm256_stream_ps(row, v0);
       _mm256_stream_ps(row + 8, v1);
     } else {

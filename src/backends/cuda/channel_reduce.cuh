@@ -70,10 +70,12 @@ __global__ void finish_channel_sums(const Sum* __restrict__ partial, std::int64_
 }
 
 // term: a device functor, Sum term(std::int64_t flat_index); finish: void finish(std::int64_t channel,
-// Sum total). Partial sums go to the stream's shared workspace (reserved here when it is too small).
+// Sum total). Partial sums go to the stream's shared workspace, reserved here when it is too small: at a
+// run, which is safe since the first run of a net is never captured (training nets are not captured at all).
 template <typename Sum, typename Term, typename Finish>
 void reduce_channels(StreamContext& context, const ChannelExtent& extent, Term term, Finish finish) {
-  if (extent.channels == 0) return;
+  // Empty channels: nothing to sum, and callers make nothing of them.
+  if (extent.channels == 0 || extent.outer * extent.inner == 0) return;
   const std::int64_t runs = channel_runs(extent);
   Sum* partial = nullptr;
   if (runs > 1) {

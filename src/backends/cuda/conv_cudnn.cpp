@@ -172,7 +172,11 @@ bool env_off(const char* name) {
 // 11 % slower on an H100, NIN's workspace a third larger). Off by default, as in PyTorch and Caffe.
 bool deterministic_requested() {
   const char* value = std::getenv("ESPRESSO_CONV_DETERMINISTIC");
-  return value != nullptr && *value != '\0' && std::strcmp(value, "0") != 0;
+  if (value == nullptr) return false;
+  for (const char* off : {"", "0", "false", "off", "no"}) {
+    if (std::strcmp(value, off) == 0) return false;
+  }
+  return true;
 }
 
 // With deterministic_requested(), deterministic algorithms first (then any); else any at once.
