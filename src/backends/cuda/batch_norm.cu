@@ -5,7 +5,6 @@
 // float: against the reference's double (x − μ)/σ they lose about |μ|/σ float ulps (within the harness's
 // tolerance for activations whose mean lies within a few hundred σ of zero).
 #include <cstdint>
-#include <limits>
 
 #include "backends/cuda/channel_affine.h"
 #include "backends/cuda/channel_reduce.cuh"
@@ -92,8 +91,7 @@ struct FoldGradient {
   }
 };
 
-// 32-bit indices where the tensor allows (the division per element is several times cheaper).
-template <class Index>
+template <class Index>  // with_index_type
 __global__ void batch_input_grad(const float* __restrict__ dy, const float* __restrict__ y,
                                  const float* __restrict__ multiplier, const float* __restrict__ slope,
                                  const float* __restrict__ shift, float* __restrict__ dx, Index n,
@@ -170,14 +168,11 @@ class BatchNormKernel final : public CudaKernel {
     float* shift = slope + extent_.channels;
     reduce_channels<SumPair<double>>(context_, extent_, GradientTerms{dy, y},
                                      FoldGradient{count(), multiplier(), slope, shift});
-    if (n <= std::numeric_limits<std::int32_t>::max()) {
-      launch(context_, n, batch_input_grad<std::uint32_t>, dy, y, multiplier(), slope, shift, dx,
-             static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(extent_.channels),
-             static_cast<std::uint32_t>(extent_.inner));
-    } else {
-      launch(context_, n, batch_input_grad<std::int64_t>, dy, y, multiplier(), slope, shift, dx, n,
-             extent_.channels, extent_.inner);
-    }
+    with_index_type(n, [&](auto index) {
+      using Index = decltype(index);
+      launch(context_, n, batch_input_grad<Index>, dy, y, multiplier(), slope, shift, dx, static_cast<Index>(n),
+             static_cast<Index>(extent_.channels), static_cast<Index>(extent_.inner));
+    });
   }
 
  private:

@@ -1,5 +1,4 @@
 #include <cstdint>
-#include <limits>
 
 #include "backends/cuda/channel_affine.h"
 #include "backends/cuda/channel_reduce.cuh"
@@ -24,18 +23,6 @@ __global__ void affine(const T* x, const float* scale, const float* shift, T* y,
   }
 }
 
-template <class T, class Index>
-void launch_affine(StreamContext& context, const T* x, const float* scale, const float* shift, T* y,
-                   const ChannelExtent& extent) {
-  // One instance per combination, so that the per-element loop carries no branch.
-  const auto kernel = scale == nullptr   ? &affine<T, Index, false, true>
-                      : shift == nullptr ? &affine<T, Index, true, false>
-                                         : &affine<T, Index, true, true>;
-  launch(context, extent.outer * extent.channels * extent.inner, kernel, x, scale, shift, y,
-         static_cast<Index>(extent.outer * extent.channels * extent.inner),
-         static_cast<Index>(extent.channels), static_cast<Index>(extent.inner));
-}
-
 template <class T>
 void typed_affine(StreamContext& context, const T* x, const float* scale, const float* shift, T* y,
                   const ChannelExtent& extent) {
@@ -48,11 +35,15 @@ void typed_affine(StreamContext& context, const T* x, const float* scale, const 
     }
     return;
   }
-  if (n <= std::numeric_limits<std::int32_t>::max()) {
-    launch_affine<T, std::uint32_t>(context, x, scale, shift, y, extent);
-  } else {
-    launch_affine<T, std::int64_t>(context, x, scale, shift, y, extent);
-  }
+  with_index_type(n, [&](auto index) {
+    using Index = decltype(index);
+    // One instance per combination, so that the per-element loop carries no branch.
+    const auto kernel = scale == nullptr   ? &affine<T, Index, false, true>
+                        : shift == nullptr ? &affine<T, Index, true, false>
+                                           : &affine<T, Index, true, true>;
+    launch(context, n, kernel, x, scale, shift, y, static_cast<Index>(n), static_cast<Index>(extent.channels),
+           static_cast<Index>(extent.inner));
+  });
 }
 
 template <class T, class Index, bool kShift, bool kResidual>
@@ -67,16 +58,19 @@ __global__ void epilogue(const T* y, const float* shift, const T* residual, T* o
   }
 }
 
-template <class T, class Index>
+template <class T>
 void typed_epilogue(StreamContext& context, const T* y, const float* shift, const T* residual, T* out,
                     float lo, float hi, const ChannelExtent& extent) {
-  const auto n = static_cast<Index>(extent.outer * extent.channels * extent.inner);
-  const auto kernel =
-      shift == nullptr
-          ? (residual == nullptr ? &epilogue<T, Index, false, false> : &epilogue<T, Index, false, true>)
-          : (residual == nullptr ? &epilogue<T, Index, true, false> : &epilogue<T, Index, true, true>);
-  launch(context, n, kernel, y, shift, residual, out, lo, hi, n, static_cast<Index>(extent.channels),
-         static_cast<Index>(extent.inner));
+  const std::int64_t n = extent.outer * extent.channels * extent.inner;
+  with_index_type(n, [&](auto index) {
+    using Index = decltype(index);
+    const auto kernel =
+        shift == nullptr
+            ? (residual == nullptr ? &epilogue<T, Index, false, false> : &epilogue<T, Index, false, true>)
+            : (residual == nullptr ? &epilogue<T, Index, true, false> : &epilogue<T, Index, true, true>);
+    launch(context, n, kernel, y, shift, residual, out, lo, hi, static_cast<Index>(n),
+           static_cast<Index>(extent.channels), static_cast<Index>(extent.inner));
+  });
 }
 
 template <class Index>
@@ -130,12 +124,7 @@ void channel_epilogue(StreamContext& context, DType dtype, void* y, const float*
     auto* typed = static_cast<T*>(y);
     const auto* residual = static_cast<const T*>(epilogue.residual);
     T* out = epilogue.destination != nullptr ? static_cast<T*>(epilogue.destination) : typed;
-    if (n <= std::numeric_limits<std::int32_t>::max()) {
-      typed_epilogue<T, std::uint32_t>(context, typed, shift, residual, out, epilogue.lo, epilogue.hi,
-                                       extent);
-    } else {
-      typed_epilogue<T, std::int64_t>(context, typed, shift, residual, out, epilogue.lo, epilogue.hi, extent);
-    }
+    typed_epilogue<T>(context, typed, shift, residual, out, epilogue.lo, epilogue.hi, extent);
   });
 }
 
@@ -143,12 +132,11 @@ void channel_scale_add(StreamContext& context, const float* dy, const float* sca
                        const ChannelExtent& extent) {
   const std::int64_t n = extent.outer * extent.channels * extent.inner;
   if (n == 0) return;
-  if (n <= std::numeric_limits<std::int32_t>::max()) {
-    launch(context, n, scale_add<std::uint32_t>, dy, scale, dx, static_cast<std::uint32_t>(n),
-           static_cast<std::uint32_t>(extent.channels), static_cast<std::uint32_t>(extent.inner));
-  } else {
-    launch(context, n, scale_add<std::int64_t>, dy, scale, dx, n, extent.channels, extent.inner);
-  }
+  with_index_type(n, [&](auto index) {
+    using Index = decltype(index);
+    launch(context, n, scale_add<Index>, dy, scale, dx, static_cast<Index>(n), static_cast<Index>(extent.channels),
+           static_cast<Index>(extent.inner));
+  });
 }
 
 void channel_parameter_grads(StreamContext& context, const float* dy, const float* x, float* dscale,

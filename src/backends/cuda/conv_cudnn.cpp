@@ -163,20 +163,21 @@ struct Choice {
   bool timed = false;                         // chosen by timing (else cuDNN's heuristic)
 };
 
+// The variable says no: 0, false, off or no.
 bool env_off(const char* name) {
   const char* value = std::getenv(name);
-  return value != nullptr && std::strcmp(value, "0") == 0;
+  if (value == nullptr) return false;
+  for (const char* off : {"0", "false", "off", "no"}) {
+    if (std::strcmp(value, off) == 0) return true;
+  }
+  return false;
 }
 
 // ESPRESSO_CONV_DETERMINISTIC=1: the same gradients every run, at a price (ResNet-18's training step
 // 11 % slower on an H100, NIN's workspace a third larger). Off by default, as in PyTorch and Caffe.
 bool deterministic_requested() {
   const char* value = std::getenv("ESPRESSO_CONV_DETERMINISTIC");
-  if (value == nullptr) return false;
-  for (const char* off : {"", "0", "false", "off", "no"}) {
-    if (std::strcmp(value, off) == 0) return false;
-  }
-  return true;
+  return value != nullptr && *value != '\0' && !env_off("ESPRESSO_CONV_DETERMINISTIC");
 }
 
 // With deterministic_requested(), deterministic algorithms first (then any); else any at once.

@@ -76,6 +76,18 @@ __device__ inline float warp_max(float value) {
   return value;
 }
 
+// visit(Index{}) with Index std::uint32_t where every index of an n-element tensor fits in 31 bits, else
+// std::int64_t: element-wise kernels that find each element's channel divide per element, and 32-bit
+// divisions are several times cheaper.
+template <typename Visit>
+void with_index_type(std::int64_t n, Visit&& visit) {
+  if (n <= std::int64_t{0x7fffffff}) {
+    visit(std::uint32_t{});
+  } else {
+    visit(std::int64_t{});
+  }
+}
+
 // Queues kernel(args...) on the context's stream with kThreads-thread blocks, enough to cover `work`
 // threads up to a full GPU (the kernel loops over the rest with grid_stride or warp_stride).
 template <typename... Params, typename... Args>

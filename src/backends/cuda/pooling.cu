@@ -7,6 +7,7 @@
 // in window order, the one the reference picks (src/layers/pooling.cpp): a first pass finds it once per
 // window (into the stream's workspace), so the gather reads one index per covering window instead of
 // scanning every covering window again (3 x 3 stride-2 windows: 9 reads per output, not 36 per input).
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -253,14 +254,14 @@ class PoolingKernel final : public CudaKernel {
       }
       const bool planar =
           windows_.in[0] == 1 && windows_.out[0] == 1 && windows_.kernel[0] == 1 && windows_.pad[0] == 0;
-      if (input_count > std::numeric_limits<std::int32_t>::max() ||
-          windows_.outputs > std::numeric_limits<std::int32_t>::max()) {
-        unpool<std::int64_t, false>(context_, windows_, input_count, best_of, x, dy, dx);
-      } else if (planar) {
-        unpool<std::uint32_t, true>(context_, windows_, input_count, best_of, x, dy, dx);
-      } else {
-        unpool<std::uint32_t, false>(context_, windows_, input_count, best_of, x, dy, dx);
-      }
+      with_index_type(std::max(input_count, windows_.outputs), [&](auto index) {
+        using Index = decltype(index);
+        if (planar) {
+          unpool<Index, true>(context_, windows_, input_count, best_of, x, dy, dx);
+        } else {
+          unpool<Index, false>(context_, windows_, input_count, best_of, x, dy, dx);
+        }
+      });
     }
   }
 
