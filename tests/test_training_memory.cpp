@@ -101,6 +101,44 @@ Graph branchy(std::int64_t batch, std::mt19937& rng) {
   return g;
 }
 
+// A residual block as Caffe's ResNets write it: BatchNorm, Scale and ReLU after each convolution
+// (in place there; the importer names each result apart, as here), the shortcut through a 1x1 convolution
+// with its BatchNorm and Scale (no ReLU), the Add before the last ReLU. On a GPU the planned net runs each
+// BatchNorm + Scale (+ ReLU) as one kernel (Net::Impl::fuse_training_steps); the naive plan fuses nothing.
+Graph residual(std::int64_t batch, std::mt19937& rng) {
+  Graph g;
+  g.name = "residual";
+  g.inputs = {{"data", Shape{batch, 3, 12, 12}}, {"label", Shape{batch}}};
+  std::uniform_real_distribution<float> gamma(0.5f, 1.5f);
+  // name → name_bn → name_scale (→ name_relu).
+  const auto normalised = [&](const std::string& name, std::int64_t channels, bool relu) {
+    LayerSpec bn = layer(name + "_bn", "BatchNorm", {name}, {name + "_bn"});
+    bn.weights = {Tensor::zeros(Shape{channels}), Tensor::zeros(Shape{channels}), Tensor::zeros(Shape{1})};
+    LayerSpec scale = layer(name + "_scale", "Scale", {name + "_bn"}, {name + "_scale"});
+    scale.attrs.set("bias", std::int64_t{1});
+    std::vector<float> factors(static_cast<std::size_t>(channels));
+    for (float& f : factors) f = gamma(rng);
+    scale.weights = {Tensor::from(Shape{channels}, factors), random_tensor(Shape{channels}, rng, 0.2f)};
+    std::vector<LayerSpec> chain{bn, scale};
+    if (relu) chain.push_back(layer(name + "_relu", "ReLU", {name + "_scale"}, {name + "_relu"}));
+    return chain;
+  };
+  LayerSpec add = layer("sum", "Binary", {"b_scale", "down_scale"}, {"sum"});
+  add.attrs.set("operation", std::string("add"));
+  std::vector<LayerSpec> layers{convolution("a", "data", 3, 8, 3, rng)};
+  for (const auto& part :
+       {normalised("a", 8, true), std::vector<LayerSpec>{convolution("b", "a_relu", 8, 8, 3, rng)},
+        normalised("b", 8, false), std::vector<LayerSpec>{convolution("down", "data", 3, 8, 1, rng)},
+        normalised("down", 8, false)}) {
+    layers.insert(layers.end(), part.begin(), part.end());
+  }
+  layers.insert(layers.end(), {add, layer("relu_sum", "ReLU", {"sum"}, {"relu_sum"}),
+                               pooling("pool", "relu_sum"), inner_product("ip", "pool", 8 * 6 * 6, 10, rng),
+                               layer("loss", "SoftmaxWithLoss", {"ip", "label"}, {"loss"})});
+  g.layers = layers;
+  return g;
+}
+
 // A copy whose weights are its own: Nets train the graph's blobs in place.
 Graph with_own_weights(Graph g) {
   for (LayerSpec& spec : g.layers) {
@@ -189,6 +227,11 @@ TEST(TrainingMemory, PlannedBranchyNetTrainsBitIdenticalToTheNaivePlan) {
   expect_identical_training(branchy(6, rng), Shape{6, 3, 12, 12}, 5);
 }
 
+TEST(TrainingMemory, PlannedResidualNetTrainsBitIdenticalToTheNaivePlan) {
+  std::mt19937 rng(3);
+  expect_identical_training(residual(6, rng), Shape{6, 3, 12, 12}, 5);
+}
+
 // On the GPU the arena is device memory and ReLU's CUDA backward runs in place. cuDNN's algorithms
 // are timed per net, so the two may round differently: within 1e-5 there.
 TEST(TrainingMemory, PlannedGpuTrainingMatchesTheNaivePlan) {
@@ -197,6 +240,80 @@ TEST(TrainingMemory, PlannedGpuTrainingMatchesTheNaivePlan) {
   expect_identical_training(lenet(8, rng), Shape{8, 1, 28, 28}, 4, Device::cuda(0), 1e-5);
   std::mt19937 branchy_rng(2);
   expect_identical_training(branchy(6, branchy_rng), Shape{6, 3, 12, 12}, 5, Device::cuda(0), 1e-5);
+}
+
+// Net::forward_backward() records the step as one CUDA graph after its first run and replays it: with new
+// batches and the solver's updated weights each time it trains as the unrecorded calls do, to the bit
+// (deterministic convolution algorithms, so that both nets run the very same kernels).
+TEST(TrainingMemory, RecordedGpuStepsTrainLikeUnrecordedOnes) {
+  REQUIRE_GPU();
+  const testing::ScopedEnv deterministic("ESPRESSO_CONV_DETERMINISTIC", "1");
+  std::mt19937 rng(3);
+  const Graph graph = residual(6, rng);
+  Net recorded(with_own_weights(graph), {.device = Device::cuda(0), .training = true, .seed = 7});
+  Net unrecorded(with_own_weights(graph),
+                 {.device = Device::cuda(0), .cuda_graphs = false, .training = true, .seed = 7});
+  train::SolverConfig config;
+  config.base_lr = 0.05;
+  config.momentum = 0.9;
+  train::Solver recorded_solver(config), unrecorded_solver(config);
+  std::vector<Parameter> recorded_params = recorded.parameters(), unrecorded_params = unrecorded.parameters();
+  std::mt19937 recorded_data(4), unrecorded_data(4);
+  ::testing::internal::CaptureStderr();
+  for (int step = 0; step < 6; ++step) {
+    fill_batch(recorded, Shape{6, 3, 12, 12}, recorded_data);
+    fill_batch(unrecorded, Shape{6, 3, 12, 12}, unrecorded_data);
+    recorded.forward_backward();
+    unrecorded.forward_backward();
+    EXPECT_EQ(recorded.loss(), unrecorded.loss()) << "step " << step;
+    recorded_solver.update(recorded_params, step);
+    unrecorded_solver.update(unrecorded_params, step);
+  }
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "") << "the recording failed";
+  for (std::size_t i = 0; i < recorded_params.size(); ++i) {
+    EXPECT_EQ(relative_difference(recorded_params[i].value, unrecorded_params[i].value), 0.0)
+        << recorded_params[i].layer << " blob " << recorded_params[i].index;
+  }
+}
+
+// The planned GPU net runs BatchNorm + Scale (+ ReLU) as one kernel, which sums in double and orders
+// its float arithmetic differently from the three layers' kernels of the naive plan; and it trains
+// like the CPU.
+TEST(TrainingMemory, FusedBatchNormScaleReluTrainsLikeTheLayersApart) {
+  REQUIRE_GPU();
+  std::mt19937 rng(3);
+  const Graph graph = residual(6, rng);
+  Net planned(with_own_weights(graph), {.device = Device::cuda(0), .training = true});
+  int fused = 0;
+  for (const LayerSummary& layer : planned.summary()) {
+    if (layer.kernel.rfind("fused into ", 0) == 0) ++fused;
+  }
+  EXPECT_EQ(fused, 4) << "three Scales and the first ReLU";
+  expect_identical_training(graph, Shape{6, 3, 12, 12}, 5, Device::cuda(0), 1e-4);
+  // Against the CPU's layers: the same losses and weights after five steps.
+  Net gpu(with_own_weights(graph), {.device = Device::cuda(0), .training = true});
+  Net cpu(with_own_weights(graph), {.training = true});
+  train::SolverConfig config;
+  config.base_lr = 0.05;
+  config.momentum = 0.9;
+  train::Solver gpu_solver(config), cpu_solver(config);
+  std::vector<Parameter> gpu_params = gpu.parameters(), cpu_params = cpu.parameters();
+  std::mt19937 gpu_data(4), cpu_data(4);
+  for (int step = 0; step < 5; ++step) {
+    fill_batch(gpu, Shape{6, 3, 12, 12}, gpu_data);
+    fill_batch(cpu, Shape{6, 3, 12, 12}, cpu_data);
+    gpu.forward();
+    cpu.forward();
+    EXPECT_NEAR(gpu.loss(), cpu.loss(), 1e-4 * std::abs(cpu.loss())) << "step " << step;
+    gpu.backward();
+    cpu.backward();
+    gpu_solver.update(gpu_params, step);
+    cpu_solver.update(cpu_params, step);
+  }
+  for (std::size_t i = 0; i < cpu_params.size(); ++i) {
+    EXPECT_LE(relative_difference(gpu_params[i].value, cpu_params[i].value), 1e-4)
+        << cpu_params[i].layer << " blob " << cpu_params[i].index;
+  }
 }
 
 TEST(TrainingMemory, ReportsEveryCategoryAndReusesBuffers) {

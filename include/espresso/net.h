@@ -57,7 +57,7 @@ struct NetOptions {
   // buffer is reused once forward and backward are done with it, layers run in training mode (Dropout drops,
   // BatchNorm uses batch statistics), and backward() is available. On a GPU the weights, gradients and solver
   // history stay on the device, every layer that runs backward needs a CUDA backward, and forward() is not
-  // recorded as a CUDA graph.
+  // recorded as a CUDA graph (forward_backward() is).
   bool training = false;
   // Seeds the random parts of training (Dropout masks, weight fillers), so runs repeat.
   std::uint64_t seed = 1;
@@ -115,7 +115,8 @@ struct MemoryReport {
   std::size_t activation_grad_bytes = 0;  // naive: their gradients (training)
   std::size_t weight_bytes = 0;           // learned blobs, shared ones once
   std::size_t weight_grad_bytes = 0;      // their gradients (training)
-  std::size_t workspace_bytes = 0;  // kernels' own scratch buffers (im2col columns), as allocated so far
+  std::size_t workspace_bytes =
+      0;  // scratch buffers of the kernels and their stream (im2col columns, cuDNN's), as allocated so far
   // Training: the activations, and their gradients, each planned alone (for the breakdown; the arena,
   // planned_bytes, holds both and reuses memory across them).
   std::size_t activation_planned_bytes = 0;
@@ -164,6 +165,11 @@ class Net {
   float loss();
   // Gradients of loss() with respect to every parameter (and every tensor), after a forward().
   void backward();
+  // forward() then backward(), as one: on a GPU (cuda_graphs on, every layer there, no backward
+  // observer, no layer profile) recorded once as a CUDA graph after a first plain run and replayed, one
+  // launch per step instead of one per kernel. A recording that fails (out of device memory, say) is
+  // dropped with a warning on stderr and the net keeps running its steps unrecorded.
+  void forward_backward();
   // Called inside backward() after each layer's backward pass (in backward order, layers that take no
   // gradient included) with the layer's name: a parameter's gradient is complete once the layer that owns
   // it (Parameter::layer) has been reported, so data-parallel training can send it while backward goes

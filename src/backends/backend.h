@@ -37,6 +37,9 @@ class Stream {
  public:
   virtual ~Stream() = default;
   virtual Device device() const = 0;
+  // Bytes of scratch memory the stream holds for its kernels to share (cuDNN's workspace), for memory
+  // reports.
+  virtual std::size_t workspace_bytes() const { return 0; }
   // Waits for all queued work; throws DeviceError for errors of work that ran asynchronously.
   virtual void synchronize() = 0;
 

@@ -50,6 +50,17 @@ class Kernel {
   };
   virtual bool fuse_channel_affine(ChannelAffine /*affine*/) { return false; }
   virtual bool fuse_clamp(float /*lo*/, float /*hi*/) { return false; }
+  // Training: the per-channel Scale (learned `scale`, optional `bias`) that alone reads this kernel's
+  // output (a batch-statistics BatchNorm's), and the ReLU without slope that alone reads the Scale's
+  // output when `relu`. The kernel writes that last step's output as a second output in forward() and,
+  // in backward(), reads its gradient as a second output gradient and adds the Scale's weight
+  // gradients (`scale_grad`, `bias_grad`). Its own output is still written (its backward reads it);
+  // its own output gradient is not read. False when the kernel cannot.
+  struct TrainingScale {
+    Tensor scale, bias, scale_grad, bias_grad;  // bias and bias_grad undefined without a bias term
+    bool relu = false;
+  };
+  virtual bool fuse_training_scale(TrainingScale /*scale*/) { return false; }
   // Writes the output of image n at base + n·image_stride floats instead of into the output tensor
   // (its slice of a channel Concat that reads it alone); false when the kernel cannot.
   virtual bool redirect_output(float* /*base*/, std::int64_t /*image_stride*/) { return false; }

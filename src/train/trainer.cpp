@@ -558,11 +558,22 @@ float Trainer::Impl::forward_backward() {
     if (!feed.label_input.empty()) net->input(feed.label_input).copy_from(batch.labels);
   }
   if (teacher) run_teacher();
-  net->forward();
+  if (buckets) {
+    net->forward();
+    const float loss = net->loss();
+    check_finite(loss);
+    buckets->reset();
+    net->backward();
+    return loss;
+  }
+  // One recorded step on a GPU (Net::forward_backward); a loss that is not finite is looked into with
+  // the activations of a forward() again, which backward may have overwritten.
+  net->forward_backward();
   const float loss = net->loss();
-  check_finite(loss);
-  if (buckets) buckets->reset();
-  net->backward();
+  if (!std::isfinite(loss)) {
+    net->forward();
+    check_finite(net->loss());
+  }
   return loss;
 }
 

@@ -236,7 +236,10 @@ void check_gpu_backward(Stream& context, const Layer& layer, const std::vector<T
     // The input gradient written over the output gradient's memory: the same values, bit for bit.
     std::vector<Tensor> shared = device_output_grads;
     shared[0] = output_grads[0].to(device);
-    std::vector<Tensor> in_place_inputs = device_grads.inputs;
+    // The other inputs' gradients start from zero again (device_grads holds the first run's).
+    std::vector<Tensor> in_place_inputs;
+    for (const Tensor& grad : device_grads.inputs)
+      in_place_inputs.push_back(grad.defined() ? Tensor::zeros(grad.shape(), DType::f32, device) : Tensor{});
     in_place_inputs[0] = shared[0];
     std::vector<Tensor> weights;
     for (const Tensor& w : reference.weights) weights.push_back(Tensor::zeros(w.shape(), DType::f32, device));

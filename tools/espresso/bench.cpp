@@ -5,8 +5,8 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -15,6 +15,7 @@
 #include "espresso/devices.h"
 #include "espresso/espresso.h"
 #include "espresso/solver.h"
+#include "memory_report.h"
 
 namespace espresso::cli {
 namespace {
@@ -29,6 +30,7 @@ struct BenchOptions {
   bool no_cuda_graphs = false;
   std::string compare;  // "cpu,cuda": devices to compare, training included
   bool train = false;   // training steps only, on --device
+  bool report_memory = false;  // --train: the training net's memory, planned vs naive
 };
 
 std::vector<std::int64_t> parse_batches(const std::string& text) {
@@ -223,8 +225,7 @@ Timing time_training(Net& trainee, const Net& planned, std::mt19937& rng, int wa
   return time_runs(
       [&] {
         const auto start = std::chrono::steady_clock::now();
-        trainee.forward();
-        trainee.backward();
+        trainee.forward_backward();
         solver.update(params, iteration++);  // returns once the device is done
         return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
       },
@@ -339,9 +340,12 @@ int run_train(const BenchOptions& options) {
     std::mt19937 rng(1);
     if (counts_memory) reset_peak_device_memory(device);
     Timing t;
+    train::TrainingMemory memory;
     {
       Net trainee(training_graph(planned.graph(), planned, batch, true), {.device = device, .training = true});
       t = time_training(trainee, planned, rng, options.warmup, options.iterations, 0.0);
+      memory.train = trainee.memory();
+      memory.solver_history_bytes = memory.train.weight_bytes;  // SGD's momentum: one blob per weight
     }
     const double peak_mib =
         counts_memory ? static_cast<double>(device_memory_use(device).peak_bytes) / (1 << 20) : 0.0;
@@ -355,6 +359,11 @@ int run_train(const BenchOptions& options) {
     } else {
       std::printf("%8lld %12.4f %12.4f %14.1f %16s\n", static_cast<long long>(batch), t.median_ms, t.p90_ms, rate,
                   counts_memory ? std::to_string(static_cast<long long>(peak_mib + 0.5)).c_str() : "n/a");
+      if (options.report_memory) {
+        std::ostringstream report;
+        print_training_memory(memory, report);
+        std::fputs(report.str().c_str(), stdout);
+      }
     }
     std::fflush(stdout);
   }
@@ -394,6 +403,8 @@ Verb add_bench_verb(CLI::App& app) {
                     "Time training steps (forward, backward, SGD update) on --device instead, with the peak "
                     "device memory")
       ->excludes("--compare");
+  command->add_flag("--report-memory", options->report_memory,
+                    "With --train: the training net's memory by category, planned vs naive");
   return {command, [options] { return run_bench(*options); }};
 }
 

@@ -4,6 +4,10 @@
 // Σ dy·y the same way and applies the input gradient as one more per-channel linear map. Both maps are
 // float: against the reference's double (x − μ)/σ they lose about |μ|/σ float ulps (within the harness's
 // tolerance for activations whose mean lies within a few hundred σ of zero).
+// In training the kernel can take over the Scale (and ReLU) after it (Kernel::fuse_training_scale):
+// forward writes the normalised y and z = max(γ·y + β, 0) in one pass, backward sums the Scale's
+// gradients and its own from dz and y in one reduction and writes dx in one more pass (5 passes over
+// the channel's tensors for the three layers instead of 9, forward and backward).
 #include <cstdint>
 
 #include "backends/cuda/channel_affine.h"
@@ -38,7 +42,7 @@ struct RunningBlobs {
 // Σ x and Σ x² of a channel, in double (reduce_channels).
 struct Moments {
   const float* x;
-  __device__ SumPair<double> operator()(std::int64_t i) const {
+  __device__ SumPair<double> operator()(std::int64_t i, std::int64_t) const {
     const double v = x[i];
     return {v, v * v};
   }
@@ -70,36 +74,81 @@ struct FoldStatistics {
   }
 };
 
-// Σ dy and Σ dy·y of a channel, in double.
+// A Scale (and ReLU) fused after the BatchNorm: z = γ·y + β, then max(z, 0) when `relu`. The same
+// fmaf in forward and backward, so that backward finds the very signs forward clamped.
+struct FusedScale {
+  const float* scale = nullptr;  // null: nothing fused
+  const float* bias = nullptr;   // null: no bias term
+  float* scale_grad = nullptr;
+  float* bias_grad = nullptr;
+  bool relu = false;
+  __device__ float apply(float y, std::int64_t c) const {
+    return bias != nullptr ? fmaf(scale[c], y, bias[c]) : scale[c] * y;
+  }
+  // The gradient reaching the Scale's input from dz: dz where the ReLU passed (γ aside).
+  __device__ float masked(float dz, float y, std::int64_t c) const {
+    return relu && !(apply(y, c) > 0.0f) ? 0.0f : dz;
+  }
+};
+
+template <class Index, bool kRelu>  // with_index_type
+__global__ void normalize_scale(const float* __restrict__ x, const float* __restrict__ multiplier,
+                                const float* __restrict__ offset, FusedScale fused, float* __restrict__ y,
+                                float* __restrict__ z, Index n, Index channels, Index inner) {
+  for (std::int64_t at : grid_stride(n)) {
+    const auto i = static_cast<Index>(at);
+    const Index c = i / inner % channels;
+    const float normalised = fmaf(x[i], multiplier[c], offset[c]);
+    y[i] = normalised;
+    const float scaled = fused.apply(normalised, c);
+    z[i] = kRelu ? fmaxf(scaled, 0.0f) : scaled;
+  }
+}
+
+// Σ g and Σ g·y of a channel, in double: g = dy, or with a fused Scale the gradient that reaches the
+// Scale's input divided by γ (FusedScale::masked).
 struct GradientTerms {
   const float* dy;
   const float* y;
-  __device__ SumPair<double> operator()(std::int64_t i) const {
-    return {dy[i], static_cast<double>(dy[i]) * y[i]};
+  FusedScale fused;
+  __device__ SumPair<double> operator()(std::int64_t i, std::int64_t c) const {
+    const double g = fused.scale != nullptr ? fused.masked(dy[i], y[i], c) : dy[i];
+    return {g, g * y[i]};
   }
 };
 
-// dx = (dy − mean(dy) − y · mean(dy · y)) / sqrt(σ² + eps) as dx = dy · multiplier + y · slope + shift.
+// dx = (dy − mean(dy) − y · mean(dy · y)) / sqrt(σ² + eps) as dx = g · gain + y · slope + shift; with a
+// fused Scale dy = γ·g, whose sums are also the Scale's gradients: dγ += Σ g·y, dβ += Σ g.
 struct FoldGradient {
   double count;
   const float* multiplier;
+  FusedScale fused;
+  float* gain;
   float* slope;
   float* shift;
   __device__ void operator()(std::int64_t c, SumPair<double> sums) const {
-    slope[c] = static_cast<float>(-sums.second / count * multiplier[c]);
-    shift[c] = static_cast<float>(-sums.first / count * multiplier[c]);
+    double factor = multiplier[c];
+    if (fused.scale != nullptr) {
+      factor *= fused.scale[c];
+      fused.scale_grad[c] += static_cast<float>(sums.second);
+      if (fused.bias_grad != nullptr) fused.bias_grad[c] += static_cast<float>(sums.first);
+    }
+    gain[c] = static_cast<float>(factor);
+    slope[c] = static_cast<float>(-sums.second / count * factor);
+    shift[c] = static_cast<float>(-sums.first / count * factor);
   }
 };
 
-template <class Index>  // with_index_type
-__global__ void batch_input_grad(const float* __restrict__ dy, const float* __restrict__ y,
-                                 const float* __restrict__ multiplier, const float* __restrict__ slope,
+template <class Index, bool kFused>  // with_index_type
+__global__ void batch_input_grad(const float* __restrict__ dy, const float* __restrict__ y, FusedScale fused,
+                                 const float* __restrict__ gain, const float* __restrict__ slope,
                                  const float* __restrict__ shift, float* __restrict__ dx, Index n,
                                  Index channels, Index inner) {
   for (std::int64_t at : grid_stride(n)) {
     const auto i = static_cast<Index>(at);
     const Index c = i / inner % channels;
-    dx[i] += dy[i] * multiplier[c] + y[i] * slope[c] + shift[c];
+    const float g = kFused ? fused.masked(dy[i], y[i], c) : dy[i];
+    dx[i] += g * gain[c] + y[i] * slope[c] + shift[c];
   }
 }
 
@@ -125,7 +174,7 @@ class BatchNormKernel final : public CudaKernel {
         live_(live),
         blobs_(std::move(blobs)) {
     const std::string purpose = "the BatchNorm statistics of layer '" + layer.name() + "'";
-    per_channel_ = device_buffer<float>((batch_ ? 4 : 2) * extent_.channels, context, purpose);
+    per_channel_ = device_buffer<float>((batch_ ? 5 : 2) * extent_.channels, context, purpose);
     if (batch_) return;
     if (!live_) compute_stored_affine();
   }
@@ -145,32 +194,54 @@ class BatchNormKernel final : public CudaKernel {
     reduce_channels<SumPair<double>>(
         context_, extent_, Moments{x},
         FoldStatistics{count(), eps_, fraction_, running, multiplier(), offset()});
-    channel_affine(context_, x, multiplier(), offset(), outputs[0].data<float>(), extent_);
+    if (fused_.scale == nullptr) {
+      channel_affine(context_, x, multiplier(), offset(), outputs[0].data<float>(), extent_);
+      return;
+    }
+    const std::int64_t n = elements();
+    with_index_type(n, [&](auto index) {
+      using Index = decltype(index);
+      launch(context_, n, fused_.relu ? normalize_scale<Index, true> : normalize_scale<Index, false>, x,
+             multiplier(), offset(), fused_, outputs[0].data<float>(), outputs[1].data<float>(),
+             static_cast<Index>(n), static_cast<Index>(extent_.channels), static_cast<Index>(extent_.inner));
+    });
   }
 
   bool has_fast_backward() const override { return dtype_ == DType::f32; }
 
+  bool fuse_training_scale(TrainingScale scale) override {
+    if (!batch_ || dtype_ != DType::f32 || scale.scale.numel() != extent_.channels) return false;
+    fused_ = {scale.scale.data<float>(), scale.bias.defined() ? scale.bias.data<float>() : nullptr,
+              scale.scale_grad.data<float>(),
+              scale.bias_grad.defined() ? scale.bias_grad.data<float>() : nullptr, scale.relu};
+    return true;
+  }
+
   void backward(const Layer&, const std::vector<Tensor>&, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>&) override {
-    if (!input_grads[0].defined()) return;
-    const float* dy = output_grads[0].data<float>();
-    float* dx = input_grads[0].data<float>();
+    const bool fused = fused_.scale != nullptr;
+    if (!input_grads[0].defined() && !fused) return;
+    // With a fused Scale: the gradient of its (or its ReLU's) output.
+    const float* dy = output_grads[fused ? 1 : 0].data<float>();
     if (!batch_) {
-      channel_scale_add(context_, dy, multiplier(), dx, extent_);
+      channel_scale_add(context_, dy, multiplier(), input_grads[0].data<float>(), extent_);
       return;
     }
     const std::int64_t n = elements();
     if (n == 0) return;
     // Uses the statistics forward kept: backward follows the forward of the same batch.
     const float* y = outputs[0].data<float>();
-    float* slope = offset() + extent_.channels;
+    float* gain = offset() + extent_.channels;
+    float* slope = gain + extent_.channels;
     float* shift = slope + extent_.channels;
-    reduce_channels<SumPair<double>>(context_, extent_, GradientTerms{dy, y},
-                                     FoldGradient{count(), multiplier(), slope, shift});
+    reduce_channels<SumPair<double>>(context_, extent_, GradientTerms{dy, y, fused_},
+                                     FoldGradient{count(), multiplier(), fused_, gain, slope, shift});
+    if (!input_grads[0].defined()) return;
     with_index_type(n, [&](auto index) {
       using Index = decltype(index);
-      launch(context_, n, batch_input_grad<Index>, dy, y, multiplier(), slope, shift, dx, static_cast<Index>(n),
+      launch(context_, n, fused ? batch_input_grad<Index, true> : batch_input_grad<Index, false>, dy, y,
+             fused_, gain, slope, shift, input_grads[0].data<float>(), static_cast<Index>(n),
              static_cast<Index>(extent_.channels), static_cast<Index>(extent_.inner));
     });
   }
@@ -192,8 +263,9 @@ class BatchNormKernel final : public CudaKernel {
   float eps_, fraction_;
   bool batch_, live_;
   std::vector<Tensor> blobs_;  // handles sharing the device blobs' memory
+  FusedScale fused_;           // the Scale (and ReLU) this kernel runs too, if any
   // Per channel: the multiplier and offset of the affine map (stored or batch statistics); with batch
-  // statistics also the slope and shift of the input gradient (FoldGradient).
+  // statistics also the gain, slope and shift of the input gradient (FoldGradient).
   std::shared_ptr<void> per_channel_;
 };
 

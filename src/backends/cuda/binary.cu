@@ -1,7 +1,9 @@
 // Binary on the GPU: one kernel for every operation, reading both operands through broadcast
-// strides (0 along the axes an operand stretches over). Backward: an operand of the output's size
+// strides (0 along the axes an operand stretches over), or element by element when both have the
+// output's shape (a residual Add: no index arithmetic). Backward: an operand of the output's size
 // takes its gradient element-wise; a broadcast one gathers, per element, the sum over the outputs
-// it reached.
+// it reached. A sum's or difference's first operand may take its gradient in place over the output's,
+// which it equals.
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
@@ -25,14 +27,38 @@ __global__ void broadcast_binary(const T* a, const T* b, T* y, long long n, Stri
   }
 }
 
+template <class T, class Index>  // with_index_type
+__global__ void same_shape_binary(const T* a, const T* b, T* y, Index n, BinaryLayer::Op op) {
+  for (std::int64_t at : grid_stride(n)) {
+    const auto i = static_cast<Index>(at);
+    y[i] = from_float<T>(binary_value(op, to_float(a[i]), to_float(b[i])));
+  }
+}
+
+// Both operands of the output's shape: their gradients (either may be null). `a` and `b` are null
+// where the partials do not depend on them (sums, differences); `da` equal to `dy` holds its
+// gradient already (in place, Kernel::backward_in_place).
+template <class Index>  // with_index_type
+__global__ void same_shape_gradients(const float* a, const float* b, const float* dy, float* da, float* db,
+                                     Index n, BinaryLayer::Op op) {
+  for (std::int64_t at : grid_stride(n)) {
+    const auto i = static_cast<Index>(at);
+    const BinaryPartials p = binary_partials(op, a != nullptr ? a[i] : 0.0f, b != nullptr ? b[i] : 0.0f);
+    const float g = dy[i];
+    if (da != nullptr && da != dy) da[i] += g * p.a;
+    if (db != nullptr) db[i] += g * p.b;
+  }
+}
+
 // The gradients of the operands that have the output's size (the others null): one thread per output.
-// No __restrict__ on da and db: with one tensor as both operands they may be one buffer.
+// No __restrict__ on da and db: with one tensor as both operands they may be one buffer, and da may be
+// dy (in place).
 __global__ void elementwise_gradients(const float* __restrict__ a, const float* __restrict__ b,
-                                      const float* __restrict__ dy, float* da, float* db, long long n,
-                                      StridedDims sa, StridedDims sb, BinaryLayer::Op op) {
+                                      const float* dy, float* da, float* db, long long n, StridedDims sa,
+                                      StridedDims sb, BinaryLayer::Op op) {
   for (long long i : grid_stride(n)) {
     const BinaryPartials p = binary_partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
-    if (da != nullptr) da[i] += dy[i] * p.a;
+    if (da != nullptr && da != dy) da[i] += dy[i] * p.a;  // da == dy: in place, already da
     if (db != nullptr) db[i] += dy[i] * p.b;
   }
 }
@@ -106,6 +132,26 @@ Reach reach_of(const Shape& operand, const Shape& out) {
   return reach;
 }
 
+// y = a op b over `n` outputs, both operands of the output's shape when `same_shape`.
+template <class T>
+void binary_forward(StreamContext& context, const T* a, const T* b, T* y, std::int64_t n, bool same_shape,
+                    const StridedDims& sa, const StridedDims& sb, BinaryLayer::Op op) {
+  if (n == 0) return;
+  if (!same_shape) {
+    launch(context, n, broadcast_binary<T>, a, b, y, n, sa, sb, op);
+    return;
+  }
+  with_index_type(n, [&](auto index) {
+    using Index = decltype(index);
+    launch(context, n, same_shape_binary<T, Index>, a, b, y, static_cast<Index>(n), op);
+  });
+}
+
+// The partials of sums and differences are constants: their backward reads neither operand.
+bool constant_partials(BinaryLayer::Op op) {
+  return op == BinaryLayer::Op::add || op == BinaryLayer::Op::sub;
+}
+
 class BinaryKernel final : public CudaKernel {
  public:
   BinaryKernel(StridedDims a, StridedDims b, Reach reach_a, Reach reach_b, BinaryLayer::Op op,
@@ -113,11 +159,14 @@ class BinaryKernel final : public CudaKernel {
       : CudaKernel(context), a_(a), b_(b), reach_{reach_a, reach_b}, op_(op) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    const std::int64_t n = outputs[0].numel();
-    if (n == 0) return;
     // No __restrict__: the executor may run the layer in place on input 0.
-    launch(context_, n, broadcast_binary<float>, inputs[0].data<float>(), inputs[1].data<float>(),
-           outputs[0].data<float>(), n, a_, b_, op_);
+    binary_forward(context_, inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(),
+                   outputs[0].numel(), same_shape(), a_, b_, op_);
+  }
+
+  // A sum's or difference's first operand of the output's shape: its gradient is the output's.
+  bool backward_in_place(const Layer&) const override {
+    return constant_partials(op_) && reach_[0].spread_count == 1;
   }
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
@@ -141,10 +190,21 @@ class BinaryKernel final : public CudaKernel {
              reach_[k], chunks, a_, b_, op_, k);
     }
     if (full[0] == nullptr && full[1] == nullptr) return;
-    launch(context_, n, elementwise_gradients, a, b, dy, full[0], full[1], n, a_, b_, op_);
+    if (!same_shape()) {
+      launch(context_, n, elementwise_gradients, a, b, dy, full[0], full[1], n, a_, b_, op_);
+      return;
+    }
+    const bool constant = constant_partials(op_);
+    with_index_type(n, [&](auto index) {
+      using Index = decltype(index);
+      launch(context_, n, same_shape_gradients<Index>, constant ? nullptr : a, constant ? nullptr : b, dy,
+             full[0], full[1], static_cast<Index>(n), op_);
+    });
   }
 
  private:
+  bool same_shape() const { return reach_[0].spread_count == 1 && reach_[1].spread_count == 1; }
+
   StridedDims a_, b_;
   Reach reach_[2];
   BinaryLayer::Op op_;
@@ -154,18 +214,17 @@ class BinaryKernel final : public CudaKernel {
 template <class T>
 class LowpBinaryKernel final : public CudaKernel {
  public:
-  LowpBinaryKernel(StridedDims a, StridedDims b, BinaryLayer::Op op, StreamContext& context)
-      : CudaKernel(context), a_(a), b_(b), op_(op) {}
+  LowpBinaryKernel(StridedDims a, StridedDims b, bool same_shape, BinaryLayer::Op op, StreamContext& context)
+      : CudaKernel(context), a_(a), b_(b), same_shape_(same_shape), op_(op) {}
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    const std::int64_t n = outputs[0].numel();
-    if (n == 0) return;
-    launch(context_, n, broadcast_binary<T>, static_cast<const T*>(inputs[0].raw()),
-           static_cast<const T*>(inputs[1].raw()), static_cast<T*>(outputs[0].raw()), n, a_, b_, op_);
+    binary_forward(context_, static_cast<const T*>(inputs[0].raw()), static_cast<const T*>(inputs[1].raw()),
+                   static_cast<T*>(outputs[0].raw()), outputs[0].numel(), same_shape_, a_, b_, op_);
   }
   bool has_fast_backward() const override { return false; }
 
  private:
   StridedDims a_, b_;
+  bool same_shape_;
   BinaryLayer::Op op_;
 };
 
@@ -184,8 +243,9 @@ std::unique_ptr<Kernel> make_lowp_binary(const Layer& layer, const std::vector<S
   const StridedDims a = strided_dims(out.dims(), broadcast_strides(inputs[0], out));
   const StridedDims b = strided_dims(out.dims(), broadcast_strides(inputs[1], out));
   std::unique_ptr<Kernel> kernel;
+  const bool same_shape = inputs[0].numel() == out.numel() && inputs[1].numel() == out.numel();
   with_storage_type(dtype, "Binary", [&](auto type) {
-    kernel = std::make_unique<LowpBinaryKernel<decltype(type)>>(a, b, op, context);
+    kernel = std::make_unique<LowpBinaryKernel<decltype(type)>>(a, b, same_shape, op, context);
   });
   return kernel;
 }

@@ -86,7 +86,7 @@ __global__ void scale_add(const float* dy, const float* scale, float* dx, Index 
 struct ParameterTerms {
   const float* dy;
   const float* x;
-  __device__ SumPair<float> operator()(std::int64_t i) const {
+  __device__ SumPair<float> operator()(std::int64_t i, std::int64_t) const {
     return {x != nullptr ? dy[i] * x[i] : 0.0f, dy[i]};
   }
 };

@@ -23,7 +23,7 @@ inline std::int64_t channel_runs(const ChannelExtent& extent) {
   return std::clamp<std::int64_t>((per_channel + kRunElements - 1) / kRunElements, 1, kMaxRuns);
 }
 
-// Block b sums run b % runs of channel b / runs: Σ term(i) over the run's flat indices i. With one run
+// Block b sums run b % runs of channel b / runs: Σ term(i, c) over the run's flat indices i. With one run
 // per channel the block hands its sum to finish(c, sum) itself, else stores it in partial[b].
 template <typename Sum, typename Term, typename Finish>
 __global__ void channel_run_sums(Term term, Finish finish, ChannelExtent extent, std::int64_t runs,
@@ -40,7 +40,7 @@ __global__ void channel_run_sums(Term term, Finish finish, ChannelExtent extent,
     std::int64_t j = begin + threadIdx.x;
     std::int64_t n = j / extent.inner, k = j % extent.inner;
     for (; j < end; j += blockDim.x) {
-      local += term((n * extent.channels + c) * extent.inner + k);
+      local += term((n * extent.channels + c) * extent.inner + k, c);
       n += step_n;
       k += step_k;
       if (k >= extent.inner) {
@@ -69,9 +69,10 @@ __global__ void finish_channel_sums(const Sum* __restrict__ partial, std::int64_
   }
 }
 
-// term: a device functor, Sum term(std::int64_t flat_index); finish: void finish(std::int64_t channel,
-// Sum total). Partial sums go to the stream's shared workspace, reserved here when it is too small: at a
-// run, which is safe since the first run of a net is never captured (training nets are not captured at all).
+// term: a device functor, Sum term(std::int64_t flat_index, std::int64_t channel); finish: void
+// finish(std::int64_t channel, Sum total). Partial sums go to the stream's shared workspace, reserved here
+// when it is too small: at a run, which is safe since the first run of a net is never captured (training nets
+// are not captured at all).
 template <typename Sum, typename Term, typename Finish>
 void reduce_channels(StreamContext& context, const ChannelExtent& extent, Term term, Finish finish) {
   // Empty channels: nothing to sum, and callers make nothing of them.

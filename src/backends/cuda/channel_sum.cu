@@ -6,7 +6,7 @@ namespace {
 
 struct Element {
   const float* dy;
-  __device__ float operator()(std::int64_t i) const { return dy[i]; }
+  __device__ float operator()(std::int64_t i, std::int64_t) const { return dy[i]; }
 };
 
 struct AddTo {

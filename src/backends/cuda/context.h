@@ -55,7 +55,7 @@ class StreamContext final : public Stream {
   // old one alive while a capture records or a recorded graph may replay).
   void reserve_workspace(std::size_t bytes);
   void* workspace() const { return workspace_.get(); }
-  std::size_t workspace_bytes() const { return workspace_bytes_; }
+  std::size_t workspace_bytes() const override { return workspace_bytes_; }
   // The device copy of a CPU weight tensor: the shared one when the model is resident, else uploaded
   // on first request and kept for the context's life (weights live as long as the Net's layers and
   // never change). A tensor already on this device (a training net's weights) is returned as is.

@@ -186,15 +186,22 @@ std::vector<bool> determinism_tiers() {
   return {true, false};
 }
 
+// A timed algorithm at most this much slower than the fastest wins when it needs less workspace:
+// within timing noise, and the stream's shared workspace is a large part of a training net's memory.
+constexpr float kWorkspaceSlack = 0.03f;
+
 // From a ranking (best first: cuDNN's heuristic order, or measured times): the first algorithm that
 // ran, keeps to FMA math (tensor-core entries would round through TF32) unless `tensor_ops` allows
 // them, and needs at most kMaxWorkspaceBytes, preferring deterministic ones over a better-ranked one
-// that is not (determinism_tiers). `workspace(perf, bytes)` returns false when cuDNN declines the
+// that is not (determinism_tiers); among measured ones, the one with the least workspace within
+// kWorkspaceSlack of the fastest. `workspace(perf, bytes)` returns false when cuDNN declines the
 // algorithm.
 template <typename Perf, typename Workspace>
 auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Workspace workspace)
     -> std::optional<Choice<decltype(Perf::algo)>> {
   for (const bool deterministic_only : determinism_tiers()) {
+    std::optional<Choice<decltype(Perf::algo)>> best;
+    float best_time = 0.0f;
     for (int i = 0; i < returned; ++i) {
       const Perf& c = ranked[static_cast<std::size_t>(i)];
       if (c.status != CUDNN_STATUS_SUCCESS ||
@@ -204,9 +211,16 @@ auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Worksp
         continue;
       }
       std::size_t bytes = 0;
-      if (workspace(c, bytes) && bytes <= kMaxWorkspaceBytes)
-        return Choice<decltype(Perf::algo)>{c.algo, bytes, c.mathType};
+      if (!workspace(c, bytes) || bytes > kMaxWorkspaceBytes) continue;
+      if (!best) {
+        best = Choice<decltype(Perf::algo)>{c.algo, bytes, c.mathType};
+        best_time = c.time;
+        if (!(best_time > 0.0f)) break;  // a heuristic ranking: no times to weigh
+      } else if (c.time <= best_time * (1.0f + kWorkspaceSlack) && bytes < best->workspace_bytes) {
+        best = Choice<decltype(Perf::algo)>{c.algo, bytes, c.mathType};
+      }
     }
+    if (best) return best;
   }
   return std::nullopt;
 }
@@ -344,10 +358,10 @@ TacticCache& disk_cache() { return tactic_cache("cudnn-algorithms.txt"); }
 
 std::size_t element_bytes(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
 
-// Zero-filled x, w and y of a problem and the largest workspace timing may use: at most
-// kMaxWorkspaceBytes and half the device's free memory. Throws DeviceError when memory is short.
+// Zero-filled x, w and y of a problem and the workspace timing may use: what the hungriest candidate
+// needs (`largest`), at most half the device's free memory. Throws DeviceError when memory is short.
 struct Scratch {
-  Scratch(const ConvProblem& p, DType dtype, StreamContext& context) {
+  Scratch(const ConvProblem& p, DType dtype, std::size_t largest, StreamContext& context) {
     const std::size_t size = element_bytes(dtype);
     const auto bytes = [size](std::int64_t count) { return static_cast<std::size_t>(count) * size; };
     const std::string purpose = "timing the cuDNN algorithms of layer '" + p.owner + "'";
@@ -362,7 +376,7 @@ struct Scratch {
                                         context.stream()));
     std::size_t free_bytes = 0, total_bytes = 0;
     ESPRESSO_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-    workspace_bytes = std::min(kMaxWorkspaceBytes, free_bytes / 2);
+    workspace_bytes = std::min(largest, free_bytes / 2);
     if (workspace_bytes > 0) workspace = allocate(workspace_bytes, context.device(), purpose);
   }
   std::shared_ptr<void> x, y, w, workspace;
@@ -405,7 +419,14 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
   try {
     // No capture may start meanwhile: timing synchronises the device.
     const std::lock_guard exclusion(capture_exclusion());
-    Scratch scratch(p, dtype, context);
+    // No larger than the candidates need: the scratch counts towards the process's peak memory.
+    std::size_t largest = 0;
+    for (int algo = 0; algo < kAlgorithms; ++algo) {
+      std::size_t bytes = 0;
+      if (workspace(static_cast<Algo>(algo), bytes) && bytes <= kMaxWorkspaceBytes)
+        largest = std::max(largest, bytes);
+    }
+    Scratch scratch(p, dtype, largest, context);
     std::vector<Perf> ranked(static_cast<std::size_t>(std::max(candidates, 1)));
     int returned = 0;
     const cudnnStatus_t status = find(scratch, static_cast<int>(ranked.size()), returned, ranked.data());

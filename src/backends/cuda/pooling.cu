@@ -4,12 +4,14 @@
 //
 // Backward gathers: a thread per input element sums the gradients of the windows that cover it, so
 // no atomics and a fixed order of additions. Max pooling sends a window's gradient to its first maximum
-// in window order, the one the reference picks (src/layers/pooling.cpp): a first pass finds it once per
-// window (into the stream's workspace), so the gather reads one index per covering window instead of
-// scanning every covering window again (3 x 3 stride-2 windows: 9 reads per output, not 36 per input).
+// in window order, the one the reference picks (src/layers/pooling.cpp): a training forward keeps it
+// per window (a kernel made for inference finds it in a first pass, into the stream's workspace), so
+// the gather reads one index per covering window instead of scanning every covering window again
+// (3 x 3 stride-2 windows: 9 reads per output, not 36 per input).
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
@@ -118,9 +120,11 @@ __device__ void coordinates(int position, const int* size, int* at) {
   }
 }
 
-// The plane position of each window's first maximum (NaNs compare false, as in the reference).
+// The plane position of each window's first maximum (NaNs compare false, as in the reference); with
+// `y` (a training forward) the maximum too.
 template <class Index, bool kPlanar>
-__global__ void window_maxima(Windows p, int* __restrict__ best_of, const float* __restrict__ x) {
+__global__ void window_maxima(Windows p, int* __restrict__ best_of, const float* __restrict__ x,
+                              float* __restrict__ y) {
   for (std::int64_t at : grid_stride(p.outputs)) {
     const auto i = static_cast<Index>(at);
     int position = 0;
@@ -139,6 +143,7 @@ __global__ void window_maxima(Windows p, int* __restrict__ best_of, const float*
       }
     }
     best_of[i] = best;
+    if (y != nullptr) y[i] = in[best];
   }
 }
 
@@ -180,12 +185,17 @@ __global__ void unpool_windows(Windows p, long long inputs, const int* __restric
   }
 }
 
-// Both passes of the windows' backward in the fastest variant that fits.
-template <class Index, bool kPlanar>
-void unpool(StreamContext& context, const Windows& w, long long inputs, int* best_of, const float* x,
-            const float* dy, float* dx) {
-  if (best_of != nullptr) launch(context, w.outputs, window_maxima<Index, kPlanar>, w, best_of, x);
-  launch(context, inputs, unpool_windows<Index, kPlanar>, w, inputs, best_of, dy, dx);
+// `visit` with the index type and planarity of the windows' kernels: the fastest variant that fits.
+template <typename Visit>
+void with_window_variant(const Windows& w, Visit&& visit) {
+  const bool planar = w.in[0] == 1 && w.out[0] == 1 && w.kernel[0] == 1 && w.pad[0] == 0;
+  with_index_type(std::max<long long>(w.planes * w.in_spatial, w.outputs), [&](auto index) {
+    if (planar) {
+      visit(index, std::true_type{});
+    } else {
+      visit(index, std::false_type{});
+    }
+  });
 }
 
 __global__ void unpool_plane_averages(const float* __restrict__ dy, float* __restrict__ dx, long long inputs,
@@ -224,11 +234,24 @@ void pool(StreamContext& context, const Windows& windows, bool global, const Ten
 
 class PoolingKernel final : public CudaKernel {
  public:
-  PoolingKernel(const Windows& windows, bool global, StreamContext& context)
-      : CudaKernel(context), windows_(windows), global_(global) {}
+  // `training`: max pooling keeps each window's maximum from forward for backward.
+  PoolingKernel(const Windows& windows, bool global, bool training, StreamContext& context)
+      : CudaKernel(context), windows_(windows), global_(global) {
+    if (training && !global && !windows.average && windows.outputs > 0) {
+      maxima_ = allocate(static_cast<std::size_t>(windows.outputs) * sizeof(int), context.device(),
+                         "the window maxima of a max pooling");
+    }
+  }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    pool<float>(context_, windows_, global_, inputs[0], outputs[0]);
+    if (maxima_ == nullptr) {
+      pool<float>(context_, windows_, global_, inputs[0], outputs[0]);
+      return;
+    }
+    with_window_variant(windows_, [&](auto index, auto planar) {
+      launch(context_, windows_.outputs, window_maxima<decltype(index), decltype(planar)::value>, windows_,
+             static_cast<int*>(maxima_.get()), inputs[0].data<float>(), outputs[0].data<float>());
+    });
   }
 
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
@@ -245,31 +268,34 @@ class PoolingKernel final : public CudaKernel {
     } else if (global_) {
       launch(context_, planes, unpool_plane_maxima, x, dy, dx, planes, windows_.in_spatial);
     } else {
-      int* best_of = nullptr;
-      if (!windows_.average) {
-        // Reserved when a training layer's kernel was made; a kernel made for inference gets it now.
+      // Max pooling: the maxima forward kept, or (a kernel made for inference) found now in the workspace.
+      int* best_of = static_cast<int*>(maxima_.get());
+      const bool find = !windows_.average && best_of == nullptr;
+      if (find) {
         const auto bytes = static_cast<std::size_t>(windows_.outputs) * sizeof(int);
         if (context_.workspace_bytes() < bytes) context_.reserve_workspace(bytes);
         best_of = static_cast<int*>(context_.workspace());
       }
-      const bool planar =
-          windows_.in[0] == 1 && windows_.out[0] == 1 && windows_.kernel[0] == 1 && windows_.pad[0] == 0;
-      with_index_type(std::max(input_count, windows_.outputs), [&](auto index) {
+      with_window_variant(windows_, [&](auto index, auto planar) {
         using Index = decltype(index);
-        if (planar) {
-          unpool<Index, true>(context_, windows_, input_count, best_of, x, dy, dx);
-        } else {
-          unpool<Index, false>(context_, windows_, input_count, best_of, x, dy, dx);
-        }
+        if (find)
+          launch(context_, windows_.outputs, window_maxima<Index, decltype(planar)::value>, windows_, best_of,
+                 x, nullptr);
+        launch(context_, input_count, unpool_windows<Index, decltype(planar)::value>, windows_, input_count,
+               best_of, dy, dx);
       });
     }
   }
 
   const char* name() const override { return global_ ? "cuda-global" : "cuda"; }
+  std::size_t workspace_bytes() const override {
+    return maxima_ ? static_cast<std::size_t>(windows_.outputs) * sizeof(int) : 0;
+  }
 
  private:
   Windows windows_;
   bool global_;
+  std::shared_ptr<void> maxima_;  // training max pooling: each window's maximum, from the last forward
 };
 
 // fp16 / bf16 inference.
@@ -330,11 +356,7 @@ std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape
   bool global = false;
   // No kernel: the executor names the layer.
   if (!windows_of(layer, inputs, w, global)) return nullptr;
-  // Max pooling's backward keeps each window's maximum there between its two passes.
-  if (layer.training() && !global && !w.average) {
-    context.reserve_workspace(static_cast<std::size_t>(w.outputs) * sizeof(int));
-  }
-  return std::make_unique<PoolingKernel>(w, global, context);
+  return std::make_unique<PoolingKernel>(w, global, layer.training(), context);
 }
 
 std::unique_ptr<Kernel> make_lowp_pooling(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
