@@ -200,6 +200,52 @@ TEST(CudaFusion, ResidualAddAndClampsFuseIntoConvolutions) {
   }
 }
 
+// A SqueezeNet fire module at inference: both expand convolutions write their slices of the Concat's
+// output and the Concat does nothing. With the net's input as a third part no convolution writes its
+// slice (on a GPU all parts are written or none) and the Concat copies them all.
+TEST(CudaFusion, ConvolutionsWriteTheirConcatSlices) {
+  REQUIRE_GPU();
+  for (const bool with_input : {false, true}) {
+    SCOPED_TRACE(with_input ? "the input as a third part" : "two expand convolutions");
+    Graph g;
+    g.inputs = {{"data", Shape{2, 8, 13, 11}}};
+    std::vector<std::string> parts{"r1", "r3"};
+    if (with_input) parts.push_back("data");
+    g.layers = {testing::conv_layer("squeeze", "data", "s", 4, 1, 0, 1),
+                layer("squeeze_relu", "ReLU", {"s"}, {"rs"}),
+                testing::conv_layer("e1", "rs", "c1", 6, 1, 0, 1),
+                layer("e1_relu", "ReLU", {"c1"}, {"r1"}),
+                testing::conv_layer("e3", "rs", "c3", 5, 3, 1, 1),
+                layer("e3_relu", "ReLU", {"c3"}, {"r3"}),
+                layer("concat", "Concat", parts, {"cat"}),
+                testing::conv_layer("next", "cat", "out", 3, 1, 0, 1)};
+    std::mt19937 rng(13);
+    const std::map<std::string, std::int64_t> in_channels{
+        {"squeeze", 8}, {"e1", 4}, {"e3", 4}, {"next", with_input ? 19 : 11}};
+    for (LayerSpec& spec : g.layers) {
+      if (spec.type == "Convolution") testing::set_random_conv_weights(spec, in_channels.at(spec.name), rng);
+    }
+    g.outputs = {"out"};
+    std::mt19937 engine(5);
+    const Tensor input = random_tensor(engine, Shape{2, 8, 13, 11});
+    NetOptions reference_options;
+    reference_options.reference_kernels = true;
+    const std::vector<float> want =
+        Net(g, reference_options).forward({{"data", input}}).at("out").to_vector();
+    Net net(g, {.device = Device::cuda(0)});
+    for (int run = 0; run < 2; ++run) {  // the second replays the recorded graph
+      const Tensor out = net.forward({{"data", input}}).at("out").to(Device::cpu());
+      EXPECT_LE(normalized_error(want, out.to_vector()), 1e-5);
+    }
+    auto kernel = testing::kernels_by_layer(net.summary());
+    if (with_input) {
+      EXPECT_EQ(kernel["concat"].rfind("fused", 0), std::string::npos) << kernel["concat"];
+    } else {
+      EXPECT_EQ(kernel["concat"], "fused into e1, e3");
+    }
+  }
+}
+
 // LeNet with random weights, plus the layers a classifier head commonly adds.
 Graph lenet(std::int64_t batch) {
   Graph g;

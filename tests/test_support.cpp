@@ -106,17 +106,12 @@ LayerSpec conv_layer(const std::string& name, const std::string& input, const st
   return s;
 }
 
-namespace {
-
-// Random weights and bias for a square-kernel Convolution of `in` input channels.
 void set_random_conv_weights(LayerSpec& spec, std::int64_t in, std::mt19937& rng) {
   const std::int64_t outputs = spec.attrs.get_int("num_output", 0), side = spec.attrs.get_int("kernel", 1);
   spec.weights = {Tensor::from(Shape{outputs, in, side, side},
                                random_values(rng, static_cast<std::size_t>(outputs * in * side * side))),
                   Tensor::from(Shape{outputs}, random_values(rng, static_cast<std::size_t>(outputs)))};
 }
-
-}  // namespace
 
 Graph residual_block() {
   Graph g;

@@ -73,6 +73,8 @@ LayerSpec layer(const std::string& name, const std::string& type, std::vector<st
 // A Convolution of a hand-built graph with a square kernel, padding and stride.
 LayerSpec conv_layer(const std::string& name, const std::string& input, const std::string& output,
                      std::int64_t outputs, std::int64_t kernel, std::int64_t pad, std::int64_t stride);
+// Random weights and bias for such a Convolution of `in` input channels.
+void set_random_conv_weights(LayerSpec& spec, std::int64_t in, std::mt19937& rng);
 
 }  // namespace espresso::testing
 

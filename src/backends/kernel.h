@@ -62,7 +62,8 @@ class Kernel {
   };
   virtual bool fuse_training_scale(TrainingScale /*scale*/) { return false; }
   // Writes the output of image n at base + n·image_stride floats instead of into the output tensor
-  // (its slice of a channel Concat that reads it alone); false when the kernel cannot.
+  // (its slice of a channel Concat that reads it alone); false when the kernel cannot. A device
+  // kernel takes a null base as taking the redirection back (the Concat's other inputs could not).
   virtual bool redirect_output(float* /*base*/, std::int64_t /*image_stride*/) { return false; }
   // The residual Add runs in place on its other operand's memory: the kernel writes image n at
   // base + n·image_stride, adding its result to the residual found there (before any fused clamp);

@@ -932,12 +932,14 @@ void Net::Impl::fuse_steps() {
     }
     fuse_max_pooling(step, out, kernel, readers, reader, outputs, writer);
   }
-  // Channel Concats: inputs read by the Concat alone are written into its output by their kernels.
+  // Channel Concats: inputs read by the Concat alone are written into its output by their kernels. On the
+  // CPU the Concat copies the rest; on a device all are written or none (the Concat's kernel stays).
   for (std::size_t step = 0; step < steps; ++step) {
     const auto* concat = dynamic_cast<const ConcatLayer*>(layers[step].get());
-    if (!concat || !step_device[step].is_cpu() || !step_transfers[step].empty() || step_outputs[step].size() != 1)
-      continue;
+    if (!concat || !step_transfers[step].empty() || step_outputs[step].size() != 1) continue;
+    const Device& device = step_device[step];
     const int out = step_outputs[step][0];
+    if (tensors[static_cast<std::size_t>(out)].dtype() != DType::f32) continue;
     const Shape& shape = shapes[static_cast<std::size_t>(out)];
     const std::int64_t axis = concat->axis() < 0 ? concat->axis() + shape.rank() : concat->axis();
     if (axis != 1 || concat_starts[static_cast<std::size_t>(out)] < 0) continue;
@@ -946,22 +948,36 @@ void Net::Impl::fuse_steps() {
     float* base = tensors[static_cast<std::size_t>(out)].data<float>();
     std::vector<bool> written;
     std::vector<std::int64_t> inner;
+    std::vector<int> writers;  // the kernels that took their slice
     std::int64_t offset = 0;
-    bool any = false;
     for (int id : step_inputs[step]) {
       const auto u = static_cast<std::size_t>(id);
       const std::int64_t slice = shapes[u][1] * spatial;
       const int w = writer[u];
       // The writer must run after the output's buffer is reserved, and nothing else may read the input.
-      const bool ok = readers[u] == 1 && !outputs.count(id) && w >= concat_starts[static_cast<std::size_t>(out)] &&
-                      w < static_cast<int>(step) && step_device[static_cast<std::size_t>(w)].is_cpu() &&
-                      kernels[static_cast<std::size_t>(w)]->redirect_output(base + offset, shape[1] * spatial);
+      const bool ok =
+          readers[u] == 1 && !outputs.count(id) && w >= concat_starts[static_cast<std::size_t>(out)] &&
+          w < static_cast<int>(step) && step_device[static_cast<std::size_t>(w)] == device &&
+          kernels[static_cast<std::size_t>(w)]->redirect_output(base + offset, shape[1] * spatial);
+      if (ok) writers.push_back(w);
+      if (!ok && !device.is_cpu()) {
+        for (int taken : writers) kernels[static_cast<std::size_t>(taken)]->redirect_output(nullptr, 0);
+        writers.clear();
+        break;
+      }
       written.push_back(ok);
       inner.push_back(slice);
-      any = any || ok;
       offset += slice;
     }
-    if (any) kernels[step] = std::make_unique<PartialConcatKernel>(std::move(written), outer, std::move(inner));
+    if (writers.empty()) continue;
+    if (device.is_cpu()) {
+      kernels[step] = std::make_unique<PartialConcatKernel>(std::move(written), outer, std::move(inner));
+    } else {
+      std::string names;
+      for (int w : writers)
+        names += (names.empty() ? "" : ", ") + layers[static_cast<std::size_t>(w)]->name();
+      kernels[step] = std::make_unique<FusedKernel>(names);
+    }
   }
 }
 

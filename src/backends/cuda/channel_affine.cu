@@ -46,30 +46,45 @@ void typed_affine(StreamContext& context, const T* x, const float* scale, const 
   });
 }
 
-template <class T, class Index, bool kShift, bool kResidual>
+// kStrided: out is a slice of a larger tensor, `out_stride` elements from one image to the next.
+template <class T, class Index, bool kShift, bool kResidual, bool kStrided>
 __global__ void epilogue(const T* y, const float* shift, const T* residual, T* out, float lo, float hi,
-                         Index n, Index channels, Index inner) {
+                         Index n, Index channels, Index inner, Index out_stride) {
   for (std::int64_t at : grid_stride(n)) {
     const auto i = static_cast<Index>(at);
     float v = to_float(y[i]);
     if constexpr (kShift) v += shift[i / inner % channels];
     if constexpr (kResidual) v += to_float(residual[i]);
-    out[i] = from_float<T>(fminf(fmaxf(v, lo), hi));
+    Index o = i;
+    if constexpr (kStrided) {
+      const Index image = i / (channels * inner);
+      o = i + image * (out_stride - channels * inner);
+    }
+    out[o] = from_float<T>(fminf(fmaxf(v, lo), hi));
   }
+}
+
+template <class T, class Index, bool kStrided>
+auto epilogue_variant(bool shift, bool residual) {
+  return shift ? (residual ? &epilogue<T, Index, true, true, kStrided>
+                           : &epilogue<T, Index, true, false, kStrided>)
+               : (residual ? &epilogue<T, Index, false, true, kStrided>
+                           : &epilogue<T, Index, false, false, kStrided>);
 }
 
 template <class T>
 void typed_epilogue(StreamContext& context, const T* y, const float* shift, const T* residual, T* out,
-                    float lo, float hi, const ChannelExtent& extent) {
+                    float lo, float hi, std::int64_t out_stride, const ChannelExtent& extent) {
   const std::int64_t n = extent.outer * extent.channels * extent.inner;
-  with_index_type(n, [&](auto index) {
+  const std::int64_t per_image = extent.channels * extent.inner;
+  const bool strided = out_stride != 0 && out_stride != per_image;
+  with_index_type(strided ? extent.outer * out_stride : n, [&](auto index) {
     using Index = decltype(index);
-    const auto kernel =
-        shift == nullptr
-            ? (residual == nullptr ? &epilogue<T, Index, false, false> : &epilogue<T, Index, false, true>)
-            : (residual == nullptr ? &epilogue<T, Index, true, false> : &epilogue<T, Index, true, true>);
+    const auto kernel = strided ? epilogue_variant<T, Index, true>(shift != nullptr, residual != nullptr)
+                                : epilogue_variant<T, Index, false>(shift != nullptr, residual != nullptr);
     launch(context, n, kernel, y, shift, residual, out, lo, hi, static_cast<Index>(n),
-           static_cast<Index>(extent.channels), static_cast<Index>(extent.inner));
+           static_cast<Index>(extent.channels), static_cast<Index>(extent.inner),
+           static_cast<Index>(out_stride));
   });
 }
 
@@ -124,7 +139,8 @@ void channel_epilogue(StreamContext& context, DType dtype, void* y, const float*
     auto* typed = static_cast<T*>(y);
     const auto* residual = static_cast<const T*>(epilogue.residual);
     T* out = epilogue.destination != nullptr ? static_cast<T*>(epilogue.destination) : typed;
-    typed_epilogue<T>(context, typed, shift, residual, out, epilogue.lo, epilogue.hi, extent);
+    typed_epilogue<T>(context, typed, shift, residual, out, epilogue.lo, epilogue.hi,
+                      epilogue.destination_image_stride, extent);
   });
 }
 

@@ -21,14 +21,17 @@ void channel_affine(StreamContext& context, DType dtype, const void* x, const fl
                     const float* shift, void* y, const ChannelExtent& extent);
 
 // What a convolution adds to its product on the way out when the planner fused the steps after it
-// (Kernel::fuse_residual, accumulate_output, fuse_clamp): destination = clamp(y + shift[c] + residual, lo,
-// hi).
+// (Kernel::fuse_residual, accumulate_output, fuse_clamp, redirect_output): destination = clamp(y + shift[c] +
+// residual, lo, hi).
 struct Epilogue {
   const void* residual = nullptr;  // y's type and shape, or null
   void* destination = nullptr;     // y's type and shape (it may be the residual), or null: y itself
+  // Elements from one image to the next in destination when it is another tensor's slice (a channel
+  // Concat's), else 0 (y's own image size).
+  std::int64_t destination_image_stride = 0;
   float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
   bool active() const {
-    return residual != nullptr || lo != -std::numeric_limits<float>::infinity() ||
+    return residual != nullptr || destination != nullptr || lo != -std::numeric_limits<float>::infinity() ||
            hi != std::numeric_limits<float>::infinity();
   }
 };

@@ -89,6 +89,20 @@ class FusingConvolution : public CudaKernel {
     epilogue_.destination = base;
     return true;
   }
+  // Its slice of a channel Concat (image n at base + n·image_stride): the epilogue writes there instead of
+  // in place. A null base takes a redirection back.
+  bool redirect_output(float* base, std::int64_t image_stride) override {
+    if (base == nullptr) {
+      if (epilogue_.destination_image_stride != 0) epilogue_.destination = nullptr;
+      epilogue_.destination_image_stride = 0;
+      return true;
+    }
+    if (epilogue_.residual != nullptr || epilogue_.destination != nullptr || dtype_ != DType::f32)
+      return false;
+    epilogue_.destination = base;
+    epilogue_.destination_image_stride = image_stride;
+    return true;
+  }
   bool fuse_clamp(float lo, float hi) override {
     if (epilogue_.lo != -std::numeric_limits<float>::infinity() ||
         epilogue_.hi != std::numeric_limits<float>::infinity()) {
