@@ -233,6 +233,41 @@ TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
   EXPECT_EQ(lines_of(cache).size(), 3u);
 }
 
+// A Winograd whose outputs disagree with the GEMM's (ESPRESSO_CPU_SELF_CHECK_FAULT spoils them during the
+// measurement) is turned off for the shape with a warning naming the layer, remembered so, and the net still
+// computes the right outputs through the GEMM. Without the fault the same check passes.
+TEST(CpuWinograd, ATacticFailingItsSelfCheckIsTurnedOffWithAWarning) {
+  if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: no tactic to choose";
+  const ScopedEnv unforced("ESPRESSO_CONV_TACTIC", nullptr);
+  testing::TempDir dir;
+  const ScopedEnv folder("ESPRESSO_TACTIC_CACHE", dir.path().c_str());
+  std::mt19937 rng(6);
+  const Tensor input = Tensor::from(Shape{2, 14, 13, 11}, random_values(rng, 2 * 14 * 13 * 11));
+  {
+    const ScopedEnv fault("ESPRESSO_CPU_SELF_CHECK_FAULT", "winograd");
+    const Graph g = winograd_block(14, 7);
+    ::testing::internal::CaptureStderr();
+    Net net(g);
+    const std::vector<float> got = run_net(net, input);
+    const std::string warnings = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(warnings.find("layer 'conv1': the winograd convolution failed its self-check"),
+              std::string::npos)
+        << warnings;
+    auto kernel = testing::kernels_by_layer(net.summary());
+    EXPECT_EQ(kernel["conv1"].rfind("window-packed-gemm-", 0), 0u) << kernel["conv1"];
+    EXPECT_EQ(kernel["conv2"].rfind("window-packed-gemm-", 0), 0u) << kernel["conv2"];
+    EXPECT_LE(error_against(reference_output(g, input), got), 1e-4);
+    const std::vector<std::string> lines = lines_of(dir.file("cpu-convolution-tactics.txt"));
+    ASSERT_EQ(lines.size(), 1u);
+    EXPECT_EQ(lines[0].substr(lines[0].rfind(' ') + 1), "gemm");
+  }
+  // A shape of its own, no fault: no warning.
+  ::testing::internal::CaptureStderr();
+  Net healthy(winograd_block(15, 8));
+  healthy.summary();
+  EXPECT_EQ(::testing::internal::GetCapturedStderr().find("self-check"), std::string::npos);
+}
+
 // A small training net of its own: conv (3×3) → EuclideanLoss against a target.
 Graph training_graph(std::uint32_t seed) {
   Graph g;

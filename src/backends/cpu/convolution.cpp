@@ -11,6 +11,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 
@@ -30,6 +33,19 @@ namespace {
 
 // The fraction of the GEMM's time Winograd must stay under to be chosen (choose_tactic).
 constexpr double kWinogradMargin = 0.9;
+// The largest difference from the GEMM's outputs, relative to their largest magnitude, that Winograd's
+// may show in its self-check (choose_tactic); F(4x4, 3x3) in float stays near 1e-6 on real layers.
+constexpr double kSelfCheckTolerance = 1e-3;
+
+// max |a − b| / max |b|.
+double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double difference = 0.0, scale = 1e-30;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    difference = std::max(difference, static_cast<double>(std::abs(a[i] - b[i])));
+    scale = std::max(scale, static_cast<double>(std::abs(b[i])));
+  }
+  return difference / scale;
+}
 
 class ConvolutionKernel final : public Kernel {
  public:
@@ -387,6 +403,25 @@ class ConvolutionKernel final : public Kernel {
     for (int run = 0; run < 7; ++run) {
       gemm_seconds = std::min(gemm_seconds, seconds_of(false));
       winograd_seconds = std::min(winograd_seconds, seconds_of(true));
+    }
+    // Self-check: y holds Winograd's outputs of the last run; the GEMM's of the same input must agree,
+    // else Winograd is off for this shape (remembered so) with a warning. ESPRESSO_CPU_SELF_CHECK_FAULT=
+    // winograd spoils Winograd's outputs here, so that tests reach this path.
+    std::vector<float> gemm_y(y.size());
+    select(false);
+    packed_forward(x.data(), gemm_y.data());
+    if (const char* fault = std::getenv("ESPRESSO_CPU_SELF_CHECK_FAULT");
+        fault != nullptr && std::string(fault) == "winograd" && !y.empty()) {
+      y[y.size() / 2] += 1.0f + 2.0f * std::abs(y[y.size() / 2]);
+    }
+    if (const double error = relative_error(y, gemm_y); error > kSelfCheckTolerance) {
+      std::fprintf(stderr,
+                   "espresso: layer '%s': the winograd convolution failed its self-check against the gemm "
+                   "(largest difference %.3g of the outputs' range); using gemm for this shape\n",
+                   layer_.name().c_str(), error);
+      remember_conv_tactic(key, ConvTactic::gemm);
+      update_name();
+      return;
     }
     // Winograd rounds more and its scratch (transformed tiles several times the image) stays in cache
     // here but not between other layers in a net: it must win clearly. At a near tie SqueezeNet's
