@@ -151,7 +151,9 @@ struct Net::Impl {
   void plan_gradients(const std::vector<int>& grad_fill_step, const std::vector<float>& tensor_loss_weight);
   void run_backward();
   void queue_backward();
-  // forward_backward(): whether it may be recorded (cleared when a recording failed), and the run.
+  // forward_backward(): whether a whole step (forward and backward) ran unrecorded since planning, so
+  // that libraries and workspaces are set up; whether recording may be tried (not after it failed).
+  bool step_ran_uncaptured = false;
   bool training_capture_failed = false;
   bool can_capture_training() const;
   void run_training_step();
@@ -457,10 +459,11 @@ void Net::Impl::plan() {
   fused_into.assign(layers.size(), -1);
   if (training && !separate && !options.reference_kernels) fuse_training_steps(reads, tensor_loss_weight);
   if (training) {
-    // Backward reads the inputs of its layer, and the outputs unless the layer says it never does.
+    // Backward reads the inputs of its layer, and the outputs unless the layer says it never does
+    // (a fused step's backward is its owner's, which keeps what it reads).
     for (int step = 0; step < steps; ++step) {
       const auto us = static_cast<std::size_t>(step);
-      if (!step_runs_backward[us]) continue;
+      if (!step_runs_backward[us] || fused_into[us] >= 0) continue;
       auto keep = [&](int id) {
         auto& last = last_use[static_cast<std::size_t>(id)];
         last = std::max(last, backward_time(step));
@@ -487,6 +490,9 @@ void Net::Impl::plan() {
     const auto us = static_cast<std::size_t>(step);
     const auto& in = step_inputs[us];
     const auto& out = step_outputs[us];
+    // Inside a fused chain (the Scale before a fused ReLU) no value is ever written: no buffer.
+    const int owner = fused_into[us];
+    if (owner >= 0 && step_absorbs[static_cast<std::size_t>(owner)].back() != step) continue;
     for (std::size_t k = 0; k < out.size(); ++k) {
       const auto id = static_cast<std::size_t>(out[k]);
       const auto element = static_cast<std::int64_t>(dtype_size(tensor_dtype[id]));
@@ -496,7 +502,7 @@ void Net::Impl::plan() {
                                    element);
       if (k == 0 && !separate && layers[us]->in_place() && !in.empty()) {
         const auto source = static_cast<std::size_t>(in[0]);
-        bool can = producer[source] >= 0 && !outputs.count(in[0]) &&
+        bool can = producer[source] >= 0 && buffer_of[source] >= 0 && !outputs.count(in[0]) &&
                    shapes[source].numel() == shapes[id].numel() &&
                    tensor_device[source] == tensor_device[id] && tensor_dtype[source] == tensor_dtype[id];
         if (training) {
@@ -613,6 +619,7 @@ void Net::Impl::plan() {
   }
   stream->drop_capture();
   ran_uncaptured = false;
+  step_ran_uncaptured = false;
   place_tensors(buffer_of, buffers, grad_buffer_of);
   readable.assign(names.size(), separate);
   readable_until_backward.assign(names.size(), separate);
@@ -1023,6 +1030,11 @@ void Net::Impl::fuse_training_steps(const std::vector<int>& reads,
     if (!scale || shape.rank() < 2) continue;
     const AxisSplit split = scale->split({shape});
     if (split.channels != shape[1] || split.inner != shape.count(2)) continue;
+    // A shared weight's gradient must be complete when its owner's backward reports it (data parallel).
+    const std::vector<ParamSpec>& param_specs = layers[us]->spec().params;
+    if (std::any_of(param_specs.begin(), param_specs.end(),
+                    [](const ParamSpec& p) { return !p.name.empty(); }))
+      continue;
     const int relu_step = sole_reader(step_outputs[us][0], us);
     const auto* relu = relu_step >= 0
                            ? dynamic_cast<const ReLULayer*>(layers[static_cast<std::size_t>(relu_step)].get())
@@ -1252,12 +1264,13 @@ bool Net::Impl::can_capture_training() const {
 // run after planning goes unrecorded (libraries set up, algorithms timed, workspaces reserved).
 void Net::Impl::run_training_step() {
   Stream& context = *stream;
-  if (!ran_uncaptured || !can_capture_training()) {
+  if (!step_ran_uncaptured || !can_capture_training()) {
     context.mark_start();
     run_steps();
     queue_backward();
     context.mark_end();
     ran_uncaptured = true;
+    step_ran_uncaptured = true;
   } else {
     if (!context.has_capture()) {
       context.begin_capture();
@@ -1612,6 +1625,7 @@ void Net::backward() {
   const ScopedThreads scope(impl_->threads.get());
   impl_->backward_ran = true;
   impl_->run_backward();
+  impl_->step_ran_uncaptured = impl_->ran_uncaptured;  // a forward and a backward ran unrecorded
   // A solver update of these parameters follows: kernels that packed them (in this net or another
   // sharing the memory) re-pack at their next forward; other nets' packed weights stay.
   for (Parameter& p : impl_->params) p.value.mark_written();

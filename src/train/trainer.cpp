@@ -572,7 +572,7 @@ float Trainer::Impl::forward_backward() {
   const float loss = net->loss();
   if (!std::isfinite(loss)) {
     net->forward();
-    check_finite(net->loss());
+    check_finite(loss);  // throws, naming the first layer whose output is not finite where one is
   }
   return loss;
 }

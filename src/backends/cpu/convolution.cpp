@@ -37,11 +37,13 @@ constexpr double kWinogradMargin = 0.9;
 // may show in its self-check (choose_tactic); F(4x4, 3x3) in float stays near 1e-6 on real layers.
 constexpr double kSelfCheckTolerance = 1e-3;
 
-// max |a − b| / max |b|.
+// max |a − b| / max |b|; NaN where a difference is not a number.
 double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
   double difference = 0.0, scale = 1e-30;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    difference = std::max(difference, static_cast<double>(std::abs(a[i] - b[i])));
+    const double d = std::abs(static_cast<double>(a[i]) - b[i]);
+    if (std::isnan(d)) return d;
+    difference = std::max(difference, d);
     scale = std::max(scale, static_cast<double>(std::abs(b[i])));
   }
   return difference / scale;
@@ -414,7 +416,7 @@ class ConvolutionKernel final : public Kernel {
         fault != nullptr && std::string(fault) == "winograd" && !y.empty()) {
       y[y.size() / 2] += 1.0f + 2.0f * std::abs(y[y.size() / 2]);
     }
-    if (const double error = relative_error(y, gemm_y); error > kSelfCheckTolerance) {
+    if (const double error = relative_error(y, gemm_y); !(error <= kSelfCheckTolerance)) {  // NaN fails
       std::fprintf(stderr,
                    "espresso: layer '%s': the winograd convolution failed its self-check against the gemm "
                    "(largest difference %.3g of the outputs' range); using gemm for this shape\n",

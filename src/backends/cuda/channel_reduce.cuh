@@ -71,8 +71,8 @@ __global__ void finish_channel_sums(const Sum* __restrict__ partial, std::int64_
 
 // term: a device functor, Sum term(std::int64_t flat_index, std::int64_t channel); finish: void
 // finish(std::int64_t channel, Sum total). Partial sums go to the stream's shared workspace, reserved here
-// when it is too small: at a run, which is safe since the first run of a net is never captured (training nets
-// are not captured at all).
+// when it is too small: at a run, which is safe since the first run of a net's forward and of its backward is
+// never captured (Net::forward_backward records a training step only after one ran unrecorded).
 template <typename Sum, typename Term, typename Finish>
 void reduce_channels(StreamContext& context, const ChannelExtent& extent, Term term, Finish finish) {
   // Empty channels: nothing to sum, and callers make nothing of them.

@@ -197,6 +197,7 @@ void StreamContext::reserve_workspace(std::size_t bytes) {
     ESPRESSO_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   workspace_.reset();
+  workspace_bytes_ = 0;  // until the new buffer is there: a failed allocation leaves none
   workspace_ = allocate(bytes, device_, "the cuDNN workspace of a " + device_.str() + " stream");
   workspace_bytes_ = bytes;
 }

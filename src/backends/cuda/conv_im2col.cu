@@ -1,22 +1,27 @@
 // Convolution as im2col + cuBLAS: per image, the input is unfolded into a (C · taps) x positions
-// matrix in a workspace reserved at plan time, then one strided-batched SGEMM multiplies every
-// group's filters with its rows. Pointwise convolutions (1x1, stride 1, no padding) skip the
-// unfolding: the input already is that matrix. The same unfolding, and col2im, give the backward
-// that serves the configurations cuDNN declines; pointwise ones with one group train as GEMMs over
-// the whole batch.
+// matrix in a workspace reserved at plan time, then one strided-batched GEMM (SGEMM in fp32, tensor cores
+// in fp16/bf16 at inference) multiplies every group's filters with its rows. Pointwise convolutions (1x1,
+// stride 1, no padding) skip the unfolding: the input already is that matrix. The same unfolding, and col2im,
+// give the backward that serves the configurations cuDNN declines; pointwise ones with one group train as
+// GEMMs over the whole batch.
 #include <algorithm>
+#include <cstddef>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "backends/cuda/channel_affine.h"
 #include "backends/cuda/conv_unfold.h"
+#include "backends/cuda/kernels.h"
 
 namespace espresso::cuda {
 namespace {
 
 // A larger unfolded image is better served by the other tactics than by a huge workspace.
 constexpr std::int64_t kMaxWorkspaceBytes = std::int64_t{512} << 20;
+
+// The im2col workspace in elements of one image's unfolded matrix.
+std::int64_t unfolded_elements(const ConvProblem& p) { return p.in_channels * p.taps() * p.out_spatial(); }
 
 // Whether the input already is the unfolded matrix. A transposed problem (a deconvolution's) may
 // have a unit window and still differ in size, through output padding.
@@ -52,45 +57,69 @@ GroupGemm group_gemm(const ConvProblem& p, const ConvWindows& windows) {
 // The sizes cuBLAS and the unfolding kernels index with int, and the workspace limit.
 bool fits(const ConvProblem& p) {
   constexpr std::int64_t int_max = std::numeric_limits<int>::max();
-  const std::int64_t workspace = p.in_channels * p.taps() * p.out_spatial();
-  return workspace * static_cast<std::int64_t>(sizeof(float)) <= kMaxWorkspaceBytes &&
+  return unfolded_elements(p) * static_cast<std::int64_t>(sizeof(float)) <= kMaxWorkspaceBytes &&
          p.in_spatial() <= int_max && p.out_channels * p.out_spatial() <= int_max &&
          p.in_per_group() * p.taps() <= int_max && p.group <= int_max;
 }
 
-std::shared_ptr<void> unfold_workspace(const ConvProblem& p, StreamContext& context) {
-  return allocate(static_cast<std::size_t>(p.in_channels * p.taps() * p.out_spatial()) * sizeof(float),
-                  context.device(), "the im2col workspace of layer '" + p.owner + "'");
+std::shared_ptr<void> unfold_workspace(const ConvProblem& p, DType dtype, StreamContext& context) {
+  return allocate(static_cast<std::size_t>(unfolded_elements(p)) * dtype_size(dtype), context.device(),
+                  "the im2col workspace of layer '" + p.owner + "'");
 }
 
-class Im2colConv final : public ConvTactic {
+// x, w and y in `dtype`: fp32 through SGEMM (FMA math); fp16 and bf16 through cublasGemmStridedBatchedEx
+// on tensor cores with fp32 accumulation.
+class Im2colConv final : public ConvTactic, public TypedConvTactic {
  public:
-  Im2colConv(const ConvProblem& p, const ConvWindows& windows, StreamContext& context)
+  Im2colConv(const ConvProblem& p, const ConvWindows& windows, DType dtype, StreamContext& context)
       : problem_(p),
         windows_(windows),
         gemm_(group_gemm(p, windows)),
         pointwise_(pointwise(p)),
+        dtype_(dtype),
         context_(context),
         cublas_(context.cublas()) {
-    if (!pointwise_) workspace_ = unfold_workspace(p, context);
+    if (!pointwise_) workspace_ = unfold_workspace(p, dtype, context);
   }
 
-  void run(const float* x, const float* w, const float* b, float* y) override {
+  void run(const float* x, const float* w, const float* b, float* y) override { run_typed(x, w, b, y); }
+  void run_typed(const void* x, const void* w, const float* b, void* y) override {
     const float one = 1.0f, zero = 0.0f;
-    auto* workspace = static_cast<float*>(workspace_.get());
+    const auto element = static_cast<std::int64_t>(dtype_size(dtype_));
+    const auto* in = static_cast<const std::byte*>(x);
+    auto* out = static_cast<std::byte*>(y);
+    cublasMath_t mode = CUBLAS_DEFAULT_MATH;
+    if (dtype_ !=
+        DType::f32) {  // the handle may be in TF32 math (Precision::tf32); tensor cores are this call's
+      ESPRESSO_CUDA_CHECK(cublasGetMathMode(cublas_, &mode));
+      ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+    }
     for (std::int64_t n = 0; n < problem_.batch; ++n) {
-      const float* image = x + n * problem_.in_channels * windows_.in_spatial;
-      const float* col = pointwise_ ? image : workspace;
-      if (!pointwise_) im2col(context_, windows_, problem_.in_channels, image, workspace);
+      const void* image = in + n * problem_.in_channels * windows_.in_spatial * element;
+      const void* col = pointwise_ ? image : workspace_.get();
+      if (!pointwise_) im2col(context_, windows_, problem_.in_channels, dtype_, image, workspace_.get());
+      void* image_y = out + n * problem_.out_channels * gemm_.positions * element;
       // Column-major view: y_gᵀ (positions x rows) = col_gᵀ (positions x depth) · w_gᵀ (depth x rows).
-      ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
-          cublas_, CUBLAS_OP_N, CUBLAS_OP_N, gemm_.positions, gemm_.rows, gemm_.depth, &one, col,
-          gemm_.positions, gemm_.col_stride, w, gemm_.depth, gemm_.w_stride, &zero,
-          y + n * problem_.out_channels * gemm_.positions, gemm_.positions, gemm_.y_stride, gemm_.groups));
+      if (dtype_ == DType::f32) {
+        ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
+            cublas_, CUBLAS_OP_N, CUBLAS_OP_N, gemm_.positions, gemm_.rows, gemm_.depth, &one,
+            static_cast<const float*>(col), gemm_.positions, gemm_.col_stride, static_cast<const float*>(w),
+            gemm_.depth, gemm_.w_stride, &zero, static_cast<float*>(image_y), gemm_.positions, gemm_.y_stride,
+            gemm_.groups));
+      } else {
+        const cudaDataType_t type = cublas_type(dtype_);
+        const cublasStatus_t status = cublasGemmStridedBatchedEx(
+            cublas_, CUBLAS_OP_N, CUBLAS_OP_N, gemm_.positions, gemm_.rows, gemm_.depth, &one, col, type,
+            gemm_.positions, gemm_.col_stride, w, type, gemm_.depth, gemm_.w_stride, &zero, image_y, type,
+            gemm_.positions, gemm_.y_stride, gemm_.groups, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (status != CUBLAS_STATUS_SUCCESS) ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, mode));
+        ESPRESSO_CUDA_CHECK(status);
+      }
     }
-    if (b != nullptr) {
-      channel_affine(context_, y, nullptr, b, y, {problem_.batch, problem_.out_channels, gemm_.positions});
-    }
+    if (dtype_ != DType::f32) ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, mode));
+    if (b != nullptr)
+      channel_affine(context_, dtype_, y, nullptr, b, y,
+                     {problem_.batch, problem_.out_channels, gemm_.positions});
   }
   const char* name() const override { return "im2col+gemm"; }
 
@@ -99,6 +128,7 @@ class Im2colConv final : public ConvTactic {
   ConvWindows windows_;
   GroupGemm gemm_;
   bool pointwise_;
+  DType dtype_;
   StreamContext& context_;
   cublasHandle_t cublas_;
   std::shared_ptr<void> workspace_;
@@ -115,7 +145,7 @@ class GemmGradients final : public ConvGradients {
         pointwise_(pointwise(p)),
         context_(context),
         cublas_(context.cublas()) {
-    if (!pointwise_) workspace_ = unfold_workspace(p, context);
+    if (!pointwise_) workspace_ = unfold_workspace(p, DType::f32, context);
   }
 
   void forward_add(const float* x, const float* w, float* y) override {
@@ -261,7 +291,14 @@ std::unique_ptr<ConvGradients> make_pointwise_gradients(const ConvProblem& p, St
 std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& p, StreamContext& context) {
   ConvWindows windows{};
   if (!fits(p) || !conv_windows(p, windows)) return nullptr;
-  return std::make_unique<Im2colConv>(p, windows, context);
+  return std::make_unique<Im2colConv>(p, windows, DType::f32, context);
+}
+
+std::unique_ptr<TypedConvTactic> make_im2col_typed_conv(const ConvProblem& p, DType dtype,
+                                                        StreamContext& context) {
+  ConvWindows windows{};
+  if (!fits(p) || !conv_windows(p, windows)) return nullptr;
+  return std::make_unique<Im2colConv>(p, windows, dtype, context);
 }
 
 std::unique_ptr<ConvGradients> make_gemm_gradients(const ConvProblem& p, StreamContext& context) {

@@ -60,6 +60,9 @@ class TypedConvTactic {
 std::unique_ptr<TypedConvTactic> make_cudnn_typed_conv(const ConvProblem& problem, DType dtype,
                                                        StreamContext& context);
 std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& problem, StreamContext& context);
+// The same in `dtype` (f16, bf16 at inference: tensor-core GEMMs with fp32 accumulation).
+std::unique_ptr<TypedConvTactic> make_im2col_typed_conv(const ConvProblem& problem, DType dtype,
+                                                        StreamContext& context);
 std::unique_ptr<ConvTactic> make_implicit_conv(const ConvProblem& problem, StreamContext& context);
 
 // The products of a convolution that training needs, each ADDING into its result on the context's

@@ -2,12 +2,13 @@
 
 #include "backends/cuda/conv_unfold.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
 
 namespace espresso::cuda {
 namespace {
 
-__global__ void unfold(ConvWindows u, long long total, const float* __restrict__ image,
-                       float* __restrict__ col) {
+template <class T>  // the storage type (precision.cuh)
+__global__ void unfold(ConvWindows u, long long total, const T* __restrict__ image, T* __restrict__ col) {
   for (long long i : grid_stride(total)) {
     const int position = static_cast<int>(i % u.out_spatial);
     const long long row = i / u.out_spatial;
@@ -23,7 +24,8 @@ __global__ void unfold(ConvWindows u, long long total, const float* __restrict__
     const int ih = oh * u.stride[1] - u.pad[1] + kh * u.dilation[1];
     const int iw = ow * u.stride[2] - u.pad[2] + kw * u.dilation[2];
     const bool inside = id >= 0 && id < u.in[0] && ih >= 0 && ih < u.in[1] && iw >= 0 && iw < u.in[2];
-    col[i] = inside ? image[channel * u.in_spatial + (id * u.in[1] + ih) * u.in[2] + iw] : 0.0f;
+    col[i] =
+        inside ? image[channel * u.in_spatial + (id * u.in[1] + ih) * u.in[2] + iw] : from_float<T>(0.0f);
   }
 }
 
@@ -82,9 +84,17 @@ bool conv_windows(const ConvProblem& p, ConvWindows& u) {
 
 void im2col(StreamContext& context, const ConvWindows& windows, std::int64_t channels, const float* image,
             float* col) {
+  im2col(context, windows, channels, DType::f32, image, col);
+}
+
+void im2col(StreamContext& context, const ConvWindows& windows, std::int64_t channels, DType dtype,
+            const void* image, void* col) {
   const long long total = channels * windows.taps * static_cast<long long>(windows.out_spatial);
   if (total == 0) return;
-  launch(context, total, unfold, windows, total, image, col);
+  with_storage_type(dtype, "im2col", [&](auto type) {
+    using T = decltype(type);
+    launch(context, total, unfold<T>, windows, total, static_cast<const T*>(image), static_cast<T*>(col));
+  });
 }
 
 void col2im(StreamContext& context, const ConvWindows& windows, std::int64_t channels, const float* col,

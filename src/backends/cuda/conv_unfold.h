@@ -22,6 +22,9 @@ bool conv_windows(const ConvProblem& p, ConvWindows& windows);
 // each window, 0 in the padding.
 void im2col(StreamContext& context, const ConvWindows& windows, std::int64_t channels, const float* image,
             float* col);
+// The same in storage type `dtype` (f32, f16, bf16).
+void im2col(StreamContext& context, const ConvWindows& windows, std::int64_t channels, DType dtype,
+            const void* image, void* col);
 
 // image (channels x in_spatial) = (or += with `accumulate`) the sum of the col entries that land on
 // each element, plus bias[channel] when `bias` is not null. A gather: one thread per image element,

@@ -239,7 +239,8 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
 
 namespace {
 
-// fp16 / bf16 inference: cuDNN on tensor cores, the weights converted once, the bias kept fp32.
+// fp16 / bf16 inference: cuDNN, or im2col + GEMM for one image, on tensor cores; the weights converted once,
+// the bias kept fp32.
 class LowpConvolutionKernel final : public FusingConvolution {
  public:
   LowpConvolutionKernel(const ConvProblem& problem, DType dtype, std::unique_ptr<TypedConvTactic> tactic,
@@ -264,7 +265,13 @@ std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vec
   const auto& conv = static_cast<const ConvolutionLayer&>(layer);
   ConvProblem problem;
   if (!lift_conv(conv.geometry(inputs[0]), conv.has_bias(), layer.name(), problem)) return nullptr;
-  std::unique_ptr<TypedConvTactic> tactic = make_cudnn_typed_conv(problem, dtype, context);
+  // cuDNN, unless im2col + GEMM is forced (ESPRESSO_CONV_TACTIC=im2col). Measured in fp16 at batch 1 on an
+  // H100, im2col won NIN (0.071 against 0.085 ms) but lost ResNet-18 (0.369 against 0.342) and MobileNetV2
+  // (0.553 against 0.286, its depthwise convolutions), and timing each layer alone on zero input picked
+  // tactics that ran slower in the recorded net (bench/results/2026-12-06-h100-fp16-im2col.md).
+  std::unique_ptr<TypedConvTactic> tactic;
+  if (forced_tactic() == Tactic::im2col) tactic = make_im2col_typed_conv(problem, dtype, context);
+  if (!tactic) tactic = make_cudnn_typed_conv(problem, dtype, context);
   if (!tactic) return nullptr;
   const std::string owner = "layer '" + layer.name() + "'";
   const void* weights = context.device_weights_as(layer.weights()[0], dtype, owner).raw();

@@ -84,8 +84,6 @@ class InnerProductKernel final : public CudaKernel {
 
 bool fits_int(std::int64_t v) { return v <= std::numeric_limits<int>::max(); }
 
-cudaDataType_t cuda_type(DType dtype) { return dtype == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F; }
-
 // fp16 / bf16 inference: one cublasGemmEx on tensor cores with fp32 accumulation (the same product
 // as the fp32 kernel's), the weights converted once and the bias kept fp32.
 class LowpInnerProductKernel final : public CudaKernel {
@@ -107,7 +105,7 @@ class LowpInnerProductKernel final : public CudaKernel {
     const auto k = static_cast<int>(dims_.inner);
     const auto n = static_cast<int>(dims_.outputs);
     const float one = 1.0f, zero = 0.0f;
-    const cudaDataType_t type = cuda_type(dtype_);
+    const cudaDataType_t type = cublas_type(dtype_);
     // The context's handle may be in TF32 math (Precision::tf32); fp16/bf16 tensor cores are this call's.
     cublasMath_t mode;
     ESPRESSO_CUDA_CHECK(cublasGetMathMode(cublas_, &mode));

@@ -33,6 +33,11 @@ namespace espresso::cuda {
 #include "cuda_lowp_kernels.inc"
 #undef ESPRESSO_KERNEL
 
+// cuBLAS's name of a storage type (f32, f16, bf16) for its Ex calls.
+inline cudaDataType_t cublas_type(DType dtype) {
+  return dtype == DType::bf16 ? CUDA_R_16BF : dtype == DType::f16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
 // What every kernel here shares: it queues its work on the context's stream, and it has its own
 // backward (a kernel that has none says so). Derived classes state only their math.
 class CudaKernel : public Kernel {

@@ -132,7 +132,7 @@ class MatMulKernel final : public CudaKernel {
       ESPRESSO_CUDA_CHECK(cudaMemsetAsync(y, 0, outputs[0].bytes(), context_.stream()));
       return;
     }
-    const cudaDataType_t type = dtype_ == DType::bf16 ? CUDA_R_16BF : CUDA_R_16F;
+    const cudaDataType_t type = cublas_type(dtype_);
     const auto e = static_cast<std::int64_t>(dtype_size(dtype_));
     const float one = 1.0f, zero = 0.0f;
     // The handle may be in TF32 math (Precision::tf32); fp16/bf16 tensor cores are these calls'.
