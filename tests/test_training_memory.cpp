@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 
 #include "espresso/espresso.h"
@@ -171,45 +172,54 @@ double relative_difference(const Tensor& a, const Tensor& b) {
   return diff == 0 ? 1e-30 : diff / scale;  // equal values, other bits (a zero's sign): not identical
 }
 
-// Trains both plans side by side with Caffe's SGD (momentum, weight decay) and compares every loss
-// and, at the end, every weight: bit for bit (tolerance 0), or within `tolerance` where the two nets
-// may pick different algorithms (cuDNN's, timed per net).
+// Trains two nets of one graph side by side with Caffe's SGD (momentum, weight decay) on the same
+// batches, one step each through `step` (forward and backward), and compares every loss and, at the
+// end, every weight: bit for bit (tolerance 0), or within `tolerance` where the two may round
+// differently (cuDNN's algorithms, timed per net; other kernels).
+void expect_same_training(
+    Net& a, Net& b, const Shape& data_shape, int iterations, double tolerance,
+    const std::function<void(Net&)>& step = [](Net& net) {
+      net.forward();
+      net.backward();
+    }) {
+  train::SolverConfig config;
+  config.base_lr = 0.05;
+  config.momentum = 0.9;
+  config.weight_decay = 5e-4;
+  train::Solver a_solver(config), b_solver(config);
+  std::vector<Parameter> a_params = a.parameters(), b_params = b.parameters();
+  ASSERT_EQ(a_params.size(), b_params.size());
+  const Tensor initial = a_params[0].value.to(Device::cpu()).clone();
+  std::mt19937 a_data(3), b_data(3);
+  for (int iteration = 0; iteration < iterations; ++iteration) {
+    fill_batch(a, data_shape, a_data);
+    fill_batch(b, data_shape, b_data);
+    step(a);
+    step(b);
+    const float a_loss = a.loss(), b_loss = b.loss();
+    if (tolerance == 0.0) {
+      EXPECT_EQ(std::memcmp(&a_loss, &b_loss, sizeof(float)), 0)
+          << "step " << iteration << ": " << a_loss << " vs " << b_loss;
+    } else {
+      EXPECT_NEAR(a_loss, b_loss, tolerance * std::abs(b_loss)) << "step " << iteration;
+    }
+    a_solver.update(a_params, iteration);
+    b_solver.update(b_params, iteration);
+  }
+  for (std::size_t i = 0; i < a_params.size(); ++i) {
+    EXPECT_LE(relative_difference(a_params[i].value, b_params[i].value), tolerance)
+        << a_params[i].layer << " blob " << a_params[i].index;
+  }
+  EXPECT_GT(relative_difference(a_params[0].value, initial), 0.0) << "the weights moved";
+}
+
+// The planned net against the naive plan (keep_intermediates), and their memory.
 void expect_identical_training(const Graph& graph, const Shape& data_shape, int iterations,
                                Device device = Device::cpu(), double tolerance = 0.0) {
   Net planned(with_own_weights(graph), {.device = device, .training = true, .seed = 7});
   Net naive(with_own_weights(graph),
             {.device = device, .keep_intermediates = true, .training = true, .seed = 7});
-  train::SolverConfig config;
-  config.base_lr = 0.05;
-  config.momentum = 0.9;
-  config.weight_decay = 5e-4;
-  train::Solver planned_solver(config), naive_solver(config);
-  std::vector<Parameter> planned_params = planned.parameters(), naive_params = naive.parameters();
-  ASSERT_EQ(planned_params.size(), naive_params.size());
-  const Tensor initial = planned_params[0].value.to(Device::cpu()).clone();
-  std::mt19937 planned_data(3), naive_data(3);
-  for (int step = 0; step < iterations; ++step) {
-    fill_batch(planned, data_shape, planned_data);
-    fill_batch(naive, data_shape, naive_data);
-    planned.forward();
-    naive.forward();
-    const float planned_loss = planned.loss(), naive_loss = naive.loss();
-    if (tolerance == 0.0) {
-      EXPECT_EQ(std::memcmp(&planned_loss, &naive_loss, sizeof(float)), 0)
-          << "step " << step << ": " << planned_loss << " vs " << naive_loss;
-    } else {
-      EXPECT_NEAR(planned_loss, naive_loss, tolerance * std::abs(naive_loss)) << "step " << step;
-    }
-    planned.backward();
-    naive.backward();
-    planned_solver.update(planned_params, step);
-    naive_solver.update(naive_params, step);
-  }
-  for (std::size_t i = 0; i < planned_params.size(); ++i) {
-    EXPECT_LE(relative_difference(planned_params[i].value, naive_params[i].value), tolerance)
-        << planned_params[i].layer << " blob " << planned_params[i].index;
-  }
-  EXPECT_GT(relative_difference(planned_params[0].value, initial), 0.0) << "the weights moved";
+  expect_same_training(planned, naive, data_shape, iterations, tolerance);
   const MemoryReport shared = planned.memory(), separate = naive.memory();
   EXPECT_EQ(shared.naive_bytes, separate.naive_bytes);
   EXPECT_EQ(separate.planned_bytes, separate.naive_bytes) << "keep_intermediates plans one buffer each";
@@ -254,31 +264,11 @@ TEST(TrainingMemory, RecordedGpuStepsTrainLikeUnrecordedOnes) {
   Net recorded(with_own_weights(graph), {.device = Device::cuda(0), .training = true, .seed = 7});
   Net unrecorded(with_own_weights(graph),
                  {.device = Device::cuda(0), .cuda_graphs = false, .training = true, .seed = 7});
-  train::SolverConfig config;
-  config.base_lr = 0.05;
-  config.momentum = 0.9;
-  train::Solver recorded_solver(config), unrecorded_solver(config);
-  std::vector<Parameter> recorded_params = recorded.parameters(), unrecorded_params = unrecorded.parameters();
-  std::mt19937 recorded_data(4), unrecorded_data(4);
   ::testing::internal::CaptureStderr();
-  fill_batch(recorded, Shape{6, 3, 12, 12}, recorded_data);
-  fill_batch(unrecorded, Shape{6, 3, 12, 12}, unrecorded_data);
-  recorded.forward();
-  unrecorded.forward();
-  for (int step = 0; step < 6; ++step) {
-    fill_batch(recorded, Shape{6, 3, 12, 12}, recorded_data);
-    fill_batch(unrecorded, Shape{6, 3, 12, 12}, unrecorded_data);
-    recorded.forward_backward();
-    unrecorded.forward_backward();
-    EXPECT_EQ(recorded.loss(), unrecorded.loss()) << "step " << step;
-    recorded_solver.update(recorded_params, step);
-    unrecorded_solver.update(unrecorded_params, step);
-  }
+  for (Net* net : {&recorded, &unrecorded}) net->forward();  // zero inputs
+  expect_same_training(recorded, unrecorded, Shape{6, 3, 12, 12}, 6, 0.0,
+                       [](Net& net) { net.forward_backward(); });
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "") << "the recording failed";
-  for (std::size_t i = 0; i < recorded_params.size(); ++i) {
-    EXPECT_EQ(relative_difference(recorded_params[i].value, unrecorded_params[i].value), 0.0)
-        << recorded_params[i].layer << " blob " << recorded_params[i].index;
-  }
 }
 
 // The planned GPU net runs BatchNorm + Scale (+ ReLU) as one kernel, which sums in double and orders
@@ -302,27 +292,7 @@ TEST(TrainingMemory, FusedBatchNormScaleReluTrainsLikeTheLayersApart) {
   // Against the CPU's layers: the same losses and weights after five steps.
   Net gpu(with_own_weights(graph), {.device = Device::cuda(0), .training = true});
   Net cpu(with_own_weights(graph), {.training = true});
-  train::SolverConfig config;
-  config.base_lr = 0.05;
-  config.momentum = 0.9;
-  train::Solver gpu_solver(config), cpu_solver(config);
-  std::vector<Parameter> gpu_params = gpu.parameters(), cpu_params = cpu.parameters();
-  std::mt19937 gpu_data(4), cpu_data(4);
-  for (int step = 0; step < 5; ++step) {
-    fill_batch(gpu, Shape{6, 3, 12, 12}, gpu_data);
-    fill_batch(cpu, Shape{6, 3, 12, 12}, cpu_data);
-    gpu.forward();
-    cpu.forward();
-    EXPECT_NEAR(gpu.loss(), cpu.loss(), 1e-4 * std::abs(cpu.loss())) << "step " << step;
-    gpu.backward();
-    cpu.backward();
-    gpu_solver.update(gpu_params, step);
-    cpu_solver.update(cpu_params, step);
-  }
-  for (std::size_t i = 0; i < cpu_params.size(); ++i) {
-    EXPECT_LE(relative_difference(gpu_params[i].value, cpu_params[i].value), 1e-4)
-        << cpu_params[i].layer << " blob " << cpu_params[i].index;
-  }
+  expect_same_training(gpu, cpu, Shape{6, 3, 12, 12}, 5, 1e-4);
 }
 
 TEST(TrainingMemory, ReportsEveryCategoryAndReusesBuffers) {
