@@ -24,6 +24,8 @@ class Kernel {
   }
   // True when backward() is this kernel's own rather than the layer's reference.
   virtual bool has_fast_backward() const { return false; }
+  // Whether backward() reads the layer's inputs (the memory plan keeps them until then when it does).
+  virtual bool backward_reads_inputs() const { return true; }
   // Layer::backward_in_place for this kernel's backward: the reference's answer unless the kernel has
   // its own backward, which must opt in.
   virtual bool backward_in_place(const Layer& layer) const {

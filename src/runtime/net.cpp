@@ -468,7 +468,9 @@ void Net::Impl::plan() {
         auto& last = last_use[static_cast<std::size_t>(id)];
         last = std::max(last, backward_time(step));
       };
-      for (int id : step_inputs[us]) keep(id);
+      if (kernels[us]->backward_reads_inputs()) {
+        for (int id : step_inputs[us]) keep(id);
+      }
       if (layers[us]->backward_reads_outputs()) {
         for (int id : step_outputs[us]) keep(id);
       }

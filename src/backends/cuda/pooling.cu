@@ -288,6 +288,9 @@ class PoolingKernel final : public CudaKernel {
   }
 
   const char* name() const override { return global_ ? "cuda-global" : "cuda"; }
+  // Averages spread the output gradient alone, and a training max pooling's windows kept their maxima:
+  // only a global max pooling and a max pooling made for inference look at the input again.
+  bool backward_reads_inputs() const override { return !windows_.average && maxima_ == nullptr; }
   std::size_t workspace_bytes() const override {
     return maxima_ ? static_cast<std::size_t>(windows_.outputs) * sizeof(int) : 0;
   }
