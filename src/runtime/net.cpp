@@ -152,11 +152,12 @@ struct Net::Impl {
   void run_backward();
   void queue_backward();
   // forward_backward(): whether a whole step (forward and backward) ran unrecorded since planning, so
-  // that libraries and workspaces are set up; whether recording may be tried (not after it failed).
+  // that libraries and workspaces are set up.
   bool step_ran_uncaptured = false;
-  bool training_capture_failed = false;
+  // A recording failed (run_recorded): the net runs its work unrecorded from then on.
+  bool recording_failed = false;
   bool can_capture_training() const;
-  void run_training_step();
+  void run_recorded(const std::function<void()>& work, bool record, bool& ran_plain, const std::string& what);
   std::function<void(const std::string&)> backward_observer;
   void require_training(const char* what) const;
 
@@ -1259,51 +1260,50 @@ void Net::Impl::queue_backward() {
 
 bool Net::Impl::can_capture_training() const {
   return options.cuda_graphs && stream->can_capture() && !options.stateful && fallbacks.empty() &&
-         !profile_layers && !backward_observer && !training_capture_failed;
+         !profile_layers && !backward_observer && !recording_failed;
 }
 
-// A training step recorded as one graph: the forward steps, then the backward's fills and steps. The first
-// run after planning goes unrecorded (libraries set up, algorithms timed, workspaces reserved).
-void Net::Impl::run_training_step() {
+// Queues `work` on the net's stream and waits for it: recorded as one graph (CUDA graph, Vulkan command
+// buffer) when `record` and it ran plainly once since planning (`ran_plain`: libraries set up, algorithms
+// timed, workspaces reserved), replayed after that; else run plainly. A recording that fails with a device
+// error (out of memory, say) is dropped with a warning and the net runs unrecorded from then on. Device
+// errors of the work are named after `what`.
+void Net::Impl::run_recorded(const std::function<void()>& work, bool record, bool& ran_plain,
+                             const std::string& what) {
   Stream& context = *stream;
-  if (!step_ran_uncaptured || !can_capture_training()) {
-    context.mark_start();
-    run_steps();
-    queue_backward();
-    context.mark_end();
-    ran_uncaptured = true;
-    step_ran_uncaptured = true;
-  } else {
-    if (!context.has_capture()) {
-      context.begin_capture();
-      try {
-        run_steps();
-        queue_backward();
-        context.end_capture();
-      } catch (const DeviceError& e) {
-        context.abort_capture();
-        training_capture_failed = true;
-        std::fprintf(stderr,
-                     "espresso: net '%s': recording the training step as a CUDA graph failed (%s); "
-                     "running its steps unrecorded\n",
-                     graph.name.c_str(), e.what());
-        run_training_step();
-        return;
-      } catch (...) {
-        context.abort_capture();
-        throw;
-      }
+  record = record && ran_plain && !recording_failed;
+  if (record && !context.has_capture()) {
+    context.begin_capture();
+    try {
+      work();
+      context.end_capture();
+    } catch (const DeviceError& e) {
+      context.abort_capture();
+      context.drop_capture();
+      recording_failed = true;
+      record = false;
+      std::fprintf(stderr, "espresso: %s: recording it as a graph failed (%s); running it unrecorded\n",
+                   what.c_str(), e.what());
+    } catch (...) {
+      context.abort_capture();
+      throw;
     }
-    context.mark_start();
-    context.replay();
-    context.mark_end();
   }
+  context.mark_start();
+  if (record) {
+    context.replay();
+  } else {
+    work();
+    ran_plain = true;
+  }
+  context.mark_end();
   try {
     context.synchronize();
   } catch (const DeviceError& e) {
     throw DeviceError(
-        "training step of net '" + graph.name + "' on " + options.device.str() + ": " + e.what() +
-        " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)");
+        what + " on " + options.device.str() + ": " + e.what() +
+        (record ? " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)"
+                : " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)"));
   }
   last_forward_ms = context.elapsed_ms();
   for (auto& kernel : kernels) kernel->check_completed();
@@ -1446,42 +1446,12 @@ void Net::Impl::run_steps() {
 }
 
 void Net::Impl::run() {
-  Stream& context = *stream;
-  // Training replans gradients and draws new Dropout masks each step, so it is never captured; nor is
-  // a net with layers on the CPU, whose work a device recording cannot hold, nor a stateful one, whose
+  // Training forwards alone are never recorded (forward_backward() records whole steps); nor is a net
+  // with layers on the CPU, whose work a device recording cannot hold, nor a stateful one, whose
   // recurrent kernels copy the carried states to and from the host around each run.
-  const bool capture = options.cuda_graphs && context.can_capture() && !options.training && !options.stateful &&
-                       fallbacks.empty();
-  if (capture && ran_uncaptured) {
-    if (!context.has_capture()) {
-      context.begin_capture();
-      try {
-        run_steps();
-      } catch (...) {
-        context.abort_capture();
-        throw;
-      }
-      context.end_capture();
-    }
-    context.mark_start();
-    context.replay();
-    context.mark_end();
-  } else {
-    context.mark_start();
-    run_steps();
-    context.mark_end();
-    ran_uncaptured = true;
-  }
-  try {
-    context.synchronize();
-  } catch (const DeviceError& e) {
-    throw DeviceError(
-        std::string("running net '") + graph.name + "' on " + options.device.str() + ": " + e.what() +
-        (capture ? " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)"
-                 : " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)"));
-  }
-  last_forward_ms = context.elapsed_ms();
-  for (auto& kernel : kernels) kernel->check_completed();
+  const bool record = options.cuda_graphs && stream->can_capture() && !options.training &&
+                      !options.stateful && fallbacks.empty();
+  run_recorded([this] { run_steps(); }, record, ran_uncaptured, "running net '" + graph.name + "'");
 }
 
 Net::Net(Graph graph, NetOptions options) : impl_(std::make_unique<Impl>()) {
@@ -1643,7 +1613,12 @@ void Net::forward_backward() {
     return;
   }
   try {
-    impl_->run_training_step();
+    impl_->run_recorded(
+        [&] {
+          impl_->run_steps();
+          impl_->queue_backward();
+        },
+        true, impl_->step_ran_uncaptured, "training step of net '" + impl_->graph.name + "'");
   } catch (const OutputShapesChanged&) {
     forward();  // plans again for the shapes that came out
     backward();
