@@ -5,10 +5,12 @@ Prints one JSON object per line: {"framework": "pytorch", "phase": "training", "
 "median_ms", "images_per_s", "peak_device_mib", "torch"}. A step is zero_grad, forward, cross-entropy
 loss, backward and SGD with momentum 0.9, timed like `espresso bench --train`: wall time per step with
 the device synchronised at its end; the median over the timed steps after warm-up. fp32 with TF32
-off, cuDNN autotuning on. Peak memory is torch.cuda.max_memory_allocated from before the model was
-moved to the GPU. Random inputs; sample i has class i mod classes, as in espresso's bench.
+off, cuDNN autotuning on; --precision fp16 / bf16 is PyTorch AMP (torch.autocast in that type, fp32 master
+weights, and for fp16 a GradScaler with its defaults: the step's inf check, unscale and skip). Peak memory is
+torch.cuda.max_memory_allocated from before the model was moved to the GPU. Random inputs; sample i has
+class i mod classes, as in espresso's bench.
   bench/torch_train.py --model nin --batch 128
-  bench/torch_train.py --model resnet18 --batch 64
+  bench/torch_train.py --model resnet18 --batch 64 --precision fp16
 """
 import argparse
 import json
@@ -45,6 +47,7 @@ def main():
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -59,11 +62,16 @@ def main():
     x = torch.rand(args.batch, *chw, device=device) * 2 - 1
     y = torch.arange(args.batch, device=device) % classes
 
+    amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=args.precision == "fp16")
+
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
+        with torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
+            loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     for _ in range(args.warmup):
         step()
@@ -75,7 +83,8 @@ def main():
         torch.cuda.synchronize()
         samples.append((time.perf_counter() - start) * 1000.0)
     median = statistics.median(samples)
-    print(json.dumps({"framework": "pytorch", "phase": "training", "model": args.model, "batch": args.batch,
+    print(json.dumps({"framework": "pytorch", "phase": "training", "model": args.model,
+                      "precision": args.precision, "batch": args.batch,
                       "median_ms": round(median, 4), "images_per_s": round(args.batch * 1000.0 / median, 1),
                       "peak_device_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
                       "torch": torch.__version__}), flush=True)

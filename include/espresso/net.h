@@ -24,7 +24,8 @@ int num_threads();
 // The arithmetic a net runs in (docs/precision.md). fp32 is exact IEEE single precision throughout.
 // tf32 lets convolutions and matrix products on a GPU round their inputs to TF32 on tensor cores
 // (never the default). fp16 and bf16 store the activations of every layer that has a kernel in that
-// type on the net's device in it, with weights converted once and fp32 accumulation; softmax, losses,
+// type on the net's device in it, with weights converted (once; before each forward when training) and
+// fp32 accumulation; softmax, losses,
 // normalisation statistics and layers without such a kernel stay fp32, with casts at the edges, and
 // graph inputs and outputs are always fp32 to the caller. int8 runs convolutions on 8-bit integers
 // where the device has such a kernel (the CPU): weights quantized per output channel once, each image's
@@ -73,7 +74,9 @@ struct NetOptions {
   // (32 GiB by default, espresso/limits.h).
   std::int64_t max_planned_bytes = 0;
   // The arithmetic of the net's layers (see Precision). A layer the device has no kernel for in that
-  // precision runs in fp32 (summary() says so per layer); inference only.
+  // precision runs in fp32 (summary() says so per layer). Training takes fp32, or fp16 and bf16 on a GPU
+  // (mixed precision: fp32 master weights, gradients of activations in their type, layers whose kernel in
+  // it has no backward in fp32; set_loss_scale).
   Precision precision = Precision::fp32;
   // Turns that per-layer fallback into an UnsupportedError listing every such layer. Layers that stay
   // fp32 by design (softmax, losses, normalisation statistics) never count as a fallback.
@@ -163,7 +166,8 @@ class Net {
   // Training (NetOptions::training). The loss of the last forward(): the sum of the loss outputs, each
   // times its loss weight.
   float loss();
-  // Gradients of loss() with respect to every parameter (and every tensor), after a forward().
+  // Gradients of loss() with respect to every parameter (and every tensor), after a forward(); times
+  // loss_scale(), and for tensors in their own type (mixed precision training).
   void backward();
   // forward() then backward(), as one: on a GPU (cuda_graphs on, every layer there, no backward
   // observer, no layer profile) recorded once as a CUDA graph after a first plain run and replayed, one
@@ -175,6 +179,16 @@ class Net {
   // it (Parameter::layer) has been reported, so data-parallel training can send it while backward goes
   // on. On a GPU that layer's work may still be queued: synchronize() before reading it from elsewhere.
   void set_backward_observer(std::function<void(const std::string& layer)> observer);
+  // Mixed precision training (precision fp16 or bf16; docs/training-throughput.md): backward starts from
+  // the loss gradients times `scale`, so that small fp16 gradients do not flush to zero; the parameters'
+  // gradients come out times `scale` too (a solver divides it out: Solver::update). 1 by default; a
+  // power of two keeps the scaling exact. Throws UnsupportedError unless `scale` is finite and positive.
+  void set_loss_scale(float scale);
+  float loss_scale() const;
+  // After backward() or forward_backward() in fp16: the layer owning the parameter whose gradient holds an
+  // infinity or NaN, the last such layer in forward order (backward meets it first); empty when every
+  // gradient is finite. Waits for the device. Empty in fp32 and bf16, whose gradients are not checked.
+  std::string non_finite_gradient();
   // Waits for the work queued on the net's device.
   void synchronize();
   // Every learned blob, shared blobs once, with its gradient buffer (undefined outside training).

@@ -63,8 +63,9 @@ class Solver {
 
   const SolverConfig& config() const { return config_; }
   // One update at iteration `iter` (0-based). The first call sizes the history to `params`; later
-  // calls must pass the same parameters in the same order.
-  void update(std::vector<Parameter>& params, std::int64_t iter);
+  // calls must pass the same parameters in the same order. `loss_scale`: the gradients are the loss's
+  // times it (Net::set_loss_scale, mixed precision training); the step divides it out.
+  void update(std::vector<Parameter>& params, std::int64_t iter, float loss_scale = 1.0f);
 
   // The per-parameter state, Caffe's layout: one blob per parameter, AdaDelta and Adam a second set
   // after the first. Empty until the first update or set_history().
@@ -78,14 +79,46 @@ class Solver {
  private:
   void check_parameters(const std::vector<Parameter>& params);
   void ensure_history(const std::vector<Parameter>& params);
-  // The factor that scales the gradients to clip_gradients in global L2 norm (1 without clipping).
-  float clip_factor(const std::vector<Parameter>& params);
-  UpdateRule rule_for(const Parameter& param, double rate, std::int64_t iter, float clip) const;
+  // The factor that scales the gradients to clip_gradients in global L2 norm (1 without clipping), for
+  // gradients `loss_scale` times the loss's.
+  float clip_factor(const std::vector<Parameter>& params, float loss_scale);
+  // `factor`: what the gradients are multiplied by before the step (clipping, loss scale).
+  UpdateRule rule_for(const Parameter& param, double rate, std::int64_t iter, float factor) const;
 
   SolverConfig config_;
   std::vector<Tensor> history_;
   Device device_ = Device::cpu();
   std::unique_ptr<Stream> stream_;  // the update's queue on the parameters' device
+};
+
+// Dynamic loss scaling for fp16 training (Net::set_loss_scale), as in mixed precision practice: the
+// scale starts high, halves whenever a step's gradients overflow (that step's update is skipped) and
+// doubles after `growth_interval` steps in a row without overflow, so it hovers just below the largest
+// scale fp16 can hold.
+struct LossScaleConfig {
+  float initial = 65536.0f;
+  std::int64_t growth_interval = 2000;
+  // Below this the scale has collapsed: gradients overflow even barely scaled, which scaling cannot
+  // mend (a diverging net, or values beyond fp16's range).
+  float minimum = 1.0f;
+};
+
+class LossScaler {
+ public:
+  explicit LossScaler(LossScaleConfig config = {});
+  float scale() const { return scale_; }
+  // After the backward of iteration `iter`: `overflowed_layer` is the layer whose gradient overflowed
+  // (Net::non_finite_gradient), empty when none did. Returns whether the step's update is to be applied,
+  // and moves the scale. Throws Error naming the iteration and the layer when the scale collapses.
+  bool update(const std::string& overflowed_layer, std::int64_t iter);
+  // Overflows in a row so far.
+  std::int64_t overflows() const { return overflows_; }
+
+ private:
+  LossScaleConfig config_;
+  float scale_;
+  std::int64_t clean_steps_ = 0;
+  std::int64_t overflows_ = 0;
 };
 
 }  // namespace espresso::train

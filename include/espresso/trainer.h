@@ -39,6 +39,10 @@ struct TrainerOptions {
   // with a DistributedError naming it. With `nccl`, `device` must be a GPU. Off unless `enabled`.
   DistributedOptions distributed;
   TeacherOptions teacher;
+  // Mixed precision on a GPU (fp16 or bf16; fp32 by default): activations and their gradients in that
+  // type, fp32 master weights, solver history and reductions. fp16 scales the loss dynamically
+  // (LossScaler): a step whose gradients overflow is skipped and logged. Test nets run in fp32.
+  Precision precision = Precision::fp32;
 };
 
 struct TestOutput {

@@ -21,6 +21,15 @@ void Stream::convert(const Tensor& source, Tensor&) {
                          device().str() + " is not supported");
 }
 
+void Stream::add_converted(const Tensor& source, Tensor&) {
+  throw UnsupportedError(std::string("accumulating converted ") + dtype_name(source.dtype()) +
+                         " tensors on " + device().str() + " is not supported");
+}
+
+void Stream::flag_non_finite(const Tensor&, Tensor&, std::int64_t) {
+  throw UnsupportedError("checking gradients for overflow on " + device().str() + " is not supported");
+}
+
 void Backend::upload(Device device, const std::vector<UploadPiece>& pieces) {
   for (const UploadPiece& piece : pieces)
     copy(piece.device_destination, device, piece.host_source, Device::cpu(), piece.bytes);

@@ -62,7 +62,7 @@ class Stream {
   virtual double elapsed_ms() = 0;
 
   // Training, on f32 tensors of this stream's device.
-  // Sets every element to `value`.
+  // Sets every element to `value` (also f16 and bf16 tensors where the device has them).
   virtual void fill(Tensor& tensor, float value) = 0;
   // One solver step over a blob: value, grad and history updated in place; `second` is the second
   // history of AdaDelta and Adam, nullptr otherwise.
@@ -78,6 +78,15 @@ class Stream {
   // Lets the convolutions and matrix products of kernels made afterwards round their inputs to TF32
   // on tensor cores (Precision::tf32). Returns false where the device has no such mode.
   virtual bool allow_tf32(bool /*allow*/) { return false; }
+  // Mixed precision training. Queues destination += source, converted as convert() does. The default
+  // throws UnsupportedError.
+  virtual void add_converted(const Tensor& source, Tensor& destination);
+  // Queues the conversion of every weight copy made in a low precision (kernels' converted weights) from
+  // its fp32 weights again, after a solver moved them.
+  virtual void refresh_converted_weights() {}
+  // Queues flags[index] = 1 (an i32 tensor on this device) when some element of the f32 `tensor` is not
+  // finite; leaves it alone otherwise. The default throws UnsupportedError.
+  virtual void flag_non_finite(const Tensor& tensor, Tensor& flags, std::int64_t index);
 };
 
 // One row of a backend's kernel table: generated from the `make_<stem>` factories in its folder

@@ -14,7 +14,7 @@ namespace espresso::train {
 struct UpdateRule {
   SolverType type = SolverType::sgd;
   float lr = 0.0f;
-  float grad_scale = 1.0f;  // 1/iter_size, times the clipping factor
+  float grad_scale = 1.0f;  // 1/iter_size, times the clipping factor and 1/loss scale
   float decay = 0.0f;
   bool l1 = false;
   float momentum = 0.0f;

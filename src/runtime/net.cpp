@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
@@ -123,6 +124,15 @@ struct Net::Impl {
   std::size_t activation_buffers = 0;  // buffers before this index hold activations, after it gradients
   std::vector<std::vector<Tensor>> step_input_grads, step_output_grads;
   std::vector<std::vector<Tensor>> weight_grads;  // per step, per weight; shared blobs share one
+  // Mixed precision training: the gradient of an input a step reads converted to its own type (Transfer).
+  // The step's backward adds into `converted`, which is then added, converted back, into `target`.
+  struct GradientCast {
+    Tensor converted;
+    Tensor target;
+  };
+  std::vector<std::vector<GradientCast>> step_grad_casts;
+  float loss_scale = 1.0f;  // Net::set_loss_scale
+  Tensor overflow_flags;    // per parameter (i32): its gradient is not finite; fp16 training only
   std::vector<Parameter> params;                  // unique learned blobs
   bool forwarded = false;                         // a forward() ran since planning
   std::vector<std::vector<std::vector<float>>> carried;  // per step: what a stateful kernel carries
@@ -149,6 +159,7 @@ struct Net::Impl {
   // The tensor a step that absorbed others writes last (its absorbed steps' output), or -1.
   int fused_output(std::size_t step) const;
   void plan_gradients(const std::vector<int>& grad_fill_step, const std::vector<float>& tensor_loss_weight);
+  void plan_overflow_check();
   void run_backward();
   void queue_backward();
   // forward_backward(): whether a whole step (forward and backward) ran unrecorded since planning, so
@@ -277,9 +288,16 @@ void Net::Impl::build() {
   }
   if (options.threads < 0) throw UnsupportedError("NetOptions::threads must be 0 or more");
   if (options.threads > 0) threads = std::make_unique<ThreadGroup>(options.threads);
-  if (options.precision != Precision::fp32 && options.training) {
-    throw UnsupportedError("net '" + graph.name + "': precision " + precision_name(options.precision) +
-                           " is for inference; train in fp32");
+  if (options.training && options.precision != Precision::fp32) {
+    const bool mixed = options.precision == Precision::fp16 || options.precision == Precision::bf16;
+    if (!mixed) {
+      throw UnsupportedError("net '" + graph.name + "': precision " + precision_name(options.precision) +
+                             " is for inference; train in fp32, fp16 or bf16");
+    }
+    if (options.device.is_cpu()) {
+      throw UnsupportedError("net '" + graph.name + "': mixed precision training (" +
+                             precision_name(options.precision) + ") runs on a GPU; train on the CPU in fp32");
+    }
   }
   backend = &backend_for(options.device);
   stream = backend->create_stream(options.device, options.device_weights);
@@ -572,7 +590,7 @@ void Net::Impl::plan() {
         const int fill = first_writer[u] >= 0 ? first_writer[u] : step;
         grad_fill_step[u] = fill;
         grad_buffer_of[u] = static_cast<int>(buffers.size());
-        const auto bytes = static_cast<std::size_t>(shapes[u].numel()) * sizeof(float);
+        const auto bytes = static_cast<std::size_t>(shapes[u].numel()) * dtype_size(tensor_dtype[u]);
         buffers.push_back({bytes, separate ? 0 : backward_time(fill), separate ? end : backward_time(step)});
       }
       if (owner >= 0) {  // the chain's last step: the owner's backward reads its output's gradient
@@ -588,7 +606,7 @@ void Net::Impl::plan() {
       const auto y = static_cast<std::size_t>(out[0]);
       if (carries[x] && producer[x] >= 0 && layers[us]->differentiable_input(0) && reads[x] == 1 &&
           tensor_loss_weight[x] == 0.0f && shapes[x].numel() == shapes[y].numel() &&
-          kernels[us]->backward_in_place(*layers[us])) {
+          tensor_dtype[x] == tensor_dtype[y] && kernels[us]->backward_in_place(*layers[us])) {
         grad_buffer_of[x] = grad_buffer_of[y];
         auto& request = buffers[static_cast<std::size_t>(grad_buffer_of[y])];
         request.last_step = std::max(request.last_step, backward_time(producer[x]));
@@ -636,7 +654,10 @@ void Net::Impl::plan() {
   for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
   connect_steps();
   if (!options.training && !options.keep_intermediates && !options.reference_kernels) fuse_steps();
-  if (options.training) plan_gradients(grad_fill_step, tensor_loss_weight);
+  if (options.training) {
+    plan_gradients(grad_fill_step, tensor_loss_weight);
+    plan_overflow_check();
+  }
   forwarded = false;
   planned = true;
 }
@@ -687,9 +708,11 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
   // Naive: every output of a step that runs backward has a gradient (fused chains' inner ones too).
   for (std::size_t step = 0; options.training && step < layers.size(); ++step) {
     if (!step_runs_backward[step]) continue;
-    for (int id : step_outputs[step])
+    for (int id : step_outputs[step]) {
+      const auto u = static_cast<std::size_t>(id);
       report.activation_grad_bytes +=
-          aligned(static_cast<std::size_t>(shapes[static_cast<std::size_t>(id)].numel()) * sizeof(float));
+          aligned(static_cast<std::size_t>(shapes[u].numel()) * dtype_size(tensor_dtype[u]));
+    }
   }
   report.naive_bytes = report.activation_bytes + report.activation_grad_bytes;
   if (options.training) {
@@ -715,7 +738,7 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
     if (grad_buffer_of[id] < 0) continue;
     const auto buffer = static_cast<std::size_t>(grad_buffer_of[id]);
     auto* base = static_cast<std::byte*>(arenas[static_cast<std::size_t>(buffer_device[buffer])].raw());
-    grads[id] = Tensor::wrap(base + offsets[buffer], shapes[id], DType::f32, options.device);
+    grads[id] = Tensor::wrap(base + offsets[buffer], shapes[id], tensor_dtype[id], options.device);
   }
   output_casts.clear();
   for (int id : output_ids) {
@@ -1009,21 +1032,20 @@ void Net::Impl::fuse_training_steps(const std::vector<int>& reads,
     for (int id : step_inputs[step]) reader[static_cast<std::size_t>(id)] = static_cast<int>(step);
   }
   const std::set<int> outputs(output_ids.begin(), output_ids.end());
-  // The step that alone reads `id` (made by `step`), with one input and one output, in f32 on step's
+  // The step that alone reads `id` (made by `step`), with one input and one output, in step's type on its
   // device; -1 when there is none or something else needs the tensor.
   const auto sole_reader = [&](int id, std::size_t step) {
     const auto u = static_cast<std::size_t>(id);
     if (reads[u] != 1 || outputs.count(id) || tensor_loss_weight[u] != 0.0f) return -1;
     const auto next = static_cast<std::size_t>(reader[u]);
-    if (step_device[next] != step_device[step] || step_dtype[next] != DType::f32 ||
+    if (step_device[next] != step_device[step] || step_dtype[next] != step_dtype[step] ||
         step_inputs[next].size() != 1 || step_outputs[next].size() != 1)
       return -1;
     return reader[u];
   };
   for (std::size_t step = 0; step < layers.size(); ++step) {
     const auto* bn = dynamic_cast<const BatchNormLayer*>(layers[step].get());
-    if (!bn || !bn->batch_statistics() || step_outputs[step].size() != 1 || step_dtype[step] != DType::f32)
-      continue;
+    if (!bn || !bn->batch_statistics() || step_outputs[step].size() != 1) continue;
     const int out = step_outputs[step][0];
     const int scale_step = sole_reader(out, step);
     if (scale_step < 0) continue;
@@ -1179,16 +1201,28 @@ void Net::Impl::plan_gradients(const std::vector<int>& grad_fill_step,
   }
   step_input_grads.assign(layers.size(), {});
   step_output_grads.assign(layers.size(), {});
+  step_grad_casts.assign(layers.size(), {});
   for (std::size_t step = 0; step < layers.size(); ++step) {
     for (std::size_t k = 0; k < step_inputs[step].size(); ++k) {
       const auto id = static_cast<std::size_t>(step_inputs[step][k]);
-      step_input_grads[step].push_back(carries[id] && layers[step]->differentiable_input(k) ? grads[id]
-                                                                                            : Tensor{});
+      Tensor grad = carries[id] && layers[step]->differentiable_input(k) ? grads[id] : Tensor{};
+      if (grad.defined() && step_runs_backward[step] && tensor_dtype[id] != step_dtype[step]) {
+        Tensor converted = Tensor::empty(shapes[id], step_dtype[step], options.device);
+        step_grad_casts[step].push_back({converted, grad});
+        grad = converted;
+      }
+      step_input_grads[step].push_back(grad);
     }
     for (int id : step_outputs[step]) step_output_grads[step].push_back(grads[static_cast<std::size_t>(id)]);
     if (const int out = fused_output(step); out >= 0)
       step_output_grads[step].push_back(grads[static_cast<std::size_t>(out)]);
   }
+}
+
+void Net::Impl::plan_overflow_check() {
+  overflow_flags = Tensor{};
+  if (options.precision != Precision::fp16 || params.empty()) return;  // bf16 has fp32's range
+  overflow_flags = Tensor::zeros(Shape{static_cast<std::int64_t>(params.size())}, DType::i32, options.device);
 }
 
 void Net::Impl::require_training(const char* what) const {
@@ -1231,8 +1265,9 @@ void Net::Impl::queue_backward() {
   }
   for (std::size_t step = layers.size(); step-- > 0;) {
     for (auto& [gradient, value] : grad_fills[step]) {
-      if (gradient.numel() != 0) stream->fill(gradient, value);
+      if (gradient.numel() != 0) stream->fill(gradient, value * loss_scale);
     }
+    for (GradientCast& cast : step_grad_casts[step]) stream->fill(cast.converted, 0.0f);
     if (step_runs_backward[step]) {
       try {
         const auto run = [&] {
@@ -1249,12 +1284,18 @@ void Net::Impl::queue_backward() {
                           "): " + e.what());
       }
     }
+    for (GradientCast& cast : step_grad_casts[step]) stream->add_converted(cast.converted, cast.target);
     // A fused step's gradients are complete once the step that absorbed it ran.
     if (backward_observer && fused_into[step] < 0) {
       backward_observer(layers[step]->name());
       for (int absorbed : step_absorbs[step])
         backward_observer(layers[static_cast<std::size_t>(absorbed)]->name());
     }
+  }
+  if (overflow_flags.defined()) {
+    stream->fill(overflow_flags, 0.0f);
+    for (std::size_t i = 0; i < params.size(); ++i)
+      stream->flag_non_finite(params[i].grad, overflow_flags, static_cast<std::int64_t>(i));
   }
 }
 
@@ -1338,7 +1379,7 @@ DType Net::Impl::low_precision_dtype() const {
 void Net::Impl::make_kernels() {
   // Placement: each layer on the net's device where its backend supports it, else on the CPU, whose
   // reference kernels run every layer. Precision: in the net's low precision where the device has a
-  // kernel in it and the layer is not one that stays fp32, else fp32.
+  // kernel in it (one with a backward when training) and the layer is not one that stays fp32, else fp32.
   kernels.clear();
   fallbacks.clear();
   step_device.assign(layers.size(), options.device);
@@ -1367,6 +1408,8 @@ void Net::Impl::make_kernels() {
         }
         if (low != DType::f32 && note.empty() && backend->supports(layer, in_shapes, low)) {
           kernel = backend->make_typed_kernel(layer, in_shapes, low, *stream);
+          // Mixed precision training: a kernel without its own backward in that type trains in fp32.
+          if (kernel && options.training && !kernel->has_fast_backward()) kernel.reset();
           if (kernel) step_dtype[step] = low;
         }
         if (!kernel && backend->supports(layer, in_shapes, DType::f32)) {
@@ -1412,6 +1455,8 @@ void Net::Impl::make_kernels() {
 }
 
 void Net::Impl::run_steps() {
+  // Mixed precision training: the kernels' low-precision weight copies follow the solver's fp32 weights.
+  if (options.training && low_precision_dtype() != DType::f32) stream->refresh_converted_weights();
   for (std::size_t step = 0; step < kernels.size(); ++step) {
     try {
       for (Transfer& transfer : step_transfers[step]) {
@@ -1634,6 +1679,30 @@ void Net::set_backward_observer(std::function<void(const std::string& layer)> ob
 }
 
 void Net::synchronize() { impl_->stream->synchronize(); }
+
+void Net::set_loss_scale(float scale) {
+  impl_->require_training("set_loss_scale()");
+  if (!std::isfinite(scale) || scale <= 0.0f) {
+    throw UnsupportedError("net '" + impl_->graph.name +
+                           "': the loss scale must be finite and positive, got " + std::to_string(scale));
+  }
+  if (scale == impl_->loss_scale) return;
+  impl_->loss_scale = scale;
+  impl_->stream->drop_capture();  // the recorded step holds the old scale: record it again
+}
+
+float Net::loss_scale() const { return impl_->loss_scale; }
+
+std::string Net::non_finite_gradient() {
+  impl_->require_training("non_finite_gradient()");
+  if (!impl_->overflow_flags.defined() || !impl_->backward_ran) return "";
+  const Tensor flags = impl_->overflow_flags.to(Device::cpu());
+  const std::int32_t* flag = flags.data<std::int32_t>();
+  for (std::size_t i = impl_->params.size(); i-- > 0;) {
+    if (flag[i] != 0) return impl_->params[i].layer;
+  }
+  return "";
+}
 
 std::vector<Parameter> Net::parameters() {
   if (!impl_->planned) impl_->plan();

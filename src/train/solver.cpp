@@ -1,12 +1,12 @@
-#include "train/solver_config.h"
-
 #include <cmath>
+#include <cstdio>
 #include <numbers>
 #include <utility>
 
 #include "backends/registry.h"
 #include "espresso/errors.h"
 #include "import/caffe/caffe.pb.h"
+#include "train/solver_config.h"
 
 namespace espresso::train {
 namespace {
@@ -170,22 +170,22 @@ void Solver::set_history(const std::vector<Parameter>& params, std::vector<Tenso
   history_ = std::move(history);
 }
 
-float Solver::clip_factor(const std::vector<Parameter>& params) {
+float Solver::clip_factor(const std::vector<Parameter>& params, float loss_scale) {
   if (config_.clip_gradients < 0) return 1.0f;
   double sumsq = 0.0;
   for (const Parameter& param : params) {
     if (param.spec.lr_mult == 0.0f) continue;
     sumsq += stream_->sum_of_squares(param.grad);
   }
-  const double norm = std::sqrt(sumsq);
+  const double norm = std::sqrt(sumsq) / loss_scale;
   return norm <= config_.clip_gradients ? 1.0f : static_cast<float>(config_.clip_gradients / norm);
 }
 
-UpdateRule Solver::rule_for(const Parameter& param, double rate, std::int64_t iter, float clip) const {
+UpdateRule Solver::rule_for(const Parameter& param, double rate, std::int64_t iter, float factor) const {
   UpdateRule r;
   r.type = config_.type;
   r.lr = static_cast<float>(rate) * param.spec.lr_mult;
-  r.grad_scale = clip / static_cast<float>(config_.iter_size);
+  r.grad_scale = factor / static_cast<float>(config_.iter_size);
   r.decay = static_cast<float>(config_.weight_decay) * param.spec.decay_mult;
   r.l1 = config_.regularization == Regularization::l1;
   r.momentum = static_cast<float>(config_.momentum);
@@ -201,23 +201,59 @@ UpdateRule Solver::rule_for(const Parameter& param, double rate, std::int64_t it
   return r;
 }
 
-void Solver::update(std::vector<Parameter>& params, std::int64_t iter) {
+void Solver::update(std::vector<Parameter>& params, std::int64_t iter, float loss_scale) {
+  if (!std::isfinite(loss_scale) || loss_scale <= 0.0f) {
+    throw UnsupportedError("solver: the loss scale must be finite and positive, got " +
+                           std::to_string(loss_scale));
+  }
   check_parameters(params);
   ensure_history(params);
   const double rate = learning_rate(config_, iter);
   // Caffe's order: clip the accumulated gradients, then normalise, regularise and step each blob.
-  const float clip = clip_factor(params);
+  const float factor = clip_factor(params, loss_scale) / loss_scale;
   const std::size_t second_set = history_.size() / static_cast<std::size_t>(history_sets());
   for (std::size_t p = 0; p < params.size(); ++p) {
     Parameter& param = params[p];
     // A zero lr_mult freezes the blob: no decay, no history, no change.
     if (param.spec.lr_mult == 0.0f) continue;
-    const UpdateRule rule = rule_for(param, rate, iter, clip);
+    const UpdateRule rule = rule_for(param, rate, iter, factor);
     Tensor* second = history_sets() == 2 ? &history_[p + second_set] : nullptr;
     stream_->apply_update(rule, param.value, param.grad, history_[p], second);
   }
   // The next forward runs on the net's own stream.
   stream_->synchronize();
+}
+
+LossScaler::LossScaler(LossScaleConfig config) : config_(config), scale_(config.initial) {
+  if (!(config.initial >= config.minimum) || !(config.minimum > 0.0f) || !std::isfinite(config.initial) ||
+      config.growth_interval < 1) {
+    throw UnsupportedError(
+        "loss scaling: the initial scale must be finite and at least the minimum (> 0), and "
+        "the growth interval at least 1");
+  }
+}
+
+bool LossScaler::update(const std::string& overflowed_layer, std::int64_t iter) {
+  if (overflowed_layer.empty()) {
+    overflows_ = 0;
+    if (++clean_steps_ == config_.growth_interval) {
+      clean_steps_ = 0;
+      if (std::isfinite(scale_ * 2.0f)) scale_ *= 2.0f;
+    }
+    return true;
+  }
+  clean_steps_ = 0;
+  ++overflows_;
+  scale_ /= 2.0f;
+  if (scale_ < config_.minimum) {
+    char minimum[32];
+    std::snprintf(minimum, sizeof minimum, "%g", static_cast<double>(config_.minimum));
+    throw Error(
+        "Iteration " + std::to_string(iter) + ": fp16 gradients overflowed " + std::to_string(overflows_) +
+        " times in a row and the loss scale collapsed below " + minimum + "; layer '" + overflowed_layer +
+        "' is the first whose gradient is not finite. Lower base_lr, clip gradients or train in bf16");
+  }
+  return false;
 }
 
 }  // namespace espresso::train

@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <variant>
 
+#include "core/half.h"
 #include "espresso/errors.h"
 #include "espresso/import.h"
 #include "import/caffe/caffe.pb.h"
@@ -86,14 +87,29 @@ void write_atomically(const std::string& path, const std::string& bytes) {
   if (ec) throw FileError(path + ": cannot move the snapshot into place (" + ec.message() + ")");
 }
 
+// Activations in f32, or f16 / bf16 in mixed precision training (an fp16 overflow is the usual failure).
 bool is_finite_tensor(const Tensor& tensor) {
   const Tensor host = tensor.device().is_cpu() ? tensor : tensor.to(Device::cpu());
-  if (host.dtype() != DType::f32) return true;
-  const float* values = host.data<float>();
-  for (std::int64_t i = 0; i < host.numel(); ++i) {
-    if (!std::isfinite(values[i])) return false;
+  const auto all_finite = [&](auto value_of) {
+    for (std::int64_t i = 0; i < host.numel(); ++i) {
+      if (!std::isfinite(value_of(i))) return false;
+    }
+    return true;
+  };
+  switch (host.dtype()) {
+    case DType::f32:
+      return all_finite([values = host.data<float>()](std::int64_t i) { return values[i]; });
+    case DType::f16:
+      return all_finite([values = static_cast<const std::uint16_t*>(host.raw())](std::int64_t i) {
+        return half_to_float(values[i]);
+      });
+    case DType::bf16:
+      return all_finite([values = static_cast<const std::uint16_t*>(host.raw())](std::int64_t i) {
+        return bf16_to_float(values[i]);
+      });
+    default:
+      return true;  // integers (labels) are finite
   }
-  return true;
 }
 
 // The loss weight a graph output carries: the model's loss_weight, else 1 for the first top of loss layers.
@@ -200,6 +216,7 @@ struct Trainer::Impl {
   }
 
   std::function<void(std::vector<Parameter>&)> gradient_hook;
+  std::optional<LossScaler> scaler;  // fp16 training
 
   void build();
   void connect();
@@ -252,7 +269,16 @@ void Trainer::Impl::build() {
   net_options.device = options.device;
   net_options.training = true;
   net_options.seed = seed;
+  net_options.precision = options.precision;
+  if (options.precision == Precision::fp16) {
+    if (comm) {
+      throw UnsupportedError(
+          "fp16 training with loss scaling runs on one GPU; train data-parallel in bf16 or fp32");
+    }
+    scaler.emplace();
+  }
   net = std::make_unique<Net>(train_graph, net_options);
+  if (scaler) net->set_loss_scale(scaler->scale());
   for (const DataFeed& feed : train_feeds) {
     out() << "Data layer '" << feed.layer << "': " << feed.source->records().describe() << ", "
           << feed.source->records().size() << " records, batches of " << feed.source->data_shape().str()
@@ -584,7 +610,7 @@ void Trainer::Impl::apply_update() {
   // The averaged gradients: identical on every rank, so the step is too.
   if (buckets) buckets->finish();
   if (gradient_hook) gradient_hook(params);
-  solver.update(params, iter);
+  solver.update(params, iter, net->loss_scale());
 }
 
 void Trainer::Impl::display(float smoothed) {
@@ -823,8 +849,10 @@ void Trainer::step(std::int64_t iterations) {
     }
     for (Tensor& a : s.accumulated) std::fill_n(a.data<float>(), a.numel(), 0.0f);
     double loss = 0.0;
+    std::string overflowed;  // fp16: a layer whose gradient overflowed in one of the iteration's passes
     for (int i = 0; i < iter_size; ++i) {
       loss += s.forward_backward();
+      if (s.scaler && overflowed.empty()) overflowed = s.net->non_finite_gradient();
       for (std::size_t p = 0; p < s.accumulated.size(); ++p) {
         float* sum = s.accumulated[p].data<float>();
         const Tensor grad =
@@ -842,7 +870,19 @@ void Trainer::step(std::int64_t iterations) {
     for (float l : s.recent_losses) smoothed += l;
     smoothed /= static_cast<double>(s.recent_losses.size());
     if (s.param.display() > 0 && s.iter % s.param.display() == 0) s.display(static_cast<float>(smoothed));
-    s.apply_update();
+    if (!s.scaler) {
+      s.apply_update();
+    } else {
+      const float scale = s.net->loss_scale();
+      if (s.scaler->update(overflowed, s.iter)) {
+        s.apply_update();
+      } else {
+        s.out() << "Iteration " << s.iter << ": gradient overflow in layer '" << overflowed
+                << "' at loss scale " << format_number(scale) << "; update skipped, loss scale now "
+                << format_number(s.scaler->scale()) << "\n";
+      }
+      s.net->set_loss_scale(s.scaler->scale());
+    }
     ++s.iter;
     s.progress();
     if (s.param.snapshot() > 0 && s.iter % s.param.snapshot() == 0) snapshot();

@@ -263,6 +263,67 @@ void check_gpu_backward(Stream& context, const Layer& layer, const std::vector<T
   }
 }
 
+// Mixed precision training: the layer's fp16 / bf16 CUDA kernel, where it has a backward, forward then
+// backward against the reference run on the same values rounded to that type (inputs, weights and
+// output gradients), so that both meet the same ties (a max pooling's window). Returns whether it ran.
+bool check_gpu_backward_in(Stream& context, const LayerTest& test, const LayerCase& c,
+                           const std::vector<Tensor>& inputs, DType dtype, Rng& rng) {
+  const auto round_trip = [&](const Tensor& t) { return from_low_precision(to_low_precision(t, dtype)); };
+  LayerSpec spec = c.spec;
+  for (Tensor& w : spec.weights) w = round_trip(w);
+  std::unique_ptr<Layer> layer = create_layer(spec);
+  layer->set_training(test.training);
+  const std::vector<Shape> in_shapes = shapes_of_tensors(inputs);
+  Backend& backend = backend_for(context.device());
+  if (!backend.supports(*layer, in_shapes, dtype)) return false;
+  std::unique_ptr<Kernel> kernel = backend.make_typed_kernel(*layer, in_shapes, dtype, context);
+  if (!kernel || !kernel->has_fast_backward()) return false;
+
+  std::vector<Tensor> rounded_inputs, outputs, output_grads;
+  for (const Tensor& t : inputs) rounded_inputs.push_back(round_trip(t));
+  for (const Shape& s : layer->output_shapes(in_shapes)) outputs.push_back(Tensor::empty(s));
+  layer->forward(rounded_inputs, outputs);
+  for (const Tensor& out : outputs)
+    output_grads.push_back(
+        round_trip(to_tensor(out.shape(), rng.values(static_cast<std::size_t>(out.numel())))));
+  Gradients reference = zero_gradients(*layer, rounded_inputs);
+  layer->backward(rounded_inputs, outputs, output_grads, reference.inputs, reference.weights);
+
+  const Device device = context.device();
+  const auto on_device = [&](const Tensor& t) { return to_low_precision(t, dtype).to(device); };
+  std::vector<Tensor> device_inputs, device_outputs, device_output_grads;
+  for (const Tensor& t : rounded_inputs) device_inputs.push_back(on_device(t));
+  for (const Tensor& t : outputs) device_outputs.push_back(Tensor::empty(t.shape(), dtype, device));
+  for (const Tensor& t : output_grads) device_output_grads.push_back(on_device(t));
+  kernel->forward(device_inputs, device_outputs);
+  Gradients device_grads;
+  for (const Tensor& g : reference.inputs)
+    device_grads.inputs.push_back(g.defined() ? on_device(Tensor::zeros(g.shape())) : Tensor{});
+  for (const Tensor& w : reference.weights)
+    device_grads.weights.push_back(Tensor::zeros(w.shape(), DType::f32, device));
+  kernel->backward(*layer, device_inputs, device_outputs, device_output_grads, device_grads.inputs,
+                   device_grads.weights);
+  context.synchronize();
+  const double tolerance = dtype == DType::f16 ? kFp16GradientTolerance : kBf16GradientTolerance;
+  for (std::size_t i = 0; i < reference.inputs.size(); ++i) {
+    if (!reference.inputs[i].defined()) continue;
+    EXPECT_LE(normalized_error(to_values(reference.inputs[i]),
+                               to_values(from_low_precision(device_grads.inputs[i].to(Device::cpu())))),
+              tolerance)
+        << "CUDA " << dtype_name(dtype) << " kernel '" << kernel->name() << "' backward vs reference, input "
+        << i;
+  }
+  for (std::size_t w = 0; w < reference.weights.size(); ++w) {
+    if (!layer->learned_weight(w)) continue;
+    EXPECT_LE(normalized_error(to_values(reference.weights[w]),
+                               to_values(device_grads.weights[w].to(Device::cpu()))),
+              tolerance)
+        << "CUDA " << dtype_name(dtype) << " kernel '" << kernel->name() << "' backward vs reference, weight "
+        << w;
+  }
+  return true;
+}
+
 // Checks the layer's backward (and the fast CPU one) against central differences of the naive forward.
 // Returns whether a fast CPU backward was compared.
 bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
@@ -376,6 +437,7 @@ void run_layer_test(const LayerTest& test) {
   int fast_cases = 0;
   int gpu_cases = 0;
   int low_precision_cases = 0;
+  int low_precision_gradient_cases = 0;
   int vulkan_cases = 0;
   int gradient_cases = 0;
   int fast_gradient_cases = 0;
@@ -468,6 +530,10 @@ void run_layer_test(const LayerTest& test) {
           EXPECT_LE(normalized_error(to_values(reference[k]), to_values(low[k])), tolerance)
               << "CUDA " << dtype_name(dtype) << " kernel '" << kernel_name << "' vs reference, output " << k;
         }
+        if (index < test.gradient_cases && c.check_gradient && test.gradient == Gradient::checked &&
+            check_gpu_backward_in(*context, test, c, inputs, dtype, rng)) {
+          ++low_precision_gradient_cases;
+        }
       }
     }
     if (Stream* context = vulkan_context()) {
@@ -484,6 +550,7 @@ void run_layer_test(const LayerTest& test) {
   ::testing::Test::RecordProperty("fast_cpu_cases", fast_cases);
   ::testing::Test::RecordProperty("cuda_cases", gpu_cases);
   ::testing::Test::RecordProperty("cuda_low_precision_cases", low_precision_cases);
+  ::testing::Test::RecordProperty("cuda_low_precision_gradient_cases", low_precision_gradient_cases);
   ::testing::Test::RecordProperty("gradient_cases", gradient_cases);
   ::testing::Test::RecordProperty("fast_cpu_gradient_cases", fast_gradient_cases);
 }

@@ -6,7 +6,8 @@
 // with respect to each input and weight element is taken by central differences of the test's naive
 // double-precision forward (exact to about 1e-9, as nothing is rounded to float), and compared with
 // the layer's float backward given R_k as output gradients, and with the fast CPU backward where there
-// is one and the CUDA backward when a GPU is present: normalized error ≤ 1e-4 (kGradientTolerance).
+// is one and the CUDA backward when a GPU is present: normalized error ≤ 1e-4 (kGradientTolerance). The
+// CUDA fp16 / bf16 kernels that train (mixed precision) are checked against the reference backward.
 #pragma once
 
 #include <functional>
@@ -57,6 +58,10 @@ inline constexpr double kGradientTolerance = 1e-4;
 // rounded to the type (relative steps 2^-11 and 2^-8), products accumulated in fp32.
 inline constexpr double kFp16Tolerance = 5e-3;
 inline constexpr double kBf16Tolerance = 3e-2;
+// Their backward (mixed precision training) against the fp32 reference backward on the same rounded
+// values: gradients stored in the type, weight gradients summed into fp32.
+inline constexpr double kFp16GradientTolerance = 1e-2;
+inline constexpr double kBf16GradientTolerance = 5e-2;
 
 struct LayerTest {
   std::function<LayerCase(Rng&)> make_case;

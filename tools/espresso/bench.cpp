@@ -206,7 +206,7 @@ std::optional<double> per_image(EnergyMeter* meter, double before, std::int64_t 
 // and an SGD update with momentum 0.9) timed by their wall time: the update returns once the device
 // is done, so each step's time includes the device's work and the host's launching alike.
 Timing time_training(Net& trainee, const Net& planned, std::mt19937& rng, int warmup, int iterations,
-                     double min_seconds) {
+                     double min_seconds, Precision precision = Precision::fp32) {
   fill_random(trainee, rng);
   for (const std::string& name : trainee.input_names()) {
     if (name != "bench_label") continue;
@@ -222,11 +222,22 @@ Timing time_training(Net& trainee, const Net& planned, std::mt19937& rng, int wa
   train::Solver solver(config);
   std::vector<Parameter> params = trainee.parameters();
   std::int64_t iteration = 0;
+  // fp16: dynamic loss scaling, as `espresso train` does it (and PyTorch's GradScaler in the peer).
+  std::optional<train::LossScaler> scaler;
+  if (precision == Precision::fp16) {
+    scaler.emplace();
+    trainee.set_loss_scale(scaler->scale());
+  }
   return time_runs(
       [&] {
         const auto start = std::chrono::steady_clock::now();
         trainee.forward_backward();
-        solver.update(params, iteration++);  // returns once the device is done
+        const float scale = trainee.loss_scale();
+        if (!scaler || scaler->update(trainee.non_finite_gradient(), iteration)) {
+          solver.update(params, iteration, scale);  // returns once the device is done
+        }
+        if (scaler) trainee.set_loss_scale(scaler->scale());
+        ++iteration;
         return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
       },
       warmup, iterations, min_seconds);
@@ -327,6 +338,8 @@ int run_train(const BenchOptions& options) {
   // on it), so that nothing but the training net occupies the device.
   ModelOptions model = options.model;
   model.device = "cpu";
+  model.precision = "fp32";
+  const Precision precision = parse_precision(options.model.precision);
   Net planned = open_net(model);
   planned.set_batch(1);
   planned.summary();  // plans it, for its output's shape
@@ -342,8 +355,9 @@ int run_train(const BenchOptions& options) {
     Timing t;
     train::TrainingMemory memory;
     {
-      Net trainee(training_graph(planned.graph(), planned, batch, true), {.device = device, .training = true});
-      t = time_training(trainee, planned, rng, options.warmup, options.iterations, 0.0);
+      Net trainee(training_graph(planned.graph(), planned, batch, true),
+                  {.device = device, .training = true, .precision = precision});
+      t = time_training(trainee, planned, rng, options.warmup, options.iterations, 0.0, precision);
       memory.train = trainee.memory();
       memory.solver_history_bytes = memory.train.weight_bytes;  // SGD's momentum: one blob per weight
     }
@@ -351,11 +365,13 @@ int run_train(const BenchOptions& options) {
         counts_memory ? static_cast<double>(device_memory_use(device).peak_bytes) / (1 << 20) : 0.0;
     const double rate = static_cast<double>(batch) * 1000.0 / t.median_ms;
     if (options.json) {
-      std::printf("{\"framework\": \"espresso\", \"phase\": \"training\", \"model\": \"%s\", \"device\": "
-                  "\"%s\", \"batch\": %lld, \"median_ms\": %.4f, \"p90_ms\": %.4f, \"images_per_s\": %.1f, "
-                  "\"peak_device_mib\": %s}\n",
-                  options.model.model.c_str(), device.str().c_str(), static_cast<long long>(batch), t.median_ms,
-                  t.p90_ms, rate, counts_memory ? std::to_string(peak_mib).c_str() : "null");
+      std::printf(
+          "{\"framework\": \"espresso\", \"phase\": \"training\", \"model\": \"%s\", \"device\": "
+          "\"%s\", \"precision\": \"%s\", \"batch\": %lld, \"median_ms\": %.4f, \"p90_ms\": %.4f, "
+          "\"images_per_s\": %.1f, \"peak_device_mib\": %s}\n",
+          options.model.model.c_str(), device.str().c_str(), precision_name(precision),
+          static_cast<long long>(batch), t.median_ms, t.p90_ms, rate,
+          counts_memory ? std::to_string(peak_mib).c_str() : "null");
     } else {
       std::printf("%8lld %12.4f %12.4f %14.1f %16s\n", static_cast<long long>(batch), t.median_ms, t.p90_ms, rate,
                   counts_memory ? std::to_string(static_cast<long long>(peak_mib + 0.5)).c_str() : "n/a");

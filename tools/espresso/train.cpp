@@ -31,6 +31,7 @@ struct TrainVerbOptions {
   std::string weights;
   std::string resume;
   std::string device = "cpu";
+  std::string precision = "fp32";
   int threads = 0;
   std::string gpus;
   int cpu_ranks = 0;
@@ -113,6 +114,7 @@ int launch(const TrainVerbOptions& o, const std::vector<std::string>& devices, t
     if (!o.weights.empty()) args.insert(args.end(), {"--weights", o.weights});
     if (!o.resume.empty()) args.insert(args.end(), {"--resume", o.resume});
     if (threads > 0) args.insert(args.end(), {"--threads", std::to_string(threads)});
+    if (o.precision != "fp32") args.insert(args.end(), {"--precision", o.precision});
     if (o.report_memory) args.push_back("--report-memory");
     if (!o.teacher.empty()) {
       args.insert(args.end(), {"--teacher", o.teacher, "--teacher-input", o.teacher_input});
@@ -217,6 +219,7 @@ int run_train(const TrainVerbOptions& o) {
   apply_threads(o.threads);
   train::TrainerOptions options;
   options.device = Device::parse(o.device);
+  options.precision = parse_precision(o.precision);
   if (const auto from_environment = train::distributed_from_environment())
     options.distributed = *from_environment;
   if (options.distributed.enabled) {
@@ -262,6 +265,12 @@ Verb add_train_verb(CLI::App& app) {
                       "Caffemodel(s) to fine-tune from, comma-separated; layers are matched by name");
   command->add_option("--resume", options->resume, "A .solverstate snapshot to continue from");
   command->add_option("--device", options->device, "cpu, cuda or cuda:N");
+  command
+      ->add_option("--precision", options->precision,
+                   "fp32, or mixed precision on a GPU: fp16 (dynamic loss scaling) or bf16 activations and "
+                   "gradients with fp32 master weights")
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))
+      ->capture_default_str();
   add_threads_option(*command, options->threads);
   command->add_flag("--report-memory", options->report_memory,
                     "After training, print the memory it held per category, planned vs naive "

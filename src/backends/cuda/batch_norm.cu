@@ -8,12 +8,16 @@
 // forward writes the normalised y and z = max(γ·y + β, 0) in one pass, backward sums the Scale's
 // gradients and its own from dz and y in one reduction and writes dx in one more pass (5 passes over
 // the channel's tensors for the three layers instead of 9, forward and backward).
+// In fp16 / bf16 (mixed precision training too) x, y, z and their gradients are stored in that type
+// (T below); the statistics, the per-channel maps, the sums and the Scale's parameters stay fp32.
 #include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/channel_affine.h"
 #include "backends/cuda/channel_reduce.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
 #include "layers/batch_norm.h"
 
 namespace espresso::cuda {
@@ -40,10 +44,11 @@ struct RunningBlobs {
 };
 
 // Σ x and Σ x² of a channel, in double (reduce_channels).
+template <class T>
 struct Moments {
-  const float* x;
+  const T* x;
   __device__ SumPair<double> operator()(std::int64_t i, std::int64_t) const {
-    const double v = x[i];
+    const double v = to_float(x[i]);
     return {v, v * v};
   }
 };
@@ -91,29 +96,32 @@ struct FusedScale {
   }
 };
 
-template <class Index, bool kRelu>  // with_index_type
-__global__ void normalize_scale(const float* __restrict__ x, const float* __restrict__ multiplier,
-                                const float* __restrict__ offset, FusedScale fused, float* __restrict__ y,
-                                float* __restrict__ z, Index n, Index channels, Index inner) {
+template <class T, class Index, bool kRelu>  // with_index_type
+__global__ void normalize_scale(const T* __restrict__ x, const float* __restrict__ multiplier,
+                                const float* __restrict__ offset, FusedScale fused, T* __restrict__ y,
+                                T* __restrict__ z, Index n, Index channels, Index inner) {
   for (std::int64_t at : grid_stride(n)) {
     const auto i = static_cast<Index>(at);
     const Index c = i / inner % channels;
-    const float normalised = fmaf(x[i], multiplier[c], offset[c]);
+    const T normalised = from_float<T>(fmaf(to_float(x[i]), multiplier[c], offset[c]));
     y[i] = normalised;
-    const float scaled = fused.apply(normalised, c);
-    z[i] = kRelu ? fmaxf(scaled, 0.0f) : scaled;
+    // From y as stored (rounded to T), which is what backward reads to find the signs.
+    const float scaled = fused.apply(to_float(normalised), c);
+    z[i] = from_float<T>(kRelu ? fmaxf(scaled, 0.0f) : scaled);
   }
 }
 
 // Σ g and Σ g·y of a channel, in double: g = dy, or with a fused Scale the gradient that reaches the
 // Scale's input divided by γ (FusedScale::masked).
+template <class T>
 struct GradientTerms {
-  const float* dy;
-  const float* y;
+  const T* dy;
+  const T* y;
   FusedScale fused;
   __device__ SumPair<double> operator()(std::int64_t i, std::int64_t c) const {
-    const double g = fused.scale != nullptr ? fused.masked(dy[i], y[i], c) : dy[i];
-    return {g, g * y[i]};
+    const float dyi = to_float(dy[i]), yi = to_float(y[i]);
+    const double g = fused.scale != nullptr ? fused.masked(dyi, yi, c) : dyi;
+    return {g, g * yi};
   }
 };
 
@@ -139,16 +147,17 @@ struct FoldGradient {
   }
 };
 
-template <class Index, bool kFused>  // with_index_type
-__global__ void batch_input_grad(const float* __restrict__ dy, const float* __restrict__ y, FusedScale fused,
+template <class T, class Index, bool kFused>  // with_index_type
+__global__ void batch_input_grad(const T* __restrict__ dy, const T* __restrict__ y, FusedScale fused,
                                  const float* __restrict__ gain, const float* __restrict__ slope,
-                                 const float* __restrict__ shift, float* __restrict__ dx, Index n,
-                                 Index channels, Index inner) {
+                                 const float* __restrict__ shift, T* __restrict__ dx, Index n, Index channels,
+                                 Index inner) {
   for (std::int64_t at : grid_stride(n)) {
     const auto i = static_cast<Index>(at);
     const Index c = i / inner % channels;
-    const float g = kFused ? fused.masked(dy[i], y[i], c) : dy[i];
-    dx[i] += g * gain[c] + y[i] * slope[c] + shift[c];
+    const float yi = to_float(y[i]);
+    const float g = kFused ? fused.masked(to_float(dy[i]), yi, c) : to_float(dy[i]);
+    dx[i] = from_float<T>(to_float(dx[i]) + (g * gain[c] + yi * slope[c] + shift[c]));
   }
 }
 
@@ -158,11 +167,12 @@ std::shared_ptr<void> device_buffer(std::int64_t count, StreamContext& context, 
   return allocate(static_cast<std::size_t>(count) * sizeof(T), context.device(), purpose);
 }
 
+// T: the storage type of x, y, z and their gradients (precision.cuh), `dtype` its DType.
+template <class T>
 class BatchNormKernel final : public CudaKernel {
  public:
   // `blobs`: the mean, variance and factor blobs on the device. `live`: they may change between
   // forwards (a training net's), so the stored affine is recomputed at each one; else once, now.
-  // `dtype`: the storage type of x and y; f16 and bf16 only with stored statistics (inference).
   BatchNormKernel(const BatchNormLayer& layer, const ChannelExtent& extent, std::vector<Tensor> blobs,
                   bool live, DType dtype, StreamContext& context)
       : CudaKernel(context),
@@ -185,32 +195,34 @@ class BatchNormKernel final : public CudaKernel {
       channel_affine(context_, dtype_, inputs[0].raw(), multiplier(), offset(), outputs[0].raw(), extent_);
       return;
     }
-    const float* x = inputs[0].data<float>();
+    const T* x = typed(inputs[0]);
     if (elements() == 0) return;
     // Host blobs (an inference net's) are device copies, possibly shared with other nets: nothing
     // would read updated statistics there, so only a training net's device blobs are updated.
     RunningBlobs running;
     if (live_) running = {blobs_[0].data<float>(), blobs_[1].data<float>(), blobs_[2].data<float>()};
     reduce_channels<SumPair<double>>(
-        context_, extent_, Moments{x},
+        context_, extent_, Moments<T>{x},
         FoldStatistics{count(), eps_, fraction_, running, multiplier(), offset()});
     if (fused_.scale == nullptr) {
-      channel_affine(context_, x, multiplier(), offset(), outputs[0].data<float>(), extent_);
+      channel_affine(context_, dtype_, x, multiplier(), offset(), outputs[0].raw(), extent_);
       return;
     }
     const std::int64_t n = elements();
     with_index_type(n, [&](auto index) {
       using Index = decltype(index);
-      launch(context_, n, fused_.relu ? normalize_scale<Index, true> : normalize_scale<Index, false>, x,
-             multiplier(), offset(), fused_, outputs[0].data<float>(), outputs[1].data<float>(),
-             static_cast<Index>(n), static_cast<Index>(extent_.channels), static_cast<Index>(extent_.inner));
+      launch(context_, n, fused_.relu ? normalize_scale<T, Index, true> : normalize_scale<T, Index, false>, x,
+             multiplier(), offset(), fused_, typed(outputs[0]), typed(outputs[1]), static_cast<Index>(n),
+             static_cast<Index>(extent_.channels), static_cast<Index>(extent_.inner));
     });
   }
 
-  bool has_fast_backward() const override { return dtype_ == DType::f32; }
+  // Backward works from the normalised output y (and the statistics), never from x: the memory plan
+  // frees x once the forward is done (ResNet's convolution outputs).
+  bool backward_reads_inputs() const override { return false; }
 
   bool fuse_training_scale(TrainingScale scale) override {
-    if (!batch_ || dtype_ != DType::f32 || scale.scale.numel() != extent_.channels) return false;
+    if (!batch_ || scale.scale.numel() != extent_.channels) return false;
     fused_ = {scale.scale.data<float>(), scale.bias.defined() ? scale.bias.data<float>() : nullptr,
               scale.scale_grad.data<float>(),
               scale.bias_grad.defined() ? scale.bias_grad.data<float>() : nullptr, scale.relu};
@@ -223,25 +235,25 @@ class BatchNormKernel final : public CudaKernel {
     const bool fused = fused_.scale != nullptr;
     if (!input_grads[0].defined() && !fused) return;
     // With a fused Scale: the gradient of its (or its ReLU's) output.
-    const float* dy = output_grads[fused ? 1 : 0].data<float>();
+    const T* dy = typed(output_grads[fused ? 1 : 0]);
     if (!batch_) {
-      channel_scale_add(context_, dy, multiplier(), input_grads[0].data<float>(), extent_);
+      channel_scale_add(context_, dtype_, dy, multiplier(), input_grads[0].raw(), extent_);
       return;
     }
     const std::int64_t n = elements();
     if (n == 0) return;
     // Uses the statistics forward kept: backward follows the forward of the same batch.
-    const float* y = outputs[0].data<float>();
+    const T* y = typed(outputs[0]);
     float* gain = offset() + extent_.channels;
     float* slope = gain + extent_.channels;
     float* shift = slope + extent_.channels;
-    reduce_channels<SumPair<double>>(context_, extent_, GradientTerms{dy, y, fused_},
+    reduce_channels<SumPair<double>>(context_, extent_, GradientTerms<T>{dy, y, fused_},
                                      FoldGradient{count(), multiplier(), fused_, gain, slope, shift});
     if (!input_grads[0].defined()) return;
     with_index_type(n, [&](auto index) {
       using Index = decltype(index);
-      launch(context_, n, fused ? batch_input_grad<Index, true> : batch_input_grad<Index, false>, dy, y,
-             fused_, gain, slope, shift, input_grads[0].data<float>(), static_cast<Index>(n),
+      launch(context_, n, fused ? batch_input_grad<T, Index, true> : batch_input_grad<T, Index, false>, dy, y,
+             fused_, gain, slope, shift, typed(input_grads[0]), static_cast<Index>(n),
              static_cast<Index>(extent_.channels), static_cast<Index>(extent_.inner));
     });
   }
@@ -251,6 +263,8 @@ class BatchNormKernel final : public CudaKernel {
   double count() const { return static_cast<double>(extent_.outer * extent_.inner); }
   float* multiplier() const { return static_cast<float*>(per_channel_.get()); }
   float* offset() const { return multiplier() + extent_.channels; }
+  static const T* typed(const Tensor& t) { return static_cast<const T*>(t.raw()); }
+  static T* typed(Tensor& t) { return static_cast<T*>(t.raw()); }
 
   void compute_stored_affine() {
     if (extent_.channels == 0) return;
@@ -282,7 +296,12 @@ std::unique_ptr<Kernel> batch_norm_kernel(const Layer& layer, const std::vector<
   // A training net's blobs are device tensors that change (running statistics, a restored
   // snapshot); an inference net's are host tensors that never do.
   const bool live = !layer.weights()[0].device().is_cpu();
-  return std::make_unique<BatchNormKernel>(bn, extent, std::move(blobs), live, dtype, context);
+  std::unique_ptr<Kernel> kernel;
+  with_storage_type(dtype, "BatchNorm", [&](auto type) {
+    kernel =
+        std::make_unique<BatchNormKernel<decltype(type)>>(bn, extent, std::move(blobs), live, dtype, context);
+  });
+  return kernel;
 }
 
 }  // namespace
@@ -292,11 +311,12 @@ std::unique_ptr<Kernel> make_batch_norm(const Layer& layer, const std::vector<Sh
   return batch_norm_kernel(layer, inputs, DType::f32, context);
 }
 
-// In fp16 / bf16 with stored statistics: the per-channel affine map, its parameters in fp32. Batch
-// statistics (normalisation statistics) stay fp32.
+// In fp16 / bf16, forward and backward: x, y and the gradients in that type, the statistics and maps in
+// fp32. Batch statistics only in mixed precision training: at inference they are normalisation statistics,
+// which stay fp32 (Net's stays_fp32).
 std::unique_ptr<Kernel> make_lowp_batch_norm(const Layer& layer, const std::vector<Shape>& inputs,
                                              DType dtype, StreamContext& context) {
-  if (static_cast<const BatchNormLayer&>(layer).batch_statistics()) return nullptr;
+  if (static_cast<const BatchNormLayer&>(layer).batch_statistics() && !layer.training()) return nullptr;
   return batch_norm_kernel(layer, inputs, dtype, context);
 }
 

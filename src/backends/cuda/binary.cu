@@ -3,7 +3,10 @@
 // output's shape (a residual Add: no index arithmetic). Backward: an operand of the output's size
 // takes its gradient element-wise; a broadcast one gathers, per element, the sum over the outputs
 // it reached. A sum's or difference's first operand may take its gradient in place over the output's,
-// which it equals.
+// which it equals. fp16 / bf16 instantiate the same kernels for their storage type, in float inside.
+#include <algorithm>
+#include <type_traits>
+
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
@@ -38,28 +41,32 @@ __global__ void same_shape_binary(const T* a, const T* b, T* y, Index n, BinaryL
 // Both operands of the output's shape: their gradients (either may be null). `a` and `b` are null
 // where the partials do not depend on them (sums, differences); `da` equal to `dy` holds its
 // gradient already (in place, Kernel::backward_in_place).
-template <class Index>  // with_index_type
-__global__ void same_shape_gradients(const float* a, const float* b, const float* dy, float* da, float* db,
-                                     Index n, BinaryLayer::Op op) {
+template <class T, class Index>  // with_index_type
+__global__ void same_shape_gradients(const T* a, const T* b, const T* dy, T* da, T* db, Index n,
+                                     BinaryLayer::Op op) {
   for (std::int64_t at : grid_stride(n)) {
     const auto i = static_cast<Index>(at);
-    const BinaryPartials p = binary_partials(op, a != nullptr ? a[i] : 0.0f, b != nullptr ? b[i] : 0.0f);
-    const float g = dy[i];
-    if (da != nullptr && da != dy) da[i] += g * p.a;
-    if (db != nullptr) db[i] += g * p.b;
+    const BinaryPartials p =
+        binary_partials(op, a != nullptr ? to_float(a[i]) : 0.0f, b != nullptr ? to_float(b[i]) : 0.0f);
+    const float g = to_float(dy[i]);
+    if (da != nullptr && da != dy) da[i] = from_float<T>(to_float(da[i]) + g * p.a);
+    if (db != nullptr) db[i] = from_float<T>(to_float(db[i]) + g * p.b);
   }
 }
 
 // The gradients of the operands that have the output's size (the others null): one thread per output.
 // No __restrict__ on da and db: with one tensor as both operands they may be one buffer, and da may be
 // dy (in place).
-__global__ void elementwise_gradients(const float* __restrict__ a, const float* __restrict__ b,
-                                      const float* dy, float* da, float* db, long long n, StridedDims sa,
-                                      StridedDims sb, BinaryLayer::Op op) {
+template <class T>
+__global__ void elementwise_gradients(const T* __restrict__ a, const T* __restrict__ b, const T* dy, T* da,
+                                      T* db, long long n, StridedDims sa, StridedDims sb,
+                                      BinaryLayer::Op op) {
   for (long long i : grid_stride(n)) {
-    const BinaryPartials p = binary_partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
-    if (da != nullptr && da != dy) da[i] += dy[i] * p.a;  // da == dy: in place, already da
-    if (db != nullptr) db[i] += dy[i] * p.b;
+    const BinaryPartials p =
+        binary_partials(op, to_float(a[strided_offset(sa, i)]), to_float(b[strided_offset(sb, i)]));
+    const float g = to_float(dy[i]);
+    if (da != nullptr && da != dy) da[i] = from_float<T>(to_float(da[i]) + g * p.a);  // da == dy: in place
+    if (db != nullptr) db[i] = from_float<T>(to_float(db[i]) + g * p.b);
   }
 }
 
@@ -72,11 +79,13 @@ struct Reach {
 };
 
 // The gradient of one broadcast operand (`operand` 0 for a, 1 for b): a warp per element and chunk
-// of kChunk outputs, adding directly when one chunk covers the element, else atomically.
-__global__ void broadcast_gradient(const float* __restrict__ a, const float* __restrict__ b,
-                                   const float* __restrict__ dy, float* __restrict__ grad, long long elements,
-                                   Reach reach, long long chunks, StridedDims sa, StridedDims sb,
-                                   BinaryLayer::Op op, int operand) {
+// of kChunk outputs, adding directly into `grad` when one chunk covers the element, else atomically
+// into the fp32 `partial` (grad itself when T is float). No __restrict__ on grad and partial: they
+// may be one buffer.
+template <class T>
+__global__ void broadcast_gradient(const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ dy,
+                                   T* grad, float* partial, long long elements, Reach reach, long long chunks,
+                                   StridedDims sa, StridedDims sb, BinaryLayer::Op op, int operand) {
   const int lane = static_cast<int>(threadIdx.x % kWarp);
   // Uniform across each warp, so that every lane takes part in the shuffles.
   for (long long task : warp_stride(elements * chunks)) {
@@ -86,18 +95,25 @@ __global__ void broadcast_gradient(const float* __restrict__ a, const float* __r
     float sum = 0.0f;
     for (long long r = first + lane; r < last; r += kWarp) {
       const long long i = base + strided_offset(reach.spread, r);
-      const BinaryPartials p = binary_partials(op, a[strided_offset(sa, i)], b[strided_offset(sb, i)]);
-      sum += dy[i] * (operand == 0 ? p.a : p.b);
+      const BinaryPartials p =
+          binary_partials(op, to_float(a[strided_offset(sa, i)]), to_float(b[strided_offset(sb, i)]));
+      sum += to_float(dy[i]) * (operand == 0 ? p.a : p.b);
     }
     sum = warp_sum(sum);
     if (lane == 0) {
       if (chunks == 1) {
-        grad[e] += sum;
+        grad[e] = from_float<T>(to_float(grad[e]) + sum);
       } else {
-        atomicAdd(grad + e, sum);
+        atomicAdd(partial + e, sum);
       }
     }
   }
+}
+
+// grad += partial: a low-precision broadcast gradient's chunk sums, added in once complete.
+template <class T>
+__global__ void add_partials(const float* __restrict__ partial, T* __restrict__ grad, long long elements) {
+  for (long long e : grid_stride(elements)) grad[e] = from_float<T>(to_float(grad[e]) + partial[e]);
 }
 
 // Strides of `shape` laid against `out` (aligned at the last axis), 0 where it broadcasts.
@@ -152,16 +168,27 @@ bool constant_partials(BinaryLayer::Op op) {
   return op == BinaryLayer::Op::add || op == BinaryLayer::Op::sub;
 }
 
+// T: the storage type (float, or __half / __nv_bfloat16 for make_lowp_binary).
+template <class T>
 class BinaryKernel final : public CudaKernel {
  public:
   BinaryKernel(StridedDims a, StridedDims b, Reach reach_a, Reach reach_b, BinaryLayer::Op op,
                StreamContext& context)
-      : CudaKernel(context), a_(a), b_(b), reach_{reach_a, reach_b}, op_(op) {}
+      : CudaKernel(context), a_(a), b_(b), reach_{reach_a, reach_b}, op_(op) {
+    if constexpr (!std::is_same_v<T, float>) {
+      std::size_t bytes = 0;
+      for (const Reach& reach : reach_) {
+        if (chunks(reach) > 1)
+          bytes = std::max(bytes, static_cast<std::size_t>(elements(reach)) * sizeof(float));
+      }
+      if (context.workspace_bytes() < bytes) context.reserve_workspace(bytes);
+    }
+  }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     // No __restrict__: the executor may run the layer in place on input 0.
-    binary_forward(context_, inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(),
-                   outputs[0].numel(), same_shape(), a_, b_, op_);
+    binary_forward(context_, static_cast<const T*>(inputs[0].raw()), static_cast<const T*>(inputs[1].raw()),
+                   static_cast<T*>(outputs[0].raw()), outputs[0].numel(), same_shape(), a_, b_, op_);
   }
 
   // A sum's or difference's first operand of the output's shape: its gradient is the output's.
@@ -173,60 +200,74 @@ class BinaryKernel final : public CudaKernel {
                 std::vector<Tensor>&) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0) return;
-    const float* a = inputs[0].data<float>();
-    const float* b = inputs[1].data<float>();
-    const float* dy = output_grads[0].data<float>();
-    float* full[2] = {nullptr, nullptr};  // gradients taken element-wise
+    const auto* a = static_cast<const T*>(inputs[0].raw());
+    const auto* b = static_cast<const T*>(inputs[1].raw());
+    const auto* dy = static_cast<const T*>(output_grads[0].raw());
+    T* full[2] = {nullptr, nullptr};  // gradients taken element-wise
     for (int k = 0; k < 2; ++k) {
       Tensor& grad = input_grads[static_cast<std::size_t>(k)];
       if (!grad.defined()) continue;
+      auto* g = static_cast<T*>(grad.raw());
       if (reach_[k].spread_count == 1) {
-        full[k] = grad.data<float>();
+        full[k] = g;
         continue;
       }
       const std::int64_t elements = grad.numel();
-      const long long chunks = (reach_[k].spread_count + kChunk - 1) / kChunk;
-      launch(context_, elements * chunks * kWarp, broadcast_gradient, a, b, dy, grad.data<float>(), elements,
-             reach_[k], chunks, a_, b_, op_, k);
+      const long long chunk_count = chunks(reach_[k]);
+      // Chunks' sums meet in fp32: in the gradient itself for float, else in the workspace reserved
+      // when the kernel was made, since rounding each partial sum to T would lose small chunks.
+      float* partial = nullptr;
+      if constexpr (std::is_same_v<T, float>) {
+        partial = g;
+      } else if (chunk_count > 1) {
+        partial = static_cast<float*>(context_.workspace());
+        ESPRESSO_CUDA_CHECK(cudaMemsetAsync(partial, 0, static_cast<std::size_t>(elements) * sizeof(float),
+                                            context_.stream()));
+      }
+      launch(context_, elements * chunk_count * kWarp, broadcast_gradient<T>, a, b, dy, g, partial, elements,
+             reach_[k], chunk_count, a_, b_, op_, k);
+      if constexpr (!std::is_same_v<T, float>) {
+        if (chunk_count > 1) launch(context_, elements, add_partials<T>, partial, g, elements);
+      }
     }
     if (full[0] == nullptr && full[1] == nullptr) return;
     if (!same_shape()) {
-      launch(context_, n, elementwise_gradients, a, b, dy, full[0], full[1], n, a_, b_, op_);
+      launch(context_, n, elementwise_gradients<T>, a, b, dy, full[0], full[1], n, a_, b_, op_);
       return;
     }
     const bool constant = constant_partials(op_);
     with_index_type(n, [&](auto index) {
       using Index = decltype(index);
-      launch(context_, n, same_shape_gradients<Index>, constant ? nullptr : a, constant ? nullptr : b, dy,
+      launch(context_, n, same_shape_gradients<T, Index>, constant ? nullptr : a, constant ? nullptr : b, dy,
              full[0], full[1], static_cast<Index>(n), op_);
     });
   }
 
  private:
   bool same_shape() const { return reach_[0].spread_count == 1 && reach_[1].spread_count == 1; }
+  // The elements of a broadcast operand, and the chunks its gradient's sums are split into.
+  static long long elements(const Reach& reach) {
+    long long count = 1;
+    for (int k = 0; k < reach.own.rank; ++k) count *= reach.own.size[k];
+    return count;
+  }
+  static long long chunks(const Reach& reach) { return (reach.spread_count + kChunk - 1) / kChunk; }
 
   StridedDims a_, b_;
   Reach reach_[2];
   BinaryLayer::Op op_;
 };
 
-// fp16 / bf16 inference.
 template <class T>
-class LowpBinaryKernel final : public CudaKernel {
- public:
-  LowpBinaryKernel(StridedDims a, StridedDims b, bool same_shape, BinaryLayer::Op op, StreamContext& context)
-      : CudaKernel(context), a_(a), b_(b), same_shape_(same_shape), op_(op) {}
-  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    binary_forward(context_, static_cast<const T*>(inputs[0].raw()), static_cast<const T*>(inputs[1].raw()),
-                   static_cast<T*>(outputs[0].raw()), outputs[0].numel(), same_shape_, a_, b_, op_);
-  }
-  bool has_fast_backward() const override { return false; }
-
- private:
-  StridedDims a_, b_;
-  bool same_shape_;
-  BinaryLayer::Op op_;
-};
+std::unique_ptr<Kernel> binary_kernel(const Layer& layer, const std::vector<Shape>& inputs,
+                                      StreamContext& context) {
+  const Shape out = layer.output_shapes(inputs)[0];
+  if (!fits_rank(static_cast<std::size_t>(out.rank()))) return nullptr;
+  return std::make_unique<BinaryKernel<T>>(strided_dims(out.dims(), broadcast_strides(inputs[0], out)),
+                                           strided_dims(out.dims(), broadcast_strides(inputs[1], out)),
+                                           reach_of(inputs[0], out), reach_of(inputs[1], out),
+                                           static_cast<const BinaryLayer&>(layer).op(), context);
+}
 
 }  // namespace
 
@@ -238,26 +279,15 @@ std::unique_ptr<Kernel> make_lowp_binary(const Layer& layer, const std::vector<S
       op != BinaryLayer::Op::max && op != BinaryLayer::Op::min) {
     return nullptr;
   }
-  const Shape out = layer.output_shapes(inputs)[0];
-  if (!fits_rank(static_cast<std::size_t>(out.rank()))) return nullptr;
-  const StridedDims a = strided_dims(out.dims(), broadcast_strides(inputs[0], out));
-  const StridedDims b = strided_dims(out.dims(), broadcast_strides(inputs[1], out));
   std::unique_ptr<Kernel> kernel;
-  const bool same_shape = inputs[0].numel() == out.numel() && inputs[1].numel() == out.numel();
-  with_storage_type(dtype, "Binary", [&](auto type) {
-    kernel = std::make_unique<LowpBinaryKernel<decltype(type)>>(a, b, same_shape, op, context);
-  });
+  with_storage_type(dtype, "Binary",
+                    [&](auto type) { kernel = binary_kernel<decltype(type)>(layer, inputs, context); });
   return kernel;
 }
 
 std::unique_ptr<Kernel> make_binary(const Layer& layer, const std::vector<Shape>& inputs,
                                     StreamContext& context) {
-  const Shape out = layer.output_shapes(inputs)[0];
-  if (!fits_rank(static_cast<std::size_t>(out.rank()))) return nullptr;
-  return std::make_unique<BinaryKernel>(strided_dims(out.dims(), broadcast_strides(inputs[0], out)),
-                                        strided_dims(out.dims(), broadcast_strides(inputs[1], out)),
-                                        reach_of(inputs[0], out), reach_of(inputs[1], out),
-                                        static_cast<const BinaryLayer&>(layer).op(), context);
+  return binary_kernel<float>(layer, inputs, context);
 }
 
 }  // namespace espresso::cuda

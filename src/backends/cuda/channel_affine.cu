@@ -88,21 +88,23 @@ void typed_epilogue(StreamContext& context, const T* y, const float* shift, cons
   });
 }
 
-template <class Index>
-__global__ void scale_add(const float* dy, const float* scale, float* dx, Index n, Index channels,
-                          Index inner) {
+template <class T, class Index>
+__global__ void scale_add(const T* dy, const float* scale, T* dx, Index n, Index channels, Index inner) {
   for (std::int64_t at : grid_stride(n)) {
     const auto i = static_cast<Index>(at);
-    dx[i] += scale != nullptr ? dy[i] * scale[i / inner % channels] : dy[i];
+    const float g = to_float(dy[i]);
+    dx[i] = from_float<T>(to_float(dx[i]) + (scale != nullptr ? g * scale[i / inner % channels] : g));
   }
 }
 
 // Σ dy·x and Σ dy of a channel (reduce_channels); x null: the first stays 0.
+template <class T>
 struct ParameterTerms {
-  const float* dy;
-  const float* x;
+  const T* dy;
+  const T* x;
   __device__ SumPair<float> operator()(std::int64_t i, std::int64_t) const {
-    return {x != nullptr ? dy[i] * x[i] : 0.0f, dy[i]};
+    const float g = to_float(dy[i]);
+    return {x != nullptr ? g * to_float(x[i]) : 0.0f, g};
   }
 };
 
@@ -144,22 +146,29 @@ void channel_epilogue(StreamContext& context, DType dtype, void* y, const float*
   });
 }
 
-void channel_scale_add(StreamContext& context, const float* dy, const float* scale, float* dx,
+void channel_scale_add(StreamContext& context, DType dtype, const void* dy, const float* scale, void* dx,
                        const ChannelExtent& extent) {
   const std::int64_t n = extent.outer * extent.channels * extent.inner;
   if (n == 0) return;
-  with_index_type(n, [&](auto index) {
-    using Index = decltype(index);
-    launch(context, n, scale_add<Index>, dy, scale, dx, static_cast<Index>(n), static_cast<Index>(extent.channels),
-           static_cast<Index>(extent.inner));
+  with_storage_type(dtype, "channel scale gradient", [&](auto type) {
+    using T = decltype(type);
+    with_index_type(n, [&](auto index) {
+      using Index = decltype(index);
+      launch(context, n, scale_add<T, Index>, static_cast<const T*>(dy), scale, static_cast<T*>(dx),
+             static_cast<Index>(n), static_cast<Index>(extent.channels), static_cast<Index>(extent.inner));
+    });
   });
 }
 
-void channel_parameter_grads(StreamContext& context, const float* dy, const float* x, float* dscale,
-                             float* dshift, const ChannelExtent& extent) {
+void channel_parameter_grads(StreamContext& context, DType dtype, const void* dy, const void* x,
+                             float* dscale, float* dshift, const ChannelExtent& extent) {
   if ((dscale == nullptr && dshift == nullptr) || extent.outer * extent.channels * extent.inner == 0) return;
-  reduce_channels<SumPair<float>>(context, extent, ParameterTerms{dy, dscale != nullptr ? x : nullptr},
-                                  AddParameterGrads{dscale, dshift});
+  with_storage_type(dtype, "channel parameter gradients", [&](auto type) {
+    using T = decltype(type);
+    const auto* typed_x = dscale != nullptr ? static_cast<const T*>(x) : nullptr;
+    reduce_channels<SumPair<float>>(context, extent, ParameterTerms<T>{static_cast<const T*>(dy), typed_x},
+                                    AddParameterGrads{dscale, dshift});
+  });
 }
 
 }  // namespace espresso::cuda

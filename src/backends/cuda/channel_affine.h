@@ -41,13 +41,15 @@ struct Epilogue {
 void channel_epilogue(StreamContext& context, DType dtype, void* y, const float* shift,
                       const Epilogue& epilogue, const ChannelExtent& extent);
 
-// The gradient with respect to x: dx += dy · scale[c] (`scale` null: 1).
-void channel_scale_add(StreamContext& context, const float* dy, const float* scale, float* dx,
+// The gradient with respect to x: dx += dy · scale[c] (`scale` null: 1), dy and dx stored in `dtype` (f32,
+// or f16 / bf16 in mixed precision training), computed in float.
+void channel_scale_add(StreamContext& context, DType dtype, const void* dy, const float* scale, void* dx,
                        const ChannelExtent& extent);
 
-// The gradients with respect to the parameters, summed over each channel's outer x inner elements:
-// dscale[c] += Σ dy·x and dshift[c] += Σ dy. Either output may be null (then `x` may be too).
-void channel_parameter_grads(StreamContext& context, const float* dy, const float* x, float* dscale,
-                             float* dshift, const ChannelExtent& extent);
+// The gradients with respect to the parameters, summed in float over each channel's outer x inner
+// elements: dscale[c] += Σ dy·x and dshift[c] += Σ dy, dy and x stored in `dtype`. Either output may be
+// null (then `x` may be too).
+void channel_parameter_grads(StreamContext& context, DType dtype, const void* dy, const void* x,
+                             float* dscale, float* dshift, const ChannelExtent& extent);
 
 }  // namespace espresso::cuda

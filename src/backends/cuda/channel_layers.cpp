@@ -32,29 +32,32 @@ struct Parameter {
   }
 };
 
+// x, y and their gradients stored in `dtype` (f32, or f16 / bf16 with learned parameters only); the
+// parameters and their gradients are fp32.
 class ChannelAffineKernel final : public CudaKernel {
  public:
-  ChannelAffineKernel(Parameter scale, Parameter shift, const ChannelExtent& extent, StreamContext& context)
-      : CudaKernel(context), scale_(scale), shift_(shift), extent_(extent) {}
+  ChannelAffineKernel(Parameter scale, Parameter shift, const ChannelExtent& extent, DType dtype,
+                      StreamContext& context)
+      : CudaKernel(context), scale_(scale), shift_(shift), extent_(extent), dtype_(dtype) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    channel_affine(context_, inputs[0].data<float>(), scale_.resolve(inputs), shift_.resolve(inputs),
-                   outputs[0].data<float>(), extent_);
+    channel_affine(context_, dtype_, inputs[0].raw(), scale_.resolve(inputs), shift_.resolve(inputs),
+                   outputs[0].raw(), extent_);
   }
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) override {
-    const float* dy = output_grads[0].data<float>();
-    if (input_grads[0].defined()) {
-      channel_scale_add(context_, dy, scale_.resolve(inputs), input_grads[0].data<float>(), extent_);
-    }
-    channel_parameter_grads(context_, dy, inputs[0].data<float>(), scale_.gradient(input_grads, weight_grads),
+    const void* dy = output_grads[0].raw();
+    if (input_grads[0].defined())
+      channel_scale_add(context_, dtype_, dy, scale_.resolve(inputs), input_grads[0].raw(), extent_);
+    channel_parameter_grads(context_, dtype_, dy, inputs[0].raw(), scale_.gradient(input_grads, weight_grads),
                             shift_.gradient(input_grads, weight_grads), extent_);
   }
 
  private:
   Parameter scale_, shift_;
   ChannelExtent extent_;
+  DType dtype_;
 };
 
 ChannelExtent extent_of(const AxisSplit& split) { return {split.outer, split.channels, split.inner}; }
@@ -71,43 +74,8 @@ std::unique_ptr<Kernel> make_bias(const Layer& layer, const std::vector<Shape>& 
                                   StreamContext& context) {
   const auto& bias = static_cast<const BiasLayer&>(layer);
   const Parameter shift = inputs.size() == 2 ? Parameter::given(1) : learned(layer, 0, context);
-  return std::make_unique<ChannelAffineKernel>(Parameter{}, shift, extent_of(bias.split(inputs)), context);
-}
-
-// fp16 / bf16 inference with learned parameters (kept fp32); the two-input forms stay fp32.
-class LowpChannelAffineKernel final : public CudaKernel {
- public:
-  LowpChannelAffineKernel(const float* scale, const float* shift, const ChannelExtent& extent, DType dtype,
-                          StreamContext& context)
-      : CudaKernel(context), scale_(scale), shift_(shift), extent_(extent), dtype_(dtype) {}
-  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    channel_affine(context_, dtype_, inputs[0].raw(), scale_, shift_, outputs[0].raw(), extent_);
-  }
-  bool has_fast_backward() const override { return false; }
-
- private:
-  const float* scale_;
-  const float* shift_;
-  ChannelExtent extent_;
-  DType dtype_;
-};
-
-std::unique_ptr<Kernel> make_lowp_bias(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
-                                       StreamContext& context) {
-  if (inputs.size() != 1) return nullptr;
-  const auto& bias = static_cast<const BiasLayer&>(layer);
-  return std::make_unique<LowpChannelAffineKernel>(nullptr, learned(layer, 0, context).weight,
-                                                   extent_of(bias.split(inputs)), dtype, context);
-}
-
-std::unique_ptr<Kernel> make_lowp_scale(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
-                                        StreamContext& context) {
-  if (inputs.size() != 1) return nullptr;
-  const auto& scale = static_cast<const ScaleLayer&>(layer);
-  const float* shift =
-      scale.has_bias() ? learned(layer, layer.weights().size() - 1, context).weight : nullptr;
-  return std::make_unique<LowpChannelAffineKernel>(learned(layer, 0, context).weight, shift,
-                                                   extent_of(scale.split(inputs)), dtype, context);
+  return std::make_unique<ChannelAffineKernel>(Parameter{}, shift, extent_of(bias.split(inputs)), DType::f32,
+                                               context);
 }
 
 std::unique_ptr<Kernel> make_scale(const Layer& layer, const std::vector<Shape>& inputs,
@@ -116,7 +84,27 @@ std::unique_ptr<Kernel> make_scale(const Layer& layer, const std::vector<Shape>&
   const Parameter factor = inputs.size() == 2 ? Parameter::given(1) : learned(layer, 0, context);
   const Parameter shift =
       scale.has_bias() ? learned(layer, layer.weights().size() - 1, context) : Parameter{};
-  return std::make_unique<ChannelAffineKernel>(factor, shift, extent_of(scale.split(inputs)), context);
+  return std::make_unique<ChannelAffineKernel>(factor, shift, extent_of(scale.split(inputs)), DType::f32,
+                                               context);
+}
+
+// In fp16 / bf16 with learned parameters; the two-input forms stay fp32.
+std::unique_ptr<Kernel> make_lowp_bias(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                       StreamContext& context) {
+  if (inputs.size() != 1) return nullptr;
+  const auto& bias = static_cast<const BiasLayer&>(layer);
+  return std::make_unique<ChannelAffineKernel>(Parameter{}, learned(layer, 0, context),
+                                               extent_of(bias.split(inputs)), dtype, context);
+}
+
+std::unique_ptr<Kernel> make_lowp_scale(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                        StreamContext& context) {
+  if (inputs.size() != 1) return nullptr;
+  const auto& scale = static_cast<const ScaleLayer&>(layer);
+  const Parameter shift =
+      scale.has_bias() ? learned(layer, layer.weights().size() - 1, context) : Parameter{};
+  return std::make_unique<ChannelAffineKernel>(learned(layer, 0, context), shift,
+                                               extent_of(scale.split(inputs)), dtype, context);
 }
 
 }  // namespace espresso::cuda

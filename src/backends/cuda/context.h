@@ -38,6 +38,9 @@ class StreamContext final : public Stream {
   double sum_of_squares(const Tensor& tensor) override;
   // convert.cu
   void convert(const Tensor& source, Tensor& destination) override;
+  void add_converted(const Tensor& source, Tensor& destination) override;
+  void refresh_converted_weights() override;
+  void flag_non_finite(const Tensor& tensor, Tensor& flags, std::int64_t index) override;
   bool allow_tf32(bool allow) override;
   // Precision::tf32: convolutions and GEMMs made from now on may use TF32 tensor cores.
   bool tf32() const { return tf32_; }
@@ -57,10 +60,12 @@ class StreamContext final : public Stream {
   void* workspace() const { return workspace_.get(); }
   std::size_t workspace_bytes() const override { return workspace_bytes_; }
   // The device copy of a CPU weight tensor: the shared one when the model is resident, else uploaded
-  // on first request and kept for the context's life (weights live as long as the Net's layers and
-  // never change). A tensor already on this device (a training net's weights) is returned as is.
+  // on first request and kept for the context's life (a CPU tensor's weights live as long as the Net's
+  // layers and never change). A tensor already on this device (a training net's weights, which the
+  // solver moves) is returned as is.
   const Tensor& device_weights(const Tensor& host, const std::string& owner);
-  // The same converted once to `dtype` (f16, bf16; f32 is device_weights), kept for the context's life.
+  // The same converted to `dtype` (f16, bf16; f32 is device_weights), kept for the context's life and
+  // converted again by refresh_converted_weights() (mixed precision training, before each forward).
   const Tensor& device_weights_as(const Tensor& host, DType dtype, const std::string& owner);
 
  private:
@@ -84,7 +89,12 @@ class StreamContext final : public Stream {
     Tensor device;
   };
   std::map<const void*, WeightCopy> weights_;
-  std::map<std::pair<const void*, DType>, Tensor> converted_weights_;  // by device f32 copy and type
+  struct ConvertedWeights {
+    Tensor full;  // the device f32 weights, held so that their memory outlives the copy
+    Tensor copy;
+  };
+  std::map<std::pair<const void*, DType>, ConvertedWeights>
+      converted_weights_;  // by device f32 weights and type
   bool tf32_ = false;
 };
 

@@ -16,6 +16,7 @@
 // stream's shared one (StreamContext::reserve_workspace).
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -161,6 +162,7 @@ struct Choice {
   std::size_t workspace_bytes;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;  // the math the algorithm was timed in
   bool timed = false;                         // chosen by timing (else cuDNN's heuristic)
+  float milliseconds = 0.0f;                  // its measured time; 0 when not measured
 };
 
 // The variable says no: 0, false, off or no.
@@ -216,8 +218,9 @@ auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Worksp
         best = Choice<decltype(Perf::algo)>{c.algo, bytes, c.mathType};
         best_time = c.time;
         if (!(best_time > 0.0f)) break;  // a heuristic ranking: no times to weigh
+        best->milliseconds = c.time;
       } else if (c.time <= best_time * (1.0f + kWorkspaceSlack) && bytes < best->workspace_bytes) {
-        best = Choice<decltype(Perf::algo)>{c.algo, bytes, c.mathType};
+        best = Choice<decltype(Perf::algo)>{c.algo, bytes, c.mathType, false, c.time};
       }
     }
     if (best) return best;
@@ -392,9 +395,11 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
             int candidates, Find find, Workspace workspace, Heuristic heuristic)
     -> std::optional<Choice<decltype(Perf::algo)>> {
   using Algo = decltype(Perf::algo);
-  // On tensor cores (fp16, bf16, TF32) timing paid off only for large batches: at batch 1 and 64 the
-  // timed choices ran slower than the heuristic's (bench/results/2026-12-06-h100-fusion-autotune-vulkan.md).
-  const bool worth_timing = !d.tensor_ops() || p.batch >= kTimedTensorOpBatch;
+  // On tensor cores (fp16, bf16, TF32) timing the forward paid off only for large batches: at batch 1 and
+  // 64 the timed choices ran slower than the heuristic's
+  // (bench/results/2026-12-06-h100-fusion-autotune-vulkan.md). The backward passes (training) are always
+  // timed.
+  const bool worth_timing = !d.tensor_ops() || p.batch >= kTimedTensorOpBatch || pass != PassKind::forward;
   if (!worth_timing || env_off("ESPRESSO_CONV_AUTOTUNE") || capturing(context)) return heuristic();
   const std::string key = tuning_key(pass, p, dtype, d.tensor_ops(), context.device().index);
   {
@@ -402,14 +407,16 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
     if (auto it = remembered<Algo>().find(key); it != remembered<Algo>().end()) return it->second;
   }
   if (const std::optional<std::string> stored = disk_cache().find(key)) {
-    // "algorithm/math"
+    // "algorithm/math", then "/milliseconds" (written since mixed precision training compares them)
     char* end = nullptr;
     const long algo = std::strtol(stored->c_str(), &end, 10);
     const long math = *end == '/' ? std::strtol(end + 1, &end, 10) : -1;
+    const float milliseconds = *end == '/' ? std::strtof(end + 1, &end) : 0.0f;
     std::size_t bytes = 0;
     if (*end == '\0' && algo >= 0 && algo < kAlgorithms && math >= CUDNN_DEFAULT_MATH &&
         math <= CUDNN_FMA_MATH && workspace(static_cast<Algo>(algo), bytes) && bytes <= kMaxWorkspaceBytes) {
-      const Choice<Algo> choice{static_cast<Algo>(algo), bytes, static_cast<cudnnMathType_t>(math), true};
+      const Choice<Algo> choice{static_cast<Algo>(algo), bytes, static_cast<cudnnMathType_t>(math), true,
+                                std::isfinite(milliseconds) && milliseconds > 0.0f ? milliseconds : 0.0f};
       const std::lock_guard lock(remembered_mutex());
       remembered<Algo>().emplace(key, choice);
       return choice;
@@ -443,7 +450,8 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
   if (!chosen) return heuristic();
   chosen->timed = true;
   disk_cache().store(key, std::to_string(static_cast<int>(chosen->algo)) + "/" +
-                              std::to_string(static_cast<int>(chosen->math)));
+                              std::to_string(static_cast<int>(chosen->math)) + "/" +
+                              std::to_string(chosen->milliseconds));
   const std::lock_guard lock(remembered_mutex());
   remembered<Algo>().emplace(key, *chosen);
   return chosen;
@@ -468,14 +476,14 @@ std::optional<Choice<cudnnConvolutionFwdAlgo_t>> choose_forward(const ConvProble
       [&] { return pick_forward(handle, d); });
 }
 
-std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> choose_backward_data(const ConvProblem& p,
+std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> choose_backward_data(const ConvProblem& p, DType dtype,
                                                                           const Descriptors& d,
                                                                           StreamContext& context) {
   cudnnHandle_t handle = context.cudnn();
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &count));
   return choose<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-      PassKind::data, p, DType::f32, d, context, count,
+      PassKind::data, p, dtype, d, context, count,
       [&](Scratch& s, int requested, int& returned, cudnnConvolutionBwdDataAlgoPerf_t* results) {
         return cudnnFindConvolutionBackwardDataAlgorithmEx(handle, d.w, s.w.get(), d.y, s.y.get(), d.conv, d.x,
                                                            s.x.get(), requested, &returned, results,
@@ -488,13 +496,14 @@ std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> choose_backward_data(const 
 }
 
 std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> choose_backward_filter(const ConvProblem& p,
+                                                                              DType dtype,
                                                                               const Descriptors& d,
                                                                               StreamContext& context) {
   cudnnHandle_t handle = context.cudnn();
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &count));
   return choose<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
-      PassKind::filter, p, DType::f32, d, context, count,
+      PassKind::filter, p, dtype, d, context, count,
       [&](Scratch& s, int requested, int& returned, cudnnConvolutionBwdFilterAlgoPerf_t* results) {
         return cudnnFindConvolutionBackwardFilterAlgorithmEx(handle, d.x, s.x.get(), d.y, s.y.get(), d.conv,
                                                              d.w, s.w.get(), requested, &returned, results,
@@ -504,6 +513,14 @@ std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> choose_backward_filter(co
         return backward_filter_workspace(handle, d, algo, bytes);
       },
       [&] { return pick_backward_filter(handle, d); });
+}
+
+// The math an algorithm runs in where tensor cores are allowed at all (fp32 stays in FMA math: cuDNN's
+// default math would let it round through TF32): a timed one's it was timed in (its workspace was sized
+// there), else tensor-op math as Descriptors::describe set it.
+template <typename Algo>
+cudnnMathType_t chosen_math(const Choice<Algo>& choice) {
+  return choice.timed && !env_off("ESPRESSO_CONV_CHOSEN_MATH") ? choice.math : CUDNN_TENSOR_OP_MATH;
 }
 
 class CudnnConv final : public ConvTactic, public TypedConvTactic {
@@ -517,10 +534,8 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
     if (!descriptors_.describe(p, dtype_, context_.tf32())) return false;
     const auto chosen = choose_forward(p, dtype_, descriptors_, context_);
     if (!chosen) return false;
-    // Run a timed algorithm in the math it was timed in, where tensor cores are allowed at all (fp32
-    // stays in FMA math: cuDNN's default math would let it round through TF32).
-    if (chosen->timed && descriptors_.tensor_ops() && !env_off("ESPRESSO_CONV_CHOSEN_MATH"))
-      ESPRESSO_CUDA_CHECK(cudnnSetConvolutionMathType(descriptors_.conv, chosen->math));
+    if (descriptors_.tensor_ops())
+      ESPRESSO_CUDA_CHECK(cudnnSetConvolutionMathType(descriptors_.conv, chosen_math(*chosen)));
     algorithm_ = chosen->algo;
     workspace_bytes_ = chosen->workspace_bytes;
     context_.reserve_workspace(workspace_bytes_);
@@ -551,58 +566,81 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
   std::size_t workspace_bytes_ = 0;  // of the context's shared workspace
 };
 
-// The passes use the stream's shared workspace, reserved as large as the largest needs.
-class CudnnGradients final : public ConvGradients {
+// The passes use the stream's shared workspace, reserved as large as the largest needs. In fp32 each
+// pass adds into its destination (beta = 1); in fp16 / bf16 the filter gradient overwrites its own.
+class CudnnGradients final : public ConvGradients, public TypedConvGradients {
  public:
-  explicit CudnnGradients(StreamContext& context) : context_(context), handle_(context.cudnn()) {}
+  CudnnGradients(DType dtype, StreamContext& context)
+      : context_(context), handle_(context.cudnn()), dtype_(dtype) {}
 
   // False when cuDNN declines the configuration or one of the passes.
   bool prepare(const ConvProblem& p, unsigned passes) {
-    if (!descriptors_.describe(p)) return false;
+    if (!descriptors_.describe(p, dtype_)) return false;
+    filter_elements_ = p.out_channels * p.in_per_group() * p.taps();
     std::size_t bytes = 0;
     if ((passes & kForwardPass) != 0) {
-      forward_ = choose_forward(p, DType::f32, descriptors_, context_);
+      forward_ = choose_forward(p, dtype_, descriptors_, context_);
       if (!forward_) return false;
       bytes = std::max(bytes, forward_->workspace_bytes);
     }
     if ((passes & kDataPass) != 0) {
-      data_ = choose_backward_data(p, descriptors_, context_);
+      data_ = choose_backward_data(p, dtype_, descriptors_, context_);
       if (!data_) return false;
       bytes = std::max(bytes, data_->workspace_bytes);
     }
     if ((passes & kFilterPass) != 0) {
-      filter_ = choose_backward_filter(p, descriptors_, context_);
+      filter_ = choose_backward_filter(p, dtype_, descriptors_, context_);
       if (!filter_) return false;
       bytes = std::max(bytes, filter_->workspace_bytes);
     }
     workspace_bytes_ = bytes;
-    context_.reserve_workspace(bytes);
+    scratch_offset_ = (bytes + 255) / 256 * 256;
+    const std::size_t scratch =
+        dtype_ == DType::f32 ? 0 : static_cast<std::size_t>(filter_elements_) * dtype_size(dtype_);
+    context_.reserve_workspace(scratch_offset_ + scratch);
     return true;
   }
 
-  // beta = 1 throughout: cuDNN adds its result into the destination.
   void forward_add(const float* x, const float* w, float* y) override {
     const float one = 1.0f;
     const Descriptors& d = descriptors_;
-    ESPRESSO_CUDA_CHECK(cudnnConvolutionForward(handle_, &one, d.x, x, d.w, w, d.conv,
-                                                required(forward_)->algo, context_.workspace(), workspace_bytes_,
-                                                &one, d.y, y));
+    const auto* choice = required(forward_);
+    use_math(*choice);
+    ESPRESSO_CUDA_CHECK(cudnnConvolutionForward(handle_, &one, d.x, x, d.w, w, d.conv, choice->algo,
+                                                context_.workspace(), workspace_bytes_, &one, d.y, y));
   }
 
   void data_add(const float* w, const float* dy, float* dx) override {
+    data_add(static_cast<const void*>(w), static_cast<const void*>(dy), static_cast<void*>(dx));
+  }
+  void data_add(const void* w, const void* dy, void* dx) override {
     const float one = 1.0f;
     const Descriptors& d = descriptors_;
-    ESPRESSO_CUDA_CHECK(cudnnConvolutionBackwardData(handle_, &one, d.w, w, d.y, dy, d.conv,
-                                                     required(data_)->algo, context_.workspace(),
-                                                     workspace_bytes_, &one, d.x, dx));
+    const auto* choice = required(data_);
+    use_math(*choice);
+    ESPRESSO_CUDA_CHECK(cudnnConvolutionBackwardData(handle_, &one, d.w, w, d.y, dy, d.conv, choice->algo,
+                                                     context_.workspace(), workspace_bytes_, &one, d.x, dx));
   }
 
-  void filter_add(const float* x, const float* dy, float* dw) override {
-    const float one = 1.0f;
-    const Descriptors& d = descriptors_;
-    ESPRESSO_CUDA_CHECK(cudnnConvolutionBackwardFilter(handle_, &one, d.x, x, d.y, dy, d.conv,
-                                                       required(filter_)->algo, context_.workspace(),
-                                                       workspace_bytes_, &one, d.w, dw));
+  void filter_add(const float* x, const float* dy, float* dw) override { filter_pass(x, dy, dw, 1.0f); }
+  float measured_ms() const override {
+    float total = 0.0f;
+    for (const float pass : {forward_ ? forward_->milliseconds : 0.0f, data_ ? data_->milliseconds : 0.0f,
+                             filter_ ? filter_->milliseconds : 0.0f}) {
+      total += pass;
+    }
+    const bool all = (!forward_ || forward_->milliseconds > 0.0f) && (!data_ || data_->milliseconds > 0.0f) &&
+                     (!filter_ || filter_->milliseconds > 0.0f);
+    return all ? total : 0.0f;
+  }
+  // fp16 / bf16: cuDNN's filter gradient is in the data's type, so into a scratch after cuDNN's part of
+  // the shared workspace, then added to dw.
+  void filter_add(const void* x, const void* dy, float* dw) override {
+    Tensor scratch = Tensor::wrap(static_cast<std::byte*>(context_.workspace()) + scratch_offset_,
+                                  Shape{filter_elements_}, dtype_, context_.device());
+    filter_pass(x, dy, scratch.raw(), 0.0f);
+    Tensor gradient = Tensor::wrap(dw, Shape{filter_elements_}, DType::f32, context_.device());
+    context_.add_converted(scratch, gradient);
   }
 
  private:
@@ -613,8 +651,28 @@ class CudnnGradients final : public ConvGradients {
     return &*choice;
   }
 
+  void filter_pass(const void* x, const void* dy, void* dw, float beta) {
+    const float one = 1.0f;
+    const Descriptors& d = descriptors_;
+    const auto* choice = required(filter_);
+    use_math(*choice);
+    ESPRESSO_CUDA_CHECK(cudnnConvolutionBackwardFilter(handle_, &one, d.x, x, d.y, dy, d.conv, choice->algo,
+                                                       context_.workspace(), workspace_bytes_, &beta, d.w,
+                                                       dw));
+  }
+
+  // The passes share one descriptor, so each sets its own math (chosen_math) before it runs.
+  template <typename Algo>
+  void use_math(const Choice<Algo>& choice) {
+    if (descriptors_.tensor_ops())
+      ESPRESSO_CUDA_CHECK(cudnnSetConvolutionMathType(descriptors_.conv, chosen_math(choice)));
+  }
+
   StreamContext& context_;
   cudnnHandle_t handle_;
+  DType dtype_;
+  std::int64_t filter_elements_ = 0;
+  std::size_t scratch_offset_ = 0;  // of the filter gradient's scratch in the shared workspace (fp16, bf16)
   Descriptors descriptors_;
   std::optional<Choice<cudnnConvolutionFwdAlgo_t>> forward_;
   std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> data_;
@@ -642,8 +700,16 @@ std::unique_ptr<TypedConvTactic> make_cudnn_typed_conv(const ConvProblem& p, DTy
 std::unique_ptr<ConvGradients> make_cudnn_gradients(const ConvProblem& p, unsigned passes,
                                                     StreamContext& context) {
   if (!fits_int(p)) return nullptr;
-  auto gradients = std::make_unique<CudnnGradients>(context);
+  auto gradients = std::make_unique<CudnnGradients>(DType::f32, context);
   if (!gradients->prepare(p, passes)) return nullptr;
+  return gradients;
+}
+
+std::unique_ptr<TypedConvGradients> make_cudnn_typed_gradients(const ConvProblem& p, DType dtype,
+                                                               StreamContext& context) {
+  if (!fits_int(p)) return nullptr;
+  auto gradients = std::make_unique<CudnnGradients>(dtype, context);
+  if (!gradients->prepare(p, kDataPass | kFilterPass)) return nullptr;
   return gradients;
 }
 

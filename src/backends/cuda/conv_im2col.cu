@@ -88,12 +88,6 @@ class Im2colConv final : public ConvTactic, public TypedConvTactic {
     const auto element = static_cast<std::int64_t>(dtype_size(dtype_));
     const auto* in = static_cast<const std::byte*>(x);
     auto* out = static_cast<std::byte*>(y);
-    cublasMath_t mode = CUBLAS_DEFAULT_MATH;
-    if (dtype_ !=
-        DType::f32) {  // the handle may be in TF32 math (Precision::tf32); tensor cores are this call's
-      ESPRESSO_CUDA_CHECK(cublasGetMathMode(cublas_, &mode));
-      ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
-    }
     for (std::int64_t n = 0; n < problem_.batch; ++n) {
       const void* image = in + n * problem_.in_channels * windows_.in_spatial * element;
       const void* col = pointwise_ ? image : workspace_.get();
@@ -106,17 +100,16 @@ class Im2colConv final : public ConvTactic, public TypedConvTactic {
             static_cast<const float*>(col), gemm_.positions, gemm_.col_stride, static_cast<const float*>(w),
             gemm_.depth, gemm_.w_stride, &zero, static_cast<float*>(image_y), gemm_.positions, gemm_.y_stride,
             gemm_.groups));
-      } else {
-        const cudaDataType_t type = cublas_type(dtype_);
-        const cublasStatus_t status = cublasGemmStridedBatchedEx(
+        continue;
+      }
+      const cudaDataType_t type = cublas_type(dtype_);
+      in_default_math(cublas_, [&] {
+        return cublasGemmStridedBatchedEx(
             cublas_, CUBLAS_OP_N, CUBLAS_OP_N, gemm_.positions, gemm_.rows, gemm_.depth, &one, col, type,
             gemm_.positions, gemm_.col_stride, w, type, gemm_.depth, gemm_.w_stride, &zero, image_y, type,
             gemm_.positions, gemm_.y_stride, gemm_.groups, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-        if (status != CUBLAS_STATUS_SUCCESS) ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, mode));
-        ESPRESSO_CUDA_CHECK(status);
-      }
+      });
     }
-    if (dtype_ != DType::f32) ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, mode));
     if (b != nullptr)
       channel_affine(context_, dtype_, y, nullptr, b, y,
                      {problem_.batch, problem_.out_channels, gemm_.positions});
@@ -210,16 +203,20 @@ class GemmGradients final : public ConvGradients {
 // one GEMM per image (cuDNN's deterministic backward algorithms are 3-6x the forward there,
 // bench/results/2026-12-05-h200-serve-train-compress-vulkan.md). The filter gradient, a sum over
 // images, is made per image into a workspace by one batched GEMM and summed by a GEMM with a vector
-// of ones: deterministic, no atomics.
-class PointwiseGradients final : public ConvGradients {
+// of ones: deterministic, no atomics. In fp16 / bf16 (mixed precision training) the forward is such a
+// GEMM too, the operands in that type on tensor cores, the per-image filter gradients and their sum fp32.
+class PointwiseConv final : public ConvGradients, public TypedConvGradients, public TypedConvTactic {
  public:
-  PointwiseGradients(const ConvProblem& p, StreamContext& context)
+  // `gradients`: prepare the filter gradient's sums (else only the forward runs).
+  PointwiseConv(const ConvProblem& p, DType dtype, bool gradients, StreamContext& context)
       : positions_(static_cast<int>(p.out_spatial())),
         in_(static_cast<int>(p.in_channels)),
         out_(static_cast<int>(p.out_channels)),
         batch_(static_cast<int>(p.batch)),
+        dtype_(dtype),
         context_(context),
         cublas_(context.cublas()) {
+    if (!gradients) return;
     const std::int64_t filter = p.in_channels * p.out_channels;
     chunk_ = static_cast<int>(std::clamp<std::int64_t>(kFilterWorkspaceBytes / (filter * 4), 1, p.batch));
     // The sums live in the stream's shared workspace, which the layers use one after another.
@@ -240,6 +237,11 @@ class PointwiseGradients final : public ConvGradients {
                                                   &one, x, positions_, image(in_), w, in_, 0, &one, y,
                                                   positions_, image(out_), batch_));
   }
+  void run_typed(const void* x, const void* w, const float* b, void* y) override {
+    typed_batched(CUBLAS_OP_N, out_, in_, x, w, 0.0f, y);
+    if (b != nullptr) channel_affine(context_, dtype_, y, nullptr, b, y, {batch_, out_, positions_});
+  }
+  const char* name() const override { return "pointwise-gemm"; }
 
   void data_add(const float* w, const float* dy, float* dx) override {
     const float one = 1.0f;
@@ -248,22 +250,12 @@ class PointwiseGradients final : public ConvGradients {
                                                   &one, dy, positions_, image(out_), w, in_, 0, &one, dx,
                                                   positions_, image(in_), batch_));
   }
-
-  void filter_add(const float* x, const float* dy, float* dw) override {
-    const float one = 1.0f, zero = 0.0f;
-    auto* sums = static_cast<float*>(context_.workspace());
-    const int filter = in_ * out_;
-    for (int first = 0; first < batch_; first += chunk_) {
-      const int count = std::min(chunk_, batch_ - first);
-      // Per image: dw_nᵀ (in x out) = x_n (in x positions) · dy_nᵀ (positions x out).
-      ESPRESSO_CUDA_CHECK(cublasSgemmStridedBatched(
-          cublas_, CUBLAS_OP_T, CUBLAS_OP_N, in_, out_, positions_, &one, x + first * image(in_), positions_,
-          image(in_), dy + first * image(out_), positions_, image(out_), &zero, sums, in_, filter, count));
-      // dw += Σ_n dw_n: the sums (filter x count) times a vector of ones (count x 1).
-      ESPRESSO_CUDA_CHECK(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, filter, 1, count, &one, sums, filter,
-                                      static_cast<const float*>(ones_.get()), count, &one, dw, filter));
-    }
+  void data_add(const void* w, const void* dy, void* dx) override {
+    typed_batched(CUBLAS_OP_T, in_, out_, dy, w, 1.0f, dx);
   }
+
+  void filter_add(const float* x, const float* dy, float* dw) override { filter_sums(x, dy, dw); }
+  void filter_add(const void* x, const void* dy, float* dw) override { filter_sums(x, dy, dw); }
 
  private:
   // Beyond this the filter gradient is summed in several rounds of images.
@@ -271,21 +263,80 @@ class PointwiseGradients final : public ConvGradients {
 
   long long image(int channels) const { return static_cast<long long>(channels) * positions_; }
 
+  // In the storage type, every image at once: c_nᵀ (positions x columns) = beta · c_nᵀ + a_nᵀ (positions x
+  // depth) · op(w), w the out x in filter (wᵀ for the forward, w itself for the input gradient).
+  void typed_batched(cublasOperation_t op, int columns, int depth, const void* a, const void* w, float beta,
+                     void* c) {
+    const float one = 1.0f;
+    const cudaDataType_t type = cublas_type(dtype_);
+    in_default_math(cublas_, [&] {
+      return cublasGemmStridedBatchedEx(cublas_, CUBLAS_OP_N, op, positions_, columns, depth, &one, a, type,
+                                        positions_, image(depth), w, type, in_, 0, &beta, c, type, positions_,
+                                        image(columns), batch_, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    });
+  }
+
+  void filter_sums(const void* x, const void* dy, float* dw) {
+    const float one = 1.0f, zero = 0.0f;
+    auto* sums = static_cast<float*>(context_.workspace());
+    const int filter = in_ * out_;
+    const auto element = static_cast<long long>(dtype_size(dtype_));
+    for (int first = 0; first < batch_; first += chunk_) {
+      const int count = std::min(chunk_, batch_ - first);
+      const auto* x_first = static_cast<const std::byte*>(x) + first * image(in_) * element;
+      const auto* dy_first = static_cast<const std::byte*>(dy) + first * image(out_) * element;
+      // Per image: dw_nᵀ (in x out) = x_n (in x positions) · dy_nᵀ (positions x out).
+      if (dtype_ == DType::f32) {
+        ESPRESSO_CUDA_CHECK(
+            cublasSgemmStridedBatched(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, in_, out_, positions_, &one,
+                                      reinterpret_cast<const float*>(x_first), positions_, image(in_),
+                                      reinterpret_cast<const float*>(dy_first), positions_, image(out_),
+                                      &zero, sums, in_, filter, count));
+      } else {
+        const cudaDataType_t type = cublas_type(dtype_);
+        in_default_math(cublas_, [&] {
+          return cublasGemmStridedBatchedEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, in_, out_, positions_, &one,
+                                            x_first, type, positions_, image(in_), dy_first, type, positions_,
+                                            image(out_), &zero, sums, CUDA_R_32F, in_, filter, count,
+                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        });
+      }
+      // dw += Σ_n dw_n: the sums (filter x count) times a vector of ones (count x 1).
+      ESPRESSO_CUDA_CHECK(cublasSgemm(cublas_, CUBLAS_OP_N, CUBLAS_OP_N, filter, 1, count, &one, sums, filter,
+                                      static_cast<const float*>(ones_.get()), count, &one, dw, filter));
+    }
+  }
+
   int positions_, in_, out_, batch_, chunk_ = 1;
+  DType dtype_;
   StreamContext& context_;
   cublasHandle_t cublas_;
   std::shared_ptr<void> ones_;
 };
 
+bool whole_batch_pointwise(const ConvProblem& p) {
+  constexpr std::int64_t int_max = std::numeric_limits<int>::max();
+  return pointwise(p) && p.group == 1 && p.batch * p.in_channels * p.in_spatial() <= int_max &&
+         p.batch * p.out_channels * p.out_spatial() <= int_max;
+}
+
 }  // namespace
 
 std::unique_ptr<ConvGradients> make_pointwise_gradients(const ConvProblem& p, StreamContext& context) {
-  constexpr std::int64_t int_max = std::numeric_limits<int>::max();
-  if (!pointwise(p) || p.group != 1 || p.batch * p.in_channels * p.in_spatial() > int_max ||
-      p.batch * p.out_channels * p.out_spatial() > int_max) {
-    return nullptr;
-  }
-  return std::make_unique<PointwiseGradients>(p, context);
+  if (!whole_batch_pointwise(p)) return nullptr;
+  return std::make_unique<PointwiseConv>(p, DType::f32, true, context);
+}
+
+std::unique_ptr<TypedConvTactic> make_pointwise_typed_conv(const ConvProblem& p, DType dtype,
+                                                           StreamContext& context) {
+  if (!whole_batch_pointwise(p)) return nullptr;
+  return std::make_unique<PointwiseConv>(p, dtype, false, context);
+}
+
+std::unique_ptr<TypedConvGradients> make_pointwise_typed_gradients(const ConvProblem& p, DType dtype,
+                                                                   StreamContext& context) {
+  if (!whole_batch_pointwise(p)) return nullptr;
+  return std::make_unique<PointwiseConv>(p, dtype, true, context);
 }
 
 std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& p, StreamContext& context) {

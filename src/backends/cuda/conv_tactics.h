@@ -47,7 +47,7 @@ class ConvTactic {
 
 std::unique_ptr<ConvTactic> make_cudnn_conv(const ConvProblem& problem, StreamContext& context);
 
-// A forward in another storage type (fp16, bf16 at inference): x, w and y in that type, the bias b
+// A forward in another storage type (fp16, bf16): x, w and y in that type, the bias b
 // (null without) in fp32, products accumulated in fp32 on tensor cores.
 class TypedConvTactic {
  public:
@@ -60,7 +60,7 @@ class TypedConvTactic {
 std::unique_ptr<TypedConvTactic> make_cudnn_typed_conv(const ConvProblem& problem, DType dtype,
                                                        StreamContext& context);
 std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& problem, StreamContext& context);
-// The same in `dtype` (f16, bf16 at inference: tensor-core GEMMs with fp32 accumulation).
+// The same in `dtype` (f16, bf16: tensor-core GEMMs with fp32 accumulation).
 std::unique_ptr<TypedConvTactic> make_im2col_typed_conv(const ConvProblem& problem, DType dtype,
                                                         StreamContext& context);
 std::unique_ptr<ConvTactic> make_implicit_conv(const ConvProblem& problem, StreamContext& context);
@@ -80,16 +80,36 @@ class ConvGradients {
   virtual void data_add(const float* w, const float* dy, float* dx) = 0;
   // dw += the gradient of conv(x, w) with respect to w, for output gradient dy; needs kFilterPass.
   virtual void filter_add(const float* x, const float* dy, float* dw) = 0;
+  // What the prepared passes took when timed (cuDNN's), in milliseconds; 0 when not all were.
+  virtual float measured_ms() const { return 0.0f; }
+};
+
+// The same in fp16 or bf16 (mixed precision training), products accumulated in fp32 on tensor cores:
+// x, w, dy and dx in that type, the filter gradient dw fp32.
+class TypedConvGradients {
+ public:
+  virtual ~TypedConvGradients() = default;
+  virtual void data_add(const void* w, const void* dy, void* dx) = 0;
+  virtual void filter_add(const void* x, const void* dy, float* dw) = 0;
+  virtual float measured_ms() const { return 0.0f; }
 };
 
 // cuDNN, or nullptr where it declines the problem.
 std::unique_ptr<ConvGradients> make_cudnn_gradients(const ConvProblem& problem, unsigned passes,
                                                     StreamContext& context);
+std::unique_ptr<TypedConvGradients> make_cudnn_typed_gradients(const ConvProblem& problem, DType dtype,
+                                                               StreamContext& context);
 // im2col / col2im + cuBLAS, or nullptr where its workspace or int indices would not fit.
 std::unique_ptr<ConvGradients> make_gemm_gradients(const ConvProblem& problem, StreamContext& context);
 // Whole-batch cuBLAS GEMMs for a pointwise convolution (1x1, stride 1, no padding) with one group, or
 // nullptr.
 std::unique_ptr<ConvGradients> make_pointwise_gradients(const ConvProblem& problem, StreamContext& context);
+// The same in fp16 / bf16 for mixed precision training: the forward as one whole-batch GEMM on tensor
+// cores (cuDNN's NCHW fp16 kernels were 1.2-7x slower on NIN's 1x1 layers, an H100), and its gradients.
+std::unique_ptr<TypedConvTactic> make_pointwise_typed_conv(const ConvProblem& problem, DType dtype,
+                                                           StreamContext& context);
+std::unique_ptr<TypedConvGradients> make_pointwise_typed_gradients(const ConvProblem& problem, DType dtype,
+                                                                   StreamContext& context);
 // The pointwise one where it applies, else cuDNN's where it accepts the problem, else the GEMM one;
 // ESPRESSO_CONV_TACTIC=im2col or implicit puts the GEMM one first, =cudnn cuDNN's, and
 // ESPRESSO_POINTWISE_BACKWARD=0 leaves pointwise problems to cuDNN. nullptr when none can run it.

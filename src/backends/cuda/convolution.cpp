@@ -239,26 +239,55 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
 
 namespace {
 
-// fp16 / bf16 inference: cuDNN, or im2col + GEMM for one image, on tensor cores; the weights converted once,
-// the bias kept fp32.
+// fp16 / bf16: cuDNN, or im2col + GEMM for one image, on tensor cores; the weights converted once (and
+// again before each training forward, Stream::refresh_converted_weights), the bias kept fp32. Training:
+// pointwise convolutions as whole-batch GEMMs, the others through cuDNN's passes in the same type; the
+// weight gradients fp32.
 class LowpConvolutionKernel final : public FusingConvolution {
  public:
   LowpConvolutionKernel(const ConvProblem& problem, DType dtype, std::unique_ptr<TypedConvTactic> tactic,
-                        const void* weights, const float* bias, StreamContext& context)
-      : FusingConvolution(problem, dtype, bias, context), tactic_(std::move(tactic)), weights_(weights) {}
+                        std::unique_ptr<TypedConvGradients> gradients, const Tensor& weights,
+                        const float* bias, StreamContext& context)
+      : FusingConvolution(problem, dtype, bias, context),
+        tactic_(std::move(tactic)),
+        gradients_(std::move(gradients)),
+        weights_(weights) {}
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    tactic_->run_typed(inputs[0].raw(), weights_, tactic_bias(), outputs[0].raw());
+    tactic_->run_typed(inputs[0].raw(), weights_.raw(), tactic_bias(), outputs[0].raw());
     finish(outputs[0].raw());
   }
-  bool has_fast_backward() const override { return false; }
+  bool has_fast_backward() const override { return true; }
+  void backward(const Layer& layer, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) override {
+    // Prepared here only outside training (gradient checks), as in the fp32 kernel.
+    if (!gradients_) {
+      gradients_ = make_cudnn_typed_gradients(problem_, dtype_, context_);
+      if (!gradients_) {
+        throw UnsupportedError("layer '" + layer.name() + "' (" + layer.type() + "): cuDNN cannot run this " +
+                               dtype_name(dtype_) + " convolution's backward");
+      }
+    }
+    const void* dy = output_grads[0].raw();
+    if (input_grads[0].defined()) gradients_->data_add(weights_.raw(), dy, input_grads[0].raw());
+    if (weight_grads[0].defined()) gradients_->filter_add(inputs[0].raw(), dy, weight_grads[0].data<float>());
+    if (bias_ != nullptr && weight_grads[1].defined()) {
+      add_channel_sums(context_, dtype_, dy, weight_grads[1].data<float>(),
+                       {problem_.batch, problem_.out_channels, problem_.out_spatial()});
+    }
+  }
   const char* name() const override { return tactic_->name(); }
 
  private:
   std::unique_ptr<TypedConvTactic> tactic_;
-  const void* weights_;
+  std::unique_ptr<TypedConvGradients> gradients_;  // made with the kernel when training
+  Tensor weights_;
 };
 
 }  // namespace
+
+// How much faster cuDNN's fp32 passes must be for a few-channel convolution to train in fp32.
+constexpr float kFp32Margin = 1.5f;
 
 std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vector<Shape>& inputs,
                                               DType dtype, StreamContext& context) {
@@ -269,15 +298,36 @@ std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vec
   // H100, im2col won NIN (0.071 against 0.085 ms) but lost ResNet-18 (0.369 against 0.342) and MobileNetV2
   // (0.553 against 0.286, its depthwise convolutions), and timing each layer alone on zero input picked
   // tactics that ran slower in the recorded net (bench/results/2026-12-06-h100-fp16-im2col.md).
+  std::unique_ptr<TypedConvGradients> gradients;
   std::unique_ptr<TypedConvTactic> tactic;
-  if (forced_tactic() == Tactic::im2col) tactic = make_im2col_typed_conv(problem, dtype, context);
+  if (layer.training()) {
+    gradients = make_pointwise_typed_gradients(problem, dtype, context);
+    if (gradients) {
+      tactic = make_pointwise_typed_conv(problem, dtype, context);
+    } else {
+      gradients = make_cudnn_typed_gradients(problem, dtype, context);
+      if (!gradients) return nullptr;  // trains in fp32
+      // cuDNN's fp16 kernels can lose to its fp32 ones where the channels are few (NIN's stem, three:
+      // a 1.46 ms backward against 0.38 on an H100): both timed, fp32 trains where it is clearly faster,
+      // since its output then costs a conversion and a copy in each direction.
+      if (problem.in_per_group() % 8 != 0) {
+        const std::unique_ptr<ConvGradients> full =
+            make_cudnn_gradients(problem, kDataPass | kFilterPass, context);
+        if (full && full->measured_ms() > 0.0f &&
+            gradients->measured_ms() > kFp32Margin * full->measured_ms())
+          return nullptr;
+      }
+    }
+  }
+  if (!tactic && forced_tactic() == Tactic::im2col) tactic = make_im2col_typed_conv(problem, dtype, context);
   if (!tactic) tactic = make_cudnn_typed_conv(problem, dtype, context);
   if (!tactic) return nullptr;
   const std::string owner = "layer '" + layer.name() + "'";
-  const void* weights = context.device_weights_as(layer.weights()[0], dtype, owner).raw();
+  const Tensor& weights = context.device_weights_as(layer.weights()[0], dtype, owner);
   const float* bias =
       conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
-  return std::make_unique<LowpConvolutionKernel>(problem, dtype, std::move(tactic), weights, bias, context);
+  return std::make_unique<LowpConvolutionKernel>(problem, dtype, std::move(tactic), std::move(gradients),
+                                                 weights, bias, context);
 }
 
 }  // namespace espresso::cuda

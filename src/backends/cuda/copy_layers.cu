@@ -4,26 +4,35 @@
 // stream; backward adds the same blocks the other way, output gradients into input gradients.
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
 #include "layers/axis.h"
 
 namespace espresso::cuda {
 namespace {
 
-__global__ void add_rows_kernel(float* destination, long long destination_pitch, const float* source,
+template <class T>
+__global__ void add_rows_kernel(T* destination, long long destination_pitch, const T* source,
                                 long long source_pitch, long long width, long long count) {
   for (long long i : grid_stride(count)) {
     const long long row = i / width, column = i - row * width;
-    destination[row * destination_pitch + column] += source[row * source_pitch + column];
+    T& to = destination[row * destination_pitch + column];
+    to = from_float<T>(to_float(to) + to_float(source[row * source_pitch + column]));
   }
 }
 
-// destination[r · destination_pitch + i] += source[r · source_pitch + i] for r < rows, i < width,
-// all in floats: backward's counterpart of copy_rows.
-void add_rows(StreamContext& context, float* destination, std::int64_t destination_pitch, const float* source,
+// destination[r · destination_pitch + i] += source[r · source_pitch + i] for r < rows, i < width, in
+// elements of `dtype` (f32, or f16 / bf16 in mixed precision training) from the elements `destination_at`
+// and `source_at` on: backward's counterpart of copy_rows.
+void add_rows(StreamContext& context, DType dtype, Tensor& destination, std::int64_t destination_at,
+              std::int64_t destination_pitch, const Tensor& source, std::int64_t source_at,
               std::int64_t source_pitch, std::int64_t width, std::int64_t rows) {
   const std::int64_t count = width * rows;
   if (count == 0) return;
-  launch(context, count, add_rows_kernel, destination, destination_pitch, source, source_pitch, width, count);
+  with_storage_type(dtype, "copy backward", [&](auto type) {
+    using T = decltype(type);
+    launch(context, count, add_rows_kernel<T>, static_cast<T*>(destination.raw()) + destination_at,
+           destination_pitch, static_cast<const T*>(source.raw()) + source_at, source_pitch, width, count);
+  });
 }
 
 // Rows of `width` bytes from a source with `source_pitch` into a destination with `destination_pitch`.
@@ -35,17 +44,18 @@ void copy_rows(StreamContext& context, void* destination, std::size_t destinatio
 }
 
 // Concat (joining the inputs) or Slice (cutting the input): outer rows, each made of one block
-// per part of `part_block[k]` elements (the part's extent along the axis times the inner size), each
-// of `element` bytes (f32, or f16/bf16 at inference in a low precision, which has no backward).
+// per part of `part_block[k]` elements (the part's extent along the axis times the inner size) of
+// `dtype`.
 class AxisCopyKernel final : public CudaKernel {
  public:
-  AxisCopyKernel(bool joining, std::int64_t outer, std::vector<std::int64_t> part_block, std::size_t element,
+  AxisCopyKernel(bool joining, std::int64_t outer, std::vector<std::int64_t> part_block, DType dtype,
                  StreamContext& context)
       : CudaKernel(context),
         joining_(joining),
         outer_(outer),
         part_block_(std::move(part_block)),
-        element_(element) {
+        dtype_(dtype),
+        element_(dtype_size(dtype)) {
     for (std::int64_t b : part_block_) whole_block_ += b;
   }
 
@@ -71,24 +81,23 @@ class AxisCopyKernel final : public CudaKernel {
     for (std::size_t k = 0; k < part_block_.size(); ++k) {
       const std::int64_t part = part_block_[k];
       if (joining_) {
-        if (input_grads[k].defined()) {
-          add_rows(context_, input_grads[k].data<float>(), part, output_grads[0].data<float>() + offset,
-                   whole_block_, part, outer_);
-        }
+        if (input_grads[k].defined())
+          add_rows(context_, dtype_, input_grads[k], 0, part, output_grads[0], offset, whole_block_, part,
+                   outer_);
       } else if (input_grads[0].defined()) {
-        add_rows(context_, input_grads[0].data<float>() + offset, whole_block_, output_grads[k].data<float>(),
-                 part, part, outer_);
+        add_rows(context_, dtype_, input_grads[0], offset, whole_block_, output_grads[k], 0, part, part,
+                 outer_);
       }
       offset += part;
     }
   }
-  bool has_fast_backward() const override { return element_ == sizeof(float); }
   const char* name() const override { return "cuda-copy"; }
 
  private:
   bool joining_;
   std::int64_t outer_;
   std::vector<std::int64_t> part_block_;
+  DType dtype_;
   std::size_t element_;
   std::int64_t whole_block_ = 0;
 };
@@ -112,7 +121,7 @@ class WholeCopyKernel final : public CudaKernel {
     if (!input_grads[0].defined()) return;
     const std::int64_t n = inputs[0].numel();
     for (const Tensor& grad : output_grads)
-      add_rows(context_, input_grads[0].data<float>(), n, grad.data<float>(), n, n, 1);
+      add_rows(context_, grad.dtype(), input_grads[0], 0, n, grad, 0, n, n, 1);
   }
   const char* name() const override { return "cuda-copy"; }
 };
@@ -127,8 +136,7 @@ std::unique_ptr<Kernel> axis_copy_kernel(bool joining, const Shape& whole, const
   const std::int64_t inner = whole.count(axis + 1);
   std::vector<std::int64_t> blocks;
   for (const Shape& part : parts) blocks.push_back(part[axis] * inner);
-  return std::make_unique<AxisCopyKernel>(joining, whole.count(0, axis), std::move(blocks), dtype_size(dtype),
-                                          context);
+  return std::make_unique<AxisCopyKernel>(joining, whole.count(0, axis), std::move(blocks), dtype, context);
 }
 
 }  // namespace
@@ -162,7 +170,7 @@ std::unique_ptr<Kernel> make_split(const Layer& layer, const std::vector<Shape>&
   return copy_kernel(layer, inputs, context);
 }
 
-// In fp16 / bf16 (inference) the same copies move 2-byte elements.
+// In fp16 / bf16 the same copies move 2-byte elements.
 std::unique_ptr<Kernel> make_lowp_concat(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
                                          StreamContext& context) {
   const Shape joined = layer.output_shapes(inputs)[0];
@@ -187,12 +195,6 @@ std::unique_ptr<Kernel> make_lowp_reshape(const Layer& layer, const std::vector<
 
 std::unique_ptr<Kernel> make_lowp_split(const Layer& layer, const std::vector<Shape>& inputs, DType,
                                         StreamContext& context) {
-  return copy_kernel(layer, inputs, context);
-}
-
-// Dropout at inference passes its input through.
-std::unique_ptr<Kernel> make_lowp_dropout(const Layer& layer, const std::vector<Shape>& inputs, DType,
-                                          StreamContext& context) {
   return copy_kernel(layer, inputs, context);
 }
 

@@ -57,16 +57,17 @@ class CudaBackend final : public Backend {
                                         std::shared_ptr<const DeviceWeights> resident_weights) override {
     return std::make_unique<StreamContext>(device, std::move(resident_weights));
   }
-  // Low-precision kernels are for inference: a layer in training mode has only its fp32 kernel.
+  // A low-precision kernel of a layer in training mode trains only where it has its own backward
+  // (Kernel::has_fast_backward); a training net runs the others in fp32.
   bool supports(const Layer& layer, const std::vector<Shape>&, DType dtype) const override {
     if (dtype == DType::f32) return find_kernel(kKernels, layer.type()) != nullptr;
-    return low_precision(dtype) && !layer.training() && find_kernel(kLowpKernels, layer.type()) != nullptr;
+    return low_precision(dtype) && find_kernel(kLowpKernels, layer.type()) != nullptr;
   }
   std::unique_ptr<Kernel> make_typed_kernel(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
                                             Stream& stream) override {
     if (dtype == DType::f32) return make_kernel(layer, inputs, stream);
     const LowpEntry* entry = low_precision(dtype) ? find_kernel(kLowpKernels, layer.type()) : nullptr;
-    if (entry == nullptr || layer.training()) return nullptr;
+    if (entry == nullptr) return nullptr;
     return entry->create(layer, inputs, dtype, static_cast<StreamContext&>(stream));
   }
   std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs,

@@ -84,8 +84,10 @@ class InnerProductKernel final : public CudaKernel {
 
 bool fits_int(std::int64_t v) { return v <= std::numeric_limits<int>::max(); }
 
-// fp16 / bf16 inference: one cublasGemmEx on tensor cores with fp32 accumulation (the same product
-// as the fp32 kernel's), the weights converted once and the bias kept fp32.
+// fp16 / bf16: one cublasGemmEx on tensor cores with fp32 accumulation (the same product as the fp32
+// kernel's), the weights a converted copy (a training net refreshes it from the fp32 master weights)
+// and the bias kept fp32. Backward: dx in the storage type from the same copy; the weight and bias
+// gradients are fp32, accumulated there by cuBLAS and add_channel_sums.
 class LowpInnerProductKernel final : public CudaKernel {
  public:
   LowpInnerProductKernel(const InnerProductLayer& layer, const InnerProductLayer::Dims& dims, DType dtype,
@@ -106,22 +108,51 @@ class LowpInnerProductKernel final : public CudaKernel {
     const auto n = static_cast<int>(dims_.outputs);
     const float one = 1.0f, zero = 0.0f;
     const cudaDataType_t type = cublas_type(dtype_);
-    // The context's handle may be in TF32 math (Precision::tf32); fp16/bf16 tensor cores are this call's.
-    cublasMath_t mode;
-    ESPRESSO_CUDA_CHECK(cublasGetMathMode(cublas_, &mode));
-    ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
-    // yᵀ (N x M) = W (N x K) · xᵀ (K x M), as in the fp32 kernel.
-    const cublasStatus_t status =
-        cublasGemmEx(cublas_, transposed_ ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one, weights_,
-                     type, transposed_ ? n : k, inputs[0].raw(), type, k, &zero, outputs[0].raw(), type, n,
-                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas_, mode));
-    ESPRESSO_CUDA_CHECK(status);
+    in_default_math(cublas_, [&] {
+      // yᵀ (N x M) = W (N x K) · xᵀ (K x M), as in the fp32 kernel.
+      return cublasGemmEx(cublas_, transposed_ ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &one,
+                          weights_, type, transposed_ ? n : k, inputs[0].raw(), type, k, &zero,
+                          outputs[0].raw(), type, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    });
     if (bias_ != nullptr)
       channel_affine(context_, dtype_, outputs[0].raw(), nullptr, bias_, outputs[0].raw(),
                      {dims_.rows, dims_.outputs, 1});
   }
-  bool has_fast_backward() const override { return false; }
+
+  // The fp32 kernel's three products, with the operands in the storage type.
+  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+                const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
+                std::vector<Tensor>& weight_grads) override {
+    const auto m = static_cast<int>(dims_.rows);
+    const auto k = static_cast<int>(dims_.inner);
+    const auto n = static_cast<int>(dims_.outputs);
+    const void* x = inputs[0].raw();
+    const void* dy = output_grads[0].raw();
+    const float one = 1.0f;
+    const cudaDataType_t type = cublas_type(dtype_);
+    in_default_math(cublas_, [&] {
+      if (input_grads[0].defined()) {
+        // dxᵀ (K x M) += Wᵀ (K x N) · dyᵀ (N x M).
+        const cublasStatus_t status =
+            cublasGemmEx(cublas_, transposed_ ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, k, m, n, &one,
+                         weights_, type, transposed_ ? n : k, dy, type, n, &one, input_grads[0].raw(), type,
+                         k, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (status != CUBLAS_STATUS_SUCCESS) return status;
+      }
+      if (!weight_grads[0].defined()) return CUBLAS_STATUS_SUCCESS;
+      float* dw = weight_grads[0].data<float>();
+      // dWᵀ (N x K) += dyᵀ (N x M) · x (M x K) when transposed, else dWᵀ (K x N) += xᵀ (K x M) · dy (M x N).
+      return transposed_
+                 ? cublasGemmEx(cublas_, CUBLAS_OP_N, CUBLAS_OP_T, n, k, m, &one, dy, type, n, x, type, k,
+                                &one, dw, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
+                 : cublasGemmEx(cublas_, CUBLAS_OP_N, CUBLAS_OP_T, k, n, m, &one, x, type, k, dy, type, n,
+                                &one, dw, CUDA_R_32F, k, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    });
+    if (bias_ != nullptr && weight_grads[1].defined()) {
+      add_channel_sums(context_, dtype_, dy, weight_grads[1].data<float>(), {dims_.rows, dims_.outputs, 1});
+    }
+  }
+
   const char* name() const override { return "cublas-gemmex"; }
 
  private:

@@ -24,9 +24,10 @@ namespace espresso::cuda {
 #include "cuda_kernels.inc"
 #undef ESPRESSO_KERNEL
 
-// The layers' kernels in fp16 or bf16 (`dtype`): inference only, inputs and outputs in that type,
-// weights converted once (StreamContext::device_weights_as), fp32 arithmetic inside. Files define
-// them as make_lowp_<stem> beside the fp32 kernel, sharing its templated device code.
+// The layers' kernels in fp16 or bf16 (`dtype`): inputs and outputs in that type, weights converted
+// once (StreamContext::device_weights_as; again before each training forward), fp32 arithmetic inside;
+// those with a backward train in mixed precision (gradients in that type, weight gradients fp32). Files
+// define them as make_lowp_<stem> beside the fp32 kernel, sharing its templated device code.
 #define ESPRESSO_KERNEL(type, stem)                                                              \
   std::unique_ptr<Kernel> make_lowp_##stem(const Layer& layer, const std::vector<Shape>& inputs, \
                                            DType dtype, StreamContext& context);
@@ -36,6 +37,19 @@ namespace espresso::cuda {
 // cuBLAS's name of a storage type (f32, f16, bf16) for its Ex calls.
 inline cudaDataType_t cublas_type(DType dtype) {
   return dtype == DType::bf16 ? CUDA_R_16BF : dtype == DType::f16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+// Runs `calls` (returning the first failing status, else success) in cuBLAS's default math: the
+// context's handle may be in TF32 math (Precision::tf32), and fp16/bf16 tensor cores are these
+// calls'. The handle's mode is restored before a failure is thrown.
+template <class Calls>
+void in_default_math(cublasHandle_t cublas, Calls&& calls) {
+  cublasMath_t mode;
+  ESPRESSO_CUDA_CHECK(cublasGetMathMode(cublas, &mode));
+  ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH));
+  const cublasStatus_t status = calls();
+  ESPRESSO_CUDA_CHECK(cublasSetMathMode(cublas, mode));
+  ESPRESSO_CUDA_CHECK(status);
 }
 
 // What every kernel here shares: it queues its work on the context's stream, and it has its own

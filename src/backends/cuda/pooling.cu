@@ -8,6 +8,8 @@
 // per window (a kernel made for inference finds it in a first pass, into the stream's workspace), so
 // the gather reads one index per covering window instead of scanning every covering window again
 // (3 x 3 stride-2 windows: 9 reads per output, not 36 per input).
+//
+// fp16 / bf16 (inference and training) instantiate the same kernels for their storage type.
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -122,9 +124,9 @@ __device__ void coordinates(int position, const int* size, int* at) {
 
 // The plane position of each window's first maximum (NaNs compare false, as in the reference); with
 // `y` (a training forward) the maximum too.
-template <class Index, bool kPlanar>
-__global__ void window_maxima(Windows p, int* __restrict__ best_of, const float* __restrict__ x,
-                              float* __restrict__ y) {
+template <class T, class Index, bool kPlanar>
+__global__ void window_maxima(Windows p, int* __restrict__ best_of, const T* __restrict__ x,
+                              T* __restrict__ y) {
   for (std::int64_t at : grid_stride(p.outputs)) {
     const auto i = static_cast<Index>(at);
     int position = 0;
@@ -132,13 +134,18 @@ __global__ void window_maxima(Windows p, int* __restrict__ best_of, const float*
     int o[3];
     coordinates<kPlanar>(position, p.out, o);
     const Span s[3] = {kPlanar ? Span{0, 1, 1} : span(p, 0, o[0]), span(p, 1, o[1]), span(p, 2, o[2])};
-    const float* in = x + plane * static_cast<Index>(p.in_spatial);
+    const T* in = x + plane * static_cast<Index>(p.in_spatial);
     int best = (s[0].begin * p.in[1] + s[1].begin) * p.in[2] + s[2].begin;
+    float best_value = to_float(in[best]);
     for (int d = s[0].begin; d < s[0].end; ++d) {
       for (int h = s[1].begin; h < s[1].end; ++h) {
         for (int w = s[2].begin; w < s[2].end; ++w) {
           const int index = (d * p.in[1] + h) * p.in[2] + w;
-          if (in[index] > in[best]) best = index;
+          const float v = to_float(in[index]);
+          if (v > best_value) {
+            best = index;
+            best_value = v;
+          }
         }
       }
     }
@@ -148,9 +155,9 @@ __global__ void window_maxima(Windows p, int* __restrict__ best_of, const float*
 }
 
 // best_of: window_maxima's indices for max pooling; unused for average pooling.
-template <class Index, bool kPlanar>
+template <class T, class Index, bool kPlanar>
 __global__ void unpool_windows(Windows p, long long inputs, const int* __restrict__ best_of,
-                               const float* __restrict__ dy, float* __restrict__ dx) {
+                               const T* __restrict__ dy, T* __restrict__ dx) {
   for (std::int64_t step : grid_stride(inputs)) {
     const auto i = static_cast<Index>(step);
     int position = 0;
@@ -174,14 +181,14 @@ __global__ void unpool_windows(Windows p, long long inputs, const int* __restric
           const Index o = plane_outputs + static_cast<Index>((od * p.out[1] + oh) * p.out[2] + ow);
           if (p.average) {
             const Span s[3] = {kPlanar ? Span{0, 1, 1} : span(p, 0, od), span(p, 1, oh), span(p, 2, ow)};
-            sum += dy[o] / static_cast<float>(s[0].divisor * s[1].divisor * s[2].divisor);
+            sum += to_float(dy[o]) / static_cast<float>(s[0].divisor * s[1].divisor * s[2].divisor);
           } else if (best_of[o] == position) {
-            sum += dy[o];
+            sum += to_float(dy[o]);
           }
         }
       }
     }
-    dx[i] += sum;
+    dx[i] = from_float<T>(to_float(dx[i]) + sum);
   }
 }
 
@@ -198,23 +205,31 @@ void with_window_variant(const Windows& w, Visit&& visit) {
   });
 }
 
-__global__ void unpool_plane_averages(const float* __restrict__ dy, float* __restrict__ dx, long long inputs,
+template <class T>
+__global__ void unpool_plane_averages(const T* __restrict__ dy, T* __restrict__ dx, long long inputs,
                                       int spatial) {
   for (long long i : grid_stride(inputs)) {
-    dx[i] += dy[i / spatial] / static_cast<float>(spatial);
+    dx[i] = from_float<T>(to_float(dx[i]) + to_float(dy[i / spatial]) / static_cast<float>(spatial));
   }
 }
 
 // A thread per plane, scanning it in order as the reference does: the first maximum, NaNs included.
-__global__ void unpool_plane_maxima(const float* __restrict__ x, const float* __restrict__ dy,
-                                    float* __restrict__ dx, long long planes, int spatial) {
+template <class T>
+__global__ void unpool_plane_maxima(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dx,
+                                    long long planes, int spatial) {
   for (long long plane : grid_stride(planes)) {
-    const float* in = x + plane * spatial;
+    const T* in = x + plane * spatial;
     int best = 0;
+    float best_value = to_float(in[0]);
     for (int i = 1; i < spatial; ++i) {
-      if (in[i] > in[best]) best = i;
+      const float v = to_float(in[i]);
+      if (v > best_value) {
+        best = i;
+        best_value = v;
+      }
     }
-    dx[plane * spatial + best] += dy[plane];
+    const long long at = plane * spatial + best;
+    dx[at] = from_float<T>(to_float(dx[at]) + to_float(dy[plane]));
   }
 }
 
@@ -232,6 +247,8 @@ void pool(StreamContext& context, const Windows& windows, bool global, const Ten
   }
 }
 
+// T: the storage type (float, or __half / __nv_bfloat16 for make_lowp_pooling).
+template <class T>
 class PoolingKernel final : public CudaKernel {
  public:
   // `training`: max pooling keeps each window's maximum from forward for backward.
@@ -245,12 +262,13 @@ class PoolingKernel final : public CudaKernel {
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (maxima_ == nullptr) {
-      pool<float>(context_, windows_, global_, inputs[0], outputs[0]);
+      pool<T>(context_, windows_, global_, inputs[0], outputs[0]);
       return;
     }
     with_window_variant(windows_, [&](auto index, auto planar) {
-      launch(context_, windows_.outputs, window_maxima<decltype(index), decltype(planar)::value>, windows_,
-             static_cast<int*>(maxima_.get()), inputs[0].data<float>(), outputs[0].data<float>());
+      launch(context_, windows_.outputs, window_maxima<T, decltype(index), decltype(planar)::value>, windows_,
+             static_cast<int*>(maxima_.get()), static_cast<const T*>(inputs[0].raw()),
+             static_cast<T*>(outputs[0].raw()));
     });
   }
 
@@ -260,13 +278,13 @@ class PoolingKernel final : public CudaKernel {
     const long long planes = windows_.planes;
     const long long input_count = planes * windows_.in_spatial;
     if (!input_grads[0].defined() || input_count == 0) return;
-    const float* x = inputs[0].data<float>();
-    const float* dy = output_grads[0].data<float>();
-    float* dx = input_grads[0].data<float>();
+    const auto* x = static_cast<const T*>(inputs[0].raw());
+    const auto* dy = static_cast<const T*>(output_grads[0].raw());
+    auto* dx = static_cast<T*>(input_grads[0].raw());
     if (global_ && windows_.average) {
-      launch(context_, input_count, unpool_plane_averages, dy, dx, input_count, windows_.in_spatial);
+      launch(context_, input_count, unpool_plane_averages<T>, dy, dx, input_count, windows_.in_spatial);
     } else if (global_) {
-      launch(context_, planes, unpool_plane_maxima, x, dy, dx, planes, windows_.in_spatial);
+      launch(context_, planes, unpool_plane_maxima<T>, x, dy, dx, planes, windows_.in_spatial);
     } else {
       // Max pooling: the maxima forward kept, or (a kernel made for inference) found now in the workspace.
       int* best_of = static_cast<int*>(maxima_.get());
@@ -279,10 +297,10 @@ class PoolingKernel final : public CudaKernel {
       with_window_variant(windows_, [&](auto index, auto planar) {
         using Index = decltype(index);
         if (find)
-          launch(context_, windows_.outputs, window_maxima<Index, decltype(planar)::value>, windows_, best_of,
-                 x, nullptr);
-        launch(context_, input_count, unpool_windows<Index, decltype(planar)::value>, windows_, input_count,
-               best_of, dy, dx);
+          launch(context_, windows_.outputs, window_maxima<T, Index, decltype(planar)::value>, windows_,
+                 best_of, x, nullptr);
+        launch(context_, input_count, unpool_windows<T, Index, decltype(planar)::value>, windows_,
+               input_count, best_of, dy, dx);
       });
     }
   }
@@ -299,23 +317,6 @@ class PoolingKernel final : public CudaKernel {
   Windows windows_;
   bool global_;
   std::shared_ptr<void> maxima_;  // training max pooling: each window's maximum, from the last forward
-};
-
-// fp16 / bf16 inference.
-template <class T>
-class LowpPoolingKernel final : public CudaKernel {
- public:
-  LowpPoolingKernel(const Windows& windows, bool global, StreamContext& context)
-      : CudaKernel(context), windows_(windows), global_(global) {}
-  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    pool<T>(context_, windows_, global_, inputs[0], outputs[0]);
-  }
-  bool has_fast_backward() const override { return false; }
-  const char* name() const override { return global_ ? "cuda-global" : "cuda"; }
-
- private:
-  Windows windows_;
-  bool global_;
 };
 
 // The layer's windows lifted to three axes; false where no kernel here runs it (more spatial axes
@@ -359,7 +360,7 @@ std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape
   bool global = false;
   // No kernel: the executor names the layer.
   if (!windows_of(layer, inputs, w, global)) return nullptr;
-  return std::make_unique<PoolingKernel>(w, global, layer.training(), context);
+  return std::make_unique<PoolingKernel<float>>(w, global, layer.training(), context);
 }
 
 std::unique_ptr<Kernel> make_lowp_pooling(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
@@ -369,7 +370,7 @@ std::unique_ptr<Kernel> make_lowp_pooling(const Layer& layer, const std::vector<
   if (!windows_of(layer, inputs, w, global)) return nullptr;
   std::unique_ptr<Kernel> kernel;
   with_storage_type(dtype, "Pooling", [&](auto type) {
-    kernel = std::make_unique<LowpPoolingKernel<decltype(type)>>(w, global, context);
+    kernel = std::make_unique<PoolingKernel<decltype(type)>>(w, global, layer.training(), context);
   });
   return kernel;
 }

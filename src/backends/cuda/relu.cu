@@ -1,6 +1,7 @@
 // ReLU on the GPU: 16-byte loads and stores where the buffers allow, a grid-stride loop otherwise.
-// Backward is a plain grid-stride loop.
+// Backward is a plain grid-stride loop. fp16 / bf16 share the kernels, scalar, computed in float.
 #include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
@@ -29,34 +30,38 @@ __global__ void relu_scalar(const T* x, T* y, std::int64_t n, float slope) {
 
 // dx += dy where the input was positive, slope · dy elsewhere; with `overwrite` (dx is dy's memory,
 // Layer::backward_in_place) dx = 0 + that. Each thread reads and writes only its own elements.
-__global__ void relu_backward(const float* x, const float* dy, float* dx, std::int64_t n, float slope,
-                              bool overwrite) {
+template <class T>
+__global__ void relu_backward(const T* x, const T* dy, T* dx, std::int64_t n, float slope, bool overwrite) {
   for (std::int64_t i : grid_stride(n)) {
-    const float g = x[i] > 0.0f ? dy[i] : slope * dy[i];
-    dx[i] = (overwrite ? 0.0f : dx[i]) + g;
+    const float g = to_float(dy[i]);
+    dx[i] = from_float<T>((overwrite ? 0.0f : to_float(dx[i])) + (to_float(x[i]) > 0.0f ? g : slope * g));
   }
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
+// T: the storage type (float, or __half / __nv_bfloat16 for make_lowp_relu).
+template <class T>
 class ReLUKernel final : public CudaKernel {
  public:
   ReLUKernel(float slope, StreamContext& context) : CudaKernel(context), slope_(slope) {}
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    const float* x = inputs[0].data<float>();
-    float* y = outputs[0].data<float>();
+    const auto* x = static_cast<const T*>(inputs[0].raw());
+    auto* y = static_cast<T*>(outputs[0].raw());
     const std::int64_t n = inputs[0].numel();
     if (n == 0) return;
     std::int64_t done = 0;
-    if (aligned16(x) && aligned16(y) && n >= 4) {
-      const std::int64_t n4 = n / 4;
-      launch(context_, n4, relu_vec4, reinterpret_cast<const float4*>(x), reinterpret_cast<float4*>(y), n4,
-             slope_);
-      done = n4 * 4;
+    if constexpr (std::is_same_v<T, float>) {
+      if (aligned16(x) && aligned16(y) && n >= 4) {
+        const std::int64_t n4 = n / 4;
+        launch(context_, n4, relu_vec4, reinterpret_cast<const float4*>(x), reinterpret_cast<float4*>(y), n4,
+               slope_);
+        done = n4 * 4;
+      }
     }
     if (done < n) {
-      launch(context_, n - done, relu_scalar<float>, x + done, y + done, n - done, slope_);
+      launch(context_, n - done, relu_scalar<T>, x + done, y + done, n - done, slope_);
     }
   }
   void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
@@ -64,28 +69,12 @@ class ReLUKernel final : public CudaKernel {
                 std::vector<Tensor>&) override {
     const std::int64_t n = inputs[0].numel();
     if (n == 0 || !input_grads[0].defined()) return;
-    const float* dy = output_grads[0].data<float>();
-    float* dx = input_grads[0].data<float>();
-    launch(context_, n, relu_backward, inputs[0].data<float>(), dy, dx, n, slope_, dx == dy);
+    const auto* dy = static_cast<const T*>(output_grads[0].raw());
+    auto* dx = static_cast<T*>(input_grads[0].raw());
+    launch(context_, n, relu_backward<T>, static_cast<const T*>(inputs[0].raw()), dy, dx, n, slope_,
+           dx == dy);
   }
   bool backward_in_place(const Layer& layer) const override { return layer.backward_in_place(); }
-
- private:
-  float slope_;
-};
-
-// fp16 / bf16: one thread per element, in float.
-template <class T>
-class LowpReLUKernel final : public CudaKernel {
- public:
-  LowpReLUKernel(float slope, StreamContext& context) : CudaKernel(context), slope_(slope) {}
-  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    const std::int64_t n = inputs[0].numel();
-    if (n == 0) return;
-    launch(context_, n, relu_scalar<T>, static_cast<const T*>(inputs[0].raw()),
-           static_cast<T*>(outputs[0].raw()), n, slope_);
-  }
-  bool has_fast_backward() const override { return false; }
 
  private:
   float slope_;
@@ -97,14 +86,14 @@ std::unique_ptr<Kernel> make_lowp_relu(const Layer& layer, const std::vector<Sha
                                        StreamContext& context) {
   std::unique_ptr<Kernel> kernel;
   with_storage_type(dtype, "ReLU", [&](auto type) {
-    kernel = std::make_unique<LowpReLUKernel<decltype(type)>>(
+    kernel = std::make_unique<ReLUKernel<decltype(type)>>(
         static_cast<const ReLULayer&>(layer).negative_slope(), context);
   });
   return kernel;
 }
 
 std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {
-  return std::make_unique<ReLUKernel>(static_cast<const ReLULayer&>(layer).negative_slope(), context);
+  return std::make_unique<ReLUKernel<float>>(static_cast<const ReLULayer&>(layer).negative_slope(), context);
 }
 
 }  // namespace espresso::cuda

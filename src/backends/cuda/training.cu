@@ -4,14 +4,25 @@
 
 #include "backends/cuda/context.h"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/precision.cuh"
 #include "espresso/errors.h"
 
 namespace espresso::cuda {
 namespace {
 
-__global__ void fill_kernel(float* x, long long n, float value) {
+template <class T>
+__global__ void fill_kernel(T* x, long long n, float value) {
+  const T stored = from_float<T>(value);
   for (long long i : grid_stride(n)) {
-    x[i] = value;
+    x[i] = stored;
+  }
+}
+
+// flags[index] = 1 when some element is not finite; left alone otherwise (several tensors share a flag
+// array that the caller zeroes).
+__global__ void flag_non_finite_kernel(const float* x, long long n, int* flags, long long index) {
+  for (long long i : grid_stride(n)) {
+    if (!isfinite(x[i])) flags[index] = 1;
   }
 }
 
@@ -53,14 +64,30 @@ void expect_on(const StreamContext& context, const Tensor& tensor, const char* w
 
 void StreamContext::fill(Tensor& tensor, float value) {
   StreamContext& c = *this;
-  expect_on(c, tensor, "fill");
+  if (tensor.device() != device()) {
+    throw DeviceError("fill: expected a tensor on " + device().str() + ", got " + tensor.device().str());
+  }
   const long long n = tensor.numel();
   if (n == 0) return;
-  if (value == 0.0f) {
+  if (value == 0.0f) {  // +0 is all zero bits in f32, f16 and bf16
     ESPRESSO_CUDA_CHECK(cudaMemsetAsync(tensor.raw(), 0, tensor.bytes(), c.stream()));
     return;
   }
-  launch(c, n, fill_kernel, tensor.data<float>(), n, value);
+  with_storage_type(tensor.dtype(), "fill", [&](auto type) {
+    using T = decltype(type);
+    launch(c, n, fill_kernel<T>, static_cast<T*>(tensor.raw()), n, value);
+  });
+}
+
+void StreamContext::flag_non_finite(const Tensor& tensor, Tensor& flags, std::int64_t index) {
+  expect_on(*this, tensor, "non-finite check");
+  if (flags.device() != device() || flags.dtype() != DType::i32 || index < 0 || index >= flags.numel())
+    throw DeviceError("non-finite check: expected an i32 flag array on " + device().str() + " with element " +
+                      std::to_string(index));
+  const long long n = tensor.numel();
+  if (n == 0) return;
+  launch(*this, n, flag_non_finite_kernel, tensor.data<float>(), n, flags.data<std::int32_t>(),
+         static_cast<long long>(index));
 }
 
 void StreamContext::apply_update(const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
