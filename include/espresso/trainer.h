@@ -12,6 +12,7 @@
 
 #include "espresso/distributed.h"
 #include "espresso/net.h"
+#include "espresso/solver.h"
 #include "espresso/tensor.h"
 
 namespace espresso::train {
@@ -41,8 +42,10 @@ struct TrainerOptions {
   TeacherOptions teacher;
   // Mixed precision on a GPU (fp16 or bf16; fp32 by default): activations and their gradients in that
   // type, fp32 master weights, solver history and reductions. fp16 scales the loss dynamically
-  // (LossScaler): a step whose gradients overflow is skipped and logged. Test nets run in fp32.
+  // (LossScaler, started from `loss_scale`): a step whose gradients overflow is skipped and logged. Test
+  // nets run in fp32.
   Precision precision = Precision::fp32;
+  LossScaleConfig loss_scale;
 };
 
 struct TestOutput {

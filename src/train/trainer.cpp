@@ -275,7 +275,7 @@ void Trainer::Impl::build() {
       throw UnsupportedError(
           "fp16 training with loss scaling runs on one GPU; train data-parallel in bf16 or fp32");
     }
-    scaler.emplace();
+    scaler.emplace(options.loss_scale);
   }
   net = std::make_unique<Net>(train_graph, net_options);
   if (scaler) net->set_loss_scale(scaler->scale());
