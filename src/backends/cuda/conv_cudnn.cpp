@@ -573,7 +573,8 @@ class CudnnGradients final : public ConvGradients, public TypedConvGradients {
   CudnnGradients(DType dtype, StreamContext& context)
       : context_(context), handle_(context.cudnn()), dtype_(dtype) {}
 
-  // False when cuDNN declines the configuration or one of the passes.
+  // Chooses the passes' algorithms; false when cuDNN declines the configuration or one of the passes.
+  // reserve() then claims the workspace they need.
   bool prepare(const ConvProblem& p, unsigned passes) {
     if (!descriptors_.describe(p, dtype_)) return false;
     filter_elements_ = p.out_channels * p.in_per_group() * p.taps();
@@ -595,10 +596,24 @@ class CudnnGradients final : public ConvGradients, public TypedConvGradients {
     }
     workspace_bytes_ = bytes;
     scratch_offset_ = (bytes + 255) / 256 * 256;
+    return true;
+  }
+  void reserve() {
     const std::size_t scratch =
         dtype_ == DType::f32 ? 0 : static_cast<std::size_t>(filter_elements_) * dtype_size(dtype_);
     context_.reserve_workspace(scratch_offset_ + scratch);
-    return true;
+  }
+  // What the prepared passes took when timed, in milliseconds; 0 when not all were.
+  float measured_ms() const {
+    float total = 0.0f;
+    bool all = true;
+    for (const float* pass : {forward_ ? &forward_->milliseconds : nullptr, data_ ? &data_->milliseconds : nullptr,
+                              filter_ ? &filter_->milliseconds : nullptr}) {
+      if (pass == nullptr) continue;
+      total += *pass;
+      all = all && *pass > 0.0f;
+    }
+    return all ? total : 0.0f;
   }
 
   void forward_add(const float* x, const float* w, float* y) override {
@@ -623,16 +638,6 @@ class CudnnGradients final : public ConvGradients, public TypedConvGradients {
   }
 
   void filter_add(const float* x, const float* dy, float* dw) override { filter_pass(x, dy, dw, 1.0f); }
-  float measured_ms() const override {
-    float total = 0.0f;
-    for (const float pass : {forward_ ? forward_->milliseconds : 0.0f, data_ ? data_->milliseconds : 0.0f,
-                             filter_ ? filter_->milliseconds : 0.0f}) {
-      total += pass;
-    }
-    const bool all = (!forward_ || forward_->milliseconds > 0.0f) && (!data_ || data_->milliseconds > 0.0f) &&
-                     (!filter_ || filter_->milliseconds > 0.0f);
-    return all ? total : 0.0f;
-  }
   // fp16 / bf16: cuDNN's filter gradient is in the data's type, so into a scratch after cuDNN's part of
   // the shared workspace, then added to dw.
   void filter_add(const void* x, const void* dy, float* dw) override {
@@ -702,6 +707,7 @@ std::unique_ptr<ConvGradients> make_cudnn_gradients(const ConvProblem& p, unsign
   if (!fits_int(p)) return nullptr;
   auto gradients = std::make_unique<CudnnGradients>(DType::f32, context);
   if (!gradients->prepare(p, passes)) return nullptr;
+  gradients->reserve();
   return gradients;
 }
 
@@ -710,7 +716,14 @@ std::unique_ptr<TypedConvGradients> make_cudnn_typed_gradients(const ConvProblem
   if (!fits_int(p)) return nullptr;
   auto gradients = std::make_unique<CudnnGradients>(dtype, context);
   if (!gradients->prepare(p, kDataPass | kFilterPass)) return nullptr;
+  gradients->reserve();
   return gradients;
+}
+
+float cudnn_backward_ms(const ConvProblem& p, DType dtype, StreamContext& context) {
+  if (!fits_int(p)) return 0.0f;
+  CudnnGradients gradients(dtype, context);
+  return gradients.prepare(p, kDataPass | kFilterPass) ? gradients.measured_ms() : 0.0f;
 }
 
 }  // namespace espresso::cuda

@@ -80,8 +80,6 @@ class ConvGradients {
   virtual void data_add(const float* w, const float* dy, float* dx) = 0;
   // dw += the gradient of conv(x, w) with respect to w, for output gradient dy; needs kFilterPass.
   virtual void filter_add(const float* x, const float* dy, float* dw) = 0;
-  // What the prepared passes took when timed (cuDNN's), in milliseconds; 0 when not all were.
-  virtual float measured_ms() const { return 0.0f; }
 };
 
 // The same in fp16 or bf16 (mixed precision training), products accumulated in fp32 on tensor cores:
@@ -91,7 +89,6 @@ class TypedConvGradients {
   virtual ~TypedConvGradients() = default;
   virtual void data_add(const void* w, const void* dy, void* dx) = 0;
   virtual void filter_add(const void* x, const void* dy, float* dw) = 0;
-  virtual float measured_ms() const { return 0.0f; }
 };
 
 // cuDNN, or nullptr where it declines the problem.
@@ -99,6 +96,9 @@ std::unique_ptr<ConvGradients> make_cudnn_gradients(const ConvProblem& problem, 
                                                     StreamContext& context);
 std::unique_ptr<TypedConvGradients> make_cudnn_typed_gradients(const ConvProblem& problem, DType dtype,
                                                                StreamContext& context);
+// cuDNN's timed backward (data and filter passes) in `dtype`, in milliseconds, without keeping anything
+// but the timing; 0 where cuDNN declines the problem or the passes were not timed.
+float cudnn_backward_ms(const ConvProblem& problem, DType dtype, StreamContext& context);
 // im2col / col2im + cuBLAS, or nullptr where its workspace or int indices would not fit.
 std::unique_ptr<ConvGradients> make_gemm_gradients(const ConvProblem& problem, StreamContext& context);
 // Whole-batch cuBLAS GEMMs for a pointwise convolution (1x1, stride 1, no padding) with one group, or

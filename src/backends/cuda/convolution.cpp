@@ -305,18 +305,16 @@ std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vec
     if (gradients) {
       tactic = make_pointwise_typed_conv(problem, dtype, context);
     } else {
-      gradients = make_cudnn_typed_gradients(problem, dtype, context);
-      if (!gradients) return nullptr;  // trains in fp32
       // cuDNN's fp16 kernels can lose to its fp32 ones where the channels are few (NIN's stem, three:
       // a 1.46 ms backward against 0.38 on an H100): both timed, fp32 trains where it is clearly faster,
       // since its output then costs a conversion and a copy in each direction.
       if (problem.in_per_group() % 8 != 0) {
-        const std::unique_ptr<ConvGradients> full =
-            make_cudnn_gradients(problem, kDataPass | kFilterPass, context);
-        if (full && full->measured_ms() > 0.0f &&
-            gradients->measured_ms() > kFp32Margin * full->measured_ms())
-          return nullptr;
+        const float low = cudnn_backward_ms(problem, dtype, context);
+        const float full = cudnn_backward_ms(problem, DType::f32, context);
+        if (low > 0.0f && full > 0.0f && low > kFp32Margin * full) return nullptr;
       }
+      gradients = make_cudnn_typed_gradients(problem, dtype, context);
+      if (!gradients) return nullptr;  // trains in fp32
     }
   }
   if (!tactic && forced_tactic() == Tactic::im2col) tactic = make_im2col_typed_conv(problem, dtype, context);
