@@ -163,6 +163,14 @@ TEST(Cuda, PeakMemoryCountsTheMostInUse) {
   EXPECT_GE(after.peak_bytes, before.in_use_bytes + 2 * kBig);
   EXPECT_LT(after.in_use_bytes, before.in_use_bytes + kBig);
   EXPECT_GE(after.cached_bytes, 2 * kBig);
+  // Both big tensors were in use at the peak, under the purpose Tensor::empty gives them.
+  std::size_t at_peak = 0, tensors_at_peak = 0;
+  for (const auto& [purpose, bytes] : after.peak_by_purpose) {
+    at_peak += bytes;
+    if (purpose == "tensors") tensors_at_peak = bytes;
+  }
+  EXPECT_EQ(at_peak, after.peak_bytes);
+  EXPECT_GE(tensors_at_peak, 2 * kBig);
   reset_peak_device_memory(gpu);
   EXPECT_EQ(device_memory_use(gpu).peak_bytes, device_memory_use(gpu).in_use_bytes);
 }

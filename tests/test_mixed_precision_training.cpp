@@ -91,6 +91,21 @@ TEST(MixedPrecisionTraining, TheLossScaleGrowsHalvesAndCollapsesWithAClearError)
   EXPECT_THROW(train::LossScaler({.initial = 0.5f, .minimum = 1.0f}), UnsupportedError);
 }
 
+// A snapshot's scale and clean steps: the count towards the next doubling goes on; nonsense is refused.
+TEST(MixedPrecisionTraining, TheLossScaleResumesFromASnapshot) {
+  train::LossScaler scaler({.initial = 8.0f, .growth_interval = 3, .minimum = 1.0f});
+  scaler.resume(64.0f, 2);
+  EXPECT_EQ(scaler.scale(), 64.0f);
+  EXPECT_EQ(scaler.clean_steps(), 2);
+  EXPECT_TRUE(scaler.update("", 0));
+  EXPECT_EQ(scaler.scale(), 128.0f) << "the third clean step doubles";
+  EXPECT_THROW(scaler.resume(0.5f, 0), UnsupportedError);
+  EXPECT_THROW(scaler.resume(INFINITY, 0), UnsupportedError);
+  EXPECT_THROW(scaler.resume(NAN, 0), UnsupportedError);
+  EXPECT_THROW(scaler.resume(8.0f, 3), UnsupportedError);
+  EXPECT_THROW(scaler.resume(8.0f, -1), UnsupportedError);
+}
+
 // A ResNet block (convolutions, BatchNorm + Scale + ReLU fused, residual Add, pooling, InnerProduct)
 // trains in fp16 and bf16 like in fp32: the same losses and weights after five steps, within what the
 // type's rounding allows; its layers do run in that type.

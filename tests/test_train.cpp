@@ -118,8 +118,8 @@ class TrainerRun : public testing::SharedDataTest {
     return dir.write(name + ".prototxt", text + extra);
   }
 
-  std::unique_ptr<Trainer> trainer(const std::string& solver_path, std::ostream* log = nullptr) const {
-    TrainerOptions options;
+  std::unique_ptr<Trainer> trainer(const std::string& solver_path, std::ostream* log = nullptr,
+                                   TrainerOptions options = {}) const {
     static std::ostringstream quiet;
     options.log = log ? log : &quiet;
     return std::make_unique<Trainer>(solver_path, options);
@@ -256,6 +256,31 @@ TEST_F(TrainerRun, SameSeedGivesTheSameLossCurve) {
   ASSERT_EQ(first->losses().size(), 50u);
   EXPECT_EQ(first->losses(), second->losses());
   EXPECT_LT(first->losses().back(), first->losses().front());
+}
+
+// fp16 training's loss scale is in the snapshot: a resumed run goes on with the scale it had and its
+// count towards the next doubling, not from TrainerOptions::loss_scale again.
+TEST_F(TrainerRun, ResumingFp16TrainingKeepsTheLossScale) {
+  REQUIRE_GPU();
+  TempDir dir;
+  TrainerOptions options{.device = Device::cuda(0),
+                         .precision = Precision::fp16,
+                         .loss_scale = {.initial = 1024.0f, .growth_interval = 4}};
+  const std::string path = solver(dir, net(), "max_iter: 10\nsnapshot: 10\n");
+  auto first = trainer(path, nullptr, options);
+  first->solve();
+  const float scale = first->train_net().loss_scale();
+  EXPECT_GE(scale, 1024.0f) << "LeNet's gradients do not overflow at these scales";
+  auto resumed = trainer(path, nullptr, options);
+  EXPECT_EQ(resumed->train_net().loss_scale(), 1024.0f);
+  resumed->restore(dir.file("solver_iter_10.solverstate"));
+  EXPECT_EQ(resumed->train_net().loss_scale(), scale);
+  // Ten clean steps at interval 4: two doublings and two steps towards the third, which two more make.
+  ASSERT_EQ(scale, 4096.0f);
+  resumed->step(1);
+  EXPECT_EQ(resumed->train_net().loss_scale(), 4096.0f);
+  resumed->step(1);
+  EXPECT_EQ(resumed->train_net().loss_scale(), 8192.0f);
 }
 
 TEST_F(TrainerRun, ResumingFromASnapshotMatchesAnUninterruptedRun) {

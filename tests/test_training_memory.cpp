@@ -113,6 +113,24 @@ TEST(TrainingMemory, ReportsEveryCategoryAndReusesBuffers) {
   EXPECT_LT(report.planned_bytes, report.naive_bytes * 4 / 5);
 }
 
+// The busiest moment lists buffers that are in the arena at once: no more than it holds, LeNet's
+// largest activation (conv1, read again by pool1's backward) among them.
+TEST(TrainingMemory, NamesTheBuffersInUseAtTheBusiestMoment) {
+  std::mt19937 rng(3);
+  Net net(lenet(64, rng), {.training = true});
+  const MemoryReport report = net.memory();
+  std::size_t total = 0;
+  for (const auto& [name, bytes] : report.busiest_buffers) total += bytes;
+  EXPECT_LE(total, report.planned_bytes);
+  EXPECT_GT(total, report.planned_bytes / 2);
+  ASSERT_FALSE(report.busiest_buffers.empty());
+  EXPECT_EQ(report.busiest_buffers.front(),
+            (std::pair<std::string, std::size_t>{"conv1", 64u * 20 * 24 * 24 * 4}));
+  EXPECT_TRUE(report.busiest_moment.starts_with("forward of '") ||
+              report.busiest_moment.starts_with("backward of '"))
+      << report.busiest_moment;
+}
+
 TEST(TrainingMemory, ReusedBuffersAreGuarded) {
   std::mt19937 rng(4);
   Net net(lenet(2, rng), {.training = true});

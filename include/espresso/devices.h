@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "espresso/tensor.h"
@@ -33,6 +34,9 @@ struct DeviceMemoryUse {
   std::size_t in_use_bytes = 0;  // tensors, workspaces, weights: everything allocated and not yet freed
   std::size_t peak_bytes = 0;    // the most in use at once since start or reset_peak_device_memory()
   std::size_t cached_bytes = 0;  // freed, kept by the allocator for reuse
+  // What was in use at the peak, by purpose ("the activation arena of net 'x'", "the cuDNN workspace of
+  // a cuda:0 stream", ...), largest first.
+  std::vector<std::pair<std::string, std::size_t>> peak_by_purpose;
 };
 // Throws DeviceError when the device's backend is not built.
 DeviceMemoryUse device_memory_use(Device device);

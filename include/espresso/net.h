@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "espresso/device_weights.h"
@@ -124,6 +125,10 @@ struct MemoryReport {
   // planned_bytes, holds both and reuses memory across them).
   std::size_t activation_planned_bytes = 0;
   std::size_t activation_grad_planned_bytes = 0;
+  // The moment the most arena memory is in use ("forward of 'conv1'", "backward of 'fc'") and the
+  // buffers in use then, largest first: a tensor's name, or "gradient of <name>".
+  std::string busiest_moment;
+  std::vector<std::pair<std::string, std::size_t>> busiest_buffers;
 };
 
 class Net {

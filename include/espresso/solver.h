@@ -113,6 +113,11 @@ class LossScaler {
   bool update(const std::string& overflowed_layer, std::int64_t iter);
   // Overflows in a row so far.
   std::int64_t overflows() const { return overflows_; }
+  // Steps without overflow since the scale last changed (a snapshot keeps them with the scale).
+  std::int64_t clean_steps() const { return clean_steps_; }
+  // Goes on from a snapshot's scale and clean steps; throws UnsupportedError for a scale that is not
+  // finite or is below the minimum, or clean steps outside [0, growth_interval).
+  void resume(float scale, std::int64_t clean_steps);
 
  private:
   LossScaleConfig config_;

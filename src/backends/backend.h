@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "backends/kernel.h"
@@ -30,6 +31,8 @@ struct MemoryStats {
   std::size_t in_use_bytes = 0;
   std::size_t cached_bytes = 0;  // freed, kept for reuse
   std::size_t peak_in_use_bytes = 0;  // the most in use at once since start or reset_peak_memory()
+  // What was in use at that peak, by the purpose each allocation named, largest first.
+  std::vector<std::pair<std::string, std::size_t>> peak_by_purpose;
 };
 
 // An ordered queue of work on one device. On the CPU work runs as it is queued.

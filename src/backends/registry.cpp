@@ -96,7 +96,7 @@ bool device_available(Device device) {
 
 DeviceMemoryUse device_memory_use(Device device) {
   const MemoryStats stats = backend_for(device).memory_stats(device);
-  return {stats.in_use_bytes, stats.peak_in_use_bytes, stats.cached_bytes};
+  return {stats.in_use_bytes, stats.peak_in_use_bytes, stats.cached_bytes, stats.peak_by_purpose};
 }
 
 void reset_peak_device_memory(Device device) { backend_for(device).reset_peak_memory(device); }

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "espresso/errors.h"
+#include "espresso/limits.h"
 
 namespace espresso {
 namespace {
@@ -57,6 +58,29 @@ DeviceMemory& device_memory(DeviceType type) {
                       "device_available(), a Model, Net or ModelPool)");
   }
   return *memory;
+}
+
+std::vector<Tensor> packed_zeros(const std::vector<Shape>& shapes, DType dtype, Device device,
+                                 const std::string& purpose) {
+  constexpr std::size_t kAlignment = 256;
+  std::vector<std::size_t> offsets;
+  std::size_t total = 0;
+  for (const Shape& shape : shapes) {
+    offsets.push_back(total);
+    const auto bytes = static_cast<std::size_t>(
+                           checked_numel(shape.dims(), dtype_size(dtype), "tensor of shape " + shape.str())) *
+                       dtype_size(dtype);
+    total += (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  }
+  std::vector<Tensor> tensors;
+  if (shapes.empty()) return tensors;
+  DeviceMemory& memory = device_memory(device.type);
+  std::shared_ptr<void> block = memory.allocate(total, device, purpose);
+  memory.fill_zero(block.get(), device, total);
+  for (std::size_t i = 0; i < shapes.size(); ++i)
+    tensors.push_back(
+        Tensor::wrap(static_cast<std::byte*>(block.get()) + offsets[i], shapes[i], dtype, device, block));
+  return tensors;
 }
 
 }  // namespace espresso

@@ -24,6 +24,8 @@ class BinaryLayer final : public Layer {
                 std::vector<Tensor>& weight_grads) const override;
   // Safe: when the output has input 0's size, input 0 is not broadcast and is read before written.
   bool in_place() const override { return true; }
+  // Its partials come from the operands (or are constants): an in-place ReLU may overwrite the output.
+  bool backward_reads_outputs() const override { return false; }
   Op op() const { return op_; }
 
  private:

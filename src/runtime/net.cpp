@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "backends/registry.h"
+#include "core/device_memory.h"
 #include "core/parallel.h"
 #include "espresso/limits.h"
 #include "graph/memory_planner.h"
@@ -175,6 +176,14 @@ struct Net::Impl {
   void build();
   void plan();
   void make_kernels();
+  // Training (share_weights): every weight on options.device (f32 ones in one block), and their
+  // gradients; `borrowed` marks the later users of a shared blob, which take their owner's.
+  void move_weights_to_device(const std::vector<std::vector<bool>>& borrowed);
+  void make_weight_gradients(const std::vector<std::vector<bool>>& borrowed);
+  // report.busiest_moment / busiest_buffers from the plan's buffers.
+  void describe_busiest_moment(const std::vector<BufferRequest>& buffers,
+                               const std::vector<int>& buffer_device, const std::vector<int>& buffer_of,
+                               const std::vector<int>& grad_buffer_of);
   DType low_precision_dtype() const;
   void place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers,
                      const std::vector<int>& grad_buffer_of);
@@ -662,6 +671,45 @@ void Net::Impl::plan() {
   planned = true;
 }
 
+void Net::Impl::describe_busiest_moment(const std::vector<BufferRequest>& buffers,
+                                        const std::vector<int>& buffer_device,
+                                        const std::vector<int>& buffer_of,
+                                        const std::vector<int>& grad_buffer_of) {
+  // Moments as the plan numbers them: forward of step t at t, its backward at 2 · steps − 1 − t.
+  const int steps = static_cast<int>(layers.size());
+  const int end = options.training ? 2 * steps : steps;
+  std::vector<std::size_t> in_use(static_cast<std::size_t>(end) + 1, 0);
+  for (std::size_t b = 0; b < buffers.size(); ++b) {
+    if (buffer_device[b] != 0) continue;  // the main device's arena only
+    for (int t = std::max(buffers[b].first_step, 0); t <= std::min(buffers[b].last_step, end); ++t)
+      in_use[static_cast<std::size_t>(t)] += buffers[b].bytes;
+  }
+  const auto busiest = static_cast<int>(std::max_element(in_use.begin(), in_use.end()) - in_use.begin());
+  if (busiest < steps) {
+    report.busiest_moment = "forward of '" + layers[static_cast<std::size_t>(busiest)]->name() + "'";
+  } else if (busiest < end) {
+    report.busiest_moment =
+        "backward of '" + layers[static_cast<std::size_t>(end - 1 - busiest)]->name() + "'";
+  } else {
+    report.busiest_moment = "the end of the step";
+  }
+  // Each buffer once, under the first tensor placed in it.
+  std::vector<bool> named(buffers.size(), false);
+  const auto add = [&](int buffer, const std::string& name) {
+    if (buffer < 0 || named[static_cast<std::size_t>(buffer)] ||
+        buffer_device[static_cast<std::size_t>(buffer)] != 0)
+      return;
+    const BufferRequest& request = buffers[static_cast<std::size_t>(buffer)];
+    if (request.first_step > busiest || request.last_step < busiest) return;
+    named[static_cast<std::size_t>(buffer)] = true;
+    report.busiest_buffers.emplace_back(name, request.bytes);
+  };
+  for (std::size_t id = 0; id < names.size(); ++id) add(buffer_of[id], names[id]);
+  for (std::size_t id = 0; id < names.size(); ++id) add(grad_buffer_of[id], "gradient of " + names[id]);
+  std::stable_sort(report.busiest_buffers.begin(), report.busiest_buffers.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+}
+
 void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers,
                               const std::vector<int>& grad_buffer_of) {
   // One arena per device that runs layers, each planned over the buffers of the tensors made there.
@@ -722,6 +770,8 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
     report.activation_grad_planned_bytes =
         plan_memory(std::vector<BufferRequest>(buffers.begin() + split, buffers.end())).arena_bytes;
   }
+
+  describe_busiest_moment(buffers, buffer_device, buffer_of, grad_buffer_of);
 
   tensors.assign(names.size(), Tensor{});
   for (int id : input_ids) {
@@ -1115,16 +1165,24 @@ void Net::Impl::fuse_max_pooling(std::size_t step, int out, Kernel& kernel, cons
 void Net::Impl::share_weights() {
   // Caffe's `param { name }`: later layers use the first layer's blob, so one update moves both.
   // On a GPU the weights move there for good: the solver updates them in place.
+  // Later users of a shared blob, which take their owner's weight and gradient below.
+  std::set<std::string> named;
+  std::vector<std::vector<bool>> borrowed(layers.size());
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    const std::vector<ParamSpec>& specs = layers[step]->spec().params;
+    for (std::size_t i = 0; i < layers[step]->weights().size(); ++i)
+      borrowed[step].push_back(i < specs.size() && !specs[i].name.empty() &&
+                               !named.insert(specs[i].name).second);
+  }
+  move_weights_to_device(borrowed);
+  make_weight_gradients(borrowed);
   std::map<std::string, std::pair<std::size_t, std::size_t>> owner;  // name -> (step, weight)
-  weight_grads.resize(layers.size());
   params.clear();
   for (std::size_t step = 0; step < layers.size(); ++step) {
     Layer& layer = *layers[step];
     std::vector<Tensor>& weights = layer.weights();
     std::vector<Tensor>& grads_of_step = weight_grads[step];
-    grads_of_step.resize(weights.size());
     for (std::size_t i = 0; i < weights.size(); ++i) {
-      if (weights[i].device() != options.device) weights[i] = weights[i].to(options.device);
       ParamSpec spec = i < layer.spec().params.size() ? layer.spec().params[i] : ParamSpec{};
       if (!layer.learned_weight(i)) spec.lr_mult = spec.decay_mult = 0.0f;
       if (!spec.name.empty()) {
@@ -1142,13 +1200,53 @@ void Net::Impl::share_weights() {
           continue;
         }
       }
-      // Kept across re-planning: a solver may hold these views.
-      if (!grads_of_step[i].defined() || grads_of_step[i].shape() != weights[i].shape()) {
-        grads_of_step[i] = Tensor::zeros(weights[i].shape(), DType::f32, options.device);
-      }
       params.push_back({layer.name(), static_cast<int>(i), weights[i], grads_of_step[i], spec});
     }
   }
+}
+
+void Net::Impl::move_weights_to_device(const std::vector<std::vector<bool>>& borrowed) {
+  std::vector<Tensor*> moving;
+  std::vector<Shape> shapes;
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    for (std::size_t i = 0; i < layers[step]->weights().size(); ++i) {
+      Tensor& weight = layers[step]->weights()[i];
+      if (borrowed[step][i] || weight.device() == options.device) continue;
+      if (weight.dtype() != DType::f32) {
+        weight = weight.to(options.device);
+        continue;
+      }
+      moving.push_back(&weight);
+      shapes.push_back(weight.shape());
+    }
+  }
+  std::vector<Tensor> moved =
+      packed_zeros(shapes, DType::f32, options.device, "the weights of net '" + graph.name + "'");
+  for (std::size_t k = 0; k < moving.size(); ++k) {
+    moved[k].copy_from(*moving[k]);
+    *moving[k] = moved[k];
+  }
+}
+
+void Net::Impl::make_weight_gradients(const std::vector<std::vector<bool>>& borrowed) {
+  // Kept across re-planning (a solver may hold these views); missing ones made in one block.
+  weight_grads.resize(layers.size());
+  std::vector<Tensor*> missing;
+  std::vector<Shape> shapes;
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    const std::vector<Tensor>& weights = layers[step]->weights();
+    std::vector<Tensor>& grads_of_step = weight_grads[step];
+    grads_of_step.resize(weights.size());
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+      if (borrowed[step][i]) continue;
+      if (grads_of_step[i].defined() && grads_of_step[i].shape() == weights[i].shape()) continue;
+      missing.push_back(&grads_of_step[i]);
+      shapes.push_back(weights[i].shape());
+    }
+  }
+  std::vector<Tensor> made =
+      packed_zeros(shapes, DType::f32, options.device, "the weight gradients of net '" + graph.name + "'");
+  for (std::size_t k = 0; k < missing.size(); ++k) *missing[k] = made[k];
 }
 
 void Net::Impl::decide_gradients() {

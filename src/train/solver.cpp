@@ -1,9 +1,11 @@
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <numbers>
 #include <utility>
 
 #include "backends/registry.h"
+#include "core/device_memory.h"
 #include "espresso/errors.h"
 #include "import/caffe/caffe.pb.h"
 #include "train/solver_config.h"
@@ -145,9 +147,21 @@ void Solver::ensure_history(const std::vector<Parameter>& params) {
                      " parameters but the solver history was made for " +
                      std::to_string(history_.size() / static_cast<std::size_t>(history_sets())));
   }
-  for (int set = 0; set < history_sets(); ++set) {
-    for (const Parameter& param : params)
-      history_.push_back(Tensor::zeros(param.value.shape(), DType::f32, param.value.device()));
+  // One block per device the parameters are on (a net's are all on one).
+  std::vector<std::pair<Device, std::vector<std::size_t>>> on_device;
+  for (std::size_t p = 0; p < expected; ++p) {
+    const Device device = params[p % params.size()].value.device();
+    auto it =
+        std::find_if(on_device.begin(), on_device.end(), [&](const auto& d) { return d.first == device; });
+    if (it == on_device.end()) it = on_device.insert(on_device.end(), {device, {}});
+    it->second.push_back(p);
+  }
+  history_.resize(expected);
+  for (const auto& [device, members] : on_device) {
+    std::vector<Shape> shapes;
+    for (std::size_t p : members) shapes.push_back(params[p % params.size()].value.shape());
+    std::vector<Tensor> made = packed_zeros(shapes, DType::f32, device, "the solver history");
+    for (std::size_t k = 0; k < members.size(); ++k) history_[members[k]] = std::move(made[k]);
   }
 }
 
@@ -224,6 +238,16 @@ void Solver::update(std::vector<Parameter>& params, std::int64_t iter, float los
   stream_->synchronize();
 }
 
+namespace {
+
+std::string shortest(float value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", static_cast<double>(value));
+  return text;
+}
+
+}  // namespace
+
 LossScaler::LossScaler(LossScaleConfig config) : config_(config), scale_(config.initial) {
   if (!(config.initial >= config.minimum) || !(config.minimum > 0.0f) || !std::isfinite(config.initial) ||
       config.growth_interval < 1) {
@@ -231,6 +255,19 @@ LossScaler::LossScaler(LossScaleConfig config) : config_(config), scale_(config.
         "loss scaling: the initial scale must be finite and at least the minimum (> 0), and "
         "the growth interval at least 1");
   }
+}
+
+void LossScaler::resume(float scale, std::int64_t clean_steps) {
+  if (!std::isfinite(scale) || scale < config_.minimum || clean_steps < 0 ||
+      clean_steps >= config_.growth_interval) {
+    throw UnsupportedError("loss scale " + shortest(scale) + " after " + std::to_string(clean_steps) +
+                           " clean steps: the scale must be finite and at least " +
+                           shortest(config_.minimum) + ", the steps below the growth interval " +
+                           std::to_string(config_.growth_interval));
+  }
+  scale_ = scale;
+  clean_steps_ = clean_steps;
+  overflows_ = 0;
 }
 
 bool LossScaler::update(const std::string& overflowed_layer, std::int64_t iter) {
@@ -246,11 +283,10 @@ bool LossScaler::update(const std::string& overflowed_layer, std::int64_t iter) 
   ++overflows_;
   scale_ /= 2.0f;
   if (scale_ < config_.minimum) {
-    char minimum[32];
-    std::snprintf(minimum, sizeof minimum, "%g", static_cast<double>(config_.minimum));
     throw Error(
         "Iteration " + std::to_string(iter) + ": fp16 gradients overflowed " + std::to_string(overflows_) +
-        " times in a row and the loss scale collapsed below " + minimum + "; layer '" + overflowed_layer +
+        " times in a row and the loss scale collapsed below " + shortest(config_.minimum) + "; layer '" +
+        overflowed_layer +
         "' is the first whose gradient is not finite. Lower base_lr, clip gradients or train in bf16");
   }
   return false;

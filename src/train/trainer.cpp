@@ -822,9 +822,23 @@ void Trainer::restore(const std::string& solverstate) {
   } catch (const ModelError& e) {
     throw ModelError(path + ": " + e.what());
   }
+  // fp16: the loss scale goes on from the snapshot's (a state from fp32 or bf16 training has none, and
+  // fp32 or bf16 training needs none).
+  std::optional<LossScaler> scaler = impl_->scaler;
+  if (scaler && state.has_espresso_loss_scale()) {
+    try {
+      scaler->resume(state.espresso_loss_scale(), state.espresso_loss_scale_clean_steps());
+    } catch (const UnsupportedError& e) {
+      throw ModelError(path + ": " + e.what());
+    }
+  }
   // Only now, with everything checked, change the net.
   for (auto& [param, values] : loaded) param->value.copy_from(Tensor::from(param->value.shape(), values));
   impl_->iter = state.iter();
+  if (scaler) {
+    impl_->scaler = scaler;
+    impl_->net->set_loss_scale(scaler->scale());
+  }
   impl_->ranks_in_step = false;
   const std::int64_t batches = impl_->iter * impl_->solver.config().iter_size;
   for (const DataFeed& feed : impl_->train_feeds) feed.source->seek(batches);
@@ -941,6 +955,10 @@ std::string Trainer::snapshot() {
   for (std::int64_t value : s.solver.config().stepvalue) passed += s.iter >= value ? 1 : 0;
   state.set_current_step(passed);
   for (const Tensor& h : s.solver.history()) *state.add_history() = to_blob(h);
+  if (s.scaler) {
+    state.set_espresso_loss_scale(s.scaler->scale());
+    state.set_espresso_loss_scale_clean_steps(s.scaler->clean_steps());
+  }
   write_atomically(base + ".solverstate", state.SerializeAsString());
   s.out() << "Snapshotting to binary proto file " << weights << "\n"
           << "Snapshotting solver state to binary proto file " << base << ".solverstate\n";

@@ -203,6 +203,18 @@ Gradients zero_gradients(const Layer& layer, const std::vector<Tensor>& inputs) 
   return g;
 }
 
+// NaNs of each tensor's shape and type on `device`: what the planner may leave where a backward says it
+// reads nothing (Layer::backward_reads_outputs, Kernel::backward_reads_inputs).
+std::vector<Tensor> poisoned(const std::vector<Tensor>& tensors, Device device) {
+  std::vector<Tensor> nans;
+  for (const Tensor& t : tensors) {
+    Tensor values = Tensor::from(t.shape(), std::vector<float>(static_cast<std::size_t>(t.numel()), NAN));
+    if (t.dtype() != DType::f32) values = to_low_precision(values, t.dtype());
+    nans.push_back(values.to(device));
+  }
+  return nans;
+}
+
 // The CUDA kernel's forward then backward with the same output gradients, compared with the reference
 // backward. Every layer that trains on the CPU must train on the GPU too, so a CUDA kernel without a
 // backward fails here.
@@ -222,6 +234,9 @@ void check_gpu_backward(Stream& context, const Layer& layer, const std::vector<T
   for (const Tensor& t : output_grads) device_output_grads.push_back(t.to(device));
   // Forward first: kernels may keep what backward needs (Dropout's mask).
   kernel->forward(device_inputs, device_outputs);
+  // What backward says it never reads the memory plan may reuse before it runs.
+  if (!kernel->backward_reads_inputs()) device_inputs = poisoned(device_inputs, device);
+  if (!layer.backward_reads_outputs()) device_outputs = poisoned(device_outputs, device);
   Gradients device_grads;
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     device_grads.inputs.push_back(reference.inputs[i].defined()
@@ -296,6 +311,8 @@ bool check_gpu_backward_in(Stream& context, const LayerTest& test, const LayerCa
   for (const Tensor& t : outputs) device_outputs.push_back(Tensor::empty(t.shape(), dtype, device));
   for (const Tensor& t : output_grads) device_output_grads.push_back(on_device(t));
   kernel->forward(device_inputs, device_outputs);
+  if (!kernel->backward_reads_inputs()) device_inputs = poisoned(device_inputs, device);
+  if (!layer->backward_reads_outputs()) device_outputs = poisoned(device_outputs, device);
   Gradients device_grads;
   for (const Tensor& g : reference.inputs)
     device_grads.inputs.push_back(g.defined() ? on_device(Tensor::zeros(g.shape())) : Tensor{});
@@ -363,6 +380,16 @@ bool check_gradients(const LayerTest& test, LayerCase& c, const Layer& layer,
       fast->backward(layer, inputs, fast_outputs, shared, fast_in_place.inputs, fast_in_place.weights);
       EXPECT_EQ(to_values(fast_in_place.inputs[0]), to_values(separate.inputs[0]))
           << "CPU kernel '" << fast->name() << "' backward in place";
+    }
+  }
+  if (!layer.backward_reads_outputs()) {
+    Gradients without_outputs = zero_gradients(layer, inputs);
+    layer.backward(inputs, poisoned(outputs, Device::cpu()), output_grads, without_outputs.inputs,
+                   without_outputs.weights);
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      if (!analytic.inputs[i].defined()) continue;
+      EXPECT_EQ(to_values(without_outputs.inputs[i]), to_values(analytic.inputs[i]))
+          << "backward without its outputs (backward_reads_outputs() is false), input " << i;
     }
   }
   if (layer.in_place_while_training()) {

@@ -52,6 +52,33 @@ void print_training_memory(const train::TrainingMemory& memory, std::ostream& ou
   line("total", planned_total, naive_total);
   out << "  (planned " << binary_bytes(planned_total) << " vs naive " << binary_bytes(naive_total)
       << "; test nets use the train net's weights)\n";
+  print_busiest_moment(net, out);
+}
+
+void print_busiest_moment(const MemoryReport& net, std::ostream& out) {
+  if (net.busiest_buffers.empty()) return;
+  constexpr std::size_t kShown = 12;
+  std::size_t total = 0;
+  for (const auto& buffer : net.busiest_buffers) total += buffer.second;
+  out << "The arena's busiest moment, " << net.busiest_moment << ": "
+      << with_commas(static_cast<std::int64_t>(total)) << " bytes in " << net.busiest_buffers.size()
+      << " buffers\n";
+  std::size_t rest = 0;
+  for (std::size_t i = 0; i < net.busiest_buffers.size(); ++i) {
+    const auto& [name, bytes] = net.busiest_buffers[i];
+    if (i >= kShown) {
+      rest += bytes;
+      continue;
+    }
+    const std::string amount = with_commas(static_cast<std::int64_t>(bytes));
+    out << "  " << std::string(16 - std::min<std::size_t>(amount.size(), 16), ' ') << amount << "  " << name
+        << '\n';
+  }
+  if (rest > 0) {
+    const std::string amount = with_commas(static_cast<std::int64_t>(rest));
+    out << "  " << std::string(16 - std::min<std::size_t>(amount.size(), 16), ' ') << amount << "  "
+        << net.busiest_buffers.size() - kShown << " more\n";
+  }
 }
 
 }  // namespace espresso::cli

@@ -11,5 +11,7 @@ namespace espresso::cli {
 // workspace, test nets), planned bytes against naive ones (every tensor and gradient in its own
 // buffer, as Caffe keeps them), and the totals.
 void print_training_memory(const train::TrainingMemory& memory, std::ostream& out);
+// The moment the net's arena is fullest and its largest buffers then.
+void print_busiest_moment(const MemoryReport& net, std::ostream& out);
 
 }  // namespace espresso::cli

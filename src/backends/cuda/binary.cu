@@ -54,16 +54,21 @@ __global__ void same_shape_gradients(const T* a, const T* b, const T* dy, T* da,
   }
 }
 
-// The gradients of the operands that have the output's size (the others null): one thread per output.
-// No __restrict__ on da and db: with one tensor as both operands they may be one buffer, and da may be
-// dy (in place).
+// An operand's value at output i; 0 for a null operand (one the partials do not depend on).
+template <class T>
+__device__ float operand_at(const T* x, const StridedDims& s, long long i) {
+  return x != nullptr ? to_float(x[strided_offset(s, i)]) : 0.0f;
+}
+
+// The gradients of the operands that have the output's size (the others null): one thread per output;
+// a and b null as for same_shape_gradients. No __restrict__ on da and db: with one tensor as both operands
+// they may be one buffer, and da may be dy (in place).
 template <class T>
 __global__ void elementwise_gradients(const T* __restrict__ a, const T* __restrict__ b, const T* dy, T* da,
                                       T* db, long long n, StridedDims sa, StridedDims sb,
                                       BinaryLayer::Op op) {
   for (long long i : grid_stride(n)) {
-    const BinaryPartials p =
-        binary_partials(op, to_float(a[strided_offset(sa, i)]), to_float(b[strided_offset(sb, i)]));
+    const BinaryPartials p = binary_partials(op, operand_at(a, sa, i), operand_at(b, sb, i));
     const float g = to_float(dy[i]);
     if (da != nullptr && da != dy) da[i] = from_float<T>(to_float(da[i]) + g * p.a);  // da == dy: in place
     if (db != nullptr) db[i] = from_float<T>(to_float(db[i]) + g * p.b);
@@ -78,10 +83,10 @@ struct Reach {
   long long spread_count = 1;
 };
 
-// The gradient of one broadcast operand (`operand` 0 for a, 1 for b): a warp per element and chunk
-// of kChunk outputs, adding directly into `grad` when one chunk covers the element, else atomically
-// into the fp32 `partial` (grad itself when T is float). No __restrict__ on grad and partial: they
-// may be one buffer.
+// The gradient of one broadcast operand (`operand` 0 for a, 1 for b; a and b null as for
+// same_shape_gradients): a warp per element and chunk of kChunk outputs, adding directly into `grad` when one
+// chunk covers the element, else atomically into the fp32 `partial` (grad itself when T is float). No
+// __restrict__ on grad and partial: they may be one buffer.
 template <class T>
 __global__ void broadcast_gradient(const T* __restrict__ a, const T* __restrict__ b, const T* __restrict__ dy,
                                    T* grad, float* partial, long long elements, Reach reach, long long chunks,
@@ -95,8 +100,7 @@ __global__ void broadcast_gradient(const T* __restrict__ a, const T* __restrict_
     float sum = 0.0f;
     for (long long r = first + lane; r < last; r += kWarp) {
       const long long i = base + strided_offset(reach.spread, r);
-      const BinaryPartials p =
-          binary_partials(op, to_float(a[strided_offset(sa, i)]), to_float(b[strided_offset(sb, i)]));
+      const BinaryPartials p = binary_partials(op, operand_at(a, sa, i), operand_at(b, sb, i));
       sum += to_float(dy[i]) * (operand == 0 ? p.a : p.b);
     }
     sum = warp_sum(sum);
@@ -191,6 +195,7 @@ class BinaryKernel final : public CudaKernel {
                    static_cast<T*>(outputs[0].raw()), outputs[0].numel(), same_shape(), a_, b_, op_);
   }
 
+  bool backward_reads_inputs() const override { return !constant_partials(op_); }
   // A sum's or difference's first operand of the output's shape: its gradient is the output's.
   bool backward_in_place(const Layer&) const override {
     return constant_partials(op_) && reach_[0].spread_count == 1;
@@ -200,8 +205,10 @@ class BinaryKernel final : public CudaKernel {
                 std::vector<Tensor>&) override {
     const std::int64_t n = outputs[0].numel();
     if (n == 0) return;
-    const auto* a = static_cast<const T*>(inputs[0].raw());
-    const auto* b = static_cast<const T*>(inputs[1].raw());
+    // A sum's or difference's operands may be gone by now (backward_reads_inputs).
+    const bool constant = constant_partials(op_);
+    const auto* a = constant ? nullptr : static_cast<const T*>(inputs[0].raw());
+    const auto* b = constant ? nullptr : static_cast<const T*>(inputs[1].raw());
     const auto* dy = static_cast<const T*>(output_grads[0].raw());
     T* full[2] = {nullptr, nullptr};  // gradients taken element-wise
     for (int k = 0; k < 2; ++k) {
@@ -235,11 +242,10 @@ class BinaryKernel final : public CudaKernel {
       launch(context_, n, elementwise_gradients<T>, a, b, dy, full[0], full[1], n, a_, b_, op_);
       return;
     }
-    const bool constant = constant_partials(op_);
     with_index_type(n, [&](auto index) {
       using Index = decltype(index);
-      launch(context_, n, same_shape_gradients<T, Index>, constant ? nullptr : a, constant ? nullptr : b, dy,
-             full[0], full[1], static_cast<Index>(n), op_);
+      launch(context_, n, same_shape_gradients<T, Index>, a, b, dy, full[0], full[1], static_cast<Index>(n),
+             op_);
     });
   }
 

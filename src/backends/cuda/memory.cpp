@@ -50,20 +50,33 @@ class Pool {
       block = fresh_block(pool, size, bytes, device, purpose);
     }
     pool.in_use_bytes += size;
-    pool.peak_in_use_bytes = std::max(pool.peak_in_use_bytes, pool.in_use_bytes);
-    return {block, [this, device, size](void* p) { release(p, device, size); }};
+    // Entries stay when their count drops to zero, so the release can hold on to its own.
+    const auto use = pool.by_purpose.try_emplace(purpose.empty() ? "tensors" : purpose, 0).first;
+    use->second += size;
+    if (pool.in_use_bytes > pool.peak_in_use_bytes) {
+      pool.peak_in_use_bytes = pool.in_use_bytes;
+      pool.at_peak = pool.by_purpose;
+    }
+    return {block, [this, device, size, use](void* p) { release(p, device, size, use); }};
   }
 
   MemoryStats stats(int device) {
     std::lock_guard lock(mutex_);
     const PerDevice& pool = devices_[device];
-    return {pool.in_use_bytes, pool.cached_bytes, pool.peak_in_use_bytes};
+    MemoryStats stats{pool.in_use_bytes, pool.cached_bytes, pool.peak_in_use_bytes, {}};
+    for (const auto& [purpose, bytes] : pool.at_peak) {
+      if (bytes > 0) stats.peak_by_purpose.emplace_back(purpose, bytes);
+    }
+    std::stable_sort(stats.peak_by_purpose.begin(), stats.peak_by_purpose.end(),
+                     [](const auto& a, const auto& b) { return a.second > b.second; });
+    return stats;
   }
 
   void reset_peak(int device) {
     std::lock_guard lock(mutex_);
     PerDevice& pool = devices_[device];
     pool.peak_in_use_bytes = pool.in_use_bytes;
+    pool.at_peak = pool.by_purpose;
   }
 
  private:
@@ -72,6 +85,8 @@ class Pool {
     std::size_t in_use_bytes = 0;
     std::size_t cached_bytes = 0;
     std::size_t peak_in_use_bytes = 0;
+    std::map<std::string, std::size_t> by_purpose;  // bytes in use, by the purpose allocate() was given
+    std::map<std::string, std::size_t> at_peak;     // by_purpose when in_use_bytes last reached its peak
   };
 
   void* fresh_block(PerDevice& pool, std::size_t size, std::size_t asked, int device,
@@ -101,10 +116,11 @@ class Pool {
     pool.cached_bytes = 0;
   }
 
-  void release(void* block, int device, std::size_t size) {
+  void release(void* block, int device, std::size_t size, std::map<std::string, std::size_t>::iterator use) {
     std::lock_guard lock(mutex_);
     PerDevice& pool = devices_[device];
     pool.in_use_bytes -= size;
+    use->second -= size;
     pool.cached.emplace(size, block);
     pool.cached_bytes += size;
   }

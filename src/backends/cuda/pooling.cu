@@ -7,7 +7,9 @@
 // in window order, the one the reference picks (src/layers/pooling.cpp): a training forward keeps it
 // per window (a kernel made for inference finds it in a first pass, into the stream's workspace), so
 // the gather reads one index per covering window instead of scanning every covering window again
-// (3 x 3 stride-2 windows: 9 reads per output, not 36 per input).
+// (3 x 3 stride-2 windows: 9 reads per output, not 36 per input). The index is the maximum's tap in its
+// window, a byte where windows have at most 256 taps (ResNet-18's stem pooling keeps 13 MB at batch 64,
+// not 51).
 //
 // fp16 / bf16 (inference and training) instantiate the same kernels for their storage type.
 #include <algorithm>
@@ -122,10 +124,10 @@ __device__ void coordinates(int position, const int* size, int* at) {
   }
 }
 
-// The plane position of each window's first maximum (NaNs compare false, as in the reference); with
-// `y` (a training forward) the maximum too.
-template <class T, class Index, bool kPlanar>
-__global__ void window_maxima(Windows p, int* __restrict__ best_of, const T* __restrict__ x,
+// The tap of a window's first maximum, ((d · kernel[1]) + h) · kernel[2] + w from the window's unclipped
+// corner (NaNs compare false, as in the reference); with `y` (a training forward) the maximum too.
+template <class T, class Index, bool kPlanar, class Tap>
+__global__ void window_maxima(Windows p, Tap* __restrict__ best_of, const T* __restrict__ x,
                               T* __restrict__ y) {
   for (std::int64_t at : grid_stride(p.outputs)) {
     const auto i = static_cast<Index>(at);
@@ -134,8 +136,14 @@ __global__ void window_maxima(Windows p, int* __restrict__ best_of, const T* __r
     int o[3];
     coordinates<kPlanar>(position, p.out, o);
     const Span s[3] = {kPlanar ? Span{0, 1, 1} : span(p, 0, o[0]), span(p, 1, o[1]), span(p, 2, o[2])};
+    int corner[3];
+    for (int a = 0; a < 3; ++a) corner[a] = o[a] * p.stride[a] - p.pad[a];
+    const auto tap = [&](int d, int h, int w) {
+      return ((d - corner[0]) * p.kernel[1] + h - corner[1]) * p.kernel[2] + w - corner[2];
+    };
     const T* in = x + plane * static_cast<Index>(p.in_spatial);
     int best = (s[0].begin * p.in[1] + s[1].begin) * p.in[2] + s[2].begin;
+    int best_tap = tap(s[0].begin, s[1].begin, s[2].begin);
     float best_value = to_float(in[best]);
     for (int d = s[0].begin; d < s[0].end; ++d) {
       for (int h = s[1].begin; h < s[1].end; ++h) {
@@ -144,19 +152,20 @@ __global__ void window_maxima(Windows p, int* __restrict__ best_of, const T* __r
           const float v = to_float(in[index]);
           if (v > best_value) {
             best = index;
+            best_tap = tap(d, h, w);
             best_value = v;
           }
         }
       }
     }
-    best_of[i] = best;
+    best_of[i] = static_cast<Tap>(best_tap);
     if (y != nullptr) y[i] = in[best];
   }
 }
 
-// best_of: window_maxima's indices for max pooling; unused for average pooling.
-template <class T, class Index, bool kPlanar>
-__global__ void unpool_windows(Windows p, long long inputs, const int* __restrict__ best_of,
+// best_of: window_maxima's taps for max pooling; unused for average pooling.
+template <class T, class Index, bool kPlanar, class Tap>
+__global__ void unpool_windows(Windows p, long long inputs, const Tap* __restrict__ best_of,
                                const T* __restrict__ dy, T* __restrict__ dx) {
   for (std::int64_t step : grid_stride(inputs)) {
     const auto i = static_cast<Index>(step);
@@ -182,7 +191,10 @@ __global__ void unpool_windows(Windows p, long long inputs, const int* __restric
           if (p.average) {
             const Span s[3] = {kPlanar ? Span{0, 1, 1} : span(p, 0, od), span(p, 1, oh), span(p, 2, ow)};
             sum += to_float(dy[o]) / static_cast<float>(s[0].divisor * s[1].divisor * s[2].divisor);
-          } else if (best_of[o] == position) {
+          } else if (static_cast<int>(best_of[o]) == ((at[0] - od * p.stride[0] + p.pad[0]) * p.kernel[1] +
+                                                      at[1] - oh * p.stride[1] + p.pad[1]) *
+                                                             p.kernel[2] +
+                                                         at[2] - ow * p.stride[2] + p.pad[2]) {
             sum += to_float(dy[o]);
           }
         }
@@ -192,15 +204,30 @@ __global__ void unpool_windows(Windows p, long long inputs, const int* __restric
   }
 }
 
-// `visit` with the index type and planarity of the windows' kernels: the fastest variant that fits.
+// Whether a window's taps fit the byte window_maxima keeps per window.
+bool byte_taps(const Windows& w) { return w.kernel[0] * w.kernel[1] * w.kernel[2] <= 256; }
+
+std::size_t maxima_bytes(const Windows& w) {
+  return static_cast<std::size_t>(w.outputs) * (byte_taps(w) ? sizeof(std::uint8_t) : sizeof(int));
+}
+
+// `visit` with the index type, planarity and tap type of the windows' kernels: the fastest variant
+// that fits.
 template <typename Visit>
 void with_window_variant(const Windows& w, Visit&& visit) {
   const bool planar = w.in[0] == 1 && w.out[0] == 1 && w.kernel[0] == 1 && w.pad[0] == 0;
   with_index_type(std::max<long long>(w.planes * w.in_spatial, w.outputs), [&](auto index) {
+    const auto with_taps = [&](auto planarity) {
+      if (byte_taps(w)) {
+        visit(index, planarity, std::uint8_t{});
+      } else {
+        visit(index, planarity, int{});
+      }
+    };
     if (planar) {
-      visit(index, std::true_type{});
+      with_taps(std::true_type{});
     } else {
-      visit(index, std::false_type{});
+      with_taps(std::false_type{});
     }
   });
 }
@@ -255,8 +282,7 @@ class PoolingKernel final : public CudaKernel {
   PoolingKernel(const Windows& windows, bool global, bool training, StreamContext& context)
       : CudaKernel(context), windows_(windows), global_(global) {
     if (training && !global && !windows.average && windows.outputs > 0) {
-      maxima_ = allocate(static_cast<std::size_t>(windows.outputs) * sizeof(int), context.device(),
-                         "the window maxima of a max pooling");
+      maxima_ = allocate(maxima_bytes(windows), context.device(), "the window maxima of a max pooling");
     }
   }
 
@@ -265,9 +291,10 @@ class PoolingKernel final : public CudaKernel {
       pool<T>(context_, windows_, global_, inputs[0], outputs[0]);
       return;
     }
-    with_window_variant(windows_, [&](auto index, auto planar) {
-      launch(context_, windows_.outputs, window_maxima<T, decltype(index), decltype(planar)::value>, windows_,
-             static_cast<int*>(maxima_.get()), static_cast<const T*>(inputs[0].raw()),
+    with_window_variant(windows_, [&](auto index, auto planar, auto tap) {
+      using Tap = decltype(tap);
+      launch(context_, windows_.outputs, window_maxima<T, decltype(index), decltype(planar)::value, Tap>,
+             windows_, static_cast<Tap*>(maxima_.get()), static_cast<const T*>(inputs[0].raw()),
              static_cast<T*>(outputs[0].raw()));
     });
   }
@@ -287,19 +314,21 @@ class PoolingKernel final : public CudaKernel {
       launch(context_, planes, unpool_plane_maxima<T>, x, dy, dx, planes, windows_.in_spatial);
     } else {
       // Max pooling: the maxima forward kept, or (a kernel made for inference) found now in the workspace.
-      int* best_of = static_cast<int*>(maxima_.get());
-      const bool find = !windows_.average && best_of == nullptr;
+      void* maxima = maxima_.get();
+      const bool find = !windows_.average && maxima == nullptr;
       if (find) {
-        const auto bytes = static_cast<std::size_t>(windows_.outputs) * sizeof(int);
-        if (context_.workspace_bytes() < bytes) context_.reserve_workspace(bytes);
-        best_of = static_cast<int*>(context_.workspace());
+        if (context_.workspace_bytes() < maxima_bytes(windows_))
+          context_.reserve_workspace(maxima_bytes(windows_));
+        maxima = context_.workspace();
       }
-      with_window_variant(windows_, [&](auto index, auto planar) {
+      with_window_variant(windows_, [&](auto index, auto planar, auto tap) {
         using Index = decltype(index);
+        using Tap = decltype(tap);
+        auto* best_of = static_cast<Tap*>(maxima);
         if (find)
-          launch(context_, windows_.outputs, window_maxima<T, Index, decltype(planar)::value>, windows_,
+          launch(context_, windows_.outputs, window_maxima<T, Index, decltype(planar)::value, Tap>, windows_,
                  best_of, x, nullptr);
-        launch(context_, input_count, unpool_windows<T, Index, decltype(planar)::value>, windows_,
+        launch(context_, input_count, unpool_windows<T, Index, decltype(planar)::value, Tap>, windows_,
                input_count, best_of, dy, dx);
       });
     }
@@ -309,9 +338,7 @@ class PoolingKernel final : public CudaKernel {
   // Averages spread the output gradient alone, and a training max pooling's windows kept their maxima:
   // only a global max pooling and a max pooling made for inference look at the input again.
   bool backward_reads_inputs() const override { return !windows_.average && maxima_ == nullptr; }
-  std::size_t workspace_bytes() const override {
-    return maxima_ ? static_cast<std::size_t>(windows_.outputs) * sizeof(int) : 0;
-  }
+  std::size_t workspace_bytes() const override { return maxima_ ? maxima_bytes(windows_) : 0; }
 
  private:
   Windows windows_;
