@@ -234,7 +234,9 @@ void check_gpu_backward(Stream& context, const Layer& layer, const std::vector<T
   for (const Tensor& t : output_grads) device_output_grads.push_back(t.to(device));
   // Forward first: kernels may keep what backward needs (Dropout's mask).
   kernel->forward(device_inputs, device_outputs);
-  // What backward says it never reads the memory plan may reuse before it runs.
+  // What backward says it never reads the memory plan may reuse before it runs. (The forward must be
+  // done with the tensors replaced first: their memory goes back to the allocator's cache.)
+  context.synchronize();
   if (!kernel->backward_reads_inputs()) device_inputs = poisoned(device_inputs, device);
   if (!layer.backward_reads_outputs()) device_outputs = poisoned(device_outputs, device);
   Gradients device_grads;
@@ -311,6 +313,7 @@ bool check_gpu_backward_in(Stream& context, const LayerTest& test, const LayerCa
   for (const Tensor& t : outputs) device_outputs.push_back(Tensor::empty(t.shape(), dtype, device));
   for (const Tensor& t : output_grads) device_output_grads.push_back(on_device(t));
   kernel->forward(device_inputs, device_outputs);
+  context.synchronize();  // before the poisoning frees what forward used
   if (!kernel->backward_reads_inputs()) device_inputs = poisoned(device_inputs, device);
   if (!layer->backward_reads_outputs()) device_outputs = poisoned(device_outputs, device);
   Gradients device_grads;
