@@ -91,7 +91,8 @@ TEST(MixedPrecisionTraining, TheLossScaleGrowsHalvesAndCollapsesWithAClearError)
   EXPECT_THROW(train::LossScaler({.initial = 0.5f, .minimum = 1.0f}), UnsupportedError);
 }
 
-// A snapshot's scale and clean steps: the count towards the next doubling goes on; nonsense is refused.
+// A snapshot's scale and clean steps: the count towards the next doubling goes on (cut to the growth
+// interval); nonsense is refused.
 TEST(MixedPrecisionTraining, TheLossScaleResumesFromASnapshot) {
   train::LossScaler scaler({.initial = 8.0f, .growth_interval = 3, .minimum = 1.0f});
   scaler.resume(64.0f, 2);
@@ -102,8 +103,11 @@ TEST(MixedPrecisionTraining, TheLossScaleResumesFromASnapshot) {
   EXPECT_THROW(scaler.resume(0.5f, 0), UnsupportedError);
   EXPECT_THROW(scaler.resume(INFINITY, 0), UnsupportedError);
   EXPECT_THROW(scaler.resume(NAN, 0), UnsupportedError);
-  EXPECT_THROW(scaler.resume(8.0f, 3), UnsupportedError);
   EXPECT_THROW(scaler.resume(8.0f, -1), UnsupportedError);
+  scaler.resume(8.0f, 2000);  // saved under a longer growth interval
+  EXPECT_EQ(scaler.clean_steps(), 2);
+  EXPECT_TRUE(scaler.update("", 1));
+  EXPECT_EQ(scaler.scale(), 16.0f);
 }
 
 // A ResNet block (convolutions, BatchNorm + Scale + ReLU fused, residual Add, pooling, InnerProduct)

@@ -115,8 +115,8 @@ class LossScaler {
   std::int64_t overflows() const { return overflows_; }
   // Steps without overflow since the scale last changed (a snapshot keeps them with the scale).
   std::int64_t clean_steps() const { return clean_steps_; }
-  // Goes on from a snapshot's scale and clean steps; throws UnsupportedError for a scale that is not
-  // finite or is below the minimum, or clean steps outside [0, growth_interval).
+  // Goes on from a snapshot's scale and clean steps (at most growth_interval − 1 of them count); throws
+  // UnsupportedError for a scale that is not finite or is below the minimum, or negative clean steps.
   void resume(float scale, std::int64_t clean_steps);
 
  private:

@@ -139,6 +139,31 @@ void Solver::check_parameters(const std::vector<Parameter>& params) {
   }
 }
 
+namespace {
+
+// `count` zeroed blobs, blob i shaped as parameter i mod params.size() and on its device: one block per
+// device (a net's parameters are all on one), without the allocator's rounding of each.
+std::vector<Tensor> zeroed_history(const std::vector<Parameter>& params, std::size_t count) {
+  std::vector<std::pair<Device, std::vector<std::size_t>>> on_device;
+  for (std::size_t p = 0; p < count; ++p) {
+    const Device device = params[p % params.size()].value.device();
+    auto it =
+        std::find_if(on_device.begin(), on_device.end(), [&](const auto& d) { return d.first == device; });
+    if (it == on_device.end()) it = on_device.insert(on_device.end(), {device, {}});
+    it->second.push_back(p);
+  }
+  std::vector<Tensor> history(count);
+  for (const auto& [device, members] : on_device) {
+    std::vector<Shape> shapes;
+    for (std::size_t p : members) shapes.push_back(params[p % params.size()].value.shape());
+    std::vector<Tensor> made = packed_zeros(shapes, DType::f32, device, "the solver history");
+    for (std::size_t k = 0; k < members.size(); ++k) history[members[k]] = std::move(made[k]);
+  }
+  return history;
+}
+
+}  // namespace
+
 void Solver::ensure_history(const std::vector<Parameter>& params) {
   const std::size_t expected = params.size() * static_cast<std::size_t>(history_sets());
   if (history_.size() == expected) return;
@@ -147,22 +172,7 @@ void Solver::ensure_history(const std::vector<Parameter>& params) {
                      " parameters but the solver history was made for " +
                      std::to_string(history_.size() / static_cast<std::size_t>(history_sets())));
   }
-  // One block per device the parameters are on (a net's are all on one).
-  std::vector<std::pair<Device, std::vector<std::size_t>>> on_device;
-  for (std::size_t p = 0; p < expected; ++p) {
-    const Device device = params[p % params.size()].value.device();
-    auto it =
-        std::find_if(on_device.begin(), on_device.end(), [&](const auto& d) { return d.first == device; });
-    if (it == on_device.end()) it = on_device.insert(on_device.end(), {device, {}});
-    it->second.push_back(p);
-  }
-  history_.resize(expected);
-  for (const auto& [device, members] : on_device) {
-    std::vector<Shape> shapes;
-    for (std::size_t p : members) shapes.push_back(params[p % params.size()].value.shape());
-    std::vector<Tensor> made = packed_zeros(shapes, DType::f32, device, "the solver history");
-    for (std::size_t k = 0; k < members.size(); ++k) history_[members[k]] = std::move(made[k]);
-  }
+  history_ = zeroed_history(params, expected);
 }
 
 void Solver::set_history(const std::vector<Parameter>& params, std::vector<Tensor> history) {
@@ -179,9 +189,11 @@ void Solver::set_history(const std::vector<Parameter>& params, std::vector<Tenso
                        history[i].shape().str() + " but layer '" + param.layer + "' blob " +
                        std::to_string(param.index) + " has shape " + param.value.shape().str());
     }
-    history[i] = history[i].reshaped(param.value.shape()).to(param.value.device());
   }
-  history_ = std::move(history);
+  std::vector<Tensor> placed = zeroed_history(params, expected);
+  for (std::size_t i = 0; i < history.size(); ++i)
+    placed[i].copy_from(history[i].reshaped(placed[i].shape()));
+  history_ = std::move(placed);
 }
 
 float Solver::clip_factor(const std::vector<Parameter>& params, float loss_scale) {
@@ -258,15 +270,14 @@ LossScaler::LossScaler(LossScaleConfig config) : config_(config), scale_(config.
 }
 
 void LossScaler::resume(float scale, std::int64_t clean_steps) {
-  if (!std::isfinite(scale) || scale < config_.minimum || clean_steps < 0 ||
-      clean_steps >= config_.growth_interval) {
+  if (!std::isfinite(scale) || scale < config_.minimum || clean_steps < 0) {
     throw UnsupportedError("loss scale " + shortest(scale) + " after " + std::to_string(clean_steps) +
                            " clean steps: the scale must be finite and at least " +
-                           shortest(config_.minimum) + ", the steps below the growth interval " +
-                           std::to_string(config_.growth_interval));
+                           shortest(config_.minimum) + ", the steps at least 0");
   }
   scale_ = scale;
-  clean_steps_ = clean_steps;
+  // A run resumed with a shorter growth interval doubles at its next clean step.
+  clean_steps_ = std::min(clean_steps, config_.growth_interval - 1);
   overflows_ = 0;
 }
 

@@ -817,11 +817,6 @@ void Trainer::restore(const std::string& solverstate) {
     std::vector<float> values(blob.data().begin(), blob.data().end());
     history.push_back(Tensor::from(Shape{static_cast<std::int64_t>(values.size())}, values));
   }
-  try {
-    impl_->solver.set_history(impl_->params, std::move(history));
-  } catch (const ModelError& e) {
-    throw ModelError(path + ": " + e.what());
-  }
   // fp16: the loss scale goes on from the snapshot's (a state from fp32 or bf16 training has none, and
   // fp32 or bf16 training needs none).
   std::optional<LossScaler> scaler = impl_->scaler;
@@ -831,6 +826,12 @@ void Trainer::restore(const std::string& solverstate) {
     } catch (const UnsupportedError& e) {
       throw ModelError(path + ": " + e.what());
     }
+  }
+  // The solver's history last of all the checks: set_history replaces it once the blobs fit.
+  try {
+    impl_->solver.set_history(impl_->params, std::move(history));
+  } catch (const ModelError& e) {
+    throw ModelError(path + ": " + e.what());
   }
   // Only now, with everything checked, change the net.
   for (auto& [param, values] : loaded) param->value.copy_from(Tensor::from(param->value.shape(), values));

@@ -205,7 +205,7 @@ __global__ void unpool_windows(Windows p, long long inputs, const Tap* __restric
 }
 
 // Whether a window's taps fit the byte window_maxima keeps per window.
-bool byte_taps(const Windows& w) { return w.kernel[0] * w.kernel[1] * w.kernel[2] <= 256; }
+bool byte_taps(const Windows& w) { return 1LL * w.kernel[0] * w.kernel[1] * w.kernel[2] <= 256; }
 
 std::size_t maxima_bytes(const Windows& w) {
   return static_cast<std::size_t>(w.outputs) * (byte_taps(w) ? sizeof(std::uint8_t) : sizeof(int));
