@@ -7,18 +7,7 @@
 #   ESPRESSO_DATA=<shared data subset> bench/run_mixed_precision_accuracy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${OUT:-$PWD/gpu-check-out}
-mkdir -p "$out"
-eval "$(scripts/gpu_check.sh env)"
-espresso=$ESPRESSO_CLI
-data=${ESPRESSO_DATA:?carry the shared data subset}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/examples/mnist"
-cp "$data/caffe/lenet/v2_format/lenet_solver.prototxt" "$data/caffe/lenet/v2_format/lenet_train_test.prototxt" \
-  "$work/examples/mnist/"
-"$espresso" convert-data --format idx "$data/mnist" "$work/examples/mnist/mnist_train_lmdb" --split train >/dev/null
-"$espresso" convert-data --format idx "$data/mnist" "$work/examples/mnist/mnist_test_lmdb" --split test >/dev/null
+source bench/lenet_data.sh
 "$espresso" convert-data --format cifar10 "$data/cifar10" "$work/cifar_train_lmdb" --split train >/dev/null
 "$espresso" convert-data --format cifar10 "$data/cifar10" "$work/cifar_test_lmdb" --split test >/dev/null
 sed -e "s|TRAIN_LMDB|$work/cifar_train_lmdb|" -e "s|TEST_LMDB|$work/cifar_test_lmdb|" \

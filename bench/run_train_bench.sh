@@ -8,19 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 iterations=${1:-10000}
-out=${OUT:-$PWD/gpu-check-out}
-mkdir -p "$out"
-eval "$(scripts/gpu_check.sh env)"
-espresso=$ESPRESSO_CLI
-data=${ESPRESSO_DATA:?carry the shared data subset}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/examples/mnist"
-cp "$data/caffe/lenet/v2_format/lenet_solver.prototxt" "$data/caffe/lenet/v2_format/lenet_train_test.prototxt" \
-  "$work/examples/mnist/"
+source bench/lenet_data.sh
 sed -i "s/^max_iter: .*/max_iter: $iterations/" "$work/examples/mnist/lenet_solver.prototxt"
-"$espresso" convert-data --format idx "$data/mnist" "$work/examples/mnist/mnist_train_lmdb" --split train >/dev/null
-"$espresso" convert-data --format idx "$data/mnist" "$work/examples/mnist/mnist_test_lmdb" --split test >/dev/null
 
 # Wall time of `espresso train` (start-up and the tests every 500 iterations included, as for PyTorch).
 train() {

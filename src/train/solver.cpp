@@ -250,15 +250,12 @@ void Solver::update(std::vector<Parameter>& params, std::int64_t iter, float los
   stream_->synchronize();
 }
 
-namespace {
-
-std::string shortest(float value) {
+std::string format_number(double value) {
+  if (std::isnan(value)) return "NaN";
   char text[32];
-  std::snprintf(text, sizeof text, "%g", static_cast<double>(value));
+  std::snprintf(text, sizeof text, "%.6g", value);
   return text;
 }
-
-}  // namespace
 
 LossScaler::LossScaler(LossScaleConfig config) : config_(config), scale_(config.initial) {
   if (!(config.initial >= config.minimum) || !(config.minimum > 0.0f) || !std::isfinite(config.initial) ||
@@ -271,9 +268,9 @@ LossScaler::LossScaler(LossScaleConfig config) : config_(config), scale_(config.
 
 void LossScaler::resume(float scale, std::int64_t clean_steps) {
   if (!std::isfinite(scale) || scale < config_.minimum || clean_steps < 0) {
-    throw UnsupportedError("loss scale " + shortest(scale) + " after " + std::to_string(clean_steps) +
+    throw UnsupportedError("loss scale " + format_number(scale) + " after " + std::to_string(clean_steps) +
                            " clean steps: the scale must be finite and at least " +
-                           shortest(config_.minimum) + ", the steps at least 0");
+                           format_number(config_.minimum) + ", the steps at least 0");
   }
   scale_ = scale;
   // A run resumed with a shorter growth interval doubles at its next clean step.
@@ -296,7 +293,7 @@ bool LossScaler::update(const std::string& overflowed_layer, std::int64_t iter) 
   if (scale_ < config_.minimum) {
     throw Error(
         "Iteration " + std::to_string(iter) + ": fp16 gradients overflowed " + std::to_string(overflows_) +
-        " times in a row and the loss scale collapsed below " + shortest(config_.minimum) + "; layer '" +
+        " times in a row and the loss scale collapsed below " + format_number(config_.minimum) + "; layer '" +
         overflowed_layer +
         "' is the first whose gradient is not finite. Lower base_lr, clip gradients or train in bf16");
   }

@@ -33,13 +33,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-std::string format_number(double value) {
-  if (std::isnan(value)) return "NaN";
-  char text[32];
-  std::snprintf(text, sizeof text, "%.6g", value);
-  return text;
-}
-
 caffe::BlobProto to_blob(const Tensor& tensor) {
   caffe::BlobProto blob;
   for (std::int64_t d : tensor.shape().dims()) blob.mutable_shape()->add_dim(d);

@@ -326,23 +326,6 @@ int run_compare(const BenchOptions& options) {
   return 0;
 }
 
-// The allocations in use at the device's peak, largest first (the ten largest, then the rest summed).
-void print_peak_by_purpose(const DeviceMemoryUse& use) {
-  constexpr std::size_t kShown = 10;
-  const auto mib = [](std::size_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
-  std::printf("in use at the peak (%.1f MiB), by purpose:\n", mib(use.peak_bytes));
-  std::size_t rest = 0;
-  for (std::size_t i = 0; i < use.peak_by_purpose.size(); ++i) {
-    const auto& [purpose, bytes] = use.peak_by_purpose[i];
-    if (i < kShown) {
-      std::printf("  %10.1f MiB  %s\n", mib(bytes), purpose.c_str());
-    } else {
-      rest += bytes;
-    }
-  }
-  if (rest > 0) std::printf("  %10.1f MiB  %zu others\n", mib(rest), use.peak_by_purpose.size() - kShown);
-}
-
 // --train: per batch size, a training net of the model on --device, its steps timed (time_training)
 // and the most device memory in use at once meanwhile (espresso's allocator: weights, gradients,
 // solver history, activations and workspaces), from before the net was made.
@@ -395,8 +378,8 @@ int run_train(const BenchOptions& options) {
       if (options.report_memory) {
         std::ostringstream report;
         print_training_memory(memory, report);
+        if (counts_memory) print_peak_by_purpose(use, report);
         std::fputs(report.str().c_str(), stdout);
-        if (counts_memory) print_peak_by_purpose(use);
       }
     }
     std::fflush(stdout);

@@ -55,30 +55,43 @@ void print_training_memory(const train::TrainingMemory& memory, std::ostream& ou
   print_busiest_moment(net, out);
 }
 
+namespace {
+
+// Rows (name, bytes), largest first: the first `shown`, then the rest summed in one line.
+void print_largest(const std::vector<std::pair<std::string, std::size_t>>& rows, std::size_t shown,
+                   std::ostream& out) {
+  std::size_t rest = 0;
+  const auto line = [&](std::size_t bytes, const std::string& name) {
+    const std::string amount = with_commas(static_cast<std::int64_t>(bytes));
+    out << "  " << std::string(16 - std::min<std::size_t>(amount.size(), 16), ' ') << amount << "  " << name
+        << '\n';
+  };
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (i < shown) {
+      line(rows[i].second, rows[i].first);
+    } else {
+      rest += rows[i].second;
+    }
+  }
+  if (rest > 0) line(rest, std::to_string(rows.size() - shown) + " more");
+}
+
+}  // namespace
+
 void print_busiest_moment(const MemoryReport& net, std::ostream& out) {
   if (net.busiest_buffers.empty()) return;
-  constexpr std::size_t kShown = 12;
   std::size_t total = 0;
   for (const auto& buffer : net.busiest_buffers) total += buffer.second;
   out << "The arena's busiest moment, " << net.busiest_moment << ": "
       << with_commas(static_cast<std::int64_t>(total)) << " bytes in " << net.busiest_buffers.size()
       << " buffers\n";
-  std::size_t rest = 0;
-  for (std::size_t i = 0; i < net.busiest_buffers.size(); ++i) {
-    const auto& [name, bytes] = net.busiest_buffers[i];
-    if (i >= kShown) {
-      rest += bytes;
-      continue;
-    }
-    const std::string amount = with_commas(static_cast<std::int64_t>(bytes));
-    out << "  " << std::string(16 - std::min<std::size_t>(amount.size(), 16), ' ') << amount << "  " << name
-        << '\n';
-  }
-  if (rest > 0) {
-    const std::string amount = with_commas(static_cast<std::int64_t>(rest));
-    out << "  " << std::string(16 - std::min<std::size_t>(amount.size(), 16), ' ') << amount << "  "
-        << net.busiest_buffers.size() - kShown << " more\n";
-  }
+  print_largest(net.busiest_buffers, 12, out);
+}
+
+void print_peak_by_purpose(const DeviceMemoryUse& use, std::ostream& out) {
+  out << "In use at the device's peak, " << with_commas(static_cast<std::int64_t>(use.peak_bytes))
+      << " bytes, by purpose:\n";
+  print_largest(use.peak_by_purpose, 10, out);
 }
 
 }  // namespace espresso::cli

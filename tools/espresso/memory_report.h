@@ -3,6 +3,7 @@
 
 #include <iosfwd>
 
+#include "espresso/devices.h"
 #include "espresso/trainer.h"
 
 namespace espresso::cli {
@@ -13,5 +14,7 @@ namespace espresso::cli {
 void print_training_memory(const train::TrainingMemory& memory, std::ostream& out);
 // The moment the net's arena is fullest and its largest buffers then.
 void print_busiest_moment(const MemoryReport& net, std::ostream& out);
+// What the device allocator held at its peak, by purpose (`espresso bench --train --report-memory`).
+void print_peak_by_purpose(const DeviceMemoryUse& use, std::ostream& out);
 
 }  // namespace espresso::cli
