@@ -2,7 +2,8 @@
 """PyTorch GPU inference timings in fp32 (TF32 off), TF32 and fp16, on the models espresso's precision bench
 runs, with the same weights: torchvision's ResNet-18, SqueezeNet 1.1 and MobileNetV2 built with random weights
 (seeded; BatchNorm statistics randomised so they are not identities) and exported to ONNX for espresso, and the
-shared NIN ONNX model (../shared/data/onnx/nin_cifar10) read through bench/onnx_torch.py.
+shared NIN ONNX model (../shared/data/onnx/nin_cifar10) read through bench/onnx_torch.py; `time` also runs Caffe's
+LeNet (bench/pytorch_train_lenet.py's module and a softmax, as Caffe's deploy net ends) on 1 x 28 x 28.
 
   bench/torch_precision.py export DIR            # writes DIR/onnx/<model>/model.onnx for espresso
   bench/torch_precision.py time DIR --batch 1,64,256 --iterations N
@@ -61,6 +62,13 @@ def nin_module(directory):
     return OnnxModule(onnx.load(str(Path(directory) / "onnx" / "nin_cifar10" / "model.onnx"))).eval()
 
 
+def lenet_module():
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from pytorch_train_lenet import lenet
+    torch.manual_seed(1)
+    return torch.nn.Sequential(lenet(), torch.nn.Softmax(dim=1)).eval()
+
+
 def time_graph(model, x, iterations, warmup):
     """Median ms of CUDA-graph replays of model(x)."""
     stream = torch.cuda.Stream()
@@ -102,6 +110,8 @@ def time_all(directory, batches, iterations, warmup):
     shapes = {name: (3, 224, 224) for name in TORCHVISION}
     models["nin_cifar10"] = nin_module(directory)
     shapes["nin_cifar10"] = (3, 32, 32)
+    models["lenet"] = lenet_module()
+    shapes["lenet"] = (1, 28, 28)
     for name, cpu_model in models.items():
         for precision in ("fp32", "tf32", "fp16"):
             torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"

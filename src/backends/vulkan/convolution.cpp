@@ -4,8 +4,11 @@
 // channel per group would leave the tiles almost empty. Deconvolution: a direct kernel.
 #include "layers/convolution.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
+#include <string_view>
 
 #include "backends/vulkan/kernels.h"
 #include "layers/deconvolution.h"
@@ -33,6 +36,82 @@ Geometry2d planar(const ConvGeometry& g) {
 
 constexpr float kInfinity = std::numeric_limits<float>::infinity();
 
+std::int64_t round_up(std::int64_t value, std::int64_t step) { return (value + step - 1) / step * step; }
+
+// The weights as convolution.glsl reads them, packed once at load: [group][k][m] with k (input channel,
+// kernel row, kernel column) padded to `packed_k` and m (the group's output channels) to `packed_m`, zeros
+// in the padding.
+Tensor pack_weights(const Tensor& weights, std::int64_t group, std::int64_t packed_k, std::int64_t packed_m,
+                    const std::string& owner, StreamContext& context) {
+  const Tensor host = weights.device().is_cpu() ? weights : weights.to(Device::cpu());
+  const std::int64_t group_out = host.shape()[0] / group, k = host.numel() / host.shape()[0];
+  std::vector<float> packed(static_cast<std::size_t>(group * packed_k * packed_m), 0.0f);
+  const float* w = host.data<float>();
+  for (std::int64_t g = 0; g < group; ++g) {
+    for (std::int64_t m = 0; m < group_out; ++m) {
+      const float* row = w + (g * group_out + m) * k;
+      float* column = packed.data() + g * packed_k * packed_m + m;
+      for (std::int64_t i = 0; i < k; ++i) column[i * packed_m] = row[i];
+    }
+  }
+  const Shape shape{group, packed_k, packed_m};
+  Tensor device = context.scratch(shape, "the packed weights of " + owner);
+  device.copy_from(Tensor::from(shape, packed));
+  return device;
+}
+
+// convolution.glsl's tap table: for each k = (input channel, kernel row, kernel column), the tap's offset
+// from the window's origin in an image's input and its (row << 16 | column) within the window, as int32
+// pairs (in a float tensor: the shader reads the bits as ivec2).
+Tensor tap_table(const ConvGeometry& g, const Geometry2d& p, const std::string& owner,
+                 StreamContext& context) {
+  const std::int64_t area = std::int64_t{p.kernel_h} * p.kernel_w, k = (g.in_channels / g.group) * area;
+  std::vector<std::int32_t> taps(static_cast<std::size_t>(2 * k));
+  for (std::int64_t i = 0; i < k; ++i) {
+    const std::int64_t channel = i / area, dy = (i % area) / p.kernel_w * p.dilation_h,
+                       dx = (i % area) % p.kernel_w * p.dilation_w;
+    if (dy >= (1 << 15) || dx >= (1 << 16))
+      throw UnsupportedError("Vulkan convolution: window over 32,768 rows or 65,536 columns");
+    taps[static_cast<std::size_t>(2 * i)] =
+        static_cast<std::int32_t>(channel * p.in_h * p.in_w + dy * p.in_w + dx);
+    taps[static_cast<std::size_t>(2 * i + 1)] = static_cast<std::int32_t>(dy << 16 | dx);
+  }
+  std::vector<float> bits(taps.size());
+  std::memcpy(bits.data(), taps.data(), taps.size() * sizeof(float));
+  Tensor device = context.scratch(Shape{2 * k}, "the tap table of " + owner);
+  device.copy_from(Tensor::from(Shape{2 * k}, bits));
+  return device;
+}
+
+// The shaders' output tiles (output channels x columns), largest first.
+struct Tile {
+  std::int64_t m, n;
+  const char* shader;
+};
+constexpr Tile kTiles[] = {{128, 128, "convolution_128x128"},
+                           {128, 64, "convolution_128x64"},
+                           {64, 128, "convolution_64x128"},
+                           {64, 64, "convolution_64x64"}};
+
+// The largest tile that a group's output channels and the columns fill as well as 64 x 64 tiles would
+// (within 1/8 more padding) and that leaves enough work groups to keep a large GPU busy; else 64 x 64.
+// ESPRESSO_VULKAN_CONV=<m>x<n> forces one (benchmarks).
+const Tile& choose_tile(std::int64_t group_out, std::int64_t columns, std::int64_t group) {
+  if (const char* forced = std::getenv("ESPRESSO_VULKAN_CONV")) {
+    for (const Tile& tile : kTiles) {
+      if (std::string_view(tile.shader).substr(12) == forced) return tile;
+    }
+  }
+  std::int64_t busy = 512;
+  if (const char* b = std::getenv("ESPRESSO_VULKAN_CONV_GROUPS")) busy = std::atoll(b);
+  for (const Tile& tile : kTiles) {
+    const bool fills = round_up(group_out, tile.m) * 8 <= round_up(group_out, 64) * 9 &&
+                       round_up(columns, tile.n) * 8 <= round_up(columns, 64) * 9;
+    if (fills && groups(columns, tile.n) * groups(group_out, tile.m) * group >= busy) return tile;
+  }
+  return kTiles[3];
+}
+
 // The steps after a convolution it takes over at inference (Net's fuse_steps): a residual Add of
 // the output's shape, then a clamp (ReLU, ReLU6), applied as the shaders write the output.
 class FusingConvolution : public VulkanKernel {
@@ -51,19 +130,42 @@ class FusingConvolution : public VulkanKernel {
 
 class GemmConvolution final : public FusingConvolution {
  public:
-  GemmConvolution(const ConvGeometry& g, Tensor weights, Tensor bias, const std::string& owner,
+  GemmConvolution(const ConvGeometry& g, const Tensor& weights, Tensor bias, const std::string& owner,
                   StreamContext& context)
-      : FusingConvolution(context), weights_(std::move(weights)), bias_(std::move(bias)) {
+      : FusingConvolution(context), bias_(std::move(bias)) {
     const Geometry2d p = planar(g);
-    params_ = {u32(g.batch), u32(g.in_channels), p.in_h, p.in_w, u32(g.out_channels), p.out_h, p.out_w,
-               p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w,
-               u32(g.in_channels / g.group), u32(g.out_channels / g.group), bias_.defined() ? 1u : 0u, 1u, 0u};
-    group_ = u32(g.group);
+    const std::int64_t group_out = g.out_channels / g.group;
+    const std::int64_t k = (g.in_channels / g.group) * g.kernel_spatial();
     columns_ = g.batch * g.out_spatial();
+    tile_ = &choose_tile(group_out, columns_, g.group);
+    weights_ = pack_weights(weights, g.group, round_up(k, 16), round_up(group_out, tile_->m), owner, context);
+    taps_ = tap_table(g, p, owner, context);
+    params_ = {u32(g.batch),
+               u32(g.in_channels),
+               p.in_h,
+               p.in_w,
+               u32(g.out_channels),
+               p.out_h,
+               p.out_w,
+               p.stride_h,
+               p.stride_w,
+               p.pad_h,
+               p.pad_w,
+               u32(g.in_channels / g.group),
+               u32(group_out),
+               u32(k),
+               bias_.defined() ? 1u : 0u,
+               1u,
+               0u,
+               0u,
+               0.0f,
+               0.0f,
+               u32(round_up(k, 16)),
+               u32(round_up(group_out, tile_->m))};
+    group_ = u32(g.group);
     // Too few output tiles to fill a GPU (small images at batch 1) and a long sum: split k over more work
     // groups, each adding its stretch into a partial sum, then add the partial sums up.
-    const std::int64_t k = (g.in_channels / g.group) * g.kernel_spatial();
-    const std::int64_t tiles = groups(columns_, 64) * groups(g.out_channels / g.group, 64) * g.group;
+    const std::int64_t tiles = groups(columns_, tile_->n) * groups(group_out, tile_->m) * g.group;
     std::int64_t splits = 1;
     if (tiles < kFillTiles && k >= 512) splits = std::min((kFillTiles + tiles - 1) / tiles, k / 256);
     const std::int64_t chunk = ((k + splits - 1) / splits + 15) / 16 * 16;
@@ -73,6 +175,8 @@ class GemmConvolution final : public FusingConvolution {
       params_.k_splits = u32(splits);
       partial_ = context.scratch(Shape{splits, g.out_channels, columns_}, owner);
     }
+    name_ = std::string("vulkan implicit-gemm ") + (tile_->shader + 12) +
+            (params_.k_splits > 1 ? " split-k" : "");
   }
   bool fuse_residual(const Tensor& residual) override {
     if (residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
@@ -102,8 +206,9 @@ class GemmConvolution final : public FusingConvolution {
     params_.hi = hi_;
     params_.has_residual = residual_.address != nullptr ? 1u : 0u;
     context_.dispatch(
-        "convolution", {buffer(inputs[0]), buffer(weights_), bias, split ? buffer(partial_) : out, residual},
-        params_, groups(columns_, 64), groups(params_.group_out, 64), group_ * params_.k_splits);
+        tile_->shader,
+        {buffer(inputs[0]), buffer(weights_), bias, split ? buffer(partial_) : out, residual, buffer(taps_)},
+        params_, groups(columns_, tile_->n), groups(params_.group_out, tile_->m), group_ * params_.k_splits);
     if (!split) return;
     struct {
       std::uint32_t n, channels, plane, splits, has_bias, has_residual;
@@ -118,22 +223,23 @@ class GemmConvolution final : public FusingConvolution {
           hi_};
     context_.dispatch("split_sum", {buffer(partial_), bias, out, residual}, sum, groups(outputs[0].numel()));
   }
-  const char* name() const override {
-    return params_.k_splits > 1 ? "vulkan implicit-gemm split-k" : "vulkan implicit-gemm";
-  }
+  const char* name() const override { return name_.c_str(); }
 
  private:
   static constexpr std::int64_t kFillTiles = 128;
-  Tensor weights_, bias_, partial_;
+  Tensor weights_, bias_, partial_, taps_;
   Buffer residual_{nullptr, 0}, destination_{nullptr, 0};  // fused: the residual read, the output's memory
   struct {
-    std::uint32_t batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
+    std::uint32_t batch, in_c, in_h, in_w, out_c, out_h, out_w, stride_h, stride_w;
     std::int32_t pad_h, pad_w;
-    std::uint32_t dilation_h, dilation_w, group_in, group_out, has_bias, k_splits, k_chunk, has_residual;
+    std::uint32_t group_in, group_out, k, has_bias, k_splits, k_chunk, has_residual;
     float lo, hi;
+    std::uint32_t packed_k, packed_m;
   } params_{};
   std::uint32_t group_ = 1;
   std::int64_t columns_ = 0;
+  const Tile* tile_ = nullptr;
+  std::string name_;
 };
 
 class DepthwiseConvolution final : public FusingConvolution {
@@ -217,13 +323,12 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   if (inputs.size() != 1) return nullptr;
   const ConvGeometry g = conv.geometry(inputs[0]);
   if (g.axes() < 1 || g.axes() > 2) return nullptr;
-  Tensor weights = weight(layer, 0, context);
   Tensor bias = conv.has_bias() ? weight(layer, 1, context) : Tensor{};
   if (g.group == g.in_channels && g.group == g.out_channels && g.group > 1) {
-    return std::make_unique<DepthwiseConvolution>(g, std::move(weights), std::move(bias), context);
+    return std::make_unique<DepthwiseConvolution>(g, weight(layer, 0, context), std::move(bias), context);
   }
-  return std::make_unique<GemmConvolution>(g, std::move(weights), std::move(bias), "layer '" + layer.name() + "'",
-                                           context);
+  return std::make_unique<GemmConvolution>(g, layer.weights()[0], std::move(bias),
+                                           "layer '" + layer.name() + "'", context);
 }
 
 }  // namespace espresso::vulkan

@@ -207,6 +207,9 @@ MemoryStats DeviceContext::stats() const {
 void DeviceContext::set_memory_limit(std::size_t bytes) {
   const std::lock_guard lock(memory_mutex_);
   limit_bytes_ = bytes;
+  // The cap holds from now on: cached empty blocks beyond it go back, so that they cannot serve a request
+  // the cap would refuse.
+  if (bytes != 0 && allocated_bytes_ > bytes) release_empty_blocks();
 }
 
 template <typename Record>
