@@ -469,6 +469,7 @@ void run_layer_test(const LayerTest& test) {
   int low_precision_cases = 0;
   int low_precision_gradient_cases = 0;
   int vulkan_cases = 0;
+  int vulkan_fp16_cases = 0;
   int gradient_cases = 0;
   int fast_gradient_cases = 0;
   for (int index = 0; index < test.cases; ++index) {
@@ -574,9 +575,19 @@ void run_layer_test(const LayerTest& test) {
         EXPECT_LE(normalized_error(to_values(reference[k]), to_values(outputs[k])), test.tolerance)
             << "Vulkan kernel '" << kernel_name << "' vs reference, output " << k;
       }
+      // fp16 activations (the shaders' _f16 variants) where the device has 16-bit storage.
+      const std::vector<Tensor> low =
+          run_on_gpu_in(*context, *layer, inputs, out_shapes, DType::f16, kernel_name);
+      if (!low.empty()) ++vulkan_fp16_cases;
+      for (std::size_t k = 0; k < low.size(); ++k) {
+        EXPECT_LE(normalized_error(to_values(reference[k]), to_values(low[k])),
+                  std::max(test.tolerance, kFp16Tolerance))
+            << "Vulkan fp16 kernel '" << kernel_name << "' vs reference, output " << k;
+      }
     }
   }
   ::testing::Test::RecordProperty("vulkan_cases", vulkan_cases);
+  ::testing::Test::RecordProperty("vulkan_fp16_cases", vulkan_fp16_cases);
   ::testing::Test::RecordProperty("fast_cpu_cases", fast_cases);
   ::testing::Test::RecordProperty("cuda_cases", gpu_cases);
   ::testing::Test::RecordProperty("cuda_low_precision_cases", low_precision_cases);

@@ -32,9 +32,9 @@ class AffineKernel final : public VulkanKernel {
     } params{u32(n), u32(split_.channels), u32(std::max<std::int64_t>(split_.inner, 1)),
              (scale_.present() ? 1u : 0u) | (shift_.present() ? 2u : 0u)};
     // An absent parameter binds the input in its place; the shader never reads it.
-    context_.dispatch("affine",
-                      {buffer(inputs[0]), scale_.resolve(inputs, inputs[0]), shift_.resolve(inputs, inputs[0]),
-                       buffer(outputs[0])},
+    context_.dispatch(shader("affine"),
+                      {buffer(inputs[0]), scale_.resolve(inputs, inputs[0]),
+                       shift_.resolve(inputs, inputs[0]), buffer(outputs[0])},
                       params, groups(n));
   }
 
@@ -53,16 +53,24 @@ Parameter uploaded(const std::vector<float>& values, const Layer& layer, StreamC
   return {t, -1};
 }
 
+// The two-input forms take their parameter from an activation, which an fp16 net keeps in fp16, while
+// affine.comp reads parameters in fp32: those run in fp32.
+bool parameter_input_in_half(const std::vector<Shape>& inputs, const StreamContext& context) {
+  return inputs.size() == 2 && context.kernel_dtype() == DType::f16;
+}
+
 }  // namespace
 
 std::unique_ptr<Kernel> make_bias(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
   const auto& bias = static_cast<const BiasLayer&>(layer);
+  if (parameter_input_in_half(inputs, context)) return nullptr;
   Parameter shift = inputs.size() == 2 ? Parameter{Tensor{}, 1} : learned(layer, 0, context);
   return std::make_unique<AffineKernel>(Parameter{}, std::move(shift), bias.split(inputs), context);
 }
 
 std::unique_ptr<Kernel> make_scale(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
   const auto& scale = static_cast<const ScaleLayer&>(layer);
+  if (parameter_input_in_half(inputs, context)) return nullptr;
   Parameter factor = inputs.size() == 2 ? Parameter{Tensor{}, 1} : learned(layer, 0, context);
   Parameter shift = scale.has_bias() ? learned(layer, layer.weights().size() - 1, context) : Parameter{};
   return std::make_unique<AffineKernel>(std::move(factor), std::move(shift), scale.split(inputs), context);

@@ -132,12 +132,17 @@ class DeviceContext {
 DeviceContext& device_context(int index);
 
 // One buffer a dispatch reads or writes: a device range.
+// A range of device memory a shader binds; `element_bytes` is the size of the elements its offset counts
+// (2 for the fp16 activations of _f16 shaders).
 struct Buffer {
   const void* address;
   std::size_t bytes;
+  std::uint32_t element_bytes = sizeof(float);
 };
 
-inline Buffer buffer(const Tensor& t) { return {t.raw(), t.bytes()}; }
+inline Buffer buffer(const Tensor& t) {
+  return {t.raw(), t.bytes(), static_cast<std::uint32_t>(dtype_size(t.dtype()))};
+}
 
 class StreamContext final : public Stream {
  public:
@@ -159,13 +164,20 @@ class StreamContext final : public Stream {
   void mark_end() override;
   double elapsed_ms() override;
   void fill(Tensor& tensor, float value) override;
+  // fp32 ↔ fp16 (to_f16.comp, to_f32.comp): the casts between the layers of an fp16 net and those that
+  // run in fp32.
+  void convert(const Tensor& source, Tensor& destination) override;
   void apply_update(const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
                     Tensor* second) override;
   double sum_of_squares(const Tensor& tensor) override;
 
   DeviceContext& context() { return context_; }
+  // The type the kernels made now compute in (VulkanKernel reads it once): f16 while the backend makes a
+  // kernel for an fp16 net, f32 otherwise.
+  void set_kernel_dtype(DType dtype) { kernel_dtype_ = dtype; }
+  DType kernel_dtype() const { return kernel_dtype_; }
   // Records one dispatch of `shader` over `groups`: its storage buffers bound in order, and push
-  // constants made of each buffer's element offset (uint, in floats) followed by `params`.
+  // constants made of each buffer's element offset (uint, in its elements) followed by `params`.
   void dispatch(std::string_view shader, const std::vector<Buffer>& buffers, const void* params,
                 std::size_t params_bytes, std::uint32_t groups_x, std::uint32_t groups_y = 1,
                 std::uint32_t groups_z = 1);
@@ -217,6 +229,7 @@ class StreamContext final : public Stream {
     Tensor device;
   };
   std::map<const void*, WeightCopy> weights_;
+  DType kernel_dtype_ = DType::f32;
 };
 
 }  // namespace espresso::vulkan

@@ -5,7 +5,6 @@
 #include "layers/convolution.h"
 
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -60,56 +59,26 @@ Tensor pack_weights(const Tensor& weights, std::int64_t group, std::int64_t pack
   return device;
 }
 
-// convolution.glsl's tap table: for each k = (input channel, kernel row, kernel column), the tap's offset
-// from the window's origin in an image's input and its (row << 16 | column) within the window, as int32
-// pairs (in a float tensor: the shader reads the bits as ivec2).
-Tensor tap_table(const ConvGeometry& g, const Geometry2d& p, const std::string& owner,
-                 StreamContext& context) {
-  const std::int64_t area = std::int64_t{p.kernel_h} * p.kernel_w, k = (g.in_channels / g.group) * area;
-  std::vector<std::int32_t> taps(static_cast<std::size_t>(2 * k));
-  for (std::int64_t i = 0; i < k; ++i) {
-    const std::int64_t channel = i / area, dy = (i % area) / p.kernel_w * p.dilation_h,
-                       dx = (i % area) % p.kernel_w * p.dilation_w;
-    if (dy >= (1 << 15) || dx >= (1 << 16))
-      throw UnsupportedError("Vulkan convolution: window over 32,768 rows or 65,536 columns");
-    taps[static_cast<std::size_t>(2 * i)] =
-        static_cast<std::int32_t>(channel * p.in_h * p.in_w + dy * p.in_w + dx);
-    taps[static_cast<std::size_t>(2 * i + 1)] = static_cast<std::int32_t>(dy << 16 | dx);
-  }
-  std::vector<float> bits(taps.size());
-  std::memcpy(bits.data(), taps.data(), taps.size() * sizeof(float));
-  Tensor device = context.scratch(Shape{2 * k}, "the tap table of " + owner);
-  device.copy_from(Tensor::from(Shape{2 * k}, bits));
-  return device;
-}
-
-// The shaders' output tiles (output channels x columns), largest first.
+// The shaders' output tiles (output channels x columns), widest first. (128-row tiles were slower on
+// NVIDIA's driver: bench/results/2026-12-06-h100-vulkan-fp16.md.)
 struct Tile {
   std::int64_t m, n;
   const char* shader;
 };
-constexpr Tile kTiles[] = {{128, 128, "convolution_128x128"},
-                           {128, 64, "convolution_128x64"},
-                           {64, 128, "convolution_64x128"},
-                           {64, 64, "convolution_64x64"}};
+constexpr Tile kTiles[] = {{64, 128, "convolution_64x128"}, {64, 64, "convolution_64x64"}};
 
-// The largest tile that a group's output channels and the columns fill as well as 64 x 64 tiles would
-// (within 1/8 more padding) and that leaves enough work groups to keep a large GPU busy; else 64 x 64.
-// ESPRESSO_VULKAN_CONV=<m>x<n> forces one (benchmarks).
+// 64 x 128 tiles where the columns fill them as well as 64 x 64 tiles would (within 1/8 more padding) and
+// there are enough of them to keep a large GPU busy; else 64 x 64. ESPRESSO_VULKAN_CONV=64x64|64x128
+// forces one (benchmarks).
 const Tile& choose_tile(std::int64_t group_out, std::int64_t columns, std::int64_t group) {
   if (const char* forced = std::getenv("ESPRESSO_VULKAN_CONV")) {
     for (const Tile& tile : kTiles) {
       if (std::string_view(tile.shader).substr(12) == forced) return tile;
     }
   }
-  std::int64_t busy = 512;
-  if (const char* b = std::getenv("ESPRESSO_VULKAN_CONV_GROUPS")) busy = std::atoll(b);
-  for (const Tile& tile : kTiles) {
-    const bool fills = round_up(group_out, tile.m) * 8 <= round_up(group_out, 64) * 9 &&
-                       round_up(columns, tile.n) * 8 <= round_up(columns, 64) * 9;
-    if (fills && groups(columns, tile.n) * groups(group_out, tile.m) * group >= busy) return tile;
-  }
-  return kTiles[3];
+  const Tile& wide = kTiles[0];
+  const bool fills = round_up(columns, wide.n) * 8 <= round_up(columns, 64) * 9;
+  return fills && groups(columns, wide.n) * groups(group_out, wide.m) * group >= 512 ? wide : kTiles[1];
 }
 
 // The steps after a convolution it takes over at inference (Net's fuse_steps): a residual Add of
@@ -139,7 +108,6 @@ class GemmConvolution final : public FusingConvolution {
     columns_ = g.batch * g.out_spatial();
     tile_ = &choose_tile(group_out, columns_, g.group);
     weights_ = pack_weights(weights, g.group, round_up(k, 16), round_up(group_out, tile_->m), owner, context);
-    taps_ = tap_table(g, p, owner, context);
     params_ = {u32(g.batch),
                u32(g.in_channels),
                p.in_h,
@@ -147,13 +115,16 @@ class GemmConvolution final : public FusingConvolution {
                u32(g.out_channels),
                p.out_h,
                p.out_w,
+               p.kernel_h,
+               p.kernel_w,
                p.stride_h,
                p.stride_w,
                p.pad_h,
                p.pad_w,
+               p.dilation_h,
+               p.dilation_w,
                u32(g.in_channels / g.group),
                u32(group_out),
-               u32(k),
                bias_.defined() ? 1u : 0u,
                1u,
                0u,
@@ -180,7 +151,7 @@ class GemmConvolution final : public FusingConvolution {
   }
   bool fuse_residual(const Tensor& residual) override {
     if (residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
-        residual.dtype() != DType::f32)
+        residual.dtype() != (half_ ? DType::f16 : DType::f32))
       return false;
     residual_ = buffer(residual);
     return true;
@@ -188,7 +159,7 @@ class GemmConvolution final : public FusingConvolution {
   // The Add runs in place on the residual (a ResNet block whose shortcut convolution comes second): the
   // output goes there, added to what is there.
   bool accumulate_output(float* base, std::int64_t image_stride) override {
-    if (residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
+    if (half_ || residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
         image_stride != std::int64_t{params_.out_c} * params_.out_h * params_.out_w) {
       return false;
     }
@@ -206,9 +177,9 @@ class GemmConvolution final : public FusingConvolution {
     params_.hi = hi_;
     params_.has_residual = residual_.address != nullptr ? 1u : 0u;
     context_.dispatch(
-        tile_->shader,
-        {buffer(inputs[0]), buffer(weights_), bias, split ? buffer(partial_) : out, residual, buffer(taps_)},
-        params_, groups(columns_, tile_->n), groups(params_.group_out, tile_->m), group_ * params_.k_splits);
+        shader(tile_->shader),
+        {buffer(inputs[0]), buffer(weights_), bias, out, residual, split ? buffer(partial_) : out}, params_,
+        groups(columns_, tile_->n), groups(params_.group_out, tile_->m), group_ * params_.k_splits);
     if (!split) return;
     struct {
       std::uint32_t n, channels, plane, splits, has_bias, has_residual;
@@ -221,18 +192,19 @@ class GemmConvolution final : public FusingConvolution {
           params_.has_residual,
           lo_,
           hi_};
-    context_.dispatch("split_sum", {buffer(partial_), bias, out, residual}, sum, groups(outputs[0].numel()));
+    context_.dispatch(shader("split_sum"), {buffer(partial_), bias, out, residual}, sum,
+                      groups(outputs[0].numel()));
   }
   const char* name() const override { return name_.c_str(); }
 
  private:
   static constexpr std::int64_t kFillTiles = 128;
-  Tensor weights_, bias_, partial_, taps_;
+  Tensor weights_, bias_, partial_;
   Buffer residual_{nullptr, 0}, destination_{nullptr, 0};  // fused: the residual read, the output's memory
   struct {
-    std::uint32_t batch, in_c, in_h, in_w, out_c, out_h, out_w, stride_h, stride_w;
+    std::uint32_t batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
     std::int32_t pad_h, pad_w;
-    std::uint32_t group_in, group_out, k, has_bias, k_splits, k_chunk, has_residual;
+    std::uint32_t dilation_h, dilation_w, group_in, group_out, has_bias, k_splits, k_chunk, has_residual;
     float lo, hi;
     std::uint32_t packed_k, packed_m;
   } params_{};
@@ -256,10 +228,10 @@ class DepthwiseConvolution final : public FusingConvolution {
     if (n_ == 0) return;
     params_.lo = lo_;
     params_.hi = hi_;
-    context_.dispatch("depthwise",
-                      {buffer(inputs[0]), buffer(weights_), buffer(bias_.defined() ? bias_ : weights_),
-                       buffer(outputs[0])},
-                      params_, groups(n_));
+    context_.dispatch(
+        shader("depthwise"),
+        {buffer(inputs[0]), buffer(weights_), buffer(bias_.defined() ? bias_ : weights_), buffer(outputs[0])},
+        params_, groups(n_));
   }
   const char* name() const override { return "vulkan depthwise"; }
 

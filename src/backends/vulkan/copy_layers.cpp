@@ -60,7 +60,8 @@ class AxisCopyKernel final : public VulkanKernel {
       if (p.rows == 0 || p.run == 0) continue;
       const Tensor& from = joining_ ? inputs[i] : inputs[0];
       const Tensor& to = joining_ ? outputs[0] : outputs[i];
-      context_.dispatch("copy_rows", {buffer(from), buffer(to)}, p, groups(std::int64_t{p.rows} * p.run));
+      context_.dispatch(shader("copy_rows"), {buffer(from), buffer(to)}, p,
+                        groups(std::int64_t{p.rows} * p.run));
     }
   }
 

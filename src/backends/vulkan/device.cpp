@@ -69,6 +69,10 @@ DeviceContext::DeviceContext(int index)
   VkDeviceCreateInfo info{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
   info.queueCreateInfoCount = 1;
   info.pQueueCreateInfos = &queue;
+  // fp16 activations (the shaders' _f16 variants) need 16-bit storage buffers.
+  VkPhysicalDevice16BitStorageFeatures storage16{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+  storage16.storageBuffer16BitAccess = VK_TRUE;
+  if (physical_->fp16_storage) info.pNext = &storage16;
   check(vk.vkCreateDevice(physical_->handle, &info, nullptr, &device_), "vkCreateDevice");
   vk.vkGetDeviceQueue(device_, physical_->queue_family, 0, &queue_);
 

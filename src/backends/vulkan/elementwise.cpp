@@ -18,7 +18,7 @@ class ReLUKernel final : public VulkanKernel {
       std::uint32_t n;
       float slope;
     } params{u32(n), slope_};
-    context_.dispatch("relu", {buffer(inputs[0]), buffer(outputs[0])}, params, groups(n));
+    context_.dispatch(shader("relu"), {buffer(inputs[0]), buffer(outputs[0])}, params, groups(n));
   }
 
  private:
@@ -59,7 +59,7 @@ class ActivationKernel final : public VulkanKernel {
              static_cast<float>(layer_.gamma()),
              static_cast<float>(layer_.min()),
              static_cast<float>(layer_.max())};
-    context_.dispatch("activation", {buffer(inputs[0]), buffer(outputs[0])}, params, groups(n));
+    context_.dispatch(shader("activation"), {buffer(inputs[0]), buffer(outputs[0])}, params, groups(n));
   }
 
  private:
@@ -92,7 +92,7 @@ class BinaryKernel final : public VulkanKernel {
   }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (params_.n == 0) return;
-    context_.dispatch("binary", {buffer(inputs[0]), buffer(inputs[1]), buffer(outputs[0])}, params_,
+    context_.dispatch(shader("binary"), {buffer(inputs[0]), buffer(inputs[1]), buffer(outputs[0])}, params_,
                       groups(params_.n));
   }
 

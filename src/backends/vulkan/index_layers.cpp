@@ -31,7 +31,7 @@ class PadKernel final : public VulkanKernel {
   }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (params_.n == 0) return;
-    context_.dispatch("pad", {buffer(inputs[0]), buffer(outputs[0])}, params_, groups(params_.n));
+    context_.dispatch(shader("pad"), {buffer(inputs[0]), buffer(outputs[0])}, params_, groups(params_.n));
   }
 
  private:

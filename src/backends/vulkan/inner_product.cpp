@@ -16,10 +16,10 @@ class InnerProductKernel final : public VulkanKernel {
   }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (outputs[0].numel() == 0) return;
-    context_.dispatch("gemm",
-                      {buffer(inputs[0]), buffer(weights_), buffer(bias_.defined() ? bias_ : weights_),
-                       buffer(outputs[0])},
-                      params_, groups(params_.n, 64), groups(params_.m, 64));
+    context_.dispatch(
+        shader("gemm"),
+        {buffer(inputs[0]), buffer(weights_), buffer(bias_.defined() ? bias_ : weights_), buffer(outputs[0])},
+        params_, groups(params_.n, 64), groups(params_.m, 64));
   }
   const char* name() const override { return "vulkan gemm"; }
 

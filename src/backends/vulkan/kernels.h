@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "backends/kernel.h"
@@ -22,14 +24,19 @@ namespace espresso::vulkan {
 
 class VulkanKernel : public Kernel {
  public:
-  explicit VulkanKernel(StreamContext& context) : context_(context) {}
+  explicit VulkanKernel(StreamContext& context)
+      : context_(context), half_(context.kernel_dtype() == DType::f16) {}
   const char* name() const override { return "vulkan"; }
   // Training needs backward passes the Vulkan backend does not have.
   void backward(const Layer& layer, const std::vector<Tensor>&, const std::vector<Tensor>&,
                 const std::vector<Tensor>&, std::vector<Tensor>&, std::vector<Tensor>&) override;
 
  protected:
+  // The shader `stem`, or its _f16 variant (fp16 activations) in a kernel made for an fp16 net.
+  std::string shader(std::string_view stem) const { return std::string(stem) + (half_ ? "_f16" : ""); }
+
   StreamContext& context_;
+  bool half_;
 };
 
 // Work groups of `size` invocations for n items (shaders loop over what a capped grid leaves).

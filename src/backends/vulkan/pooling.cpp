@@ -29,7 +29,7 @@ class PoolingKernel final : public VulkanKernel {
   }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (n_ == 0) return;
-    context_.dispatch("pooling", {buffer(inputs[0]), buffer(outputs[0])}, params_, groups(n_));
+    context_.dispatch(shader("pooling"), {buffer(inputs[0]), buffer(outputs[0])}, params_, groups(n_));
   }
 
  private:

@@ -258,7 +258,7 @@ void StreamContext::dispatch(std::string_view shader, const std::vector<Buffer>&
       throw DeviceError("a tensor of " + std::to_string(buffers[i].bytes) + " bytes exceeds this device's largest "
                         "storage buffer (" + std::to_string(max_range) + " bytes)");
     }
-    const auto element = static_cast<std::uint32_t>((r.offset - base) / sizeof(float));
+    const auto element = static_cast<std::uint32_t>((r.offset - base) / buffers[i].element_bytes);
     std::memcpy(push + i * sizeof(std::uint32_t), &element, sizeof(element));
     infos[i] = {r.buffer, base, range};
     writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
@@ -314,11 +314,36 @@ Tensor StreamContext::scratch(const Shape& shape, const std::string& owner) {
 }
 
 void StreamContext::fill(Tensor& tensor, float value) {
+  if (tensor.dtype() != DType::f32 && tensor.dtype() != DType::f16) {
+    throw UnsupportedError(std::string("Vulkan fill of a ") + dtype_name(tensor.dtype()) + " tensor");
+  }
   struct {
     std::uint32_t n;
     float value;
   } params{static_cast<std::uint32_t>(tensor.numel()), value};
-  dispatch("fill", {buffer(tensor)}, params, static_cast<std::uint32_t>((tensor.numel() + 255) / 256));
+  dispatch(tensor.dtype() == DType::f16 ? "fill_f16" : "fill", {buffer(tensor)}, params,
+           static_cast<std::uint32_t>((tensor.numel() + 255) / 256));
+}
+
+void StreamContext::convert(const Tensor& source, Tensor& destination) {
+  if (source.numel() != destination.numel()) {
+    throw ShapeError("Vulkan convert: " + source.shape().str() + " into " + destination.shape().str());
+  }
+  const DType from = source.dtype(), to = destination.dtype();
+  if (from == to) {
+    copy(source.raw(), destination.raw(), source.bytes());
+    return;
+  }
+  if (!((from == DType::f32 && to == DType::f16) || (from == DType::f16 && to == DType::f32))) {
+    throw UnsupportedError(std::string("Vulkan convert from ") + dtype_name(from) + " to " + dtype_name(to) +
+                           ": only fp32 and fp16");
+  }
+  struct {
+    std::uint32_t n;
+  } params{static_cast<std::uint32_t>(source.numel())};
+  if (source.numel() == 0) return;
+  dispatch(to == DType::f16 ? "to_f16" : "to_f32", {buffer(source), buffer(destination)}, params,
+           static_cast<std::uint32_t>((source.numel() + 255) / 256));
 }
 
 // Training runs on the CPU backend's solver arithmetic: the blobs go to the host and back.

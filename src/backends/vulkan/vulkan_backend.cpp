@@ -1,5 +1,7 @@
 // The Vulkan backend behind the Backend interface: devices, memory and streams from context.h, kernels
 // from the files of this folder (vulkan_kernels.inc is generated from their factories).
+#include <algorithm>
+#include <iterator>
 #include <string_view>
 
 #include "backends/vulkan/kernels.h"
@@ -17,6 +19,17 @@ constexpr Entry kKernels[] = {
 #include "vulkan_kernels.inc"
 #undef ESPRESSO_KERNEL
 };
+
+// The layer types whose kernels run every configuration with fp16 activations (their shaders' _f16
+// variants) where the device has 16-bit storage buffers; the others run in fp32 inside an fp16 net.
+// Softmax stays in fp32, as on CUDA: probabilities from fp16 logits lose a digit.
+constexpr std::string_view kHalfTypes[] = {
+    "Convolution", "Pooling", "ReLU",    "Activation", "Binary", "Scale",   "Bias",         "BatchNorm",
+    "Concat",      "Slice",   "Flatten", "Reshape",    "Split",  "Dropout", "InnerProduct", "Pad"};
+
+bool runs_in_half(std::string_view type) {
+  return std::find(std::begin(kHalfTypes), std::end(kHalfTypes), type) != std::end(kHalfTypes);
+}
 
 class VulkanBackend final : public Backend {
  public:
@@ -58,7 +71,26 @@ class VulkanBackend final : public Backend {
     return std::make_unique<StreamContext>(device, std::move(resident_weights));
   }
   bool supports(const Layer& layer, const std::vector<Shape>&, DType dtype) const override {
-    return dtype == DType::f32 && find_kernel(kKernels, layer.type()) != nullptr;
+    if (find_kernel(kKernels, layer.type()) == nullptr) return false;
+    return dtype == DType::f32 || (dtype == DType::f16 && runs_in_half(layer.type()));
+  }
+  std::unique_ptr<Kernel> make_typed_kernel(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                            Stream& stream) override {
+    if (dtype == DType::f32) return make_kernel(layer, inputs, stream);
+    auto& context = static_cast<StreamContext&>(stream);
+    if (dtype != DType::f16 || !runs_in_half(layer.type()) || !context.context().physical().fp16_storage) {
+      return nullptr;
+    }
+    context.set_kernel_dtype(DType::f16);
+    std::unique_ptr<Kernel> kernel;
+    try {
+      kernel = make_kernel(layer, inputs, stream);
+    } catch (...) {
+      context.set_kernel_dtype(DType::f32);
+      throw;
+    }
+    context.set_kernel_dtype(DType::f32);
+    return kernel;
   }
   std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs,
                                       Stream& stream) override {

@@ -1,10 +1,12 @@
 // Element-wise functions of ActivationLayer; `function` is ActivationLayer::Function's order.
+// variants: f16
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#include "storage.glsl"
 layout(local_size_x = 256) in;
 #include "powf.glsl"
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) writeonly buffer Y { float y[]; };
+layout(std430, binding = 0) readonly buffer X { ACT x[]; };
+layout(std430, binding = 1) writeonly buffer Y { ACT y[]; };
 layout(push_constant) uniform Params {
   uint off_x; uint off_y; uint n; uint function;
   float alpha; float beta; float gamma; float lo; float hi;
@@ -59,5 +61,5 @@ float apply(float v) {
 }
 
 void main() {
-  for (uint i = gl_GlobalInvocationID.x; i < p.n; i += gl_NumWorkGroups.x * 256u) y[p.off_y + i] = apply(x[p.off_x + i]);
+  for (uint i = gl_GlobalInvocationID.x; i < p.n; i += gl_NumWorkGroups.x * 256u) y[p.off_y + i] = ACT(apply(float(x[p.off_x + i])));
 }

@@ -1,12 +1,14 @@
 // y = a op b with broadcasting: the output is seen as up to 6 dims, each input with its own strides
 // (0 along broadcast dims). `op` is BinaryLayer::Op's order.
+// variants: f16
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#include "storage.glsl"
 layout(local_size_x = 256) in;
 #include "powf.glsl"
-layout(std430, binding = 0) readonly buffer A { float a[]; };
-layout(std430, binding = 1) readonly buffer B { float b[]; };
-layout(std430, binding = 2) writeonly buffer Y { float y[]; };
+layout(std430, binding = 0) readonly buffer A { ACT a[]; };
+layout(std430, binding = 1) readonly buffer B { ACT b[]; };
+layout(std430, binding = 2) writeonly buffer Y { ACT y[]; };
 layout(push_constant) uniform Params {
   uint off_a; uint off_b; uint off_y; uint n; uint op; uint rank;
   uint dims[6]; uint stride_a[6]; uint stride_b[6];
@@ -34,6 +36,6 @@ void main() {
       ia += c * p.stride_a[d];
       ib += c * p.stride_b[d];
     }
-    y[p.off_y + i] = apply(a[p.off_a + ia], b[p.off_b + ib]);
+    y[p.off_y + i] = ACT(apply(float(a[p.off_a + ia]), float(b[p.off_b + ib])));
   }
 }

@@ -1,11 +1,14 @@
 // Depthwise 2-D convolution (one filter per channel, group = channels = outputs): one invocation per
 // output element; the result clamped to [lo, hi] (a fused ReLU or ReLU6, else ±infinity).
+// variants: f16
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "storage.glsl"
 layout(local_size_x = 256) in;
-layout(std430, binding = 0) readonly buffer X { float x[]; };
+layout(std430, binding = 0) readonly buffer X { ACT x[]; };
 layout(std430, binding = 1) readonly buffer W { float w[]; };
 layout(std430, binding = 2) readonly buffer B { float bias[]; };
-layout(std430, binding = 3) writeonly buffer Y { float y[]; };
+layout(std430, binding = 3) writeonly buffer Y { ACT y[]; };
 layout(push_constant) uniform Params {
   uint off_x; uint off_w; uint off_b; uint off_y;
   uint n; uint channels; uint in_h; uint in_w; uint out_h; uint out_w;
@@ -25,9 +28,9 @@ void main() {
       for (uint kx = 0u; kx < p.kernel_w; ++kx) {
         const int ix = x0 + int(kx * p.dilation_w);
         if (ix < 0 || ix >= int(p.in_w)) continue;
-        sum = fma(w[w_base + ky * p.kernel_w + kx], x[x_base + uint(iy) * p.in_w + uint(ix)], sum);
+        sum = fma(w[w_base + ky * p.kernel_w + kx], float(x[x_base + uint(iy) * p.in_w + uint(ix)]), sum);
       }
     }
-    y[p.off_y + i] = min(max(sum + (p.has_bias != 0u ? bias[p.off_b + c] : 0.0), p.lo), p.hi);
+    y[p.off_y + i] = ACT(min(max(sum + (p.has_bias != 0u ? bias[p.off_b + c] : 0.0), p.lo), p.hi));
   }
 }

@@ -1,12 +1,16 @@
 // C[m][n] = Σ_k A[m][k] · B(k, n) + bias[n]: A row-major M x K; B stored N x K (b_k_by_n = 0, the
 // InnerProduct weight layout) or K x N (1). 64 x 64 tiles, 16 deep, 4 x 4 per invocation. Work group z
 // is a batch of matrices (MatMul): up to 4 broadcast batch dims, strides in matrices (0 where broadcast).
+// In the _f16 variant A and C are fp16 activations and B stays fp32 (InnerProduct's weights).
+// variants: f16
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "storage.glsl"
 layout(local_size_x = 16, local_size_y = 16) in;
-layout(std430, binding = 0) readonly buffer A { float a[]; };
+layout(std430, binding = 0) readonly buffer A { ACT a[]; };
 layout(std430, binding = 1) readonly buffer Bm { float b[]; };
 layout(std430, binding = 2) readonly buffer Bias { float bias[]; };
-layout(std430, binding = 3) writeonly buffer C { float c[]; };
+layout(std430, binding = 3) writeonly buffer C { ACT c[]; };
 layout(push_constant) uniform Params {
   uint off_a; uint off_b; uint off_bias; uint off_c; uint M; uint N; uint K; uint b_k_by_n; uint has_bias;
   uint batch_rank; uint batch[4]; uint a_stride[4]; uint b_stride[4];
@@ -35,7 +39,7 @@ void main() {
       const uint idx = t + r * 256u;
       {
         const uint row = idx / 16u, kk = idx % 16u, m = m0 + row, k = k0 + kk;
-        tile_a[kk][row] = (m < p.M && k < p.K) ? a[off_a + m * p.K + k] : 0.0;
+        tile_a[kk][row] = (m < p.M && k < p.K) ? float(a[off_a + m * p.K + k]) : 0.0;
       }
       if (p.b_k_by_n != 0u) {
         const uint kk = idx / 64u, col = idx % 64u, k = k0 + kk, n = n0 + col;
@@ -61,7 +65,7 @@ void main() {
     for (uint j = 0u; j < 4u; ++j) {
       const uint n = n0 + tx + 16u * j;
       if (n >= p.N) continue;
-      c[off_c + m * p.N + n] = acc[i][j] + (p.has_bias != 0u ? bias[p.off_bias + n] : 0.0);
+      c[off_c + m * p.N + n] = ACT(acc[i][j] + (p.has_bias != 0u ? bias[p.off_bias + n] : 0.0));
     }
   }
 }

@@ -1,9 +1,12 @@
 // Pad: each output element reads its source per axis (constant fills `value`, edge repeats, reflect
 // mirrors), up to 6 axes.
+// variants: f16
 #version 450
+#extension GL_GOOGLE_include_directive : require
+#include "storage.glsl"
 layout(local_size_x = 256) in;
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) writeonly buffer Y { float y[]; };
+layout(std430, binding = 0) readonly buffer X { ACT x[]; };
+layout(std430, binding = 1) writeonly buffer Y { ACT y[]; };
 layout(push_constant) uniform Params {
   uint off_x; uint off_y; uint n; uint rank; uint mode; float value;
   int in_size[6]; int out_size[6]; int begin[6];
@@ -24,6 +27,6 @@ void main() {
       offset += source * stride;
       stride *= size;
     }
-    y[p.off_y + i] = fill ? p.value : x[p.off_x + uint(offset)];
+    y[p.off_y + i] = fill ? ACT(p.value) : x[p.off_x + uint(offset)];
   }
 }
