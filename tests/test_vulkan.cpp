@@ -455,7 +455,9 @@ TEST_P(VulkanOnnx, Fp16MatchesTheCpuFp32) {
   Net net(graph, options);
   // Every convolution runs in fp16.
   for (const auto& row : net.summary()) {
-    if (row.type == "Convolution") EXPECT_EQ(row.precision, "fp16") << row.name;
+    if (row.type == "Convolution") {
+      EXPECT_EQ(row.precision, "fp16") << row.name;
+    }
   }
   // Eager, recorded, replayed.
   for (int run = 0; run < 3; ++run) {
