@@ -257,14 +257,13 @@ TEST(Vulkan, SplitKConvolutionMatchesTheCpu) {
     const std::vector<float> want = run_net(g, Device::cpu(), {{"data", x}}).at("y").to_vector();
     unsetenv("ESPRESSO_CONV_TACTIC");
     EXPECT_LE(relative_error(got, want), 1e-5) << group;
-    EXPECT_EQ(net.summary().at(0).kernel, "vulkan implicit-gemm 64x64 split-k");
+    EXPECT_EQ(net.summary().at(0).kernel, "vulkan implicit-gemm split-k");
   }
 }
 
-// Each of the convolution shaders' tiles (ESPRESSO_VULKAN_CONV forces one), whole and split along k: the
-// packed weights' padding (250 channels of a group, 72-deep sums) and the columns beyond the last tile must
-// read as zeros, groups kept apart.
-TEST(Vulkan, EveryConvolutionTileMatchesTheReference) {
+// The packed weights' padding (250 channels of a group, 72-deep sums) and the columns beyond the last tile
+// must read as zeros, groups kept apart, whole and split along k.
+TEST(Vulkan, PackedConvolutionWeightsMatchTheReference) {
   REQUIRE_VULKAN();
   NetOptions reference_options;
   reference_options.reference_kernels = true;
@@ -281,26 +280,21 @@ TEST(Vulkan, EveryConvolutionTileMatchesTheReference) {
     g.outputs = {"y"};
     return g;
   };
-  for (const char* tile : {"64x64", "64x128"}) {
-    setenv("ESPRESSO_VULKAN_CONV", tile, 1);
-    for (std::int64_t group : {1, 2}) {
-      SCOPED_TRACE(std::string(tile) + ", groups " + std::to_string(group));
-      // 1,600 columns: the last 128-wide tile is partly empty.
-      const Graph wide = graph(group, Shape{1, 8 * group, 40, 40}, 250 * group, 50);
-      // 25 columns and 2,304-deep sums: split along k.
-      const Graph deep = graph(group, Shape{1, 256, 5, 5}, 40, 60);
-      for (const auto& [g, split] : {std::pair{wide, false}, std::pair{deep, true}}) {
-        const Tensor x = random_tensor(g.inputs[0].shape, 70);
-        Net net(g, options);
-        const auto got = net.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector();
-        const auto want = Net(g, reference_options).forward({{"data", x}}).at("y").to_vector();
-        EXPECT_LE(relative_error(got, want), 1e-5);
-        EXPECT_EQ(net.summary().at(0).kernel,
-                  std::string("vulkan implicit-gemm ") + tile + (split ? " split-k" : ""));
-      }
+  for (std::int64_t group : {1, 2}) {
+    SCOPED_TRACE("groups " + std::to_string(group));
+    // 1,600 columns: the last 64-wide tile is partly empty.
+    const Graph wide = graph(group, Shape{1, 8 * group, 40, 40}, 250 * group, 50);
+    // 25 columns and 2,304-deep sums: split along k.
+    const Graph deep = graph(group, Shape{1, 256, 5, 5}, 40, 60);
+    for (const auto& [g, split] : {std::pair{wide, false}, std::pair{deep, true}}) {
+      const Tensor x = random_tensor(g.inputs[0].shape, 70);
+      Net net(g, options);
+      const auto got = net.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector();
+      const auto want = Net(g, reference_options).forward({{"data", x}}).at("y").to_vector();
+      EXPECT_LE(relative_error(got, want), 1e-5);
+      EXPECT_EQ(net.summary().at(0).kernel, split ? "vulkan implicit-gemm split-k" : "vulkan implicit-gemm");
     }
   }
-  unsetenv("ESPRESSO_VULKAN_CONV");
 }
 
 // At inference the convolutions take over the ReLUs, the residual Add and the clip after them; the
@@ -365,7 +359,7 @@ TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
                 3e-5);
     }
     auto kernel = testing::kernels_by_layer(split.summary());
-    EXPECT_EQ(kernel["conv"], "vulkan implicit-gemm 64x64 split-k");
+    EXPECT_EQ(kernel["conv"], "vulkan implicit-gemm split-k");
     EXPECT_EQ(kernel["add"], "fused into conv");
     EXPECT_EQ(kernel["relu"], "fused into conv");
     EXPECT_EQ(kernel["clip"], "fused into depthwise");

@@ -4,10 +4,8 @@
 // channel per group would leave the tiles almost empty. Deconvolution: a direct kernel.
 #include "layers/convolution.h"
 
-#include <cstdlib>
 #include <limits>
 #include <string>
-#include <string_view>
 
 #include "backends/vulkan/kernels.h"
 #include "layers/deconvolution.h"
@@ -37,7 +35,7 @@ constexpr float kInfinity = std::numeric_limits<float>::infinity();
 
 std::int64_t round_up(std::int64_t value, std::int64_t step) { return (value + step - 1) / step * step; }
 
-// The weights as convolution.glsl reads them, packed once at load: [group][k][m] with k (input channel,
+// The weights as convolution.comp reads them, packed once at load: [group][k][m] with k (input channel,
 // kernel row, kernel column) padded to `packed_k` and m (the group's output channels) to `packed_m`, zeros
 // in the padding.
 Tensor pack_weights(const Tensor& weights, std::int64_t group, std::int64_t packed_k, std::int64_t packed_m,
@@ -57,28 +55,6 @@ Tensor pack_weights(const Tensor& weights, std::int64_t group, std::int64_t pack
   Tensor device = context.scratch(shape, "the packed weights of " + owner);
   device.copy_from(Tensor::from(shape, packed));
   return device;
-}
-
-// The shaders' output tiles (output channels x columns), widest first. (128-row tiles were slower on
-// NVIDIA's driver: bench/results/2026-12-06-h100-vulkan-fp16.md.)
-struct Tile {
-  std::int64_t m, n;
-  const char* shader;
-};
-constexpr Tile kTiles[] = {{64, 128, "convolution_64x128"}, {64, 64, "convolution_64x64"}};
-
-// 64 x 128 tiles where the columns fill them as well as 64 x 64 tiles would (within 1/8 more padding) and
-// there are enough of them to keep a large GPU busy; else 64 x 64. ESPRESSO_VULKAN_CONV=64x64|64x128
-// forces one (benchmarks).
-const Tile& choose_tile(std::int64_t group_out, std::int64_t columns, std::int64_t group) {
-  if (const char* forced = std::getenv("ESPRESSO_VULKAN_CONV")) {
-    for (const Tile& tile : kTiles) {
-      if (std::string_view(tile.shader).substr(12) == forced) return tile;
-    }
-  }
-  const Tile& wide = kTiles[0];
-  const bool fills = round_up(columns, wide.n) * 8 <= round_up(columns, 64) * 9;
-  return fills && groups(columns, wide.n) * groups(group_out, wide.m) * group >= 512 ? wide : kTiles[1];
 }
 
 // The steps after a convolution it takes over at inference (Net's fuse_steps): a residual Add of
@@ -106,8 +82,7 @@ class GemmConvolution final : public FusingConvolution {
     const std::int64_t group_out = g.out_channels / g.group;
     const std::int64_t k = (g.in_channels / g.group) * g.kernel_spatial();
     columns_ = g.batch * g.out_spatial();
-    tile_ = &choose_tile(group_out, columns_, g.group);
-    weights_ = pack_weights(weights, g.group, round_up(k, 16), round_up(group_out, tile_->m), owner, context);
+    weights_ = pack_weights(weights, g.group, round_up(k, 16), round_up(group_out, 64), owner, context);
     params_ = {u32(g.batch),
                u32(g.in_channels),
                p.in_h,
@@ -132,11 +107,11 @@ class GemmConvolution final : public FusingConvolution {
                0.0f,
                0.0f,
                u32(round_up(k, 16)),
-               u32(round_up(group_out, tile_->m))};
+               u32(round_up(group_out, 64))};
     group_ = u32(g.group);
     // Too few output tiles to fill a GPU (small images at batch 1) and a long sum: split k over more work
     // groups, each adding its stretch into a partial sum, then add the partial sums up.
-    const std::int64_t tiles = groups(columns_, tile_->n) * groups(group_out, tile_->m) * g.group;
+    const std::int64_t tiles = groups(columns_, 64) * groups(group_out, 64) * g.group;
     std::int64_t splits = 1;
     if (tiles < kFillTiles && k >= 512) splits = std::min((kFillTiles + tiles - 1) / tiles, k / 256);
     const std::int64_t chunk = ((k + splits - 1) / splits + 15) / 16 * 16;
@@ -146,8 +121,6 @@ class GemmConvolution final : public FusingConvolution {
       params_.k_splits = u32(splits);
       partial_ = context.scratch(Shape{splits, g.out_channels, columns_}, owner);
     }
-    name_ = std::string("vulkan implicit-gemm ") + (tile_->shader + 12) +
-            (params_.k_splits > 1 ? " split-k" : "");
   }
   bool fuse_residual(const Tensor& residual) override {
     if (residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
@@ -177,9 +150,9 @@ class GemmConvolution final : public FusingConvolution {
     params_.hi = hi_;
     params_.has_residual = residual_.address != nullptr ? 1u : 0u;
     context_.dispatch(
-        shader(tile_->shader),
+        shader("convolution"),
         {buffer(inputs[0]), buffer(weights_), bias, out, residual, split ? buffer(partial_) : out}, params_,
-        groups(columns_, tile_->n), groups(params_.group_out, tile_->m), group_ * params_.k_splits);
+        groups(columns_, 64), groups(params_.group_out, 64), group_ * params_.k_splits);
     if (!split) return;
     struct {
       std::uint32_t n, channels, plane, splits, has_bias, has_residual;
@@ -195,7 +168,9 @@ class GemmConvolution final : public FusingConvolution {
     context_.dispatch(shader("split_sum"), {buffer(partial_), bias, out, residual}, sum,
                       groups(outputs[0].numel()));
   }
-  const char* name() const override { return name_.c_str(); }
+  const char* name() const override {
+    return params_.k_splits > 1 ? "vulkan implicit-gemm split-k" : "vulkan implicit-gemm";
+  }
 
  private:
   static constexpr std::int64_t kFillTiles = 128;
@@ -210,8 +185,6 @@ class GemmConvolution final : public FusingConvolution {
   } params_{};
   std::uint32_t group_ = 1;
   std::int64_t columns_ = 0;
-  const Tile* tile_ = nullptr;
-  std::string name_;
 };
 
 class DepthwiseConvolution final : public FusingConvolution {
