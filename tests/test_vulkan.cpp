@@ -233,37 +233,10 @@ TEST(Vulkan, NetMixingVulkanAndCpuLayersMatches) {
   EXPECT_EQ(on_cpu, 1);
 }
 
-// Small images and long sums (deep layers at batch 1) split the convolution's k over more work groups;
-// the partial sums must add up to the CPU's result, groups and bias included.
-TEST(Vulkan, SplitKConvolutionMatchesTheCpu) {
-  REQUIRE_VULKAN();
-  for (std::int64_t group : {1, 2}) {
-    Graph g;
-    g.name = "deep";
-    g.inputs = {{"data", Shape{1, 256, 5, 5}}};
-    LayerSpec conv = with_attrs(testing::layer("conv", "Convolution", {"data"}, {"y"}),
-                                {{"num_output", 40}, {"kernel", 3}, {"pad", 1}, {"group", group}});
-    conv.weights = {random_tensor(Shape{40, 256 / group, 3, 3}, 30), random_tensor(Shape{40}, 31)};
-    g.layers = {conv};
-    g.outputs = {"y"};
-    const Tensor x = random_tensor(Shape{1, 256, 5, 5}, 32);
-    NetOptions options;
-    options.device = Device::vulkan(0);
-    Net net(g, options);
-    const auto got = net.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector();
-    // The CPU's GEMM as the reference: its Winograd tactic (which it may measure faster here) rounds
-    // 256-deep sums to about 1e-5 itself.
-    setenv("ESPRESSO_CONV_TACTIC", "gemm", 1);
-    const std::vector<float> want = run_net(g, Device::cpu(), {{"data", x}}).at("y").to_vector();
-    unsetenv("ESPRESSO_CONV_TACTIC");
-    EXPECT_LE(relative_error(got, want), 1e-5) << group;
-    EXPECT_EQ(net.summary().at(0).kernel, "vulkan implicit-gemm split-k");
-  }
-}
-
-// The packed weights' padding (250 channels of a group, 72-deep sums) and the columns beyond the last tile
-// must read as zeros, groups kept apart, whole and split along k.
-TEST(Vulkan, PackedConvolutionWeightsMatchTheReference) {
+// Against the reference kernels: the packed weights' padding (250 channels of a group, 72-deep sums) and the
+// columns beyond the last tile must read as zeros, groups kept apart; small images and long sums (deep layers
+// at batch 1) split k over more work groups, whose partial sums must add up, bias included.
+TEST(Vulkan, ConvolutionMatchesTheReference) {
   REQUIRE_VULKAN();
   NetOptions reference_options;
   reference_options.reference_kernels = true;
