@@ -14,6 +14,8 @@ function(espresso_vulkan_shaders target shader_dir)
   foreach(shader IN LISTS shaders)
     get_filename_component(stem ${shader} NAME_WE)
     file(STRINGS ${shader} f16_marker REGEX "^// variants: f16")
+    # The marker is read here, at configure time: editing a shader configures again.
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${shader})
     set(variants "${stem}|")
     if(f16_marker)
       list(APPEND variants "${stem}_f16|-DF16")

@@ -255,9 +255,9 @@ TEST(Vulkan, ConvolutionMatchesTheReference) {
   };
   for (std::int64_t group : {1, 2}) {
     SCOPED_TRACE("groups " + std::to_string(group));
-    // 1,600 columns: the last 64-wide tile is partly empty.
-    const Graph wide = graph(group, Shape{1, 8 * group, 40, 40}, 250 * group, 50);
-    // 25 columns and 2,304-deep sums: split along k.
+    // 1,521 columns: the last 64-wide tile is partly empty.
+    const Graph wide = graph(group, Shape{1, 8 * group, 39, 39}, 250 * group, 50);
+    // 25 columns and sums 2,304 deep (1,152 per group of 2): split along k.
     const Graph deep = graph(group, Shape{1, 256, 5, 5}, 40, 60);
     for (const auto& [g, split] : {std::pair{wide, false}, std::pair{deep, true}}) {
       const Tensor x = random_tensor(g.inputs[0].shape, 70);
@@ -268,6 +268,30 @@ TEST(Vulkan, ConvolutionMatchesTheReference) {
       EXPECT_EQ(net.summary().at(0).kernel, split ? "vulkan implicit-gemm split-k" : "vulkan implicit-gemm");
     }
   }
+}
+
+// Nets made from the same weights (a model's sessions) share one device copy of each packed convolution
+// weight, as they share resident weights.
+TEST(Vulkan, NetsOfOneModelSharePackedConvolutionWeights) {
+  REQUIRE_VULKAN();
+  Graph g;
+  g.inputs = {{"data", Shape{1, 256, 4, 4}}};
+  LayerSpec conv = testing::conv_layer("conv", "data", "y", 256, 3, 1, 1);
+  conv.weights = {random_tensor(Shape{256, 256, 3, 3}, 80),
+                  random_tensor(Shape{256}, 81)};  // 2.25 MiB packed
+  g.layers = {conv};
+  g.outputs = {"y"};
+  NetOptions options;
+  options.device = Device::vulkan(0);
+  const Tensor x = random_tensor(Shape{1, 256, 4, 4}, 82);
+  Net first(g, options);
+  const auto one = first.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector();
+  const std::size_t before = backend_for(DeviceType::vulkan).memory_stats(Device::vulkan(0)).in_use_bytes;
+  Net second(g, options);
+  const auto two = second.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector();
+  const std::size_t after = backend_for(DeviceType::vulkan).memory_stats(Device::vulkan(0)).in_use_bytes;
+  EXPECT_LT(after - before, std::size_t{1} << 20) << "the second net packed its own copy";
+  EXPECT_EQ(one, two);
 }
 
 // At inference the convolutions take over the ReLUs, the residual Add and the clip after them; the

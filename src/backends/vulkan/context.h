@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -70,6 +71,12 @@ class DeviceContext {
   void copy_device(void* destination, const void* source, std::size_t bytes);
   void fill_zero(void* destination, std::size_t bytes);
 
+  // Device memory that kernels make from host tensors (a convolution's packed weights), shared by every
+  // stream of the device while one holds it, as resident weights are: found again by `key` (the host
+  // tensor's address and version, and how it was transformed); `make` allocates and fills it on a miss.
+  std::shared_ptr<void> shared_transform(const std::string& key,
+                                         const std::function<std::shared_ptr<void>()>& make);
+
   // The compute pipeline of an embedded shader with `bindings` storage buffers, made once.
   const Pipeline& pipeline(std::string_view shader, std::uint32_t bindings);
 
@@ -120,6 +127,9 @@ class DeviceContext {
   VkBuffer staging_ = VK_NULL_HANDLE;
   VkDeviceMemory staging_memory_ = VK_NULL_HANDLE;
   void* staging_mapped_ = nullptr;
+
+  std::mutex transform_mutex_;
+  std::map<std::string, std::weak_ptr<void>, std::less<>> transforms_;
 
   std::mutex pipeline_mutex_;
   std::map<std::string, Pipeline, std::less<>> pipelines_;

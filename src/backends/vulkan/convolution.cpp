@@ -35,26 +35,34 @@ constexpr float kInfinity = std::numeric_limits<float>::infinity();
 
 std::int64_t round_up(std::int64_t value, std::int64_t step) { return (value + step - 1) / step * step; }
 
-// The weights as convolution.comp reads them, packed once at load: [group][k][m] with k (input channel,
+// The weights as convolution.glsl reads them, packed once at load: [group][k][m] with k (input channel,
 // kernel row, kernel column) padded to `packed_k` and m (the group's output channels) to `packed_m`, zeros
-// in the padding.
+// in the padding. One device copy per weight tensor and packing, shared by the device's streams (the
+// sessions of one model) as its resident weights are.
 Tensor pack_weights(const Tensor& weights, std::int64_t group, std::int64_t packed_k, std::int64_t packed_m,
                     const std::string& owner, StreamContext& context) {
-  const Tensor host = weights.device().is_cpu() ? weights : weights.to(Device::cpu());
-  const std::int64_t group_out = host.shape()[0] / group, k = host.numel() / host.shape()[0];
-  std::vector<float> packed(static_cast<std::size_t>(group * packed_k * packed_m), 0.0f);
-  const float* w = host.data<float>();
-  for (std::int64_t g = 0; g < group; ++g) {
-    for (std::int64_t m = 0; m < group_out; ++m) {
-      const float* row = w + (g * group_out + m) * k;
-      float* column = packed.data() + g * packed_k * packed_m + m;
-      for (std::int64_t i = 0; i < k; ++i) column[i * packed_m] = row[i];
-    }
-  }
   const Shape shape{group, packed_k, packed_m};
-  Tensor device = context.scratch(shape, "the packed weights of " + owner);
-  device.copy_from(Tensor::from(shape, packed));
-  return device;
+  const std::string key = "convolution weights " +
+                          std::to_string(reinterpret_cast<std::uintptr_t>(weights.raw())) + " version " +
+                          std::to_string(weights.version()) + " as " + shape.str();
+  std::shared_ptr<void> memory = context.context().shared_transform(key, [&] {
+    const Tensor host = weights.device().is_cpu() ? weights : weights.to(Device::cpu());
+    const std::int64_t group_out = host.shape()[0] / group, k = host.numel() / host.shape()[0];
+    std::vector<float> packed(static_cast<std::size_t>(shape.numel()), 0.0f);
+    const float* w = host.data<float>();
+    for (std::int64_t g = 0; g < group; ++g) {
+      for (std::int64_t m = 0; m < group_out; ++m) {
+        const float* row = w + (g * group_out + m) * k;
+        float* column = packed.data() + g * packed_k * packed_m + m;
+        for (std::int64_t i = 0; i < k; ++i) column[i * packed_m] = row[i];
+      }
+    }
+    std::shared_ptr<void> device =
+        context.context().allocate(packed.size() * sizeof(float), "the packed weights of " + owner);
+    context.context().upload(device.get(), packed.data(), packed.size() * sizeof(float));
+    return device;
+  });
+  return Tensor::wrap(memory.get(), shape, DType::f32, context.device(), memory);
 }
 
 // The steps after a convolution it takes over at inference (Net's fuse_steps): a residual Add of
@@ -268,6 +276,8 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   if (inputs.size() != 1) return nullptr;
   const ConvGeometry g = conv.geometry(inputs[0]);
   if (g.axes() < 1 || g.axes() > 2) return nullptr;
+  // The shaders read fp32 weights; others (a quantized model's) run on the CPU.
+  if (layer.weights()[0].dtype() != DType::f32) return nullptr;
   Tensor bias = conv.has_bias() ? weight(layer, 1, context) : Tensor{};
   if (g.group == g.in_channels && g.group == g.out_channels && g.group > 1) {
     return std::make_unique<DepthwiseConvolution>(g, weight(layer, 0, context), std::move(bias), context);

@@ -204,7 +204,22 @@ MemoryStats DeviceContext::stats() const {
   return {in_use_bytes_, allocated_bytes_ - in_use_bytes_};
 }
 
+std::shared_ptr<void> DeviceContext::shared_transform(const std::string& key,
+                                                      const std::function<std::shared_ptr<void>()>& make) {
+  const std::lock_guard lock(transform_mutex_);
+  std::erase_if(transforms_, [](const auto& entry) { return entry.second.expired(); });
+  if (auto it = transforms_.find(key); it != transforms_.end()) return it->second.lock();
+  std::shared_ptr<void> made = make();
+  transforms_[key] = made;
+  return made;
+}
+
 void DeviceContext::set_memory_limit(std::size_t bytes) {
+  {
+    // Blocks about to go back may still be read by submitted work.
+    const std::lock_guard queue_lock(queue_mutex_);
+    check(api().vkQueueWaitIdle(queue_), "vkQueueWaitIdle");
+  }
   const std::lock_guard lock(memory_mutex_);
   limit_bytes_ = bytes;
   // The cap holds from now on: cached empty blocks beyond it go back, so that they cannot serve a request

@@ -314,8 +314,9 @@ Tensor StreamContext::scratch(const Shape& shape, const std::string& owner) {
 }
 
 void StreamContext::fill(Tensor& tensor, float value) {
-  if (tensor.dtype() != DType::f32 && tensor.dtype() != DType::f16) {
-    throw UnsupportedError(std::string("Vulkan fill of a ") + dtype_name(tensor.dtype()) + " tensor");
+  if (tensor.dtype() != DType::f32 && (tensor.dtype() != DType::f16 || !context_.physical().fp16_storage)) {
+    throw UnsupportedError(std::string("Vulkan fill of a ") + dtype_name(tensor.dtype()) + " tensor on " +
+                           device_.str());
   }
   struct {
     std::uint32_t n;
@@ -337,6 +338,9 @@ void StreamContext::convert(const Tensor& source, Tensor& destination) {
   if (!((from == DType::f32 && to == DType::f16) || (from == DType::f16 && to == DType::f32))) {
     throw UnsupportedError(std::string("Vulkan convert from ") + dtype_name(from) + " to " + dtype_name(to) +
                            ": only fp32 and fp16");
+  }
+  if (!context_.physical().fp16_storage) {
+    throw UnsupportedError(device_.str() + " has no 16-bit storage buffers: no fp16 tensors there");
   }
   struct {
     std::uint32_t n;

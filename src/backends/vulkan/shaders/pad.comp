@@ -27,6 +27,7 @@ void main() {
       offset += source * stride;
       stride *= size;
     }
-    y[p.off_y + i] = fill ? ACT(p.value) : x[p.off_x + uint(offset)];
+    const float v = fill ? p.value : float(x[p.off_x + uint(offset)]);
+    y[p.off_y + i] = ACT(v);
   }
 }
