@@ -270,6 +270,29 @@ TEST(Vulkan, ConvolutionMatchesTheReference) {
   }
 }
 
+// A convolution with more tiles of columns than the device's grid holds runs on the CPU, not partly.
+TEST(Vulkan, ConvolutionBeyondTheGridRunsOnTheCpu) {
+  REQUIRE_VULKAN();
+  const std::uint32_t most =
+      vulkan::device_context(0).physical().properties.limits.maxComputeWorkGroupCount[0];
+  if (most > 200000)
+    GTEST_SKIP() << "vulkan:0's grid holds " << most << " work groups: no such layer is small";
+  const std::int64_t side = static_cast<std::int64_t>(std::sqrt(64.0 * most)) + 8;  // > 64 · most columns
+  Graph g;
+  g.inputs = {{"data", Shape{1, 1, side, side}}};
+  LayerSpec conv = testing::conv_layer("conv", "data", "y", 2, 1, 0, 1);
+  conv.weights = {random_tensor(Shape{2, 1, 1, 1}, 90), random_tensor(Shape{2}, 91)};
+  g.layers = {conv};
+  g.outputs = {"y"};
+  const Tensor x = random_tensor(Shape{1, 1, side, side}, 92);
+  NetOptions options;
+  options.device = Device::vulkan(0);
+  Net net(g, options);
+  EXPECT_EQ(net.summary().at(0).device, Device::cpu());
+  const auto got = net.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector();
+  EXPECT_LE(relative_error(got, run_net(g, Device::cpu(), {{"data", x}}).at("y").to_vector()), 1e-6);
+}
+
 // Nets made from the same weights (a model's sessions) share one device copy of each packed convolution
 // weight, as they share resident weights.
 TEST(Vulkan, NetsOfOneModelSharePackedConvolutionWeights) {

@@ -278,8 +278,16 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   if (g.axes() < 1 || g.axes() > 2) return nullptr;
   // The shaders read fp32 weights; others (a quantized model's) run on the CPU.
   if (layer.weights()[0].dtype() != DType::f32) return nullptr;
+  const bool depthwise = g.group == g.in_channels && g.group == g.out_channels && g.group > 1;
+  // The GEMM's grid is one work group per 64 x 64 tile, not looped over: beyond the device's grid (65,535
+  // columns of tiles on many), the CPU runs the layer.
+  const std::uint32_t* most = context.context().physical().properties.limits.maxComputeWorkGroupCount;
+  if (!depthwise &&
+      (groups(g.batch * g.out_spatial(), 64) > most[0] || groups(g.out_channels / g.group, 64) > most[1])) {
+    return nullptr;
+  }
   Tensor bias = conv.has_bias() ? weight(layer, 1, context) : Tensor{};
-  if (g.group == g.in_channels && g.group == g.out_channels && g.group > 1) {
+  if (depthwise) {
     return std::make_unique<DepthwiseConvolution>(g, weight(layer, 0, context), std::move(bias), context);
   }
   return std::make_unique<GemmConvolution>(g, layer.weights()[0], std::move(bias),
