@@ -16,14 +16,23 @@ class InnerProductKernel final : public VulkanKernel {
   }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (outputs[0].numel() == 0) return;
-    context_.dispatch(
-        shader("gemm"),
-        {buffer(inputs[0]), buffer(weights_), buffer(bias_.defined() ? bias_ : weights_), buffer(outputs[0])},
-        params_, groups(params_.n, 64), groups(params_.m, 64));
+    const std::vector<Buffer> buffers{buffer(inputs[0]), buffer(weights_),
+                                      buffer(bias_.defined() ? bias_ : weights_), buffer(outputs[0])};
+    if (few_rows()) {
+      const struct {
+        std::uint32_t m, n, k, b_k_by_n, has_bias;
+      } gemv{params_.m, params_.n, params_.k, params_.b_k_by_n, params_.has_bias};
+      context_.dispatch(shader("gemv"), buffers, gemv, params_.n);
+      return;
+    }
+    context_.dispatch(shader("gemm"), buffers, params_, groups(params_.n, 64), groups(params_.m, 64));
   }
-  const char* name() const override { return "vulkan gemm"; }
+  const char* name() const override { return few_rows() ? "vulkan gemv" : "vulkan gemm"; }
 
  private:
+  // Up to 4 rows (batch 1 to 4): one work group per output, the sum along k spread over its invocations.
+  bool few_rows() const { return params_.m <= 4; }
+
   Tensor weights_, bias_;
   struct {
     std::uint32_t m, n, k, b_k_by_n, has_bias, batch_rank;
