@@ -4,8 +4,8 @@
 # carried in .gl/ (docs/vulkan.md): lists the Vulkan devices, runs the Vulkan tests and the layer harness
 # on the NVIDIA driver's Vulkan, then times Vulkan against our CUDA backend and PyTorch (fp32, TF32 off, CUDA
 # graph replay: bench/torch_precision.py) on LeNet, NIN, SqueezeNet 1.1, ResNet-18 and MobileNetV2 at batch 1
-# and 64. Models not carried in $ESPRESSO_DATA are exported from torchvision there (random weights: the same
-# work). Writes $OUT/vulkan_bench.md (the table) and the logs.
+# and 64, and Vulkan with fp16 activations. Models not carried in $ESPRESSO_DATA are exported from torchvision
+# there (random weights: the same work). Writes $OUT/vulkan_bench.md (the table) and the logs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-$PWD/vulkan-bench-out}
@@ -41,6 +41,10 @@ done
       "$espresso" bench $model --device $device --batch 1,64 --iterations 100 --json
     done
   done
+  for model in "${models[@]}"; do
+    # shellcheck disable=SC2086
+    "$espresso" bench $model --device vulkan --precision fp16 --batch 1,64 --iterations 100 --json
+  done
   python3 bench/torch_precision.py time "$exported" --batch 1,64 --iterations 100
 } 2>&1 | tee "$out/vulkan_bench.jsonl"
 python3 - "$out/vulkan_bench.jsonl" <<'PY' | tee "$out/vulkan_bench.md"
@@ -50,19 +54,22 @@ for line in open(sys.argv[1]):
     if not line.startswith("{"):
         continue
     r = json.loads(line)
-    if r.get("precision", "fp32") != "fp32":
-        continue
+    precision = r.get("precision", "fp32")
     parts = r["model"].split("/")
     model = parts[-2] if parts[-1] == "model.onnx" else parts[-1].replace(".prototxt", "")
     who = "pytorch" if r["framework"] == "pytorch" else r["device"].split(":")[0]
+    if precision == "fp16" and who == "vulkan":
+        who = "vulkan fp16"
+    elif precision != "fp32":
+        continue
     rows.setdefault((model, r["batch"]), {})[who] = r
-print("| model | batch | Vulkan ms | CUDA ms | PyTorch ms | Vulkan / CUDA | Vulkan / PyTorch |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| model | batch | Vulkan ms | CUDA ms | PyTorch ms | Vulkan / CUDA | Vulkan / PyTorch | Vulkan fp16 ms |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for (model, batch), r in sorted(rows.items()):
-    v, c, t = r.get("vulkan"), r.get("cuda"), r.get("pytorch")
+    v, c, t, h = r.get("vulkan"), r.get("cuda"), r.get("pytorch"), r.get("vulkan fp16")
     ms = lambda x: f"{x['median_ms']:.4f}" if x else "–"
     ratio = lambda a, b: f"{a['median_ms'] / b['median_ms']:.2f}" if a and b else "–"
-    print(f"| {model} | {batch} | {ms(v)} | {ms(c)} | {ms(t)} | {ratio(v, c)} | {ratio(v, t)} |")
+    print(f"| {model} | {batch} | {ms(v)} | {ms(c)} | {ms(t)} | {ratio(v, c)} | {ratio(v, t)} | {ms(h)} |")
 PY
 echo "Vulkan tests exit status: $tests_status" | tee -a "$out/vulkan_bench.md"
 exit "$tests_status"
