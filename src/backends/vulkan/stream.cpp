@@ -342,10 +342,10 @@ void StreamContext::convert(const Tensor& source, Tensor& destination) {
   if (!context_.physical().fp16_storage) {
     throw UnsupportedError(device_.str() + " has no 16-bit storage buffers: no fp16 tensors there");
   }
+  if (source.numel() == 0) return;
   struct {
     std::uint32_t n;
   } params{static_cast<std::uint32_t>(source.numel())};
-  if (source.numel() == 0) return;
   dispatch(to == DType::f16 ? "to_f16" : "to_f32", {buffer(source), buffer(destination)}, params,
            static_cast<std::uint32_t>((source.numel() + 255) / 256));
 }

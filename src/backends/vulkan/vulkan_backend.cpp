@@ -31,6 +31,18 @@ bool runs_in_half(std::string_view type) {
   return std::find(std::begin(kHalfTypes), std::end(kHalfTypes), type) != std::end(kHalfTypes);
 }
 
+// While alive, the kernels made on `context` keep their activations in fp16.
+class HalfKernels {
+ public:
+  explicit HalfKernels(StreamContext& context) : context_(context) { context_.set_kernel_dtype(DType::f16); }
+  ~HalfKernels() { context_.set_kernel_dtype(DType::f32); }
+  HalfKernels(const HalfKernels&) = delete;
+  HalfKernels& operator=(const HalfKernels&) = delete;
+
+ private:
+  StreamContext& context_;
+};
+
 class VulkanBackend final : public Backend {
  public:
   const char* name() const override { return "vulkan"; }
@@ -81,16 +93,8 @@ class VulkanBackend final : public Backend {
     if (dtype != DType::f16 || !runs_in_half(layer.type()) || !context.context().physical().fp16_storage) {
       return nullptr;
     }
-    context.set_kernel_dtype(DType::f16);
-    std::unique_ptr<Kernel> kernel;
-    try {
-      kernel = make_kernel(layer, inputs, stream);
-    } catch (...) {
-      context.set_kernel_dtype(DType::f32);
-      throw;
-    }
-    context.set_kernel_dtype(DType::f32);
-    return kernel;
+    const HalfKernels half(context);
+    return make_kernel(layer, inputs, stream);
   }
   std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs,
                                       Stream& stream) override {
