@@ -235,39 +235,77 @@ TEST(Vulkan, NetMixingVulkanAndCpuLayersMatches) {
 
 // Against the reference kernels: the packed weights' padding (250 channels of a group, 72-deep sums) and the
 // columns beyond the last tile must read as zeros, groups kept apart; small images and long sums (deep layers
-// at batch 1) split k over more work groups, whose partial sums must add up, bias included.
+// at batch 1) split k over more work groups, whose partial sums must add up, bias included. The same with
+// Winograd F(2x2, 3x3) forced: a partial 2 x 2 tile at the edge (39 x 39), its GEMMs' padding, 256-deep sums.
 TEST(Vulkan, ConvolutionMatchesTheReference) {
   REQUIRE_VULKAN();
-  NetOptions reference_options;
-  reference_options.reference_kernels = true;
-  NetOptions options;
-  options.device = Device::vulkan(0);
-  auto graph = [](std::int64_t group, const Shape& input, std::int64_t outputs, unsigned seed) {
-    Graph g;
-    g.inputs = {{"data", input}};
-    LayerSpec conv = with_attrs(testing::layer("conv", "Convolution", {"data"}, {"y"}),
-                                {{"num_output", outputs}, {"kernel", 3}, {"pad", 1}, {"group", group}});
-    conv.weights = {random_tensor(Shape{outputs, input[1] / group, 3, 3}, seed),
-                    random_tensor(Shape{outputs}, seed + 1)};
-    g.layers = {conv};
-    g.outputs = {"y"};
-    return g;
-  };
-  for (std::int64_t group : {1, 2}) {
-    SCOPED_TRACE("groups " + std::to_string(group));
-    // 1,521 columns: the last 64-wide tile is partly empty.
-    const Graph wide = graph(group, Shape{1, 8 * group, 39, 39}, 250 * group, 50);
-    // 25 columns and sums 2,304 deep (1,152 per group of 2): split along k.
-    const Graph deep = graph(group, Shape{1, 256, 5, 5}, 40, 60);
-    for (const auto& [g, split] : {std::pair{wide, false}, std::pair{deep, true}}) {
-      const Tensor x = random_tensor(g.inputs[0].shape, 70);
-      Net net(g, options);
-      const auto got = net.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector();
-      const auto want = Net(g, reference_options).forward({{"data", x}}).at("y").to_vector();
-      EXPECT_LE(relative_error(got, want), 1e-5);
-      EXPECT_EQ(net.summary().at(0).kernel, split ? "vulkan implicit-gemm split-k" : "vulkan implicit-gemm");
+  for (const char* tactic : {"gemm", "winograd"}) {
+    const testing::ScopedEnv forced("ESPRESSO_CONV_TACTIC", tactic);
+    NetOptions reference_options;
+    reference_options.reference_kernels = true;
+    NetOptions options;
+    options.device = Device::vulkan(0);
+    auto graph = [](std::int64_t group, const Shape& input, std::int64_t outputs, unsigned seed) {
+      Graph g;
+      g.inputs = {{"data", input}};
+      LayerSpec conv = with_attrs(testing::layer("conv", "Convolution", {"data"}, {"y"}),
+                                  {{"num_output", outputs}, {"kernel", 3}, {"pad", 1}, {"group", group}});
+      conv.weights = {random_tensor(Shape{outputs, input[1] / group, 3, 3}, seed),
+                      random_tensor(Shape{outputs}, seed + 1)};
+      g.layers = {conv};
+      g.outputs = {"y"};
+      return g;
+    };
+    for (std::int64_t group : {1, 2}) {
+      SCOPED_TRACE("groups " + std::to_string(group));
+      // 1,521 columns: the last 64-wide tile is partly empty.
+      const Graph wide = graph(group, Shape{1, 8 * group, 39, 39}, 250 * group, 50);
+      // 25 columns and sums 2,304 deep (1,152 per group of 2): split along k.
+      const Graph deep = graph(group, Shape{1, 256, 5, 5}, 40, 60);
+      for (const auto& [g, split] : {std::pair{wide, false}, std::pair{deep, true}}) {
+        const Tensor x = random_tensor(g.inputs[0].shape, 70);
+        Net net(g, options);
+        const auto got = net.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector();
+        const auto want = Net(g, reference_options).forward({{"data", x}}).at("y").to_vector();
+        EXPECT_LE(relative_error(got, want), 1e-5) << tactic;
+        const bool winograd = tactic == std::string("winograd") && group == 1;
+        EXPECT_EQ(net.summary().at(0).kernel, winograd ? "vulkan winograd F(2x2,3x3)"
+                                              : split  ? "vulkan implicit-gemm split-k"
+                                                       : "vulkan implicit-gemm");
+      }
     }
   }
+}
+
+// Winograd layers of one net share their stream's workspace (the largest need, not the sum), also when
+// the net replays its capture; the second layer's patches are the first's output, ReLU fused in between.
+TEST(Vulkan, WinogradLayersShareTheStreamWorkspace) {
+  REQUIRE_VULKAN();
+  Graph g;
+  g.inputs = {{"data", Shape{2, 16, 20, 17}}};
+  LayerSpec first = testing::conv_layer("first", "data", "a", 32, 3, 1, 1);
+  first.weights = {random_tensor(Shape{32, 16, 3, 3}, 100), random_tensor(Shape{32}, 101)};
+  LayerSpec second = testing::conv_layer("second", "r", "y", 64, 3, 0, 1);
+  second.weights = {random_tensor(Shape{64, 32, 3, 3}, 102), random_tensor(Shape{64}, 103)};
+  g.layers = {first, testing::layer("relu", "ReLU", {"a"}, {"r"}), second};
+  g.outputs = {"y"};
+  NetOptions options;
+  options.device = Device::vulkan(0);
+  NetOptions reference_options;
+  reference_options.reference_kernels = true;
+  const Tensor x = random_tensor(Shape{2, 16, 20, 17}, 104);
+  Net net(g, options);
+  const auto want = Net(g, reference_options).forward({{"data", x}}).at("y").to_vector();
+  for (int run = 0; run < 3; ++run)
+    EXPECT_LE(relative_error(net.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector(), want), 1e-5);
+  auto kernel = testing::kernels_by_layer(net.summary());
+  EXPECT_EQ(kernel["first"], "vulkan winograd F(2x2,3x3)");
+  EXPECT_EQ(kernel["relu"], "fused into first");
+  EXPECT_EQ(kernel["second"], "vulkan winograd F(2x2,3x3)");
+  // Patches and products of 2 x 10 x 9 tiles, 16 values each: 16 + 32 channels, then 32 + 64.
+  const std::size_t tiles_first = 2 * 10 * 9, tiles_second = 2 * 9 * 8;
+  EXPECT_EQ(net.memory().workspace_bytes,
+            std::max(tiles_first * 16 * (16 + 32), tiles_second * 16 * (32 + 64)) * sizeof(float));
 }
 
 // A convolution with more tiles of columns than the device's grid holds runs on the CPU, not partly.
@@ -318,7 +356,8 @@ TEST(Vulkan, NetsOfOneModelSharePackedConvolutionWeights) {
 }
 
 // At inference the convolutions take over the ReLUs, the residual Add and the clip after them; the
-// split-k path adds the residual and clamps as it adds the partial sums up, the depthwise kernel clamps.
+// split-k path adds the residual and clamps as it adds the partial sums up, Winograd as it transforms the
+// products back, the depthwise kernel clamps.
 TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
   REQUIRE_VULKAN();
   NetOptions reference_options;
@@ -351,38 +390,44 @@ TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
   // Add runs in place on its first operand: with (c, s) the split convolution adds the residual as it sums
   // its partial sums up, with (s, c) it accumulates into s's memory.
   for (const bool residual_first : {false, true}) {
-    SCOPED_TRACE(residual_first ? "add(s, c)" : "add(c, s)");
-    Graph g;
-    g.inputs = {{"data", Shape{1, 256, 5, 5}}};
-    LayerSpec skip = testing::conv_layer("skip", "data", "s", 40, 1, 0, 1);
-    skip.weights = {random_tensor(Shape{40, 256, 1, 1}, 41), random_tensor(Shape{40}, 42)};
-    LayerSpec conv = testing::conv_layer("conv", "data", "c", 40, 3, 1, 1);
-    conv.weights = {random_tensor(Shape{40, 256, 3, 3}, 43), random_tensor(Shape{40}, 44)};
-    LayerSpec add = testing::layer("add", "Binary", residual_first ? std::vector<std::string>{"s", "c"}
-                                                                   : std::vector<std::string>{"c", "s"},
-                                   {"sum"});
-    add.attrs.set("operation", std::string("add"));
-    LayerSpec depthwise = with_attrs(testing::conv_layer("depthwise", "r", "d", 40, 3, 1, 1), {{"group", 40}});
-    depthwise.weights = {random_tensor(Shape{40, 1, 3, 3}, 45), random_tensor(Shape{40}, 46)};
-    LayerSpec clip = testing::layer("clip", "Activation", {"d"}, {"out"});
-    clip.attrs.set("function", std::string("clip"));
-    clip.attrs.set("min", 0.0);
-    clip.attrs.set("max", 6.0);
-    g.layers = {skip, conv, add, testing::layer("relu", "ReLU", {"sum"}, {"r"}), depthwise, clip};
-    g.outputs = {"out"};
-    const Tensor deep = random_tensor(Shape{1, 256, 5, 5}, 47);
-    Net split(g, vulkan_options);
-    const auto expected = Net(g, reference_options).forward({{"data", deep}}).at("out").to_vector();
-    // Sums of 2,304 products in another order than the reference's: about 1e-5 apart.
-    for (int run = 0; run < 2; ++run) {
-      EXPECT_LE(relative_error(split.forward({{"data", deep}}).at("out").to(Device::cpu()).to_vector(), expected),
-                3e-5);
+    for (const char* tactic : {"gemm", "winograd"}) {
+      const testing::ScopedEnv forced("ESPRESSO_CONV_TACTIC", tactic);
+      SCOPED_TRACE(std::string(residual_first ? "add(s, c), " : "add(c, s), ") + tactic);
+      Graph g;
+      g.inputs = {{"data", Shape{1, 256, 5, 5}}};
+      LayerSpec skip = testing::conv_layer("skip", "data", "s", 40, 1, 0, 1);
+      skip.weights = {random_tensor(Shape{40, 256, 1, 1}, 41), random_tensor(Shape{40}, 42)};
+      LayerSpec conv = testing::conv_layer("conv", "data", "c", 40, 3, 1, 1);
+      conv.weights = {random_tensor(Shape{40, 256, 3, 3}, 43), random_tensor(Shape{40}, 44)};
+      LayerSpec add = testing::layer(
+          "add", "Binary",
+          residual_first ? std::vector<std::string>{"s", "c"} : std::vector<std::string>{"c", "s"}, {"sum"});
+      add.attrs.set("operation", std::string("add"));
+      LayerSpec depthwise =
+          with_attrs(testing::conv_layer("depthwise", "r", "d", 40, 3, 1, 1), {{"group", 40}});
+      depthwise.weights = {random_tensor(Shape{40, 1, 3, 3}, 45), random_tensor(Shape{40}, 46)};
+      LayerSpec clip = testing::layer("clip", "Activation", {"d"}, {"out"});
+      clip.attrs.set("function", std::string("clip"));
+      clip.attrs.set("min", 0.0);
+      clip.attrs.set("max", 6.0);
+      g.layers = {skip, conv, add, testing::layer("relu", "ReLU", {"sum"}, {"r"}), depthwise, clip};
+      g.outputs = {"out"};
+      const Tensor deep = random_tensor(Shape{1, 256, 5, 5}, 47);
+      Net split(g, vulkan_options);
+      const auto expected = Net(g, reference_options).forward({{"data", deep}}).at("out").to_vector();
+      // Sums of 2,304 products in another order than the reference's: about 1e-5 apart.
+      for (int run = 0; run < 2; ++run) {
+        EXPECT_LE(
+            relative_error(split.forward({{"data", deep}}).at("out").to(Device::cpu()).to_vector(), expected),
+            3e-5);
+      }
+      auto kernel = testing::kernels_by_layer(split.summary());
+      EXPECT_EQ(kernel["conv"], tactic == std::string("winograd") ? "vulkan winograd F(2x2,3x3)"
+                                                                  : "vulkan implicit-gemm split-k");
+      EXPECT_EQ(kernel["add"], "fused into conv");
+      EXPECT_EQ(kernel["relu"], "fused into conv");
+      EXPECT_EQ(kernel["clip"], "fused into depthwise");
     }
-    auto kernel = testing::kernels_by_layer(split.summary());
-    EXPECT_EQ(kernel["conv"], "vulkan implicit-gemm split-k");
-    EXPECT_EQ(kernel["add"], "fused into conv");
-    EXPECT_EQ(kernel["relu"], "fused into conv");
-    EXPECT_EQ(kernel["clip"], "fused into depthwise");
   }
 }
 

@@ -201,8 +201,14 @@ class StreamContext final : public Stream {
   // The device copy of a CPU weight tensor, uploaded on first request and kept for the stream's life
   // (or the shared resident copy). A tensor already on this device is returned as is.
   const Tensor& device_weights(const Tensor& host, const std::string& owner);
-  // Device memory a kernel keeps for its life (constants, workspaces).
+  // Device memory a kernel keeps for its life (constants, split-k partial sums).
   Tensor scratch(const Shape& shape, const std::string& owner);
+  // One workspace for every kernel of this stream (Winograd's transformed tiles): they run one after
+  // another, so the largest need is enough. Kernels reserve what they need when they are made and take
+  // workspace() when they record, never keeping the address: a larger reservation replaces the buffer.
+  void reserve_workspace(std::size_t bytes);
+  const void* workspace() const { return workspace_.get(); }
+  std::size_t workspace_bytes() const override { return workspace_bytes_; }
 
  private:
   struct Descriptors {
@@ -240,6 +246,9 @@ class StreamContext final : public Stream {
   };
   std::map<const void*, WeightCopy> weights_;
   DType kernel_dtype_ = DType::f32;
+  std::shared_ptr<void> workspace_;
+  std::size_t workspace_bytes_ = 0;
+  std::vector<std::shared_ptr<void>> retired_workspaces_;  // replaced while a capture held their addresses
 };
 
 }  // namespace espresso::vulkan

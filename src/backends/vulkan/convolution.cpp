@@ -1,9 +1,11 @@
 // Convolution and Deconvolution on Vulkan over 1 or 2 spatial axes. Convolution: an implicit GEMM (im2col
 // gathered while loading tiles, never stored; split along k where the output has too few tiles to fill a
-// GPU) for every configuration, and a direct kernel for depthwise convolutions, where a GEMM of one output
-// channel per group would leave the tiles almost empty. Deconvolution: a direct kernel.
+// GPU) for every configuration, Winograd F(2x2, 3x3) for 3 x 3 windows of stride 1, and a direct kernel for
+// depthwise convolutions, where a GEMM of one output channel per group would leave the tiles almost
+// empty. Deconvolution: a direct kernel.
 #include "layers/convolution.h"
 
+#include <cstdlib>
 #include <limits>
 #include <string>
 
@@ -35,26 +37,69 @@ constexpr float kInfinity = std::numeric_limits<float>::infinity();
 
 std::int64_t round_up(std::int64_t value, std::int64_t step) { return (value + step - 1) / step * step; }
 
-// The weights as convolution.glsl reads them, packed once at load: [group][k][m] with k (input channel,
-// kernel row, kernel column) padded to `packed_k` and m (the group's output channels) to `packed_m`, zeros
-// in the padding. One device copy per weight tensor and packing, shared by the device's streams (the
-// sessions of one model) as its resident weights are.
-Tensor pack_weights(const Tensor& weights, std::int64_t group, std::int64_t packed_k, std::int64_t packed_m,
-                    const std::string& owner, StreamContext& context) {
-  const Shape shape{group, packed_k, packed_m};
-  const std::string key = "convolution weights " +
+// convolution.glsl's push constants after the buffers' offsets.
+struct GemmParams {
+  std::uint32_t batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
+  std::int32_t pad_h, pad_w;
+  std::uint32_t dilation_h, dilation_w, group_in, group_out, has_bias, k_splits, k_chunk, has_residual;
+  float lo, hi;
+  std::uint32_t packed_k, packed_m;
+};
+
+// One pass over k, no bias, no epilogue: the callers set those.
+GemmParams gemm_params(const ConvGeometry& g) {
+  const Geometry2d p = planar(g);
+  const std::int64_t group_out = g.out_channels / g.group;
+  const std::uint32_t packed_k = u32(round_up((g.in_channels / g.group) * g.kernel_spatial(), 16));
+  return {u32(g.batch),
+          u32(g.in_channels),
+          p.in_h,
+          p.in_w,
+          u32(g.out_channels),
+          p.out_h,
+          p.out_w,
+          p.kernel_h,
+          p.kernel_w,
+          p.stride_h,
+          p.stride_w,
+          p.pad_h,
+          p.pad_w,
+          p.dilation_h,
+          p.dilation_w,
+          u32(g.in_channels / g.group),
+          u32(group_out),
+          0u,
+          1u,
+          packed_k,
+          0u,
+          -kInfinity,
+          kInfinity,
+          packed_k,
+          u32(round_up(group_out, 64))};
+}
+
+// The weights as convolution.glsl reads them, packed once at load: [group][k][m] with k padded to
+// packed_k and m (the group's output channels) to packed_m, zeros in the padding. `rows` makes the
+// [group · group_out][k] matrix from the host weights (Caffe's layout as it is, or Winograd's transform);
+// `layout` names it in the cache key. One device copy per weight tensor and layout, shared by the
+// device's streams (the sessions of one model) as its resident weights are.
+using WeightRows = std::vector<float> (*)(const Tensor& host);
+
+Tensor pack_weights(const Tensor& weights, const char* layout, WeightRows rows, const GemmParams& p,
+                    std::int64_t group, const std::string& owner, StreamContext& context) {
+  const Shape shape{group, p.packed_k, p.packed_m};
+  const std::string key = std::string("convolution weights ") + layout + " " +
                           std::to_string(reinterpret_cast<std::uintptr_t>(weights.raw())) + " version " +
                           std::to_string(weights.version()) + " as " + shape.str();
   std::shared_ptr<void> memory = context.context().shared_transform(key, [&] {
-    const Tensor host = weights.device().is_cpu() ? weights : weights.to(Device::cpu());
-    const std::int64_t group_out = host.shape()[0] / group, k = host.numel() / host.shape()[0];
+    const std::vector<float> w = rows(weights.device().is_cpu() ? weights : weights.to(Device::cpu()));
+    const std::int64_t k = std::int64_t{p.group_in} * p.kernel_h * p.kernel_w;
     std::vector<float> packed(static_cast<std::size_t>(shape.numel()), 0.0f);
-    const float* w = host.data<float>();
     for (std::int64_t g = 0; g < group; ++g) {
-      for (std::int64_t m = 0; m < group_out; ++m) {
-        const float* row = w + (g * group_out + m) * k;
-        float* column = packed.data() + g * packed_k * packed_m + m;
-        for (std::int64_t i = 0; i < k; ++i) column[i * packed_m] = row[i];
+      for (std::int64_t m = 0; m < p.group_out; ++m) {
+        const float* row = w.data() + (g * p.group_out + m) * k;
+        float* column = packed.data() + (g * p.packed_k) * p.packed_m + m;
+        for (std::int64_t i = 0; i < k; ++i) column[i * p.packed_m] = row[i];
       }
     }
     std::shared_ptr<void> device =
@@ -65,8 +110,37 @@ Tensor pack_weights(const Tensor& weights, std::int64_t group, std::int64_t pack
   return Tensor::wrap(memory.get(), shape, DType::f32, context.device(), memory);
 }
 
-// The steps after a convolution it takes over at inference (Net's fuse_steps): a residual Add of
-// the output's shape, then a clamp (ReLU, ReLU6), applied as the shaders write the output.
+std::vector<float> caffe_rows(const Tensor& host) { return host.to_vector(); }
+
+// Winograd F(2x2, 3x3)'s weights U = G g Gᵀ for each output channel m and input channel c, as sixteen
+// matrices (e = row · 4 + column of U) of [m][c]: the rows of sixteen groups' GEMMs.
+std::vector<float> winograd_rows(const Tensor& host) {
+  const std::int64_t outputs = host.shape()[0], inputs = host.shape()[1];
+  const float* w = host.data<float>();
+  std::vector<float> u(static_cast<std::size_t>(16 * outputs * inputs));
+  for (std::int64_t m = 0; m < outputs; ++m) {
+    for (std::int64_t c = 0; c < inputs; ++c) {
+      const float* g = w + (m * inputs + c) * 9;
+      double t[4][3];  // G g
+      for (int j = 0; j < 3; ++j) {
+        t[0][j] = g[j];
+        t[1][j] = (double{g[j]} + g[3 + j] + g[6 + j]) / 2;
+        t[2][j] = (double{g[j]} - g[3 + j] + g[6 + j]) / 2;
+        t[3][j] = g[6 + j];
+      }
+      for (int i = 0; i < 4; ++i) {
+        const double row[4] = {t[i][0], (t[i][0] + t[i][1] + t[i][2]) / 2, (t[i][0] - t[i][1] + t[i][2]) / 2,
+                               t[i][2]};
+        for (int j = 0; j < 4; ++j)
+          u[static_cast<std::size_t>(((i * 4 + j) * outputs + m) * inputs + c)] = static_cast<float>(row[j]);
+      }
+    }
+  }
+  return u;
+}
+
+// The steps after a convolution it takes over at inference (Net's fuse_steps), applied as the shaders
+// write the output: a clamp (ReLU, ReLU6) ...
 class FusingConvolution : public VulkanKernel {
  public:
   using VulkanKernel::VulkanKernel;
@@ -81,41 +155,51 @@ class FusingConvolution : public VulkanKernel {
   float lo_ = -kInfinity, hi_ = kInfinity;
 };
 
-class GemmConvolution final : public FusingConvolution {
+// ... and before the clamp, a residual Add of the output's shape.
+class ResidualConvolution : public FusingConvolution {
+ public:
+  ResidualConvolution(const ConvGeometry& g, StreamContext& context)
+      : FusingConvolution(context), image_size_(g.out_channels * g.out_spatial()), batch_(g.batch) {}
+  bool fuse_residual(const Tensor& residual) override {
+    if (residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
+        residual.dtype() != (half_ ? DType::f16 : DType::f32))
+      return false;
+    residual_ = buffer(residual);
+    return true;
+  }
+  // The Add runs in place on the residual (a ResNet block whose shortcut convolution comes second): the
+  // output goes there, added to what is there.
+  bool accumulate_output(float* base, std::int64_t image_stride) override {
+    if (half_ || residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
+        image_stride != image_size_)
+      return false;
+    residual_ = {base, static_cast<std::size_t>(batch_ * image_size_) * sizeof(float)};
+    destination_ = residual_;
+    return true;
+  }
+
+ protected:
+  Buffer output(const Tensor& tensor) const {
+    return destination_.address != nullptr ? destination_ : buffer(tensor);
+  }
+  Buffer residual(const Buffer& output) const { return residual_.address != nullptr ? residual_ : output; }
+
+  Buffer residual_{nullptr, 0}, destination_{nullptr, 0};  // fused: the residual read, the output's memory
+
+ private:
+  std::int64_t image_size_, batch_;
+};
+
+class GemmConvolution final : public ResidualConvolution {
  public:
   GemmConvolution(const ConvGeometry& g, const Tensor& weights, Tensor bias, const std::string& owner,
                   StreamContext& context)
-      : FusingConvolution(context), bias_(std::move(bias)) {
-    const Geometry2d p = planar(g);
+      : ResidualConvolution(g, context), bias_(std::move(bias)), params_(gemm_params(g)) {
     const std::int64_t group_out = g.out_channels / g.group;
     const std::int64_t k = (g.in_channels / g.group) * g.kernel_spatial();
     columns_ = g.batch * g.out_spatial();
-    weights_ = pack_weights(weights, g.group, round_up(k, 16), round_up(group_out, 64), owner, context);
-    params_ = {u32(g.batch),
-               u32(g.in_channels),
-               p.in_h,
-               p.in_w,
-               u32(g.out_channels),
-               p.out_h,
-               p.out_w,
-               p.kernel_h,
-               p.kernel_w,
-               p.stride_h,
-               p.stride_w,
-               p.pad_h,
-               p.pad_w,
-               p.dilation_h,
-               p.dilation_w,
-               u32(g.in_channels / g.group),
-               u32(group_out),
-               bias_.defined() ? 1u : 0u,
-               1u,
-               0u,
-               0u,
-               0.0f,
-               0.0f,
-               u32(round_up(k, 16)),
-               u32(round_up(group_out, 64))};
+    weights_ = pack_weights(weights, "caffe", caffe_rows, params_, g.group, owner, context);
+    params_.has_bias = bias_.defined() ? 1u : 0u;
     group_ = u32(g.group);
     // Too few output tiles to fill a GPU (small images at batch 1) and a long sum: split k over more work
     // groups, each adding its stretch into a partial sum, then add the partial sums up.
@@ -130,29 +214,10 @@ class GemmConvolution final : public FusingConvolution {
       partial_ = context.scratch(Shape{splits, g.out_channels, columns_}, owner);
     }
   }
-  bool fuse_residual(const Tensor& residual) override {
-    if (residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
-        residual.dtype() != (half_ ? DType::f16 : DType::f32))
-      return false;
-    residual_ = buffer(residual);
-    return true;
-  }
-  // The Add runs in place on the residual (a ResNet block whose shortcut convolution comes second): the
-  // output goes there, added to what is there.
-  bool accumulate_output(float* base, std::int64_t image_stride) override {
-    if (half_ || residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
-        image_stride != std::int64_t{params_.out_c} * params_.out_h * params_.out_w) {
-      return false;
-    }
-    residual_ = {base, static_cast<std::size_t>(columns_ * params_.out_c) * sizeof(float)};
-    destination_ = residual_;
-    return true;
-  }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (outputs[0].numel() == 0) return;
     const Buffer bias = buffer(bias_.defined() ? bias_ : weights_);
-    const Buffer out = destination_.address != nullptr ? destination_ : buffer(outputs[0]);
-    const Buffer residual = residual_.address != nullptr ? residual_ : out;
+    const Buffer out = output(outputs[0]), residual = this->residual(out);
     const bool split = params_.k_splits > 1;
     params_.lo = lo_;
     params_.hi = hi_;
@@ -183,16 +248,84 @@ class GemmConvolution final : public FusingConvolution {
  private:
   static constexpr std::int64_t kFillTiles = 128;
   Tensor weights_, bias_, partial_;
-  Buffer residual_{nullptr, 0}, destination_{nullptr, 0};  // fused: the residual read, the output's memory
-  struct {
-    std::uint32_t batch, in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w;
-    std::int32_t pad_h, pad_w;
-    std::uint32_t dilation_h, dilation_w, group_in, group_out, has_bias, k_splits, k_chunk, has_residual;
-    float lo, hi;
-    std::uint32_t packed_k, packed_m;
-  } params_{};
+  GemmParams params_;
   std::uint32_t group_ = 1;
   std::int64_t columns_ = 0;
+};
+
+// Winograd F(2x2, 3x3) for 3 x 3 windows of stride 1 (Lavin and Gray, 2015): 16 multiplications per 2 x 2
+// outputs and input channel instead of 36. Three dispatches: the input's 4 x 4 patches transformed
+// (winograd_input.comp), sixteen GEMMs of the transformed weights by the transformed patches (the
+// implicit GEMM as a 1 x 1 convolution of sixteen groups, fp32), the products transformed back with the
+// epilogue (winograd_output.comp). F(2x2) rather than the CPU's F(4x4): its transforms add and halve
+// only, so fp32 results stay within 1e-5 of a direct sum. Patches and products live in the stream's
+// workspace.
+class WinogradConvolution final : public ResidualConvolution {
+ public:
+  WinogradConvolution(const ConvGeometry& g, const Tensor& weights, Tensor bias, const std::string& owner,
+                      StreamContext& context)
+      : ResidualConvolution(g, context), bias_(std::move(bias)) {
+    const Geometry2d p = planar(g);
+    const std::uint32_t tiles_h = (p.out_h + 1) / 2, tiles_w = (p.out_w + 1) / 2;
+    tiles_ = g.batch * tiles_h * tiles_w;
+    ConvGeometry products{.batch = 1,
+                          .in_channels = 16 * g.in_channels,
+                          .out_channels = 16 * g.out_channels,
+                          .group = 16,
+                          .in_size = {1, tiles_},
+                          .out_size = {1, tiles_},
+                          .kernel = {1, 1},
+                          .stride = {1, 1},
+                          .pad = {0, 0},
+                          .dilation = {1, 1}};
+    gemm_ = gemm_params(products);
+    weights_ = pack_weights(weights, "winograd", winograd_rows, gemm_, 16, owner, context);
+    patch_floats_ = 16 * g.in_channels * tiles_;
+    product_floats_ = 16 * g.out_channels * tiles_;
+    context.reserve_workspace(static_cast<std::size_t>(patch_floats_ + product_floats_) * sizeof(float));
+    input_ = {u32(g.in_channels), p.in_h, p.in_w, p.pad_h, p.pad_w, tiles_h, tiles_w, u32(tiles_)};
+    output_ = {u32(g.out_channels),      p.out_h, p.out_w, tiles_h, tiles_w, u32(tiles_),
+               bias_.defined() ? 1u : 0u};
+  }
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (outputs[0].numel() == 0) return;
+    const auto* workspace = static_cast<const float*>(context_.workspace());
+    const Buffer patches{workspace, static_cast<std::size_t>(patch_floats_) * sizeof(float)};
+    const Buffer products{workspace + patch_floats_,
+                          static_cast<std::size_t>(product_floats_) * sizeof(float)};
+    context_.dispatch(shader("winograd_input"), {buffer(inputs[0]), patches}, input_,
+                      groups(patch_floats_ / 16));
+    context_.dispatch("convolution", {patches, buffer(weights_), products, products, products, products},
+                      gemm_, groups(tiles_, 64), groups(gemm_.group_out, 64), 16);
+    const Buffer out = output(outputs[0]);
+    output_.has_residual = residual_.address != nullptr ? 1u : 0u;
+    output_.lo = lo_;
+    output_.hi = hi_;
+    context_.dispatch(shader("winograd_output"),
+                      {products, buffer(bias_.defined() ? bias_ : weights_), out, residual(out)}, output_,
+                      groups(product_floats_ / 16));
+  }
+  const char* name() const override { return "vulkan winograd F(2x2,3x3)"; }
+
+  // Winograd's shape: 2-D, one group, 3 x 3 windows, stride and dilation 1.
+  static bool applies(const ConvGeometry& g) {
+    return g.axes() == 2 && g.group == 1 && g.kernel == std::vector<std::int64_t>{3, 3} &&
+           g.stride == std::vector<std::int64_t>{1, 1} && g.dilation == std::vector<std::int64_t>{1, 1};
+  }
+
+ private:
+  Tensor weights_, bias_;
+  std::int64_t tiles_ = 0, patch_floats_ = 0, product_floats_ = 0;
+  GemmParams gemm_{};
+  struct {
+    std::uint32_t channels, in_h, in_w;
+    std::int32_t pad_h, pad_w;
+    std::uint32_t tiles_h, tiles_w, tiles;
+  } input_{};
+  struct {
+    std::uint32_t channels, out_h, out_w, tiles_h, tiles_w, tiles, has_bias, has_residual;
+    float lo, hi;
+  } output_{};
 };
 
 class DepthwiseConvolution final : public FusingConvolution {
@@ -257,6 +390,17 @@ class DirectDeconvolution final : public VulkanKernel {
   } params_{};
 };
 
+// Winograd or the implicit GEMM for a 3 x 3 window of stride 1: ESPRESSO_CONV_TACTIC=winograd or
+// gemm (the CPU's names; implicit and im2col, the CUDA backend's GEMMs, mean gemm) forces one, for tests
+// and comparisons; else Winograd where both sides of its GEMMs have enough channels.
+bool prefers_winograd(const ConvGeometry& g) {
+  const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
+  const std::string tactic = forced != nullptr ? forced : "";
+  if (tactic == "winograd") return true;
+  if (tactic == "gemm" || tactic == "implicit" || tactic == "im2col") return false;
+  return g.in_channels >= 16 && g.out_channels >= 16;
+}
+
 }  // namespace
 
 std::unique_ptr<Kernel> make_deconvolution(const Layer& layer, const std::vector<Shape>& inputs,
@@ -282,16 +426,20 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   // The GEMM's grid is one work group per 64 x 64 tile, not looped over: beyond the device's grid (65,535
   // columns of tiles on many), the CPU runs the layer.
   const std::uint32_t* most = context.context().physical().properties.limits.maxComputeWorkGroupCount;
-  if (!depthwise &&
-      (groups(g.batch * g.out_spatial(), 64) > most[0] || groups(g.out_channels / g.group, 64) > most[1])) {
-    return nullptr;
-  }
+  const auto grid_fits = [&](std::int64_t columns, std::int64_t rows) {
+    return groups(columns, 64) <= most[0] && groups(rows, 64) <= most[1];
+  };
   Tensor bias = conv.has_bias() ? weight(layer, 1, context) : Tensor{};
+  const std::string owner = "layer '" + layer.name() + "'";
   if (depthwise) {
     return std::make_unique<DepthwiseConvolution>(g, weight(layer, 0, context), std::move(bias), context);
   }
-  return std::make_unique<GemmConvolution>(g, layer.weights()[0], std::move(bias),
-                                           "layer '" + layer.name() + "'", context);
+  const std::int64_t tiles = g.batch * ((g.out_size[0] + 1) / 2) * ((g.out_size.back() + 1) / 2);
+  if (WinogradConvolution::applies(g) && grid_fits(tiles, g.out_channels) && prefers_winograd(g)) {
+    return std::make_unique<WinogradConvolution>(g, layer.weights()[0], std::move(bias), owner, context);
+  }
+  if (!grid_fits(g.batch * g.out_spatial(), g.out_channels / g.group)) return nullptr;
+  return std::make_unique<GemmConvolution>(g, layer.weights()[0], std::move(bias), owner, context);
 }
 
 }  // namespace espresso::vulkan

@@ -156,6 +156,7 @@ void StreamContext::drop_capture() {
   api().vkFreeCommandBuffers(context_.device(), pool_, 1, &captured_);
   captured_ = VK_NULL_HANDLE;
   destroy_descriptors(capture_descriptors_);
+  retired_workspaces_.clear();
 }
 
 void StreamContext::replay() {
@@ -311,6 +312,20 @@ const Tensor& StreamContext::device_weights(const Tensor& host, const std::strin
 Tensor StreamContext::scratch(const Shape& shape, const std::string& owner) {
   auto memory = context_.allocate(static_cast<std::size_t>(shape.numel()) * sizeof(float), owner);
   return Tensor::wrap(memory.get(), shape, DType::f32, device_, memory);
+}
+
+void StreamContext::reserve_workspace(std::size_t bytes) {
+  if (bytes <= workspace_bytes_) return;
+  if (capturing_ || captured_ != VK_NULL_HANDLE) {
+    // The capture, replayed later, holds the old buffer's address: it lives until the capture goes.
+    if (workspace_) retired_workspaces_.push_back(std::move(workspace_));
+  } else if (workspace_) {
+    synchronize();  // recorded work may still use it
+  }
+  workspace_.reset();
+  workspace_bytes_ = 0;  // until the new buffer is there: a failed allocation leaves none
+  workspace_ = context_.allocate(bytes, "the workspace of a " + device_.str() + " stream");
+  workspace_bytes_ = bytes;
 }
 
 void StreamContext::fill(Tensor& tensor, float value) {
