@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <random>
 
@@ -281,6 +282,7 @@ TEST(Vulkan, ConvolutionMatchesTheReference) {
 // the net replays its capture; the second layer's patches are the first's output, ReLU fused in between.
 TEST(Vulkan, WinogradLayersShareTheStreamWorkspace) {
   REQUIRE_VULKAN();
+  const testing::ScopedEnv forced("ESPRESSO_CONV_TACTIC", "winograd");
   Graph g;
   g.inputs = {{"data", Shape{2, 16, 20, 17}}};
   LayerSpec first = testing::conv_layer("first", "data", "a", 32, 3, 1, 1);
@@ -306,6 +308,53 @@ TEST(Vulkan, WinogradLayersShareTheStreamWorkspace) {
   const std::size_t tiles_first = 2 * 10 * 9, tiles_second = 2 * 9 * 8;
   EXPECT_EQ(net.memory().workspace_bytes,
             std::max(tiles_first * 16 * (16 + 32), tiles_second * 16 * (32 + 64)) * sizeof(float));
+}
+
+// A 3 x 3 convolution of stride 1 times Winograd and the implicit GEMM once per device and shape, runs the
+// faster and writes the choice to the tactic cache; the same shape again is not timed, and a choice an
+// earlier process wrote is taken as it is, whichever it is.
+TEST(Vulkan, ThreeByThreeConvolutionsAreTimedOnceAndRemembered) {
+  REQUIRE_VULKAN();
+  const testing::ScopedEnv unforced("ESPRESSO_CONV_TACTIC", nullptr);
+  testing::TempDir dir;
+  const testing::ScopedEnv folder("ESPRESSO_TACTIC_CACHE", dir.path().c_str());
+  const std::string cache = dir.file("vulkan-convolution-tactics.txt");
+  const auto lines = [&] {
+    std::ifstream in(cache);
+    std::vector<std::string> all;
+    for (std::string line; std::getline(in, line);) all.push_back(line);
+    return all;
+  };
+  const auto conv_net = [](std::int64_t channels) {
+    Graph g;
+    g.inputs = {{"data", Shape{1, channels, 12, 10}}};
+    LayerSpec conv = testing::conv_layer("conv", "data", "y", channels, 3, 1, 1);
+    conv.weights = {random_tensor(Shape{channels, channels, 3, 3}, 110), random_tensor(Shape{channels}, 111)};
+    g.layers = {conv};
+    g.outputs = {"y"};
+    return g;
+  };
+  const auto kernel_of = [](Net&& net) { return net.summary().at(0).kernel; };
+  NetOptions options;
+  options.device = Device::vulkan(0);
+  Net first(conv_net(24), options);
+  const std::string first_kernel = first.summary().at(0).kernel;  // planned: timed
+  std::vector<std::string> written = lines();
+  ASSERT_EQ(written.size(), 1u);
+  EXPECT_NE(written[0].find("|f32|conv3x3s1|n1|c24|k24|12x10|pad1x1 "), std::string::npos) << written[0];
+  const std::string chosen = written[0].substr(written[0].rfind(' ') + 1);
+  EXPECT_EQ(first_kernel, chosen == "winograd" ? "vulkan winograd F(2x2,3x3)" : "vulkan implicit-gemm");
+  EXPECT_EQ(kernel_of(Net(conv_net(24), options)), first_kernel);
+  EXPECT_EQ(lines().size(), 1u);
+  const std::string prefix = written[0].substr(0, written[0].find("|c24|"));
+  for (const std::string forced : {"winograd", "gemm"}) {
+    const std::int64_t channels = forced == "winograd" ? 25 : 26;
+    std::ofstream(cache, std::ios::app)
+        << prefix << "|c" << channels << "|k" << channels << "|12x10|pad1x1 " << forced << "\n";
+    EXPECT_EQ(kernel_of(Net(conv_net(channels), options)),
+              forced == "winograd" ? "vulkan winograd F(2x2,3x3)" : "vulkan implicit-gemm");
+  }
+  EXPECT_EQ(lines().size(), 3u);
 }
 
 // A convolution with more tiles of columns than the device's grid holds runs on the CPU, not partly.

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -196,6 +197,9 @@ class StreamContext final : public Stream {
                 std::uint32_t groups_x, std::uint32_t groups_y = 1, std::uint32_t groups_z = 1) {
     dispatch(shader, buffers, &params, sizeof(Params), groups_x, groups_y, groups_z);
   }
+  // The device time of the work `record` records, run alone (the stream waits before and after): GPU
+  // timestamps, host time where the device has none. Kernels time the ways they could do their work.
+  double time_ms(const std::function<void()>& record);
   // Records a device-to-device copy.
   void copy(const void* source, void* destination, std::size_t bytes);
   // The device copy of a CPU weight tensor, uploaded on first request and kept for the stream's life
@@ -221,6 +225,8 @@ class StreamContext final : public Stream {
   void reset_descriptors(Descriptors& descriptors);
   void destroy_descriptors(Descriptors& descriptors);
   void barrier(VkCommandBuffer buffer);
+  // The time between timestamp queries `first` and `first + 1`, once written; nullopt without timestamps.
+  std::optional<double> timestamps_ms(std::uint32_t first);
 
   Device device_;
   DeviceContext& context_;

@@ -5,10 +5,13 @@
 // empty. Deconvolution: a direct kernel.
 #include "layers/convolution.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 #include <string>
 
+#include "backends/tactic_cache.h"
 #include "backends/vulkan/kernels.h"
 #include "layers/deconvolution.h"
 
@@ -390,15 +393,62 @@ class DirectDeconvolution final : public VulkanKernel {
   } params_{};
 };
 
-// Winograd or the implicit GEMM for a 3 x 3 window of stride 1: ESPRESSO_CONV_TACTIC=winograd or
-// gemm (the CPU's names; implicit and im2col, the CUDA backend's GEMMs, mean gemm) forces one, for tests
-// and comparisons; else Winograd where both sides of its GEMMs have enough channels.
-bool prefers_winograd(const ConvGeometry& g) {
+// ESPRESSO_CONV_TACTIC=winograd or gemm (the CPU's names; implicit and im2col, the CUDA backend's GEMMs,
+// mean gemm) forces Winograd or the implicit GEMM where both apply, for tests and comparisons.
+std::optional<bool> forced_winograd() {
   const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
   const std::string tactic = forced != nullptr ? forced : "";
   if (tactic == "winograd") return true;
   if (tactic == "gemm" || tactic == "implicit" || tactic == "im2col") return false;
-  return g.in_channels >= 16 && g.out_channels >= 16;
+  return std::nullopt;
+}
+
+// A 3 x 3 window of stride 1: Winograd or the implicit GEMM, whichever is faster on this device and
+// shape, timed once with both kernels made (packed weights, workspace) on an input of the layer's shape
+// and remembered in memory and on disk (TacticCache "vulkan-convolution-tactics.txt", beside the CPU's
+// and cuDNN's choices), as the CPU backend picks its tactics. With fewer than 16 channels on either
+// side, Winograd's 16-deep GEMM rounds would be mostly padding: the implicit GEMM, untimed.
+std::unique_ptr<Kernel> winograd_or_gemm(const ConvGeometry& g, const Tensor& weights, const Tensor& bias,
+                                         const std::string& owner, StreamContext& context) {
+  const auto make = [&](bool winograd) -> std::unique_ptr<Kernel> {
+    if (winograd) return std::make_unique<WinogradConvolution>(g, weights, bias, owner, context);
+    return std::make_unique<GemmConvolution>(g, weights, bias, owner, context);
+  };
+  if (const std::optional<bool> forced = forced_winograd()) return make(*forced);
+  if (g.in_channels < 16 || g.out_channels < 16) return make(false);
+  const PhysicalDevice& device = context.context().physical();
+  std::string key = std::string(device.properties.deviceName) + "|" + device.driver + "|" +
+                    (context.kernel_dtype() == DType::f16 ? "f16" : "f32") + "|conv3x3s1|n" +
+                    std::to_string(g.batch) + "|c" + std::to_string(g.in_channels) + "|k" +
+                    std::to_string(g.out_channels) + "|" + std::to_string(g.in_size[0]) + "x" +
+                    std::to_string(g.in_size[1]) + "|pad" + std::to_string(g.pad[0]) + "x" +
+                    std::to_string(g.pad[1]);
+  std::replace(key.begin(), key.end(), ' ', '_');  // keys hold no white space
+  TacticCache& cache = tactic_cache("vulkan-convolution-tactics.txt");
+  if (const std::optional<std::string> known = cache.find(key); known == "winograd" || known == "gemm")
+    return make(*known == "winograd");
+  const DType dtype = context.kernel_dtype();
+  const auto tensor = [&](const Shape& shape) {
+    std::shared_ptr<void> memory = context.context().allocate(
+        static_cast<std::size_t>(shape.numel()) * dtype_size(dtype), "timing the convolutions of " + owner);
+    Tensor t = Tensor::wrap(memory.get(), shape, dtype, context.device(), memory);
+    context.fill(t, 0.5f);
+    return t;
+  };
+  const std::vector<Tensor> x{tensor(Shape{g.batch, g.in_channels, g.in_size[0], g.in_size[1]})};
+  std::vector<Tensor> y{tensor(g.output_shape())};
+  std::unique_ptr<Kernel> kernels[2] = {make(false), make(true)};
+  double best[2] = {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
+  // One run each to make pipelines and warm caches, then three each, alternating; the best runs decide.
+  for (int run = 0; run < 4; ++run) {
+    for (int k = 0; k < 2; ++k) {
+      const double ms = context.time_ms([&] { kernels[k]->forward(x, y); });
+      if (run > 0) best[k] = std::min(best[k], ms);
+    }
+  }
+  const bool winograd = best[1] < best[0];
+  cache.store(key, winograd ? "winograd" : "gemm");
+  return std::move(kernels[winograd ? 1 : 0]);
 }
 
 }  // namespace
@@ -422,23 +472,17 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   if (g.axes() < 1 || g.axes() > 2) return nullptr;
   // The shaders read fp32 weights; others (a quantized model's) run on the CPU.
   if (layer.weights()[0].dtype() != DType::f32) return nullptr;
-  const bool depthwise = g.group == g.in_channels && g.group == g.out_channels && g.group > 1;
-  // The GEMM's grid is one work group per 64 x 64 tile, not looped over: beyond the device's grid (65,535
-  // columns of tiles on many), the CPU runs the layer.
-  const std::uint32_t* most = context.context().physical().properties.limits.maxComputeWorkGroupCount;
-  const auto grid_fits = [&](std::int64_t columns, std::int64_t rows) {
-    return groups(columns, 64) <= most[0] && groups(rows, 64) <= most[1];
-  };
   Tensor bias = conv.has_bias() ? weight(layer, 1, context) : Tensor{};
-  const std::string owner = "layer '" + layer.name() + "'";
-  if (depthwise) {
+  if (g.group == g.in_channels && g.group == g.out_channels && g.group > 1) {
     return std::make_unique<DepthwiseConvolution>(g, weight(layer, 0, context), std::move(bias), context);
   }
-  const std::int64_t tiles = g.batch * ((g.out_size[0] + 1) / 2) * ((g.out_size.back() + 1) / 2);
-  if (WinogradConvolution::applies(g) && grid_fits(tiles, g.out_channels) && prefers_winograd(g)) {
-    return std::make_unique<WinogradConvolution>(g, layer.weights()[0], std::move(bias), owner, context);
-  }
-  if (!grid_fits(g.batch * g.out_spatial(), g.out_channels / g.group)) return nullptr;
+  // The GEMM's grid is one work group per 64 x 64 tile, not looped over: beyond the device's grid (65,535
+  // columns of tiles on many), the CPU runs the layer. Winograd's GEMMs have fewer columns (tiles of 2 x 2).
+  const std::uint32_t* most = context.context().physical().properties.limits.maxComputeWorkGroupCount;
+  if (groups(g.batch * g.out_spatial(), 64) > most[0] || groups(g.out_channels / g.group, 64) > most[1])
+    return nullptr;
+  const std::string owner = "layer '" + layer.name() + "'";
+  if (WinogradConvolution::applies(g)) return winograd_or_gemm(g, layer.weights()[0], bias, owner, context);
   return std::make_unique<GemmConvolution>(g, layer.weights()[0], std::move(bias), owner, context);
 }
 

@@ -14,6 +14,8 @@ namespace {
 
 constexpr std::uint32_t kSetsPerPool = 512;
 constexpr std::uint32_t kBuffersPerSet = 6;
+// The timestamp queries of mark_start/mark_end and those of time_ms.
+constexpr std::uint32_t kMarkQueries = 0, kTimingQueries = 2;
 
 double host_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -39,7 +41,7 @@ StreamContext::StreamContext(Device device, std::shared_ptr<const DeviceWeights>
   if (context_.physical().timestamp_valid_bits != 0) {
     VkQueryPoolCreateInfo query{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
     query.queryType = VK_QUERY_TYPE_TIMESTAMP;
-    query.queryCount = 2;
+    query.queryCount = 4;  // kMarkQueries, kTimingQueries
     check(vk.vkCreateQueryPool(context_.device(), &query, nullptr, &timestamps_), "vkCreateQueryPool");
   }
 }
@@ -109,16 +111,40 @@ void StreamContext::synchronize() {
   if (marked_ && end_marked_) {
     marked_ = false;
     end_marked_ = false;
-    elapsed_ms_ = host_end_ms_ - host_start_ms_;
-    if (timestamps_ != VK_NULL_HANDLE) {
-      std::uint64_t ticks[2] = {};
-      if (vk.vkGetQueryPoolResults(context_.device(), timestamps_, 0, 2, sizeof(ticks), ticks, sizeof(std::uint64_t),
-                                   VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
-        elapsed_ms_ = static_cast<double>(ticks[1] - ticks[0]) *
-                      static_cast<double>(context_.physical().properties.limits.timestampPeriod) * 1e-6;
-      }
-    }
+    elapsed_ms_ = timestamps_ms(kMarkQueries).value_or(host_end_ms_ - host_start_ms_);
   }
+}
+
+std::optional<double> StreamContext::timestamps_ms(std::uint32_t first) {
+  if (timestamps_ == VK_NULL_HANDLE) return std::nullopt;
+  std::uint64_t ticks[2] = {};
+  if (api().vkGetQueryPoolResults(context_.device(), timestamps_, first, 2, sizeof(ticks), ticks,
+                                  sizeof(std::uint64_t),
+                                  VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) != VK_SUCCESS)
+    return std::nullopt;
+  return static_cast<double>(ticks[1] - ticks[0]) *
+         static_cast<double>(context_.physical().properties.limits.timestampPeriod) * 1e-6;
+}
+
+double StreamContext::time_ms(const std::function<void()>& record) {
+  if (capturing_) throw UnsupportedError("timing work while a capture is being recorded on " + device_.str());
+  synchronize();
+  const Api& vk = api();
+  if (timestamps_ != VK_NULL_HANDLE) {
+    VkCommandBuffer cb = recording();
+    vk.vkCmdResetQueryPool(cb, timestamps_, kTimingQueries, 2);
+    vk.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, timestamps_, kTimingQueries);
+  }
+  const double start = host_ms();
+  record();
+  if (timestamps_ != VK_NULL_HANDLE) {
+    VkCommandBuffer cb = recording();
+    barrier(cb);
+    vk.vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, timestamps_, kTimingQueries + 1);
+  }
+  synchronize();
+  const double host = host_ms() - start;
+  return timestamps_ms(kTimingQueries).value_or(host);
 }
 
 void StreamContext::begin_capture() {
@@ -171,8 +197,8 @@ void StreamContext::mark_start() {
   host_start_ms_ = host_ms();
   if (timestamps_ == VK_NULL_HANDLE) return;
   VkCommandBuffer cb = recording();
-  api().vkCmdResetQueryPool(cb, timestamps_, 0, 2);
-  api().vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, timestamps_, 0);
+  api().vkCmdResetQueryPool(cb, timestamps_, kMarkQueries, 2);
+  api().vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, timestamps_, kMarkQueries);
 }
 
 void StreamContext::mark_end() {
@@ -180,7 +206,7 @@ void StreamContext::mark_end() {
   if (timestamps_ == VK_NULL_HANDLE) return;
   VkCommandBuffer cb = recording();
   barrier(cb);
-  api().vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, timestamps_, 1);
+  api().vkCmdWriteTimestamp(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, timestamps_, kMarkQueries + 1);
 }
 
 double StreamContext::elapsed_ms() { return elapsed_ms_; }
