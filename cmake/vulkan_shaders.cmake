@@ -1,8 +1,11 @@
 # The Vulkan backend's GLSL compute shaders, compiled to SPIR-V by glslangValidator at build time and
 # embedded into the library: one generated header per shader (a uint32_t array), and a table of them
 # (vulkan_shaders.inc, ESPRESSO_SHADER(stem) per shader). A shader that does not compile fails the build.
-# A shader with the line "// variants: f16" is compiled a second time with F16 defined, as <stem>_f16: its
-# activations in fp16 storage (shaders/storage.glsl).
+# A shader's line "// variants: ..." names the further builds it gets, each with its define and name suffix:
+#   f16       F16 defined, <stem>_f16: activations in fp16 storage (shaders/storage.glsl);
+#   subgroup  SUBGROUP defined, <stem>_subgroup: work-group reductions with subgroup arithmetic
+#             (shaders/group_reduce.glsl), for devices that have it.
+# Both make <stem>_f16_subgroup as well.
 function(espresso_vulkan_shaders target shader_dir)
   file(GLOB shaders CONFIGURE_DEPENDS ${shader_dir}/*.comp)
   file(GLOB shader_includes CONFIGURE_DEPENDS ${shader_dir}/*.glsl)
@@ -13,20 +16,34 @@ function(espresso_vulkan_shaders target shader_dir)
   set(stems "")
   foreach(shader IN LISTS shaders)
     get_filename_component(stem ${shader} NAME_WE)
-    file(STRINGS ${shader} f16_marker REGEX "^// variants: f16")
+    file(STRINGS ${shader} marker REGEX "^// variants:")
     # The marker is read here, at configure time: editing a shader configures again.
     set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${shader})
+    # plain, then each variant the marker names combined with every flavour before it.
     set(flavours plain)
-    if(f16_marker)
-      list(APPEND flavours f16)
-    endif()
+    foreach(variant f16 subgroup)
+      if(marker MATCHES " ${variant}( |$)")
+        set(combined "")
+        foreach(flavour IN LISTS flavours)
+          if(flavour STREQUAL "plain")
+            list(APPEND combined ${variant})
+          else()
+            list(APPEND combined ${flavour}_${variant})
+          endif()
+        endforeach()
+        list(APPEND flavours ${combined})
+      endif()
+    endforeach()
     foreach(flavour IN LISTS flavours)
-      if(flavour STREQUAL "f16")
-        set(name ${stem}_f16)
-        set(defines -DF16)
-      else()
-        set(name ${stem})
-        set(defines "")
+      set(name ${stem})
+      set(defines "")
+      if(NOT flavour STREQUAL "plain")
+        set(name ${stem}_${flavour})
+        string(REPLACE "_" ";" tags ${flavour})
+        foreach(tag IN LISTS tags)
+          string(TOUPPER ${tag} define)
+          list(APPEND defines -D${define})
+        endforeach()
       endif()
       set(header ${out_dir}/${name}.h)
       add_custom_command(OUTPUT ${header}

@@ -310,6 +310,33 @@ TEST(Vulkan, WinogradLayersShareTheStreamWorkspace) {
             std::max(tiles_first * 16 * (16 + 32), tiles_second * 16 * (32 + 64)) * sizeof(float));
 }
 
+// The work-group reductions (an InnerProduct at batch 3 as a GEMV, a Softmax over rows of 1,000) match the
+// reference with subgroup arithmetic, where the device has it, and without (ESPRESSO_VULKAN_SUBGROUPS=0):
+// partial work groups along k, rows longer than a work group.
+TEST(Vulkan, ReductionsMatchWithAndWithoutSubgroups) {
+  REQUIRE_VULKAN();
+  Graph g;
+  g.inputs = {{"data", Shape{3, 1100}}};
+  LayerSpec ip =
+      with_attrs(testing::layer("ip", "InnerProduct", {"data"}, {"scores"}), {{"num_output", 1000}});
+  ip.weights = {random_tensor(Shape{1000, 1100}, 120), random_tensor(Shape{1000}, 121)};
+  g.layers = {ip, testing::layer("prob", "Softmax", {"scores"}, {"y"})};
+  g.outputs = {"y"};
+  NetOptions reference_options;
+  reference_options.reference_kernels = true;
+  NetOptions options;
+  options.device = Device::vulkan(0);
+  const Tensor x = random_tensor(Shape{3, 1100}, 122);
+  const auto want = Net(g, reference_options).forward({{"data", x}}).at("y").to_vector();
+  for (const char* subgroups : {"1", "0"}) {
+    const testing::ScopedEnv setting("ESPRESSO_VULKAN_SUBGROUPS", subgroups);
+    Net net(g, options);
+    EXPECT_LE(relative_error(net.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector(), want), 1e-5)
+        << "ESPRESSO_VULKAN_SUBGROUPS=" << subgroups;
+    EXPECT_EQ(net.summary().at(0).kernel, "vulkan gemv");
+  }
+}
+
 // A 3 x 3 convolution of stride 1 times Winograd and the implicit GEMM once per device and shape, runs the
 // faster and writes the choice to the tactic cache; the same shape again is not timed, and a choice an
 // earlier process wrote is taken as it is, whichever it is.

@@ -139,6 +139,9 @@ class DeviceContext {
   bool pipeline_cache_dirty_ = false;
 };
 
+// Whether the library has the SPIR-V shader `name` built in (variants included: "gemv_f16_subgroup").
+bool has_shader(std::string_view name);
+
 // The context of Vulkan device `index`, made on first use and never destroyed.
 DeviceContext& device_context(int index);
 

@@ -25,18 +25,29 @@ namespace espresso::vulkan {
 class VulkanKernel : public Kernel {
  public:
   explicit VulkanKernel(StreamContext& context)
-      : context_(context), half_(context.kernel_dtype() == DType::f16) {}
+      : context_(context), half_(context.kernel_dtype() == DType::f16), subgroups_(use_subgroups(context)) {}
   const char* name() const override { return "vulkan"; }
   // Training needs backward passes the Vulkan backend does not have.
   void backward(const Layer& layer, const std::vector<Tensor>&, const std::vector<Tensor>&,
                 const std::vector<Tensor>&, std::vector<Tensor>&, std::vector<Tensor>&) override;
 
  protected:
-  // The shader `stem`, or its _f16 variant (fp16 activations) in a kernel made for an fp16 net.
-  std::string shader(std::string_view stem) const { return std::string(stem) + (half_ ? "_f16" : ""); }
+  // The shader `stem`: its _f16 variant (fp16 activations) in a kernel made for an fp16 net, and of that
+  // its _subgroup variant where the shader has one and the device subgroup arithmetic.
+  std::string shader(std::string_view stem) const {
+    std::string name = std::string(stem) + (half_ ? "_f16" : "");
+    if (subgroups_ && has_shader(name + "_subgroup")) name += "_subgroup";
+    return name;
+  }
 
   StreamContext& context_;
   bool half_;
+
+ private:
+  // Subgroup arithmetic in compute shaders, unless ESPRESSO_VULKAN_SUBGROUPS=0 (tests of the plain variants).
+  static bool use_subgroups(StreamContext& context);
+
+  bool subgroups_;
 };
 
 // Work groups of `size` invocations for n items (shaders loop over what a capped grid leaves).

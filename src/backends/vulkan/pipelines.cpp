@@ -30,14 +30,21 @@ constexpr Shader kShaders[] = {
 #undef ESPRESSO_SHADER
 };
 
-const Shader& find_shader(std::string_view name) {
+const Shader* shader_named(std::string_view name) {
   for (const Shader& s : kShaders) {
-    if (s.name == name) return s;
+    if (s.name == name) return &s;
   }
+  return nullptr;
+}
+
+const Shader& find_shader(std::string_view name) {
+  if (const Shader* s = shader_named(name)) return *s;
   throw DeviceError("no Vulkan shader named '" + std::string(name) + "' is built in");
 }
 
 }  // namespace
+
+bool has_shader(std::string_view name) { return shader_named(name) != nullptr; }
 
 void DeviceContext::init_pipeline_cache() {
   std::vector<char> data;

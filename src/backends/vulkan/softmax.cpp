@@ -19,7 +19,8 @@ class SoftmaxKernel final : public VulkanKernel {
       struct {
         std::uint32_t rows, channels, log_output;
       } params{u32(split_.outer), u32(split_.channels), log_};
-      context_.dispatch("softmax_rows", buffers, params, u32(std::min<std::int64_t>(split_.outer, 65535)));
+      context_.dispatch(shader("softmax_rows"), buffers, params,
+                        u32(std::min<std::int64_t>(split_.outer, 65535)));
       return;
     }
     struct {

@@ -1,6 +1,7 @@
 // The Vulkan backend behind the Backend interface: devices, memory and streams from context.h, kernels
 // from the files of this folder (vulkan_kernels.inc is generated from their factories).
 #include <algorithm>
+#include <cstdlib>
 #include <iterator>
 #include <string_view>
 
@@ -114,6 +115,12 @@ void VulkanKernel::backward(const Layer& layer, const std::vector<Tensor>&, cons
                             const std::vector<Tensor>&, std::vector<Tensor>&, std::vector<Tensor>&) {
   throw UnsupportedError("layer '" + layer.name() + "' (" + layer.type() +
                          "): the Vulkan backend runs inference only; train on cpu or cuda");
+}
+
+bool VulkanKernel::use_subgroups(StreamContext& context) {
+  const char* setting = std::getenv("ESPRESSO_VULKAN_SUBGROUPS");
+  return context.context().physical().subgroup_arithmetic &&
+         (setting == nullptr || std::string_view(setting) != "0");
 }
 
 const Tensor& weight(const Layer& layer, std::size_t index, StreamContext& context) {
