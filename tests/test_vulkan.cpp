@@ -60,6 +60,17 @@ Tensor random_tensor(const Shape& shape, unsigned seed) {
   return Tensor::from(shape, random_values(static_cast<std::size_t>(shape.numel()), seed));
 }
 
+// A Convolution of stride 1 from `in_channels` to `outputs` channels, square window, random weights and
+// bias (seeds `seed` and seed + 1).
+LayerSpec random_conv(const std::string& name, const std::string& input, const std::string& output,
+                      std::int64_t in_channels, std::int64_t outputs, std::int64_t kernel, std::int64_t pad,
+                      unsigned seed) {
+  LayerSpec conv = testing::conv_layer(name, input, output, outputs, kernel, pad, 1);
+  conv.weights = {random_tensor(Shape{outputs, in_channels, kernel, kernel}, seed),
+                  random_tensor(Shape{outputs}, seed + 1)};
+  return conv;
+}
+
 // A small CNN of layers Vulkan runs (convolution, pooling, ReLU, LRN, concat, inner product, softmax).
 Graph small_cnn() {
   Graph g;
@@ -285,10 +296,8 @@ TEST(Vulkan, WinogradLayersShareTheStreamWorkspace) {
   const testing::ScopedEnv forced("ESPRESSO_CONV_TACTIC", "winograd");
   Graph g;
   g.inputs = {{"data", Shape{2, 16, 20, 17}}};
-  LayerSpec first = testing::conv_layer("first", "data", "a", 32, 3, 1, 1);
-  first.weights = {random_tensor(Shape{32, 16, 3, 3}, 100), random_tensor(Shape{32}, 101)};
-  LayerSpec second = testing::conv_layer("second", "r", "y", 64, 3, 0, 1);
-  second.weights = {random_tensor(Shape{64, 32, 3, 3}, 102), random_tensor(Shape{64}, 103)};
+  LayerSpec first = random_conv("first", "data", "a", 16, 32, 3, 1, 100);
+  LayerSpec second = random_conv("second", "r", "y", 32, 64, 3, 0, 102);
   g.layers = {first, testing::layer("relu", "ReLU", {"a"}, {"r"}), second};
   g.outputs = {"y"};
   NetOptions options;
@@ -355,8 +364,7 @@ TEST(Vulkan, ThreeByThreeConvolutionsAreTimedOnceAndRemembered) {
   const auto conv_net = [](std::int64_t channels) {
     Graph g;
     g.inputs = {{"data", Shape{1, channels, 12, 10}}};
-    LayerSpec conv = testing::conv_layer("conv", "data", "y", channels, 3, 1, 1);
-    conv.weights = {random_tensor(Shape{channels, channels, 3, 3}, 110), random_tensor(Shape{channels}, 111)};
+    LayerSpec conv = random_conv("conv", "data", "y", channels, channels, 3, 1, 110);
     g.layers = {conv};
     g.outputs = {"y"};
     return g;
@@ -394,8 +402,7 @@ TEST(Vulkan, ConvolutionBeyondTheGridRunsOnTheCpu) {
   const std::int64_t side = static_cast<std::int64_t>(std::sqrt(64.0 * most)) + 8;  // > 64 · most columns
   Graph g;
   g.inputs = {{"data", Shape{1, 1, side, side}}};
-  LayerSpec conv = testing::conv_layer("conv", "data", "y", 2, 1, 0, 1);
-  conv.weights = {random_tensor(Shape{2, 1, 1, 1}, 90), random_tensor(Shape{2}, 91)};
+  LayerSpec conv = random_conv("conv", "data", "y", 1, 2, 1, 0, 90);
   g.layers = {conv};
   g.outputs = {"y"};
   const Tensor x = random_tensor(Shape{1, 1, side, side}, 92);
@@ -413,9 +420,7 @@ TEST(Vulkan, NetsOfOneModelSharePackedConvolutionWeights) {
   REQUIRE_VULKAN();
   Graph g;
   g.inputs = {{"data", Shape{1, 256, 4, 4}}};
-  LayerSpec conv = testing::conv_layer("conv", "data", "y", 256, 3, 1, 1);
-  conv.weights = {random_tensor(Shape{256, 256, 3, 3}, 80),
-                  random_tensor(Shape{256}, 81)};  // 2.25 MiB packed
+  LayerSpec conv = random_conv("conv", "data", "y", 256, 256, 3, 1, 80);  // 2.25 MiB packed
   g.layers = {conv};
   g.outputs = {"y"};
   NetOptions options;
@@ -471,10 +476,8 @@ TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
       SCOPED_TRACE(std::string(residual_first ? "add(s, c), " : "add(c, s), ") + tactic);
       Graph g;
       g.inputs = {{"data", Shape{1, 256, 5, 5}}};
-      LayerSpec skip = testing::conv_layer("skip", "data", "s", 40, 1, 0, 1);
-      skip.weights = {random_tensor(Shape{40, 256, 1, 1}, 41), random_tensor(Shape{40}, 42)};
-      LayerSpec conv = testing::conv_layer("conv", "data", "c", 40, 3, 1, 1);
-      conv.weights = {random_tensor(Shape{40, 256, 3, 3}, 43), random_tensor(Shape{40}, 44)};
+      LayerSpec skip = random_conv("skip", "data", "s", 256, 40, 1, 0, 41);
+      LayerSpec conv = random_conv("conv", "data", "c", 256, 40, 3, 1, 43);
       LayerSpec add = testing::layer(
           "add", "Binary",
           residual_first ? std::vector<std::string>{"s", "c"} : std::vector<std::string>{"c", "s"}, {"sum"});
