@@ -60,6 +60,14 @@ Tensor random_tensor(const Shape& shape, unsigned seed) {
   return Tensor::from(shape, random_values(static_cast<std::size_t>(shape.numel()), seed));
 }
 
+// Whether vulkan:0 lists `feature` ("fp16 storage", " (arithmetic)" of subgroups) as `espresso devices` does.
+bool vulkan_has(const std::string& feature) {
+  for (const DeviceInfo& d : list_devices()) {
+    if (d.device == Device::vulkan(0)) return d.features.find(feature) != std::string::npos;
+  }
+  return false;
+}
+
 // A Convolution of stride 1 from `in_channels` to `outputs` channels, square window, random weights and
 // bias (seeds `seed` and seed + 1).
 LayerSpec random_conv(const std::string& name, const std::string& input, const std::string& output,
@@ -337,6 +345,8 @@ TEST(Vulkan, ReductionsMatchWithAndWithoutSubgroups) {
   options.device = Device::vulkan(0);
   const Tensor x = random_tensor(Shape{3, 1100}, 122);
   const auto want = Net(g, reference_options).forward({{"data", x}}).at("y").to_vector();
+  if (!vulkan_has(" (arithmetic)"))
+    std::printf("[ SKIPPED  ] vulkan:0 has no subgroup arithmetic: the _subgroup variants not checked\n");
   for (const char* subgroups : {"1", "0"}) {
     const testing::ScopedEnv setting("ESPRESSO_VULKAN_SUBGROUPS", subgroups);
     Net net(g, options);
@@ -390,8 +400,12 @@ TEST(Vulkan, ThreeByThreeConvolutionsAreTimedOnceAndRemembered) {
               forced == "winograd" ? "vulkan winograd F(2x2,3x3)" : "vulkan implicit-gemm");
   }
   EXPECT_EQ(lines().size(), 3u);
+  // A tactic no backend knows is an error, not a silent timing.
+  const testing::ScopedEnv typo("ESPRESSO_CONV_TACTIC", "winogard");
+  EXPECT_THROW(Net(conv_net(24), options).summary(), UnsupportedError);
 }
 
+#ifdef ESPRESSO_TEST_VULKAN_INTERNALS
 // A convolution with more tiles of columns than the device's grid holds runs on the CPU, not partly.
 TEST(Vulkan, ConvolutionBeyondTheGridRunsOnTheCpu) {
   REQUIRE_VULKAN();
@@ -413,6 +427,7 @@ TEST(Vulkan, ConvolutionBeyondTheGridRunsOnTheCpu) {
   const auto got = net.forward({{"data", x}}).at("y").to(Device::cpu()).to_vector();
   EXPECT_LE(relative_error(got, run_net(g, Device::cpu(), {{"data", x}}).at("y").to_vector()), 1e-6);
 }
+#endif
 
 // Nets made from the same weights (a model's sessions) share one device copy of each packed convolution
 // weight, as they share resident weights.
@@ -506,6 +521,20 @@ TEST(Vulkan, ResidualAddAndClampsFuseIntoConvolutions) {
       EXPECT_EQ(kernel["add"], "fused into conv");
       EXPECT_EQ(kernel["relu"], "fused into conv");
       EXPECT_EQ(kernel["clip"], "fused into depthwise");
+      // fp16 activations: the _f16 shaders' epilogues (the fused residual read as fp16).
+      if (!vulkan_has("fp16 storage")) continue;
+      NetOptions half_options = vulkan_options;
+      half_options.precision = Precision::fp16;
+      Net half(g, half_options);
+      EXPECT_LE(
+          relative_error(half.forward({{"data", deep}}).at("out").to(Device::cpu()).to_vector(), expected),
+          1e-2);
+      // (The in-place Add of add(s, c) is fp32 only.)
+      if (!residual_first) {
+        kernel = testing::kernels_by_layer(half.summary());
+        EXPECT_EQ(kernel["add"], "fused into conv");
+        EXPECT_EQ(kernel["relu"], "fused into conv");
+      }
     }
   }
 }
@@ -582,7 +611,7 @@ TEST_P(VulkanOnnx, Fp16MatchesTheCpuFp32) {
   REQUIRE_VULKAN();
   const std::string dir = testing::shared_data_dir().string() + "/onnx/" + GetParam();
   if (!std::filesystem::exists(dir + "/model.onnx")) GTEST_SKIP() << dir << "/model.onnx not here";
-  if (!vulkan::device_context(0).physical().fp16_storage) GTEST_SKIP() << "vulkan:0 has no 16-bit storage";
+  if (!vulkan_has("fp16 storage")) GTEST_SKIP() << "vulkan:0 has no 16-bit storage";
   const Graph graph = load_onnx(dir + "/model.onnx");
   const Tensor input = read_onnx_tensor(dir + "/test_data_set_0/input_0.pb");
   const std::string name = graph.inputs.at(0).name;

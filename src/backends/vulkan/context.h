@@ -201,7 +201,8 @@ class StreamContext final : public Stream {
     dispatch(shader, buffers, &params, sizeof(Params), groups_x, groups_y, groups_z);
   }
   // The device time of the work `record` records, run alone (the stream waits before and after): GPU
-  // timestamps, host time where the device has none. Kernels time the ways they could do their work.
+  // timestamps, host time where the device has none. Kernels time the ways they could do their work when
+  // they are made (not while a capture records; between mark_start and mark_end the timing counts in).
   double time_ms(const std::function<void()>& record);
   // Records a device-to-device copy.
   void copy(const void* source, void* destination, std::size_t bytes);
@@ -212,7 +213,8 @@ class StreamContext final : public Stream {
   Tensor scratch(const Shape& shape, const std::string& owner);
   // One workspace for every kernel of this stream (Winograd's transformed tiles): they run one after
   // another, so the largest need is enough. Kernels reserve what they need when they are made and take
-  // workspace() when they record, never keeping the address: a larger reservation replaces the buffer.
+  // workspace() when they record, never keeping the address: a larger reservation replaces the buffer
+  // (or throws DeviceError, out of memory, leaving it as it was).
   void reserve_workspace(std::size_t bytes);
   const void* workspace() const { return workspace_.get(); }
   std::size_t workspace_bytes() const override { return workspace_bytes_; }

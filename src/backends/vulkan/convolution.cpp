@@ -285,14 +285,23 @@ class WinogradConvolution final : public ResidualConvolution {
     weights_ = pack_weights(weights, "winograd", winograd_rows, gemm_, 16, owner, context);
     patch_floats_ = 16 * g.in_channels * tiles_;
     product_floats_ = 16 * g.out_channels * tiles_;
-    context.reserve_workspace(static_cast<std::size_t>(patch_floats_ + product_floats_) * sizeof(float));
     input_ = {u32(g.in_channels), p.in_h, p.in_w, p.pad_h, p.pad_w, tiles_h, tiles_w, u32(tiles_)};
     output_ = {u32(g.out_channels),      p.out_h, p.out_w, tiles_h, tiles_w, u32(tiles_),
                bias_.defined() ? 1u : 0u};
   }
+  // Patches and products go to the stream's workspace, reserved here, or with `own` memory to that
+  // (timing, before the kernel is chosen: a kernel not chosen leaves the stream's workspace as it was).
+  void use_workspace(const void* own = nullptr) {
+    own_workspace_ = own;
+    if (own == nullptr) context_.reserve_workspace(workspace_bytes_needed());
+  }
+  std::size_t workspace_bytes_needed() const {
+    return static_cast<std::size_t>(patch_floats_ + product_floats_) * sizeof(float);
+  }
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (outputs[0].numel() == 0) return;
-    const auto* workspace = static_cast<const float*>(context_.workspace());
+    const auto* workspace =
+        static_cast<const float*>(own_workspace_ != nullptr ? own_workspace_ : context_.workspace());
     const Buffer patches{workspace, static_cast<std::size_t>(patch_floats_) * sizeof(float)};
     const Buffer products{workspace + patch_floats_,
                           static_cast<std::size_t>(product_floats_) * sizeof(float)};
@@ -310,14 +319,22 @@ class WinogradConvolution final : public ResidualConvolution {
   }
   const char* name() const override { return "vulkan winograd F(2x2,3x3)"; }
 
-  // Winograd's shape: 2-D, one group, 3 x 3 windows, stride and dilation 1.
-  static bool applies(const ConvGeometry& g) {
-    return g.axes() == 2 && g.group == 1 && g.kernel == std::vector<std::int64_t>{3, 3} &&
-           g.stride == std::vector<std::int64_t>{1, 1} && g.dilation == std::vector<std::int64_t>{1, 1};
+  // Winograd's shape: 2-D, one group, 3 x 3 windows, stride and dilation 1; and patches and products each
+  // within the device's largest storage buffer (16 values per 2 x 2 tile and channel: 4x the input's and
+  // the output's size), which also keeps the shaders' 32-bit indices in range.
+  static bool applies(const ConvGeometry& g, std::uint64_t largest_buffer) {
+    if (g.axes() != 2 || g.group != 1 || g.kernel != std::vector<std::int64_t>{3, 3} ||
+        g.stride != std::vector<std::int64_t>{1, 1} || g.dilation != std::vector<std::int64_t>{1, 1})
+      return false;
+    const auto tiles =
+        static_cast<std::uint64_t>(g.batch * ((g.out_size[0] + 1) / 2) * ((g.out_size[1] + 1) / 2));
+    const auto channels = static_cast<std::uint64_t>(std::max(g.in_channels, g.out_channels));
+    return 16 * channels * tiles * sizeof(float) <= largest_buffer;
   }
 
  private:
   Tensor weights_, bias_;
+  const void* own_workspace_ = nullptr;
   std::int64_t tiles_ = 0, patch_floats_ = 0, product_floats_ = 0;
   GemmParams gemm_{};
   struct {
@@ -394,28 +411,40 @@ class DirectDeconvolution final : public VulkanKernel {
 };
 
 // ESPRESSO_CONV_TACTIC=winograd or gemm (the CPU's names; implicit and im2col, the CUDA backend's GEMMs,
-// mean gemm) forces Winograd or the implicit GEMM where both apply, for tests and comparisons.
+// mean gemm) forces Winograd or the implicit GEMM where both apply, for tests and comparisons; cudnn leaves
+// the choice alone; other names are errors, as on the other backends.
 std::optional<bool> forced_winograd() {
   const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
   const std::string tactic = forced != nullptr ? forced : "";
   if (tactic == "winograd") return true;
   if (tactic == "gemm" || tactic == "implicit" || tactic == "im2col") return false;
-  return std::nullopt;
+  if (tactic.empty() || tactic == "cudnn") return std::nullopt;
+  throw UnsupportedError(
+      "ESPRESSO_CONV_TACTIC must be cudnn, im2col, implicit (GPU) or gemm, winograd (CPU, Vulkan), got '" +
+      tactic + "'");
 }
 
 // A 3 x 3 window of stride 1: Winograd or the implicit GEMM, whichever is faster on this device and
-// shape, timed once with both kernels made (packed weights, workspace) on an input of the layer's shape
-// and remembered in memory and on disk (TacticCache "vulkan-convolution-tactics.txt", beside the CPU's
-// and cuDNN's choices), as the CPU backend picks its tactics. With fewer than 16 channels on either
-// side, Winograd's 16-deep GEMM rounds would be mostly padding: the implicit GEMM, untimed.
+// shape, timed once with both kernels made (packed weights; Winograd's patches and products in memory of
+// their own, so that the one not chosen leaves no workspace behind) on an input of the layer's shape and
+// remembered in memory and on disk (TacticCache "vulkan-convolution-tactics.txt", beside the CPU's and
+// cuDNN's choices), as the CPU backend picks its tactics. With fewer than 16 channels on either side,
+// Winograd's 16-deep GEMM rounds would be mostly padding: the implicit GEMM, untimed. Where Winograd's
+// memory cannot be had, the implicit GEMM too.
 std::unique_ptr<Kernel> winograd_or_gemm(const ConvGeometry& g, const Tensor& weights, const Tensor& bias,
                                          const std::string& owner, StreamContext& context) {
-  const auto make = [&](bool winograd) -> std::unique_ptr<Kernel> {
-    if (winograd) return std::make_unique<WinogradConvolution>(g, weights, bias, owner, context);
-    return std::make_unique<GemmConvolution>(g, weights, bias, owner, context);
+  const auto gemm = [&] { return std::make_unique<GemmConvolution>(g, weights, bias, owner, context); };
+  // Winograd on the stream's workspace.
+  const auto winograd = [&] {
+    auto kernel = std::make_unique<WinogradConvolution>(g, weights, bias, owner, context);
+    kernel->use_workspace();
+    return kernel;
   };
-  if (const std::optional<bool> forced = forced_winograd()) return make(*forced);
-  if (g.in_channels < 16 || g.out_channels < 16) return make(false);
+  if (const std::optional<bool> forced = forced_winograd()) {
+    if (*forced) return winograd();
+    return gemm();
+  }
+  if (g.in_channels < 16 || g.out_channels < 16) return gemm();
   const PhysicalDevice& device = context.context().physical();
   std::string key = std::string(device.properties.deviceName) + "|" + device.driver + "|" +
                     (context.kernel_dtype() == DType::f16 ? "f16" : "f32") + "|conv3x3s1|n" +
@@ -425,19 +454,34 @@ std::unique_ptr<Kernel> winograd_or_gemm(const ConvGeometry& g, const Tensor& we
                     std::to_string(g.pad[1]);
   std::replace(key.begin(), key.end(), ' ', '_');  // keys hold no white space
   TacticCache& cache = tactic_cache("vulkan-convolution-tactics.txt");
-  if (const std::optional<std::string> known = cache.find(key); known == "winograd" || known == "gemm")
-    return make(*known == "winograd");
-  const DType dtype = context.kernel_dtype();
-  const auto tensor = [&](const Shape& shape) {
-    std::shared_ptr<void> memory = context.context().allocate(
-        static_cast<std::size_t>(shape.numel()) * dtype_size(dtype), "timing the convolutions of " + owner);
-    Tensor t = Tensor::wrap(memory.get(), shape, dtype, context.device(), memory);
-    context.fill(t, 0.5f);
-    return t;
-  };
-  const std::vector<Tensor> x{tensor(Shape{g.batch, g.in_channels, g.in_size[0], g.in_size[1]})};
-  std::vector<Tensor> y{tensor(g.output_shape())};
-  std::unique_ptr<Kernel> kernels[2] = {make(false), make(true)};
+  const std::optional<std::string> known = cache.find(key);
+  if (known == "gemm") return gemm();
+  std::unique_ptr<Kernel> kernels[2];
+  std::shared_ptr<void> own_workspace;
+  std::vector<Tensor> x(1), y(1);
+  // Device memory for Winograd's transforms (and the timing's input and output) or the GEMM, which needs
+  // less. Out of device memory is the only DeviceError before anything is recorded.
+  try {
+    if (known == "winograd") return winograd();
+    const auto memory = [&](std::size_t bytes) {
+      return context.context().allocate(bytes, "timing the convolutions of " + owner);
+    };
+    const auto tensor = [&](const Shape& shape) {
+      const DType dtype = context.kernel_dtype();
+      std::shared_ptr<void> bytes = memory(static_cast<std::size_t>(shape.numel()) * dtype_size(dtype));
+      return Tensor::wrap(bytes.get(), shape, dtype, context.device(), bytes);
+    };
+    x[0] = tensor(Shape{g.batch, g.in_channels, g.in_size[0], g.in_size[1]});
+    y[0] = tensor(g.output_shape());
+    auto candidate = std::make_unique<WinogradConvolution>(g, weights, bias, owner, context);
+    own_workspace = memory(candidate->workspace_bytes_needed());
+    candidate->use_workspace(own_workspace.get());
+    kernels[1] = std::move(candidate);
+  } catch (const DeviceError&) {
+    return gemm();
+  }
+  kernels[0] = gemm();
+  context.fill(x[0], 0.5f);
   double best[2] = {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
   // One run each to make pipelines and warm caches, then three each, alternating; the best runs decide.
   for (int run = 0; run < 4; ++run) {
@@ -446,9 +490,15 @@ std::unique_ptr<Kernel> winograd_or_gemm(const ConvGeometry& g, const Tensor& we
       if (run > 0) best[k] = std::min(best[k], ms);
     }
   }
-  const bool winograd = best[1] < best[0];
-  cache.store(key, winograd ? "winograd" : "gemm");
-  return std::move(kernels[winograd ? 1 : 0]);
+  const bool faster = best[1] < best[0];
+  cache.store(key, faster ? "winograd" : "gemm");
+  if (!faster) return std::move(kernels[0]);
+  try {
+    static_cast<WinogradConvolution&>(*kernels[1]).use_workspace();
+  } catch (const DeviceError&) {
+    return std::move(kernels[0]);  // the stream's workspace cannot grow that far
+  }
+  return std::move(kernels[1]);
 }
 
 }  // namespace
@@ -482,7 +532,8 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   if (groups(g.batch * g.out_spatial(), 64) > most[0] || groups(g.out_channels / g.group, 64) > most[1])
     return nullptr;
   const std::string owner = "layer '" + layer.name() + "'";
-  if (WinogradConvolution::applies(g)) return winograd_or_gemm(g, layer.weights()[0], bias, owner, context);
+  if (WinogradConvolution::applies(g, context.context().physical().properties.limits.maxStorageBufferRange))
+    return winograd_or_gemm(g, layer.weights()[0], bias, owner, context);
   return std::make_unique<GemmConvolution>(g, layer.weights()[0], std::move(bias), owner, context);
 }
 

@@ -342,15 +342,15 @@ Tensor StreamContext::scratch(const Shape& shape, const std::string& owner) {
 
 void StreamContext::reserve_workspace(std::size_t bytes) {
   if (bytes <= workspace_bytes_) return;
+  // The larger buffer first: where it cannot be had, the kernels made so far keep the one they use.
+  std::shared_ptr<void> larger = context_.allocate(bytes, "the workspace of a " + device_.str() + " stream");
   if (capturing_ || captured_ != VK_NULL_HANDLE) {
     // The capture, replayed later, holds the old buffer's address: it lives until the capture goes.
     if (workspace_) retired_workspaces_.push_back(std::move(workspace_));
   } else if (workspace_) {
     synchronize();  // recorded work may still use it
   }
-  workspace_.reset();
-  workspace_bytes_ = 0;  // until the new buffer is there: a failed allocation leaves none
-  workspace_ = context_.allocate(bytes, "the workspace of a " + device_.str() + " stream");
+  workspace_ = std::move(larger);
   workspace_bytes_ = bytes;
 }
 

@@ -1,7 +1,7 @@
 // Sums and maxima over a work group of 256 invocations (local_size_x = 256): every invocation calls with its
 // value, all get the result. In a shader's _subgroup variant (SUBGROUP defined, chosen on devices with
 // subgroup arithmetic), each subgroup reduces in registers and only its result goes through shared memory:
-// one barrier pair instead of the eight of a tree in shared memory.
+// one barrier pair instead of the ten of a tree in shared memory.
 #ifdef SUBGROUP
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_KHR_shader_subgroup_basic : require
