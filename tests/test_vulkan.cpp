@@ -218,19 +218,21 @@ INSTANTIATE_TEST_SUITE_P(Replay, VulkanNet, ::testing::Bool(),
 
 TEST(Vulkan, NetMixingVulkanAndCpuLayersMatches) {
   REQUIRE_VULKAN();
-  // Normalize (the SSD fork's) has no Vulkan kernel: it runs on the CPU between Vulkan layers.
+  // Gather has no Vulkan kernel: it runs on the CPU between Vulkan layers (its indices a Vulkan Constant).
   Graph g;
   g.name = "mixed";
   g.inputs = {{"data", Shape{1, 4, 6, 6}}};
   LayerSpec conv = with_attrs(testing::layer("conv", "Convolution", {"data"}, {"c"}), {{"num_output", 4}, {"kernel", 3}});
   conv.weights = {random_tensor(Shape{4, 4, 3, 3}, 7), random_tensor(Shape{4}, 8)};
-  LayerSpec normalize = testing::layer("cpu_only", "Normalize", {"c"}, {"u"});
-  normalize.weights = {Tensor::from(Shape{}, {2.5f})};
+  LayerSpec indices = testing::layer("indices", "Constant", {}, {"i"});
+  indices.attrs.set("shape", std::vector<std::int64_t>{3});
+  indices.weights = {Tensor::from(Shape{3}, {2.0f, 0.0f, -1.0f})};
+  LayerSpec gather = with_attrs(testing::layer("cpu_only", "Gather", {"c", "i"}, {"u"}), {{"axis", 1}});
   LayerSpec deconv =
       with_attrs(testing::layer("deconv", "Deconvolution", {"u"}, {"d"}), {{"num_output", 2}, {"kernel", 2}, {"stride", 2}});
-  deconv.weights = {random_tensor(Shape{4, 2, 2, 2}, 9), random_tensor(Shape{2}, 10)};
+  deconv.weights = {random_tensor(Shape{3, 2, 2, 2}, 9), random_tensor(Shape{2}, 10)};
   LayerSpec relu = testing::layer("relu", "ReLU", {"d"}, {"y"});
-  g.layers = {conv, normalize, deconv, relu};
+  g.layers = {conv, indices, gather, deconv, relu};
   g.outputs = {"y"};
   const Tensor x = random_tensor(Shape{1, 4, 6, 6}, 11);
   NetOptions options;
@@ -354,6 +356,42 @@ TEST(Vulkan, ReductionsMatchWithAndWithoutSubgroups) {
         << "ESPRESSO_VULKAN_SUBGROUPS=" << subgroups;
     EXPECT_EQ(net.summary().at(0).kernel, "vulkan gemv");
   }
+}
+
+// An SSD head (Normalize on a feature map, a convolution predicting locations, PriorBox beside it) runs
+// wholly on the device, no layer on the CPU, and matches the reference kernels.
+TEST(Vulkan, SsdHeadStaysOnTheDevice) {
+  REQUIRE_VULKAN();
+  Graph g;
+  g.inputs = {{"image", Shape{2, 3, 60, 50}}, {"features", Shape{2, 24, 8, 7}}};
+  LayerSpec normalize = testing::layer("norm", "Normalize", {"features"}, {"normed"});
+  normalize.attrs.set("across_spatial", std::int64_t{0});
+  normalize.attrs.set("channel_shared", std::int64_t{0});
+  normalize.weights = {random_tensor(Shape{24}, 130)};
+  LayerSpec loc = random_conv("loc", "normed", "locations", 24, 16, 3, 1, 131);
+  LayerSpec priors = testing::layer("priors", "PriorBox", {"normed", "image"}, {"boxes"});
+  priors.attrs.set("min_size", std::vector<double>{12.0});
+  priors.attrs.set("max_size", std::vector<double>{24.0});
+  priors.attrs.set("aspect_ratio", std::vector<double>{2.0});
+  priors.attrs.set("flip", std::int64_t{1});
+  priors.attrs.set("clip", std::int64_t{1});
+  priors.attrs.set("variance", std::vector<double>{0.1, 0.1, 0.2, 0.2});
+  g.layers = {normalize, loc, priors};
+  g.outputs = {"locations", "boxes"};
+  NetOptions options;
+  options.device = Device::vulkan(0);
+  NetOptions reference_options;
+  reference_options.reference_kernels = true;
+  const std::map<std::string, Tensor> feeds{{"image", random_tensor(Shape{2, 3, 60, 50}, 132)},
+                                            {"features", random_tensor(Shape{2, 24, 8, 7}, 133)}};
+  Net net(g, options);
+  const auto got = net.forward(feeds);
+  const auto want = Net(g, reference_options).forward(feeds);
+  for (const char* output : {"locations", "boxes"}) {
+    EXPECT_LE(relative_error(got.at(output).to(Device::cpu()).to_vector(), want.at(output).to_vector()), 1e-5)
+        << output;
+  }
+  for (const LayerSummary& row : net.summary()) EXPECT_EQ(row.device, Device::vulkan(0)) << row.name;
 }
 
 // A 3 x 3 convolution of stride 1 times Winograd and the implicit GEMM once per device and shape, runs the

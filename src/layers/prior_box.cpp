@@ -30,7 +30,7 @@ const LayerSchema& PriorBoxLayer::schema() {
           "the SSD fork's default boxes; `variance` 1 or 4 values; `img_size` or `img_h`/`img_w`, `step` or "
           "`step_h`/`step_w`; inputs: feature map, image (shapes only); output 1 x 2 x (H·W·P·4): per cell "
           "and min_size the min box, the sqrt(min·max) box, one per aspect ratio (with 1/ratio if flip), as "
-          "corners / image size, then their variances; no gradient; CPU only (no CUDA kernel)",
+          "corners / image size, then their variances; no gradient; CPU and Vulkan (no CUDA kernel)",
   };
   return schema;
 }

@@ -1,10 +1,11 @@
-// Layers that only move data, on Vulkan: Constant copies its value; Flatten, Reshape, Split and Dropout at
-// inference copy their
-// input whole (nothing when the executor placed the output on the input); Concat and Slice copy runs
-// of floats along their axis.
+// Layers that only move data, on Vulkan: Constant copies its value, and so does PriorBox (its boxes follow
+// from the shapes alone: made once on the CPU); Flatten, Reshape, Split and Dropout at inference copy their
+// input whole (nothing when the executor placed the output on the input); Concat and Slice copy runs of
+// floats along their axis.
 #include "backends/vulkan/kernels.h"
 #include "layers/axis.h"
 #include "layers/dropout.h"
+#include "layers/prior_box.h"
 
 namespace espresso::vulkan {
 namespace {
@@ -85,6 +86,21 @@ std::unique_ptr<Kernel> copy_kernel(StreamContext& context) { return std::make_u
 std::unique_ptr<Kernel> make_constant(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {
   if (layer.weights()[0].dtype() != DType::f32) return nullptr;
   return std::make_unique<ConstantKernel>(weight(layer, 0, context), context);
+}
+
+std::unique_ptr<Kernel> make_prior_box(const Layer& layer, const std::vector<Shape>& inputs,
+                                       StreamContext& context) {
+  // The boxes do not depend on the batch: computed for one image of each input's shape.
+  std::vector<Tensor> one_image;
+  for (const Shape& shape : inputs) {
+    std::vector<std::int64_t> dims = shape.dims();
+    dims[0] = 1;
+    one_image.push_back(Tensor::empty(Shape(dims)));
+  }
+  std::vector<Tensor> boxes{Tensor::empty(layer.output_shapes(inputs)[0])};
+  static_cast<const PriorBoxLayer&>(layer).forward(one_image, boxes);
+  return std::make_unique<ConstantKernel>(context.device_weights(boxes[0], "layer '" + layer.name() + "'"),
+                                          context);
 }
 
 std::unique_ptr<Kernel> make_flatten(const Layer&, const std::vector<Shape>&, StreamContext& context) {

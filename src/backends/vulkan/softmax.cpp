@@ -1,8 +1,10 @@
-// Softmax, LogSoftmax and LRN on Vulkan.
+// The normalisations on Vulkan: Softmax, LogSoftmax, LRN and SSD's Normalize.
+#include "layers/softmax.h"
+
 #include "backends/vulkan/kernels.h"
 #include "layers/log_softmax.h"
 #include "layers/lrn.h"
-#include "layers/softmax.h"
+#include "layers/normalize.h"
 
 namespace espresso::vulkan {
 namespace {
@@ -55,6 +57,34 @@ class LRNKernel final : public VulkanKernel {
   } params_{};
 };
 
+class NormalizeKernel final : public VulkanKernel {
+ public:
+  NormalizeKernel(const NormalizeExtent& e, float eps, Tensor scale, StreamContext& context)
+      : VulkanKernel(context), scale_(std::move(scale)) {
+    params_ = {u32(e.samples),
+               u32(e.channels),
+               u32(e.spatial),
+               e.across_spatial ? 1u : 0u,
+               e.channel_shared ? 1u : 0u,
+               eps};
+  }
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (inputs[0].numel() == 0) return;
+    const std::uint32_t work_groups = params_.across_spatial != 0u
+                                          ? std::min<std::uint32_t>(params_.samples, 65535)
+                                          : groups(std::int64_t{params_.samples} * params_.spatial);
+    context_.dispatch(shader("normalize"), {buffer(inputs[0]), buffer(scale_), buffer(outputs[0])}, params_,
+                      work_groups);
+  }
+
+ private:
+  Tensor scale_;
+  struct {
+    std::uint32_t samples, channels, spatial, across_spatial, channel_shared;
+    float eps;
+  } params_{};
+};
+
 }  // namespace
 
 std::unique_ptr<Kernel> make_softmax(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
@@ -72,6 +102,13 @@ std::unique_ptr<Kernel> make_log_softmax(const Layer& layer, const std::vector<S
 std::unique_ptr<Kernel> make_lrn(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context) {
   if (inputs[0].rank() != 4) return nullptr;
   return std::make_unique<LRNKernel>(static_cast<const LRNLayer&>(layer), inputs[0], context);
+}
+
+std::unique_ptr<Kernel> make_normalize(const Layer& layer, const std::vector<Shape>& inputs,
+                                       StreamContext& context) {
+  const auto& normalize = static_cast<const NormalizeLayer&>(layer);
+  return std::make_unique<NormalizeKernel>(normalize.extent(inputs[0]), normalize.eps(),
+                                           weight(layer, 0, context), context);
 }
 
 }  // namespace espresso::vulkan
