@@ -208,7 +208,8 @@ class GemmConvolution final : public ResidualConvolution {
     // groups, each adding its stretch into a partial sum, then add the partial sums up.
     const std::int64_t tiles = groups(columns_, 64) * groups(group_out, 64) * g.group;
     std::int64_t splits = 1;
-    if (tiles < kFillTiles && k >= 512) splits = std::min((kFillTiles + tiles - 1) / tiles, k / 256);
+    if (tiles < kFillTiles && k >= kSplitDepth)
+      splits = std::min((kFillTiles + tiles - 1) / tiles, k / (kSplitDepth / 2));
     const std::int64_t chunk = ((k + splits - 1) / splits + 15) / 16 * 16;
     splits = (k + chunk - 1) / chunk;
     params_.k_chunk = u32(chunk);
@@ -249,7 +250,10 @@ class GemmConvolution final : public ResidualConvolution {
   }
 
  private:
-  static constexpr std::int64_t kFillTiles = 128;
+  // Split k below 128 tiles where the sum is 128 deep or more, in stretches of 64 and more: on an H100 that
+  // ran LeNet, NIN, ResNet-18, SqueezeNet and MobileNetV2 at batch 1 6-30 % faster than splitting only sums
+  // of 512 in stretches of 256 (bench/results/2026-12-06-h100-vulkan-winograd.md), batch 64 the same.
+  static constexpr std::int64_t kFillTiles = 128, kSplitDepth = 128;
   Tensor weights_, bias_, partial_;
   GemmParams params_;
   std::uint32_t group_ = 1;
