@@ -54,6 +54,13 @@ class DeviceError : public Error {
   using Error::Error;
 };
 
+// Out of device memory: an allocation the device (or a memory cap) could not serve. The process keeps
+// working; a smaller batch, or another way to compute, may fit.
+class OutOfMemoryError : public DeviceError {
+ public:
+  using DeviceError::DeviceError;
+};
+
 // An input asks for more than the configured limits allow (espresso/limits.h): tensor sizes, planned
 // memory, image pixels, nesting depth, name lengths. Checked before allocating.
 class LimitError : public Error {

@@ -204,6 +204,15 @@ struct Net::Impl {
 
 namespace {
 
+// A DeviceError again, its message in `before` and `after`, of the same kind: out of memory stays
+// OutOfMemoryError, so that callers can still tell it from a failing device.
+[[noreturn]] void rethrow_device_error(const DeviceError& e, const std::string& before,
+                                       const std::string& after = "") {
+  const std::string message = before + e.what() + after;
+  if (dynamic_cast<const OutOfMemoryError*>(&e) != nullptr) throw OutOfMemoryError(message);
+  throw DeviceError(message);
+}
+
 // Layers that stay fp32 whatever the net's precision: their outputs are probabilities or losses, or
 // they reduce over many values (normalisation statistics), where fp16's range and bf16's precision
 // lose too much.
@@ -1352,8 +1361,8 @@ void Net::Impl::run_backward() {
   try {
     stream->synchronize();
   } catch (const DeviceError& e) {
-    throw DeviceError("backward of net '" + graph.name + "' on " + options.device.str() + ": " + e.what() +
-                      " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)");
+    rethrow_device_error(e, "backward of net '" + graph.name + "' on " + options.device.str() + ": ",
+                         " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)");
   }
 }
 
@@ -1378,8 +1387,8 @@ void Net::Impl::queue_backward() {
           run();
         }
       } catch (const DeviceError& e) {
-        throw DeviceError("backward of layer '" + layers[step]->name() + "' (" + layers[step]->type() +
-                          "): " + e.what());
+        rethrow_device_error(
+            e, "backward of layer '" + layers[step]->name() + "' (" + layers[step]->type() + "): ");
       }
     }
     for (GradientCast& cast : step_grad_casts[step]) stream->add_converted(cast.converted, cast.target);
@@ -1439,10 +1448,10 @@ void Net::Impl::run_recorded(const std::function<void()>& work, bool record, boo
   try {
     context.synchronize();
   } catch (const DeviceError& e) {
-    throw DeviceError(
-        what + " on " + options.device.str() + ": " + e.what() +
-        (record ? " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)"
-                : " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)"));
+    rethrow_device_error(
+        e, what + " on " + options.device.str() + ": ",
+        record ? " (create the Net with cuda_graphs off and set CUDA_LAUNCH_BLOCKING=1 to find the layer)"
+               : " (set CUDA_LAUNCH_BLOCKING=1 to find the layer)");
   }
   last_forward_ms = context.elapsed_ms();
   for (auto& kernel : kernels) kernel->check_completed();
@@ -1515,7 +1524,7 @@ void Net::Impl::make_kernels() {
         }
       }
     } catch (const DeviceError& e) {
-      throw DeviceError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
+      rethrow_device_error(e, "layer '" + layer.name() + "' (" + layer.type() + "): ");
     }
     if (!kernel) {
       step_device[step] = Device::cpu();
@@ -1579,7 +1588,7 @@ void Net::Impl::run_steps() {
       }
     } catch (const DeviceError& e) {
       const Layer& layer = *layers[step];
-      throw DeviceError("layer '" + layer.name() + "' (" + layer.type() + "): " + e.what());
+      rethrow_device_error(e, "layer '" + layer.name() + "' (" + layer.type() + "): ");
     }
   }
   for (OutputCast& cast : output_casts) {

@@ -102,9 +102,9 @@ class Pool {
     }
     if (status == cudaErrorMemoryAllocation) {
       cudaGetLastError();
-      throw DeviceError("out of memory on cuda:" + std::to_string(device) + ": could not allocate " +
-                        describe_bytes(asked) + (purpose.empty() ? "" : " for " + purpose) +
-                        "; espresso holds " + describe_bytes(pool.in_use_bytes) + " in use");
+      throw OutOfMemoryError("out of memory on cuda:" + std::to_string(device) + ": could not allocate " +
+                             describe_bytes(asked) + (purpose.empty() ? "" : " for " + purpose) +
+                             "; espresso holds " + describe_bytes(pool.in_use_bytes) + " in use");
     }
     check(status, "cudaMalloc");
     return block;

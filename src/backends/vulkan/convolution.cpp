@@ -212,8 +212,9 @@ class GemmConvolution final : public ResidualConvolution {
       splits = std::min((kFillTiles + tiles - 1) / tiles, k / (kSplitDepth / 2));
     const std::int64_t chunk = ((k + splits - 1) / splits + 15) / 16 * 16;
     splits = (k + chunk - 1) / chunk;
-    params_.k_chunk = u32(chunk);
-    if (splits > 1 && g.group * splits <= 65535) {
+    // (group · splits stays under 256: the grid holds it, as tiles ≥ groups.)
+    if (splits > 1) {
+      params_.k_chunk = u32(chunk);
       params_.k_splits = u32(splits);
       partial_ = context.scratch(Shape{splits, g.out_channels, columns_}, owner);
     }
@@ -250,9 +251,10 @@ class GemmConvolution final : public ResidualConvolution {
   }
 
  private:
-  // Split k below 128 tiles where the sum is 128 deep or more, in stretches of 64 and more: on an H100 that
-  // ran LeNet, NIN, ResNet-18, SqueezeNet and MobileNetV2 at batch 1 6-30 % faster than splitting only sums
-  // of 512 in stretches of 256 (bench/results/2026-12-06-h100-vulkan-winograd.md), batch 64 the same.
+  // Split k below 128 tiles where the sum is 128 deep or more, into up to k / 64 stretches (multiples of 16):
+  // on an H100 that ran LeNet, NIN, ResNet-18, SqueezeNet and MobileNetV2 at batch 1 6-30 % faster than
+  // splitting only sums of 512 into up to k / 256, and LeNet at batch 64 4 % faster
+  // (bench/results/2026-12-06-h100-vulkan-winograd.md).
   static constexpr std::int64_t kFillTiles = 128, kSplitDepth = 128;
   Tensor weights_, bias_, partial_;
   GemmParams params_;
@@ -463,8 +465,8 @@ std::unique_ptr<Kernel> winograd_or_gemm(const ConvGeometry& g, const Tensor& we
   std::unique_ptr<Kernel> kernels[2];
   std::shared_ptr<void> own_workspace;
   std::vector<Tensor> x(1), y(1);
-  // Device memory for Winograd's transforms (and the timing's input and output) or the GEMM, which needs
-  // less. Out of device memory is the only DeviceError before anything is recorded.
+  // Device memory for Winograd's transforms (and the timing's input and output), or the GEMM, which needs
+  // less. Nothing is recorded before the try ends.
   try {
     if (known == "winograd") return winograd();
     const auto memory = [&](std::size_t bytes) {
@@ -481,10 +483,20 @@ std::unique_ptr<Kernel> winograd_or_gemm(const ConvGeometry& g, const Tensor& we
     own_workspace = memory(candidate->workspace_bytes_needed());
     candidate->use_workspace(own_workspace.get());
     kernels[1] = std::move(candidate);
-  } catch (const DeviceError&) {
+  } catch (const OutOfMemoryError&) {
     return gemm();
   }
   kernels[0] = gemm();
+  // The timing's work finishes before its memory goes, also when a step of it throws.
+  struct WaitOnExit {
+    StreamContext& stream;
+    ~WaitOnExit() {
+      try {
+        stream.synchronize();
+      } catch (const Error&) {  // the error that unwinds is the one to report
+      }
+    }
+  } wait{context};
   context.fill(x[0], 0.5f);
   double best[2] = {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
   // One run each to make pipelines and warm caches, then three each, alternating; the best runs decide.
@@ -499,7 +511,7 @@ std::unique_ptr<Kernel> winograd_or_gemm(const ConvGeometry& g, const Tensor& we
   if (!faster) return std::move(kernels[0]);
   try {
     static_cast<WinogradConvolution&>(*kernels[1]).use_workspace();
-  } catch (const DeviceError&) {
+  } catch (const OutOfMemoryError&) {
     return std::move(kernels[0]);  // the stream's workspace cannot grow that far
   }
   return std::move(kernels[1]);
@@ -536,7 +548,10 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
   if (groups(g.batch * g.out_spatial(), 64) > most[0] || groups(g.out_channels / g.group, 64) > most[1])
     return nullptr;
   const std::string owner = "layer '" + layer.name() + "'";
-  if (WinogradConvolution::applies(g, context.context().physical().properties.limits.maxStorageBufferRange))
+  // A binding starts at an aligned offset up to an alignment before its data (StreamContext::dispatch).
+  const VkPhysicalDeviceLimits& limits = context.context().physical().properties.limits;
+  if (WinogradConvolution::applies(
+          g, limits.maxStorageBufferRange / 4 * 4 - limits.minStorageBufferOffsetAlignment))
     return winograd_or_gemm(g, layer.weights()[0], bias, owner, context);
   return std::make_unique<GemmConvolution>(g, layer.weights()[0], std::move(bias), owner, context);
 }

@@ -90,17 +90,16 @@ std::unique_ptr<Kernel> make_constant(const Layer& layer, const std::vector<Shap
 
 std::unique_ptr<Kernel> make_prior_box(const Layer& layer, const std::vector<Shape>& inputs,
                                        StreamContext& context) {
-  // The boxes do not depend on the batch: computed for one image of each input's shape.
-  std::vector<Tensor> one_image;
-  for (const Shape& shape : inputs) {
-    std::vector<std::int64_t> dims = shape.dims();
-    dims[0] = 1;
-    one_image.push_back(Tensor::empty(Shape(dims)));
-  }
-  std::vector<Tensor> boxes{Tensor::empty(layer.output_shapes(inputs)[0])};
-  static_cast<const PriorBoxLayer&>(layer).forward(one_image, boxes);
-  return std::make_unique<ConstantKernel>(context.device_weights(boxes[0], "layer '" + layer.name() + "'"),
-                                          context);
+  const Shape shape = layer.output_shapes(inputs)[0];
+  // The forward reads its inputs' shapes only (never their data), and the boxes do not depend on the batch.
+  std::vector<Tensor> shapes_only;
+  for (const Shape& input : inputs) shapes_only.push_back(Tensor::wrap(nullptr, input, DType::f32));
+  std::vector<Tensor> boxes{Tensor::empty(shape)};
+  static_cast<const PriorBoxLayer&>(layer).forward(shapes_only, boxes);
+  // The kernel's own memory: a later plan of the net makes a new one and this one goes with its kernel.
+  Tensor on_device = context.scratch(shape, "layer '" + layer.name() + "'");
+  on_device.copy_from(boxes[0]);
+  return std::make_unique<ConstantKernel>(std::move(on_device), context);
 }
 
 std::unique_ptr<Kernel> make_flatten(const Layer&, const std::vector<Shape>&, StreamContext& context) {

@@ -62,9 +62,9 @@ DeviceContext::Block* DeviceContext::new_block(std::size_t size, bool dedicated,
                                                std::size_t asked) {
   const Api& vk = api();
   auto out_of_memory = [&](const std::string& why) {
-    return DeviceError("out of memory on vulkan:" + std::to_string(index_) + ": could not allocate " +
-                       describe_bytes(asked) + (purpose.empty() ? "" : " for " + purpose) + " (" + why +
-                       "); espresso holds " + describe_bytes(in_use_bytes_) + " in use");
+    return OutOfMemoryError("out of memory on vulkan:" + std::to_string(index_) + ": could not allocate " +
+                            describe_bytes(asked) + (purpose.empty() ? "" : " for " + purpose) + " (" + why +
+                            "); espresso holds " + describe_bytes(in_use_bytes_) + " in use");
   };
   if (limit_bytes_ != 0 && allocated_bytes_ + size > limit_bytes_) {
     if (!release_empty_blocks() || allocated_bytes_ + size > limit_bytes_) {
