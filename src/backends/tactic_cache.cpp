@@ -9,6 +9,8 @@
 #include <mutex>
 #include <sstream>
 
+#include "espresso/errors.h"
+
 namespace espresso {
 namespace {
 
@@ -18,6 +20,17 @@ bool storable(const std::string& text) {
 }
 
 }  // namespace
+
+std::string forced_conv_tactic_name() {
+  const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
+  const std::string name = forced != nullptr ? forced : "";
+  for (const char* known : {"", "cudnn", "im2col", "implicit", "gemm", "winograd"}) {
+    if (name == known) return name;
+  }
+  throw UnsupportedError(
+      "ESPRESSO_CONV_TACTIC must be cudnn, im2col, implicit (CUDA) or gemm, winograd (CPU, Vulkan), got '" +
+      name + "'");
+}
 
 std::filesystem::path backend_cache_directory(const char* override_variable) {
   if (const char* dir = std::getenv(override_variable); dir != nullptr && *dir != '\0') return dir;

@@ -19,6 +19,11 @@ std::filesystem::path backend_cache_directory(const char* override_variable);
 // The file `name` in backend_cache_directory("ESPRESSO_TACTIC_CACHE"); empty when there is no such folder.
 std::filesystem::path tactic_cache_file(const std::string& name);
 
+// ESPRESSO_CONV_TACTIC, which forces a convolution tactic for tests and comparisons: "" when unset, else
+// one of every backend's names — cudnn, im2col, implicit (CUDA); gemm, winograd (CPU, Vulkan) — each backend
+// acting on those it knows. Any other value is an UnsupportedError listing them.
+std::string forced_conv_tactic_name();
+
 class TacticCache;
 // The process's cache of tactic_cache_file(name), one per path: the folder is looked up at each call,
 // so a process that changes ESPRESSO_TACTIC_CACHE gets the new folder's choices.

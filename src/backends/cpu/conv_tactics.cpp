@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <cstdlib>
 #include <fstream>
 
 #include "backends/cpu/gemm.h"
@@ -45,11 +44,9 @@ TacticCache& cache() { return tactic_cache("cpu-convolution-tactics.txt"); }
 const char* conv_tactic_name(ConvTactic tactic) { return tactic == ConvTactic::winograd ? "winograd" : "gemm"; }
 
 std::optional<ConvTactic> forced_conv_tactic() {
-  const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
-  if (forced == nullptr || *forced == '\0') return std::nullopt;
-  const std::string name = forced;
-  if (name == "cudnn" || name == "im2col" || name == "implicit") return std::nullopt;  // the GPU's
-  return parse_tactic(name, "ESPRESSO_CONV_TACTIC");
+  const std::string name = forced_conv_tactic_name();
+  if (name == "gemm" || name == "winograd") return parse_tactic(name, "ESPRESSO_CONV_TACTIC");
+  return std::nullopt;  // unset, or the GPU's
 }
 
 std::string tactic_context() {

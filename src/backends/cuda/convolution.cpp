@@ -10,6 +10,7 @@
 #include "backends/cuda/channel_sum.h"
 #include "backends/cuda/conv_tactics.h"
 #include "backends/cuda/kernels.h"
+#include "backends/tactic_cache.h"
 
 namespace espresso::cuda {
 namespace {
@@ -44,15 +45,11 @@ std::vector<Tactic> heuristic_order(const ConvProblem& p) {
 // ESPRESSO_CONV_TACTIC=cudnn|im2col|implicit, for tests and comparisons; none when unset or when it
 // names one of the CPU's tactics (gemm, winograd).
 std::optional<Tactic> forced_tactic() {
-  const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
-  if (forced == nullptr || *forced == '\0') return std::nullopt;
-  const std::string name = forced;
-  if (name == "gemm" || name == "winograd") return std::nullopt;
+  const std::string name = forced_conv_tactic_name();
   if (name == "cudnn") return Tactic::cudnn;
   if (name == "im2col") return Tactic::im2col;
   if (name == "implicit") return Tactic::implicit;
-  throw UnsupportedError("ESPRESSO_CONV_TACTIC must be cudnn, im2col, implicit (GPU) or gemm, winograd (CPU), got '" +
-                         name + "'");
+  return std::nullopt;
 }
 
 // The forced tactic moves to the front; it still declines configurations it cannot run.
