@@ -1,4 +1,4 @@
-// Winograd F(4×4, 3×3) on the CPU (src/backends/cpu/winograd.h) against a direct double-precision
+// Winograd F(4×4, 3×3) and F(2×2, 5×5) on the CPU (src/backends/cpu/winograd.h) against a direct double-precision
 // convolution on random shapes, inside nets with fused steps against the reference kernels, the
 // measured tactic choice and its cache file (conv_tactics.h), and per-storage weight versions: packed
 // weights are packed again when their own memory is written, not when another net trains.
@@ -34,25 +34,27 @@ constexpr double kWinogradTolerance = 1e-4;
 TEST(CpuWinograd, MatchesADirectDoubleConvolution) {
   if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: Winograd runs on the fast GEMM only";
   std::mt19937 rng(2024);
-  double worst = 0.0;
-  for (int trial = 0; trial < 30; ++trial) {
+  double worst[2] = {0.0, 0.0};
+  for (int trial = 0; trial < 60; ++trial) {
     cpu::WinogradGeometry g;
+    g.kernel = trial % 2 == 0 ? 3 : 5;
+    const std::int64_t r = g.kernel;
     g.batch = pick(rng, 1, 3);
     // Channels cross the GEMM's depth block (256) and its row panels.
     g.in_channels = trial % 7 == 3 ? pick(rng, 250, 300) : pick(rng, 1, 40);
     g.out_channels = trial % 5 == 1 ? pick(rng, 30, 70) : pick(rng, 1, 20);
     g.height = pick(rng, 1, 23);
     g.width = pick(rng, 1, 37);
-    g.pad_h = pick(rng, 0, 2);
-    g.pad_w = pick(rng, 0, 2);
-    g.out_height = g.height + 2 * g.pad_h - 2;
-    g.out_width = g.width + 2 * g.pad_w - 2;
+    g.pad_h = pick(rng, 0, static_cast<int>(r) - 1);
+    g.pad_w = pick(rng, 0, static_cast<int>(r) - 1);
+    g.out_height = g.height + 2 * g.pad_h - r + 1;
+    g.out_width = g.width + 2 * g.pad_w - r + 1;
     if (g.out_height < 1 || g.out_width < 1) continue;
     const auto in_size = static_cast<std::size_t>(g.batch * g.in_channels * g.height * g.width);
     const std::int64_t out_plane = g.out_height * g.out_width;
     const auto out_size = static_cast<std::size_t>(g.batch * g.out_channels * out_plane);
     const std::vector<float> x = random_values(rng, in_size);
-    const std::vector<float> w = random_values(rng, static_cast<std::size_t>(g.out_channels * g.in_channels * 9));
+    const std::vector<float> w = random_values(rng, static_cast<std::size_t>(g.out_channels * g.in_channels * r * r));
     const std::vector<float> bias = random_values(rng, static_cast<std::size_t>(g.out_channels));
     const std::vector<float> residual = random_values(rng, out_size);
     const bool with_residual = rng() % 2 == 0, with_clamp = rng() % 2 == 0;
@@ -88,12 +90,12 @@ TEST(CpuWinograd, MatchesADirectDoubleConvolution) {
           for (std::int64_t ox = 0; ox < g.out_width; ++ox) {
             double sum = bias[static_cast<std::size_t>(k)];
             for (std::int64_t c = 0; c < g.in_channels; ++c) {
-              for (int ky = 0; ky < 3; ++ky) {
-                for (int kx = 0; kx < 3; ++kx) {
+              for (std::int64_t ky = 0; ky < r; ++ky) {
+                for (std::int64_t kx = 0; kx < r; ++kx) {
                   const std::int64_t y = oy - g.pad_h + ky, xx = ox - g.pad_w + kx;
                   if (y < 0 || y >= g.height || xx < 0 || xx >= g.width) continue;
                   sum += static_cast<double>(x[static_cast<std::size_t>(((n * g.in_channels + c) * g.height + y) * g.width + xx)]) *
-                         w[static_cast<std::size_t>((k * g.in_channels + c) * 9 + ky * 3 + kx)];
+                         w[static_cast<std::size_t>(((k * g.in_channels + c) * r + ky) * r + kx)];
                 }
               }
             }
@@ -113,13 +115,13 @@ TEST(CpuWinograd, MatchesADirectDoubleConvolution) {
     double error = 0.0;
     for (std::size_t i = 0; i < expect.size(); ++i)
       error = std::max(error, std::abs(expect[i] - static_cast<double>(actual[i])) / scale);
-    worst = std::max(worst, error);
-    EXPECT_LE(error, kWinogradTolerance) << "batch " << g.batch << " channels " << g.in_channels << "->"
+    worst[r == 5] = std::max(worst[r == 5], error);
+    EXPECT_LE(error, kWinogradTolerance) << r << "x" << r << " batch " << g.batch << " channels " << g.in_channels << "->"
                                          << g.out_channels << " image " << g.height << "x" << g.width << " pad "
                                          << g.pad_h << "," << g.pad_w;
   }
-  std::printf("Winograd F(4x4,3x3) vs direct double (%s): worst normalized error %.3g\n", cpu::fast_gemm_isa(),
-              worst);
+  std::printf("Winograd vs direct double (%s): worst normalized error %.3g F(4x4,3x3), %.3g F(2x2,5x5)\n",
+              cpu::fast_gemm_isa(), worst[0], worst[1]);
 }
 
 // conv1 (3×3, pad 1) → BatchNorm → ReLU → conv2 (3×3, pad 1) → Add(input) → ReLU: every fusion a

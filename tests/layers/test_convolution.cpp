@@ -126,17 +126,19 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in,
   return {y};
 }
 
-// 2-D 3×3 windows of stride 1 and dilation 1 with one group: the cases the CPU's Winograd tactic takes.
+// 2-D 3×3 and 5×5 windows of stride 1 and dilation 1 with one group: the cases the CPU's Winograd tactics take.
 LayerCase winograd_case(Rng& rng) {
   LayerCase c;
   c.spec.type = "Convolution";
-  const std::int64_t pad_h = rng.integer(0, 2), pad_w = rng.integer(0, 2);
+  const std::int64_t kernel = rng.coin() ? 3 : 5;
+  const std::int64_t pad_h = rng.integer(0, kernel - 1), pad_w = rng.integer(0, kernel - 1);
   c.spec.attrs.set("num_output", std::int64_t{rng.integer(1, 12)});
-  c.spec.attrs.set("kernel", std::int64_t{3});
+  c.spec.attrs.set("kernel", kernel);
   c.spec.attrs.set("pad", std::vector<std::int64_t>{pad_h, pad_w});
   if (rng.coin()) c.spec.attrs.set("bias", std::int64_t{0});
-  c.input_shapes = {Shape{rng.integer(1, 3), rng.integer(1, 9), std::max<std::int64_t>(1, 3 - 2 * pad_h) + rng.integer(0, 12),
-                          std::max<std::int64_t>(1, 3 - 2 * pad_w) + rng.integer(0, 12)}};
+  c.input_shapes = {Shape{rng.integer(1, 3), rng.integer(1, 9),
+                          std::max<std::int64_t>(1, kernel - 2 * pad_h) + rng.integer(0, 12),
+                          std::max<std::int64_t>(1, kernel - 2 * pad_w) + rng.integer(0, 12)}};
   return c;
 }
 
@@ -221,7 +223,7 @@ TEST(Layers, Convolution) {
   run_layer_test({.make_case = make_case, .naive = naive, .cases = 40, .gradient_cases = 40});
 }
 
-// The CPU's Winograd F(4×4, 3×3) tactic, forced (the planner would measure and might pick the GEMM):
+// The CPU's Winograd tactics, F(4×4, 3×3) and F(2×2, 5×5), forced (the planner would measure and might pick the GEMM):
 // the fast kernel against the reference, which is checked against the naive double computation.
 // Winograd's transforms round more than a direct sum: 1e-4 of the output's largest magnitude.
 TEST(Layers, ConvolutionWinograd) {

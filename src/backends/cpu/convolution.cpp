@@ -1,8 +1,8 @@
 // Convolution on the CPU: im2col + one sgemm per group, or a plain GEMM for 1x1 windows; depthwise
 // 2-D convolutions go to a direct kernel (depthwise_convolution.cpp) outside training. For inference
 // on processors with AVX2+FMA the weights are packed once into the GEMM's panels (gemm.h) or, for 3×3
-// stride-1 windows where measuring says it is faster, transformed for Winograd F(4×4, 3×3)
-// (winograd.h, conv_tactics.h); they are packed again only when the version of a tensor they come
+// and 5×5 stride-1 windows where measuring says it is faster, transformed for Winograd F(4×4, 3×3) or
+// F(2×2, 5×5) (winograd.h, conv_tactics.h); they are packed again only when the version of a tensor they come
 // from moved (Tensor::version). The bias, a fused residual and a fused clamp (ReLU, ReLU6) are
 // applied as the GEMM (or Winograd's output transform) writes its results. Backward:
 // weight gradients from the same unfolding (dy · colᵀ), input gradients by Wᵀ · dy folded back with
@@ -268,7 +268,7 @@ class ConvolutionKernel final : public Kernel {
 
  private:
   void update_name() {
-    name_ = std::string(winograd_     ? "winograd-f4x4-"
+    name_ = std::string(winograd_     ? winograd_->name() + std::string("-")
                         : pointwise_ ? "packed-gemm-"
                         : windows_   ? "window-packed-gemm-"
                                      : "im2col+packed-gemm-") +
@@ -336,13 +336,14 @@ class ConvolutionKernel final : public Kernel {
   // Winograd where it applies and measures faster on this shape (once per shape and processor, see
   // conv_tactics.h), or forced by ESPRESSO_CONV_TACTIC; the windows' GEMM otherwise.
   void choose_tactic() {
-    bool fits = windows_ && g_.group == 1;
+    bool fits = windows_ && g_.group == 1 && winograd_supports_kernel(g_.kernel[0]);
     for (int a = 0; a < 2; ++a) {
       const auto i = static_cast<std::size_t>(a);
-      fits = fits && g_.kernel[i] == 3 && g_.stride[i] == 1 && g_.dilation[i] == 1;
+      fits = fits && g_.kernel[i] == g_.kernel[0] && g_.stride[i] == 1 && g_.dilation[i] == 1;
     }
     if (!fits) return;
     WinogradGeometry wg;
+    wg.kernel = g_.kernel[0];
     wg.batch = g_.batch;
     wg.in_channels = g_.in_channels;
     wg.out_channels = g_.out_channels;
@@ -360,7 +361,8 @@ class ConvolutionKernel final : public Kernel {
       use_winograd(*forced == ConvTactic::winograd);
       return;
     }
-    const std::string key = tactic_context() + "|conv3x3s1|n" + std::to_string(wg.batch) + "|c" +
+    const std::string side = std::to_string(wg.kernel);
+    const std::string key = tactic_context() + "|conv" + side + "x" + side + "s1|n" + std::to_string(wg.batch) + "|c" +
                             std::to_string(wg.in_channels) + "|k" + std::to_string(wg.out_channels) + "|" +
                             std::to_string(wg.height) + "x" + std::to_string(wg.width) + "|pad" +
                             std::to_string(wg.pad_h) + "x" + std::to_string(wg.pad_w);
