@@ -37,7 +37,7 @@ TEST(CpuWinograd, MatchesADirectDoubleConvolution) {
   double worst[2] = {0.0, 0.0};
   for (int trial = 0; trial < 60; ++trial) {
     cpu::WinogradGeometry g;
-    g.kernel = trial % 2 == 0 ? 3 : 5;
+    g.kernel = trial % 4 < 2 ? 3 : 5;  // each filter size threaded and inside a parallel region (below)
     const std::int64_t r = g.kernel;
     g.batch = pick(rng, 1, 3);
     // Channels cross the GEMM's depth block (256) and its row panels.
@@ -77,8 +77,14 @@ TEST(CpuWinograd, MatchesADirectDoubleConvolution) {
     if (trial % 2 == 0) {
       wino.forward(x.data(), out);
     } else {
-      // Inside a parallel region: one thread, no nested pool.
-      parallel_for(1, [&](std::int64_t, std::int64_t) { wino.forward(x.data(), out); });
+      // Inside a parallel region (the first chunk of two, which the caller runs): one thread, no
+      // nested pool.
+      parallel_for(2, [&](std::int64_t begin, std::int64_t) {
+        if (begin == 0) {
+          EXPECT_TRUE(in_parallel_region() || num_threads() == 1);
+          wino.forward(x.data(), out);
+        }
+      });
     }
 
     std::vector<double> expect;

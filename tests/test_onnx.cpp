@@ -49,7 +49,7 @@ TEST_P(OnnxModels, MatchesReferenceOutput) {
 }
 
 // Each CPU convolution tactic forced in turn (Winograd takes the 3×3 stride-1 convolutions of
-// ResNet-18, SqueezeNet and NIN), against the outputs the models ship with.
+// ResNet-18, SqueezeNet and NIN, and NIN's 5×5 ones), against the outputs the models ship with.
 TEST_P(OnnxModels, MatchesReferenceOutputWithEachCpuTactic) {
   const std::string dir = data_dir() + "/onnx/" + GetParam();
   const Graph graph = load_onnx(dir + "/model.onnx");

@@ -765,10 +765,14 @@ Graph read_package(const std::shared_ptr<MappedFile>& file, const PackageLoadOpt
     if (!tensors.emplace(name, std::move(tensor)).second) r.fail("tensor '" + name + "' is listed twice");
   }
   std::vector<char> intact(checks.size());
-  parallel_for(static_cast<std::int64_t>(checks.size()), [&](std::int64_t begin, std::int64_t end) {
-    for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i)
-      intact[i] = checks[i].expected == hex64(XXH3_64bits(checks[i].source, checks[i].bytes));
-  });
+  // Tensors of very different sizes: several chunks a thread, claimed as threads come free.
+  parallel_for(
+      static_cast<std::int64_t>(checks.size()),
+      [&](std::int64_t begin, std::int64_t end) {
+        for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i)
+          intact[i] = checks[i].expected == hex64(XXH3_64bits(checks[i].source, checks[i].bytes));
+      },
+      1, 4);
   for (std::size_t i = 0; i < checks.size(); ++i) {
     if (!intact[i]) r.fail("tensor '" + checks[i].name + "': checksum mismatch (corrupt data)");
   }

@@ -36,7 +36,8 @@ constexpr std::int64_t kPrefetchAhead = 768;
 // where it is: each element of a packed copy would be used by only one or two panels, so packing
 // cost about as much as the product (MobileNetV2's and SqueezeNet's narrow projections and squeezes).
 constexpr std::int64_t kDirectPanels = 2;
-// How far ahead (floats, two tiles) a B read in place is prefetched along its row. Each of its depth rows
+// How far ahead (floats: two AVX-512 tiles, four AVX2 ones) a B read in place is prefetched along its row
+// (past B's end only as a prefetch, which never faults). Each of its depth rows
 // is a separate stream a whole image plane apart (SqueezeNet's 128 × 3025 squeezes), more than the
 // hardware prefetcher follows: without this the squeezes ran at a third of the kernel's speed.
 constexpr std::int64_t kPrefetchDirectB = 2 * kMaxColumns;

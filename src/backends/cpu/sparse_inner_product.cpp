@@ -14,6 +14,9 @@ namespace {
 // that each nonzero scales a contiguous run of rows, kRowBlock at a time, kept in registers.
 constexpr std::int64_t kDirectRows = 4;
 constexpr std::int64_t kRowBlock = 16;
+// Pruned rows hold very different numbers of nonzeros: several chunks a thread, claimed as threads come
+// free (parallel_for).
+constexpr int kUnevenRowsChunks = 4;
 
 // Time per multiply-add relative to sgemm's (bench/sparse_inner_product.cpp on this project's AVX-512
 // development machine, one thread): sgemm streams every weight, the sparse product only the nonzeros but
@@ -109,7 +112,7 @@ void SparseCodebookMatrix::multiply_with(const std::vector<Column>& column, cons
             }
           }
         },
-        grain);
+        grain, kUnevenRowsChunks);
     return;
   }
   scratch.resize(static_cast<std::size_t>(rows * inner));
@@ -151,7 +154,7 @@ void SparseCodebookMatrix::multiply_with(const std::vector<Column>& column, cons
           }
         }
       },
-      grain);
+      grain, kUnevenRowsChunks);
 }
 
 }  // namespace espresso::cpu

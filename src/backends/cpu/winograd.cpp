@@ -1,9 +1,10 @@
 // Winograd F(4×4, 3×3) and F(2×2, 5×5) (winograd.h). Both transform 6×6 input tiles with the same B^T
 // (the interpolation points 0, ±1, ±2 and ∞ fix it); they differ in G (6×r, the filters) and A^T (M×6,
 // the outputs), and in how far apart the tiles lie (M). Work is cut into chunks of whole tile rows (a tile
-// row: the ceil(out_width / M) tiles that make M rows of output of one image), sized below (kChunkBytes). With
-// several chunks per thread and small filters the threads take whole chunks; otherwise each stage of
-// a chunk is split (input channels, the 36 products, output channels). The element-wise transforms
+// row: the ceil(out_width / M) tiles that make M rows of output of one image), sized below (kChunkBytes).
+// Where the filters are small and each thread's share of the rows fills a GEMM panel the threads take
+// whole chunks; otherwise each stage of a chunk is split (input channels, the 36 products, output
+// channels). The element-wise transforms
 // are plain loops over whole chunks, laid out so that the compiler vectorises them, compiled once for
 // AVX-512 and once for AVX2 and chosen with the GEMM's instruction set.
 #include "backends/cpu/winograd.h"
@@ -48,7 +49,7 @@ constexpr std::int64_t tile_for(std::int64_t kernel) { return kernel == 3 ? 4 : 
 // The 1-D transforms, each over a run of n elements: six outputs, each its own restrict pointer (with
 // one base and unknown strides the compiler would need more alias checks than it makes, and gives
 // up vectorising).
-// B^T d: d0..d5 at in + i·stride (+ shift for d4, d5, see below).
+// B^T d: six outputs from d0..d5.
 [[gnu::always_inline]] inline void input_1d(const float* __restrict d0p, const float* __restrict d1p,
                                             const float* __restrict d2p, const float* __restrict d3p,
                                             const float* __restrict d4p, const float* __restrict d5p,
@@ -260,7 +261,10 @@ ESPRESSO_AVX2 void output_channel_avx2(const ChunkLayout& l, const float* m, std
   output_channel<M>(l, m, m_stride, dst, q, o, row);
 }
 
-bool use_avx512() { return std::string(fast_gemm_isa()) == "avx512"; }
+bool use_avx512() {
+  static const bool avx512 = std::string(fast_gemm_isa()) == "avx512";
+  return avx512;
+}
 
 // The transforms for tiles of M outputs, compiled for the GEMM's instruction set.
 struct Transforms {
@@ -414,29 +418,35 @@ void WinogradConvolution::run_chunk(const Chunk& chunk, const float* x, const Wi
 void WinogradConvolution::forward(const float* x, const WinogradOutput& out) const {
   const std::int64_t rows = g_.batch * tiles_h_;
   const int threads = in_parallel_region() ? 1 : num_threads();
-  // Whole chunks per thread where the filters are small and each thread's rows fill a GEMM panel: as
-  // many chunks as a multiple of the threads and as even as the rows allow (NIN's 5 × 5 layer at batch 1,
-  // 8 tile rows, went 6 + 2 on two threads and was no faster than the GEMM). Otherwise each stage of a
-  // chunk is shared out.
+  // Whole chunks per thread where the filters are small and each thread's rows fill a GEMM panel: a
+  // multiple of the threads' count of chunks, their sizes a row apart at most (NIN's 5 × 5 layer at
+  // batch 1, 8 tile rows, went 6 + 2 on two threads and was no faster than the GEMM). Otherwise each
+  // stage of a chunk is shared out.
   std::int64_t per_chunk = rows_per_chunk_;
   std::int64_t chunks = (rows + per_chunk - 1) / per_chunk;
   bool whole_chunks = false;
-  if (threads > 1 && filter_bytes_ <= kPrivateFilterBytes) {
+  if (threads > 1 && filter_bytes_ <= kPrivateFilterBytes && rows >= threads) {
     const std::int64_t even = (chunks + threads - 1) / threads * threads;
-    const std::int64_t even_rows = (rows + even - 1) / even;
-    if (even_rows * tiles_w_ >= gemm_panel_width()) {
+    if ((rows / even) * tiles_w_ >= gemm_panel_width()) {
       whole_chunks = true;
-      per_chunk = even_rows;
-      chunks = (rows + per_chunk - 1) / per_chunk;
+      chunks = even;
+      per_chunk = (rows + chunks - 1) / chunks;
     }
   }
   const std::int64_t max_tiles = per_chunk * tiles_w_;
   const auto v_floats = static_cast<std::size_t>(kPoints * packed_b_size(g_.in_channels, max_tiles));
   const auto m_floats = static_cast<std::size_t>(kPoints * g_.out_channels * max_tiles);
+  // Chunk i's rows: [i·rows / chunks, (i + 1)·rows / chunks) when whole chunks are shared out, so
+  // that sizes differ by a row at most; otherwise per_chunk rows each, the last one shorter.
   const auto chunk_at = [&](std::int64_t i) {
     Chunk chunk;
-    chunk.first = i * per_chunk;
-    chunk.count = std::min(per_chunk, rows - chunk.first);
+    if (whole_chunks) {
+      chunk.first = i * rows / chunks;
+      chunk.count = (i + 1) * rows / chunks - chunk.first;
+    } else {
+      chunk.first = i * per_chunk;
+      chunk.count = std::min(per_chunk, rows - chunk.first);
+    }
     return chunk;
   };
   if (whole_chunks) {
