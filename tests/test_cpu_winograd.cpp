@@ -1,6 +1,6 @@
-// Winograd F(4×4, 3×3) and F(2×2, 5×5) on the CPU (src/backends/cpu/winograd.h) against a direct double-precision
-// convolution on random shapes, inside nets with fused steps against the reference kernels, the
-// measured tactic choice and its cache file (conv_tactics.h), and per-storage weight versions: packed
+// Winograd F(4×4, 3×3) and F(2×2, 5×5) on the CPU (src/backends/cpu/winograd.h) against a direct
+// double-precision convolution on random shapes, inside nets with fused steps against the reference kernels,
+// the measured tactic choice and its cache file (conv_tactics.h), and per-storage weight versions: packed
 // weights are packed again when their own memory is written, not when another net trains.
 #include <gtest/gtest.h>
 
@@ -54,7 +54,8 @@ TEST(CpuWinograd, MatchesADirectDoubleConvolution) {
     const std::int64_t out_plane = g.out_height * g.out_width;
     const auto out_size = static_cast<std::size_t>(g.batch * g.out_channels * out_plane);
     const std::vector<float> x = random_values(rng, in_size);
-    const std::vector<float> w = random_values(rng, static_cast<std::size_t>(g.out_channels * g.in_channels * r * r));
+    const std::vector<float> w =
+        random_values(rng, static_cast<std::size_t>(g.out_channels * g.in_channels * r * r));
     const std::vector<float> bias = random_values(rng, static_cast<std::size_t>(g.out_channels));
     const std::vector<float> residual = random_values(rng, out_size);
     const bool with_residual = rng() % 2 == 0, with_clamp = rng() % 2 == 0;
@@ -100,7 +101,8 @@ TEST(CpuWinograd, MatchesADirectDoubleConvolution) {
                 for (std::int64_t kx = 0; kx < r; ++kx) {
                   const std::int64_t y = oy - g.pad_h + ky, xx = ox - g.pad_w + kx;
                   if (y < 0 || y >= g.height || xx < 0 || xx >= g.width) continue;
-                  sum += static_cast<double>(x[static_cast<std::size_t>(((n * g.in_channels + c) * g.height + y) * g.width + xx)]) *
+                  sum += static_cast<double>(x[static_cast<std::size_t>(
+                             ((n * g.in_channels + c) * g.height + y) * g.width + xx)]) *
                          w[static_cast<std::size_t>(((k * g.in_channels + c) * r + ky) * r + kx)];
                 }
               }
@@ -122,9 +124,9 @@ TEST(CpuWinograd, MatchesADirectDoubleConvolution) {
     for (std::size_t i = 0; i < expect.size(); ++i)
       error = std::max(error, std::abs(expect[i] - static_cast<double>(actual[i])) / scale);
     worst[r == 5] = std::max(worst[r == 5], error);
-    EXPECT_LE(error, kWinogradTolerance) << r << "x" << r << " batch " << g.batch << " channels " << g.in_channels << "->"
-                                         << g.out_channels << " image " << g.height << "x" << g.width << " pad "
-                                         << g.pad_h << "," << g.pad_w;
+    EXPECT_LE(error, kWinogradTolerance)
+        << r << "x" << r << " batch " << g.batch << " channels " << g.in_channels << "->" << g.out_channels
+        << " image " << g.height << "x" << g.width << " pad " << g.pad_h << "," << g.pad_w;
   }
   std::printf("Winograd vs direct double (%s): worst normalized error %.3g F(4x4,3x3), %.3g F(2x2,5x5)\n",
               cpu::fast_gemm_isa(), worst[0], worst[1]);

@@ -66,7 +66,8 @@ TEST(ThreadPool, ExceptionInAChunkReachesTheCallerAndThePoolStaysUsable) {
     EXPECT_THROW(parallel_for(8,
                               [&](std::int64_t begin, std::int64_t end) {
                                 // The chunk holding index round % 8: the caller's or a worker's.
-                                if (begin <= round % 8 && round % 8 < end) throw std::runtime_error("chunk failed");
+                                if (begin <= round % 8 && round % 8 < end)
+                                  throw std::runtime_error("chunk failed");
                               }),
                  std::runtime_error);
     EXPECT_FALSE(in_parallel_region());

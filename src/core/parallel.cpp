@@ -21,11 +21,11 @@ namespace espresso {
 // hand out. Threads claim chunks by compare-and-swap on the ticket, so a worker that wakes late (after
 // its job was finished by others, or during the next job) can never run a chunk of a job it did not
 // see published; the calling thread runs chunk 0 itself, takes further chunks too and waits only for
-// chunks that were claimed, never for workers that have not woken yet. Between jobs the workers spin for a while (ESPRESSO_SPIN_US,
-// default 200 µs; batch-1 inference runs dozens of short jobs per forward, each of which would otherwise
-// pay a futex wake-up), yielding the core after the first few microseconds, and then sleep on a
-// condition variable; the caller likewise spins before it sleeps waiting for the last claimed chunks.
-// A pool of n threads has n - 1 workers.
+// chunks that were claimed, never for workers that have not woken yet. Between jobs the workers spin for a
+// while (ESPRESSO_SPIN_US, default 200 µs; batch-1 inference runs dozens of short jobs per forward, each of
+// which would otherwise pay a futex wake-up), yielding the core after the first few microseconds, and then
+// sleep on a condition variable; the caller likewise spins before it sleeps waiting for the last claimed
+// chunks. A pool of n threads has n - 1 workers.
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) : spin_(spin_duration()) {
@@ -241,7 +241,8 @@ void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::in
   // MobileNetV2 and ResNet-18 4-10 % slower). A worker that wakes late still leaves its chunk to the
   // caller.
   const std::int64_t chunks = std::min<std::int64_t>(
-      {(n + grain - 1) / grain, std::int64_t{threads.size()} * std::max(1, chunks_per_thread), ThreadPool::kMaxChunks});
+      {(n + grain - 1) / grain, std::int64_t{threads.size()} * std::max(1, chunks_per_thread),
+       ThreadPool::kMaxChunks});
   const std::int64_t step = (n + chunks - 1) / chunks;
   const std::function<void(std::int64_t)> chunk_body = [&](std::int64_t c) {
     const std::int64_t begin = c * step;

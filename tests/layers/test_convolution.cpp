@@ -126,7 +126,8 @@ std::vector<Values> naive(const LayerCase& c, const std::vector<Values>& in,
   return {y};
 }
 
-// 2-D 3×3 and 5×5 windows of stride 1 and dilation 1 with one group: the cases the CPU's Winograd tactics take.
+// 2-D 3×3 and 5×5 windows of stride 1 and dilation 1 with one group: the cases the CPU's Winograd tactics
+// take.
 LayerCase winograd_case(Rng& rng) {
   LayerCase c;
   c.spec.type = "Convolution";
@@ -223,8 +224,8 @@ TEST(Layers, Convolution) {
   run_layer_test({.make_case = make_case, .naive = naive, .cases = 40, .gradient_cases = 40});
 }
 
-// The CPU's Winograd tactics, F(4×4, 3×3) and F(2×2, 5×5), forced (the planner would measure and might pick the GEMM):
-// the fast kernel against the reference, which is checked against the naive double computation.
+// The CPU's Winograd tactics, F(4×4, 3×3) and F(2×2, 5×5), forced (the planner would measure and might pick
+// the GEMM): the fast kernel against the reference, which is checked against the naive double computation.
 // Winograd's transforms round more than a direct sum: 1e-4 of the output's largest magnitude.
 TEST(Layers, ConvolutionWinograd) {
   setenv("ESPRESSO_CONV_TACTIC", "winograd", 1);

@@ -268,7 +268,7 @@ class ConvolutionKernel final : public Kernel {
 
  private:
   void update_name() {
-    name_ = std::string(winograd_     ? winograd_->name() + std::string("-")
+    name_ = std::string(winograd_    ? winograd_->name() + std::string("-")
                         : pointwise_ ? "packed-gemm-"
                         : windows_   ? "window-packed-gemm-"
                                      : "im2col+packed-gemm-") +
@@ -362,10 +362,11 @@ class ConvolutionKernel final : public Kernel {
       return;
     }
     const std::string side = std::to_string(wg.kernel);
-    const std::string key = tactic_context() + "|conv" + side + "x" + side + "s1|n" + std::to_string(wg.batch) + "|c" +
-                            std::to_string(wg.in_channels) + "|k" + std::to_string(wg.out_channels) + "|" +
-                            std::to_string(wg.height) + "x" + std::to_string(wg.width) + "|pad" +
-                            std::to_string(wg.pad_h) + "x" + std::to_string(wg.pad_w);
+    const std::string key = tactic_context() + "|conv" + side + "x" + side + "s1|n" +
+                            std::to_string(wg.batch) + "|c" + std::to_string(wg.in_channels) + "|k" +
+                            std::to_string(wg.out_channels) + "|" + std::to_string(wg.height) + "x" +
+                            std::to_string(wg.width) + "|pad" + std::to_string(wg.pad_h) + "x" +
+                            std::to_string(wg.pad_w);
     if (const std::optional<ConvTactic> cached = cached_conv_tactic(key)) {
       use_winograd(*cached == ConvTactic::winograd);
       return;

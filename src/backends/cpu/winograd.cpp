@@ -35,13 +35,13 @@ constexpr std::int64_t kPrivateFilterBytes = 4 << 20;
 // Filter transform G g G^T (6×r · r×r · r×6), in double. Row i of G is the filter evaluated at point
 // p_i (0, 1, −1, 2, −2: g_0 + g_1·p + … + g_{r−1}·p^{r−1}), scaled by what B^T's rows leave out (1/4, −1/6,
 // −1/6, 1/24, 1/24); the last row is the point ∞, the filter's last tap.
-constexpr double kG3[6 * 3] = {1.0 / 4,  0,        0,       -1.0 / 6, -1.0 / 6, -1.0 / 6,
-                               -1.0 / 6, 1.0 / 6,  -1.0 / 6, 1.0 / 24, 1.0 / 12, 1.0 / 6,
-                               1.0 / 24, -1.0 / 12, 1.0 / 6, 0,        0,        1};
-constexpr double kG5[6 * 5] = {1.0 / 4,  0,         0,        0,         0,        -1.0 / 6, -1.0 / 6, -1.0 / 6,
-                               -1.0 / 6, -1.0 / 6,  -1.0 / 6, 1.0 / 6,   -1.0 / 6, 1.0 / 6,  -1.0 / 6, 1.0 / 24,
-                               1.0 / 12, 1.0 / 6,   1.0 / 3,  2.0 / 3,   1.0 / 24, -1.0 / 12, 1.0 / 6, -1.0 / 3,
-                               2.0 / 3,  0,         0,        0,         0,        1};
+constexpr double kG3[6 * 3] = {1.0 / 4,  0,         0,        -1.0 / 6, -1.0 / 6, -1.0 / 6,
+                               -1.0 / 6, 1.0 / 6,   -1.0 / 6, 1.0 / 24, 1.0 / 12, 1.0 / 6,
+                               1.0 / 24, -1.0 / 12, 1.0 / 6,  0,        0,        1};
+constexpr double kG5[6 * 5] = {1.0 / 4,  0,        0,        0,       0,        -1.0 / 6,  -1.0 / 6, -1.0 / 6,
+                               -1.0 / 6, -1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6, 1.0 / 6,   -1.0 / 6, 1.0 / 24,
+                               1.0 / 12, 1.0 / 6,  1.0 / 3,  2.0 / 3, 1.0 / 24, -1.0 / 12, 1.0 / 6,  -1.0 / 3,
+                               2.0 / 3,  0,        0,        0,       0,        1};
 
 // Outputs per tile side: 4 for 3×3 filters, 2 for 5×5 (M + r − 1 = 6).
 constexpr std::int64_t tile_for(std::int64_t kernel) { return kernel == 3 ? 4 : 2; }
@@ -98,8 +98,8 @@ constexpr std::int64_t tile_for(std::int64_t kernel) { return kernel == 3 ? 4 : 
 
 // A^T over six rows `stride` apart into M rows `out_stride` apart.
 template <int M>
-[[gnu::always_inline]] inline void output_rows(const float* in, std::int64_t stride, std::int64_t n, float* out,
-                                               std::int64_t out_stride) {
+[[gnu::always_inline]] inline void output_rows(const float* in, std::int64_t stride, std::int64_t n,
+                                               float* out, std::int64_t out_stride) {
   if constexpr (M == 4) {
     output_1d(in, in + stride, in + 2 * stride, in + 3 * stride, in + 4 * stride, in + 5 * stride, n, out,
               out + out_stride, out + 2 * out_stride, out + 3 * out_stride);
@@ -111,8 +111,9 @@ template <int M>
 
 // A tile's 6 inputs along a row from z (a row of B^T d in image order): d_j[t] = row[M·t + j].
 template <int M>
-[[gnu::always_inline]] inline void gather_taps(const float* __restrict row, std::int64_t n, float* __restrict d0,
-                                               float* __restrict d1, float* __restrict d2, float* __restrict d3,
+[[gnu::always_inline]] inline void gather_taps(const float* __restrict row, std::int64_t n,
+                                               float* __restrict d0, float* __restrict d1,
+                                               float* __restrict d2, float* __restrict d3,
                                                float* __restrict d4, float* __restrict d5) {
   for (std::int64_t t = 0; t < n; ++t) {
     const float* x = row + M * t;
@@ -148,9 +149,9 @@ struct ChunkLayout {
 // tiles for all tile rows at once, contiguous loops the compiler vectorises, written in runs that stay
 // inside a panel.
 template <int M>
-[[gnu::always_inline]] inline void input_channel(const ChunkLayout& l, std::int64_t c, const float* zeros, float* z,
-                                                 float* taps, float* v, std::int64_t v_size, std::int64_t panel,
-                                                 std::int64_t depth_block) {
+[[gnu::always_inline]] inline void input_channel(const ChunkLayout& l, std::int64_t c, const float* zeros,
+                                                 float* z, float* taps, float* v, std::int64_t v_size,
+                                                 std::int64_t panel, std::int64_t depth_block) {
   const std::int64_t length = z_length(M, l.tiles_w), stride = l.columns;
   for (std::int64_t r = 0; r < l.rows; ++r) {
     const std::int64_t tile_row = l.first_row + r;
@@ -181,8 +182,9 @@ template <int M>
     for (std::int64_t t = 0; t < l.columns; t += panel) {
       const std::int64_t run = std::min(panel, l.columns - t);
       float* out = v + row_base + t * kc + i * 6 * v_size;
-      input_1d(d + t, d + stride + t, d + 2 * stride + t, d + 3 * stride + t, d + 4 * stride + t, d + 5 * stride + t,
-               run, out, out + v_size, out + 2 * v_size, out + 3 * v_size, out + 4 * v_size, out + 5 * v_size);
+      input_1d(d + t, d + stride + t, d + 2 * stride + t, d + 3 * stride + t, d + 4 * stride + t,
+               d + 5 * stride + t, run, out, out + v_size, out + 2 * v_size, out + 3 * v_size,
+               out + 4 * v_size, out + 5 * v_size);
     }
   }
 }
@@ -305,7 +307,8 @@ WinogradConvolution::WinogradConvolution(const WinogradGeometry& geometry)
   double best = 0.0;
   for (std::int64_t r = most_rows; r >= std::max<std::int64_t>(1, most_rows / 2); --r) {
     const std::int64_t columns = r * tiles_w_;
-    const double filled = static_cast<double>(columns) / static_cast<double>((columns + panel - 1) / panel * panel);
+    const double filled =
+        static_cast<double>(columns) / static_cast<double>((columns + panel - 1) / panel * panel);
     if (filled > best + 1e-9) {
       best = filled;
       rows_per_chunk_ = r;

@@ -53,7 +53,7 @@ class WinogradConvolution {
                  bool parallel) const;
 
   WinogradGeometry g_;
-  std::int64_t tile_ = 4;   // outputs per tile side, M
+  std::int64_t tile_ = 4;  // outputs per tile side, M
   std::int64_t tiles_h_ = 0, tiles_w_ = 0, rows_per_chunk_ = 1, filter_bytes_ = 0;
   std::vector<PackedMatrix> u_;  // the 36 transformed filter matrices, K × C each
 };
