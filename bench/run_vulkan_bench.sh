@@ -14,8 +14,11 @@ if [ -d .gl ]; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi
-nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ]; then export VK_DRIVER_FILES=$nvidia_icd; fi
+# NVIDIA's ICD lies in one of these on the GPU machines (an H200 had the second); it loads only with the glvnd
+# libraries carried beside the loader (libglvnd0 and friends in .gl/, docs/vulkan.md).
+for nvidia_icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json; do
+  if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ]; then export VK_DRIVER_FILES=$nvidia_icd; fi
+done
 eval "$(scripts/gpu_check.sh env)"
 espresso=$ESPRESSO_CLI
 tests=$(dirname "$ESPRESSO_CLI")/espresso_tests
