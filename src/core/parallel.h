@@ -36,14 +36,14 @@ class ScopedThreads {
   ThreadPool* previous_;
 };
 
+// True inside a parallel_for body run on the pool, where further parallel_for calls run serially.
+bool in_parallel_region();
+
 // Splits [0, n) into contiguous chunks of at least `grain` items and runs `body(begin, end)` on
 // the pool, the calling thread included (it always runs the first chunk). One chunk per thread by
 // default, so that kernels splitting the same data alike keep it on the same cores; where the work per
 // index is uneven, more chunks per thread let a thread that finishes early take more. Nested calls run
 // serially on the calling thread.
-// True inside a parallel_for body run on the pool, where further parallel_for calls run serially.
-bool in_parallel_region();
-
 void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& body,
                   std::int64_t grain = 1, int chunks_per_thread = 1);
 

@@ -303,14 +303,14 @@ WinogradConvolution::WinogradConvolution(const WinogradGeometry& geometry)
   const std::int64_t most_rows = std::clamp<std::int64_t>(tiles / tiles_w_, 1, g_.batch * tiles_h_);
   // Down to half that many rows, the count whose tiles best fill the GEMM's panels of columns (NIN's
   // 8-tile rows: 4 rows fill one panel of 32, where 6 rows used 48 of 64 columns).
+  // Fills compared as fractions columns / padded, cross-multiplied; ties keep the larger count.
   const std::int64_t panel = gemm_panel_width();
-  double best = 0.0;
+  std::int64_t best_columns = 0, best_padded = 1;
   for (std::int64_t r = most_rows; r >= std::max<std::int64_t>(1, most_rows / 2); --r) {
-    const std::int64_t columns = r * tiles_w_;
-    const double filled =
-        static_cast<double>(columns) / static_cast<double>((columns + panel - 1) / panel * panel);
-    if (filled > best + 1e-9) {
-      best = filled;
+    const std::int64_t columns = r * tiles_w_, padded = (columns + panel - 1) / panel * panel;
+    if (columns * best_padded > best_columns * padded) {
+      best_columns = columns;
+      best_padded = padded;
       rows_per_chunk_ = r;
     }
   }
@@ -380,7 +380,6 @@ void WinogradConvolution::run_chunk(const Chunk& chunk, const float* x, const Wi
   // GEMM computes whole panels (the taps are zero there).
   split(c_count, [&](std::int64_t c) {
     thread_local std::vector<float> scratch;
-    const std::int64_t padded = packed_b_columns(cols);
     scratch.resize(static_cast<std::size_t>(z_size + kTapRows * tap_stride + g_.width));
     float* z = scratch.data();
     float* taps = z + z_size;
@@ -389,7 +388,7 @@ void WinogradConvolution::run_chunk(const Chunk& chunk, const float* x, const Wi
     for (std::int64_t row = 0; row < kTapRows; ++row)
       std::fill(taps + row * tap_stride + cols, taps + (row + 1) * tap_stride, 0.0f);
     ChunkLayout padded_layout = l;
-    padded_layout.columns = padded;  // the passes along the tiles cover the padding too (zeros)
+    padded_layout.columns = tap_stride;  // the passes along the tiles cover the padding too (zeros)
     transforms.input(padded_layout, c, zeros, z, taps, v, v_size, panel, depth_block);
   });
   // The 36 products M[ξ] = U[ξ] · V[ξ], K × columns each.
