@@ -406,9 +406,6 @@ __attribute__((target("avx512f,avx2,fma"))) void depthwise3x3s2_avx512(const Pla
   }
 }
 
-// With the GEMM's instruction set, so that ESPRESSO_GEMM=avx2 reaches the AVX2 kernels here too.
-bool use_avx512() { return std::string(fast_gemm_isa()) == "avx512"; }
-
 class DepthwiseConvolutionKernel final : public Kernel {
  public:
   DepthwiseConvolutionKernel(const ConvolutionLayer& layer, const ConvGeometry& g)
@@ -418,7 +415,7 @@ class DepthwiseConvolutionKernel final : public Kernel {
         plane_{g.in_size[0], g.in_size[1], g.out_size[0], g.out_size[1], g.kernel[0],   g.kernel[1],
                g.stride[0],  g.stride[1],  g.pad[0],      g.pad[1],      g.dilation[0], g.dilation[1]},
         avx2_(cpu_has_avx2_fma()),
-        avx512_(avx2_ && use_avx512() && (plane_.stride_w == 1 || plane_.stride_w == 2)) {
+        avx512_(avx2_ && fast_gemm_uses_avx512() && (plane_.stride_w == 1 || plane_.stride_w == 2)) {
     const bool three = plane_.kernel_h == 3 && plane_.kernel_w == 3 && plane_.dilation_h == 1 && plane_.dilation_w == 1;
     if (avx512_ && three && plane_.stride_h == 1 && plane_.stride_w == 1) {
       shape_ = Special::three_by_three;

@@ -679,6 +679,8 @@ const char* fast_gemm_isa() {
   return "";
 }
 
+bool fast_gemm_uses_avx512() { return isa() == Isa::avx512; }
+
 PackedMatrix::PackedMatrix(const float* a, std::int64_t lda, bool transpose, std::int64_t m, std::int64_t k,
                            float alpha)
     : m_(m), k_(k), mr_(panel_rows()), panels_((m + mr_ - 1) / mr_) {

@@ -16,6 +16,9 @@ namespace espresso::cpu {
 bool fast_gemm_available();
 // The instruction set the fast GEMM uses here: "avx512", "avx2", or "" when unavailable.
 const char* fast_gemm_isa();
+// True when that is AVX-512: the other CPU kernels follow the GEMM's choice, so that ESPRESSO_GEMM=avx2
+// reaches their AVX2 paths too.
+bool fast_gemm_uses_avx512();
 
 // What is done to each element of C as it is written, after the product (and beta·C) is summed:
 // + row_bias[row] + col_bias[col] + residual[row·ldr + col], then clamped to [lo, hi].

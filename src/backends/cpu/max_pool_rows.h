@@ -11,7 +11,8 @@
 namespace espresso::cpu {
 
 // Separable: each output row's window rows are reduced into a line inside -infinity borders, then
-// every output's column window over that line (vectorised for column strides 1 and 2). Windows are
+// every output's column window over that line (explicit AVX-512 kernels for column strides 1 and 2, the
+// compiler's loops elsewhere). Windows are
 // PoolGeometry::span's, clipped to the image; 1-D pooling is 2-D over a height of 1.
 class MaxPoolRows {
  public:
@@ -28,13 +29,19 @@ class MaxPoolRows {
   void run(const float* rows, std::int64_t first, std::int64_t begin, std::int64_t end, float* out,
            float* line) const;
 
+  // For the processor: the window rows' max into the line, and each output's max over its columns.
+  struct Kernels {
+    void (*rows)(const float* top, std::int64_t count, std::int64_t width, float* acc);
+    void (*columns)(const float* line, std::int64_t kernel, std::int64_t stride, std::int64_t outputs, float* out);
+  };
+
  private:
   struct Window {
     std::int64_t begin, end;
   };
   std::vector<Window> rows_;
   std::int64_t in_width_ = 1, out_width_ = 1, kernel_w_ = 1, stride_w_ = 1, pad_w_ = 0, line_size_ = 1;
-  void (*max_columns_)(const float*, std::int64_t, std::int64_t, std::int64_t, float*) = nullptr;
+  Kernels kernels_{};
 };
 
 }  // namespace espresso::cpu

@@ -2,11 +2,14 @@
 // (n, c) planes run in parallel, forward and backward. Inputs with more axes use the reference kernel.
 #include "layers/pooling.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <limits>
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/gemm.h"
 #include "backends/cpu/max_pool_rows.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
@@ -18,8 +21,8 @@ namespace {
 // j's t-th column: the caller puts -infinity where windows pass the image's borders, so no window is
 // clipped here and the loops vectorise (Stride 1 or 2 fixed at compile time; 0: `stride`).
 template <int Stride>
-__attribute__((target("avx2"))) void max_columns_avx2(const float* line, std::int64_t kernel, std::int64_t stride,
-                                                      std::int64_t outputs, float* out) {
+void max_columns_generic(const float* line, std::int64_t kernel, std::int64_t stride, std::int64_t outputs,
+                         float* out) {
   const std::int64_t s = Stride > 0 ? Stride : stride;
   for (std::int64_t j = 0; j < outputs; ++j) out[j] = line[j * s];
   for (std::int64_t t = 1; t < kernel; ++t) {
@@ -29,23 +32,78 @@ __attribute__((target("avx2"))) void max_columns_avx2(const float* line, std::in
 }
 
 template <int Stride>
-void max_columns_baseline(const float* line, std::int64_t kernel, std::int64_t stride, std::int64_t outputs,
-                          float* out) {
-  const std::int64_t s = Stride > 0 ? Stride : stride;
-  for (std::int64_t j = 0; j < outputs; ++j) out[j] = line[j * s];
-  for (std::int64_t t = 1; t < kernel; ++t) {
-    const float* from = line + t;
-    for (std::int64_t j = 0; j < outputs; ++j) out[j] = std::max(out[j], from[j * s]);
+__attribute__((target("avx2"))) void max_columns_avx2(const float* line, std::int64_t kernel, std::int64_t stride,
+                                                      std::int64_t outputs, float* out) {
+  max_columns_generic<Stride>(line, kernel, stride, outputs, out);
+}
+
+// The window rows' elementwise max into `acc`.
+void max_rows_generic(const float* top, std::int64_t count, std::int64_t width, float* acc) {
+  std::copy(top, top + width, acc);
+  for (std::int64_t h = 1; h < count; ++h) {
+    const float* row = top + h * width;
+    for (std::int64_t w = 0; w < width; ++w) acc[w] = std::max(acc[w], row[w]);
   }
 }
 
-using MaxColumns = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t, float*);
+__attribute__((target("avx2"))) void max_rows_avx2(const float* top, std::int64_t count, std::int64_t width,
+                                                   float* acc) {
+  max_rows_generic(top, count, width, acc);
+}
 
-MaxColumns max_columns_for(std::int64_t stride) {
-  if (cpu_has_avx2_fma()) {
-    return stride == 1 ? max_columns_avx2<1> : stride == 2 ? max_columns_avx2<2> : max_columns_avx2<0>;
+// AVX-512: sixteen columns a step, the last step masked (the compiler's loops spent their time in
+// scalar remainders at SqueezeNet's widths of 111 and 55).
+__mmask16 first_lanes(std::int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << std::max<std::int64_t>(n, 0)) - 1u);
+}
+
+__attribute__((target("avx512f"))) void max_rows_avx512(const float* top, std::int64_t count, std::int64_t width,
+                                                        float* acc) {
+  for (std::int64_t w = 0; w < width; w += 16) {
+    const __mmask16 m = first_lanes(width - w);
+    __m512 v = _mm512_maskz_loadu_ps(m, top + w);
+    for (std::int64_t h = 1; h < count; ++h) v = _mm512_max_ps(v, _mm512_maskz_loadu_ps(m, top + h * width + w));
+    _mm512_mask_storeu_ps(acc + w, m, v);
   }
-  return stride == 1 ? max_columns_baseline<1> : stride == 2 ? max_columns_baseline<2> : max_columns_baseline<0>;
+}
+
+// Stride 2: window column t of sixteen outputs is every other one of the 32 entries from 2j + t − t mod 2,
+// picked by one permute (the even or the odd ones); loads masked to the entries those outputs use.
+template <int Stride>
+__attribute__((target("avx512f"))) void max_columns_avx512(const float* line, std::int64_t kernel, std::int64_t,
+                                                           std::int64_t outputs, float* out) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  for (std::int64_t j = 0; j < outputs; j += 16) {
+    const std::int64_t n = std::min<std::int64_t>(16, outputs - j);
+    const __mmask16 m = first_lanes(n);
+    __m512 v = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    for (std::int64_t t = 0; t < kernel; ++t) {
+      if constexpr (Stride == 1) {
+        v = _mm512_max_ps(v, _mm512_maskz_loadu_ps(m, line + j + t));
+      } else {
+        const std::int64_t used = 2 * n - 1 + (t & 1);  // entries 0 .. 2(n − 1) + t mod 2
+        const float* from = line + 2 * j + (t & ~std::int64_t{1});
+        const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(used), from);
+        const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(used - 16), from + 16);
+        v = _mm512_max_ps(v, _mm512_permutex2var_ps(lo, (t & 1) ? odd : even, hi));
+      }
+    }
+    _mm512_mask_storeu_ps(out + j, m, v);
+  }
+}
+
+MaxPoolRows::Kernels max_pool_kernels(std::int64_t stride) {
+  if (fast_gemm_uses_avx512() && (stride == 1 || stride == 2)) {
+    return {max_rows_avx512, stride == 1 ? max_columns_avx512<1> : max_columns_avx512<2>};
+  }
+  if (cpu_has_avx2_fma()) {
+    return {max_rows_avx2,
+            stride == 1 ? max_columns_avx2<1> : stride == 2 ? max_columns_avx2<2> : max_columns_avx2<0>};
+  }
+  return {max_rows_generic, stride == 1   ? max_columns_generic<1>
+                            : stride == 2 ? max_columns_generic<2>
+                                          : max_columns_generic<0>};
 }
 
 }  // namespace
@@ -68,7 +126,7 @@ MaxPoolRows::MaxPoolRows(const PoolGeometry& g) {
   stride_w_ = g.stride.back();
   pad_w_ = g.pad.back();
   line_size_ = std::max(pad_w_ + in_width_, (out_width_ - 1) * stride_w_ + kernel_w_);
-  max_columns_ = max_columns_for(stride_w_);
+  kernels_ = max_pool_kernels(stride_w_);
 }
 
 void MaxPoolRows::run(const float* rows, std::int64_t first, std::int64_t begin, std::int64_t end, float* out,
@@ -81,14 +139,9 @@ void MaxPoolRows::run(const float* rows, std::int64_t first, std::int64_t begin,
     if (r.begin >= r.end) {
       std::fill(acc, acc + in_width_, lowest);
     } else {
-      const float* top = rows + (r.begin - first) * in_width_;
-      std::copy(top, top + in_width_, acc);
-      for (std::int64_t h = r.begin + 1; h < r.end; ++h) {
-        const float* row = rows + (h - first) * in_width_;
-        for (std::int64_t w = 0; w < in_width_; ++w) acc[w] = std::max(acc[w], row[w]);
-      }
+      kernels_.rows(rows + (r.begin - first) * in_width_, r.end - r.begin, in_width_, acc);
     }
-    max_columns_(line, kernel_w_, stride_w_, out_width_, out);
+    kernels_.columns(line, kernel_w_, stride_w_, out_width_, out);
   }
 }
 

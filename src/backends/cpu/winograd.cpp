@@ -263,11 +263,6 @@ ESPRESSO_AVX2 void output_channel_avx2(const ChunkLayout& l, const float* m, std
   output_channel<M>(l, m, m_stride, dst, q, o, row);
 }
 
-bool use_avx512() {
-  static const bool avx512 = std::string(fast_gemm_isa()) == "avx512";
-  return avx512;
-}
-
 // The transforms for tiles of M outputs, compiled for the GEMM's instruction set.
 struct Transforms {
   decltype(&input_channel_avx512<4>) input;
@@ -276,7 +271,7 @@ struct Transforms {
 
 template <int M>
 Transforms transforms_for() {
-  if (use_avx512()) return {input_channel_avx512<M>, output_channel_avx512<M>};
+  if (fast_gemm_uses_avx512()) return {input_channel_avx512<M>, output_channel_avx512<M>};
   return {input_channel_avx2<M>, output_channel_avx2<M>};
 }
 
