@@ -54,8 +54,9 @@ LayerCase make_case(Rng& rng) {
     pad.push_back(rng.integer(0, static_cast<int>(kernel.back()) - 1));
     // Rows sometimes wider than the vector kernels' sixteen and thirty-two lanes, with a ragged end.
     const bool wide = spatial < 3 && a == spatial - 1 && rng.integer(0, 2) == 0;
-    dims.push_back(std::max<std::int64_t>(1, kernel.back() - 2 * pad.back()) +
-                   rng.integer(0, spatial == 3 ? 4 : wide ? 70 : 10));
+    dims.push_back(std::max<std::int64_t>(1, kernel.back() - 2 * pad.back()) + rng.integer(0, spatial == 3 ? 4
+                                                                                              : wide ? 70
+                                                                                                     : 10));
   }
   c.spec.attrs.set("method", std::string(rng.coin() ? "max" : "ave"));
   if (global) {

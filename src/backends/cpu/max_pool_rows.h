@@ -32,7 +32,8 @@ class MaxPoolRows {
   // For the processor: the window rows' max into the line, and each output's max over its columns.
   struct Kernels {
     void (*rows)(const float* top, std::int64_t count, std::int64_t width, float* acc);
-    void (*columns)(const float* line, std::int64_t kernel, std::int64_t stride, std::int64_t outputs, float* out);
+    void (*columns)(const float* line, std::int64_t kernel, std::int64_t stride, std::int64_t outputs,
+                    float* out);
   };
 
  private:

@@ -32,8 +32,8 @@ void max_columns_generic(const float* line, std::int64_t kernel, std::int64_t st
 }
 
 template <int Stride>
-__attribute__((target("avx2"))) void max_columns_avx2(const float* line, std::int64_t kernel, std::int64_t stride,
-                                                      std::int64_t outputs, float* out) {
+__attribute__((target("avx2"))) void max_columns_avx2(const float* line, std::int64_t kernel,
+                                                      std::int64_t stride, std::int64_t outputs, float* out) {
   max_columns_generic<Stride>(line, kernel, stride, outputs, out);
 }
 
@@ -58,12 +58,13 @@ __mmask16 first_lanes(std::int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << std::max<std::int64_t>(n, 0)) - 1u);
 }
 
-__attribute__((target("avx512f"))) void max_rows_avx512(const float* top, std::int64_t count, std::int64_t width,
-                                                        float* acc) {
+__attribute__((target("avx512f"))) void max_rows_avx512(const float* top, std::int64_t count,
+                                                        std::int64_t width, float* acc) {
   for (std::int64_t w = 0; w < width; w += 16) {
     const __mmask16 m = first_lanes(width - w);
     __m512 v = _mm512_maskz_loadu_ps(m, top + w);
-    for (std::int64_t h = 1; h < count; ++h) v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_maskz_loadu_ps(m, top + h * width + w));
+    for (std::int64_t h = 1; h < count; ++h)
+      v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_maskz_loadu_ps(m, top + h * width + w));
     _mm512_mask_storeu_ps(acc + w, m, v);
   }
 }
@@ -71,8 +72,8 @@ __attribute__((target("avx512f"))) void max_rows_avx512(const float* top, std::i
 // Stride 2: window column t of sixteen outputs is every other one of the 32 entries from 2j + t − t mod 2,
 // picked by one permute (the even or the odd ones); loads masked to the entries those outputs use.
 template <int Stride>
-__attribute__((target("avx512f"))) void max_columns_avx512(const float* line, std::int64_t kernel, std::int64_t,
-                                                           std::int64_t outputs, float* out) {
+__attribute__((target("avx512f"))) void max_columns_avx512(const float* line, std::int64_t kernel,
+                                                           std::int64_t, std::int64_t outputs, float* out) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   for (std::int64_t j = 0; j < outputs; j += 16) {
@@ -99,8 +100,9 @@ MaxPoolRows::Kernels max_pool_kernels(std::int64_t stride) {
     return {max_rows_avx512, stride == 1 ? max_columns_avx512<1> : max_columns_avx512<2>};
   }
   if (cpu_has_avx2_fma()) {
-    return {max_rows_avx2,
-            stride == 1 ? max_columns_avx2<1> : stride == 2 ? max_columns_avx2<2> : max_columns_avx2<0>};
+    return {max_rows_avx2, stride == 1   ? max_columns_avx2<1>
+                           : stride == 2 ? max_columns_avx2<2>
+                                         : max_columns_avx2<0>};
   }
   return {max_rows_generic, stride == 1   ? max_columns_generic<1>
                             : stride == 2 ? max_columns_generic<2>
