@@ -164,12 +164,15 @@ TEST(CpuGemm, ConvolutionWindowsMatchADirectConvolution) {
 
 // The GEMM's fusions; Winograd's (less exact, so measured choices must not pick it here) are checked
 // in test_cpu_winograd.cpp.
-class GemmTactic {
-  const espresso::testing::ScopedEnv tactic_{"ESPRESSO_CONV_TACTIC", "gemm"};
+// The fusions under each CPU tactic that takes strided and padded windows with every fused step: the
+// windows' GEMM and the direct convolution (forced: the planner would measure and pick one).
+class CpuFusion : public ::testing::TestWithParam<const char*> {
+ protected:
+  const espresso::testing::ScopedEnv tactic_{"ESPRESSO_CONV_TACTIC", GetParam()};
 };
+INSTANTIATE_TEST_SUITE_P(Tactics, CpuFusion, ::testing::Values("gemm", "direct"));
 
-TEST(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) {
-  const GemmTactic gemm;
+TEST_P(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) {
   const Graph g = testing::residual_block();
   Net fast(g);
   NetOptions reference_options;
@@ -191,8 +194,7 @@ TEST(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) {
 // MobileNetV2's inverted residual: x + project(clip(depthwise(clip(expand(x))))), the Add taking x
 // first, so that it runs in place on x's memory and the projection adds into it (300 channels in
 // the middle: the projection's depth spans two of the GEMM's depth blocks), then a ReLU.
-TEST(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
-  const GemmTactic gemm;
+TEST_P(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
   Graph g;
   g.inputs = {{"data", Shape{2, 8, 9, 7}}};
   LayerSpec clip1 = testing::layer("clip1", "Activation", {"e"}, {"e6"});
@@ -241,8 +243,7 @@ TEST(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
   EXPECT_EQ(kernel["project"].find("concat"), std::string::npos) << kernel["project"];
 }
 
-TEST(CpuFusion, PackedWeightsFollowChangesMadeThroughTheNet) {
-  const GemmTactic gemm;
+TEST_P(CpuFusion, PackedWeightsFollowChangesMadeThroughTheNet) {
   const Graph g = testing::residual_block();
   Net fast(g);
   std::mt19937 rng(5);
@@ -278,7 +279,7 @@ TEST(CpuFusion, PackedWeightsFollowChangesMadeThroughTheNet) {
 namespace espresso {
 namespace {
 
-TEST(CpuFusion, BatchNormFoldsIntoTheConvolutionAndMatchesTheReference) {
+TEST_P(CpuFusion, BatchNormFoldsIntoTheConvolutionAndMatchesTheReference) {
   Graph g;
   g.inputs = {{"data", Shape{3, 5, 9, 12}}};
   g.layers = {testing::conv_layer("conv", "data", "c", 7, 3, 1, 2), testing::layer("bn", "BatchNorm", {"c"}, {"b"}),
@@ -309,8 +310,7 @@ TEST(CpuFusion, BatchNormFoldsIntoTheConvolutionAndMatchesTheReference) {
 // SqueezeNet's and ResNet's stem: convolution (+ BatchNorm) + ReLU + 3x3/2 max pooling, the pooling
 // made by the convolution band by band; and NIN's 1x1 convolution + ReLU + pooling. Odd sizes, pads,
 // Caffe's ceil rounding, two images; against the reference kernels.
-TEST(CpuFusion, MaxPoolingFusesIntoTheConvolutionBeforeIt) {
-  const GemmTactic gemm;
+TEST_P(CpuFusion, MaxPoolingFusesIntoTheConvolutionBeforeIt) {
   struct Case {
     std::int64_t channels, height, width, kernel, pad, stride, pool_pad;
     bool ceil;

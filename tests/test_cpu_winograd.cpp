@@ -208,6 +208,11 @@ std::vector<std::string> lines_of(const std::string& path) {
   return lines;
 }
 
+// The start of a convolution's kernel name under each CPU tactic.
+std::string kernel_prefix(const std::string& tactic) {
+  return tactic == "winograd" ? "winograd-" : tactic == "direct" ? "direct-" : "window-packed-gemm-";
+}
+
 TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
   if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: no tactic to choose";
   const ScopedEnv unforced("ESPRESSO_CONV_TACTIC", nullptr);
@@ -222,54 +227,62 @@ TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
   EXPECT_NE(lines[0].find(cpu::tactic_context() + "|conv3x3s1|n2|c11|k11|13x11|pad1x1 "), std::string::npos)
       << lines[0];
   const std::string chosen = lines[0].substr(lines[0].rfind(' ') + 1);
-  EXPECT_TRUE(chosen == "gemm" || chosen == "winograd") << chosen;
+  EXPECT_TRUE(chosen == "gemm" || chosen == "winograd" || chosen == "direct") << chosen;
   auto kernel = testing::kernels_by_layer(first.summary());
-  EXPECT_EQ(kernel["conv1"].rfind(chosen == "winograd" ? "winograd-" : "window-packed-gemm-", 0), 0u)
-      << kernel["conv1"];
+  EXPECT_EQ(kernel["conv1"].rfind(kernel_prefix(chosen), 0), 0u) << kernel["conv1"];
   // The same shape again: no new measurement.
   Net second(winograd_block(11, 4));
   second.summary();
   EXPECT_EQ(lines_of(cache).size(), 1u);
   // Choices written by an earlier process are taken as they are, whichever they are.
-  for (const char* forced : {"winograd", "gemm"}) {
-    const std::int64_t channels = forced == std::string("winograd") ? 12 : 13;
+  std::int64_t channels = 12;
+  for (const std::string forced : {"winograd", "gemm", "direct"}) {
     std::ofstream(cache, std::ios::app) << cpu::tactic_context() << "|conv3x3s1|n2|c" << channels << "|k" << channels
                                         << "|13x11|pad1x1 " << forced << "\n";
-    Net net(winograd_block(channels, 5));
+    Net net(winograd_block(channels++, 5));
     kernel = testing::kernels_by_layer(net.summary());
-    EXPECT_EQ(kernel["conv2"].rfind(forced == std::string("winograd") ? "winograd-" : "window-packed-gemm-", 0), 0u)
-        << kernel["conv2"];
+    EXPECT_EQ(kernel["conv2"].rfind(kernel_prefix(forced), 0), 0u) << kernel["conv2"];
   }
-  EXPECT_EQ(lines_of(cache).size(), 3u);
+  EXPECT_EQ(lines_of(cache).size(), 4u);
 }
 
-// A Winograd whose outputs disagree with the GEMM's (ESPRESSO_CPU_SELF_CHECK_FAULT spoils them during the
-// measurement) is turned off for the shape with a warning naming the layer, remembered so, and the net still
-// computes the right outputs through the GEMM. Without the fault the same check passes.
+// A Winograd or direct convolution whose outputs disagree with the GEMM's (ESPRESSO_CPU_SELF_CHECK_FAULT
+// spoils them during the measurement) is turned off for the shape with a warning naming the layer, remembered
+// so, and the net still computes the right outputs through another tactic. Without the fault the same check
+// passes.
 TEST(CpuWinograd, ATacticFailingItsSelfCheckIsTurnedOffWithAWarning) {
   if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: no tactic to choose";
   const ScopedEnv unforced("ESPRESSO_CONV_TACTIC", nullptr);
   testing::TempDir dir;
   const ScopedEnv folder("ESPRESSO_TACTIC_CACHE", dir.path().c_str());
   std::mt19937 rng(6);
-  const Tensor input = Tensor::from(Shape{2, 14, 13, 11}, random_values(rng, 2 * 14 * 13 * 11));
-  {
-    const ScopedEnv fault("ESPRESSO_CPU_SELF_CHECK_FAULT", "winograd");
-    const Graph g = winograd_block(14, 7);
+  // Shapes of their own (choices are remembered for the process too): 14 and 16 channels.
+  std::int64_t channels = 14;
+  for (const std::string spoiled : {"winograd", "direct"}) {
+    const ScopedEnv fault("ESPRESSO_CPU_SELF_CHECK_FAULT", spoiled.c_str());
+    const Graph g = winograd_block(channels, 7);
+    const Tensor input = Tensor::from(Shape{2, channels, 13, 11},
+                                      random_values(rng, static_cast<std::size_t>(2 * channels * 13 * 11)));
+    const std::string shape = "|c" + std::to_string(channels) + "|k";
+    channels += 2;
     ::testing::internal::CaptureStderr();
     Net net(g);
     const std::vector<float> got = run_net(net, input);
     const std::string warnings = ::testing::internal::GetCapturedStderr();
-    EXPECT_NE(warnings.find("layer 'conv1': the winograd convolution failed its self-check"),
+    EXPECT_NE(warnings.find("layer 'conv1': the " + spoiled + " convolution failed its self-check"),
               std::string::npos)
         << warnings;
     auto kernel = testing::kernels_by_layer(net.summary());
-    EXPECT_EQ(kernel["conv1"].rfind("window-packed-gemm-", 0), 0u) << kernel["conv1"];
-    EXPECT_EQ(kernel["conv2"].rfind("window-packed-gemm-", 0), 0u) << kernel["conv2"];
+    for (const char* conv : {"conv1", "conv2"})
+      EXPECT_NE(kernel[conv].rfind(kernel_prefix(spoiled), 0), 0u) << kernel[conv];
     EXPECT_LE(error_against(reference_output(g, input), got), 1e-4);
-    const std::vector<std::string> lines = lines_of(dir.file("cpu-convolution-tactics.txt"));
-    ASSERT_EQ(lines.size(), 1u);
-    EXPECT_EQ(lines[0].substr(lines[0].rfind(' ') + 1), "gemm");
+    int remembered = 0;
+    for (const std::string& line : lines_of(dir.file("cpu-convolution-tactics.txt"))) {
+      if (line.find(shape) == std::string::npos) continue;
+      ++remembered;
+      EXPECT_NE(line.substr(line.rfind(' ') + 1), spoiled) << line;
+    }
+    EXPECT_EQ(remembered, 1);
   }
   // A shape of its own, no fault: no warning.
   ::testing::internal::CaptureStderr();

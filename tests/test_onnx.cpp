@@ -49,13 +49,14 @@ TEST_P(OnnxModels, MatchesReferenceOutput) {
 }
 
 // Each CPU convolution tactic forced in turn (Winograd takes the 3×3 stride-1 convolutions of
-// ResNet-18, SqueezeNet and NIN, and NIN's 5×5 ones), against the outputs the models ship with.
+// ResNet-18, SqueezeNet and NIN, and NIN's 5×5 ones; the direct convolution the first layers and the
+// short-depth ones), against the outputs the models ship with.
 TEST_P(OnnxModels, MatchesReferenceOutputWithEachCpuTactic) {
   const std::string dir = data_dir() + "/onnx/" + GetParam();
   const Graph graph = load_onnx(dir + "/model.onnx");
   const Tensor input = read_onnx_tensor(dir + "/test_data_set_0/input_0.pb");
   const Tensor expected = read_onnx_tensor(dir + "/test_data_set_0/output_0.pb");
-  for (const char* tactic : {"gemm", "winograd"}) {
+  for (const char* tactic : {"gemm", "winograd", "direct"}) {
     setenv("ESPRESSO_CONV_TACTIC", tactic, 1);
     Net net(graph);
     const auto outputs = net.forward({{net.input_names().at(0), input}});

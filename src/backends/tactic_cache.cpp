@@ -24,11 +24,13 @@ bool storable(const std::string& text) {
 std::string forced_conv_tactic_name() {
   const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
   const std::string name = forced != nullptr ? forced : "";
-  for (const char* known : {"", "cudnn", "im2col", "implicit", "gemm", "winograd"}) {
+  for (const char* known : {"", "cudnn", "im2col", "implicit", "gemm", "winograd", "direct"}) {
     if (name == known) return name;
   }
   throw UnsupportedError(
-      "ESPRESSO_CONV_TACTIC must be cudnn, im2col, implicit (CUDA) or gemm, winograd (CPU, Vulkan), got '" +
+      "ESPRESSO_CONV_TACTIC must be cudnn, im2col, implicit (CUDA), gemm, winograd (CPU, Vulkan) or direct "
+      "(CPU), "
+      "got '" +
       name + "'");
 }
 

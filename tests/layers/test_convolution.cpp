@@ -143,6 +143,32 @@ LayerCase winograd_case(Rng& rng) {
   return c;
 }
 
+// Short depths (channels × window ≤ 256) with one group: the cases the CPU's direct convolution takes.
+// Strides 1 to 4 and dilations 1 to 2 per axis, non-square windows up to 7, pads up to 3, rows up to ~110
+// outputs wide (several 32-column tiles and a partial one), output channels across 12-row panels.
+LayerCase direct_case(Rng& rng) {
+  LayerCase c;
+  c.spec.type = "Convolution";
+  const std::int64_t channels = rng.integer(1, 5);
+  std::vector<std::int64_t> kernel, stride, pad, dilation, dims{rng.integer(1, 2), channels};
+  for (int a = 0; a < 2; ++a) {
+    kernel.push_back(rng.integer(1, 7));
+    stride.push_back(rng.integer(1, 4));
+    pad.push_back(rng.integer(0, 3));
+    dilation.push_back(rng.integer(1, 2));
+    const std::int64_t extent = dilation.back() * (kernel.back() - 1) + 1;
+    dims.push_back(std::max<std::int64_t>(1, extent - 2 * pad.back()) + rng.integer(0, a == 0 ? 10 : 110));
+  }
+  c.spec.attrs.set("num_output", std::int64_t{rng.integer(1, 30)});
+  c.spec.attrs.set("kernel", kernel);
+  c.spec.attrs.set("stride", stride);
+  c.spec.attrs.set("pad", pad);
+  c.spec.attrs.set("dilation", dilation);
+  if (rng.coin()) c.spec.attrs.set("bias", std::int64_t{0});
+  c.input_shapes = {Shape(dims)};
+  return c;
+}
+
 // Depthwise 2-D windows (the CPU's direct kernels, which read the plane in place and mask the
 // borders): rows wide enough for several vector blocks and a partial last one, pads up to 3 (wider
 // than some windows), strides 1 to 3 per axis, dilations 1 to 3, non-square windows.
@@ -230,6 +256,13 @@ TEST(Layers, Convolution) {
 TEST(Layers, ConvolutionWinograd) {
   setenv("ESPRESSO_CONV_TACTIC", "winograd", 1);
   run_layer_test({.make_case = winograd_case, .naive = naive, .cases = 30, .tolerance = 1e-4, .gradient_cases = 3});
+  unsetenv("ESPRESSO_CONV_TACTIC");
+}
+
+// The CPU's direct convolution forced: the same sums as the windows' GEMM, so the default tolerance.
+TEST(Layers, ConvolutionDirect) {
+  setenv("ESPRESSO_CONV_TACTIC", "direct", 1);
+  run_layer_test({.make_case = direct_case, .naive = naive, .cases = 40, .gradient_cases = 2});
   unsetenv("ESPRESSO_CONV_TACTIC");
 }
 

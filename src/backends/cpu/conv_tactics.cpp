@@ -18,7 +18,9 @@ std::atomic<std::uint64_t> weight_packs{0};
 ConvTactic parse_tactic(const std::string& name, const std::string& where) {
   if (name == "gemm") return ConvTactic::gemm;
   if (name == "winograd") return ConvTactic::winograd;
-  throw UnsupportedError(where + ": unknown CPU convolution tactic '" + name + "' (expected gemm or winograd)");
+  if (name == "direct") return ConvTactic::direct;
+  throw UnsupportedError(where + ": unknown CPU convolution tactic '" + name +
+                         "' (expected gemm, winograd or direct)");
 }
 
 // The processor's name with its blanks as '_' (keys of the tactic cache hold no white space).
@@ -41,11 +43,22 @@ TacticCache& cache() { return tactic_cache("cpu-convolution-tactics.txt"); }
 
 }  // namespace
 
-const char* conv_tactic_name(ConvTactic tactic) { return tactic == ConvTactic::winograd ? "winograd" : "gemm"; }
+const char* conv_tactic_name(ConvTactic tactic) {
+  switch (tactic) {
+    case ConvTactic::winograd:
+      return "winograd";
+    case ConvTactic::direct:
+      return "direct";
+    case ConvTactic::gemm:
+      break;
+  }
+  return "gemm";
+}
 
 std::optional<ConvTactic> forced_conv_tactic() {
   const std::string name = forced_conv_tactic_name();
-  if (name == "gemm" || name == "winograd") return parse_tactic(name, "ESPRESSO_CONV_TACTIC");
+  if (name == "gemm" || name == "winograd" || name == "direct")
+    return parse_tactic(name, "ESPRESSO_CONV_TACTIC");
   return std::nullopt;  // unset, or the GPU's
 }
 
@@ -57,7 +70,7 @@ std::string tactic_context() {
 std::optional<ConvTactic> cached_conv_tactic(const std::string& key) {
   const std::optional<std::string> name = cache().find(key);
   // A value the program did not write (hand-edited, cut short): the shape is measured again.
-  if (!name || (*name != "gemm" && *name != "winograd")) return std::nullopt;
+  if (!name || (*name != "gemm" && *name != "winograd" && *name != "direct")) return std::nullopt;
   return parse_tactic(*name, key);
 }
 

@@ -1,9 +1,10 @@
 // Which tactic a CPU convolution runs, measured once per shape and processor: the packed GEMM over
-// the image's windows, or Winograd F(4×4, 3×3) where it applies (winograd.h). Choices are kept for
-// the process and on disk with the GPU's (TacticCache "cpu-convolution-tactics.txt" in
+// the image's windows, Winograd F(4×4, 3×3) or F(2×2, 5×5) where it applies (winograd.h), or the direct
+// convolution over a phase-split copy of the image for short depths (direct_convolution.h). Choices are
+// kept for the process and on disk with the GPU's (TacticCache "cpu-convolution-tactics.txt" in
 // $ESPRESSO_TACTIC_CACHE or ~/.cache/espresso), so that later processes skip the measurement.
-// ESPRESSO_CONV_TACTIC=gemm|winograd forces one (the GPU's names, cudnn|im2col|implicit, leave the
-// CPU's choice alone).
+// ESPRESSO_CONV_TACTIC=gemm|winograd|direct forces one where it applies (the GPU's names,
+// cudnn|im2col|implicit, leave the CPU's choice alone).
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,7 @@
 
 namespace espresso::cpu {
 
-enum class ConvTactic { gemm, winograd };
+enum class ConvTactic { gemm, winograd, direct };
 
 const char* conv_tactic_name(ConvTactic tactic);
 

@@ -2,8 +2,9 @@
 // 2-D convolutions go to a direct kernel (depthwise_convolution.cpp) outside training. For inference
 // on processors with AVX2+FMA the weights are packed once into the GEMM's panels (gemm.h) or, for 3×3
 // and 5×5 stride-1 windows where measuring says it is faster, transformed for Winograd F(4×4, 3×3) or
-// F(2×2, 5×5) (winograd.h, conv_tactics.h); they are packed again only when the version of a tensor they come
-// from moved (Tensor::version). The bias, a fused residual and a fused clamp (ReLU, ReLU6) are
+// F(2×2, 5×5) (winograd.h, conv_tactics.h); short depths may go to the direct convolution over a
+// phase-split copy of the image (direct_convolution.h). Weights are packed again only when the version of a
+// tensor they come from moved (Tensor::version). The bias, a fused residual and a fused clamp (ReLU, ReLU6) are
 // applied as the GEMM (or Winograd's output transform) writes its results. Backward:
 // weight gradients from the same unfolding (dy · colᵀ), input gradients by Wᵀ · dy folded back with
 // col2im.
@@ -21,6 +22,7 @@
 #include "backends/cpu/conv_tactics.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/depthwise_convolution.h"
+#include "backends/cpu/direct_convolution.h"
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/im2col.h"
 #include "backends/cpu/max_pool_rows.h"
@@ -198,7 +200,7 @@ class ConvolutionKernel final : public Kernel {
   bool has_fast_backward() const override { return true; }
   std::size_t workspace_bytes() const override {
     std::size_t floats = 0;
-    for (const auto* buffers : {&columns_, &column_grads_, &slot_weight_grads_}) {
+    for (const auto* buffers : {&columns_, &column_grads_, &slot_weight_grads_, &phases_}) {
       for (const std::vector<float>& buffer : *buffers) floats += buffer.size();
     }
     return floats * sizeof(float);
@@ -269,6 +271,7 @@ class ConvolutionKernel final : public Kernel {
  private:
   void update_name() {
     name_ = std::string(winograd_    ? winograd_->name() + std::string("-")
+                        : direct_    ? "direct-"
                         : pointwise_ ? "packed-gemm-"
                         : windows_   ? "window-packed-gemm-"
                                      : "im2col+packed-gemm-") +
@@ -333,108 +336,142 @@ class ConvolutionKernel final : public Kernel {
     }
   }
 
-  // Winograd where it applies and measures faster on this shape (once per shape and processor, see
-  // conv_tactics.h), or forced by ESPRESSO_CONV_TACTIC; the windows' GEMM otherwise.
+  // The tactics that apply to this shape, fastest measured (once per shape and processor, see
+  // conv_tactics.h) or forced by ESPRESSO_CONV_TACTIC: the windows' GEMM always; Winograd for 3×3 and 5×5
+  // windows at stride 1; the direct convolution for short depths (direct_convolution.h).
   void choose_tactic() {
-    bool fits = windows_ && g_.group == 1 && winograd_supports_kernel(g_.kernel[0]);
+    std::vector<ConvTactic> candidates{ConvTactic::gemm};
+    bool winograd_fits = windows_ && g_.group == 1 && winograd_supports_kernel(g_.kernel[0]);
     for (int a = 0; a < 2; ++a) {
       const auto i = static_cast<std::size_t>(a);
-      fits = fits && g_.kernel[i] == g_.kernel[0] && g_.stride[i] == 1 && g_.dilation[i] == 1;
+      winograd_fits =
+          winograd_fits && g_.kernel[i] == g_.kernel[0] && g_.stride[i] == 1 && g_.dilation[i] == 1;
     }
-    if (!fits) return;
-    WinogradGeometry wg;
-    wg.kernel = g_.kernel[0];
-    wg.batch = g_.batch;
-    wg.in_channels = g_.in_channels;
-    wg.out_channels = g_.out_channels;
-    wg.height = g_.in_size[0];
-    wg.width = g_.in_size[1];
-    wg.out_height = g_.out_size[0];
-    wg.out_width = g_.out_size[1];
-    wg.pad_h = g_.pad[0];
-    wg.pad_w = g_.pad[1];
-    const auto use_winograd = [&](bool on) {
-      winograd_ = on ? std::make_unique<WinogradConvolution>(wg) : nullptr;
-      pack_weights();
+    if (winograd_fits) candidates.push_back(ConvTactic::winograd);
+    if (windows_ && g_.group == 1 && DirectConvolution::applies(window_, g_.in_channels))
+      candidates.push_back(ConvTactic::direct);
+    if (candidates.size() == 1) return;
+    const auto applies = [&](ConvTactic t) {
+      return std::find(candidates.begin(), candidates.end(), t) != candidates.end();
     };
     if (const std::optional<ConvTactic> forced = forced_conv_tactic()) {
-      use_winograd(*forced == ConvTactic::winograd);
+      use_tactic(applies(*forced) ? *forced : ConvTactic::gemm);
       return;
     }
-    const std::string side = std::to_string(wg.kernel);
-    const std::string key = tactic_context() + "|conv" + side + "x" + side + "s1|n" +
-                            std::to_string(wg.batch) + "|c" + std::to_string(wg.in_channels) + "|k" +
-                            std::to_string(wg.out_channels) + "|" + std::to_string(wg.height) + "x" +
-                            std::to_string(wg.width) + "|pad" + std::to_string(wg.pad_h) + "x" +
-                            std::to_string(wg.pad_w);
-    if (const std::optional<ConvTactic> cached = cached_conv_tactic(key)) {
-      use_winograd(*cached == ConvTactic::winograd);
+    std::string key = tactic_context() + "|conv" + std::to_string(g_.kernel[0]) + "x" +
+                      std::to_string(g_.kernel[1]) + "s" + std::to_string(g_.stride[0]);
+    if (g_.stride[1] != g_.stride[0]) key += "x" + std::to_string(g_.stride[1]);
+    if (g_.dilation[0] != 1 || g_.dilation[1] != 1)
+      key += "d" + std::to_string(g_.dilation[0]) + "x" + std::to_string(g_.dilation[1]);
+    key += "|n" + std::to_string(g_.batch) + "|c" + std::to_string(g_.in_channels) + "|k" +
+           std::to_string(g_.out_channels) + "|" + std::to_string(g_.in_size[0]) + "x" +
+           std::to_string(g_.in_size[1]) + "|pad" + std::to_string(g_.pad[0]) + "x" +
+           std::to_string(g_.pad[1]);
+    if (const std::optional<ConvTactic> cached = cached_conv_tactic(key); cached && applies(*cached)) {
+      use_tactic(*cached);
       return;
     }
-    // Measured on the real shape: both prepared, one run each to warm caches and scratch, then seven
-    // each, alternating so that a burst of load elsewhere hits both; the best runs decide (kWinogradMargin).
+    // Measured on the real shape: every candidate prepared, one run each to warm caches and scratch, then
+    // seven each, taking turns so that a burst of load elsewhere hits all; the best runs decide.
     std::vector<float> x(static_cast<std::size_t>(g_.batch * g_.in_channels * g_.in_spatial()));
-    std::vector<float> y(static_cast<std::size_t>(g_.batch * g_.out_channels * g_.out_spatial()));
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     for (float& v : x) v = uniform(rng);
-    use_winograd(false);
-    std::vector<PackedMatrix> gemm_weights = std::move(packed_);
-    use_winograd(true);
-    // The one not selected waits in winograd / gemm_weights.
-    std::unique_ptr<WinogradConvolution> winograd = std::move(winograd_);
-    packed_ = std::move(gemm_weights);
-    bool selected = false;
-    const auto select = [&](bool on) {
-      if (on == selected) return;
-      if (on) {
-        gemm_weights = std::move(packed_);
-        winograd_ = std::move(winograd);
-      } else {
-        winograd = std::move(winograd_);
-        packed_ = std::move(gemm_weights);
-      }
-      selected = on;
+    struct Candidate {
+      ConvTactic tactic;
+      TacticState state;  // while another is installed
+      double seconds = 1e30;
+      std::vector<float> y;
     };
-    const auto seconds_of = [&](bool on) {
-      select(on);
+    std::vector<Candidate> runs;
+    for (ConvTactic t : candidates) {
+      use_tactic(t);
+      runs.push_back(
+          {t,
+           {},
+           1e30,
+           std::vector<float>(static_cast<std::size_t>(g_.batch * g_.out_channels * g_.out_spatial()))});
+      swap_state(runs.back().state);  // leaves this one's state in the candidate, nothing installed
+    }
+    const auto seconds_of = [&](Candidate& c) {
+      swap_state(c.state);
       const auto start = std::chrono::steady_clock::now();
-      packed_forward(x.data(), y.data());
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      packed_forward(x.data(), c.y.data());
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      swap_state(c.state);
+      return seconds;
     };
-    seconds_of(false);
-    seconds_of(true);
-    double gemm_seconds = 1e30, winograd_seconds = 1e30;
+    for (Candidate& c : runs) seconds_of(c);
     for (int run = 0; run < 7; ++run) {
-      gemm_seconds = std::min(gemm_seconds, seconds_of(false));
-      winograd_seconds = std::min(winograd_seconds, seconds_of(true));
+      for (Candidate& c : runs) c.seconds = std::min(c.seconds, seconds_of(c));
     }
-    // Self-check: y holds Winograd's outputs of the last run; the GEMM's of the same input must agree,
-    // else Winograd is off for this shape (remembered so) with a warning. ESPRESSO_CPU_SELF_CHECK_FAULT=
-    // winograd spoils Winograd's outputs here, so that tests reach this path.
-    std::vector<float> gemm_y(y.size());
-    select(false);
-    packed_forward(x.data(), gemm_y.data());
-    if (const char* fault = std::getenv("ESPRESSO_CPU_SELF_CHECK_FAULT");
-        fault != nullptr && std::string(fault) == "winograd" && !y.empty()) {
-      y[y.size() / 2] += 1.0f + 2.0f * std::abs(y[y.size() / 2]);
+    // Self-check: each tactic's outputs of the same input against the GEMM's (runs[0]); one that strays is
+    // off for this shape, with a warning. ESPRESSO_CPU_SELF_CHECK_FAULT=winograd|direct spoils that
+    // tactic's outputs here, so that tests reach this path.
+    const char* fault = std::getenv("ESPRESSO_CPU_SELF_CHECK_FAULT");
+    const Candidate* best = &runs[0];
+    for (Candidate& c : runs) {
+      if (c.tactic == ConvTactic::gemm) continue;
+      if (fault != nullptr && std::string(fault) == conv_tactic_name(c.tactic) && !c.y.empty())
+        c.y[c.y.size() / 2] += 1.0f + 2.0f * std::abs(c.y[c.y.size() / 2]);
+      if (const double error = relative_error(c.y, runs[0].y);
+          !(error <= kSelfCheckTolerance)) {  // NaN fails
+        std::fprintf(stderr,
+                     "espresso: layer '%s': the %s convolution failed its self-check against the gemm "
+                     "(largest difference %.3g of the outputs' range); not using it for this shape\n",
+                     layer_.name().c_str(), conv_tactic_name(c.tactic), error);
+        continue;
+      }
+      // Winograd rounds more and its scratch (transformed tiles several times the image) stays in cache
+      // here but not between other layers in a net: it must win clearly. At a near tie SqueezeNet's
+      // 16-channel 55x55 expands went to it and then ran 0.55 ms in the net against the GEMM's 0.31.
+      const double margin = c.tactic == ConvTactic::winograd ? kWinogradMargin : 1.0;
+      if (c.seconds < margin * best->seconds) best = &c;
     }
-    if (const double error = relative_error(y, gemm_y); !(error <= kSelfCheckTolerance)) {  // NaN fails
-      std::fprintf(stderr,
-                   "espresso: layer '%s': the winograd convolution failed its self-check against the gemm "
-                   "(largest difference %.3g of the outputs' range); using gemm for this shape\n",
-                   layer_.name().c_str(), error);
-      remember_conv_tactic(key, ConvTactic::gemm);
-      update_name();
-      return;
+    remember_conv_tactic(key, best->tactic);
+    for (Candidate& c : runs) {
+      if (&c == best) swap_state(c.state);
     }
-    // Winograd rounds more and its scratch (transformed tiles several times the image) stays in cache
-    // here but not between other layers in a net: it must win clearly. At a near tie SqueezeNet's
-    // 16-channel 55x55 expands went to it and then ran 0.55 ms in the net against the GEMM's 0.31.
-    const bool faster = winograd_seconds < kWinogradMargin * gemm_seconds;
-    remember_conv_tactic(key, faster ? ConvTactic::winograd : ConvTactic::gemm);
-    select(faster);
     update_name();
+  }
+
+  // What a tactic keeps: Winograd's transformed weights, or the GEMM's packed ones (and the direct
+  // convolution's tap table).
+  struct TacticState {
+    std::unique_ptr<WinogradConvolution> winograd;
+    std::unique_ptr<DirectConvolution> direct;
+    std::vector<std::vector<float>> phases;
+    std::vector<PackedMatrix> packed;
+  };
+  void swap_state(TacticState& other) {
+    std::swap(winograd_, other.winograd);
+    std::swap(direct_, other.direct);
+    std::swap(phases_, other.phases);
+    std::swap(packed_, other.packed);
+  }
+  void use_tactic(ConvTactic tactic) {
+    winograd_ = nullptr;
+    direct_ = nullptr;
+    phases_.clear();
+    if (tactic == ConvTactic::winograd) {
+      WinogradGeometry wg;
+      wg.kernel = g_.kernel[0];
+      wg.batch = g_.batch;
+      wg.in_channels = g_.in_channels;
+      wg.out_channels = g_.out_channels;
+      wg.height = g_.in_size[0];
+      wg.width = g_.in_size[1];
+      wg.out_height = g_.out_size[0];
+      wg.out_width = g_.out_size[1];
+      wg.pad_h = g_.pad[0];
+      wg.pad_w = g_.pad[1];
+      winograd_ = std::make_unique<WinogradConvolution>(wg);
+    } else if (tactic == ConvTactic::direct) {
+      direct_ = std::make_unique<DirectConvolution>(window_, g_.in_channels);
+      phases_.assign(static_cast<std::size_t>(schedule_.slots()),
+                     std::vector<float>(static_cast<std::size_t>(direct_->phases_size())));
+    }
+    pack_weights();
   }
 
   void packed_forward(const float* x, float* y) {
@@ -493,7 +530,14 @@ class ConvolutionKernel final : public Kernel {
         }
         const PackedMatrix& a = packed_[static_cast<std::size_t>(grp)];
         float* c = out + grp * out_group * out_spatial;
-        if (windows_) {
+        if (direct_) {  // one group
+          const float* phases = split_phases(image, slot);
+          parallel_for(g_.out_size[0], [&](std::int64_t row0, std::int64_t row1) {
+            GemmEpilogue rows = e;
+            if (e.residual) rows.residual += row0 * g_.out_size[1];
+            direct_->output_rows(a, phases, row0, row1, c + row0 * g_.out_size[1], out_spatial, rows, beta);
+          });
+        } else if (windows_) {
           ConvWindows w = window_;
           w.image = image + grp * (g_.in_channels / g_.group) * in_spatial;
           gemm_windows(a, w, c, out_spatial, e, beta);
@@ -502,6 +546,13 @@ class ConvolutionKernel final : public Kernel {
         }
       }
     });
+  }
+
+  // The direct convolution's phase-split copy of one image, in the schedule slot's buffer.
+  const float* split_phases(const float* image, int slot) {
+    float* phases = phases_[static_cast<std::size_t>(slot)].data();
+    direct_->split_phases(image, phases);
+    return phases;
   }
 
   // The fused max pooling: (image, band of pooled rows) pairs spread over the threads; each computes
@@ -518,40 +569,56 @@ class ConvolutionKernel final : public Kernel {
       e.hi = hi_;
     }
     const PackedMatrix& a = packed_[0];
-    parallel_for(g_.batch * bands, [&](std::int64_t begin, std::int64_t end) {
+    // Band `band` of image n; `phases` is the image's phase-split copy for the direct convolution.
+    const auto run_band = [&](std::int64_t n, std::int64_t band, const float* phases) {
       thread_local std::vector<float> scratch, line;
       line.resize(static_cast<std::size_t>(pool_->line_size()));
-      for (std::int64_t item = begin; item < end; ++item) {
-        const std::int64_t n = item / bands, first_pooled = item % bands * band_rows_;
-        const std::int64_t end_pooled = std::min(pooled_h, first_pooled + band_rows_);
-        std::int64_t first = out_h, last = 0;  // convolution rows [first, last) the band reads
-        for (std::int64_t o = first_pooled; o < end_pooled; ++o) {
-          first = std::min(first, pool_->first_row(o));
-          last = std::max(last, pool_->end_row(o));
-        }
-        first = std::min(first, last);
-        const std::int64_t columns = (last - first) * out_w;
-        scratch.resize(static_cast<std::size_t>(std::max<std::int64_t>(1, channels * columns)));
-        const float* image = x + n * g_.in_channels * g_.in_spatial();
-        if (columns > 0 && windows_) {
-          // The rows' windows as a convolution of their own: the image from the first input row they
-          // touch, with what lies above it as padding.
-          ConvWindows w = window_;
-          const std::int64_t top = first * g_.stride[0] - g_.pad[0], start = std::clamp<std::int64_t>(top, 0, in_h);
-          w.image = image + start * in_w;
-          w.plane_stride = in_h * in_w;
-          w.height = in_h - start;
-          w.pad_h = start - top;
-          w.out_height = last - first;
-          gemm_windows(a, w, scratch.data(), columns, e);
-        } else if (columns > 0) {
-          gemm_packed(a, false, columns, image + first * out_w, g_.out_spatial(), 0.0f, scratch.data(), columns, e);
-        }
-        for (std::int64_t c = 0; c < channels; ++c) {
-          pool_->run(scratch.data() + c * columns, first, first_pooled, end_pooled,
-                     pooled_ + (n * channels + c) * pooled_plane + first_pooled * pool_->out_width(), line.data());
-        }
+      const std::int64_t first_pooled = band * band_rows_;
+      const std::int64_t end_pooled = std::min(pooled_h, first_pooled + band_rows_);
+      std::int64_t first = out_h, last = 0;  // convolution rows [first, last) the band reads
+      for (std::int64_t o = first_pooled; o < end_pooled; ++o) {
+        first = std::min(first, pool_->first_row(o));
+        last = std::max(last, pool_->end_row(o));
       }
+      first = std::min(first, last);
+      const std::int64_t columns = (last - first) * out_w;
+      scratch.resize(static_cast<std::size_t>(std::max<std::int64_t>(1, channels * columns)));
+      const float* image = x + n * g_.in_channels * g_.in_spatial();
+      if (columns > 0 && direct_) {
+        direct_->output_rows(a, phases, first, last, scratch.data(), columns, e);
+      } else if (columns > 0 && windows_) {
+        // The rows' windows as a convolution of their own: the image from the first input row they
+        // touch, with what lies above it as padding.
+        ConvWindows w = window_;
+        const std::int64_t top = first * g_.stride[0] - g_.pad[0],
+                           start = std::clamp<std::int64_t>(top, 0, in_h);
+        w.image = image + start * in_w;
+        w.plane_stride = in_h * in_w;
+        w.height = in_h - start;
+        w.pad_h = start - top;
+        w.out_height = last - first;
+        gemm_windows(a, w, scratch.data(), columns, e);
+      } else if (columns > 0) {
+        gemm_packed(a, false, columns, image + first * out_w, g_.out_spatial(), 0.0f, scratch.data(), columns,
+                    e);
+      }
+      for (std::int64_t c = 0; c < channels; ++c) {
+        pool_->run(scratch.data() + c * columns, first, first_pooled, end_pooled,
+                   pooled_ + (n * channels + c) * pooled_plane + first_pooled * pool_->out_width(),
+                   line.data());
+      }
+    };
+    if (direct_) {  // an image's phases first, then its bands
+      for (std::int64_t n = 0; n < g_.batch; ++n) {
+        const float* phases = split_phases(x + n * g_.in_channels * g_.in_spatial(), 0);
+        parallel_for(bands, [&](std::int64_t begin, std::int64_t end) {
+          for (std::int64_t band = begin; band < end; ++band) run_band(n, band, phases);
+        });
+      }
+      return;
+    }
+    parallel_for(g_.batch * bands, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t item = begin; item < end; ++item) run_band(item / bands, item % bands, nullptr);
     });
   }
 
@@ -567,6 +634,8 @@ class ConvolutionKernel final : public Kernel {
   ConvWindows window_;
   std::vector<PackedMatrix> packed_;
   std::unique_ptr<WinogradConvolution> winograd_;
+  std::unique_ptr<DirectConvolution> direct_;
+  std::vector<std::vector<float>> phases_;  // direct_: a phase-split image per schedule slot
   std::vector<std::uint64_t> packed_versions_, current_versions_;
   std::vector<ChannelAffine> affines_;  // fused BatchNorms, folded into packed_ and folded_bias_
   std::vector<float> folded_bias_;

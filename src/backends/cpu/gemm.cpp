@@ -12,9 +12,11 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "core/cpu_features.h"
 #include "core/parallel.h"
@@ -82,24 +84,28 @@ struct TileOps {
   float lo = 0.0f, hi = 0.0f;
   int cols = 32;  // valid columns of the tile (the AVX-512 kernel masks the rest)
   std::int64_t ldb = 0;  // B's row stride when read unpacked; 0: a packed panel (stride NR)
+  const std::int64_t* b_rows = nullptr;  // kernels with RowTable: B's row p read in place at b + b_rows[p]
   bool stream = false;   // whole aligned tile rows stored past the caches (GemmEpilogue::bypass_cache)
 };
 
 #if defined(__x86_64__) || defined(__i386__)
 // Rows computes the first `Rows` rows of a panel (A's stride stays kRows): the last panel of an A
 // whose row count is not a multiple of MR.
-template <int Rows>
-__attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const float* a, const float* b, float* c,
-                                                     std::int64_t ldc, const TileOps& ops) {
+// RowTable: B's rows are read in place wherever ops.b_rows puts them (a direct convolution's taps).
+template <int Rows, bool RowTable = false>
+__attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const float* a, const float* b,
+                                                     float* c, std::int64_t ldc, const TileOps& ops) {
   __m256 acc[Rows][2];
 #pragma GCC unroll 6
   for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  const std::int64_t b_step = ops.ldb != 0 ? ops.ldb : 16;
+  const std::int64_t b_step = RowTable ? 0 : ops.ldb != 0 ? ops.ldb : 16;
   for (std::int64_t p = 0; p < depth; ++p) {
     _mm_prefetch(reinterpret_cast<const char*>(a + kPrefetchAhead), _MM_HINT_T0);
-    if (ops.ldb != 0) _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchDirectB), _MM_HINT_T0);
-    const __m256 b0 = _mm256_loadu_ps(b);
-    const __m256 b1 = _mm256_loadu_ps(b + 8);
+    if (!RowTable && ops.ldb != 0)
+      _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchDirectB), _MM_HINT_T0);
+    const float* row_b = RowTable ? b + ops.b_rows[p] : b;
+    const __m256 b0 = _mm256_loadu_ps(row_b);
+    const __m256 b1 = _mm256_loadu_ps(row_b + 8);
 #pragma GCC unroll 6
     for (int r = 0; r < Rows; ++r) {
       const __m256 ar = _mm256_broadcast_ss(a + r);
@@ -152,21 +158,23 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
   }
 }
 
-template <int Rows>
-__attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t depth, const float* a, const float* b,
-                                                               float* c, std::int64_t ldc, const TileOps& ops) {
+template <int Rows, bool RowTable = false>
+__attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t depth, const float* a,
+                                                               const float* b, float* c, std::int64_t ldc,
+                                                               const TileOps& ops) {
   __m512 acc[Rows][2];
 #pragma GCC unroll 12
   for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  const std::int64_t b_step = ops.ldb != 0 ? ops.ldb : 32;
+  const std::int64_t b_step = RowTable ? 0 : ops.ldb != 0 ? ops.ldb : 32;
   for (std::int64_t p = 0; p < depth; ++p) {
     _mm_prefetch(reinterpret_cast<const char*>(a + kPrefetchAhead), _MM_HINT_T0);
-    if (ops.ldb != 0) {
+    if (!RowTable && ops.ldb != 0) {
       _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchDirectB), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchDirectB + 16), _MM_HINT_T0);
     }
-    const __m512 b0 = _mm512_loadu_ps(b);
-    const __m512 b1 = _mm512_loadu_ps(b + 16);
+    const float* row_b = RowTable ? b + ops.b_rows[p] : b;
+    const __m512 b0 = _mm512_loadu_ps(row_b);
+    const __m512 b1 = _mm512_loadu_ps(row_b + 16);
 #pragma GCC unroll 12
     for (int r = 0; r < Rows; ++r) {
       const __m512 ar = _mm512_set1_ps(a[r]);
@@ -221,22 +229,32 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
   }
 }
 #else
-template <int Rows>
+template <int Rows, bool RowTable = false>
 void kernel_avx2(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&) {}
-template <int Rows>
+template <int Rows, bool RowTable = false>
 void kernel_avx512(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&) {}
 #endif
 
 using Kernel = void (*)(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&);
 
-// The micro-kernel for a panel's first `rows` rows (1 ≤ rows ≤ MR).
-Kernel kernel_for(std::int64_t rows) {
-  static constexpr Kernel avx2[] = {kernel_avx2<1>, kernel_avx2<2>, kernel_avx2<3>,
-                                    kernel_avx2<4>, kernel_avx2<5>, kernel_avx2<6>};
-  static constexpr Kernel avx512[] = {kernel_avx512<1>, kernel_avx512<2>,  kernel_avx512<3>,  kernel_avx512<4>,
-                                      kernel_avx512<5>, kernel_avx512<6>,  kernel_avx512<7>,  kernel_avx512<8>,
-                                      kernel_avx512<9>, kernel_avx512<10>, kernel_avx512<11>, kernel_avx512<12>};
-  return isa() == Isa::avx512 ? avx512[rows - 1] : avx2[rows - 1];
+template <bool RowTable, int... Rows>
+constexpr std::array<Kernel, sizeof...(Rows)> avx2_kernels(std::integer_sequence<int, Rows...>) {
+  return {kernel_avx2<Rows + 1, RowTable>...};
+}
+template <bool RowTable, int... Rows>
+constexpr std::array<Kernel, sizeof...(Rows)> avx512_kernels(std::integer_sequence<int, Rows...>) {
+  return {kernel_avx512<Rows + 1, RowTable>...};
+}
+
+// The micro-kernel for a panel's first `rows` rows (1 ≤ rows ≤ MR), B's rows from a table or not.
+Kernel kernel_for(std::int64_t rows, bool row_table = false) {
+  static constexpr auto avx2 = avx2_kernels<false>(std::make_integer_sequence<int, kRows>());
+  static constexpr auto avx2_table = avx2_kernels<true>(std::make_integer_sequence<int, kRows>());
+  static constexpr auto avx512 = avx512_kernels<false>(std::make_integer_sequence<int, kRows512>());
+  static constexpr auto avx512_table = avx512_kernels<true>(std::make_integer_sequence<int, kRows512>());
+  const auto i = static_cast<std::size_t>(rows - 1);
+  if (isa() == Isa::avx512) return row_table ? avx512_table[i] : avx512[i];
+  return row_table ? avx2_table[i] : avx2[i];
 }
 
 // An edge tile (fewer than NR columns): the kernel writes the raw product into a buffer,
@@ -246,6 +264,7 @@ void edge_tile(Kernel kernel, std::int64_t width, std::int64_t depth, const floa
   alignas(64) float tile[kRows512 * kMaxColumns];
   TileOps raw;
   raw.cols = static_cast<int>(width);
+  raw.b_rows = ops.b_rows;
   kernel(depth, a, b, tile, width, raw);
   for (std::int64_t r = 0; r < rows; ++r) {
     for (std::int64_t j = 0; j < cols; ++j) {
@@ -500,6 +519,8 @@ struct Problem {
   const float* b = nullptr;
   std::int64_t ldb = 0;
   const ConvWindows* windows = nullptr;
+  // With `direct`: B's row p at b + b_rows[p] (gemm_row_table), else at b + p·ldb.
+  const std::int64_t* b_rows = nullptr;
   std::int64_t n = 0;
   float beta = 0.0f;
   float* c = nullptr;
@@ -520,7 +541,8 @@ std::int64_t tile_width() { return isa() == Isa::avx512 ? 32 : 16; }
 
 // C's rows of A's panels [panel0, panel1) and columns [col0, col1) for depth block `block`, with B's
 // block packed at `packed_b` (panels of the columns from `packed_col0` on) or, with `direct`, read
-// where it is (a plain B, not transposed): whole tiles straight from its rows, an edge tile packed.
+// where it is (a plain B, not transposed): whole tiles straight from its rows, an edge tile packed
+// (rows from a table: every tile in place, the caller leaving a tile's width readable past B's end).
 void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, std::int64_t panel1, std::int64_t col0,
                    std::int64_t col1, const float* packed_b, std::int64_t packed_col0, bool direct = false) {
   const std::int64_t width = tile_width();
@@ -537,6 +559,8 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
     thread_local std::vector<float> edge;
     if (!direct) {
       panel_b = packed_b + (col - packed_col0) * kc;
+    } else if (pr.b_rows) {
+      panel_b = pr.b + col;
     } else if (cols == width) {
       panel_b = pr.b + pc * pr.ldb + col;
       b_stride = pr.ldb;
@@ -563,9 +587,10 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
         ops.hi = e.hi;
       }
       float* out = pr.c + row * pr.ldc + col;
-      const Kernel kernel = kernel_for(rows);
+      const Kernel kernel = kernel_for(rows, pr.b_rows != nullptr);
       ops.cols = static_cast<int>(cols);
       ops.ldb = b_stride;
+      ops.b_rows = pr.b_rows ? pr.b_rows + pc : nullptr;
       ops.stream = ops.last && e.bypass_cache;
       if (cols == width || isa() == Isa::avx512) {
         kernel(kc, a, panel_b, out, pr.ldc, ops);
@@ -744,6 +769,27 @@ void gemm_windows(const PackedMatrix& a, const ConvWindows& windows, float* c, s
     return;
   }
   run(pr);
+}
+
+void gemm_row_table(const PackedMatrix& a, const float* b, const std::int64_t* b_rows, std::int64_t n,
+                    float beta, float* c, std::int64_t ldc, const GemmEpilogue& epilogue) {
+  Problem pr;
+  pr.a = &a;
+  pr.b = b;
+  pr.b_rows = b_rows;
+  pr.n = n;
+  pr.beta = beta;
+  pr.c = c;
+  pr.ldc = ldc;
+  pr.epilogue = epilogue;
+  if (a.rows() <= 0 || n <= 0) return;
+  if (a.depth() == 0) {
+    empty_product(pr, a.rows());
+    return;
+  }
+  const std::int64_t panels = (a.rows() + panel_rows() - 1) / panel_rows();
+  for (std::int64_t block = 0; block * kDepthBlock < a.depth(); ++block)
+    compute_block(pr, block, 0, panels, 0, n, nullptr, 0, true);
 }
 
 std::int64_t gemm_depth_block() { return kDepthBlock; }

@@ -96,6 +96,12 @@ inline std::int64_t packed_b_offset(std::int64_t k, std::int64_t n, std::int64_t
 void gemm_prepacked(const PackedMatrix& a, const float* packed_b, std::int64_t n, float* c, std::int64_t ldc,
                     const GemmEpilogue& epilogue = {});
 
+// C (m × n) = A · B + beta · C, then the epilogue, with B's row p read in place at b + b_rows[p] (a direct
+// convolution's window taps over a padded image); every row must stay readable for gemm_panel_width() − 1
+// floats past column n − 1 (whole tiles are loaded, the columns past n never stored). Calling thread only.
+void gemm_row_table(const PackedMatrix& a, const float* b, const std::int64_t* b_rows, std::int64_t n,
+                    float beta, float* c, std::int64_t ldc, const GemmEpilogue& epilogue = {});
+
 // Same with A packed for this call only (alpha folds into it).
 void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
           const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
