@@ -64,7 +64,8 @@ std::optional<ConvTactic> forced_conv_tactic() {
 
 std::string tactic_context() {
   static const std::string processor = processor_name();
-  return processor + "|" + fast_gemm_isa() + "|threads=" + std::to_string(num_threads());
+  // "tactics=3": choices remembered before the direct convolution existed are measured again.
+  return processor + "|" + fast_gemm_isa() + "|threads=" + std::to_string(num_threads()) + "|tactics=3";
 }
 
 std::optional<ConvTactic> cached_conv_tactic(const std::string& key) {

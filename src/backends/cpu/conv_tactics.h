@@ -20,8 +20,8 @@ const char* conv_tactic_name(ConvTactic tactic);
 // The forced tactic, or nullopt. Throws UnsupportedError for a value no backend knows.
 std::optional<ConvTactic> forced_conv_tactic();
 
-// The processor, instruction set and thread count a measurement holds for, e.g.
-// "Intel(R)_Xeon(R)_Processor|avx512|threads=2"; keys add the shape to it.
+// The processor, instruction set, thread count and set of tactics a measurement holds for, e.g.
+// "Intel(R)_Xeon(R)_Processor|avx512|threads=2|tactics=3"; keys add the shape to it.
 std::string tactic_context();
 std::optional<ConvTactic> cached_conv_tactic(const std::string& key);
 void remember_conv_tactic(const std::string& key, ConvTactic tactic);
