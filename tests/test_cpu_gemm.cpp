@@ -162,15 +162,18 @@ TEST(CpuGemm, ConvolutionWindowsMatchADirectConvolution) {
   }
 }
 
-// The GEMM's fusions; Winograd's (less exact, so measured choices must not pick it here) are checked
-// in test_cpu_winograd.cpp.
-// The fusions under each CPU tactic that takes strided and padded windows with every fused step: the
-// windows' GEMM and the direct convolution (forced: the planner would measure and pick one).
+// The fusions under each exact CPU tactic, forced (the planner would measure and pick one): the windows'
+// GEMM and the direct convolution. Winograd's (less exact) are checked in test_cpu_winograd.cpp.
 class CpuFusion : public ::testing::TestWithParam<const char*> {
  protected:
   const espresso::testing::ScopedEnv tactic_{"ESPRESSO_CONV_TACTIC", GetParam()};
 };
 INSTANTIATE_TEST_SUITE_P(Tactics, CpuFusion, ::testing::Values("gemm", "direct"));
+
+// The start of a windowed convolution's kernel name under a forced tactic.
+std::string window_kernel(const std::string& tactic) {
+  return tactic == "direct" ? "direct-" : "window-packed-gemm-";
+}
 
 TEST_P(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) {
   const Graph g = testing::residual_block();
@@ -189,12 +192,17 @@ TEST_P(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) 
   testing::expect_residual_block_fused(fast.summary());
   auto kernel = testing::kernels_by_layer(fast.summary());
   EXPECT_NE(kernel["conv2"].find("+add+relu"), std::string::npos) << kernel["conv2"];
+  EXPECT_EQ(kernel["conv2"].rfind(window_kernel(GetParam()), 0), 0u) << kernel["conv2"];
 }
 
 // MobileNetV2's inverted residual: x + project(clip(depthwise(clip(expand(x))))), the Add taking x
 // first, so that it runs in place on x's memory and the projection adds into it (300 channels in
-// the middle: the projection's depth spans two of the GEMM's depth blocks), then a ReLU.
+// the middle: the projection's depth spans two of the GEMM's depth blocks), then a ReLU. Under the
+// direct tactic the middle has 24 channels and the projection a 3x3 window (depth 216, so that the
+// direct convolution takes it and adds into x).
 TEST_P(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
+  const bool direct = GetParam() == std::string("direct");
+  const std::int64_t middle = direct ? 24 : 300, project_side = direct ? 3 : 1;
   Graph g;
   g.inputs = {{"data", Shape{2, 8, 9, 7}}};
   LayerSpec clip1 = testing::layer("clip1", "Activation", {"e"}, {"e6"});
@@ -205,19 +213,27 @@ TEST_P(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
   clip2.name = "clip2";
   clip2.inputs = {"d"};
   clip2.outputs = {"d6"};
-  LayerSpec depthwise = testing::conv_layer("depthwise", "e6", "d", 300, 3, 1, 1);
-  depthwise.attrs.set("group", std::int64_t{300});
+  LayerSpec depthwise = testing::conv_layer("depthwise", "e6", "d", middle, 3, 1, 1);
+  depthwise.attrs.set("group", middle);
   LayerSpec add = testing::layer("add", "Binary", {"x", "p"}, {"sum"});
   add.attrs.set("operation", std::string("add"));
-  g.layers = {testing::conv_layer("stem", "data", "x", 8, 1, 0, 1), testing::conv_layer("expand", "x", "e", 300, 1, 0, 1), clip1, depthwise, clip2,
-              testing::conv_layer("project", "d6", "p", 8, 1, 0, 1), add, testing::layer("relu", "ReLU", {"sum"}, {"out"})};
+  g.layers = {testing::conv_layer("stem", "data", "x", 8, 1, 0, 1),
+              testing::conv_layer("expand", "x", "e", middle, 1, 0, 1),
+              clip1,
+              depthwise,
+              clip2,
+              testing::conv_layer("project", "d6", "p", 8, project_side, project_side / 2, 1),
+              add,
+              testing::layer("relu", "ReLU", {"sum"}, {"out"})};
   std::mt19937 rng(11);
   for (LayerSpec& layer : g.layers) {
     if (layer.type != "Convolution") continue;
     const std::int64_t outputs = layer.attrs.get_int("num_output", 0);
-    const std::int64_t in = layer.name == "expand" || layer.name == "stem" ? 8 : layer.name == "depthwise" ? 1 : 300;
-    const std::int64_t taps = layer.name == "depthwise" ? 9 : 1;
-    const std::int64_t side = layer.name == "depthwise" ? 3 : 1;
+    const std::int64_t in = layer.name == "expand" || layer.name == "stem" ? 8
+                            : layer.name == "depthwise"                    ? 1
+                                                                           : middle;
+    const std::int64_t side = layer.name == "depthwise" ? 3 : layer.name == "project" ? project_side : 1;
+    const std::int64_t taps = side * side;
     layer.weights = {Tensor::from(Shape{outputs, in, side, side},
                                   random_values(rng, static_cast<std::size_t>(outputs * in * taps))),
                      Tensor::from(Shape{outputs}, random_values(rng, static_cast<std::size_t>(outputs)))};
@@ -241,6 +257,7 @@ TEST_P(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
   EXPECT_EQ(kernel["relu"], "fused into project");
   EXPECT_NE(kernel["project"].find("+add+relu"), std::string::npos) << kernel["project"];
   EXPECT_EQ(kernel["project"].find("concat"), std::string::npos) << kernel["project"];
+  EXPECT_EQ(kernel["project"].rfind(direct ? "direct-" : "packed-gemm-", 0), 0u) << kernel["project"];
 }
 
 TEST_P(CpuFusion, PackedWeightsFollowChangesMadeThroughTheNet) {
@@ -346,6 +363,7 @@ TEST_P(CpuFusion, MaxPoolingFusesIntoTheConvolutionBeforeIt) {
     auto kernel = testing::kernels_by_layer(fast.summary());
     EXPECT_EQ(kernel["pool"], "fused into conv");
     EXPECT_NE(kernel["conv"].find("+relu+maxpool"), std::string::npos) << kernel["conv"];
+    if (k.kernel > 1) EXPECT_EQ(kernel["conv"].rfind(window_kernel(GetParam()), 0), 0u) << kernel["conv"];
   }
 }
 

@@ -1,7 +1,5 @@
 // ONNX import of real models, import errors, and export round trips.
 #include <gtest/gtest.h>
-
-#include <span>
 #include <zlib.h>
 
 #include <cmath>
@@ -9,7 +7,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
 
+#include "backends/cpu/gemm.h"
 #include "espresso/espresso.h"
 #include "import/onnx/onnx.pb.h"
 #include "test_support.h"
@@ -64,6 +64,13 @@ TEST_P(OnnxModels, MatchesReferenceOutputWithEachCpuTactic) {
     const double error = relative_error(outputs.begin()->second, expected);
     std::printf("%s with ESPRESSO_CONV_TACTIC=%s: relative error %.3g\n", GetParam(), tactic, error);
     EXPECT_LE(error, 1e-4) << tactic;
+    if (tactic == std::string("direct") && cpu::fast_gemm_available()) {
+      // Every model's first layer (3 channels) takes it.
+      int direct_layers = 0;
+      for (const auto& [layer, kernel] : testing::kernels_by_layer(net.summary()))
+        direct_layers += kernel.rfind("direct-", 0) == 0 ? 1 : 0;
+      EXPECT_GE(direct_layers, 1);
+    }
   }
 }
 

@@ -28,10 +28,8 @@ std::string forced_conv_tactic_name() {
     if (name == known) return name;
   }
   throw UnsupportedError(
-      "ESPRESSO_CONV_TACTIC must be cudnn, im2col, implicit (CUDA), gemm, winograd (CPU, Vulkan) or direct "
-      "(CPU), "
-      "got '" +
-      name + "'");
+      "ESPRESSO_CONV_TACTIC must be cudnn, im2col, implicit (CUDA), gemm, winograd (CPU, Vulkan) " +
+      std::string("or direct (CPU), got '") + name + "'");
 }
 
 std::filesystem::path backend_cache_directory(const char* override_variable) {

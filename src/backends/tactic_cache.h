@@ -20,8 +20,8 @@ std::filesystem::path backend_cache_directory(const char* override_variable);
 std::filesystem::path tactic_cache_file(const std::string& name);
 
 // ESPRESSO_CONV_TACTIC, which forces a convolution tactic for tests and comparisons: "" when unset, else
-// one of every backend's names — cudnn, im2col, implicit (CUDA); gemm, winograd (CPU, Vulkan) — each backend
-// acting on those it knows. Any other value is an UnsupportedError listing them.
+// one of every backend's names — cudnn, im2col, implicit (CUDA); gemm, winograd (CPU, Vulkan); direct (CPU) —
+// each backend acting on those it knows. Any other value is an UnsupportedError listing them.
 std::string forced_conv_tactic_name();
 
 class TacticCache;

@@ -35,8 +35,9 @@ namespace {
 
 // The fraction of the GEMM's time Winograd must stay under to be chosen (choose_tactic).
 constexpr double kWinogradMargin = 0.9;
-// The largest difference from the GEMM's outputs, relative to their largest magnitude, that Winograd's
-// may show in its self-check (choose_tactic); F(4x4, 3x3) in float stays near 1e-6 on real layers.
+// The largest difference from the GEMM's outputs, relative to their largest magnitude, that another tactic's
+// may show in its self-check (choose_tactic): F(4x4, 3x3) in float stays near 1e-6 on real layers, and the
+// direct convolution sums exactly as the GEMM does.
 constexpr double kSelfCheckTolerance = 1e-3;
 
 // max |a − b| / max |b|; NaN where a difference is not a number.
@@ -207,7 +208,7 @@ class ConvolutionKernel final : public Kernel {
   }
 
   bool fuse_residual(const Tensor& residual) override {
-    if (!packed_path_ || clamp_ || residual_.defined()) return false;
+    if (!packed_path_ || clamp_ || residual_.defined() || pool_) return false;
     residual_ = residual;
     update_name();
     return true;
@@ -377,21 +378,18 @@ class ConvolutionKernel final : public Kernel {
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     for (float& v : x) v = uniform(rng);
+    const std::size_t outputs = static_cast<std::size_t>(g_.batch * g_.out_channels * g_.out_spatial());
     struct Candidate {
       ConvTactic tactic;
       TacticState state;  // while another is installed
-      double seconds = 1e30;
       std::vector<float> y;
+      double seconds = 1e30;
     };
-    std::vector<Candidate> runs;
+    std::vector<Candidate> measured;
     for (ConvTactic t : candidates) {
       use_tactic(t);
-      runs.push_back(
-          {t,
-           {},
-           1e30,
-           std::vector<float>(static_cast<std::size_t>(g_.batch * g_.out_channels * g_.out_spatial()))});
-      swap_state(runs.back().state);  // leaves this one's state in the candidate, nothing installed
+      measured.push_back({t, {}, std::vector<float>(outputs)});
+      swap_state(measured.back().state);  // leaves this one's state in the candidate, nothing installed
     }
     const auto seconds_of = [&](Candidate& c) {
       swap_state(c.state);
@@ -401,20 +399,20 @@ class ConvolutionKernel final : public Kernel {
       swap_state(c.state);
       return seconds;
     };
-    for (Candidate& c : runs) seconds_of(c);
+    for (Candidate& c : measured) seconds_of(c);
     for (int run = 0; run < 7; ++run) {
-      for (Candidate& c : runs) c.seconds = std::min(c.seconds, seconds_of(c));
+      for (Candidate& c : measured) c.seconds = std::min(c.seconds, seconds_of(c));
     }
-    // Self-check: each tactic's outputs of the same input against the GEMM's (runs[0]); one that strays is
-    // off for this shape, with a warning. ESPRESSO_CPU_SELF_CHECK_FAULT=winograd|direct spoils that
+    // Self-check: each tactic's outputs of the same input against the GEMM's (measured[0]); one that strays
+    // is off for this shape, with a warning. ESPRESSO_CPU_SELF_CHECK_FAULT=winograd|direct spoils that
     // tactic's outputs here, so that tests reach this path.
     const char* fault = std::getenv("ESPRESSO_CPU_SELF_CHECK_FAULT");
-    const Candidate* best = &runs[0];
-    for (Candidate& c : runs) {
-      if (c.tactic == ConvTactic::gemm) continue;
-      if (fault != nullptr && std::string(fault) == conv_tactic_name(c.tactic) && !c.y.empty())
+    std::vector<const Candidate*> passed;
+    for (Candidate& c : measured) {
+      if (c.tactic != ConvTactic::gemm && fault != nullptr &&
+          std::string(fault) == conv_tactic_name(c.tactic) && !c.y.empty())
         c.y[c.y.size() / 2] += 1.0f + 2.0f * std::abs(c.y[c.y.size() / 2]);
-      if (const double error = relative_error(c.y, runs[0].y);
+      if (const double error = relative_error(c.y, measured[0].y);
           !(error <= kSelfCheckTolerance)) {  // NaN fails
         std::fprintf(stderr,
                      "espresso: layer '%s': the %s convolution failed its self-check against the gemm "
@@ -422,21 +420,28 @@ class ConvolutionKernel final : public Kernel {
                      layer_.name().c_str(), conv_tactic_name(c.tactic), error);
         continue;
       }
-      // Winograd rounds more and its scratch (transformed tiles several times the image) stays in cache
-      // here but not between other layers in a net: it must win clearly. At a near tie SqueezeNet's
-      // 16-channel 55x55 expands went to it and then ran 0.55 ms in the net against the GEMM's 0.31.
-      const double margin = c.tactic == ConvTactic::winograd ? kWinogradMargin : 1.0;
-      if (c.seconds < margin * best->seconds) best = &c;
+      passed.push_back(&c);
+    }
+    // The fastest of the exact tactics (the GEMM and the direct convolution sum alike); Winograd only
+    // where it beats that clearly: it rounds more, and its scratch (transformed tiles several times the
+    // image) stays in cache here but not between other layers in a net. At a near tie SqueezeNet's
+    // 16-channel 55x55 expands went to it and then ran 0.55 ms in the net against the GEMM's 0.31.
+    const Candidate* best = measured.data();
+    for (const Candidate* c : passed) {
+      if (c->tactic != ConvTactic::winograd && c->seconds < best->seconds) best = c;
+    }
+    for (const Candidate* c : passed) {
+      if (c->tactic == ConvTactic::winograd && c->seconds < kWinogradMargin * best->seconds) best = c;
     }
     remember_conv_tactic(key, best->tactic);
-    for (Candidate& c : runs) {
+    for (Candidate& c : measured) {
       if (&c == best) swap_state(c.state);
     }
     update_name();
   }
 
   // What a tactic keeps: Winograd's transformed weights, or the GEMM's packed ones (and the direct
-  // convolution's tap table).
+  // convolution's tap table and phase buffers).
   struct TacticState {
     std::unique_ptr<WinogradConvolution> winograd;
     std::unique_ptr<DirectConvolution> direct;
@@ -608,13 +613,14 @@ class ConvolutionKernel final : public Kernel {
                    line.data());
       }
     };
-    if (direct_) {  // an image's phases first, then its bands
-      for (std::int64_t n = 0; n < g_.batch; ++n) {
-        const float* phases = split_phases(x + n * g_.in_channels * g_.in_spatial(), 0);
+    if (direct_) {  // an image's phases first, then its bands (images side by side where the schedule has
+                    // slots)
+      schedule_.run([&](std::int64_t n, int slot) {
+        const float* phases = split_phases(x + n * g_.in_channels * g_.in_spatial(), slot);
         parallel_for(bands, [&](std::int64_t begin, std::int64_t end) {
           for (std::int64_t band = begin; band < end; ++band) run_band(n, band, phases);
         });
-      }
+      });
       return;
     }
     parallel_for(g_.batch * bands, [&](std::int64_t begin, std::int64_t end) {

@@ -19,11 +19,10 @@ void split_row(const float* row, std::int64_t width, std::int64_t stride, std::i
   const std::int64_t hi =
       std::clamp<std::int64_t>(first >= width ? 0 : (width - 1 - first) / s + 1, lo, length);
   std::fill(out, out + lo, 0.0f);
-  const float* from = row + first;
-  if (S == 1) {
-    std::memcpy(out + lo, from + lo, static_cast<std::size_t>(hi - lo) * sizeof(float));
+  if constexpr (S == 1) {
+    std::memcpy(out + lo, row + lo + first, static_cast<std::size_t>(hi - lo) * sizeof(float));
   } else {
-    for (std::int64_t i = lo; i < hi; ++i) out[i] = from[i * s];
+    for (std::int64_t i = lo; i < hi; ++i) out[i] = row[i * s + first];
   }
   std::fill(out + hi, out + length, 0.0f);
 }
@@ -39,12 +38,13 @@ DirectConvolution::DirectConvolution(const ConvWindows& shape, std::int64_t chan
     : shape_(shape), channels_(channels) {
   const ConvWindows& g = shape_;
   const std::int64_t reach_h = (g.kernel_h - 1) * g.dilation_h, reach_w = (g.kernel_w - 1) * g.dilation_w;
-  padded_height_ = std::max(g.height + g.pad_h, (g.out_height - 1) * g.stride_h + reach_h + 1);
+  padded_height_ = (g.out_height - 1) * g.stride_h + reach_h + 1;  // the rows the last output row reads
   // A phase holds every output column's inputs for the farthest tap, and whole tiles of them: the
-  // micro-kernel loads gemm_panel_width() columns at a time.
-  const std::int64_t tiles = packed_b_columns(g.out_width);
-  phase_length_ = tiles + reach_w / g.stride_w + 1;
-  row_stride_ = g.stride_w * phase_length_;
+  // micro-kernel loads gemm_panel_width() columns at a time. Phases no tap reads (a stride wider than the
+  // window, as in 1 × 1 stride-2 shortcuts) are left out.
+  phase_length_ = packed_b_columns(g.out_width) + reach_w / g.stride_w;
+  phases_ = std::min(g.stride_w, reach_w + 1);
+  row_stride_ = phases_ * phase_length_;
   for (std::int64_t c = 0; c < channels_; ++c) {
     for (std::int64_t ky = 0; ky < g.kernel_h; ++ky) {
       for (std::int64_t kx = 0; kx < g.kernel_w; ++kx) {
@@ -70,7 +70,7 @@ void DirectConvolution::split_phases(const float* image, float* phases) const {
             continue;
           }
           const float* row = image + c * g.plane() + y * g.width;
-          for (std::int64_t f = 0; f < g.stride_w; ++f)
+          for (std::int64_t f = 0; f < phases_; ++f)
             split(row, g.width, g.stride_w, g.pad_w, f, phase_length_, out + f * phase_length_);
         }
       },

@@ -29,8 +29,8 @@ class DirectConvolution {
   std::int64_t phases_size() const { return channels_ * padded_height_ * row_stride_; }
   // One image (channels × height × width) into `phases`, rows spread over the pool's threads.
   void split_phases(const float* image, float* phases) const;
-  // Output rows [row0, row1) of the image whose phases are given: channel c's row r at
-  // c + c·ldc + (r − row0)·out_width, as gemm_row_table computes them (beta, epilogue). The epilogue's
+  // Output rows [row0, row1) of the image whose phases are given: channel k's row r at
+  // c + k·ldc + (r − row0)·out_width, as gemm_row_table computes them (beta, epilogue). The epilogue's
   // residual, if any, is addressed the same way from row0. Calling thread only.
   void output_rows(const PackedMatrix& weights, const float* phases, std::int64_t row0, std::int64_t row1,
                    float* c, std::int64_t ldc, const GemmEpilogue& epilogue, float beta = 0.0f) const;
@@ -39,6 +39,7 @@ class DirectConvolution {
   ConvWindows shape_;
   std::int64_t channels_;
   std::int64_t padded_height_ = 0;  // input rows from −pad_h to the last one a window reads
+  std::int64_t phases_ = 1;         // column phases kept per row (those some tap reads)
   std::int64_t phase_length_ = 0;   // floats of one phase of a row
   std::int64_t row_stride_ = 0;     // floats of one row's phases
   std::vector<std::int64_t> taps_;  // offset of tap (channel, ky, kx) from an output row's first input

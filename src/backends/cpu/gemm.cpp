@@ -237,21 +237,22 @@ void kernel_avx512(std::int64_t, const float*, const float*, float*, std::int64_
 
 using Kernel = void (*)(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&);
 
-template <bool RowTable, int... Rows>
-constexpr std::array<Kernel, sizeof...(Rows)> avx2_kernels(std::integer_sequence<int, Rows...>) {
-  return {kernel_avx2<Rows + 1, RowTable>...};
-}
-template <bool RowTable, int... Rows>
-constexpr std::array<Kernel, sizeof...(Rows)> avx512_kernels(std::integer_sequence<int, Rows...>) {
-  return {kernel_avx512<Rows + 1, RowTable>...};
+// The kernels for 1 .. sizeof(Rows) rows of one instruction set, B's rows from a table or not.
+template <bool Avx512, bool RowTable, int... Rows>
+constexpr std::array<Kernel, sizeof...(Rows)> kernels(std::integer_sequence<int, Rows...>) {
+  if constexpr (Avx512) {
+    return {kernel_avx512<Rows + 1, RowTable>...};
+  } else {
+    return {kernel_avx2<Rows + 1, RowTable>...};
+  }
 }
 
 // The micro-kernel for a panel's first `rows` rows (1 ≤ rows ≤ MR), B's rows from a table or not.
 Kernel kernel_for(std::int64_t rows, bool row_table = false) {
-  static constexpr auto avx2 = avx2_kernels<false>(std::make_integer_sequence<int, kRows>());
-  static constexpr auto avx2_table = avx2_kernels<true>(std::make_integer_sequence<int, kRows>());
-  static constexpr auto avx512 = avx512_kernels<false>(std::make_integer_sequence<int, kRows512>());
-  static constexpr auto avx512_table = avx512_kernels<true>(std::make_integer_sequence<int, kRows512>());
+  static constexpr auto avx2 = kernels<false, false>(std::make_integer_sequence<int, kRows>());
+  static constexpr auto avx2_table = kernels<false, true>(std::make_integer_sequence<int, kRows>());
+  static constexpr auto avx512 = kernels<true, false>(std::make_integer_sequence<int, kRows512>());
+  static constexpr auto avx512_table = kernels<true, true>(std::make_integer_sequence<int, kRows512>());
   const auto i = static_cast<std::size_t>(rows - 1);
   if (isa() == Isa::avx512) return row_table ? avx512_table[i] : avx512[i];
   return row_table ? avx2_table[i] : avx2[i];

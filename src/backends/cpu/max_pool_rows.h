@@ -11,9 +11,9 @@
 namespace espresso::cpu {
 
 // Separable: each output row's window rows are reduced into a line inside -infinity borders, then
-// every output's column window over that line (explicit AVX-512 kernels for column strides 1 and 2, the
-// compiler's loops elsewhere). Windows are
-// PoolGeometry::span's, clipped to the image; 1-D pooling is 2-D over a height of 1.
+// every output's column window over that line (explicit AVX-512 kernels for the rows and for column
+// strides 1 and 2, the compiler's loops elsewhere). Windows are PoolGeometry::span's, clipped to the
+// image; 1-D pooling is 2-D over a height of 1.
 class MaxPoolRows {
  public:
   explicit MaxPoolRows(const PoolGeometry& g);
@@ -29,7 +29,8 @@ class MaxPoolRows {
   void run(const float* rows, std::int64_t first, std::int64_t begin, std::int64_t end, float* out,
            float* line) const;
 
-  // For the processor: the window rows' max into the line, and each output's max over its columns.
+  // Chosen for the processor's instruction set: the window rows' max into the line, and each output's
+  // max over its columns.
   struct Kernels {
     void (*rows)(const float* top, std::int64_t count, std::int64_t width, float* acc);
     void (*columns)(const float* line, std::int64_t kernel, std::int64_t stride, std::int64_t outputs,

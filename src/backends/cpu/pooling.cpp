@@ -52,8 +52,9 @@ __attribute__((target("avx2"))) void max_rows_avx2(const float* top, std::int64_
 }
 
 // AVX-512: sixteen columns a step, the last step masked (the compiler's loops spent their time in
-// scalar remainders at SqueezeNet's widths of 111 and 55).
-// (maskz_max with every lane: GCC 12 warns of an uninitialised operand in the plain _mm512_max_ps.)
+// scalar remainders at SqueezeNet's widths of 111 and 55). Each max is taken as max(next, kept), which keeps
+// the earlier value on ties and NaNs as std::max(kept, next) does in the other paths (maskz_max with every
+// lane: GCC 12 warns of an uninitialised operand in the plain _mm512_max_ps).
 __mmask16 first_lanes(std::int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << std::max<std::int64_t>(n, 0)) - 1u);
 }
@@ -64,49 +65,57 @@ __attribute__((target("avx512f"))) void max_rows_avx512(const float* top, std::i
     const __mmask16 m = first_lanes(width - w);
     __m512 v = _mm512_maskz_loadu_ps(m, top + w);
     for (std::int64_t h = 1; h < count; ++h)
-      v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_maskz_loadu_ps(m, top + h * width + w));
+      v = _mm512_maskz_max_ps(0xFFFF, _mm512_maskz_loadu_ps(m, top + h * width + w), v);
     _mm512_mask_storeu_ps(acc + w, m, v);
   }
 }
 
-// Stride 2: window column t of sixteen outputs is every other one of the 32 entries from 2j + t − t mod 2,
-// picked by one permute (the even or the odd ones); loads masked to the entries those outputs use.
+// Window column t of the n ≤ 16 outputs from j. Stride 2: every other one of the 32 entries from
+// 2j + t − t mod 2, picked by one permute (the even or the odd ones); loads masked to the entries used.
+template <int Stride>
+[[gnu::always_inline]] inline __attribute__((target("avx512f"))) __m512 window_column(const float* line,
+                                                                                      std::int64_t j,
+                                                                                      std::int64_t n,
+                                                                                      std::int64_t t) {
+  if constexpr (Stride == 1) {
+    return _mm512_maskz_loadu_ps(first_lanes(n), line + j + t);
+  } else {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const std::int64_t used = 2 * n - 1 + (t & 1);  // entries 0 .. 2(n − 1) + t mod 2
+    const float* from = line + 2 * j + (t & ~std::int64_t{1});
+    const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(used), from);
+    const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(used - 16), from + 16);
+    return _mm512_permutex2var_ps(lo, (t & 1) ? odd : even, hi);
+  }
+}
+
 template <int Stride>
 __attribute__((target("avx512f"))) void max_columns_avx512(const float* line, std::int64_t kernel,
                                                            std::int64_t, std::int64_t outputs, float* out) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   for (std::int64_t j = 0; j < outputs; j += 16) {
     const std::int64_t n = std::min<std::int64_t>(16, outputs - j);
-    const __mmask16 m = first_lanes(n);
-    __m512 v = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    for (std::int64_t t = 0; t < kernel; ++t) {
-      if constexpr (Stride == 1) {
-        v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_maskz_loadu_ps(m, line + j + t));
-      } else {
-        const std::int64_t used = 2 * n - 1 + (t & 1);  // entries 0 .. 2(n − 1) + t mod 2
-        const float* from = line + 2 * j + (t & ~std::int64_t{1});
-        const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(used), from);
-        const __m512 hi = _mm512_maskz_loadu_ps(first_lanes(used - 16), from + 16);
-        v = _mm512_maskz_max_ps(0xFFFF, v, _mm512_permutex2var_ps(lo, (t & 1) ? odd : even, hi));
-      }
-    }
-    _mm512_mask_storeu_ps(out + j, m, v);
+    __m512 v = window_column<Stride>(line, j, n, 0);
+    for (std::int64_t t = 1; t < kernel; ++t)
+      v = _mm512_maskz_max_ps(0xFFFF, window_column<Stride>(line, j, n, t), v);
+    _mm512_mask_storeu_ps(out + j, first_lanes(n), v);
   }
 }
 
 MaxPoolRows::Kernels max_pool_kernels(std::int64_t stride) {
-  if (fast_gemm_uses_avx512() && (stride == 1 || stride == 2)) {
-    return {max_rows_avx512, stride == 1 ? max_columns_avx512<1> : max_columns_avx512<2>};
+  const bool avx512 = fast_gemm_uses_avx512(), avx2 = cpu_has_avx2_fma();
+  MaxPoolRows::Kernels k;
+  k.rows = avx512 ? max_rows_avx512 : avx2 ? max_rows_avx2 : max_rows_generic;
+  if (avx512 && (stride == 1 || stride == 2)) {
+    k.columns = stride == 1 ? max_columns_avx512<1> : max_columns_avx512<2>;
+  } else if (avx2) {
+    k.columns = stride == 1 ? max_columns_avx2<1> : stride == 2 ? max_columns_avx2<2> : max_columns_avx2<0>;
+  } else {
+    k.columns = stride == 1   ? max_columns_generic<1>
+                : stride == 2 ? max_columns_generic<2>
+                              : max_columns_generic<0>;
   }
-  if (cpu_has_avx2_fma()) {
-    return {max_rows_avx2, stride == 1   ? max_columns_avx2<1>
-                           : stride == 2 ? max_columns_avx2<2>
-                                         : max_columns_avx2<0>};
-  }
-  return {max_rows_generic, stride == 1   ? max_columns_generic<1>
-                            : stride == 2 ? max_columns_generic<2>
-                                          : max_columns_generic<0>};
+  return k;
 }
 
 }  // namespace

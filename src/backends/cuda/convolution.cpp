@@ -43,7 +43,7 @@ std::vector<Tactic> heuristic_order(const ConvProblem& p) {
 }
 
 // ESPRESSO_CONV_TACTIC=cudnn|im2col|implicit, for tests and comparisons; none when unset or when it
-// names one of the CPU's tactics (gemm, winograd).
+// names one of the CPU's tactics (gemm, winograd, direct).
 std::optional<Tactic> forced_tactic() {
   const std::string name = forced_conv_tactic_name();
   if (name == "cudnn") return Tactic::cudnn;

@@ -416,8 +416,8 @@ class DirectDeconvolution final : public VulkanKernel {
 };
 
 // ESPRESSO_CONV_TACTIC=winograd or gemm (the CPU's names; implicit and im2col, the CUDA backend's GEMMs,
-// mean gemm) forces Winograd or the implicit GEMM where both apply, for tests and comparisons; cudnn leaves
-// the choice alone (forced_conv_tactic_name() refuses other names).
+// mean gemm) forces Winograd or the implicit GEMM where both apply, for tests and comparisons; cudnn and the
+// CPU's direct leave the choice alone (forced_conv_tactic_name() refuses other names).
 std::optional<bool> forced_winograd() {
   const std::string tactic = forced_conv_tactic_name();
   if (tactic == "winograd") return true;
