@@ -363,7 +363,9 @@ TEST_P(CpuFusion, MaxPoolingFusesIntoTheConvolutionBeforeIt) {
     auto kernel = testing::kernels_by_layer(fast.summary());
     EXPECT_EQ(kernel["pool"], "fused into conv");
     EXPECT_NE(kernel["conv"].find("+relu+maxpool"), std::string::npos) << kernel["conv"];
-    if (k.kernel > 1) EXPECT_EQ(kernel["conv"].rfind(window_kernel(GetParam()), 0), 0u) << kernel["conv"];
+    if (k.kernel > 1) {
+      EXPECT_EQ(kernel["conv"].rfind(window_kernel(GetParam()), 0), 0u) << kernel["conv"];
+    }
   }
 }
 
