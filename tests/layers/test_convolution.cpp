@@ -143,23 +143,26 @@ LayerCase winograd_case(Rng& rng) {
   return c;
 }
 
-// Short depths (channels × window ≤ 256) with one group: the cases the CPU's direct convolution takes.
-// Strides 1 to 4 and dilations 1 to 2 per axis, non-square windows up to 7, pads up to 3, rows up to ~110
-// outputs wide (several 32-column tiles and a partial one), output channels across 12-row panels.
-LayerCase direct_case(Rng& rng) {
+// The largest kernel, stride, dilation and extra rows and columns random_windows draws per axis.
+struct WindowRanges {
+  int kernel, stride, dilation, extra_rows, extra_columns;
+};
+
+// A 2-D convolution on `channels` input channels with random windows within `r` (pads up to 3, which
+// passes some windows), input rows and columns the window's reach past the pads plus up to r's extras.
+LayerCase random_windows(Rng& rng, std::int64_t channels, const WindowRanges& r) {
   LayerCase c;
   c.spec.type = "Convolution";
-  const std::int64_t channels = rng.integer(1, 5);
   std::vector<std::int64_t> kernel, stride, pad, dilation, dims{rng.integer(1, 2), channels};
   for (int a = 0; a < 2; ++a) {
-    kernel.push_back(rng.integer(1, 7));
-    stride.push_back(rng.integer(1, 4));
+    kernel.push_back(rng.integer(1, r.kernel));
+    stride.push_back(rng.integer(1, r.stride));
     pad.push_back(rng.integer(0, 3));
-    dilation.push_back(rng.integer(1, 2));
+    dilation.push_back(rng.integer(1, r.dilation));
     const std::int64_t extent = dilation.back() * (kernel.back() - 1) + 1;
-    dims.push_back(std::max<std::int64_t>(1, extent - 2 * pad.back()) + rng.integer(0, a == 0 ? 10 : 110));
+    dims.push_back(std::max<std::int64_t>(1, extent - 2 * pad.back()) +
+                   rng.integer(0, a == 0 ? r.extra_rows : r.extra_columns));
   }
-  c.spec.attrs.set("num_output", std::int64_t{rng.integer(1, 30)});
   c.spec.attrs.set("kernel", kernel);
   c.spec.attrs.set("stride", stride);
   c.spec.attrs.set("pad", pad);
@@ -169,30 +172,23 @@ LayerCase direct_case(Rng& rng) {
   return c;
 }
 
+// Short depths (channels × window ≤ 256) with one group: the cases the CPU's direct convolution takes.
+// Strides 1 to 4 and dilations 1 to 2 per axis, non-square windows up to 7, rows up to ~110 outputs wide
+// (several 32-column tiles and a partial one), output channels across 12-row panels.
+LayerCase direct_case(Rng& rng) {
+  LayerCase c = random_windows(rng, rng.integer(1, 5), {7, 4, 2, 10, 110});
+  c.spec.attrs.set("num_output", std::int64_t{rng.integer(1, 30)});
+  return c;
+}
+
 // Depthwise 2-D windows (the CPU's direct kernels, which read the plane in place and mask the
 // borders): rows wide enough for several vector blocks and a partial last one, pads up to 3 (wider
 // than some windows), strides 1 to 3 per axis, dilations 1 to 3, non-square windows.
 LayerCase depthwise_case(Rng& rng) {
-  LayerCase c;
-  c.spec.type = "Convolution";
   const std::int64_t channels = rng.integer(1, 5);
-  std::vector<std::int64_t> kernel, stride, pad, dilation, dims{rng.integer(1, 2), channels};
-  for (int a = 0; a < 2; ++a) {
-    kernel.push_back(rng.integer(1, 5));
-    stride.push_back(rng.integer(1, 3));
-    pad.push_back(rng.integer(0, 3));
-    dilation.push_back(rng.integer(1, 3));
-    const std::int64_t extent = dilation.back() * (kernel.back() - 1) + 1;
-    dims.push_back(std::max<std::int64_t>(1, extent - 2 * pad.back()) + rng.integer(0, a == 0 ? 12 : 45));
-  }
+  LayerCase c = random_windows(rng, channels, {5, 3, 3, 12, 45});
   c.spec.attrs.set("num_output", channels);
   c.spec.attrs.set("group", channels);
-  c.spec.attrs.set("kernel", kernel);
-  c.spec.attrs.set("stride", stride);
-  c.spec.attrs.set("pad", pad);
-  c.spec.attrs.set("dilation", dilation);
-  if (rng.coin()) c.spec.attrs.set("bias", std::int64_t{0});
-  c.input_shapes = {Shape(dims)};
   return c;
 }
 

@@ -514,7 +514,7 @@ void pack_windows(const ConvWindows& w, std::int64_t p0, std::int64_t depth, std
 }
 
 struct Problem {
-  const PackedMatrix* a;
+  const PackedMatrix* a = nullptr;
   // B: a matrix, or windows when `windows` is set.
   bool transpose_b = false;
   const float* b = nullptr;
@@ -692,6 +692,24 @@ void empty_product(const Problem& pr, std::int64_t m) {
   }
 }
 
+// The fields every entry point sets; false when nothing is left to compute (C empty, or k = 0 and C
+// already given its beta·C and epilogue).
+bool start(Problem& pr, const PackedMatrix& a, std::int64_t n, float beta, float* c, std::int64_t ldc,
+           const GemmEpilogue& epilogue) {
+  pr.a = &a;
+  pr.n = n;
+  pr.beta = beta;
+  pr.c = c;
+  pr.ldc = ldc;
+  pr.epilogue = epilogue;
+  if (a.rows() <= 0 || n <= 0) return false;
+  if (a.depth() == 0) {
+    empty_product(pr, a.rows());
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 bool fast_gemm_available() { return isa() != Isa::none; }
@@ -736,58 +754,26 @@ const float* PackedMatrix::panel(std::int64_t block, std::int64_t panel) const {
 
 void gemm_packed(const PackedMatrix& a, bool transpose_b, std::int64_t n, const float* b, std::int64_t ldb,
                  float beta, float* c, std::int64_t ldc, const GemmEpilogue& epilogue) {
-  if (a.rows() <= 0 || n <= 0) return;
   Problem pr;
-  pr.a = &a;
   pr.transpose_b = transpose_b;
   pr.b = b;
   pr.ldb = ldb;
-  pr.n = n;
-  pr.beta = beta;
-  pr.c = c;
-  pr.ldc = ldc;
-  pr.epilogue = epilogue;
-  if (a.depth() == 0) {
-    empty_product(pr, a.rows());
-    return;
-  }
-  run(pr);
+  if (start(pr, a, n, beta, c, ldc, epilogue)) run(pr);
 }
 
 void gemm_windows(const PackedMatrix& a, const ConvWindows& windows, float* c, std::int64_t ldc,
                   const GemmEpilogue& epilogue, float beta) {
   Problem pr;
-  pr.a = &a;
   pr.windows = &windows;
-  pr.beta = beta;
-  pr.n = windows.out_height * windows.out_width;
-  pr.c = c;
-  pr.ldc = ldc;
-  pr.epilogue = epilogue;
-  if (a.rows() <= 0 || pr.n <= 0) return;
-  if (a.depth() == 0) {
-    empty_product(pr, a.rows());
-    return;
-  }
-  run(pr);
+  if (start(pr, a, windows.out_height * windows.out_width, beta, c, ldc, epilogue)) run(pr);
 }
 
 void gemm_row_table(const PackedMatrix& a, const float* b, const std::int64_t* b_rows, std::int64_t n,
                     float beta, float* c, std::int64_t ldc, const GemmEpilogue& epilogue) {
   Problem pr;
-  pr.a = &a;
   pr.b = b;
   pr.b_rows = b_rows;
-  pr.n = n;
-  pr.beta = beta;
-  pr.c = c;
-  pr.ldc = ldc;
-  pr.epilogue = epilogue;
-  if (a.rows() <= 0 || n <= 0) return;
-  if (a.depth() == 0) {
-    empty_product(pr, a.rows());
-    return;
-  }
+  if (!start(pr, a, n, beta, c, ldc, epilogue)) return;
   const std::int64_t panels = (a.rows() + panel_rows() - 1) / panel_rows();
   for (std::int64_t block = 0; block * kDepthBlock < a.depth(); ++block)
     compute_block(pr, block, 0, panels, 0, n, nullptr, 0, true);
@@ -799,16 +785,7 @@ std::int64_t gemm_panel_width() { return tile_width(); }
 void gemm_prepacked(const PackedMatrix& a, const float* packed_b, std::int64_t n, float* c, std::int64_t ldc,
                     const GemmEpilogue& epilogue) {
   Problem pr;
-  pr.a = &a;
-  pr.n = n;
-  pr.c = c;
-  pr.ldc = ldc;
-  pr.epilogue = epilogue;
-  if (a.rows() <= 0 || n <= 0) return;
-  if (a.depth() == 0) {
-    empty_product(pr, a.rows());
-    return;
-  }
+  if (!start(pr, a, n, 0.0f, c, ldc, epilogue)) return;
   const std::int64_t k = a.depth(), panels = (a.rows() + panel_rows() - 1) / panel_rows();
   const std::int64_t padded = packed_b_columns(n);
   for (std::int64_t block = 0; block * kDepthBlock < k; ++block) {
