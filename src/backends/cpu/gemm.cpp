@@ -158,102 +158,102 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
   }
 }
 
-template <int Rows, bool RowTable = false>
+// Vectors: 2 for a whole 32-column tile, 1 for an edge tile of at most 16 columns (half the
+// multiply-adds: the last tile of 13 × 13, 14 × 14, 28 × 28 and 112-wide images).
+template <int Rows, bool RowTable = false, int Vectors = 2>
 __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t depth, const float* a,
                                                                const float* b, float* c, std::int64_t ldc,
                                                                const TileOps& ops) {
-  __m512 acc[Rows][2];
+  __m512 acc[Rows][Vectors];
 #pragma GCC unroll 12
-  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < Rows; ++r) {
+    for (int v = 0; v < Vectors; ++v) acc[r][v] = _mm512_setzero_ps();
+  }
   const std::int64_t b_step = RowTable ? 0 : ops.ldb != 0 ? ops.ldb : 32;
   for (std::int64_t p = 0; p < depth; ++p) {
     _mm_prefetch(reinterpret_cast<const char*>(a + kPrefetchAhead), _MM_HINT_T0);
     if (!RowTable && ops.ldb != 0) {
-      _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchDirectB), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchDirectB + 16), _MM_HINT_T0);
+      for (int v = 0; v < Vectors; ++v)
+        _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchDirectB + 16 * v), _MM_HINT_T0);
     }
     const float* row_b = RowTable ? b + ops.b_rows[p] : b;
-    const __m512 b0 = _mm512_loadu_ps(row_b);
-    const __m512 b1 = _mm512_loadu_ps(row_b + 16);
+    __m512 bv[Vectors];
+    for (int v = 0; v < Vectors; ++v) bv[v] = _mm512_loadu_ps(row_b + 16 * v);
 #pragma GCC unroll 12
     for (int r = 0; r < Rows; ++r) {
       const __m512 ar = _mm512_set1_ps(a[r]);
-      acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
-      acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+      for (int v = 0; v < Vectors; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
     }
     a += kRows512;
     b += b_step;
   }
   // Columns past ops.cols are neither read nor written (an edge tile of C).
-  const __mmask16 m0 = ops.cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ops.cols) - 1);
-  const __mmask16 m1 = ops.cols >= 32 ? __mmask16(0xFFFF) : ops.cols <= 16 ? __mmask16(0) : __mmask16((1u << (ops.cols - 16)) - 1);
+  __mmask16 m[Vectors];
+  for (int v = 0; v < Vectors; ++v) {
+    const int n = std::clamp(ops.cols - 16 * v, 0, 16);
+    m[v] = n == 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+  }
   const __m512 beta = _mm512_set1_ps(ops.beta);
   const __m512 lo = _mm512_set1_ps(ops.lo), hi = _mm512_set1_ps(ops.hi);
 #pragma GCC unroll 12
   for (int r = 0; r < Rows; ++r) {
     float* row = c + r * ldc;
-    __m512 v0 = acc[r][0], v1 = acc[r][1];
-    if (ops.accumulate) {
-      v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-      v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
-    } else if (ops.beta != 0.0f) {
-      v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, row), v0);
-      v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, row + 16), v1);
-    }
-    if (ops.last) {
-      if (ops.row_bias) {
-        const __m512 bias = _mm512_set1_ps(ops.row_bias[r]);
-        v0 = _mm512_add_ps(v0, bias);
-        v1 = _mm512_add_ps(v1, bias);
+    const bool stream = ops.stream && ops.cols == 16 * Vectors && (reinterpret_cast<std::uintptr_t>(row) & 63) == 0;
+    for (int v = 0; v < Vectors; ++v) {
+      __m512 x = acc[r][v];
+      float* out = row + 16 * v;
+      if (ops.accumulate) {
+        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], out));
+      } else if (ops.beta != 0.0f) {
+        x = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m[v], out), x);
       }
-      if (ops.col_bias) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ops.col_bias));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ops.col_bias + 16));
+      if (ops.last) {
+        if (ops.row_bias) x = _mm512_add_ps(x, _mm512_set1_ps(ops.row_bias[r]));
+        if (ops.col_bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], ops.col_bias + 16 * v));
+        if (ops.residual) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], ops.residual + r * ops.ldr + 16 * v));
+        if (ops.clamp) x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
       }
-      if (ops.residual) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, ops.residual + r * ops.ldr));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, ops.residual + r * ops.ldr + 16));
+      if (stream) {
+        _mm512_stream_ps(out, x);
+      } else {
+        _mm512_mask_storeu_ps(out, m[v], x);
       }
-      if (ops.clamp) {
-        v0 = _mm512_min_ps(_mm512_max_ps(v0, lo), hi);
-        v1 = _mm512_min_ps(_mm512_max_ps(v1, lo), hi);
-      }
-    }
-    if (ops.stream && ops.cols == 32 && (reinterpret_cast<std::uintptr_t>(row) & 63) == 0) {
-      _mm512_stream_ps(row, v0);
-      _mm512_stream_ps(row + 16, v1);
-    } else {
-      _mm512_mask_storeu_ps(row, m0, v0);
-      _mm512_mask_storeu_ps(row + 16, m1, v1);
     }
   }
 }
 #else
 template <int Rows, bool RowTable = false>
 void kernel_avx2(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&) {}
-template <int Rows, bool RowTable = false>
+template <int Rows, bool RowTable = false, int Vectors = 2>
 void kernel_avx512(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&) {}
 #endif
 
 using Kernel = void (*)(std::int64_t, const float*, const float*, float*, std::int64_t, const TileOps&);
 
-// The kernels for 1 .. sizeof(Rows) rows of one instruction set, B's rows from a table or not.
-template <bool Avx512, bool RowTable, int... Rows>
+// The kernels for 1 .. sizeof(Rows) rows of one instruction set, B's rows from a table or not, tiles of
+// one or two AVX-512 vectors.
+template <bool Avx512, bool RowTable, int Vectors, int... Rows>
 constexpr std::array<Kernel, sizeof...(Rows)> kernels(std::integer_sequence<int, Rows...>) {
   if constexpr (Avx512) {
-    return {kernel_avx512<Rows + 1, RowTable>...};
+    return {kernel_avx512<Rows + 1, RowTable, Vectors>...};
   } else {
     return {kernel_avx2<Rows + 1, RowTable>...};
   }
 }
 
-// The micro-kernel for a panel's first `rows` rows (1 ≤ rows ≤ MR), B's rows from a table or not.
-Kernel kernel_for(std::int64_t rows, bool row_table = false) {
-  static constexpr auto avx2 = kernels<false, false>(std::make_integer_sequence<int, kRows>());
-  static constexpr auto avx2_table = kernels<false, true>(std::make_integer_sequence<int, kRows>());
-  static constexpr auto avx512 = kernels<true, false>(std::make_integer_sequence<int, kRows512>());
-  static constexpr auto avx512_table = kernels<true, true>(std::make_integer_sequence<int, kRows512>());
+// The micro-kernel for a panel's first `rows` rows (1 ≤ rows ≤ MR), B's rows from a table or not, for a
+// tile of `cols` columns (AVX-512: a narrower kernel for an edge tile of at most 16).
+Kernel kernel_for(std::int64_t rows, bool row_table, std::int64_t cols) {
+  constexpr auto avx2_rows = std::make_integer_sequence<int, kRows>();
+  constexpr auto avx512_rows = std::make_integer_sequence<int, kRows512>();
+  static constexpr auto avx2 = kernels<false, false, 2>(avx2_rows);
+  static constexpr auto avx2_table = kernels<false, true, 2>(avx2_rows);
+  static constexpr auto avx512 = kernels<true, false, 2>(avx512_rows);
+  static constexpr auto avx512_table = kernels<true, true, 2>(avx512_rows);
+  static constexpr auto avx512_half = kernels<true, false, 1>(avx512_rows);
+  static constexpr auto avx512_half_table = kernels<true, true, 1>(avx512_rows);
   const auto i = static_cast<std::size_t>(rows - 1);
+  if (isa() == Isa::avx512 && cols <= 16) return row_table ? avx512_half_table[i] : avx512_half[i];
   if (isa() == Isa::avx512) return row_table ? avx512_table[i] : avx512[i];
   return row_table ? avx2_table[i] : avx2[i];
 }
@@ -588,7 +588,7 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
         ops.hi = e.hi;
       }
       float* out = pr.c + row * pr.ldc + col;
-      const Kernel kernel = kernel_for(rows, pr.b_rows != nullptr);
+      const Kernel kernel = kernel_for(rows, pr.b_rows != nullptr, cols);
       ops.cols = static_cast<int>(cols);
       ops.ldb = b_stride;
       ops.b_rows = pr.b_rows ? pr.b_rows + pc : nullptr;
