@@ -198,7 +198,8 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
 #pragma GCC unroll 12
   for (int r = 0; r < Rows; ++r) {
     float* row = c + r * ldc;
-    const bool stream = ops.stream && ops.cols == 16 * Vectors && (reinterpret_cast<std::uintptr_t>(row) & 63) == 0;
+    const bool stream =
+        ops.stream && ops.cols == 16 * Vectors && (reinterpret_cast<std::uintptr_t>(row) & 63) == 0;
     for (int v = 0; v < Vectors; ++v) {
       __m512 x = acc[r][v];
       float* out = row + 16 * v;
@@ -210,7 +211,8 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
       if (ops.last) {
         if (ops.row_bias) x = _mm512_add_ps(x, _mm512_set1_ps(ops.row_bias[r]));
         if (ops.col_bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], ops.col_bias + 16 * v));
-        if (ops.residual) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], ops.residual + r * ops.ldr + 16 * v));
+        if (ops.residual)
+          x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], ops.residual + r * ops.ldr + 16 * v));
         if (ops.clamp) x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
       }
       if (stream) {
