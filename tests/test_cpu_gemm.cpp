@@ -170,11 +170,6 @@ class CpuFusion : public ::testing::TestWithParam<const char*> {
 };
 INSTANTIATE_TEST_SUITE_P(Tactics, CpuFusion, ::testing::Values("gemm", "direct"));
 
-// The start of a windowed convolution's kernel name under a forced tactic.
-std::string window_kernel(const std::string& tactic) {
-  return tactic == "direct" ? "direct-" : "window-packed-gemm-";
-}
-
 TEST_P(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) {
   const Graph g = testing::residual_block();
   Net fast(g);
@@ -192,7 +187,7 @@ TEST_P(CpuFusion, ResidualAddAndClampsFuseIntoConvolutionsAndMatchTheReference) 
   testing::expect_residual_block_fused(fast.summary());
   auto kernel = testing::kernels_by_layer(fast.summary());
   EXPECT_NE(kernel["conv2"].find("+add+relu"), std::string::npos) << kernel["conv2"];
-  EXPECT_EQ(kernel["conv2"].rfind(window_kernel(GetParam()), 0), 0u) << kernel["conv2"];
+  EXPECT_EQ(kernel["conv2"].rfind(testing::cpu_conv_kernel_prefix(GetParam()), 0), 0u) << kernel["conv2"];
 }
 
 // MobileNetV2's inverted residual: x + project(clip(depthwise(clip(expand(x))))), the Add taking x
@@ -364,7 +359,7 @@ TEST_P(CpuFusion, MaxPoolingFusesIntoTheConvolutionBeforeIt) {
     EXPECT_EQ(kernel["pool"], "fused into conv");
     EXPECT_NE(kernel["conv"].find("+relu+maxpool"), std::string::npos) << kernel["conv"];
     if (k.kernel > 1) {
-      EXPECT_EQ(kernel["conv"].rfind(window_kernel(GetParam()), 0), 0u) << kernel["conv"];
+      EXPECT_EQ(kernel["conv"].rfind(testing::cpu_conv_kernel_prefix(GetParam()), 0), 0u) << kernel["conv"];
     }
   }
 }

@@ -208,11 +208,6 @@ std::vector<std::string> lines_of(const std::string& path) {
   return lines;
 }
 
-// The start of a convolution's kernel name under each CPU tactic.
-std::string kernel_prefix(const std::string& tactic) {
-  return tactic == "winograd" ? "winograd-" : tactic == "direct" ? "direct-" : "window-packed-gemm-";
-}
-
 TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
   if (!cpu::fast_gemm_available()) GTEST_SKIP() << "no AVX2+FMA: no tactic to choose";
   const ScopedEnv unforced("ESPRESSO_CONV_TACTIC", nullptr);
@@ -229,7 +224,7 @@ TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
   const std::string chosen = lines[0].substr(lines[0].rfind(' ') + 1);
   EXPECT_TRUE(chosen == "gemm" || chosen == "winograd" || chosen == "direct") << chosen;
   auto kernel = testing::kernels_by_layer(first.summary());
-  EXPECT_EQ(kernel["conv1"].rfind(kernel_prefix(chosen), 0), 0u) << kernel["conv1"];
+  EXPECT_EQ(kernel["conv1"].rfind(testing::cpu_conv_kernel_prefix(chosen), 0), 0u) << kernel["conv1"];
   // The same shape again: no new measurement.
   Net second(winograd_block(11, 4));
   second.summary();
@@ -241,7 +236,7 @@ TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
                                         << "|13x11|pad1x1 " << forced << "\n";
     Net net(winograd_block(channels++, 5));
     kernel = testing::kernels_by_layer(net.summary());
-    EXPECT_EQ(kernel["conv2"].rfind(kernel_prefix(forced), 0), 0u) << kernel["conv2"];
+    EXPECT_EQ(kernel["conv2"].rfind(testing::cpu_conv_kernel_prefix(forced), 0), 0u) << kernel["conv2"];
   }
   EXPECT_EQ(lines_of(cache).size(), 4u);
 }
@@ -274,7 +269,7 @@ TEST(CpuWinograd, ATacticFailingItsSelfCheckIsTurnedOffWithAWarning) {
         << warnings;
     auto kernel = testing::kernels_by_layer(net.summary());
     for (const char* conv : {"conv1", "conv2"})
-      EXPECT_NE(kernel[conv].rfind(kernel_prefix(spoiled), 0), 0u) << kernel[conv];
+      EXPECT_NE(kernel[conv].rfind(testing::cpu_conv_kernel_prefix(spoiled), 0), 0u) << kernel[conv];
     EXPECT_LE(error_against(reference_output(g, input), got), 1e-4);
     int remembered = 0;
     for (const std::string& line : lines_of(dir.file("cpu-convolution-tactics.txt"))) {

@@ -68,7 +68,7 @@ TEST_P(OnnxModels, MatchesReferenceOutputWithEachCpuTactic) {
       // Every model's first layer (3 channels) takes it.
       int direct_layers = 0;
       for (const auto& [layer, kernel] : testing::kernels_by_layer(net.summary()))
-        direct_layers += kernel.rfind("direct-", 0) == 0 ? 1 : 0;
+        direct_layers += kernel.rfind(testing::cpu_conv_kernel_prefix(tactic), 0) == 0 ? 1 : 0;
       EXPECT_GE(direct_layers, 1);
     }
   }

@@ -162,6 +162,10 @@ std::map<std::string, std::string> kernels_by_layer(const std::vector<LayerSumma
   return kernel;
 }
 
+std::string cpu_conv_kernel_prefix(const std::string& tactic) {
+  return tactic == "winograd" ? "winograd-" : tactic == "direct" ? "direct-" : "window-packed-gemm-";
+}
+
 void expect_residual_block_fused(const std::vector<LayerSummary>& summary) {
   auto kernel = kernels_by_layer(summary);
   EXPECT_EQ(kernel["relu1"], "fused into conv1");

@@ -121,6 +121,9 @@ inline double normalized_error(const std::vector<double>& reference, const std::
 
 // Each layer's kernel by layer name, from Net::summary().
 std::map<std::string, std::string> kernels_by_layer(const std::vector<LayerSummary>& summary);
+// How a windowed CPU convolution's kernel name starts under a tactic: "winograd-", "direct-" or, for
+// "gemm", "window-packed-gemm-".
+std::string cpu_conv_kernel_prefix(const std::string& tactic);
 
 // A residual block with the steps inference fuses into convolutions (Net's fuse_steps): conv1 → relu1,
 // conv2 → add (of the input) → relu2, conv3 (stride 2) → clip(0, 6); random weights, input [2, 8, 13, 11].

@@ -560,8 +560,8 @@ class ConvolutionKernel final : public Kernel {
     return phases;
   }
 
-  // The fused max pooling: (image, band of pooled rows) pairs spread over the threads; each computes
-  // the convolution rows the band's windows read into its scratch (bias and clamp applied), then pools.
+  // The fused max pooling: bands of pooled rows; each computes the convolution rows the band's windows
+  // read into its scratch (bias and clamp applied), then pools.
   void pooled_forward(const float* x, const float* bias) {
     const std::int64_t out_h = g_.out_size[0], out_w = g_.out_size[1], in_h = g_.in_size[0], in_w = g_.in_size[1];
     const std::int64_t pooled_h = pool_->out_height(), pooled_plane = pooled_h * pool_->out_width();
@@ -613,18 +613,13 @@ class ConvolutionKernel final : public Kernel {
                    line.data());
       }
     };
-    if (direct_) {  // an image's phases first, then its bands (images side by side where the schedule has
-                    // slots)
-      schedule_.run([&](std::int64_t n, int slot) {
-        const float* phases = split_phases(x + n * g_.in_channels * g_.in_spatial(), slot);
-        parallel_for(bands, [&](std::int64_t begin, std::int64_t end) {
-          for (std::int64_t band = begin; band < end; ++band) run_band(n, band, phases);
-        });
+    // Images side by side where the schedule has slots, else one at a time with its bands shared out;
+    // the direct convolution splits each image's phases first.
+    schedule_.run([&](std::int64_t n, int slot) {
+      const float* phases = direct_ ? split_phases(x + n * g_.in_channels * g_.in_spatial(), slot) : nullptr;
+      parallel_for(bands, [&](std::int64_t begin, std::int64_t end) {
+        for (std::int64_t band = begin; band < end; ++band) run_band(n, band, phases);
       });
-      return;
-    }
-    parallel_for(g_.batch * bands, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t item = begin; item < end; ++item) run_band(item / bands, item % bands, nullptr);
     });
   }
 
