@@ -141,6 +141,49 @@ TEST(MixedPrecisionTraining, AResidualNetTrainsLikeFp32) {
   }
 }
 
+// A layer that stays fp32 inside a low-precision net reads a converted copy of its input, and the layers
+// after it a low-precision copy of its output (the ReLU in place over that copy); the copies live in the
+// arena only as long as their readers need them, forward and backward. Trains like fp32.
+TEST(MixedPrecisionTraining, CopiesAroundAnFp32LayerTrainLikeFp32) {
+  REQUIRE_GPU();
+  std::mt19937 rng(6);
+  Graph graph;
+  graph.name = "kept_fp32";
+  graph.inputs = {{"data", Shape{6, 3, 12, 12}}, {"label", Shape{6}}};
+  LayerSpec lrn = layer("norm", "LRN", {"a"}, {"norm"});
+  lrn.attrs.set("size", std::int64_t{3});
+  graph.layers = {convolution("a", "data", 3, 8, 3, rng),
+                  lrn,
+                  layer("norm_relu", "ReLU", {"norm"}, {"norm_relu"}),
+                  convolution("b", "norm_relu", 8, 8, 3, rng),
+                  layer("b_relu", "ReLU", {"b"}, {"b_relu"}),
+                  pooling("pool", "b_relu"),
+                  inner_product("ip", "pool", 8 * 6 * 6, 10, rng),
+                  layer("loss", "SoftmaxWithLoss", {"ip", "label"}, {"loss"})};
+  for (const auto& [precision, tolerance] :
+       {std::pair{Precision::fp16, 5e-2}, std::pair{Precision::bf16, 1e-1}}) {
+    SCOPED_TRACE(precision_name(precision));
+    Net low(with_own_weights(graph), mixed(precision));
+    EXPECT_EQ(precision_of(low, "norm"), "fp32");
+    for (const char* name : {"norm_relu", "b", "b_relu", "pool", "ip"})
+      EXPECT_EQ(precision_of(low, name), precision_name(precision)) << name;
+    if (precision == Precision::fp16) low.set_loss_scale(1024.0f);
+    Net full(with_own_weights(graph), {.device = Device::cuda(0), .training = true, .seed = 7});
+    expect_same_training(low, full, Shape{6, 3, 12, 12}, 5, tolerance,
+                         [](Net& net) { net.forward_backward(); });
+    // The convolutions' workspaces (at least the low-precision filter gradients' scratch) are in the arena,
+    // lent for the moments they run: a stream holds at most the few partial sums reserved as a step runs
+    // (bias gradients of a convolution lent none).
+    EXPECT_GT(low.memory().arena_workspace_bytes, 0u);
+    reset_peak_device_memory(Device::cuda(0));
+    low.forward_backward();
+    low.synchronize();
+    for (const auto& [purpose, bytes] : device_memory_use(Device::cuda(0)).peak_by_purpose) {
+      if (purpose.find("workspace of a") != std::string::npos) EXPECT_LE(bytes, 64u << 10) << purpose;
+    }
+  }
+}
+
 // Recorded steps replay the low-precision weight copies' refresh and the loss scale: a recorded fp16 net
 // trains to the bit like an unrecorded one, also after the loss scale changed (which records again).
 TEST(MixedPrecisionTraining, RecordedStepsTrainLikeUnrecordedOnes) {

@@ -121,6 +121,9 @@ struct MemoryReport {
   std::size_t weight_grad_bytes = 0;      // their gradients (training)
   std::size_t workspace_bytes =
       0;  // scratch buffers of the kernels and their stream (im2col columns, cuDNN's), as allocated so far
+  // Training on a GPU: the largest of the kernels' workspaces that the plan placed in the arena (part of
+  // planned_bytes), each for the moments its kernel runs, instead of one held for the whole step.
+  std::size_t arena_workspace_bytes = 0;
   // Training: the activations, and their gradients, each planned alone (for the breakdown; the arena,
   // planned_bytes, holds both and reuses memory across them).
   std::size_t activation_planned_bytes = 0;

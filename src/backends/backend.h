@@ -43,6 +43,14 @@ class Stream {
   // Bytes of scratch memory the stream holds for its kernels to share (cuDNN's workspace), for memory
   // reports.
   virtual std::size_t workspace_bytes() const { return 0; }
+  // Workspaces from a net's memory plan (training nets): between plan_workspaces(true) and (false) the
+  // workspace each kernel reserves while it is made is noted, not allocated, and take_workspace_request()
+  // hands it over (the most reserved since the last call). The net places it in its arena for the moments
+  // that kernel runs and lends it before each of them (lend_workspace; nullptr, 0: none lent, the stream's
+  // own). A kernel that reserves more than it was lent runs on the stream's own workspace.
+  virtual void plan_workspaces(bool /*planning*/) {}
+  virtual std::size_t take_workspace_request() { return 0; }
+  virtual void lend_workspace(void* /*memory*/, std::size_t /*bytes*/) {}
   // Waits for all queued work; throws DeviceError for errors of work that ran asynchronously.
   virtual void synchronize() = 0;
 

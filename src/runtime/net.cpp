@@ -132,6 +132,14 @@ struct Net::Impl {
     Tensor target;
   };
   std::vector<std::vector<GradientCast>> step_grad_casts;
+  // Training: each step's kernel workspace (Stream::take_workspace_request), and where the plan put it
+  // for the step's forward and its backward (lent to the stream just before each).
+  std::vector<std::size_t> step_workspace_request;
+  struct LentWorkspace {
+    void* memory = nullptr;
+    std::size_t bytes = 0;
+  };
+  std::vector<LentWorkspace> forward_workspace, backward_workspace;
   float loss_scale = 1.0f;  // Net::set_loss_scale
   Tensor overflow_flags;    // per parameter (i32): its gradient is not finite; fp16 training only
   std::vector<Parameter> params;                  // unique learned blobs
@@ -159,7 +167,10 @@ struct Net::Impl {
   void fuse_training_steps(const std::vector<int>& reads, const std::vector<float>& tensor_loss_weight);
   // The tensor a step that absorbed others writes last (its absorbed steps' output), or -1.
   int fused_output(std::size_t step) const;
-  void plan_gradients(const std::vector<int>& grad_fill_step, const std::vector<float>& tensor_loss_weight);
+  // `grad_cast_buffer`: per step and input, the buffer of that input's gradient in the step's type, or -1.
+  void plan_gradients(const std::vector<int>& grad_fill_step, const std::vector<float>& tensor_loss_weight,
+                      const std::vector<std::vector<int>>& grad_cast_buffer,
+                      const std::vector<std::byte*>& address);
   void plan_overflow_check();
   void run_backward();
   void queue_backward();
@@ -181,13 +192,36 @@ struct Net::Impl {
   void move_weights_to_device(const std::vector<std::vector<bool>>& borrowed);
   void make_weight_gradients(const std::vector<std::vector<bool>>& borrowed);
   // report.busiest_moment / busiest_buffers from the plan's buffers.
+  // `named`: buffers that hold no tensor of the graph (converted copies), with a name for each.
   void describe_busiest_moment(const std::vector<BufferRequest>& buffers,
                                const std::vector<int>& buffer_device, const std::vector<int>& buffer_of,
-                               const std::vector<int>& grad_buffer_of);
+                               const std::vector<int>& grad_buffer_of,
+                               const std::vector<std::pair<int, std::string>>& named);
   DType low_precision_dtype() const;
-  void place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers,
-                     const std::vector<int>& grad_buffer_of);
-  void connect_steps();
+  // Whether the step reads a converted copy of the tensor (it lives on another device or in another type).
+  bool reads_copy(std::size_t step, int id) const;
+  // An input converted for the steps that read it on another device or in another type: one per tensor,
+  // device and type, written before its first reader runs. A conversion on the same device has its buffer
+  // in the arena like the layers' outputs; an upload from another device, which does not wait for the
+  // work queued on this one, gets memory of its own (buffer -1).
+  struct PlannedCopy {
+    int source;
+    Device device;
+    DType dtype;
+    int buffer;  // in the plan's buffers, or -1
+  };
+  using CopyKey = std::tuple<int, DeviceType, DType>;
+  // Places the plan's buffers in one arena per device (`buffer_device`: where each lives) and wraps the
+  // tensors and gradients in them; returns each buffer's address.
+  // Buffers from `workspaces_begin` on are the kernels' workspaces.
+  std::vector<std::byte*> place_tensors(const std::vector<int>& buffer_of,
+                                        const std::vector<BufferRequest>& buffers,
+                                        std::size_t workspaces_begin,
+                                        const std::vector<Device>& buffer_device,
+                                        const std::vector<int>& grad_buffer_of,
+                                        const std::vector<std::pair<int, std::string>>& named);
+  void connect_steps(const std::vector<PlannedCopy>& copies, const std::map<CopyKey, std::size_t>& copy_of,
+                     const std::vector<std::byte*>& address);
   void fuse_steps();
   int fuse_residual_on_other(std::size_t step, int out, Kernel& kernel, const std::vector<int>& readers,
                              const std::vector<int>& reader, const std::set<int>& outputs);
@@ -495,9 +529,16 @@ void Net::Impl::plan() {
   step_absorbs.assign(layers.size(), {});
   fused_into.assign(layers.size(), -1);
   if (training && !separate && !options.reference_kernels) fuse_training_steps(reads, tensor_loss_weight);
+  const auto converted = [&](std::size_t step, int id) { return reads_copy(step, id); };
+  // Backward reads the inputs of its layer (a fused step's backward is its owner's, which keeps what it
+  // reads).
+  const auto backward_reads_inputs = [&](std::size_t step) {
+    return training && step_runs_backward[step] && fused_into[step] < 0 &&
+           kernels[step]->backward_reads_inputs();
+  };
   if (training) {
-    // Backward reads the inputs of its layer, and the outputs unless the layer says it never does
-    // (a fused step's backward is its owner's, which keeps what it reads).
+    // Backward reads the inputs of its layer (or their copies, kept below), and the outputs unless the
+    // layer says it never does.
     for (int step = 0; step < steps; ++step) {
       const auto us = static_cast<std::size_t>(step);
       if (!step_runs_backward[us] || fused_into[us] >= 0) continue;
@@ -505,8 +546,9 @@ void Net::Impl::plan() {
         auto& last = last_use[static_cast<std::size_t>(id)];
         last = std::max(last, backward_time(step));
       };
-      if (kernels[us]->backward_reads_inputs()) {
-        for (int id : step_inputs[us]) keep(id);
+      if (backward_reads_inputs(us)) {
+        for (int id : step_inputs[us])
+          if (!converted(us, id)) keep(id);
       }
       if (layers[us]->backward_reads_outputs()) {
         for (int id : step_outputs[us]) keep(id);
@@ -525,21 +567,62 @@ void Net::Impl::plan() {
   std::vector<int> buffer_of(names.size(), -1);
   std::vector<BufferRequest> buffers;
   std::vector<bool> overwritten(names.size(), false);  // by an in-place layer during forward
+  std::vector<PlannedCopy> copies;
+  std::map<CopyKey, std::size_t> copy_of;
+  std::map<CopyKey, int> copy_readers;
+  for (int step = 0; step < steps; ++step) {
+    const auto us = static_cast<std::size_t>(step);
+    for (int id : step_inputs[us])
+      if (converted(us, id)) ++copy_readers[{id, step_device[us].type, step_dtype[us]}];
+  }
+  const auto bytes_of = [&](std::size_t id, DType dtype) {
+    return static_cast<std::size_t>(checked_numel(shapes[id].dims(), sizeof(float),
+                                                  "net '" + graph.name + "': tensor '" + names[id] + "'") *
+                                    static_cast<std::int64_t>(dtype_size(dtype)));
+  };
   for (int step = 0; step < steps; ++step) {
     const auto us = static_cast<std::size_t>(step);
     const auto& in = step_inputs[us];
     const auto& out = step_outputs[us];
+    // The copies this step reads: made before its first reader runs, kept to the last one's last read.
+    for (int id : in) {
+      if (!converted(us, id)) continue;
+      const CopyKey key{id, step_device[us].type, step_dtype[us]};
+      auto [it, first] = copy_of.try_emplace(key, copies.size());
+      if (first) {
+        const bool upload = tensor_device[static_cast<std::size_t>(id)] != step_device[us];
+        copies.push_back(
+            {id, step_device[us], step_dtype[us], upload ? -1 : static_cast<int>(buffers.size())});
+        if (!upload)
+          buffers.push_back({bytes_of(static_cast<std::size_t>(id), step_dtype[us]), separate ? 0 : step,
+                             separate ? end : step});
+      }
+      if (const int buffer = copies[it->second].buffer; buffer >= 0 && !separate) {
+        auto& request = buffers[static_cast<std::size_t>(buffer)];
+        request.last_step =
+            std::max(request.last_step, backward_reads_inputs(us) ? backward_time(step) : step);
+      }
+    }
     // Inside a fused chain (the Scale before a fused ReLU) no value is ever written: no buffer.
     const int owner = fused_into[us];
     if (owner >= 0 && step_absorbs[static_cast<std::size_t>(owner)].back() != step) continue;
     for (std::size_t k = 0; k < out.size(); ++k) {
       const auto id = static_cast<std::size_t>(out[k]);
-      const auto element = static_cast<std::int64_t>(dtype_size(tensor_dtype[id]));
-      const auto bytes =
-          static_cast<std::size_t>(checked_numel(shapes[id].dims(), sizeof(float),
-                                                 "net '" + graph.name + "': tensor '" + names[id] + "'") *
-                                   element);
-      if (k == 0 && !separate && layers[us]->in_place() && !in.empty()) {
+      const std::size_t bytes = bytes_of(id, tensor_dtype[id]);
+      if (k == 0 && !separate && layers[us]->in_place() && !in.empty() && converted(us, in[0])) {
+        // In place over the copy of its input, which only this step reads.
+        const CopyKey key{in[0], step_device[us].type, step_dtype[us]};
+        const PlannedCopy& copy = copies[copy_of.at(key)];
+        if (copy.buffer >= 0 && copy_readers.at(key) == 1 && copy.dtype == tensor_dtype[id] &&
+            copy.device == tensor_device[id] &&
+            buffers[static_cast<std::size_t>(copy.buffer)].bytes == bytes &&
+            (!training || layers[us]->in_place_while_training())) {
+          auto& request = buffers[static_cast<std::size_t>(copy.buffer)];
+          buffer_of[id] = copy.buffer;
+          request.last_step = std::max(request.last_step, last_use[id]);
+          continue;
+        }
+      } else if (k == 0 && !separate && layers[us]->in_place() && !in.empty()) {
         const auto source = static_cast<std::size_t>(in[0]);
         bool can = producer[source] >= 0 && buffer_of[source] >= 0 && !outputs.count(in[0]) &&
                    shapes[source].numel() == shapes[id].numel() &&
@@ -632,6 +715,45 @@ void Net::Impl::plan() {
       }
     }
   }
+  // A step reading a copy adds its input's gradient into one in its own type, converted back into the
+  // gradient once its backward ran: a buffer for that moment alone.
+  std::vector<std::vector<int>> grad_cast_buffer(layers.size());
+  std::vector<std::pair<int, std::string>> named;
+  for (const PlannedCopy& copy : copies) {
+    if (copy.buffer >= 0)
+      named.emplace_back(copy.buffer,
+                         names[static_cast<std::size_t>(copy.source)] + " as " + dtype_name(copy.dtype));
+  }
+  for (int step = 0; training && step < steps; ++step) {
+    const auto us = static_cast<std::size_t>(step);
+    for (std::size_t k = 0; k < step_inputs[us].size(); ++k) {
+      const auto id = static_cast<std::size_t>(step_inputs[us][k]);
+      const bool cast = step_runs_backward[us] && grad_buffer_of[id] >= 0 && carries[id] &&
+                        layers[us]->differentiable_input(k) && tensor_dtype[id] != step_dtype[us];
+      grad_cast_buffer[us].push_back(cast ? static_cast<int>(buffers.size()) : -1);
+      if (!cast) continue;
+      named.emplace_back(static_cast<int>(buffers.size()),
+                         "gradient of " + names[id] + " as " + dtype_name(step_dtype[us]));
+      buffers.push_back({bytes_of(id, step_dtype[us]), separate ? 0 : backward_time(step),
+                         separate ? end : backward_time(step)});
+    }
+  }
+  // Each kernel's workspace for the moments it runs (forward, backward), after the activations and gradients.
+  const std::size_t workspaces_begin = buffers.size();
+  std::vector<int> forward_workspace_buffer(layers.size(), -1), backward_workspace_buffer(layers.size(), -1);
+  for (int step = 0; training && step < steps; ++step) {
+    const auto us = static_cast<std::size_t>(step);
+    const std::size_t bytes = step_workspace_request[us];
+    if (bytes == 0 || fused_into[us] >= 0) continue;
+    forward_workspace_buffer[us] = static_cast<int>(buffers.size());
+    named.emplace_back(static_cast<int>(buffers.size()), "workspace of " + layers[us]->name());
+    buffers.push_back({bytes, step, step});
+    if (step_runs_backward[us]) {
+      backward_workspace_buffer[us] = static_cast<int>(buffers.size());
+      named.emplace_back(static_cast<int>(buffers.size()), "workspace of " + layers[us]->name());
+      buffers.push_back({bytes, backward_time(step), backward_time(step)});
+    }
+  }
   concat_starts.assign(names.size(), -1);
   if (!separate && !training && !options.reference_kernels) {
     // A channel Concat's output lives from the first step that may write into it in place (see
@@ -659,7 +781,23 @@ void Net::Impl::plan() {
   stream->drop_capture();
   ran_uncaptured = false;
   step_ran_uncaptured = false;
-  place_tensors(buffer_of, buffers, grad_buffer_of);
+  std::vector<Device> buffer_device(buffers.size(), options.device);
+  for (std::size_t id = 0; id < names.size(); ++id) {
+    if (buffer_of[id] >= 0) buffer_device[static_cast<std::size_t>(buffer_of[id])] = tensor_device[id];
+  }
+  for (const PlannedCopy& copy : copies) {
+    if (copy.buffer >= 0) buffer_device[static_cast<std::size_t>(copy.buffer)] = copy.device;
+  }
+  const std::vector<std::byte*> address =
+      place_tensors(buffer_of, buffers, workspaces_begin, buffer_device, grad_buffer_of, named);
+  forward_workspace.assign(layers.size(), {});
+  backward_workspace.assign(layers.size(), {});
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    for (auto [buffer, lent] : {std::pair{forward_workspace_buffer[step], &forward_workspace[step]},
+                                std::pair{backward_workspace_buffer[step], &backward_workspace[step]}}) {
+      if (buffer >= 0) *lent = {address[static_cast<std::size_t>(buffer)], step_workspace_request[step]};
+    }
+  }
   readable.assign(names.size(), separate);
   readable_until_backward.assign(names.size(), separate);
   for (std::size_t id = 0; id < names.size(); ++id) {
@@ -670,10 +808,10 @@ void Net::Impl::plan() {
   }
   for (int id : input_ids) readable[static_cast<std::size_t>(id)] = true;
   for (int id : output_ids) readable[static_cast<std::size_t>(id)] = true;
-  connect_steps();
+  connect_steps(copies, copy_of, address);
   if (!options.training && !options.keep_intermediates && !options.reference_kernels) fuse_steps();
   if (options.training) {
-    plan_gradients(grad_fill_step, tensor_loss_weight);
+    plan_gradients(grad_fill_step, tensor_loss_weight, grad_cast_buffer, address);
     plan_overflow_check();
   }
   forwarded = false;
@@ -683,7 +821,8 @@ void Net::Impl::plan() {
 void Net::Impl::describe_busiest_moment(const std::vector<BufferRequest>& buffers,
                                         const std::vector<int>& buffer_device,
                                         const std::vector<int>& buffer_of,
-                                        const std::vector<int>& grad_buffer_of) {
+                                        const std::vector<int>& grad_buffer_of,
+                                        const std::vector<std::pair<int, std::string>>& named_buffers) {
   // Moments as the plan numbers them: forward of step t at t, its backward at 2 · steps − 1 − t.
   const int steps = static_cast<int>(layers.size());
   const int end = options.training ? 2 * steps : steps;
@@ -715,19 +854,23 @@ void Net::Impl::describe_busiest_moment(const std::vector<BufferRequest>& buffer
   };
   for (std::size_t id = 0; id < names.size(); ++id) add(buffer_of[id], names[id]);
   for (std::size_t id = 0; id < names.size(); ++id) add(grad_buffer_of[id], "gradient of " + names[id]);
+  for (const auto& [buffer, name] : named_buffers) add(buffer, name);
   std::stable_sort(report.busiest_buffers.begin(), report.busiest_buffers.end(),
                    [](const auto& a, const auto& b) { return a.second > b.second; });
 }
 
-void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vector<BufferRequest>& buffers,
-                              const std::vector<int>& grad_buffer_of) {
+std::vector<std::byte*> Net::Impl::place_tensors(const std::vector<int>& buffer_of,
+                                                 const std::vector<BufferRequest>& buffers,
+                                                 std::size_t workspaces_begin,
+                                                 const std::vector<Device>& buffer_devices,
+                                                 const std::vector<int>& grad_buffer_of,
+                                                 const std::vector<std::pair<int, std::string>>& named) {
   // One arena per device that runs layers, each planned over the buffers of the tensors made there.
   std::vector<Device> devices{options.device};
   if (!fallbacks.empty()) devices.push_back(Device::cpu());
   std::vector<int> buffer_device(buffers.size(), 0);
-  for (std::size_t id = 0; id < names.size(); ++id) {
-    if (buffer_of[id] >= 0 && tensor_device[id] != options.device)
-      buffer_device[static_cast<std::size_t>(buffer_of[id])] = 1;
+  for (std::size_t b = 0; b < buffers.size(); ++b) {
+    if (buffer_devices[b] != options.device) buffer_device[b] = 1;
   }
   report = {};
   arenas.clear();
@@ -745,9 +888,9 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
     report.planned_bytes += memory.arena_bytes;
     const std::int64_t cap = options.max_planned_bytes > 0 ? options.max_planned_bytes : limits().max_planned_bytes;
     if (report.planned_bytes > static_cast<std::size_t>(cap)) {
-      throw LimitError("net '" + graph.name + "': its activations need " + std::to_string(report.planned_bytes) +
-                       " bytes, above the limit of " + std::to_string(cap) +
-                       " (NetOptions::max_planned_bytes, Limits::max_planned_bytes)");
+      throw LimitError("net '" + graph.name + "': its activation arena needs " +
+                       std::to_string(report.planned_bytes) + " bytes, above the limit of " +
+                       std::to_string(cap) + " (NetOptions::max_planned_bytes, Limits::max_planned_bytes)");
     }
     const Device device = devices[d];
     std::shared_ptr<void> block = backend_for(device).allocate(
@@ -771,33 +914,47 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
           aligned(static_cast<std::size_t>(shapes[u].numel()) * dtype_size(tensor_dtype[u]));
     }
   }
+  // Naive: converted copies and their gradients each in a buffer of their own too.
+  for (const auto& [buffer, name] : named) {
+    const auto b = static_cast<std::size_t>(buffer);
+    if (b < workspaces_begin)
+      (b < activation_buffers ? report.activation_bytes : report.activation_grad_bytes) +=
+          aligned(buffers[b].bytes);
+  }
   report.naive_bytes = report.activation_bytes + report.activation_grad_bytes;
   if (options.training) {
     const auto split = static_cast<std::ptrdiff_t>(activation_buffers);
     report.activation_planned_bytes =
         plan_memory(std::vector<BufferRequest>(buffers.begin(), buffers.begin() + split)).arena_bytes;
+    const auto workspaces = static_cast<std::ptrdiff_t>(workspaces_begin);
     report.activation_grad_planned_bytes =
-        plan_memory(std::vector<BufferRequest>(buffers.begin() + split, buffers.end())).arena_bytes;
+        plan_memory(std::vector<BufferRequest>(buffers.begin() + split, buffers.begin() + workspaces))
+            .arena_bytes;
+    for (auto b = buffers.begin() + workspaces; b != buffers.end(); ++b)
+      report.arena_workspace_bytes = std::max(report.arena_workspace_bytes, b->bytes);
   }
 
-  describe_busiest_moment(buffers, buffer_device, buffer_of, grad_buffer_of);
+  describe_busiest_moment(buffers, buffer_device, buffer_of, grad_buffer_of, named);
 
+  std::vector<std::byte*> address(buffers.size());
+  for (std::size_t b = 0; b < buffers.size(); ++b) {
+    address[b] =
+        static_cast<std::byte*>(arenas[static_cast<std::size_t>(buffer_device[b])].raw()) + offsets[b];
+  }
   tensors.assign(names.size(), Tensor{});
   for (int id : input_ids) {
     tensors[static_cast<std::size_t>(id)] = Tensor::zeros(shapes[static_cast<std::size_t>(id)], DType::f32, options.device);
   }
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (buffer_of[id] < 0) continue;
-    const auto buffer = static_cast<std::size_t>(buffer_of[id]);
-    auto* base = static_cast<std::byte*>(arenas[static_cast<std::size_t>(buffer_device[buffer])].raw());
-    tensors[id] = Tensor::wrap(base + offsets[buffer], shapes[id], tensor_dtype[id], tensor_device[id]);
+    tensors[id] = Tensor::wrap(address[static_cast<std::size_t>(buffer_of[id])], shapes[id], tensor_dtype[id],
+                               tensor_device[id]);
   }
   grads.assign(names.size(), Tensor{});
   for (std::size_t id = 0; id < names.size(); ++id) {
     if (grad_buffer_of[id] < 0) continue;
-    const auto buffer = static_cast<std::size_t>(grad_buffer_of[id]);
-    auto* base = static_cast<std::byte*>(arenas[static_cast<std::size_t>(buffer_device[buffer])].raw());
-    grads[id] = Tensor::wrap(base + offsets[buffer], shapes[id], tensor_dtype[id], options.device);
+    grads[id] = Tensor::wrap(address[static_cast<std::size_t>(grad_buffer_of[id])], shapes[id],
+                             tensor_dtype[id], options.device);
   }
   output_casts.clear();
   for (int id : output_ids) {
@@ -806,34 +963,49 @@ void Net::Impl::place_tensors(const std::vector<int>& buffer_of, const std::vect
       output_casts.push_back({id, Tensor::empty(shapes[index], DType::f32, tensor_device[index])});
     }
   }
+  return address;
 }
 
-void Net::Impl::connect_steps() {
+bool Net::Impl::reads_copy(std::size_t step, int id) const {
+  const auto u = static_cast<std::size_t>(id);
+  return tensor_device[u] != step_device[step] || tensor_dtype[u] != step_dtype[step];
+}
+
+void Net::Impl::connect_steps(const std::vector<PlannedCopy>& copies,
+                              const std::map<CopyKey, std::size_t>& copy_of,
+                              const std::vector<std::byte*>& address) {
   const auto steps = layers.size();
   step_input_views.assign(steps, {});
   step_output_views.assign(steps, {});
   step_transfers.assign(steps, {});
   // A tensor read on another device or in another type is copied and converted once, before the
   // first layer there reads it.
-  std::map<std::tuple<int, DeviceType, DType>, Tensor> copies;
+  std::vector<Tensor> copy_tensors;
+  for (const PlannedCopy& copy : copies) {
+    const Shape& shape = shapes[static_cast<std::size_t>(copy.source)];
+    copy_tensors.push_back(copy.buffer >= 0 ? Tensor::wrap(address[static_cast<std::size_t>(copy.buffer)],
+                                                           shape, copy.dtype, copy.device)
+                                            : Tensor::empty(shape, copy.dtype, copy.device));
+  }
+  std::vector<bool> made(copies.size(), false);
   for (std::size_t step = 0; step < steps; ++step) {
     const Device device = step_device[step];
     const DType dtype = step_dtype[step];
     for (int id : step_inputs[step]) {
       const auto index = static_cast<std::size_t>(id);
-      if (tensor_device[index] == device && tensor_dtype[index] == dtype) {
+      if (!reads_copy(step, id)) {
         step_input_views[step].push_back(tensors[index]);
         continue;
       }
-      auto [it, first] = copies.try_emplace({id, device.type, dtype});
-      if (first) {
-        it->second = Tensor::empty(shapes[index], dtype, device);
+      const std::size_t c = copy_of.at({id, device.type, dtype});
+      if (!made[c]) {
+        made[c] = true;
         Tensor staging;
         if (tensor_device[index] != device && tensor_dtype[index] != dtype)
           staging = Tensor::empty(shapes[index], tensor_dtype[index], device);
-        step_transfers[step].push_back({id, it->second, staging});
+        step_transfers[step].push_back({id, copy_tensors[c], staging});
       }
-      step_input_views[step].push_back(it->second);
+      step_input_views[step].push_back(copy_tensors[c]);
     }
     for (int id : step_outputs[step]) step_output_views[step].push_back(tensors[static_cast<std::size_t>(id)]);
     if (const int out = fused_output(step); out >= 0)
@@ -1160,8 +1332,7 @@ void Net::Impl::fuse_max_pooling(std::size_t step, int out, Kernel& kernel, cons
   const int pooled = step_outputs[pool_step][0];
   const Tensor& target = tensors[static_cast<std::size_t>(pooled)];
   const auto* begin = static_cast<const std::byte*>(target.raw());
-  for (int id : step_inputs[step]) {
-    const Tensor& input = tensors[static_cast<std::size_t>(id)];
+  for (const Tensor& input : step_input_views[step]) {  // what the kernel reads: copies where converted
     const auto* from = static_cast<const std::byte*>(input.raw());
     if (from < begin + target.bytes() && begin < from + input.bytes()) return;
   }
@@ -1283,7 +1454,9 @@ void Net::Impl::decide_gradients() {
 }
 
 void Net::Impl::plan_gradients(const std::vector<int>& grad_fill_step,
-                               const std::vector<float>& tensor_loss_weight) {
+                               const std::vector<float>& tensor_loss_weight,
+                               const std::vector<std::vector<int>>& grad_cast_buffer,
+                               const std::vector<std::byte*>& address) {
   // Every output of a step that runs backward has a gradient buffer (zeros where nothing flows), so
   // layers never see an undefined output gradient; place_tensors put them in the arena. Each is set to
   // its loss weight (or zero) just before the first backward step that adds into it.
@@ -1313,8 +1486,9 @@ void Net::Impl::plan_gradients(const std::vector<int>& grad_fill_step,
     for (std::size_t k = 0; k < step_inputs[step].size(); ++k) {
       const auto id = static_cast<std::size_t>(step_inputs[step][k]);
       Tensor grad = carries[id] && layers[step]->differentiable_input(k) ? grads[id] : Tensor{};
-      if (grad.defined() && step_runs_backward[step] && tensor_dtype[id] != step_dtype[step]) {
-        Tensor converted = Tensor::empty(shapes[id], step_dtype[step], options.device);
+      if (const int buffer = grad_cast_buffer[step][k]; buffer >= 0) {
+        Tensor converted = Tensor::wrap(address[static_cast<std::size_t>(buffer)], shapes[id],
+                                        step_dtype[step], options.device);
         step_grad_casts[step].push_back({converted, grad});
         grad = converted;
       }
@@ -1376,6 +1550,7 @@ void Net::Impl::queue_backward() {
     }
     for (GradientCast& cast : step_grad_casts[step]) stream->fill(cast.converted, 0.0f);
     if (step_runs_backward[step]) {
+      stream->lend_workspace(backward_workspace[step].memory, backward_workspace[step].bytes);
       try {
         const auto run = [&] {
           kernels[step]->backward(*layers[step], step_input_views[step], step_output_views[step],
@@ -1387,10 +1562,12 @@ void Net::Impl::queue_backward() {
           run();
         }
       } catch (const DeviceError& e) {
+        stream->lend_workspace(nullptr, 0);
         rethrow_device_error(
             e, "backward of layer '" + layers[step]->name() + "' (" + layers[step]->type() + "): ");
       }
     }
+    stream->lend_workspace(nullptr, 0);
     for (GradientCast& cast : step_grad_casts[step]) stream->add_converted(cast.converted, cast.target);
     // A fused step's gradients are complete once the step that absorbed it ran.
     if (backward_observer && fused_into[step] < 0) {
@@ -1495,6 +1672,18 @@ void Net::Impl::make_kernels() {
   step_precision_note.assign(layers.size(), "");
   const DType low = low_precision_dtype();
   std::string precision_fallbacks;
+  // Training: the workspaces the kernels reserve go into the memory plan. Inference nets keep the stream's
+  // shared one for now, and so does the naive plan (keep_intermediates), as Caffe holds one.
+  step_workspace_request.assign(layers.size(), 0);
+  struct PlanningWorkspaces {
+    Stream* stream;
+    explicit PlanningWorkspaces(Stream* s) : stream(s) {
+      if (stream) stream->plan_workspaces(true);
+    }
+    ~PlanningWorkspaces() {
+      if (stream) stream->plan_workspaces(false);
+    }
+  } planning(options.training && !options.keep_intermediates ? stream.get() : nullptr);
   for (std::size_t step = 0; step < layers.size(); ++step) {
     const Layer& layer = *layers[step];
     std::vector<Shape> in_shapes;
@@ -1544,6 +1733,7 @@ void Net::Impl::make_kernels() {
           (precision_fallbacks.empty() ? "" : ", ") + ("'" + layer.name() + "' (" + layer.type() + ")");
     }
     if (options.stateful) kernel->bind_state(&carried[step]);
+    step_workspace_request[step] = stream->take_workspace_request();
     kernels.push_back(std::move(kernel));
   }
   if (options.strict_precision && !precision_fallbacks.empty()) {
@@ -1581,16 +1771,20 @@ void Net::Impl::run_steps() {
           transfer.copy.copy_from(tensors[source]);
         }
       }
+      if (options.training)
+        stream->lend_workspace(forward_workspace[step].memory, forward_workspace[step].bytes);
       if (profile_layers) {
         timed(forward_time, step, [&] { kernels[step]->forward(step_input_views[step], step_output_views[step]); });
       } else {
         kernels[step]->forward(step_input_views[step], step_output_views[step]);
       }
     } catch (const DeviceError& e) {
+      stream->lend_workspace(nullptr, 0);
       const Layer& layer = *layers[step];
       rethrow_device_error(e, "layer '" + layer.name() + "' (" + layer.type() + "): ");
     }
   }
+  stream->lend_workspace(nullptr, 0);
   for (OutputCast& cast : output_casts) {
     const auto id = static_cast<std::size_t>(cast.id);
     stream_for(tensor_device[id]).convert(tensors[id], cast.value);

@@ -21,16 +21,19 @@ void print_training_memory(const train::TrainingMemory& memory, std::ostream& ou
     test_naive += test.naive_bytes;
     test_workspace += test.workspace_bytes;
   }
+  const std::size_t naive_workspace = std::max(net.workspace_bytes, net.arena_workspace_bytes);
   const std::vector<Row> rows = {
       {"weights", net.weight_bytes, net.weight_bytes},
       {"weight gradients", net.weight_grad_bytes, net.weight_grad_bytes},
       {"solver history", memory.solver_history_bytes, memory.solver_history_bytes},
       {"activations", net.activation_planned_bytes, net.activation_bytes},
       {"activation gradients", net.activation_grad_planned_bytes, net.activation_grad_bytes},
-      {"workspace", net.workspace_bytes + test_workspace, net.workspace_bytes + test_workspace},
+      // Naive: one workspace for every step, as large as the largest the arena holds.
+      {"workspace", net.workspace_bytes + test_workspace, naive_workspace + test_workspace},
       {"test nets' activations", test_planned, test_naive},
   };
-  const std::string arena = "activations + gradients, one arena";
+  const std::string arena = net.arena_workspace_bytes > 0 ? "activations + gradients + workspaces, one arena"
+                                                          : "activations + gradients, one arena";
   std::size_t width = arena.size();
   for (const Row& row : rows) width = std::max(width, row.category.size());
   auto line = [&](const std::string& category, std::size_t planned, std::size_t naive) {
@@ -47,7 +50,7 @@ void print_training_memory(const train::TrainingMemory& memory, std::ostream& ou
   const std::size_t planned_total = net.weight_bytes + net.weight_grad_bytes + memory.solver_history_bytes +
                                     net.planned_bytes + net.workspace_bytes + test_workspace + test_planned;
   const std::size_t naive_total = net.weight_bytes + net.weight_grad_bytes + memory.solver_history_bytes +
-                                  net.naive_bytes + net.workspace_bytes + test_workspace + test_naive;
+                                  net.naive_bytes + naive_workspace + test_workspace + test_naive;
   line(arena, net.planned_bytes, net.naive_bytes);
   line("total", planned_total, naive_total);
   out << "  (planned " << binary_bytes(planned_total) << " vs naive " << binary_bytes(naive_total)

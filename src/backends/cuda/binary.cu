@@ -185,7 +185,7 @@ class BinaryKernel final : public CudaKernel {
         if (chunks(reach) > 1)
           bytes = std::max(bytes, static_cast<std::size_t>(elements(reach)) * sizeof(float));
       }
-      if (context.workspace_bytes() < bytes) context.reserve_workspace(bytes);
+      context.reserve_workspace(bytes);
     }
   }
 

@@ -81,7 +81,7 @@ void reduce_channels(StreamContext& context, const ChannelExtent& extent, Term t
   Sum* partial = nullptr;
   if (runs > 1) {
     const auto bytes = static_cast<std::size_t>(extent.channels * runs) * sizeof(Sum);
-    if (context.workspace_bytes() < bytes) context.reserve_workspace(bytes);
+    context.reserve_workspace(bytes);
     partial = static_cast<Sum*>(context.workspace());
   }
   constexpr std::int64_t kMaxBlocks = std::int64_t{1} << 16;

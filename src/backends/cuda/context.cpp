@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "espresso/errors.h"
@@ -185,7 +186,27 @@ bool StreamContext::allow_tf32(bool allow) {
   return true;
 }
 
+void StreamContext::plan_workspaces(bool planning) {
+  planning_workspaces_ = planning;
+  requested_workspace_ = 0;
+}
+
+std::size_t StreamContext::take_workspace_request() { return std::exchange(requested_workspace_, 0); }
+
+void StreamContext::lend_workspace(void* memory, std::size_t bytes) {
+  lent_ = bytes > 0 ? memory : nullptr;
+  lent_bytes_ = lent_ != nullptr ? bytes : 0;
+}
+
 void StreamContext::reserve_workspace(std::size_t bytes) {
+  if (planning_workspaces_) {
+    requested_workspace_ = std::max(requested_workspace_, bytes);
+    return;
+  }
+  if (lent_ != nullptr) {
+    if (bytes <= lent_bytes_) return;
+    lend_workspace(nullptr, 0);  // more than the plan knew of: the stream's own from here on
+  }
   if (bytes <= workspace_bytes_) return;
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   ESPRESSO_CUDA_CHECK(cudaStreamIsCapturing(stream_, &capturing));

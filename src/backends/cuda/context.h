@@ -55,10 +55,14 @@ class StreamContext final : public Stream {
   // one after another, so they can share it instead of each holding its own. Kernels reserve what they
   // need when they are made and take workspace() when they run, never keeping the pointer: a larger
   // reservation replaces the buffer (after the queued work that may use the old one, or keeping the
-  // old one alive while a capture records or a recorded graph may replay).
+  // old one alive while a capture records or a recorded graph may replay). A workspace lent from a net's
+  // plan (Stream::lend_workspace) stands in for it while it is large enough.
   void reserve_workspace(std::size_t bytes);
-  void* workspace() const { return workspace_.get(); }
+  void* workspace() const { return lent_ != nullptr ? lent_ : workspace_.get(); }
   std::size_t workspace_bytes() const override { return workspace_bytes_; }
+  void plan_workspaces(bool planning) override;
+  std::size_t take_workspace_request() override;
+  void lend_workspace(void* memory, std::size_t bytes) override;
   // The device copy of a CPU weight tensor: the shared one when the model is resident, else uploaded
   // on first request and kept for the context's life (a CPU tensor's weights live as long as the Net's
   // layers and never change). A tensor already on this device (a training net's weights, which the
@@ -78,6 +82,10 @@ class StreamContext final : public Stream {
   std::shared_ptr<void> workspace_;
   std::size_t workspace_bytes_ = 0;
   std::vector<std::shared_ptr<void>> retired_workspaces_;  // replaced while a capture was recording
+  bool planning_workspaces_ = false;
+  std::size_t requested_workspace_ = 0;  // while planning: the most reserved since the last take
+  void* lent_ = nullptr;
+  std::size_t lent_bytes_ = 0;
   cudaGraphExec_t graph_ = nullptr;
   cudaEvent_t start_ = nullptr, end_ = nullptr;
   // capture_exclusion(), held from begin_capture() to end_capture() or abort_capture(): one capture

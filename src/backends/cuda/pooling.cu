@@ -317,8 +317,7 @@ class PoolingKernel final : public CudaKernel {
       void* maxima = maxima_.get();
       const bool find = !windows_.average && maxima == nullptr;
       if (find) {
-        if (context_.workspace_bytes() < maxima_bytes(windows_))
-          context_.reserve_workspace(maxima_bytes(windows_));
+        context_.reserve_workspace(maxima_bytes(windows_));
         maxima = context_.workspace();
       }
       with_window_variant(windows_, [&](auto index, auto planar, auto tap) {
