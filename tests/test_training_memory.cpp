@@ -29,7 +29,8 @@ void expect_identical_training(const Graph& graph, const Shape& data_shape, int 
   const MemoryReport shared = planned.memory(), separate = naive.memory();
   EXPECT_EQ(shared.naive_bytes, separate.naive_bytes);
   EXPECT_EQ(separate.planned_bytes, separate.naive_bytes) << "keep_intermediates plans one buffer each";
-  EXPECT_LT(shared.planned_bytes, separate.planned_bytes);
+  // On a GPU the planned arena also holds the kernels' workspaces, which the naive plan's stream holds apart.
+  EXPECT_LT(shared.planned_bytes + shared.workspace_bytes, separate.planned_bytes + separate.workspace_bytes);
   EXPECT_GT(shared.activation_grad_bytes, 0u);
 }
 
