@@ -176,8 +176,8 @@ TEST(MixedPrecisionTraining, CopiesAroundAnFp32LayerTrainLikeTheNaivePlan) {
     expect_same_training(planned, naive, Shape{6, 3, 12, 12}, 5, 0.0,
                          [](Net& net) { net.forward_backward(); });
     // The convolutions' workspaces (at least the low-precision filter gradients' scratch) are in the arena,
-    // lent for the moments they run: the planned net's stream holds at most the few partial sums reserved
-    // as a step runs (bias gradients of a convolution lent none).
+    // lent for the moments they run; the planned net's stream holds no more than the naive one's (at most
+    // the partial sums a kernel reserves as it runs, beyond what it was lent).
     EXPECT_GT(planned.memory().arena_workspace_bytes, 0u);
     EXPECT_EQ(naive.memory().arena_workspace_bytes, 0u);
     EXPECT_LE(planned.memory().workspace_bytes, naive.memory().workspace_bytes);

@@ -70,7 +70,8 @@ struct NetOptions {
   // with instead of their initial-state inputs (or zeros), so a sequence can run chunk by chunk;
   // reset_state() starts over. A new batch size starts over too. Inference only.
   bool stateful = false;
-  // The most activation memory (bytes, all devices together) this net may plan; a model whose shapes
+  // The most arena memory (bytes, all devices together: activations, converted copies, and when training
+  // their gradients and the GPU kernels' workspaces) this net may plan; a model whose shapes
   // ask for more fails with LimitError before anything is allocated. 0: limits().max_planned_bytes
   // (32 GiB by default, espresso/limits.h).
   std::int64_t max_planned_bytes = 0;
@@ -113,9 +114,11 @@ struct LayerSummary {
 // once its last reader in forward or backward has run; naive gives every tensor and every gradient a
 // buffer of its own (NetOptions::keep_intermediates plans that way). docs/training-memory.md.
 struct MemoryReport {
-  std::size_t planned_bytes = 0;  // the arenas after buffer reuse (activations, and gradients when training)
-  std::size_t naive_bytes = 0;    // one buffer per layer output (and per gradient when training)
-  std::size_t activation_bytes = 0;       // naive: the layer outputs
+  // The arenas after buffer reuse: activations and converted copies (mixed precision), and when training
+  // their gradients and, on a GPU, the kernels' workspaces.
+  std::size_t planned_bytes = 0;
+  std::size_t naive_bytes = 0;       // one buffer per layer output and copy (and per gradient when training)
+  std::size_t activation_bytes = 0;  // naive: the layer outputs and converted copies
   std::size_t activation_grad_bytes = 0;  // naive: their gradients (training)
   std::size_t weight_bytes = 0;           // learned blobs, shared ones once
   std::size_t weight_grad_bytes = 0;      // their gradients (training)
@@ -125,11 +128,12 @@ struct MemoryReport {
   // planned_bytes), each for the moments its kernel runs, instead of one held for the whole step.
   std::size_t arena_workspace_bytes = 0;
   // Training: the activations, and their gradients, each planned alone (for the breakdown; the arena,
-  // planned_bytes, holds both and reuses memory across them).
+  // planned_bytes, holds both, and the GPU's workspaces, reusing memory across them).
   std::size_t activation_planned_bytes = 0;
   std::size_t activation_grad_planned_bytes = 0;
   // The moment the most arena memory is in use ("forward of 'conv1'", "backward of 'fc'") and the
-  // buffers in use then, largest first: a tensor's name, or "gradient of <name>".
+  // buffers in use then, largest first: a tensor's name, "gradient of <name>", a converted copy's
+  // "<name> as f16" (under its reader's output where that runs in place over it), "workspace of <layer>".
   std::string busiest_moment;
   std::vector<std::pair<std::string, std::size_t>> busiest_buffers;
 };

@@ -122,7 +122,8 @@ struct Net::Impl {
   std::vector<int> fused_into;
   // Per step: gradients set (to their loss weight, or zero) just before the step's backward.
   std::vector<std::vector<std::pair<Tensor, float>>> grad_fills;
-  std::size_t activation_buffers = 0;  // buffers before this index hold activations, after it gradients
+  // Buffers before this index hold activations and copies; after it gradients (and the workspaces).
+  std::size_t activation_buffers = 0;
   std::vector<std::vector<Tensor>> step_input_grads, step_output_grads;
   std::vector<std::vector<Tensor>> weight_grads;  // per step, per weight; shared blobs share one
   // Mixed precision training: the gradient of an input a step reads converted to its own type (Transfer).
@@ -140,6 +141,19 @@ struct Net::Impl {
     std::size_t bytes = 0;
   };
   std::vector<LentWorkspace> forward_workspace, backward_workspace;
+  // Lends a workspace to the stream for the life of the scope (a kernel's call), exceptions included.
+  class Lending {
+   public:
+    Lending(Stream& stream, const LentWorkspace& lent) : stream_(stream) {
+      stream_.lend_workspace(lent.memory, lent.bytes);
+    }
+    ~Lending() { stream_.lend_workspace(nullptr, 0); }
+    Lending(const Lending&) = delete;
+    Lending& operator=(const Lending&) = delete;
+
+   private:
+    Stream& stream_;
+  };
   float loss_scale = 1.0f;  // Net::set_loss_scale
   Tensor overflow_flags;    // per parameter (i32): its gradient is not finite; fp16 training only
   std::vector<Parameter> params;                  // unique learned blobs
@@ -192,7 +206,8 @@ struct Net::Impl {
   void move_weights_to_device(const std::vector<std::vector<bool>>& borrowed);
   void make_weight_gradients(const std::vector<std::vector<bool>>& borrowed);
   // report.busiest_moment / busiest_buffers from the plan's buffers.
-  // `named`: buffers that hold no tensor of the graph (converted copies), with a name for each.
+  // `named`: buffers that hold no tensor of the graph (copies, their gradients, workspaces), with a name
+  // each.
   void describe_busiest_moment(const std::vector<BufferRequest>& buffers,
                                const std::vector<int>& buffer_device, const std::vector<int>& buffer_of,
                                const std::vector<int>& grad_buffer_of,
@@ -529,9 +544,7 @@ void Net::Impl::plan() {
   step_absorbs.assign(layers.size(), {});
   fused_into.assign(layers.size(), -1);
   if (training && !separate && !options.reference_kernels) fuse_training_steps(reads, tensor_loss_weight);
-  const auto converted = [&](std::size_t step, int id) { return reads_copy(step, id); };
-  // Backward reads the inputs of its layer (a fused step's backward is its owner's, which keeps what it
-  // reads).
+  // Whether the step's own backward reads its inputs (a fused step's backward is its owner's).
   const auto backward_reads_inputs = [&](std::size_t step) {
     return training && step_runs_backward[step] && fused_into[step] < 0 &&
            kernels[step]->backward_reads_inputs();
@@ -548,7 +561,7 @@ void Net::Impl::plan() {
       };
       if (backward_reads_inputs(us)) {
         for (int id : step_inputs[us])
-          if (!converted(us, id)) keep(id);
+          if (!reads_copy(us, id)) keep(id);
       }
       if (layers[us]->backward_reads_outputs()) {
         for (int id : step_outputs[us]) keep(id);
@@ -573,7 +586,7 @@ void Net::Impl::plan() {
   for (int step = 0; step < steps; ++step) {
     const auto us = static_cast<std::size_t>(step);
     for (int id : step_inputs[us])
-      if (converted(us, id)) ++copy_readers[{id, step_device[us].type, step_dtype[us]}];
+      if (reads_copy(us, id)) ++copy_readers[{id, step_device[us].type, step_dtype[us]}];
   }
   const auto bytes_of = [&](std::size_t id, DType dtype) {
     return static_cast<std::size_t>(checked_numel(shapes[id].dims(), sizeof(float),
@@ -586,14 +599,14 @@ void Net::Impl::plan() {
     const auto& out = step_outputs[us];
     // The copies this step reads: made before its first reader runs, kept to the last one's last read.
     for (int id : in) {
-      if (!converted(us, id)) continue;
+      if (!reads_copy(us, id)) continue;
       const CopyKey key{id, step_device[us].type, step_dtype[us]};
       auto [it, first] = copy_of.try_emplace(key, copies.size());
       if (first) {
-        const bool upload = tensor_device[static_cast<std::size_t>(id)] != step_device[us];
+        const bool other_device = tensor_device[static_cast<std::size_t>(id)] != step_device[us];
         copies.push_back(
-            {id, step_device[us], step_dtype[us], upload ? -1 : static_cast<int>(buffers.size())});
-        if (!upload)
+            {id, step_device[us], step_dtype[us], other_device ? -1 : static_cast<int>(buffers.size())});
+        if (!other_device)
           buffers.push_back({bytes_of(static_cast<std::size_t>(id), step_dtype[us]), separate ? 0 : step,
                              separate ? end : step});
       }
@@ -609,7 +622,7 @@ void Net::Impl::plan() {
     for (std::size_t k = 0; k < out.size(); ++k) {
       const auto id = static_cast<std::size_t>(out[k]);
       const std::size_t bytes = bytes_of(id, tensor_dtype[id]);
-      if (k == 0 && !separate && layers[us]->in_place() && !in.empty() && converted(us, in[0])) {
+      if (k == 0 && !separate && layers[us]->in_place() && !in.empty() && reads_copy(us, in[0])) {
         // In place over the copy of its input, which only this step reads.
         const CopyKey key{in[0], step_device[us].type, step_dtype[us]};
         const PlannedCopy& copy = copies[copy_of.at(key)];
@@ -1550,7 +1563,7 @@ void Net::Impl::queue_backward() {
     }
     for (GradientCast& cast : step_grad_casts[step]) stream->fill(cast.converted, 0.0f);
     if (step_runs_backward[step]) {
-      stream->lend_workspace(backward_workspace[step].memory, backward_workspace[step].bytes);
+      const Lending lending(*stream, backward_workspace[step]);
       try {
         const auto run = [&] {
           kernels[step]->backward(*layers[step], step_input_views[step], step_output_views[step],
@@ -1562,12 +1575,10 @@ void Net::Impl::queue_backward() {
           run();
         }
       } catch (const DeviceError& e) {
-        stream->lend_workspace(nullptr, 0);
         rethrow_device_error(
             e, "backward of layer '" + layers[step]->name() + "' (" + layers[step]->type() + "): ");
       }
     }
-    stream->lend_workspace(nullptr, 0);
     for (GradientCast& cast : step_grad_casts[step]) stream->add_converted(cast.converted, cast.target);
     // A fused step's gradients are complete once the step that absorbed it ran.
     if (backward_observer && fused_into[step] < 0) {
@@ -1771,20 +1782,17 @@ void Net::Impl::run_steps() {
           transfer.copy.copy_from(tensors[source]);
         }
       }
-      if (options.training)
-        stream->lend_workspace(forward_workspace[step].memory, forward_workspace[step].bytes);
+      const Lending lending(*stream, forward_workspace[step]);  // none outside training
       if (profile_layers) {
         timed(forward_time, step, [&] { kernels[step]->forward(step_input_views[step], step_output_views[step]); });
       } else {
         kernels[step]->forward(step_input_views[step], step_output_views[step]);
       }
     } catch (const DeviceError& e) {
-      stream->lend_workspace(nullptr, 0);
       const Layer& layer = *layers[step];
       rethrow_device_error(e, "layer '" + layer.name() + "' (" + layer.type() + "): ");
     }
   }
-  stream->lend_workspace(nullptr, 0);
   for (OutputCast& cast : output_casts) {
     const auto id = static_cast<std::size_t>(cast.id);
     stream_for(tensor_device[id]).convert(tensors[id], cast.value);

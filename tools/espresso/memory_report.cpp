@@ -46,7 +46,7 @@ void print_training_memory(const train::TrainingMemory& memory, std::ostream& ou
   out << "Training memory (bytes; naive: every tensor and gradient in its own buffer, as Caffe keeps them)\n";
   out << "  " << std::string(width + 2, ' ') << "       planned           naive\n";
   for (const Row& row : rows) line(row.category, row.planned, row.naive);
-  // Activations and their gradients share one arena, smaller than the two planned apart.
+  // Activations and their gradients share one arena (with the GPU's workspaces), reusing memory across them.
   const std::size_t planned_total = net.weight_bytes + net.weight_grad_bytes + memory.solver_history_bytes +
                                     net.planned_bytes + net.workspace_bytes + test_workspace + test_planned;
   const std::size_t naive_total = net.weight_bytes + net.weight_grad_bytes + memory.solver_history_bytes +
