@@ -159,6 +159,20 @@ void MaxPoolRows::run(const float* rows, std::int64_t first, std::int64_t begin,
 
 namespace {
 
+// Sixteen running sums, which the compiler keeps in vector registers, then their total.
+float plane_sum(const float* x, std::int64_t n) {
+  constexpr int kLanes = 16;
+  float lanes[kLanes] = {};
+  std::int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) lanes[j] += x[i + j];
+  }
+  float sum = 0.0f;
+  for (; i < n; ++i) sum += x[i];
+  for (const float lane : lanes) sum += lane;
+  return sum;
+}
+
 class PoolingKernel final : public Kernel {
  public:
   PoolingKernel(const PoolingLayer& layer, const PoolGeometry& g)
@@ -180,6 +194,19 @@ class PoolingKernel final : public Kernel {
     const std::int64_t out_plane = out_height * out_width;
     if (max_) {
       max_forward(x, y);
+      return;
+    }
+    if (out_plane == 1 && rows_[0].end - rows_[0].begin == in_height_ &&
+        cols_[0].end - cols_[0].begin == in_width_) {
+      // One window over the whole plane (global average pooling): each plane summed straight through, the
+      // planes shared out by their size (the general path's grain, by outputs, kept them on one thread).
+      const auto divisor = static_cast<float>(rows_[0].divisor * cols_[0].divisor);
+      parallel_for(
+          planes_,
+          [&](std::int64_t begin, std::int64_t end) {
+            for (std::int64_t p = begin; p < end; ++p) y[p] = plane_sum(x + p * in_plane, in_plane) / divisor;
+          },
+          std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(1, in_plane)));
       return;
     }
     parallel_for(
