@@ -209,7 +209,7 @@ struct Net::Impl {
   // `named`: buffers that hold no tensor of the graph (copies, their gradients, workspaces), with a name
   // each.
   void describe_busiest_moment(const std::vector<BufferRequest>& buffers,
-                               const std::vector<int>& buffer_device, const std::vector<int>& buffer_of,
+                               const std::vector<int>& buffer_arena, const std::vector<int>& buffer_of,
                                const std::vector<int>& grad_buffer_of,
                                const std::vector<std::pair<int, std::string>>& named);
   DType low_precision_dtype() const;
@@ -226,13 +226,13 @@ struct Net::Impl {
     int buffer;  // in the plan's buffers, or -1
   };
   using CopyKey = std::tuple<int, DeviceType, DType>;
-  // Places the plan's buffers in one arena per device (`buffer_device`: where each lives) and wraps the
+  // Places the plan's buffers in one arena per device (`buffer_arena`: 0 for the net's device, 1 for the
+  // CPU's when layers fall back there) and wraps the
   // tensors and gradients in them; returns each buffer's address.
   // Buffers from `workspaces_begin` on are the kernels' workspaces.
   std::vector<std::byte*> place_tensors(const std::vector<int>& buffer_of,
                                         const std::vector<BufferRequest>& buffers,
-                                        std::size_t workspaces_begin,
-                                        const std::vector<Device>& buffer_device,
+                                        std::size_t workspaces_begin, const std::vector<int>& buffer_arena,
                                         const std::vector<int>& grad_buffer_of,
                                         const std::vector<std::pair<int, std::string>>& named);
   void connect_steps(const std::vector<PlannedCopy>& copies, const std::map<CopyKey, std::size_t>& copy_of,
@@ -794,15 +794,17 @@ void Net::Impl::plan() {
   stream->drop_capture();
   ran_uncaptured = false;
   step_ran_uncaptured = false;
-  std::vector<Device> buffer_device(buffers.size(), options.device);
+  std::vector<int> buffer_arena(buffers.size(), 0);
   for (std::size_t id = 0; id < names.size(); ++id) {
-    if (buffer_of[id] >= 0) buffer_device[static_cast<std::size_t>(buffer_of[id])] = tensor_device[id];
+    if (buffer_of[id] >= 0 && tensor_device[id] != options.device)
+      buffer_arena[static_cast<std::size_t>(buffer_of[id])] = 1;
   }
   for (const PlannedCopy& copy : copies) {
-    if (copy.buffer >= 0) buffer_device[static_cast<std::size_t>(copy.buffer)] = copy.device;
+    if (copy.buffer >= 0 && copy.device != options.device)
+      buffer_arena[static_cast<std::size_t>(copy.buffer)] = 1;
   }
   const std::vector<std::byte*> address =
-      place_tensors(buffer_of, buffers, workspaces_begin, buffer_device, grad_buffer_of, named);
+      place_tensors(buffer_of, buffers, workspaces_begin, buffer_arena, grad_buffer_of, named);
   forward_workspace.assign(layers.size(), {});
   backward_workspace.assign(layers.size(), {});
   for (std::size_t step = 0; step < layers.size(); ++step) {
@@ -832,16 +834,16 @@ void Net::Impl::plan() {
 }
 
 void Net::Impl::describe_busiest_moment(const std::vector<BufferRequest>& buffers,
-                                        const std::vector<int>& buffer_device,
+                                        const std::vector<int>& buffer_arena,
                                         const std::vector<int>& buffer_of,
                                         const std::vector<int>& grad_buffer_of,
-                                        const std::vector<std::pair<int, std::string>>& named_buffers) {
+                                        const std::vector<std::pair<int, std::string>>& named) {
   // Moments as the plan numbers them: forward of step t at t, its backward at 2 · steps − 1 − t.
   const int steps = static_cast<int>(layers.size());
   const int end = options.training ? 2 * steps : steps;
   std::vector<std::size_t> in_use(static_cast<std::size_t>(end) + 1, 0);
   for (std::size_t b = 0; b < buffers.size(); ++b) {
-    if (buffer_device[b] != 0) continue;  // the main device's arena only
+    if (buffer_arena[b] != 0) continue;  // the main device's arena only
     for (int t = std::max(buffers[b].first_step, 0); t <= std::min(buffers[b].last_step, end); ++t)
       in_use[static_cast<std::size_t>(t)] += buffers[b].bytes;
   }
@@ -854,20 +856,20 @@ void Net::Impl::describe_busiest_moment(const std::vector<BufferRequest>& buffer
   } else {
     report.busiest_moment = "the end of the step";
   }
-  // Each buffer once, under the first tensor placed in it.
-  std::vector<bool> named(buffers.size(), false);
+  // Each buffer once, under the first tensor placed in it (a copy a ReLU ran over: under its output).
+  std::vector<bool> listed(buffers.size(), false);
   const auto add = [&](int buffer, const std::string& name) {
-    if (buffer < 0 || named[static_cast<std::size_t>(buffer)] ||
-        buffer_device[static_cast<std::size_t>(buffer)] != 0)
+    if (buffer < 0 || listed[static_cast<std::size_t>(buffer)] ||
+        buffer_arena[static_cast<std::size_t>(buffer)] != 0)
       return;
     const BufferRequest& request = buffers[static_cast<std::size_t>(buffer)];
     if (request.first_step > busiest || request.last_step < busiest) return;
-    named[static_cast<std::size_t>(buffer)] = true;
+    listed[static_cast<std::size_t>(buffer)] = true;
     report.busiest_buffers.emplace_back(name, request.bytes);
   };
   for (std::size_t id = 0; id < names.size(); ++id) add(buffer_of[id], names[id]);
   for (std::size_t id = 0; id < names.size(); ++id) add(grad_buffer_of[id], "gradient of " + names[id]);
-  for (const auto& [buffer, name] : named_buffers) add(buffer, name);
+  for (const auto& [buffer, name] : named) add(buffer, name);
   std::stable_sort(report.busiest_buffers.begin(), report.busiest_buffers.end(),
                    [](const auto& a, const auto& b) { return a.second > b.second; });
 }
@@ -875,16 +877,12 @@ void Net::Impl::describe_busiest_moment(const std::vector<BufferRequest>& buffer
 std::vector<std::byte*> Net::Impl::place_tensors(const std::vector<int>& buffer_of,
                                                  const std::vector<BufferRequest>& buffers,
                                                  std::size_t workspaces_begin,
-                                                 const std::vector<Device>& buffer_devices,
+                                                 const std::vector<int>& buffer_arena,
                                                  const std::vector<int>& grad_buffer_of,
                                                  const std::vector<std::pair<int, std::string>>& named) {
   // One arena per device that runs layers, each planned over the buffers of the tensors made there.
   std::vector<Device> devices{options.device};
   if (!fallbacks.empty()) devices.push_back(Device::cpu());
-  std::vector<int> buffer_device(buffers.size(), 0);
-  for (std::size_t b = 0; b < buffers.size(); ++b) {
-    if (buffer_devices[b] != options.device) buffer_device[b] = 1;
-  }
   report = {};
   arenas.clear();
   std::vector<std::size_t> offsets(buffers.size());
@@ -892,7 +890,7 @@ std::vector<std::byte*> Net::Impl::place_tensors(const std::vector<int>& buffer_
     std::vector<BufferRequest> requests;
     std::vector<std::size_t> members;
     for (std::size_t b = 0; b < buffers.size(); ++b) {
-      if (buffer_device[b] != static_cast<int>(d)) continue;
+      if (buffer_arena[b] != static_cast<int>(d)) continue;
       requests.push_back(buffers[b]);
       members.push_back(b);
     }
@@ -947,12 +945,12 @@ std::vector<std::byte*> Net::Impl::place_tensors(const std::vector<int>& buffer_
       report.arena_workspace_bytes = std::max(report.arena_workspace_bytes, b->bytes);
   }
 
-  describe_busiest_moment(buffers, buffer_device, buffer_of, grad_buffer_of, named);
+  describe_busiest_moment(buffers, buffer_arena, buffer_of, grad_buffer_of, named);
 
   std::vector<std::byte*> address(buffers.size());
   for (std::size_t b = 0; b < buffers.size(); ++b) {
     address[b] =
-        static_cast<std::byte*>(arenas[static_cast<std::size_t>(buffer_device[b])].raw()) + offsets[b];
+        static_cast<std::byte*>(arenas[static_cast<std::size_t>(buffer_arena[b])].raw()) + offsets[b];
   }
   tensors.assign(names.size(), Tensor{});
   for (int id : input_ids) {
