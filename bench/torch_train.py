@@ -11,6 +11,8 @@ torch.cuda.max_memory_allocated from before the model was moved to the GPU. Rand
 class i mod classes, as in espresso's bench.
   bench/torch_train.py --model nin --batch 128
   bench/torch_train.py --model resnet18 --batch 64 --precision fp16
+With --profile FILE, three more steps run under torch.profiler and FILE gets their CUDA kernels' total times,
+largest first (where the time goes on PyTorch's side, beside ESPRESSO_PROFILE_LAYERS on ours).
 """
 import argparse
 import json
@@ -48,6 +50,7 @@ def main():
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    parser.add_argument("--profile", metavar="FILE", help="CUDA kernel times of three more steps, to FILE")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -88,6 +91,14 @@ def main():
                       "median_ms": round(median, 4), "images_per_s": round(args.batch * 1000.0 / median, 1),
                       "peak_device_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
                       "torch": torch.__version__}), flush=True)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+        with open(args.profile, "w") as out:
+            out.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90))
 
 
 if __name__ == "__main__":

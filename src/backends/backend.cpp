@@ -26,7 +26,11 @@ void Stream::add_converted(const Tensor& source, Tensor&) {
                          " tensors on " + device().str() + " is not supported");
 }
 
-void Stream::flag_non_finite(const Tensor&, Tensor&, std::int64_t) {
+void Stream::apply_updates(const std::vector<BlobUpdate>& updates) {
+  for (const BlobUpdate& u : updates) apply_update(u.rule, *u.value, *u.grad, *u.history, u.second);
+}
+
+void Stream::flag_non_finite(const std::vector<Tensor>&, Tensor&) {
   throw UnsupportedError("checking gradients for overflow on " + device().str() + " is not supported");
 }
 

@@ -79,6 +79,16 @@ class Stream {
   // history of AdaDelta and Adam, nullptr otherwise.
   virtual void apply_update(const train::UpdateRule& rule, Tensor& value, Tensor& grad, Tensor& history,
                             Tensor* second) = 0;
+  // One solver step over each blob listed (a net's parameters): by default apply_update for each; a
+  // backend may queue them together.
+  struct BlobUpdate {
+    train::UpdateRule rule;
+    Tensor* value;
+    Tensor* grad;
+    Tensor* history;
+    Tensor* second;  // nullptr but for AdaDelta and Adam
+  };
+  virtual void apply_updates(const std::vector<BlobUpdate>& updates);
   // Σ x², accumulated in double; waits for the result.
   virtual double sum_of_squares(const Tensor& tensor) = 0;
 
@@ -95,9 +105,9 @@ class Stream {
   // Queues the conversion of every weight copy made in a low precision (kernels' converted weights) from
   // its fp32 weights again, after a solver moved them.
   virtual void refresh_converted_weights() {}
-  // Queues flags[index] = 1 (an i32 tensor on this device) when some element of the f32 `tensor` is not
-  // finite; leaves it alone otherwise. The default throws UnsupportedError.
-  virtual void flag_non_finite(const Tensor& tensor, Tensor& flags, std::int64_t index);
+  // Queues flags[i] = 1 (an i32 tensor on this device, one element per tensor) when some element of the f32
+  // tensors[i] is not finite; leaves it alone otherwise. The default throws UnsupportedError.
+  virtual void flag_non_finite(const std::vector<Tensor>& tensors, Tensor& flags);
 };
 
 // One row of a backend's kernel table: generated from the `make_<stem>` factories in its folder

@@ -1587,8 +1587,10 @@ void Net::Impl::queue_backward() {
   }
   if (overflow_flags.defined()) {
     stream->fill(overflow_flags, 0.0f);
-    for (std::size_t i = 0; i < params.size(); ++i)
-      stream->flag_non_finite(params[i].grad, overflow_flags, static_cast<std::int64_t>(i));
+    std::vector<Tensor> gradients;
+    gradients.reserve(params.size());
+    for (const Parameter& p : params) gradients.push_back(p.grad);
+    stream->flag_non_finite(gradients, overflow_flags);
   }
 }
 

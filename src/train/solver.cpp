@@ -238,14 +238,15 @@ void Solver::update(std::vector<Parameter>& params, std::int64_t iter, float los
   // Caffe's order: clip the accumulated gradients, then normalise, regularise and step each blob.
   const float factor = clip_factor(params, loss_scale) / loss_scale;
   const std::size_t second_set = history_.size() / static_cast<std::size_t>(history_sets());
+  std::vector<Stream::BlobUpdate> updates;
   for (std::size_t p = 0; p < params.size(); ++p) {
     Parameter& param = params[p];
     // A zero lr_mult freezes the blob: no decay, no history, no change.
     if (param.spec.lr_mult == 0.0f) continue;
-    const UpdateRule rule = rule_for(param, rate, iter, factor);
     Tensor* second = history_sets() == 2 ? &history_[p + second_set] : nullptr;
-    stream_->apply_update(rule, param.value, param.grad, history_[p], second);
+    updates.push_back({rule_for(param, rate, iter, factor), &param.value, &param.grad, &history_[p], second});
   }
+  stream_->apply_updates(updates);
   // The next forward runs on the net's own stream.
   stream_->synchronize();
 }

@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "backends/cuda/channel_affine.h"
+#include "backends/cuda/channel_packs.cuh"
 #include "backends/cuda/channel_reduce.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
@@ -46,10 +47,18 @@ struct RunningBlobs {
 // Σ x and Σ x² of a channel, in double (reduce_channels).
 template <class T>
 struct Moments {
+  static constexpr int kWide = kWidePack<T>;
   const T* x;
-  __device__ SumPair<double> operator()(std::int64_t i, std::int64_t) const {
-    const double v = to_float(x[i]);
-    return {v, v * v};
+  bool wide() const { return wide_aligned({x}); }
+  template <int kVec>
+  __device__ SumPair<double> pack(std::int64_t i, std::int64_t) const {
+    const Pack<T, kVec> xs = load_pack<kVec>(x + i, kVec);
+    SumPair<double> sums{0.0, 0.0};
+    for (int j = 0; j < kVec; ++j) {
+      const double v = to_float(xs.v[j]);
+      sums += {v, v * v};
+    }
+    return sums;
   }
 };
 
@@ -96,32 +105,44 @@ struct FusedScale {
   }
 };
 
-template <class T, class Index, bool kRelu>  // with_index_type
+template <class T, class Index, bool kRelu, int kVec>  // with_index_type, with_pack_width
 __global__ void normalize_scale(const T* __restrict__ x, const float* __restrict__ multiplier,
                                 const float* __restrict__ offset, FusedScale fused, T* __restrict__ y,
                                 T* __restrict__ z, Index n, Index channels, Index inner) {
-  for (std::int64_t at : grid_stride(n)) {
-    const auto i = static_cast<Index>(at);
-    const Index c = i / inner % channels;
-    const T normalised = from_float<T>(fmaf(to_float(x[i]), multiplier[c], offset[c]));
-    y[i] = normalised;
-    // From y as stored (rounded to T), which is what backward reads to find the signs.
-    const float scaled = fused.apply(to_float(normalised), c);
-    z[i] = from_float<T>(kRelu ? fmaxf(scaled, 0.0f) : scaled);
-  }
+  for_each_pack<kVec>(n, channels, inner, [&](Index i, int count, const Index* channel) {
+    const Pack<T, kVec> xs = load_pack<kVec>(x + i, count);
+    Pack<T, kVec> ys, zs;
+    for (int j = 0; j < kVec; ++j) {
+      const Index c = channel[j];
+      ys.v[j] = from_float<T>(fmaf(to_float(xs.v[j]), multiplier[c], offset[c]));
+      // From y as stored (rounded to T), which is what backward reads to find the signs.
+      const float scaled = fused.apply(to_float(ys.v[j]), c);
+      zs.v[j] = from_float<T>(kRelu ? fmaxf(scaled, 0.0f) : scaled);
+    }
+    store_pack<kVec>(y + i, ys, count);
+    store_pack<kVec>(z + i, zs, count);
+  });
 }
 
 // Σ g and Σ g·y of a channel, in double: g = dy, or with a fused Scale the gradient that reaches the
 // Scale's input divided by γ (FusedScale::masked).
 template <class T>
 struct GradientTerms {
+  static constexpr int kWide = kWidePack<T>;
   const T* dy;
   const T* y;
   FusedScale fused;
-  __device__ SumPair<double> operator()(std::int64_t i, std::int64_t c) const {
-    const float dyi = to_float(dy[i]), yi = to_float(y[i]);
-    const double g = fused.scale != nullptr ? fused.masked(dyi, yi, c) : dyi;
-    return {g, g * yi};
+  bool wide() const { return wide_aligned({dy, y}); }
+  template <int kVec>
+  __device__ SumPair<double> pack(std::int64_t i, std::int64_t c) const {
+    const Pack<T, kVec> dys = load_pack<kVec>(dy + i, kVec), ys = load_pack<kVec>(y + i, kVec);
+    SumPair<double> sums{0.0, 0.0};
+    for (int j = 0; j < kVec; ++j) {
+      const float dyj = to_float(dys.v[j]), yj = to_float(ys.v[j]);
+      const double g = fused.scale != nullptr ? fused.masked(dyj, yj, c) : dyj;
+      sums += {g, g * yj};
+    }
+    return sums;
   }
 };
 
@@ -147,18 +168,22 @@ struct FoldGradient {
   }
 };
 
-template <class T, class Index, bool kFused>  // with_index_type
+template <class T, class Index, bool kFused, int kVec>  // with_index_type, with_pack_width
 __global__ void batch_input_grad(const T* __restrict__ dy, const T* __restrict__ y, FusedScale fused,
                                  const float* __restrict__ gain, const float* __restrict__ slope,
                                  const float* __restrict__ shift, T* __restrict__ dx, Index n, Index channels,
                                  Index inner) {
-  for (std::int64_t at : grid_stride(n)) {
-    const auto i = static_cast<Index>(at);
-    const Index c = i / inner % channels;
-    const float yi = to_float(y[i]);
-    const float g = kFused ? fused.masked(to_float(dy[i]), yi, c) : to_float(dy[i]);
-    dx[i] = from_float<T>(to_float(dx[i]) + (g * gain[c] + yi * slope[c] + shift[c]));
-  }
+  for_each_pack<kVec>(n, channels, inner, [&](Index i, int count, const Index* channel) {
+    const Pack<T, kVec> dys = load_pack<kVec>(dy + i, count), ys = load_pack<kVec>(y + i, count);
+    Pack<T, kVec> dxs = load_pack<kVec>(dx + i, count);
+    for (int j = 0; j < kVec; ++j) {
+      const Index c = channel[j];
+      const float yj = to_float(ys.v[j]);
+      const float g = kFused ? fused.masked(to_float(dys.v[j]), yj, c) : to_float(dys.v[j]);
+      dxs.v[j] = from_float<T>(to_float(dxs.v[j]) + (g * gain[c] + yj * slope[c] + shift[c]));
+    }
+    store_pack<kVec>(dx + i, dxs, count);
+  });
 }
 
 // Device buffers of `count` elements of T, allocated when the kernel is made.
@@ -209,11 +234,17 @@ class BatchNormKernel final : public CudaKernel {
       return;
     }
     const std::int64_t n = elements();
+    T* y = typed(outputs[0]);
+    T* z = typed(outputs[1]);
     with_index_type(n, [&](auto index) {
-      using Index = decltype(index);
-      launch(context_, n, fused_.relu ? normalize_scale<T, Index, true> : normalize_scale<T, Index, false>, x,
-             multiplier(), offset(), fused_, typed(outputs[0]), typed(outputs[1]), static_cast<Index>(n),
-             static_cast<Index>(extent_.channels), static_cast<Index>(extent_.inner));
+      with_pack_width<T>({x, y, z}, [&](auto width) {
+        using Index = decltype(index);
+        constexpr int kVec = decltype(width)::value;
+        launch(context_, (n + kVec - 1) / kVec,
+               fused_.relu ? normalize_scale<T, Index, true, kVec> : normalize_scale<T, Index, false, kVec>,
+               x, multiplier(), offset(), fused_, y, z, static_cast<Index>(n),
+               static_cast<Index>(extent_.channels), static_cast<Index>(extent_.inner));
+      });
     });
   }
 
@@ -250,11 +281,16 @@ class BatchNormKernel final : public CudaKernel {
     reduce_channels<SumPair<double>>(context_, extent_, GradientTerms<T>{dy, y, fused_},
                                      FoldGradient{count(), multiplier(), fused_, gain, slope, shift});
     if (!input_grads[0].defined()) return;
+    T* dx = typed(input_grads[0]);
     with_index_type(n, [&](auto index) {
-      using Index = decltype(index);
-      launch(context_, n, fused ? batch_input_grad<T, Index, true> : batch_input_grad<T, Index, false>, dy, y,
-             fused_, gain, slope, shift, typed(input_grads[0]), static_cast<Index>(n),
-             static_cast<Index>(extent_.channels), static_cast<Index>(extent_.inner));
+      with_pack_width<T>({dy, y, dx}, [&](auto width) {
+        using Index = decltype(index);
+        constexpr int kVec = decltype(width)::value;
+        launch(context_, (n + kVec - 1) / kVec,
+               fused ? batch_input_grad<T, Index, true, kVec> : batch_input_grad<T, Index, false, kVec>, dy,
+               y, fused_, gain, slope, shift, dx, static_cast<Index>(n), static_cast<Index>(extent_.channels),
+               static_cast<Index>(extent_.inner));
+      });
     });
   }
 

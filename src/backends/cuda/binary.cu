@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "backends/cuda/channel_packs.cuh"
 #include "backends/cuda/index_map.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
@@ -30,27 +31,46 @@ __global__ void broadcast_binary(const T* a, const T* b, T* y, long long n, Stri
   }
 }
 
-template <class T, class Index>  // with_index_type
-__global__ void same_shape_binary(const T* a, const T* b, T* y, Index n, BinaryLayer::Op op) {
-  for (std::int64_t at : grid_stride(n)) {
-    const auto i = static_cast<Index>(at);
-    y[i] = from_float<T>(binary_value(op, to_float(a[i]), to_float(b[i])));
+template <class T, int kVec>  // with_pack_width
+__global__ void same_shape_binary(const T* a, const T* b, T* y, std::int64_t n, BinaryLayer::Op op) {
+  for (std::int64_t pack : grid_stride((n + kVec - 1) / kVec)) {
+    const std::int64_t i = pack * kVec;
+    const int count = n - i < kVec ? static_cast<int>(n - i) : kVec;
+    const Pack<T, kVec> as = load_pack<kVec>(a + i, count), bs = load_pack<kVec>(b + i, count);
+    Pack<T, kVec> ys;
+    for (int j = 0; j < kVec; ++j)
+      ys.v[j] = from_float<T>(binary_value(op, to_float(as.v[j]), to_float(bs.v[j])));
+    store_pack<kVec>(y + i, ys, count);
   }
 }
 
 // Both operands of the output's shape: their gradients (either may be null). `a` and `b` are null
 // where the partials do not depend on them (sums, differences); `da` equal to `dy` holds its
 // gradient already (in place, Kernel::backward_in_place).
-template <class T, class Index>  // with_index_type
-__global__ void same_shape_gradients(const T* a, const T* b, const T* dy, T* da, T* db, Index n,
+template <class T, int kVec>  // with_pack_width
+__global__ void same_shape_gradients(const T* a, const T* b, const T* dy, T* da, T* db, std::int64_t n,
                                      BinaryLayer::Op op) {
-  for (std::int64_t at : grid_stride(n)) {
-    const auto i = static_cast<Index>(at);
-    const BinaryPartials p =
-        binary_partials(op, a != nullptr ? to_float(a[i]) : 0.0f, b != nullptr ? to_float(b[i]) : 0.0f);
-    const float g = to_float(dy[i]);
-    if (da != nullptr && da != dy) da[i] = from_float<T>(to_float(da[i]) + g * p.a);
-    if (db != nullptr) db[i] = from_float<T>(to_float(db[i]) + g * p.b);
+  for (std::int64_t pack : grid_stride((n + kVec - 1) / kVec)) {
+    const std::int64_t i = pack * kVec;
+    const int count = n - i < kVec ? static_cast<int>(n - i) : kVec;
+    Pack<T, kVec> as{}, bs{};
+    if (a != nullptr) as = load_pack<kVec>(a + i, count);
+    if (b != nullptr) bs = load_pack<kVec>(b + i, count);
+    const Pack<T, kVec> gs = load_pack<kVec>(dy + i, count);
+    float to_a[kVec], to_b[kVec];
+    for (int j = 0; j < kVec; ++j) {
+      const BinaryPartials p = binary_partials(op, to_float(as.v[j]), to_float(bs.v[j]));
+      to_a[j] = to_float(gs.v[j]) * p.a;
+      to_b[j] = to_float(gs.v[j]) * p.b;
+    }
+    // da before db, read back after it was written: one tensor as both operands makes them one buffer.
+    const auto add = [&](T* grad, const float* terms) {
+      Pack<T, kVec> sums = load_pack<kVec>(grad + i, count);
+      for (int j = 0; j < kVec; ++j) sums.v[j] = from_float<T>(to_float(sums.v[j]) + terms[j]);
+      store_pack<kVec>(grad + i, sums, count);
+    };
+    if (da != nullptr && da != dy) add(da, to_a);
+    if (db != nullptr) add(db, to_b);
   }
 }
 
@@ -161,9 +181,9 @@ void binary_forward(StreamContext& context, const T* a, const T* b, T* y, std::i
     launch(context, n, broadcast_binary<T>, a, b, y, n, sa, sb, op);
     return;
   }
-  with_index_type(n, [&](auto index) {
-    using Index = decltype(index);
-    launch(context, n, same_shape_binary<T, Index>, a, b, y, static_cast<Index>(n), op);
+  with_pack_width<T>({a, b, y}, [&](auto width) {
+    constexpr int kVec = decltype(width)::value;
+    launch(context, (n + kVec - 1) / kVec, same_shape_binary<T, kVec>, a, b, y, n, op);
   });
 }
 
@@ -242,9 +262,9 @@ class BinaryKernel final : public CudaKernel {
       launch(context_, n, elementwise_gradients<T>, a, b, dy, full[0], full[1], n, a_, b_, op_);
       return;
     }
-    with_index_type(n, [&](auto index) {
-      using Index = decltype(index);
-      launch(context_, n, same_shape_gradients<T, Index>, a, b, dy, full[0], full[1], static_cast<Index>(n),
+    with_pack_width<T>({a, b, dy, full[0], full[1]}, [&](auto width) {
+      constexpr int kVec = decltype(width)::value;
+      launch(context_, (n + kVec - 1) / kVec, same_shape_gradients<T, kVec>, a, b, dy, full[0], full[1], n,
              op_);
     });
   }

@@ -1,6 +1,7 @@
 #include <cstdint>
 
 #include "backends/cuda/channel_affine.h"
+#include "backends/cuda/channel_packs.cuh"
 #include "backends/cuda/channel_reduce.cuh"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/precision.cuh"
@@ -9,18 +10,20 @@ namespace espresso::cuda {
 namespace {
 
 // T: the storage type of x and y (precision.cuh); the parameters and the arithmetic are float. Index:
-// 32 bits where the tensor allows (the division per element is several times cheaper).
-template <class T, class Index, bool kScale, bool kShift>
+// 32 bits where the tensor allows (the division per pack is several times cheaper).
+template <class T, class Index, bool kScale, bool kShift, int kVec>
 __global__ void affine(const T* x, const float* scale, const float* shift, T* y, Index n, Index channels,
                        Index inner) {
-  for (std::int64_t at : grid_stride(n)) {
-    const auto i = static_cast<Index>(at);
-    const Index c = i / inner % channels;
-    float v = to_float(x[i]);
-    if constexpr (kScale) v *= scale[c];
-    if constexpr (kShift) v += shift[c];
-    y[i] = from_float<T>(v);
-  }
+  for_each_pack<kVec>(n, channels, inner, [&](Index i, int count, const Index* channel) {
+    Pack<T, kVec> v = load_pack<kVec>(x + i, count);
+    for (int j = 0; j < kVec; ++j) {
+      float f = to_float(v.v[j]);
+      if constexpr (kScale) f *= scale[channel[j]];
+      if constexpr (kShift) f += shift[channel[j]];
+      v.v[j] = from_float<T>(f);
+    }
+    store_pack<kVec>(y + i, v, count);
+  });
 }
 
 template <class T>
@@ -36,40 +39,50 @@ void typed_affine(StreamContext& context, const T* x, const float* scale, const 
     return;
   }
   with_index_type(n, [&](auto index) {
-    using Index = decltype(index);
-    // One instance per combination, so that the per-element loop carries no branch.
-    const auto kernel = scale == nullptr   ? &affine<T, Index, false, true>
-                        : shift == nullptr ? &affine<T, Index, true, false>
-                                           : &affine<T, Index, true, true>;
-    launch(context, n, kernel, x, scale, shift, y, static_cast<Index>(n), static_cast<Index>(extent.channels),
-           static_cast<Index>(extent.inner));
+    with_pack_width<T>({x, y}, [&](auto width) {
+      using Index = decltype(index);
+      constexpr int kVec = decltype(width)::value;
+      // One instance per combination, so that the per-element loop carries no branch.
+      const auto kernel = scale == nullptr   ? &affine<T, Index, false, true, kVec>
+                          : shift == nullptr ? &affine<T, Index, true, false, kVec>
+                                             : &affine<T, Index, true, true, kVec>;
+      launch(context, (n + kVec - 1) / kVec, kernel, x, scale, shift, y, static_cast<Index>(n),
+             static_cast<Index>(extent.channels), static_cast<Index>(extent.inner));
+    });
   });
 }
 
-// kStrided: out is a slice of a larger tensor, `out_stride` elements from one image to the next.
-template <class T, class Index, bool kShift, bool kResidual, bool kStrided>
+// kStrided: out is a slice of a larger tensor, `out_stride` elements from one image to the next (packs of
+// one element: a pack may straddle two images).
+template <class T, class Index, bool kShift, bool kResidual, bool kStrided, int kVec>
 __global__ void epilogue(const T* y, const float* shift, const T* residual, T* out, float lo, float hi,
                          Index n, Index channels, Index inner, Index out_stride) {
-  for (std::int64_t at : grid_stride(n)) {
-    const auto i = static_cast<Index>(at);
-    float v = to_float(y[i]);
-    if constexpr (kShift) v += shift[i / inner % channels];
-    if constexpr (kResidual) v += to_float(residual[i]);
+  static_assert(!kStrided || kVec == 1);
+  for_each_pack<kVec>(n, channels, inner, [&](Index i, int count, const Index* channel) {
+    const Pack<T, kVec> ys = load_pack<kVec>(y + i, count);
+    Pack<T, kVec> rs{}, outs;
+    if constexpr (kResidual) rs = load_pack<kVec>(residual + i, count);
+    for (int j = 0; j < kVec; ++j) {
+      float v = to_float(ys.v[j]);
+      if constexpr (kShift) v += shift[channel[j]];
+      if constexpr (kResidual) v += to_float(rs.v[j]);
+      outs.v[j] = from_float<T>(fminf(fmaxf(v, lo), hi));
+    }
     Index o = i;
     if constexpr (kStrided) {
       const Index image = i / (channels * inner);
       o = i + image * (out_stride - channels * inner);
     }
-    out[o] = from_float<T>(fminf(fmaxf(v, lo), hi));
-  }
+    store_pack<kVec>(out + o, outs, count);
+  });
 }
 
-template <class T, class Index, bool kStrided>
+template <class T, class Index, bool kStrided, int kVec>
 auto epilogue_variant(bool shift, bool residual) {
-  return shift ? (residual ? &epilogue<T, Index, true, true, kStrided>
-                           : &epilogue<T, Index, true, false, kStrided>)
-               : (residual ? &epilogue<T, Index, false, true, kStrided>
-                           : &epilogue<T, Index, false, false, kStrided>);
+  return shift ? (residual ? &epilogue<T, Index, true, true, kStrided, kVec>
+                           : &epilogue<T, Index, true, false, kStrided, kVec>)
+               : (residual ? &epilogue<T, Index, false, true, kStrided, kVec>
+                           : &epilogue<T, Index, false, false, kStrided, kVec>);
 }
 
 template <class T>
@@ -80,31 +93,53 @@ void typed_epilogue(StreamContext& context, const T* y, const float* shift, cons
   const bool strided = out_stride != 0 && out_stride != per_image;
   with_index_type(strided ? extent.outer * out_stride : n, [&](auto index) {
     using Index = decltype(index);
-    const auto kernel = strided ? epilogue_variant<T, Index, true>(shift != nullptr, residual != nullptr)
-                                : epilogue_variant<T, Index, false>(shift != nullptr, residual != nullptr);
-    launch(context, n, kernel, y, shift, residual, out, lo, hi, static_cast<Index>(n),
-           static_cast<Index>(extent.channels), static_cast<Index>(extent.inner),
-           static_cast<Index>(out_stride));
+    const auto run = [&](auto kernel, int vec) {
+      launch(context, (n + vec - 1) / vec, kernel, y, shift, residual, out, lo, hi, static_cast<Index>(n),
+             static_cast<Index>(extent.channels), static_cast<Index>(extent.inner),
+             static_cast<Index>(out_stride));
+    };
+    if (strided) {
+      run(epilogue_variant<T, Index, true, 1>(shift != nullptr, residual != nullptr), 1);
+      return;
+    }
+    with_pack_width<T>({y, residual, out}, [&](auto width) {
+      constexpr int kVec = decltype(width)::value;
+      run(epilogue_variant<T, Index, false, kVec>(shift != nullptr, residual != nullptr), kVec);
+    });
   });
 }
 
-template <class T, class Index>
+template <class T, class Index, int kVec>
 __global__ void scale_add(const T* dy, const float* scale, T* dx, Index n, Index channels, Index inner) {
-  for (std::int64_t at : grid_stride(n)) {
-    const auto i = static_cast<Index>(at);
-    const float g = to_float(dy[i]);
-    dx[i] = from_float<T>(to_float(dx[i]) + (scale != nullptr ? g * scale[i / inner % channels] : g));
-  }
+  for_each_pack<kVec>(n, channels, inner, [&](Index i, int count, const Index* channel) {
+    const Pack<T, kVec> dys = load_pack<kVec>(dy + i, count);
+    Pack<T, kVec> dxs = load_pack<kVec>(dx + i, count);
+    for (int j = 0; j < kVec; ++j) {
+      const float g = to_float(dys.v[j]);
+      dxs.v[j] = from_float<T>(to_float(dxs.v[j]) + (scale != nullptr ? g * scale[channel[j]] : g));
+    }
+    store_pack<kVec>(dx + i, dxs, count);
+  });
 }
 
 // Σ dy·x and Σ dy of a channel (reduce_channels); x null: the first stays 0.
 template <class T>
 struct ParameterTerms {
+  static constexpr int kWide = kWidePack<T>;
   const T* dy;
   const T* x;
-  __device__ SumPair<float> operator()(std::int64_t i, std::int64_t) const {
-    const float g = to_float(dy[i]);
-    return {x != nullptr ? g * to_float(x[i]) : 0.0f, g};
+  bool wide() const { return wide_aligned({dy, x}); }
+  template <int kVec>
+  __device__ SumPair<float> pack(std::int64_t i, std::int64_t) const {
+    const Pack<T, kVec> gs = load_pack<kVec>(dy + i, kVec);
+    Pack<T, kVec> xs{};
+    if (x != nullptr) xs = load_pack<kVec>(x + i, kVec);
+    SumPair<float> sums{0.0f, 0.0f};
+    for (int j = 0; j < kVec; ++j) {
+      const float g = to_float(gs.v[j]);
+      sums += {g * to_float(xs.v[j]), g};
+    }
+    return sums;
   }
 };
 
@@ -153,9 +188,13 @@ void channel_scale_add(StreamContext& context, DType dtype, const void* dy, cons
   with_storage_type(dtype, "channel scale gradient", [&](auto type) {
     using T = decltype(type);
     with_index_type(n, [&](auto index) {
-      using Index = decltype(index);
-      launch(context, n, scale_add<T, Index>, static_cast<const T*>(dy), scale, static_cast<T*>(dx),
-             static_cast<Index>(n), static_cast<Index>(extent.channels), static_cast<Index>(extent.inner));
+      with_pack_width<T>({dy, dx}, [&](auto width) {
+        using Index = decltype(index);
+        constexpr int kVec = decltype(width)::value;
+        launch(context, (n + kVec - 1) / kVec, scale_add<T, Index, kVec>, static_cast<const T*>(dy), scale,
+               static_cast<T*>(dx), static_cast<Index>(n), static_cast<Index>(extent.channels),
+               static_cast<Index>(extent.inner));
+      });
     });
   });
 }

@@ -8,8 +8,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/block_sum.cuh"
+#include "backends/cuda/channel_packs.cuh"
 #include "backends/cuda/launch.cuh"
 
 namespace espresso::cuda {
@@ -23,24 +25,26 @@ inline std::int64_t channel_runs(const ChannelExtent& extent) {
   return std::clamp<std::int64_t>((per_channel + kRunElements - 1) / kRunElements, 1, kMaxRuns);
 }
 
-// Block b sums run b % runs of channel b / runs: Σ term(i, c) over the run's flat indices i. With one run
-// per channel the block hands its sum to finish(c, sum) itself, else stores it in partial[b].
-template <typename Sum, typename Term, typename Finish>
+// Block b sums run b % runs of channel b / runs: Σ term.pack<kVec>(i, c) over the run's packs of kVec
+// elements (i the flat index of a pack's first). Runs are `length` elements, a multiple of kVec, and
+// kVec divides extent.inner, so a pack never leaves its image's channel plane. With one run per channel
+// the block hands its sum to finish(c, sum) itself, else stores it in partial[b].
+template <int kVec, typename Sum, typename Term, typename Finish>
 __global__ void channel_run_sums(Term term, Finish finish, ChannelExtent extent, std::int64_t runs,
-                                 Sum* __restrict__ partial) {
+                                 std::int64_t length, Sum* __restrict__ partial) {
   const std::int64_t per_channel = extent.outer * extent.inner;
-  const std::int64_t length = (per_channel + runs - 1) / runs;
-  // Threads step blockDim elements at a time as (image, offset) pairs: no division inside the loop.
-  const std::int64_t step_n = blockDim.x / extent.inner, step_k = blockDim.x % extent.inner;
+  // Threads step blockDim packs at a time as (image, offset) pairs: no division inside the loop.
+  const std::int64_t step = std::int64_t{blockDim.x} * kVec;
+  const std::int64_t step_n = step / extent.inner, step_k = step % extent.inner;
   for (std::int64_t task : block_stride(extent.channels * runs)) {
     const std::int64_t c = task / runs;
     const std::int64_t begin = task % runs * length;
     const std::int64_t end = begin + length < per_channel ? begin + length : per_channel;
     Sum local{};
-    std::int64_t j = begin + threadIdx.x;
+    std::int64_t j = begin + std::int64_t{threadIdx.x} * kVec;
     std::int64_t n = j / extent.inner, k = j % extent.inner;
-    for (; j < end; j += blockDim.x) {
-      local += term((n * extent.channels + c) * extent.inner + k, c);
+    for (; j < end; j += step) {
+      local += term.template pack<kVec>((n * extent.channels + c) * extent.inner + k, c);
       n += step_n;
       k += step_k;
       if (k >= extent.inner) {
@@ -69,7 +73,9 @@ __global__ void finish_channel_sums(const Sum* __restrict__ partial, std::int64_
   }
 }
 
-// term: a device functor, Sum term(std::int64_t flat_index, std::int64_t channel); finish: void
+// term: a device functor with `template <int kVec> Sum pack(std::int64_t i, std::int64_t channel)`, the
+// sum of its terms for elements i .. i + kVec − 1 of a channel (read as one access where kVec is
+// Term::kWide), and `bool wide() const`, whether its tensors' addresses allow that; finish: void
 // finish(std::int64_t channel, Sum total). Partial sums go to the stream's shared workspace, reserved here
 // when it is too small: at a run, which is safe since the first run of a net's forward and of its backward is
 // never captured (Net::forward_backward records a training step only after one ran unrecorded).
@@ -86,8 +92,18 @@ void reduce_channels(StreamContext& context, const ChannelExtent& extent, Term t
   }
   constexpr std::int64_t kMaxBlocks = std::int64_t{1} << 16;
   const auto blocks = static_cast<unsigned>(std::min(extent.channels * runs, kMaxBlocks));
-  launch(context, Grid{blocks, kThreads}, channel_run_sums<Sum, Term, Finish>, term, finish, extent, runs,
-         partial);
+  const auto sum_runs = [&](auto width) {
+    constexpr int kVec = decltype(width)::value;
+    const std::int64_t per_channel = extent.outer * extent.inner;
+    const std::int64_t length = ((per_channel + runs - 1) / runs + kVec - 1) / kVec * kVec;
+    launch(context, Grid{blocks, kThreads}, channel_run_sums<kVec, Sum, Term, Finish>, term, finish, extent,
+           runs, length, partial);
+  };
+  if (extent.inner % Term::kWide == 0 && term.wide()) {
+    sum_runs(std::integral_constant<int, Term::kWide>{});
+  } else {
+    sum_runs(std::integral_constant<int, 1>{});
+  }
   if (runs > 1)
     launch(context, extent.channels, finish_channel_sums<Sum, Finish>, partial, extent.channels, runs,
            finish);

@@ -7,8 +7,16 @@ namespace {
 
 template <class T>
 struct Element {
+  static constexpr int kWide = kWidePack<T>;
   const T* dy;
-  __device__ float operator()(std::int64_t i, std::int64_t) const { return to_float(dy[i]); }
+  bool wide() const { return wide_aligned({dy}); }
+  template <int kVec>
+  __device__ float pack(std::int64_t i, std::int64_t) const {
+    const Pack<T, kVec> g = load_pack<kVec>(dy + i, kVec);
+    float sum = 0.0f;
+    for (int j = 0; j < kVec; ++j) sum += to_float(g.v[j]);
+    return sum;
+  }
 };
 
 struct AddTo {

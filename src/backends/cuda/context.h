@@ -40,7 +40,8 @@ class StreamContext final : public Stream {
   void convert(const Tensor& source, Tensor& destination) override;
   void add_converted(const Tensor& source, Tensor& destination) override;
   void refresh_converted_weights() override;
-  void flag_non_finite(const Tensor& tensor, Tensor& flags, std::int64_t index) override;
+  void apply_updates(const std::vector<BlobUpdate>& updates) override;
+  void flag_non_finite(const std::vector<Tensor>& tensors, Tensor& flags) override;
   bool allow_tf32(bool allow) override;
   // Precision::tf32: convolutions and GEMMs made from now on may use TF32 tensor cores.
   bool tf32() const { return tf32_; }

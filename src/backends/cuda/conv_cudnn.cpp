@@ -5,7 +5,7 @@
 // backward filter, and the forward adding into its output) share the descriptors.
 //
 // Algorithms: every pass (the forward at inference and in training, backward data, backward filter;
-// on tensor cores from batch 128 only) times the candidates once per problem with
+// on tensor cores from batch 128 only) times the candidates once per problem (after a warm-up run) with
 // cudnnFind*AlgorithmEx on scratch buffers and a workspace of at most kMaxWorkspaceBytes, and
 // remembers the fastest per device model, cuDNN version, shape, data type and math: for the process,
 // and on disk (TacticCache "cudnn-algorithms.txt"), so that the next process skips the timing. cuDNN's
@@ -329,7 +329,8 @@ std::string device_identity(int device) {
 // What a timed choice depends on: the device model, the pass, the problem's shape, the data type, the
 // math and the determinism policy.
 std::string tuning_key(PassKind pass, const ConvProblem& p, DType dtype, bool tensor_ops, int device) {
-  std::string key = device_identity(device) + "/";
+  // "warm": timed by a second cudnnFind (choose); choices timed cold, by one, are not reused.
+  std::string key = device_identity(device) + "/warm/";
   const auto add = [&key](std::int64_t value) {
     key += std::to_string(value);
     key += ',';
@@ -436,7 +437,13 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
     Scratch scratch(p, dtype, largest, context);
     std::vector<Perf> ranked(static_cast<std::size_t>(std::max(candidates, 1)));
     int returned = 0;
-    const cudnnStatus_t status = find(scratch, static_cast<int>(ranked.size()), returned, ranked.data());
+    // Twice, ranking by the second: cuDNN times each algorithm once, and an algorithm's first run in the
+    // process pays for loading its kernels (CUDA loads modules lazily). Timed cold, ResNet-18's fp16
+    // backward-data passes went to FFT algorithms 3-4x slower than the tensor-core ones that lost the
+    // first timing (2.4 ms of an 11 ms step on an H200).
+    cudnnStatus_t status = find(scratch, static_cast<int>(ranked.size()), returned, ranked.data());
+    if (status == CUDNN_STATUS_SUCCESS)
+      status = find(scratch, static_cast<int>(ranked.size()), returned, ranked.data());
     if (status == CUDNN_STATUS_SUCCESS) {
       chosen = pick(ranked, returned, d.tensor_ops(), [](const Perf& c, std::size_t& bytes) {
         bytes = c.memory;
