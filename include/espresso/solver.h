@@ -64,7 +64,8 @@ class Solver {
   const SolverConfig& config() const { return config_; }
   // One update at iteration `iter` (0-based). The first call sizes the history to `params`; later
   // calls must pass the same parameters in the same order. `loss_scale`: the gradients are the loss's
-  // times it (Net::set_loss_scale, mixed precision training); the step divides it out.
+  // times it (Net::set_loss_scale, mixed precision training); the step divides it out. The parameters'
+  // tensors must not overlap: a device may update them all at once.
   void update(std::vector<Parameter>& params, std::int64_t iter, float loss_scale = 1.0f);
 
   // The per-parameter state, Caffe's layout: one blob per parameter, AdaDelta and Adam a second set

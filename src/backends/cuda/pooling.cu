@@ -100,9 +100,8 @@ __device__ Span span(const Windows& p, int a, int o) {
   return {begin, end, p.count_include_pad ? padded_end - start : end - begin};
 }
 
-// The backward's kernels take Index, 32 bits where the tensor allows, and kPlanar, a 2-D pooling (axis 0
-// of the lifted three is 1 wide): both spare divisions per element, which had made ResNet's stem pooling
-// backward take twice PyTorch's.
+// window_maxima and unpool_windows take Index, 32 bits where the tensor allows, and kPlanar, a 2-D pooling
+// (axis 0 of the lifted three is 1 wide): both spare divisions per element.
 
 // The plane of element i, and its position in the plane.
 template <class Index>
@@ -189,7 +188,7 @@ __device__ float window_share(const Windows& p, const Tap* best_of, const T* dy,
 
 // Backward over three axes: a thread per input element. best_of: window_maxima's taps for max pooling,
 // unused for average pooling.
-template <class T, class Index, bool kAverage, class Tap>
+template <class T, class Index, bool kPlanar, bool kAverage, class Tap>
 __global__ void unpool_windows(Windows p, long long inputs, const Tap* __restrict__ best_of,
                                const T* __restrict__ dy, T* __restrict__ dx) {
   for (std::int64_t step : grid_stride(inputs)) {
@@ -197,9 +196,9 @@ __global__ void unpool_windows(Windows p, long long inputs, const Tap* __restric
     int position = 0;
     const Index plane = plane_of<Index>(i, p.in_spatial, position);
     int at[3];
-    coordinates<false>(position, p.in, at);
-    int first[3], last[3];
-    for (int a = 0; a < 3; ++a) covering(p, a, at[a], first[a], last[a]);
+    coordinates<kPlanar>(position, p.in, at);
+    int first[3] = {0, 0, 0}, last[3] = {0, 0, 0};
+    for (int a = kPlanar ? 1 : 0; a < 3; ++a) covering(p, a, at[a], first[a], last[a]);
     const Index plane_outputs = plane * static_cast<Index>(p.out_spatial);
     float sum = 0.0f;
     for (int od = first[0]; od <= last[0]; ++od) {
@@ -229,7 +228,7 @@ __global__ void unpool_windows(Windows p, long long inputs, const Tap* __restric
 template <class T, bool kAverage, class Tap, int kVec>
 __global__ void unpool_pairs(Windows p, long long packs, const Tap* __restrict__ best_of,
                              const T* __restrict__ dy, T* __restrict__ dx) {
-  const int row_packs = (p.in[2] + kVec - 1) / kVec;
+  const int row_packs = p.in[2] / kVec;
   for (long long pack : grid_stride(packs)) {
     const long long row = pack / row_packs;  // plane · in[1] + h
     const int w0 = static_cast<int>(pack - row * row_packs) * kVec;
@@ -239,9 +238,8 @@ __global__ void unpool_pairs(Windows p, long long packs, const Tap* __restrict__
     covering(p, 1, h, first_h, last_h);
     const T* plane_dy = dy + plane * p.out_spatial;
     const Tap* plane_best = kAverage ? best_of : best_of + plane * p.out_spatial;
-    T* at = dx + row * p.in[2] + w0;
-    const int count = min(kVec, p.in[2] - w0);
-    Pack<T, kVec> grads = load_pack<kVec>(at, count);
+    T* at = dx + row * p.in[2] + w0;  // kVec divides in[2]: whole packs
+    Pack<T, kVec> grads = load_pack<kVec>(at, kVec);
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
       const int w = w0 + j;
@@ -254,7 +252,7 @@ __global__ void unpool_pairs(Windows p, long long packs, const Tap* __restrict__
 #pragma unroll
         for (int b = 0; b < 2; ++b) {
           const int ow = first_w + b;
-          if (oh > last_h || ow > last_w || j >= count) continue;
+          if (oh > last_h || ow > last_w) continue;
           const int window_at[3] = {0, oh, ow};
           const int tap = (h - oh * p.stride[1] + p.pad[1]) * p.kernel[2] + w - ow * p.stride[2] + p.pad[2];
           sum += window_share<kAverage>(p, plane_best, plane_dy, oh * p.out[2] + ow, window_at, tap);
@@ -262,7 +260,7 @@ __global__ void unpool_pairs(Windows p, long long packs, const Tap* __restrict__
       }
       grads.v[j] = from_float<T>(to_float(grads.v[j]) + sum);
     }
-    store_pack<kVec>(at, grads, count);
+    store_pack<kVec>(at, grads, kVec);
   }
 }
 
@@ -399,12 +397,12 @@ class PoolingKernel final : public CudaKernel {
           const long long rows = windows_.planes * windows_.in[1];
           const auto pairs = [&](auto width) {
             constexpr int kVec = decltype(width)::value;
-            const long long packs = rows * ((windows_.in[2] + kVec - 1) / kVec);
+            const long long packs = rows * (windows_.in[2] / kVec);
             launch(context_, packs, unpool_pairs<T, kAverage, Tap, kVec>, windows_, packs, best_of, dy, dx);
           };
           if (!decltype(planar)::value || !pairwise_overlap(windows_)) {
-            launch(context_, input_count, unpool_windows<T, Index, kAverage, Tap>, windows_, input_count,
-                   best_of, dy, dx);
+            launch(context_, input_count, unpool_windows<T, Index, decltype(planar)::value, kAverage, Tap>,
+                   windows_, input_count, best_of, dy, dx);
           } else if (windows_.in[2] % kWidePack<T> == 0 && wide_aligned({dx})) {
             pairs(std::integral_constant<int, kWidePack<T>>{});
           } else {

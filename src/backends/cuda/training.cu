@@ -67,11 +67,11 @@ __global__ void update_kernel(UpdateList list) {
   }
 }
 
-// Blocks enough for the largest of a list's tensors, up to two per multiprocessor (a row of blocks
+// Blocks enough for the largest of a list's tensors, up to four per multiprocessor (a row of blocks
 // per tensor; the rest of a short tensor's row exits at once).
 dim3 list_grid(const StreamContext& context, long long largest, std::size_t listed) {
   return dim3(static_cast<unsigned>(
-                  std::min<long long>((largest + kThreads - 1) / kThreads, 2LL * context.multiprocessors())),
+                  std::min<long long>((largest + kThreads - 1) / kThreads, 4LL * context.multiprocessors())),
               static_cast<unsigned>(listed));
 }
 
