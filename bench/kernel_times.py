@@ -3,7 +3,7 @@
 
 Reads espresso's kernels as Nsight Compute lists them and PyTorch's from bench/torch_train.py --profile, and
 prints a Markdown table of microseconds per step by kind (convolutions, cuDNN's layout conversions, FFT
-convolutions, BatchNorm, pooling, ...). On the GPU machine:
+convolutions, BatchNorm, pooling, ...). bench/run_train_kernels.sh does it all on the GPU machine; by hand:
 
   ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \\
       espresso bench MODEL --device cuda --train --batch B --precision P --iterations 1 --warmup 1 \\
