@@ -1,8 +1,8 @@
-// Element-wise kernels over an outer x channels x inner tensor that need each element's channel
-// (BatchNorm's normalisation and input gradient, a convolution's epilogue) read and write 16 bytes per
-// access where the tensors' addresses allow (8 halves, 4 floats), and find the channels of a pack's
-// elements with one division per pack instead of two per element. Scalar loads of 2-byte halves had
-// kept too few bytes in flight to reach the GPU's bandwidth.
+// Packs of consecutive elements read and written as one 16-byte access where the tensors' addresses allow
+// (8 halves, 4 floats): the element-wise kernels of training (BatchNorm, the convolution epilogue, ReLU,
+// Binary, pooling's backward) and the per-channel sums. Scalar loads of 2-byte halves had kept too few
+// bytes in flight to reach the GPU's bandwidth. Kernels over an outer x channels x inner tensor find the
+// channels of a pack's elements with one division per pack instead of two per element (for_each_pack).
 #pragma once
 
 #include <cstdint>
