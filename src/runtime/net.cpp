@@ -156,6 +156,7 @@ struct Net::Impl {
   };
   float loss_scale = 1.0f;  // Net::set_loss_scale
   Tensor overflow_flags;    // per parameter (i32): its gradient is not finite; fp16 training only
+  std::vector<Tensor> overflow_checked;  // the parameters' gradients, in overflow_flags' order
   std::vector<Parameter> params;                  // unique learned blobs
   bool forwarded = false;                         // a forward() ran since planning
   std::vector<std::vector<std::vector<float>>> carried;  // per step: what a stateful kernel carries
@@ -1513,8 +1514,10 @@ void Net::Impl::plan_gradients(const std::vector<int>& grad_fill_step,
 
 void Net::Impl::plan_overflow_check() {
   overflow_flags = Tensor{};
+  overflow_checked.clear();
   if (options.precision != Precision::fp16 || params.empty()) return;  // bf16 has fp32's range
   overflow_flags = Tensor::zeros(Shape{static_cast<std::int64_t>(params.size())}, DType::i32, options.device);
+  for (const Parameter& p : params) overflow_checked.push_back(p.grad);
 }
 
 void Net::Impl::require_training(const char* what) const {
@@ -1587,10 +1590,7 @@ void Net::Impl::queue_backward() {
   }
   if (overflow_flags.defined()) {
     stream->fill(overflow_flags, 0.0f);
-    std::vector<Tensor> gradients;
-    gradients.reserve(params.size());
-    for (const Parameter& p : params) gradients.push_back(p.grad);
-    stream->flag_non_finite(gradients, overflow_flags);
+    stream->flag_non_finite(overflow_checked, overflow_flags);
   }
 }
 

@@ -33,15 +33,13 @@ __global__ void broadcast_binary(const T* a, const T* b, T* y, long long n, Stri
 
 template <class T, int kVec>  // with_pack_width
 __global__ void same_shape_binary(const T* a, const T* b, T* y, std::int64_t n, BinaryLayer::Op op) {
-  for (std::int64_t pack : grid_stride((n + kVec - 1) / kVec)) {
-    const std::int64_t i = pack * kVec;
-    const int count = n - i < kVec ? static_cast<int>(n - i) : kVec;
+  for_each_flat_pack<kVec>(n, [&](std::int64_t i, int count) {
     const Pack<T, kVec> as = load_pack<kVec>(a + i, count), bs = load_pack<kVec>(b + i, count);
     Pack<T, kVec> ys;
     for (int j = 0; j < kVec; ++j)
       ys.v[j] = from_float<T>(binary_value(op, to_float(as.v[j]), to_float(bs.v[j])));
     store_pack<kVec>(y + i, ys, count);
-  }
+  });
 }
 
 // Both operands of the output's shape: their gradients (either may be null). `a` and `b` are null
@@ -50,9 +48,7 @@ __global__ void same_shape_binary(const T* a, const T* b, T* y, std::int64_t n, 
 template <class T, int kVec>  // with_pack_width
 __global__ void same_shape_gradients(const T* a, const T* b, const T* dy, T* da, T* db, std::int64_t n,
                                      BinaryLayer::Op op) {
-  for (std::int64_t pack : grid_stride((n + kVec - 1) / kVec)) {
-    const std::int64_t i = pack * kVec;
-    const int count = n - i < kVec ? static_cast<int>(n - i) : kVec;
+  for_each_flat_pack<kVec>(n, [&](std::int64_t i, int count) {
     Pack<T, kVec> as{}, bs{};
     if (a != nullptr) as = load_pack<kVec>(a + i, count);
     if (b != nullptr) bs = load_pack<kVec>(b + i, count);
@@ -71,7 +67,7 @@ __global__ void same_shape_gradients(const T* a, const T* b, const T* dy, T* da,
     };
     if (da != nullptr && da != dy) add(da, to_a);
     if (db != nullptr) add(db, to_b);
-  }
+  });
 }
 
 // An operand's value at output i; 0 for a null operand (one the partials do not depend on).

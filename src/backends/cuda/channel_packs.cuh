@@ -41,13 +41,20 @@ __device__ void store_pack(T* p, const Pack<T, kVec>& pack, int count) {
   for (int j = 0; j < count; ++j) p[j] = pack.v[j];
 }
 
-// body(i, count, channel) for the packs of kVec elements of 0 .. n − 1 spread over the grid: elements i to
-// i + count − 1 (count < kVec only for the last pack), channel[j] the channel of element i + j.
+// body(i, count) for the packs of kVec elements of 0 .. n − 1 spread over the grid: elements i to
+// i + count − 1 (count < kVec only for the last pack).
+template <int kVec, class Index, class Body>
+__device__ void for_each_flat_pack(Index n, Body&& body) {
+  for (std::int64_t at : grid_stride((n + kVec - 1) / kVec)) {
+    const Index i = static_cast<Index>(at) * kVec;
+    body(i, n - i < kVec ? static_cast<int>(n - i) : kVec);
+  }
+}
+
+// for_each_flat_pack with body(i, count, channel): channel[j] the channel of element i + j.
 template <int kVec, class Index, class Body>
 __device__ void for_each_pack(Index n, Index channels, Index inner, Body&& body) {
-  const Index packs = (n + kVec - 1) / kVec;
-  for (std::int64_t at : grid_stride(packs)) {
-    const Index i = static_cast<Index>(at) * kVec;
+  for_each_flat_pack<kVec>(n, [&](Index i, int count) {
     const Index image_channel = i / inner;
     Index k = i - image_channel * inner;
     Index c = image_channel % channels;
@@ -59,8 +66,8 @@ __device__ void for_each_pack(Index n, Index channels, Index inner, Body&& body)
         if (++c == channels) c = 0;
       }
     }
-    body(i, n - i < kVec ? static_cast<int>(n - i) : kVec, channel);
-  }
+    body(i, count, channel);
+  });
 }
 
 // Whether every address given (null ones aside) allows 16-byte accesses.

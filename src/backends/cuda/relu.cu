@@ -15,29 +15,20 @@ namespace {
 
 __device__ float leaky(float x, float slope) { return x > 0.0f ? x : slope * x; }
 
-// The elements of a pack starting at element `at` of n.
-__device__ int pack_count(std::int64_t at, std::int64_t n, int width) {
-  return n - at < width ? static_cast<int>(n - at) : width;
-}
-
 template <class T, int kVec>
 __global__ void relu_forward(const T* x, T* y, std::int64_t n, float slope) {
-  for (std::int64_t pack : grid_stride((n + kVec - 1) / kVec)) {
-    const std::int64_t i = pack * kVec;
-    const int count = pack_count(i, n, kVec);
+  for_each_flat_pack<kVec>(n, [&](std::int64_t i, int count) {
     Pack<T, kVec> v = load_pack<kVec>(x + i, count);
     for (int j = 0; j < kVec; ++j) v.v[j] = from_float<T>(leaky(to_float(v.v[j]), slope));
     store_pack<kVec>(y + i, v, count);
-  }
+  });
 }
 
 // dx += dy where the input was positive, slope · dy elsewhere; with `overwrite` (dx is dy's memory,
 // Layer::backward_in_place) dx = 0 + that. Each thread reads and writes only its own elements.
 template <class T, int kVec>
 __global__ void relu_backward(const T* x, const T* dy, T* dx, std::int64_t n, float slope, bool overwrite) {
-  for (std::int64_t pack : grid_stride((n + kVec - 1) / kVec)) {
-    const std::int64_t i = pack * kVec;
-    const int count = pack_count(i, n, kVec);
+  for_each_flat_pack<kVec>(n, [&](std::int64_t i, int count) {
     const Pack<T, kVec> xs = load_pack<kVec>(x + i, count), gs = load_pack<kVec>(dy + i, count);
     Pack<T, kVec> out = overwrite ? Pack<T, kVec>{} : load_pack<kVec>(dx + i, count);
     for (int j = 0; j < kVec; ++j) {
@@ -46,7 +37,7 @@ __global__ void relu_backward(const T* x, const T* dy, T* dx, std::int64_t n, fl
           from_float<T>((overwrite ? 0.0f : to_float(out.v[j])) + (to_float(xs.v[j]) > 0.0f ? g : slope * g));
     }
     store_pack<kVec>(dx + i, out, count);
-  }
+  });
 }
 
 // T: the storage type (float, or __half / __nv_bfloat16 for make_lowp_relu).
