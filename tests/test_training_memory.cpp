@@ -149,5 +149,47 @@ TEST(TrainingMemory, ReusedBuffersAreGuarded) {
   EXPECT_NO_THROW(net.backward());
 }
 
+// A training plan bounds each cuDNN workspace by a few times its layer's own tensors (conv_cudnn.cpp,
+// workspace_limit) and times the candidates with no more. On tensor cores that keeps the timing below the
+// steps: in a fresh tactic cache, making the net (where the algorithms are timed on scratch buffers) and its
+// first steps take no more device memory than later steps do, for a net that keeps its activations for the
+// backward. (In FMA math the bound is looser and timing may raise the peak: NIN's fp32 step 676 vs 442 MiB.)
+TEST(TrainingMemory, TimingTensorCoreConvolutionsDoesNotRaiseThePeak) {
+  REQUIRE_GPU();
+  const TempDir cache;
+  const testing::ScopedEnv fresh("ESPRESSO_TACTIC_CACHE", cache.path().c_str());
+  std::mt19937 rng(5);
+  const std::int64_t batch = 40, channels = 48;
+  Graph g;
+  g.name = "six_convolutions";
+  g.inputs = {{"data", Shape{batch, channels, 32, 32}}, {"label", Shape{batch}}};
+  std::string last = "data";
+  for (int i = 0; i < 6; ++i) {
+    const std::string conv = "conv" + std::to_string(i), relu = "relu" + std::to_string(i);
+    g.layers.push_back(convolution(conv, last, channels, channels, 3, rng));
+    g.layers.push_back(layer(relu, "ReLU", {conv}, {relu}));
+    last = relu;
+  }
+  g.layers.push_back(pooling("pool", last));
+  g.layers.push_back(inner_product("ip", "pool", channels * 16 * 16, 10, rng));
+  g.layers.push_back(layer("loss", "SoftmaxWithLoss", {"ip", "label"}, {"loss"}));
+  const Device gpu = Device::cuda(0);
+  reset_peak_device_memory(gpu);
+  Net net(g, {.device = gpu, .training = true, .precision = Precision::bf16});
+  std::mt19937 data(6);
+  const auto steps = [&] {
+    for (int i = 0; i < 2; ++i) {
+      fill_batch(net, Shape{batch, channels, 32, 32}, data);
+      net.forward_backward();
+    }
+  };
+  steps();
+  const std::size_t planning_peak = device_memory_use(gpu).peak_bytes;
+  reset_peak_device_memory(gpu);
+  steps();
+  EXPECT_LE(planning_peak, device_memory_use(gpu).peak_bytes)
+      << "timing the algorithms took more device memory than the training steps";
+}
+
 }  // namespace
 }  // namespace espresso

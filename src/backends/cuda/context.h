@@ -62,6 +62,8 @@ class StreamContext final : public Stream {
   void* workspace() const { return lent_ != nullptr ? lent_ : workspace_.get(); }
   std::size_t workspace_bytes() const override { return workspace_bytes_; }
   void plan_workspaces(bool planning) override;
+  // True while a training plan collects the kernels' workspaces for its memory arena.
+  bool planning_workspaces() const { return planning_workspaces_; }
   std::size_t take_workspace_request() override;
   void lend_workspace(void* memory, std::size_t bytes) override;
   // The device copy of a CPU weight tensor: the shared one when the model is resident, else uploaded

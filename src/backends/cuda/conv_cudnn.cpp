@@ -6,14 +6,14 @@
 //
 // Algorithms: every pass (the forward at inference and in training, backward data, backward filter;
 // on tensor cores from batch 128 only) times the candidates once per problem (after a warm-up run) with
-// cudnnFind*AlgorithmEx on scratch buffers and a workspace of at most kMaxWorkspaceBytes, and
-// remembers the fastest per device model, cuDNN version, shape, data type and math: for the process,
-// and on disk (TacticCache "cudnn-algorithms.txt"), so that the next process skips the timing. cuDNN's
-// heuristic ranking (cudnnGet*_v7) stands in where timing fails, while a CUDA graph records, or with
-// ESPRESSO_CONV_AUTOTUNE=0. Either way the fastest acceptable algorithm wins, deterministic or not (as in
-// PyTorch); with ESPRESSO_CONV_DETERMINISTIC=1 deterministic ones (no atomics: the same gradients every
-// run) are preferred over faster ones that are not. The workspace is the
-// stream's shared one (StreamContext::reserve_workspace).
+// cudnnFind*AlgorithmEx on scratch buffers and a workspace of at most kMaxWorkspaceBytes (in a training
+// plan, a few times what the layer's tensors take: workspace_limit), and remembers the fastest per device
+// model, cuDNN version, shape, data type and math: for the process, and on disk (TacticCache
+// "cudnn-algorithms.txt"), so that the next process skips the timing. cuDNN's heuristic ranking
+// (cudnnGet*_v7) stands in where timing fails, while a CUDA graph records, or with ESPRESSO_CONV_AUTOTUNE=0.
+// Either way the fastest acceptable algorithm wins, deterministic or not (as in PyTorch); with
+// ESPRESSO_CONV_DETERMINISTIC=1 deterministic ones (no atomics: the same gradients every run) are preferred
+// over faster ones that are not. The workspace is the stream's shared one (StreamContext::reserve_workspace).
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -40,6 +40,16 @@ namespace {
 
 // Larger workspaces are left to algorithms that need less (or to the other tactics).
 constexpr std::size_t kMaxWorkspaceBytes = std::size_t{512} << 20;
+// A training plan's workspaces share its arena with the activations (StreamContext::planning_workspaces):
+// there an algorithm may use a few times what its layer's own x, y and w take, kBoundedWorkspaceFloor at
+// least. Twice in fp16 and bf16, whose tensor-core algorithms need about one padded copy of them in another
+// layout (at once, the bound left NIN's conv1 on a kernel 5x slower); four times in fp32, where the FFT and
+// Winograd algorithms that win need more (at twice, NIN's fp32 step took 7.2 ms instead of 4.6). The fp32
+// passes timed against a low-precision layer's (cudnn_backward_ms) are bounded as that layer. Unbounded,
+// NIN's bf16 conv2 backward took 112 MB (its busiest moment 255 MB, PyTorch's whole step 250) and timing
+// conv1's fp32 candidates 373 MB of scratch in a fresh process
+// (bench/results/2026-12-07-h100-train-workspaces.md).
+constexpr std::size_t kBoundedWorkspaceFloor = std::size_t{16} << 20;
 // The smallest batch whose tensor-core convolutions are chosen by timing (see choose()).
 constexpr std::int64_t kTimedTensorOpBatch = 128;
 
@@ -194,13 +204,13 @@ constexpr float kWorkspaceSlack = 0.03f;
 
 // From a ranking (best first: cuDNN's heuristic order, or measured times): the first algorithm that
 // ran, keeps to FMA math (tensor-core entries would round through TF32) unless `tensor_ops` allows
-// them, and needs at most kMaxWorkspaceBytes, preferring deterministic ones over a better-ranked one
+// them, and needs at most `limit` bytes of workspace, preferring deterministic ones over a better-ranked one
 // that is not (determinism_tiers); among measured ones, the one with the least workspace within
 // kWorkspaceSlack of the fastest. `workspace(perf, bytes)` returns false when cuDNN declines the
 // algorithm.
 template <typename Perf, typename Workspace>
-auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Workspace workspace)
-    -> std::optional<Choice<decltype(Perf::algo)>> {
+auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, std::size_t limit,
+          Workspace workspace) -> std::optional<Choice<decltype(Perf::algo)>> {
   for (const bool deterministic_only : determinism_tiers()) {
     std::optional<Choice<decltype(Perf::algo)>> best;
     float best_time = 0.0f;
@@ -213,7 +223,7 @@ auto pick(const std::vector<Perf>& ranked, int returned, bool tensor_ops, Worksp
         continue;
       }
       std::size_t bytes = 0;
-      if (!workspace(c, bytes) || bytes > kMaxWorkspaceBytes) continue;
+      if (!workspace(c, bytes) || bytes > limit) continue;
       if (!best) {
         best = Choice<decltype(Perf::algo)>{c.algo, bytes, c.mathType};
         best_time = c.time;
@@ -247,7 +257,8 @@ bool backward_filter_workspace(cudnnHandle_t handle, const Descriptors& d,
                 "cudnnGetConvolutionBackwardFilterWorkspaceSize");
 }
 
-std::optional<Choice<cudnnConvolutionFwdAlgo_t>> pick_forward(cudnnHandle_t handle, const Descriptors& d) {
+std::optional<Choice<cudnnConvolutionFwdAlgo_t>> pick_forward(cudnnHandle_t handle, const Descriptors& d,
+                                                              std::size_t limit) {
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &count));
   std::vector<cudnnConvolutionFwdAlgoPerf_t> ranked(static_cast<std::size_t>(count));
@@ -257,14 +268,15 @@ std::optional<Choice<cudnnConvolutionFwdAlgo_t>> pick_forward(cudnnHandle_t hand
               "cudnnGetConvolutionForwardAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, d.tensor_ops(),
+  return pick(ranked, returned, d.tensor_ops(), limit,
               [&](const cudnnConvolutionFwdAlgoPerf_t& c, std::size_t& bytes) {
                 return forward_workspace(handle, d, c.algo, bytes);
               });
 }
 
 std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> pick_backward_data(cudnnHandle_t handle,
-                                                                        const Descriptors& d) {
+                                                                        const Descriptors& d,
+                                                                        std::size_t limit) {
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &count));
   std::vector<cudnnConvolutionBwdDataAlgoPerf_t> ranked(static_cast<std::size_t>(count));
@@ -274,14 +286,15 @@ std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> pick_backward_data(cudnnHan
               "cudnnGetConvolutionBackwardDataAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, d.tensor_ops(),
+  return pick(ranked, returned, d.tensor_ops(), limit,
               [&](const cudnnConvolutionBwdDataAlgoPerf_t& c, std::size_t& bytes) {
                 return backward_data_workspace(handle, d, c.algo, bytes);
               });
 }
 
 std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> pick_backward_filter(cudnnHandle_t handle,
-                                                                            const Descriptors& d) {
+                                                                            const Descriptors& d,
+                                                                            std::size_t limit) {
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &count));
   std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> ranked(static_cast<std::size_t>(count));
@@ -291,7 +304,7 @@ std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> pick_backward_filter(cudn
               "cudnnGetConvolutionBackwardFilterAlgorithm_v7")) {
     return std::nullopt;
   }
-  return pick(ranked, returned, d.tensor_ops(),
+  return pick(ranked, returned, d.tensor_ops(), limit,
               [&](const cudnnConvolutionBwdFilterAlgoPerf_t& c, std::size_t& bytes) {
                 return backward_filter_workspace(handle, d, c.algo, bytes);
               });
@@ -362,6 +375,19 @@ TacticCache& disk_cache() { return tactic_cache("cudnn-algorithms.txt"); }
 
 std::size_t element_bytes(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
 
+// The most workspace an algorithm of problem `p` may use: kMaxWorkspaceBytes, and while a training plan
+// places workspaces in its arena, a few times the problem's own tensors in `dtype` (kBoundedWorkspaceFloor at
+// least): twice in fp16 and bf16, four times in fp32.
+std::size_t workspace_limit(const ConvProblem& p, DType dtype, const StreamContext& context) {
+  if (!context.planning_workspaces()) return kMaxWorkspaceBytes;
+  const auto tensors =
+      static_cast<std::size_t>(p.batch * (p.in_channels * p.in_spatial() + p.out_channels * p.out_spatial()) +
+                               p.out_channels * p.in_per_group() * p.taps()) *
+      element_bytes(dtype);
+  const std::size_t times = dtype == DType::f32 ? 4 : 2;
+  return std::min(kMaxWorkspaceBytes, std::max(kBoundedWorkspaceFloor, times * tensors));
+}
+
 // Zero-filled x, w and y of a problem and the workspace timing may use: what the hungriest candidate
 // needs (`largest`), at most half the device's free memory. Throws DeviceError when memory is short.
 struct Scratch {
@@ -389,11 +415,11 @@ struct Scratch {
 
 // The fastest acceptable algorithm by `find` (a cudnnFind*AlgorithmEx call on the scratch buffers,
 // filling a ranking in time order), remembered under its key, in the process and on disk; else, and
-// without timing (capture, ESPRESSO_CONV_AUTOTUNE=0), `heuristic()`. An algorithm read from disk is
+// without timing (capture, ESPRESSO_CONV_AUTOTUNE=0), `heuristic(limit)`. An algorithm read from disk is
 // used when cuDNN still accepts it (`workspace(algo, bytes)` true) within the workspace limit.
 template <typename Perf, int kAlgorithms, typename Find, typename Workspace, typename Heuristic>
-auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors& d, StreamContext& context,
-            int candidates, Find find, Workspace workspace, Heuristic heuristic)
+auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors& d, std::size_t limit,
+            StreamContext& context, int candidates, Find find, Workspace workspace, Heuristic heuristic)
     -> std::optional<Choice<decltype(Perf::algo)>> {
   using Algo = decltype(Perf::algo);
   // On tensor cores (fp16, bf16, TF32) timing the forward paid off only for large batches: at batch 1 and
@@ -401,8 +427,19 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
   // (bench/results/2026-12-06-h100-fusion-autotune-vulkan.md). The backward passes (training) are always
   // timed.
   const bool worth_timing = !d.tensor_ops() || p.batch >= kTimedTensorOpBatch || pass != PassKind::forward;
-  if (!worth_timing || env_off("ESPRESSO_CONV_AUTOTUNE") || capturing(context)) return heuristic();
-  const std::string key = tuning_key(pass, p, dtype, d.tensor_ops(), context.device().index);
+  if (!worth_timing || env_off("ESPRESSO_CONV_AUTOTUNE") || capturing(context)) return heuristic(limit);
+  // What the hungriest candidate needs, and the hungriest within the limit: the timing scratch's size.
+  std::size_t hungriest = 0, largest = 0;
+  for (int algo = 0; algo < kAlgorithms; ++algo) {
+    std::size_t bytes = 0;
+    if (!workspace(static_cast<Algo>(algo), bytes) || bytes > kMaxWorkspaceBytes) continue;
+    hungriest = std::max(hungriest, bytes);
+    if (bytes <= limit) largest = std::max(largest, bytes);
+  }
+  // A limit that leaves every candidate in changes nothing: the problem shares the unbounded choice (and a
+  // training plan the naive plan's, so that the two train alike).
+  const std::string key = tuning_key(pass, p, dtype, d.tensor_ops(), context.device().index) +
+                          (hungriest > limit ? "bounded" + std::to_string(limit) : "");
   {
     const std::lock_guard lock(remembered_mutex());
     if (auto it = remembered<Algo>().find(key); it != remembered<Algo>().end()) return it->second;
@@ -415,7 +452,7 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
     const float milliseconds = *end == '/' ? std::strtof(end + 1, &end) : 0.0f;
     std::size_t bytes = 0;
     if (*end == '\0' && algo >= 0 && algo < kAlgorithms && math >= CUDNN_DEFAULT_MATH &&
-        math <= CUDNN_FMA_MATH && workspace(static_cast<Algo>(algo), bytes) && bytes <= kMaxWorkspaceBytes) {
+        math <= CUDNN_FMA_MATH && workspace(static_cast<Algo>(algo), bytes) && bytes <= limit) {
       const Choice<Algo> choice{static_cast<Algo>(algo), bytes, static_cast<cudnnMathType_t>(math), true,
                                 std::isfinite(milliseconds) && milliseconds > 0.0f ? milliseconds : 0.0f};
       const std::lock_guard lock(remembered_mutex());
@@ -428,12 +465,6 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
     // No capture may start meanwhile: timing synchronises the device.
     const std::lock_guard exclusion(capture_exclusion());
     // No larger than the candidates need: the scratch counts towards the process's peak memory.
-    std::size_t largest = 0;
-    for (int algo = 0; algo < kAlgorithms; ++algo) {
-      std::size_t bytes = 0;
-      if (workspace(static_cast<Algo>(algo), bytes) && bytes <= kMaxWorkspaceBytes)
-        largest = std::max(largest, bytes);
-    }
     Scratch scratch(p, dtype, largest, context);
     std::vector<Perf> ranked(static_cast<std::size_t>(std::max(candidates, 1)));
     int returned = 0;
@@ -445,7 +476,7 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
     if (status == CUDNN_STATUS_SUCCESS)
       status = find(scratch, static_cast<int>(ranked.size()), returned, ranked.data());
     if (status == CUDNN_STATUS_SUCCESS) {
-      chosen = pick(ranked, returned, d.tensor_ops(), [](const Perf& c, std::size_t& bytes) {
+      chosen = pick(ranked, returned, d.tensor_ops(), limit, [](const Perf& c, std::size_t& bytes) {
         bytes = c.memory;
         return true;
       });
@@ -454,7 +485,7 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
   } catch (const DeviceError&) {
     chosen.reset();  // out of memory for the scratch, say: the heuristic needs none
   }
-  if (!chosen) return heuristic();
+  if (!chosen) return heuristic(limit);
   chosen->timed = true;
   disk_cache().store(key, std::to_string(static_cast<int>(chosen->algo)) + "/" +
                               std::to_string(static_cast<int>(chosen->math)) + "/" +
@@ -465,13 +496,13 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
 }
 
 std::optional<Choice<cudnnConvolutionFwdAlgo_t>> choose_forward(const ConvProblem& p, DType dtype,
-                                                                const Descriptors& d,
+                                                                const Descriptors& d, std::size_t limit,
                                                                 StreamContext& context) {
   cudnnHandle_t handle = context.cudnn();
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(handle, &count));
   return choose<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT>(
-      PassKind::forward, p, dtype, d, context, count,
+      PassKind::forward, p, dtype, d, limit, context, count,
       [&](Scratch& s, int requested, int& returned, cudnnConvolutionFwdAlgoPerf_t* results) {
         return cudnnFindConvolutionForwardAlgorithmEx(handle, d.x, s.x.get(), d.w, s.w.get(), d.conv, d.y,
                                                       s.y.get(), requested, &returned, results,
@@ -480,17 +511,18 @@ std::optional<Choice<cudnnConvolutionFwdAlgo_t>> choose_forward(const ConvProble
       [&](cudnnConvolutionFwdAlgo_t algo, std::size_t& bytes) {
         return forward_workspace(handle, d, algo, bytes);
       },
-      [&] { return pick_forward(handle, d); });
+      [&](std::size_t limit) { return pick_forward(handle, d, limit); });
 }
 
 std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> choose_backward_data(const ConvProblem& p, DType dtype,
                                                                           const Descriptors& d,
+                                                                          std::size_t limit,
                                                                           StreamContext& context) {
   cudnnHandle_t handle = context.cudnn();
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &count));
   return choose<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT>(
-      PassKind::data, p, dtype, d, context, count,
+      PassKind::data, p, dtype, d, limit, context, count,
       [&](Scratch& s, int requested, int& returned, cudnnConvolutionBwdDataAlgoPerf_t* results) {
         return cudnnFindConvolutionBackwardDataAlgorithmEx(handle, d.w, s.w.get(), d.y, s.y.get(), d.conv, d.x,
                                                            s.x.get(), requested, &returned, results,
@@ -499,18 +531,16 @@ std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> choose_backward_data(const 
       [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t& bytes) {
         return backward_data_workspace(handle, d, algo, bytes);
       },
-      [&] { return pick_backward_data(handle, d); });
+      [&](std::size_t limit) { return pick_backward_data(handle, d, limit); });
 }
 
-std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> choose_backward_filter(const ConvProblem& p,
-                                                                              DType dtype,
-                                                                              const Descriptors& d,
-                                                                              StreamContext& context) {
+std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> choose_backward_filter(
+    const ConvProblem& p, DType dtype, const Descriptors& d, std::size_t limit, StreamContext& context) {
   cudnnHandle_t handle = context.cudnn();
   int count = 0;
   ESPRESSO_CUDA_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &count));
   return choose<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT>(
-      PassKind::filter, p, dtype, d, context, count,
+      PassKind::filter, p, dtype, d, limit, context, count,
       [&](Scratch& s, int requested, int& returned, cudnnConvolutionBwdFilterAlgoPerf_t* results) {
         return cudnnFindConvolutionBackwardFilterAlgorithmEx(handle, d.x, s.x.get(), d.y, s.y.get(), d.conv,
                                                              d.w, s.w.get(), requested, &returned, results,
@@ -519,7 +549,7 @@ std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> choose_backward_filter(co
       [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
         return backward_filter_workspace(handle, d, algo, bytes);
       },
-      [&] { return pick_backward_filter(handle, d); });
+      [&](std::size_t limit) { return pick_backward_filter(handle, d, limit); });
 }
 
 // The math an algorithm runs in where tensor cores are allowed at all (fp32 stays in FMA math: cuDNN's
@@ -539,7 +569,8 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
   bool prepare(const ConvProblem& p) {
     problem_ = p;
     if (!descriptors_.describe(p, dtype_, context_.tf32())) return false;
-    const auto chosen = choose_forward(p, dtype_, descriptors_, context_);
+    const auto chosen =
+        choose_forward(p, dtype_, descriptors_, workspace_limit(p, dtype_, context_), context_);
     if (!chosen) return false;
     if (descriptors_.tensor_ops())
       ESPRESSO_CUDA_CHECK(cudnnSetConvolutionMathType(descriptors_.conv, chosen_math(*chosen)));
@@ -581,23 +612,25 @@ class CudnnGradients final : public ConvGradients, public TypedConvGradients {
       : context_(context), handle_(context.cudnn()), dtype_(dtype) {}
 
   // Chooses the passes' algorithms; false when cuDNN declines the configuration or one of the passes.
-  // reserve() then claims the workspace they need.
-  bool prepare(const ConvProblem& p, unsigned passes) {
+  // reserve() then claims the workspace they need. In a training plan their workspaces are bounded as for
+  // a layer in `bounded_as` (workspace_limit).
+  bool prepare(const ConvProblem& p, unsigned passes, DType bounded_as) {
     if (!descriptors_.describe(p, dtype_)) return false;
+    const std::size_t limit = workspace_limit(p, bounded_as, context_);
     filter_elements_ = p.out_channels * p.in_per_group() * p.taps();
     std::size_t bytes = 0;
     if ((passes & kForwardPass) != 0) {
-      forward_ = choose_forward(p, dtype_, descriptors_, context_);
+      forward_ = choose_forward(p, dtype_, descriptors_, limit, context_);
       if (!forward_) return false;
       bytes = std::max(bytes, forward_->workspace_bytes);
     }
     if ((passes & kDataPass) != 0) {
-      data_ = choose_backward_data(p, dtype_, descriptors_, context_);
+      data_ = choose_backward_data(p, dtype_, descriptors_, limit, context_);
       if (!data_) return false;
       bytes = std::max(bytes, data_->workspace_bytes);
     }
     if ((passes & kFilterPass) != 0) {
-      filter_ = choose_backward_filter(p, dtype_, descriptors_, context_);
+      filter_ = choose_backward_filter(p, dtype_, descriptors_, limit, context_);
       if (!filter_) return false;
       bytes = std::max(bytes, filter_->workspace_bytes);
     }
@@ -713,7 +746,7 @@ std::unique_ptr<ConvGradients> make_cudnn_gradients(const ConvProblem& p, unsign
                                                     StreamContext& context) {
   if (!fits_int(p)) return nullptr;
   auto gradients = std::make_unique<CudnnGradients>(DType::f32, context);
-  if (!gradients->prepare(p, passes)) return nullptr;
+  if (!gradients->prepare(p, passes, DType::f32)) return nullptr;
   gradients->reserve();
   return gradients;
 }
@@ -722,15 +755,15 @@ std::unique_ptr<TypedConvGradients> make_cudnn_typed_gradients(const ConvProblem
                                                                StreamContext& context) {
   if (!fits_int(p)) return nullptr;
   auto gradients = std::make_unique<CudnnGradients>(dtype, context);
-  if (!gradients->prepare(p, kDataPass | kFilterPass)) return nullptr;
+  if (!gradients->prepare(p, kDataPass | kFilterPass, dtype)) return nullptr;
   gradients->reserve();
   return gradients;
 }
 
-float cudnn_backward_ms(const ConvProblem& p, DType dtype, StreamContext& context) {
+float cudnn_backward_ms(const ConvProblem& p, DType dtype, DType plan_dtype, StreamContext& context) {
   if (!fits_int(p)) return 0.0f;
   CudnnGradients gradients(dtype, context);
-  return gradients.prepare(p, kDataPass | kFilterPass) ? gradients.measured_ms() : 0.0f;
+  return gradients.prepare(p, kDataPass | kFilterPass, plan_dtype) ? gradients.measured_ms() : 0.0f;
 }
 
 }  // namespace espresso::cuda

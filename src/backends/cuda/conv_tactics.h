@@ -97,8 +97,9 @@ std::unique_ptr<ConvGradients> make_cudnn_gradients(const ConvProblem& problem, 
 std::unique_ptr<TypedConvGradients> make_cudnn_typed_gradients(const ConvProblem& problem, DType dtype,
                                                                StreamContext& context);
 // cuDNN's timed backward (data and filter passes) in `dtype`, in milliseconds, without keeping anything
-// but the timing; 0 where cuDNN declines the problem or the passes were not timed.
-float cudnn_backward_ms(const ConvProblem& problem, DType dtype, StreamContext& context);
+// but the timing, its workspaces bounded as for a layer of a `plan_dtype` training plan; 0 where cuDNN
+// declines the problem or the passes were not timed.
+float cudnn_backward_ms(const ConvProblem& problem, DType dtype, DType plan_dtype, StreamContext& context);
 // im2col / col2im + cuBLAS, or nullptr where its workspace or int indices would not fit.
 std::unique_ptr<ConvGradients> make_gemm_gradients(const ConvProblem& problem, StreamContext& context);
 // Whole-batch cuBLAS GEMMs for a pointwise convolution (1x1, stride 1, no padding) with one group, or

@@ -306,8 +306,8 @@ std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vec
       // a 1.46 ms backward against 0.38 on an H100): both timed, fp32 trains where it is clearly faster,
       // since its output then costs a conversion and a copy in each direction.
       if (problem.in_per_group() % 8 != 0) {
-        const float low = cudnn_backward_ms(problem, dtype, context);
-        const float full = cudnn_backward_ms(problem, DType::f32, context);
+        const float low = cudnn_backward_ms(problem, dtype, dtype, context);
+        const float full = cudnn_backward_ms(problem, DType::f32, dtype, context);
         if (low > 0.0f && full > 0.0f && low > kFp32Margin * full) return nullptr;
       }
       gradients = make_cudnn_typed_gradients(problem, dtype, context);
