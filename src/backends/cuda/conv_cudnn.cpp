@@ -8,12 +8,13 @@
 // on tensor cores from batch 128 only) times the candidates once per problem (after a warm-up run) with
 // cudnnFind*AlgorithmEx on scratch buffers and a workspace of at most kMaxWorkspaceBytes (in a training
 // plan, a few times what the layer's tensors take: workspace_limit), and remembers the fastest per device
-// model, cuDNN version, shape, data type and math: for the process, and on disk (TacticCache
-// "cudnn-algorithms.txt"), so that the next process skips the timing. cuDNN's heuristic ranking
-// (cudnnGet*_v7) stands in where timing fails, while a CUDA graph records, or with ESPRESSO_CONV_AUTOTUNE=0.
-// Either way the fastest acceptable algorithm wins, deterministic or not (as in PyTorch); with
-// ESPRESSO_CONV_DETERMINISTIC=1 deterministic ones (no atomics: the same gradients every run) are preferred
-// over faster ones that are not. The workspace is the stream's shared one (StreamContext::reserve_workspace).
+// model, cuDNN version, shape, data type, math and, where it leaves a candidate out, workspace limit: for
+// the process, and on disk (TacticCache "cudnn-algorithms.txt"), so that the next process skips the timing.
+// cuDNN's heuristic ranking (cudnnGet*_v7) stands in where timing fails, while a CUDA graph records, or
+// with ESPRESSO_CONV_AUTOTUNE=0. Either way the fastest acceptable algorithm wins, deterministic or not (as
+// in PyTorch); with ESPRESSO_CONV_DETERMINISTIC=1 deterministic ones (no atomics: the same gradients every
+// run) are preferred over faster ones that are not. The workspace is the stream's shared one
+// (StreamContext::reserve_workspace), or the training plan's (docs/training-memory.md).
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -41,14 +42,12 @@ namespace {
 // Larger workspaces are left to algorithms that need less (or to the other tactics).
 constexpr std::size_t kMaxWorkspaceBytes = std::size_t{512} << 20;
 // A training plan's workspaces share its arena with the activations (StreamContext::planning_workspaces):
-// there an algorithm may use a few times what its layer's own x, y and w take, kBoundedWorkspaceFloor at
-// least. Twice in fp16 and bf16, whose tensor-core algorithms need about one padded copy of them in another
-// layout (at once, the bound left NIN's conv1 on a kernel 5x slower); four times in fp32, where the FFT and
-// Winograd algorithms that win need more (at twice, NIN's fp32 step took 7.2 ms instead of 4.6). The fp32
-// passes timed against a low-precision layer's (cudnn_backward_ms) are bounded as that layer. Unbounded,
-// NIN's bf16 conv2 backward took 112 MB (its busiest moment 255 MB, PyTorch's whole step 250) and timing
-// conv1's fp32 candidates 373 MB of scratch in a fresh process
-// (bench/results/2026-12-07-h100-train-workspaces.md).
+// there an algorithm may use a few times what its layer's own x, y and w take (workspace_limit), and only
+// those candidates are timed. Unbounded, NIN's bf16 step peaked at 249 to 364 MiB from process to process
+// against PyTorch's 250: in some a 112 MB backward-filter workspace for conv2 sat at the busiest moment, in a
+// fresh one timing conv1's fp32 candidates took 373 MB of scratch
+// (bench/results/2026-12-07-h100-train-workspaces.md). Below this floor a workspace hardly shows next to
+// the 32 MiB cuBLAS one, and small layers keep the choice they would have unbounded.
 constexpr std::size_t kBoundedWorkspaceFloor = std::size_t{16} << 20;
 // The smallest batch whose tensor-core convolutions are chosen by timing (see choose()).
 constexpr std::int64_t kTimedTensorOpBatch = 128;
@@ -377,9 +376,14 @@ std::size_t element_bytes(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
 
 // The most workspace an algorithm of problem `p` may use: kMaxWorkspaceBytes, and while a training plan
 // places workspaces in its arena, a few times the problem's own tensors in `dtype` (kBoundedWorkspaceFloor at
-// least): twice in fp16 and bf16, four times in fp32.
+// least). Twice in fp16 and bf16, whose tensor-core algorithms need about one padded copy of the tensors in
+// another layout (at once, they were left out: NIN's bf16 step took 11.5 ms instead of 2.1); four times in
+// fp32, where the FFT and Winograd algorithms that win need more (at twice, NIN's fp32 step took 7.2 ms
+// instead of 4.6). The fp32 passes timed against a low-precision layer's (cudnn_backward_ms) are bounded as
+// that layer; should fp32 win, the fp32 layer is timed again within its own bound. Deterministic
+// algorithms (ESPRESSO_CONV_DETERMINISTIC=1) are not bounded: they were asked for.
 std::size_t workspace_limit(const ConvProblem& p, DType dtype, const StreamContext& context) {
-  if (!context.planning_workspaces()) return kMaxWorkspaceBytes;
+  if (!context.planning_workspaces() || deterministic_requested()) return kMaxWorkspaceBytes;
   const auto tensors =
       static_cast<std::size_t>(p.batch * (p.in_channels * p.in_spatial() + p.out_channels * p.out_spatial()) +
                                p.out_channels * p.in_per_group() * p.taps()) *
@@ -415,7 +419,7 @@ struct Scratch {
 
 // The fastest acceptable algorithm by `find` (a cudnnFind*AlgorithmEx call on the scratch buffers,
 // filling a ranking in time order), remembered under its key, in the process and on disk; else, and
-// without timing (capture, ESPRESSO_CONV_AUTOTUNE=0), `heuristic(limit)`. An algorithm read from disk is
+// without timing (capture, ESPRESSO_CONV_AUTOTUNE=0), `heuristic()`. An algorithm read from disk is
 // used when cuDNN still accepts it (`workspace(algo, bytes)` true) within the workspace limit.
 template <typename Perf, int kAlgorithms, typename Find, typename Workspace, typename Heuristic>
 auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors& d, std::size_t limit,
@@ -427,14 +431,19 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
   // (bench/results/2026-12-06-h100-fusion-autotune-vulkan.md). The backward passes (training) are always
   // timed.
   const bool worth_timing = !d.tensor_ops() || p.batch >= kTimedTensorOpBatch || pass != PassKind::forward;
-  if (!worth_timing || env_off("ESPRESSO_CONV_AUTOTUNE") || capturing(context)) return heuristic(limit);
-  // What the hungriest candidate needs, and the hungriest within the limit: the timing scratch's size.
+  if (!worth_timing || env_off("ESPRESSO_CONV_AUTOTUNE") || capturing(context)) return heuristic();
+  // What the hungriest candidate needs, and the hungriest within the limit: the timing scratch's size. A
+  // failing query leaves the choice to the heuristic, as a failing timing does.
   std::size_t hungriest = 0, largest = 0;
-  for (int algo = 0; algo < kAlgorithms; ++algo) {
-    std::size_t bytes = 0;
-    if (!workspace(static_cast<Algo>(algo), bytes) || bytes > kMaxWorkspaceBytes) continue;
-    hungriest = std::max(hungriest, bytes);
-    if (bytes <= limit) largest = std::max(largest, bytes);
+  try {
+    for (int algo = 0; algo < kAlgorithms; ++algo) {
+      std::size_t bytes = 0;
+      if (!workspace(static_cast<Algo>(algo), bytes) || bytes > kMaxWorkspaceBytes) continue;
+      hungriest = std::max(hungriest, bytes);
+      if (bytes <= limit) largest = std::max(largest, bytes);
+    }
+  } catch (const DeviceError&) {
+    return heuristic();
   }
   // A limit that leaves every candidate in changes nothing: the problem shares the unbounded choice (and a
   // training plan the naive plan's, so that the two train alike).
@@ -485,7 +494,7 @@ auto choose(PassKind pass, const ConvProblem& p, DType dtype, const Descriptors&
   } catch (const DeviceError&) {
     chosen.reset();  // out of memory for the scratch, say: the heuristic needs none
   }
-  if (!chosen) return heuristic(limit);
+  if (!chosen) return heuristic();
   chosen->timed = true;
   disk_cache().store(key, std::to_string(static_cast<int>(chosen->algo)) + "/" +
                               std::to_string(static_cast<int>(chosen->math)) + "/" +
@@ -511,7 +520,7 @@ std::optional<Choice<cudnnConvolutionFwdAlgo_t>> choose_forward(const ConvProble
       [&](cudnnConvolutionFwdAlgo_t algo, std::size_t& bytes) {
         return forward_workspace(handle, d, algo, bytes);
       },
-      [&](std::size_t limit) { return pick_forward(handle, d, limit); });
+      [&] { return pick_forward(handle, d, limit); });
 }
 
 std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> choose_backward_data(const ConvProblem& p, DType dtype,
@@ -531,7 +540,7 @@ std::optional<Choice<cudnnConvolutionBwdDataAlgo_t>> choose_backward_data(const 
       [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t& bytes) {
         return backward_data_workspace(handle, d, algo, bytes);
       },
-      [&](std::size_t limit) { return pick_backward_data(handle, d, limit); });
+      [&] { return pick_backward_data(handle, d, limit); });
 }
 
 std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> choose_backward_filter(
@@ -549,7 +558,7 @@ std::optional<Choice<cudnnConvolutionBwdFilterAlgo_t>> choose_backward_filter(
       [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t& bytes) {
         return backward_filter_workspace(handle, d, algo, bytes);
       },
-      [&](std::size_t limit) { return pick_backward_filter(handle, d, limit); });
+      [&] { return pick_backward_filter(handle, d, limit); });
 }
 
 // The math an algorithm runs in where tensor cores are allowed at all (fp32 stays in FMA math: cuDNN's
