@@ -35,6 +35,17 @@ TempDir::~TempDir() {
   fs::remove_all(path_, ignored);
 }
 
+namespace {
+// Every test process, and the CLI processes it starts, pulls into a model cache of its own: ctest runs
+// tests side by side and a registry port one test frees is soon another's, so a shared ~/.cache/espresso
+// would hand one test the trust metadata another cached for the same host:port and repository.
+struct OwnModelCache {
+  TempDir dir;
+  OwnModelCache() { ::setenv("ESPRESSO_CACHE", dir.file("models").c_str(), 1); }
+};
+const OwnModelCache own_model_cache;
+}  // namespace
+
 std::string TempDir::file(const std::string& name) const { return (fs::path(path_) / name).string(); }
 
 std::string TempDir::write(const std::string& name, const std::string& bytes) const {
