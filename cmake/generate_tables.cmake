@@ -3,6 +3,8 @@
 #                      `class <Type>Layer final` in src/layers/*.h is a layer type
 #   <backend>_kernels.inc  ESPRESSO_KERNEL(Type, stem) per kernel factory `make_<stem>(` defined at
 #                      the start of a line in src/backends/<backend>/*.{cpp,cu}, where <stem>.h is a layer
+#                      (make_lowp_<stem> and make_nhwc_<stem> go to <backend>_lowp_kernels.inc and
+#                      <backend>_nhwc_kernels.inc)
 # Inputs: SOURCE_DIR (src/), OUTPUT_DIR, BACKENDS (comma-separated).
 cmake_minimum_required(VERSION 3.25)
 string(REPLACE "," ";" BACKENDS "${BACKENDS}")
@@ -39,15 +41,20 @@ foreach(backend IN LISTS BACKENDS)
   list(SORT sources)
   set(kernels "")
   set(lowp_kernels "")
+  set(nhwc_kernels "")
   foreach(source IN LISTS sources)
     file(STRINGS "${source}" factories REGEX "^std::unique_ptr<Kernel> make_[a-z0-9_]+\\(")
     foreach(line IN LISTS factories)
       string(REGEX REPLACE "^std::unique_ptr<Kernel> make_([a-z0-9_]+)\\(.*" "\\1" stem "${line}")
       # make_lowp_<stem>: the layer's kernel in fp16/bf16 (docs/precision.md), in its own table.
       set(table kernels)
+      # make_nhwc_<stem>: the same reading and writing 4-D tensors channels-last.
       if(stem MATCHES "^lowp_(.+)$")
         set(stem "${CMAKE_MATCH_1}")
         set(table lowp_kernels)
+      elseif(stem MATCHES "^nhwc_(.+)$")
+        set(stem "${CMAKE_MATCH_1}")
+        set(table nhwc_kernels)
       endif()
       if(NOT DEFINED "type_of_${stem}")
         get_filename_component(file "${source}" NAME)
@@ -60,4 +67,6 @@ foreach(backend IN LISTS BACKENDS)
     "// Generated from src/backends/${backend}/ by cmake/generate_tables.cmake; do not edit.\n${kernels}")
   write_if_changed("${OUTPUT_DIR}/${backend}_lowp_kernels.inc"
     "// Generated from src/backends/${backend}/ by cmake/generate_tables.cmake; do not edit.\n${lowp_kernels}")
+  write_if_changed("${OUTPUT_DIR}/${backend}_nhwc_kernels.inc"
+    "// Generated from src/backends/${backend}/ by cmake/generate_tables.cmake; do not edit.\n${nhwc_kernels}")
 endforeach()

@@ -263,10 +263,23 @@ TEST(PrecisionModels, LowPrecisionOutputsMatchFp32OnTheGpu) {
       for (const LayerSummary& row : net.summary()) {
         if (row.type == "Convolution") {
           EXPECT_EQ(row.precision, precision_name(precision)) << model << " layer " << row.name;
+          EXPECT_FALSE(row.channels_last) << model << " layer " << row.name;
           ++converted;
         }
       }
       EXPECT_GT(converted, 0) << model;
+    }
+    // Channels-last plans (ESPRESSO_CHANNELS_LAST=1): every convolution here is 2-D, so each runs so.
+    const testing::ScopedEnv on("ESPRESSO_CHANNELS_LAST", "1");
+    for (Precision precision : {Precision::fp16, Precision::bf16}) {
+      Net nhwc(graph, {.device = Device::cuda(), .precision = precision});
+      const double error = relative_error(expected, nhwc.forward({{input, x}}).at(output).to_vector());
+      std::printf("  %s %s channels-last: max |d| / max |fp32| = %.2e\n", model, precision_name(precision),
+                  error);
+      EXPECT_LE(error, 1e-2) << model << " in " << precision_name(precision) << " channels-last";
+      for (const LayerSummary& row : nhwc.summary()) {
+        if (row.type == "Convolution") EXPECT_TRUE(row.channels_last) << model << " " << row.name;
+      }
     }
   }
   if (checked == 0) GTEST_SKIP() << "none of the models found under " << precision_models_dir();
@@ -286,6 +299,44 @@ TEST(PrecisionGpu, Fp16ActivationsTakeHalfTheMemory) {
   const Tensor out = half.forward({{"data", x}}).at("ip");  // forward() returns its outputs by value
   EXPECT_EQ(out.dtype(), DType::f32);
   EXPECT_LE(relative_error(a, out.to_vector()), 1e-2);
+}
+
+// A channels-last plan converts where it meets N, C, H, W: the input, the InnerProduct reading a 3x3 map
+// (no channels-last kernel), a 4-D graph output; and a CPU step reading one of its tensors makes the net
+// plan again without channels-last kernels. Each is checked against the fp32 net.
+TEST(PrecisionGpu, ChannelsLastPlansConvertAtTheirEdges) {
+  REQUIRE_GPU();
+  const testing::ScopedEnv on("ESPRESSO_CHANNELS_LAST", "1");
+  Graph g = small_net();
+  g.outputs = {"pool", "prob"};
+  const Tensor x = random_input(Shape{2, 3, 9, 9}, 9);
+  Net full(g, {.device = Device::cuda()});
+  auto expected = full.forward({{"data", x}});
+  Net half(g, {.device = Device::cuda(), .precision = Precision::fp16});
+  auto got = half.forward({{"data", x}});
+  for (const char* name : {"pool", "prob"}) {
+    EXPECT_LE(relative_error(expected.at(name).to_vector(), got.at(name).to_vector()), 1e-2) << name;
+  }
+  for (const LayerSummary& row : half.summary()) {
+    const bool spatial = row.type == "Convolution" || row.type == "ReLU" || row.type == "Pooling";
+    EXPECT_EQ(row.channels_last, spatial) << row.name;
+    EXPECT_EQ(row.device, Device::cuda()) << row.name;
+  }
+
+  LayerSpec priors = layer("priors", "PriorBox", {"relu", "data"}, {"boxes"});
+  priors.attrs.set("min_size", std::vector<double>{4.0});
+  priors.attrs.set("clip", std::int64_t{1});
+  priors.attrs.set("offset", 0.5);
+  priors.attrs.set("variance", std::vector<double>{0.1, 0.1, 0.2, 0.2});
+  g.layers.push_back(priors);
+  g.outputs.push_back("boxes");
+  Net with_cpu_step(g, {.device = Device::cuda(), .precision = Precision::fp16});
+  got = with_cpu_step.forward({{"data", x}});
+  EXPECT_LE(relative_error(expected.at("prob").to_vector(), got.at("prob").to_vector()), 1e-2);
+  for (const LayerSummary& row : with_cpu_step.summary()) {
+    EXPECT_FALSE(row.channels_last) << row.name;
+    EXPECT_EQ(row.device, row.type == "PriorBox" ? Device::cpu() : Device::cuda()) << row.name;
+  }
 }
 
 }  // namespace

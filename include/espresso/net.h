@@ -107,6 +107,8 @@ struct LayerSummary {
   // when it differs: "kept" (a layer that stays fp32 by design) or "fallback" (no kernel in it here).
   std::string precision = "fp32";
   std::string precision_note;
+  // Its 4-D tensors stored N, H, W, C (fp16/bf16 inference on a GPU, where tensor cores work so).
+  bool channels_last = false;
 };
 
 // What a net's plan holds. Inference: the activation arena (planned) against one buffer per layer

@@ -21,6 +21,11 @@ void Stream::convert(const Tensor& source, Tensor&) {
                          device().str() + " is not supported");
 }
 
+void Stream::convert_layout(const Tensor& source, Tensor&, bool) {
+  throw UnsupportedError(std::string("moving the channels of ") + dtype_name(source.dtype()) +
+                         " tensors on " + device().str() + " is not supported");
+}
+
 void Stream::add_converted(const Tensor& source, Tensor&) {
   throw UnsupportedError(std::string("accumulating converted ") + dtype_name(source.dtype()) +
                          " tensors on " + device().str() + " is not supported");

@@ -96,6 +96,10 @@ class Stream {
   // same element count, both on this stream's device), rounding to nearest even. The default throws
   // UnsupportedError.
   virtual void convert(const Tensor& source, Tensor& destination);
+  // convert() that also moves the channels of a 4-D tensor (shape N, C, H, W) to the last axis in memory
+  // (N, H, W, C: channels-last plans), or back from there when `to_channels_last` is false. The default
+  // throws UnsupportedError.
+  virtual void convert_layout(const Tensor& source, Tensor& destination, bool to_channels_last);
   // Lets the convolutions and matrix products of kernels made afterwards round their inputs to TF32
   // on tensor cores (Precision::tf32). Returns false where the device has no such mode.
   virtual bool allow_tf32(bool /*allow*/) { return false; }
@@ -109,6 +113,13 @@ class Stream {
   // tensors[i] is not finite; leaves it alone otherwise. The default throws UnsupportedError.
   virtual void flag_non_finite(const std::vector<Tensor>& tensors, Tensor& flags);
 };
+
+// Whether storing a tensor channels-last changes its bytes: 4-D, with more than one channel and more than
+// one position. Channels-last plans convert only such tensors, and ask for channels-last kernels only
+// for layers that read or write one.
+inline bool layout_sensitive(const Shape& shape) {
+  return shape.rank() == 4 && shape[1] > 1 && shape[2] * shape[3] > 1;
+}
 
 // One row of a backend's kernel table: generated from the `make_<stem>` factories in its folder
 // (cmake/generate_tables.cmake), so each backend only states its factory signature.
@@ -162,6 +173,14 @@ class Backend : public DeviceMemory {
   virtual std::unique_ptr<Kernel> make_typed_kernel(const Layer& layer, const std::vector<Shape>& inputs,
                                                     DType dtype, Stream& stream) {
     return dtype == DType::f32 ? make_kernel(layer, inputs, stream) : nullptr;
+  }
+  // Channels-last plans (fp16/bf16 inference where the backend has them): the kernel in `dtype` that
+  // stores every 4-D tensor it reads and writes as N, H, W, C (their shapes still say N, C, H, W), the
+  // others as make_typed_kernel's do; nullptr where it has none for this layer, shapes or type.
+  virtual std::unique_ptr<Kernel> make_channels_last_kernel(const Layer& /*layer*/,
+                                                            const std::vector<Shape>& /*inputs*/,
+                                                            DType /*dtype*/, Stream& /*stream*/) {
+    return nullptr;
   }
 };
 

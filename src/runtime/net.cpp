@@ -86,17 +86,24 @@ struct Net::Impl {
   // Mixed precision: the type each layer computes and stores its outputs in, and each tensor's type.
   std::vector<DType> step_dtype;
   std::vector<DType> tensor_dtype;
+  // Channels-last plans (fp16/bf16 inference where the backend has such kernels): the steps whose kernels
+  // store their layout-sensitive tensors N, H, W, C, and the tensors stored so.
+  std::vector<bool> step_channels_last;
+  std::vector<bool> tensor_channels_last;
+  bool channels_last_declined = false;  // make_kernels: the plan has CPU steps, which read no such tensor
   std::vector<std::string> step_precision, step_precision_note;  // LayerSummary::precision, ::precision_note
   bool tf32 = false;                                             // the stream accepted Precision::tf32
-  // Inputs that live on another device or in another type than the layer reading them, copied and
-  // converted before it runs: `staging` (the source's type on the reader's device) when both differ.
+  // Inputs that live on another device, in another type or in another layout than the layer reading
+  // them, copied and converted before it runs: `staging` (the source's type on the reader's device) when
+  // device and type differ.
   struct Transfer {
     int source;
     Tensor copy;
     Tensor staging;
+    bool relayout = false;  // channels moved to the copy's layout (never with another device)
   };
-  // Graph outputs stored in a low precision, converted to the f32 tensors the caller reads at the end
-  // of each forward.
+  // Graph outputs stored in a low precision (or channels-last), converted to the f32 tensors the caller
+  // reads at the end of each forward.
   struct OutputCast {
     int id;
     Tensor value;
@@ -224,9 +231,17 @@ struct Net::Impl {
     int source;
     Device device;
     DType dtype;
+    bool channels_last;
     int buffer;  // in the plan's buffers, or -1
   };
-  using CopyKey = std::tuple<int, DeviceType, DType>;
+  using CopyKey = std::tuple<int, DeviceType, DType, bool>;
+  // Whether the step reads tensor `id` channels-last, and the key of the copy it reads instead of it.
+  bool reads_channels_last(std::size_t step, int id) const {
+    return step_channels_last[step] && layout_sensitive(shapes[static_cast<std::size_t>(id)]);
+  }
+  CopyKey copy_key(std::size_t step, int id) const {
+    return {id, step_device[step].type, step_dtype[step], reads_channels_last(step, id)};
+  }
   // Places the plan's buffers in one arena per device (`buffer_arena`: 0 for the net's device, 1 for the
   // CPU's when layers fall back there) and wraps the
   // tensors and gradients in them; returns each buffer's address.
@@ -282,6 +297,13 @@ bool stays_fp32(const std::string& type) {
 }
 
 // Layers whose products TF32 rounds (Precision::tf32); the others compute in fp32 as always.
+// Whether the layer reads or writes a tensor whose bytes change when stored channels-last.
+bool touches_layout_sensitive(const Layer& layer, const std::vector<Shape>& inputs) {
+  if (std::any_of(inputs.begin(), inputs.end(), layout_sensitive)) return true;
+  const std::vector<Shape> outputs = layer.output_shapes(inputs);
+  return std::any_of(outputs.begin(), outputs.end(), layout_sensitive);
+}
+
 bool uses_tf32(const std::string& type) {
   return type == "Convolution" || type == "InnerProduct" || type == "MatMul";
 }
@@ -513,10 +535,13 @@ void Net::Impl::plan() {
   const int steps = static_cast<int>(layers.size());
   tensor_device.assign(names.size(), options.device);
   tensor_dtype.assign(names.size(), DType::f32);
+  tensor_channels_last.assign(names.size(), false);
   for (int step = 0; step < steps; ++step) {
     for (int id : step_outputs[static_cast<std::size_t>(step)]) {
       tensor_device[static_cast<std::size_t>(id)] = step_device[static_cast<std::size_t>(step)];
       tensor_dtype[static_cast<std::size_t>(id)] = step_dtype[static_cast<std::size_t>(step)];
+      tensor_channels_last[static_cast<std::size_t>(id)] =
+          reads_channels_last(static_cast<std::size_t>(step), id);
     }
   }
 
@@ -587,7 +612,7 @@ void Net::Impl::plan() {
   for (int step = 0; step < steps; ++step) {
     const auto us = static_cast<std::size_t>(step);
     for (int id : step_inputs[us])
-      if (reads_copy(us, id)) ++copy_readers[{id, step_device[us].type, step_dtype[us]}];
+      if (reads_copy(us, id)) ++copy_readers[copy_key(us, id)];
   }
   const auto bytes_of = [&](std::size_t id, DType dtype) {
     return static_cast<std::size_t>(checked_numel(shapes[id].dims(), sizeof(float),
@@ -601,12 +626,12 @@ void Net::Impl::plan() {
     // The copies this step reads: made before its first reader runs, kept to the last one's last read.
     for (int id : in) {
       if (!reads_copy(us, id)) continue;
-      const CopyKey key{id, step_device[us].type, step_dtype[us]};
+      const CopyKey key = copy_key(us, id);
       auto [it, first] = copy_of.try_emplace(key, copies.size());
       if (first) {
         const bool other_device = tensor_device[static_cast<std::size_t>(id)] != step_device[us];
-        copies.push_back(
-            {id, step_device[us], step_dtype[us], other_device ? -1 : static_cast<int>(buffers.size())});
+        copies.push_back({id, step_device[us], step_dtype[us], reads_channels_last(us, id),
+                          other_device ? -1 : static_cast<int>(buffers.size())});
         if (!other_device)
           buffers.push_back({bytes_of(static_cast<std::size_t>(id), step_dtype[us]), separate ? 0 : step,
                              separate ? end : step});
@@ -625,10 +650,10 @@ void Net::Impl::plan() {
       const std::size_t bytes = bytes_of(id, tensor_dtype[id]);
       if (k == 0 && !separate && layers[us]->in_place() && !in.empty() && reads_copy(us, in[0])) {
         // In place over the copy of its input, which only this step reads.
-        const CopyKey key{in[0], step_device[us].type, step_dtype[us]};
+        const CopyKey key = copy_key(us, in[0]);
         const PlannedCopy& copy = copies[copy_of.at(key)];
         if (copy.buffer >= 0 && copy_readers.at(key) == 1 && copy.dtype == tensor_dtype[id] &&
-            copy.device == tensor_device[id] &&
+            copy.channels_last == tensor_channels_last[id] && copy.device == tensor_device[id] &&
             buffers[static_cast<std::size_t>(copy.buffer)].bytes == bytes &&
             (!training || layers[us]->in_place_while_training())) {
           auto& request = buffers[static_cast<std::size_t>(copy.buffer)];
@@ -640,7 +665,8 @@ void Net::Impl::plan() {
         const auto source = static_cast<std::size_t>(in[0]);
         bool can = producer[source] >= 0 && buffer_of[source] >= 0 && !outputs.count(in[0]) &&
                    shapes[source].numel() == shapes[id].numel() &&
-                   tensor_device[source] == tensor_device[id] && tensor_dtype[source] == tensor_dtype[id];
+                   tensor_device[source] == tensor_device[id] && tensor_dtype[source] == tensor_dtype[id] &&
+                   tensor_channels_last[source] == tensor_channels_last[id];
         if (training) {
           // The input's values are gone once the layer ran: only its own backward may read it (and
           // finds the output there, which the layer allows), and its producer's backward must not.
@@ -735,8 +761,9 @@ void Net::Impl::plan() {
   std::vector<std::pair<int, std::string>> named;
   for (const PlannedCopy& copy : copies) {
     if (copy.buffer >= 0)
-      named.emplace_back(copy.buffer,
-                         names[static_cast<std::size_t>(copy.source)] + " as " + dtype_name(copy.dtype));
+      named.emplace_back(copy.buffer, names[static_cast<std::size_t>(copy.source)] + " as " +
+                                          dtype_name(copy.dtype) +
+                                          (copy.channels_last ? " channels-last" : ""));
   }
   for (int step = 0; training && step < steps; ++step) {
     const auto us = static_cast<std::size_t>(step);
@@ -971,7 +998,7 @@ std::vector<std::byte*> Net::Impl::place_tensors(const std::vector<int>& buffer_
   output_casts.clear();
   for (int id : output_ids) {
     const auto index = static_cast<std::size_t>(id);
-    if (tensor_dtype[index] != DType::f32) {
+    if (tensor_dtype[index] != DType::f32 || tensor_channels_last[index]) {
       output_casts.push_back({id, Tensor::empty(shapes[index], DType::f32, tensor_device[index])});
     }
   }
@@ -980,7 +1007,8 @@ std::vector<std::byte*> Net::Impl::place_tensors(const std::vector<int>& buffer_
 
 bool Net::Impl::reads_copy(std::size_t step, int id) const {
   const auto u = static_cast<std::size_t>(id);
-  return tensor_device[u] != step_device[step] || tensor_dtype[u] != step_dtype[step];
+  return tensor_device[u] != step_device[step] || tensor_dtype[u] != step_dtype[step] ||
+         tensor_channels_last[u] != reads_channels_last(step, id);
 }
 
 void Net::Impl::connect_steps(const std::vector<PlannedCopy>& copies,
@@ -1002,20 +1030,20 @@ void Net::Impl::connect_steps(const std::vector<PlannedCopy>& copies,
   std::vector<bool> made(copies.size(), false);
   for (std::size_t step = 0; step < steps; ++step) {
     const Device device = step_device[step];
-    const DType dtype = step_dtype[step];
     for (int id : step_inputs[step]) {
       const auto index = static_cast<std::size_t>(id);
       if (!reads_copy(step, id)) {
         step_input_views[step].push_back(tensors[index]);
         continue;
       }
-      const std::size_t c = copy_of.at({id, device.type, dtype});
+      const std::size_t c = copy_of.at(copy_key(step, id));
       if (!made[c]) {
         made[c] = true;
         Tensor staging;
-        if (tensor_device[index] != device && tensor_dtype[index] != dtype)
+        if (tensor_device[index] != device && tensor_dtype[index] != step_dtype[step])
           staging = Tensor::empty(shapes[index], tensor_dtype[index], device);
-        step_transfers[step].push_back({id, copy_tensors[c], staging});
+        step_transfers[step].push_back(
+            {id, copy_tensors[c], staging, tensor_channels_last[index] != copies[c].channels_last});
       }
       step_input_views[step].push_back(copy_tensors[c]);
     }
@@ -1190,6 +1218,7 @@ void Net::Impl::fuse_steps() {
       const int other = step_inputs[un][0] == out ? step_inputs[un][1] : step_inputs[un][0];
       const auto uo = static_cast<std::size_t>(other);
       if (other == out || shapes[uo] != shapes[static_cast<std::size_t>(out)] ||
+          tensor_channels_last[uo] != tensor_channels_last[static_cast<std::size_t>(out)] ||
           producer[uo] >= static_cast<int>(step) || tensor_device[uo] != device ||
           !kernel.fuse_residual(tensors[uo])) {
         continue;
@@ -1679,9 +1708,17 @@ void Net::Impl::make_kernels() {
   fallbacks.clear();
   step_device.assign(layers.size(), options.device);
   step_dtype.assign(layers.size(), DType::f32);
+  step_channels_last.assign(layers.size(), false);
   step_precision.assign(layers.size(), "fp32");
   step_precision_note.assign(layers.size(), "");
   const DType low = low_precision_dtype();
+  // Channels-last where the backend has the kernels (ESPRESSO_CHANNELS_LAST=1; not yet timed on a GPU,
+  // so not the default): fp16/bf16 tensor cores work in N, H, W, C, and convolutions handed N, C, H, W
+  // transpose around each call. Inference plans only (a naive plan keeps its tensors readable as they are).
+  const char* channels_last_env = std::getenv("ESPRESSO_CHANNELS_LAST");
+  const bool try_channels_last = low != DType::f32 && !options.training && !options.keep_intermediates &&
+                                 !options.reference_kernels && !channels_last_declined &&
+                                 channels_last_env != nullptr && std::string(channels_last_env) == "1";
   std::string precision_fallbacks;
   // Training: the workspaces the kernels reserve go into the memory plan. Inference nets keep the stream's
   // shared one for now, and so does the naive plan (keep_intermediates), as Caffe holds one.
@@ -1714,7 +1751,11 @@ void Net::Impl::make_kernels() {
           int8 = kernel != nullptr;
         }
         if (low != DType::f32 && note.empty() && backend->supports(layer, in_shapes, low)) {
-          kernel = backend->make_typed_kernel(layer, in_shapes, low, *stream);
+          if (try_channels_last && touches_layout_sensitive(layer, in_shapes)) {
+            kernel = backend->make_channels_last_kernel(layer, in_shapes, low, *stream);
+            step_channels_last[step] = kernel != nullptr;
+          }
+          if (!kernel) kernel = backend->make_typed_kernel(layer, in_shapes, low, *stream);
           // Mixed precision training: a kernel without its own backward in that type trains in fp32.
           if (kernel && options.training && !kernel->has_fast_backward()) kernel.reset();
           if (kernel) step_dtype[step] = low;
@@ -1747,6 +1788,13 @@ void Net::Impl::make_kernels() {
     step_workspace_request[step] = stream->take_workspace_request();
     kernels.push_back(std::move(kernel));
   }
+  if (!fallbacks.empty() &&
+      std::find(step_channels_last.begin(), step_channels_last.end(), true) != step_channels_last.end()) {
+    // CPU steps read what they are given as it is: plan again without channels-last kernels.
+    channels_last_declined = true;
+    make_kernels();
+    return;
+  }
   if (options.strict_precision && !precision_fallbacks.empty()) {
     kernels.clear();
     throw UnsupportedError("net '" + graph.name + "' on " + options.device.str() + ": no " +
@@ -1770,6 +1818,10 @@ void Net::Impl::run_steps() {
       for (Transfer& transfer : step_transfers[step]) {
         const auto source = static_cast<std::size_t>(transfer.source);
         Stream& target = stream_for(step_device[step]);
+        if (transfer.relayout) {
+          target.convert_layout(tensors[source], transfer.copy, !tensor_channels_last[source]);
+          continue;
+        }
         if (tensor_device[source] == step_device[step]) {
           target.convert(tensors[source], transfer.copy);
           continue;
@@ -1795,7 +1847,11 @@ void Net::Impl::run_steps() {
   }
   for (OutputCast& cast : output_casts) {
     const auto id = static_cast<std::size_t>(cast.id);
-    stream_for(tensor_device[id]).convert(tensors[id], cast.value);
+    if (tensor_channels_last[id]) {
+      stream_for(tensor_device[id]).convert_layout(tensors[id], cast.value, false);
+    } else {
+      stream_for(tensor_device[id]).convert(tensors[id], cast.value);
+    }
   }
 }
 
@@ -2099,6 +2155,7 @@ std::vector<LayerSummary> Net::summary() {
       row.output_shapes.push_back(impl_->shapes[static_cast<std::size_t>(id)]);
     for (const Tensor& w : layer.weights()) row.params += w.numel();
     row.precision = impl_->step_precision[step];
+    row.channels_last = impl_->step_channels_last[step];
     row.precision_note = impl_->step_precision_note[step];
     rows.push_back(std::move(row));
   }

@@ -148,24 +148,55 @@ Tensor from_low_precision(const Tensor& low) {
   return values;
 }
 
+// A CPU f32 tensor's values in channels-last order (N, C, H, W as N, H, W, C) when `to_last`, else back
+// from there; tensors whose bytes the order does not change as they are.
+Tensor moved_channels(const Tensor& t, bool to_last) {
+  if (!layout_sensitive(t.shape())) return t;
+  const std::int64_t images = t.shape()[0], channels = t.shape()[1], plane = t.shape()[2] * t.shape()[3];
+  Tensor moved = Tensor::empty(t.shape());
+  const float* x = t.data<float>();
+  float* y = moved.data<float>();
+  for (std::int64_t n = 0; n < images; ++n) {
+    for (std::int64_t c = 0; c < channels; ++c) {
+      for (std::int64_t p = 0; p < plane; ++p) {
+        const std::int64_t first = (n * channels + c) * plane + p, last = (n * plane + p) * channels + c;
+        if (to_last) {
+          y[last] = x[first];
+        } else {
+          y[first] = x[last];
+        }
+      }
+    }
+  }
+  return moved;
+}
+
 // Runs the layer's kernel in `dtype` (f16, bf16) where the GPU's backend has one for these shapes: the
-// inputs rounded to that type on the host, the outputs widened back; empty where it has none.
+// inputs rounded to that type on the host, the outputs widened back; empty where it has none. With
+// `channels_last`, its channels-last kernel, the tensors reordered on the host around it.
 std::vector<Tensor> run_on_gpu_in(Stream& context, const Layer& layer, const std::vector<Tensor>& inputs,
-                                  const std::vector<Shape>& out_shapes, DType dtype,
-                                  std::string& kernel_name) {
+                                  const std::vector<Shape>& out_shapes, DType dtype, std::string& kernel_name,
+                                  bool channels_last = false) {
   Backend& backend = backend_for(context.device());
   const std::vector<Shape> in_shapes = shapes_of_tensors(inputs);
   if (!backend.supports(layer, in_shapes, dtype)) return {};
-  std::unique_ptr<Kernel> kernel = backend.make_typed_kernel(layer, in_shapes, dtype, context);
+  std::unique_ptr<Kernel> kernel = channels_last
+                                       ? backend.make_channels_last_kernel(layer, in_shapes, dtype, context)
+                                       : backend.make_typed_kernel(layer, in_shapes, dtype, context);
   if (!kernel) return {};
   kernel_name = kernel->name();
   std::vector<Tensor> device_inputs, device_outputs;
-  for (const Tensor& t : inputs) device_inputs.push_back(to_low_precision(t, dtype).to(context.device()));
+  for (const Tensor& t : inputs)
+    device_inputs.push_back(
+        to_low_precision(channels_last ? moved_channels(t, true) : t, dtype).to(context.device()));
   for (const Shape& s : out_shapes) device_outputs.push_back(Tensor::empty(s, dtype, context.device()));
   kernel->forward(device_inputs, device_outputs);
   context.synchronize();
   std::vector<Tensor> results;
-  for (const Tensor& t : device_outputs) results.push_back(from_low_precision(t.to(Device::cpu())));
+  for (const Tensor& t : device_outputs) {
+    const Tensor values = from_low_precision(t.to(Device::cpu()));
+    results.push_back(channels_last ? moved_channels(values, false) : values);
+  }
   return results;
 }
 
@@ -468,6 +499,7 @@ void run_layer_test(const LayerTest& test) {
   int gpu_cases = 0;
   int low_precision_cases = 0;
   int low_precision_gradient_cases = 0;
+  int channels_last_cases = 0;
   int vulkan_cases = 0;
   int vulkan_fp16_cases = 0;
   int gradient_cases = 0;
@@ -565,6 +597,19 @@ void run_layer_test(const LayerTest& test) {
             check_gpu_backward_in(*context, test, c, inputs, dtype, rng)) {
           ++low_precision_gradient_cases;
         }
+        // Channels-last kernels (inference plans in fp16 / bf16), where the layer has one for these shapes.
+        if (!layer->training() && (std::any_of(inputs.begin(), inputs.end(),
+                                               [](const Tensor& t) { return layout_sensitive(t.shape()); }) ||
+                                   std::any_of(out_shapes.begin(), out_shapes.end(), layout_sensitive))) {
+          const std::vector<Tensor> last =
+              run_on_gpu_in(*context, *layer, inputs, out_shapes, dtype, kernel_name, true);
+          if (!last.empty()) ++channels_last_cases;
+          for (std::size_t k = 0; k < last.size(); ++k) {
+            EXPECT_LE(normalized_error(to_values(reference[k]), to_values(last[k])), tolerance)
+                << "CUDA channels-last " << dtype_name(dtype) << " kernel '" << kernel_name
+                << "' vs reference, output " << k;
+          }
+        }
       }
     }
     if (Stream* context = vulkan_context()) {
@@ -592,6 +637,7 @@ void run_layer_test(const LayerTest& test) {
   ::testing::Test::RecordProperty("cuda_cases", gpu_cases);
   ::testing::Test::RecordProperty("cuda_low_precision_cases", low_precision_cases);
   ::testing::Test::RecordProperty("cuda_low_precision_gradient_cases", low_precision_gradient_cases);
+  ::testing::Test::RecordProperty("cuda_channels_last_cases", channels_last_cases);
   ::testing::Test::RecordProperty("gradient_cases", gradient_cases);
   ::testing::Test::RecordProperty("fast_cpu_gradient_cases", fast_gradient_cases);
 }

@@ -319,13 +319,15 @@ class BatchNormKernel final : public CudaKernel {
   std::shared_ptr<void> per_channel_;
 };
 
+// `channels_last`: a 4-D input stored N, H, W, C.
 std::unique_ptr<Kernel> batch_norm_kernel(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
-                                          StreamContext& context) {
+                                          StreamContext& context, bool channels_last = false) {
   const auto& bn = static_cast<const BatchNormLayer&>(layer);
   const Shape& shape = inputs[0];
   const std::int64_t channels = BatchNormLayer::channels(shape), inner = shape.count(2);
   const std::int64_t per_image = channels * inner;
-  const ChannelExtent extent{per_image == 0 ? 0 : shape.numel() / per_image, channels, inner};
+  ChannelExtent extent{per_image == 0 ? 0 : shape.numel() / per_image, channels, inner};
+  if (channels_last) extent = {extent.outer * inner, channels, 1};
   const std::string owner = "layer '" + layer.name() + "'";
   std::vector<Tensor> blobs;
   for (const Tensor& blob : layer.weights()) blobs.push_back(context.device_weights(blob, owner));
@@ -354,6 +356,13 @@ std::unique_ptr<Kernel> make_lowp_batch_norm(const Layer& layer, const std::vect
                                              DType dtype, StreamContext& context) {
   if (static_cast<const BatchNormLayer&>(layer).batch_statistics() && !layer.training()) return nullptr;
   return batch_norm_kernel(layer, inputs, dtype, context);
+}
+
+// Channels-last plans are inference plans: stored statistics, N·H·W rows of channels.
+std::unique_ptr<Kernel> make_nhwc_batch_norm(const Layer& layer, const std::vector<Shape>& inputs,
+                                             DType dtype, StreamContext& context) {
+  if (static_cast<const BatchNormLayer&>(layer).batch_statistics() || inputs[0].rank() != 4) return nullptr;
+  return batch_norm_kernel(layer, inputs, dtype, context, true);
 }
 
 }  // namespace espresso::cuda

@@ -307,6 +307,17 @@ std::unique_ptr<Kernel> make_lowp_binary(const Layer& layer, const std::vector<S
   return kernel;
 }
 
+// Channels-last: 4-D operands broadcast as they do in memory order.
+std::unique_ptr<Kernel> make_nhwc_binary(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                         StreamContext& context) {
+  std::vector<Shape> stored;
+  for (const Shape& input : inputs) {
+    if (input.rank() != 4) return nullptr;
+    stored.push_back(channels_last_order(input));
+  }
+  return make_lowp_binary(layer, stored, dtype, context);
+}
+
 std::unique_ptr<Kernel> make_binary(const Layer& layer, const std::vector<Shape>& inputs,
                                     StreamContext& context) {
   return binary_kernel<float>(layer, inputs, context);

@@ -62,6 +62,14 @@ class ChannelAffineKernel final : public CudaKernel {
 
 ChannelExtent extent_of(const AxisSplit& split) { return {split.outer, split.channels, split.inner}; }
 
+// A split over the channels of an N, C, H, W input stored channels-last: N·H·W rows of C; false for
+// parameters over other axes.
+bool channels_last_extent(const AxisSplit& split, const Shape& input, ChannelExtent& extent) {
+  if (input.rank() != 4 || split.channels != input[1] || split.inner != input[2] * input[3]) return false;
+  extent = {split.outer * split.inner, split.channels, 1};
+  return true;
+}
+
 // The learned weight `index` of the layer on the device.
 Parameter learned(const Layer& layer, std::size_t index, StreamContext& context) {
   return Parameter::learned(
@@ -105,6 +113,26 @@ std::unique_ptr<Kernel> make_lowp_scale(const Layer& layer, const std::vector<Sh
       scale.has_bias() ? learned(layer, layer.weights().size() - 1, context) : Parameter{};
   return std::make_unique<ChannelAffineKernel>(learned(layer, 0, context), shift,
                                                extent_of(scale.split(inputs)), dtype, context);
+}
+
+std::unique_ptr<Kernel> make_nhwc_bias(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                       StreamContext& context) {
+  ChannelExtent extent;
+  if (inputs.size() != 1 ||
+      !channels_last_extent(static_cast<const BiasLayer&>(layer).split(inputs), inputs[0], extent))
+    return nullptr;
+  return std::make_unique<ChannelAffineKernel>(Parameter{}, learned(layer, 0, context), extent, dtype,
+                                               context);
+}
+
+std::unique_ptr<Kernel> make_nhwc_scale(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                        StreamContext& context) {
+  const auto& scale = static_cast<const ScaleLayer&>(layer);
+  ChannelExtent extent;
+  if (inputs.size() != 1 || !channels_last_extent(scale.split(inputs), inputs[0], extent)) return nullptr;
+  const Parameter shift =
+      scale.has_bias() ? learned(layer, layer.weights().size() - 1, context) : Parameter{};
+  return std::make_unique<ChannelAffineKernel>(learned(layer, 0, context), shift, extent, dtype, context);
 }
 
 }  // namespace espresso::cuda

@@ -38,6 +38,7 @@ class StreamContext final : public Stream {
   double sum_of_squares(const Tensor& tensor) override;
   // convert.cu
   void convert(const Tensor& source, Tensor& destination) override;
+  void convert_layout(const Tensor& source, Tensor& destination, bool to_channels_last) override;
   void add_converted(const Tensor& source, Tensor& destination) override;
   void refresh_converted_weights() override;
   void apply_updates(const std::vector<BlobUpdate>& updates) override;

@@ -120,8 +120,11 @@ class Descriptors {
       stride.push_back(static_cast<int>(p.stride[i]));
       dilation.push_back(static_cast<int>(p.dilation[i]));
     }
-    if (!set_tensor(x, x_dims) || !set_tensor(y, y_dims)) return false;
-    if (!accept(cudnnSetFilterNdDescriptor(w, data_type_, CUDNN_TENSOR_NCHW, static_cast<int>(w_dims.size()),
+    const bool channels_last = p.channels_last && x_dims.size() == 4;
+    if (p.channels_last != channels_last) return false;
+    if (!set_tensor(x, x_dims, channels_last) || !set_tensor(y, y_dims, channels_last)) return false;
+    const cudnnTensorFormat_t filter_format = channels_last ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+    if (!accept(cudnnSetFilterNdDescriptor(w, data_type_, filter_format, static_cast<int>(w_dims.size()),
                                            w_dims.data()),
                 "cudnnSetFilterNdDescriptor") ||
         !accept(cudnnSetConvolutionNdDescriptor(conv, spatial, pad.data(), stride.data(), dilation.data(),
@@ -152,12 +155,19 @@ class Descriptors {
   cudnnDataType_t data_type_ = CUDNN_DATA_FLOAT;
   bool tensor_ops_ = false;
 
-  bool set_tensor(cudnnTensorDescriptor_t desc, const std::vector<int>& dims) const {
+  // dims N, C, spatial...; `channels_last`: stored N, H, W, C.
+  bool set_tensor(cudnnTensorDescriptor_t desc, const std::vector<int>& dims, bool channels_last) const {
     std::vector<int> strides(dims.size());
     int stride = 1;
     for (std::size_t i = dims.size(); i-- > 0;) {
       strides[i] = stride;
       stride *= dims[i];
+    }
+    if (channels_last) {
+      strides[1] = 1;
+      strides[3] = dims[1];
+      strides[2] = dims[1] * dims[3];
+      strides[0] = dims[1] * dims[2] * dims[3];
     }
     return accept(cudnnSetTensorNdDescriptor(desc, data_type_, static_cast<int>(dims.size()), dims.data(),
                                              strides.data()),
@@ -338,8 +348,8 @@ std::string device_identity(int device) {
   return it->second;
 }
 
-// What a timed choice depends on: the device model, the pass, the problem's shape, the data type, the
-// math and the determinism policy.
+// What a timed choice depends on: the device model, the pass, the problem's shape and layout, the data
+// type, the math and the determinism policy.
 std::string tuning_key(PassKind pass, const ConvProblem& p, DType dtype, bool tensor_ops, int device) {
   // "warm": timed by a second cudnnFind (choose); choices timed cold, by one, are not reused.
   std::string key = device_identity(device) + "/warm/";
@@ -352,6 +362,7 @@ std::string tuning_key(PassKind pass, const ConvProblem& p, DType dtype, bool te
         std::int64_t{!deterministic_requested()}, p.batch, p.in_channels, p.out_channels, p.group}) {
     add(value);
   }
+  if (p.channels_last) key += "nhwc,";
   for (const auto* axes : {&p.in, &p.out, &p.kernel, &p.stride, &p.pad, &p.dilation}) {
     for (const std::int64_t value : *axes) add(value);
   }
@@ -596,12 +607,9 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
     const Descriptors& d = descriptors_;
     ESPRESSO_CUDA_CHECK(cudnnConvolutionForward(handle_, &one, d.x, x, d.w, w, d.conv, algorithm_,
                                                 context_.workspace(), workspace_bytes_, &zero, d.y, y));
-    if (b != nullptr) {
-      channel_affine(context_, dtype_, y, nullptr, b, y,
-                     {problem_.batch, problem_.out_channels, problem_.out_spatial()});
-    }
+    if (b != nullptr) channel_affine(context_, dtype_, y, nullptr, b, y, problem_.out_extent());
   }
-  const char* name() const override { return "cudnn"; }
+  const char* name() const override { return problem_.channels_last ? "cudnn-nhwc" : "cudnn"; }
 
  private:
   StreamContext& context_;

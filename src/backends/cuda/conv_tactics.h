@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "backends/cuda/channel_affine.h"
 #include "backends/cuda/context.h"
 #include "layers/convolution.h"
 
@@ -24,6 +25,8 @@ struct ConvProblem {
   std::array<std::int64_t, 3> in{1, 1, 1}, out{1, 1, 1}, kernel{1, 1, 1}, stride{1, 1, 1}, pad{0, 0, 0},
       dilation{1, 1, 1};
   bool bias = false;
+  // x and y stored N, H, W, C and the filter K, R, S, C (2-D problems of channels-last plans; cuDNN only).
+  bool channels_last = false;
   std::string owner;  // the layer's name, for error messages and allocations
 
   std::int64_t in_spatial() const { return in[0] * in[1] * in[2]; }
@@ -32,6 +35,11 @@ struct ConvProblem {
   std::int64_t in_per_group() const { return in_channels / group; }
   std::int64_t out_per_group() const { return out_channels / group; }
   std::int64_t macs() const { return batch * out_spatial() * out_channels * in_per_group() * taps(); }
+  // y's channels as channel_affine and channel_epilogue walk them.
+  ChannelExtent out_extent() const {
+    return channels_last ? ChannelExtent{batch * out_spatial(), out_channels, 1}
+                         : ChannelExtent{batch, out_channels, out_spatial()};
+  }
 };
 
 // Lifts a resolved geometry; returns false when it has more than kMaxConvAxes spatial axes.

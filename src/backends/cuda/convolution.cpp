@@ -114,9 +114,7 @@ class FusingConvolution : public CudaKernel {
   // The bias the tactic adds itself: none when the epilogue adds it.
   const float* tactic_bias() const { return epilogue_.active() ? nullptr : bias_; }
   void finish(void* y) {
-    if (epilogue_.active())
-      channel_epilogue(context_, dtype_, y, bias_, epilogue_,
-                       {problem_.batch, problem_.out_channels, problem_.out_spatial()});
+    if (epilogue_.active()) channel_epilogue(context_, dtype_, y, bias_, epilogue_, problem_.out_extent());
   }
 
   ConvProblem problem_;
@@ -323,6 +321,30 @@ std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vec
       conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
   return std::make_unique<LowpConvolutionKernel>(problem, dtype, std::move(tactic), std::move(gradients),
                                                  weights, bias, context);
+}
+
+// Channels-last (inference plans): cuDNN on N, H, W, C tensors with the filter K, R, S, C (converted once),
+// the layout its fp16/bf16 tensor-core kernels work in, so it transposes nothing around them.
+std::unique_ptr<Kernel> make_nhwc_convolution(const Layer& layer, const std::vector<Shape>& inputs,
+                                              DType dtype, StreamContext& context) {
+  const auto& conv = static_cast<const ConvolutionLayer&>(layer);
+  ConvProblem problem;
+  if (!lift_conv(conv.geometry(inputs[0]), conv.has_bias(), layer.name(), problem) || problem.axes != 2)
+    return nullptr;
+  problem.channels_last = true;
+  std::unique_ptr<TypedConvTactic> tactic = make_cudnn_typed_conv(problem, dtype, context);
+  if (!tactic) return nullptr;
+  const std::string owner = "layer '" + layer.name() + "'";
+  const Tensor& full = context.device_weights(layer.weights()[0], owner);
+  const Shape filter{problem.out_channels, problem.in_per_group(), problem.kernel[1], problem.kernel[2]};
+  auto memory = allocate(static_cast<std::size_t>(filter.numel()) * dtype_size(dtype), context.device(),
+                         "the channels-last " + std::string(dtype_name(dtype)) + " weights of " + owner);
+  Tensor weights = Tensor::wrap(memory.get(), filter, dtype, context.device(), memory);
+  context.convert_layout(full.reshaped(filter), weights, true);
+  const float* bias =
+      conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
+  return std::make_unique<LowpConvolutionKernel>(problem, dtype, std::move(tactic), nullptr, weights, bias,
+                                                 context);
 }
 
 }  // namespace espresso::cuda

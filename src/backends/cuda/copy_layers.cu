@@ -198,4 +198,30 @@ std::unique_ptr<Kernel> make_lowp_split(const Layer& layer, const std::vector<Sh
   return copy_kernel(layer, inputs, context);
 }
 
+// Channels-last: Concat and Slice of 4-D tensors copy the same blocks along the axis's place in memory
+// (channels: rows of N·H·W).
+std::unique_ptr<Kernel> make_nhwc_concat(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                         StreamContext& context) {
+  const Shape joined = layer.output_shapes(inputs)[0];
+  if (joined.rank() != 4) return nullptr;
+  std::vector<Shape> parts;
+  for (const Shape& input : inputs) parts.push_back(channels_last_order(input));
+  return axis_copy_kernel(true, channels_last_order(joined), parts,
+                          channels_last_axis(layer_axis(layer, joined.rank())), context, dtype);
+}
+
+std::unique_ptr<Kernel> make_nhwc_slice(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                        StreamContext& context) {
+  if (inputs[0].rank() != 4) return nullptr;
+  std::vector<Shape> parts;
+  for (const Shape& output : layer.output_shapes(inputs)) parts.push_back(channels_last_order(output));
+  return axis_copy_kernel(false, channels_last_order(inputs[0]), parts,
+                          channels_last_axis(layer_axis(layer, inputs[0].rank())), context, dtype);
+}
+
+std::unique_ptr<Kernel> make_nhwc_split(const Layer& layer, const std::vector<Shape>& inputs, DType,
+                                        StreamContext& context) {
+  return copy_kernel(layer, inputs, context);
+}
+
 }  // namespace espresso::cuda

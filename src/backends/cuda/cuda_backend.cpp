@@ -28,6 +28,12 @@ constexpr LowpEntry kLowpKernels[] = {
 #undef ESPRESSO_KERNEL
 };
 
+constexpr LowpEntry kNhwcKernels[] = {
+#define ESPRESSO_KERNEL(type, stem) {#type, make_nhwc_##stem},
+#include "cuda_nhwc_kernels.inc"
+#undef ESPRESSO_KERNEL
+};
+
 bool low_precision(DType dtype) { return dtype == DType::f16 || dtype == DType::bf16; }
 
 class CudaBackend final : public Backend {
@@ -68,6 +74,12 @@ class CudaBackend final : public Backend {
     if (dtype == DType::f32) return make_kernel(layer, inputs, stream);
     const LowpEntry* entry = low_precision(dtype) ? find_kernel(kLowpKernels, layer.type()) : nullptr;
     if (entry == nullptr) return nullptr;
+    return entry->create(layer, inputs, dtype, static_cast<StreamContext&>(stream));
+  }
+  std::unique_ptr<Kernel> make_channels_last_kernel(const Layer& layer, const std::vector<Shape>& inputs,
+                                                    DType dtype, Stream& stream) override {
+    const LowpEntry* entry = low_precision(dtype) ? find_kernel(kNhwcKernels, layer.type()) : nullptr;
+    if (entry == nullptr || layer.training()) return nullptr;
     return entry->create(layer, inputs, dtype, static_cast<StreamContext&>(stream));
   }
   std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs,

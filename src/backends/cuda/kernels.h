@@ -34,6 +34,22 @@ namespace espresso::cuda {
 #include "cuda_lowp_kernels.inc"
 #undef ESPRESSO_KERNEL
 
+// The same storing their 4-D tensors channels-last (Backend::make_channels_last_kernel): inference only,
+// inputs and outputs in `dtype`; shapes as the layer sees them (N, C, H, W). Files define them as
+// make_nhwc_<stem>.
+#define ESPRESSO_KERNEL(type, stem)                                                              \
+  std::unique_ptr<Kernel> make_nhwc_##stem(const Layer& layer, const std::vector<Shape>& inputs, \
+                                           DType dtype, StreamContext& context);
+#include "cuda_nhwc_kernels.inc"
+#undef ESPRESSO_KERNEL
+
+// An N, C, H, W shape in channels-last memory order (N, H, W, C), and where each of its axes goes there.
+inline Shape channels_last_order(const Shape& shape) { return Shape{shape[0], shape[2], shape[3], shape[1]}; }
+inline int channels_last_axis(int axis) {
+  constexpr int kTo[] = {0, 3, 1, 2};
+  return kTo[axis];
+}
+
 // cuBLAS's name of a storage type (f32, f16, bf16) for its Ex calls.
 inline cudaDataType_t cublas_type(DType dtype) {
   return dtype == DType::bf16 ? CUDA_R_16BF : dtype == DType::f16 ? CUDA_R_16F : CUDA_R_32F;

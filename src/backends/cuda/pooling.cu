@@ -29,6 +29,7 @@ namespace {
 
 struct Windows {
   long long planes;   // batch * channels
+  int channels;
   long long outputs;  // planes * out_spatial
   int in[3], out[3], kernel[3], stride[3], pad[3];
   int in_spatial, out_spatial;
@@ -98,6 +99,51 @@ __device__ Span span(const Windows& p, int a, int o) {
   const int begin = max(start, 0);
   const int end = min(padded_end, p.in[a]);
   return {begin, end, p.count_include_pad ? padded_end - start : end - begin};
+}
+
+// Channels-last (inference): a thread per output, channels fastest, so that neighbouring threads read
+// neighbouring channels at each tap.
+template <class T>
+__global__ void pool_windows_channels_last(Windows p, const T* __restrict__ x, T* __restrict__ y) {
+  for (long long i : grid_stride(p.outputs)) {
+    const long long rest = i / p.channels;
+    const int channel = static_cast<int>(i - rest * p.channels);
+    const long long image = rest / p.out_spatial;
+    const int position = static_cast<int>(rest - image * p.out_spatial);
+    const int o[3] = {position / (p.out[1] * p.out[2]), position / p.out[2] % p.out[1], position % p.out[2]};
+    Span s[3];
+    for (int a = 0; a < 3; ++a) s[a] = span(p, a, o[a]);
+    const T* in = x + image * p.in_spatial * p.channels + channel;
+    float best = -INFINITY, sum = 0.0f;
+    for (int d = s[0].begin; d < s[0].end; ++d) {
+      for (int h = s[1].begin; h < s[1].end; ++h) {
+        for (int w = s[2].begin; w < s[2].end; ++w) {
+          const float v = to_float(in[static_cast<long long>((d * p.in[1] + h) * p.in[2] + w) * p.channels]);
+          best = fmaxf(best, v);
+          sum += v;
+        }
+      }
+    }
+    const int divisor = s[0].divisor * s[1].divisor * s[2].divisor;
+    y[i] = from_float<T>(p.average ? sum / static_cast<float>(divisor) : best);
+  }
+}
+
+// Global pooling channels-last: a thread per image and channel walks the plane.
+template <class T>
+__global__ void pool_planes_channels_last(const T* __restrict__ x, T* __restrict__ y, long long planes,
+                                          int channels, int spatial, bool average) {
+  for (long long plane : grid_stride(planes)) {
+    const long long image = plane / channels;
+    const T* in = x + image * spatial * channels + (plane - image * channels);
+    float best = -INFINITY, sum = 0.0f;
+    for (int i = 0; i < spatial; ++i) {
+      const float v = to_float(in[static_cast<long long>(i) * channels]);
+      best = fmaxf(best, v);
+      sum += v;
+    }
+    y[plane] = from_float<T>(average ? sum / static_cast<float>(spatial) : best);
+  }
 }
 
 // window_maxima and unpool_windows take Index, 32 bits where the tensor allows, and kPlanar, a 2-D pooling
@@ -457,6 +503,8 @@ bool windows_of(const Layer& layer, const std::vector<Shape>& inputs, Windows& w
   w.in_spatial = w.in[0] * w.in[1] * w.in[2];
   w.out_spatial = w.out[0] * w.out[1] * w.out[2];
   w.planes = g.batch * g.channels;
+  if (g.channels > std::numeric_limits<int>::max()) return false;
+  w.channels = static_cast<int>(g.channels);
   w.outputs = w.planes * w.out_spatial;
   w.average = pooling.method() == PoolMethod::average;
   w.count_include_pad = pooling.count_include_pad();
@@ -472,6 +520,43 @@ std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape
   // No kernel: the executor names the layer.
   if (!windows_of(layer, inputs, w, global)) return nullptr;
   return std::make_unique<PoolingKernel<float>>(w, global, layer.training(), context);
+}
+
+// Channels-last pooling for inference plans.
+template <class T>
+class ChannelsLastPoolingKernel final : public CudaKernel {
+ public:
+  ChannelsLastPoolingKernel(const Windows& windows, bool global, StreamContext& context)
+      : CudaKernel(context), windows_(windows), global_(global) {}
+  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (windows_.outputs == 0) return;
+    const auto* x = static_cast<const T*>(inputs[0].raw());
+    auto* y = static_cast<T*>(outputs[0].raw());
+    if (global_) {
+      launch(context_, windows_.planes, pool_planes_channels_last<T>, x, y, windows_.planes,
+             windows_.channels, windows_.in_spatial, windows_.average);
+    } else {
+      launch(context_, windows_.outputs, pool_windows_channels_last<T>, windows_, x, y);
+    }
+  }
+  bool has_fast_backward() const override { return false; }
+  const char* name() const override { return global_ ? "cuda-global-nhwc" : "cuda-nhwc"; }
+
+ private:
+  Windows windows_;
+  bool global_;
+};
+
+std::unique_ptr<Kernel> make_nhwc_pooling(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                          StreamContext& context) {
+  Windows w;
+  bool global = false;
+  if (inputs[0].rank() != 4 || !windows_of(layer, inputs, w, global)) return nullptr;
+  std::unique_ptr<Kernel> kernel;
+  with_storage_type(dtype, "Pooling", [&](auto type) {
+    kernel = std::make_unique<ChannelsLastPoolingKernel<decltype(type)>>(w, global, context);
+  });
+  return kernel;
 }
 
 std::unique_ptr<Kernel> make_lowp_pooling(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
