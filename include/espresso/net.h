@@ -168,6 +168,15 @@ class Net {
   // How long the last forward() computed, in milliseconds: on a GPU the device time between CUDA
   // events around its queued work, on the CPU the wall time of its layers.
   double last_forward_ms() const;
+  // How a CPU net runs a batch at inference, known after the first forward() of a plan: `lanes` worker
+  // threads each taking an equal share of the images through the whole net, `micro_batch` images at a
+  // time, where that measured faster (docs/cpu-performance.md; ESPRESSO_IMAGE_LANES=0 never, =1 always);
+  // 0 lanes: each layer spreads the whole batch over the threads.
+  struct BatchSchedule {
+    int lanes = 0;
+    std::int64_t micro_batch = 0;
+  };
+  BatchSchedule batch_schedule() const;
   // Copies the given inputs in (reshaping as needed), runs, and returns every graph output as a
   // CPU tensor.
   std::map<std::string, Tensor> forward(const std::map<std::string, Tensor>& inputs);

@@ -6,10 +6,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <limits>
+#include <optional>
 #include <set>
 #include <tuple>
 
 #include "backends/registry.h"
+#include "backends/tactic_cache.h"
 #include "core/device_memory.h"
 #include "core/parallel.h"
 #include "espresso/limits.h"
@@ -24,6 +28,7 @@
 #include "layers/registry.h"
 #include "layers/relu.h"
 #include "layers/scale.h"
+#include "runtime/image_lanes.h"
 
 namespace espresso {
 
@@ -260,6 +265,15 @@ struct Net::Impl {
                         const std::vector<int>& reader, const std::set<int>& outputs, std::vector<int>& writer);
   void run_steps();
   void run();
+  // CPU inference on a batch: image lanes (runtime/image_lanes.h) where they measured faster than the plan
+  // spreading each layer over the threads; decided at the first run() of a plan, by the tactic cache or by
+  // timing both, once per model, batch, thread count and machine.
+  std::unique_ptr<ImageLanes> lanes;
+  bool lanes_decided = false;
+  void decide_lanes();
+  bool lanes_eligible(int threads, bool forced) const;
+  std::unique_ptr<ImageLanes> make_lanes(int threads, std::int64_t micro) const;
+  void run_lanes();
   Stream& stream_for(Device device);
   static std::string display_name(const Backend& backend);
   void infer_shapes();
@@ -527,6 +541,8 @@ void Net::Impl::infer_shapes() {
 
 void Net::Impl::plan() {
   planned = false;
+  lanes.reset();
+  lanes_decided = false;
   infer_shapes();
   // Kernels keep pointers to the weights, so a training net's weights are shared and on its device
   // before they are made.
@@ -1856,12 +1872,129 @@ void Net::Impl::run_steps() {
 }
 
 void Net::Impl::run() {
+  if (!lanes_decided) decide_lanes();
+  if (lanes) {
+    run_lanes();
+    return;
+  }
   // Training forwards alone are never recorded (forward_backward() records whole steps); nor is a net
   // with layers on the CPU, whose work a device recording cannot hold, nor a stateful one, whose
   // recurrent kernels copy the carried states to and from the host around each run.
   const bool record = options.cuda_graphs && stream->can_capture() && !options.training &&
                       !options.stateful && fallbacks.empty();
   run_recorded([this] { run_steps(); }, record, ran_uncaptured, "running net '" + graph.name + "'");
+}
+
+// Lanes pay where each image's work is large enough that its activations outgrow a core's caches, not for
+// small nets (LeNet is 2.3 M multiply-adds an image; NIN, the smallest net that gained, 223 M).
+constexpr std::int64_t kMinLaneMacsPerImage = 20'000'000;
+
+bool Net::Impl::lanes_eligible(int threads, bool forced) const {
+  if (!options.device.is_cpu() || options.training || options.stateful || options.keep_intermediates ||
+      options.reference_kernels || threads < 2 || input_ids.empty()) {
+    return false;
+  }
+  const std::int64_t batch = shapes[static_cast<std::size_t>(input_ids[0])].rank() > 0
+                                 ? shapes[static_cast<std::size_t>(input_ids[0])][0]
+                                 : 0;
+  if (batch < threads || batch % threads != 0) return false;
+  // Every tensor keeps the batch on axis 0, no layer's output shapes depend on values, and no BatchNorm
+  // normalises by the batch's own statistics (which a lane's share would change).
+  for (const Shape& shape : shapes) {
+    if (shape.rank() == 0 || shape[0] != batch) return false;
+  }
+  for (const auto& layer : layers) {
+    if (dynamic_cast<const ValueShapedLayer*>(layer.get()) != nullptr) return false;
+    const auto* bn = dynamic_cast<const BatchNormLayer*>(layer.get());
+    if (bn != nullptr && bn->batch_statistics()) return false;
+  }
+  std::int64_t macs = 0;
+  for (const std::int64_t m : step_macs) macs += m;
+  return forced || macs / batch >= kMinLaneMacsPerImage;
+}
+
+std::unique_ptr<ImageLanes> Net::Impl::make_lanes(int threads, std::int64_t micro) const {
+  std::vector<std::pair<std::string, Shape>> inputs;
+  for (int id : input_ids)
+    inputs.emplace_back(names[static_cast<std::size_t>(id)], shapes[static_cast<std::size_t>(id)]);
+  return std::make_unique<ImageLanes>(graph, options, inputs, threads, micro);
+}
+
+void Net::Impl::run_lanes() {
+  std::vector<const Tensor*> in;
+  std::vector<Tensor*> out;
+  for (int id : input_ids) in.push_back(&tensors[static_cast<std::size_t>(id)]);
+  for (int id : output_ids) out.push_back(&tensors[static_cast<std::size_t>(id)]);
+  run_recorded([&] { lanes->forward(in, out); }, false, ran_uncaptured, "running net '" + graph.name + "'");
+}
+
+void Net::Impl::decide_lanes() {
+  lanes_decided = true;
+  const char* env = std::getenv("ESPRESSO_IMAGE_LANES");  // 0: never; 1: always (tests), micro-batch timed
+  const std::string setting = env != nullptr ? env : "";
+  const int threads = num_threads();
+  if (setting == "0" || !lanes_eligible(threads, setting == "1")) return;
+  const std::int64_t share = shapes[static_cast<std::size_t>(input_ids[0])][0] / threads;
+  // The cache's key: what the timing depends on (the graph, its input shapes, the threads; the machine is
+  // the cache file's).
+  std::string fingerprint = graph.name;
+  for (const auto& layer : layers) fingerprint += "/" + layer->type() + ":" + layer->name();
+  for (int id : input_ids) fingerprint += "/" + shapes[static_cast<std::size_t>(id)].str();
+  const std::string key = "lanes/" + std::to_string(std::hash<std::string>{}(fingerprint)) + "/" +
+                          std::to_string(threads) + "/" + std::to_string(setting == "1");
+  TacticCache& cache = tactic_cache("cpu-image-lanes.txt");
+  if (const std::optional<std::string> known = cache.find(key)) {
+    const std::int64_t micro = std::atoll(known->c_str());
+    if (micro > 0 && share % micro == 0) {
+      try {
+        lanes = make_lanes(threads, micro);
+      } catch (const UnsupportedError&) {
+        lanes.reset();
+      }
+    }
+    if (micro == 0 || (micro > 0 && share % micro == 0)) return;
+  }
+  // Best of two timed runs after a warm one.
+  const auto best_ms = [](const std::function<void()>& work) {
+    work();
+    double best = 0.0;
+    for (int run = 0; run < 2; ++run) {
+      const auto start = std::chrono::steady_clock::now();
+      work();
+      const double ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      best = run == 0 ? ms : std::min(best, ms);
+    }
+    return best;
+  };
+  std::int64_t chosen = 0;
+  double fastest =
+      setting == "1" ? std::numeric_limits<double>::infinity() : best_ms([this] { run_steps(); });
+  std::vector<const Tensor*> in;
+  std::vector<Tensor*> out;
+  for (int id : input_ids) in.push_back(&tensors[static_cast<std::size_t>(id)]);
+  for (int id : output_ids) out.push_back(&tensors[static_cast<std::size_t>(id)]);
+  // Micro-batches of 1, 2, 4, ... images and the whole share: a larger one reads each packed weight once
+  // for more images (ResNet-18's layers stream megabytes of them), a smaller one keeps its activations in
+  // cache (MobileNetV2's expansions hold 4.8 MB an image).
+  std::vector<std::int64_t> micros;
+  for (std::int64_t micro = 1; micro < share && share % micro == 0; micro *= 2) micros.push_back(micro);
+  micros.push_back(share);
+  for (const std::int64_t micro : micros) {
+    std::unique_ptr<ImageLanes> candidate;
+    try {
+      candidate = make_lanes(threads, micro);
+    } catch (const UnsupportedError&) {
+      break;
+    }
+    const double ms = best_ms([&] { candidate->forward(in, out); });
+    if (ms < fastest) {
+      fastest = ms;
+      chosen = micro;
+      lanes = std::move(candidate);
+    }
+  }
+  cache.store(key, std::to_string(chosen));
 }
 
 Net::Net(Graph graph, NetOptions options) : impl_(std::make_unique<Impl>()) {
@@ -1972,6 +2105,11 @@ void Net::forward() {
 }
 
 double Net::last_forward_ms() const { return impl_->last_forward_ms; }
+
+Net::BatchSchedule Net::batch_schedule() const {
+  if (!impl_->lanes) return {};
+  return {impl_->lanes->lanes(), impl_->lanes->micro()};
+}
 
 float Net::loss() {
   impl_->require_training("loss()");

@@ -124,16 +124,18 @@ int run_latency(const BenchOptions& options) {
         },
         options.warmup, options.iterations, 0.0);
     const double rate = static_cast<double>(batch) * 1000.0 / t.median_ms;
+    const Net::BatchSchedule schedule = net.batch_schedule();
     if (options.json) {
       std::printf(
           "{\"framework\": \"espresso\", \"mode\": \"%s\", \"model\": \"%s\", \"device\": \"%s\", "
           "\"precision\": \"%s\", \"batch\": %lld, \"median_ms\": %.4f, \"p90_ms\": %.4f, \"images_per_s\": "
-          "%.1f}\n",
+          "%.1f, \"lanes\": %d, \"micro_batch\": %lld}\n",
           options.model.device == "cpu" || options.no_cuda_graphs ? "eager"
           : options.model.device.rfind("vulkan", 0) == 0          ? "recorded"
                                                                   : "cuda_graph",
           options.model.model.c_str(), options.model.device.c_str(), options.model.precision.c_str(),
-          static_cast<long long>(batch), t.median_ms, t.p90_ms, rate);
+          static_cast<long long>(batch), t.median_ms, t.p90_ms, rate, schedule.lanes,
+          static_cast<long long>(schedule.micro_batch));
     } else {
       std::printf("%8lld %12.4f %12.4f %14.1f\n", static_cast<long long>(batch), t.median_ms, t.p90_ms, rate);
     }
