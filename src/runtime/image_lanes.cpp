@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "backends/cpu/blas.h"
 #include "core/parallel.h"
 #include "espresso/errors.h"
 
@@ -62,6 +63,7 @@ void ImageLanes::run_lane(std::size_t lane, const std::vector<const Tensor*>& in
 }
 
 void ImageLanes::forward(const std::vector<const Tensor*>& inputs, const std::vector<Tensor*>& outputs) {
+  const cpu::SingleThreadedBlas single;  // each lane's GEMMs on its own thread, OpenBLAS's too
   parallel_for(static_cast<std::int64_t>(nets_.size()), [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t lane = begin; lane < end; ++lane)
       run_lane(static_cast<std::size_t>(lane), inputs, outputs);

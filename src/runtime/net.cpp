@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <functional>
 #include <limits>
+#include <new>
 #include <optional>
 #include <set>
 #include <tuple>
@@ -273,7 +274,7 @@ struct Net::Impl {
   void decide_lanes();
   bool lanes_eligible(int threads, bool forced) const;
   std::unique_ptr<ImageLanes> make_lanes(int threads, std::int64_t micro) const;
-  void run_lanes();
+  void run_lanes(ImageLanes& runner);
   Stream& stream_for(Device device);
   static std::string display_name(const Backend& backend);
   void infer_shapes();
@@ -311,13 +312,6 @@ bool stays_fp32(const std::string& type) {
 }
 
 // Layers whose products TF32 rounds (Precision::tf32); the others compute in fp32 as always.
-// Whether the layer reads or writes a tensor whose bytes change when stored channels-last.
-bool touches_layout_sensitive(const Layer& layer, const std::vector<Shape>& inputs) {
-  if (std::any_of(inputs.begin(), inputs.end(), layout_sensitive)) return true;
-  const std::vector<Shape> outputs = layer.output_shapes(inputs);
-  return std::any_of(outputs.begin(), outputs.end(), layout_sensitive);
-}
-
 bool uses_tf32(const std::string& type) {
   return type == "Convolution" || type == "InnerProduct" || type == "MatMul";
 }
@@ -1767,7 +1761,12 @@ void Net::Impl::make_kernels() {
           int8 = kernel != nullptr;
         }
         if (low != DType::f32 && note.empty() && backend->supports(layer, in_shapes, low)) {
-          if (try_channels_last && touches_layout_sensitive(layer, in_shapes)) {
+          const auto sensitive = [&](int id) {
+            return layout_sensitive(shapes[static_cast<std::size_t>(id)]);
+          };
+          if (try_channels_last &&
+              (std::any_of(step_inputs[step].begin(), step_inputs[step].end(), sensitive) ||
+               std::any_of(step_outputs[step].begin(), step_outputs[step].end(), sensitive))) {
             kernel = backend->make_channels_last_kernel(layer, in_shapes, low, *stream);
             step_channels_last[step] = kernel != nullptr;
           }
@@ -1874,7 +1873,7 @@ void Net::Impl::run_steps() {
 void Net::Impl::run() {
   if (!lanes_decided) decide_lanes();
   if (lanes) {
-    run_lanes();
+    run_recorded([this] { run_lanes(*lanes); }, false, ran_uncaptured, "running net '" + graph.name + "'");
     return;
   }
   // Training forwards alone are never recorded (forward_backward() records whole steps); nor is a net
@@ -1889,23 +1888,41 @@ void Net::Impl::run() {
 // small nets (LeNet is 2.3 M multiply-adds an image; NIN, the smallest net that gained, 223 M).
 constexpr std::int64_t kMinLaneMacsPerImage = 20'000'000;
 
+// Layers known to compute each image from that image alone, given the batch on axis 0 of every tensor
+// (those along an axis: not along axis 0). Lanes split the batch only where every layer is one of them:
+// a recurrent layer's time-major axis 0, or a softmax over it, would look the same to the shapes.
+bool per_image(const Layer& layer, int rank) {
+  static const std::set<std::string> spatial_or_elementwise = {
+      "Convolution", "Deconvolution", "QuantizedConvolution",
+      "Pooling",     "ReLU",          "PReLU",
+      "Activation",  "Dropout",       "BatchNorm",
+      "LRN",         "Normalize",     "Split",
+      "Binary",      "Pad",           "Resize",
+      "Reshape",     "Flatten"};
+  static const std::set<std::string> along_an_axis = {"Concat",       "Slice", "Softmax", "LogSoftmax",
+                                                      "InnerProduct", "Scale", "Bias"};
+  if (spatial_or_elementwise.count(layer.type()) != 0) return true;
+  if (along_an_axis.count(layer.type()) == 0) return false;
+  const std::int64_t axis = layer.spec().attrs.get_int("axis", 1);
+  return (axis < 0 ? axis + rank : axis) != 0;
+}
+
 bool Net::Impl::lanes_eligible(int threads, bool forced) const {
-  if (!options.device.is_cpu() || options.training || options.stateful || options.keep_intermediates ||
-      options.reference_kernels || threads < 2 || input_ids.empty()) {
-    return false;
-  }
   const std::int64_t batch = shapes[static_cast<std::size_t>(input_ids[0])].rank() > 0
                                  ? shapes[static_cast<std::size_t>(input_ids[0])][0]
                                  : 0;
-  if (batch < threads || batch % threads != 0) return false;
-  // Every tensor keeps the batch on axis 0, no layer's output shapes depend on values, and no BatchNorm
+  if (threads < 2 || batch < threads || batch % threads != 0) return false;
+  // Every tensor keeps the batch on axis 0, every layer computes image by image, and no BatchNorm
   // normalises by the batch's own statistics (which a lane's share would change).
   for (const Shape& shape : shapes) {
     if (shape.rank() == 0 || shape[0] != batch) return false;
   }
-  for (const auto& layer : layers) {
-    if (dynamic_cast<const ValueShapedLayer*>(layer.get()) != nullptr) return false;
-    const auto* bn = dynamic_cast<const BatchNormLayer*>(layer.get());
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    const Layer& layer = *layers[step];
+    const int rank =
+        step_inputs[step].empty() ? 0 : shapes[static_cast<std::size_t>(step_inputs[step][0])].rank();
+    if (!per_image(layer, rank)) return false;
+    const auto* bn = dynamic_cast<const BatchNormLayer*>(&layer);
     if (bn != nullptr && bn->batch_statistics()) return false;
   }
   std::int64_t macs = 0;
@@ -1920,39 +1937,49 @@ std::unique_ptr<ImageLanes> Net::Impl::make_lanes(int threads, std::int64_t micr
   return std::make_unique<ImageLanes>(graph, options, inputs, threads, micro);
 }
 
-void Net::Impl::run_lanes() {
+void Net::Impl::run_lanes(ImageLanes& runner) {
   std::vector<const Tensor*> in;
   std::vector<Tensor*> out;
   for (int id : input_ids) in.push_back(&tensors[static_cast<std::size_t>(id)]);
   for (int id : output_ids) out.push_back(&tensors[static_cast<std::size_t>(id)]);
-  run_recorded([&] { lanes->forward(in, out); }, false, ran_uncaptured, "running net '" + graph.name + "'");
+  runner.forward(in, out);
 }
 
 void Net::Impl::decide_lanes() {
   lanes_decided = true;
+  if (!options.device.is_cpu() || options.training || options.stateful || options.keep_intermediates ||
+      options.reference_kernels || input_ids.empty()) {
+    return;
+  }
   const char* env = std::getenv("ESPRESSO_IMAGE_LANES");  // 0: never; 1: always (tests), micro-batch timed
   const std::string setting = env != nullptr ? env : "";
   const int threads = num_threads();
   if (setting == "0" || !lanes_eligible(threads, setting == "1")) return;
   const std::int64_t share = shapes[static_cast<std::size_t>(input_ids[0])][0] / threads;
-  // The cache's key: what the timing depends on (the graph, its input shapes, the threads; the machine is
-  // the cache file's).
-  std::string fingerprint = graph.name;
+  // The cache's key: what the timing depends on (the graph, its input shapes, the precision, the threads;
+  // the machine is the cache file's).
+  std::string fingerprint = graph.name + "/" + precision_name(options.precision);
   for (const auto& layer : layers) fingerprint += "/" + layer->type() + ":" + layer->name();
   for (int id : input_ids) fingerprint += "/" + shapes[static_cast<std::size_t>(id)].str();
   const std::string key = "lanes/" + std::to_string(std::hash<std::string>{}(fingerprint)) + "/" +
                           std::to_string(threads) + "/" + std::to_string(setting == "1");
   TacticCache& cache = tactic_cache("cpu-image-lanes.txt");
+  // A lane net that cannot be made or run (a Reshape to a literal batch, memory) leaves the layer-wise plan.
+  const auto try_lanes = [&](std::int64_t micro) -> std::unique_ptr<ImageLanes> {
+    try {
+      return make_lanes(threads, micro);
+    } catch (const Error&) {
+    } catch (const std::bad_alloc&) {
+    }
+    return nullptr;
+  };
   if (const std::optional<std::string> known = cache.find(key)) {
     const std::int64_t micro = std::atoll(known->c_str());
+    if (micro == 0) return;
     if (micro > 0 && share % micro == 0) {
-      try {
-        lanes = make_lanes(threads, micro);
-      } catch (const UnsupportedError&) {
-        lanes.reset();
-      }
+      lanes = try_lanes(micro);
+      return;
     }
-    if (micro == 0 || (micro > 0 && share % micro == 0)) return;
   }
   // Best of two timed runs after a warm one.
   const auto best_ms = [](const std::function<void()>& work) {
@@ -1970,10 +1997,6 @@ void Net::Impl::decide_lanes() {
   std::int64_t chosen = 0;
   double fastest =
       setting == "1" ? std::numeric_limits<double>::infinity() : best_ms([this] { run_steps(); });
-  std::vector<const Tensor*> in;
-  std::vector<Tensor*> out;
-  for (int id : input_ids) in.push_back(&tensors[static_cast<std::size_t>(id)]);
-  for (int id : output_ids) out.push_back(&tensors[static_cast<std::size_t>(id)]);
   // Micro-batches of 1, 2, 4, ... images and the whole share: a larger one reads each packed weight once
   // for more images (ResNet-18's layers stream megabytes of them), a smaller one keeps its activations in
   // cache (MobileNetV2's expansions hold 4.8 MB an image).
@@ -1981,13 +2004,14 @@ void Net::Impl::decide_lanes() {
   for (std::int64_t micro = 1; micro < share && share % micro == 0; micro *= 2) micros.push_back(micro);
   micros.push_back(share);
   for (const std::int64_t micro : micros) {
-    std::unique_ptr<ImageLanes> candidate;
+    std::unique_ptr<ImageLanes> candidate = try_lanes(micro);
+    if (!candidate) break;
+    double ms = 0.0;
     try {
-      candidate = make_lanes(threads, micro);
-    } catch (const UnsupportedError&) {
+      ms = best_ms([&] { run_lanes(*candidate); });
+    } catch (const Error&) {
       break;
     }
-    const double ms = best_ms([&] { candidate->forward(in, out); });
     if (ms < fastest) {
       fastest = ms;
       chosen = micro;

@@ -96,43 +96,60 @@ std::unique_ptr<Kernel> make_scale(const Layer& layer, const std::vector<Shape>&
                                                context);
 }
 
-// In fp16 / bf16 with learned parameters; the two-input forms stay fp32.
+namespace {
+
+// Scale or Bias in fp16 / bf16 with learned parameters (the two-input forms stay fp32), over `extent`.
+std::unique_ptr<Kernel> learned_affine(const Layer& layer, const ChannelExtent& extent, DType dtype,
+                                       StreamContext& context) {
+  if (layer.type() == "Bias")
+    return std::make_unique<ChannelAffineKernel>(Parameter{}, learned(layer, 0, context), extent, dtype,
+                                                 context);
+  const Parameter shift = static_cast<const ScaleLayer&>(layer).has_bias()
+                              ? learned(layer, layer.weights().size() - 1, context)
+                              : Parameter{};
+  return std::make_unique<ChannelAffineKernel>(learned(layer, 0, context), shift, extent, dtype, context);
+}
+
+// The parameters' split of the layer's input.
+AxisSplit split_of(const Layer& layer, const std::vector<Shape>& inputs) {
+  return layer.type() == "Bias" ? static_cast<const BiasLayer&>(layer).split(inputs)
+                                : static_cast<const ScaleLayer&>(layer).split(inputs);
+}
+
+std::unique_ptr<Kernel> lowp_affine(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
+                                    StreamContext& context) {
+  if (inputs.size() != 1) return nullptr;
+  return learned_affine(layer, extent_of(split_of(layer, inputs)), dtype, context);
+}
+
+// Channels-last: N·H·W rows of C, where the parameters run along the channels.
+std::unique_ptr<Kernel> channels_last_affine(const Layer& layer, const std::vector<Shape>& inputs,
+                                             DType dtype, StreamContext& context) {
+  ChannelExtent extent;
+  if (inputs.size() != 1 || !channels_last_extent(split_of(layer, inputs), inputs[0], extent)) return nullptr;
+  return learned_affine(layer, extent, dtype, context);
+}
+
+}  // namespace
+
 std::unique_ptr<Kernel> make_lowp_bias(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
                                        StreamContext& context) {
-  if (inputs.size() != 1) return nullptr;
-  const auto& bias = static_cast<const BiasLayer&>(layer);
-  return std::make_unique<ChannelAffineKernel>(Parameter{}, learned(layer, 0, context),
-                                               extent_of(bias.split(inputs)), dtype, context);
+  return lowp_affine(layer, inputs, dtype, context);
 }
 
 std::unique_ptr<Kernel> make_lowp_scale(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
                                         StreamContext& context) {
-  if (inputs.size() != 1) return nullptr;
-  const auto& scale = static_cast<const ScaleLayer&>(layer);
-  const Parameter shift =
-      scale.has_bias() ? learned(layer, layer.weights().size() - 1, context) : Parameter{};
-  return std::make_unique<ChannelAffineKernel>(learned(layer, 0, context), shift,
-                                               extent_of(scale.split(inputs)), dtype, context);
+  return lowp_affine(layer, inputs, dtype, context);
 }
 
 std::unique_ptr<Kernel> make_nhwc_bias(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
                                        StreamContext& context) {
-  ChannelExtent extent;
-  if (inputs.size() != 1 ||
-      !channels_last_extent(static_cast<const BiasLayer&>(layer).split(inputs), inputs[0], extent))
-    return nullptr;
-  return std::make_unique<ChannelAffineKernel>(Parameter{}, learned(layer, 0, context), extent, dtype,
-                                               context);
+  return channels_last_affine(layer, inputs, dtype, context);
 }
 
 std::unique_ptr<Kernel> make_nhwc_scale(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
                                         StreamContext& context) {
-  const auto& scale = static_cast<const ScaleLayer&>(layer);
-  ChannelExtent extent;
-  if (inputs.size() != 1 || !channels_last_extent(scale.split(inputs), inputs[0], extent)) return nullptr;
-  const Parameter shift =
-      scale.has_bias() ? learned(layer, layer.weights().size() - 1, context) : Parameter{};
-  return std::make_unique<ChannelAffineKernel>(learned(layer, 0, context), shift, extent, dtype, context);
+  return channels_last_affine(layer, inputs, dtype, context);
 }
 
 }  // namespace espresso::cuda

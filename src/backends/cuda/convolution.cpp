@@ -251,10 +251,13 @@ class LowpConvolutionKernel final : public FusingConvolution {
     tactic_->run_typed(inputs[0].raw(), weights_.raw(), tactic_bias(), outputs[0].raw());
     finish(outputs[0].raw());
   }
-  bool has_fast_backward() const override { return true; }
+  // Channels-last kernels serve inference plans only.
+  bool has_fast_backward() const override { return !problem_.channels_last; }
   void backward(const Layer& layer, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>& weight_grads) override {
+    if (problem_.channels_last)
+      throw UnsupportedError("layer '" + layer.name() + "': a channels-last convolution has no backward");
     // Prepared here only outside training (gradient checks), as in the fp32 kernel.
     if (!gradients_) {
       gradients_ = make_cudnn_typed_gradients(problem_, dtype_, context_);

@@ -219,9 +219,4 @@ std::unique_ptr<Kernel> make_nhwc_slice(const Layer& layer, const std::vector<Sh
                           channels_last_axis(layer_axis(layer, inputs[0].rank())), context, dtype);
 }
 
-std::unique_ptr<Kernel> make_nhwc_split(const Layer& layer, const std::vector<Shape>& inputs, DType,
-                                        StreamContext& context) {
-  return copy_kernel(layer, inputs, context);
-}
-
 }  // namespace espresso::cuda

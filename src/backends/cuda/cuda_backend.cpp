@@ -1,5 +1,7 @@
 #include "backends/cuda/cuda_backend.h"
 
+#include <algorithm>
+#include <iterator>
 #include <string_view>
 
 #include "backends/cuda/kernels.h"
@@ -78,8 +80,13 @@ class CudaBackend final : public Backend {
   }
   std::unique_ptr<Kernel> make_channels_last_kernel(const Layer& layer, const std::vector<Shape>& inputs,
                                                     DType dtype, Stream& stream) override {
-    const LowpEntry* entry = low_precision(dtype) ? find_kernel(kNhwcKernels, layer.type()) : nullptr;
-    if (entry == nullptr || layer.training()) return nullptr;
+    if (!low_precision(dtype) || layer.training()) return nullptr;
+    // Element-wise layers and copies (Dropout at inference) place nothing by position: their kernel serves.
+    constexpr std::string_view kLayoutFree[] = {"ReLU", "Activation", "Dropout", "Split"};
+    if (std::find(std::begin(kLayoutFree), std::end(kLayoutFree), layer.type()) != std::end(kLayoutFree))
+      return make_typed_kernel(layer, inputs, dtype, stream);
+    const LowpEntry* entry = find_kernel(kNhwcKernels, layer.type());
+    if (entry == nullptr) return nullptr;
     return entry->create(layer, inputs, dtype, static_cast<StreamContext&>(stream));
   }
   std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs,

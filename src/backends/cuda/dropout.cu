@@ -101,10 +101,4 @@ std::unique_ptr<Kernel> make_lowp_dropout(const Layer& layer, const std::vector<
   return kernel;
 }
 
-// Channels-last plans are inference plans, where Dropout is a copy.
-std::unique_ptr<Kernel> make_nhwc_dropout(const Layer& layer, const std::vector<Shape>& inputs, DType,
-                                          StreamContext& context) {
-  return copy_kernel(layer, inputs, context);
-}
-
 }  // namespace espresso::cuda

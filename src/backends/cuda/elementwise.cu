@@ -272,10 +272,4 @@ std::unique_ptr<Kernel> make_prelu(const Layer& layer, const std::vector<Shape>&
                                        context);
 }
 
-// Element-wise: channels-last is the same kernel.
-std::unique_ptr<Kernel> make_nhwc_activation(const Layer& layer, const std::vector<Shape>& inputs,
-                                             DType dtype, StreamContext& context) {
-  return make_lowp_activation(layer, inputs, dtype, context);
-}
-
 }  // namespace espresso::cuda

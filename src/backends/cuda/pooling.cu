@@ -12,7 +12,9 @@
 // window, a byte where windows have at most 256 taps (ResNet-18's stem pooling keeps 13 MB at batch 64,
 // not 51).
 //
-// fp16 / bf16 (inference and training) instantiate the same kernels for their storage type.
+// fp16 / bf16 (inference and training) instantiate the same kernels for their storage type. Channels-last
+// inference plans pool N, H, W, C tensors: the window kernel with channels fastest, global pooling a thread
+// per image and channel.
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -35,37 +37,6 @@ struct Windows {
   int in_spatial, out_spatial;
   bool average, count_include_pad;
 };
-
-// T: the storage type (precision.cuh); windows are reduced in float.
-template <class T>
-__global__ void pool_windows(Windows p, const T* __restrict__ x, T* __restrict__ y) {
-  for (long long i : grid_stride(p.outputs)) {
-    const long long plane = i / p.out_spatial;
-    const int position = static_cast<int>(i % p.out_spatial);
-    const int o[3] = {position / (p.out[1] * p.out[2]), position / p.out[2] % p.out[1], position % p.out[2]};
-    int begin[3], end[3];
-    int divisor = 1;
-    for (int a = 0; a < 3; ++a) {
-      const int start = o[a] * p.stride[a] - p.pad[a];
-      const int padded_end = min(start + p.kernel[a], p.in[a] + p.pad[a]);
-      begin[a] = max(start, 0);
-      end[a] = min(padded_end, p.in[a]);
-      divisor *= p.count_include_pad ? padded_end - start : end[a] - begin[a];
-    }
-    const T* in = x + plane * p.in_spatial;
-    float best = -INFINITY, sum = 0.0f;
-    for (int d = begin[0]; d < end[0]; ++d) {
-      for (int h = begin[1]; h < end[1]; ++h) {
-        for (int w = begin[2]; w < end[2]; ++w) {
-          const float v = to_float(in[(d * p.in[1] + h) * p.in[2] + w]);
-          best = fmaxf(best, v);
-          sum += v;
-        }
-      }
-    }
-    y[i] = from_float<T>(p.average ? sum / static_cast<float>(divisor) : best);
-  }
-}
 
 template <class T>
 __global__ void pool_planes(const T* __restrict__ x, T* __restrict__ y, long long planes, int spatial,
@@ -101,24 +72,33 @@ __device__ Span span(const Windows& p, int a, int o) {
   return {begin, end, p.count_include_pad ? padded_end - start : end - begin};
 }
 
-// Channels-last (inference): a thread per output, channels fastest, so that neighbouring threads read
-// neighbouring channels at each tap.
-template <class T>
-__global__ void pool_windows_channels_last(Windows p, const T* __restrict__ x, T* __restrict__ y) {
+// T: the storage type (precision.cuh); windows are reduced in float. A thread per output; channels-last
+// (inference) with channels fastest, so that neighbouring threads read neighbouring channels at each tap.
+template <class T, bool kChannelsLast>
+__global__ void pool_windows(Windows p, const T* __restrict__ x, T* __restrict__ y) {
   for (long long i : grid_stride(p.outputs)) {
-    const long long rest = i / p.channels;
-    const int channel = static_cast<int>(i - rest * p.channels);
-    const long long image = rest / p.out_spatial;
-    const int position = static_cast<int>(rest - image * p.out_spatial);
+    const T* in;
+    int position;
+    long long step = 1;  // between neighbouring positions of a plane in x
+    if constexpr (kChannelsLast) {
+      const long long rest = i / p.channels;
+      const long long image = rest / p.out_spatial;
+      position = static_cast<int>(rest - image * p.out_spatial);
+      in = x + image * p.in_spatial * p.channels + (i - rest * p.channels);
+      step = p.channels;
+    } else {
+      const long long plane = i / p.out_spatial;
+      position = static_cast<int>(i - plane * p.out_spatial);
+      in = x + plane * p.in_spatial;
+    }
     const int o[3] = {position / (p.out[1] * p.out[2]), position / p.out[2] % p.out[1], position % p.out[2]};
     Span s[3];
     for (int a = 0; a < 3; ++a) s[a] = span(p, a, o[a]);
-    const T* in = x + image * p.in_spatial * p.channels + channel;
     float best = -INFINITY, sum = 0.0f;
     for (int d = s[0].begin; d < s[0].end; ++d) {
       for (int h = s[1].begin; h < s[1].end; ++h) {
         for (int w = s[2].begin; w < s[2].end; ++w) {
-          const float v = to_float(in[static_cast<long long>((d * p.in[1] + h) * p.in[2] + w) * p.channels]);
+          const float v = to_float(in[static_cast<long long>((d * p.in[1] + h) * p.in[2] + w) * step]);
           best = fmaxf(best, v);
           sum += v;
         }
@@ -373,15 +353,21 @@ __global__ void unpool_plane_maxima(const T* __restrict__ x, const T* __restrict
 
 // The forward in storage type T.
 template <class T>
-void pool(StreamContext& context, const Windows& windows, bool global, const Tensor& input, Tensor& output) {
+void pool(StreamContext& context, const Windows& windows, bool global, bool channels_last,
+          const Tensor& input, Tensor& output) {
   if (windows.outputs == 0) return;
   const T* x = static_cast<const T*>(input.raw());
   T* y = static_cast<T*>(output.raw());
-  if (global) {
+  if (global && channels_last) {
+    launch(context, windows.planes, pool_planes_channels_last<T>, x, y, windows.planes, windows.channels,
+           windows.in_spatial, windows.average);
+  } else if (global) {
     launch(context, windows.outputs * kWarp, pool_planes<T>, x, y, windows.outputs, windows.in_spatial,
            windows.average);
+  } else if (channels_last) {
+    launch(context, windows.outputs, pool_windows<T, true>, windows, x, y);
   } else {
-    launch(context, windows.outputs, pool_windows<T>, windows, x, y);
+    launch(context, windows.outputs, pool_windows<T, false>, windows, x, y);
   }
 }
 
@@ -389,9 +375,11 @@ void pool(StreamContext& context, const Windows& windows, bool global, const Ten
 template <class T>
 class PoolingKernel final : public CudaKernel {
  public:
-  // `training`: max pooling keeps each window's maximum from forward for backward.
-  PoolingKernel(const Windows& windows, bool global, bool training, StreamContext& context)
-      : CudaKernel(context), windows_(windows), global_(global) {
+  // `training`: max pooling keeps each window's maximum from forward for backward. `channels_last`: x and
+  // y stored N, H, W, C (inference plans).
+  PoolingKernel(const Windows& windows, bool global, bool training, StreamContext& context,
+                bool channels_last = false)
+      : CudaKernel(context), windows_(windows), global_(global), channels_last_(channels_last) {
     if (training && !global && !windows.average && windows.outputs > 0) {
       maxima_ = allocate(maxima_bytes(windows), context.device(), "the window maxima of a max pooling");
     }
@@ -399,7 +387,7 @@ class PoolingKernel final : public CudaKernel {
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     if (maxima_ == nullptr) {
-      pool<T>(context_, windows_, global_, inputs[0], outputs[0]);
+      pool<T>(context_, windows_, global_, channels_last_, inputs[0], outputs[0]);
       return;
     }
     with_window_variant(windows_, [&](auto index, auto planar, auto tap) {
@@ -410,9 +398,12 @@ class PoolingKernel final : public CudaKernel {
     });
   }
 
-  void backward(const Layer&, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
+  bool has_fast_backward() const override { return !channels_last_; }
+  void backward(const Layer& layer, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
                 const std::vector<Tensor>& output_grads, std::vector<Tensor>& input_grads,
                 std::vector<Tensor>&) override {
+    if (channels_last_)
+      throw UnsupportedError("layer '" + layer.name() + "': a channels-last pooling has no backward");
     const long long planes = windows_.planes;
     const long long input_count = planes * windows_.in_spatial;
     if (!input_grads[0].defined() || input_count == 0) return;
@@ -464,7 +455,9 @@ class PoolingKernel final : public CudaKernel {
     }
   }
 
-  const char* name() const override { return global_ ? "cuda-global" : "cuda"; }
+  const char* name() const override {
+    return channels_last_ ? (global_ ? "cuda-global-nhwc" : "cuda-nhwc") : (global_ ? "cuda-global" : "cuda");
+  }
   // Averages spread the output gradient alone, and a training max pooling's windows kept their maxima:
   // only a global max pooling and a max pooling made for inference look at the input again.
   bool backward_reads_inputs() const override { return !windows_.average && maxima_ == nullptr; }
@@ -473,6 +466,7 @@ class PoolingKernel final : public CudaKernel {
  private:
   Windows windows_;
   bool global_;
+  bool channels_last_;
   std::shared_ptr<void> maxima_;  // training max pooling: each window's maximum, from the last forward
 };
 
@@ -523,30 +517,6 @@ std::unique_ptr<Kernel> make_pooling(const Layer& layer, const std::vector<Shape
 }
 
 // Channels-last pooling for inference plans.
-template <class T>
-class ChannelsLastPoolingKernel final : public CudaKernel {
- public:
-  ChannelsLastPoolingKernel(const Windows& windows, bool global, StreamContext& context)
-      : CudaKernel(context), windows_(windows), global_(global) {}
-  void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    if (windows_.outputs == 0) return;
-    const auto* x = static_cast<const T*>(inputs[0].raw());
-    auto* y = static_cast<T*>(outputs[0].raw());
-    if (global_) {
-      launch(context_, windows_.planes, pool_planes_channels_last<T>, x, y, windows_.planes,
-             windows_.channels, windows_.in_spatial, windows_.average);
-    } else {
-      launch(context_, windows_.outputs, pool_windows_channels_last<T>, windows_, x, y);
-    }
-  }
-  bool has_fast_backward() const override { return false; }
-  const char* name() const override { return global_ ? "cuda-global-nhwc" : "cuda-nhwc"; }
-
- private:
-  Windows windows_;
-  bool global_;
-};
-
 std::unique_ptr<Kernel> make_nhwc_pooling(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
                                           StreamContext& context) {
   Windows w;
@@ -554,7 +524,7 @@ std::unique_ptr<Kernel> make_nhwc_pooling(const Layer& layer, const std::vector<
   if (inputs[0].rank() != 4 || !windows_of(layer, inputs, w, global)) return nullptr;
   std::unique_ptr<Kernel> kernel;
   with_storage_type(dtype, "Pooling", [&](auto type) {
-    kernel = std::make_unique<ChannelsLastPoolingKernel<decltype(type)>>(w, global, context);
+    kernel = std::make_unique<PoolingKernel<decltype(type)>>(w, global, false, context, true);
   });
   return kernel;
 }

@@ -87,12 +87,6 @@ std::unique_ptr<Kernel> make_lowp_relu(const Layer& layer, const std::vector<Sha
   return kernel;
 }
 
-// Element-wise: channels-last is the same kernel.
-std::unique_ptr<Kernel> make_nhwc_relu(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
-                                       StreamContext& context) {
-  return make_lowp_relu(layer, inputs, dtype, context);
-}
-
 std::unique_ptr<Kernel> make_relu(const Layer& layer, const std::vector<Shape>&, StreamContext& context) {
   return std::make_unique<ReLUKernel<float>>(static_cast<const ReLULayer&>(layer).negative_slope(), context);
 }
