@@ -278,7 +278,9 @@ TEST(PrecisionModels, LowPrecisionOutputsMatchFp32OnTheGpu) {
                   error);
       EXPECT_LE(error, 1e-2) << model << " in " << precision_name(precision) << " channels-last";
       for (const LayerSummary& row : nhwc.summary()) {
-        if (row.type == "Convolution") EXPECT_TRUE(row.channels_last) << model << " " << row.name;
+        if (row.type == "Convolution") {
+          EXPECT_TRUE(row.channels_last) << model << " " << row.name;
+        }
       }
     }
   }
