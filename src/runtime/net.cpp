@@ -13,6 +13,7 @@
 #include <set>
 #include <tuple>
 
+#include "backends/cpu/conv_tactics.h"
 #include "backends/registry.h"
 #include "backends/tactic_cache.h"
 #include "core/device_memory.h"
@@ -1956,13 +1957,14 @@ void Net::Impl::decide_lanes() {
   const int threads = num_threads();
   if (setting == "0" || !lanes_eligible(threads, setting == "1")) return;
   const std::int64_t share = shapes[static_cast<std::size_t>(input_ids[0])][0] / threads;
-  // The cache's key: what the timing depends on (the graph, its input shapes, the precision, the threads;
-  // the machine is the cache file's).
+  // The cache's key: what the timing depends on, the processor, instruction set and threads as for the
+  // convolution tactics, then the graph, its input shapes and the precision.
   std::string fingerprint = graph.name + "/" + precision_name(options.precision);
   for (const auto& layer : layers) fingerprint += "/" + layer->type() + ":" + layer->name();
   for (int id : input_ids) fingerprint += "/" + shapes[static_cast<std::size_t>(id)].str();
-  const std::string key = "lanes/" + std::to_string(std::hash<std::string>{}(fingerprint)) + "/" +
-                          std::to_string(threads) + "/" + std::to_string(setting == "1");
+  const std::string key = cpu::tactic_context() + "|lanes/" +
+                          std::to_string(std::hash<std::string>{}(fingerprint)) + "/" +
+                          std::to_string(setting == "1");
   TacticCache& cache = tactic_cache("cpu-image-lanes.txt");
   // A lane net that cannot be made or run (a Reshape to a literal batch, memory) leaves the layer-wise plan.
   const auto try_lanes = [&](std::int64_t micro) -> std::unique_ptr<ImageLanes> {
