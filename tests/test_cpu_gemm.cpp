@@ -75,11 +75,14 @@ TEST(CpuGemm, MatchesNaiveDoubleOnRandomShapes) {
         expect[static_cast<std::size_t>(i * n + j)] = v;
       }
     }
-    // Alternate the threaded path and the one-thread path (inside a parallel region).
+    // Alternate the threaded path (2, 3 or 4 threads: the column and row splits) and the one-thread path
+    // (inside a parallel region).
     const auto call = [&] {
       cpu::gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc, e);
     };
     if (trial % 2 == 0) {
+      ThreadGroup group(2 + trial / 2 % 3);
+      const ScopedThreads use(&group);
       call();
     } else {
       parallel_for(1, [&](std::int64_t, std::int64_t) { call(); });

@@ -273,6 +273,7 @@ struct Net::Impl {
   std::unique_ptr<ImageLanes> lanes;
   bool lanes_decided = false;
   void decide_lanes();
+  bool channels_last_pays() const;
   bool lanes_eligible(int threads, bool forced) const;
   std::unique_ptr<ImageLanes> make_lanes(int threads, std::int64_t micro) const;
   void run_lanes(ImageLanes& runner);
@@ -1711,6 +1712,23 @@ DType Net::Impl::low_precision_dtype() const {
   return DType::f32;
 }
 
+// Measured on an H100 (bench/results/2026-12-07-h100-channels-last.md), channels-last against N, C, H, W:
+// ResNet-18, SqueezeNet and NIN faster or even at every batch size; MobileNetV2 fp16 faster at batch 64 and
+// 256 (6.2 against 9.9 ms) but slower at batch 1 (0.41 against 0.29), and in bf16 slower at batch 64 too
+// (8.6 against 2.9: cuDNN's bf16 depthwise kernels on N, H, W, C ran 5x slower). So nets with grouped
+// convolutions stay N, C, H, W at batch 1 and in bf16. ESPRESSO_CHANNELS_LAST=0|1 overrides.
+bool Net::Impl::channels_last_pays() const {
+  const char* env = std::getenv("ESPRESSO_CHANNELS_LAST");
+  if (env != nullptr && *env != '\0') return std::string(env) == "1";
+  const bool grouped = std::any_of(layers.begin(), layers.end(), [](const std::unique_ptr<Layer>& layer) {
+    return layer->type() == "Convolution" && layer->spec().attrs.get_int("group", 1) > 1;
+  });
+  const std::int64_t batch = input_ids.empty() || shapes[static_cast<std::size_t>(input_ids[0])].rank() == 0
+                                 ? 1
+                                 : shapes[static_cast<std::size_t>(input_ids[0])][0];
+  return !grouped || (batch > 1 && options.precision != Precision::bf16);
+}
+
 void Net::Impl::make_kernels() {
   // Placement: each layer on the net's device where its backend supports it, else on the CPU, whose
   // reference kernels run every layer. Precision: in the net's low precision where the device has a
@@ -1723,13 +1741,12 @@ void Net::Impl::make_kernels() {
   step_precision.assign(layers.size(), "fp32");
   step_precision_note.assign(layers.size(), "");
   const DType low = low_precision_dtype();
-  // Channels-last where the backend has the kernels (ESPRESSO_CHANNELS_LAST=1; not yet timed on a GPU,
-  // so not the default): fp16/bf16 tensor cores work in N, H, W, C, and convolutions handed N, C, H, W
-  // transpose around each call. Inference plans only (a naive plan keeps its tensors readable as they are).
-  const char* channels_last_env = std::getenv("ESPRESSO_CHANNELS_LAST");
+  // Channels-last where the backend has the kernels: fp16/bf16 tensor cores work in N, H, W, C, and
+  // convolutions handed N, C, H, W transpose around each call. Inference plans only (a naive plan keeps its
+  // tensors readable as they are), and not where it measured slower (channels_last_pays).
   const bool try_channels_last = low != DType::f32 && !options.training && !options.keep_intermediates &&
                                  !options.reference_kernels && !channels_last_declined &&
-                                 channels_last_env != nullptr && std::string(channels_last_env) == "1";
+                                 channels_last_pays();
   std::string precision_fallbacks;
   // Training: the workspaces the kernels reserve go into the memory plan. Inference nets keep the stream's
   // shared one for now, and so does the naive plan (keep_intermediates), as Caffe holds one.

@@ -629,17 +629,64 @@ void run_serial(const Problem& pr, std::int64_t col0 = 0, std::int64_t col1 = -1
   }
 }
 
-// All threads. With enough columns, C's column panels are shared out and each thread packs and
-// multiplies its own columns as run_serial does (no pass over the whole of B first, no second
-// dispatch). With few columns (small images at batch 1) B is packed whole first, in parallel, and
-// C's tiles are shared out by rows of A.
+// The micro-kernel's cost of column panel q, in whole tiles: an AVX-512 edge tile of at most 16 columns
+// runs the one-vector kernel, half the multiply-adds.
+double tile_units(std::int64_t n, std::int64_t q) {
+  const std::int64_t width = tile_width(), cols = std::min(width, n - q * width);
+  return isa() == Isa::avx512 && cols <= 16 ? 0.5 : 1.0;
+}
+
+// The first column panel of each of `threads` contiguous shares of C's column panels, their tile units as
+// even as whole panels allow (plus the end): 14 × 14 images at batch 1 are 6.5 units in 7 panels, which
+// equal panel counts split 4 + 2.5.
+std::vector<std::int64_t> column_shares(std::int64_t n, int threads) {
+  const std::int64_t width = tile_width(), col_panels = (n + width - 1) / width;
+  double total = 0.0;
+  for (std::int64_t q = 0; q < col_panels; ++q) total += tile_units(n, q);
+  std::vector<std::int64_t> first{0};
+  double done = 0.0;
+  for (std::int64_t q = 0; q < col_panels && static_cast<int>(first.size()) < threads; ++q) {
+    // Close the share before panel q where that leaves it nearer its even part than taking q would.
+    const double target = total * static_cast<double>(first.size()) / threads, units = tile_units(n, q);
+    if (q > first.back() && target - done < done + units - target) first.push_back(q);
+    done += units;
+  }
+  while (static_cast<int>(first.size()) < threads) first.push_back(col_panels);
+  first.push_back(col_panels);
+  return first;
+}
+
+// All threads. C's column panels are shared out where that splits the work about evenly, each thread
+// packing and multiplying its own columns as run_serial does (no pass over the whole of B first, no second
+// dispatch). Otherwise (few columns, or a large product whose columns split unevenly: small images at
+// batch 1) B is packed whole first, in parallel, and C's tiles are shared out by panels of A's rows:
+// SqueezeNet's 1000 × 169 classifier split its 5.5 tile units 3 + 2.5 by columns (0.68 -> 0.60 ms by rows).
 void run_parallel(const Problem& pr, int threads) {
-  const std::int64_t width = tile_width();
-  const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + panel_rows() - 1) / panel_rows();
+  const std::int64_t width = tile_width(), mr = panel_rows();
+  const std::int64_t m = pr.a->rows(), k = pr.a->depth(), panels = (m + mr - 1) / mr;
   const std::int64_t col_panels = (pr.n + width - 1) / width;
-  if (col_panels >= 2 * threads) {
-    parallel_for(col_panels, [&](std::int64_t begin, std::int64_t end) {
-      run_serial(pr, begin * width, std::min(pr.n, end * width));
+  const std::vector<std::int64_t> shares = column_shares(pr.n, threads);
+  double total = 0.0, column_split = 0.0;
+  for (std::int64_t q = 0; q < col_panels; ++q) total += tile_units(pr.n, q);
+  for (int t = 0; t < threads; ++t) {
+    double units = 0.0;
+    for (std::int64_t q = shares[t]; q < shares[t + 1]; ++q) units += tile_units(pr.n, q);
+    column_split = std::max(column_split, units * static_cast<double>(m));
+  }
+  // By rows: parallel_for's equal shares of the panels, each panel costing its rows.
+  const std::int64_t step = (panels + threads - 1) / threads;
+  const double row_split = static_cast<double>(std::min(m, step * mr)) * total;
+  // The row split packs B in a pass of its own first, which each thread then reads whole: it must win
+  // clearly, on a product large enough to pay for that (SqueezeNet's 13 × 13 squeezes ran no faster so).
+  constexpr double kRowSplitMargin = 0.95;
+  constexpr std::int64_t kRowSplitMacs = std::int64_t{1} << 25;
+  const bool rows_pay = column_split * kRowSplitMargin > row_split && m * pr.n * k >= kRowSplitMacs;
+  if (col_panels >= 2 * threads && !rows_pay) {
+    parallel_for(threads, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t t = begin; t < end; ++t) {
+        if (shares[t] < shares[t + 1])
+          run_serial(pr, shares[t] * width, std::min(pr.n, shares[t + 1] * width));
+      }
     });
     return;
   }
