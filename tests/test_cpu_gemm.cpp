@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -75,24 +76,53 @@ TEST(CpuGemm, MatchesNaiveDoubleOnRandomShapes) {
         expect[static_cast<std::size_t>(i * n + j)] = v;
       }
     }
-    // Alternate the threaded path (2, 3 or 4 threads: the column and row splits) and the one-thread path
-    // (inside a parallel region).
+    // Alternate the threaded path (2, 3 or 4 threads) and the one-thread path.
     const auto call = [&] {
       cpu::gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc, e);
     };
-    if (trial % 2 == 0) {
-      ThreadGroup group(2 + trial / 2 % 3);
-      const ScopedThreads use(&group);
-      call();
-    } else {
-      parallel_for(1, [&](std::int64_t, std::int64_t) { call(); });
-    }
+    ThreadGroup group(trial % 2 == 0 ? 2 + trial / 2 % 3 : 1);
+    const ScopedThreads use(&group);
+    call();
     std::vector<float> got(static_cast<std::size_t>(m * n));
     for (std::int64_t i = 0; i < m; ++i)
       std::copy_n(c.begin() + i * ldc, n, got.begin() + i * n);
     EXPECT_LE(normalized_error(expect, got), 1e-5)
         << "m " << m << " n " << n << " k " << k << " ta " << ta << " tb " << tb << " beta " << beta
         << " isa " << cpu::fast_gemm_isa() << " bypass_cache " << bypass_cache;
+  }
+}
+
+// The threads' shares of a product (columns in tile units, or rows of A for a large product whose columns
+// share out unevenly: SqueezeNet's classifier, 13 x 13 and 14 x 14 images) sum exactly as one thread does.
+TEST(CpuGemm, ThreadSharesSumAsOneThread) {
+  if (!cpu::fast_gemm_available())
+    GTEST_SKIP() << "this processor has no AVX2+FMA: the fast GEMM is not used";
+  std::mt19937 rng(99);
+  for (const auto [m, n, k] : {std::array<std::int64_t, 3>{1000, 169, 512},
+                               {256, 196, 576},
+                               {64, 169, 384},
+                               {512, 49, 4608},
+                               {30, 900, 40}}) {
+    const std::vector<float> a = random_values(rng, static_cast<std::size_t>(m * k));
+    const std::vector<float> b = random_values(rng, static_cast<std::size_t>(k * n));
+    const std::vector<float> bias = random_values(rng, static_cast<std::size_t>(m));
+    GemmEpilogue e;
+    e.row_bias = bias.data();
+    e.lo = 0.0f;
+    const cpu::PackedMatrix packed(a.data(), k, false, m, k);
+    std::vector<float> one(static_cast<std::size_t>(m * n));
+    {
+      ThreadGroup single(1);
+      const ScopedThreads use(&single);
+      cpu::gemm_packed(packed, false, n, b.data(), n, 0.0f, one.data(), n, e);
+    }
+    for (const int threads : {2, 3}) {
+      ThreadGroup group(threads);
+      const ScopedThreads use(&group);
+      std::vector<float> shared(one.size(), -1.0f);
+      cpu::gemm_packed(packed, false, n, b.data(), n, 0.0f, shared.data(), n, e);
+      EXPECT_EQ(shared, one) << "m " << m << " n " << n << " k " << k << " threads " << threads;
+    }
   }
 }
 
@@ -130,10 +160,10 @@ TEST(CpuGemm, ConvolutionWindowsMatchADirectConvolution) {
     std::vector<float> got = accumulate ? random_values(rng, size) : std::vector<float>(size);
     const std::vector<float> before = got;
     const float beta = accumulate ? 1.0f : 0.0f;
-    if (trial % 2 == 0) {
+    {
+      ThreadGroup group(trial % 2 == 0 ? 2 : 1);  // the threaded path and the one-thread path
+      const ScopedThreads use(&group);
       cpu::gemm_windows(packed, w, got.data(), columns, e, beta);
-    } else {
-      parallel_for(1, [&](std::int64_t, std::int64_t) { cpu::gemm_windows(packed, w, got.data(), columns, e, beta); });
     }
     std::vector<double> expect(got.size());
     for (std::int64_t o = 0; o < outputs; ++o) {

@@ -1712,21 +1712,24 @@ DType Net::Impl::low_precision_dtype() const {
   return DType::f32;
 }
 
-// Measured on an H100 (bench/results/2026-12-07-h100-channels-last.md), channels-last against N, C, H, W:
-// ResNet-18, SqueezeNet and NIN faster or even at every batch size; MobileNetV2 fp16 faster at batch 64 and
-// 256 (6.2 against 9.9 ms) but slower at batch 1 (0.41 against 0.29), and in bf16 slower at batch 64 too
-// (8.6 against 2.9: cuDNN's bf16 depthwise kernels on N, H, W, C ran 5x slower). So nets with grouped
-// convolutions stay N, C, H, W at batch 1 and in bf16. ESPRESSO_CHANNELS_LAST=0|1 overrides.
+// Measured on an H100 in fp16 (bench/results/2026-12-07-h100-channels-last.md), channels-last against N, C,
+// H, W: ResNet-18, SqueezeNet and NIN faster or even at every batch size; MobileNetV2 faster at batch 64 and
+// 256 (6.2 against 9.9 ms) but slower at batch 1 (0.41 against 0.29), and in bf16 slower than its fp16 plan
+// at batch 64 (8.6 against 1.6 ms; 2.9 N, C, H, W: cuDNN's bf16 depthwise kernels on N, H, W, C ran 5x
+// slower). So nets with grouped convolutions stay N, C, H, W at batch 1 and in bf16; bf16 otherwise follows
+// fp16. ESPRESSO_CHANNELS_LAST=1 asks for channels-last wherever a plan can have it, 0 never.
 bool Net::Impl::channels_last_pays() const {
   const char* env = std::getenv("ESPRESSO_CHANNELS_LAST");
-  if (env != nullptr && *env != '\0') return std::string(env) == "1";
-  const bool grouped = std::any_of(layers.begin(), layers.end(), [](const std::unique_ptr<Layer>& layer) {
-    return layer->type() == "Convolution" && layer->spec().attrs.get_int("group", 1) > 1;
-  });
-  const std::int64_t batch = input_ids.empty() || shapes[static_cast<std::size_t>(input_ids[0])].rank() == 0
-                                 ? 1
-                                 : shapes[static_cast<std::size_t>(input_ids[0])][0];
-  return !grouped || (batch > 1 && options.precision != Precision::bf16);
+  const std::string setting = env != nullptr ? env : "";
+  if (setting == "0" || setting == "1") return setting == "1";
+  for (std::size_t step = 0; step < layers.size(); ++step) {
+    const Layer& layer = *layers[step];
+    if (layer.type() != "Convolution" || layer.spec().attrs.get_int("group", 1) <= 1) continue;
+    const Shape& input = shapes[static_cast<std::size_t>(step_inputs[step][0])];
+    const std::int64_t batch = input.rank() > 0 ? input[0] : 1;
+    if (batch <= 1 || options.precision == Precision::bf16) return false;
+  }
+  return true;
 }
 
 void Net::Impl::make_kernels() {
