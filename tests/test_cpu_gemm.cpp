@@ -92,8 +92,9 @@ TEST(CpuGemm, MatchesNaiveDoubleOnRandomShapes) {
   }
 }
 
-// The threads' shares of a product (columns in tile units, or rows of A for a large product whose columns
-// share out unevenly: SqueezeNet's classifier, 13 x 13 and 14 x 14 images) sum exactly as one thread does.
+// The threads' shares of a product (runs of C's tiles that split a column panel between two threads, as
+// 13 x 13 and 14 x 14 images at batch 1 do, or panels of A's rows for large weights: SqueezeNet's classifier,
+// ResNet-18's 7 x 7 layers) sum exactly as one thread does.
 TEST(CpuGemm, ThreadSharesSumAsOneThread) {
   if (!cpu::fast_gemm_available())
     GTEST_SKIP() << "this processor has no AVX2+FMA: the fast GEMM is not used";

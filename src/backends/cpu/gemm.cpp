@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -606,25 +607,39 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
   if (e.bypass_cache && pc + kc >= k) _mm_sfence();
 }
 
-// One thread, C's columns [col0, col1) (all of them by default): B packed block by block (a block
-// stays in L2 while every panel of A passes over it).
-void run_serial(const Problem& pr, std::int64_t col0 = 0, std::int64_t col1 = -1) {
+// One thread: C's tiles [first, last) (all of them by default), numbered column panel by column panel with
+// A's row panels within each, so that a thread's share is a run of whole column panels with part of one at
+// either end. B packed block by block (a block stays in L2 while A's panels pass over it); a column panel
+// that two threads share is packed by both.
+void run_serial(const Problem& pr, std::int64_t first = 0, std::int64_t last = -1) {
   const std::int64_t width = tile_width();
   const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + panel_rows() - 1) / panel_rows();
-  if (col1 < 0) col1 = pr.n;
-  if (!pr.windows && !pr.transpose_b && panels <= kDirectPanels) {
-    for (std::int64_t block = 0; block * kDepthBlock < k; ++block)
-      compute_block(pr, block, 0, panels, col0, col1, nullptr, 0, true);
-    return;
-  }
+  if (last < 0) last = (pr.n + width - 1) / width * panels;
+  if (first >= last) return;
+  const std::int64_t q0 = first / panels, q1 = (last - 1) / panels + 1;  // the column panels touched
+  // A's panels [first, end) of column panel q in the share.
+  const auto rows_of = [&](std::int64_t q) {
+    return std::pair{q == q0 ? first % panels : 0, q == q1 - 1 ? (last - 1) % panels + 1 : panels};
+  };
+  const bool direct = !pr.windows && !pr.transpose_b && panels <= kDirectPanels;
   thread_local std::vector<float> buffer;
-  buffer.resize(static_cast<std::size_t>(kDepthBlock * kColumnBlock));
-  for (std::int64_t jc = col0; jc < col1; jc += kColumnBlock) {
-    const std::int64_t nc = std::min(kColumnBlock, col1 - jc);
+  if (!direct) buffer.resize(static_cast<std::size_t>(kDepthBlock * kColumnBlock));
+  const std::int64_t per_block = kColumnBlock / width;
+  for (std::int64_t g = q0; g < q1; g += per_block) {
+    const std::int64_t g_end = std::min(q1, g + per_block);
+    const std::int64_t jc = g * width, nc = std::min(pr.n, g_end * width) - jc;
     for (std::int64_t block = 0; block * kDepthBlock < k; ++block) {
       const std::int64_t pc = block * kDepthBlock;
-      pr.pack(pc, std::min(kDepthBlock, k - pc), jc, nc, width, buffer.data());
-      compute_block(pr, block, 0, panels, jc, jc + nc, buffer.data(), jc);
+      if (!direct) pr.pack(pc, std::min(kDepthBlock, k - pc), jc, nc, width, buffer.data());
+      // Column panels with the same rows in one call: its column tiles run outer, each B panel in L1.
+      for (std::int64_t q = g; q < g_end;) {
+        const auto rows = rows_of(q);
+        std::int64_t q_end = q + 1;
+        while (q_end < g_end && rows_of(q_end) == rows) ++q_end;
+        compute_block(pr, block, rows.first, rows.second, q * width, std::min(pr.n, q_end * width),
+                      direct ? nullptr : buffer.data(), jc, direct);
+        q = q_end;
+      }
     }
   }
 }
@@ -636,57 +651,51 @@ double tile_units(std::int64_t n, std::int64_t q) {
   return isa() == Isa::avx512 && cols <= 16 ? 0.5 : 1.0;
 }
 
-// The first column panel of each of `threads` contiguous shares of C's column panels, their tile units as
-// even as whole panels allow (plus the end): 14 × 14 images at batch 1 are 6.5 units in 7 panels, which
-// equal panel counts split 4 + 2.5.
-std::vector<std::int64_t> column_shares(std::int64_t n, int threads) {
-  const std::int64_t width = tile_width(), col_panels = (n + width - 1) / width;
+// The first tile (run_serial's numbering) of each of `threads` shares of C's tiles, and the end: shares of
+// about equal cost, a tile costing its rows times its column panel's units. Equal counts of column panels
+// split SqueezeNet's 13 × 13 layers (5.5 units in 6 panels) 3 + 2.5 and 14 × 14 ones (6.5 in 7) 4 + 2.5.
+std::vector<std::int64_t> tile_shares(std::int64_t m, std::int64_t n, int threads) {
+  const std::int64_t width = tile_width(), mr = panel_rows();
+  const std::int64_t panels = (m + mr - 1) / mr, col_panels = (n + width - 1) / width;
   double total = 0.0;
-  for (std::int64_t q = 0; q < col_panels; ++q) total += tile_units(n, q);
+  for (std::int64_t q = 0; q < col_panels; ++q) total += tile_units(n, q) * static_cast<double>(m);
   std::vector<std::int64_t> first{0};
-  double done = 0.0;
-  for (std::int64_t q = 0; q < col_panels && static_cast<int>(first.size()) < threads; ++q) {
-    // Close the share before panel q where that leaves it nearer its even part than taking q would.
-    const double target = total * static_cast<double>(first.size()) / threads, units = tile_units(n, q);
-    if (q > first.back() && target - done < done + units - target) first.push_back(q);
-    done += units;
+  double before = 0.0;  // the cost of the column panels before q
+  for (std::int64_t q = 0; q < col_panels; ++q) {
+    const double column = tile_units(n, q) * static_cast<double>(m);
+    // Shares that end inside column panel q: at the row panel nearest their even part.
+    while (static_cast<int>(first.size()) < threads &&
+           total * static_cast<double>(first.size()) / threads < before + column) {
+      const double rows = (total * static_cast<double>(first.size()) / threads - before) / tile_units(n, q);
+      const auto p =
+          std::min(panels, static_cast<std::int64_t>(std::llround(rows / static_cast<double>(mr))));
+      first.push_back(std::max(first.back(), q * panels + p));
+    }
+    before += column;
   }
-  while (static_cast<int>(first.size()) < threads) first.push_back(col_panels);
-  first.push_back(col_panels);
+  while (static_cast<int>(first.size()) <= threads) first.push_back(col_panels * panels);
   return first;
 }
 
-// All threads. C's column panels are shared out where that splits the work about evenly, each thread
-// packing and multiplying its own columns as run_serial does (no pass over the whole of B first, no second
-// dispatch). Otherwise (few columns, or a large product whose columns split unevenly: small images at
-// batch 1) B is packed whole first, in parallel, and C's tiles are shared out by panels of A's rows:
-// SqueezeNet's 1000 × 169 classifier split its 5.5 tile units 3 + 2.5 by columns (0.68 -> 0.60 ms by rows).
+// All threads. With at least two column panels per thread, C's tiles are shared out in runs of about equal
+// cost (tile_shares), each thread packing and multiplying its own columns as run_serial does (no pass over
+// the whole of B first, no second dispatch). With fewer (small images at batch 1), or weights too large for
+// every thread to read all of them, B is packed whole first, in parallel, and C's tiles are shared out by
+// panels of A's rows.
 void run_parallel(const Problem& pr, int threads) {
   const std::int64_t width = tile_width(), mr = panel_rows();
   const std::int64_t m = pr.a->rows(), k = pr.a->depth(), panels = (m + mr - 1) / mr;
   const std::int64_t col_panels = (pr.n + width - 1) / width;
-  const std::vector<std::int64_t> shares = column_shares(pr.n, threads);
-  double total = 0.0, column_split = 0.0;
-  for (std::int64_t q = 0; q < col_panels; ++q) total += tile_units(pr.n, q);
-  for (int t = 0; t < threads; ++t) {
-    double units = 0.0;
-    for (std::int64_t q = shares[t]; q < shares[t + 1]; ++q) units += tile_units(pr.n, q);
-    column_split = std::max(column_split, units * static_cast<double>(m));
-  }
-  // By rows: parallel_for's equal shares of the panels, each panel costing its rows.
-  const std::int64_t step = (panels + threads - 1) / threads;
-  const double row_split = static_cast<double>(std::min(m, step * mr)) * total;
-  // The row split packs B in a pass of its own first, which each thread then reads whole: it must win
-  // clearly, on a product large enough to pay for that (SqueezeNet's 13 × 13 squeezes ran no faster so).
-  constexpr double kRowSplitMargin = 0.95;
-  constexpr std::int64_t kRowSplitMacs = std::int64_t{1} << 25;
-  const bool rows_pay = column_split * kRowSplitMargin > row_split && m * pr.n * k >= kRowSplitMacs;
-  if (col_panels >= 2 * threads && !rows_pay) {
+  // Large weights are shared out by rows even with many columns: each thread then reads its part of A for
+  // every column tile from its own L2 (SqueezeNet's 2 MB classifier over 13 × 13: 0.63 ms by tiles, 0.60 by
+  // rows); the B packed whole first is the smaller operand there.
+  constexpr std::int64_t kRowSplitMacs = std::int64_t{1} << 25, kRowSplitWeightBytes = std::int64_t{1} << 20;
+  const bool large_a =
+      m * pr.n * k >= kRowSplitMacs && m * k * std::int64_t{sizeof(float)} >= kRowSplitWeightBytes;
+  if (col_panels >= 2 * threads && !large_a) {
+    const std::vector<std::int64_t> shares = tile_shares(m, pr.n, threads);
     parallel_for(threads, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t t = begin; t < end; ++t) {
-        if (shares[t] < shares[t + 1])
-          run_serial(pr, shares[t] * width, std::min(pr.n, shares[t + 1] * width));
-      }
+      for (std::int64_t t = begin; t < end; ++t) run_serial(pr, shares[t], shares[t + 1]);
     });
     return;
   }
