@@ -289,6 +289,77 @@ TEST_P(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
   EXPECT_EQ(kernel["project"].rfind(direct ? "direct-" : "packed-gemm-", 0), 0u) << kernel["project"];
 }
 
+// The channel GEMM (output channels along the vectors, positions as rows), forced: a residual block (ReLU,
+// residual add + ReLU, a stride-2 3x3 with a clip), a fire module writing into its concat, a residual added
+// in place into the other operand's memory, and a 5x5 window at stride 2 with dilation 2; batch 2 and 1,
+// against the reference kernels.
+TEST(CpuChannelGemm, ForcedInNetsWithFusedStepsMatchesTheReference) {
+  if (!cpu::fast_gemm_uses_avx512()) GTEST_SKIP() << "the channel GEMM runs on AVX-512 only";
+  const espresso::testing::ScopedEnv tactic("ESPRESSO_CONV_TACTIC", "channel-gemm");
+  std::mt19937 rng(21);
+  Graph fire;
+  fire.inputs = {{"data", Shape{2, 6, 9, 10}}};
+  fire.layers = {testing::conv_layer("squeeze", "data", "s", 4, 1, 0, 1),
+                 testing::layer("relu_s", "ReLU", {"s"}, {"sr"}),
+                 testing::conv_layer("e1", "sr", "a", 16, 1, 0, 1),
+                 testing::conv_layer("e3", "sr", "b", 40, 3, 1, 1),
+                 testing::layer("cat", "Concat", {"a", "b"}, {"out"})};
+  Graph in_place;
+  in_place.inputs = {{"data", Shape{2, 8, 7, 7}}};
+  LayerSpec add = testing::layer("add", "Binary", {"x", "p"}, {"sum"});
+  add.attrs.set("operation", std::string("add"));
+  in_place.layers = {testing::conv_layer("stem", "data", "x", 8, 1, 0, 1),
+                     testing::conv_layer("project", "x", "p", 8, 3, 1, 1), add,
+                     testing::layer("relu", "ReLU", {"sum"}, {"out"})};
+  Graph dilated;
+  dilated.inputs = {{"data", Shape{2, 5, 17, 14}}};
+  LayerSpec wide = testing::conv_layer("wide", "data", "out", 33, 5, 3, 2);
+  wide.attrs.set("dilation", std::int64_t{2});
+  dilated.layers = {wide};
+  for (Graph* g : {&fire, &in_place, &dilated}) {
+    for (LayerSpec& spec : g->layers) {
+      if (spec.type == "Convolution")
+        testing::set_random_conv_weights(
+            spec, g == &fire && spec.name != "squeeze" ? 4 : g->inputs[0].shape[1], rng);
+    }
+    g->outputs = {"out"};
+  }
+  for (const Graph& g : {testing::residual_block(), fire, in_place, dilated}) {
+    for (const std::int64_t batch : {std::int64_t{2}, std::int64_t{1}}) {
+      Net fast(g);
+      NetOptions reference_options;
+      reference_options.reference_kernels = true;
+      Net reference(g, reference_options);
+      Shape shape = g.inputs[0].shape;
+      shape[0] = batch;
+      fast.set_batch(batch);
+      reference.set_batch(batch);
+      const Tensor input = Tensor::from(shape, random_values(rng, static_cast<std::size_t>(shape.numel())));
+      const std::vector<float> want = reference.forward({{"data", input}}).at("out").to_vector();
+      const std::vector<float> got = fast.forward({{"data", input}}).at("out").to_vector();
+      ASSERT_EQ(want.size(), got.size());
+      EXPECT_LE(normalized_error(std::vector<double>(want.begin(), want.end()), got), 1e-5)
+          << g.layers[0].name << " batch " << batch;
+      const auto kernel = testing::kernels_by_layer(fast.summary());
+      for (const auto& [name, used] : kernel) {
+        const bool windows = name == "conv1" || name == "conv2" || name == "conv3" || name == "e3" ||
+                             name == "project" || name == "wide";
+        if (windows) {
+          EXPECT_EQ(used.rfind("channel-gemm-", 0), 0u) << name << ": " << used;
+        }
+      }
+      const std::map<std::string, std::pair<std::string, std::string>> fused = {
+          {"conv1", {"conv2", "+add+relu"}},
+          {"squeeze", {"e3", "into concat"}},
+          {"stem", {"project", "+add"}}};
+      if (const auto it = fused.find(g.layers[0].name); it != fused.end()) {
+        EXPECT_NE(kernel.at(it->second.first).find(it->second.second), std::string::npos)
+            << kernel.at(it->second.first);
+      }
+    }
+  }
+}
+
 TEST_P(CpuFusion, PackedWeightsFollowChangesMadeThroughTheNet) {
   const Graph g = testing::residual_block();
   Net fast(g);

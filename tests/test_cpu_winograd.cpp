@@ -222,7 +222,8 @@ TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
   EXPECT_NE(lines[0].find(cpu::tactic_context() + "|conv3x3s1|n2|c11|k11|13x11|pad1x1 "), std::string::npos)
       << lines[0];
   const std::string chosen = lines[0].substr(lines[0].rfind(' ') + 1);
-  EXPECT_TRUE(chosen == "gemm" || chosen == "winograd" || chosen == "direct") << chosen;
+  EXPECT_TRUE(chosen == "gemm" || chosen == "winograd" || chosen == "direct" || chosen == "channel-gemm")
+      << chosen;
   auto kernel = testing::kernels_by_layer(first.summary());
   EXPECT_EQ(kernel["conv1"].rfind(testing::cpu_conv_kernel_prefix(chosen), 0), 0u) << kernel["conv1"];
   // The same shape again: no new measurement.
@@ -231,14 +232,15 @@ TEST(CpuWinograd, TacticIsMeasuredOnceAndCachedInTheFile) {
   EXPECT_EQ(lines_of(cache).size(), 1u);
   // Choices written by an earlier process are taken as they are, whichever they are.
   std::int64_t channels = 12;
-  for (const std::string forced : {"winograd", "gemm", "direct"}) {
+  const bool avx512 = cpu::fast_gemm_uses_avx512();  // the channel GEMM's
+  for (const std::string forced : {"winograd", "gemm", "direct", avx512 ? "channel-gemm" : "gemm"}) {
     std::ofstream(cache, std::ios::app) << cpu::tactic_context() << "|conv3x3s1|n2|c" << channels << "|k" << channels
                                         << "|13x11|pad1x1 " << forced << "\n";
     Net net(winograd_block(channels++, 5));
     kernel = testing::kernels_by_layer(net.summary());
     EXPECT_EQ(kernel["conv2"].rfind(testing::cpu_conv_kernel_prefix(forced), 0), 0u) << kernel["conv2"];
   }
-  EXPECT_EQ(lines_of(cache).size(), 4u);
+  EXPECT_EQ(lines_of(cache).size(), 5u);
 }
 
 // A Winograd or direct convolution whose outputs disagree with the GEMM's (ESPRESSO_CPU_SELF_CHECK_FAULT

@@ -174,7 +174,10 @@ std::map<std::string, std::string> kernels_by_layer(const std::vector<LayerSumma
 }
 
 std::string cpu_conv_kernel_prefix(const std::string& tactic) {
-  return tactic == "winograd" ? "winograd-" : tactic == "direct" ? "direct-" : "window-packed-gemm-";
+  return tactic == "winograd"       ? "winograd-"
+         : tactic == "direct"       ? "direct-"
+         : tactic == "channel-gemm" ? "channel-gemm-"
+                                    : "window-packed-gemm-";
 }
 
 void expect_residual_block_fused(const std::vector<LayerSummary>& summary) {

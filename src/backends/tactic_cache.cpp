@@ -24,12 +24,13 @@ bool storable(const std::string& text) {
 std::string forced_conv_tactic_name() {
   const char* forced = std::getenv("ESPRESSO_CONV_TACTIC");
   const std::string name = forced != nullptr ? forced : "";
-  for (const char* known : {"", "cudnn", "im2col", "implicit", "gemm", "winograd", "direct"}) {
+  for (const char* known :
+       {"", "cudnn", "im2col", "implicit", "gemm", "winograd", "direct", "channel-gemm"}) {
     if (name == known) return name;
   }
   throw UnsupportedError(
-      "ESPRESSO_CONV_TACTIC must be cudnn, im2col, implicit (CUDA), gemm, winograd (CPU, Vulkan) " +
-      std::string("or direct (CPU), got '") + name + "'");
+      "ESPRESSO_CONV_TACTIC must be cudnn, im2col, implicit (CUDA), gemm, winograd (CPU, Vulkan), " +
+      std::string("direct or channel-gemm (CPU), got '") + name + "'");
 }
 
 std::filesystem::path backend_cache_directory(const char* override_variable) {

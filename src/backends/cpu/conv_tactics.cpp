@@ -15,12 +15,13 @@ namespace {
 
 std::atomic<std::uint64_t> weight_packs{0};
 
-ConvTactic parse_tactic(const std::string& name, const std::string& where) {
-  if (name == "gemm") return ConvTactic::gemm;
-  if (name == "winograd") return ConvTactic::winograd;
-  if (name == "direct") return ConvTactic::direct;
-  throw UnsupportedError(where + ": unknown CPU convolution tactic '" + name +
-                         "' (expected gemm, winograd or direct)");
+// The tactic of that name (conv_tactic_name), or nullopt.
+std::optional<ConvTactic> tactic_named(const std::string& name) {
+  for (ConvTactic t :
+       {ConvTactic::gemm, ConvTactic::winograd, ConvTactic::direct, ConvTactic::channel_gemm}) {
+    if (name == conv_tactic_name(t)) return t;
+  }
+  return std::nullopt;
 }
 
 // The processor's name with its blanks as '_' (keys of the tactic cache hold no white space).
@@ -49,6 +50,8 @@ const char* conv_tactic_name(ConvTactic tactic) {
       return "winograd";
     case ConvTactic::direct:
       return "direct";
+    case ConvTactic::channel_gemm:
+      return "channel-gemm";
     case ConvTactic::gemm:
       break;
   }
@@ -56,23 +59,19 @@ const char* conv_tactic_name(ConvTactic tactic) {
 }
 
 std::optional<ConvTactic> forced_conv_tactic() {
-  const std::string name = forced_conv_tactic_name();
-  if (name == "gemm" || name == "winograd" || name == "direct")
-    return parse_tactic(name, "ESPRESSO_CONV_TACTIC");
-  return std::nullopt;  // unset, or the GPU's
+  return tactic_named(forced_conv_tactic_name());  // nullopt: unset, or the GPU's
 }
 
 std::string tactic_context() {
   static const std::string processor = processor_name();
-  // "tactics=3": choices remembered before the direct convolution existed are measured again.
-  return processor + "|" + fast_gemm_isa() + "|threads=" + std::to_string(num_threads()) + "|tactics=3";
+  // "tactics=4": choices remembered before the channel GEMM existed are measured again.
+  return processor + "|" + fast_gemm_isa() + "|threads=" + std::to_string(num_threads()) + "|tactics=4";
 }
 
 std::optional<ConvTactic> cached_conv_tactic(const std::string& key) {
   const std::optional<std::string> name = cache().find(key);
   // A value the program did not write (hand-edited, cut short): the shape is measured again.
-  if (!name || (*name != "gemm" && *name != "winograd" && *name != "direct")) return std::nullopt;
-  return parse_tactic(*name, key);
+  return name ? tactic_named(*name) : std::nullopt;
 }
 
 void remember_conv_tactic(const std::string& key, ConvTactic tactic) {

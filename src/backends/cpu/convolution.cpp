@@ -33,6 +33,9 @@
 namespace espresso::cpu {
 namespace {
 
+// The largest output image (positions) the channel GEMM is tried for: it helps where the windows' GEMM
+// leaves many of its 32 lanes idle (7 × 7, 13 × 13, 14 × 14).
+constexpr std::int64_t kChannelGemmPositions = 256;
 // The fraction of the GEMM's time Winograd must stay under to be chosen (choose_tactic).
 constexpr double kWinogradMargin = 0.9;
 // The largest difference from the GEMM's outputs, relative to their largest magnitude, that another tactic's
@@ -82,7 +85,7 @@ class ConvolutionKernel final : public Kernel {
     }
     if (packed_path_) {
       choose_tactic();
-      if (packed_.empty() && !winograd_) pack_weights();
+      if (packed_.empty() && !winograd_ && !channel_) pack_weights();
     }
     if (!pointwise_ && !windows_) {
       columns_.assign(
@@ -201,7 +204,7 @@ class ConvolutionKernel final : public Kernel {
   bool has_fast_backward() const override { return true; }
   std::size_t workspace_bytes() const override {
     std::size_t floats = 0;
-    for (const auto* buffers : {&columns_, &column_grads_, &slot_weight_grads_, &phases_}) {
+    for (const auto* buffers : {&columns_, &column_grads_, &slot_weight_grads_, &phases_, &transposed_}) {
       for (const std::vector<float>& buffer : *buffers) floats += buffer.size();
     }
     return floats * sizeof(float);
@@ -248,8 +251,8 @@ class ConvolutionKernel final : public Kernel {
   // 2-D GEMM paths with one group and nothing redirected: bands of output rows go through a scratch
   // that stays in cache, and each band's pooled rows are written out.
   bool fuse_max_pooling(const PoolGeometry& pool, float* pooled) override {
-    if (!packed_path_ || winograd_ || pool_ || redirect_ || residual_.defined() || g_.axes() != 2 ||
-        g_.group != 1 || pool.axes() != 2 || pool.in_size != g_.out_size) {
+    if (!packed_path_ || winograd_ || channel_ || pool_ || redirect_ || residual_.defined() ||
+        g_.axes() != 2 || g_.group != 1 || pool.axes() != 2 || pool.in_size != g_.out_size) {
       return false;
     }
     pool_ = std::make_unique<MaxPoolRows>(pool);
@@ -273,6 +276,7 @@ class ConvolutionKernel final : public Kernel {
   void update_name() {
     name_ = std::string(winograd_    ? winograd_->name() + std::string("-")
                         : direct_    ? "direct-"
+                        : channel_   ? "channel-gemm-"
                         : pointwise_ ? "packed-gemm-"
                         : windows_   ? "window-packed-gemm-"
                                      : "im2col+packed-gemm-") +
@@ -318,6 +322,8 @@ class ConvolutionKernel final : public Kernel {
     packed_.clear();
     if (winograd_) {
       winograd_->set_weights(w);
+    } else if (channel_) {
+      channel_weights_ = pack_b(w, depth, true, depth, g_.out_channels);
     } else {
       for (std::int64_t grp = 0; grp < g_.group; ++grp)
         packed_.emplace_back(w + grp * out_group * depth, depth, false, out_group, depth);
@@ -351,6 +357,8 @@ class ConvolutionKernel final : public Kernel {
     if (winograd_fits) candidates.push_back(ConvTactic::winograd);
     if (windows_ && g_.group == 1 && DirectConvolution::applies(window_, g_.in_channels))
       candidates.push_back(ConvTactic::direct);
+    if (windows_ && g_.group == 1 && fast_gemm_uses_avx512() && g_.out_spatial() <= kChannelGemmPositions)
+      candidates.push_back(ConvTactic::channel_gemm);
     if (candidates.size() == 1) return;
     const auto applies = [&](ConvTactic t) {
       return std::find(candidates.begin(), candidates.end(), t) != candidates.end();
@@ -444,20 +452,29 @@ class ConvolutionKernel final : public Kernel {
   // convolution's tap table and phase buffers).
   struct TacticState {
     std::unique_ptr<WinogradConvolution> winograd;
-    std::unique_ptr<DirectConvolution> direct;
-    std::vector<std::vector<float>> phases;
-    std::vector<PackedMatrix> packed;
+    std::unique_ptr<DirectConvolution> direct, channel;
+    std::vector<std::vector<float>> phases, transposed;
+    std::vector<PackedMatrix> packed, positions;
+    std::vector<float> channel_weights;
   };
   void swap_state(TacticState& other) {
     std::swap(winograd_, other.winograd);
     std::swap(direct_, other.direct);
+    std::swap(channel_, other.channel);
     std::swap(phases_, other.phases);
+    std::swap(transposed_, other.transposed);
     std::swap(packed_, other.packed);
+    std::swap(positions_, other.positions);
+    std::swap(channel_weights_, other.channel_weights);
   }
   void use_tactic(ConvTactic tactic) {
     winograd_ = nullptr;
     direct_ = nullptr;
+    channel_ = nullptr;
     phases_.clear();
+    positions_.clear();
+    transposed_.clear();
+    channel_weights_.clear();
     if (tactic == ConvTactic::winograd) {
       WinogradGeometry wg;
       wg.kernel = g_.kernel[0];
@@ -475,6 +492,13 @@ class ConvolutionKernel final : public Kernel {
       direct_ = std::make_unique<DirectConvolution>(window_, g_.in_channels);
       phases_.assign(static_cast<std::size_t>(schedule_.slots()),
                      std::vector<float>(static_cast<std::size_t>(direct_->phases_size())));
+    } else if (tactic == ConvTactic::channel_gemm) {
+      channel_ = std::make_unique<DirectConvolution>(window_, g_.in_channels);
+      const auto slots = static_cast<std::size_t>(schedule_.slots());
+      phases_.assign(slots, std::vector<float>(static_cast<std::size_t>(channel_->phases_size())));
+      positions_.assign(slots, PackedMatrix::zeros(g_.out_spatial(), g_.in_channels * g_.kernel_spatial()));
+      transposed_.assign(slots,
+                         std::vector<float>(static_cast<std::size_t>(g_.out_spatial() * g_.out_channels)));
     }
     pack_weights();
   }
@@ -505,6 +529,10 @@ class ConvolutionKernel final : public Kernel {
     }
     if (pool_) {
       pooled_forward(x, bias);
+      return;
+    }
+    if (channel_) {
+      channel_forward(x, y, bias, residual);
       return;
     }
     const float beta = accumulate_ ? 1.0f : 0.0f;
@@ -550,6 +578,42 @@ class ConvolutionKernel final : public Kernel {
           gemm_packed(a, false, out_spatial, columns + grp * depth * out_spatial, out_spatial, beta, c, out_spatial, e);
         }
       }
+    });
+  }
+
+  // The channel GEMM, image by image: its windows packed with the output positions as rows, times the
+  // weights packed once with the output channels along the vectors, into a positions × channels scratch;
+  // each thread then writes its channels out with the bias, residual and clamp (or adds them into the
+  // slice of a concat it was given).
+  void channel_forward(const float* x, float* y, const float* bias, const float* residual) {
+    const std::int64_t positions = g_.out_spatial(), channels = g_.out_channels;
+    schedule_.run([&](std::int64_t n, int slot) {
+      const auto s = static_cast<std::size_t>(slot);
+      float* phases = phases_[s].data();
+      channel_->split_phases(x + n * g_.in_channels * g_.in_spatial(), phases);
+      PackedMatrix& windows = positions_[s];
+      parallel_for(windows.panels(), [&](std::int64_t p0, std::int64_t p1) {
+        channel_->pack_positions(phases, windows, p0, p1);
+      });
+      float* t = transposed_[s].data();
+      float* out = redirect_ ? redirect_ + n * image_stride_ : y + n * channels * positions;
+      const float* res = residual ? residual + n * channels * positions : nullptr;
+      const std::int64_t width = gemm_panel_width(), col_panels = (channels + width - 1) / width;
+      parallel_for(col_panels, [&](std::int64_t q0, std::int64_t q1) {
+        const std::int64_t c0 = q0 * width, c1 = std::min(channels, q1 * width);
+        gemm_prepacked(windows, channel_weights_.data(), channels, t, channels, {}, c0, c1);
+        for (std::int64_t c = c0; c < c1; ++c) {
+          float* plane = out + c * positions;
+          const float b = bias ? bias[c] : 0.0f;
+          for (std::int64_t i = 0; i < positions; ++i) {
+            float v = t[i * channels + c] + b;
+            if (accumulate_) v += plane[i];
+            if (res) v += res[c * positions + i];
+            if (clamp_) v = std::min(std::max(v, lo_), hi_);
+            plane[i] = v;
+          }
+        }
+      });
     });
   }
 
@@ -636,7 +700,13 @@ class ConvolutionKernel final : public Kernel {
   std::vector<PackedMatrix> packed_;
   std::unique_ptr<WinogradConvolution> winograd_;
   std::unique_ptr<DirectConvolution> direct_;
-  std::vector<std::vector<float>> phases_;  // direct_: a phase-split image per schedule slot
+  std::vector<std::vector<float>> phases_;  // direct_, channel_: a phase-split image per schedule slot
+  // The channel GEMM: the windows' phases and tap table, the weights packed as the right operand, and per
+  // schedule slot the windows packed with positions as rows and the positions × channels scratch.
+  std::unique_ptr<DirectConvolution> channel_;
+  std::vector<float> channel_weights_;
+  std::vector<PackedMatrix> positions_;
+  std::vector<std::vector<float>> transposed_;
   std::vector<std::uint64_t> packed_versions_, current_versions_;
   std::vector<ChannelAffine> affines_;  // fused BatchNorms, folded into packed_ and folded_bias_
   std::vector<float> folded_bias_;

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cstring>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include "core/parallel.h"
 
 namespace espresso::cpu {
@@ -88,5 +92,47 @@ void DirectConvolution::output_rows(const PackedMatrix& weights, const float* ph
                    c + shift, ldc, e);
   }
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+__attribute__((target("avx512f"))) void DirectConvolution::pack_positions(const float* phases,
+                                                                          PackedMatrix& positions,
+                                                                          std::int64_t panel0,
+                                                                          std::int64_t panel1) const {
+  const ConvWindows& g = shape_;
+  const std::int64_t n = g.out_height * g.out_width, mr = positions.panel_height();
+  const std::int64_t depth = positions.depth(), block_depth = gemm_depth_block();
+  for (std::int64_t panel = panel0; panel < panel1; ++panel) {
+    // The panel's positions by output row: lanes [first, end) read at base + lane for every tap.
+    struct Run {
+      __mmask16 lanes;
+      std::int64_t base;
+    };
+    Run runs[16];
+    int count = 0;
+    const std::int64_t i0 = panel * mr, i1 = std::min(n, i0 + mr);
+    for (std::int64_t i = i0; i < i1;) {
+      const std::int64_t oy = i / g.out_width, ox = i % g.out_width;
+      const std::int64_t end = std::min(i1, (oy + 1) * g.out_width);
+      const auto first = static_cast<unsigned>(i - i0), last = static_cast<unsigned>(end - i0);
+      runs[count++] = {static_cast<__mmask16>(((1u << last) - 1) & ~((1u << first) - 1)),
+                       oy * g.stride_h * row_stride_ + ox - static_cast<std::int64_t>(first)};
+      i = end;
+    }
+    const __mmask16 rows = static_cast<__mmask16>((1u << (i1 - i0)) - 1);
+    for (std::int64_t pc = 0; pc < depth; pc += block_depth) {
+      float* out = positions.mutable_panel(pc / block_depth, panel);
+      const std::int64_t kc = std::min(block_depth, depth - pc);
+      for (std::int64_t p = 0; p < kc; ++p) {
+        const float* tap = phases + taps_[static_cast<std::size_t>(pc + p)];
+        __m512 v = _mm512_setzero_ps();
+        for (int r = 0; r < count; ++r) v = _mm512_mask_loadu_ps(v, runs[r].lanes, tap + runs[r].base);
+        _mm512_mask_storeu_ps(out + p * mr, rows, v);
+      }
+    }
+  }
+}
+#else
+void DirectConvolution::pack_positions(const float*, PackedMatrix&, std::int64_t, std::int64_t) const {}
+#endif
 
 }  // namespace espresso::cpu

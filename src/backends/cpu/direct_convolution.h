@@ -22,7 +22,7 @@ class DirectConvolution {
   DirectConvolution(const ConvWindows& shape, std::int64_t channels);
 
   // Whether the tactic is worth trying: a depth (channels × window) of at most one GEMM depth block, so
-  // that the rows one tile reads stay in L1.
+  // that the rows one tile reads stay in L1 (pack_positions takes any depth).
   static bool applies(const ConvWindows& shape, std::int64_t channels);
 
   // Floats of the phase-split copy of one image.
@@ -34,6 +34,11 @@ class DirectConvolution {
   // residual, if any, is addressed the same way from row0. Calling thread only.
   void output_rows(const PackedMatrix& weights, const float* phases, std::int64_t row0, std::int64_t row1,
                    float* c, std::int64_t ldc, const GemmEpilogue& epilogue, float beta = 0.0f) const;
+  // The windows the other way round, for a GEMM with the output channels along the vectors: row i of
+  // `positions` (out_height·out_width × channels·window, made by PackedMatrix::zeros) holds output
+  // position i's window, read from the image's phases; panels [panel0, panel1) written. AVX-512 only.
+  void pack_positions(const float* phases, PackedMatrix& positions, std::int64_t panel0,
+                      std::int64_t panel1) const;
 
  private:
   ConvWindows shape_;

@@ -72,6 +72,16 @@ Isa isa() {
 // Rows of a packed panel of A: the micro-kernel's MR.
 std::int64_t panel_rows() { return isa() == Isa::avx512 ? kRows512 : kRows; }
 
+// The panel height for an A of m rows: the tallest whose last panel keeps at least 4 rows. A panel of one
+// to three rows leaves the micro-kernel waiting on its few accumulators' latency (a 49-position image's
+// last row in 12-row panels took 7 % of the product); a multiple is fine.
+std::int64_t panel_rows_for(std::int64_t m) {
+  for (std::int64_t mr = panel_rows(); mr >= 4; --mr) {
+    if (m % mr == 0 || m % mr >= 4) return mr;
+  }
+  return panel_rows();
+}
+
 // How one tile's stored values are formed from its accumulators.
 struct TileOps {
   bool accumulate = false;  // add to C (a later depth block)
@@ -87,12 +97,13 @@ struct TileOps {
   std::int64_t ldb = 0;  // B's row stride when read unpacked; 0: a packed panel (stride NR)
   const std::int64_t* b_rows = nullptr;  // kernels with RowTable: B's row p read in place at b + b_rows[p]
   bool stream = false;   // whole aligned tile rows stored past the caches (GemmEpilogue::bypass_cache)
+  std::int64_t a_stride = kRows512;  // floats from one depth step of A's panel to the next: its height
 };
 
 #if defined(__x86_64__) || defined(__i386__)
-// Rows computes the first `Rows` rows of a panel (A's stride stays kRows): the last panel of an A
-// whose row count is not a multiple of MR.
-// RowTable: B's rows are read in place wherever ops.b_rows puts them (a direct convolution's taps).
+// Rows computes the first `Rows` rows of a panel (A's stride stays the panel's height): the last panel of an
+// A whose row count is not a multiple of MR. RowTable: B's rows are read in place wherever ops.b_rows puts
+// them (a direct convolution's taps).
 template <int Rows, bool RowTable = false>
 __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const float* a, const float* b,
                                                      float* c, std::int64_t ldc, const TileOps& ops) {
@@ -113,7 +124,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(std::int64_t depth, const f
       acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
     }
-    a += kRows;
+    a += ops.a_stride;
     b += b_step;
   }
   const __m256 beta = _mm256_set1_ps(ops.beta);
@@ -185,7 +196,7 @@ __attribute__((target("avx512f,avx2,fma"))) void kernel_avx512(std::int64_t dept
       const __m512 ar = _mm512_set1_ps(a[r]);
       for (int v = 0; v < Vectors; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
     }
-    a += kRows512;
+    a += ops.a_stride;
     b += b_step;
   }
   // Columns past ops.cols are neither read nor written (an edge tile of C).
@@ -550,7 +561,7 @@ std::int64_t tile_width() { return isa() == Isa::avx512 ? 32 : 16; }
 void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, std::int64_t panel1, std::int64_t col0,
                    std::int64_t col1, const float* packed_b, std::int64_t packed_col0, bool direct = false) {
   const std::int64_t width = tile_width();
-  const std::int64_t m = pr.a->rows(), k = pr.a->depth(), mr = panel_rows();
+  const std::int64_t m = pr.a->rows(), k = pr.a->depth(), mr = pr.a->panel_height();
   const std::int64_t pc = block * kDepthBlock;
   const std::int64_t kc = std::min(kDepthBlock, k - pc);
   const GemmEpilogue& e = pr.epilogue;
@@ -594,6 +605,7 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
       const Kernel kernel = kernel_for(rows, pr.b_rows != nullptr, cols);
       ops.cols = static_cast<int>(cols);
       ops.ldb = b_stride;
+      ops.a_stride = mr;
       ops.b_rows = pr.b_rows ? pr.b_rows + pc : nullptr;
       ops.stream = ops.last && e.bypass_cache;
       if (cols == width || isa() == Isa::avx512) {
@@ -613,7 +625,7 @@ void compute_block(const Problem& pr, std::int64_t block, std::int64_t panel0, s
 // that two threads share is packed by both.
 void run_serial(const Problem& pr, std::int64_t first = 0, std::int64_t last = -1) {
   const std::int64_t width = tile_width();
-  const std::int64_t k = pr.a->depth(), panels = (pr.a->rows() + panel_rows() - 1) / panel_rows();
+  const std::int64_t k = pr.a->depth(), panels = pr.a->panels();
   if (last < 0) last = (pr.n + width - 1) / width * panels;
   if (first >= last) return;
   const std::int64_t q0 = first / panels, q1 = (last - 1) / panels + 1;  // the column panels touched
@@ -621,7 +633,7 @@ void run_serial(const Problem& pr, std::int64_t first = 0, std::int64_t last = -
   const auto rows_of = [&](std::int64_t q) {
     return std::pair{q == q0 ? first % panels : 0, q == q1 - 1 ? (last - 1) % panels + 1 : panels};
   };
-  const bool direct = !pr.windows && !pr.transpose_b && panels <= kDirectPanels;
+  const bool direct = !pr.windows && !pr.transpose_b && pr.a->rows() <= kDirectPanels * panel_rows();
   thread_local std::vector<float> buffer;
   if (!direct) buffer.resize(static_cast<std::size_t>(kDepthBlock * kColumnBlock));
   const std::int64_t per_block = kColumnBlock / width;
@@ -654,8 +666,8 @@ double tile_units(std::int64_t n, std::int64_t q) {
 // The first tile (run_serial's numbering) of each of `threads` shares of C's tiles, and the end: shares of
 // about equal cost, a tile costing its rows times its column panel's units. Equal counts of column panels
 // split SqueezeNet's 13 × 13 layers (5.5 units in 6 panels) 3 + 2.5 and 14 × 14 ones (6.5 in 7) 4 + 2.5.
-std::vector<std::int64_t> tile_shares(std::int64_t m, std::int64_t n, int threads) {
-  const std::int64_t width = tile_width(), mr = panel_rows();
+std::vector<std::int64_t> tile_shares(std::int64_t m, std::int64_t mr, std::int64_t n, int threads) {
+  const std::int64_t width = tile_width();
   const std::int64_t panels = (m + mr - 1) / mr, col_panels = (n + width - 1) / width;
   double total = 0.0;
   for (std::int64_t q = 0; q < col_panels; ++q) total += tile_units(n, q) * static_cast<double>(m);
@@ -683,8 +695,8 @@ std::vector<std::int64_t> tile_shares(std::int64_t m, std::int64_t n, int thread
 // every thread to read all of them, B is packed whole first, in parallel, and C's tiles are shared out by
 // panels of A's rows.
 void run_parallel(const Problem& pr, int threads) {
-  const std::int64_t width = tile_width(), mr = panel_rows();
-  const std::int64_t m = pr.a->rows(), k = pr.a->depth(), panels = (m + mr - 1) / mr;
+  const std::int64_t width = tile_width(), mr = pr.a->panel_height();
+  const std::int64_t m = pr.a->rows(), k = pr.a->depth(), panels = pr.a->panels();
   const std::int64_t col_panels = (pr.n + width - 1) / width;
   // Large weights are shared out by rows even with many columns: each thread then reads its part of A for
   // every column tile from its own L2 (SqueezeNet's 2 MB classifier over 13 × 13: 0.63 ms by tiles, 0.60 by
@@ -693,7 +705,7 @@ void run_parallel(const Problem& pr, int threads) {
   const bool large_a =
       m * pr.n * k >= kRowSplitMacs && m * k * std::int64_t{sizeof(float)} >= kRowSplitWeightBytes;
   if (col_panels >= 2 * threads && !large_a) {
-    const std::vector<std::int64_t> shares = tile_shares(m, pr.n, threads);
+    const std::vector<std::int64_t> shares = tile_shares(m, mr, pr.n, threads);
     parallel_for(threads, [&](std::int64_t begin, std::int64_t end) {
       for (std::int64_t t = begin; t < end; ++t) run_serial(pr, shares[t], shares[t + 1]);
     });
@@ -785,7 +797,7 @@ bool fast_gemm_uses_avx512() { return isa() == Isa::avx512; }
 
 PackedMatrix::PackedMatrix(const float* a, std::int64_t lda, bool transpose, std::int64_t m, std::int64_t k,
                            float alpha)
-    : m_(m), k_(k), mr_(panel_rows()), panels_((m + mr_ - 1) / mr_) {
+    : m_(m), k_(k), mr_(panel_rows_for(m)), panels_((m + mr_ - 1) / mr_) {
   data_.assign(static_cast<std::size_t>(panels_ * mr_ * k), 0.0f);
   for (std::int64_t block = 0; block * kDepthBlock < k; ++block) {
     const std::int64_t pc = block * kDepthBlock;
@@ -802,6 +814,16 @@ PackedMatrix::PackedMatrix(const float* a, std::int64_t lda, bool transpose, std
       }
     }
   }
+}
+
+PackedMatrix PackedMatrix::zeros(std::int64_t m, std::int64_t k) {
+  PackedMatrix a;
+  a.m_ = m;
+  a.k_ = k;
+  a.mr_ = panel_rows_for(m);
+  a.panels_ = (m + a.mr_ - 1) / a.mr_;
+  a.data_.assign(static_cast<std::size_t>(a.panels_ * a.mr_ * k), 0.0f);
+  return a;
 }
 
 const float* PackedMatrix::panel(std::int64_t block, std::int64_t panel) const {
@@ -832,7 +854,7 @@ void gemm_row_table(const PackedMatrix& a, const float* b, const std::int64_t* b
   pr.b = b;
   pr.b_rows = b_rows;
   if (!start(pr, a, n, beta, c, ldc, epilogue)) return;
-  const std::int64_t panels = (a.rows() + panel_rows() - 1) / panel_rows();
+  const std::int64_t panels = a.panels();
   for (std::int64_t block = 0; block * kDepthBlock < a.depth(); ++block)
     compute_block(pr, block, 0, panels, 0, n, nullptr, 0, true);
 }
@@ -840,15 +862,25 @@ void gemm_row_table(const PackedMatrix& a, const float* b, const std::int64_t* b
 std::int64_t gemm_depth_block() { return kDepthBlock; }
 std::int64_t gemm_panel_width() { return tile_width(); }
 
+std::vector<float> pack_b(const float* b, std::int64_t ldb, bool transpose, std::int64_t k, std::int64_t n) {
+  std::vector<float> packed(static_cast<std::size_t>(packed_b_size(k, n)));
+  const std::int64_t padded = packed_b_columns(n);
+  for (std::int64_t pc = 0; pc < k; pc += kDepthBlock)
+    pack_matrix(transpose, b, ldb, pc, std::min(kDepthBlock, k - pc), 0, n, tile_width(),
+                packed.data() + pc * padded);
+  return packed;
+}
+
 void gemm_prepacked(const PackedMatrix& a, const float* packed_b, std::int64_t n, float* c, std::int64_t ldc,
-                    const GemmEpilogue& epilogue) {
+                    const GemmEpilogue& epilogue, std::int64_t col0, std::int64_t col1) {
   Problem pr;
   if (!start(pr, a, n, 0.0f, c, ldc, epilogue)) return;
-  const std::int64_t k = a.depth(), panels = (a.rows() + panel_rows() - 1) / panel_rows();
+  if (col1 < 0) col1 = n;
+  const std::int64_t k = a.depth(), panels = a.panels();
   const std::int64_t padded = packed_b_columns(n);
-  for (std::int64_t block = 0; block * kDepthBlock < k; ++block) {
+  for (std::int64_t block = 0; block * kDepthBlock < k && col0 < col1; ++block) {
     const std::int64_t pc = block * kDepthBlock;
-    compute_block(pr, block, 0, panels, 0, n, packed_b + pc * padded, 0);
+    compute_block(pr, block, 0, panels, col0, col1, packed_b + pc * padded, 0);
   }
 }
 

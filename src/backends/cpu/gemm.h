@@ -34,8 +34,8 @@ struct GemmEpilogue {
   bool bypass_cache = false;
 };
 
-// The left operand A (m × k) of C = A · B, scaled by alpha, cut into k-blocks and 6- or 12-row panels in
-// the order the micro-kernel reads them. Packed once, read by any number of threads.
+// The left operand A (m × k) of C = A · B, scaled by alpha, cut into k-blocks and panels of up to 6 (AVX2)
+// or 12 (AVX-512) rows, in the order the micro-kernel reads them. Packed once, read by any number of threads.
 class PackedMatrix {
  public:
   PackedMatrix() = default;
@@ -47,6 +47,13 @@ class PackedMatrix {
   bool empty() const { return data_.empty(); }
   // Panel `panel` (MR rows) of k-block `block`: depth(block) × MR floats, k-major.
   const float* panel(std::int64_t block, std::int64_t panel) const;
+  // Zeros of m × k, for a caller that writes the panels itself (mutable_panel): rows past m stay zero.
+  static PackedMatrix zeros(std::int64_t m, std::int64_t k);
+  float* mutable_panel(std::int64_t block, std::int64_t panel) {
+    return const_cast<float*>(static_cast<const PackedMatrix*>(this)->panel(block, panel));
+  }
+  std::int64_t panel_height() const { return mr_; }
+  std::int64_t panels() const { return panels_; }
 
  private:
   std::int64_t m_ = 0, k_ = 0, mr_ = 0, panels_ = 0;
@@ -92,9 +99,13 @@ inline std::int64_t packed_b_offset(std::int64_t k, std::int64_t n, std::int64_t
   const std::int64_t pc = p / kb * kb, kc = std::min(kb, k - pc);
   return pc * packed_b_columns(n) + j / w * w * kc + (p - pc) * w + j % w;
 }
-// C (m × n) = A · B, then the epilogue, B packed as above; runs on the calling thread only.
+// B (k × n, element (p, j) at b[p·ldb + j] or, with transpose, b[j·ldb + p]) packed as above, once (a
+// layer's weights as the right operand).
+std::vector<float> pack_b(const float* b, std::int64_t ldb, bool transpose, std::int64_t k, std::int64_t n);
+// C (m × n) = A · B, then the epilogue, B packed as above, for C's columns [col0, col1) (all by default;
+// col0 a multiple of gemm_panel_width()); runs on the calling thread only.
 void gemm_prepacked(const PackedMatrix& a, const float* packed_b, std::int64_t n, float* c, std::int64_t ldc,
-                    const GemmEpilogue& epilogue = {});
+                    const GemmEpilogue& epilogue = {}, std::int64_t col0 = 0, std::int64_t col1 = -1);
 
 // C (m × n) = A · B + beta · C, then the epilogue, with B's row p read in place at b + b_rows[p] (a direct
 // convolution's window taps over a padded image); every row must stay readable for gemm_panel_width() − 1
