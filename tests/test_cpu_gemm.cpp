@@ -93,8 +93,9 @@ TEST(CpuGemm, MatchesNaiveDoubleOnRandomShapes) {
 }
 
 // The threads' shares of a product (runs of C's tiles that split a column panel between two threads, as
-// 13 x 13 and 14 x 14 images at batch 1 do, or panels of A's rows for large weights: SqueezeNet's classifier,
-// ResNet-18's 7 x 7 layers) sum exactly as one thread does.
+// 13 x 13 and 14 x 14 images at batch 1 do; panels of A's rows for few columns, as ResNet-18's 7 x 7 layers
+// have, or for large weights, SqueezeNet's classifier; B read in place for a short A) sum exactly as one
+// thread does.
 TEST(CpuGemm, ThreadSharesSumAsOneThread) {
   if (!cpu::fast_gemm_available())
     GTEST_SKIP() << "this processor has no AVX2+FMA: the fast GEMM is not used";
@@ -103,7 +104,8 @@ TEST(CpuGemm, ThreadSharesSumAsOneThread) {
                                {256, 196, 576},
                                {64, 169, 384},
                                {512, 49, 4608},
-                               {30, 900, 40}}) {
+                               {30, 900, 40},
+                               {20, 300, 50}}) {
     const std::vector<float> a = random_values(rng, static_cast<std::size_t>(m * k));
     const std::vector<float> b = random_values(rng, static_cast<std::size_t>(k * n));
     const std::vector<float> bias = random_values(rng, static_cast<std::size_t>(m));
@@ -291,7 +293,8 @@ TEST_P(CpuFusion, ResidualAddInPlaceOnTheOtherOperandFusesIntoTheConvolution) {
 
 // The channel GEMM (output channels along the vectors, positions as rows), forced: a residual block (ReLU,
 // residual add + ReLU, a stride-2 3x3 with a clip), a fire module writing into its concat, a residual added
-// in place into the other operand's memory, and a 5x5 window at stride 2 with dilation 2; batch 2 and 1,
+// in place into the other operand's memory, a 5x5 window at stride 2 with dilation 2 and a one-column
+// output at stride 3; batch 2 and 1,
 // against the reference kernels.
 TEST(CpuChannelGemm, ForcedInNetsWithFusedStepsMatchesTheReference) {
   if (!cpu::fast_gemm_uses_avx512()) GTEST_SKIP() << "the channel GEMM runs on AVX-512 only";
@@ -316,7 +319,10 @@ TEST(CpuChannelGemm, ForcedInNetsWithFusedStepsMatchesTheReference) {
   LayerSpec wide = testing::conv_layer("wide", "data", "out", 33, 5, 3, 2);
   wide.attrs.set("dilation", std::int64_t{2});
   dilated.layers = {wide};
-  for (Graph* g : {&fire, &in_place, &dilated}) {
+  Graph column;  // one output column, stride 3
+  column.inputs = {{"data", Shape{2, 3, 10, 3}}};
+  column.layers = {testing::conv_layer("narrow", "data", "out", 20, 3, 1, 3)};
+  for (Graph* g : {&fire, &in_place, &dilated, &column}) {
     for (LayerSpec& spec : g->layers) {
       if (spec.type == "Convolution")
         testing::set_random_conv_weights(
@@ -324,7 +330,7 @@ TEST(CpuChannelGemm, ForcedInNetsWithFusedStepsMatchesTheReference) {
     }
     g->outputs = {"out"};
   }
-  for (const Graph& g : {testing::residual_block(), fire, in_place, dilated}) {
+  for (const Graph& g : {testing::residual_block(), fire, in_place, dilated, column}) {
     for (const std::int64_t batch : {std::int64_t{2}, std::int64_t{1}}) {
       Net fast(g);
       NetOptions reference_options;
@@ -343,7 +349,7 @@ TEST(CpuChannelGemm, ForcedInNetsWithFusedStepsMatchesTheReference) {
       const auto kernel = testing::kernels_by_layer(fast.summary());
       for (const auto& [name, used] : kernel) {
         const bool windows = name == "conv1" || name == "conv2" || name == "conv3" || name == "e3" ||
-                             name == "project" || name == "wide";
+                             name == "project" || name == "wide" || name == "narrow";
         if (windows) {
           EXPECT_EQ(used.rfind("channel-gemm-", 0), 0u) << name << ": " << used;
         }

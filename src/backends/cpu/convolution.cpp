@@ -207,6 +207,8 @@ class ConvolutionKernel final : public Kernel {
     for (const auto* buffers : {&columns_, &column_grads_, &slot_weight_grads_, &phases_, &transposed_}) {
       for (const std::vector<float>& buffer : *buffers) floats += buffer.size();
     }
+    for (const PackedMatrix& windows : positions_)
+      floats += static_cast<std::size_t>(windows.panels() * windows.panel_height() * windows.depth());
     return floats * sizeof(float);
   }
 
@@ -606,8 +608,9 @@ class ConvolutionKernel final : public Kernel {
           float* plane = out + c * positions;
           const float b = bias ? bias[c] : 0.0f;
           for (std::int64_t i = 0; i < positions; ++i) {
-            float v = t[i * channels + c] + b;
-            if (accumulate_) v += plane[i];
+            float v = t[i * channels + c];
+            if (accumulate_) v += plane[i];  // the GEMM path's order within a depth block
+            v += b;
             if (res) v += res[c * positions + i];
             if (clamp_) v = std::min(std::max(v, lo_), hi_);
             plane[i] = v;

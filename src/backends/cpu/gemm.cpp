@@ -72,7 +72,8 @@ Isa isa() {
 // Rows of a packed panel of A: the micro-kernel's MR.
 std::int64_t panel_rows() { return isa() == Isa::avx512 ? kRows512 : kRows; }
 
-// The panel height for an A of m rows: the tallest whose last panel keeps at least 4 rows. A panel of one
+// The panel height for an A of m rows: the tallest (up to the micro-kernel's MR) whose last panel keeps at
+// least 4 rows where any does. A panel of one
 // to three rows leaves the micro-kernel waiting on its few accumulators' latency (a 49-position image's
 // last row in 12-row panels took 7 % of the product); a multiple is fine.
 std::int64_t panel_rows_for(std::int64_t m) {
@@ -97,7 +98,7 @@ struct TileOps {
   std::int64_t ldb = 0;  // B's row stride when read unpacked; 0: a packed panel (stride NR)
   const std::int64_t* b_rows = nullptr;  // kernels with RowTable: B's row p read in place at b + b_rows[p]
   bool stream = false;   // whole aligned tile rows stored past the caches (GemmEpilogue::bypass_cache)
-  std::int64_t a_stride = kRows512;  // floats from one depth step of A's panel to the next: its height
+  std::int64_t a_stride = 0;  // floats from one depth step of A's panel to the next: its height
 };
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -280,6 +281,7 @@ void edge_tile(Kernel kernel, std::int64_t width, std::int64_t depth, const floa
   TileOps raw;
   raw.cols = static_cast<int>(width);
   raw.b_rows = ops.b_rows;
+  raw.a_stride = ops.a_stride;
   kernel(depth, a, b, tile, width, raw);
   for (std::int64_t r = 0; r < rows; ++r) {
     for (std::int64_t j = 0; j < cols; ++j) {
