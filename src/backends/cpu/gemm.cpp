@@ -73,9 +73,8 @@ Isa isa() {
 std::int64_t panel_rows() { return isa() == Isa::avx512 ? kRows512 : kRows; }
 
 // The panel height for an A of m rows: the tallest (up to the micro-kernel's MR) whose last panel keeps at
-// least 4 rows where any does. A panel of one
-// to three rows leaves the micro-kernel waiting on its few accumulators' latency (a 49-position image's
-// last row in 12-row panels took 7 % of the product); a multiple is fine.
+// least 4 rows where any does. A panel of one to three rows leaves the micro-kernel waiting on its few
+// accumulators' latency (a 49-position image's last row in 12-row panels took 7 % of the product).
 std::int64_t panel_rows_for(std::int64_t m) {
   for (std::int64_t mr = panel_rows(); mr >= 4; --mr) {
     if (m % mr == 0 || m % mr >= 4) return mr;
