@@ -591,8 +591,7 @@ class ConvolutionKernel final : public Kernel {
     const std::int64_t positions = g_.out_spatial(), channels = g_.out_channels;
     schedule_.run([&](std::int64_t n, int slot) {
       const auto s = static_cast<std::size_t>(slot);
-      float* phases = phases_[s].data();
-      channel_->split_phases(x + n * g_.in_channels * g_.in_spatial(), phases);
+      const float* phases = split_phases(x + n * g_.in_channels * g_.in_spatial(), slot);
       PackedMatrix& windows = positions_[s];
       parallel_for(windows.panels(), [&](std::int64_t p0, std::int64_t p1) {
         channel_->pack_positions(phases, windows, p0, p1);
@@ -620,10 +619,11 @@ class ConvolutionKernel final : public Kernel {
     });
   }
 
-  // The direct convolution's phase-split copy of one image, in the schedule slot's buffer.
+  // The phase-split copy of one image (the direct convolution's, or the channel GEMM's), in the schedule
+  // slot's buffer.
   const float* split_phases(const float* image, int slot) {
     float* phases = phases_[static_cast<std::size_t>(slot)].data();
-    direct_->split_phases(image, phases);
+    (direct_ ? direct_ : channel_)->split_phases(image, phases);
     return phases;
   }
 

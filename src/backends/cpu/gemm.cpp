@@ -657,6 +657,18 @@ void run_serial(const Problem& pr, std::int64_t first = 0, std::int64_t last = -
   }
 }
 
+// C's rows of A's panels [panel0, panel1) and columns [col0, col1), B packed whole ahead in gemm_prepacked's
+// layout; calling thread only.
+void run_prepacked(const Problem& pr, const float* packed_b, std::int64_t panel0, std::int64_t panel1,
+                   std::int64_t col0, std::int64_t col1) {
+  const std::int64_t padded = packed_b_columns(pr.n);
+  for (std::int64_t jc = col0; jc < col1; jc += kColumnBlock) {
+    const std::int64_t end = std::min(col1, jc + kColumnBlock);
+    for (std::int64_t pc = 0; pc < pr.a->depth(); pc += kDepthBlock)
+      compute_block(pr, pc / kDepthBlock, panel0, panel1, jc, end, packed_b + pc * padded, 0);
+  }
+}
+
 // The micro-kernel's cost of column panel q, in whole tiles: an AVX-512 edge tile of at most 16 columns
 // runs the one-vector kernel, half the multiply-adds.
 double tile_units(std::int64_t n, std::int64_t q) {
@@ -726,16 +738,8 @@ void run_parallel(const Problem& pr, int threads) {
       pr.pack(pc, kc, jc, std::min(kColumnBlock, pr.n - jc), width, base + pc * padded + jc * kc);
     }
   });
-  const auto run = [&](std::int64_t panel0, std::int64_t panel1, std::int64_t col0, std::int64_t col1) {
-    for (std::int64_t jc = col0; jc < col1; jc += kColumnBlock) {
-      const std::int64_t end = std::min(col1, jc + kColumnBlock);
-      for (std::int64_t block = 0; block < blocks; ++block) {
-        const std::int64_t pc = block * kDepthBlock;
-        compute_block(pr, block, panel0, panel1, jc, end, base + pc * padded, 0);
-      }
-    }
-  };
-  parallel_for(panels, [&](std::int64_t begin, std::int64_t end) { run(begin, end, 0, pr.n); });
+  parallel_for(panels,
+               [&](std::int64_t begin, std::int64_t end) { run_prepacked(pr, base, begin, end, 0, pr.n); });
 }
 
 void run(const Problem& pr) {
@@ -876,13 +880,7 @@ void gemm_prepacked(const PackedMatrix& a, const float* packed_b, std::int64_t n
                     const GemmEpilogue& epilogue, std::int64_t col0, std::int64_t col1) {
   Problem pr;
   if (!start(pr, a, n, 0.0f, c, ldc, epilogue)) return;
-  if (col1 < 0) col1 = n;
-  const std::int64_t k = a.depth(), panels = a.panels();
-  const std::int64_t padded = packed_b_columns(n);
-  for (std::int64_t block = 0; block * kDepthBlock < k && col0 < col1; ++block) {
-    const std::int64_t pc = block * kDepthBlock;
-    compute_block(pr, block, 0, panels, col0, col1, packed_b + pc * padded, 0);
-  }
+  run_prepacked(pr, packed_b, 0, a.panels(), col0, col1 < 0 ? n : col1);
 }
 
 void gemm(bool transpose_a, bool transpose_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
