@@ -41,16 +41,26 @@ TEST(Int8, OnnxQuantizationNodeTests) {
     if (fs::exists(node + "/" + name)) dirs.push_back(node + "/" + name);
   }
   ASSERT_FALSE(dirs.empty());
-  // Integers must come out exact: a tolerance below half a step.
-  OnnxConformanceOptions options;
-  options.rtol = 0;
-  options.atol = 1e-3;
-  const OnnxConformanceReport report = run_onnx_conformance(dirs, options);
-  for (const OnnxTestResult& r : report.results) {
-    EXPECT_EQ(r.status, OnnxTestStatus::pass)
-        << fs::path(r.dir).filename() << ": " << r.detail << " (max error " << r.max_error << ")";
+  std::vector<Device> devices{Device::cpu()};
+  if (have_gpu()) {
+    devices.push_back(Device::cuda());
+  } else {
+    std::printf("[ SKIPPED  ] no CUDA device: the node tests not run on a GPU\n");
   }
-  std::printf("%d of %zu quantization node tests pass\n", report.count(OnnxTestStatus::pass), report.results.size());
+  for (const Device& device : devices) {
+    // Integers must come out exact: a tolerance below half a step.
+    OnnxConformanceOptions options;
+    options.device = device;
+    options.rtol = 0;
+    options.atol = 1e-3;
+    const OnnxConformanceReport report = run_onnx_conformance(dirs, options);
+    for (const OnnxTestResult& r : report.results) {
+      EXPECT_EQ(r.status, OnnxTestStatus::pass) << fs::path(r.dir).filename() << " on " << device.str()
+                                                << ": " << r.detail << " (max error " << r.max_error << ")";
+    }
+    std::printf("%d of %zu quantization node tests pass on %s\n", report.count(OnnxTestStatus::pass),
+                report.results.size(), device.str().c_str());
+  }
 }
 
 class Int8Lenet : public SharedDataTest {};
@@ -119,6 +129,95 @@ TEST_F(Int8Lenet, MnistAccuracyInt8AgainstFp32) {
   EXPECT_GE(entropy_accuracy, 0.99);
   EXPECT_GE(dynamic_accuracy, 0.99);
   EXPECT_LE(reference - calibrated_accuracy, 0.005);
+  if (!have_gpu()) {
+    std::printf("[ SKIPPED  ] no CUDA device: LeNet int8 not run on a GPU\n");
+    return;
+  }
+  // The same two int8 nets on the GPU's int8 kernels.
+  Net gpu_dynamic(graph, {.device = Device::cuda(), .precision = Precision::int8});
+  Net gpu_calibrated(load_package(dir.file("lenet-int8.esp")), {.device = Device::cuda()});
+  const double gpu_dynamic_accuracy = accuracy(gpu_dynamic, test, test.count);
+  const double gpu_calibrated_accuracy = accuracy(gpu_calibrated, test, test.count);
+  std::printf("LeNet on MNIST test on the GPU: int8 dynamic %.4f, int8 calibrated %.4f\n",
+              gpu_dynamic_accuracy, gpu_calibrated_accuracy);
+  EXPECT_GE(gpu_dynamic_accuracy, 0.99);
+  EXPECT_GE(gpu_calibrated_accuracy, 0.99);
+  for (Net* net : {&gpu_dynamic, &gpu_calibrated}) {
+    for (const LayerSummary& row : net->summary()) {
+      if (row.type == "Convolution" || row.type == "QuantizedConvolution") {
+        EXPECT_EQ(row.precision, "int8") << row.name;
+        EXPECT_EQ(row.device.str(), Device::cuda().str()) << row.name;
+      }
+    }
+  }
+}
+
+// max |a - b| / max |a|.
+double normalized_error(const std::vector<float>& reference, const std::vector<float>& other) {
+  double worst = 0, top = 0;
+  for (std::size_t i = 0; i < reference.size(); ++i) {
+    worst = std::max(worst, std::abs(static_cast<double>(reference[i]) - other[i]));
+    top = std::max(top, std::abs(static_cast<double>(reference[i])));
+  }
+  return worst / std::max(top, 1e-30);
+}
+
+// Int8 convolutions of assorted shapes as small nets, on the GPU against the CPU's int8 kernels: both
+// quantize by the same rules and sum the same integers, so only float rounding in the epilogue may differ.
+// The ReLU after each convolution, and in residual_block() the Add and clip, are taken over by the kernel.
+TEST(CudaInt8, ConvolutionsMatchTheCpuKernels) {
+  REQUIRE_GPU();
+  struct Case {
+    std::int64_t in, out, kernel, pad, stride, dilation, group, height, width, batch;
+  };
+  const Case cases[] = {
+      {3, 16, 3, 1, 1, 1, 1, 17, 19, 2},    // a first layer: three channels padded to sixteen
+      {40, 70, 3, 1, 2, 1, 1, 15, 15, 3},   // channels over several loads, rows over two blocks, stride 2
+      {32, 32, 3, 1, 1, 1, 32, 12, 12, 2},  // depthwise
+      {24, 48, 1, 0, 1, 1, 2, 9, 7, 1},     // grouped pointwise
+      {16, 24, 3, 2, 1, 2, 1, 11, 13, 2},   // dilated
+      {64, 130, 7, 3, 2, 1, 1, 23, 23, 1},  // a large window
+      {5, 20, 5, 0, 1, 1, 1, 5, 40, 4},     // no padding, a wide image
+      {12, 8, 3, 1, 1, 1, 1, 10, 10, 2},    // few outputs: the direct kernel
+  };
+  std::mt19937 rng(11);
+  for (const Case& c : cases) {
+    Graph g;
+    g.inputs = {{"data", Shape{c.batch, c.in, c.height, c.width}}};
+    LayerSpec conv = conv_layer("conv", "data", "c", c.out, c.kernel, c.pad, c.stride);
+    conv.attrs.set("dilation", c.dilation);
+    conv.attrs.set("group", c.group);
+    set_random_conv_weights(conv, c.in / c.group, rng);
+    g.layers = {conv, layer("relu", "ReLU", {"c"}, {"r"})};
+    g.outputs = {"r"};
+    std::vector<float> x(static_cast<std::size_t>(c.batch * c.in * c.height * c.width));
+    std::uniform_real_distribution<float> uniform(-1.0f, 3.0f);
+    for (float& v : x) v = uniform(rng);
+    const Tensor input = Tensor::from(g.inputs[0].shape, x);
+    Net cpu(g, {.precision = Precision::int8});
+    Net gpu(g, {.device = Device::cuda(), .precision = Precision::int8});
+    const std::vector<float> expected = cpu.forward({{"data", input}}).at("r").to_vector();
+    const std::vector<float> got = gpu.forward({{"data", input}}).at("r").to_vector();
+    ASSERT_EQ(got.size(), expected.size());
+    EXPECT_LE(normalized_error(expected, got), 1e-5)
+        << "in " << c.in << " out " << c.out << " kernel " << c.kernel << " group " << c.group << " dilation "
+        << c.dilation;
+    EXPECT_EQ(gpu.summary().at(0).precision, "int8");
+    // Fewer than 16 outputs per group would leave most of a tensor-core tile empty.
+    const std::string kernel = c.out / c.group < 16 ? "int8-direct" : "int8-mma";
+    EXPECT_EQ(gpu.summary().at(0).kernel.rfind(kernel, 0), 0u) << gpu.summary().at(0).kernel;
+  }
+  // Residual Add and clip fused into the int8 kernels; a batch of two.
+  const Graph block = residual_block();
+  std::vector<float> x(static_cast<std::size_t>(block.inputs[0].shape.numel()));
+  for (std::size_t i = 0; i < x.size(); ++i)
+    x[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+  const Tensor input = Tensor::from(block.inputs[0].shape, x);
+  Net cpu(block, {.precision = Precision::int8});
+  Net gpu(block, {.device = Device::cuda(), .precision = Precision::int8});
+  EXPECT_LE(normalized_error(cpu.forward({{"data", input}}).at("out").to_vector(),
+                             gpu.forward({{"data", input}}).at("out").to_vector()),
+            1e-5);
 }
 
 TEST(Int8, CalibrationNeedsEightImages) {

@@ -312,6 +312,40 @@ TEST(PrecisionModels, LowPrecisionOutputsMatchFp32OnTheGpu) {
   if (checked == 0) GTEST_SKIP() << "none of the models found under " << precision_models_dir();
 }
 
+// Precision::int8 on the GPU computes what the CPU's int8 kernels compute: each image quantized by the
+// same rules, the same integer sums, the epilogue's float operations in the same order.
+TEST(PrecisionModels, Int8OnTheGpuMatchesTheCpuInt8) {
+  REQUIRE_GPU();
+  int checked = 0;
+  for (const char* model : {"resnet18", "squeezenet1_1", "mobilenet_v2", "nin_cifar10"}) {
+    const std::filesystem::path path = precision_models_dir() / "onnx" / model / "model.onnx";
+    if (!std::filesystem::exists(path)) {
+      std::printf("[ SKIPPED  ] %s not found: %s not checked\n", path.string().c_str(), model);
+      continue;
+    }
+    ++checked;
+    const Graph graph = load_model(path.string());
+    Net fp32(graph);
+    Net cpu(graph, {.precision = Precision::int8});
+    Net gpu(graph, {.device = Device::cuda(), .precision = Precision::int8});
+    const std::string input = gpu.input_names()[0], output = gpu.output_names()[0];
+    Shape shape = gpu.input_shape(input);
+    shape[0] = 2;
+    const Tensor x = random_input(shape, 5);
+    const std::vector<float> expected = cpu.forward({{input, x}}).at(output).to_vector();
+    const std::vector<float> got = gpu.forward({{input, x}}).at(output).to_vector();
+    const double error = relative_error(expected, got);
+    const double from_fp32 = relative_error(fp32.forward({{input, x}}).at(output).to_vector(), got);
+    std::printf("  %s int8: GPU against CPU int8 %.2e, against fp32 %.2e\n", model, error, from_fp32);
+    EXPECT_LE(error, 1e-3) << model;
+    int int8 = 0;
+    for (const LayerSummary& row : gpu.summary())
+      int8 += row.precision == "int8" && row.device == Device::cuda();
+    EXPECT_GT(int8, 0) << model;
+  }
+  if (checked == 0) GTEST_SKIP() << "none of the models found under " << precision_models_dir();
+}
+
 // The memory planner sizes fp16 activations at two bytes.
 TEST(PrecisionGpu, Fp16ActivationsTakeHalfTheMemory) {
   REQUIRE_GPU();

@@ -206,4 +206,45 @@ void QuantizedConvolutionLayer::forward(const std::vector<Tensor>& inputs, std::
   }
 }
 
+std::optional<Int8ConvWeights> QuantizedConvolutionLayer::int8_weights(const ConvGeometry& g) const {
+  check_weights();
+  const float* w = weights()[0].data<float>();
+  const float* scale = weights()[1].data<float>();
+  const float* zero = weights()[2].data<float>();
+  const std::int64_t depth = g.in_channels / g.group * g.kernel_spatial();
+  Int8ConvWeights out;
+  out.values.resize(static_cast<std::size_t>(g.out_channels * depth));
+  for (std::int64_t oc = 0; oc < g.out_channels; ++oc) {
+    for (std::int64_t p = 0; p < depth; ++p) {
+      const float v = w[oc * depth + p] - zero[oc];
+      if (v < -128 || v > 127) return std::nullopt;
+      out.values[static_cast<std::size_t>(oc * depth + p)] = static_cast<std::int8_t>(v);
+    }
+  }
+  out.scale.assign(scale, scale + g.out_channels);
+  if (conv_.bias) out.bias.assign(weights()[3].data<float>(), weights()[3].data<float>() + g.out_channels);
+  return out;
+}
+
+Int8ConvWeights quantize_convolution_weights(const ConvolutionLayer& conv, const ConvGeometry& g) {
+  const float* w = conv.weights()[0].data<float>();
+  const std::int64_t depth = g.in_channels / g.group * g.kernel_spatial();
+  Int8ConvWeights out;
+  out.values.resize(static_cast<std::size_t>(g.out_channels * depth));
+  out.scale.resize(static_cast<std::size_t>(g.out_channels));
+  for (std::int64_t oc = 0; oc < g.out_channels; ++oc) {
+    double top = 0;
+    for (std::int64_t p = 0; p < depth; ++p)
+      top = std::max(top, std::abs(static_cast<double>(w[oc * depth + p])));
+    const double s = top > 0 ? top / 127.0 : 1.0;
+    out.scale[static_cast<std::size_t>(oc)] = s;
+    for (std::int64_t p = 0; p < depth; ++p)
+      out.values[static_cast<std::size_t>(oc * depth + p)] =
+          static_cast<std::int8_t>(std::clamp(std::nearbyint(w[oc * depth + p] / s), -127.0, 127.0));
+  }
+  if (conv.has_bias())
+    out.bias.assign(conv.weights()[1].data<float>(), conv.weights()[1].data<float>() + g.out_channels);
+  return out;
+}
+
 }  // namespace espresso

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,15 @@ struct QuantizedConvParams {
   bool relu = false;
 };
 
+// A convolution's weights as the int8 kernels of every backend take them: the integers less their zero
+// points, out_channels rows of depth (in_channels / group · window) values in [-128, 127], a scale per
+// output channel, and the bias in real units (empty without one).
+struct Int8ConvWeights {
+  std::vector<std::int8_t> values;
+  std::vector<double> scale;
+  std::vector<float> bias;
+};
+
 class QuantizedConvolutionLayer final : public Layer {
  public:
   static const LayerSchema& schema();
@@ -48,11 +58,17 @@ class QuantizedConvolutionLayer final : public Layer {
   // Input::dynamic's scale and zero point for an image whose values span [lo, hi] (0 included), which
   // fast kernels must match; the integer input is then q = saturate(round(x / scale) + zero_point).
   static void dynamic_params(double lo, double hi, double& scale, double& zero_point);
+  // The weights for int8 kernels (check_weights first); nullopt where uint8 weights lie too far from
+  // their zero point for int8, which leaves the layer to its reference.
+  std::optional<Int8ConvWeights> int8_weights(const ConvGeometry& g) const;
 
  private:
   ConvParams conv_;
   QuantizedConvParams quant_;
   QuantRange weight_range_;
 };
+
+// A float convolution's weights for Precision::int8: symmetric int8 per output channel, scale max |w| / 127.
+Int8ConvWeights quantize_convolution_weights(const ConvolutionLayer& conv, const ConvGeometry& g);
 
 }  // namespace espresso

@@ -20,6 +20,7 @@
 #include "backends/cpu/blas.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/gemm_int8.h"
+#include "backends/int8_fusions.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
 #include "layers/quantized_convolution.h"
@@ -267,16 +268,18 @@ __attribute__((target("avx2"))) void pack_shifted_avx2(const ShiftedWindows& w, 
 
 class Int8ConvolutionKernel final : public Kernel {
  public:
-  // `w` are the integer weights minus their zero points (each in [-128, 127]), out_channels × depth.
-  Int8ConvolutionKernel(const ConvGeometry& g, const Params& params, const std::vector<std::int8_t>& w,
-                        std::vector<double> weight_scale, std::vector<float> bias)
-      : g_(g), p_(params), schedule_(g.batch), weight_scale_(std::move(weight_scale)), bias_(std::move(bias)) {
+  Int8ConvolutionKernel(const ConvGeometry& g, const Params& params, Int8ConvWeights weights)
+      : g_(g),
+        p_(params),
+        schedule_(g.batch),
+        weight_scale_(std::move(weights.scale)),
+        bias_(std::move(weights.bias)),
+        fusions_(params, g.out_channels, std::string("int8-gemm-") + int8_gemm_isa()) {
+    const std::vector<std::int8_t>& w = weights.values;
     const std::int64_t out_group = g.out_channels / g.group;
     depth_ = g.in_channels / g.group * g.kernel_spatial();
     for (std::int64_t grp = 0; grp < g.group; ++grp)
       packed_.emplace_back(w.data() + grp * out_group * depth_, depth_, out_group, depth_);
-    multiplier_.assign(static_cast<std::size_t>(g.out_channels), 1.0);
-    offset_.assign(static_cast<std::size_t>(g.out_channels), 0.0);
     height_ = g.axes() == 2 ? g.in_size[0] : 1;
     width_ = g.in_size[static_cast<std::size_t>(g.axes() - 1)];
     out_height_ = g.axes() == 2 ? g.out_size[0] : 1;
@@ -301,13 +304,12 @@ class Int8ConvolutionKernel final : public Kernel {
     images_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(margin_ + g.in_channels * g.in_spatial() + after + 64)));
     packed_b_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(int8_b_bytes(depth_, columns))));
     finishes_.assign(slots, std::vector<ChannelFinish>(static_cast<std::size_t>(g.out_channels / g.group)));
-    name_ = std::string("int8-gemm-") + int8_gemm_isa();
   }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
     const float* x = inputs[0].data<float>();
     float* y = outputs[0].data<float>();
-    const float* residual = residual_.defined() ? residual_.data<float>() : nullptr;
+    const float* residual = fusions_.residual().defined() ? fusions_.residual().data<float>() : nullptr;
     const std::int64_t in_spatial = g_.in_spatial(), out_spatial = g_.out_spatial();
     const std::int64_t out_group = g_.out_channels / g_.group, in_group = g_.in_channels / g_.group;
     schedule_.run([&](std::int64_t n, int slot) {
@@ -352,7 +354,9 @@ class Int8ConvolutionKernel final : public Kernel {
         for (std::int64_t r = 0; r < out_group; ++r)
           finishes[static_cast<std::size_t>(r)] =
               channel_finish(grp * out_group + r, zero_u8 * a.row_sums()[static_cast<std::size_t>(r)], input_scale);
-        float* base = (redirect_ ? redirect_ + n * image_stride_ : out) + grp * out_group * out_spatial;
+        float* redirect = fusions_.redirect();
+        float* base =
+            (redirect ? redirect + n * fusions_.redirect_stride() : out) + grp * out_group * out_spatial;
         const float* residual_base = residual ? residual + (n * g_.out_channels + grp * out_group) * out_spatial : nullptr;
         gemm_u8s8(a, b, out_spatial, [&](std::int64_t row, std::int64_t column, const std::int32_t* tile) {
           const std::int64_t width = std::min(kInt8Columns, out_spatial - column);
@@ -374,8 +378,8 @@ class Int8ConvolutionKernel final : public Kernel {
     f.kind = p_.output == Params::Output::quantized     ? ChannelFinish::Kind::quantized
              : p_.output == Params::Output::dequantized ? ChannelFinish::Kind::dequantized
                                                         : ChannelFinish::Kind::real;
-    f.scale = static_cast<float>(input_scale * weight_scale_[c] * multiplier_[c]);
-    f.offset = static_cast<float>((bias_.empty() ? 0.0 : bias_[c]) * multiplier_[c] + offset_[c]);
+    f.scale = static_cast<float>(input_scale * weight_scale_[c] * fusions_.multiplier()[c]);
+    f.offset = fusions_.channel_offset(c, bias_);
     f.relu = p_.relu;
     if (f.requantized()) {
       f.step = static_cast<float>(p_.output_scale);
@@ -383,8 +387,8 @@ class Int8ConvolutionKernel final : public Kernel {
       f.lo = static_cast<float>(p_.output_range.lo);
       f.hi = static_cast<float>(p_.output_range.hi);
     } else {
-      f.lo = lo_;
-      f.hi = hi_;
+      f.lo = fusions_.lo();
+      f.hi = fusions_.hi();
     }
     return f;
   }
@@ -484,41 +488,13 @@ class Int8ConvolutionKernel final : public Kernel {
     }
   }
 
-  // Folded once: a quantized net's weights and statistics are fixed when it is quantized.
-  bool fuse_channel_affine(ChannelAffine affine) override {
-    if (p_.output != Params::Output::real || p_.relu || residual_.defined() || clamped_ || redirect_) return false;
-    std::vector<float> m, o;
-    affine.coefficients(m, o);
-    if (m.size() != multiplier_.size() || o.size() != offset_.size()) return false;
-    for (std::size_t c = 0; c < m.size(); ++c) {
-      multiplier_[c] *= m[c];
-      offset_[c] = offset_[c] * m[c] + o[c];
-    }
-    name_ += "+batchnorm";
-    return true;
-  }
-  bool fuse_residual(const Tensor& residual) override {
-    if (p_.output != Params::Output::real || clamped_ || residual_.defined()) return false;
-    residual_ = residual;
-    name_ += "+add";
-    return true;
-  }
-  bool fuse_clamp(float lo, float hi) override {
-    if (p_.output != Params::Output::real || clamped_) return false;
-    clamped_ = true;
-    lo_ = lo;
-    hi_ = hi;
-    name_ += "+clamp";
-    return true;
-  }
+  bool fuse_channel_affine(ChannelAffine affine) override { return fusions_.fold(affine); }
+  bool fuse_residual(const Tensor& residual) override { return fusions_.add(residual); }
+  bool fuse_clamp(float lo, float hi) override { return fusions_.clamp(lo, hi); }
   bool redirect_output(float* base, std::int64_t image_stride) override {
-    if (redirect_) return false;
-    redirect_ = base;
-    image_stride_ = image_stride;
-    name_ += " into concat";
-    return true;
+    return fusions_.redirect_to(base, image_stride);
   }
-  const char* name() const override { return name_.c_str(); }
+  const char* name() const override { return fusions_.name().c_str(); }
 
  private:
   ConvGeometry g_;
@@ -530,13 +506,7 @@ class Int8ConvolutionKernel final : public Kernel {
   std::vector<PackedInt8Matrix> packed_;
   std::vector<double> weight_scale_;
   std::vector<float> bias_;
-  std::vector<double> multiplier_, offset_;  // fused BatchNorms
-  Tensor residual_;
-  bool clamped_ = false;
-  float lo_ = -std::numeric_limits<float>::infinity(), hi_ = std::numeric_limits<float>::infinity();
-  float* redirect_ = nullptr;
-  std::int64_t image_stride_ = 0;
-  std::string name_;
+  Int8Fusions fusions_;
   std::optional<ShiftedWindows> shifted_;
   std::int64_t margin_ = 0;  // bytes before each quantized image (shifted loads reach back)
   std::vector<std::vector<std::uint8_t>> images_, packed_b_;
@@ -551,48 +521,18 @@ std::unique_ptr<Kernel> make_quantized_convolution(const Layer& layer, const std
   const auto& conv = static_cast<const QuantizedConvolutionLayer&>(layer);
   const ConvGeometry g = conv.geometry(inputs[0]);
   if (!fits_windows(g)) return nullptr;
-  conv.check_weights();
-  const float* w = layer.weights()[0].data<float>();
-  const float* scale = layer.weights()[1].data<float>();
-  const float* zero = layer.weights()[2].data<float>();
-  const std::int64_t depth = g.in_channels / g.group * g.kernel_spatial();
-  std::vector<std::int8_t> shifted(static_cast<std::size_t>(g.out_channels * depth));
-  for (std::int64_t oc = 0; oc < g.out_channels; ++oc) {
-    for (std::int64_t p = 0; p < depth; ++p) {
-      const float v = w[oc * depth + p] - zero[oc];
-      if (v < -128 || v > 127) return nullptr;  // uint8 weights far from their zero point: reference
-      shifted[static_cast<std::size_t>(oc * depth + p)] = static_cast<std::int8_t>(v);
-    }
-  }
-  std::vector<double> weight_scale(scale, scale + g.out_channels);
-  std::vector<float> bias;
-  if (conv.has_bias()) bias.assign(layer.weights()[3].data<float>(), layer.weights()[3].data<float>() + g.out_channels);
-  return std::make_unique<Int8ConvolutionKernel>(g, conv.quant(), shifted, std::move(weight_scale), std::move(bias));
+  std::optional<Int8ConvWeights> weights = conv.int8_weights(g);
+  if (!weights) return nullptr;  // uint8 weights far from their zero point: the reference
+  return std::make_unique<Int8ConvolutionKernel>(g, conv.quant(), std::move(*weights));
 }
 
 std::unique_ptr<Kernel> int8_convolution_kernel(const Layer& layer, const std::vector<Shape>& inputs) {
   const auto& conv = static_cast<const ConvolutionLayer&>(layer);
   const ConvGeometry g = conv.geometry(inputs[0]);
   if (!fits_windows(g)) return nullptr;
-  // Weights: symmetric int8 per output channel, scale max|w| / 127.
-  const float* w = layer.weights()[0].data<float>();
-  const std::int64_t depth = g.in_channels / g.group * g.kernel_spatial();
-  std::vector<std::int8_t> q(static_cast<std::size_t>(g.out_channels * depth));
-  std::vector<double> scale(static_cast<std::size_t>(g.out_channels));
-  for (std::int64_t oc = 0; oc < g.out_channels; ++oc) {
-    double top = 0;
-    for (std::int64_t p = 0; p < depth; ++p) top = std::max(top, std::abs(static_cast<double>(w[oc * depth + p])));
-    const double s = top > 0 ? top / 127.0 : 1.0;
-    scale[static_cast<std::size_t>(oc)] = s;
-    for (std::int64_t p = 0; p < depth; ++p)
-      q[static_cast<std::size_t>(oc * depth + p)] =
-          static_cast<std::int8_t>(std::clamp(std::nearbyint(w[oc * depth + p] / s), -127.0, 127.0));
-  }
   Params params;
   params.input = Params::Input::dynamic;
-  std::vector<float> bias;
-  if (conv.has_bias()) bias.assign(layer.weights()[1].data<float>(), layer.weights()[1].data<float>() + g.out_channels);
-  return std::make_unique<Int8ConvolutionKernel>(g, params, q, std::move(scale), std::move(bias));
+  return std::make_unique<Int8ConvolutionKernel>(g, params, quantize_convolution_weights(conv, g));
 }
 
 }  // namespace espresso::cpu

@@ -66,14 +66,20 @@ class CudaBackend final : public Backend {
     return std::make_unique<StreamContext>(device, std::move(resident_weights));
   }
   // A low-precision kernel of a layer in training mode trains only where it has its own backward
-  // (Kernel::has_fast_backward); a training net runs the others in fp32.
+  // (Kernel::has_fast_backward); a training net runs the others in fp32. Convolutions at inference also
+  // compute in int8 (Precision::int8, fp32 in and out), as on the CPU.
   bool supports(const Layer& layer, const std::vector<Shape>&, DType dtype) const override {
     if (dtype == DType::f32) return find_kernel(kKernels, layer.type()) != nullptr;
+    if (dtype == DType::i8) return layer.type() == "Convolution" && !layer.training();
     return low_precision(dtype) && find_kernel(kLowpKernels, layer.type()) != nullptr;
   }
   std::unique_ptr<Kernel> make_typed_kernel(const Layer& layer, const std::vector<Shape>& inputs, DType dtype,
                                             Stream& stream) override {
     if (dtype == DType::f32) return make_kernel(layer, inputs, stream);
+    if (dtype == DType::i8) {
+      if (!supports(layer, inputs, dtype)) return nullptr;
+      return int8_convolution_kernel(layer, inputs, static_cast<StreamContext&>(stream));
+    }
     const LowpEntry* entry = low_precision(dtype) ? find_kernel(kLowpKernels, layer.type()) : nullptr;
     if (entry == nullptr) return nullptr;
     return entry->create(layer, inputs, dtype, static_cast<StreamContext&>(stream));

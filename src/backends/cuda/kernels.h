@@ -80,6 +80,11 @@ class CudaKernel : public Kernel {
   StreamContext& context_;
 };
 
+// A float Convolution's int8 kernel (Precision::int8; quantized_convolution.cu), or nullptr for shapes it
+// does not cover.
+std::unique_ptr<Kernel> int8_convolution_kernel(const Layer& layer, const std::vector<Shape>& inputs,
+                                                StreamContext& context);
+
 // Input 0 copied to every output: Flatten, Reshape, Split and Dropout at inference.
 std::unique_ptr<Kernel> copy_kernel(const Layer& layer, const std::vector<Shape>& inputs, StreamContext& context);
 
