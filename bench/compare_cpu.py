@@ -9,9 +9,14 @@ from pathlib import Path
 
 
 def model_name(path):
-    """../shared/data/onnx/resnet18/model.onnx -> resnet18"""
+    """../shared/data/onnx/resnet18/model.onnx -> resnet18; the int8 versions of a model (our calibrated
+    WORK/resnet18-int8.esp, ORT's WORK/resnet18-qdq/model.onnx) -> "resnet18 int8"."""
     path = Path(path)
-    return path.parent.name if path.name == "model.onnx" else path.stem
+    name = path.parent.name if path.name == "model.onnx" else path.stem
+    for suffix in ("-int8", "-qdq"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + " int8"
+    return name
 
 
 def main():
@@ -45,9 +50,25 @@ def main():
         def rate(key):
             return f"{r[key]['images_per_s']:,.1f}" if key in r else "–"
 
+        if model.endswith(" int8"):
+            continue
         print(f"| {model} | {batch} | {ms(espresso)} | {ms(ort)} | {ms(torch_eager)} | {ms(torch_traced)} "
               f"| {ratio(espresso, ort)} | {ratio(espresso, torch_eager)} | {rate(espresso)} | {rate(ort)} "
               f"| {rate(torch_eager)} | {machine('runs')} | {machine('load_1min')} |")
+    int8 = sorted((key, r) for key, r in rows.items() if key[0].endswith(" int8"))
+    if not int8:
+        return
+    print()
+    print("| model | batch | espresso fp32 ms | espresso int8 ms | ORT int8 ms | espresso int8 / ORT int8 "
+          "| espresso fp32 / int8 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for (model, batch), r in int8:
+        fp32 = rows.get((model[: -len(" int8")], batch), {}).get(espresso)
+        ours, theirs = r.get(espresso), r.get(ort)
+        cell = lambda v: f"{v['median_ms']:.2f}" if v else "–"
+        quotient = lambda a, b: f"**{a['median_ms'] / b['median_ms']:.2f}×**" if a and b else "–"
+        print(f"| {model} | {batch} | {cell(fp32)} | {cell(ours)} | {cell(theirs)} | {quotient(ours, theirs)} "
+              f"| {quotient(fp32, ours)} |")
 
 
 if __name__ == "__main__":

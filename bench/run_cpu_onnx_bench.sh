@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # CPU inference: espresso against ONNX Runtime (onnxruntime-node 1.20.1) and PyTorch (Debian python3-torch)
-# on the four ONNX models of ../shared/data/onnx, batch 1 and 16, all with the same thread count.
+# on the four ONNX models of ../shared/data/onnx and Caffe LeNet, batch 1 and 16, all with the same thread
+# count; and int8 rows: espresso's calibrated package (`espresso quantize` on the shared photos) against ORT
+# on the QDQ model of the same network and ranges (bench/int8/ort_qdq_check.py), SqueezeNet 1.1 and ResNet-18.
 # Usage: bench/run_cpu_onnx_bench.sh [THREADS] [--rounds N] [--out FILE]   (THREADS: default all cores)
 # --rounds N repeats the whole sweep N times and reports each framework's fastest round per row: on a host
 # whose speed drifts by tens of percent within minutes, one round can catch one framework in a slow spell.
@@ -21,7 +23,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 espresso=${ESPRESSO_CLI:-build/bin/espresso}
-data=${ESPRESSO_DATA:-../shared/data}/onnx
+shared=${ESPRESSO_DATA:-../shared/data}
+data=$shared/onnx
 python=/usr/bin/python3  # Debian's python3-torch and python3-onnx live there
 models=(nin_cifar10 squeezenet1_1 resnet18 mobilenet_v2)
 
@@ -34,13 +37,55 @@ fi
 
 # Timed runs per model and batch size: about 3 s of them (10 to 300), from a short espresso probe, so fast
 # models get enough runs for a stable median on a shared machine; the whole run takes ~5 minutes on 2 cores.
+# iterations_for BATCH MODEL [MODEL OPTIONS...]
 iterations_for() {
-  "$espresso" bench "$1" --batch "$2" --iterations 3 --warmup 1 --threads "$threads" --json |
+  local batch=$1
+  shift
+  "$espresso" bench "$@" --batch "$batch" --iterations 3 --warmup 1 --threads "$threads" --json |
     "$python" -c 'import json, sys; print(min(300, max(10, int(3000 / json.load(sys.stdin)["median_ms"]))))'
 }
 
 jsonl=$(mktemp)
-trap 'rm -f "$jsonl"' EXIT
+work=$(mktemp -d)
+trap 'rm -rf "$jsonl" "$work"' EXIT
+
+# Caffe LeNet: espresso runs the .prototxt and .caffemodel; ORT and PyTorch its ONNX conversion (`espresso
+# convert`, the batch made a free axis), checked against ORT's output for the first MNIST test image.
+lenet=$shared/caffe/lenet
+mkdir -p "$work/lenet/test_data_set_0"
+"$espresso" convert "$lenet/lenet.prototxt" -w "$lenet/lenet_iter_10000.caffemodel" -o "$work/lenet/model.onnx" >&2
+"$python" - "$work/lenet" "$shared/mnist/t10k-images-idx3-ubyte.gz" <<'PY'
+import gzip, sys
+import numpy as np, onnx
+from onnx import numpy_helper
+folder, images = sys.argv[1:]
+model = onnx.load(f"{folder}/model.onnx")
+for value in list(model.graph.input) + list(model.graph.output):
+    value.type.tensor_type.shape.dim[0].dim_param = "N"
+onnx.save(model, f"{folder}/model.onnx")
+with gzip.open(images) as f:
+    pixels = np.frombuffer(f.read()[16:16 + 784], dtype=np.uint8)
+x = (pixels.astype(np.float32) * 0.00390625).reshape(1, 1, 28, 28)
+x.tofile(f"{folder}/input.bin")
+with open(f"{folder}/test_data_set_0/input_0.pb", "wb") as f:
+    f.write(numpy_helper.from_array(x, model.graph.input[0].name).SerializeToString())
+PY
+node bench/ort/run_model.mjs "$work/lenet/model.onnx" "$work/lenet/input.bin" 1,1,28,28 "$work/lenet/output.bin" >&2
+"$python" -c 'import sys, numpy as np, onnx
+from onnx import numpy_helper
+y = np.fromfile(sys.argv[1] + "/output.bin", dtype=np.float32).reshape(1, -1)
+name = onnx.load(sys.argv[1] + "/model.onnx").graph.output[0].name
+open(sys.argv[1] + "/test_data_set_0/output_0.pb", "wb").write(numpy_helper.from_array(y, name).SerializeToString())' "$work/lenet"
+
+# int8: calibrated on the shared photos; the QDQ model from the same ranges.
+int8_models=(squeezenet1_1 resnet18)
+photos=("$shared"/images/*.jpg)
+for model in "${int8_models[@]}"; do
+  "$espresso" quantize "$data/$model/model.onnx" --calibrate "${photos[@]}" --rgb --mean 123.675,116.28,103.53 \
+    --scale 0.017123 -o "$work/$model-int8.esp" --ranges "$work/$model-ranges.json" >/dev/null
+  "$python" bench/int8/ort_qdq_check.py "$data/$model/model.onnx" "$work/$model-ranges.json" "$work/$model-qdq" \
+    "$shared/cifar10/test_batch_first1000.bin" 1 >&2
+done
 load_before=$(uptime)
 for round in $(seq "$rounds"); do
   for model in "${models[@]}"; do
@@ -49,7 +94,7 @@ for round in $(seq "$rounds"); do
 t = onnx.load_tensor(sys.argv[1])
 print(",".join(str(d) for d in t.dims[1:]))' "$data/$model/test_data_set_0/input_0.pb")
     for batch in 1 16; do
-      n=$(iterations_for "$onnx" "$batch")
+      n=$(iterations_for "$batch" "$onnx")
       load=$(cut -d' ' -f1 /proc/loadavg)
       echo "round $round: $model batch $batch ($n timed runs each), load $load" >&2
       printf '{"framework": "machine", "mode": "load", "model": "%s", "batch": %d, "load_1min": %s, "runs": %d}\n' \
@@ -61,7 +106,25 @@ print(",".join(str(d) for d in t.dims[1:]))' "$data/$model/test_data_set_0/input
       # waiting matches espresso's pool, which sleeps on a condition variable.
       OMP_WAIT_POLICY=PASSIVE "$python" bench/onnx_torch.py "$data/$model" --batch "$batch" --iterations "$n" \
         --warmup 3 --threads "$threads" --trace
+      if [[ " ${int8_models[*]} " == *" $model "* ]]; then
+        "$espresso" bench "$work/$model-int8.esp" --batch "$batch" --iterations "$n" --warmup 3 --threads "$threads" --json
+        node bench/ort/bench.mjs "$work/$model-qdq/model.onnx" --shape "$image_shape" --batch "$batch" \
+          --iterations "$n" --warmup 3 --threads "$threads"
+      fi
     done
+  done
+  for batch in 1 16; do
+    n=$(iterations_for "$batch" "$lenet/lenet.prototxt" -w "$lenet/lenet_iter_10000.caffemodel")
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    echo "round $round: lenet batch $batch ($n timed runs each), load $load" >&2
+    printf '{"framework": "machine", "mode": "load", "model": "%s", "batch": %d, "load_1min": %s, "runs": %d}\n' \
+      "$lenet/lenet.prototxt" "$batch" "$load" "$n"
+    "$espresso" bench "$lenet/lenet.prototxt" -w "$lenet/lenet_iter_10000.caffemodel" --batch "$batch" --iterations "$n" \
+      --warmup 3 --threads "$threads" --json
+    node bench/ort/bench.mjs "$work/lenet/model.onnx" --shape 1,28,28 --batch "$batch" --iterations "$n" --warmup 3 \
+      --threads "$threads"
+    OMP_WAIT_POLICY=PASSIVE "$python" bench/onnx_torch.py "$work/lenet" --batch "$batch" --iterations "$n" \
+      --warmup 3 --threads "$threads" --trace
   done
 done >"$jsonl"
 load_after=$(uptime)

@@ -11,12 +11,12 @@
 //    N, H, W, [group, channels padded to 16] bytes with the zero point (a real 0) in a border as wide as
 //    the padding, so sixteen channels of one window tap are one aligned 16-byte copy (cp.async, two
 //    stages) and no tap leaves the image. Where padding the channels to 16 would more than double the
-//    depth (a first layer's three), step 2 writes each output position's whole window instead, (tap,
-//    channel) bytes padded once, and the GEMM reads them as a 1x1 convolution. Convolutions with fewer than
-//    16 outputs per group (depthwise), which would leave most of a GEMM tile empty, sum their few products
-//    directly from N, C, H, W bytes.
-//    Each sum then leaves the registers once: less the zero point's share, scaled, biased, with the fused
-//    BatchNorm, residual and clamp, or requantized.
+//    depth of a small window (a first layer's three channels, 3x3), step 2 writes each output position's
+//    whole window instead, (tap, channel) bytes padded once, and the GEMM reads them as a 1x1 convolution.
+//    Convolutions with fewer than 16 outputs per group (depthwise), which would leave most of a GEMM tile
+//    empty, sum their few products directly from N, C, H, W bytes. Each sum then leaves the registers once:
+//    less the zero point's share, scaled, biased, with the fused BatchNorm, residual and clamp, or
+//    requantized.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -177,26 +177,38 @@ __global__ void quantize_pixels(Int8Geometry g, const float* __restrict__ x,
   }
 }
 
-// Path::windows: each output position's window, (tap, channel) bytes, the zero point outside the image, zeros
-// past taps · channels (their weights are zero too).
-__global__ void quantize_windows(Int8Geometry g, const float* __restrict__ x, unsigned count,
+// Path::windows: one thread per output position writes its window, (tap, channel) bytes four at a time: the
+// zero point outside the image, zeros past taps · channels (their weights are zero too).
+__global__ void quantize_windows(Int8Geometry g, const float* __restrict__ x,
                                  const ImageQuant* __restrict__ images, std::uint8_t* __restrict__ q) {
-  for (unsigned i : grid_stride(count)) {
-    const unsigned k = i % g.window_bytes, column = i / g.window_bytes;
+  for (long long column : grid_stride(g.columns)) {
     const int image = static_cast<int>(column / g.out_spatial),
               position = static_cast<int>(column % g.out_spatial);
-    const int tap = static_cast<int>(k) / g.in_per_group, c = static_cast<int>(k) % g.in_per_group;
-    std::uint8_t value = 0;
-    if (tap < g.taps) {
-      const int y = position / g.out_width * g.stride_h - g.pad_h + tap / g.kernel_w * g.dilation_h;
-      const int xx = position % g.out_width * g.stride_w - g.pad_w + tap % g.kernel_w * g.dilation_w;
-      value = static_cast<std::uint8_t>(images[image].zero);
-      if (y >= 0 && y < g.height && xx >= 0 && xx < g.width)
-        value = quantize_value(
-            g, x[((static_cast<long long>(image) * g.channels + c) * g.height + y) * g.width + xx],
-            images[image]);
+    const int y0 = position / g.out_width * g.stride_h - g.pad_h,
+              x0 = position % g.out_width * g.stride_w - g.pad_w;
+    const ImageQuant quant = images[image];
+    const float* source = x + static_cast<long long>(image) * g.channels * g.height * g.width;
+    auto* words = reinterpret_cast<unsigned*>(q + column * g.window_bytes);
+    int c = 0, ky = 0, kx = 0;  // the next byte's channel and tap
+    for (int word = 0; word < g.window_bytes / 4; ++word) {
+      unsigned packed = 0;
+      for (int b = 0; b < 4; ++b) {
+        if (ky == g.kernel_h) break;  // past the window: zeros
+        const int y = y0 + ky * g.dilation_h, xx = x0 + kx * g.dilation_w;
+        unsigned value = static_cast<unsigned>(quant.zero);
+        if (y >= 0 && y < g.height && xx >= 0 && xx < g.width)
+          value = quantize_value(g, source[(static_cast<long long>(c) * g.height + y) * g.width + xx], quant);
+        packed |= value << (8 * b);
+        if (++c == g.in_per_group) {
+          c = 0;
+          if (++kx == g.kernel_w) {
+            kx = 0;
+            ++ky;
+          }
+        }
+      }
+      words[word] = packed;
     }
-    q[i] = value;
   }
 }
 
@@ -509,8 +521,7 @@ class Int8ConvolutionKernel final : public CudaKernel {
       return;
     }
     if (g_.path == Int8Geometry::Path::windows) {
-      const auto count = static_cast<unsigned>(static_cast<long long>(g_.columns) * g_.window_bytes);
-      launch(context_, count, quantize_windows, g_, x, count, images, q);
+      launch(context_, g_.columns, quantize_windows, g_, x, images, q);
     } else {
       const int padded_plane = g_.padded_height * g_.padded_width;
       launch(
@@ -604,11 +615,15 @@ std::unique_ptr<Kernel> int8_kernel_for(const ConvGeometry& cg, const Params& pa
   const std::int64_t taps = kernel_h * cg.kernel.back();
   const auto round_up = [](std::int64_t v, std::int64_t to) { return (v + to - 1) / to * to; };
   const std::int64_t window_bytes = round_up(taps * in_per_group, kChunk);
+  // Windows pay for small windows only. Measured on an H100 (bench/results/2026-12-07-h100-int8-gpu.md):
+  // MobileNetV2's first 3x3 convolution at batch 64 0.49 ms as windows against 0.84 as pixels, but
+  // ResNet-18's 7x7 one at batch 256 5.7 against 3.9 ms: its windows are 160 bytes per position, written
+  // eleven times over.
   using Path = Int8Geometry::Path;
-  const Path path = out_per_group < kDirectMaxOutputs ? Path::direct
-                    : cg.group == 1 && 2 * window_bytes <= taps * round_up(in_per_group, kChunk)
-                        ? Path::windows
-                        : Path::pixels;
+  constexpr std::int64_t kWindowMaxTaps = 9;
+  const bool windows =
+      cg.group == 1 && taps <= kWindowMaxTaps && 2 * window_bytes <= taps * round_up(in_per_group, kChunk);
+  const Path path = out_per_group < kDirectMaxOutputs ? Path::direct : windows ? Path::windows : Path::pixels;
   const bool direct = path == Path::direct;
   const std::int64_t padded_channels = direct ? in_per_group : round_up(in_per_group, kChunk);
   const std::int64_t padded_height = first(cg.in_size, 1) + 2 * pad_h,
@@ -625,8 +640,7 @@ std::unique_ptr<Kernel> int8_kernel_for(const ConvGeometry& cg, const Params& pa
   if (cg.batch > 65535 || cg.group > 65535 ||
       padded_height * padded_width * cg.group * padded_channels > int_max ||
       cg.out_channels * cg.out_spatial() > int_max || columns * cg.out_channels > int_max ||
-      padded_depth > int_max / 2 || padded_rows / rows_per_block > 65535 || cg.in_channels > 65535 * kTile ||
-      (path == Path::windows && columns * window_bytes > std::numeric_limits<unsigned>::max())) {
+      padded_depth > int_max / 2 || padded_rows / rows_per_block > 65535 || cg.in_channels > 65535 * kTile) {
     return nullptr;
   }
   Int8Geometry g{};
