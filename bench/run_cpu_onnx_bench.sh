@@ -36,7 +36,8 @@ if [ ! -d bench/ort/node_modules/onnxruntime-node ]; then
 fi
 
 # Timed runs per model and batch size: about 3 s of them (10 to 300), from a short espresso probe, so fast
-# models get enough runs for a stable median on a shared machine; the whole run takes ~5 minutes on 2 cores.
+# models get enough runs for a stable median on a shared machine (the int8 rows take their fp32 model's count);
+# the whole run, preparation included, takes ~4 minutes on 2 cores.
 # iterations_for BATCH MODEL [MODEL OPTIONS...]
 iterations_for() {
   local batch=$1

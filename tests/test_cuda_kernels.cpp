@@ -20,6 +20,7 @@ namespace espresso {
 namespace {
 
 using testing::layer;
+using testing::normalized_error;
 
 std::vector<float> random_values(std::mt19937& engine, std::int64_t n) {
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
@@ -30,18 +31,6 @@ std::vector<float> random_values(std::mt19937& engine, std::int64_t n) {
 
 Tensor random_tensor(std::mt19937& engine, const Shape& shape) {
   return Tensor::from(shape, random_values(engine, shape.numel()));
-}
-
-// max |a - b| / max |a|, the harness's measure.
-double normalized_error(const std::vector<float>& reference, const std::vector<float>& other) {
-  if (reference.size() != other.size()) return INFINITY;
-  double scale = 1e-12, diff = 0;
-  for (std::size_t i = 0; i < reference.size(); ++i) {
-    if (std::isnan(reference[i]) != std::isnan(other[i])) return INFINITY;
-    scale = std::max(scale, std::abs(static_cast<double>(reference[i])));
-    diff = std::max(diff, std::abs(static_cast<double>(reference[i]) - other[i]));
-  }
-  return diff / scale;
 }
 
 // Sets ESPRESSO_CONV_TACTIC for the scope of one test.

@@ -2,6 +2,8 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -89,6 +91,17 @@ std::unique_ptr<Stream> vulkan_stream() {
 
 std::unique_ptr<Kernel> make_kernel(const Layer& layer, const std::vector<Shape>& inputs, Stream& stream) {
   return backend_for(stream.device()).make_kernel(layer, inputs, stream);
+}
+
+double normalized_error(const std::vector<float>& reference, const std::vector<float>& other) {
+  if (reference.size() != other.size()) return INFINITY;
+  double scale = 1e-12, diff = 0;
+  for (std::size_t i = 0; i < reference.size(); ++i) {
+    if (std::isnan(reference[i]) != std::isnan(other[i])) return INFINITY;
+    scale = std::max(scale, std::abs(static_cast<double>(reference[i])));
+    diff = std::max(diff, std::abs(static_cast<double>(reference[i]) - other[i]));
+  }
+  return diff / scale;
 }
 
 std::unique_ptr<Kernel> fast_cpu_kernel(const Layer& layer, const std::vector<Shape>& inputs) {

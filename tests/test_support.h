@@ -118,6 +118,8 @@ inline double normalized_error(const std::vector<double>& reference, const std::
     worst = std::max(worst, std::abs(reference[i] - static_cast<double>(got[i])));
   return worst / scale;
 }
+// The same between two float results; infinite where the sizes differ or only one side is NaN.
+double normalized_error(const std::vector<float>& reference, const std::vector<float>& other);
 
 // Each layer's kernel by layer name, from Net::summary().
 std::map<std::string, std::string> kernels_by_layer(const std::vector<LayerSummary>& summary);

@@ -1,7 +1,8 @@
 // What an int8 convolution kernel takes over from the steps after it (Kernel::fuse_*), kept alike on every
 // backend: an inference BatchNorm folded once into a per-channel multiplier and offset (a quantized net's
 // weights and statistics are fixed when it is quantized), a residual add, a clamp (ReLU, clip), and its
-// slice of a channel Concat. Real outputs only: a requantized output leaves them to their own layers.
+// slice of a channel Concat. The arithmetic steps follow real outputs only: a requantized output leaves them
+// to their own layers.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +23,9 @@ class Int8Fusions {
         relu_(params.relu),
         multiplier_(static_cast<std::size_t>(channels), 1.0),
         offset_(static_cast<std::size_t>(channels), 0.0),
-        name_(std::move(name)) {}
+        base_name_(std::move(name)) {
+    rename();
+  }
 
   // Before any other fusion.
   bool fold(const Kernel::ChannelAffine& affine) {
@@ -34,13 +37,14 @@ class Int8Fusions {
       multiplier_[c] *= m[c];
       offset_[c] = offset_[c] * m[c] + o[c];
     }
-    name_ += "+batchnorm";
+    folded_ = true;
+    rename();
     return true;
   }
   bool add(const Tensor& r) {
     if (!real_ || clamped_ || residual_.defined()) return false;
     residual_ = r;
-    name_ += "+add";
+    rename();
     return true;
   }
   bool clamp(float low, float high) {
@@ -48,19 +52,20 @@ class Int8Fusions {
     clamped_ = true;
     lo_ = low;
     hi_ = high;
-    name_ += "+clamp";
+    rename();
     return true;
   }
   // A null base takes the redirection back (device kernels: the Concat's other inputs could not follow).
   bool redirect_to(float* base, std::int64_t image_stride) {
     if (base == nullptr) {
       redirect_ = nullptr;
+      rename();
       return true;
     }
     if (redirect_ != nullptr) return false;
     redirect_ = base;
     redirect_stride_ = image_stride;
-    name_ += " into concat";
+    rename();
     return true;
   }
   // Channel c's real output is sum · scale · multiplier[c] + channel_offset(c, bias).
@@ -77,14 +82,20 @@ class Int8Fusions {
   const std::string& name() const { return name_; }
 
  private:
+  // The kernel's name and what it took over, for profiles and `espresso info`.
+  void rename() {
+    name_ = base_name_ + (folded_ ? "+batchnorm" : "") + (residual_.defined() ? "+add" : "") +
+            (clamped_ ? "+clamp" : "") + (redirect_ != nullptr ? " into concat" : "");
+  }
+
   bool real_, relu_;
-  bool clamped_ = false;
+  bool folded_ = false, clamped_ = false;
   std::vector<double> multiplier_, offset_;
   Tensor residual_;
   float lo_ = -std::numeric_limits<float>::infinity(), hi_ = std::numeric_limits<float>::infinity();
   float* redirect_ = nullptr;
   std::int64_t redirect_stride_ = 0;
-  std::string name_;
+  std::string base_name_, name_;
 };
 
 }  // namespace espresso

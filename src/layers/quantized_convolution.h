@@ -2,7 +2,8 @@
 // as integers with a scale and zero point per output channel, products summed exactly in integers,
 // and the sum turned back into real values (with the bias and an optional ReLU), requantized, or
 // left as the integer sum. ONNX's QLinearConv and ConvInteger, and the convolutions `espresso quantize`
-// writes, are this layer; CPU kernels (backends/cpu/quantized_convolution.cpp) use u8×s8 GEMMs.
+// writes, are this layer; the CPU and CUDA kernels (backends/{cpu,cuda}/quantized_convolution.*) use u8×s8
+// GEMMs.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +34,10 @@ struct QuantizedConvParams {
 // A convolution's weights as the int8 kernels of every backend take them: the integers less their zero
 // points, out_channels rows of depth (in_channels / group · window) values in [-128, 127], a scale per
 // output channel, and the bias in real units (empty without one).
+// The longest window (in_channels / group · taps) whose u8 × s8 products the kernels sum exactly in int32:
+// 2^31 / (255 · 128). Longer ones run the reference, which sums in int64.
+inline constexpr std::int64_t kInt8ExactDepth = (std::int64_t{1} << 31) / (255 * 128);
+
 struct Int8ConvWeights {
   std::vector<std::int8_t> values;
   std::vector<double> scale;
@@ -58,7 +63,7 @@ class QuantizedConvolutionLayer final : public Layer {
   // Input::dynamic's scale and zero point for an image whose values span [lo, hi] (0 included), which
   // fast kernels must match; the integer input is then q = saturate(round(x / scale) + zero_point).
   static void dynamic_params(double lo, double hi, double& scale, double& zero_point);
-  // The weights for int8 kernels (check_weights first); nullopt where uint8 weights lie too far from
+  // The weights for int8 kernels (after check_weights); nullopt where uint8 weights lie too far from
   // their zero point for int8, which leaves the layer to its reference.
   std::optional<Int8ConvWeights> int8_weights(const ConvGeometry& g) const;
 

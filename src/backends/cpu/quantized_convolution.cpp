@@ -513,14 +513,17 @@ class Int8ConvolutionKernel final : public Kernel {
   std::vector<std::vector<ChannelFinish>> finishes_;  // per slot: this image's per-channel finish of a group
 };
 
-bool fits_windows(const ConvGeometry& g) { return g.axes() == 1 || g.axes() == 2; }
+// 1-D and 2-D windows whose sums stay exact in int32.
+bool fits_int8_kernel(const ConvGeometry& g) {
+  return (g.axes() == 1 || g.axes() == 2) && g.in_channels / g.group * g.kernel_spatial() <= kInt8ExactDepth;
+}
 
 }  // namespace
 
 std::unique_ptr<Kernel> make_quantized_convolution(const Layer& layer, const std::vector<Shape>& inputs) {
   const auto& conv = static_cast<const QuantizedConvolutionLayer&>(layer);
   const ConvGeometry g = conv.geometry(inputs[0]);
-  if (!fits_windows(g)) return nullptr;
+  if (!fits_int8_kernel(g)) return nullptr;
   std::optional<Int8ConvWeights> weights = conv.int8_weights(g);
   if (!weights) return nullptr;  // uint8 weights far from their zero point: the reference
   return std::make_unique<Int8ConvolutionKernel>(g, conv.quant(), std::move(*weights));
@@ -529,7 +532,7 @@ std::unique_ptr<Kernel> make_quantized_convolution(const Layer& layer, const std
 std::unique_ptr<Kernel> int8_convolution_kernel(const Layer& layer, const std::vector<Shape>& inputs) {
   const auto& conv = static_cast<const ConvolutionLayer&>(layer);
   const ConvGeometry g = conv.geometry(inputs[0]);
-  if (!fits_windows(g)) return nullptr;
+  if (!fits_int8_kernel(g)) return nullptr;
   Params params;
   params.input = Params::Input::dynamic;
   return std::make_unique<Int8ConvolutionKernel>(g, params, quantize_convolution_weights(conv, g));

@@ -10,7 +10,7 @@
 //    (image, position) pairs the columns, depth runs over (tap, channel). Step 2 wrote the input as
 //    N, H, W, [group, channels padded to 16] bytes with the zero point (a real 0) in a border as wide as
 //    the padding, so sixteen channels of one window tap are one aligned 16-byte copy (cp.async, two
-//    stages) and no tap leaves the image. Where padding the channels to 16 would more than double the
+//    stages) and no tap leaves the image. Where padding the channels to 16 would at least double the
 //    depth of a small window (a first layer's three channels, 3x3), step 2 writes each output position's
 //    whole window instead, (tap, channel) bytes padded once, and the GEMM reads them as a 1x1 convolution.
 //    Convolutions with fewer than 16 outputs per group (depthwise), which would leave most of a GEMM tile
@@ -50,14 +50,18 @@ struct ImageQuant {
 };
 
 struct Int8Geometry {
-  int channels, in_per_group, padded_channels;  // padded_channels: in_per_group rounded up to 16
+  // padded_channels: bytes per tap in the packed weights and the pixels layout: in_per_group rounded up to
+  // 16 (pixels), window_bytes (the GEMM's 1x1 view of windows), in_per_group (direct).
+  int channels, groups, in_per_group, padded_channels;
   int height, width, out_height, out_width;
   int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
   int padded_height, padded_width;  // the quantized image with its border
   int row_bytes;                    // bytes per pixel there: groups · padded_channels
   int taps;
-  int padded_depth;  // taps · padded_channels rounded up to kDepth: the packed weights' row length
-  int padded_rows;   // out_per_group rounded up to the GEMM's rows per block
+  int padded_depth;  // the packed weights' row length: taps · padded_channels, rounded up to kDepth for the
+                     // GEMM
+  int rows_per_block;  // the GEMM's: 64 or 128
+  int padded_rows;     // out_per_group rounded up to rows_per_block (direct: out_per_group)
   int out_per_group, out_channels, out_spatial;
   int columns;  // batch · out_spatial
   // How the quantize step reads its input: a quantized input as integers, else real values.
@@ -430,13 +434,12 @@ class Int8ConvolutionKernel final : public CudaKernel {
         owner_(owner),
         fusions_(params, g.out_channels, g.path == Int8Geometry::Path::direct ? "int8-direct" : "int8-mma") {
     const Device device = context.device();
-    const int groups = g.channels / g.in_per_group;
     const std::int64_t depth = static_cast<std::int64_t>(g.in_per_group) * g.taps;
     // Weights: per group, padded_rows rows of padded_depth bytes, zeros in the padding; ordered (tap,
     // channel) for the GEMM (each tap's channels padded to 16 on Path::pixels), as the layer holds them,
     // (channel, tap), for the direct kernel.
     const int tap_stride = g.path == Int8Geometry::Path::pixels ? g.padded_channels : g.in_per_group;
-    std::vector<std::int8_t> packed(static_cast<std::size_t>(groups) * g.padded_rows * g.padded_depth, 0);
+    std::vector<std::int8_t> packed(static_cast<std::size_t>(g.groups) * g.padded_rows * g.padded_depth, 0);
     std::vector<int> row_sums(static_cast<std::size_t>(g.out_channels), 0);
     for (int oc = 0; oc < g.out_channels; ++oc) {
       const int group = oc / g.out_per_group, row = oc % g.out_per_group;
@@ -456,15 +459,16 @@ class Int8ConvolutionKernel final : public CudaKernel {
     bias_ = weights.bias;
     upload_affine();
     // The quantized input lives in the stream's shared workspace: only one kernel runs at a time.
-    const auto images_count = static_cast<std::size_t>(batch);
     switch (g.path) {
       case Int8Geometry::Path::pixels:
-        context.reserve_workspace(images_count * g.padded_height * g.padded_width * g.row_bytes);
+        context.reserve_workspace(static_cast<std::size_t>(batch) * g.padded_height * g.padded_width *
+                                  g.row_bytes);
         break;
       case Int8Geometry::Path::windows:
         context.reserve_workspace(static_cast<std::size_t>(g.columns) * g.window_bytes);
         // The GEMM sees a 1x1 convolution over the windows.
-        gemm_.channels = gemm_.in_per_group = gemm_.padded_channels = gemm_.row_bytes = g.window_bytes;
+        gemm_.channels = gemm_.in_per_group = gemm_.padded_channels = gemm_.row_bytes =
+            g.window_bytes;  // one group
         gemm_.height = gemm_.padded_height = g.out_height;
         gemm_.width = gemm_.padded_width = g.out_width;
         gemm_.kernel_h = gemm_.kernel_w = gemm_.stride_h = gemm_.stride_w = gemm_.dilation_h =
@@ -473,14 +477,13 @@ class Int8ConvolutionKernel final : public CudaKernel {
         gemm_.taps = 1;
         break;
       case Int8Geometry::Path::direct:
-        context.reserve_workspace(images_count * g.channels * g.height * g.width);
+        context.reserve_workspace(static_cast<std::size_t>(batch) * g.channels * g.height * g.width);
         break;
     }
     std::vector<ImageQuant> images;
     if (p_.input != Params::Input::dynamic) {
-      const int shift = g.shift;
       images.assign(static_cast<std::size_t>(batch),
-                    {static_cast<float>(p_.input_scale), static_cast<int>(p_.input_zero_point) + shift,
+                    {static_cast<float>(p_.input_scale), static_cast<int>(p_.input_zero_point) + g.shift,
                      p_.input_scale});
     } else {
       images.assign(static_cast<std::size_t>(batch), {1.0f, 0, 1.0});  // written by range_finish
@@ -531,18 +534,14 @@ class Int8ConvolutionKernel final : public CudaKernel {
                dim3(kTile, 8)},
           quantize_pixels, g_, x, images, q);
     }
-    const auto blocks = [&](int rows) {
-      return dim3(static_cast<unsigned>((g_.columns + kCols - 1) / kCols),
-                  static_cast<unsigned>(g_.padded_rows / rows),
-                  static_cast<unsigned>(gemm_.channels / gemm_.in_per_group));
-    };
-    // 64-row blocks for up to 64 outputs per group (ResNet's first stage, most of SqueezeNet), else 128.
-    if (g_.out_per_group <= 64) {
-      launch(context_, Grid{blocks(64), dim3(kGemmThreads)}, int8_implicit_gemm<64, 4>, gemm_, q, w, images,
-             f);
+    const Grid grid{
+        dim3(static_cast<unsigned>((g_.columns + kCols - 1) / kCols),
+             static_cast<unsigned>(g_.padded_rows / g_.rows_per_block), static_cast<unsigned>(g_.groups)),
+        dim3(kGemmThreads)};
+    if (g_.rows_per_block == 64) {
+      launch(context_, grid, int8_implicit_gemm<64, 4>, gemm_, q, w, images, f);
     } else {
-      launch(context_, Grid{blocks(128), dim3(kGemmThreads)}, int8_implicit_gemm<128, 8>, gemm_, q, w, images,
-             f);
+      launch(context_, grid, int8_implicit_gemm<128, 8>, gemm_, q, w, images, f);
     }
   }
 
@@ -602,12 +601,11 @@ class Int8ConvolutionKernel final : public CudaKernel {
   Int8Fusions fusions_;
 };
 
-// 1-D and 2-D windows whose sizes fit the kernels' 32-bit indices and CUDA's grid; nullptr otherwise.
-std::unique_ptr<Kernel> int8_kernel_for(const ConvGeometry& cg, const Params& params,
-                                        const Int8ConvWeights& weights, const std::string& owner,
-                                        StreamContext& context) {
+// 1-D and 2-D windows whose sums stay exact in int32 and whose sizes fit the kernels' 32-bit indices and
+// CUDA's grid; nullopt otherwise.
+std::optional<Int8Geometry> int8_geometry(const ConvGeometry& cg, const Params& params) {
   const int axes = cg.axes();
-  if (axes != 1 && axes != 2) return nullptr;
+  if (axes != 1 && axes != 2) return std::nullopt;
   const bool two = axes == 2;
   const auto first = [&](const std::vector<std::int64_t>& v, std::int64_t one) { return two ? v[0] : one; };
   const std::int64_t in_per_group = cg.in_channels / cg.group, out_per_group = cg.out_channels / cg.group;
@@ -628,6 +626,7 @@ std::unique_ptr<Kernel> int8_kernel_for(const ConvGeometry& cg, const Params& pa
   const std::int64_t padded_channels = direct ? in_per_group : round_up(in_per_group, kChunk);
   const std::int64_t padded_height = first(cg.in_size, 1) + 2 * pad_h,
                      padded_width = cg.in_size.back() + 2 * pad_w;
+  // 64-row blocks for up to 64 outputs per group (ResNet's first stage, most of SqueezeNet), else 128.
   const std::int64_t rows_per_block = out_per_group <= 64 ? 64 : 128;
   const std::int64_t padded_rows =
       direct ? out_per_group : (out_per_group + rows_per_block - 1) / rows_per_block * rows_per_block;
@@ -640,11 +639,13 @@ std::unique_ptr<Kernel> int8_kernel_for(const ConvGeometry& cg, const Params& pa
   if (cg.batch > 65535 || cg.group > 65535 ||
       padded_height * padded_width * cg.group * padded_channels > int_max ||
       cg.out_channels * cg.out_spatial() > int_max || columns * cg.out_channels > int_max ||
-      padded_depth > int_max / 2 || padded_rows / rows_per_block > 65535 || cg.in_channels > 65535 * kTile) {
-    return nullptr;
+      padded_depth > int_max / 2 || padded_rows / rows_per_block > 65535 || cg.in_channels > 65535 * kTile ||
+      taps * in_per_group > kInt8ExactDepth) {
+    return std::nullopt;
   }
   Int8Geometry g{};
   g.channels = static_cast<int>(cg.in_channels);
+  g.groups = static_cast<int>(cg.group);
   g.in_per_group = static_cast<int>(in_per_group);
   g.padded_channels = static_cast<int>(padded_channels);
   g.height = static_cast<int>(first(cg.in_size, 1));
@@ -664,6 +665,7 @@ std::unique_ptr<Kernel> int8_kernel_for(const ConvGeometry& cg, const Params& pa
   g.row_bytes = static_cast<int>(cg.group * padded_channels);
   g.taps = static_cast<int>(taps);
   g.padded_depth = static_cast<int>(padded_depth);
+  g.rows_per_block = static_cast<int>(rows_per_block);
   g.padded_rows = static_cast<int>(padded_rows);
   g.out_per_group = static_cast<int>(out_per_group);
   g.out_channels = static_cast<int>(cg.out_channels);
@@ -677,7 +679,7 @@ std::unique_ptr<Kernel> int8_kernel_for(const ConvGeometry& cg, const Params& pa
   g.shift = range.lo < 0 ? 128 : 0;
   g.lo = static_cast<float>(range.lo + g.shift);
   g.hi = static_cast<float>(range.hi + g.shift);
-  return std::make_unique<Int8ConvolutionKernel>(g, cg.batch, params, weights, owner, context);
+  return g;
 }
 
 }  // namespace
@@ -685,20 +687,25 @@ std::unique_ptr<Kernel> int8_kernel_for(const ConvGeometry& cg, const Params& pa
 std::unique_ptr<Kernel> make_quantized_convolution(const Layer& layer, const std::vector<Shape>& inputs,
                                                    StreamContext& context) {
   const auto& conv = static_cast<const QuantizedConvolutionLayer&>(layer);
-  const ConvGeometry g = conv.geometry(inputs[0]);
-  const std::optional<Int8ConvWeights> weights = conv.int8_weights(g);
+  const ConvGeometry cg = conv.geometry(inputs[0]);
+  const std::optional<Int8Geometry> g = int8_geometry(cg, conv.quant());
+  if (!g) return nullptr;
+  const std::optional<Int8ConvWeights> weights = conv.int8_weights(cg);
   if (!weights) return nullptr;  // uint8 weights far from their zero point: the CPU's reference
-  return int8_kernel_for(g, conv.quant(), *weights, "layer '" + layer.name() + "'", context);
+  return std::make_unique<Int8ConvolutionKernel>(*g, cg.batch, conv.quant(), *weights,
+                                                 "layer '" + layer.name() + "'", context);
 }
 
 std::unique_ptr<Kernel> int8_convolution_kernel(const Layer& layer, const std::vector<Shape>& inputs,
                                                 StreamContext& context) {
   const auto& conv = static_cast<const ConvolutionLayer&>(layer);
-  const ConvGeometry g = conv.geometry(inputs[0]);
+  const ConvGeometry cg = conv.geometry(inputs[0]);
   Params params;
   params.input = Params::Input::dynamic;
-  return int8_kernel_for(g, params, quantize_convolution_weights(conv, g), "layer '" + layer.name() + "'",
-                         context);
+  const std::optional<Int8Geometry> g = int8_geometry(cg, params);
+  if (!g) return nullptr;
+  return std::make_unique<Int8ConvolutionKernel>(*g, cg.batch, params, quantize_convolution_weights(conv, cg),
+                                                 "layer '" + layer.name() + "'", context);
 }
 
 }  // namespace espresso::cuda
