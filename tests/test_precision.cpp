@@ -225,17 +225,25 @@ std::filesystem::path precision_models_dir() {
   return env != nullptr && *env != '\0' ? std::filesystem::path(env) : testing::shared_data_dir();
 }
 
-TEST(PrecisionModels, LowPrecisionOutputsMatchFp32OnTheGpu) {
-  REQUIRE_GPU();
-  int checked = 0;
+// The four ONNX models found there, loaded, by name; a visible line for each one missing.
+std::vector<std::pair<std::string, Graph>> precision_models() {
+  std::vector<std::pair<std::string, Graph>> found;
   for (const char* model : {"resnet18", "squeezenet1_1", "mobilenet_v2", "nin_cifar10"}) {
     const std::filesystem::path path = precision_models_dir() / "onnx" / model / "model.onnx";
     if (!std::filesystem::exists(path)) {
       std::printf("[ SKIPPED  ] %s not found: %s not checked\n", path.string().c_str(), model);
       continue;
     }
-    ++checked;
-    const Graph graph = load_model(path.string());
+    found.emplace_back(model, load_model(path.string()));
+  }
+  return found;
+}
+
+TEST(PrecisionModels, LowPrecisionOutputsMatchFp32OnTheGpu) {
+  REQUIRE_GPU();
+  const auto models = precision_models();
+  if (models.empty()) GTEST_SKIP() << "none of the models found under " << precision_models_dir();
+  for (const auto& [model, graph] : models) {
     Net reference(graph, {.device = Device::cuda()});
     const std::string input = reference.input_names()[0];
     Shape shape = reference.input_shape(input);
@@ -247,7 +255,7 @@ TEST(PrecisionModels, LowPrecisionOutputsMatchFp32OnTheGpu) {
     const bool grouped = std::any_of(graph.layers.begin(), graph.layers.end(), [](const LayerSpec& spec) {
       return spec.type == "Convolution" && spec.attrs.get_int("group", 1) > 1;
     });
-    EXPECT_EQ(grouped, std::string(model) == "mobilenet_v2");
+    EXPECT_EQ(grouped, model == "mobilenet_v2");
     {
       const testing::ScopedEnv unset("ESPRESSO_CHANNELS_LAST", nullptr);
       for (Precision precision : {Precision::fp16, Precision::bf16}) {
@@ -273,7 +281,7 @@ TEST(PrecisionModels, LowPrecisionOutputsMatchFp32OnTheGpu) {
       const std::vector<float> got = net.forward({{input, x}}).at(output).to_vector();
       ASSERT_EQ(got.size(), expected.size());
       const double error = normalized_error(expected, got);
-      std::printf("  %s %s: max |d| / max |fp32| = %.2e\n", model, precision_name(precision), error);
+      std::printf("  %s %s: max |d| / max |fp32| = %.2e\n", model.c_str(), precision_name(precision), error);
       EXPECT_LE(error, 1e-2) << model << " in " << precision_name(precision);
       int converted = 0;
       for (const LayerSummary& row : net.summary()) {
@@ -290,8 +298,8 @@ TEST(PrecisionModels, LowPrecisionOutputsMatchFp32OnTheGpu) {
     for (Precision precision : {Precision::fp16, Precision::bf16}) {
       Net nhwc(graph, {.device = Device::cuda(), .precision = precision});
       const double error = normalized_error(expected, nhwc.forward({{input, x}}).at(output).to_vector());
-      std::printf("  %s %s channels-last: max |d| / max |fp32| = %.2e\n", model, precision_name(precision),
-                  error);
+      std::printf("  %s %s channels-last: max |d| / max |fp32| = %.2e\n", model.c_str(),
+                  precision_name(precision), error);
       EXPECT_LE(error, 1e-2) << model << " in " << precision_name(precision) << " channels-last";
       for (const LayerSummary& row : nhwc.summary()) {
         if (row.type == "Convolution") {
@@ -300,22 +308,15 @@ TEST(PrecisionModels, LowPrecisionOutputsMatchFp32OnTheGpu) {
       }
     }
   }
-  if (checked == 0) GTEST_SKIP() << "none of the models found under " << precision_models_dir();
 }
 
 // Precision::int8 on the GPU computes what the CPU's int8 kernels compute: each image quantized by the
 // same rules, the same integer sums, the epilogue's float operations in the same order.
 TEST(PrecisionModels, Int8OnTheGpuMatchesTheCpuInt8) {
   REQUIRE_GPU();
-  int checked = 0;
-  for (const char* model : {"resnet18", "squeezenet1_1", "mobilenet_v2", "nin_cifar10"}) {
-    const std::filesystem::path path = precision_models_dir() / "onnx" / model / "model.onnx";
-    if (!std::filesystem::exists(path)) {
-      std::printf("[ SKIPPED  ] %s not found: %s not checked\n", path.string().c_str(), model);
-      continue;
-    }
-    ++checked;
-    const Graph graph = load_model(path.string());
+  const auto models = precision_models();
+  if (models.empty()) GTEST_SKIP() << "none of the models found under " << precision_models_dir();
+  for (const auto& [model, graph] : models) {
     Net fp32(graph);
     Net cpu(graph, {.precision = Precision::int8});
     Net gpu(graph, {.device = Device::cuda(), .precision = Precision::int8});
@@ -327,14 +328,13 @@ TEST(PrecisionModels, Int8OnTheGpuMatchesTheCpuInt8) {
     const std::vector<float> got = gpu.forward({{input, x}}).at(output).to_vector();
     const double error = normalized_error(expected, got);
     const double from_fp32 = normalized_error(fp32.forward({{input, x}}).at(output).to_vector(), got);
-    std::printf("  %s int8: GPU against CPU int8 %.2e, against fp32 %.2e\n", model, error, from_fp32);
+    std::printf("  %s int8: GPU against CPU int8 %.2e, against fp32 %.2e\n", model.c_str(), error, from_fp32);
     EXPECT_LE(error, 1e-5) << model;
     int int8 = 0;
     for (const LayerSummary& row : gpu.summary())
       int8 += row.precision == "int8" && row.device == Device::cuda();
     EXPECT_GT(int8, 0) << model;
   }
-  if (checked == 0) GTEST_SKIP() << "none of the models found under " << precision_models_dir();
 }
 
 // The memory planner sizes fp16 activations at two bytes.

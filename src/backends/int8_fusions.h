@@ -68,6 +68,19 @@ class Int8Fusions {
     rename();
     return true;
   }
+  // Where the finish rounds and clamps: onto the output type's grid (step, zero point, range) when the output
+  // is requantized, else to the fused clamp's [lo, hi].
+  struct Bounds {
+    float step = 1, zero = 0, lo, hi;
+  };
+  Bounds bounds(const QuantizedConvParams& p) const {
+    if (p.output == QuantizedConvParams::Output::quantized ||
+        p.output == QuantizedConvParams::Output::dequantized) {
+      return {static_cast<float>(p.output_scale), static_cast<float>(p.output_zero_point),
+              static_cast<float>(p.output_range.lo), static_cast<float>(p.output_range.hi)};
+    }
+    return {1, 0, lo_, hi_};
+  }
   // Channel c's real output is sum · scale · multiplier[c] + channel_offset(c, bias).
   float channel_offset(std::size_t c, const std::vector<float>& bias) const {
     return static_cast<float>((bias.empty() ? 0.0 : bias[c]) * multiplier_[c] + offset_[c]);
@@ -75,8 +88,6 @@ class Int8Fusions {
 
   const std::vector<double>& multiplier() const { return multiplier_; }
   const Tensor& residual() const { return residual_; }
-  float lo() const { return lo_; }
-  float hi() const { return hi_; }
   float* redirect() const { return redirect_; }
   std::int64_t redirect_stride() const { return redirect_stride_; }
   const std::string& name() const { return name_; }

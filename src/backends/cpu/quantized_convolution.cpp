@@ -381,15 +381,11 @@ class Int8ConvolutionKernel final : public Kernel {
     f.scale = static_cast<float>(input_scale * weight_scale_[c] * fusions_.multiplier()[c]);
     f.offset = fusions_.channel_offset(c, bias_);
     f.relu = p_.relu;
-    if (f.requantized()) {
-      f.step = static_cast<float>(p_.output_scale);
-      f.zero = static_cast<float>(p_.output_zero_point);
-      f.lo = static_cast<float>(p_.output_range.lo);
-      f.hi = static_cast<float>(p_.output_range.hi);
-    } else {
-      f.lo = fusions_.lo();
-      f.hi = fusions_.hi();
-    }
+    const Int8Fusions::Bounds bounds = fusions_.bounds(p_);
+    f.step = bounds.step;
+    f.zero = bounds.zero;
+    f.lo = bounds.lo;
+    f.hi = bounds.hi;
     return f;
   }
 

@@ -577,15 +577,11 @@ class Int8ConvolutionKernel final : public CudaKernel {
     f.weight_scale = static_cast<const double*>(weight_scale_.get());
     f.multiplier = static_cast<const double*>(multiplier_device_.get());
     f.offset = static_cast<const float*>(offset_device_.get());
-    if (p_.output == Params::Output::quantized || p_.output == Params::Output::dequantized) {
-      f.step = static_cast<float>(p_.output_scale);
-      f.zero = static_cast<float>(p_.output_zero_point);
-      f.lo = static_cast<float>(p_.output_range.lo);
-      f.hi = static_cast<float>(p_.output_range.hi);
-    } else {
-      f.lo = fusions_.lo();
-      f.hi = fusions_.hi();
-    }
+    const Int8Fusions::Bounds bounds = fusions_.bounds(p_);
+    f.step = bounds.step;
+    f.zero = bounds.zero;
+    f.lo = bounds.lo;
+    f.hi = bounds.hi;
     return f;
   }
 
