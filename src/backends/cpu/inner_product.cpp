@@ -20,15 +20,14 @@ namespace espresso::cpu {
 namespace {
 
 #if defined(__x86_64__)
-// out[r · out_stride + n] = in_r · W[n] + bias[n] for kRows input rows in_r (in + r · in_stride) and n in
+// out[r · out_stride + n] = in_r · W[n] + bias[n] for kRows input rows in_r (in + r · inner) and n in
 // [begin, end): each 16 floats of W's row loaded once for all kRows rows, four FMA chains in all (split along
 // the row when there are fewer input rows), a masked load for the tail.
 template <int kRows>
-__attribute__((target("avx512f,avx2,fma"))) void row_dots_avx512(const float* in, std::int64_t in_stride,
-                                                                 const float* w, std::int64_t inner,
-                                                                 std::int64_t begin, std::int64_t end,
-                                                                 const float* bias, float* out,
-                                                                 std::int64_t out_stride) {
+__attribute__((target("avx512f,avx2,fma"))) void row_dots_avx512(const float* in, const float* w,
+                                                                 std::int64_t inner, std::int64_t begin,
+                                                                 std::int64_t end, const float* bias,
+                                                                 float* out, std::int64_t out_stride) {
   constexpr int kChains = kRows == 1 ? 4 : kRows == 2 ? 2 : 1;
   for (std::int64_t n = begin; n < end; ++n) {
     const float* row = w + n * inner;
@@ -40,14 +39,14 @@ __attribute__((target("avx512f,avx2,fma"))) void row_dots_avx512(const float* in
       for (int c = 0; c < kChains; ++c) {
         const __m512 weights = _mm512_loadu_ps(row + k + 16 * c);
         for (int r = 0; r < kRows; ++r)
-          acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(in + r * in_stride + k + 16 * c), weights, acc[r][c]);
+          acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(in + r * inner + k + 16 * c), weights, acc[r][c]);
       }
     }
     for (; k < inner; k += 16) {
       const auto tail = static_cast<__mmask16>(inner - k >= 16 ? 0xFFFF : (1u << (inner - k)) - 1);
       const __m512 weights = _mm512_maskz_loadu_ps(tail, row + k);
       for (int r = 0; r < kRows; ++r)
-        acc[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, in + r * in_stride + k), weights, acc[r][0]);
+        acc[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, in + r * inner + k), weights, acc[r][0]);
     }
     for (int r = 0; r < kRows; ++r) {
       __m512 sum = acc[r][0];
@@ -165,16 +164,16 @@ class InnerProductKernel final : public Kernel {
               float* out = y + m * outputs;
               switch (std::min<std::int64_t>(4, rows - m)) {
                 case 1:
-                  row_dots_avx512<1>(in, inner, w, inner, begin, end, bias, out, outputs);
+                  row_dots_avx512<1>(in, w, inner, begin, end, bias, out, outputs);
                   break;
                 case 2:
-                  row_dots_avx512<2>(in, inner, w, inner, begin, end, bias, out, outputs);
+                  row_dots_avx512<2>(in, w, inner, begin, end, bias, out, outputs);
                   break;
                 case 3:
-                  row_dots_avx512<3>(in, inner, w, inner, begin, end, bias, out, outputs);
+                  row_dots_avx512<3>(in, w, inner, begin, end, bias, out, outputs);
                   break;
                 default:
-                  row_dots_avx512<4>(in, inner, w, inner, begin, end, bias, out, outputs);
+                  row_dots_avx512<4>(in, w, inner, begin, end, bias, out, outputs);
               }
             }
             return;

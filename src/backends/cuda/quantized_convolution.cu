@@ -106,10 +106,8 @@ __global__ void range_parts(const float* __restrict__ x, long long image_size, f
       hi = fmaxf(hi, v[u]);
     }
   }
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, offset));
-    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, offset));
-  }
+  lo = -warp_max(-lo);  // negation is exact: the minimum
+  hi = warp_max(hi);
   if (threadIdx.x % kWarp == 0) {
     lows[threadIdx.x / kWarp] = lo;
     highs[threadIdx.x / kWarp] = hi;
@@ -130,10 +128,8 @@ __global__ void range_finish(const float2* __restrict__ parts, int count, ImageQ
     lo = fminf(lo, parts[blockIdx.x * count + i].x);
     hi = fmaxf(hi, parts[blockIdx.x * count + i].y);
   }
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, offset));
-    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, offset));
-  }
+  lo = -warp_max(-lo);  // negation is exact: the minimum
+  hi = warp_max(hi);
   if (threadIdx.x != 0) return;
   const float scale = __fdiv_rn(__fsub_rn(hi, lo), 255.0f);
   float zero = 0.0f;
