@@ -391,5 +391,48 @@ TEST(PrecisionGpu, ChannelsLastPlansConvertAtTheirEdges) {
   }
 }
 
+// Channels-last pooling of channels in whole 16-byte packs (a kernel of its own): max windows with ceil
+// rounding, average windows with padding counted in the divisor and not, against the CPU's fp32 net.
+TEST(PrecisionGpu, ChannelsLastPoolingInPacks) {
+  REQUIRE_GPU();
+  const testing::ScopedEnv on("ESPRESSO_CHANNELS_LAST", "1");
+  Graph g;
+  g.name = "pools";
+  g.inputs.push_back({"data", Shape{3, 16, 13, 11}});
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uniform(-0.5f, 0.5f);
+  LayerSpec conv = layer("conv", "Convolution", {"data"}, {"conv"});
+  conv.attrs.set("num_output", std::int64_t{16});
+  conv.attrs.set("kernel", std::int64_t{1});
+  Tensor w = Tensor::empty(Shape{16, 16, 1, 1});
+  for (std::int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = uniform(rng);
+  Tensor b = Tensor::empty(Shape{16});
+  for (std::int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = uniform(rng);
+  conv.weights = {w, b};
+  g.layers = {conv};
+  const auto pool = [&](const std::string& name, const std::string& method, std::int64_t pad, bool include) {
+    LayerSpec p = layer(name, "Pooling", {"conv"}, {name});
+    p.attrs.set("method", method);
+    p.attrs.set("kernel", std::int64_t{3});
+    p.attrs.set("stride", std::int64_t{2});
+    p.attrs.set("pad", pad);
+    p.attrs.set("count_include_pad", std::int64_t{include});
+    g.layers.push_back(p);
+    g.outputs.push_back(name);
+  };
+  pool("max", "max", 0, true);
+  pool("ave_in", "ave", 1, true);
+  pool("ave_out", "ave", 1, false);
+  const Tensor x = random_input(Shape{3, 16, 13, 11}, 4);
+  Net reference(g);  // on the CPU
+  auto expected = reference.forward({{"data", x}});
+  Net half(g, {.device = Device::cuda(), .precision = Precision::fp16});
+  auto got = half.forward({{"data", x}});
+  for (const char* name : {"max", "ave_in", "ave_out"}) {
+    EXPECT_LE(normalized_error(expected.at(name).to_vector(), got.at(name).to_vector()), 1e-2) << name;
+  }
+  for (const LayerSummary& row : half.summary()) EXPECT_TRUE(row.channels_last) << row.name;
+}
+
 }  // namespace
 }  // namespace espresso

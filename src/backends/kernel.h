@@ -67,10 +67,12 @@ class Kernel {
   // (its slice of a channel Concat that reads it alone); false when the kernel cannot. A device
   // kernel takes a null base as taking the redirection back (the Concat's other inputs could not).
   virtual bool redirect_output(float* /*base*/, std::int64_t /*image_stride*/) { return false; }
-  // The residual Add runs in place on its other operand's memory: the kernel writes image n at
-  // base + n·image_stride, adding its result to the residual found there (before any fused clamp);
-  // false when the kernel cannot.
-  virtual bool accumulate_output(float* /*base*/, std::int64_t /*image_stride*/) { return false; }
+  // The residual Add runs in place on its other operand's memory (elements of `dtype`, laid out as the
+  // kernel's output): the kernel writes image n at base + n·image_stride elements, adding its result to the
+  // residual found there (before any fused clamp); false when the kernel cannot.
+  virtual bool accumulate_output(void* /*base*/, DType /*dtype*/, std::int64_t /*image_stride*/) {
+    return false;
+  }
   // The max pooling that alone reads its output (`pool`: that pooling's geometry): the kernel pools its
   // output as it makes it and writes only the pooled result, image after image at `pooled` (the
   // pooling's output), never its own; false when it cannot.

@@ -1151,8 +1151,9 @@ int Net::Impl::fuse_residual_on_other(std::size_t step, int out, Kernel& kernel,
   const auto uo = static_cast<std::size_t>(other);
   const Tensor& sum = tensors[static_cast<std::size_t>(step_outputs[ua][0])];
   if (other == out || shapes[uo] != shapes[uout] || producer[uo] >= static_cast<int>(step) ||
-      tensor_device[uo] != tensor_device[uout] || tensors[uo].dtype() != DType::f32 ||
-      sum.raw() != tensors[uo].raw() || shapes[uo].rank() < 1) {
+      tensor_device[uo] != tensor_device[uout] || tensors[uo].dtype() != tensors[uout].dtype() ||
+      tensor_channels_last[uo] != tensor_channels_last[uout] || sum.raw() != tensors[uo].raw() ||
+      shapes[uo].rank() < 1) {
     return -1;
   }
   for (std::size_t between = step + 1; between < ua; ++between) {
@@ -1161,7 +1162,7 @@ int Net::Impl::fuse_residual_on_other(std::size_t step, int out, Kernel& kernel,
     }
   }
   const Shape& shape = shapes[uo];
-  if (!kernel.accumulate_output(tensors[uo].data<float>(), shape.numel() / shape[0])) return -1;
+  if (!kernel.accumulate_output(tensors[uo].raw(), tensors[uo].dtype(), shape.numel() / shape[0])) return -1;
   kernels[ua] = std::make_unique<FusedKernel>(layers[step]->name());
   return add_step;
 }

@@ -233,9 +233,11 @@ class ConvolutionKernel final : public Kernel {
   }
   // The GEMM paths add C's previous contents (beta 1), so each depth block and the epilogue see the
   // residual once; Winograd's output transform is not written for that.
-  bool accumulate_output(float* base, std::int64_t image_stride) override {
-    if (!packed_path_ || winograd_ || redirect_ || residual_.defined() || clamp_ || pool_) return false;
-    redirect_ = base;
+  bool accumulate_output(void* base, DType dtype, std::int64_t image_stride) override {
+    if (dtype != DType::f32 || !packed_path_ || winograd_ || redirect_ || residual_.defined() || clamp_ ||
+        pool_)
+      return false;
+    redirect_ = static_cast<float*>(base);
     image_stride_ = image_stride;
     accumulate_ = true;
     update_name();

@@ -580,10 +580,37 @@ cudnnMathType_t chosen_math(const Choice<Algo>& choice) {
   return choice.timed && !env_off("ESPRESSO_CONV_CHOSEN_MATH") ? choice.math : CUDNN_TENSOR_OP_MATH;
 }
 
+// cuDNN's activation for a fused clamp [lo, hi]: none, ReLU or ReLU capped at hi; false for other clamps.
+bool fused_activation(float lo, float hi, cudnnActivationMode_t& mode, double& ceiling) {
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  ceiling = 0.0;
+  if (lo == -inf && hi == inf) {
+    mode = CUDNN_ACTIVATION_IDENTITY;
+  } else if (lo == 0.0f && hi == inf) {
+    mode = CUDNN_ACTIVATION_RELU;
+  } else if (lo == 0.0f && std::isfinite(hi)) {
+    mode = CUDNN_ACTIVATION_CLIPPED_RELU;
+    ceiling = hi;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 class CudnnConv final : public ConvTactic, public TypedConvTactic {
  public:
+  // ESPRESSO_CUDNN_FUSED=0 keeps the epilogue a pass of its own (to measure what fusing it saves).
   CudnnConv(DType dtype, StreamContext& context)
-      : context_(context), handle_(context.cudnn()), dtype_(dtype) {}
+      : context_(context),
+        handle_(context.cudnn()),
+        dtype_(dtype),
+        fusing_(dtype != DType::f32 && !env_off("ESPRESSO_CUDNN_FUSED")) {}
+  ~CudnnConv() override {
+    if (activation_ != nullptr) cudnnDestroyActivationDescriptor(activation_);
+    if (bias_ != nullptr) cudnnDestroyTensorDescriptor(bias_);
+  }
+  CudnnConv(const CudnnConv&) = delete;
+  CudnnConv& operator=(const CudnnConv&) = delete;
 
   // False when cuDNN declines the configuration.
   bool prepare(const ConvProblem& p) {
@@ -609,6 +636,42 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
                                                 context_.workspace(), workspace_bytes_, &zero, d.y, y));
     if (b != nullptr) channel_affine(context_, dtype_, y, nullptr, b, y, problem_.out_extent());
   }
+  // cudnnConvolutionBiasActivationForward: activation(conv + residual + bias), which is the epilogue's
+  // clamp(y + b + residual) where the clamp is an activation cuDNN has. cuDNN runs the identity only with
+  // the precomputed implicit GEMM, and may decline a configuration: then this layer stops trying.
+  bool run_fused(const void* x, const void* w, const void* b, const Epilogue& e, void* y) override {
+    cudnnActivationMode_t mode{};
+    double ceiling = 0.0;
+    // A destination elsewhere (the Add in place on the residual) stays with the separate epilogue: cuDNN's
+    // output would alias its residual input.
+    if (!fusing_ || b == nullptr || e.destination != nullptr ||
+        !fused_activation(e.lo, e.hi, mode, ceiling) ||
+        (mode == CUDNN_ACTIVATION_IDENTITY &&
+         algorithm_ != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)) {
+      return false;
+    }
+    if (bias_ == nullptr) {
+      ESPRESSO_CUDA_CHECK(cudnnCreateTensorDescriptor(&bias_));
+      ESPRESSO_CUDA_CHECK(cudnnCreateActivationDescriptor(&activation_));
+      std::vector<int> dims(problem_.axes == 3 ? 5 : 4, 1), strides(dims.size(), 1);
+      dims[1] = static_cast<int>(problem_.out_channels);
+      strides[0] = dims[1];
+      ESPRESSO_CUDA_CHECK(cudnnSetTensorNdDescriptor(bias_, cudnn_type(dtype_), static_cast<int>(dims.size()),
+                                                     dims.data(), strides.data()));
+    }
+    ESPRESSO_CUDA_CHECK(cudnnSetActivationDescriptor(activation_, mode, CUDNN_NOT_PROPAGATE_NAN, ceiling));
+    const float one = 1.0f, residual_share = e.residual != nullptr ? 1.0f : 0.0f;
+    const Descriptors& d = descriptors_;
+    const cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
+        handle_, &one, d.x, x, d.w, w, d.conv, algorithm_, context_.workspace(), workspace_bytes_,
+        &residual_share, d.y, e.residual != nullptr ? e.residual : y, bias_, b, activation_, d.y, y);
+    if (unsupported(status)) {
+      fusing_ = false;
+      return false;
+    }
+    check(status, "cudnnConvolutionBiasActivationForward");
+    return true;
+  }
   const char* name() const override { return problem_.channels_last ? "cudnn-nhwc" : "cudnn"; }
 
  private:
@@ -619,6 +682,9 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
   Descriptors descriptors_;
   cudnnConvolutionFwdAlgo_t algorithm_ = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
   std::size_t workspace_bytes_ = 0;  // of the context's shared workspace
+  bool fusing_;                      // run_fused may try cuDNN's fused call
+  cudnnTensorDescriptor_t bias_ = nullptr;  // made on the first fused call, with the activation's
+  cudnnActivationDescriptor_t activation_ = nullptr;
 };
 
 // The passes use the stream's shared workspace, reserved as large as the largest needs. In fp32 each

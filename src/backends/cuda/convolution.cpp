@@ -2,6 +2,7 @@
 // is one for every tactic: cuDNN's, or im2col/col2im + cuBLAS where cuDNN declines.
 #include <cstdlib>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -77,8 +78,8 @@ class FusingConvolution : public CudaKernel {
   }
   // The Add runs in place on the residual (a ResNet block whose shortcut convolution comes second):
   // the epilogue adds what is there and writes it back there.
-  bool accumulate_output(float* base, std::int64_t image_stride) override {
-    if (epilogue_.active() || dtype_ != DType::f32 ||
+  bool accumulate_output(void* base, DType dtype, std::int64_t image_stride) override {
+    if (epilogue_.active() || dtype != dtype_ ||
         image_stride != problem_.out_channels * problem_.out_spatial()) {
       return false;
     }
@@ -234,22 +235,82 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
 
 namespace {
 
+// ESPRESSO_CUDNN_FUSED=1: the fused epilogue wherever cuDNN takes it, untimed (=0, in conv_cudnn.cpp: never).
+bool fusion_forced() {
+  const char* value = std::getenv("ESPRESSO_CUDNN_FUSED");
+  return value != nullptr && std::string(value) == "1";
+}
+
+// The GPU time of `work` on the context's stream in milliseconds, from a CUDA graph of a few runs replayed:
+// run plainly, a cuDNN call can spend more time on the host than its kernels take (0.3 ms against tens of
+// microseconds for MobileNetV2's batch-1 layers), which a recorded net never pays. `work` ran plainly before.
+template <typename Work>
+float recorded_ms(StreamContext& context, Work work) {
+  constexpr int kRuns = 8;
+  const std::lock_guard exclusion(capture_exclusion());  // no other capture meanwhile: this one synchronises
+  cudaStream_t stream = context.stream();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cudaEvent_t start = nullptr, end = nullptr;
+  const auto release = [&] {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (start != nullptr) cudaEventDestroy(start);
+    if (end != nullptr) cudaEventDestroy(end);
+  };
+  float ms = 0.0f;
+  try {
+    ESPRESSO_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    try {
+      for (int run = 0; run < kRuns; ++run) work();
+    } catch (...) {
+      cudaStreamEndCapture(stream, &graph);
+      throw;
+    }
+    ESPRESSO_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    ESPRESSO_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    ESPRESSO_CUDA_CHECK(cudaEventCreate(&start));
+    ESPRESSO_CUDA_CHECK(cudaEventCreate(&end));
+    ESPRESSO_CUDA_CHECK(cudaGraphLaunch(exec, stream));  // warm-up
+    ESPRESSO_CUDA_CHECK(cudaEventRecord(start, stream));
+    ESPRESSO_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    ESPRESSO_CUDA_CHECK(cudaEventRecord(end, stream));
+    ESPRESSO_CUDA_CHECK(cudaEventSynchronize(end));
+    ESPRESSO_CUDA_CHECK(cudaEventElapsedTime(&ms, start, end));
+  } catch (...) {
+    release();
+    throw;
+  }
+  release();
+  return ms / kRuns;
+}
+
 // fp16 / bf16: cuDNN, or im2col + GEMM for one image, on tensor cores; the weights converted once (and
 // again before each training forward, Stream::refresh_converted_weights), the bias kept fp32. Training:
 // pointwise convolutions as whole-batch GEMMs, the others through cuDNN's passes in the same type; the
 // weight gradients fp32.
 class LowpConvolutionKernel final : public FusingConvolution {
  public:
+  // `typed_bias`: the bias in `dtype` too (for the tactic's fused epilogue), or null.
   LowpConvolutionKernel(const ConvProblem& problem, DType dtype, std::unique_ptr<TypedConvTactic> tactic,
                         std::unique_ptr<TypedConvGradients> gradients, const Tensor& weights,
-                        const float* bias, StreamContext& context)
+                        const float* bias, const void* typed_bias, StreamContext& context)
       : FusingConvolution(problem, dtype, bias, context),
         tactic_(std::move(tactic)),
         gradients_(std::move(gradients)),
-        weights_(weights) {}
+        weights_(weights),
+        typed_bias_(typed_bias),
+        name_(tactic_->name()) {}
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
-    tactic_->run_typed(inputs[0].raw(), weights_.raw(), tactic_bias(), outputs[0].raw());
-    finish(outputs[0].raw());
+    const void* x = inputs[0].raw();
+    void* y = outputs[0].raw();
+    if (!fusion_chosen_) {
+      fused_ = fusion_pays(x);
+      fusion_chosen_ = true;
+      if (fused_) name_ += "+epilogue";
+    }
+    if (fused_ && tactic_->run_fused(x, weights_.raw(), typed_bias_, epilogue_, y)) return;
+    run_separately(x, y);
   }
   // Channels-last kernels serve inference plans only.
   bool has_fast_backward() const override { return !problem_.channels_last; }
@@ -274,13 +335,60 @@ class LowpConvolutionKernel final : public FusingConvolution {
                        {problem_.batch, problem_.out_channels, problem_.out_spatial()});
     }
   }
-  const char* name() const override { return tactic_->name(); }
+  // "+epilogue" once the fused epilogue was chosen (ESPRESSO_PROFILE_LAYERS prints names after the runs).
+  const char* name() const override { return name_.c_str(); }
 
  private:
+  void run_separately(const void* x, void* y) {
+    tactic_->run_typed(x, weights_.raw(), tactic_bias(), y);
+    finish(y);
+  }
+  // Whether the tactic's fused epilogue (one pass) beats the product and the epilogue as two passes for this
+  // layer: cuDNN's fused call took ResNet-18's fp16 forward at batch 256 on an H100 from 4.97 to 3.99 ms but
+  // MobileNetV2's at batch 1 from 0.297 to 0.359 and NIN's at batch 64 from 0.32 to 0.42
+  // (bench/results/2026-12-07-h100-cudnn-fused.md). So both are timed once, recorded, on the first plain run
+  // (the net runs plainly once before it records a graph), into scratch memory: y may share its buffer with x
+  // or the residual. While a graph records, the fused call is taken untimed.
+  bool fusion_pays(const void* x) {
+    if (typed_bias_ == nullptr) return false;
+    if (fusion_forced()) return true;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    ESPRESSO_CUDA_CHECK(cudaStreamIsCapturing(context_.stream(), &capture));
+    if (capture != cudaStreamCaptureStatusNone) return true;
+    const auto bytes =
+        static_cast<std::size_t>(problem_.batch * problem_.out_channels * problem_.out_spatial()) *
+        dtype_size(dtype_);
+    const std::shared_ptr<void> scratch =
+        allocate(bytes, context_.device(), "timing the fused epilogue of layer '" + problem_.owner + "'");
+    // Declined (an Add in place on the residual, say): nothing ran. Else the epilogue writes no destination.
+    const auto fused = [&] {
+      return tactic_->run_fused(x, weights_.raw(), typed_bias_, epilogue_, scratch.get());
+    };
+    if (!fused()) return false;
+    run_separately(x, scratch.get());
+    try {
+      const float fused_ms = recorded_ms(context_, [&] { fused(); });
+      const float separate_ms = recorded_ms(context_, [&] { run_separately(x, scratch.get()); });
+      return fused_ms <= separate_ms;
+    } catch (const DeviceError&) {
+      cudaGetLastError();
+      return true;  // not recordable here: the fused call, as while the net records
+    }
+  }
+
   std::unique_ptr<TypedConvTactic> tactic_;
   std::unique_ptr<TypedConvGradients> gradients_;  // made with the kernel when training
   Tensor weights_;
+  const void* typed_bias_;
+  bool fusion_chosen_ = false, fused_ = false;
+  std::string name_;
 };
+
+// The bias in `dtype` for a fused epilogue (inference plans only: timing it costs scratch memory), or null.
+const void* typed_bias(const ConvolutionLayer& conv, DType dtype, StreamContext& context,
+                       const std::string& owner) {
+  return conv.has_bias() ? context.device_weights_as(conv.weights()[1], dtype, owner).raw() : nullptr;
+}
 
 }  // namespace
 
@@ -322,8 +430,9 @@ std::unique_ptr<Kernel> make_lowp_convolution(const Layer& layer, const std::vec
   const Tensor& weights = context.device_weights_as(layer.weights()[0], dtype, owner);
   const float* bias =
       conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
-  return std::make_unique<LowpConvolutionKernel>(problem, dtype, std::move(tactic), std::move(gradients),
-                                                 weights, bias, context);
+  return std::make_unique<LowpConvolutionKernel>(
+      problem, dtype, std::move(tactic), std::move(gradients), weights, bias,
+      layer.training() ? nullptr : typed_bias(conv, dtype, context, owner), context);
 }
 
 // Channels-last (inference plans): cuDNN on N, H, W, C tensors with the filter K, R, S, C (converted once),
@@ -347,7 +456,7 @@ std::unique_ptr<Kernel> make_nhwc_convolution(const Layer& layer, const std::vec
   const float* bias =
       conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
   return std::make_unique<LowpConvolutionKernel>(problem, dtype, std::move(tactic), nullptr, weights, bias,
-                                                 context);
+                                                 typed_bias(conv, dtype, context, owner), context);
 }
 
 }  // namespace espresso::cuda

@@ -43,6 +43,27 @@ void copy_rows(StreamContext& context, void* destination, std::size_t destinatio
                                         cudaMemcpyDeviceToDevice, context.stream()));
 }
 
+// Concat's rows in 16-byte packs, a thread per pack of the output: for channels-last Concats, whose rows
+// (a pixel's channels of each part) are a few hundred bytes, where cudaMemcpy2DAsync per part moved about
+// half the bandwidth.
+constexpr int kMaxJoinedParts = 8;
+struct JoinedRows {
+  const uint4* part[kMaxJoinedParts];
+  long long width[kMaxJoinedParts];  // packs per row of each part
+  int parts;
+  long long whole;  // packs per output row
+};
+
+__global__ void join_rows(JoinedRows j, uint4* __restrict__ out, long long packs) {
+  for (long long i : grid_stride(packs)) {
+    const long long row = i / j.whole;
+    long long column = i - row * j.whole;
+    int k = 0;
+    while (column >= j.width[k]) column -= j.width[k++];
+    out[i] = j.part[k][row * j.width[k] + column];
+  }
+}
+
 // Concat (joining the inputs) or Slice (cutting the input): outer rows, each made of one block
 // per part of `part_block[k]` elements (the part's extent along the axis times the inner size) of
 // `dtype`.
@@ -60,6 +81,7 @@ class AxisCopyKernel final : public CudaKernel {
   }
 
   void forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) override {
+    if (joining_ && join_in_packs(inputs, outputs[0])) return;
     const std::size_t whole = static_cast<std::size_t>(whole_block_) * element_;
     std::size_t offset = 0;
     for (std::size_t k = 0; k < part_block_.size(); ++k) {
@@ -94,6 +116,27 @@ class AxisCopyKernel final : public CudaKernel {
   const char* name() const override { return "cuda-copy"; }
 
  private:
+  // join_rows where every part's rows are whole packs and every address allows them; false otherwise.
+  bool join_in_packs(const std::vector<Tensor>& inputs, Tensor& output) {
+    constexpr std::size_t kPack = sizeof(uint4);
+    if (part_block_.size() > static_cast<std::size_t>(kMaxJoinedParts) ||
+        reinterpret_cast<std::uintptr_t>(output.raw()) % kPack != 0) {
+      return false;
+    }
+    JoinedRows j{};
+    j.parts = static_cast<int>(part_block_.size());
+    for (int k = 0; k < j.parts; ++k) {
+      const std::size_t bytes = static_cast<std::size_t>(part_block_[static_cast<std::size_t>(k)]) * element_;
+      if (bytes % kPack != 0 || reinterpret_cast<std::uintptr_t>(inputs[k].raw()) % kPack != 0) return false;
+      j.part[k] = static_cast<const uint4*>(inputs[k].raw());
+      j.width[k] = static_cast<long long>(bytes / kPack);
+      j.whole += j.width[k];
+    }
+    const long long packs = j.whole * outer_;
+    if (packs > 0) launch(context_, packs, join_rows, j, static_cast<uint4*>(output.raw()), packs);
+    return true;
+  }
+
   bool joining_;
   std::int64_t outer_;
   std::vector<std::int64_t> part_block_;

@@ -14,9 +14,9 @@
 //    depth of a small window (a first layer's three channels, 3x3), step 2 writes each output position's
 //    whole window instead, (tap, channel) bytes padded once, and the GEMM reads them as a 1x1 convolution.
 //    Convolutions with fewer than 16 outputs per group (depthwise), which would leave most of a GEMM tile
-//    empty, sum their few products directly from N, C, H, W bytes. Each sum then leaves the registers once:
-//    less the zero point's share, scaled, biased, with the fused BatchNorm, residual and clamp, or
-//    requantized.
+//    empty, sum their few products directly from N, C, H, W bytes. Each sum then leaves once (the GEMM's
+//    through shared memory, for whole rows of positions): less the zero point's share, scaled, biased, with
+//    the fused BatchNorm, residual and clamp, or requantized.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -307,8 +307,11 @@ __global__ void __launch_bounds__(kGemmThreads)
   static_assert(kWarpsN * (kRows / 32) == kGemmThreads / kWarp, "eight warps cover the tile");
   constexpr int kRowCopies = kRows * 4 / kGemmThreads;  // 16-byte copies per thread per stage
   constexpr int kColCopies = kCols * 4 / kGemmThreads;
-  __shared__ __align__(128) std::uint8_t a_tile[2][kRows * kTileStride];
-  __shared__ __align__(128) std::uint8_t b_tile[2][kCols * kTileStride];
+  // Two stages of A (weights) and B (activations) tiles in one buffer, which the finish reuses.
+  constexpr int kATile = kRows * kTileStride, kBTile = kCols * kTileStride;
+  __shared__ __align__(128) std::uint8_t tiles[2 * (kATile + kBTile)];
+  std::uint8_t* const a_tile[2] = {tiles, tiles + kATile};
+  std::uint8_t* const b_tile[2] = {tiles + 2 * kATile, tiles + 2 * kATile + kBTile};
   const int thread = threadIdx.x, lane = thread % kWarp, warp = thread / kWarp;
   const int group = blockIdx.z, row0 = blockIdx.y * kRows, col0 = blockIdx.x * kCols;
   const int chunk = thread % 4;  // which 16 bytes of a stage's 64 this thread copies
@@ -392,21 +395,29 @@ __global__ void __launch_bounds__(kGemmThreads)
     __syncthreads();
   }
 
+  // The sums leave through shared memory (the tiles' space, free after the last stage), half the rows at a
+  // time (mi = 0, then 1), so that each warp then writes 32 consecutive positions of one output channel.
   // Accumulator e of tile (mi, ni): row lane / 4 (+ 8 for e ≥ 2), column 2 · (lane % 4) (+ 1 for odd e).
-  for (int ni = 0; ni < kTilesN; ++ni) {
-    for (int odd = 0; odd < 2; ++odd) {
-      const int col = col0 + warp_col + ni * 8 + 2 * (lane % 4) + odd;
-      if (col >= g.columns) continue;
-      const int image = col / g.out_spatial, position = col % g.out_spatial;
-      for (int mi = 0; mi < 2; ++mi) {
-        for (int high = 0; high < 2; ++high) {
-          const int row = row0 + warp_row + mi * 16 + lane / 4 + high * 8;
-          if (row >= g.out_per_group) continue;
-          finish_output(g, f, images, acc[mi][ni][high * 2 + odd], group * g.out_per_group + row, image,
-                        position);
-        }
+  constexpr int kPassRows = kRows / 2, kStageStride = kCols + 8;  // + 8: fewer bank conflicts on the way in
+  static_assert(kPassRows * kStageStride * sizeof(int) <= sizeof(tiles), "the staged sums fit");
+  int* const stage = reinterpret_cast<int*>(tiles);
+  for (int mi = 0; mi < 2; ++mi) {
+    for (int ni = 0; ni < kTilesN; ++ni) {
+      for (int high = 0; high < 2; ++high) {
+        const int pass_row = warp_row / 2 + lane / 4 + high * 8;
+        *reinterpret_cast<int2*>(stage + pass_row * kStageStride + warp_col + ni * 8 + 2 * (lane % 4)) =
+            make_int2(acc[mi][ni][2 * high], acc[mi][ni][2 * high + 1]);
       }
     }
+    __syncthreads();
+    for (int i = thread; i < kPassRows * kCols; i += kGemmThreads) {
+      const int pass_row = i / kCols, c = i % kCols;
+      const int row = row0 + pass_row / 16 * 32 + mi * 16 + pass_row % 16, col = col0 + c;
+      if (row >= g.out_per_group || col >= g.columns) continue;
+      finish_output(g, f, images, stage[pass_row * kStageStride + c], group * g.out_per_group + row,
+                    col / g.out_spatial, col % g.out_spatial);
+    }
+    __syncthreads();
   }
 }
 

@@ -171,9 +171,9 @@ class ResidualConvolution : public FusingConvolution {
   }
   // The Add runs in place on the residual (a ResNet block whose shortcut convolution comes second): the
   // output goes there, added to what is there.
-  bool accumulate_output(float* base, std::int64_t image_stride) override {
-    if (half_ || residual_.address != nullptr || lo_ != -kInfinity || hi_ != kInfinity ||
-        image_stride != image_size_)
+  bool accumulate_output(void* base, DType dtype, std::int64_t image_stride) override {
+    if (half_ || dtype != DType::f32 || residual_.address != nullptr || lo_ != -kInfinity ||
+        hi_ != kInfinity || image_stride != image_size_)
       return false;
     residual_ = {base, static_cast<std::size_t>(batch_ * image_size_) * sizeof(float)};
     destination_ = residual_;

@@ -155,6 +155,8 @@ class Importer {
   // Handlers, one per ONNX operator (or family).
   void op_constant(const Node& n);
   void op_identity(const Node& n);
+  // Output 0 is input 0 itself (Identity, and ops that change nothing).
+  void pass_through(const Node& n);
   void op_cast(const Node& n);
   void op_shape(const Node& n);
   void op_constant_of_shape(const Node& n);
@@ -954,6 +956,10 @@ void Importer::op_identity(const Node& n) {
       set_constant(n, 1, Value{TP::BOOL, in, std::vector<double>(static_cast<std::size_t>(in.numel()), 1.0)});
     }
   }
+  pass_through(n);
+}
+
+void Importer::pass_through(const Node& n) {
   if (is_constant(n, 0)) {
     set_constant(n, 0, constant(n, 0));
   } else {
@@ -2249,6 +2255,8 @@ void Importer::op_pad(const Node& n) {
       pads = full;
     }
   }
+  // PyTorch exports a Pad of nothing before some pooling layers (NIN's): no layer, no copy.
+  if (std::all_of(pads.begin(), pads.end(), [](std::int64_t p) { return p == 0; })) return pass_through(n);
   Attributes attrs;
   attrs.set("pads", pads);
   attrs.set("mode", mode);
