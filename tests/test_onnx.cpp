@@ -472,6 +472,31 @@ TEST_F(OnnxErrors, ExportRoundTripOfOnnxOnlyLayers) {
   expect_round_trip(g, {{"x", Tensor::from(Shape{2, 3, 5, 4}, x)}}, (dir_ / "layers.onnx").string());
 }
 
+// A Pad of zeros on every side (PyTorch writes one before NIN's average pooling) imports as no layer at all:
+// its reader reads the Pad's input, with the same results.
+TEST_F(OnnxErrors, PadOfNothingImportsAsNoLayer) {
+  Graph g;
+  g.inputs = {{"x", Shape{1, 2, 3, 3}}};
+  LayerSpec pad = testing::layer("pad", "Pad", {"x"}, {"pad"});
+  pad.attrs.set("pads", std::vector<std::int64_t>(8, 0));
+  LayerSpec pool = testing::layer("pool", "Pooling", {"pad"}, {"pool"});
+  pool.attrs.set("method", std::string("ave"));
+  pool.attrs.set("kernel", std::int64_t{2});
+  g.layers = {pad, pool};
+  g.outputs = {"pool"};
+  const std::string path = (dir_ / "zero_pad.onnx").string();
+  export_onnx(g, path);
+  const Graph reloaded = load_onnx(path);
+  for (const LayerSpec& layer : reloaded.layers) EXPECT_NE(layer.type, "Pad") << layer.name;
+  std::vector<float> x(18);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::cos(static_cast<float>(i));
+  const Tensor input = Tensor::from(Shape{1, 2, 3, 3}, x);
+  Net original(g), imported(reloaded);
+  EXPECT_LE(relative_error(imported.forward({{"x", input}}).at("pool"),
+                           original.forward({{"x", input}}).at("pool")),
+            1e-7);
+}
+
 TEST_F(OnnxErrors, ExportRoundTripOfCaffeLeNet) {
   const std::string dir = data_dir() + "/caffe/lenet/";
   Graph graph = load_caffe(dir + "v2_format/lenet.prototxt", dir + "lenet_iter_10000.caffemodel");
