@@ -147,8 +147,9 @@ TEST(CudaConvTactics, RejectsAnUnknownTactic) {
 }
 
 // At inference the convolutions take over the ReLUs, the residual Add and the clip after them, for
-// every tactic and in fp16 (where the Add's fp32 operand keeps it apart); the fused net matches the
-// CPU's reference kernels.
+// every tactic and in fp16 (where the Add's fp32 operand keeps it apart; cuDNN's fp16 convolutions with their
+// epilogue fused into cuDNN's call, ESPRESSO_CUDNN_FUSED=1, and as a pass of its own, =0); the fused net
+// matches the CPU's reference kernels.
 TEST(CudaFusion, ResidualAddAndClampsFuseIntoConvolutions) {
   REQUIRE_GPU();
   const Graph g = testing::residual_block();
@@ -157,35 +158,45 @@ TEST(CudaFusion, ResidualAddAndClampsFuseIntoConvolutions) {
   NetOptions reference_options;
   reference_options.reference_kernels = true;
   const std::vector<float> want = Net(g, reference_options).forward({{"data", input}}).at("out").to_vector();
+  const Graph shortcut = testing::shortcut_block();
+  const std::vector<float> expected =
+      Net(shortcut, reference_options).forward({{"data", input}}).at("out").to_vector();
   for (const char* tactic : {"cudnn", "im2col", "implicit"}) {
     TacticOverride forced(tactic);
     for (const Precision precision : {Precision::fp32, Precision::fp16}) {
-      SCOPED_TRACE(std::string(tactic) + " " + precision_name(precision));
-      Net net(g, {.device = Device::cuda(0), .precision = precision});
-      for (int run = 0; run < 2; ++run) {  // the second replays the recorded graph
-        const Tensor out = net.forward({{"data", input}}).at("out").to(Device::cpu());
-        EXPECT_LE(normalized_error(want, out.to_vector()), precision == Precision::fp32 ? 1e-5 : 1e-2);
-      }
-      if (precision == Precision::fp32) {
-        testing::expect_residual_block_fused(net.summary());
-      } else {  // the Add's other operand, the net's input, stays fp32: only the clamps fuse
+      for (const std::string fused : {"1", "0"}) {
+        if (precision == Precision::fp32 && fused == "0") continue;  // fp32 has no fused call
+        const testing::ScopedEnv fusing("ESPRESSO_CUDNN_FUSED", fused.c_str());
+        SCOPED_TRACE(std::string(tactic) + " " + precision_name(precision) +
+                     " ESPRESSO_CUDNN_FUSED=" + fused);
+        const double tolerance = precision == Precision::fp32 ? 1e-5 : 1e-2;
+        Net net(g, {.device = Device::cuda(0), .precision = precision});
+        for (int run = 0; run < 2; ++run) {  // the second replays the recorded graph
+          const Tensor out = net.forward({{"data", input}}).at("out").to(Device::cpu());
+          EXPECT_LE(normalized_error(want, out.to_vector()), tolerance);
+        }
         auto kernel = testing::kernels_by_layer(net.summary());
-        EXPECT_EQ(kernel["relu1"], "fused into conv1");
-        EXPECT_EQ(kernel["clip"], "fused into conv3");
+        if (precision == Precision::fp32) {
+          testing::expect_residual_block_fused(net.summary());
+        } else {  // the Add's other operand, the net's input, stays fp32: only the clamps fuse
+          EXPECT_EQ(kernel["relu1"], "fused into conv1");
+          EXPECT_EQ(kernel["clip"], "fused into conv3");
+          // (channels-last plans run cuDNN whatever the tactic asked for)
+          const bool on_cudnn = kernel["conv1"].rfind("cudnn", 0) == 0;
+          EXPECT_EQ(kernel["conv1"].find("+epilogue") != std::string::npos, on_cudnn && fused == "1")
+              << kernel["conv1"];
+        }
+        // The shortcut convolution comes after conv2: it adds its result into conv2's output.
+        Net second(shortcut, {.device = Device::cuda(0), .precision = precision});
+        for (int run = 0; run < 2; ++run) {
+          const Tensor out = second.forward({{"data", input}}).at("out").to(Device::cpu());
+          EXPECT_LE(normalized_error(expected, out.to_vector()), tolerance);
+        }
+        auto taken = testing::kernels_by_layer(second.summary());
+        EXPECT_EQ(taken["add"], "fused into shortcut");
+        EXPECT_EQ(taken["relu2"], "fused into shortcut");
       }
     }
-    // The shortcut convolution comes after conv2: it adds its result into conv2's output (fp32 only).
-    const Graph shortcut = testing::shortcut_block();
-    const std::vector<float> expected =
-        Net(shortcut, reference_options).forward({{"data", input}}).at("out").to_vector();
-    Net net(shortcut, {.device = Device::cuda(0)});
-    for (int run = 0; run < 2; ++run) {
-      const Tensor out = net.forward({{"data", input}}).at("out").to(Device::cpu());
-      EXPECT_LE(normalized_error(expected, out.to_vector()), 1e-5);
-    }
-    auto fused = testing::kernels_by_layer(net.summary());
-    EXPECT_EQ(fused["add"], "fused into shortcut");
-    EXPECT_EQ(fused["relu2"], "fused into shortcut");
   }
 }
 

@@ -624,6 +624,16 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
     algorithm_ = chosen->algo;
     workspace_bytes_ = chosen->workspace_bytes;
     context_.reserve_workspace(workspace_bytes_);
+    if (fusing_) {
+      // The fused call's bias (1, K, 1, 1 in the storage type) and activation.
+      ESPRESSO_CUDA_CHECK(cudnnCreateTensorDescriptor(&bias_));
+      ESPRESSO_CUDA_CHECK(cudnnCreateActivationDescriptor(&activation_));
+      std::vector<int> dims(p.axes == 3 ? 5 : 4, 1), strides(dims.size(), 1);
+      dims[1] = static_cast<int>(p.out_channels);
+      strides[0] = dims[1];
+      ESPRESSO_CUDA_CHECK(cudnnSetTensorNdDescriptor(bias_, cudnn_type(dtype_), static_cast<int>(dims.size()),
+                                                     dims.data(), strides.data()));
+    }
     return true;
   }
 
@@ -639,26 +649,20 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
   // cudnnConvolutionBiasActivationForward: activation(conv + residual + bias), which is the epilogue's
   // clamp(y + b + residual) where the clamp is an activation cuDNN has. cuDNN runs the identity only with
   // the precomputed implicit GEMM, and may decline a configuration: then this layer stops trying.
-  bool run_fused(const void* x, const void* w, const void* b, const Epilogue& e, void* y) override {
+  // A destination elsewhere (the Add in place on the residual) stays with the separate epilogue: cuDNN's
+  // output would alias its residual input.
+  bool can_fuse(const Epilogue& e) const override {
     cudnnActivationMode_t mode{};
     double ceiling = 0.0;
-    // A destination elsewhere (the Add in place on the residual) stays with the separate epilogue: cuDNN's
-    // output would alias its residual input.
-    if (!fusing_ || b == nullptr || e.destination != nullptr ||
-        !fused_activation(e.lo, e.hi, mode, ceiling) ||
-        (mode == CUDNN_ACTIVATION_IDENTITY &&
-         algorithm_ != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)) {
-      return false;
-    }
-    if (bias_ == nullptr) {
-      ESPRESSO_CUDA_CHECK(cudnnCreateTensorDescriptor(&bias_));
-      ESPRESSO_CUDA_CHECK(cudnnCreateActivationDescriptor(&activation_));
-      std::vector<int> dims(problem_.axes == 3 ? 5 : 4, 1), strides(dims.size(), 1);
-      dims[1] = static_cast<int>(problem_.out_channels);
-      strides[0] = dims[1];
-      ESPRESSO_CUDA_CHECK(cudnnSetTensorNdDescriptor(bias_, cudnn_type(dtype_), static_cast<int>(dims.size()),
-                                                     dims.data(), strides.data()));
-    }
+    return fusing_ && e.destination == nullptr && fused_activation(e.lo, e.hi, mode, ceiling) &&
+           (mode != CUDNN_ACTIVATION_IDENTITY ||
+            algorithm_ == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM);
+  }
+  bool run_fused(const void* x, const void* w, const void* b, const Epilogue& e, void* y) override {
+    if (b == nullptr || !can_fuse(e)) return false;
+    cudnnActivationMode_t mode{};
+    double ceiling = 0.0;
+    fused_activation(e.lo, e.hi, mode, ceiling);
     ESPRESSO_CUDA_CHECK(cudnnSetActivationDescriptor(activation_, mode, CUDNN_NOT_PROPAGATE_NAN, ceiling));
     const float one = 1.0f, residual_share = e.residual != nullptr ? 1.0f : 0.0f;
     const Descriptors& d = descriptors_;
@@ -683,7 +687,7 @@ class CudnnConv final : public ConvTactic, public TypedConvTactic {
   cudnnConvolutionFwdAlgo_t algorithm_ = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
   std::size_t workspace_bytes_ = 0;  // of the context's shared workspace
   bool fusing_;                      // run_fused may try cuDNN's fused call
-  cudnnTensorDescriptor_t bias_ = nullptr;  // made on the first fused call, with the activation's
+  cudnnTensorDescriptor_t bias_ = nullptr;  // the fused call's, made by prepare() when fusing_
   cudnnActivationDescriptor_t activation_ = nullptr;
 };
 

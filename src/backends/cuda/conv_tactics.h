@@ -61,8 +61,10 @@ class TypedConvTactic {
  public:
   virtual ~TypedConvTactic() = default;
   virtual void run_typed(const void* x, const void* w, const float* b, void* y) = 0;
-  // y (or epilogue.destination) = the epilogue applied to conv(x, w) + b in one pass, `b` in the storage
-  // type; false, having done nothing, where this tactic cannot (then run_typed and channel_epilogue).
+  // Whether run_fused can apply this epilogue (given a bias).
+  virtual bool can_fuse(const Epilogue& /*epilogue*/) const { return false; }
+  // y = the epilogue applied to conv(x, w) + b in one pass, `b` in the storage type; false, having done
+  // nothing, where this tactic cannot (then run_typed and channel_epilogue).
   virtual bool run_fused(const void* /*x*/, const void* /*w*/, const void* /*b*/,
                          const Epilogue& /*epilogue*/, void* /*y*/) {
     return false;

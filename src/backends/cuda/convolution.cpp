@@ -307,9 +307,12 @@ class LowpConvolutionKernel final : public FusingConvolution {
     if (!fusion_chosen_) {
       fused_ = fusion_pays(x);
       fusion_chosen_ = true;
-      if (fused_) name_ += "+epilogue";
     }
-    if (fused_ && tactic_->run_fused(x, weights_.raw(), typed_bias_, epilogue_, y)) return;
+    if (fused_ && tactic_->run_fused(x, weights_.raw(), typed_bias_, epilogue_, y)) {
+      if (!named_fused_) name_ += "+epilogue";
+      named_fused_ = true;
+      return;
+    }
     run_separately(x, y);
   }
   // Channels-last kernels serve inference plans only.
@@ -335,7 +338,7 @@ class LowpConvolutionKernel final : public FusingConvolution {
                        {problem_.batch, problem_.out_channels, problem_.out_spatial()});
     }
   }
-  // "+epilogue" once the fused epilogue was chosen (ESPRESSO_PROFILE_LAYERS prints names after the runs).
+  // "+epilogue" once the fused epilogue ran (ESPRESSO_PROFILE_LAYERS prints names after the runs).
   const char* name() const override { return name_.c_str(); }
 
  private:
@@ -348,9 +351,10 @@ class LowpConvolutionKernel final : public FusingConvolution {
   // MobileNetV2's at batch 1 from 0.297 to 0.359 and NIN's at batch 64 from 0.32 to 0.42
   // (bench/results/2026-12-07-h100-cudnn-fused.md). So both are timed once, recorded, on the first plain run
   // (the net runs plainly once before it records a graph), into scratch memory: y may share its buffer with x
-  // or the residual. While a graph records, the fused call is taken untimed.
+  // or the residual. While a graph records, the fused call is taken untimed; where the scratch or the
+  // recording fails, the separate passes stay.
   bool fusion_pays(const void* x) {
-    if (typed_bias_ == nullptr) return false;
+    if (typed_bias_ == nullptr || !tactic_->can_fuse(epilogue_)) return false;
     if (fusion_forced()) return true;
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     ESPRESSO_CUDA_CHECK(cudaStreamIsCapturing(context_.stream(), &capture));
@@ -358,29 +362,32 @@ class LowpConvolutionKernel final : public FusingConvolution {
     const auto bytes =
         static_cast<std::size_t>(problem_.batch * problem_.out_channels * problem_.out_spatial()) *
         dtype_size(dtype_);
-    const std::shared_ptr<void> scratch =
-        allocate(bytes, context_.device(), "timing the fused epilogue of layer '" + problem_.owner + "'");
-    // Declined (an Add in place on the residual, say): nothing ran. Else the epilogue writes no destination.
-    const auto fused = [&] {
-      return tactic_->run_fused(x, weights_.raw(), typed_bias_, epilogue_, scratch.get());
-    };
-    if (!fused()) return false;
-    run_separately(x, scratch.get());
+    bool pays = false;
+    std::shared_ptr<void> scratch;  // goes back to the pool for others once the stream is done with it
     try {
-      const float fused_ms = recorded_ms(context_, [&] { fused(); });
-      const float separate_ms = recorded_ms(context_, [&] { run_separately(x, scratch.get()); });
-      return fused_ms <= separate_ms;
+      scratch =
+          allocate(bytes, context_.device(), "timing the fused epilogue of layer '" + problem_.owner + "'");
+      const auto fused = [&] {
+        tactic_->run_fused(x, weights_.raw(), typed_bias_, epilogue_, scratch.get());
+      };
+      const auto separate = [&] { run_separately(x, scratch.get()); };
+      fused();  // each once plainly first: cuDNN sets up what a recording may not
+      separate();
+      const float fused_ms = recorded_ms(context_, fused);
+      pays = fused_ms <= recorded_ms(context_, separate);
     } catch (const DeviceError&) {
-      cudaGetLastError();
-      return true;  // not recordable here: the fused call, as while the net records
+      pays = false;
     }
+    ESPRESSO_CUDA_CHECK(
+        cudaStreamSynchronize(context_.stream()));  // a fault of the work itself surfaces here
+    return pays;
   }
 
   std::unique_ptr<TypedConvTactic> tactic_;
   std::unique_ptr<TypedConvGradients> gradients_;  // made with the kernel when training
   Tensor weights_;
   const void* typed_bias_;
-  bool fusion_chosen_ = false, fused_ = false;
+  bool fusion_chosen_ = false, fused_ = false, named_fused_ = false;
   std::string name_;
 };
 

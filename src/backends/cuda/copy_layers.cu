@@ -47,6 +47,7 @@ void copy_rows(StreamContext& context, void* destination, std::size_t destinatio
 // (a pixel's channels of each part) are a few hundred bytes, where cudaMemcpy2DAsync per part moved about
 // half the bandwidth.
 constexpr int kMaxJoinedParts = 8;
+constexpr long long kMaxJoinedRowBytes = 2048;  // longer rows (N, C, H, W images) copy well as they are
 struct JoinedRows {
   const uint4* part[kMaxJoinedParts];
   long long width[kMaxJoinedParts];  // packs per row of each part
@@ -116,7 +117,8 @@ class AxisCopyKernel final : public CudaKernel {
   const char* name() const override { return "cuda-copy"; }
 
  private:
-  // join_rows where every part's rows are whole packs and every address allows them; false otherwise.
+  // join_rows where the rows are short, every part's rows are whole packs and every address allows them;
+  // false otherwise.
   bool join_in_packs(const std::vector<Tensor>& inputs, Tensor& output) {
     constexpr std::size_t kPack = sizeof(uint4);
     if (part_block_.size() > static_cast<std::size_t>(kMaxJoinedParts) ||
@@ -132,6 +134,7 @@ class AxisCopyKernel final : public CudaKernel {
       j.width[k] = static_cast<long long>(bytes / kPack);
       j.whole += j.width[k];
     }
+    if (j.whole * static_cast<long long>(kPack) > kMaxJoinedRowBytes) return false;
     const long long packs = j.whole * outer_;
     if (packs > 0) launch(context_, packs, join_rows, j, static_cast<uint4*>(output.raw()), packs);
     return true;
