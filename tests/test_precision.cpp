@@ -400,15 +400,8 @@ TEST(PrecisionGpu, ChannelsLastPoolingInPacks) {
   g.name = "pools";
   g.inputs.push_back({"data", Shape{3, 16, 13, 11}});
   std::mt19937 rng(11);
-  std::uniform_real_distribution<float> uniform(-0.5f, 0.5f);
-  LayerSpec conv = layer("conv", "Convolution", {"data"}, {"conv"});
-  conv.attrs.set("num_output", std::int64_t{16});
-  conv.attrs.set("kernel", std::int64_t{1});
-  Tensor w = Tensor::empty(Shape{16, 16, 1, 1});
-  for (std::int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = uniform(rng);
-  Tensor b = Tensor::empty(Shape{16});
-  for (std::int64_t i = 0; i < b.numel(); ++i) b.data<float>()[i] = uniform(rng);
-  conv.weights = {w, b};
+  LayerSpec conv = testing::conv_layer("conv", "data", "conv", 16, 1, 0, 1);
+  testing::set_random_conv_weights(conv, 16, rng);
   g.layers = {conv};
   const auto pool = [&](const std::string& name, const std::string& method, std::int64_t pad, bool include) {
     LayerSpec p = layer(name, "Pooling", {"conv"}, {name});

@@ -31,13 +31,13 @@ struct QuantizedConvParams {
   bool relu = false;
 };
 
-// A convolution's weights as the int8 kernels of every backend take them: the integers less their zero
-// points, out_channels rows of depth (in_channels / group · window) values in [-128, 127], a scale per
-// output channel, and the bias in real units (empty without one).
 // The longest window (in_channels / group · taps) whose u8 × s8 products the kernels sum exactly in int32:
 // 2^31 / (255 · 128). Longer ones run the reference, which sums in int64.
 inline constexpr std::int64_t kInt8ExactDepth = (std::int64_t{1} << 31) / (255 * 128);
 
+// A convolution's weights as the int8 kernels of every backend take them: the integers less their zero
+// points, out_channels rows of depth (in_channels / group · window) values in [-128, 127], a scale per
+// output channel, and the bias in real units (empty without one).
 struct Int8ConvWeights {
   std::vector<std::int8_t> values;
   std::vector<double> scale;

@@ -599,12 +599,9 @@ bool fused_activation(float lo, float hi, cudnnActivationMode_t& mode, double& c
 
 class CudnnConv final : public ConvTactic, public TypedConvTactic {
  public:
-  // ESPRESSO_CUDNN_FUSED=0 keeps the epilogue a pass of its own (to measure what fusing it saves).
+  // The fused call serves fp16 and bf16 (the kernel decides whether to use it: ESPRESSO_CUDNN_FUSED).
   CudnnConv(DType dtype, StreamContext& context)
-      : context_(context),
-        handle_(context.cudnn()),
-        dtype_(dtype),
-        fusing_(dtype != DType::f32 && !env_off("ESPRESSO_CUDNN_FUSED")) {}
+      : context_(context), handle_(context.cudnn()), dtype_(dtype), fusing_(dtype != DType::f32) {}
   ~CudnnConv() override {
     if (activation_ != nullptr) cudnnDestroyActivationDescriptor(activation_);
     if (bias_ != nullptr) cudnnDestroyTensorDescriptor(bias_);

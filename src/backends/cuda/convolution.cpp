@@ -235,10 +235,11 @@ std::unique_ptr<Kernel> make_convolution(const Layer& layer, const std::vector<S
 
 namespace {
 
-// ESPRESSO_CUDNN_FUSED=1: the fused epilogue wherever cuDNN takes it, untimed (=0, in conv_cudnn.cpp: never).
-bool fusion_forced() {
+// ESPRESSO_CUDNN_FUSED: "1" the fused epilogue wherever the tactic takes it, untimed; "0" never (to measure
+// what fusing saves); else timed per layer.
+std::string fused_epilogue_setting() {
   const char* value = std::getenv("ESPRESSO_CUDNN_FUSED");
-  return value != nullptr && std::string(value) == "1";
+  return value != nullptr ? value : "";
 }
 
 // The GPU time of `work` on the context's stream in milliseconds, from a CUDA graph of a few runs replayed:
@@ -354,8 +355,9 @@ class LowpConvolutionKernel final : public FusingConvolution {
   // or the residual. While a graph records, the fused call is taken untimed; where the scratch or the
   // recording fails, the separate passes stay.
   bool fusion_pays(const void* x) {
-    if (typed_bias_ == nullptr || !tactic_->can_fuse(epilogue_)) return false;
-    if (fusion_forced()) return true;
+    const std::string setting = fused_epilogue_setting();
+    if (typed_bias_ == nullptr || setting == "0" || !tactic_->can_fuse(epilogue_)) return false;
+    if (setting == "1") return true;
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     ESPRESSO_CUDA_CHECK(cudaStreamIsCapturing(context_.stream(), &capture));
     if (capture != cudaStreamCaptureStatusNone) return true;
