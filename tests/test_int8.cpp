@@ -63,6 +63,84 @@ TEST(Int8, OnnxQuantizationNodeTests) {
   }
 }
 
+// com.microsoft's quantized operators, as ONNX Runtime's quantizer writes them (QOperator format), against
+// ONNX Runtime's own outputs (tests/onnx_microsoft/make_tests.py made the folders): quantized outputs within
+// one step (its average pooling rounds in fixed point), float ones (QGemm without y_scale) to 1e-4.
+TEST(Int8, MicrosoftQuantizedOperatorsMatchOnnxRuntime) {
+  const fs::path root = fs::path(ESPRESSO_SOURCE_DIR) / "tests" / "onnx_microsoft";
+  std::vector<std::string> quantized, real;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    if (!entry.is_directory()) continue;
+    const bool float_output = entry.path().filename().string().find("float_output") != std::string::npos;
+    (float_output ? real : quantized).push_back(entry.path().string());
+  }
+  ASSERT_GE(quantized.size(), 15u) << root;
+  ASSERT_FALSE(real.empty()) << root;
+  std::vector<Device> devices{Device::cpu()};
+  if (have_gpu()) {
+    devices.push_back(Device::cuda());
+  } else {
+    std::printf("[ SKIPPED  ] no CUDA device: the com.microsoft operators not run on a GPU\n");
+  }
+  for (const Device& device : devices) {
+    for (const bool steps : {true, false}) {
+      OnnxConformanceOptions options;
+      options.device = device;
+      options.rtol = steps ? 0.0 : 1e-4;
+      options.atol = steps ? 1.0 : 1e-4;
+      const OnnxConformanceReport report = run_onnx_conformance(steps ? quantized : real, options);
+      for (const OnnxTestResult& r : report.results) {
+        EXPECT_EQ(r.status, OnnxTestStatus::pass) << fs::path(r.dir).filename() << " on " << device.str()
+                                                  << ": " << r.detail << " (max error " << r.max_error << ")";
+      }
+    }
+  }
+}
+
+// Bad com.microsoft quantized nodes name the node and what is wrong with it.
+TEST(Int8, BadMicrosoftQuantizedNodesNameNodeAndField) {
+  const fs::path root = fs::path(ESPRESSO_SOURCE_DIR) / "tests" / "onnx_microsoft";
+  auto load = [&](const std::string& test) {
+    onnx::ModelProto model;
+    const std::string bytes = read_bytes((root / test / "model.onnx").string());
+    EXPECT_TRUE(model.ParseFromString(bytes)) << test;
+    return model;
+  };
+  auto expect_error = [](const onnx::ModelProto& model, const std::string& needle) {
+    std::string bytes;
+    model.SerializeToString(&bytes);
+    try {
+      load_onnx(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
+      ADD_FAILURE() << "no error; expected one mentioning " << needle;
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(model.graph().node(0).op_type()), std::string::npos) << message;
+      EXPECT_NE(message.find(needle), std::string::npos) << message;
+    }
+  };
+  onnx::ModelProto concat = load("test_qlinearconcat_uint8");
+  concat.mutable_graph()->mutable_node(0)->mutable_input()->RemoveLast();
+  expect_error(concat, "(tensor, scale, zero point) triples");
+
+  onnx::ModelProto add = load("test_qlinearadd_uint8");
+  for (onnx::TensorProto& t : *add.mutable_graph()->mutable_initializer()) {
+    if (t.name() != "b_scale") continue;
+    const float scale = t.float_data_size() ? t.float_data(0) : 0.08f;
+    t.clear_raw_data();
+    t.clear_float_data();
+    t.add_dims(2);
+    t.add_float_data(scale);
+    t.add_float_data(scale);
+  }
+  expect_error(add, "'b_scale') has 2 values; it must be one (per tensor)");
+
+  onnx::ModelProto pool = load("test_qlinearglobalaveragepool_uint8");
+  for (onnx::AttributeProto& a : *pool.mutable_graph()->mutable_node(0)->mutable_attribute()) {
+    if (a.name() == "channels_last") a.set_i(1);
+  }
+  expect_error(pool, "channels_last=1 (NHWC) is not supported");
+}
+
 class Int8Lenet : public SharedDataTest {};
 
 double accuracy(Net& net, const data::LabeledImages& set, std::int64_t count) {

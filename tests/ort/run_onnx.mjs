@@ -1,7 +1,7 @@
 // Runs an ONNX model in ONNX Runtime (onnxruntime-node) for the tests: an independent check that a model
 // espresso wrote is valid ONNX and computes what it should.
 // Usage: node tests/ort/run_onnx.mjs NODE_MODULES SPEC.json
-// SPEC: {"model": PATH, "inputs": [{"name", "type": "float32|int64|int32|bool", "dims": [...], "file": raw f32}],
+// SPEC: {"model": PATH, "inputs": [{"name", "type": "float32|int64|int32|uint8|int8|bool", "dims": [...], "file": raw f32}],
 //        "outputs": [{"name", "file"}]}. Each input file holds float32 values, converted to the input's type;
 // each output is written as float32 values to its file, and its dims are printed as one JSON line.
 import { createRequire } from 'node:module';
@@ -23,6 +23,8 @@ for (const input of spec.inputs) {
   let data;
   if (input.type === 'int64') data = BigInt64Array.from(values, (v) => BigInt(Math.trunc(v)));
   else if (input.type === 'int32') data = Int32Array.from(values, (v) => Math.trunc(v));
+  else if (input.type === 'uint8') data = Uint8Array.from(values, (v) => Math.trunc(v));
+  else if (input.type === 'int8') data = Int8Array.from(values, (v) => Math.trunc(v));
   else if (input.type === 'bool') data = Uint8Array.from(values, (v) => (v !== 0 ? 1 : 0));
   else data = values;
   feeds[input.name] = new ort.Tensor(input.type, data, input.dims);

@@ -49,6 +49,22 @@ struct Node {
   }
 };
 
+onnx::AttributeProto onnx_attribute(const std::string& name, std::int64_t value) {
+  onnx::AttributeProto a;
+  a.set_name(name);
+  a.set_type(onnx::AttributeProto::INT);
+  a.set_i(value);
+  return a;
+}
+
+onnx::AttributeProto onnx_attribute(const std::string& name, double value) {
+  onnx::AttributeProto a;
+  a.set_name(name);
+  a.set_type(onnx::AttributeProto::FLOAT);
+  a.set_f(static_cast<float>(value));
+  return a;
+}
+
 class Importer {
  public:
   // `path` names the model in messages; `dir` is the folder external data may come from (empty: the
@@ -66,12 +82,17 @@ class Importer {
   static std::vector<std::string> supported() {
     std::vector<std::string> ops;
     for (const auto& entry : handlers()) ops.push_back(entry.first);
+    for (const auto& entry : microsoft_handlers()) ops.push_back("com.microsoft." + entry.first);
     return ops;
   }
 
  private:
   using Handler = void (Importer::*)(const Node&);
   static const std::map<std::string, Handler>& handlers();
+  // The operators of ONNX Runtime's contrib domain we import (its quantizer's QOperator format).
+  static const std::map<std::string, Handler>& microsoft_handlers();
+  // The node's handler by its domain, or nullptr.
+  static Handler handler_for(const onnx::NodeProto& node);
 
   // Messages and errors.
   std::string where(const Node& n) const { return scope() + "node '" + n.name + "' (" + n.op() + ")"; }
@@ -128,6 +149,14 @@ class Importer {
   void declare_inputs(const onnx::GraphProto& graph, const std::set<std::string>& initializers);
   void check_supported(const onnx::GraphProto& graph) const;
   void import_nodes(const onnx::GraphProto& graph);
+  void import_node(const onnx::NodeProto& proto);
+  // Imports the standard-domain node `op` made for `from` (named from.name/suffix) as if the model held it,
+  // with `attrs` and those of `from` not in `dropped` ("*": none of them); `opset` (when > 0) is the
+  // operator set its meaning follows.
+  void import_standard(const Node& from, const std::string& op, const std::string& suffix,
+                       const std::vector<std::string>& inputs, const std::vector<std::string>& outputs,
+                       const std::set<std::string>& dropped = {},
+                       std::vector<onnx::AttributeProto> attrs = {}, int opset = 0);
 
   // Control flow (docs/control_flow.md). A subgraph's free names become inputs of its Graph, fed from
   // the outer graph's tensors (`captures_`: outer tensor, subgraph input); outer constants are copied in.
@@ -199,6 +228,12 @@ class Importer {
   void op_qlinear_conv(const Node& n);
   void op_qlinear_matmul(const Node& n);
   void op_matmul_integer(const Node& n);
+  // com.microsoft's QLinear* element-wise, pooling, reduction and Concat operators, and QGemm.
+  void op_microsoft_qlinear(const Node& n);
+  void op_qgemm(const Node& n);
+  // DequantizeLinear of the (x, scale, zero point) inputs from index `x` on, per tensor (the contrib
+  // operators' own rule; `axis` >= 0 lets the scale run along that axis): the float tensor's name.
+  std::string dequantized_input(const Node& n, int x, const std::string& suffix, std::int64_t axis = -1);
   // The element type of input i: a constant's, a graph input's, or `fallback` when unknown.
   int elem_type(const Node& n, int i, int fallback) const;
   // Checks constant scales (positive, finite) and zero points (inside `type`'s range), naming the field.
@@ -541,13 +576,39 @@ const std::map<std::string, Importer::Handler>& Importer::handlers() {
   return table;
 }
 
+const std::map<std::string, Importer::Handler>& Importer::microsoft_handlers() {
+  static const std::map<std::string, Handler> table = {
+      {"DequantizeLinear", &Importer::op_dequantize},
+      {"QGemm", &Importer::op_qgemm},
+      {"QLinearAdd", &Importer::op_microsoft_qlinear},
+      {"QLinearAveragePool", &Importer::op_microsoft_qlinear},
+      {"QLinearConcat", &Importer::op_microsoft_qlinear},
+      {"QLinearConv", &Importer::op_qlinear_conv},
+      {"QLinearGlobalAveragePool", &Importer::op_microsoft_qlinear},
+      {"QLinearLeakyRelu", &Importer::op_microsoft_qlinear},
+      {"QLinearMul", &Importer::op_microsoft_qlinear},
+      {"QLinearSigmoid", &Importer::op_microsoft_qlinear},
+      {"QLinearSoftmax", &Importer::op_microsoft_qlinear},
+      {"QuantizeLinear", &Importer::op_quantize},
+  };
+  return table;
+}
+
+Importer::Handler Importer::handler_for(const onnx::NodeProto& node) {
+  const std::map<std::string, Handler>* table = nullptr;
+  if (node.domain().empty() || node.domain() == "ai.onnx") table = &handlers();
+  if (node.domain() == "com.microsoft") table = &microsoft_handlers();
+  if (!table) return nullptr;
+  const auto it = table->find(node.op_type());
+  return it == table->end() ? nullptr : it->second;
+}
+
 void Importer::check_supported(const onnx::GraphProto& graph) const {
   std::string missing;
   int count = 0;
   for (int i = 0; i < graph.node_size(); ++i) {
     const onnx::NodeProto& node = graph.node(i);
-    const bool default_domain = node.domain().empty() || node.domain() == "ai.onnx";
-    if (default_domain && handlers().count(node.op_type())) continue;
+    if (handler_for(node)) continue;
     ++count;
     missing += (missing.empty() ? "" : "; ") +
                ("node '" + (node.name().empty() ? "#" + std::to_string(i) : node.name()) + "' " +
@@ -594,24 +655,44 @@ void Importer::declare_inputs(const onnx::GraphProto& graph, const std::set<std:
 }
 
 void Importer::import_nodes(const onnx::GraphProto& graph) {
-  for (int i = 0; i < graph.node_size(); ++i) {
-    const onnx::NodeProto& proto = graph.node(i);
-    Node node{proto, proto.name(), {}};
-    if (node.name.empty()) {
-      node.name = proto.output_size() > 0 && !proto.output(0).empty()
-                      ? proto.output(0)
-                      : proto.op_type() + "_" + std::to_string(unnamed_++);
-    }
-    for (const auto& a : proto.attribute()) node.attrs[a.name()] = &a;
-    if (proto.output_size() == 0) invalid(node, "has no outputs");
-    for (const std::string& input : proto.input()) {
-      if (!input.empty() && !capture(input)) {
-        invalid(node, "input '" + input + "' is not produced by any earlier node, initializer or graph input" +
-                          (parent_ ? " of this subgraph or the graphs around it" : ""));
-      }
-    }
-    (this->*handlers().at(proto.op_type()))(node);
+  for (int i = 0; i < graph.node_size(); ++i) import_node(graph.node(i));
+}
+
+void Importer::import_node(const onnx::NodeProto& proto) {
+  Node node{proto, proto.name(), {}};
+  if (node.name.empty()) {
+    node.name = proto.output_size() > 0 && !proto.output(0).empty()
+                    ? proto.output(0)
+                    : proto.op_type() + "_" + std::to_string(unnamed_++);
   }
+  for (const auto& a : proto.attribute()) node.attrs[a.name()] = &a;
+  if (proto.output_size() == 0) invalid(node, "has no outputs");
+  for (const std::string& input : proto.input()) {
+    if (!input.empty() && !capture(input)) {
+      invalid(node, "input '" + input + "' is not produced by any earlier node, initializer or graph input" +
+                        (parent_ ? " of this subgraph or the graphs around it" : ""));
+    }
+  }
+  (this->*handler_for(proto))(node);
+}
+
+void Importer::import_standard(const Node& from, const std::string& op, const std::string& suffix,
+                               const std::vector<std::string>& inputs,
+                               const std::vector<std::string>& outputs, const std::set<std::string>& dropped,
+                               std::vector<onnx::AttributeProto> attrs, int opset) {
+  onnx::NodeProto proto;
+  proto.set_name(from.name + "/" + suffix);
+  proto.set_op_type(op);
+  for (const std::string& input : inputs) proto.add_input(input);
+  for (const std::string& output : outputs) proto.add_output(output);
+  for (const onnx::AttributeProto& a : from.proto.attribute()) {
+    if (!dropped.count("*") && !dropped.count(a.name())) *proto.add_attribute() = a;
+  }
+  for (onnx::AttributeProto& a : attrs) *proto.add_attribute() = std::move(a);
+  const int outer = opset_;
+  if (opset > 0) opset_ = opset;
+  import_node(proto);
+  opset_ = outer;
 }
 
 // a >= b is clip(floor(a - b) + 1, 0, 1): a - b is 0 only where a = b and has the sign of a - b
@@ -2097,6 +2178,7 @@ void Importer::op_dynamic_quantize(const Node& n) {
 // ConvInteger (x, w, x_zero_point, w_zero_point) as one QuantizedConvolution.
 void Importer::op_qlinear_conv(const Node& n) {
   const bool qlinear = n.op() == "QLinearConv";
+  if (attr_int(n, "channels_last", 0) != 0) unsupported(n, "channels_last=1 (NHWC) is not supported");
   const int xi = 0, wi = qlinear ? 3 : 1, xz = qlinear ? 2 : 2, wz = qlinear ? 5 : 3;
   const Shape in = shape(n, xi);
   const Value& w = constant(n, wi);
@@ -2227,6 +2309,114 @@ void Importer::op_matmul_integer(const Node& n) {
   }
   if (n.has_input(3)) b = emit(n, "Binary", {b, tensor(n, 3)}, sub, {}, "b_centered")[0];
   emit(n, "MatMul", {a, b});
+}
+
+// ---- com.microsoft's quantized operators --------------------------------------------------------
+// ONNX Runtime's quantizer (QOperator format) writes these: each is defined as its float operator between
+// DequantizeLinear of its quantized inputs and QuantizeLinear of its output, and is imported as those
+// standard nodes (which fold constants and fuse as in QDQ models).
+
+std::string Importer::dequantized_input(const Node& n, int x, const std::string& suffix, std::int64_t axis) {
+  for (int i : {x + 1, x + 2}) {
+    if (axis < 0 && is_constant(n, i) && constant(n, i).data.size() != 1)
+      invalid(n, "input " + std::to_string(i) + " ('" + n.input(i) + "') has " +
+                     std::to_string(constant(n, i).data.size()) + " values; it must be one (per tensor)");
+  }
+  const std::string out = n.name + "/" + suffix;
+  std::vector<std::string> inputs{n.input(x), n.input(x + 1)};
+  if (n.has_input(x + 2)) inputs.push_back(n.input(x + 2));
+  std::vector<onnx::AttributeProto> attrs;
+  if (axis >= 0) attrs.push_back(onnx_attribute("axis", axis));
+  import_standard(n, "DequantizeLinear", suffix, inputs, {out}, {"*"}, std::move(attrs));
+  return out;
+}
+
+void Importer::op_microsoft_qlinear(const Node& n) {
+  // The float operator, the first input of each (tensor, scale, zero point) triple, and where y_scale is.
+  struct Form {
+    const char* op;
+    std::vector<int> quantized;
+    int y;
+  };
+  static const std::map<std::string, Form> forms = {
+      {"QLinearAdd", {"Add", {0, 3}, 6}},
+      {"QLinearMul", {"Mul", {0, 3}, 6}},
+      {"QLinearAveragePool", {"AveragePool", {0}, 3}},
+      {"QLinearGlobalAveragePool", {"GlobalAveragePool", {0}, 3}},
+      {"QLinearLeakyRelu", {"LeakyRelu", {0}, 3}},
+      {"QLinearSigmoid", {"Sigmoid", {0}, 3}},
+      {"QLinearSoftmax", {"Softmax", {0}, 3}},
+      {"QLinearConcat", {"Concat", {}, 0}},
+  };
+  Form form = forms.at(n.op());
+  if (n.op() == "QLinearConcat") {
+    // Y_scale, Y_zero_point, then a (tensor, scale, zero point) triple per input.
+    if (n.proto.input_size() < 5 || (n.proto.input_size() - 2) % 3 != 0)
+      invalid(n, "has " + std::to_string(n.proto.input_size()) +
+                     " inputs; it takes Y_scale, Y_zero_point and (tensor, scale, zero point) triples");
+    for (int i = 2; i < n.proto.input_size(); i += 3) form.quantized.push_back(i);
+  }
+  if (attr_int(n, "channels_last", 0) != 0) unsupported(n, "channels_last=1 (NHWC) is not supported");
+  if (!n.has_input(form.y))
+    invalid(n, "input " + std::to_string(form.y) + " (the output's scale) is missing");
+  for (int i : {form.y, form.y + 1}) {
+    if (is_constant(n, i) && constant(n, i).data.size() != 1)
+      invalid(n, "input " + std::to_string(i) + " ('" + n.input(i) + "') must be one value (per tensor)");
+  }
+  std::vector<std::string> floats;
+  for (int x : form.quantized) floats.push_back(dequantized_input(n, x, "dequantized_" + std::to_string(x)));
+  const std::string result = n.name + "/float";
+  // QLinearSoftmax's meaning follows the Softmax of its `opset` attribute.
+  const int opset = n.op() == "QLinearSoftmax" ? static_cast<int>(attr_int(n, "opset", opset_)) : 0;
+  import_standard(n, form.op, "float", floats, {result}, {"channels_last", "opset"}, {}, opset);
+  std::vector<std::string> quantize{result, n.input(form.y)};
+  if (n.has_input(form.y + 1)) quantize.push_back(n.input(form.y + 1));
+  import_standard(n, "QuantizeLinear", "quantize", quantize, {n.proto.output(0)}, {"*"});
+}
+
+// QGemm: Y = alpha·A·B + C with A and B dequantized (B per tensor or per column), C int32 in units of
+// alpha·a_scale·b_scale; Y quantized with y_scale and y_zero_point when they are given, else float.
+void Importer::op_qgemm(const Node& n) {
+  const bool trans_b = attr_int(n, "transB", 0) != 0;
+  const double alpha = attr_float(n, "alpha", 1.0);
+  const Shape b_shape = shape(n, 3);
+  if (b_shape.rank() != 2) invalid(n, "B must be a matrix, has shape " + b_shape.str());
+  const std::int64_t columns = trans_b ? b_shape[0] : b_shape[1];
+  const std::string a = dequantized_input(n, 0, "dequantized_a");
+  const bool b_per_column = is_constant(n, 4) && constant(n, 4).data.size() > 1;
+  if (b_per_column && static_cast<std::int64_t>(constant(n, 4).data.size()) != columns)
+    invalid(n, "b_scale has " + std::to_string(constant(n, 4).data.size()) + " values for " +
+                   std::to_string(columns) + " columns of B");
+  const std::string b = dequantized_input(n, 3, "dequantized_b", b_per_column ? (trans_b ? 0 : 1) : -1);
+  std::vector<std::string> inputs{a, b};
+  if (n.has_input(6)) {
+    if (!is_constant(n, 6) || !is_constant(n, 1) || !is_constant(n, 4))
+      unsupported(n, "C, a_scale and b_scale must be constants");
+    Value c = constant(n, 6);
+    const std::vector<double>& b_scale = constant(n, 4).data;
+    const double a_scale = constant(n, 1).data.at(0);
+    if (b_per_column && (c.shape.rank() == 0 || c.shape[c.shape.rank() - 1] != columns)) {
+      if (c.data.size() != 1)
+        invalid(n, "C of shape " + c.shape.str() + " does not run along B's " + std::to_string(columns) +
+                       " columns, which b_scale scales apart");
+      c = Value{c.type, Shape{columns}, std::vector<double>(static_cast<std::size_t>(columns), c.data[0])};
+    }
+    for (std::size_t i = 0; i < c.data.size(); ++i)
+      c.data[i] *= alpha * a_scale * b_scale[b_per_column ? i % static_cast<std::size_t>(columns) : 0];
+    c.type = TP::FLOAT;
+    const std::string bias = n.name + "/bias";
+    constants_[bias] = std::move(c);
+    inputs.push_back(bias);
+  }
+  const bool quantized = n.has_input(7);
+  const std::string result = quantized ? n.name + "/float" : n.proto.output(0);
+  import_standard(n, "Gemm", "float", inputs, {result}, {"*"},
+                  {onnx_attribute("alpha", alpha), onnx_attribute("transA", attr_int(n, "transA", 0)),
+                   onnx_attribute("transB", std::int64_t{trans_b ? 1 : 0})});
+  if (!quantized) return;
+  std::vector<std::string> quantize{result, n.input(7)};
+  if (n.has_input(8)) quantize.push_back(n.input(8));
+  import_standard(n, "QuantizeLinear", "quantize", quantize, {n.proto.output(0)}, {"*"});
 }
 
 // ---- padding, resizing, reductions ------------------------------------------------------------

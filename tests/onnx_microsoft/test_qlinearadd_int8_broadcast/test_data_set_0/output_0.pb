@@ -1,0 +1,1 @@
+BCJxw[KoNf-,))|<'@:5uS8!0*D(#LMyyA?++IVN;Sуры$'Wi/npaa6f"\}59Z@g*&G)3{osVhWzH%VF]=4@12ую>п7иA:GP=Jх
