@@ -233,7 +233,12 @@ class Importer {
   void op_qgemm(const Node& n);
   // DequantizeLinear of the (x, scale, zero point) inputs from index `x` on, per tensor (the contrib
   // operators' own rule; `axis` >= 0 lets the scale run along that axis): the float tensor's name.
-  std::string dequantized_input(const Node& n, int x, const std::string& suffix, std::int64_t axis = -1);
+  std::string dequantized_input(const Node& n, int x, std::int64_t axis = -1);
+  // QuantizeLinear of `real` into the node's output with the scale and zero point at inputs `scale` and
+  // scale + 1; without a zero point, 0 of `type` (the contrib operators keep their input's type).
+  void quantized_output(const Node& n, const std::string& real, int scale, int type);
+  // A name for a tensor made here, after n.name, that no tensor of the model has (`model_names_`) or had.
+  std::string fresh_name(const Node& n, const std::string& suffix);
   // The element type of input i: a constant's, a graph input's, or `fallback` when unknown.
   int elem_type(const Node& n, int i, int fallback) const;
   // Checks constant scales (positive, finite) and zero points (inside `type`'s range), naming the field.
@@ -276,6 +281,8 @@ class Importer {
     int type = TP::UINT8;
   };
   std::map<std::string, QuantizedTensor> quantized_tensors_;
+  // Every tensor name of the model's graphs met so far (node outputs), and those fresh_name made.
+  std::set<std::string> model_names_;
   std::set<std::string> layer_names_;
   int unnamed_ = 0;
   Importer* parent_ = nullptr;     // for a subgraph: the importer of the graph around it
@@ -655,6 +662,8 @@ void Importer::declare_inputs(const onnx::GraphProto& graph, const std::set<std:
 }
 
 void Importer::import_nodes(const onnx::GraphProto& graph) {
+  for (const onnx::NodeProto& node : graph.node())
+    model_names_.insert(node.output().begin(), node.output().end());
   for (int i = 0; i < graph.node_size(); ++i) import_node(graph.node(i));
 }
 
@@ -689,10 +698,21 @@ void Importer::import_standard(const Node& from, const std::string& op, const st
     if (!dropped.count("*") && !dropped.count(a.name())) *proto.add_attribute() = a;
   }
   for (onnx::AttributeProto& a : attrs) *proto.add_attribute() = std::move(a);
-  const int outer = opset_;
+  struct Restore {
+    std::int64_t& opset;
+    std::int64_t outer;
+    ~Restore() { opset = outer; }
+  } restore{opset_, opset_};
   if (opset > 0) opset_ = opset;
   import_node(proto);
-  opset_ = outer;
+}
+
+std::string Importer::fresh_name(const Node& n, const std::string& suffix) {
+  std::string name = n.name + "/" + suffix;
+  while (model_names_.count(name) || constants_.count(name) || shapes_.count(name) || aliases_.count(name))
+    name += "_";
+  model_names_.insert(name);
+  return name;
 }
 
 // a >= b is clip(floor(a - b) + 1, 0, 1): a - b is 0 only where a = b and has the sign of a - b
@@ -2316,19 +2336,41 @@ void Importer::op_matmul_integer(const Node& n) {
 // DequantizeLinear of its quantized inputs and QuantizeLinear of its output, and is imported as those
 // standard nodes (which fold constants and fuse as in QDQ models).
 
-std::string Importer::dequantized_input(const Node& n, int x, const std::string& suffix, std::int64_t axis) {
+std::string Importer::dequantized_input(const Node& n, int x, std::int64_t axis) {
+  if (!n.has_input(x + 1))
+    invalid(n,
+            "input " + std::to_string(x + 1) + " (the scale of input " + std::to_string(x) + ") is missing");
   for (int i : {x + 1, x + 2}) {
     if (axis < 0 && is_constant(n, i) && constant(n, i).data.size() != 1)
       invalid(n, "input " + std::to_string(i) + " ('" + n.input(i) + "') has " +
                      std::to_string(constant(n, i).data.size()) + " values; it must be one (per tensor)");
   }
-  const std::string out = n.name + "/" + suffix;
+  check_quant_constants(n, x + 1, n.has_input(x + 2) ? x + 2 : -1,
+                        elem_type(n, x + 2, elem_type(n, x, TP::UINT8)));
+  const std::string out = fresh_name(n, "dequantized_" + std::to_string(x));
   std::vector<std::string> inputs{n.input(x), n.input(x + 1)};
   if (n.has_input(x + 2)) inputs.push_back(n.input(x + 2));
   std::vector<onnx::AttributeProto> attrs;
   if (axis >= 0) attrs.push_back(onnx_attribute("axis", axis));
-  import_standard(n, "DequantizeLinear", suffix, inputs, {out}, {"*"}, std::move(attrs));
+  import_standard(n, "DequantizeLinear", "dequantize_" + std::to_string(x), inputs, {out}, {"*"},
+                  std::move(attrs));
   return out;
+}
+
+void Importer::quantized_output(const Node& n, const std::string& real, int scale, int type) {
+  if (!n.has_input(scale)) invalid(n, "input " + std::to_string(scale) + " (the output's scale) is missing");
+  for (int i : {scale, scale + 1}) {
+    if (is_constant(n, i) && constant(n, i).data.size() != 1)
+      invalid(n, "input " + std::to_string(i) + " ('" + n.input(i) + "') must be one value (per tensor)");
+  }
+  if (n.has_input(scale + 1)) type = elem_type(n, scale + 1, type);
+  check_quant_constants(n, scale, n.has_input(scale + 1) ? scale + 1 : -1, type);
+  std::string zero = n.input(scale + 1);
+  if (!n.has_input(scale + 1)) {
+    zero = fresh_name(n, "output_zero_point");
+    constants_[zero] = Value{type, Shape{}, {0.0}};
+  }
+  import_standard(n, "QuantizeLinear", "quantize", {real, n.input(scale), zero}, {n.proto.output(0)}, {"*"});
 }
 
 void Importer::op_microsoft_qlinear(const Node& n) {
@@ -2357,21 +2399,14 @@ void Importer::op_microsoft_qlinear(const Node& n) {
     for (int i = 2; i < n.proto.input_size(); i += 3) form.quantized.push_back(i);
   }
   if (attr_int(n, "channels_last", 0) != 0) unsupported(n, "channels_last=1 (NHWC) is not supported");
-  if (!n.has_input(form.y))
-    invalid(n, "input " + std::to_string(form.y) + " (the output's scale) is missing");
-  for (int i : {form.y, form.y + 1}) {
-    if (is_constant(n, i) && constant(n, i).data.size() != 1)
-      invalid(n, "input " + std::to_string(i) + " ('" + n.input(i) + "') must be one value (per tensor)");
-  }
   std::vector<std::string> floats;
-  for (int x : form.quantized) floats.push_back(dequantized_input(n, x, "dequantized_" + std::to_string(x)));
-  const std::string result = n.name + "/float";
+  for (int x : form.quantized) floats.push_back(dequantized_input(n, x));
+  const std::string result = fresh_name(n, "float");
   // QLinearSoftmax's meaning follows the Softmax of its `opset` attribute.
   const int opset = n.op() == "QLinearSoftmax" ? static_cast<int>(attr_int(n, "opset", opset_)) : 0;
   import_standard(n, form.op, "float", floats, {result}, {"channels_last", "opset"}, {}, opset);
-  std::vector<std::string> quantize{result, n.input(form.y)};
-  if (n.has_input(form.y + 1)) quantize.push_back(n.input(form.y + 1));
-  import_standard(n, "QuantizeLinear", "quantize", quantize, {n.proto.output(0)}, {"*"});
+  const int x = form.quantized.front();
+  quantized_output(n, result, form.y, elem_type(n, x + 2, elem_type(n, x, TP::UINT8)));
 }
 
 // QGemm: Y = alpha·A·B + C with A and B dequantized (B per tensor or per column), C int32 in units of
@@ -2382,12 +2417,12 @@ void Importer::op_qgemm(const Node& n) {
   const Shape b_shape = shape(n, 3);
   if (b_shape.rank() != 2) invalid(n, "B must be a matrix, has shape " + b_shape.str());
   const std::int64_t columns = trans_b ? b_shape[0] : b_shape[1];
-  const std::string a = dequantized_input(n, 0, "dequantized_a");
+  const std::string a = dequantized_input(n, 0);
   const bool b_per_column = is_constant(n, 4) && constant(n, 4).data.size() > 1;
   if (b_per_column && static_cast<std::int64_t>(constant(n, 4).data.size()) != columns)
     invalid(n, "b_scale has " + std::to_string(constant(n, 4).data.size()) + " values for " +
                    std::to_string(columns) + " columns of B");
-  const std::string b = dequantized_input(n, 3, "dequantized_b", b_per_column ? (trans_b ? 0 : 1) : -1);
+  const std::string b = dequantized_input(n, 3, b_per_column ? (trans_b ? 0 : 1) : -1);
   std::vector<std::string> inputs{a, b};
   if (n.has_input(6)) {
     if (!is_constant(n, 6) || !is_constant(n, 1) || !is_constant(n, 4))
@@ -2404,19 +2439,19 @@ void Importer::op_qgemm(const Node& n) {
     for (std::size_t i = 0; i < c.data.size(); ++i)
       c.data[i] *= alpha * a_scale * b_scale[b_per_column ? i % static_cast<std::size_t>(columns) : 0];
     c.type = TP::FLOAT;
-    const std::string bias = n.name + "/bias";
+    const std::string bias = fresh_name(n, "bias");
     constants_[bias] = std::move(c);
     inputs.push_back(bias);
   }
+  // ONNX Runtime quantizes Y only with y_zero_point, and then divides by y_scale; a y_scale alone is refused.
+  if (n.has_input(7) != n.has_input(8))
+    unsupported(n, "y_scale and y_zero_point must be given together (a float Y has neither)");
   const bool quantized = n.has_input(7);
-  const std::string result = quantized ? n.name + "/float" : n.proto.output(0);
+  const std::string result = quantized ? fresh_name(n, "float") : n.proto.output(0);
   import_standard(n, "Gemm", "float", inputs, {result}, {"*"},
                   {onnx_attribute("alpha", alpha), onnx_attribute("transA", attr_int(n, "transA", 0)),
                    onnx_attribute("transB", std::int64_t{trans_b ? 1 : 0})});
-  if (!quantized) return;
-  std::vector<std::string> quantize{result, n.input(7)};
-  if (n.has_input(8)) quantize.push_back(n.input(8));
-  import_standard(n, "QuantizeLinear", "quantize", quantize, {n.proto.output(0)}, {"*"});
+  if (quantized) quantized_output(n, result, 7, TP::UINT8);
 }
 
 // ---- padding, resizing, reductions ------------------------------------------------------------
