@@ -427,5 +427,73 @@ TEST(PrecisionGpu, ChannelsLastPoolingInPacks) {
   for (const LayerSummary& row : half.summary()) EXPECT_TRUE(row.channels_last) << row.name;
 }
 
+// Channels-last depthwise convolutions in fp16 and bf16 run our own kernel (depthwise_nhwc.cu): 3x3 at
+// strides 1 and 2 with MobileNet's ReLU6 fused, 5x5 dilated, one without bias, one whose residual Add is
+// fused, one whose channels do not come in eights (cuDNN's), with the epilogue in the kernel (fused) and as
+// its own pass, against the CPU's fp32 net.
+TEST(PrecisionGpu, ChannelsLastDepthwiseConvolutions) {
+  REQUIRE_GPU();
+  const testing::ScopedEnv on("ESPRESSO_CHANNELS_LAST", "1");
+  Graph g;
+  g.name = "depthwise";
+  g.inputs.push_back({"data", Shape{3, 16, 13, 11}});
+  std::mt19937 rng(5);
+  LayerSpec expand = testing::conv_layer("expand", "data", "wide", 24, 1, 0, 1);
+  testing::set_random_conv_weights(expand, 16, rng);
+  LayerSpec narrow = testing::conv_layer("narrow", "data", "narrow", 12, 1, 0, 1);
+  testing::set_random_conv_weights(narrow, 16, rng);
+  g.layers = {expand, narrow};
+  const auto depthwise = [&](const std::string& name, const std::string& input, std::int64_t channels,
+                             std::int64_t kernel, std::int64_t pad, std::int64_t stride,
+                             std::int64_t dilation) {
+    LayerSpec d = testing::conv_layer(name, input, name, channels, kernel, pad, stride);
+    d.attrs.set("group", channels);
+    d.attrs.set("dilation", dilation);
+    testing::set_random_conv_weights(d, 1, rng);
+    g.layers.push_back(d);
+  };
+  depthwise("dw3", "wide", 24, 3, 1, 1, 1);
+  LayerSpec clip = layer("relu6", "Activation", {"dw3"}, {"relu6"});
+  clip.attrs.set("function", std::string("clip"));
+  clip.attrs.set("min", 0.0);
+  clip.attrs.set("max", 6.0);
+  g.layers.push_back(clip);
+  depthwise("dw3s2", "wide", 24, 3, 1, 2, 1);
+  depthwise("dw5d2", "wide", 24, 5, 4, 1, 2);
+  depthwise("dw_nobias", "wide", 24, 3, 0, 1, 1);
+  g.layers.back().attrs.set("bias", std::int64_t{0});
+  g.layers.back().weights.pop_back();
+  depthwise("dw_residual", "wide", 24, 3, 1, 1, 1);
+  LayerSpec add = layer("add", "Binary", {"dw_residual", "wide"}, {"sum"});
+  add.attrs.set("operation", std::string("add"));
+  g.layers.push_back(add);
+  depthwise("dw_narrow", "narrow", 12, 3, 1, 1, 1);
+  g.outputs = {"relu6", "dw3s2", "dw5d2", "dw_nobias", "sum", "dw_narrow"};
+  const Tensor x = random_input(Shape{3, 16, 13, 11}, 6);
+  Net reference(g);  // on the CPU
+  auto expected = reference.forward({{"data", x}});
+  for (const auto& [precision, fused] :
+       {std::pair{Precision::fp16, "1"}, std::pair{Precision::fp16, "0"}, std::pair{Precision::bf16, "1"}}) {
+    SCOPED_TRACE(std::string(precision == Precision::fp16 ? "fp16" : "bf16") +
+                 ", ESPRESSO_CUDNN_FUSED=" + fused);
+    const testing::ScopedEnv epilogue("ESPRESSO_CUDNN_FUSED", fused);
+    Net low(g, {.device = Device::cuda(), .precision = precision});
+    auto got = low.forward({{"data", x}});
+    for (const std::string& name : g.outputs) {
+      EXPECT_LE(normalized_error(expected.at(name).to_vector(), got.at(name).to_vector()),
+                precision == Precision::fp16 ? 1e-2 : 3e-2)
+          << name;
+    }
+    auto kernel = testing::kernels_by_layer(low.summary());
+    for (const char* name : {"dw3", "dw3s2", "dw5d2", "dw_nobias", "dw_residual"})
+      EXPECT_NE(kernel[name].find("depthwise-nhwc"), std::string::npos) << name << ": " << kernel[name];
+    for (const char* name : {"dw3", "dw_residual"}) {
+      EXPECT_EQ(kernel[name].find("+epilogue") != std::string::npos, std::string(fused) == "1")
+          << name << ": " << kernel[name];
+    }
+    EXPECT_EQ(kernel["dw_narrow"].find("depthwise-nhwc"), std::string::npos) << kernel["dw_narrow"];
+  }
+}
+
 }  // namespace
 }  // namespace espresso

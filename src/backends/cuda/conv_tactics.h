@@ -75,6 +75,10 @@ class TypedConvTactic {
 // cuDNN's, or nullptr where it declines the problem in `dtype`.
 std::unique_ptr<TypedConvTactic> make_cudnn_typed_conv(const ConvProblem& problem, DType dtype,
                                                        StreamContext& context);
+// Our depthwise kernel for channels-last fp16/bf16 problems whose channels come in eights, given the
+// K, R, S, 1 filter in `dtype` (read once, at construction), or nullptr.
+std::unique_ptr<TypedConvTactic> make_depthwise_nhwc_conv(const ConvProblem& problem, DType dtype,
+                                                          const void* filter, StreamContext& context);
 std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& problem, StreamContext& context);
 // The same in `dtype` (f16, bf16: tensor-core GEMMs with fp32 accumulation).
 std::unique_ptr<TypedConvTactic> make_im2col_typed_conv(const ConvProblem& problem, DType dtype,

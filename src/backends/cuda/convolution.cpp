@@ -453,8 +453,6 @@ std::unique_ptr<Kernel> make_nhwc_convolution(const Layer& layer, const std::vec
   if (!lift_conv(conv.geometry(inputs[0]), conv.has_bias(), layer.name(), problem) || problem.axes != 2)
     return nullptr;
   problem.channels_last = true;
-  std::unique_ptr<TypedConvTactic> tactic = make_cudnn_typed_conv(problem, dtype, context);
-  if (!tactic) return nullptr;
   const std::string owner = "layer '" + layer.name() + "'";
   const Tensor& full = context.device_weights(layer.weights()[0], owner);
   const Shape filter{problem.out_channels, problem.in_per_group(), problem.kernel[1], problem.kernel[2]};
@@ -462,6 +460,13 @@ std::unique_ptr<Kernel> make_nhwc_convolution(const Layer& layer, const std::vec
                          "the channels-last " + std::string(dtype_name(dtype)) + " weights of " + owner);
   Tensor weights = Tensor::wrap(memory.get(), filter, dtype, context.device(), memory);
   context.convert_layout(full.reshaped(filter), weights, true);
+  // Depthwise layers run our kernel (ESPRESSO_CONV_TACTIC=cudnn keeps cuDNN's): MobileNetV2's at batch 256 in
+  // fp16 on an H100 took 2.2 of its 8.2 ms in cuDNN.
+  std::unique_ptr<TypedConvTactic> tactic;
+  if (forced_tactic() != Tactic::cudnn)
+    tactic = make_depthwise_nhwc_conv(problem, dtype, weights.raw(), context);
+  if (!tactic) tactic = make_cudnn_typed_conv(problem, dtype, context);
+  if (!tactic) return nullptr;
   const float* bias =
       conv.has_bias() ? context.device_weights(layer.weights()[1], owner).data<float>() : nullptr;
   return std::make_unique<LowpConvolutionKernel>(problem, dtype, std::move(tactic), nullptr, weights, bias,
