@@ -460,8 +460,8 @@ std::unique_ptr<Kernel> make_nhwc_convolution(const Layer& layer, const std::vec
                          "the channels-last " + std::string(dtype_name(dtype)) + " weights of " + owner);
   Tensor weights = Tensor::wrap(memory.get(), filter, dtype, context.device(), memory);
   context.convert_layout(full.reshaped(filter), weights, true);
-  // Depthwise layers run our kernel (ESPRESSO_CONV_TACTIC=cudnn keeps cuDNN's): MobileNetV2's at batch 256 in
-  // fp16 on an H100 took 2.2 of its 8.2 ms in cuDNN.
+  // Depthwise layers run our kernel (ESPRESSO_CONV_TACTIC=cudnn keeps cuDNN's): MobileNetV2 fp16 at batch 256
+  // on an H100, 8.74 -> 8.66 ms (bench/results/2026-12-07-h100-session27.md).
   std::unique_ptr<TypedConvTactic> tactic;
   if (forced_tactic() != Tactic::cudnn)
     tactic = make_depthwise_nhwc_conv(problem, dtype, weights.raw(), context);
