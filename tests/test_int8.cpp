@@ -28,6 +28,17 @@ std::string onnx_test_data() {
   return env != nullptr ? env : "/usr/share/libonnx-testdata/data";
 }
 
+// The CPU, and a GPU where there is one (else a visible skip naming `what`).
+std::vector<Device> cpu_and_gpu(const char* what) {
+  std::vector<Device> devices{Device::cpu()};
+  if (have_gpu()) {
+    devices.push_back(Device::cuda());
+  } else {
+    std::printf("[ SKIPPED  ] no CUDA device: %s not run on a GPU\n", what);
+  }
+  return devices;
+}
+
 TEST(Int8, OnnxQuantizationNodeTests) {
   const std::string node = onnx_test_data() + "/node";
   if (!fs::exists(node)) GTEST_SKIP() << "libonnx-testdata is not installed (" << node << ")";
@@ -41,13 +52,7 @@ TEST(Int8, OnnxQuantizationNodeTests) {
     if (fs::exists(node + "/" + name)) dirs.push_back(node + "/" + name);
   }
   ASSERT_FALSE(dirs.empty());
-  std::vector<Device> devices{Device::cpu()};
-  if (have_gpu()) {
-    devices.push_back(Device::cuda());
-  } else {
-    std::printf("[ SKIPPED  ] no CUDA device: the node tests not run on a GPU\n");
-  }
-  for (const Device& device : devices) {
+  for (const Device& device : cpu_and_gpu("the node tests")) {
     // Integers must come out exact: a tolerance below half a step.
     OnnxConformanceOptions options;
     options.device = device;
@@ -76,13 +81,7 @@ TEST(Int8, MicrosoftQuantizedOperatorsMatchOnnxRuntime) {
   }
   ASSERT_GE(quantized.size(), 15u) << root;
   ASSERT_FALSE(real.empty()) << root;
-  std::vector<Device> devices{Device::cpu()};
-  if (have_gpu()) {
-    devices.push_back(Device::cuda());
-  } else {
-    std::printf("[ SKIPPED  ] no CUDA device: the com.microsoft operators not run on a GPU\n");
-  }
-  for (const Device& device : devices) {
+  for (const Device& device : cpu_and_gpu("the com.microsoft operators")) {
     for (const bool steps : {true, false}) {
       OnnxConformanceOptions options;
       options.device = device;

@@ -47,6 +47,13 @@ def run_ort(model_path, x, outputs):
         return {o["name"]: np.fromfile(o["file"], np.float32).reshape(dims[o["name"]]) for o in spec["outputs"]}
 
 
+def int8_rows(w):
+    """w (output channels first) as int8 with a symmetric scale per output channel: (values, scales)."""
+    top = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+    scale = np.where(top > 0, top / 127.0, 1.0).astype(np.float32)
+    return np.clip(np.round(w / scale.reshape(-1, *([1] * (w.ndim - 1)))), -127, 127).astype(np.int8), scale
+
+
 def calibrate(model_path, photos):
     """min/max of every node output over the calibration photos."""
     model = onnx.load(model_path)
@@ -106,9 +113,7 @@ def quantize(model, ranges):
         out = output_of(node)
         if op == "Conv":
             w = inits[ins[1]].astype(np.float32)
-            top = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-            w_scale = np.where(top > 0, top / 127.0, 1.0).astype(np.float32)
-            w_q = np.clip(np.round(w / w_scale.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
+            w_q, w_scale = int8_rows(w)
             tag = out + "_w"
             new_inits.extend([numpy_helper.from_array(w_q, tag), numpy_helper.from_array(w_scale, tag + "_scale"),
                               numpy_helper.from_array(np.zeros(w.shape[0], np.int8), tag + "_zero")])
@@ -152,9 +157,7 @@ def quantize(model, ranges):
             if attrs.get("transB", 0) != 1 or attrs.get("transA", 0) != 0:
                 raise SystemExit(f"{node.name}: only Gemm with transB=1 is handled")
             w = inits[ins[1]].astype(np.float32)
-            top = np.abs(w).max(axis=1)
-            w_scale = np.where(top > 0, top / 127.0, 1.0).astype(np.float32)
-            w_q = np.clip(np.round(w / w_scale[:, None]), -127, 127).astype(np.int8)
+            w_q, w_scale = int8_rows(w)
             alpha = attrs.get("alpha", 1.0)
             xq, xs, xz, x_scale = q[ins[0]]
             tag = out + "_w"

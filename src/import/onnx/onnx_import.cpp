@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 #include <numeric>
 #include <set>
@@ -150,12 +151,10 @@ class Importer {
   void check_supported(const onnx::GraphProto& graph) const;
   void import_nodes(const onnx::GraphProto& graph);
   void import_node(const onnx::NodeProto& proto);
-  // Imports the standard-domain node `op` made for `from` (named from.name/suffix) as if the model held it,
-  // with `attrs` and those of `from` not in `dropped` ("*": none of them); `opset` (when > 0) is the
-  // operator set its meaning follows.
+  // Imports the standard-domain node `op` made for `from` (named from.name/suffix, with `attrs`) as if the
+  // model held it; `opset` (when > 0) is the operator set its meaning follows.
   void import_standard(const Node& from, const std::string& op, const std::string& suffix,
                        const std::vector<std::string>& inputs, const std::vector<std::string>& outputs,
-                       const std::set<std::string>& dropped = {},
                        std::vector<onnx::AttributeProto> attrs = {}, int opset = 0);
 
   // Control flow (docs/control_flow.md). A subgraph's free names become inputs of its Graph, fed from
@@ -237,6 +236,8 @@ class Importer {
   // QuantizeLinear of `real` into the node's output with the scale and zero point at inputs `scale` and
   // scale + 1; without a zero point, 0 of `type` (the contrib operators keep their input's type).
   void quantized_output(const Node& n, const std::string& real, int scale, int type);
+  // ModelError unless each of these constant inputs holds one value (a per-tensor scale or zero point).
+  void require_one_value(const Node& n, std::initializer_list<int> inputs);
   // A name for a tensor made here, after n.name, that no tensor of the model has (`model_names_`) or had.
   std::string fresh_name(const Node& n, const std::string& suffix);
   // The element type of input i: a constant's, a graph input's, or `fallback` when unknown.
@@ -687,16 +688,13 @@ void Importer::import_node(const onnx::NodeProto& proto) {
 
 void Importer::import_standard(const Node& from, const std::string& op, const std::string& suffix,
                                const std::vector<std::string>& inputs,
-                               const std::vector<std::string>& outputs, const std::set<std::string>& dropped,
+                               const std::vector<std::string>& outputs,
                                std::vector<onnx::AttributeProto> attrs, int opset) {
   onnx::NodeProto proto;
   proto.set_name(from.name + "/" + suffix);
   proto.set_op_type(op);
   for (const std::string& input : inputs) proto.add_input(input);
   for (const std::string& output : outputs) proto.add_output(output);
-  for (const onnx::AttributeProto& a : from.proto.attribute()) {
-    if (!dropped.count("*") && !dropped.count(a.name())) *proto.add_attribute() = a;
-  }
   for (onnx::AttributeProto& a : attrs) *proto.add_attribute() = std::move(a);
   struct Restore {
     std::int64_t& opset;
@@ -2336,15 +2334,19 @@ void Importer::op_matmul_integer(const Node& n) {
 // DequantizeLinear of its quantized inputs and QuantizeLinear of its output, and is imported as those
 // standard nodes (which fold constants and fuse as in QDQ models).
 
+void Importer::require_one_value(const Node& n, std::initializer_list<int> inputs) {
+  for (int i : inputs) {
+    if (is_constant(n, i) && constant(n, i).data.size() != 1)
+      invalid(n, "input " + std::to_string(i) + " ('" + n.input(i) + "') has " +
+                     std::to_string(constant(n, i).data.size()) + " values; it must be one (per tensor)");
+  }
+}
+
 std::string Importer::dequantized_input(const Node& n, int x, std::int64_t axis) {
   if (!n.has_input(x + 1))
     invalid(n,
             "input " + std::to_string(x + 1) + " (the scale of input " + std::to_string(x) + ") is missing");
-  for (int i : {x + 1, x + 2}) {
-    if (axis < 0 && is_constant(n, i) && constant(n, i).data.size() != 1)
-      invalid(n, "input " + std::to_string(i) + " ('" + n.input(i) + "') has " +
-                     std::to_string(constant(n, i).data.size()) + " values; it must be one (per tensor)");
-  }
+  if (axis < 0) require_one_value(n, {x + 1, x + 2});
   check_quant_constants(n, x + 1, n.has_input(x + 2) ? x + 2 : -1,
                         elem_type(n, x + 2, elem_type(n, x, TP::UINT8)));
   const std::string out = fresh_name(n, "dequantized_" + std::to_string(x));
@@ -2352,17 +2354,13 @@ std::string Importer::dequantized_input(const Node& n, int x, std::int64_t axis)
   if (n.has_input(x + 2)) inputs.push_back(n.input(x + 2));
   std::vector<onnx::AttributeProto> attrs;
   if (axis >= 0) attrs.push_back(onnx_attribute("axis", axis));
-  import_standard(n, "DequantizeLinear", "dequantize_" + std::to_string(x), inputs, {out}, {"*"},
-                  std::move(attrs));
+  import_standard(n, "DequantizeLinear", "dequantize_" + std::to_string(x), inputs, {out}, std::move(attrs));
   return out;
 }
 
 void Importer::quantized_output(const Node& n, const std::string& real, int scale, int type) {
   if (!n.has_input(scale)) invalid(n, "input " + std::to_string(scale) + " (the output's scale) is missing");
-  for (int i : {scale, scale + 1}) {
-    if (is_constant(n, i) && constant(n, i).data.size() != 1)
-      invalid(n, "input " + std::to_string(i) + " ('" + n.input(i) + "') must be one value (per tensor)");
-  }
+  require_one_value(n, {scale, scale + 1});
   if (n.has_input(scale + 1)) type = elem_type(n, scale + 1, type);
   check_quant_constants(n, scale, n.has_input(scale + 1) ? scale + 1 : -1, type);
   std::string zero = n.input(scale + 1);
@@ -2370,7 +2368,7 @@ void Importer::quantized_output(const Node& n, const std::string& real, int scal
     zero = fresh_name(n, "output_zero_point");
     constants_[zero] = Value{type, Shape{}, {0.0}};
   }
-  import_standard(n, "QuantizeLinear", "quantize", {real, n.input(scale), zero}, {n.proto.output(0)}, {"*"});
+  import_standard(n, "QuantizeLinear", "quantize", {real, n.input(scale), zero}, {n.proto.output(0)});
 }
 
 void Importer::op_microsoft_qlinear(const Node& n) {
@@ -2404,7 +2402,11 @@ void Importer::op_microsoft_qlinear(const Node& n) {
   const std::string result = fresh_name(n, "float");
   // QLinearSoftmax's meaning follows the Softmax of its `opset` attribute.
   const int opset = n.op() == "QLinearSoftmax" ? static_cast<int>(attr_int(n, "opset", opset_)) : 0;
-  import_standard(n, form.op, "float", floats, {result}, {"channels_last", "opset"}, {}, opset);
+  std::vector<onnx::AttributeProto> attrs;  // the float operator's: all but the contrib operator's own
+  for (const onnx::AttributeProto& a : n.proto.attribute()) {
+    if (a.name() != "channels_last" && a.name() != "opset") attrs.push_back(a);
+  }
+  import_standard(n, form.op, "float", floats, {result}, std::move(attrs), opset);
   const int x = form.quantized.front();
   quantized_output(n, result, form.y, elem_type(n, x + 2, elem_type(n, x, TP::UINT8)));
 }
@@ -2448,7 +2450,7 @@ void Importer::op_qgemm(const Node& n) {
     unsupported(n, "y_scale and y_zero_point must be given together (a float Y has neither)");
   const bool quantized = n.has_input(7);
   const std::string result = quantized ? fresh_name(n, "float") : n.proto.output(0);
-  import_standard(n, "Gemm", "float", inputs, {result}, {"*"},
+  import_standard(n, "Gemm", "float", inputs, {result},
                   {onnx_attribute("alpha", alpha), onnx_attribute("transA", attr_int(n, "transA", 0)),
                    onnx_attribute("transB", std::int64_t{trans_b ? 1 : 0})});
   if (quantized) quantized_output(n, result, 7, TP::UINT8);
