@@ -3,6 +3,7 @@
 // executor needs no integer storage; the int8 arithmetic lives in QuantizedConvolution's kernels.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -18,6 +19,16 @@ struct QuantRange {
 
 // Round half to even, as ONNX's QuantizeLinear does, then saturate to the range.
 double quantize_value(double x, double scale, double zero_point, const QuantRange& range);
+
+// nearbyint without a library call, for values bound for an 8-bit range: adding and removing 1.5·2^23
+// rounds half to even in the default rounding mode, in loops the compiler vectorises; magnitudes beyond
+// 2^22 saturate such a range anyway, so they are clamped first.
+inline float round_half_even(float v) {
+  constexpr float kMagic = 12582912.0f;
+  v = std::clamp(v, -4194304.0f, 4194304.0f);
+  const float shifted = v + kMagic;  // not folded: without -ffast-math the compiler keeps both steps
+  return shifted - kMagic;
+}
 
 // y = saturate(round(x / scale) + zero_point). Inputs: x, scale, optional zero_point: scalars, or 1-D
 // of x's length along `axis` (per-axis). Scales must be positive and zero points inside the type's

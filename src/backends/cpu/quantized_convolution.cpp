@@ -23,21 +23,13 @@
 #include "backends/int8_fusions.h"
 #include "core/cpu_features.h"
 #include "core/parallel.h"
+#include "layers/quantize.h"
 #include "layers/quantized_convolution.h"
 
 namespace espresso::cpu {
 namespace {
 
 using Params = QuantizedConvParams;
-
-// nearbyint without a library call: adding and removing 1.5·2^23 rounds half to even in the default
-// rounding mode; larger magnitudes saturate anyway, so they are clamped first.
-inline float round_half_even(float v) {
-  constexpr float kMagic = 12582912.0f;
-  v = std::clamp(v, -4194304.0f, 4194304.0f);
-  const float shifted = v + kMagic;  // not folded: without -ffast-math the compiler keeps both steps
-  return shifted - kMagic;
-}
 
 #if defined(__x86_64__)
 __attribute__((target("avx2"))) std::int64_t value_range_avx2(const float* x, std::int64_t n, float& lo, float& hi) {
