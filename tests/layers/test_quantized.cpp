@@ -106,10 +106,13 @@ LayerCase quantized_conv_case(Rng& rng) {
   LayerCase c;
   c.spec.type = "QuantizedConvolution";
   const int axes = rng.integer(0, 5) == 0 ? 1 : 2;
-  const int group = rng.integer(1, 3) == 3 ? 2 : 1;
+  // A quarter depthwise, a group per channel (MobileNet's layers: the CPU's direct path).
+  const bool depthwise = rng.integer(0, 3) == 0;
+  const int group = depthwise ? rng.integer(2, 9) : rng.integer(1, 3) == 3 ? 2 : 1;
   // Outputs per group below 16 and above (the GPU's direct and tensor-core kernels).
-  const int in_channels = group * rng.integer(1, 6),
-            out_channels = group * (rng.coin() ? rng.integer(1, 12) : rng.integer(16, 40));
+  const int in_channels = depthwise ? group : group * rng.integer(1, 6),
+            out_channels =
+                depthwise ? group : group * (rng.coin() ? rng.integer(1, 12) : rng.integer(16, 40));
   std::vector<std::int64_t> kernel, stride, pad, dilation, dims{rng.integer(1, 3), in_channels};
   // Some images wide enough for the kernels' vector copies (16 and 32 columns at a time).
   const std::int64_t wide = rng.integer(0, 3) == 0 ? rng.integer(30, 70) : 0;

@@ -195,6 +195,38 @@ void finish(const ChannelFinish& f, const std::int32_t* sums, std::int64_t n, co
   for (; i < n; ++i) dst[i] = finish_value(f, sums[i], residual ? residual + i : nullptr);
 }
 
+// sums[i] += weight · line[i · stride] for i < n: one window tap along a row of outputs (depthwise).
+template <bool kUnitStride>
+[[gnu::always_inline]] inline void add_tap(const std::uint8_t* line, std::int64_t stride, std::int32_t weight,
+                                           std::int64_t n, std::int32_t* sums) {
+  for (std::int64_t i = 0; i < n; ++i)
+    sums[i] += weight * static_cast<std::int32_t>(line[kUnitStride ? i : i * stride]);
+}
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) void add_tap_avx2(const std::uint8_t* line, std::int64_t stride,
+                                                  std::int32_t weight, std::int64_t n, std::int32_t* sums) {
+  if (stride == 1) {
+    add_tap<true>(line, 1, weight, n, sums);
+  } else {
+    add_tap<false>(line, stride, weight, n, sums);
+  }
+}
+#endif
+void add_tap_any(const std::uint8_t* line, std::int64_t stride, std::int32_t weight, std::int64_t n,
+                 std::int32_t* sums) {
+#if defined(__x86_64__)
+  if (cpu_has_avx2_fma()) {
+    add_tap_avx2(line, stride, weight, n, sums);
+    return;
+  }
+#endif
+  if (stride == 1) {
+    add_tap<true>(line, 1, weight, n, sums);
+  } else {
+    add_tap<false>(line, stride, weight, n, sums);
+  }
+}
+
 // dst[i] = src[2i] for i < n. Reads up to one byte past src[2n − 2]: image buffers keep a margin.
 void copy_every_second(const std::uint8_t* src, std::int64_t n, std::uint8_t* dst) {
   const __m128i low_bytes = _mm_set1_epi16(0xFF);
@@ -270,6 +302,7 @@ class Int8ConvolutionKernel final : public Kernel {
     const std::vector<std::int8_t>& w = weights.values;
     const std::int64_t out_group = g.out_channels / g.group;
     depth_ = g.in_channels / g.group * g.kernel_spatial();
+    if (g.group > 1 && g.in_channels == g.group && out_group == 1) depthwise_.assign(w.begin(), w.end());
     for (std::int64_t grp = 0; grp < g.group; ++grp)
       packed_.emplace_back(w.data() + grp * out_group * depth_, depth_, out_group, depth_);
     height_ = g.axes() == 2 ? g.in_size[0] : 1;
@@ -320,8 +353,8 @@ class Int8ConvolutionKernel final : public Kernel {
       const int shift = range.lo < 0 ? 128 : 0;
       std::uint8_t* q = images_[s].data() + margin_;
       if (p_.input == Params::Input::quantized) {
-        for (std::int64_t i = 0; i < count; ++i)
-          q[i] = static_cast<std::uint8_t>(std::clamp(static_cast<int>(image[i]) + shift, 0, 255));
+        // Integers held in floats: the quantize step with a unit scale moves them by `shift` and saturates.
+        quantize({1.0f, 1.0f, static_cast<float>(shift), 0.0f, 255.0f, true}, image, count, q);
       } else {
         // x·(1/scale) can differ from x/scale in the last bit: unless scale is a power of two, divide in
         // float as the reference (and ONNX) does, so that ties round the same way.
@@ -336,6 +369,12 @@ class Int8ConvolutionKernel final : public Kernel {
       std::uint8_t* b = packed_b_[s].data();
       float* out = y + n * g_.out_channels * out_spatial;
       const double input_scale = scale;
+      if (!depthwise_.empty()) {
+        float* redirect = fusions_.redirect();
+        depthwise(q, zero_u8, input_scale, residual ? residual + n * g_.out_channels * out_spatial : nullptr,
+                  redirect ? redirect + n * fusions_.redirect_stride() : out);
+        return;
+      }
       for (std::int64_t grp = 0; grp < g_.group; ++grp) {
         // 2. Windows into packed B: row (channel, ky, kx), column (oy, ox); padding reads the zero point.
         pack_windows(q + grp * in_group * in_spatial, zero_u8, b);
@@ -358,6 +397,52 @@ class Int8ConvolutionKernel final : public Kernel {
                    residual_base ? residual_base + at : nullptr, base + at);
           }
         });
+      }
+    });
+  }
+
+  // One input and one output channel a group (MobileNet's depthwise layers), where the GEMM would be a row
+  // of taps deep per group: each channel's sums are made directly, tap by tap, from the plane inside a
+  // border of the zero point as wide as the padding (what the GEMM's windows read outside the image), and
+  // finished as its tiles are. With stride 1 a tap is one run over the padded rows' width, its columns
+  // past the output's dropped at the end.
+  void depthwise(const std::uint8_t* q, std::uint8_t zero_u8, double input_scale, const float* residual,
+                 float* out) const {
+    const std::int64_t taps = kernel_h_ * kernel_w_, out_spatial = out_height_ * out_width_;
+    const std::int64_t padded_w = width_ + 2 * pad_w_, padded_h = height_ + 2 * pad_h_;
+    const bool unit = stride_h_ == 1 && stride_w_ == 1;
+    const std::int64_t row_stride = unit ? padded_w : out_width_;  // of the sums
+    parallel_for(g_.group, [&](std::int64_t first, std::int64_t end) {
+      std::vector<std::uint8_t> padded(static_cast<std::size_t>(padded_h * padded_w), zero_u8);
+      std::vector<std::int32_t> sums(static_cast<std::size_t>(out_height_ * row_stride));
+      for (std::int64_t c = first; c < end; ++c) {
+        const std::uint8_t* plane = q + c * height_ * width_;
+        for (std::int64_t y = 0; y < height_; ++y)
+          std::memcpy(padded.data() + (y + pad_h_) * padded_w + pad_w_, plane + y * width_,
+                      static_cast<std::size_t>(width_));
+        const std::int8_t* w = depthwise_.data() + c * taps;
+        std::fill(sums.begin(), sums.end(), 0);
+        std::int32_t weight_sum = 0;
+        for (std::int64_t tap = 0; tap < taps; ++tap) {
+          const std::int32_t weight = w[tap];
+          weight_sum += weight;
+          const std::uint8_t* from =
+              padded.data() + tap / kernel_w_ * dilation_h_ * padded_w + tap % kernel_w_ * dilation_w_;
+          if (unit) {
+            add_tap_any(from, 1, weight, (out_height_ - 1) * padded_w + out_width_, sums.data());
+            continue;
+          }
+          for (std::int64_t oy = 0; oy < out_height_; ++oy)
+            add_tap_any(from + oy * stride_h_ * padded_w, stride_w_, weight, out_width_,
+                        sums.data() + oy * out_width_);
+        }
+        if (unit) {  // the rows side by side
+          for (std::int64_t oy = 1; oy < out_height_; ++oy)
+            std::memmove(sums.data() + oy * out_width_, sums.data() + oy * padded_w,
+                         static_cast<std::size_t>(out_width_) * sizeof(std::int32_t));
+        }
+        finish(channel_finish(c, zero_u8 * weight_sum, input_scale), sums.data(), out_spatial,
+               residual ? residual + c * out_spatial : nullptr, out + c * out_spatial);
       }
     });
   }
@@ -492,6 +577,7 @@ class Int8ConvolutionKernel final : public Kernel {
   std::int64_t height_ = 1, width_ = 1, out_height_ = 1, out_width_ = 1, kernel_h_ = 1, kernel_w_ = 1;
   std::int64_t stride_h_ = 1, stride_w_ = 1, pad_h_ = 0, pad_w_ = 0, dilation_h_ = 1, dilation_w_ = 1;
   std::vector<PackedInt8Matrix> packed_;
+  std::vector<std::int8_t> depthwise_;  // a depthwise layer's weights, channel-major (else empty)
   std::vector<double> weight_scale_;
   std::vector<float> bias_;
   Int8Fusions fusions_;
