@@ -495,5 +495,87 @@ TEST(PrecisionGpu, ChannelsLastDepthwiseConvolutions) {
   }
 }
 
+// Channels-last pointwise convolutions in fp16 and bf16 run cuBLASLt's GEMM (pointwise_nhwc.cpp) with the
+// bias, a ReLU and a residual Add in its epilogue (fused), or with the epilogue as its own pass (a ReLU6, no
+// bias, ESPRESSO_CUDNN_FUSED=0); one whose output channels do not come in eights stays with cuDNN; a ReLU6
+// that only a depthwise convolution reads is clamped by it; against the CPU's fp32 net.
+TEST(PrecisionGpu, ChannelsLastPointwiseConvolutions) {
+  REQUIRE_GPU();
+  const testing::ScopedEnv on("ESPRESSO_CHANNELS_LAST", "1");
+  Graph g;
+  g.name = "pointwise";
+  g.inputs.push_back({"data", Shape{3, 16, 13, 11}});
+  std::mt19937 rng(7);
+  const auto pointwise = [&](const std::string& name, const std::string& input, std::int64_t channels,
+                             std::int64_t in_channels) {
+    LayerSpec c = testing::conv_layer(name, input, name, channels, 1, 0, 1);
+    testing::set_random_conv_weights(c, in_channels, rng);
+    g.layers.push_back(c);
+  };
+  const auto then = [&](const std::string& type, const std::vector<std::string>& inputs,
+                        const std::string& out) {
+    g.layers.push_back(layer(out, type, inputs, {out}));
+    return &g.layers.back();
+  };
+  pointwise("wide", "data", 24, 16);
+  pointwise("pw_bias", "wide", 16, 24);
+  pointwise("pw_relu", "wide", 16, 24);
+  then("ReLU", {"pw_relu"}, "relu");
+  pointwise("pw_relu6", "wide", 16, 24);
+  LayerSpec* clip = then("Activation", {"pw_relu6"}, "relu6");
+  clip->attrs.set("function", std::string("clip"));
+  clip->attrs.set("min", 0.0);
+  clip->attrs.set("max", 6.0);
+  pointwise("pw_residual", "wide", 16, 24);
+  then("Binary", {"pw_residual", "data"}, "sum")->attrs.set("operation", std::string("add"));
+  pointwise("pw_residual_relu", "wide", 16, 24);
+  then("Binary", {"pw_residual_relu", "data"}, "sum2")->attrs.set("operation", std::string("add"));
+  then("ReLU", {"sum2"}, "sum_relu");
+  pointwise("pw_nobias", "wide", 16, 24);
+  g.layers.back().attrs.set("bias", std::int64_t{0});
+  g.layers.back().weights.pop_back();
+  pointwise("pw_narrow", "wide", 12, 24);
+  // MobileNet's expansion: the ReLU6 between it and the depthwise convolution is clamped as the depthwise
+  // kernel reads its input.
+  pointwise("pw_expand", "wide", 24, 24);
+  clip = then("Activation", {"pw_expand"}, "expand6");
+  clip->attrs.set("function", std::string("clip"));
+  clip->attrs.set("min", 0.0);
+  clip->attrs.set("max", 6.0);
+  LayerSpec dw = testing::conv_layer("dw", "expand6", "dw", 24, 3, 1, 1);
+  dw.attrs.set("group", std::int64_t{24});
+  testing::set_random_conv_weights(dw, 1, rng);
+  g.layers.push_back(dw);
+  g.outputs = {"pw_bias", "relu", "relu6", "sum", "sum_relu", "pw_nobias", "pw_narrow", "dw"};
+  const Tensor x = random_input(Shape{3, 16, 13, 11}, 8);
+  Net reference(g);  // on the CPU
+  auto expected = reference.forward({{"data", x}});
+  for (const auto& [precision, fused] :
+       {std::pair{Precision::fp16, "1"}, std::pair{Precision::fp16, "0"}, std::pair{Precision::bf16, "1"}}) {
+    SCOPED_TRACE(std::string(precision == Precision::fp16 ? "fp16" : "bf16") +
+                 ", ESPRESSO_CUDNN_FUSED=" + fused);
+    const testing::ScopedEnv epilogue("ESPRESSO_CUDNN_FUSED", fused);
+    Net low(g, {.device = Device::cuda(), .precision = precision});
+    auto got = low.forward({{"data", x}});
+    for (const std::string& name : g.outputs) {
+      EXPECT_LE(normalized_error(expected.at(name).to_vector(), got.at(name).to_vector()),
+                precision == Precision::fp16 ? 1e-2 : 3e-2)
+          << name;
+    }
+    auto kernel = testing::kernels_by_layer(low.summary());
+    for (const char* name :
+         {"wide", "pw_bias", "pw_relu", "pw_relu6", "pw_residual", "pw_residual_relu", "pw_nobias"})
+      EXPECT_NE(kernel[name].find("pointwise-nhwc"), std::string::npos) << name << ": " << kernel[name];
+    EXPECT_EQ(kernel["expand6"], "fused into dw");
+    for (const char* name : {"pw_bias", "pw_relu", "pw_residual", "pw_residual_relu", "pw_expand"}) {
+      EXPECT_EQ(kernel[name].find("+epilogue") != std::string::npos, std::string(fused) == "1")
+          << name << ": " << kernel[name];
+    }
+    for (const char* name : {"pw_relu6", "pw_nobias"})
+      EXPECT_EQ(kernel[name].find("+epilogue"), std::string::npos) << name << ": " << kernel[name];
+    EXPECT_EQ(kernel["pw_narrow"].find("pointwise-nhwc"), std::string::npos) << kernel["pw_narrow"];
+  }
+}
+
 }  // namespace
 }  // namespace espresso

@@ -52,6 +52,10 @@ class Kernel {
   };
   virtual bool fuse_channel_affine(ChannelAffine /*affine*/) { return false; }
   virtual bool fuse_clamp(float /*lo*/, float /*hi*/) { return false; }
+  // The ReLU/clip that alone makes this kernel's first input, which it alone reads: the kernel clamps that
+  // input to [lo, hi] as it reads it, and the clip's producer writes its values unclamped (a GEMM epilogue
+  // without an upper bound, MobileNet's ReLU6). False when the kernel cannot.
+  virtual bool fuse_input_clamp(float /*lo*/, float /*hi*/) { return false; }
   // Training: the per-channel Scale (learned `scale`, optional `bias`) that alone reads this kernel's
   // output (a batch-statistics BatchNorm's), and the ReLU without slope that alone reads the Scale's
   // output when `relu`. The kernel writes that last step's output as a second output in forward() and,

@@ -1195,6 +1195,17 @@ void Net::Impl::fuse_steps() {
     if (tensors[static_cast<std::size_t>(step_outputs[ut][0])].raw() != tensors[index].raw()) return -1;
     return t;
   };
+  // The step that alone reads tensor `id` (not a net output), as its first input, on `device`, or -1.
+  auto sole_consumer = [&](int id, const Device& device) {
+    const auto index = static_cast<std::size_t>(id);
+    if (readers[index] != 1 || outputs.count(id)) return -1;
+    const int t = reader[index];
+    const auto ut = static_cast<std::size_t>(t);
+    if (step_device[ut] != device || !step_transfers[ut].empty() || step_inputs[ut].empty() ||
+        step_inputs[ut][0] != id)
+      return -1;
+    return t;
+  };
   for (std::size_t step = 0; step < steps; ++step) {
     if (step_outputs[step].size() != 1) continue;
     const Device& device = step_device[step];
@@ -1243,10 +1254,20 @@ void Net::Impl::fuse_steps() {
       if (next < 0) continue;
     }
     float lo = 0.0f, hi = 0.0f;
-    if (clamp_of(*layers[static_cast<std::size_t>(next)], lo, hi) && kernel.fuse_clamp(lo, hi)) {
-      kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
-      out = step_outputs[static_cast<std::size_t>(next)][0];
-      writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
+    if (clamp_of(*layers[static_cast<std::size_t>(next)], lo, hi)) {
+      // The kernel that alone reads the clip's output clamps its input itself where it can (so this one
+      // writes its output with the epilogue it has), else this one clamps.
+      const int clipped = step_outputs[static_cast<std::size_t>(next)][0];
+      const int consumer = sole_consumer(clipped, device);
+      if (consumer >= 0 && kernels[static_cast<std::size_t>(consumer)]->fuse_input_clamp(lo, hi)) {
+        kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[consumer]->name());
+        out = clipped;
+        writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
+      } else if (kernel.fuse_clamp(lo, hi)) {
+        kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
+        out = clipped;
+        writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
+      }
     }
     fuse_max_pooling(step, out, kernel, readers, reader, outputs, writer);
   }

@@ -15,6 +15,15 @@
 #include "backends/cuda/kernels.h"
 
 namespace espresso::cuda {
+// A transposed problem (a deconvolution's) may have a unit window and still differ in size, through output
+// padding.
+bool pointwise(const ConvProblem& p) {
+  for (std::size_t a = 0; a < 3; ++a) {
+    if (p.kernel[a] != 1 || p.stride[a] != 1 || p.pad[a] != 0 || p.in[a] != p.out[a]) return false;
+  }
+  return true;
+}
+
 namespace {
 
 // A larger unfolded image is better served by the other tactics than by a huge workspace.
@@ -22,15 +31,6 @@ constexpr std::int64_t kMaxWorkspaceBytes = std::int64_t{512} << 20;
 
 // The im2col workspace in elements of one image's unfolded matrix.
 std::int64_t unfolded_elements(const ConvProblem& p) { return p.in_channels * p.taps() * p.out_spatial(); }
-
-// Whether the input already is the unfolded matrix. A transposed problem (a deconvolution's) may
-// have a unit window and still differ in size, through output padding.
-bool pointwise(const ConvProblem& p) {
-  for (std::size_t a = 0; a < 3; ++a) {
-    if (p.kernel[a] != 1 || p.stride[a] != 1 || p.pad[a] != 0 || p.in[a] != p.out[a]) return false;
-  }
-  return true;
-}
 
 // The GEMM dimensions and strides of one image, per group (cuBLAS's int).
 struct GroupGemm {

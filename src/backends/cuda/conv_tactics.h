@@ -42,6 +42,9 @@ struct ConvProblem {
   }
 };
 
+// Whether the input already is the unfolded matrix: a unit window, stride 1, no padding, sizes kept.
+bool pointwise(const ConvProblem& problem);
+
 // Lifts a resolved geometry; returns false when it has more than kMaxConvAxes spatial axes.
 bool lift_conv(const ConvGeometry& g, bool bias, const std::string& owner, ConvProblem& problem);
 
@@ -69,6 +72,8 @@ class TypedConvTactic {
                          const Epilogue& /*epilogue*/, void* /*y*/) {
     return false;
   }
+  // Clamps x to [lo, hi] as it reads it from now on (Kernel::fuse_input_clamp); false where it cannot.
+  virtual bool clamp_input(float /*lo*/, float /*hi*/) { return false; }
   virtual const char* name() const = 0;
 };
 
@@ -79,6 +84,10 @@ std::unique_ptr<TypedConvTactic> make_cudnn_typed_conv(const ConvProblem& proble
 // K, R, S, 1 filter in `dtype` (read once, at construction), or nullptr.
 std::unique_ptr<TypedConvTactic> make_depthwise_nhwc_conv(const ConvProblem& problem, DType dtype,
                                                           const void* filter, StreamContext& context);
+// cuBLASLt's GEMM for channels-last fp16/bf16 pointwise problems (1x1, stride 1, one group, channels in
+// eights), or nullptr.
+std::unique_ptr<TypedConvTactic> make_pointwise_nhwc_conv(const ConvProblem& problem, DType dtype,
+                                                          StreamContext& context);
 std::unique_ptr<ConvTactic> make_im2col_conv(const ConvProblem& problem, StreamContext& context);
 // The same in `dtype` (f16, bf16: tensor-core GEMMs with fp32 accumulation).
 std::unique_ptr<TypedConvTactic> make_im2col_typed_conv(const ConvProblem& problem, DType dtype,

@@ -316,6 +316,7 @@ class LowpConvolutionKernel final : public FusingConvolution {
     }
     run_separately(x, y);
   }
+  bool fuse_input_clamp(float lo, float hi) override { return tactic_->clamp_input(lo, hi); }
   // Channels-last kernels serve inference plans only.
   bool has_fast_backward() const override { return !problem_.channels_last; }
   void backward(const Layer& layer, const std::vector<Tensor>& inputs, const std::vector<Tensor>&,
@@ -366,6 +367,10 @@ class LowpConvolutionKernel final : public FusingConvolution {
         dtype_size(dtype_);
     bool pays = false;
     std::shared_ptr<void> scratch;  // goes back to the pool for others once the stream is done with it
+    // Both write the scratch, also where the epilogue writes elsewhere (the Add in place on the residual,
+    // which repeated runs there would add up).
+    const Epilogue kept = epilogue_;
+    epilogue_.destination = nullptr;
     try {
       scratch =
           allocate(bytes, context_.device(), "timing the fused epilogue of layer '" + problem_.owner + "'");
@@ -380,6 +385,7 @@ class LowpConvolutionKernel final : public FusingConvolution {
     } catch (const DeviceError&) {
       pays = false;
     }
+    epilogue_ = kept;
     ESPRESSO_CUDA_CHECK(
         cudaStreamSynchronize(context_.stream()));  // a fault of the work itself surfaces here
     return pays;
@@ -460,11 +466,14 @@ std::unique_ptr<Kernel> make_nhwc_convolution(const Layer& layer, const std::vec
                          "the channels-last " + std::string(dtype_name(dtype)) + " weights of " + owner);
   Tensor weights = Tensor::wrap(memory.get(), filter, dtype, context.device(), memory);
   context.convert_layout(full.reshaped(filter), weights, true);
-  // Depthwise layers run our kernel (ESPRESSO_CONV_TACTIC=cudnn keeps cuDNN's): MobileNetV2 fp16 at batch 256
-  // on an H100, 8.74 -> 8.66 ms (bench/results/2026-12-07-h100-session27.md).
+  // Depthwise layers run our kernel, pointwise ones cuBLASLt's GEMM (ESPRESSO_CONV_TACTIC=cudnn keeps cuDNN's
+  // for both): MobileNetV2 fp16 at batch 256 on an H100, 7.9 -> 5.1 ms with both, the ReLU6 between them
+  // clamped by the depthwise kernel (bench/results/2026-12-08-h100-session28.md).
   std::unique_ptr<TypedConvTactic> tactic;
-  if (forced_tactic() != Tactic::cudnn)
+  if (forced_tactic() != Tactic::cudnn) {
     tactic = make_depthwise_nhwc_conv(problem, dtype, weights.raw(), context);
+    if (!tactic) tactic = make_pointwise_nhwc_conv(problem, dtype, context);
+  }
   if (!tactic) tactic = make_cudnn_typed_conv(problem, dtype, context);
   if (!tactic) return nullptr;
   const float* bias =

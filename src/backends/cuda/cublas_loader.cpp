@@ -1,8 +1,9 @@
-// cuBLAS, loaded on first use. Linking libcublas loads libcublasLt with it, and their start-up costs
-// about 210 MB of resident memory in every process, also in one that only trains on the CPU (issue
-// #22). The few cuBLAS entry points the CUDA backend calls are defined here instead: the first call
-// opens the library (the toolkit's copy, else whichever the loader finds) and each forwards to the
-// real function, so a process that never runs a GEMM on a GPU never maps cuBLAS.
+// cuBLAS and cuBLASLt, loaded on first use. Linking libcublas loads libcublasLt with it, and their start-up
+// costs about 210 MB of resident memory in every process, also in one that only trains on the CPU (issue
+// #22). The few entry points the CUDA backend calls are defined here instead: the first call opens the
+// library (the toolkit's copy, else whichever the loader finds) and each forwards to the real function, so a
+// process that never runs a GEMM on a GPU never maps cuBLAS.
+#include <cublasLt.h>
 #include <dlfcn.h>
 
 #include <mutex>
@@ -18,22 +19,34 @@ struct Library {
   std::string error;
 };
 
+Library open(std::initializer_list<const char*> paths) {
+  Library lib;
+  for (const char* path : paths) {
+    lib.handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (lib.handle) break;
+    const char* why = dlerror();
+    lib.error += (lib.error.empty() ? "" : "; ") + std::string(why ? why : path);
+  }
+  return lib;
+}
+
 const Library& library() {
-  static Library lib;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    for (const char* path : {ESPRESSO_CUBLAS_PATH, ESPRESSO_CUBLAS_SONAME}) {
-      lib.handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-      if (lib.handle) return;
-      const char* why = dlerror();
-      lib.error += (lib.error.empty() ? "" : "; ") + std::string(why ? why : path);
-    }
-  });
+  static const Library lib = open({ESPRESSO_CUBLAS_PATH, ESPRESSO_CUBLAS_SONAME});
+  return lib;
+}
+
+const Library& lt_library() {
+  static const Library lib = open({ESPRESSO_CUBLASLT_PATH, ESPRESSO_CUBLASLT_SONAME});
   return lib;
 }
 
 void* resolve(const char* name) {
   const Library& lib = library();
+  return lib.handle ? dlsym(lib.handle, name) : nullptr;
+}
+
+void* resolve_lt(const char* name) {
+  const Library& lib = lt_library();
   return lib.handle ? dlsym(lib.handle, name) : nullptr;
 }
 
@@ -48,12 +61,14 @@ std::string cublas_load_error() {
 
 // Each forwards to the function of the same name in the loaded library; without the library (or
 // the symbol) it reports CUBLAS_STATUS_NOT_INITIALIZED, which check() explains.
-#define ESPRESSO_CUBLAS_FORWARD(name, params, args)                                      \
-  extern "C" cublasStatus_t CUBLASWINAPI name params {                                   \
-    using Function = cublasStatus_t(CUBLASWINAPI*) params;                               \
-    static const auto real = reinterpret_cast<Function>(espresso::cuda::resolve(#name)); \
-    return real ? real args : CUBLAS_STATUS_NOT_INITIALIZED;                             \
+#define ESPRESSO_FORWARD(resolver, name, params, args)                                    \
+  extern "C" cublasStatus_t CUBLASWINAPI name params {                                    \
+    using Function = cublasStatus_t(CUBLASWINAPI*) params;                                \
+    static const auto real = reinterpret_cast<Function>(espresso::cuda::resolver(#name)); \
+    return real ? real args : CUBLAS_STATUS_NOT_INITIALIZED;                              \
   }
+#define ESPRESSO_CUBLAS_FORWARD(name, params, args) ESPRESSO_FORWARD(resolve, name, params, args)
+#define ESPRESSO_CUBLASLT_FORWARD(name, params, args) ESPRESSO_FORWARD(resolve_lt, name, params, args)
 
 ESPRESSO_CUBLAS_FORWARD(cublasCreate_v2, (cublasHandle_t * handle), (handle))
 ESPRESSO_CUBLAS_FORWARD(cublasDestroy_v2, (cublasHandle_t handle), (handle))
@@ -91,7 +106,47 @@ ESPRESSO_CUBLAS_FORWARD(cublasGemmStridedBatchedEx,
                         (handle, transa, transb, m, n, k, alpha, a, a_type, lda, stride_a, b, b_type, ldb,
                          stride_b, beta, c, c_type, ldc, stride_c, batch, compute, algo))
 
+ESPRESSO_CUBLASLT_FORWARD(cublasLtCreate, (cublasLtHandle_t * handle), (handle))
+ESPRESSO_CUBLASLT_FORWARD(cublasLtMatmulDescCreate,
+                          (cublasLtMatmulDesc_t * desc, cublasComputeType_t compute, cudaDataType_t scale),
+                          (desc, compute, scale))
+ESPRESSO_CUBLASLT_FORWARD(cublasLtMatmulDescDestroy, (cublasLtMatmulDesc_t desc), (desc))
+ESPRESSO_CUBLASLT_FORWARD(cublasLtMatmulDescSetAttribute,
+                          (cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute,
+                           const void* buf, size_t bytes),
+                          (desc, attribute, buf, bytes))
+ESPRESSO_CUBLASLT_FORWARD(cublasLtMatrixLayoutCreate,
+                          (cublasLtMatrixLayout_t * layout, cudaDataType type, uint64_t rows, uint64_t cols,
+                           int64_t ld),
+                          (layout, type, rows, cols, ld))
+ESPRESSO_CUBLASLT_FORWARD(cublasLtMatrixLayoutDestroy, (cublasLtMatrixLayout_t layout), (layout))
+ESPRESSO_CUBLASLT_FORWARD(cublasLtMatmulPreferenceCreate, (cublasLtMatmulPreference_t * preference),
+                          (preference))
+ESPRESSO_CUBLASLT_FORWARD(cublasLtMatmulPreferenceDestroy, (cublasLtMatmulPreference_t preference),
+                          (preference))
+ESPRESSO_CUBLASLT_FORWARD(cublasLtMatmulPreferenceSetAttribute,
+                          (cublasLtMatmulPreference_t preference,
+                           cublasLtMatmulPreferenceAttributes_t attribute, const void* buf, size_t bytes),
+                          (preference, attribute, buf, bytes))
+ESPRESSO_CUBLASLT_FORWARD(cublasLtMatmulAlgoGetHeuristic,
+                          (cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
+                           cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                           cublasLtMatmulPreference_t preference, int requested,
+                           cublasLtMatmulHeuristicResult_t results[], int* returned),
+                          (handle, desc, a, b, c, d, preference, requested, results, returned))
+ESPRESSO_CUBLASLT_FORWARD(cublasLtMatmul,
+                          (cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void* alpha,
+                           const void* a, cublasLtMatrixLayout_t a_layout, const void* b,
+                           cublasLtMatrixLayout_t b_layout, const void* beta, const void* c,
+                           cublasLtMatrixLayout_t c_layout, void* d, cublasLtMatrixLayout_t d_layout,
+                           const cublasLtMatmulAlgo_t* algo, void* workspace, size_t workspace_bytes,
+                           cudaStream_t stream),
+                          (handle, desc, alpha, a, a_layout, b, b_layout, beta, c, c_layout, d, d_layout,
+                           algo, workspace, workspace_bytes, stream))
+
+#undef ESPRESSO_CUBLASLT_FORWARD
 #undef ESPRESSO_CUBLAS_FORWARD
+#undef ESPRESSO_FORWARD
 
 extern "C" const char* CUBLASWINAPI cublasGetStatusName(cublasStatus_t status) {
   using Function = const char*(CUBLASWINAPI*)(cublasStatus_t);

@@ -6,6 +6,7 @@
 // tap-major copy made at construction, sums are in fp32, and bias, residual and clamp are applied before the
 // one 16-byte store (the fused epilogue).
 #include <cstdint>
+#include <limits>
 #include <memory>
 
 #include "backends/cuda/channel_packs.cuh"
@@ -45,14 +46,16 @@ __device__ Pack<T, kVec> load(const T* p) {
   }
 }
 
-// B: the bias's type (float from run_typed, T from run_fused), or null.
+// B: the bias's type (float from run_typed, T from run_fused), or null. x is clamped to [in_lo, in_hi] as it
+// is read, the sums to [lo, hi].
 template <class T, class B, class Index, bool kWide>
-__global__ void depthwise_nhwc(Geometry g, const T* __restrict__ x, const float* __restrict__ w,
-                               const B* __restrict__ bias, const T* __restrict__ residual, float lo, float hi,
-                               T* __restrict__ y) {
+__global__ void depthwise_nhwc(Geometry g, const T* __restrict__ x, float in_lo, float in_hi,
+                               const float* __restrict__ w, const B* __restrict__ bias,
+                               const T* __restrict__ residual, float lo, float hi, T* __restrict__ y) {
   const auto packs = static_cast<Index>(g.channels / kVec);
   const auto plane = static_cast<Index>(g.out_h) * static_cast<Index>(g.out_w);
   const bool clamp = lo > -INFINITY || hi < INFINITY;  // without one, NaN stays NaN
+  const bool clamp_in = in_lo > -INFINITY || in_hi < INFINITY;
   for (long long at : grid_stride(g.outputs / kVec)) {
     const auto i = static_cast<Index>(at);
     const Index pixel = i / packs, pack = i - pixel * packs;
@@ -76,7 +79,10 @@ __global__ void depthwise_nhwc(Geometry g, const T* __restrict__ x, const float*
         const float4 w0 = *reinterpret_cast<const float4*>(taps),
                      w1 = *reinterpret_cast<const float4*>(taps + 4);
         const float weight[kVec] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-        for (int j = 0; j < kVec; ++j) sum[j] = fmaf(to_float(v.v[j]), weight[j], sum[j]);
+        for (int j = 0; j < kVec; ++j) {
+          const float value = to_float(v.v[j]);
+          sum[j] = fmaf(clamp_in ? fminf(fmaxf(value, in_lo), in_hi) : value, weight[j], sum[j]);
+        }
       }
     }
     if (residual) {
@@ -126,6 +132,13 @@ class DepthwiseNhwc final : public TypedConvTactic {
     run(x, nullptr, b, epilogue, y);
     return true;
   }
+  // Taps outside the image count as zeros, which the clamp must keep.
+  bool clamp_input(float lo, float hi) override {
+    if (!(lo <= 0.0f && hi >= 0.0f)) return false;
+    in_lo_ = lo;
+    in_hi_ = hi;
+    return true;
+  }
   const char* name() const override { return "depthwise-nhwc"; }
 
  private:
@@ -142,7 +155,8 @@ class DepthwiseNhwc final : public TypedConvTactic {
       with_index_type(index_bound_, [&](auto index) {
         using Index = decltype(index);
         const auto go = [&](auto kernel, const auto* b) {
-          launch(context_, g_.outputs / kVec, kernel, g_, in, w, b, residual, e.lo, e.hi, out);
+          launch(context_, g_.outputs / kVec, kernel, g_, in, in_lo_, in_hi_, w, b, residual, e.lo, e.hi,
+                 out);
         };
         if (wide && bias) go(depthwise_nhwc<T, T, Index, true>, bias);
         if (wide && !bias) go(depthwise_nhwc<T, float, Index, true>, float_bias);
@@ -157,6 +171,7 @@ class DepthwiseNhwc final : public TypedConvTactic {
   Geometry g_{};
   long long index_bound_ = 0;
   std::shared_ptr<void> weights_;
+  float in_lo_ = -std::numeric_limits<float>::infinity(), in_hi_ = std::numeric_limits<float>::infinity();
 };
 
 }  // namespace
