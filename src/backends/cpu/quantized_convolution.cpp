@@ -195,36 +195,25 @@ void finish(const ChannelFinish& f, const std::int32_t* sums, std::int64_t n, co
   for (; i < n; ++i) dst[i] = finish_value(f, sums[i], residual ? residual + i : nullptr);
 }
 
-// sums[i] += weight · line[i · stride] for i < n: one window tap along a row of outputs (depthwise).
-template <bool kUnitStride>
-[[gnu::always_inline]] inline void add_tap(const std::uint8_t* line, std::int64_t stride, std::int32_t weight,
-                                           std::int64_t n, std::int32_t* sums) {
-  for (std::int64_t i = 0; i < n; ++i)
-    sums[i] += weight * static_cast<std::int32_t>(line[kUnitStride ? i : i * stride]);
+// sums[i] += weight · line[i] for i < n: one window tap along a run of outputs (depthwise).
+[[gnu::always_inline]] inline void add_tap(const std::uint8_t* line, std::int32_t weight, std::int64_t n,
+                                           std::int32_t* sums) {
+  for (std::int64_t i = 0; i < n; ++i) sums[i] += weight * static_cast<std::int32_t>(line[i]);
 }
 #if defined(__x86_64__)
-__attribute__((target("avx2"))) void add_tap_avx2(const std::uint8_t* line, std::int64_t stride,
-                                                  std::int32_t weight, std::int64_t n, std::int32_t* sums) {
-  if (stride == 1) {
-    add_tap<true>(line, 1, weight, n, sums);
-  } else {
-    add_tap<false>(line, stride, weight, n, sums);
-  }
+__attribute__((target("avx2"))) void add_tap_avx2(const std::uint8_t* line, std::int32_t weight,
+                                                  std::int64_t n, std::int32_t* sums) {
+  add_tap(line, weight, n, sums);
 }
 #endif
-void add_tap_any(const std::uint8_t* line, std::int64_t stride, std::int32_t weight, std::int64_t n,
-                 std::int32_t* sums) {
+void add_tap_any(const std::uint8_t* line, std::int32_t weight, std::int64_t n, std::int32_t* sums) {
 #if defined(__x86_64__)
   if (cpu_has_avx2_fma()) {
-    add_tap_avx2(line, stride, weight, n, sums);
+    add_tap_avx2(line, weight, n, sums);
     return;
   }
 #endif
-  if (stride == 1) {
-    add_tap<true>(line, 1, weight, n, sums);
-  } else {
-    add_tap<false>(line, stride, weight, n, sums);
-  }
+  add_tap(line, weight, n, sums);
 }
 
 // dst[i] = src[2i] for i < n. Reads up to one byte past src[2n − 2]: image buffers keep a margin.
@@ -404,41 +393,61 @@ class Int8ConvolutionKernel final : public Kernel {
   // One input and one output channel a group (MobileNet's depthwise layers), where the GEMM would be a row
   // of taps deep per group: each channel's sums are made directly, tap by tap, from the plane inside a
   // border of the zero point as wide as the padding (what the GEMM's windows read outside the image), and
-  // finished as its tiles are. With stride 1 a tap is one run over the padded rows' width, its columns
-  // past the output's dropped at the end.
+  // finished as its tiles are. The padded plane's columns are dealt into `stride` phases (phase p holds
+  // columns p, p + stride, ...), so that a tap reads consecutive bytes along a row of outputs; with stride 1
+  // a tap is one run over the padded rows' width, the columns past the output's dropped at the end.
   void depthwise(const std::uint8_t* q, std::uint8_t zero_u8, double input_scale, const float* residual,
                  float* out) const {
     const std::int64_t taps = kernel_h_ * kernel_w_, out_spatial = out_height_ * out_width_;
-    const std::int64_t padded_w = width_ + 2 * pad_w_, padded_h = height_ + 2 * pad_h_;
-    const bool unit = stride_h_ == 1 && stride_w_ == 1;
-    const std::int64_t row_stride = unit ? padded_w : out_width_;  // of the sums
+    const std::int64_t padded_h = height_ + 2 * pad_h_,
+                       phase_w = (width_ + 2 * pad_w_ + stride_w_ - 1) / stride_w_;
+    const std::int64_t phase_size = padded_h * phase_w;
+    const bool one_run = stride_h_ == 1 && stride_w_ == 1;
+    const std::int64_t row_stride = one_run ? phase_w : out_width_;  // of the sums
     parallel_for(g_.group, [&](std::int64_t first, std::int64_t end) {
-      std::vector<std::uint8_t> padded(static_cast<std::size_t>(padded_h * padded_w), zero_u8);
+      std::vector<std::uint8_t> phases(static_cast<std::size_t>(stride_w_ * phase_size), zero_u8);
       std::vector<std::int32_t> sums(static_cast<std::size_t>(out_height_ * row_stride));
       for (std::int64_t c = first; c < end; ++c) {
         const std::uint8_t* plane = q + c * height_ * width_;
-        for (std::int64_t y = 0; y < height_; ++y)
-          std::memcpy(padded.data() + (y + pad_h_) * padded_w + pad_w_, plane + y * width_,
-                      static_cast<std::size_t>(width_));
+        for (std::int64_t y = 0; y < height_; ++y) {
+          std::uint8_t* row = phases.data() + (y + pad_h_) * phase_w;
+          const std::uint8_t* line = plane + y * width_;
+          if (stride_w_ == 1) {
+            std::memcpy(row + pad_w_, line, static_cast<std::size_t>(width_));
+            continue;
+          }
+          for (std::int64_t phase = 0; phase < stride_w_; ++phase) {
+            // The first column x of the image whose padded column x + pad_w falls in this phase.
+            const std::int64_t x0 = ((phase - pad_w_) % stride_w_ + stride_w_) % stride_w_;
+            if (x0 >= width_) continue;
+            const std::int64_t count = (width_ - x0 + stride_w_ - 1) / stride_w_;
+            std::uint8_t* to = row + phase * phase_size + (x0 + pad_w_) / stride_w_;
+            if (stride_w_ == 2) {
+              copy_every_second(line + x0, count, to);
+            } else {
+              for (std::int64_t i = 0; i < count; ++i) to[i] = line[x0 + i * stride_w_];
+            }
+          }
+        }
         const std::int8_t* w = depthwise_.data() + c * taps;
         std::fill(sums.begin(), sums.end(), 0);
         std::int32_t weight_sum = 0;
         for (std::int64_t tap = 0; tap < taps; ++tap) {
           const std::int32_t weight = w[tap];
           weight_sum += weight;
-          const std::uint8_t* from =
-              padded.data() + tap / kernel_w_ * dilation_h_ * padded_w + tap % kernel_w_ * dilation_w_;
-          if (unit) {
-            add_tap_any(from, 1, weight, (out_height_ - 1) * padded_w + out_width_, sums.data());
+          const std::int64_t column = tap % kernel_w_ * dilation_w_;
+          const std::uint8_t* from = phases.data() + column % stride_w_ * phase_size +
+                                     tap / kernel_w_ * dilation_h_ * phase_w + column / stride_w_;
+          if (one_run) {
+            add_tap_any(from, weight, (out_height_ - 1) * phase_w + out_width_, sums.data());
             continue;
           }
           for (std::int64_t oy = 0; oy < out_height_; ++oy)
-            add_tap_any(from + oy * stride_h_ * padded_w, stride_w_, weight, out_width_,
-                        sums.data() + oy * out_width_);
+            add_tap_any(from + oy * stride_h_ * phase_w, weight, out_width_, sums.data() + oy * out_width_);
         }
-        if (unit) {  // the rows side by side
+        if (one_run) {  // the rows side by side
           for (std::int64_t oy = 1; oy < out_height_; ++oy)
-            std::memmove(sums.data() + oy * out_width_, sums.data() + oy * padded_w,
+            std::memmove(sums.data() + oy * out_width_, sums.data() + oy * phase_w,
                          static_cast<std::size_t>(out_width_) * sizeof(std::int32_t));
         }
         finish(channel_finish(c, zero_u8 * weight_sum, input_scale), sums.data(), out_spatial,
