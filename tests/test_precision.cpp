@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <random>
 #include <string>
 
@@ -168,8 +170,7 @@ struct CliResult {
 CliResult run_cli(const std::string& args) {
   testing::TempDir dir;
   const std::string err_path = dir.file("stderr");
-  const std::string command =
-      testing::espresso_cli() + " " + args + " 2>" + err_path;
+  const std::string command = testing::espresso_cli() + " " + args + " 2>" + err_path;
   CliResult result;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -427,13 +428,47 @@ TEST(PrecisionGpu, ChannelsLastPoolingInPacks) {
   for (const LayerSummary& row : half.summary()) EXPECT_TRUE(row.channels_last) << row.name;
 }
 
+// MobileNet's ReLU6: a clip of `input` to [0, 6].
+LayerSpec relu6_layer(const std::string& name, const std::string& input) {
+  LayerSpec clip = layer(name, "Activation", {input}, {name});
+  clip.attrs.set("function", std::string("clip"));
+  clip.attrs.set("min", 0.0);
+  clip.attrs.set("max", 6.0);
+  return clip;
+}
+
+// Runs `g` on `x` channels-last on the GPU in fp16 (cuDNN's fused epilogue forced on, then off) and in bf16,
+// each output against the CPU's fp32 net, then hands `check` the run's kernel names by layer and whether
+// fusing was forced on.
+void expect_channels_last_variants(
+    const Graph& g, const Tensor& x,
+    const std::function<void(std::map<std::string, std::string>&, bool)>& check) {
+  const testing::ScopedEnv on("ESPRESSO_CHANNELS_LAST", "1");
+  Net reference(g);  // on the CPU
+  auto expected = reference.forward({{"data", x}});
+  for (const auto& [precision, fused] :
+       {std::pair{Precision::fp16, "1"}, std::pair{Precision::fp16, "0"}, std::pair{Precision::bf16, "1"}}) {
+    SCOPED_TRACE(std::string(precision == Precision::fp16 ? "fp16" : "bf16") +
+                 ", ESPRESSO_CUDNN_FUSED=" + fused);
+    const testing::ScopedEnv epilogue("ESPRESSO_CUDNN_FUSED", fused);
+    Net low(g, {.device = Device::cuda(), .precision = precision});
+    auto got = low.forward({{"data", x}});
+    for (const std::string& name : g.outputs) {
+      EXPECT_LE(normalized_error(expected.at(name).to_vector(), got.at(name).to_vector()),
+                precision == Precision::fp16 ? 1e-2 : 3e-2)
+          << name;
+    }
+    auto kernel = testing::kernels_by_layer(low.summary());
+    check(kernel, std::string(fused) == "1");
+  }
+}
+
 // Channels-last depthwise convolutions in fp16 and bf16 run our own kernel (depthwise_nhwc.cu): 3x3 at
 // strides 1 and 2 with MobileNet's ReLU6 fused, 5x5 dilated, one without bias, one whose residual Add is
 // fused, one whose channels do not come in eights (cuDNN's), with the epilogue in the kernel (fused) and as
 // its own pass, against the CPU's fp32 net.
 TEST(PrecisionGpu, ChannelsLastDepthwiseConvolutions) {
   REQUIRE_GPU();
-  const testing::ScopedEnv on("ESPRESSO_CHANNELS_LAST", "1");
   Graph g;
   g.name = "depthwise";
   g.inputs.push_back({"data", Shape{3, 16, 13, 11}});
@@ -453,11 +488,7 @@ TEST(PrecisionGpu, ChannelsLastDepthwiseConvolutions) {
     g.layers.push_back(d);
   };
   depthwise("dw3", "wide", 24, 3, 1, 1, 1);
-  LayerSpec clip = layer("relu6", "Activation", {"dw3"}, {"relu6"});
-  clip.attrs.set("function", std::string("clip"));
-  clip.attrs.set("min", 0.0);
-  clip.attrs.set("max", 6.0);
-  g.layers.push_back(clip);
+  g.layers.push_back(relu6_layer("relu6", "dw3"));
   depthwise("dw3s2", "wide", 24, 3, 1, 2, 1);
   depthwise("dw5d2", "wide", 24, 5, 4, 1, 2);
   depthwise("dw_nobias", "wide", 24, 3, 0, 1, 1);
@@ -469,30 +500,14 @@ TEST(PrecisionGpu, ChannelsLastDepthwiseConvolutions) {
   g.layers.push_back(add);
   depthwise("dw_narrow", "narrow", 12, 3, 1, 1, 1);
   g.outputs = {"relu6", "dw3s2", "dw5d2", "dw_nobias", "sum", "dw_narrow"};
-  const Tensor x = random_input(Shape{3, 16, 13, 11}, 6);
-  Net reference(g);  // on the CPU
-  auto expected = reference.forward({{"data", x}});
-  for (const auto& [precision, fused] :
-       {std::pair{Precision::fp16, "1"}, std::pair{Precision::fp16, "0"}, std::pair{Precision::bf16, "1"}}) {
-    SCOPED_TRACE(std::string(precision == Precision::fp16 ? "fp16" : "bf16") +
-                 ", ESPRESSO_CUDNN_FUSED=" + fused);
-    const testing::ScopedEnv epilogue("ESPRESSO_CUDNN_FUSED", fused);
-    Net low(g, {.device = Device::cuda(), .precision = precision});
-    auto got = low.forward({{"data", x}});
-    for (const std::string& name : g.outputs) {
-      EXPECT_LE(normalized_error(expected.at(name).to_vector(), got.at(name).to_vector()),
-                precision == Precision::fp16 ? 1e-2 : 3e-2)
-          << name;
-    }
-    auto kernel = testing::kernels_by_layer(low.summary());
+  expect_channels_last_variants(g, random_input(Shape{3, 16, 13, 11}, 6), [](auto& kernel, bool fused) {
     for (const char* name : {"dw3", "dw3s2", "dw5d2", "dw_nobias", "dw_residual"})
       EXPECT_NE(kernel[name].find("depthwise-nhwc"), std::string::npos) << name << ": " << kernel[name];
     for (const char* name : {"dw3", "dw_residual"}) {
-      EXPECT_EQ(kernel[name].find("+epilogue") != std::string::npos, std::string(fused) == "1")
-          << name << ": " << kernel[name];
+      EXPECT_EQ(kernel[name].find("+epilogue") != std::string::npos, fused) << name << ": " << kernel[name];
     }
     EXPECT_EQ(kernel["dw_narrow"].find("depthwise-nhwc"), std::string::npos) << kernel["dw_narrow"];
-  }
+  });
 }
 
 // Channels-last pointwise convolutions in fp16 and bf16 run cuBLASLt's GEMM (pointwise_nhwc.cpp) with the
@@ -501,7 +516,6 @@ TEST(PrecisionGpu, ChannelsLastDepthwiseConvolutions) {
 // that only a depthwise convolution reads is clamped by it; against the CPU's fp32 net.
 TEST(PrecisionGpu, ChannelsLastPointwiseConvolutions) {
   REQUIRE_GPU();
-  const testing::ScopedEnv on("ESPRESSO_CHANNELS_LAST", "1");
   Graph g;
   g.name = "pointwise";
   g.inputs.push_back({"data", Shape{3, 16, 13, 11}});
@@ -522,10 +536,7 @@ TEST(PrecisionGpu, ChannelsLastPointwiseConvolutions) {
   pointwise("pw_relu", "wide", 16, 24);
   then("ReLU", {"pw_relu"}, "relu");
   pointwise("pw_relu6", "wide", 16, 24);
-  LayerSpec* clip = then("Activation", {"pw_relu6"}, "relu6");
-  clip->attrs.set("function", std::string("clip"));
-  clip->attrs.set("min", 0.0);
-  clip->attrs.set("max", 6.0);
+  g.layers.push_back(relu6_layer("relu6", "pw_relu6"));
   pointwise("pw_residual", "wide", 16, 24);
   then("Binary", {"pw_residual", "data"}, "sum")->attrs.set("operation", std::string("add"));
   pointwise("pw_residual_relu", "wide", 16, 24);
@@ -538,43 +549,24 @@ TEST(PrecisionGpu, ChannelsLastPointwiseConvolutions) {
   // MobileNet's expansion: the ReLU6 between it and the depthwise convolution is clamped as the depthwise
   // kernel reads its input.
   pointwise("pw_expand", "wide", 24, 24);
-  clip = then("Activation", {"pw_expand"}, "expand6");
-  clip->attrs.set("function", std::string("clip"));
-  clip->attrs.set("min", 0.0);
-  clip->attrs.set("max", 6.0);
+  g.layers.push_back(relu6_layer("expand6", "pw_expand"));
   LayerSpec dw = testing::conv_layer("dw", "expand6", "dw", 24, 3, 1, 1);
   dw.attrs.set("group", std::int64_t{24});
   testing::set_random_conv_weights(dw, 1, rng);
   g.layers.push_back(dw);
   g.outputs = {"pw_bias", "relu", "relu6", "sum", "sum_relu", "pw_nobias", "pw_narrow", "dw"};
-  const Tensor x = random_input(Shape{3, 16, 13, 11}, 8);
-  Net reference(g);  // on the CPU
-  auto expected = reference.forward({{"data", x}});
-  for (const auto& [precision, fused] :
-       {std::pair{Precision::fp16, "1"}, std::pair{Precision::fp16, "0"}, std::pair{Precision::bf16, "1"}}) {
-    SCOPED_TRACE(std::string(precision == Precision::fp16 ? "fp16" : "bf16") +
-                 ", ESPRESSO_CUDNN_FUSED=" + fused);
-    const testing::ScopedEnv epilogue("ESPRESSO_CUDNN_FUSED", fused);
-    Net low(g, {.device = Device::cuda(), .precision = precision});
-    auto got = low.forward({{"data", x}});
-    for (const std::string& name : g.outputs) {
-      EXPECT_LE(normalized_error(expected.at(name).to_vector(), got.at(name).to_vector()),
-                precision == Precision::fp16 ? 1e-2 : 3e-2)
-          << name;
-    }
-    auto kernel = testing::kernels_by_layer(low.summary());
+  expect_channels_last_variants(g, random_input(Shape{3, 16, 13, 11}, 8), [](auto& kernel, bool fused) {
     for (const char* name :
          {"wide", "pw_bias", "pw_relu", "pw_relu6", "pw_residual", "pw_residual_relu", "pw_nobias"})
       EXPECT_NE(kernel[name].find("pointwise-nhwc"), std::string::npos) << name << ": " << kernel[name];
     EXPECT_EQ(kernel["expand6"], "fused into dw");
     for (const char* name : {"pw_bias", "pw_relu", "pw_residual", "pw_residual_relu", "pw_expand"}) {
-      EXPECT_EQ(kernel[name].find("+epilogue") != std::string::npos, std::string(fused) == "1")
-          << name << ": " << kernel[name];
+      EXPECT_EQ(kernel[name].find("+epilogue") != std::string::npos, fused) << name << ": " << kernel[name];
     }
     for (const char* name : {"pw_relu6", "pw_nobias"})
       EXPECT_EQ(kernel[name].find("+epilogue"), std::string::npos) << name << ": " << kernel[name];
     EXPECT_EQ(kernel["pw_narrow"].find("pointwise-nhwc"), std::string::npos) << kernel["pw_narrow"];
-  }
+  });
 }
 
 }  // namespace
