@@ -437,17 +437,17 @@ LayerSpec relu6_layer(const std::string& name, const std::string& input) {
   return clip;
 }
 
-// Runs `g` on `x` channels-last on the GPU in fp16 (cuDNN's fused epilogue forced on, then off) and in bf16,
-// each output against the CPU's fp32 net, then hands `check` the run's kernel names by layer and whether
-// fusing was forced on.
+// Runs `g` on `x` channels-last on the GPU in fp16 (the fused epilogues forced on, off, and chosen by timing)
+// and in bf16, each output against the CPU's fp32 net, then hands `check` the kernel names by layer of each
+// run that forced fusing on or off, and which.
 void expect_channels_last_variants(
     const Graph& g, const Tensor& x,
     const std::function<void(std::map<std::string, std::string>&, bool)>& check) {
   const testing::ScopedEnv on("ESPRESSO_CHANNELS_LAST", "1");
   Net reference(g);  // on the CPU
   auto expected = reference.forward({{"data", x}});
-  for (const auto& [precision, fused] :
-       {std::pair{Precision::fp16, "1"}, std::pair{Precision::fp16, "0"}, std::pair{Precision::bf16, "1"}}) {
+  for (const auto& [precision, fused] : {std::pair{Precision::fp16, "1"}, std::pair{Precision::fp16, "0"},
+                                         std::pair{Precision::fp16, ""}, std::pair{Precision::bf16, "1"}}) {
     SCOPED_TRACE(std::string(precision == Precision::fp16 ? "fp16" : "bf16") +
                  ", ESPRESSO_CUDNN_FUSED=" + fused);
     const testing::ScopedEnv epilogue("ESPRESSO_CUDNN_FUSED", fused);
@@ -459,7 +459,7 @@ void expect_channels_last_variants(
           << name;
     }
     auto kernel = testing::kernels_by_layer(low.summary());
-    check(kernel, std::string(fused) == "1");
+    if (*fused != '\0') check(kernel, std::string(fused) == "1");
   }
 }
 
@@ -511,9 +511,10 @@ TEST(PrecisionGpu, ChannelsLastDepthwiseConvolutions) {
 }
 
 // Channels-last pointwise convolutions in fp16 and bf16 run cuBLASLt's GEMM (pointwise_nhwc.cpp) with the
-// bias, a ReLU and a residual Add in its epilogue (fused), or with the epilogue as its own pass (a ReLU6, no
-// bias, ESPRESSO_CUDNN_FUSED=0); one whose output channels do not come in eights stays with cuDNN; a ReLU6
-// that only a depthwise convolution reads is clamped by it; against the CPU's fp32 net.
+// bias, a ReLU and a residual Add in its epilogue (fused) — the residual another layer's output, or the Add
+// in place on that output's memory — or with the epilogue as its own pass (a ReLU6, no bias, the Add in place
+// on the layer's own input, ESPRESSO_CUDNN_FUSED=0); one whose output channels do not come in eights stays
+// with cuDNN; a ReLU6 that only a depthwise convolution reads is clamped by it; against the CPU's fp32 net.
 TEST(PrecisionGpu, ChannelsLastPointwiseConvolutions) {
   REQUIRE_GPU();
   Graph g;
@@ -537,11 +538,21 @@ TEST(PrecisionGpu, ChannelsLastPointwiseConvolutions) {
   then("ReLU", {"pw_relu"}, "relu");
   pointwise("pw_relu6", "wide", 16, 24);
   g.layers.push_back(relu6_layer("relu6", "pw_relu6"));
+  // Residuals: `base` is a net output, so the Add runs in place on the convolution's output and hands it
+  // `base` (the C operand); `inner`, read by the Add alone, takes the Add in place on its memory (C = D);
+  // `self` is the convolution's own input, which the GEMM must not write over (sum4 checks that).
+  pointwise("base", "data", 16, 16);
+  pointwise("inner", "data", 16, 16);
+  pointwise("self", "data", 16, 16);
   pointwise("pw_residual", "wide", 16, 24);
-  then("Binary", {"pw_residual", "data"}, "sum")->attrs.set("operation", std::string("add"));
+  then("Binary", {"pw_residual", "base"}, "sum")->attrs.set("operation", std::string("add"));
   pointwise("pw_residual_relu", "wide", 16, 24);
-  then("Binary", {"pw_residual_relu", "data"}, "sum2")->attrs.set("operation", std::string("add"));
+  then("Binary", {"pw_residual_relu", "base"}, "sum2")->attrs.set("operation", std::string("add"));
   then("ReLU", {"sum2"}, "sum_relu");
+  pointwise("pw_in_place", "wide", 16, 24);
+  then("Binary", {"inner", "pw_in_place"}, "sum3")->attrs.set("operation", std::string("add"));
+  pointwise("pw_own_input", "self", 16, 16);
+  then("Binary", {"self", "pw_own_input"}, "sum4")->attrs.set("operation", std::string("add"));
   pointwise("pw_nobias", "wide", 16, 24);
   g.layers.back().attrs.set("bias", std::int64_t{0});
   g.layers.back().weights.pop_back();
@@ -554,13 +565,18 @@ TEST(PrecisionGpu, ChannelsLastPointwiseConvolutions) {
   dw.attrs.set("group", std::int64_t{24});
   testing::set_random_conv_weights(dw, 1, rng);
   g.layers.push_back(dw);
-  g.outputs = {"pw_bias", "relu", "relu6", "sum", "sum_relu", "pw_nobias", "pw_narrow", "dw"};
+  g.outputs = {"pw_bias", "relu", "relu6",     "base",      "sum", "sum_relu",
+               "sum3",    "sum4", "pw_nobias", "pw_narrow", "dw"};
   expect_channels_last_variants(g, random_input(Shape{3, 16, 13, 11}, 8), [](auto& kernel, bool fused) {
-    for (const char* name :
-         {"wide", "pw_bias", "pw_relu", "pw_relu6", "pw_residual", "pw_residual_relu", "pw_nobias"})
+    for (const char* name : {"wide", "pw_bias", "pw_relu", "pw_relu6", "pw_residual", "pw_residual_relu",
+                             "pw_in_place", "pw_own_input", "pw_nobias"})
       EXPECT_NE(kernel[name].find("pointwise-nhwc"), std::string::npos) << name << ": " << kernel[name];
     EXPECT_EQ(kernel["expand6"], "fused into dw");
-    for (const char* name : {"pw_bias", "pw_relu", "pw_residual", "pw_residual_relu", "pw_expand"}) {
+    EXPECT_EQ(kernel["sum"], "fused into pw_residual");
+    EXPECT_EQ(kernel["sum_relu"], "fused into pw_residual_relu");
+    EXPECT_EQ(kernel["sum3"], "fused into pw_in_place");
+    for (const char* name :
+         {"pw_bias", "pw_relu", "pw_residual", "pw_residual_relu", "pw_in_place", "pw_expand"}) {
       EXPECT_EQ(kernel[name].find("+epilogue") != std::string::npos, fused) << name << ": " << kernel[name];
     }
     for (const char* name : {"pw_relu6", "pw_nobias"})

@@ -175,11 +175,11 @@ std::vector<Shape> DequantizeLayer::output_shapes(const std::vector<Shape>& inpu
 void DequantizeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tensor>& outputs) const {
   const float* x = inputs[0].data<float>();
   float* y = outputs[0].data<float>();
-  // In float: x - z is exact for the integers quantized tensors hold, and a float product is rounded once.
-  for_each_quantized_run(*this, inputs, axis_, nullptr,
-                         [&](std::int64_t first, std::int64_t count, float s, float z) {
-                           for (std::int64_t i = first; i < first + count; ++i) y[i] = (x[i] - z) * s;
-                         });
+  for_each_quantized_run(
+      *this, inputs, axis_, nullptr, [&](std::int64_t first, std::int64_t count, float s, float z) {
+        for (std::int64_t i = first; i < first + count; ++i)
+          y[i] = static_cast<float>((static_cast<double>(x[i]) - z) * static_cast<double>(s));
+      });
 }
 
 const LayerSchema& DynamicQuantizeLayer::schema() {

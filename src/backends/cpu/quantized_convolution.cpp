@@ -291,8 +291,9 @@ class Int8ConvolutionKernel final : public Kernel {
     const std::vector<std::int8_t>& w = weights.values;
     const std::int64_t out_group = g.out_channels / g.group;
     depth_ = g.in_channels / g.group * g.kernel_spatial();
-    if (g.group > 1 && g.in_channels == g.group && out_group == 1) depthwise_.assign(w.begin(), w.end());
-    for (std::int64_t grp = 0; grp < g.group; ++grp)
+    const bool depthwise = g.group > 1 && g.in_channels == g.group && out_group == 1;
+    if (depthwise) depthwise_.assign(w.begin(), w.end());
+    for (std::int64_t grp = 0; grp < (depthwise ? 0 : g.group); ++grp)
       packed_.emplace_back(w.data() + grp * out_group * depth_, depth_, out_group, depth_);
     height_ = g.axes() == 2 ? g.in_size[0] : 1;
     width_ = g.in_size[static_cast<std::size_t>(g.axes() - 1)];
@@ -311,12 +312,15 @@ class Int8ConvolutionKernel final : public Kernel {
     dilation_w_ = g.dilation.back();
     const std::int64_t columns = g.out_spatial();
     const auto slots = static_cast<std::size_t>(schedule_.slots());
-    if (stride_h_ == 1 && stride_w_ == 1 && out_width_ == width_ && cpu_has_avx2_fma()) shifted_ = shifted_windows();
+    if (!depthwise && stride_h_ == 1 && stride_w_ == 1 && out_width_ == width_ && cpu_has_avx2_fma())
+      shifted_ = shifted_windows();
     // Margins for the shifted loads; + 64: copy_every_second may read a byte past the last one it keeps.
     margin_ = shifted_ ? shifted_->before : 0;
     const std::int64_t after = shifted_ ? shifted_->after : 0;
     images_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(margin_ + g.in_channels * g.in_spatial() + after + 64)));
-    packed_b_.assign(slots, std::vector<std::uint8_t>(static_cast<std::size_t>(int8_b_bytes(depth_, columns))));
+    if (!depthwise)
+      packed_b_.assign(slots,
+                       std::vector<std::uint8_t>(static_cast<std::size_t>(int8_b_bytes(depth_, columns))));
     finishes_.assign(slots, std::vector<ChannelFinish>(static_cast<std::size_t>(g.out_channels / g.group)));
   }
 
@@ -355,7 +359,6 @@ class Int8ConvolutionKernel final : public Kernel {
                  image, count, q);
       }
       const auto zero_u8 = static_cast<std::uint8_t>(static_cast<int>(zero) + shift);
-      std::uint8_t* b = packed_b_[s].data();
       float* out = y + n * g_.out_channels * out_spatial;
       const double input_scale = scale;
       if (!depthwise_.empty()) {
@@ -364,6 +367,7 @@ class Int8ConvolutionKernel final : public Kernel {
                   redirect ? redirect + n * fusions_.redirect_stride() : out);
         return;
       }
+      std::uint8_t* b = packed_b_[s].data();
       for (std::int64_t grp = 0; grp < g_.group; ++grp) {
         // 2. Windows into packed B: row (channel, ky, kx), column (oy, ox); padding reads the zero point.
         pack_windows(q + grp * in_group * in_spatial, zero_u8, b);

@@ -13,7 +13,8 @@ namespace espresso::cuda {
 void check(cudaError_t status, const char* call);
 void check(cublasStatus_t status, const char* call);
 void check(cudnnStatus_t status, const char* call);
-// Why cuBLAS, which loads on first use (cublas_loader.cpp), could not be loaded; empty once it is.
+// Why cuBLAS or cuBLASLt, which load on first use (cublas_loader.cpp), could not be loaded; empty once they
+// are.
 std::string cublas_load_error();
 
 // Makes `index` the calling thread's current device for the guard's lifetime.

@@ -369,7 +369,11 @@ class LowpConvolutionKernel final : public FusingConvolution {
     std::shared_ptr<void> scratch;  // goes back to the pool for others once the stream is done with it
     // Both write the scratch, also where the epilogue writes elsewhere (the Add in place on the residual,
     // which repeated runs there would add up).
-    const Epilogue kept = epilogue_;
+    struct Restore {
+      Epilogue& epilogue;
+      Epilogue kept;
+      ~Restore() { epilogue = kept; }
+    } restore{epilogue_, epilogue_};
     epilogue_.destination = nullptr;
     try {
       scratch =
@@ -385,7 +389,6 @@ class LowpConvolutionKernel final : public FusingConvolution {
     } catch (const DeviceError&) {
       pays = false;
     }
-    epilogue_ = kept;
     ESPRESSO_CUDA_CHECK(
         cudaStreamSynchronize(context_.stream()));  // a fault of the work itself surfaces here
     return pays;

@@ -53,8 +53,9 @@ void* resolve_lt(const char* name) {
 }  // namespace
 
 std::string cublas_load_error() {
-  const Library& lib = library();
-  return lib.handle ? std::string() : "cannot load cuBLAS: " + lib.error;
+  if (const Library& lib = library(); !lib.handle) return "cannot load cuBLAS: " + lib.error;
+  if (const Library& lt = lt_library(); !lt.handle) return "cannot load cuBLASLt: " + lt.error;
+  return {};
 }
 
 }  // namespace espresso::cuda
