@@ -1207,7 +1207,8 @@ void Net::Impl::fuse_steps() {
     return t;
   };
   for (std::size_t step = 0; step < steps; ++step) {
-    if (step_outputs[step].size() != 1) continue;
+    // A step already taken over by another kernel has nothing left to take over.
+    if (step_outputs[step].size() != 1 || dynamic_cast<const FusedKernel*>(kernels[step].get())) continue;
     const Device& device = step_device[step];
     Kernel& kernel = *kernels[step];
     int out = step_outputs[step][0];
