@@ -195,25 +195,49 @@ void finish(const ChannelFinish& f, const std::int32_t* sums, std::int64_t n, co
   for (; i < n; ++i) dst[i] = finish_value(f, sums[i], residual ? residual + i : nullptr);
 }
 
-// sums[i] += weight · line[i] for i < n: one window tap along a run of outputs (depthwise).
-[[gnu::always_inline]] inline void add_tap(const std::uint8_t* line, std::int32_t weight, std::int64_t n,
-                                           std::int32_t* sums) {
-  for (std::int64_t i = 0; i < n; ++i) sums[i] += weight * static_cast<std::int32_t>(line[i]);
+// Three window taps along a run of outputs (depthwise): sums[i] = (kFirst ? 0 : sums[i]) + Σ weight[t] ·
+// line[t][i] for i < n, so that the sums are loaded and stored once per three taps.
+template <bool kFirst>
+[[gnu::always_inline]] inline void add_taps(const std::uint8_t* const* line, const std::int32_t* weight,
+                                            std::int64_t n, std::int32_t* sums) {
+  const std::uint8_t *a = line[0], *b = line[1], *c = line[2];
+  const std::int32_t wa = weight[0], wb = weight[1], wc = weight[2];
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int32_t products = wa * static_cast<std::int32_t>(a[i]) +
+                                  wb * static_cast<std::int32_t>(b[i]) + wc * static_cast<std::int32_t>(c[i]);
+    sums[i] = kFirst ? products : sums[i] + products;
+  }
 }
+template <bool kFirst>
+void add_taps_any(const std::uint8_t* const* line, const std::int32_t* weight, std::int64_t n,
+                  std::int32_t* sums);
 #if defined(__x86_64__)
-__attribute__((target("avx2"))) void add_tap_avx2(const std::uint8_t* line, std::int32_t weight,
-                                                  std::int64_t n, std::int32_t* sums) {
-  add_tap(line, weight, n, sums);
+template <bool kFirst>
+__attribute__((target("avx2"))) void add_taps_avx2(const std::uint8_t* const* line,
+                                                   const std::int32_t* weight, std::int64_t n,
+                                                   std::int32_t* sums) {
+  add_taps<kFirst>(line, weight, n, sums);
 }
 #endif
-void add_tap_any(const std::uint8_t* line, std::int32_t weight, std::int64_t n, std::int32_t* sums) {
+template <bool kFirst>
+void add_taps_any(const std::uint8_t* const* line, const std::int32_t* weight, std::int64_t n,
+                  std::int32_t* sums) {
 #if defined(__x86_64__)
   if (cpu_has_avx2_fma()) {
-    add_tap_avx2(line, weight, n, sums);
+    add_taps_avx2<kFirst>(line, weight, n, sums);
     return;
   }
 #endif
-  add_tap(line, weight, n, sums);
+  add_taps<kFirst>(line, weight, n, sums);
+}
+// The first three taps set the sums, the others add to them.
+void taps_into(bool first, const std::uint8_t* const* line, const std::int32_t* weight, std::int64_t n,
+               std::int32_t* sums) {
+  if (first) {
+    add_taps_any<true>(line, weight, n, sums);
+  } else {
+    add_taps_any<false>(line, weight, n, sums);
+  }
 }
 
 // dst[i] = src[2i] for i < n. Reads up to one byte past src[2n − 2]: image buffers keep a margin.
@@ -408,8 +432,11 @@ class Int8ConvolutionKernel final : public Kernel {
     const std::int64_t phase_size = padded_h * phase_w;
     const bool one_run = stride_h_ == 1 && stride_w_ == 1;
     const std::int64_t row_stride = one_run ? phase_w : out_width_;  // of the sums
+    const std::int64_t padded_taps = (taps + 2) / 3 * 3;
     parallel_for(g_.group, [&](std::int64_t first, std::int64_t end) {
       std::vector<std::uint8_t> phases(static_cast<std::size_t>(stride_w_ * phase_size), zero_u8);
+      std::vector<const std::uint8_t*> starts(static_cast<std::size_t>(padded_taps));
+      std::vector<std::int32_t> weights(static_cast<std::size_t>(padded_taps));
       std::vector<std::int32_t> sums(static_cast<std::size_t>(out_height_ * row_stride));
       for (std::int64_t c = first; c < end; ++c) {
         const std::uint8_t* plane = q + c * height_ * width_;
@@ -433,21 +460,29 @@ class Int8ConvolutionKernel final : public Kernel {
             }
           }
         }
+        // The taps in threes (the last padded with weight 0), each where its first output reads.
         const std::int8_t* w = depthwise_.data() + c * taps;
-        std::fill(sums.begin(), sums.end(), 0);
         std::int32_t weight_sum = 0;
-        for (std::int64_t tap = 0; tap < taps; ++tap) {
-          const std::int32_t weight = w[tap];
-          weight_sum += weight;
-          const std::int64_t column = tap % kernel_w_ * dilation_w_;
-          const std::uint8_t* from = phases.data() + column % stride_w_ * phase_size +
-                                     tap / kernel_w_ * dilation_h_ * phase_w + column / stride_w_;
+        for (std::int64_t tap = 0; tap < padded_taps; ++tap) {
+          const std::int64_t t = tap < taps ? tap : 0;
+          const std::int64_t column = t % kernel_w_ * dilation_w_;
+          starts[static_cast<std::size_t>(tap)] = phases.data() + column % stride_w_ * phase_size +
+                                                  t / kernel_w_ * dilation_h_ * phase_w + column / stride_w_;
+          weights[static_cast<std::size_t>(tap)] = tap < taps ? w[tap] : 0;
+          weight_sum += weights[static_cast<std::size_t>(tap)];
+        }
+        for (std::int64_t tap = 0; tap < padded_taps; tap += 3) {
+          const std::uint8_t* const* from = starts.data() + tap;
           if (one_run) {
-            add_tap_any(from, weight, (out_height_ - 1) * phase_w + out_width_, sums.data());
+            taps_into(tap == 0, from, weights.data() + tap, (out_height_ - 1) * phase_w + out_width_,
+                      sums.data());
             continue;
           }
-          for (std::int64_t oy = 0; oy < out_height_; ++oy)
-            add_tap_any(from + oy * stride_h_ * phase_w, weight, out_width_, sums.data() + oy * out_width_);
+          for (std::int64_t oy = 0; oy < out_height_; ++oy) {
+            const std::int64_t down = oy * stride_h_ * phase_w;
+            const std::uint8_t* rows[3] = {from[0] + down, from[1] + down, from[2] + down};
+            taps_into(tap == 0, rows, weights.data() + tap, out_width_, sums.data() + oy * out_width_);
+          }
         }
         if (one_run) {  // the rows side by side
           for (std::int64_t oy = 1; oy < out_height_; ++oy)
