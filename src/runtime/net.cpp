@@ -1260,12 +1260,11 @@ void Net::Impl::fuse_steps() {
       // writes its output with the epilogue it has), else this one clamps.
       const int clipped = step_outputs[static_cast<std::size_t>(next)][0];
       const int consumer = sole_consumer(clipped, device);
-      if (consumer >= 0 && kernels[static_cast<std::size_t>(consumer)]->fuse_input_clamp(lo, hi)) {
-        kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[consumer]->name());
-        out = clipped;
-        writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
-      } else if (kernel.fuse_clamp(lo, hi)) {
-        kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[step]->name());
+      const bool by_consumer =
+          consumer >= 0 && kernels[static_cast<std::size_t>(consumer)]->fuse_input_clamp(lo, hi);
+      if (by_consumer || kernel.fuse_clamp(lo, hi)) {
+        const auto taker = static_cast<std::size_t>(by_consumer ? consumer : static_cast<int>(step));
+        kernels[static_cast<std::size_t>(next)] = std::make_unique<FusedKernel>(layers[taker]->name());
         out = clipped;
         writer[static_cast<std::size_t>(out)] = static_cast<int>(step);
       }
