@@ -385,9 +385,15 @@ TEST(Int8, QdqConvFoldsIntoQuantizedConvolution) {
   std::vector<int> w_q;
   for (int i = 0; i < 2 * 2 * 3 * 3; ++i) w_q.push_back((i * 37) % 255 - 127);
   const std::vector<float> bias = {0.25f, -0.5f};
-  // Without and with the output's QuantizeLinear → DequantizeLinear (folded into the convolution).
-  for (const bool requantized : {false, true}) {
-    SCOPED_TRACE(requantized ? "requantized output" : "real output");
+  // Without and with the output's QuantizeLinear → DequantizeLinear (folded into the convolution), with that
+  // pair after a Relu (one Quantize layer that dequantizes again), and as QLinearConv → DequantizeLinear (the
+  // operator form; folded into the convolution too).
+  for (const int mode : {0, 1, 2, 3}) {
+    const bool requantized = mode > 0, after_relu = mode == 2, operator_form = mode == 3;
+    SCOPED_TRACE(mode == 0       ? "real output"
+                 : after_relu    ? "relu, requantized"
+                 : operator_form ? "QLinearConv"
+                                 : "requantized output");
     onnx::ModelProto model;
     model.set_ir_version(7);
     model.add_opset_import()->set_version(13);
@@ -426,24 +432,32 @@ TEST(Int8, QdqConvFoldsIntoQuantizedConvolution) {
       return n;
     };
     node("QuantizeLinear", {"x", "xs", "xz"}, "xq");
-    node("DequantizeLinear", {"xq", "xs", "xz"}, "xd");
-    onnx::AttributeProto* axis = node("DequantizeLinear", {"w", "ws", "wz"}, "wd")->add_attribute();
-    axis->set_name("axis");
-    axis->set_type(onnx::AttributeProto::INT);
-    axis->set_i(0);
-    onnx::AttributeProto* bias_axis = node("DequantizeLinear", {"bq", "bs"}, "b")->add_attribute();
-    bias_axis->set_name("axis");
-    bias_axis->set_type(onnx::AttributeProto::INT);
-    bias_axis->set_i(0);
-    onnx::NodeProto* conv = node("Conv", {"xd", "wd", "b"}, "y");
+    if (requantized) {
+      tensor("ys", onnx::TensorProto::FLOAT, {}, {y_scale});
+      tensor("yz", onnx::TensorProto::UINT8, {}, {y_zero});
+    }
+    onnx::NodeProto* conv = nullptr;
+    if (operator_form) {
+      conv = node("QLinearConv", {"xq", "xs", "xz", "w", "ws", "wz", "ys", "yz", "bq"}, "yq");
+    } else {
+      node("DequantizeLinear", {"xq", "xs", "xz"}, "xd");
+      onnx::AttributeProto* axis = node("DequantizeLinear", {"w", "ws", "wz"}, "wd")->add_attribute();
+      axis->set_name("axis");
+      axis->set_type(onnx::AttributeProto::INT);
+      axis->set_i(0);
+      onnx::AttributeProto* bias_axis = node("DequantizeLinear", {"bq", "bs"}, "b")->add_attribute();
+      bias_axis->set_name("axis");
+      bias_axis->set_type(onnx::AttributeProto::INT);
+      bias_axis->set_i(0);
+      conv = node("Conv", {"xd", "wd", "b"}, "y");
+    }
     onnx::AttributeProto* pads = conv->add_attribute();
     pads->set_name("pads");
     pads->set_type(onnx::AttributeProto::INTS);
     for (int p : {1, 1, 1, 1}) pads->add_ints(p);
     if (requantized) {  // the convolution's output through QuantizeLinear → DequantizeLinear, as QDQ tools end it
-      tensor("ys", onnx::TensorProto::FLOAT, {}, {y_scale});
-      tensor("yz", onnx::TensorProto::UINT8, {}, {y_zero});
-      node("QuantizeLinear", {"y", "ys", "yz"}, "yq");
+      if (after_relu) node("Relu", {"y"}, "yr");
+      if (!operator_form) node("QuantizeLinear", {after_relu ? "yr" : "y", "ys", "yz"}, "yq");
       node("DequantizeLinear", {"yq", "ys", "yz"}, "yd");
     }
     const std::string output = requantized ? "yd" : "y";
@@ -451,17 +465,21 @@ TEST(Int8, QdqConvFoldsIntoQuantizedConvolution) {
     std::string bytes;
     model.SerializeToString(&bytes);
     const Graph graph = load_onnx(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
-    int quantized = 0, requantize = 0;
+    int quantized = 0, requantize = 0, round_trips = 0;
     for (const LayerSpec& layer : graph.layers) {
       if (layer.type == "QuantizedConvolution") {
         ++quantized;
-        EXPECT_EQ(layer.attrs.get_string("input", ""), "real");  // the input's QuantizeLinear folded in
-        EXPECT_EQ(layer.attrs.get_string("output", "real"), requantized ? "dequantized" : "real");
+        // The input's QuantizeLinear folded in (QLinearConv reads the integers).
+        EXPECT_EQ(layer.attrs.get_string("input", ""), operator_form ? "quantized" : "real");
+        EXPECT_EQ(layer.attrs.get_string("output", "real"),
+                  requantized && !after_relu ? "dequantized" : "real");
       }
       requantize += layer.type == "Dequantize" || layer.type == "Quantize";
+      round_trips += layer.type == "Quantize" && layer.attrs.get_int("dequantize", 0) == 1;
     }
     EXPECT_EQ(quantized, 1);
-    EXPECT_EQ(requantize, 0);
+    EXPECT_EQ(requantize, after_relu || operator_form ? 1 : 0);  // QLinearConv's input: a Quantize layer
+    EXPECT_EQ(round_trips, after_relu ? 1 : 0);
 
     std::vector<float> x(50);
     for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.7 * static_cast<double>(i)) * 3.0);
@@ -484,6 +502,7 @@ TEST(Int8, QdqConvFoldsIntoQuantizedConvolution) {
                 sum += xd[static_cast<std::size_t>((ic * 5 + iy) * 5 + ix)] *
                        w_q[static_cast<std::size_t>(((oc * 2 + ic) * 3 + ky) * 3 + kx)] * w_scale[static_cast<std::size_t>(oc)];
               }
+          if (after_relu) sum = std::max(sum, 0.0);
           if (requantized) sum = (std::clamp(std::nearbyint(sum / y_scale) + y_zero, 0.0, 255.0) - y_zero) * y_scale;
           const float got = y.data<float>()[(oc * 5 + oy) * 5 + ox];
           worst = std::max(worst, std::abs(got - sum));

@@ -67,10 +67,13 @@ int check_quant_params(const Layer& layer, const std::vector<Shape>& inputs, std
   return resolved;
 }
 
-// y = clamp(round_half_even(x / s) + z, lo, hi) over n values, four at a time with SSE2 (the compiler keeps
-// the clamps' branches, which NaN makes differ from min/max); NaN stays NaN, as one at a time: the bounds go
-// first, and SSE's min/max return their second operand for NaN.
-void quantize_run(const float* x, std::int64_t n, float s, float z, float lo, float hi, float* y) {
+// y = clamp(round_half_even(x / s) + z, lo, hi), then with `dequantize` (y − z) · s, over n values, four at a
+// time with SSE2 (the compiler keeps the clamps' branches, which NaN makes differ from min/max); NaN stays
+// NaN, as one at a time: the bounds go first, and SSE's min/max return their second operand for NaN. The
+// integers and zero points of 8-bit types make y − z exact in float, and a float product is rounded once, as
+// the double one cast to float is.
+void quantize_run(const float* x, std::int64_t n, float s, float z, float lo, float hi, bool dequantize,
+                  float* y) {
   std::int64_t i = 0;
 #if defined(__SSE2__)
   const __m128 scale = _mm_set1_ps(s), zero = _mm_set1_ps(z), low = _mm_set1_ps(lo), high = _mm_set1_ps(hi),
@@ -79,10 +82,15 @@ void quantize_run(const float* x, std::int64_t n, float s, float z, float lo, fl
     __m128 q = _mm_div_ps(_mm_loadu_ps(x + i), scale);
     q = _mm_min_ps(roundable, _mm_max_ps(_mm_sub_ps(_mm_setzero_ps(), roundable), q));
     q = _mm_add_ps(_mm_sub_ps(_mm_add_ps(q, magic), magic), zero);
-    _mm_storeu_ps(y + i, _mm_min_ps(high, _mm_max_ps(low, q)));
+    q = _mm_min_ps(high, _mm_max_ps(low, q));
+    if (dequantize) q = _mm_mul_ps(_mm_sub_ps(q, zero), scale);
+    _mm_storeu_ps(y + i, q);
   }
 #endif
-  for (; i < n; ++i) y[i] = std::clamp(round_half_even(x[i] / s) + z, lo, hi);
+  for (; i < n; ++i) {
+    const float q = std::clamp(round_half_even(x[i] / s) + z, lo, hi);
+    y[i] = dequantize ? (q - z) * s : q;
+  }
 }
 
 // Calls body(first, count, scale, zero_point) for every run of x's elements that share their parameters.
@@ -119,16 +127,23 @@ void for_each_quantized_run(const Layer& layer, const std::vector<Tensor>& input
 
 const LayerSchema& QuantizeLayer::schema() {
   static const LayerSchema schema{
-      .attributes = {{.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
-                     {.name = "type", .type = AttrType::text, .fallback = std::string("uint8"), .choices = kTypes}},
+      .attributes =
+          {{.name = "axis", .type = AttrType::integer, .fallback = std::int64_t{1}},
+           {.name = "type", .type = AttrType::text, .fallback = std::string("uint8"), .choices = kTypes},
+           {.name = "dequantize", .type = AttrType::integer, .fallback = std::int64_t{0}}},
       .weights = "–",
-      .notes = "inputs x, scale, optional zero_point (scalars or per-axis); integers held in f32",
+      .notes =
+          "inputs x, scale, optional zero_point (scalars or per-axis); integers held in f32, or with "
+          "dequantize their real values again",
   };
   return schema;
 }
 
 QuantizeLayer::QuantizeLayer(const LayerSpec& spec)
-    : Layer(spec), axis_(spec.attrs.require_int("axis")), range_(QuantRange::of(spec.attrs.get_string("type", "uint8"))) {}
+    : Layer(spec),
+      axis_(spec.attrs.require_int("axis")),
+      range_(QuantRange::of(spec.attrs.get_string("type", "uint8"))),
+      dequantize_(spec.attrs.get_int("dequantize", 0) != 0) {}
 
 std::vector<Shape> QuantizeLayer::output_shapes(const std::vector<Shape>& inputs) const {
   expect_inputs(inputs, 2, 3);
@@ -147,11 +162,14 @@ void QuantizeLayer::forward(const std::vector<Tensor>& inputs, std::vector<Tenso
                            const float* in = x + first;
                            float* out = y + first;
                            if (!eight_bits) {
-                             for (std::int64_t i = 0; i < count; ++i)
-                               out[i] = static_cast<float>(quantize_value(in[i], s, z, range_));
+                             for (std::int64_t i = 0; i < count; ++i) {
+                               const double q = quantize_value(in[i], s, z, range_);
+                               out[i] =
+                                   static_cast<float>(dequantize_ ? (q - z) * static_cast<double>(s) : q);
+                             }
                              return;
                            }
-                           quantize_run(in, count, s, z, lo, hi, out);
+                           quantize_run(in, count, s, z, lo, hi, dequantize_, out);
                          });
 }
 

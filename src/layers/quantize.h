@@ -32,7 +32,8 @@ inline float round_half_even(float v) {
 
 // y = saturate(round(x / scale) + zero_point). Inputs: x, scale, optional zero_point: scalars, or 1-D
 // of x's length along `axis` (per-axis). Scales must be positive and zero points inside the type's
-// range (ModelError naming the layer and the field).
+// range (ModelError naming the layer and the field). With `dequantize`, y = (that − zero_point) · scale: x
+// rounded to the quantized grid, a QuantizeLinear → DequantizeLinear pair in one pass.
 class QuantizeLayer final : public Layer {
  public:
   static const LayerSchema& schema();
@@ -43,6 +44,7 @@ class QuantizeLayer final : public Layer {
  private:
   std::int64_t axis_;
   QuantRange range_;
+  bool dequantize_;
 };
 
 // y = (x - zero_point) · scale, same inputs as Quantize.

@@ -30,6 +30,8 @@ TEST(Layers, Quantize) {
             if (per_axis) c.spec.attrs.set("axis", std::int64_t{random_axis(rng, x.rank(), axis)});
             const bool signed_type = rng.coin();
             c.spec.attrs.set("type", std::string(signed_type ? "int8" : "uint8"));
+            // A third of them QuantizeLinear → DequantizeLinear in one layer.
+            if (rng.integer(0, 2) == 0) c.spec.attrs.set("dequantize", std::int64_t{1});
             const std::int64_t params = per_axis ? x[axis] : 1;
             Values scale, zero;
             for (std::int64_t i = 0; i < params; ++i) {
@@ -54,8 +56,9 @@ TEST(Layers, Quantize) {
             Values y;
             for (std::size_t i = 0; i < in[0].size(); ++i) {
               const std::size_t k = per_axis ? static_cast<std::size_t>((static_cast<std::int64_t>(i) / inner) % channels) : 0;
-              const double q = round_even(in[0][i] / in[1][k]) + in[2][k];
-              y.push_back(std::clamp(q, signed_type ? -128.0 : 0.0, signed_type ? 127.0 : 255.0));
+              const double q = std::clamp(round_even(in[0][i] / in[1][k]) + in[2][k],
+                                          signed_type ? -128.0 : 0.0, signed_type ? 127.0 : 255.0);
+              y.push_back(c.spec.attrs.get_int("dequantize", 0) ? (q - in[2][k]) * in[1][k] : q);
             }
             return std::vector<Values>{y};
           },

@@ -251,9 +251,11 @@ class Importer {
   // constant (per tensor or per output channel), as QDQ models write it: one QuantizedConvolution on
   // the quantized input. False when the pattern does not hold.
   bool qdq_conv(const Node& n);
-  // QuantizedConvolution → QuantizeLinear → DequantizeLinear (same per-tensor constants, nothing else
-  // reading between them), as QDQ models end each convolution: one QuantizedConvolution whose output is
-  // dequantized in its own last pass.
+  // DequantizeLinear of integers nothing else reads, with the constants they were made with: after a
+  // QLinearConv (a QuantizedConvolution writing integers), or a QuantizeLinear of a QuantizedConvolution's
+  // real output (as QDQ models end each convolution), that convolution dequantizes in its own last pass;
+  // after another QuantizeLinear (around a QDQ model's other operators), that Quantize layer dequantizes
+  // again in the same pass.
   void fold_output_requantization();
 
   std::string path_, dir_;
@@ -1538,23 +1540,48 @@ void Importer::fold_output_requantization() {
     if (dequantize.type != "Dequantize") continue;
     const auto deq = dequantized_tensors_.find(dequantize.outputs[0]);
     if (deq == dequantized_tensors_.end()) continue;
+    // A QLinearConv (a QuantizedConvolution writing integers) that alone feeds it with the same constants:
+    // the convolution writes the real values of its integers itself.
+    const std::string type = deq->second.type == TP::INT8 ? "int8" : "uint8";
+    if (const auto made = producer.find(deq->second.quantized);
+        made != producer.end() && readers[deq->second.quantized] == 1) {
+      LayerSpec& conv = graph_.layers[made->second];
+      if (conv.type == "QuantizedConvolution" && conv.attrs.get_string("output", "real") == "quantized" &&
+          conv.attrs.get_float("output_scale", 0) == deq->second.scale &&
+          conv.attrs.get_int("output_zero_point", 0) == static_cast<std::int64_t>(deq->second.zero) &&
+          conv.attrs.get_string("output_type", "uint8") == type) {
+        conv.attrs.set("output", std::string("dequantized"));
+        conv.outputs[0] = dequantize.outputs[0];
+        folded.insert(d);
+        continue;
+      }
+    }
     const auto q = quantized_tensors_.find(deq->second.quantized);
-    if (q == quantized_tensors_.end() || q->second.scale != deq->second.scale || q->second.zero != deq->second.zero ||
-        q->second.type != deq->second.type || readers[deq->second.quantized] != 1 || readers[q->second.real] != 1)
+    if (q == quantized_tensors_.end() || q->second.scale != deq->second.scale ||
+        q->second.zero != deq->second.zero || q->second.type != deq->second.type ||
+        readers[deq->second.quantized] != 1)
       continue;
+    const auto quantize = producer.find(deq->second.quantized);
+    if (quantize == producer.end() || graph_.layers[quantize->second].type != "Quantize") continue;
     const auto c = producer.find(q->second.real);
-    if (c == producer.end()) continue;
-    LayerSpec& conv = graph_.layers[c->second];
-    if (conv.type != "QuantizedConvolution" || conv.attrs.get_string("output", "real") != "real" ||
-        conv.attrs.get_int("relu", 0) != 0)
-      continue;
-    conv.attrs.set("output", std::string("dequantized"));
-    conv.attrs.set("output_scale", q->second.scale);
-    conv.attrs.set("output_zero_point", static_cast<std::int64_t>(q->second.zero));
-    conv.attrs.set("output_type", q->second.type == TP::INT8 ? std::string("int8") : std::string("uint8"));
-    conv.outputs[0] = dequantize.outputs[0];
+    LayerSpec* conv =
+        c != producer.end() && readers[q->second.real] == 1 ? &graph_.layers[c->second] : nullptr;
+    if (conv && (conv->type != "QuantizedConvolution" || conv->attrs.get_string("output", "real") != "real" ||
+                 conv->attrs.get_int("relu", 0) != 0))
+      conv = nullptr;
     folded.insert(d);
-    folded.insert(producer.at(deq->second.quantized));
+    if (!conv) {  // the Quantize layer rounds to the grid and dequantizes in the same pass
+      LayerSpec& round_trip = graph_.layers[quantize->second];
+      round_trip.attrs.set("dequantize", std::int64_t{1});
+      round_trip.outputs[0] = dequantize.outputs[0];
+      continue;
+    }
+    conv->attrs.set("output", std::string("dequantized"));
+    conv->attrs.set("output_scale", q->second.scale);
+    conv->attrs.set("output_zero_point", static_cast<std::int64_t>(q->second.zero));
+    conv->attrs.set("output_type", type);
+    conv->outputs[0] = dequantize.outputs[0];
+    folded.insert(quantize->second);
   }
   std::vector<LayerSpec> kept;
   for (std::size_t i = 0; i < graph_.layers.size(); ++i)
