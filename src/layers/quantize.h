@@ -21,8 +21,8 @@ struct QuantRange {
 double quantize_value(double x, double scale, double zero_point, const QuantRange& range);
 
 // nearbyint without a library call, for values bound for an 8-bit range: adding and removing 1.5·2^23
-// rounds half to even in the default rounding mode, in loops the compiler vectorises; magnitudes beyond
-// 2^22 saturate such a range anyway, so they are clamped first.
+// rounds half to even in the default rounding mode (vector code does the same with its own min/max);
+// magnitudes beyond 2^22 saturate such a range anyway, so they are clamped first.
 inline float round_half_even(float v) {
   constexpr float kMagic = 12582912.0f;
   v = std::clamp(v, -4194304.0f, 4194304.0f);

@@ -208,9 +208,6 @@ template <bool kFirst>
     sums[i] = kFirst ? products : sums[i] + products;
   }
 }
-template <bool kFirst>
-void add_taps_any(const std::uint8_t* const* line, const std::int32_t* weight, std::int64_t n,
-                  std::int32_t* sums);
 #if defined(__x86_64__)
 template <bool kFirst>
 __attribute__((target("avx2"))) void add_taps_avx2(const std::uint8_t* const* line,
@@ -219,25 +216,17 @@ __attribute__((target("avx2"))) void add_taps_avx2(const std::uint8_t* const* li
   add_taps<kFirst>(line, weight, n, sums);
 }
 #endif
-template <bool kFirst>
-void add_taps_any(const std::uint8_t* const* line, const std::int32_t* weight, std::int64_t n,
-                  std::int32_t* sums) {
+// The first three taps set the sums, the others add to them; `avx2`: cpu_has_avx2_fma(), asked once per
+// layer.
+void taps_into(bool first, bool avx2, const std::uint8_t* const* line, const std::int32_t* weight,
+               std::int64_t n, std::int32_t* sums) {
 #if defined(__x86_64__)
-  if (cpu_has_avx2_fma()) {
-    add_taps_avx2<kFirst>(line, weight, n, sums);
+  if (avx2) {
+    first ? add_taps_avx2<true>(line, weight, n, sums) : add_taps_avx2<false>(line, weight, n, sums);
     return;
   }
 #endif
-  add_taps<kFirst>(line, weight, n, sums);
-}
-// The first three taps set the sums, the others add to them.
-void taps_into(bool first, const std::uint8_t* const* line, const std::int32_t* weight, std::int64_t n,
-               std::int32_t* sums) {
-  if (first) {
-    add_taps_any<true>(line, weight, n, sums);
-  } else {
-    add_taps_any<false>(line, weight, n, sums);
-  }
+  first ? add_taps<true>(line, weight, n, sums) : add_taps<false>(line, weight, n, sums);
 }
 
 // dst[i] = src[2i] for i < n. Reads up to one byte past src[2n − 2]: image buffers keep a margin.
@@ -433,6 +422,7 @@ class Int8ConvolutionKernel final : public Kernel {
     const bool one_run = stride_h_ == 1 && stride_w_ == 1;
     const std::int64_t row_stride = one_run ? phase_w : out_width_;  // of the sums
     const std::int64_t padded_taps = (taps + 2) / 3 * 3;
+    const bool avx2 = cpu_has_avx2_fma();
     parallel_for(g_.group, [&](std::int64_t first, std::int64_t end) {
       std::vector<std::uint8_t> phases(static_cast<std::size_t>(stride_w_ * phase_size), zero_u8);
       std::vector<const std::uint8_t*> starts(static_cast<std::size_t>(padded_taps));
@@ -474,14 +464,14 @@ class Int8ConvolutionKernel final : public Kernel {
         for (std::int64_t tap = 0; tap < padded_taps; tap += 3) {
           const std::uint8_t* const* from = starts.data() + tap;
           if (one_run) {
-            taps_into(tap == 0, from, weights.data() + tap, (out_height_ - 1) * phase_w + out_width_,
+            taps_into(tap == 0, avx2, from, weights.data() + tap, (out_height_ - 1) * phase_w + out_width_,
                       sums.data());
             continue;
           }
           for (std::int64_t oy = 0; oy < out_height_; ++oy) {
             const std::int64_t down = oy * stride_h_ * phase_w;
             const std::uint8_t* rows[3] = {from[0] + down, from[1] + down, from[2] + down};
-            taps_into(tap == 0, rows, weights.data() + tap, out_width_, sums.data() + oy * out_width_);
+            taps_into(tap == 0, avx2, rows, weights.data() + tap, out_width_, sums.data() + oy * out_width_);
           }
         }
         if (one_run) {  // the rows side by side

@@ -6,7 +6,7 @@
 #include <cublasLt.h>
 #include <dlfcn.h>
 
-#include <mutex>
+#include <initializer_list>
 #include <string>
 
 #include "backends/cuda/check.h"

@@ -1539,12 +1539,11 @@ void Importer::fold_output_requantization() {
     LayerSpec& dequantize = graph_.layers[d];
     if (dequantize.type != "Dequantize") continue;
     const auto deq = dequantized_tensors_.find(dequantize.outputs[0]);
-    if (deq == dequantized_tensors_.end()) continue;
+    if (deq == dequantized_tensors_.end() || readers[deq->second.quantized] != 1) continue;
     // A QLinearConv (a QuantizedConvolution writing integers) that alone feeds it with the same constants:
     // the convolution writes the real values of its integers itself.
     const std::string type = deq->second.type == TP::INT8 ? "int8" : "uint8";
-    if (const auto made = producer.find(deq->second.quantized);
-        made != producer.end() && readers[deq->second.quantized] == 1) {
+    if (const auto made = producer.find(deq->second.quantized); made != producer.end()) {
       LayerSpec& conv = graph_.layers[made->second];
       if (conv.type == "QuantizedConvolution" && conv.attrs.get_string("output", "real") == "quantized" &&
           conv.attrs.get_float("output_scale", 0) == deq->second.scale &&
@@ -1558,8 +1557,7 @@ void Importer::fold_output_requantization() {
     }
     const auto q = quantized_tensors_.find(deq->second.quantized);
     if (q == quantized_tensors_.end() || q->second.scale != deq->second.scale ||
-        q->second.zero != deq->second.zero || q->second.type != deq->second.type ||
-        readers[deq->second.quantized] != 1)
+        q->second.zero != deq->second.zero || q->second.type != deq->second.type)
       continue;
     const auto quantize = producer.find(deq->second.quantized);
     if (quantize == producer.end() || graph_.layers[quantize->second].type != "Quantize") continue;
